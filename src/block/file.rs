@@ -1,0 +1,165 @@
+//! A host file opened read-only, read with `pread` (no shared cursor, so FUSE threads read in
+//! parallel) and bounds-checked against the length seen at open time.
+
+use super::error::{Error, Result};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// Identity of a host file (device, inode): what chain loop detection compares, since the same
+/// file can be reached under many names.
+pub type FileId = (u64, u64);
+
+#[derive(Debug)]
+pub struct ImageFile {
+    path: PathBuf,
+    file: File,
+    len: u64,
+    id: FileId,
+}
+
+impl ImageFile {
+    /// Opens `path` read-only. Block devices work too: their length comes from seeking to the end.
+    pub fn open(path: &Path) -> Result<Self> {
+        let open_err = |source| Error::Open { path: path.to_path_buf(), source };
+        let file = File::open(path).map_err(open_err)?;
+        let meta = file.metadata().map_err(open_err)?;
+        if meta.is_dir() {
+            return Err(open_err(io::Error::new(io::ErrorKind::InvalidInput, "is a directory")));
+        }
+        let len = if meta.file_type().is_file() {
+            meta.len()
+        } else {
+            // SAFETY: lseek on a valid fd owned by `file`; no memory is touched.
+            let end = unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_END) };
+            if end < 0 {
+                return Err(open_err(io::Error::last_os_error()));
+            }
+            end as u64
+        };
+        Ok(ImageFile { path: path.to_path_buf(), file, len, id: (meta.dev(), meta.ino()) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn id(&self) -> FileId {
+        self.id
+    }
+
+    /// Bytes the file occupies on the host (st_blocks), like `qemu-img info`'s "disk size".
+    pub fn disk_usage(&self) -> u64 {
+        self.file.metadata().map(|m| m.blocks().saturating_mul(512)).unwrap_or(0)
+    }
+
+    /// Reads exactly `buf.len()` bytes at `offset`; any part past the end of the file is an error
+    /// naming `what` (the structure being read).
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64, what: &'static str) -> Result<()> {
+        let len = buf.len() as u64;
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len => {}
+            _ => {
+                return Err(Error::Truncated {
+                    path: self.path.clone(),
+                    what,
+                    offset,
+                    len,
+                    file_len: self.len,
+                })
+            }
+        }
+        self.pread_full(buf, offset, what)
+    }
+
+    /// Reads `buf.len()` bytes at `offset`, filling whatever lies past the end of the file with
+    /// zeros (as qemu does for the tail cluster of a file that was not extended to a cluster
+    /// boundary). `offset` itself must lie inside the file.
+    pub fn read_zero_padded(&self, buf: &mut [u8], offset: u64, what: &'static str) -> Result<()> {
+        if offset >= self.len && !buf.is_empty() {
+            return Err(Error::Truncated {
+                path: self.path.clone(),
+                what,
+                offset,
+                len: buf.len() as u64,
+                file_len: self.len,
+            });
+        }
+        let avail = usize::try_from(self.len - offset).unwrap_or(usize::MAX).min(buf.len());
+        let (head, tail) = buf.split_at_mut(avail);
+        self.pread_full(head, offset, what)?;
+        tail.fill(0);
+        Ok(())
+    }
+
+    fn pread_full(&self, mut buf: &mut [u8], mut offset: u64, what: &'static str) -> Result<()> {
+        while !buf.is_empty() {
+            match self.file.read_at(buf, offset) {
+                Ok(0) => {
+                    // The file shrank under us.
+                    return Err(Error::Truncated {
+                        path: self.path.clone(),
+                        what,
+                        offset,
+                        len: buf.len() as u64,
+                        file_len: self.len,
+                    });
+                }
+                Ok(n) => {
+                    buf = &mut buf[n..];
+                    offset += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(Error::Io { path: self.path.clone(), what, offset, source })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The data (non-hole) ranges of `[offset, offset+len)` per SEEK_DATA/SEEK_HOLE, clipped to the
+    /// file. Where the host cannot tell (block devices, old filesystems), everything is data.
+    pub fn data_ranges(&self, offset: u64, len: u64) -> Vec<(u64, u64)> {
+        let end = offset.saturating_add(len).min(self.len);
+        let mut out = Vec::new();
+        let fd = self.file.as_raw_fd();
+        let mut pos = offset;
+        while pos < end {
+            // SAFETY: lseek on a valid fd; no memory is touched.
+            let data = unsafe { libc::lseek(fd, pos as libc::off_t, libc::SEEK_DATA) };
+            if data < 0 {
+                let err = io::Error::last_os_error();
+                if err.raw_os_error() == Some(libc::ENXIO) {
+                    break; // no data after pos
+                }
+                out.push((pos, end - pos));
+                break;
+            }
+            let data = data as u64;
+            if data >= end {
+                break;
+            }
+            // SAFETY: as above.
+            let hole = unsafe { libc::lseek(fd, data as libc::off_t, libc::SEEK_HOLE) };
+            let hole = if hole < 0 { end } else { (hole as u64).min(end) };
+            if hole <= data {
+                out.push((data, end - data));
+                break;
+            }
+            out.push((data, hole - data));
+            pos = hole;
+        }
+        out
+    }
+}

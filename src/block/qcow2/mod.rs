@@ -1,0 +1,334 @@
+//! qcow2 v2/v3 reader (qemu docs/interop/qcow2.txt). Lookups go through a bounded LRU of L2
+//! tables under a short lock; all file I/O and decompression happen outside it, so many threads
+//! read in parallel.
+
+pub mod cluster;
+pub mod header;
+pub mod table;
+
+use crate::block::error::{Error, Result};
+use crate::block::file::ImageFile;
+use crate::block::{
+    check_range, open_backing, push_backing_extents, push_extent, read_backing, BlockDevice, Extent,
+    ExtentKind, LayerInfo, OpenCtx,
+};
+use header::{Compression, Header};
+use lru::LruCache;
+use parking_lot::Mutex;
+use serde_json::json;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use table::{Geometry, Mapping};
+
+/// Bytes of L2 tables kept cached (at least 16 tables): 512 tables of 64 KiB clusters map 256 GiB.
+const L2_CACHE_BYTES: u64 = 32 << 20;
+/// Bytes of decompressed clusters kept for reads smaller than a cluster (at least 4 clusters).
+const ZCACHE_BYTES: u64 = 4 << 20;
+
+pub struct Qcow2 {
+    file: ImageFile,
+    header: Header,
+    geo: Geometry,
+    l1: Vec<u64>,
+    l2_cache: Mutex<LruCache<u64, Arc<[u64]>>>,
+    zcache: Mutex<LruCache<u64, Arc<[u8]>>>,
+    backing: Option<Arc<dyn BlockDevice>>,
+    backing_path: Option<PathBuf>,
+    warnings: Vec<String>,
+}
+
+fn cache_slots(bytes: u64, item: u64, min: usize) -> NonZeroUsize {
+    let n = usize::try_from(bytes / item).unwrap_or(min).max(min);
+    NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN)
+}
+
+impl Qcow2 {
+    pub fn open(file: ImageFile, ctx: &mut OpenCtx) -> Result<Self> {
+        let path = file.path().to_path_buf();
+        // The header, its extensions and the backing name all live in the first cluster;
+        // read at most 2 MiB (the largest cluster) and let parse() bound everything by it.
+        let head_len = file.len().min(1 << header::MAX_CLUSTER_BITS) as usize;
+        let mut head = vec![0u8; head_len];
+        file.read_exact_at(&mut head, 0, "qcow2 header")?;
+        let h = Header::parse(&head, &path, file.len())?;
+        let cs = h.cluster_size();
+        head.truncate(cs.min(head_len as u64) as usize);
+        drop(head);
+
+        let geo = Geometry { cluster_bits: h.cluster_bits, extended: h.extended_l2(), file_len: file.len() };
+        let mut warnings = Vec::new();
+        if h.incompatible_features & header::INCOMPAT_DIRTY != 0 {
+            warnings.push("dirty bit set: the image was not closed cleanly; refcounts may be stale (reading is safe)".into());
+        }
+        if h.incompatible_features & header::INCOMPAT_CORRUPT != 0 {
+            warnings.push("qemu marked this image corrupt; reading it anyway, read-only".into());
+        }
+        for w in &warnings {
+            log::warn!("{}: {w}", path.display());
+        }
+
+        let l1_bytes = u64::from(h.l1_size) * 8; // bounded to 32 MiB by Header::parse
+        let mut raw = vec![0u8; l1_bytes as usize];
+        file.read_exact_at(&mut raw, h.l1_table_offset, "qcow2 L1 table")?;
+        let l1: Vec<u64> = raw
+            .chunks_exact(8)
+            .map(|c| u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect();
+
+        let (backing, backing_path) = match &h.backing_file {
+            Some(name) => {
+                let (dev, p) = open_backing(&path, name, h.backing_format.as_deref(), ctx)?;
+                (Some(dev), Some(p))
+            }
+            None => (None, None),
+        };
+        Ok(Qcow2 {
+            l2_cache: Mutex::new(LruCache::new(cache_slots(L2_CACHE_BYTES, cs, 16))),
+            zcache: Mutex::new(LruCache::new(cache_slots(ZCACHE_BYTES, cs, 4))),
+            file,
+            header: h,
+            geo,
+            l1,
+            backing,
+            backing_path,
+            warnings,
+        })
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The L2 table at host offset `off`, from the cache or the file.
+    fn l2_table(&self, off: u64) -> Result<Arc<[u64]>> {
+        if let Some(t) = self.l2_cache.lock().get(&off) {
+            return Ok(t.clone());
+        }
+        let mut raw = vec![0u8; self.geo.cluster_size() as usize];
+        self.file.read_exact_at(&mut raw, off, "qcow2 L2 table")?;
+        let t: Arc<[u64]> = raw
+            .chunks_exact(8)
+            .map(|c| u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect();
+        self.l2_cache.lock().put(off, t.clone());
+        Ok(t)
+    }
+
+    /// Classifies the guest range starting at `pos` (at most `max` bytes) and returns the mapping
+    /// of its first byte and how far that mapping continues (same kind; contiguous host offsets
+    /// for data), never crossing an L2 table. Data and compressed hosts are for `pos` itself.
+    fn map_run(&self, pos: u64, max: u64) -> Result<(Mapping, u64)> {
+        let cb = self.geo.cluster_bits;
+        let ub = self.geo.unit_bits();
+        let unit = 1u64 << ub;
+        let per_table = self.geo.l2_entries();
+        let vcl = pos >> cb;
+        let l1i = vcl / per_table;
+        let table_end = ((l1i + 1) * per_table) << cb;
+        let limit = pos.saturating_add(max).min(table_end);
+        let l1_entry = *self.l1.get(l1i as usize).ok_or_else(|| {
+            Error::corrupt(self.file.path(), "qcow2 L1 table", self.header.l1_table_offset,
+                format!("guest offset {pos:#x} needs L1 entry {l1i}, past its {} entries", self.l1.len()))
+        })?;
+        let l1_pos = self.header.l1_table_offset + l1i * 8;
+        let l2_off = self.geo.l2_offset(l1_entry, self.file.path(), l1_pos)?;
+        if l2_off == 0 {
+            return Ok((Mapping::Unallocated, limit - pos));
+        }
+        let t = self.l2_table(l2_off)?;
+        let entry_size = if self.geo.extended { 16 } else { 8 };
+        let unit_map = |at: u64| -> Result<Mapping> {
+            let idx = ((at >> cb) % per_table) as usize;
+            let sc = ((at >> ub) & ((1 << (cb - ub)) - 1)) as u32;
+            let (word, bitmap) = if self.geo.extended {
+                (t[2 * idx], t[2 * idx + 1])
+            } else {
+                (t[idx], 0)
+            };
+            self.geo.classify(word, bitmap, sc, self.file.path(), l2_off + idx as u64 * entry_size)
+        };
+        let in_unit = pos & (unit - 1);
+        let first = match unit_map(pos)? {
+            Mapping::Data { host } => Mapping::Data { host: host + in_unit },
+            Mapping::Compressed { host, size } => {
+                let cluster_end = ((vcl + 1) << cb).min(limit);
+                return Ok((Mapping::Compressed { host, size }, cluster_end - pos));
+            }
+            m => m,
+        };
+        let mut end = ((pos | (unit - 1)) + 1).min(limit);
+        while end < limit {
+            let next = unit_map(end)?;
+            let continues = match (first, next) {
+                (Mapping::Data { host: a }, Mapping::Data { host: b }) => a + (end - pos) == b,
+                (Mapping::Zero, Mapping::Zero) | (Mapping::Unallocated, Mapping::Unallocated) => true,
+                _ => false,
+            };
+            if !continues {
+                break;
+            }
+            end = (end + unit).min(limit);
+        }
+        Ok((first, end - pos))
+    }
+
+    /// Inflates the compressed cluster at `host` into `out` (one whole cluster).
+    fn inflate(&self, host: u64, size: u64, out: &mut [u8]) -> Result<()> {
+        let mut input = vec![0u8; size as usize];
+        self.file.read_zero_padded(&mut input, host, "qcow2 compressed cluster")?;
+        cluster::decompress(self.header.compression, &input, out)
+            .map_err(|d| Error::corrupt(self.file.path(), "qcow2 compressed cluster", host, d))
+    }
+
+    /// Copies `dst.len()` bytes from `in_cluster` within the compressed cluster at `host`,
+    /// through the cache of inflated clusters.
+    fn read_compressed_part(&self, host: u64, size: u64, in_cluster: usize, dst: &mut [u8]) -> Result<()> {
+        let cached = self.zcache.lock().get(&host).cloned();
+        let data = match cached {
+            Some(d) => d,
+            None => {
+                let mut buf = vec![0u8; self.geo.cluster_size() as usize];
+                self.inflate(host, size, &mut buf)?;
+                let d: Arc<[u8]> = buf.into();
+                self.zcache.lock().put(host, d.clone());
+                d
+            }
+        };
+        dst.copy_from_slice(&data[in_cluster..in_cluster + dst.len()]);
+        Ok(())
+    }
+
+    /// Bytes of guest data this image itself holds (data and compressed units, within the size).
+    fn allocated_bytes(&self) -> Result<u64> {
+        let mut total = 0u64;
+        let mut pos = 0u64;
+        let size = self.header.size;
+        while pos < size {
+            let (m, run) = self.map_run(pos, size - pos)?;
+            if matches!(m, Mapping::Data { .. } | Mapping::Compressed { .. }) {
+                total += run;
+            }
+            pos += run;
+        }
+        Ok(total)
+    }
+}
+
+impl BlockDevice for Qcow2 {
+    fn len(&self) -> u64 {
+        self.header.size
+    }
+
+    fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
+        check_range(off, buf.len() as u64, self.len())?;
+        let cs = self.geo.cluster_size();
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = off + done as u64;
+            let (m, run) = self.map_run(pos, (buf.len() - done) as u64)?;
+            let dst = &mut buf[done..done + run as usize];
+            match m {
+                Mapping::Data { host } => self.file.read_zero_padded(dst, host, "qcow2 data cluster")?,
+                Mapping::Zero => dst.fill(0),
+                Mapping::Unallocated => read_backing(self.backing.as_ref(), dst, pos)?,
+                Mapping::Compressed { host, size } => {
+                    let in_cluster = (pos & (cs - 1)) as usize;
+                    if in_cluster == 0 && dst.len() as u64 == cs {
+                        self.inflate(host, size, dst)?;
+                    } else {
+                        self.read_compressed_part(host, size, in_cluster, dst)?;
+                    }
+                }
+            }
+            done += run as usize;
+        }
+        Ok(())
+    }
+
+    fn extents(&self, off: u64, len: u64) -> Result<Vec<Extent>> {
+        check_range(off, len, self.len())?;
+        let end = off + len;
+        let mut out = Vec::new();
+        let mut pos = off;
+        while pos < end {
+            let (m, run) = self.map_run(pos, end - pos)?;
+            match m {
+                Mapping::Data { host } => {
+                    // Allocated clusters that are holes in the host file read as zeros (qemu
+                    // reports them so, and copies skip them).
+                    let mut at = host;
+                    let host_end = host + run;
+                    let zero = |a: u64, b: u64| {
+                        let mut e = Extent::new(pos + (a - host), b - a, ExtentKind::Zero);
+                        e.host_offset = Some(a);
+                        e
+                    };
+                    for (d, dlen) in self.file.data_ranges(host, run) {
+                        if d > at {
+                            push_extent(&mut out, zero(at, d));
+                        }
+                        let mut e = Extent::new(pos + (d - host), dlen, ExtentKind::Data);
+                        e.host_offset = Some(d);
+                        push_extent(&mut out, e);
+                        at = d + dlen;
+                    }
+                    if at < host_end {
+                        push_extent(&mut out, zero(at, host_end));
+                    }
+                }
+                Mapping::Zero => push_extent(&mut out, Extent::new(pos, run, ExtentKind::Zero)),
+                Mapping::Unallocated => push_backing_extents(&mut out, self.backing.as_ref(), pos, run)?,
+                Mapping::Compressed { host, .. } => {
+                    let mut e = Extent::new(pos, run, ExtentKind::Data);
+                    e.compressed = true;
+                    e.host_offset = Some(host);
+                    push_extent(&mut out, e);
+                }
+            }
+            pos += run;
+        }
+        Ok(out)
+    }
+
+    fn info(&self) -> Result<LayerInfo> {
+        let h = &self.header;
+        let mut specific = vec![
+            ("compat".to_string(), json!(if h.version >= 3 { "1.1" } else { "0.10" })),
+            ("compression_type".into(), json!(match h.compression {
+                Compression::Zlib => "zlib",
+                Compression::Zstd => "zstd",
+            })),
+            ("lazy_refcounts".into(), json!(h.compatible_features & header::COMPAT_LAZY_REFCOUNTS != 0)),
+            ("refcount_bits".into(), json!(1u32 << h.refcount_order)),
+            ("corrupt".into(), json!(h.incompatible_features & header::INCOMPAT_CORRUPT != 0)),
+            ("dirty".into(), json!(h.incompatible_features & header::INCOMPAT_DIRTY != 0)),
+            ("extended_l2".into(), json!(h.extended_l2())),
+        ];
+        if h.nb_snapshots > 0 {
+            specific.push(("internal_snapshots".into(), json!(h.nb_snapshots)));
+        }
+        if h.has_bitmaps {
+            specific.push(("bitmaps".into(), json!(true)));
+        }
+        Ok(LayerInfo {
+            filename: self.file.path().to_path_buf(),
+            format: "qcow2".into(),
+            subformat: Some(format!("v{}", h.version)),
+            virtual_size: h.size,
+            disk_size: self.file.disk_usage(),
+            cluster_size: Some(h.cluster_size()),
+            allocated: Some(self.allocated_bytes()?),
+            backing_filename: h.backing_file.clone(),
+            full_backing_filename: self.backing_path.clone(),
+            backing_format: h.backing_format.clone(),
+            files: vec![self.file.path().to_path_buf()],
+            specific,
+            warnings: self.warnings.clone(),
+        })
+    }
+
+    fn backing(&self) -> Option<&Arc<dyn BlockDevice>> {
+        self.backing.as_ref()
+    }
+}

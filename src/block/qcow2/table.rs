@@ -1,0 +1,130 @@
+//! L1 and L2 tables (qcow2.txt, "Cluster mapping"): decoding one L2 entry (standard or extended,
+//! with its subcluster bitmap) into what the guest range maps to.
+
+use crate::block::error::{Error, Result};
+use std::path::Path;
+
+/// Bits 9..55 of L1 and standard L2 entries: the host offset.
+pub const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
+const COMPRESSED: u64 = 1 << 62;
+const ZERO_FLAG: u64 = 1;
+
+/// What one allocation unit (a cluster, or a subcluster with extended L2) maps to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mapping {
+    /// Guest data at this host offset (of the unit's first byte).
+    Data { host: u64 },
+    /// Reads as zeros.
+    Zero,
+    /// Not allocated in this image: read from the backing file.
+    Unallocated,
+    /// A compressed cluster: `size` bytes at `host`, inflating to one whole cluster.
+    Compressed { host: u64, size: u64 },
+}
+
+/// The constants needed to decode entries of one image.
+#[derive(Clone, Copy, Debug)]
+pub struct Geometry {
+    pub cluster_bits: u32,
+    pub extended: bool,
+    pub file_len: u64,
+}
+
+impl Geometry {
+    pub fn cluster_size(&self) -> u64 {
+        1 << self.cluster_bits
+    }
+
+    /// log2 of the allocation unit: subclusters (32 per cluster) with extended L2.
+    pub fn unit_bits(&self) -> u32 {
+        if self.extended {
+            self.cluster_bits - 5
+        } else {
+            self.cluster_bits
+        }
+    }
+
+    /// Entries per L2 table (one cluster).
+    pub fn l2_entries(&self) -> u64 {
+        self.cluster_size() / if self.extended { 16 } else { 8 }
+    }
+
+    /// Checks an L1 entry and returns the L2 table's host offset (0 = none allocated).
+    pub fn l2_offset(&self, l1_entry: u64, path: &Path, l1_entry_pos: u64) -> Result<u64> {
+        let off = l1_entry & OFFSET_MASK;
+        if off == 0 {
+            return Ok(0);
+        }
+        if off % self.cluster_size() != 0 || off < self.cluster_size() {
+            return Err(Error::corrupt(path, "qcow2 L1 entry", l1_entry_pos, format!(
+                "L2 table offset {off:#x} is unaligned or inside the header cluster")));
+        }
+        Ok(off)
+    }
+
+    /// Decodes `words` (one standard entry, or an extended entry + bitmap) for subcluster `sc`.
+    /// `entry_pos` is the entry's host offset, for error messages.
+    pub fn classify(&self, word: u64, bitmap: u64, sc: u32, path: &Path, entry_pos: u64) -> Result<Mapping> {
+        let bad = |detail: String| Error::corrupt(path, "qcow2 L2 entry", entry_pos, detail);
+        let cs = self.cluster_size();
+        if word & COMPRESSED != 0 {
+            // x = 62 - (cluster_bits - 8) bits of offset, then the count of extra sectors.
+            let shift = 62 - (self.cluster_bits - 8);
+            let host = word & ((1u64 << shift) - 1);
+            let sectors = ((word >> shift) & ((1u64 << (self.cluster_bits - 8)) - 1)) + 1;
+            let size = sectors * 512 - (host & 511);
+            if host < cs {
+                return Err(bad(format!("compressed cluster at {host:#x} lies in the header cluster")));
+            }
+            if host >= self.file_len {
+                return Err(Error::Truncated {
+                    path: path.into(),
+                    what: "qcow2 compressed cluster",
+                    offset: host,
+                    len: size,
+                    file_len: self.file_len,
+                });
+            }
+            return Ok(Mapping::Compressed { host, size });
+        }
+        let host = word & OFFSET_MASK;
+        let data_at = |h: u64| -> Result<Mapping> {
+            if h % cs != 0 || h < cs {
+                return Err(bad(format!("data cluster offset {h:#x} is unaligned or inside the header cluster")));
+            }
+            if h >= self.file_len {
+                return Err(Error::Truncated {
+                    path: path.into(),
+                    what: "qcow2 data cluster",
+                    offset: h,
+                    len: cs,
+                    file_len: self.file_len,
+                });
+            }
+            Ok(Mapping::Data { host: h })
+        };
+        if !self.extended {
+            if word & ZERO_FLAG != 0 {
+                return Ok(Mapping::Zero);
+            }
+            if host == 0 {
+                return Ok(Mapping::Unallocated);
+            }
+            return data_at(host);
+        }
+        let alloc = (bitmap >> sc) & 1 != 0;
+        let zero = (bitmap >> (32 + sc)) & 1 != 0;
+        match (alloc, zero) {
+            (true, true) => Err(bad(format!("subcluster {sc} is marked both allocated and zero"))),
+            (false, true) => Ok(Mapping::Zero),
+            (false, false) => Ok(Mapping::Unallocated),
+            (true, false) => {
+                if host == 0 {
+                    return Err(bad(format!("subcluster {sc} is allocated but the cluster has no host offset")));
+                }
+                data_at(host)?;
+                Ok(Mapping::Data { host: host + (u64::from(sc) << self.unit_bits()) })
+            }
+        }
+    }
+}

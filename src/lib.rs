@@ -1,0 +1,5 @@
+//! ferry: open, inspect, fix and convert virtual machine disk images in userspace.
+//! Layers (see DESIGN.md): `block` (image formats) → `convert` (copy engine).
+
+pub mod block;
+pub mod convert;

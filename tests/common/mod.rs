@@ -1,0 +1,174 @@
+//! Shared helpers for integration tests: run the real tools (qemu-img), make deterministic
+//! content, hash sources before and after, find the corpus.
+#![allow(dead_code)]
+
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+/// Runs a command, panicking with its output if it fails (tests want a loud failure).
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `qemu-img ARGS...`
+pub fn qemu_img(args: &[&str]) -> String {
+    run(Command::new("qemu-img").args(args))
+}
+
+/// `qemu-io -f FMT -c CMD... FILE`, each command a separate -c.
+pub fn qemu_io(fmt: &str, file: &Path, cmds: &[&str]) {
+    let mut c = Command::new("qemu-io");
+    c.arg("-f").arg(fmt);
+    for cmd in cmds {
+        c.arg("-c").arg(cmd);
+    }
+    c.arg(file);
+    run(&mut c);
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*), so failures reproduce.
+pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Writes a raw disk of `size` bytes with a mix of random, compressible text-like, zero and
+/// hole regions (`seed` picks the pattern), as real guests look.
+pub fn make_mixed_raw(path: &Path, size: u64, seed: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(size).unwrap();
+    let chunk = 192 * 1024 + 4096 * 3; // not a multiple of any cluster size
+    let mut off = 0u64;
+    let mut i = seed;
+    while off < size {
+        let len = (chunk as u64).min(size - off) as usize;
+        match i % 5 {
+            0 | 1 => f.write_all_at(&pseudo_random(i, len), off).unwrap(),
+            2 => {
+                let text: Vec<u8> = format!("line {i} of a log file, fairly compressible\n")
+                    .into_bytes()
+                    .into_iter()
+                    .cycle()
+                    .take(len)
+                    .collect();
+                f.write_all_at(&text, off).unwrap()
+            }
+            3 => f.write_all_at(&vec![0u8; len], off).unwrap(), // written zeros
+            _ => {}                                               // hole
+        }
+        off += len as u64;
+        i = i.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) >> 7;
+    }
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).unwrap();
+    format!("{:x}", h.finalize())
+}
+
+/// Hashes files when created and asserts on drop that they did not change: "the source is sacred".
+pub struct Unchanged(Vec<(PathBuf, String)>);
+
+impl Unchanged {
+    pub fn new(paths: &[&Path]) -> Self {
+        Unchanged(paths.iter().map(|p| (p.to_path_buf(), sha256_file(p))).collect())
+    }
+}
+
+impl Drop for Unchanged {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        for (p, h) in &self.0 {
+            assert_eq!(&sha256_file(p), h, "{} changed while ferry had it open", p.display());
+        }
+    }
+}
+
+/// Reads the whole device through the library in `chunk`-byte reads.
+pub fn read_all(dev: &Arc<dyn ferry::block::BlockDevice>, chunk: usize) -> Vec<u8> {
+    let len = dev.len() as usize;
+    let mut out = vec![0u8; len];
+    let mut off = 0;
+    while off < len {
+        let n = chunk.min(len - off);
+        dev.read_at(&mut out[off..off + n], off as u64).unwrap();
+        off += n;
+    }
+    out
+}
+
+/// `qemu-img convert -O raw` of `src` into `dir`, returned as bytes.
+pub fn qemu_raw(src: &Path, dir: &Path) -> Vec<u8> {
+    let out = dir.join(format!(
+        "{}.qemu.raw",
+        src.file_name().unwrap().to_string_lossy()
+    ));
+    qemu_img(&["convert", "-O", "raw", src.to_str().unwrap(), out.to_str().unwrap()]);
+    let v = std::fs::read(&out).unwrap();
+    std::fs::remove_file(&out).unwrap();
+    v
+}
+
+/// The shared corpus of real images (../shared/corpus), or None with a loud message.
+pub fn corpus() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
+    if p.is_dir() {
+        Some(p)
+    } else {
+        eprintln!("SKIP: ../shared/corpus is absent; corpus tests not run");
+        None
+    }
+}
+
+/// Decompresses a corpus file (.gz/.bz2/.zst or plain) into `dir`, returning the new path.
+pub fn unpack(src: &Path, dir: &Path) -> PathBuf {
+    let name = src.file_name().unwrap().to_string_lossy().into_owned();
+    let (stem, tool) = if let Some(s) = name.strip_suffix(".gz") {
+        (s.to_string(), Some("gzip"))
+    } else if let Some(s) = name.strip_suffix(".bz2") {
+        (s.to_string(), Some("bzip2"))
+    } else if let Some(s) = name.strip_suffix(".zst") {
+        (s.to_string(), Some("zstd"))
+    } else {
+        (name.clone(), None)
+    };
+    let dst = dir.join(stem);
+    match tool {
+        Some(t) => {
+            let out = Command::new(t).arg("-dc").arg(src).output().unwrap();
+            assert!(out.status.success(), "{t} -dc {} failed", src.display());
+            std::fs::write(&dst, out.stdout).unwrap();
+        }
+        None => {
+            std::fs::copy(src, &dst).unwrap();
+        }
+    }
+    dst
+}
+
+/// Path of the built `ferry` binary.
+pub fn ferry_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ferry"))
+}
