@@ -1,1 +1,222 @@
-fn main() {}
+//! The `ferry` command line: one small function per subcommand; the work is in the library.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use ferry::block::{self, BlockDevice, ExtentKind, Format, LayerInfo};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "ferry", version, about = "Open, inspect and convert virtual machine disk images, in userspace")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Describe an image and its whole backing chain (like `qemu-img info --backing-chain`).
+    Info {
+        image: PathBuf,
+        /// Image format of the top layer (raw, qcow2, vmdk); probed from content if absent.
+        #[arg(short = 'f', long = "format")]
+        format: Option<Format>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what each range of the virtual disk holds (like `qemu-img map`).
+    Map {
+        image: PathBuf,
+        #[arg(short = 'f', long = "format")]
+        format: Option<Format>,
+        /// qemu-img map --output=json compatible output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the image out in another format (sparse: holes and zeros are not written).
+    Convert {
+        src: PathBuf,
+        /// Output format (raw).
+        #[arg(short = 'O', long = "output-format")]
+        output_format: String,
+        dst: PathBuf,
+        #[arg(short = 'f', long = "format")]
+        format: Option<Format>,
+        /// Show a progress bar (on a terminal).
+        #[arg(short = 'p', long)]
+        progress: bool,
+        /// Worker threads (default: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Print a JSON summary (bytes read, written, skipped, seconds).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp(None)
+        .init();
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Info { image, format, json } => info(image, format, json),
+        Cmd::Map { image, format, json } => map(image, format, json),
+        Cmd::Convert { src, output_format, dst, format, progress, threads, json } => {
+            convert(src, &output_format, dst, format, progress, threads, json)
+        }
+    };
+    if let Err(e) = r {
+        eprintln!("ferry: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn open(image: &PathBuf, format: Option<Format>) -> Result<Arc<dyn BlockDevice>> {
+    Ok(block::open_as(image, format)?)
+}
+
+fn info(image: PathBuf, format: Option<Format>, json: bool) -> Result<()> {
+    let dev = open(&image, format)?;
+    let layers: Vec<LayerInfo> =
+        block::chain(&dev).iter().map(|l| l.info()).collect::<Result<_, _>>()?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &layers)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    for (i, l) in layers.iter().enumerate() {
+        if i > 0 {
+            writeln!(out)?;
+        }
+        write_layer(&mut out, l)?;
+    }
+    Ok(())
+}
+
+fn human(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.3} {}", UNITS[u]).replace(".000 ", " ")
+    }
+}
+
+fn write_layer(out: &mut impl Write, l: &LayerInfo) -> std::io::Result<()> {
+    writeln!(out, "image: {}", l.filename.display())?;
+    match &l.subformat {
+        Some(s) => writeln!(out, "file format: {} ({s})", l.format)?,
+        None => writeln!(out, "file format: {}", l.format)?,
+    }
+    writeln!(out, "virtual size: {} ({} bytes)", human(l.virtual_size), l.virtual_size)?;
+    writeln!(out, "disk size: {}", human(l.disk_size))?;
+    if let Some(c) = l.cluster_size {
+        writeln!(out, "cluster_size: {c}")?;
+    }
+    if let Some(a) = l.allocated {
+        writeln!(out, "allocated: {} ({a} bytes)", human(a))?;
+    }
+    if let Some(b) = &l.backing_filename {
+        match &l.full_backing_filename {
+            Some(full) => writeln!(out, "backing file: {b} (actual path: {})", full.display())?,
+            None => writeln!(out, "backing file: {b}")?,
+        }
+    }
+    if let Some(f) = &l.backing_format {
+        writeln!(out, "backing file format: {f}")?;
+    }
+    if l.files.len() > 1 {
+        writeln!(out, "files:")?;
+        for f in &l.files {
+            writeln!(out, "    {}", f.display())?;
+        }
+    }
+    if !l.specific.is_empty() {
+        writeln!(out, "Format specific information:")?;
+        for (k, v) in &l.specific {
+            match v {
+                serde_json::Value::String(s) => writeln!(out, "    {k}: {s}")?,
+                other => writeln!(out, "    {k}: {other}")?,
+            }
+        }
+    }
+    for w in &l.warnings {
+        writeln!(out, "warning: {w}")?;
+    }
+    Ok(())
+}
+
+fn map(image: PathBuf, format: Option<Format>, json: bool) -> Result<()> {
+    let dev = open(&image, format)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut first = true;
+    if json {
+        write!(out, "[")?;
+    } else {
+        writeln!(out, "{:<20}{:<20}{:<7}{:<6}{:<20}", "Offset", "Length", "Kind", "Depth", "Mapped to")?;
+    }
+    block::for_each_extent(dev.as_ref(), 0, dev.len(), |e| -> Result<()> {
+        if json {
+            // Field for field what `qemu-img map --output=json` prints, so scripts can switch.
+            let (present, zero, data) = match e.kind {
+                ExtentKind::Data => (true, false, true),
+                ExtentKind::Zero => (true, true, false),
+                ExtentKind::Hole => (false, true, false),
+            };
+            let offset = e.host_offset.map(|o| format!(", \"offset\": {o}")).unwrap_or_default();
+            write!(
+                out,
+                "{}{{ \"start\": {}, \"length\": {}, \"depth\": {}, \"present\": {present}, \"zero\": {zero}, \"data\": {data}, \"compressed\": {}{offset}}}",
+                if first { "" } else { ",\n" },
+                e.offset, e.length, e.depth, e.compressed
+            )?;
+        } else {
+            let kind = match e.kind {
+                ExtentKind::Data if e.compressed => "data*",
+                ExtentKind::Data => "data",
+                ExtentKind::Zero => "zero",
+                ExtentKind::Hole => "hole",
+            };
+            let host = e.host_offset.map(|o| format!("{o:#x}")).unwrap_or_default();
+            writeln!(out, "{:<#20x}{:<#20x}{kind:<7}{:<6}{host}", e.offset, e.length, e.depth)?;
+        }
+        first = false;
+        Ok(())
+    })?;
+    if json {
+        writeln!(out, "]")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn convert(
+    src: PathBuf,
+    output_format: &str,
+    dst: PathBuf,
+    format: Option<Format>,
+    progress: bool,
+    threads: usize,
+    json: bool,
+) -> Result<()> {
+    if output_format != "raw" {
+        bail!("output format '{output_format}' is not supported yet: only -O raw (qcow2 and vmdk writers come later)");
+    }
+    let dev = open(&src, format)?;
+    let opts = ferry::convert::Options { threads, progress };
+    let stats = ferry::convert::to_raw(&dev, &dst, &opts)
+        .with_context(|| format!("converting {} to {}", src.display(), dst.display()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&stats)?);
+    }
+    Ok(())
+}

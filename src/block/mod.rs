@@ -290,6 +290,37 @@ pub fn open_backing(
     }
 }
 
+/// Extents asked for in windows of this size, so a fragmented terabyte never needs millions of
+/// extents in memory at once.
+pub const EXTENT_WINDOW: u64 = 1 << 30;
+
+/// Calls `f` with every extent of `[off, off+len)` of `dev` in order, merged across windows.
+pub fn for_each_extent<E: From<Error>>(
+    dev: &dyn BlockDevice,
+    off: u64,
+    len: u64,
+    mut f: impl FnMut(Extent) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    let end = off.checked_add(len).ok_or(Error::OutOfRange { offset: off, len, size: dev.len() })?;
+    let mut pending: Vec<Extent> = Vec::with_capacity(2);
+    let mut pos = off;
+    while pos < end {
+        let n = EXTENT_WINDOW.min(end - pos);
+        for e in dev.extents(pos, n)? {
+            push_extent(&mut pending, e);
+            if pending.len() > 1 {
+                let first = pending.remove(0);
+                f(first)?;
+            }
+        }
+        pos += n;
+    }
+    for e in pending {
+        f(e)?;
+    }
+    Ok(())
+}
+
 /// The layers of the chain from `top` down.
 pub fn chain(top: &Arc<dyn BlockDevice>) -> Vec<Arc<dyn BlockDevice>> {
     let mut out = vec![top.clone()];

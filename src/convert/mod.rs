@@ -1,1 +1,28 @@
-//! The copy engine (placeholder).
+//! Layer "convert": writing a device out as another image. Copies are driven by `extents()`, so
+//! holes and known zeros are never read or written, and data is read by several workers at once
+//! (decompression runs on every core).
+
+pub mod copy;
+pub mod progress;
+
+pub use copy::{to_raw, Options, Stats};
+
+use std::io;
+use std::path::PathBuf;
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Block(#[from] crate::block::Error),
+
+    #[error("{}: {what}: {source}", .path.display())]
+    Output { path: PathBuf, what: &'static str, source: io::Error },
+
+    #[error("{}: refusing to write over a file of the source image's chain", .path.display())]
+    OutputIsSource { path: PathBuf },
+
+    #[error("output format {0} is not supported yet (only raw)")]
+    UnsupportedTarget(String),
+}
