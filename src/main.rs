@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "ferry", version, about = "Open, inspect and convert virtual machine disk images, in userspace")]
+#[command(
+    name = "ferry",
+    version,
+    about = "Open, inspect and convert virtual machine disk images, in userspace"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -61,11 +65,25 @@ fn main() {
         .init();
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Info { image, format, json } => info(image, format, json),
-        Cmd::Map { image, format, json } => map(image, format, json),
-        Cmd::Convert { src, output_format, dst, format, progress, threads, json } => {
-            convert(src, &output_format, dst, format, progress, threads, json)
-        }
+        Cmd::Info {
+            image,
+            format,
+            json,
+        } => info(image, format, json),
+        Cmd::Map {
+            image,
+            format,
+            json,
+        } => map(image, format, json),
+        Cmd::Convert {
+            src,
+            output_format,
+            dst,
+            format,
+            progress,
+            threads,
+            json,
+        } => convert(src, &output_format, dst, format, progress, threads, json),
     };
     if let Err(e) = r {
         eprintln!("ferry: {e:#}");
@@ -79,8 +97,10 @@ fn open(image: &PathBuf, format: Option<Format>) -> Result<Arc<dyn BlockDevice>>
 
 fn info(image: PathBuf, format: Option<Format>, json: bool) -> Result<()> {
     let dev = open(&image, format)?;
-    let layers: Vec<LayerInfo> =
-        block::chain(&dev).iter().map(|l| l.info()).collect::<Result<_, _>>()?;
+    let layers: Vec<LayerInfo> = block::chain(&dev)
+        .iter()
+        .map(|l| l.info())
+        .collect::<Result<_, _>>()?;
     let mut out = std::io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut out, &layers)?;
@@ -117,7 +137,12 @@ fn write_layer(out: &mut impl Write, l: &LayerInfo) -> std::io::Result<()> {
         Some(s) => writeln!(out, "file format: {} ({s})", l.format)?,
         None => writeln!(out, "file format: {}", l.format)?,
     }
-    writeln!(out, "virtual size: {} ({} bytes)", human(l.virtual_size), l.virtual_size)?;
+    writeln!(
+        out,
+        "virtual size: {} ({} bytes)",
+        human(l.virtual_size),
+        l.virtual_size
+    )?;
     writeln!(out, "disk size: {}", human(l.disk_size))?;
     if let Some(c) = l.cluster_size {
         writeln!(out, "cluster_size: {c}")?;
@@ -162,7 +187,11 @@ fn map(image: PathBuf, format: Option<Format>, json: bool) -> Result<()> {
     if json {
         write!(out, "[")?;
     } else {
-        writeln!(out, "{:<20}{:<20}{:<7}{:<6}{:<20}", "Offset", "Length", "Kind", "Depth", "Mapped to")?;
+        writeln!(
+            out,
+            "{:<20}{:<20}{:<7}{:<6}{:<20}",
+            "Offset", "Length", "Kind", "Depth", "Mapped to"
+        )?;
     }
     block::for_each_extent(dev.as_ref(), 0, dev.len(), |e| -> Result<()> {
         if json {
@@ -172,7 +201,10 @@ fn map(image: PathBuf, format: Option<Format>, json: bool) -> Result<()> {
                 ExtentKind::Zero => (true, true, false),
                 ExtentKind::Hole => (false, true, false),
             };
-            let offset = e.host_offset.map(|o| format!(", \"offset\": {o}")).unwrap_or_default();
+            let offset = e
+                .host_offset
+                .map(|o| format!(", \"offset\": {o}"))
+                .unwrap_or_default();
             write!(
                 out,
                 "{}{{ \"start\": {}, \"length\": {}, \"depth\": {}, \"present\": {present}, \"zero\": {zero}, \"data\": {data}, \"compressed\": {}{offset}}}",
@@ -187,7 +219,11 @@ fn map(image: PathBuf, format: Option<Format>, json: bool) -> Result<()> {
                 ExtentKind::Hole => "hole",
             };
             let host = e.host_offset.map(|o| format!("{o:#x}")).unwrap_or_default();
-            writeln!(out, "{:<#20x}{:<#20x}{kind:<7}{:<6}{host}", e.offset, e.length, e.depth)?;
+            writeln!(
+                out,
+                "{:<#20x}{:<#20x}{kind:<7}{:<6}{host}",
+                e.offset, e.length, e.depth
+            )?;
         }
         first = false;
         Ok(())

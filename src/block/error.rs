@@ -12,23 +12,43 @@ pub enum Error {
     Open { path: PathBuf, source: io::Error },
 
     #[error("{}: I/O error on {what} at offset {offset:#x}: {source}", .path.display())]
-    Io { path: PathBuf, what: &'static str, offset: u64, source: io::Error },
+    Io {
+        path: PathBuf,
+        what: &'static str,
+        offset: u64,
+        source: io::Error,
+    },
 
     #[error(
         "{}: {what} at offset {offset:#x} (+{len} bytes) lies past the end of the file \
          ({file_len} bytes): the image is truncated or corrupt",
         .path.display()
     )]
-    Truncated { path: PathBuf, what: &'static str, offset: u64, len: u64, file_len: u64 },
+    Truncated {
+        path: PathBuf,
+        what: &'static str,
+        offset: u64,
+        len: u64,
+        file_len: u64,
+    },
 
     #[error("{}: corrupt {what} at offset {offset:#x}: {detail}", .path.display())]
-    Corrupt { path: PathBuf, what: &'static str, offset: u64, detail: String },
+    Corrupt {
+        path: PathBuf,
+        what: &'static str,
+        offset: u64,
+        detail: String,
+    },
 
     #[error("{}: {detail}", .path.display())]
     Unsupported { path: PathBuf, detail: String },
 
     #[error("{}: cannot open its backing/parent file {}: {source}", .path.display(), .backing.display())]
-    MissingBacking { path: PathBuf, backing: PathBuf, source: io::Error },
+    MissingBacking {
+        path: PathBuf,
+        backing: PathBuf,
+        source: io::Error,
+    },
 
     #[error("{}: backing/parent chain loops: {} is already part of it", .path.display(), .target.display())]
     ChainLoop { path: PathBuf, target: PathBuf },
@@ -50,10 +70,18 @@ impl Error {
         offset: u64,
         detail: impl Into<String>,
     ) -> Self {
-        Error::Corrupt { path: path.into(), what, offset, detail: detail.into() }
+        Error::Corrupt {
+            path: path.into(),
+            what,
+            offset,
+            detail: detail.into(),
+        }
     }
 
     pub(crate) fn unsupported(path: impl Into<PathBuf>, detail: impl Into<String>) -> Self {
-        Error::Unsupported { path: path.into(), detail: detail.into() }
+        Error::Unsupported {
+            path: path.into(),
+            detail: detail.into(),
+        }
     }
 }

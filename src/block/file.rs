@@ -23,11 +23,17 @@ pub struct ImageFile {
 impl ImageFile {
     /// Opens `path` read-only. Block devices work too: their length comes from seeking to the end.
     pub fn open(path: &Path) -> Result<Self> {
-        let open_err = |source| Error::Open { path: path.to_path_buf(), source };
+        let open_err = |source| Error::Open {
+            path: path.to_path_buf(),
+            source,
+        };
         let file = File::open(path).map_err(open_err)?;
         let meta = file.metadata().map_err(open_err)?;
         if meta.is_dir() {
-            return Err(open_err(io::Error::new(io::ErrorKind::InvalidInput, "is a directory")));
+            return Err(open_err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "is a directory",
+            )));
         }
         let len = if meta.file_type().is_file() {
             meta.len()
@@ -39,7 +45,12 @@ impl ImageFile {
             }
             end as u64
         };
-        Ok(ImageFile { path: path.to_path_buf(), file, len, id: (meta.dev(), meta.ino()) })
+        Ok(ImageFile {
+            path: path.to_path_buf(),
+            file,
+            len,
+            id: (meta.dev(), meta.ino()),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -60,7 +71,10 @@ impl ImageFile {
 
     /// Bytes the file occupies on the host (st_blocks), like `qemu-img info`'s "disk size".
     pub fn disk_usage(&self) -> u64 {
-        self.file.metadata().map(|m| m.blocks().saturating_mul(512)).unwrap_or(0)
+        self.file
+            .metadata()
+            .map(|m| m.blocks().saturating_mul(512))
+            .unwrap_or(0)
     }
 
     /// Reads exactly `buf.len()` bytes at `offset`; any part past the end of the file is an error
@@ -95,7 +109,9 @@ impl ImageFile {
                 file_len: self.len,
             });
         }
-        let avail = usize::try_from(self.len - offset).unwrap_or(usize::MAX).min(buf.len());
+        let avail = usize::try_from(self.len - offset)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
         let (head, tail) = buf.split_at_mut(avail);
         self.pread_full(head, offset, what)?;
         tail.fill(0);
@@ -121,7 +137,12 @@ impl ImageFile {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(source) => {
-                    return Err(Error::Io { path: self.path.clone(), what, offset, source })
+                    return Err(Error::Io {
+                        path: self.path.clone(),
+                        what,
+                        offset,
+                        source,
+                    })
                 }
             }
         }
@@ -152,7 +173,11 @@ impl ImageFile {
             }
             // SAFETY: as above.
             let hole = unsafe { libc::lseek(fd, data as libc::off_t, libc::SEEK_HOLE) };
-            let hole = if hole < 0 { end } else { (hole as u64).min(end) };
+            let hole = if hole < 0 {
+                end
+            } else {
+                (hole as u64).min(end)
+            };
             if hole <= data {
                 out.push((data, end - data));
                 break;

@@ -41,7 +41,14 @@ pub struct Extent {
 
 impl Extent {
     pub fn new(offset: u64, length: u64, kind: ExtentKind) -> Self {
-        Extent { offset, length, kind, depth: 0, compressed: false, host_offset: None }
+        Extent {
+            offset,
+            length,
+            kind,
+            depth: 0,
+            compressed: false,
+            host_offset: None,
+        }
     }
 
     pub fn end(&self) -> u64 {
@@ -114,7 +121,9 @@ pub fn read_backing(
     if let Some(b) = backing {
         let blen = b.len();
         if off < blen {
-            covered = usize::try_from(blen - off).unwrap_or(usize::MAX).min(buf.len());
+            covered = usize::try_from(blen - off)
+                .unwrap_or(usize::MAX)
+                .min(buf.len());
             b.read_at(&mut buf[..covered], off)?;
         }
     }
@@ -126,7 +135,11 @@ pub fn read_backing(
 pub fn check_range(off: u64, len: u64, size: u64) -> Result<()> {
     match off.checked_add(len) {
         Some(end) if end <= size => Ok(()),
-        _ => Err(Error::OutOfRange { offset: off, len, size }),
+        _ => Err(Error::OutOfRange {
+            offset: off,
+            len,
+            size,
+        }),
     }
 }
 
@@ -214,10 +227,16 @@ impl OpenCtx {
     /// Records `f` as the next layer; errors if it is already in the chain or the chain is too deep.
     pub fn enter(&mut self, f: &file::ImageFile) -> Result<()> {
         if let Some((_, first)) = self.seen.iter().find(|(id, _)| *id == f.id()) {
-            return Err(Error::ChainLoop { path: f.path().to_path_buf(), target: first.clone() });
+            return Err(Error::ChainLoop {
+                path: f.path().to_path_buf(),
+                target: first.clone(),
+            });
         }
         if self.seen.len() >= MAX_CHAIN_DEPTH {
-            return Err(Error::ChainTooDeep { path: f.path().to_path_buf(), max: MAX_CHAIN_DEPTH });
+            return Err(Error::ChainTooDeep {
+                path: f.path().to_path_buf(),
+                max: MAX_CHAIN_DEPTH,
+            });
         }
         self.seen.push((f.id(), f.path().to_path_buf()));
         Ok(())
@@ -278,14 +297,19 @@ pub fn open_backing(
     let format = match format {
         None | Some("") => None,
         Some(f) => Some(f.parse::<Format>().map_err(|_| {
-            Error::unsupported(image, format!("backing file {name} has format '{f}', which ferry does not read"))
+            Error::unsupported(
+                image,
+                format!("backing file {name} has format '{f}', which ferry does not read"),
+            )
         })?),
     };
     match open_layer(&path, format, ctx) {
         Ok(dev) => Ok((dev, path)),
-        Err(Error::Open { source, .. }) => {
-            Err(Error::MissingBacking { path: image.to_path_buf(), backing: path, source })
-        }
+        Err(Error::Open { source, .. }) => Err(Error::MissingBacking {
+            path: image.to_path_buf(),
+            backing: path,
+            source,
+        }),
         Err(e) => Err(e),
     }
 }
@@ -301,7 +325,11 @@ pub fn for_each_extent<E: From<Error>>(
     len: u64,
     mut f: impl FnMut(Extent) -> std::result::Result<(), E>,
 ) -> std::result::Result<(), E> {
-    let end = off.checked_add(len).ok_or(Error::OutOfRange { offset: off, len, size: dev.len() })?;
+    let end = off.checked_add(len).ok_or(Error::OutOfRange {
+        offset: off,
+        len,
+        size: dev.len(),
+    })?;
     let mut pending: Vec<Extent> = Vec::with_capacity(2);
     let mut pos = off;
     while pos < end {

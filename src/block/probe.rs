@@ -37,7 +37,9 @@ impl FromStr for Format {
             "raw" => Ok(Format::Raw),
             "qcow2" => Ok(Format::Qcow2),
             "vmdk" => Ok(Format::Vmdk),
-            other => Err(format!("unknown image format '{other}' (expected raw, qcow2 or vmdk)")),
+            other => Err(format!(
+                "unknown image format '{other}' (expected raw, qcow2 or vmdk)"
+            )),
         }
     }
 }
@@ -61,11 +63,17 @@ pub fn probe(file: &ImageFile) -> Result<Format> {
     file.read_exact_at(&mut head, 0, "format probe")?;
     if head.starts_with(b"QFI\xfb") {
         if head.len() >= 8 && u32::from_be_bytes([head[4], head[5], head[6], head[7]]) == 1 {
-            return Err(Error::unsupported(file.path(), "qcow version 1 images are not supported"));
+            return Err(Error::unsupported(
+                file.path(),
+                "qcow version 1 images are not supported",
+            ));
         }
         return Ok(Format::Qcow2);
     }
-    if head.starts_with(b"KDMV") || head.starts_with(b"COWD") || head.starts_with(&super::vmdk::SESPARSE_MAGIC_BYTES) {
+    if head.starts_with(b"KDMV")
+        || head.starts_with(b"COWD")
+        || head.starts_with(&super::vmdk::SESPARSE_MAGIC_BYTES)
+    {
         return Ok(Format::Vmdk);
     }
     if super::vmdk::descriptor::looks_like_descriptor(&head) {

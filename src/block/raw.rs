@@ -50,7 +50,12 @@ impl BlockDevice for Raw {
     }
 
     fn info(&self) -> Result<LayerInfo> {
-        let allocated = self.file.data_ranges(0, self.file.len()).iter().map(|r| r.1).sum();
+        let allocated = self
+            .file
+            .data_ranges(0, self.file.len())
+            .iter()
+            .map(|r| r.1)
+            .sum();
         Ok(LayerInfo {
             filename: self.file.path().to_path_buf(),
             format: "raw".into(),

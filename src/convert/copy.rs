@@ -18,17 +18,11 @@ const CHUNK: u64 = 2 << 20;
 /// Granularity of zero detection inside data (qemu-img convert's default -S).
 const ZERO_BLOCK: usize = 4096;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Options {
     /// Worker threads (0 = one per core).
     pub threads: usize,
     pub progress: bool,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options { threads: 0, progress: false }
-    }
 }
 
 /// What a copy did, for `--json`.
@@ -51,12 +45,16 @@ fn is_zero(b: &[u8]) -> bool {
 
 /// Refuses an output path that is one of the files the source reads from.
 fn check_not_source(src: &Arc<dyn BlockDevice>, dst: &Path) -> Result<()> {
-    let Ok(dm) = std::fs::metadata(dst) else { return Ok(()) };
+    let Ok(dm) = std::fs::metadata(dst) else {
+        return Ok(());
+    };
     for layer in block::chain(src) {
         for f in layer.info()?.files {
             if let Ok(m) = std::fs::metadata(&f) {
                 if (m.dev(), m.ino()) == (dm.dev(), dm.ino()) {
-                    return Err(Error::OutputIsSource { path: dst.to_path_buf() });
+                    return Err(Error::OutputIsSource {
+                        path: dst.to_path_buf(),
+                    });
                 }
             }
         }
@@ -68,7 +66,13 @@ fn check_not_source(src: &Arc<dyn BlockDevice>, dst: &Path) -> Result<()> {
 pub fn to_raw(src: &Arc<dyn BlockDevice>, dst: &Path, opts: &Options) -> Result<Stats> {
     let start = Instant::now();
     check_not_source(src, dst)?;
-    let out_err = |what| move |source| Error::Output { path: dst.to_path_buf(), what, source };
+    let out_err = |what| {
+        move |source| Error::Output {
+            path: dst.to_path_buf(),
+            what,
+            source,
+        }
+    };
     let out = OpenOptions::new()
         .write(true)
         .create(true)
@@ -79,7 +83,9 @@ pub fn to_raw(src: &Arc<dyn BlockDevice>, dst: &Path, opts: &Options) -> Result<
     out.set_len(size).map_err(out_err("cannot set the size"))?;
 
     let threads = if opts.threads == 0 {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
     } else {
         opts.threads
     };
@@ -167,7 +173,11 @@ fn write_nonzero(out: &File, b: &[u8], off: u64, dst: &Path) -> Result<u64> {
         }
         let run = &b[run_start..i.min(b.len())];
         out.write_all_at(run, off + run_start as u64)
-            .map_err(|source| Error::Output { path: dst.to_path_buf(), what: "write failed", source })?;
+            .map_err(|source| Error::Output {
+                path: dst.to_path_buf(),
+                what: "write failed",
+                source,
+            })?;
         written += run.len() as u64;
     }
     Ok(written)

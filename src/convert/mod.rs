@@ -18,7 +18,11 @@ pub enum Error {
     Block(#[from] crate::block::Error),
 
     #[error("{}: {what}: {source}", .path.display())]
-    Output { path: PathBuf, what: &'static str, source: io::Error },
+    Output {
+        path: PathBuf,
+        what: &'static str,
+        source: io::Error,
+    },
 
     #[error("{}: refusing to write over a file of the source image's chain", .path.display())]
     OutputIsSource { path: PathBuf },

@@ -46,12 +46,17 @@ pub fn decompress(kind: Compression, input: &[u8], out: &mut [u8]) -> Result<(),
             let mut outb = OutBuffer::around(out);
             loop {
                 let before = (inb.pos(), outb.pos());
-                let hint = dec.run(&mut inb, &mut outb).map_err(|e| format!("zstd error: {e}"))?;
+                let hint = dec
+                    .run(&mut inb, &mut outb)
+                    .map_err(|e| format!("zstd error: {e}"))?;
                 if outb.pos() == want {
                     return Ok(());
                 }
                 if hint == 0 || inb.pos() == input.len() || before == (inb.pos(), outb.pos()) {
-                    return Err(format!("zstd frame yields {} bytes, expected {want}", outb.pos()));
+                    return Err(format!(
+                        "zstd frame yields {} bytes, expected {want}",
+                        outb.pos()
+                    ));
                 }
             }
         }),

@@ -86,7 +86,8 @@ impl Header {
     /// Parses and validates the header from the image's first cluster (or as much of the file as
     /// exists, at least 72 bytes). `path` and `file_len` are for error messages and bounds.
     pub fn parse(buf: &[u8], path: &Path, file_len: u64) -> Result<Self> {
-        let bad = |offset: u64, detail: String| Error::corrupt(path, "qcow2 header", offset, detail);
+        let bad =
+            |offset: u64, detail: String| Error::corrupt(path, "qcow2 header", offset, detail);
         if buf.len() < 72 {
             return Err(Error::Truncated {
                 path: path.into(),
@@ -101,11 +102,19 @@ impl Header {
         }
         let version = be32(buf, 4);
         if version != 2 && version != 3 {
-            return Err(Error::unsupported(path, format!("qcow2 version {version} is not supported (only 2 and 3)")));
+            return Err(Error::unsupported(
+                path,
+                format!("qcow2 version {version} is not supported (only 2 and 3)"),
+            ));
         }
         let cluster_bits = be32(buf, 20);
         if !(MIN_CLUSTER_BITS..=MAX_CLUSTER_BITS).contains(&cluster_bits) {
-            return Err(bad(20, format!("cluster_bits {cluster_bits} outside {MIN_CLUSTER_BITS}..={MAX_CLUSTER_BITS}")));
+            return Err(bad(
+                20,
+                format!(
+                    "cluster_bits {cluster_bits} outside {MIN_CLUSTER_BITS}..={MAX_CLUSTER_BITS}"
+                ),
+            ));
         }
         let cluster_size = 1u64 << cluster_bits;
         let mut h = Header {
@@ -149,7 +158,13 @@ impl Header {
             h.refcount_order = be32(buf, 96);
             h.header_length = be32(buf, 100);
             if h.header_length < 104 || u64::from(h.header_length) > cluster_size {
-                return Err(bad(100, format!("header_length {} outside 104..={cluster_size}", h.header_length)));
+                return Err(bad(
+                    100,
+                    format!(
+                        "header_length {} outside 104..={cluster_size}",
+                        h.header_length
+                    ),
+                ));
             }
             if h.header_length as usize > buf.len() {
                 return Err(Error::Truncated {
@@ -167,32 +182,71 @@ impl Header {
                 h.compression = match buf[104] {
                     0 => Compression::Zlib,
                     1 => Compression::Zstd,
-                    t => return Err(Error::unsupported(path, format!("unknown qcow2 compression type {t}"))),
+                    t => {
+                        return Err(Error::unsupported(
+                            path,
+                            format!("unknown qcow2 compression type {t}"),
+                        ))
+                    }
                 };
             }
             let has_bit = h.incompatible_features & INCOMPAT_COMPRESSION != 0;
             if has_bit != (h.compression != Compression::Zlib) {
-                return Err(bad(72, "compression type and its incompatible feature bit disagree".into()));
+                return Err(bad(
+                    72,
+                    "compression type and its incompatible feature bit disagree".into(),
+                ));
             }
         }
         if h.crypt_method != 0 {
-            return Err(Error::unsupported(path, format!(
-                "encrypted qcow2 images (crypt_method {}) are not supported", h.crypt_method)));
+            return Err(Error::unsupported(
+                path,
+                format!(
+                    "encrypted qcow2 images (crypt_method {}) are not supported",
+                    h.crypt_method
+                ),
+            ));
         }
         if h.l1_table_offset % cluster_size != 0 {
-            return Err(bad(40, format!("L1 table offset {:#x} is not cluster-aligned", h.l1_table_offset)));
+            return Err(bad(
+                40,
+                format!(
+                    "L1 table offset {:#x} is not cluster-aligned",
+                    h.l1_table_offset
+                ),
+            ));
         }
         // The L1 table must cover the virtual size, and is bounded as qemu bounds it.
         let bytes_per_l2 = cluster_size * (cluster_size / h.l2_entry_size());
         let needed = h.size.div_ceil(bytes_per_l2);
         if needed.saturating_mul(8) > MAX_L1_BYTES {
-            return Err(bad(24, format!("virtual size {} is too large (L1 table would exceed {} MiB)", h.size, MAX_L1_BYTES >> 20)));
+            return Err(bad(
+                24,
+                format!(
+                    "virtual size {} is too large (L1 table would exceed {} MiB)",
+                    h.size,
+                    MAX_L1_BYTES >> 20
+                ),
+            ));
         }
         if u64::from(h.l1_size) < needed {
-            return Err(bad(36, format!("L1 table of {} entries cannot cover the virtual size {} ({needed} needed)", h.l1_size, h.size)));
+            return Err(bad(
+                36,
+                format!(
+                    "L1 table of {} entries cannot cover the virtual size {} ({needed} needed)",
+                    h.l1_size, h.size
+                ),
+            ));
         }
         if u64::from(h.l1_size) * 8 > MAX_L1_BYTES {
-            return Err(bad(36, format!("L1 table of {} entries exceeds {} MiB", h.l1_size, MAX_L1_BYTES >> 20)));
+            return Err(bad(
+                36,
+                format!(
+                    "L1 table of {} entries exceeds {} MiB",
+                    h.l1_size,
+                    MAX_L1_BYTES >> 20
+                ),
+            ));
         }
         h.read_backing_name(buf, path)?;
         h.read_extensions(buf, path)?;
@@ -208,13 +262,22 @@ impl Header {
                         .unwrap_or_else(|| format!("bit {b}"))
                 })
                 .collect();
-            return Err(Error::unsupported(path, format!(
-                "qcow2 incompatible features not supported: {}", names.join(", "))));
+            return Err(Error::unsupported(
+                path,
+                format!(
+                    "qcow2 incompatible features not supported: {}",
+                    names.join(", ")
+                ),
+            ));
         }
         if h.incompatible_features & INCOMPAT_DATA_FILE != 0 {
-            return Err(Error::unsupported(path, format!(
-                "qcow2 images with an external data file ({}) are not supported",
-                h.data_file.as_deref().unwrap_or("name not recorded"))));
+            return Err(Error::unsupported(
+                path,
+                format!(
+                    "qcow2 images with an external data file ({}) are not supported",
+                    h.data_file.as_deref().unwrap_or("name not recorded")
+                ),
+            ));
         }
         Ok(h)
     }
@@ -233,18 +296,34 @@ impl Header {
             return Ok(());
         }
         if self.backing_file_size == 0 || self.backing_file_size > MAX_BACKING_NAME {
-            return Err(Error::corrupt(path, "qcow2 header", 16, format!(
-                "backing file name length {} outside 1..={MAX_BACKING_NAME}", self.backing_file_size)));
+            return Err(Error::corrupt(
+                path,
+                "qcow2 header",
+                16,
+                format!(
+                    "backing file name length {} outside 1..={MAX_BACKING_NAME}",
+                    self.backing_file_size
+                ),
+            ));
         }
         let start = self.backing_file_offset;
         let end = start + u64::from(self.backing_file_size);
         if end > buf.len() as u64 {
-            return Err(Error::corrupt(path, "qcow2 backing file name", start,
-                "lies outside the first cluster".to_string()));
+            return Err(Error::corrupt(
+                path,
+                "qcow2 backing file name",
+                start,
+                "lies outside the first cluster".to_string(),
+            ));
         }
         let raw = &buf[start as usize..end as usize];
         let name = String::from_utf8(raw.to_vec()).map_err(|_| {
-            Error::corrupt(path, "qcow2 backing file name", start, "not valid UTF-8".to_string())
+            Error::corrupt(
+                path,
+                "qcow2 backing file name",
+                start,
+                "not valid UTF-8".to_string(),
+            )
         })?;
         self.backing_file = Some(name);
         Ok(())
@@ -269,29 +348,52 @@ impl Header {
             if ty == EXT_END {
                 return Ok(());
             }
-            let data_end = data_start.checked_add(len).filter(|e| *e <= limit).ok_or_else(|| {
-                Error::corrupt(path, "qcow2 header extension", pos as u64, format!(
-                    "type {ty:#x} with length {len} runs past the header area"))
-            })?;
+            let data_end = data_start
+                .checked_add(len)
+                .filter(|e| *e <= limit)
+                .ok_or_else(|| {
+                    Error::corrupt(
+                        path,
+                        "qcow2 header extension",
+                        pos as u64,
+                        format!("type {ty:#x} with length {len} runs past the header area"),
+                    )
+                })?;
             let data = &buf[data_start..data_end];
             match ty {
                 EXT_BACKING_FORMAT => {
-                    self.backing_format = Some(String::from_utf8_lossy(data).trim_end_matches('\0').to_string())
+                    self.backing_format = Some(
+                        String::from_utf8_lossy(data)
+                            .trim_end_matches('\0')
+                            .to_string(),
+                    )
                 }
                 EXT_DATA_FILE => {
-                    self.data_file = Some(String::from_utf8_lossy(data).trim_end_matches('\0').to_string())
+                    self.data_file = Some(
+                        String::from_utf8_lossy(data)
+                            .trim_end_matches('\0')
+                            .to_string(),
+                    )
                 }
                 EXT_FEATURE_NAMES => {
                     for ent in data.chunks_exact(48) {
-                        let name = String::from_utf8_lossy(&ent[2..]).trim_end_matches('\0').to_string();
+                        let name = String::from_utf8_lossy(&ent[2..])
+                            .trim_end_matches('\0')
+                            .to_string();
                         self.feature_names.push((ent[0], ent[1], name));
                     }
                 }
                 EXT_BITMAPS => self.has_bitmaps = true,
                 EXT_ENCRYPTION => {
-                    return Err(Error::unsupported(path, "encrypted qcow2 images (LUKS) are not supported"))
+                    return Err(Error::unsupported(
+                        path,
+                        "encrypted qcow2 images (LUKS) are not supported",
+                    ))
                 }
-                _ => log::debug!("{}: skipping unknown qcow2 header extension {ty:#x}", path.display()),
+                _ => log::debug!(
+                    "{}: skipping unknown qcow2 header extension {ty:#x}",
+                    path.display()
+                ),
             }
             pos = data_start + len.div_ceil(8) * 8;
         }

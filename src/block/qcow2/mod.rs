@@ -9,8 +9,8 @@ pub mod table;
 use crate::block::error::{Error, Result};
 use crate::block::file::ImageFile;
 use crate::block::{
-    check_range, open_backing, push_backing_extents, push_extent, read_backing, BlockDevice, Extent,
-    ExtentKind, LayerInfo, OpenCtx,
+    check_range, open_backing, push_backing_extents, push_extent, read_backing, BlockDevice,
+    Extent, ExtentKind, LayerInfo, OpenCtx,
 };
 use header::{Compression, Header};
 use lru::LruCache;
@@ -56,7 +56,11 @@ impl Qcow2 {
         head.truncate(cs.min(head_len as u64) as usize);
         drop(head);
 
-        let geo = Geometry { cluster_bits: h.cluster_bits, extended: h.extended_l2(), file_len: file.len() };
+        let geo = Geometry {
+            cluster_bits: h.cluster_bits,
+            extended: h.extended_l2(),
+            file_len: file.len(),
+        };
         let mut warnings = Vec::new();
         if h.incompatible_features & header::INCOMPAT_DIRTY != 0 {
             warnings.push("dirty bit set: the image was not closed cleanly; refcounts may be stale (reading is safe)".into());
@@ -128,8 +132,15 @@ impl Qcow2 {
         let table_end = ((l1i + 1) * per_table) << cb;
         let limit = pos.saturating_add(max).min(table_end);
         let l1_entry = *self.l1.get(l1i as usize).ok_or_else(|| {
-            Error::corrupt(self.file.path(), "qcow2 L1 table", self.header.l1_table_offset,
-                format!("guest offset {pos:#x} needs L1 entry {l1i}, past its {} entries", self.l1.len()))
+            Error::corrupt(
+                self.file.path(),
+                "qcow2 L1 table",
+                self.header.l1_table_offset,
+                format!(
+                    "guest offset {pos:#x} needs L1 entry {l1i}, past its {} entries",
+                    self.l1.len()
+                ),
+            )
         })?;
         let l1_pos = self.header.l1_table_offset + l1i * 8;
         let l2_off = self.geo.l2_offset(l1_entry, self.file.path(), l1_pos)?;
@@ -146,11 +157,19 @@ impl Qcow2 {
             } else {
                 (t[idx], 0)
             };
-            self.geo.classify(word, bitmap, sc, self.file.path(), l2_off + idx as u64 * entry_size)
+            self.geo.classify(
+                word,
+                bitmap,
+                sc,
+                self.file.path(),
+                l2_off + idx as u64 * entry_size,
+            )
         };
         let in_unit = pos & (unit - 1);
         let first = match unit_map(pos)? {
-            Mapping::Data { host } => Mapping::Data { host: host + in_unit },
+            Mapping::Data { host } => Mapping::Data {
+                host: host + in_unit,
+            },
             Mapping::Compressed { host, size } => {
                 let cluster_end = ((vcl + 1) << cb).min(limit);
                 return Ok((Mapping::Compressed { host, size }, cluster_end - pos));
@@ -162,7 +181,9 @@ impl Qcow2 {
             let next = unit_map(end)?;
             let continues = match (first, next) {
                 (Mapping::Data { host: a }, Mapping::Data { host: b }) => a + (end - pos) == b,
-                (Mapping::Zero, Mapping::Zero) | (Mapping::Unallocated, Mapping::Unallocated) => true,
+                (Mapping::Zero, Mapping::Zero) | (Mapping::Unallocated, Mapping::Unallocated) => {
+                    true
+                }
                 _ => false,
             };
             if !continues {
@@ -176,14 +197,21 @@ impl Qcow2 {
     /// Inflates the compressed cluster at `host` into `out` (one whole cluster).
     fn inflate(&self, host: u64, size: u64, out: &mut [u8]) -> Result<()> {
         let mut input = vec![0u8; size as usize];
-        self.file.read_zero_padded(&mut input, host, "qcow2 compressed cluster")?;
+        self.file
+            .read_zero_padded(&mut input, host, "qcow2 compressed cluster")?;
         cluster::decompress(self.header.compression, &input, out)
             .map_err(|d| Error::corrupt(self.file.path(), "qcow2 compressed cluster", host, d))
     }
 
     /// Copies `dst.len()` bytes from `in_cluster` within the compressed cluster at `host`,
     /// through the cache of inflated clusters.
-    fn read_compressed_part(&self, host: u64, size: u64, in_cluster: usize, dst: &mut [u8]) -> Result<()> {
+    fn read_compressed_part(
+        &self,
+        host: u64,
+        size: u64,
+        in_cluster: usize,
+        dst: &mut [u8],
+    ) -> Result<()> {
         let cached = self.zcache.lock().get(&host).cloned();
         let data = match cached {
             Some(d) => d,
@@ -229,7 +257,10 @@ impl BlockDevice for Qcow2 {
             let (m, run) = self.map_run(pos, (buf.len() - done) as u64)?;
             let dst = &mut buf[done..done + run as usize];
             match m {
-                Mapping::Data { host } => self.file.read_zero_padded(dst, host, "qcow2 data cluster")?,
+                Mapping::Data { host } => {
+                    self.file
+                        .read_zero_padded(dst, host, "qcow2 data cluster")?
+                }
                 Mapping::Zero => dst.fill(0),
                 Mapping::Unallocated => read_backing(self.backing.as_ref(), dst, pos)?,
                 Mapping::Compressed { host, size } => {
@@ -278,7 +309,9 @@ impl BlockDevice for Qcow2 {
                     }
                 }
                 Mapping::Zero => push_extent(&mut out, Extent::new(pos, run, ExtentKind::Zero)),
-                Mapping::Unallocated => push_backing_extents(&mut out, self.backing.as_ref(), pos, run)?,
+                Mapping::Unallocated => {
+                    push_backing_extents(&mut out, self.backing.as_ref(), pos, run)?
+                }
                 Mapping::Compressed { host, .. } => {
                     let mut e = Extent::new(pos, run, ExtentKind::Data);
                     e.compressed = true;
@@ -294,15 +327,30 @@ impl BlockDevice for Qcow2 {
     fn info(&self) -> Result<LayerInfo> {
         let h = &self.header;
         let mut specific = vec![
-            ("compat".to_string(), json!(if h.version >= 3 { "1.1" } else { "0.10" })),
-            ("compression_type".into(), json!(match h.compression {
-                Compression::Zlib => "zlib",
-                Compression::Zstd => "zstd",
-            })),
-            ("lazy_refcounts".into(), json!(h.compatible_features & header::COMPAT_LAZY_REFCOUNTS != 0)),
+            (
+                "compat".to_string(),
+                json!(if h.version >= 3 { "1.1" } else { "0.10" }),
+            ),
+            (
+                "compression_type".into(),
+                json!(match h.compression {
+                    Compression::Zlib => "zlib",
+                    Compression::Zstd => "zstd",
+                }),
+            ),
+            (
+                "lazy_refcounts".into(),
+                json!(h.compatible_features & header::COMPAT_LAZY_REFCOUNTS != 0),
+            ),
             ("refcount_bits".into(), json!(1u32 << h.refcount_order)),
-            ("corrupt".into(), json!(h.incompatible_features & header::INCOMPAT_CORRUPT != 0)),
-            ("dirty".into(), json!(h.incompatible_features & header::INCOMPAT_DIRTY != 0)),
+            (
+                "corrupt".into(),
+                json!(h.incompatible_features & header::INCOMPAT_CORRUPT != 0),
+            ),
+            (
+                "dirty".into(),
+                json!(h.incompatible_features & header::INCOMPAT_DIRTY != 0),
+            ),
             ("extended_l2".into(), json!(h.extended_l2())),
         ];
         if h.nb_snapshots > 0 {

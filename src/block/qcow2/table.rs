@@ -56,15 +56,26 @@ impl Geometry {
             return Ok(0);
         }
         if off % self.cluster_size() != 0 || off < self.cluster_size() {
-            return Err(Error::corrupt(path, "qcow2 L1 entry", l1_entry_pos, format!(
-                "L2 table offset {off:#x} is unaligned or inside the header cluster")));
+            return Err(Error::corrupt(
+                path,
+                "qcow2 L1 entry",
+                l1_entry_pos,
+                format!("L2 table offset {off:#x} is unaligned or inside the header cluster"),
+            ));
         }
         Ok(off)
     }
 
     /// Decodes `words` (one standard entry, or an extended entry + bitmap) for subcluster `sc`.
     /// `entry_pos` is the entry's host offset, for error messages.
-    pub fn classify(&self, word: u64, bitmap: u64, sc: u32, path: &Path, entry_pos: u64) -> Result<Mapping> {
+    pub fn classify(
+        &self,
+        word: u64,
+        bitmap: u64,
+        sc: u32,
+        path: &Path,
+        entry_pos: u64,
+    ) -> Result<Mapping> {
         let bad = |detail: String| Error::corrupt(path, "qcow2 L2 entry", entry_pos, detail);
         let cs = self.cluster_size();
         if word & COMPRESSED != 0 {
@@ -74,7 +85,9 @@ impl Geometry {
             let sectors = ((word >> shift) & ((1u64 << (self.cluster_bits - 8)) - 1)) + 1;
             let size = sectors * 512 - (host & 511);
             if host < cs {
-                return Err(bad(format!("compressed cluster at {host:#x} lies in the header cluster")));
+                return Err(bad(format!(
+                    "compressed cluster at {host:#x} lies in the header cluster"
+                )));
             }
             if host >= self.file_len {
                 return Err(Error::Truncated {
@@ -90,7 +103,9 @@ impl Geometry {
         let host = word & OFFSET_MASK;
         let data_at = |h: u64| -> Result<Mapping> {
             if h % cs != 0 || h < cs {
-                return Err(bad(format!("data cluster offset {h:#x} is unaligned or inside the header cluster")));
+                return Err(bad(format!(
+                    "data cluster offset {h:#x} is unaligned or inside the header cluster"
+                )));
             }
             if h >= self.file_len {
                 return Err(Error::Truncated {
@@ -115,15 +130,21 @@ impl Geometry {
         let alloc = (bitmap >> sc) & 1 != 0;
         let zero = (bitmap >> (32 + sc)) & 1 != 0;
         match (alloc, zero) {
-            (true, true) => Err(bad(format!("subcluster {sc} is marked both allocated and zero"))),
+            (true, true) => Err(bad(format!(
+                "subcluster {sc} is marked both allocated and zero"
+            ))),
             (false, true) => Ok(Mapping::Zero),
             (false, false) => Ok(Mapping::Unallocated),
             (true, false) => {
                 if host == 0 {
-                    return Err(bad(format!("subcluster {sc} is allocated but the cluster has no host offset")));
+                    return Err(bad(format!(
+                        "subcluster {sc} is allocated but the cluster has no host offset"
+                    )));
                 }
                 data_at(host)?;
-                Ok(Mapping::Data { host: host + (u64::from(sc) << self.unit_bits()) })
+                Ok(Mapping::Data {
+                    host: host + (u64::from(sc) << self.unit_bits()),
+                })
             }
         }
     }

@@ -13,6 +13,12 @@ pub fn looks_like_descriptor(head: &[u8]) -> bool {
     if text.trim_start().starts_with("# Disk DescriptorFile") {
         return true;
     }
-    text.lines().take(32).any(|l| l.trim_start().to_ascii_lowercase().starts_with("createtype"))
-        && text.lines().take(32).any(|l| l.trim_start().starts_with("version"))
+    text.lines().take(32).any(|l| {
+        l.trim_start()
+            .to_ascii_lowercase()
+            .starts_with("createtype")
+    }) && text
+        .lines()
+        .take(32)
+        .any(|l| l.trim_start().starts_with("version"))
 }
