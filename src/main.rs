@@ -91,7 +91,7 @@ fn main() {
     }
 }
 
-fn open(image: &PathBuf, format: Option<Format>) -> Result<Arc<dyn BlockDevice>> {
+fn open(image: &std::path::Path, format: Option<Format>) -> Result<Arc<dyn BlockDevice>> {
     Ok(block::open_as(image, format)?)
 }
 
