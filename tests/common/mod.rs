@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 /// Runs a command, panicking with its output if it fails (tests want a loud failure).
 pub fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}\n{}",
@@ -72,10 +74,13 @@ pub fn make_mixed_raw(path: &Path, size: u64, seed: u64) {
                 f.write_all_at(&text, off).unwrap()
             }
             3 => f.write_all_at(&vec![0u8; len], off).unwrap(), // written zeros
-            _ => {}                                               // hole
+            _ => {}                                             // hole
         }
         off += len as u64;
-        i = i.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) >> 7;
+        i = i
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407)
+            >> 7;
     }
 }
 
@@ -91,7 +96,12 @@ pub struct Unchanged(Vec<(PathBuf, String)>);
 
 impl Unchanged {
     pub fn new(paths: &[&Path]) -> Self {
-        Unchanged(paths.iter().map(|p| (p.to_path_buf(), sha256_file(p))).collect())
+        Unchanged(
+            paths
+                .iter()
+                .map(|p| (p.to_path_buf(), sha256_file(p)))
+                .collect(),
+        )
     }
 }
 
@@ -101,7 +111,12 @@ impl Drop for Unchanged {
             return;
         }
         for (p, h) in &self.0 {
-            assert_eq!(&sha256_file(p), h, "{} changed while ferry had it open", p.display());
+            assert_eq!(
+                &sha256_file(p),
+                h,
+                "{} changed while ferry had it open",
+                p.display()
+            );
         }
     }
 }
@@ -125,7 +140,13 @@ pub fn qemu_raw(src: &Path, dir: &Path) -> Vec<u8> {
         "{}.qemu.raw",
         src.file_name().unwrap().to_string_lossy()
     ));
-    qemu_img(&["convert", "-O", "raw", src.to_str().unwrap(), out.to_str().unwrap()]);
+    qemu_img(&[
+        "convert",
+        "-O",
+        "raw",
+        src.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
     let v = std::fs::read(&out).unwrap();
     std::fs::remove_file(&out).unwrap();
     v
@@ -171,4 +192,183 @@ pub fn unpack(src: &Path, dir: &Path) -> PathBuf {
 /// Path of the built `ferry` binary.
 pub fn ferry_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ferry"))
+}
+
+/// What qemu or ferry says a byte range holds, reduced to what both must agree on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Class {
+    pub data: bool,
+    pub zero: bool,
+    pub present: bool,
+}
+
+/// `qemu-img map --output=json IMAGE` as (start, length, class) triples.
+pub fn qemu_map(image: &Path) -> Vec<(u64, u64, Class)> {
+    let out = qemu_img(&["map", "--output=json", image.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let data = e["data"].as_bool().unwrap();
+            let zero = e["zero"].as_bool().unwrap();
+            (
+                e["start"].as_u64().unwrap(),
+                e["length"].as_u64().unwrap(),
+                Class {
+                    data: data && !zero,
+                    zero,
+                    present: e["present"].as_bool().unwrap(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// ferry's extents of the whole device as the same triples.
+pub fn ferry_map(dev: &Arc<dyn ferry::block::BlockDevice>) -> Vec<(u64, u64, Class)> {
+    use ferry::block::ExtentKind::*;
+    dev.extents(0, dev.len())
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            let c = match e.kind {
+                Data => Class {
+                    data: true,
+                    zero: false,
+                    present: true,
+                },
+                Zero => Class {
+                    data: false,
+                    zero: true,
+                    present: true,
+                },
+                Hole => Class {
+                    data: false,
+                    zero: true,
+                    present: false,
+                },
+            };
+            (e.offset, e.length, c)
+        })
+        .collect()
+}
+
+/// Asserts that ferry's `extents()` of `dev` and `qemu-img map` of `image` classify every byte
+/// alike (data / zero / present), whatever the two split the runs into.
+pub fn assert_map_matches(dev: &Arc<dyn ferry::block::BlockDevice>, image: &Path) {
+    let ours = ferry_map(dev);
+    let theirs = qemu_map(image);
+    // The extents must tile the device exactly.
+    let mut pos = 0;
+    for (s, l, _) in &ours {
+        assert_eq!(
+            *s,
+            pos,
+            "ferry extents of {} are not contiguous",
+            image.display()
+        );
+        pos += l;
+    }
+    assert_eq!(
+        pos,
+        dev.len(),
+        "ferry extents of {} do not cover the device",
+        image.display()
+    );
+    let (mut i, mut j, mut pos) = (0, 0, 0u64);
+    while i < ours.len() && j < theirs.len() {
+        let (os, ol, oc) = ours[i];
+        let (ts, tl, tc) = theirs[j];
+        assert_eq!(
+            oc, tc,
+            "{}: at offset {pos:#x} ferry says {oc:?} (extent {os:#x}+{ol:#x}), qemu says {tc:?} (extent {ts:#x}+{tl:#x})",
+            image.display()
+        );
+        let next = (os + ol).min(ts + tl);
+        pos = next;
+        if os + ol == next {
+            i += 1;
+        }
+        if ts + tl == next {
+            j += 1;
+        }
+    }
+}
+
+/// Opens `path` and exercises the device (reads spread over it, extents of it) on a thread with a
+/// deadline. Returns Ok(()) or the first error's text; panics if ferry panicked or hung.
+pub fn exercise(path: &Path) -> Result<(), String> {
+    let p = path.to_path_buf();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = std::panic::catch_unwind(|| -> Result<(), String> {
+            let dev = ferry::block::open(&p).map_err(|e| e.to_string())?;
+            let len = dev.len();
+            // Up to 64 reads of 64 KiB spread over the device, and the first MiB in odd pieces.
+            let mut buf = vec![0u8; 65536];
+            for i in 0..64u64 {
+                let off = (len / 64).saturating_mul(i);
+                let n = 65536.min(len.saturating_sub(off)) as usize;
+                dev.read_at(&mut buf[..n], off).map_err(|e| e.to_string())?;
+            }
+            let mut off = 0;
+            while off < len.min(1 << 20) {
+                let n = 7777.min(len - off) as usize;
+                dev.read_at(&mut buf[..n], off).map_err(|e| e.to_string())?;
+                off += n as u64;
+            }
+            let mut count = 0u64;
+            ferry::block::for_each_extent(
+                dev.as_ref(),
+                0,
+                len,
+                |_| -> Result<(), ferry::block::Error> {
+                    count += 1;
+                    Ok(())
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            Ok(())
+        });
+        let _ = tx.send(r);
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => panic!("ferry panicked on {}", path.display()),
+        Err(_) => panic!("ferry hung (>30 s) on {}", path.display()),
+    }
+}
+
+/// Deterministic mutants of `orig`: `n` images, each with a few bytes changed, preferably in
+/// `hot` ranges (headers and tables) where a flip matters most.
+pub fn mutants(orig: &[u8], hot: &[(usize, usize)], n: usize, seed: u64) -> Vec<Vec<u8>> {
+    let r = pseudo_random(seed, n * 64);
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut m = orig.to_vec();
+        let rnd = &r[i * 64..(i + 1) * 64];
+        let flips = 1 + (rnd[0] % 4) as usize;
+        for k in 0..flips {
+            let word = u64::from_le_bytes(rnd[8 + k * 8..16 + k * 8].try_into().unwrap());
+            let (lo, hi) = if !hot.is_empty() && rnd[1] % 4 != 0 {
+                hot[(word as usize >> 3) % hot.len()]
+            } else {
+                (0, m.len())
+            };
+            let hi = hi.min(m.len());
+            if hi <= lo {
+                continue;
+            }
+            let at = lo + (word as usize % (hi - lo));
+            m[at] = match rnd[2 + k] % 4 {
+                0 => 0xff,
+                1 => 0,
+                2 => m[at] ^ (1 << ((word >> 40) % 8)),
+                _ => rnd[40 + k],
+            };
+        }
+        out.push(m);
+    }
+    out
 }
