@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The main job on a small image ferry builds itself: a guest-like disk as a compressed qcow2 on a
+# raw backing file, described, mapped and converted back to raw, and checked against qemu-img.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash contrib/setup.sh >/dev/null
+cargo build --release --quiet
+ferry=target/release/ferry
+out=${1:-demo-out}
+rm -rf "$out" && mkdir -p "$out"
+
+echo "== building a 256 MiB disk: random data, text, zeros and holes"
+python3 - "$out/base.raw" <<'PY'
+import os, random, sys
+random.seed(1)
+size = 256 << 20
+with open(sys.argv[1], "wb") as f:
+    f.truncate(size)
+    off = 0
+    while off < size:
+        n = min(random.choice([64 << 10, 1 << 20, 3 << 20]), size - off)
+        kind = random.random()
+        f.seek(off)
+        if kind < 0.4:
+            f.write(os.urandom(n))
+        elif kind < 0.7:
+            f.write((b"a line of a guest's log file, compressible\n" * (n // 43 + 1))[:n])
+        off += n + random.choice([0, 0, 2 << 20])
+PY
+qemu-img convert -q -c -O qcow2 -o compression_type=zstd "$out/base.raw" "$out/disk.qcow2"
+qemu-img create -q -f qcow2 -b disk.qcow2 -F qcow2 "$out/snapshot.qcow2"
+qemu-io -f qcow2 -c "write -P 0x5a 10M 1M" -c "write -z 20M 4M" "$out/snapshot.qcow2" >/dev/null
+
+echo "== ferry info $out/snapshot.qcow2"
+$ferry info "$out/snapshot.qcow2"
+echo "== ferry map $out/snapshot.qcow2 (first lines)"
+$ferry map "$out/snapshot.qcow2" | head -n 8
+echo "== ferry convert -O raw"
+time $ferry convert "$out/snapshot.qcow2" -O raw "$out/ferry.raw" --json
+qemu-img convert -O raw "$out/snapshot.qcow2" "$out/qemu.raw"
+cmp "$out/ferry.raw" "$out/qemu.raw" && echo "OK: identical to qemu-img convert -O raw"
+du -h --apparent-size "$out/ferry.raw" | sed 's/^/apparent size: /'
+du -h "$out/ferry.raw" | sed 's/^/allocated on disk: /'

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the system packages ferry's tests and demo use (Debian 12). Safe to run again.
+# Needs root (or sudo) for apt-get; skips the install when everything is already present.
+set -euo pipefail
+
+need=(qemu-img qemu-io zstd bzip2 gzip python3)
+missing=0
+for t in "${need[@]}"; do command -v "$t" >/dev/null 2>&1 || missing=1; done
+# The tests use qemu-img features of 8.0 and later (zstd clusters, extended L2 and more).
+qemu_major=$(qemu-img --version 2>/dev/null | sed -n 's/^qemu-img version \([0-9]*\)\..*/\1/p')
+[ "${qemu_major:-0}" -ge 8 ] || missing=1
+
+if [ "$missing" = 1 ]; then
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q qemu-utils zstd bzip2 gzip python3
+  qemu_major=$(qemu-img --version 2>/dev/null | sed -n 's/^qemu-img version \([0-9]*\)\..*/\1/p')
+  if [ "${qemu_major:-0}" -lt 8 ]; then
+    # Debian 12 ships qemu 7.2; take qemu-utils from bookworm-backports, using the mirror this
+    # machine is already configured with.
+    src=$(ls /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n 1 || true)
+    if [ -n "$src" ]; then
+      awk 'BEGIN{RS=""} NR==1{print; exit}' "$src" | sed 's/^Suites:.*/Suites: bookworm-backports/' \
+        | $SUDO tee /etc/apt/sources.list.d/ferry-backports.sources >/dev/null
+    else
+      grep -m1 '^deb .* bookworm ' /etc/apt/sources.list | sed 's/ bookworm / bookworm-backports /' \
+        | $SUDO tee /etc/apt/sources.list.d/ferry-backports.list >/dev/null
+    fi
+    $SUDO apt-get update -q
+    $SUDO apt-get install -y -q -t bookworm-backports qemu-utils
+  fi
+fi
+qemu-img --version | head -n 1
