@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod file;
+pub mod parallel;
 pub mod probe;
 pub mod qcow2;
 pub mod raw;

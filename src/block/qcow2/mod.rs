@@ -9,8 +9,8 @@ pub mod table;
 use crate::block::error::{Error, Result};
 use crate::block::file::ImageFile;
 use crate::block::{
-    check_range, open_backing, push_backing_extents, push_extent, read_backing, BlockDevice,
-    Extent, ExtentKind, LayerInfo, OpenCtx,
+    check_range, open_backing, parallel, push_backing_extents, push_extent, read_backing,
+    BlockDevice, Extent, ExtentKind, LayerInfo, OpenCtx,
 };
 use header::{Compression, Header};
 use lru::LruCache;
@@ -251,11 +251,14 @@ impl BlockDevice for Qcow2 {
     fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
         check_range(off, buf.len() as u64, self.len())?;
         let cs = self.geo.cluster_size();
-        let mut done = 0usize;
-        while done < buf.len() {
-            let pos = off + done as u64;
-            let (m, run) = self.map_run(pos, (buf.len() - done) as u64)?;
-            let dst = &mut buf[done..done + run as usize];
+        // Whole compressed clusters are collected and inflated together, on idle cores too.
+        let mut whole: Vec<(u64, u64, &mut [u8])> = Vec::new();
+        let mut rest = buf;
+        let mut pos = off;
+        while !rest.is_empty() {
+            let (m, run) = self.map_run(pos, rest.len() as u64)?;
+            let (dst, tail) = std::mem::take(&mut rest).split_at_mut(run as usize);
+            rest = tail;
             match m {
                 Mapping::Data { host } => {
                     self.file
@@ -266,15 +269,15 @@ impl BlockDevice for Qcow2 {
                 Mapping::Compressed { host, size } => {
                     let in_cluster = (pos & (cs - 1)) as usize;
                     if in_cluster == 0 && dst.len() as u64 == cs {
-                        self.inflate(host, size, dst)?;
+                        whole.push((host, size, dst));
                     } else {
                         self.read_compressed_part(host, size, in_cluster, dst)?;
                     }
                 }
             }
-            done += run as usize;
+            pos += run;
         }
-        Ok(())
+        parallel::for_each(whole, |(host, size, dst)| self.inflate(host, size, dst))
     }
 
     fn extents(&self, off: u64, len: u64) -> Result<Vec<Extent>> {

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Sequential read of a 2 GiB image, side by side: `qemu-img convert -O raw` vs `ferry convert -O raw`
+# (both to a file on the same disk, both fsync at the end) and ferry's library in 1 MiB reads.
+# Usage: contrib/bench/read.sh [WORKDIR]   (needs ~10 GiB free; hyperfine is used if installed)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+cargo build --release --quiet --example read_seq
+ferry=$PWD/target/release/ferry
+readseq=$PWD/target/release/examples/read_seq
+w=${1:-/tmp/ferry-bench}
+mkdir -p "$w"
+size=$((2 << 30))
+
+if [ ! -f "$w/src.raw" ]; then
+  echo "building a 2 GiB guest-like raw disk (random, text, zeros, holes)"
+  python3 - "$w/src.raw" "$size" <<'PY'
+import os, random, sys
+random.seed(2)
+path, size = sys.argv[1], int(sys.argv[2])
+text = b"".join(b"%08d a log line of a guest, fairly compressible text\n" % i for i in range(20000))
+with open(path, "wb") as f:
+    f.truncate(size)
+    off = 0
+    while off < size:
+        n = min(random.choice([256 << 10, 1 << 20, 4 << 20]), size - off)
+        r = random.random()
+        f.seek(off)
+        if r < 0.35:
+            f.write(os.urandom(n))
+        elif r < 0.8:
+            f.write((text * (n // len(text) + 1))[:n])
+        off += n + random.choice([0, 0, 0, 1 << 20])
+PY
+fi
+mk() { [ -f "$w/$1" ] || qemu-img convert -O "${@:2}" "$w/src.raw" "$w/$1"; }
+mk plain.qcow2 qcow2
+mk zlib.qcow2 qcow2 -c
+mk zstd.qcow2 qcow2 -c -o compression_type=zstd
+mk stream.vmdk vmdk -o subformat=streamOptimized
+mk sparse.vmdk vmdk -o subformat=monolithicSparse
+
+t() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N); echo "$e - $s" | bc; }
+min() { echo "if ($1 < $2) $1 else $2" | bc; }
+# Library level: sequential 1 MiB reads, one at a time (qemu-img bench -d 1 vs examples/read_seq),
+# warm page cache. Convert level: SRC -> raw file in the work dir, fsynced by both. Best of 3,
+# the two tools alternating so that both see the same machine state.
+printf '%-14s | %9s %9s %6s | %9s %9s %6s\n' image "qemu conv" "ferry" ratio "qemu read" "ferry" ratio
+for img in plain.qcow2 zlib.qcow2 zstd.qcow2 stream.vmdk sparse.vmdk; do
+  cat "$w/$img" >/dev/null
+  n=$((size >> 20))
+  bq=999; bf=999; lq=999; lf=999
+  for i in 1 2 3; do
+    lq=$(min "$(t qemu-img bench -c "$n" -s 1M -S 1M -d 1 "$w/$img")" "$lq")
+    lf=$(min "$(t "$readseq" "$w/$img")" "$lf")
+    rm -f "$w/out.raw"; bq=$(min "$(t qemu-img convert -O raw "$w/$img" "$w/out.raw")" "$bq")
+    rm -f "$w/out.raw"; bf=$(min "$(t "$ferry" convert "$w/$img" -O raw "$w/out.raw")" "$bf")
+  done
+  printf '%-14s | %8.2fs %8.2fs %6.2f | %8.2fs %8.2fs %6.2f\n' "$img" "$bq" "$bf" "$(echo "$bf / $bq" | bc -l)" \
+    "$lq" "$lf" "$(echo "$lf / $lq" | bc -l)"
+done
+rm -f "$w/out.raw"
