@@ -43,6 +43,37 @@ fn cache_slots(bytes: u64, item: u64, min: usize) -> NonZeroUsize {
     NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN)
 }
 
+/// Refuses an L1 table in which two entries name the same L2 table. The active L1 never shares
+/// tables (only snapshots do, across L1s), and a shared table would let a small file describe
+/// an enormous mapping: `extents()` work must stay proportional to the file's metadata.
+fn check_l2_tables_unique(
+    l1: &[u64],
+    geo: &Geometry,
+    path: &std::path::Path,
+    l1_off: u64,
+) -> Result<()> {
+    let mut tables: Vec<(u64, usize)> = Vec::new();
+    for (i, e) in l1.iter().enumerate() {
+        let off = geo.l2_offset(*e, path, l1_off + i as u64 * 8)?;
+        if off != 0 {
+            tables.push((off, i));
+        }
+    }
+    tables.sort_unstable();
+    if let Some(w) = tables.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(Error::corrupt(
+            path,
+            "qcow2 L1 table",
+            l1_off + w[1].1 as u64 * 8,
+            format!(
+                "L1 entries {} and {} both point at the L2 table at {:#x}",
+                w[0].1, w[1].1, w[0].0
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl Qcow2 {
     pub fn open(file: ImageFile, ctx: &mut OpenCtx) -> Result<Self> {
         let path = file.path().to_path_buf();
@@ -79,6 +110,8 @@ impl Qcow2 {
             .chunks_exact(8)
             .map(|c| u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
             .collect();
+
+        check_l2_tables_unique(&l1, &geo, &path, h.l1_table_offset)?;
 
         let (backing, backing_path) = match &h.backing_file {
             Some(name) => {
