@@ -117,6 +117,8 @@ impl Header {
             ));
         }
         let cluster_size = 1u64 << cluster_bits;
+        // Extensions and the backing file name must lie in the first cluster.
+        let buf = &buf[..buf.len().min(cluster_size as usize)];
         let mut h = Header {
             version,
             backing_file_offset: be64(buf, 8),

@@ -83,9 +83,8 @@ impl Qcow2 {
         let mut head = vec![0u8; head_len];
         file.read_exact_at(&mut head, 0, "qcow2 header")?;
         let h = Header::parse(&head, &path, file.len())?;
-        let cs = h.cluster_size();
-        head.truncate(cs.min(head_len as u64) as usize);
         drop(head);
+        let cs = h.cluster_size();
 
         let geo = Geometry {
             cluster_bits: h.cluster_bits,
