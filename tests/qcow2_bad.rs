@@ -245,3 +245,25 @@ fn mutated_images_never_panic() {
         );
     }
 }
+
+/// Inputs that crashed a fuzz target once, kept as regressions (fuzz/fuzz_targets).
+#[test]
+fn fuzz_regressions() {
+    // qcow2_header: backing_file_offset near 2^64 overflowed offset + length.
+    let backing_offset_overflow: &[u8] = &[
+        81, 70, 73, 251, 0, 0, 0, 3, 255, 255, 255, 255, 255, 255, 255, 255, 0, 0, 0, 32, 0, 0, 0,
+        10, 0, 0, 0, 77, 231, 5, 0, 1, 0, 0, 0, 0, 0, 45, 16, 74, 231, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 2, 0, 0, 0, 0, 0, 0, 0, 231, 0, 0, 0, 0, 0, 0, 0, 73, 0, 0, 77, 231, 5, 0, 1, 0, 0, 0,
+        0, 0, 45, 0, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 77, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 104, 0, 0, 0,
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &[u8])] = &[("backing_offset_overflow", backing_offset_overflow)];
+    for &(name, bytes) in cases {
+        let r =
+            ferry::block::qcow2::header::Header::parse(bytes, Path::new(name), bytes.len() as u64);
+        assert!(r.is_err(), "{name} parsed");
+        let p = dir.path().join(format!("{name}.qcow2"));
+        std::fs::write(&p, bytes).unwrap();
+        assert!(exercise(&p).is_err(), "{name} opened");
+    }
+}

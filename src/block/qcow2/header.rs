@@ -309,7 +309,7 @@ impl Header {
             ));
         }
         let start = self.backing_file_offset;
-        let end = start + u64::from(self.backing_file_size);
+        let end = start.saturating_add(u64::from(self.backing_file_size));
         if end > buf.len() as u64 {
             return Err(Error::corrupt(
                 path,

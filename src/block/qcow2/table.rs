@@ -149,3 +149,98 @@ impl Geometry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geo(cluster_bits: u32, extended: bool) -> Geometry {
+        Geometry {
+            cluster_bits,
+            extended,
+            file_len: 1 << 40,
+        }
+    }
+
+    fn classify(g: &Geometry, word: u64, bitmap: u64, sc: u32) -> Result<Mapping> {
+        g.classify(word, bitmap, sc, Path::new("t.qcow2"), 0x1000)
+    }
+
+    #[test]
+    fn compressed_descriptor_splits_at_62_minus_cluster_bits_minus_8() {
+        // 64 KiB clusters: 54 offset bits, then 8 bits of extra sectors.
+        let g = geo(16, false);
+        let host = 0x12_3456_7a00u64 + 0x11; // not sector-aligned: allowed for compressed data
+        let word = (1 << 62) | (3u64 << 54) | host;
+        assert_eq!(
+            classify(&g, word, 0, 0).unwrap(),
+            Mapping::Compressed {
+                host,
+                size: 4 * 512 - 0x11
+            }
+        );
+        // 2 MiB clusters: 49 offset bits, 13 bits of sectors.
+        let g = geo(21, false);
+        let word = (1 << 62) | (0x1fffu64 << 49) | 0x20_0000;
+        assert_eq!(
+            classify(&g, word, 0, 0).unwrap(),
+            Mapping::Compressed {
+                host: 0x20_0000,
+                size: 0x2000 * 512
+            }
+        );
+        // 512-byte clusters: 61 offset bits, 1 bit of sectors.
+        let g = geo(9, false);
+        let word = (1 << 62) | (1u64 << 61) | 0x400;
+        assert_eq!(
+            classify(&g, word, 0, 0).unwrap(),
+            Mapping::Compressed {
+                host: 0x400,
+                size: 1024
+            }
+        );
+    }
+
+    #[test]
+    fn standard_entries() {
+        let g = geo(16, false);
+        assert_eq!(classify(&g, 0, 0, 0).unwrap(), Mapping::Unallocated);
+        assert_eq!(classify(&g, 1, 0, 0).unwrap(), Mapping::Zero);
+        assert_eq!(
+            classify(&g, (1 << 63) | 0x30000 | 1, 0, 0).unwrap(),
+            Mapping::Zero
+        ); // preallocated zero
+        assert_eq!(
+            classify(&g, (1 << 63) | 0x30000, 0, 0).unwrap(),
+            Mapping::Data { host: 0x30000 }
+        );
+        assert!(classify(&g, 0x30200, 0, 0)
+            .unwrap_err()
+            .to_string()
+            .contains("unaligned"));
+        let e = geo(16, false)
+            .classify(1 << 50, 0, 0, Path::new("t"), 0)
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::Truncated { .. }) || e.to_string().contains("past"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn extended_entries_use_the_subcluster_bitmap() {
+        let g = geo(16, true);
+        let host = 0x40000u64;
+        let bitmap = (1u64 << 3) | (1u64 << (32 + 4));
+        assert_eq!(
+            classify(&g, host, bitmap, 3).unwrap(),
+            Mapping::Data {
+                host: host + 3 * 2048
+            }
+        );
+        assert_eq!(classify(&g, host, bitmap, 4).unwrap(), Mapping::Zero);
+        assert_eq!(classify(&g, host, bitmap, 5).unwrap(), Mapping::Unallocated);
+        assert!(classify(&g, host, (1 << 7) | (1 << 39), 7).is_err()); // allocated and zero
+        assert!(classify(&g, 0, 1 << 2, 2).is_err()); // allocated without a host cluster
+    }
+}
