@@ -186,7 +186,8 @@ pub struct QemuMapEntry {
 /// `qemu-img map --output=json IMAGE`, parsed.
 pub fn qemu_map(image: &Path) -> Vec<QemuMapEntry> {
     let out = qemu_img(&["map", "--output=json", image.to_str().unwrap()]);
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("cannot parse qemu-img map output: {e}\n{out}"))
+    serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("cannot parse qemu-img map output: {e}\n{out}"))
 }
 
 /// Asserts that `dev.extents()` classifies every byte as `qemu-img map` does for `image`:
@@ -194,7 +195,12 @@ pub fn qemu_map(image: &Path) -> Vec<QemuMapEntry> {
 /// Works for any format qemu-img reads: it walks both run lists side by side.
 pub fn assert_map_matches(dev: &Arc<dyn ferry::block::BlockDevice>, image: &Path) {
     let qemu_end = qemu_map(image).last().map_or(0, |e| e.start + e.length);
-    assert_eq!(qemu_end, dev.len(), "qemu-img map covers {qemu_end} bytes, the device has {}", dev.len());
+    assert_eq!(
+        qemu_end,
+        dev.len(),
+        "qemu-img map covers {qemu_end} bytes, the device has {}",
+        dev.len()
+    );
     assert_map_matches_upto(dev, image, dev.len());
 }
 
@@ -204,7 +210,10 @@ pub fn assert_map_matches_upto(dev: &Arc<dyn ferry::block::BlockDevice>, image: 
     let qemu = qemu_map(image);
     let ours = dev.extents(0, len).unwrap();
     let qemu_end = qemu.last().map_or(0, |e| e.start + e.length);
-    assert!(qemu_end >= len, "qemu-img map covers {qemu_end} bytes, fewer than {len}");
+    assert!(
+        qemu_end >= len,
+        "qemu-img map covers {qemu_end} bytes, fewer than {len}"
+    );
     let ours_end = ours.last().map_or(0, |e| e.end());
     assert_eq!(ours_end, len, "extents() covers {ours_end} bytes of {len}");
     let (mut qi, mut oi, mut pos) = (0usize, 0usize, 0u64);
@@ -219,7 +228,11 @@ pub fn assert_map_matches_upto(dev: &Arc<dyn ferry::block::BlockDevice>, image: 
         let ok = ((q.data && !q.zero) == (o.kind == ExtentKind::Data))
             && (q.zero == matches!(o.kind, ExtentKind::Zero | ExtentKind::Hole))
             && (q.present == (o.kind != ExtentKind::Hole));
-        assert!(ok, "{}: at byte {pos:#x} qemu says {q:?}, ferry says {o:?}", image.display());
+        assert!(
+            ok,
+            "{}: at byte {pos:#x} qemu says {q:?}, ferry says {o:?}",
+            image.display()
+        );
         pos = (q.start + q.length).min(o.end());
     }
 }
@@ -228,13 +241,30 @@ pub fn assert_map_matches_upto(dev: &Arc<dyn ferry::block::BlockDevice>, image: 
 /// holding either in memory: only ranges that either side maps as data are read and compared
 /// (the rest must be zeros on both sides, which the map comparison checks). For images of many
 /// GiB.
-pub fn compare_sparse_with_qemu(dev: &Arc<dyn ferry::block::BlockDevice>, image: &Path, dir: &Path) {
+pub fn compare_sparse_with_qemu(
+    dev: &Arc<dyn ferry::block::BlockDevice>,
+    image: &Path,
+    dir: &Path,
+) {
     use ferry::block::{ExtentKind, Format};
-    let out = dir.join(format!("{}.qemu.raw", image.file_name().unwrap().to_string_lossy()));
-    qemu_img(&["convert", "-O", "raw", image.to_str().unwrap(), out.to_str().unwrap()]);
+    let out = dir.join(format!(
+        "{}.qemu.raw",
+        image.file_name().unwrap().to_string_lossy()
+    ));
+    qemu_img(&[
+        "convert",
+        "-O",
+        "raw",
+        image.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
     let raw = ferry::block::open_as(&out, Some(Format::Raw)).unwrap();
     let len = dev.len();
-    assert!(raw.len() >= len, "qemu's disk is {} bytes, ours {len}", raw.len());
+    assert!(
+        raw.len() >= len,
+        "qemu's disk is {} bytes, ours {len}",
+        raw.len()
+    );
     let mut ranges: Vec<(u64, u64)> = dev
         .extents(0, len)
         .unwrap()
@@ -253,7 +283,11 @@ pub fn compare_sparse_with_qemu(dev: &Arc<dyn ferry::block::BlockDevice>, image:
             dev.read_at(&mut a[..n], pos).unwrap();
             raw.read_at(&mut b[..n], pos).unwrap();
             if let Some(i) = a[..n].iter().zip(&b[..n]).position(|(x, y)| x != y) {
-                panic!("{}: differs from qemu at byte {:#x}", image.display(), pos + i as u64);
+                panic!(
+                    "{}: differs from qemu at byte {:#x}",
+                    image.display(),
+                    pos + i as u64
+                );
             }
             pos += n as u64;
         }

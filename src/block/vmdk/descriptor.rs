@@ -136,12 +136,16 @@ impl Descriptor {
 
     fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
         let hex = |v: &str| {
-            u32::from_str_radix(v, 16).map_err(|_| format!("{key} '{}' is not a hex number", shorten(v)))
+            u32::from_str_radix(v, 16)
+                .map_err(|_| format!("{key} '{}' is not a hex number", shorten(v)))
         };
         match key {
             "version" => {
-                self.version =
-                    Some(value.parse().map_err(|_| format!("version '{}' is not a number", shorten(value)))?)
+                self.version = Some(
+                    value
+                        .parse()
+                        .map_err(|_| format!("version '{}' is not a number", shorten(value)))?,
+                )
             }
             "CID" => self.cid = Some(hex(value)?),
             "parentCID" => {
@@ -170,7 +174,9 @@ fn shorten(s: &str) -> String {
 }
 
 fn looks_like_extent(line: &str) -> bool {
-    ["RW ", "RDONLY ", "NOACCESS "].iter().any(|p| line.starts_with(p))
+    ["RW ", "RDONLY ", "NOACCESS "]
+        .iter()
+        .any(|p| line.starts_with(p))
 }
 
 fn quoted(i: &str) -> IResult<&str, &str> {
@@ -221,7 +227,9 @@ fn key_value(i: &str) -> IResult<&str, (&str, &str)> {
         all_consuming(delimited(space0, quoted, space0)),
         all_consuming(take_till(|_| false)).map(str::trim),
     ));
-    (key, delimited(space0, tag("="), space0), value).map(|(k, _, v)| (k, v)).parse(i)
+    (key, delimited(space0, tag("="), space0), value)
+        .map(|(k, _, v)| (k, v))
+        .parse(i)
 }
 
 /// True if `head` (the first bytes of a file) is a VMDK text descriptor: the usual header comment,
@@ -237,8 +245,14 @@ pub fn looks_like_descriptor(head: &[u8]) -> bool {
     if text.trim_start().starts_with("# Disk DescriptorFile") {
         return true;
     }
-    text.lines().take(32).any(|l| l.trim_start().to_ascii_lowercase().starts_with("createtype"))
-        && text.lines().take(32).any(|l| l.trim_start().starts_with("version"))
+    text.lines().take(32).any(|l| {
+        l.trim_start()
+            .to_ascii_lowercase()
+            .starts_with("createtype")
+    }) && text
+        .lines()
+        .take(32)
+        .any(|l| l.trim_start().starts_with("version"))
 }
 
 #[cfg(test)]

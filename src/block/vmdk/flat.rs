@@ -20,7 +20,8 @@ impl FlatExtent {
             buf.fill(0);
             return Ok(());
         }
-        self.file.read_zero_padded(buf, host, "vmdk flat extent data")
+        self.file
+            .read_zero_padded(buf, host, "vmdk flat extent data")
     }
 
     /// Pushes the extents of extent-relative `[rel, rel+len)`, which starts at guest `pos`:

@@ -23,7 +23,7 @@ use flat::FlatExtent;
 use lru::LruCache;
 use parking_lot::Mutex;
 use serde_json::json;
-use sparse::{GtCache, Grain, SparseExtent, SECTOR};
+use sparse::{Grain, GtCache, SparseExtent, SECTOR};
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,7 +35,7 @@ const COWD_MAGIC: &[u8; 4] = b"COWD";
 const ZCACHE_BYTES: u64 = 4 << 20;
 
 enum Kind {
-    Sparse(SparseExtent),
+    Sparse(Box<SparseExtent>),
     Flat(FlatExtent),
     Zero,
 }
@@ -58,22 +58,33 @@ pub struct Vmdk {
     len: u64,
     exts: Vec<Ext>,
     gt_cache: GtCache,
-    zcache: Mutex<LruCache<(usize, u64), Arc<[u8]>>>,
+    zcache: Mutex<LruCache<sparse::CacheKey, Arc<[u8]>>>,
     backing: Option<Arc<dyn BlockDevice>>,
     backing_path: Option<PathBuf>,
     warnings: Vec<String>,
 }
 
 fn desc_error(path: &Path, base: u64, e: descriptor::ParseError) -> Error {
-    Error::corrupt(path, "vmdk descriptor", base.saturating_add(e.offset as u64), e.detail)
+    Error::corrupt(
+        path,
+        "vmdk descriptor",
+        base.saturating_add(e.offset as u64),
+        e.detail,
+    )
 }
 
 /// Reads a whole text descriptor file, refusing one too large to be a descriptor.
 fn read_text_descriptor(file: &ImageFile) -> Result<Descriptor> {
     if file.len() > MAX_DESCRIPTOR_BYTES as u64 {
-        return Err(Error::corrupt(file.path(), "vmdk descriptor", 0, format!(
-            "the file is {} bytes: too large for a descriptor (at most {MAX_DESCRIPTOR_BYTES})",
-            file.len())));
+        return Err(Error::corrupt(
+            file.path(),
+            "vmdk descriptor",
+            0,
+            format!(
+                "the file is {} bytes: too large for a descriptor (at most {MAX_DESCRIPTOR_BYTES})",
+                file.len()
+            ),
+        ));
     }
     let mut buf = vec![0u8; file.len() as usize];
     file.read_exact_at(&mut buf, 0, "vmdk descriptor")?;
@@ -90,16 +101,28 @@ fn peek_cid(path: &Path) -> Option<u32> {
         file.read_exact_at(&mut h, 0, "vmdk sparse header").ok()?;
         let h = sparse::SparseHeader::parse(&h, path).ok()?;
         let mut buf = vec![0u8; (h.descriptor_size * SECTOR) as usize]; // bounded by parse
-        file.read_exact_at(&mut buf, h.descriptor_offset.checked_mul(SECTOR)?, "vmdk embedded descriptor").ok()?;
+        file.read_exact_at(
+            &mut buf,
+            h.descriptor_offset.checked_mul(SECTOR)?,
+            "vmdk embedded descriptor",
+        )
+        .ok()?;
         return Descriptor::parse(&buf).ok()?.cid;
     }
     read_text_descriptor(&file).ok()?.cid
 }
 
 fn sectors_to_bytes(path: &Path, s: u64, at: u64) -> Result<u64> {
-    s.checked_mul(SECTOR).filter(|&b| b <= sparse::MAX_CAPACITY_SECTORS * SECTOR).ok_or_else(|| {
-        Error::corrupt(path, "vmdk descriptor", at, format!("{s} sectors is more than ferry accepts"))
-    })
+    s.checked_mul(SECTOR)
+        .filter(|&b| b <= sparse::MAX_CAPACITY_SECTORS * SECTOR)
+        .ok_or_else(|| {
+            Error::corrupt(
+                path,
+                "vmdk descriptor",
+                at,
+                format!("{s} sectors is more than ferry accepts"),
+            )
+        })
 }
 
 impl Vmdk {
@@ -114,19 +137,32 @@ impl Vmdk {
         let (desc, desc_file, exts, create_type) = if head.starts_with(sparse::MAGIC) {
             let o = sparse::open(file)?;
             let desc = match &o.descriptor {
-                Some((bytes, at)) => Some(Descriptor::parse(bytes).map_err(|e| desc_error(&path, *at, e))?),
+                Some((bytes, at)) => {
+                    Some(Descriptor::parse(bytes).map_err(|e| desc_error(&path, *at, e))?)
+                }
                 None => None,
             };
             let compressed = o.extent.header.as_ref().is_some_and(|h| h.compressed());
-            let create_type = desc.as_ref().and_then(|d| d.create_type.clone()).unwrap_or_else(|| {
-                if compressed { "streamOptimized" } else { "monolithicSparse" }.to_string()
-            });
-            let ext = Self::single(&path, Kind::Sparse(o.extent));
+            let create_type = desc
+                .as_ref()
+                .and_then(|d| d.create_type.clone())
+                .unwrap_or_else(|| {
+                    if compressed {
+                        "streamOptimized"
+                    } else {
+                        "monolithicSparse"
+                    }
+                    .to_string()
+                });
+            let ext = Self::single(&path, Kind::Sparse(Box::new(o.extent)));
             (desc, None, vec![ext], create_type)
         } else if head.starts_with(COWD_MAGIC) {
-            return Err(Error::unsupported(&path, "VMDK COWD (ESX 2 / VMFSSPARSE) extents are not supported"));
+            return Err(Error::unsupported(
+                &path,
+                "VMDK COWD (ESX 2 / VMFSSPARSE) extents are not supported",
+            ));
         } else if head == SESPARSE_MAGIC_BYTES {
-            let ext = Self::single(&path, Kind::Sparse(sesparse::open(file)?));
+            let ext = Self::single(&path, Kind::Sparse(Box::new(sesparse::open(file)?)));
             (None, None, vec![ext], "seSparse".to_string())
         } else {
             let desc = read_text_descriptor(&file)?;
@@ -136,11 +172,23 @@ impl Vmdk {
         };
         let mut len = 0u64;
         for e in &exts {
-            len = len.checked_add(e.len).filter(|&l| l <= sparse::MAX_CAPACITY_SECTORS * SECTOR).ok_or_else(|| {
-                Error::corrupt(&path, "vmdk descriptor", 0, "the extents add up to more than ferry accepts")
-            })?;
+            len = len
+                .checked_add(e.len)
+                .filter(|&l| l <= sparse::MAX_CAPACITY_SECTORS * SECTOR)
+                .ok_or_else(|| {
+                    Error::corrupt(
+                        &path,
+                        "vmdk descriptor",
+                        0,
+                        "the extents add up to more than ferry accepts",
+                    )
+                })?;
             if let Kind::Sparse(s) = &e.kind {
-                warnings.extend(s.warnings.iter().map(|w| format!("{}: {w}", s.file.path().display())));
+                warnings.extend(
+                    s.warnings
+                        .iter()
+                        .map(|w| format!("{}: {w}", s.file.path().display())),
+                );
             }
         }
         let max_gt = exts
@@ -159,12 +207,19 @@ impl Vmdk {
             })
             .max()
             .unwrap_or(1);
-        let zslots = usize::try_from(ZCACHE_BYTES / max_grain).unwrap_or(4).max(4);
+        let zslots = usize::try_from(ZCACHE_BYTES / max_grain)
+            .unwrap_or(4)
+            .max(4);
 
-        let (backing, backing_path) = match desc.as_ref().and_then(|d| d.parent_file_name_hint.as_deref()) {
+        let (backing, backing_path) = match desc
+            .as_ref()
+            .and_then(|d| d.parent_file_name_hint.as_deref())
+        {
             Some(hint) => {
                 let (dev, p) = open_backing(&path, hint, Some("vmdk"), ctx)?;
-                if let (Some(want), Some(got)) = (desc.as_ref().and_then(|d| d.parent_cid), peek_cid(&p)) {
+                if let (Some(want), Some(got)) =
+                    (desc.as_ref().and_then(|d| d.parent_cid), peek_cid(&p))
+                {
                     if want != got {
                         let w = format!(
                             "{} expects its parent {} to have CID {want:08x}, but it has {got:08x}: \
@@ -183,7 +238,9 @@ impl Vmdk {
         };
         Ok(Vmdk {
             gt_cache: GtCache::new(max_gt),
-            zcache: Mutex::new(LruCache::new(NonZeroUsize::new(zslots).unwrap_or(NonZeroUsize::MIN))),
+            zcache: Mutex::new(LruCache::new(
+                NonZeroUsize::new(zslots).unwrap_or(NonZeroUsize::MIN),
+            )),
             path,
             desc_file,
             desc,
@@ -207,7 +264,9 @@ impl Vmdk {
     /// The disk as one extent of a file that is its own descriptor (monolithic, bare SEsparse).
     fn single(path: &Path, kind: Kind) -> Ext {
         let (len, ty) = match &kind {
-            Kind::Sparse(s) if matches!(s.format, sparse::GteFormat::SeSparse { .. }) => (s.capacity, ExtentType::SeSparse),
+            Kind::Sparse(s) if matches!(s.format, sparse::GteFormat::SeSparse { .. }) => {
+                (s.capacity, ExtentType::SeSparse)
+            }
             Kind::Sparse(s) => (s.capacity, ExtentType::Sparse),
             _ => (0, ExtentType::Zero),
         };
@@ -216,7 +275,13 @@ impl Vmdk {
             start: 0,
             len,
             kind,
-            line: ExtentLine { access: Access::ReadWrite, sectors: len / SECTOR, kind: ty, file: name, offset: 0 },
+            line: ExtentLine {
+                access: Access::ReadWrite,
+                sectors: len / SECTOR,
+                kind: ty,
+                file: name,
+                offset: 0,
+            },
             file: Some(path.to_path_buf()),
         }
     }
@@ -224,12 +289,19 @@ impl Vmdk {
     /// Opens every extent a text descriptor lists, in order.
     fn open_extents(path: &Path, desc: &Descriptor) -> Result<Vec<Ext>> {
         if desc.extents.is_empty() {
-            return Err(Error::corrupt(path, "vmdk descriptor", 0, "the descriptor lists no extents"));
+            return Err(Error::corrupt(
+                path,
+                "vmdk descriptor",
+                0,
+                "the descriptor lists no extents",
+            ));
         }
         let mut out = Vec::with_capacity(desc.extents.len());
         let mut start = 0u64;
         for (i, line) in desc.extents.iter().enumerate() {
-            let bad = |d: String| Error::corrupt(path, "vmdk descriptor", 0, format!("extent {}: {d}", i + 1));
+            let bad = |d: String| {
+                Error::corrupt(path, "vmdk descriptor", 0, format!("extent {}: {d}", i + 1))
+            };
             let len = sectors_to_bytes(path, line.sectors, 0)?;
             let file_path = match (&line.file, line.kind) {
                 (_, ExtentType::Zero) => None,
@@ -241,20 +313,29 @@ impl Vmdk {
                 ExtentType::Zero => Kind::Zero,
                 ExtentType::Flat | ExtentType::Vmfs | ExtentType::VmfsRdm => {
                     let offset = sectors_to_bytes(path, line.offset, 0)?;
-                    Kind::Flat(FlatExtent { file: open()?, offset })
+                    Kind::Flat(FlatExtent {
+                        file: open()?,
+                        offset,
+                    })
                 }
-                ExtentType::SeSparse => Kind::Sparse(sesparse::open(open()?)?),
+                ExtentType::SeSparse => Kind::Sparse(Box::new(sesparse::open(open()?)?)),
                 ExtentType::VmfsSparse => {
-                    return Err(Error::unsupported(path, "VMDK COWD (VMFSSPARSE) extents are not supported"))
+                    return Err(Error::unsupported(
+                        path,
+                        "VMDK COWD (VMFSSPARSE) extents are not supported",
+                    ))
                 }
                 ExtentType::Sparse => {
                     let f = open()?;
                     let mut magic = [0u8; 4];
                     f.read_exact_at(&mut magic, 0, "vmdk sparse header")?;
                     if &magic == COWD_MAGIC {
-                        return Err(Error::unsupported(f.path(), "VMDK COWD (ESX 2) sparse extents are not supported"));
+                        return Err(Error::unsupported(
+                            f.path(),
+                            "VMDK COWD (ESX 2) sparse extents are not supported",
+                        ));
                     }
-                    Kind::Sparse(sparse::open(f)?.extent)
+                    Kind::Sparse(Box::new(sparse::open(f)?.extent))
                 }
             };
             if let Kind::Sparse(s) = &kind {
@@ -266,8 +347,16 @@ impl Vmdk {
                     )));
                 }
             }
-            out.push(Ext { start, len, kind, line: line.clone(), file: file_path });
-            start = start.checked_add(len).ok_or_else(|| bad("extents overflow".into()))?;
+            out.push(Ext {
+                start,
+                len,
+                kind,
+                line: line.clone(),
+                file: file_path,
+            });
+            start = start
+                .checked_add(len)
+                .ok_or_else(|| bad("extents overflow".into()))?;
         }
         Ok(out)
     }
@@ -279,18 +368,37 @@ impl Vmdk {
     /// The extent holding guest byte `pos` (< len) and its index.
     fn ext_at(&self, pos: u64) -> Result<(usize, &Ext)> {
         let i = self.exts.partition_point(|e| e.start + e.len <= pos);
-        self.exts.get(i).map(|e| (i, e)).ok_or(Error::OutOfRange { offset: pos, len: 1, size: self.len })
+        self.exts.get(i).map(|e| (i, e)).ok_or(Error::OutOfRange {
+            offset: pos,
+            len: 1,
+            size: self.len,
+        })
     }
 
     /// Inflates the compressed grain of extent `i` whose marker is at `host` and whose first
     /// guest byte is extent-relative `grain_rel`, into `out` (one grain).
-    fn inflate(&self, s: &SparseExtent, e: &Ext, grain_rel: u64, host: u64, out: &mut [u8]) -> Result<()> {
+    fn inflate(
+        &self,
+        s: &SparseExtent,
+        e: &Ext,
+        grain_rel: u64,
+        host: u64,
+        out: &mut [u8],
+    ) -> Result<()> {
         let markers = matches!(s.format, sparse::GteFormat::Hosted { markers: true, .. });
         let need = s.grain_bytes.min(e.len - grain_rel) as usize;
         stream::read_grain(&s.file, host, markers, need, out)
     }
 
-    fn read_compressed(&self, i: usize, e: &Ext, s: &SparseExtent, rel: u64, host: u64, dst: &mut [u8]) -> Result<()> {
+    fn read_compressed(
+        &self,
+        i: usize,
+        e: &Ext,
+        s: &SparseExtent,
+        rel: u64,
+        host: u64,
+        dst: &mut [u8],
+    ) -> Result<()> {
         let g = s.grain_bytes;
         let in_grain = rel % g;
         let grain_rel = rel - in_grain;
@@ -365,7 +473,9 @@ impl BlockDevice for Vmdk {
                         Grain::Data { host } => s.file.read_zero_padded(dst, host, "vmdk grain")?,
                         Grain::Zero => dst.fill(0),
                         Grain::Unallocated => read_backing(self.backing.as_ref(), dst, pos)?,
-                        Grain::Compressed { host } => self.read_compressed(i, e, s, rel, host, dst)?,
+                        Grain::Compressed { host } => {
+                            self.read_compressed(i, e, s, rel, host, dst)?
+                        }
                     }
                     run
                 }
@@ -407,8 +517,12 @@ impl BlockDevice for Vmdk {
                             x.host_offset = Some(host);
                             push_extent(&mut out, x);
                         }
-                        Grain::Zero => push_extent(&mut out, Extent::new(pos, run, ExtentKind::Zero)),
-                        Grain::Unallocated => push_backing_extents(&mut out, self.backing.as_ref(), pos, run)?,
+                        Grain::Zero => {
+                            push_extent(&mut out, Extent::new(pos, run, ExtentKind::Zero))
+                        }
+                        Grain::Unallocated => {
+                            push_backing_extents(&mut out, self.backing.as_ref(), pos, run)?
+                        }
                     }
                     run
                 }
@@ -438,8 +552,14 @@ impl BlockDevice for Vmdk {
         });
         let d = self.desc.as_ref();
         let mut specific = vec![
-            ("cid".to_string(), json!(d.and_then(|d| d.cid).map(|c| format!("{c:08x}")))),
-            ("parent_cid".into(), json!(d.and_then(|d| d.parent_cid).map(|c| format!("{c:08x}")))),
+            (
+                "cid".to_string(),
+                json!(d.and_then(|d| d.cid).map(|c| format!("{c:08x}"))),
+            ),
+            (
+                "parent_cid".into(),
+                json!(d.and_then(|d| d.parent_cid).map(|c| format!("{c:08x}"))),
+            ),
             ("create_type".into(), json!(self.create_type)),
         ];
         if let Some(d) = d {
@@ -454,10 +574,18 @@ impl BlockDevice for Vmdk {
             }
             let geo: Vec<_> = ["cylinders", "heads", "sectors"]
                 .iter()
-                .filter_map(|k| d.ddb(&format!("geometry.{k}")).map(|v| (k.to_string(), json!(v))))
+                .filter_map(|k| {
+                    d.ddb(&format!("geometry.{k}"))
+                        .map(|v| (k.to_string(), json!(v)))
+                })
                 .collect();
             if !geo.is_empty() {
-                specific.push(("geometry".into(), json!(geo.into_iter().collect::<serde_json::Map<String, serde_json::Value>>())));
+                specific.push((
+                    "geometry".into(),
+                    json!(geo
+                        .into_iter()
+                        .collect::<serde_json::Map<String, serde_json::Value>>()),
+                ));
             }
         }
         let extents: Vec<_> = self
@@ -490,7 +618,10 @@ impl BlockDevice for Vmdk {
             disk_size,
             cluster_size,
             allocated: Some(self.allocated_bytes()?),
-            backing_filename: self.desc.as_ref().and_then(|d| d.parent_file_name_hint.clone()),
+            backing_filename: self
+                .desc
+                .as_ref()
+                .and_then(|d| d.parent_file_name_hint.clone()),
             full_backing_filename: self.backing_path.clone(),
             backing_format: self.backing.as_ref().map(|_| "vmdk".to_string()),
             files,

@@ -3,7 +3,9 @@
 //! (magic 0xcafebabe), a volatile header (magic 0xcafecafe), a journal, then a grain directory
 //! of 64-bit entries naming grain tables by index, 4 KiB grains and 4096-entry tables.
 
-use super::sparse::{le64, read_directory, GteFormat, Layout, SparseExtent, MAX_CAPACITY_SECTORS, SECTOR};
+use super::sparse::{
+    le64, read_directory, GteFormat, Layout, SparseExtent, MAX_CAPACITY_SECTORS, SECTOR,
+};
 use crate::block::error::{Error, Result};
 use crate::block::file::ImageFile;
 
@@ -40,32 +42,60 @@ pub fn open(file: ImageFile) -> Result<SparseExtent> {
         return Err(bad(0, "bad magic (not an SEsparse extent)".into()));
     }
     if field(8) != VERSION {
-        return Err(Error::unsupported(&path, format!("SEsparse version {:#x} is not supported", field(8))));
+        return Err(Error::unsupported(
+            &path,
+            format!("SEsparse version {:#x} is not supported", field(8)),
+        ));
     }
     let capacity = field(CAPACITY);
     if capacity > MAX_CAPACITY_SECTORS {
-        return Err(bad(CAPACITY, format!("capacity {capacity} sectors is more than {MAX_CAPACITY_SECTORS}")));
+        return Err(bad(
+            CAPACITY,
+            format!("capacity {capacity} sectors is more than {MAX_CAPACITY_SECTORS}"),
+        ));
     }
     if field(GRAIN_SIZE) != GRAIN_SECTORS {
-        return Err(bad(GRAIN_SIZE, format!("grain size {} sectors, expected {GRAIN_SECTORS}", field(GRAIN_SIZE))));
+        return Err(bad(
+            GRAIN_SIZE,
+            format!(
+                "grain size {} sectors, expected {GRAIN_SECTORS}",
+                field(GRAIN_SIZE)
+            ),
+        ));
     }
     if field(GT_SIZE) != GT_SECTORS {
-        return Err(bad(GT_SIZE, format!("grain table size {} sectors, expected {GT_SECTORS}", field(GT_SIZE))));
+        return Err(bad(
+            GT_SIZE,
+            format!(
+                "grain table size {} sectors, expected {GT_SECTORS}",
+                field(GT_SIZE)
+            ),
+        ));
     }
     if field(FLAGS) != 0 {
-        return Err(Error::unsupported(&path, format!("SEsparse flags {:#x} are not supported", field(FLAGS))));
+        return Err(Error::unsupported(
+            &path,
+            format!("SEsparse flags {:#x} are not supported", field(FLAGS)),
+        ));
     }
     if (0..4).any(|i| field(RESERVED + 8 * i) != 0) {
         return Err(bad(RESERVED, "reserved fields are not zero".into()));
     }
     let sector = |at: usize| {
-        field(at).checked_mul(SECTOR).ok_or_else(|| bad(at, format!("offset {:#x} sectors overflows", field(at))))
+        field(at)
+            .checked_mul(SECTOR)
+            .ok_or_else(|| bad(at, format!("offset {:#x} sectors overflows", field(at))))
     };
     let vol_at = sector(VOLATILE_OFFSET)?;
     let mut vol = [0u8; 32];
     file.read_exact_at(&mut vol, vol_at, "vmdk SEsparse volatile header")?;
     if le64(&vol, 0) != VOLATILE_MAGIC {
-        return Err(Error::corrupt(&path, "vmdk SEsparse volatile header", vol_at, "bad magic"));
+        return Err(Error::corrupt(
+            &path,
+            "vmdk SEsparse volatile header",
+            vol_at,
+            "bad magic",
+        ));
     }
     if le64(&vol, 24) != 0 {
         return Err(Error::unsupported(
@@ -80,13 +110,26 @@ pub fn open(file: ImageFile) -> Result<SparseExtent> {
     let needed = capacity.div_ceil(GRAIN_SECTORS * gtes);
     let have = field(GD_SIZE).saturating_mul(SECTOR / ENTRY_BYTES);
     if have < needed {
-        return Err(bad(GD_SIZE, format!(
-            "grain directory of {have} entries cannot map {capacity} sectors ({needed} needed)")));
+        return Err(bad(
+            GD_SIZE,
+            format!(
+                "grain directory of {have} entries cannot map {capacity} sectors ({needed} needed)"
+            ),
+        ));
     }
     let gd_at = sector(GD_OFFSET)?;
     let gd = read_directory(&file, gd_at, needed, ENTRY_BYTES)?;
-    let format = GteFormat::SeSparse { gts_offset: sector(GTS_OFFSET)?, grains_offset: field(GRAINS_OFFSET) };
+    let format = GteFormat::SeSparse {
+        gts_offset: sector(GTS_OFFSET)?,
+        grains_offset: field(GRAINS_OFFSET),
+    };
     sector(GRAINS_OFFSET)?;
-    let layout = Layout { capacity: capacity * SECTOR, grain_bytes, gtes_per_gt: gtes, entry_bytes: ENTRY_BYTES, format };
+    let layout = Layout {
+        capacity: capacity * SECTOR,
+        grain_bytes,
+        gtes_per_gt: gtes,
+        entry_bytes: ENTRY_BYTES,
+        format,
+    };
     Ok(SparseExtent::new(file, layout, (gd, gd_at), None, None))
 }

@@ -114,37 +114,65 @@ impl SparseHeader {
         if !(1..=3).contains(&h.version) {
             return Err(Error::unsupported(
                 path,
-                format!("VMDK sparse extent version {} is not supported (only 1 to 3)", h.version),
+                format!(
+                    "VMDK sparse extent version {} is not supported (only 1 to 3)",
+                    h.version
+                ),
             ));
         }
         if h.capacity > MAX_CAPACITY_SECTORS {
-            return Err(bad(12, format!(
-                "capacity {} sectors is more than the {MAX_CAPACITY_SECTORS} ferry accepts", h.capacity)));
+            return Err(bad(
+                12,
+                format!(
+                    "capacity {} sectors is more than the {MAX_CAPACITY_SECTORS} ferry accepts",
+                    h.capacity
+                ),
+            ));
         }
         if !(1..=MAX_GRAIN_SECTORS).contains(&h.grain_size) {
-            return Err(bad(20, format!(
-                "grain size {} sectors outside 1..={MAX_GRAIN_SECTORS}", h.grain_size)));
+            return Err(bad(
+                20,
+                format!(
+                    "grain size {} sectors outside 1..={MAX_GRAIN_SECTORS}",
+                    h.grain_size
+                ),
+            ));
         }
         if !(1..=MAX_GTES_PER_GT).contains(&h.num_gtes_per_gt) {
-            return Err(bad(44, format!(
-                "{} entries per grain table outside 1..={MAX_GTES_PER_GT}", h.num_gtes_per_gt)));
+            return Err(bad(
+                44,
+                format!(
+                    "{} entries per grain table outside 1..={MAX_GTES_PER_GT}",
+                    h.num_gtes_per_gt
+                ),
+            ));
         }
         let max_desc = super::descriptor::MAX_DESCRIPTOR_BYTES as u64 / SECTOR;
         if h.descriptor_size > max_desc {
-            return Err(bad(36, format!(
-                "embedded descriptor of {} sectors is larger than the {max_desc} ferry accepts",
-                h.descriptor_size)));
+            return Err(bad(
+                36,
+                format!(
+                    "embedded descriptor of {} sectors is larger than the {max_desc} ferry accepts",
+                    h.descriptor_size
+                ),
+            ));
         }
         if h.compress_algorithm > COMPRESSION_DEFLATE {
             return Err(Error::unsupported(
                 path,
-                format!("VMDK compression algorithm {} is not supported (only deflate)", h.compress_algorithm),
+                format!(
+                    "VMDK compression algorithm {} is not supported (only deflate)",
+                    h.compress_algorithm
+                ),
             ));
         }
         if h.gd_entries() > MAX_GD_ENTRIES {
-            return Err(bad(12, format!(
+            return Err(bad(
+                12,
+                format!(
                 "capacity {} sectors needs {} grain directory entries, more than {MAX_GD_ENTRIES}",
-                h.capacity, h.gd_entries())));
+                h.capacity, h.gd_entries()),
+            ));
         }
         Ok(h)
     }
@@ -165,7 +193,12 @@ impl SparseHeader {
 pub enum GteFormat {
     /// Hosted sparse / streamOptimized: u32 sector numbers (of the grain, or of its marker when
     /// compressed); grains must lie at or after `min_grain_sector` (the metadata area).
-    Hosted { zero_grain: bool, compressed: bool, markers: bool, min_grain_sector: u64 },
+    Hosted {
+        zero_grain: bool,
+        compressed: bool,
+        markers: bool,
+        min_grain_sector: u64,
+    },
     /// SEsparse: u64 entries whose top nibble is the type; GD entries are GT indices into the
     /// table area at `gts_offset` (bytes); grains are indices into the area at `grains_offset`
     /// (sectors).
@@ -187,13 +220,20 @@ pub enum Grain {
 
 /// Grain tables of every sparse extent of an image, keyed by (extent index, GT host offset),
 /// each decoded to u64 entries. Bounded; I/O happens outside the lock.
-pub struct GtCache(Mutex<LruCache<(usize, u64), Arc<[u64]>>>);
+pub struct GtCache(Mutex<LruCache<CacheKey, Arc<[u64]>>>);
+
+/// (extent index in the image, host offset of the table or grain).
+pub type CacheKey = (usize, u64);
 
 impl GtCache {
     /// A cache sized for tables of `gt_bytes` bytes.
     pub fn new(gt_bytes: u64) -> Self {
-        let n = usize::try_from(GT_CACHE_BYTES / gt_bytes.max(1)).unwrap_or(16).max(16);
-        GtCache(Mutex::new(LruCache::new(NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN))))
+        let n = usize::try_from(GT_CACHE_BYTES / gt_bytes.max(1))
+            .unwrap_or(16)
+            .max(16);
+        GtCache(Mutex::new(LruCache::new(
+            NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN),
+        )))
     }
 }
 
@@ -282,7 +322,9 @@ impl SparseExtent {
         let path = self.file.path();
         let entry_pos = pos.saturating_add(i as u64 * self.entry_bytes);
         let bad = |d: String| Error::corrupt(path, "vmdk grain directory", entry_pos, d);
-        let entry = *dir.get(i).ok_or_else(|| bad(format!("entry {i} is past the directory")))?;
+        let entry = *dir
+            .get(i)
+            .ok_or_else(|| bad(format!("entry {i} is past the directory")))?;
         if entry == 0 {
             return Ok(None);
         }
@@ -299,7 +341,9 @@ impl SparseExtent {
             }
         };
         if off < HEADER_LEN as u64 {
-            return Err(bad(format!("grain table at {off:#x} lies inside the header")));
+            return Err(bad(format!(
+                "grain table at {off:#x} lies inside the header"
+            )));
         }
         match off.checked_add(self.gt_bytes()) {
             Some(end) if end <= self.file.len() => Ok(Some(off)),
@@ -349,7 +393,11 @@ impl SparseExtent {
         let path = self.file.path();
         let bad = |d: String| Error::corrupt(path, "vmdk grain table", entry_pos, d);
         let host = match self.format {
-            GteFormat::Hosted { zero_grain, min_grain_sector, .. } => {
+            GteFormat::Hosted {
+                zero_grain,
+                min_grain_sector,
+                ..
+            } => {
                 if entry == 0 {
                     return Ok(Grain::Unallocated);
                 }
@@ -368,7 +416,8 @@ impl SparseExtent {
                 // 1 = unmapped by the guest (SCSI UNMAP), 2 = zeroed: both read as zeros.
                 1 | 2 => return Ok(Grain::Zero),
                 3 => {
-                    let index = ((entry & 0x0fff_0000_0000_0000) >> 48) | ((entry & 0x0000_ffff_ffff_ffff) << 12);
+                    let index = ((entry & 0x0fff_0000_0000_0000) >> 48)
+                        | ((entry & 0x0000_ffff_ffff_ffff) << 12);
                     index
                         .checked_mul(self.grain_bytes / SECTOR)
                         .and_then(|s| s.checked_add(grains_offset))
@@ -388,7 +437,9 @@ impl SparseExtent {
             });
         }
         Ok(match self.format {
-            GteFormat::Hosted { compressed: true, .. } => Grain::Compressed { host },
+            GteFormat::Hosted {
+                compressed: true, ..
+            } => Grain::Compressed { host },
             _ => Grain::Data { host },
         })
     }
@@ -414,7 +465,9 @@ impl SparseExtent {
         let in_grain = rel % g;
         let grain_end = (rel - in_grain + g).min(limit);
         let first = match at(rel)? {
-            Grain::Data { host } => Grain::Data { host: host + in_grain },
+            Grain::Data { host } => Grain::Data {
+                host: host + in_grain,
+            },
             c @ Grain::Compressed { .. } => return Ok((c, grain_end - rel)),
             m => m,
         };
@@ -437,10 +490,15 @@ impl SparseExtent {
 
 /// Reads `n` little-endian directory entries of `entry_bytes` each at byte `off`; bounds the
 /// allocation by the file length before making it.
-pub(crate) fn read_directory(file: &ImageFile, off: u64, n: u64, entry_bytes: u64) -> Result<Vec<u64>> {
-    let bytes = n.checked_mul(entry_bytes).filter(|b| {
-        off.checked_add(*b).is_some_and(|end| end <= file.len())
-    });
+pub(crate) fn read_directory(
+    file: &ImageFile,
+    off: u64,
+    n: u64,
+    entry_bytes: u64,
+) -> Result<Vec<u64>> {
+    let bytes = n
+        .checked_mul(entry_bytes)
+        .filter(|b| off.checked_add(*b).is_some_and(|end| end <= file.len()));
     let Some(bytes) = bytes else {
         return Err(Error::Truncated {
             path: file.path().into(),
@@ -487,7 +545,12 @@ pub fn open(file: ImageFile) -> Result<Opened> {
     let n = h.gd_entries();
     let sector_off = |s: u64, at: u64| {
         s.checked_mul(SECTOR).ok_or_else(|| {
-            Error::corrupt(&path, "vmdk sparse header", at, format!("sector {s:#x} overflows"))
+            Error::corrupt(
+                &path,
+                "vmdk sparse header",
+                at,
+                format!("sector {s:#x} overflows"),
+            )
         })
     };
     let gd_pos = sector_off(h.gd_offset, 56)?;
@@ -497,7 +560,12 @@ pub fn open(file: ImageFile) -> Result<Opened> {
         None
     };
     let primary = if h.gd_offset == 0 && n > 0 {
-        Err(Error::corrupt(&path, "vmdk sparse header", 56, "no grain directory (gdOffset is 0)"))
+        Err(Error::corrupt(
+            &path,
+            "vmdk sparse header",
+            56,
+            "no grain directory (gdOffset is 0)",
+        ))
     } else {
         read_directory(&file, gd_pos, n, 4)
     };
@@ -506,7 +574,9 @@ pub fn open(file: ImageFile) -> Result<Opened> {
         (Ok(gd), Some(Ok(r))) => ((gd, gd_pos), Some(r)),
         (Ok(gd), _) => ((gd, gd_pos), None),
         (Err(e), Some(Ok(r))) => {
-            warnings.push(format!("grain directory unreadable ({e}); using the redundant grain directory"));
+            warnings.push(format!(
+                "grain directory unreadable ({e}); using the redundant grain directory"
+            ));
             (r, None)
         }
         (Err(e), _) => return Err(e),
@@ -520,7 +590,11 @@ pub fn open(file: ImageFile) -> Result<Opened> {
         None
     };
     let sectors = file.len() / SECTOR;
-    let min_grain_sector = if h.overhead > 0 && h.overhead <= sectors { h.overhead } else { 1 };
+    let min_grain_sector = if h.overhead > 0 && h.overhead <= sectors {
+        h.overhead
+    } else {
+        1
+    };
     let format = GteFormat::Hosted {
         zero_grain: h.flags & FLAG_ZERO_GRAIN != 0,
         compressed: h.compressed(),
@@ -529,7 +603,13 @@ pub fn open(file: ImageFile) -> Result<Opened> {
     };
     let capacity = h.capacity * SECTOR;
     let gtes = u64::from(h.num_gtes_per_gt);
-    let layout = Layout { capacity, grain_bytes, gtes_per_gt: gtes, entry_bytes: 4, format };
+    let layout = Layout {
+        capacity,
+        grain_bytes,
+        gtes_per_gt: gtes,
+        entry_bytes: 4,
+        format,
+    };
     let mut extent = SparseExtent::new(file, layout, gd, rgd, Some(h));
     for w in &warnings {
         log::warn!("{}: {w}", path.display());
@@ -559,10 +639,16 @@ mod tests {
         assert!(SparseHeader::parse(&header(), p).is_ok());
         let mut b = header();
         b[20..28].copy_from_slice(&(1u64 << 40).to_le_bytes());
-        assert!(SparseHeader::parse(&b, p).unwrap_err().to_string().contains("grain size"));
+        assert!(SparseHeader::parse(&b, p)
+            .unwrap_err()
+            .to_string()
+            .contains("grain size"));
         let mut b = header();
         b[12..20].copy_from_slice(&(1u64 << 63).to_le_bytes());
-        assert!(SparseHeader::parse(&b, p).unwrap_err().to_string().contains("capacity"));
+        assert!(SparseHeader::parse(&b, p)
+            .unwrap_err()
+            .to_string()
+            .contains("capacity"));
         let mut b = header();
         b[44..48].copy_from_slice(&(1u32 << 31).to_le_bytes());
         assert!(SparseHeader::parse(&b, p).is_err());

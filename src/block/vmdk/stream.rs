@@ -30,7 +30,11 @@ fn le32(b: &[u8], at: usize) -> u32 {
 /// as qemu does: footer marker, header copy, end-of-stream marker, in the last 1536 bytes.
 pub fn read_footer(file: &ImageFile) -> Result<SparseHeader> {
     let path = file.path();
-    let Some(at) = file.len().checked_sub(TAIL_LEN).filter(|&a| a >= HEADER_LEN as u64) else {
+    let Some(at) = file
+        .len()
+        .checked_sub(TAIL_LEN)
+        .filter(|&a| a >= HEADER_LEN as u64)
+    else {
         return Err(Error::Truncated {
             path: path.into(),
             what: "vmdk stream footer",
@@ -59,7 +63,10 @@ pub fn read_footer(file: &ImageFile) -> Result<SparseHeader> {
     let h = SparseHeader::parse(&tail[HEADER_LEN..2 * HEADER_LEN], path)
         .map_err(|e| bad(HEADER_LEN as u64, &format!("footer header: {e}")))?;
     if h.gd_offset == GD_AT_END {
-        return Err(bad(HEADER_LEN as u64 + 56, "footer's gdOffset is GD_AT_END too"));
+        return Err(bad(
+            HEADER_LEN as u64 + 56,
+            "footer's gdOffset is GD_AT_END too",
+        ));
     }
     Ok(h)
 }
@@ -67,7 +74,13 @@ pub fn read_footer(file: &ImageFile) -> Result<SparseHeader> {
 /// Reads the compressed grain at `host` and inflates it into `out` (one grain). `need` is how
 /// many leading bytes must come out of the stream (the last grain of a disk may be short);
 /// the rest is zero-filled. With `markers`, `host` is the grain marker.
-pub fn read_grain(file: &ImageFile, host: u64, markers: bool, need: usize, out: &mut [u8]) -> Result<()> {
+pub fn read_grain(
+    file: &ImageFile,
+    host: u64,
+    markers: bool,
+    need: usize,
+    out: &mut [u8],
+) -> Result<()> {
     let path = file.path();
     let grain = out.len() as u64;
     // qemu reads at most two grains of input: deflate never expands that much.
@@ -77,8 +90,12 @@ pub fn read_grain(file: &ImageFile, host: u64, markers: bool, need: usize, out: 
         file.read_exact_at(&mut m, host, "vmdk grain marker")?;
         let size = u64::from(le32(&m, 8));
         if size == 0 || size > max_in {
-            return Err(Error::corrupt(path, "vmdk grain marker", host, format!(
-                "compressed size {size} outside 1..={max_in}")));
+            return Err(Error::corrupt(
+                path,
+                "vmdk grain marker",
+                host,
+                format!("compressed size {size} outside 1..={max_in}"),
+            ));
         }
         (host + GRAIN_MARKER_LEN, size)
     } else {
@@ -86,20 +103,25 @@ pub fn read_grain(file: &ImageFile, host: u64, markers: bool, need: usize, out: 
     };
     let mut input = vec![0u8; len as usize];
     file.read_exact_at(&mut input, data_at, "vmdk compressed grain")?;
-    INFLATE.with(|d| {
-        let mut d = d.borrow_mut();
-        d.reset(true);
-        let status = d.decompress(&input, out, FlushDecompress::Finish);
-        let produced = d.total_out() as usize;
-        match status {
-            Ok(Status::StreamEnd) if produced >= need => {
-                out[produced..].fill(0);
-                Ok(())
+    INFLATE
+        .with(|d| {
+            let mut d = d.borrow_mut();
+            d.reset(true);
+            let status = d.decompress(&input, out, FlushDecompress::Finish);
+            let produced = d.total_out() as usize;
+            match status {
+                Ok(Status::StreamEnd) if produced >= need => {
+                    out[produced..].fill(0);
+                    Ok(())
+                }
+                Ok(Status::StreamEnd) => Err(format!(
+                    "grain inflates to {produced} bytes, expected {need}"
+                )),
+                Ok(_) => Err(format!(
+                    "zlib stream does not end within one grain ({grain} bytes)"
+                )),
+                Err(e) => Err(format!("zlib error: {e}")),
             }
-            Ok(Status::StreamEnd) => Err(format!("grain inflates to {produced} bytes, expected {need}")),
-            Ok(_) => Err(format!("zlib stream does not end within one grain ({grain} bytes)")),
-            Err(e) => Err(format!("zlib error: {e}")),
-        }
-    })
-    .map_err(|d| Error::corrupt(path, "vmdk compressed grain", host, d))
+        })
+        .map_err(|d| Error::corrupt(path, "vmdk compressed grain", host, d))
 }
