@@ -619,3 +619,25 @@ fn mutations_never_panic() {
         }
     }
 }
+
+/// Several threads reading one device at once (compressed grains share the grain cache and
+/// the inflated-grain cache) all see qemu's bytes.
+#[test]
+fn parallel_reads() {
+    let dir = tmp();
+    let d = dir.path();
+    small_image(d, "streamOptimized", 71);
+    let img = d.join("streamOptimized.vmdk");
+    let want = Arc::new(qemu_raw(&img, d));
+    let dev = block::open(&img).unwrap();
+    let threads: Vec<_> = [4096usize, 12345, 65536, 100_000]
+        .into_iter()
+        .map(|chunk| {
+            let (dev, want) = (dev.clone(), want.clone());
+            std::thread::spawn(move || assert!(read_all(&dev, chunk) == *want, "chunk {chunk}"))
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
