@@ -150,7 +150,7 @@ fn map_json_is_qemu_compatible() {
     let top = chain_fixture(dir.path());
     let ours: serde_json::Value =
         serde_json::from_str(&ferry_ok(&["map", "--json", top.to_str().unwrap()])).unwrap();
-    let theirs = qemu_map(&top);
+    let theirs = qemu_map_classes(&top);
     let ours: Vec<(u64, u64, Class)> = ours
         .as_array()
         .unwrap()

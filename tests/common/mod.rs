@@ -203,7 +203,7 @@ pub struct Class {
 }
 
 /// `qemu-img map --output=json IMAGE` as (start, length, class) triples.
-pub fn qemu_map(image: &Path) -> Vec<(u64, u64, Class)> {
+pub fn qemu_map_classes(image: &Path) -> Vec<(u64, u64, Class)> {
     let out = qemu_img(&["map", "--output=json", image.to_str().unwrap()]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     v.as_array()
@@ -223,77 +223,6 @@ pub fn qemu_map(image: &Path) -> Vec<(u64, u64, Class)> {
             )
         })
         .collect()
-}
-
-/// ferry's extents of the whole device as the same triples.
-pub fn ferry_map(dev: &Arc<dyn ferry::block::BlockDevice>) -> Vec<(u64, u64, Class)> {
-    use ferry::block::ExtentKind::*;
-    dev.extents(0, dev.len())
-        .unwrap()
-        .into_iter()
-        .map(|e| {
-            let c = match e.kind {
-                Data => Class {
-                    data: true,
-                    zero: false,
-                    present: true,
-                },
-                Zero => Class {
-                    data: false,
-                    zero: true,
-                    present: true,
-                },
-                Hole => Class {
-                    data: false,
-                    zero: true,
-                    present: false,
-                },
-            };
-            (e.offset, e.length, c)
-        })
-        .collect()
-}
-
-/// Asserts that ferry's `extents()` of `dev` and `qemu-img map` of `image` classify every byte
-/// alike (data / zero / present), whatever the two split the runs into.
-pub fn assert_map_matches(dev: &Arc<dyn ferry::block::BlockDevice>, image: &Path) {
-    let ours = ferry_map(dev);
-    let theirs = qemu_map(image);
-    // The extents must tile the device exactly.
-    let mut pos = 0;
-    for (s, l, _) in &ours {
-        assert_eq!(
-            *s,
-            pos,
-            "ferry extents of {} are not contiguous",
-            image.display()
-        );
-        pos += l;
-    }
-    assert_eq!(
-        pos,
-        dev.len(),
-        "ferry extents of {} do not cover the device",
-        image.display()
-    );
-    let (mut i, mut j, mut pos) = (0, 0, 0u64);
-    while i < ours.len() && j < theirs.len() {
-        let (os, ol, oc) = ours[i];
-        let (ts, tl, tc) = theirs[j];
-        assert_eq!(
-            oc, tc,
-            "{}: at offset {pos:#x} ferry says {oc:?} (extent {os:#x}+{ol:#x}), qemu says {tc:?} (extent {ts:#x}+{tl:#x})",
-            image.display()
-        );
-        let next = (os + ol).min(ts + tl);
-        pos = next;
-        if os + ol == next {
-            i += 1;
-        }
-        if ts + tl == next {
-            j += 1;
-        }
-    }
 }
 
 /// Opens `path` and exercises the device (reads spread over it, extents of it) on a thread with a
@@ -371,4 +300,128 @@ pub fn mutants(orig: &[u8], hot: &[(usize, usize)], n: usize, seed: u64) -> Vec<
         out.push(m);
     }
     out
+}
+
+/// One run of `qemu-img map --output=json`.
+#[derive(Debug, serde::Deserialize)]
+pub struct QemuMapEntry {
+    pub start: u64,
+    pub length: u64,
+    pub present: bool,
+    pub zero: bool,
+    pub data: bool,
+}
+
+/// `qemu-img map --output=json IMAGE`, parsed.
+pub fn qemu_map(image: &Path) -> Vec<QemuMapEntry> {
+    let out = qemu_img(&["map", "--output=json", image.to_str().unwrap()]);
+    serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("cannot parse qemu-img map output: {e}\n{out}"))
+}
+
+/// Asserts that `dev.extents()` classifies every byte as `qemu-img map` does for `image`:
+/// qemu data && !zero ⇔ ours Data; qemu zero ⇔ ours Zero or Hole; qemu present ⇔ ours not Hole.
+/// Works for any format qemu-img reads: it walks both run lists side by side.
+pub fn assert_map_matches(dev: &Arc<dyn ferry::block::BlockDevice>, image: &Path) {
+    let qemu_end = qemu_map(image).last().map_or(0, |e| e.start + e.length);
+    assert_eq!(
+        qemu_end,
+        dev.len(),
+        "qemu-img map covers {qemu_end} bytes, the device has {}",
+        dev.len()
+    );
+    assert_map_matches_upto(dev, image, dev.len());
+}
+
+/// `assert_map_matches` for the first `len` bytes only (qemu may see a longer disk).
+pub fn assert_map_matches_upto(dev: &Arc<dyn ferry::block::BlockDevice>, image: &Path, len: u64) {
+    use ferry::block::ExtentKind;
+    let qemu = qemu_map(image);
+    let ours = dev.extents(0, len).unwrap();
+    let qemu_end = qemu.last().map_or(0, |e| e.start + e.length);
+    assert!(
+        qemu_end >= len,
+        "qemu-img map covers {qemu_end} bytes, fewer than {len}"
+    );
+    let ours_end = ours.last().map_or(0, |e| e.end());
+    assert_eq!(ours_end, len, "extents() covers {ours_end} bytes of {len}");
+    let (mut qi, mut oi, mut pos) = (0usize, 0usize, 0u64);
+    while pos < len {
+        while qemu[qi].start + qemu[qi].length <= pos {
+            qi += 1;
+        }
+        while ours[oi].end() <= pos {
+            oi += 1;
+        }
+        let (q, o) = (&qemu[qi], &ours[oi]);
+        let ok = ((q.data && !q.zero) == (o.kind == ExtentKind::Data))
+            && (q.zero == matches!(o.kind, ExtentKind::Zero | ExtentKind::Hole))
+            && (q.present == (o.kind != ExtentKind::Hole));
+        assert!(
+            ok,
+            "{}: at byte {pos:#x} qemu says {q:?}, ferry says {o:?}",
+            image.display()
+        );
+        pos = (q.start + q.length).min(o.end());
+    }
+}
+
+/// Compares the first `dev.len()` bytes of `dev` with qemu's raw conversion of `image` without
+/// holding either in memory: only ranges that either side maps as data are read and compared
+/// (the rest must be zeros on both sides, which the map comparison checks). For images of many
+/// GiB.
+pub fn compare_sparse_with_qemu(
+    dev: &Arc<dyn ferry::block::BlockDevice>,
+    image: &Path,
+    dir: &Path,
+) {
+    use ferry::block::{ExtentKind, Format};
+    let out = dir.join(format!(
+        "{}.qemu.raw",
+        image.file_name().unwrap().to_string_lossy()
+    ));
+    qemu_img(&[
+        "convert",
+        "-O",
+        "raw",
+        image.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    let raw = ferry::block::open_as(&out, Some(Format::Raw)).unwrap();
+    let len = dev.len();
+    assert!(
+        raw.len() >= len,
+        "qemu's disk is {} bytes, ours {len}",
+        raw.len()
+    );
+    let mut ranges: Vec<(u64, u64)> = dev
+        .extents(0, len)
+        .unwrap()
+        .into_iter()
+        .chain(raw.extents(0, len).unwrap())
+        .filter(|e| e.kind == ExtentKind::Data)
+        .map(|e| (e.offset, e.end()))
+        .collect();
+    ranges.sort();
+    let (mut a, mut b) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    let mut done = 0u64;
+    for (start, end) in ranges {
+        let mut pos = start.max(done);
+        while pos < end {
+            let n = (end - pos).min(1 << 20) as usize;
+            dev.read_at(&mut a[..n], pos).unwrap();
+            raw.read_at(&mut b[..n], pos).unwrap();
+            if let Some(i) = a[..n].iter().zip(&b[..n]).position(|(x, y)| x != y) {
+                panic!(
+                    "{}: differs from qemu at byte {:#x}",
+                    image.display(),
+                    pos + i as u64
+                );
+            }
+            pos += n as u64;
+        }
+        done = done.max(end);
+    }
+    std::fs::remove_file(&out).unwrap();
+    assert_map_matches_upto(dev, image, len);
 }

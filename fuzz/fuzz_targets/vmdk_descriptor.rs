@@ -1,0 +1,9 @@
+//! The descriptor parser on arbitrary text: must return Ok or Err, never panic.
+#![no_main]
+
+use ferry::block::vmdk::descriptor::Descriptor;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = Descriptor::parse(data);
+});

@@ -1,0 +1,127 @@
+//! streamOptimized extents ("Virtual Disk Format 5.0", section "Stream-Optimized Compressed
+//! Sparse Extents"): grains are zlib streams (RFC 1950) each preceded by a 12-byte grain marker
+//! {lba u64, size u32}; metadata is written after the data, so the header's gdOffset may be
+//! GD_AT_END and the real header is the footer copy near the end of the file.
+
+use super::sparse::{le64, SparseHeader, GD_AT_END, HEADER_LEN};
+use crate::block::error::{Error, Result};
+use crate::block::file::ImageFile;
+use flate2::{Decompress, FlushDecompress, Status};
+use std::cell::RefCell;
+
+/// Metadata marker types (section "Markers").
+pub const MARKER_EOS: u32 = 0;
+pub const MARKER_FOOTER: u32 = 3;
+/// A grain marker: lba (u64) and size (u32) of the compressed data that follows.
+pub const GRAIN_MARKER_LEN: u64 = 12;
+/// The file ends with: footer marker, footer (a header copy), end-of-stream marker, 512 bytes each.
+const TAIL_LEN: u64 = 3 * HEADER_LEN as u64;
+
+thread_local! {
+    // ~40 KiB of zlib state: reused per thread, not made per grain.
+    static INFLATE: RefCell<Decompress> = RefCell::new(Decompress::new(true));
+}
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Reads and checks the footer of a streamOptimized file whose header has gdOffset GD_AT_END,
+/// as qemu does: footer marker, header copy, end-of-stream marker, in the last 1536 bytes.
+pub fn read_footer(file: &ImageFile) -> Result<SparseHeader> {
+    let path = file.path();
+    let Some(at) = file
+        .len()
+        .checked_sub(TAIL_LEN)
+        .filter(|&a| a >= HEADER_LEN as u64)
+    else {
+        return Err(Error::Truncated {
+            path: path.into(),
+            what: "vmdk stream footer",
+            offset: file.len().saturating_sub(TAIL_LEN),
+            len: TAIL_LEN,
+            file_len: file.len(),
+        });
+    };
+    let mut tail = vec![0u8; TAIL_LEN as usize];
+    file.read_exact_at(&mut tail, at, "vmdk stream footer")?;
+    let bad = |off: u64, d: &str| {
+        Error::corrupt(
+            path,
+            "vmdk stream footer",
+            at + off,
+            format!("{d}: the streamOptimized image has no valid footer (incomplete download or write?)"),
+        )
+    };
+    if le32(&tail, 8) != 0 || le32(&tail, 12) != MARKER_FOOTER {
+        return Err(bad(0, "footer marker missing"));
+    }
+    let eos = 2 * HEADER_LEN;
+    if le64(&tail, eos) != 0 || le32(&tail, eos + 8) != 0 || le32(&tail, eos + 12) != MARKER_EOS {
+        return Err(bad(eos as u64, "end-of-stream marker missing"));
+    }
+    let h = SparseHeader::parse(&tail[HEADER_LEN..2 * HEADER_LEN], path)
+        .map_err(|e| bad(HEADER_LEN as u64, &format!("footer header: {e}")))?;
+    if h.gd_offset == GD_AT_END {
+        return Err(bad(
+            HEADER_LEN as u64 + 56,
+            "footer's gdOffset is GD_AT_END too",
+        ));
+    }
+    Ok(h)
+}
+
+/// Reads the compressed grain at `host` and inflates it into `out` (one grain). `need` is how
+/// many leading bytes must come out of the stream (the last grain of a disk may be short);
+/// the rest is zero-filled. With `markers`, `host` is the grain marker.
+pub fn read_grain(
+    file: &ImageFile,
+    host: u64,
+    markers: bool,
+    need: usize,
+    out: &mut [u8],
+) -> Result<()> {
+    let path = file.path();
+    let grain = out.len() as u64;
+    // qemu reads at most two grains of input: deflate never expands that much.
+    let max_in = grain * 2;
+    let (data_at, len) = if markers {
+        let mut m = [0u8; GRAIN_MARKER_LEN as usize];
+        file.read_exact_at(&mut m, host, "vmdk grain marker")?;
+        let size = u64::from(le32(&m, 8));
+        if size == 0 || size > max_in {
+            return Err(Error::corrupt(
+                path,
+                "vmdk grain marker",
+                host,
+                format!("compressed size {size} outside 1..={max_in}"),
+            ));
+        }
+        (host + GRAIN_MARKER_LEN, size)
+    } else {
+        (host, max_in.min(file.len() - host))
+    };
+    let mut input = vec![0u8; len as usize];
+    file.read_exact_at(&mut input, data_at, "vmdk compressed grain")?;
+    INFLATE
+        .with(|d| {
+            let mut d = d.borrow_mut();
+            d.reset(true);
+            let status = d.decompress(&input, out, FlushDecompress::Finish);
+            let produced = d.total_out() as usize;
+            match status {
+                Ok(Status::StreamEnd) if produced >= need => {
+                    out[produced..].fill(0);
+                    Ok(())
+                }
+                Ok(Status::StreamEnd) => Err(format!(
+                    "grain inflates to {produced} bytes, expected {need}"
+                )),
+                Ok(_) => Err(format!(
+                    "zlib stream does not end within one grain ({grain} bytes)"
+                )),
+                Err(e) => Err(format!("zlib error: {e}")),
+            }
+        })
+        .map_err(|d| Error::corrupt(path, "vmdk compressed grain", host, d))
+}
