@@ -641,3 +641,23 @@ fn parallel_reads() {
         t.join().unwrap();
     }
 }
+
+#[test]
+fn shared_grain_tables_are_refused() {
+    // Two directory entries naming one grain table would let a small file describe a huge
+    // mapping; a real hosted sparse extent never shares tables.
+    let dir = tmp();
+    let d = dir.path();
+    let img = d.join("big.vmdk");
+    qemu_img(&["create", "-q", "-f", "vmdk", s(&img), "200M"]);
+    common::qemu_io("vmdk", &img, &["write -P 7 0 64k", "write -P 8 100M 64k"]);
+    let good = std::fs::read(&img).unwrap();
+    let gd = u64::from_le_bytes(good[56..64].try_into().unwrap()) as usize * 512;
+    let rgd = u64::from_le_bytes(good[48..56].try_into().unwrap()) as usize * 512;
+    let mut b = good.clone();
+    for dir_at in [gd, rgd] {
+        let first = b[dir_at..dir_at + 4].to_vec();
+        b[dir_at + 4..dir_at + 8].copy_from_slice(&first);
+    }
+    expect_err(d, &b, "both point at the grain table");
+}

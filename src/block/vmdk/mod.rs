@@ -15,8 +15,8 @@ pub mod stream;
 use crate::block::error::{Error, Result};
 use crate::block::file::ImageFile;
 use crate::block::{
-    check_range, open_backing, push_backing_extents, push_extent, read_backing, resolve_relative,
-    BlockDevice, Extent, ExtentKind, LayerInfo, OpenCtx,
+    check_range, open_backing, parallel, push_backing_extents, push_extent, read_backing,
+    resolve_relative, BlockDevice, Extent, ExtentKind, LayerInfo, OpenCtx,
 };
 use descriptor::{Access, Descriptor, ExtentLine, ExtentType, MAX_DESCRIPTOR_BYTES};
 use flat::FlatExtent;
@@ -451,38 +451,49 @@ impl BlockDevice for Vmdk {
 
     fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
         check_range(off, buf.len() as u64, self.len)?;
-        let mut done = 0usize;
-        while done < buf.len() {
-            let pos = off + done as u64;
+        // Whole compressed grains are collected and inflated together, on idle cores too.
+        let mut whole: Vec<(&SparseExtent, &Ext, u64, u64, &mut [u8])> = Vec::new();
+        let mut rest = buf;
+        let mut pos = off;
+        while !rest.is_empty() {
             let (i, e) = self.ext_at(pos)?;
             let rel = pos - e.start;
-            let max = ((buf.len() - done) as u64).min(e.len - rel);
+            let max = (rest.len() as u64).min(e.len - rel);
             let run = match &e.kind {
-                Kind::Zero => {
-                    buf[done..done + max as usize].fill(0);
-                    max
-                }
-                Kind::Flat(f) => {
-                    f.read(&mut buf[done..done + max as usize], rel)?;
-                    max
-                }
                 Kind::Sparse(s) => {
                     let (g, run) = s.map_run(i, &self.gt_cache, rel, max)?;
-                    let dst = &mut buf[done..done + run as usize];
+                    let (dst, tail) = std::mem::take(&mut rest).split_at_mut(run as usize);
+                    rest = tail;
                     match g {
                         Grain::Data { host } => s.file.read_zero_padded(dst, host, "vmdk grain")?,
                         Grain::Zero => dst.fill(0),
                         Grain::Unallocated => read_backing(self.backing.as_ref(), dst, pos)?,
+                        Grain::Compressed { host }
+                            if rel % s.grain_bytes == 0 && run == s.grain_bytes =>
+                        {
+                            whole.push((s, e, rel, host, dst))
+                        }
                         Grain::Compressed { host } => {
                             self.read_compressed(i, e, s, rel, host, dst)?
                         }
                     }
                     run
                 }
+                kind => {
+                    let (dst, tail) = std::mem::take(&mut rest).split_at_mut(max as usize);
+                    rest = tail;
+                    match kind {
+                        Kind::Flat(f) => f.read(dst, rel)?,
+                        _ => dst.fill(0),
+                    }
+                    max
+                }
             };
-            done += run as usize;
+            pos += run;
         }
-        Ok(())
+        parallel::for_each(whole, |(s, e, rel, host, dst)| {
+            self.inflate(s, e, rel, host, dst)
+        })
     }
 
     fn extents(&self, off: u64, len: u64) -> Result<Vec<Extent>> {

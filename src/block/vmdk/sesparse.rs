@@ -131,5 +131,5 @@ pub fn open(file: ImageFile) -> Result<SparseExtent> {
         entry_bytes: ENTRY_BYTES,
         format,
     };
-    Ok(SparseExtent::new(file, layout, (gd, gd_at), None, None))
+    SparseExtent::new(file, layout, (gd, gd_at), None, None)
 }

@@ -271,7 +271,7 @@ impl SparseExtent {
         gd: (Vec<u64>, u64),
         rgd: Option<(Vec<u64>, u64)>,
         header: Option<SparseHeader>,
-    ) -> Self {
+    ) -> Result<Self> {
         let mut e = SparseExtent {
             file,
             capacity: layout.capacity,
@@ -305,7 +305,33 @@ impl SparseExtent {
             log::warn!("{w}");
             e.warnings.push(w);
         }
-        e
+        e.check_tables_unique()?;
+        Ok(e)
+    }
+
+    /// Refuses a directory in which two entries name the same grain table: hosted sparse
+    /// extents never share tables, and a shared one would let a small file describe a huge
+    /// mapping (`extents()` work must stay proportional to the file's metadata).
+    fn check_tables_unique(&self) -> Result<()> {
+        let mut tables: Vec<(u64, usize)> = (0..self.gd.len())
+            .filter_map(|i| match self.table_location(i) {
+                Ok(Some(off)) => Some((off, i)),
+                _ => None, // unallocated, or an error that reads will report
+            })
+            .collect();
+        tables.sort_unstable();
+        match tables.windows(2).find(|w| w[0].0 == w[1].0) {
+            Some(w) => Err(Error::corrupt(
+                self.file.path(),
+                "vmdk grain directory",
+                self.gd_pos.saturating_add(w[1].1 as u64 * self.entry_bytes),
+                format!(
+                    "entries {} and {} both point at the grain table at {:#x}",
+                    w[0].1, w[1].1, w[0].0
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 
     pub fn gt_bytes(&self) -> u64 {
@@ -610,7 +636,7 @@ pub fn open(file: ImageFile) -> Result<Opened> {
         entry_bytes: 4,
         format,
     };
-    let mut extent = SparseExtent::new(file, layout, gd, rgd, Some(h));
+    let mut extent = SparseExtent::new(file, layout, gd, rgd, Some(h))?;
     for w in &warnings {
         log::warn!("{}: {w}", path.display());
     }
