@@ -3,3 +3,4 @@
 
 pub mod block;
 pub mod convert;
+pub mod volume;
