@@ -56,6 +56,9 @@ enum Cmd {
         /// Print a JSON summary (bytes read, written, skipped, seconds).
         #[arg(long)]
         json: bool,
+        /// fsync the output before exiting (like `conv=fsync`); off by default, as in qemu-img.
+        #[arg(long)]
+        sync: bool,
     },
 }
 
@@ -83,7 +86,15 @@ fn main() {
             progress,
             threads,
             json,
-        } => convert(src, &output_format, dst, format, progress, threads, json),
+            sync,
+        } => {
+            let opts = ferry::convert::Options {
+                threads,
+                progress,
+                sync,
+            };
+            convert(src, &output_format, dst, format, &opts, json)
+        }
     };
     if let Err(e) = r {
         eprintln!("ferry: {e:#}");
@@ -240,16 +251,14 @@ fn convert(
     output_format: &str,
     dst: PathBuf,
     format: Option<Format>,
-    progress: bool,
-    threads: usize,
+    opts: &ferry::convert::Options,
     json: bool,
 ) -> Result<()> {
     if output_format != "raw" {
         bail!("output format '{output_format}' is not supported yet: only -O raw (qcow2 and vmdk writers come later)");
     }
     let dev = open(&src, format)?;
-    let opts = ferry::convert::Options { threads, progress };
-    let stats = ferry::convert::to_raw(&dev, &dst, &opts)
+    let stats = ferry::convert::to_raw(&dev, &dst, opts)
         .with_context(|| format!("converting {} to {}", src.display(), dst.display()))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&stats)?);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sequential read of a 2 GiB image, side by side: `qemu-img convert -O raw` vs `ferry convert -O raw`
-# (both to a file on the same disk, both fsync at the end) and ferry's library in 1 MiB reads.
+# (both to a file on the same disk; neither fsyncs, qemu-img never does) and the library in 1 MiB reads.
 # Usage: contrib/bench/read.sh [WORKDIR]   (needs ~10 GiB free; hyperfine is used if installed)
 set -euo pipefail
 cd "$(dirname "$0")/../.."

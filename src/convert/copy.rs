@@ -23,6 +23,9 @@ pub struct Options {
     /// Worker threads (0 = one per core).
     pub threads: usize,
     pub progress: bool,
+    /// fsync the output before returning. Off by default, as with cp and qemu-img convert:
+    /// the kernel writes back in its own time; ask for it when the copy must survive a crash.
+    pub sync: bool,
 }
 
 /// What a copy did, for `--json`.
@@ -62,7 +65,7 @@ fn check_not_source(src: &Arc<dyn BlockDevice>, dst: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes the whole of `src` to `dst` as a sparse raw file, fsynced.
+/// Writes the whole of `src` to `dst` as a sparse raw file.
 pub fn to_raw(src: &Arc<dyn BlockDevice>, dst: &Path, opts: &Options) -> Result<Stats> {
     let start = Instant::now();
     check_not_source(src, dst)?;
@@ -145,7 +148,9 @@ pub fn to_raw(src: &Arc<dyn BlockDevice>, dst: &Path, opts: &Options) -> Result<
     });
     bar.finish_and_clear();
     result?;
-    out.sync_all().map_err(out_err("cannot flush"))?;
+    if opts.sync {
+        out.sync_all().map_err(out_err("cannot flush"))?;
+    }
     let bytes_read = read.load(Ordering::Relaxed);
     Ok(Stats {
         virtual_size: size,
