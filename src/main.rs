@@ -110,7 +110,7 @@ fn info(image: PathBuf, format: Option<Format>, json: bool) -> Result<()> {
     let dev = open(&image, format)?;
     let layers: Vec<LayerInfo> = block::chain(&dev)
         .iter()
-        .map(|l| l.info())
+        .map(|l| block::describe(l.as_ref()))
         .collect::<Result<_, _>>()?;
     let mut out = std::io::stdout().lock();
     if json {

@@ -74,7 +74,7 @@ fn subformat(sub: &str, extra: &[&str], seed: u64) {
         std::fs::read(&raw).unwrap(),
         "differs from the source raw"
     );
-    let info = dev.info().unwrap();
+    let info = block::describe(dev.as_ref()).unwrap();
     assert_eq!(info.format, "vmdk");
     assert_eq!(info.subformat.as_deref(), Some(sub));
     assert!(!info.files.is_empty());

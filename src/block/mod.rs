@@ -205,8 +205,14 @@ pub trait BlockDevice: Send + Sync {
     /// Callers ask in windows: a fragmented terabyte has millions of extents.
     fn extents(&self, off: u64, len: u64) -> Result<Vec<Extent>>;
 
-    /// This layer alone, for `ferry info`. May scan the image's tables (to count allocation).
+    /// This layer alone, for `ferry info` and callers that need its files. Cheap: reads no
+    /// tables (`allocated` is left None; see `describe`).
     fn info(&self) -> Result<LayerInfo>;
+
+    /// Bytes of the virtual disk this layer itself maps. Scans the image's tables.
+    fn allocated(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
 
     /// The next layer down the chain, if any.
     fn backing(&self) -> Option<&Arc<dyn BlockDevice>> {
@@ -348,6 +354,13 @@ pub fn for_each_extent<E: From<Error>>(
         f(e)?;
     }
     Ok(())
+}
+
+/// `info()` with `allocated` filled in: the full description `ferry info` prints.
+pub fn describe(layer: &dyn BlockDevice) -> Result<LayerInfo> {
+    let mut i = layer.info()?;
+    i.allocated = layer.allocated()?;
+    Ok(i)
 }
 
 /// The layers of the chain from `top` down.

@@ -49,19 +49,22 @@ impl BlockDevice for Raw {
         Ok(out)
     }
 
+    fn allocated(&self) -> Result<Option<u64>> {
+        Ok(Some(
+            self.file
+                .data_ranges(0, self.file.len())
+                .iter()
+                .map(|r| r.1)
+                .sum(),
+        ))
+    }
+
     fn info(&self) -> Result<LayerInfo> {
-        let allocated = self
-            .file
-            .data_ranges(0, self.file.len())
-            .iter()
-            .map(|r| r.1)
-            .sum();
         Ok(LayerInfo {
             filename: self.file.path().to_path_buf(),
             format: "raw".into(),
             virtual_size: self.len(),
             disk_size: self.file.disk_usage(),
-            allocated: Some(allocated),
             files: vec![self.file.path().to_path_buf()],
             ..Default::default()
         })

@@ -401,14 +401,18 @@ impl BlockDevice for Qcow2 {
             virtual_size: h.size,
             disk_size: self.file.disk_usage(),
             cluster_size: Some(h.cluster_size()),
-            allocated: Some(self.allocated_bytes()?),
             backing_filename: h.backing_file.clone(),
             full_backing_filename: self.backing_path.clone(),
             backing_format: h.backing_format.clone(),
             files: vec![self.file.path().to_path_buf()],
             specific,
             warnings: self.warnings.clone(),
+            allocated: None,
         })
+    }
+
+    fn allocated(&self) -> Result<Option<u64>> {
+        self.allocated_bytes().map(Some)
     }
 
     fn backing(&self) -> Option<&Arc<dyn BlockDevice>> {

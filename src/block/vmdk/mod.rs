@@ -622,13 +622,13 @@ impl BlockDevice for Vmdk {
             .collect();
         specific.push(("extents".into(), json!(extents)));
         Ok(LayerInfo {
+            allocated: None,
             filename: self.path.clone(),
             format: "vmdk".into(),
             subformat: Some(self.create_type.clone()),
             virtual_size: self.len,
             disk_size,
             cluster_size,
-            allocated: Some(self.allocated_bytes()?),
             backing_filename: self
                 .desc
                 .as_ref()
@@ -639,6 +639,10 @@ impl BlockDevice for Vmdk {
             specific,
             warnings: self.warnings.clone(),
         })
+    }
+
+    fn allocated(&self) -> Result<Option<u64>> {
+        self.allocated_bytes().map(Some)
     }
 
     fn backing(&self) -> Option<&Arc<dyn BlockDevice>> {
