@@ -384,3 +384,69 @@ fn unsupported_features_are_refused_by_name() {
         "{msg}"
     );
 }
+
+#[test]
+fn random_unaligned_reads_match_qemu() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let raw = d.join("r.raw");
+    make_mixed_raw(&raw, 9 << 20, 21);
+    let base = d.join("base.qcow2");
+    qemu_img(&[
+        "convert",
+        "-q",
+        "-c",
+        "-O",
+        "qcow2",
+        "-o",
+        "cluster_size=4096",
+        raw.to_str().unwrap(),
+        base.to_str().unwrap(),
+    ]);
+    let top = d.join("top.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        "extended_l2=on,cluster_size=65536",
+        "-b",
+        "base.qcow2",
+        "-F",
+        "qcow2",
+        top.to_str().unwrap(),
+        "10M",
+    ]);
+    qemu_io(
+        "qcow2",
+        &top,
+        &[
+            "write -P 1 3000k 5k",
+            "write -z 4M 10k",
+            "write -P 2 9215k 2k",
+            "discard 6M 64k",
+        ],
+    );
+    let want = qemu_raw(&top, d);
+    let dev = block::open(&top).unwrap();
+    let r = pseudo_random(99, 3000 * 16);
+    for k in 0..3000 {
+        let w = |i: usize| {
+            u64::from_le_bytes(r[k * 16 + i * 8..k * 16 + i * 8 + 8].try_into().unwrap())
+        };
+        let off = w(0) % dev.len();
+        // Mostly small reads, some up to 300 KiB, never past the end.
+        let max = if w(1) % 4 == 0 { 300 << 10 } else { 9000 };
+        let len = (w(1) >> 8) % max.min(dev.len() - off) + 1;
+        let mut buf = vec![0u8; len as usize];
+        dev.read_at(&mut buf, off).unwrap();
+        assert!(
+            buf[..] == want[off as usize..(off + len) as usize],
+            "read {off:#x}+{len} differs"
+        );
+    }
+    // Reads past the end are errors, not short reads.
+    let mut b = [0u8; 2];
+    assert!(dev.read_at(&mut b, dev.len() - 1).is_err());
+}
