@@ -3,9 +3,11 @@
 # Needs root (or sudo) for apt-get; skips the install when everything is already present.
 set -euo pipefail
 
-need=(qemu-img qemu-io zstd bzip2 gzip python3)
+need=(qemu-img qemu-io zstd bzip2 gzip python3 sfdisk blkid mkfs.ext4 mkfs.xfs mkfs.vfat mkfs.ntfs mkfs.btrfs
+      mkswap cryptsetup pvcreate)
 missing=0
-for t in "${need[@]}"; do command -v "$t" >/dev/null 2>&1 || missing=1; done
+# mkfs.* and friends live in sbin, which a non-root PATH may lack.
+for t in "${need[@]}"; do PATH="$PATH:/usr/sbin:/sbin" command -v "$t" >/dev/null 2>&1 || missing=1; done
 # The tests use qemu-img features of 8.0 and later (zstd clusters, extended L2 and more).
 qemu_major=$(qemu-img --version 2>/dev/null | sed -n 's/^qemu-img version \([0-9]*\)\..*/\1/p')
 [ "${qemu_major:-0}" -ge 8 ] || missing=1
@@ -15,7 +17,9 @@ if [ "$missing" = 1 ]; then
   [ "$(id -u)" = 0 ] || SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -q
-  $SUDO apt-get install -y -q qemu-utils zstd bzip2 gzip python3
+  # fdisk: sfdisk; util-linux: blkid; the rest make the filesystems the volume tests recognise.
+  $SUDO apt-get install -y -q qemu-utils zstd bzip2 gzip python3 fdisk util-linux e2fsprogs xfsprogs \
+    dosfstools ntfs-3g btrfs-progs cryptsetup-bin lvm2
   qemu_major=$(qemu-img --version 2>/dev/null | sed -n 's/^qemu-img version \([0-9]*\)\..*/\1/p')
   if [ "${qemu_major:-0}" -lt 8 ]; then
     # Debian 12 ships qemu 7.2; take qemu-utils from bookworm-backports, using the mirror this

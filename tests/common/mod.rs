@@ -425,3 +425,116 @@ pub fn compare_sparse_with_qemu(
     std::fs::remove_file(&out).unwrap();
     assert_map_matches_upto(dev, image, len);
 }
+
+/// Full path of a system tool, looking in PATH and the sbin directories (mkfs.* live there and
+/// a non-root PATH often lacks them).
+pub fn tool(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// True when every tool is installed. Otherwise skips loudly, or fails when FERRY_REQUIRE_FUSE=1
+/// (CI must not skip silently).
+pub fn have_tools(tools: &[&str]) -> bool {
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|t| tool(t).is_none())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var("FERRY_REQUIRE_FUSE").as_deref() == Ok("1") {
+        panic!("required tools missing (FERRY_REQUIRE_FUSE=1): {missing:?}");
+    }
+    eprintln!("SKIP: tools missing: {missing:?} (bash contrib/setup.sh installs them)");
+    false
+}
+
+/// `NAME ARGS...` for a tool found by `tool`, panicking loudly on failure.
+pub fn run_tool(name: &str, args: &[&str]) -> String {
+    let t = tool(name).unwrap_or_else(|| panic!("{name} not installed"));
+    run(Command::new(t).args(args))
+}
+
+/// `blkid -p -o export FILE` as key/value pairs (empty when blkid finds nothing).
+pub fn blkid(file: &Path) -> std::collections::BTreeMap<String, String> {
+    let t = tool("blkid").expect("blkid");
+    let out = Command::new(t)
+        .args(["-p", "-o", "export"])
+        .arg(file)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), unescape_shell(v)))
+        .collect()
+}
+
+/// Undoes `blkid -o export`'s shell quoting (a backslash before special characters).
+fn unescape_shell(v: &str) -> String {
+    let mut out = String::new();
+    let mut chars = v.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.extend(chars.next()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `sfdisk --json IMAGE`, parsed.
+pub fn sfdisk_json(image: &Path) -> serde_json::Value {
+    let out = run_tool("sfdisk", &["--json", image.to_str().unwrap()]);
+    serde_json::from_str(&out).unwrap()
+}
+
+/// Creates a sparse raw file of `size` bytes and partitions it with `sfdisk` reading `script`.
+pub fn sfdisk_image(path: &Path, size: u64, script: &str) {
+    use std::io::Write;
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(size).unwrap();
+    drop(f);
+    let mut child = Command::new(tool("sfdisk").expect("sfdisk"))
+        .args(["-q", "--no-reread", "--no-tell-kernel"])
+        .arg(path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "sfdisk failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Copies `src` into `image` at byte `offset` without writing its zero blocks (the image stays
+/// sparse), as `dd conv=notrunc,sparse` does.
+pub fn write_into(image: &Path, offset: u64, src: &Path) {
+    run_tool(
+        "dd",
+        &[
+            &format!("if={}", src.display()),
+            &format!("of={}", image.display()),
+            "bs=1M",
+            "conv=notrunc,sparse",
+            "oflag=seek_bytes",
+            &format!("seek={offset}"),
+            "status=none",
+        ],
+    );
+}
