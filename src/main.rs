@@ -119,9 +119,25 @@ fn main() {
         } => filesystems(&images, format, all, json),
     };
     if let Err(e) = r {
-        eprintln!("ferry: {e:#}");
+        eprintln!("ferry: {}", error_text(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes on one line, skipping a cause whose text the message before it
+/// already includes (our errors name their I/O cause themselves).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&c);
+        }
+    }
+    text
 }
 
 fn open(image: &std::path::Path, format: Option<Format>) -> Result<Arc<dyn BlockDevice>> {
