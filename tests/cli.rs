@@ -237,3 +237,50 @@ fn errors_are_one_clear_line() {
         std::fs::metadata(&img).unwrap().len()
     );
 }
+
+#[test]
+fn convert_fails_cleanly_on_a_corrupt_table_mid_copy() {
+    // A bad L2 table far into the image: the copy starts, a reader fails, and every thread of
+    // the copy engine must stop and report it (no hang, exit status 1, the structure named).
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let raw = d.join("r.raw");
+    make_mixed_raw(&raw, 20 << 20, 3);
+    let img = d.join("c.qcow2");
+    qemu_img(&[
+        "convert",
+        "-q",
+        "-O",
+        "qcow2",
+        "-o",
+        "cluster_size=4096",
+        raw.to_str().unwrap(),
+        img.to_str().unwrap(),
+    ]);
+    let mut b = std::fs::read(&img).unwrap();
+    let l1 = u64::from_be_bytes(b[40..48].try_into().unwrap()) as usize;
+    // L1 entry 5 (4 KiB clusters: 2 MiB per L2 table, so guest 10-12 MiB) → past the end.
+    b[l1 + 5 * 8..l1 + 6 * 8].copy_from_slice(&(0x8000_0000_0000_0000u64 | 1 << 40).to_be_bytes());
+    std::fs::write(&img, &b).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let args = vec![
+        "convert".to_string(),
+        img.to_str().unwrap().to_string(),
+        "-O".into(),
+        "raw".into(),
+        d.join("o.raw").to_str().unwrap().to_string(),
+    ];
+    std::thread::spawn(move || {
+        let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        let _ = tx.send(ferry(&a));
+    });
+    let o = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("ferry convert hung on a corrupt image");
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("qcow2 L2 table") && err.contains("c.qcow2"),
+        "{err}"
+    );
+}

@@ -5,10 +5,10 @@
 use super::{progress, Error, Result};
 use crate::block::{self, BlockDevice, ExtentKind};
 use serde::Serialize;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
 use std::time::Instant;
@@ -95,26 +95,73 @@ pub fn to_raw(src: &Arc<dyn BlockDevice>, dst: &Path, opts: &Options) -> Result<
     let read = AtomicU64::new(0);
     let written = AtomicU64::new(0);
     let bar = progress::bar(size, opts.progress);
-    let (tx, rx) = sync_channel::<(u64, u64)>(threads * 4);
-    let rx = parking_lot::Mutex::new(rx);
+    // Readers (decompression, zero detection) run in parallel; one writer owns the output, as
+    // buffered writes to one file serialize on its inode lock and contend in the kernel.
+    // Every thread owns its ends of the channels, so when one stops (on an error) the others
+    // see a closed channel instead of waiting forever.
+    let failed = AtomicBool::new(false);
+    let (job_tx, job_rx) = sync_channel::<(u64, u64)>(threads * 2);
+    let job_rx = Arc::new(parking_lot::Mutex::new(job_rx));
+    let (done_tx, done_rx) = sync_channel::<Chunk>(threads * 2);
+    let (free_tx, free_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let free_rx = Arc::new(parking_lot::Mutex::new(free_rx));
+    for _ in 0..threads * 4 {
+        let _ = free_tx.send(vec![0u8; CHUNK as usize]);
+    }
+    let (out, read, written, bar, failed) = (&out, &read, &written, &bar, &failed);
 
     let result: Result<()> = std::thread::scope(|s| {
+        let writer = s.spawn(move || -> Result<()> {
+            for c in done_rx {
+                for &(a, b) in &c.runs {
+                    if let Err(source) = out.write_all_at(&c.buf[a..b], c.off + a as u64) {
+                        failed.store(true, Ordering::Relaxed);
+                        return Err(Error::Output {
+                            path: dst.to_path_buf(),
+                            what: "write failed",
+                            source,
+                        });
+                    }
+                    written.fetch_add((b - a) as u64, Ordering::Relaxed);
+                }
+                bar.inc(c.len);
+                let _ = free_tx.send(c.buf);
+            }
+            Ok(())
+        });
         let workers: Vec<_> = (0..threads)
             .map(|_| {
-                s.spawn(|| -> Result<()> {
-                    let mut buf = vec![0u8; CHUNK as usize];
+                let (done_tx, job_rx, free_rx) = (done_tx.clone(), job_rx.clone(), free_rx.clone());
+                s.spawn(move || -> Result<()> {
                     loop {
-                        let job = rx.lock().recv();
-                        let Ok((off, len)) = job else { return Ok(()) };
-                        let b = &mut buf[..len as usize];
-                        src.read_at(b, off)?;
+                        let Ok((off, len)) = job_rx.lock().recv() else {
+                            return Ok(());
+                        };
+                        let Ok(mut buf) = free_rx.lock().recv() else {
+                            return Ok(());
+                        };
+                        if let Err(e) = src.read_at(&mut buf[..len as usize], off) {
+                            failed.store(true, Ordering::Relaxed);
+                            return Err(e.into());
+                        }
                         read.fetch_add(len, Ordering::Relaxed);
-                        written.fetch_add(write_nonzero(&out, b, off, dst)?, Ordering::Relaxed);
-                        bar.inc(len);
+                        let runs = nonzero_runs(&buf[..len as usize]);
+                        if done_tx
+                            .send(Chunk {
+                                off,
+                                len,
+                                buf,
+                                runs,
+                            })
+                            .is_err()
+                        {
+                            return Ok(()); // the writer stopped: its error is reported below
+                        }
                     }
                 })
             })
             .collect();
+        drop((done_tx, job_rx, free_rx));
         let produced = block::for_each_extent(src.as_ref(), 0, size, |e| -> Result<()> {
             if e.kind != ExtentKind::Data {
                 bar.inc(e.length);
@@ -125,17 +172,17 @@ pub fn to_raw(src: &Arc<dyn BlockDevice>, dst: &Path, opts: &Options) -> Result<
             while off < e.end() {
                 let next = ((off / CHUNK) + 1) * CHUNK;
                 let n = next.min(e.end()) - off;
-                if tx.send((off, n)).is_err() {
-                    return Ok(()); // every worker stopped: its error is reported below
+                if failed.load(Ordering::Relaxed) || job_tx.send((off, n)).is_err() {
+                    return Ok(()); // a worker or the writer failed: its error is reported below
                 }
                 off += n;
             }
             Ok(())
         });
-        drop(tx);
+        drop(job_tx);
         let mut first_err = produced.err();
-        for w in workers {
-            match w.join() {
+        for h in workers.into_iter().chain(std::iter::once(writer)) {
+            match h.join() {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => first_err = first_err.or(Some(e)),
                 Err(p) => std::panic::resume_unwind(p),
@@ -161,29 +208,29 @@ pub fn to_raw(src: &Arc<dyn BlockDevice>, dst: &Path, opts: &Options) -> Result<
     })
 }
 
-/// Writes the non-zero ZERO_BLOCK runs of `b` (guest offset `off`) and returns the bytes written.
-fn write_nonzero(out: &File, b: &[u8], off: u64, dst: &Path) -> Result<u64> {
-    let mut written = 0u64;
+/// A chunk read from the source, with the byte ranges of `buf` that are not all zeros.
+struct Chunk {
+    off: u64,
+    len: u64,
+    buf: Vec<u8>,
+    runs: Vec<(usize, usize)>,
+}
+
+/// The runs of `b` made of ZERO_BLOCK blocks that are not all zeros (the rest is not written).
+fn nonzero_runs(b: &[u8]) -> Vec<(usize, usize)> {
+    let mut runs = Vec::new();
+    let blk = |at: usize| &b[at..(at + ZERO_BLOCK).min(b.len())];
     let mut i = 0usize;
     while i < b.len() {
-        // Skip zero blocks, then gather the following run of non-zero blocks.
-        let blk = |at: usize| &b[at..(at + ZERO_BLOCK).min(b.len())];
         if is_zero(blk(i)) {
             i += ZERO_BLOCK;
             continue;
         }
-        let run_start = i;
+        let start = i;
         while i < b.len() && !is_zero(blk(i)) {
             i += ZERO_BLOCK;
         }
-        let run = &b[run_start..i.min(b.len())];
-        out.write_all_at(run, off + run_start as u64)
-            .map_err(|source| Error::Output {
-                path: dst.to_path_buf(),
-                what: "write failed",
-                source,
-            })?;
-        written += run.len() as u64;
+        runs.push((start, i.min(b.len())));
     }
-    Ok(written)
+    runs
 }
