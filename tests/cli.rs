@@ -263,13 +263,16 @@ fn convert_fails_cleanly_on_a_corrupt_table_mid_copy() {
     b[l1 + 5 * 8..l1 + 6 * 8].copy_from_slice(&(0x8000_0000_0000_0000u64 | 1 << 40).to_be_bytes());
     std::fs::write(&img, &b).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
-    let args = vec![
-        "convert".to_string(),
-        img.to_str().unwrap().to_string(),
-        "-O".into(),
-        "raw".into(),
-        d.join("o.raw").to_str().unwrap().to_string(),
-    ];
+    let args: Vec<String> = [
+        "convert",
+        img.to_str().unwrap(),
+        "-O",
+        "raw",
+        d.join("o.raw").to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     std::thread::spawn(move || {
         let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
         let _ = tx.send(ferry(&a));
