@@ -821,6 +821,11 @@ fn synthetic_wrapped_text_and_segment_checks() {
     assert_eq!(pvs[0].uuid, "AAAAAA-BBBB-CCCC-DDDD-EEEE-FFFF-GGGGGG");
     let v = only_vg(&vgs);
     assert_eq!(v.seqno, 3);
+    assert!(
+        v.warnings.iter().any(|w| w.contains("may be truncated")),
+        "{:?}",
+        v.warnings
+    );
     let got = lv_bytes(lv(v, "ok"));
     assert!(got == img[DATA_AT as usize..DATA_AT as usize + (2 << 20)]);
     let p = lv(v, "pastpv").problem.as_deref().unwrap();

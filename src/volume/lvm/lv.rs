@@ -125,7 +125,8 @@ impl BlockDevice for LvDevice {
         let mut out = Vec::new();
         self.pieces(off, len, |lv_off, dev, dev_off, n| {
             for mut e in dev.extents(dev_off, n)? {
-                e.offset = e.offset - dev_off + lv_off;
+                // A well-behaved device answers inside [dev_off, dev_off+n); saturate anyway.
+                e.offset = e.offset.saturating_sub(dev_off).saturating_add(lv_off);
                 push_extent(&mut out, e);
             }
             Ok(())

@@ -205,6 +205,16 @@ pub fn assemble(candidates: &[(String, Arc<dyn BlockDevice>)]) -> Result<(Vec<Pv
             let found = by_uuid.get(u).map(|&li| &labelled[li]);
             if let Some(l) = found {
                 pv_vg.insert(l.cand, meta.name.clone());
+                let (cname, cdev) = &candidates[l.cand];
+                if l.label.device_size > cdev.len() {
+                    warnings.push(format!(
+                        "PV {} on {cname} records a size of {} bytes but the device has only {}: \
+                         the disk image may be truncated",
+                        p.id,
+                        l.label.device_size,
+                        cdev.len()
+                    ));
+                }
                 for b in &l.bad_copies {
                     warnings.push(format!("{b}; using another metadata copy"));
                 }
