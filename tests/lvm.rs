@@ -753,13 +753,17 @@ const DATA_AT: u64 = 1 << 20;
 /// A PV of `size` bytes with `text` as its metadata, placed at `text_off` in the ring (so a
 /// large offset makes it wrap).
 fn synth_pv(size: usize, text: &[u8], text_off: u64) -> Vec<u8> {
+    synth_pv_uuid(SYNTH_UUID, size, text, text_off)
+}
+
+fn synth_pv_uuid(uuid: &str, size: usize, text: &[u8], text_off: u64) -> Vec<u8> {
     let mut d = vec![0u8; size];
     let lab = &mut d[512..1024];
     lab[..8].copy_from_slice(b"LABELONE");
     lab[8..16].copy_from_slice(&1u64.to_le_bytes());
     lab[20..24].copy_from_slice(&32u32.to_le_bytes());
     lab[24..32].copy_from_slice(b"LVM2 001");
-    lab[32..64].copy_from_slice(SYNTH_UUID.as_bytes());
+    lab[32..64].copy_from_slice(uuid.as_bytes());
     lab[64..72].copy_from_slice(&(size as u64).to_le_bytes());
     lab[72..80].copy_from_slice(&DATA_AT.to_le_bytes()); // data area, then terminator
     lab[104..112].copy_from_slice(&MDA_AT.to_le_bytes()); // metadata area, then terminator
@@ -920,4 +924,63 @@ fn parser_bad_input() {
     for seed in 0..300 {
         let _ = metadata::parse(&pseudo_random(seed, 2000));
     }
+}
+
+/// Two PVs of one VG with different metadata versions: the newest seqno wins wherever it is,
+/// the older copy is a warning; a newest copy that is damaged falls back to the other PV.
+#[test]
+fn synthetic_newest_seqno_across_pvs() {
+    let ua = "AAAAAABBBBCCCCDDDDEEEEFFFFGGGGGG";
+    let ub = "BBBBBBBBBBCCCCDDDDEEEEFFFFGGGGGG";
+    let text = |seqno: u64, lvname: &str| {
+        format!(
+            "two {{\nid = \"vgvgvg-vgvg-vgvg-vgvg-vgvg-vgvg-vgvgvg\"\nseqno = {seqno}\n\
+             extent_size = 2048\nphysical_volumes {{\n\
+             pv0 {{\nid = \"{}\"\npe_start = 2048\npe_count = 1\n}}\n\
+             pv1 {{\nid = \"{}\"\npe_start = 2048\npe_count = 1\n}}\n}}\n\
+             logical_volumes {{\n{lvname} {{\nid = \"x\"\nstatus = [\"VISIBLE\"]\n\
+             segment1 {{\nstart_extent = 0\nextent_count = 2\ntype = \"striped\"\n\
+             stripe_count = 1\nstripes = [\"pv0\", 0]\n}}\n\
+             segment2 {{\nstart_extent = 2\nextent_count = 1\ntype = \"striped\"\n\
+             stripe_count = 1\nstripes = [\"pv1\", 0]\n}}\n}}\n}}\n}}\n\0",
+            label::dashed(ua),
+            label::dashed(ub)
+        )
+        .into_bytes()
+    };
+    let a = synth_pv_uuid(ua, 2 << 20, &text(7, "new"), 512);
+    let b = synth_pv_uuid(ub, 2 << 20, &text(6, "old"), 512);
+    let (pvs, vgs) =
+        lvm::assemble(&[mem("/dev/sdb", b.clone()), mem("/dev/sda", a.clone())]).unwrap();
+    assert!(pvs.iter().all(|p| p.vg_name.as_deref() == Some("two")));
+    let v = only_vg(&vgs);
+    assert_eq!(v.seqno, 7);
+    assert_eq!(v.lvs.len(), 1);
+    assert_eq!(v.lvs[0].name, "new");
+    // pe_count 1 but the segment wants 2 extents of pv0.
+    assert!(v.lvs[0]
+        .problem
+        .as_deref()
+        .unwrap()
+        .contains("which has only 1"));
+    assert!(
+        v.warnings
+            .iter()
+            .any(|w| w.contains("/dev/sdb holds older metadata (seqno 6)")),
+        "{:?}",
+        v.warnings
+    );
+    // The newer copy damaged: seqno 6 from the other PV, with a warning.
+    let mut a2 = a.clone();
+    a2[(MDA_AT + 512 + 40) as usize] ^= 0x20;
+    let (_, vgs) = lvm::assemble(&[mem("/dev/sda", a2), mem("/dev/sdb", b)]).unwrap();
+    let v = only_vg(&vgs);
+    assert_eq!((v.seqno, v.lvs[0].name.as_str()), (6, "old"));
+    assert!(
+        v.warnings
+            .iter()
+            .any(|w| w.contains("/dev/sda") && w.contains("checksum mismatch")),
+        "{:?}",
+        v.warnings
+    );
 }
