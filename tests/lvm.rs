@@ -984,3 +984,33 @@ fn synthetic_newest_seqno_across_pvs() {
         v.warnings
     );
 }
+
+/// Big texts stay fast, and the LV count limit is a clean error.
+#[test]
+fn parser_large_vg_and_limits() {
+    let mut lvs = String::new();
+    for i in 0..30_000 {
+        lvs += &lin_lv(&format!("lv{i}"), 1, 0);
+    }
+    let t = synth_text(&lvs);
+    let start = std::time::Instant::now();
+    let vg = VgMeta::from_tree(&metadata::parse(&t).unwrap()).unwrap();
+    assert_eq!(vg.lvs.len(), 30_000);
+    assert!(start.elapsed().as_secs() < 10);
+
+    let many: String = (0..=vgmeta_max_lvs())
+        .map(|i| format!("l{i} {{}}\n"))
+        .collect();
+    let e = VgMeta::from_tree(&metadata::parse(&synth_text(&many)).unwrap()).unwrap_err();
+    assert!(e.contains("more than 100000 logical volumes"), "{e}");
+    // Over 16 MiB of text is refused before parsing.
+    let huge = vec![b' '; metadata::MAX_TEXT + 1];
+    assert!(metadata::parse(&huge)
+        .unwrap_err()
+        .detail
+        .contains("exceeds the limit"));
+}
+
+fn vgmeta_max_lvs() -> usize {
+    ferry::volume::lvm::vgmeta::MAX_LVS
+}

@@ -18,7 +18,7 @@ use label::{dashed, undashed, MdaHeader, PvLabel, SECTOR};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Arc;
-use vgmeta::{LvMeta, VgMeta};
+use vgmeta::{LvMeta, PvMeta, VgMeta};
 
 /// A physical volume found on a candidate device.
 #[derive(Clone, Debug, Serialize)]
@@ -228,10 +228,13 @@ pub fn assemble(candidates: &[(String, Arc<dyn BlockDevice>)]) -> Result<(Vec<Pv
             }
             vg_pvs.push((p.id.clone(), found.map(|l| candidates[l.cand].0.clone())));
         }
+        // Segments name PVs by key (`pv0`); a map keeps hostile texts with many PVs linear.
+        let pv_by_key: HashMap<&str, &PvMeta> =
+            meta.pvs.iter().map(|p| (p.key.as_str(), p)).collect();
         let lvs = meta
             .lvs
             .iter()
-            .map(|l| map_lv(meta, l, candidates, &labelled, &by_uuid))
+            .map(|l| map_lv(meta, l, candidates, &labelled, &by_uuid, &pv_by_key))
             .collect();
         vgs.push(Vg {
             name: meta.name.clone(),
@@ -275,6 +278,7 @@ fn map_lv(
     candidates: &[(String, Arc<dyn BlockDevice>)],
     labelled: &[Labelled],
     by_uuid: &HashMap<String, usize>,
+    pv_by_key: &HashMap<&str, &PvMeta>,
 ) -> Lv {
     let extent_bytes = vg.extent_size * SECTOR; // checked in VgMeta::from_tree
     let mut out = Lv {
@@ -297,7 +301,7 @@ fn map_lv(
     } else if l.segments.is_empty() {
         Err("the LV has no segments".to_string())
     } else {
-        build_segments(vg, l, extent_bytes, candidates, labelled, by_uuid)
+        build_segments(l, extent_bytes, candidates, labelled, by_uuid, pv_by_key)
             .and_then(|segs| lv::LvDevice::new(&vg.name, &l.name, segs))
     };
     match r {
@@ -308,12 +312,12 @@ fn map_lv(
 }
 
 fn build_segments(
-    vg: &VgMeta,
     l: &LvMeta,
     extent_bytes: u64,
     candidates: &[(String, Arc<dyn BlockDevice>)],
     labelled: &[Labelled],
     by_uuid: &HashMap<String, usize>,
+    pv_by_key: &HashMap<&str, &PvMeta>,
 ) -> std::result::Result<Vec<lv::Seg>, String> {
     let ovf = || "segment offsets overflow".to_string();
     let mut segs = Vec::new();
@@ -335,7 +339,7 @@ fn build_segments(
         };
         let mut stripes = Vec::new();
         for (pv_key, pe) in &s.stripes {
-            let pv = vg.pvs.iter().find(|p| &p.key == pv_key).ok_or_else(|| {
+            let pv = pv_by_key.get(pv_key.as_str()).ok_or_else(|| {
                 format!(
                     "segment {} uses {pv_key}, which the VG does not list",
                     si + 1
