@@ -1014,3 +1014,30 @@ fn parser_large_vg_and_limits() {
 fn vgmeta_max_lvs() -> usize {
     ferry::volume::lvm::vgmeta::MAX_LVS
 }
+
+/// Old-style snapshot: the COW store LV is refused, the origin stays readable; a mirror's
+/// message points to its legs.
+#[test]
+fn synthetic_snapshot_cow_store_refused() {
+    let snap = "snapshot0 {\nid = \"s\"\nstatus = [\"READ\"]\nsegment1 {\nstart_extent = 0\n\
+                extent_count = 1\ntype = \"snapshot\"\nchunk_size = 8\norigin = \"orig\"\n\
+                cow_store = \"snap\"\n}\n}\n";
+    let text = synth_text(&format!(
+        "{}{}{snap}",
+        lin_lv("orig", 1, 0),
+        lin_lv("snap", 1, 1)
+    ));
+    let (_, vgs) = lvm::assemble(&[mem("/dev/sda", synth_pv(3 << 20, &text, 512))]).unwrap();
+    let v = only_vg(&vgs);
+    assert!(lv(v, "orig").dev.is_some());
+    let s = lv(v, "snap");
+    assert!(s.dev.is_none());
+    let p = s.problem.as_deref().unwrap();
+    assert!(
+        p.contains("copy-on-write store") && p.contains("orig"),
+        "{p}"
+    );
+    let p = lv(v, "snapshot0").problem.as_deref().unwrap();
+    assert!(p.contains("segment type snapshot is not supported"), "{p}");
+    assert!(!lv(v, "snapshot0").visible);
+}

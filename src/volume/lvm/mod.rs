@@ -231,11 +231,12 @@ pub fn assemble(candidates: &[(String, Arc<dyn BlockDevice>)]) -> Result<(Vec<Pv
         // Segments name PVs by key (`pv0`); a map keeps hostile texts with many PVs linear.
         let pv_by_key: HashMap<&str, &PvMeta> =
             meta.pvs.iter().map(|p| (p.key.as_str(), p)).collect();
-        let lvs = meta
+        let mut lvs: Vec<Lv> = meta
             .lvs
             .iter()
             .map(|l| map_lv(meta, l, candidates, &labelled, &by_uuid, &pv_by_key))
             .collect();
+        mark_cow_stores(meta, &mut lvs);
         vgs.push(Vg {
             name: meta.name.clone(),
             uuid: meta.id.clone(),
@@ -267,6 +268,31 @@ pub fn assemble(candidates: &[(String, Arc<dyn BlockDevice>)]) -> Result<(Vec<Pv
     Ok((pvs, vgs))
 }
 
+/// An old-style snapshot keeps its copy-on-write exceptions in a plain striped LV that carries
+/// the snapshot's name; read as is it would look like a (garbage) volume, so it is refused.
+fn mark_cow_stores(meta: &VgMeta, lvs: &mut [Lv]) {
+    let by_name: HashMap<String, usize> = lvs
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.name.clone(), i))
+        .collect();
+    for l in &meta.lvs {
+        for s in l.segments.iter().filter(|s| s.kind == "snapshot") {
+            let Some(cow) = &s.cow_store else { continue };
+            if let Some(lv) = by_name.get(cow).map(|&i| &mut lvs[i]) {
+                lv.dev = None;
+                lv.problem = Some(format!(
+                    "LV {}/{}: it is the copy-on-write store of an old-style snapshot of {}; \
+                     snapshots are not supported (the origin is readable as it is now)",
+                    meta.name,
+                    cow,
+                    s.origin.as_deref().unwrap_or("?")
+                ));
+            }
+        }
+    }
+}
+
 /// Segment types mapped to devices; LVM writes linear as one-stripe `striped`.
 fn readable(kind: &str) -> bool {
     kind == "striped" || kind == "linear"
@@ -294,8 +320,13 @@ fn map_lv(
     let r = if let Some(p) = &l.problem {
         Err(p.clone())
     } else if let Some(s) = l.segments.iter().find(|s| !readable(&s.kind)) {
+        let legs = match s.kind.as_str() {
+            "mirror" => "; each leg (hidden LV *_mimage_N) holds a full copy and is readable",
+            "raid1" => "; each leg (hidden LV *_rimage_N) holds a full copy and is readable",
+            _ => "",
+        };
         Err(format!(
-            "segment type {} is not supported (only linear and striped LVs are readable)",
+            "segment type {} is not supported (only linear and striped LVs are readable){legs}",
             s.kind
         ))
     } else if l.segments.is_empty() {

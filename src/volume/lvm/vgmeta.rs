@@ -33,6 +33,9 @@ pub struct SegMeta {
     pub stripe_size: u64,
     /// (PV key, first extent on that PV), one per stripe.
     pub stripes: Vec<(String, u64)>,
+    /// For `snapshot` segments: the LV holding the copy-on-write exceptions, and the origin.
+    pub cow_store: Option<String>,
+    pub origin: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -177,6 +180,8 @@ fn segments(lv: &Section, name: &str, nseg: &mut usize) -> Result<(Vec<SegMeta>,
             stripe_count: 0,
             stripe_size: 0,
             stripes: Vec::new(),
+            cow_store: s.str("cow_store").map(str::to_string),
+            origin: s.str("origin").map(str::to_string),
         };
         if seg.kind == "striped" || seg.kind == "linear" {
             seg.stripe_count = uint(s, "stripe_count", &ctx).or_else(|e| {
