@@ -381,6 +381,10 @@ fn corpus_mirror_legs_readable() {
         prob.contains("segment type mirror is not supported"),
         "{prob}"
     );
+    assert!(
+        prob.contains("_mimage_N") && prob.contains("readable"),
+        "{prob}"
+    );
     assert_eq!(m.segment_types, vec!["mirror"]);
     let l0 = lv(vg, "mirrormirror_mimage_0");
     let l1 = lv(vg, "mirrormirror_mimage_1");
