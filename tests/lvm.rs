@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{corpus, pseudo_random, read_all, run, unpack};
+use common::{corpus, ferry_bin, pseudo_random, qemu_img, read_all, run, unpack, Unchanged};
 use ferry::block::{self, BlockDevice, Extent, ExtentKind, LayerInfo};
 use ferry::volume::lvm::{self, label, metadata, vgmeta::VgMeta, Lv, Vg};
 use ferry::volume::Slice;
@@ -1044,4 +1044,216 @@ fn synthetic_snapshot_cow_store_refused() {
     let p = lv(v, "snapshot0").problem.as_deref().unwrap();
     assert!(p.contains("segment type snapshot is not supported"), "{p}");
     assert!(!lv(v, "snapshot0").visible);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The whole volume layer through the CLI
+
+/// `blkid -p -o export` of a filesystem image, as KEY -> value.
+fn blkid_of(data: &[u8], dir: &Path, name: &str) -> std::collections::HashMap<String, String> {
+    let p = dir.join(name);
+    std::fs::write(&p, data).unwrap();
+    let out = run(Command::new("blkid").args(["-p", "-o", "export"]).arg(&p));
+    out.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The usual installer layout over two disks, converted to qcow2 and VMDK: /boot on sda1, a PV on
+/// sda2 and a whole-disk PV on sdb in one VG, with root (linear, ext4), swap (striped over both
+/// disks) and a dashed LV name. `ferry filesystems --json --all` must name, map and recognise all
+/// of it as blkid does.
+#[test]
+fn filesystems_cli_on_an_installer_layout_over_two_disks() {
+    if !have_lvm_tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let disk1 = d.join("disk1.img");
+    let disk2 = d.join("disk2.img");
+    std::fs::File::create(&disk1)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    std::fs::File::create(&disk2)
+        .unwrap()
+        .set_len(40 << 20)
+        .unwrap();
+    let mut sf = Command::new("sfdisk")
+        .arg("-q")
+        .arg(&disk1)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    sf.stdin
+        .take()
+        .unwrap()
+        .write_all(b"label: dos\nstart=2048, size=16384, type=83, bootable\nstart=18432, type=8e\n")
+        .unwrap();
+    assert!(sf.wait().unwrap().success());
+    let (p1_off, p1_len) = (2048u64 * 512, 16384u64 * 512);
+    let (p2_off, p2_len) = (18432u64 * 512, (64u64 << 20) - 18432 * 512);
+
+    let vg = vg_name("inst");
+    let mut loops = Loops(Vec::new());
+    let boot = loops.attach(&disk1, p1_off, Some(p1_len));
+    run(Command::new("mkfs.ext4").args(["-F", "-q", "-L", "boot", &boot]));
+    let pv0 = loops.attach(&disk1, p2_off, Some(p2_len));
+    let pv1 = loops.attach(&disk2, 0, None);
+    lvm("pvcreate", &["-ff", "-y", &pv0, &pv1]);
+    lvm("vgcreate", &["-s", "4m", &vg, &pv0, &pv1]);
+    let lvs = vec![
+        LvSpec {
+            name: "root",
+            segs: vec![seg(0, 4, 0, 0)],
+        },
+        LvSpec {
+            name: "swap",
+            segs: vec![SegSpec {
+                start: 0,
+                count: 2,
+                stripe_size: 128,
+                stripes: vec![(0, 5), (1, 0)],
+            }],
+        },
+        LvSpec {
+            name: "lv-with-dash",
+            segs: vec![seg(0, 1, 1, 3)],
+        },
+    ];
+    restore_with_lvs(d, &vg, &lvs);
+    loops.detach();
+
+    let extent = 4u64 << 20;
+    let raw1 = open_raw(&disk1);
+    let part: Arc<dyn BlockDevice> = Arc::new(Slice::new(raw1, p2_off, p2_len).unwrap());
+    let l0 = label::PvLabel::find(&*part, "p").unwrap().unwrap();
+    let l1 = label::PvLabel::find(&*open_raw(&disk2), "p")
+        .unwrap()
+        .unwrap();
+    let places = [
+        PvPlace {
+            file: disk1.clone(),
+            data_start: p2_off + l0.data_areas[0].offset,
+        },
+        PvPlace {
+            file: disk2.clone(),
+            data_start: l1.data_areas[0].offset,
+        },
+    ];
+    let root_fs = ext4_image(d, lv_size(&lvs[0], extent));
+    write_lv(&places, extent, &lvs[0], &root_fs);
+    let swap_p = d.join("swap.img");
+    std::fs::File::create(&swap_p)
+        .unwrap()
+        .set_len(lv_size(&lvs[1], extent) as u64)
+        .unwrap();
+    run(Command::new("mkswap")
+        .args(["-q", "-L", "swappy"])
+        .arg(&swap_p));
+    let swap_fs = std::fs::read(&swap_p).unwrap();
+    write_lv(&places, extent, &lvs[1], &swap_fs);
+
+    let q1 = d.join("disk1.qcow2");
+    let v2 = d.join("disk2.vmdk");
+    qemu_img(&[
+        "convert",
+        "-O",
+        "qcow2",
+        disk1.to_str().unwrap(),
+        q1.to_str().unwrap(),
+    ]);
+    qemu_img(&[
+        "convert",
+        "-O",
+        "vmdk",
+        disk2.to_str().unwrap(),
+        v2.to_str().unwrap(),
+    ]);
+    let _g = Unchanged::new(&[&q1, &v2]);
+
+    let out = Command::new(ferry_bin())
+        .args(["filesystems", "--json", "--all"])
+        .arg(&q1)
+        .arg(&v2)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let vols: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let vols = vols.as_array().unwrap();
+    let by_name = |n: &str| {
+        vols.iter()
+            .find(|v| v["name"] == n)
+            .unwrap_or_else(|| panic!("no {n} in {vols:#?}"))
+    };
+
+    let boot_blkid = {
+        let mut b = vec![0u8; p1_len as usize];
+        std::fs::File::open(&disk1)
+            .unwrap()
+            .read_exact_at(&mut b, p1_off)
+            .unwrap();
+        blkid_of(&b, d, "boot.img")
+    };
+    let sda1 = by_name("/dev/sda1");
+    assert_eq!(sda1["content"]["fstype"], "ext4");
+    assert_eq!(
+        sda1["content"]["uuid"].as_str(),
+        boot_blkid.get("UUID").map(|s| s.as_str())
+    );
+    assert_eq!(sda1["content"]["label"], "boot");
+    assert_eq!(by_name("/dev/sda2")["content"]["fstype"], "LVM2_member");
+    assert_eq!(by_name("/dev/sdb")["content"]["fstype"], "LVM2_member");
+
+    let root_blkid = blkid_of(&root_fs, d, "root.img");
+    let root = by_name(&format!("/dev/{vg}/root"));
+    assert_eq!(root["kind"], "logical_volume");
+    assert_eq!(root["content"]["fstype"], "ext4");
+    assert_eq!(
+        root["content"]["uuid"].as_str(),
+        root_blkid.get("UUID").map(|s| s.as_str())
+    );
+    assert_eq!(root["size"].as_u64(), Some(lv_size(&lvs[0], extent) as u64));
+    assert!(root["aliases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a == &format!("/dev/mapper/{}-root", vg.replace('-', "--"))));
+    let swap = by_name(&format!("/dev/{vg}/swap"));
+    assert_eq!(swap["content"]["fstype"], "swap");
+    assert_eq!(swap["content"]["label"], "swappy");
+    assert_eq!(
+        swap["content"]["uuid"].as_str(),
+        blkid_of(&swap_fs, d, "swap.img")
+            .get("UUID")
+            .map(|s| s.as_str())
+    );
+    assert_eq!(swap["lvm"]["segment_types"][0], "striped");
+    let dashed = by_name(&format!("/dev/{vg}/lv-with-dash"));
+    assert!(dashed["aliases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a == &format!("/dev/mapper/{}-lv--with--dash", vg.replace('-', "--"))));
+
+    // The human table lists the LVs' filesystems by default.
+    let text = Command::new(ferry_bin())
+        .arg("filesystems")
+        .arg(&q1)
+        .arg(&v2)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(&format!("/dev/{vg}/root")) && text.contains("/dev/sda1"),
+        "{text}"
+    );
 }
