@@ -191,10 +191,10 @@ impl Vmdk {
                 );
             }
         }
-        let max_gt = exts
+        let max_gt_entries = exts
             .iter()
             .filter_map(|e| match &e.kind {
-                Kind::Sparse(s) => Some(s.gt_bytes()),
+                Kind::Sparse(s) => Some(s.gtes_per_gt),
                 _ => None,
             })
             .max()
@@ -237,7 +237,7 @@ impl Vmdk {
             None => (None, None),
         };
         Ok(Vmdk {
-            gt_cache: GtCache::new(max_gt),
+            gt_cache: GtCache::new(max_gt_entries),
             zcache: Mutex::new(LruCache::new(
                 NonZeroUsize::new(zslots).unwrap_or(NonZeroUsize::MIN),
             )),

@@ -43,9 +43,9 @@ pub const MAX_CAPACITY_SECTORS: u64 = 1 << 40;
 /// Most grain directory entries (64 MiB of u32): a 512 TiB disk with the standard 32 MiB per
 /// grain table needs 2^24. Bounds the directory allocated at open.
 pub const MAX_GD_ENTRIES: u64 = 1 << 24;
-/// Bytes of grain tables cached per image (at least 16 tables): 8192 standard 2 KiB tables map
-/// 256 GiB of 64 KiB grains.
-const GT_CACHE_BYTES: u64 = 32 << 20;
+/// Memory for cached grain tables per image (at least 16 tables). Tables are held decoded, 8 bytes
+/// an entry: 8 MiB holds 2048 standard tables (512 entries), which map 64 TiB of 64 KiB grains.
+const GT_CACHE_BYTES: u64 = 8 << 20;
 
 fn le16(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
@@ -226,9 +226,9 @@ pub struct GtCache(Mutex<LruCache<CacheKey, Arc<[u64]>>>);
 pub type CacheKey = (usize, u64);
 
 impl GtCache {
-    /// A cache sized for tables of `gt_bytes` bytes.
-    pub fn new(gt_bytes: u64) -> Self {
-        let n = usize::try_from(GT_CACHE_BYTES / gt_bytes.max(1))
+    /// A cache sized for tables of `gt_entries` entries (held as u64s).
+    pub fn new(gt_entries: u64) -> Self {
+        let n = usize::try_from(GT_CACHE_BYTES / gt_entries.saturating_mul(8).max(1))
             .unwrap_or(16)
             .max(16);
         GtCache(Mutex::new(LruCache::new(
