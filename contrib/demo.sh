@@ -41,3 +41,18 @@ qemu-img convert -O raw "$out/snapshot.qcow2" "$out/qemu.raw"
 cmp "$out/ferry.raw" "$out/qemu.raw" && echo "OK: identical to qemu-img convert -O raw"
 du -h --apparent-size "$out/ferry.raw" | sed 's/^/apparent size: /'
 du -h "$out/ferry.raw" | sed 's/^/allocated on disk: /'
+
+echo "== a partitioned guest disk (GPT: ext4 /boot, xfs /, swap) as a streamOptimized VMDK"
+truncate -s 600M "$out/guest.img"
+printf 'label: gpt\nsize=64MiB, type=L, name=boot\nsize=320MiB, type=L, name=root\nsize=64MiB, type=S\n' \
+  | sfdisk -q "$out/guest.img"
+part() { # NAME START_SECTOR SIZE_MIB MKFS...
+  truncate -s "$3M" "$out/$1.fs"; "${@:4}" "$out/$1.fs" >/dev/null
+  dd if="$out/$1.fs" of="$out/guest.img" bs=512 seek="$2" conv=notrunc,sparse status=none; rm "$out/$1.fs"
+}
+part boot 2048 64 mkfs.ext4 -q -F -L boot
+part root $((2048 + 131072)) 320 mkfs.xfs -q -f -L root
+part swap $((2048 + 131072 + 655360)) 64 mkswap -L swap
+qemu-img convert -O vmdk -o subformat=streamOptimized "$out/guest.img" "$out/guest.vmdk"
+echo "== ferry filesystems --all $out/guest.vmdk"
+$ferry filesystems --all "$out/guest.vmdk"
