@@ -6,7 +6,7 @@
 mod common;
 
 use common::{corpus, ferry_bin, pseudo_random, qemu_img, read_all, run, unpack, Unchanged};
-use ferry::block::{self, BlockDevice, Extent, ExtentKind, LayerInfo};
+use ferry::block::{self, BlockDevice};
 use ferry::volume::lvm::{self, label, metadata, vgmeta::VgMeta, Lv, Vg};
 use ferry::volume::Slice;
 use std::os::unix::fs::FileExt;
@@ -19,26 +19,7 @@ type Candidates = Vec<(String, Arc<dyn BlockDevice>)>;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-/// A device in memory, for hand-made PVs.
-struct Mem(Vec<u8>);
-
-impl BlockDevice for Mem {
-    fn len(&self) -> u64 {
-        self.0.len() as u64
-    }
-    fn read_at(&self, buf: &mut [u8], off: u64) -> block::Result<()> {
-        block::check_range(off, buf.len() as u64, self.len())?;
-        buf.copy_from_slice(&self.0[off as usize..off as usize + buf.len()]);
-        Ok(())
-    }
-    fn extents(&self, off: u64, len: u64) -> block::Result<Vec<Extent>> {
-        block::check_range(off, len, self.len())?;
-        Ok(vec![Extent::new(off, len, ExtentKind::Data)])
-    }
-    fn info(&self) -> block::Result<LayerInfo> {
-        Ok(LayerInfo::default())
-    }
-}
+use ferry::block::mem::MemDevice as Mem;
 
 fn mem(name: &str, b: Vec<u8>) -> (String, Arc<dyn BlockDevice>) {
     (name.to_string(), Arc::new(Mem(b)))

@@ -4,31 +4,12 @@
 
 mod common;
 
-use ferry::block::{self, BlockDevice, Extent, ExtentKind, LayerInfo};
+use ferry::block::BlockDevice;
 use ferry::volume::{self, Volume, VolumeKind};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A disk held in memory, so thousands of mutants cost no files.
-struct Mem(Vec<u8>);
-
-impl BlockDevice for Mem {
-    fn len(&self) -> u64 {
-        self.0.len() as u64
-    }
-    fn read_at(&self, buf: &mut [u8], off: u64) -> block::Result<()> {
-        block::check_range(off, buf.len() as u64, self.len())?;
-        let o = off as usize;
-        buf.copy_from_slice(&self.0[o..o + buf.len()]);
-        Ok(())
-    }
-    fn extents(&self, off: u64, len: u64) -> block::Result<Vec<Extent>> {
-        Ok(vec![Extent::new(off, len, ExtentKind::Data)])
-    }
-    fn info(&self) -> block::Result<LayerInfo> {
-        Ok(LayerInfo::default())
-    }
-}
+use ferry::block::mem::MemDevice as Mem;
 
 fn discover(bytes: Vec<u8>) -> Vec<Volume> {
     let d: Arc<dyn BlockDevice> = Arc::new(Mem(bytes));

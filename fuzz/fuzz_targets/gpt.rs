@@ -2,29 +2,11 @@
 //! 4096-byte sector layouts (the first input byte picks which).
 #![no_main]
 
-use ferry::block::{self, BlockDevice, Extent, ExtentKind, LayerInfo};
+use ferry::block::BlockDevice;
 use libfuzzer_sys::fuzz_target;
 use std::sync::Arc;
 
-struct Mem(Vec<u8>);
-
-impl BlockDevice for Mem {
-    fn len(&self) -> u64 {
-        self.0.len() as u64
-    }
-    fn read_at(&self, buf: &mut [u8], off: u64) -> block::Result<()> {
-        block::check_range(off, buf.len() as u64, self.len())?;
-        let o = off as usize;
-        buf.copy_from_slice(&self.0[o..o + buf.len()]);
-        Ok(())
-    }
-    fn extents(&self, off: u64, len: u64) -> block::Result<Vec<Extent>> {
-        Ok(vec![Extent::new(off, len, ExtentKind::Data)])
-    }
-    fn info(&self) -> block::Result<LayerInfo> {
-        Ok(LayerInfo::default())
-    }
-}
+use ferry::block::mem::MemDevice as Mem;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&pick, rest)) = data.split_first() else {

@@ -3,30 +3,12 @@
 //! reaches the fields behind them instead of stopping at a CRC mismatch.
 #![no_main]
 
-use ferry::block::{self, BlockDevice, Extent, ExtentKind, LayerInfo};
+use ferry::block::BlockDevice;
 use ferry::volume::lvm::{self, label};
 use libfuzzer_sys::fuzz_target;
 use std::sync::Arc;
 
-struct Mem(Vec<u8>);
-
-impl BlockDevice for Mem {
-    fn len(&self) -> u64 {
-        self.0.len() as u64
-    }
-    fn read_at(&self, buf: &mut [u8], off: u64) -> block::Result<()> {
-        block::check_range(off, buf.len() as u64, self.len())?;
-        buf.copy_from_slice(&self.0[off as usize..off as usize + buf.len()]);
-        Ok(())
-    }
-    fn extents(&self, off: u64, len: u64) -> block::Result<Vec<Extent>> {
-        block::check_range(off, len, self.len())?;
-        Ok(vec![Extent::new(off, len, ExtentKind::Data)])
-    }
-    fn info(&self) -> block::Result<LayerInfo> {
-        Ok(LayerInfo::default())
-    }
-}
+use ferry::block::mem::MemDevice as Mem;
 
 fn put32(d: &mut [u8], at: usize, v: u32) {
     d[at..at + 4].copy_from_slice(&v.to_le_bytes());

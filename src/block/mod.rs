@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod file;
+pub mod mem;
 pub mod parallel;
 pub mod probe;
 pub mod qcow2;
