@@ -77,21 +77,23 @@ impl ImageFile {
             .unwrap_or(0)
     }
 
+    fn truncated(&self, what: &'static str, offset: u64, len: u64) -> Error {
+        Error::Truncated {
+            path: self.path.clone(),
+            what,
+            offset,
+            len,
+            file_len: self.len,
+        }
+    }
+
     /// Reads exactly `buf.len()` bytes at `offset`; any part past the end of the file is an error
     /// naming `what` (the structure being read).
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64, what: &'static str) -> Result<()> {
         let len = buf.len() as u64;
         match offset.checked_add(len) {
             Some(end) if end <= self.len => {}
-            _ => {
-                return Err(Error::Truncated {
-                    path: self.path.clone(),
-                    what,
-                    offset,
-                    len,
-                    file_len: self.len,
-                })
-            }
+            _ => return Err(self.truncated(what, offset, len)),
         }
         self.pread_full(buf, offset, what)
     }
@@ -101,13 +103,7 @@ impl ImageFile {
     /// boundary). `offset` itself must lie inside the file.
     pub fn read_zero_padded(&self, buf: &mut [u8], offset: u64, what: &'static str) -> Result<()> {
         if offset >= self.len && !buf.is_empty() {
-            return Err(Error::Truncated {
-                path: self.path.clone(),
-                what,
-                offset,
-                len: buf.len() as u64,
-                file_len: self.len,
-            });
+            return Err(self.truncated(what, offset, buf.len() as u64));
         }
         let avail = usize::try_from(self.len - offset)
             .unwrap_or(usize::MAX)
@@ -123,13 +119,7 @@ impl ImageFile {
             match self.file.read_at(buf, offset) {
                 Ok(0) => {
                     // The file shrank under us.
-                    return Err(Error::Truncated {
-                        path: self.path.clone(),
-                        what,
-                        offset,
-                        len: buf.len() as u64,
-                        file_len: self.len,
-                    });
+                    return Err(self.truncated(what, offset, buf.len() as u64));
                 }
                 Ok(n) => {
                     buf = &mut buf[n..];
