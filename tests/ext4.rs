@@ -1,0 +1,575 @@
+//! The ext2/3/4 reader against the kernel: images made by `mkfs.ext4 -d` from a tree built here,
+//! mounted read-only through a loop device, walked by both and compared field by field. Also:
+//! the same image through qcow2, and damaged images (truncated, mutated) that must not panic
+//! or hang.
+
+mod common;
+
+use ferry::block::{BlockDevice, Extent, ExtentKind, LayerInfo};
+use ferry::fs::ext4::Ext4;
+use ferry::fs::{FileType, Filesystem};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A device over bytes in memory, for mutated images.
+struct MemDev(Vec<u8>);
+
+impl BlockDevice for MemDev {
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+    fn read_at(&self, buf: &mut [u8], off: u64) -> ferry::block::Result<()> {
+        ferry::block::check_range(off, buf.len() as u64, self.len())?;
+        let o = off as usize;
+        buf.copy_from_slice(&self.0[o..o + buf.len()]);
+        Ok(())
+    }
+    fn extents(&self, off: u64, len: u64) -> ferry::block::Result<Vec<Extent>> {
+        Ok(vec![Extent::new(off, len, ExtentKind::Data)])
+    }
+    fn info(&self) -> ferry::block::Result<LayerInfo> {
+        Ok(LayerInfo::default())
+    }
+}
+
+fn sh(cmd: &str) {
+    common::run(Command::new("sh").arg("-c").arg(cmd));
+}
+
+/// The tree every image is made from.
+fn build_tree(root: &Path) {
+    let w = |p: &str, data: &[u8]| std::fs::write(root.join(p), data).unwrap();
+    std::fs::create_dir_all(root.join("a/b/c/d")).unwrap();
+    std::fs::create_dir_all(root.join("big")).unwrap();
+    w("empty", b"");
+    w("small", b"hello ext4\n");
+    w("a/b/c/d/deep", b"deep file");
+    w("large", &common::pseudo_random(1, 5 << 20 | 123));
+    w("one_block", &common::pseudo_random(2, 4096));
+    for i in 0..1000 {
+        w(
+            &format!("big/entry-{i:04}-with-a-longer-name"),
+            format!("{i}").as_bytes(),
+        );
+    }
+    // Sparse: holes at the start, in the middle and at the end.
+    let f = std::fs::File::create(root.join("sparse")).unwrap();
+    f.set_len(40 << 20).unwrap();
+    f.write_all_at(&common::pseudo_random(3, 10000), 5 << 20)
+        .unwrap();
+    f.write_all_at(b"tail", 30 << 20).unwrap();
+    drop(f);
+    let f = std::fs::File::create(root.join("all_hole")).unwrap();
+    f.set_len(3 << 20).unwrap();
+    drop(f);
+    for n in [1usize, 59, 60, 61, 500] {
+        let target: String = (0..n).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+        std::os::unix::fs::symlink(&target, root.join(format!("link{n}"))).unwrap();
+    }
+    std::os::unix::fs::symlink("a/b/c/d/deep", root.join("link_deep")).unwrap();
+    std::fs::hard_link(root.join("small"), root.join("a/hardlink")).unwrap();
+    std::fs::hard_link(root.join("small"), root.join("a/b/hardlink2")).unwrap();
+    w("with space", b"spaces");
+    w("ünïcødé-名前", b"utf8");
+    std::fs::write(root.join(OsStr::from_bytes(b"bad\xffbyte")), b"ff").unwrap();
+    w(&"n".repeat(255), b"longest name");
+    sh(&format!("mkfifo '{}'", root.join("fifo").display()));
+    sh(&format!(
+        "mknod '{}' c 4 64 2>/dev/null || true",
+        root.join("tty").display()
+    ));
+    sh(&format!(
+        "mknod '{}' b 259 70000 2>/dev/null || true",
+        root.join("blk").display()
+    ));
+    sh(&format!(
+        "chown 1234:5678 '{}' 2>/dev/null || true",
+        root.join("small").display()
+    ));
+    sh(&format!(
+        "chown -h 70000:80000 '{}' 2>/dev/null || true",
+        root.join("link1").display()
+    ));
+    sh(&format!(
+        "chmod 4751 '{}'",
+        root.join("one_block").display()
+    ));
+    sh(&format!(
+        "touch -h -d '2100-03-04 05:06:07.123456789' '{}'",
+        root.join("one_block").display()
+    ));
+    sh(&format!(
+        "touch -h -d '1960-01-01 00:00:00.5' '{}'",
+        root.join("small").display()
+    ));
+}
+
+/// One path as seen by a reader; every field is compared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rec {
+    kind: FileType,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    blocks: u64,
+    nlink: u64,
+    ino: u64,
+    rdev: u64,
+    atime: (i64, u32),
+    mtime: (i64, u32),
+    ctime: (i64, u32),
+    link: Vec<u8>,
+    sha: String,
+}
+
+fn sha(data: impl FnOnce(&mut Sha256)) -> String {
+    let mut h = Sha256::new();
+    data(&mut h);
+    format!("{:x}", h.finalize())
+}
+
+/// The kernel's view of the tree under `root`.
+fn kernel_walk(root: &Path) -> BTreeMap<Vec<u8>, Rec> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![PathBuf::new()];
+    while let Some(rel) = todo.pop() {
+        let p = root.join(&rel);
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        let kind = FileType::from_mode(m.mode()).unwrap();
+        let link = if kind == FileType::Symlink {
+            std::fs::read_link(&p)
+                .unwrap()
+                .as_os_str()
+                .as_bytes()
+                .to_vec()
+        } else {
+            vec![]
+        };
+        let sha = if kind == FileType::RegularFile {
+            let data = std::fs::read(&p).unwrap();
+            sha(|h| h.update(&data))
+        } else {
+            String::new()
+        };
+        if kind == FileType::Directory {
+            for e in std::fs::read_dir(&p).unwrap() {
+                todo.push(rel.join(e.unwrap().file_name()));
+            }
+        }
+        out.insert(
+            rel.as_os_str().as_bytes().to_vec(),
+            Rec {
+                kind,
+                mode: m.mode(),
+                uid: m.uid(),
+                gid: m.gid(),
+                size: m.size(),
+                blocks: m.blocks(),
+                nlink: m.nlink(),
+                ino: m.ino(),
+                rdev: m.rdev(),
+                atime: (m.atime(), m.atime_nsec() as u32),
+                mtime: (m.mtime(), m.mtime_nsec() as u32),
+                ctime: (m.ctime(), m.ctime_nsec() as u32),
+                link,
+                sha,
+            },
+        );
+    }
+    out
+}
+
+/// Lists a directory through `readdir`, `per_call` entries at a time (resuming by cookie).
+fn list(
+    fs: &dyn Filesystem,
+    dir: u64,
+    per_call: usize,
+) -> ferry::fs::Result<Vec<ferry::fs::DirEntry>> {
+    let mut out = Vec::new();
+    let mut cookie = 0;
+    loop {
+        let mut got = 0;
+        let mut next_cookie = cookie;
+        fs.readdir(dir, cookie, &mut |e, next| {
+            if got == per_call {
+                return false;
+            }
+            got += 1;
+            out.push(e);
+            next_cookie = next;
+            true
+        })?;
+        if got == 0 {
+            return Ok(out);
+        }
+        assert!(next_cookie > cookie, "readdir cookie does not advance");
+        cookie = next_cookie;
+    }
+}
+
+fn read_all(fs: &dyn Filesystem, ino: u64, size: u64, chunk: usize) -> ferry::fs::Result<Vec<u8>> {
+    let mut data = Vec::new();
+    let mut buf = vec![0u8; chunk];
+    loop {
+        let n = fs.read(ino, data.len() as u64, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        data.extend_from_slice(&buf[..n]);
+        assert!(data.len() as u64 <= size, "read past the size");
+    }
+    Ok(data)
+}
+
+/// ferry's view of the whole filesystem, checking as it goes that `lookup` agrees with
+/// `readdir`, that "." and ".." are right, and that reads in odd chunk sizes agree.
+fn ferry_walk(fs: &dyn Filesystem) -> BTreeMap<Vec<u8>, Rec> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![(Vec::<u8>::new(), fs.root_ino(), fs.root_ino())];
+    while let Some((path, ino, parent)) = todo.pop() {
+        let a = fs.getattr(ino).unwrap();
+        assert_eq!(a.ino, ino);
+        let t = |x: ferry::fs::Timestamp| (x.secs, x.nsecs);
+        let mut rec = Rec {
+            kind: a.kind,
+            mode: a.mode,
+            uid: a.uid,
+            gid: a.gid,
+            size: a.size,
+            blocks: a.blocks,
+            nlink: u64::from(a.nlink),
+            ino,
+            rdev: a.rdev,
+            atime: t(a.atime),
+            mtime: t(a.mtime),
+            ctime: t(a.ctime),
+            link: vec![],
+            sha: String::new(),
+        };
+        match a.kind {
+            FileType::Symlink => rec.link = fs.readlink(ino).unwrap(),
+            FileType::RegularFile => {
+                let data = read_all(fs, ino, a.size, 1 << 20).unwrap();
+                assert_eq!(data.len() as u64, a.size);
+                if a.size > 0 && a.size < (8 << 20) {
+                    let odd = read_all(fs, ino, a.size, 4999).unwrap();
+                    assert!(
+                        odd == data,
+                        "chunked read differs for {}",
+                        String::from_utf8_lossy(&path)
+                    );
+                }
+                rec.sha = sha(|h| h.update(&data));
+            }
+            FileType::Directory => {
+                let entries = list(fs, ino, 7).unwrap();
+                let all = list(fs, ino, usize::MAX).unwrap();
+                assert_eq!(entries, all, "resumed readdir differs");
+                let dot = entries.iter().find(|e| e.name == b".").expect(".");
+                let dotdot = entries.iter().find(|e| e.name == b"..").expect("..");
+                assert_eq!((dot.ino, dotdot.ino), (ino, parent));
+                for e in entries {
+                    if e.name == b"." || e.name == b".." {
+                        continue;
+                    }
+                    let l = fs.lookup(ino, &e.name).unwrap();
+                    assert_eq!((l.ino, l.kind), (e.ino, e.kind));
+                    let mut p = path.clone();
+                    if !p.is_empty() {
+                        p.push(b'/');
+                    }
+                    p.extend_from_slice(&e.name);
+                    todo.push((p, e.ino, ino));
+                }
+                assert!(matches!(
+                    fs.lookup(ino, b"no such name"),
+                    Err(ferry::fs::FsError::NotFound)
+                ));
+            }
+            _ => {}
+        }
+        out.insert(path, rec);
+    }
+    out
+}
+
+/// Unmounts on drop, so a failing assertion does not leave the loop mount behind.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Mounts `image` read-only at `mnt` (noload where the driver knows it: ext2 does not).
+fn mount(image: &Path, mnt: &Path) -> Option<Mounted> {
+    std::fs::create_dir_all(mnt).unwrap();
+    for opts in ["ro,loop,noload", "ro,loop"] {
+        let out = Command::new("mount")
+            .args(["-o", opts])
+            .arg(image)
+            .arg(mnt)
+            .output();
+        if matches!(&out, Ok(o) if o.status.success()) {
+            return Some(Mounted(mnt.to_path_buf()));
+        }
+    }
+    if std::env::var("FERRY_REQUIRE_FUSE").as_deref() == Ok("1") {
+        panic!(
+            "cannot loop-mount {} (FERRY_REQUIRE_FUSE=1)",
+            image.display()
+        );
+    }
+    eprintln!(
+        "SKIP: cannot loop-mount {} (needs root and loop devices)",
+        image.display()
+    );
+    None
+}
+
+fn mkfs(image: &Path, src: &Path, size: &str, args: &[&str]) {
+    let _ = std::fs::remove_file(image);
+    sh(&format!("truncate -s {size} '{}'", image.display()));
+    let mut cmd = Command::new(common::tool("mkfs.ext4").expect("mkfs.ext4"));
+    cmd.args(["-q", "-F", "-d"]).arg(src).args(args).arg(image);
+    common::run(&mut cmd);
+}
+
+fn open(image: &Path) -> Ext4 {
+    Ext4::open(ferry::block::open(image).unwrap()).unwrap()
+}
+
+fn assert_same(kernel: &BTreeMap<Vec<u8>, Rec>, ours: &BTreeMap<Vec<u8>, Rec>, what: &str) {
+    for (p, k) in kernel {
+        let name = String::from_utf8_lossy(p);
+        let o = ours
+            .get(p)
+            .unwrap_or_else(|| panic!("{what}: ferry misses {name:?}"));
+        assert_eq!(o, k, "{what}: {name:?} differs (left ferry, right kernel)");
+    }
+    for p in ours.keys() {
+        assert!(
+            kernel.contains_key(p),
+            "{what}: ferry has extra {:?}",
+            String::from_utf8_lossy(p)
+        );
+    }
+}
+
+#[test]
+fn matches_the_kernel() {
+    if !common::have_tools(&["mkfs.ext4", "qemu-img"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    build_tree(&src);
+    let variants: &[(&str, &[&str])] = &[
+        ("ext4", &[]),
+        ("ext4-1k", &["-b", "1024"]),
+        ("ext4-no64bit", &["-O", "^64bit"]),
+        ("ext4-noextent", &["-O", "^extent,^64bit"]),
+        ("ext4-nocsum-256", &["-O", "^metadata_csum", "-I", "256"]),
+        ("ext4-128", &["-I", "128"]),
+        ("ext3", &["-t", "ext3"]),
+        ("ext2", &["-t", "ext2"]),
+        ("ext2-1k", &["-t", "ext2", "-b", "1024"]),
+    ];
+    for (name, args) in variants {
+        let image = tmp.path().join(format!("{name}.img"));
+        mkfs(&image, &src, "96M", args);
+        let fs = open(&image);
+        let ours = ferry_walk(&fs);
+        assert!(ours.len() > 1000, "{name}: only {} paths", ours.len());
+        let Some(_m) = mount(&image, &tmp.path().join("mnt")) else {
+            continue;
+        };
+        let kernel = kernel_walk(&tmp.path().join("mnt"));
+        assert_same(&kernel, &ours, name);
+        eprintln!("{name}: {} paths agree with the kernel", kernel.len());
+    }
+}
+
+#[test]
+fn reads_through_qcow2() {
+    if !common::have_tools(&["mkfs.ext4", "qemu-img"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    build_tree(&src);
+    let raw = tmp.path().join("fs.img");
+    mkfs(&raw, &src, "96M", &[]);
+    let q = tmp.path().join("fs.qcow2");
+    common::qemu_img(&[
+        "convert",
+        "-O",
+        "qcow2",
+        raw.to_str().unwrap(),
+        q.to_str().unwrap(),
+    ]);
+    let via_qcow2 = ferry_walk(&open(&q));
+    let via_raw = ferry_walk(&open(&raw));
+    assert_same(&via_raw, &via_qcow2, "qcow2");
+    let info = open(&q).info();
+    assert_eq!(info.kind, "ext4");
+}
+
+#[test]
+fn refuses_non_ext4() {
+    let dev: Arc<dyn BlockDevice> = Arc::new(MemDev(vec![0u8; 1 << 20]));
+    assert!(Ext4::open(dev).is_err());
+    let dev: Arc<dyn BlockDevice> = Arc::new(MemDev(vec![0u8; 100]));
+    assert!(Ext4::open(dev).is_err());
+}
+
+/// Walks whatever it can of a damaged filesystem, ignoring errors, with bounds on the work so
+/// that a corrupt size or a directory loop cannot make the test itself run forever.
+fn walk_damaged(fs: &Ext4) {
+    let _ = fs.info();
+    let _ = fs.statfs();
+    let mut todo = vec![(fs.root_ino(), 0)];
+    let mut visited = 0;
+    let mut buf = vec![0u8; 64 << 10];
+    while let Some((ino, depth)) = todo.pop() {
+        visited += 1;
+        if visited > 5000 {
+            return;
+        }
+        let Ok(a) = fs.getattr(ino) else { continue };
+        match a.kind {
+            FileType::Directory if depth < 8 => {
+                if let Ok(entries) = list(fs, ino, 13) {
+                    for e in entries.into_iter().take(2000) {
+                        let _ = fs.lookup(ino, &e.name);
+                        if e.name != b"." && e.name != b".." {
+                            todo.push((e.ino, depth + 1));
+                        }
+                    }
+                }
+            }
+            FileType::RegularFile => {
+                let mut off = 0;
+                while off < (1 << 20) {
+                    match fs.read(ino, off, &mut buf) {
+                        Ok(n) if n > 0 => off += n as u64,
+                        _ => break,
+                    }
+                }
+                // Far into a possibly huge (corrupt) size.
+                let _ = fs.read(ino, a.size.saturating_sub(10), &mut buf);
+            }
+            FileType::Symlink => {
+                let _ = fs.readlink(ino);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Opens and walks `img` on a thread with a deadline: a panic or a hang fails with `label`.
+fn survive(img: Vec<u8>, label: &str) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let dev: Arc<dyn BlockDevice> = Arc::new(MemDev(img));
+        if let Ok(fs) = Ext4::open(dev) {
+            walk_damaged(&fs);
+        }
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(()) => {}
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("{label}: hang (over 10 s)"),
+        Err(_) => panic!("{label}: panicked"),
+    }
+}
+
+/// The byte ranges worth damaging: superblock, group descriptors, the first inode table blocks
+/// and the blocks of a few directories, found with dumpe2fs/debugfs.
+fn hot_ranges(image: &Path) -> Vec<(usize, usize)> {
+    let bs = 1024usize;
+    let mut hot = vec![(1024, 2048), (2048, 3072)];
+    let dump = common::run_tool("dumpe2fs", &[image.to_str().unwrap()]);
+    for line in dump.lines() {
+        if let Some(rest) = line.trim().strip_prefix("Inode table at ") {
+            let first: usize = rest.split('-').next().unwrap().trim().parse().unwrap();
+            hot.push((first * bs, (first + 8) * bs));
+        }
+    }
+    for dir in ["/", "/d", "/big"] {
+        let out = common::run_tool(
+            "debugfs",
+            &["-R", &format!("blocks {dir}"), image.to_str().unwrap()],
+        );
+        for b in out
+            .split_whitespace()
+            .filter_map(|w| w.parse::<usize>().ok())
+            .take(4)
+        {
+            hot.push((b * bs, (b + 1) * bs));
+        }
+    }
+    hot
+}
+
+#[test]
+fn damaged_images_do_not_panic_or_hang() {
+    if !common::have_tools(&["mkfs.ext4", "dumpe2fs", "debugfs"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("d/e")).unwrap();
+    std::fs::create_dir_all(src.join("big")).unwrap();
+    std::fs::write(src.join("d/file"), common::pseudo_random(5, 70000)).unwrap();
+    std::fs::write(src.join("d/e/small"), b"x").unwrap();
+    for i in 0..120 {
+        std::fs::write(src.join(format!("big/name-{i:03}")), b"").unwrap();
+    }
+    std::os::unix::fs::symlink("x".repeat(100), src.join("slow")).unwrap();
+    std::os::unix::fs::symlink("fast", src.join("fast")).unwrap();
+    let f = std::fs::File::create(src.join("sparse")).unwrap();
+    f.set_len(1 << 20).unwrap();
+    f.write_all_at(b"data", 600_000).unwrap();
+    drop(f);
+    for (name, args) in [
+        ("ext4", &["-b", "1024", "-N", "256"][..]),
+        ("ext2", &["-t", "ext2", "-b", "1024", "-N", "256"][..]),
+    ] {
+        let image = tmp.path().join(format!("{name}.img"));
+        mkfs(&image, &src, "2M", args);
+        let orig = std::fs::read(&image).unwrap();
+        // The intact image walks cleanly.
+        walk_damaged(&Ext4::open(Arc::new(MemDev(orig.clone()))).unwrap());
+        for cut in [
+            0,
+            1000,
+            1024,
+            2047,
+            2048,
+            3072,
+            8192,
+            65536,
+            orig.len() / 2,
+            orig.len() - 1024,
+        ] {
+            survive(orig[..cut].to_vec(), &format!("{name} truncated to {cut}"));
+        }
+        let hot = hot_ranges(&image);
+        for (i, m) in common::mutants(&orig, &hot, 1500, 0xe4)
+            .into_iter()
+            .enumerate()
+        {
+            survive(m, &format!("{name} mutant {i}"));
+        }
+    }
+}
