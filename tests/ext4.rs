@@ -423,6 +423,23 @@ fn matches_the_kernel() {
         ("ext4-noextent", &["-O", "^extent,^64bit"]),
         ("ext4-nocsum-256", &["-O", "^metadata_csum", "-I", "256"]),
         ("ext4-128", &["-I", "128"]),
+        ("ext4-bigalloc", &["-O", "bigalloc", "-C", "16384"]),
+        ("ext4-meta_bg", &["-O", "meta_bg,^resize_inode"]),
+        // Small groups and few inodes per group, so inodes live in several meta groups.
+        (
+            "ext4-1k-meta_bg",
+            &[
+                "-b",
+                "1024",
+                "-g",
+                "1024",
+                "-i",
+                "65536",
+                "-O",
+                "meta_bg,^resize_inode",
+            ],
+        ),
+        ("ext4-sparse_super2", &["-O", "sparse_super2"]),
         ("ext3", &["-t", "ext3"]),
         ("ext2", &["-t", "ext2"]),
         ("ext2-1k", &["-t", "ext2", "-b", "1024"]),

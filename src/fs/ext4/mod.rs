@@ -3,7 +3,7 @@
 //! of which check the block number against the filesystem size first.
 //!
 //! Not yet: metadata_csum verification, htree hash lookup (directories are searched linearly,
-//! which is correct for htree too), xattrs, journal replay, inline_data, meta_bg.
+//! which is correct for htree too), xattrs, journal replay, inline_data.
 
 pub mod blockmap;
 pub mod dir;
@@ -82,8 +82,8 @@ impl Ext4 {
             );
         }
         let gdt_bytes = u64::from(sb.group_count) * u64::from(sb.desc_size);
-        let gdt_end = u64::from(sb.first_data_block) + 1 + gdt_bytes.div_ceil(bs);
-        if gdt_end > sb.blocks_count {
+        let last_desc_block = sb.descriptor_block(gdt_bytes.div_ceil(bs) - 1);
+        if last_desc_block >= sb.blocks_count {
             return Err(FsError::corrupt(
                 "superblock",
                 0,
@@ -158,7 +158,7 @@ impl Ext4 {
         let bs = u64::from(self.block_size());
         let ds = u64::from(self.sb.desc_size);
         let pos = u64::from(group) * ds;
-        let blk = u64::from(self.sb.first_data_block) + 1 + pos / bs;
+        let blk = self.sb.descriptor_block(pos / bs);
         let block = self.meta_block(blk, "group descriptors", 0)?;
         // OK: pos % bs < bs <= 64 KiB; desc_size is a power of two <= 1024 <= bs, so it fits.
         let at = (pos % bs) as usize;

@@ -18,6 +18,8 @@ const GOOD_OLD_FIRST_INO: u32 = 11;
 pub const MAX_DESC_SIZE: u16 = 1024;
 
 pub const COMPAT_HAS_JOURNAL: u32 = 0x4;
+pub const COMPAT_SPARSE_SUPER2: u32 = 0x200;
+pub const RO_COMPAT_SPARSE_SUPER: u32 = 0x1;
 
 pub const INCOMPAT_COMPRESSION: u32 = 0x1;
 pub const INCOMPAT_FILETYPE: u32 = 0x2;
@@ -41,6 +43,7 @@ pub const INCOMPAT_CASEFOLD: u32 = 0x20000;
 /// (encrypted contents are refused per inode). META_BG, INLINE_DATA, COMPRESSION, DIRDATA and
 /// JOURNAL_DEV are refused with a message naming them.
 pub const INCOMPAT_SUPPORTED: u32 = INCOMPAT_FILETYPE
+    | INCOMPAT_META_BG
     | INCOMPAT_RECOVER
     | INCOMPAT_EXTENTS
     | INCOMPAT_64BIT
@@ -66,7 +69,6 @@ const INCOMPAT_NAMES: &[(u32, &str)] = &[
         INCOMPAT_JOURNAL_DEV,
         "journal_dev (this is an external journal, not a filesystem)",
     ),
-    (INCOMPAT_META_BG, "meta_bg"),
     (INCOMPAT_DIRDATA, "dirdata"),
     (INCOMPAT_INLINE_DATA, "inline_data"),
 ];
@@ -92,6 +94,11 @@ pub struct Superblock {
     pub volume_name: [u8; 16],
     /// Bytes per group descriptor: 32, or s_desc_size with 64bit.
     pub desc_size: u16,
+    /// With meta_bg: the first descriptor block that lives in its meta group rather than in the
+    /// table after the superblock.
+    pub first_meta_bg: u32,
+    /// sparse_super2: the (at most two) groups holding superblock backups.
+    pub backup_bgs: [u32; 2],
     /// Number of block groups, derived from the counts and checked against inodes_count.
     pub group_count: u32,
 }
@@ -147,6 +154,8 @@ impl Superblock {
             uuid: [0; 16],
             volume_name: [0; 16],
             desc_size: if is64 { le16(b, 0xfe) } else { 32 },
+            first_meta_bg: le32(b, 0x104),
+            backup_bgs: [le32(b, 0x24c), le32(b, 0x250)],
             group_count: 0,
         };
         sb.uuid.copy_from_slice(&b[0x68..0x78]);
@@ -238,6 +247,54 @@ impl Superblock {
 
     pub fn has_incompat(&self, f: u32) -> bool {
         self.feature_incompat & f != 0
+    }
+
+    /// Whether group `g` starts with a superblock copy (and, without meta_bg, descriptors):
+    /// every group without sparse_super; with it groups 0, 1 and powers of 3, 5 and 7; with
+    /// sparse_super2 group 0 and the two groups named in the superblock.
+    pub fn group_has_super(&self, g: u32) -> bool {
+        if g == 0 {
+            return true;
+        }
+        if self.feature_compat & COMPAT_SPARSE_SUPER2 != 0 {
+            return self.backup_bgs.contains(&g);
+        }
+        if !self.has_ro_compat(RO_COMPAT_SPARSE_SUPER) || g == 1 {
+            return true;
+        }
+        let power_of = |base: u32| {
+            let mut n = g;
+            while n % base == 0 {
+                n /= base;
+            }
+            n == 1
+        };
+        power_of(3) || power_of(5) || power_of(7)
+    }
+
+    /// First block of group `g`.
+    pub fn group_first_block(&self, g: u32) -> u64 {
+        u64::from(g) * u64::from(self.blocks_per_group) + u64::from(self.first_data_block)
+    }
+
+    /// The block holding descriptor block number `nr` (kernel descriptor_loc): the table right
+    /// after the superblock, or with meta_bg (from s_first_meta_bg on) the first block of the
+    /// meta group's first group, after its superblock backup if it has one.
+    pub fn descriptor_block(&self, nr: u64) -> u64 {
+        // The superblock's own block (1 with 1 KiB blocks, else 0), which is not always
+        // s_first_data_block: bigalloc with 1 KiB blocks starts data at block 0.
+        let first = SUPERBLOCK_OFFSET / u64::from(self.block_size()) + 1;
+        if !self.has_incompat(INCOMPAT_META_BG) || nr < u64::from(self.first_meta_bg) {
+            return first + nr;
+        }
+        let per_block = u64::from(self.block_size() / u32::from(self.desc_size));
+        // OK: nr * per_block is a group number < group_count (a u32), by the caller's bounds.
+        let bg = (nr * per_block) as u32;
+        let mut has_super = u64::from(self.group_has_super(bg));
+        if self.block_size() == 1024 && nr == 0 && self.first_data_block == 0 {
+            has_super += 1;
+        }
+        self.group_first_block(bg) + has_super
     }
 
     pub fn has_ro_compat(&self, f: u32) -> bool {
