@@ -49,6 +49,11 @@ fn build_tree(root: &Path) {
     std::fs::create_dir_all(root.join("a/b/c/d")).unwrap();
     std::fs::create_dir_all(root.join("big")).unwrap();
     w("empty", b"");
+    // With inline_data: a directory whose records spill from i_block into "system.data".
+    std::fs::create_dir_all(root.join("mid")).unwrap();
+    for i in 0..6 {
+        w(&format!("mid/m{i}"), b"");
+    }
     w("small", b"hello ext4\n");
     w("a/b/c/d/deep", b"deep file");
     w("large", &common::pseudo_random(1, 5 << 20 | 123));
@@ -440,6 +445,11 @@ fn matches_the_kernel() {
             ],
         ),
         ("ext4-sparse_super2", &["-O", "sparse_super2"]),
+        ("ext4-inline", &["-O", "inline_data"]),
+        (
+            "ext4-inline-1k",
+            &["-O", "inline_data", "-b", "1024", "-I", "1024"],
+        ),
         ("ext3", &["-t", "ext3"]),
         ("ext2", &["-t", "ext2"]),
         ("ext2-1k", &["-t", "ext2", "-b", "1024"]),
@@ -607,6 +617,10 @@ fn damaged_images_do_not_panic_or_hang() {
     for (name, args) in [
         ("ext4", &["-b", "1024", "-N", "256"][..]),
         ("ext2", &["-t", "ext2", "-b", "1024", "-N", "256"][..]),
+        (
+            "inline",
+            &["-O", "inline_data", "-b", "1024", "-N", "256"][..],
+        ),
     ] {
         let image = tmp.path().join(format!("{name}.img"));
         mkfs(&image, &src, "2M", args);

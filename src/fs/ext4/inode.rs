@@ -35,6 +35,9 @@ pub struct Inode {
     pub ctime: Timestamp,
     pub crtime: Option<Timestamp>,
     pub i_block: [u8; I_BLOCK_LEN],
+    /// The in-inode extended attribute space after `128 + i_extra_isize` (inline data lives in
+    /// it); at most the inode size.
+    pub xattr_area: Vec<u8>,
 }
 
 /// Decodes a timestamp: the 32-bit signed seconds, plus, when the `*_extra` field is present,
@@ -116,6 +119,7 @@ impl Inode {
             atime: time(le32(b, 0x8), extra(0x8c)),
             crtime: extra(0x90).map(|s| time(s, extra(0x94))),
             i_block,
+            xattr_area: b[end..].to_vec(),
         })
     }
 

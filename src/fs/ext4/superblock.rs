@@ -40,10 +40,11 @@ pub const INCOMPAT_CASEFOLD: u32 = 0x20000;
 /// INCOMPAT features this reader understands well enough to read a tree correctly.
 /// RECOVER is accepted: the tree is shown as on disk, without journal replay (like `noload`).
 /// EA_INODE, CSUM_SEED, MMP, ENCRYPT and CASEFOLD change nothing for reading names/data here
-/// (encrypted contents are refused per inode). META_BG, INLINE_DATA, COMPRESSION, DIRDATA and
+/// (encrypted contents are refused per inode). COMPRESSION, DIRDATA and
 /// JOURNAL_DEV are refused with a message naming them.
 pub const INCOMPAT_SUPPORTED: u32 = INCOMPAT_FILETYPE
     | INCOMPAT_META_BG
+    | INCOMPAT_INLINE_DATA
     | INCOMPAT_RECOVER
     | INCOMPAT_EXTENTS
     | INCOMPAT_64BIT
@@ -70,7 +71,6 @@ const INCOMPAT_NAMES: &[(u32, &str)] = &[
         "journal_dev (this is an external journal, not a filesystem)",
     ),
     (INCOMPAT_DIRDATA, "dirdata"),
-    (INCOMPAT_INLINE_DATA, "inline_data"),
 ];
 
 #[derive(Clone, Debug)]
