@@ -413,6 +413,30 @@ fn add_unwritten(image: &Path) {
         .unwrap();
 }
 
+/// Lets the kernel grow an inline directory and write an inline file past i_block, so their
+/// records and bytes spill into "system.data" (mke2fs -d converts to blocks instead).
+fn kernel_writes_inline(image: &Path, mnt: &Path) {
+    std::fs::create_dir_all(mnt).unwrap();
+    let ok = Command::new("mount")
+        .args(["-o", "loop"])
+        .arg(image)
+        .arg(mnt)
+        .status();
+    if !matches!(ok, Ok(s) if s.success()) {
+        eprintln!(
+            "SKIP: cannot mount {} read-write to grow inline data",
+            image.display()
+        );
+        return;
+    }
+    let _m = Mounted(mnt.to_path_buf());
+    std::fs::create_dir(mnt.join("spill")).unwrap();
+    for i in 0..5 {
+        std::fs::write(mnt.join(format!("spill/s{i}")), b"").unwrap();
+    }
+    std::fs::write(mnt.join("spill/k100"), common::pseudo_random(9, 100)).unwrap();
+}
+
 #[test]
 fn matches_the_kernel() {
     if !common::have_tools(&["mkfs.ext4", "qemu-img"]) {
@@ -457,6 +481,9 @@ fn matches_the_kernel() {
     for (name, args) in variants {
         let image = tmp.path().join(format!("{name}.img"));
         mkfs(&image, &src, "96M", args);
+        if name.contains("inline") {
+            kernel_writes_inline(&image, &tmp.path().join("mnt"));
+        }
         if !name.starts_with("ext2") && !name.starts_with("ext3") && !name.contains("noextent") {
             add_unwritten(&image);
         }
