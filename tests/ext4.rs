@@ -439,7 +439,7 @@ fn kernel_writes_inline(image: &Path, mnt: &Path) {
 
 #[test]
 fn matches_the_kernel() {
-    if !common::have_tools(&["mkfs.ext4", "qemu-img"]) {
+    if !common::have_tools(&["mkfs.ext4", "blkid", "debugfs", "dumpe2fs"]) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -488,6 +488,15 @@ fn matches_the_kernel() {
             add_unwritten(&image);
         }
         let fs = open(&image);
+        let blkid_type = common::blkid(&image)
+            .get("TYPE")
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            fs.info().kind,
+            blkid_type,
+            "{name}: kind differs from blkid"
+        );
         let ours = ferry_walk(&fs);
         assert!(ours.len() > 1000, "{name}: only {} paths", ours.len());
         let Some(_m) = mount(&image, &tmp.path().join("mnt")) else {

@@ -27,6 +27,8 @@ use superblock::Superblock;
 pub const ROOT_INO: u64 = 2;
 /// Bytes of metadata blocks kept in memory: bounds RSS whatever the block size.
 pub const METADATA_CACHE_BYTES: usize = 8 << 20;
+/// Logical blocks a file can address (ext4_lblk_t is 32 bits).
+pub const MAX_LOGICAL_BLOCKS: u64 = 1 << 32;
 /// The kernel refuses symlink targets longer than PATH_MAX (including the NUL).
 pub const MAX_SYMLINK_LEN: u64 = 4096;
 
@@ -278,7 +280,9 @@ impl Ext4 {
             return self.walk_inline_dir(dir, start, f);
         }
         let bs = u64::from(self.block_size());
-        let blocks = dir.size.div_ceil(bs);
+        // Logical block numbers are 32-bit in extent trees and (in practice) block maps, so a
+        // larger size is damage; capping it keeps every byte position below 2^48.
+        let blocks = dir.size.div_ceil(bs).min(MAX_LOGICAL_BLOCKS);
         let filetype = self.sb.has_incompat(superblock::INCOMPAT_FILETYPE);
         let mut lblk = start / bs;
         while lblk < blocks {
