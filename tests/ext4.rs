@@ -614,6 +614,16 @@ fn hot_ranges(image: &Path) -> Vec<(usize, usize)> {
             hot.push((first * bs, (first + 8) * bs));
         }
     }
+    // Extent tree blocks and indirect blocks of /frag, as debugfs names them.
+    let stat = common::run_tool("debugfs", &["-R", "stat /frag", image.to_str().unwrap()]);
+    for tok in stat.split([',', ' ', '\n']) {
+        let meta = ["(ETB", "(IND)", "(DIND)", "(TIND)"];
+        if meta.iter().any(|m| tok.starts_with(m)) {
+            if let Some(b) = tok.rsplit(':').next().and_then(|n| n.parse::<usize>().ok()) {
+                hot.push((b * bs, (b + 1) * bs));
+            }
+        }
+    }
     for dir in ["/", "/d", "/big"] {
         let out = common::run_tool(
             "debugfs",
@@ -646,6 +656,12 @@ fn damaged_images_do_not_panic_or_hang() {
     }
     std::os::unix::fs::symlink("x".repeat(100), src.join("slow")).unwrap();
     std::os::unix::fs::symlink("fast", src.join("fast")).unwrap();
+    // 300 small extents: extent index and leaf blocks (ext4), indirect blocks (ext2).
+    let f = std::fs::File::create(src.join("frag")).unwrap();
+    for i in 0..300u64 {
+        f.write_all_at(&[b'x'; 100], i * 3072).unwrap();
+    }
+    drop(f);
     let f = std::fs::File::create(src.join("sparse")).unwrap();
     f.set_len(1 << 20).unwrap();
     f.write_all_at(b"data", 600_000).unwrap();
@@ -678,6 +694,7 @@ fn damaged_images_do_not_panic_or_hang() {
             survive(orig[..cut].to_vec(), &format!("{name} truncated to {cut}"));
         }
         let hot = hot_ranges(&image);
+        eprintln!("{name}: mutating {} hot ranges", hot.len());
         for (i, m) in common::mutants(&orig, &hot, 1500, 0xe4)
             .into_iter()
             .enumerate()
