@@ -529,8 +529,10 @@ fn reads_through_qcow2() {
     let via_qcow2 = ferry_walk(&open(&q));
     let via_raw = ferry_walk(&open(&raw));
     assert_same(&via_raw, &via_qcow2, "qcow2");
-    let info = open(&q).info();
-    assert_eq!(info.kind, "ext4");
+    // The generic entry point finds the same filesystem.
+    let fs = ferry::fs::open(ferry::block::open(&q).unwrap()).unwrap();
+    assert_eq!(fs.info().kind, "ext4");
+    assert_eq!(ferry_walk(fs.as_ref()), via_raw);
 }
 
 #[test]
@@ -539,6 +541,11 @@ fn refuses_non_ext4() {
     assert!(Ext4::open(dev).is_err());
     let dev: Arc<dyn BlockDevice> = Arc::new(MemDev(vec![0u8; 100]));
     assert!(Ext4::open(dev).is_err());
+    let dev: Arc<dyn BlockDevice> = Arc::new(MemDev(vec![0u8; 1 << 20]));
+    assert!(matches!(
+        ferry::fs::open(dev),
+        Err(ferry::fs::FsError::Unsupported(_))
+    ));
 }
 
 /// Walks whatever it can of a damaged filesystem, ignoring errors, with bounds on the work so
@@ -739,4 +746,71 @@ fn block_size_64k_matches_4k() {
         views.push(strip(ferry_walk(&fs)));
     }
     assert_same(&views[0], &views[1], "64 KiB blocks");
+}
+
+/// Feature flags: needs_recovery is read as on disk (like `noload`); unknown or unreadable
+/// INCOMPAT features are refused with their names.
+#[test]
+fn incompat_features() {
+    if !common::have_tools(&["mkfs.ext4"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"content").unwrap();
+    let image = tmp.path().join("fs.img");
+    mkfs(&image, &src, "8M", &[]);
+    let orig = std::fs::read(&image).unwrap();
+    let with_incompat = |bits: u32| {
+        let mut img = orig.clone();
+        let at = 1024 + 0x60;
+        let v = u32::from_le_bytes(img[at..at + 4].try_into().unwrap()) | bits;
+        img[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        Ext4::open(Arc::new(MemDev(img)))
+    };
+    let fs = with_incompat(0x4).expect("needs_recovery is readable");
+    let f = fs.lookup(fs.root_ino(), b"f").unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(fs.read(f.ino, 0, &mut buf).unwrap(), 7);
+    assert_eq!(&buf[..7], b"content");
+    for (bits, word) in [
+        (0x4000_0000, "unknown bits 0x40000000"),
+        (0x8, "journal_dev"),
+        (0x1000, "dirdata"),
+    ] {
+        match with_incompat(bits) {
+            Err(e @ ferry::fs::FsError::Unsupported(_)) => {
+                assert!(e.to_string().contains(word), "{e}");
+                assert_eq!(e.errno(), libc_eopnotsupp());
+            }
+            Err(e) => panic!("incompat {bits:#x}: wrong error {e}"),
+            Ok(_) => panic!("incompat {bits:#x} accepted"),
+        }
+    }
+    let (dev, root) = (fs.getattr(fs.root_ino()).unwrap(), fs.root_ino());
+    assert_eq!(dev.ino, root);
+    assert!(matches!(
+        fs.read(root, 0, &mut buf),
+        Err(ferry::fs::FsError::IsDir(2))
+    ));
+    assert!(matches!(
+        fs.readlink(f.ino),
+        Err(ferry::fs::FsError::NotSymlink(_))
+    ));
+    assert!(matches!(
+        fs.lookup(f.ino, b"x"),
+        Err(ferry::fs::FsError::NotDir(_))
+    ));
+    assert!(matches!(
+        fs.lookup(root, &[b'n'; 256]),
+        Err(ferry::fs::FsError::NameTooLong { .. })
+    ));
+    assert!(fs.getattr(0).is_err() && fs.getattr(u64::MAX).is_err());
+    assert_eq!(fs.read(f.ino, 1 << 40, &mut buf).unwrap(), 0);
+}
+
+/// EOPNOTSUPP on Linux (the tests do not depend on libc).
+fn libc_eopnotsupp() -> i32 {
+    95
 }

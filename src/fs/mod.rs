@@ -4,7 +4,8 @@
 
 pub mod ext4;
 
-use crate::block;
+use crate::block::{self, BlockDevice};
+use std::sync::Arc;
 
 pub type Result<T> = std::result::Result<T, FsError>;
 
@@ -201,4 +202,15 @@ pub trait Filesystem: Send + Sync {
     fn getxattr(&self, _ino: u64, _name: &[u8]) -> Result<Vec<u8>> {
         Err(FsError::NotSupported)
     }
+}
+
+/// Opens the filesystem on `dev`, recognised by its content. Only ext2/3/4 so far; anything
+/// else is `Unsupported`.
+pub fn open(dev: Arc<dyn BlockDevice>) -> Result<Box<dyn Filesystem>> {
+    if ext4::probe(dev.as_ref())? {
+        return Ok(Box::new(ext4::Ext4::open(dev)?));
+    }
+    Err(FsError::Unsupported(
+        "no filesystem ferry can read here (it reads ext2/3/4 so far)".into(),
+    ))
 }

@@ -45,6 +45,17 @@ pub(crate) fn le32(b: &[u8], at: usize) -> u32 {
         .map_or(0, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
 }
 
+/// Whether `dev` carries the ext2/3/4 superblock magic (everything else is checked by `open`).
+pub fn probe(dev: &dyn BlockDevice) -> Result<bool> {
+    let at = superblock::SUPERBLOCK_OFFSET + 0x38;
+    if dev.len() < superblock::SUPERBLOCK_OFFSET + superblock::SUPERBLOCK_SIZE as u64 {
+        return Ok(false);
+    }
+    let mut m = [0u8; 2];
+    dev.read_at(&mut m, at)?;
+    Ok(u16::from_le_bytes(m) == superblock::MAGIC)
+}
+
 /// What a run of logical blocks of a file holds, from `extent::map` or `blockmap::map`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Run {
