@@ -148,3 +148,32 @@ impl Inode {
             | (minor & 0xff)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_with_epoch_bits() {
+        // Before 1970: negative seconds, epoch bits 0.
+        assert_eq!(
+            time((-1i32) as u32, Some(0)),
+            Timestamp { secs: -1, nsecs: 0 }
+        );
+        // 2100: the low 32 bits wrap negative, epoch 1 adds 2^32.
+        let t2100: i64 = 4_107_542_400;
+        let lo = (t2100 - (1 << 32)) as i32 as u32;
+        let t = time(lo, Some(1 | (123_456_789 << 2)));
+        assert_eq!(
+            t,
+            Timestamp {
+                secs: t2100,
+                nsecs: 123_456_789
+            }
+        );
+        // Without the extra field: 32-bit signed seconds only.
+        assert_eq!(time(lo, None).secs, t2100 - (1 << 32));
+        // Nanoseconds beyond a second are clamped, not passed on.
+        assert_eq!(time(0, Some(!3)).nsecs, 999_999_999);
+    }
+}

@@ -314,3 +314,59 @@ impl Superblock {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal valid superblock: 4 KiB blocks, one group.
+    fn sb() -> Vec<u8> {
+        let mut b = vec![0u8; SUPERBLOCK_SIZE];
+        let put =
+            |b: &mut Vec<u8>, at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        put(&mut b, 0x0, 1024); // inodes
+        put(&mut b, 0x4, 8192); // blocks
+        put(&mut b, 0x18, 2); // 4 KiB
+        put(&mut b, 0x20, 32768);
+        put(&mut b, 0x28, 1024);
+        put(&mut b, 0x4c, 1); // dynamic revision
+        b[0x38..0x3a].copy_from_slice(&MAGIC.to_le_bytes());
+        b[0x58..0x5a].copy_from_slice(&256u16.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn parses_and_validates() {
+        let s = Superblock::parse(&sb()).unwrap();
+        assert_eq!((s.block_size(), s.group_count, s.desc_size), (4096, 1, 32));
+        assert_eq!(s.kind(), "ext2");
+        let broken: &[(usize, &[u8])] = &[
+            (0x38, &[0, 0]),            // magic
+            (0x18, &[7, 0, 0, 0]),      // 128 KiB blocks
+            (0x58, &[200, 0]),          // inode size not a power of two
+            (0x58, &[0, 32]),           // inode size above the block size
+            (0x28, &[0, 0, 0, 0]),      // no inodes per group
+            (0x20, &[0, 0, 0, 0]),      // no blocks per group
+            (0x0, &[0xff, 0xff, 0, 0]), // more inodes than the groups hold
+            (0x4, &[0, 0, 0, 0]),       // no blocks
+        ];
+        for (at, bytes) in broken {
+            let mut b = sb();
+            b[*at..*at + bytes.len()].copy_from_slice(bytes);
+            assert!(
+                Superblock::parse(&b).is_err(),
+                "accepted a change at {at:#x}"
+            );
+        }
+        assert!(Superblock::parse(&sb()[..100]).is_err());
+    }
+
+    #[test]
+    fn sparse_super_groups() {
+        let mut b = sb();
+        b[0x64] = RO_COMPAT_SPARSE_SUPER as u8;
+        let s = Superblock::parse(&b).unwrap();
+        let with: Vec<u32> = (0..60).filter(|&g| s.group_has_super(g)).collect();
+        assert_eq!(with, [0, 1, 3, 5, 7, 9, 25, 27, 49]);
+    }
+}
