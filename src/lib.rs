@@ -3,4 +3,5 @@
 
 pub mod block;
 pub mod convert;
+pub mod fs;
 pub mod volume;

@@ -1,0 +1,561 @@
+//! ext2/3/4 reader (kernel Documentation/filesystems/ext4/). Read-only, over any `BlockDevice`.
+//! Every block is read through `meta_block` (metadata, cached) or `read_run` (file data), both
+//! of which check the block number against the filesystem size first.
+//!
+//! Not yet: metadata_csum verification, htree hash lookup (directories are searched linearly,
+//! which is correct for htree too), xattrs, journal replay.
+
+pub mod blockmap;
+pub mod dir;
+pub mod extent;
+pub mod group;
+pub mod inline;
+pub mod inode;
+pub mod superblock;
+
+use crate::block::BlockDevice;
+use crate::fs::{Attr, DirEntry, FileType, Filesystem, FsError, FsInfo, Result, StatFs};
+use group::GroupDesc;
+use inode::Inode;
+use lru::LruCache;
+use parking_lot::Mutex;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use superblock::Superblock;
+
+/// The root directory's inode number (EXT4_ROOT_INO).
+pub const ROOT_INO: u64 = 2;
+/// Bytes of metadata blocks kept in memory: bounds RSS whatever the block size.
+pub const METADATA_CACHE_BYTES: usize = 8 << 20;
+/// Logical blocks a file can address (ext4_lblk_t is 32 bits).
+pub const MAX_LOGICAL_BLOCKS: u64 = 1 << 32;
+/// The kernel refuses symlink targets longer than PATH_MAX (including the NUL).
+pub const MAX_SYMLINK_LEN: u64 = 4096;
+
+/// Little-endian u16 at `at`; 0 if out of range (callers check lengths first; this only keeps a
+/// slip from becoming a panic).
+pub(crate) fn le16(b: &[u8], at: usize) -> u16 {
+    b.get(at..at.saturating_add(2))
+        .map_or(0, |s| u16::from_le_bytes([s[0], s[1]]))
+}
+
+/// Little-endian u32 at `at`; 0 if out of range (see `le16`).
+pub(crate) fn le32(b: &[u8], at: usize) -> u32 {
+    b.get(at..at.saturating_add(4))
+        .map_or(0, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+/// Whether `dev` carries the ext2/3/4 superblock magic (everything else is checked by `open`).
+pub fn probe(dev: &dyn BlockDevice) -> Result<bool> {
+    let at = superblock::SUPERBLOCK_OFFSET + 0x38;
+    if dev.len() < superblock::SUPERBLOCK_OFFSET + superblock::SUPERBLOCK_SIZE as u64 {
+        return Ok(false);
+    }
+    let mut m = [0u8; 2];
+    dev.read_at(&mut m, at)?;
+    Ok(u16::from_le_bytes(m) == superblock::MAGIC)
+}
+
+/// What a run of logical blocks of a file holds, from `extent::map` or `blockmap::map`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Run {
+    /// `len` blocks stored contiguously from physical block `pblk`.
+    Data { pblk: u64, len: u64 },
+    /// `len` blocks of an unwritten extent: allocated, read as zeros.
+    Zero(u64),
+    /// `len` blocks mapped nowhere (sparse): read as zeros.
+    Hole(u64),
+}
+
+/// An ext2, ext3 or ext4 filesystem.
+pub struct Ext4 {
+    dev: Arc<dyn BlockDevice>,
+    sb: Superblock,
+    cache: Mutex<LruCache<u64, Arc<[u8]>>>,
+}
+
+impl Ext4 {
+    /// Reads and validates the superblock and the root inode.
+    pub fn open(dev: Arc<dyn BlockDevice>) -> Result<Self> {
+        let mut buf = vec![0u8; superblock::SUPERBLOCK_SIZE];
+        dev.read_at(&mut buf, superblock::SUPERBLOCK_OFFSET)?;
+        let sb = Superblock::parse(&buf)?;
+        let bs = u64::from(sb.block_size());
+        let fs_bytes = sb.blocks_count.checked_mul(bs).ok_or_else(|| {
+            FsError::corrupt(
+                "superblock",
+                0,
+                0,
+                format!("{} blocks overflow", sb.blocks_count),
+            )
+        })?;
+        if fs_bytes > dev.len() {
+            log::warn!(
+                "ext4: filesystem is {fs_bytes} bytes but the device only {}: truncated image?",
+                dev.len()
+            );
+        }
+        let gdt_bytes = u64::from(sb.group_count) * u64::from(sb.desc_size);
+        let last_desc_block = sb.descriptor_block(gdt_bytes.div_ceil(bs) - 1);
+        if last_desc_block >= sb.blocks_count {
+            return Err(FsError::corrupt(
+                "superblock",
+                0,
+                0,
+                format!(
+                    "{} group descriptors do not fit the filesystem",
+                    sb.group_count
+                ),
+            ));
+        }
+        // OK: the block size is 1 KiB..64 KiB, so this is at least 128 entries.
+        let entries =
+            NonZeroUsize::new(METADATA_CACHE_BYTES / bs as usize).unwrap_or(NonZeroUsize::MIN);
+        let fs = Ext4 {
+            dev,
+            sb,
+            cache: Mutex::new(LruCache::new(entries)),
+        };
+        let root = fs.inode(ROOT_INO)?;
+        if root.kind != FileType::Directory {
+            return Err(FsError::corrupt(
+                "root inode",
+                ROOT_INO,
+                0,
+                "not a directory",
+            ));
+        }
+        Ok(fs)
+    }
+
+    pub fn superblock(&self) -> &Superblock {
+        &self.sb
+    }
+
+    pub fn block_size(&self) -> u32 {
+        self.sb.block_size()
+    }
+
+    /// Checks that `[blk, blk+count)` lies inside the filesystem; returns its byte offset.
+    fn block_offset(&self, blk: u64, count: u64, what: &'static str, ino: u64) -> Result<u64> {
+        match blk.checked_add(count) {
+            Some(end) if end <= self.sb.blocks_count && blk != 0 => {
+                Ok(blk * u64::from(self.block_size()))
+            }
+            _ => Err(FsError::corrupt(
+                what,
+                ino,
+                blk,
+                format!(
+                    "block {blk} (+{count}) is outside the filesystem ({} blocks)",
+                    self.sb.blocks_count
+                ),
+            )),
+        }
+    }
+
+    /// One metadata block, through the LRU cache. Block 0 holds the boot sector and superblock,
+    /// never a tree node, so it is refused like an out-of-range number.
+    pub(crate) fn meta_block(&self, blk: u64, what: &'static str, ino: u64) -> Result<Arc<[u8]>> {
+        if let Some(b) = self.cache.lock().get(&blk) {
+            return Ok(b.clone());
+        }
+        let off = self.block_offset(blk, 1, what, ino)?;
+        let mut buf = vec![0u8; self.block_size() as usize];
+        self.dev.read_at(&mut buf, off)?;
+        let b: Arc<[u8]> = buf.into();
+        self.cache.lock().put(blk, b.clone());
+        Ok(b)
+    }
+
+    fn group_desc(&self, group: u32) -> Result<GroupDesc> {
+        let bs = u64::from(self.block_size());
+        let ds = u64::from(self.sb.desc_size);
+        let pos = u64::from(group) * ds;
+        let blk = self.sb.descriptor_block(pos / bs);
+        let block = self.meta_block(blk, "group descriptors", 0)?;
+        // OK: pos % bs < bs <= 64 KiB; desc_size is a power of two <= 1024 <= bs, so it fits.
+        let at = (pos % bs) as usize;
+        let gd = GroupDesc::parse(&block[at..at + ds as usize], group)?;
+        let table_blocks =
+            (u64::from(self.sb.inodes_per_group) * u64::from(self.sb.inode_size)).div_ceil(bs);
+        self.block_offset(gd.inode_table, table_blocks, "inode table", 0)?;
+        Ok(gd)
+    }
+
+    /// Reads and parses inode `ino` (1-based, as directories and the API name them).
+    pub fn inode(&self, ino: u64) -> Result<Inode> {
+        if ino == 0 || ino > u64::from(self.sb.inodes_count) {
+            return Err(FsError::corrupt(
+                "inode number",
+                ino,
+                0,
+                format!("outside 1..={}", self.sb.inodes_count),
+            ));
+        }
+        let ipg = u64::from(self.sb.inodes_per_group);
+        // OK: ino <= inodes_count <= group_count * ipg, so the group fits u32.
+        let group = ((ino - 1) / ipg) as u32;
+        let gd = self.group_desc(group)?;
+        let isz = u64::from(self.sb.inode_size);
+        let bs = u64::from(self.block_size());
+        let pos = ((ino - 1) % ipg) * isz;
+        let block = self.meta_block(gd.inode_table + pos / bs, "inode table", ino)?;
+        // OK: the inode size is a power of two <= the block size, so the slot fits the block.
+        let at = (pos % bs) as usize;
+        Inode::parse(&block[at..at + isz as usize], ino, &self.sb)
+    }
+
+    /// Maps logical block `lblk` of `inode` through its extent tree or block map.
+    fn map(&self, inode: &Inode, lblk: u64) -> Result<Run> {
+        if inode.flags & inode::FL_INLINE_DATA != 0 {
+            // Callers read inline inodes through `inline`; one reaching here is inconsistent.
+            return Err(FsError::corrupt(
+                "inline data",
+                inode.ino,
+                0,
+                "inline inode has no block map",
+            ));
+        }
+        if inode.flags & inode::FL_EXTENTS != 0 {
+            extent::map(self, inode, lblk)
+        } else {
+            blockmap::map(self, inode, lblk)
+        }
+    }
+
+    /// Reads file bytes of `inode` at `off`; holes and unwritten extents read as zeros.
+    fn read_data(&self, inode: &Inode, off: u64, buf: &mut [u8]) -> Result<usize> {
+        if off >= inode.size {
+            return Ok(0);
+        }
+        if inode.flags & inode::FL_INLINE_DATA != 0 {
+            let data = inline::file_data(inode)?;
+            // OK: bounded by buf.len().
+            let n = (inode.size - off).min(buf.len() as u64) as usize;
+            let stored = data
+                .get(usize::try_from(off).unwrap_or(usize::MAX)..)
+                .unwrap_or(&[]);
+            let k = stored.len().min(n);
+            buf[..k].copy_from_slice(&stored[..k]);
+            buf[k..n].fill(0);
+            return Ok(n);
+        }
+        let bs = u64::from(self.block_size());
+        // OK: bounded by buf.len().
+        let n = (inode.size - off).min(buf.len() as u64) as usize;
+        let mut done = 0;
+        while done < n {
+            let pos = off + done as u64;
+            let lblk = pos / bs;
+            let in_blk = pos % bs;
+            let run = self.map(inode, lblk)?;
+            let (Run::Data { len, .. } | Run::Zero(len) | Run::Hole(len)) = run;
+            let run_bytes = len.saturating_mul(bs).saturating_sub(in_blk);
+            // OK: bounded by n - done.
+            let take = run_bytes.min((n - done) as u64) as usize;
+            if take == 0 {
+                return Err(FsError::corrupt(
+                    "block map",
+                    inode.ino,
+                    0,
+                    format!("empty run at block {lblk}"),
+                ));
+            }
+            let dst = &mut buf[done..done + take];
+            match run {
+                Run::Data { pblk, .. } => {
+                    let nblk = (in_blk + take as u64).div_ceil(bs);
+                    let at = self.block_offset(pblk, nblk, "file data", inode.ino)?;
+                    self.dev.read_at(dst, at + in_blk)?;
+                }
+                Run::Zero(_) | Run::Hole(_) => dst.fill(0),
+            }
+            done += take;
+        }
+        Ok(n)
+    }
+
+    /// Calls `f(entry, offset, next_offset)` for each used entry of directory `dir` from byte
+    /// position `start`; `f` returns false to stop.
+    fn walk_dir(
+        &self,
+        dir: &Inode,
+        start: u64,
+        f: &mut dyn FnMut(dir::RawEntry<'_>, u64, u64) -> Result<bool>,
+    ) -> Result<()> {
+        if dir.kind != FileType::Directory {
+            return Err(FsError::NotDir(dir.ino));
+        }
+        if dir.flags & inode::FL_INLINE_DATA != 0 {
+            return self.walk_inline_dir(dir, start, f);
+        }
+        let bs = u64::from(self.block_size());
+        // Logical block numbers are 32-bit in extent trees and (in practice) block maps, so a
+        // larger size is damage; capping it keeps every byte position below 2^48.
+        let blocks = dir.size.div_ceil(bs).min(MAX_LOGICAL_BLOCKS);
+        let filetype = self.sb.has_incompat(superblock::INCOMPAT_FILETYPE);
+        let mut lblk = start / bs;
+        while lblk < blocks {
+            let run = self.map(dir, lblk)?;
+            let (pblk, len) = match run {
+                Run::Data { pblk, len } => (pblk, len),
+                // Unwritten or missing directory blocks hold no entries.
+                Run::Zero(len) | Run::Hole(len) => {
+                    lblk = lblk.saturating_add(len);
+                    continue;
+                }
+            };
+            for k in 0..len.min(blocks - lblk) {
+                let l = lblk + k;
+                let base = l * bs;
+                let phys = pblk.checked_add(k).ok_or_else(|| {
+                    FsError::corrupt("directory", dir.ino, pblk, "block number overflows")
+                })?;
+                let block = self.meta_block(phys, "directory block", dir.ino)?;
+                let mut stop = false;
+                dir::for_each_entry(&block, filetype, dir.ino, phys, |e| {
+                    let at = base + e.offset as u64;
+                    if at < start {
+                        return Ok(true);
+                    }
+                    let next = at + e.rec_len as u64;
+                    let go_on = f(e, at, next)?;
+                    stop = !go_on;
+                    Ok(go_on)
+                })?;
+                if stop {
+                    return Ok(());
+                }
+            }
+            lblk = lblk.saturating_add(len);
+        }
+        Ok(())
+    }
+
+    /// `walk_dir` for an inline directory. It stores no "." and ".." records, so they are made
+    /// up here as the kernel does, at positions 0 and 1; the records of the two regions follow
+    /// at 2 + their offset in i_block's region, then 2 + 56 + their offset in "system.data".
+    fn walk_inline_dir(
+        &self,
+        dir: &Inode,
+        start: u64,
+        f: &mut dyn FnMut(dir::RawEntry<'_>, u64, u64) -> Result<bool>,
+    ) -> Result<()> {
+        let (parent, regions) = inline::dir_regions(dir)?;
+        let self_ino = u32::try_from(dir.ino).unwrap_or(0);
+        for (pos, name, ino) in [(0u64, &b"."[..], self_ino), (1, &b".."[..], parent)] {
+            if start <= pos {
+                let e = dir::RawEntry {
+                    offset: 0,
+                    rec_len: 0,
+                    ino,
+                    name,
+                    kind: Some(FileType::Directory),
+                };
+                if !f(e, pos, pos + 1)? {
+                    return Ok(());
+                }
+            }
+        }
+        let filetype = self.sb.has_incompat(superblock::INCOMPAT_FILETYPE);
+        let mut base = 2u64;
+        for region in regions {
+            if region.is_empty() {
+                continue;
+            }
+            let mut stop = false;
+            dir::for_each_entry(region, filetype, dir.ino, 0, |e| {
+                let at = base + e.offset as u64;
+                if at < start {
+                    return Ok(true);
+                }
+                let next = at + e.rec_len as u64;
+                let go_on = f(e, at, next)?;
+                stop = !go_on;
+                Ok(go_on)
+            })?;
+            if stop {
+                return Ok(());
+            }
+            base += region.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// st_blocks: i_blocks, plus for inline regular files the sectors of their size, as the
+    /// kernel's ext4_file_getattr reports them so that tools do not take them for all-sparse.
+    fn st_blocks(&self, i: &Inode) -> u64 {
+        if i.kind == FileType::RegularFile && i.flags & inode::FL_INLINE_DATA != 0 {
+            i.blocks512.saturating_add(i.size.div_ceil(512))
+        } else {
+            i.blocks512
+        }
+    }
+
+    fn attr(&self, i: &Inode) -> Attr {
+        Attr {
+            ino: i.ino,
+            kind: i.kind,
+            mode: u32::from(i.mode),
+            uid: i.uid,
+            gid: i.gid,
+            size: i.size,
+            blocks: self.st_blocks(i),
+            nlink: u32::from(i.links),
+            atime: i.atime,
+            mtime: i.mtime,
+            ctime: i.ctime,
+            crtime: i.crtime,
+            rdev: i.rdev(),
+            blksize: self.block_size(),
+        }
+    }
+}
+
+impl Filesystem for Ext4 {
+    fn root_ino(&self) -> u64 {
+        ROOT_INO
+    }
+
+    fn info(&self) -> FsInfo {
+        let bs = u64::from(self.block_size());
+        let label_len = self
+            .sb
+            .volume_name
+            .iter()
+            .position(|&c| c == 0)
+            .unwrap_or(16);
+        FsInfo {
+            kind: self.sb.kind(),
+            uuid: self.sb.uuid,
+            label: self.sb.volume_name[..label_len].to_vec(),
+            block_size: self.block_size(),
+            size_bytes: self.sb.blocks_count.saturating_mul(bs),
+            free_bytes: self.sb.free_blocks_count.saturating_mul(bs),
+        }
+    }
+
+    fn statfs(&self) -> Result<StatFs> {
+        Ok(StatFs {
+            bsize: self.block_size(),
+            blocks: self.sb.blocks_count,
+            bfree: self.sb.free_blocks_count,
+            bavail: self
+                .sb
+                .free_blocks_count
+                .saturating_sub(self.sb.r_blocks_count),
+            files: u64::from(self.sb.inodes_count),
+            ffree: u64::from(self.sb.free_inodes_count),
+            namelen: dir::MAX_NAME_LEN as u32,
+        })
+    }
+
+    fn getattr(&self, ino: u64) -> Result<Attr> {
+        Ok(self.attr(&self.inode(ino)?))
+    }
+
+    fn lookup(&self, dir: u64, name: &[u8]) -> Result<Attr> {
+        if name.len() > dir::MAX_NAME_LEN {
+            return Err(FsError::NameTooLong {
+                max: dir::MAX_NAME_LEN,
+            });
+        }
+        let d = self.inode(dir)?;
+        let mut found = None;
+        self.walk_dir(&d, 0, &mut |e, _, _| {
+            if e.name == name {
+                found = Some(u64::from(e.ino));
+                return Ok(false);
+            }
+            Ok(true)
+        })?;
+        match found {
+            Some(ino) => self.getattr(ino),
+            None => Err(FsError::NotFound),
+        }
+    }
+
+    fn readdir(
+        &self,
+        dir: u64,
+        cookie: u64,
+        sink: &mut dyn FnMut(DirEntry, u64) -> bool,
+    ) -> Result<()> {
+        let d = self.inode(dir)?;
+        self.walk_dir(&d, cookie, &mut |e, _, next| {
+            let ino = u64::from(e.ino);
+            let kind = match e.kind {
+                Some(k) => k,
+                // No (valid) file type byte: ext2 without filetype, or damage; ask the inode.
+                None => self.inode(ino)?.kind,
+            };
+            Ok(sink(
+                DirEntry {
+                    ino,
+                    name: e.name.to_vec(),
+                    kind,
+                },
+                next,
+            ))
+        })
+    }
+
+    fn read(&self, ino: u64, off: u64, buf: &mut [u8]) -> Result<usize> {
+        let i = self.inode(ino)?;
+        match i.kind {
+            FileType::RegularFile => {}
+            FileType::Directory => return Err(FsError::IsDir(ino)),
+            _ => {
+                return Err(FsError::Unsupported(format!(
+                    "inode {ino} is not a regular file"
+                )))
+            }
+        }
+        if i.flags & inode::FL_ENCRYPT != 0 {
+            return Err(FsError::Unsupported(format!(
+                "inode {ino} is encrypted (fscrypt); its contents cannot be read"
+            )));
+        }
+        self.read_data(&i, off, buf)
+    }
+
+    fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        let i = self.inode(ino)?;
+        if i.kind != FileType::Symlink {
+            return Err(FsError::NotSymlink(ino));
+        }
+        if i.size == 0 || i.size >= MAX_SYMLINK_LEN {
+            return Err(FsError::corrupt(
+                "symlink",
+                ino,
+                0,
+                format!("length {}", i.size),
+            ));
+        }
+        // OK: size < 4096.
+        let len = i.size as usize;
+        // A fast symlink keeps its target in i_block and has no blocks of its own (apart from
+        // an xattr block), as ext4_inode_is_fast_symlink decides.
+        let ea_blocks = if i.file_acl != 0 {
+            u64::from(self.block_size() / 512)
+        } else {
+            0
+        };
+        if i.flags & inode::FL_INLINE_DATA == 0 && i.blocks512.saturating_sub(ea_blocks) == 0 {
+            if len >= inode::I_BLOCK_LEN {
+                return Err(FsError::corrupt(
+                    "symlink",
+                    ino,
+                    0,
+                    format!("fast symlink of length {len}"),
+                ));
+            }
+            return Ok(i.i_block[..len].to_vec());
+        }
+        let mut buf = vec![0u8; len];
+        let n = self.read_data(&i, 0, &mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+}

@@ -1,0 +1,372 @@
+//! The ext2/3/4 superblock (kernel Documentation/filesystems/ext4/super.rst): 1024 bytes at byte
+//! 1024 of the volume. Everything the reader later trusts about the geometry is validated here.
+
+use super::{le16, le32};
+use crate::fs::{FsError, Result};
+
+pub const SUPERBLOCK_OFFSET: u64 = 1024;
+pub const SUPERBLOCK_SIZE: usize = 1024;
+pub const MAGIC: u16 = 0xef53;
+/// s_log_block_size is the block size as a shift of 1024; ext4 allows 1 KiB .. 64 KiB.
+pub const MAX_LOG_BLOCK_SIZE: u32 = 6;
+/// The inode size of revision 0 filesystems (and the smallest allowed).
+pub const GOOD_OLD_INODE_SIZE: u16 = 128;
+/// The first non-reserved inode of revision 0 filesystems.
+const GOOD_OLD_FIRST_INO: u32 = 11;
+/// Group descriptors are 32 bytes without 64bit; with it, s_desc_size is a power of two from
+/// 64 up to this (EXT4_MAX_DESC_SIZE, the kernel's bound).
+pub const MAX_DESC_SIZE: u16 = 1024;
+
+pub const COMPAT_HAS_JOURNAL: u32 = 0x4;
+pub const COMPAT_SPARSE_SUPER2: u32 = 0x200;
+pub const RO_COMPAT_SPARSE_SUPER: u32 = 0x1;
+
+pub const INCOMPAT_COMPRESSION: u32 = 0x1;
+pub const INCOMPAT_FILETYPE: u32 = 0x2;
+pub const INCOMPAT_RECOVER: u32 = 0x4;
+pub const INCOMPAT_JOURNAL_DEV: u32 = 0x8;
+pub const INCOMPAT_META_BG: u32 = 0x10;
+pub const INCOMPAT_EXTENTS: u32 = 0x40;
+pub const INCOMPAT_64BIT: u32 = 0x80;
+pub const INCOMPAT_MMP: u32 = 0x100;
+pub const INCOMPAT_FLEX_BG: u32 = 0x200;
+pub const INCOMPAT_EA_INODE: u32 = 0x400;
+pub const INCOMPAT_DIRDATA: u32 = 0x1000;
+pub const INCOMPAT_CSUM_SEED: u32 = 0x2000;
+pub const INCOMPAT_LARGEDIR: u32 = 0x4000;
+pub const INCOMPAT_INLINE_DATA: u32 = 0x8000;
+pub const INCOMPAT_ENCRYPT: u32 = 0x10000;
+pub const INCOMPAT_CASEFOLD: u32 = 0x20000;
+/// INCOMPAT features this reader understands well enough to read a tree correctly.
+/// RECOVER is accepted: the tree is shown as on disk, without journal replay (like `noload`).
+/// EA_INODE, CSUM_SEED, MMP, ENCRYPT and CASEFOLD change nothing for reading names/data here
+/// (encrypted contents are refused per inode). COMPRESSION, DIRDATA and
+/// JOURNAL_DEV are refused with a message naming them.
+pub const INCOMPAT_SUPPORTED: u32 = INCOMPAT_FILETYPE
+    | INCOMPAT_META_BG
+    | INCOMPAT_INLINE_DATA
+    | INCOMPAT_RECOVER
+    | INCOMPAT_EXTENTS
+    | INCOMPAT_64BIT
+    | INCOMPAT_MMP
+    | INCOMPAT_FLEX_BG
+    | INCOMPAT_EA_INODE
+    | INCOMPAT_CSUM_SEED
+    | INCOMPAT_LARGEDIR
+    | INCOMPAT_ENCRYPT
+    | INCOMPAT_CASEFOLD;
+
+pub const RO_COMPAT_LARGE_FILE: u32 = 0x2;
+pub const RO_COMPAT_HUGE_FILE: u32 = 0x8;
+pub const RO_COMPAT_GDT_CSUM: u32 = 0x10;
+pub const RO_COMPAT_DIR_NLINK: u32 = 0x20;
+pub const RO_COMPAT_BIGALLOC: u32 = 0x200;
+pub const RO_COMPAT_METADATA_CSUM: u32 = 0x400;
+
+/// Names of INCOMPAT bits for error messages.
+const INCOMPAT_NAMES: &[(u32, &str)] = &[
+    (INCOMPAT_COMPRESSION, "compression"),
+    (
+        INCOMPAT_JOURNAL_DEV,
+        "journal_dev (this is an external journal, not a filesystem)",
+    ),
+    (INCOMPAT_DIRDATA, "dirdata"),
+];
+
+#[derive(Clone, Debug)]
+pub struct Superblock {
+    pub inodes_count: u32,
+    pub blocks_count: u64,
+    pub r_blocks_count: u64,
+    pub free_blocks_count: u64,
+    pub free_inodes_count: u32,
+    pub first_data_block: u32,
+    pub log_block_size: u32,
+    pub blocks_per_group: u32,
+    pub inodes_per_group: u32,
+    pub rev_level: u32,
+    pub first_ino: u32,
+    pub inode_size: u16,
+    pub feature_compat: u32,
+    pub feature_incompat: u32,
+    pub feature_ro_compat: u32,
+    pub uuid: [u8; 16],
+    pub volume_name: [u8; 16],
+    /// Bytes per group descriptor: 32, or s_desc_size with 64bit.
+    pub desc_size: u16,
+    /// With meta_bg: the first descriptor block that lives in its meta group rather than in the
+    /// table after the superblock.
+    pub first_meta_bg: u32,
+    /// sparse_super2: the (at most two) groups holding superblock backups.
+    pub backup_bgs: [u32; 2],
+    /// Number of block groups, derived from the counts and checked against inodes_count.
+    pub group_count: u32,
+}
+
+impl Superblock {
+    /// Parses and validates the 1024-byte superblock.
+    pub fn parse(b: &[u8]) -> Result<Self> {
+        let bad = |detail: String| FsError::corrupt("superblock", 0, 0, detail);
+        if b.len() < SUPERBLOCK_SIZE {
+            return Err(bad(format!("only {} bytes", b.len())));
+        }
+        let magic = le16(b, 0x38);
+        if magic != MAGIC {
+            return Err(bad(format!(
+                "magic {magic:#06x}, expected {MAGIC:#06x}: not ext2/3/4"
+            )));
+        }
+        let hi = |lo: u32, at: usize, is64: bool| {
+            u64::from(lo)
+                | if is64 {
+                    u64::from(le32(b, at)) << 32
+                } else {
+                    0
+                }
+        };
+        let feature_incompat = le32(b, 0x60);
+        let is64 = feature_incompat & INCOMPAT_64BIT != 0;
+        let rev_level = le32(b, 0x4c);
+        let mut sb = Superblock {
+            inodes_count: le32(b, 0x0),
+            blocks_count: hi(le32(b, 0x4), 0x150, is64),
+            r_blocks_count: hi(le32(b, 0x8), 0x154, is64),
+            free_blocks_count: hi(le32(b, 0xc), 0x158, is64),
+            free_inodes_count: le32(b, 0x10),
+            first_data_block: le32(b, 0x14),
+            log_block_size: le32(b, 0x18),
+            blocks_per_group: le32(b, 0x20),
+            inodes_per_group: le32(b, 0x28),
+            rev_level,
+            first_ino: if rev_level == 0 {
+                GOOD_OLD_FIRST_INO
+            } else {
+                le32(b, 0x54)
+            },
+            inode_size: if rev_level == 0 {
+                GOOD_OLD_INODE_SIZE
+            } else {
+                le16(b, 0x58)
+            },
+            feature_compat: le32(b, 0x5c),
+            feature_incompat,
+            feature_ro_compat: le32(b, 0x64),
+            uuid: [0; 16],
+            volume_name: [0; 16],
+            desc_size: if is64 { le16(b, 0xfe) } else { 32 },
+            first_meta_bg: le32(b, 0x104),
+            backup_bgs: [le32(b, 0x24c), le32(b, 0x250)],
+            group_count: 0,
+        };
+        sb.uuid.copy_from_slice(&b[0x68..0x78]);
+        sb.volume_name.copy_from_slice(&b[0x78..0x88]);
+
+        let unknown = sb.feature_incompat & !INCOMPAT_SUPPORTED;
+        if unknown != 0 {
+            let names: Vec<String> = INCOMPAT_NAMES
+                .iter()
+                .filter(|(bit, _)| unknown & bit != 0)
+                .map(|(_, n)| (*n).to_string())
+                .collect();
+            let rest = unknown & !INCOMPAT_NAMES.iter().fold(0, |a, (bit, _)| a | bit);
+            let mut what = names.join(", ");
+            if rest != 0 {
+                if !what.is_empty() {
+                    what.push_str(", ");
+                }
+                what.push_str(&format!("unknown bits {rest:#x}"));
+            }
+            return Err(FsError::Unsupported(format!(
+                "ext4 incompatible features ferry cannot read yet: {what}"
+            )));
+        }
+        if sb.feature_incompat & INCOMPAT_RECOVER != 0 {
+            log::warn!("ext4: needs_recovery is set; showing the tree without journal replay");
+        }
+        if sb.feature_ro_compat & RO_COMPAT_METADATA_CSUM != 0 {
+            log::debug!("ext4: metadata_csum present; checksums are not verified yet");
+        }
+        if sb.log_block_size > MAX_LOG_BLOCK_SIZE {
+            return Err(bad(format!(
+                "s_log_block_size {} (block size > 64 KiB)",
+                sb.log_block_size
+            )));
+        }
+        let bs = sb.block_size();
+        let bits_per_block = bs.saturating_mul(8);
+        if sb.blocks_per_group == 0 {
+            return Err(bad("s_blocks_per_group is 0".into()));
+        }
+        if sb.inodes_per_group == 0 || sb.inodes_per_group > bits_per_block {
+            return Err(bad(format!(
+                "s_inodes_per_group {} (must be 1..={bits_per_block}, one bitmap block)",
+                sb.inodes_per_group
+            )));
+        }
+        let expected_first = u32::from(bs == 1024);
+        // Bigalloc with 1 KiB blocks may still start at 0; anything else is damage.
+        if sb.first_data_block > expected_first {
+            return Err(bad(format!("s_first_data_block {}", sb.first_data_block)));
+        }
+        if sb.blocks_count <= u64::from(sb.first_data_block) {
+            return Err(bad(format!(
+                "s_blocks_count {} leaves no groups",
+                sb.blocks_count
+            )));
+        }
+        let groups = (sb.blocks_count - u64::from(sb.first_data_block))
+            .div_ceil(u64::from(sb.blocks_per_group));
+        sb.group_count = u32::try_from(groups)
+            .map_err(|_| bad(format!("{groups} block groups (more than 2^32)")))?;
+        let max_inodes = u64::from(sb.group_count) * u64::from(sb.inodes_per_group);
+        if u64::from(sb.inodes_count) > max_inodes || sb.inodes_count == 0 {
+            return Err(bad(format!(
+                "s_inodes_count {} does not fit {} groups of {} inodes",
+                sb.inodes_count, sb.group_count, sb.inodes_per_group
+            )));
+        }
+        if sb.inode_size < GOOD_OLD_INODE_SIZE
+            || !sb.inode_size.is_power_of_two()
+            || u32::from(sb.inode_size) > bs
+        {
+            return Err(bad(format!("s_inode_size {}", sb.inode_size)));
+        }
+        if is64
+            && (sb.desc_size < 64
+                || sb.desc_size > MAX_DESC_SIZE
+                || !sb.desc_size.is_power_of_two())
+        {
+            return Err(bad(format!("s_desc_size {} with 64bit", sb.desc_size)));
+        }
+        Ok(sb)
+    }
+
+    pub fn block_size(&self) -> u32 {
+        1024 << self.log_block_size
+    }
+
+    pub fn has_incompat(&self, f: u32) -> bool {
+        self.feature_incompat & f != 0
+    }
+
+    /// Whether group `g` starts with a superblock copy (and, without meta_bg, descriptors):
+    /// every group without sparse_super; with it groups 0, 1 and powers of 3, 5 and 7; with
+    /// sparse_super2 group 0 and the two groups named in the superblock.
+    pub fn group_has_super(&self, g: u32) -> bool {
+        if g == 0 {
+            return true;
+        }
+        if self.feature_compat & COMPAT_SPARSE_SUPER2 != 0 {
+            return self.backup_bgs.contains(&g);
+        }
+        if !self.has_ro_compat(RO_COMPAT_SPARSE_SUPER) || g == 1 {
+            return true;
+        }
+        let power_of = |base: u32| {
+            let mut n = g;
+            while n % base == 0 {
+                n /= base;
+            }
+            n == 1
+        };
+        power_of(3) || power_of(5) || power_of(7)
+    }
+
+    /// First block of group `g`.
+    pub fn group_first_block(&self, g: u32) -> u64 {
+        u64::from(g) * u64::from(self.blocks_per_group) + u64::from(self.first_data_block)
+    }
+
+    /// The block holding descriptor block number `nr` (kernel descriptor_loc): the table right
+    /// after the superblock, or with meta_bg (from s_first_meta_bg on) the first block of the
+    /// meta group's first group, after its superblock backup if it has one.
+    pub fn descriptor_block(&self, nr: u64) -> u64 {
+        // The superblock's own block (1 with 1 KiB blocks, else 0), which is not always
+        // s_first_data_block: bigalloc with 1 KiB blocks starts data at block 0.
+        let first = SUPERBLOCK_OFFSET / u64::from(self.block_size()) + 1;
+        if !self.has_incompat(INCOMPAT_META_BG) || nr < u64::from(self.first_meta_bg) {
+            return first + nr;
+        }
+        let per_block = u64::from(self.block_size() / u32::from(self.desc_size));
+        // OK: nr * per_block is a group number < group_count (a u32), by the caller's bounds.
+        let bg = (nr * per_block) as u32;
+        let mut has_super = u64::from(self.group_has_super(bg));
+        if self.block_size() == 1024 && nr == 0 && self.first_data_block == 0 {
+            has_super += 1;
+        }
+        self.group_first_block(bg) + has_super
+    }
+
+    pub fn has_ro_compat(&self, f: u32) -> bool {
+        self.feature_ro_compat & f != 0
+    }
+
+    /// "ext4" if any ext4-only feature is on, else "ext3" with a journal, else "ext2" (blkid's rule).
+    pub fn kind(&self) -> &'static str {
+        let ext4_incompat = !(INCOMPAT_FILETYPE | INCOMPAT_RECOVER | INCOMPAT_META_BG);
+        let ext4_ro = !(0x1 | RO_COMPAT_LARGE_FILE | 0x4);
+        if self.feature_incompat & ext4_incompat != 0 || self.feature_ro_compat & ext4_ro != 0 {
+            "ext4"
+        } else if self.feature_compat & COMPAT_HAS_JOURNAL != 0 {
+            "ext3"
+        } else {
+            "ext2"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal valid superblock: 4 KiB blocks, one group.
+    fn sb() -> Vec<u8> {
+        let mut b = vec![0u8; SUPERBLOCK_SIZE];
+        let put =
+            |b: &mut Vec<u8>, at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        put(&mut b, 0x0, 1024); // inodes
+        put(&mut b, 0x4, 8192); // blocks
+        put(&mut b, 0x18, 2); // 4 KiB
+        put(&mut b, 0x20, 32768);
+        put(&mut b, 0x28, 1024);
+        put(&mut b, 0x4c, 1); // dynamic revision
+        b[0x38..0x3a].copy_from_slice(&MAGIC.to_le_bytes());
+        b[0x58..0x5a].copy_from_slice(&256u16.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn parses_and_validates() {
+        let s = Superblock::parse(&sb()).unwrap();
+        assert_eq!((s.block_size(), s.group_count, s.desc_size), (4096, 1, 32));
+        assert_eq!(s.kind(), "ext2");
+        let broken: &[(usize, &[u8])] = &[
+            (0x38, &[0, 0]),            // magic
+            (0x18, &[7, 0, 0, 0]),      // 128 KiB blocks
+            (0x58, &[200, 0]),          // inode size not a power of two
+            (0x58, &[0, 32]),           // inode size above the block size
+            (0x28, &[0, 0, 0, 0]),      // no inodes per group
+            (0x20, &[0, 0, 0, 0]),      // no blocks per group
+            (0x0, &[0xff, 0xff, 0, 0]), // more inodes than the groups hold
+            (0x4, &[0, 0, 0, 0]),       // no blocks
+        ];
+        for (at, bytes) in broken {
+            let mut b = sb();
+            b[*at..*at + bytes.len()].copy_from_slice(bytes);
+            assert!(
+                Superblock::parse(&b).is_err(),
+                "accepted a change at {at:#x}"
+            );
+        }
+        assert!(Superblock::parse(&sb()[..100]).is_err());
+    }
+
+    #[test]
+    fn sparse_super_groups() {
+        let mut b = sb();
+        b[0x64] = RO_COMPAT_SPARSE_SUPER as u8;
+        let s = Superblock::parse(&b).unwrap();
+        let with: Vec<u32> = (0..60).filter(|&g| s.group_has_super(g)).collect();
+        assert_eq!(with, [0, 1, 3, 5, 7, 9, 25, 27, 49]);
+    }
+}

@@ -1,0 +1,216 @@
+//! Layer 3: filesystems inside volumes. `Filesystem` mirrors the FUSE low-level API on the
+//! filesystem's own inode numbers, so the future FUSE adapter is a thin translation and
+//! `ferry ls`/`cat` can walk a tree with no FUSE at all. Read half only for now.
+
+pub mod ext4;
+
+use crate::block::{self, BlockDevice};
+use std::sync::Arc;
+
+pub type Result<T> = std::result::Result<T, FsError>;
+
+/// Errors of the filesystem layer. Each maps to one errno (`errno`), but that mapping is only
+/// used at the FUSE boundary; everything else keeps the context.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("inode {0} is not a directory")]
+    NotDir(u64),
+    #[error("inode {0} is a directory")]
+    IsDir(u64),
+    #[error("inode {0} is not a symbolic link")]
+    NotSymlink(u64),
+    #[error("name is longer than {max} bytes")]
+    NameTooLong { max: usize },
+    /// Damaged on-disk structure. `ino`/`block` say where (0 when not applicable).
+    #[error("corrupt {what} (inode {ino}, block {block}): {detail}")]
+    Corrupt {
+        what: &'static str,
+        ino: u64,
+        block: u64,
+        detail: String,
+    },
+    #[error(transparent)]
+    Io(#[from] block::Error),
+    /// A feature of this filesystem that ferry does not read (yet); says which.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// An operation this filesystem implementation does not offer at all (xattrs for now).
+    #[error("operation not supported")]
+    NotSupported,
+    #[error("the filesystem is read-only")]
+    ReadOnly,
+}
+
+impl FsError {
+    pub(crate) fn corrupt(
+        what: &'static str,
+        ino: u64,
+        block: u64,
+        detail: impl Into<String>,
+    ) -> Self {
+        FsError::Corrupt {
+            what,
+            ino,
+            block,
+            detail: detail.into(),
+        }
+    }
+
+    /// The errno the FUSE adapter answers with. Damage is EIO (not EUCLEAN) so that tools treat
+    /// a broken file like an unreadable one and the rest of the tree stays browsable.
+    pub fn errno(&self) -> i32 {
+        match self {
+            FsError::NotFound => libc::ENOENT,
+            FsError::NotDir(_) => libc::ENOTDIR,
+            FsError::IsDir(_) => libc::EISDIR,
+            FsError::NotSymlink(_) => libc::EINVAL,
+            FsError::NameTooLong { .. } => libc::ENAMETOOLONG,
+            FsError::Corrupt { .. } | FsError::Io(_) => libc::EIO,
+            FsError::Unsupported(_) | FsError::NotSupported => libc::EOPNOTSUPP,
+            FsError::ReadOnly => libc::EROFS,
+        }
+    }
+}
+
+/// File type, as in the S_IFMT bits of the mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FileType {
+    RegularFile,
+    Directory,
+    Symlink,
+    CharDevice,
+    BlockDevice,
+    NamedPipe,
+    Socket,
+}
+
+impl FileType {
+    /// From the S_IFMT bits of a mode; None for a value no Unix defines.
+    pub fn from_mode(mode: u32) -> Option<Self> {
+        Some(match mode & 0o170000 {
+            0o100000 => FileType::RegularFile,
+            0o040000 => FileType::Directory,
+            0o120000 => FileType::Symlink,
+            0o020000 => FileType::CharDevice,
+            0o060000 => FileType::BlockDevice,
+            0o010000 => FileType::NamedPipe,
+            0o140000 => FileType::Socket,
+            _ => return None,
+        })
+    }
+}
+
+/// Seconds since the epoch (may be negative) and nanoseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp {
+    pub secs: i64,
+    pub nsecs: u32,
+}
+
+/// What `stat` shows for an inode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: FileType,
+    /// Full st_mode: file type bits and permissions.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    /// Allocated space in 512-byte units (st_blocks).
+    pub blocks: u64,
+    pub nlink: u32,
+    pub atime: Timestamp,
+    pub mtime: Timestamp,
+    pub ctime: Timestamp,
+    /// Creation time; None when the inode has no room for it.
+    pub crtime: Option<Timestamp>,
+    /// Device number in the Linux encoding (as st_rdev), 0 for non-devices.
+    pub rdev: u64,
+    /// Preferred I/O size (the filesystem block size).
+    pub blksize: u32,
+}
+
+/// One directory entry as `readdir` hands it out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: u64,
+    pub name: Vec<u8>,
+    pub kind: FileType,
+}
+
+/// `statfs` numbers, in blocks of `bsize` bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatFs {
+    pub bsize: u32,
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub namelen: u32,
+}
+
+/// A filesystem described for inspection (`ferry filesystems`, guest detection).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FsInfo {
+    /// "ext2", "ext3" or "ext4" (as blkid names them).
+    pub kind: &'static str,
+    pub uuid: [u8; 16],
+    pub label: Vec<u8>,
+    pub block_size: u32,
+    pub size_bytes: u64,
+    pub free_bytes: u64,
+}
+
+/// A filesystem on its own inode numbers. `&self` everywhere: implementations lock internally,
+/// so the FUSE adapter serves several requests at once.
+pub trait Filesystem: Send + Sync {
+    /// The inode number of the root directory.
+    fn root_ino(&self) -> u64;
+
+    fn info(&self) -> FsInfo;
+
+    fn statfs(&self) -> Result<StatFs>;
+
+    fn getattr(&self, ino: u64) -> Result<Attr>;
+
+    /// The entry `name` of directory `dir`.
+    fn lookup(&self, dir: u64, name: &[u8]) -> Result<Attr>;
+
+    /// Lists `dir` from `cookie` (0 = the start; otherwise a `next_cookie` handed out before).
+    /// `sink` gets each entry with the cookie that resumes after it, and returns false when it
+    /// wants no more (its buffer is full); that entry is then given again on the next call.
+    fn readdir(
+        &self,
+        dir: u64,
+        cookie: u64,
+        sink: &mut dyn FnMut(DirEntry, u64) -> bool,
+    ) -> Result<()>;
+
+    /// Reads file bytes at `off` into `buf`; returns how many (0 at or past the end).
+    fn read(&self, ino: u64, off: u64, buf: &mut [u8]) -> Result<usize>;
+
+    fn readlink(&self, ino: u64) -> Result<Vec<u8>>;
+
+    fn listxattr(&self, _ino: u64) -> Result<Vec<Vec<u8>>> {
+        Err(FsError::NotSupported)
+    }
+
+    fn getxattr(&self, _ino: u64, _name: &[u8]) -> Result<Vec<u8>> {
+        Err(FsError::NotSupported)
+    }
+}
+
+/// Opens the filesystem on `dev`, recognised by its content. Only ext2/3/4 so far; anything
+/// else is `Unsupported`.
+pub fn open(dev: Arc<dyn BlockDevice>) -> Result<Box<dyn Filesystem>> {
+    if ext4::probe(dev.as_ref())? {
+        return Ok(Box::new(ext4::Ext4::open(dev)?));
+    }
+    Err(FsError::Unsupported(
+        "no filesystem ferry can read here (it reads ext2/3/4 so far)".into(),
+    ))
+}
