@@ -313,18 +313,7 @@ impl Ext4 {
                     FsError::corrupt("directory", dir.ino, pblk, "block number overflows")
                 })?;
                 let block = self.meta_block(phys, "directory block", dir.ino)?;
-                let mut stop = false;
-                dir::for_each_entry(&block, filetype, dir.ino, phys, |e| {
-                    let at = base + e.offset as u64;
-                    if at < start {
-                        return Ok(true);
-                    }
-                    let next = at + e.rec_len as u64;
-                    let go_on = f(e, at, next)?;
-                    stop = !go_on;
-                    Ok(go_on)
-                })?;
-                if stop {
+                if !walk_region(&block, filetype, dir.ino, phys, base, start, f)? {
                     return Ok(());
                 }
             }
@@ -364,18 +353,7 @@ impl Ext4 {
             if region.is_empty() {
                 continue;
             }
-            let mut stop = false;
-            dir::for_each_entry(region, filetype, dir.ino, 0, |e| {
-                let at = base + e.offset as u64;
-                if at < start {
-                    return Ok(true);
-                }
-                let next = at + e.rec_len as u64;
-                let go_on = f(e, at, next)?;
-                stop = !go_on;
-                Ok(go_on)
-            })?;
-            if stop {
+            if !walk_region(region, filetype, dir.ino, 0, base, start, f)? {
                 return Ok(());
             }
             base += region.len() as u64;
@@ -558,4 +536,29 @@ impl Filesystem for Ext4 {
         buf.truncate(n);
         Ok(buf)
     }
+}
+
+/// Calls `f` with each record of one directory block or inline region whose position (`base` +
+/// its offset) is at or after `start`, with that position and the next one. False once `f` asks
+/// to stop.
+fn walk_region(
+    region: &[u8],
+    filetype: bool,
+    ino: u64,
+    phys: u64,
+    base: u64,
+    start: u64,
+    f: &mut dyn FnMut(dir::RawEntry<'_>, u64, u64) -> Result<bool>,
+) -> Result<bool> {
+    let mut go_on = true;
+    dir::for_each_entry(region, filetype, ino, phys, |e| {
+        let at = base + e.offset as u64;
+        if at < start {
+            return Ok(true);
+        }
+        let next = at + e.rec_len as u64;
+        go_on = f(e, at, next)?;
+        Ok(go_on)
+    })?;
+    Ok(go_on)
 }
