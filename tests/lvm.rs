@@ -5,7 +5,10 @@
 
 mod common;
 
-use common::{corpus, ferry_bin, pseudo_random, qemu_img, read_all, run, unpack, Unchanged};
+use common::{
+    blkid, corpus, ferry_bin, ferry_json, pseudo_random, qemu_img, read_all, run, sfdisk_image,
+    unpack, Unchanged,
+};
 use ferry::block::{self, BlockDevice};
 use ferry::volume::lvm::{self, label, metadata, vgmeta::VgMeta, Lv, Vg};
 use ferry::volume::Slice;
@@ -519,24 +522,11 @@ fn real_pv_on_partition() {
     }
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("disk.img");
-    std::fs::File::create(&img)
-        .unwrap()
-        .set_len(48 << 20)
-        .unwrap();
-    let mut sf = Command::new("sfdisk")
-        .arg("-q")
-        .arg(&img)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    sf.stdin
-        .take()
-        .unwrap()
-        .write_all(b"label: dos\nstart=2048, size=16384, type=83\nstart=18432, type=8e\n")
-        .unwrap();
-    assert!(sf.wait().unwrap().success());
+    sfdisk_image(
+        &img,
+        48 << 20,
+        "label: dos\nstart=2048, size=16384, type=83\nstart=18432, type=8e\n",
+    );
     let (p2_off, p2_len) = (18432u64 * 512, (48u64 << 20) - 18432 * 512);
     let vg = vg_name("part");
     let mut loops = Loops(Vec::new());
@@ -1030,15 +1020,11 @@ fn synthetic_snapshot_cow_store_refused() {
 // ---------------------------------------------------------------------------------------------
 // The whole volume layer through the CLI
 
-/// `blkid -p -o export` of a filesystem image, as KEY -> value.
-fn blkid_of(data: &[u8], dir: &Path, name: &str) -> std::collections::HashMap<String, String> {
+/// `blkid -p -o export` of filesystem bytes, written to `dir/name` first.
+fn blkid_of(data: &[u8], dir: &Path, name: &str) -> std::collections::BTreeMap<String, String> {
     let p = dir.join(name);
     std::fs::write(&p, data).unwrap();
-    let out = run(Command::new("blkid").args(["-p", "-o", "export"]).arg(&p));
-    out.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    blkid(&p)
 }
 
 /// The usual installer layout over two disks, converted to qcow2 and VMDK: /boot on sda1, a PV on
@@ -1054,28 +1040,15 @@ fn filesystems_cli_on_an_installer_layout_over_two_disks() {
     let d = dir.path();
     let disk1 = d.join("disk1.img");
     let disk2 = d.join("disk2.img");
-    std::fs::File::create(&disk1)
-        .unwrap()
-        .set_len(64 << 20)
-        .unwrap();
+    sfdisk_image(
+        &disk1,
+        64 << 20,
+        "label: dos\nstart=2048, size=16384, type=83, bootable\nstart=18432, type=8e\n",
+    );
     std::fs::File::create(&disk2)
         .unwrap()
         .set_len(40 << 20)
         .unwrap();
-    let mut sf = Command::new("sfdisk")
-        .arg("-q")
-        .arg(&disk1)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    sf.stdin
-        .take()
-        .unwrap()
-        .write_all(b"label: dos\nstart=2048, size=16384, type=83, bootable\nstart=18432, type=8e\n")
-        .unwrap();
-    assert!(sf.wait().unwrap().success());
     let (p1_off, p1_len) = (2048u64 * 512, 16384u64 * 512);
     let (p2_off, p2_len) = (18432u64 * 512, (64u64 << 20) - 18432 * 512);
 
@@ -1157,18 +1130,13 @@ fn filesystems_cli_on_an_installer_layout_over_two_disks() {
     ]);
     let _g = Unchanged::new(&[&q1, &v2]);
 
-    let out = Command::new(ferry_bin())
-        .args(["filesystems", "--json", "--all"])
-        .arg(&q1)
-        .arg(&v2)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let vols: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let vols = ferry_json(&[
+        "filesystems".as_ref(),
+        "--json".as_ref(),
+        "--all".as_ref(),
+        q1.as_os_str(),
+        v2.as_os_str(),
+    ]);
     let vols = vols.as_array().unwrap();
     let by_name = |n: &str| {
         vols.iter()

@@ -281,18 +281,13 @@ fn sfdisk_mbr_and_gpt_match_sfdisk_and_blkid_in_every_format() {
         (&mbr_formats[1], &gpt_formats[2], "a"),
         (&gpt_formats[1], &mbr_formats[2], "b"),
     ] {
-        let out = std::process::Command::new(ferry_bin())
-            .args(["filesystems", "--json", "--all"])
-            .arg(first)
-            .arg(second)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let v = ferry_json(&[
+            "filesystems".as_ref(),
+            "--json".as_ref(),
+            "--all".as_ref(),
+            first.as_os_str(),
+            second.as_os_str(),
+        ]);
         let vols = v.as_array().unwrap();
         let by_name = |n: &str| {
             vols.iter()

@@ -538,3 +538,14 @@ pub fn write_into(image: &Path, offset: u64, src: &Path) {
         ],
     );
 }
+
+/// Runs `ferry ARGS...`, asserts it succeeded and parses its JSON output.
+pub fn ferry_json<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> serde_json::Value {
+    let out = Command::new(ferry_bin()).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ferry failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
