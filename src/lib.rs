@@ -1,7 +1,10 @@
 //! ferry: open, inspect, fix and convert virtual machine disk images in userspace.
-//! Layers (see DESIGN.md): `block` (image formats) → `convert` (copy engine).
+//! Layers (see DESIGN.md): `block` (image formats) → `volume` (partitions, LVM) → `fs`
+//! (filesystems) → `guest` (the guest as a whole) → `mount` (FUSE); `convert` (copy engine).
 
 pub mod block;
 pub mod convert;
 pub mod fs;
+pub mod guest;
+pub mod mount;
 pub mod volume;

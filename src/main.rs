@@ -76,6 +76,67 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Mount a guest filesystem read-only with FUSE (no root needed). Runs in the background
+    /// and returns once the mount is ready; `ferry umount` stops it.
+    Mount(MountArgs),
+    /// Unmount what `ferry mount` mounted; returns when its daemon has exited.
+    Umount {
+        mountpoint: PathBuf,
+        /// Detach now even if files under it are open (umount -l).
+        #[arg(short = 'l', long)]
+        lazy: bool,
+    },
+    /// List a directory of a guest filesystem, without mounting (like virt-ls).
+    Ls {
+        /// IMAGE, or IMAGE:DEVICE to choose a filesystem (a name `ferry filesystems` prints).
+        source: String,
+        #[arg(default_value = "/")]
+        path: String,
+        /// Long listing: mode, links, uid, gid, size, mtime, name (-> target).
+        #[arg(short = 'l')]
+        long: bool,
+        #[arg(short = 'f', long = "format")]
+        format: Option<Format>,
+    },
+    /// Print a file of a guest filesystem to stdout, without mounting (like virt-cat).
+    Cat {
+        /// IMAGE, or IMAGE:DEVICE to choose a filesystem (a name `ferry filesystems` prints).
+        source: String,
+        path: String,
+        #[arg(short = 'f', long = "format")]
+        format: Option<Format>,
+    },
+}
+
+#[derive(clap::Args)]
+struct MountArgs {
+    /// The guest's disk images, then the mountpoint.
+    #[arg(required = true, num_args = 1..)]
+    paths: Vec<PathBuf>,
+    /// The filesystem to mount, as `ferry filesystems` names it (/dev/sda1, /dev/VG/LV);
+    /// needed only when the guest has several.
+    #[arg(short = 'm', long = "mount")]
+    device: Option<String>,
+    /// Read-only (the only mode so far; accepted for guestmount compatibility).
+    #[arg(long)]
+    ro: bool,
+    /// Stay in the foreground (Ctrl-C unmounts).
+    #[arg(short = 'f', long)]
+    foreground: bool,
+    #[arg(long = "format")]
+    format: Option<Format>,
+    /// Let other users see the mount (non-root needs user_allow_other in /etc/fuse.conf).
+    #[arg(long)]
+    allow_other: bool,
+    /// Threads serving requests.
+    #[arg(long, default_value_t = 4)]
+    threads: usize,
+    /// Where the background daemon writes its log (default: nowhere).
+    #[arg(long)]
+    log: Option<PathBuf>,
+    /// Internal: this process is the daemon started by `ferry mount`.
+    #[arg(long, hide = true)]
+    daemon_child: bool,
 }
 
 fn main() {
@@ -117,6 +178,21 @@ fn main() {
             all,
             json,
         } => filesystems(&images, format, all, json),
+        Cmd::Mount(args) => mount(args),
+        Cmd::Umount { mountpoint, lazy } => {
+            ferry::mount::daemon::umount(&mountpoint, lazy).map_err(Into::into)
+        }
+        Cmd::Ls {
+            source,
+            path,
+            long,
+            format,
+        } => ls(&source, &path, long, format),
+        Cmd::Cat {
+            source,
+            path,
+            format,
+        } => cat(&source, &path, format),
     };
     if let Err(e) = r {
         eprintln!("ferry: {}", error_text(&e));
@@ -437,4 +513,207 @@ fn write_columns<'a>(
         writeln!(out, "{}", line.trim_end())?;
     }
     Ok(())
+}
+
+fn mount(args: MountArgs) -> Result<()> {
+    use ferry::mount::{self, daemon};
+    let (mountpoint, images) = match args.paths.split_last() {
+        Some((m, i)) if !i.is_empty() => (m, i),
+        _ => bail!("give the image(s), then the mountpoint"),
+    };
+    // Checked here too so that the common mistakes get their message before anything starts.
+    mount::check(mountpoint)?;
+    if !args.foreground && !args.daemon_child {
+        let exe = std::env::current_exe().context("cannot find the ferry executable")?;
+        let mut child_args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+        child_args.push("--daemon-child".into());
+        return match daemon::spawn_and_wait(&exe, &child_args) {
+            Ok(_) => Ok(()),
+            // The daemon has already said why on our stderr.
+            Err(mount::Error::Daemon(_)) => std::process::exit(1),
+            Err(e) => Err(e.into()),
+        };
+    }
+    let disks = images
+        .iter()
+        .map(|p| open(p, args.format).with_context(|| format!("opening {}", p.display())))
+        .collect::<Result<Vec<_>>>()?;
+    let opened = ferry::guest::open_filesystem(&disks, args.device.as_deref())?;
+    log::info!("mounting {} at {}", opened.device, mountpoint.display());
+    let opts = mount::Options {
+        fsname: format!(
+            "{}:{}",
+            std::fs::canonicalize(&images[0])
+                .unwrap_or_else(|_| images[0].clone())
+                .display(),
+            opened.device
+        ),
+        threads: args.threads,
+        allow_other: args.allow_other,
+    };
+    daemon::unmount_on_signal(mountpoint);
+    let _pid = daemon::PidFile::create(mountpoint)?;
+    let log_file = args.log.clone();
+    let child = args.daemon_child;
+    mount::run(opened.fs, mountpoint, &opts, move || {
+        if child {
+            if let Err(e) = daemon::detach(log_file.as_deref()) {
+                log::warn!("cannot detach: {e}");
+            }
+        }
+    })?;
+    Ok(())
+}
+
+/// `IMAGE` or `IMAGE:DEVICE` → the filesystem. A path that exists as given is an image, so
+/// image names with colons work.
+fn open_source(source: &str, format: Option<Format>) -> Result<Arc<dyn ferry::fs::Filesystem>> {
+    let (image, device) = match source.rsplit_once(':') {
+        Some((img, dev)) if !std::path::Path::new(source).exists() => (img, Some(dev)),
+        _ => (source, None),
+    };
+    let disk =
+        open(std::path::Path::new(image), format).with_context(|| format!("opening {image}"))?;
+    Ok(ferry::guest::open_filesystem(&[disk], device)?.fs)
+}
+
+fn resolve(fs: &dyn ferry::fs::Filesystem, path: &str, follow: bool) -> Result<ferry::fs::Attr> {
+    ferry::fs::path::resolve(fs, path.as_bytes(), follow).with_context(|| path.to_string())
+}
+
+fn cat(source: &str, path: &str, format: Option<Format>) -> Result<()> {
+    let fs = open_source(source, format)?;
+    let a = resolve(fs.as_ref(), path, true)?;
+    let mut out = std::io::stdout().lock();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0u64;
+    loop {
+        let n = fs
+            .read(a.ino, off, &mut buf)
+            .with_context(|| path.to_string())?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n])?;
+        off += n as u64;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn ls(source: &str, path: &str, long: bool, format: Option<Format>) -> Result<()> {
+    use ferry::fs::FileType;
+    let fs = open_source(source, format)?;
+    // Like ls(1): `ls -l link` describes the link itself, `ls link` lists where it points.
+    let a = resolve(fs.as_ref(), path, !long)?;
+    let a = if long && a.kind == FileType::Symlink && path.ends_with('/') {
+        resolve(fs.as_ref(), path, true)?
+    } else {
+        a
+    };
+    let mut entries: Vec<(Vec<u8>, u64)> = if a.kind == FileType::Directory {
+        ferry::fs::path::list(fs.as_ref(), a.ino)
+            .with_context(|| path.to_string())?
+            .into_iter()
+            .map(|e| (e.name, e.ino))
+            .collect()
+    } else {
+        vec![(path.as_bytes().to_vec(), a.ino)]
+    };
+    entries.sort();
+    let mut out = std::io::stdout().lock();
+    for (name, ino) in entries {
+        if long {
+            match fs.getattr(ino) {
+                Ok(attr) => {
+                    let target = if attr.kind == FileType::Symlink {
+                        fs.readlink(ino).ok()
+                    } else {
+                        None
+                    };
+                    writeln!(out, "{}", long_line(&attr, &name, target.as_deref()))?;
+                }
+                Err(e) => eprintln!("ferry: {}: {e}", String::from_utf8_lossy(&name)),
+            }
+        } else {
+            out.write_all(&name)?;
+            out.write_all(b"\n")?;
+        }
+    }
+    Ok(())
+}
+
+/// One `ls -l` line with numeric owners and a UTC ISO time (scripts compare these).
+fn long_line(a: &ferry::fs::Attr, name: &[u8], target: Option<&[u8]>) -> String {
+    use ferry::fs::FileType;
+    let t = match a.kind {
+        FileType::RegularFile => '-',
+        FileType::Directory => 'd',
+        FileType::Symlink => 'l',
+        FileType::CharDevice => 'c',
+        FileType::BlockDevice => 'b',
+        FileType::NamedPipe => 'p',
+        FileType::Socket => 's',
+    };
+    let m = a.mode;
+    let bit = |mask: u32, c: char| if m & mask != 0 { c } else { '-' };
+    let special = |x: u32, s: u32, lower: char, upper: char| match (m & x != 0, m & s != 0) {
+        (true, true) => lower,
+        (false, true) => upper,
+        (true, false) => 'x',
+        (false, false) => '-',
+    };
+    let mode: String = [
+        t,
+        bit(0o400, 'r'),
+        bit(0o200, 'w'),
+        special(0o100, 0o4000, 's', 'S'),
+        bit(0o040, 'r'),
+        bit(0o020, 'w'),
+        special(0o010, 0o2000, 's', 'S'),
+        bit(0o004, 'r'),
+        bit(0o002, 'w'),
+        special(0o001, 0o1000, 't', 'T'),
+    ]
+    .iter()
+    .collect();
+    let size = if matches!(a.kind, FileType::CharDevice | FileType::BlockDevice) {
+        format!("{}, {}", libc::major(a.rdev), libc::minor(a.rdev))
+    } else {
+        a.size.to_string()
+    };
+    let mut line = format!(
+        "{mode} {} {} {} {size} {} {}",
+        a.nlink,
+        a.uid,
+        a.gid,
+        iso_time(a.mtime.secs),
+        String::from_utf8_lossy(name)
+    );
+    if let Some(t) = target {
+        line.push_str(" -> ");
+        line.push_str(&String::from_utf8_lossy(t));
+    }
+    line
+}
+
+/// Seconds since the epoch as `YYYY-MM-DD HH:MM:SS` UTC (civil-from-days, proleptic Gregorian).
+fn iso_time(secs: i64) -> String {
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!(
+        "{y:04}-{mo:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }

@@ -3,6 +3,7 @@
 //! `ferry ls`/`cat` can walk a tree with no FUSE at all. Read half only for now.
 
 pub mod ext4;
+pub mod path;
 
 use crate::block::{self, BlockDevice};
 use std::sync::Arc;
@@ -41,6 +42,9 @@ pub enum FsError {
     NotSupported,
     #[error("the filesystem is read-only")]
     ReadOnly,
+    /// Too many symbolic links while resolving a path (the kernel's limit is 40).
+    #[error("too many levels of symbolic links")]
+    Loop,
 }
 
 impl FsError {
@@ -70,6 +74,7 @@ impl FsError {
             FsError::Corrupt { .. } | FsError::Io(_) => libc::EIO,
             FsError::Unsupported(_) | FsError::NotSupported => libc::EOPNOTSUPP,
             FsError::ReadOnly => libc::EROFS,
+            FsError::Loop => libc::ELOOP,
         }
     }
 }

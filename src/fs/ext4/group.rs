@@ -1,14 +1,20 @@
 //! Block group descriptors (Documentation/filesystems/ext4/group_descr.rst): an array right after
 //! the superblock's block, 32 bytes each, or `s_desc_size` (>= 64) with the 64bit feature, whose
-//! second half holds the high 32 bits of the block numbers. Only the inode table is needed to read.
+//! second half holds the high 32 bits of the block numbers (and counts). Reading needs the inode
+//! table; `statfs` needs the rest, to count metadata and free space as the kernel does.
 
-use super::le32;
+use super::{le16, le32};
 use crate::fs::{FsError, Result};
 
 #[derive(Clone, Copy, Debug)]
 pub struct GroupDesc {
+    pub block_bitmap: u64,
+    pub inode_bitmap: u64,
     /// First block of this group's inode table.
     pub inode_table: u64,
+    /// Free clusters (blocks without bigalloc) in this group.
+    pub free_clusters: u32,
+    pub free_inodes: u32,
 }
 
 impl GroupDesc {
@@ -22,13 +28,29 @@ impl GroupDesc {
                 format!("group {group}: only {} bytes", b.len()),
             ));
         }
-        let hi = if b.len() >= 64 {
-            u64::from(le32(b, 0x28)) << 32
-        } else {
-            0
+        let wide = b.len() >= 64;
+        let block = |lo: usize, hi: usize| {
+            u64::from(le32(b, lo))
+                | if wide {
+                    u64::from(le32(b, hi)) << 32
+                } else {
+                    0
+                }
+        };
+        let count = |lo: usize, hi: usize| {
+            u32::from(le16(b, lo))
+                | if wide {
+                    u32::from(le16(b, hi)) << 16
+                } else {
+                    0
+                }
         };
         Ok(GroupDesc {
-            inode_table: u64::from(le32(b, 0x8)) | hi,
+            block_bitmap: block(0x0, 0x20),
+            inode_bitmap: block(0x4, 0x24),
+            inode_table: block(0x8, 0x28),
+            free_clusters: count(0xc, 0x2c),
+            free_inodes: count(0xe, 0x2e),
         })
     }
 }

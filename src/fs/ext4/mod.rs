@@ -11,6 +11,7 @@ pub mod extent;
 pub mod group;
 pub mod inline;
 pub mod inode;
+mod statfs;
 pub mod superblock;
 
 use crate::block::BlockDevice;
@@ -72,6 +73,8 @@ pub struct Ext4 {
     dev: Arc<dyn BlockDevice>,
     sb: Superblock,
     cache: Mutex<LruCache<u64, Arc<[u8]>>>,
+    /// Computed on first use: it reads every group descriptor.
+    statfs: std::sync::OnceLock<StatFs>,
 }
 
 impl Ext4 {
@@ -115,6 +118,7 @@ impl Ext4 {
             dev,
             sb,
             cache: Mutex::new(LruCache::new(entries)),
+            statfs: std::sync::OnceLock::new(),
         };
         let root = fs.inode(ROOT_INO)?;
         if root.kind != FileType::Directory {
@@ -415,18 +419,11 @@ impl Filesystem for Ext4 {
     }
 
     fn statfs(&self) -> Result<StatFs> {
-        Ok(StatFs {
-            bsize: self.block_size(),
-            blocks: self.sb.blocks_count,
-            bfree: self.sb.free_blocks_count,
-            bavail: self
-                .sb
-                .free_blocks_count
-                .saturating_sub(self.sb.r_blocks_count),
-            files: u64::from(self.sb.inodes_count),
-            ffree: u64::from(self.sb.free_inodes_count),
-            namelen: dir::MAX_NAME_LEN as u32,
-        })
+        if let Some(s) = self.statfs.get() {
+            return Ok(s.clone());
+        }
+        let s = self.compute_statfs()?;
+        Ok(self.statfs.get_or_init(|| s).clone())
     }
 
     fn getattr(&self, ino: u64) -> Result<Attr> {

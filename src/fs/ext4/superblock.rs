@@ -101,6 +101,14 @@ pub struct Superblock {
     pub backup_bgs: [u32; 2],
     /// Number of block groups, derived from the counts and checked against inodes_count.
     pub group_count: u32,
+    /// log2(cluster size / block size) with bigalloc, else 0.
+    pub cluster_bits: u32,
+    /// GDT blocks set aside for online growth (resize_inode), after each descriptor table copy.
+    pub reserved_gdt_blocks: u16,
+    /// The internal journal's inode (0: none).
+    pub journal_inum: u32,
+    /// Metadata clusters as mke2fs counted them (0: unknown); the kernel trusts it with bigalloc.
+    pub overhead_clusters: u32,
 }
 
 impl Superblock {
@@ -133,6 +141,9 @@ impl Superblock {
             r_blocks_count: hi(le32(b, 0x8), 0x154, is64),
             free_blocks_count: hi(le32(b, 0xc), 0x158, is64),
             free_inodes_count: le32(b, 0x10),
+            reserved_gdt_blocks: le16(b, 0xce),
+            journal_inum: le32(b, 0xe0),
+            overhead_clusters: le32(b, 0x248),
             first_data_block: le32(b, 0x14),
             log_block_size: le32(b, 0x18),
             blocks_per_group: le32(b, 0x20),
@@ -157,6 +168,7 @@ impl Superblock {
             first_meta_bg: le32(b, 0x104),
             backup_bgs: [le32(b, 0x24c), le32(b, 0x250)],
             group_count: 0,
+            cluster_bits: 0,
         };
         sb.uuid.copy_from_slice(&b[0x68..0x78]);
         sb.volume_name.copy_from_slice(&b[0x78..0x88]);
@@ -185,6 +197,20 @@ impl Superblock {
         }
         if sb.feature_ro_compat & RO_COMPAT_METADATA_CSUM != 0 {
             log::debug!("ext4: metadata_csum present; checksums are not verified yet");
+        }
+        if sb.has_ro_compat(RO_COMPAT_BIGALLOC) {
+            // s_log_cluster_size, in the same units as s_log_block_size; a cluster is at most
+            // 2^16 blocks (the kernel's limit).
+            let log_cluster = le32(b, 0x1c);
+            match log_cluster.checked_sub(sb.log_block_size) {
+                Some(bits) if bits <= 16 => sb.cluster_bits = bits,
+                _ => {
+                    return Err(bad(format!(
+                        "s_log_cluster_size {log_cluster} with s_log_block_size {}",
+                        sb.log_block_size
+                    )))
+                }
+            }
         }
         if sb.log_block_size > MAX_LOG_BLOCK_SIZE {
             return Err(bad(format!(

@@ -1,0 +1,244 @@
+//! Layer 5: the FUSE mount. `adapter` translates requests onto a `fs::Filesystem`; this module
+//! checks the mountpoint and the FUSE plumbing first, so a user gets one clear sentence
+//! instead of an errno from deep inside the mount call, and `daemon` runs it in the background.
+
+pub mod adapter;
+pub mod daemon;
+
+use crate::fs::Filesystem;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("mountpoint {0} does not exist (create it with mkdir)")]
+    MountpointMissing(PathBuf),
+    #[error("mountpoint {0} is not a directory")]
+    MountpointNotDir(PathBuf),
+    #[error("mountpoint {0} is busy: something is already mounted there (ferry umount {0})")]
+    MountpointBusy(PathBuf),
+    #[error("/dev/fuse is missing: load the fuse module (modprobe fuse) or, in a container, pass the device in (--device /dev/fuse)")]
+    NoFuseDevice,
+    #[error("fusermount3 is missing: a mount without root needs it (apt-get install fuse3)")]
+    NoFusermount,
+    #[error("{0} is not a mountpoint")]
+    NotMounted(PathBuf),
+    #[error(
+        "{0} is busy: a process still uses files under it (close them, or use ferry umount --lazy)"
+    )]
+    Busy(PathBuf),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the mount daemon failed: {0}")]
+    Daemon(String),
+}
+
+/// How to mount.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Shown as the mount's source in /proc/mounts and `df` (e.g. the image path).
+    pub fsname: String,
+    /// Threads serving requests (the kernel sends several at once).
+    pub threads: usize,
+    /// Let other users see the mount (needs `user_allow_other` in /etc/fuse.conf unless root).
+    pub allow_other: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            fsname: "ferry".into(),
+            threads: 4,
+            allow_other: false,
+        }
+    }
+}
+
+/// Checks that a mount can be attempted at `mountpoint`, naming the problem if not.
+pub fn check(mountpoint: &Path) -> Result<()> {
+    let md = match std::fs::metadata(mountpoint) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::MountpointMissing(mountpoint.into()))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            // A FUSE daemon died and left its mount behind.
+            return Err(Error::MountpointBusy(mountpoint.into()));
+        }
+        Err(source) => {
+            return Err(Error::Io {
+                what: "cannot stat mountpoint",
+                path: mountpoint.into(),
+                source,
+            })
+        }
+    };
+    if !md.is_dir() {
+        return Err(Error::MountpointNotDir(mountpoint.into()));
+    }
+    if is_mountpoint(mountpoint)? {
+        return Err(Error::MountpointBusy(mountpoint.into()));
+    }
+    if !Path::new("/dev/fuse").exists() {
+        return Err(Error::NoFuseDevice);
+    }
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root && which("fusermount3").is_none() {
+        return Err(Error::NoFusermount);
+    }
+    Ok(())
+}
+
+/// Whether `path` is the mountpoint of something, from /proc/self/mountinfo (stat-based
+/// checks miss bind mounts and hang on dead FUSE mounts).
+pub fn is_mountpoint(path: &Path) -> Result<bool> {
+    let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let info = std::fs::read("/proc/self/mountinfo").map_err(|source| Error::Io {
+        what: "cannot read",
+        path: "/proc/self/mountinfo".into(),
+        source,
+    })?;
+    let want = canon.as_os_str().as_encoded_bytes();
+    Ok(info
+        .split(|&b| b == b'\n')
+        .filter_map(|l| l.split(|&b| b == b' ').nth(4))
+        .any(|mp| unescape_mountinfo(mp) == want))
+}
+
+/// Undoes the octal escapes (`\040` for a space) of /proc/self/mountinfo.
+fn unescape_mountinfo(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'\\'
+            && i + 3 < s.len()
+            && s[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = s[i + 1..i + 4]
+                .iter()
+                .fold(0u32, |a, c| a * 8 + u32::from(c - b'0'));
+            // OK: three octal digits are at most 0o777; mountinfo only escapes bytes.
+            out.push(v as u8);
+            i += 4;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+pub(crate) fn which(prog: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(prog))
+        .find(|p| p.is_file())
+}
+
+fn config(opts: &Options) -> fuser::Config {
+    use fuser::MountOption as M;
+    let mut c = fuser::Config::default();
+    c.mount_options = vec![
+        M::RO,
+        M::FSName(opts.fsname.clone()),
+        M::Subtype("ferry".into()),
+        M::NoAtime,
+        M::NoDev,
+        M::NoSuid,
+        // The kernel checks permissions from the mode bits we report, as for a local mount.
+        M::DefaultPermissions,
+    ];
+    if opts.allow_other {
+        c.acl = fuser::SessionACL::All;
+    }
+    c.n_threads = Some(opts.threads.max(1));
+    c.clone_fd = true;
+    c
+}
+
+/// A mounted filesystem. Unmounts when `umount` is called or the value is dropped.
+pub struct Mounted {
+    session: Option<fuser::BackgroundSession>,
+}
+
+impl Mounted {
+    /// Unmounts and waits for the request threads to finish.
+    pub fn umount(mut self) -> std::io::Result<()> {
+        match self.session.take() {
+            Some(s) => s.umount_and_join(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Some(s) = self.session.take() {
+            if let Err(e) = s.umount_and_join() {
+                log::warn!("unmount: {e}");
+            }
+        }
+    }
+}
+
+fn session(
+    fs: Arc<dyn Filesystem>,
+    mountpoint: &Path,
+    opts: &Options,
+) -> Result<fuser::Session<adapter::Adapter>> {
+    check(mountpoint)?;
+    fuser::Session::new(adapter::Adapter::new(fs), mountpoint, &config(opts)).map_err(|source| {
+        Error::Io {
+            what: "cannot mount on",
+            path: mountpoint.into(),
+            source,
+        }
+    })
+}
+
+/// Mounts `fs` read-only at `mountpoint` and serves it from background threads.
+pub fn spawn(fs: Arc<dyn Filesystem>, mountpoint: &Path, opts: &Options) -> Result<Mounted> {
+    let s = session(fs, mountpoint, opts)?;
+    let bg = s.spawn().map_err(|source| Error::Io {
+        what: "cannot start the request threads for",
+        path: mountpoint.into(),
+        source,
+    })?;
+    Ok(Mounted { session: Some(bg) })
+}
+
+/// Mounts `fs` read-only at `mountpoint`, calls `ready` once the kernel has accepted the
+/// mount, and serves requests until it is unmounted.
+pub fn run(
+    fs: Arc<dyn Filesystem>,
+    mountpoint: &Path,
+    opts: &Options,
+    ready: impl FnOnce(),
+) -> Result<()> {
+    let s = session(fs, mountpoint, opts)?;
+    ready();
+    s.run().map_err(|source| Error::Io {
+        what: "serving",
+        path: mountpoint.into(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mountinfo(br"/mnt/a\040b\134c"), b"/mnt/a b\\c");
+        assert_eq!(unescape_mountinfo(br"/x\04"), br"/x\04");
+    }
+}

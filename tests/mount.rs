@@ -1,0 +1,597 @@
+//! `ferry mount` (FUSE) against the kernel: the same ext2/3/4 image mounted by the kernel
+//! (loop, read-only) and by ferry (through raw, qcow2 and VMDK wrappers), walked with the
+//! ordinary file API and compared stat for stat and byte for byte; `find -printf` of both must
+//! be identical; `ferry ls`/`ferry cat` must agree with the mount. Also the CLI's errors.
+//!
+//! Needs root (loop mounts), /dev/fuse and e2fsprogs: skips loudly without them, fails under
+//! FERRY_REQUIRE_FUSE=1. Every mount is undone by a Drop guard with bounded waits.
+
+mod common;
+
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Upper bound for any one mount/umount command: a stuck mount fails its test, never hangs CI.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn required() -> bool {
+    std::env::var("FERRY_REQUIRE_FUSE").as_deref() == Ok("1")
+}
+
+/// Whether this machine can run the test; says why not (or fails under FERRY_REQUIRE_FUSE).
+fn can_mount() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let fuse = Path::new("/dev/fuse").exists();
+    let tools = common::have_tools(&["mkfs.ext4", "debugfs"]);
+    if root && fuse && tools {
+        return true;
+    }
+    let why = format!("root: {root}, /dev/fuse: {fuse}, e2fsprogs: {tools}");
+    assert!(
+        !required(),
+        "cannot run FUSE tests ({why}) and FERRY_REQUIRE_FUSE=1"
+    );
+    eprintln!("SKIP: FUSE mount tests need root, /dev/fuse and e2fsprogs ({why})");
+    false
+}
+
+/// Runs `cmd` to completion within DEADLINE, killing it otherwise; returns (success, stderr).
+fn run_bounded(cmd: &mut Command) -> (bool, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return (status.success(), err);
+        }
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            return (false, format!("timed out after {DEADLINE:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A ferry FUSE mount; unmounted (and its daemon waited for) on drop.
+struct FerryMount(PathBuf);
+
+impl FerryMount {
+    fn new(args: &[&OsStr], mnt: &Path) -> Result<Self, String> {
+        std::fs::create_dir_all(mnt).unwrap();
+        let (ok, err) = run_bounded(
+            Command::new(common::ferry_bin())
+                .arg("mount")
+                .args(args)
+                .arg(mnt),
+        );
+        if ok {
+            Ok(FerryMount(mnt.to_path_buf()))
+        } else {
+            Err(err)
+        }
+    }
+}
+
+impl Drop for FerryMount {
+    fn drop(&mut self) {
+        let (ok, err) = run_bounded(Command::new(common::ferry_bin()).arg("umount").arg(&self.0));
+        if !ok {
+            eprintln!("ferry umount {}: {err}; detaching", self.0.display());
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+            if !std::thread::panicking() {
+                panic!("ferry umount failed: {err}");
+            }
+        }
+    }
+}
+
+/// A kernel loop mount, read-only; unmounted on drop.
+struct KernelMount(PathBuf);
+
+impl KernelMount {
+    fn new(image: &Path, mnt: &Path) -> Self {
+        std::fs::create_dir_all(mnt).unwrap();
+        let (ok, err) = run_bounded(
+            Command::new("mount")
+                .args(["-o", "ro,loop"])
+                .arg(image)
+                .arg(mnt),
+        );
+        assert!(ok, "kernel mount of {}: {err}", image.display());
+        KernelMount(mnt.to_path_buf())
+    }
+}
+
+impl Drop for KernelMount {
+    fn drop(&mut self) {
+        let (ok, _) = run_bounded(Command::new("umount").arg(&self.0));
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+fn sh(cmd: &str) {
+    common::run(Command::new("sh").arg("-c").arg(cmd));
+}
+
+/// A tree like a guest's: a copy of the host's /etc and part of /usr/share/doc, plus the
+/// cases real trees rarely have (sparse files, every symlink length class, device nodes,
+/// FIFOs, sockets, hard links, odd names, a large directory, old and far-future times).
+fn build_tree(root: &Path) {
+    std::fs::create_dir_all(root).unwrap();
+    sh(&format!(
+        "cp -a /etc '{0}/etc' 2>/dev/null; mkdir -p '{0}/usr/share/doc' && \
+         cp -a /usr/share/doc/[a-f]* '{0}/usr/share/doc/' 2>/dev/null; true",
+        root.display()
+    ));
+    let w = |p: &str, data: &[u8]| std::fs::write(root.join(p), data).unwrap();
+    w("large", &common::pseudo_random(7, (9 << 20) + 4321));
+    let f = std::fs::File::create(root.join("sparse")).unwrap();
+    f.set_len(64 << 20).unwrap();
+    f.write_all_at(&common::pseudo_random(8, 70000), 3 << 20)
+        .unwrap();
+    f.write_all_at(b"end", (64 << 20) - 3).unwrap();
+    drop(f);
+    for n in [1usize, 59, 60, 61, 300, 1000] {
+        let target: String = (0..n).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+        std::os::unix::fs::symlink(&target, root.join(format!("link{n}"))).unwrap();
+    }
+    std::os::unix::fs::symlink("/etc/hostname", root.join("abs_link")).unwrap();
+    std::fs::hard_link(root.join("large"), root.join("etc/large_hardlink")).unwrap();
+    std::fs::write(root.join(OsStr::from_bytes(b"odd\xff\x01name")), b"x").unwrap();
+    w("with space and\nnewline", b"y");
+    w(&"n".repeat(255), b"longest name");
+    std::fs::create_dir_all(root.join("many")).unwrap();
+    for i in 0..20000 {
+        w(&format!("many/file-{i:05}-padding-the-name"), b"");
+    }
+    sh(&format!(
+        "cd '{}' && mkfifo fifo && mknod tty c 4 64 && mknod blk b 259 70000 && \
+         python3 -c 'import socket; socket.socket(socket.AF_UNIX).bind(\"sock\")' && \
+         chown 1234:5678 large && chmod 4751 large && chown -h 70000:80000 link1 && \
+         touch -h -d '2100-03-04 05:06:07.123456789' large && touch -d '1960-01-01 00:00:00.5' fifo",
+        root.display()
+    ));
+}
+
+/// Every stat field a user can see, the link target, and the content's sha256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rec {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    blocks: u64,
+    nlink: u64,
+    ino: u64,
+    rdev: u64,
+    atime: (i64, i64),
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    link: Vec<u8>,
+    sha: String,
+}
+
+fn walk(root: &Path) -> BTreeMap<Vec<u8>, Rec> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![PathBuf::new()];
+    while let Some(rel) = todo.pop() {
+        let p = root.join(&rel);
+        let m = std::fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let ft = m.file_type();
+        let link = if ft.is_symlink() {
+            std::fs::read_link(&p)
+                .unwrap()
+                .as_os_str()
+                .as_bytes()
+                .to_vec()
+        } else {
+            vec![]
+        };
+        let sha = if ft.is_file() {
+            let data = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            format!("{:x}", Sha256::digest(&data))
+        } else {
+            String::new()
+        };
+        if ft.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                todo.push(rel.join(e.unwrap().file_name()));
+            }
+        }
+        let ino = if rel.as_os_str().is_empty() {
+            0
+        } else {
+            m.ino()
+        };
+        out.insert(
+            rel.as_os_str().as_bytes().to_vec(),
+            Rec {
+                mode: m.mode(),
+                uid: m.uid(),
+                gid: m.gid(),
+                size: m.size(),
+                blocks: m.blocks(),
+                nlink: m.nlink(),
+                // FUSE always calls the root node 1, whatever the filesystem says.
+                ino,
+                rdev: m.rdev(),
+                atime: (m.atime(), m.atime_nsec()),
+                mtime: (m.mtime(), m.mtime_nsec()),
+                ctime: (m.ctime(), m.ctime_nsec()),
+                link,
+                sha,
+            },
+        );
+    }
+    out
+}
+
+fn assert_same(kernel: &BTreeMap<Vec<u8>, Rec>, ours: &BTreeMap<Vec<u8>, Rec>, what: &str) {
+    let mut bad = Vec::new();
+    for (path, k) in kernel {
+        match ours.get(path) {
+            None => bad.push(format!("missing {}", String::from_utf8_lossy(path))),
+            Some(o) if o != k => bad.push(format!(
+                "{}:\n  kernel {k:?}\n  ferry  {o:?}",
+                String::from_utf8_lossy(path)
+            )),
+            _ => {}
+        }
+    }
+    for path in ours.keys().filter(|p| !kernel.contains_key(*p)) {
+        bad.push(format!("extra {}", String::from_utf8_lossy(path)));
+    }
+    assert!(
+        bad.is_empty(),
+        "{what}: {} differences, first: {:#?}",
+        bad.len(),
+        &bad[..bad.len().min(10)]
+    );
+}
+
+/// The issue's `find -printf` line for every path, the root's inode number left out.
+fn find_printf(root: &Path) -> Vec<u8> {
+    let out = Command::new("find")
+        .arg(root)
+        .args([
+            "-mindepth",
+            "1",
+            "-printf",
+            "%P %y %m %U %G %s %n %i %T@ %C@ %l\\n",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut lines: Vec<&[u8]> = out.stdout.split(|&b| b == b'\n').collect();
+    lines.sort();
+    lines.join(&b'\n')
+}
+
+fn mkfs(image: &Path, src: &Path, size: &str, args: &[&str]) {
+    let _ = std::fs::remove_file(image);
+    sh(&format!("truncate -s {size} '{}'", image.display()));
+    let mut cmd = Command::new(common::tool("mkfs.ext4").expect("mkfs.ext4"));
+    cmd.args(["-q", "-F", "-d"]).arg(src).args(args).arg(image);
+    common::run(&mut cmd);
+}
+
+/// Wraps the raw image in `fmt` (raw: the image itself).
+fn wrap(raw: &Path, fmt: &str) -> PathBuf {
+    if fmt == "raw" {
+        return raw.to_path_buf();
+    }
+    let out = raw.with_extension(fmt);
+    let mut args = vec!["convert", "-f", "raw", "-O", fmt];
+    if fmt == "vmdk" {
+        args.extend(["-o", "subformat=streamOptimized"]);
+    }
+    let (r, o) = (raw.to_str().unwrap(), out.to_str().unwrap());
+    args.extend([r, o]);
+    common::qemu_img(&args);
+    out
+}
+
+fn ferry_out(args: &[&OsStr]) -> std::process::Output {
+    Command::new(common::ferry_bin())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn matches_the_kernel() {
+    if !can_mount() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    build_tree(&src);
+    let variants: &[(&str, &[&str], &str)] = &[
+        ("ext4", &[], "qcow2"),
+        ("ext4-nocsum", &["-O", "^metadata_csum"], "raw"),
+        ("ext4-inline", &["-O", "inline_data"], "vmdk"),
+        ("ext4-bigalloc", &["-O", "bigalloc", "-C", "16384"], "raw"),
+        ("ext4-no64bit", &["-O", "^64bit"], "raw"),
+        ("ext4-noextent", &["-O", "^extent,^64bit"], "raw"),
+        ("ext3", &["-t", "ext3"], "qcow2"),
+        ("ext2-1k", &["-t", "ext2", "-b", "1024"], "raw"),
+    ];
+    for (name, args, fmt) in variants {
+        let raw = tmp.path().join(format!("{name}.img"));
+        mkfs(&raw, &src, "400M", args);
+        let image = wrap(&raw, fmt);
+        let guard = common::Unchanged::new(&[&image]);
+        let kmnt = tmp.path().join("kernel");
+        let fmnt = tmp.path().join("ferry");
+        let _k = KernelMount::new(&raw, &kmnt);
+        let f = FerryMount::new(&[image.as_os_str()], &fmnt)
+            .unwrap_or_else(|e| panic!("{name}: ferry mount: {e}"));
+        let kernel = walk(&kmnt);
+        let ours = walk(&fmnt);
+        assert_same(&kernel, &ours, name);
+        assert_eq!(
+            find_printf(&kmnt),
+            find_printf(&fmnt),
+            "{name}: find -printf differs"
+        );
+        let sk = nix_statvfs(&kmnt);
+        let sf = nix_statvfs(&fmnt);
+        assert_eq!(sk, sf, "{name}: statvfs differs");
+        drop(f);
+        drop(guard);
+        eprintln!(
+            "{name} ({fmt}): {} paths agree with the kernel",
+            kernel.len()
+        );
+    }
+}
+
+/// statvfs fields that describe the filesystem (not the mount flags).
+fn nix_statvfs(p: &Path) -> [u64; 7] {
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    // SAFETY: zeroed statvfs is a valid out-parameter; `c` is NUL-terminated.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut s) }, 0);
+    [
+        s.f_bsize,
+        s.f_blocks,
+        s.f_bfree,
+        s.f_bavail,
+        s.f_files,
+        s.f_ffree,
+        s.f_namemax,
+    ]
+}
+
+#[test]
+fn ls_and_cat_agree_with_the_mount() {
+    if !can_mount() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("etc/sub")).unwrap();
+    std::fs::write(src.join("etc/hostname"), b"guest\n").unwrap();
+    std::fs::write(src.join("etc/big"), common::pseudo_random(3, 3 << 20)).unwrap();
+    std::fs::write(src.join("etc/sub/x"), b"x").unwrap();
+    std::os::unix::fs::symlink("../etc/hostname", src.join("etc/rel")).unwrap();
+    std::os::unix::fs::symlink("/etc/sub", src.join("dirlink")).unwrap();
+    std::os::unix::fs::symlink("loop2", src.join("loop1")).unwrap();
+    std::os::unix::fs::symlink("loop1", src.join("loop2")).unwrap();
+    // A partitioned disk: the filesystem is chosen by its device name.
+    let disk = tmp.path().join("disk.img");
+    common::sfdisk_image(
+        &disk,
+        64 << 20,
+        "label: gpt\nstart=2048, size=40960\nstart=43008\n",
+    );
+    let part = tmp.path().join("part.img");
+    mkfs(&part, &src, "20M", &[]);
+    common::write_into(&disk, 2048 * 512, &part);
+    let disk_q = wrap(&disk, "qcow2");
+    let mnt = tmp.path().join("mnt");
+    let _m = FerryMount::new(
+        &[
+            disk_q.as_os_str(),
+            OsStr::new("-m"),
+            OsStr::new("/dev/sda1"),
+        ],
+        &mnt,
+    )
+    .expect("mount");
+    let dev = format!("{}:/dev/sda1", disk_q.display());
+    let dev = OsStr::new(&dev);
+    for path in [
+        "/etc/hostname",
+        "/etc/big",
+        "etc/rel",
+        "/dirlink/x",
+        "/etc/sub/../hostname",
+    ] {
+        let out = ferry_out(&[OsStr::new("cat"), dev, OsStr::new(path)]);
+        assert!(
+            out.status.success(),
+            "cat {path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The mount resolves /dirlink inside the guest only through ferry; compare with the
+        // file the path names inside the guest.
+        let inside = path
+            .replace("/dirlink", "/etc/sub")
+            .replace("etc/rel", "etc/hostname");
+        let want = std::fs::read(mnt.join(inside.trim_start_matches('/'))).unwrap();
+        assert_eq!(out.stdout, want, "cat {path}");
+    }
+    let out = ferry_out(&[OsStr::new("cat"), dev, OsStr::new("/loop1")]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("too many levels of symbolic links"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = ferry_out(&[OsStr::new("cat"), dev, OsStr::new("/nope")]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nope: no such file or directory"));
+    // ls: the names the mount lists, sorted, without . and ..
+    for dir in ["/", "/etc", "/dirlink"] {
+        let out = ferry_out(&[OsStr::new("ls"), dev, OsStr::new(dir)]);
+        assert!(out.status.success());
+        let inside = dir.replace("/dirlink", "/etc/sub");
+        let mut want: Vec<Vec<u8>> = std::fs::read_dir(mnt.join(inside.trim_start_matches('/')))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().as_bytes().to_vec())
+            .collect();
+        want.sort();
+        let got: Vec<Vec<u8>> = out
+            .stdout
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect();
+        assert_eq!(got, want, "ls {dir}");
+    }
+    // ls -l: mode, links, owners and size as stat on the mount says.
+    let out = ferry_out(&[OsStr::new("ls"), dev, OsStr::new("/etc"), OsStr::new("-l")]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let name = f[7];
+        let m = std::fs::symlink_metadata(mnt.join("etc").join(name)).unwrap();
+        assert_eq!(f[1], m.nlink().to_string(), "{line}");
+        assert_eq!(f[2], m.uid().to_string(), "{line}");
+        assert_eq!(f[4], m.size().to_string(), "{line}");
+        let t = if m.file_type().is_symlink() {
+            'l'
+        } else if m.is_dir() {
+            'd'
+        } else {
+            '-'
+        };
+        assert!(f[0].starts_with(t), "{line}");
+    }
+    assert!(text.contains("rel -> ../etc/hostname"), "{text}");
+}
+
+#[test]
+fn cli_errors_are_clear() {
+    if !can_mount() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let img = tmp.path().join("a.img");
+    mkfs(&img, &src, "8M", &[]);
+    let img2 = tmp.path().join("b.img");
+    mkfs(&img2, &src, "8M", &[]);
+    let mnt = tmp.path().join("mnt");
+    let err = |args: &[&OsStr]| {
+        let out = ferry_out(args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let missing = tmp.path().join("missing");
+    let e = err(&[OsStr::new("mount"), img.as_os_str(), missing.as_os_str()]);
+    assert!(e.contains("does not exist"), "{e}");
+    let e = err(&[OsStr::new("mount"), img.as_os_str(), img2.as_os_str()]);
+    assert!(e.contains("is not a directory"), "{e}");
+    std::fs::create_dir(&mnt).unwrap();
+    let e = err(&[
+        OsStr::new("mount"),
+        img.as_os_str(),
+        img2.as_os_str(),
+        mnt.as_os_str(),
+    ]);
+    assert!(
+        e.contains("several filesystems") && e.contains("/dev/sdb"),
+        "{e}"
+    );
+    let e = err(&[
+        OsStr::new("mount"),
+        img.as_os_str(),
+        OsStr::new("-m"),
+        OsStr::new("/dev/sdz"),
+        mnt.as_os_str(),
+    ]);
+    assert!(
+        e.contains("no device /dev/sdz") && e.contains("/dev/sda"),
+        "{e}"
+    );
+    let e = err(&[OsStr::new("umount"), mnt.as_os_str()]);
+    assert!(e.contains("not a mountpoint"), "{e}");
+    let m = FerryMount::new(&[img.as_os_str()], &mnt).expect("mount");
+    assert!(mnt.join("lost+found").is_dir());
+    let e = err(&[OsStr::new("mount"), img.as_os_str(), mnt.as_os_str()]);
+    assert!(e.contains("is busy"), "{e}");
+    // Read-only: writes are refused by the kernel or by us.
+    assert!(std::fs::write(mnt.join("new"), b"x").is_err());
+    // A busy mount is not torn down under a process using it.
+    let f = std::fs::File::open(mnt.join("lost+found")).unwrap();
+    let e = err(&[OsStr::new("umount"), mnt.as_os_str()]);
+    assert!(e.contains("busy"), "{e}");
+    drop(f);
+    drop(m);
+    assert!(!ferry::mount::is_mountpoint(&mnt).unwrap());
+}
+
+#[test]
+fn concurrent_readers_see_the_same_bytes() {
+    if !can_mount() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let files: Vec<Vec<u8>> = (0..8)
+        .map(|i| common::pseudo_random(i, (3 << 20) + i as usize * 777))
+        .collect();
+    for (i, d) in files.iter().enumerate() {
+        std::fs::write(src.join(format!("f{i}")), d).unwrap();
+    }
+    let raw = tmp.path().join("c.img");
+    mkfs(&raw, &src, "64M", &[]);
+    let image = wrap(&raw, "qcow2");
+    let mnt = tmp.path().join("mnt");
+    let _m = FerryMount::new(&[image.as_os_str()], &mnt).expect("mount");
+    std::thread::scope(|s| {
+        for (i, d) in files.iter().enumerate() {
+            let mnt = &mnt;
+            s.spawn(move || {
+                let f = std::fs::File::open(mnt.join(format!("f{i}"))).unwrap();
+                // Unaligned reads at scattered offsets, as a database or a tar would do.
+                let mut off = 0usize;
+                let mut step = 4096 * 37 + i;
+                while off < d.len() {
+                    let n = (d.len() - off).min(100_000 + i);
+                    let mut buf = vec![0u8; n];
+                    f.read_exact_at(&mut buf, off as u64).unwrap();
+                    assert_eq!(buf, d[off..off + n], "f{i} at {off}");
+                    off += step;
+                    step = step * 3 / 2;
+                }
+                assert_eq!(std::fs::read(mnt.join(format!("f{i}"))).unwrap(), *d);
+            });
+        }
+    });
+}
