@@ -162,9 +162,11 @@ fn reply_xattr(reply: ReplyXattr, size: u32, data: &[u8]) {
 impl fuser::Filesystem for Adapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Ask for what helps a read-only tree; a kernel lacking one just ignores the request.
+        // Always readdirplus (not READDIRPLUS_AUTO, which uses it only for the first batch of a
+        // listing): attributes cost us one cached inode read, while every LOOKUP saved is a
+        // round trip and a directory search.
         for flag in [
             InitFlags::FUSE_DO_READDIRPLUS,
-            InitFlags::FUSE_READDIRPLUS_AUTO,
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_CACHE_SYMLINKS,
             InitFlags::FUSE_MAX_PAGES,
