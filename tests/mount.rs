@@ -702,3 +702,76 @@ fn corpus_images_match_the_kernel() {
         eprintln!("{name}: {} paths agree with the kernel", kernel.len());
     }
 }
+
+/// Parses debugfs's `imap` answer: the byte offset of inode `path` in `image`.
+fn inode_offset(image: &Path, path: &str) -> u64 {
+    let out = common::run_tool(
+        "debugfs",
+        &["-R", &format!("imap {path}"), image.to_str().unwrap()],
+    );
+    let block: u64 = out
+        .split("located at block ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("debugfs imap: {out}"));
+    let off = out.split("offset 0x").nth(1).unwrap().trim();
+    let off = u64::from_str_radix(off, 16).unwrap();
+    block * 4096 + off
+}
+
+fn blocks_of(image: &Path, path: &str) -> Vec<u64> {
+    let out = common::run_tool(
+        "debugfs",
+        &["-R", &format!("blocks {path}"), image.to_str().unwrap()],
+    );
+    out.split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect()
+}
+
+/// One damaged file and one damaged directory: EIO on those, everything else as the kernel
+/// shows it, and the mount keeps serving.
+#[test]
+fn damage_is_eio_and_the_rest_stays_browsable() {
+    if !can_mount() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("dir")).unwrap();
+    std::fs::create_dir_all(src.join("ok")).unwrap();
+    std::fs::write(src.join("victim"), common::pseudo_random(1, 100_000)).unwrap();
+    std::fs::write(src.join("ok/file"), common::pseudo_random(2, 50_000)).unwrap();
+    for i in 0..50 {
+        std::fs::write(src.join(format!("dir/f{i}")), b"x").unwrap();
+    }
+    let img = tmp.path().join("d.img");
+    mkfs(&img, &src, "16M", &["-b", "4096", "-O", "^metadata_csum"]);
+    // The victim's extent header (i_block, at 0x28 in the inode) and the directory's block.
+    let at = inode_offset(&img, "/victim") + 0x28;
+    let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+    f.write_all_at(&[0xde; 12], at).unwrap();
+    let dir_block = blocks_of(&img, "/dir")[0];
+    f.write_all_at(&common::pseudo_random(9, 4096), dir_block * 4096)
+        .unwrap();
+    drop(f);
+    let mnt = tmp.path().join("mnt");
+    let _m = FerryMount::new(&[img.as_os_str()], &mnt).expect("mount");
+    let e = std::fs::read(mnt.join("victim")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    let e = std::fs::read_dir(mnt.join("dir"))
+        .and_then(|d| d.collect::<Result<Vec<_>, _>>())
+        .unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    assert_eq!(
+        std::fs::read(mnt.join("ok/file")).unwrap(),
+        common::pseudo_random(2, 50_000)
+    );
+    let mut names: Vec<_> = std::fs::read_dir(&mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["dir", "lost+found", "ok", "victim"]);
+}
