@@ -50,9 +50,25 @@ part() { # NAME START_SECTOR SIZE_MIB MKFS...
   truncate -s "$3M" "$out/$1.fs"; "${@:4}" "$out/$1.fs" >/dev/null
   dd if="$out/$1.fs" of="$out/guest.img" bs=512 seek="$2" conv=notrunc,sparse status=none; rm "$out/$1.fs"
 }
-part boot 2048 64 mkfs.ext4 -q -F -L boot
+mkdir -p "$out/bootfiles/grub" && printf 'set root=(hd0,gpt1)\nlinux /vmlinuz root=/dev/xvda2 console=hvc0\n' \
+  > "$out/bootfiles/grub/grub.cfg"
+part boot 2048 64 mkfs.ext4 -q -F -L boot -d "$out/bootfiles"
 part root $((2048 + 131072)) 320 mkfs.xfs -q -f -L root
 part swap $((2048 + 131072 + 655360)) 64 mkswap -L swap
 qemu-img convert -O vmdk -o subformat=streamOptimized "$out/guest.img" "$out/guest.vmdk"
 echo "== ferry filesystems --all $out/guest.vmdk"
 $ferry filesystems --all "$out/guest.vmdk"
+
+echo "== ferry ls / cat (no FUSE): the guest's /boot"
+$ferry ls -l "$out/guest.vmdk:/dev/sda1" /grub
+$ferry cat "$out/guest.vmdk:/dev/sda1" /grub/grub.cfg
+if [ -e /dev/fuse ]; then
+  echo "== ferry mount -m /dev/sda1 (read-only FUSE), then umount"
+  mkdir -p "$out/mnt"
+  $ferry mount "$out/guest.vmdk" -m /dev/sda1 "$out/mnt"
+  df -h "$out/mnt" | tail -n 1
+  ls -la "$out/mnt"
+  $ferry umount "$out/mnt"
+else
+  echo "(no /dev/fuse here: skipping the mount step)"
+fi
