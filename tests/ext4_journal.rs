@@ -1041,3 +1041,42 @@ fn garbled_journals_do_not_panic_or_hang() {
     // Most damage stops replay early or is refused; either way some must still open.
     assert!(opened > 0 && opened < n);
 }
+
+/// The fuzz target's entry point: a journal dumped out of its filesystem, recovered on its own.
+#[test]
+fn replays_a_journal_on_its_own() {
+    if !common::have_tools(&["mkfs.ext4", "debugfs", "dumpe2fs"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (image, _) = three_transactions(tmp.path());
+    let dump = tmp.path().join("journal.bin");
+    common::run_tool(
+        "debugfs",
+        &[
+            "-R",
+            &format!("dump <8> {}", dump.display()),
+            image.to_str().unwrap(),
+        ],
+    );
+    // The filesystem's block numbers must lie inside the device: pad the journal to 16 MiB.
+    let mut journal = std::fs::read(&dump).unwrap();
+    journal.resize(16 << 20, 0);
+    let dev = Arc::new(MemDevice(journal));
+    let (view, info) = ferry::fs::ext4::journal::replay_device(dev, 1024)
+        .unwrap()
+        .unwrap();
+    assert_eq!((info.transactions(), info.blocks_mapped), (4, 2));
+    // Transactions 1-3 copy three blocks each; /small's three copies are revoked by the 4th.
+    assert_eq!((info.blocks_replayed, info.revoke_hits), (6, 3));
+    let fs = Ext4::open(ferry::block::open(&image).unwrap()).unwrap();
+    assert_eq!(fs.journal_replay(), Some(&info));
+    // The last copy wins: /keep/unchanged's first block is the 2nd block of the data file.
+    let data = common::pseudo_random(12, 3 * 1024);
+    let b1 = first_block_of(&image, "/keep/unchanged");
+    let copy = view.copy_of(b1).unwrap();
+    let mut buf = vec![0u8; 1024];
+    view.read_at(&mut buf, b1 * 1024).unwrap();
+    assert_eq!(buf, &data[1024..2048]);
+    assert!(!copy.escaped);
+}

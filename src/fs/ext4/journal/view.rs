@@ -38,6 +38,11 @@ impl ReplayView {
         self.map.len()
     }
 
+    /// The replayed filesystem blocks, in order.
+    pub fn blocks(&self) -> impl Iterator<Item = u64> + '_ {
+        self.map.keys().copied()
+    }
+
     /// Where block `blk`'s replayed content lives, if it was replayed.
     pub fn copy_of(&self, blk: u64) -> Option<Copy> {
         self.map.get(&blk).copied()
