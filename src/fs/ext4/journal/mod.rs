@@ -273,3 +273,172 @@ fn fast_commit_pending(
     }
     le16(&b, 0) == FC_TAG_HEAD && le16(&b, 2) >= 8 && le32(&b, 8) == tid
 }
+
+#[cfg(test)]
+mod tests {
+    use super::block::{
+        BLOCKTYPE_COMMIT, BLOCKTYPE_DESCRIPTOR, BLOCKTYPE_REVOKE, FLAG_ESCAPE, FLAG_LAST_TAG,
+        FLAG_SAME_UUID, MAGIC,
+    };
+    use super::*;
+    use crate::block::mem::MemDevice;
+
+    const BS: usize = 1024;
+    const LEN: usize = 1024;
+
+    /// A journal of 1 KiB blocks without checksums (v2 superblock, 32-bit tags) on a 2 MiB
+    /// device: the log is blocks 1..1024, the filesystem blocks 1024.. are the device's rest.
+    struct Log {
+        disk: Vec<u8>,
+        at: usize,
+    }
+
+    impl Log {
+        fn new(sequence: u32, start: u32) -> Self {
+            let mut disk = vec![0u8; 2 * LEN * BS];
+            let put = |d: &mut Vec<u8>, at: usize, v: u32| {
+                d[at..at + 4].copy_from_slice(&v.to_be_bytes())
+            };
+            put(&mut disk, 0, MAGIC);
+            put(&mut disk, 4, superblock::BLOCKTYPE_SUPERBLOCK_V2);
+            put(&mut disk, 0xc, BS as u32);
+            put(&mut disk, 0x10, LEN as u32);
+            put(&mut disk, 0x14, 1);
+            put(&mut disk, 0x18, sequence);
+            put(&mut disk, 0x1c, start);
+            put(&mut disk, 0x28, superblock::INCOMPAT_REVOKE);
+            Log {
+                disk,
+                at: start as usize,
+            }
+        }
+
+        fn block(&mut self, kind: u32, seq: u32) -> &mut [u8] {
+            let at = self.at * BS;
+            self.at = if self.at + 1 == LEN { 1 } else { self.at + 1 };
+            let b = &mut self.disk[at..at + BS];
+            b.fill(0);
+            b[..4].copy_from_slice(&MAGIC.to_be_bytes());
+            b[4..8].copy_from_slice(&kind.to_be_bytes());
+            b[8..12].copy_from_slice(&seq.to_be_bytes());
+            b
+        }
+
+        /// A descriptor for `blocks` followed by their copies (each filled with its tag's
+        /// block number as a byte; `escape` zeroes the first word and flags it).
+        fn write(&mut self, seq: u32, blocks: &[u32], escape: bool) {
+            let d = self.block(BLOCKTYPE_DESCRIPTOR, seq);
+            let mut p = 12;
+            for (i, &b) in blocks.iter().enumerate() {
+                let mut flags = if i > 0 { FLAG_SAME_UUID } else { 0 };
+                if i + 1 == blocks.len() {
+                    flags |= FLAG_LAST_TAG;
+                }
+                if escape {
+                    flags |= FLAG_ESCAPE;
+                }
+                d[p..p + 4].copy_from_slice(&b.to_be_bytes());
+                d[p + 6..p + 8].copy_from_slice(&flags.to_be_bytes());
+                p += 8 + if i == 0 { 16 } else { 0 };
+            }
+            for &b in blocks {
+                let at = self.at * BS;
+                self.at = if self.at + 1 == LEN { 1 } else { self.at + 1 };
+                self.disk[at..at + BS].fill(b as u8);
+                if escape {
+                    self.disk[at..at + 4].fill(0);
+                }
+            }
+        }
+
+        fn revoke(&mut self, seq: u32, blocks: &[u32]) {
+            let r = self.block(BLOCKTYPE_REVOKE, seq);
+            let count = 16 + 4 * blocks.len() as u32;
+            r[12..16].copy_from_slice(&count.to_be_bytes());
+            for (i, b) in blocks.iter().enumerate() {
+                r[16 + 4 * i..20 + 4 * i].copy_from_slice(&b.to_be_bytes());
+            }
+        }
+
+        fn commit(&mut self, seq: u32) {
+            self.block(BLOCKTYPE_COMMIT, seq);
+        }
+
+        fn replay(self) -> Result<Option<(ReplayView, ReplayInfo)>> {
+            replay_device(Arc::new(MemDevice(self.disk)), BS as u32)
+        }
+    }
+
+    fn first_byte(v: &ReplayView, blk: u64) -> Option<u8> {
+        v.copy_of(blk)?;
+        let mut b = [0u8; 8];
+        v.read_at(&mut b, blk * BS as u64).unwrap();
+        Some(b[7])
+    }
+
+    #[test]
+    fn revokes_apply_to_their_own_and_earlier_transactions() {
+        let mut log = Log::new(10, 1);
+        log.write(10, &[1100, 1101, 1102], false);
+        log.commit(10);
+        // Revokes 1100 (written in 10) and 1103 (written later in this same transaction).
+        log.revoke(11, &[1100, 1103]);
+        log.write(11, &[1103, 1104], false);
+        log.commit(11);
+        // Written again after the revoke: this copy stands.
+        log.write(12, &[1103], false);
+        log.commit(12);
+        // Not committed: ignored.
+        log.write(13, &[1105], false);
+        let (v, info) = log.replay().unwrap().unwrap();
+        assert_eq!((info.first_transaction, info.end_transaction), (10, 13));
+        assert_eq!((info.blocks_replayed, info.revoke_hits), (4, 2));
+        let got: Vec<_> = (1100..1106).map(|b| first_byte(&v, b)).collect();
+        let b = |x: u32| Some(x as u8);
+        assert_eq!(got, [None, b(1101), b(1102), b(1103), b(1104), None]);
+    }
+
+    #[test]
+    fn escaped_copies_and_wrapped_ids_and_log() {
+        // Starts 3 blocks before the log's end with the last transaction IDs before 2^32.
+        let mut log = Log::new(u32::MAX - 1, LEN as u32 - 3);
+        log.write(u32::MAX - 1, &[1200, 1201], true);
+        log.commit(u32::MAX - 1);
+        log.write(u32::MAX, &[1202], false);
+        log.commit(u32::MAX);
+        log.write(0, &[1203], false);
+        log.commit(0);
+        let (v, info) = log.replay().unwrap().unwrap();
+        assert_eq!(info.transactions(), 3);
+        let mut b = [0u8; 6];
+        v.read_at(&mut b, 1201 * BS as u64).unwrap();
+        assert_eq!(b, [0xc0, 0x3b, 0x39, 0x98, 1201u32 as u8, 1201u32 as u8]);
+        assert_eq!(first_byte(&v, 1203), Some(1203u32 as u8));
+    }
+
+    #[test]
+    fn a_log_that_cycles_ends() {
+        // Every log block a revoke block of the first transaction: the kernel would walk
+        // around this log forever.
+        let mut log = Log::new(3, 1);
+        for _ in 1..LEN {
+            log.revoke(3, &[1100]);
+        }
+        let (_, info) = log.replay().unwrap().unwrap();
+        assert_eq!(info.transactions(), 0);
+        // A descriptor in the log's last block: its copies continue at the log's start.
+        let mut log = Log::new(3, LEN as u32 - 1);
+        let tags: Vec<u32> = (0..60).map(|i| 1100 + i).collect();
+        log.write(3, &tags, false);
+        log.commit(3);
+        let (v, info) = log.replay().unwrap().unwrap();
+        assert_eq!(info.blocks_mapped, 60);
+        assert_eq!(first_byte(&v, 1159), Some(1159u32 as u8));
+        // Copies of blocks past the device: refused, as the kernel's write would fail.
+        let mut log = Log::new(3, 1);
+        log.write(3, &[5000], false);
+        log.commit(3);
+        let e = log.replay().err().unwrap().to_string();
+        assert!(e.contains("past the device"), "{e}");
+    }
+}

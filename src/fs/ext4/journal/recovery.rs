@@ -12,7 +12,7 @@
 //!
 //! Two things differ from the kernel, both only on hostile input: a walk longer than the log
 //! itself (which would need 2^32 transactions in a valid journal, and which the kernel can
-//! follow forever) ends the log, and the maps held in memory are capped.
+//! follow forever) or than `MAX_LOG_WALK` ends the log, and the maps held in memory are capped.
 
 use super::block::{
     commit_csum_ok, commit_csum_partial_ok, crc32_be, data_csum_ok, revoke_record_len,
@@ -32,6 +32,11 @@ use std::collections::{BTreeMap, HashMap};
 pub const MAX_REPLAYED_BLOCKS: usize = 1 << 22;
 /// Distinct blocks the revoke table may hold, for the same reason.
 pub const MAX_REVOKED_BLOCKS: usize = 1 << 22;
+/// Log blocks one pass walks at most. A journal inode can map billions of logical blocks onto
+/// a few physical ones, so the log's length alone does not bound the work. mke2fs makes
+/// journals of at most 10,240,000 blocks, and the part of a log still to replay is a small
+/// fraction of that; a longer walk ends the log there, with a warning.
+pub const MAX_LOG_WALK: u64 = 1 << 21;
 
 /// Where journal blocks are on the device (the kernel's jbd2_journal_bmap).
 pub trait LogSource {
@@ -191,15 +196,15 @@ impl<'a> Recovery<'a> {
         let mut last_commit_time = 0u64;
         // Log blocks walked: a valid log is walked at most once around.
         let mut walked = 0u64;
-        let log_len = self.last - self.first;
+        let log_len = (self.last - self.first).min(MAX_LOG_WALK);
         loop {
             if pass != Pass::Scan && tid_geq(next_commit, self.end) {
                 break;
             }
             if walked >= log_len {
                 log::warn!(
-                    "jbd2: transaction {next_commit} runs past the whole log \
-                     ({log_len} blocks); the log ends there"
+                    "jbd2: transaction {next_commit} runs past the whole log or \
+                     {MAX_LOG_WALK} blocks; the log ends there"
                 );
                 break;
             }
