@@ -748,7 +748,7 @@ fn block_size_64k_matches_4k() {
     assert_same(&views[0], &views[1], "64 KiB blocks");
 }
 
-/// Feature flags: needs_recovery is read as on disk (like `noload`); unknown or unreadable
+/// Feature flags: needs_recovery over a clean journal opens as is; unknown or unreadable
 /// INCOMPAT features are refused with their names.
 #[test]
 fn incompat_features() {

@@ -2,8 +2,10 @@
 //! Every block is read through `meta_block` (metadata, cached) or `read_run` (file data), both
 //! of which check the block number against the filesystem size first.
 //!
+//! A filesystem that needs recovery is read through its replayed journal (`journal`).
+//!
 //! Not yet: metadata_csum verification, htree hash lookup (directories are searched linearly,
-//! which is correct for htree too), xattrs, journal replay.
+//! which is correct for htree too), xattrs.
 
 pub mod blockmap;
 pub mod dir;
@@ -11,6 +13,7 @@ pub mod extent;
 pub mod group;
 pub mod inline;
 pub mod inode;
+pub mod journal;
 mod statfs;
 pub mod superblock;
 
@@ -68,18 +71,70 @@ pub enum Run {
     Hole(u64),
 }
 
+/// How to open a filesystem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// Replay the journal in memory when the filesystem needs recovery (the default). Off, the
+    /// tree is read as it is on disk, like `mount -o noload`.
+    pub replay_journal: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            replay_journal: true,
+        }
+    }
+}
+
 /// An ext2, ext3 or ext4 filesystem.
 pub struct Ext4 {
     dev: Arc<dyn BlockDevice>,
     sb: Superblock,
     cache: Mutex<LruCache<u64, Arc<[u8]>>>,
+    replay: Option<journal::ReplayInfo>,
     /// Computed on first use: it reads every group descriptor.
     statfs: std::sync::OnceLock<StatFs>,
 }
 
 impl Ext4 {
-    /// Reads and validates the superblock and the root inode.
+    /// Reads and validates the superblock and the root inode, replaying the journal in memory
+    /// if the filesystem needs recovery.
     pub fn open(dev: Arc<dyn BlockDevice>) -> Result<Self> {
+        Self::open_with(dev, OpenOptions::default())
+    }
+
+    pub fn open_with(dev: Arc<dyn BlockDevice>, opts: OpenOptions) -> Result<Self> {
+        let mut fs = Self::load(dev)?;
+        if opts.replay_journal {
+            // Like the kernel: superblock and group descriptors as on disk locate the
+            // journal; everything after replay, the superblock included, is read anew.
+            if let Some((view, info)) = journal::replay(&fs)? {
+                fs = Self::load(view)?;
+                fs.replay = Some(info);
+            }
+        } else if fs.sb.has_incompat(superblock::INCOMPAT_RECOVER) {
+            log::warn!("ext4: needs_recovery is set; showing the tree without journal replay");
+        }
+        let root = fs.inode(ROOT_INO)?;
+        if root.kind != FileType::Directory {
+            return Err(FsError::corrupt(
+                "root inode",
+                ROOT_INO,
+                0,
+                "not a directory",
+            ));
+        }
+        Ok(fs)
+    }
+
+    /// What journal replay did at open; None when nothing was replayed.
+    pub fn journal_replay(&self) -> Option<&journal::ReplayInfo> {
+        self.replay.as_ref()
+    }
+
+    /// Superblock and geometry, without looking at the tree.
+    fn load(dev: Arc<dyn BlockDevice>) -> Result<Self> {
         let mut buf = vec![0u8; superblock::SUPERBLOCK_SIZE];
         dev.read_at(&mut buf, superblock::SUPERBLOCK_OFFSET)?;
         let sb = Superblock::parse(&buf)?;
@@ -114,22 +169,13 @@ impl Ext4 {
         // OK: the block size is 1 KiB..64 KiB, so this is at least 128 entries.
         let entries =
             NonZeroUsize::new(METADATA_CACHE_BYTES / bs as usize).unwrap_or(NonZeroUsize::MIN);
-        let fs = Ext4 {
+        Ok(Ext4 {
             dev,
             sb,
             cache: Mutex::new(LruCache::new(entries)),
+            replay: None,
             statfs: std::sync::OnceLock::new(),
-        };
-        let root = fs.inode(ROOT_INO)?;
-        if root.kind != FileType::Directory {
-            return Err(FsError::corrupt(
-                "root inode",
-                ROOT_INO,
-                0,
-                "not a directory",
-            ));
-        }
-        Ok(fs)
+        })
     }
 
     pub fn superblock(&self) -> &Superblock {

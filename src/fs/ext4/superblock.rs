@@ -38,7 +38,7 @@ pub const INCOMPAT_INLINE_DATA: u32 = 0x8000;
 pub const INCOMPAT_ENCRYPT: u32 = 0x10000;
 pub const INCOMPAT_CASEFOLD: u32 = 0x20000;
 /// INCOMPAT features this reader understands well enough to read a tree correctly.
-/// RECOVER is accepted: the tree is shown as on disk, without journal replay (like `noload`).
+/// RECOVER is accepted: `Ext4::open` replays the journal in memory (see `journal`).
 /// EA_INODE, CSUM_SEED, MMP, ENCRYPT and CASEFOLD change nothing for reading names/data here
 /// (encrypted contents are refused per inode). COMPRESSION, DIRDATA and
 /// JOURNAL_DEV are refused with a message naming them.
@@ -191,9 +191,6 @@ impl Superblock {
             return Err(FsError::Unsupported(format!(
                 "ext4 incompatible features ferry cannot read yet: {what}"
             )));
-        }
-        if sb.feature_incompat & INCOMPAT_RECOVER != 0 {
-            log::warn!("ext4: needs_recovery is set; showing the tree without journal replay");
         }
         if sb.feature_ro_compat & RO_COMPAT_METADATA_CSUM != 0 {
             log::debug!("ext4: metadata_csum present; checksums are not verified yet");

@@ -1,0 +1,295 @@
+//! The blocks of the jbd2 log (Documentation/filesystems/ext4/journal.rst): each starts with a
+//! 12-byte big-endian header (magic, block type, transaction ID). Descriptor blocks list the
+//! filesystem blocks whose copies follow them in the log; revoke blocks cancel earlier copies;
+//! a commit block closes a transaction. With csum v2/v3 each block carries a crc32c seeded
+//! with the journal UUID, computed exactly as the kernel's recovery (fs/jbd2/recovery.c)
+//! verifies it.
+
+use super::superblock::{JournalSuperblock, INCOMPAT_64BIT, INCOMPAT_CSUM_V3};
+
+pub const MAGIC: u32 = 0xc03b_3998;
+pub const HEADER_LEN: usize = 12;
+pub const BLOCKTYPE_DESCRIPTOR: u32 = 1;
+pub const BLOCKTYPE_COMMIT: u32 = 2;
+pub const BLOCKTYPE_REVOKE: u32 = 5;
+
+/// The block's first four bytes were the magic number and were zeroed in the log copy.
+pub const FLAG_ESCAPE: u16 = 1;
+/// No 16-byte UUID follows this tag.
+pub const FLAG_SAME_UUID: u16 = 2;
+pub const FLAG_LAST_TAG: u16 = 8;
+/// Size of the checksum tail of descriptor and revoke blocks (csum v2/v3).
+pub const TAIL_LEN: usize = 4;
+/// Revoke block header: the common header and r_count (bytes used, header included).
+pub const REVOKE_HEADER_LEN: usize = 16;
+
+/// h_chksum_type of a v1 (crc32_be) commit checksum, and its h_chksum_size.
+pub const COMMIT_CRC32: u8 = 1;
+pub const COMMIT_CRC32_SIZE: u8 = 4;
+/// struct commit_header: header, type, size, padding, h_chksum[8], sec (be64), nsec.
+const COMMIT_HEADER_LEN: usize = 60;
+const COMMIT_CHKSUM_OFF: usize = 16;
+const COMMIT_SEC_OFF: usize = 48;
+
+/// Big-endian u32 at `at`; 0 if out of range (callers check lengths; this keeps a slip from
+/// becoming a panic).
+pub fn be32(b: &[u8], at: usize) -> u32 {
+    b.get(at..at.saturating_add(4))
+        .map_or(0, |s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+pub fn be16(b: &[u8], at: usize) -> u16 {
+    b.get(at..at.saturating_add(2))
+        .map_or(0, |s| u16::from_be_bytes([s[0], s[1]]))
+}
+
+pub fn be64(b: &[u8], at: usize) -> u64 {
+    (u64::from(be32(b, at)) << 32) | u64::from(be32(b, at.saturating_add(4)))
+}
+
+/// The kernel's crc32c(seed, data): no inversion on entry or exit (the callers seed with ~0).
+pub fn crc32c(seed: u32, data: &[u8]) -> u32 {
+    !crc32c::crc32c_append(!seed, data)
+}
+
+/// The kernel's crc32_be: CRC-32 (polynomial 0x04c11db7) MSB first, no inversion; v1
+/// transaction checksums use it.
+pub fn crc32_be(mut crc: u32, data: &[u8]) -> u32 {
+    for &b in data {
+        crc = (crc << 8) ^ CRC32_BE_TABLE[((crc >> 24) as u8 ^ b) as usize];
+    }
+    crc
+}
+
+const CRC32_BE_TABLE: [u32; 256] = {
+    let mut t = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = (i as u32) << 24;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 0x8000_0000 != 0 {
+                (c << 1) ^ 0x04c1_1db7
+            } else {
+                c << 1
+            };
+            k += 1;
+        }
+        t[i] = c;
+        i += 1;
+    }
+    t
+};
+
+/// The common header of log blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub magic: u32,
+    pub blocktype: u32,
+    pub sequence: u32,
+}
+
+impl Header {
+    pub fn parse(b: &[u8]) -> Self {
+        Header {
+            magic: be32(b, 0),
+            blocktype: be32(b, 4),
+            sequence: be32(b, 8),
+        }
+    }
+}
+
+/// One descriptor tag: which filesystem block the next log block is a copy of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tag {
+    pub blocknr: u64,
+    pub flags: u16,
+    /// The data block's checksum: 32 bits with csum v3, the low 16 with v2.
+    pub checksum: u32,
+}
+
+/// The tags of descriptor block `b` in order, as the kernel walks them (count_tags and
+/// jbd2_do_replay): fixed-size tags, each but the `SAME_UUID` ones followed by a UUID, up to
+/// the `LAST_TAG` flag or the end of the block (before the checksum tail). At most
+/// `b.len() / tag_bytes` tags, so the walk is bounded.
+pub fn tags(b: &[u8], jsb: &JournalSuperblock) -> Vec<Tag> {
+    let tag_bytes = jsb.tag_bytes();
+    let size = b
+        .len()
+        .saturating_sub(if jsb.csum_v2or3() { TAIL_LEN } else { 0 });
+    let wide = jsb.has_incompat(INCOMPAT_64BIT);
+    let v3 = jsb.has_incompat(INCOMPAT_CSUM_V3);
+    let mut out = Vec::new();
+    let mut p = HEADER_LEN;
+    while p + tag_bytes <= size {
+        let flags = be16(b, p + 6);
+        let mut blocknr = u64::from(be32(b, p));
+        if wide {
+            blocknr |= u64::from(be32(b, p + 8)) << 32;
+        }
+        let checksum = if v3 {
+            be32(b, p + 12)
+        } else {
+            u32::from(be16(b, p + 4))
+        };
+        out.push(Tag {
+            blocknr,
+            flags,
+            checksum,
+        });
+        p += tag_bytes;
+        if flags & FLAG_SAME_UUID == 0 {
+            p += 16;
+        }
+        if flags & FLAG_LAST_TAG != 0 {
+            break;
+        }
+    }
+    out
+}
+
+/// Whether a descriptor or revoke block's tail checksum matches (always true without v2/v3).
+pub fn tail_csum_ok(b: &[u8], jsb: &JournalSuperblock, seed: u32) -> bool {
+    if !jsb.csum_v2or3() {
+        return true;
+    }
+    let Some(at) = b.len().checked_sub(TAIL_LEN) else {
+        return false;
+    };
+    let mut copy = b.to_vec();
+    copy[at..].fill(0);
+    crc32c(seed, &copy) == be32(b, at)
+}
+
+/// Whether the v2/v3 checksum of commit block `b` matches (always true without v2/v3).
+pub fn commit_csum_ok(b: &[u8], jsb: &JournalSuperblock, seed: u32) -> bool {
+    if !jsb.csum_v2or3() {
+        return true;
+    }
+    if b.len() < COMMIT_HEADER_LEN {
+        return false;
+    }
+    let mut copy = b.to_vec();
+    copy[COMMIT_CHKSUM_OFF..COMMIT_CHKSUM_OFF + 4].fill(0);
+    crc32c(seed, &copy) == be32(b, COMMIT_CHKSUM_OFF)
+}
+
+/// The kernel's jbd2_commit_block_csum_verify_partial: the checksum matches a block holding
+/// only the commit header followed by zeros. A commit block whose sector was written but not
+/// the rest of a larger block is still a valid commit.
+pub fn commit_csum_partial_ok(b: &[u8], seed: u32) -> bool {
+    if b.len() < COMMIT_HEADER_LEN {
+        return false;
+    }
+    let mut copy = vec![0u8; b.len()];
+    copy[..COMMIT_HEADER_LEN].copy_from_slice(&b[..COMMIT_HEADER_LEN]);
+    copy[COMMIT_CHKSUM_OFF..COMMIT_CHKSUM_OFF + 4].fill(0);
+    crc32c(seed, &copy) == be32(b, COMMIT_CHKSUM_OFF)
+}
+
+/// The commit block fields recovery looks at.
+#[derive(Clone, Copy, Debug)]
+pub struct Commit {
+    pub chksum_type: u8,
+    pub chksum_size: u8,
+    /// h_chksum[0]: the v1 crc32_be, or the v2/v3 crc32c.
+    pub chksum: u32,
+    pub sec: u64,
+}
+
+impl Commit {
+    pub fn parse(b: &[u8]) -> Self {
+        Commit {
+            chksum_type: b.get(12).copied().unwrap_or(0),
+            chksum_size: b.get(13).copied().unwrap_or(0),
+            chksum: be32(b, COMMIT_CHKSUM_OFF),
+            sec: be64(b, COMMIT_SEC_OFF),
+        }
+    }
+}
+
+/// The kernel's v2/v3 data block checksum: crc32c over the big-endian transaction ID, then
+/// over the block as stored in the log (escaped).
+pub fn data_csum_ok(tag: &Tag, data: &[u8], sequence: u32, jsb: &JournalSuperblock) -> bool {
+    if !jsb.csum_v2or3() {
+        return true;
+    }
+    let c = crc32c(jsb.csum_seed(), &sequence.to_be_bytes());
+    let c = crc32c(c, data);
+    if jsb.has_incompat(INCOMPAT_CSUM_V3) {
+        tag.checksum == c
+    } else {
+        tag.checksum == c & 0xffff
+    }
+}
+
+/// The bytes of revoke block `b` that hold records (r_count), or None when r_count is larger
+/// than the block allows (the kernel fails recovery with EINVAL then).
+pub fn revoke_records_end(b: &[u8], jsb: &JournalSuperblock) -> Option<usize> {
+    let rcount = be32(b, HEADER_LEN) as usize;
+    let room = b
+        .len()
+        .saturating_sub(if jsb.csum_v2or3() { TAIL_LEN } else { 0 });
+    (rcount <= room).then_some(rcount)
+}
+
+/// Bytes of one revoke record: 8 with 64-bit block numbers, else 4.
+pub fn revoke_record_len(jsb: &JournalSuperblock) -> usize {
+    if jsb.has_incompat(INCOMPAT_64BIT) {
+        8
+    } else {
+        4
+    }
+}
+
+/// The block numbers a revoke block cancels (records between its header and `end`).
+pub fn revoke_records(b: &[u8], end: usize, jsb: &JournalSuperblock) -> Vec<u64> {
+    let len = revoke_record_len(jsb);
+    let mut out = Vec::new();
+    let mut off = REVOKE_HEADER_LEN;
+    while off + len <= end.min(b.len()) {
+        out.push(if len == 8 {
+            be64(b, off)
+        } else {
+            u64::from(be32(b, off))
+        });
+        off += len;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crcs_match_the_reference_check_values() {
+        // CRC-32/MPEG-2 (init ~0, no reflection, no final xor) is the kernel's crc32_be.
+        assert_eq!(crc32_be(!0, b"123456789"), 0x0376_e6e7);
+        // CRC-32C of "123456789" is 0xe3069283 with the usual inversions.
+        assert_eq!(!crc32c(!0, b"123456789"), 0xe306_9283);
+        assert_eq!(
+            crc32c(crc32c(!0, b"1234"), b"56789"),
+            crc32c(!0, b"123456789")
+        );
+    }
+
+    #[test]
+    fn header_and_commit_fields() {
+        let mut b = vec![0u8; 1024];
+        b[..4].copy_from_slice(&MAGIC.to_be_bytes());
+        b[4..8].copy_from_slice(&2u32.to_be_bytes());
+        b[8..12].copy_from_slice(&9u32.to_be_bytes());
+        b[12] = COMMIT_CRC32;
+        b[13] = COMMIT_CRC32_SIZE;
+        b[48..56].copy_from_slice(&1234u64.to_be_bytes());
+        let h = Header::parse(&b);
+        assert_eq!(
+            (h.magic, h.blocktype, h.sequence),
+            (MAGIC, BLOCKTYPE_COMMIT, 9)
+        );
+        let c = Commit::parse(&b);
+        assert_eq!((c.chksum_type, c.chksum_size, c.sec), (1, 4, 1234));
+        assert_eq!(Commit::parse(&b[..10]).sec, 0);
+    }
+}

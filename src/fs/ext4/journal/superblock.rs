@@ -1,0 +1,263 @@
+//! The jbd2 journal superblock (Documentation/filesystems/ext4/journal.rst, "Super Block"):
+//! the first block of the journal, big-endian. Version 1 has no feature words; version 2 adds
+//! the features, UUID and (with csum v2/v3) a crc32c of itself. Validated as the kernel's
+//! `journal_check_superblock` does: a journal it would refuse to load is refused here too.
+
+use super::block::{be32, crc32c, HEADER_LEN, MAGIC};
+use crate::fs::{FsError, Result};
+
+pub const BLOCKTYPE_SUPERBLOCK_V1: u32 = 3;
+pub const BLOCKTYPE_SUPERBLOCK_V2: u32 = 4;
+
+/// COMPAT: v1 transaction checksums (crc32_be over each transaction's blocks, in its commit).
+pub const COMPAT_CHECKSUM: u32 = 0x1;
+pub const INCOMPAT_REVOKE: u32 = 0x1;
+/// Block numbers in tags and revoke records are 64-bit.
+pub const INCOMPAT_64BIT: u32 = 0x2;
+/// Commit blocks may reach the disk before the transaction's blocks (checksummed).
+pub const INCOMPAT_ASYNC_COMMIT: u32 = 0x4;
+pub const INCOMPAT_CSUM_V2: u32 = 0x8;
+pub const INCOMPAT_CSUM_V3: u32 = 0x10;
+/// The last s_num_fc_blks blocks hold ext4 fast-commit records, not jbd2 transactions.
+pub const INCOMPAT_FAST_COMMIT: u32 = 0x20;
+const KNOWN_INCOMPAT: u32 = INCOMPAT_REVOKE
+    | INCOMPAT_64BIT
+    | INCOMPAT_ASYNC_COMMIT
+    | INCOMPAT_CSUM_V2
+    | INCOMPAT_CSUM_V3
+    | INCOMPAT_FAST_COMMIT;
+/// jbd2 knows no RO_COMPAT feature: any bit set is refused.
+const KNOWN_RO_COMPAT: u32 = 0;
+/// s_checksum_type for crc32c, the only type csum v2/v3 allow.
+pub const CHECKSUM_CRC32C: u8 = 4;
+/// The kernel's JBD2_MIN_JOURNAL_BLOCKS: shorter journals are refused.
+pub const MIN_JOURNAL_BLOCKS: u32 = 1024;
+/// Fast-commit blocks when s_num_fc_blks is 0 (JBD2_DEFAULT_FAST_COMMIT_BLOCKS).
+pub const DEFAULT_FAST_COMMIT_BLOCKS: u32 = 256;
+/// The superblock structure is this long; its checksum covers exactly these bytes.
+pub const SUPERBLOCK_LEN: usize = 1024;
+const CHECKSUM_OFF: usize = 0xfc;
+
+#[derive(Clone, Debug)]
+pub struct JournalSuperblock {
+    /// 1 or 2.
+    pub version: u8,
+    pub block_size: u32,
+    /// Journal length in blocks.
+    pub maxlen: u32,
+    /// First block of the log (after the superblock).
+    pub first: u32,
+    /// Transaction ID expected at `start`.
+    pub sequence: u32,
+    /// Journal block where the log begins; 0 when the journal is clean.
+    pub start: u32,
+    /// Zero for version 1 superblocks (features are a version 2 thing).
+    pub feature_compat: u32,
+    pub feature_incompat: u32,
+    pub feature_ro_compat: u32,
+    pub uuid: [u8; 16],
+    pub num_fc_blocks: u32,
+}
+
+impl JournalSuperblock {
+    /// Parses and validates the superblock in `b` (one journal block) for a filesystem with
+    /// blocks of `fs_block_size` bytes whose journal inode holds `total_len` blocks.
+    pub fn parse(b: &[u8], fs_block_size: u32, total_len: u64) -> Result<Self> {
+        let bad = |detail: String| FsError::corrupt("journal superblock", 0, 0, detail);
+        if b.len() < SUPERBLOCK_LEN {
+            return Err(bad(format!("only {} bytes", b.len())));
+        }
+        let magic = be32(b, 0);
+        if magic != MAGIC {
+            return Err(bad(format!("magic {magic:#010x}, expected {MAGIC:#010x}")));
+        }
+        let version = match be32(b, 4) {
+            BLOCKTYPE_SUPERBLOCK_V1 => 1,
+            BLOCKTYPE_SUPERBLOCK_V2 => 2,
+            t => return Err(bad(format!("block type {t} is not a journal superblock"))),
+        };
+        let v2 = |at: usize| if version == 2 { be32(b, at) } else { 0 };
+        let mut uuid = [0u8; 16];
+        uuid.copy_from_slice(&b[0x30..0x40]);
+        let sb = JournalSuperblock {
+            version,
+            block_size: be32(b, HEADER_LEN),
+            maxlen: be32(b, 0x10),
+            first: be32(b, 0x14),
+            sequence: be32(b, 0x18),
+            start: be32(b, 0x1c),
+            feature_compat: v2(0x24),
+            feature_incompat: v2(0x28),
+            feature_ro_compat: v2(0x2c),
+            uuid,
+            num_fc_blocks: v2(0x54),
+        };
+        if sb.block_size != fs_block_size {
+            return Err(bad(format!(
+                "block size {}, the filesystem's is {fs_block_size}",
+                sb.block_size
+            )));
+        }
+        if u64::from(sb.maxlen) > total_len {
+            return Err(bad(format!(
+                "{} blocks long, but the journal inode holds only {total_len}",
+                sb.maxlen
+            )));
+        }
+        if sb.first == 0 || u64::from(sb.first) >= total_len {
+            return Err(bad(format!("first log block {}", sb.first)));
+        }
+        let unknown_incompat = sb.feature_incompat & !KNOWN_INCOMPAT;
+        let unknown_ro = sb.feature_ro_compat & !KNOWN_RO_COMPAT;
+        if unknown_incompat != 0 || unknown_ro != 0 {
+            return Err(FsError::Unsupported(format!(
+                "journal features ferry does not know: incompat {unknown_incompat:#x}, \
+                 ro_compat {unknown_ro:#x}"
+            )));
+        }
+        let fc = if sb.has_incompat(INCOMPAT_FAST_COMMIT) {
+            sb.fast_commit_blocks()
+        } else {
+            0
+        };
+        if sb.maxlen < MIN_JOURNAL_BLOCKS || sb.maxlen - MIN_JOURNAL_BLOCKS < fc {
+            return Err(bad(format!(
+                "{} blocks ({fc} for fast commits) is shorter than the {MIN_JOURNAL_BLOCKS} \
+                 the kernel requires",
+                sb.maxlen
+            )));
+        }
+        if sb.has_incompat(INCOMPAT_CSUM_V2) && sb.has_incompat(INCOMPAT_CSUM_V3) {
+            return Err(bad("both checksum v2 and v3 are set".into()));
+        }
+        if sb.csum_v2or3() && sb.feature_compat & COMPAT_CHECKSUM != 0 {
+            return Err(bad("both checksum v1 and v2/v3 are set".into()));
+        }
+        if sb.csum_v2or3() {
+            let ty = b[0x50];
+            if ty != CHECKSUM_CRC32C {
+                return Err(bad(format!("checksum type {ty}, expected crc32c (4)")));
+            }
+            let mut copy = b[..SUPERBLOCK_LEN].to_vec();
+            copy[CHECKSUM_OFF..CHECKSUM_OFF + 4].fill(0);
+            let want = be32(b, CHECKSUM_OFF);
+            let got = crc32c(!0, &copy);
+            if got != want {
+                return Err(bad(format!("checksum {want:#010x}, computed {got:#010x}")));
+            }
+        }
+        Ok(sb)
+    }
+
+    pub fn has_incompat(&self, f: u32) -> bool {
+        self.feature_incompat & f != 0
+    }
+
+    /// Transaction checksums v1 (COMPAT_CHECKSUM).
+    pub fn csum_v1(&self) -> bool {
+        self.feature_compat & COMPAT_CHECKSUM != 0
+    }
+
+    /// Per-block crc32c checksums (v2 or v3).
+    pub fn csum_v2or3(&self) -> bool {
+        self.has_incompat(INCOMPAT_CSUM_V2 | INCOMPAT_CSUM_V3)
+    }
+
+    /// Blocks reserved for fast commits at the end of the journal (jbd2_journal_get_num_fc_blks).
+    pub fn fast_commit_blocks(&self) -> u32 {
+        if self.num_fc_blocks == 0 {
+            DEFAULT_FAST_COMMIT_BLOCKS
+        } else {
+            self.num_fc_blocks
+        }
+    }
+
+    /// One past the last block of the circular log (the kernel's j_last): the fast-commit area
+    /// follows it.
+    pub fn last(&self) -> u32 {
+        if self.has_incompat(INCOMPAT_FAST_COMMIT) {
+            self.maxlen.saturating_sub(self.fast_commit_blocks())
+        } else {
+            self.maxlen
+        }
+    }
+
+    /// Bytes of one descriptor tag (the kernel's journal_tag_bytes): 16 with csum v3, else 12
+    /// (+2 with csum v2, -4 without 64-bit block numbers).
+    pub fn tag_bytes(&self) -> usize {
+        if self.has_incompat(INCOMPAT_CSUM_V3) {
+            return 16;
+        }
+        let mut sz = 12;
+        if self.has_incompat(INCOMPAT_CSUM_V2) {
+            sz += 2;
+        }
+        if self.has_incompat(INCOMPAT_64BIT) {
+            sz
+        } else {
+            sz - 4
+        }
+    }
+
+    /// Seed of every v2/v3 checksum: crc32c of the journal UUID.
+    pub fn csum_seed(&self) -> u32 {
+        crc32c(!0, &self.uuid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample(version: u32, incompat: u32) -> Vec<u8> {
+        let mut b = vec![0u8; 1024];
+        let put = |b: &mut Vec<u8>, at: usize, v: u32| {
+            b[at..at + 4].copy_from_slice(&v.to_be_bytes());
+        };
+        put(&mut b, 0, MAGIC);
+        put(&mut b, 4, version);
+        put(&mut b, 0xc, 1024);
+        put(&mut b, 0x10, 2048);
+        put(&mut b, 0x14, 1);
+        put(&mut b, 0x18, 7);
+        put(&mut b, 0x1c, 1);
+        put(&mut b, 0x28, incompat);
+        b[0x30..0x40].copy_from_slice(&[0xab; 16]);
+        if incompat & (INCOMPAT_CSUM_V2 | INCOMPAT_CSUM_V3) != 0 {
+            b[0x50] = CHECKSUM_CRC32C;
+            let c = crc32c(!0, &b);
+            put(&mut b, CHECKSUM_OFF, c);
+        }
+        b
+    }
+
+    #[test]
+    fn tag_sizes_and_validation() {
+        let s = JournalSuperblock::parse(&sample(4, INCOMPAT_CSUM_V3), 1024, 2048).unwrap();
+        assert_eq!((s.tag_bytes(), s.last(), s.csum_v2or3()), (16, 2048, true));
+        let s = JournalSuperblock::parse(&sample(4, INCOMPAT_CSUM_V2), 1024, 4096).unwrap();
+        assert_eq!(s.tag_bytes(), 10);
+        let s = JournalSuperblock::parse(&sample(4, INCOMPAT_64BIT), 1024, 2048).unwrap();
+        assert_eq!(s.tag_bytes(), 12);
+        // Version 1 ignores the feature words.
+        let s = JournalSuperblock::parse(&sample(3, INCOMPAT_64BIT), 1024, 2048).unwrap();
+        assert_eq!((s.tag_bytes(), s.feature_incompat), (8, 0));
+        let s = JournalSuperblock::parse(&sample(4, INCOMPAT_FAST_COMMIT), 1024, 2048).unwrap();
+        assert_eq!(s.last(), 2048 - 256);
+
+        let mut flipped = sample(4, INCOMPAT_CSUM_V3);
+        flipped[0x18] ^= 1;
+        assert!(JournalSuperblock::parse(&flipped, 1024, 2048).is_err());
+        assert!(JournalSuperblock::parse(&sample(4, 0), 4096, 2048).is_err());
+        assert!(JournalSuperblock::parse(&sample(4, 0), 1024, 2047).is_err());
+        assert!(JournalSuperblock::parse(&sample(4, 0x40), 1024, 2048).is_err());
+        assert!(JournalSuperblock::parse(&sample(5, 0), 1024, 2048).is_err());
+        assert!(JournalSuperblock::parse(
+            &sample(4, INCOMPAT_CSUM_V2 | INCOMPAT_CSUM_V3),
+            1024,
+            2048
+        )
+        .is_err());
+        assert!(JournalSuperblock::parse(&sample(4, 0)[..512], 1024, 2048).is_err());
+    }
+}
