@@ -3,5 +3,6 @@
 
 pub mod block;
 pub mod convert;
+pub mod fix;
 pub mod fs;
 pub mod volume;

@@ -76,6 +76,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Fix a guest tree so it boots on KVM (rules in fixers/; `--dry-run` shows a diff).
+    Fix(ferry::fix::cli::FixArgs),
 }
 
 fn main() {
@@ -117,6 +119,7 @@ fn main() {
             all,
             json,
         } => filesystems(&images, format, all, json),
+        Cmd::Fix(args) => ferry::fix::cli::run(args).map_err(Into::into),
     };
     if let Err(e) = r {
         eprintln!("ferry: {}", error_text(&e));
