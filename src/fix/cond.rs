@@ -116,6 +116,8 @@ pub struct Cond {
     pub target: Vec<Target>,
     /// Each path (or pattern) names at least one existing file.
     pub exists: Vec<String>,
+    /// At least one of these paths (or patterns) names an existing file.
+    pub exists_any: Vec<String>,
     /// No path (or pattern) names an existing file.
     pub missing: Vec<String>,
     /// Some file the path names has a match for the regex.
@@ -205,6 +207,21 @@ impl Cond {
         for p in &self.exists {
             if view.glob(p)?.is_empty() {
                 return Ok(Some(format!("{p} does not exist")));
+            }
+        }
+        if !self.exists_any.is_empty() {
+            let mut any = false;
+            for p in &self.exists_any {
+                if !view.glob(p)?.is_empty() {
+                    any = true;
+                    break;
+                }
+            }
+            if !any {
+                return Ok(Some(format!(
+                    "none of {} exists",
+                    self.exists_any.join(", ")
+                )));
             }
         }
         for p in &self.missing {
