@@ -31,6 +31,10 @@ pub const FILES: &[(&str, &str)] = &[
         include_str!("../../fixers/15-resume-devices.toml"),
     ),
     (
+        "16-extlinux-devices.toml",
+        include_str!("../../fixers/16-extlinux-devices.toml"),
+    ),
+    (
         "20-console-inittab.toml",
         include_str!("../../fixers/20-console-inittab.toml"),
     ),
