@@ -501,3 +501,60 @@ fn detection() {
         assert_eq!(f.os.as_str(), "linux");
     }
 }
+
+#[test]
+fn citrix_tools_virtualbox_additions_and_opt_ins() {
+    // RHEL 6 on XenServer: xe-guest-utilities with SysV links; VirtualBox Additions from the
+    // .run installer; Debian-style static interfaces for the DHCP opt-in.
+    let g = Guest::new();
+    g.file("/etc/redhat-release", "CentOS release 6.10 (Final)\n")
+        .file("/etc/fstab", "UUID=1c2d3e4f / ext4 defaults 1 1\n")
+        .exe("/sbin/init")
+        .file("/etc/inittab", "id:3:initdefault:\n")
+        .exe("/usr/sbin/xe-daemon")
+        .exe("/etc/rc.d/init.d/xe-linux-distribution")
+        .link("/etc/init.d", "rc.d/init.d")
+        .link("/etc/rc.d/rc3.d/S14xe-linux-distribution", "../init.d/xe-linux-distribution")
+        .link("/etc/rc.d/rc5.d/S14xe-linux-distribution", "../init.d/xe-linux-distribution")
+        .dir("/etc/rc.d/rc2.d")
+        .exe("/opt/VBoxGuestAdditions-6.1.38/uninstall.sh")
+        .exe("/etc/rc.d/init.d/vboxadd")
+        .link("/etc/rc.d/rc3.d/S30vboxadd", "../init.d/vboxadd")
+        .file(
+            "/etc/network/interfaces",
+            "auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet static\n    address 10.1.1.5\n    netmask 255.255.255.0\n    gateway 10.1.1.1\n",
+        );
+    let sel = Selection {
+        enable: vec!["net-dhcp".into(), "qemu-guest-agent".into()],
+        ..Selection::default()
+    };
+    let plan = fix_with(&g, None, &sel);
+    assert_eq!(status(&plan, "xen-guest-tools"), Status::Applied);
+    assert_eq!(status(&plan, "virtualbox-additions"), Status::Applied);
+    assert!(!g.exists("/etc/rc.d/rc3.d/S14xe-linux-distribution"));
+    assert!(!g.exists("/etc/rc.d/rc5.d/S14xe-linux-distribution"));
+    assert!(!g.exists("/etc/rc.d/rc3.d/S30vboxadd"));
+    let scripts = "/usr/lib/ferry-firstboot/scripts";
+    assert!(g
+        .read(&format!("{scripts}/2000-xen-guest-tools-remove-packages"))
+        .contains("pkgs=\"xe-guest-utilities xe-guest-utilities-xenstore\""));
+    assert!(g
+        .read(&format!(
+            "{scripts}/2000-virtualbox-additions-remove-packages"
+        ))
+        .contains("/opt/VBoxGuestAdditions-*/uninstall.sh"));
+    assert!(g
+        .read(&format!(
+            "{scripts}/3000-qemu-guest-agent-install-qemu-guest-agent"
+        ))
+        .contains("yum -y install qemu-guest-agent"));
+    assert_eq!(
+        g.read("/etc/network/interfaces"),
+        "auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n#    address 10.1.1.5\n#    netmask 255.255.255.0\n#    gateway 10.1.1.1\n"
+    );
+    // CentOS 6 with SysV init: Red Hat rc links start the runner.
+    assert_eq!(
+        g.readlink("/etc/rc.d/rc3.d/S99ferry-firstboot"),
+        "/usr/lib/ferry-firstboot/firstboot.sh"
+    );
+}
