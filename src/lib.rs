@@ -4,6 +4,7 @@
 
 pub mod block;
 pub mod convert;
+pub mod fix;
 pub mod fs;
 pub mod guest;
 pub mod mount;

@@ -106,6 +106,8 @@ enum Cmd {
         #[arg(short = 'f', long = "format")]
         format: Option<Format>,
     },
+    /// Fix a guest tree so it boots on KVM (rules in fixers/; `--dry-run` shows a diff).
+    Fix(ferry::fix::cli::FixArgs),
 }
 
 #[derive(clap::Args)]
@@ -193,6 +195,7 @@ fn main() {
             path,
             format,
         } => cat(&source, &path, format),
+        Cmd::Fix(args) => ferry::fix::cli::run(args).map_err(Into::into),
     };
     if let Err(e) = r {
         eprintln!("ferry: {}", error_text(&e));

@@ -1,0 +1,1061 @@
+//! Rule files: the TOML schema, its validation, and the typed rules the engine runs.
+//!
+//! A rule file holds one fix: `name`, `description`, `why`, optional `opt-in`, `when` and
+//! `unless` condition tables, and ordered `[[edit]]` steps, each with an `action` and the
+//! fields that action takes (see fixers/README.md). Every error names the file, the line and
+//! the field: serde reports unknown and missing fields and wrong types with a position, and
+//! the checks here (regexes, templates, paths, the fields each action accepts) use the
+//! positions serde_spanned keeps for each value.
+
+use super::cond::{Cond, FileMatch, NameSpec};
+use super::devices;
+use super::error::{FixError, Result};
+use super::facts::{Bootloader, Hypervisor, InitSystem, Os, Target};
+use super::glob;
+use super::template::{Context, Template};
+use super::tree::Attrs;
+use regex::bytes::{Regex, RegexBuilder};
+use serde::Deserialize;
+use std::path::Path;
+use toml::Spanned;
+
+/// A rule file larger than this is not a rule file.
+pub const MAX_RULE_FILE: u64 = 1 << 20;
+/// Steps in one rule, paths in one step: generous bounds that keep a plan small.
+const MAX_EDITS: usize = 256;
+const MAX_PATHS: usize = 256;
+/// Compiled size limit of one regex; the regex crate matches in linear time, this bounds
+/// the memory a pattern such as `(a{1000}){1000}` could ask for.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// Firstboot script order numbers, as virt-customize's (0..=9999).
+const MAX_PRIORITY: u32 = 9999;
+
+/// Where a regex is used: per line, or over the whole file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Line,
+    File,
+}
+
+/// The syntax of a `set-key` file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyFormat {
+    /// `KEY=value`, `KEY="a b"`, `export KEY=…` (sysconfig, /etc/default/grub, ifcfg).
+    Shell,
+    /// `key = value` or `key=value`.
+    Kv,
+    /// `[section]` then `key=value` (yum repos, systemd units).
+    Ini,
+}
+
+/// What `set-key` does to the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetValue {
+    To(Template),
+    /// Word-list edit: words added at the end if missing, words removed.
+    Words {
+        add: Vec<String>,
+        remove: Vec<String>,
+    },
+}
+
+/// A regex that may hold templates: compiled once when it has none.
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    pub template: Template,
+    compiled: Option<Regex>,
+}
+
+impl Pattern {
+    fn new(s: &str) -> std::result::Result<Pattern, String> {
+        let template = Template::parse(s)?;
+        let compiled = compile(&template.sample())?;
+        Ok(Pattern {
+            compiled: (!template.has_keys()).then_some(compiled),
+            template,
+        })
+    }
+
+    /// The regex for these facts; `Err(key)` names an unknown fact.
+    pub fn regex(&self, facts: &super::facts::Facts) -> std::result::Result<Regex, String> {
+        if let Some(r) = &self.compiled {
+            return Ok(r.clone());
+        }
+        let s = self.template.fill(facts, Context::Regex)?;
+        // The sample compiled; escaped values cannot break it, but stay total.
+        compile(&s).map_err(|e| format!("regex: {e}"))
+    }
+}
+
+fn compile(s: &str) -> std::result::Result<Regex, String> {
+    RegexBuilder::new(s)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// What a step does to each file it names.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Replace {
+        pattern: Pattern,
+        with: Template,
+        scope: Scope,
+    },
+    SetKey {
+        key: String,
+        value: SetValue,
+        format: KeyFormat,
+        /// INI section; `*` for every section.
+        section: Option<String>,
+        create: bool,
+    },
+    Comment {
+        pattern: Pattern,
+        prefix: String,
+    },
+    Uncomment {
+        pattern: Pattern,
+        prefix: String,
+    },
+    EnsureLine {
+        lines: Vec<Template>,
+        after: Option<Pattern>,
+        matching: Option<Pattern>,
+        create: bool,
+    },
+    Delete,
+    Write {
+        content: Template,
+        attrs: Attrs,
+        keep_existing: bool,
+    },
+    Symlink {
+        target: Template,
+        force: bool,
+    },
+    RewriteDevices {
+        format: devices::Format,
+    },
+    Firstboot {
+        name: String,
+        script: Template,
+        priority: u32,
+    },
+    Note {
+        message: Template,
+    },
+}
+
+impl Action {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Replace { .. } => "replace",
+            Action::SetKey { .. } => "set-key",
+            Action::Comment { .. } => "comment",
+            Action::Uncomment { .. } => "uncomment",
+            Action::EnsureLine { .. } => "ensure-line",
+            Action::Delete => "delete",
+            Action::Write { .. } => "write",
+            Action::Symlink { .. } => "symlink",
+            Action::RewriteDevices { .. } => "rewrite-devices",
+            Action::Firstboot { .. } => "firstboot",
+            Action::Note { .. } => "note",
+        }
+    }
+}
+
+/// One `[[edit]]` step.
+#[derive(Debug, Clone)]
+pub struct Edit {
+    /// Line of the `[[edit]]` header in the rule file.
+    pub line: usize,
+    pub when: Option<Cond>,
+    /// Guest paths; patterns allowed for actions that edit existing files.
+    pub paths: Vec<String>,
+    /// Only files whose contents match are edited.
+    pub only_if: Option<Pattern>,
+    pub action: Action,
+}
+
+/// A parsed, validated rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    /// The rule file, as given (or `builtin:NAME.toml`).
+    pub file: String,
+    pub description: String,
+    pub why: String,
+    /// Runs only when named with `--enable` or `--only`.
+    pub opt_in: bool,
+    pub when: Cond,
+    pub unless: Option<Cond>,
+    pub edits: Vec<Edit>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawRule {
+    name: Spanned<String>,
+    description: Spanned<String>,
+    why: Spanned<String>,
+    #[serde(default)]
+    opt_in: bool,
+    when: Option<Spanned<RawWhen>>,
+    unless: Option<Spanned<RawWhen>>,
+    edit: Spanned<Vec<Spanned<RawEdit>>>,
+}
+
+type Strings = Option<Spanned<Vec<Spanned<String>>>>;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawWhen {
+    os: Strings,
+    distro: Strings,
+    family: Strings,
+    init: Strings,
+    bootloader: Strings,
+    source: Strings,
+    target: Strings,
+    exists: Strings,
+    exists_any: Strings,
+    missing: Strings,
+    contains: Option<Vec<Spanned<RawMatch>>>,
+    lacks: Option<Vec<Spanned<RawMatch>>>,
+    every: Option<Vec<Spanned<RawMatch>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMatch {
+    path: Spanned<String>,
+    regex: Spanned<String>,
+}
+
+type Str = Option<Spanned<String>>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawEdit {
+    action: Spanned<String>,
+    path: Str,
+    paths: Strings,
+    when: Option<Spanned<RawWhen>>,
+    only_if: Str,
+    pattern: Str,
+    with: Str,
+    scope: Str,
+    key: Str,
+    value: Str,
+    add_words: Strings,
+    remove_words: Strings,
+    format: Str,
+    section: Str,
+    create: Option<Spanned<bool>>,
+    line: Str,
+    lines: Strings,
+    after: Str,
+    matching: Str,
+    prefix: Str,
+    content: Str,
+    mode: Str,
+    owner: Str,
+    if_exists: Str,
+    target: Str,
+    force: Option<Spanned<bool>>,
+    name: Str,
+    script: Str,
+    priority: Option<Spanned<u32>>,
+    message: Str,
+}
+
+impl RawEdit {
+    /// The action-specific fields present, with their positions.
+    fn present(&self) -> Vec<(&'static str, usize)> {
+        let mut v = Vec::new();
+        macro_rules! f {
+            ($($field:ident => $name:literal),+) => {
+                $(if let Some(x) = &self.$field { v.push(($name, x.span().start)); })+
+            };
+        }
+        f!(pattern => "pattern", with => "with", scope => "scope", key => "key", value => "value",
+           add_words => "add-words", remove_words => "remove-words", format => "format",
+           section => "section", create => "create", line => "line", lines => "lines",
+           after => "after", matching => "matching", prefix => "prefix", content => "content",
+           mode => "mode", owner => "owner", if_exists => "if-exists", target => "target",
+           force => "force", name => "name", script => "script", priority => "priority",
+           message => "message");
+        v
+    }
+}
+
+/// Field sets per action: what each accepts beyond `action`, `when` and the path fields.
+const ACTIONS: &[(&str, &[&str], Paths)] = &[
+    ("replace", &["pattern", "with", "scope"], Paths::Patterns),
+    (
+        "set-key",
+        &[
+            "key",
+            "value",
+            "add-words",
+            "remove-words",
+            "format",
+            "section",
+            "create",
+        ],
+        Paths::Patterns,
+    ),
+    ("comment", &["pattern", "prefix"], Paths::Patterns),
+    ("uncomment", &["pattern", "prefix"], Paths::Patterns),
+    (
+        "ensure-line",
+        &["line", "lines", "after", "matching", "create"],
+        Paths::Patterns,
+    ),
+    ("delete", &[], Paths::Patterns),
+    (
+        "write",
+        &["content", "mode", "owner", "if-exists"],
+        Paths::Literal,
+    ),
+    ("symlink", &["target", "force"], Paths::Literal),
+    ("rewrite-devices", &["format"], Paths::Patterns),
+    ("firstboot", &["name", "script", "priority"], Paths::None),
+    ("note", &["message"], Paths::None),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Paths {
+    /// Paths may hold shell patterns.
+    Patterns,
+    /// Exact paths (the file may not exist yet).
+    Literal,
+    /// The action takes no path.
+    None,
+}
+
+/// Parses and validates one rule file's text; `file` names it in errors.
+pub fn parse(file: &str, text: &str) -> Result<Rule> {
+    let raw: RawRule = toml::from_str(text).map_err(|e| toml_error(file, text, &e))?;
+    let p = Parser { file, text };
+    let name = raw.name.get_ref();
+    let name_ok = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !name_ok {
+        return Err(p.err(
+            raw.name.span().start,
+            "name",
+            "a rule name is 1-64 lowercase letters, digits and `-`",
+        ));
+    }
+    for (f, v) in [("description", &raw.description), ("why", &raw.why)] {
+        if v.get_ref().trim().is_empty() {
+            return Err(p.err(v.span().start, f, "must say something"));
+        }
+    }
+    let when = match &raw.when {
+        Some(w) => p.cond(w.get_ref(), "when")?,
+        None => Cond::default(),
+    };
+    let unless = match &raw.unless {
+        Some(w) => Some(p.cond(w.get_ref(), "unless")?),
+        None => None,
+    };
+    let edits = raw.edit.get_ref();
+    if edits.is_empty() || edits.len() > MAX_EDITS {
+        return Err(p.err(
+            raw.edit.span().start,
+            "edit",
+            &format!("a rule has 1 to {MAX_EDITS} [[edit]] steps"),
+        ));
+    }
+    let edits = edits
+        .iter()
+        .map(|e| p.edit(e))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Rule {
+        name: name.clone(),
+        file: file.to_string(),
+        description: raw.description.into_inner().trim().to_string(),
+        why: raw.why.into_inner().trim().to_string(),
+        opt_in: raw.opt_in,
+        when,
+        unless,
+        edits,
+    })
+}
+
+/// Reads every `*.toml` in `dir` (sorted by name).
+pub fn load_dir(dir: &Path) -> Result<Vec<Rule>> {
+    let shown = dir.display().to_string();
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| FixError::io(&shown, e))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    names.sort();
+    let mut rules: Vec<Rule> = Vec::new();
+    for path in names {
+        let file = path.display().to_string();
+        let meta = std::fs::metadata(&path).map_err(|e| FixError::io(&file, e))?;
+        if meta.len() > MAX_RULE_FILE {
+            return Err(FixError::Schema {
+                file,
+                line: 1,
+                field: "(file)".into(),
+                message: format!(
+                    "{} bytes; a rule file is at most {MAX_RULE_FILE}",
+                    meta.len()
+                ),
+            });
+        }
+        let bytes = std::fs::read(&path).map_err(|e| FixError::io(&file, e))?;
+        let text = String::from_utf8(bytes).map_err(|e| FixError::Schema {
+            file: file.clone(),
+            line: 1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count(),
+            field: "(file)".into(),
+            message: "not UTF-8 text".into(),
+        })?;
+        let rule = parse(&file, &text)?;
+        if let Some(other) = rules.iter().find(|r| r.name == rule.name) {
+            return Err(FixError::DuplicateRule {
+                file,
+                name: rule.name,
+                other: other.file.clone(),
+            });
+        }
+        rules.push(rule);
+    }
+    Ok(rules)
+}
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    1 + text.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+}
+
+/// Turns a TOML/serde error into a schema error with line and field.
+fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> FixError {
+    let msg = e.message().trim().to_string();
+    let offset = e.span().map_or(0, |s| s.start);
+    let line = line_of(text, offset);
+    // serde names unknown and missing fields in backquotes; otherwise take the key the
+    // offending value belongs to from the line itself.
+    let named = ["unknown field `", "missing field `"]
+        .iter()
+        .find_map(|p| msg.strip_prefix(p))
+        .and_then(|r| r.split('`').next())
+        .map(str::to_string);
+    let field = named.unwrap_or_else(|| {
+        let l = text.lines().nth(line - 1).unwrap_or("");
+        let l = l.trim();
+        if l.starts_with('[') {
+            l.trim_matches(|c| c == '[' || c == ']').trim().to_string()
+        } else {
+            l.split('=').next().unwrap_or("").trim().to_string()
+        }
+    });
+    FixError::Schema {
+        file: file.to_string(),
+        line,
+        field: if field.is_empty() {
+            "(syntax)".into()
+        } else {
+            field
+        },
+        message: msg,
+    }
+}
+
+struct Parser<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Parser<'_> {
+    fn err(&self, offset: usize, field: &str, message: &str) -> FixError {
+        FixError::Schema {
+            file: self.file.to_string(),
+            line: line_of(self.text, offset),
+            field: field.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    fn pattern(&self, s: &Spanned<String>, field: &str) -> Result<Pattern> {
+        Pattern::new(s.get_ref()).map_err(|m| self.err(s.span().start, field, &m))
+    }
+
+    fn template(&self, s: &Spanned<String>, field: &str) -> Result<Template> {
+        Template::parse(s.get_ref()).map_err(|m| self.err(s.span().start, field, &m))
+    }
+
+    fn path(&self, s: &Spanned<String>, field: &str, patterns: bool) -> Result<String> {
+        let p = s.get_ref();
+        let bad = |m: &str| self.err(s.span().start, field, &format!("`{p}`: {m}"));
+        if !p.starts_with('/') || p.contains('\0') {
+            return Err(bad("a guest path is absolute"));
+        }
+        if p.len() > 4096 {
+            return Err(bad("longer than PATH_MAX"));
+        }
+        let comps: Vec<&str> = p[1..].split('/').collect();
+        if comps
+            .iter()
+            .any(|c| c.is_empty() || *c == "." || *c == "..")
+        {
+            return Err(bad(
+                "no empty, `.` or `..` components (a rule names files plainly)",
+            ));
+        }
+        if !patterns && comps.iter().any(|c| glob::is_pattern(c)) {
+            return Err(bad("this action needs an exact path, not a pattern"));
+        }
+        Ok(p.clone())
+    }
+
+    fn names<T: std::str::FromStr<Err = String>>(
+        &self,
+        v: &Strings,
+        field: &str,
+    ) -> Result<Vec<T>> {
+        let Some(v) = v else { return Ok(Vec::new()) };
+        v.get_ref()
+            .iter()
+            .map(|s| {
+                s.get_ref()
+                    .parse()
+                    .map_err(|m: String| self.err(s.span().start, field, &m))
+            })
+            .collect()
+    }
+
+    fn specs(&self, v: &Strings, field: &str) -> Result<Vec<NameSpec>> {
+        let Some(v) = v else { return Ok(Vec::new()) };
+        v.get_ref()
+            .iter()
+            .map(|s| NameSpec::parse(s.get_ref()).map_err(|m| self.err(s.span().start, field, &m)))
+            .collect()
+    }
+
+    fn paths(&self, v: &Strings, field: &str) -> Result<Vec<String>> {
+        let Some(v) = v else { return Ok(Vec::new()) };
+        v.get_ref()
+            .iter()
+            .map(|s| self.path(s, field, true))
+            .collect()
+    }
+
+    fn matches(&self, v: &Option<Vec<Spanned<RawMatch>>>, field: &str) -> Result<Vec<FileMatch>> {
+        let Some(v) = v else { return Ok(Vec::new()) };
+        v.iter()
+            .map(|m| {
+                let m = m.get_ref();
+                Ok(FileMatch {
+                    path: self.path(&m.path, &format!("{field}.path"), true)?,
+                    regex: compile(m.regex.get_ref()).map_err(|e| {
+                        self.err(m.regex.span().start, &format!("{field}.regex"), &e)
+                    })?,
+                })
+            })
+            .collect()
+    }
+
+    fn cond(&self, w: &RawWhen, table: &str) -> Result<Cond> {
+        let f = |n: &str| format!("{table}.{n}");
+        Ok(Cond {
+            os: self.names::<Os>(&w.os, &f("os"))?,
+            distro: self.specs(&w.distro, &f("distro"))?,
+            family: self.specs(&w.family, &f("family"))?,
+            init: self.names::<InitSystem>(&w.init, &f("init"))?,
+            bootloader: self.names::<Bootloader>(&w.bootloader, &f("bootloader"))?,
+            source: self.names::<Hypervisor>(&w.source, &f("source"))?,
+            target: self.names::<Target>(&w.target, &f("target"))?,
+            exists: self.paths(&w.exists, &f("exists"))?,
+            exists_any: self.paths(&w.exists_any, &f("exists-any"))?,
+            missing: self.paths(&w.missing, &f("missing"))?,
+            contains: self.matches(&w.contains, &f("contains"))?,
+            lacks: self.matches(&w.lacks, &f("lacks"))?,
+            every: self.matches(&w.every, &f("every"))?,
+        })
+    }
+
+    fn required<'b, T>(
+        &self,
+        v: &'b Option<Spanned<T>>,
+        at: usize,
+        field: &str,
+        action: &str,
+    ) -> Result<&'b Spanned<T>> {
+        v.as_ref()
+            .ok_or_else(|| self.err(at, field, &format!("action `{action}` needs `{field}`")))
+    }
+
+    fn edit(&self, e: &Spanned<RawEdit>) -> Result<Edit> {
+        let at = e.span().start;
+        let e = e.get_ref();
+        let action = e.action.get_ref().as_str();
+        let Some((_, allowed, path_kind)) = ACTIONS.iter().find(|(n, _, _)| *n == action) else {
+            let names: Vec<&str> = ACTIONS.iter().map(|a| a.0).collect();
+            return Err(self.err(
+                e.action.span().start,
+                "action",
+                &format!(
+                    "unknown action `{action}`, expected one of: {}",
+                    names.join(", ")
+                ),
+            ));
+        };
+        for (field, pos) in e.present() {
+            if !allowed.contains(&field) {
+                return Err(self.err(pos, field, &format!("not a field of action `{action}`")));
+            }
+        }
+        // Paths.
+        let mut paths = Vec::new();
+        let patterns = *path_kind == Paths::Patterns;
+        if let Some(p) = &e.path {
+            paths.push(self.path(p, "path", patterns)?);
+        }
+        if let Some(ps) = &e.paths {
+            if ps.get_ref().len() > MAX_PATHS {
+                return Err(self.err(
+                    ps.span().start,
+                    "paths",
+                    &format!("at most {MAX_PATHS} paths"),
+                ));
+            }
+            for p in ps.get_ref() {
+                paths.push(self.path(p, "paths", patterns)?);
+            }
+        }
+        match path_kind {
+            Paths::None => {
+                if let Some(pos) = e
+                    .path
+                    .as_ref()
+                    .map(|p| p.span().start)
+                    .or(e.paths.as_ref().map(|p| p.span().start))
+                {
+                    return Err(self.err(pos, "path", &format!("action `{action}` takes no path")));
+                }
+            }
+            _ if paths.is_empty() => {
+                return Err(self.err(
+                    at,
+                    "path",
+                    &format!("action `{action}` needs `path` or `paths`"),
+                ))
+            }
+            Paths::Literal if paths.len() > 1 => {
+                return Err(self.err(at, "paths", &format!("action `{action}` takes one `path`")))
+            }
+            _ => {}
+        }
+        let when = match &e.when {
+            Some(w) => Some(self.cond(w.get_ref(), "edit.when")?),
+            None => None,
+        };
+        let only_if = match &e.only_if {
+            Some(s) if *path_kind == Paths::Patterns => Some(self.pattern(s, "only-if")?),
+            Some(s) => {
+                return Err(self.err(
+                    s.span().start,
+                    "only-if",
+                    &format!("not a field of action `{action}`"),
+                ))
+            }
+            None => None,
+        };
+        let prefix = |p: &Str| -> Result<String> {
+            match p {
+                Some(s) if s.get_ref().is_empty() || s.get_ref().contains('\n') => Err(self.err(
+                    s.span().start,
+                    "prefix",
+                    "a comment prefix is a non-empty string on one line",
+                )),
+                Some(s) => Ok(s.get_ref().clone()),
+                None => Ok("#".into()),
+            }
+        };
+        let act = match action {
+            "replace" => {
+                let pattern = self.required(&e.pattern, at, "pattern", action)?;
+                let with = self.required(&e.with, at, "with", action)?;
+                let scope = match e
+                    .scope
+                    .as_ref()
+                    .map(|s| (s.get_ref().as_str(), s.span().start))
+                {
+                    None | Some(("line", _)) => Scope::Line,
+                    Some(("file", _)) => Scope::File,
+                    Some((other, pos)) => {
+                        return Err(self.err(
+                            pos,
+                            "scope",
+                            &format!("`{other}`: expected `line` or `file`"),
+                        ))
+                    }
+                };
+                let pattern = self.pattern(pattern, "pattern")?;
+                if scope == Scope::Line && pattern.template.sample().contains("\\n") {
+                    return Err(self.err(
+                        at,
+                        "pattern",
+                        "a per-line pattern cannot match a newline; use scope = \"file\"",
+                    ));
+                }
+                Action::Replace {
+                    pattern,
+                    with: self.template(with, "with")?,
+                    scope,
+                }
+            }
+            "set-key" => {
+                let key = self.required(&e.key, at, "key", action)?;
+                if key.get_ref().is_empty()
+                    || !key
+                        .get_ref()
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+                {
+                    return Err(self.err(
+                        key.span().start,
+                        "key",
+                        "a key is letters, digits, `_`, `.` and `-`",
+                    ));
+                }
+                let format = match e
+                    .format
+                    .as_ref()
+                    .map(|s| (s.get_ref().as_str(), s.span().start))
+                {
+                    None | Some(("shell", _)) => KeyFormat::Shell,
+                    Some(("kv", _)) => KeyFormat::Kv,
+                    Some(("ini", _)) => KeyFormat::Ini,
+                    Some((other, pos)) => {
+                        return Err(self.err(
+                            pos,
+                            "format",
+                            &format!("`{other}`: expected `shell`, `kv` or `ini`"),
+                        ))
+                    }
+                };
+                if let Some(s) = &e.section {
+                    if format != KeyFormat::Ini {
+                        return Err(self.err(
+                            s.span().start,
+                            "section",
+                            "only for format = \"ini\"",
+                        ));
+                    }
+                }
+                let words = |v: &Strings, f: &str| -> Result<Vec<String>> {
+                    let Some(v) = v else { return Ok(Vec::new()) };
+                    v.get_ref()
+                        .iter()
+                        .map(|w| {
+                            let s = w.get_ref();
+                            if s.is_empty()
+                                || s.chars()
+                                    .any(|c| c.is_whitespace() || "\"'\\$`".contains(c))
+                            {
+                                Err(self.err(
+                                    w.span().start,
+                                    f,
+                                    "a word has no blanks or shell quoting characters",
+                                ))
+                            } else {
+                                Ok(s.clone())
+                            }
+                        })
+                        .collect()
+                };
+                let value = match (&e.value, e.add_words.is_some() || e.remove_words.is_some()) {
+                    (Some(v), false) => SetValue::To(self.template(v, "value")?),
+                    (None, true) => SetValue::Words {
+                        add: words(&e.add_words, "add-words")?,
+                        remove: words(&e.remove_words, "remove-words")?,
+                    },
+                    (Some(v), true) => {
+                        return Err(self.err(
+                            v.span().start,
+                            "value",
+                            "either `value` or `add-words`/`remove-words`, not both",
+                        ))
+                    }
+                    (None, false) => {
+                        return Err(self.err(
+                            at,
+                            "value",
+                            "action `set-key` needs `value` or `add-words`/`remove-words`",
+                        ))
+                    }
+                };
+                Action::SetKey {
+                    key: key.get_ref().clone(),
+                    value,
+                    format,
+                    section: e.section.as_ref().map(|s| s.get_ref().clone()),
+                    create: e.create.as_ref().is_none_or(|c| *c.get_ref()),
+                }
+            }
+            "comment" | "uncomment" => {
+                let pattern =
+                    self.pattern(self.required(&e.pattern, at, "pattern", action)?, "pattern")?;
+                let prefix = prefix(&e.prefix)?;
+                if action == "comment" {
+                    Action::Comment { pattern, prefix }
+                } else {
+                    Action::Uncomment { pattern, prefix }
+                }
+            }
+            "ensure-line" => {
+                let mut lines = Vec::new();
+                if let Some(l) = &e.line {
+                    lines.push(l);
+                }
+                if let Some(ls) = &e.lines {
+                    lines.extend(ls.get_ref().iter());
+                }
+                if lines.is_empty() {
+                    return Err(self.err(
+                        at,
+                        "line",
+                        "action `ensure-line` needs `line` or `lines`",
+                    ));
+                }
+                let lines = lines
+                    .into_iter()
+                    .map(|l| {
+                        if l.get_ref().contains('\n') {
+                            Err(self.err(l.span().start, "line", "one line, without a newline"))
+                        } else {
+                            self.template(l, "line")
+                        }
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Action::EnsureLine {
+                    lines,
+                    after: e
+                        .after
+                        .as_ref()
+                        .map(|a| self.pattern(a, "after"))
+                        .transpose()?,
+                    matching: e
+                        .matching
+                        .as_ref()
+                        .map(|a| self.pattern(a, "matching"))
+                        .transpose()?,
+                    create: e.create.as_ref().is_some_and(|c| *c.get_ref()),
+                }
+            }
+            "delete" => Action::Delete,
+            "write" => {
+                let content =
+                    self.template(self.required(&e.content, at, "content", action)?, "content")?;
+                let mode = match &e.mode {
+                    Some(m) => u32::from_str_radix(m.get_ref(), 8)
+                        .ok()
+                        .filter(|v| *v <= 0o7777 && !m.get_ref().is_empty())
+                        .ok_or_else(|| {
+                            self.err(m.span().start, "mode", "an octal mode such as \"0644\"")
+                        })?,
+                    None => 0o644,
+                };
+                let (uid, gid) = match &e.owner {
+                    Some(o) => parse_owner(o.get_ref()).ok_or_else(|| {
+                        self.err(o.span().start, "owner", "`UID:GID` in numbers, or `root`")
+                    })?,
+                    None => (0, 0),
+                };
+                let keep_existing = match e
+                    .if_exists
+                    .as_ref()
+                    .map(|s| (s.get_ref().as_str(), s.span().start))
+                {
+                    None | Some(("replace", _)) => false,
+                    Some(("keep", _)) => true,
+                    Some((other, pos)) => {
+                        return Err(self.err(
+                            pos,
+                            "if-exists",
+                            &format!("`{other}`: expected `replace` or `keep`"),
+                        ))
+                    }
+                };
+                Action::Write {
+                    content,
+                    attrs: Attrs { mode, uid, gid },
+                    keep_existing,
+                }
+            }
+            "symlink" => {
+                let t = self.required(&e.target, at, "target", action)?;
+                if t.get_ref().is_empty() || t.get_ref().contains('\0') {
+                    return Err(self.err(
+                        t.span().start,
+                        "target",
+                        "a symlink target is a non-empty path",
+                    ));
+                }
+                Action::Symlink {
+                    target: self.template(t, "target")?,
+                    force: e.force.as_ref().is_some_and(|f| *f.get_ref()),
+                }
+            }
+            "rewrite-devices" => {
+                let f = self.required(&e.format, at, "format", action)?;
+                let format = devices::Format::parse(f.get_ref()).ok_or_else(|| {
+                    self.err(
+                        f.span().start,
+                        "format",
+                        &format!(
+                            "`{}`: expected one of: {}",
+                            f.get_ref(),
+                            devices::Format::NAMES.join(", ")
+                        ),
+                    )
+                })?;
+                Action::RewriteDevices { format }
+            }
+            "firstboot" => {
+                let n = self.required(&e.name, at, "name", action)?;
+                if n.get_ref().is_empty()
+                    || n.get_ref().len() > 60
+                    || !n
+                        .get_ref()
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
+                    return Err(self.err(
+                        n.span().start,
+                        "name",
+                        "1-60 letters, digits, `-` and `_`",
+                    ));
+                }
+                let priority = match &e.priority {
+                    Some(p) if *p.get_ref() > MAX_PRIORITY => {
+                        return Err(self.err(
+                            p.span().start,
+                            "priority",
+                            &format!("0 to {MAX_PRIORITY}"),
+                        ))
+                    }
+                    Some(p) => *p.get_ref(),
+                    None => 5000,
+                };
+                Action::Firstboot {
+                    name: n.get_ref().clone(),
+                    script: self
+                        .template(self.required(&e.script, at, "script", action)?, "script")?,
+                    priority,
+                }
+            }
+            "note" => Action::Note {
+                message: self
+                    .template(self.required(&e.message, at, "message", action)?, "message")?,
+            },
+            _ => unreachable!("every name in ACTIONS is handled"),
+        };
+        Ok(Edit {
+            line: line_of(self.text, at),
+            when,
+            paths,
+            only_if,
+            action: act,
+        })
+    }
+}
+
+fn parse_owner(s: &str) -> Option<(u32, u32)> {
+    if s == "root" || s == "root:root" {
+        return Some((0, 0));
+    }
+    let (u, g) = s.split_once(':')?;
+    Some((u.parse().ok()?, g.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema(text: &str) -> (usize, String, String) {
+        match parse("t.toml", text) {
+            Err(FixError::Schema {
+                line,
+                field,
+                message,
+                ..
+            }) => (line, field, message),
+            other => panic!("expected a schema error, got {other:?}"),
+        }
+    }
+
+    const HEAD: &str = "name = \"x\"\ndescription = \"d\"\nwhy = \"w\"\n";
+
+    #[test]
+    fn minimal_rule() {
+        let r = parse(
+            "t.toml",
+            &format!("{HEAD}[[edit]]\naction = \"delete\"\npath = \"/etc/x\"\n"),
+        )
+        .unwrap();
+        assert_eq!(r.edits.len(), 1);
+        assert_eq!(r.edits[0].line, 4);
+    }
+
+    #[test]
+    fn errors_name_line_and_field() {
+        let (l, f, _) = schema(&format!(
+            "{HEAD}[[edit]]\naction = \"delete\"\npath = \"/etc/x\"\nbogus = 1\n"
+        ));
+        assert_eq!((l, f.as_str()), (7, "bogus"));
+        let (l, f, m) = schema(&format!("{HEAD}[[edit]]\naction = \"replace\"\npath = \"/etc/x\"\npattern = \"(\"\nwith = \"\"\n"));
+        assert_eq!((l, f.as_str()), (7, "pattern"), "{m}");
+        let (l, f, _) = schema(&format!(
+            "{HEAD}[[edit]]\naction = \"frobnicate\"\npath = \"/x\"\n"
+        ));
+        assert_eq!((l, f.as_str()), (5, "action"));
+        let (l, f, _) = schema(&format!(
+            "{HEAD}[when]\ninit = [\"systemdd\"]\n[[edit]]\naction = \"delete\"\npath = \"/x\"\n"
+        ));
+        assert_eq!((l, f.as_str()), (5, "when.init"));
+        let (l, f, _) = schema(&format!(
+            "{HEAD}[[edit]]\naction = \"delete\"\npath = \"/x\"\nwith = \"y\"\n"
+        ));
+        assert_eq!((l, f.as_str()), (7, "with"));
+        let (l, f, _) = schema(&format!(
+            "{HEAD}[[edit]]\naction = \"write\"\npath = \"/etc/*\"\ncontent = \"\"\n"
+        ));
+        assert_eq!((l, f.as_str()), (6, "path"));
+        let (l, f, _) = schema(&format!(
+            "{HEAD}[[edit]]\naction = \"delete\"\npath = \"/etc/../../x\"\n"
+        ));
+        assert_eq!((l, f.as_str()), (6, "path"));
+        let (l, f, _) = schema("name = \"x\"\ndescription = \"d\"\nwhy = 3\n[[edit]]\naction = \"delete\"\npath = \"/x\"\n");
+        assert_eq!((l, f.as_str()), (3, "why"));
+        let (_, f, _) = schema(
+            "name = \"x\"\ndescription = \"d\"\n[[edit]]\naction = \"delete\"\npath = \"/x\"\n",
+        );
+        assert_eq!(f, "why");
+        let (l, f, _) = schema(&format!(
+            "{HEAD}[[edit]]\naction = \"note\"\nmessage = \"{{{{nope}}}}\"\n"
+        ));
+        assert_eq!((l, f.as_str()), (6, "message"));
+    }
+}
