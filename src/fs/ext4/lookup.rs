@@ -91,17 +91,23 @@ impl Ext4 {
         Ok(found)
     }
 
-    /// Looks `name` up in `dir` by scanning every record.
+    /// Looks a name up in `dir` by scanning every record. Damaged blocks are skipped: a name
+    /// elsewhere is still found, and one not found is an error rather than "no such entry",
+    /// since it may have been in the damaged block (the kernel answers ENOENT there).
     fn find_linear(&self, dir: &Inode, matches: &dyn Fn(&[u8]) -> bool) -> Result<Option<u64>> {
         let mut found = None;
-        self.walk_dir(dir, 0, &mut |e, _, _| {
+        let mut damaged = None;
+        self.walk_dir(dir, 0, Some(&mut damaged), &mut |e, _, _| {
             if matches(e.name) {
                 found = Some(u64::from(e.ino));
                 return Ok(false);
             }
             Ok(true)
         })?;
-        Ok(found)
+        match (found, damaged) {
+            (None, Some(e)) => Err(e),
+            (found, _) => Ok(found),
+        }
     }
 
     /// The inode number of entry `name` of `dir`, or None.
@@ -148,13 +154,43 @@ impl Ext4 {
         self.find_linear(dir, matches)
     }
 
-    /// Looks `name` up without the index (for comparisons and benchmarks).
+    /// Looks `name` up in directory `dir` by the linear scan alone, ignoring any index (for
+    /// tests and benchmarks).
     pub fn find_without_index(&self, dir: u64, name: &[u8]) -> Result<Option<u64>> {
         let d = self.inode(dir)?;
         if d.kind != FileType::Directory {
             return Err(FsError::NotDir(dir));
         }
         self.find_linear(&d, &|n| n == name)
+    }
+
+    /// Looks `name` up in directory `dir` through its hash index alone, with no fallback (for
+    /// tests and benchmarks): `Unsupported` if the directory has no usable index.
+    pub fn find_with_index(&self, dir: u64, name: &[u8]) -> Result<Option<u64>> {
+        let d = self.inode(dir)?;
+        if !self.is_indexed(&d) || d.kind != FileType::Directory {
+            return Err(FsError::Unsupported(format!(
+                "directory {dir} has no hash index"
+            )));
+        }
+        let hash_name = if self.is_casefolded(&d) {
+            casefold::hash_name(name)
+                .ok_or_else(|| FsError::Unsupported("casefolded non-ASCII name".into()))?
+        } else {
+            name.into()
+        };
+        let folded = |n: &[u8]| casefold::matches(name, n);
+        let exact = |n: &[u8]| n == name;
+        let matches: &dyn Fn(&[u8]) -> bool = if self.is_casefolded(&d) {
+            &folded
+        } else {
+            &exact
+        };
+        match htree::lookup(self, &d, &hash_name, matches)? {
+            htree::Probe::Found(ino) => Ok(Some(u64::from(ino))),
+            htree::Probe::NotFound => Ok(None),
+            htree::Probe::BadIndex(why) => Err(FsError::corrupt("directory index", dir, 0, why)),
+        }
     }
 
     /// For an encrypted directory, how readdir names its entries: the hash version whose

@@ -359,11 +359,14 @@ impl Ext4 {
     }
 
     /// Calls `f(entry, offset, next_offset)` for each used entry of directory `dir` from byte
-    /// position `start`; `f` returns false to stop.
+    /// position `start`; `f` returns false to stop. A damaged block (checksum or records) is
+    /// an error, unless `damaged` is given: then the block is skipped and its error kept there
+    /// (lookups find the names of the other blocks, as the kernel's do).
     fn walk_dir(
         &self,
         dir: &Inode,
         start: u64,
+        mut damaged: Option<&mut Option<FsError>>,
         f: &mut dyn FnMut(dir::RawEntry<'_>, u64, u64) -> Result<bool>,
     ) -> Result<()> {
         if dir.kind != FileType::Directory {
@@ -394,9 +397,16 @@ impl Ext4 {
                 let phys = pblk.checked_add(k).ok_or_else(|| {
                     FsError::corrupt("directory", dir.ino, pblk, "block number overflows")
                 })?;
-                let block = self.dir_block(dir, l, phys)?;
-                if !walk_region(&block, filetype, dir.ino, phys, base, start, f)? {
-                    return Ok(());
+                let walked = self
+                    .dir_block(dir, l, phys)
+                    .and_then(|block| walk_region(&block, filetype, dir.ino, phys, base, start, f));
+                match (walked, damaged.as_deref_mut()) {
+                    (Ok(true), _) => {}
+                    (Ok(false), _) => return Ok(()),
+                    (Err(e @ FsError::Corrupt { .. }), Some(slot)) => {
+                        slot.get_or_insert(e);
+                    }
+                    (Err(e), _) => return Err(e),
                 }
             }
             lblk = lblk.saturating_add(len);
@@ -551,7 +561,7 @@ impl Filesystem for Ext4 {
         } else {
             None
         };
-        self.walk_dir(&d, cookie, &mut |e, _, next| {
+        self.walk_dir(&d, cookie, None, &mut |e, _, next| {
             let ino = u64::from(e.ino);
             let kind = match e.kind {
                 Some(k) => k,
