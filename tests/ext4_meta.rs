@@ -1043,3 +1043,272 @@ fn htree_hash_versions_and_signedness_match_the_kernel() {
         }
     }
 }
+
+/// Encrypted directories without the key: names, sizes, symlink targets and readdir/lookup as
+/// the kernel shows them with no key loaded; contents refused with ENOKEY.
+#[test]
+fn encrypted_dirs_as_the_kernel_shows_them_without_the_key() {
+    if !common::have_tools(&["mkfs.ext4"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("mnt");
+    // With dir_index, readdir names carry the hash of each ciphertext (hash-order readdir);
+    // without it, zeros.
+    for (name, args) in [
+        ("encrypt", &["-O", "encrypt", "-b", "4096"][..]),
+        (
+            "encrypt-1k-nodirindex",
+            &["-O", "encrypt,^dir_index", "-b", "1024"][..],
+        ),
+    ] {
+        let image = tmp.path().join(format!("{name}.img"));
+        mkfs(&image, "64M", None, args);
+        {
+            // test_dummy_encryption: new directories get a policy with a key that only this
+            // mount has; the next mount sees them as a user without the key does.
+            let Some(_m) = mount(&image, &mnt, "loop,test_dummy_encryption") else {
+                return;
+            };
+            let d = mnt.join("enc");
+            std::fs::create_dir(&d).unwrap();
+            std::fs::write(d.join("small"), b"secret").unwrap();
+            std::fs::write(d.join("x".repeat(200)), common::pseudo_random(1, 10000)).unwrap();
+            std::fs::write(d.join("y".repeat(255)), b"").unwrap();
+            std::os::unix::fs::symlink("target", d.join("short_link")).unwrap();
+            std::os::unix::fs::symlink("t".repeat(300), d.join("long_link")).unwrap();
+            std::fs::create_dir(d.join("many")).unwrap();
+            for i in 0..500 {
+                std::fs::write(d.join(format!("many/file-number-{i:04}")), b"").unwrap();
+            }
+            std::fs::create_dir(d.join("one_block")).unwrap();
+            std::fs::write(d.join("one_block/only"), b"1").unwrap();
+        }
+        let Some(_m) = mount(&image, &mnt, "ro,loop") else {
+            return;
+        };
+        let kernel = kernel_view(&mnt);
+        let fs = open(&image);
+        let ours = ferry_view(&fs);
+        assert_eq!(
+            ours, kernel,
+            "{name}: differs from the kernel without the key"
+        );
+        let names = kernel_entries(&mnt.join("enc"));
+        assert!(
+            !names.contains_key(&b"small"[..]),
+            "{name}: names are not encrypted"
+        );
+        let enc = fs.lookup(fs.root_ino(), b"enc").unwrap().ino;
+        let mut refused = 0;
+        let mut total = 0;
+        for (dir, kdir) in [(enc, mnt.join("enc"))] {
+            for (n, ino) in kernel_entries(&kdir) {
+                let a = fs.lookup(dir, &n).unwrap();
+                assert_eq!(a.ino, ino, "{name}: lookup by no-key name");
+                if a.kind == FileType::RegularFile {
+                    let err = fs.read(a.ino, 0, &mut [0u8; 16]).unwrap_err();
+                    assert!(matches!(err, FsError::NoKey(_)), "{err}");
+                    assert_eq!(err.errno(), 126, "ENOKEY");
+                    refused += 1;
+                }
+                if a.kind == FileType::Directory {
+                    let sub = a.ino;
+                    for (n, ino) in kernel_entries(&mnt.join("enc").join(OsStr::from_bytes(&n))) {
+                        assert_eq!(fs.lookup(sub, &n).unwrap().ino, ino);
+                        total += 1;
+                    }
+                }
+            }
+        }
+        assert!(
+            refused >= 3 && total >= 501,
+            "{name}: {refused} refused, {total} looked up"
+        );
+        assert!(matches!(fs.lookup(enc, b"small"), Err(FsError::NotFound)));
+        eprintln!(
+            "{name}: {} paths agree with the kernel without the key",
+            kernel.len()
+        );
+    }
+}
+
+/// Casefolded directories. This kernel may have no Unicode support (no casefold mounts), so
+/// the oracles are e2fsprogs: e2fsck rebuilds the index with casefolded hashes and then finds
+/// the filesystem clean, and debugfs computes casefolded hashes.
+#[test]
+fn casefold_lookup_is_case_insensitive() {
+    if !common::have_tools(&["mkfs.ext4", "debugfs", "e2fsck", "dumpe2fs"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("cf")).unwrap();
+    std::fs::create_dir_all(src.join("plain")).unwrap();
+    for i in 0..400 {
+        std::fs::write(src.join(format!("cf/File-{i:03}-MixedCase.Txt")), b"").unwrap();
+    }
+    std::fs::write(src.join("cf/\u{c4}rger"), b"").unwrap();
+    std::fs::write(src.join("plain/Upper.TXT"), b"").unwrap();
+    let image = tmp.path().join("cf.img");
+    mkfs(&image, "64M", Some(&src), &["-O", "casefold", "-b", "4096"]);
+    let img = image.to_str().unwrap();
+    let stat = common::run_tool("debugfs", &["-R", "stat /cf", img]);
+    let flags = stat
+        .split("Flags: 0x")
+        .nth(1)
+        .and_then(|r| u32::from_str_radix(r.split_whitespace().next()?, 16).ok())
+        .unwrap();
+    common::run_tool(
+        "debugfs",
+        &[
+            "-w",
+            "-R",
+            &format!("set_inode_field /cf flags {:#x}", flags | 0x4000_0000),
+            img,
+        ],
+    );
+    // e2fsck -D indexes the directory with casefolded hashes; a second pass must be clean.
+    let _ = Command::new(common::tool("e2fsck").unwrap())
+        .args(["-fyD", img])
+        .output();
+    common::run_tool("e2fsck", &["-fn", img]);
+    let dump = common::run_tool("debugfs", &["-R", "htree_dump /cf", img]);
+    assert!(dump.contains("Number of entries"), "no index:\n{dump}");
+
+    let fs = open(&image);
+    let root = fs.root_ino();
+    let cf = fs.lookup(root, b"cf").unwrap().ino;
+    let mut entries = Vec::new();
+    fs.readdir(cf, 0, &mut |e, _| {
+        entries.push(e);
+        true
+    })
+    .unwrap();
+    assert_eq!(entries.len(), 403);
+    let mut checked = 0;
+    for e in entries
+        .iter()
+        .filter(|e| e.name.is_ascii() && e.name[0] != b'.')
+    {
+        for variant in [
+            e.name.clone(),
+            e.name.to_ascii_lowercase(),
+            e.name.to_ascii_uppercase(),
+        ] {
+            assert_eq!(fs.lookup(cf, &variant).unwrap().ino, e.ino);
+            // Through the index alone: the casefolded hash is the one e2fsck sorted by.
+            assert_eq!(fs.find_with_index(cf, &variant).unwrap(), Some(e.ino));
+            checked += 1;
+        }
+    }
+    let umlaut = entries
+        .iter()
+        .find(|e| e.name == "\u{c4}rger".as_bytes())
+        .unwrap();
+    assert_eq!(
+        fs.lookup(cf, "\u{e4}RGER".as_bytes()).unwrap().ino,
+        umlaut.ino
+    );
+    assert!(matches!(
+        fs.lookup(cf, b"File-000-MixedCase.Tx"),
+        Err(FsError::NotFound)
+    ));
+    // Directories without the flag stay case-sensitive.
+    let plain = fs.lookup(root, b"plain").unwrap().ino;
+    assert!(fs.lookup(plain, b"Upper.TXT").is_ok());
+    assert!(matches!(
+        fs.lookup(plain, b"upper.txt"),
+        Err(FsError::NotFound)
+    ));
+    // The hash of an ASCII name in a casefolded directory is that of its lower case.
+    let seed_line = common::run_tool("dumpe2fs", &["-h", img]);
+    let seed = seed_line
+        .lines()
+        .find_map(|l| l.strip_prefix("Directory Hash Seed:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let sb_seed = fs.superblock().hash_seed;
+    for n in ["File-001-MixedCase.Txt", "ABC", "mixed_Case-123"] {
+        let ours = htree::hash(1, n.to_ascii_lowercase().as_bytes(), &sb_seed).unwrap();
+        assert_eq!(ours, debugfs_hash(&image, 1, &seed, n, true), "{n}");
+    }
+    eprintln!("casefold: {checked} lookups by case variant found the entry");
+}
+
+/// Every feature mkfs.ext4 1.47 accepts (and the defaults it can turn off): ferry opens the
+/// filesystem and sees what the kernel sees; an external journal device is refused by name.
+#[test]
+fn every_mkfs_feature_opens_and_matches_the_kernel() {
+    if !common::have_tools(&["mkfs.ext4"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("dir")).unwrap();
+    for i in 0..300 {
+        std::fs::write(src.join(format!("dir/entry-{i:03}")), format!("{i}")).unwrap();
+    }
+    std::fs::write(src.join("data"), common::pseudo_random(5, 200_000)).unwrap();
+    std::os::unix::fs::symlink("data", src.join("link")).unwrap();
+    let mnt = tmp.path().join("mnt");
+    let kernel_has = |f: &str| Path::new("/sys/fs/ext4/features").join(f).exists();
+    let features = [
+        "orphan_file",
+        "quota",
+        "project",
+        "verity",
+        "stable_inodes",
+        "fast_commit",
+        "large_dir",
+        "ea_inode",
+        "metadata_csum_seed",
+        "mmp",
+        "encrypt",
+        "casefold",
+        "inline_data",
+        "uninit_bg,^metadata_csum",
+        "^has_journal",
+        "^dir_index",
+        "^flex_bg",
+        "^huge_file",
+        "^dir_nlink",
+        "^extra_isize",
+        "^filetype",
+        "^sparse_super,^resize_inode",
+        "^ext_attr",
+        "^large_file",
+        "extent,^64bit",
+        "sparse_super2",
+        "meta_bg,^resize_inode",
+        "bigalloc",
+    ];
+    let mut compared = 0;
+    for f in features {
+        let image = tmp.path().join("f.img");
+        mkfs(&image, "64M", Some(&src), &["-O", f]);
+        let fs =
+            Ext4::open(ferry::block::open(&image).unwrap()).unwrap_or_else(|e| panic!("{f}: {e}"));
+        let ours = ferry_view(&fs);
+        assert!(ours.len() >= 304, "{f}: {} paths", ours.len());
+        if f == "casefold" && !kernel_has("casefold") {
+            eprintln!("{f}: this kernel has no Unicode support; compared with e2fsck only");
+            common::run_tool("e2fsck", &["-fn", image.to_str().unwrap()]);
+            continue;
+        }
+        let Some(_m) = mount(&image, &mnt, "ro,loop") else {
+            return;
+        };
+        assert_eq!(ours, kernel_view(&mnt), "{f}: differs from the kernel");
+        compared += 1;
+    }
+    eprintln!("{compared} feature sets agree with the kernel");
+    let journal = tmp.path().join("journal.img");
+    mkfs(&journal, "16M", None, &["-O", "journal_dev"]);
+    match Ext4::open(ferry::block::open(&journal).unwrap()) {
+        Err(e @ FsError::Unsupported(_)) => assert!(e.to_string().contains("journal_dev"), "{e}"),
+        Err(e) => panic!("journal_dev: {e}"),
+        Ok(_) => panic!("journal_dev opened as a filesystem"),
+    }
+}
