@@ -1081,6 +1081,10 @@ fn encrypted_dirs_as_the_kernel_shows_them_without_the_key() {
             for i in 0..500 {
                 std::fs::write(d.join(format!("many/file-number-{i:04}")), b"").unwrap();
             }
+            // Names whose ciphertext is abbreviated: looked up by the hash they carry.
+            for i in 0..40 {
+                std::fs::write(d.join(format!("many/{i:03}-{}", "l".repeat(190))), b"").unwrap();
+            }
             std::fs::create_dir(d.join("one_block")).unwrap();
             std::fs::write(d.join("one_block/only"), b"1").unwrap();
         }
@@ -1310,5 +1314,126 @@ fn every_mkfs_feature_opens_and_matches_the_kernel() {
         Err(e @ FsError::Unsupported(_)) => assert!(e.to_string().contains("journal_dev"), "{e}"),
         Err(e) => panic!("journal_dev: {e}"),
         Ok(_) => panic!("journal_dev opened as a filesystem"),
+    }
+}
+
+/// Everything a reader can ask of a damaged filesystem, errors ignored, with bounds on the
+/// work so that a corrupt size or a loop cannot make the test itself run forever.
+fn poke(fs: &Ext4) {
+    let mut todo = vec![(fs.root_ino(), 0)];
+    let mut visited = 0;
+    let mut buf = vec![0u8; 64 << 10];
+    while let Some((ino, depth)) = todo.pop() {
+        visited += 1;
+        if visited > 3000 {
+            return;
+        }
+        if let Ok(names) = fs.listxattr(ino) {
+            for n in names.iter().take(50) {
+                let _ = fs.getxattr(ino, n);
+            }
+        }
+        let _ = fs.getxattr(ino, b"system.posix_acl_default");
+        let Ok(a) = fs.getattr(ino) else { continue };
+        match a.kind {
+            FileType::Directory if depth < 6 => {
+                let mut entries = Vec::new();
+                let _ = fs.readdir(ino, 0, &mut |e, _| {
+                    entries.push(e);
+                    entries.len() < 2000
+                });
+                for e in entries {
+                    let _ = fs.lookup(ino, &e.name);
+                    let _ = fs.lookup(ino, &e.name.to_ascii_uppercase());
+                    let _ = fs.find_with_index(ino, &e.name);
+                    if e.name != b"." && e.name != b".." {
+                        todo.push((e.ino, depth + 1));
+                    }
+                }
+                let _ = fs.lookup(ino, b"not-there");
+            }
+            FileType::RegularFile => {
+                let _ = fs.read(ino, 0, &mut buf);
+            }
+            FileType::Symlink => {
+                let _ = fs.readlink(ino);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Mutated images with xattr blocks, ACLs, EA inodes, htree indexes and checksums: no panic,
+/// no hang.
+#[test]
+fn damaged_metadata_does_not_panic_or_hang() {
+    if !common::have_tools(&["mkfs.ext4", "debugfs", "e2fsck", "setfattr", "setfacl"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("hashed")).unwrap();
+    std::fs::create_dir_all(src.join("acl_dir")).unwrap();
+    for i in 0..150 {
+        std::fs::write(src.join(format!("hashed/name-{i:03}-padding")), b"").unwrap();
+    }
+    let f = src.join("attrs").display().to_string();
+    std::fs::write(&f, b"x").unwrap();
+    sh(&format!(
+        "setfattr -n user.a -v 1 '{f}' && setfattr -n user.big -v 0x{} '{f}' && \
+         setfacl -m u:5:r '{f}' && setfacl -d -m u:6:rw '{}'",
+        &hex(&common::pseudo_random(2, 600))[2..],
+        src.join("acl_dir").display()
+    ));
+    for (name, features) in [
+        ("csum", "ea_inode"),
+        ("nocsum", "^metadata_csum,ea_inode"),
+        ("inline", "^metadata_csum,inline_data"),
+    ] {
+        let image = tmp.path().join(format!("{name}.img"));
+        mkfs(
+            &image,
+            "2M",
+            Some(&src),
+            &["-b", "1024", "-N", "256", "-O", features],
+        );
+        let img = image.to_str().unwrap();
+        // Index the big directory (mke2fs -d writes it linearly).
+        let _ = Command::new(common::tool("e2fsck").unwrap())
+            .args(["-fyD", img])
+            .output();
+        let orig = std::fs::read(&image).unwrap();
+        poke(&open_bytes(orig.clone()).unwrap());
+        let mut hot = vec![(1024, 3072)];
+        let block = |b: u64| ((b * 1024) as usize, (b as usize + 1) * 1024);
+        for b in blocks_of(&image, "/hashed").into_iter().take(4) {
+            hot.push(block(b));
+        }
+        let acl = st_field(&stat_of(&image, "/attrs"), "File ACL:");
+        if acl != 0 {
+            hot.push(block(acl));
+        }
+        let (iblk, _) = inode_location(&image, "/attrs");
+        hot.push(block(iblk));
+        for (i, m) in common::mutants(&orig, &hot, 1200, 0x3e7a)
+            .into_iter()
+            .enumerate()
+        {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                if let Ok(fs) = open_bytes(m) {
+                    poke(&fs);
+                }
+                let _ = tx.send(());
+            });
+            match rx.recv_timeout(std::time::Duration::from_secs(10)) {
+                Ok(()) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("{name} mutant {i}: hang (over 10 s)")
+                }
+                Err(_) => panic!("{name} mutant {i}: panicked"),
+            }
+        }
+        eprintln!("{name}: 1200 mutants survived");
     }
 }

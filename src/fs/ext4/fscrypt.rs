@@ -67,6 +67,8 @@ pub fn nokey_name(name: &[u8], hash: u32, minor: u32) -> Vec<u8> {
 
 /// A decoded no-key name, to match against the ciphertext names of a directory.
 pub struct NoKey {
+    hash: u32,
+    minor: u32,
     /// The ciphertext, or its first 149 bytes when `digest` is set.
     bytes: Vec<u8>,
     digest: Option<[u8; 32]>,
@@ -80,10 +82,14 @@ impl NoKey {
         if raw.len() <= HASH_LEN || raw.len() > NOKEY_MAX {
             return None;
         }
+        let word = |at: usize| u32::from_le_bytes([raw[at], raw[at + 1], raw[at + 2], raw[at + 3]]);
+        let (hash, minor) = (word(0), word(4));
         if raw.len() == NOKEY_MAX {
             let mut d = [0u8; 32];
             d.copy_from_slice(&raw[HASH_LEN + UNDIGESTED..]);
             return Some(NoKey {
+                hash,
+                minor,
                 bytes: raw[HASH_LEN..HASH_LEN + UNDIGESTED].to_vec(),
                 digest: Some(d),
             });
@@ -92,9 +98,21 @@ impl NoKey {
             return None;
         }
         Some(NoKey {
+            hash,
+            minor,
             bytes: raw[HASH_LEN..].to_vec(),
             digest: None,
         })
+    }
+
+    /// The whole ciphertext, when the name was not abbreviated.
+    pub fn ciphertext(&self) -> Option<&[u8]> {
+        self.digest.is_none().then_some(&self.bytes[..])
+    }
+
+    /// The (major, minor) directory hash the name carries (zeros when readdir had none).
+    pub fn dirhash(&self) -> (u32, u32) {
+        (self.hash, self.minor)
     }
 
     /// Whether ciphertext name `disk` is the one this no-key name stands for.

@@ -279,14 +279,22 @@ pub enum Probe {
     BadIndex(String),
 }
 
-/// Looks up a name through the index of `dir`. `hash_name` is what gets hashed (the name, or
-/// its casefolded form), `matches` decides whether a record's name is the one sought. Damage
-/// to interior blocks is `BadIndex`; a damaged leaf is an error (the linear scan would read
-/// the same leaf).
+/// Where the hash a lookup follows comes from.
+#[derive(Clone, Copy, Debug)]
+pub enum Key<'a> {
+    /// Hash these bytes (the name, its casefolded form, or an encrypted name's ciphertext).
+    Name(&'a [u8]),
+    /// A major hash known already (from a no-key name that abbreviates its ciphertext).
+    Hash(u32),
+}
+
+/// Looks up a name through the index of `dir`, following the hash of `key`; `matches` decides
+/// whether a record's name is the one sought. Damage to interior blocks is `BadIndex`; a
+/// damaged leaf is an error (the linear scan would read the same leaf).
 pub fn lookup(
     fs: &Ext4,
     dir: &Inode,
-    hash_name: &[u8],
+    key: Key<'_>,
     matches: &dyn Fn(&[u8]) -> bool,
 ) -> Result<Probe> {
     let bs = fs.block_size() as usize;
@@ -338,8 +346,12 @@ pub fn lookup(
             ))
         }
     };
-    let Some((h, _)) = hash(version, hash_name, &sb.hash_seed) else {
-        return bad(format!("hash version {version}"));
+    let h = match key {
+        Key::Name(name) => match hash(version, name, &sb.hash_seed) {
+            Some((h, _)) => h,
+            None => return bad(format!("hash version {version}")),
+        },
+        Key::Hash(h) => h & !1,
     };
     let root_limit = (bs - ROOT_DOTS - ROOT_INFO_LEN - tail) / ENTRY_LEN;
     let node_limit = (bs - NODE_HEADER - tail) / ENTRY_LEN;

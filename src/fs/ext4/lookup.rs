@@ -117,13 +117,29 @@ impl Ext4 {
         }
         let dots = name == b"." || name == b"..";
         if dir.flags & inode::FL_ENCRYPT != 0 && !dots {
-            // Names on disk are ciphertext; the caller has a no-key name. Its hash is not the
-            // one the index is sorted by in every case (casefolded ones use a keyed hash), so
-            // these directories are scanned.
+            // Names on disk are ciphertext; the caller has a no-key name. The index is sorted
+            // by the hash of the ciphertext (ext4fs_dirhash), so a full ciphertext is hashed;
+            // an abbreviated one carries its hash when readdir gave one. Casefolded encrypted
+            // directories hash with a key, so they are scanned.
             let Some(nokey) = fscrypt::NoKey::parse(name) else {
                 return Ok(None);
             };
-            return self.find_linear(dir, &|n| n != b"." && n != b".." && nokey.matches(n));
+            let matches = |n: &[u8]| n != b"." && n != b".." && nokey.matches(n);
+            let key = match (nokey.ciphertext(), nokey.dirhash()) {
+                (Some(c), _) => Some(htree::Key::Name(c)),
+                (None, (h, _)) if h != 0 => Some(htree::Key::Hash(h)),
+                _ => None,
+            };
+            if let (Some(key), false) = (key, self.is_casefolded(dir)) {
+                if self.is_indexed(dir) {
+                    match htree::lookup(self, dir, key, &matches)? {
+                        htree::Probe::Found(ino) => return Ok(Some(u64::from(ino))),
+                        htree::Probe::NotFound => return Ok(None),
+                        htree::Probe::BadIndex(why) => self.index_damaged(dir, &why),
+                    }
+                }
+            }
+            return self.find_linear(dir, &matches);
         }
         let casefold = self.is_casefolded(dir) && !dots;
         let exact = |n: &[u8]| n == name;
@@ -137,21 +153,24 @@ impl Ext4 {
                 Some(name.into())
             };
             if let Some(h) = hash_name {
-                match htree::lookup(self, dir, &h, matches)? {
+                match htree::lookup(self, dir, htree::Key::Name(&h), matches)? {
                     htree::Probe::Found(ino) => return Ok(Some(u64::from(ino))),
                     htree::Probe::NotFound => return Ok(None),
-                    htree::Probe::BadIndex(why) => {
-                        let _ = self.damage(
-                            "directory index",
-                            dir.ino,
-                            0,
-                            format!("{why}; searching the directory linearly"),
-                        );
-                    }
+                    htree::Probe::BadIndex(why) => self.index_damaged(dir, &why),
                 }
             }
         }
         self.find_linear(dir, matches)
+    }
+
+    /// Logs (once) that the index of `dir` cannot be used and the scan takes over.
+    fn index_damaged(&self, dir: &Inode, why: &str) {
+        let _ = self.damage(
+            "directory index",
+            dir.ino,
+            0,
+            format!("{why}; searching the directory linearly"),
+        );
     }
 
     /// Looks `name` up in directory `dir` by the linear scan alone, ignoring any index (for
@@ -186,7 +205,7 @@ impl Ext4 {
         } else {
             &exact
         };
-        match htree::lookup(self, &d, &hash_name, matches)? {
+        match htree::lookup(self, &d, htree::Key::Name(&hash_name), matches)? {
             htree::Probe::Found(ino) => Ok(Some(u64::from(ino))),
             htree::Probe::NotFound => Ok(None),
             htree::Probe::BadIndex(why) => Err(FsError::corrupt("directory index", dir, 0, why)),
