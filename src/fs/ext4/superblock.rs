@@ -40,8 +40,9 @@ pub const INCOMPAT_ENCRYPT: u32 = 0x10000;
 pub const INCOMPAT_CASEFOLD: u32 = 0x20000;
 /// INCOMPAT features this reader understands well enough to read a tree correctly.
 /// RECOVER is accepted: the tree is shown as on disk, without journal replay (like `noload`).
-/// EA_INODE, CSUM_SEED, MMP, ENCRYPT and CASEFOLD change nothing for reading names/data here
-/// (encrypted contents are refused per inode). COMPRESSION, DIRDATA and
+/// EA_INODE: values read from their inode (xattr.rs); CSUM_SEED: the checksum seed; ENCRYPT:
+/// no-key names, contents refused per inode (fscrypt.rs); CASEFOLD: case-insensitive lookups
+/// (casefold.rs); MMP only matters to writers. COMPRESSION, DIRDATA and
 /// JOURNAL_DEV are refused with a message naming them.
 pub const INCOMPAT_SUPPORTED: u32 = INCOMPAT_FILETYPE
     | INCOMPAT_META_BG
