@@ -27,8 +27,16 @@ fn sh(cmd: &str) -> String {
 struct Mounted(PathBuf);
 
 impl Drop for Mounted {
+    /// A child process forked by a parallel test can hold a file of the mount open for a
+    /// moment (until its exec closes it), making umount fail with EBUSY: retry, then detach.
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
+        for _ in 0..20 {
+            if matches!(Command::new("umount").arg(&self.0).status(), Ok(s) if s.success()) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
 
