@@ -1,6 +1,7 @@
 //! A whole ext2/3/4 filesystem from arbitrary bytes: open (superblock, group descriptors), then a
-//! bounded walk of the tree (readdir, lookup, getattr, read, readlink) that exercises inodes,
-//! extent trees, block maps, directories and inline data. Seed it with small mkfs.ext4 images.
+//! bounded walk of the tree (readdir, lookup, getattr, read, readlink, listxattr, getxattr) that
+//! exercises inodes, checksums, extent trees, block maps, directories, the htree index, inline
+//! data and xattrs. Seed it with small mkfs.ext4 images.
 #![no_main]
 
 use ferry::block::mem::MemDevice;
@@ -13,7 +14,9 @@ const MAX_NODES: usize = 2000;
 const MAX_READ: usize = 1 << 20;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(fs) = ferry::fs::open(Arc::new(MemDevice(data.to_vec()))) else { return };
+    let Ok(fs) = ferry::fs::open(Arc::new(MemDevice(data.to_vec()))) else {
+        return;
+    };
     let _ = fs.statfs();
     let mut queue = vec![fs.root_ino()];
     let mut seen = std::collections::HashSet::new();
@@ -29,7 +32,17 @@ fuzz_target!(|data: &[u8]| {
         });
         for e in entries {
             let _ = fs.lookup(dir, &e.name);
-            let Ok(attr) = fs.getattr(e.ino) else { continue };
+            let upper = e.name.to_ascii_uppercase();
+            let _ = fs.lookup(dir, &upper);
+            if let Ok(names) = fs.listxattr(e.ino) {
+                for n in names.iter().take(64) {
+                    let _ = fs.getxattr(e.ino, n);
+                }
+            }
+            let _ = fs.getxattr(e.ino, b"system.posix_acl_access");
+            let Ok(attr) = fs.getattr(e.ino) else {
+                continue;
+            };
             match e.kind {
                 FileType::Directory if e.name != b"." && e.name != b".." => queue.push(e.ino),
                 FileType::Symlink => {

@@ -37,9 +37,17 @@ pub enum FsError {
     /// A feature of this filesystem that ferry does not read (yet); says which.
     #[error("unsupported: {0}")]
     Unsupported(String),
-    /// An operation this filesystem implementation does not offer at all (xattrs for now).
+    /// An operation this filesystem implementation does not offer at all, or an attribute
+    /// name no handler takes (as the kernel answers for "system.data" or "foo.bar").
     #[error("operation not supported")]
     NotSupported,
+    /// The extended attribute asked for is not there.
+    #[error("no such attribute")]
+    NoAttr,
+    /// Inode contents that need a key ferry does not have (fscrypt), as the kernel answers
+    /// without the key.
+    #[error("inode {0} is encrypted and the key is not available")]
+    NoKey(u64),
     #[error("the filesystem is read-only")]
     ReadOnly,
     /// Too many symbolic links while resolving a path (the kernel's limit is 40).
@@ -73,6 +81,8 @@ impl FsError {
             FsError::NameTooLong { .. } => libc::ENAMETOOLONG,
             FsError::Corrupt { .. } | FsError::Io(_) => libc::EIO,
             FsError::Unsupported(_) | FsError::NotSupported => libc::EOPNOTSUPP,
+            FsError::NoAttr => libc::ENODATA,
+            FsError::NoKey(_) => libc::ENOKEY,
             FsError::ReadOnly => libc::EROFS,
             FsError::Loop => libc::ELOOP,
         }
@@ -200,10 +210,12 @@ pub trait Filesystem: Send + Sync {
 
     fn readlink(&self, ino: u64) -> Result<Vec<u8>>;
 
+    /// Full attribute names ("user.foo"), in the order the kernel lists them.
     fn listxattr(&self, _ino: u64) -> Result<Vec<Vec<u8>>> {
         Err(FsError::NotSupported)
     }
 
+    /// The value of attribute `name` (a full name); `NoAttr` when the inode has none such.
     fn getxattr(&self, _ino: u64, _name: &[u8]) -> Result<Vec<u8>> {
         Err(FsError::NotSupported)
     }

@@ -22,11 +22,14 @@ pub struct RawEntry<'a> {
     pub name: &'a [u8],
     /// From the file_type byte (with the filetype feature), when it names a valid type.
     pub kind: Option<FileType>,
+    /// The rest of the record after the name (encrypted casefolded directories keep the
+    /// name's hash there).
+    pub tail: &'a [u8],
 }
 
 /// rec_len as stored: with 64 KiB blocks a whole-block record does not fit 16 bits, so it is
 /// written as 0 or 65535 and the low two bits carry bits 16-17 (ext4_rec_len_from_disk).
-fn rec_len_from_disk(raw: u16, block_size: usize) -> usize {
+pub(crate) fn rec_len_from_disk(raw: u16, block_size: usize) -> usize {
     if block_size < 65536 {
         return usize::from(raw);
     }
@@ -84,6 +87,7 @@ pub fn for_each_entry(
                 rec_len,
                 ino: entry_ino,
                 name: &rec[HEADER_LEN..HEADER_LEN + name_len],
+                tail: &rec[HEADER_LEN + name_len..rec_len],
                 kind: if filetype {
                     kind_from_byte(rec[7])
                 } else {

@@ -4,7 +4,7 @@
 //! A length above 32768 marks an unwritten (preallocated) extent, which reads as zeros.
 
 use super::inode::Inode;
-use super::{le16, le32, Ext4, Run};
+use super::{csum, le16, le32, Ext4, Run};
 use crate::fs::{FsError, Result};
 
 pub const MAGIC: u16 = 0xf30a;
@@ -128,7 +128,16 @@ pub fn map(fs: &Ext4, inode: &Inode, lblk: u64) -> Result<Run> {
         let e = entry(i);
         let child = u64::from(le32(e, 4)) | (u64::from(le16(e, 8)) << 32);
         expected_depth = Some(h.depth - 1);
-        owned = fs.meta_block(child, "extent tree node", ino)?;
+        let seed = fs.inode_seed(inode);
+        owned = fs.checked_block(child, "extent tree node", ino, |b| {
+            // The tail follows eh_max entries; an invalid header is reported by `header`.
+            let max = usize::from(le16(b, 4));
+            if csum::extent_block_ok(seed, b, max) {
+                Ok(())
+            } else {
+                Err(format!("extent tail after {max} entries"))
+            }
+        })?;
         node_blk = child;
         node = &owned;
     }

@@ -2,7 +2,7 @@
 //! layout, then `i_extra_isize` bytes of extensions (high timestamp bits, creation time) inside a
 //! slot of `s_inode_size` bytes. Fields beyond `128 + i_extra_isize` are absent, not zero.
 
-use super::superblock::{Superblock, GOOD_OLD_INODE_SIZE, RO_COMPAT_HUGE_FILE};
+use super::superblock::{Superblock, GOOD_OLD_INODE_SIZE, INCOMPAT_64BIT, RO_COMPAT_HUGE_FILE};
 use super::{le16, le32};
 use crate::fs::{FileType, FsError, Result, Timestamp};
 
@@ -11,6 +11,7 @@ pub const I_BLOCK_LEN: usize = 60;
 const I_BLOCK_OFF: usize = 0x28;
 
 pub const FL_INDEX: u32 = 0x1000;
+pub const FL_CASEFOLD: u32 = 0x4000_0000;
 pub const FL_ENCRYPT: u32 = 0x800;
 pub const FL_HUGE_FILE: u32 = 0x40000;
 pub const FL_EXTENTS: u32 = 0x80000;
@@ -29,6 +30,9 @@ pub struct Inode {
     pub blocks512: u64,
     pub links: u16,
     pub flags: u32,
+    /// i_generation: part of the per-inode checksum seed.
+    pub generation: u32,
+    /// The extended attribute block (i_file_acl, high 16 bits with 64bit); 0 for none.
     pub file_acl: u64,
     pub atime: Timestamp,
     pub mtime: Timestamp,
@@ -113,7 +117,13 @@ impl Inode {
             blocks512: blocks,
             links: le16(b, 0x1a),
             flags,
-            file_acl: u64::from(le32(b, 0x68)) | (u64::from(le16(b, 0x76)) << 32),
+            generation: le32(b, 0x64),
+            file_acl: u64::from(le32(b, 0x68))
+                | if sb.has_incompat(INCOMPAT_64BIT) {
+                    u64::from(le16(b, 0x76)) << 32
+                } else {
+                    0
+                },
             ctime: time(le32(b, 0xc), extra(0x84)),
             mtime: time(le32(b, 0x10), extra(0x88)),
             atime: time(le32(b, 0x8), extra(0x8c)),

@@ -3,19 +3,26 @@
 //! of which check the block number against the filesystem size first.
 //!
 //! A filesystem that needs recovery is read through its replayed journal (`journal`).
-//!
-//! Not yet: metadata_csum verification, htree hash lookup (directories are searched linearly,
-//! which is correct for htree too), xattrs.
+//! With metadata_csum, every checksummed structure is verified when read (`checked_block`,
+//! `inode`): a mismatch is an error on that object only (EIO), logged once, never a failed
+//! open.
 
+pub mod acl;
 pub mod blockmap;
+pub mod casefold;
+pub mod csum;
 pub mod dir;
 pub mod extent;
+pub mod fscrypt;
 pub mod group;
+pub mod htree;
 pub mod inline;
 pub mod inode;
 pub mod journal;
+mod lookup;
 mod statfs;
 pub mod superblock;
+pub mod xattr;
 
 use crate::block::BlockDevice;
 use crate::fs::{Attr, DirEntry, FileType, Filesystem, FsError, FsInfo, Result, StatFs};
@@ -35,6 +42,8 @@ pub const METADATA_CACHE_BYTES: usize = 8 << 20;
 pub const MAX_LOGICAL_BLOCKS: u64 = 1 << 32;
 /// The kernel refuses symlink targets longer than PATH_MAX (including the NUL).
 pub const MAX_SYMLINK_LEN: u64 = 4096;
+/// Damaged objects remembered so that each is logged once, not on every FUSE request.
+const REPORTED_OBJECTS: usize = 4096;
 
 /// Little-endian u16 at `at`; 0 if out of range (callers check lengths first; this only keeps a
 /// slip from becoming a panic).
@@ -95,6 +104,11 @@ pub struct Ext4 {
     replay: Option<journal::ReplayInfo>,
     /// Computed on first use: it reads every group descriptor.
     statfs: std::sync::OnceLock<StatFs>,
+    /// Blocks whose checksum was verified, with what they were verified as (structure and
+    /// owning inode, both part of the checksum), so that a cached block is checked once.
+    verified: Mutex<LruCache<u64, (&'static str, u64)>>,
+    /// Damage already logged: (structure, inode, block).
+    reported: Mutex<LruCache<(&'static str, u64, u64), ()>>,
 }
 
 impl Ext4 {
@@ -175,6 +189,10 @@ impl Ext4 {
             cache: Mutex::new(LruCache::new(entries)),
             replay: None,
             statfs: std::sync::OnceLock::new(),
+            verified: Mutex::new(LruCache::new(entries)),
+            reported: Mutex::new(LruCache::new(
+                NonZeroUsize::new(REPORTED_OBJECTS).unwrap_or(NonZeroUsize::MIN),
+            )),
         })
     }
 
@@ -218,6 +236,44 @@ impl Ext4 {
         Ok(b)
     }
 
+    /// Logs damage once per object (FUSE asks about the same inode again and again); returns
+    /// the error that reports it.
+    fn damage(&self, what: &'static str, ino: u64, blk: u64, detail: String) -> FsError {
+        if self.reported.lock().put((what, ino, blk), ()).is_none() {
+            log::error!("ext4: {what} (inode {ino}, block {blk}): {detail}");
+        }
+        FsError::corrupt(what, ino, blk, detail)
+    }
+
+    /// A metadata block verified once with `check` when metadata_csum is on (the checksum
+    /// covers the owner `ino` for most structures, so a block is verified per owner). A
+    /// mismatch is logged and is an error for this block only.
+    pub(crate) fn checked_block(
+        &self,
+        blk: u64,
+        what: &'static str,
+        ino: u64,
+        check: impl FnOnce(&[u8]) -> std::result::Result<(), String>,
+    ) -> Result<Arc<[u8]>> {
+        let b = self.meta_block(blk, what, ino)?;
+        if !self.sb.metadata_csum || self.verified.lock().get(&blk) == Some(&(what, ino)) {
+            return Ok(b);
+        }
+        match check(&b) {
+            Ok(()) => {
+                self.verified.lock().put(blk, (what, ino));
+                Ok(b)
+            }
+            Err(d) => Err(self.damage(what, ino, blk, format!("checksum mismatch: {d}"))),
+        }
+    }
+
+    /// The seed of an inode's own checksums (its extent blocks, directory blocks).
+    pub(crate) fn inode_seed(&self, i: &Inode) -> u32 {
+        // OK: inode numbers are checked against s_inodes_count, a u32.
+        csum::inode_seed(self.sb.csum_seed, i.ino as u32, i.generation)
+    }
+
     fn group_desc(&self, group: u32) -> Result<GroupDesc> {
         let bs = u64::from(self.block_size());
         let ds = u64::from(self.sb.desc_size);
@@ -226,7 +282,21 @@ impl Ext4 {
         let block = self.meta_block(blk, "group descriptors", 0)?;
         // OK: pos % bs < bs <= 64 KiB; desc_size is a power of two <= 1024 <= bs, so it fits.
         let at = (pos % bs) as usize;
-        let gd = GroupDesc::parse(&block[at..at + ds as usize], group)?;
+        let desc = &block[at..at + ds as usize];
+        if let Some(kind) = self.sb.group_csum() {
+            if !csum::group_desc_ok(desc, group, kind, &self.sb.uuid) {
+                // Like the kernel on a read-only mount (ext4_check_descriptors), a descriptor
+                // with a bad checksum is reported and still used: its inode table pointer is
+                // range-checked below, and the inodes carry checksums of their own.
+                let _ = self.damage(
+                    "group descriptor",
+                    0,
+                    blk,
+                    format!("group {group}: checksum mismatch; using it anyway"),
+                );
+            }
+        }
+        let gd = GroupDesc::parse(desc, group)?;
         let table_blocks =
             (u64::from(self.sb.inodes_per_group) * u64::from(self.sb.inode_size)).div_ceil(bs);
         self.block_offset(gd.inode_table, table_blocks, "inode table", 0)?;
@@ -250,10 +320,19 @@ impl Ext4 {
         let isz = u64::from(self.sb.inode_size);
         let bs = u64::from(self.block_size());
         let pos = ((ino - 1) % ipg) * isz;
-        let block = self.meta_block(gd.inode_table + pos / bs, "inode table", ino)?;
+        let blk = gd.inode_table + pos / bs;
+        let block = self.meta_block(blk, "inode table", ino)?;
         // OK: the inode size is a power of two <= the block size, so the slot fits the block.
         let at = (pos % bs) as usize;
-        Inode::parse(&block[at..at + isz as usize], ino, &self.sb)
+        let slot = &block[at..at + isz as usize];
+        if self.sb.metadata_csum {
+            // OK: ino <= s_inodes_count, a u32.
+            let seed = csum::inode_seed(self.sb.csum_seed, ino as u32, le32(slot, 0x64));
+            if !csum::inode_ok(seed, slot) {
+                return Err(self.damage("inode", ino, blk, "checksum mismatch".into()));
+            }
+        }
+        Inode::parse(slot, ino, &self.sb)
     }
 
     /// Maps logical block `lblk` of `inode` through its extent tree or block map.
@@ -280,7 +359,7 @@ impl Ext4 {
             return Ok(0);
         }
         if inode.flags & inode::FL_INLINE_DATA != 0 {
-            let data = inline::file_data(inode)?;
+            let data = inline::file_data(inode, &self.sb)?;
             // OK: bounded by buf.len().
             let n = (inode.size - off).min(buf.len() as u64) as usize;
             let stored = data
@@ -327,11 +406,14 @@ impl Ext4 {
     }
 
     /// Calls `f(entry, offset, next_offset)` for each used entry of directory `dir` from byte
-    /// position `start`; `f` returns false to stop.
+    /// position `start`; `f` returns false to stop. A damaged block (checksum or records) is
+    /// an error, unless `damaged` is given: then the block is skipped and its error kept there
+    /// (lookups find the names of the other blocks, as the kernel's do).
     fn walk_dir(
         &self,
         dir: &Inode,
         start: u64,
+        mut damaged: Option<&mut Option<FsError>>,
         f: &mut dyn FnMut(dir::RawEntry<'_>, u64, u64) -> Result<bool>,
     ) -> Result<()> {
         if dir.kind != FileType::Directory {
@@ -362,9 +444,16 @@ impl Ext4 {
                 let phys = pblk.checked_add(k).ok_or_else(|| {
                     FsError::corrupt("directory", dir.ino, pblk, "block number overflows")
                 })?;
-                let block = self.meta_block(phys, "directory block", dir.ino)?;
-                if !walk_region(&block, filetype, dir.ino, phys, base, start, f)? {
-                    return Ok(());
+                let walked = self
+                    .dir_block(dir, l, phys)
+                    .and_then(|block| walk_region(&block, filetype, dir.ino, phys, base, start, f));
+                match (walked, damaged.as_deref_mut()) {
+                    (Ok(true), _) => {}
+                    (Ok(false), _) => return Ok(()),
+                    (Err(e @ FsError::Corrupt { .. }), Some(slot)) => {
+                        slot.get_or_insert(e);
+                    }
+                    (Err(e), _) => return Err(e),
                 }
             }
             lblk = lblk.saturating_add(len);
@@ -381,7 +470,7 @@ impl Ext4 {
         start: u64,
         f: &mut dyn FnMut(dir::RawEntry<'_>, u64, u64) -> Result<bool>,
     ) -> Result<()> {
-        let (parent, regions) = inline::dir_regions(dir)?;
+        let (parent, regions) = inline::dir_regions(dir, &self.sb)?;
         let self_ino = u32::try_from(dir.ino).unwrap_or(0);
         for (pos, name, ino) in [(0u64, &b"."[..], self_ino), (1, &b".."[..], parent)] {
             if start <= pos {
@@ -391,6 +480,7 @@ impl Ext4 {
                     ino,
                     name,
                     kind: Some(FileType::Directory),
+                    tail: &[],
                 };
                 if !f(e, pos, pos + 1)? {
                     return Ok(());
@@ -473,7 +563,16 @@ impl Filesystem for Ext4 {
     }
 
     fn getattr(&self, ino: u64) -> Result<Attr> {
-        Ok(self.attr(&self.inode(ino)?))
+        let i = self.inode(ino)?;
+        let mut a = self.attr(&i);
+        if i.kind == FileType::Symlink && i.flags & inode::FL_ENCRYPT != 0 {
+            // st_size of an encrypted symlink is the length readlink returns
+            // (fscrypt_symlink_getattr), here that of the no-key name.
+            if let Ok(t) = self.symlink_target(&i) {
+                a.size = t.len() as u64;
+            }
+        }
+        Ok(a)
     }
 
     fn lookup(&self, dir: u64, name: &[u8]) -> Result<Attr> {
@@ -483,15 +582,7 @@ impl Filesystem for Ext4 {
             });
         }
         let d = self.inode(dir)?;
-        let mut found = None;
-        self.walk_dir(&d, 0, &mut |e, _, _| {
-            if e.name == name {
-                found = Some(u64::from(e.ino));
-                return Ok(false);
-            }
-            Ok(true)
-        })?;
-        match found {
+        match self.find(&d, name)? {
             Some(ino) => self.getattr(ino),
             None => Err(FsError::NotFound),
         }
@@ -504,21 +595,25 @@ impl Filesystem for Ext4 {
         sink: &mut dyn FnMut(DirEntry, u64) -> bool,
     ) -> Result<()> {
         let d = self.inode(dir)?;
-        self.walk_dir(&d, cookie, &mut |e, _, next| {
+        let encrypted = d.flags & inode::FL_ENCRYPT != 0;
+        let nokey_version = if encrypted {
+            self.nokey_hash_version(&d)
+        } else {
+            None
+        };
+        self.walk_dir(&d, cookie, None, &mut |e, _, next| {
             let ino = u64::from(e.ino);
             let kind = match e.kind {
                 Some(k) => k,
                 // No (valid) file type byte: ext2 without filetype, or damage; ask the inode.
                 None => self.inode(ino)?.kind,
             };
-            Ok(sink(
-                DirEntry {
-                    ino,
-                    name: e.name.to_vec(),
-                    kind,
-                },
-                next,
-            ))
+            let name = if encrypted {
+                self.nokey_entry_name(&d, nokey_version, e.name, e.tail)
+            } else {
+                e.name.to_vec()
+            };
+            Ok(sink(DirEntry { ino, name, kind }, next))
         })
     }
 
@@ -534,15 +629,40 @@ impl Filesystem for Ext4 {
             }
         }
         if i.flags & inode::FL_ENCRYPT != 0 {
-            return Err(FsError::Unsupported(format!(
-                "inode {ino} is encrypted (fscrypt); its contents cannot be read"
-            )));
+            return Err(FsError::NoKey(ino));
         }
         self.read_data(&i, off, buf)
     }
 
     fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
         let i = self.inode(ino)?;
+        self.symlink_target(&i)
+    }
+
+    fn listxattr(&self, ino: u64) -> Result<Vec<Vec<u8>>> {
+        self.list_xattrs(ino)
+    }
+
+    fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
+        self.get_xattr(ino, name)
+    }
+}
+
+impl Ext4 {
+    /// What readlink shows: the stored target, or for an encrypted symlink its no-key form.
+    fn symlink_target(&self, i: &Inode) -> Result<Vec<u8>> {
+        let ino = i.ino;
+        let stored = self.symlink_stored(i)?;
+        if i.flags & inode::FL_ENCRYPT != 0 {
+            return fscrypt::symlink_target(&stored)
+                .map_err(|d| FsError::corrupt("encrypted symlink", ino, 0, d));
+        }
+        Ok(stored)
+    }
+
+    /// The bytes a symlink stores: `i_size` bytes of i_block (fast) or of its data.
+    fn symlink_stored(&self, i: &Inode) -> Result<Vec<u8>> {
+        let ino = i.ino;
         if i.kind != FileType::Symlink {
             return Err(FsError::NotSymlink(ino));
         }
@@ -575,7 +695,7 @@ impl Filesystem for Ext4 {
             return Ok(i.i_block[..len].to_vec());
         }
         let mut buf = vec![0u8; len];
-        let n = self.read_data(&i, 0, &mut buf)?;
+        let n = self.read_data(i, 0, &mut buf)?;
         buf.truncate(n);
         Ok(buf)
     }

@@ -1,7 +1,7 @@
 //! The ext2/3/4 superblock (kernel Documentation/filesystems/ext4/super.rst): 1024 bytes at byte
 //! 1024 of the volume. Everything the reader later trusts about the geometry is validated here.
 
-use super::{le16, le32};
+use super::{csum, le16, le32};
 use crate::fs::{FsError, Result};
 
 pub const SUPERBLOCK_OFFSET: u64 = 1024;
@@ -18,6 +18,7 @@ const GOOD_OLD_FIRST_INO: u32 = 11;
 pub const MAX_DESC_SIZE: u16 = 1024;
 
 pub const COMPAT_HAS_JOURNAL: u32 = 0x4;
+pub const COMPAT_DIR_INDEX: u32 = 0x20;
 pub const COMPAT_SPARSE_SUPER2: u32 = 0x200;
 pub const RO_COMPAT_SPARSE_SUPER: u32 = 0x1;
 
@@ -39,8 +40,9 @@ pub const INCOMPAT_ENCRYPT: u32 = 0x10000;
 pub const INCOMPAT_CASEFOLD: u32 = 0x20000;
 /// INCOMPAT features this reader understands well enough to read a tree correctly.
 /// RECOVER is accepted: `Ext4::open` replays the journal in memory (see `journal`).
-/// EA_INODE, CSUM_SEED, MMP, ENCRYPT and CASEFOLD change nothing for reading names/data here
-/// (encrypted contents are refused per inode). COMPRESSION, DIRDATA and
+/// EA_INODE: values read from their inode (xattr.rs); CSUM_SEED: the checksum seed; ENCRYPT:
+/// no-key names, contents refused per inode (fscrypt.rs); CASEFOLD: case-insensitive lookups
+/// (casefold.rs); MMP only matters to writers. COMPRESSION, DIRDATA and
 /// JOURNAL_DEV are refused with a message naming them.
 pub const INCOMPAT_SUPPORTED: u32 = INCOMPAT_FILETYPE
     | INCOMPAT_META_BG
@@ -62,6 +64,14 @@ pub const RO_COMPAT_GDT_CSUM: u32 = 0x10;
 pub const RO_COMPAT_DIR_NLINK: u32 = 0x20;
 pub const RO_COMPAT_BIGALLOC: u32 = 0x200;
 pub const RO_COMPAT_METADATA_CSUM: u32 = 0x400;
+// RO_COMPAT features only say that writing needs care; a reader may ignore every one of them
+// (quota 0x100, project 0x2000, verity 0x8000, orphan_present 0x10000, readonly 0x1000,
+// shared_blocks 0x4000, stable_inodes and orphan_file are COMPAT), so none is refused.
+
+/// s_flags: directory hashes treat name bytes as unsigned chars (EXT2_FLAGS_UNSIGNED_HASH).
+pub const FLAGS_UNSIGNED_HASH: u32 = 0x2;
+/// s_checksum_type for crc32c, the only algorithm metadata_csum defines.
+const CSUM_TYPE_CRC32C: u8 = 1;
 
 /// Names of INCOMPAT bits for error messages.
 const INCOMPAT_NAMES: &[(u32, &str)] = &[
@@ -109,6 +119,19 @@ pub struct Superblock {
     pub journal_inum: u32,
     /// Metadata clusters as mke2fs counted them (0: unknown); the kernel trusts it with bigalloc.
     pub overhead_clusters: u32,
+    /// Seed of every crc32c checksum: s_checksum_seed with csum_seed, else crc32c(~0, uuid).
+    /// Also seeds the value hashes of EA inodes (which need it without metadata_csum).
+    pub csum_seed: u32,
+    /// metadata_csum is on with an algorithm we know (crc32c): checksums are verified.
+    pub metadata_csum: bool,
+    /// s_hash_seed: seeds the htree name hashes (all zero means the default seed).
+    pub hash_seed: [u32; 4],
+    /// s_def_hash_version: the hash of directories that have no dx_root saying otherwise.
+    pub def_hash_version: u8,
+    /// s_flags (signed/unsigned directory hash).
+    pub flags: u32,
+    /// s_encoding: the charset of casefolded directories (1 = UTF-8 12.1).
+    pub encoding: u16,
 }
 
 impl Superblock {
@@ -169,6 +192,12 @@ impl Superblock {
             backup_bgs: [le32(b, 0x24c), le32(b, 0x250)],
             group_count: 0,
             cluster_bits: 0,
+            csum_seed: 0,
+            metadata_csum: false,
+            hash_seed: [le32(b, 0xec), le32(b, 0xf0), le32(b, 0xf4), le32(b, 0xf8)],
+            def_hash_version: b[0xfc],
+            flags: le32(b, 0x160),
+            encoding: le16(b, 0x27c),
         };
         sb.uuid.copy_from_slice(&b[0x68..0x78]);
         sb.volume_name.copy_from_slice(&b[0x78..0x88]);
@@ -192,8 +221,32 @@ impl Superblock {
                 "ext4 incompatible features ferry cannot read yet: {what}"
             )));
         }
-        if sb.feature_ro_compat & RO_COMPAT_METADATA_CSUM != 0 {
-            log::debug!("ext4: metadata_csum present; checksums are not verified yet");
+        sb.csum_seed = if sb.has_incompat(INCOMPAT_CSUM_SEED) {
+            le32(b, 0x270)
+        } else {
+            csum::uuid_seed(&sb.uuid)
+        };
+        if sb.has_ro_compat(RO_COMPAT_METADATA_CSUM) {
+            let kind = b[0x175];
+            if kind != CSUM_TYPE_CRC32C {
+                log::error!(
+                    "ext4: metadata_csum with unknown checksum type {kind}; checksums are not \
+                     verified"
+                );
+            } else {
+                sb.metadata_csum = true;
+                // The kernel refuses to mount here. ferry only reads, and every field it uses
+                // is validated below, so a stale or damaged superblock checksum is reported
+                // and the filesystem still opened: the other structures keep their checksums.
+                if !csum::superblock_ok(b) {
+                    log::error!(
+                        "ext4: superblock checksum mismatch (stored {:#010x}, computed \
+                         {:#010x}); reading on, but the superblock may be damaged",
+                        le32(b, csum::SUPERBLOCK_CSUM_OFF),
+                        csum::raw(!0, &b[..csum::SUPERBLOCK_CSUM_OFF])
+                    );
+                }
+            }
         }
         if sb.has_ro_compat(RO_COMPAT_BIGALLOC) {
             // s_log_cluster_size, in the same units as s_log_block_size; a cluster is at most
@@ -322,6 +375,22 @@ impl Superblock {
 
     pub fn has_ro_compat(&self, f: u32) -> bool {
         self.feature_ro_compat & f != 0
+    }
+
+    pub fn has_compat(&self, f: u32) -> bool {
+        self.feature_compat & f != 0
+    }
+
+    /// Which group descriptor checksum applies: Some(seed) for metadata_csum's crc32c, None
+    /// for gdt_csum's crc16, or no checksum at all (outer None).
+    pub fn group_csum(&self) -> Option<Option<u32>> {
+        if self.metadata_csum {
+            Some(Some(self.csum_seed))
+        } else if self.has_ro_compat(RO_COMPAT_GDT_CSUM) {
+            Some(None)
+        } else {
+            None
+        }
     }
 
     /// "ext4" if any ext4-only feature is on, else "ext3" with a journal, else "ext2" (blkid's rule).
