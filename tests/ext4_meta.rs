@@ -1423,10 +1423,7 @@ fn damaged_metadata_does_not_panic_or_hang() {
         }
         let (iblk, _) = inode_location(&image, "/attrs");
         hot.push(block(iblk));
-        for (i, m) in common::mutants(&orig, &hot, 1200, 0x3e7a)
-            .into_iter()
-            .enumerate()
-        {
+        for (i, m) in common::mutants(&orig, &hot, 1200, 0x3e7a).enumerate() {
             let (tx, rx) = std::sync::mpsc::channel();
             std::thread::spawn(move || {
                 if let Ok(fs) = open_bytes(m) {

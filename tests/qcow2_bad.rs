@@ -229,7 +229,7 @@ fn mutated_images_never_panic() {
             (l1_off + cs, l1_off + 4 * cs),
         ];
         let mut errors = 0;
-        for (k, m) in mutants(&orig, &hot, 700, 100 + i as u64).iter().enumerate() {
+        for (k, m) in mutants(&orig, &hot, 700, 100 + i as u64).enumerate() {
             let p = d.join(format!("m{i}-{k}.qcow2"));
             std::fs::write(&p, m).unwrap();
             if exercise(&p).is_err() {

@@ -353,17 +353,14 @@ fn mutated_tables_never_panic_or_hang() {
             (2 * SECTOR, 2 * SECTOR + 3 * 128),
             (last, gpt.len()),
         ];
-        for (i, m) in common::mutants(&gpt, &hot, 2500, 7).into_iter().enumerate() {
+        for (i, m) in common::mutants(&gpt, &hot, 2500, 7).enumerate() {
             let r = std::panic::catch_unwind(|| discover_and_read(m));
             assert!(r.is_ok(), "gpt mutant {i} panicked");
         }
         let mbr = mbr_disk(4);
         let ebr = |k: usize| ((2048 + 8 * k) * SECTOR + 446, (2048 + 8 * k) * SECTOR + 512);
         let hot = [(446, 512), ebr(0), ebr(1), ebr(2), ebr(3)];
-        for (i, m) in common::mutants(&mbr, &hot, 2500, 11)
-            .into_iter()
-            .enumerate()
-        {
+        for (i, m) in common::mutants(&mbr, &hot, 2500, 11).enumerate() {
             let r = std::panic::catch_unwind(|| discover_and_read(m));
             assert!(r.is_ok(), "mbr mutant {i} panicked");
         }

@@ -270,11 +270,16 @@ pub fn exercise(path: &Path) -> Result<(), String> {
 }
 
 /// Deterministic mutants of `orig`: `n` images, each with a few bytes changed, preferably in
-/// `hot` ranges (headers and tables) where a flip matters most.
-pub fn mutants(orig: &[u8], hot: &[(usize, usize)], n: usize, seed: u64) -> Vec<Vec<u8>> {
+/// `hot` ranges (headers and tables) where a flip matters most. Made one at a time as the
+/// iterator is walked, so only one copy of the image is in memory.
+pub fn mutants<'a>(
+    orig: &'a [u8],
+    hot: &'a [(usize, usize)],
+    n: usize,
+    seed: u64,
+) -> impl Iterator<Item = Vec<u8>> + 'a {
     let r = pseudo_random(seed, n * 64);
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
+    (0..n).map(move |i| {
         let mut m = orig.to_vec();
         let rnd = &r[i * 64..(i + 1) * 64];
         let flips = 1 + (rnd[0] % 4) as usize;
@@ -297,9 +302,8 @@ pub fn mutants(orig: &[u8], hot: &[(usize, usize)], n: usize, seed: u64) -> Vec<
                 _ => rnd[40 + k],
             };
         }
-        out.push(m);
-    }
-    out
+        m
+    })
 }
 
 /// One run of `qemu-img map --output=json`.
