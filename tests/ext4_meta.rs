@@ -571,7 +571,10 @@ fn inode_location(image: &Path, path: &str) -> (u64, u64) {
 }
 
 /// Log lines of the library, captured so that tests can check that damage is reported.
-static LOG: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+/// Log lines with the thread that wrote them: tests run in parallel threads of one process,
+/// and each must see only its own (ferry logs from the calling thread).
+static LOG: std::sync::Mutex<Vec<(std::thread::ThreadId, String)>> =
+    std::sync::Mutex::new(Vec::new());
 
 struct Capture;
 
@@ -581,7 +584,9 @@ impl log::Log for Capture {
     }
     fn log(&self, r: &log::Record) {
         if self.enabled(r.metadata()) {
-            LOG.lock().unwrap().push(r.args().to_string());
+            LOG.lock()
+                .unwrap()
+                .push((std::thread::current().id(), r.args().to_string()));
         }
     }
     fn flush(&self) {}
@@ -597,10 +602,11 @@ fn capture_logs() {
 
 /// Whether a captured log line contains every one of `words`.
 fn logged(words: &[&str]) -> bool {
+    let me = std::thread::current().id();
     LOG.lock()
         .unwrap()
         .iter()
-        .any(|l| words.iter().all(|w| l.contains(w)))
+        .any(|(t, l)| *t == me && words.iter().all(|w| l.contains(w)))
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Layer 3: filesystems inside volumes. `Filesystem` mirrors the FUSE low-level API on the
-//! filesystem's own inode numbers, so the future FUSE adapter is a thin translation and
-//! `ferry ls`/`cat` can walk a tree with no FUSE at all. Read half only for now.
+//! filesystem's own inode numbers, so the FUSE adapter (`mount`) is a thin translation and
+//! `ferry ls`/`cat` can walk a tree with no FUSE at all. The write half is declared (for the
+//! writers to come) and answers ReadOnly.
 
 pub mod ext4;
 pub mod path;
@@ -219,6 +220,84 @@ pub trait Filesystem: Send + Sync {
     fn getxattr(&self, _ino: u64, _name: &[u8]) -> Result<Vec<u8>> {
         Err(FsError::NotSupported)
     }
+
+    // The write half. Every filesystem is read-only so far; writers override these.
+
+    /// Writes `data` at `off`, extending the file as needed; returns the bytes written.
+    fn write(&self, _ino: u64, _off: u64, _data: &[u8]) -> Result<usize> {
+        Err(FsError::ReadOnly)
+    }
+
+    /// Changes the attributes that are `Some` (a new size truncates or extends).
+    fn setattr(&self, _ino: u64, _changes: &SetAttr) -> Result<Attr> {
+        Err(FsError::ReadOnly)
+    }
+
+    /// Creates `name` in `dir`: a regular file, directory, device node, FIFO or socket, as the
+    /// file type bits of `new.mode` say.
+    fn create(&self, _dir: u64, _name: &[u8], _new: &NewInode) -> Result<Attr> {
+        Err(FsError::ReadOnly)
+    }
+
+    fn symlink(&self, _dir: u64, _name: &[u8], _target: &[u8], _new: &NewInode) -> Result<Attr> {
+        Err(FsError::ReadOnly)
+    }
+
+    /// A new name `name` in `dir` for inode `ino` (a hard link).
+    fn link(&self, _ino: u64, _dir: u64, _name: &[u8]) -> Result<Attr> {
+        Err(FsError::ReadOnly)
+    }
+
+    /// Removes a non-directory entry.
+    fn unlink(&self, _dir: u64, _name: &[u8]) -> Result<()> {
+        Err(FsError::ReadOnly)
+    }
+
+    /// Removes an empty directory.
+    fn rmdir(&self, _dir: u64, _name: &[u8]) -> Result<()> {
+        Err(FsError::ReadOnly)
+    }
+
+    /// Moves `dir/name` to `new_dir/new_name`, replacing what is there as rename(2) does.
+    fn rename(&self, _dir: u64, _name: &[u8], _new_dir: u64, _new_name: &[u8]) -> Result<()> {
+        Err(FsError::ReadOnly)
+    }
+
+    fn setxattr(&self, _ino: u64, _name: &[u8], _value: &[u8]) -> Result<()> {
+        Err(FsError::ReadOnly)
+    }
+
+    fn removexattr(&self, _ino: u64, _name: &[u8]) -> Result<()> {
+        Err(FsError::ReadOnly)
+    }
+
+    /// Makes everything written so far durable (to the overlay, for an image).
+    fn fsync(&self) -> Result<()> {
+        Err(FsError::ReadOnly)
+    }
+}
+
+/// What `setattr` changes; None leaves a field as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SetAttr {
+    /// Permission bits only (the file type never changes).
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<Timestamp>,
+    pub mtime: Option<Timestamp>,
+}
+
+/// The inode `create` and `symlink` make.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewInode {
+    /// File type and permission bits.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Device number (as st_rdev) for device nodes, else 0.
+    pub rdev: u64,
 }
 
 /// Opens the filesystem on `dev`, recognised by its content. Only ext2/3/4 so far; anything
