@@ -186,15 +186,28 @@ impl Drop for Mounted {
     }
 }
 
+/// Loop device setup can fail transiently while parallel tests grab loop devices, so a
+/// failure is retried a few times; the last refusal is printed.
 fn try_mount(image: &Path, mnt: &Path, opts: &str) -> Option<Mounted> {
     std::fs::create_dir_all(mnt).unwrap();
-    let ok = Command::new("mount")
-        .args(["-o", opts])
-        .arg(image)
-        .arg(mnt)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    ok.then(|| Mounted(mnt.to_path_buf()))
+    let mut last = String::new();
+    for attempt in 0..4 {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        match Command::new("mount")
+            .args(["-o", opts])
+            .arg(image)
+            .arg(mnt)
+            .output()
+        {
+            Ok(o) if o.status.success() => return Some(Mounted(mnt.to_path_buf())),
+            Ok(o) => last = String::from_utf8_lossy(&o.stderr).into_owned(),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    eprintln!("mount -o {opts} {}: {last}", image.display());
+    None
 }
 
 /// Whether loop mounts work here (root, loop devices); otherwise skips loudly, or fails when

@@ -835,3 +835,71 @@ fn damage_is_eio_and_the_rest_stays_browsable() {
     names.sort();
     assert_eq!(names, ["dir", "lost+found", "ok", "victim"]);
 }
+
+/// The promise of "no root": an unprivileged user mounts (through fusermount3), reads and
+/// unmounts.
+#[test]
+fn mounts_without_root() {
+    if !can_mount() {
+        return;
+    }
+    if !common::have_tools(&["setpriv", "fusermount3"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("hello"), b"from an unprivileged mount\n").unwrap();
+    let dir = tmp.path().join("user");
+    std::fs::create_dir_all(dir.join("mnt")).unwrap();
+    mkfs(&dir.join("d.img"), &src, "8M", &[]);
+    // The binary is copied next to the image so the unprivileged user can run it wherever
+    // the build directory is.
+    std::fs::copy(common::ferry_bin(), dir.join("ferry")).unwrap();
+    sh(&format!(
+        "chmod 755 '{0}' '{1}' && chown -R nobody '{1}'",
+        tmp.path().display(),
+        dir.display()
+    ));
+    let as_nobody = |args: &[&str]| {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "env",
+            "XDG_RUNTIME_DIR=",
+        ])
+        .args(args)
+        .current_dir(&dir);
+        run_bounded(&mut c)
+    };
+    let (ok, err) = as_nobody(&["./ferry", "mount", "d.img", "mnt"]);
+    assert!(ok, "mount as nobody: {err}");
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "cat",
+            "mnt/hello",
+        ])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let (ok, err) = as_nobody(&["./ferry", "umount", "mnt"]);
+    if !ok {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(dir.join("mnt"))
+            .status();
+    }
+    assert_eq!(
+        out.stdout,
+        b"from an unprivileged mount\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(ok, "umount as nobody: {err}");
+    assert!(!ferry::mount::is_mountpoint(&dir.join("mnt")).unwrap());
+}
