@@ -5,7 +5,7 @@
 pub mod copy;
 pub mod progress;
 
-pub use copy::{to_raw, Options, Stats};
+pub use copy::{to_qcow2, to_raw, Options, Qcow2Options, Stats};
 
 use std::io;
 use std::path::PathBuf;
