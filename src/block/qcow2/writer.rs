@@ -38,6 +38,9 @@ const COMPRESSED: u64 = 1 << 62;
 const ZERO: u64 = 1;
 /// Bytes of L2 tables and of refcount blocks kept cached (each at least 16 clusters).
 const CACHE_BYTES: u64 = 16 << 20;
+/// Used clusters past the end of the file skipped over when allocating, before giving up on the
+/// image as corrupt (a hostile refcount table could otherwise make every allocation scan for long).
+const MAX_SKIP_CLUSTERS: u64 = 1 << 16;
 /// Size of the refcount table qemu refuses (8 MiB), and so do we when growing ours.
 const MAX_REFTABLE_BYTES: u64 = 8 << 20;
 
@@ -334,12 +337,15 @@ impl Qcow2Writer {
             ))?;
         let reftable = be64s(&raw);
         for (i, e) in reftable.iter().enumerate() {
-            if e & !OFFSET_MASK != 0 || e % cs != 0 {
+            if e & !OFFSET_MASK != 0 || e % cs != 0 || (*e != 0 && *e < cs) {
                 return Err(Error::corrupt(
                     path,
                     "qcow2 refcount table",
                     h.refcount_table_offset + i as u64 * 8,
-                    format!("refcount block offset {e:#x} is unaligned or has reserved bits"),
+                    format!(
+                        "refcount block offset {e:#x} is unaligned, in the header cluster or \
+                         has reserved bits"
+                    ),
                 ));
             }
         }
@@ -569,6 +575,17 @@ impl Qcow2Writer {
         while c < start / cs + n {
             if self.refcount(st, c)? != 0 {
                 start = (c + 1) * cs;
+                if start - st.next_free > MAX_SKIP_CLUSTERS * cs {
+                    return Err(Error::corrupt(
+                        &self.path,
+                        "qcow2 refcount table",
+                        st.reftable_offset,
+                        format!(
+                            "clusters past the end of the file ({:#x}) are counted as used",
+                            st.next_free
+                        ),
+                    ));
+                }
             }
             c += 1;
         }
