@@ -76,13 +76,27 @@ enum Cmd {
         sync: bool,
     },
     /// Write the merged view of an overlay and its source chain to a new image (both stay as
-    /// they are).
+    /// they are), or with --into-source the overlay's own data back into its raw/qcow2 source.
     Commit {
         overlay: PathBuf,
         /// Output format (raw, qcow2).
-        #[arg(short = 'O', long = "output-format")]
-        output_format: String,
-        dst: PathBuf,
+        #[arg(
+            short = 'O',
+            long = "output-format",
+            required_unless_present = "into_source"
+        )]
+        output_format: Option<String>,
+        #[arg(
+            required_unless_present = "into_source",
+            conflicts_with = "into_source"
+        )]
+        dst: Option<PathBuf>,
+        /// Write the overlay's data into its source image (which is changed!).
+        #[arg(long)]
+        into_source: bool,
+        /// Do not ask before writing into the source (needed when stdin is not a terminal).
+        #[arg(long)]
+        yes: bool,
         /// Target options, as for convert.
         #[arg(short = 'o', long = "options")]
         options: Option<String>,
@@ -214,11 +228,22 @@ fn main() {
         }
         Cmd::Commit {
             overlay,
+            into_source: true,
+            yes,
+            json,
+            ..
+        } => commit_into_source(&overlay, yes, json),
+        Cmd::Commit {
+            overlay,
             output_format,
             dst,
             options,
             json,
+            ..
         } => {
+            let (Some(output_format), Some(dst)) = (output_format, dst) else {
+                unreachable!("clap requires -O and DST without --into-source")
+            };
             let target = ConvertTarget {
                 format: output_format,
                 options,
@@ -499,6 +524,36 @@ fn convert(
         }
         other => bail!("output format '{other}' is not supported"),
     };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&stats)?);
+    }
+    Ok(())
+}
+
+fn commit_into_source(overlay: &std::path::Path, yes: bool, json: bool) -> Result<()> {
+    use std::io::IsTerminal;
+    let (src, fmt) = ferry::convert::commit::source_of(overlay)?;
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            bail!(
+                "this writes {} into its source {} ({fmt}); pass --yes to confirm",
+                overlay.display(),
+                src.display()
+            );
+        }
+        eprint!(
+            "Write the data of {} into {} ({fmt})? This changes the source. [y/N] ",
+            overlay.display(),
+            src.display()
+        );
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            bail!("not committed");
+        }
+    }
+    let stats = ferry::convert::commit::into_source(overlay)
+        .with_context(|| format!("committing {} into {}", overlay.display(), src.display()))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&stats)?);
     }

@@ -237,3 +237,65 @@ fn a_full_disk_fails_cleanly() {
         );
     }
 }
+
+#[test]
+fn commit_into_source_writes_back_raw_and_qcow2() {
+    if !have_tools(&["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let raw = d.join("base.raw");
+    make_mixed_raw(&raw, 16 << 20, 13);
+    let q = d.join("base.qcow2");
+    qemu_img(&["convert", "-q", "-O", "qcow2", s(&raw), s(&q)]);
+    for src in [&raw, &q] {
+        let ov = d.join("ov.qcow2");
+        let _ = std::fs::remove_file(&ov);
+        ferry_ok(&["overlay", "create", s(src), s(&ov)]);
+        qemu_io(
+            "qcow2",
+            &ov,
+            &[
+                "write -P 0x31 1000 3M",
+                "write -z 7M 2M",
+                "write -P 9 15M 4097",
+            ],
+        );
+        let want = common::qemu_raw(&ov, d);
+        // Not a terminal and no --yes: refused, source untouched.
+        let g = Unchanged::new(&[src]);
+        let o = ferry(&["commit", s(&ov), "--into-source"]);
+        assert!(!o.status.success());
+        assert!(String::from_utf8_lossy(&o.stderr).contains("--yes"));
+        drop(g);
+        let stats: serde_json::Value = serde_json::from_str(&ferry_ok(&[
+            "commit",
+            s(&ov),
+            "--into-source",
+            "--yes",
+            "--json",
+        ]))
+        .unwrap();
+        // Only the overlay's own clusters were written (3 MiB + 2 MiB + 2 clusters, rounded).
+        let w = stats["bytes_written"].as_u64().unwrap();
+        assert!(w < 6 << 20, "{stats}");
+        assert!(
+            common::qemu_raw(src, d) == want,
+            "{} after commit",
+            src.display()
+        );
+        if src == &q {
+            check_json(&q);
+        }
+    }
+    // A VMDK source is refused with its reason.
+    let v = d.join("base.vmdk");
+    qemu_img(&["convert", "-q", "-O", "vmdk", s(&raw), s(&v)]);
+    let ov = d.join("ovv.qcow2");
+    ferry_ok(&["overlay", "create", s(&v), s(&ov)]);
+    let _g = Unchanged::new(&[&v]);
+    let o = ferry(&["commit", s(&ov), "--into-source", "--yes"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("only into raw or qcow2"));
+}

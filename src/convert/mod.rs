@@ -2,6 +2,7 @@
 //! holes and known zeros are never read or written, and data is read by several workers at once
 //! (decompression runs on every core).
 
+pub mod commit;
 pub mod copy;
 pub mod progress;
 
@@ -27,6 +28,9 @@ pub enum Error {
     #[error("{}: refusing to write over a file of the source image's chain", .path.display())]
     OutputIsSource { path: PathBuf },
 
-    #[error("output format {0} is not supported yet (only raw)")]
+    #[error("output format {0} is not supported yet (only raw and qcow2)")]
     UnsupportedTarget(String),
+
+    #[error("{0}")]
+    Commit(String),
 }
