@@ -16,8 +16,9 @@ ferry=$here/target/release/ferry
 mkdir -p "$work"
 cd "$work"
 
-if [ ! -f guest.raw ] || [ "$(stat -c %s guest.raw)" != "$(numfmt --from=iec "$SIZE")" ]; then
+if [ ! -f inputs.done ] || [ "$(stat -c %s guest.raw)" != "$(numfmt --from=iec "$SIZE")" ]; then
     echo "building inputs (once)..."
+    set +o pipefail # `yes | head` ends with SIGPIPE
     rm -f guest.raw
     truncate -s "$SIZE" guest.raw
     bytes=$(stat -c %s guest.raw)
@@ -28,7 +29,7 @@ if [ ! -f guest.raw ] || [ "$(stat -c %s guest.raw)" != "$(numfmt --from=iec "$S
             0 | 3) head -c 8M /dev/urandom ;;
             1) yes "a line of a log file in a guest, fairly compressible $i" | head -c 8M ;;
             2) head -c 8M /dev/zero ;;
-            *) continue ;;
+            *) true ;; # a hole: nothing written
         esac | dd of=guest.raw bs=1M seek=$((i * 8)) conv=notrunc status=none
     done
     qemu-img convert -O vmdk guest.raw guest.vmdk
@@ -38,6 +39,8 @@ if [ ! -f guest.raw ] || [ "$(stat -c %s guest.raw)" != "$(numfmt --from=iec "$S
     for ((i = 0; i < 64; i++)); do
         head -c 16M /dev/urandom | dd of=sparse.raw bs=1M seek=$((i * 1600)) conv=notrunc status=none
     done
+    set -o pipefail
+    touch inputs.done
 fi
 
 # best TOOL-COMMAND...: best wall seconds of $RUNS runs and the peak RSS (KiB) of the best run.
