@@ -25,6 +25,7 @@ use crate::block::{
 use lru::LruCache;
 use parking_lot::Mutex;
 use serde_json::json;
+use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::num::NonZeroUsize;
@@ -750,7 +751,7 @@ impl Qcow2Writer {
             } else {
                 0
             };
-            let mut fresh: Option<Vec<u8>> = None;
+            let mut fresh: Option<Cow<[u8]>> = None;
             match m {
                 _ if zero && self.reads_zero(m, cstart) => {}
                 Mapping::Data { host } if word & COPIED != 0 => {
@@ -771,19 +772,28 @@ impl Qcow2Writer {
                     self.pwrite(st, &c, prealloc, "qcow2 data cluster")?;
                     table[idx] = prealloc | COPIED;
                 }
+                _ if piece.len() as u64 == cs => {
+                    // A whole cluster: its bytes go to the run as they are, no copy-on-write.
+                    fresh = Some(Cow::Borrowed(piece));
+                    self.note_free(m, word, &mut frees);
+                }
                 _ => {
                     let mut c = vec![0u8; cs as usize];
                     if !full {
                         self.old_cluster(m, vcl, &mut c)?;
                     }
                     c[(ws - cstart) as usize..(we - cstart) as usize].copy_from_slice(piece);
-                    fresh = Some(c);
+                    fresh = Some(Cow::Owned(c));
                     self.note_free(m, word, &mut frees);
                 }
             }
             match (fresh, &mut run) {
                 (Some(c), Some((_, data))) => data.extend_from_slice(&c),
-                (Some(c), None) => run = Some((vcl, c)),
+                (Some(c), None) => {
+                    let mut data = Vec::with_capacity((end - cstart).next_multiple_of(cs) as usize);
+                    data.extend_from_slice(&c);
+                    run = Some((vcl, data));
+                }
                 (None, _) => self.flush_run(st, run.take(), &mut table, per)?,
             }
             vcl += 1;
