@@ -20,6 +20,13 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum OverlayCmd {
+    /// Create an empty overlay over SRC (any chain ferry reads; SRC is only ever read). qemu can
+    /// use the overlay as it is: the backing file name is relative when possible, with its format.
+    Create { src: PathBuf, overlay: PathBuf },
+}
+
+#[derive(Subcommand)]
 enum Cmd {
     /// Describe an image and its whole backing chain (like `qemu-img info --backing-chain`).
     Info {
@@ -42,10 +49,17 @@ enum Cmd {
     /// Write the image out in another format (sparse: holes and zeros are not written).
     Convert {
         src: PathBuf,
-        /// Output format (raw).
+        /// Output format (raw, qcow2).
         #[arg(short = 'O', long = "output-format")]
         output_format: String,
         dst: PathBuf,
+        /// Target options, comma-separated: compression=zlib|zstd (compress every cluster),
+        /// cluster_size=64k, compat=0.10|1.1 (qcow2).
+        #[arg(short = 'o', long = "options")]
+        options: Option<String>,
+        /// Compress (qcow2, zlib unless -o compression=zstd), like `qemu-img convert -c`.
+        #[arg(short = 'c', long)]
+        compress: bool,
         #[arg(short = 'f', long = "format")]
         format: Option<Format>,
         /// Show a progress bar (on a terminal).
@@ -60,6 +74,39 @@ enum Cmd {
         /// fsync the output before exiting (like `conv=fsync`); off by default, as in qemu-img.
         #[arg(long)]
         sync: bool,
+    },
+    /// Write the merged view of an overlay and its source chain to a new image (both stay as
+    /// they are), or with --into-source the overlay's own data back into its raw/qcow2 source.
+    Commit {
+        overlay: PathBuf,
+        /// Output format (raw, qcow2).
+        #[arg(
+            short = 'O',
+            long = "output-format",
+            required_unless_present = "into_source"
+        )]
+        output_format: Option<String>,
+        #[arg(
+            required_unless_present = "into_source",
+            conflicts_with = "into_source"
+        )]
+        dst: Option<PathBuf>,
+        /// Write the overlay's data into its source image (which is changed!).
+        #[arg(long)]
+        into_source: bool,
+        /// Do not ask before writing into the source (needed when stdin is not a terminal).
+        #[arg(long)]
+        yes: bool,
+        /// Target options, as for convert.
+        #[arg(short = 'o', long = "options")]
+        options: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy-on-write overlays: a qcow2 image whose backing file is the (untouched) source.
+    Overlay {
+        #[command(subcommand)]
+        cmd: OverlayCmd,
     },
     /// List the guest's filesystems, swap and logical volumes (like `virt-filesystems --long`).
     /// Disks are named /dev/sda, /dev/sdb, ... in the order given.
@@ -161,6 +208,8 @@ fn main() {
             src,
             output_format,
             dst,
+            options,
+            compress,
             format,
             progress,
             threads,
@@ -172,8 +221,46 @@ fn main() {
                 progress,
                 sync,
             };
-            convert(src, &output_format, dst, format, &opts, json)
+            let target = ConvertTarget {
+                format: output_format,
+                options,
+                compress,
+            };
+            convert(src, &target, dst, format, &opts, json)
         }
+        Cmd::Commit {
+            overlay,
+            into_source: true,
+            yes,
+            json,
+            ..
+        } => commit_into_source(&overlay, yes, json),
+        Cmd::Commit {
+            overlay,
+            output_format,
+            dst,
+            options,
+            json,
+            ..
+        } => {
+            let (Some(output_format), Some(dst)) = (output_format, dst) else {
+                unreachable!("clap requires -O and DST without --into-source")
+            };
+            let target = ConvertTarget {
+                format: output_format,
+                options,
+                compress: false,
+            };
+            let opts = ferry::convert::Options {
+                threads: 0,
+                progress: true,
+                sync: false,
+            };
+            convert(overlay, &target, dst, None, &opts, json)
+        }
+        Cmd::Overlay {
+            cmd: OverlayCmd::Create { src, overlay },
+        } => overlay_create(&src, &overlay),
         Cmd::Filesystems {
             images,
             format,
@@ -363,23 +450,123 @@ fn map(image: PathBuf, format: Option<Format>, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// What `convert`/`commit` write: `-O`, `-o` and `-c`.
+struct ConvertTarget {
+    format: String,
+    options: Option<String>,
+    compress: bool,
+}
+
+/// A size with an optional k/M suffix (as qemu-img's `cluster_size=64k`).
+fn parse_size(v: &str) -> Result<u64> {
+    let (num, mul) = match v.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&v[..i], 1u64 << 10),
+        Some((i, 'm' | 'M')) => (&v[..i], 1 << 20),
+        _ => (v, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mul))
+        .with_context(|| format!("bad size '{v}'"))
+}
+
+fn qcow2_options(t: &ConvertTarget) -> Result<ferry::convert::Qcow2Options> {
+    use ferry::block::qcow2::header::Compression;
+    let mut q = ferry::convert::Qcow2Options::default();
+    if t.compress {
+        q.compression = Some(Compression::Zlib);
+    }
+    for kv in t
+        .options
+        .iter()
+        .flat_map(|o| o.split(','))
+        .filter(|s| !s.is_empty())
+    {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        match (k, v) {
+            ("compression" | "compression_type", "zlib") => q.compression = Some(Compression::Zlib),
+            ("compression" | "compression_type", "zstd") => q.compression = Some(Compression::Zstd),
+            ("cluster_size", v) => q.cluster_size = parse_size(v)?,
+            ("compat", "0.10" | "v2") => q.compat_v2 = true,
+            ("compat", "1.1" | "v3") => q.compat_v2 = false,
+            _ => bail!("unknown qcow2 option '{kv}' (known: compression=zlib|zstd, cluster_size=SIZE, compat=0.10|1.1)"),
+        }
+    }
+    if q.compat_v2 && q.compression == Some(Compression::Zstd) {
+        bail!("zstd compression needs compat=1.1 (qcow2 v3)");
+    }
+    Ok(q)
+}
+
 fn convert(
     src: PathBuf,
-    output_format: &str,
+    target: &ConvertTarget,
     dst: PathBuf,
     format: Option<Format>,
     opts: &ferry::convert::Options,
     json: bool,
 ) -> Result<()> {
-    if output_format != "raw" {
-        bail!("output format '{output_format}' is not supported yet: only -O raw (qcow2 and vmdk writers come later)");
+    if !matches!(target.format.as_str(), "raw" | "qcow2") {
+        bail!(
+            "output format '{}' is not supported yet: only -O raw and -O qcow2",
+            target.format
+        );
     }
     let dev = open(&src, format)?;
-    let stats = ferry::convert::to_raw(&dev, &dst, opts)
-        .with_context(|| format!("converting {} to {}", src.display(), dst.display()))?;
+    let ctx = || format!("converting {} to {}", src.display(), dst.display());
+    let stats = match target.format.as_str() {
+        "raw" => {
+            if target.options.is_some() || target.compress {
+                bail!("-O raw takes no options");
+            }
+            ferry::convert::to_raw(&dev, &dst, opts).with_context(ctx)?
+        }
+        "qcow2" => {
+            let q = qcow2_options(target)?;
+            ferry::convert::to_qcow2(&dev, &dst, &q, opts).with_context(ctx)?
+        }
+        other => bail!("output format '{other}' is not supported"),
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&stats)?);
     }
+    Ok(())
+}
+
+fn commit_into_source(overlay: &std::path::Path, yes: bool, json: bool) -> Result<()> {
+    use std::io::IsTerminal;
+    let (src, fmt) = ferry::convert::commit::source_of(overlay)?;
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            bail!(
+                "this writes {} into its source {} ({fmt}); pass --yes to confirm",
+                overlay.display(),
+                src.display()
+            );
+        }
+        eprint!(
+            "Write the data of {} into {} ({fmt})? This changes the source. [y/N] ",
+            overlay.display(),
+            src.display()
+        );
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            bail!("not committed");
+        }
+    }
+    let stats = ferry::convert::commit::into_source(overlay)
+        .with_context(|| format!("committing {} into {}", overlay.display(), src.display()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&stats)?);
+    }
+    Ok(())
+}
+
+fn overlay_create(src: &std::path::Path, overlay: &std::path::Path) -> Result<()> {
+    let ov = block::overlay::create(src, overlay)
+        .with_context(|| format!("creating an overlay over {}", src.display()))?;
+    ov.flush()?;
     Ok(())
 }
 

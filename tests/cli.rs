@@ -218,7 +218,7 @@ fn errors_are_one_clear_line() {
         err.contains("nope.qcow2") && err.contains("cannot open"),
         "{err}"
     );
-    let o = ferry(&["convert", "x", "-O", "qcow2", "y"]);
+    let o = ferry(&["convert", "x", "-O", "vmdk", "y"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("not supported yet"));
     // -f raw shows a qcow2 file's own bytes.
     let img = d.join("a.qcow2");

@@ -4,6 +4,7 @@
 pub mod error;
 pub mod file;
 pub mod mem;
+pub mod overlay;
 pub mod parallel;
 pub mod probe;
 pub mod qcow2;

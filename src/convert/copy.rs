@@ -1,8 +1,11 @@
-//! The extent-driven parallel copy to a raw file. The output is created sparse (set_len) and only
-//! data is written; blocks of data that are all zeros are detected and skipped too (like
-//! `qemu-img convert -S 4k`), so the result has holes wherever the source reads as zeros.
+//! The extent-driven parallel copy to a raw file or a new qcow2 image. A raw output is created
+//! sparse (set_len) and a qcow2 one empty, and only data is written; blocks of data that are all
+//! zeros are detected and skipped too (like `qemu-img convert -S 4k`), so the result has holes
+//! (unallocated clusters) wherever the source reads as zeros. Compression of qcow2 clusters runs
+//! in the reading workers, on every core; one thread writes.
 
 use super::{progress, Error, Result};
+use crate::block::qcow2::writer::{CreateOptions, Qcow2Writer};
 use crate::block::{self, BlockDevice, ExtentKind};
 use serde::Serialize;
 use std::fs::OpenOptions;
@@ -26,6 +29,23 @@ pub struct Options {
     /// fsync the output before returning. Off by default, as with cp and qemu-img convert:
     /// the kernel writes back in its own time; ask for it when the copy must survive a crash.
     pub sync: bool,
+}
+
+/// The qcow2 target's settings (`-o` of `ferry convert -O qcow2`).
+#[derive(Clone, Debug, Default)]
+pub struct Qcow2Options {
+    /// Cluster size (0: 64 KiB).
+    pub cluster_size: u64,
+    /// qcow2 v2 (`compat=0.10`).
+    pub compat_v2: bool,
+    /// Compress every data cluster with this type (None: store plain).
+    pub compression: Option<crate::block::qcow2::header::Compression>,
+}
+
+/// Where the copy writes.
+enum Target<'a> {
+    Raw(&'a std::fs::File),
+    Qcow2 { w: &'a Qcow2Writer, compress: bool },
 }
 
 /// What a copy did, for `--json`.
@@ -65,9 +85,9 @@ fn check_not_source(src: &Arc<dyn BlockDevice>, dst: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes the whole of `src` to `dst` as a sparse raw file.
+/// Writes the whole of `src` to `dst` as a sparse raw file. On failure the output is removed, so
+/// no half-written file is left looking complete.
 pub fn to_raw(src: &Arc<dyn BlockDevice>, dst: &Path, opts: &Options) -> Result<Stats> {
-    let start = Instant::now();
     check_not_source(src, dst)?;
     let out_err = |what| {
         move |source| Error::Output {
@@ -82,9 +102,72 @@ pub fn to_raw(src: &Arc<dyn BlockDevice>, dst: &Path, opts: &Options) -> Result<
         .truncate(true)
         .open(dst)
         .map_err(out_err("cannot create"))?;
-    let size = src.len();
-    out.set_len(size).map_err(out_err("cannot set the size"))?;
+    let r = out
+        .set_len(src.len())
+        .map_err(out_err("cannot set the size"))
+        .and_then(|()| copy(src, dst, Target::Raw(&out), opts))
+        .and_then(|stats| {
+            if opts.sync {
+                out.sync_all().map_err(out_err("cannot flush"))?;
+            }
+            Ok(stats)
+        });
+    if r.is_err() {
+        let _ = std::fs::remove_file(dst);
+    }
+    r
+}
 
+/// Writes the whole of `src` to `dst` as a new qcow2 image (no backing file). On failure the
+/// output is removed.
+pub fn to_qcow2(
+    src: &Arc<dyn BlockDevice>,
+    dst: &Path,
+    q: &Qcow2Options,
+    opts: &Options,
+) -> Result<Stats> {
+    check_not_source(src, dst)?;
+    let co = CreateOptions {
+        size: src.len(),
+        cluster_size: if q.cluster_size == 0 {
+            64 << 10
+        } else {
+            q.cluster_size
+        },
+        compat_v2: q.compat_v2,
+        compression: q
+            .compression
+            .unwrap_or(crate::block::qcow2::header::Compression::Zlib),
+        backing: None,
+    };
+    let r = (|| {
+        let w = Qcow2Writer::create(dst, &co)?;
+        let target = Target::Qcow2 {
+            w: &w,
+            compress: q.compression.is_some(),
+        };
+        let stats = copy(src, dst, target, opts)?;
+        // Always synced: a qcow2 whose metadata is lost is worse than a raw file with old blocks.
+        w.finish()?;
+        Ok(stats)
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(dst);
+    }
+    r
+}
+
+fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) -> Result<Stats> {
+    let start = Instant::now();
+    let size = src.len();
+    // qcow2 work is done in whole clusters: compressed clusters cannot be written in parts, and
+    // a part of a cluster costs a read-modify-write.
+    let align = match &target {
+        Target::Raw(_) => 1,
+        Target::Qcow2 { w, .. } => w.header().cluster_size(),
+    };
+    let zero_block = (align as usize).max(ZERO_BLOCK);
+    let target = &target;
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -108,19 +191,29 @@ pub fn to_raw(src: &Arc<dyn BlockDevice>, dst: &Path, opts: &Options) -> Result<
     for _ in 0..threads * 4 {
         let _ = free_tx.send(vec![0u8; CHUNK as usize]);
     }
-    let (out, read, written, bar, failed) = (&out, &read, &written, &bar, &failed);
+    let (read, written, bar, failed) = (&read, &written, &bar, &failed);
 
     let result: Result<()> = std::thread::scope(|s| {
         let writer = s.spawn(move || -> Result<()> {
             for c in done_rx {
-                for &(a, b) in &c.runs {
-                    if let Err(source) = out.write_all_at(&c.buf[a..b], c.off + a as u64) {
+                for (i, &(a, b)) in c.runs.iter().enumerate() {
+                    let r = match target {
+                        Target::Raw(out) => out
+                            .write_all_at(&c.buf[a..b], c.off + a as u64)
+                            .map_err(|source| Error::Output {
+                                path: dst.to_path_buf(),
+                                what: "write failed",
+                                source,
+                            }),
+                        Target::Qcow2 { w, .. } => match c.packed.get(i) {
+                            Some(Some(z)) => w.write_compressed((c.off + a as u64) / align, z),
+                            _ => w.write_at(&c.buf[a..b], c.off + a as u64),
+                        }
+                        .map_err(Error::from),
+                    };
+                    if let Err(e) = r {
                         failed.store(true, Ordering::Relaxed);
-                        return Err(Error::Output {
-                            path: dst.to_path_buf(),
-                            what: "write failed",
-                            source,
-                        });
+                        return Err(e);
                     }
                     written.fetch_add((b - a) as u64, Ordering::Relaxed);
                 }
@@ -145,13 +238,37 @@ pub fn to_raw(src: &Arc<dyn BlockDevice>, dst: &Path, opts: &Options) -> Result<
                             return Err(e.into());
                         }
                         read.fetch_add(len, Ordering::Relaxed);
-                        let runs = nonzero_runs(&buf[..len as usize]);
+                        let mut runs = nonzero_runs(&buf[..len as usize], zero_block);
+                        let mut packed = Vec::new();
+                        if let Target::Qcow2 { w, compress: true } = target {
+                            // One run per cluster, each compressed (None: stored plain).
+                            let cs = align as usize;
+                            runs = runs
+                                .iter()
+                                .flat_map(|&(a, b)| {
+                                    (a..b).step_by(cs).map(move |x| (x, (x + cs).min(b)))
+                                })
+                                .collect();
+                            let mut whole = vec![0u8; cs];
+                            for &(a, b) in &runs {
+                                let data = if b - a == cs {
+                                    &buf[a..b]
+                                } else {
+                                    // The image's last cluster: compressed padded with zeros.
+                                    whole[..b - a].copy_from_slice(&buf[a..b]);
+                                    whole[b - a..].fill(0);
+                                    &whole[..]
+                                };
+                                packed.push(w.compress_cluster(data));
+                            }
+                        }
                         if done_tx
                             .send(Chunk {
                                 off,
                                 len,
                                 buf,
                                 runs,
+                                packed,
                             })
                             .is_err()
                         {
@@ -162,16 +279,20 @@ pub fn to_raw(src: &Arc<dyn BlockDevice>, dst: &Path, opts: &Options) -> Result<
             })
             .collect();
         drop((done_tx, job_rx, free_rx));
+        let mut last_end = 0u64;
         let produced = block::for_each_extent(src.as_ref(), 0, size, |e| -> Result<()> {
             if e.kind != ExtentKind::Data {
                 bar.inc(e.length);
                 return Ok(());
             }
-            // Split at CHUNK-aligned boundaries so chunks line up with clusters.
-            let mut off = e.offset;
-            while off < e.end() {
+            // Split at CHUNK-aligned boundaries so chunks line up with clusters; widened to
+            // whole target clusters, each cluster in one job only.
+            let mut off = (e.offset / align * align).max(last_end);
+            let e_end = e.end().div_ceil(align).saturating_mul(align).min(size);
+            while off < e_end {
                 let next = ((off / CHUNK) + 1) * CHUNK;
-                let n = next.min(e.end()) - off;
+                let n = next.min(e_end) - off;
+                last_end = off + n;
                 if failed.load(Ordering::Relaxed) || job_tx.send((off, n)).is_err() {
                     return Ok(()); // a worker or the writer failed: its error is reported below
                 }
@@ -195,15 +316,12 @@ pub fn to_raw(src: &Arc<dyn BlockDevice>, dst: &Path, opts: &Options) -> Result<
     });
     bar.finish_and_clear();
     result?;
-    if opts.sync {
-        out.sync_all().map_err(out_err("cannot flush"))?;
-    }
     let bytes_read = read.load(Ordering::Relaxed);
     Ok(Stats {
         virtual_size: size,
         bytes_read,
         bytes_written: written.load(Ordering::Relaxed),
-        bytes_skipped: size - bytes_read,
+        bytes_skipped: size.saturating_sub(bytes_read),
         seconds: start.elapsed().as_secs_f64(),
     })
 }
@@ -214,21 +332,23 @@ struct Chunk {
     len: u64,
     buf: Vec<u8>,
     runs: Vec<(usize, usize)>,
+    /// For a compressed qcow2 target: each run's compressed cluster (None: store it plain).
+    packed: Vec<Option<Vec<u8>>>,
 }
 
-/// The runs of `b` made of ZERO_BLOCK blocks that are not all zeros (the rest is not written).
-fn nonzero_runs(b: &[u8]) -> Vec<(usize, usize)> {
+/// The runs of `b` made of `block`-byte blocks that are not all zeros (the rest is not written).
+fn nonzero_runs(b: &[u8], block: usize) -> Vec<(usize, usize)> {
     let mut runs = Vec::new();
-    let blk = |at: usize| &b[at..(at + ZERO_BLOCK).min(b.len())];
+    let blk = |at: usize| &b[at..(at + block).min(b.len())];
     let mut i = 0usize;
     while i < b.len() {
         if is_zero(blk(i)) {
-            i += ZERO_BLOCK;
+            i += block;
             continue;
         }
         let start = i;
         while i < b.len() && !is_zero(blk(i)) {
-            i += ZERO_BLOCK;
+            i += block;
         }
         runs.push((start, i.min(b.len())));
     }

@@ -2,10 +2,11 @@
 //! holes and known zeros are never read or written, and data is read by several workers at once
 //! (decompression runs on every core).
 
+pub mod commit;
 pub mod copy;
 pub mod progress;
 
-pub use copy::{to_raw, Options, Stats};
+pub use copy::{to_qcow2, to_raw, Options, Qcow2Options, Stats};
 
 use std::io;
 use std::path::PathBuf;
@@ -27,6 +28,9 @@ pub enum Error {
     #[error("{}: refusing to write over a file of the source image's chain", .path.display())]
     OutputIsSource { path: PathBuf },
 
-    #[error("output format {0} is not supported yet (only raw)")]
+    #[error("output format {0} is not supported yet (only raw and qcow2)")]
     UnsupportedTarget(String),
+
+    #[error("{0}")]
+    Commit(String),
 }

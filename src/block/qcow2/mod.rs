@@ -4,7 +4,9 @@
 
 pub mod cluster;
 pub mod header;
+pub mod refcount;
 pub mod table;
+pub mod writer;
 
 use crate::block::error::{Error, Result};
 use crate::block::file::ImageFile;

@@ -1,0 +1,1083 @@
+//! A read-write qcow2 image (qemu docs/interop/qcow2.txt): creating v3 (or v2, compat=0.10)
+//! images, cluster allocation with refcounts, L2 allocation, copy-on-write of partial clusters
+//! from the backing file, zero clusters and compressed clusters. Used by `block::overlay` and as
+//! the qcow2 target of `convert`.
+//!
+//! Crash safety is qemu's without lazy refcounts: metadata is written through (no dirty cache)
+//! and each step is a separate `pwrite` in this order: refcounts of new clusters, then the new
+//! clusters' contents, then the L2 entries that point at them, then the L1 entry of a new L2
+//! table; references are dropped before refcounts are decreased. Whatever the process is killed
+//! between, every reference points at a cluster whose refcount is already counted, so
+//! `qemu-img check` finds at most leaked clusters. The dirty bit and lazy refcounts are not used.
+//! Clusters are only ever allocated at the end of the file (freed ones are not reused), so a data
+//! cluster never changes meaning while a reader holds its offset. Against power loss the order
+//! holds only up to the last `flush()` (as qemu with cache=writeback between guest flushes).
+
+use super::cluster;
+use super::header::{self, Compression, Header};
+use super::refcount;
+use super::table::{Geometry, Mapping, OFFSET_MASK};
+use crate::block::error::{Error, Result};
+use crate::block::{
+    check_range, open_backing, push_backing_extents, push_extent, read_backing, BlockDevice,
+    Extent, ExtentKind, LayerInfo, OpenCtx,
+};
+use lru::LruCache;
+use parking_lot::Mutex;
+use serde_json::json;
+use std::borrow::Cow;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::num::NonZeroUsize;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// L1/L2 "refcount is exactly one" flag: the cluster may be written in place.
+const COPIED: u64 = 1 << 63;
+const COMPRESSED: u64 = 1 << 62;
+const ZERO: u64 = 1;
+/// Bytes of L2 tables and of refcount blocks kept cached (each at least 16 clusters).
+const CACHE_BYTES: u64 = 16 << 20;
+/// Used clusters past the end of the file skipped over when allocating, before giving up on the
+/// image as corrupt (a hostile refcount table could otherwise make every allocation scan for long).
+const MAX_SKIP_CLUSTERS: u64 = 1 << 16;
+/// Size of the refcount table qemu refuses (8 MiB), and so do we when growing ours.
+const MAX_REFTABLE_BYTES: u64 = 8 << 20;
+
+/// What to create. `Default` is qemu-img's: v3, 64 KiB clusters, 16-bit refcounts, zlib.
+#[derive(Clone, Debug)]
+pub struct CreateOptions {
+    pub size: u64,
+    pub cluster_size: u64,
+    /// qcow2 version 2 (`compat=0.10`): no zero clusters, no compression type.
+    pub compat_v2: bool,
+    /// The compression type recorded in the header (only zstd needs a v3 feature bit).
+    pub compression: Compression,
+    /// Backing file name as written into the image, and its format (`backing_fmt`).
+    pub backing: Option<(String, String)>,
+}
+
+impl Default for CreateOptions {
+    fn default() -> Self {
+        CreateOptions {
+            size: 0,
+            cluster_size: 64 << 10,
+            compat_v2: false,
+            compression: Compression::Zlib,
+            backing: None,
+        }
+    }
+}
+
+/// Mutable metadata, under one lock. Tables are written through to the file as they change.
+struct State {
+    l1: Vec<u64>,
+    l2: LruCache<u64, Vec<u64>>,
+    reftable: Vec<u64>,
+    reftable_offset: u64,
+    refblocks: LruCache<u64, Vec<u8>>,
+    /// Where the next cluster is allocated: the end of the file, rounded up to a cluster.
+    next_free: u64,
+    /// Byte position for the next compressed cluster inside a partly used host cluster (0: none).
+    zpos: u64,
+    /// While the refcount table is being replaced, entries go to memory only.
+    growing: bool,
+    file_len: u64,
+}
+
+pub struct Qcow2Writer {
+    file: File,
+    path: PathBuf,
+    header: Header,
+    geo: Geometry,
+    backing: Option<Arc<dyn BlockDevice>>,
+    backing_path: Option<PathBuf>,
+    state: Mutex<State>,
+}
+
+fn io_err<'a>(
+    path: &'a Path,
+    what: &'static str,
+    offset: u64,
+) -> impl FnOnce(io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        what,
+        offset,
+        source,
+    }
+}
+
+fn be64s(raw: &[u8]) -> Vec<u64> {
+    raw.chunks_exact(8)
+        .map(|c| u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+        .collect()
+}
+
+fn is_zero(b: &[u8]) -> bool {
+    // SAFETY: any bit pattern is a valid u128.
+    let (pre, mid, post) = unsafe { b.align_to::<u128>() };
+    pre.iter().all(|&x| x == 0) && post.iter().all(|&x| x == 0) && mid.iter().all(|&x| x == 0)
+}
+
+/// The header cluster of a new image: fixed header, backing format extension, end marker and
+/// the backing file name (qcow2.txt, "Header" and "Header extensions").
+fn header_bytes(o: &CreateOptions, cluster_bits: u32, l1_size: u32) -> Result<Vec<u8>> {
+    let cs = 1usize << cluster_bits;
+    let mut h = vec![0u8; cs];
+    let put32 =
+        |h: &mut Vec<u8>, at: usize, v: u32| h[at..at + 4].copy_from_slice(&v.to_be_bytes());
+    let put64 =
+        |h: &mut Vec<u8>, at: usize, v: u64| h[at..at + 8].copy_from_slice(&v.to_be_bytes());
+    put32(&mut h, 0, header::MAGIC);
+    put32(&mut h, 4, if o.compat_v2 { 2 } else { 3 });
+    put32(&mut h, 20, cluster_bits);
+    put64(&mut h, 24, o.size);
+    put32(&mut h, 36, l1_size);
+    put64(&mut h, 40, 3 << cluster_bits);
+    put64(&mut h, 48, 1 << cluster_bits);
+    put32(&mut h, 56, 1);
+    let mut pos = if o.compat_v2 {
+        72
+    } else {
+        let zstd = o.compression == Compression::Zstd;
+        put64(
+            &mut h,
+            72,
+            if zstd {
+                header::INCOMPAT_COMPRESSION
+            } else {
+                0
+            },
+        );
+        put32(&mut h, 96, 4);
+        put32(&mut h, 100, 112);
+        h[104] = u8::from(zstd);
+        112
+    };
+    if let Some((name, fmt)) = &o.backing {
+        let need = pos + 8 + fmt.len().div_ceil(8) * 8 + 8 + name.len();
+        if name.len() > header::MAX_BACKING_NAME as usize || need > cs {
+            return Err(Error::unsupported(
+                name.as_str(),
+                "backing file name too long for the header cluster",
+            ));
+        }
+        put32(&mut h, pos, 0xe279_2aca);
+        put32(&mut h, pos + 4, fmt.len() as u32);
+        h[pos + 8..pos + 8 + fmt.len()].copy_from_slice(fmt.as_bytes());
+        pos += 8 + fmt.len().div_ceil(8) * 8;
+        pos += 8; // end of extensions: type 0, length 0
+        h[pos..pos + name.len()].copy_from_slice(name.as_bytes());
+        put64(&mut h, 8, pos as u64);
+        put32(&mut h, 16, name.len() as u32);
+    }
+    Ok(h)
+}
+
+impl Qcow2Writer {
+    /// Creates a new empty image at `path` (replacing any file there) and opens it read-write.
+    /// Layout: header, refcount table, first refcount block, L1 table.
+    pub fn create(path: &Path, o: &CreateOptions) -> Result<Self> {
+        // qemu counts qcow2 sizes in 512-byte sectors and drops a partial last one: round up,
+        // as `qemu-img create` and `convert` do, so the tail of an odd-sized source survives.
+        let o = &CreateOptions {
+            size: o.size.checked_next_multiple_of(512).ok_or_else(|| {
+                Error::unsupported(path, format!("virtual size {} is too large", o.size))
+            })?,
+            ..o.clone()
+        };
+        let cs = o.cluster_size;
+        if !cs.is_power_of_two()
+            || !(header::MIN_CLUSTER_BITS..=header::MAX_CLUSTER_BITS).contains(&cs.trailing_zeros())
+        {
+            return Err(Error::unsupported(
+                path,
+                format!("cluster size {cs} must be a power of two from 512 to 2 MiB"),
+            ));
+        }
+        let cb = cs.trailing_zeros();
+        let per_l2 = cs * (cs / 8);
+        let l1_size = o.size.div_ceil(per_l2);
+        if l1_size * 8 > header::MAX_L1_BYTES {
+            return Err(Error::unsupported(
+                path,
+                format!(
+                    "virtual size {} is too large for {cs}-byte clusters",
+                    o.size
+                ),
+            ));
+        }
+        let head = header_bytes(o, cb, l1_size as u32)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(|source| Error::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let l1_bytes = (l1_size * 8).max(1);
+        let l1_clusters = l1_bytes.div_ceil(cs);
+        let mut meta = vec![0u8; (3 * cs) as usize];
+        meta[..cs as usize].copy_from_slice(&head);
+        // Refcount table entry 0 -> block at cluster 2, which counts clusters 0..3.
+        meta[cs as usize..cs as usize + 8].copy_from_slice(&(2 * cs).to_be_bytes());
+        let rb = &mut meta[2 * cs as usize..];
+        for c in 0..3 {
+            refcount::set(rb, c, 4, 1);
+        }
+        file.write_all_at(&meta, 0)
+            .map_err(io_err(path, "qcow2 metadata", 0))?;
+        file.set_len((3 + l1_clusters) * cs)
+            .map_err(io_err(path, "qcow2 L1 table", 3 * cs))?;
+        let w = Self::open_file(file, path, &mut OpenCtx::default(), Some(3 * cs))?;
+        {
+            let mut st = w.state.lock();
+            let at = w.alloc(&mut st, l1_clusters)?;
+            debug_assert_eq!(at, 3 * cs);
+        }
+        Ok(w)
+    }
+
+    /// Opens an existing image read-write (its backing chain read-only).
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|source| Error::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Self::open_file(file, path, &mut OpenCtx::default(), None)
+    }
+
+    fn open_file(
+        file: File,
+        path: &Path,
+        ctx: &mut OpenCtx,
+        next_free: Option<u64>,
+    ) -> Result<Self> {
+        let meta = file.metadata().map_err(|source| Error::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let file_len = meta.len();
+        let head_len = file_len.min(1 << header::MAX_CLUSTER_BITS) as usize;
+        let mut head = vec![0u8; head_len];
+        file.read_exact_at(&mut head, 0)
+            .map_err(io_err(path, "qcow2 header", 0))?;
+        let h = Header::parse(&head, path, file_len)?;
+        let refuse = |why: &str| {
+            Err(Error::unsupported(
+                path,
+                format!("cannot write to this qcow2 image: {why}"),
+            ))
+        };
+        if h.extended_l2() {
+            return refuse("extended L2 entries (subclusters) are not supported for writing");
+        }
+        if h.nb_snapshots > 0 {
+            return refuse("it has internal snapshots");
+        }
+        if h.incompatible_features & header::INCOMPAT_DIRTY != 0 {
+            return refuse("the dirty bit is set; repair it first with `qemu-img check -r all`");
+        }
+        if h.incompatible_features & header::INCOMPAT_CORRUPT != 0 {
+            return refuse("qemu marked it corrupt; repair it first with `qemu-img check -r all`");
+        }
+        let cs = h.cluster_size();
+        // Autoclear features (bitmaps...) must be cleared by a writer that does not know them.
+        if h.version >= 3 && h.autoclear_features != 0 {
+            file.write_all_at(&0u64.to_be_bytes(), 88)
+                .map_err(io_err(path, "qcow2 header", 88))?;
+        }
+        let geo = Geometry {
+            cluster_bits: h.cluster_bits,
+            extended: false,
+            file_len,
+        };
+        let l1_bytes = u64::from(h.l1_size) * 8;
+        let mut raw = vec![0u8; l1_bytes as usize];
+        file.read_exact_at(&mut raw, h.l1_table_offset)
+            .map_err(io_err(path, "qcow2 L1 table", h.l1_table_offset))?;
+        let l1 = be64s(&raw);
+        for (i, e) in l1.iter().enumerate() {
+            let pos = h.l1_table_offset + i as u64 * 8;
+            if geo.l2_offset(*e, path, pos)? != 0 && e & COPIED == 0 {
+                return refuse("an L2 table is shared (refcount above one)");
+            }
+        }
+        let rt_bytes = u64::from(h.refcount_table_clusters) * cs;
+        if rt_bytes > MAX_REFTABLE_BYTES || rt_bytes == 0 {
+            return Err(Error::corrupt(
+                path,
+                "qcow2 header",
+                56,
+                format!("refcount table of {} clusters", h.refcount_table_clusters),
+            ));
+        }
+        if h.refcount_table_offset % cs != 0 {
+            return Err(Error::corrupt(
+                path,
+                "qcow2 header",
+                48,
+                "refcount table offset is not cluster-aligned",
+            ));
+        }
+        let mut raw = vec![0u8; rt_bytes as usize];
+        file.read_exact_at(&mut raw, h.refcount_table_offset)
+            .map_err(io_err(
+                path,
+                "qcow2 refcount table",
+                h.refcount_table_offset,
+            ))?;
+        let reftable = be64s(&raw);
+        for (i, e) in reftable.iter().enumerate() {
+            if e & !OFFSET_MASK != 0 || e % cs != 0 || (*e != 0 && *e < cs) {
+                return Err(Error::corrupt(
+                    path,
+                    "qcow2 refcount table",
+                    h.refcount_table_offset + i as u64 * 8,
+                    format!(
+                        "refcount block offset {e:#x} is unaligned, in the header cluster or \
+                         has reserved bits"
+                    ),
+                ));
+            }
+        }
+        let (backing, backing_path) = match &h.backing_file {
+            Some(name) => {
+                let (dev, p) = open_backing(path, name, h.backing_format.as_deref(), ctx)?;
+                (Some(dev), Some(p))
+            }
+            None => (None, None),
+        };
+        let slots =
+            NonZeroUsize::new((CACHE_BYTES / cs).max(16) as usize).unwrap_or(NonZeroUsize::MIN);
+        let next_free = next_free.unwrap_or(file_len.div_ceil(cs) * cs);
+        Ok(Qcow2Writer {
+            state: Mutex::new(State {
+                l1,
+                l2: LruCache::new(slots),
+                reftable,
+                reftable_offset: h.refcount_table_offset,
+                refblocks: LruCache::new(slots),
+                next_free,
+                zpos: 0,
+                growing: false,
+                file_len,
+            }),
+            file,
+            path: path.to_path_buf(),
+            header: h,
+            geo,
+            backing,
+            backing_path,
+        })
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    fn cs(&self) -> u64 {
+        self.geo.cluster_size()
+    }
+
+    fn pwrite(&self, st: &mut State, buf: &[u8], off: u64, what: &'static str) -> Result<()> {
+        self.file
+            .write_all_at(buf, off)
+            .map_err(io_err(&self.path, what, off))?;
+        st.file_len = st.file_len.max(off + buf.len() as u64);
+        Ok(())
+    }
+
+    /// Reads `buf` at `off`, zeros past the end of the file (qemu's tail clusters may be short).
+    fn pread(&self, buf: &mut [u8], off: u64, what: &'static str) -> Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.file.read_at(&mut buf[done..], off + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_err(&self.path, what, off + done as u64)(e)),
+            }
+        }
+        buf[done..].fill(0);
+        Ok(())
+    }
+
+    // ---- refcounts ----
+
+    fn epb(&self) -> u64 {
+        refcount::entries_per_block(self.cs(), self.header.refcount_order)
+    }
+
+    /// The refcount block at `off`, from the cache or the file.
+    fn refblock<'a>(&self, st: &'a mut State, off: u64) -> Result<&'a mut Vec<u8>> {
+        if !st.refblocks.contains(&off) {
+            let mut b = vec![0u8; self.cs() as usize];
+            self.pread(&mut b, off, "qcow2 refcount block")?;
+            st.refblocks.put(off, b);
+        }
+        st.refblocks
+            .get_mut(&off)
+            .ok_or_else(|| Error::corrupt(&self.path, "qcow2 refcount block", off, "cache miss"))
+    }
+
+    fn refcount(&self, st: &mut State, cluster: u64) -> Result<u64> {
+        let bi = cluster / self.epb();
+        let Some(&rb) = st.reftable.get(bi as usize) else {
+            return Ok(0);
+        };
+        if rb == 0 {
+            return Ok(0);
+        }
+        let idx = cluster % self.epb();
+        let order = self.header.refcount_order;
+        Ok(refcount::get(self.refblock(st, rb)?, idx, order))
+    }
+
+    /// The host offset of refcount block `bi`, allocating it (and growing the table) if needed.
+    fn ensure_refblock(&self, st: &mut State, bi: u64) -> Result<u64> {
+        if bi as usize >= st.reftable.len() {
+            self.grow_reftable(st, bi)?;
+        }
+        let rb = st.reftable[bi as usize];
+        if rb != 0 {
+            return Ok(rb);
+        }
+        let cs = self.cs();
+        let b = st.next_free;
+        st.next_free += cs;
+        let mut blk = vec![0u8; cs as usize];
+        let own = b / cs;
+        if own / self.epb() == bi {
+            refcount::set(&mut blk, own % self.epb(), self.header.refcount_order, 1);
+        } else {
+            // Counted in another block first, so the table never references an uncounted block.
+            self.add_refcounts(st, own, 1, 1)?;
+        }
+        self.pwrite(st, &blk, b, "qcow2 refcount block")?;
+        st.refblocks.put(b, blk);
+        st.reftable[bi as usize] = b;
+        if !st.growing {
+            let at = st.reftable_offset + bi * 8;
+            self.pwrite(st, &b.to_be_bytes(), at, "qcow2 refcount table")?;
+        }
+        Ok(b)
+    }
+
+    /// Replaces the refcount table by a larger one at the end of the file that has room for
+    /// entry `need`: the new table and any new blocks are written, then the header points at
+    /// it, then the old table's clusters are freed.
+    fn grow_reftable(&self, st: &mut State, need: u64) -> Result<()> {
+        if st.growing {
+            return Err(Error::corrupt(
+                &self.path,
+                "qcow2 refcount table",
+                st.reftable_offset,
+                "refcount table growth did not converge",
+            ));
+        }
+        let cs = self.cs();
+        let old_len = st.reftable.len() as u64;
+        let old_off = st.reftable_offset;
+        let old_clusters = (old_len * 8).div_ceil(cs);
+        // Enough for `need`, for everything up to the new table's end, and some slack.
+        let mut entries = (need + 1).max(old_len * 2);
+        let mut clusters = (entries * 8).div_ceil(cs);
+        loop {
+            let end_cluster = st.next_free / cs + clusters + 8;
+            let covering = end_cluster.div_ceil(self.epb()) + 2;
+            if entries >= covering {
+                break;
+            }
+            entries = covering;
+            clusters = (entries * 8).div_ceil(cs);
+        }
+        if clusters * cs > MAX_REFTABLE_BYTES {
+            return Err(Error::unsupported(
+                &self.path,
+                "the refcount table would exceed 8 MiB (image too large for its cluster size)",
+            ));
+        }
+        entries = clusters * cs / 8;
+        let start = st.next_free;
+        st.next_free += clusters * cs;
+        st.growing = true;
+        st.reftable.resize(entries as usize, 0);
+        let r = self.add_refcounts(st, start / cs, clusters, 1);
+        st.growing = false;
+        r?;
+        let mut raw = Vec::with_capacity((clusters * cs) as usize);
+        for e in &st.reftable {
+            raw.extend_from_slice(&e.to_be_bytes());
+        }
+        raw.resize((clusters * cs) as usize, 0);
+        self.pwrite(st, &raw, start, "qcow2 refcount table")?;
+        let mut hdr = [0u8; 12];
+        hdr[..8].copy_from_slice(&start.to_be_bytes());
+        hdr[8..].copy_from_slice(&(clusters as u32).to_be_bytes());
+        self.pwrite(st, &hdr, 48, "qcow2 header")?;
+        st.reftable_offset = start;
+        self.add_refcounts(st, old_off / cs, old_clusters, -1)
+    }
+
+    /// Adds `delta` to the refcounts of clusters `[first, first+n)`, one write per block.
+    fn add_refcounts(&self, st: &mut State, first: u64, n: u64, delta: i64) -> Result<()> {
+        let epb = self.epb();
+        let order = self.header.refcount_order;
+        let mut c = first;
+        while c < first + n {
+            let bi = c / epb;
+            let stop = (first + n).min((bi + 1) * epb);
+            let rb = self.ensure_refblock(st, bi)?;
+            let blk = self.refblock(st, rb)?;
+            let (mut lo, mut hi) = (usize::MAX, 0);
+            for cl in c..stop {
+                let idx = cl % epb;
+                let v = refcount::get(blk, idx, order);
+                let nv = v
+                    .checked_add_signed(delta)
+                    .filter(|&x| x <= refcount::max_value(order));
+                let Some(nv) = nv else {
+                    return Err(Error::corrupt(
+                        &self.path,
+                        "qcow2 refcount block",
+                        rb,
+                        format!("refcount of cluster {cl} would leave its range ({v} {delta:+})"),
+                    ));
+                };
+                refcount::set(blk, idx, order, nv);
+                let (a, b) = refcount::byte_span(idx, order);
+                lo = lo.min(a);
+                hi = hi.max(b);
+            }
+            let span = blk[lo..hi].to_vec();
+            self.pwrite(st, &span, rb + lo as u64, "qcow2 refcount block")?;
+            c = stop;
+        }
+        Ok(())
+    }
+
+    /// Allocates `n` contiguous clusters at the end of the file with refcount 1 (written before
+    /// anything may reference them). Returns the first one's host offset.
+    fn alloc(&self, st: &mut State, n: u64) -> Result<u64> {
+        let cs = self.cs();
+        // Clusters past the end that are already counted (a file someone truncated) are skipped.
+        let mut start = st.next_free;
+        let mut c = start / cs;
+        while c < start / cs + n {
+            if self.refcount(st, c)? != 0 {
+                start = (c + 1) * cs;
+                if start - st.next_free > MAX_SKIP_CLUSTERS * cs {
+                    return Err(Error::corrupt(
+                        &self.path,
+                        "qcow2 refcount table",
+                        st.reftable_offset,
+                        format!(
+                            "clusters past the end of the file ({:#x}) are counted as used",
+                            st.next_free
+                        ),
+                    ));
+                }
+            }
+            c += 1;
+        }
+        st.next_free = start + n * cs;
+        self.add_refcounts(st, start / cs, n, 1)?;
+        Ok(start)
+    }
+
+    // ---- mapping ----
+
+    fn l2_table<'a>(&self, st: &'a mut State, off: u64) -> Result<&'a mut Vec<u64>> {
+        if !st.l2.contains(&off) {
+            let mut raw = vec![0u8; self.cs() as usize];
+            self.pread(&mut raw, off, "qcow2 L2 table")?;
+            st.l2.put(off, be64s(&raw));
+        }
+        st.l2
+            .get_mut(&off)
+            .ok_or_else(|| Error::corrupt(&self.path, "qcow2 L2 table", off, "cache miss"))
+    }
+
+    fn l2_offset(&self, st: &State, l1i: u64) -> Result<u64> {
+        let e = *st.l1.get(l1i as usize).ok_or_else(|| {
+            Error::corrupt(
+                &self.path,
+                "qcow2 L1 table",
+                self.header.l1_table_offset,
+                format!("entry {l1i} is past the table's {} entries", st.l1.len()),
+            )
+        })?;
+        self.geo
+            .l2_offset(e, &self.path, self.header.l1_table_offset + l1i * 8)
+    }
+
+    /// The L2 entry of guest cluster `vcl` (0 when its table is not allocated).
+    fn entry(&self, st: &mut State, vcl: u64) -> Result<(u64, u64)> {
+        let per = self.geo.l2_entries();
+        let l2 = self.l2_offset(st, vcl / per)?;
+        if l2 == 0 {
+            return Ok((0, 0));
+        }
+        let idx = vcl % per;
+        Ok((self.l2_table(st, l2)?[idx as usize], l2 + idx * 8))
+    }
+
+    fn classify(&self, st: &State, word: u64, pos: u64) -> Result<Mapping> {
+        let geo = Geometry {
+            file_len: st.file_len.max(st.next_free),
+            ..self.geo
+        };
+        geo.classify(word, 0, 0, &self.path, pos)
+    }
+
+    /// Mapping of `pos` and how far it continues (same kind, contiguous hosts), within one cluster
+    /// for compressed data and within one L2 table otherwise.
+    fn map_run(&self, pos: u64, max: u64) -> Result<(Mapping, u64)> {
+        let mut st = self.state.lock();
+        let cb = self.geo.cluster_bits;
+        let cs = self.cs();
+        let per = self.geo.l2_entries();
+        let vcl = pos >> cb;
+        let table_end = ((vcl / per + 1) * per) << cb;
+        let limit = pos.saturating_add(max).min(table_end);
+        let (w, at) = self.entry(&mut st, vcl)?;
+        let first = match self.classify(&st, w, at)? {
+            Mapping::Data { host } => Mapping::Data {
+                host: host + (pos & (cs - 1)),
+            },
+            m @ Mapping::Compressed { .. } => {
+                return Ok((m, (((vcl + 1) << cb).min(limit)) - pos));
+            }
+            m => m,
+        };
+        let mut end = ((vcl + 1) << cb).min(limit);
+        while end < limit {
+            let (w, at) = self.entry(&mut st, end >> cb)?;
+            let next = self.classify(&st, w, at)?;
+            let same = match (first, next) {
+                (Mapping::Data { host: a }, Mapping::Data { host: b }) => a + (end - pos) == b,
+                (Mapping::Zero, Mapping::Zero) | (Mapping::Unallocated, Mapping::Unallocated) => {
+                    true
+                }
+                _ => false,
+            };
+            if !same {
+                break;
+            }
+            end = (end + cs).min(limit);
+        }
+        Ok((first, end - pos))
+    }
+
+    fn inflate(&self, host: u64, size: u64, out: &mut [u8]) -> Result<()> {
+        let mut input = vec![0u8; size as usize];
+        self.pread(&mut input, host, "qcow2 compressed cluster")?;
+        cluster::decompress(self.header.compression, &input, out)
+            .map_err(|d| Error::corrupt(&self.path, "qcow2 compressed cluster", host, d))
+    }
+
+    /// What guest cluster `vcl` reads as now, whole (for copy-on-write).
+    fn old_cluster(&self, m: Mapping, vcl: u64, out: &mut [u8]) -> Result<()> {
+        match m {
+            Mapping::Data { host } => self.pread(out, host, "qcow2 data cluster"),
+            Mapping::Zero => {
+                out.fill(0);
+                Ok(())
+            }
+            Mapping::Unallocated => {
+                let start = vcl << self.geo.cluster_bits;
+                let n = (self.len() - start).min(out.len() as u64) as usize;
+                read_backing(self.backing.as_ref(), &mut out[..n], start)?;
+                out[n..].fill(0);
+                Ok(())
+            }
+            Mapping::Compressed { host, size } => self.inflate(host, size, out),
+        }
+    }
+
+    /// True when `m` for the cluster at `start` reads as zeros without looking at data.
+    fn reads_zero(&self, m: Mapping, start: u64) -> bool {
+        match m {
+            Mapping::Zero => true,
+            Mapping::Unallocated => self.backing.as_ref().is_none_or(|b| start >= b.len()),
+            _ => false,
+        }
+    }
+
+    // ---- writing ----
+
+    /// Writes `buf` at guest offset `off` for clusters of one L2 table.
+    fn write_table(&self, st: &mut State, buf: &[u8], off: u64) -> Result<()> {
+        let cb = self.geo.cluster_bits;
+        let cs = self.cs();
+        let per = self.geo.l2_entries();
+        let end = off + buf.len() as u64;
+        let l1i = (off >> cb) / per;
+        let l2 = self.l2_offset(st, l1i)?;
+        let mut table = if l2 == 0 {
+            vec![0u64; per as usize]
+        } else {
+            self.l2_table(st, l2)?.clone()
+        };
+        let orig = table.clone();
+        let v3 = self.header.version >= 3;
+        let mut frees: Vec<(u64, u64)> = Vec::new(); // (first cluster, count) to decrement
+                                                     // A run of guest clusters that get new host clusters: (first vcl, contents).
+        let mut run: Option<(u64, Vec<u8>)> = None;
+        let mut vcl = off >> cb;
+        while (vcl << cb) < end {
+            let cstart = vcl << cb;
+            let cend = (cstart + cs).min(self.len());
+            let ws = off.max(cstart);
+            let we = end.min(cstart + cs);
+            let piece = &buf[(ws - off) as usize..(we - off) as usize];
+            let idx = (vcl % per) as usize;
+            let word = table[idx];
+            let m = self.classify(st, word, l2 + idx as u64 * 8)?;
+            let full = ws == cstart && we >= cend;
+            let zero = is_zero(piece);
+            let prealloc = if word & COMPRESSED == 0 {
+                word & OFFSET_MASK
+            } else {
+                0
+            };
+            let mut fresh: Option<Cow<[u8]>> = None;
+            match m {
+                _ if zero && self.reads_zero(m, cstart) => {}
+                Mapping::Data { host } if word & COPIED != 0 => {
+                    if zero && full && v3 {
+                        table[idx] = host | COPIED | ZERO;
+                    } else {
+                        self.pwrite(st, piece, host + (ws - cstart), "qcow2 data cluster")?;
+                    }
+                }
+                _ if zero && full && v3 => {
+                    table[idx] = ZERO;
+                    self.note_free(m, word, &mut frees);
+                }
+                Mapping::Zero if prealloc != 0 && word & COPIED != 0 => {
+                    // A preallocated zero cluster: its host cluster is ours to fill.
+                    let mut c = vec![0u8; cs as usize];
+                    c[(ws - cstart) as usize..(we - cstart) as usize].copy_from_slice(piece);
+                    self.pwrite(st, &c, prealloc, "qcow2 data cluster")?;
+                    table[idx] = prealloc | COPIED;
+                }
+                _ if piece.len() as u64 == cs => {
+                    // A whole cluster: its bytes go to the run as they are, no copy-on-write.
+                    fresh = Some(Cow::Borrowed(piece));
+                    self.note_free(m, word, &mut frees);
+                }
+                _ => {
+                    let mut c = vec![0u8; cs as usize];
+                    if !full {
+                        self.old_cluster(m, vcl, &mut c)?;
+                    }
+                    c[(ws - cstart) as usize..(we - cstart) as usize].copy_from_slice(piece);
+                    fresh = Some(Cow::Owned(c));
+                    self.note_free(m, word, &mut frees);
+                }
+            }
+            match (fresh, &mut run) {
+                (Some(c), Some((_, data))) => data.extend_from_slice(&c),
+                (Some(c), None) => {
+                    let mut data = Vec::with_capacity((end - cstart).next_multiple_of(cs) as usize);
+                    data.extend_from_slice(&c);
+                    run = Some((vcl, data));
+                }
+                (None, _) => self.flush_run(st, run.take(), &mut table, per)?,
+            }
+            vcl += 1;
+        }
+        self.flush_run(st, run.take(), &mut table, per)?;
+        if table != orig {
+            if l2 == 0 {
+                let t = self.alloc(st, 1)?;
+                let raw: Vec<u8> = table.iter().flat_map(|e| e.to_be_bytes()).collect();
+                self.pwrite(st, &raw, t, "qcow2 L2 table")?;
+                st.l2.put(t, table);
+                st.l1[l1i as usize] = t | COPIED;
+                let at = self.header.l1_table_offset + l1i * 8;
+                self.pwrite(st, &(t | COPIED).to_be_bytes(), at, "qcow2 L1 table")?;
+            } else {
+                let lo = table
+                    .iter()
+                    .zip(&orig)
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(0);
+                let hi = per as usize
+                    - table
+                        .iter()
+                        .rev()
+                        .zip(orig.iter().rev())
+                        .position(|(a, b)| a != b)
+                        .unwrap_or(0);
+                let raw: Vec<u8> = table[lo..hi].iter().flat_map(|e| e.to_be_bytes()).collect();
+                self.pwrite(st, &raw, l2 + lo as u64 * 8, "qcow2 L2 table")?;
+                st.l2.put(l2, table);
+            }
+        }
+        for (c, n) in frees {
+            self.add_refcounts(st, c, n, -1)?;
+        }
+        Ok(())
+    }
+
+    /// Records the host clusters a replaced entry held, to be released once unreferenced.
+    fn note_free(&self, m: Mapping, word: u64, frees: &mut Vec<(u64, u64)>) {
+        let cb = self.geo.cluster_bits;
+        match m {
+            Mapping::Compressed { host, size } => {
+                let first = host >> cb;
+                let last = (host + size - 1) >> cb;
+                frees.push((first, last - first + 1));
+            }
+            Mapping::Data { host } => frees.push((host >> cb, 1)),
+            Mapping::Zero if word & OFFSET_MASK != 0 => frees.push(((word & OFFSET_MASK) >> cb, 1)),
+            _ => {}
+        }
+    }
+
+    /// Allocates host clusters for a run of fresh guest clusters, writes them, and points the
+    /// (in-memory) table entries at them.
+    fn flush_run(
+        &self,
+        st: &mut State,
+        run: Option<(u64, Vec<u8>)>,
+        table: &mut [u64],
+        per: u64,
+    ) -> Result<()> {
+        let Some((first, data)) = run else {
+            return Ok(());
+        };
+        let cs = self.cs();
+        let n = data.len() as u64 / cs;
+        let host = self.alloc(st, n)?;
+        self.pwrite(st, &data, host, "qcow2 data cluster")?;
+        for i in 0..n {
+            table[((first + i) % per) as usize] = (host + i * cs) | COPIED;
+        }
+        Ok(())
+    }
+
+    /// Stores one whole guest cluster compressed (`data` is its compressed form, as
+    /// `compress_cluster` makes it). The cluster must not be allocated yet (a fresh image).
+    pub fn write_compressed(&self, vcl: u64, data: &[u8]) -> Result<()> {
+        let cs = self.cs();
+        let cb = self.geo.cluster_bits;
+        if vcl << cb >= self.len() || data.is_empty() || data.len() as u64 > cs {
+            return Err(Error::OutOfRange {
+                offset: vcl << cb,
+                len: data.len() as u64,
+                size: self.len(),
+            });
+        }
+        let mut st = self.state.lock();
+        let size = data.len() as u64;
+        let host = if st.zpos != 0 && (st.zpos | (cs - 1)) + 1 - st.zpos >= size {
+            let h = st.zpos;
+            self.add_refcounts(&mut st, h >> cb, 1, 1)?;
+            h
+        } else {
+            self.alloc(&mut st, 1)?
+        };
+        self.pwrite(&mut st, data, host, "qcow2 compressed cluster")?;
+        st.zpos = if (host + size) % cs == 0 {
+            0
+        } else {
+            host + size
+        };
+        let shift = 62 - (cb - 8);
+        let sectors = ((host + size - 1) >> 9) - (host >> 9);
+        let word = COMPRESSED | (sectors << shift) | host;
+        let per = self.geo.l2_entries();
+        let l1i = vcl / per;
+        let l2 = self.l2_offset(&st, l1i)?;
+        let idx = vcl % per;
+        if l2 == 0 {
+            let mut table = vec![0u64; per as usize];
+            table[idx as usize] = word;
+            let t = self.alloc(&mut st, 1)?;
+            let raw: Vec<u8> = table.iter().flat_map(|e| e.to_be_bytes()).collect();
+            self.pwrite(&mut st, &raw, t, "qcow2 L2 table")?;
+            st.l2.put(t, table);
+            st.l1[l1i as usize] = t | COPIED;
+            let at = self.header.l1_table_offset + l1i * 8;
+            self.pwrite(&mut st, &(t | COPIED).to_be_bytes(), at, "qcow2 L1 table")?;
+        } else {
+            let old = self.l2_table(&mut st, l2)?[idx as usize];
+            if old != 0 {
+                return Err(Error::unsupported(
+                    &self.path,
+                    format!("compressed write to cluster {vcl}, which is already allocated"),
+                ));
+            }
+            self.l2_table(&mut st, l2)?[idx as usize] = word;
+            self.pwrite(&mut st, &word.to_be_bytes(), l2 + idx * 8, "qcow2 L2 table")?;
+        }
+        Ok(())
+    }
+
+    /// Compresses one whole cluster as this image's compression type stores it (raw deflate
+    /// with qemu's 4 KiB window, or a zstd frame). None when it would not shrink: store it plain.
+    pub fn compress_cluster(&self, data: &[u8]) -> Option<Vec<u8>> {
+        compress(self.header.compression, data)
+    }
+
+    /// Bytes of host file in use (its length).
+    pub fn file_len(&self) -> u64 {
+        self.state.lock().file_len
+    }
+
+    /// Ends writing: extends the file to a whole number of clusters (the last compressed cluster
+    /// may end mid-sector, which `qemu-img check` counts past the end of the file) and syncs it.
+    pub fn finish(&self) -> Result<()> {
+        let mut st = self.state.lock();
+        let cs = self.cs();
+        let end = st.file_len.div_ceil(cs) * cs;
+        if end > st.file_len {
+            self.file
+                .set_len(end)
+                .map_err(io_err(&self.path, "qcow2 file end", end))?;
+            st.file_len = end;
+        }
+        drop(st);
+        self.flush()
+    }
+}
+
+/// Compresses `data` for a compressed cluster; None when the result is not smaller.
+pub fn compress(kind: Compression, data: &[u8]) -> Option<Vec<u8>> {
+    let limit = data.len() - 1;
+    let out = match kind {
+        Compression::Zlib => {
+            use flate2::{Compress, Compression as Level, FlushCompress, Status};
+            let mut c = Compress::new_with_window_bits(Level::default(), false, 12);
+            let mut out = Vec::with_capacity(data.len());
+            match c.compress_vec(data, &mut out, FlushCompress::Finish) {
+                Ok(Status::StreamEnd) => out,
+                _ => return None,
+            }
+        }
+        Compression::Zstd => zstd::bulk::compress(data, 1).ok()?,
+    };
+    (out.len() <= limit).then_some(out)
+}
+
+impl BlockDevice for Qcow2Writer {
+    fn len(&self) -> u64 {
+        self.header.size
+    }
+
+    fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
+        check_range(off, buf.len() as u64, self.len())?;
+        let cs = self.cs();
+        let mut pos = off;
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let (m, run) = self.map_run(pos, rest.len() as u64)?;
+            let (dst, tail) = std::mem::take(&mut rest).split_at_mut(run as usize);
+            rest = tail;
+            match m {
+                Mapping::Data { host } => self.pread(dst, host, "qcow2 data cluster")?,
+                Mapping::Zero => dst.fill(0),
+                Mapping::Unallocated => read_backing(self.backing.as_ref(), dst, pos)?,
+                Mapping::Compressed { host, size } => {
+                    let mut c = vec![0u8; cs as usize];
+                    self.inflate(host, size, &mut c)?;
+                    let at = (pos & (cs - 1)) as usize;
+                    dst.copy_from_slice(&c[at..at + dst.len()]);
+                }
+            }
+            pos += run;
+        }
+        Ok(())
+    }
+
+    fn write_at(&self, buf: &[u8], off: u64) -> Result<()> {
+        check_range(off, buf.len() as u64, self.len())?;
+        let per_table = self.geo.l2_entries() << self.geo.cluster_bits;
+        let mut st = self.state.lock();
+        let mut pos = off;
+        let end = off + buf.len() as u64;
+        while pos < end {
+            let stop = ((pos / per_table + 1) * per_table).min(end);
+            self.write_table(
+                &mut st,
+                &buf[(pos - off) as usize..(stop - off) as usize],
+                pos,
+            )?;
+            pos = stop;
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(io_err(&self.path, "flush", 0))
+    }
+
+    fn extents(&self, off: u64, len: u64) -> Result<Vec<Extent>> {
+        check_range(off, len, self.len())?;
+        let end = off + len;
+        let mut out = Vec::new();
+        let mut pos = off;
+        while pos < end {
+            let (m, run) = self.map_run(pos, end - pos)?;
+            match m {
+                Mapping::Data { host } => {
+                    let mut e = Extent::new(pos, run, ExtentKind::Data);
+                    e.host_offset = Some(host);
+                    push_extent(&mut out, e);
+                }
+                Mapping::Zero => push_extent(&mut out, Extent::new(pos, run, ExtentKind::Zero)),
+                Mapping::Unallocated => {
+                    push_backing_extents(&mut out, self.backing.as_ref(), pos, run)?
+                }
+                Mapping::Compressed { host, .. } => {
+                    let mut e = Extent::new(pos, run, ExtentKind::Data);
+                    e.compressed = true;
+                    e.host_offset = Some(host);
+                    push_extent(&mut out, e);
+                }
+            }
+            pos += run;
+        }
+        Ok(out)
+    }
+
+    fn info(&self) -> Result<LayerInfo> {
+        let h = &self.header;
+        Ok(LayerInfo {
+            filename: self.path.clone(),
+            format: "qcow2".into(),
+            subformat: Some(format!("v{}", h.version)),
+            virtual_size: h.size,
+            disk_size: self.file.metadata().map(|m| m.blocks() * 512).unwrap_or(0),
+            cluster_size: Some(h.cluster_size()),
+            backing_filename: h.backing_file.clone(),
+            full_backing_filename: self.backing_path.clone(),
+            backing_format: h.backing_format.clone(),
+            files: vec![self.path.clone()],
+            specific: vec![(
+                "compat".to_string(),
+                json!(if h.version >= 3 { "1.1" } else { "0.10" }),
+            )],
+            ..Default::default()
+        })
+    }
+
+    fn backing(&self) -> Option<&Arc<dyn BlockDevice>> {
+        self.backing.as_ref()
+    }
+}

@@ -1,0 +1,301 @@
+//! `ferry convert -O qcow2` and `ferry commit`: every image written passes `qemu-img check` and
+//! `qemu-img compare` equals the source; sources stay unchanged; a full disk fails cleanly.
+
+mod common;
+
+use common::{have_tools, make_mixed_raw, qemu_img, qemu_io, Unchanged};
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn ferry(args: &[&str]) -> Output {
+    Command::new(common::ferry_bin())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ferry_ok(args: &[&str]) -> String {
+    let o = ferry(args);
+    assert!(
+        o.status.success(),
+        "ferry {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn check_json(image: &Path) -> serde_json::Value {
+    let out = Command::new("qemu-img")
+        .args(["check", "--output=json"])
+        .arg(image)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "qemu-img check {}: {}{}",
+        image.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn convert_to_qcow2_equals_the_source() {
+    if !have_tools(&["qemu-img"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = d.join("src.raw");
+    // An odd size: the last sector is partial, as some real raw images are.
+    make_mixed_raw(&src, (40 << 20) + 1000, 21);
+    let _g = Unchanged::new(&[&src]);
+    let cases: &[(&[&str], &str)] = &[
+        (&[], "zlib"),
+        (&["-c"], "zlib"),
+        (&["-o", "compression=zstd"], "zstd"),
+        (&["-o", "compat=0.10,cluster_size=4k"], "v2"),
+        (&["-c", "-o", "cluster_size=2M"], "zlib"),
+        (&["-o", "cluster_size=512"], "zlib"),
+    ];
+    for (i, (opts, kind)) in cases.iter().enumerate() {
+        let dst = d.join(format!("o{i}.qcow2"));
+        let mut args = vec!["convert", s(&src), "-O", "qcow2", "--json"];
+        args.extend_from_slice(opts);
+        args.push(s(&dst));
+        let stats: serde_json::Value = serde_json::from_str(&ferry_ok(&args)).unwrap();
+        let chk = check_json(&dst);
+        assert_eq!(
+            chk["corruptions"].as_u64().unwrap_or(0),
+            0,
+            "{opts:?}: {chk}"
+        );
+        assert_eq!(chk["leaks"].as_u64().unwrap_or(0), 0, "{opts:?}: {chk}");
+        qemu_img(&["compare", s(&src), s(&dst)]);
+        let info: serde_json::Value =
+            serde_json::from_str(&qemu_img(&["info", "--output=json", s(&dst)])).unwrap();
+        let spec = &info["format-specific"]["data"];
+        let compressed = chk["compressed-clusters"].as_u64().unwrap_or(0);
+        match *kind {
+            "v2" => assert_eq!(spec["compat"], "0.10"),
+            k => {
+                assert_eq!(spec["compat"], "1.1");
+                assert_eq!(spec["compression-type"], k, "{opts:?}");
+            }
+        }
+        let wants_compressed = opts.contains(&"-c") || opts.contains(&"compression=zstd");
+        assert_eq!(compressed > 0, wants_compressed, "{opts:?}: {chk}");
+        // Holes of the source are neither read nor allocated (2 MiB clusters are each larger
+        // than the source's holes, so there every cluster holds some data).
+        assert!(
+            opts.contains(&"cluster_size=2M") || stats["bytes_skipped"].as_u64().unwrap() > 4 << 20,
+            "{stats}"
+        );
+        // ferry reads its own output back equal too.
+        let dev = ferry::block::open(&dst).unwrap();
+        let raw = std::fs::read(&src).unwrap();
+        let got = common::read_all(&dev, 1 << 20);
+        assert!(got[..raw.len()] == raw[..] && got[raw.len()..].iter().all(|&b| b == 0));
+    }
+}
+
+#[test]
+fn convert_qcow2_from_vmdk_and_qcow2_chains() {
+    if !have_tools(&["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let raw = d.join("r.raw");
+    make_mixed_raw(&raw, 24 << 20, 4);
+    let stream = d.join("s.vmdk");
+    qemu_img(&[
+        "convert",
+        "-q",
+        "-O",
+        "vmdk",
+        "-o",
+        "subformat=streamOptimized",
+        s(&raw),
+        s(&stream),
+    ]);
+    let zq = d.join("z.qcow2");
+    qemu_img(&["convert", "-q", "-c", "-O", "qcow2", s(&raw), s(&zq)]);
+    let top = d.join("top.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "z.qcow2",
+        "-F",
+        "qcow2",
+        s(&top),
+    ]);
+    qemu_io("qcow2", &top, &["write -P 0x5a 3M 1M", "write -z 8M 4M"]);
+    let _g = Unchanged::new(&[&stream, &zq, &top]);
+    for (i, src) in [&stream, &top].iter().enumerate() {
+        let dst = d.join(format!("out{i}.qcow2"));
+        ferry_ok(&["convert", s(src), "-O", "qcow2", s(&dst)]);
+        check_json(&dst);
+        qemu_img(&["compare", s(src), s(&dst)]);
+    }
+}
+
+#[test]
+fn commit_writes_the_merged_view() {
+    if !have_tools(&["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = d.join("base.raw");
+    make_mixed_raw(&src, 16 << 20, 9);
+    let ov = d.join("ov.qcow2");
+    ferry_ok(&["overlay", "create", s(&src), s(&ov)]);
+    qemu_io("qcow2", &ov, &["write -P 0x77 100k 2M", "write -z 6M 1M"]);
+    let _g = Unchanged::new(&[&src, &ov]);
+    for fmt in ["qcow2", "raw"] {
+        let dst = d.join(format!("merged.{fmt}"));
+        ferry_ok(&["commit", s(&ov), "-O", fmt, s(&dst)]);
+        if fmt == "qcow2" {
+            check_json(&dst);
+            let info = qemu_img(&["info", s(&dst)]);
+            assert!(!info.contains("backing file"), "{info}");
+        }
+        qemu_img(&["compare", s(&ov), s(&dst)]);
+    }
+    // Committing onto the overlay's own source is refused.
+    let o = ferry(&["commit", s(&ov), "-O", "raw", s(&src)]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("refusing to write over"));
+}
+
+#[test]
+fn corpus_vmdk_converts_like_qemu() {
+    let Some(c) = common::corpus() else { return };
+    if !have_tools(&["qemu-img"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let img = common::unpack(
+        &c.join("qemu-iotests-sample_images/iotest-version3.vmdk.bz2"),
+        d,
+    );
+    let _g = Unchanged::new(&[&img]);
+    let dst = d.join("v.qcow2");
+    ferry_ok(&["convert", s(&img), "-O", "qcow2", "-c", s(&dst)]);
+    check_json(&dst);
+    qemu_img(&["compare", s(&img), s(&dst)]);
+}
+
+#[test]
+fn a_full_disk_fails_cleanly() {
+    if !have_tools(&["qemu-img"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = d.join("big.raw");
+    make_mixed_raw(&src, 48 << 20, 2);
+    let mnt = d.join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!("SKIP: cannot mount a small tmpfs (not root?); ENOSPC test not run");
+        return;
+    }
+    struct Umount<'a>(&'a Path);
+    impl Drop for Umount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _u = Umount(&mnt);
+    for fmt in ["qcow2", "raw"] {
+        let dst = mnt.join(format!("out.{fmt}"));
+        let o = ferry(&["convert", s(&src), "-O", fmt, s(&dst)]);
+        assert_eq!(o.status.code(), Some(1), "{fmt}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("No space left on device"), "{fmt}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            !dst.exists(),
+            "{fmt}: a half-written output was left behind"
+        );
+    }
+}
+
+#[test]
+fn commit_into_source_writes_back_raw_and_qcow2() {
+    if !have_tools(&["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let raw = d.join("base.raw");
+    make_mixed_raw(&raw, 16 << 20, 13);
+    let q = d.join("base.qcow2");
+    qemu_img(&["convert", "-q", "-O", "qcow2", s(&raw), s(&q)]);
+    for src in [&raw, &q] {
+        let ov = d.join("ov.qcow2");
+        let _ = std::fs::remove_file(&ov);
+        ferry_ok(&["overlay", "create", s(src), s(&ov)]);
+        qemu_io(
+            "qcow2",
+            &ov,
+            &[
+                "write -P 0x31 1000 3M",
+                "write -z 7M 2M",
+                "write -P 9 15M 4097",
+            ],
+        );
+        let want = common::qemu_raw(&ov, d);
+        // Not a terminal and no --yes: refused, source untouched.
+        let g = Unchanged::new(&[src]);
+        let o = ferry(&["commit", s(&ov), "--into-source"]);
+        assert!(!o.status.success());
+        assert!(String::from_utf8_lossy(&o.stderr).contains("--yes"));
+        drop(g);
+        let stats: serde_json::Value = serde_json::from_str(&ferry_ok(&[
+            "commit",
+            s(&ov),
+            "--into-source",
+            "--yes",
+            "--json",
+        ]))
+        .unwrap();
+        // Only the overlay's own clusters were written (3 MiB + 2 MiB + 2 clusters, rounded).
+        let w = stats["bytes_written"].as_u64().unwrap();
+        assert!(w < 6 << 20, "{stats}");
+        assert!(
+            common::qemu_raw(src, d) == want,
+            "{} after commit",
+            src.display()
+        );
+        if src == &q {
+            check_json(&q);
+        }
+    }
+    // A VMDK source is refused with its reason.
+    let v = d.join("base.vmdk");
+    qemu_img(&["convert", "-q", "-O", "vmdk", s(&raw), s(&v)]);
+    let ov = d.join("ovv.qcow2");
+    ferry_ok(&["overlay", "create", s(&v), s(&ov)]);
+    let _g = Unchanged::new(&[&v]);
+    let o = ferry(&["commit", s(&ov), "--into-source", "--yes"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("only into raw or qcow2"));
+}
