@@ -345,16 +345,7 @@ impl BlockDevice for Qcow2 {
                         push_extent(&mut out, zero(at, host_end));
                     }
                 }
-                Mapping::Zero => push_extent(&mut out, Extent::new(pos, run, ExtentKind::Zero)),
-                Mapping::Unallocated => {
-                    push_backing_extents(&mut out, self.backing.as_ref(), pos, run)?
-                }
-                Mapping::Compressed { host, .. } => {
-                    let mut e = Extent::new(pos, run, ExtentKind::Data);
-                    e.compressed = true;
-                    e.host_offset = Some(host);
-                    push_extent(&mut out, e);
-                }
+                m => push_mapping(&mut out, self.backing.as_ref(), pos, run, m)?,
             }
             pos += run;
         }
@@ -420,4 +411,32 @@ impl BlockDevice for Qcow2 {
     fn backing(&self) -> Option<&Arc<dyn BlockDevice>> {
         self.backing.as_ref()
     }
+}
+
+/// The extent a mapped run of `run` bytes at `pos` stands for (Data without host-hole
+/// detection; unallocated runs resolve through the backing chain). Shared by the reader and
+/// the writer.
+pub(crate) fn push_mapping(
+    out: &mut Vec<Extent>,
+    backing: Option<&Arc<dyn BlockDevice>>,
+    pos: u64,
+    run: u64,
+    m: Mapping,
+) -> Result<()> {
+    match m {
+        Mapping::Data { host } => {
+            let mut e = Extent::new(pos, run, ExtentKind::Data);
+            e.host_offset = Some(host);
+            push_extent(out, e);
+        }
+        Mapping::Zero => push_extent(out, Extent::new(pos, run, ExtentKind::Zero)),
+        Mapping::Unallocated => push_backing_extents(out, backing, pos, run)?,
+        Mapping::Compressed { host, .. } => {
+            let mut e = Extent::new(pos, run, ExtentKind::Data);
+            e.compressed = true;
+            e.host_offset = Some(host);
+            push_extent(out, e);
+        }
+    }
+    Ok(())
 }

@@ -19,8 +19,7 @@ use super::refcount;
 use super::table::{Geometry, Mapping, OFFSET_MASK};
 use crate::block::error::{Error, Result};
 use crate::block::{
-    check_range, open_backing, push_backing_extents, push_extent, read_backing, BlockDevice,
-    Extent, ExtentKind, LayerInfo, OpenCtx,
+    check_range, open_backing, read_backing, BlockDevice, Extent, LayerInfo, OpenCtx,
 };
 use lru::LruCache;
 use parking_lot::Mutex;
@@ -1034,23 +1033,7 @@ impl BlockDevice for Qcow2Writer {
         let mut pos = off;
         while pos < end {
             let (m, run) = self.map_run(pos, end - pos)?;
-            match m {
-                Mapping::Data { host } => {
-                    let mut e = Extent::new(pos, run, ExtentKind::Data);
-                    e.host_offset = Some(host);
-                    push_extent(&mut out, e);
-                }
-                Mapping::Zero => push_extent(&mut out, Extent::new(pos, run, ExtentKind::Zero)),
-                Mapping::Unallocated => {
-                    push_backing_extents(&mut out, self.backing.as_ref(), pos, run)?
-                }
-                Mapping::Compressed { host, .. } => {
-                    let mut e = Extent::new(pos, run, ExtentKind::Data);
-                    e.compressed = true;
-                    e.host_offset = Some(host);
-                    push_extent(&mut out, e);
-                }
-            }
+            super::push_mapping(&mut out, self.backing.as_ref(), pos, run, m)?;
             pos += run;
         }
         Ok(out)
