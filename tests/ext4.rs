@@ -787,7 +787,7 @@ fn incompat_features() {
         match with_incompat(bits) {
             Err(e @ ferry::fs::FsError::Unsupported(_)) => {
                 assert!(e.to_string().contains(word), "{e}");
-                assert_eq!(e.errno(), libc_eopnotsupp());
+                assert_eq!(ferry::mount::errno(&e), libc_eopnotsupp());
             }
             Err(e) => panic!("incompat {bits:#x}: wrong error {e}"),
             Ok(_) => panic!("incompat {bits:#x} accepted"),

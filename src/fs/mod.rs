@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 pub type Result<T> = std::result::Result<T, FsError>;
 
-/// Errors of the filesystem layer. Each maps to one errno (`errno`), but that mapping is only
-/// used at the FUSE boundary; everything else keeps the context.
+/// Errors of the filesystem layer. Each maps to one errno, but only at the FUSE boundary
+/// (`mount::errno`); everything else keeps the context.
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
     #[error("no such file or directory")]
@@ -68,24 +68,6 @@ impl FsError {
             ino,
             block,
             detail: detail.into(),
-        }
-    }
-
-    /// The errno the FUSE adapter answers with. Damage is EIO (not EUCLEAN) so that tools treat
-    /// a broken file like an unreadable one and the rest of the tree stays browsable.
-    pub fn errno(&self) -> i32 {
-        match self {
-            FsError::NotFound => libc::ENOENT,
-            FsError::NotDir(_) => libc::ENOTDIR,
-            FsError::IsDir(_) => libc::EISDIR,
-            FsError::NotSymlink(_) => libc::EINVAL,
-            FsError::NameTooLong { .. } => libc::ENAMETOOLONG,
-            FsError::Corrupt { .. } | FsError::Io(_) => libc::EIO,
-            FsError::Unsupported(_) | FsError::NotSupported => libc::EOPNOTSUPP,
-            FsError::NoAttr => libc::ENODATA,
-            FsError::NoKey(_) => libc::ENOKEY,
-            FsError::ReadOnly => libc::EROFS,
-            FsError::Loop => libc::ELOOP,
         }
     }
 }

@@ -26,10 +26,8 @@ pub const MAX_IO: u32 = 1 << 20;
 /// FUSE's name for the root node.
 const FUSE_ROOT: u64 = 1;
 
-/// The errno a filesystem error is answered with. Damage is EIO (not EUCLEAN) so that tools
-/// treat a broken file like an unreadable one and the rest of the tree stays browsable.
-pub fn errno(e: &FsError) -> Errno {
-    Errno::from_i32(e.errno())
+fn errno(e: &FsError) -> Errno {
+    Errno::from_i32(super::errno(e))
 }
 
 pub struct Adapter {

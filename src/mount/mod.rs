@@ -5,7 +5,7 @@
 pub mod adapter;
 pub mod daemon;
 
-use crate::fs::Filesystem;
+use crate::fs::{Filesystem, FsError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -37,6 +37,24 @@ pub enum Error {
     },
     #[error("the mount daemon failed: {0}")]
     Daemon(String),
+}
+
+/// The errno a filesystem error is answered with. Damage is EIO (not EUCLEAN) so that tools
+/// treat a broken file like an unreadable one and the rest of the tree stays browsable.
+pub fn errno(e: &FsError) -> i32 {
+    match e {
+        FsError::NotFound => libc::ENOENT,
+        FsError::NotDir(_) => libc::ENOTDIR,
+        FsError::IsDir(_) => libc::EISDIR,
+        FsError::NotSymlink(_) => libc::EINVAL,
+        FsError::NameTooLong { .. } => libc::ENAMETOOLONG,
+        FsError::Corrupt { .. } | FsError::Io(_) => libc::EIO,
+        FsError::Unsupported(_) | FsError::NotSupported => libc::EOPNOTSUPP,
+        FsError::NoAttr => libc::ENODATA,
+        FsError::NoKey(_) => libc::ENOKEY,
+        FsError::ReadOnly => libc::EROFS,
+        FsError::Loop => libc::ELOOP,
+    }
 }
 
 /// How to mount.
