@@ -262,3 +262,83 @@ fn corpus_vmdks_round_trip() {
         }
     }
 }
+
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+/// Walks a streamOptimized file front to back as a streaming importer does: grains in
+/// increasing LBA order, every grain table after the grains it maps, then the grain directory,
+/// the footer and the end-of-stream marker at the very end.
+#[test]
+fn stream_optimized_reads_front_to_back() {
+    if !have_tools(&["qemu-img"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = d.join("src.raw");
+    make_mixed_raw(&src, (70 << 20) + 1000, 5);
+    let dst = d.join("s.vmdk");
+    ferry_ok(&[
+        "convert",
+        s(&src),
+        "-O",
+        "vmdk",
+        "-o",
+        "subformat=streamOptimized",
+        s(&dst),
+    ]);
+    let f = std::fs::read(&dst).unwrap();
+    let h = ferry::block::vmdk::sparse::SparseHeader::parse(&f[..512], &dst).unwrap();
+    assert_eq!(
+        h.gd_offset,
+        u64::MAX,
+        "the header defers the directory to the footer"
+    );
+    assert!(h.compressed() && h.version == 3);
+    let grains_per_gt = h.grain_size * u64::from(h.num_gtes_per_gt);
+    let mut at = (h.overhead * 512) as usize;
+    let (mut last_lba, mut grains, mut gts, mut gd_seen) = (None::<u64>, 0, 0u64, false);
+    loop {
+        assert!(at + 512 <= f.len(), "ran off the end at {at}");
+        let (val, size) = (le_u64(&f, at), le_u32(&f, at + 8));
+        if size != 0 {
+            assert!(!gd_seen, "grain after the directory");
+            assert!(
+                last_lba.is_none_or(|l| val > l),
+                "grain LBA {val} out of order"
+            );
+            // Its grain table is not written yet.
+            assert_eq!(val / grains_per_gt, gts, "grain {val} after its table");
+            last_lba = Some(val);
+            grains += 1;
+            at += (12 + size as usize).next_multiple_of(512);
+            continue;
+        }
+        match le_u32(&f, at + 12) {
+            1 => gts += 1,
+            2 => gd_seen = true,
+            3 => {
+                let footer =
+                    ferry::block::vmdk::sparse::SparseHeader::parse(&f[at + 512..], &dst).unwrap();
+                assert!(gd_seen);
+                // The footer's directory is the one just before it.
+                let gd = (footer.gd_offset * 512) as usize;
+                assert_eq!(le_u32(&f, gd - 512 + 12), 2, "footer's gdOffset");
+            }
+            0 => {
+                assert_eq!(at + 512, f.len(), "end-of-stream marker is last");
+                break;
+            }
+            t => panic!("unknown marker type {t} at {at}"),
+        }
+        at += 512 * (1 + val as usize);
+    }
+    assert_eq!(gts, h.gd_entries(), "one grain table per directory entry");
+    assert!(grains > 100, "{grains} grains");
+}

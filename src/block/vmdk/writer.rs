@@ -510,3 +510,67 @@ pub fn write_flat_descriptor(path: &Path, o: &CreateOptions) -> Result<()> {
         source,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::descriptor::Descriptor;
+    use super::super::sparse::SparseHeader;
+    use super::*;
+
+    #[test]
+    fn header_parses_back() {
+        let h = Header {
+            version: 3,
+            flags: FLAG_NL_DETECT | FLAG_COMPRESSED | FLAG_MARKERS,
+            capacity: 12345,
+            desc_offset: 1,
+            desc_size: 20,
+            rgd_offset: 0,
+            gd_offset: GD_AT_END,
+            overhead: 128,
+            compress: COMPRESSION_DEFLATE,
+        };
+        let p = SparseHeader::parse(&h.bytes(), Path::new("x")).unwrap();
+        assert_eq!(
+            (p.version, p.flags, p.capacity, p.grain_size, p.gd_offset),
+            (3, h.flags, 12345, GRAIN_SECTORS, GD_AT_END)
+        );
+        assert_eq!(
+            (p.overhead, p.num_gtes_per_gt, p.nl_check),
+            (128, 512, *b"\n \r\n")
+        );
+        assert!(p.compressed() && !p.unclean_shutdown);
+    }
+
+    #[test]
+    fn descriptor_parses_back() {
+        let mut o = CreateOptions::new((10 << 30) + 1, Subformat::MonolithicFlat);
+        o.adapter_type = "lsilogic".into();
+        let d = Descriptor::parse(descriptor_text(&o, "d-flat.vmdk").as_bytes()).unwrap();
+        assert_eq!(d.create_type.as_deref(), Some("monolithicFlat"));
+        assert_eq!(d.cid, Some(o.cid));
+        assert_eq!(d.parent_cid, None);
+        assert_eq!(d.extents.len(), 1);
+        assert_eq!(d.extents[0].sectors, (10 << 21) + 1);
+        assert_eq!(d.extents[0].file.as_deref(), Some("d-flat.vmdk"));
+        // 10 GiB over 255 heads of 63 sectors: 1305 whole cylinders, as qemu computes.
+        assert_eq!(d.ddb("geometry.cylinders"), Some("1305"));
+        assert_eq!(d.ddb("geometry.heads"), Some("255"));
+        assert_eq!(d.ddb("adapterType"), Some("lsilogic"));
+    }
+
+    #[test]
+    fn out_of_order_grains_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.vmdk");
+        let w = VmdkWriter::create(
+            &p,
+            &CreateOptions::new(1 << 20, Subformat::MonolithicSparse),
+        )
+        .unwrap();
+        w.write_grains(3, &[1u8; 65536]).unwrap();
+        assert!(w.write_grains(2, &[1u8; 65536]).is_err());
+        assert!(w.write_grains(16, &[1u8; 65536]).is_err(), "past the end");
+        w.finish().unwrap();
+    }
+}
