@@ -127,6 +127,31 @@ fn convert_to_each_subformat_equals_the_source() {
             convert_and_check(src, &dst, sf, "");
         }
     }
+    // An empty disk: qemu cannot open an empty sparse VMDK, so ferry refuses to write one and
+    // leaves nothing behind; a flat one is fine.
+    let empty = d.join("empty.raw");
+    std::fs::write(&empty, b"").unwrap();
+    for sf in ["streamOptimized", "monolithicSparse"] {
+        let dst = d.join(format!("empty-{sf}.vmdk"));
+        let o = format!("subformat={sf}");
+        let out = ferry(&["convert", s(&empty), "-O", "vmdk", "-o", &o, s(&dst)]);
+        assert!(!out.status.success() && !dst.exists(), "{sf}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("empty disk"),
+            "{sf}"
+        );
+    }
+    let dst = d.join("empty-flat.vmdk");
+    ferry_ok(&[
+        "convert",
+        s(&empty),
+        "-O",
+        "vmdk",
+        "-o",
+        "subformat=monolithicFlat",
+        s(&dst),
+    ]);
+    qemu_img(&["compare", s(&empty), s(&dst)]);
     // Sparse outputs hold only data: far smaller than the 200 MiB disk.
     for sf in ["streamOptimized", "monolithicSparse"] {
         let len = std::fs::metadata(d.join(format!("1-{sf}.vmdk")))

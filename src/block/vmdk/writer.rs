@@ -209,6 +209,13 @@ impl VmdkWriter {
             }
         };
         let capacity = o.size.div_ceil(SECTOR);
+        if capacity == 0 {
+            // qemu (10) writes such a file too, then cannot open it: no grain directory.
+            return Err(Error::unsupported(
+                path,
+                "an empty disk cannot be a sparse VMDK (use subformat=monolithicFlat)".to_string(),
+            ));
+        }
         if capacity > MAX_CAPACITY_SECTORS {
             return Err(Error::unsupported(
                 path,
