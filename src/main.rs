@@ -49,12 +49,13 @@ enum Cmd {
     /// Write the image out in another format (sparse: holes and zeros are not written).
     Convert {
         src: PathBuf,
-        /// Output format (raw, qcow2).
+        /// Output format (raw, qcow2, vmdk).
         #[arg(short = 'O', long = "output-format")]
         output_format: String,
         dst: PathBuf,
         /// Target options, comma-separated: compression=zlib|zstd (compress every cluster),
-        /// cluster_size=64k, compat=0.10|1.1 (qcow2).
+        /// cluster_size=64k, compat=0.10|1.1 (qcow2); subformat=monolithicSparse|streamOptimized|
+        /// monolithicFlat, adapter_type=ide|lsilogic|buslogic|legacyESX|pvscsi, hwversion=N (vmdk).
         #[arg(short = 'o', long = "options")]
         options: Option<String>,
         /// Compress (qcow2, zlib unless -o compression=zstd), like `qemu-img convert -c`.
@@ -498,6 +499,37 @@ fn qcow2_options(t: &ConvertTarget) -> Result<ferry::convert::Qcow2Options> {
     Ok(q)
 }
 
+fn vmdk_options(t: &ConvertTarget) -> Result<ferry::convert::VmdkOptions> {
+    use ferry::block::vmdk::writer::{Subformat, ADAPTER_TYPES};
+    let mut v = ferry::convert::VmdkOptions::default();
+    for kv in t
+        .options
+        .iter()
+        .flat_map(|o| o.split(','))
+        .filter(|s| !s.is_empty())
+    {
+        let (k, val) = kv.split_once('=').unwrap_or((kv, ""));
+        match k {
+            "subformat" => {
+                v.subformat = Subformat::parse(val).with_context(|| {
+                    format!("unknown vmdk subformat '{val}' (known: monolithicSparse, streamOptimized, monolithicFlat)")
+                })?
+            }
+            "adapter_type" if ADAPTER_TYPES.contains(&val) => v.adapter_type = val.into(),
+            "hwversion" => {
+                v.hw_version = val
+                    .parse()
+                    .with_context(|| format!("bad hwversion '{val}'"))?
+            }
+            _ => bail!("unknown vmdk option '{kv}' (known: subformat=monolithicSparse|streamOptimized|monolithicFlat, adapter_type={}, hwversion=N)", ADAPTER_TYPES.join("|")),
+        }
+    }
+    if t.compress && v.subformat != Subformat::StreamOptimized {
+        bail!("-c with -O vmdk needs subformat=streamOptimized (the only compressed VMDK)");
+    }
+    Ok(v)
+}
+
 fn convert(
     src: PathBuf,
     target: &ConvertTarget,
@@ -506,9 +538,9 @@ fn convert(
     opts: &ferry::convert::Options,
     json: bool,
 ) -> Result<()> {
-    if !matches!(target.format.as_str(), "raw" | "qcow2") {
+    if !matches!(target.format.as_str(), "raw" | "qcow2" | "vmdk") {
         bail!(
-            "output format '{}' is not supported yet: only -O raw and -O qcow2",
+            "output format '{}' is not supported: only -O raw, qcow2 and vmdk",
             target.format
         );
     }
@@ -524,6 +556,10 @@ fn convert(
         "qcow2" => {
             let q = qcow2_options(target)?;
             ferry::convert::to_qcow2(&dev, &dst, &q, opts).with_context(ctx)?
+        }
+        "vmdk" => {
+            let v = vmdk_options(target)?;
+            ferry::convert::to_vmdk(&dev, &dst, &v, opts).with_context(ctx)?
         }
         other => bail!("output format '{other}' is not supported"),
     };

@@ -218,8 +218,8 @@ fn errors_are_one_clear_line() {
         err.contains("nope.qcow2") && err.contains("cannot open"),
         "{err}"
     );
-    let o = ferry(&["convert", "x", "-O", "vmdk", "y"]);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not supported yet"));
+    let o = ferry(&["convert", "x", "-O", "vhdx", "y"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not supported"));
     // -f raw shows a qcow2 file's own bytes.
     let img = d.join("a.qcow2");
     qemu_img(&["create", "-q", "-f", "qcow2", img.to_str().unwrap(), "1M"]);

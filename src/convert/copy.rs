@@ -6,8 +6,10 @@
 
 use super::{progress, Error, Result};
 use crate::block::qcow2::writer::{CreateOptions, Qcow2Writer};
+use crate::block::vmdk::writer::{self as vmdkw, VmdkWriter};
 use crate::block::{self, BlockDevice, ExtentKind};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
@@ -46,6 +48,7 @@ pub struct Qcow2Options {
 enum Target<'a> {
     Raw(&'a std::fs::File),
     Qcow2 { w: &'a Qcow2Writer, compress: bool },
+    Vmdk(&'a VmdkWriter),
 }
 
 /// What a copy did, for `--json`.
@@ -157,6 +160,73 @@ pub fn to_qcow2(
     r
 }
 
+/// The VMDK target's settings (`-o` of `ferry convert -O vmdk`).
+#[derive(Clone, Debug)]
+pub struct VmdkOptions {
+    pub subformat: vmdkw::Subformat,
+    /// One of `vmdk::writer::ADAPTER_TYPES`.
+    pub adapter_type: String,
+    pub hw_version: u32,
+}
+
+impl Default for VmdkOptions {
+    fn default() -> Self {
+        VmdkOptions {
+            subformat: vmdkw::Subformat::MonolithicSparse,
+            adapter_type: "ide".into(),
+            hw_version: 4,
+        }
+    }
+}
+
+/// Writes the whole of `src` to `dst` as a new VMDK. A monolithicFlat image is the descriptor
+/// `dst` and its raw extent `DST-flat.vmdk`. On failure the output files are removed.
+pub fn to_vmdk(
+    src: &Arc<dyn BlockDevice>,
+    dst: &Path,
+    v: &VmdkOptions,
+    opts: &Options,
+) -> Result<Stats> {
+    check_not_source(src, dst)?;
+    let mut co = vmdkw::CreateOptions::new(src.len(), v.subformat);
+    co.adapter_type = v.adapter_type.clone();
+    co.hw_version = v.hw_version;
+    if v.subformat == vmdkw::Subformat::MonolithicFlat {
+        let flat = vmdkw::flat_extent_path(dst);
+        check_not_source(src, &flat)?;
+        let r = to_raw(src, &flat, opts).and_then(|stats| {
+            // The extent holds whole sectors.
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&flat)
+                .and_then(|f| f.set_len(src.len().next_multiple_of(512)).map(|()| f))
+                .and_then(|f| if opts.sync { f.sync_all() } else { Ok(()) });
+            f.map_err(|source| Error::Output {
+                path: flat.clone(),
+                what: "cannot set the size",
+                source,
+            })?;
+            vmdkw::write_flat_descriptor(dst, &co)?;
+            Ok(stats)
+        });
+        if r.is_err() {
+            let _ = std::fs::remove_file(&flat);
+            let _ = std::fs::remove_file(dst);
+        }
+        return r;
+    }
+    let r = (|| {
+        let w = VmdkWriter::create(dst, &co)?;
+        let stats = copy(src, dst, Target::Vmdk(&w), opts)?;
+        w.finish()?;
+        Ok(stats)
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(dst);
+    }
+    r
+}
+
 fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) -> Result<Stats> {
     let start = Instant::now();
     let size = src.len();
@@ -165,6 +235,7 @@ fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) 
     let align = match &target {
         Target::Raw(_) => 1,
         Target::Qcow2 { w, .. } => w.header().cluster_size(),
+        Target::Vmdk(w) => w.grain_bytes(),
     };
     let zero_block = (align as usize).max(ZERO_BLOCK);
     let target = &target;
@@ -183,7 +254,7 @@ fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) 
     // Every thread owns its ends of the channels, so when one stops (on an error) the others
     // see a closed channel instead of waiting forever.
     let failed = AtomicBool::new(false);
-    let (job_tx, job_rx) = sync_channel::<(u64, u64)>(threads * 2);
+    let (job_tx, job_rx) = sync_channel::<(u64, u64, u64)>(threads * 2);
     let job_rx = Arc::new(parking_lot::Mutex::new(job_rx));
     let (done_tx, done_rx) = sync_channel::<Chunk>(threads * 2);
     let (free_tx, free_rx) = std::sync::mpsc::channel::<Vec<u8>>();
@@ -194,31 +265,51 @@ fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) 
     let (read, written, bar, failed) = (&read, &written, &bar, &failed);
 
     let result: Result<()> = std::thread::scope(|s| {
-        let writer = s.spawn(move || -> Result<()> {
-            for c in done_rx {
-                for (i, &(a, b)) in c.runs.iter().enumerate() {
-                    let r = match target {
-                        Target::Raw(out) => out
-                            .write_all_at(&c.buf[a..b], c.off + a as u64)
+        let write_chunk = move |c: Chunk| -> Result<()> {
+            for (i, &(a, b)) in c.runs.iter().enumerate() {
+                let at = c.off + a as u64;
+                let r = match target {
+                    Target::Raw(out) => {
+                        out.write_all_at(&c.buf[a..b], at)
                             .map_err(|source| Error::Output {
                                 path: dst.to_path_buf(),
                                 what: "write failed",
                                 source,
-                            }),
-                        Target::Qcow2 { w, .. } => match c.packed.get(i) {
-                            Some(Some(z)) => w.write_compressed((c.off + a as u64) / align, z),
-                            _ => w.write_at(&c.buf[a..b], c.off + a as u64),
-                        }
-                        .map_err(Error::from),
-                    };
-                    if let Err(e) = r {
+                            })
+                    }
+                    Target::Qcow2 { w, .. } => match c.packed.get(i) {
+                        Some(Some(z)) => w.write_compressed(at / align, z),
+                        _ => w.write_at(&c.buf[a..b], at),
+                    }
+                    .map_err(Error::from),
+                    Target::Vmdk(w) => match c.packed.get(i) {
+                        Some(Some(z)) => w.write_grains(at / align, z),
+                        _ => w.write_grains(at / align, &c.buf[a..b]),
+                    }
+                    .map_err(Error::from),
+                };
+                r?;
+                written.fetch_add((b - a) as u64, Ordering::Relaxed);
+            }
+            bar.inc(c.len);
+            let _ = free_tx.send(c.buf);
+            Ok(())
+        };
+        let writer = s.spawn(move || -> Result<()> {
+            // Chunks are written in source order (VMDK grains must come in order; the others
+            // get sequential allocation), held here until their predecessors arrive. Workers
+            // take a buffer before a job, so the oldest job in flight always has one.
+            let mut pending = BTreeMap::new();
+            let mut next_seq = 0u64;
+            for c in done_rx {
+                pending.insert(c.seq, c);
+                while let Some(c) = pending.remove(&next_seq) {
+                    next_seq += 1;
+                    if let Err(e) = write_chunk(c) {
                         failed.store(true, Ordering::Relaxed);
                         return Err(e);
                     }
-                    written.fetch_add((b - a) as u64, Ordering::Relaxed);
                 }
-                bar.inc(c.len);
-                let _ = free_tx.send(c.buf);
             }
             Ok(())
         });
@@ -227,10 +318,10 @@ fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) 
                 let (done_tx, job_rx, free_rx) = (done_tx.clone(), job_rx.clone(), free_rx.clone());
                 s.spawn(move || -> Result<()> {
                     loop {
-                        let Ok((off, len)) = job_rx.lock().recv() else {
+                        let Ok(mut buf) = free_rx.lock().recv() else {
                             return Ok(());
                         };
-                        let Ok(mut buf) = free_rx.lock().recv() else {
+                        let Ok((seq, off, len)) = job_rx.lock().recv() else {
                             return Ok(());
                         };
                         if let Err(e) = src.read_at(&mut buf[..len as usize], off) {
@@ -240,7 +331,16 @@ fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) 
                         read.fetch_add(len, Ordering::Relaxed);
                         let mut runs = nonzero_runs(&buf[..len as usize], zero_block);
                         let mut packed = Vec::new();
-                        if let Target::Qcow2 { w, compress: true } = target {
+                        let compress: Option<&Compressor> = match target {
+                            Target::Qcow2 { w, compress: true } => {
+                                Some(&|d: &[u8]| w.compress_cluster(d))
+                            }
+                            Target::Vmdk(w) if w.compressed() => {
+                                Some(&|d: &[u8]| Some(w.compress_grain(d)))
+                            }
+                            _ => None,
+                        };
+                        if let Some(compress) = compress {
                             // One run per cluster, each compressed (None: stored plain).
                             let cs = align as usize;
                             runs = runs
@@ -259,11 +359,12 @@ fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) 
                                     whole[b - a..].fill(0);
                                     &whole[..]
                                 };
-                                packed.push(w.compress_cluster(data));
+                                packed.push(compress(data));
                             }
                         }
                         if done_tx
                             .send(Chunk {
+                                seq,
                                 off,
                                 len,
                                 buf,
@@ -280,6 +381,7 @@ fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) 
             .collect();
         drop((done_tx, job_rx, free_rx));
         let mut last_end = 0u64;
+        let mut seq = 0u64;
         let produced = block::for_each_extent(src.as_ref(), 0, size, |e| -> Result<()> {
             if e.kind != ExtentKind::Data {
                 bar.inc(e.length);
@@ -293,7 +395,9 @@ fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) 
                 let next = ((off / CHUNK) + 1) * CHUNK;
                 let n = next.min(e_end) - off;
                 last_end = off + n;
-                if failed.load(Ordering::Relaxed) || job_tx.send((off, n)).is_err() {
+                let job = (seq, off, n);
+                seq += 1;
+                if failed.load(Ordering::Relaxed) || job_tx.send(job).is_err() {
                     return Ok(()); // a worker or the writer failed: its error is reported below
                 }
                 off += n;
@@ -326,8 +430,13 @@ fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) 
     })
 }
 
+/// Compresses one target cluster or grain (None: store it plain).
+type Compressor<'a> = dyn Fn(&[u8]) -> Option<Vec<u8>> + 'a;
+
 /// A chunk read from the source, with the byte ranges of `buf` that are not all zeros.
 struct Chunk {
+    /// Position in the order of jobs.
+    seq: u64,
     off: u64,
     len: u64,
     buf: Vec<u8>,

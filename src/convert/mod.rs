@@ -6,7 +6,7 @@ pub mod commit;
 pub mod copy;
 pub mod progress;
 
-pub use copy::{to_qcow2, to_raw, Options, Qcow2Options, Stats};
+pub use copy::{to_qcow2, to_raw, to_vmdk, Options, Qcow2Options, Stats, VmdkOptions};
 
 use std::io;
 use std::path::PathBuf;

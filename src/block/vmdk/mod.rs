@@ -11,6 +11,7 @@ pub mod flat;
 pub mod sesparse;
 pub mod sparse;
 pub mod stream;
+pub mod writer;
 
 use crate::block::error::{Error, Result};
 use crate::block::file::ImageFile;

@@ -1,0 +1,583 @@
+//! Writing new VMDK images ("Virtual Disk Format 5.0"): monolithicSparse (hosted sparse extent,
+//! section "Hosted Sparse Extent Header", with a redundant grain directory), streamOptimized
+//! (section "Stream-Optimized Compressed Sparse Extents": deflated grains behind grain markers,
+//! each grain table written after its grains, then the grain directory, a footer and an
+//! end-of-stream marker: what ESXi and vCenter import) and monolithicFlat (a descriptor file and a
+//! raw `-flat.vmdk` extent). The descriptor and geometry follow what qemu-img writes.
+//!
+//! Grains must be handed over in increasing order (the copy engine reorders its chunks), so only
+//! the grain table being filled is held in memory; grains that are all zeros are simply not given.
+
+use super::sparse::{
+    COMPRESSION_DEFLATE, COMPRESSION_NONE, FLAG_COMPRESSED, FLAG_MARKERS, FLAG_NL_DETECT, FLAG_RGD,
+    GD_AT_END, HEADER_LEN, MAGIC, MAX_CAPACITY_SECTORS, SECTOR,
+};
+use super::stream::{MARKER_EOS, MARKER_FOOTER};
+use crate::block::error::{Error, Result};
+use flate2::write::ZlibEncoder;
+use parking_lot::Mutex;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// Grain size in sectors (64 KiB), as VMware and qemu use.
+pub const GRAIN_SECTORS: u64 = 128;
+/// Grain table entries per table (the spec's fixed 512).
+pub const GTES_PER_GT: u64 = 512;
+/// Sectors reserved for an embedded descriptor (qemu reserves 20).
+const DESC_SECTORS: u64 = 20;
+/// Metadata marker types of streamOptimized files (section "Markers").
+const MARKER_GT: u32 = 1;
+const MARKER_GD: u32 = 2;
+
+/// The three layouts ferry writes (`-o subformat=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subformat {
+    MonolithicSparse,
+    StreamOptimized,
+    MonolithicFlat,
+}
+
+impl Subformat {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "monolithicSparse" => Some(Self::MonolithicSparse),
+            "streamOptimized" => Some(Self::StreamOptimized),
+            "monolithicFlat" => Some(Self::MonolithicFlat),
+            _ => None,
+        }
+    }
+
+    /// The descriptor's createType.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::MonolithicSparse => "monolithicSparse",
+            Self::StreamOptimized => "streamOptimized",
+            Self::MonolithicFlat => "monolithicFlat",
+        }
+    }
+}
+
+/// Adapter types a descriptor may name (`ddb.adapterType`).
+pub const ADAPTER_TYPES: &[&str] = &["ide", "lsilogic", "buslogic", "legacyESX", "pvscsi"];
+
+/// What to create.
+#[derive(Clone, Debug)]
+pub struct CreateOptions {
+    /// Virtual size in bytes (rounded up to whole sectors).
+    pub size: u64,
+    pub subformat: Subformat,
+    /// One of ADAPTER_TYPES.
+    pub adapter_type: String,
+    /// `ddb.virtualHWVersion` (qemu's default is 4).
+    pub hw_version: u32,
+    /// The descriptor's CID (a content id that children check; any value but ffffffff).
+    pub cid: u32,
+}
+
+impl CreateOptions {
+    pub fn new(size: u64, subformat: Subformat) -> Self {
+        // A fresh CID per image, as qemu picks a random one.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() ^ d.as_secs() as u32)
+            .unwrap_or(1);
+        CreateOptions {
+            size,
+            subformat,
+            adapter_type: "ide".into(),
+            hw_version: 4,
+            cid: (nanos ^ std::process::id().rotate_left(16)) & 0x7fff_ffff,
+        }
+    }
+}
+
+/// The descriptor text, laid out as qemu-img's. Geometry is qemu's: 63 sectors per track, 16
+/// heads for IDE and 255 for SCSI, cylinders = size / (heads * 63 * 512).
+pub fn descriptor_text(o: &CreateOptions, extent_file: &str) -> String {
+    let sectors = o.size.div_ceil(SECTOR);
+    let heads: u64 = if o.adapter_type == "ide" { 16 } else { 255 };
+    let cylinders = sectors / (heads * 63);
+    let kind = match o.subformat {
+        Subformat::MonolithicFlat => "FLAT",
+        _ => "SPARSE",
+    };
+    let offset = if o.subformat == Subformat::MonolithicFlat {
+        " 0"
+    } else {
+        ""
+    };
+    format!(
+        "# Disk DescriptorFile\nversion=1\nCID={:08x}\nparentCID=ffffffff\ncreateType=\"{}\"\n\n\
+         # Extent description\nRW {sectors} {kind} \"{extent_file}\"{offset}\n\n\
+         # The Disk Data Base\n#DDB\n\n\
+         ddb.virtualHWVersion = \"{}\"\nddb.geometry.cylinders = \"{cylinders}\"\n\
+         ddb.geometry.heads = \"{heads}\"\nddb.geometry.sectors = \"63\"\n\
+         ddb.adapterType = \"{}\"\n",
+        o.cid,
+        o.subformat.name(),
+        o.hw_version,
+        o.adapter_type
+    )
+}
+
+/// The fields of a hosted sparse header that a writer chooses (sizes in sectors).
+struct Header {
+    version: u32,
+    flags: u32,
+    capacity: u64,
+    desc_offset: u64,
+    desc_size: u64,
+    rgd_offset: u64,
+    gd_offset: u64,
+    overhead: u64,
+    compress: u16,
+}
+
+impl Header {
+    fn bytes(&self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
+        b[..4].copy_from_slice(MAGIC);
+        b[4..8].copy_from_slice(&self.version.to_le_bytes());
+        b[8..12].copy_from_slice(&self.flags.to_le_bytes());
+        b[12..20].copy_from_slice(&self.capacity.to_le_bytes());
+        b[20..28].copy_from_slice(&GRAIN_SECTORS.to_le_bytes());
+        b[28..36].copy_from_slice(&self.desc_offset.to_le_bytes());
+        b[36..44].copy_from_slice(&self.desc_size.to_le_bytes());
+        b[44..48].copy_from_slice(&(GTES_PER_GT as u32).to_le_bytes());
+        b[48..56].copy_from_slice(&self.rgd_offset.to_le_bytes());
+        b[56..64].copy_from_slice(&self.gd_offset.to_le_bytes());
+        b[64..72].copy_from_slice(&self.overhead.to_le_bytes());
+        // uncleanShutdown 0; the newline-detection bytes catch text-mode transfers.
+        b[73..77].copy_from_slice(b"\n \r\n");
+        b[77..79].copy_from_slice(&self.compress.to_le_bytes());
+        b
+    }
+}
+
+/// A metadata marker sector of a streamOptimized file: {numSectors u64, size u32 = 0, type u32}.
+fn marker(num_sectors: u64, kind: u32) -> [u8; HEADER_LEN] {
+    let mut b = [0u8; HEADER_LEN];
+    b[..8].copy_from_slice(&num_sectors.to_le_bytes());
+    b[12..16].copy_from_slice(&kind.to_le_bytes());
+    b
+}
+
+struct State {
+    /// Next free sector of the file (where the next grain goes).
+    next: u64,
+    /// Index and entries of the grain table being filled.
+    gt_index: u64,
+    gt: Vec<u32>,
+    /// Grain tables before `gt_index` are written.
+    /// streamOptimized: sector of each grain table, filled as they are written.
+    gd: Vec<u32>,
+    /// The next grain accepted must be at least this one.
+    min_grain: u64,
+}
+
+/// A sparse (monolithicSparse or streamOptimized) VMDK being written.
+pub struct VmdkWriter {
+    path: PathBuf,
+    file: File,
+    stream: bool,
+    capacity: u64,
+    gt_count: u64,
+    gd_sectors: u64,
+    /// monolithicSparse: sector of the first grain table and of the first redundant one.
+    gt_start: u64,
+    rgt_start: u64,
+    overhead: u64,
+    state: Mutex<State>,
+}
+
+const GT_SECTORS: u64 = GTES_PER_GT * 4 / SECTOR;
+
+impl VmdkWriter {
+    /// Creates `path` (truncating it) as an empty sparse VMDK of `o.size` bytes.
+    pub fn create(path: &Path, o: &CreateOptions) -> Result<Self> {
+        let stream = match o.subformat {
+            Subformat::StreamOptimized => true,
+            Subformat::MonolithicSparse => false,
+            Subformat::MonolithicFlat => {
+                return Err(Error::unsupported(
+                    path,
+                    "a monolithicFlat VMDK is a descriptor and a raw file, not a sparse extent"
+                        .to_string(),
+                ))
+            }
+        };
+        let capacity = o.size.div_ceil(SECTOR);
+        if capacity == 0 {
+            // qemu (10) writes such a file too, then cannot open it: no grain directory.
+            return Err(Error::unsupported(
+                path,
+                "an empty disk cannot be a sparse VMDK (use subformat=monolithicFlat)".to_string(),
+            ));
+        }
+        if capacity > MAX_CAPACITY_SECTORS {
+            return Err(Error::unsupported(
+                path,
+                format!("a VMDK of {} bytes is larger than ferry writes", o.size),
+            ));
+        }
+        let grains = capacity.div_ceil(GRAIN_SECTORS);
+        let gt_count = grains.div_ceil(GTES_PER_GT);
+        let gd_sectors = (gt_count * 4).div_ceil(SECTOR);
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let desc = descriptor_text(o, &name);
+        let desc_size = (desc.len() as u64).div_ceil(SECTOR).max(DESC_SECTORS);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(|source| Error::Open {
+                path: path.into(),
+                source,
+            })?;
+        // monolithicSparse, as qemu lays it out: header, descriptor, redundant GD and its grain
+        // tables, GD and its grain tables, grains from the next grain boundary.
+        let rgd_offset = 1 + desc_size;
+        let rgt_start = rgd_offset + gd_sectors;
+        let gd_offset = rgt_start + gt_count * GT_SECTORS;
+        let gt_start = gd_offset + gd_sectors;
+        let overhead = if stream {
+            (1 + desc_size).next_multiple_of(GRAIN_SECTORS)
+        } else {
+            (gt_start + gt_count * GT_SECTORS).next_multiple_of(GRAIN_SECTORS)
+        };
+        let h = if stream {
+            Header {
+                version: 3,
+                flags: FLAG_NL_DETECT | FLAG_COMPRESSED | FLAG_MARKERS,
+                capacity,
+                desc_offset: 1,
+                desc_size,
+                rgd_offset: 0,
+                gd_offset: GD_AT_END,
+                overhead,
+                compress: COMPRESSION_DEFLATE,
+            }
+        } else {
+            Header {
+                version: 1,
+                flags: FLAG_NL_DETECT | FLAG_RGD,
+                capacity,
+                desc_offset: 1,
+                desc_size,
+                rgd_offset,
+                gd_offset,
+                overhead,
+                compress: COMPRESSION_NONE,
+            }
+        };
+        let w = VmdkWriter {
+            path: path.into(),
+            file,
+            stream,
+            capacity,
+            gt_count,
+            gd_sectors,
+            gt_start,
+            rgt_start,
+            overhead,
+            state: Mutex::new(State {
+                next: overhead,
+                gt_index: 0,
+                gt: vec![0; GTES_PER_GT as usize],
+                gd: Vec::new(),
+                min_grain: 0,
+            }),
+        };
+        let mut head = vec![0u8; ((1 + desc_size) * SECTOR) as usize];
+        head[..HEADER_LEN].copy_from_slice(&h.bytes());
+        head[HEADER_LEN..HEADER_LEN + desc.len()].copy_from_slice(desc.as_bytes());
+        w.pwrite(&head, 0, "vmdk header")?;
+        if !stream {
+            // Both grain directories point at their preallocated (zeroed) grain tables.
+            let dir = |start: u64| -> Vec<u8> {
+                (0..gt_count)
+                    .flat_map(|i| ((start + i * GT_SECTORS) as u32).to_le_bytes())
+                    .collect()
+            };
+            w.pwrite(&dir(rgt_start), rgd_offset * SECTOR, "vmdk grain directory")?;
+            w.pwrite(&dir(gt_start), gd_offset * SECTOR, "vmdk grain directory")?;
+        }
+        w.file
+            .set_len(overhead * SECTOR)
+            .map_err(|e| w.io("vmdk metadata", 0, e))?;
+        Ok(w)
+    }
+
+    /// Grain size in bytes: copies hand over whole grains.
+    pub fn grain_bytes(&self) -> u64 {
+        GRAIN_SECTORS * SECTOR
+    }
+
+    /// Whether grains must come compressed (`compress_grain`) to `write_grain`.
+    pub fn compressed(&self) -> bool {
+        self.stream
+    }
+
+    /// Deflates one grain (zlib stream, RFC 1950), padded with zeros to a whole grain: qemu
+    /// refuses a compressed grain that inflates to less. Runs in the copy's workers.
+    pub fn compress_grain(&self, data: &[u8]) -> Vec<u8> {
+        let grain = self.grain_bytes() as usize;
+        let mut e = ZlibEncoder::new(
+            Vec::with_capacity(grain / 2 + 64),
+            flate2::Compression::default(),
+        );
+        // Writes to a Vec cannot fail.
+        let _ = e.write_all(data);
+        if data.len() < grain {
+            let _ = e.write_all(&vec![0u8; grain - data.len()]);
+        }
+        e.finish().unwrap_or_default()
+    }
+
+    fn io(&self, what: &'static str, offset: u64, source: std::io::Error) -> Error {
+        Error::Io {
+            path: self.path.clone(),
+            what,
+            offset,
+            source,
+        }
+    }
+
+    fn pwrite(&self, buf: &[u8], off: u64, what: &'static str) -> Result<()> {
+        self.file
+            .write_all_at(buf, off)
+            .map_err(|e| self.io(what, off, e))
+    }
+
+    /// Writes grains starting at guest grain `first`: plain `data` (whole grains, the last one
+    /// maybe short) for monolithicSparse, or one grain's `compress_grain` output for
+    /// streamOptimized. Grains must come in increasing order.
+    pub fn write_grains(&self, first: u64, data: &[u8]) -> Result<()> {
+        let mut st = self.state.lock();
+        let g = self.grain_bytes();
+        let n = if self.stream {
+            1
+        } else {
+            (data.len() as u64).div_ceil(g)
+        };
+        let grains = self.capacity.div_ceil(GRAIN_SECTORS);
+        if first < st.min_grain || first.checked_add(n).is_none_or(|e| e > grains) || n == 0 {
+            return Err(Error::unsupported(
+                &self.path,
+                format!(
+                    "vmdk writer: grains {first}+{n} out of order or past the end ({grains} grains)"
+                ),
+            ));
+        }
+        // Before the grain: a streamOptimized table goes where the next grain would.
+        if first / GTES_PER_GT != st.gt_index {
+            self.flush_gt(&mut st, first / GTES_PER_GT)?;
+        }
+        let at = st.next;
+        let len = if self.stream {
+            let mut buf = Vec::with_capacity(data.len() + 12 + SECTOR as usize);
+            buf.extend_from_slice(&(first * GRAIN_SECTORS).to_le_bytes());
+            buf.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            buf.extend_from_slice(data);
+            buf.resize((buf.len() as u64).next_multiple_of(SECTOR) as usize, 0);
+            self.pwrite(&buf, at * SECTOR, "vmdk grain")?;
+            buf.len() as u64
+        } else {
+            self.pwrite(data, at * SECTOR, "vmdk grain")?;
+            let full = n * g;
+            if (data.len() as u64) < full {
+                // The last grain is stored whole.
+                self.pwrite(
+                    &vec![0u8; (full - data.len() as u64) as usize],
+                    at * SECTOR + data.len() as u64,
+                    "vmdk grain",
+                )?;
+            }
+            full
+        };
+        for i in 0..n {
+            let grain = first + i;
+            let gti = grain / GTES_PER_GT;
+            if gti != st.gt_index {
+                self.flush_gt(&mut st, gti)?;
+            }
+            let sector = if self.stream {
+                at
+            } else {
+                at + i * GRAIN_SECTORS
+            };
+            let entry = u32::try_from(sector).map_err(|_| {
+                Error::unsupported(
+                    &self.path,
+                    "the VMDK grows past 2 TiB of host sectors (32-bit grain table entries)"
+                        .to_string(),
+                )
+            })?;
+            st.gt[(grain % GTES_PER_GT) as usize] = entry;
+        }
+        st.next = at + len / SECTOR;
+        st.min_grain = first + n;
+        Ok(())
+    }
+
+    /// Writes the grain table being filled and moves on to table `to` (streamOptimized writes
+    /// the empty tables in between too, so every directory entry points at a table).
+    fn flush_gt(&self, st: &mut State, to: u64) -> Result<()> {
+        let bytes: Vec<u8> = st.gt.iter().flat_map(|e| e.to_le_bytes()).collect();
+        if self.stream {
+            let empty = vec![0u8; bytes.len()];
+            for i in st.gt_index..to {
+                let data = if i == st.gt_index { &bytes } else { &empty };
+                let m = st.next;
+                self.pwrite(&marker(GT_SECTORS, MARKER_GT), m * SECTOR, "vmdk marker")?;
+                self.pwrite(data, (m + 1) * SECTOR, "vmdk grain table")?;
+                st.gd.push((m + 1) as u32);
+                st.next = m + 1 + GT_SECTORS;
+            }
+        } else if st.gt.iter().any(|&e| e != 0) {
+            let i = st.gt_index;
+            self.pwrite(
+                &bytes,
+                (self.rgt_start + i * GT_SECTORS) * SECTOR,
+                "vmdk grain table",
+            )?;
+            self.pwrite(
+                &bytes,
+                (self.gt_start + i * GT_SECTORS) * SECTOR,
+                "vmdk grain table",
+            )?;
+        }
+        st.gt.fill(0);
+        st.gt_index = to;
+        Ok(())
+    }
+
+    /// Ends the image: the last grain tables, and for streamOptimized the grain directory, the
+    /// footer and the end-of-stream marker; then syncs. Until then a streamOptimized file has no
+    /// footer, so a half-written one is refused by readers instead of looking complete.
+    pub fn finish(&self) -> Result<()> {
+        let mut st = self.state.lock();
+        if self.stream {
+            self.flush_gt(&mut st, self.gt_count)?;
+            let gd_at = st.next + 1;
+            let mut gd: Vec<u8> = st.gd.iter().flat_map(|e| e.to_le_bytes()).collect();
+            gd.resize((self.gd_sectors * SECTOR) as usize, 0);
+            let mut tail = Vec::with_capacity(gd.len() + 4 * HEADER_LEN);
+            tail.extend_from_slice(&marker(self.gd_sectors, MARKER_GD));
+            tail.extend_from_slice(&gd);
+            tail.extend_from_slice(&marker(1, MARKER_FOOTER));
+            let mut head = [0u8; HEADER_LEN];
+            self.file
+                .read_exact_at(&mut head, 0)
+                .map_err(|e| self.io("vmdk header", 0, e))?;
+            head[56..64].copy_from_slice(&gd_at.to_le_bytes());
+            tail.extend_from_slice(&head);
+            tail.extend_from_slice(&marker(0, MARKER_EOS));
+            self.pwrite(&tail, st.next * SECTOR, "vmdk footer")?;
+            st.next += tail.len() as u64 / SECTOR;
+        } else {
+            let to = st.gt_index + 1;
+            self.flush_gt(&mut st, to)?;
+            self.file
+                .set_len(st.next.max(self.overhead) * SECTOR)
+                .map_err(|e| self.io("vmdk file length", 0, e))?;
+        }
+        self.file.sync_all().map_err(|e| self.io("vmdk sync", 0, e))
+    }
+}
+
+/// The extent file name of a monolithicFlat descriptor `path` (`disk.vmdk` → `disk-flat.vmdk`,
+/// qemu's naming).
+pub fn flat_extent_path(path: &Path) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "disk".into());
+    path.with_file_name(format!("{stem}-flat.vmdk"))
+}
+
+/// Writes the descriptor file of a monolithicFlat image whose extent is `flat_extent_path(path)`.
+pub fn write_flat_descriptor(path: &Path, o: &CreateOptions) -> Result<()> {
+    let flat = flat_extent_path(path);
+    let name = flat
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    std::fs::write(path, descriptor_text(o, &name)).map_err(|source| Error::Io {
+        path: path.into(),
+        what: "vmdk descriptor",
+        offset: 0,
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::descriptor::Descriptor;
+    use super::super::sparse::SparseHeader;
+    use super::*;
+
+    #[test]
+    fn header_parses_back() {
+        let h = Header {
+            version: 3,
+            flags: FLAG_NL_DETECT | FLAG_COMPRESSED | FLAG_MARKERS,
+            capacity: 12345,
+            desc_offset: 1,
+            desc_size: 20,
+            rgd_offset: 0,
+            gd_offset: GD_AT_END,
+            overhead: 128,
+            compress: COMPRESSION_DEFLATE,
+        };
+        let p = SparseHeader::parse(&h.bytes(), Path::new("x")).unwrap();
+        assert_eq!(
+            (p.version, p.flags, p.capacity, p.grain_size, p.gd_offset),
+            (3, h.flags, 12345, GRAIN_SECTORS, GD_AT_END)
+        );
+        assert_eq!(
+            (p.overhead, p.num_gtes_per_gt, p.nl_check),
+            (128, 512, *b"\n \r\n")
+        );
+        assert!(p.compressed() && !p.unclean_shutdown);
+    }
+
+    #[test]
+    fn descriptor_parses_back() {
+        let mut o = CreateOptions::new((10 << 30) + 1, Subformat::MonolithicFlat);
+        o.adapter_type = "lsilogic".into();
+        let d = Descriptor::parse(descriptor_text(&o, "d-flat.vmdk").as_bytes()).unwrap();
+        assert_eq!(d.create_type.as_deref(), Some("monolithicFlat"));
+        assert_eq!(d.cid, Some(o.cid));
+        assert_eq!(d.parent_cid, None);
+        assert_eq!(d.extents.len(), 1);
+        assert_eq!(d.extents[0].sectors, (10 << 21) + 1);
+        assert_eq!(d.extents[0].file.as_deref(), Some("d-flat.vmdk"));
+        // 10 GiB over 255 heads of 63 sectors: 1305 whole cylinders, as qemu computes.
+        assert_eq!(d.ddb("geometry.cylinders"), Some("1305"));
+        assert_eq!(d.ddb("geometry.heads"), Some("255"));
+        assert_eq!(d.ddb("adapterType"), Some("lsilogic"));
+    }
+
+    #[test]
+    fn out_of_order_grains_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.vmdk");
+        let w = VmdkWriter::create(
+            &p,
+            &CreateOptions::new(1 << 20, Subformat::MonolithicSparse),
+        )
+        .unwrap();
+        w.write_grains(3, &[1u8; 65536]).unwrap();
+        assert!(w.write_grains(2, &[1u8; 65536]).is_err());
+        assert!(w.write_grains(16, &[1u8; 65536]).is_err(), "past the end");
+        w.finish().unwrap();
+    }
+}
