@@ -286,6 +286,14 @@ fn main() {
         Cmd::Fix(args) => ferry::fix::cli::run(args).map_err(Into::into),
     };
     if let Err(e) = r {
+        // The reader of our output went away (`ferry map | head`): nothing left to say.
+        let broken_pipe = e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        });
+        if broken_pipe {
+            std::process::exit(0);
+        }
         eprintln!("ferry: {}", error_text(&e));
         std::process::exit(1);
     }

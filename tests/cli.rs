@@ -287,3 +287,24 @@ fn convert_fails_cleanly_on_a_corrupt_table_mid_copy() {
         "{err}"
     );
 }
+
+/// `ferry map | head -1`: when the reader goes away, ferry stops quietly with success.
+#[test]
+fn a_closed_pipe_is_not_an_error() {
+    let d = tempfile::tempdir().unwrap();
+    let img = chain_fixture(d.path());
+    let mut child = std::process::Command::new(ferry_bin())
+        .args(["map", img.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
