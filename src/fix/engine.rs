@@ -581,7 +581,7 @@ impl RuleRun<'_, '_, '_> {
             } => {
                 let script = fill(script, facts, Context::Plain)?;
                 let path = firstboot::script_path(*priority, &self.rule.name, name);
-                let exit = regex::bytes::Regex::new(r"^\s*exit\s+0\b").expect("static");
+                let exit = regex::bytes::Regex::new(r"^\s*exit\s+0\b").expect("static"); // OK: a constant pattern
                 for op in firstboot::install(facts, self.ov, &script, &path) {
                     match op {
                         firstboot::Op::Write {

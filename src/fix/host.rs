@@ -163,8 +163,8 @@ fn read_xattrs(path: &CString, guest: &str) -> Result<Vec<(CString, Vec<u8>)>> {
     names.truncate(got as usize);
     let mut out = Vec::new();
     for name in names.split(|b| *b == 0).filter(|s| !s.is_empty()) {
-        let cname = CString::new(name).expect("split on NUL");
-        // SAFETY: size query with a null buffer.
+        let cname = CString::new(name).expect("split on NUL"); // OK: names are split at NUL
+                                                               // SAFETY: size query with a null buffer.
         let len =
             unsafe { libc::lgetxattr(path.as_ptr(), cname.as_ptr(), std::ptr::null_mut(), 0) };
         if len < 0 {

@@ -379,7 +379,7 @@ pub fn lookup(
         return bad(e);
     }
     loop {
-        let last = frames.last().expect("the root frame is always there");
+        let last = frames.last().expect("the root frame is always there"); // OK: never empty
         let leaf = last.child(last.at);
         if leaf >= nblocks {
             return bad(format!("leaf block {leaf} past the directory's end"));
