@@ -5,21 +5,6 @@ mod common;
 use common::*;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn ferry(args: &[&str]) -> Output {
-    Command::new(ferry_bin()).args(args).output().unwrap()
-}
-
-fn ferry_ok(args: &[&str]) -> String {
-    let o = ferry(args);
-    assert!(
-        o.status.success(),
-        "ferry {args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
 
 fn chain_fixture(d: &Path) -> std::path::PathBuf {
     let raw = d.join("base.raw");
@@ -193,7 +178,7 @@ fn convert_refuses_to_overwrite_its_source() {
     let mid = d.join("mid.qcow2");
     let g = Unchanged::new(&[&top, &mid]);
     for target in [&top, &mid] {
-        let o = ferry(&[
+        let o = run_ferry(&[
             "convert",
             top.to_str().unwrap(),
             "-O",
@@ -211,14 +196,14 @@ fn convert_refuses_to_overwrite_its_source() {
 fn errors_are_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let o = ferry(&["info", d.join("nope.qcow2").to_str().unwrap()]);
+    let o = run_ferry(&["info", d.join("nope.qcow2").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("nope.qcow2") && err.contains("cannot open"),
         "{err}"
     );
-    let o = ferry(&["convert", "x", "-O", "vhdx", "y"]);
+    let o = run_ferry(&["convert", "x", "-O", "vhdx", "y"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("not supported"));
     // -f raw shows a qcow2 file's own bytes.
     let img = d.join("a.qcow2");
@@ -275,7 +260,7 @@ fn convert_fails_cleanly_on_a_corrupt_table_mid_copy() {
     .collect();
     std::thread::spawn(move || {
         let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-        let _ = tx.send(ferry(&a));
+        let _ = tx.send(run_ferry(&a));
     });
     let o = rx
         .recv_timeout(std::time::Duration::from_secs(60))

@@ -3,26 +3,9 @@
 
 mod common;
 
-use common::{have_tools, make_mixed_raw, qemu_img, qemu_io, Unchanged};
+use common::{ferry_ok, have_tools, make_mixed_raw, qemu_img, qemu_io, run_ferry, Unchanged};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn ferry(args: &[&str]) -> Output {
-    Command::new(common::ferry_bin())
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ferry_ok(args: &[&str]) -> String {
-    let o = ferry(args);
-    assert!(
-        o.status.success(),
-        "ferry {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use std::process::Command;
 
 fn check_json(image: &Path) -> serde_json::Value {
     let out = Command::new("qemu-img")
@@ -172,7 +155,7 @@ fn commit_writes_the_merged_view() {
         qemu_img(&["compare", s(&ov), s(&dst)]);
     }
     // Committing onto the overlay's own source is refused.
-    let o = ferry(&["commit", s(&ov), "-O", "raw", s(&src)]);
+    let o = run_ferry(&["commit", s(&ov), "-O", "raw", s(&src)]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("refusing to write over"));
 }
@@ -226,7 +209,7 @@ fn a_full_disk_fails_cleanly() {
     let _u = Umount(&mnt);
     for fmt in ["qcow2", "raw"] {
         let dst = mnt.join(format!("out.{fmt}"));
-        let o = ferry(&["convert", s(&src), "-O", fmt, s(&dst)]);
+        let o = run_ferry(&["convert", s(&src), "-O", fmt, s(&dst)]);
         assert_eq!(o.status.code(), Some(1), "{fmt}");
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("No space left on device"), "{fmt}: {err}");
@@ -265,7 +248,7 @@ fn commit_into_source_writes_back_raw_and_qcow2() {
         let want = common::qemu_raw(&ov, d);
         // Not a terminal and no --yes: refused, source untouched.
         let g = Unchanged::new(&[src]);
-        let o = ferry(&["commit", s(&ov), "--into-source"]);
+        let o = run_ferry(&["commit", s(&ov), "--into-source"]);
         assert!(!o.status.success());
         assert!(String::from_utf8_lossy(&o.stderr).contains("--yes"));
         drop(g);
@@ -295,7 +278,7 @@ fn commit_into_source_writes_back_raw_and_qcow2() {
     let ov = d.join("ovv.qcow2");
     ferry_ok(&["overlay", "create", s(&v), s(&ov)]);
     let _g = Unchanged::new(&[&v]);
-    let o = ferry(&["commit", s(&ov), "--into-source", "--yes"]);
+    let o = run_ferry(&["commit", s(&ov), "--into-source", "--yes"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("only into raw or qcow2"));
 }

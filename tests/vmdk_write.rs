@@ -4,27 +4,10 @@
 
 mod common;
 
-use common::{have_tools, make_mixed_raw, qemu_img, Unchanged};
+use common::{ferry_ok, have_tools, make_mixed_raw, qemu_img, run_ferry, Unchanged};
 use ferry::block::vmdk::Vmdk;
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn ferry(args: &[&str]) -> Output {
-    Command::new(common::ferry_bin())
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ferry_ok(args: &[&str]) -> String {
-    let o = ferry(args);
-    assert!(
-        o.status.success(),
-        "ferry {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use std::process::Command;
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -134,7 +117,7 @@ fn convert_to_each_subformat_equals_the_source() {
     for sf in ["streamOptimized", "monolithicSparse"] {
         let dst = d.join(format!("empty-{sf}.vmdk"));
         let o = format!("subformat={sf}");
-        let out = ferry(&["convert", s(&empty), "-O", "vmdk", "-o", &o, s(&dst)]);
+        let out = run_ferry(&["convert", s(&empty), "-O", "vmdk", "-o", &o, s(&dst)]);
         assert!(!out.status.success() && !dst.exists(), "{sf}");
         assert!(
             String::from_utf8_lossy(&out.stderr).contains("empty disk"),
@@ -203,7 +186,7 @@ fn descriptor_matches_qemu_img() {
         "adapter_type=scsi",
         "hwversion=x",
     ] {
-        let o = ferry(&[
+        let o = run_ferry(&[
             "convert",
             s(&src),
             "-O",

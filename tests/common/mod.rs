@@ -189,6 +189,22 @@ pub fn unpack(src: &Path, dir: &Path) -> PathBuf {
     dst
 }
 
+/// Runs the built `ferry` with `args`.
+pub fn run_ferry(args: &[&str]) -> std::process::Output {
+    Command::new(ferry_bin()).args(args).output().unwrap()
+}
+
+/// Runs `ferry` with `args`, which must succeed; returns its stdout.
+pub fn ferry_ok(args: &[&str]) -> String {
+    let o = run_ferry(args);
+    assert!(
+        o.status.success(),
+        "ferry {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// Path of the built `ferry` binary.
 pub fn ferry_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ferry"))
