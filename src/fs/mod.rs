@@ -54,6 +54,12 @@ pub enum FsError {
     /// Too many symbolic links while resolving a path (the kernel's limit is 40).
     #[error("too many levels of symbolic links")]
     Loop,
+    /// The entry is a mountpoint of the guest's tree (EBUSY, as for rmdir of a mountpoint).
+    #[error("a filesystem is mounted there")]
+    Busy,
+    /// A link or rename between two filesystems of the guest's tree (EXDEV).
+    #[error("across filesystems")]
+    CrossDevice,
 }
 
 impl FsError {
@@ -172,6 +178,12 @@ pub trait Filesystem: Send + Sync {
     fn info(&self) -> FsInfo;
 
     fn statfs(&self) -> Result<StatFs>;
+
+    /// The numbers of the filesystem `ino` is on: the same as `statfs` except in a tree that
+    /// composes several filesystems (`guest::Tree`), where `df` of a mountpoint wants its own.
+    fn statfs_at(&self, _ino: u64) -> Result<StatFs> {
+        self.statfs()
+    }
 
     fn getattr(&self, ino: u64) -> Result<Attr>;
 

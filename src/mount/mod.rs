@@ -54,6 +54,8 @@ pub fn errno(e: &FsError) -> i32 {
         FsError::NoKey(_) => libc::ENOKEY,
         FsError::ReadOnly => libc::EROFS,
         FsError::Loop => libc::ELOOP,
+        FsError::Busy => libc::EBUSY,
+        FsError::CrossDevice => libc::EXDEV,
     }
 }
 

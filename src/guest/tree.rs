@@ -1,0 +1,619 @@
+//! `Tree`: the guest's filesystems composed into one namespace at their mountpoints, as the
+//! guest's own kernel would stack them (`/`, then `/boot`, `/var`, `/var/log`...). It is itself
+//! a [`Filesystem`], so the FUSE adapter, `ferry ls`/`cat` and inspection use it unchanged.
+//!
+//! Inode numbers: the inode `n` of the filesystem at index `i` is `i << 56 | n`. The root
+//! filesystem has index 0, so its inode numbers are its own; the others differ in the top
+//! byte, which keeps `(st_dev, st_ino)` unique under one FUSE mount (tar and du would
+//! otherwise take files of two filesystems for hard links of each other).
+//!
+//! Crossing: a lookup that lands on a directory some filesystem is mounted on returns that
+//! filesystem's root instead; `..` of a mounted root is the directory holding the mountpoint.
+//! `statfs_at` answers for the filesystem an inode is on.
+
+use crate::fs::{
+    path, Attr, DirEntry, FileType, Filesystem, FsError, FsInfo, NewInode, Result, SetAttr, StatFs,
+    Timestamp,
+};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Bits of a tree inode number that hold the filesystem's own inode number.
+const SHIFT: u32 = 56;
+const LOCAL: u64 = (1 << SHIFT) - 1;
+/// Filesystems one tree can hold (the top byte of an inode number).
+pub const MAX_FILESYSTEMS: usize = 256;
+
+/// One filesystem placed in the tree.
+pub struct Mount {
+    /// The guest's name for the device (`/dev/sda1`, `/dev/VG/LV`), for messages.
+    pub device: String,
+    /// Where it goes, a guest-absolute path.
+    pub mountpoint: String,
+    pub fs: Arc<dyn Filesystem>,
+}
+
+struct Placed {
+    mount: Mount,
+    /// For all but the root: the tree inode of the directory that holds the mountpoint.
+    parent: u64,
+}
+
+/// Several filesystems at their mountpoints; build with [`Tree::new`] and [`Tree::mount`].
+pub struct Tree {
+    placed: Vec<Placed>,
+    /// (filesystem index, its inode of a directory) → index of the filesystem mounted on it.
+    covers: HashMap<(usize, u64), usize>,
+}
+
+impl Tree {
+    /// A tree holding `root` at `/`.
+    pub fn new(root: Mount) -> Tree {
+        let root = Mount {
+            mountpoint: "/".into(),
+            ..root
+        };
+        Tree {
+            placed: vec![Placed {
+                mount: root,
+                parent: 0,
+            }],
+            covers: HashMap::new(),
+        }
+    }
+
+    /// Mounts `m` at its mountpoint, which must be an existing directory of the tree as built
+    /// so far (symlinks on the way resolve inside the guest). Mount parents before children,
+    /// as the guest does (sort by path depth). A second filesystem at the same place hides
+    /// the first, as with the kernel.
+    pub fn mount(&mut self, m: Mount) -> Result<()> {
+        if self.placed.len() >= MAX_FILESYSTEMS {
+            return Err(FsError::Unsupported(format!(
+                "more than {MAX_FILESYSTEMS} filesystems in one tree"
+            )));
+        }
+        let at = path::resolve(self, m.mountpoint.as_bytes(), true)?;
+        if at.kind != FileType::Directory {
+            return Err(FsError::NotDir(at.ino));
+        }
+        if at.ino == self.root_ino() {
+            return Err(FsError::Busy);
+        }
+        let parent = path::resolve(self, format!("{}/..", m.mountpoint).as_bytes(), true)?;
+        let (i, local) = self.split(at.ino)?;
+        let idx = self.placed.len();
+        self.covers.insert((i, local), idx);
+        self.placed.push(Placed {
+            mount: m,
+            parent: parent.ino,
+        });
+        Ok(())
+    }
+
+    /// The filesystems in the order they were mounted, the root first.
+    pub fn mounts(&self) -> impl Iterator<Item = &Mount> {
+        self.placed.iter().map(|p| &p.mount)
+    }
+
+    fn fs(&self, i: usize) -> &dyn Filesystem {
+        self.placed[i].mount.fs.as_ref()
+    }
+
+    /// Tree inode → (filesystem index, its inode).
+    fn split(&self, ino: u64) -> Result<(usize, u64)> {
+        let i = (ino >> SHIFT) as usize;
+        if i >= self.placed.len() {
+            return Err(FsError::NotFound);
+        }
+        Ok((i, ino & LOCAL))
+    }
+
+    /// (filesystem index, its inode) → tree inode.
+    fn join(&self, i: usize, local: u64) -> Result<u64> {
+        if local > LOCAL {
+            return Err(FsError::Unsupported(format!(
+                "{}: inode number {local} is too large for a composed tree",
+                self.placed[i].mount.device
+            )));
+        }
+        Ok((i as u64) << SHIFT | local)
+    }
+
+    /// What is seen at (i, local): the topmost filesystem mounted there, if any.
+    fn top(&self, mut i: usize, mut local: u64) -> (usize, u64) {
+        // Each step goes to a later-mounted filesystem, so this ends.
+        while let Some(&j) = self.covers.get(&(i, local)) {
+            i = j;
+            local = self.fs(j).root_ino();
+        }
+        (i, local)
+    }
+
+    fn is_mounted_root(&self, i: usize, local: u64) -> bool {
+        i > 0 && local == self.fs(i).root_ino()
+    }
+
+    /// Attributes of (i, a) as the tree shows them: mountpoints replaced by what is on them.
+    fn outward(&self, i: usize, a: Attr) -> Result<Attr> {
+        if a.kind == FileType::Directory {
+            let (j, local) = self.top(i, a.ino);
+            if j != i {
+                let root = self.fs(j).getattr(local)?;
+                return self.tag(j, root);
+            }
+        }
+        self.tag(i, a)
+    }
+
+    fn tag(&self, i: usize, mut a: Attr) -> Result<Attr> {
+        a.ino = self.join(i, a.ino)?;
+        Ok(a)
+    }
+
+    /// Whether `name` in directory (i, dir) has a filesystem mounted on it.
+    fn covered(&self, i: usize, dir: u64, name: &[u8]) -> Result<bool> {
+        match self.fs(i).lookup(dir, name) {
+            Ok(a) => Ok(a.kind == FileType::Directory && self.covers.contains_key(&(i, a.ino))),
+            Err(FsError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Filesystem for Tree {
+    fn root_ino(&self) -> u64 {
+        self.fs(0).root_ino()
+    }
+
+    fn info(&self) -> FsInfo {
+        self.fs(0).info()
+    }
+
+    fn statfs(&self) -> Result<StatFs> {
+        self.fs(0).statfs()
+    }
+
+    fn statfs_at(&self, ino: u64) -> Result<StatFs> {
+        let (i, _) = self.split(ino)?;
+        self.fs(i).statfs()
+    }
+
+    fn getattr(&self, ino: u64) -> Result<Attr> {
+        let (i, local) = self.split(ino)?;
+        let a = self.fs(i).getattr(local)?;
+        self.tag(i, a)
+    }
+
+    fn lookup(&self, dir: u64, name: &[u8]) -> Result<Attr> {
+        let (i, local) = self.split(dir)?;
+        if name == b".." && self.is_mounted_root(i, local) {
+            return self.getattr(self.placed[i].parent);
+        }
+        let a = self.fs(i).lookup(local, name)?;
+        self.outward(i, a)
+    }
+
+    fn readdir(
+        &self,
+        dir: u64,
+        cookie: u64,
+        sink: &mut dyn FnMut(DirEntry, u64) -> bool,
+    ) -> Result<()> {
+        let (i, local) = self.split(dir)?;
+        let mounted_root = self.is_mounted_root(i, local);
+        let mut failed = None;
+        self.fs(i).readdir(local, cookie, &mut |mut e, next| {
+            let ino = if e.name == b".." && mounted_root {
+                Ok(self.placed[i].parent)
+            } else if e.kind == FileType::Directory && e.name != b"." {
+                let (j, l) = self.top(i, e.ino);
+                self.join(j, l)
+            } else {
+                self.join(i, e.ino)
+            };
+            match ino {
+                Ok(ino) => {
+                    e.ino = ino;
+                    sink(e, next)
+                }
+                Err(err) => {
+                    failed = Some(err);
+                    false
+                }
+            }
+        })?;
+        failed.map_or(Ok(()), Err)
+    }
+
+    fn read(&self, ino: u64, off: u64, buf: &mut [u8]) -> Result<usize> {
+        let (i, local) = self.split(ino)?;
+        self.fs(i).read(local, off, buf)
+    }
+
+    fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        let (i, local) = self.split(ino)?;
+        self.fs(i).readlink(local)
+    }
+
+    fn listxattr(&self, ino: u64) -> Result<Vec<Vec<u8>>> {
+        let (i, local) = self.split(ino)?;
+        self.fs(i).listxattr(local)
+    }
+
+    fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
+        let (i, local) = self.split(ino)?;
+        self.fs(i).getxattr(local, name)
+    }
+
+    fn write(&self, ino: u64, off: u64, data: &[u8]) -> Result<usize> {
+        let (i, local) = self.split(ino)?;
+        self.fs(i).write(local, off, data)
+    }
+
+    fn setattr(&self, ino: u64, changes: &SetAttr) -> Result<Attr> {
+        let (i, local) = self.split(ino)?;
+        let a = self.fs(i).setattr(local, changes)?;
+        self.tag(i, a)
+    }
+
+    fn create(&self, dir: u64, name: &[u8], new: &NewInode) -> Result<Attr> {
+        let (i, local) = self.split(dir)?;
+        let a = self.fs(i).create(local, name, new)?;
+        self.tag(i, a)
+    }
+
+    fn symlink(&self, dir: u64, name: &[u8], target: &[u8], new: &NewInode) -> Result<Attr> {
+        let (i, local) = self.split(dir)?;
+        let a = self.fs(i).symlink(local, name, target, new)?;
+        self.tag(i, a)
+    }
+
+    fn link(&self, ino: u64, dir: u64, name: &[u8]) -> Result<Attr> {
+        let (i, local) = self.split(ino)?;
+        let (j, dir) = self.split(dir)?;
+        if i != j {
+            return Err(FsError::CrossDevice);
+        }
+        let a = self.fs(i).link(local, dir, name)?;
+        self.tag(i, a)
+    }
+
+    fn unlink(&self, dir: u64, name: &[u8]) -> Result<()> {
+        let (i, local) = self.split(dir)?;
+        self.fs(i).unlink(local, name)
+    }
+
+    fn rmdir(&self, dir: u64, name: &[u8]) -> Result<()> {
+        let (i, local) = self.split(dir)?;
+        if self.covered(i, local, name)? {
+            return Err(FsError::Busy);
+        }
+        self.fs(i).rmdir(local, name)
+    }
+
+    fn rename(&self, dir: u64, name: &[u8], new_dir: u64, new_name: &[u8]) -> Result<()> {
+        let (i, from) = self.split(dir)?;
+        let (j, to) = self.split(new_dir)?;
+        if i != j {
+            return Err(FsError::CrossDevice);
+        }
+        if self.covered(i, from, name)? || self.covered(i, to, new_name)? {
+            return Err(FsError::Busy);
+        }
+        self.fs(i).rename(from, name, to, new_name)
+    }
+
+    fn setxattr(&self, ino: u64, name: &[u8], value: &[u8]) -> Result<()> {
+        let (i, local) = self.split(ino)?;
+        self.fs(i).setxattr(local, name, value)
+    }
+
+    fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
+        let (i, local) = self.split(ino)?;
+        self.fs(i).removexattr(local, name)
+    }
+
+    fn fsync(&self) -> Result<()> {
+        for p in &self.placed {
+            match p.mount.fs.fsync() {
+                Ok(()) | Err(FsError::ReadOnly) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Stands in for a filesystem ferry cannot read yet (XFS, NTFS...): an empty, read-only
+/// directory, so the rest of the guest mounts and the gap is visible rather than fatal.
+pub struct Placeholder {
+    kind: &'static str,
+}
+
+impl Placeholder {
+    const ROOT: u64 = 1;
+
+    pub fn new(kind: &'static str) -> Self {
+        Placeholder { kind }
+    }
+}
+
+impl Filesystem for Placeholder {
+    fn root_ino(&self) -> u64 {
+        Self::ROOT
+    }
+
+    fn info(&self) -> FsInfo {
+        FsInfo {
+            kind: self.kind,
+            uuid: [0; 16],
+            label: Vec::new(),
+            block_size: 4096,
+            size_bytes: 0,
+            free_bytes: 0,
+        }
+    }
+
+    fn statfs(&self) -> Result<StatFs> {
+        Ok(StatFs {
+            bsize: 4096,
+            namelen: 255,
+            ..StatFs::default()
+        })
+    }
+
+    fn getattr(&self, ino: u64) -> Result<Attr> {
+        if ino != Self::ROOT {
+            return Err(FsError::NotFound);
+        }
+        Ok(Attr {
+            ino,
+            kind: FileType::Directory,
+            mode: 0o40555,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            blocks: 0,
+            nlink: 2,
+            atime: Timestamp::default(),
+            mtime: Timestamp::default(),
+            ctime: Timestamp::default(),
+            crtime: None,
+            rdev: 0,
+            blksize: 4096,
+        })
+    }
+
+    fn lookup(&self, dir: u64, _name: &[u8]) -> Result<Attr> {
+        self.getattr(dir)?;
+        Err(FsError::NotFound)
+    }
+
+    fn readdir(
+        &self,
+        dir: u64,
+        cookie: u64,
+        sink: &mut dyn FnMut(DirEntry, u64) -> bool,
+    ) -> Result<()> {
+        self.getattr(dir)?;
+        for (n, name) in [&b"."[..], b".."].iter().enumerate().skip(cookie as usize) {
+            let e = DirEntry {
+                ino: Self::ROOT,
+                name: name.to_vec(),
+                kind: FileType::Directory,
+            };
+            if !sink(e, n as u64 + 1) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn read(&self, ino: u64, _off: u64, _buf: &mut [u8]) -> Result<usize> {
+        self.getattr(ino)?;
+        Err(FsError::IsDir(ino))
+    }
+
+    fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        self.getattr(ino)?;
+        Err(FsError::NotSymlink(ino))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tiny filesystem: inode 2 is the root; `dirs` lists (parent, name, ino, is_dir).
+    struct Toy {
+        entries: Vec<(u64, &'static str, u64, bool)>,
+        blocks: u64,
+    }
+
+    impl Toy {
+        fn attr(&self, ino: u64) -> Result<Attr> {
+            let dir = ino == 2 || self.entries.iter().any(|e| e.2 == ino && e.3);
+            if ino != 2 && !self.entries.iter().any(|e| e.2 == ino) {
+                return Err(FsError::NotFound);
+            }
+            let mut a = Placeholder::new("toy").getattr(1)?;
+            a.ino = ino;
+            if !dir {
+                a.kind = FileType::RegularFile;
+                a.mode = 0o100644;
+            }
+            Ok(a)
+        }
+    }
+
+    impl Filesystem for Toy {
+        fn root_ino(&self) -> u64 {
+            2
+        }
+        fn info(&self) -> FsInfo {
+            Placeholder::new("toy").info()
+        }
+        fn statfs(&self) -> Result<StatFs> {
+            Ok(StatFs {
+                blocks: self.blocks,
+                ..StatFs::default()
+            })
+        }
+        fn getattr(&self, ino: u64) -> Result<Attr> {
+            self.attr(ino)
+        }
+        fn lookup(&self, dir: u64, name: &[u8]) -> Result<Attr> {
+            if name == b".." {
+                let p = self.entries.iter().find(|e| e.2 == dir).map_or(2, |e| e.0);
+                return self.attr(p);
+            }
+            let e = self
+                .entries
+                .iter()
+                .find(|e| e.0 == dir && e.1.as_bytes() == name);
+            self.attr(e.ok_or(FsError::NotFound)?.2)
+        }
+        fn readdir(
+            &self,
+            dir: u64,
+            _cookie: u64,
+            sink: &mut dyn FnMut(DirEntry, u64) -> bool,
+        ) -> Result<()> {
+            for (n, e) in self.entries.iter().filter(|e| e.0 == dir).enumerate() {
+                let kind = if e.3 {
+                    FileType::Directory
+                } else {
+                    FileType::RegularFile
+                };
+                let d = DirEntry {
+                    ino: e.2,
+                    name: e.1.as_bytes().to_vec(),
+                    kind,
+                };
+                if !sink(d, n as u64 + 1) {
+                    break;
+                }
+            }
+            Ok(())
+        }
+        fn read(&self, _ino: u64, _off: u64, _buf: &mut [u8]) -> Result<usize> {
+            Ok(0)
+        }
+        fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+            Err(FsError::NotSymlink(ino))
+        }
+    }
+
+    fn mount(name: &str, mp: &str, fs: Toy) -> Mount {
+        Mount {
+            device: name.into(),
+            mountpoint: mp.into(),
+            fs: Arc::new(fs),
+        }
+    }
+
+    fn guest() -> Tree {
+        let root = Toy {
+            entries: vec![
+                (2, "boot", 12, true),
+                (2, "var", 13, true),
+                (13, "x", 14, false),
+            ],
+            blocks: 100,
+        };
+        let boot = Toy {
+            entries: vec![(2, "vmlinuz", 12, false)],
+            blocks: 7,
+        };
+        let var = Toy {
+            entries: vec![(2, "log", 20, true)],
+            blocks: 9,
+        };
+        let log = Toy {
+            entries: vec![(2, "messages", 12, false)],
+            blocks: 3,
+        };
+        let mut t = Tree::new(mount("/dev/sda2", "/", root));
+        t.mount(mount("/dev/sda1", "/boot", boot)).unwrap();
+        t.mount(mount("/dev/vg/var", "/var", var)).unwrap();
+        t.mount(mount("/dev/vg/log", "/var/log", log)).unwrap();
+        t
+    }
+
+    #[test]
+    fn crossing_and_unique_inodes() {
+        let t = guest();
+        let boot = path::resolve(&t, b"/boot", true).unwrap();
+        assert_eq!(boot.ino, 1 << SHIFT | 2);
+        let k = path::resolve(&t, b"/boot/vmlinuz", true).unwrap();
+        assert_eq!(k.ino, 1 << SHIFT | 12);
+        // The root filesystem keeps its own numbers; /boot's 12 is not the root's 12.
+        assert_eq!(path::resolve(&t, b"/", true).unwrap().ino, 2);
+        // /var hides the root filesystem's /var/x.
+        assert!(matches!(
+            path::resolve(&t, b"/var/x", true),
+            Err(FsError::NotFound)
+        ));
+        let m = path::resolve(&t, b"/var/log/messages", true).unwrap();
+        assert_eq!(m.ino, 3 << SHIFT | 12);
+        assert_eq!(t.statfs_at(m.ino).unwrap().blocks, 3);
+        assert_eq!(t.statfs_at(boot.ino).unwrap().blocks, 7);
+        assert_eq!(t.statfs_at(2).unwrap().blocks, 100);
+        // `..` of a mounted root is the directory holding the mountpoint.
+        let log = path::resolve(&t, b"/var/log", true).unwrap();
+        assert_eq!(t.lookup(log.ino, b"..").unwrap().ino, 2 << SHIFT | 2);
+        assert_eq!(t.lookup(boot.ino, b"..").unwrap().ino, 2);
+    }
+
+    #[test]
+    fn readdir_shows_mounted_roots() {
+        let t = guest();
+        let mut seen = Vec::new();
+        t.readdir(2, 0, &mut |e, _| {
+            seen.push((String::from_utf8(e.name).unwrap(), e.ino));
+            true
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                ("boot".into(), 1 << SHIFT | 2),
+                ("var".into(), 2 << SHIFT | 2)
+            ]
+        );
+    }
+
+    #[test]
+    fn mountpoints_are_busy_and_filesystems_separate() {
+        let t = guest();
+        assert!(matches!(t.rmdir(2, b"boot"), Err(FsError::Busy)));
+        assert!(matches!(t.rename(2, b"var", 2, b"v"), Err(FsError::Busy)));
+        let k = path::resolve(&t, b"/boot/vmlinuz", true).unwrap();
+        assert!(matches!(t.link(k.ino, 2, b"k"), Err(FsError::CrossDevice)));
+        assert!(matches!(t.rmdir(2, b"nothing"), Err(FsError::ReadOnly)));
+        assert!(matches!(t.getattr(9 << SHIFT | 2), Err(FsError::NotFound)));
+    }
+
+    #[test]
+    fn mountpoint_must_be_a_directory() {
+        let mut t = guest();
+        let e = t.mount(mount(
+            "/dev/x",
+            "/var/log/messages",
+            Toy {
+                entries: vec![],
+                blocks: 0,
+            },
+        ));
+        assert!(matches!(e, Err(FsError::NotDir(_))));
+        let e = t.mount(mount(
+            "/dev/x",
+            "/nowhere",
+            Toy {
+                entries: vec![],
+                blocks: 0,
+            },
+        ));
+        assert!(matches!(e, Err(FsError::NotFound)));
+    }
+}
