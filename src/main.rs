@@ -124,8 +124,19 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Mount a guest filesystem read-only with FUSE (no root needed). Runs in the background
-    /// and returns once the mount is ready; `ferry umount` stops it.
+    /// Find the operating systems on a guest's disks: distro, version, kernels, boot loader,
+    /// fstab with each line resolved, and the guest's mount layout (like virt-inspector).
+    Inspect {
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        #[arg(short = 'f', long = "format")]
+        format: Option<Format>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mount a guest read-only with FUSE (no root needed), laid out as its own fstab says
+    /// (/boot, /var... on their own volumes). Runs in the background and returns once the
+    /// mount is ready; `ferry umount` stops it.
     Mount(MountArgs),
     /// Unmount what `ferry mount` mounted; returns when its daemon has exited.
     Umount {
@@ -136,26 +147,41 @@ enum Cmd {
     },
     /// List a directory of a guest filesystem, without mounting (like virt-ls).
     Ls {
-        /// IMAGE, or IMAGE:DEVICE to choose a filesystem (a name `ferry filesystems` prints).
+        /// IMAGE (the guest's whole tree), or IMAGE:DEVICE for one filesystem (a name
+        /// `ferry filesystems` prints).
         source: String,
         #[arg(default_value = "/")]
         path: String,
         /// Long listing: mode, links, uid, gid, size, mtime, name (-> target).
         #[arg(short = 'l')]
         long: bool,
-        #[arg(short = 'f', long = "format")]
-        format: Option<Format>,
+        #[command(flatten)]
+        view: ViewArgs,
     },
     /// Print a file of a guest filesystem to stdout, without mounting (like virt-cat).
     Cat {
-        /// IMAGE, or IMAGE:DEVICE to choose a filesystem (a name `ferry filesystems` prints).
+        /// IMAGE (the guest's whole tree), or IMAGE:DEVICE for one filesystem (a name
+        /// `ferry filesystems` prints).
         source: String,
         path: String,
-        #[arg(short = 'f', long = "format")]
-        format: Option<Format>,
+        #[command(flatten)]
+        view: ViewArgs,
     },
     /// Fix a guest tree so it boots on KVM (rules in fixers/; `--dry-run` shows a diff).
     Fix(ferry::fix::cli::FixArgs),
+}
+
+/// How `ls`/`cat` find the guest.
+#[derive(clap::Args)]
+struct ViewArgs {
+    /// Another disk of the same guest (repeatable), after the first.
+    #[arg(short = 'a', long = "add")]
+    add: Vec<PathBuf>,
+    /// The operating system to show when the disks hold several: the device of its /.
+    #[arg(long)]
+    root: Option<String>,
+    #[arg(short = 'f', long = "format")]
+    format: Option<Format>,
 }
 
 #[derive(clap::Args)]
@@ -163,10 +189,16 @@ struct MountArgs {
     /// The guest's disk images, then the mountpoint.
     #[arg(required = true, num_args = 1..)]
     paths: Vec<PathBuf>,
-    /// The filesystem to mount, as `ferry filesystems` names it (/dev/sda1, /dev/VG/LV);
-    /// needed only when the guest has several.
-    #[arg(short = 'm', long = "mount")]
-    device: Option<String>,
+    /// Mount DEVICE (as `ferry filesystems` names it: /dev/sda1, /dev/VG/LV) at MOUNTPOINT
+    /// (default /) instead of the guest's own layout; repeatable, like guestmount's -m.
+    #[arg(short = 'm', long = "mount", value_name = "DEVICE[:MOUNTPOINT]")]
+    mounts: Vec<String>,
+    /// The operating system to mount when the disks hold several: the device of its /.
+    #[arg(long)]
+    root: Option<String>,
+    /// Inspect and mount the guest's layout (the default; for guestmount compatibility).
+    #[arg(short = 'i', long = "inspector")]
+    inspector: bool,
     /// Read-only (the only mode so far; accepted for guestmount compatibility).
     #[arg(long)]
     ro: bool,
@@ -268,6 +300,11 @@ fn main() {
             all,
             json,
         } => filesystems(&images, format, all, json),
+        Cmd::Inspect {
+            images,
+            format,
+            json,
+        } => inspect(&images, format, json),
         Cmd::Mount(args) => mount(args),
         Cmd::Umount { mountpoint, lazy } => {
             ferry::mount::daemon::umount(&mountpoint, lazy).map_err(Into::into)
@@ -276,13 +313,9 @@ fn main() {
             source,
             path,
             long,
-            format,
-        } => ls(&source, &path, long, format),
-        Cmd::Cat {
-            source,
-            path,
-            format,
-        } => cat(&source, &path, format),
+            view,
+        } => ls(&source, &path, long, &view),
+        Cmd::Cat { source, path, view } => cat(&source, &path, &view),
         Cmd::Fix(args) => ferry::fix::cli::run(args).map_err(Into::into),
     };
     if let Err(e) = r {
@@ -772,15 +805,16 @@ fn mount(args: MountArgs) -> Result<()> {
         .iter()
         .map(|p| open(p, args.format).with_context(|| format!("opening {}", p.display())))
         .collect::<Result<Vec<_>>>()?;
-    let opened = ferry::guest::open_filesystem(&disks, args.device.as_deref())?;
-    log::info!("mounting {} at {}", opened.device, mountpoint.display());
+    let guest = ferry::guest::Guest::open(&disks)?;
+    let view = guest_view(&guest, &args.mounts, args.root.as_deref())?;
+    log::info!("mounting {} at {}", view.device, mountpoint.display());
     let opts = mount::Options {
         fsname: format!(
             "{}:{}",
             std::fs::canonicalize(&images[0])
                 .unwrap_or_else(|_| images[0].clone())
                 .display(),
-            opened.device
+            view.device
         ),
         threads: args.threads,
         allow_other: args.allow_other,
@@ -789,34 +823,147 @@ fn mount(args: MountArgs) -> Result<()> {
     let _pid = daemon::PidFile::create(mountpoint)?;
     let log_file = args.log.clone();
     let child = args.daemon_child;
-    mount::run(opened.fs, mountpoint, &opts, move || {
+    let published = view
+        .facts
+        .as_ref()
+        .and_then(|f| publish_facts(mountpoint, f));
+    let r = mount::run(view.fs, mountpoint, &opts, move || {
         if child {
             if let Err(e) = daemon::detach(log_file.as_deref()) {
                 log::warn!("cannot detach: {e}");
             }
         }
-    })?;
+    });
+    if let Some(p) = published {
+        let _ = std::fs::remove_file(p);
+    }
+    r?;
     Ok(())
 }
 
-/// `IMAGE` or `IMAGE:DEVICE` → the filesystem. A path that exists as given is an image, so
-/// image names with colons work.
-fn open_source(source: &str, format: Option<Format>) -> Result<Arc<dyn ferry::fs::Filesystem>> {
+/// Writes the facts of the mounted guest where `ferry fix MOUNTPOINT` looks for them; the
+/// path, or None when that place is not writable (a non-root user without FERRY_RUNTIME_DIR).
+fn publish_facts(
+    mountpoint: &std::path::Path,
+    facts: &ferry::fix::facts::Facts,
+) -> Option<PathBuf> {
+    let path = ferry::fix::facts::published_path(mountpoint);
+    let canon = std::fs::canonicalize(mountpoint).ok()?;
+    let doc = serde_json::json!({"mountpoint": canon, "facts": facts});
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&path, serde_json::to_vec_pretty(&doc)?)
+    };
+    match write() {
+        Ok(()) => Some(path),
+        Err(e) => {
+            log::info!(
+                "not publishing the guest's facts at {}: {e}",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+/// What `mount`, `ls` and `cat` show of a guest.
+struct View {
+    fs: Arc<dyn ferry::fs::Filesystem>,
+    /// The device at /, for messages and the mount's source name.
+    device: String,
+    /// The facts of the operating system shown, when one is.
+    facts: Option<ferry::fix::facts::Facts>,
+}
+
+/// The guest's own layout (or the root `root`), or the filesystems `mounts` names
+/// (`DEVICE[:MOUNTPOINT]`); a guest with no operating system but a single filesystem shows it.
+fn guest_view(guest: &ferry::guest::Guest, mounts: &[String], root: Option<&str>) -> Result<View> {
+    use ferry::guest::Error;
+    if !mounts.is_empty() {
+        let layout: Vec<(String, String)> = mounts
+            .iter()
+            .map(|m| match m.split_once(':') {
+                Some((d, p)) => (d.to_string(), p.to_string()),
+                None => (m.clone(), "/".to_string()),
+            })
+            .collect();
+        let tree = guest.tree_of(&layout)?;
+        let device = tree
+            .mounts()
+            .next()
+            .map(|m| m.device.clone())
+            .unwrap_or_default();
+        let facts = guest
+            .inspection
+            .roots
+            .iter()
+            .find(|r| r.root == device)
+            .map(|r| guest.facts(r));
+        return Ok(View {
+            fs: Arc::new(tree),
+            device,
+            facts,
+        });
+    }
+    match guest.tree(root) {
+        Ok((tree, r)) => Ok(View {
+            fs: Arc::new(tree),
+            device: r.root.clone(),
+            facts: Some(guest.facts(r)),
+        }),
+        Err(Error::NoRoot) => {
+            let (device, fs) = guest.only_filesystem()?;
+            Ok(View {
+                fs,
+                device,
+                facts: None,
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn inspect(images: &[PathBuf], format: Option<Format>, json: bool) -> Result<()> {
+    let disks = images
+        .iter()
+        .map(|p| open(p, format).with_context(|| format!("opening {}", p.display())))
+        .collect::<Result<Vec<_>>>()?;
+    let guest = ferry::guest::Guest::open(&disks)?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &guest.inspection)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    ferry::guest::report::write_text(&mut out, &guest.inspection)?;
+    Ok(())
+}
+
+/// `IMAGE` (the guest's tree) or `IMAGE:DEVICE` (one filesystem), plus the disks `--add`
+/// names. A path that exists as given is an image, so image names with colons work.
+fn open_source(source: &str, view: &ViewArgs) -> Result<Arc<dyn ferry::fs::Filesystem>> {
     let (image, device) = match source.rsplit_once(':') {
         Some((img, dev)) if !std::path::Path::new(source).exists() => (img, Some(dev)),
         _ => (source, None),
     };
-    let disk =
-        open(std::path::Path::new(image), format).with_context(|| format!("opening {image}"))?;
-    Ok(ferry::guest::open_filesystem(&[disk], device)?.fs)
+    let mut disks = vec![open(std::path::Path::new(image), view.format)
+        .with_context(|| format!("opening {image}"))?];
+    for p in &view.add {
+        disks.push(open(p, view.format).with_context(|| format!("opening {}", p.display()))?);
+    }
+    let guest = ferry::guest::Guest::open(&disks)?;
+    let mounts: Vec<String> = device.map(String::from).into_iter().collect();
+    Ok(guest_view(&guest, &mounts, view.root.as_deref())?.fs)
 }
 
 fn resolve(fs: &dyn ferry::fs::Filesystem, path: &str, follow: bool) -> Result<ferry::fs::Attr> {
     ferry::fs::path::resolve(fs, path.as_bytes(), follow).with_context(|| path.to_string())
 }
 
-fn cat(source: &str, path: &str, format: Option<Format>) -> Result<()> {
-    let fs = open_source(source, format)?;
+fn cat(source: &str, path: &str, view: &ViewArgs) -> Result<()> {
+    let fs = open_source(source, view)?;
     let a = resolve(fs.as_ref(), path, true)?;
     let mut out = std::io::stdout().lock();
     let mut buf = vec![0u8; 1 << 20];
@@ -835,9 +982,9 @@ fn cat(source: &str, path: &str, format: Option<Format>) -> Result<()> {
     Ok(())
 }
 
-fn ls(source: &str, path: &str, long: bool, format: Option<Format>) -> Result<()> {
+fn ls(source: &str, path: &str, long: bool, view: &ViewArgs) -> Result<()> {
     use ferry::fs::FileType;
-    let fs = open_source(source, format)?;
+    let fs = open_source(source, view)?;
     // Like ls(1): `ls -l link` describes the link itself, `ls link` lists where it points.
     let a = resolve(fs.as_ref(), path, !long)?;
     let a = if long && a.kind == FileType::Symlink && path.ends_with('/') {

@@ -2,13 +2,25 @@
 //! volumes, by the device name `ferry filesystems` prints; inspection (OS, fstab, the guest's
 //! own mount layout) grows here.
 
+pub mod devmap;
+pub mod devname;
 pub mod files;
+pub mod fstab;
+pub mod inspect;
+pub mod report;
 pub mod tree;
 
 use crate::block::BlockDevice;
+use crate::fix::facts::{DeviceEntry, Facts, Hypervisor, Root};
+use crate::fix::tree::FileTree;
 use crate::fs::{self, Filesystem, FsError};
 use crate::volume::{self, content::Usage, Volume};
+use devmap::{Naming, Resolution};
+use files::FsFiles;
+use inspect::OsInfo;
+use serde::Serialize;
 use std::sync::Arc;
+use tree::{Mount, Placeholder, Tree};
 
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -25,19 +37,22 @@ pub enum Error {
         name: String,
         available: Vec<String>,
     },
+    #[error("no operating system found on the image(s); choose filesystems with -m DEVICE[:MOUNTPOINT] (see `ferry filesystems`)")]
+    NoRoot,
+    #[error("several operating systems: choose one with --root DEVICE ({})", .0.join(", "))]
+    SeveralRoots(Vec<String>),
+    #[error("no operating system has its root on {name} (roots: {})", .roots.join(", "))]
+    NoSuchRoot { name: String, roots: Vec<String> },
+    #[error("mountpoint {0:?} is not an absolute path")]
+    BadMountpoint(String),
+    #[error("no filesystem is mounted at /: give one with -m DEVICE (or DEVICE:/)")]
+    NoSlash,
     #[error("{device}: {source}")]
     Fs {
         device: String,
         #[source]
         source: FsError,
     },
-}
-
-/// One filesystem of the guest, opened.
-pub struct Opened {
-    /// The guest's name for its device (`/dev/sda1`, `/dev/VG/LV`).
-    pub device: String,
-    pub fs: Arc<dyn Filesystem>,
 }
 
 fn candidate(v: &Volume) -> bool {
@@ -57,47 +72,509 @@ fn named(v: &Volume, name: &str) -> bool {
     v.name == full || v.aliases.contains(&full)
 }
 
-/// Opens the filesystem on `device` (a name as `ferry filesystems` prints it), or the only
-/// filesystem of the guest when `device` is None.
-pub fn open_filesystem(disks: &[Arc<dyn BlockDevice>], device: Option<&str>) -> Result<Opened> {
-    let vols = volume::discover(disks)?;
-    let names = || -> Vec<String> {
-        vols.iter()
-            .filter(|v| candidate(v))
-            .map(|v| v.name.clone())
-            .collect()
-    };
-    let v = match device {
-        Some(name) => vols
-            .iter()
-            .find(|v| named(v, name))
-            .ok_or_else(|| Error::NoSuchDevice {
-                name: name.into(),
-                available: names(),
-            })?,
-        None => {
-            let mut c = vols.iter().filter(|v| candidate(v));
-            match (c.next(), c.next()) {
-                (None, _) => return Err(Error::NoFilesystem),
-                (Some(v), None) => v,
-                (Some(_), Some(_)) => return Err(Error::Ambiguous(names())),
+/// Largest fstab read; real ones are a few KiB.
+const MAX_FSTAB: u64 = 1 << 20;
+
+/// A filesystem of the guest as `ferry inspect` reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FsReport {
+    pub device: String,
+    pub fstype: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    pub size: u64,
+    /// Whether ferry can read its files.
+    pub readable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+/// One line of the guest's fstab with what it resolved to.
+#[derive(Debug, Clone, Serialize)]
+pub struct FstabLine {
+    pub line: usize,
+    pub spec: String,
+    pub mountpoint: String,
+    pub fstype: String,
+    pub options: Vec<String>,
+    #[serde(flatten)]
+    pub resolution: Resolution,
+    /// Why the line takes no part in the mounted tree ("swap", "not a local filesystem",
+    /// "bind mount"), when it does not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ignored: Option<String>,
+}
+
+/// A filesystem at its place in the guest's tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Placement {
+    pub mountpoint: String,
+    pub device: String,
+}
+
+/// One operating system found on the guest's disks.
+#[derive(Debug, Clone, Serialize)]
+pub struct RootReport {
+    /// The device holding its `/`.
+    pub root: String,
+    #[serde(flatten)]
+    pub os: OsInfo,
+    /// How the guest names its disks (from the kernel names its configuration uses).
+    pub naming: Option<Naming>,
+    pub fstab: Vec<FstabLine>,
+    /// The guest's tree: `/` and what fstab mounts under it, parents first.
+    pub mountpoints: Vec<Placement>,
+    /// Problems met while reading the root's configuration or building its tree.
+    pub problems: Vec<String>,
+}
+
+/// What `ferry inspect` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inspection {
+    pub filesystems: Vec<FsReport>,
+    pub roots: Vec<RootReport>,
+}
+
+/// A guest: its volumes, its filesystems opened, and what inspection found.
+pub struct Guest {
+    pub volumes: Vec<Volume>,
+    /// Each filesystem by device name; `Placeholder`s for those ferry cannot read.
+    opened: Vec<(String, Arc<dyn Filesystem>)>,
+    pub inspection: Inspection,
+}
+
+/// Windows' boot code in an NTFS boot sector names its loader: BOOTMGR (Vista and later)
+/// or NTLDR (NT to XP/2003). NTFS itself is not readable yet, so this is how a Windows
+/// system volume is recognised for now.
+fn windows_loader(dev: &dyn BlockDevice) -> Option<&'static str> {
+    let mut vbr = vec![0u8; 8192];
+    dev.read_at(&mut vbr, 0).ok()?;
+    if &vbr[3..11] != b"NTFS    " {
+        return None;
+    }
+    let has = |s: &[u8]| vbr.windows(s.len()).any(|w| w == s);
+    let utf16 = |s: &str| -> Vec<u8> { s.bytes().flat_map(|b| [b, 0]).collect() };
+    if has(b"BOOTMGR") || has(&utf16("BOOTMGR")) {
+        Some("BOOTMGR")
+    } else if has(b"NTLDR") || has(&utf16("NTLDR")) {
+        Some("NTLDR")
+    } else {
+        None
+    }
+}
+
+/// A guest path as fstab gives it, made canonical: one `/` between components, none at
+/// the end; None if it is not absolute.
+fn mountpoint_path(p: &str) -> Option<String> {
+    if !p.starts_with('/') {
+        return None;
+    }
+    let parts: Vec<&str> = p
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    if parts.contains(&"..") {
+        return None;
+    }
+    Some(format!("/{}", parts.join("/")))
+}
+
+impl Guest {
+    /// Finds the guest's volumes and filesystems and inspects every root among them.
+    pub fn open(disks: &[Arc<dyn BlockDevice>]) -> Result<Guest> {
+        let volumes = volume::discover(disks)?;
+        let mut opened = Vec::new();
+        let mut filesystems = Vec::new();
+        for v in volumes.iter().filter(|v| candidate(v)) {
+            let c = v.content.as_ref().unwrap_or_else(|| unreachable!());
+            let mut report = FsReport {
+                device: v.name.clone(),
+                fstype: c.fstype.clone(),
+                uuid: c.uuid.clone(),
+                label: c.label.clone(),
+                size: v.size,
+                readable: false,
+                problem: None,
+            };
+            let fs: Arc<dyn Filesystem> = match v.dev.as_ref().map(|d| fs::open(d.clone())) {
+                Some(Ok(fs)) => {
+                    report.readable = true;
+                    Arc::from(fs)
+                }
+                Some(Err(e)) => {
+                    report.problem = Some(e.to_string());
+                    Arc::new(Placeholder::new("unreadable"))
+                }
+                None => {
+                    report.problem =
+                        Some(v.error.clone().unwrap_or_else(|| "cannot be read".into()));
+                    Arc::new(Placeholder::new("unreadable"))
+                }
+            };
+            opened.push((v.name.clone(), fs));
+            filesystems.push(report);
+        }
+        let mut guest = Guest {
+            volumes,
+            opened,
+            inspection: Inspection {
+                filesystems,
+                roots: Vec::new(),
+            },
+        };
+        let mut roots = Vec::new();
+        for (i, report) in guest.inspection.filesystems.iter().enumerate() {
+            if report.readable {
+                let fs = guest.opened[i].1.clone();
+                if inspect::is_root(&FsFiles::new(fs.as_ref())) {
+                    roots.push(guest.inspect_root(&report.device, fs.as_ref()));
+                }
+            } else if report.fstype == "ntfs" {
+                if let Some(r) = guest.windows_root(&report.device) {
+                    roots.push(r);
+                }
             }
         }
-    };
-    let fail = |source| Error::Fs {
-        device: v.name.clone(),
-        source,
-    };
-    let dev = v.dev.clone().ok_or_else(|| {
-        fail(FsError::Unsupported(
-            v.error
-                .clone()
-                .unwrap_or_else(|| "volume cannot be read".into()),
+        guest.inspection.roots = roots;
+        Ok(guest)
+    }
+
+    fn windows_root(&self, device: &str) -> Option<RootReport> {
+        let v = self.volumes.iter().find(|v| v.name == device)?;
+        let label = v.content.as_ref().and_then(|c| c.label.as_deref());
+        // The small partition Windows boots from holds the same boot code.
+        if matches!(label, Some("System Reserved" | "Recovery")) {
+            return None;
+        }
+        let loader = windows_loader(v.dev.as_deref()?)?;
+        let os = OsInfo {
+            os: crate::fix::facts::Os::Windows,
+            distro: "windows".into(),
+            ..OsInfo::default()
+        };
+        Some(RootReport {
+            root: device.into(),
+            os,
+            naming: None,
+            fstab: Vec::new(),
+            mountpoints: vec![Placement {
+                mountpoint: "/".into(),
+                device: device.into(),
+            }],
+            problems: vec![format!(
+                "a Windows system volume (its boot code loads {loader}); ferry cannot read NTFS \
+                 yet, so the version and the rest are not inspected"
+            )],
+        })
+    }
+
+    /// Reads the root's fstab, resolves it, builds its tree and inspects the OS in it.
+    fn inspect_root(&self, device: &str, fs: &dyn Filesystem) -> RootReport {
+        let mut problems = Vec::new();
+        let files = FsFiles::new(fs);
+        let data = files
+            .resolve("/etc/fstab")
+            .and_then(|p| files.read(&p, MAX_FSTAB));
+        let table = match data {
+            Ok(d) => fstab::parse(&d),
+            Err(e) => {
+                problems.push(format!("/etc/fstab: {e}"));
+                fstab::Fstab::default()
+            }
+        };
+        problems.extend(table.warnings.iter().map(|w| format!("/etc/fstab: {w}")));
+        let mut lines = Vec::new();
+        let mut places: Vec<Placement> = Vec::new();
+        for e in &table.entries {
+            let resolution = devmap::resolve(&e.spec, &self.volumes);
+            let ignored = if e.is_swap() {
+                Some("swap")
+            } else if e.is_bind() {
+                Some("bind mount")
+            } else if e.is_virtual() {
+                Some("not a local filesystem")
+            } else {
+                None
+            };
+            let mut line = FstabLine {
+                line: e.line,
+                spec: e.spec.clone(),
+                mountpoint: e.file.clone(),
+                fstype: e.vfstype.clone(),
+                options: e.options.clone(),
+                resolution,
+                ignored: ignored.map(String::from),
+            };
+            if line.ignored.is_none() {
+                match (mountpoint_path(&e.file), &line.resolution.device) {
+                    (None, _) => line.ignored = Some("mountpoint is not an absolute path".into()),
+                    (_, None) => {
+                        problems.push(format!(
+                            "/etc/fstab line {}: {} not found: {}",
+                            e.line,
+                            e.spec,
+                            line.resolution.problem.as_deref().unwrap_or("unknown")
+                        ));
+                    }
+                    (Some(mp), Some(dev)) if mp == "/" => {
+                        if dev != device {
+                            problems.push(format!(
+                                "/etc/fstab line {} mounts {dev} at /, but this root is {device}",
+                                e.line
+                            ));
+                        }
+                    }
+                    (Some(mp), Some(dev)) => {
+                        if !self.opened.iter().any(|(d, _)| d == dev) {
+                            problems.push(format!(
+                                "/etc/fstab line {}: {dev} holds no filesystem",
+                                e.line
+                            ));
+                        } else {
+                            places.retain(|p| p.mountpoint != mp);
+                            places.push(Placement {
+                                mountpoint: mp,
+                                device: dev.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+            lines.push(line);
+        }
+        places
+            .sort_by_key(|p| p.mountpoint.matches('/').count() - usize::from(p.mountpoint == "/"));
+        places.insert(
+            0,
+            Placement {
+                mountpoint: "/".into(),
+                device: device.into(),
+            },
+        );
+        let naming = devmap::Naming::detect(table.entries.iter().map(|e| e.spec.as_str()));
+        let (tree, tree_problems) = self.build(&places);
+        problems.extend(tree_problems);
+        let mut os = inspect::inspect(&FsFiles::new(&tree));
+        problems.append(&mut os.warnings);
+        RootReport {
+            root: device.into(),
+            os,
+            naming,
+            fstab: lines,
+            mountpoints: places,
+            problems,
+        }
+    }
+
+    fn fs_of(&self, device: &str) -> Option<&Arc<dyn Filesystem>> {
+        self.opened
+            .iter()
+            .find(|(d, _)| d == device)
+            .map(|(_, fs)| fs)
+    }
+
+    /// Builds the tree for `places` (the first at `/`); what cannot be mounted is left out
+    /// and reported.
+    fn build(&self, places: &[Placement]) -> (Tree, Vec<String>) {
+        let mut problems = Vec::new();
+        let mut tree = Tree::new(self.mount_of(&places[0]));
+        for p in &places[1..] {
+            problems.extend(self.unreadable_note(p));
+            if let Err(e) = tree.mount(self.mount_of(p)) {
+                problems.push(format!(
+                    "cannot mount {} at {}: {e}",
+                    p.device, p.mountpoint
+                ));
+            }
+        }
+        (tree, problems)
+    }
+
+    /// The tree of the root on `root` (or of the only root), as the guest's fstab lays it out.
+    pub fn tree(&self, root: Option<&str>) -> Result<(Tree, &RootReport)> {
+        let roots = &self.inspection.roots;
+        let r = match root {
+            Some(name) => roots
+                .iter()
+                .find(|r| self.same_device(&r.root, name))
+                .ok_or_else(|| Error::NoSuchRoot {
+                    name: name.into(),
+                    roots: roots.iter().map(|r| r.root.clone()).collect(),
+                })?,
+            None => match roots.as_slice() {
+                [] => return Err(Error::NoRoot),
+                [r] => r,
+                _ => {
+                    return Err(Error::SeveralRoots(
+                        roots.iter().map(|r| r.root.clone()).collect(),
+                    ))
+                }
+            },
+        };
+        let (tree, problems) = self.build(&r.mountpoints);
+        for p in problems {
+            log::warn!("{p}");
+        }
+        Ok((tree, r))
+    }
+
+    /// A tree laid out by hand: `(device, mountpoint)` pairs; one must be `/`.
+    pub fn tree_of(&self, layout: &[(String, String)]) -> Result<Tree> {
+        let mut places = Vec::new();
+        for (dev, mp) in layout {
+            let v = self
+                .volumes
+                .iter()
+                .find(|v| named(v, dev))
+                .filter(|v| self.fs_of(&v.name).is_some())
+                .ok_or_else(|| Error::NoSuchDevice {
+                    name: dev.clone(),
+                    available: self.opened.iter().map(|(d, _)| d.clone()).collect(),
+                })?;
+            let mountpoint = mountpoint_path(mp).ok_or_else(|| Error::BadMountpoint(mp.clone()))?;
+            places.retain(|p: &Placement| p.mountpoint != mountpoint);
+            places.push(Placement {
+                mountpoint,
+                device: v.name.clone(),
+            });
+        }
+        places.sort_by_key(|p| (p.mountpoint != "/", p.mountpoint.matches('/').count()));
+        if places.first().is_none_or(|p| p.mountpoint != "/") {
+            return Err(Error::NoSlash);
+        }
+        let mut tree = Tree::new(self.mount_of(&places[0]));
+        for p in &places[1..] {
+            if let Some(n) = self.unreadable_note(p) {
+                log::warn!("{n}");
+            }
+            tree.mount(self.mount_of(p)).map_err(|source| Error::Fs {
+                device: format!("{} at {}", p.device, p.mountpoint),
+                source,
+            })?;
+        }
+        Ok(tree)
+    }
+
+    fn mount_of(&self, p: &Placement) -> Mount {
+        Mount {
+            device: p.device.clone(),
+            mountpoint: p.mountpoint.clone(),
+            fs: self
+                .fs_of(&p.device)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(Placeholder::new("unreadable"))),
+        }
+    }
+
+    /// The log line for a filesystem shown as an empty directory.
+    fn unreadable_note(&self, p: &Placement) -> Option<String> {
+        let r = self
+            .inspection
+            .filesystems
+            .iter()
+            .find(|f| f.device == p.device && !f.readable)?;
+        Some(format!(
+            "{} ({}) at {} is shown as an empty directory: {}",
+            p.device,
+            r.fstype,
+            p.mountpoint,
+            r.problem.as_deref().unwrap_or("not readable")
         ))
-    })?;
-    let fs = fs::open(dev).map_err(fail)?;
-    Ok(Opened {
-        device: v.name.clone(),
-        fs: Arc::from(fs),
-    })
+    }
+
+    /// The guest's only filesystem (for a data disk with no operating system on it).
+    pub fn only_filesystem(&self) -> Result<(String, Arc<dyn Filesystem>)> {
+        match self.opened.as_slice() {
+            [] => Err(Error::NoFilesystem),
+            [(d, fs)] => {
+                if let Some(r) = self
+                    .inspection
+                    .filesystems
+                    .iter()
+                    .find(|f| &f.device == d && !f.readable)
+                {
+                    return Err(Error::Fs {
+                        device: d.clone(),
+                        source: FsError::Unsupported(r.problem.clone().unwrap_or_default()),
+                    });
+                }
+                Ok((d.clone(), fs.clone()))
+            }
+            _ => Err(Error::Ambiguous(
+                self.opened.iter().map(|(d, _)| d.clone()).collect(),
+            )),
+        }
+    }
+
+    /// The facts fixers need about the OS of `r`: what inspection found, the root's fstab
+    /// line, and the device map (each filesystem under the name the guest gave its disk,
+    /// with the stable name that survives the move).
+    pub fn facts(&self, r: &RootReport) -> Facts {
+        let mut f: Facts = (&r.os).into();
+        let vol = |name: &str| self.volumes.iter().find(|v| v.name == name);
+        if let Some(l) = r
+            .fstab
+            .iter()
+            .find(|l| l.mountpoint == "/" && l.ignored.is_none())
+        {
+            let c = l
+                .resolution
+                .device
+                .as_deref()
+                .and_then(vol)
+                .and_then(|v| v.content.clone());
+            f.root = Some(Root {
+                spec: l.spec.clone(),
+                device: l.spec.starts_with("/dev/").then(|| l.spec.clone()),
+                uuid: c.as_ref().and_then(|c| c.uuid.clone()),
+                label: c.as_ref().and_then(|c| c.label.clone()),
+                fstype: Some(l.fstype.clone()),
+            });
+        }
+        let naming = r.naming.unwrap_or(Naming::Sd);
+        let mut devices: Vec<DeviceEntry> = Vec::new();
+        let mut add = |device: String, v: &Volume| {
+            let Some(c) = v.content.as_ref() else { return };
+            let stable = match (&c.uuid, &c.label) {
+                (Some(u), _) => format!("UUID={u}"),
+                (None, Some(l)) => format!("LABEL={l}"),
+                (None, None) => return,
+            };
+            if !devices.iter().any(|d| d.device == device) {
+                devices.push(DeviceEntry {
+                    device,
+                    stable,
+                    fstype: Some(c.fstype.clone()),
+                    hard_coded: false,
+                });
+            }
+        };
+        for l in &r.fstab {
+            if let (true, Some(v)) = (
+                l.resolution.hard_coded,
+                l.resolution.device.as_deref().and_then(vol),
+            ) {
+                add(l.spec.clone(), v);
+            }
+        }
+        for v in &self.volumes {
+            if let Some(name) = naming.name(&v.name) {
+                add(name, v);
+            }
+        }
+        f.devices.devices = devices;
+        if f.source == Hypervisor::Unknown && r.naming == Some(Naming::Xvd) {
+            f.source = Hypervisor::Xen;
+        }
+        f.complete();
+        f
+    }
+
+    fn same_device(&self, ours: &str, name: &str) -> bool {
+        self.volumes
+            .iter()
+            .any(|v| v.name == ours && named(v, name))
+    }
 }

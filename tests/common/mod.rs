@@ -2,6 +2,8 @@
 //! content, hash sources before and after, find the corpus.
 #![allow(dead_code)]
 
+pub mod lvm;
+
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::Command;
