@@ -293,6 +293,17 @@ fn ls_and_cat_agree_with_the_mount() {
         &mnt,
     )
     .expect("mount");
+    // The kernel's view of the same partition, through a loop device over its byte range.
+    let k = KernelMount::range(
+        &disk,
+        2048 * 512,
+        40960 * 512,
+        &tmp.path().join("kernel"),
+        "ro",
+    )
+    .unwrap_or_else(|e| panic!("kernel mount of the partition: {e}"));
+    kernel::assert_same(&walk(k.path()), &walk(&mnt), "/dev/sda1 of a GPT disk");
+    k.unmount().unwrap();
     let dev = format!("{}:/dev/sda1", disk_q.display());
     let dev = OsStr::new(&dev);
     for path in [
