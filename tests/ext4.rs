@@ -5,43 +5,17 @@
 
 mod common;
 
-use ferry::block::{BlockDevice, Extent, ExtentKind, LayerInfo};
+use common::kernel::{self, KernelMount, Snapshot};
+use ferry::block::mem::MemDevice;
+use ferry::block::BlockDevice;
 use ferry::fs::ext4::Ext4;
 use ferry::fs::{FileType, Filesystem};
-use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// A device over bytes in memory, for mutated images.
-struct MemDev(Vec<u8>);
-
-impl BlockDevice for MemDev {
-    fn len(&self) -> u64 {
-        self.0.len() as u64
-    }
-    fn read_at(&self, buf: &mut [u8], off: u64) -> ferry::block::Result<()> {
-        ferry::block::check_range(off, buf.len() as u64, self.len())?;
-        let o = off as usize;
-        buf.copy_from_slice(&self.0[o..o + buf.len()]);
-        Ok(())
-    }
-    fn extents(&self, off: u64, len: u64) -> ferry::block::Result<Vec<Extent>> {
-        Ok(vec![Extent::new(off, len, ExtentKind::Data)])
-    }
-    fn info(&self) -> ferry::block::Result<LayerInfo> {
-        Ok(LayerInfo::default())
-    }
-}
-
-fn sh(cmd: &str) {
-    common::run(Command::new("sh").arg("-c").arg(cmd));
-}
 
 /// The tree every image is made from.
 fn build_tree(root: &Path) {
@@ -101,297 +75,50 @@ fn build_tree(root: &Path) {
     w("ünïcødé-名前", b"utf8");
     std::fs::write(root.join(OsStr::from_bytes(b"bad\xffbyte")), b"ff").unwrap();
     w(&"n".repeat(255), b"longest name");
-    sh(&format!("mkfifo '{}'", root.join("fifo").display()));
-    sh(&format!(
+    common::sh(&format!("mkfifo '{}'", root.join("fifo").display()));
+    common::sh(&format!(
         "mknod '{}' c 4 64 2>/dev/null || true",
         root.join("tty").display()
     ));
-    sh(&format!(
+    common::sh(&format!(
         "mknod '{}' b 259 70000 2>/dev/null || true",
         root.join("blk").display()
     ));
-    sh(&format!(
+    common::sh(&format!(
         "chown 1234:5678 '{}' 2>/dev/null || true",
         root.join("small").display()
     ));
-    sh(&format!(
+    common::sh(&format!(
         "chown -h 70000:80000 '{}' 2>/dev/null || true",
         root.join("link1").display()
     ));
-    sh(&format!(
+    common::sh(&format!(
         "chmod 4751 '{}'",
         root.join("one_block").display()
     ));
-    sh(&format!(
+    common::sh(&format!(
         "touch -h -d '2100-03-04 05:06:07.123456789' '{}'",
         root.join("one_block").display()
     ));
-    sh(&format!(
+    common::sh(&format!(
         "touch -h -d '1960-01-01 00:00:00.5' '{}'",
         root.join("small").display()
     ));
 }
 
-/// One path as seen by a reader; every field is compared.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Rec {
-    kind: FileType,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    size: u64,
-    blocks: u64,
-    nlink: u64,
-    ino: u64,
-    rdev: u64,
-    atime: (i64, u32),
-    mtime: (i64, u32),
-    ctime: (i64, u32),
-    link: Vec<u8>,
-    sha: String,
-}
-
-fn sha(data: impl FnOnce(&mut Sha256)) -> String {
-    let mut h = Sha256::new();
-    data(&mut h);
-    format!("{:x}", h.finalize())
-}
-
-/// The kernel's view of the tree under `root`.
-fn kernel_walk(root: &Path) -> BTreeMap<Vec<u8>, Rec> {
-    let mut out = BTreeMap::new();
-    let mut todo = vec![PathBuf::new()];
-    while let Some(rel) = todo.pop() {
-        let p = root.join(&rel);
-        let m = std::fs::symlink_metadata(&p).unwrap();
-        let kind = FileType::from_mode(m.mode()).unwrap();
-        let link = if kind == FileType::Symlink {
-            std::fs::read_link(&p)
-                .unwrap()
-                .as_os_str()
-                .as_bytes()
-                .to_vec()
-        } else {
-            vec![]
-        };
-        let sha = if kind == FileType::RegularFile {
-            let data = std::fs::read(&p).unwrap();
-            sha(|h| h.update(&data))
-        } else {
-            String::new()
-        };
-        if kind == FileType::Directory {
-            for e in std::fs::read_dir(&p).unwrap() {
-                todo.push(rel.join(e.unwrap().file_name()));
-            }
-        }
-        out.insert(
-            rel.as_os_str().as_bytes().to_vec(),
-            Rec {
-                kind,
-                mode: m.mode(),
-                uid: m.uid(),
-                gid: m.gid(),
-                size: m.size(),
-                blocks: m.blocks(),
-                nlink: m.nlink(),
-                ino: m.ino(),
-                rdev: m.rdev(),
-                atime: (m.atime(), m.atime_nsec() as u32),
-                mtime: (m.mtime(), m.mtime_nsec() as u32),
-                ctime: (m.ctime(), m.ctime_nsec() as u32),
-                link,
-                sha,
-            },
-        );
-    }
-    out
-}
-
-/// Lists a directory through `readdir`, `per_call` entries at a time (resuming by cookie).
-fn list(
-    fs: &dyn Filesystem,
-    dir: u64,
-    per_call: usize,
-) -> ferry::fs::Result<Vec<ferry::fs::DirEntry>> {
-    let mut out = Vec::new();
-    let mut cookie = 0;
-    loop {
-        let mut got = 0;
-        let mut next_cookie = cookie;
-        fs.readdir(dir, cookie, &mut |e, next| {
-            if got == per_call {
-                return false;
-            }
-            got += 1;
-            out.push(e);
-            next_cookie = next;
-            true
-        })?;
-        if got == 0 {
-            return Ok(out);
-        }
-        assert!(next_cookie > cookie, "readdir cookie does not advance");
-        cookie = next_cookie;
-    }
-}
-
-fn read_all(fs: &dyn Filesystem, ino: u64, size: u64, chunk: usize) -> ferry::fs::Result<Vec<u8>> {
-    let mut data = Vec::new();
-    let mut buf = vec![0u8; chunk];
-    loop {
-        let n = fs.read(ino, data.len() as u64, &mut buf)?;
-        if n == 0 {
-            break;
-        }
-        data.extend_from_slice(&buf[..n]);
-        assert!(data.len() as u64 <= size, "read past the size");
-    }
-    Ok(data)
-}
-
-/// ferry's view of the whole filesystem, checking as it goes that `lookup` agrees with
-/// `readdir`, that "." and ".." are right, and that reads in odd chunk sizes agree.
-fn ferry_walk(fs: &dyn Filesystem) -> BTreeMap<Vec<u8>, Rec> {
-    let mut out = BTreeMap::new();
-    let mut todo = vec![(Vec::<u8>::new(), fs.root_ino(), fs.root_ino())];
-    while let Some((path, ino, parent)) = todo.pop() {
-        let a = fs.getattr(ino).unwrap();
-        assert_eq!(a.ino, ino);
-        let t = |x: ferry::fs::Timestamp| (x.secs, x.nsecs);
-        let mut rec = Rec {
-            kind: a.kind,
-            mode: a.mode,
-            uid: a.uid,
-            gid: a.gid,
-            size: a.size,
-            blocks: a.blocks,
-            nlink: u64::from(a.nlink),
-            ino,
-            rdev: a.rdev,
-            atime: t(a.atime),
-            mtime: t(a.mtime),
-            ctime: t(a.ctime),
-            link: vec![],
-            sha: String::new(),
-        };
-        match a.kind {
-            FileType::Symlink => rec.link = fs.readlink(ino).unwrap(),
-            FileType::RegularFile => {
-                let data = read_all(fs, ino, a.size, 1 << 20).unwrap();
-                assert_eq!(data.len() as u64, a.size);
-                if a.size > 0 && a.size < (8 << 20) {
-                    let odd = read_all(fs, ino, a.size, 4999).unwrap();
-                    assert!(
-                        odd == data,
-                        "chunked read differs for {}",
-                        String::from_utf8_lossy(&path)
-                    );
-                }
-                rec.sha = sha(|h| h.update(&data));
-            }
-            FileType::Directory => {
-                let entries = list(fs, ino, 7).unwrap();
-                let all = list(fs, ino, usize::MAX).unwrap();
-                assert_eq!(entries, all, "resumed readdir differs");
-                let dot = entries.iter().find(|e| e.name == b".").expect(".");
-                let dotdot = entries.iter().find(|e| e.name == b"..").expect("..");
-                assert_eq!((dot.ino, dotdot.ino), (ino, parent));
-                for e in entries {
-                    if e.name == b"." || e.name == b".." {
-                        continue;
-                    }
-                    let l = fs.lookup(ino, &e.name).unwrap();
-                    assert_eq!((l.ino, l.kind), (e.ino, e.kind));
-                    let mut p = path.clone();
-                    if !p.is_empty() {
-                        p.push(b'/');
-                    }
-                    p.extend_from_slice(&e.name);
-                    todo.push((p, e.ino, ino));
-                }
-                assert!(matches!(
-                    fs.lookup(ino, b"no such name"),
-                    Err(ferry::fs::FsError::NotFound)
-                ));
-            }
-            _ => {}
-        }
-        out.insert(path, rec);
-    }
-    out
-}
-
-/// Unmounts on drop, so a failing assertion does not leave the loop mount behind.
-struct Mounted(PathBuf);
-
-impl Drop for Mounted {
-    /// Retries a briefly busy mount (a parallel test's child may hold a file for a moment),
-    /// then detaches it rather than leaving it behind.
-    fn drop(&mut self) {
-        for _ in 0..20 {
-            if matches!(Command::new("umount").arg(&self.0).status(), Ok(s) if s.success()) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 /// Mounts `image` read-only at `mnt` (noload where the driver knows it: ext2 does not).
-fn mount(image: &Path, mnt: &Path) -> Option<Mounted> {
-    std::fs::create_dir_all(mnt).unwrap();
-    for opts in ["ro,loop,noload", "ro,loop"] {
-        let out = Command::new("mount")
-            .args(["-o", opts])
-            .arg(image)
-            .arg(mnt)
-            .output();
-        if matches!(&out, Ok(o) if o.status.success()) {
-            return Some(Mounted(mnt.to_path_buf()));
-        }
-    }
-    if std::env::var("FERRY_REQUIRE_FUSE").as_deref() == Ok("1") {
-        panic!(
-            "cannot loop-mount {} (FERRY_REQUIRE_FUSE=1)",
-            image.display()
-        );
-    }
-    eprintln!(
-        "SKIP: cannot loop-mount {} (needs root and loop devices)",
-        image.display()
-    );
-    None
+fn mount(image: &Path, mnt: &Path) -> Option<KernelMount> {
+    KernelMount::new(image, mnt, "ro,noload")
+        .ok()
+        .or_else(|| kernel::mount_or_skip(image, mnt, "ro"))
 }
 
 fn mkfs(image: &Path, src: &Path, size: &str, args: &[&str]) {
-    let _ = std::fs::remove_file(image);
-    sh(&format!("truncate -s {size} '{}'", image.display()));
-    let mut cmd = Command::new(common::tool("mkfs.ext4").expect("mkfs.ext4"));
-    cmd.args(["-q", "-F", "-d"]).arg(src).args(args).arg(image);
-    common::run(&mut cmd);
+    kernel::mkfs_ext4(image, size, Some(src), args);
 }
 
 fn open(image: &Path) -> Ext4 {
     Ext4::open(ferry::block::open(image).unwrap()).unwrap()
-}
-
-fn assert_same(kernel: &BTreeMap<Vec<u8>, Rec>, ours: &BTreeMap<Vec<u8>, Rec>, what: &str) {
-    for (p, k) in kernel {
-        let name = String::from_utf8_lossy(p);
-        let o = ours
-            .get(p)
-            .unwrap_or_else(|| panic!("{what}: ferry misses {name:?}"));
-        assert_eq!(o, k, "{what}: {name:?} differs (left ferry, right kernel)");
-    }
-    for p in ours.keys() {
-        assert!(
-            kernel.contains_key(p),
-            "{what}: ferry has extra {:?}",
-            String::from_utf8_lossy(p)
-        );
-    }
 }
 
 /// Preallocates blocks 5..=40 of /prealloc (inside its hole) as an unwritten extent and fills
@@ -424,20 +151,13 @@ fn add_unwritten(image: &Path) {
 /// Lets the kernel grow an inline directory and write an inline file past i_block, so their
 /// records and bytes spill into "system.data" (mke2fs -d converts to blocks instead).
 fn kernel_writes_inline(image: &Path, mnt: &Path) {
-    std::fs::create_dir_all(mnt).unwrap();
-    let ok = Command::new("mount")
-        .args(["-o", "loop"])
-        .arg(image)
-        .arg(mnt)
-        .status();
-    if !matches!(ok, Ok(s) if s.success()) {
-        eprintln!(
-            "SKIP: cannot mount {} read-write to grow inline data",
-            image.display()
-        );
-        return;
-    }
-    let _m = Mounted(mnt.to_path_buf());
+    let _m = match KernelMount::new(image, mnt, "") {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("SKIP: cannot mount read-write to grow inline data: {e}");
+            return;
+        }
+    };
     std::fs::create_dir(mnt.join("spill")).unwrap();
     for i in 0..5 {
         std::fs::write(mnt.join(format!("spill/s{i}")), b"").unwrap();
@@ -505,13 +225,13 @@ fn matches_the_kernel() {
             blkid_type,
             "{name}: kind differs from blkid"
         );
-        let ours = ferry_walk(&fs);
+        let ours = kernel::snapshot(&fs);
         assert!(ours.len() > 1000, "{name}: only {} paths", ours.len());
         let Some(_m) = mount(&image, &tmp.path().join("mnt")) else {
             continue;
         };
-        let kernel = kernel_walk(&tmp.path().join("mnt"));
-        assert_same(&kernel, &ours, name);
+        let kernel = kernel::walk(&tmp.path().join("mnt"));
+        kernel::assert_same(&kernel, &ours, name);
         eprintln!("{name}: {} paths agree with the kernel", kernel.len());
     }
 }
@@ -534,22 +254,22 @@ fn reads_through_qcow2() {
         raw.to_str().unwrap(),
         q.to_str().unwrap(),
     ]);
-    let via_qcow2 = ferry_walk(&open(&q));
-    let via_raw = ferry_walk(&open(&raw));
-    assert_same(&via_raw, &via_qcow2, "qcow2");
+    let via_qcow2 = kernel::snapshot(&open(&q));
+    let via_raw = kernel::snapshot(&open(&raw));
+    kernel::assert_same(&via_raw, &via_qcow2, "qcow2");
     // The generic entry point finds the same filesystem.
     let fs = ferry::fs::open(ferry::block::open(&q).unwrap()).unwrap();
     assert_eq!(fs.info().kind, "ext4");
-    assert_eq!(ferry_walk(fs.as_ref()), via_raw);
+    assert_eq!(kernel::snapshot(fs.as_ref()), via_raw);
 }
 
 #[test]
 fn refuses_non_ext4() {
-    let dev: Arc<dyn BlockDevice> = Arc::new(MemDev(vec![0u8; 1 << 20]));
+    let dev: Arc<dyn BlockDevice> = Arc::new(MemDevice(vec![0u8; 1 << 20]));
     assert!(Ext4::open(dev).is_err());
-    let dev: Arc<dyn BlockDevice> = Arc::new(MemDev(vec![0u8; 100]));
+    let dev: Arc<dyn BlockDevice> = Arc::new(MemDevice(vec![0u8; 100]));
     assert!(Ext4::open(dev).is_err());
-    let dev: Arc<dyn BlockDevice> = Arc::new(MemDev(vec![0u8; 1 << 20]));
+    let dev: Arc<dyn BlockDevice> = Arc::new(MemDevice(vec![0u8; 1 << 20]));
     assert!(matches!(
         ferry::fs::open(dev),
         Err(ferry::fs::FsError::Unsupported(_))
@@ -572,7 +292,7 @@ fn walk_damaged(fs: &Ext4) {
         let Ok(a) = fs.getattr(ino) else { continue };
         match a.kind {
             FileType::Directory if depth < 8 => {
-                if let Ok(entries) = list(fs, ino, 13) {
+                if let Ok(entries) = kernel::list(fs, ino, 13) {
                     for e in entries.into_iter().take(2000) {
                         let _ = fs.lookup(ino, &e.name);
                         if e.name != b"." && e.name != b".." {
@@ -604,7 +324,7 @@ fn walk_damaged(fs: &Ext4) {
 fn survive(img: Vec<u8>, label: &str) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let dev: Arc<dyn BlockDevice> = Arc::new(MemDev(img));
+        let dev: Arc<dyn BlockDevice> = Arc::new(MemDevice(img));
         if let Ok(fs) = Ext4::open(dev) {
             walk_damaged(&fs);
         }
@@ -693,7 +413,7 @@ fn damaged_images_do_not_panic_or_hang() {
         mkfs(&image, &src, "2M", args);
         let orig = std::fs::read(&image).unwrap();
         // The intact image walks cleanly.
-        walk_damaged(&Ext4::open(Arc::new(MemDev(orig.clone()))).unwrap());
+        walk_damaged(&Ext4::open(Arc::new(MemDevice(orig.clone()))).unwrap());
         for cut in [
             0,
             1000,
@@ -727,7 +447,7 @@ fn block_size_64k_matches_4k() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     build_tree(&src);
-    let strip = |m: BTreeMap<Vec<u8>, Rec>| -> BTreeMap<Vec<u8>, Rec> {
+    let strip = |m: Snapshot| -> Snapshot {
         m.into_iter()
             // The root and lost+found are made by mke2fs at its own time.
             .filter(|(p, _)| !p.is_empty() && p != b"lost+found")
@@ -748,9 +468,9 @@ fn block_size_64k_matches_4k() {
         mkfs(&image, &src, "512M", &["-b", bs]);
         let fs = open(&image);
         assert_eq!(fs.info().block_size.to_string(), bs);
-        views.push(strip(ferry_walk(&fs)));
+        views.push(strip(kernel::snapshot(&fs)));
     }
-    assert_same(&views[0], &views[1], "64 KiB blocks");
+    kernel::assert_same(&views[0], &views[1], "64 KiB blocks");
 }
 
 /// Feature flags: needs_recovery over a clean journal opens as is; unknown or unreadable
@@ -772,7 +492,7 @@ fn incompat_features() {
         let at = 1024 + 0x60;
         let v = u32::from_le_bytes(img[at..at + 4].try_into().unwrap()) | bits;
         img[at..at + 4].copy_from_slice(&v.to_le_bytes());
-        Ext4::open(Arc::new(MemDev(img)))
+        Ext4::open(Arc::new(MemDevice(img)))
     };
     let fs = with_incompat(0x4).expect("needs_recovery is readable");
     let f = fs.lookup(fs.root_ino(), b"f").unwrap();

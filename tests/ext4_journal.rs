@@ -10,16 +10,15 @@
 
 mod common;
 
+use common::kernel::{self, KernelMount, Snapshot};
+
 use ferry::block::mem::MemDevice;
 use ferry::block::BlockDevice;
 use ferry::fs::ext4::journal::ReplayInfo;
 use ferry::fs::ext4::{Ext4, OpenOptions};
-use ferry::fs::{FileType, Filesystem};
-use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use ferry::fs::Filesystem;
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -27,188 +26,6 @@ use std::time::Duration;
 
 /// The jbd2 magic number, as it starts every journal block (and escaped data blocks).
 const JBD2_MAGIC: [u8; 4] = [0xc0, 0x3b, 0x39, 0x98];
-
-/// One path as seen by a reader; every field is compared.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Rec {
-    kind: FileType,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    size: u64,
-    blocks: u64,
-    nlink: u64,
-    ino: u64,
-    rdev: u64,
-    atime: (i64, u32),
-    mtime: (i64, u32),
-    ctime: (i64, u32),
-    link: Vec<u8>,
-    sha: String,
-}
-
-type Tree = BTreeMap<Vec<u8>, Rec>;
-
-fn sha(data: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(data))
-}
-
-/// The kernel's view of the tree under `root`.
-fn kernel_walk(root: &Path) -> Tree {
-    let mut out = BTreeMap::new();
-    let mut todo = vec![PathBuf::new()];
-    while let Some(rel) = todo.pop() {
-        let p = root.join(&rel);
-        let m = std::fs::symlink_metadata(&p).unwrap();
-        let kind = FileType::from_mode(m.mode()).unwrap();
-        let mut rec = Rec {
-            kind,
-            mode: m.mode(),
-            uid: m.uid(),
-            gid: m.gid(),
-            size: m.size(),
-            blocks: m.blocks(),
-            nlink: m.nlink(),
-            ino: m.ino(),
-            rdev: m.rdev(),
-            atime: (m.atime(), m.atime_nsec() as u32),
-            mtime: (m.mtime(), m.mtime_nsec() as u32),
-            ctime: (m.ctime(), m.ctime_nsec() as u32),
-            link: vec![],
-            sha: String::new(),
-        };
-        match kind {
-            FileType::Symlink => {
-                rec.link = std::fs::read_link(&p)
-                    .unwrap()
-                    .as_os_str()
-                    .as_bytes()
-                    .to_vec()
-            }
-            FileType::RegularFile => rec.sha = sha(&std::fs::read(&p).unwrap()),
-            FileType::Directory => {
-                for e in std::fs::read_dir(&p).unwrap() {
-                    todo.push(rel.join(e.unwrap().file_name()));
-                }
-            }
-            _ => {}
-        }
-        out.insert(rel.as_os_str().as_bytes().to_vec(), rec);
-    }
-    out
-}
-
-/// ferry's view of the whole filesystem.
-fn ferry_walk(fs: &dyn Filesystem) -> Tree {
-    let mut out = BTreeMap::new();
-    let mut todo = vec![(Vec::<u8>::new(), fs.root_ino())];
-    while let Some((path, ino)) = todo.pop() {
-        let a = fs.getattr(ino).unwrap();
-        let t = |x: ferry::fs::Timestamp| (x.secs, x.nsecs);
-        let mut rec = Rec {
-            kind: a.kind,
-            mode: a.mode,
-            uid: a.uid,
-            gid: a.gid,
-            size: a.size,
-            blocks: a.blocks,
-            nlink: u64::from(a.nlink),
-            ino,
-            rdev: a.rdev,
-            atime: t(a.atime),
-            mtime: t(a.mtime),
-            ctime: t(a.ctime),
-            link: vec![],
-            sha: String::new(),
-        };
-        match a.kind {
-            FileType::Symlink => rec.link = fs.readlink(ino).unwrap(),
-            FileType::RegularFile => {
-                let mut data = vec![0u8; a.size as usize];
-                let mut off = 0;
-                while off < data.len() {
-                    let n = fs.read(ino, off as u64, &mut data[off..]).unwrap();
-                    assert!(n > 0, "short read of {}", String::from_utf8_lossy(&path));
-                    off += n;
-                }
-                rec.sha = sha(&data);
-            }
-            FileType::Directory => {
-                let mut entries = Vec::new();
-                fs.readdir(ino, 0, &mut |e, _| {
-                    entries.push(e);
-                    true
-                })
-                .unwrap();
-                for e in entries {
-                    if e.name == b"." || e.name == b".." {
-                        continue;
-                    }
-                    assert_eq!(fs.lookup(ino, &e.name).unwrap().ino, e.ino);
-                    let mut p = path.clone();
-                    if !p.is_empty() {
-                        p.push(b'/');
-                    }
-                    p.extend_from_slice(&e.name);
-                    todo.push((p, e.ino));
-                }
-            }
-            _ => {}
-        }
-        out.insert(path, rec);
-    }
-    out
-}
-
-fn assert_same(kernel: &Tree, ours: &Tree, what: &str) {
-    for (p, k) in kernel {
-        let name = String::from_utf8_lossy(p);
-        let o = ours
-            .get(p)
-            .unwrap_or_else(|| panic!("{what}: ferry misses {name:?}"));
-        assert_eq!(o, k, "{what}: {name:?} differs (left ferry, right kernel)");
-    }
-    for p in ours.keys() {
-        assert!(
-            kernel.contains_key(p),
-            "{what}: ferry has extra {:?}",
-            String::from_utf8_lossy(p)
-        );
-    }
-}
-
-/// Unmounts on drop, so a failing assertion does not leave the loop mount behind.
-struct Mounted(PathBuf);
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
-/// Loop device setup can fail transiently while parallel tests grab loop devices, so a
-/// failure is retried a few times; the last refusal is printed.
-fn try_mount(image: &Path, mnt: &Path, opts: &str) -> Option<Mounted> {
-    std::fs::create_dir_all(mnt).unwrap();
-    let mut last = String::new();
-    for attempt in 0..4 {
-        if attempt > 0 {
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        match Command::new("mount")
-            .args(["-o", opts])
-            .arg(image)
-            .arg(mnt)
-            .output()
-        {
-            Ok(o) if o.status.success() => return Some(Mounted(mnt.to_path_buf())),
-            Ok(o) => last = String::from_utf8_lossy(&o.stderr).into_owned(),
-            Err(e) => last = e.to_string(),
-        }
-    }
-    eprintln!("mount -o {opts} {}: {last}", image.display());
-    None
-}
 
 /// Whether loop mounts work here (root, loop devices); otherwise skips loudly, or fails when
 /// FERRY_REQUIRE_FUSE=1.
@@ -218,52 +35,41 @@ fn can_mount(dir: &Path) -> bool {
     }
     let img = dir.join("probe.img");
     mkfs(&img, None, "8M", &[]);
-    if try_mount(&img, &dir.join("probe"), "ro,loop").is_some() {
-        return true;
-    }
-    if std::env::var("FERRY_REQUIRE_FUSE").as_deref() == Ok("1") {
-        panic!("cannot loop-mount (FERRY_REQUIRE_FUSE=1)");
-    }
-    eprintln!("SKIP: cannot loop-mount images (needs root and loop devices)");
-    false
+    kernel::mount_or_skip(&img, &dir.join("probe"), "ro").is_some()
 }
 
 fn mkfs(image: &Path, src: Option<&Path>, size: &str, args: &[&str]) {
-    let _ = std::fs::remove_file(image);
-    let f = std::fs::File::create(image).unwrap();
-    let bytes: u64 = size.trim_end_matches('M').parse::<u64>().unwrap() << 20;
-    f.set_len(bytes).unwrap();
-    drop(f);
-    let mut cmd = Command::new(common::tool("mkfs.ext4").unwrap());
-    cmd.args(["-q", "-F"]);
-    if let Some(src) = src {
-        cmd.arg("-d").arg(src);
-    }
-    cmd.args(args).arg(image);
-    common::run(&mut cmd);
+    kernel::mkfs_ext4(image, size, src, args);
+}
+
+/// Mounts `image` at `mnt`, or says why the kernel refused.
+fn try_mount(image: &Path, mnt: &Path, opts: &str) -> Option<KernelMount> {
+    KernelMount::new(image, mnt, opts)
+        .map_err(|e| eprintln!("{e}"))
+        .ok()
 }
 
 /// The kernel's view after it recovers a copy of `image` (a read-write mount replays the
 /// journal and processes orphans; the walk is on a read-only mount after that), or None when
 /// the kernel refuses to mount it.
-fn kernel_recovered(image: &Path, dir: &Path) -> Option<Tree> {
+fn kernel_recovered(image: &Path, dir: &Path) -> Option<Snapshot> {
     let copy = dir.join("kernel-copy.img");
     std::fs::copy(image, &copy).unwrap();
     let mnt = dir.join("kmnt");
     let rw = try_mount(&copy, &mnt, "loop")?;
     drop(rw);
     let _ro = try_mount(&copy, &mnt, "ro,loop").expect("remount of a recovered copy");
-    let tree = kernel_walk(&mnt);
+    let tree = kernel::walk(&mnt);
     Some(tree)
 }
 
 /// ferry's view of `image` (without touching it), with what replay did; Err with the error
 /// text when ferry refuses it.
-fn ferry_view(image: &Path, opts: OpenOptions) -> Result<(Tree, Option<ReplayInfo>), String> {
+fn ferry_view(image: &Path, opts: OpenOptions) -> Result<(Snapshot, Option<ReplayInfo>), String> {
     let _same = common::Unchanged::new(&[image]);
     let dev = ferry::block::open(image).map_err(|e| e.to_string())?;
     let fs = Ext4::open_with(dev, opts).map_err(|e| e.to_string())?;
-    Ok((ferry_walk(&fs), fs.journal_replay().cloned()))
+    Ok((kernel::snapshot(&fs), fs.journal_replay().cloned()))
 }
 
 fn needs_recovery(image: &Path) -> bool {
@@ -282,7 +88,7 @@ fn check_against_kernel(image: &Path, dir: &Path, what: &str) -> ReplayInfo {
     let (ours, info) = ferry_view(image, OpenOptions::default()).unwrap();
     let info = info.unwrap_or_else(|| panic!("{what}: nothing replayed"));
     let kernel = kernel_recovered(image, dir).unwrap_or_else(|| panic!("{what}: kernel refused"));
-    assert_same(&kernel, &ours, what);
+    kernel::assert_same(&kernel, &ours, what);
     let (stale, _) = ferry_view(
         image,
         OpenOptions {
@@ -594,7 +400,7 @@ fn debugfs_transactions_match_the_kernel() {
         std::fs::copy(&base, &changed).unwrap();
         {
             let m = try_mount(&changed, &tmp.path().join("mnt"), "loop").unwrap();
-            change_tree(&m.0);
+            change_tree(m.path());
         }
         let bs = block_size(&base);
         let (old, new) = (
@@ -659,10 +465,10 @@ fn debugfs_transactions_match_the_kernel() {
         assert_eq!(info.revoke_hits, 2, "{}: revoked copies", v.name);
         // The kernel's view of the change itself agrees too (a third, independent view).
         let m = try_mount(&changed, &tmp.path().join("mnt"), "ro,loop").unwrap();
-        let direct = kernel_walk(&m.0);
+        let direct = kernel::walk(m.path());
         drop(m);
         let (ours, _) = ferry_view(&image, OpenOptions::default()).unwrap();
-        assert_same(&direct, &ours, &format!("{} vs the changed image", v.name));
+        kernel::assert_same(&direct, &ours, &format!("{} vs the changed image", v.name));
     }
 }
 
@@ -708,7 +514,7 @@ fn uncommitted_transactions_are_not_replayed() {
 fn copy_while_mounted(image: &Path, opts: &str, copy: &Path, work: impl FnOnce(&Path)) {
     let m = try_mount(image, &image.with_extension("mnt"), opts)
         .unwrap_or_else(|| panic!("cannot mount {} with {opts}", image.display()));
-    work(&m.0);
+    work(m.path());
     std::fs::copy(image, copy).unwrap();
     drop(m);
 }
@@ -853,13 +659,13 @@ fn nothing_to_replay() {
     img[1024 + 0x60] |= 0x4;
     let fs = Ext4::open(Arc::new(MemDevice(img.clone()))).unwrap();
     assert!(fs.journal_replay().is_none());
-    let clean = ferry_walk(&fs);
+    let clean = kernel::snapshot(&fs);
     // An external journal (s_journal_inum 0, a device number and UUID instead).
     img[1024 + 0xe0..1024 + 0xe4].fill(0);
     img[1024 + 0xe4..1024 + 0xe8].copy_from_slice(&0x0801u32.to_le_bytes());
     let fs = Ext4::open(Arc::new(MemDevice(img.clone()))).unwrap();
     assert!(fs.journal_replay().is_none());
-    assert_eq!(ferry_walk(&fs), clean);
+    assert_eq!(kernel::snapshot(&fs), clean);
     // Both a journal inode and a device: the kernel refuses, so does ferry.
     img[1024 + 0xe0..1024 + 0xe4].copy_from_slice(&8u32.to_le_bytes());
     assert!(Ext4::open(Arc::new(MemDevice(img))).is_err());
@@ -898,8 +704,49 @@ fn three_transactions(dir: &Path) -> (PathBuf, Layout) {
              jw -r {b3}\njc\n"
         ),
     );
-    let blocks = journal_blocks(&image);
-    (image, Layout { bs: 1024, blocks })
+    let l = Layout {
+        bs: 1024,
+        blocks: journal_blocks(&image),
+    };
+    // debugfs stamps commits with the wall clock (and puts the seconds in the high half of
+    // h_commit_sec); fixed, increasing times make the commit-time rule deterministic.
+    let mut img = std::fs::read(&image).unwrap();
+    for (jblk, sec) in COMMITS {
+        set_commit_time(&mut img, &l, jblk, sec, true);
+    }
+    std::fs::write(&image, img).unwrap();
+    (image, l)
+}
+
+/// The commit times `three_transactions` gives its commit blocks: (journal block, seconds).
+const COMMITS: [(usize, u64); 4] = [
+    (5, 1_700_000_001),
+    (10, 1_700_000_002),
+    (15, 1_700_000_003),
+    (17, 1_700_000_004),
+];
+
+/// Sets h_commit_sec of commit block `jblk` and, with `fix`, its csum v3 checksum: crc32c
+/// over the block with the checksum field zeroed, seeded with the crc32c of the journal UUID.
+fn set_commit_time(img: &mut [u8], l: &Layout, jblk: usize, sec: u64, fix: bool) {
+    let at = l.at(jblk);
+    img[at + 48..at + 56].copy_from_slice(&sec.to_be_bytes());
+    if fix {
+        let uuid = l.at(0) + 0x30;
+        let seed = crc32c::crc32c(&img[uuid..uuid + 16]);
+        img[at + 16..at + 20].fill(0);
+        let c = !crc32c::crc32c_append(seed, &img[at..at + l.bs]);
+        img[at + 16..at + 20].copy_from_slice(&c.to_be_bytes());
+    }
+}
+
+/// Sets the journal's INCOMPAT_ASYNC_COMMIT feature, re-checksumming its superblock.
+fn set_async_commit(img: &mut [u8], l: &Layout) {
+    let jsb = l.at(0);
+    img[jsb + 0x2b] |= 0x04;
+    img[jsb + 0xfc..jsb + 0x100].fill(0);
+    let c = !crc32c::crc32c(&img[jsb..jsb + 1024]);
+    img[jsb + 0xfc..jsb + 0x100].copy_from_slice(&c.to_be_bytes());
 }
 
 /// Targeted damage to the journal: ferry must accept exactly what the kernel accepts, and
@@ -912,7 +759,8 @@ fn damaged_journals_agree_with_the_kernel() {
     }
     let (image, l) = three_transactions(tmp.path());
     let orig = std::fs::read(&image).unwrap();
-    // `expect_ok`: what the kernel is known to do (None: only agreement is asserted).
+    // `expect_ok`: what the kernel is known to do (None: only agreement is asserted). Returns
+    // what ferry did: its replay, or its error.
     let check = |name: &str, img: &[u8], expect_ok: Option<bool>| {
         let path = tmp.path().join("damaged.img");
         std::fs::write(&path, img).unwrap();
@@ -928,13 +776,17 @@ fn damaged_journals_agree_with_the_kernel() {
             }
         );
         match (kernel, ours) {
-            (Some(k), Ok((o, _))) => assert_same(&k, &o, name),
+            (Some(k), Ok((o, info))) => {
+                kernel::assert_same(&k, &o, name);
+                Ok(info)
+            }
             (None, Err(e)) => {
                 assert!(
                     e.contains("journal"),
                     "{name}: error does not say where: {e}"
                 );
                 eprintln!("{name}: both refuse; ferry says: {e}");
+                Err(e)
             }
             (k, o) => panic!(
                 "{name}: kernel {}, ferry {:?}",
@@ -948,23 +800,69 @@ fn damaged_journals_agree_with_the_kernel() {
         m[at] ^= 0x55;
         m
     };
-    check("intact", &orig, Some(true));
+    let ended_before = |name: &str, r: Result<Option<ReplayInfo>, String>, tid: u32| {
+        let info = r
+            .unwrap()
+            .unwrap_or_else(|| panic!("{name}: nothing replayed"));
+        assert_eq!(info.end_transaction, tid, "{name}: {info:?}");
+    };
+    let refused = |name: &str, r: Result<Option<ReplayInfo>, String>, what: &str| {
+        let e = r.unwrap_err();
+        assert!(e.contains(what), "{name}: error does not name {what}: {e}");
+    };
+    ended_before("intact", check("intact", &orig, Some(true)), 5);
+    // A commit block failing its checksum (do_one_pass, PASS_SCAN). Older than the previous
+    // commit: a stale block, the log ends before it. Otherwise the kernel sets
+    // j_failed_commit and jbd2_journal_load refuses ("journal transaction 3 ... is corrupt").
+    // The flipped byte makes commit 3's time much later.
+    let r = check("commit 3 header", &flip(l.at(15) + 50), Some(false));
+    refused("commit 3 header", r, "transaction 3");
+    let with_time = |jblk: usize, sec: u64| {
+        let mut m = orig.clone();
+        set_commit_time(&mut m, &l, jblk, sec, false);
+        m
+    };
+    let (t2, t3) = (COMMITS[1].1, COMMITS[2].1);
+    assert!(t2 < t3);
+    let r = check("commit 3 older", &with_time(15, t2 - 1), Some(true));
+    ended_before("commit 3 older", r, 3);
+    let r = check("commit 3 same second", &with_time(15, t2), Some(false));
+    refused("commit 3 same second", r, "transaction 3");
+    // The first commit is never older than "no commit yet".
+    let r = check("commit 1 header", &flip(l.at(5) + 50), Some(false));
+    refused("commit 1 header", r, "transaction 1");
+    // With async commit the commit block may reach the disk before its transaction: a bad
+    // one ends the log there (checksum v3: later commits are not held against it).
+    let mut m = flip(l.at(15) + 50);
+    set_async_commit(&mut m, &l);
+    let r = check("commit 3 header, async commit", &m, Some(true));
+    ended_before("commit 3 header, async commit", r, 3);
     // Past the commit header: the kernel accepts a commit block checksummed as if the rest
     // of it were zeros (a partly written block).
-    check("commit 3 tail", &flip(l.at(15) + 500), Some(true));
+    let r = check("commit 3 tail", &flip(l.at(15) + 500), Some(true));
+    ended_before("commit 3 tail", r, 5);
     // A data copy with a bad checksum: the kernel refuses to mount. Unless a later revoke
     // record cancels the copy: it is then not even checked.
-    check("data copy", &flip(l.at(7) + 10), Some(false));
-    check("revoked data copy", &flip(l.at(8) + 10), Some(true));
+    let r = check("data copy", &flip(l.at(7) + 10), Some(false));
+    refused("data copy", r, "transaction 2");
+    let r = check("revoked data copy", &flip(l.at(8) + 10), Some(true));
+    ended_before("revoked data copy", r, 5);
     // A descriptor that fails its checksum, followed by a valid commit: corruption.
-    check("descriptor 2", &flip(l.at(6) + 900), Some(false));
+    let r = check("descriptor 2", &flip(l.at(6) + 900), Some(false));
+    refused("descriptor 2", r, "transaction 2");
     // No magic where transaction 2 starts: the log ends after transaction 1.
     let mut m = orig.clone();
     m[l.at(6)..l.at(6) + 4].fill(0);
-    check("log ends early", &m, Some(true));
+    let r = check("log ends early", &m, Some(true));
+    ended_before("log ends early", r, 2);
     // The journal superblock: magic, then a checksum failure.
-    check("jsb magic", &flip(l.at(0)), Some(false));
-    check("jsb sequence", &flip(l.at(0) + 0x18), Some(false));
+    refused(
+        "jsb magic",
+        check("jsb magic", &flip(l.at(0)), Some(false)),
+        "journal",
+    );
+    let r = check("jsb sequence", &flip(l.at(0) + 0x18), Some(false));
+    refused("jsb sequence", r, "journal");
     // A revoke block claiming more records than it holds (checksum fixed up): EINVAL.
     let mut m = orig.clone();
     let rb = l.at(16);
@@ -975,7 +873,8 @@ fn damaged_journals_agree_with_the_kernel() {
         b
     });
     m[rb + 1020..rb + 1024].copy_from_slice(&c.to_be_bytes());
-    check("revoke count", &m, Some(false));
+    let r = check("revoke count", &m, Some(false));
+    refused("revoke count", r, "transaction 4");
 }
 
 /// Opens and walks `img` on a thread with a deadline: a panic or a hang fails with `label`.

@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::kernel;
+
 use ferry::block::mem::MemDevice;
 use ferry::fs::ext4::{htree, Ext4};
 use ferry::fs::{FileType, Filesystem, FsError};
@@ -18,65 +20,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
-
-fn sh(cmd: &str) -> String {
-    common::run(Command::new("sh").arg("-c").arg(cmd))
-}
-
-/// Unmounts on drop, so a failing assertion does not leave the loop mount behind.
-struct Mounted(PathBuf);
-
-impl Drop for Mounted {
-    /// A child process forked by a parallel test can hold a file of the mount open for a
-    /// moment (until its exec closes it), making umount fail with EBUSY: retry, then detach.
-    fn drop(&mut self) {
-        for _ in 0..20 {
-            if matches!(Command::new("umount").arg(&self.0).status(), Ok(s) if s.success()) {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-/// Loop-mounts `image` at `mnt` with `opts`; None (after a loud skip, or a panic under
-/// FERRY_REQUIRE_FUSE=1) when this machine cannot.
-fn mount(image: &Path, mnt: &Path, opts: &str) -> Option<Mounted> {
-    std::fs::create_dir_all(mnt).unwrap();
-    let out = Command::new("mount")
-        .args(["-o", opts])
-        .arg(image)
-        .arg(mnt)
-        .output();
-    if matches!(&out, Ok(o) if o.status.success()) {
-        return Some(Mounted(mnt.to_path_buf()));
-    }
-    let why = match &out {
-        Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
-        Err(e) => e.to_string(),
-    };
-    if std::env::var("FERRY_REQUIRE_FUSE").as_deref() == Ok("1") {
-        panic!("cannot mount {} -o {opts}: {why}", image.display());
-    }
-    eprintln!(
-        "SKIP: cannot mount {} -o {opts} (needs root and loop devices): {why}",
-        image.display()
-    );
-    None
-}
-
-fn mkfs(image: &Path, size: &str, src: Option<&Path>, args: &[&str]) {
-    let _ = std::fs::remove_file(image);
-    sh(&format!("truncate -s {size} '{}'", image.display()));
-    let mut cmd = Command::new(common::tool("mkfs.ext4").expect("mkfs.ext4"));
-    cmd.args(["-q", "-F"]);
-    if let Some(src) = src {
-        cmd.arg("-d").arg(src);
-    }
-    cmd.args(args).arg(image);
-    common::run(&mut cmd);
-}
 
 fn open(image: &Path) -> Ext4 {
     Ext4::open(ferry::block::open(image).unwrap()).unwrap()
@@ -198,48 +141,48 @@ fn xattr_tree(root: &Path, large: usize) {
     };
     std::fs::create_dir_all(root.join("dir/sub")).unwrap();
     let small = f("small");
-    sh(&format!(
+    common::sh(&format!(
         "setfattr -n user.a -v 1 '{small}' && setfattr -n user.b -v 'hello world' '{small}'"
     ));
     let many = f("many");
     for i in 0..many_count {
-        sh(&format!(
+        common::sh(&format!(
             "setfattr -n user.attr-{i:02} -v value-of-attribute-{i} '{many}'"
         ));
     }
     let big = f("large");
-    sh(&format!(
+    common::sh(&format!(
         "setfattr -n user.large -v 0x{} '{big}'",
         &hex(&common::pseudo_random(7, large))[2..]
     ));
     let empty = f("empty_value");
-    sh(&format!("setfattr -n user.empty -v '' '{empty}'"));
+    common::sh(&format!("setfattr -n user.empty -v '' '{empty}'"));
     let bin = f("binary");
     let all_bytes: Vec<u8> = (0..=255u8).collect();
-    sh(&format!(
+    common::sh(&format!(
         "setfattr -n user.bin -v {} '{bin}'",
         hex(&all_bytes)
     ));
     let acl = f("acl_file");
-    sh(&format!("setfacl -m u:1234:rw,g:55:r,u:70000:x '{acl}'"));
+    common::sh(&format!("setfacl -m u:1234:rw,g:55:r,u:70000:x '{acl}'"));
     let d = root.join("dir").display().to_string();
-    sh(&format!(
+    common::sh(&format!(
         "setfacl -m u:99:rx '{d}' && setfacl -d -m u:99:rwx,g:7:r '{d}'"
     ));
-    sh(&format!("setfattr -n user.on_dir -v d '{d}'"));
+    common::sh(&format!("setfattr -n user.on_dir -v d '{d}'"));
     let sec = f("dir/sub/labels");
-    sh(&format!(
+    common::sh(&format!(
         "setfattr -n security.test -v system_u:object_r:etc_t:s0 '{sec}' && \
          setfattr -n trusted.overlay.opaque -v y '{sec}' && setfattr -n user.x -v y '{sec}'"
     ));
     std::os::unix::fs::symlink("small", root.join("link")).unwrap();
-    sh(&format!(
+    common::sh(&format!(
         "setfattr -h -n trusted.on_link -v l '{}'",
         root.join("link").display()
     ));
     for name in ["same1", "same2"] {
         let p = f(name);
-        sh(&format!(
+        common::sh(&format!(
             "setfattr -n user.shared -v 0x{} '{p}'",
             &hex(&common::pseudo_random(9, 500))[2..]
         ));
@@ -267,12 +210,12 @@ fn xattrs_match_the_kernel() {
         let src = tmp.path().join(format!("src-{name}"));
         xattr_tree(&src, *large);
         let image = tmp.path().join(format!("{name}.img"));
-        mkfs(&image, "64M", Some(&src), args);
+        kernel::mkfs_ext4(&image, "64M", Some(&src), args);
         let mnt = tmp.path().join("mnt");
         if name.contains("ea_inode") || name.contains("inline") {
             // The kernel writes what the source filesystem cannot hold: values in EA inodes,
             // and inline data that spills into system.data.
-            let Some(_m) = mount(&image, &mnt, "loop") else {
+            let Some(_m) = kernel::mount_or_skip(&image, &mnt, "loop") else {
                 return;
             };
             for (file, sizes) in [
@@ -291,14 +234,14 @@ fn xattrs_match_the_kernel() {
                 }
             }
             std::fs::write(mnt.join("inline_file"), common::pseudo_random(3, 100)).unwrap();
-            sh(&format!(
+            common::sh(&format!(
                 "setfattr -n user.next_to_data -v z '{}'",
                 mnt.join("inline_file").display()
             ));
         }
         let fs = open(&image);
         let ours = ferry_xattrs(&fs);
-        let Some(_m) = mount(&image, &mnt, "ro,loop") else {
+        let Some(_m) = kernel::mount_or_skip(&image, &mnt, "ro,loop") else {
             return;
         };
         let kernel = kernel_xattrs(&mnt);
@@ -638,17 +581,17 @@ fn checksum_damage_is_eio_on_that_object() {
     }
     drop(f);
     std::fs::write(src.join("with_xattr_block"), b"x").unwrap();
-    sh(&format!(
+    common::sh(&format!(
         "setfattr -n user.big -v 0x{} '{}'",
         &hex(&common::pseudo_random(4, 700))[2..],
         src.join("with_xattr_block").display()
     ));
     let image = tmp.path().join("csum.img");
-    mkfs(&image, "32M", Some(&src), &["-b", "1024"]);
+    kernel::mkfs_ext4(&image, "32M", Some(&src), &["-b", "1024"]);
     // An htree directory, grown by the kernel.
     let mnt = tmp.path().join("mnt");
     {
-        let Some(_m) = mount(&image, &mnt, "loop") else {
+        let Some(_m) = kernel::mount_or_skip(&image, &mnt, "loop") else {
             return;
         };
         std::fs::create_dir(mnt.join("hashed")).unwrap();
@@ -664,7 +607,7 @@ fn checksum_damage_is_eio_on_that_object() {
     let bs = 1024u64;
     let intact = ferry_view(&open_bytes(orig.clone()).unwrap());
     {
-        let Some(_m) = mount(&image, &mnt, "ro,loop") else {
+        let Some(_m) = kernel::mount_or_skip(&image, &mnt, "ro,loop") else {
             return;
         };
         assert_eq!(
@@ -703,7 +646,7 @@ fn checksum_damage_is_eio_on_that_object() {
         std::fs::write(&damaged, &img).unwrap();
         let fs = open_bytes(img).unwrap_or_else(|e| panic!("{label}: open failed: {e}"));
         let ours = ferry_view(&fs);
-        let Some(_m) = mount(&damaged, &mnt, "ro,loop") else {
+        let Some(_m) = kernel::mount_or_skip(&damaged, &mnt, "ro,loop") else {
             return;
         };
         let kernel = kernel_view(&mnt);
@@ -804,7 +747,7 @@ fn checksum_damage_is_eio_on_that_object() {
         LOG.lock().unwrap()
     );
     {
-        let Some(_m) = mount(&damaged, &mnt, "ro,loop") else {
+        let Some(_m) = kernel::mount_or_skip(&damaged, &mnt, "ro,loop") else {
             return;
         };
         assert_eq!(ours, kernel_view(&mnt), "group descriptor damage");
@@ -847,10 +790,10 @@ fn htree_lookup_of_100k_names_matches_the_kernel() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let image = tmp.path().join("big.img");
-    mkfs(&image, "256M", None, &["-N", "120000", "-b", "1024"]);
+    kernel::mkfs_ext4(&image, "256M", None, &["-N", "120000", "-b", "1024"]);
     let mnt = tmp.path().join("mnt");
     {
-        let Some(_m) = mount(&image, &mnt, "loop") else {
+        let Some(_m) = kernel::mount_or_skip(&image, &mnt, "loop") else {
             return;
         };
         std::fs::create_dir(mnt.join("d")).unwrap();
@@ -865,7 +808,7 @@ fn htree_lookup_of_100k_names_matches_the_kernel() {
         &dump[..500.min(dump.len())]
     );
     let kernel = {
-        let Some(_m) = mount(&image, &mnt, "ro,loop") else {
+        let Some(_m) = kernel::mount_or_skip(&image, &mnt, "ro,loop") else {
             return;
         };
         kernel_entries(&mnt.join("d"))
@@ -945,7 +888,7 @@ fn name_hashes_match_debugfs() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let image = tmp.path().join("h.img");
-    mkfs(&image, "8M", None, &[]);
+    kernel::mkfs_ext4(&image, "8M", None, &[]);
     let seed_uuid = "6f1c4e2a-0b39-4d7e-9a51-c2d83f60e417";
     let hex_seed: Vec<u8> = seed_uuid
         .replace('-', "")
@@ -1001,7 +944,7 @@ fn htree_hash_versions_and_signedness_match_the_kernel() {
     for alg in ["legacy", "half_md4", "tea"] {
         for (flag_name, flags) in [("signed", 1), ("unsigned", 2)] {
             let image = tmp.path().join(format!("{alg}-{flag_name}.img"));
-            mkfs(&image, "32M", None, &["-b", "1024"]);
+            kernel::mkfs_ext4(&image, "32M", None, &["-b", "1024"]);
             common::run_tool(
                 "tune2fs",
                 &["-E", &format!("hash_alg={alg}"), image.to_str().unwrap()],
@@ -1016,7 +959,7 @@ fn htree_hash_versions_and_signedness_match_the_kernel() {
                 ],
             );
             {
-                let Some(_m) = mount(&image, &mnt, "loop") else {
+                let Some(_m) = kernel::mount_or_skip(&image, &mnt, "loop") else {
                     return;
                 };
                 std::fs::create_dir(mnt.join("d")).unwrap();
@@ -1025,7 +968,7 @@ fn htree_hash_versions_and_signedness_match_the_kernel() {
                 }
             }
             let kernel = {
-                let Some(_m) = mount(&image, &mnt, "ro,loop") else {
+                let Some(_m) = kernel::mount_or_skip(&image, &mnt, "ro,loop") else {
                     return;
                 };
                 kernel_entries(&mnt.join("d"))
@@ -1077,11 +1020,11 @@ fn encrypted_dirs_as_the_kernel_shows_them_without_the_key() {
         ),
     ] {
         let image = tmp.path().join(format!("{name}.img"));
-        mkfs(&image, "64M", None, args);
+        kernel::mkfs_ext4(&image, "64M", None, args);
         {
             // test_dummy_encryption: new directories get a policy with a key that only this
             // mount has; the next mount sees them as a user without the key does.
-            let Some(_m) = mount(&image, &mnt, "loop,test_dummy_encryption") else {
+            let Some(_m) = kernel::mount_or_skip(&image, &mnt, "loop,test_dummy_encryption") else {
                 return;
             };
             let d = mnt.join("enc");
@@ -1102,7 +1045,7 @@ fn encrypted_dirs_as_the_kernel_shows_them_without_the_key() {
             std::fs::create_dir(d.join("one_block")).unwrap();
             std::fs::write(d.join("one_block/only"), b"1").unwrap();
         }
-        let Some(_m) = mount(&image, &mnt, "ro,loop") else {
+        let Some(_m) = kernel::mount_or_skip(&image, &mnt, "ro,loop") else {
             return;
         };
         let kernel = kernel_view(&mnt);
@@ -1169,7 +1112,7 @@ fn casefold_lookup_is_case_insensitive() {
     std::fs::write(src.join("cf/\u{c4}rger"), b"").unwrap();
     std::fs::write(src.join("plain/Upper.TXT"), b"").unwrap();
     let image = tmp.path().join("cf.img");
-    mkfs(&image, "64M", Some(&src), &["-O", "casefold", "-b", "4096"]);
+    kernel::mkfs_ext4(&image, "64M", Some(&src), &["-O", "casefold", "-b", "4096"]);
     let img = image.to_str().unwrap();
     let stat = common::run_tool("debugfs", &["-R", "stat /cf", img]);
     let flags = stat
@@ -1305,25 +1248,25 @@ fn every_mkfs_feature_opens_and_matches_the_kernel() {
     let mut compared = 0;
     for f in features {
         let image = tmp.path().join("f.img");
-        mkfs(&image, "64M", Some(&src), &["-O", f]);
+        kernel::mkfs_ext4(&image, "64M", Some(&src), &["-O", f]);
         let fs =
             Ext4::open(ferry::block::open(&image).unwrap()).unwrap_or_else(|e| panic!("{f}: {e}"));
-        let ours = ferry_view(&fs);
+        let ours = kernel::snapshot(&fs);
         assert!(ours.len() >= 304, "{f}: {} paths", ours.len());
         if f == "casefold" && !kernel_has("casefold") {
             eprintln!("{f}: this kernel has no Unicode support; compared with e2fsck only");
             common::run_tool("e2fsck", &["-fn", image.to_str().unwrap()]);
             continue;
         }
-        let Some(_m) = mount(&image, &mnt, "ro,loop") else {
+        let Some(_m) = kernel::mount_or_skip(&image, &mnt, "ro,loop") else {
             return;
         };
-        assert_eq!(ours, kernel_view(&mnt), "{f}: differs from the kernel");
+        kernel::assert_same(&kernel::walk(&mnt), &ours, f);
         compared += 1;
     }
     eprintln!("{compared} feature sets agree with the kernel");
     let journal = tmp.path().join("journal.img");
-    mkfs(&journal, "16M", None, &["-O", "journal_dev"]);
+    kernel::mkfs_ext4(&journal, "16M", None, &["-O", "journal_dev"]);
     match Ext4::open(ferry::block::open(&journal).unwrap()) {
         Err(e @ FsError::Unsupported(_)) => assert!(e.to_string().contains("journal_dev"), "{e}"),
         Err(e) => panic!("journal_dev: {e}"),
@@ -1393,7 +1336,7 @@ fn damaged_metadata_does_not_panic_or_hang() {
     }
     let f = src.join("attrs").display().to_string();
     std::fs::write(&f, b"x").unwrap();
-    sh(&format!(
+    common::sh(&format!(
         "setfattr -n user.a -v 1 '{f}' && setfattr -n user.big -v 0x{} '{f}' && \
          setfacl -m u:5:r '{f}' && setfacl -d -m u:6:rw '{}'",
         &hex(&common::pseudo_random(2, 600))[2..],
@@ -1405,7 +1348,7 @@ fn damaged_metadata_does_not_panic_or_hang() {
         ("inline", "^metadata_csum,inline_data"),
     ] {
         let image = tmp.path().join(format!("{name}.img"));
-        mkfs(
+        kernel::mkfs_ext4(
             &image,
             "2M",
             Some(&src),

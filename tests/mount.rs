@@ -8,21 +8,14 @@
 
 mod common;
 
-use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use common::kernel::{self, KernelMount, Snapshot};
+
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// Upper bound for any one mount/umount command: a stuck mount fails its test, never hangs CI.
-const DEADLINE: Duration = Duration::from_secs(60);
-
-fn required() -> bool {
-    std::env::var("FERRY_REQUIRE_FUSE").as_deref() == Ok("1")
-}
+use std::process::Command;
+use std::time::Instant;
 
 /// Whether this machine can run the test; says why not (or fails under FERRY_REQUIRE_FUSE).
 fn can_mount() -> bool {
@@ -35,41 +28,11 @@ fn can_mount() -> bool {
     }
     let why = format!("root: {root}, /dev/fuse: {fuse}, e2fsprogs: {tools}");
     assert!(
-        !required(),
+        !kernel::required(),
         "cannot run FUSE tests ({why}) and FERRY_REQUIRE_FUSE=1"
     );
     eprintln!("SKIP: FUSE mount tests need root, /dev/fuse and e2fsprogs ({why})");
     false
-}
-
-/// Runs `cmd` to completion within DEADLINE, killing it otherwise; returns (success, stderr).
-fn run_bounded(cmd: &mut Command) -> (bool, String) {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            use std::io::Read;
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            return (status.success(), err);
-        }
-        if start.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            return (false, format!("timed out after {DEADLINE:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// A ferry FUSE mount; unmounted (and its daemon waited for) on drop.
@@ -78,24 +41,20 @@ struct FerryMount(PathBuf);
 impl FerryMount {
     fn new(args: &[&OsStr], mnt: &Path) -> Result<Self, String> {
         std::fs::create_dir_all(mnt).unwrap();
-        let (ok, err) = run_bounded(
+        kernel::run_bounded(
             Command::new(common::ferry_bin())
                 .arg("mount")
                 .args(args)
                 .arg(mnt),
-        );
-        if ok {
-            Ok(FerryMount(mnt.to_path_buf()))
-        } else {
-            Err(err)
-        }
+        )
+        .map(|_| FerryMount(mnt.to_path_buf()))
     }
 }
 
 impl Drop for FerryMount {
     fn drop(&mut self) {
-        let (ok, err) = run_bounded(Command::new(common::ferry_bin()).arg("umount").arg(&self.0));
-        if !ok {
+        let r = kernel::run_bounded(Command::new(common::ferry_bin()).arg("umount").arg(&self.0));
+        if let Err(err) = r {
             eprintln!("ferry umount {}: {err}; detaching", self.0.display());
             let _ = Command::new("umount").arg("-l").arg(&self.0).status();
             if !std::thread::panicking() {
@@ -105,46 +64,12 @@ impl Drop for FerryMount {
     }
 }
 
-/// A kernel loop mount, read-only; unmounted on drop.
-struct KernelMount(PathBuf);
-
-impl KernelMount {
-    fn new(image: &Path, mnt: &Path) -> Self {
-        std::fs::create_dir_all(mnt).unwrap();
-        let (ok, err) = run_bounded(
-            Command::new("mount")
-                .args(["-o", "ro,loop"])
-                .arg(image)
-                .arg(mnt),
-        );
-        assert!(ok, "kernel mount of {}: {err}", image.display());
-        KernelMount(mnt.to_path_buf())
-    }
-}
-
-impl Drop for KernelMount {
-    /// Retries a briefly busy mount, then detaches it rather than leaving it behind.
-    fn drop(&mut self) {
-        for _ in 0..20 {
-            if run_bounded(Command::new("umount").arg(&self.0)).0 {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-fn sh(cmd: &str) {
-    common::run(Command::new("sh").arg("-c").arg(cmd));
-}
-
 /// A tree like a guest's: a copy of the host's /etc and part of /usr/share/doc, plus the
 /// cases real trees rarely have (sparse files, every symlink length class, device nodes,
 /// FIFOs, sockets, hard links, odd names, a directory of 3000 entries, old and far-future times).
 fn build_tree(root: &Path) {
     std::fs::create_dir_all(root).unwrap();
-    sh(&format!(
+    common::sh(&format!(
         "cp -a /etc '{0}/etc' 2>/dev/null; mkdir -p '{0}/usr/share/doc' && \
          cp -a /usr/share/doc/[a-f]* '{0}/usr/share/doc/' 2>/dev/null; true",
         root.display()
@@ -172,7 +97,7 @@ fn build_tree(root: &Path) {
     for i in 0..3000 {
         w(&format!("many/file-{i:05}-padding-the-name"), b"");
     }
-    sh(&format!(
+    common::sh(&format!(
         "cd '{}' && mkfifo fifo && mknod tty c 4 64 && mknod blk b 259 70000 && \
          python3 -c 'import socket; socket.socket(socket.AF_UNIX).bind(\"sock\")' && \
          chown 1234:5678 large && chmod 4751 large && chown -h 70000:80000 link1 && \
@@ -183,7 +108,7 @@ fn build_tree(root: &Path) {
     // security and trusted namespaces, and POSIX ACLs (mkfs -d copies them all).
     w("xattrs", b"xattrs");
     std::fs::create_dir_all(root.join("acl_dir")).unwrap();
-    sh(&format!(
+    common::sh(&format!(
         "cd '{}' && setfattr -n user.small -v hello xattrs && \
          python3 -c \"import os; os.setxattr('xattrs', 'user.big', bytes(range(256)) * 2 + bytes(200))\" && \
          setfattr -n trusted.t -v 1 xattrs && setfattr -n security.s -v label xattrs && \
@@ -193,103 +118,12 @@ fn build_tree(root: &Path) {
     ));
 }
 
-/// Every stat field a user can see, the link target, and the content's sha256.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Rec {
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    size: u64,
-    blocks: u64,
-    nlink: u64,
-    ino: u64,
-    rdev: u64,
-    atime: (i64, i64),
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-    link: Vec<u8>,
-    sha: String,
-}
-
-fn walk(root: &Path) -> BTreeMap<Vec<u8>, Rec> {
-    let mut out = BTreeMap::new();
-    let mut todo = vec![PathBuf::new()];
-    while let Some(rel) = todo.pop() {
-        let p = root.join(&rel);
-        let m = std::fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-        let ft = m.file_type();
-        let link = if ft.is_symlink() {
-            std::fs::read_link(&p)
-                .unwrap()
-                .as_os_str()
-                .as_bytes()
-                .to_vec()
-        } else {
-            vec![]
-        };
-        // An unreadable file (damaged, or encrypted without its key) must fail the same way.
-        let sha = if ft.is_file() {
-            match std::fs::read(&p) {
-                Ok(data) => format!("{:x}", Sha256::digest(&data)),
-                Err(e) => format!("error {e}"),
-            }
-        } else {
-            String::new()
-        };
-        if ft.is_dir() {
-            for e in std::fs::read_dir(&p).unwrap() {
-                todo.push(rel.join(e.unwrap().file_name()));
-            }
-        }
-        let ino = if rel.as_os_str().is_empty() {
-            0
-        } else {
-            m.ino()
-        };
-        out.insert(
-            rel.as_os_str().as_bytes().to_vec(),
-            Rec {
-                mode: m.mode(),
-                uid: m.uid(),
-                gid: m.gid(),
-                size: m.size(),
-                blocks: m.blocks(),
-                nlink: m.nlink(),
-                // FUSE always calls the root node 1, whatever the filesystem says.
-                ino,
-                rdev: m.rdev(),
-                atime: (m.atime(), m.atime_nsec()),
-                mtime: (m.mtime(), m.mtime_nsec()),
-                ctime: (m.ctime(), m.ctime_nsec()),
-                link,
-                sha,
-            },
-        );
-    }
-    out
-}
-
-fn assert_same(kernel: &BTreeMap<Vec<u8>, Rec>, ours: &BTreeMap<Vec<u8>, Rec>, what: &str) {
-    let mut bad = Vec::new();
-    for (path, k) in kernel {
-        match ours.get(path) {
-            None => bad.push(format!("missing {}", String::from_utf8_lossy(path))),
-            Some(o) if o != k => bad.push(format!(
-                "{}:\n  kernel {k:?}\n  ferry  {o:?}",
-                String::from_utf8_lossy(path)
-            )),
-            _ => {}
-        }
-    }
-    for path in ours.keys().filter(|p| !kernel.contains_key(*p)) {
-        bad.push(format!("extra {}", String::from_utf8_lossy(path)));
-    }
-    assert!(
-        bad.is_empty(),
-        "{what}: {} differences, first: {:#?}",
-        bad.len(),
-        &bad[..bad.len().min(10)]
-    );
+/// The kernel's snapshot of the tree under `root`, with the root's inode number left out:
+/// FUSE always calls the root node 1, whatever the filesystem says.
+fn walk(root: &Path) -> Snapshot {
+    let mut s = kernel::walk(root);
+    s.get_mut(&b""[..]).expect("root").ino = 0;
+    s
 }
 
 /// The issue's `find -printf` line for every path, the root's inode number left out.
@@ -331,14 +165,9 @@ fn getfattr(root: &Path) -> Vec<String> {
 }
 
 fn mkfs(image: &Path, src: &Path, size: &str, args: &[&str]) {
-    let _ = std::fs::remove_file(image);
-    sh(&format!("truncate -s {size} '{}'", image.display()));
-    let mut cmd = Command::new(common::tool("mkfs.ext4").expect("mkfs.ext4"));
-    cmd.args(["-q", "-F", "-d"]).arg(src).args(args).arg(image);
-    common::run(&mut cmd);
+    kernel::mkfs_ext4(image, size, Some(src), args);
 }
 
-/// Wraps the raw image in `fmt` (raw: the image itself).
 fn wrap(raw: &Path, fmt: &str) -> PathBuf {
     if fmt == "raw" {
         return raw.to_path_buf();
@@ -386,12 +215,13 @@ fn matches_the_kernel() {
         let guard = common::Unchanged::new(&[&image]);
         let kmnt = tmp.path().join("kernel");
         let fmnt = tmp.path().join("ferry");
-        let _k = KernelMount::new(&raw, &kmnt);
+        let _k =
+            KernelMount::new(&raw, &kmnt, "ro").unwrap_or_else(|e| panic!("kernel mount: {e}"));
         let f = FerryMount::new(&[image.as_os_str()], &fmnt)
             .unwrap_or_else(|e| panic!("{name}: ferry mount: {e}"));
         let kernel = walk(&kmnt);
         let ours = walk(&fmnt);
-        assert_same(&kernel, &ours, name);
+        kernel::assert_same(&kernel, &ours, name);
         assert_eq!(
             find_printf(&kmnt),
             find_printf(&fmnt),
@@ -463,6 +293,17 @@ fn ls_and_cat_agree_with_the_mount() {
         &mnt,
     )
     .expect("mount");
+    // The kernel's view of the same partition, through a loop device over its byte range.
+    let k = KernelMount::range(
+        &disk,
+        2048 * 512,
+        40960 * 512,
+        &tmp.path().join("kernel"),
+        "ro",
+    )
+    .unwrap_or_else(|e| panic!("kernel mount of the partition: {e}"));
+    kernel::assert_same(&walk(k.path()), &walk(&mnt), "/dev/sda1 of a GPT disk");
+    k.unmount().unwrap();
     let dev = format!("{}:/dev/sda1", disk_q.display());
     let dev = OsStr::new(&dev);
     for path in [
@@ -651,14 +492,7 @@ fn large_directory() {
     mkfs(&raw, &src, "256M", &["-N", "131072"]);
     // The kernel builds the directory, so it gets the hashed (htree) index a guest's would.
     let kmnt = tmp.path().join("kernel");
-    std::fs::create_dir_all(&kmnt).unwrap();
-    let (ok, err) = run_bounded(
-        Command::new("mount")
-            .args(["-o", "loop"])
-            .arg(&raw)
-            .arg(&kmnt),
-    );
-    assert!(ok, "{err}");
+    let rw = KernelMount::new(&raw, &kmnt, "").unwrap();
     let names: Vec<String> = (0..100_000)
         .map(|i| format!("entry-{i:06}-{:x}", i * 7919))
         .collect();
@@ -666,11 +500,10 @@ fn large_directory() {
     for n in &names {
         std::fs::File::create(kmnt.join("d").join(n)).unwrap();
     }
-    let (ok, err) = run_bounded(Command::new("umount").arg(&kmnt));
-    assert!(ok, "{err}");
+    rw.unmount().unwrap();
     eprintln!("built by the kernel in {:?}", t.elapsed());
     let image = wrap(&raw, "qcow2");
-    let _k = KernelMount::new(&raw, &kmnt);
+    let _k = KernelMount::new(&raw, &kmnt, "ro").unwrap_or_else(|e| panic!("kernel mount: {e}"));
     let fmnt = tmp.path().join("ferry");
     {
         // Cold lookups by name, no listing first: each is a LOOKUP through the directory.
@@ -692,7 +525,7 @@ fn large_directory() {
     eprintln!("kernel walk done at {:?}", t.elapsed());
     let ours = walk(&fmnt);
     eprintln!("ferry walk done at {:?}", t.elapsed());
-    assert_same(&kernel, &ours, "100k-entry directory");
+    kernel::assert_same(&kernel, &ours, "100k-entry directory");
     assert_eq!(
         find_printf(&kmnt),
         find_printf(&fmnt),
@@ -731,25 +564,20 @@ fn corpus_images_match_the_kernel() {
         let kimg = if features.contains("needs_recovery") {
             let copy = tmp.path().join("recovered.img");
             std::fs::copy(&img, &copy).unwrap();
-            std::fs::create_dir_all(&kmnt).unwrap();
-            let (ok, err) = run_bounded(
-                Command::new("mount")
-                    .args(["-o", "loop"])
-                    .arg(&copy)
-                    .arg(&kmnt),
-            );
-            assert!(ok, "{name}: recovering mount: {err}");
-            let (ok, err) = run_bounded(Command::new("umount").arg(&kmnt));
-            assert!(ok, "{err}");
+            KernelMount::new(&copy, &kmnt, "")
+                .unwrap_or_else(|e| panic!("{name}: recovering mount: {e}"))
+                .unmount()
+                .unwrap();
             copy
         } else {
             img.clone()
         };
-        let _k = KernelMount::new(&kimg, &kmnt);
+        let _k =
+            KernelMount::new(&kimg, &kmnt, "ro").unwrap_or_else(|e| panic!("kernel mount: {e}"));
         let _f = FerryMount::new(&[img.as_os_str()], &fmnt)
             .unwrap_or_else(|e| panic!("{name}: ferry mount: {e}"));
         let kernel = walk(&kmnt);
-        assert_same(&kernel, &walk(&fmnt), name);
+        kernel::assert_same(&kernel, &walk(&fmnt), name);
         assert_eq!(
             find_printf(&kmnt),
             find_printf(&fmnt),
@@ -856,7 +684,7 @@ fn mounts_without_root() {
     // The binary is copied next to the image so the unprivileged user can run it wherever
     // the build directory is.
     std::fs::copy(common::ferry_bin(), dir.join("ferry")).unwrap();
-    sh(&format!(
+    common::sh(&format!(
         "chmod 755 '{0}' '{1}' && chown -R nobody '{1}'",
         tmp.path().display(),
         dir.display()
@@ -872,10 +700,11 @@ fn mounts_without_root() {
         ])
         .args(args)
         .current_dir(&dir);
-        run_bounded(&mut c)
+        kernel::run_bounded(&mut c)
     };
-    let (ok, err) = as_nobody(&["./ferry", "mount", "d.img", "mnt"]);
-    assert!(ok, "mount as nobody: {err}");
+    if let Err(err) = as_nobody(&["./ferry", "mount", "d.img", "mnt"]) {
+        panic!("mount as nobody: {err}");
+    }
     let out = Command::new("setpriv")
         .args([
             "--reuid=nobody",
@@ -887,8 +716,8 @@ fn mounts_without_root() {
         .current_dir(&dir)
         .output()
         .unwrap();
-    let (ok, err) = as_nobody(&["./ferry", "umount", "mnt"]);
-    if !ok {
+    let umount = as_nobody(&["./ferry", "umount", "mnt"]);
+    if umount.is_err() {
         let _ = Command::new("umount")
             .arg("-l")
             .arg(dir.join("mnt"))
@@ -900,6 +729,6 @@ fn mounts_without_root() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(ok, "umount as nobody: {err}");
+    assert!(umount.is_ok(), "umount as nobody: {umount:?}");
     assert!(!ferry::mount::is_mountpoint(&dir.join("mnt")).unwrap());
 }

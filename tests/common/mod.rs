@@ -9,6 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
+pub mod kernel;
+
+/// Runs `cmd` with sh -c, panicking loudly if it fails; returns its output.
+pub fn sh(cmd: &str) -> String {
+    run(Command::new("sh").arg("-c").arg(cmd))
+}
+
 /// Runs a command, panicking with its output if it fails (tests want a loud failure).
 pub fn run(cmd: &mut Command) -> String {
     let out = cmd

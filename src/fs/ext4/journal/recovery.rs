@@ -4,7 +4,10 @@
 //!
 //! - SCAN walks the log from `s_start`, transaction by transaction, to find where it ends: the
 //!   first block without the magic number or with an unexpected transaction ID, or a commit
-//!   block whose checksum fails (the transaction is then not replayed).
+//!   block whose checksum fails (the transaction is then not replayed). A failing commit block
+//!   older than the previous commit (`h_commit_sec`) is a stale leftover and just ends the log;
+//!   otherwise it is corruption (the kernel's `j_failed_commit`, which makes jbd2_journal_load
+//!   refuse the journal), except with async commit, where only a later commit block (v1) is.
 //! - REVOKE collects the revoke records of the complete transactions.
 //! - REPLAY maps every tagged block that no revoke record of its own or a later transaction
 //!   cancels to its copy in the log (the last copy wins). Nothing is copied: the map says
@@ -146,6 +149,15 @@ impl<'a> Recovery<'a> {
         FsError::corrupt("journal block", self.ino, jblk, detail)
     }
 
+    /// The kernel's j_failed_commit: recovery itself succeeds, then jbd2_journal_load
+    /// refuses the journal ("journal transaction N is corrupt").
+    fn failed_commit(&self, jblk: u64, transaction: u32, why: &str) -> FsError {
+        self.bad(
+            jblk,
+            format!("journal transaction {transaction} is corrupt: {why}"),
+        )
+    }
+
     /// Checks journal block `jblk` exists and finds it (the kernel's jread without the read).
     fn locate(&self, jblk: u64) -> Result<u64> {
         if jblk >= self.total_len {
@@ -281,7 +293,14 @@ impl<'a> Recovery<'a> {
                     }
                     let ok = if self.jsb.csum_v1() {
                         if self.end != 0 {
-                            continue;
+                            // An async-commit log whose earlier commit failed goes on, and
+                            // here finds a later commit: the kernel sets j_failed_commit.
+                            return Err(self.failed_commit(
+                                this,
+                                self.end,
+                                "its commit block fails its checksum and this later commit \
+                                 follows it (async commit)",
+                            ));
                         }
                         let ok = (crc32_sum == c.chksum
                             && c.chksum_type == COMMIT_CRC32
@@ -303,17 +322,27 @@ impl<'a> Recovery<'a> {
                         false
                     };
                     if !ok {
+                        // Older than the previous commit: a stale block from an earlier
+                        // use of the log, so the log simply ends here.
                         if c.sec < last_commit_time {
                             break;
+                        }
+                        // Without async commit the commit block is written only after the
+                        // rest of the transaction, so a bad one is corruption: the kernel
+                        // sets j_failed_commit and jbd2_journal_load refuses the journal.
+                        if !self.jsb.has_incompat(INCOMPAT_ASYNC_COMMIT) {
+                            return Err(self.failed_commit(
+                                this,
+                                next_commit,
+                                "its commit block fails its checksum and is not older than \
+                                 the previous commit",
+                            ));
                         }
                         log::warn!(
                             "jbd2: commit block of transaction {next_commit} (journal block \
                              {this}) fails its checksum; recovery stops before it"
                         );
                         self.end = next_commit;
-                        if !self.jsb.has_incompat(INCOMPAT_ASYNC_COMMIT) {
-                            continue;
-                        }
                     }
                     last_commit_time = c.sec;
                     next_commit = next_commit.wrapping_add(1);
