@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::kernel::{self, KernelMount, Snapshot};
+use common::kernel::{self, FerryMount, KernelMount, Snapshot};
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -33,35 +33,6 @@ fn can_mount() -> bool {
     );
     eprintln!("SKIP: FUSE mount tests need root, /dev/fuse and e2fsprogs ({why})");
     false
-}
-
-/// A ferry FUSE mount; unmounted (and its daemon waited for) on drop.
-struct FerryMount(PathBuf);
-
-impl FerryMount {
-    fn new(args: &[&OsStr], mnt: &Path) -> Result<Self, String> {
-        std::fs::create_dir_all(mnt).unwrap();
-        kernel::run_bounded(
-            Command::new(common::ferry_bin())
-                .arg("mount")
-                .args(args)
-                .arg(mnt),
-        )
-        .map(|_| FerryMount(mnt.to_path_buf()))
-    }
-}
-
-impl Drop for FerryMount {
-    fn drop(&mut self) {
-        let r = kernel::run_bounded(Command::new(common::ferry_bin()).arg("umount").arg(&self.0));
-        if let Err(err) = r {
-            eprintln!("ferry umount {}: {err}; detaching", self.0.display());
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-            if !std::thread::panicking() {
-                panic!("ferry umount failed: {err}");
-            }
-        }
-    }
 }
 
 /// A tree like a guest's: a copy of the host's /etc and part of /usr/share/doc, plus the

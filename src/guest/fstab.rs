@@ -56,7 +56,7 @@ pub fn parse(data: &[u8]) -> Fstab {
         f.entries.push(Entry {
             line: n + 1,
             spec: w[0].into(),
-            file: w[1].into(),
+            file: unescape(w[1]),
             vfstype: w[2].into(),
             options: w
                 .get(3)
@@ -102,4 +102,28 @@ impl Spec {
             Spec::Other(s.into())
         }
     }
+}
+
+/// `\040`-style octal escapes, as fstab(5) writes blanks in paths.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let oct = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], oct) {
+            (b'\\', Some(d)) => {
+                let v = d.iter().fold(0u32, |a, c| a * 8 + u32::from(c - b'0'));
+                out.push(v as u8);
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -55,13 +55,6 @@ pub enum Error {
     },
 }
 
-fn candidate(v: &Volume) -> bool {
-    v.dev.is_some()
-        && v.content
-            .as_ref()
-            .is_some_and(|c| matches!(c.usage, Usage::Filesystem))
-}
-
 /// Whether `v` answers to `name`: its device name or an alias, with or without `/dev/`.
 fn named(v: &Volume, name: &str) -> bool {
     let full = if name.starts_with('/') {
@@ -187,8 +180,10 @@ impl Guest {
         let volumes = volume::discover(disks)?;
         let mut opened = Vec::new();
         let mut filesystems = Vec::new();
-        for v in volumes.iter().filter(|v| candidate(v)) {
-            let c = v.content.as_ref().unwrap_or_else(|| unreachable!());
+        for v in &volumes {
+            let Some(c) = v.content.as_ref().filter(|c| c.is_filesystem_like()) else {
+                continue;
+            };
             let mut report = FsReport {
                 device: v.name.clone(),
                 fstype: c.fstype.clone(),
@@ -198,6 +193,14 @@ impl Guest {
                 readable: false,
                 problem: None,
             };
+            if !matches!(c.usage, Usage::Filesystem) {
+                // Swap and encrypted volumes: listed, never mounted.
+                if c.fstype != "swap" {
+                    report.problem = Some(format!("{}: encrypted", c.fstype));
+                }
+                filesystems.push(report);
+                continue;
+            }
             let fs: Arc<dyn Filesystem> = match v.dev.as_ref().map(|d| fs::open(d.clone())) {
                 Some(Ok(fs)) => {
                     report.readable = true;
@@ -225,9 +228,9 @@ impl Guest {
             },
         };
         let mut roots = Vec::new();
-        for (i, report) in guest.inspection.filesystems.iter().enumerate() {
-            if report.readable {
-                let fs = guest.opened[i].1.clone();
+        for report in &guest.inspection.filesystems {
+            if let Some(fs) = guest.fs_of(&report.device).filter(|_| report.readable) {
+                let fs = fs.clone();
                 if inspect::is_root(&FsFiles::new(fs.as_ref())) {
                     roots.push(guest.inspect_root(&report.device, fs.as_ref()));
                 }

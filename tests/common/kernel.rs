@@ -5,6 +5,7 @@
 use ferry::fs::{DirEntry, FileType, Filesystem, Timestamp};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -514,4 +515,33 @@ pub fn assert_same(expected: &Snapshot, ours: &Snapshot, what: &str) {
         "{what}: {n} paths differ (fields: ours vs expected); first:\n  {}",
         lines.join("\n  ")
     );
+}
+
+/// A ferry FUSE mount; unmounted (and its daemon waited for) on drop.
+pub struct FerryMount(PathBuf);
+
+impl FerryMount {
+    pub fn new(args: &[&OsStr], mnt: &Path) -> Result<Self, String> {
+        std::fs::create_dir_all(mnt).unwrap();
+        run_bounded(
+            Command::new(super::ferry_bin())
+                .arg("mount")
+                .args(args)
+                .arg(mnt),
+        )
+        .map(|_| FerryMount(mnt.to_path_buf()))
+    }
+}
+
+impl Drop for FerryMount {
+    fn drop(&mut self) {
+        let r = run_bounded(Command::new(super::ferry_bin()).arg("umount").arg(&self.0));
+        if let Err(err) = r {
+            eprintln!("ferry umount {}: {err}; detaching", self.0.display());
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+            if !std::thread::panicking() {
+                panic!("ferry umount failed: {err}");
+            }
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! content, hash sources before and after, find the corpus.
 #![allow(dead_code)]
 
+pub mod guest;
 pub mod lvm;
 
 use sha2::{Digest, Sha256};

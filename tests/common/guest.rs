@@ -1,0 +1,700 @@
+//! Guest disk images that look like real installs, built with the real tools (sfdisk, mkfs.*,
+//! mkswap, lvm2 on loop devices, qemu-img), each with the truth a test checks inspection
+//! against: which filesystem is where, what the guest's files say.
+//!
+//! Every filesystem is made from a host directory (`mkfs.ext4 -d`), written into the raw disk
+//! at its offset, and the raw disks are kept so the kernel can mount the same layout (each
+//! filesystem through its own loop device at its byte range) as the oracle.
+
+use super::kernel::KernelMount;
+use super::lvm::{lvm, restore_with_lvs, seg, vg_name, write_lv, Loops, LvSpec, PvPlace};
+use super::{qemu_img, run, sfdisk_image, write_into};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// One filesystem of a built guest.
+#[derive(Debug, Clone)]
+pub struct Fs {
+    /// Our name for its device (`/dev/sda1`, `/dev/VG/LV`).
+    pub device: String,
+    /// blkid's TYPE.
+    pub fstype: &'static str,
+    pub uuid: String,
+    pub label: Option<String>,
+    /// Where the guest mounts it ("/", "/boot"; None for swap and unmounted ones).
+    pub mountpoint: Option<String>,
+    /// Which raw disk holds it, and the byte range.
+    pub disk: usize,
+    pub offset: u64,
+    pub size: u64,
+}
+
+/// A guest: its disks (raw, for the kernel; in their test format, for ferry) and its truth.
+pub struct Guest {
+    pub raw: Vec<PathBuf>,
+    pub images: Vec<PathBuf>,
+    pub filesystems: Vec<Fs>,
+    /// The VG name (LVM guests), which appears in fstab.
+    pub vg: Option<String>,
+}
+
+impl Guest {
+    /// The filesystems the guest mounts, parents first (the order `mount -a` would use).
+    pub fn layout(&self) -> Vec<&Fs> {
+        let mut l: Vec<&Fs> = self
+            .filesystems
+            .iter()
+            .filter(|f| f.mountpoint.is_some())
+            .collect();
+        l.sort_by_key(|f| {
+            let m = f.mountpoint.as_deref().unwrap_or("/");
+            (m != "/", m.matches('/').count())
+        });
+        l
+    }
+
+    pub fn fs(&self, device: &str) -> &Fs {
+        self.filesystems
+            .iter()
+            .find(|f| f.device == device)
+            .unwrap_or_else(|| panic!("no {device} in the guest"))
+    }
+
+    /// Mounts the guest's layout with the kernel under `at`, read-only; the filesystems in
+    /// `skip` (not readable by ferry yet) are left out. Unmounted in reverse order on drop.
+    pub fn kernel_mount(&self, at: &Path, skip: &[&str]) -> KernelLayout {
+        let mut mounts = Vec::new();
+        for f in self.layout() {
+            if skip.contains(&f.device.as_str()) {
+                continue;
+            }
+            let mp = f.mountpoint.as_deref().unwrap_or("/");
+            let dir = at.join(mp.trim_start_matches('/'));
+            let m = KernelMount::range(&self.raw[f.disk], f.offset, f.size, &dir, "ro")
+                .unwrap_or_else(|e| panic!("kernel mount of {} at {mp}: {e}", f.device));
+            mounts.push(m);
+        }
+        KernelLayout(mounts)
+    }
+}
+
+/// Kernel mounts of a guest's layout, unmounted children first.
+pub struct KernelLayout(Vec<KernelMount>);
+
+impl Drop for KernelLayout {
+    fn drop(&mut self) {
+        while let Some(m) = self.0.pop() {
+            drop(m);
+        }
+    }
+}
+
+/// Writes a file (and its parents) under a host directory holding a guest tree.
+pub fn put(root: &Path, path: &str, data: impl AsRef<[u8]>) {
+    let p = root.join(path.trim_start_matches('/'));
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, data).unwrap();
+}
+
+pub fn mkdir(root: &Path, path: &str) {
+    std::fs::create_dir_all(root.join(path.trim_start_matches('/'))).unwrap();
+}
+
+pub fn symlink(root: &Path, path: &str, target: &str) {
+    let p = root.join(path.trim_start_matches('/'));
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(target, p).unwrap();
+}
+
+/// Copies a host binary into the guest (a real ELF header for architecture detection).
+pub fn copy_host(root: &Path, path: &str, host: &str) {
+    put(root, path, std::fs::read(host).unwrap());
+}
+
+/// Makes a filesystem image of `size` bytes from `files` (None: empty).
+pub fn mkfs(
+    out: &Path,
+    fstype: &str,
+    size: u64,
+    uuid: &str,
+    label: Option<&str>,
+    files: Option<&Path>,
+    extra: &[&str],
+) {
+    let f = std::fs::File::create(out).unwrap();
+    f.set_len(size).unwrap();
+    drop(f);
+    let mut c = match fstype {
+        "ext2" | "ext3" | "ext4" => {
+            let mut c = Command::new(format!("mkfs.{fstype}"));
+            c.args(["-q", "-F", "-U", uuid]).args(extra);
+            if let Some(l) = label {
+                c.args(["-L", l]);
+            }
+            if let Some(d) = files {
+                c.arg("-d").arg(d);
+            }
+            c
+        }
+        "xfs" => {
+            let mut c = Command::new("mkfs.xfs");
+            c.args(["-q", "-f", "-m", &format!("uuid={uuid}")]);
+            if let Some(l) = label {
+                c.args(["-L", l]);
+            }
+            c
+        }
+        "swap" => {
+            let mut c = Command::new("mkswap");
+            c.args(["-U", uuid]);
+            if let Some(l) = label {
+                c.args(["-L", l]);
+            }
+            c
+        }
+        other => panic!("mkfs {other}"),
+    };
+    run(c.arg(out));
+}
+
+fn wrap(raw: &Path, fmt: &str) -> PathBuf {
+    if fmt == "raw" {
+        let p = raw.with_extension("disk.raw");
+        std::fs::copy(raw, &p).unwrap();
+        return p;
+    }
+    let p = raw.with_extension(fmt);
+    let mut args = vec!["convert", "-q", "-O", fmt];
+    if fmt == "vmdk" {
+        args.extend(["-o", "subformat=monolithicSparse"]);
+    }
+    let (r, d) = (raw.to_str().unwrap(), p.to_str().unwrap());
+    args.extend([r, d]);
+    qemu_img(&args);
+    p
+}
+
+const MIB: u64 = 1 << 20;
+
+/// A Debian-12-like root tree: merged /usr, systemd, dpkg, a kernel with virtio_blk and
+/// virtio_net as modules and virtio_scsi built in, GRUB 2. /var and /boot are separate.
+pub fn debian_root(root: &Path, fstab: &str) {
+    put(
+        root,
+        "/etc/os-release",
+        std::fs::read("/etc/os-release").unwrap(),
+    );
+    put(
+        root,
+        "/etc/debian_version",
+        std::fs::read("/etc/debian_version").unwrap(),
+    );
+    put(root, "/etc/hostname", "installer-guest\n");
+    put(root, "/etc/fstab", fstab);
+    copy_host(root, "/usr/bin/dash", "/usr/bin/dash");
+    copy_host(root, "/usr/bin/ls", "/usr/bin/ls");
+    symlink(root, "/usr/bin/sh", "dash");
+    symlink(root, "/bin", "usr/bin");
+    symlink(root, "/sbin", "usr/sbin");
+    symlink(root, "/lib", "usr/lib");
+    put(root, "/usr/lib/systemd/systemd", "not really systemd\n");
+    symlink(root, "/usr/sbin/init", "../lib/systemd/systemd");
+    put(root, "/usr/bin/apt-get", "apt\n");
+    put(root, "/usr/bin/dpkg", "dpkg\n");
+    let k = "/usr/lib/modules/6.1.0-13-amd64";
+    put(
+        root,
+        &format!("{k}/kernel/drivers/block/virtio_blk.ko.xz"),
+        "xz",
+    );
+    put(
+        root,
+        &format!("{k}/kernel/drivers/net/virtio_net.ko.xz"),
+        "xz",
+    );
+    put(
+        root,
+        &format!("{k}/modules.builtin"),
+        "kernel/drivers/scsi/virtio_scsi.ko\nkernel/fs/ext4/ext4.ko\n",
+    );
+    put(
+        root,
+        "/etc/default/grub",
+        "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\n",
+    );
+    for d in [
+        "/boot",
+        "/var",
+        "/srv",
+        "/mnt/my data",
+        "/proc",
+        "/tmp",
+        "/home",
+    ] {
+        mkdir(root, d);
+    }
+}
+
+/// The GPT + LVM installer layout: /boot on sda1 (ext4), an LVM PV on sda2 holding root,
+/// var (ext4), swap, srv (XFS, not readable by ferry yet) and data (ext4, `noauto`, at a
+/// mountpoint with a space). fstab names them every way an installer does.
+pub fn installer(dir: &Path, fmt: &str) -> Guest {
+    let vg = vg_name("inst");
+    let boot_uuid = "0b0b0b0b-1111-4222-8333-444455556666";
+    let uuids = [
+        ("root", "a0000000-0000-4000-8000-000000000001"),
+        ("var", "a0000000-0000-4000-8000-000000000002"),
+        ("swap", "a0000000-0000-4000-8000-000000000003"),
+        ("srv", "a0000000-0000-4000-8000-000000000004"),
+        ("data", "a0000000-0000-4000-8000-000000000005"),
+    ];
+    let fstab = format!(
+        "# /etc/fstab: static file system information.\n\
+         #\n\
+         # <file system> <mount point>   <type>  <options>       <dump>  <pass>\n\
+         /dev/mapper/{vg}-root /               ext4    errors=remount-ro 0       1\n\
+         UUID={boot_uuid} /boot           ext4    defaults        0       2\n\
+         /dev/{vg}/var\t/var\text4\tdefaults,nodev\t0\t2\n\
+         /dev/mapper/{vg}-swap none            swap    sw              0       0\n\
+         /dev/disk/by-id/dm-name-{vg}-srv /srv xfs defaults 0 0\n\
+         LABEL=data /mnt/my\\040data ext4 noauto,nofail 0 0\n\
+         proc /proc proc defaults 0 0\n\
+         tmpfs /tmp tmpfs defaults 0 0\n\
+         /dev/sr0        /media/cdrom0   udf,iso9660 user,noauto     0       0\n"
+    );
+    let t = dir.join("trees");
+    let root = t.join("root");
+    debian_root(&root, &fstab);
+    let boot = t.join("boot");
+    put(&boot, "/vmlinuz-6.1.0-13-amd64", "kernel image\n");
+    put(&boot, "/initrd.img-6.1.0-13-amd64", "initrd\n");
+    put(&boot, "/config-6.1.0-13-amd64", "CONFIG_VIRTIO=y\n");
+    put(
+        &boot,
+        "/grub/grub.cfg",
+        format!("menuentry 'Debian' {{\n  linux /vmlinuz-6.1.0-13-amd64 root=/dev/mapper/{vg}-root ro quiet\n}}\n"),
+    );
+    let var = t.join("var");
+    put(
+        &var,
+        "/log/messages",
+        "Nov 23 10:00:00 installer-guest kernel: hello\n".repeat(200),
+    );
+    put(
+        &var,
+        "/lib/dpkg/status",
+        "Package: dash\nStatus: install ok installed\n",
+    );
+    let data = t.join("data");
+    put(&data, "/README", "data volume\n");
+
+    // Disk: 1 MiB gap, sda1 64 MiB /boot, sda2 the PV (the rest of 768 MiB).
+    let disk = dir.join("installer.img");
+    let size = 768 * MIB;
+    sfdisk_image(
+        &disk,
+        size,
+        "label: gpt\nstart=2048, size=131072, type=L, name=boot\nstart=133120, type=V, name=lvm\n",
+    );
+    let (p1_off, p1_len) = (2048 * 512, 131072 * 512);
+    let p2_off = 133120 * 512;
+    // GPT keeps 33 sectors at the end for its backup.
+    let p2_len = size - p2_off - 33 * 512;
+    let fsimg = dir.join("fs.img");
+    mkfs(
+        &fsimg,
+        "ext4",
+        p1_len,
+        boot_uuid,
+        Some("boot"),
+        Some(&boot),
+        &[],
+    );
+    write_into(&disk, p1_off, &fsimg);
+
+    let mut loops = Loops(Vec::new());
+    let dev = loops.attach(&disk, p2_off, Some(p2_len));
+    lvm("pvcreate", &["-ff", "-y", &dev]);
+    lvm("vgcreate", &["-s", "4m", &vg, &dev]);
+    let pe_start: u64 = lvm(
+        "pvs",
+        &[
+            "--noheadings",
+            "--nosuffix",
+            "--units",
+            "b",
+            "-o",
+            "pe_start",
+            &dev,
+        ],
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    // Extents: root 32 (128 MiB), var 16, swap 8, srv 76 (304 MiB: XFS needs 300), data 4.
+    let sizes = [
+        ("root", 32u64),
+        ("var", 16),
+        ("swap", 8),
+        ("srv", 76),
+        ("data", 4),
+    ];
+    let mut lvs = Vec::new();
+    let mut pe = 0;
+    for (name, n) in sizes {
+        lvs.push(LvSpec {
+            name,
+            segs: vec![seg(0, n, 0, pe)],
+        });
+        pe += n;
+    }
+    restore_with_lvs(dir, &vg, &lvs);
+    loops.detach();
+    let places = [PvPlace {
+        file: disk.clone(),
+        data_start: p2_off + pe_start,
+    }];
+    let mut filesystems = vec![Fs {
+        device: "/dev/sda1".into(),
+        fstype: "ext4",
+        uuid: boot_uuid.into(),
+        label: Some("boot".into()),
+        mountpoint: Some("/boot".into()),
+        disk: 0,
+        offset: p1_off,
+        size: p1_len,
+    }];
+    let mut first = 0;
+    for (l, (name, n)) in lvs.iter().zip(sizes) {
+        let uuid = uuids.iter().find(|u| u.0 == name).unwrap().1;
+        let len = n * 4 * MIB;
+        let (fstype, label, files, mp): (&str, Option<&str>, Option<&Path>, Option<&str>) =
+            match name {
+                "root" => ("ext4", None, Some(&root), Some("/")),
+                "var" => ("ext4", None, Some(&var), Some("/var")),
+                "swap" => ("swap", None, None, None),
+                "srv" => ("xfs", None, None, Some("/srv")),
+                _ => ("ext4", Some("data"), Some(&data), Some("/mnt/my data")),
+            };
+        mkfs(&fsimg, fstype, len, uuid, label, files, &[]);
+        write_lv(&places, 4 * MIB, l, &std::fs::read(&fsimg).unwrap());
+        filesystems.push(Fs {
+            device: format!("/dev/{vg}/{name}"),
+            fstype,
+            uuid: uuid.into(),
+            label: label.map(String::from),
+            mountpoint: mp.map(String::from),
+            disk: 0,
+            offset: p2_off + pe_start + first * 4 * MIB,
+            size: len,
+        });
+        first += n;
+    }
+    std::fs::remove_file(&fsimg).unwrap();
+    Guest {
+        images: vec![wrap(&disk, fmt)],
+        raw: vec![disk],
+        filesystems,
+        vg: Some(vg),
+    }
+}
+
+/// A RHEL-5-like VMware guest on an MBR disk, as its installer left it: /boot on hda1
+/// (ext3 with 1 KiB blocks and 128-byte inodes), / labelled "/", swap on hda3; sysvinit,
+/// GRUB legacy, rpm/yum, VMware tools; no os-release.
+pub fn rhel5(dir: &Path, fmt: &str) -> Guest {
+    let fstab = "/dev/hda1               /boot                   ext3    defaults        1 2\n\
+                 LABEL=/                 /                       ext3    defaults        1 1\n\
+                 tmpfs                   /dev/shm                tmpfs   defaults        0 0\n\
+                 devpts                  /dev/pts                devpts  gid=5,mode=620  0 0\n\
+                 sysfs                   /sys                    sysfs   defaults        0 0\n\
+                 proc                    /proc                   proc    defaults        0 0\n\
+                 LABEL=SWAP-hda3         swap                    swap    defaults        0 0\n";
+    let t = dir.join("trees");
+    let root = t.join("root");
+    put(&root, "/etc/fstab", fstab);
+    put(
+        &root,
+        "/etc/redhat-release",
+        "Red Hat Enterprise Linux Server release 5.11 (Tikanga)\n",
+    );
+    put(
+        &root,
+        "/etc/sysconfig/network",
+        "NETWORKING=yes\nNETWORKING_IPV6=no\nHOSTNAME=rhel5.example.com\n",
+    );
+    put(
+        &root,
+        "/etc/inittab",
+        "id:3:initdefault:\nsi::sysinit:/etc/rc.d/rc.sysinit\n",
+    );
+    copy_host(&root, "/bin/bash", "/usr/bin/dash");
+    symlink(&root, "/bin/sh", "bash");
+    put(&root, "/sbin/init", "sysvinit\n");
+    put(&root, "/var/lib/rpm/Packages", "rpmdb\n");
+    put(&root, "/usr/bin/yum", "#!/usr/bin/python\n");
+    put(&root, "/etc/vmware-tools/tools.conf", "\n");
+    put(&root, "/usr/bin/vmware-toolbox-cmd", "vmware\n");
+    symlink(&root, "/etc/grub.conf", "../boot/grub/grub.conf");
+    put(
+        &root,
+        "/lib/modules/2.6.18-398.el5/kernel/drivers/scsi/mptspi.ko",
+        "ko",
+    );
+    mkdir(&root, "/boot");
+    let boot = t.join("boot");
+    put(&boot, "/vmlinuz-2.6.18-398.el5", "kernel\n");
+    put(&boot, "/initrd-2.6.18-398.el5.img", "initrd\n");
+    put(
+        &boot,
+        "/grub/grub.conf",
+        "default=0\ntimeout=5\ntitle Red Hat Enterprise Linux Server (2.6.18-398.el5)\n\troot (hd0,0)\n\tkernel /vmlinuz-2.6.18-398.el5 ro root=LABEL=/\n\tinitrd /initrd-2.6.18-398.el5.img\n",
+    );
+    symlink(&boot, "/grub/menu.lst", "./grub.conf");
+
+    let disk = dir.join("rhel5.img");
+    let size = 256 * MIB;
+    sfdisk_image(
+        &disk,
+        size,
+        "label: dos\nstart=63, size=65520, type=83, bootable\nstart=65583, size=393120, type=83\nstart=458703, type=82\n",
+    );
+    let parts = [
+        (63u64, 65520u64),
+        (65583, 393120),
+        (458703, size / 512 - 458703),
+    ];
+    let specs = [
+        (
+            "/dev/sda1",
+            "ext3",
+            "b5000000-0000-4000-8000-000000000001",
+            Some("/boot"),
+            Some(&boot),
+            Some("/boot"),
+            &["-b", "1024", "-I", "128"][..],
+        ),
+        (
+            "/dev/sda2",
+            "ext3",
+            "b5000000-0000-4000-8000-000000000002",
+            Some("/"),
+            Some(&root),
+            Some("/"),
+            &["-I", "128"][..],
+        ),
+        (
+            "/dev/sda3",
+            "swap",
+            "b5000000-0000-4000-8000-000000000003",
+            Some("SWAP-hda3"),
+            None,
+            None,
+            &[][..],
+        ),
+    ];
+    let fsimg = dir.join("fs.img");
+    let mut filesystems = Vec::new();
+    for ((device, fstype, uuid, label, files, mp, extra), (start, len)) in
+        specs.into_iter().zip(parts)
+    {
+        mkfs(
+            &fsimg,
+            fstype,
+            len * 512,
+            uuid,
+            label,
+            files.map(|p| p.as_path()),
+            extra,
+        );
+        write_into(&disk, start * 512, &fsimg);
+        filesystems.push(Fs {
+            device: device.into(),
+            fstype,
+            uuid: uuid.into(),
+            label: label.map(String::from),
+            mountpoint: mp.map(String::from),
+            disk: 0,
+            offset: start * 512,
+            size: len * 512,
+        });
+    }
+    std::fs::remove_file(&fsimg).unwrap();
+    Guest {
+        images: vec![wrap(&disk, fmt)],
+        raw: vec![disk],
+        filesystems,
+        vg: None,
+    }
+}
+
+/// A SLES 11 SP4 paravirtual Xen guest: `/dev/xvda1` and `/dev/xvda2` in fstab, a -xen
+/// kernel, the console on hvc0.
+pub fn xen(dir: &Path, fmt: &str) -> Guest {
+    let fstab = "/dev/xvda1           /                    ext3       acl,user_xattr        1 1\n\
+                 /dev/xvda2           swap                 swap       defaults              0 0\n\
+                 proc                 /proc                proc       defaults              0 0\n\
+                 sysfs                /sys                 sysfs      noauto                0 0\n\
+                 debugfs              /sys/kernel/debug    debugfs    noauto                0 0\n\
+                 devpts               /dev/pts             devpts     mode=0620,gid=5       0 0\n";
+    let root = dir.join("trees/root");
+    put(&root, "/etc/fstab", fstab);
+    put(
+        &root,
+        "/etc/SuSE-release",
+        "SUSE Linux Enterprise Server 11 (x86_64)\nVERSION = 11\nPATCHLEVEL = 4\n",
+    );
+    put(&root, "/etc/HOSTNAME", "sles11xen.example.com\n");
+    put(
+        &root,
+        "/etc/inittab",
+        "id:3:initdefault:\nx0:12345:respawn:/sbin/agetty -L 9600 hvc0 xterm\n",
+    );
+    copy_host(&root, "/bin/bash", "/usr/bin/dash");
+    symlink(&root, "/bin/sh", "bash");
+    put(&root, "/sbin/init", "sysvinit\n");
+    put(&root, "/var/lib/rpm/Packages", "rpmdb\n");
+    put(&root, "/usr/bin/zypper", "zypper\n");
+    put(&root, "/boot/vmlinuz-3.0.101-63-xen", "kernel\n");
+    put(&root, "/boot/initrd-3.0.101-63-xen", "initrd\n");
+    put(
+        &root,
+        "/boot/grub/menu.lst",
+        "default 0\ntitle SLES 11 SP4\n    root (hd0,0)\n    kernel /boot/vmlinuz-3.0.101-63-xen root=/dev/xvda1 console=hvc0\n",
+    );
+    put(
+        &root,
+        "/lib/modules/3.0.101-63-xen/kernel/drivers/xen/xen-blkfront.ko",
+        "ko",
+    );
+
+    let disk = dir.join("xen.img");
+    let size = 192 * MIB;
+    sfdisk_image(
+        &disk,
+        size,
+        "label: dos\nstart=2048, size=327680, type=83\nstart=329728, type=82\n",
+    );
+    let fsimg = dir.join("fs.img");
+    let r = (2048 * 512, 327680 * 512);
+    let s = (329728 * 512, size - 329728 * 512);
+    let (ru, su) = (
+        "c0000000-0000-4000-8000-000000000001",
+        "c0000000-0000-4000-8000-000000000002",
+    );
+    mkfs(&fsimg, "ext3", r.1, ru, None, Some(&root), &[]);
+    write_into(&disk, r.0, &fsimg);
+    mkfs(&fsimg, "swap", s.1, su, None, None, &[]);
+    write_into(&disk, s.0, &fsimg);
+    std::fs::remove_file(&fsimg).unwrap();
+    let fs = |device: &str, fstype, uuid: &str, mp: Option<&str>, (offset, size): (u64, u64)| Fs {
+        device: device.into(),
+        fstype,
+        uuid: uuid.into(),
+        label: None,
+        mountpoint: mp.map(String::from),
+        disk: 0,
+        offset,
+        size,
+    };
+    Guest {
+        images: vec![wrap(&disk, fmt)],
+        raw: vec![disk],
+        filesystems: vec![
+            fs("/dev/sda1", "ext3", ru, Some("/"), r),
+            fs("/dev/sda2", "swap", su, None, s),
+        ],
+        vg: None,
+    }
+}
+
+/// An Alpine guest on two disks: the first a filesystem with no partition table (root,
+/// OpenRC, extlinux), the second partitioned with /home on sdb1, named `/dev/sdb1` in fstab.
+/// /etc/motd is a symlink into /home, across the mountpoint.
+pub fn two_disks(dir: &Path, fmt: &str) -> Guest {
+    let ru = "d0000000-0000-4000-8000-000000000001";
+    let hu = "d0000000-0000-4000-8000-000000000002";
+    let fstab = format!("UUID={ru}\t/\text4\trw,relatime 0 1\n/dev/sdb1\t/home\text4\trw,relatime 0 2\n/dev/cdrom\t/media/cdrom\tiso9660\tnoauto,ro 0 0\n");
+    let root = dir.join("trees/root");
+    put(&root, "/etc/fstab", fstab);
+    put(&root, "/etc/alpine-release", "3.18.4\n");
+    put(
+        &root,
+        "/etc/os-release",
+        "NAME=\"Alpine Linux\"\nID=alpine\nVERSION_ID=3.18.4\nPRETTY_NAME=\"Alpine Linux v3.18\"\nHOME_URL=\"https://alpinelinux.org/\"\n",
+    );
+    put(&root, "/etc/hostname", "alpine-guest\n");
+    copy_host(&root, "/bin/busybox", "/usr/bin/dash");
+    symlink(&root, "/bin/sh", "/bin/busybox");
+    put(&root, "/sbin/openrc", "openrc\n");
+    symlink(&root, "/sbin/init", "/bin/busybox");
+    mkdir(&root, "/etc/runlevels/default");
+    put(&root, "/etc/apk/world", "alpine-base\n");
+    put(&root, "/sbin/apk", "apk\n");
+    put(&root, "/boot/vmlinuz-lts", "kernel\n");
+    put(&root, "/boot/initramfs-lts", "initramfs\n");
+    put(
+        &root,
+        "/boot/extlinux.conf",
+        "DEFAULT lts\nLABEL lts\n  LINUX vmlinuz-lts\n  INITRD initramfs-lts\n",
+    );
+    put(
+        &root,
+        "/lib/modules/6.1.55-0-lts/kernel/drivers/block/virtio_blk.ko.gz",
+        "gz",
+    );
+    put(
+        &root,
+        "/lib/modules/6.1.55-0-lts/kernel/drivers/net/virtio_net.ko.gz",
+        "gz",
+    );
+    put(
+        &root,
+        "/lib/modules/6.1.55-0-lts/kernel/drivers/scsi/virtio_scsi.ko.gz",
+        "gz",
+    );
+    symlink(&root, "/etc/motd", "../home/user/motd.txt");
+    mkdir(&root, "/home");
+    mkdir(&root, "/media/cdrom");
+    let home = dir.join("trees/home");
+    put(&home, "/user/motd.txt", "Welcome to the second disk.\n");
+    put(&home, "/user/.profile", "export PS1='$ '\n");
+
+    let d1 = dir.join("alpine-root.img");
+    mkfs(&d1, "ext4", 96 * MIB, ru, None, Some(&root), &[]);
+    let d2 = dir.join("alpine-home.img");
+    let size = 64 * MIB;
+    sfdisk_image(&d2, size, "label: dos\nstart=2048, type=83\n");
+    let fsimg = dir.join("fs.img");
+    let h = (2048 * 512, size - 2048 * 512);
+    mkfs(&fsimg, "ext4", h.1, hu, None, Some(&home), &[]);
+    write_into(&d2, h.0, &fsimg);
+    std::fs::remove_file(&fsimg).unwrap();
+    Guest {
+        images: vec![wrap(&d1, fmt), wrap(&d2, fmt)],
+        raw: vec![d1, d2],
+        filesystems: vec![
+            Fs {
+                device: "/dev/sda".into(),
+                fstype: "ext4",
+                uuid: ru.into(),
+                label: None,
+                mountpoint: Some("/".into()),
+                disk: 0,
+                offset: 0,
+                size: 96 * MIB,
+            },
+            Fs {
+                device: "/dev/sdb1".into(),
+                fstype: "ext4",
+                uuid: hu.into(),
+                label: None,
+                mountpoint: Some("/home".into()),
+                disk: 1,
+                offset: h.0,
+                size: h.1,
+            },
+        ],
+        vg: None,
+    }
+}

@@ -1,0 +1,442 @@
+//! Whole guests: `ferry inspect` against the truth of guests built like real installs
+//! (tests/common/guest.rs), and `ferry mount`/`ls`/`cat` of the guest's own layout against the
+//! kernel mounting the same filesystems at the same mountpoints.
+
+mod common;
+
+use common::guest::{self, Guest};
+use common::kernel::{self, FerryMount, Snapshot};
+use common::{ferry_json, run_ferry, Unchanged};
+use serde_json::Value;
+use std::ffi::OsStr;
+use std::path::Path;
+
+/// Whether this machine can build guests and mount them; says why not (or fails in CI).
+fn can_run() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let fuse = Path::new("/dev/fuse").exists();
+    let tools = common::have_tools(&[
+        "mkfs.ext4",
+        "mkfs.xfs",
+        "mkswap",
+        "sfdisk",
+        "lvm",
+        "losetup",
+    ]);
+    if root && fuse && tools {
+        return true;
+    }
+    let why = format!("root: {root}, /dev/fuse: {fuse}, mkfs/lvm tools: {tools}");
+    assert!(
+        !kernel::required(),
+        "cannot run guest tests ({why}) and FERRY_REQUIRE_FUSE=1"
+    );
+    eprintln!("SKIP: guest tests need root, /dev/fuse, e2fsprogs, xfsprogs, lvm2 ({why})");
+    false
+}
+
+fn inspect(g: &Guest) -> Value {
+    let mut args: Vec<&OsStr> = vec![OsStr::new("inspect"), OsStr::new("--json")];
+    args.extend(g.images.iter().map(|p| p.as_os_str()));
+    ferry_json(&args)
+}
+
+/// Inode numbers as the guest's own filesystems have them: ferry puts the index of the
+/// filesystem in the top byte (unique under one FUSE mount); the kernel gives each mount its
+/// own st_dev instead. FUSE calls the root 1 whatever it is.
+fn local_inodes(mut s: Snapshot) -> Snapshot {
+    for e in s.values_mut() {
+        e.ino &= (1 << 56) - 1;
+    }
+    s.get_mut(&b""[..]).expect("root").ino = 0;
+    s
+}
+
+/// Mounts the guest with ferry and with the kernel and compares every path; `skip` are the
+/// filesystems ferry shows as empty directories (not readable yet), left out of both walks.
+fn mount_matches_kernel(g: &Guest, tmp: &Path, skip: &[&str]) {
+    let kmnt = tmp.join("kernel");
+    let fmnt = tmp.join("ferry");
+    let _k = g.kernel_mount(&kmnt, skip);
+    let args: Vec<&OsStr> = g.images.iter().map(|p| p.as_os_str()).collect();
+    let f = FerryMount::new(&args, &fmnt).unwrap_or_else(|e| panic!("ferry mount: {e}"));
+    let mut kernel_view = local_inodes(kernel::walk(&kmnt));
+    let mut ours = local_inodes(kernel::walk(&fmnt));
+    for dev in skip {
+        let mp = g.fs(dev).mountpoint.clone().unwrap();
+        let rel = mp.trim_start_matches('/').as_bytes().to_vec();
+        let e = ours
+            .get(&rel)
+            .unwrap_or_else(|| panic!("{mp} missing in ferry's tree"));
+        assert_eq!(
+            e.mode, 0o40555,
+            "{mp}: an unreadable filesystem is an empty read-only dir"
+        );
+        assert_eq!(
+            std::fs::read_dir(fmnt.join(&mp[1..])).unwrap().count(),
+            0,
+            "{mp} is empty"
+        );
+        for s in [&mut kernel_view, &mut ours] {
+            s.retain(|p, _| p != &rel && !p.starts_with(&[&rel[..], b"/"].concat()));
+        }
+    }
+    kernel::assert_same(&kernel_view, &ours, "guest tree");
+    // Each mountpoint reports its own filesystem's numbers.
+    for f in g.layout() {
+        if skip.contains(&f.device.as_str()) {
+            continue;
+        }
+        let mp = f.mountpoint.as_deref().unwrap().trim_start_matches('/');
+        let (k, o) = (statvfs(&kmnt.join(mp)), statvfs(&fmnt.join(mp)));
+        assert_eq!(k, o, "statvfs of /{mp} ({})", f.device);
+    }
+    drop(f);
+    eprintln!("{} paths agree with the kernel's mounts", kernel_view.len());
+}
+
+fn statvfs(p: &Path) -> [u64; 5] {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid C string and a zeroed out-parameter.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(
+        unsafe { libc::statvfs(c.as_ptr(), &mut s) },
+        0,
+        "statvfs {}",
+        p.display()
+    );
+    [s.f_bsize, s.f_blocks, s.f_bfree, s.f_bavail, s.f_files]
+}
+
+/// The fstab lines of the only root, by line number.
+fn fstab_line(root: &Value, line: u64) -> &Value {
+    root["fstab"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["line"] == line)
+        .unwrap_or_else(|| panic!("no fstab line {line} in {root:#}"))
+}
+
+fn only_root(v: &Value) -> &Value {
+    let roots = v["roots"].as_array().unwrap();
+    assert_eq!(roots.len(), 1, "{v:#}");
+    &roots[0]
+}
+
+/// `(mountpoint, device)` pairs of the root's layout.
+fn layout_of(root: &Value) -> Vec<(String, String)> {
+    root["mountpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["mountpoint"].as_str().unwrap().into(),
+                p["device"].as_str().unwrap().into(),
+            )
+        })
+        .collect()
+}
+
+fn expected_layout(g: &Guest) -> Vec<(String, String)> {
+    g.layout()
+        .iter()
+        .map(|f| (f.mountpoint.clone().unwrap(), f.device.clone()))
+        .collect()
+}
+
+/// Every filesystem of the guest is listed with the type, UUID and label it was made with.
+fn check_filesystems(v: &Value, g: &Guest) {
+    let listed = v["filesystems"].as_array().unwrap();
+    for f in &g.filesystems {
+        let l = listed
+            .iter()
+            .find(|l| l["device"] == f.device.as_str())
+            .unwrap_or_else(|| panic!("{} not listed: {v:#}", f.device));
+        assert_eq!(l["fstype"], f.fstype, "{}", f.device);
+        assert_eq!(l["uuid"], f.uuid.as_str(), "{}", f.device);
+        assert_eq!(l["label"].as_str(), f.label.as_deref(), "{}", f.device);
+        let readable = matches!(f.fstype, "ext2" | "ext3" | "ext4");
+        if f.fstype != "swap" {
+            assert_eq!(l["readable"], readable, "{}", f.device);
+        }
+    }
+}
+
+/// `key=value` of an os-release file, unquoted.
+fn os_release(text: &str, key: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let v = l.strip_prefix(key)?.strip_prefix('=')?;
+        Some(v.trim_matches('"').to_string())
+    })
+}
+
+fn lines_ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+#[test]
+fn installer_layout_on_gpt_and_lvm() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let g = guest::installer(tmp.path(), "qcow2");
+    let vg = g.vg.clone().unwrap();
+    let unchanged = Unchanged::new(&g.images.iter().map(|p| p.as_path()).collect::<Vec<_>>());
+    let v = inspect(&g);
+    check_filesystems(&v, &g);
+    let r = only_root(&v);
+    assert_eq!(r["root"], format!("/dev/{vg}/root"));
+    let host = std::fs::read_to_string("/etc/os-release").unwrap();
+    assert_eq!(r["os"], "linux");
+    assert_eq!(r["distro"].as_str(), os_release(&host, "ID").as_deref());
+    assert_eq!(layout_of(r), expected_layout(&g));
+    // fstab, line by line: what each names and how.
+    let expect = [
+        (4, Some(format!("/dev/{vg}/root")), None),
+        (5, Some("/dev/sda1".into()), None),
+        (6, Some(format!("/dev/{vg}/var")), None),
+        (7, Some(format!("/dev/{vg}/swap")), Some("swap")),
+        (8, Some(format!("/dev/{vg}/srv")), None),
+        (9, Some(format!("/dev/{vg}/data")), None),
+        (10, None, Some("not a local filesystem")),
+        (11, None, Some("not a local filesystem")),
+    ];
+    for (line, device, ignored) in expect {
+        let l = fstab_line(r, line);
+        if let Some(d) = device {
+            assert_eq!(l["device"], d.as_str(), "line {line}: {l:#}");
+        }
+        assert_eq!(l["ignored"].as_str(), ignored, "line {line}: {l:#}");
+        assert_eq!(l["hard_coded"], false, "line {line}: {l:#}");
+    }
+    assert_eq!(
+        fstab_line(r, 9)["mountpoint"],
+        "/mnt/my data",
+        "octal escape"
+    );
+    let cd = fstab_line(r, 12);
+    assert!(
+        cd["device"].is_null() && cd["problem"].is_string(),
+        "{cd:#}"
+    );
+    let problems = r["problems"].to_string();
+    assert!(
+        problems.contains(&format!(
+            "/dev/{vg}/srv (xfs) at /srv is shown as an empty directory"
+        )),
+        "{problems}"
+    );
+
+    // The tree: /var/log/messages is on its own LV, kernels on /boot.
+    let img = g.images[0].to_str().unwrap();
+    let msg = lines_ok(&run_ferry(&["cat", img, "/var/log/messages"]));
+    assert_eq!(
+        msg,
+        "Nov 23 10:00:00 installer-guest kernel: hello\n".repeat(200)
+    );
+    let boot = lines_ok(&run_ferry(&["ls", img, "/boot"]));
+    assert_eq!(boot, "config-6.1.0-13-amd64\ngrub\ninitrd.img-6.1.0-13-amd64\nlost+found\nvmlinuz-6.1.0-13-amd64\n");
+    let data = lines_ok(&run_ferry(&["cat", img, "/mnt/my data/README"]));
+    assert_eq!(data, "data volume\n");
+    // One filesystem alone, by name, as before.
+    let alone = lines_ok(&run_ferry(&["ls", &format!("{img}:/dev/{vg}/var"), "/"]));
+    assert_eq!(alone, "lib\nlog\nlost+found\n");
+
+    mount_matches_kernel(&g, tmp.path(), &[&format!("/dev/{vg}/srv")]);
+    drop(unchanged);
+}
+
+#[test]
+fn old_and_xen_guests_resolve_hard_coded_names() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // RHEL 5 under VMware: /dev/hda1 is our sda1.
+    let d = tmp.path().join("rhel5");
+    std::fs::create_dir_all(&d).unwrap();
+    let g = guest::rhel5(&d, "vmdk");
+    let unchanged = Unchanged::new(&[&g.images[0]]);
+    let v = inspect(&g);
+    check_filesystems(&v, &g);
+    let r = only_root(&v);
+    assert_eq!(r["root"], "/dev/sda2");
+    assert_eq!(r["naming"], "hd");
+    assert_eq!(layout_of(r), expected_layout(&g));
+    let hda1 = fstab_line(r, 1);
+    assert_eq!(hda1["device"], "/dev/sda1");
+    assert_eq!(hda1["hard_coded"], true);
+    assert_eq!(fstab_line(r, 2)["device"], "/dev/sda2");
+    assert_eq!(fstab_line(r, 2)["by"], "label");
+    assert_eq!(fstab_line(r, 7)["device"], "/dev/sda3");
+    assert_eq!(r["distro"], "rhel");
+    mount_matches_kernel(&g, &d, &[]);
+    drop(unchanged);
+
+    // SLES 11 on Xen: /dev/xvda1 is our sda1; no separate /boot.
+    let d = tmp.path().join("xen");
+    std::fs::create_dir_all(&d).unwrap();
+    let g = guest::xen(&d, "raw");
+    let v = inspect(&g);
+    check_filesystems(&v, &g);
+    let r = only_root(&v);
+    assert_eq!(r["root"], "/dev/sda1");
+    assert_eq!(r["naming"], "xvd");
+    let l = fstab_line(r, 1);
+    assert_eq!(
+        (l["device"].as_str(), l["hard_coded"].as_bool()),
+        (Some("/dev/sda1"), Some(true))
+    );
+    assert_eq!(fstab_line(r, 2)["device"], "/dev/sda2");
+    assert_eq!(layout_of(r), expected_layout(&g));
+    mount_matches_kernel(&g, &d, &[]);
+}
+
+#[test]
+fn two_disk_guest_and_a_symlink_across_the_mountpoint() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let g = guest::two_disks(tmp.path(), "qcow2");
+    let unchanged = Unchanged::new(&[&g.images[0], &g.images[1]]);
+    let v = inspect(&g);
+    check_filesystems(&v, &g);
+    let r = only_root(&v);
+    assert_eq!(r["root"], "/dev/sda");
+    assert_eq!(r["distro"], "alpine");
+    assert_eq!(layout_of(r), expected_layout(&g));
+    let home = fstab_line(r, 2);
+    assert_eq!(
+        (home["device"].as_str(), home["hard_coded"].as_bool()),
+        (Some("/dev/sdb1"), Some(true))
+    );
+    // /etc/motd -> ../home/user/motd.txt, which is on the second disk.
+    let (a, b) = (g.images[0].to_str().unwrap(), g.images[1].to_str().unwrap());
+    let motd = lines_ok(&run_ferry(&["cat", a, "-a", b, "/etc/motd"]));
+    assert_eq!(motd, "Welcome to the second disk.\n");
+    // Without the second disk, /home is missing: said, and the rest still shows.
+    let v1 = ferry_json(&["inspect", "--json", a]);
+    let r1 = only_root(&v1);
+    assert!(fstab_line(r1, 2)["device"].is_null());
+    assert!(r1["problems"].to_string().contains("/dev/sdb1"), "{r1:#}");
+    assert_eq!(
+        layout_of(r1),
+        vec![("/".to_string(), "/dev/sda".to_string())]
+    );
+    mount_matches_kernel(&g, tmp.path(), &[]);
+    drop(unchanged);
+}
+
+#[test]
+fn choosing_roots_and_layouts_by_hand() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (d1, d2) = (tmp.path().join("a"), tmp.path().join("b"));
+    std::fs::create_dir_all(&d1).unwrap();
+    std::fs::create_dir_all(&d2).unwrap();
+    let rhel = guest::rhel5(&d1, "raw");
+    let xen = guest::xen(&d2, "qcow2");
+    let (a, b) = (
+        rhel.images[0].to_str().unwrap(),
+        xen.images[0].to_str().unwrap(),
+    );
+    // Two operating systems: listed, and mount asks which.
+    let v = ferry_json(&["inspect", "--json", a, b]);
+    let roots: Vec<&str> = v["roots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["root"].as_str().unwrap())
+        .collect();
+    assert_eq!(roots, ["/dev/sda2", "/dev/sdb1"]);
+    // The Xen guest's fstab says /dev/xvda1 is /, which is now the other guest's /boot.
+    let xr = &v["roots"][1];
+    assert!(
+        xr["problems"]
+            .to_string()
+            .contains("mounts /dev/sda1 at /, but this root is /dev/sdb1"),
+        "{xr:#}"
+    );
+    let mnt = tmp.path().join("m");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let out = run_ferry(&["mount", a, b, mnt.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--root") && err.contains("/dev/sdb1"),
+        "{err}"
+    );
+    let hosts = lines_ok(&run_ferry(&[
+        "cat",
+        a,
+        "-a",
+        b,
+        "--root",
+        "/dev/sdb1",
+        "/etc/HOSTNAME",
+    ]));
+    assert_eq!(hosts, "sles11xen.example.com\n");
+    let out = run_ferry(&["cat", a, "-a", b, "--root", "/dev/sdb9", "/etc/HOSTNAME"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("roots: /dev/sda2, /dev/sdb1"));
+
+    // -m by hand: the Xen root with the RHEL /boot on top of its /boot.
+    {
+        let _f = FerryMount::new(
+            &[
+                a.as_ref(),
+                b.as_ref(),
+                "-m".as_ref(),
+                "/dev/sdb1".as_ref(),
+                "-m".as_ref(),
+                "/dev/sda1:/boot".as_ref(),
+            ],
+            &mnt,
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(mnt.join("etc/HOSTNAME")).unwrap(),
+            "sles11xen.example.com\n"
+        );
+        assert!(mnt.join("boot/vmlinuz-2.6.18-398.el5").exists());
+        assert!(
+            !mnt.join("boot/vmlinuz-3.0.101-63-xen").exists(),
+            "hidden under the mount"
+        );
+    }
+    for (args, want) in [
+        (
+            vec!["-m", "/dev/sda1:/boot"],
+            "no filesystem is mounted at /",
+        ),
+        (vec!["-m", "/dev/sdz1"], "no device /dev/sdz1"),
+        (
+            vec!["-m", "/dev/sdb1", "-m", "/dev/sda1:/nowhere"],
+            "/dev/sda1 at /nowhere",
+        ),
+        (
+            vec!["-m", "/dev/sdb1", "-m", "/dev/sda1:/etc/HOSTNAME"],
+            "not a directory",
+        ),
+    ] {
+        let mut all = vec!["mount", a, b];
+        all.extend(&args);
+        all.push(mnt.to_str().unwrap());
+        let out = run_ferry(&all);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(want),
+            "{args:?}: {err}"
+        );
+    }
+}
