@@ -931,13 +931,14 @@ fn inspect(images: &[PathBuf], format: Option<Format>, json: bool) -> Result<()>
         .map(|p| open(p, format).with_context(|| format!("opening {}", p.display())))
         .collect::<Result<Vec<_>>>()?;
     let guest = ferry::guest::Guest::open(&disks)?;
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if json {
         serde_json::to_writer_pretty(&mut out, &guest.inspection)?;
         writeln!(out)?;
-        return Ok(());
+    } else {
+        ferry::guest::report::write_text(&mut out, &guest.inspection)?;
     }
-    ferry::guest::report::write_text(&mut out, &guest.inspection)?;
+    out.flush()?;
     Ok(())
 }
 

@@ -55,7 +55,8 @@ fn local_inodes(mut s: Snapshot) -> Snapshot {
 
 /// Mounts the guest with ferry and with the kernel and compares every path; `skip` are the
 /// filesystems ferry shows as empty directories (not readable yet), left out of both walks.
-fn mount_matches_kernel(g: &Guest, tmp: &Path, skip: &[&str]) {
+/// Returns the facts the mount published for `ferry fix`, checked to be gone after umount.
+fn mount_matches_kernel(g: &Guest, tmp: &Path, skip: &[&str]) -> Value {
     let kmnt = tmp.join("kernel");
     let fmnt = tmp.join("ferry");
     let _k = g.kernel_mount(&kmnt, skip);
@@ -92,8 +93,23 @@ fn mount_matches_kernel(g: &Guest, tmp: &Path, skip: &[&str]) {
         let (k, o) = (statvfs(&kmnt.join(mp)), statvfs(&fmnt.join(mp)));
         assert_eq!(k, o, "statvfs of /{mp} ({})", f.device);
     }
+    let published = ferry::fix::facts::published_path(&fmnt);
+    let text = std::fs::read_to_string(&published)
+        .unwrap_or_else(|e| panic!("facts at {}: {e}", published.display()));
+    let doc: Value = serde_json::from_str(&text).unwrap();
     drop(f);
+    assert!(!published.exists(), "facts left behind after umount");
     eprintln!("{} paths agree with the kernel's mounts", kernel_view.len());
+    doc["facts"].clone()
+}
+
+/// The stable name the device map gives the guest's own name for a device.
+fn stable<'a>(facts: &'a Value, device: &str) -> Option<&'a str> {
+    facts["devices"]["devices"]
+        .as_array()?
+        .iter()
+        .find(|d| d["device"] == device)?["stable"]
+        .as_str()
 }
 
 fn statvfs(p: &Path) -> [u64; 5] {
@@ -279,7 +295,23 @@ fn old_and_xen_guests_resolve_hard_coded_names() {
     assert_eq!(fstab_line(r, 2)["by"], "label");
     assert_eq!(fstab_line(r, 7)["device"], "/dev/sda3");
     assert_eq!(r["distro"], "rhel");
-    mount_matches_kernel(&g, &d, &[]);
+    let facts = mount_matches_kernel(&g, &d, &[]);
+    // What fixers rewrite: the guest's names for its partitions, and what survives the move.
+    for (name, ours) in [
+        ("/dev/hda1", "/dev/sda1"),
+        ("/dev/hda2", "/dev/sda2"),
+        ("/dev/hda3", "/dev/sda3"),
+    ] {
+        let uuid = format!("UUID={}", g.fs(ours).uuid);
+        assert_eq!(
+            stable(&facts, name),
+            Some(uuid.as_str()),
+            "{name}: {facts:#}"
+        );
+    }
+    assert_eq!(facts["root"]["spec"], "LABEL=/");
+    assert_eq!(facts["root"]["uuid"], g.fs("/dev/sda2").uuid.as_str());
+    assert_eq!(facts["distro"], "rhel");
     drop(unchanged);
 
     // SLES 11 on Xen: /dev/xvda1 is our sda1; no separate /boot.
@@ -298,7 +330,14 @@ fn old_and_xen_guests_resolve_hard_coded_names() {
     );
     assert_eq!(fstab_line(r, 2)["device"], "/dev/sda2");
     assert_eq!(layout_of(r), expected_layout(&g));
-    mount_matches_kernel(&g, &d, &[]);
+    let facts = mount_matches_kernel(&g, &d, &[]);
+    let uuid = format!("UUID={}", g.fs("/dev/sda1").uuid);
+    assert_eq!(
+        stable(&facts, "/dev/xvda1"),
+        Some(uuid.as_str()),
+        "{facts:#}"
+    );
+    assert_eq!(facts["source"], "xen");
 }
 
 #[test]
@@ -439,4 +478,105 @@ fn choosing_roots_and_layouts_by_hand() {
             "{args:?}: {err}"
         );
     }
+}
+
+/// A whole-disk ext4 root whose configuration is hostile: junk and `lines` more lines in fstab,
+/// mountpoints on a file, through a symlink loop, relative, and the root filesystem mounted
+/// again inside itself; os-release a symlink loop; /bin/sh an absurd ELF header.
+fn hostile_root(dir: &Path, lines: usize) -> std::path::PathBuf {
+    let root = dir.join(format!("root{lines}"));
+    let u = "e0000000-0000-4000-8000-000000000001";
+    let mut fstab = format!(
+        "UUID={u} / ext4 defaults 0 1\nUUID={u} /mnt/again ext4 defaults 0 0\n\
+         UUID={u} /etc/passwd ext4 defaults 0 0\nUUID={u} /loop/x ext4 defaults 0 0\n\
+         UUID={u} relative/path ext4 defaults 0 0\n"
+    )
+    .into_bytes();
+    fstab.extend_from_slice(b"\x00\xff\xfe\x7fELF junk \x01\x02\n\xff\xff\xff\xff\n");
+    for i in 0..lines {
+        fstab.extend_from_slice(format!("UUID={u} /mnt/n{i} ext4 defaults 0 0\n").as_bytes());
+    }
+    guest::put(&root, "/etc/fstab", &fstab);
+    guest::put(&root, "/etc/passwd", "root:x:0:0::/root:/bin/sh\n");
+    guest::symlink(&root, "/etc/os-release", "os-release");
+    guest::symlink(&root, "/loop", "/loop");
+    let mut elf = b"\x7fELF\x09\x09\x09".to_vec();
+    elf.resize(64, 0xff);
+    guest::put(&root, "/bin/sh", &elf);
+    guest::mkdir(&root, "/mnt/again");
+    let img = dir.join(format!("hostile{lines}.img"));
+    guest::mkfs(&img, "ext4", 32 << 20, u, None, Some(&root), &[]);
+    img
+}
+
+/// `ferry inspect --json`, with a deadline: bad input must not hang it. The output is large,
+/// so it goes to a file (a pipe nobody reads would block it).
+fn inspect_bounded(img: &Path) -> Value {
+    let out = img.with_extension("json");
+    let mut child = std::process::Command::new(common::ferry_bin())
+        .args(["inspect", "--json"])
+        .arg(img)
+        .stdout(std::fs::File::create(&out).unwrap())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > kernel::DEADLINE {
+            let _ = child.kill();
+            panic!(
+                "ferry inspect {} did not finish in {:?}",
+                img.display(),
+                kernel::DEADLINE
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert!(status.success());
+    serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap()
+}
+
+/// Inspection of hostile configuration finishes with the problems named, and the tree still
+/// mounts; an fstab of 10^5 lines (over the 1 MiB read limit) is refused with one message.
+#[test]
+fn hostile_configuration_gives_problems_not_hangs() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let img = hostile_root(tmp.path(), 5_000);
+    let unchanged = Unchanged::new(&[&img]);
+    let v = inspect_bounded(&img);
+    let r = only_root(&v);
+    assert_eq!(r["root"], "/dev/sda");
+    let problems = r["problems"].to_string();
+    for want in ["at /etc/passwd", "at /loop/x", "at /mnt/n4999"] {
+        assert!(problems.contains(want), "{want} not in {problems}");
+    }
+    let mps: Vec<String> = layout_of(r).into_iter().map(|(m, _)| m).collect();
+    assert!(mps.contains(&"/mnt/again".to_string()), "{mps:?}");
+    assert!(!mps.iter().any(|m| m.contains("relative")), "{mps:?}");
+    // The root mounted inside itself is one more level, not a recursion.
+    let s = img.to_str().unwrap();
+    let again = lines_ok(&run_ferry(&["ls", s, "/mnt/again/mnt/again"]));
+    assert_eq!(again, "");
+    let passwd = lines_ok(&run_ferry(&["cat", s, "/mnt/again/etc/passwd"]));
+    assert_eq!(passwd, "root:x:0:0::/root:/bin/sh\n");
+    drop(unchanged);
+
+    let big = hostile_root(tmp.path(), 100_000);
+    let v = inspect_bounded(&big);
+    let r = only_root(&v);
+    assert!(
+        r["problems"]
+            .to_string()
+            .contains("larger than the 1048576 bytes"),
+        "{r:#}"
+    );
+    assert_eq!(
+        layout_of(r),
+        vec![("/".to_string(), "/dev/sda".to_string())]
+    );
 }
