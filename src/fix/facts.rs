@@ -78,6 +78,8 @@ names!(
         /// GRUB legacy (menu.lst / grub.conf).
         Grub = "grub",
         Extlinux = "extlinux",
+        /// systemd-boot (loader/entries on the EFI system partition or /boot).
+        SystemdBoot = "systemd-boot",
         None = "none",
     }
 );

@@ -2,6 +2,9 @@
 //! volumes, by the device name `ferry filesystems` prints; inspection (OS, fstab, the guest's
 //! own mount layout) grows here.
 
+pub mod fstab;
+pub mod inspect;
+
 use crate::block::BlockDevice;
 use crate::fs::{self, Filesystem, FsError};
 use crate::volume::{self, content::Usage, Volume};
