@@ -165,8 +165,14 @@ impl<'a> Ctx<'a> {
         ws
     }
 
+    /// Warns about `e` met on `path`, naming `path` first (once: most errors name it).
     fn error(&self, path: &str, e: FixError) {
-        self.warn(format!("{path}: {e}"));
+        let msg = e.to_string();
+        if msg.starts_with(&format!("{path}: ")) {
+            self.warn(msg);
+        } else {
+            self.warn(format!("{path}: {msg}"));
+        }
     }
 
     /// The canonical path of `path` (all symlinks followed inside the guest).
