@@ -10,9 +10,10 @@ use super::{Ctx, Driver, Kernel};
 
 /// More kernels than any guest keeps installed.
 const MAX_KERNELS: usize = 64;
-/// modules.builtin is ~20 KiB; modules.dep ~1 MiB on a distribution kernel.
-const MAX_BUILTIN: u64 = 4 << 20;
-const MAX_DEP: u64 = 16 << 20;
+/// modules.builtin is ~20 KiB and modules.dep ~0.5 MiB on a distribution kernel; the caps
+/// bound what a hostile guest with many kernels makes inspection read.
+const MAX_BUILTIN: u64 = 1 << 20;
+const MAX_DEP: u64 = 4 << 20;
 /// Small text files of the module tree (`pkgbase`).
 const MAX_SMALL: u64 = 4096;
 
