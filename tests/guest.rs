@@ -189,6 +189,13 @@ fn os_release(text: &str, key: &str) -> Option<String> {
     })
 }
 
+/// This host's architecture, as `uname -m` names it: the guests' binaries are copies of its.
+fn host_arch() -> String {
+    common::run(std::process::Command::new("uname").arg("-m"))
+        .trim()
+        .to_string()
+}
+
 fn lines_ok(out: &std::process::Output) -> String {
     assert!(
         out.status.success(),
@@ -212,8 +219,45 @@ fn installer_layout_on_gpt_and_lvm() {
     let r = only_root(&v);
     assert_eq!(r["root"], format!("/dev/{vg}/root"));
     let host = std::fs::read_to_string("/etc/os-release").unwrap();
-    assert_eq!(r["os"], "linux");
+    assert_eq!(r["type"], "linux");
     assert_eq!(r["distro"].as_str(), os_release(&host, "ID").as_deref());
+    // os-release says "12"; debian_version has the point release, as virt-inspector reports.
+    let point = std::fs::read_to_string("/etc/debian_version").unwrap();
+    assert_eq!(r["version"].as_str(), Some(point.trim()));
+    assert_eq!(
+        Some(r["major_version"].to_string()),
+        os_release(&host, "VERSION_ID")
+    );
+    assert_eq!(
+        r["product_name"].as_str(),
+        os_release(&host, "PRETTY_NAME").as_deref()
+    );
+    assert_eq!(r["hostname"], "installer-guest");
+    // /bin/sh is this host's dash, reached through /bin -> usr/bin.
+    assert_eq!(r["arch"].as_str(), Some(host_arch().as_str()));
+    assert_eq!(
+        (
+            r["package_format"].as_str(),
+            r["package_management"].as_str()
+        ),
+        (Some("deb"), Some("apt"))
+    );
+    assert_eq!(r["init"], "systemd");
+    // GRUB 2's configuration is on /boot, the kernel's modules under /usr/lib on the root LV.
+    assert_eq!(r["bootloader"]["loader"], "grub2");
+    assert_eq!(r["bootloader"]["config"], "/boot/grub/grub.cfg");
+    let k = &r["kernels"];
+    assert_eq!(k.as_array().map(Vec::len), Some(1), "{k:#}");
+    assert_eq!(k[0]["version"], "6.1.0-13-amd64");
+    assert_eq!(k[0]["vmlinuz"], "/boot/vmlinuz-6.1.0-13-amd64");
+    assert_eq!(
+        (
+            k[0]["virtio_blk"].as_str(),
+            k[0]["virtio_net"].as_str(),
+            k[0]["virtio_scsi"].as_str()
+        ),
+        (Some("module"), Some("module"), Some("builtin"))
+    );
     assert_eq!(layout_of(r), expected_layout(&g));
     // fstab, line by line: what each names and how.
     let expect = [
@@ -295,6 +339,24 @@ fn old_and_xen_guests_resolve_hard_coded_names() {
     assert_eq!(fstab_line(r, 2)["by"], "label");
     assert_eq!(fstab_line(r, 7)["device"], "/dev/sda3");
     assert_eq!(r["distro"], "rhel");
+    assert_eq!(
+        r["product_name"],
+        "Red Hat Enterprise Linux Server release 5.11 (Tikanga)"
+    );
+    assert_eq!(
+        (r["major_version"].as_u64(), r["minor_version"].as_u64()),
+        (Some(5), Some(11))
+    );
+    assert_eq!(r["hostname"], "rhel5.example.com");
+    assert_eq!(r["init"], "sysvinit");
+    assert_eq!(r["package_management"], "yum");
+    // GRUB legacy's grub.conf is on /boot (sda1), reached through menu.lst -> ./grub.conf.
+    assert_eq!(r["bootloader"]["loader"], "grub");
+    assert_eq!(r["bootloader"]["config"], "/boot/grub/grub.conf");
+    let k = &r["kernels"][0];
+    assert_eq!(k["version"], "2.6.18-398.el5");
+    assert_eq!(k["virtio_blk"], "missing", "{k:#}");
+    assert_eq!(r["source"], "vmware");
     let facts = mount_matches_kernel(&g, &d, &[]);
     // What fixers rewrite: the guest's names for its partitions, and what survives the move.
     for (name, ours) in [
@@ -323,6 +385,18 @@ fn old_and_xen_guests_resolve_hard_coded_names() {
     let r = only_root(&v);
     assert_eq!(r["root"], "/dev/sda1");
     assert_eq!(r["naming"], "xvd");
+    assert_eq!(
+        (
+            r["distro"].as_str(),
+            r["major_version"].as_u64(),
+            r["minor_version"].as_u64()
+        ),
+        (Some("sles"), Some(11), Some(4))
+    );
+    assert_eq!(r["hostname"], "sles11xen.example.com");
+    assert_eq!(r["package_management"], "zypper");
+    assert_eq!(r["source"], "xen");
+    assert_eq!(r["kernels"][0]["version"], "3.0.101-63-xen");
     let l = fstab_line(r, 1);
     assert_eq!(
         (l["device"].as_str(), l["hard_coded"].as_bool()),
@@ -353,6 +427,11 @@ fn two_disk_guest_and_a_symlink_across_the_mountpoint() {
     let r = only_root(&v);
     assert_eq!(r["root"], "/dev/sda");
     assert_eq!(r["distro"], "alpine");
+    assert_eq!(r["version"], "3.18.4");
+    assert_eq!(r["init"], "openrc");
+    assert_eq!(r["package_management"], "apk");
+    assert_eq!(r["bootloader"]["loader"], "extlinux");
+    assert_eq!(r["hostname"], "alpine-guest");
     assert_eq!(layout_of(r), expected_layout(&g));
     let home = fstab_line(r, 2);
     assert_eq!(
@@ -572,7 +651,7 @@ fn hostile_configuration_gives_problems_not_hangs() {
     assert!(
         r["problems"]
             .to_string()
-            .contains("larger than the 1048576 bytes"),
+            .contains("/etc/fstab: 7189258 bytes, larger than the 4194304 bytes"),
         "{r:#}"
     );
     assert_eq!(

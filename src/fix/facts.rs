@@ -1,11 +1,11 @@
 //! The facts rules are evaluated against: what the guest is (OS, distro, version, init
 //! system, boot loader), where it comes from and goes to, and the device map.
 //!
-//! These are plain data so that their source can change: today [`super::detect`] reads a few
-//! files of the tree and `--facts FILE` supplies or overrides any field; guest inspection
-//! (issue 5) will produce the same struct from the disks (stable names from filesystem UUIDs,
-//! the real disk order), and a ferry mount will publish it next to the mountpoint
-//! ([`published_path`]).
+//! These are plain data so that their source can change: today [`super::detect`] takes the OS
+//! part from guest inspection of the tree (`From<&OsInfo>`, crate::guest::inspect) and
+//! `--facts FILE` supplies or overrides any field; the device map (issue 5) will fill the
+//! rest from the disks (stable names from filesystem UUIDs, the real disk order), and a ferry
+//! mount will publish it next to the mountpoint ([`published_path`]).
 
 use super::error::{FixError, Result};
 use serde::{Deserialize, Serialize};
@@ -78,6 +78,8 @@ names!(
         /// GRUB legacy (menu.lst / grub.conf).
         Grub = "grub",
         Extlinux = "extlinux",
+        /// systemd-boot (loader/entries on the EFI system partition or /boot).
+        SystemdBoot = "systemd-boot",
         None = "none",
     }
 );

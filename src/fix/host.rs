@@ -86,6 +86,31 @@ impl HostTree {
         let canonical = super::tree::child(&parent, &name);
         Ok((self.host(&canonical), canonical))
     }
+
+    /// Opens the regular file at `path` (a final symlink refused) for reading: the file, its
+    /// canonical guest path and its size.
+    fn open_file(&self, path: &str) -> Result<(fs::File, String, u64)> {
+        let (host, canonical) = self.host_nofollow(path)?;
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&host)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => FixError::WrongKind {
+                    path: canonical.clone(),
+                    what: "is a symlink (resolve it first)",
+                },
+                _ => FixError::io(&canonical, e),
+            })?;
+        let m = f.metadata().map_err(|e| FixError::io(&canonical, e))?;
+        if !m.is_file() {
+            return Err(FixError::WrongKind {
+                path: canonical,
+                what: "not a regular file",
+            });
+        }
+        Ok((f, canonical, m.len()))
+    }
 }
 
 fn is_missing(e: &io::Error) -> bool {
@@ -255,33 +280,15 @@ impl FileTree for HostTree {
     }
 
     fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>> {
-        let (host, canonical) = self.host_nofollow(path)?;
-        let f = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&host)
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::ELOOP) => FixError::WrongKind {
-                    path: canonical.clone(),
-                    what: "is a symlink (resolve it first)",
-                },
-                _ => FixError::io(&canonical, e),
-            })?;
-        let m = f.metadata().map_err(|e| FixError::io(&canonical, e))?;
-        if !m.is_file() {
-            return Err(FixError::WrongKind {
-                path: canonical,
-                what: "not a regular file",
-            });
-        }
-        if m.len() > limit {
+        let (f, canonical, size) = self.open_file(path)?;
+        if size > limit {
             return Err(FixError::TooLarge {
                 path: canonical,
-                size: m.len(),
+                size,
                 limit,
             });
         }
-        let mut data = Vec::with_capacity(m.len() as usize);
+        let mut data = Vec::with_capacity(size as usize);
         // Take one byte past the limit so a file that grew is caught too.
         f.take(limit + 1)
             .read_to_end(&mut data)
@@ -293,6 +300,15 @@ impl FileTree for HostTree {
                 limit,
             });
         }
+        Ok(data)
+    }
+
+    fn read_head(&self, path: &str, len: usize) -> Result<Vec<u8>> {
+        let (f, canonical, _) = self.open_file(path)?;
+        let mut data = Vec::with_capacity(len.min(1 << 20));
+        f.take(len as u64)
+            .read_to_end(&mut data)
+            .map_err(|e| FixError::io(&canonical, e))?;
         Ok(data)
     }
 

@@ -5,8 +5,8 @@
 //! guest's files ([`cond`]) and ordered edits ([`action`], [`devices`], [`firstboot`]). The
 //! [`engine`] plans them over a [`tree::FileTree`] without writing, reports and diffs the
 //! plan, and applies it. The tree is a host directory today ([`host::HostTree`]) and a
-//! `guest::Tree` later; the facts come from [`detect`] and `--facts` today and from guest
-//! inspection later.
+//! `guest::Tree` later; the OS facts come from guest inspection through [`detect`], the
+//! device map from `--facts` until the device map of issue 5 fills it.
 
 pub mod action;
 pub mod cli;

@@ -12,6 +12,10 @@ use super::error::{FixError, Result};
 /// Linux follows at most 40 symlinks in one lookup (MAXSYMLINKS); so do we.
 pub const MAX_SYMLINKS: usize = 40;
 
+/// The largest file [`FileTree::read_head`]'s default implementation reads whole to return
+/// its beginning (a shell or `ls` binary is well under this).
+pub const HEAD_FALLBACK_LIMIT: u64 = 16 << 20;
+
 /// The kind of a directory entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -59,6 +63,15 @@ pub trait FileTree {
     /// The contents of the regular file at `path` (a final symlink is refused: resolve first);
     /// [`FixError::TooLarge`] past `limit` bytes, before reading them.
     fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>>;
+    /// The first `len` bytes (fewer if the file is shorter) of the regular file at `path`,
+    /// with the same rules as [`FileTree::read`]: inspection reads an ELF header this way
+    /// without reading the program. The default reads the whole file up to
+    /// [`HEAD_FALLBACK_LIMIT`]; implementations that can read a prefix should.
+    fn read_head(&self, path: &str, len: usize) -> Result<Vec<u8>> {
+        let mut data = self.read(path, HEAD_FALLBACK_LIMIT)?;
+        data.truncate(len);
+        Ok(data)
+    }
     /// Names in the directory `path` (following a final symlink), sorted.
     fn list(&self, path: &str) -> Result<Vec<String>>;
     /// Creates or atomically replaces the regular file at `path` (its parent must exist) with

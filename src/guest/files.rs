@@ -68,6 +68,42 @@ impl<'a> FsFiles<'a> {
         resolve_with(|p| self.probe(p), path, follow_last)
     }
 
+    /// The regular file at `path` (a final symlink is refused: callers resolve first).
+    fn regular(&self, path: &str) -> Result<(String, Attr)> {
+        let (c, a) = self.existing(path, false)?;
+        match a.kind {
+            FileType::RegularFile => Ok((c, a)),
+            FileType::Symlink => Err(FixError::WrongKind {
+                path: c,
+                what: "is a symlink (resolve it first)",
+            }),
+            _ => Err(FixError::WrongKind {
+                path: c,
+                what: "not a regular file",
+            }),
+        }
+    }
+
+    /// The first `len` bytes of the file `a` (fewer if it ends sooner); `len` is bounded by
+    /// the caller's limit.
+    fn read_prefix(&self, path: &str, a: &Attr, len: u64) -> Result<Vec<u8>> {
+        // OK: len is at most a caller's limit, which is small.
+        let mut data = vec![0u8; len as usize];
+        let mut done = 0;
+        while done < data.len() {
+            let n = self
+                .fs
+                .read(a.ino, done as u64, &mut data[done..])
+                .map_err(|e| fix_error(path, e))?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        data.truncate(done);
+        Ok(data)
+    }
+
     fn existing(&self, path: &str, follow_last: bool) -> Result<(String, Attr)> {
         let c = self.canonical(path, follow_last)?;
         match self.walk(&c)? {
@@ -112,22 +148,7 @@ impl FileTree for FsFiles<'_> {
     }
 
     fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>> {
-        let (c, a) = self.existing(path, false)?;
-        match a.kind {
-            FileType::RegularFile => {}
-            FileType::Symlink => {
-                return Err(FixError::WrongKind {
-                    path: c,
-                    what: "is a symlink (resolve it first)",
-                })
-            }
-            _ => {
-                return Err(FixError::WrongKind {
-                    path: c,
-                    what: "not a regular file",
-                })
-            }
-        }
+        let (c, a) = self.regular(path)?;
         if a.size > limit {
             return Err(FixError::TooLarge {
                 path: c,
@@ -135,21 +156,12 @@ impl FileTree for FsFiles<'_> {
                 limit,
             });
         }
-        // OK: a.size <= limit, which callers keep small.
-        let mut data = vec![0u8; a.size as usize];
-        let mut done = 0;
-        while done < data.len() {
-            let n = self
-                .fs
-                .read(a.ino, done as u64, &mut data[done..])
-                .map_err(|e| fix_error(&c, e))?;
-            if n == 0 {
-                break;
-            }
-            done += n;
-        }
-        data.truncate(done);
-        Ok(data)
+        self.read_prefix(&c, &a, a.size)
+    }
+
+    fn read_head(&self, path: &str, len: usize) -> Result<Vec<u8>> {
+        let (c, a) = self.regular(path)?;
+        self.read_prefix(&c, &a, a.size.min(len as u64))
     }
 
     fn list(&self, path: &str) -> Result<Vec<String>> {

@@ -1,6 +1,7 @@
-//! Layer 4: the guest as a whole. For now only the choice of one filesystem among the guest's
-//! volumes, by the device name `ferry filesystems` prints; inspection (OS, fstab, the guest's
-//! own mount layout) grows here.
+//! Layer 4: the guest as a whole. [`Guest::open`] finds the filesystems on the guest's volumes,
+//! recognises each operating system's root among them ([`inspect`]), reads its fstab
+//! ([`fstab`]) and resolves every line to a volume ([`devmap`]), and composes the filesystems
+//! at their mountpoints into one [`tree::Tree`], as the guest itself would mount them.
 
 pub mod devmap;
 pub mod devname;
@@ -64,9 +65,6 @@ fn named(v: &Volume, name: &str) -> bool {
     };
     v.name == full || v.aliases.contains(&full)
 }
-
-/// Largest fstab read; real ones are a few KiB.
-const MAX_FSTAB: u64 = 1 << 20;
 
 /// A filesystem of the guest as `ferry inspect` reports it.
 #[derive(Debug, Clone, Serialize)]
@@ -253,8 +251,8 @@ impl Guest {
         }
         let loader = windows_loader(v.dev.as_deref()?)?;
         let os = OsInfo {
-            os: crate::fix::facts::Os::Windows,
-            distro: "windows".into(),
+            os_type: crate::fix::facts::Os::Windows,
+            distro: Some("windows".into()),
             ..OsInfo::default()
         };
         Some(RootReport {
@@ -276,18 +274,14 @@ impl Guest {
     /// Reads the root's fstab, resolves it, builds its tree and inspects the OS in it.
     fn inspect_root(&self, device: &str, fs: &dyn Filesystem) -> RootReport {
         let mut problems = Vec::new();
+        // Read from the root alone: the layout it gives is what the tree is built from.
+        // Problems with the file itself are reported by the inspection of the tree.
         let files = FsFiles::new(fs);
-        let data = files
+        let table = files
             .resolve("/etc/fstab")
-            .and_then(|p| files.read(&p, MAX_FSTAB));
-        let table = match data {
-            Ok(d) => fstab::parse(&d),
-            Err(e) => {
-                problems.push(format!("/etc/fstab: {e}"));
-                fstab::Fstab::default()
-            }
-        };
-        problems.extend(table.warnings.iter().map(|w| format!("/etc/fstab: {w}")));
+            .and_then(|p| files.read(&p, inspect::MAX_FSTAB))
+            .map(|d| fstab::parse(&d))
+            .unwrap_or_default();
         let mut lines = Vec::new();
         let mut places: Vec<Placement> = Vec::new();
         for e in &table.entries {
@@ -296,7 +290,9 @@ impl Guest {
                 Some("swap")
             } else if e.is_bind() {
                 Some("bind mount")
-            } else if e.is_virtual() {
+            } else if e.is_network() {
+                Some("network filesystem")
+            } else if !e.is_local() {
                 Some("not a local filesystem")
             } else {
                 None

@@ -534,8 +534,20 @@ impl FerryMount {
 }
 
 impl Drop for FerryMount {
+    /// A process forked by a parallel test holds the files it inherited until its exec
+    /// closes them, so a busy umount is retried for a moment before it counts as a failure.
     fn drop(&mut self) {
-        let r = run_bounded(Command::new(super::ferry_bin()).arg("umount").arg(&self.0));
+        let mut r = Ok(String::new());
+        for attempt in 0..20 {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            r = run_bounded(Command::new(super::ferry_bin()).arg("umount").arg(&self.0));
+            match &r {
+                Err(e) if e.contains("is busy") => continue,
+                _ => break,
+            }
+        }
         if let Err(err) = r {
             eprintln!("ferry umount {}: {err}; detaching", self.0.display());
             let _ = Command::new("umount").arg("-l").arg(&self.0).status();
