@@ -14,7 +14,7 @@ runs=${RUNS:-5}
 mkdir -p "$work"
 img=$work/guest.qcow2
 
-if [ ! -e "$img" ]; then
+if [ ! -e "$img" ] || [ "$(cat "$work/version" 2>/dev/null)" != 2 ]; then
   raw=$work/guest.raw
   vg=benchvg$$
   rm -f "$raw" && truncate -s 4G "$raw"
@@ -37,6 +37,7 @@ EOF
   echo "linux /vmlinuz-6.1.0-13-amd64 root=/dev/mapper/$vg-root" > "$boot/grub/grub.cfg"
   echo kernel > "$boot/vmlinuz-6.1.0-13-amd64"
   seq 1 100000 > "$var/log/messages"
+  mkdir -p "$var/lib/dpkg" && cp /var/lib/dpkg/status "$var/lib/dpkg/status"
   mk() { # FILE SIZE_MIB UUID DIR [mkfs args]
     rm -f "$1"; truncate -s "$2M" "$1"; mkfs.ext4 -q -F -U "$3" -d "$4" "${@:5}" "$1"
   }
@@ -72,13 +73,16 @@ PY
   dd if="$work/swap.fs" of="$raw" oflag=seek_bytes seek=$((p2 + pe_start + 640 * 4194304)) bs=4M conv=notrunc,sparse status=none
   qemu-img convert -O qcow2 "$raw" "$img"
   rm -rf "$raw" "$work"/*.fs "$root" "$boot" "$var"
+  echo 2 > "$work/version"
 fi
 
-best() { # prints the best wall time in ms of RUNS runs of "$@"
-  local best=999999999
-  for _ in $(seq "$runs"); do
+best() { # N CMD...: the best wall time in ms of N runs of CMD, or "failed"
+  local n=$1 best=999999999; shift
+  for _ in $(seq "$n"); do
     local t0 t1
-    t0=$(date +%s%N); "$@" >/dev/null 2>&1; t1=$(date +%s%N)
+    t0=$(date +%s%N)
+    if ! "$@" >/dev/null 2>&1; then echo failed; return; fi
+    t1=$(date +%s%N)
     local ms=$(( (t1 - t0) / 1000000 ))
     [ "$ms" -lt "$best" ] && best=$ms
   done
@@ -88,13 +92,14 @@ cold() { sync; echo 3 > /proc/sys/vm/drop_caches; "$@"; }
 
 echo "guest: $(du -h --apparent-size "$img" | cut -f1) virtual 4G, $(du -h "$img" | cut -f1) allocated"
 "$ferry" inspect "$img" | head -n 20
-f_warm=$(best "$ferry" inspect --json "$img")
-f_cold=$(best cold "$ferry" inspect --json "$img")
+f_warm=$(best "$runs" "$ferry" inspect --json "$img")
+f_cold=$(best "$runs" cold "$ferry" inspect --json "$img")
 rss=$( { /usr/bin/time -f %M "$ferry" inspect --json "$img" >/dev/null; } 2>&1 | tail -1)
 echo "ferry inspect: ${f_warm} ms warm, ${f_cold} ms with the page cache dropped, peak RSS ${rss} KiB"
 if command -v virt-inspector >/dev/null; then
   export LIBGUESTFS_BACKEND=direct LIBGUESTFS_BACKEND_SETTINGS=force_tcg
-  v=$(RUNS=${VRUNS:-2} best virt-inspector -a "$img" --format=qcow2)
+  virt-inspector --format=qcow2 -a "$img" | grep -E '<(name|distro|major_version|minor_version|hostname|arch)>' | sort -u
+  v=$(best "${VRUNS:-2}" virt-inspector --format=qcow2 -a "$img")
   echo "virt-inspector: ${v} ms (appliance under TCG)"
   echo "ratio ferry/virt-inspector (warm): $(awk -v a="$f_warm" -v b="$v" 'BEGIN{printf "%.4f", (a>0?a:1)/b}')"
 else

@@ -13,14 +13,35 @@ pub fn write_text(out: &mut dyn Write, i: &Inspection) -> io::Result<()> {
         writeln!(out, "Root {}:", r.root)?;
         if let Some(map) = os.as_object() {
             for (k, v) in map {
-                let text = match v {
-                    serde_json::Value::Null => continue,
-                    serde_json::Value::String(s) if s.is_empty() => continue,
-                    serde_json::Value::Array(a) if a.is_empty() => continue,
-                    serde_json::Value::String(s) => s.clone(),
-                    v => v.to_string(),
-                };
-                writeln!(out, "  {k}: {text}")?;
+                match (k.as_str(), v) {
+                    (_, serde_json::Value::Null) => {}
+                    (_, serde_json::Value::String(s)) if s.is_empty() || s == "unknown" => {}
+                    (_, serde_json::Value::Array(a)) if a.is_empty() => {}
+                    ("kernels", serde_json::Value::Array(ks)) => {
+                        for k in ks {
+                            writeln!(out, "  kernel {}", kernel_line(k))?;
+                        }
+                    }
+                    ("tools", serde_json::Value::Array(ts)) => {
+                        let names: Vec<String> = ts
+                            .iter()
+                            .map(|t| format!("{} ({})", text(&t["name"]), text(&t["path"])))
+                            .collect();
+                        writeln!(out, "  tools: {}", names.join(", "))?;
+                    }
+                    ("bootloader", b) => {
+                        if b["loader"] != "unknown" {
+                            let efi = if b["efi"] == true { ", EFI" } else { "" };
+                            writeln!(
+                                out,
+                                "  bootloader: {} ({}{efi})",
+                                text(&b["loader"]),
+                                text(&b["config"])
+                            )?;
+                        }
+                    }
+                    (k, v) => writeln!(out, "  {k}: {}", text(v))?,
+                }
             }
         }
         if let Some(n) = r.naming {
@@ -65,6 +86,7 @@ pub fn write_text(out: &mut dyn Write, i: &Inspection) -> io::Result<()> {
     writeln!(out, "Filesystems:")?;
     for f in &i.filesystems {
         let extra = match (&f.label, f.readable) {
+            (_, false) if f.fstype == "swap" => String::new(),
             (_, false) => format!(
                 "  (not readable: {})",
                 f.problem.as_deref().unwrap_or("unknown")
@@ -81,4 +103,21 @@ pub fn write_text(out: &mut dyn Write, i: &Inspection) -> io::Result<()> {
         )?;
     }
     Ok(())
+}
+
+fn text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        v => v.to_string(),
+    }
+}
+
+/// `6.1.0-13-amd64: /boot/vmlinuz-6.1.0-13-amd64, virtio_blk module, virtio_net module, …`
+fn kernel_line(k: &serde_json::Value) -> String {
+    let mut parts = vec![text(&k["vmlinuz"])];
+    for d in ["virtio_blk", "virtio_net", "virtio_scsi", "virtio_pci"] {
+        parts.push(format!("{d} {}", text(&k[d])));
+    }
+    format!("{}: {}", text(&k["version"]), parts.join(", "))
 }
