@@ -412,6 +412,15 @@ fn old_and_xen_guests_resolve_hard_coded_names() {
         "{facts:#}"
     );
     assert_eq!(facts["source"], "xen");
+    // `ferry fix` on the mount finds those facts and plans the rewrite of the Xen names.
+    let mnt = d.join("fix");
+    let _m = FerryMount::new(&[g.images[0].as_os_str()], &mnt).unwrap();
+    let plan = lines_ok(&run_ferry(&["fix", "--dry-run", mnt.to_str().unwrap()]));
+    let ru = &g.fs("/dev/sda1").uuid;
+    assert!(
+        plan.contains(&format!("-/dev/xvda1           /")) && plan.contains(&format!("+UUID={ru}")),
+        "{plan}"
+    );
 }
 
 #[test]
