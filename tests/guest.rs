@@ -418,7 +418,7 @@ fn old_and_xen_guests_resolve_hard_coded_names() {
     let plan = lines_ok(&run_ferry(&["fix", "--dry-run", mnt.to_str().unwrap()]));
     let ru = &g.fs("/dev/sda1").uuid;
     assert!(
-        plan.contains(&format!("-/dev/xvda1           /")) && plan.contains(&format!("+UUID={ru}")),
+        plan.contains("-/dev/xvda1           /") && plan.contains(&format!("+UUID={ru}")),
         "{plan}"
     );
 }
