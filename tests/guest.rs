@@ -668,3 +668,49 @@ fn hostile_configuration_gives_problems_not_hangs() {
         vec![("/".to_string(), "/dev/sda".to_string())]
     );
 }
+
+/// NTFS is not readable yet: a Windows system volume is recognised by the boot code Windows
+/// writes (the corpus volume was formatted by Windows), and an NTFS that mkntfs made (whose
+/// boot code loads nothing) is only listed.
+#[test]
+fn windows_is_recognised_by_its_boot_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    if common::have_tools(&["mkntfs"]) {
+        let img = tmp.path().join("data.ntfs");
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
+        common::run(
+            std::process::Command::new("mkntfs")
+                .args(["-q", "-F", "-f", "-L", "data"])
+                .arg(&img),
+        );
+        let v = ferry_json(&["inspect", "--json", img.to_str().unwrap()]);
+        assert_eq!(v["roots"].as_array().map(Vec::len), Some(0), "{v:#}");
+        assert_eq!(v["filesystems"][0]["fstype"], "ntfs");
+        assert_eq!(v["filesystems"][0]["readable"], false);
+    } else {
+        assert!(
+            !kernel::required(),
+            "mkntfs (ntfs-3g) missing and FERRY_REQUIRE_FUSE=1"
+        );
+        eprintln!("SKIP: mkntfs (ntfs-3g) not installed");
+    }
+    let Some(corpus) = common::corpus() else {
+        eprintln!("SKIP: ../shared/corpus is absent");
+        return;
+    };
+    // A raw NTFS volume cut from a VHD: its VHD footer is still there, so the format is given.
+    let img = common::unpack(&corpus.join("dissect.ntfs/ntfs.bin.gz"), tmp.path());
+    let v = ferry_json(&["inspect", "--json", "-f", "raw", img.to_str().unwrap()]);
+    let r = only_root(&v);
+    assert_eq!(
+        (r["type"].as_str(), r["root"].as_str()),
+        (Some("windows"), Some("/dev/sda"))
+    );
+    assert!(
+        r["problems"].to_string().contains("cannot read NTFS yet"),
+        "{r:#}"
+    );
+}
