@@ -460,7 +460,7 @@ impl VmdkWriter {
     }
 
     /// Ends the image: the last grain tables, and for streamOptimized the grain directory, the
-    /// footer and the end-of-stream marker; then syncs. Until then a streamOptimized file has no
+    /// footer and the end-of-stream marker (syncing is the caller's choice: `sync`). Until then a streamOptimized file has no
     /// footer, so a half-written one is refused by readers instead of looking complete.
     pub fn finish(&self) -> Result<()> {
         let mut st = self.state.lock();
@@ -489,6 +489,11 @@ impl VmdkWriter {
                 .set_len(st.next.max(self.overhead) * SECTOR)
                 .map_err(|e| self.io("vmdk file length", 0, e))?;
         }
+        Ok(())
+    }
+
+    /// Writes the file through to the disk.
+    pub fn sync(&self) -> Result<()> {
         self.file.sync_all().map_err(|e| self.io("vmdk sync", 0, e))
     }
 }
