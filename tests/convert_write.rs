@@ -282,3 +282,182 @@ fn commit_into_source_writes_back_raw_and_qcow2() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("only into raw or qcow2"));
 }
+
+/// `qemu-img map --output=json` as (start, length, zero, data, host offset).
+fn map_shape(image: &Path) -> Vec<(u64, u64, bool, bool, Option<u64>)> {
+    let v: serde_json::Value =
+        serde_json::from_str(&qemu_img(&["map", "--output=json", s(image)])).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["start"].as_u64().unwrap(),
+                e["length"].as_u64().unwrap(),
+                e["zero"].as_bool().unwrap(),
+                e["data"].as_bool().unwrap(),
+                e["offset"].as_u64(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn preallocation_metadata_and_lazy_refcounts_as_qemu() {
+    if !have_tools(&["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Three L2 tables at 64 KiB clusters (512 MiB each), data in each, a partial last sector.
+    let src = d.join("src.raw");
+    let f = std::fs::File::create(&src).unwrap();
+    f.set_len((1100 << 20) + 700).unwrap();
+    drop(f);
+    for (at, seed) in [
+        (0u64, 1u64),
+        (600 << 20, 2),
+        ((1100 << 20) + 700 - (5 << 20), 3),
+    ] {
+        common::write_into(&src, at, &{
+            let p = d.join(format!("piece{seed}"));
+            make_mixed_raw(&p, 5 << 20, seed);
+            p
+        });
+    }
+    assert_eq!(std::fs::metadata(&src).unwrap().len(), (1100 << 20) + 700);
+    let _g = Unchanged::new(&[&src]);
+    for (opts, cs) in [
+        ("preallocation=metadata", 64u64 << 10),
+        ("preallocation=metadata,cluster_size=2M", 2 << 20),
+        (
+            "preallocation=metadata,compat=0.10,cluster_size=16k",
+            16 << 10,
+        ),
+        ("preallocation=off", 64 << 10),
+    ] {
+        let ours = d.join("ours.qcow2");
+        let theirs = d.join("theirs.qcow2");
+        ferry_ok(&["convert", s(&src), "-O", "qcow2", "-o", opts, s(&ours)]);
+        qemu_img(&["convert", "-O", "qcow2", "-o", opts, s(&src), s(&theirs)]);
+        let chk = check_json(&ours);
+        assert_eq!(chk["leaks"].as_u64().unwrap_or(0), 0, "{opts}: {chk}");
+        assert_eq!(chk["corruptions"].as_u64().unwrap_or(0), 0, "{opts}: {chk}");
+        qemu_img(&["compare", s(&src), s(&ours)]);
+        // Same layout as qemu's: every cluster allocated, each L2 table followed by its
+        // clusters in guest order, so the map (with host offsets) and the file length agree.
+        let (a, b) = (map_shape(&ours), map_shape(&theirs));
+        if opts.contains("metadata") {
+            assert_eq!(a, b, "{opts}: qemu-img map differs from qemu's own");
+        } else {
+            // Without preallocation the host offsets are the allocator's choice: the same
+            // bytes are data, zero or unallocated.
+            let merged = |v: Vec<(u64, u64, bool, bool, Option<u64>)>| {
+                let mut out: Vec<(u64, u64, bool, bool)> = Vec::new();
+                for (start, len, zero, data, _) in v {
+                    match out.last_mut() {
+                        Some(l) if (l.2, l.3) == (zero, data) => l.1 += len,
+                        _ => out.push((start, len, zero, data)),
+                    }
+                }
+                out
+            };
+            assert_eq!(
+                merged(a.clone()),
+                merged(b),
+                "{opts}: qemu-img map differs from qemu's own"
+            );
+        }
+        let len = |p: &Path| std::fs::metadata(p).unwrap().len();
+        if opts.contains("metadata") {
+            assert!(a.iter().all(|e| e.3), "{opts}: not all allocated: {a:?}");
+            assert_eq!(len(&ours), len(&theirs), "{opts}: file length");
+            let alloc = chk["allocated-clusters"].as_u64().unwrap();
+            assert_eq!(alloc, len(&src).div_ceil(cs), "{opts}: {chk}");
+        }
+    }
+    // Compression and preallocation exclude each other, as in qemu-img.
+    let o = run_ferry(&[
+        "convert",
+        s(&src),
+        "-O",
+        "qcow2",
+        "-c",
+        "-o",
+        "preallocation=metadata",
+        s(&d.join("x.qcow2")),
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("exclude each other"));
+    let o = run_ferry(&[
+        "convert",
+        s(&src),
+        "-O",
+        "qcow2",
+        "-o",
+        "preallocation=full",
+        s(&d.join("x.qcow2")),
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not supported"));
+
+    // lazy_refcounts=on is recorded; the image is left clean, qemu then writes it with lazy
+    // refcounts (setting and clearing the dirty bit itself) and ferry can write it after.
+    let lazy = d.join("lazy.qcow2");
+    ferry_ok(&[
+        "convert",
+        s(&src),
+        "-O",
+        "qcow2",
+        "-o",
+        "lazy_refcounts=on",
+        s(&lazy),
+    ]);
+    let info: serde_json::Value =
+        serde_json::from_str(&qemu_img(&["info", "--output=json", s(&lazy)])).unwrap();
+    let spec = &info["format-specific"]["data"];
+    assert_eq!(spec["lazy-refcounts"], true, "{info}");
+    assert_eq!(spec["corrupt"], false, "{info}");
+    assert!(info["dirty-flag"].as_bool() != Some(true), "{info}");
+    check_json(&lazy);
+    qemu_io("qcow2", &lazy, &["write -P 0x42 700M 3M"]);
+    check_json(&lazy);
+    let w = ferry::block::qcow2::writer::Qcow2Writer::open(&lazy).unwrap();
+    use ferry::block::BlockDevice;
+    w.write_at(&[7u8; 100_000], 900 << 20).unwrap();
+    w.flush().unwrap();
+    drop(w);
+    let chk = check_json(&lazy);
+    assert_eq!(chk["leaks"].as_u64().unwrap_or(0), 0, "{chk}");
+    // qemu killed while writing with lazy refcounts leaves the dirty bit set: ferry reads the
+    // image (with a warning) but does not write it; qemu repairs it when it opens it for writing.
+    let o = Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "write -P 0x43 10M 1M", "-c", "abort"])
+        .arg(&lazy)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let info: serde_json::Value =
+        serde_json::from_str(&qemu_img(&["info", "--output=json", s(&lazy)])).unwrap();
+    assert_eq!(info["dirty-flag"], true, "{info}");
+    let err = match ferry::block::qcow2::writer::Qcow2Writer::open(&lazy) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a dirty image was opened for writing"),
+    };
+    assert!(
+        err.contains("dirty") && err.contains("qemu-img check -r all"),
+        "{err}"
+    );
+    let r = ferry::block::open(&lazy).unwrap();
+    let mut b = vec![0u8; 1 << 20];
+    r.read_at(&mut b, 10 << 20).unwrap();
+    assert!(b.iter().all(|&x| x == 0x43));
+    let o = run_ferry(&[
+        "convert",
+        s(&src),
+        "-O",
+        "qcow2",
+        "-o",
+        "lazy_refcounts=on,compat=0.10",
+        s(&d.join("x.qcow2")),
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("compat=1.1"));
+}

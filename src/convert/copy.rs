@@ -255,7 +255,12 @@ fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) 
         Target::Qcow2 { w, .. } => w.header().cluster_size(),
         Target::Vmdk(w) => w.grain_bytes(),
     };
-    let zero_block = (align as usize).max(ZERO_BLOCK);
+    // Zeros are skipped in whole clusters, except where clusters are written in place (raw,
+    // preallocated qcow2): there in 4 KiB blocks as qemu-img, so the file stays as sparse.
+    let zero_block = match &target {
+        Target::Qcow2 { prealloc: true, .. } => ZERO_BLOCK,
+        _ => (align as usize).max(ZERO_BLOCK),
+    };
     let target = &target;
     // Default: one worker per core, and at least MIN_WORKERS so that reads and writes keep
     // overlapping while some workers wait (on the disk, on the file's lock, on the turnstile).
@@ -394,10 +399,20 @@ fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) 
                         let compress: Option<&Compressor> = match target {
                             Target::Qcow2 {
                                 w, compress: true, ..
-                            } => Some(&|d: &[u8]| w.compress_cluster(d)),
-                            Target::Vmdk(w) if w.compressed() => {
-                                Some(&|d: &[u8]| Some(w.compress_grain(d)))
-                            }
+                            } => Some(&|d: &[u8]| {
+                                if looks_incompressible(d) {
+                                    None
+                                } else {
+                                    w.compress_cluster(d)
+                                }
+                            }),
+                            Target::Vmdk(w) if w.compressed() => Some(&|d: &[u8]| {
+                                Some(if looks_incompressible(d) {
+                                    w.store_grain(d)
+                                } else {
+                                    w.compress_grain(d)
+                                })
+                            }),
                             _ => None,
                         };
                         if let Some(compress) = compress {
@@ -536,6 +551,33 @@ struct Chunk {
     packed: Vec<Option<Vec<u8>>>,
 }
 
+/// Whether `b` looks incompressible: its byte histogram is nearly flat (order-0 entropy above
+/// 7.99 bits per byte, which only random, encrypted or already compressed data reaches in a
+/// 64 KiB cluster; below about 32 KiB even random data stays under it, so small clusters are
+/// always tried). Deflate then only adds framing: qemu tries anyway and stores such a
+/// cluster plain when the result is not smaller; ferry skips the attempt, which costs about ten
+/// times more than this count.
+fn looks_incompressible(b: &[u8]) -> bool {
+    let mut h = [[0u32; 256]; 4];
+    let mut quads = b.chunks_exact(4);
+    for q in &mut quads {
+        h[0][q[0] as usize] += 1;
+        h[1][q[1] as usize] += 1;
+        h[2][q[2] as usize] += 1;
+        h[3][q[3] as usize] += 1;
+    }
+    for &x in quads.remainder() {
+        h[0][x as usize] += 1;
+    }
+    let n = b.len() as f64;
+    let bits: f64 = (0..256)
+        .map(|i| f64::from(h[0][i] + h[1][i] + h[2][i] + h[3][i]))
+        .filter(|&c| c > 0.0)
+        .map(|c| -(c / n) * (c / n).log2())
+        .sum();
+    bits > 7.99
+}
+
 /// The runs of `b` made of `block`-byte blocks that are not all zeros (the rest is not written).
 fn nonzero_runs(b: &[u8], block: usize) -> Vec<(usize, usize)> {
     let mut runs = Vec::new();
@@ -553,4 +595,36 @@ fn nonzero_runs(b: &[u8], block: usize) -> Vec<(usize, usize)> {
         runs.push((start, i.min(b.len())));
     }
     runs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_flat_histograms_look_incompressible() {
+        // xorshift: stands in for random, encrypted or compressed data.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let random: Vec<u8> = (0..65536)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        assert!(looks_incompressible(&random));
+        assert!(!looks_incompressible(&random[..16384]), "too short to tell");
+        let mut tail = random.clone();
+        tail[60000..].fill(0);
+        assert!(!looks_incompressible(&tail), "a zero tail compresses");
+        let text: Vec<u8> = b"a line of a log file\n"
+            .iter()
+            .copied()
+            .cycle()
+            .take(65536)
+            .collect();
+        assert!(!looks_incompressible(&text));
+        assert!(!looks_incompressible(&[0u8; 65536]));
+    }
 }

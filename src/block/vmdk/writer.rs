@@ -328,11 +328,20 @@ impl VmdkWriter {
     /// Deflates one grain (zlib stream, RFC 1950), padded with zeros to a whole grain: qemu
     /// refuses a compressed grain that inflates to less. Runs in the copy's workers.
     pub fn compress_grain(&self, data: &[u8]) -> Vec<u8> {
+        self.deflate_grain(data, flate2::Compression::default())
+    }
+
+    /// A grain as a zlib stream of stored blocks: for data deflate cannot shrink (random,
+    /// encrypted, already compressed), where trying costs time and saves nothing. Every
+    /// grain of a streamOptimized extent must be a zlib stream; this one is 11 bytes longer
+    /// than the grain.
+    pub fn store_grain(&self, data: &[u8]) -> Vec<u8> {
+        self.deflate_grain(data, flate2::Compression::none())
+    }
+
+    fn deflate_grain(&self, data: &[u8], level: flate2::Compression) -> Vec<u8> {
         let grain = self.grain_bytes() as usize;
-        let mut e = ZlibEncoder::new(
-            Vec::with_capacity(grain / 2 + 64),
-            flate2::Compression::default(),
-        );
+        let mut e = ZlibEncoder::new(Vec::with_capacity(grain + 64), level);
         // Writes to a Vec cannot fail.
         let _ = e.write_all(data);
         if data.len() < grain {
