@@ -85,7 +85,9 @@ fn check_not_source(src: &Arc<dyn BlockDevice>, dst: &Path) -> Result<()> {
         return Ok(());
     };
     for layer in block::chain(src) {
-        for f in layer.info()?.files {
+        // The layer's own file (a VMDK descriptor) and every file holding its data.
+        let info = layer.info()?;
+        for f in std::iter::once(info.filename).chain(info.files) {
             if let Ok(m) = std::fs::metadata(&f) {
                 if (m.dev(), m.ino()) == (dm.dev(), dm.ino()) {
                     return Err(Error::OutputIsSource {
