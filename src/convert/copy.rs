@@ -1,8 +1,9 @@
-//! The extent-driven parallel copy to a raw file or a new qcow2 image. A raw output is created
-//! sparse (set_len) and a qcow2 one empty, and only data is written; blocks of data that are all
-//! zeros are detected and skipped too (like `qemu-img convert -S 4k`), so the result has holes
-//! (unallocated clusters) wherever the source reads as zeros. Compression of qcow2 clusters runs
-//! in the reading workers, on every core; one thread writes.
+//! The extent-driven parallel copy to a raw file, a new qcow2 image or a new VMDK. A raw output
+//! is created sparse (set_len) and a qcow2 one empty, and only data is written; blocks of data
+//! that are all zeros are detected and skipped too (like `qemu-img convert -S 4k`), so the result
+//! has holes (unallocated clusters) wherever the source reads as zeros. Each worker reads,
+//! compresses and writes its own chunks; only what the target needs in order goes through a
+//! turnstile in source order (see `copy`).
 
 use super::{progress, Error, Result};
 use crate::block::qcow2::writer::{CreateOptions, Qcow2Writer};

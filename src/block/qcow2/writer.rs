@@ -8,7 +8,10 @@
 //! clusters' contents, then the L2 entries that point at them, then the L1 entry of a new L2
 //! table; references are dropped before refcounts are decreased. Whatever the process is killed
 //! between, every reference points at a cluster whose refcount is already counted, so
-//! `qemu-img check` finds at most leaked clusters. The dirty bit and lazy refcounts are not used.
+//! `qemu-img check` finds at most leaked clusters. ferry never needs the dirty bit: an image
+//! created with lazy refcounts only records the feature for qemu. A dirty image (qemu stopped
+//! while using lazy refcounts) is refused for writing; qemu would rebuild its refcounts on open,
+//! ferry leaves that to `qemu-img check -r all`.
 //! Clusters are only ever allocated at the end of the file (freed ones are not reused), so a data
 //! cluster never changes meaning while a reader holds its offset. Against power loss the order
 //! holds only up to the last `flush()` (as qemu with cache=writeback between guest flushes).
