@@ -54,7 +54,8 @@ enum Cmd {
         output_format: String,
         dst: PathBuf,
         /// Target options, comma-separated: compression=zlib|zstd (compress every cluster),
-        /// cluster_size=64k, compat=0.10|1.1 (qcow2); subformat=monolithicSparse|streamOptimized|
+        /// cluster_size=64k, compat=0.10|1.1, preallocation=off|metadata, lazy_refcounts=on|off
+        /// (qcow2); subformat=monolithicSparse|streamOptimized|
         /// monolithicFlat, adapter_type=ide|lsilogic|buslogic|legacyESX|pvscsi, hwversion=N (vmdk).
         #[arg(short = 'o', long = "options")]
         options: Option<String>,
@@ -66,7 +67,7 @@ enum Cmd {
         /// Show a progress bar (on a terminal).
         #[arg(short = 'p', long)]
         progress: bool,
-        /// Worker threads (default: one per core).
+        /// Worker threads (default: one per core, at least 4).
         #[arg(long, default_value_t = 0)]
         threads: usize,
         /// Print a JSON summary (bytes read, written, skipped, seconds).
@@ -531,8 +532,19 @@ fn qcow2_options(t: &ConvertTarget) -> Result<ferry::convert::Qcow2Options> {
             ("cluster_size", v) => q.cluster_size = parse_size(v)?,
             ("compat", "0.10" | "v2") => q.compat_v2 = true,
             ("compat", "1.1" | "v3") => q.compat_v2 = false,
-            _ => bail!("unknown qcow2 option '{kv}' (known: compression=zlib|zstd, cluster_size=SIZE, compat=0.10|1.1)"),
+            ("preallocation", "off") => q.preallocate_metadata = false,
+            ("preallocation", "metadata") => q.preallocate_metadata = true,
+            ("preallocation", _) => bail!("preallocation={v} is not supported (only off and metadata)"),
+            ("lazy_refcounts", "on") => q.lazy_refcounts = true,
+            ("lazy_refcounts", "off") => q.lazy_refcounts = false,
+            _ => bail!("unknown qcow2 option '{kv}' (known: compression=zlib|zstd, cluster_size=SIZE, compat=0.10|1.1, preallocation=off|metadata, lazy_refcounts=on|off)"),
         }
+    }
+    if q.preallocate_metadata && q.compression.is_some() {
+        bail!("compression and preallocation=metadata exclude each other (as in qemu-img)");
+    }
+    if q.compat_v2 && q.lazy_refcounts {
+        bail!("lazy_refcounts=on needs compat=1.1 (qcow2 v3)");
     }
     if q.compat_v2 && q.compression == Some(Compression::Zstd) {
         bail!("zstd compression needs compat=1.1 (qcow2 v3)");

@@ -207,18 +207,237 @@ fn a_full_disk_fails_cleanly() {
         }
     }
     let _u = Umount(&mnt);
-    for fmt in ["qcow2", "raw"] {
-        let dst = mnt.join(format!("out.{fmt}"));
-        let o = run_ferry(&["convert", s(&src), "-O", fmt, s(&dst)]);
-        assert_eq!(o.status.code(), Some(1), "{fmt}");
+    // Every target; the VMDKs too (a streamOptimized file is only complete with its footer,
+    // a flat one is two files, both removed).
+    let cases: &[(&str, &[&str], &str)] = &[
+        ("qcow2", &[], "out.qcow2"),
+        ("raw", &[], "out.raw"),
+        ("vmdk", &["-o", "subformat=monolithicSparse"], "sparse.vmdk"),
+        ("vmdk", &["-o", "subformat=streamOptimized"], "stream.vmdk"),
+        ("vmdk", &["-o", "subformat=monolithicFlat"], "flat.vmdk"),
+    ];
+    for (fmt, opts, name) in cases {
+        let dst = mnt.join(name);
+        let mut args = vec!["convert", s(&src), "-O", fmt];
+        args.extend_from_slice(opts);
+        args.push(s(&dst));
+        let o = run_ferry(&args);
+        assert_eq!(o.status.code(), Some(1), "{fmt} {opts:?}");
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(err.contains("No space left on device"), "{fmt}: {err}");
-        assert_eq!(err.trim().lines().count(), 1, "{err}");
         assert!(
-            !dst.exists(),
-            "{fmt}: a half-written output was left behind"
+            err.contains("No space left on device"),
+            "{fmt} {opts:?}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        let left: Vec<_> = std::fs::read_dir(&mnt).unwrap().collect();
+        assert!(
+            left.is_empty(),
+            "{fmt} {opts:?}: a half-written output was left behind: {left:?}"
         );
     }
+    // Random data (stored VMDK grains are barely smaller than the source) fills it too.
+    let rnd = d.join("rnd.raw");
+    std::fs::write(&rnd, common::pseudo_random(5, 12 << 20)).unwrap();
+    let dst = mnt.join("rnd.vmdk");
+    let o = run_ferry(&[
+        "convert",
+        s(&rnd),
+        "-O",
+        "vmdk",
+        "-o",
+        "subformat=streamOptimized",
+        s(&dst),
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("No space left on device"));
+    assert!(!dst.exists());
+}
+
+#[test]
+fn converting_onto_the_source_is_refused_for_every_target() {
+    if !have_tools(&["qemu-img"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let raw = d.join("disk-flat.vmdk"); // a raw file named as a flat extent
+    make_mixed_raw(&raw, 4 << 20, 3);
+    let q = d.join("base.qcow2");
+    qemu_img(&["convert", "-q", "-O", "qcow2", s(&raw), s(&q)]);
+    let top = d.join("top.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "base.qcow2",
+        "-F",
+        "qcow2",
+        s(&top),
+    ]);
+    let flat_desc = d.join("f.vmdk");
+    qemu_img(&[
+        "convert",
+        "-q",
+        "-O",
+        "vmdk",
+        "-o",
+        "subformat=monolithicFlat",
+        s(&raw),
+        s(&flat_desc),
+    ]);
+    let link = d.join("link.raw");
+    std::os::unix::fs::symlink(&raw, &link).unwrap();
+    let hard = d.join("hard.raw");
+    std::fs::hard_link(&raw, &hard).unwrap();
+    let _g = Unchanged::new(&[&raw, &q, &top, &flat_desc, &d.join("f-flat.vmdk")]);
+    let targets: &[(&str, &[&str])] = &[
+        ("raw", &[]),
+        ("qcow2", &[]),
+        ("qcow2", &["-c"]),
+        ("qcow2", &["-o", "preallocation=metadata"]),
+        ("vmdk", &["-o", "subformat=monolithicSparse"]),
+        ("vmdk", &["-o", "subformat=streamOptimized"]),
+        ("vmdk", &["-o", "subformat=monolithicFlat"]),
+    ];
+    // (source, output): the file itself, a backing file of its chain, a symlink and a hard
+    // link to it, a flat descriptor's extent.
+    let pairs = [
+        (&raw, &raw),
+        (&top, &top),
+        (&top, &q),
+        (&raw, &link),
+        (&raw, &hard),
+        (&flat_desc, &d.join("f-flat.vmdk")),
+        (&flat_desc, &flat_desc),
+    ];
+    for (src, dst) in pairs {
+        for (fmt, opts) in targets {
+            let mut args = vec!["convert", s(src), "-O", fmt];
+            args.extend_from_slice(opts);
+            args.push(s(dst));
+            let o = run_ferry(&args);
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                !o.status.success() && err.contains("refusing to write over"),
+                "{} -> {} as {fmt} {opts:?}: {err}",
+                src.display(),
+                dst.display()
+            );
+        }
+    }
+    // A monolithicFlat output whose extent would be the source ("disk.vmdk" writes
+    // "disk-flat.vmdk").
+    let o = run_ferry(&[
+        "convert",
+        s(&raw),
+        "-O",
+        "vmdk",
+        "-o",
+        "subformat=monolithicFlat",
+        s(&d.join("disk.vmdk")),
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("refusing to write over"));
+    assert!(!d.join("disk.vmdk").exists());
+    // And commit: onto the overlay itself or its source.
+    let ov = d.join("ov.qcow2");
+    ferry_ok(&["overlay", "create", s(&q), s(&ov)]);
+    for dst in [&ov, &q] {
+        let o = run_ferry(&["commit", s(&ov), "-O", "qcow2", s(dst)]);
+        assert!(String::from_utf8_lossy(&o.stderr).contains("refusing to write over"));
+    }
+}
+
+#[test]
+fn json_summary_counts_what_was_read_written_and_skipped() {
+    if !have_tools(&["qemu-img"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = d.join("src.raw");
+    make_mixed_raw(&src, (24 << 20) + 300, 17);
+    let _g = Unchanged::new(&[&src]);
+    let bytes = std::fs::read(&src).unwrap();
+    // The oracle: qemu-img map's data extents of the source are what is read; of those, the
+    // 4 KiB blocks that are not all zeros are what a raw output gets written.
+    let data: Vec<(u64, u64)> = common::qemu_map_classes(&src)
+        .into_iter()
+        .filter(|(_, _, c)| c.data)
+        .map(|(a, n, _)| (a, n))
+        .collect();
+    let read: u64 = data.iter().map(|e| e.1).sum();
+    let written: u64 = data
+        .iter()
+        .flat_map(|&(a, n)| {
+            (a..a + n)
+                .step_by(4096)
+                .map(move |b| (b, (b + 4096).min(a + n)))
+        })
+        .filter(|&(b, e)| bytes[b as usize..e as usize].iter().any(|&x| x != 0))
+        .map(|(b, e)| e - b)
+        .sum();
+    assert!(
+        read < bytes.len() as u64 && written < read,
+        "a source with holes and zeros"
+    );
+    let dst = d.join("o.raw");
+    let v: serde_json::Value = serde_json::from_str(&ferry_ok(&[
+        "convert",
+        s(&src),
+        "-O",
+        "raw",
+        "--json",
+        s(&dst),
+    ]))
+    .unwrap();
+    assert_eq!(v["virtual_size"], bytes.len() as u64, "{v}");
+    assert_eq!(v["bytes_read"], read, "{v}");
+    assert_eq!(v["bytes_skipped"], bytes.len() as u64 - read, "{v}");
+    assert_eq!(v["bytes_written"], written, "{v}");
+    assert!(v["seconds"].as_f64().unwrap() > 0.0, "{v}");
+    qemu_img(&["compare", s(&src), s(&dst)]);
+    // The raw output holds exactly what was written (its data per qemu-img map).
+    let out: u64 = common::qemu_map_classes(&dst)
+        .iter()
+        .filter(|(_, _, c)| c.data)
+        .map(|e| e.1)
+        .sum();
+    assert_eq!(out, written);
+    // qcow2 reads whole clusters; what it writes is whole non-zero clusters, which is what
+    // qemu-img check counts as allocated.
+    let q = d.join("o.qcow2");
+    let v: serde_json::Value = serde_json::from_str(&ferry_ok(&[
+        "convert",
+        s(&src),
+        "-O",
+        "qcow2",
+        "--json",
+        s(&q),
+    ]))
+    .unwrap();
+    let chk = check_json(&q);
+    let clusters = chk["allocated-clusters"].as_u64().unwrap();
+    let w = v["bytes_written"].as_u64().unwrap();
+    assert_eq!(w.div_ceil(64 << 10), clusters, "{v} {chk}");
+    assert_eq!(
+        v["bytes_read"].as_u64().unwrap() + v["bytes_skipped"].as_u64().unwrap(),
+        bytes.len() as u64
+    );
+    // commit --json: the same summary.
+    let ov = d.join("ov.qcow2");
+    ferry_ok(&["overlay", "create", s(&src), s(&ov)]);
+    let v: serde_json::Value = serde_json::from_str(&ferry_ok(&[
+        "commit",
+        s(&ov),
+        "-O",
+        "raw",
+        "--json",
+        s(&d.join("c.raw")),
+    ]))
+    .unwrap();
+    assert_eq!(v["bytes_read"], read, "{v}");
+    assert_eq!(v["bytes_written"], written, "{v}");
 }
 
 #[test]
@@ -281,4 +500,183 @@ fn commit_into_source_writes_back_raw_and_qcow2() {
     let o = run_ferry(&["commit", s(&ov), "--into-source", "--yes"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("only into raw or qcow2"));
+}
+
+/// `qemu-img map --output=json` as (start, length, zero, data, host offset).
+fn map_shape(image: &Path) -> Vec<(u64, u64, bool, bool, Option<u64>)> {
+    let v: serde_json::Value =
+        serde_json::from_str(&qemu_img(&["map", "--output=json", s(image)])).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["start"].as_u64().unwrap(),
+                e["length"].as_u64().unwrap(),
+                e["zero"].as_bool().unwrap(),
+                e["data"].as_bool().unwrap(),
+                e["offset"].as_u64(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn preallocation_metadata_and_lazy_refcounts_as_qemu() {
+    if !have_tools(&["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Three L2 tables at 64 KiB clusters (512 MiB each), data in each, a partial last sector.
+    let src = d.join("src.raw");
+    let f = std::fs::File::create(&src).unwrap();
+    f.set_len((1100 << 20) + 700).unwrap();
+    drop(f);
+    for (at, seed) in [
+        (0u64, 1u64),
+        (600 << 20, 2),
+        ((1100 << 20) + 700 - (5 << 20), 3),
+    ] {
+        common::write_into(&src, at, &{
+            let p = d.join(format!("piece{seed}"));
+            make_mixed_raw(&p, 5 << 20, seed);
+            p
+        });
+    }
+    assert_eq!(std::fs::metadata(&src).unwrap().len(), (1100 << 20) + 700);
+    let _g = Unchanged::new(&[&src]);
+    for (opts, cs) in [
+        ("preallocation=metadata", 64u64 << 10),
+        ("preallocation=metadata,cluster_size=2M", 2 << 20),
+        (
+            "preallocation=metadata,compat=0.10,cluster_size=16k",
+            16 << 10,
+        ),
+        ("preallocation=off", 64 << 10),
+    ] {
+        let ours = d.join("ours.qcow2");
+        let theirs = d.join("theirs.qcow2");
+        ferry_ok(&["convert", s(&src), "-O", "qcow2", "-o", opts, s(&ours)]);
+        qemu_img(&["convert", "-O", "qcow2", "-o", opts, s(&src), s(&theirs)]);
+        let chk = check_json(&ours);
+        assert_eq!(chk["leaks"].as_u64().unwrap_or(0), 0, "{opts}: {chk}");
+        assert_eq!(chk["corruptions"].as_u64().unwrap_or(0), 0, "{opts}: {chk}");
+        qemu_img(&["compare", s(&src), s(&ours)]);
+        // Same layout as qemu's: every cluster allocated, each L2 table followed by its
+        // clusters in guest order, so the map (with host offsets) and the file length agree.
+        let (a, b) = (map_shape(&ours), map_shape(&theirs));
+        if opts.contains("metadata") {
+            assert_eq!(a, b, "{opts}: qemu-img map differs from qemu's own");
+        } else {
+            // Without preallocation the host offsets are the allocator's choice: the same
+            // bytes are data, zero or unallocated.
+            let merged = |v: Vec<(u64, u64, bool, bool, Option<u64>)>| {
+                let mut out: Vec<(u64, u64, bool, bool)> = Vec::new();
+                for (start, len, zero, data, _) in v {
+                    match out.last_mut() {
+                        Some(l) if (l.2, l.3) == (zero, data) => l.1 += len,
+                        _ => out.push((start, len, zero, data)),
+                    }
+                }
+                out
+            };
+            assert_eq!(
+                merged(a.clone()),
+                merged(b),
+                "{opts}: qemu-img map differs from qemu's own"
+            );
+        }
+        let len = |p: &Path| std::fs::metadata(p).unwrap().len();
+        if opts.contains("metadata") {
+            assert!(a.iter().all(|e| e.3), "{opts}: not all allocated: {a:?}");
+            assert_eq!(len(&ours), len(&theirs), "{opts}: file length");
+            let alloc = chk["allocated-clusters"].as_u64().unwrap();
+            assert_eq!(alloc, len(&src).div_ceil(cs), "{opts}: {chk}");
+        }
+    }
+    // Compression and preallocation exclude each other, as in qemu-img.
+    let o = run_ferry(&[
+        "convert",
+        s(&src),
+        "-O",
+        "qcow2",
+        "-c",
+        "-o",
+        "preallocation=metadata",
+        s(&d.join("x.qcow2")),
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("exclude each other"));
+    let o = run_ferry(&[
+        "convert",
+        s(&src),
+        "-O",
+        "qcow2",
+        "-o",
+        "preallocation=full",
+        s(&d.join("x.qcow2")),
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not supported"));
+
+    // lazy_refcounts=on is recorded; the image is left clean, qemu then writes it with lazy
+    // refcounts (setting and clearing the dirty bit itself) and ferry can write it after.
+    let lazy = d.join("lazy.qcow2");
+    ferry_ok(&[
+        "convert",
+        s(&src),
+        "-O",
+        "qcow2",
+        "-o",
+        "lazy_refcounts=on",
+        s(&lazy),
+    ]);
+    let info: serde_json::Value =
+        serde_json::from_str(&qemu_img(&["info", "--output=json", s(&lazy)])).unwrap();
+    let spec = &info["format-specific"]["data"];
+    assert_eq!(spec["lazy-refcounts"], true, "{info}");
+    assert_eq!(spec["corrupt"], false, "{info}");
+    assert!(info["dirty-flag"].as_bool() != Some(true), "{info}");
+    check_json(&lazy);
+    qemu_io("qcow2", &lazy, &["write -P 0x42 700M 3M"]);
+    check_json(&lazy);
+    let w = ferry::block::qcow2::writer::Qcow2Writer::open(&lazy).unwrap();
+    use ferry::block::BlockDevice;
+    w.write_at(&[7u8; 100_000], 900 << 20).unwrap();
+    w.flush().unwrap();
+    drop(w);
+    let chk = check_json(&lazy);
+    assert_eq!(chk["leaks"].as_u64().unwrap_or(0), 0, "{chk}");
+    // qemu killed while writing with lazy refcounts leaves the dirty bit set: ferry reads the
+    // image (with a warning) but does not write it; qemu repairs it when it opens it for writing.
+    let o = Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "write -P 0x43 10M 1M", "-c", "abort"])
+        .arg(&lazy)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let info: serde_json::Value =
+        serde_json::from_str(&qemu_img(&["info", "--output=json", s(&lazy)])).unwrap();
+    assert_eq!(info["dirty-flag"], true, "{info}");
+    let err = match ferry::block::qcow2::writer::Qcow2Writer::open(&lazy) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a dirty image was opened for writing"),
+    };
+    assert!(
+        err.contains("dirty") && err.contains("qemu-img check -r all"),
+        "{err}"
+    );
+    let r = ferry::block::open(&lazy).unwrap();
+    let mut b = vec![0u8; 1 << 20];
+    r.read_at(&mut b, 10 << 20).unwrap();
+    assert!(b.iter().all(|&x| x == 0x43));
+    let o = run_ferry(&[
+        "convert",
+        s(&src),
+        "-O",
+        "qcow2",
+        "-o",
+        "lazy_refcounts=on,compat=0.10",
+        s(&d.join("x.qcow2")),
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("compat=1.1"));
 }

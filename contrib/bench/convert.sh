@@ -1,16 +1,21 @@
 #!/bin/bash
 # Side-by-side: `ferry convert` vs `qemu-img convert` (default settings, and `-W -m 8`) on the
-# same inputs, warm page cache, best of $RUNS wall times, with each tool's peak RSS:
-#   vmdk (monolithicSparse) → qcow2, qcow2 → raw, raw → qcow2, raw → compressed qcow2,
-#   and a 100 GiB sparse raw disk holding 1 GiB of data → qcow2 (time must follow the data).
-# The guest is $SIZE bytes (default 4G) of which about 40% random data, 20% text, the rest zeros
-# and holes. Every output is checked with `qemu-img compare` against its input.
+# same inputs, warm page cache. The three commands take turns within each of $RUNS rounds, so a
+# burst of load elsewhere hits all of them; the table gives the best wall time of each, the
+# spread (slowest/best) and each tool's peak RSS in its best run.
+#   4 GiB guest: vmdk (monolithicSparse) → qcow2, qcow2 → raw, raw → streamOptimized vmdk,
+#                raw → qcow2, raw → compressed qcow2;
+#   100 GiB sparse raw disk holding 1 GiB of data → qcow2 and → raw (time must follow the data).
+# The guest is $SIZE bytes (default 4G): about 40% random data, 20% text, the rest zeros and holes.
+# Every ferry output is checked with `qemu-img compare` against its input (and `check` for qcow2).
 # Usage: contrib/bench/convert.sh [WORKDIR]   (default /var/tmp/ferry-bench-convert; inputs kept)
+#        ONLY=regex limits the cases by name.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 work=${1:-/var/tmp/ferry-bench-convert}
 RUNS=${RUNS:-3}
 SIZE=${SIZE:-4G}
+ONLY=${ONLY:-.}
 ferry=$here/target/release/ferry
 (cd "$here" && cargo build --release -q)
 mkdir -p "$work"
@@ -19,7 +24,7 @@ cd "$work"
 if [ ! -f inputs.done ] || [ "$(stat -c %s guest.raw)" != "$(numfmt --from=iec "$SIZE")" ]; then
     echo "building inputs (once)..."
     set +o pipefail # `yes | head` ends with SIGPIPE
-    rm -f guest.raw
+    rm -f guest.raw inputs.done
     truncate -s "$SIZE" guest.raw
     bytes=$(stat -c %s guest.raw)
     mib=$((bytes >> 20))
@@ -42,33 +47,52 @@ if [ ! -f inputs.done ] || [ "$(stat -c %s guest.raw)" != "$(numfmt --from=iec "
     set -o pipefail
     touch inputs.done
 fi
+cat guest.raw guest.vmdk guest.qcow2 > /dev/null
+"$ferry" map sparse.raw > /dev/null
 
-# best TOOL-COMMAND...: best wall seconds of $RUNS runs and the peak RSS (KiB) of the best run.
-best() {
-    local b="" rss=""
-    for ((r = 0; r < RUNS; r++)); do
-        rm -f out.*
-        /usr/bin/time -f "%e %M" -o t.txt "$@" > /dev/null
-        read -r s m < t.txt
-        if [ -z "$b" ] || [ "$(echo "$s < $b" | bc)" = 1 ]; then b=$s rss=$m; fi
-    done
-    echo "$b $rss"
+# timed NAME COMMAND...: appends "NAME seconds rssKiB" to times.txt (output removed first, and
+# the file system's pending writes flushed so one run's writeback does not slow the next).
+timed() {
+    local name=$1
+    shift
+    rm -f out.*
+    sync
+    /usr/bin/time -f "%e %M" -o t.txt "$@" > /dev/null
+    echo "$name $(cat t.txt)" >> times.txt
 }
 
-printf "%-28s %10s %10s %10s %8s %8s %9s\n" case ferry qemu "qemu-W-m8" ratio ratioW "ferryRSS"
+# stat NAME: "best spread rssMiB" over the runs of NAME in times.txt.
+stat_of() {
+    awk -v n="$1" '$1 == n { if (b == "" || $2 < b) { b = $2; r = $3 } if ($2 > w) w = $2 }
+        END { printf "%.2f %.2f %d\n", b, (b > 0 ? w / b : 1), r / 1024 }' times.txt
+}
+
+printf "%-26s %8s %8s %8s %7s %7s %8s %8s %6s\n" case ferry qemu qemu-W8 ratio ratioW \
+    spread ferryRSS qRSS
 run() {
     local name=$1 src=$2 fmt=$3 dst=$4
     shift 4
-    read -r f frss < <(best "$ferry" convert "$src" -O "$fmt" "$@" "$dst")
+    [[ $name =~ $ONLY ]] || return 0
+    "$ferry" convert "$src" -O "$fmt" "$@" "$dst" > /dev/null
     qemu-img compare -q "$src" "$dst"
-    read -r q _ < <(best qemu-img convert -O "$fmt" $([ "${1:-}" = -c ] && echo -c) "$src" "$dst")
-    read -r w _ < <(best qemu-img convert -W -m 8 -O "$fmt" $([ "${1:-}" = -c ] && echo -c) "$src" "$dst")
-    printf "%-28s %9ss %9ss %9ss %8.2f %8.2f %7sMB\n" "$name" "$f" "$q" "$w" \
-        "$(echo "$f / $q" | bc -l)" "$(echo "$f / $w" | bc -l)" $((frss / 1024))
+    if [ "$fmt" = qcow2 ]; then qemu-img check -q "$dst"; fi
+    rm -f times.txt
+    for ((r = 0; r < RUNS; r++)); do
+        timed f "$ferry" convert "$src" -O "$fmt" "$@" "$dst"
+        timed q qemu-img convert -O "$fmt" "$@" "$src" "$dst"
+        timed w qemu-img convert -W -m 8 -O "$fmt" "$@" "$src" "$dst"
+    done
+    read -r f fs frss < <(stat_of f)
+    read -r q qs qrss < <(stat_of q)
+    read -r w ws _ < <(stat_of w)
+    printf "%-26s %7ss %7ss %7ss %7.2f %7.2f %8s %6sMB %4sMB\n" "$name" "$f" "$q" "$w" \
+        "$(echo "$f / $q" | bc -l)" "$(echo "$f / $w" | bc -l)" "$fs/$qs/$ws" "$frss" "$qrss"
 }
 run "vmdk -> qcow2" guest.vmdk qcow2 out.qcow2
 run "qcow2 -> raw" guest.qcow2 raw out.raw
+run "raw -> vmdk stream" guest.raw vmdk out.vmdk -o subformat=streamOptimized
 run "raw -> qcow2" guest.raw qcow2 out.qcow2
 run "raw -> qcow2 -c" guest.raw qcow2 out.qcow2 -c
-run "100G sparse raw -> qcow2" sparse.raw qcow2 out.qcow2
-rm -f out.* t.txt
+run "100G sparse -> qcow2" sparse.raw qcow2 out.qcow2
+run "100G sparse -> raw" sparse.raw raw out.raw
+rm -f out.* t.txt times.txt

@@ -1,15 +1,15 @@
-//! The extent-driven parallel copy to a raw file or a new qcow2 image. A raw output is created
-//! sparse (set_len) and a qcow2 one empty, and only data is written; blocks of data that are all
-//! zeros are detected and skipped too (like `qemu-img convert -S 4k`), so the result has holes
-//! (unallocated clusters) wherever the source reads as zeros. Compression of qcow2 clusters runs
-//! in the reading workers, on every core; one thread writes.
+//! The extent-driven parallel copy to a raw file, a new qcow2 image or a new VMDK. A raw output
+//! is created sparse (set_len) and a qcow2 one empty, and only data is written; blocks of data
+//! that are all zeros are detected and skipped too (like `qemu-img convert -S 4k`), so the result
+//! has holes (unallocated clusters) wherever the source reads as zeros. Each worker reads,
+//! compresses and writes its own chunks; only what the target needs in order goes through a
+//! turnstile in source order (see `copy`).
 
 use super::{progress, Error, Result};
 use crate::block::qcow2::writer::{CreateOptions, Qcow2Writer};
 use crate::block::vmdk::writer::{self as vmdkw, VmdkWriter};
 use crate::block::{self, BlockDevice, ExtentKind};
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
@@ -20,6 +20,8 @@ use std::time::Instant;
 
 /// Unit of work handed to a worker: large enough for sequential I/O, small enough to balance.
 const CHUNK: u64 = 2 << 20;
+/// Fewest workers by default (see `copy`).
+const MIN_WORKERS: usize = 4;
 /// Granularity of zero detection inside data (qemu-img convert's default -S).
 const ZERO_BLOCK: usize = 4096;
 
@@ -42,12 +44,21 @@ pub struct Qcow2Options {
     pub compat_v2: bool,
     /// Compress every data cluster with this type (None: store plain).
     pub compression: Option<crate::block::qcow2::header::Compression>,
+    /// `preallocation=metadata`: all tables and clusters allocated before the copy.
+    pub preallocate_metadata: bool,
+    /// `lazy_refcounts=on`: recorded in the header for qemu's later use.
+    pub lazy_refcounts: bool,
 }
 
 /// Where the copy writes.
 enum Target<'a> {
     Raw(&'a std::fs::File),
-    Qcow2 { w: &'a Qcow2Writer, compress: bool },
+    /// `prealloc`: every cluster is allocated already; data goes where it is.
+    Qcow2 {
+        w: &'a Qcow2Writer,
+        compress: bool,
+        prealloc: bool,
+    },
     Vmdk(&'a VmdkWriter),
 }
 
@@ -75,7 +86,9 @@ fn check_not_source(src: &Arc<dyn BlockDevice>, dst: &Path) -> Result<()> {
         return Ok(());
     };
     for layer in block::chain(src) {
-        for f in layer.info()?.files {
+        // The layer's own file (a VMDK descriptor) and every file holding its data.
+        let info = layer.info()?;
+        for f in std::iter::once(info.filename).chain(info.files) {
             if let Ok(m) = std::fs::metadata(&f) {
                 if (m.dev(), m.ino()) == (dm.dev(), dm.ino()) {
                     return Err(Error::OutputIsSource {
@@ -142,16 +155,21 @@ pub fn to_qcow2(
             .compression
             .unwrap_or(crate::block::qcow2::header::Compression::Zlib),
         backing: None,
+        preallocate_metadata: q.preallocate_metadata,
+        lazy_refcounts: q.lazy_refcounts,
     };
     let r = (|| {
         let w = Qcow2Writer::create(dst, &co)?;
         let target = Target::Qcow2 {
             w: &w,
             compress: q.compression.is_some(),
+            prealloc: q.preallocate_metadata,
         };
         let stats = copy(src, dst, target, opts)?;
-        // Always synced: a qcow2 whose metadata is lost is worse than a raw file with old blocks.
         w.finish()?;
+        if opts.sync {
+            w.flush()?;
+        }
         Ok(stats)
     })();
     if r.is_err() {
@@ -219,6 +237,9 @@ pub fn to_vmdk(
         let w = VmdkWriter::create(dst, &co)?;
         let stats = copy(src, dst, Target::Vmdk(&w), opts)?;
         w.finish()?;
+        if opts.sync {
+            w.sync()?;
+        }
         Ok(stats)
     })();
     if r.is_err() {
@@ -237,149 +258,199 @@ fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) 
         Target::Qcow2 { w, .. } => w.header().cluster_size(),
         Target::Vmdk(w) => w.grain_bytes(),
     };
-    let zero_block = (align as usize).max(ZERO_BLOCK);
+    // Zeros are skipped in whole clusters, except where clusters are written in place (raw,
+    // preallocated qcow2): there in 4 KiB blocks as qemu-img, so the file stays as sparse.
+    let zero_block = match &target {
+        Target::Qcow2 { prealloc: true, .. } => ZERO_BLOCK,
+        _ => (align as usize).max(ZERO_BLOCK),
+    };
     let target = &target;
+    // Default: one worker per core, and at least MIN_WORKERS so that reads and writes keep
+    // overlapping while some workers wait (on the disk, on the file's lock, on the turnstile).
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2)
+            .max(MIN_WORKERS)
     } else {
         opts.threads
     };
     let read = AtomicU64::new(0);
     let written = AtomicU64::new(0);
     let bar = progress::bar(size, opts.progress);
-    // Readers (decompression, zero detection) run in parallel; one writer owns the output, as
-    // buffered writes to one file serialize on its inode lock and contend in the kernel.
-    // Every thread owns its ends of the channels, so when one stops (on an error) the others
-    // see a closed channel instead of waiting forever.
+    // Each worker takes a chunk, reads it (decompression, zero detection, compression on its
+    // core) and writes it itself, so reading and writing overlap on every core. Only what
+    // must follow the source order goes through the turnstile, one chunk at a time: the host
+    // allocation of a plain qcow2 chunk (its data is then written outside), the whole write of
+    // a compressed qcow2 or VMDK chunk (grains must come in order). A raw output needs no order.
+    // When one thread fails, `failed` stops the others at their next step.
     let failed = AtomicBool::new(false);
+    let turn = Turnstile::default();
     let (job_tx, job_rx) = sync_channel::<(u64, u64, u64)>(threads * 2);
     let job_rx = Arc::new(parking_lot::Mutex::new(job_rx));
-    let (done_tx, done_rx) = sync_channel::<Chunk>(threads * 2);
-    let (free_tx, free_rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    let free_rx = Arc::new(parking_lot::Mutex::new(free_rx));
-    for _ in 0..threads * 4 {
-        let _ = free_tx.send(vec![0u8; CHUNK as usize]);
-    }
-    let (read, written, bar, failed) = (&read, &written, &bar, &failed);
+    let (read, written, bar, failed, turn) = (&read, &written, &bar, &failed, &turn);
+    let fail = move |e: Error| -> Result<()> {
+        failed.store(true, Ordering::Relaxed);
+        turn.wake_all();
+        Err(e)
+    };
+    let out_err = |source| Error::Output {
+        path: dst.to_path_buf(),
+        what: "write failed",
+        source,
+    };
 
     let result: Result<()> = std::thread::scope(|s| {
-        let write_chunk = move |c: Chunk| -> Result<()> {
-            for (i, &(a, b)) in c.runs.iter().enumerate() {
-                let at = c.off + a as u64;
-                let r = match target {
-                    Target::Raw(out) => {
-                        out.write_all_at(&c.buf[a..b], at)
-                            .map_err(|source| Error::Output {
-                                path: dst.to_path_buf(),
-                                what: "write failed",
-                                source,
-                            })
-                    }
-                    Target::Qcow2 { w, .. } => match c.packed.get(i) {
-                        Some(Some(z)) => w.write_compressed(at / align, z),
-                        _ => w.write_at(&c.buf[a..b], at),
-                    }
-                    .map_err(Error::from),
-                    Target::Vmdk(w) => match c.packed.get(i) {
-                        Some(Some(z)) => w.write_grains(at / align, z),
-                        _ => w.write_grains(at / align, &c.buf[a..b]),
-                    }
-                    .map_err(Error::from),
-                };
-                r?;
-                written.fetch_add((b - a) as u64, Ordering::Relaxed);
-            }
-            bar.inc(c.len);
-            let _ = free_tx.send(c.buf);
-            Ok(())
-        };
-        let writer = s.spawn(move || -> Result<()> {
-            // Chunks are written in source order (VMDK grains must come in order; the others
-            // get sequential allocation), held here until their predecessors arrive. Workers
-            // take a buffer before a job, so the oldest job in flight always has one.
-            let mut pending = BTreeMap::new();
-            let mut next_seq = 0u64;
-            for c in done_rx {
-                pending.insert(c.seq, c);
-                while let Some(c) = pending.remove(&next_seq) {
-                    next_seq += 1;
-                    if let Err(e) = write_chunk(c) {
-                        failed.store(true, Ordering::Relaxed);
-                        return Err(e);
+        // Writes one chunk's non-zero runs; false when the copy failed elsewhere meanwhile.
+        let write_chunk = move |c: &Chunk| -> Result<bool> {
+            match target {
+                Target::Raw(out) => {
+                    for &(a, b) in &c.runs {
+                        out.write_all_at(&c.buf[a..b], c.off + a as u64)
+                            .map_err(out_err)?;
                     }
                 }
+                Target::Qcow2 {
+                    w, prealloc: true, ..
+                } => {
+                    for &(a, b) in &c.runs {
+                        w.write_at(&c.buf[a..b], c.off + a as u64)?;
+                    }
+                }
+                Target::Qcow2 {
+                    w, compress: false, ..
+                } => {
+                    let clusters: u64 = c
+                        .runs
+                        .iter()
+                        .map(|&(a, b)| (b - a).div_ceil(align as usize) as u64)
+                        .sum();
+                    if !turn.wait(c.seq, failed) {
+                        return Ok(false);
+                    }
+                    let host = if clusters == 0 {
+                        Ok(0)
+                    } else {
+                        w.reserve(clusters)
+                    };
+                    turn.pass();
+                    let mut host = host?;
+                    for &(a, b) in &c.runs {
+                        w.write_data_at(&c.buf[a..b], host)?;
+                        w.map_fresh((c.off + a as u64) / align, host, (b - a) as u64)?;
+                        host += (b - a).div_ceil(align as usize) as u64 * align;
+                    }
+                }
+                Target::Qcow2 {
+                    w, compress: true, ..
+                } => {
+                    if !turn.wait(c.seq, failed) {
+                        return Ok(false);
+                    }
+                    let r = c
+                        .runs
+                        .iter()
+                        .zip(&c.packed)
+                        .try_for_each(|(&(a, b), z)| match z {
+                            Some(z) => w.write_compressed((c.off + a as u64) / align, z),
+                            None => w.write_at(&c.buf[a..b], c.off + a as u64),
+                        });
+                    turn.pass();
+                    r?;
+                }
+                Target::Vmdk(w) => {
+                    if !turn.wait(c.seq, failed) {
+                        return Ok(false);
+                    }
+                    let r = c.runs.iter().enumerate().try_for_each(|(i, &(a, b))| {
+                        match c.packed.get(i) {
+                            Some(Some(z)) => w.write_grains((c.off + a as u64) / align, z),
+                            _ => w.write_grains((c.off + a as u64) / align, &c.buf[a..b]),
+                        }
+                    });
+                    turn.pass();
+                    r?;
+                }
             }
-            Ok(())
-        });
+            let n: usize = c.runs.iter().map(|&(a, b)| b - a).sum();
+            written.fetch_add(n as u64, Ordering::Relaxed);
+            bar.inc(c.len);
+            Ok(true)
+        };
         let workers: Vec<_> = (0..threads)
             .map(|_| {
-                let (done_tx, job_rx, free_rx) = (done_tx.clone(), job_rx.clone(), free_rx.clone());
+                let job_rx = job_rx.clone();
                 s.spawn(move || -> Result<()> {
+                    let mut c = Chunk {
+                        buf: vec![0u8; CHUNK as usize],
+                        ..Default::default()
+                    };
                     loop {
-                        let Ok(mut buf) = free_rx.lock().recv() else {
-                            return Ok(());
-                        };
                         let Ok((seq, off, len)) = job_rx.lock().recv() else {
                             return Ok(());
                         };
-                        if let Err(e) = src.read_at(&mut buf[..len as usize], off) {
-                            failed.store(true, Ordering::Relaxed);
-                            return Err(e.into());
+                        if failed.load(Ordering::Relaxed) {
+                            return Ok(());
+                        }
+                        (c.seq, c.off, c.len) = (seq, off, len);
+                        if let Err(e) = src.read_at(&mut c.buf[..len as usize], off) {
+                            return fail(e.into());
                         }
                         read.fetch_add(len, Ordering::Relaxed);
-                        let mut runs = nonzero_runs(&buf[..len as usize], zero_block);
-                        let mut packed = Vec::new();
+                        c.runs = nonzero_runs(&c.buf[..len as usize], zero_block);
+                        c.packed.clear();
                         let compress: Option<&Compressor> = match target {
-                            Target::Qcow2 { w, compress: true } => {
-                                Some(&|d: &[u8]| w.compress_cluster(d))
-                            }
-                            Target::Vmdk(w) if w.compressed() => {
-                                Some(&|d: &[u8]| Some(w.compress_grain(d)))
-                            }
+                            Target::Qcow2 {
+                                w, compress: true, ..
+                            } => Some(&|d: &[u8]| {
+                                if looks_incompressible(d) {
+                                    None
+                                } else {
+                                    w.compress_cluster(d)
+                                }
+                            }),
+                            Target::Vmdk(w) if w.compressed() => Some(&|d: &[u8]| {
+                                Some(if looks_incompressible(d) {
+                                    w.store_grain(d)
+                                } else {
+                                    w.compress_grain(d)
+                                })
+                            }),
                             _ => None,
                         };
                         if let Some(compress) = compress {
                             // One run per cluster, each compressed (None: stored plain).
                             let cs = align as usize;
-                            runs = runs
+                            c.runs = c
+                                .runs
                                 .iter()
                                 .flat_map(|&(a, b)| {
                                     (a..b).step_by(cs).map(move |x| (x, (x + cs).min(b)))
                                 })
                                 .collect();
                             let mut whole = vec![0u8; cs];
-                            for &(a, b) in &runs {
+                            for &(a, b) in &c.runs {
                                 let data = if b - a == cs {
-                                    &buf[a..b]
+                                    &c.buf[a..b]
                                 } else {
                                     // The image's last cluster: compressed padded with zeros.
-                                    whole[..b - a].copy_from_slice(&buf[a..b]);
+                                    whole[..b - a].copy_from_slice(&c.buf[a..b]);
                                     whole[b - a..].fill(0);
                                     &whole[..]
                                 };
-                                packed.push(compress(data));
+                                c.packed.push(compress(data));
                             }
                         }
-                        if done_tx
-                            .send(Chunk {
-                                seq,
-                                off,
-                                len,
-                                buf,
-                                runs,
-                                packed,
-                            })
-                            .is_err()
-                        {
-                            return Ok(()); // the writer stopped: its error is reported below
+                        match write_chunk(&c) {
+                            Ok(true) => {}
+                            Ok(false) => return Ok(()), // failed elsewhere: reported below
+                            Err(e) => return fail(e),
                         }
                     }
                 })
             })
             .collect();
-        drop((done_tx, job_rx, free_rx));
+        drop(job_rx);
         let mut last_end = 0u64;
         let mut seq = 0u64;
         let produced = block::for_each_extent(src.as_ref(), 0, size, |e| -> Result<()> {
@@ -398,15 +469,19 @@ fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) 
                 let job = (seq, off, n);
                 seq += 1;
                 if failed.load(Ordering::Relaxed) || job_tx.send(job).is_err() {
-                    return Ok(()); // a worker or the writer failed: its error is reported below
+                    return Ok(()); // a worker failed: its error is reported below
                 }
                 off += n;
             }
             Ok(())
         });
         drop(job_tx);
+        if produced.is_err() {
+            failed.store(true, Ordering::Relaxed);
+            turn.wake_all();
+        }
         let mut first_err = produced.err();
-        for h in workers.into_iter().chain(std::iter::once(writer)) {
+        for h in workers {
             match h.join() {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => first_err = first_err.or(Some(e)),
@@ -430,10 +505,44 @@ fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) 
     })
 }
 
+/// Lets chunks through one at a time in job order (`seq`), for what must follow the source.
+/// Every job passes exactly once; the lowest job in flight never waits, so it cannot deadlock.
+#[derive(Default)]
+struct Turnstile {
+    next: parking_lot::Mutex<u64>,
+    cv: parking_lot::Condvar,
+}
+
+impl Turnstile {
+    /// Waits for `seq`'s turn; false when the copy failed meanwhile.
+    fn wait(&self, seq: u64, failed: &AtomicBool) -> bool {
+        let mut next = self.next.lock();
+        while *next != seq {
+            if failed.load(Ordering::Relaxed) {
+                return false;
+            }
+            self.cv.wait(&mut next);
+        }
+        true
+    }
+
+    fn pass(&self) {
+        *self.next.lock() += 1;
+        self.cv.notify_all();
+    }
+
+    /// Wakes every waiter to see a failure (set before, so no wake-up is lost under the lock).
+    fn wake_all(&self) {
+        let _g = self.next.lock();
+        self.cv.notify_all();
+    }
+}
+
 /// Compresses one target cluster or grain (None: store it plain).
 type Compressor<'a> = dyn Fn(&[u8]) -> Option<Vec<u8>> + 'a;
 
 /// A chunk read from the source, with the byte ranges of `buf` that are not all zeros.
+#[derive(Default)]
 struct Chunk {
     /// Position in the order of jobs.
     seq: u64,
@@ -443,6 +552,33 @@ struct Chunk {
     runs: Vec<(usize, usize)>,
     /// For a compressed qcow2 target: each run's compressed cluster (None: store it plain).
     packed: Vec<Option<Vec<u8>>>,
+}
+
+/// Whether `b` looks incompressible: its byte histogram is nearly flat (order-0 entropy above
+/// 7.99 bits per byte, which only random, encrypted or already compressed data reaches in a
+/// 64 KiB cluster; below about 32 KiB even random data stays under it, so small clusters are
+/// always tried). Deflate then only adds framing: qemu tries anyway and stores such a
+/// cluster plain when the result is not smaller; ferry skips the attempt, which costs about ten
+/// times more than this count.
+fn looks_incompressible(b: &[u8]) -> bool {
+    let mut h = [[0u32; 256]; 4];
+    let mut quads = b.chunks_exact(4);
+    for q in &mut quads {
+        h[0][q[0] as usize] += 1;
+        h[1][q[1] as usize] += 1;
+        h[2][q[2] as usize] += 1;
+        h[3][q[3] as usize] += 1;
+    }
+    for &x in quads.remainder() {
+        h[0][x as usize] += 1;
+    }
+    let n = b.len() as f64;
+    let bits: f64 = (0..256)
+        .map(|i| f64::from(h[0][i] + h[1][i] + h[2][i] + h[3][i]))
+        .filter(|&c| c > 0.0)
+        .map(|c| -(c / n) * (c / n).log2())
+        .sum();
+    bits > 7.99
 }
 
 /// The runs of `b` made of `block`-byte blocks that are not all zeros (the rest is not written).
@@ -462,4 +598,36 @@ fn nonzero_runs(b: &[u8], block: usize) -> Vec<(usize, usize)> {
         runs.push((start, i.min(b.len())));
     }
     runs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_flat_histograms_look_incompressible() {
+        // xorshift: stands in for random, encrypted or compressed data.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let random: Vec<u8> = (0..65536)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        assert!(looks_incompressible(&random));
+        assert!(!looks_incompressible(&random[..16384]), "too short to tell");
+        let mut tail = random.clone();
+        tail[60000..].fill(0);
+        assert!(!looks_incompressible(&tail), "a zero tail compresses");
+        let text: Vec<u8> = b"a line of a log file\n"
+            .iter()
+            .copied()
+            .cycle()
+            .take(65536)
+            .collect();
+        assert!(!looks_incompressible(&text));
+        assert!(!looks_incompressible(&[0u8; 65536]));
+    }
 }

@@ -8,7 +8,10 @@
 //! clusters' contents, then the L2 entries that point at them, then the L1 entry of a new L2
 //! table; references are dropped before refcounts are decreased. Whatever the process is killed
 //! between, every reference points at a cluster whose refcount is already counted, so
-//! `qemu-img check` finds at most leaked clusters. The dirty bit and lazy refcounts are not used.
+//! `qemu-img check` finds at most leaked clusters. ferry never needs the dirty bit: an image
+//! created with lazy refcounts only records the feature for qemu. A dirty image (qemu stopped
+//! while using lazy refcounts) is refused for writing; qemu would rebuild its refcounts on open,
+//! ferry leaves that to `qemu-img check -r all`.
 //! Clusters are only ever allocated at the end of the file (freed ones are not reused), so a data
 //! cluster never changes meaning while a reader holds its offset. Against power loss the order
 //! holds only up to the last `flush()` (as qemu with cache=writeback between guest flushes).
@@ -55,6 +58,13 @@ pub struct CreateOptions {
     pub compression: Compression,
     /// Backing file name as written into the image, and its format (`backing_fmt`).
     pub backing: Option<(String, String)>,
+    /// `preallocation=metadata`: every L2 table and every data cluster allocated up front, each
+    /// table followed by its clusters in guest order, as qemu lays them out; the file is
+    /// extended (sparse) over them, so they read as zeros until written.
+    pub preallocate_metadata: bool,
+    /// `lazy_refcounts=on` (v3 compatible feature bit 0). Only recorded: ferry itself keeps
+    /// refcounts up to date, which that feature allows; qemu then uses it when it writes.
+    pub lazy_refcounts: bool,
 }
 
 impl Default for CreateOptions {
@@ -65,6 +75,8 @@ impl Default for CreateOptions {
             compat_v2: false,
             compression: Compression::Zlib,
             backing: None,
+            preallocate_metadata: false,
+            lazy_refcounts: false,
         }
     }
 }
@@ -150,6 +162,7 @@ fn header_bytes(o: &CreateOptions, cluster_bits: u32, l1_size: u32) -> Result<Ve
                 0
             },
         );
+        put64(&mut h, 80, u64::from(o.lazy_refcounts));
         put32(&mut h, 96, 4);
         put32(&mut h, 100, 112);
         h[104] = u8::from(zstd);
@@ -233,13 +246,51 @@ impl Qcow2Writer {
             .map_err(io_err(path, "qcow2 metadata", 0))?;
         file.set_len((3 + l1_clusters) * cs)
             .map_err(io_err(path, "qcow2 L1 table", 3 * cs))?;
+        if o.lazy_refcounts && o.compat_v2 {
+            return Err(Error::unsupported(
+                path,
+                "lazy refcounts need compat=1.1 (qcow2 v3)",
+            ));
+        }
         let w = Self::open_file(file, path, &mut OpenCtx::default(), Some(3 * cs))?;
         {
             let mut st = w.state.lock();
             let at = w.alloc(&mut st, l1_clusters)?;
             debug_assert_eq!(at, 3 * cs);
+            if o.preallocate_metadata {
+                w.preallocate(&mut st)?;
+            }
         }
         Ok(w)
+    }
+
+    /// Allocates every L2 table and data cluster of a new image (`preallocation=metadata`):
+    /// each table, then its clusters, refcounts first, the table, then its L1 entry.
+    fn preallocate(&self, st: &mut State) -> Result<()> {
+        let cs = self.cs();
+        let per = self.geo.l2_entries();
+        let clusters = self.len().div_ceil(cs);
+        for l1i in 0..clusters.div_ceil(per) {
+            let t = self.alloc(st, 1)?;
+            let n = (clusters - l1i * per).min(per);
+            let host = self.alloc(st, n)?;
+            let mut table = vec![0u64; per as usize];
+            for (i, e) in table[..n as usize].iter_mut().enumerate() {
+                *e = (host + i as u64 * cs) | COPIED;
+            }
+            let raw: Vec<u8> = table.iter().flat_map(|e| e.to_be_bytes()).collect();
+            self.pwrite(st, &raw, t, "qcow2 L2 table")?;
+            st.l2.put(t, table);
+            st.l1[l1i as usize] = t | COPIED;
+            let at = self.header.l1_table_offset + l1i * 8;
+            self.pwrite(st, &(t | COPIED).to_be_bytes(), at, "qcow2 L1 table")?;
+        }
+        let end = st.next_free;
+        self.file
+            .set_len(end)
+            .map_err(io_err(&self.path, "qcow2 preallocated clusters", end))?;
+        st.file_len = end;
+        Ok(())
     }
 
     /// Opens an existing image read-write (its backing chain read-only).
@@ -898,30 +949,87 @@ impl Qcow2Writer {
         let shift = 62 - (cb - 8);
         let sectors = ((host + size - 1) >> 9) - (host >> 9);
         let word = COMPRESSED | (sectors << shift) | host;
+        self.set_fresh(&mut st, vcl, 1, |_| word)
+    }
+
+    /// Allocates `n` contiguous host clusters (their refcounts written first) for data the caller
+    /// writes there itself (`write_data_at`, outside the lock, so several threads can write at
+    /// once) and then maps with `map_fresh`. Returns the first one's host offset.
+    pub fn reserve(&self, n: u64) -> Result<u64> {
+        let mut st = self.state.lock();
+        self.alloc(&mut st, n)
+    }
+
+    /// Writes data into clusters `reserve` returned (no metadata changes).
+    pub fn write_data_at(&self, buf: &[u8], host: u64) -> Result<()> {
+        self.file
+            .write_all_at(buf, host)
+            .map_err(io_err(&self.path, "qcow2 data cluster", host))
+    }
+
+    /// Points the guest clusters holding `len` bytes from cluster `vcl` on at the host clusters
+    /// from `host` on, which `reserve` allocated and whose data is written. The guest clusters
+    /// must be unallocated (a fresh image, as `convert` fills it).
+    pub fn map_fresh(&self, vcl: u64, host: u64, len: u64) -> Result<()> {
+        let cs = self.cs();
+        let n = len.div_ceil(cs);
+        let mut st = self.state.lock();
+        st.file_len = st.file_len.max(host + len);
+        self.set_fresh(&mut st, vcl, n, |i| (host + i * cs) | COPIED)
+    }
+
+    /// Sets the L2 entries of unallocated guest clusters `vcl..vcl+n` to `word(i)`, allocating L2
+    /// tables as needed: one write per table touched, then the L1 entry of a new table.
+    fn set_fresh(&self, st: &mut State, vcl: u64, n: u64, word: impl Fn(u64) -> u64) -> Result<()> {
+        let cb = self.geo.cluster_bits;
         let per = self.geo.l2_entries();
-        let l1i = vcl / per;
-        let l2 = self.l2_offset(&st, l1i)?;
-        let idx = vcl % per;
-        if l2 == 0 {
-            let mut table = vec![0u64; per as usize];
-            table[idx as usize] = word;
-            let t = self.alloc(&mut st, 1)?;
-            let raw: Vec<u8> = table.iter().flat_map(|e| e.to_be_bytes()).collect();
-            self.pwrite(&mut st, &raw, t, "qcow2 L2 table")?;
-            st.l2.put(t, table);
-            st.l1[l1i as usize] = t | COPIED;
-            let at = self.header.l1_table_offset + l1i * 8;
-            self.pwrite(&mut st, &(t | COPIED).to_be_bytes(), at, "qcow2 L1 table")?;
-        } else {
-            let old = self.l2_table(&mut st, l2)?[idx as usize];
-            if old != 0 {
-                return Err(Error::unsupported(
-                    &self.path,
-                    format!("compressed write to cluster {vcl}, which is already allocated"),
-                ));
+        if n == 0 || (vcl + n - 1) << cb >= self.len() {
+            return Err(Error::OutOfRange {
+                offset: vcl << cb,
+                len: n << cb,
+                size: self.len(),
+            });
+        }
+        let mut i = 0;
+        while i < n {
+            let v = vcl + i;
+            let l1i = v / per;
+            let first = (v % per) as usize;
+            let m = (per - v % per).min(n - i) as usize;
+            let l2 = self.l2_offset(st, l1i)?;
+            if l2 == 0 {
+                let mut table = vec![0u64; per as usize];
+                for (k, e) in table[first..first + m].iter_mut().enumerate() {
+                    *e = word(i + k as u64);
+                }
+                let t = self.alloc(st, 1)?;
+                let raw: Vec<u8> = table.iter().flat_map(|e| e.to_be_bytes()).collect();
+                self.pwrite(st, &raw, t, "qcow2 L2 table")?;
+                st.l2.put(t, table);
+                st.l1[l1i as usize] = t | COPIED;
+                let at = self.header.l1_table_offset + l1i * 8;
+                self.pwrite(st, &(t | COPIED).to_be_bytes(), at, "qcow2 L1 table")?;
+            } else {
+                let table = self.l2_table(st, l2)?;
+                if let Some(k) = table[first..first + m].iter().position(|&e| e != 0) {
+                    return Err(Error::unsupported(
+                        &self.path,
+                        format!(
+                            "new data for cluster {}, which is already allocated",
+                            v + k as u64
+                        ),
+                    ));
+                }
+                for (k, e) in table[first..first + m].iter_mut().enumerate() {
+                    *e = word(i + k as u64);
+                }
+                let raw: Vec<u8> = table[first..first + m]
+                    .iter()
+                    .flat_map(|e| e.to_be_bytes())
+                    .collect();
+                self.pwrite(st, &raw, l2 + first as u64 * 8, "qcow2 L2 table")?;
             }
-            self.l2_table(&mut st, l2)?[idx as usize] = word;
-            self.pwrite(&mut st, &word.to_be_bytes(), l2 + idx * 8, "qcow2 L2 table")?;
+            i += m as u64;
         }
         Ok(())
     }
@@ -938,7 +1046,8 @@ impl Qcow2Writer {
     }
 
     /// Ends writing: extends the file to a whole number of clusters (the last compressed cluster
-    /// may end mid-sector, which `qemu-img check` counts past the end of the file) and syncs it.
+    /// may end mid-sector, which `qemu-img check` counts past the end of the file). Syncing is
+    /// the caller's choice (`flush`).
     pub fn finish(&self) -> Result<()> {
         let mut st = self.state.lock();
         let cs = self.cs();
@@ -949,8 +1058,7 @@ impl Qcow2Writer {
                 .map_err(io_err(&self.path, "qcow2 file end", end))?;
             st.file_len = end;
         }
-        drop(st);
-        self.flush()
+        Ok(())
     }
 }
 

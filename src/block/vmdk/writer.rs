@@ -328,11 +328,20 @@ impl VmdkWriter {
     /// Deflates one grain (zlib stream, RFC 1950), padded with zeros to a whole grain: qemu
     /// refuses a compressed grain that inflates to less. Runs in the copy's workers.
     pub fn compress_grain(&self, data: &[u8]) -> Vec<u8> {
+        self.deflate_grain(data, flate2::Compression::default())
+    }
+
+    /// A grain as a zlib stream of stored blocks: for data deflate cannot shrink (random,
+    /// encrypted, already compressed), where trying costs time and saves nothing. Every
+    /// grain of a streamOptimized extent must be a zlib stream; this one is 11 bytes longer
+    /// than the grain.
+    pub fn store_grain(&self, data: &[u8]) -> Vec<u8> {
+        self.deflate_grain(data, flate2::Compression::none())
+    }
+
+    fn deflate_grain(&self, data: &[u8], level: flate2::Compression) -> Vec<u8> {
         let grain = self.grain_bytes() as usize;
-        let mut e = ZlibEncoder::new(
-            Vec::with_capacity(grain / 2 + 64),
-            flate2::Compression::default(),
-        );
+        let mut e = ZlibEncoder::new(Vec::with_capacity(grain + 64), level);
         // Writes to a Vec cannot fail.
         let _ = e.write_all(data);
         if data.len() < grain {
@@ -460,7 +469,7 @@ impl VmdkWriter {
     }
 
     /// Ends the image: the last grain tables, and for streamOptimized the grain directory, the
-    /// footer and the end-of-stream marker; then syncs. Until then a streamOptimized file has no
+    /// footer and the end-of-stream marker (syncing is the caller's choice: `sync`). Until then a streamOptimized file has no
     /// footer, so a half-written one is refused by readers instead of looking complete.
     pub fn finish(&self) -> Result<()> {
         let mut st = self.state.lock();
@@ -489,6 +498,11 @@ impl VmdkWriter {
                 .set_len(st.next.max(self.overhead) * SECTOR)
                 .map_err(|e| self.io("vmdk file length", 0, e))?;
         }
+        Ok(())
+    }
+
+    /// Writes the file through to the disk.
+    pub fn sync(&self) -> Result<()> {
         self.file.sync_all().map_err(|e| self.io("vmdk sync", 0, e))
     }
 }
