@@ -213,14 +213,7 @@ impl Qcow2 {
         let mut end = ((pos | (unit - 1)) + 1).min(limit);
         while end < limit {
             let next = unit_map(end)?;
-            let continues = match (first, next) {
-                (Mapping::Data { host: a }, Mapping::Data { host: b }) => a + (end - pos) == b,
-                (Mapping::Zero, Mapping::Zero) | (Mapping::Unallocated, Mapping::Unallocated) => {
-                    true
-                }
-                _ => false,
-            };
-            if !continues {
+            if !first.continues_with(next, end - pos) {
                 break;
             }
             end = (end + unit).min(limit);

@@ -22,6 +22,19 @@ pub enum Mapping {
     Compressed { host: u64, size: u64 },
 }
 
+impl Mapping {
+    /// Whether `next`, found `dist` bytes after the start of `self`, extends the same run:
+    /// contiguous host data, or more of the same zeros or holes (compressed clusters never
+    /// join).
+    pub fn continues_with(self, next: Mapping, dist: u64) -> bool {
+        match (self, next) {
+            (Mapping::Data { host: a }, Mapping::Data { host: b }) => a + dist == b,
+            (Mapping::Zero, Mapping::Zero) | (Mapping::Unallocated, Mapping::Unallocated) => true,
+            _ => false,
+        }
+    }
+}
+
 /// The constants needed to decode entries of one image.
 #[derive(Clone, Copy, Debug)]
 pub struct Geometry {

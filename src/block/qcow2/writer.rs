@@ -714,14 +714,7 @@ impl Qcow2Writer {
         while end < limit {
             let (w, at) = self.entry(&mut st, end >> cb)?;
             let next = self.classify(&st, w, at)?;
-            let same = match (first, next) {
-                (Mapping::Data { host: a }, Mapping::Data { host: b }) => a + (end - pos) == b,
-                (Mapping::Zero, Mapping::Zero) | (Mapping::Unallocated, Mapping::Unallocated) => {
-                    true
-                }
-                _ => false,
-            };
-            if !same {
+            if !first.continues_with(next, end - pos) {
                 break;
             }
             end = (end + cs).min(limit);
