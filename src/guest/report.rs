@@ -48,7 +48,7 @@ pub fn write_text(out: &mut dyn Write, i: &Inspection) -> io::Result<()> {
             writeln!(
                 out,
                 "  disk names: {}",
-                serde_json::to_value(n).unwrap_or_default()
+                text(&serde_json::to_value(n).unwrap_or_default())
             )?;
         }
         if !r.fstab.is_empty() {
