@@ -229,21 +229,12 @@ fn block_size(image: &Path) -> usize {
 
 /// Runs debugfs -w with `script` on its standard input.
 fn debugfs_script(image: &Path, script: &str) -> String {
-    let mut child = Command::new(common::tool("debugfs").unwrap())
-        .args(["-w", "-f", "-"])
-        .arg(image)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = common::run_with_stdin(
+        Command::new(common::tool("debugfs").unwrap())
+            .args(["-w", "-f", "-"])
+            .arg(image),
+        script.as_bytes(),
+    );
     assert!(out.status.success(), "debugfs failed");
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);

@@ -435,20 +435,7 @@ fn dry_run_diff_matches_diff_and_patch() {
         // `patch -p1` turns the copy into the fixed tree, file content for file content.
         let mut p = Command::new("patch");
         p.arg("-p1").arg("-E").arg("-s").arg("-d").arg(copy.path());
-        p.stdin(std::process::Stdio::piped());
-        let mut child = p
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(diff.as_bytes())
-            .unwrap();
-        let o = child.wait_with_output().unwrap();
+        let o = common::run_with_stdin(&mut p, diff.as_bytes());
         assert!(
             o.status.success(),
             "patch: {}{}",

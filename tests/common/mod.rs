@@ -524,27 +524,35 @@ pub fn sfdisk_json(image: &Path) -> serde_json::Value {
     serde_json::from_str(&out).unwrap()
 }
 
-/// Creates a sparse raw file of `size` bytes and partitions it with `sfdisk` reading `script`.
-pub fn sfdisk_image(path: &Path, size: u64, script: &str) {
+/// Runs `cmd` with `input` on its standard input; its output, whatever the exit status.
+pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> std::process::Output {
     use std::io::Write;
-    let f = std::fs::File::create(path).unwrap();
-    f.set_len(size).unwrap();
-    drop(f);
-    let mut child = Command::new(tool("sfdisk").expect("sfdisk"))
-        .args(["-q", "--no-reread", "--no-tell-kernel"])
-        .arg(path)
+    let mut child = cmd
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    // The writer thread lets a command that answers before reading everything not deadlock.
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
     let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    out
+}
+
+/// Creates a sparse raw file of `size` bytes and partitions it with `sfdisk` reading `script`.
+pub fn sfdisk_image(path: &Path, size: u64, script: &str) {
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(size).unwrap();
+    drop(f);
+    let out = run_with_stdin(
+        Command::new(tool("sfdisk").expect("sfdisk"))
+            .args(["-q", "--no-reread", "--no-tell-kernel"])
+            .arg(path),
+        script.as_bytes(),
+    );
     assert!(
         out.status.success(),
         "sfdisk failed: {}",
