@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 bash contrib/setup.sh >/dev/null
 cargo build --release --quiet
 ferry=target/release/ferry
-out=${1:-demo-out}
+out=${1:-target/demo-out}
 rm -rf "$out" && mkdir -p "$out"
 
 echo "== building a 256 MiB disk: random data, text, zeros and holes"

@@ -134,10 +134,19 @@ enum Cmd {
         format: Option<Format>,
         #[arg(long)]
         json: bool,
+        /// Print the facts `ferry fix` would use for the operating system (JSON, what
+        /// `ferry fix --facts FILE` takes: edit it and pass it back).
+        #[arg(long, conflicts_with = "json")]
+        facts: bool,
+        /// With --facts: the operating system to describe when the disks hold several (the
+        /// device of its /).
+        #[arg(long, requires = "facts")]
+        root: Option<String>,
     },
-    /// Mount a guest read-only with FUSE (no root needed), laid out as its own fstab says
-    /// (/boot, /var... on their own volumes). Runs in the background and returns once the
-    /// mount is ready; `ferry umount` stops it.
+    /// Mount a guest with FUSE (no root needed), laid out as its own fstab says (/boot,
+    /// /var... on their own volumes): read-only, or with --rw editable through a qcow2 overlay
+    /// per disk (the images themselves are never written). Runs in the background and returns
+    /// once the mount is ready; `ferry umount` stops it and flushes every write first.
     Mount(MountArgs),
     /// Unmount what `ferry mount` mounted; returns when its daemon has exited.
     Umount {
@@ -200,9 +209,18 @@ struct MountArgs {
     /// Inspect and mount the guest's layout (the default; for guestmount compatibility).
     #[arg(short = 'i', long = "inspector")]
     inspector: bool,
-    /// Read-only (the only mode so far; accepted for guestmount compatibility).
-    #[arg(long)]
+    /// Read-only (the default; accepted for guestmount compatibility).
+    #[arg(long, conflicts_with = "rw")]
     ro: bool,
+    /// Writable: every write goes to a qcow2 overlay over each image (NAME-overlay.qcow2
+    /// beside it, continued if it exists), never to the image. An image that is itself an
+    /// overlay (a qcow2 with a backing file) is written in place.
+    #[arg(short = 'w', long)]
+    rw: bool,
+    /// The overlay of the image in the same position (repeatable, in image order), instead
+    /// of NAME-overlay.qcow2; implies --rw.
+    #[arg(long, value_name = "PATH")]
+    overlay: Vec<PathBuf>,
     /// Stay in the foreground (Ctrl-C unmounts).
     #[arg(short = 'f', long)]
     foreground: bool,
@@ -305,7 +323,9 @@ fn main() {
             images,
             format,
             json,
-        } => inspect(&images, format, json),
+            facts,
+            root,
+        } => inspect(&images, format, json, facts.then_some(root)),
         Cmd::Mount(args) => mount(args),
         Cmd::Umount { mountpoint, lazy } => {
             ferry::mount::daemon::umount(&mountpoint, lazy).map_err(Into::into)
@@ -813,12 +833,41 @@ fn mount(args: MountArgs) -> Result<()> {
             Err(e) => Err(e.into()),
         };
     }
-    let disks = images
-        .iter()
-        .map(|p| open(p, args.format).with_context(|| format!("opening {}", p.display())))
-        .collect::<Result<Vec<_>>>()?;
-    let guest = ferry::guest::Guest::open(&disks)?;
-    let view = guest_view(&guest, &args.mounts, args.root.as_deref())?;
+    let writable = args.rw || !args.overlay.is_empty();
+    let mut edits = None;
+    let disks = if writable {
+        let e = ferry::block::overlay::EditSet::open(images, &args.overlay)?;
+        let disks = e.disks();
+        edits = Some(e);
+        disks
+    } else {
+        images
+            .iter()
+            .map(|p| open(p, args.format).with_context(|| format!("opening {}", p.display())))
+            .collect::<Result<Vec<_>>>()?
+    };
+    let mut guest = ferry::guest::Guest::open(&disks)?;
+    let mut view = guest_view(&guest, &args.mounts, args.root.as_deref())?;
+    if writable {
+        let devices = view.devices.clone();
+        drop(view);
+        let notes = guest.make_writable(&devices);
+        if notes.len() == devices.len() {
+            bail!(
+                "nothing in this guest can be written:\n  {}",
+                notes.join("\n  ")
+            );
+        }
+        for n in &notes {
+            eprintln!("ferry: {n}");
+        }
+        view = guest_view(&guest, &args.mounts, args.root.as_deref())?;
+        if let Some(e) = edits.as_mut() {
+            for line in e.keep() {
+                eprintln!("ferry: {line}");
+            }
+        }
+    }
     log::info!("mounting {} at {}", view.device, mountpoint.display());
     let opts = mount::Options {
         fsname: format!(
@@ -830,6 +879,7 @@ fn mount(args: MountArgs) -> Result<()> {
         ),
         threads: args.threads,
         allow_other: args.allow_other,
+        writable,
     };
     daemon::unmount_on_signal(mountpoint);
     let _pid = daemon::PidFile::create(mountpoint)?;
@@ -850,6 +900,9 @@ fn mount(args: MountArgs) -> Result<()> {
         let _ = std::fs::remove_file(p);
     }
     r?;
+    if let Some(e) = edits {
+        e.finish().context("completing the overlays")?;
+    }
     Ok(())
 }
 
@@ -885,6 +938,8 @@ struct View {
     fs: Arc<dyn ferry::fs::Filesystem>,
     /// The device at /, for messages and the mount's source name.
     device: String,
+    /// Every device in the view.
+    devices: Vec<String>,
     /// The facts of the operating system shown, when one is.
     facts: Option<ferry::fix::facts::Facts>,
 }
@@ -902,6 +957,7 @@ fn guest_view(guest: &ferry::guest::Guest, mounts: &[String], root: Option<&str>
             })
             .collect();
         let tree = guest.tree_of(&layout)?;
+        let devices = tree.mounts().map(|m| m.device.clone()).collect();
         let device = tree
             .mounts()
             .next()
@@ -916,11 +972,13 @@ fn guest_view(guest: &ferry::guest::Guest, mounts: &[String], root: Option<&str>
         return Ok(View {
             fs: Arc::new(tree),
             device,
+            devices,
             facts,
         });
     }
     match guest.tree(root) {
         Ok((tree, r)) => Ok(View {
+            devices: tree.mounts().map(|m| m.device.clone()).collect(),
             fs: Arc::new(tree),
             device: r.root.clone(),
             facts: Some(guest.facts(r)),
@@ -929,6 +987,7 @@ fn guest_view(guest: &ferry::guest::Guest, mounts: &[String], root: Option<&str>
             let (device, fs) = guest.only_filesystem()?;
             Ok(View {
                 fs,
+                devices: vec![device.clone()],
                 device,
                 facts: None,
             })
@@ -937,14 +996,24 @@ fn guest_view(guest: &ferry::guest::Guest, mounts: &[String], root: Option<&str>
     }
 }
 
-fn inspect(images: &[PathBuf], format: Option<Format>, json: bool) -> Result<()> {
+/// `facts`: print the facts of one root (the one given, or the only one) instead.
+fn inspect(
+    images: &[PathBuf],
+    format: Option<Format>,
+    json: bool,
+    facts: Option<Option<String>>,
+) -> Result<()> {
     let disks = images
         .iter()
         .map(|p| open(p, format).with_context(|| format!("opening {}", p.display())))
         .collect::<Result<Vec<_>>>()?;
     let guest = ferry::guest::Guest::open(&disks)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    if json {
+    if let Some(root) = facts {
+        let (_, r) = guest.tree(root.as_deref())?;
+        serde_json::to_writer_pretty(&mut out, &guest.facts(r))?;
+        writeln!(out)?;
+    } else if json {
         serde_json::to_writer_pretty(&mut out, &guest.inspection)?;
         writeln!(out)?;
     } else {

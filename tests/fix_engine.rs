@@ -8,6 +8,7 @@ mod fixguest;
 use common::{ferry_bin, have_tools, pseudo_random, run};
 use ferry::fix::engine;
 use ferry::fix::{detect, rule, standard, FileTree, FixError, HostTree, Selection};
+use ferry::fs::files::FilesError;
 use fixguest::*;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -99,7 +100,7 @@ fn escaping_parent_directories_stay_inside() {
     // Writes through such links create files inside the guest, never beside it.
     tree.create_dir_all(&format!("{}/etc", outer.path().display()), 0o755)
         .unwrap();
-    tree.write("/etc/fstab", b"new\n", ferry::fix::tree::Attrs::root(0o644))
+    tree.write("/etc/fstab", b"new\n", ferry::fs::files::Attrs::root(0o644))
         .unwrap();
     assert_eq!(
         std::fs::read_to_string(&host_fstab).unwrap(),
@@ -157,7 +158,7 @@ fn huge_binary_and_special_files() {
     match plan_custom(&g, &[("a.toml", FSTAB_RULE)]) {
         Err(FixError::Step { source, .. }) => {
             assert!(
-                matches!(*source, FixError::TooLarge { size, .. } if size == 1 << 30),
+                matches!(*source, FixError::Files(FilesError::TooLarge { size, .. }) if size == 1 << 30),
                 "{source}"
             )
         }

@@ -369,13 +369,15 @@ fn unsupported_features_are_refused_by_name() {
     assert!(msg.contains("encrypted"), "{msg}");
 
     let ext = d.join("ext.qcow2");
+    // An absolute name: qemu-img creates a relative one in its working directory.
+    let data_file = format!("data_file={}", d.join("ext.data").display());
     qemu_img(&[
         "create",
         "-q",
         "-f",
         "qcow2",
         "-o",
-        "data_file=ext.data",
+        &data_file,
         ext.to_str().unwrap(),
         "1M",
     ]);

@@ -7,14 +7,26 @@ use super::facts::Facts;
 use super::host::HostTree;
 use super::rule::{self, Rule};
 use super::{detect, standard};
+use crate::fs::files::FileTree;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Fix a guest so it boots on KVM: plan the rules, show or apply the edits, report.
 #[derive(clap::Args, Debug, Clone)]
 pub struct FixArgs {
-    /// The guest's root directory: a ferry mountpoint or any directory holding its files.
-    pub target: PathBuf,
+    /// The guest: its root directory (a ferry mountpoint or any directory holding its
+    /// files), or its disk images, edited in process through an overlay (no FUSE).
+    #[arg(required = true, value_name = "DIR | IMAGE...")]
+    pub targets: Vec<PathBuf>,
+    /// For images: the overlay of the image in the same position (repeatable), instead of
+    /// NAME-overlay.qcow2 beside it (continued if it exists). An image that is itself an
+    /// overlay is written in place.
+    #[arg(long, value_name = "PATH")]
+    pub overlay: Vec<PathBuf>,
+    /// For images: the operating system to fix when the disks hold several (the device of
+    /// its /).
+    #[arg(long, value_name = "DEVICE")]
+    pub root: Option<String>,
     /// Facts about the guest (JSON, or TOML if the name ends in .toml), overriding or
     /// adding to what ferry detects (e.g. the device map with UUIDs).
     #[arg(long, value_name = "FILE")]
@@ -74,18 +86,16 @@ pub fn load_rules(args: &FixArgs) -> Result<Vec<Rule>> {
 }
 
 /// Detected facts, then what a ferry mount published for the target, then --facts.
-pub fn load_facts(tree: &HostTree, args: &FixArgs) -> Result<Facts> {
+pub fn load_facts(tree: &HostTree, target: &Path, args: &FixArgs) -> Result<Facts> {
     let mut facts = detect::detect(tree);
-    if let Some(published) = super::facts::load_published(&args.target)? {
-        let file = super::facts::published_path(&args.target)
-            .display()
-            .to_string();
+    if let Some(published) = super::facts::load_published(target)? {
+        let file = super::facts::published_path(target).display().to_string();
         facts = facts
             .merge_value(published)
             .map_err(|message| FixError::Facts { file, message })?;
     }
     if let Some(f) = &args.facts {
-        facts = facts.merge_file(f)?;
+        facts = super::facts::merge_file(facts, f)?;
     }
     Ok(facts)
 }
@@ -101,25 +111,53 @@ struct JsonReport<'a> {
     diff: Option<String>,
 }
 
-/// Runs `ferry fix`.
+/// Runs `ferry fix` on a directory or on images.
 pub fn run(args: FixArgs) -> Result<()> {
-    let io = |e: std::io::Error| FixError::io("(stdout)", e);
-    let tree = HostTree::new(&args.target)?;
     let rules = load_rules(&args)?;
-    let mut out = std::io::stdout().lock();
     if args.list {
-        for r in &rules {
-            let opt = if r.opt_in { " (opt-in)" } else { "" };
-            writeln!(
-                out,
-                "{}{opt}\n    {}\n    why: {}\n    file: {}",
-                r.name, r.description, r.why, r.file
-            )
-            .map_err(io)?;
-        }
-        return Ok(());
+        return list(&rules);
     }
-    let facts = load_facts(&tree, &args)?;
+    match args.targets.as_slice() {
+        [dir] if dir.is_dir() => {
+            if !args.overlay.is_empty() || args.root.is_some() {
+                return Err(FixError::Usage(
+                    "--overlay and --root are for images; a directory is edited as it is".into(),
+                ));
+            }
+            let tree = HostTree::new(dir)?;
+            let facts = load_facts(&tree, dir, &args)?;
+            fix_tree(&tree, &dir.display().to_string(), facts, &rules, &args)
+        }
+        images => super::image::run(images, &rules, &args),
+    }
+}
+
+/// `--list`: the rules with their descriptions.
+fn list(rules: &[Rule]) -> Result<()> {
+    let io = |e: std::io::Error| FixError::io("(stdout)", e);
+    let mut out = std::io::stdout().lock();
+    for r in rules {
+        let opt = if r.opt_in { " (opt-in)" } else { "" };
+        writeln!(
+            out,
+            "{}{opt}\n    {}\n    why: {}\n    file: {}",
+            r.name, r.description, r.why, r.file
+        )
+        .map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Plans the rules over `tree` with `facts`, applies them unless --dry-run, and reports.
+pub fn fix_tree(
+    tree: &dyn FileTree,
+    target: &str,
+    facts: Facts,
+    rules: &[Rule],
+    args: &FixArgs,
+) -> Result<()> {
+    let io = |e: std::io::Error| FixError::io("(stdout)", e);
+    let mut out = std::io::stdout().lock();
     if args.show_facts {
         serde_json::to_writer_pretty(&mut out, &facts).map_err(|e| io(e.into()))?;
         writeln!(out).map_err(io)?;
@@ -130,13 +168,13 @@ pub fn run(args: FixArgs) -> Result<()> {
         skip: args.skip.clone(),
         enable: args.enable.clone(),
     };
-    let plan = engine::plan(&tree, &rules, &facts, &sel)?;
+    let plan = engine::plan(tree, rules, &facts, &sel)?;
     if !args.dry_run {
-        plan.apply(&tree)?;
+        plan.apply(tree)?;
     }
     if args.json {
         let report = JsonReport {
-            target: args.target.display().to_string(),
+            target: target.to_string(),
             dry_run: args.dry_run,
             changed: !plan.is_empty(),
             facts: &facts,

@@ -4,7 +4,7 @@
 //! unknown. `--facts` supplies what a directory cannot show, such as the device map.
 
 use super::facts::Facts;
-use super::tree::FileTree;
+use crate::fs::files::FileTree;
 
 /// Facts read from the tree itself.
 pub fn detect(tree: &dyn FileTree) -> Facts {

@@ -16,7 +16,9 @@ use super::glob;
 use super::rule::{Action, Edit, Rule, Scope};
 use super::template::Context;
 use super::text::nul_offset;
-use super::tree::{child, probe_via_lstat, resolve_with, split_parent, Attrs, FileTree, Probe};
+use crate::fs::files::{
+    child, probe_via_lstat, resolve_with, split_parent, Attrs, FileTree, FilesError, Probe,
+};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -68,10 +70,10 @@ impl<'t> Overlay<'t> {
         let n = match self.tree.lstat(p)? {
             None => Node::Absent,
             Some(m) => match m.kind {
-                super::tree::Kind::Dir => Node::Dir,
-                super::tree::Kind::Symlink => Node::Symlink(self.tree.read_link(p)?),
-                super::tree::Kind::Other => Node::Other,
-                super::tree::Kind::File => Node::File {
+                crate::fs::files::Kind::Dir => Node::Dir,
+                crate::fs::files::Kind::Symlink => Node::Symlink(self.tree.read_link(p)?),
+                crate::fs::files::Kind::Other => Node::Other,
+                crate::fs::files::Kind::File => Node::File {
                     data: self.tree.read(p, MAX_FILE)?,
                     attrs: m.attrs,
                 },
@@ -94,7 +96,7 @@ impl<'t> Overlay<'t> {
             .any(|(_, n)| *n != Node::Absent)
     }
 
-    fn probe(&mut self, p: &str) -> Result<Probe> {
+    fn probe(&mut self, p: &str) -> crate::fs::files::Result<Probe> {
         if let Some(n) = self.nodes.get(p) {
             return Ok(match n {
                 Node::Absent => Probe::Missing,
@@ -117,7 +119,7 @@ impl<'t> Overlay<'t> {
     }
 
     fn resolve(&mut self, path: &str, follow: bool) -> Result<String> {
-        resolve_with(|p| self.probe(p), path, follow)
+        Ok(resolve_with(|p| self.probe(p), path, follow)?)
     }
 
     fn state(&mut self, p: &str) -> Result<Node> {
@@ -176,7 +178,7 @@ impl<'t> Overlay<'t> {
         if let Some(n) = self.cache.get(p) {
             return Ok(*n == Node::Dir);
         }
-        Ok(matches!(self.tree.lstat(p)?, Some(m) if m.kind == super::tree::Kind::Dir))
+        Ok(matches!(self.tree.lstat(p)?, Some(m) if m.kind == crate::fs::files::Kind::Dir))
     }
 
     /// Expands a path that may hold patterns into the existing paths it names.
@@ -186,7 +188,7 @@ impl<'t> Overlay<'t> {
             let mut next = Vec::new();
             for dir in &current {
                 if glob::is_pattern(comp) {
-                    if self.resolve(dir, true).and_then(|d| self.probe(&d))? != Probe::Dir {
+                    if self.resolve(dir, true).and_then(|d| Ok(self.probe(&d)?))? != Probe::Dir {
                         continue;
                     }
                     for name in self.list(dir)? {
@@ -198,10 +200,10 @@ impl<'t> Overlay<'t> {
                     next.push(child(dir, comp));
                 }
                 if next.len() > MAX_GLOB {
-                    return Err(FixError::WrongKind {
+                    return Err(FixError::Files(FilesError::WrongKind {
                         path: pattern.to_string(),
                         what: "the pattern names too many files",
-                    });
+                    }));
                 }
             }
             current = next;
@@ -234,13 +236,13 @@ impl View for Overlay<'_> {
 impl firstboot::Probe for Overlay<'_> {
     fn is_dir(&mut self, path: &str) -> bool {
         self.resolve(path, true)
-            .and_then(|c| self.probe(&c))
+            .and_then(|c| Ok(self.probe(&c)?))
             .is_ok_and(|p| p == Probe::Dir)
     }
 
     fn exists(&mut self, path: &str) -> bool {
         self.resolve(path, true)
-            .and_then(|c| self.probe(&c))
+            .and_then(|c| Ok(self.probe(&c)?))
             .is_ok_and(|p| p != Probe::Missing)
     }
 }
@@ -404,10 +406,10 @@ impl RuleRun<'_, '_, '_> {
 
     fn write(&mut self, path: &str, content: Vec<u8>, attrs: Attrs, keep: bool) -> Result<()> {
         match self.ov.state(path)? {
-            Node::Dir => Err(FixError::WrongKind {
+            Node::Dir => Err(FixError::Files(FilesError::WrongKind {
                 path: path.to_string(),
                 what: "is a directory",
-            }),
+            })),
             Node::Absent => self.ov.set(
                 path,
                 Node::File {
@@ -535,10 +537,10 @@ impl RuleRun<'_, '_, '_> {
                         }
                         Node::Symlink(_) => self.ov.set(&p, Node::Absent)?,
                         Node::Dir | Node::Other => {
-                            return Err(Stop::Error(FixError::WrongKind {
+                            return Err(Stop::Error(FixError::Files(FilesError::WrongKind {
                                 path: p,
                                 what: "is not a file or symlink; `delete` removes only those",
-                            }))
+                            })))
                         }
                     }
                 }

@@ -1,38 +1,34 @@
 //! One error enum for the fix layer: every variant names the guest path, rule file or fact
 //! that is wrong, so the message tells the user where to look.
 
+use crate::fs::files::FilesError;
 use std::io;
 
 /// What went wrong while loading rules or facts, planning, or applying edits.
 #[derive(Debug, thiserror::Error)]
 pub enum FixError {
-    /// An I/O error on a guest path (or, for `HostTree::new`, the host directory).
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
+    /// A guest path that cannot be read or written as asked.
+    #[error(transparent)]
+    Files(#[from] FilesError),
+    /// The guest's disk images could not be opened or edited.
+    #[error(transparent)]
+    Block(#[from] crate::block::Error),
+    /// The guest's disks hold no operating system to fix, or several.
+    #[error(transparent)]
+    Guest(#[from] crate::guest::Error),
+    /// The guest's filesystems refused a write or a sync.
+    #[error("{what}: {source}")]
+    Fs {
+        what: String,
         #[source]
-        source: io::Error,
+        source: crate::fs::FsError,
     },
-    /// Resolving a guest path met more symlinks than a kernel would follow (ELOOP).
-    #[error("{path}: too many levels of symbolic links (more than {limit})")]
-    SymlinkLoop { path: String, limit: usize },
-    /// A guest path that is not absolute or that holds a NUL byte.
-    #[error("{path:?}: not an absolute guest path")]
-    BadPath { path: String },
-    /// A symlink whose target is not UTF-8: guest configuration paths are text.
-    #[error("{path}: symlink target is not UTF-8")]
-    NonUtf8Link { path: String },
-    /// A file the engine would read as text is larger than it edits.
-    #[error(
-        "{path}: {size} bytes, larger than the {limit} bytes ferry reads as a configuration file"
-    )]
-    TooLarge { path: String, size: u64, limit: u64 },
+    /// Arguments that do not go together.
+    #[error("{0}")]
+    Usage(String),
     /// A text edit on a file that holds NUL bytes.
     #[error("{path}: binary file (NUL byte at offset {offset}); refusing to edit it as text")]
     Binary { path: String, offset: usize },
-    /// The path is not what the operation needs (a directory where a file is wanted, …).
-    #[error("{path}: {what}")]
-    WrongKind { path: String, what: &'static str },
     /// A rule file that does not follow the schema: file, line, the field, and why.
     #[error("{file}:{line}: {field}: {message}")]
     Schema {
@@ -80,9 +76,6 @@ pub type Result<T, E = FixError> = std::result::Result<T, E>;
 
 impl FixError {
     pub(crate) fn io(path: &str, source: io::Error) -> Self {
-        FixError::Io {
-            path: path.to_string(),
-            source,
-        }
+        FixError::Files(FilesError::io(path, source))
     }
 }

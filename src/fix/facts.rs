@@ -1,280 +1,12 @@
-//! The facts rules are evaluated against: what the guest is (OS, distro, version, init
-//! system, boot loader), where it comes from and goes to, and the device map.
-//!
-//! These are plain data so that their source can change: today [`super::detect`] takes the OS
-//! part from guest inspection of the tree (`From<&OsInfo>`, crate::guest::inspect) and
-//! `--facts FILE` supplies or overrides any field; the device map (issue 5) will fill the
-//! rest from the disks (stable names from filesystem UUIDs, the real disk order), and a ferry
-//! mount will publish it next to the mountpoint ([`published_path`]).
+//! The facts rules are evaluated against. The data types belong to the guest layer, which
+//! fills them from inspection ([`crate::guest::facts`], re-exported here); this module adds what
+//! only the fix engine needs: template keys and loading a facts file or the facts a mount
+//! published.
+
+pub use crate::guest::facts::*;
 
 use super::error::{FixError, Result};
-use serde::{Deserialize, Serialize};
-use std::cmp::Ordering;
-use std::fmt;
-use std::path::{Path, PathBuf};
-
-/// Defines a closed set of names: serde, `FromStr` for rule conditions, and the list of
-/// names for error messages.
-macro_rules! names {
-    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal),+ $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-        pub enum $name {
-            $($(#[$vm])* #[serde(rename = $s)] $v,)+
-        }
-        impl $name {
-            /// Every accepted spelling, for error messages.
-            pub const NAMES: &'static [&'static str] = &[$($s),+];
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$v => $s,)+ }
-            }
-        }
-        impl std::str::FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> std::result::Result<Self, String> {
-                match s {
-                    $($s => Ok($name::$v),)+
-                    _ => Err(format!("unknown value `{s}`, expected one of: {}", Self::NAMES.join(", "))),
-                }
-            }
-        }
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
-names!(
-    /// The guest's operating system type.
-    Os {
-        #[default]
-        Unknown = "unknown",
-        Linux = "linux",
-        Windows = "windows",
-    }
-);
-
-names!(
-    /// What runs as PID 1, which decides how services are disabled and firstboot installed.
-    InitSystem {
-        #[default]
-        Unknown = "unknown",
-        Systemd = "systemd",
-        Sysvinit = "sysvinit",
-        Upstart = "upstart",
-        Openrc = "openrc",
-    }
-);
-
-names!(
-    /// The installed boot loader.
-    Bootloader {
-        #[default]
-        Unknown = "unknown",
-        /// GRUB 2 (grub.cfg).
-        Grub2 = "grub2",
-        /// GRUB legacy (menu.lst / grub.conf).
-        Grub = "grub",
-        Extlinux = "extlinux",
-        /// systemd-boot (loader/entries on the EFI system partition or /boot).
-        SystemdBoot = "systemd-boot",
-        None = "none",
-    }
-);
-
-names!(
-    /// The hypervisor (or hardware) the guest ran on before.
-    Hypervisor {
-        #[default]
-        Unknown = "unknown",
-        Vmware = "vmware",
-        Xen = "xen",
-        Hyperv = "hyperv",
-        Virtualbox = "virtualbox",
-        Kvm = "kvm",
-        Physical = "physical",
-    }
-);
-
-names!(
-    /// Where the guest is going.
-    Target {
-        #[default]
-        Kvm = "kvm",
-    }
-);
-
-names!(
-    /// The disk bus on the target, which decides the kernel names of the disks there.
-    DiskBus {
-        #[default]
-        VirtioBlk = "virtio-blk",
-        VirtioScsi = "virtio-scsi",
-        Sata = "sata",
-        Ide = "ide",
-    }
-);
-
-impl DiskBus {
-    /// The kernel name prefix of a disk on this bus (`vda`, `sda`).
-    pub fn disk_prefix(self) -> &'static str {
-        match self {
-            DiskBus::VirtioBlk => "vd",
-            DiskBus::VirtioScsi | DiskBus::Sata | DiskBus::Ide => "sd",
-        }
-    }
-}
-
-/// A dotted version ("7.9.2009", "20.04"); compared numerically, missing parts as 0.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Version(pub Vec<u32>);
-
-/// Versions longer than this are not versions.
-const MAX_VERSION_PARTS: usize = 8;
-
-impl Version {
-    /// Parses the leading `N[.N]...` of `s`; `None` if it does not start with a digit.
-    pub fn parse(s: &str) -> Option<Version> {
-        let mut parts = Vec::new();
-        for p in s.trim().split('.') {
-            let digits: String = p.chars().take_while(|c| c.is_ascii_digit()).collect();
-            if digits.is_empty() {
-                break;
-            }
-            parts.push(digits.parse().ok()?);
-            if digits.len() != p.len() || parts.len() == MAX_VERSION_PARTS {
-                break;
-            }
-        }
-        (!parts.is_empty()).then_some(Version(parts))
-    }
-
-    pub fn major(&self) -> u32 {
-        self.0.first().copied().unwrap_or(0)
-    }
-
-    pub fn minor(&self) -> u32 {
-        self.0.get(1).copied().unwrap_or(0)
-    }
-
-    /// Numeric comparison where a missing part counts as 0 ("7" == "7.0").
-    pub fn cmp_to(&self, other: &Version) -> Ordering {
-        let n = self.0.len().max(other.0.len());
-        for i in 0..n {
-            let a = self.0.get(i).copied().unwrap_or(0);
-            let b = other.0.get(i).copied().unwrap_or(0);
-            match a.cmp(&b) {
-                Ordering::Equal => {}
-                o => return o,
-            }
-        }
-        Ordering::Equal
-    }
-}
-
-impl fmt::Display for Version {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = self.0.iter().map(u32::to_string).collect();
-        f.write_str(&parts.join("."))
-    }
-}
-
-impl Serialize for Version {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
-    }
-}
-
-impl<'de> Deserialize<'de> for Version {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Version::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("bad version `{s}`")))
-    }
-}
-
-/// The root filesystem as the guest's fstab names it, with what is known of it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Root {
-    /// The fstab spec (`UUID=…`, `/dev/sda1`, `/dev/VolGroup00/LogVol00`).
-    pub spec: String,
-    pub device: Option<String>,
-    pub uuid: Option<String>,
-    pub label: Option<String>,
-    pub fstype: Option<String>,
-}
-
-/// One block device of the guest: the kernel name the guest's configuration uses and the
-/// name that keeps working when the disk moves to another bus.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeviceEntry {
-    /// As the source guest names it: `/dev/sda1`, `/dev/xvda2`, `/dev/cciss/c0d0p1`.
-    pub device: String,
-    /// `UUID=…`, `LABEL=…`, `PARTUUID=…`, or an LVM path.
-    pub stable: String,
-    #[serde(default)]
-    pub fstype: Option<String>,
-    /// Whether `device` is a bus-dependent kernel name (so any use of it must be rewritten);
-    /// computed on load, shown in `--json` output.
-    #[serde(default, skip_deserializing)]
-    pub hard_coded: bool,
-}
-
-/// A whole disk renamed by the move (`/dev/sda` → `/dev/vda`), in disk order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DiskRename {
-    pub old: String,
-    pub new: String,
-}
-
-/// Old device names → stable names, and old disk names → new ones.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct DeviceMap {
-    pub devices: Vec<DeviceEntry>,
-    /// Explicit disk renames. When empty, a disk keeps its letter and takes the target bus's
-    /// prefix (`sdb`/`hdb`/`xvdb` → `vdb`), as virt-v2v assumes disks keep their order.
-    pub disks: Vec<DiskRename>,
-}
-
-impl DeviceMap {
-    /// Fills the computed fields.
-    pub fn normalize(&mut self) {
-        for d in &mut self.devices {
-            d.hard_coded = super::devices::KernelDev::parse(&d.device).is_some();
-        }
-    }
-
-    /// The stable name recorded for `device`.
-    pub fn stable(&self, device: &str) -> Option<&str> {
-        self.devices
-            .iter()
-            .find(|d| d.device == device)
-            .map(|d| d.stable.as_str())
-    }
-}
-
-/// Everything rules can test or put into templates.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Facts {
-    pub os: Os,
-    /// The os-release `ID` (`rhel`, `centos`, `debian`, `ubuntu`, `sles`, `alpine`, …).
-    pub distro: String,
-    /// `rhel`, `suse`, `debian`, `alpine`, `arch`…; derived from `distro` when absent.
-    pub family: Option<String>,
-    pub version: Option<Version>,
-    pub init: InitSystem,
-    pub bootloader: Bootloader,
-    pub source: Hypervisor,
-    pub target: Target,
-    pub target_bus: DiskBus,
-    pub arch: Option<String>,
-    pub root: Option<Root>,
-    pub devices: DeviceMap,
-}
+use std::path::Path;
 
 /// Template keys a rule may use as `{{key}}`.
 pub const TEMPLATE_KEYS: &[&str] = &[
@@ -298,155 +30,52 @@ pub const TEMPLATE_KEYS: &[&str] = &[
     "root.fstype",
 ];
 
-/// The distro family of an os-release ID (and of the older names inspection tools use).
-pub fn family_of(distro: &str) -> &'static str {
-    match distro {
-        "rhel" | "centos" | "fedora" | "rocky" | "almalinux" | "ol" | "oraclelinux"
-        | "scientific" | "scientificlinux" | "circle" | "redhat-based" | "cloudlinux" | "amzn"
-        | "eurolinux" => "rhel",
-        "sles"
-        | "sled"
-        | "sles_sap"
-        | "opensuse"
-        | "opensuse-leap"
-        | "opensuse-tumbleweed"
-        | "suse"
-        | "suse-based" => "suse",
-        "debian" | "ubuntu" | "linuxmint" | "kali" | "kalilinux" | "raspbian" | "devuan" => {
-            "debian"
-        }
-        "alpine" => "alpine",
-        "arch" | "archlinux" | "manjaro" => "arch",
-        "altlinux" => "alt",
-        _ => "unknown",
+/// The value of a template key; `None` when the fact is not known.
+pub fn template_value(facts: &Facts, key: &str) -> Option<String> {
+    let root = facts.root.as_ref();
+    let known = |s: &str| (!s.is_empty() && s != "unknown").then(|| s.to_string());
+    match key {
+        "os" => known(facts.os.as_str()),
+        "distro" => known(&facts.distro),
+        "family" => known(&facts.family()),
+        "version" => facts.version.as_ref().map(Version::to_string),
+        "major" => facts.version.as_ref().map(|v| v.major().to_string()),
+        "minor" => facts.version.as_ref().map(|v| v.minor().to_string()),
+        "init" => known(facts.init.as_str()),
+        "bootloader" => known(facts.bootloader.as_str()),
+        "source" => known(facts.source.as_str()),
+        "target" => Some(facts.target.as_str().to_string()),
+        "target_bus" => Some(facts.target_bus.as_str().to_string()),
+        "disk_prefix" => Some(facts.target_bus.disk_prefix().to_string()),
+        "arch" => facts.arch.clone(),
+        "root.spec" => root.and_then(|r| known(&r.spec)),
+        "root.device" => root.and_then(|r| r.device.clone()),
+        "root.uuid" => root.and_then(|r| r.uuid.clone()),
+        "root.label" => root.and_then(|r| r.label.clone()),
+        "root.fstype" => root.and_then(|r| r.fstype.clone()),
+        _ => None,
     }
 }
 
-impl Facts {
-    /// The family, given or derived from the distro.
-    pub fn family(&self) -> String {
-        self.family
-            .clone()
-            .unwrap_or_else(|| family_of(&self.distro).to_string())
+/// Overlays the fields present in a facts file (JSON, or TOML when the name ends in
+/// `.toml`) on `self`: a file may give only the device map and keep the detected distro.
+pub fn merge_file(facts: Facts, path: &Path) -> Result<Facts> {
+    let file = path.display().to_string();
+    let err = |message: String| FixError::Facts {
+        file: file.clone(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let overlay: serde_json::Value = if path.extension().is_some_and(|e| e == "toml") {
+        let v: toml::Value = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+        serde_json::to_value(v).map_err(|e| err(e.to_string()))?
+    } else {
+        serde_json::from_str(&text).map_err(|e| err(e.to_string()))?
+    };
+    if !overlay.is_object() {
+        return Err(err("expected an object of facts".into()));
     }
-
-    /// The value of a template key; `None` when the fact is not known.
-    pub fn template_value(&self, key: &str) -> Option<String> {
-        let root = self.root.as_ref();
-        let known = |s: &str| (!s.is_empty() && s != "unknown").then(|| s.to_string());
-        match key {
-            "os" => known(self.os.as_str()),
-            "distro" => known(&self.distro),
-            "family" => known(&self.family()),
-            "version" => self.version.as_ref().map(Version::to_string),
-            "major" => self.version.as_ref().map(|v| v.major().to_string()),
-            "minor" => self.version.as_ref().map(|v| v.minor().to_string()),
-            "init" => known(self.init.as_str()),
-            "bootloader" => known(self.bootloader.as_str()),
-            "source" => known(self.source.as_str()),
-            "target" => Some(self.target.as_str().to_string()),
-            "target_bus" => Some(self.target_bus.as_str().to_string()),
-            "disk_prefix" => Some(self.target_bus.disk_prefix().to_string()),
-            "arch" => self.arch.clone(),
-            "root.spec" => root.and_then(|r| known(&r.spec)),
-            "root.device" => root.and_then(|r| r.device.clone()),
-            "root.uuid" => root.and_then(|r| r.uuid.clone()),
-            "root.label" => root.and_then(|r| r.label.clone()),
-            "root.fstype" => root.and_then(|r| r.fstype.clone()),
-            _ => None,
-        }
-    }
-
-    /// Overlays the fields present in a facts file (JSON, or TOML when the name ends in
-    /// `.toml`) on `self`: a file may give only the device map and keep the detected distro.
-    pub fn merge_file(self, path: &Path) -> Result<Facts> {
-        let file = path.display().to_string();
-        let err = |message: String| FixError::Facts {
-            file: file.clone(),
-            message,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let overlay: serde_json::Value = if path.extension().is_some_and(|e| e == "toml") {
-            let v: toml::Value = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
-            serde_json::to_value(v).map_err(|e| err(e.to_string()))?
-        } else {
-            serde_json::from_str(&text).map_err(|e| err(e.to_string()))?
-        };
-        if !overlay.is_object() {
-            return Err(err("expected an object of facts".into()));
-        }
-        self.merge_value(overlay).map_err(err)
-    }
-
-    /// Overlays a JSON object of facts on `self`.
-    pub fn merge_value(self, overlay: serde_json::Value) -> std::result::Result<Facts, String> {
-        let mut base = serde_json::to_value(&self).map_err(|e| e.to_string())?;
-        merge_json(&mut base, overlay);
-        let mut f: Facts = serde_json::from_value(base).map_err(|e| e.to_string())?;
-        f.complete();
-        Ok(f)
-    }
-
-    /// Fills what follows from other facts: the device map's computed fields, and the root
-    /// filesystem's UUID or label when fstab names it by a device the map knows.
-    pub fn complete(&mut self) {
-        self.devices.normalize();
-        if let Some(r) = self.root.as_mut() {
-            if let Some(s) = r.device.as_deref().and_then(|d| self.devices.stable(d)) {
-                if let Some(u) = s.strip_prefix("UUID=") {
-                    r.uuid.get_or_insert_with(|| u.to_string());
-                } else if let Some(l) = s.strip_prefix("LABEL=") {
-                    r.label.get_or_insert_with(|| l.to_string());
-                }
-            }
-        }
-    }
-}
-
-/// Objects merge key by key; anything else replaces.
-fn merge_json(base: &mut serde_json::Value, overlay: serde_json::Value) {
-    match (base, overlay) {
-        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
-            for (k, v) in o {
-                match b.get_mut(&k) {
-                    Some(bv) if bv.is_object() && v.is_object() => merge_json(bv, v),
-                    _ => {
-                        b.insert(k, v);
-                    }
-                }
-            }
-        }
-        (b, o) => *b = o,
-    }
-}
-
-/// Where a ferry mount publishes the facts of the guest it mounts, so that
-/// `ferry fix MOUNTPOINT` finds them: `$FERRY_RUNTIME_DIR` (default `/run/ferry`), then
-/// `mounts/`, then the canonical mountpoint with `/` written as `-` and `-` as `\x2d` (as
-/// systemd escapes unit names). The file holds `{"mountpoint": PATH, "facts": {...}}`.
-pub fn published_path(mountpoint: &Path) -> PathBuf {
-    let base = std::env::var_os("FERRY_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/run/ferry"));
-    let canon = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
-    let s = canon.to_string_lossy();
-    let mut name = String::new();
-    for c in s.trim_matches('/').chars() {
-        match c {
-            '/' => name.push('-'),
-            c if c.is_ascii_alphanumeric() || c == '_' || c == '.' => name.push(c),
-            c => {
-                let mut buf = [0u8; 4];
-                for b in c.encode_utf8(&mut buf).bytes() {
-                    name.push_str(&format!("\\x{b:02x}"));
-                }
-            }
-        }
-    }
-    if name.is_empty() {
-        name.push('-');
-    }
-    base.join("mounts").join(format!("{name}.json"))
+    facts.merge_value(overlay).map_err(err)
 }
 
 /// The facts a ferry mount published for `mountpoint`, if any (and if they name it).
@@ -471,51 +100,4 @@ pub fn load_published(mountpoint: &Path) -> Result<Option<serde_json::Value>> {
         return Ok(None);
     }
     Ok(v.get("facts").cloned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn versions() {
-        let v = |s| Version::parse(s).unwrap();
-        assert_eq!(v("7.9.2009").0, vec![7, 9, 2009]);
-        assert_eq!(v("12-SP5").0, vec![12]);
-        assert_eq!(v("20.04").cmp_to(&v("20.4")), Ordering::Equal);
-        assert_eq!(v("7").cmp_to(&v("7.0.0")), Ordering::Equal);
-        assert_eq!(v("5.11").cmp_to(&v("6")), Ordering::Less);
-        assert!(Version::parse("squeeze/sid").is_none());
-        assert!(Version::parse("99999999999999").is_none());
-    }
-
-    #[test]
-    fn merge_keeps_unnamed_fields() {
-        let f = Facts {
-            distro: "rhel".into(),
-            init: InitSystem::Systemd,
-            ..Facts::default()
-        };
-        let g = f
-            .merge_value(serde_json::json!({"devices": {"devices": [
-                {"device": "/dev/sda1", "stable": "UUID=x"}]}}))
-            .unwrap();
-        assert_eq!(g.distro, "rhel");
-        assert_eq!(g.init, InitSystem::Systemd);
-        assert_eq!(g.devices.stable("/dev/sda1"), Some("UUID=x"));
-        assert!(g.devices.devices[0].hard_coded);
-        assert!(Facts::default()
-            .merge_value(serde_json::json!({"init": "systemdd"}))
-            .is_err());
-    }
-
-    #[test]
-    fn published_names_escape() {
-        std::env::set_var("FERRY_RUNTIME_DIR", "/nonexistent-ferry");
-        let p = published_path(Path::new("/mnt/my-guest"));
-        assert_eq!(
-            p,
-            Path::new("/nonexistent-ferry/mounts/mnt-my\\x2dguest.json")
-        );
-    }
 }

@@ -20,15 +20,15 @@ pub mod facts;
 pub mod firstboot;
 pub mod glob;
 pub mod host;
+pub mod image;
 pub mod rule;
 pub mod standard;
 pub mod template;
 pub mod text;
-pub mod tree;
 
+pub use crate::fs::files::FileTree;
 pub use engine::{plan, Plan, Selection};
 pub use error::{FixError, Result};
 pub use facts::Facts;
 pub use host::HostTree;
 pub use rule::Rule;
-pub use tree::FileTree;

@@ -13,7 +13,7 @@ use super::error::{FixError, Result};
 use super::facts::{Bootloader, Hypervisor, InitSystem, Os, Target};
 use super::glob;
 use super::template::{Context, Template};
-use super::tree::Attrs;
+use crate::fs::files::Attrs;
 use regex::bytes::{Regex, RegexBuilder};
 use serde::Deserialize;
 use std::path::Path;

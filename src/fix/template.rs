@@ -80,7 +80,7 @@ impl Template {
             match p {
                 Part::Lit(s) => out.push_str(s),
                 Part::Key(k) => {
-                    let v = facts.template_value(k).ok_or_else(|| k.clone())?;
+                    let v = super::facts::template_value(facts, k).ok_or_else(|| k.clone())?;
                     match ctx {
                         Context::Plain => out.push_str(&v),
                         Context::Regex => out.push_str(&regex::escape(&v)),

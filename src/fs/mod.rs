@@ -4,6 +4,7 @@
 //! writers to come) and answers ReadOnly.
 
 pub mod ext4;
+pub mod files;
 pub mod path;
 
 use crate::block::{self, BlockDevice};
@@ -60,6 +61,15 @@ pub enum FsError {
     /// A link or rename between two filesystems of the guest's tree (EXDEV).
     #[error("across filesystems")]
     CrossDevice,
+    /// The name (or, for setxattr with XATTR_CREATE, the attribute) exists already.
+    #[error("file exists")]
+    Exists,
+    /// rmdir, or a rename over a directory, that still holds entries.
+    #[error("directory not empty")]
+    NotEmpty,
+    /// No free blocks or inodes left in the filesystem.
+    #[error("no space left on the filesystem")]
+    NoSpace,
 }
 
 impl FsError {
@@ -292,6 +302,20 @@ pub struct NewInode {
     pub gid: u32,
     /// Device number (as st_rdev) for device nodes, else 0.
     pub rdev: u64,
+}
+
+/// Opens the filesystem on `dev` for writing: `dev` must be writable (an overlay, or a slice or
+/// LV of one). A filesystem ferry cannot write (yet, or because of a feature it does not handle
+/// safely) is refused with the reason, so the caller can keep it read-only.
+pub fn open_writable(dev: Arc<dyn BlockDevice>) -> Result<Box<dyn Filesystem>> {
+    if ext4::probe(dev.as_ref())? {
+        return Err(FsError::Unsupported(
+            "ferry cannot write ext2/3/4 yet".into(),
+        ));
+    }
+    Err(FsError::Unsupported(
+        "ferry writes ext2/3/4 only; this filesystem stays read-only".into(),
+    ))
 }
 
 /// Opens the filesystem on `dev`, recognised by its content. Only ext2/3/4 so far; anything

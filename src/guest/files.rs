@@ -1,33 +1,31 @@
 //! [`FsFiles`]: the fix engine's and inspection's [`FileTree`] over any [`Filesystem`] (one
 //! filesystem, or a whole [`super::tree::Tree`]), read in process with no FUSE. Paths resolve
-//! as in [`crate::fix::tree`] (chroot-style, at most 40 links). Writing is refused until the
-//! filesystems have a write half.
+//! as in [`crate::fs::files`] (chroot-style, at most 40 links). Writes go through the
+//! filesystem's write half (a read-only one answers EROFS); a file is replaced by writing a
+//! temporary file beside it and renaming it over, as `HostTree` does, so a reader never sees
+//! half a file.
 
-use crate::fix::error::{FixError, Result};
-use crate::fix::tree::{resolve_with, Attrs, FileTree, Kind, Meta, Probe};
-use crate::fs::{path, Attr, FileType, Filesystem, FsError};
-use std::io;
+use crate::fs::files::{
+    child, resolve_with, split_parent, Attrs, FileTree, FilesError, Kind, Meta, Probe, Result,
+};
+use crate::fs::{path, Attr, FileType, Filesystem, FsError, NewInode, SetAttr};
 
 /// A [`FileTree`] reading a [`Filesystem`].
 pub struct FsFiles<'a> {
     fs: &'a dyn Filesystem,
 }
 
-fn fix_error(path: &str, e: FsError) -> FixError {
-    let kind = match e {
-        FsError::NotFound => io::ErrorKind::NotFound,
-        FsError::NotDir(_) => io::ErrorKind::NotADirectory,
-        FsError::ReadOnly => io::ErrorKind::ReadOnlyFilesystem,
-        _ => io::ErrorKind::Other,
-    };
-    FixError::Io {
-        path: path.to_string(),
-        source: io::Error::new(kind, e),
-    }
-}
+/// Bytes handed to one `Filesystem::write` when a file is written whole.
+const WRITE_CHUNK: usize = 1 << 20;
+/// Temporary names tried before giving up (each is taken only by a leftover of an earlier run).
+const TEMP_TRIES: u32 = 100;
 
-fn read_only(path: &str) -> FixError {
-    fix_error(path, FsError::ReadOnly)
+/// A filesystem without extended attributes has none to copy.
+fn no_xattrs(e: FsError) -> std::result::Result<Vec<Vec<u8>>, FsError> {
+    match e {
+        FsError::NotSupported => Ok(Vec::new()),
+        e => Err(e),
+    }
 }
 
 impl<'a> FsFiles<'a> {
@@ -41,7 +39,7 @@ impl<'a> FsFiles<'a> {
         match path::resolve(self.fs, canonical.as_bytes(), false) {
             Ok(a) => Ok(Some(a)),
             Err(FsError::NotFound) | Err(FsError::NotDir(_)) => Ok(None),
-            Err(e) => Err(fix_error(canonical, e)),
+            Err(e) => Err(FilesError::fs(canonical, e)),
         }
     }
 
@@ -57,8 +55,11 @@ impl<'a> FsFiles<'a> {
     }
 
     fn link_text(&self, a: &Attr, path: &str) -> Result<String> {
-        let t = self.fs.readlink(a.ino).map_err(|e| fix_error(path, e))?;
-        String::from_utf8(t).map_err(|_| FixError::NonUtf8Link {
+        let t = self
+            .fs
+            .readlink(a.ino)
+            .map_err(|e| FilesError::fs(path, e))?;
+        String::from_utf8(t).map_err(|_| FilesError::NonUtf8Link {
             path: path.to_string(),
         })
     }
@@ -73,11 +74,11 @@ impl<'a> FsFiles<'a> {
         let (c, a) = self.existing(path, false)?;
         match a.kind {
             FileType::RegularFile => Ok((c, a)),
-            FileType::Symlink => Err(FixError::WrongKind {
+            FileType::Symlink => Err(FilesError::WrongKind {
                 path: c,
                 what: "is a symlink (resolve it first)",
             }),
-            _ => Err(FixError::WrongKind {
+            _ => Err(FilesError::WrongKind {
                 path: c,
                 what: "not a regular file",
             }),
@@ -94,7 +95,7 @@ impl<'a> FsFiles<'a> {
             let n = self
                 .fs
                 .read(a.ino, done as u64, &mut data[done..])
-                .map_err(|e| fix_error(path, e))?;
+                .map_err(|e| FilesError::fs(path, e))?;
             if n == 0 {
                 break;
             }
@@ -104,11 +105,53 @@ impl<'a> FsFiles<'a> {
         Ok(data)
     }
 
+    /// The canonical `path` (its final component not followed), the inode of the directory
+    /// holding it, and its name: where a file is created or replaced.
+    fn parent_of(&self, path: &str) -> Result<(String, u64, String)> {
+        let c = self.canonical(path, false)?;
+        let Some((parent, name)) = split_parent(&c) else {
+            return Err(FilesError::WrongKind {
+                path: c,
+                what: "is the root directory",
+            });
+        };
+        let (parent, name) = (parent.to_string(), name.to_string());
+        let dir = match self.walk(&parent)? {
+            Some(a) if a.kind == FileType::Directory => a.ino,
+            Some(_) => {
+                return Err(FilesError::WrongKind {
+                    path: parent,
+                    what: "not a directory",
+                })
+            }
+            None => return Err(FilesError::fs(&parent, FsError::NotFound)),
+        };
+        Ok((c, dir, name))
+    }
+
+    /// A name for a temporary file in `dir` beside `name`, not in use.
+    fn temp_name(&self, dir: u64, name: &str, path: &str) -> Result<Vec<u8>> {
+        for n in 0..TEMP_TRIES {
+            let t = format!(".{name}.ferry-{}-{n}", std::process::id());
+            let t = if t.len() > 255 {
+                format!(".ferry-{}-{n}", std::process::id())
+            } else {
+                t
+            };
+            match self.fs.lookup(dir, t.as_bytes()) {
+                Err(FsError::NotFound) => return Ok(t.into_bytes()),
+                Ok(_) => continue,
+                Err(e) => return Err(FilesError::fs(path, e)),
+            }
+        }
+        Err(FilesError::fs(path, FsError::Exists))
+    }
+
     fn existing(&self, path: &str, follow_last: bool) -> Result<(String, Attr)> {
         let c = self.canonical(path, follow_last)?;
         match self.walk(&c)? {
             Some(a) => Ok((c, a)),
-            None => Err(fix_error(&c, FsError::NotFound)),
+            None => Err(FilesError::fs(&c, FsError::NotFound)),
         }
     }
 }
@@ -139,7 +182,7 @@ impl FileTree for FsFiles<'_> {
     fn read_link(&self, path: &str) -> Result<String> {
         let (c, a) = self.existing(path, false)?;
         if a.kind != FileType::Symlink {
-            return Err(FixError::WrongKind {
+            return Err(FilesError::WrongKind {
                 path: c,
                 what: "not a symlink",
             });
@@ -150,7 +193,7 @@ impl FileTree for FsFiles<'_> {
     fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>> {
         let (c, a) = self.regular(path)?;
         if a.size > limit {
-            return Err(FixError::TooLarge {
+            return Err(FilesError::TooLarge {
                 path: c,
                 size: a.size,
                 limit,
@@ -167,13 +210,13 @@ impl FileTree for FsFiles<'_> {
     fn list(&self, path: &str) -> Result<Vec<String>> {
         let (c, a) = self.existing(path, true)?;
         if a.kind != FileType::Directory {
-            return Err(FixError::WrongKind {
+            return Err(FilesError::WrongKind {
                 path: c,
                 what: "not a directory",
             });
         }
         let mut names: Vec<String> = path::list(self.fs, a.ino)
-            .map_err(|e| fix_error(&c, e))?
+            .map_err(|e| FilesError::fs(&c, e))?
             .into_iter()
             .map(|e| String::from_utf8_lossy(&e.name).into_owned())
             .collect();
@@ -181,23 +224,138 @@ impl FileTree for FsFiles<'_> {
         Ok(names)
     }
 
-    fn write(&self, path: &str, _data: &[u8], _attrs: Attrs) -> Result<()> {
-        Err(read_only(path))
+    fn write(&self, path: &str, data: &[u8], attrs: Attrs) -> Result<()> {
+        let (c, dir, name) = self.parent_of(path)?;
+        let old = self.walk(&c)?;
+        if let Some(o) = &old {
+            if o.kind == FileType::Directory {
+                return Err(FilesError::WrongKind {
+                    path: c,
+                    what: "is a directory",
+                });
+            }
+        }
+        let new = NewInode {
+            mode: libc::S_IFREG | (attrs.mode & 0o7777),
+            uid: attrs.uid,
+            gid: attrs.gid,
+            rdev: 0,
+        };
+        let tmp = self.temp_name(dir, &name, &c)?;
+        let fail = |e| FilesError::fs(&c, e);
+        let a = self.fs.create(dir, &tmp, &new).map_err(fail)?;
+        let filled = (|| {
+            let mut done = 0;
+            while done < data.len() {
+                let end = (done + WRITE_CHUNK).min(data.len());
+                let n = self.fs.write(a.ino, done as u64, &data[done..end])?;
+                if n == 0 {
+                    return Err(FsError::NoSpace);
+                }
+                done += n;
+            }
+            // The label (security.selinux) and any other attribute of the file replaced.
+            if let Some(o) = old.as_ref().filter(|o| o.kind == FileType::RegularFile) {
+                for n in self.fs.listxattr(o.ino).or_else(no_xattrs)? {
+                    let v = self.fs.getxattr(o.ino, &n)?;
+                    self.fs.setxattr(a.ino, &n, &v)?;
+                }
+            }
+            self.fs.rename(dir, &tmp, dir, name.as_bytes())
+        })();
+        if let Err(e) = filled {
+            let _ = self.fs.unlink(dir, &tmp);
+            return Err(fail(e));
+        }
+        Ok(())
     }
 
-    fn set_attrs(&self, path: &str, _attrs: Attrs) -> Result<()> {
-        Err(read_only(path))
+    fn set_attrs(&self, path: &str, attrs: Attrs) -> Result<()> {
+        let (c, a) = self.regular(path)?;
+        let changes = SetAttr {
+            mode: Some(attrs.mode & 0o7777),
+            uid: Some(attrs.uid),
+            gid: Some(attrs.gid),
+            ..SetAttr::default()
+        };
+        self.fs
+            .setattr(a.ino, &changes)
+            .map(drop)
+            .map_err(|e| FilesError::fs(&c, e))
     }
 
-    fn symlink(&self, _target: &str, path: &str) -> Result<()> {
-        Err(read_only(path))
+    fn symlink(&self, target: &str, path: &str) -> Result<()> {
+        let (c, dir, name) = self.parent_of(path)?;
+        if let Some(o) = self.walk(&c)? {
+            if o.kind == FileType::Directory {
+                return Err(FilesError::WrongKind {
+                    path: c,
+                    what: "is a directory",
+                });
+            }
+        }
+        let new = NewInode {
+            mode: libc::S_IFLNK | 0o777,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+        };
+        let tmp = self.temp_name(dir, &name, &c)?;
+        let fail = |e| FilesError::fs(&c, e);
+        self.fs
+            .symlink(dir, &tmp, target.as_bytes(), &new)
+            .map_err(fail)?;
+        if let Err(e) = self.fs.rename(dir, &tmp, dir, name.as_bytes()) {
+            let _ = self.fs.unlink(dir, &tmp);
+            return Err(fail(e));
+        }
+        Ok(())
     }
 
     fn remove(&self, path: &str) -> Result<()> {
-        Err(read_only(path))
+        let (c, dir, name) = self.parent_of(path)?;
+        match self.walk(&c)? {
+            None => Err(FilesError::fs(&c, FsError::NotFound)),
+            Some(a) if a.kind == FileType::Directory => Err(FilesError::WrongKind {
+                path: c,
+                what: "is a directory",
+            }),
+            Some(_) => self
+                .fs
+                .unlink(dir, name.as_bytes())
+                .map_err(|e| FilesError::fs(&c, e)),
+        }
     }
 
-    fn create_dir_all(&self, path: &str, _mode: u32) -> Result<()> {
-        Err(read_only(path))
+    fn create_dir_all(&self, path: &str, mode: u32) -> Result<()> {
+        let c = self.canonical(path, true)?;
+        let mut dir = self.fs.root_ino();
+        let mut here = String::new();
+        for name in c.split('/').filter(|n| !n.is_empty()) {
+            here = child(if here.is_empty() { "/" } else { &here }, name);
+            let a = match self.fs.lookup(dir, name.as_bytes()) {
+                Ok(a) => a,
+                Err(FsError::NotFound) => {
+                    let new = NewInode {
+                        mode: libc::S_IFDIR | (mode & 0o7777),
+                        uid: 0,
+                        gid: 0,
+                        rdev: 0,
+                    };
+                    self.fs
+                        .create(dir, name.as_bytes(), &new)
+                        .map_err(|e| FilesError::fs(&here, e))?
+                }
+                Err(e) => return Err(FilesError::fs(&here, e)),
+            };
+            if a.kind != FileType::Directory {
+                return Err(FilesError::WrongKind {
+                    path: here,
+                    what: "not a directory",
+                });
+            }
+            dir = a.ino;
+        }
+        Ok(())
     }
 }

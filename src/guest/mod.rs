@@ -5,6 +5,7 @@
 
 pub mod devmap;
 pub mod devname;
+pub mod facts;
 pub mod files;
 pub mod fstab;
 pub mod inspect;
@@ -12,9 +13,9 @@ pub mod report;
 pub mod tree;
 
 use crate::block::BlockDevice;
-use crate::fix::facts::{DeviceEntry, Facts, Hypervisor, Root};
-use crate::fix::tree::FileTree;
+use crate::fs::files::FileTree;
 use crate::fs::{self, Filesystem, FsError};
+use crate::guest::facts::{DeviceEntry, Facts, Hypervisor, Root};
 use crate::volume::{self, content::Usage, Volume};
 use devmap::{Naming, Resolution};
 use files::FsFiles;
@@ -242,6 +243,35 @@ impl Guest {
         Ok(guest)
     }
 
+    /// Reopens the filesystems named in `devices` for writing, on their volumes' devices
+    /// (writable when the disks are overlays). A filesystem that cannot be written keeps its
+    /// read-only instance, so its objects answer EROFS; the reasons come back, one a device.
+    /// Trees built afterwards ([`Guest::tree`], [`Guest::tree_of`]) hold the writable ones.
+    pub fn make_writable(&mut self, devices: &[String]) -> Vec<String> {
+        let mut notes = Vec::new();
+        for (name, fs) in &mut self.opened {
+            if !devices.contains(name) {
+                continue;
+            }
+            let readable = self
+                .inspection
+                .filesystems
+                .iter()
+                .any(|f| &f.device == name && f.readable);
+            let dev = self
+                .volumes
+                .iter()
+                .find(|v| &v.name == name)
+                .and_then(|v| v.dev.clone());
+            match dev.filter(|_| readable).map(fs::open_writable) {
+                Some(Ok(w)) => *fs = Arc::from(w),
+                Some(Err(e)) => notes.push(format!("{name}: stays read-only: {e}")),
+                None => notes.push(format!("{name}: stays read-only: ferry cannot read it")),
+            }
+        }
+        notes
+    }
+
     fn windows_root(&self, device: &str) -> Option<RootReport> {
         let v = self.volumes.iter().find(|v| v.name == device)?;
         let label = v.content.as_ref().and_then(|c| c.label.as_deref());
@@ -251,7 +281,7 @@ impl Guest {
         }
         let loader = windows_loader(v.dev.as_deref()?)?;
         let os = OsInfo {
-            os_type: crate::fix::facts::Os::Windows,
+            os_type: crate::guest::facts::Os::Windows,
             distro: Some("windows".into()),
             ..OsInfo::default()
         };

@@ -4,20 +4,27 @@
 //! grow and `forget` has nothing to do. The one exception is the root, which FUSE always calls
 //! node 1; it swaps places with the filesystem's root inode (ext4's 2), so inode 1 (if a
 //! damaged directory names it) stays reachable and the mapping stays a bijection.
+//!
+//! Writable mounts (`Adapter::writable`) pass the write half through. The kernel keeps its
+//! page cache and attributes coherent by itself, since every change comes through this mount;
+//! what the VFS would do above a local filesystem and FUSE leaves to the daemon (owners from
+//! the caller, setgid directories, UTIME_NOW, rename and xattr flags) is done here, once for
+//! every filesystem.
 
-use crate::fs::{Attr, FileType, Filesystem, FsError, Timestamp};
+use crate::fs::{Attr, FileType, Filesystem, FsError, NewInode, SetAttr, Timestamp};
 use fuser::{
-    Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
-    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyXattr, Request,
+    BsdFileFlags, Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// How long the kernel may keep attributes and names: nothing changes under a read-only mount,
-/// so a day (the kernel still drops entries under memory pressure).
+/// How long the kernel may keep attributes and names: nothing changes under the mount except
+/// through it, so a day (the kernel still drops entries under memory pressure).
 const TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// The largest read and write the kernel is asked to send (it may cap it lower).
@@ -26,6 +33,16 @@ pub const MAX_IO: u32 = 1 << 20;
 /// FUSE's name for the root node.
 const FUSE_ROOT: u64 = 1;
 
+/// Answers EROFS and returns unless the mount is writable.
+macro_rules! writable_or_return {
+    ($self:ident, $reply:ident) => {
+        if !$self.writable {
+            $reply.error(Errno::EROFS);
+            return;
+        }
+    };
+}
+
 fn errno(e: &FsError) -> Errno {
     Errno::from_i32(super::errno(e))
 }
@@ -33,12 +50,86 @@ fn errno(e: &FsError) -> Errno {
 pub struct Adapter {
     fs: Arc<dyn Filesystem>,
     root: u64,
+    writable: bool,
 }
 
 impl Adapter {
+    /// A read-only adapter: every write is EROFS, whatever the filesystem could do.
     pub fn new(fs: Arc<dyn Filesystem>) -> Self {
         let root = fs.root_ino();
-        Adapter { fs, root }
+        Adapter {
+            fs,
+            root,
+            writable: false,
+        }
+    }
+
+    /// An adapter that passes writes through to `fs`.
+    pub fn writable(fs: Arc<dyn Filesystem>) -> Self {
+        Adapter {
+            writable: true,
+            ..Adapter::new(fs)
+        }
+    }
+
+    /// The owner and mode of a new inode in `dir`, as the kernel's inode_init_owner gives
+    /// them: the caller's uid, and the caller's gid unless `dir` is setgid, in which case the
+    /// directory's group (and a new directory stays setgid).
+    fn new_inode(
+        &self,
+        req: &Request,
+        dir: u64,
+        mode: u32,
+        rdev: u64,
+    ) -> Result<NewInode, FsError> {
+        let d = self.fs.getattr(dir)?;
+        let mut n = NewInode {
+            mode,
+            uid: req.uid(),
+            gid: req.gid(),
+            rdev,
+        };
+        if d.mode & libc::S_ISGID != 0 {
+            n.gid = d.gid;
+            if mode & libc::S_IFMT == libc::S_IFDIR {
+                n.mode |= libc::S_ISGID;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Creates an inode of any type in `parent` and answers with its entry.
+    fn make(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        rdev: u64,
+    ) -> Result<Attr, FsError> {
+        let dir = self.ino(parent);
+        let new = self.new_inode(req, dir, mode, rdev)?;
+        self.fs.create(dir, name.as_bytes(), &new)
+    }
+
+    fn reply_entry(&self, what: &str, r: Result<Attr, FsError>, reply: ReplyEntry) {
+        match r {
+            Ok(a) => reply.entry(&TTL, &self.file_attr(&a), Generation(0)),
+            Err(e) => {
+                log_write_error(what, &e);
+                reply.error(errno(&e))
+            }
+        }
+    }
+
+    fn reply_empty(what: &str, r: Result<(), FsError>, reply: ReplyEmpty) {
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => {
+                log_write_error(what, &e);
+                reply.error(errno(&e))
+            }
+        }
     }
 
     /// FUSE node id → filesystem inode (an involution; see the module comment).
@@ -111,6 +202,51 @@ impl Adapter {
     }
 }
 
+/// Errors a caller provokes (a name that exists, a directory not empty) are its business;
+/// the others (damage, I/O, no space) go to the log.
+fn log_write_error(what: &str, e: &FsError) {
+    match e {
+        FsError::NotFound | FsError::ReadOnly | FsError::NoAttr | FsError::Busy => {}
+        FsError::CrossDevice | FsError::NotDir(_) | FsError::IsDir(_) => {}
+        _ => log::warn!("{what}: {e}"),
+    }
+}
+
+/// A time as FUSE gives it to setattr; `Now` is the daemon's clock, as the kernel's
+/// UTIME_NOW is the caller's.
+fn timestamp(t: TimeOrNow) -> Timestamp {
+    let t = match t {
+        TimeOrNow::SpecificTime(t) => t,
+        TimeOrNow::Now => SystemTime::now(),
+    };
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => Timestamp {
+            secs: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            nsecs: d.subsec_nanos(),
+        },
+        Err(e) => {
+            let d = e.duration();
+            // Before the epoch: whole seconds down, nanoseconds up.
+            let (secs, nsecs) = if d.subsec_nanos() == 0 {
+                (d.as_secs(), 0)
+            } else {
+                (d.as_secs() + 1, 1_000_000_000 - d.subsec_nanos())
+            };
+            Timestamp {
+                secs: -i64::try_from(secs).unwrap_or(i64::MAX),
+                nsecs,
+            }
+        }
+    }
+}
+
+/// The kernel's 32-bit `new_encode_dev` (what FUSE carries) → st_rdev (glibc's makedev).
+fn from_fuse_rdev(rdev: u32) -> u64 {
+    let major = (rdev & 0xfff00) >> 8;
+    let minor = (rdev & 0xff) | ((rdev >> 12) & 0xfff00);
+    libc::makedev(major, minor)
+}
+
 fn kind(k: FileType) -> fuser::FileType {
     match k {
         FileType::RegularFile => fuser::FileType::RegularFile,
@@ -158,6 +294,16 @@ fn reply_xattr(reply: ReplyXattr, size: u32, data: &[u8]) {
 }
 
 impl fuser::Filesystem for Adapter {
+    /// The last request of a mount: make everything written durable before the daemon exits,
+    /// so `ferry umount` returns with the overlay complete.
+    fn destroy(&mut self) {
+        if self.writable {
+            if let Err(e) = self.fs.fsync() {
+                log::error!("flushing the filesystem at unmount: {e}");
+            }
+        }
+    }
+
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Ask for what helps a read-only tree; a kernel lacking one just ignores the request.
         // Always readdirplus (not READDIRPLUS_AUTO, which uses it only for the first batch of a
@@ -213,11 +359,12 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn open(&self, _req: &Request, _ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
+        if flags.0 & libc::O_ACCMODE != libc::O_RDONLY && !self.writable {
             reply.error(Errno::EROFS);
             return;
         }
-        // Read-only: the page cache never goes stale, so keep it across opens.
+        // Every change goes through this mount (and so through the kernel's page cache): the
+        // cache never goes stale, so keep it across opens.
         reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
     }
 
@@ -317,6 +464,289 @@ impl fuser::Filesystem for Adapter {
             ),
             Err(e) => reply.error(errno(&e)),
         }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        writable_or_return!(self, reply);
+        let changes = SetAttr {
+            mode: mode.map(|m| m & 0o7777),
+            uid,
+            gid,
+            size,
+            atime: atime.map(timestamp),
+            mtime: mtime.map(timestamp),
+        };
+        match self.fs.setattr(self.ino(ino), &changes) {
+            Ok(a) => reply.attr(&TTL, &self.file_attr(&a)),
+            Err(e) => {
+                log_write_error("setattr", &e);
+                reply.error(errno(&e))
+            }
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        writable_or_return!(self, reply);
+        let r = self.make(req, parent, name, mode, from_fuse_rdev(rdev));
+        self.reply_entry("mknod", r, reply)
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        writable_or_return!(self, reply);
+        let mode = (mode & 0o7777) | libc::S_IFDIR;
+        let r = self.make(req, parent, name, mode, 0);
+        self.reply_entry("mkdir", r, reply)
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        writable_or_return!(self, reply);
+        Self::reply_empty(
+            "unlink",
+            self.fs.unlink(self.ino(parent), name.as_bytes()),
+            reply,
+        )
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        writable_or_return!(self, reply);
+        Self::reply_empty(
+            "rmdir",
+            self.fs.rmdir(self.ino(parent), name.as_bytes()),
+            reply,
+        )
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        writable_or_return!(self, reply);
+        let dir = self.ino(parent);
+        let r = self
+            .new_inode(req, dir, libc::S_IFLNK | 0o777, 0)
+            .and_then(|new| {
+                self.fs.symlink(
+                    dir,
+                    link_name.as_bytes(),
+                    target.as_os_str().as_bytes(),
+                    &new,
+                )
+            });
+        self.reply_entry("symlink", r, reply)
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        writable_or_return!(self, reply);
+        let (from, to) = (self.ino(parent), self.ino(newparent));
+        let r = if flags.is_empty() {
+            self.fs
+                .rename(from, name.as_bytes(), to, newname.as_bytes())
+        } else if flags == RenameFlags::RENAME_NOREPLACE {
+            // Requests of one mount are not serialised against each other by name here, but
+            // the kernel holds both directories locked across a rename.
+            match self.fs.lookup(to, newname.as_bytes()) {
+                Ok(_) => Err(FsError::Exists),
+                Err(FsError::NotFound) => {
+                    self.fs
+                        .rename(from, name.as_bytes(), to, newname.as_bytes())
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            Err(FsError::NotSupported)
+        };
+        Self::reply_empty("rename", r, reply)
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        writable_or_return!(self, reply);
+        let r = self
+            .fs
+            .link(self.ino(ino), self.ino(newparent), newname.as_bytes());
+        self.reply_entry("link", r, reply)
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        writable_or_return!(self, reply);
+        let ino = self.ino(ino);
+        match self.fs.write(ino, offset, data) {
+            // OK: a FUSE write is at most max_write (1 MiB) bytes.
+            Ok(n) => reply.written(u32::try_from(n).unwrap_or(u32::MAX)),
+            Err(e) => {
+                log_write_error(&format!("write inode {ino} at {offset}"), &e);
+                reply.error(errno(&e))
+            }
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        // Writes reach the filesystem as they come; close has nothing left to push.
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        if !self.writable {
+            reply.ok();
+            return;
+        }
+        Self::reply_empty("fsync", self.fs.fsync(), reply)
+    }
+
+    fn fsyncdir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        fuser::Filesystem::fsync(self, req, ino, fh, datasync, reply)
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        writable_or_return!(self, reply);
+        match self.make(req, parent, name, mode, 0) {
+            Ok(a) => reply.created(
+                &TTL,
+                &self.file_attr(&a),
+                Generation(0),
+                FileHandle(0),
+                FopenFlags::FOPEN_KEEP_CACHE,
+            ),
+            Err(e) => {
+                log_write_error("create", &e);
+                reply.error(errno(&e))
+            }
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        writable_or_return!(self, reply);
+        let ino = self.ino(ino);
+        let name = name.as_bytes();
+        let r = (|| {
+            if flags & (libc::XATTR_CREATE | libc::XATTR_REPLACE) != 0 {
+                let exists = match self.fs.getxattr(ino, name) {
+                    Ok(_) => true,
+                    Err(FsError::NoAttr) => false,
+                    Err(e) => return Err(e),
+                };
+                if exists && flags & libc::XATTR_CREATE != 0 {
+                    return Err(FsError::Exists);
+                }
+                if !exists && flags & libc::XATTR_REPLACE != 0 {
+                    return Err(FsError::NoAttr);
+                }
+            }
+            self.fs.setxattr(ino, name, value)
+        })();
+        Self::reply_empty("setxattr", r, reply)
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        writable_or_return!(self, reply);
+        Self::reply_empty(
+            "removexattr",
+            self.fs.removexattr(self.ino(ino), name.as_bytes()),
+            reply,
+        )
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {

@@ -56,6 +56,9 @@ pub fn errno(e: &FsError) -> i32 {
         FsError::Loop => libc::ELOOP,
         FsError::Busy => libc::EBUSY,
         FsError::CrossDevice => libc::EXDEV,
+        FsError::Exists => libc::EEXIST,
+        FsError::NotEmpty => libc::ENOTEMPTY,
+        FsError::NoSpace => libc::ENOSPC,
     }
 }
 
@@ -68,6 +71,8 @@ pub struct Options {
     pub threads: usize,
     /// Let other users see the mount (needs `user_allow_other` in /etc/fuse.conf unless root).
     pub allow_other: bool,
+    /// Pass writes through to the filesystem (`ferry mount --rw`); read-only otherwise.
+    pub writable: bool,
 }
 
 impl Default for Options {
@@ -76,6 +81,7 @@ impl Default for Options {
             fsname: "ferry".into(),
             threads: 4,
             allow_other: false,
+            writable: false,
         }
     }
 }
@@ -167,7 +173,7 @@ fn config(opts: &Options) -> fuser::Config {
     use fuser::MountOption as M;
     let mut c = fuser::Config::default();
     c.mount_options = vec![
-        M::RO,
+        if opts.writable { M::RW } else { M::RO },
         M::FSName(opts.fsname.clone()),
         M::Subtype("ferry".into()),
         M::NoAtime,
@@ -215,16 +221,20 @@ fn session(
     opts: &Options,
 ) -> Result<fuser::Session<adapter::Adapter>> {
     check(mountpoint)?;
-    fuser::Session::new(adapter::Adapter::new(fs), mountpoint, &config(opts)).map_err(|source| {
-        Error::Io {
-            what: "cannot mount on",
-            path: mountpoint.into(),
-            source,
-        }
+    let adapter = if opts.writable {
+        adapter::Adapter::writable(fs)
+    } else {
+        adapter::Adapter::new(fs)
+    };
+    fuser::Session::new(adapter, mountpoint, &config(opts)).map_err(|source| Error::Io {
+        what: "cannot mount on",
+        path: mountpoint.into(),
+        source,
     })
 }
 
-/// Mounts `fs` read-only at `mountpoint` and serves it from background threads.
+/// Mounts `fs` at `mountpoint` (read-only unless `opts.writable`) and serves it from
+/// background threads.
 pub fn spawn(fs: Arc<dyn Filesystem>, mountpoint: &Path, opts: &Options) -> Result<Mounted> {
     let s = session(fs, mountpoint, opts)?;
     let bg = s.spawn().map_err(|source| Error::Io {
@@ -235,22 +245,46 @@ pub fn spawn(fs: Arc<dyn Filesystem>, mountpoint: &Path, opts: &Options) -> Resu
     Ok(Mounted { session: Some(bg) })
 }
 
-/// Mounts `fs` read-only at `mountpoint`, calls `ready` once the kernel has accepted the
-/// mount, and serves requests until it is unmounted.
+/// Mounts `fs` at `mountpoint` (read-only unless `opts.writable`), calls `ready` once the
+/// kernel has accepted the mount, and serves requests until it is unmounted.
 pub fn run(
     fs: Arc<dyn Filesystem>,
     mountpoint: &Path,
     opts: &Options,
     ready: impl FnOnce(),
 ) -> Result<()> {
-    let s = session(fs, mountpoint, opts)?;
+    let s = session(fs.clone(), mountpoint, opts)?;
     ready();
-    s.run().map_err(|source| Error::Io {
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let syncer = opts.writable.then(|| {
+        std::thread::spawn(move || {
+            // Until the session ends (the sender is dropped), commit what was written every
+            // few seconds, as the kernel's journal commit interval does: a killed daemon then
+            // loses at most that much.
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(SYNC_INTERVAL)
+            {
+                if let Err(e) = fs.fsync() {
+                    log::error!("periodic sync: {e}");
+                }
+            }
+        })
+    });
+    let r = s.run().map_err(|source| Error::Io {
         what: "serving",
         path: mountpoint.into(),
         source,
-    })
+    });
+    drop(stop);
+    if let Some(t) = syncer {
+        let _ = t.join();
+    }
+    r
 }
+
+/// How often a writable mount commits what was written when nobody asks (the kernel's
+/// default ext4 commit interval).
+pub const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,7 @@
 //! systemd-boot reads `loader/entries/*.conf` on the ESP or /boot (Boot Loader Specification).
 
 use super::{Boot, Ctx};
-use crate::fix::facts::Bootloader;
+use crate::guest::facts::Bootloader;
 use crate::guest::fstab::Entry;
 
 /// Where the EFI system partition is mounted, by convention.

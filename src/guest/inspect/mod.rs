@@ -16,9 +16,9 @@ pub mod release;
 pub mod tools;
 
 use super::fstab::{self, Spec};
-use crate::fix::facts::{Bootloader, Facts, Hypervisor, InitSystem, Os, Root, Version};
-use crate::fix::tree::{FileTree, Kind};
-use crate::fix::FixError;
+use crate::fs::files::FilesError;
+use crate::fs::files::{FileTree, Kind};
+use crate::guest::facts::{Bootloader, Facts, Hypervisor, InitSystem, Os, Root, Version};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 
@@ -168,7 +168,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// Warns about `e` met on `path`, naming `path` first (once: most errors name it).
-    fn error(&self, path: &str, e: FixError) {
+    fn error(&self, path: &str, e: FilesError) {
         let msg = e.to_string();
         if msg.starts_with(&format!("{path}: ")) {
             self.warn(msg);
@@ -293,7 +293,7 @@ fn find_ci(cx: &Ctx, dir: &str, name: &str) -> Option<String> {
     cx.list(dir)
         .into_iter()
         .find(|n| n.eq_ignore_ascii_case(name))
-        .map(|n| crate::fix::tree::child(dir, &n))
+        .map(|n| crate::fs::files::child(dir, &n))
 }
 
 /// The Windows system root (`/Windows` containing `System32`, any case).

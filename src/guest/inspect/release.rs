@@ -3,7 +3,7 @@
 //! Each parser takes the file's text and returns what it states; none fails.
 
 use super::Ctx;
-use crate::fix::facts::Version;
+use crate::guest::facts::Version;
 
 /// What a release file says.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

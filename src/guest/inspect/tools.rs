@@ -2,8 +2,8 @@
 //! hypervisor the guest ran on (which also tell where it comes from).
 
 use super::{Ctx, GuestTool, Kernel, OsInfo};
-use crate::fix::facts::{family_of, Hypervisor, InitSystem};
-use crate::fix::tree::Kind;
+use crate::fs::files::Kind;
+use crate::guest::facts::{family_of, Hypervisor, InitSystem};
 use crate::guest::fstab::Entry;
 
 /// Package format and manager, by the package database and the manager's program, falling

@@ -1,16 +1,70 @@
-//! `FileTree`: the file operations the fix engine needs, over guest-absolute paths.
+//! `FileTree`: a tree of files addressed by guest-absolute paths, the interface the fix
+//! engine edits and guest inspection reads.
 //!
-//! Two implementations are planned (DESIGN.md, "fix"): [`super::host::HostTree`], a host
-//! directory holding a guest (a ferry mount, or any unpacked tree), and later `guest::Tree`,
-//! the guest's filesystems composed in process. Every path is guest-absolute ("/etc/fstab");
-//! each method resolves the path's *parents* the way a chroot would (an absolute symlink in
-//! the guest points inside the guest, `..` stops at the root) and does not follow a final
-//! symlink unless it says so. [`resolve_with`] is that resolution, shared by implementations.
+//! Implementations: `guest::FsFiles` (any [`super::Filesystem`], in process) and
+//! `fix::host::HostTree` (a host directory holding a guest, such as a ferry mount). Every path
+//! is guest-absolute ("/etc/fstab"); each method resolves the path's *parents* the way a chroot
+//! would (an absolute symlink in the guest points inside the guest, `..` stops at the root) and
+//! does not follow a final symlink unless it says so. [`resolve_with`] is that resolution,
+//! shared by implementations; it follows at most [`MAX_SYMLINKS`] links, as [`super::path`]
+//! does for inode-level lookups.
 
-use super::error::{FixError, Result};
+use super::path::MAX_SYMLINKS;
+use std::io;
 
-/// Linux follows at most 40 symlinks in one lookup (MAXSYMLINKS); so do we.
-pub const MAX_SYMLINKS: usize = 40;
+/// What went wrong with a path of a [`FileTree`]: each variant names the guest path.
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
+    /// An I/O error on a guest path of a host directory (or the host directory itself).
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    /// An error of the filesystem that holds the guest path.
+    #[error("{path}: {source}")]
+    Fs {
+        path: String,
+        #[source]
+        source: super::FsError,
+    },
+    /// Resolving a guest path met more symlinks than a kernel would follow (ELOOP).
+    #[error("{path}: too many levels of symbolic links (more than {limit})")]
+    SymlinkLoop { path: String, limit: usize },
+    /// A guest path that is not absolute or that holds a NUL byte.
+    #[error("{path:?}: not an absolute guest path")]
+    BadPath { path: String },
+    /// A symlink whose target is not UTF-8: guest configuration paths are text.
+    #[error("{path}: symlink target is not UTF-8")]
+    NonUtf8Link { path: String },
+    /// A file read whole that is larger than the caller's limit.
+    #[error(
+        "{path}: {size} bytes, larger than the {limit} bytes ferry reads as a configuration file"
+    )]
+    TooLarge { path: String, size: u64, limit: u64 },
+    /// The path is not what the operation needs (a directory where a file is wanted, …).
+    #[error("{path}: {what}")]
+    WrongKind { path: String, what: &'static str },
+}
+
+impl FilesError {
+    pub(crate) fn io(path: &str, source: io::Error) -> Self {
+        FilesError::Io {
+            path: path.to_string(),
+            source,
+        }
+    }
+
+    pub(crate) fn fs(path: &str, source: super::FsError) -> Self {
+        FilesError::Fs {
+            path: path.to_string(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = FilesError> = std::result::Result<T, E>;
 
 /// The largest file [`FileTree::read_head`]'s default implementation reads whole to return
 /// its beginning (a shell or `ls` binary is well under this).
@@ -61,7 +115,7 @@ pub trait FileTree {
     /// The target of the symlink at `path`, as stored.
     fn read_link(&self, path: &str) -> Result<String>;
     /// The contents of the regular file at `path` (a final symlink is refused: resolve first);
-    /// [`FixError::TooLarge`] past `limit` bytes, before reading them.
+    /// [`FilesError::TooLarge`] past `limit` bytes, before reading them.
     fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>>;
     /// The first `len` bytes (fewer if the file is shorter) of the regular file at `path`,
     /// with the same rules as [`FileTree::read`]: inspection reads an ELF header this way
@@ -119,7 +173,7 @@ pub fn probe_via_lstat<T: FileTree + ?Sized>(tree: &T, path: &str) -> Result<Pro
 /// Checks that `path` is a guest-absolute path a rule or caller may use.
 pub fn check_path(path: &str) -> Result<()> {
     if !path.starts_with('/') || path.contains('\0') {
-        return Err(FixError::BadPath {
+        return Err(FilesError::BadPath {
             path: path.to_string(),
         });
     }
@@ -183,7 +237,7 @@ pub fn resolve_with(
             Probe::Link(target) => {
                 links += 1;
                 if links > MAX_SYMLINKS {
-                    return Err(FixError::SymlinkLoop {
+                    return Err(FilesError::SymlinkLoop {
                         path: path.to_string(),
                         limit: MAX_SYMLINKS,
                     });
@@ -272,7 +326,7 @@ mod tests {
         let l = [("/a", "/b"), ("/b", "/a")];
         assert!(matches!(
             resolve(&l, &[], "/a/x"),
-            Err(FixError::SymlinkLoop { .. })
+            Err(FilesError::SymlinkLoop { .. })
         ));
     }
 
@@ -280,7 +334,7 @@ mod tests {
     fn relative_paths_are_refused() {
         assert!(matches!(
             resolve(&[], &[], "etc/fstab"),
-            Err(FixError::BadPath { .. })
+            Err(FilesError::BadPath { .. })
         ));
     }
 
