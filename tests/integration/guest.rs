@@ -2,7 +2,7 @@
 //! (tests/common/guest.rs), and `ferry mount`/`ls`/`cat` of the guest's own layout against the
 //! kernel mounting the same filesystems at the same mountpoints.
 
-mod common;
+use crate::common;
 
 use common::guest::{self, Guest};
 use common::kernel::{self, FerryMount, Snapshot};

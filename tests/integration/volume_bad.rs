@@ -2,7 +2,7 @@
 //! every header field, truncation, and thousands of byte mutations. Each must end in a clear
 //! error or warning, never a panic or a hang.
 
-mod common;
+use crate::common;
 
 use ferry::block::BlockDevice;
 use ferry::volume::{self, Volume, VolumeKind};

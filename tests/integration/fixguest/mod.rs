@@ -1,7 +1,6 @@
 //! Guest trees for the fix tests, built in temporary directories with the file layout and
 //! contents of real installs (paths, symlinks and formats as each distribution ships them),
 //! and a whole-tree fingerprint to prove that a run left a tree alone.
-#![allow(dead_code)]
 
 use sha2::{Digest, Sha256};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

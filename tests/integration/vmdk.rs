@@ -1,7 +1,7 @@
 //! VMDK reader against qemu-img 10: every subformat qemu writes, snapshot chains, the real
 //! samples of the corpus, and hostile input (truncation, bad headers and tables, mutations).
 
-mod common;
+use crate::common;
 
 use common::*;
 use ferry::block::{self, BlockDevice, Error};

@@ -1,6 +1,6 @@
 //! The `ferry` binary as a user runs it: info/map/convert against qemu-img's answers.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::os::unix::fs::MetadataExt;

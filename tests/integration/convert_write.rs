@@ -1,7 +1,7 @@
 //! `ferry convert -O qcow2` and `ferry commit`: every image written passes `qemu-img check` and
 //! `qemu-img compare` equals the source; sources stay unchanged; a full disk fails cleanly.
 
-mod common;
+use crate::common;
 
 use common::{ferry_ok, have_tools, make_mixed_raw, qemu_img, qemu_io, run_ferry, Unchanged};
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! qcow2 reader against qemu-img as the oracle: every subformat qemu makes reads byte for byte as
 //! `qemu-img convert -O raw` reads it, and `extents()` classifies like `qemu-img map`.
 
-mod common;
+use crate::common;
 
 use common::*;
 use ferry::block::{self, Error};

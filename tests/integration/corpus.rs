@@ -1,6 +1,6 @@
 //! Real images written by others (../shared/corpus, see its SOURCES.md) read as qemu-img reads them.
 
-mod common;
+use crate::common;
 
 use common::*;
 use ferry::block;

@@ -2,8 +2,8 @@
 //! tree, loops, huge and binary files, special files, broken rule files; attributes and line
 //! endings kept; the dry-run diff checked with GNU diff and patch; the CLI end to end.
 
-mod common;
-mod fixguest;
+use crate::common;
+use crate::fixguest;
 
 use common::{ferry_bin, have_tools, pseudo_random, run};
 use ferry::fix::engine;

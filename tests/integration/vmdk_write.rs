@@ -2,7 +2,7 @@
 //! the source, the descriptor (create type, adapter, hardware version, geometry) matches what
 //! qemu-img itself writes for the same size and adapter, and ferry reads its output back equal.
 
-mod common;
+use crate::common;
 
 use common::{ferry_ok, have_tools, make_mixed_raw, qemu_img, run_ferry, Unchanged};
 use ferry::block::vmdk::Vmdk;

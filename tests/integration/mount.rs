@@ -6,7 +6,7 @@
 //! Needs root (loop mounts), /dev/fuse and e2fsprogs: skips loudly without them, fails under
 //! FERRY_REQUIRE_FUSE=1. Every mount is undone by a Drop guard with bounded waits.
 
-mod common;
+use crate::common;
 
 use common::kernel::{self, FerryMount, KernelMount, Snapshot};
 

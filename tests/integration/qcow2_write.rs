@@ -2,7 +2,7 @@
 //! `qemu-img check` must find nothing (or only leaks after a kill -9), `qemu-img convert` of what
 //! ferry wrote must equal the model, and the source must never change.
 
-mod common;
+use crate::common;
 
 use common::{have_tools, make_mixed_raw, pseudo_random, qemu_img, qemu_raw, Unchanged};
 use ferry::block::overlay;
@@ -300,7 +300,12 @@ fn kill_9_leaves_at_most_leaks() {
         drop(Qcow2Writer::create(&ov, &o).unwrap());
         let empty = std::fs::metadata(&ov).unwrap().len();
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "qcow2_write::crash_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("FERRY_CRASH_CHILD", &ov)
             .stdout(std::process::Stdio::null())
             .spawn()

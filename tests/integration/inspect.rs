@@ -8,8 +8,8 @@
 //! headers (host binaries and crafted headers of other architectures), and otherwise the
 //! verbatim input (a release file's own first line, the version it states).
 
-mod common;
-mod fixguest;
+use crate::common;
+use crate::fixguest;
 
 use ferry::fix::facts::{Bootloader, Facts, Hypervisor, InitSystem, Os, Version};
 use ferry::fix::HostTree;

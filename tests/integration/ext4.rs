@@ -3,7 +3,7 @@
 //! the same image through qcow2, and damaged images (truncated, mutated) that must not panic
 //! or hang.
 
-mod common;
+use crate::common;
 
 use common::kernel::{self, KernelMount, Snapshot};
 use ferry::block::mem::MemDevice;

@@ -3,7 +3,7 @@
 //! with what the guest needs after the move, every other path untouched, a second run
 //! with nothing to do, and a dry run that leaves the tree byte for byte as it was.
 
-mod fixguest;
+use crate::fixguest;
 
 use ferry::fix::engine::{self, Status};
 use ferry::fix::{detect, standard, Facts, HostTree, Plan, Selection};

@@ -5,7 +5,7 @@
 //! without the key; casefolded directories against e2fsprogs (this kernel may lack Unicode);
 //! and every feature mkfs.ext4 1.47 can set.
 
-mod common;
+use crate::common;
 
 use common::kernel;
 

@@ -8,7 +8,7 @@
 //! not change. Damaged journals: ferry must agree with the kernel on whether the image can be
 //! recovered, and never panic or hang.
 
-mod common;
+use crate::common;
 
 use common::kernel::{self, KernelMount, Snapshot};
 

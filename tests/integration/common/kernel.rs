@@ -87,11 +87,6 @@ impl KernelMount {
         &self.mnt
     }
 
-    /// The loop device, /dev/loopN.
-    pub fn device(&self) -> &str {
-        &self.dev
-    }
-
     fn attach(
         image: &Path,
         range: Option<(u64, u64)>,

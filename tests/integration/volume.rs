@@ -1,7 +1,7 @@
 //! Volume discovery against the real tools: disks partitioned by sfdisk, filesystems made by
 //! mkfs.*, converted by qemu-img; `sfdisk --json` and `blkid -p` are the oracles.
 
-mod common;
+use crate::common;
 
 use common::*;
 use ferry::volume::{self, Volume, VolumeKind};

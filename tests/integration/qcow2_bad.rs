@@ -1,7 +1,7 @@
 //! Untrusted qcow2 input: crafted corruptions give one clear error naming the file, the structure
 //! and the offset; truncations and thousands of mutants never panic or hang.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::path::{Path, PathBuf};

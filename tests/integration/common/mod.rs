@@ -1,6 +1,5 @@
 //! Shared helpers for integration tests: run the real tools (qemu-img), make deterministic
 //! content, hash sources before and after, find the corpus.
-#![allow(dead_code)]
 
 pub mod guest;
 pub mod lvm;

@@ -1,7 +1,7 @@
 //! Mixed-format chains read as qemu reads them: qcow2 over VMDK over raw (a FLAT extent), and
 //! qcow2 over a VMDK snapshot over a streamOptimized VMDK.
 
-mod common;
+use crate::common;
 
 use common::*;
 use ferry::block;

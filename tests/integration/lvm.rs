@@ -3,7 +3,7 @@
 //! is written into the image files at the offsets the metadata gives and read back through
 //! `lvm::assemble`), and hand-made bad input.
 
-mod common;
+use crate::common;
 
 use common::lvm::{
     have_lvm_tools, lv_size, lvm, restore_with_lvs, seg, vg_name, write_lv, Loops, LvSpec, PvPlace,

@@ -1,0 +1,26 @@
+//! The integration tests, one binary (one link of the crate instead of one per area): each
+//! module is an area, run against the real tools (qemu-img, mkfs.*, lvm2, the kernel).
+
+mod common;
+mod fixguest;
+
+mod chain;
+mod cli;
+mod convert_write;
+mod corpus;
+mod ext4;
+mod ext4_journal;
+mod ext4_meta;
+mod fix_engine;
+mod fix_rules;
+mod guest;
+mod inspect;
+mod lvm;
+mod mount;
+mod qcow2;
+mod qcow2_bad;
+mod qcow2_write;
+mod vmdk;
+mod vmdk_write;
+mod volume;
+mod volume_bad;
