@@ -67,8 +67,8 @@ enum Cmd {
         /// Show a progress bar (on a terminal).
         #[arg(short = 'p', long)]
         progress: bool,
-        /// Worker threads (default: one per core, at least 4).
-        #[arg(long, default_value_t = 0)]
+        /// Worker threads, 1 to 256 (default: one per core, at least 4).
+        #[arg(long, default_value_t = 0, value_parser = threads_arg)]
         threads: usize,
         /// Print a JSON summary (bytes read, written, skipped, seconds).
         #[arg(long)]
@@ -221,16 +221,17 @@ struct MountArgs {
     /// of NAME-overlay.qcow2; implies --rw.
     #[arg(long, value_name = "PATH")]
     overlay: Vec<PathBuf>,
-    /// Stay in the foreground (Ctrl-C unmounts).
-    #[arg(short = 'f', long)]
+    /// Stay in the foreground (Ctrl-C unmounts); `--no-fork` as in guestmount.
+    #[arg(long, visible_alias = "no-fork")]
     foreground: bool,
-    #[arg(long = "format")]
+    /// The images' format (raw, qcow2, vmdk), as qemu-img's -f; probed from content otherwise.
+    #[arg(short = 'f', long = "format")]
     format: Option<Format>,
     /// Let other users see the mount (non-root needs user_allow_other in /etc/fuse.conf).
     #[arg(long)]
     allow_other: bool,
-    /// Threads serving requests.
-    #[arg(long, default_value_t = 4)]
+    /// Threads serving requests, 1 to 256.
+    #[arg(long, default_value_t = 4, value_parser = threads_arg)]
     threads: usize,
     /// Where the background daemon writes its log (default: nowhere).
     #[arg(long)]
@@ -238,6 +239,19 @@ struct MountArgs {
     /// Internal: this process is the daemon started by `ferry mount`.
     #[arg(long, hide = true)]
     daemon_child: bool,
+}
+
+/// Threads a command may start: more than this only costs memory (each has a stack and, in
+/// convert, a chunk buffer) on any machine ferry runs on, and a typo must not exhaust the host.
+const MAX_THREADS: usize = 256;
+
+/// `--threads N`: 0 (convert: the default) up to [`MAX_THREADS`].
+fn threads_arg(v: &str) -> std::result::Result<usize, String> {
+    let n: usize = v.parse().map_err(|e| format!("{e}"))?;
+    if n > MAX_THREADS {
+        return Err(format!("at most {MAX_THREADS} threads"));
+    }
+    Ok(n)
 }
 
 fn main() {
@@ -337,7 +351,12 @@ fn main() {
             view,
         } => ls(&source, &path, long, &view),
         Cmd::Cat { source, path, view } => cat(&source, &path, &view),
-        Cmd::Fix(args) => ferry::fix::cli::run(args).map_err(Into::into),
+        Cmd::Fix(args) => match ferry::fix::cli::run(args) {
+            // A dry run with changes pending: the diff is printed, the status says so.
+            Ok(ferry::fix::cli::Outcome::Pending) => std::process::exit(2),
+            Ok(ferry::fix::cli::Outcome::Done) => Ok(()),
+            Err(e) => Err(e.into()),
+        },
     };
     if let Err(e) = r {
         // The reader of our output went away (`ferry map | head`): nothing left to say.
@@ -349,7 +368,12 @@ fn main() {
             std::process::exit(0);
         }
         eprintln!("ferry: {}", error_text(&e));
-        std::process::exit(1);
+        // Interrupted: the shell's status for death by that signal (130 for SIGINT).
+        let signal = e.chain().find_map(|c| match c.downcast_ref() {
+            Some(ferry::convert::Error::Interrupted(sig)) => Some(*sig),
+            _ => None,
+        });
+        std::process::exit(signal.map_or(1, |s| 128 + s));
     }
 }
 
@@ -618,6 +642,8 @@ fn convert(
         );
     }
     let dev = open(&src, format)?;
+    // From here a Ctrl-C or kill stops the copy at its next chunk and removes the output.
+    ferry::convert::interrupt::catch();
     let ctx = || format!("converting {} to {}", src.display(), dst.display());
     let stats = match target.format.as_str() {
         "raw" => {

@@ -392,6 +392,9 @@ fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) 
                         if failed.load(Ordering::Relaxed) {
                             return Ok(());
                         }
+                        if let Some(sig) = super::interrupt::pending() {
+                            return fail(Error::Interrupted(sig));
+                        }
                         (c.seq, c.off, c.len) = (seq, off, len);
                         if let Err(e) = src.read_at(&mut c.buf[..len as usize], off) {
                             return fail(e.into());
@@ -454,6 +457,9 @@ fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) 
         let mut last_end = 0u64;
         let mut seq = 0u64;
         let produced = block::for_each_extent(src.as_ref(), 0, size, |e| -> Result<()> {
+            if let Some(sig) = super::interrupt::pending() {
+                return Err(Error::Interrupted(sig));
+            }
             if e.kind != ExtentKind::Data {
                 bar.inc(e.length);
                 return Ok(());

@@ -4,6 +4,7 @@
 
 pub mod commit;
 pub mod copy;
+pub mod interrupt;
 pub mod progress;
 
 pub use copy::{to_qcow2, to_raw, to_vmdk, Options, Qcow2Options, Stats, VmdkOptions};
@@ -33,4 +34,8 @@ pub enum Error {
 
     #[error("{0}")]
     Commit(String),
+
+    /// A signal asked the copy to stop; the partial output has been removed.
+    #[error("interrupted by {}: the partial output was removed", interrupt::name(*.0))]
+    Interrupted(i32),
 }

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 pub struct FixArgs {
     /// The guest: its root directory (a ferry mountpoint or any directory holding its
     /// files), or its disk images, edited in process through an overlay (no FUSE).
-    #[arg(required = true, value_name = "DIR | IMAGE...")]
+    #[arg(required_unless_present = "list", value_name = "DIR | IMAGE...")]
     pub targets: Vec<PathBuf>,
     /// For images: the overlay of the image in the same position (repeatable), instead of
     /// NAME-overlay.qcow2 beside it (continued if it exists). An image that is itself an
@@ -111,11 +111,27 @@ struct JsonReport<'a> {
     diff: Option<String>,
 }
 
+/// How a run ended, for the exit status: a dry run with changes pending exits 2, so that a
+/// script can tell "would change" from "nothing to do".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Applied, or nothing to do.
+    Done,
+    /// A dry run found changes to make.
+    Pending,
+}
+
 /// Runs `ferry fix` on a directory or on images.
-pub fn run(args: FixArgs) -> Result<()> {
+pub fn run(args: FixArgs) -> Result<Outcome> {
     let rules = load_rules(&args)?;
+    if let Some(both) = args.only.iter().find(|n| args.skip.contains(n)) {
+        return Err(FixError::Usage(format!(
+            "rule `{both}` is given to both --only and --skip"
+        )));
+    }
     if args.list {
-        return list(&rules);
+        list(&rules)?;
+        return Ok(Outcome::Done);
     }
     match args.targets.as_slice() {
         [dir] if dir.is_dir() => {
@@ -125,6 +141,13 @@ pub fn run(args: FixArgs) -> Result<()> {
                 ));
             }
             let tree = HostTree::new(dir)?;
+            if tree.lstat("/etc")?.is_none() {
+                return Err(FixError::Usage(format!(
+                    "no operating system found in {} (it has no /etc): give the guest's root \
+                     directory or its disk images",
+                    dir.display()
+                )));
+            }
             let facts = load_facts(&tree, dir, &args)?;
             fix_tree(&tree, &dir.display().to_string(), facts, &rules, &args)
         }
@@ -155,13 +178,13 @@ pub fn fix_tree(
     facts: Facts,
     rules: &[Rule],
     args: &FixArgs,
-) -> Result<()> {
+) -> Result<Outcome> {
     let io = |e: std::io::Error| FixError::io("(stdout)", e);
     let mut out = std::io::stdout().lock();
     if args.show_facts {
         serde_json::to_writer_pretty(&mut out, &facts).map_err(|e| io(e.into()))?;
         writeln!(out).map_err(io)?;
-        return Ok(());
+        return Ok(Outcome::Done);
     }
     let sel = Selection {
         only: args.only.clone(),
@@ -189,7 +212,11 @@ pub fn fix_tree(
         }
         write_report(&mut out, &plan, args.dry_run).map_err(io)?;
     }
-    Ok(())
+    Ok(if args.dry_run && !plan.is_empty() {
+        Outcome::Pending
+    } else {
+        Outcome::Done
+    })
 }
 
 /// The human report: one line per rule, its files, warnings and notes, and a summary.

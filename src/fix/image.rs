@@ -6,7 +6,7 @@
 //! UUIDs, the source's disk naming), then `--facts`. `--dry-run` opens the images read-only
 //! and creates no overlay.
 
-use super::cli::{fix_tree, FixArgs};
+use super::cli::{fix_tree, FixArgs, Outcome};
 use super::error::{FixError, Result};
 use super::rule::Rule;
 use crate::block::{self, overlay::EditSet, BlockDevice};
@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Fixes the guest on `images`.
-pub fn run(images: &[PathBuf], rules: &[Rule], args: &FixArgs) -> Result<()> {
+pub fn run(images: &[PathBuf], rules: &[Rule], args: &FixArgs) -> Result<Outcome> {
     for i in images {
         if i.is_dir() {
             return Err(FixError::Usage(format!(
@@ -65,7 +65,7 @@ pub fn run(images: &[PathBuf], rules: &[Rule], args: &FixArgs) -> Result<()> {
         }
     }
     let target = format!("{} ({root})", images[0].display());
-    fix_tree(&FsFiles::new(&tree), &target, facts, rules, args)?;
+    let outcome = fix_tree(&FsFiles::new(&tree), &target, facts, rules, args)?;
     if writing {
         tree.fsync().map_err(|source| FixError::Fs {
             what: format!("committing the edits of {target}"),
@@ -77,5 +77,5 @@ pub fn run(images: &[PathBuf], rules: &[Rule], args: &FixArgs) -> Result<()> {
             e.finish()?;
         }
     }
-    Ok(())
+    Ok(outcome)
 }

@@ -173,6 +173,16 @@ impl Adapter {
         }
     }
 
+    /// Attributes for a getattr or setattr reply, where `ino` is only what stat shows (st_ino),
+    /// not a node id: the filesystem's own number, so the root shows its own (ext4's 2) as the
+    /// kernel's mount does, not FUSE's 1.
+    fn stat_attr(&self, a: &Attr) -> fuser::FileAttr {
+        fuser::FileAttr {
+            ino: INodeNo(a.ino),
+            ..self.file_attr(a)
+        }
+    }
+
     /// Attributes for a readdirplus entry. If the inode cannot be read, a placeholder with a
     /// zero TTL: the kernel lists the name and asks again (and gets the error) on first use.
     fn entry_attr(&self, ino: u64, kind_: FileType) -> (fuser::FileAttr, Duration) {
@@ -245,6 +255,28 @@ fn from_fuse_rdev(rdev: u32) -> u64 {
     let major = (rdev & 0xfff00) >> 8;
     let minor = (rdev & 0xff) | ((rdev >> 12) & 0xfff00);
     libc::makedev(major, minor)
+}
+
+/// A directory entry's name as the kernel can take it. A name holding `/` (only a damaged
+/// filesystem has one) would make the kernel fail the whole listing with EIO, hiding every
+/// other entry: it is listed with each `/` written `\x2f` (as systemd escapes), and logged.
+fn listable<'a>(dir: u64, name: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+    if !name.contains(&b'/') {
+        return std::borrow::Cow::Borrowed(name);
+    }
+    log::warn!(
+        "directory inode {dir}: the entry {:?} holds '/'; listed with it escaped",
+        String::from_utf8_lossy(name)
+    );
+    let mut out = Vec::with_capacity(name.len() + 8);
+    for &b in name {
+        if b == b'/' {
+            out.extend_from_slice(b"\\x2f");
+        } else {
+            out.push(b);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 fn kind(k: FileType) -> fuser::FileType {
@@ -340,7 +372,7 @@ impl fuser::Filesystem for Adapter {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(self.ino(ino)) {
-            Ok(a) => reply.attr(&TTL, &self.file_attr(&a)),
+            Ok(a) => reply.attr(&TTL, &self.stat_attr(&a)),
             Err(e) => {
                 log::warn!("inode {}: {e}", self.ino(ino));
                 reply.error(errno(&e))
@@ -412,11 +444,12 @@ impl fuser::Filesystem for Adapter {
     ) {
         let dir = self.ino(ino);
         let r = self.fs.readdir(dir, offset, &mut |e, next| {
+            let name = listable(dir, &e.name);
             !reply.add(
                 self.node(e.ino),
                 next,
                 kind(e.kind),
-                OsStr::from_bytes(&e.name),
+                OsStr::from_bytes(&name),
             )
         });
         match r {
@@ -439,10 +472,11 @@ impl fuser::Filesystem for Adapter {
         let dir = self.ino(ino);
         let r = self.fs.readdir(dir, offset, &mut |e, next| {
             let (attr, ttl) = self.entry_attr(e.ino, e.kind);
+            let name = listable(dir, &e.name);
             !reply.add(
                 self.node(e.ino),
                 next,
-                OsStr::from_bytes(&e.name),
+                OsStr::from_bytes(&name),
                 &ttl,
                 &attr,
                 Generation(0),
@@ -494,7 +528,7 @@ impl fuser::Filesystem for Adapter {
             mtime: mtime.map(timestamp),
         };
         match self.fs.setattr(self.ino(ino), &changes) {
-            Ok(a) => reply.attr(&TTL, &self.file_attr(&a)),
+            Ok(a) => reply.attr(&TTL, &self.stat_attr(&a)),
             Err(e) => {
                 log_write_error("setattr", &e);
                 reply.error(errno(&e))
@@ -790,6 +824,12 @@ mod tests {
             let (dmaj, dmin) = ((enc & 0xfff00) >> 8, (enc & 0xff) | ((enc >> 12) & 0xfff00));
             assert_eq!((dmaj, dmin), (maj, min));
         }
+    }
+
+    #[test]
+    fn a_slash_in_a_name_is_escaped_not_fatal() {
+        assert_eq!(&*listable(2, b"plain"), b"plain");
+        assert_eq!(&*listable(2, b"a/b/"), br"a\x2fb\x2f");
     }
 
     #[test]

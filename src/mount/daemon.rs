@@ -5,7 +5,7 @@
 //! command return, so `ferry mount … && ls MNT` always works. Each daemon leaves a pid file
 //! named after its mountpoint, which is how `ferry umount` knows whom to wait for.
 
-use super::{is_mountpoint, which, Error, Result};
+use super::{mounted_at, which, Error, Result};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -239,11 +239,21 @@ fn alive(pid: u32) -> bool {
 }
 
 /// `ferry umount`: unmounts and returns once the daemon serving the mount has exited.
+/// Only ferry's own mounts are unmounted: one whose daemon is alive (its pid file names a
+/// running ferry), or a FUSE mount whose source ferry wrote (`IMAGE:DEVICE`; its daemon died).
 pub fn umount(mountpoint: &Path, lazy: bool) -> Result<()> {
-    if !is_mountpoint(mountpoint)? {
+    let Some((fstype, source)) = mounted_at(mountpoint)? else {
         return Err(Error::NotMounted(mountpoint.into()));
-    }
+    };
     let pid = daemon_pid(mountpoint);
+    let fuse = fstype == "fuse" || fstype == "fuse.ferry";
+    if !(fuse && (pid.is_some() || fstype == "fuse.ferry" || source.contains(":/dev/"))) {
+        return Err(Error::NotOurs {
+            path: mountpoint.into(),
+            fstype,
+            from: source,
+        });
+    }
     unmount(mountpoint, lazy)?;
     if let Some(pid) = pid {
         let start = Instant::now();

@@ -25,6 +25,12 @@ pub enum Error {
     NoFusermount,
     #[error("{0} is not a mountpoint")]
     NotMounted(PathBuf),
+    #[error("{path} is not a ferry mount (it is {fstype} from {from}); unmount it with umount(8)")]
+    NotOurs {
+        path: PathBuf,
+        fstype: String,
+        from: String,
+    },
     #[error(
         "{0} is busy: a process still uses files under it (close them, or use ferry umount --lazy)"
     )]
@@ -125,6 +131,12 @@ pub fn check(mountpoint: &Path) -> Result<()> {
 /// Whether `path` is the mountpoint of something, from /proc/self/mountinfo (stat-based
 /// checks miss bind mounts and hang on dead FUSE mounts).
 pub fn is_mountpoint(path: &Path) -> Result<bool> {
+    Ok(mounted_at(path)?.is_some())
+}
+
+/// What is mounted at `path` (the last mount there, the one that shows): its filesystem type
+/// and source, as /proc/self/mountinfo gives them.
+pub fn mounted_at(path: &Path) -> Result<Option<(String, String)>> {
     let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let info = std::fs::read("/proc/self/mountinfo").map_err(|source| Error::Io {
         what: "cannot read",
@@ -132,10 +144,25 @@ pub fn is_mountpoint(path: &Path) -> Result<bool> {
         source,
     })?;
     let want = canon.as_os_str().as_encoded_bytes();
+    // "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - TYPE SOURCE SUPEROPTIONS"
     Ok(info
         .split(|&b| b == b'\n')
-        .filter_map(|l| l.split(|&b| b == b' ').nth(4))
-        .any(|mp| unescape_mountinfo(mp) == want))
+        .filter(|l| {
+            l.split(|&b| b == b' ')
+                .nth(4)
+                .is_some_and(|mp| unescape_mountinfo(mp) == want)
+        })
+        .filter_map(|l| {
+            let fields: Vec<&[u8]> = l.split(|&b| b == b' ').collect();
+            let dash = fields.iter().position(|f| *f == b"-")?;
+            let text = |i: usize| {
+                fields
+                    .get(i)
+                    .map(|f| String::from_utf8_lossy(&unescape_mountinfo(f)).into_owned())
+            };
+            Some((text(dash + 1)?, text(dash + 2).unwrap_or_default()))
+        })
+        .next_back())
 }
 
 /// Undoes the octal escapes (`\040` for a space) of /proc/self/mountinfo.

@@ -680,3 +680,61 @@ fn preallocation_metadata_and_lazy_refcounts_as_qemu() {
     ]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("compat=1.1"));
 }
+
+#[test]
+fn an_interrupted_convert_leaves_nothing() {
+    if !have_tools(&["qemu-img"]) {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src.raw");
+    // Text compresses slowly enough that every target is still being written when the
+    // signal comes.
+    make_mixed_raw(&src, 768 << 20, 11);
+    let _same = Unchanged::new(&[&src]);
+    let cases: [(&[&str], &str, i32); 4] = [
+        (&["-O", "qcow2", "-c"], "out.qcow2", libc::SIGINT),
+        (
+            &["-O", "vmdk", "-o", "subformat=streamOptimized"],
+            "out.vmdk",
+            libc::SIGTERM,
+        ),
+        (&["-O", "raw", "--threads", "1"], "out.raw", libc::SIGINT),
+        (
+            &[
+                "-O",
+                "vmdk",
+                "-o",
+                "subformat=monolithicFlat",
+                "--threads",
+                "1",
+            ],
+            "flat.vmdk",
+            libc::SIGTERM,
+        ),
+    ];
+    for (args, out, sig) in cases {
+        let dst = d.path().join(out);
+        let child = Command::new(common::ferry_bin())
+            .arg("convert")
+            .arg(&src)
+            .args(args)
+            .arg(&dst)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        // SAFETY: a plain syscall on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(128 + sig), "{args:?}: {err}");
+        assert!(err.contains("interrupted by SIG"), "{args:?}: {err}");
+        let left: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n != "src.raw")
+            .collect();
+        assert!(left.is_empty(), "{args:?} left {left:?}");
+    }
+}

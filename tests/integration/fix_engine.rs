@@ -389,8 +389,10 @@ fn dry_run_diff_matches_diff_and_patch() {
             os("--dry-run"),
             os("--json"),
         ]);
-        assert!(
-            out.status.success(),
+        // Changes pending: exit status 2.
+        assert_eq!(
+            out.status.code(),
+            Some(2),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
@@ -532,6 +534,37 @@ fn cli_reports_then_has_nothing_to_do() {
         .unwrap()
         .iter()
         .all(|r| r["status"] != "applied"));
+}
+
+#[test]
+fn cli_exit_statuses_and_usage_errors() {
+    let g = rhel5();
+    let dry = ferry(&[os("fix"), g.root().as_os_str(), os("--dry-run")]);
+    assert_eq!(dry.status.code(), Some(2), "changes pending");
+    assert!(ferry(&[os("fix"), g.root().as_os_str()]).status.success());
+    let dry = ferry(&[os("fix"), g.root().as_os_str(), os("--dry-run")]);
+    assert_eq!(dry.status.code(), Some(0), "nothing pending");
+    // --list needs no guest.
+    let list = ferry(&[os("fix"), os("--list")]);
+    assert!(list.status.success());
+    assert!(String::from_utf8_lossy(&list.stdout).contains("fstab-devices"));
+    let both = ferry(&[
+        os("fix"),
+        g.root().as_os_str(),
+        os("--only"),
+        os("fstab-devices"),
+        os("--skip"),
+        os("fstab-devices"),
+    ]);
+    assert!(!both.status.success());
+    let err = String::from_utf8_lossy(&both.stderr);
+    assert!(err.contains("both --only and --skip"), "{err}");
+    // A directory that holds no guest is an error, not "nothing to do".
+    let empty = tempfile::tempdir().unwrap();
+    let none = ferry(&[os("fix"), empty.path().as_os_str()]);
+    assert_eq!(none.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&none.stderr);
+    assert!(err.contains("no operating system found"), "{err}");
 }
 
 #[test]

@@ -415,7 +415,9 @@ fn old_and_xen_guests_resolve_hard_coded_names() {
     // `ferry fix` on the mount finds those facts and plans the rewrite of the Xen names.
     let mnt = d.join("fix");
     let _m = FerryMount::new(&[g.images[0].as_os_str()], &mnt).unwrap();
-    let plan = lines_ok(&run_ferry(&["fix", "--dry-run", mnt.to_str().unwrap()]));
+    let o = run_ferry(&["fix", "--dry-run", mnt.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "changes pending");
+    let plan = String::from_utf8(o.stdout).unwrap();
     let ru = &g.fs("/dev/sda1").uuid;
     assert!(
         plan.contains("-/dev/xvda1           /") && plan.contains(&format!("+UUID={ru}")),

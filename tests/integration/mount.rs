@@ -394,8 +394,45 @@ fn cli_errors_are_clear() {
     );
     let e = err(&[OsStr::new("umount"), mnt.as_os_str()]);
     assert!(e.contains("not a mountpoint"), "{e}");
-    let m = FerryMount::new(&[img.as_os_str()], &mnt).expect("mount");
+    // Only ferry's mounts are ferry's to unmount.
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "none"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let e = err(&[OsStr::new("umount"), mnt.as_os_str()]);
+    assert!(
+        e.contains("not a ferry mount") && e.contains("tmpfs"),
+        "{e}"
+    );
+    assert!(ferry::mount::is_mountpoint(&mnt).unwrap());
+    assert!(Command::new("umount").arg(&mnt).status().unwrap().success());
+    let e = err(&[
+        OsStr::new("mount"),
+        OsStr::new("--threads"),
+        OsStr::new("100000"),
+        img.as_os_str(),
+        mnt.as_os_str(),
+    ]);
+    assert!(e.contains("at most 256 threads"), "{e}");
+    // -f is the format, as in qemu-img (a wrong one is refused by name).
+    let e = err(&[
+        OsStr::new("mount"),
+        OsStr::new("-f"),
+        OsStr::new("qcow2"),
+        img.as_os_str(),
+        mnt.as_os_str(),
+    ]);
+    assert!(e.contains("qcow2"), "{e}");
+    let m = FerryMount::new(
+        &[OsStr::new("-f"), OsStr::new("raw"), img.as_os_str()],
+        &mnt,
+    )
+    .expect("mount");
     assert!(mnt.join("lost+found").is_dir());
+    // The root shows the filesystem's own inode number (ext4's 2), as the kernel's mount.
+    assert_eq!(std::fs::metadata(&mnt).unwrap().ino(), 2);
     let e = err(&[OsStr::new("mount"), img.as_os_str(), mnt.as_os_str()]);
     assert!(e.contains("is busy"), "{e}");
     // Read-only: writes are refused by the kernel or by us.
