@@ -26,6 +26,7 @@ pub mod block;
 pub mod recovery;
 pub mod superblock;
 pub mod view;
+pub mod writer;
 
 use super::inode::{Inode, FL_ENCRYPT};
 use super::superblock::{COMPAT_HAS_JOURNAL, INCOMPAT_RECOVER, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE};
