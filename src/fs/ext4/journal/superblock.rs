@@ -41,7 +41,9 @@ const CHECKSUM_OFF: usize = 0xfc;
 /// at these offsets.
 const SEQUENCE_OFF: usize = 0x18;
 const START_OFF: usize = 0x1c;
+const FEATURE_COMPAT_OFF: usize = 0x24;
 const FEATURE_INCOMPAT_OFF: usize = 0x28;
+const CHECKSUM_TYPE_OFF: usize = 0x50;
 
 #[derive(Clone, Debug)]
 pub struct JournalSuperblock {
@@ -91,7 +93,7 @@ impl JournalSuperblock {
             first: be32(b, 0x14),
             sequence: be32(b, SEQUENCE_OFF),
             start: be32(b, START_OFF),
-            feature_compat: v2(0x24),
+            feature_compat: v2(FEATURE_COMPAT_OFF),
             feature_incompat: v2(FEATURE_INCOMPAT_OFF),
             feature_ro_compat: v2(0x2c),
             uuid,
@@ -139,7 +141,7 @@ impl JournalSuperblock {
             return Err(bad("both checksum v1 and v2/v3 are set".into()));
         }
         if sb.csum_v2or3() {
-            let ty = b[0x50];
+            let ty = b[CHECKSUM_TYPE_OFF];
             if ty != CHECKSUM_CRC32C {
                 return Err(bad(format!("checksum type {ty}, expected crc32c (4)")));
             }
@@ -208,8 +210,9 @@ impl JournalSuperblock {
     }
 
     /// Writes the fields a journal writer changes (s_sequence, s_start and, in a version 2
-    /// superblock, s_feature_incompat) into `b`, the superblock block this was parsed from,
-    /// and refreshes its checksum (csum v2/v3). `b` must hold at least SUPERBLOCK_LEN bytes.
+    /// superblock, the compat and incompat features, with s_checksum_type crc32c under csum
+    /// v2/v3) into `b`, the superblock block this was parsed from, and refreshes its checksum
+    /// (csum v2/v3). `b` must hold at least SUPERBLOCK_LEN bytes.
     pub fn encode_into(&self, b: &mut [u8]) {
         if b.len() < SUPERBLOCK_LEN {
             return;
@@ -217,10 +220,13 @@ impl JournalSuperblock {
         b[SEQUENCE_OFF..SEQUENCE_OFF + 4].copy_from_slice(&self.sequence.to_be_bytes());
         b[START_OFF..START_OFF + 4].copy_from_slice(&self.start.to_be_bytes());
         if self.version == 2 {
+            b[FEATURE_COMPAT_OFF..FEATURE_COMPAT_OFF + 4]
+                .copy_from_slice(&self.feature_compat.to_be_bytes());
             b[FEATURE_INCOMPAT_OFF..FEATURE_INCOMPAT_OFF + 4]
                 .copy_from_slice(&self.feature_incompat.to_be_bytes());
         }
         if self.csum_v2or3() {
+            b[CHECKSUM_TYPE_OFF] = CHECKSUM_CRC32C;
             let c = checksum(b);
             b[CHECKSUM_OFF..CHECKSUM_OFF + 4].copy_from_slice(&c.to_be_bytes());
         }

@@ -35,9 +35,11 @@
 //! Limits: a transaction takes `descriptors + blocks + revoke blocks + 1` log blocks and must
 //! fit in the log less one block (`max_transaction_blocks`); a larger one is refused before
 //! anything is written, as one transaction cannot be split without losing its atomicity.
-//! Only internal journals (an inode) are written. The journal's checksum features are kept as
-//! they are (v1, v2, v3 or none); like the kernel at mount, an empty version 2 journal of a
-//! 64bit filesystem gets INCOMPAT_64BIT and one without INCOMPAT_REVOKE gets it. A version 1
+//! Only internal journals (an inode) are written. Like the kernel at a read-write mount, an
+//! empty version 2 journal gets INCOMPAT_REVOKE, INCOMPAT_64BIT on a 64bit filesystem, and
+//! csum v3 in place of any other checksum on a metadata_csum filesystem (mke2fs makes the
+//! journal without checksums; the kernel adds them at mount). Otherwise the journal's checksum
+//! feature is kept as it is (v1, v2, v3 or none). A version 1
 //! journal cannot hold revoke records: it is always checkpointed immediately, so that none is
 //! needed. Transaction IDs continue from s_sequence + 1 (the kernel skips one after load, in
 //! case a partial transaction with s_sequence's ID sits in the log).
@@ -49,7 +51,10 @@ use super::block::{
     REVOKE_HEADER_LEN, TAIL_LEN,
 };
 use super::recovery::LogSource;
-use super::superblock::{JournalSuperblock, INCOMPAT_64BIT, INCOMPAT_REVOKE};
+use super::superblock::{
+    JournalSuperblock, COMPAT_CHECKSUM, INCOMPAT_64BIT, INCOMPAT_CSUM_V2, INCOMPAT_CSUM_V3,
+    INCOMPAT_REVOKE,
+};
 use super::view::ReplayView;
 use super::ReplayInfo;
 use crate::block::BlockDevice;
@@ -323,13 +328,18 @@ impl JournalWriter {
                 format!("log ends at block {last}, the journal has {}", map.len()),
             ));
         }
-        // Like the kernel at mount (ext4_fill_super, jbd2_journal_set_features): an empty
-        // version 2 journal gets the features this writer uses.
-        let mut features = jsb.feature_incompat;
+        // Like the kernel at mount (ext4_fill_super, set_journal_csum_feature_set): an empty
+        // version 2 journal gets the features this writer uses, and csum v3 (only) on a
+        // metadata_csum filesystem.
+        let (mut compat, mut features) = (jsb.feature_compat, jsb.feature_incompat);
         if jsb.version == 2 {
             features |= INCOMPAT_REVOKE;
             if sb.has_incompat(ext4sb::INCOMPAT_64BIT) {
                 features |= INCOMPAT_64BIT;
+            }
+            if sb.metadata_csum {
+                compat &= !COMPAT_CHECKSUM;
+                features = (features & !INCOMPAT_CSUM_V2) | INCOMPAT_CSUM_V3;
             }
         }
         let mut w = JournalWriter {
@@ -350,7 +360,8 @@ impl JournalWriter {
             aborted: false,
             jsb: jsb.clone(),
         };
-        if features != jsb.feature_incompat {
+        if (compat, features) != (jsb.feature_compat, jsb.feature_incompat) {
+            jsb.feature_compat = compat;
             jsb.feature_incompat = features;
             w.jsb = jsb;
             w.write_jsb()?;
@@ -931,9 +942,17 @@ mod tests {
         b[at..at + 4].copy_from_slice(&v.to_le_bytes());
     }
 
-    /// An ext4 superblock (1 KiB blocks, one group, a journal, metadata_csum) and a version 2
+    /// An ext4 superblock (1 KiB blocks, one group, a journal, maybe metadata_csum) and a version 2
     /// journal with `compat`/`incompat` features contiguous at JOURNAL_AT.
     fn setup(compat: u32, incompat: u32) -> (Arc<Disk>, Superblock, JournalMap) {
+        setup_with(compat, incompat, false)
+    }
+
+    fn setup_with(
+        compat: u32,
+        incompat: u32,
+        metadata_csum: bool,
+    ) -> (Arc<Disk>, Superblock, JournalMap) {
         let mut disk = vec![0u8; FS_BLOCKS as usize * BS];
         let sb = &mut disk[1024..2048];
         put(sb, 0x0, 1024);
@@ -945,8 +964,10 @@ mod tests {
         sb[0x38..0x3a].copy_from_slice(&0xef53u16.to_le_bytes());
         sb[0x58..0x5a].copy_from_slice(&256u16.to_le_bytes());
         put(sb, 0x5c, COMPAT_HAS_JOURNAL);
-        put(sb, 0x64, ext4sb::RO_COMPAT_METADATA_CSUM);
-        sb[0x175] = 1;
+        if metadata_csum {
+            put(sb, 0x64, ext4sb::RO_COMPAT_METADATA_CSUM);
+            sb[0x175] = 1;
+        }
         put(sb, 0xe0, 8);
         ext4sb::refresh_checksum_raw(sb);
         let sb = Superblock::parse(sb).unwrap();
@@ -1045,8 +1066,14 @@ mod tests {
 
     #[test]
     fn immediate_checkpoints_leave_an_empty_log_and_a_dirty_flag() {
-        let (d, sb, map) = setup(0, INCOMPAT_CSUM_V3);
+        // A journal without checksums on a metadata_csum filesystem gets csum v3.
+        let (d, sb, map) = setup_with(0, INCOMPAT_CSUM_V2, true);
         let mut w = JournalWriter::open(d.clone(), &sb, map.clone()).unwrap();
+        let j = w.journal_superblock();
+        assert_eq!(
+            (j.feature_compat, j.feature_incompat),
+            (0, INCOMPAT_CSUM_V3 | INCOMPAT_REVOKE)
+        );
         w.commit(&[(300, block(3, 300))], &[]).unwrap();
         assert_eq!(w.log_used(), 0);
         assert_eq!(home(&d, 300), &*block(3, 300));
