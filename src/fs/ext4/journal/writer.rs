@@ -26,6 +26,12 @@
 //! is dropped from the pending checkpoint. With immediate checkpoints the log is empty between
 //! commits, so no earlier copy exists at all.
 //!
+//! The caller's side of that contract, the kernel's too (ext4 mballoc returns freed blocks
+//! to the allocator in the commit callback): a block freed by a transaction is not written
+//! with file data, nor allocated again, before that transaction's `commit` has returned.
+//! Until then a crash leaves the filesystem as it was before the free, where the block still
+//! holds what the earlier state says it holds.
+//!
 //! The journal owns needs_recovery: every copy of the primary superblock's block that goes
 //! through `commit` gets the flag set (and its checksum refreshed), as the kernel's in-memory
 //! superblock has it, so a checkpoint never writes a superblock that would hide a log still to
@@ -657,7 +663,8 @@ impl JournalWriter {
         Ok(out)
     }
 
-    /// Steps 2 and 3 of a commit (module comment): the log blocks, then the commit block.
+    /// Steps 2 and 3 of a commit (see the module documentation): the log blocks, then the
+    /// commit block.
     fn write_transaction(
         &mut self,
         copies: &BTreeMap<u64, Arc<[u8]>>,
