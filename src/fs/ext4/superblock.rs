@@ -407,6 +407,37 @@ impl Superblock {
     }
 }
 
+/// Offset of s_feature_incompat in the superblock.
+const FEATURE_INCOMPAT_OFF: usize = 0x60;
+/// Offset of s_feature_ro_compat.
+const FEATURE_RO_COMPAT_OFF: usize = 0x64;
+
+/// Sets (`on`) or clears INCOMPAT feature bits `bits` in the raw superblock `b` (its 1024
+/// bytes) and refreshes its checksum. A writer of the superblock goes through here so that the
+/// metadata_csum checksum always matches what it wrote.
+pub fn set_incompat_raw(b: &mut [u8], bits: u32, on: bool) {
+    if b.len() < SUPERBLOCK_SIZE {
+        return;
+    }
+    let old = le32(b, FEATURE_INCOMPAT_OFF);
+    let new = if on { old | bits } else { old & !bits };
+    b[FEATURE_INCOMPAT_OFF..FEATURE_INCOMPAT_OFF + 4].copy_from_slice(&new.to_le_bytes());
+    refresh_checksum_raw(b);
+}
+
+/// Recomputes s_checksum of the raw superblock `b` when it has metadata_csum with crc32c
+/// (ext4_superblock_csum_set); otherwise leaves the bytes alone.
+pub fn refresh_checksum_raw(b: &mut [u8]) {
+    if b.len() < SUPERBLOCK_SIZE
+        || le32(b, FEATURE_RO_COMPAT_OFF) & RO_COMPAT_METADATA_CSUM == 0
+        || b[0x175] != CSUM_TYPE_CRC32C
+    {
+        return;
+    }
+    let c = csum::raw(!0, &b[..csum::SUPERBLOCK_CSUM_OFF]);
+    b[csum::SUPERBLOCK_CSUM_OFF..csum::SUPERBLOCK_CSUM_OFF + 4].copy_from_slice(&c.to_le_bytes());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

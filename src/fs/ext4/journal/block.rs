@@ -30,6 +30,7 @@ pub const COMMIT_CRC32_SIZE: u8 = 4;
 const COMMIT_HEADER_LEN: usize = 60;
 const COMMIT_CHKSUM_OFF: usize = 16;
 const COMMIT_SEC_OFF: usize = 48;
+const COMMIT_NSEC_OFF: usize = 56;
 
 /// Big-endian u32 at `at`; 0 if out of range (callers check lengths; this keeps a slip from
 /// becoming a panic).
@@ -97,6 +98,35 @@ impl Header {
             sequence: be32(b, 8),
         }
     }
+
+    /// A log block header of `blocktype` for transaction `sequence`.
+    pub fn new(blocktype: u32, sequence: u32) -> Self {
+        Header {
+            magic: MAGIC,
+            blocktype,
+            sequence,
+        }
+    }
+
+    /// Writes the header into the first HEADER_LEN bytes of `b`.
+    pub fn encode_into(&self, b: &mut [u8]) {
+        put32(b, 0, self.magic);
+        put32(b, 4, self.blocktype);
+        put32(b, 8, self.sequence);
+    }
+}
+
+/// Stores big-endian `v` at `at` if it fits (the writers size their blocks first).
+fn put32(b: &mut [u8], at: usize, v: u32) {
+    if let Some(s) = b.get_mut(at..at.saturating_add(4)) {
+        s.copy_from_slice(&v.to_be_bytes());
+    }
+}
+
+fn put16(b: &mut [u8], at: usize, v: u16) {
+    if let Some(s) = b.get_mut(at..at.saturating_add(2)) {
+        s.copy_from_slice(&v.to_be_bytes());
+    }
 }
 
 /// One descriptor tag: which filesystem block the next log block is a copy of.
@@ -148,6 +178,45 @@ pub fn tags(b: &[u8], jsb: &JournalSuperblock) -> Vec<Tag> {
     out
 }
 
+/// Writes `tag` at byte `p` of a descriptor block in the layout `jsb` selects, the inverse of
+/// `tags`: tag3 (csum v3: block, flags as a 32-bit word, high block, checksum) or the classic
+/// tag (block, 16-bit checksum, 16-bit flags, high block with 64-bit), `tag_bytes` long.
+pub fn encode_tag(b: &mut [u8], p: usize, tag: &Tag, jsb: &JournalSuperblock) {
+    let tag_bytes = jsb.tag_bytes();
+    if let Some(s) = b.get_mut(p..p.saturating_add(tag_bytes)) {
+        s.fill(0);
+    }
+    // OK: the low and high halves of the block number are stored separately.
+    put32(b, p, tag.blocknr as u32);
+    let high = (tag.blocknr >> 32) as u32;
+    if jsb.has_incompat(INCOMPAT_CSUM_V3) {
+        put32(b, p + 4, u32::from(tag.flags));
+        put32(b, p + 8, high);
+        put32(b, p + 12, tag.checksum);
+    } else {
+        // OK: csum v2 keeps the low 16 bits of the checksum.
+        put16(b, p + 4, tag.checksum as u16);
+        put16(b, p + 6, tag.flags);
+        if jsb.has_incompat(INCOMPAT_64BIT) {
+            put32(b, p + 8, high);
+        }
+    }
+}
+
+/// Sets the checksum tail of a descriptor or revoke block (csum v2/v3; nothing otherwise): the
+/// value `tail_csum_ok` checks.
+pub fn set_tail_csum(b: &mut [u8], jsb: &JournalSuperblock, seed: u32) {
+    if !jsb.csum_v2or3() {
+        return;
+    }
+    let Some(at) = b.len().checked_sub(TAIL_LEN) else {
+        return;
+    };
+    b[at..].fill(0);
+    let c = crc32c(seed, b);
+    put32(b, at, c);
+}
+
 /// Whether a descriptor or revoke block's tail checksum matches (always true without v2/v3).
 pub fn tail_csum_ok(b: &[u8], jsb: &JournalSuperblock, seed: u32) -> bool {
     if !jsb.csum_v2or3() {
@@ -195,6 +264,7 @@ pub struct Commit {
     /// h_chksum[0]: the v1 crc32_be, or the v2/v3 crc32c.
     pub chksum: u32,
     pub sec: u64,
+    pub nsec: u32,
 }
 
 impl Commit {
@@ -204,22 +274,57 @@ impl Commit {
             chksum_size: b.get(13).copied().unwrap_or(0),
             chksum: be32(b, COMMIT_CHKSUM_OFF),
             sec: be64(b, COMMIT_SEC_OFF),
+            nsec: be32(b, COMMIT_NSEC_OFF),
         }
     }
+
+    /// Writes these fields into commit block `b` (after its header). With csum v2/v3 the
+    /// checksum type and size are 0 and `chksum` is ignored: `set_commit_csum` computes it
+    /// over the finished block.
+    pub fn encode_into(&self, b: &mut [u8]) {
+        if let Some(x) = b.get_mut(12) {
+            *x = self.chksum_type;
+        }
+        if let Some(x) = b.get_mut(13) {
+            *x = self.chksum_size;
+        }
+        put32(b, COMMIT_CHKSUM_OFF, self.chksum);
+        // OK: the seconds are stored as two big-endian halves.
+        put32(b, COMMIT_SEC_OFF, (self.sec >> 32) as u32);
+        put32(b, COMMIT_SEC_OFF + 4, self.sec as u32);
+        put32(b, COMMIT_NSEC_OFF, self.nsec);
+    }
+}
+
+/// Sets the v2/v3 checksum of commit block `b`: crc32c over the block with h_chksum[0] zeroed
+/// (jbd2_commit_block_csum_set), the value `commit_csum_ok` checks.
+pub fn set_commit_csum(b: &mut [u8], seed: u32) {
+    if b.len() < COMMIT_HEADER_LEN {
+        return;
+    }
+    b[COMMIT_CHKSUM_OFF..COMMIT_CHKSUM_OFF + 4].fill(0);
+    let c = crc32c(seed, b);
+    put32(b, COMMIT_CHKSUM_OFF, c);
 }
 
 /// The kernel's v2/v3 data block checksum: crc32c over the big-endian transaction ID, then
 /// over the block as stored in the log (escaped).
 pub fn data_csum_ok(tag: &Tag, data: &[u8], sequence: u32, jsb: &JournalSuperblock) -> bool {
+    !jsb.csum_v2or3() || tag.checksum == data_csum(data, sequence, jsb)
+}
+
+/// The checksum a tag carries for the log copy `data` in transaction `sequence`: all 32 bits
+/// with csum v3, the low 16 with v2 (jbd2_block_tag_csum_set), 0 without v2/v3.
+pub fn data_csum(data: &[u8], sequence: u32, jsb: &JournalSuperblock) -> u32 {
     if !jsb.csum_v2or3() {
-        return true;
+        return 0;
     }
     let c = crc32c(jsb.csum_seed(), &sequence.to_be_bytes());
     let c = crc32c(c, data);
     if jsb.has_incompat(INCOMPAT_CSUM_V3) {
-        tag.checksum == c
+        c
     } else {
-        tag.checksum == c & 0xffff
+        c & 0xffff
     }
 }
 
@@ -240,6 +345,26 @@ pub fn revoke_record_len(jsb: &JournalSuperblock) -> usize {
     } else {
         4
     }
+}
+
+/// Writes revoke records for `blocks` after the header of revoke block `b` and sets r_count;
+/// the caller passes no more than fit before the checksum tail.
+pub fn encode_revoke_records(b: &mut [u8], blocks: &[u64], jsb: &JournalSuperblock) {
+    let len = revoke_record_len(jsb);
+    let mut off = REVOKE_HEADER_LEN;
+    for &blk in blocks {
+        if len == 8 {
+            // OK: stored as two big-endian halves.
+            put32(b, off, (blk >> 32) as u32);
+            put32(b, off + 4, blk as u32);
+        } else {
+            // OK: a journal without 64-bit block numbers only gets blocks below 2^32.
+            put32(b, off, blk as u32);
+        }
+        off += len;
+    }
+    // OK: off is within the block, at most 64 KiB.
+    put32(b, HEADER_LEN, off as u32);
 }
 
 /// The block numbers a revoke block cancels (records between its header and `end`).

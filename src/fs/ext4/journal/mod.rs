@@ -2,7 +2,8 @@
 //! fs/jbd2/recovery.c is the model). An image taken from a running guest has needs_recovery
 //! set: the latest metadata (and, with data=journal, data) may sit only in the journal. Ext4
 //! then reads through a `ReplayView` in which every block the kernel's recovery would write
-//! reads as its copy in the log. Nothing is written to the source.
+//! reads as its copy in the log. Nothing is written to the source. Writing through the
+//! journal (transactions, checkpoints, recovery onto a writable device) is `writer`.
 //!
 //! Decisions, each mirroring what the kernel does when it mounts the same image:
 //! - Only an internal journal (s_journal_inum) is replayed. An external journal device is not
@@ -26,6 +27,7 @@ pub mod block;
 pub mod recovery;
 pub mod superblock;
 pub mod view;
+pub mod writer;
 
 use super::inode::{Inode, FL_ENCRYPT};
 use super::superblock::{COMPAT_HAS_JOURNAL, INCOMPAT_RECOVER, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE};

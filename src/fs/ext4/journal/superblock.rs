@@ -37,6 +37,13 @@ pub const DEFAULT_FAST_COMMIT_BLOCKS: u32 = 256;
 /// The superblock structure is this long; its checksum covers exactly these bytes.
 pub const SUPERBLOCK_LEN: usize = 1024;
 const CHECKSUM_OFF: usize = 0xfc;
+/// Fields a journal writer changes (s_sequence, s_start, s_feature_incompat), read and written
+/// at these offsets.
+const SEQUENCE_OFF: usize = 0x18;
+const START_OFF: usize = 0x1c;
+const FEATURE_COMPAT_OFF: usize = 0x24;
+const FEATURE_INCOMPAT_OFF: usize = 0x28;
+const CHECKSUM_TYPE_OFF: usize = 0x50;
 
 #[derive(Clone, Debug)]
 pub struct JournalSuperblock {
@@ -84,10 +91,10 @@ impl JournalSuperblock {
             block_size: be32(b, HEADER_LEN),
             maxlen: be32(b, 0x10),
             first: be32(b, 0x14),
-            sequence: be32(b, 0x18),
-            start: be32(b, 0x1c),
-            feature_compat: v2(0x24),
-            feature_incompat: v2(0x28),
+            sequence: be32(b, SEQUENCE_OFF),
+            start: be32(b, START_OFF),
+            feature_compat: v2(FEATURE_COMPAT_OFF),
+            feature_incompat: v2(FEATURE_INCOMPAT_OFF),
             feature_ro_compat: v2(0x2c),
             uuid,
             num_fc_blocks: v2(0x54),
@@ -134,14 +141,12 @@ impl JournalSuperblock {
             return Err(bad("both checksum v1 and v2/v3 are set".into()));
         }
         if sb.csum_v2or3() {
-            let ty = b[0x50];
+            let ty = b[CHECKSUM_TYPE_OFF];
             if ty != CHECKSUM_CRC32C {
                 return Err(bad(format!("checksum type {ty}, expected crc32c (4)")));
             }
-            let mut copy = b[..SUPERBLOCK_LEN].to_vec();
-            copy[CHECKSUM_OFF..CHECKSUM_OFF + 4].fill(0);
             let want = be32(b, CHECKSUM_OFF);
-            let got = crc32c(!0, &copy);
+            let got = checksum(b);
             if got != want {
                 return Err(bad(format!("checksum {want:#010x}, computed {got:#010x}")));
             }
@@ -203,6 +208,37 @@ impl JournalSuperblock {
     pub fn csum_seed(&self) -> u32 {
         crc32c(!0, &self.uuid)
     }
+
+    /// Writes the fields a journal writer changes (s_sequence, s_start and, in a version 2
+    /// superblock, the compat and incompat features, with s_checksum_type crc32c under csum
+    /// v2/v3) into `b`, the superblock block this was parsed from, and refreshes its checksum
+    /// (csum v2/v3). `b` must hold at least SUPERBLOCK_LEN bytes.
+    pub fn encode_into(&self, b: &mut [u8]) {
+        if b.len() < SUPERBLOCK_LEN {
+            return;
+        }
+        b[SEQUENCE_OFF..SEQUENCE_OFF + 4].copy_from_slice(&self.sequence.to_be_bytes());
+        b[START_OFF..START_OFF + 4].copy_from_slice(&self.start.to_be_bytes());
+        if self.version == 2 {
+            b[FEATURE_COMPAT_OFF..FEATURE_COMPAT_OFF + 4]
+                .copy_from_slice(&self.feature_compat.to_be_bytes());
+            b[FEATURE_INCOMPAT_OFF..FEATURE_INCOMPAT_OFF + 4]
+                .copy_from_slice(&self.feature_incompat.to_be_bytes());
+        }
+        if self.csum_v2or3() {
+            b[CHECKSUM_TYPE_OFF] = CHECKSUM_CRC32C;
+            let c = checksum(b);
+            b[CHECKSUM_OFF..CHECKSUM_OFF + 4].copy_from_slice(&c.to_be_bytes());
+        }
+    }
+}
+
+/// The v2/v3 superblock checksum: crc32c over the structure with s_checksum zeroed
+/// (jbd2_superblock_csum). `b` holds at least SUPERBLOCK_LEN bytes.
+fn checksum(b: &[u8]) -> u32 {
+    let mut copy = b[..SUPERBLOCK_LEN].to_vec();
+    copy[CHECKSUM_OFF..CHECKSUM_OFF + 4].fill(0);
+    crc32c(!0, &copy)
 }
 
 #[cfg(test)]
