@@ -10,6 +10,7 @@ mod convert_write;
 mod corpus;
 mod ext4;
 mod ext4_journal;
+mod ext4_journal_write;
 mod ext4_meta;
 mod fix_engine;
 mod fix_rules;

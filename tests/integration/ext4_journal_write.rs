@@ -10,7 +10,7 @@
 //! (metadata_csum: csum v3 journal), 4 KiB blocks, ^metadata_csum (no journal checksum, v1,
 //! v2), ^64bit, ext3 with 1 KiB blocks.
 
-mod common;
+use crate::common;
 
 use common::kernel;
 use ferry::block::{BlockDevice, Extent, ExtentKind, LayerInfo};
