@@ -99,7 +99,7 @@ impl Xfs {
         let v5 = self.sb.is_v5();
         let what = "xfs attribute leaf";
         let magics = [attr_leaf::MAGIC_V4, attr_leaf::MAGIC_V5];
-        let (mut lblk, mut b) = self.da_find_leaf(ip, true, 0, 1, None, what, &magics)?;
+        let (mut lblk, mut b) = self.da_find_leaf(ip, true, 0, None, what, &magics)?;
         let mut out = Vec::new();
         for _ in 0..MAX_LEAVES {
             let entries =

@@ -6,7 +6,7 @@
 
 use super::inode::Inode;
 use super::{be16, be32, Xfs};
-use crate::fs::{FsError, Result};
+use crate::fs::Result;
 use std::sync::Arc;
 
 pub const NODE_MAGIC_V4: u16 = 0xfebe;
@@ -107,17 +107,18 @@ impl Xfs {
     }
 
     /// Descends from the root at `root` to the leaf that holds the first entry of `hash`
-    /// (None: the leftmost leaf). Returns its block number and bytes.
+    /// (None: the leftmost leaf). Returns its block number and bytes. Attribute blocks are
+    /// one filesystem block, directory blocks `1 << dirblklog`.
     pub(super) fn da_find_leaf(
         &self,
         ip: &Inode,
         attr: bool,
         root: u64,
-        nfsb: u64,
         hash: Option<u32>,
         what: &'static str,
         leaf_magics: &[u16],
     ) -> Result<(u64, Arc<[u8]>)> {
+        let nfsb = if attr { 1 } else { 1 << self.sb.dirblklog };
         let mut lblk = root;
         let mut above: Option<u16> = None;
         for _ in 0..=MAX_DEPTH {

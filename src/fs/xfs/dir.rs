@@ -205,7 +205,7 @@ impl Xfs {
         }
         let what = "xfs directory leaf";
         let (mut lblk, mut b) =
-            self.da_find_leaf(d, false, leaf, dir_fsbs, Some(hash), what, dir_leaf::MAGICS)?;
+            self.da_find_leaf(d, false, leaf, Some(hash), what, dir_leaf::MAGICS)?;
         for _ in 0..MAX_HASH_RUN {
             let pairs = dir_leaf::entries(&b, v5).map_err(|m| self.damage(what, d.ino, lblk, m))?;
             let (addrs, more) = dir_leaf::matches(&pairs, hash);
