@@ -101,6 +101,7 @@ impl Xfs {
         let magics = [attr_leaf::MAGIC_V4, attr_leaf::MAGIC_V5];
         let (mut lblk, mut b) = self.da_find_leaf(ip, true, 0, None, what, &magics)?;
         let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for _ in 0..MAX_LEAVES {
             let entries =
                 attr_leaf::parse(&b, v5).map_err(|d| self.damage(what, ip.ino, lblk, d))?;
@@ -108,6 +109,9 @@ impl Xfs {
             let next = u64::from(da_btree::forw(&b));
             if next == 0 {
                 return Ok(out);
+            }
+            if !seen.insert(lblk) || seen.contains(&next) {
+                return Err(self.damage(what, ip.ino, lblk, "the leaf chain loops".into()));
             }
             lblk = next;
             b = self.da_block(ip, true, lblk, 1, what, &magics)?;

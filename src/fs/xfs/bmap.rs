@@ -94,7 +94,7 @@ impl Xfs {
                 let ptrs = 4 + maxrecs * 8;
                 for i in 0..numrecs {
                     let child = be64(fork, ptrs + i * 8);
-                    self.walk_bmbt(ip, attr, child, level - 1, n, &mut out)?;
+                    self.walk_bmbt(ip, child, level - 1, n, &mut out)?;
                 }
             }
             f => return Err(bad(format!("format {f} has no extents"))),
@@ -122,7 +122,6 @@ impl Xfs {
     fn walk_bmbt(
         &self,
         ip: &Inode,
-        attr: bool,
         fsb: u64,
         level: u16,
         max: u64,
@@ -176,7 +175,7 @@ impl Xfs {
         let ptrs = hdr + maxrecs * 8;
         for i in 0..numrecs {
             let child = be64(&b, ptrs + i * 8);
-            self.walk_bmbt(ip, attr, child, level - 1, max, out)?;
+            self.walk_bmbt(ip, child, level - 1, max, out)?;
         }
         Ok(())
     }
@@ -199,9 +198,10 @@ mod tests {
 
     #[test]
     fn record_fields() {
-        // unwritten, startoff 0x12345, startblock 0x1_2345_6789, blockcount 0x1abcd
-        let l0: u64 = (1 << 63) | (0x12345 << 9) | (0x1_2345_6789u64 >> 43);
-        let l1: u64 = ((0x1_2345_6789u64 & ((1 << 43) - 1)) << 21) | 0x1abcd;
+        // unwritten, startoff 0x12345, startblock 0xf_1234_5678_9abc, blockcount 0x1abcd
+        let start: u64 = 0xf_1234_5678_9abc;
+        let l0: u64 = (1 << 63) | (0x12345 << 9) | (start >> 43);
+        let l1: u64 = ((start & ((1 << 43) - 1)) << 21) | 0x1abcd;
         let mut r = l0.to_be_bytes().to_vec();
         r.extend(l1.to_be_bytes());
         let e = decode(&r);
@@ -209,7 +209,7 @@ mod tests {
             e,
             Extent {
                 off: 0x12345,
-                start: 0x1_2345_6789,
+                start,
                 len: 0x1abcd,
                 unwritten: true
             }

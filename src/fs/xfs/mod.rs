@@ -99,12 +99,15 @@ enum Key {
     Fork(u64, bool, u64),
 }
 
+/// Extent lists by (inode, attribute fork).
+type ExtentCache = LruCache<(u64, bool), Arc<Vec<Extent>>>;
+
 /// An XFS filesystem.
 pub struct Xfs {
     dev: Arc<dyn BlockDevice>,
     sb: Superblock,
     cache: Mutex<LruCache<Key, Cached>>,
-    extent_cache: Mutex<LruCache<(u64, bool), Arc<Vec<Extent>>>>,
+    extent_cache: Mutex<ExtentCache>,
     reported: Mutex<LruCache<(&'static str, u64, u64), ()>>,
     statfs: std::sync::OnceLock<StatFs>,
     log: log::LogState,
@@ -113,7 +116,8 @@ pub struct Xfs {
 impl Xfs {
     /// Reads and validates the superblock, looks at the log and checks the root inode.
     pub fn open(dev: Arc<dyn BlockDevice>) -> Result<Self> {
-        let mut buf = vec![0u8; 4096.min(dev.len() as usize)];
+        // The superblock's CRC covers its whole sector, up to 32 KiB (XFS_MAX_SECTORSIZE).
+        let mut buf = vec![0u8; (32 << 10).min(dev.len() as usize)];
         dev.read_at(&mut buf, 0)?;
         let sb = Superblock::parse(&buf)?;
         let bs = u64::from(sb.blocksize);

@@ -29,7 +29,7 @@ impl Xfs {
                 ifree += u64::from(c.ifree);
             }
         }
-        let blocks = sb.dblocks - u64::from(sb.logblocks);
+        let blocks = sb.dblocks.saturating_sub(u64::from(sb.logblocks));
         let bfree = fdblocks.saturating_sub(u64::from(sb.agcount) * SET_ASIDE_PER_AG);
         let fake = bfree
             .checked_shl(u32::from(sb.inopblog))
