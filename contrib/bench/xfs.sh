@@ -25,8 +25,9 @@ if [ ! -f guest.img ]; then
     truncate -s 4G guest.img
     mkfs.xfs -q -f guest.img
     mount -o loop guest.img mnt
-    mkdir -p mnt/usr mnt/tree mnt/big
+    mkdir -p mnt/usr/lib mnt/tree mnt/big
     cp -a /etc mnt/etc 2>/dev/null || true
+    cp -a /usr/lib/os-release mnt/usr/lib/
     cp -a /usr/share mnt/usr/
     for d in $(seq 0 199); do
         mkdir mnt/tree/d$d
