@@ -3,7 +3,7 @@
 # Needs root (or sudo) for apt-get; skips the install when everything is already present.
 set -euo pipefail
 
-need=(qemu-img qemu-io zstd bzip2 gzip python3 sfdisk blkid mkfs.ext4 mkfs.xfs mkfs.vfat mkfs.ntfs mkfs.btrfs
+need=(qemu-img qemu-io zstd bzip2 gzip python3 sfdisk blkid mkfs.ext4 mkfs.xfs xfs_db xfs_io xfs_repair mkfs.vfat mkfs.ntfs mkfs.btrfs
       mkswap cryptsetup pvcreate debugfs fusermount3 fuse2fs patch diff getfattr setfattr setfacl file)
 missing=0
 # mkfs.* and friends live in sbin, which a non-root PATH may lack.

@@ -6,6 +6,7 @@
 pub mod ext4;
 pub mod files;
 pub mod path;
+pub mod xfs;
 
 use crate::block::{self, BlockDevice};
 use std::sync::Arc;
@@ -170,7 +171,7 @@ pub struct StatFs {
 /// A filesystem described for inspection (`ferry filesystems`, guest detection).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FsInfo {
-    /// "ext2", "ext3" or "ext4" (as blkid names them).
+    /// "ext2", "ext3", "ext4" or "xfs" (as blkid names them).
     pub kind: &'static str,
     pub uuid: [u8; 16],
     pub label: Vec<u8>,
@@ -318,13 +319,16 @@ pub fn open_writable(dev: Arc<dyn BlockDevice>) -> Result<Box<dyn Filesystem>> {
     ))
 }
 
-/// Opens the filesystem on `dev`, recognised by its content. Only ext2/3/4 so far; anything
-/// else is `Unsupported`.
+/// Opens the filesystem on `dev`, recognised by its content: ext2/3/4 or XFS; anything else
+/// is `Unsupported`.
 pub fn open(dev: Arc<dyn BlockDevice>) -> Result<Box<dyn Filesystem>> {
     if ext4::probe(dev.as_ref())? {
         return Ok(Box::new(ext4::Ext4::open(dev)?));
     }
+    if xfs::probe(dev.as_ref())? {
+        return Ok(Box::new(xfs::Xfs::open(dev)?));
+    }
     Err(FsError::Unsupported(
-        "no filesystem ferry can read here (it reads ext2/3/4 so far)".into(),
+        "no filesystem ferry can read here (it reads ext2/3/4 and XFS so far)".into(),
     ))
 }

@@ -324,7 +324,7 @@ impl Filesystem for Tree {
     }
 }
 
-/// Stands in for a filesystem ferry cannot read yet (XFS, NTFS...): an empty, read-only
+/// Stands in for a filesystem ferry cannot read yet (NTFS...): an empty, read-only
 /// directory, so the rest of the guest mounts and the gap is visible rather than fatal.
 pub struct Placeholder {
     kind: &'static str,

@@ -25,3 +25,4 @@ mod vmdk;
 mod vmdk_write;
 mod volume;
 mod volume_bad;
+mod xfs;

@@ -142,6 +142,11 @@ pub fn mkfs(
             if let Some(l) = label {
                 c.args(["-L", l]);
             }
+            if let Some(d) = files {
+                let proto = out.with_extension("proto");
+                xfs_protofile(d, &proto);
+                c.arg("-p").arg(proto);
+            }
             c
         }
         "swap" => {
@@ -155,6 +160,69 @@ pub fn mkfs(
         other => panic!("mkfs {other}"),
     };
     run(c.arg(out));
+}
+
+/// Writes a mkfs.xfs prototype file (mkfs.xfs(8) "-p") describing the tree at `src`: files,
+/// directories, symlinks, devices and FIFOs with their modes and owners. What a prototype
+/// cannot say is left out: sockets, hard links (each name becomes its own inode), names or
+/// targets with white space, and the sticky bit.
+pub fn xfs_protofile(src: &Path, out: &Path) {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    fn dir(at: &Path, text: &mut String) {
+        let mut entries: Vec<_> = std::fs::read_dir(at).unwrap().map(|e| e.unwrap()).collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let Some(name) = e.file_name().to_str().map(String::from) else {
+                continue;
+            };
+            if name.contains(char::is_whitespace) {
+                continue;
+            }
+            let path = e.path();
+            let m = std::fs::symlink_metadata(&path).unwrap();
+            let t = m.file_type();
+            let mode = m.mode();
+            let perm = format!(
+                "{}{}{:03o} {} {}",
+                if mode & 0o4000 != 0 { 'u' } else { '-' },
+                if mode & 0o2000 != 0 { 'g' } else { '-' },
+                mode & 0o777,
+                m.uid(),
+                m.gid()
+            );
+            let (major, minor) = (libc::major(m.rdev()), libc::minor(m.rdev()));
+            let word = |p: &Path| {
+                p.to_str()
+                    .filter(|s| !s.is_empty() && !s.contains(char::is_whitespace))
+                    .map(String::from)
+            };
+            let line = if t.is_dir() {
+                text.push_str(&format!("{name} d{perm}\n"));
+                dir(&path, text);
+                text.push_str("$\n");
+                continue;
+            } else if t.is_file() {
+                word(&path).map(|p| format!("-{perm} {p}"))
+            } else if t.is_symlink() {
+                word(&std::fs::read_link(&path).unwrap()).map(|p| format!("l{perm} {p}"))
+            } else if t.is_char_device() {
+                Some(format!("c{perm} {major} {minor}"))
+            } else if t.is_block_device() {
+                Some(format!("b{perm} {major} {minor}"))
+            } else if t.is_fifo() {
+                Some(format!("p{perm}"))
+            } else {
+                None
+            };
+            if let Some(line) = line {
+                text.push_str(&format!("{name} {line}\n"));
+            }
+        }
+    }
+    let mut text = String::from("/dev/null\n0 0\nd--755 0 0\n");
+    dir(src, &mut text);
+    text.push_str("$\n");
+    std::fs::write(out, text).unwrap();
 }
 
 fn wrap(raw: &Path, fmt: &str) -> PathBuf {
@@ -236,7 +304,7 @@ pub fn debian_root(root: &Path, fstab: &str) {
 }
 
 /// The GPT + LVM installer layout: /boot on sda1 (ext4), an LVM PV on sda2 holding root,
-/// var (ext4), swap, srv (XFS, not readable by ferry yet) and data (ext4, `noauto`, at a
+/// var (ext4), swap, srv (XFS, filled from a prototype file) and data (ext4, `noauto`, at a
 /// mountpoint with a space). fstab names them every way an installer does.
 pub fn installer(dir: &Path, fmt: &str) -> Guest {
     let vg = vg_name("inst");
@@ -287,6 +355,13 @@ pub fn installer(dir: &Path, fmt: &str) -> Guest {
     );
     let data = t.join("data");
     put(&data, "/README", "data volume\n");
+    let srv = t.join("srv");
+    put(&srv, "/www/index.html", "<h1>served from XFS</h1>\n");
+    put(&srv, "/www/big.bin", "0123456789abcdef".repeat(40000));
+    symlink(&srv, "/current", "www");
+    for i in 0..300 {
+        put(&srv, &format!("/spool/job-{i:04}"), format!("job {i}\n"));
+    }
 
     // Disk: 1 MiB gap, sda1 64 MiB /boot, sda2 the PV (the rest of 768 MiB).
     let disk = dir.join("installer.img");
@@ -373,7 +448,7 @@ pub fn installer(dir: &Path, fmt: &str) -> Guest {
                 "root" => ("ext4", None, Some(&root), Some("/")),
                 "var" => ("ext4", None, Some(&var), Some("/var")),
                 "swap" => ("swap", None, None, None),
-                "srv" => ("xfs", None, None, Some("/srv")),
+                "srv" => ("xfs", None, Some(&srv), Some("/srv")),
                 _ => ("ext4", Some("data"), Some(&data), Some("/mnt/my data")),
             };
         mkfs(&fsimg, fstype, len, uuid, label, files, &[]);

@@ -1,0 +1,236 @@
+//! Block mapping of a fork (xfs_format.h `xfs_bmbt_rec`, `xfs_bmdr_block`, `xfs_btree_block`
+//! long form): a fork in extents format holds packed 16-byte records; in btree format a root
+//! in the inode points (64-bit filesystem block numbers) to bmbt blocks ("BMAP", or "BMA3"
+//! with CRC, owner and self address on v5) down to leaves of the same records. A record packs
+//! the unwritten flag (1 bit), the logical offset (54), the start block (52) and length (21).
+//! The whole list of a fork is loaded, checked (sorted, non-overlapping, as many as the inode
+//! says) and then searched by binary search.
+
+use super::inode::{Inode, FMT_BTREE, FMT_EXTENTS};
+use super::{be16, be32, be64, crc, Xfs};
+use crate::fs::{FsError, Result};
+use std::sync::Arc;
+
+pub const MAGIC_V4: u32 = 0x424d_4150;
+pub const MAGIC_V5: u32 = 0x424d_4133;
+const HDR_V4: usize = 24;
+const HDR_V5: usize = 72;
+const CRC_OFF: usize = 64;
+const REC: usize = 16;
+/// A fork of more extents than this is refused (24 bytes each in memory: 96 MiB).
+pub const MAX_EXTENTS: u64 = 1 << 22;
+/// bmbt height limit: far above what 2^48 extents need at the smallest fanout.
+const MAX_LEVELS: u16 = 16;
+
+/// One mapping: `len` blocks at logical block `off` of the fork, from filesystem block
+/// `start` (AG-encoded, as on disk); unwritten extents read as zeros.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Extent {
+    pub off: u64,
+    pub start: u64,
+    pub len: u64,
+    pub unwritten: bool,
+}
+
+/// Unpacks a 16-byte record.
+pub fn decode(rec: &[u8]) -> Extent {
+    let l0 = be64(rec, 0);
+    let l1 = be64(rec, 8);
+    Extent {
+        unwritten: l0 >> 63 != 0,
+        off: (l0 & ((1 << 63) - 1)) >> 9,
+        start: ((l0 & 0x1ff) << 43) | (l1 >> 21),
+        len: l1 & ((1 << 21) - 1),
+    }
+}
+
+impl Xfs {
+    /// The extent list of a fork (`attr`: the attribute fork), loaded once and cached.
+    pub(super) fn extents(&self, ip: &Inode, attr: bool) -> Result<Arc<Vec<Extent>>> {
+        let key = (ip.ino, attr);
+        if let Some(e) = self.extent_cache.lock().get(&key) {
+            return Ok(e.clone());
+        }
+        let list = Arc::new(self.load_extents(ip, attr)?);
+        self.extent_cache.lock().put(key, list.clone());
+        Ok(list)
+    }
+
+    fn load_extents(&self, ip: &Inode, attr: bool) -> Result<Vec<Extent>> {
+        let what = if attr {
+            "xfs attr fork"
+        } else {
+            "xfs data fork"
+        };
+        let bad = |d: String| FsError::corrupt(what, ip.ino, 0, d);
+        let Some(fork) = ip.fork(attr) else {
+            return Ok(Vec::new());
+        };
+        let n = ip.fork_nextents(attr);
+        if n > MAX_EXTENTS {
+            return Err(bad(format!("{n} extents")));
+        }
+        let mut out = Vec::new();
+        match ip.fork_format(attr) {
+            FMT_EXTENTS => {
+                if n.saturating_mul(REC as u64) > fork.len() as u64 {
+                    return Err(bad(format!("{n} extents in {} bytes", fork.len())));
+                }
+                // OK: n * 16 <= fork length.
+                out.extend(fork[..n as usize * REC].chunks_exact(REC).map(decode));
+            }
+            FMT_BTREE => {
+                if fork.len() < 4 + 16 {
+                    return Err(bad("bmbt root too small".into()));
+                }
+                let level = be16(fork, 0);
+                let numrecs = usize::from(be16(fork, 2));
+                let maxrecs = (fork.len() - 4) / 16;
+                if level == 0 || level > MAX_LEVELS || numrecs == 0 || numrecs > maxrecs {
+                    return Err(bad(format!(
+                        "bmbt root of level {level} with {numrecs} of {maxrecs} records"
+                    )));
+                }
+                let ptrs = 4 + maxrecs * 8;
+                for i in 0..numrecs {
+                    let child = be64(fork, ptrs + i * 8);
+                    self.walk_bmbt(ip, child, level - 1, n, &mut out)?;
+                }
+            }
+            f => return Err(bad(format!("format {f} has no extents"))),
+        }
+        if out.len() as u64 != n {
+            return Err(bad(format!(
+                "{} extents found, the inode says {n}",
+                out.len()
+            )));
+        }
+        let mut end = 0u64;
+        for e in &out {
+            if e.len == 0 || e.off < end {
+                return Err(bad(format!(
+                    "extent at block {} (+{}) overlaps or is empty",
+                    e.off, e.len
+                )));
+            }
+            end = e.off + e.len;
+        }
+        Ok(out)
+    }
+
+    /// Adds the records under bmbt block `fsb` (at `level`) to `out`, stopping past `max`.
+    fn walk_bmbt(
+        &self,
+        ip: &Inode,
+        fsb: u64,
+        level: u16,
+        max: u64,
+        out: &mut Vec<Extent>,
+    ) -> Result<()> {
+        let what = "xfs bmbt block";
+        let linear = self.fsb_to_linear(fsb, 1, what, ip.ino)?;
+        let v5 = self.sb.is_v5();
+        let daddr = linear << (self.sb.blocklog - 9);
+        let meta_uuid = self.sb.meta_uuid;
+        let ino = ip.ino;
+        let b = self.checked_block(linear, what, ino, |b| {
+            let magic = be32(b, 0);
+            if v5 {
+                if magic != MAGIC_V5 {
+                    return Err(format!("magic {magic:#x}"));
+                }
+                if !crc::verify(b, CRC_OFF) {
+                    return Err("CRC32c mismatch".into());
+                }
+                if be64(b, 24) != daddr || b[40..56] != meta_uuid || be64(b, 56) != ino {
+                    return Err("header names another block, filesystem or owner".into());
+                }
+            } else if magic != MAGIC_V4 {
+                return Err(format!("magic {magic:#x}"));
+            }
+            Ok(())
+        })?;
+        let hdr = if v5 { HDR_V5 } else { HDR_V4 };
+        let bad = |d: String| FsError::corrupt(what, ino, linear, d);
+        let got_level = be16(&b, 4);
+        let numrecs = usize::from(be16(&b, 6));
+        if got_level != level {
+            return Err(bad(format!("level {got_level}, expected {level}")));
+        }
+        if level == 0 {
+            let maxrecs = (b.len() - hdr) / REC;
+            if numrecs == 0 || numrecs > maxrecs {
+                return Err(bad(format!("{numrecs} of {maxrecs} records")));
+            }
+            if out.len() as u64 + numrecs as u64 > max {
+                return Err(bad(format!("more than the inode's {max} extents")));
+            }
+            out.extend(b[hdr..hdr + numrecs * REC].chunks_exact(REC).map(decode));
+            return Ok(());
+        }
+        let maxrecs = (b.len() - hdr) / 16;
+        if numrecs == 0 || numrecs > maxrecs {
+            return Err(bad(format!("{numrecs} of {maxrecs} keys")));
+        }
+        let ptrs = hdr + maxrecs * 8;
+        for i in 0..numrecs {
+            let child = be64(&b, ptrs + i * 8);
+            self.walk_bmbt(ip, child, level - 1, max, out)?;
+        }
+        Ok(())
+    }
+}
+
+/// Where logical block `lblk` falls: the extent holding it, or the hole up to the next one
+/// (None: past the last extent).
+pub fn find(list: &[Extent], lblk: u64) -> std::result::Result<&Extent, Option<u64>> {
+    let i = list.partition_point(|e| e.off + e.len <= lblk);
+    match list.get(i) {
+        Some(e) if e.off <= lblk => Ok(e),
+        Some(e) => Err(Some(e.off)),
+        None => Err(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_fields() {
+        // unwritten, startoff 0x12345, startblock 0xf_1234_5678_9abc, blockcount 0x1abcd
+        let start: u64 = 0xf_1234_5678_9abc;
+        let l0: u64 = (1 << 63) | (0x12345 << 9) | (start >> 43);
+        let l1: u64 = ((start & ((1 << 43) - 1)) << 21) | 0x1abcd;
+        let mut r = l0.to_be_bytes().to_vec();
+        r.extend(l1.to_be_bytes());
+        let e = decode(&r);
+        assert_eq!(
+            e,
+            Extent {
+                off: 0x12345,
+                start,
+                len: 0x1abcd,
+                unwritten: true
+            }
+        );
+        let list = [
+            Extent {
+                off: 2,
+                start: 9,
+                len: 3,
+                unwritten: false,
+            },
+            Extent {
+                off: 10,
+                start: 20,
+                len: 1,
+                unwritten: false,
+            },
+        ];
+        assert_eq!(find(&list, 0), Err(Some(2)));
+        assert_eq!(find(&list, 4).unwrap().off, 2);
+        assert_eq!(find(&list, 5), Err(Some(10)));
+        assert_eq!(find(&list, 11), Err(None));
+    }
+}

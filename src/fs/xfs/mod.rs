@@ -1,0 +1,518 @@
+//! XFS reader (xfs_format.h of the kernel and xfsprogs; "XFS Algorithms & Data Structures"),
+//! v4 and v5, read-only, over any `BlockDevice`. Inode numbers encode their AG, block and slot,
+//! so lookups go straight to the inode; forks map logical blocks through extent lists or
+//! bmbt trees (`bmap`); directories (`dir`) and attributes (`attr`) are read in every format.
+//!
+//! On v5 every metadata block is checked (CRC32c, magic, self address, owner, UUID) when
+//! first read; a bad one is an error (EIO) for the object it belongs to, logged once, never a
+//! failed open. A dirty log is not replayed: the tree is shown as it is on disk, with a
+//! warning, as `mount -o ro,norecovery` shows it (`log`).
+
+pub mod acl;
+pub mod ag;
+pub mod attr;
+pub mod attr_leaf;
+pub mod attr_sf;
+pub mod bmap;
+pub mod crc;
+pub mod da_btree;
+pub mod dir;
+pub mod dir_data;
+pub mod dir_leaf;
+pub mod dir_sf;
+pub mod inode;
+pub mod log;
+mod statfs;
+pub mod superblock;
+pub mod symlink;
+
+use crate::block::BlockDevice;
+use crate::fs::{Attr, DirEntry, FileType, Filesystem, FsError, FsInfo, Result, StatFs};
+use bmap::Extent;
+use inode::Inode;
+use lru::LruCache;
+use parking_lot::Mutex;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use superblock::Superblock;
+
+/// Bytes of metadata blocks kept in memory, whatever the block size.
+pub const METADATA_CACHE_BYTES: usize = 8 << 20;
+/// Extent lists kept in memory (per fork); lists are bounded by `bmap::MAX_EXTENTS`.
+const EXTENT_CACHE: usize = 64;
+/// Damaged objects remembered so that each is logged once.
+const REPORTED_OBJECTS: usize = 4096;
+/// Longest name in a directory entry (MAXNAMELEN - 1).
+pub const MAX_NAME_LEN: usize = 255;
+
+pub(crate) fn be16(b: &[u8], at: usize) -> u16 {
+    b.get(at..at.saturating_add(2))
+        .map_or(0, |s| u16::from_be_bytes([s[0], s[1]]))
+}
+
+pub(crate) fn be32(b: &[u8], at: usize) -> u32 {
+    b.get(at..at.saturating_add(4))
+        .map_or(0, |s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+pub(crate) fn be64(b: &[u8], at: usize) -> u64 {
+    b.get(at..at.saturating_add(8)).map_or(0, |s| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(s);
+        u64::from_be_bytes(a)
+    })
+}
+
+/// Whether `dev` starts with the XFS superblock magic (everything else is checked by `open`).
+pub fn probe(dev: &dyn BlockDevice) -> Result<bool> {
+    if dev.len() < superblock::SIZE as u64 {
+        return Ok(false);
+    }
+    let mut m = [0u8; 4];
+    dev.read_at(&mut m, 0)?;
+    Ok(&m == superblock::MAGIC)
+}
+
+/// What a run of logical blocks of a fork holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Run {
+    /// `len` blocks stored contiguously from linear block `linear`.
+    Data { linear: u64, len: u64 },
+    /// `len` blocks reading as zeros (unwritten extent or hole); u64::MAX past the last.
+    Zero(u64),
+}
+
+/// A cached block: its bytes, the 512-byte address of its first block (the v5 self address)
+/// and whether its checks passed already.
+#[derive(Clone)]
+struct Cached {
+    data: Arc<[u8]>,
+    daddr: u64,
+    verified: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Key {
+    /// A filesystem block by its linear number.
+    Block(u64),
+    /// A multi-block directory or attribute block of a fork: (inode, attr fork, first block).
+    Fork(u64, bool, u64),
+}
+
+/// Extent lists by (inode, attribute fork).
+type ExtentCache = LruCache<(u64, bool), Arc<Vec<Extent>>>;
+
+/// An XFS filesystem.
+pub struct Xfs {
+    dev: Arc<dyn BlockDevice>,
+    sb: Superblock,
+    cache: Mutex<LruCache<Key, Cached>>,
+    extent_cache: Mutex<ExtentCache>,
+    reported: Mutex<LruCache<(&'static str, u64, u64), ()>>,
+    statfs: std::sync::OnceLock<StatFs>,
+    log: log::LogState,
+}
+
+impl Xfs {
+    /// Reads and validates the superblock, looks at the log and checks the root inode.
+    pub fn open(dev: Arc<dyn BlockDevice>) -> Result<Self> {
+        // The superblock's CRC covers its whole sector, up to 32 KiB (XFS_MAX_SECTORSIZE).
+        let mut buf = vec![0u8; (32 << 10).min(dev.len() as usize)];
+        dev.read_at(&mut buf, 0)?;
+        let sb = Superblock::parse(&buf)?;
+        let bs = u64::from(sb.blocksize);
+        let fs_bytes = sb.dblocks.saturating_mul(bs);
+        if fs_bytes > dev.len() {
+            ::log::warn!(
+                "xfs: filesystem is {fs_bytes} bytes but the device only {}: truncated image?",
+                dev.len()
+            );
+        }
+        let entries =
+            NonZeroUsize::new(METADATA_CACHE_BYTES / bs as usize).unwrap_or(NonZeroUsize::MIN);
+        let mut fs = Xfs {
+            dev,
+            sb,
+            cache: Mutex::new(LruCache::new(entries)),
+            extent_cache: Mutex::new(LruCache::new(
+                NonZeroUsize::new(EXTENT_CACHE).unwrap_or(NonZeroUsize::MIN),
+            )),
+            reported: Mutex::new(LruCache::new(
+                NonZeroUsize::new(REPORTED_OBJECTS).unwrap_or(NonZeroUsize::MIN),
+            )),
+            statfs: std::sync::OnceLock::new(),
+            log: log::LogState::Clean,
+        };
+        fs.log = fs.log_state();
+        if let log::LogState::Dirty(why) = &fs.log {
+            ::log::warn!(
+                "xfs: the log is dirty ({why}); showing the tree as on disk without log recovery \
+                 (as mount -o norecovery), recent changes may be missing"
+            );
+        }
+        let root = fs.inode(fs.sb.rootino)?;
+        if root.kind != FileType::Directory {
+            return Err(FsError::corrupt(
+                "xfs root inode",
+                fs.sb.rootino,
+                0,
+                "not a directory",
+            ));
+        }
+        Ok(fs)
+    }
+
+    pub fn superblock(&self) -> &Superblock {
+        &self.sb
+    }
+
+    /// Whether the log was clean at open (else why not).
+    pub fn log(&self) -> &log::LogState {
+        &self.log
+    }
+
+    /// A filesystem block number (AG number above `agblklog` bits, block in the AG below) as
+    /// a linear block number, checking that `count` blocks from it lie inside one AG and the
+    /// filesystem.
+    fn fsb_to_linear(&self, fsb: u64, count: u64, what: &'static str, ino: u64) -> Result<u64> {
+        let agno = fsb >> self.sb.agblklog;
+        let agbno = fsb & ((1u64 << self.sb.agblklog) - 1);
+        let ag_ok = agno < u64::from(self.sb.agcount)
+            && agbno
+                .checked_add(count)
+                .is_some_and(|e| e <= u64::from(self.sb.agblocks));
+        let linear = agno * u64::from(self.sb.agblocks) + agbno;
+        if !ag_ok || linear + count > self.sb.dblocks || count == 0 {
+            return Err(self.damage(
+                what,
+                ino,
+                fsb,
+                format!("block {fsb:#x} (+{count}) is outside the filesystem"),
+            ));
+        }
+        Ok(linear)
+    }
+
+    /// Logs damage once per object; returns the error that reports it.
+    fn damage(&self, what: &'static str, ino: u64, blk: u64, detail: String) -> FsError {
+        if self.reported.lock().put((what, ino, blk), ()).is_none() {
+            ::log::error!("xfs: {what} (inode {ino}, block {blk}): {detail}");
+        }
+        FsError::corrupt(what, ino, blk, detail)
+    }
+
+    fn read_linear(&self, linear: u64, nblocks: u64) -> Result<Vec<u8>> {
+        let bs = u64::from(self.sb.blocksize);
+        // OK: callers ask for at most a 64 KiB directory block.
+        let mut buf = vec![0u8; (nblocks * bs) as usize];
+        self.dev.read_at(&mut buf, linear * bs)?;
+        Ok(buf)
+    }
+
+    /// One filesystem block through the cache, verified once by `check` (its error becomes
+    /// damage of `what` for this object).
+    fn checked_block(
+        &self,
+        linear: u64,
+        what: &'static str,
+        ino: u64,
+        check: impl FnOnce(&[u8]) -> std::result::Result<(), String>,
+    ) -> Result<Arc<[u8]>> {
+        let key = Key::Block(linear);
+        let cached = self.cache.lock().get(&key).cloned();
+        let c = match cached {
+            Some(c) => c,
+            None => {
+                let data: Arc<[u8]> = self.read_linear(linear, 1)?.into();
+                let c = Cached {
+                    data,
+                    daddr: linear << (self.sb.blocklog - 9),
+                    verified: false,
+                };
+                self.cache.lock().put(key, c.clone());
+                c
+            }
+        };
+        if !c.verified {
+            check(&c.data).map_err(|d| self.damage(what, ino, linear, d))?;
+            if let Some(e) = self.cache.lock().get_mut(&key) {
+                e.verified = true;
+            }
+        }
+        Ok(c.data)
+    }
+
+    /// Inode `ino`: its AG, block and slot come from the number itself.
+    pub fn inode(&self, ino: u64) -> Result<Inode> {
+        let sb = &self.sb;
+        let slot = ino & ((1u64 << sb.inopblog) - 1);
+        let fsb = ino >> sb.inopblog;
+        if fsb >> sb.agblklog >= u64::from(sb.agcount) || (fsb >> sb.agblklog) >> 32 != 0 {
+            return Err(FsError::corrupt(
+                "xfs inode number",
+                ino,
+                0,
+                format!("AG {} of {}", fsb >> sb.agblklog, sb.agcount),
+            ));
+        }
+        let linear = self.fsb_to_linear(fsb, 1, "xfs inode number", ino)?;
+        let block = self.checked_block(linear, "xfs inode block", ino, |_| Ok(()))?;
+        let isz = usize::from(sb.inodesize);
+        // OK: slot < inopblock, so the slot lies inside the block.
+        let at = slot as usize * isz;
+        Inode::parse(&block[at..at + isz], ino, sb).map_err(|e| match e {
+            FsError::Corrupt { what, detail, .. } => self.damage(what, ino, linear, detail),
+            e => e,
+        })
+    }
+
+    /// Maps logical block `lblk` of a fork.
+    fn map(&self, ip: &Inode, attr: bool, lblk: u64) -> Result<Run> {
+        let list = self.extents(ip, attr)?;
+        Ok(match bmap::find(&list, lblk) {
+            Ok(e) => {
+                let skip = lblk - e.off;
+                let len = e.len - skip;
+                if e.unwritten {
+                    Run::Zero(len)
+                } else {
+                    let what = "xfs extent";
+                    let linear = self.fsb_to_linear(e.start, e.len, what, ip.ino)?;
+                    Run::Data {
+                        linear: linear + skip,
+                        len,
+                    }
+                }
+            }
+            Err(Some(next)) => Run::Zero(next - lblk),
+            Err(None) => Run::Zero(u64::MAX),
+        })
+    }
+
+    /// Reads file bytes at `off`; holes and unwritten extents read as zeros.
+    fn read_data(&self, ip: &Inode, off: u64, buf: &mut [u8]) -> Result<usize> {
+        if off >= ip.size {
+            return Ok(0);
+        }
+        let bs = u64::from(self.sb.blocksize);
+        // OK: bounded by buf.len().
+        let n = (ip.size - off).min(buf.len() as u64) as usize;
+        let mut done = 0;
+        while done < n {
+            let pos = off + done as u64;
+            let lblk = pos / bs;
+            let in_blk = pos % bs;
+            let run = self.map(ip, false, lblk)?;
+            let (Run::Data { len, .. } | Run::Zero(len)) = run;
+            let run_bytes = len.saturating_mul(bs).saturating_sub(in_blk);
+            // OK: bounded by n - done.
+            let take = run_bytes.min((n - done) as u64) as usize;
+            let dst = &mut buf[done..done + take];
+            match run {
+                Run::Data { linear, .. } => {
+                    self.dev.read_at(dst, linear * bs + in_blk)?;
+                }
+                Run::Zero(_) => dst.fill(0),
+            }
+            done += take;
+        }
+        Ok(n)
+    }
+
+    /// `nfsb` blocks of a fork from logical block `lblk` (one directory or attribute block),
+    /// which must all be mapped, verified once by `check(bytes, daddr)`.
+    fn fork_block(
+        &self,
+        ip: &Inode,
+        attr: bool,
+        lblk: u64,
+        nfsb: u64,
+        what: &'static str,
+        check: impl FnOnce(&[u8], u64) -> std::result::Result<(), String>,
+    ) -> Result<Arc<[u8]>> {
+        let key = Key::Fork(ip.ino, attr, lblk);
+        let cached = self.cache.lock().get(&key).cloned();
+        let c = match cached {
+            Some(c) => c,
+            None => {
+                let mut data = Vec::new();
+                let mut daddr = None;
+                let mut at = lblk;
+                let end = lblk
+                    .checked_add(nfsb)
+                    .ok_or_else(|| self.damage(what, ip.ino, lblk, "block overflows".into()))?;
+                while at < end {
+                    match self.map(ip, attr, at)? {
+                        Run::Data { linear, len } => {
+                            let take = len.min(end - at);
+                            daddr.get_or_insert(linear << (self.sb.blocklog - 9));
+                            data.extend(self.read_linear(linear, take)?);
+                            at += take;
+                        }
+                        Run::Zero(_) => {
+                            return Err(self.damage(
+                                what,
+                                ip.ino,
+                                at,
+                                format!("logical block {at} is not mapped"),
+                            ))
+                        }
+                    }
+                }
+                let c = Cached {
+                    data: data.into(),
+                    daddr: daddr.unwrap_or(0),
+                    verified: false,
+                };
+                self.cache.lock().put(key, c.clone());
+                c
+            }
+        };
+        if !c.verified {
+            check(&c.data, c.daddr).map_err(|d| self.damage(what, ip.ino, lblk, d))?;
+            if let Some(e) = self.cache.lock().get_mut(&key) {
+                e.verified = true;
+            }
+        }
+        Ok(c.data)
+    }
+
+    /// The v5 self-describing header checks shared by directory, da-btree, attribute,
+    /// symlink and remote value blocks: CRC at `crc_off`, self address at `blkno_off`, UUID
+    /// at `uuid_off`, owner at `owner_off`.
+    fn v5_header(
+        &self,
+        b: &[u8],
+        daddr: u64,
+        owner: u64,
+        [crc_off, blkno_off, uuid_off, owner_off]: [usize; 4],
+    ) -> std::result::Result<(), String> {
+        if !crc::verify(b, crc_off) {
+            return Err("CRC32c mismatch".into());
+        }
+        if be64(b, blkno_off) != daddr {
+            return Err(format!(
+                "header says sector {}, read from {daddr}",
+                be64(b, blkno_off)
+            ));
+        }
+        if b.get(uuid_off..uuid_off + 16) != Some(&self.sb.meta_uuid[..]) {
+            return Err("filesystem UUID differs".into());
+        }
+        if be64(b, owner_off) != owner {
+            return Err(format!("owned by inode {}", be64(b, owner_off)));
+        }
+        Ok(())
+    }
+
+    fn attr(&self, i: &Inode) -> Attr {
+        Attr {
+            ino: i.ino,
+            kind: i.kind,
+            mode: u32::from(i.mode),
+            uid: i.uid,
+            gid: i.gid,
+            size: i.size,
+            blocks: i.nblocks.saturating_mul(u64::from(self.sb.blocksize) / 512),
+            nlink: i.nlink,
+            atime: i.atime,
+            mtime: i.mtime,
+            ctime: i.ctime,
+            crtime: i.crtime,
+            rdev: i.rdev(),
+            // xfs_stat_blksize: the page size or the block size if larger.
+            blksize: self.sb.blocksize.max(4096),
+        }
+    }
+}
+
+impl Filesystem for Xfs {
+    fn root_ino(&self) -> u64 {
+        self.sb.rootino
+    }
+
+    fn info(&self) -> FsInfo {
+        let bs = u64::from(self.sb.blocksize);
+        FsInfo {
+            kind: "xfs",
+            uuid: self.sb.uuid,
+            label: self.sb.label().to_vec(),
+            block_size: self.sb.blocksize,
+            size_bytes: self.sb.dblocks.saturating_mul(bs),
+            free_bytes: self.sb.fdblocks.saturating_mul(bs),
+        }
+    }
+
+    fn statfs(&self) -> Result<StatFs> {
+        if let Some(s) = self.statfs.get() {
+            return Ok(s.clone());
+        }
+        let s = self.compute_statfs()?;
+        Ok(self.statfs.get_or_init(|| s).clone())
+    }
+
+    fn getattr(&self, ino: u64) -> Result<Attr> {
+        Ok(self.attr(&self.inode(ino)?))
+    }
+
+    fn lookup(&self, dir: u64, name: &[u8]) -> Result<Attr> {
+        if name.len() > MAX_NAME_LEN {
+            return Err(FsError::NameTooLong { max: MAX_NAME_LEN });
+        }
+        let d = self.inode(dir)?;
+        match self.dir_lookup(&d, name)? {
+            Some(ino) => self.getattr(ino),
+            None => Err(FsError::NotFound),
+        }
+    }
+
+    fn readdir(
+        &self,
+        dir: u64,
+        cookie: u64,
+        sink: &mut dyn FnMut(DirEntry, u64) -> bool,
+    ) -> Result<()> {
+        let d = self.inode(dir)?;
+        self.dir_walk(&d, cookie, &mut |e, next| {
+            let kind = match e.kind {
+                Some(k) => k,
+                // No file type in the entry (v4 without ftype): ask the inode.
+                None => self.inode(e.ino)?.kind,
+            };
+            Ok(sink(
+                DirEntry {
+                    ino: e.ino,
+                    name: e.name.to_vec(),
+                    kind,
+                },
+                next,
+            ))
+        })
+    }
+
+    fn read(&self, ino: u64, off: u64, buf: &mut [u8]) -> Result<usize> {
+        let i = self.inode(ino)?;
+        match i.kind {
+            FileType::RegularFile => self.read_data(&i, off, buf),
+            FileType::Directory => Err(FsError::IsDir(ino)),
+            _ => Err(FsError::Unsupported(format!(
+                "inode {ino} is not a regular file"
+            ))),
+        }
+    }
+
+    fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        let i = self.inode(ino)?;
+        self.symlink_target(&i)
+    }
+
+    fn listxattr(&self, ino: u64) -> Result<Vec<Vec<u8>>> {
+        let i = self.inode(ino)?;
+        self.list_xattrs(&i)
+    }
+
+    fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
+        let i = self.inode(ino)?;
+        self.get_xattr(&i, name)
+    }
+}

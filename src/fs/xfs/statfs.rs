@@ -1,0 +1,54 @@
+//! `statfs` as the kernel's xfs_fs_statfs reports it on a read-only mount: the data blocks
+//! less an internal log; free blocks less the allocation set-aside (8 blocks per AG,
+//! xfs_alloc_set_aside); as many files as there are inodes plus what the free space could
+//! hold, capped by imax_pct. A read-only mount reserves no blocks (xfs_reserve_blocks and the
+//! per-AG reservations are for writable mounts). With a dirty log the superblock's lazy
+//! counters are stale, so they are summed from the AG headers as the kernel does then
+//! (xfs_initialize_perag_data).
+
+use super::{Xfs, MAX_NAME_LEN};
+use crate::fs::{Result, StatFs};
+
+/// xfs_alloc_set_aside: XFS_ALLOCBT_AGFL_RESERVE + 4 blocks per AG.
+const SET_ASIDE_PER_AG: u64 = 8;
+/// XFS_INODES_PER_CHUNK.
+const INODES_PER_CHUNK: u64 = 64;
+/// XFS_MAXINUMBER.
+const MAX_INUMBER: u64 = (1 << 56) - 1;
+
+impl Xfs {
+    pub(super) fn compute_statfs(&self) -> Result<StatFs> {
+        let sb = &self.sb;
+        let (mut fdblocks, mut icount, mut ifree) = (sb.fdblocks, sb.icount, sb.ifree);
+        if matches!(self.log, super::log::LogState::Dirty(_)) {
+            (fdblocks, icount, ifree) = (0, 0, 0);
+            for ag in 0..sb.agcount {
+                let c = self.ag_counts(ag)?;
+                fdblocks += u64::from(c.freeblks) + u64::from(c.flcount) + u64::from(c.btreeblks);
+                icount += u64::from(c.icount);
+                ifree += u64::from(c.ifree);
+            }
+        }
+        let blocks = sb.dblocks.saturating_sub(u64::from(sb.logblocks));
+        let bfree = fdblocks.saturating_sub(u64::from(sb.agcount) * SET_ASIDE_PER_AG);
+        let fake = bfree
+            .checked_shl(u32::from(sb.inopblog))
+            .unwrap_or(u64::MAX);
+        let mut files = icount.saturating_add(fake).min(MAX_INUMBER);
+        if sb.imax_pct != 0 {
+            let ialloc_blks = (INODES_PER_CHUNK.max(u64::from(sb.inopblock)) >> sb.inopblog).max(1);
+            let max = sb.dblocks * u64::from(sb.imax_pct) / 100 / ialloc_blks * ialloc_blks;
+            files = files.min(max << sb.inopblog);
+        }
+        files = files.max(icount);
+        Ok(StatFs {
+            bsize: sb.blocksize,
+            blocks,
+            bfree,
+            bavail: bfree,
+            files,
+            ffree: files.saturating_sub(icount.saturating_sub(ifree)),
+            namelen: MAX_NAME_LEN as u32,
+        })
+    }
+}

@@ -1,0 +1,344 @@
+//! The XFS superblock (xfs_format.h `struct xfs_dsb`, big-endian, sector 0 of the device and of
+//! every AG). It fixes the geometry (block, sector, inode and directory block sizes, AG size
+//! and count) and the features; v5 filesystems protect it with a CRC32c at `CRC_OFF`.
+//! Features a reader must understand to read correctly (incompat) are refused by name when
+//! unknown; read-only-compatible ones are only reported, as a read-only kernel mount does.
+
+use super::{be16, be32, be64, crc};
+use crate::fs::{FsError, Result};
+
+pub const MAGIC: &[u8; 4] = b"XFSB";
+/// Bytes of the v5 superblock structure (the rest of the sector is zero).
+pub const SIZE: usize = 264;
+pub const CRC_OFF: usize = 224;
+
+const VERSION_NUMBITS: u16 = 0x000f;
+const VERSION_ATTRBIT: u16 = 0x0010;
+const VERSION_NLINKBIT: u16 = 0x0020;
+const VERSION_DIRV2BIT: u16 = 0x2000;
+/// ASCII case-insensitive names: a different name hash and comparison (v4 only).
+const VERSION_BORGBIT: u16 = 0x4000;
+const VERSION_MOREBITSBIT: u16 = 0x8000;
+
+pub const FEATURES2_CRC: u32 = 0x0100;
+pub const FEATURES2_FTYPE: u32 = 0x0200;
+
+pub const INCOMPAT_FTYPE: u32 = 1 << 0;
+pub const INCOMPAT_SPINODES: u32 = 1 << 1;
+pub const INCOMPAT_META_UUID: u32 = 1 << 2;
+pub const INCOMPAT_BIGTIME: u32 = 1 << 3;
+pub const INCOMPAT_NEEDSREPAIR: u32 = 1 << 4;
+pub const INCOMPAT_NREXT64: u32 = 1 << 5;
+/// Incompat features of later xfsprogs, refused by their names.
+const INCOMPAT_LATER: &[(u32, &str)] = &[
+    (1 << 6, "exchange-range"),
+    (1 << 7, "parent pointers"),
+    (1 << 8, "metadir"),
+    (1 << 9, "zoned"),
+];
+const INCOMPAT_KNOWN: u32 = INCOMPAT_FTYPE
+    | INCOMPAT_SPINODES
+    | INCOMPAT_META_UUID
+    | INCOMPAT_BIGTIME
+    | INCOMPAT_NEEDSREPAIR
+    | INCOMPAT_NREXT64;
+
+pub const RO_COMPAT_FINOBT: u32 = 1 << 0;
+pub const RO_COMPAT_RMAPBT: u32 = 1 << 1;
+pub const RO_COMPAT_REFLINK: u32 = 1 << 2;
+pub const RO_COMPAT_INOBTCNT: u32 = 1 << 3;
+const RO_COMPAT_KNOWN: u32 =
+    RO_COMPAT_FINOBT | RO_COMPAT_RMAPBT | RO_COMPAT_REFLINK | RO_COMPAT_INOBTCNT;
+
+/// Smallest and largest block sizes XFS defines (XFS_MIN_BLOCKSIZE_LOG..XFS_MAX_BLOCKSIZE_LOG).
+const MIN_BLOCKLOG: u8 = 9;
+const MAX_BLOCKLOG: u8 = 16;
+/// Inode sizes 256..2048 (XFS_DINODE_MIN_LOG..XFS_DINODE_MAX_LOG).
+const MIN_INODELOG: u8 = 8;
+const MAX_INODELOG: u8 = 11;
+/// Directory blocks are at most 64 KiB (XFS_MAX_BLOCKSIZE).
+const MAX_DIRBLOCK_LOG: u8 = 16;
+
+#[derive(Clone, Debug)]
+pub struct Superblock {
+    pub blocksize: u32,
+    pub dblocks: u64,
+    pub rblocks: u64,
+    pub uuid: [u8; 16],
+    pub logstart: u64,
+    pub rootino: u64,
+    pub agblocks: u32,
+    pub agcount: u32,
+    pub logblocks: u32,
+    pub versionnum: u16,
+    pub sectsize: u16,
+    pub inodesize: u16,
+    pub inopblock: u16,
+    pub fname: [u8; 12],
+    pub blocklog: u8,
+    pub inodelog: u8,
+    pub inopblog: u8,
+    pub agblklog: u8,
+    pub inprogress: u8,
+    pub imax_pct: u8,
+    pub icount: u64,
+    pub ifree: u64,
+    pub fdblocks: u64,
+    pub dirblklog: u8,
+    pub features2: u32,
+    pub ro_compat: u32,
+    pub incompat: u32,
+    pub log_incompat: u32,
+    /// The UUID stamped in v5 metadata headers (sb_meta_uuid with meta_uuid, else sb_uuid).
+    pub meta_uuid: [u8; 16],
+}
+
+impl Superblock {
+    /// Parses and validates the primary superblock from its sector (`buf` holds at least
+    /// `SIZE` bytes, and the whole sector when it is as long, for the CRC).
+    pub fn parse(buf: &[u8]) -> Result<Self> {
+        let bad = |d: String| FsError::corrupt("xfs superblock", 0, 0, d);
+        if buf.len() < SIZE || &buf[..4] != MAGIC {
+            return Err(bad("no XFSB magic".into()));
+        }
+        let mut uuid = [0u8; 16];
+        uuid.copy_from_slice(&buf[32..48]);
+        let mut fname = [0u8; 12];
+        fname.copy_from_slice(&buf[108..120]);
+        let mut meta_uuid = [0u8; 16];
+        meta_uuid.copy_from_slice(&buf[248..264]);
+        let mut sb = Superblock {
+            blocksize: be32(buf, 4),
+            dblocks: be64(buf, 8),
+            rblocks: be64(buf, 16),
+            uuid,
+            logstart: be64(buf, 48),
+            rootino: be64(buf, 56),
+            agblocks: be32(buf, 84),
+            agcount: be32(buf, 88),
+            logblocks: be32(buf, 96),
+            versionnum: be16(buf, 100),
+            sectsize: be16(buf, 102),
+            inodesize: be16(buf, 104),
+            inopblock: be16(buf, 106),
+            fname,
+            blocklog: buf[120],
+            inodelog: buf[122],
+            inopblog: buf[123],
+            agblklog: buf[124],
+            inprogress: buf[126],
+            imax_pct: buf[127],
+            icount: be64(buf, 128),
+            ifree: be64(buf, 136),
+            fdblocks: be64(buf, 144),
+            dirblklog: buf[192],
+            features2: be32(buf, 200),
+            ro_compat: 0,
+            incompat: 0,
+            log_incompat: 0,
+            meta_uuid,
+        };
+        let version = sb.versionnum & VERSION_NUMBITS;
+        match version {
+            4 => {
+                if sb.versionnum & VERSION_DIRV2BIT == 0 {
+                    return Err(FsError::Unsupported(
+                        "XFS v4 with version 1 directories".into(),
+                    ));
+                }
+                if sb.versionnum & VERSION_BORGBIT != 0 {
+                    return Err(FsError::Unsupported(
+                        "XFS with ASCII case-insensitive names (ascii-ci)".into(),
+                    ));
+                }
+                if sb.versionnum & VERSION_MOREBITSBIT == 0 {
+                    sb.features2 = 0;
+                }
+                if sb.features2 & FEATURES2_CRC != 0 {
+                    return Err(bad("v4 superblock with the CRC feature".into()));
+                }
+                sb.meta_uuid = sb.uuid;
+            }
+            5 => {
+                sb.ro_compat = be32(buf, 212);
+                sb.incompat = be32(buf, 216);
+                sb.log_incompat = be32(buf, 220);
+                let sect = usize::from(sb.sectsize).min(buf.len());
+                if !crc::verify(&buf[..sect], CRC_OFF) {
+                    return Err(bad("CRC32c mismatch".into()));
+                }
+                if sb.incompat & INCOMPAT_META_UUID == 0 {
+                    sb.meta_uuid = sb.uuid;
+                }
+            }
+            v => return Err(FsError::Unsupported(format!("XFS version {v}"))),
+        }
+        sb.check_features()?;
+        sb.check_geometry().map_err(bad)?;
+        Ok(sb)
+    }
+
+    fn check_features(&self) -> Result<()> {
+        if self.incompat & INCOMPAT_NEEDSREPAIR != 0 {
+            return Err(FsError::Unsupported(
+                "XFS marked needsrepair (run xfs_repair first)".into(),
+            ));
+        }
+        let unknown = self.incompat & !INCOMPAT_KNOWN;
+        if unknown != 0 {
+            let names: Vec<String> = (0..32)
+                .map(|b| 1u32 << b)
+                .filter(|bit| unknown & bit != 0)
+                .map(|bit| {
+                    INCOMPAT_LATER
+                        .iter()
+                        .find(|(b, _)| *b == bit)
+                        .map_or_else(|| format!("unknown {bit:#x}"), |(_, n)| n.to_string())
+                })
+                .collect();
+            return Err(FsError::Unsupported(format!(
+                "XFS incompatible features: {}",
+                names.join(", ")
+            )));
+        }
+        let ro_unknown = self.ro_compat & !RO_COMPAT_KNOWN;
+        if ro_unknown != 0 {
+            log::warn!(
+                "xfs: unknown read-only-compatible features {ro_unknown:#x}; reading anyway"
+            );
+        }
+        if self.rblocks != 0 {
+            return Err(FsError::Unsupported(
+                "XFS with a realtime device (not read)".into(),
+            ));
+        }
+        if self.logstart == 0 {
+            return Err(FsError::Unsupported(
+                "XFS with an external log device (not read)".into(),
+            ));
+        }
+        if self.inprogress != 0 {
+            return Err(FsError::Unsupported(
+                "XFS that mkfs.xfs did not finish (sb_inprogress)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_geometry(&self) -> std::result::Result<(), String> {
+        if !(MIN_BLOCKLOG..=MAX_BLOCKLOG).contains(&self.blocklog)
+            || self.blocksize != 1 << self.blocklog
+        {
+            return Err(format!(
+                "block size {} (log {})",
+                self.blocksize, self.blocklog
+            ));
+        }
+        if !self.sectsize.is_power_of_two()
+            || self.sectsize < 512
+            || u32::from(self.sectsize) > self.blocksize
+        {
+            return Err(format!("sector size {}", self.sectsize));
+        }
+        if !(MIN_INODELOG..=MAX_INODELOG).contains(&self.inodelog)
+            || self.inodesize != 1 << self.inodelog
+            || u32::from(self.inodesize) > self.blocksize
+            || (self.is_v5() && self.inodesize < 512)
+        {
+            return Err(format!("inode size {}", self.inodesize));
+        }
+        if self.inopblog != self.blocklog - self.inodelog
+            || u32::from(self.inopblock) != self.blocksize >> self.inodelog
+        {
+            return Err(format!(
+                "{} inodes per block (log {})",
+                self.inopblock, self.inopblog
+            ));
+        }
+        if self.agcount == 0 || self.agblocks < 2 {
+            return Err(format!("{} AGs of {} blocks", self.agcount, self.agblocks));
+        }
+        let want_agblklog = 32 - (self.agblocks - 1).leading_zeros();
+        if u32::from(self.agblklog) != want_agblklog {
+            return Err(format!(
+                "AG block log {} for {} blocks",
+                self.agblklog, self.agblocks
+            ));
+        }
+        let max = u64::from(self.agcount) * u64::from(self.agblocks);
+        let min = max - u64::from(self.agblocks);
+        if self.dblocks > max || self.dblocks <= min {
+            return Err(format!(
+                "{} blocks for {} AGs of {}",
+                self.dblocks, self.agcount, self.agblocks
+            ));
+        }
+        if u32::from(self.agblklog) + u32::from(self.inopblog) + 32 - self.agcount.leading_zeros()
+            > 64
+        {
+            return Err("inode numbers wider than 64 bits".into());
+        }
+        if self.blocklog + self.dirblklog > MAX_DIRBLOCK_LOG {
+            return Err(format!("directory block log {}", self.dirblklog));
+        }
+        if self.logstart >= self.dblocks {
+            return Err(format!(
+                "log start {} outside the filesystem",
+                self.logstart
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn is_v5(&self) -> bool {
+        self.versionnum & VERSION_NUMBITS == 5
+    }
+
+    /// Directory entries carry a file type byte.
+    pub fn has_ftype(&self) -> bool {
+        if self.is_v5() {
+            self.incompat & INCOMPAT_FTYPE != 0
+        } else {
+            self.features2 & FEATURES2_FTYPE != 0
+        }
+    }
+
+    pub fn has_nlink(&self) -> bool {
+        self.is_v5() || self.versionnum & VERSION_NLINKBIT != 0
+    }
+
+    pub fn has_attr(&self) -> bool {
+        self.is_v5() || self.versionnum & VERSION_ATTRBIT != 0
+    }
+
+    /// Bytes of a directory block.
+    pub fn dir_block_size(&self) -> u32 {
+        self.blocksize << self.dirblklog
+    }
+
+    /// The label, without its NUL padding.
+    pub fn label(&self) -> &[u8] {
+        let n = self.fname.iter().position(|&c| c == 0).unwrap_or(12);
+        &self.fname[..n]
+    }
+
+    /// The feature names `ferry inspect` logs, as xfs_info spells them.
+    pub fn feature_names(&self) -> Vec<&'static str> {
+        let mut v = vec![if self.is_v5() { "crc" } else { "v4" }];
+        for (on, name) in [
+            (self.has_ftype(), "ftype"),
+            (self.ro_compat & RO_COMPAT_FINOBT != 0, "finobt"),
+            (self.ro_compat & RO_COMPAT_RMAPBT != 0, "rmapbt"),
+            (self.ro_compat & RO_COMPAT_REFLINK != 0, "reflink"),
+            (self.ro_compat & RO_COMPAT_INOBTCNT != 0, "inobtcount"),
+            (self.incompat & INCOMPAT_SPINODES != 0, "sparse"),
+            (self.incompat & INCOMPAT_BIGTIME != 0, "bigtime"),
+            (self.incompat & INCOMPAT_NREXT64 != 0, "nrext64"),
+        ] {
+            if on {
+                v.push(name);
+            }
+        }
+        v
+    }
+}

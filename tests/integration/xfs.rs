@@ -1,0 +1,1044 @@
+//! XFS against real oracles: images made by mkfs.xfs 6.1 in its variants and filled through a
+//! kernel loop mount, then read by ferry (the library's `Filesystem`, and `ferry mount`) and by
+//! the kernel's read-only loop mount, compared path by path (every stat field, link targets,
+//! contents), attribute by attribute (`getfattr -d -m - -e hex`) and by statvfs. v4 (which
+//! this kernel does not mount) is built with the same prototype file as a v5 image and
+//! compared with the kernel's view of that one. Damaged images must neither panic nor hang.
+
+use crate::common;
+
+use common::kernel::{self, FerryMount, KernelMount, Snapshot};
+use ferry::block::mem::MemDevice;
+use ferry::block::BlockDevice;
+use ferry::fs::xfs::{log::LogState, Xfs};
+use ferry::fs::{FileType, Filesystem, FsError};
+use std::collections::BTreeMap;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Root, the loop driver and the XFS and attribute tools; says why not (or fails in CI).
+fn can_run() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let tools = common::have_tools(&[
+        "mkfs.xfs",
+        "xfs_db",
+        "xfs_repair",
+        "xfs_io",
+        "getfattr",
+        "setfattr",
+        "setfacl",
+        "losetup",
+    ]);
+    if root && tools {
+        return true;
+    }
+    let why = format!("root: {root}, xfsprogs/attr/acl tools: {tools}");
+    assert!(
+        !kernel::required(),
+        "cannot run XFS tests ({why}) and FERRY_REQUIRE_FUSE=1"
+    );
+    eprintln!("SKIP: XFS tests need root, loop devices, xfsprogs, attr and acl ({why})");
+    false
+}
+
+fn open(image: &Path) -> Xfs {
+    Xfs::open(ferry::block::open(image).unwrap()).unwrap()
+}
+
+/// Fills the mounted filesystem at `root`: every file type, odd names, sparse, unwritten
+/// and fragmented files (bmbt of depth 2), directories of every format (`big` entries in
+/// the largest), attributes in every form and namespace, ACLs, times before 1970 and after
+/// 2038 (which need bigtime).
+fn populate(root: &Path, big: usize, bigtime: bool) {
+    let far = if bigtime {
+        "2200-01-02 03:04:05.987654321"
+    } else {
+        "2037-12-31 23:59:59.5"
+    };
+    let script = format!(
+        r#"set -e
+cd '{root}'
+mkdir -p etc doc sp big blockdir leafdir attrs
+cp -a /etc/. etc/ 2>/dev/null || true
+cp -a /usr/share/doc/[a-d]* doc/ 2>/dev/null || true
+head -c 3000000 /dev/urandom > sp/random
+truncate -s 100M sp/sparse
+printf hi | dd of=sp/sparse bs=1 seek=52428800 conv=notrunc status=none
+xfs_io -f -c 'falloc 0 1m' -c 'pwrite -S 0x61 512k 4k' sp/unwritten >/dev/null
+xfs_io -f -c 'falloc -k 0 64k' sp/keepsize >/dev/null
+python3 -c "
+f = open('sp/frag', 'wb')
+for i in range(6000):
+    f.seek(i * 8192)
+    f.write(bytes([i % 251]) * 4096)
+"
+ln -s short sp/l1
+ln -s "$(python3 -c "print('d/' * 300 + 'end')")" sp/llong
+ln -s "$(python3 -c "print('x' * 1023)")" sp/lmax
+ln sp/random sp/hard1
+ln sp/random big/hard2
+mknod sp/c c 4 5
+mknod sp/b b 259 70000
+mknod sp/c2 c 300 262143
+mkfifo sp/fifo
+python3 -c "import socket; socket.socket(socket.AF_UNIX).bind('sp/sock')"
+touch 'sp/sp ace' "sp/$(printf 'new\nline')" "sp/$(printf '\xff\xfe')"
+python3 -c "open('sp/' + 'n' * 255, 'w').write('long')"
+chown 70000:70001 sp/random
+chmod 4755 sp/random
+mkdir sp/sticky sp/sgid && chmod 1777 sp/sticky && chmod 2750 sp/sgid
+for i in $(seq 1 25); do : > blockdir/file-$i; done
+for i in $(seq 1 400); do : > leafdir/entry-with-a-longer-name-$i; done
+for i in $(seq 1 {big}); do : > big/f$i; done
+: > attrs/sf
+setfattr -n user.small -v hello attrs/sf
+setfattr -n trusted.t -v 1 attrs/sf
+setfattr -n security.s -v secret attrs/sf
+: > attrs/leaf
+for i in $(seq 1 20); do setfattr -n user.a$i -v "$(printf %0100d $i)" attrs/leaf; done
+: > attrs/node
+for i in $(seq 1 300); do setfattr -n user.node-attribute-$i -v "$(printf %0150d $i)" attrs/node; done
+: > attrs/remote
+setfattr -n user.big -v "$(head -c 3000 /dev/zero | tr '\0' a)" attrs/remote
+python3 -c "import os; os.setxattr('attrs/remote', 'user.max', bytes(range(256)) * 256)"
+: > attrs/acl
+setfacl -m u:1234:rw,g:70000:r attrs/acl
+setfacl -d -m g:70000:r,u::rwx attrs
+setfattr -h -n trusted.link -v onlink sp/l1
+touch -h -d '1960-01-01 00:00:00.123456789' sp/l1
+touch -d '1901-12-14 00:00:00' sp/fifo
+touch -d '{far}' sp/random attrs
+"#,
+        root = root.display()
+    );
+    common::run(Command::new("sh").arg("-c").arg(script));
+}
+
+/// A fresh image: mkfs.xfs with `args`, filled through a kernel mount, checked clean by
+/// xfs_repair -n. False (with a message) when the kernel refuses to mount it read-write.
+fn make_image(image: &Path, mnt: &Path, size: &str, args: &[&str], big: usize) -> bool {
+    let _ = std::fs::remove_file(image);
+    common::run(Command::new("truncate").args(["-s", size]).arg(image));
+    common::run(
+        Command::new(common::tool("mkfs.xfs").unwrap())
+            .args(["-q", "-f"])
+            .args(args)
+            .arg(image),
+    );
+    let m = match KernelMount::new(image, mnt, "") {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("SKIP {args:?}: the kernel does not mount it: {e}");
+            return false;
+        }
+    };
+    let bigtime = !args.contains(&"bigtime=0");
+    populate(mnt, big, bigtime);
+    m.unmount().unwrap();
+    repair_clean(image);
+    true
+}
+
+fn repair_clean(image: &Path) {
+    let out = Command::new(common::tool("xfs_repair").unwrap())
+        .args(["-n", "-f", "-o", "force_geometry"])
+        .arg(image)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "xfs_repair -n {}: {}{}",
+        image.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn hex(v: &[u8]) -> String {
+    let mut s = String::from("0x");
+    for b in v {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// path -> attribute name -> value in hex, for paths that have attributes.
+type Xattrs = BTreeMap<String, BTreeMap<String, String>>;
+
+/// The kernel's view, from `getfattr -R -P -h -d -m - -e hex` (every namespace; we are root).
+fn kernel_xattrs(mnt: &Path) -> Xattrs {
+    let out = common::run(
+        Command::new("getfattr")
+            .args(["-R", "-P", "-h", "-d", "-m", "-", "-e", "hex", "."])
+            .current_dir(mnt),
+    );
+    let mut all = Xattrs::new();
+    let mut cur = None;
+    for line in out.lines() {
+        if let Some(p) = line.strip_prefix("# file: ") {
+            let p = p.strip_prefix("./").unwrap_or(p).to_string();
+            all.entry(p.clone()).or_default();
+            cur = Some(p);
+        } else if let Some((name, value)) = line.split_once('=') {
+            let p = cur.clone().expect("attribute before a file line");
+            all.get_mut(&p)
+                .unwrap()
+                .insert(name.to_string(), value.to_string());
+        }
+    }
+    all.retain(|_, m| !m.is_empty());
+    all
+}
+
+/// ferry's view through listxattr/getxattr, walking `snap`'s paths (ASCII names only, as
+/// getfattr escapes the others).
+fn ferry_xattrs(fs: &dyn Filesystem, snap: &Snapshot) -> Xattrs {
+    let mut all = Xattrs::new();
+    for (path, e) in snap {
+        if !path.iter().all(|c| c.is_ascii_graphic() || *c == b' ') {
+            continue;
+        }
+        let names = fs
+            .listxattr(e.ino)
+            .unwrap_or_else(|err| panic!("listxattr {path:?}: {err}"));
+        let mut m = BTreeMap::new();
+        for n in &names {
+            let v = fs.getxattr(e.ino, n).unwrap_or_else(|err| {
+                panic!(
+                    "getxattr {:?} {}: {err}",
+                    String::from_utf8_lossy(path),
+                    String::from_utf8_lossy(n)
+                )
+            });
+            let prev = m.insert(String::from_utf8(n.clone()).unwrap(), hex(&v));
+            assert!(prev.is_none(), "{path:?}: {n:?} listed twice");
+        }
+        assert!(matches!(
+            fs.getxattr(e.ino, b"user.no-such-attribute"),
+            Err(FsError::NoAttr)
+        ));
+        if !m.is_empty() {
+            let p = if path.is_empty() {
+                ".".to_string()
+            } else {
+                String::from_utf8(path.clone()).unwrap()
+            };
+            all.insert(p, m);
+        }
+    }
+    all
+}
+
+fn statvfs(p: &Path) -> [u64; 7] {
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid C string and a zeroed out-parameter.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut s) }, 0);
+    [
+        s.f_bsize as u64,
+        s.f_blocks as u64,
+        s.f_bfree as u64,
+        s.f_bavail as u64,
+        s.f_files as u64,
+        s.f_ffree as u64,
+        s.f_namemax as u64,
+    ]
+}
+
+fn ferry_statvfs(fs: &dyn Filesystem) -> [u64; 7] {
+    let s = fs.statfs().unwrap();
+    [
+        u64::from(s.bsize),
+        s.blocks,
+        s.bfree,
+        s.bavail,
+        s.files,
+        s.ffree,
+        u64::from(s.namelen),
+    ]
+}
+
+/// ferry's library view of `image` against the kernel's read-only mount: every path,
+/// attributes, statvfs. Returns the kernel's walk.
+fn compare_with_kernel(image: &Path, mnt: &Path, name: &str) -> Snapshot {
+    let _same = common::Unchanged::new(&[image]);
+    let fs = open(image);
+    assert_eq!(
+        fs.log(),
+        &LogState::Clean,
+        "{name}: log after a clean unmount"
+    );
+    assert_eq!(fs.info().kind, "xfs");
+    let ours = kernel::snapshot(&fs);
+    let k = KernelMount::new(image, mnt, "ro").unwrap_or_else(|e| panic!("{name}: {e}"));
+    let theirs = kernel::walk(k.path());
+    kernel::assert_same(&theirs, &ours, name);
+    let kx = kernel_xattrs(k.path());
+    assert!(kx.contains_key("attrs/node"), "{name}: no attributes seen");
+    assert_eq!(kx, ferry_xattrs(&fs, &ours), "{name}: attributes differ");
+    assert_eq!(statvfs(k.path()), ferry_statvfs(&fs), "{name}: statvfs");
+    eprintln!(
+        "{name}: {} paths, {} with attributes agree with the kernel",
+        theirs.len(),
+        kx.len()
+    );
+    theirs
+}
+
+#[test]
+fn v5_variants_match_the_kernel() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("mnt");
+    let variants: &[(&str, &str, &[&str])] = &[
+        ("default", "400M", &[]),
+        ("1k-blocks", "400M", &["-b", "size=1024"]),
+        ("dir64k", "400M", &["-n", "size=65536"]),
+        (
+            "rmapbt-nrext64",
+            "400M",
+            &["-m", "rmapbt=1", "-i", "nrext64=1"],
+        ),
+        (
+            "sector4k-agcount12",
+            "1G",
+            &["-s", "size=4096", "-d", "agcount=12"],
+        ),
+        (
+            "nobigtime-noreflink",
+            "400M",
+            &["-m", "bigtime=0,reflink=0,finobt=0", "-i", "sparse=0"],
+        ),
+    ];
+    for (name, size, args) in variants {
+        let image = tmp.path().join(format!("{name}.img"));
+        if !make_image(&image, &mnt, size, args, 3000) {
+            continue;
+        }
+        compare_with_kernel(&image, &mnt, name);
+        std::fs::remove_file(&image).unwrap();
+    }
+}
+
+/// `snap` without what differs between two images of the same tree made separately: inode
+/// numbers, times, the size and blocks of directories (v5 block headers are larger, so the
+/// same entries take other room) and the blocks of symlinks.
+fn layout_free(mut snap: Snapshot) -> Snapshot {
+    for e in snap.values_mut() {
+        e.ino = 0;
+        e.atime = (0, 0);
+        e.mtime = (0, 0);
+        e.ctime = (0, 0);
+        // Directory blocks differ in room; a symlink may be local in one inode size and
+        // remote in the other.
+        if matches!(e.kind, FileType::Directory | FileType::Symlink) {
+            e.blocks = 0;
+        }
+        if e.kind == FileType::Directory {
+            e.size = 0;
+        }
+    }
+    snap
+}
+
+/// The source tree of the prototype-file images: what a prototype can hold. The long symlink
+/// is local in a v5 inode and remote in a v4 one: mkfs.xfs 6.1 -p writes remote symlinks of
+/// v5 with a bad CRC (xfs_repair -n says so).
+fn proto_tree(root: &Path) {
+    let script = format!(
+        r#"set -e
+mkdir -p '{root}' && cd '{root}'
+mkdir -p etc big small leafdir deep/a/b/c
+cp -a /etc/. etc/ 2>/dev/null || true
+head -c 2000000 /dev/urandom > random
+printf 'x' > small/one
+: > small/empty
+ln -s small/one short
+ln -s "$(python3 -c "print('d/' * 100 + 'end')")" long
+mknod chr c 4 5
+mknod blk b 259 70000
+mkfifo fifo
+python3 -c "open('n' * 255, 'w').write('long')"
+chown 70000:70001 random
+chmod 4755 random
+mkdir sgid && chmod 2750 sgid
+for i in $(seq 1 400); do : > leafdir/entry-with-a-longer-name-$i; done
+for i in $(seq 1 5000); do : > big/f$i; done
+"#,
+        root = root.display()
+    );
+    common::run(Command::new("sh").arg("-c").arg(script));
+}
+
+fn mkfs_proto(image: &Path, proto: &Path, args: &[&str]) {
+    let _ = std::fs::remove_file(image);
+    common::run(Command::new("truncate").args(["-s", "400M"]).arg(image));
+    common::run(
+        Command::new(common::tool("mkfs.xfs").unwrap())
+            .args(["-q", "-f", "-p"])
+            .arg(proto)
+            .args(args)
+            .arg(image),
+    );
+    repair_clean(image);
+}
+
+/// v4, which this kernel refuses, against the kernel's view of a v5 image of the same
+/// prototype (v4 with and without ftype: without, readdir asks every inode for its type).
+#[test]
+fn v4_matches_the_kernel_on_the_same_tree_as_v5() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    proto_tree(&src);
+    let proto = tmp.path().join("proto");
+    common::guest::xfs_protofile(&src, &proto);
+    let mnt = tmp.path().join("mnt");
+    // Each v4 variant against a v5 image of the same block and directory block sizes, so that
+    // files take the same blocks.
+    let variants: &[(&str, &[&str], &[&str])] = &[
+        ("v4", &["-m", "crc=0"], &[]),
+        ("v4-noftype", &["-m", "crc=0", "-n", "ftype=0"], &[]),
+        (
+            "v4-1k-dir16k",
+            &["-m", "crc=0", "-b", "size=1024", "-n", "size=16384"],
+            &["-b", "size=1024", "-n", "size=16384"],
+        ),
+    ];
+    for (name, v4_args, v5_args) in variants {
+        let v5 = tmp.path().join("v5.img");
+        mkfs_proto(&v5, &proto, v5_args);
+        let k = KernelMount::new(&v5, &mnt, "ro").unwrap();
+        let theirs = kernel::walk(k.path());
+        drop(k);
+        assert!(theirs.len() > 5000, "only {} paths", theirs.len());
+        kernel::assert_same(
+            &theirs,
+            &kernel::snapshot(&open(&v5)),
+            "v5 from a prototype",
+        );
+        let expected = layout_free(theirs);
+        let image = tmp.path().join(format!("{name}.img"));
+        mkfs_proto(&image, &proto, v4_args);
+        let _same = common::Unchanged::new(&[&image]);
+        let fs = open(&image);
+        assert!(!fs.superblock().is_v5());
+        assert_eq!(fs.superblock().has_ftype(), !name.contains("noftype"));
+        let ours = layout_free(kernel::snapshot(&fs));
+        kernel::assert_same(&expected, &ours, name);
+        eprintln!("{name}: {} paths agree with the kernel's v5", ours.len());
+    }
+}
+
+/// A log left dirty (shut down while mounted, then copied) is detected, and the tree is read
+/// as on disk: the same as the kernel's `-o ro,norecovery` view of the copy.
+#[test]
+fn dirty_log_reads_like_norecovery() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("mnt");
+    for flush in [true, false] {
+        let image = tmp.path().join("dirty.img");
+        let _ = std::fs::remove_file(&image);
+        common::run(Command::new("truncate").args(["-s", "400M"]).arg(&image));
+        common::run(
+            Command::new(common::tool("mkfs.xfs").unwrap())
+                .args(["-q", "-f"])
+                .arg(&image),
+        );
+        let m = KernelMount::new(&image, &mnt, "").unwrap();
+        let script = format!(
+            "set -e; cd '{}'; mkdir a; cp -a /etc/. a/ 2>/dev/null || true; \
+             xfs_freeze -f .; xfs_freeze -u .; \
+             mkdir b; for i in $(seq 1 200); do echo $i > b/f$i; done; \
+             setfattr -n user.x -v y b/f1; rm -rf a/default",
+            mnt.display()
+        );
+        common::run(Command::new("sh").arg("-c").arg(script));
+        let shutdown = if flush { "shutdown -f" } else { "shutdown" };
+        common::run(
+            Command::new(common::tool("xfs_io").unwrap())
+                .args(["-x", "-c", shutdown])
+                .arg(&mnt),
+        );
+        let copy = tmp.path().join("copy.img");
+        std::fs::copy(&image, &copy).unwrap();
+        m.unmount().unwrap();
+        let _same = common::Unchanged::new(&[&copy]);
+        let fs = open(&copy);
+        assert!(
+            matches!(fs.log(), LogState::Dirty(_)),
+            "{shutdown}: log state {:?}",
+            fs.log()
+        );
+        let ours = kernel::snapshot(&fs);
+        assert!(
+            ours.contains_key(&b"a/hostname"[..]),
+            "{shutdown}: the frozen (written back) part is missing"
+        );
+        let k = KernelMount::new(&copy, &mnt, "ro,norecovery").unwrap();
+        let theirs = kernel::walk(k.path());
+        kernel::assert_same(&theirs, &ours, shutdown);
+        assert_eq!(statvfs(k.path()), ferry_statvfs(&fs), "{shutdown}: statvfs");
+        eprintln!(
+            "{shutdown}: {} paths agree with the kernel's norecovery mount",
+            theirs.len()
+        );
+    }
+}
+
+/// 100 000 entries in one directory and 50 000 in another, made interleaved so that both
+/// directories fragment into more extents than the inode holds (btree format): readdir
+/// against the kernel's, every name looked up through the da-btree, in a 64 KiB and a 4 KiB
+/// directory block size.
+#[test]
+fn big_directories_match_the_kernel() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("mnt");
+    for (name, args) in [("dir4k", &[][..]), ("dir64k", &["-n", "size=65536"][..])] {
+        let image = tmp.path().join(format!("{name}.img"));
+        let _ = std::fs::remove_file(&image);
+        common::run(Command::new("truncate").args(["-s", "1G"]).arg(&image));
+        common::run(
+            Command::new(common::tool("mkfs.xfs").unwrap())
+                .args(["-q", "-f"])
+                .args(args)
+                .arg(&image),
+        );
+        let m = KernelMount::new(&image, &mnt, "").unwrap();
+        let script = format!(
+            "import os\nos.chdir('{}')\nos.mkdir('a')\nos.mkdir('b')\n\
+             for i in range(100000):\n    \
+                 open('a/entry-%06d-with-some-length' % i, 'w').close()\n    \
+                 if i % 2 == 0: open('b/other-%06d' % i, 'w').close()\n",
+            mnt.display()
+        );
+        common::run(Command::new("python3").arg("-c").arg(script));
+        m.unmount().unwrap();
+        repair_clean(&image);
+        let fs = open(&image);
+        let a = fs.lookup(fs.root_ino(), b"a").unwrap();
+        let db = common::run_tool(
+            "xfs_db",
+            &[
+                "-r",
+                "-c",
+                &format!("inode {}", a.ino),
+                "-c",
+                "p core.format",
+                image.to_str().unwrap(),
+            ],
+        );
+        assert!(
+            db.contains("core.format = 3"),
+            "{name}: /a is not in btree format: {db}"
+        );
+        let ours = kernel::snapshot(&fs);
+        let k = KernelMount::new(&image, &mnt, "ro").unwrap();
+        let theirs = kernel::walk(k.path());
+        assert_eq!(theirs.len(), 150_003);
+        kernel::assert_same(&theirs, &ours, name);
+        assert_eq!(statvfs(k.path()), ferry_statvfs(&fs), "{name}: statvfs");
+        eprintln!("{name}: {} paths agree with the kernel", theirs.len());
+    }
+}
+
+/// `ferry mount` (FUSE) of an XFS image against the kernel's mount: every path, attributes,
+/// statvfs; and `ferry ls`/`cat`.
+#[test]
+fn ferry_mount_matches_the_kernel() {
+    if !can_run() {
+        return;
+    }
+    if !Path::new("/dev/fuse").exists() {
+        assert!(!kernel::required(), "no /dev/fuse and FERRY_REQUIRE_FUSE=1");
+        eprintln!("SKIP: no /dev/fuse");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let image = tmp.path().join("fuse.img");
+    let kmnt = tmp.path().join("kernel");
+    assert!(make_image(&image, &kmnt, "400M", &[], 500));
+    let _same = common::Unchanged::new(&[&image]);
+    let k = KernelMount::new(&image, &kmnt, "ro").unwrap();
+    let fmnt = tmp.path().join("ferry");
+    let f = FerryMount::new(&[image.as_os_str()], &fmnt).unwrap();
+    let mut theirs = kernel::walk(&kmnt);
+    let mut ours = kernel::walk(&fmnt);
+    // FUSE calls the root 1 whatever its number.
+    for s in [&mut theirs, &mut ours] {
+        s.get_mut(&b""[..]).unwrap().ino = 0;
+    }
+    kernel::assert_same(&theirs, &ours, "ferry mount");
+    assert_eq!(
+        kernel_xattrs(&kmnt),
+        kernel_xattrs(&fmnt),
+        "getfattr through FUSE"
+    );
+    assert_eq!(statvfs(&kmnt), statvfs(&fmnt), "statvfs through FUSE");
+    drop(f);
+    drop(k);
+    let img = image.to_str().unwrap();
+    let ls = common::ferry_ok(&["ls", img, "/attrs"]);
+    assert_eq!(ls, "acl\nleaf\nnode\nremote\nsf\n");
+    let out = common::run_ferry(&["cat", img, "/sp/l1"]);
+    assert!(!out.status.success(), "cat of a dangling symlink");
+    let out = common::run_ferry(&["cat", img, "/sp/unwritten"]);
+    assert!(out.status.success());
+    let mut want = vec![0u8; 1 << 20];
+    want[512 << 10..(512 << 10) + 4096].fill(0x61);
+    assert!(
+        out.stdout == want,
+        "unwritten extent reads as zeros around the written part"
+    );
+    eprintln!("ferry mount: {} paths agree with the kernel", theirs.len());
+}
+
+/// The corpus's XFS images (dissect.xfs; DiscUtils' v5 image) against the kernel: read-only,
+/// or read-only without recovery for one whose log is dirty, as ferry reads it.
+#[test]
+fn corpus_images_match_the_kernel() {
+    let Some(corpus) = common::corpus() else {
+        return;
+    };
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("mnt");
+    // (image, offset and size of the filesystem in it)
+    let mut images = Vec::new();
+    for e in std::fs::read_dir(corpus.join("dissect.xfs")).unwrap() {
+        let img = common::unpack(&e.unwrap().path(), tmp.path());
+        let len = std::fs::metadata(&img).unwrap().len();
+        images.push((img, 0, len));
+    }
+    images.sort();
+    let vhdx = corpus.join("DiscUtils-LTRData/Xfs/Data/xfs5.vhdx.gz");
+    if vhdx.exists() {
+        // A disk with one MBR partition holding the filesystem.
+        let v = common::unpack(&vhdx, tmp.path());
+        let raw = tmp.path().join("discutils-xfs5.raw");
+        common::qemu_img(&[
+            "convert",
+            "-O",
+            "raw",
+            v.to_str().unwrap(),
+            raw.to_str().unwrap(),
+        ]);
+        let vols = ferry::volume::discover(&[ferry::block::open(&raw).unwrap()]).unwrap();
+        let p = vols
+            .iter()
+            .find(|v| v.content.as_ref().is_some_and(|c| c.fstype == "xfs"))
+            .expect("the XFS partition");
+        images.push((raw, p.offset, p.size));
+    }
+    for (image, offset, size) in images {
+        let name = image.file_name().unwrap().to_string_lossy().into_owned();
+        let _same = common::Unchanged::new(&[&image]);
+        let vols = ferry::volume::discover(&[ferry::block::open(&image).unwrap()]).unwrap();
+        let dev = vols
+            .iter()
+            .find(|v| v.offset == offset && v.content.as_ref().is_some_and(|c| c.fstype == "xfs"))
+            .and_then(|v| v.dev.clone())
+            .unwrap_or_else(|| panic!("{name}: no XFS at {offset}"));
+        let fs = Xfs::open(dev).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let ours = kernel::snapshot(&fs);
+        let opts = match fs.log() {
+            LogState::Clean => "ro",
+            LogState::Dirty(_) => "ro,norecovery",
+        };
+        let k = KernelMount::range(&image, offset, size, &mnt, opts)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let theirs = kernel::walk(k.path());
+        kernel::assert_same(&theirs, &ours, &name);
+        assert_eq!(
+            kernel_xattrs(k.path()),
+            ferry_xattrs(&fs, &ours),
+            "{name}: attributes"
+        );
+        assert_eq!(statvfs(k.path()), ferry_statvfs(&fs), "{name}: statvfs");
+        eprintln!(
+            "{name} ({opts}): {} paths agree with the kernel",
+            theirs.len()
+        );
+    }
+}
+
+/// mkfs.xfs refuses filesystems under 300 MB except under the test suite's variables.
+fn mkfs_small(image: &Path, args: &[&str], proto: Option<&Path>) {
+    let _ = std::fs::remove_file(image);
+    common::run(Command::new("truncate").args(["-s", "24M"]).arg(image));
+    let mut c = Command::new(common::tool("mkfs.xfs").unwrap());
+    c.envs([("TEST_DIR", "1"), ("TEST_DEV", "1"), ("QA_CHECK_FS", "1")])
+        .args(["-q", "-f"])
+        .args(args);
+    if let Some(p) = proto {
+        c.arg("-p").arg(p);
+    }
+    common::run(c.arg(image));
+}
+
+/// A small tree for damage: a leaf-format directory, a file of 300 extents (bmbt), node and
+/// remote attributes, a remote symlink.
+const SMALL_TREE: &str = r#"set -e
+mkdir -p big d/e attrs
+for i in $(seq 1 300); do : > big/name-$i; done
+python3 -c "
+f = open('frag', 'wb')
+for i in range(300):
+    f.seek(i * 8192)
+    f.write(b'x' * 4096)
+"
+printf data > d/e/small
+ln -s "$(python3 -c "print('x' * 700)")" slow
+ln -s fast fastlink
+: > attrs/node
+"#;
+
+/// The attributes of the small tree (on the kernel mount only: a prototype holds none, and
+/// tmpfs takes few).
+const SMALL_ATTRS: &str = r#"set -e
+for i in $(seq 1 100); do setfattr -n user.attribute-$i -v "$(printf %0100d $i)" attrs/node; done
+setfattr -n user.big -v "$(head -c 3000 /dev/zero | tr '\0' a)" attrs/node
+"#;
+
+/// A bounded walk of everything: getattr, readdir (resumed), lookup, read, readlink,
+/// listxattr/getxattr, statfs. Errors are fine; panics and hangs are not.
+fn walk_damaged(fs: &Xfs) {
+    let _ = fs.info();
+    let _ = fs.statfs();
+    let mut todo = vec![(fs.root_ino(), 0)];
+    let mut visited = 0;
+    let mut buf = vec![0u8; 64 << 10];
+    while let Some((ino, depth)) = todo.pop() {
+        visited += 1;
+        if visited > 3000 {
+            return;
+        }
+        if let Ok(names) = fs.listxattr(ino) {
+            for n in names.iter().take(200) {
+                let _ = fs.getxattr(ino, n);
+            }
+        }
+        let Ok(a) = fs.getattr(ino) else { continue };
+        match a.kind {
+            FileType::Directory if depth < 8 => {
+                if let Ok(entries) = kernel::list(fs, ino, 13) {
+                    for e in entries.into_iter().take(1000) {
+                        let _ = fs.lookup(ino, &e.name);
+                        if e.name != b"." && e.name != b".." {
+                            todo.push((e.ino, depth + 1));
+                        }
+                    }
+                }
+            }
+            FileType::RegularFile => {
+                let mut off = 0;
+                while off < (1 << 20) {
+                    match fs.read(ino, off, &mut buf) {
+                        Ok(n) if n > 0 => off += n as u64,
+                        _ => break,
+                    }
+                }
+                let _ = fs.read(ino, a.size.saturating_sub(10), &mut buf);
+            }
+            FileType::Symlink => {
+                let _ = fs.readlink(ino);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Opens and walks `img` on a thread with a deadline: a panic or a hang fails with `label`.
+fn survive(img: Vec<u8>, label: &str) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let dev: Arc<dyn BlockDevice> = Arc::new(MemDevice(img));
+        if let Ok(fs) = Xfs::open(dev) {
+            walk_damaged(&fs);
+        }
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(()) => {}
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("{label}: hang (over 20 s)"),
+        Err(_) => panic!("{label}: panicked"),
+    }
+}
+
+/// Byte ranges of `(agno/agbno)` block runs that xfs_db prints for `cmds` on inode `ino`.
+fn db_blocks(image: &Path, fs: &Xfs, ino: u64, cmds: &[&str]) -> Vec<(usize, usize)> {
+    let sb = fs.superblock();
+    let bs = sb.blocksize as usize;
+    let mut args = vec!["-r".to_string(), "-c".into(), format!("inode {ino}")];
+    for c in cmds {
+        args.push("-c".into());
+        args.push(c.to_string());
+    }
+    args.push(image.to_str().unwrap().into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = common::run_tool("xfs_db", &args);
+    let mut hot = Vec::new();
+    for part in out.split('(').skip(1) {
+        let Some((a, rest)) = part.split_once('/') else {
+            continue;
+        };
+        let Some(b) = rest.split(')').next() else {
+            continue;
+        };
+        if let (Ok(a), Ok(b)) = (a.parse::<usize>(), b.parse::<usize>()) {
+            let linear = a * sb.agblocks as usize + b;
+            hot.push((linear * bs, (linear + 2) * bs));
+        }
+    }
+    hot
+}
+
+/// Where the metadata of the small tree is: AG headers, inode blocks, directory, attribute,
+/// symlink and bmbt blocks.
+fn hot_ranges(image: &Path, fs: &Xfs) -> Vec<(usize, usize)> {
+    let sb = fs.superblock();
+    let bs = sb.blocksize as usize;
+    let mut hot = vec![(0, 4 * sb.sectsize as usize)];
+    let inode_block = |ino: u64| {
+        let fsb = ino >> sb.inopblog;
+        let linear = (fsb >> sb.agblklog) as usize * sb.agblocks as usize
+            + (fsb & ((1 << sb.agblklog) - 1)) as usize;
+        (linear * bs, (linear + 1) * bs)
+    };
+    hot.push(inode_block(fs.root_ino()));
+    for (path, cmds) in [
+        ("big", &["bmap"][..]),
+        ("attrs/node", &["bmap -a"][..]),
+        ("slow", &["bmap"][..]),
+    ] {
+        let Ok(a) = ferry::fs::path::resolve(fs, path.as_bytes(), false) else {
+            continue;
+        };
+        hot.push(inode_block(a.ino));
+        hot.extend(db_blocks(image, fs, a.ino, cmds));
+    }
+    hot
+}
+
+/// bmbt pointers print as plain numbers; turn "ptrs[1] = 1:123" style output into ranges.
+fn bmbt_ranges(image: &Path, fs: &Xfs) -> Vec<(usize, usize)> {
+    let Ok(a) = ferry::fs::path::resolve(fs, b"frag", false) else {
+        return Vec::new();
+    };
+    let field = if fs.superblock().is_v5() {
+        "u3.bmbt.ptrs"
+    } else {
+        "u.bmbt.ptrs"
+    };
+    let out = common::run_tool(
+        "xfs_db",
+        &[
+            "-r",
+            "-c",
+            &format!("inode {}", a.ino),
+            "-c",
+            &format!("p {field}"),
+            image.to_str().unwrap(),
+        ],
+    );
+    let sb = fs.superblock();
+    let bs = sb.blocksize as usize;
+    out.split([' ', '\n'])
+        .filter_map(|w| w.split_once(':').and_then(|(_, n)| n.parse::<u64>().ok()))
+        .map(|fsb| {
+            let linear = (fsb >> sb.agblklog) as usize * sb.agblocks as usize
+                + (fsb & ((1 << sb.agblklog) - 1)) as usize;
+            (linear * bs, (linear + 1) * bs)
+        })
+        .collect()
+}
+
+#[test]
+fn damaged_images_do_not_panic_or_hang() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("mnt");
+    // v5 filled by the kernel; v4 (no CRCs to stop damage early) from a prototype of the
+    // same tree made on the host.
+    let v5 = tmp.path().join("v5.img");
+    mkfs_small(&v5, &["-b", "size=1024"], None);
+    let m = KernelMount::new(&v5, &mnt, "").unwrap();
+    common::run(
+        Command::new("sh")
+            .arg("-c")
+            .arg(SMALL_TREE)
+            .current_dir(&mnt),
+    );
+    common::run(
+        Command::new("sh")
+            .arg("-c")
+            .arg(SMALL_ATTRS)
+            .current_dir(&mnt),
+    );
+    m.unmount().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    common::run(
+        Command::new("sh")
+            .arg("-c")
+            .arg(SMALL_TREE)
+            .current_dir(&src),
+    );
+    let proto = tmp.path().join("proto");
+    common::guest::xfs_protofile(&src, &proto);
+    let v4 = tmp.path().join("v4.img");
+    mkfs_small(&v4, &["-m", "crc=0", "-b", "size=1024"], Some(&proto));
+    for (name, image) in [("v5", &v5), ("v4", &v4)] {
+        repair_clean(image);
+        let orig = std::fs::read(image).unwrap();
+        let fs = Xfs::open(Arc::new(MemDevice(orig.clone()))).unwrap();
+        walk_damaged(&fs);
+        let mut hot = hot_ranges(image, &fs);
+        hot.extend(bmbt_ranges(image, &fs));
+        assert!(hot.len() > 8, "{name}: only {} hot ranges", hot.len());
+        for cut in [
+            0,
+            100,
+            511,
+            512,
+            4096,
+            65536,
+            orig.len() / 2,
+            orig.len() - 1024,
+        ] {
+            survive(orig[..cut].to_vec(), &format!("{name} truncated to {cut}"));
+        }
+        eprintln!("{name}: mutating {} hot ranges", hot.len());
+        for (i, m) in common::mutants(&orig, &hot, 800, 0x5f5).enumerate() {
+            survive(m, &format!("{name} mutant {i}"));
+        }
+    }
+}
+
+/// A v5 directory block with a bad CRC: that directory is EIO, everything else reads as
+/// before.
+#[test]
+fn bad_block_is_eio_for_its_object_only() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("mnt");
+    let image = tmp.path().join("v5.img");
+    mkfs_small(&image, &[], None);
+    let m = KernelMount::new(&image, &mnt, "").unwrap();
+    common::run(
+        Command::new("sh")
+            .arg("-c")
+            .arg(SMALL_TREE)
+            .current_dir(&mnt),
+    );
+    common::run(
+        Command::new("sh")
+            .arg("-c")
+            .arg(SMALL_ATTRS)
+            .current_dir(&mnt),
+    );
+    m.unmount().unwrap();
+    let orig = std::fs::read(&image).unwrap();
+    let fs = Xfs::open(Arc::new(MemDevice(orig.clone()))).unwrap();
+    let before = kernel::snapshot(&fs);
+    let big = ferry::fs::path::resolve(&fs, b"big", false).unwrap();
+    let ranges = db_blocks(&image, &fs, big.ino, &["bmap"]);
+    let mut bad = orig;
+    let (at, _) = ranges[0];
+    bad[at + 200] ^= 0x10;
+    let fs = Xfs::open(Arc::new(MemDevice(bad))).unwrap();
+    let err = kernel::list(&fs, big.ino, 1000).unwrap_err();
+    assert!(matches!(err, FsError::Corrupt { .. }), "{err}");
+    assert!(fs.lookup(big.ino, b"name-7").is_err());
+    for (path, e) in &before {
+        if path.starts_with(b"big/") || path == b"big" {
+            continue;
+        }
+        let a = ferry::fs::path::resolve(&fs, path, false)
+            .unwrap_or_else(|err| panic!("{:?}: {err}", String::from_utf8_lossy(path)));
+        assert_eq!((a.ino, a.size, a.mode), (e.ino, e.size, e.mode));
+        if a.kind == FileType::RegularFile {
+            kernel::read_all(&fs, a.ino, a.size, 1 << 16).unwrap();
+        }
+    }
+    let root = kernel::list(&fs, fs.root_ino(), 100).unwrap();
+    assert!(root.iter().any(|e| e.name == b"big"));
+}
+
+/// Features ferry cannot read are refused by name (unknown incompat bits, needsrepair, a
+/// realtime device, an external log), with the superblock CRC made right so that the feature
+/// and not the damage is what is refused.
+#[test]
+fn refuses_what_it_cannot_read() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let image = tmp.path().join("small.img");
+    mkfs_small(&image, &[], None);
+    let orig = std::fs::read(&image).unwrap();
+    Xfs::open(Arc::new(MemDevice(orig.clone()))).unwrap();
+    let sect = u16::from_be_bytes([orig[102], orig[103]]) as usize;
+    let with = |at: usize, bytes: &[u8]| {
+        let mut img = orig.clone();
+        img[at..at + bytes.len()].copy_from_slice(bytes);
+        let c = ferry::fs::xfs::crc::compute(&img[..sect], 224);
+        img[224..228].copy_from_slice(&c.to_le_bytes());
+        match Xfs::open(Arc::new(MemDevice(img))) {
+            Ok(_) => panic!("opened with {bytes:?} at {at}"),
+            Err(e) => e.to_string(),
+        }
+    };
+    let incompat = u32::from_be_bytes(orig[216..220].try_into().unwrap());
+    for (bit, name) in [
+        (0x10u32, "needsrepair"),
+        (0x40, "exchange-range"),
+        (0x80, "parent pointers"),
+        (0x8000, "unknown 0x8000"),
+    ] {
+        let e = with(216, &(incompat | bit).to_be_bytes());
+        assert!(e.contains(name), "incompat {bit:#x}: {e}");
+    }
+    let e = with(16, &1000u64.to_be_bytes());
+    assert!(e.contains("realtime"), "{e}");
+    let e = with(48, &0u64.to_be_bytes());
+    assert!(e.contains("external log"), "{e}");
+    // A damaged superblock (CRC not fixed) is refused as such.
+    let mut bad = orig.clone();
+    bad[90] ^= 1;
+    let e = Xfs::open(Arc::new(MemDevice(bad)))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("CRC"), "{e}");
+    // `ferry filesystems` names it as blkid does, and fs::open reads it.
+    let blkid = common::blkid(&image);
+    assert_eq!(blkid.get("TYPE").map(String::as_str), Some("xfs"));
+    let fs = ferry::fs::open(ferry::block::open(&image).unwrap()).unwrap();
+    assert_eq!(fs.info().kind, "xfs");
+    assert_eq!(
+        fs.info().uuid.to_vec(),
+        orig[32..48].to_vec(),
+        "the superblock's UUID"
+    );
+}
