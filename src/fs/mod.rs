@@ -4,6 +4,7 @@
 //! writers to come) and answers ReadOnly.
 
 pub mod ext4;
+pub mod ntfs;
 pub mod path;
 
 use crate::block::{self, BlockDevice};
@@ -160,7 +161,7 @@ pub struct StatFs {
 /// A filesystem described for inspection (`ferry filesystems`, guest detection).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FsInfo {
-    /// "ext2", "ext3" or "ext4" (as blkid names them).
+    /// "ext2", "ext3", "ext4" or "ntfs" (as blkid names them).
     pub kind: &'static str,
     pub uuid: [u8; 16],
     pub label: Vec<u8>,
@@ -294,13 +295,16 @@ pub struct NewInode {
     pub rdev: u64,
 }
 
-/// Opens the filesystem on `dev`, recognised by its content. Only ext2/3/4 so far; anything
+/// Opens the filesystem on `dev`, recognised by its content: ext2/3/4 or NTFS; anything
 /// else is `Unsupported`.
 pub fn open(dev: Arc<dyn BlockDevice>) -> Result<Box<dyn Filesystem>> {
     if ext4::probe(dev.as_ref())? {
         return Ok(Box::new(ext4::Ext4::open(dev)?));
     }
+    if ntfs::probe(dev.as_ref())? {
+        return Ok(Box::new(ntfs::Ntfs::open(dev)?));
+    }
     Err(FsError::Unsupported(
-        "no filesystem ferry can read here (it reads ext2/3/4 so far)".into(),
+        "no filesystem ferry can read here (it reads ext2/3/4 and NTFS so far)".into(),
     ))
 }
