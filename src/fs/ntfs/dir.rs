@@ -137,9 +137,16 @@ impl Ntfs {
         Ok(())
     }
 
-    /// Searches `dir`'s index for `name`: the exact name, else (for names not in the POSIX
-    /// namespace) one equal ignoring case. Returns the MFT reference and the stored name.
-    pub(crate) fn find_name(&self, dir: &Inode, name: &[u16]) -> Result<Option<(u64, Vec<u16>)>> {
+    /// Searches `dir`'s index for `name`: the exact name, else one equal ignoring case, which
+    /// for lookups must not be in the POSIX namespace (those are case-sensitive, as in
+    /// ntfs-3g) and for link targets (`any_namespace`) may be. Returns the MFT reference and
+    /// the stored name.
+    pub(crate) fn find_name(
+        &self,
+        dir: &Inode,
+        name: &[u16],
+        any_namespace: bool,
+    ) -> Result<Option<(u64, Vec<u16>)>> {
         let t = self.tree(dir)?;
         let mut node = t.root.clone();
         let mut fallback = None;
@@ -163,7 +170,7 @@ impl Ntfs {
                     Ordering::Equal => return Ok(Some((e.mref, key.name))),
                     Ordering::Less => {
                         if fallback.is_none()
-                            && key.namespace != filename::NS_POSIX
+                            && (any_namespace || key.namespace != filename::NS_POSIX)
                             && self.upcase.cmp_ignore_case(name, &key.name) == Ordering::Equal
                         {
                             fallback = Some((e.mref, key.name));
@@ -173,7 +180,7 @@ impl Ntfs {
                     }
                     Ordering::Greater => {
                         if fallback.is_none()
-                            && key.namespace != filename::NS_POSIX
+                            && (any_namespace || key.namespace != filename::NS_POSIX)
                             && self.upcase.cmp_ignore_case(name, &key.name) == Ordering::Equal
                         {
                             fallback = Some((e.mref, key.name));
@@ -324,7 +331,7 @@ impl Ntfs {
             if !d.is_dir() {
                 return None;
             }
-            let (mref, stored) = self.find_name(&d, c).ok()??;
+            let (mref, stored) = self.find_name(&d, c, true).ok()??;
             out.push(stored);
             cur = record::ref_number(mref);
             match self.inode(cur) {

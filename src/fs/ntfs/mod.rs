@@ -725,7 +725,7 @@ impl Filesystem for Ntfs {
                         max: MAX_NAME_UNITS,
                     });
                 }
-                match self.find_name(&d, &units)? {
+                match self.find_name(&d, &units, false)? {
                     Some((mref, _)) => record::ref_number(mref),
                     None => return Err(FsError::NotFound),
                 }
