@@ -493,12 +493,22 @@ fn corpus_volumes() {
         let fs = Ntfs::open(ferry::block::open_as(&img, Some(ferry::block::Format::Raw)).unwrap()).unwrap();
         let mut ours = kernel::snapshot_lenient(&fs);
         // ntfs-3g shows files whose data is elsewhere (cloud placeholders) as symlinks to
-        // an "unsupported reparse" text; ferry as regular files that fail with EIO.
+        // an "unsupported reparse" text; ferry shows them as regular files that fail with
+        // EIO, and such directories (a OneDrive root) as directories, whose contents ntfs-3g
+        // does not show.
         let mut skipped = 0;
         for (p, e) in &theirs {
             if e.kind == FileType::Symlink && e.link.starts_with(b"unsupported reparse") {
                 let o = ours.remove(p).expect("the file is listed");
-                assert!(o.sha.starts_with("error"), "{p:?} read as if it had data");
+                let name = String::from_utf8_lossy(p);
+                match o.kind {
+                    FileType::Directory => {
+                        let mut under = p.clone();
+                        under.push(b'/');
+                        ours.retain(|k, _| !k.starts_with(&under));
+                    }
+                    _ => assert!(o.sha.starts_with("error"), "{name} read as if it had data"),
+                }
                 skipped += 1;
             }
         }
