@@ -57,7 +57,11 @@ impl Ntfs3g {
             .stderr(Stdio::null())
             .status()
             .unwrap();
-        assert!(status.success(), "ntfs-3g -o {opts} {}: {status}", img.display());
+        assert!(
+            status.success(),
+            "ntfs-3g -o {opts} {}: {status}",
+            img.display()
+        );
         Ntfs3g(mnt.to_path_buf())
     }
 }
@@ -263,7 +267,11 @@ fn populate(m: &Path, fill: Fill) {
 fn build(dir: &Path, name: &str, size: u64, args: &[&str], fill: Fill) -> PathBuf {
     let img = dir.join(name);
     mkntfs(&img, size, args);
-    let m = Ntfs3g::mount(&img, &dir.join(format!("{name}.rw")), "streams_interface=xattr");
+    let m = Ntfs3g::mount(
+        &img,
+        &dir.join(format!("{name}.rw")),
+        "streams_interface=xattr",
+    );
     populate(&m.0, fill);
     drop(m);
     img
@@ -295,15 +303,19 @@ fn ntfs3g_xattrs(root: &Path) -> BTreeMap<Vec<u8>, BTreeMap<String, String>> {
 }
 
 /// The same from ferry, for the paths of `snap`.
-fn ferry_xattrs(fs: &dyn Filesystem, snap: &Snapshot) -> BTreeMap<Vec<u8>, BTreeMap<String, String>> {
+fn ferry_xattrs(
+    fs: &dyn Filesystem,
+    snap: &Snapshot,
+) -> BTreeMap<Vec<u8>, BTreeMap<String, String>> {
     let mut map: BTreeMap<Vec<u8>, BTreeMap<String, String>> = BTreeMap::new();
     for path in snap.keys() {
         let ino = resolve(fs, path);
         for n in fs.listxattr(ino).unwrap() {
             let v = fs.getxattr(ino, &n).unwrap();
-            map.entry(path.clone())
-                .or_default()
-                .insert(String::from_utf8_lossy(&n).into_owned(), format!("0x{}", hex(&v)));
+            map.entry(path.clone()).or_default().insert(
+                String::from_utf8_lossy(&n).into_owned(),
+                format!("0x{}", hex(&v)),
+            );
         }
     }
     map
@@ -344,7 +356,11 @@ fn assert_agree(img: &Path, dir: &Path, what: &str) -> Snapshot {
     kernel::assert_same(&theirs, &ours, what);
     let our_x = ferry_xattrs(&fs, &ours);
     assert_eq!(our_x, their_x, "{what}: stream xattrs differ");
-    assert_eq!(common::sha256_file(img), before, "{what}: the image changed");
+    assert_eq!(
+        common::sha256_file(img),
+        before,
+        "{what}: the image changed"
+    );
     ours
 }
 
@@ -359,19 +375,37 @@ fn ntfs3g_agrees_4k_clusters() {
         long_names: 1500,
         compress: true,
     };
-    let img = build(tmp.path(), "c4k.img", 256 << 20, &["-c", "4096", "-L", "ferry"], fill);
+    let img = build(
+        tmp.path(),
+        "c4k.img",
+        256 << 20,
+        &["-c", "4096", "-L", "ferry"],
+        fill,
+    );
     let ours = assert_agree(&img, tmp.path(), "4 KiB clusters");
     // The things this image is for are really there.
-    let get = |p: &str| ours.get(p.as_bytes()).unwrap_or_else(|| panic!("{p} missing"));
+    let get = |p: &str| {
+        ours.get(p.as_bytes())
+            .unwrap_or_else(|| panic!("{p} missing"))
+    };
     assert_eq!(get("size4097").nlink, 3);
     assert_eq!(get("intx_rel").link, b"a/b/c/d/deep");
     assert_eq!(get("win_rel").link, b"a/b/c/d/deep");
     assert_eq!(get("junction").link, b"/a/b");
     assert_eq!(get("junction_far").link, b"/.NTFS-3G/E:/data");
     assert_eq!(get("fifo").kind, FileType::NamedPipe);
-    assert!(get("sparse").blocks * 512 < 1 << 20, "sparse file fully allocated");
-    assert!(get("cmp/text").blocks * 512 < 200_000, "text not compressed");
-    assert_eq!(ours.keys().filter(|k| k.starts_with(b"big/")).count(), 20_000);
+    assert!(
+        get("sparse").blocks * 512 < 1 << 20,
+        "sparse file fully allocated"
+    );
+    assert!(
+        get("cmp/text").blocks * 512 < 200_000,
+        "text not compressed"
+    );
+    assert_eq!(
+        ours.keys().filter(|k| k.starts_with(b"big/")).count(),
+        20_000
+    );
 
     let fs = Ntfs::open(ferry::block::open(&img).unwrap()).unwrap();
     let info = fs.info();
@@ -389,7 +423,10 @@ fn ntfs3g_agrees_4k_clusters() {
     let m = Ntfs3g::mount(&img, &tmp.path().join("statfs"), "ro");
     let df = common::sh(&format!("stat -f -c '%S %b %f' '{}'", m.0.display()));
     drop(m);
-    assert_eq!(df.trim(), format!("{} {} {}", st.bsize, st.blocks, st.bfree));
+    assert_eq!(
+        df.trim(),
+        format!("{} {} {}", st.bsize, st.blocks, st.bfree)
+    );
 
     // ferry mount and ferry ls/cat use it.
     let s = img.to_str().unwrap();
@@ -490,7 +527,8 @@ fn corpus_volumes() {
         let name = img.file_name().unwrap().to_string_lossy().into_owned();
         let before = common::sha256_file(&img);
         let (theirs, their_x) = ntfs3g_view(&img, &tmp.path().join(format!("{name}.ro")));
-        let fs = Ntfs::open(ferry::block::open_as(&img, Some(ferry::block::Format::Raw)).unwrap()).unwrap();
+        let fs = Ntfs::open(ferry::block::open_as(&img, Some(ferry::block::Format::Raw)).unwrap())
+            .unwrap();
         let mut ours = kernel::snapshot_lenient(&fs);
         // ntfs-3g shows files whose data is elsewhere (cloud placeholders) as symlinks to
         // an "unsupported reparse" text; ferry shows them as regular files that fail with
@@ -514,9 +552,14 @@ fn corpus_volumes() {
         }
         let theirs: Snapshot = theirs
             .into_iter()
-            .filter(|(_, e)| !(e.kind == FileType::Symlink && e.link.starts_with(b"unsupported reparse")))
+            .filter(|(_, e)| {
+                !(e.kind == FileType::Symlink && e.link.starts_with(b"unsupported reparse"))
+            })
             .collect();
-        eprintln!("{name}: {} paths, {skipped} with data elsewhere", theirs.len());
+        eprintln!(
+            "{name}: {} paths, {skipped} with data elsewhere",
+            theirs.len()
+        );
         kernel::assert_same(&theirs, &ours, &name);
         let our_x = ferry_xattrs(&fs, &ours);
         let their_x: BTreeMap<_, _> = their_x
@@ -562,7 +605,10 @@ fn damaged_volumes() {
     torn[at] ^= 0xff;
     let fs = Ntfs::open(Arc::new(MemDevice(torn))).unwrap();
     let d = resolve(&fs, b"a/b/c/d");
-    assert!(matches!(fs.lookup(d, b"deep"), Err(FsError::Corrupt { .. })));
+    assert!(matches!(
+        fs.lookup(d, b"deep"),
+        Err(FsError::Corrupt { .. })
+    ));
     assert_eq!(fs.lookup(fs.root_ino(), b"size1").unwrap().size, 1);
     drop(fs);
 
@@ -581,7 +627,15 @@ fn damaged_volumes() {
         }
     }
     assert!(opened > 100, "only {opened} mutants opened at all");
-    for cut in [0, 100, 4096, mft, mft + 17 * rs, orig.len() / 2, orig.len() - 1] {
+    for cut in [
+        0,
+        100,
+        4096,
+        mft,
+        mft + 17 * rs,
+        orig.len() / 2,
+        orig.len() - 1,
+    ] {
         walk_bounded(orig[..cut].to_vec());
     }
 }
