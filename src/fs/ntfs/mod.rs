@@ -106,8 +106,9 @@ pub fn probe(dev: &dyn BlockDevice) -> Result<bool> {
     Ok(&b[3..11] == boot::OEM_ID)
 }
 
-/// How files are presented (ntfs-3g's uid=, gid=, fmask=, dmask= options).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How files are presented (ntfs-3g's uid=, gid=, fmask=, dmask= options); the default is
+/// ntfs-3g's for root: uid and gid 0, nothing masked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OpenOptions {
     pub uid: u32,
     pub gid: u32,
@@ -115,17 +116,6 @@ pub struct OpenOptions {
     pub fmask: u32,
     /// Permission bits cleared from directories.
     pub dmask: u32,
-}
-
-impl Default for OpenOptions {
-    fn default() -> Self {
-        OpenOptions {
-            uid: 0,
-            gid: 0,
-            fmask: 0,
-            dmask: 0,
-        }
-    }
 }
 
 /// What a file is shown as.
