@@ -520,6 +520,145 @@ fn fragmented_files_with_attribute_lists() {
     );
 }
 
+/// XPRESS Huffman with every symbol 9 bits long (canonical code = the symbol): literals and
+/// matches of 3..=17 bytes, as [MS-XCA] 2.2 lays them out; enough to make WOF test files.
+fn xpress_encode(data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x99u8; 256];
+    let mut acc: u64 = 0;
+    let mut nbits = 0u32;
+    let mut words: Vec<u16> = Vec::new();
+    let mut put = |v: u32, n: u32, words: &mut Vec<u16>| {
+        acc = (acc << n) | u64::from(v);
+        nbits += n;
+        while nbits >= 16 {
+            words.push((acc >> (nbits - 16)) as u16);
+            nbits -= 16;
+        }
+    };
+    let mut i = 0;
+    while i < data.len() {
+        // The longest match of up to 17 bytes within 1024 bytes back.
+        let mut best = (0usize, 0usize);
+        for off in 1..=i.min(1024) {
+            let mut l = 0;
+            while l < 17 && i + l < data.len() && data[i + l] == data[i + l - off] {
+                l += 1;
+            }
+            if l > best.0 {
+                best = (l, off);
+            }
+        }
+        if best.0 >= 3 {
+            let (l, off) = best;
+            let obits = usize::BITS - 1 - off.leading_zeros();
+            put(256 + (obits << 4) + (l as u32 - 3), 9, &mut words);
+            if obits > 0 {
+                put((off - (1 << obits)) as u32, obits, &mut words);
+            }
+            i += l;
+        } else {
+            put(u32::from(data[i]), 9, &mut words);
+            i += 1;
+        }
+    }
+    put(0, 16, &mut words);
+    put(0, 16, &mut words);
+    for w in words {
+        out.extend_from_slice(&w.to_le_bytes());
+    }
+    out
+}
+
+/// A WOF-compressed file (XPRESS4K and XPRESS16K, as CompactOS writes them) built by the
+/// published layout through ntfs-3g: ferry reads the plaintext back; an LZX one is EIO.
+#[test]
+fn wof_compressed_files() {
+    if !have_ntfs3g() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("wof.img");
+    mkntfs(&img, 16 << 20, &["-c", "4096"]);
+    let text: Vec<u8> = (0..3000u32)
+        .flat_map(|i| format!("{} bottles of beer; ", i % 97).into_bytes())
+        .collect();
+    let mut plain = text.clone();
+    plain.extend_from_slice(&common::pseudo_random(9, 5000));
+    plain.truncate(40_000);
+    let m = Ntfs3g::mount(&img, &tmp.path().join("rw"), "streams_interface=xattr");
+    for (name, alg, chunk) in [
+        ("x4k", 0u32, 4096usize),
+        ("x16k", 3, 16384),
+        ("lzx", 1, 32768),
+    ] {
+        let chunks: Vec<Vec<u8>> = plain
+            .chunks(chunk)
+            .map(|c| {
+                let z = xpress_encode(c);
+                if z.len() < c.len() {
+                    z
+                } else {
+                    c.to_vec()
+                }
+            })
+            .collect();
+        let mut table = Vec::new();
+        let mut at = 0u32;
+        for c in &chunks[..chunks.len() - 1] {
+            at += c.len() as u32;
+            table.extend_from_slice(&at.to_le_bytes());
+        }
+        let mut stream = table;
+        for c in &chunks {
+            stream.extend_from_slice(c);
+        }
+        // Compressed chunks, not stored ones, are what is under test.
+        assert!(
+            stream.len() < plain.len() / 2,
+            "{name}: {} bytes",
+            stream.len()
+        );
+        let p = m.0.join(name);
+        std::fs::File::create(&p)
+            .unwrap()
+            .set_len(plain.len() as u64)
+            .unwrap();
+        common::run(
+            Command::new("setfattr")
+                .args(["-n", "user.WofCompressedData", "-v"])
+                .arg(format!("0x{}", hex(&stream)))
+                .arg(&p),
+        );
+        let mut r = Vec::new();
+        for v in [1u32, 2, 1, alg] {
+            r.extend_from_slice(&v.to_le_bytes());
+        }
+        common::run(
+            Command::new("setfattr")
+                .args(["-n", "system.ntfs_reparse_data", "-v"])
+                .arg(format!("0x{}", hex(&reparse(0x8000_0017, &r))))
+                .arg(&p),
+        );
+    }
+    drop(m);
+    let fs = Ntfs::open(ferry::block::open(&img).unwrap()).unwrap();
+    for name in ["x4k", "x16k"] {
+        let ino = resolve(&fs, name.as_bytes());
+        let a = fs.getattr(ino).unwrap();
+        assert_eq!(
+            (a.kind, a.size),
+            (FileType::RegularFile, plain.len() as u64)
+        );
+        let got = kernel::read_all(&fs, ino, a.size, 5000).unwrap();
+        assert!(got == plain, "{name}: decompressed content differs");
+    }
+    let lzx = resolve(&fs, b"lzx");
+    assert!(matches!(
+        fs.read(lzx, 0, &mut [0u8; 100]),
+        Err(FsError::Corrupt { .. })
+    ));
+}
+
 /// Volumes written by Windows (dissect.ntfs) and by mkntfs elsewhere (ColinFinck/ntfs) read
 /// as ntfs-3g reads them.
 #[test]

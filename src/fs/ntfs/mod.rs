@@ -18,10 +18,11 @@
 //!   them for a volume mounted at `/`; Interix files (ntfs-3g's own symlinks, FIFOs, sockets,
 //!   devices) are what they stand for.
 //!
-//! Where ferry differs on purpose: a file whose reparse tag keeps its data elsewhere (WOF
-//! compression, deduplication, cloud files) is a regular file whose reads fail with EIO and a
-//! log line naming the tag (ntfs-3g without plugins shows it as a broken symlink), and a
-//! directory with such a tag is a directory.
+//! Where ferry differs on purpose: a WOF-compressed file is a regular file read decompressed
+//! (XPRESS4K/8K/16K; LZX fails with EIO), a file whose reparse tag keeps its data elsewhere
+//! (deduplication, cloud files) is a regular file whose reads fail with EIO and a log line
+//! naming the tag (ntfs-3g without plugins shows both as broken symlinks), and a directory
+//! with such a tag is a directory.
 //!
 //! Damage stays local: a record whose fixups, attributes or runs are wrong is an error (EIO)
 //! for that file only, logged once.
@@ -42,6 +43,8 @@ pub mod runlist;
 pub mod stdinfo;
 mod stream;
 pub mod upcase;
+mod wof;
+pub mod xpress;
 
 use crate::block::BlockDevice;
 use crate::fs::{Attr, DirEntry, FileType, Filesystem, FsError, FsInfo, Result, StatFs};
@@ -773,6 +776,10 @@ impl Filesystem for Ntfs {
         let i = self.visible_inode(ino)?;
         match self.shape(&i)? {
             Shape::File(None) => {}
+            Shape::File(Some(reparse::TAG_WOF)) => {
+                let r = self.reparse_data(&i)?.unwrap_or_default();
+                return self.read_wof(&i, &r, off, buf);
+            }
             Shape::File(Some(tag)) => {
                 return Err(self.damage(
                     "reparse point",
