@@ -143,7 +143,7 @@ mod tests {
         b[0x28..0x30].copy_from_slice(&(1u64 << 20).to_le_bytes());
         b[0x30..0x38].copy_from_slice(&4u64.to_le_bytes());
         b[0x40] = rec;
-        b[0x44] = 1;
+        b[0x44] = 0xf4;
         b
     }
 
