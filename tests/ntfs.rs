@@ -852,3 +852,61 @@ fn walk_bounded(data: Vec<u8>) -> bool {
         Err(_) => panic!("ferry hung (>30 s) on a damaged NTFS volume"),
     }
 }
+
+/// An NTFS partition of a GPT disk and of an MBR disk, through qcow2 and VMDK: `ferry ls`
+/// and `ferry cat` read it as ntfs-3g reads the volume itself.
+#[test]
+fn ntfs_partition_through_qcow2_and_vmdk() {
+    if !have_ntfs3g() || !common::have_tools(&["sfdisk", "qemu-img"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let fill = Fill {
+        big_dir: 100,
+        long_names: 10,
+        compress: true,
+    };
+    let vol = build(tmp.path(), "part.img", 64 << 20, &["-c", "4096"], fill);
+    let (theirs, _) = ntfs3g_view(&vol, &tmp.path().join("part.ro"));
+    let data = std::fs::read(&vol).unwrap();
+    let sectors = data.len() / 512;
+    for (label, ptype) in [
+        ("gpt", "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7"),
+        ("dos", "7"),
+    ] {
+        let disk = tmp.path().join(format!("{label}.raw"));
+        std::fs::File::create(&disk)
+            .unwrap()
+            .set_len(data.len() as u64 + (4 << 20))
+            .unwrap();
+        common::sh(&format!(
+            "echo 'label: {label}\nstart=2048, size={sectors}, type={ptype}' | sfdisk -q '{}'",
+            disk.display()
+        ));
+        use std::os::unix::fs::FileExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&disk)
+            .unwrap()
+            .write_all_at(&data, 1 << 20)
+            .unwrap();
+        for fmt in ["qcow2", "vmdk"] {
+            let img = tmp.path().join(format!("{label}.{fmt}"));
+            common::qemu_img(&[
+                "convert",
+                "-O",
+                fmt,
+                disk.to_str().unwrap(),
+                img.to_str().unwrap(),
+            ]);
+            let s = img.to_str().unwrap();
+            assert_eq!(common::ferry_ok(&["ls", s, "/a/b"]), "c\nlink2\n", "{s}");
+            for p in ["size4097", "cmp/text", "large", "sparse"] {
+                let out = common::run_ferry(&["cat", s, &format!("/{p}")]);
+                assert!(out.status.success(), "{s} {p}");
+                let sha = format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(&out.stdout));
+                assert_eq!(sha, theirs[p.as_bytes()].sha, "{s}: {p}");
+            }
+        }
+    }
+}
