@@ -570,7 +570,8 @@ fn xpress_encode(data: &[u8]) -> Vec<u8> {
 }
 
 /// A WOF-compressed file (XPRESS4K and XPRESS16K, as CompactOS writes them) built by the
-/// published layout through ntfs-3g: ferry reads the plaintext back; an LZX one is EIO.
+/// published layout through ntfs-3g: ferry reads the plaintext back; an LZX one is EIO. The
+/// same volume with a hibernation file is read with a warning.
 #[test]
 fn wof_compressed_files() {
     if !have_ntfs3g() {
@@ -640,7 +641,12 @@ fn wof_compressed_files() {
                 .arg(&p),
         );
     }
+    // A hibernated Windows: still read, with a warning.
+    std::fs::write(m.0.join("hiberfil.sys"), b"hibr\0\0\0\0").unwrap();
     drop(m);
+    let out = common::run_ferry(&["ls", img.to_str().unwrap(), "/"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Windows is hibernated"));
     let fs = Ntfs::open(ferry::block::open(&img).unwrap()).unwrap();
     for name in ["x4k", "x16k"] {
         let ino = resolve(&fs, name.as_bytes());

@@ -212,6 +212,7 @@ impl Ntfs {
                 "not a directory",
             ));
         }
+        fs.warn_if_hibernated();
         fs.inodes.lock().clear();
         Ok(fs)
     }
@@ -374,6 +375,30 @@ impl Ntfs {
                     );
                 }
             }
+        }
+    }
+
+    /// Windows left hibernated (or with Fast Startup) keeps the volume's state in memory:
+    /// what is on disk may be behind. hiberfil.sys then starts with "hibr" (or "HIBR",
+    /// "wake"); a clean shutdown zeros its header.
+    fn warn_if_hibernated(&self) {
+        let Ok(root) = self.inode(ROOT_INO) else {
+            return;
+        };
+        let name: Vec<u16> = "hiberfil.sys".encode_utf16().collect();
+        let Ok(Some((mref, _))) = self.find_name(&root, &name, false) else {
+            return;
+        };
+        let mut head = [0u8; 4];
+        let ok = self.inode(record::ref_number(mref)).ok().and_then(|i| {
+            i.data()
+                .and_then(|a| self.read_attr(i.ino, a, 0, &mut head).ok())
+        });
+        if ok == Some(4) && matches!(&head, b"hibr" | b"HIBR" | b"wake" | b"WAKE") {
+            log::warn!(
+                "ntfs: Windows is hibernated (or was shut down with Fast Startup): the volume \
+                 may not hold its latest changes; reading it read-only as it is on disk"
+            );
         }
     }
 
