@@ -5,6 +5,7 @@
 
 pub mod ext4;
 pub mod files;
+pub mod ntfs;
 pub mod path;
 pub mod xfs;
 
@@ -171,7 +172,7 @@ pub struct StatFs {
 /// A filesystem described for inspection (`ferry filesystems`, guest detection).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FsInfo {
-    /// "ext2", "ext3", "ext4" or "xfs" (as blkid names them).
+    /// "ext2", "ext3", "ext4", "xfs" or "ntfs" (as blkid names them).
     pub kind: &'static str,
     pub uuid: [u8; 16],
     pub label: Vec<u8>,
@@ -319,16 +320,19 @@ pub fn open_writable(dev: Arc<dyn BlockDevice>) -> Result<Box<dyn Filesystem>> {
     ))
 }
 
-/// Opens the filesystem on `dev`, recognised by its content: ext2/3/4 or XFS; anything else
-/// is `Unsupported`.
+/// Opens the filesystem on `dev`, recognised by its content: ext2/3/4, XFS or NTFS; anything
+/// else is `Unsupported`.
 pub fn open(dev: Arc<dyn BlockDevice>) -> Result<Box<dyn Filesystem>> {
     if ext4::probe(dev.as_ref())? {
         return Ok(Box::new(ext4::Ext4::open(dev)?));
+    }
+    if ntfs::probe(dev.as_ref())? {
+        return Ok(Box::new(ntfs::Ntfs::open(dev)?));
     }
     if xfs::probe(dev.as_ref())? {
         return Ok(Box::new(xfs::Xfs::open(dev)?));
     }
     Err(FsError::Unsupported(
-        "no filesystem ferry can read here (it reads ext2/3/4 and XFS so far)".into(),
+        "no filesystem ferry can read here (it reads ext2/3/4, XFS and NTFS so far)".into(),
     ))
 }

@@ -138,8 +138,8 @@ pub struct Guest {
 }
 
 /// Windows' boot code in an NTFS boot sector names its loader: BOOTMGR (Vista and later)
-/// or NTLDR (NT to XP/2003). NTFS itself is not readable yet, so this is how a Windows
-/// system volume is recognised for now.
+/// or NTLDR (NT to XP/2003). A readable NTFS is inspected from its tree (\Windows); this is
+/// how a Windows system volume whose NTFS cannot be read (damaged) is still recognised.
 fn windows_loader(dev: &dyn BlockDevice) -> Option<&'static str> {
     let mut vbr = vec![0u8; 8192];
     dev.read_at(&mut vbr, 0).ok()?;
@@ -295,8 +295,8 @@ impl Guest {
                 device: device.into(),
             }],
             problems: vec![format!(
-                "a Windows system volume (its boot code loads {loader}); ferry cannot read NTFS \
-                 yet, so the version and the rest are not inspected"
+                "a Windows system volume (its boot code loads {loader}); ferry cannot read this \
+                 NTFS, so the version and the rest are not inspected"
             )],
         })
     }

@@ -18,6 +18,7 @@ mod guest;
 mod inspect;
 mod lvm;
 mod mount;
+mod ntfs;
 mod qcow2;
 mod qcow2_bad;
 mod qcow2_write;

@@ -397,6 +397,16 @@ pub fn read_all(
 /// agrees with `readdir`, that "." and ".." are right, that a readdir resumed by cookie lists
 /// the same, and that reads in odd chunk sizes agree.
 pub fn snapshot(fs: &dyn Filesystem) -> Snapshot {
+    snapshot_with(fs, false)
+}
+
+/// `snapshot`, where a file that cannot be read is recorded ("error …" as its sha, like
+/// `walk`) instead of failing, when `lenient`.
+pub fn snapshot_lenient(fs: &dyn Filesystem) -> Snapshot {
+    snapshot_with(fs, true)
+}
+
+fn snapshot_with(fs: &dyn Filesystem, lenient: bool) -> Snapshot {
     let mut out = BTreeMap::new();
     let mut todo = vec![(Vec::<u8>::new(), fs.root_ino(), fs.root_ino())];
     while let Some((path, ino, parent)) = todo.pop() {
@@ -429,8 +439,15 @@ pub fn snapshot(fs: &dyn Filesystem) -> Snapshot {
                     .unwrap_or_else(|e| panic!("readlink {name:?}: {e}"))
             }
             FileType::RegularFile => {
-                let data = read_all(fs, ino, a.size, 1 << 20)
-                    .unwrap_or_else(|e| panic!("read {name:?}: {e}"));
+                let data = match read_all(fs, ino, a.size, 1 << 20) {
+                    Ok(d) => d,
+                    Err(err) if lenient => {
+                        e.sha = format!("error {err}");
+                        out.insert(path, e);
+                        continue;
+                    }
+                    Err(err) => panic!("read {name:?}: {err}"),
+                };
                 if a.size > 0 && a.size < (8 << 20) {
                     let odd = read_all(fs, ino, a.size, 4999).unwrap();
                     assert!(odd == data, "chunked read differs for {name:?}");

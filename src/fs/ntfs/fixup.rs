@@ -1,0 +1,74 @@
+//! Update sequence arrays ("fixups"): multi-sector structures (MFT records, index blocks) end
+//! every 512-byte stride with a copy of the update sequence number, and the array keeps the
+//! real last two bytes of each stride. A torn write leaves a stride whose tail differs, which
+//! is how damage is detected (Linux-NTFS documentation, "Fixup").
+
+use super::le16;
+
+/// The stride the array protects, whatever the sector size (NTFS_BLOCK_SIZE in ntfs-3g).
+pub const STRIDE: usize = 512;
+
+/// Checks and undoes the fixups of `buf` in place, from its header's `usa_offset` (byte 4) and
+/// `usa_count` (byte 6). Err says which stride or field is wrong.
+pub fn apply(buf: &mut [u8]) -> Result<(), String> {
+    let ofs = usize::from(le16(buf, 4));
+    let count = usize::from(le16(buf, 6));
+    let strides = buf.len() / STRIDE;
+    if buf.len() % STRIDE != 0 || strides == 0 {
+        return Err(format!("{} bytes is not a multiple of {STRIDE}", buf.len()));
+    }
+    if count != strides + 1 {
+        return Err(format!(
+            "update sequence array of {count} entries, want {}",
+            strides + 1
+        ));
+    }
+    let end = ofs
+        .checked_add(count * 2)
+        .filter(|&e| e <= STRIDE - 2 && ofs >= 8 && ofs % 2 == 0)
+        .ok_or_else(|| format!("update sequence array at byte {ofs} ({count} entries)"))?;
+    let usn = [buf[ofs], buf[ofs + 1]];
+    for i in 0..strides {
+        let tail = (i + 1) * STRIDE - 2;
+        if buf[tail..tail + 2] != usn {
+            return Err(format!(
+                "stride {i}: ends with {:02x}{:02x}, not the update sequence number {:02x}{:02x}",
+                buf[tail],
+                buf[tail + 1],
+                usn[0],
+                usn[1]
+            ));
+        }
+        let saved = ofs + 2 + 2 * i;
+        debug_assert!(saved + 2 <= end);
+        let (a, b) = (buf[saved], buf[saved + 1]);
+        buf[tail] = a;
+        buf[tail + 1] = b;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restores_and_detects_torn_strides() {
+        let mut b = vec![0u8; 1024];
+        b[4] = 0x30;
+        b[6] = 3;
+        b[0x30] = 0x07;
+        b[0x32] = 0xaa;
+        b[0x33] = 0xbb;
+        b[0x34] = 0xcc;
+        b[0x35] = 0xdd;
+        b[510] = 0x07;
+        b[1022] = 0x07;
+        let mut ok = b.clone();
+        apply(&mut ok).unwrap();
+        assert_eq!(&ok[510..512], &[0xaa, 0xbb]);
+        assert_eq!(&ok[1022..1024], &[0xcc, 0xdd]);
+        b[1022] = 0x08;
+        assert!(apply(&mut b).unwrap_err().contains("stride 1"));
+    }
+}

@@ -1,0 +1,130 @@
+//! Directory indexes: $INDEX_ROOT (resident: the root node) and $INDEX_ALLOCATION (INDX
+//! blocks, each a node protected by fixups), a B+ tree whose entries carry a $FILE_NAME key,
+//! the MFT reference of the file, and, when the entry has a subnode, the VCN of the child
+//! block holding the keys that sort before it (Linux-NTFS documentation, "$INDEX_ROOT",
+//! "$INDEX_ALLOCATION", "Index Entry").
+
+use super::{fixup, le16, le32, le64};
+
+/// Entry flag: a child node precedes this entry.
+pub const ENTRY_SUBNODE: u32 = 1;
+/// Entry flag: the last entry of a node (no key; may still have a child).
+pub const ENTRY_LAST: u32 = 2;
+/// $I30 indexes are sorted by COLLATION_FILENAME.
+pub const COLLATION_FILENAME: u32 = 1;
+/// Entries in one node: a 64 KiB block of the smallest (16-byte) entries has fewer.
+pub const MAX_NODE_ENTRIES: usize = 4096;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub mref: u64,
+    /// The key ($FILE_NAME value for $I30); empty for the last entry.
+    pub key: Vec<u8>,
+    pub child: Option<u64>,
+    pub last: bool,
+}
+
+/// $INDEX_ROOT's own header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Root {
+    pub indexed_type: u32,
+    pub collation: u32,
+    pub block_size: u32,
+    pub entries: Vec<Entry>,
+}
+
+/// The entries of the node whose index header starts at `hdr` in `b`.
+fn entries(b: &[u8], hdr: usize) -> Result<Vec<Entry>, String> {
+    let first = le32(b, hdr) as usize;
+    let used = le32(b, hdr + 4) as usize;
+    let start = hdr
+        .checked_add(first)
+        .filter(|&s| first >= 16 && s <= b.len());
+    let end = hdr.checked_add(used).filter(|&e| e <= b.len());
+    let (Some(mut pos), Some(end)) = (start, end) else {
+        return Err(format!(
+            "entries from {first} to {used} past the node's {} bytes",
+            b.len()
+        ));
+    };
+    let mut out = Vec::new();
+    loop {
+        if pos + 16 > end {
+            return Err(format!(
+                "entry at byte {pos} runs past the node's end {end}"
+            ));
+        }
+        let len = usize::from(le16(b, pos + 8));
+        let key_len = usize::from(le16(b, pos + 10));
+        let flags = le32(b, pos + 12);
+        if len < 16 || len % 8 != 0 || pos + len > end {
+            return Err(format!("entry at byte {pos}: length {len}"));
+        }
+        let last = flags & ENTRY_LAST != 0;
+        let child = if flags & ENTRY_SUBNODE != 0 {
+            if len < 24 {
+                return Err(format!("entry at byte {pos}: no room for its subnode VCN"));
+            }
+            Some(le64(b, pos + len - 8))
+        } else {
+            None
+        };
+        let key = if last {
+            Vec::new()
+        } else {
+            let key_end = pos + 16 + key_len;
+            let room = if child.is_some() {
+                pos + len - 8
+            } else {
+                pos + len
+            };
+            if key_end > room {
+                return Err(format!("entry at byte {pos}: key of {key_len} bytes"));
+            }
+            b[pos + 16..key_end].to_vec()
+        };
+        if out.len() >= MAX_NODE_ENTRIES {
+            return Err(format!("more than {MAX_NODE_ENTRIES} entries"));
+        }
+        out.push(Entry {
+            mref: le64(b, pos),
+            key,
+            child,
+            last,
+        });
+        if last {
+            return Ok(out);
+        }
+        pos += len;
+    }
+}
+
+impl Root {
+    pub fn parse(b: &[u8]) -> Result<Self, String> {
+        if b.len() < 0x20 {
+            return Err(format!("$INDEX_ROOT of {} bytes", b.len()));
+        }
+        Ok(Root {
+            indexed_type: le32(b, 0),
+            collation: le32(b, 4),
+            block_size: le32(b, 8),
+            entries: entries(b, 0x10)?,
+        })
+    }
+}
+
+/// The entries of INDX block `buf` (block-sized, from the disk), which must say it is the
+/// block at `vcn`; fixups are applied here.
+pub fn parse_block(buf: &mut [u8], vcn: u64) -> Result<Vec<Entry>, String> {
+    if buf.get(0..4) != Some(b"INDX") {
+        return Err(format!("magic {:02x?}, not INDX", buf.get(0..4)));
+    }
+    fixup::apply(buf).map_err(|e| format!("update sequence: {e}"))?;
+    let own = le64(buf, 0x10);
+    if own != vcn {
+        return Err(format!(
+            "block says it is VCN {own}, was reached as VCN {vcn}"
+        ));
+    }
+    entries(buf, 0x18)
+}

@@ -1,0 +1,868 @@
+//! NTFS reader (read-only), over any `BlockDevice`. Structures as the Linux-NTFS project
+//! documented them ("NTFS Documentation", flatcap.github.io/linux-ntfs) and [MS-FSCC]; what
+//! a reader shows is modelled on ntfs-3g with its default options, so that a mount by ferry
+//! and one by ntfs-3g agree:
+//! - inode numbers are MFT record numbers (the root is record 5);
+//! - every file is mode 0777 and every directory 0777 (no user mapping, umask 0), uid and
+//!   gid 0 (`OpenOptions` changes them), nlink is the record's link count for files and 1
+//!   for directories, st_blocks comes from the allocated (or, sparse or compressed, the
+//!   compressed) size of the unnamed $DATA, and a directory's size is its $INDEX_ALLOCATION's;
+//! - atime, mtime, ctime are $STANDARD_INFORMATION's access, data change and MFT change
+//!   times (100 ns resolution), crtime its creation time;
+//! - records 0-15 (the $MFT, $Bitmap... system files) and DOS 8.3 aliases are not listed;
+//!   lookups are exact first, then case-insensitive through $UpCase for non-POSIX names;
+//! - named $DATA streams are `user.<name>` xattrs (ntfs-3g's streams_interface=xattr);
+//!   `system.ntfs_attrib` / `system.ntfs_attrib_be` and `system.ntfs_reparse_data` can be
+//!   read as in ntfs-3g;
+//! - symlink and junction reparse points are symlinks with targets mapped as ntfs-3g maps
+//!   them for a volume mounted at `/`; Interix files (ntfs-3g's own symlinks, FIFOs, sockets,
+//!   devices) are what they stand for.
+//!
+//! Where ferry differs on purpose: a WOF-compressed file is a regular file read decompressed
+//! (XPRESS4K/8K/16K; LZX fails with EIO), a file whose reparse tag keeps its data elsewhere
+//! (deduplication, cloud files) is a regular file whose reads fail with EIO and a log line
+//! naming the tag (ntfs-3g without plugins shows both as broken symlinks), and a directory
+//! with such a tag is a directory.
+//!
+//! Damage stays local: a record whose fixups, attributes or runs are wrong is an error (EIO)
+//! for that file only, logged once.
+
+pub mod attribute;
+pub mod attrlist;
+pub mod boot;
+mod dir;
+pub mod filename;
+pub mod fixup;
+pub mod index;
+pub mod inode;
+pub mod intx;
+pub mod lznt1;
+pub mod record;
+pub mod reparse;
+pub mod runlist;
+pub mod stdinfo;
+mod stream;
+pub mod upcase;
+mod wof;
+pub mod xpress;
+
+use crate::block::BlockDevice;
+use crate::fs::{Attr, DirEntry, FileType, Filesystem, FsError, FsInfo, Result, StatFs};
+use attribute::{Attribute, Body};
+use boot::BootSector;
+use inode::Inode;
+use lru::LruCache;
+use parking_lot::Mutex;
+use record::Record;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, OnceLock};
+use upcase::UpCase;
+
+/// The root directory's MFT record.
+pub const ROOT_INO: u64 = 5;
+pub const MFT_INO: u64 = 0;
+pub const VOLUME_INO: u64 = 3;
+pub const BITMAP_INO: u64 = 6;
+pub const UPCASE_INO: u64 = 10;
+/// Records below this are the system files ntfs-3g hides from listings (FILE_first_user).
+pub const FIRST_USER_INO: u64 = 16;
+/// Extension records one file may use (an attribute list of MAX_ENTRIES entries could name
+/// more; beyond this the list is taken as damaged).
+pub const MAX_EXTENSION_RECORDS: usize = 4096;
+/// Parsed files kept in memory.
+const INODE_CACHE: usize = 4096;
+/// Directory listings kept in memory (a listing resumes by position in it).
+const DIR_CACHE: usize = 64;
+/// Damaged objects remembered so that each is logged once.
+const REPORTED_OBJECTS: usize = 4096;
+/// Longest name in UTF-16 units.
+pub const MAX_NAME_UNITS: usize = 255;
+/// Linux refuses xattr values larger than this (XATTR_SIZE_MAX); larger streams are not
+/// offered as xattrs.
+pub const MAX_XATTR_SIZE: u64 = 64 << 10;
+
+pub(crate) fn le16(b: &[u8], at: usize) -> u16 {
+    b.get(at..at.saturating_add(2))
+        .map_or(0, |s| u16::from_le_bytes([s[0], s[1]]))
+}
+
+pub(crate) fn le32(b: &[u8], at: usize) -> u32 {
+    b.get(at..at.saturating_add(4))
+        .map_or(0, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+pub(crate) fn le64(b: &[u8], at: usize) -> u64 {
+    b.get(at..at.saturating_add(8)).map_or(0, |s| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(s);
+        u64::from_le_bytes(a)
+    })
+}
+
+/// Whether `dev` starts with an NTFS boot sector (everything else is checked by `open`).
+pub fn probe(dev: &dyn BlockDevice) -> Result<bool> {
+    if dev.len() < boot::BOOT_SECTOR_SIZE as u64 {
+        return Ok(false);
+    }
+    let mut b = [0u8; 11];
+    dev.read_at(&mut b, 0)?;
+    Ok(&b[3..11] == boot::OEM_ID)
+}
+
+/// How files are presented (ntfs-3g's uid=, gid=, fmask=, dmask= options); the default is
+/// ntfs-3g's for root: uid and gid 0, nothing masked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenOptions {
+    pub uid: u32,
+    pub gid: u32,
+    /// Permission bits cleared from files.
+    pub fmask: u32,
+    /// Permission bits cleared from directories.
+    pub dmask: u32,
+}
+
+/// What a file is shown as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Shape {
+    Dir,
+    /// A regular file; Some(tag) when a reparse tag keeps its content elsewhere.
+    File(Option<u32>),
+    Symlink(Vec<u8>),
+    Fifo,
+    Socket,
+    Char(u64),
+    Block(u64),
+}
+
+/// One listed directory entry.
+#[derive(Clone, Debug)]
+struct Listed {
+    name: Vec<u8>,
+    ino: u64,
+    kind: FileType,
+}
+
+/// An NTFS volume.
+pub struct Ntfs {
+    dev: Arc<dyn BlockDevice>,
+    boot: BootSector,
+    opts: OpenOptions,
+    /// $MFT's unnamed $DATA, all extents merged.
+    mft_runs: Vec<runlist::Run>,
+    mft_records: u64,
+    upcase: UpCase,
+    label: Vec<u8>,
+    version: (u8, u8),
+    inodes: Mutex<LruCache<u64, Arc<Inode>>>,
+    dirs: Mutex<LruCache<u64, Arc<Vec<Listed>>>>,
+    statfs: OnceLock<StatFs>,
+    reported: Mutex<LruCache<(&'static str, u64, u64), ()>>,
+}
+
+fn cache<K: std::hash::Hash + Eq, V>(n: usize) -> Mutex<LruCache<K, V>> {
+    Mutex::new(LruCache::new(
+        NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN),
+    ))
+}
+
+impl Ntfs {
+    pub fn open(dev: Arc<dyn BlockDevice>) -> Result<Self> {
+        Self::open_with(dev, OpenOptions::default())
+    }
+
+    /// Reads the boot sector, $MFT (with its attribute list, if fragmented so), $UpCase and
+    /// $Volume, and checks that the root is a directory.
+    pub fn open_with(dev: Arc<dyn BlockDevice>, opts: OpenOptions) -> Result<Self> {
+        let mut b = vec![0u8; boot::BOOT_SECTOR_SIZE];
+        dev.read_at(&mut b, 0)?;
+        let boot = BootSector::parse(&b)?;
+        if boot.size_bytes() > dev.len() {
+            log::warn!(
+                "ntfs: the volume is {} bytes but the device only {}: truncated image?",
+                boot.size_bytes(),
+                dev.len()
+            );
+        }
+        let mut fs = Ntfs {
+            dev,
+            boot,
+            opts,
+            mft_runs: Vec::new(),
+            mft_records: 0,
+            upcase: UpCase::ascii(),
+            label: Vec::new(),
+            version: (0, 0),
+            inodes: cache(INODE_CACHE),
+            dirs: cache(DIR_CACHE),
+            statfs: OnceLock::new(),
+            reported: cache(REPORTED_OBJECTS),
+        };
+        fs.load_mft()?;
+        match fs.load_upcase() {
+            Ok(u) => fs.upcase = u,
+            Err(e) => log::warn!("ntfs: $UpCase unreadable ({e}); folding ASCII letters only"),
+        }
+        fs.load_volume();
+        let root = fs.inode(ROOT_INO)?;
+        if !root.is_dir() {
+            return Err(FsError::corrupt(
+                "root directory",
+                ROOT_INO,
+                0,
+                "not a directory",
+            ));
+        }
+        fs.warn_if_hibernated();
+        fs.inodes.lock().clear();
+        Ok(fs)
+    }
+
+    pub fn boot_sector(&self) -> &BootSector {
+        &self.boot
+    }
+
+    /// NTFS version from $Volume (3.1 for everything since Windows XP).
+    pub fn version(&self) -> (u8, u8) {
+        self.version
+    }
+
+    /// Logs damage once per object; returns the error that reports it.
+    fn damage(&self, what: &'static str, ino: u64, at: u64, detail: String) -> FsError {
+        if self.reported.lock().put((what, ino, at), ()).is_none() {
+            log::error!("ntfs: {what} (record {ino}, byte {at}): {detail}");
+        }
+        FsError::corrupt(what, ino, at, detail)
+    }
+
+    /// Reads volume bytes at `off`, refusing anything past the end of the volume.
+    fn read_dev(&self, buf: &mut [u8], off: u64, ino: u64) -> Result<()> {
+        let end = off.checked_add(buf.len() as u64);
+        if end.is_none_or(|e| e > self.boot.size_bytes() || e > self.dev.len()) {
+            return Err(self.damage(
+                "volume read",
+                ino,
+                off,
+                format!(
+                    "{} bytes at byte {off} are past the end of the volume ({} bytes, device {})",
+                    buf.len(),
+                    self.boot.size_bytes(),
+                    self.dev.len()
+                ),
+            ));
+        }
+        Ok(self.dev.read_at(buf, off)?)
+    }
+
+    /// MFT record `n` as stored (through the $MFT runlist), parsed.
+    fn record(&self, n: u64) -> Result<Record> {
+        let rs = u64::from(self.boot.record_size);
+        let mut buf = vec![0u8; rs as usize];
+        if self.mft_runs.is_empty() {
+            // Record 0 itself, before $MFT's runlist is known.
+            self.read_dev(
+                &mut buf,
+                self.boot.mft_lcn * u64::from(self.boot.cluster_size),
+                n,
+            )?;
+        } else {
+            if n >= self.mft_records {
+                return Err(FsError::NotFound);
+            }
+            self.read_runs(n, &self.mft_runs, n * rs, &mut buf)?;
+        }
+        Record::parse(&mut buf, self.boot.clusters())
+            .map_err(|e| self.damage("MFT record", n, n * rs, e))
+    }
+
+    /// $MFT's runlist: record 0's own $DATA extent, then the extents its attribute list
+    /// places in other records, each read through the runs known so far.
+    fn load_mft(&mut self) -> Result<()> {
+        let r0 = self.record(MFT_INO)?;
+        let mut pieces: Vec<Attribute> = r0.attributes.clone();
+        let first = r0
+            .attributes
+            .iter()
+            .find(|a| a.kind == attribute::DATA && a.name.is_empty())
+            .cloned()
+            .ok_or_else(|| FsError::corrupt("$MFT", 0, 0, "record 0 has no $DATA"))?;
+        let Body::NonResident(nr) = &first.body else {
+            return Err(FsError::corrupt("$MFT", 0, 0, "$DATA is resident"));
+        };
+        if nr.lowest_vcn != 0 {
+            return Err(FsError::corrupt(
+                "$MFT",
+                0,
+                0,
+                "record 0 lacks the first extent",
+            ));
+        }
+        let rs = u64::from(self.boot.record_size);
+        self.mft_records = nr.data_size / rs;
+        self.mft_runs = nr.runs.clone();
+        if let Some(list) = r0
+            .attributes
+            .iter()
+            .find(|a| a.kind == attribute::ATTRIBUTE_LIST)
+        {
+            let bytes = self.read_whole(MFT_INO, list, attrlist::MAX_SIZE)?;
+            let entries = attrlist::parse(&bytes)
+                .map_err(|e| FsError::corrupt("$MFT attribute list", 0, 0, e))?;
+            let mut done = std::collections::HashSet::new();
+            for e in entries {
+                let n = record::ref_number(e.record);
+                if e.kind != attribute::DATA || !e.name.is_empty() || n == 0 || !done.insert(n) {
+                    continue;
+                }
+                let r = self.record(n)?;
+                for a in r.attributes {
+                    if a.kind == attribute::DATA && a.name.is_empty() {
+                        if let Body::NonResident(x) = &a.body {
+                            if x.lowest_vcn == self.mft_runs.last().map_or(0, |l| l.vcn + l.len) {
+                                self.mft_runs.extend_from_slice(&x.runs);
+                            }
+                        }
+                        pieces.push(a);
+                    }
+                }
+            }
+        }
+        let mapped = self.mft_runs.last().map_or(0, |l| l.vcn + l.len);
+        let need = (self.mft_records * rs).div_ceil(u64::from(self.boot.cluster_size));
+        if mapped < need {
+            log::warn!(
+                "ntfs: $MFT's runs map {mapped} clusters of its {need}; records past them are \
+                 unreadable"
+            );
+        }
+        Ok(())
+    }
+
+    fn load_upcase(&self) -> Result<UpCase> {
+        let i = self.inode(UPCASE_INO)?;
+        let a = i
+            .data()
+            .ok_or_else(|| FsError::corrupt("$UpCase", UPCASE_INO, 0, "no $DATA"))?;
+        let b = self.read_whole(UPCASE_INO, a, 2 * upcase::ENTRIES as u64)?;
+        UpCase::parse(&b).map_err(|e| FsError::corrupt("$UpCase", UPCASE_INO, 0, e))
+    }
+
+    /// Label and version from $Volume; warns about a volume Windows left dirty.
+    fn load_volume(&mut self) {
+        let Ok(v) = self.inode(VOLUME_INO) else {
+            log::warn!("ntfs: $Volume unreadable; no label");
+            return;
+        };
+        if let Some(n) = v
+            .find(attribute::VOLUME_NAME, &[])
+            .and_then(|a| a.resident())
+        {
+            let units: Vec<u16> = n
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect();
+            self.label = filename::to_utf8(&units);
+        }
+        if let Some(info) = v
+            .find(attribute::VOLUME_INFORMATION, &[])
+            .and_then(|a| a.resident())
+        {
+            if info.len() >= 12 {
+                self.version = (info[8], info[9]);
+                if le16(info, 10) & 1 != 0 {
+                    log::warn!(
+                        "ntfs: the volume is marked dirty (Windows did not shut down cleanly, \
+                         or chkdsk is pending); reading it as it is, without replaying $LogFile"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Windows left hibernated (or with Fast Startup) keeps the volume's state in memory:
+    /// what is on disk may be behind. hiberfil.sys then starts with "hibr" (or "HIBR",
+    /// "wake"); a clean shutdown zeros its header.
+    fn warn_if_hibernated(&self) {
+        let Ok(root) = self.inode(ROOT_INO) else {
+            return;
+        };
+        let name: Vec<u16> = "hiberfil.sys".encode_utf16().collect();
+        let Ok(Some((mref, _))) = self.find_name(&root, &name, false) else {
+            return;
+        };
+        let mut head = [0u8; 4];
+        let ok = self.inode(record::ref_number(mref)).ok().and_then(|i| {
+            i.data()
+                .and_then(|a| self.read_attr(i.ino, a, 0, &mut head).ok())
+        });
+        if ok == Some(4) && matches!(&head, b"hibr" | b"HIBR" | b"wake" | b"WAKE") {
+            log::warn!(
+                "ntfs: Windows is hibernated (or was shut down with Fast Startup): the volume \
+                 may not hold its latest changes; reading it read-only as it is on disk"
+            );
+        }
+    }
+
+    /// File `ino`, all its records read and merged, through the cache.
+    pub(crate) fn inode(&self, ino: u64) -> Result<Arc<Inode>> {
+        if let Some(i) = self.inodes.lock().get(&ino) {
+            return Ok(i.clone());
+        }
+        let r = self.record(ino)?;
+        if !r.in_use() || r.base != 0 {
+            return Err(FsError::NotFound);
+        }
+        let rs = u64::from(self.boot.record_size);
+        let mut pieces = r.attributes.clone();
+        if let Some(list) = r
+            .attributes
+            .iter()
+            .find(|a| a.kind == attribute::ATTRIBUTE_LIST)
+        {
+            let bytes = self.read_whole(ino, list, attrlist::MAX_SIZE)?;
+            let entries =
+                attrlist::parse(&bytes).map_err(|e| self.damage("attribute list", ino, 0, e))?;
+            let mut records: Vec<u64> = entries
+                .iter()
+                .map(|e| record::ref_number(e.record))
+                .filter(|&n| n != ino)
+                .collect();
+            records.sort_unstable();
+            records.dedup();
+            if records.len() > MAX_EXTENSION_RECORDS {
+                return Err(self.damage(
+                    "attribute list",
+                    ino,
+                    0,
+                    format!("{} extension records", records.len()),
+                ));
+            }
+            for n in records {
+                let x = self.record(n)?;
+                if !x.in_use() || record::ref_number(x.base) != ino {
+                    return Err(self.damage(
+                        "attribute list",
+                        ino,
+                        n * rs,
+                        format!(
+                            "extension record {n} belongs to record {}",
+                            record::ref_number(x.base)
+                        ),
+                    ));
+                }
+                pieces.extend(x.attributes);
+            }
+        }
+        let i = Inode::assemble(ino, r.sequence, r.link_count, r.flags, pieces)
+            .map_err(|e| self.damage("attributes", ino, ino * rs, e))?;
+        let i = Arc::new(i);
+        self.inodes.lock().put(ino, i.clone());
+        Ok(i)
+    }
+
+    /// The raw $REPARSE_POINT value, if the file has one.
+    fn reparse_data(&self, i: &Inode) -> Result<Option<Vec<u8>>> {
+        match i.find(attribute::REPARSE_POINT, &[]) {
+            Some(a) => Ok(Some(self.read_whole(i.ino, a, reparse::MAX_SIZE)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// How file `i` is shown (see the module documentation).
+    fn shape(&self, i: &Inode) -> Result<Shape> {
+        let flags = i.file_flags();
+        if let Some(data) = self.reparse_data(i)? {
+            let tag = reparse::tag(&data).unwrap_or(0);
+            if tag == reparse::TAG_SYMLINK || tag == reparse::TAG_MOUNT_POINT {
+                return Ok(Shape::Symlink(match reparse::link_target(&data) {
+                    Some(t) => self.map_target(i, t),
+                    None => format!("unsupported reparse tag 0x{tag:08x}").into_bytes(),
+                }));
+            }
+            if i.is_dir() {
+                return Ok(Shape::Dir);
+            }
+            return Ok(Shape::File(reparse::data_elsewhere(tag).then_some(tag)));
+        }
+        if i.is_dir() {
+            return Ok(Shape::Dir);
+        }
+        if flags & stdinfo::ATTR_SYSTEM != 0 {
+            let (size, head) = match i.data() {
+                Some(a) if a.size() <= intx::MAX_SIZE => {
+                    (a.size(), self.read_whole(i.ino, a, intx::MAX_SIZE)?)
+                }
+                Some(a) => (a.size(), Vec::new()),
+                None => return Ok(Shape::File(None)),
+            };
+            let hidden = flags & stdinfo::ATTR_HIDDEN != 0;
+            return Ok(match intx::classify(size, &head, hidden) {
+                Some(intx::Special::Fifo) => Shape::Fifo,
+                Some(intx::Special::Socket) => Shape::Socket,
+                Some(intx::Special::Symlink(t)) => Shape::Symlink(filename::to_utf8(&t)),
+                Some(intx::Special::Char(ma, mi)) => Shape::Char(makedev(ma, mi)),
+                Some(intx::Special::Block(ma, mi)) => Shape::Block(makedev(ma, mi)),
+                None => Shape::File(None),
+            });
+        }
+        Ok(Shape::File(None))
+    }
+
+    fn attr_of(&self, i: &Inode, shape: &Shape) -> Attr {
+        let si = i.std_info().unwrap_or_default();
+        let (data_size, alloc) = match i.data().map(|a| &a.body) {
+            Some(Body::Resident(v)) => (v.len() as u64, (v.len() as u64 + 7) & !7),
+            Some(Body::NonResident(n)) => {
+                let a = i.data().map_or(0, |a| a.flags);
+                let alloc = if a & (attribute::FLAG_COMPRESSED | attribute::FLAG_SPARSE) != 0 {
+                    n.compressed_size
+                } else {
+                    n.allocated_size
+                };
+                (n.data_size, alloc)
+            }
+            None => (0, 0),
+        };
+        let file_blocks = alloc.div_ceil(512);
+        let perm_f = 0o777 & !self.opts.fmask;
+        let perm_d = 0o777 & !self.opts.dmask;
+        let (kind, mode, size, blocks, nlink, rdev) = match shape {
+            Shape::Dir => {
+                let (size, alloc) = match i
+                    .find(attribute::INDEX_ALLOCATION, &inode::I30)
+                    .map(|a| &a.body)
+                {
+                    Some(Body::NonResident(n)) => (n.data_size, n.allocated_size),
+                    _ => (0, 0),
+                };
+                (
+                    FileType::Directory,
+                    0o040000 | perm_d,
+                    size,
+                    alloc >> 9,
+                    1,
+                    0,
+                )
+            }
+            Shape::File(_) => (
+                FileType::RegularFile,
+                0o100000 | perm_f,
+                data_size,
+                file_blocks,
+                u32::from(i.link_count),
+                0,
+            ),
+            Shape::Symlink(t) => (
+                FileType::Symlink,
+                0o120777,
+                t.len() as u64,
+                file_blocks,
+                u32::from(i.link_count),
+                0,
+            ),
+            Shape::Fifo => (
+                FileType::NamedPipe,
+                0o010000 | perm_f,
+                data_size,
+                file_blocks,
+                u32::from(i.link_count),
+                0,
+            ),
+            Shape::Socket => (
+                FileType::Socket,
+                0o140000 | perm_f,
+                data_size,
+                file_blocks,
+                u32::from(i.link_count),
+                0,
+            ),
+            Shape::Char(d) => (
+                FileType::CharDevice,
+                0o020000 | perm_f,
+                data_size,
+                file_blocks,
+                u32::from(i.link_count),
+                *d,
+            ),
+            Shape::Block(d) => (
+                FileType::BlockDevice,
+                0o060000 | perm_f,
+                data_size,
+                file_blocks,
+                u32::from(i.link_count),
+                *d,
+            ),
+        };
+        Attr {
+            ino: i.ino,
+            kind,
+            mode,
+            uid: self.opts.uid,
+            gid: self.opts.gid,
+            size,
+            blocks,
+            nlink,
+            atime: si.accessed,
+            mtime: si.modified,
+            ctime: si.changed,
+            crtime: Some(si.created),
+            rdev,
+            blksize: self.boot.cluster_size,
+        }
+    }
+
+    /// A file that may be shown: in use, a base record.
+    fn visible_inode(&self, ino: u64) -> Result<Arc<Inode>> {
+        self.inode(ino)
+    }
+
+    fn compute_statfs(&self) -> Result<StatFs> {
+        let clusters = self.boot.clusters();
+        let bm = self.inode(BITMAP_INO)?;
+        let a = bm
+            .data()
+            .ok_or_else(|| FsError::corrupt("$Bitmap", BITMAP_INO, 0, "no $DATA"))?;
+        let mut used = 0u64;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut off = 0u64;
+        let bytes = clusters.div_ceil(8);
+        while off < bytes {
+            let n = self.read_attr(BITMAP_INO, a, off, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            for (k, &b) in buf[..n].iter().enumerate() {
+                let first = (off + k as u64) * 8;
+                let bits = if first + 8 > clusters {
+                    // OK: fewer than 8 clusters remain.
+                    let keep = (clusters - first) as u32;
+                    b & ((1u16 << keep) - 1) as u8
+                } else {
+                    b
+                };
+                used += u64::from(bits.count_ones());
+            }
+            off += n as u64;
+        }
+        let free = clusters.saturating_sub(used);
+        let mft = self.inode(MFT_INO)?;
+        let mut free_records = 0u64;
+        if let Some(bmp) = mft.find(attribute::BITMAP, &[]) {
+            let v = self.read_whole(MFT_INO, bmp, 16 << 20)?;
+            let used_records: u64 = v.iter().map(|b| u64::from(b.count_ones())).sum();
+            free_records = self.mft_records.saturating_sub(used_records);
+        }
+        Ok(StatFs {
+            bsize: self.boot.cluster_size,
+            blocks: clusters,
+            bfree: free,
+            bavail: free,
+            files: self.mft_records,
+            ffree: free_records,
+            // OK: a small constant.
+            namelen: MAX_NAME_UNITS as u32,
+        })
+    }
+
+    /// The content of the named stream `name` (UTF-8) of `i`.
+    fn stream(&self, i: &Inode, name: &[u8]) -> Result<Vec<u8>> {
+        let Ok(name) = std::str::from_utf8(name) else {
+            return Err(FsError::NoAttr);
+        };
+        let units: Vec<u16> = name.encode_utf16().collect();
+        if units.is_empty() {
+            return Err(FsError::NoAttr);
+        }
+        let a = i.find(attribute::DATA, &units).ok_or(FsError::NoAttr)?;
+        if a.size() > MAX_XATTR_SIZE {
+            return Err(FsError::Unsupported(format!(
+                "stream {name:?} of record {} is {} bytes, more than an xattr can hold",
+                i.ino,
+                a.size()
+            )));
+        }
+        self.read_whole(i.ino, a, MAX_XATTR_SIZE)
+    }
+}
+
+/// The Linux encoding of a device number (as st_rdev; glibc's makedev).
+fn makedev(major: u64, minor: u64) -> u64 {
+    ((major & 0xfffff000) << 32)
+        | ((major & 0xfff) << 8)
+        | ((minor & 0xffffff00) << 12)
+        | (minor & 0xff)
+}
+
+impl Filesystem for Ntfs {
+    fn root_ino(&self) -> u64 {
+        ROOT_INO
+    }
+
+    fn info(&self) -> FsInfo {
+        let mut uuid = [0u8; 16];
+        uuid[..8].copy_from_slice(&self.boot.serial.to_le_bytes());
+        let cs = u64::from(self.boot.cluster_size);
+        FsInfo {
+            kind: "ntfs",
+            uuid,
+            label: self.label.clone(),
+            block_size: self.boot.cluster_size,
+            size_bytes: self.boot.size_bytes(),
+            free_bytes: self.statfs().map_or(0, |s| s.bfree.saturating_mul(cs)),
+        }
+    }
+
+    fn statfs(&self) -> Result<StatFs> {
+        if let Some(s) = self.statfs.get() {
+            return Ok(s.clone());
+        }
+        let s = self.compute_statfs()?;
+        Ok(self.statfs.get_or_init(|| s).clone())
+    }
+
+    fn getattr(&self, ino: u64) -> Result<Attr> {
+        let i = self.visible_inode(ino)?;
+        let shape = self.shape(&i)?;
+        Ok(self.attr_of(&i, &shape))
+    }
+
+    fn lookup(&self, dir: u64, name: &[u8]) -> Result<Attr> {
+        let d = self.visible_inode(dir)?;
+        if !d.is_dir() {
+            return Err(FsError::NotDir(dir));
+        }
+        let ino = match name {
+            b"." => dir,
+            b".." => d.parent().unwrap_or(ROOT_INO),
+            _ => {
+                let Ok(s) = std::str::from_utf8(name) else {
+                    return Err(FsError::NotFound);
+                };
+                let units: Vec<u16> = s.encode_utf16().collect();
+                if units.len() > MAX_NAME_UNITS {
+                    return Err(FsError::NameTooLong {
+                        max: MAX_NAME_UNITS,
+                    });
+                }
+                match self.find_name(&d, &units, false)? {
+                    Some((mref, _)) => record::ref_number(mref),
+                    None => return Err(FsError::NotFound),
+                }
+            }
+        };
+        self.getattr(ino)
+    }
+
+    fn readdir(
+        &self,
+        dir: u64,
+        cookie: u64,
+        sink: &mut dyn FnMut(DirEntry, u64) -> bool,
+    ) -> Result<()> {
+        let d = self.visible_inode(dir)?;
+        if !d.is_dir() {
+            return Err(FsError::NotDir(dir));
+        }
+        let list = self.listing(&d)?;
+        let parent = if dir == ROOT_INO {
+            ROOT_INO
+        } else {
+            d.parent().unwrap_or(ROOT_INO)
+        };
+        let dots = [(&b"."[..], dir), (&b".."[..], parent)];
+        let mut pos = cookie;
+        while pos < 2 {
+            // OK: pos < 2.
+            let (name, ino) = dots[pos as usize];
+            let e = DirEntry {
+                ino,
+                name: name.to_vec(),
+                kind: FileType::Directory,
+            };
+            if !sink(e, pos + 1) {
+                return Ok(());
+            }
+            pos += 1;
+        }
+        let start = usize::try_from(pos - 2).unwrap_or(usize::MAX);
+        for (k, l) in list.iter().enumerate().skip(start) {
+            let e = DirEntry {
+                ino: l.ino,
+                name: l.name.clone(),
+                kind: l.kind,
+            };
+            if !sink(e, k as u64 + 3) {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    fn read(&self, ino: u64, off: u64, buf: &mut [u8]) -> Result<usize> {
+        let i = self.visible_inode(ino)?;
+        match self.shape(&i)? {
+            Shape::File(None) => {}
+            Shape::File(Some(reparse::TAG_WOF)) => {
+                let r = self.reparse_data(&i)?.unwrap_or_default();
+                return self.read_wof(&i, &r, off, buf);
+            }
+            Shape::File(Some(tag)) => {
+                return Err(self.damage(
+                    "reparse point",
+                    ino,
+                    0,
+                    format!(
+                        "its content is kept elsewhere (reparse tag 0x{tag:08x}{}), which ferry \
+                         does not read",
+                        match tag {
+                            reparse::TAG_WOF => ": WOF/CompactOS compression",
+                            reparse::TAG_DEDUP => ": data deduplication",
+                            _ => "",
+                        }
+                    ),
+                ))
+            }
+            Shape::Dir => return Err(FsError::IsDir(ino)),
+            _ => {
+                return Err(FsError::Unsupported(format!(
+                    "record {ino} is not a regular file"
+                )))
+            }
+        }
+        match i.data() {
+            Some(a) => self.read_attr(ino, a, off, buf),
+            None => Ok(0),
+        }
+    }
+
+    fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        let i = self.visible_inode(ino)?;
+        match self.shape(&i)? {
+            Shape::Symlink(t) => Ok(t),
+            _ => Err(FsError::NotSymlink(ino)),
+        }
+    }
+
+    fn listxattr(&self, ino: u64) -> Result<Vec<Vec<u8>>> {
+        let i = self.visible_inode(ino)?;
+        Ok(i.streams()
+            .map(|a| {
+                let mut n = b"user.".to_vec();
+                n.extend_from_slice(&filename::to_utf8(&a.name));
+                n
+            })
+            .collect())
+    }
+
+    fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
+        let i = self.visible_inode(ino)?;
+        match name {
+            b"system.ntfs_attrib" => Ok(i.file_flags().to_le_bytes().to_vec()),
+            b"system.ntfs_attrib_be" => Ok(i.file_flags().to_be_bytes().to_vec()),
+            b"system.ntfs_reparse_data" => self.reparse_data(&i)?.ok_or(FsError::NoAttr),
+            _ => match name.strip_prefix(b"user.") {
+                Some(s) => self.stream(&i, s),
+                None => Err(FsError::NoAttr),
+            },
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! MFT records ("FILE" records): the header (sequence number, hard link count, flags, the base
+//! record of an extension record) and the attribute records that follow it, after the update
+//! sequence array is checked and undone (Linux-NTFS documentation, "FILE Record").
+
+use super::attribute::{self, Attribute};
+use super::{fixup, le16, le32, le64};
+
+/// The record is in use (free records keep stale contents).
+pub const FLAG_IN_USE: u16 = 0x0001;
+/// The record holds a directory (it has a $I30 index).
+pub const FLAG_DIRECTORY: u16 = 0x0002;
+/// Attributes one record may hold (a 64 KiB record of minimal attributes has fewer): beyond
+/// it the record is damaged.
+pub const MAX_ATTRIBUTES: usize = 4096;
+
+/// An MFT record reference's record number: the low 48 bits (the high 16 are the sequence
+/// number).
+pub fn ref_number(r: u64) -> u64 {
+    r & 0x0000_ffff_ffff_ffff
+}
+
+pub fn ref_sequence(r: u64) -> u16 {
+    // OK: the top 16 bits.
+    (r >> 48) as u16
+}
+
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub sequence: u16,
+    pub link_count: u16,
+    pub flags: u16,
+    /// The base record this one extends (0 for a base record).
+    pub base: u64,
+    pub attributes: Vec<Attribute>,
+}
+
+impl Record {
+    /// Parses record `buf` (record-sized, straight from the disk); fixups are applied here.
+    pub fn parse(buf: &mut [u8], clusters: u64) -> Result<Self, String> {
+        match buf.get(0..4) {
+            Some(b"FILE") => {}
+            Some(b"BAAD") => return Err("marked BAAD by chkdsk".into()),
+            Some(m) if m == [0, 0, 0, 0] => return Err("never written (zeros)".into()),
+            _ => return Err(format!("magic {:02x?}, not FILE", buf.get(0..4))),
+        }
+        fixup::apply(buf).map_err(|e| format!("update sequence: {e}"))?;
+        let flags = le16(buf, 0x16);
+        let used = le32(buf, 0x18) as usize;
+        let first = usize::from(le16(buf, 0x14));
+        if used > buf.len() || first < 0x30 || first >= used {
+            return Err(format!(
+                "attributes from byte {first} to {used} in a record of {} bytes",
+                buf.len()
+            ));
+        }
+        let mut attributes = Vec::new();
+        let mut pos = first;
+        loop {
+            if pos + 4 > used {
+                return Err(format!(
+                    "attribute at byte {pos} runs past the used {used} bytes"
+                ));
+            }
+            let kind = le32(buf, pos);
+            if kind == attribute::END {
+                break;
+            }
+            let len = le32(buf, pos + 4) as usize;
+            if len < 0x18 || len % 8 != 0 || pos + len > used {
+                return Err(format!(
+                    "attribute {kind:#x} at byte {pos}: length {len} (record uses {used})"
+                ));
+            }
+            if attributes.len() >= MAX_ATTRIBUTES {
+                return Err(format!("more than {MAX_ATTRIBUTES} attributes"));
+            }
+            let a = Attribute::parse(&buf[pos..pos + len], clusters)
+                .map_err(|e| format!("attribute {kind:#x} at byte {pos}: {e}"))?;
+            attributes.push(a);
+            pos += len;
+        }
+        Ok(Record {
+            sequence: le16(buf, 0x10),
+            link_count: le16(buf, 0x12),
+            flags,
+            base: le64(buf, 0x20),
+            attributes,
+        })
+    }
+
+    pub fn in_use(&self) -> bool {
+        self.flags & FLAG_IN_USE != 0
+    }
+}

@@ -1,0 +1,918 @@
+//! The NTFS reader against ntfs-3g: volumes made by mkntfs (several cluster and record sizes),
+//! filled through an ntfs-3g mount (compressed, sparse, streams, hard links, Interix and
+//! reparse-point symlinks, junctions, a 20k-entry directory, long and unicode names), then
+//! mounted read-only by ntfs-3g and read by ferry: every path's type, size, st_blocks, nlink,
+//! times, link target and sha256, and every stream xattr, must agree. Also the corpus volumes
+//! that Windows and mkntfs wrote, and damaged volumes that must not panic or hang.
+
+use crate::common;
+
+use common::kernel::{self, Snapshot};
+use ferry::block::mem::MemDevice;
+use ferry::fs::ntfs::Ntfs;
+use ferry::fs::{FileType, Filesystem, FsError};
+use std::collections::BTreeMap;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Whether ntfs-3g can be used here; a loud SKIP (or a failure under FERRY_REQUIRE_FUSE=1)
+/// when not.
+fn have_ntfs3g() -> bool {
+    let ok = common::have_tools(&["mkntfs", "ntfs-3g", "setfattr", "getfattr"])
+        && Path::new("/dev/fuse").exists()
+        && nix_is_root();
+    if !ok {
+        assert!(
+            !kernel::required(),
+            "ntfs-3g, mkntfs, attr, /dev/fuse and root are needed (FERRY_REQUIRE_FUSE=1)"
+        );
+        eprintln!("SKIP: needs ntfs-3g, mkntfs, setfattr/getfattr, /dev/fuse and root");
+    }
+    ok
+}
+
+fn nix_is_root() -> bool {
+    common::sh("id -u").trim() == "0"
+}
+
+/// An ntfs-3g mount, unmounted on drop (retried while busy, then lazily).
+struct Ntfs3g(PathBuf);
+
+impl Ntfs3g {
+    fn mount(img: &Path, mnt: &Path, opts: &str) -> Ntfs3g {
+        std::fs::create_dir_all(mnt).unwrap();
+        // ntfs-3g daemonizes once mounted; its stdio goes nowhere so nothing waits on it.
+        let status = Command::new("timeout")
+            .arg("60")
+            .arg("ntfs-3g")
+            .arg("-o")
+            .arg(opts)
+            .arg(img)
+            .arg(mnt)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "ntfs-3g -o {opts} {}: {status}",
+            img.display()
+        );
+        Ntfs3g(mnt.to_path_buf())
+    }
+}
+
+impl Drop for Ntfs3g {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            if kernel::run_bounded(Command::new("umount").arg(&self.0)).is_ok() {
+                // The daemon flushes and exits after the unmount; give it a moment.
+                wait_unmounted(&self.0);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Waits (bounded) until no ntfs-3g process still holds the mount's image: ntfs-3g writes
+/// the volume back after umount returns.
+fn wait_unmounted(mnt: &Path) {
+    let needle = mnt.as_os_str().as_bytes().to_vec();
+    for _ in 0..100 {
+        let busy = std::fs::read_dir("/proc").unwrap().flatten().any(|p| {
+            std::fs::read(p.path().join("cmdline"))
+                .map(|c| c.starts_with(b"ntfs-3g") && c.windows(needle.len()).any(|w| w == needle))
+                .unwrap_or(false)
+        });
+        if !busy {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn mkntfs(img: &Path, size: u64, args: &[&str]) {
+    let _ = std::fs::remove_file(img);
+    std::fs::File::create(img).unwrap().set_len(size).unwrap();
+    common::run(
+        Command::new("mkntfs")
+            .args(["-F", "-Q", "-q"])
+            .args(args)
+            .arg(img),
+    );
+}
+
+/// Reparse data of a symbolic link ([MS-FSCC] 2.1.2.4).
+fn symlink_reparse(target: &str, relative: bool) -> Vec<u8> {
+    let t: Vec<u8> = target.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let n = t.len() as u16;
+    let mut d = Vec::new();
+    for v in [0, n, n, n] {
+        d.extend_from_slice(&v.to_le_bytes());
+    }
+    d.extend_from_slice(&u32::from(relative).to_le_bytes());
+    d.extend_from_slice(&t);
+    d.extend_from_slice(&t);
+    reparse(0xa000_000c, &d)
+}
+
+/// Reparse data of a junction to `target` ("C:\dir").
+fn junction_reparse(target: &str) -> Vec<u8> {
+    let s: Vec<u8> = format!("\\??\\{target}")
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    let p: Vec<u8> = target.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let mut d = Vec::new();
+    for v in [0, s.len(), s.len() + 2, p.len()] {
+        d.extend_from_slice(&(v as u16).to_le_bytes());
+    }
+    d.extend_from_slice(&s);
+    d.extend_from_slice(&[0, 0]);
+    d.extend_from_slice(&p);
+    d.extend_from_slice(&[0, 0]);
+    reparse(0xa000_0003, &d)
+}
+
+fn reparse(tag: u32, data: &[u8]) -> Vec<u8> {
+    let mut r = tag.to_le_bytes().to_vec();
+    r.extend_from_slice(&(data.len() as u16).to_le_bytes());
+    r.extend_from_slice(&[0, 0]);
+    r.extend_from_slice(data);
+    r
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// How big a tree to write.
+#[derive(Clone, Copy)]
+struct Fill {
+    big_dir: usize,
+    long_names: usize,
+    compress: bool,
+}
+
+/// Fills the ntfs-3g mount at `m` (read-write, streams_interface=xattr).
+fn populate(m: &Path, fill: Fill) {
+    let w = |p: &str, data: &[u8]| std::fs::write(m.join(p), data).unwrap();
+    for d in ["a/b/c/d", "big", "long", "cmp", "junk", "docs"] {
+        std::fs::create_dir_all(m.join(d)).unwrap();
+    }
+    for n in [0usize, 1, 4095, 4096, 4097] {
+        w(&format!("size{n}"), &common::pseudo_random(n as u64, n));
+    }
+    w("large", &common::pseudo_random(7, (3 << 20) + 123));
+    w("a/b/c/d/deep", b"deep file\n");
+    w("ünïcødé-名前-😀", b"utf8\n");
+    w(&"n".repeat(255), b"longest name\n");
+    w("with space", b"spaces\n");
+    // Hard links in other directories.
+    std::fs::hard_link(m.join("size4097"), m.join("a/link1")).unwrap();
+    std::fs::hard_link(m.join("size4097"), m.join("a/b/link2")).unwrap();
+    // Sparse: holes at the start, in the middle and at the end.
+    let f = std::fs::File::create(m.join("sparse")).unwrap();
+    f.set_len(40 << 20).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(&common::pseudo_random(3, 100_000), 5 << 20)
+        .unwrap();
+    f.write_all_at(b"tail", 30 << 20).unwrap();
+    drop(f);
+    // Interix symlinks (what ntfs-3g makes for symlink(2)), a FIFO.
+    std::os::unix::fs::symlink("a/b/c/d/deep", m.join("intx_rel")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", m.join("intx_abs")).unwrap();
+    common::sh(&format!("mkfifo '{}'", m.join("fifo").display()));
+    // Windows symlinks and junctions, written as raw reparse data.
+    let set_reparse = |p: &str, data: Vec<u8>| {
+        common::run(
+            Command::new("setfattr")
+                .args(["-n", "system.ntfs_reparse_data", "-v"])
+                .arg(format!("0x{}", hex(&data)))
+                .arg(m.join(p)),
+        );
+    };
+    for (name, target, relative) in [
+        ("win_rel", "A\\B\\C\\D\\DEEP", true),
+        ("win_rel_dir", "a\\b", true),
+        ("win_full", "\\??\\C:\\Size4097", false),
+        ("win_missing", "\\??\\D:\\elsewhere\\x", false),
+    ] {
+        w(name, b"");
+        set_reparse(name, symlink_reparse(target, relative));
+    }
+    for (name, target) in [("junction", "C:\\A\\B"), ("junction_far", "E:\\data")] {
+        std::fs::create_dir(m.join(name)).unwrap();
+        set_reparse(name, junction_reparse(target));
+    }
+    // Alternate data streams: resident and non-resident.
+    for (p, k, v) in [
+        ("size1", "user.small", b"stream".to_vec()),
+        ("size1", "user.big", common::pseudo_random(11, 20_000)),
+        ("a", "user.ondir", b"dir stream".to_vec()),
+    ] {
+        common::run(
+            Command::new("setfattr")
+                .args(["-n", k, "-v"])
+                .arg(format!("0x{}", hex(&v)))
+                .arg(m.join(p)),
+        );
+    }
+    if fill.compress {
+        // A directory with the compression attribute: files made in it are LZNT1-compressed.
+        common::run(
+            Command::new("setfattr")
+                .args(["-n", "system.ntfs_attrib_be", "-v", "0x00000800"])
+                .arg(m.join("cmp")),
+        );
+        let text: Vec<u8> = (0..400_000u32)
+            .flat_map(|i| format!("line {} of text\n", i % 977).into_bytes())
+            .take(700_000)
+            .collect();
+        w("cmp/text", &text);
+        w("cmp/random", &common::pseudo_random(5, 200_000));
+        for n in [0usize, 1, 4095, 4096, 4097, 65536, 65537] {
+            w(&format!("cmp/z{n}"), &vec![b'z'; n]);
+        }
+        let f = std::fs::File::create(m.join("cmp/sparse")).unwrap();
+        f.set_len(10 << 20).unwrap();
+        f.write_all_at(&text[..100_000], 3 << 20).unwrap();
+        drop(f);
+    }
+    // Many entries: a B+ tree several levels deep.
+    common::sh(&format!(
+        "cd '{}' && seq -w 1 {} | sed 's/^/entry-/' | xargs touch",
+        m.join("big").display(),
+        fill.big_dir
+    ));
+    common::sh(&format!(
+        "cd '{}' && for i in $(seq 1 {}); do printf $i > \"$(printf 'L%0200d' $i)\"; done",
+        m.join("long").display(),
+        fill.long_names
+    ));
+    // Real content: a copy of some documentation.
+    common::sh(&format!(
+        "cp -r /usr/share/doc/[a-c]* '{}' 2>/dev/null || true",
+        m.join("docs").display()
+    ));
+}
+
+/// Makes an image with mkntfs `args` and fills it through ntfs-3g.
+fn build(dir: &Path, name: &str, size: u64, args: &[&str], fill: Fill) -> PathBuf {
+    let img = dir.join(name);
+    mkntfs(&img, size, args);
+    let m = Ntfs3g::mount(
+        &img,
+        &dir.join(format!("{name}.rw")),
+        "streams_interface=xattr",
+    );
+    populate(&m.0, fill);
+    drop(m);
+    img
+}
+
+/// Stream xattrs of every path under `root`, as getfattr lists them ("user." only).
+fn ntfs3g_xattrs(root: &Path) -> BTreeMap<Vec<u8>, BTreeMap<String, String>> {
+    let out = Command::new("getfattr")
+        .args(["-R", "-P", "-d", "-e", "hex", "-m", "^user\\."])
+        .arg(".")
+        .current_dir(root)
+        .output()
+        .unwrap();
+    let mut map: BTreeMap<Vec<u8>, BTreeMap<String, String>> = BTreeMap::new();
+    let mut cur = Vec::new();
+    for line in out.stdout.split(|&b| b == b'\n') {
+        if let Some(p) = line.strip_prefix(b"# file: ") {
+            cur = p.strip_prefix(b"./").unwrap_or(p).to_vec();
+            if cur == b"." {
+                cur.clear();
+            }
+        } else if let Some(eq) = line.iter().position(|&b| b == b'=') {
+            let k = String::from_utf8_lossy(&line[..eq]).into_owned();
+            let v = String::from_utf8_lossy(&line[eq + 1..]).into_owned();
+            map.entry(cur.clone()).or_default().insert(k, v);
+        }
+    }
+    map
+}
+
+/// The same from ferry, for the paths of `snap`.
+fn ferry_xattrs(
+    fs: &dyn Filesystem,
+    snap: &Snapshot,
+) -> BTreeMap<Vec<u8>, BTreeMap<String, String>> {
+    let mut map: BTreeMap<Vec<u8>, BTreeMap<String, String>> = BTreeMap::new();
+    for path in snap.keys() {
+        let ino = resolve(fs, path);
+        for n in fs.listxattr(ino).unwrap() {
+            let v = fs.getxattr(ino, &n).unwrap();
+            map.entry(path.clone()).or_default().insert(
+                String::from_utf8_lossy(&n).into_owned(),
+                format!("0x{}", hex(&v)),
+            );
+        }
+    }
+    map
+}
+
+fn resolve(fs: &dyn Filesystem, path: &[u8]) -> u64 {
+    let mut ino = fs.root_ino();
+    for c in path.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+        ino = fs.lookup(ino, c).unwrap().ino;
+    }
+    ino
+}
+
+/// ntfs-3g's view, made comparable: absolute link targets lose the mountpoint prefix, in
+/// the target and in the size (ferry maps them for a volume mounted at /).
+fn ntfs3g_view(img: &Path, mnt: &Path) -> (Snapshot, BTreeMap<Vec<u8>, BTreeMap<String, String>>) {
+    let m = Ntfs3g::mount(img, mnt, "ro,streams_interface=xattr");
+    let mut snap = kernel::walk(&m.0);
+    let xattrs = ntfs3g_xattrs(&m.0);
+    let prefix = m.0.as_os_str().as_bytes().to_vec();
+    for e in snap.values_mut() {
+        if e.link.starts_with(&prefix) {
+            e.link.drain(..prefix.len());
+            e.size -= prefix.len() as u64;
+        }
+    }
+    drop(m);
+    (snap, xattrs)
+}
+
+/// ferry and ntfs-3g agree on the whole of `img`; returns ferry's snapshot.
+fn assert_agree(img: &Path, dir: &Path, what: &str) -> Snapshot {
+    let before = common::sha256_file(img);
+    let (theirs, their_x) = ntfs3g_view(img, &dir.join(format!("{what}.ro")));
+    let dev = ferry::block::open(img).unwrap();
+    let fs = Ntfs::open(dev).unwrap();
+    let ours = kernel::snapshot(&fs);
+    kernel::assert_same(&theirs, &ours, what);
+    let our_x = ferry_xattrs(&fs, &ours);
+    assert_eq!(our_x, their_x, "{what}: stream xattrs differ");
+    assert_eq!(
+        common::sha256_file(img),
+        before,
+        "{what}: the image changed"
+    );
+    ours
+}
+
+#[test]
+fn ntfs3g_agrees_4k_clusters() {
+    if !have_ntfs3g() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let fill = Fill {
+        big_dir: 20_000,
+        long_names: 1500,
+        compress: true,
+    };
+    let img = build(
+        tmp.path(),
+        "c4k.img",
+        256 << 20,
+        &["-c", "4096", "-L", "ferry"],
+        fill,
+    );
+    let ours = assert_agree(&img, tmp.path(), "4 KiB clusters");
+    // The things this image is for are really there.
+    let get = |p: &str| {
+        ours.get(p.as_bytes())
+            .unwrap_or_else(|| panic!("{p} missing"))
+    };
+    assert_eq!(get("size4097").nlink, 3);
+    assert_eq!(get("intx_rel").link, b"a/b/c/d/deep");
+    assert_eq!(get("win_rel").link, b"a/b/c/d/deep");
+    assert_eq!(get("junction").link, b"/a/b");
+    assert_eq!(get("junction_far").link, b"/.NTFS-3G/E:/data");
+    assert_eq!(get("fifo").kind, FileType::NamedPipe);
+    assert!(
+        get("sparse").blocks * 512 < 1 << 20,
+        "sparse file fully allocated"
+    );
+    assert!(
+        get("cmp/text").blocks * 512 < 200_000,
+        "text not compressed"
+    );
+    assert_eq!(
+        ours.keys().filter(|k| k.starts_with(b"big/")).count(),
+        20_000
+    );
+
+    let fs = Ntfs::open(ferry::block::open(&img).unwrap()).unwrap();
+    let info = fs.info();
+    assert_eq!((info.kind, info.label.as_slice()), ("ntfs", &b"ferry"[..]));
+    // Case-insensitive lookup of names Windows wrote (the system files are Win32 names),
+    // exact lookup of ntfs-3g's POSIX names.
+    let root = fs.root_ino();
+    assert_eq!(fs.lookup(root, b"$mft").unwrap().ino, 0);
+    assert_eq!(fs.lookup(root, b"$UPCASE").unwrap().ino, 10);
+    assert!(matches!(fs.lookup(root, b"SIZE1"), Err(FsError::NotFound)));
+    // System files are not listed.
+    assert!(!ours.keys().any(|k| k.starts_with(b"$")));
+    // statfs against ntfs-3g's (same cluster counts).
+    let st = fs.statfs().unwrap();
+    let m = Ntfs3g::mount(&img, &tmp.path().join("statfs"), "ro");
+    let df = common::sh(&format!("stat -f -c '%S %b %f' '{}'", m.0.display()));
+    drop(m);
+    assert_eq!(
+        df.trim(),
+        format!("{} {} {}", st.bsize, st.blocks, st.bfree)
+    );
+
+    // ferry mount shows the same tree as ntfs-3g (FUSE calls the root 1 in both, and ferry
+    // puts the filesystem's index in the top byte of inode numbers).
+    let (mut theirs, _) = ntfs3g_view(&img, &tmp.path().join("again"));
+    let fmnt = tmp.path().join("ferry");
+    let f = kernel::FerryMount::new(&[img.as_os_str()], &fmnt).expect("ferry mount");
+    let mut mounted = kernel::walk(&fmnt);
+    drop(f);
+    for e in mounted.values_mut().chain(theirs.values_mut()) {
+        e.ino &= (1 << 56) - 1;
+    }
+    for snap in [&mut mounted, &mut theirs] {
+        snap.get_mut(&b""[..]).unwrap().ino = 0;
+        // ferry maps absolute targets for a volume at /, ntfs-3g for its mountpoint.
+        snap.retain(|_, e| !e.link.starts_with(b"/"));
+    }
+    kernel::assert_same(&theirs, &mounted, "ferry mount");
+
+    // ferry ls/cat use it.
+    let s = img.to_str().unwrap();
+    let ls = common::ferry_ok(&["ls", s, "/a/b"]);
+    assert_eq!(ls, "c\nlink2\n");
+    let cat = common::run(Command::new(common::ferry_bin()).args(["cat", s, "/a/b/c/d/deep"]));
+    assert_eq!(cat, "deep file\n");
+}
+
+#[test]
+fn ntfs3g_agrees_other_geometries() {
+    if !have_ntfs3g() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let small = Fill {
+        big_dir: 3000,
+        long_names: 300,
+        compress: true,
+    };
+    for (name, args, fill) in [
+        ("c512.img", &["-c", "512"][..], small),
+        // 4 KiB sectors: 4 KiB MFT records.
+        ("s4k.img", &["-c", "4096", "-s", "4096"][..], small),
+        // NTFS does not compress with clusters over 4 KiB.
+        (
+            "c64k.img",
+            &["-c", "65536"][..],
+            Fill {
+                compress: false,
+                ..small
+            },
+        ),
+    ] {
+        let img = build(tmp.path(), name, 192 << 20, args, fill);
+        let fs = Ntfs::open(ferry::block::open(&img).unwrap()).unwrap();
+        let bs = fs.boot_sector().clone();
+        drop(fs);
+        match name {
+            "c512.img" => assert_eq!((bs.cluster_size, bs.record_size), (512, 1024)),
+            "s4k.img" => assert_eq!((bs.cluster_size, bs.record_size), (4096, 4096)),
+            _ => assert_eq!(bs.cluster_size, 65536),
+        }
+        assert_agree(&img, tmp.path(), name);
+    }
+}
+
+/// A volume filled with one-cluster files until full, every other one deleted, then large
+/// files written into the holes: files of thousands of runs, whose runlists overflow their
+/// record into extension records named by an $ATTRIBUTE_LIST; read back as ntfs-3g reads
+/// them.
+#[test]
+fn fragmented_files_with_attribute_lists() {
+    if !have_ntfs3g() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("frag.img");
+    mkntfs(&img, 24 << 20, &["-c", "1024"]);
+    let m = Ntfs3g::mount(&img, &tmp.path().join("rw"), "streams_interface=xattr");
+    common::sh(&format!(
+        "cd '{}' && mkdir fill && i=0; while [ $i -lt 40000 ] && head -c 1000 /dev/urandom \
+         > fill/f$i 2>/dev/null; do i=$((i+1)); done; rm -f fill/f*[02468]; \
+         head -c 1500000 /dev/urandom > big1 2>/dev/null; \
+         head -c 1500000 /dev/urandom > big2 2>/dev/null; true",
+        m.0.display()
+    ));
+    drop(m);
+    assert_agree(&img, tmp.path(), "fragmented");
+    let info = common::run(Command::new("ntfsinfo").args(["-F", "/big1"]).arg(&img));
+    assert!(
+        info.contains("$ATTRIBUTE_LIST"),
+        "big1 has no attribute list:\n{info}"
+    );
+}
+
+/// XPRESS Huffman with every symbol 9 bits long (canonical code = the symbol): literals and
+/// matches of 3..=17 bytes, as [MS-XCA] 2.2 lays them out; enough to make WOF test files.
+fn xpress_encode(data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x99u8; 256];
+    let mut acc: u64 = 0;
+    let mut nbits = 0u32;
+    let mut words: Vec<u16> = Vec::new();
+    let mut put = |v: u32, n: u32, words: &mut Vec<u16>| {
+        acc = (acc << n) | u64::from(v);
+        nbits += n;
+        while nbits >= 16 {
+            words.push((acc >> (nbits - 16)) as u16);
+            nbits -= 16;
+        }
+    };
+    let mut i = 0;
+    while i < data.len() {
+        // The longest match of up to 17 bytes within 1024 bytes back.
+        let mut best = (0usize, 0usize);
+        for off in 1..=i.min(1024) {
+            let mut l = 0;
+            while l < 17 && i + l < data.len() && data[i + l] == data[i + l - off] {
+                l += 1;
+            }
+            if l > best.0 {
+                best = (l, off);
+            }
+        }
+        if best.0 >= 3 {
+            let (l, off) = best;
+            let obits = usize::BITS - 1 - off.leading_zeros();
+            put(256 + (obits << 4) + (l as u32 - 3), 9, &mut words);
+            if obits > 0 {
+                put((off - (1 << obits)) as u32, obits, &mut words);
+            }
+            i += l;
+        } else {
+            put(u32::from(data[i]), 9, &mut words);
+            i += 1;
+        }
+    }
+    put(0, 16, &mut words);
+    put(0, 16, &mut words);
+    for w in words {
+        out.extend_from_slice(&w.to_le_bytes());
+    }
+    out
+}
+
+/// A WOF-compressed file (XPRESS4K and XPRESS16K, as CompactOS writes them) built by the
+/// published layout through ntfs-3g: ferry reads the plaintext back; an LZX one is EIO. The
+/// same volume with a hibernation file is read with a warning.
+#[test]
+fn wof_compressed_files() {
+    if !have_ntfs3g() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("wof.img");
+    mkntfs(&img, 16 << 20, &["-c", "4096"]);
+    let text: Vec<u8> = (0..3000u32)
+        .flat_map(|i| format!("{} bottles of beer; ", i % 97).into_bytes())
+        .collect();
+    let mut plain = text.clone();
+    plain.extend_from_slice(&common::pseudo_random(9, 5000));
+    plain.truncate(40_000);
+    let m = Ntfs3g::mount(&img, &tmp.path().join("rw"), "streams_interface=xattr");
+    for (name, alg, chunk) in [
+        ("x4k", 0u32, 4096usize),
+        ("x16k", 3, 16384),
+        ("lzx", 1, 32768),
+    ] {
+        let chunks: Vec<Vec<u8>> = plain
+            .chunks(chunk)
+            .map(|c| {
+                let z = xpress_encode(c);
+                if z.len() < c.len() {
+                    z
+                } else {
+                    c.to_vec()
+                }
+            })
+            .collect();
+        let mut table = Vec::new();
+        let mut at = 0u32;
+        for c in &chunks[..chunks.len() - 1] {
+            at += c.len() as u32;
+            table.extend_from_slice(&at.to_le_bytes());
+        }
+        let mut stream = table;
+        for c in &chunks {
+            stream.extend_from_slice(c);
+        }
+        // Compressed chunks, not stored ones, are what is under test.
+        assert!(
+            stream.len() < plain.len() / 2,
+            "{name}: {} bytes",
+            stream.len()
+        );
+        let p = m.0.join(name);
+        std::fs::File::create(&p)
+            .unwrap()
+            .set_len(plain.len() as u64)
+            .unwrap();
+        common::run(
+            Command::new("setfattr")
+                .args(["-n", "user.WofCompressedData", "-v"])
+                .arg(format!("0x{}", hex(&stream)))
+                .arg(&p),
+        );
+        let mut r = Vec::new();
+        for v in [1u32, 2, 1, alg] {
+            r.extend_from_slice(&v.to_le_bytes());
+        }
+        common::run(
+            Command::new("setfattr")
+                .args(["-n", "system.ntfs_reparse_data", "-v"])
+                .arg(format!("0x{}", hex(&reparse(0x8000_0017, &r))))
+                .arg(&p),
+        );
+    }
+    // A hibernated Windows: still read, with a warning.
+    std::fs::write(m.0.join("hiberfil.sys"), b"hibr\0\0\0\0").unwrap();
+    drop(m);
+    let out = common::run_ferry(&["ls", img.to_str().unwrap(), "/"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Windows is hibernated"));
+    let fs = Ntfs::open(ferry::block::open(&img).unwrap()).unwrap();
+    for name in ["x4k", "x16k"] {
+        let ino = resolve(&fs, name.as_bytes());
+        let a = fs.getattr(ino).unwrap();
+        assert_eq!(
+            (a.kind, a.size),
+            (FileType::RegularFile, plain.len() as u64)
+        );
+        let got = kernel::read_all(&fs, ino, a.size, 5000).unwrap();
+        assert!(got == plain, "{name}: decompressed content differs");
+    }
+    let lzx = resolve(&fs, b"lzx");
+    assert!(matches!(
+        fs.read(lzx, 0, &mut [0u8; 100]),
+        Err(FsError::Corrupt { .. })
+    ));
+}
+
+/// Volumes written by Windows (dissect.ntfs) and by mkntfs elsewhere (ColinFinck/ntfs) read
+/// as ntfs-3g reads them.
+#[test]
+fn corpus_volumes() {
+    let Some(corpus) = common::corpus() else {
+        return;
+    };
+    if !have_ntfs3g() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let testfs1 = corpus.join("ColinFinck-ntfs/testfs1");
+    let copy = tmp.path().join("testfs1");
+    std::fs::copy(&testfs1, &copy).unwrap();
+    let ours = assert_agree(&copy, tmp.path(), "testfs1");
+    assert!(!ours.is_empty());
+    for gz in ["dissect.ntfs/ntfs.bin.gz", "dissect.ntfs/ntfs-cloud.bin.gz"] {
+        let img = common::unpack(&corpus.join(gz), tmp.path());
+        let name = img.file_name().unwrap().to_string_lossy().into_owned();
+        let before = common::sha256_file(&img);
+        let (theirs, their_x) = ntfs3g_view(&img, &tmp.path().join(format!("{name}.ro")));
+        let fs = Ntfs::open(ferry::block::open_as(&img, Some(ferry::block::Format::Raw)).unwrap())
+            .unwrap();
+        let mut ours = kernel::snapshot_lenient(&fs);
+        // ntfs-3g shows files whose data is elsewhere (cloud placeholders) as symlinks to
+        // an "unsupported reparse" text; ferry shows them as regular files that fail with
+        // EIO, and such directories (a OneDrive root) as directories, whose contents ntfs-3g
+        // does not show.
+        let mut skipped = 0;
+        for (p, e) in &theirs {
+            if e.kind == FileType::Symlink && e.link.starts_with(b"unsupported reparse") {
+                let o = ours.remove(p).expect("the file is listed");
+                let name = String::from_utf8_lossy(p);
+                match o.kind {
+                    FileType::Directory => {
+                        let mut under = p.clone();
+                        under.push(b'/');
+                        ours.retain(|k, _| !k.starts_with(&under));
+                    }
+                    _ => assert!(o.sha.starts_with("error"), "{name} read as if it had data"),
+                }
+                skipped += 1;
+            }
+        }
+        let theirs: Snapshot = theirs
+            .into_iter()
+            .filter(|(_, e)| {
+                !(e.kind == FileType::Symlink && e.link.starts_with(b"unsupported reparse"))
+            })
+            .collect();
+        eprintln!(
+            "{name}: {} paths, {skipped} with data elsewhere",
+            theirs.len()
+        );
+        kernel::assert_same(&theirs, &ours, &name);
+        let our_x = ferry_xattrs(&fs, &ours);
+        let their_x: BTreeMap<_, _> = their_x
+            .into_iter()
+            .filter(|(p, _)| ours.contains_key(p))
+            .collect();
+        assert_eq!(our_x, their_x, "{name}: stream xattrs differ");
+        assert_eq!(common::sha256_file(&img), before);
+    }
+}
+
+/// Damaged volumes: bytes flipped in MFT records, runlists and index blocks, and truncated
+/// images. Opening and walking never panics or hangs; a record with a torn stride is an
+/// error for that file only.
+#[test]
+fn damaged_volumes() {
+    if !have_ntfs3g() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let img = build(
+        tmp.path(),
+        "dmg.img",
+        16 << 20,
+        &["-c", "1024"],
+        Fill {
+            big_dir: 400,
+            long_names: 40,
+            compress: true,
+        },
+    );
+    let orig = std::fs::read(&img).unwrap();
+    let fs = Ntfs::open(Arc::new(MemDevice(orig.clone()))).unwrap();
+    let deep = resolve(&fs, b"a/b/c/d/deep");
+    let rs = fs.boot_sector().record_size as usize;
+    let mft = (fs.boot_sector().mft_lcn * u64::from(fs.boot_sector().cluster_size)) as usize;
+    drop(fs);
+    // A torn stride in one record (its update sequence number no longer matches): that
+    // file is EIO, its neighbours are fine. mkntfs' $MFT is contiguous at first, and the
+    // files made here fit its first extent.
+    let mut torn = orig.clone();
+    let at = mft + deep as usize * rs + 510;
+    torn[at] ^= 0xff;
+    let fs = Ntfs::open(Arc::new(MemDevice(torn))).unwrap();
+    let d = resolve(&fs, b"a/b/c/d");
+    assert!(matches!(
+        fs.lookup(d, b"deep"),
+        Err(FsError::Corrupt { .. })
+    ));
+    assert_eq!(fs.lookup(fs.root_ino(), b"size1").unwrap().size, 1);
+    drop(fs);
+
+    // Hot ranges: the boot sector, the MFT records in use, and the index blocks found by
+    // scanning for INDX.
+    let mut hot = vec![(0, 512), (mft, mft + 200 * rs)];
+    for (k, w) in orig.chunks(4096).enumerate() {
+        if w.starts_with(b"INDX") {
+            hot.push((k * 4096, k * 4096 + 4096));
+        }
+    }
+    let mut opened = 0;
+    for m in common::mutants(&orig, &hot, 300, 14) {
+        if walk_bounded(m) {
+            opened += 1;
+        }
+    }
+    assert!(opened > 100, "only {opened} mutants opened at all");
+    for cut in [
+        0,
+        100,
+        4096,
+        mft,
+        mft + 17 * rs,
+        orig.len() / 2,
+        orig.len() - 1,
+    ] {
+        walk_bounded(orig[..cut].to_vec());
+    }
+}
+
+/// Opens and walks an image on a thread with a deadline; true if it opened. Panics if ferry
+/// panicked or took more than 30 s.
+fn walk_bounded(data: Vec<u8>) -> bool {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = std::panic::catch_unwind(move || {
+            let Ok(fs) = Ntfs::open(Arc::new(MemDevice(data))) else {
+                return false;
+            };
+            let _ = fs.statfs();
+            let mut todo = vec![fs.root_ino()];
+            let mut seen = std::collections::HashSet::new();
+            let mut buf = vec![0u8; 1 << 16];
+            while let Some(dir) = todo.pop() {
+                if !seen.insert(dir) || seen.len() > 5000 {
+                    continue;
+                }
+                let mut entries = Vec::new();
+                let _ = fs.readdir(dir, 0, &mut |e, _| {
+                    entries.push(e);
+                    true
+                });
+                for e in entries {
+                    if e.name == b"." || e.name == b".." {
+                        continue;
+                    }
+                    let _ = fs.lookup(dir, &e.name);
+                    let _ = fs.listxattr(e.ino).map(|l| {
+                        for n in l {
+                            let _ = fs.getxattr(e.ino, &n);
+                        }
+                    });
+                    match e.kind {
+                        FileType::Directory => todo.push(e.ino),
+                        FileType::Symlink => {
+                            let _ = fs.readlink(e.ino);
+                        }
+                        _ => {
+                            let mut off = 0;
+                            while let Ok(n) = fs.read(e.ino, off, &mut buf) {
+                                if n == 0 || off > 4 << 20 {
+                                    break;
+                                }
+                                off += n as u64;
+                            }
+                        }
+                    }
+                }
+            }
+            true
+        });
+        let _ = tx.send(r);
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(Ok(opened)) => opened,
+        Ok(Err(_)) => panic!("ferry panicked on a damaged NTFS volume"),
+        Err(_) => panic!("ferry hung (>30 s) on a damaged NTFS volume"),
+    }
+}
+
+/// An NTFS partition of a GPT disk and of an MBR disk, through qcow2 and VMDK: `ferry ls`
+/// and `ferry cat` read it as ntfs-3g reads the volume itself.
+#[test]
+fn ntfs_partition_through_qcow2_and_vmdk() {
+    if !have_ntfs3g() || !common::have_tools(&["sfdisk", "qemu-img"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let fill = Fill {
+        big_dir: 100,
+        long_names: 10,
+        compress: true,
+    };
+    let vol = build(tmp.path(), "part.img", 64 << 20, &["-c", "4096"], fill);
+    let (theirs, _) = ntfs3g_view(&vol, &tmp.path().join("part.ro"));
+    let data = std::fs::read(&vol).unwrap();
+    let sectors = data.len() / 512;
+    for (label, ptype) in [
+        ("gpt", "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7"),
+        ("dos", "7"),
+    ] {
+        let disk = tmp.path().join(format!("{label}.raw"));
+        std::fs::File::create(&disk)
+            .unwrap()
+            .set_len(data.len() as u64 + (4 << 20))
+            .unwrap();
+        common::sh(&format!(
+            "echo 'label: {label}\nstart=2048, size={sectors}, type={ptype}' | sfdisk -q '{}'",
+            disk.display()
+        ));
+        use std::os::unix::fs::FileExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&disk)
+            .unwrap()
+            .write_all_at(&data, 1 << 20)
+            .unwrap();
+        for fmt in ["qcow2", "vmdk"] {
+            let img = tmp.path().join(format!("{label}.{fmt}"));
+            common::qemu_img(&[
+                "convert",
+                "-O",
+                fmt,
+                disk.to_str().unwrap(),
+                img.to_str().unwrap(),
+            ]);
+            let s = img.to_str().unwrap();
+            assert_eq!(common::ferry_ok(&["ls", s, "/a/b"]), "c\nlink2\n", "{s}");
+            for p in ["size4097", "cmp/text", "large", "sparse"] {
+                let out = common::run_ferry(&["cat", s, &format!("/{p}")]);
+                assert!(out.status.success(), "{s} {p}");
+                let sha = format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(&out.stdout));
+                assert_eq!(sha, theirs[p.as_bytes()].sha, "{s}: {p}");
+            }
+        }
+    }
+}
