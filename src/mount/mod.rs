@@ -56,6 +56,13 @@ pub fn errno(e: &FsError) -> i32 {
         FsError::Loop => libc::ELOOP,
         FsError::Busy => libc::EBUSY,
         FsError::CrossDevice => libc::EXDEV,
+        FsError::Exists => libc::EEXIST,
+        FsError::NotEmpty => libc::ENOTEMPTY,
+        FsError::NoSpace => libc::ENOSPC,
+        FsError::TooManyLinks => libc::EMLINK,
+        FsError::Invalid(_) => libc::EINVAL,
+        FsError::NotPermitted => libc::EPERM,
+        FsError::TooBig => libc::EFBIG,
     }
 }
 
