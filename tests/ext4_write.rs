@@ -971,3 +971,144 @@ fn random_workload_matches_the_kernel() {
         let _ = std::fs::remove_file(&b);
     }
 }
+
+/// A full filesystem answers NoSpace (blocks, then inodes) and stays consistent.
+#[test]
+fn enospc_is_clean() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (kind, args) in [KINDS[0], KINDS[4]] {
+        let img = tmp.path().join(format!("{kind}-full.img"));
+        let mut a: Vec<&str> = args.to_vec();
+        a.extend(["-N", "64"]);
+        kernel::mkfs_ext4(&img, "8M", None, &a);
+        let fs = Ext4::open_rw(FileDev::open(&img)).unwrap();
+        let root = fs.root_ino();
+        let new = |mode| NewInode {
+            mode,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+        };
+        let f = fs.create(root, b"fill", &new(0o100644)).unwrap().ino;
+        let chunk = vec![0xa5u8; 1 << 20];
+        let mut off = 0u64;
+        let err = loop {
+            match fs.write(f, off, &chunk) {
+                Ok(n) => off += n as u64,
+                Err(e) => break e,
+            }
+            assert!(off < 64 << 20, "{kind}: wrote past the device");
+        };
+        assert!(matches!(err, FsError::NoSpace), "{kind}: {err:?}");
+        // Smaller writes fill what is left, then fail the same way.
+        let err = loop {
+            match fs.write(f, off, &chunk[..4096]) {
+                Ok(n) => off += n as u64,
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(err, FsError::NoSpace), "{kind}: {err:?}");
+        // What is left cannot hold another block and the tree node it would need.
+        assert!(fs.statfs().unwrap().bfree < 8, "{kind}");
+        assert_eq!(fs.getattr(f).unwrap().size, off);
+        // Inodes run out too (directories need a block: none left).
+        let mut made = 0;
+        let err = loop {
+            match fs.create(root, format!("e{made}").as_bytes(), &new(0o100644)) {
+                Ok(_) => made += 1,
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(err, FsError::NoSpace), "{kind}: {err:?}");
+        assert!(matches!(
+            fs.create(root, b"d", &new(0o040755)),
+            Err(FsError::NoSpace)
+        ));
+        // Freeing makes room again.
+        fs.setattr(
+            f,
+            &SetAttr {
+                size: Some(0),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(fs.statfs().unwrap().bfree > 1000);
+        fs.unlink(root, b"e0").unwrap();
+        fs.create(root, b"d", &new(0o040755)).unwrap();
+        drop(fs);
+        e2fsck(&img).unwrap_or_else(|e| panic!("{kind}: {e}"));
+    }
+}
+
+/// Filesystems ferry must not write are refused at open, naming why; objects it cannot
+/// change are read-only; damage found while writing turns the whole filesystem read-only.
+#[test]
+fn refuses_what_it_cannot_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("r.img");
+    let refused = |args: &[&str], debugfs: Option<&str>, want: &str| {
+        kernel::mkfs_ext4(&img, "32M", None, args);
+        if let Some(cmd) = debugfs {
+            common::run(Command::new("debugfs").args(["-w", "-R", cmd]).arg(&img));
+        }
+        let before = common::sha256_file(&img);
+        match Ext4::open_rw(FileDev::open(&img)) {
+            Ok(_) => panic!("{args:?} {debugfs:?}: opened for writing"),
+            Err(e) => assert!(e.to_string().contains(want), "{args:?} {debugfs:?}: {e}"),
+        }
+        assert_eq!(common::sha256_file(&img), before, "refusal wrote");
+        // Reading still works.
+        Ext4::open(FileDev::open(&img)).unwrap();
+    };
+    refused(&["-O", "bigalloc", "-C", "16384"], None, "bigalloc");
+    refused(&["-O", "quota"], None, "quota");
+    refused(&["-O", "mmp"], None, "mmp");
+    refused(&[], Some("ssv state 2"), "errors are recorded");
+    refused(&[], Some("ssv error_count 3"), "errors are recorded");
+    refused(&[], Some("ssv state 0"), "not cleanly unmounted");
+    refused(&[], Some("feature needs_recovery"), "needs recovery");
+
+    // Inline data: such a file or directory is read-only, the rest is writable.
+    kernel::mkfs_ext4(&img, "32M", None, &["-O", "inline_data"]);
+    common::run(Command::new("debugfs").args(["-w", "-R", "mkdir inl"]).arg(&img));
+    let fs = Ext4::open_rw(FileDev::open(&img)).unwrap();
+    let inl = fs.lookup(fs.root_ino(), b"inl").unwrap().ino;
+    let new = NewInode {
+        mode: 0o100644,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+    };
+    assert!(matches!(fs.create(inl, b"x", &new), Err(FsError::ReadOnly)));
+    fs.create(fs.root_ino(), b"ok", &new).unwrap();
+    drop(fs);
+    e2fsck(&img).unwrap();
+
+    // A block bitmap that claims a metadata block free: the allocation that finds it fails,
+    // nothing of the operation is written, and the filesystem refuses further writes.
+    kernel::mkfs_ext4(&img, "32M", None, &["-O", "^flex_bg", "-b", "4096"]);
+    let fs = Ext4::open_rw(FileDev::open(&img)).unwrap();
+    let bs = 4096u64;
+    let mut bitmap_blk = [0u8; 4];
+    // Group 0's descriptor is in block 1; bg_block_bitmap_lo is its first field.
+    FileDev::open(&img).read_at(&mut bitmap_blk, bs).unwrap();
+    let bitmap_blk = u64::from(u32::from_le_bytes(bitmap_blk));
+    drop(fs);
+    let dev = FileDev::open(&img);
+    let mut map = vec![0u8; 4096];
+    dev.read_at(&mut map, bitmap_blk * bs).unwrap();
+    map.fill(0);
+    dev.write_at(&map, bitmap_blk * bs).unwrap();
+    let fs = Ext4::open_rw(FileDev::open(&img)).unwrap();
+    let f = fs.create(fs.root_ino(), b"f", &new);
+    let err = match f {
+        Ok(a) => fs.write(a.ino, 0, b"data").unwrap_err(),
+        Err(e) => e,
+    };
+    assert!(matches!(err, FsError::Corrupt { .. }), "{err:?}");
+    assert!(matches!(
+        fs.create(fs.root_ino(), b"g", &new),
+        Err(FsError::ReadOnly)
+    ));
+}
