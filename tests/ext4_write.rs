@@ -1112,3 +1112,63 @@ fn refuses_what_it_cannot_write() {
         Err(FsError::ReadOnly)
     ));
 }
+
+/// Operations over damaged images (mutants of a small populated filesystem): every one is
+/// refused at open or answers, never panics; e2fsck is not asked (the input is damaged).
+#[test]
+fn damaged_images_do_not_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("d/e")).unwrap();
+    for i in 0..40 {
+        std::fs::write(src.join(format!("d/f{i}")), data(i, (i as usize) * 997)).unwrap();
+    }
+    std::fs::write(src.join("big"), data(99, 300_000)).unwrap();
+    std::os::unix::fs::symlink("x".repeat(100), src.join("slow")).unwrap();
+    for (kind, args) in [KINDS[0], KINDS[4]] {
+        let img = tmp.path().join(format!("{kind}.img"));
+        let mut a = args.to_vec();
+        a.extend(["-b", "1024", "-N", "128"]);
+        kernel::mkfs_ext4(&img, "4M", Some(&src), &a);
+        let orig = std::fs::read(&img).unwrap();
+        // Superblock, descriptors, bitmaps and inode tables: the first 40 KiB.
+        let hot = [(1024, 40 << 10)];
+        let mut opened = 0;
+        for (n, m) in common::mutants(&orig, &hot, 300, 7).enumerate() {
+            let dev = Arc::new(ferry::block::mem::MemDeviceRw::new(m));
+            let Ok(fs) = Ext4::open_rw(dev) else { continue };
+            opened += 1;
+            let mut r = Rng(n as u64 + 1);
+            let root = fs.root_ino();
+            let mut inos = vec![root];
+            if let Ok(entries) = kernel::list(&fs, root, 100) {
+                inos.extend(entries.iter().map(|e| e.ino));
+            }
+            let new = |mode| NewInode {
+                mode,
+                uid: 0,
+                gid: 0,
+                rdev: 0,
+            };
+            for _ in 0..30 {
+                let ino = inos[r.below(inos.len() as u64) as usize];
+                let name = format!("f{}", r.below(45));
+                let name = name.as_bytes();
+                let _ = match r.below(9) {
+                    0 => fs.create(ino, name, &new(0o100644)).map(|a| inos.push(a.ino)),
+                    1 => fs.create(ino, name, &new(0o040755)).map(|a| inos.push(a.ino)),
+                    2 => fs.write(ino, r.below(1 << 20), &data(3, r.below(50_000) as usize)).map(drop),
+                    3 => fs
+                        .setattr(ino, &SetAttr { size: Some(r.below(1 << 20)), ..Default::default() })
+                        .map(drop),
+                    4 => fs.unlink(ino, name),
+                    5 => fs.rmdir(ino, name),
+                    6 => fs.rename(ino, name, root, b"moved"),
+                    7 => fs.setxattr(ino, b"user.x", &data(4, r.below(3000) as usize)),
+                    _ => fs.link(ino, root, name).map(drop),
+                };
+            }
+        }
+        assert!(opened > 100, "{kind}: only {opened} mutants opened");
+    }
+}
