@@ -46,21 +46,25 @@ impl BlockDevice for FileDev {
     }
     fn read_at(&self, buf: &mut [u8], off: u64) -> ferry::block::Result<()> {
         ferry::block::check_range(off, buf.len() as u64, self.len)?;
-        self.f.read_exact_at(buf, off).map_err(|e| ferry::block::Error::Io {
-            path: PathBuf::from("image"),
-            what: "read",
-            offset: off,
-            source: e,
-        })
+        self.f
+            .read_exact_at(buf, off)
+            .map_err(|e| ferry::block::Error::Io {
+                path: PathBuf::from("image"),
+                what: "read",
+                offset: off,
+                source: e,
+            })
     }
     fn write_at(&self, buf: &[u8], off: u64) -> ferry::block::Result<()> {
         ferry::block::check_range(off, buf.len() as u64, self.len)?;
-        self.f.write_all_at(buf, off).map_err(|e| ferry::block::Error::Io {
-            path: PathBuf::from("image"),
-            what: "write",
-            offset: off,
-            source: e,
-        })
+        self.f
+            .write_all_at(buf, off)
+            .map_err(|e| ferry::block::Error::Io {
+                path: PathBuf::from("image"),
+                what: "write",
+                offset: off,
+                source: e,
+            })
     }
     fn extents(&self, off: u64, len: u64) -> ferry::block::Result<Vec<Extent>> {
         Ok(vec![Extent::new(off, len, ExtentKind::Data)])
@@ -396,7 +400,10 @@ fn xattrs(p: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
     let n = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     assert!(n >= 0, "llistxattr {}", p.display());
     let mut out = BTreeMap::new();
-    for name in buf[..n as usize].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+    for name in buf[..n as usize]
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+    {
         let cn = CString::new(name).unwrap();
         let mut v = vec![0u8; 65536];
         // SAFETY: as above.
@@ -420,7 +427,11 @@ fn seen(root: &Path, times: bool) -> BTreeMap<Vec<u8>, Seen> {
             };
             // A directory's size is its block count: the kernel indexes and splits big
             // directories where ferry keeps them linear, so only files' sizes compare.
-            let size = if e.kind == FileType::Directory { 0 } else { e.size };
+            let size = if e.kind == FileType::Directory {
+                0
+            } else {
+                e.size
+            };
             let entry = format!(
                 "{:?} {:o} {}:{} size {} nlink {} rdev {} link {:?} sha {} {t}",
                 e.kind,
@@ -433,7 +444,13 @@ fn seen(root: &Path, times: bool) -> BTreeMap<Vec<u8>, Seen> {
                 String::from_utf8_lossy(&e.link),
                 e.sha
             );
-            (k, Seen { entry, xattrs: xattrs(&p) })
+            (
+                k,
+                Seen {
+                    entry,
+                    xattrs: xattrs(&p),
+                },
+            )
         })
         .collect()
 }
@@ -471,7 +488,10 @@ fn differential(dir: &Path, kind: &str, args: &[&str], size: &str, ops: &[Op], t
     let mut diffs = Vec::new();
     for (k, v) in &sb {
         match sa.get(k) {
-            None => diffs.push(format!("{}: missing in ferry's", String::from_utf8_lossy(k))),
+            None => diffs.push(format!(
+                "{}: missing in ferry's",
+                String::from_utf8_lossy(k)
+            )),
             Some(f) if f != v => diffs.push(format!(
                 "{}:\n  ferry  {f:?}\n  kernel {v:?}",
                 String::from_utf8_lossy(k)
@@ -486,7 +506,12 @@ fn differential(dir: &Path, kind: &str, args: &[&str], size: &str, ops: &[Op], t
         diffs.is_empty(),
         "{kind}: {} differences:\n{}",
         diffs.len(),
-        diffs.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
+        diffs
+            .iter()
+            .take(20)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 
@@ -665,7 +690,12 @@ fn under(p: &str, top: &str) -> bool {
 
 impl Model {
     fn all(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.dirs.iter().filter(|d| !d.is_empty()).cloned().collect();
+        let mut v: Vec<String> = self
+            .dirs
+            .iter()
+            .filter(|d| !d.is_empty())
+            .cloned()
+            .collect();
         v.extend(self.files.iter().cloned());
         v.extend(self.others.iter().cloned());
         v
@@ -737,7 +767,12 @@ fn random_op(r: &mut Rng, m: &Model, seq: u64) -> Op {
     let any = m.all();
     let file = |r: &mut Rng| r.pick(&m.files).cloned().unwrap_or_else(|| "none".into());
     let obj = |r: &mut Rng| r.pick(&any).cloned().unwrap_or_else(|| "none".into());
-    let t = |r: &mut Rng| ts(r.below(5_000_000_000) as i64 - 1_000_000_000, r.below(1_000_000_000) as u32);
+    let t = |r: &mut Rng| {
+        ts(
+            r.below(5_000_000_000) as i64 - 1_000_000_000,
+            r.below(1_000_000_000) as u32,
+        )
+    };
     match r.below(100) {
         0..=17 => Op::Create(new_path(r), 0o600 + r.below(0o177) as u32),
         18..=23 => Op::Mkdir(new_path(r), 0o700 + r.below(0o77) as u32),
@@ -795,7 +830,10 @@ fn random_op(r: &mut Rng, m: &Model, seq: u64) -> Op {
         73..=74 => {
             let (mode, rdev) = match r.below(4) {
                 0 => (libc::S_IFIFO | 0o644, 0),
-                1 => (libc::S_IFCHR | 0o600, libc::makedev(r.below(300) as u32, r.below(70000) as u32)),
+                1 => (
+                    libc::S_IFCHR | 0o600,
+                    libc::makedev(r.below(300) as u32, r.below(70000) as u32),
+                ),
                 2 => (libc::S_IFBLK | 0o600, libc::makedev(8, r.below(256) as u32)),
                 _ => (libc::S_IFSOCK | 0o755, 0),
             };
@@ -927,8 +965,13 @@ fn random_workload_matches_the_kernel() {
                     assert!(fnames == kn, "after op {n} {op:?}: dir {d:?} differs");
                 }
                 for p in model.all() {
-                    let k = std::fs::symlink_metadata(mnt_b.join(&p)).map(|m| m.mode()).ok();
-                    let f = ino_of(&fs, &p).and_then(|i| fs.getattr(i)).map(|a| a.mode).ok();
+                    let k = std::fs::symlink_metadata(mnt_b.join(&p))
+                        .map(|m| m.mode())
+                        .ok();
+                    let f = ino_of(&fs, &p)
+                        .and_then(|i| fs.getattr(i))
+                        .map(|a| a.mode)
+                        .ok();
                     assert_eq!(f, k, "after op {n} {op:?}: {p}");
                 }
             }
@@ -962,10 +1005,30 @@ fn random_workload_matches_the_kernel() {
         let diffs: Vec<String> = sb
             .iter()
             .filter(|(k, v)| sa.get(*k) != Some(v))
-            .map(|(k, v)| format!("{}:\n  ferry  {:?}\n  kernel {v:?}", String::from_utf8_lossy(k), sa.get(k)))
-            .chain(sa.keys().filter(|k| !sb.contains_key(*k)).map(|k| format!("{}: only in ferry's", String::from_utf8_lossy(k))))
+            .map(|(k, v)| {
+                format!(
+                    "{}:\n  ferry  {:?}\n  kernel {v:?}",
+                    String::from_utf8_lossy(k),
+                    sa.get(k)
+                )
+            })
+            .chain(
+                sa.keys()
+                    .filter(|k| !sb.contains_key(*k))
+                    .map(|k| format!("{}: only in ferry's", String::from_utf8_lossy(k))),
+            )
             .collect();
-        assert!(diffs.is_empty(), "seed {seed} {kind}: {} differences:\n{}", diffs.len(), diffs.iter().take(10).cloned().collect::<Vec<_>>().join("\n"));
+        assert!(
+            diffs.is_empty(),
+            "seed {seed} {kind}: {} differences:\n{}",
+            diffs.len(),
+            diffs
+                .iter()
+                .take(10)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
         drop((ma, mb));
         let _ = std::fs::remove_file(&a);
         let _ = std::fs::remove_file(&b);
@@ -1071,7 +1134,11 @@ fn refuses_what_it_cannot_write() {
 
     // Inline data: such a file or directory is read-only, the rest is writable.
     kernel::mkfs_ext4(&img, "32M", None, &["-O", "inline_data"]);
-    common::run(Command::new("debugfs").args(["-w", "-R", "mkdir inl"]).arg(&img));
+    common::run(
+        Command::new("debugfs")
+            .args(["-w", "-R", "mkdir inl"])
+            .arg(&img),
+    );
     let fs = Ext4::open_rw(FileDev::open(&img)).unwrap();
     let inl = fs.lookup(fs.root_ino(), b"inl").unwrap().ino;
     let new = NewInode {
@@ -1155,11 +1222,23 @@ fn damaged_images_do_not_panic() {
                 let name = format!("f{}", r.below(45));
                 let name = name.as_bytes();
                 let _ = match r.below(9) {
-                    0 => fs.create(ino, name, &new(0o100644)).map(|a| inos.push(a.ino)),
-                    1 => fs.create(ino, name, &new(0o040755)).map(|a| inos.push(a.ino)),
-                    2 => fs.write(ino, r.below(1 << 20), &data(3, r.below(50_000) as usize)).map(drop),
+                    0 => fs
+                        .create(ino, name, &new(0o100644))
+                        .map(|a| inos.push(a.ino)),
+                    1 => fs
+                        .create(ino, name, &new(0o040755))
+                        .map(|a| inos.push(a.ino)),
+                    2 => fs
+                        .write(ino, r.below(1 << 20), &data(3, r.below(50_000) as usize))
+                        .map(drop),
                     3 => fs
-                        .setattr(ino, &SetAttr { size: Some(r.below(1 << 20)), ..Default::default() })
+                        .setattr(
+                            ino,
+                            &SetAttr {
+                                size: Some(r.below(1 << 20)),
+                                ..Default::default()
+                            },
+                        )
                         .map(drop),
                     4 => fs.unlink(ino, name),
                     5 => fs.rmdir(ino, name),

@@ -67,7 +67,10 @@ pub fn from_xattr(x: &[u8]) -> Result<(Vec<u8>, u16, bool), String> {
         return Err(format!("ACL of {} bytes", x.len()));
     }
     if le32(x, 0) != XATTR_VERSION {
-        return Err(format!("ACL version {}, expected {XATTR_VERSION}", le32(x, 0)));
+        return Err(format!(
+            "ACL version {}, expected {XATTR_VERSION}",
+            le32(x, 0)
+        ));
     }
     let mut out = DISK_VERSION.to_le_bytes().to_vec();
     let (mut user, mut group, mut mask, mut other) = (None, None, None, None);

@@ -117,7 +117,13 @@ impl Ext4 {
             .sb
             .metadata_csum
             // OK: blocks_per_group <= 8 * block size.
-            .then(|| csum::bitmap(self.sb.csum_seed, &map, self.sb.blocks_per_group as usize / 8));
+            .then(|| {
+                csum::bitmap(
+                    self.sb.csum_seed,
+                    &map,
+                    self.sb.blocks_per_group as usize / 8,
+                )
+            });
         self.put_meta(blk, map)?;
         self.gd_edit(g, |d| {
             let free = i64::from(d.free_blocks()) + delta_free;
@@ -187,7 +193,9 @@ impl Ext4 {
     /// Frees blocks `start..start+len`. `meta`: they held metadata (a journal revokes them).
     /// A block already free, or one outside the data area, is damage.
     pub(crate) fn free_blocks(&self, start: u64, len: u64, meta: bool) -> Result<()> {
-        let end = start.checked_add(len).filter(|&e| e <= self.sb.blocks_count);
+        let end = start
+            .checked_add(len)
+            .filter(|&e| e <= self.sb.blocks_count);
         let Some(end) = end else {
             return Err(FsError::corrupt(
                 "block map",
@@ -240,10 +248,13 @@ impl Ext4 {
     }
 
     fn put_inode_bitmap(&self, blk: u64, map: Vec<u8>) -> Result<Option<u32>> {
-        let c = self
-            .sb
-            .metadata_csum
-            .then(|| csum::bitmap(self.sb.csum_seed, &map, self.sb.inodes_per_group as usize / 8));
+        let c = self.sb.metadata_csum.then(|| {
+            csum::bitmap(
+                self.sb.csum_seed,
+                &map,
+                self.sb.inodes_per_group as usize / 8,
+            )
+        });
         self.put_meta(blk, map)?;
         Ok(c)
     }

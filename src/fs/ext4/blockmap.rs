@@ -127,7 +127,12 @@ impl Freed {
 impl Ext4 {
     /// Maps logical block `lblk` of block-mapped `b` to `pblk`, allocating the indirect blocks
     /// on the way (zeroed, next to the data); i_blocks counts them.
-    pub(crate) fn bmap_set(&self, b: &mut super::inode::InodeBuf, lblk: u64, pblk: u64) -> Result<()> {
+    pub(crate) fn bmap_set(
+        &self,
+        b: &mut super::inode::InodeBuf,
+        lblk: u64,
+        pblk: u64,
+    ) -> Result<()> {
         let per = u64::from(self.block_size() / 4);
         let ptr32 = |v: u64| u32::try_from(v).map_err(|_| crate::fs::FsError::TooBig);
         let (slot, idx) = path(per, lblk).ok_or(crate::fs::FsError::TooBig)?;
@@ -143,9 +148,16 @@ impl Ext4 {
             b.i_block_mut()[slot * 4..slot * 4 + 4].copy_from_slice(&ptr.to_le_bytes());
         }
         for (level, &i) in idx.iter().enumerate() {
-            let mut node = self.meta_block(u64::from(ptr), "indirect block", b.ino)?.to_vec();
+            let mut node = self
+                .meta_block(u64::from(ptr), "indirect block", b.ino)?
+                .to_vec();
             if node.len() != bs {
-                return Err(crate::fs::FsError::corrupt("indirect block", b.ino, u64::from(ptr), "size"));
+                return Err(crate::fs::FsError::corrupt(
+                    "indirect block",
+                    b.ino,
+                    u64::from(ptr),
+                    "size",
+                ));
             }
             let last = level + 1 == idx.len();
             let mut child = le32(&node, i * 4);
@@ -175,7 +187,12 @@ impl Ext4 {
     /// Unmaps every block of block-mapped `b` from logical block `from` on, freeing the data
     /// blocks (`meta`: they are directory blocks) and the indirect blocks left with nothing to
     /// map; i_blocks follows.
-    pub(crate) fn bmap_truncate(&self, b: &mut super::inode::InodeBuf, from: u64, meta: bool) -> Result<()> {
+    pub(crate) fn bmap_truncate(
+        &self,
+        b: &mut super::inode::InodeBuf,
+        from: u64,
+        meta: bool,
+    ) -> Result<()> {
         let per = u64::from(self.block_size() / 4);
         let mut data = Freed::default();
         let mut ind = Freed::default();
@@ -192,8 +209,16 @@ impl Ext4 {
             let slot = 11 + level;
             let p = le32(b.i_block(), slot * 4);
             if p != 0 && base + span > from {
-                let emptied =
-                    self.cut_indirect(b.ino, u64::from(p), level, base, span, from, &mut data, &mut ind)?;
+                let emptied = self.cut_indirect(
+                    b.ino,
+                    u64::from(p),
+                    level,
+                    base,
+                    span,
+                    from,
+                    &mut data,
+                    &mut ind,
+                )?;
                 if emptied {
                     b.i_block_mut()[slot * 4..slot * 4 + 4].fill(0);
                 }
@@ -246,7 +271,16 @@ impl Ext4 {
                 data.push(u64::from(p));
                 true
             } else {
-                self.cut_indirect(ino, u64::from(p), level - 1, cb, child_span, from, data, ind)?
+                self.cut_indirect(
+                    ino,
+                    u64::from(p),
+                    level - 1,
+                    cb,
+                    child_span,
+                    from,
+                    data,
+                    ind,
+                )?
             };
             if gone {
                 node[i * 4..i * 4 + 4].fill(0);

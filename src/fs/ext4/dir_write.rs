@@ -63,15 +63,24 @@ fn put_record(block: &mut [u8], off: usize, ino: u32, rec_len: usize, name: &[u8
 }
 
 /// One record's header, bounds-checked against `limit`.
-fn record(block: &[u8], off: usize, limit: usize) -> std::result::Result<(u32, usize, usize), String> {
+fn record(
+    block: &[u8],
+    off: usize,
+    limit: usize,
+) -> std::result::Result<(u32, usize, usize), String> {
     if limit - off < 12 {
-        return Err(format!("offset {off}: {} bytes left, less than a record", limit - off));
+        return Err(format!(
+            "offset {off}: {} bytes left, less than a record",
+            limit - off
+        ));
     }
     let rec_len = dir::rec_len_from_disk(le16(block, off + 4), block.len());
     let name_len = usize::from(block[off + 6]);
     if rec_len < 12 || rec_len % 4 != 0 || rec_len > limit - off || HEADER_LEN + name_len > rec_len
     {
-        return Err(format!("offset {off}: rec_len {rec_len}, name_len {name_len}"));
+        return Err(format!(
+            "offset {off}: rec_len {rec_len}, name_len {name_len}"
+        ));
     }
     Ok((le32(block, off), rec_len, name_len))
 }
@@ -192,7 +201,8 @@ impl Ext4 {
         match prev {
             Some(p) => {
                 let plen = dir::rec_len_from_disk(le16(&block, p + 4), bs);
-                block[p + 4..p + 6].copy_from_slice(&rec_len_to_disk(plen + rec_len, bs).to_le_bytes());
+                block[p + 4..p + 6]
+                    .copy_from_slice(&rec_len_to_disk(plen + rec_len, bs).to_le_bytes());
                 block[off..off + rec_len.min(HEADER_LEN)].fill(0);
             }
             None => block[off..off + 4].fill(0),
@@ -204,7 +214,13 @@ impl Ext4 {
 
     /// Points existing entry `name` of `d` at inode `ino` of type `kind` (rename over a name,
     /// or ".." of a moved directory).
-    pub(crate) fn dir_set(&self, d: &InodeBuf, name: &[u8], ino: u64, kind: FileType) -> Result<()> {
+    pub(crate) fn dir_set(
+        &self,
+        d: &InodeBuf,
+        name: &[u8],
+        ino: u64,
+        kind: FileType,
+    ) -> Result<()> {
         let Some((lblk, pblk, mut block, off, _)) = self.dir_locate(d, name)? else {
             return Err(FsError::NotFound);
         };
@@ -252,7 +268,8 @@ impl Ext4 {
                     put_record(block, off, ino, rec_len, name, ft);
                 } else {
                     let bs = block.len();
-                    block[off + 4..off + 6].copy_from_slice(&rec_len_to_disk(used, bs).to_le_bytes());
+                    block[off + 4..off + 6]
+                        .copy_from_slice(&rec_len_to_disk(used, bs).to_le_bytes());
                     put_record(block, off + used, ino, rec_len - used, name, ft);
                 }
                 return Ok(true);
@@ -277,7 +294,11 @@ impl Ext4 {
         }
         // OK: inode numbers fit u32.
         let ino32 = ino as u32;
-        let ft = if self.has_filetype() { type_byte(kind) } else { 0 };
+        let ft = if self.has_filetype() {
+            type_byte(kind)
+        } else {
+            0
+        };
         let limit = self.dir_limit();
         if d.flags() & inode::FL_INDEX != 0 {
             if let Some(lblk) = self.dx_leaf_for(d, name)? {
@@ -389,7 +410,12 @@ impl Ext4 {
                 let dot = le32(&raw, 0);
                 let dotdot = le32(&raw, 12);
                 if &raw[8..9] != b"." || &raw[20..22] != b".." {
-                    return Err(FsError::corrupt("directory index", d.ino, pblk, "no . and .."));
+                    return Err(FsError::corrupt(
+                        "directory index",
+                        d.ino,
+                        pblk,
+                        "no . and ..",
+                    ));
                 }
                 let mut b = vec![0u8; raw.len()];
                 put_record(&mut b, 0, dot, 12, b".", ft);

@@ -204,7 +204,8 @@ impl Ext4 {
                 }
                 _ => {}
             }
-            let entry = |i: usize| &node[HEADER_LEN + i * ENTRY_LEN..HEADER_LEN + (i + 1) * ENTRY_LEN];
+            let entry =
+                |i: usize| &node[HEADER_LEN + i * ENTRY_LEN..HEADER_LEN + (i + 1) * ENTRY_LEN];
             if h.depth == 0 {
                 for i in 0..h.entries {
                     let e = entry(i);
@@ -271,11 +272,9 @@ impl Ext4 {
         let cap = (bs - HEADER_LEN) / ENTRY_LEN;
         let seed = csum::inode_seed(self.sb.csum_seed, ino as u32, b.generation());
         let mut pool = old_nodes.into_iter();
-        let mut used_nodes = 0i64;
         let mut new_nodes = 0i64;
         let goal = exts.first().map_or(self.inode_goal(ino), |e| e.pblk);
         let mut take_block = |fs: &Ext4| -> Result<u64> {
-            used_nodes += 1;
             match pool.next() {
                 Some(blk) => Ok(blk),
                 None => {
@@ -330,7 +329,6 @@ impl Ext4 {
             freed += 1;
         }
         let per = (bs / 512) as i64;
-        let _ = used_nodes;
         let blocks = b.blocks512() as i64 + (new_nodes - freed) * per;
         b.set_blocks512(blocks.max(0) as u64);
         Ok(())

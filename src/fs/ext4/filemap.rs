@@ -85,11 +85,8 @@ impl Ext4 {
         lblk: u64,
         len: u64,
     ) -> Result<(u64, u64)> {
-        let max = match fm {
-            FileMap::Extents { .. } => 1u64 << 32,
-            FileMap::Blocks => 1u64 << 32,
-        };
-        if lblk.checked_add(len).is_none_or(|e| e > max) {
+        // Logical block numbers are 32 bits in both mappings.
+        if lblk.checked_add(len).is_none_or(|e| e > 1u64 << 32) {
             return Err(FsError::TooBig);
         }
         let goal = self.fm_goal(fm, b, lblk)?;

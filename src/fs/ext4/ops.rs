@@ -124,7 +124,11 @@ impl Ext4 {
         match i.kind {
             FileType::RegularFile => {}
             FileType::Directory => return Err(FsError::IsDir(ino)),
-            _ => return Err(FsError::Invalid(format!("inode {ino} is not a regular file"))),
+            _ => {
+                return Err(FsError::Invalid(format!(
+                    "inode {ino} is not a regular file"
+                )))
+            }
         }
         if i.flags & (inode::FL_ENCRYPT | inode::FL_VERITY | inode::FL_EA_INODE) != 0 {
             return Err(FsError::ReadOnly);
@@ -179,8 +183,7 @@ impl Ext4 {
                 let tail = (in_blk + take) % bs as usize;
                 if tail != 0 {
                     let last = span - bs as usize;
-                    self.dev
-                        .read_at(&mut buf[last..], at + last as u64)?;
+                    self.dev.read_at(&mut buf[last..], at + last as u64)?;
                 }
             }
             buf[in_blk..in_blk + take].copy_from_slice(&data[done..done + take]);
@@ -238,7 +241,11 @@ impl Ext4 {
             match i.kind {
                 FileType::RegularFile => {}
                 FileType::Directory => return Err(FsError::IsDir(ino)),
-                _ => return Err(FsError::Invalid(format!("inode {ino} is not a regular file"))),
+                _ => {
+                    return Err(FsError::Invalid(format!(
+                        "inode {ino} is not a regular file"
+                    )))
+                }
             }
             if i.flags & (inode::FL_ENCRYPT | inode::FL_VERITY | inode::FL_EA_INODE) != 0 {
                 return Err(FsError::ReadOnly);
@@ -298,20 +305,32 @@ impl Ext4 {
             self.dir_link_inc(&mut db.clone())?;
         }
         let ino = self.alloc_inode(dir, is_dir)?;
-        let mut nb = InodeBuf::new(ino, usize::from(self.sb.inode_size), self.want_extra_isize());
+        let mut nb = InodeBuf::new(
+            ino,
+            usize::from(self.sb.inode_size),
+            self.want_extra_isize(),
+        );
         // OK: the mode's 16 bits.
         nb.set_mode(mode as u16);
         nb.set_uid(new.uid);
         nb.set_gid(new.gid);
         let t = now();
-        for f in [TimeField::Atime, TimeField::Mtime, TimeField::Ctime, TimeField::Crtime] {
+        for f in [
+            TimeField::Atime,
+            TimeField::Mtime,
+            TimeField::Ctime,
+            TimeField::Crtime,
+        ] {
             nb.set_time(f, t);
         }
         nb.set_generation(self.next_generation());
         nb.set_links(if is_dir { 2 } else { 1 });
         let fast_symlink = target.is_some_and(|t| t.len() < inode::I_BLOCK_LEN);
         let extents = self.sb.has_incompat(INCOMPAT_EXTENTS)
-            && matches!(kind, FileType::RegularFile | FileType::Directory | FileType::Symlink)
+            && matches!(
+                kind,
+                FileType::RegularFile | FileType::Directory | FileType::Symlink
+            )
             && !fast_symlink;
         if extents {
             nb.set_flags(inode::FL_EXTENTS);
@@ -454,11 +473,16 @@ impl Ext4 {
                 return Ok(false);
             }
             let i = self.inode(cur)?;
-            cur = self.find(&i, b"..")?.ok_or_else(|| {
-                FsError::corrupt("directory", cur, 0, "no \"..\" entry")
-            })?;
+            cur = self
+                .find(&i, b"..")?
+                .ok_or_else(|| FsError::corrupt("directory", cur, 0, "no \"..\" entry"))?;
         }
-        Err(FsError::corrupt("directory", d, 0, "\"..\" chain does not reach the root"))
+        Err(FsError::corrupt(
+            "directory",
+            d,
+            0,
+            "\"..\" chain does not reach the root",
+        ))
     }
 
     pub(super) fn op_rename(
@@ -470,7 +494,9 @@ impl Ext4 {
         flags: RenameFlags,
     ) -> Result<()> {
         if flags.exchange && flags.noreplace {
-            return Err(FsError::Invalid("RENAME_EXCHANGE with RENAME_NOREPLACE".into()));
+            return Err(FsError::Invalid(
+                "RENAME_EXCHANGE with RENAME_NOREPLACE".into(),
+            ));
         }
         if name == b"." || name == b".." || new_name == b"." || new_name == b".." {
             return Err(FsError::Busy);
@@ -479,7 +505,11 @@ impl Ext4 {
         check_name(new_name)?;
         let same = dir == new_dir;
         let mut odb = self.inode_buf(dir)?;
-        let mut ndb_own = if same { None } else { Some(self.inode_buf(new_dir)?) };
+        let mut ndb_own = if same {
+            None
+        } else {
+            Some(self.inode_buf(new_dir)?)
+        };
         macro_rules! nd {
             () => {
                 match ndb_own.as_mut() {

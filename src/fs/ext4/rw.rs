@@ -398,7 +398,10 @@ impl Ext4 {
     /// Adds `blocks` and `inodes` (either may be negative) to the superblock's free counts.
     pub(crate) fn sb_add_free(&self, blocks: i64, inodes: i64) {
         if let Some((b, i)) = self.sb_free() {
-            self.sb_set_free(b.saturating_add_signed(blocks), i.saturating_add_signed(inodes));
+            self.sb_set_free(
+                b.saturating_add_signed(blocks),
+                i.saturating_add_signed(inodes),
+            );
         }
     }
 
@@ -550,7 +553,9 @@ fn check_writable(sb: &Superblock, raw: &[u8]) -> Result<()> {
     }
     let unknown = sb.feature_ro_compat & !RO_COMPAT_WRITABLE;
     if unknown != 0 {
-        return refuse(format!("unknown read-only-compatible features {unknown:#x}"));
+        return refuse(format!(
+            "unknown read-only-compatible features {unknown:#x}"
+        ));
     }
     if sb.has_ro_compat(superblock::RO_COMPAT_METADATA_CSUM) && !sb.metadata_csum {
         return refuse("metadata_csum with an unknown checksum type".into());

@@ -50,7 +50,11 @@ fn value_len(a: &Attr) -> usize {
 
 /// Bytes `attrs` take in a region: entries, the 4-byte end marker, padded values.
 fn needed(attrs: &[Attr]) -> usize {
-    attrs.iter().map(|a| entry_len(a) + value_len(a)).sum::<usize>() + 4
+    attrs
+        .iter()
+        .map(|a| entry_len(a) + value_len(a))
+        .sum::<usize>()
+        + 4
 }
 
 /// Lays `attrs` out in `region` from byte `first` (entries; value offsets count from
@@ -100,9 +104,12 @@ fn own(entries: &[xattr::Entry<'_>]) -> Result<Vec<Attr>> {
         .collect()
 }
 
+/// An inode's attributes: those in its body, those in its block, and the block's contents.
+type Stored = (Vec<Attr>, Vec<Attr>, Option<Vec<u8>>);
+
 impl Ext4 {
     /// The in-body and block attributes of `b`, and its block's contents if it has one.
-    fn xattrs_of(&self, b: &InodeBuf) -> Result<(Vec<Attr>, Vec<Attr>, Option<Vec<u8>>)> {
+    fn xattrs_of(&self, b: &InodeBuf) -> Result<Stored> {
         let area = &b.raw[b.xattr_area_range()];
         let ibody = own(&xattr::parse_ibody(area, &self.sb, b.ino)?)?;
         let blk = b.file_acl();
@@ -159,7 +166,10 @@ impl Ext4 {
             self.free_blocks(blk, 1, true)?;
         }
         b.set_file_acl(0);
-        b.set_blocks512(b.blocks512().saturating_sub(u64::from(self.block_size() / 512)));
+        b.set_blocks512(
+            b.blocks512()
+                .saturating_sub(u64::from(self.block_size() / 512)),
+        );
         Ok(())
     }
 
