@@ -1,7 +1,7 @@
 //! Layer 3: filesystems inside volumes. `Filesystem` mirrors the FUSE low-level API on the
 //! filesystem's own inode numbers, so the FUSE adapter (`mount`) is a thin translation and
-//! `ferry ls`/`cat` can walk a tree with no FUSE at all. The write half is declared (for the
-//! writers to come) and answers ReadOnly.
+//! `ferry ls`/`cat` can walk a tree with no FUSE at all. The write half defaults to ReadOnly;
+//! ext2/3/4 opened with `ext4::Ext4::open_rw` implements it.
 
 pub mod ext4;
 pub mod files;
@@ -63,15 +63,28 @@ pub enum FsError {
     /// A link or rename between two filesystems of the guest's tree (EXDEV).
     #[error("across filesystems")]
     CrossDevice,
-    /// The name (or, for setxattr with XATTR_CREATE, the attribute) exists already.
+    /// The name to create is there already (EEXIST).
     #[error("file exists")]
     Exists,
-    /// rmdir, or a rename over a directory, that still holds entries.
+    /// rmdir, or rename over, a directory that still has entries (ENOTEMPTY).
     #[error("directory not empty")]
     NotEmpty,
-    /// No free blocks or inodes left in the filesystem.
+    /// No free block or inode left in the filesystem (ENOSPC).
     #[error("no space left on the filesystem")]
     NoSpace,
+    /// A link count would pass the filesystem's limit (EMLINK).
+    #[error("too many links")]
+    TooManyLinks,
+    /// A request the filesystem cannot do by its rules, e.g. moving a directory into itself
+    /// (EINVAL); says what.
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    /// The inode forbids the change (immutable or append-only flag) (EPERM).
+    #[error("operation not permitted")]
+    NotPermitted,
+    /// A file would grow past what the filesystem can address (EFBIG).
+    #[error("file too large")]
+    TooBig,
 }
 
 impl FsError {
@@ -269,6 +282,24 @@ pub trait Filesystem: Send + Sync {
         Err(FsError::ReadOnly)
     }
 
+    /// renameat2(2): `rename` with RENAME_NOREPLACE (`Exists` if the target is there) or
+    /// RENAME_EXCHANGE (both names must exist; they swap). Without flags it is `rename`; a
+    /// filesystem that does not implement the flags answers `NotSupported` for them.
+    fn rename_with(
+        &self,
+        dir: u64,
+        name: &[u8],
+        new_dir: u64,
+        new_name: &[u8],
+        flags: RenameFlags,
+    ) -> Result<()> {
+        if flags == RenameFlags::default() {
+            self.rename(dir, name, new_dir, new_name)
+        } else {
+            Err(FsError::NotSupported)
+        }
+    }
+
     fn setxattr(&self, _ino: u64, _name: &[u8], _value: &[u8]) -> Result<()> {
         Err(FsError::ReadOnly)
     }
@@ -281,6 +312,15 @@ pub trait Filesystem: Send + Sync {
     fn fsync(&self) -> Result<()> {
         Err(FsError::ReadOnly)
     }
+}
+
+/// The flags of renameat2(2) that `rename_with` takes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RenameFlags {
+    /// RENAME_NOREPLACE: fail with `Exists` rather than replace the target.
+    pub noreplace: bool,
+    /// RENAME_EXCHANGE: swap the two names atomically.
+    pub exchange: bool,
 }
 
 /// What `setattr` changes; None leaves a field as it is.
@@ -311,9 +351,7 @@ pub struct NewInode {
 /// safely) is refused with the reason, so the caller can keep it read-only.
 pub fn open_writable(dev: Arc<dyn BlockDevice>) -> Result<Box<dyn Filesystem>> {
     if ext4::probe(dev.as_ref())? {
-        return Err(FsError::Unsupported(
-            "ferry cannot write ext2/3/4 yet".into(),
-        ));
+        return Ok(Box::new(ext4::Ext4::open_rw(dev)?));
     }
     Err(FsError::Unsupported(
         "ferry writes ext2/3/4 only; this filesystem stays read-only".into(),

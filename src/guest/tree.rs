@@ -12,8 +12,8 @@
 //! `statfs_at` answers for the filesystem an inode is on.
 
 use crate::fs::{
-    path, Attr, DirEntry, FileType, Filesystem, FsError, FsInfo, NewInode, Result, SetAttr, StatFs,
-    Timestamp,
+    path, Attr, DirEntry, FileType, Filesystem, FsError, FsInfo, NewInode, RenameFlags, Result,
+    SetAttr, StatFs, Timestamp,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -292,6 +292,17 @@ impl Filesystem for Tree {
     }
 
     fn rename(&self, dir: u64, name: &[u8], new_dir: u64, new_name: &[u8]) -> Result<()> {
+        self.rename_with(dir, name, new_dir, new_name, RenameFlags::default())
+    }
+
+    fn rename_with(
+        &self,
+        dir: u64,
+        name: &[u8],
+        new_dir: u64,
+        new_name: &[u8],
+        flags: RenameFlags,
+    ) -> Result<()> {
         let (i, from) = self.split(dir)?;
         let (j, to) = self.split(new_dir)?;
         if i != j {
@@ -300,7 +311,7 @@ impl Filesystem for Tree {
         if self.covered(i, from, name)? || self.covered(i, to, new_name)? {
             return Err(FsError::Busy);
         }
-        self.fs(i).rename(from, name, to, new_name)
+        self.fs(i).rename_with(from, name, to, new_name, flags)
     }
 
     fn setxattr(&self, ino: u64, name: &[u8], value: &[u8]) -> Result<()> {

@@ -619,22 +619,17 @@ impl fuser::Filesystem for Adapter {
     ) {
         writable_or_return!(self, reply);
         let (from, to) = (self.ino(parent), self.ino(newparent));
-        let r = if flags.is_empty() {
-            self.fs
-                .rename(from, name.as_bytes(), to, newname.as_bytes())
-        } else if flags == RenameFlags::RENAME_NOREPLACE {
-            // Requests of one mount are not serialised against each other by name here, but
-            // the kernel holds both directories locked across a rename.
-            match self.fs.lookup(to, newname.as_bytes()) {
-                Ok(_) => Err(FsError::Exists),
-                Err(FsError::NotFound) => {
-                    self.fs
-                        .rename(from, name.as_bytes(), to, newname.as_bytes())
-                }
-                Err(e) => Err(e),
-            }
-        } else {
+        let known = RenameFlags::RENAME_NOREPLACE | RenameFlags::RENAME_EXCHANGE;
+        let r = if !(flags - known).is_empty() {
+            // RENAME_WHITEOUT and anything newer: no filesystem here makes whiteouts.
             Err(FsError::NotSupported)
+        } else {
+            let f = crate::fs::RenameFlags {
+                noreplace: flags.contains(RenameFlags::RENAME_NOREPLACE),
+                exchange: flags.contains(RenameFlags::RENAME_EXCHANGE),
+            };
+            self.fs
+                .rename_with(from, name.as_bytes(), to, newname.as_bytes(), f)
         };
         Self::reply_empty("rename", r, reply)
     }

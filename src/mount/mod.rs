@@ -65,6 +65,10 @@ pub fn errno(e: &FsError) -> i32 {
         FsError::Exists => libc::EEXIST,
         FsError::NotEmpty => libc::ENOTEMPTY,
         FsError::NoSpace => libc::ENOSPC,
+        FsError::TooManyLinks => libc::EMLINK,
+        FsError::Invalid(_) => libc::EINVAL,
+        FsError::NotPermitted => libc::EPERM,
+        FsError::TooBig => libc::EFBIG,
     }
 }
 

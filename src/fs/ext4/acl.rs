@@ -58,6 +58,55 @@ pub fn to_xattr(disk: &[u8]) -> Result<Option<Vec<u8>>, String> {
     Ok((out.len() > 4).then_some(out))
 }
 
+/// Converts an ACL from the VFS xattr format to ext4's on-disk one (posix_acl_from_xattr then
+/// ext4_acl_to_disk), and gives the permission bits it implies for the file mode
+/// (posix_acl_update_mode: owner from USER_OBJ, group from MASK or else GROUP_OBJ, other from
+/// OTHER) and whether the ACL says no more than those bits (then the kernel stores none).
+pub fn from_xattr(x: &[u8]) -> Result<(Vec<u8>, u16, bool), String> {
+    if x.len() < 4 || (x.len() - 4) % 8 != 0 {
+        return Err(format!("ACL of {} bytes", x.len()));
+    }
+    if le32(x, 0) != XATTR_VERSION {
+        return Err(format!(
+            "ACL version {}, expected {XATTR_VERSION}",
+            le32(x, 0)
+        ));
+    }
+    let mut out = DISK_VERSION.to_le_bytes().to_vec();
+    let (mut user, mut group, mut mask, mut other) = (None, None, None, None);
+    let mut extended = false;
+    let mut prev_tag = 0u16;
+    for e in x[4..].chunks_exact(8) {
+        let tag = le16(e, 0);
+        let perm = le16(e, 2);
+        if perm & !7 != 0 || tag < prev_tag {
+            return Err(format!("ACL entry tag {tag:#x} perm {perm:#o}"));
+        }
+        prev_tag = tag;
+        out.extend_from_slice(&tag.to_le_bytes());
+        out.extend_from_slice(&perm.to_le_bytes());
+        match tag {
+            USER_OBJ => user = Some(perm),
+            GROUP_OBJ => group = Some(perm),
+            MASK => {
+                mask = Some(perm);
+                extended = true;
+            }
+            OTHER => other = Some(perm),
+            USER | GROUP => {
+                out.extend_from_slice(&e[4..8]);
+                extended = true;
+            }
+            _ => return Err(format!("ACL entry tag {tag:#x}")),
+        }
+    }
+    let (Some(u), Some(g), Some(o)) = (user, group, other) else {
+        return Err("ACL without owner, group or other entry".into());
+    };
+    let g = mask.unwrap_or(g);
+    Ok((out, (u << 6) | (g << 3) | o, !extended))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,8 +130,12 @@ mod tests {
         let mut v = d.clone();
         v[0] = 2;
         assert!(to_xattr(&v).is_err());
-        let mut t = d;
+        let mut t = d.clone();
         t[4] = 0x40;
         assert!(to_xattr(&t).is_err());
+        // And back: the same disk bytes, mode bits from owner, mask and other.
+        let (disk, mode, plain) = from_xattr(&x).unwrap();
+        assert_eq!(disk, d);
+        assert_eq!((mode, plain), (0o664, false));
     }
 }

@@ -37,6 +37,21 @@ pub fn superblock_ok(sb: &[u8]) -> bool {
         && raw(!0, &sb[..SUPERBLOCK_CSUM_OFF]) == le32(sb, SUPERBLOCK_CSUM_OFF)
 }
 
+/// Stores the superblock's own checksum (the 1024-byte superblock).
+pub fn superblock_set(sb: &mut [u8]) {
+    let c = raw(!0, &sb[..SUPERBLOCK_CSUM_OFF]);
+    put32(sb, SUPERBLOCK_CSUM_OFF, c);
+}
+
+/// Little-endian stores for the setters below.
+fn put32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+fn put16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+}
+
 /// The filesystem-wide seed when csum_seed is off: crc32c(~0, uuid).
 pub fn uuid_seed(uuid: &[u8; 16]) -> u32 {
     raw(!0, uuid)
@@ -69,6 +84,19 @@ pub fn group_desc(desc: &[u8], group: u32, metadata_csum: Option<u32>, uuid: &[u
     }
 }
 
+/// Stores the checksum of group descriptor `desc` (either kind, as `group_desc` computes it).
+pub fn group_desc_set(desc: &mut [u8], group: u32, metadata_csum: Option<u32>, uuid: &[u8; 16]) {
+    let c = group_desc(desc, group, metadata_csum, uuid);
+    put16(desc, GD_CSUM_OFF, c);
+}
+
+/// The checksum of a block or inode bitmap (ext4_block_bitmap_csum_set and the inode one):
+/// crc32c(fs seed, the first `bytes` bytes: clusters or inodes per group / 8), stored as two
+/// 16-bit halves in the descriptor, the high one only in descriptors of 64 bytes or more.
+pub fn bitmap(fs_seed: u32, bitmap: &[u8], bytes: usize) -> u32 {
+    raw(fs_seed, &bitmap[..bytes.min(bitmap.len())])
+}
+
 /// Whether group descriptor `desc` of `group` carries the right checksum.
 pub fn group_desc_ok(desc: &[u8], group: u32, metadata_csum: Option<u32>, uuid: &[u8; 16]) -> bool {
     desc.len() >= GD_CSUM_OFF + 2
@@ -84,18 +112,18 @@ const I_CSUM_LO: usize = 0x7c;
 const I_CSUM_HI: usize = 0x82;
 const OLD_INODE: usize = 128;
 
-/// Whether the inode slot `slot` (all `s_inode_size` bytes) carries the right checksum: the
-/// crc32c over the whole slot with both checksum halves zeroed. The high half exists only if
-/// `i_extra_isize` covers it; otherwise just the low 16 bits are compared (ext4_inode_csum).
-pub fn inode_ok(seed: u32, slot: &[u8]) -> bool {
+/// The checksum of the inode slot `slot` (all `s_inode_size` bytes): the crc32c over the whole
+/// slot with both checksum halves zeroed (ext4_inode_csum), and whether the slot has the high
+/// half (only if `i_extra_isize` covers it; otherwise just the low 16 bits count). None for a
+/// slot smaller than an inode.
+fn inode_csum(seed: u32, slot: &[u8]) -> Option<(u32, bool)> {
     if slot.len() < OLD_INODE {
-        return false;
+        return None;
     }
     let c = raw(seed, &slot[..I_CSUM_LO]);
     let c = raw(c, &[0, 0]);
     let mut c = raw(c, &slot[I_CSUM_LO + 2..OLD_INODE]);
-    let mut provided = u32::from(le16(slot, I_CSUM_LO));
-    let mut mask = 0xffff;
+    let mut hi = false;
     if slot.len() > OLD_INODE {
         let extra = usize::from(le16(slot, OLD_INODE));
         c = raw(c, &slot[OLD_INODE..I_CSUM_HI.min(slot.len())]);
@@ -103,18 +131,51 @@ pub fn inode_ok(seed: u32, slot: &[u8]) -> bool {
         if OLD_INODE + extra >= I_CSUM_HI + 2 && slot.len() >= I_CSUM_HI + 2 {
             c = raw(c, &[0, 0]);
             rest += 2;
-            provided |= u32::from(le16(slot, I_CSUM_HI)) << 16;
-            mask = !0;
+            hi = true;
         }
         c = raw(c, slot.get(rest..).unwrap_or(&[]));
     }
+    Some((c, hi))
+}
+
+/// Whether the inode slot `slot` carries the right checksum (see `inode_csum`).
+pub fn inode_ok(seed: u32, slot: &[u8]) -> bool {
+    let Some((c, hi)) = inode_csum(seed, slot) else {
+        return false;
+    };
+    let mut provided = u32::from(le16(slot, I_CSUM_LO));
+    let mut mask = 0xffff;
+    if hi {
+        provided |= u32::from(le16(slot, I_CSUM_HI)) << 16;
+        mask = !0;
+    }
     provided == c & mask
+}
+
+/// Stores the checksum of the inode slot `slot` (see `inode_csum`).
+pub fn inode_set(seed: u32, slot: &mut [u8]) {
+    if let Some((c, hi)) = inode_csum(seed, slot) {
+        // OK: the halves are the low and high 16 bits.
+        put16(slot, I_CSUM_LO, c as u16);
+        if hi {
+            put16(slot, I_CSUM_HI, (c >> 16) as u16);
+        }
+    }
 }
 
 /// Checks the ext4_extent_tail after `max` entries of an extent tree block.
 pub fn extent_block_ok(seed: u32, block: &[u8], max: usize) -> bool {
     let at = 12 + 12 * max;
     at + 4 <= block.len() && raw(seed, &block[..at]) == le32(block, at)
+}
+
+/// Stores the ext4_extent_tail after `max` entries of an extent tree block.
+pub fn extent_block_set(seed: u32, block: &mut [u8], max: usize) {
+    let at = 12 + 12 * max;
+    if at + 4 <= block.len() {
+        let c = raw(seed, &block[..at]);
+        put32(block, at, c);
+    }
 }
 
 /// Bytes of the fake directory entry at the end of a leaf block that holds its checksum.
@@ -137,6 +198,36 @@ pub fn dir_leaf(seed: u32, block: &[u8]) -> Result<(), String> {
         return Err(format!("checksum {want:#010x}, computed {got:#010x}"));
     }
     Ok(())
+}
+
+/// Writes the checksum tail entry at the end of a directory leaf block (ext4_initialize_dirent_tail
+/// and ext4_dirblock_csum_set): inode 0, rec_len 12, name_len 0, type 0xde, crc32c.
+pub fn dir_leaf_set(seed: u32, block: &mut [u8]) {
+    let Some(at) = block.len().checked_sub(DIRENT_TAIL_LEN) else {
+        return;
+    };
+    put32(block, at, 0);
+    put16(block, at + 4, DIRENT_TAIL_LEN as u16);
+    block[at + 6] = 0;
+    block[at + 7] = DIRENT_TAIL_FT;
+    let c = raw(seed, &block[..at]);
+    put32(block, at + 8, c);
+}
+
+/// Stores the dx_tail checksum of an htree interior block whose count/limit pair is at
+/// `count_offset` (see `dx_node`). False if the tail does not fit.
+pub fn dx_node_set(seed: u32, block: &mut [u8], count_offset: usize) -> bool {
+    let limit = usize::from(le16(block, count_offset));
+    let count = usize::from(le16(block, count_offset + 2));
+    let tail = count_offset + limit * 8;
+    if tail + 8 > block.len() || count > limit {
+        return false;
+    }
+    let c = raw(seed, &block[..count_offset + count * 8]);
+    let c = raw(c, &block[tail..tail + 4]);
+    let c = raw(c, &[0; 4]);
+    put32(block, tail + 4, c);
+    true
 }
 
 /// Checks an htree interior block (dx_root or dx_node): the dx_tail after `limit` entries
@@ -165,16 +256,26 @@ pub fn dx_node(seed: u32, block: &[u8], count_offset: usize) -> Result<(), Strin
 /// Offset of h_checksum in an xattr block header.
 const XATTR_CSUM_OFF: usize = 0x10;
 
-/// Checks an extended attribute block: crc32c(fs seed, le64 block number, block with
+/// The checksum of an extended attribute block: crc32c(fs seed, le64 block number, block with
 /// h_checksum zeroed) (ext4_xattr_block_csum).
-pub fn xattr_block_ok(fs_seed: u32, blk: u64, block: &[u8]) -> bool {
-    if block.len() < 32 {
-        return false;
-    }
+fn xattr_block(fs_seed: u32, blk: u64, block: &[u8]) -> u32 {
     let c = raw(fs_seed, &blk.to_le_bytes());
     let c = raw(c, &block[..XATTR_CSUM_OFF]);
     let c = raw(c, &[0; 4]);
-    raw(c, &block[XATTR_CSUM_OFF + 4..]) == le32(block, XATTR_CSUM_OFF)
+    raw(c, &block[XATTR_CSUM_OFF + 4..])
+}
+
+/// Checks an extended attribute block's checksum (see `xattr_block`).
+pub fn xattr_block_ok(fs_seed: u32, blk: u64, block: &[u8]) -> bool {
+    block.len() >= 32 && xattr_block(fs_seed, blk, block) == le32(block, XATTR_CSUM_OFF)
+}
+
+/// Stores an extended attribute block's checksum (see `xattr_block`).
+pub fn xattr_block_set(fs_seed: u32, blk: u64, block: &mut [u8]) {
+    if block.len() >= 32 {
+        let c = xattr_block(fs_seed, blk, block);
+        put32(block, XATTR_CSUM_OFF, c);
+    }
 }
 
 #[cfg(test)]
@@ -190,5 +291,42 @@ mod tests {
         assert_eq!(raw(raw(7, b"abc"), b"def"), raw(7, b"abcdef"));
         // CRC-16/ARC check value (poly 0x8005 reflected, init 0).
         assert_eq!(crc16(0, b"123456789"), 0xbb3d);
+    }
+
+    #[test]
+    fn setters_agree_with_checkers() {
+        let mut sb = vec![7u8; 1024];
+        superblock_set(&mut sb);
+        assert!(superblock_ok(&sb));
+        for len in [128usize, 256, 512] {
+            let mut slot = vec![0x5au8; len];
+            if len > 128 {
+                slot[128..130].copy_from_slice(&32u16.to_le_bytes());
+            }
+            assert!(!inode_ok(9, &slot));
+            inode_set(9, &mut slot);
+            assert!(inode_ok(9, &slot), "inode of {len} bytes");
+        }
+        let mut d = vec![3u8; 64];
+        group_desc_set(&mut d, 5, Some(11), &[1; 16]);
+        assert!(group_desc_ok(&d, 5, Some(11), &[1; 16]));
+        group_desc_set(&mut d, 5, None, &[1; 16]);
+        assert!(group_desc_ok(&d, 5, None, &[1; 16]));
+        let mut x = vec![1u8; 1024];
+        xattr_block_set(4, 77, &mut x);
+        assert!(xattr_block_ok(4, 77, &x));
+        assert!(!xattr_block_ok(4, 78, &x));
+        let mut leaf = vec![0u8; 1024];
+        dir_leaf_set(3, &mut leaf);
+        assert!(dir_leaf(3, &leaf).is_ok());
+        let mut e = vec![0u8; 1024];
+        e[4..6].copy_from_slice(&84u16.to_le_bytes());
+        extent_block_set(8, &mut e, 84);
+        assert!(extent_block_ok(8, &e, 84));
+        let mut node = vec![0u8; 1024];
+        node[8..10].copy_from_slice(&126u16.to_le_bytes());
+        node[10..12].copy_from_slice(&1u16.to_le_bytes());
+        assert!(dx_node_set(6, &mut node, 8));
+        assert!(dx_node(6, &node, 8).is_ok());
     }
 }

@@ -11,19 +11,19 @@ pub const MAGIC: u16 = 0xf30a;
 /// The kernel's EXT4_MAX_EXTENT_DEPTH: deeper trees are damage. Depth also strictly decreases
 /// from node to child, so the walk cannot loop.
 pub const MAX_DEPTH: u16 = 5;
-const HEADER_LEN: usize = 12;
-const ENTRY_LEN: usize = 12;
+pub(crate) const HEADER_LEN: usize = 12;
+pub(crate) const ENTRY_LEN: usize = 12;
 /// Lengths above this are unwritten extents of (len - 32768) blocks.
-const MAX_INIT_LEN: u32 = 32768;
+pub(crate) const MAX_INIT_LEN: u32 = 32768;
 /// Extents address 32-bit logical block numbers.
 const LOGICAL_END: u64 = 1 << 32;
 
-struct Header {
-    entries: usize,
-    depth: u16,
+pub(crate) struct Header {
+    pub entries: usize,
+    pub depth: u16,
 }
 
-fn header(node: &[u8], ino: u64, blk: u64) -> Result<Header> {
+pub(crate) fn header(node: &[u8], ino: u64, blk: u64) -> Result<Header> {
     let bad = |d: String| FsError::corrupt("extent header", ino, blk, d);
     if node.len() < HEADER_LEN {
         return Err(bad(format!("node of {} bytes", node.len())));

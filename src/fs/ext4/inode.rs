@@ -187,3 +187,245 @@ mod tests {
         assert_eq!(time(0, Some(!3)).nsecs, 999_999_999);
     }
 }
+
+/// Flags a writer must respect (EXT4_IMMUTABLE_FL, EXT4_APPEND_FL) or cannot write through
+/// (EXT4_VERITY_FL: the contents are sealed by a Merkle tree).
+pub const FL_IMMUTABLE: u32 = 0x10;
+pub const FL_APPEND: u32 = 0x20;
+pub const FL_VERITY: u32 = 0x10_0000;
+/// Bytes of the extension fields ferry writes in new inodes (up to i_projid), the kernel's
+/// sizeof(struct ext4_inode) - 128.
+pub const EXTRA_ISIZE: u16 = 32;
+
+/// Which timestamp of an inode: the offsets of its seconds and of its `_extra` word.
+#[derive(Clone, Copy, Debug)]
+pub enum TimeField {
+    Atime,
+    Mtime,
+    Ctime,
+    Crtime,
+}
+
+impl TimeField {
+    fn offsets(self) -> (usize, usize) {
+        match self {
+            TimeField::Ctime => (0xc, 0x84),
+            TimeField::Mtime => (0x10, 0x88),
+            TimeField::Atime => (0x8, 0x8c),
+            TimeField::Crtime => (0x90, 0x94),
+        }
+    }
+}
+
+/// The raw slot of one inode being edited (all `s_inode_size` bytes). Writers change fields
+/// here and hand the slot to `Ext4::put_inode`, the one place inodes are written.
+#[derive(Clone, Debug)]
+pub struct InodeBuf {
+    pub ino: u64,
+    pub raw: Vec<u8>,
+}
+
+impl InodeBuf {
+    fn put16(&mut self, at: usize, v: u16) {
+        self.raw[at..at + 2].copy_from_slice(&v.to_le_bytes());
+    }
+
+    fn put32(&mut self, at: usize, v: u32) {
+        self.raw[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    }
+
+    /// Bytes of the slot that hold fields: 128 + i_extra_isize (128 for small inodes).
+    fn fields_end(&self) -> usize {
+        if self.raw.len() > usize::from(GOOD_OLD_INODE_SIZE) {
+            usize::from(GOOD_OLD_INODE_SIZE) + usize::from(le16(&self.raw, 0x80))
+        } else {
+            usize::from(GOOD_OLD_INODE_SIZE)
+        }
+    }
+
+    pub fn parse(&self, sb: &Superblock) -> Result<Inode> {
+        Inode::parse(&self.raw, self.ino, sb)
+    }
+
+    pub fn mode(&self) -> u16 {
+        le16(&self.raw, 0)
+    }
+
+    pub fn set_mode(&mut self, mode: u16) {
+        self.put16(0, mode);
+    }
+
+    pub fn set_uid(&mut self, uid: u32) {
+        // OK: the low and high 16 bits.
+        self.put16(0x2, uid as u16);
+        self.put16(0x78, (uid >> 16) as u16);
+    }
+
+    pub fn set_gid(&mut self, gid: u32) {
+        // OK: the low and high 16 bits.
+        self.put16(0x18, gid as u16);
+        self.put16(0x7a, (gid >> 16) as u16);
+    }
+
+    pub fn size(&self) -> u64 {
+        u64::from(le32(&self.raw, 0x4)) | (u64::from(le32(&self.raw, 0x6c)) << 32)
+    }
+
+    pub fn set_size(&mut self, size: u64) {
+        // OK: the low and high 32 bits.
+        self.put32(0x4, size as u32);
+        self.put32(0x6c, (size >> 32) as u32);
+    }
+
+    pub fn links(&self) -> u16 {
+        le16(&self.raw, 0x1a)
+    }
+
+    pub fn set_links(&mut self, n: u16) {
+        self.put16(0x1a, n);
+    }
+
+    pub fn flags(&self) -> u32 {
+        le32(&self.raw, 0x20)
+    }
+
+    pub fn set_flags(&mut self, f: u32) {
+        self.put32(0x20, f);
+    }
+
+    pub fn generation(&self) -> u32 {
+        le32(&self.raw, 0x64)
+    }
+
+    /// i_blocks in 512-byte units (the 48-bit field; callers refuse FL_HUGE_FILE inodes).
+    pub fn blocks512(&self) -> u64 {
+        u64::from(le32(&self.raw, 0x1c)) | (u64::from(le16(&self.raw, 0x74)) << 32)
+    }
+
+    pub fn set_blocks512(&mut self, n: u64) {
+        // OK: the low 32 and next 16 bits; callers bound n below 2^48.
+        self.put32(0x1c, n as u32);
+        self.put16(0x74, (n >> 32) as u16);
+    }
+
+    pub fn file_acl(&self) -> u64 {
+        u64::from(le32(&self.raw, 0x68)) | (u64::from(le16(&self.raw, 0x76)) << 32)
+    }
+
+    pub fn set_file_acl(&mut self, blk: u64) {
+        // OK: the low 32 and next 16 bits (block numbers are below 2^48).
+        self.put32(0x68, blk as u32);
+        self.put16(0x76, (blk >> 32) as u16);
+    }
+
+    pub fn set_dtime(&mut self, t: u32) {
+        self.put32(0x14, t);
+    }
+
+    pub fn i_block(&self) -> &[u8] {
+        &self.raw[I_BLOCK_OFF..I_BLOCK_OFF + I_BLOCK_LEN]
+    }
+
+    pub fn i_block_mut(&mut self) -> &mut [u8] {
+        &mut self.raw[I_BLOCK_OFF..I_BLOCK_OFF + I_BLOCK_LEN]
+    }
+
+    /// Stores a timestamp as ext4_encode_extra_time does: the low 32 bits of the seconds, and
+    /// in the `_extra` word (when i_extra_isize covers it) 2 epoch bits and the nanoseconds.
+    pub fn set_time(&mut self, which: TimeField, t: Timestamp) {
+        let (at, extra_at) = which.offsets();
+        let end = self.fields_end();
+        // OK: the low 32 bits are what the field holds; the epoch bits carry the rest.
+        let lo = t.secs as u32;
+        let epoch = ((t.secs - i64::from(lo as i32)) >> 32) as u32 & 3;
+        if at + 4 <= end {
+            self.put32(at, lo);
+        }
+        if extra_at + 4 <= end {
+            self.put32(extra_at, epoch | (t.nsecs.min(999_999_999) << 2));
+        }
+    }
+
+    /// Where in-inode xattrs live: after the fields, to the end of the slot.
+    pub fn xattr_area_range(&self) -> std::ops::Range<usize> {
+        self.fields_end().min(self.raw.len())..self.raw.len()
+    }
+
+    /// A fresh slot for a new inode: zeros, then i_extra_isize (when the slot has room), the
+    /// generation, mode, owner, links and all four times.
+    pub fn new(ino: u64, inode_size: usize, extra_isize: u16) -> Self {
+        let mut b = InodeBuf {
+            ino,
+            raw: vec![0u8; inode_size],
+        };
+        if inode_size > usize::from(GOOD_OLD_INODE_SIZE) {
+            let room = inode_size - usize::from(GOOD_OLD_INODE_SIZE);
+            let e = usize::from(extra_isize).min(room) & !3;
+            // OK: e <= extra_isize, a u16.
+            b.put16(0x80, e as u16);
+        }
+        b
+    }
+
+    pub fn set_generation(&mut self, g: u32) {
+        self.put32(0x64, g);
+    }
+
+    /// Device numbers as ext4_encode_dev stores them: the old 16-bit form in i_block[0] when
+    /// major and minor fit a byte each, else the new 32-bit form in i_block[1].
+    pub fn set_rdev(&mut self, rdev: u64) {
+        // OK: Linux's makedev encoding; the masks keep each part in its range.
+        let major = (((rdev >> 32) & 0xffff_f000) | ((rdev >> 8) & 0xfff)) as u32;
+        let minor = (((rdev >> 12) & 0xffff_ff00) | (rdev & 0xff)) as u32;
+        let ib = self.i_block_mut();
+        ib.fill(0);
+        if major < 256 && minor < 256 {
+            ib[0..4].copy_from_slice(&((major << 8) | minor).to_le_bytes());
+        } else {
+            let new = (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12);
+            ib[4..8].copy_from_slice(&new.to_le_bytes());
+        }
+    }
+}
+
+#[cfg(test)]
+mod buf_tests {
+    use super::*;
+
+    #[test]
+    fn rdev_round_trips() {
+        let sb_bytes = {
+            let mut b = vec![0u8; 1024];
+            b[0..4].copy_from_slice(&1024u32.to_le_bytes());
+            b[4..8].copy_from_slice(&8192u32.to_le_bytes());
+            b[0x18..0x1c].copy_from_slice(&2u32.to_le_bytes());
+            b[0x20..0x24].copy_from_slice(&32768u32.to_le_bytes());
+            b[0x28..0x2c].copy_from_slice(&1024u32.to_le_bytes());
+            b[0x4c] = 1;
+            b[0x38..0x3a].copy_from_slice(&0xef53u16.to_le_bytes());
+            b[0x58..0x5a].copy_from_slice(&256u16.to_le_bytes());
+            b
+        };
+        let sb = Superblock::parse(&sb_bytes).unwrap();
+        for (major, minor) in [(4u64, 64u64), (259, 70000), (8, 1), (4095, 1 << 19)] {
+            let rdev = ((major & 0xfffff000) << 32)
+                | ((major & 0xfff) << 8)
+                | ((minor & 0xffffff00) << 12)
+                | (minor & 0xff);
+            let mut b = InodeBuf::new(12, 256, EXTRA_ISIZE);
+            b.set_mode(0o20644);
+            b.set_rdev(rdev);
+            assert_eq!(b.parse(&sb).unwrap().rdev(), rdev, "{major}:{minor}");
+        }
+        let mut b = InodeBuf::new(12, 256, EXTRA_ISIZE);
+        b.set_mode(0o100644);
+        let t = Timestamp {
+            secs: 4_107_542_400,
+            nsecs: 5,
+        };
+        b.set_time(TimeField::Mtime, t);
+        b.set_time(TimeField::Crtime, t);
+        let i = b.parse(&sb).unwrap();
+        assert_eq!((i.mtime, i.crtime), (t, Some(t)));
+    }
+}

@@ -8,11 +8,15 @@
 //! open.
 
 pub mod acl;
+mod alloc;
 pub mod blockmap;
 pub mod casefold;
 pub mod csum;
 pub mod dir;
+mod dir_write;
 pub mod extent;
+mod extent_write;
+mod filemap;
 pub mod fscrypt;
 pub mod group;
 pub mod htree;
@@ -20,9 +24,12 @@ pub mod inline;
 pub mod inode;
 pub mod journal;
 mod lookup;
+mod ops;
+mod rw;
 mod statfs;
 pub mod superblock;
 pub mod xattr;
+mod xattr_write;
 
 use crate::block::BlockDevice;
 use crate::fs::{Attr, DirEntry, FileType, Filesystem, FsError, FsInfo, Result, StatFs};
@@ -109,6 +116,8 @@ pub struct Ext4 {
     verified: Mutex<LruCache<u64, (&'static str, u64)>>,
     /// Damage already logged: (structure, inode, block).
     reported: Mutex<LruCache<(&'static str, u64, u64), ()>>,
+    /// The writer's state; None when opened read-only.
+    rw: Option<rw::RwState>,
 }
 
 impl Ext4 {
@@ -193,6 +202,7 @@ impl Ext4 {
             reported: Mutex::new(LruCache::new(
                 NonZeroUsize::new(REPORTED_OBJECTS).unwrap_or(NonZeroUsize::MIN),
             )),
+            rw: None,
         })
     }
 
@@ -225,6 +235,9 @@ impl Ext4 {
     /// One metadata block, through the LRU cache. Block 0 holds the boot sector and superblock,
     /// never a tree node, so it is refused like an out-of-range number.
     pub(crate) fn meta_block(&self, blk: u64, what: &'static str, ino: u64) -> Result<Arc<[u8]>> {
+        if let Some(b) = self.pending_block(blk) {
+            return Ok(b);
+        }
         if let Some(b) = self.cache.lock().get(&blk) {
             return Ok(b.clone());
         }
@@ -550,16 +563,34 @@ impl Filesystem for Ext4 {
             label: self.sb.volume_name[..label_len].to_vec(),
             block_size: self.block_size(),
             size_bytes: self.sb.blocks_count.saturating_mul(bs),
-            free_bytes: self.sb.free_blocks_count.saturating_mul(bs),
+            free_bytes: self
+                .sb_free()
+                .map_or(self.sb.free_blocks_count, |f| f.0)
+                .saturating_mul(bs),
         }
     }
 
     fn statfs(&self) -> Result<StatFs> {
-        if let Some(s) = self.statfs.get() {
-            return Ok(s.clone());
-        }
-        let s = self.compute_statfs()?;
-        Ok(self.statfs.get_or_init(|| s).clone())
+        let base = match self.statfs.get() {
+            Some(s) => s.clone(),
+            None => {
+                let s = self.compute_statfs()?;
+                self.statfs.get_or_init(|| s).clone()
+            }
+        };
+        // Written to: the overhead stays, the free counts are the writer's.
+        Ok(match self.sb_free() {
+            Some((blocks, inodes)) => {
+                let reserve = base.bfree - base.bavail;
+                StatFs {
+                    bfree: blocks,
+                    bavail: blocks.saturating_sub(reserve),
+                    ffree: inodes,
+                    ..base
+                }
+            }
+            None => base,
+        })
     }
 
     fn getattr(&self, ino: u64) -> Result<Attr> {
@@ -645,6 +676,71 @@ impl Filesystem for Ext4 {
 
     fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
         self.get_xattr(ino, name)
+    }
+
+    fn write(&self, ino: u64, off: u64, data: &[u8]) -> Result<usize> {
+        self.mutate(|| self.op_write(ino, off, data))
+    }
+
+    fn setattr(&self, ino: u64, changes: &crate::fs::SetAttr) -> Result<Attr> {
+        self.mutate(|| self.op_setattr(ino, changes))?;
+        self.getattr(ino)
+    }
+
+    fn create(&self, dir: u64, name: &[u8], new: &crate::fs::NewInode) -> Result<Attr> {
+        let ino = self.mutate(|| self.op_create(dir, name, new, None))?;
+        self.getattr(ino)
+    }
+
+    fn symlink(
+        &self,
+        dir: u64,
+        name: &[u8],
+        target: &[u8],
+        new: &crate::fs::NewInode,
+    ) -> Result<Attr> {
+        let ino = self.mutate(|| self.op_create(dir, name, new, Some(target)))?;
+        self.getattr(ino)
+    }
+
+    fn link(&self, ino: u64, dir: u64, name: &[u8]) -> Result<Attr> {
+        self.mutate(|| self.op_link(ino, dir, name))?;
+        self.getattr(ino)
+    }
+
+    fn unlink(&self, dir: u64, name: &[u8]) -> Result<()> {
+        self.mutate(|| self.op_remove(dir, name, false))
+    }
+
+    fn rmdir(&self, dir: u64, name: &[u8]) -> Result<()> {
+        self.mutate(|| self.op_remove(dir, name, true))
+    }
+
+    fn rename(&self, dir: u64, name: &[u8], new_dir: u64, new_name: &[u8]) -> Result<()> {
+        self.rename_with(dir, name, new_dir, new_name, Default::default())
+    }
+
+    fn rename_with(
+        &self,
+        dir: u64,
+        name: &[u8],
+        new_dir: u64,
+        new_name: &[u8],
+        flags: crate::fs::RenameFlags,
+    ) -> Result<()> {
+        self.mutate(|| self.op_rename(dir, name, new_dir, new_name, flags))
+    }
+
+    fn setxattr(&self, ino: u64, name: &[u8], value: &[u8]) -> Result<()> {
+        self.mutate(|| self.op_set_xattr(ino, name, Some(value)))
+    }
+
+    fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
+        self.mutate(|| self.op_set_xattr(ino, name, None))
+    }
+
+    fn fsync(&self) -> Result<()> {
+        self.sync_device()
     }
 }
 

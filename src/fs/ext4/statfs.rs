@@ -57,7 +57,7 @@ impl Ext4 {
 
     /// Blocks at the start of group `g` holding a superblock copy, its descriptor blocks and the
     /// reserved GDT blocks (kernel ext4_num_base_meta_blocks).
-    fn base_meta_blocks(&self, g: u32) -> u64 {
+    pub(super) fn base_meta_blocks(&self, g: u32) -> u64 {
         let sb = self.superblock();
         let has_super = u64::from(sb.group_has_super(g));
         let per_block = u64::from(sb.block_size() / u32::from(sb.desc_size));

@@ -1,0 +1,437 @@
+//! Writing directories (Documentation/filesystems/ext4/directory.rst). Linear blocks: a new
+//! name takes the slack after a record or an unused record, else a new block is appended;
+//! a removed record's length is merged into the previous record (or, first in its block,
+//! its inode set to 0), as the kernel does. With metadata_csum each leaf block ends in the
+//! checksum tail entry and each index block in its dx_tail, recomputed on every write.
+//!
+//! Indexed (htree) directories: a name goes into the leaf the index chooses for its hash when
+//! that leaf has room, which keeps the index valid. When the leaf is full, ferry does not
+//! split it: the directory is turned back into a linear one (index blocks become empty
+//! records, EXT4_INDEX_FL is cleared), which the kernel and e2fsck read as any linear
+//! directory (e2fsck -D would index it again).
+
+use super::inode::{self, Inode, InodeBuf};
+use super::superblock::{COMPAT_DIR_INDEX, FLAGS_UNSIGNED_HASH, INCOMPAT_FILETYPE};
+use super::{csum, dir, htree, le16, le32, Ext4};
+use crate::fs::{FileType, FsError, Result};
+
+const HEADER_LEN: usize = 8;
+/// Largest name (u8 name_len).
+pub const MAX_NAME_LEN: usize = 255;
+
+/// Bytes a record with a name of `n` bytes needs (EXT4_DIR_REC_LEN).
+pub(crate) fn rec_len_for(n: usize) -> usize {
+    (HEADER_LEN + n + 3) & !3
+}
+
+/// rec_len as stored (ext4_rec_len_to_disk): 64 KiB blocks write a whole-block record as
+/// 65535 and keep bits 16-17 in the low bits.
+fn rec_len_to_disk(len: usize, bs: usize) -> u16 {
+    if bs < 65536 {
+        // OK: len <= bs < 65536.
+        return len as u16;
+    }
+    if len == 65536 {
+        return u16::MAX;
+    }
+    // OK: the masks keep 16 bits.
+    ((len & 0xfffc) | ((len >> 16) & 3)) as u16
+}
+
+/// The file_type byte of a directory entry (EXT4_FT_*).
+pub(crate) fn type_byte(k: FileType) -> u8 {
+    match k {
+        FileType::RegularFile => 1,
+        FileType::Directory => 2,
+        FileType::CharDevice => 3,
+        FileType::BlockDevice => 4,
+        FileType::NamedPipe => 5,
+        FileType::Socket => 6,
+        FileType::Symlink => 7,
+    }
+}
+
+fn put_record(block: &mut [u8], off: usize, ino: u32, rec_len: usize, name: &[u8], ft: u8) {
+    let bs = block.len();
+    block[off..off + 4].copy_from_slice(&ino.to_le_bytes());
+    block[off + 4..off + 6].copy_from_slice(&rec_len_to_disk(rec_len, bs).to_le_bytes());
+    // OK: names are at most 255 bytes (checked by the callers).
+    block[off + 6] = name.len() as u8;
+    block[off + 7] = ft;
+    block[off + HEADER_LEN..off + HEADER_LEN + name.len()].copy_from_slice(name);
+    block[off + HEADER_LEN + name.len()..off + rec_len].fill(0);
+}
+
+/// One record's header, bounds-checked against `limit`.
+fn record(
+    block: &[u8],
+    off: usize,
+    limit: usize,
+) -> std::result::Result<(u32, usize, usize), String> {
+    if limit - off < 12 {
+        return Err(format!(
+            "offset {off}: {} bytes left, less than a record",
+            limit - off
+        ));
+    }
+    let rec_len = dir::rec_len_from_disk(le16(block, off + 4), block.len());
+    let name_len = usize::from(block[off + 6]);
+    if rec_len < 12 || rec_len % 4 != 0 || rec_len > limit - off || HEADER_LEN + name_len > rec_len
+    {
+        return Err(format!(
+            "offset {off}: rec_len {rec_len}, name_len {name_len}"
+        ));
+    }
+    Ok((le32(block, off), rec_len, name_len))
+}
+
+impl Ext4 {
+    /// Refuses changes to a directory ferry cannot write (EROFS on that object): inline data,
+    /// encrypted or casefolded names; EPERM for immutable or append-only ones.
+    pub(crate) fn dir_writable(&self, d: &Inode) -> Result<()> {
+        if d.kind != FileType::Directory {
+            return Err(FsError::NotDir(d.ino));
+        }
+        if d.flags & (inode::FL_INLINE_DATA | inode::FL_ENCRYPT | inode::FL_CASEFOLD) != 0 {
+            return Err(FsError::ReadOnly);
+        }
+        if d.flags & (inode::FL_IMMUTABLE | inode::FL_APPEND) != 0 {
+            return Err(FsError::NotPermitted);
+        }
+        if d.links == 0 {
+            return Err(FsError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Bytes of a directory block that hold records (the checksum tail excluded).
+    fn dir_limit(&self) -> usize {
+        let bs = self.block_size() as usize;
+        if self.sb.metadata_csum {
+            bs - csum::DIRENT_TAIL_LEN
+        } else {
+            bs
+        }
+    }
+
+    fn has_filetype(&self) -> bool {
+        self.sb.has_incompat(INCOMPAT_FILETYPE)
+    }
+
+    /// The first block of a new directory: "." and "..", then the checksum tail.
+    pub(crate) fn new_dir_block(&self, d: &InodeBuf, parent: u64) -> Vec<u8> {
+        let bs = self.block_size() as usize;
+        let mut b = vec![0u8; bs];
+        let ft = if self.has_filetype() { 2 } else { 0 };
+        // OK: inode numbers fit u32.
+        put_record(&mut b, 0, d.ino as u32, 12, b".", ft);
+        put_record(&mut b, 12, parent as u32, self.dir_limit() - 12, b"..", ft);
+        self.seal_dir_block(d, 1, &mut b);
+        b
+    }
+
+    /// Sets the checksum of a directory block of `d` being written: the dx_tail of an index
+    /// block of an indexed directory, else the leaf tail.
+    fn seal_dir_block(&self, d: &InodeBuf, lblk: u64, block: &mut [u8]) {
+        if !self.sb.metadata_csum {
+            return;
+        }
+        // OK: inode numbers fit u32.
+        let seed = csum::inode_seed(self.sb.csum_seed, d.ino as u32, d.generation());
+        if d.flags() & inode::FL_INDEX != 0 && htree::is_interior(block, lblk) {
+            if let Some(off) = htree::count_offset(block) {
+                csum::dx_node_set(seed, block, off);
+                return;
+            }
+        }
+        csum::dir_leaf_set(seed, block);
+    }
+
+    /// Block `lblk` of directory `d`: its physical block and contents (checksum verified).
+    fn dir_block_rw(&self, d: &InodeBuf, lblk: u64) -> Result<Option<(u64, Vec<u8>)>> {
+        let i = d.parse(&self.sb)?;
+        let pblk = match self.map(&i, lblk)? {
+            super::Run::Data { pblk, .. } => pblk,
+            _ => return Ok(None),
+        };
+        let b = self.dir_block(&i, lblk, pblk)?;
+        Ok(Some((pblk, b.to_vec())))
+    }
+
+    fn dir_blocks(&self, d: &InodeBuf) -> u64 {
+        d.size().div_ceil(u64::from(self.block_size()))
+    }
+
+    /// Where record `name` is: (logical block, physical block, block, offset, previous
+    /// record's offset in the block).
+    #[allow(clippy::type_complexity)]
+    fn dir_locate(
+        &self,
+        d: &InodeBuf,
+        name: &[u8],
+    ) -> Result<Option<(u64, u64, Vec<u8>, usize, Option<usize>)>> {
+        let limit_full = self.block_size() as usize;
+        for lblk in 0..self.dir_blocks(d) {
+            let Some((pblk, block)) = self.dir_block_rw(d, lblk)? else {
+                continue;
+            };
+            let mut off = 0;
+            let mut prev = None;
+            while off < limit_full {
+                let (ino, rec_len, name_len) = record(&block, off, limit_full)
+                    .map_err(|e| FsError::corrupt("directory entry", d.ino, pblk, e))?;
+                if ino != 0 && &block[off + HEADER_LEN..off + HEADER_LEN + name_len] == name {
+                    return Ok(Some((lblk, pblk, block, off, prev)));
+                }
+                prev = Some(off);
+                off += rec_len;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Removes entry `name` from directory `d`; returns its inode number.
+    pub(crate) fn dir_remove(&self, d: &InodeBuf, name: &[u8]) -> Result<u64> {
+        let Some((lblk, pblk, mut block, off, prev)) = self.dir_locate(d, name)? else {
+            return Err(FsError::NotFound);
+        };
+        let ino = le32(&block, off);
+        let bs = block.len();
+        let rec_len = dir::rec_len_from_disk(le16(&block, off + 4), bs);
+        match prev {
+            Some(p) => {
+                let plen = dir::rec_len_from_disk(le16(&block, p + 4), bs);
+                block[p + 4..p + 6]
+                    .copy_from_slice(&rec_len_to_disk(plen + rec_len, bs).to_le_bytes());
+                block[off..off + rec_len.min(HEADER_LEN)].fill(0);
+            }
+            None => block[off..off + 4].fill(0),
+        }
+        self.seal_dir_block(d, lblk, &mut block);
+        self.put_meta(pblk, block)?;
+        Ok(u64::from(ino))
+    }
+
+    /// Points existing entry `name` of `d` at inode `ino` of type `kind` (rename over a name,
+    /// or ".." of a moved directory).
+    pub(crate) fn dir_set(
+        &self,
+        d: &InodeBuf,
+        name: &[u8],
+        ino: u64,
+        kind: FileType,
+    ) -> Result<()> {
+        let Some((lblk, pblk, mut block, off, _)) = self.dir_locate(d, name)? else {
+            return Err(FsError::NotFound);
+        };
+        // OK: inode numbers fit u32.
+        block[off..off + 4].copy_from_slice(&(ino as u32).to_le_bytes());
+        if self.has_filetype() {
+            block[off + 7] = type_byte(kind);
+        }
+        self.seal_dir_block(d, lblk, &mut block);
+        self.put_meta(pblk, block)
+    }
+
+    /// Whether directory `d` holds nothing but "." and "..".
+    pub(crate) fn dir_is_empty(&self, d: &InodeBuf) -> Result<bool> {
+        let i = d.parse(&self.sb)?;
+        let mut empty = true;
+        self.walk_dir(&i, 0, None, &mut |e, _, _| {
+            if e.name != b"." && e.name != b".." {
+                empty = false;
+                return Ok(false);
+            }
+            Ok(true)
+        })?;
+        Ok(empty)
+    }
+
+    /// Tries to put a record in block `block` (records up to `limit`); true if it went in.
+    fn insert_in_block(
+        block: &mut [u8],
+        limit: usize,
+        name: &[u8],
+        ino: u32,
+        ft: u8,
+        ino_dir: u64,
+        pblk: u64,
+    ) -> Result<bool> {
+        let need = rec_len_for(name.len());
+        let mut off = 0;
+        while off < limit {
+            let (cur, rec_len, name_len) = record(block, off, limit)
+                .map_err(|e| FsError::corrupt("directory entry", ino_dir, pblk, e))?;
+            let used = if cur == 0 { 0 } else { rec_len_for(name_len) };
+            if rec_len >= used + need {
+                if cur == 0 {
+                    put_record(block, off, ino, rec_len, name, ft);
+                } else {
+                    let bs = block.len();
+                    block[off + 4..off + 6]
+                        .copy_from_slice(&rec_len_to_disk(used, bs).to_le_bytes());
+                    put_record(block, off + used, ino, rec_len - used, name, ft);
+                }
+                return Ok(true);
+            }
+            off += rec_len;
+        }
+        Ok(false)
+    }
+
+    /// Adds entry `name` → `ino` (of type `kind`) to directory `d`, which the caller has
+    /// checked to be writable and not to hold `name`. `d` may grow (size, blocks) or lose its
+    /// index; the caller writes it.
+    pub(crate) fn dir_add(
+        &self,
+        d: &mut InodeBuf,
+        name: &[u8],
+        ino: u64,
+        kind: FileType,
+    ) -> Result<()> {
+        if name.is_empty() || name.len() > MAX_NAME_LEN {
+            return Err(FsError::NameTooLong { max: MAX_NAME_LEN });
+        }
+        // OK: inode numbers fit u32.
+        let ino32 = ino as u32;
+        let ft = if self.has_filetype() {
+            type_byte(kind)
+        } else {
+            0
+        };
+        let limit = self.dir_limit();
+        if d.flags() & inode::FL_INDEX != 0 {
+            if let Some(lblk) = self.dx_leaf_for(d, name)? {
+                if let Some((pblk, mut block)) = self.dir_block_rw(d, lblk)? {
+                    if Self::insert_in_block(&mut block, limit, name, ino32, ft, d.ino, pblk)? {
+                        self.seal_dir_block(d, lblk, &mut block);
+                        return self.put_meta(pblk, block);
+                    }
+                }
+            }
+            self.dx_to_linear(d)?;
+        }
+        let nblocks = self.dir_blocks(d);
+        for lblk in 0..nblocks {
+            let Some((pblk, mut block)) = self.dir_block_rw(d, lblk)? else {
+                continue;
+            };
+            if Self::insert_in_block(&mut block, limit, name, ino32, ft, d.ino, pblk)? {
+                self.seal_dir_block(d, lblk, &mut block);
+                return self.put_meta(pblk, block);
+            }
+        }
+        // A new block at the end.
+        let mut fm = self.load_map(d)?;
+        let (pblk, _) = self.fm_alloc(&mut fm, d, nblocks, 1)?;
+        self.fm_store(fm, d)?;
+        let bs = self.block_size() as usize;
+        let mut block = vec![0u8; bs];
+        put_record(&mut block, 0, ino32, limit, name, ft);
+        self.seal_dir_block(d, nblocks, &mut block);
+        self.put_meta(pblk, block)?;
+        d.set_size((nblocks + 1) * bs as u64);
+        Ok(())
+    }
+
+    /// The leaf block the index of `d` assigns to `name`'s hash, or None when the index
+    /// cannot be used (damaged, unknown hash, dir_index off): the caller then drops it.
+    fn dx_leaf_for(&self, d: &InodeBuf, name: &[u8]) -> Result<Option<u64>> {
+        if !self.sb.has_compat(COMPAT_DIR_INDEX) {
+            return Ok(None);
+        }
+        let i = d.parse(&self.sb)?;
+        let Ok(root) = self.dir_index_block(&i, 0) else {
+            return Ok(None);
+        };
+        const INFO: usize = 24;
+        if htree::count_offset(&root) != Some(INFO + 8) || root[INFO + 7] & 1 != 0 {
+            return Ok(None);
+        }
+        let mut version = root[INFO + 4];
+        let levels = root[INFO + 6];
+        if version <= htree::TEA && self.sb.flags & FLAGS_UNSIGNED_HASH != 0 {
+            version += 3;
+        }
+        let Some((h, _)) = htree::hash(version, name, &self.sb.hash_seed) else {
+            return Ok(None);
+        };
+        let nblocks = self.dir_blocks(d);
+        let mut block = root;
+        let mut off = INFO + 8;
+        for level in 0..=levels {
+            let limit = usize::from(le16(&block, off));
+            let count = usize::from(le16(&block, off + 2));
+            if count == 0 || count > limit || off + count * 8 > block.len() {
+                return Ok(None);
+            }
+            let mut at = 0;
+            for k in 1..count {
+                if le32(&block, off + k * 8) <= h {
+                    at = k;
+                } else {
+                    break;
+                }
+            }
+            let child = u64::from(le32(&block, off + at * 8 + 4) & 0x0fff_ffff);
+            if child >= nblocks || child == 0 {
+                return Ok(None);
+            }
+            if level == levels {
+                return Ok(Some(child));
+            }
+            block = match self.dir_index_block(&i, child) {
+                Ok(b) => b,
+                Err(_) => return Ok(None),
+            };
+            if htree::count_offset(&block) != Some(8) {
+                return Ok(None);
+            }
+            off = 8;
+        }
+        Ok(None)
+    }
+
+    /// Drops the hash index of `d`: block 0 keeps "." and ".." (".." spanning the rest),
+    /// index nodes become one empty record, and EXT4_INDEX_FL is cleared.
+    fn dx_to_linear(&self, d: &mut InodeBuf) -> Result<()> {
+        let limit = self.dir_limit();
+        let ft = if self.has_filetype() { 2 } else { 0 };
+        let nblocks = self.dir_blocks(d);
+        let mut blocks = Vec::new();
+        for lblk in 0..nblocks {
+            let i = d.parse(&self.sb)?;
+            let pblk = match self.map(&i, lblk)? {
+                super::Run::Data { pblk, .. } => pblk,
+                _ => continue,
+            };
+            let raw = self.meta_block(pblk, "directory block", d.ino)?;
+            if lblk == 0 {
+                let dot = le32(&raw, 0);
+                let dotdot = le32(&raw, 12);
+                if &raw[8..9] != b"." || &raw[20..22] != b".." {
+                    return Err(FsError::corrupt(
+                        "directory index",
+                        d.ino,
+                        pblk,
+                        "no . and ..",
+                    ));
+                }
+                let mut b = vec![0u8; raw.len()];
+                put_record(&mut b, 0, dot, 12, b".", ft);
+                put_record(&mut b, 12, dotdot, limit - 12, b"..", ft);
+                blocks.push((lblk, pblk, b));
+            } else if htree::is_interior(&raw, lblk) {
+                let mut b = vec![0u8; raw.len()];
+                put_record(&mut b, 0, 0, limit, b"", 0);
+                blocks.push((lblk, pblk, b));
+            }
+        }
+        d.set_flags(d.flags() & !inode::FL_INDEX);
+        for (lblk, pblk, mut b) in blocks {
+            self.seal_dir_block(d, lblk, &mut b);
+            self.put_meta(pblk, b)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,334 @@
+//! Editable guests end to end: `ferry mount --rw` through a copy-on-write overlay, `ferry
+//! fix IMAGE` in process, `ferry commit` of the overlay; the kernel and e2fsck read the result.
+//! The source images never change (hashed before and after).
+
+use crate::common;
+
+use common::guest::{self, Guest};
+use common::kernel::{self, FerryMount, KernelMount, Snapshot};
+use common::{ferry_ok, qemu_img, run_ferry, Unchanged};
+use std::ffi::OsStr;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Whether this machine can build guests and mount them; says why not (or fails in CI).
+fn can_run() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let fuse = Path::new("/dev/fuse").exists();
+    let tools = common::have_tools(&["mkfs.ext4", "e2fsck", "mkswap", "sfdisk", "losetup"]);
+    if root && fuse && tools {
+        return true;
+    }
+    let why = format!("root: {root}, /dev/fuse: {fuse}, e2fsprogs/sfdisk: {tools}");
+    assert!(
+        !kernel::required(),
+        "cannot run the edit tests ({why}) and FERRY_REQUIRE_FUSE=1"
+    );
+    eprintln!("SKIP: edit tests need root, /dev/fuse, e2fsprogs, util-linux ({why})");
+    false
+}
+
+/// `e2fsck -fn` of the byte range `[off, off+len)` of `image`, copied out: it must be clean.
+fn e2fsck_range(image: &Path, off: u64, len: u64, tmp: &Path) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(image).unwrap();
+    let part = tmp.join("fsck-part.img");
+    let out = std::fs::File::create(&part).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = 0;
+    while pos < len {
+        let n = (len - pos).min(buf.len() as u64) as usize;
+        f.read_exact_at(&mut buf[..n], off + pos).unwrap();
+        out.write_all_at(&buf[..n], pos).unwrap();
+        pos += n as u64;
+    }
+    drop(out);
+    let o = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(&part)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "e2fsck -fn: {}\n{}{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::remove_file(part).unwrap();
+}
+
+/// The kernel's view of the root filesystem of `raw` (the committed image), as a snapshot
+/// comparable with ferry's mount: inode numbers and the root's aside (FUSE calls it 1).
+fn kernel_view(raw: &Path, fs: &guest::Fs, tmp: &Path) -> Snapshot {
+    let mnt = tmp.join("kernel-view");
+    let m = KernelMount::range(raw, fs.offset, fs.size, &mnt, "ro").expect("kernel mount");
+    let s = comparable(kernel::walk(m.path()));
+    m.unmount().unwrap();
+    s
+}
+
+/// Inode numbers aside (the root is 1 under FUSE), and atime (reading for the hashes sets
+/// it on the kernel's side unless noatime).
+fn comparable(mut s: Snapshot) -> Snapshot {
+    for e in s.values_mut() {
+        e.atime = (0, 0);
+    }
+    s.get_mut(&b""[..]).expect("root").ino = 0;
+    s
+}
+
+/// Checks the overlay with qemu-img, commits it to raw, checks the guest's root filesystem
+/// there with e2fsck and returns the kernel's view of it.
+fn commit_and_check(overlay: &Path, g: &Guest, tmp: &Path) -> Snapshot {
+    let check = qemu_img(&["check", overlay.to_str().unwrap()]);
+    assert!(check.contains("No errors were found"), "{check}");
+    let out = tmp.join("committed.raw");
+    let _ = std::fs::remove_file(&out);
+    ferry_ok(&[
+        "commit",
+        overlay.to_str().unwrap(),
+        "-O",
+        "raw",
+        out.to_str().unwrap(),
+    ]);
+    let root = g.fs("/dev/sda1");
+    e2fsck_range(&out, root.offset, root.size, tmp);
+    let view = kernel_view(&out, root, tmp);
+    std::fs::remove_file(&out).unwrap();
+    view
+}
+
+fn mount_rw(args: &[&OsStr], mnt: &Path) -> FerryMount {
+    let mut a: Vec<&OsStr> = vec![OsStr::new("--rw")];
+    a.extend_from_slice(args);
+    FerryMount::new(&a, mnt).unwrap_or_else(|e| panic!("ferry mount --rw: {e}"))
+}
+
+/// What a user does to a guest through a writable mount: edit a config file in place,
+/// replace one atomically, create, link, rename, remove, chmod, xattrs, a big sparse file.
+fn edit_through(mnt: &Path) {
+    let etc = mnt.join("etc");
+    let fstab = std::fs::read_to_string(etc.join("fstab")).unwrap();
+    let fixed = fstab.replace("/dev/xvda1", "UUID=c0000000-0000-4000-8000-000000000001");
+    std::fs::write(etc.join("fstab"), &fixed).unwrap();
+    std::fs::write(etc.join("inittab.new"), "id:3:initdefault:\n").unwrap();
+    std::fs::rename(etc.join("inittab.new"), etc.join("inittab")).unwrap();
+    std::fs::create_dir_all(mnt.join("srv/data/deep")).unwrap();
+    let big = mnt.join("srv/data/big.bin");
+    let data: Vec<u8> = (0..3 << 20)
+        .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(&big, &data).unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&big).unwrap();
+        f.write_all_at(b"tail", 40 << 20).unwrap();
+    }
+    std::fs::hard_link(&big, mnt.join("srv/big.link")).unwrap();
+    symlink("../etc/fstab", mnt.join("srv/fstab.link")).unwrap();
+    std::fs::set_permissions(mnt.join("srv/data"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    std::fs::remove_file(mnt.join("boot/initrd-3.0.101-63-xen")).unwrap();
+    std::fs::rename(
+        mnt.join("boot/grub/menu.lst"),
+        mnt.join("srv/data/deep/menu.lst.orig"),
+    )
+    .unwrap();
+    for i in 0..300 {
+        std::fs::write(mnt.join(format!("srv/data/f{i:04}")), format!("{i}\n")).unwrap();
+    }
+    for i in (0..300).step_by(3) {
+        std::fs::remove_file(mnt.join(format!("srv/data/f{i:04}"))).unwrap();
+    }
+    let st = Command::new("setfattr")
+        .args(["-n", "user.ferry", "-v", "edited"])
+        .arg(etc.join("fstab"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn rw_mount_edits_land_in_the_overlay_and_commit_to_what_the_kernel_reads() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let g: Guest = guest::xen(tmp.path(), "raw");
+    let src = &g.images[0];
+    let _same = Unchanged::new(&[src.as_path()]);
+    let mnt = tmp.path().join("mnt");
+    // NAME-overlay.qcow2 beside the image.
+    let stem = src.file_stem().unwrap().to_str().unwrap();
+    let overlay = src.with_file_name(format!("{stem}-overlay.qcow2"));
+
+    let m = mount_rw(&[src.as_os_str()], &mnt);
+    assert!(
+        overlay.exists(),
+        "the default overlay is created beside the image"
+    );
+    edit_through(&mnt);
+    let seen = comparable(kernel::walk(&mnt));
+    drop(m);
+
+    // The overlay's backing file is the source, by a relative name.
+    let info = qemu_img(&["info", overlay.to_str().unwrap()]);
+    let name = src.file_name().unwrap().to_str().unwrap();
+    assert!(info.contains(&format!("backing file: {name}")), "{info}");
+
+    let kernel = commit_and_check(&overlay, &g, tmp.path());
+    kernel::assert_same(&kernel, &seen, "committed image (kernel) vs the rw mount");
+
+    // The overlay given as the image continues where the edits stopped.
+    let m = mount_rw(&[overlay.as_os_str()], &mnt);
+    assert!(std::fs::read_to_string(mnt.join("etc/fstab"))
+        .unwrap()
+        .contains("UUID=c0000000"));
+    std::fs::write(mnt.join("etc/motd"), "second session\n").unwrap();
+    drop(m);
+    let motd = ferry_ok(&["cat", overlay.to_str().unwrap(), "/etc/motd"]);
+    assert_eq!(motd, "second session\n");
+    let check = qemu_img(&["check", overlay.to_str().unwrap()]);
+    assert!(check.contains("No errors were found"), "{check}");
+}
+
+#[test]
+fn a_read_only_mount_refuses_writes_and_creates_no_overlay() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let g = guest::xen(tmp.path(), "qcow2");
+    let src = &g.images[0];
+    let _same = Unchanged::new(&[src.as_path()]);
+    let mnt = tmp.path().join("mnt");
+    let m = FerryMount::new(&[src.as_os_str()], &mnt).unwrap();
+    let e = std::fs::write(mnt.join("etc/fstab"), "x").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+    drop(m);
+    let entries: Vec<PathBuf> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "qcow2") && p != src)
+        .collect();
+    assert!(entries.is_empty(), "{entries:?}");
+    // An --overlay that is some other file is refused, and left as it was.
+    let other = tmp.path().join("other.img");
+    std::fs::write(&other, vec![7u8; 1 << 16]).unwrap();
+    let o = run_ferry(&[
+        "mount",
+        "--rw",
+        "--overlay",
+        other.to_str().unwrap(),
+        src.to_str().unwrap(),
+        mnt.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("not an overlay of"), "{err}");
+    assert_eq!(std::fs::read(&other).unwrap(), vec![7u8; 1 << 16]);
+}
+
+#[test]
+fn fix_image_rewrites_the_guest_in_process_through_an_overlay() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let g = guest::xen(tmp.path(), "qcow2");
+    let src = g.images[0].clone();
+    let _same = Unchanged::new(&[src.as_path()]);
+    let overlay = tmp.path().join("fixes.qcow2");
+    let before = ferry_ok(&["cat", src.to_str().unwrap(), "/etc/fstab"]);
+
+    // A dry run shows the diff and writes nothing, not even an overlay.
+    let o = run_ferry(&[
+        "fix",
+        src.to_str().unwrap(),
+        "--overlay",
+        overlay.to_str().unwrap(),
+        "--dry-run",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let diff = String::from_utf8(o.stdout).unwrap();
+    assert!(!overlay.exists());
+    assert!(
+        diff.contains("+UUID=c0000000-0000-4000-8000-000000000001"),
+        "{diff}"
+    );
+
+    let report = ferry_ok(&[
+        "fix",
+        src.to_str().unwrap(),
+        "--overlay",
+        overlay.to_str().unwrap(),
+    ]);
+    assert!(report.contains("fixed"), "{report}");
+    let after = ferry_ok(&["cat", overlay.to_str().unwrap(), "/etc/fstab"]);
+    assert_ne!(after, before);
+    assert!(
+        after.contains("UUID=c0000000-0000-4000-8000-000000000001"),
+        "{after}"
+    );
+    assert!(!after.contains("/dev/xvda1"), "{after}");
+    // The result is what the dry run's diff gives when patch applies it to the original.
+    let orig = tmp.path().join("fstab");
+    std::fs::write(&orig, &before).unwrap();
+    let fstab_diff: String = diff
+        .split("--- ")
+        .filter(|d| d.starts_with("a/etc/fstab"))
+        .map(|d| format!("--- {d}"))
+        .collect();
+    let o = common::run_with_stdin(
+        Command::new("patch").arg("-s").arg(&orig),
+        fstab_diff.as_bytes(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_to_string(&orig).unwrap(), after);
+
+    // Fixed once: a second run has nothing to do.
+    let again = ferry_ok(&["fix", overlay.to_str().unwrap()]);
+    assert!(again.contains("Nothing to do"), "{again}");
+
+    let view = commit_and_check(&overlay, &g, tmp.path());
+    let fstab = view.get(&b"etc/fstab"[..]).expect("fstab");
+    assert_eq!(fstab.size, after.len() as u64);
+}
+
+#[test]
+fn facts_files_with_unknown_keys_are_refused_and_inspect_writes_them() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let g = guest::xen(tmp.path(), "raw");
+    let src = g.images[0].to_str().unwrap().to_string();
+    let facts = ferry_ok(&["inspect", &src, "--facts"]);
+    let v: serde_json::Value = serde_json::from_str(&facts).unwrap();
+    assert_eq!(v["source"], "xen");
+    assert_eq!(v["distro"], "sles");
+    let f = tmp.path().join("facts.json");
+    std::fs::write(&f, &facts).unwrap();
+    let shown = ferry_ok(&[
+        "fix",
+        &src,
+        "--dry-run",
+        "--facts",
+        f.to_str().unwrap(),
+        "--show-facts",
+    ]);
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown, v);
+    std::fs::write(&f, r#"{"distro": "rhel", "targte": "kvm"}"#).unwrap();
+    let o = run_ferry(&["fix", &src, "--dry-run", "--facts", f.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("targte"), "{err}");
+}
