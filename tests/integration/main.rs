@@ -16,6 +16,7 @@ mod fix_rules;
 mod guest;
 mod inspect;
 mod lvm;
+mod meta;
 mod mount;
 mod qcow2;
 mod qcow2_bad;
