@@ -1289,9 +1289,23 @@ fn print_source(out: &mut impl Write, s: &ferry::meta::Source) -> Result<()> {
     writeln!(out, "input:    {}", s.input)?;
     writeln!(out, "name:     {}", opt(&s.name))?;
     writeln!(out, "uuid:     {}", opt(&s.uuid))?;
-    writeln!(out, "memory:   {}", s.memory_bytes.map_or("-".into(), |m| format!("{} MiB", m >> 20)))?;
-    writeln!(out, "vcpus:    {}", s.vcpus.map_or("-".into(), |v| v.to_string()))?;
-    writeln!(out, "firmware: {}", s.firmware.map_or("-".into(), |f| format!("{f:?}").to_lowercase()))?;
+    writeln!(
+        out,
+        "memory:   {}",
+        s.memory_bytes
+            .map_or("-".into(), |m| format!("{} MiB", m >> 20))
+    )?;
+    writeln!(
+        out,
+        "vcpus:    {}",
+        s.vcpus.map_or("-".into(), |v| v.to_string())
+    )?;
+    writeln!(
+        out,
+        "firmware: {}",
+        s.firmware
+            .map_or("-".into(), |f| format!("{f:?}").to_lowercase())
+    )?;
     for d in &s.disks {
         writeln!(
             out,

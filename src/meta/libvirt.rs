@@ -5,7 +5,9 @@
 //! and picks the fields the model holds; writing goes through quick-xml's writer, which
 //! escapes every attribute and text. Source: https://libvirt.org/formatdomain.html.
 
-use super::model::{canonical_mac, canonical_uuid, Bus, DeviceKind, Disk, Firmware, Nic, PvBoot, Source};
+use super::model::{
+    canonical_mac, canonical_uuid, Bus, DeviceKind, Disk, Firmware, Nic, PvBoot, Source,
+};
 use super::MetaError;
 use quick_xml::events::{BytesEnd, BytesStart, BytesText, Event};
 use quick_xml::{Reader, Writer, XmlVersion};
@@ -115,9 +117,7 @@ pub fn parse_tree(file: &str, text: &[u8]) -> Result<Element, MetaError> {
             }
             Event::Text(t) => {
                 if let Some(p) = stack.last_mut() {
-                    let s = t
-                        .xml10_content()
-                        .map_err(|e| err(format!("text: {e}")))?;
+                    let s = t.xml10_content().map_err(|e| err(format!("text: {e}")))?;
                     p.text.push_str(&s);
                 }
             }
@@ -204,12 +204,20 @@ pub fn parse(file: &str, text: &[u8]) -> Result<Source, MetaError> {
     src.memory_bytes = mem("memory")?;
     src.current_memory_bytes = mem("currentMemory")?.filter(|c| Some(*c) != src.memory_bytes);
     if let Some(v) = root.child("vcpu") {
-        src.vcpus = Some(v.text.trim().parse().map_err(|_| err(v, "<vcpu>: not a number".into()))?);
+        src.vcpus = Some(
+            v.text
+                .trim()
+                .parse()
+                .map_err(|_| err(v, "<vcpu>: not a number".into()))?,
+        );
     }
     if let Some(t) = root.child("cpu").and_then(|c| c.child("topology")) {
         let n = |a: &str| -> Result<Option<u32>, MetaError> {
             t.attr(a)
-                .map(|v| v.parse().map_err(|_| err(t, format!("<topology {a}>: not a number"))))
+                .map(|v| {
+                    v.parse()
+                        .map_err(|_| err(t, format!("<topology {a}>: not a number")))
+                })
                 .transpose()
         };
         src.sockets = n("sockets")?;
@@ -228,7 +236,7 @@ pub fn parse(file: &str, text: &[u8]) -> Result<Source, MetaError> {
             });
         if ty == "hvm" {
             src.firmware = Some(if efi { Firmware::Efi } else { Firmware::Bios });
-        } else if ty == "linux" || ty == "xen" {
+        } else if ty == "linux" || ty == "xen" || ty == "xenpvh" {
             src.pv = Some(PvBoot {
                 bootloader: root.text_of("bootloader").map(str::to_string),
                 kernel: os.text_of("kernel").map(str::to_string),
@@ -256,7 +264,10 @@ pub fn parse(file: &str, text: &[u8]) -> Result<Source, MetaError> {
             let target = d.child("target");
             let dev = target.and_then(|t| t.attr("dev")).map(str::to_string);
             let bus = match target.and_then(|t| t.attr("bus")) {
-                Some(b) => Some(Bus::from_libvirt(b).ok_or_else(|| err(d, format!("bus '{b}' is not known")))?),
+                Some(b) => Some(
+                    Bus::from_libvirt(b)
+                        .ok_or_else(|| err(d, format!("bus '{b}' is not known")))?,
+                ),
                 // libvirt's default: by the device name's prefix.
                 None => dev.as_deref().map(|v| {
                     if v.starts_with("xvd") || !hvm {
@@ -274,7 +285,10 @@ pub fn parse(file: &str, text: &[u8]) -> Result<Source, MetaError> {
             };
             src.disks.push(Disk {
                 source,
-                format: d.child("driver").and_then(|x| x.attr("type")).map(str::to_string),
+                format: d
+                    .child("driver")
+                    .and_then(|x| x.attr("type"))
+                    .map(str::to_string),
                 bus,
                 target: dev,
                 device,
@@ -284,13 +298,19 @@ pub fn parse(file: &str, text: &[u8]) -> Result<Source, MetaError> {
         }
         for i in devices.all("interface") {
             let mac = match i.child("mac").and_then(|m| m.attr("address")) {
-                Some(m) => Some(canonical_mac(m).ok_or_else(|| err(i, format!("'{m}' is not a MAC address")))?),
+                Some(m) => Some(
+                    canonical_mac(m)
+                        .ok_or_else(|| err(i, format!("'{m}' is not a MAC address")))?,
+                ),
                 None => None,
             };
             let s = i.child("source");
             src.nics.push(Nic {
                 mac,
-                model: i.child("model").and_then(|m| m.attr("type")).map(str::to_string),
+                model: i
+                    .child("model")
+                    .and_then(|m| m.attr("type"))
+                    .map(str::to_string),
                 network: s.and_then(|s| s.attr("network")).map(str::to_string),
                 bridge: s.and_then(|s| s.attr("bridge")).map(str::to_string),
             });
@@ -359,21 +379,29 @@ impl Out {
         for a in attrs {
             s.push_attribute(*a);
         }
-        self.w.write_event(Event::Start(s)).expect("writing to a Vec");
+        self.w
+            .write_event(Event::Start(s))
+            .expect("writing to a Vec");
     }
     fn close(&mut self, name: &str) {
-        self.w.write_event(Event::End(BytesEnd::new(name))).expect("writing to a Vec");
+        self.w
+            .write_event(Event::End(BytesEnd::new(name)))
+            .expect("writing to a Vec");
     }
     fn empty(&mut self, name: &str, attrs: &[(&str, &str)]) {
         let mut s = BytesStart::new(name);
         for a in attrs {
             s.push_attribute(*a);
         }
-        self.w.write_event(Event::Empty(s)).expect("writing to a Vec");
+        self.w
+            .write_event(Event::Empty(s))
+            .expect("writing to a Vec");
     }
     fn text(&mut self, name: &str, attrs: &[(&str, &str)], text: &str) {
         self.open(name, attrs);
-        self.w.write_event(Event::Text(BytesText::new(text))).expect("writing to a Vec");
+        self.w
+            .write_event(Event::Text(BytesText::new(text)))
+            .expect("writing to a Vec");
         self.close(name);
     }
 }
@@ -382,11 +410,19 @@ fn map_name<'a>(map: &'a [(String, String)], name: &str) -> Option<&'a str> {
     map.iter().find(|(s, _)| s == name).map(|(_, d)| d.as_str())
 }
 
-/// Write the KVM domain XML for `src` with the target's choices. Fails only when the source
-/// has no name (libvirt requires one).
+/// Write the KVM domain XML for `src` with the target's choices. Fails when the source has no
+/// name (libvirt requires one) or a hard disk's source is not an absolute path (a datastore
+/// path that was not mapped, a network disk): the caller puts the converted files there.
+/// A CD-ROM whose image is not an absolute path becomes an empty drive.
 pub fn write_domain(src: &Source, t: &Target) -> Result<String, String> {
-    let name = src.name.as_deref().filter(|n| !n.is_empty()).ok_or("the source VM has no name; give one")?;
-    let mut o = Out { w: Writer::new_with_indent(Vec::new(), b' ', 2) };
+    let name = src
+        .name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .ok_or("the source VM has no name; give one")?;
+    let mut o = Out {
+        w: Writer::new_with_indent(Vec::new(), b' ', 2),
+    };
     o.open("domain", &[("type", "kvm")]);
     o.text("name", &[], name);
     if let Some(u) = &src.uuid {
@@ -406,7 +442,11 @@ pub fn write_domain(src: &Source, t: &Target) -> Result<String, String> {
     }
     o.close("ferry:source");
     o.close("metadata");
-    let kib = src.memory_bytes.unwrap_or(t.default_memory_bytes).div_ceil(1024).to_string();
+    let kib = src
+        .memory_bytes
+        .unwrap_or(t.default_memory_bytes)
+        .div_ceil(1024)
+        .to_string();
     o.text("memory", &[("unit", "KiB")], &kib);
     let cur = src
         .current_memory_bytes
@@ -422,7 +462,11 @@ pub fn write_domain(src: &Source, t: &Target) -> Result<String, String> {
     o.open("os", &[]);
     o.text("type", &[("arch", "x86_64"), ("machine", machine)], "hvm");
     if efi {
-        o.text("loader", &[("readonly", "yes"), ("type", "pflash")], OVMF_CODE);
+        o.text(
+            "loader",
+            &[("readonly", "yes"), ("type", "pflash")],
+            OVMF_CODE,
+        );
         let nvram = format!("/var/lib/libvirt/qemu/nvram/{name}_VARS.fd");
         o.text("nvram", &[("template", OVMF_VARS)], &nvram);
     }
@@ -437,7 +481,15 @@ pub fn write_domain(src: &Source, t: &Target) -> Result<String, String> {
         let th = src.threads.unwrap_or(1);
         if s.checked_mul(c).and_then(|x| x.checked_mul(th)) == Some(vcpus) {
             let (s, c, th) = (s.to_string(), c.to_string(), th.to_string());
-            o.empty("topology", &[("sockets", &s), ("dies", "1"), ("cores", &c), ("threads", &th)]);
+            o.empty(
+                "topology",
+                &[
+                    ("sockets", &s),
+                    ("dies", "1"),
+                    ("cores", &c),
+                    ("threads", &th),
+                ],
+            );
         }
     }
     o.close("cpu");
@@ -456,8 +508,20 @@ pub fn write_domain(src: &Source, t: &Target) -> Result<String, String> {
         let dev = super::vmx::index_to_name(prefix, n);
         n += 1;
         let src_path = d.source.as_deref().unwrap_or("");
+        if !src_path.starts_with('/') {
+            return Err(format!(
+                "disk {}: source '{src_path}' is not an absolute path",
+                d.target.as_deref().unwrap_or("?")
+            ));
+        }
         let block = src_path.starts_with("/dev/");
-        o.open("disk", &[("type", if block { "block" } else { "file" }), ("device", "disk")]);
+        o.open(
+            "disk",
+            &[
+                ("type", if block { "block" } else { "file" }),
+                ("device", "disk"),
+            ],
+        );
         let fmt = d.format.as_deref().unwrap_or("raw");
         o.empty("driver", &[("name", "qemu"), ("type", fmt)]);
         if !src_path.is_empty() {
@@ -477,7 +541,7 @@ pub fn write_domain(src: &Source, t: &Target) -> Result<String, String> {
         m += 1;
         o.open("disk", &[("type", "file"), ("device", "cdrom")]);
         o.empty("driver", &[("name", "qemu"), ("type", "raw")]);
-        if let Some(s) = &d.source {
+        if let Some(s) = d.source.as_deref().filter(|s| s.starts_with('/')) {
             o.empty("source", &[("file", s)]);
         }
         o.empty("target", &[("dev", &dev), ("bus", cd_bus)]);
@@ -486,7 +550,10 @@ pub fn write_domain(src: &Source, t: &Target) -> Result<String, String> {
     }
     for nic in &src.nics {
         let bridge = nic.bridge.as_deref().and_then(|b| map_name(&t.bridges, b));
-        let network = nic.network.as_deref().and_then(|b| map_name(&t.networks, b));
+        let network = nic
+            .network
+            .as_deref()
+            .and_then(|b| map_name(&t.networks, b));
         let (kind, attr, value) = match (bridge, network) {
             (Some(b), _) => ("bridge", "bridge", b),
             (None, Some(n)) => ("network", "network", n),
@@ -507,12 +574,25 @@ pub fn write_domain(src: &Source, t: &Target) -> Result<String, String> {
     o.empty("target", &[("type", "serial"), ("port", "0")]);
     o.close("console");
     o.open("channel", &[("type", "unix")]);
-    o.empty("target", &[("type", "virtio"), ("name", "org.qemu.guest_agent.0")]);
+    o.empty(
+        "target",
+        &[("type", "virtio"), ("name", "org.qemu.guest_agent.0")],
+    );
     o.close("channel");
     o.empty("input", &[("type", "tablet"), ("bus", "usb")]);
-    o.empty("graphics", &[("type", "vnc"), ("autoport", "yes"), ("listen", "127.0.0.1")]);
+    o.empty(
+        "graphics",
+        &[
+            ("type", "vnc"),
+            ("autoport", "yes"),
+            ("listen", "127.0.0.1"),
+        ],
+    );
     o.open("video", &[]);
-    o.empty("model", &[("type", "vga"), ("heads", "1"), ("primary", "yes")]);
+    o.empty(
+        "model",
+        &[("type", "vga"), ("heads", "1"), ("primary", "yes")],
+    );
     o.close("video");
     o.open("rng", &[("model", "virtio")]);
     o.text("backend", &[("model", "random")], "/dev/urandom");
@@ -539,8 +619,16 @@ mod tests {
             cores: Some(2),
             firmware: Some(Firmware::Efi),
             description: Some("x < y & z".into()),
-            disks: vec![Disk { source: Some("/v/a b&.qcow2".into()), format: Some("qcow2".into()), ..Disk::default() }],
-            nics: vec![Nic { mac: Some("00:50:56:11:22:33".into()), network: Some("VM Network".into()), ..Nic::default() }],
+            disks: vec![Disk {
+                source: Some("/v/a b&.qcow2".into()),
+                format: Some("qcow2".into()),
+                ..Disk::default()
+            }],
+            nics: vec![Nic {
+                mac: Some("00:50:56:11:22:33".into()),
+                network: Some("VM Network".into()),
+                ..Nic::default()
+            }],
             ..Source::default()
         };
         let xml = write_domain(&src, &Target::default()).unwrap();
@@ -556,10 +644,28 @@ mod tests {
     }
 
     #[test]
+    fn relative_disk_sources_are_refused() {
+        let src = Source {
+            name: Some("g".into()),
+            disks: vec![Disk {
+                source: Some("[ds] g/g.vmdk".into()),
+                ..Disk::default()
+            }],
+            ..Source::default()
+        };
+        let e = write_domain(&src, &Target::default()).unwrap_err();
+        assert!(e.contains("absolute"), "{e}");
+    }
+
+    #[test]
     fn errors_have_positions() {
         let e = parse("d.xml", b"<domain>\n  <name>x</nam>\n</domain>").unwrap_err();
         assert_eq!(e.line, 2, "{e}");
-        let e = parse("d.xml", b"<domain>\n <memory unit='parsec'>1</memory></domain>").unwrap_err();
+        let e = parse(
+            "d.xml",
+            b"<domain>\n <memory unit='parsec'>1</memory></domain>",
+        )
+        .unwrap_err();
         assert_eq!((e.line, e.column), (2, 2), "{e}");
         assert!(parse("d.xml", b"<domain><name>x</name>").is_err());
     }

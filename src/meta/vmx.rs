@@ -15,8 +15,9 @@ use std::path::PathBuf;
 pub const MAX_LINES: usize = 100_000;
 /// SCSI and SATA controllers VMware offers (scsi0..3, sata0..3, nvme0..3); IDE has two buses.
 const MAX_CONTROLLERS: u32 = 4;
-/// Units per SCSI controller (0..15, 7 being the controller itself), SATA (0..29), NVMe (0..14).
-const SCSI_UNITS: u32 = 16;
+/// Units per SCSI controller (0..64 on pvscsi, 7 being the controller itself), SATA (0..29),
+/// NVMe (0..14).
+const SCSI_UNITS: u32 = 65;
 const SATA_UNITS: u32 = 30;
 const NVME_UNITS: u32 = 15;
 /// Network cards VMware allows (ethernet0..9).
@@ -126,11 +127,7 @@ impl Vmx {
             let key = std::str::from_utf8(&body[..eq])
                 .ok()
                 .map(str::trim)
-                .filter(|k| {
-                    !k.is_empty()
-                        && k.bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b"._:-[]".contains(&b))
-                })
+                .filter(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_graphic() && b != b'"'))
                 .ok_or_else(|| MetaError::at(file, lineno, start + 1, "invalid key"))?
                 .to_ascii_lowercase();
             let after = &body[eq + 1..];
@@ -145,9 +142,7 @@ impl Vmx {
                     MetaError::at(file, lineno, vcol, format!("{key}: no closing quote"))
                 })?;
                 let rest = &q[end + 1..];
-                if rest
-                    .iter()
-                    .any(|b| !b.is_ascii_whitespace())
+                if rest.iter().any(|b| !b.is_ascii_whitespace())
                     && !rest.trim_ascii_start().starts_with(b"#")
                 {
                     return Err(MetaError::at(
@@ -203,11 +198,11 @@ impl Vmx {
     fn uint(&self, key: &str) -> Result<Option<u64>, MetaError> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .trim()
-                .parse::<u64>()
-                .map(Some)
-                .map_err(|_| self.err(key, format!("expected an unsigned integer, found '{v}'"))),
+            Some(v) => {
+                v.trim().parse::<u64>().map(Some).map_err(|_| {
+                    self.err(key, format!("expected an unsigned integer, found '{v}'"))
+                })
+            }
         }
     }
 
@@ -303,20 +298,35 @@ fn parse_disks(vmx: &Vmx, resolve: &Resolve, src: &mut Source) -> Result<(), Met
             let model = vmx.get(&format!("{ctl}.virtualDev")).map(str::to_string);
             for u in (0..SCSI_UNITS).filter(|&u| u != 7) {
                 let idx = c * 15 + if u > 7 { u - 1 } else { u };
-                slots.push((format!("{ctl}:{u}"), Bus::Scsi, index_to_name("sd", idx), model.clone()));
+                slots.push((
+                    format!("{ctl}:{u}"),
+                    Bus::Scsi,
+                    index_to_name("sd", idx),
+                    model.clone(),
+                ));
             }
         }
     }
     for b in 0..2u32 {
         for u in 0..2u32 {
-            slots.push((format!("ide{b}:{u}"), Bus::Ide, index_to_name("hd", b * 2 + u), None));
+            slots.push((
+                format!("ide{b}:{u}"),
+                Bus::Ide,
+                index_to_name("hd", b * 2 + u),
+                None,
+            ));
         }
     }
     for c in 0..MAX_CONTROLLERS {
         let ctl = format!("sata{c}");
         if vmx.present(&ctl)? {
             for u in 0..SATA_UNITS {
-                slots.push((format!("{ctl}:{u}"), Bus::Sata, index_to_name("sd", c * 30 + u), None));
+                slots.push((
+                    format!("{ctl}:{u}"),
+                    Bus::Sata,
+                    index_to_name("sd", c * 30 + u),
+                    None,
+                ));
             }
         }
     }
@@ -324,14 +334,21 @@ fn parse_disks(vmx: &Vmx, resolve: &Resolve, src: &mut Source) -> Result<(), Met
         let ctl = format!("nvme{c}");
         if vmx.present(&ctl)? {
             for u in 0..NVME_UNITS {
-                slots.push((format!("{ctl}:{u}"), Bus::Nvme, format!("nvme{c}n{}", u + 1), None));
+                slots.push((
+                    format!("{ctl}:{u}"),
+                    Bus::Nvme,
+                    format!("nvme{c}n{}", u + 1),
+                    None,
+                ));
             }
         }
     }
     let mut disks = Vec::new();
     let mut cdroms = Vec::new();
     for (slot, bus, target, model) in slots {
-        if !vmx.present(&slot)? {
+        // A client device is the CD-ROM of the machine running the console, not of the host:
+        // nothing to move (libvirt skips it too).
+        if !vmx.present(&slot)? || vmx.bool(&format!("{slot}.clientDevice"))? == Some(true) {
             continue;
         }
         let dtype_key = format!("{slot}.deviceType");
@@ -358,7 +375,10 @@ fn parse_disks(vmx: &Vmx, resolve: &Resolve, src: &mut Source) -> Result<(), Met
                 ))
             }
         };
-        let raw_device = matches!(dtype.as_deref(), Some("cdrom-raw" | "atapi-cdrom" | "scsi-passthru"));
+        let raw_device = matches!(
+            dtype.as_deref(),
+            Some("cdrom-raw" | "atapi-cdrom" | "scsi-passthru")
+        );
         let source = if name.is_empty()
             || name == "emptyBackingString"
             || (raw_device && lname == "auto detect")
@@ -369,7 +389,10 @@ fn parse_disks(vmx: &Vmx, resolve: &Resolve, src: &mut Source) -> Result<(), Met
         } else {
             let r = resolve(name).map_err(|e| vmx.err(&name_key, e))?;
             if r.is_none() && kind == DeviceKind::Disk {
-                return Err(vmx.err(&name_key, format!("cannot locate '{name}' (map its datastore with --datastore NAME=DIR)")));
+                return Err(vmx.err(
+                    &name_key,
+                    format!("cannot locate '{name}' (map its datastore with --datastore NAME=DIR)"),
+                ));
             }
             r
         };
@@ -394,7 +417,7 @@ fn parse_disks(vmx: &Vmx, resolve: &Resolve, src: &mut Source) -> Result<(), Met
     src.disks.extend(cdroms);
     for n in 0..MAX_FLOPPY {
         let slot = format!("floppy{n}");
-        if !vmx.present(&slot)? {
+        if !vmx.present(&slot)? || vmx.bool(&format!("{slot}.clientDevice"))? == Some(true) {
             continue;
         }
         let name_key = format!("{slot}.fileName");
@@ -480,7 +503,10 @@ mod tests {
         let text = b"DisplayName = \"a|22b|7Cc\"\nSCSI0.present = \"FALSE\"\nscsi0:0.present = \"TRUE\"\nscsi0:0.fileName = \"x.vmdk\"\n";
         let s = parse("t.vmx", text, &plain).unwrap();
         assert_eq!(s.name.as_deref(), Some("a\"b|c"));
-        assert!(s.disks.is_empty(), "scsi0 is not present, so neither is scsi0:0");
+        assert!(
+            s.disks.is_empty(),
+            "scsi0 is not present, so neither is scsi0:0"
+        );
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! `docs/misc/xl-network-configuration.markdown`, and libvirt's `src/libxl/xen_xl.c` and
 //! `src/libxl/xen_xm.c`, whose test data is the oracle of this module's tests.
 
-use super::model::{canonical_mac, canonical_uuid, Bus, DeviceKind, Disk, Firmware, Nic, PvBoot, Source};
+use super::model::{
+    canonical_mac, canonical_uuid, Bus, DeviceKind, Disk, Firmware, Nic, PvBoot, Source,
+};
 use super::MetaError;
 use std::collections::HashMap;
 
@@ -15,6 +17,8 @@ use std::collections::HashMap;
 pub const MAX_STATEMENTS: usize = 10_000;
 /// Most items in one list (disks, vifs): Xen itself allows a few hundred devices.
 pub const MAX_LIST_ITEMS: usize = 4096;
+/// Deepest list nesting (`vnuma = [ [ ... ] ]` has two levels); bounds the recursion.
+pub const MAX_NESTING: usize = 4;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -121,7 +125,7 @@ impl<'a> Lexer<'a> {
         let start = self.pos;
         match self.peek() {
             Some(b'"' | b'\'') => self.string().map(Value::Str),
-            Some(b'[') if depth == 0 => {
+            Some(b'[') if depth < MAX_NESTING => {
                 self.pos += 1;
                 let mut items = Vec::new();
                 loop {
@@ -131,7 +135,9 @@ impl<'a> Lexer<'a> {
                         break;
                     }
                     if items.len() >= MAX_LIST_ITEMS {
-                        return Err(self.err(self.pos, format!("more than {MAX_LIST_ITEMS} list items")));
+                        return Err(
+                            self.err(self.pos, format!("more than {MAX_LIST_ITEMS} list items"))
+                        );
                     }
                     let at = self.pos;
                     items.push((self.value(depth + 1)?, at));
@@ -144,7 +150,9 @@ impl<'a> Lexer<'a> {
                 }
                 Ok(Value::List(items))
             }
-            Some(b'[') => Err(self.err(start, "lists inside lists are not Xen configuration")),
+            Some(b'[') => {
+                Err(self.err(start, format!("lists nested more than {MAX_NESTING} deep")))
+            }
             Some(b) if b.is_ascii_digit() || b == b'-' => {
                 self.pos += 1;
                 while self.peek().is_some_and(|b| b.is_ascii_alphanumeric()) {
@@ -202,7 +210,12 @@ fn settings(file: &str, text: &[u8]) -> Result<HashMap<String, Setting>, MetaErr
         lx.skip(false);
         match lx.peek() {
             None | Some(b'\n' | b';') => {}
-            Some(_) => return Err(lx.err(lx.pos, format!("unexpected text after the value of '{name}'"))),
+            Some(_) => {
+                return Err(lx.err(
+                    lx.pos,
+                    format!("unexpected text after the value of '{name}'"),
+                ))
+            }
         }
         out.insert(name, Setting { value, offset });
     }
@@ -256,7 +269,12 @@ impl Cfg<'_> {
                 .iter()
                 .map(|(v, at)| match v {
                     Value::Str(s) => Ok((s.clone(), *at)),
-                    _ => Err(MetaError::at_byte(self.file, self.text, *at, format!("{key}: items must be strings"))),
+                    _ => Err(MetaError::at_byte(
+                        self.file,
+                        self.text,
+                        *at,
+                        format!("{key}: items must be strings"),
+                    )),
                 })
                 .collect(),
             Some(_) => Err(self.err(key, "expected a list of strings")),
@@ -320,6 +338,10 @@ fn parse_disk(spec: &str, hvm: bool) -> Result<Disk, String> {
             None => break,
         }
     }
+    // Empty trailing positions (`path,,hdb,,`) say nothing.
+    while positional.len() > 4 && positional.last().is_some_and(|p| p.is_empty()) {
+        positional.pop();
+    }
     let mut pos = positional.into_iter();
     let n = pos.len();
     let (target, format, vdev, acc) = match n {
@@ -334,7 +356,9 @@ fn parse_disk(spec: &str, hvm: bool) -> Result<Disk, String> {
         // Legacy prefixes: phy:, file:, tap:aio:, tap:qcow2:, tap2:tapdisk:aio:, qcow2: ...
         let mut t = t.as_str();
         loop {
-            let Some((p, r)) = t.split_once(':') else { break };
+            let Some((p, r)) = t.split_once(':') else {
+                break;
+            };
             match p {
                 "phy" | "file" | "tap" | "tap2" | "tapdisk" | "aio" => t = r,
                 f if FORMATS.contains(&f) => {
@@ -381,20 +405,34 @@ fn parse_disk(spec: &str, hvm: bool) -> Result<Disk, String> {
 fn parse_vif(spec: &str) -> Result<Nic, String> {
     let mut nic = Nic::default();
     let mut kind = None;
+    let mut script = None;
     for tok in spec.split(',').map(str::trim).filter(|t| !t.is_empty()) {
         let (k, v) = tok
             .split_once('=')
             .ok_or_else(|| format!("'{tok}' is not key=value"))?;
         match k {
-            "mac" => nic.mac = Some(canonical_mac(v).ok_or_else(|| format!("'{v}' is not a MAC address"))?),
+            "mac" => {
+                nic.mac =
+                    Some(canonical_mac(v).ok_or_else(|| format!("'{v}' is not a MAC address"))?)
+            }
             "bridge" => nic.bridge = Some(v.to_string()),
             "model" => nic.model = Some(v.to_string()),
             "type" => kind = Some(v.to_string()),
+            "script" => script = Some(v.to_string()),
             _ => {}
         }
     }
-    if nic.model.is_none() && kind.as_deref() == Some("netfront") {
+    // A PV interface (type=vif, the old name netfront) is Xen's netfront model.
+    if nic.model.is_none() && matches!(kind.as_deref(), Some("vif" | "netfront")) {
         nic.model = Some("netfront".into());
+    }
+    // Open vSwitch writes the VLAN into the bridge name: `br.TAG` or `br:TAG1:TAG2` (trunk).
+    if script.as_deref().is_some_and(|s| s.contains("openvswitch")) {
+        if let Some(b) = &mut nic.bridge {
+            if let Some(i) = b.find(['.', ':']) {
+                b.truncate(i);
+            }
+        }
     }
     Ok(nic)
 }
@@ -416,7 +454,10 @@ pub fn parse(file: &str, text: &[u8]) -> Result<Source, MetaError> {
     }
     let mib = |key: &str| -> Result<Option<u64>, MetaError> {
         cfg.int(key)?
-            .map(|m| m.checked_mul(1 << 20).ok_or_else(|| cfg.err(key, "too large")))
+            .map(|m| {
+                m.checked_mul(1 << 20)
+                    .ok_or_else(|| cfg.err(key, "too large"))
+            })
             .transpose()
     };
     let memory = mib("memory")?;
@@ -471,7 +512,10 @@ pub fn parse(file: &str, text: &[u8]) -> Result<Source, MetaError> {
         src.graphics = Some("sdl".into());
     }
     for (spec, _) in cfg.list("vfb")? {
-        if spec.split(',').any(|t| t.trim() == "type=vnc" || t.trim() == "vnc=1") {
+        if spec
+            .split(',')
+            .any(|t| t.trim() == "type=vnc" || t.trim() == "vnc=1")
+        {
             src.graphics = Some("vnc".into());
         }
     }
@@ -500,7 +544,10 @@ mod tests {
         assert_eq!(d.source.as_deref(), Some("/a,b"));
         assert_eq!(d.bus, Some(Bus::Ide));
         let d = parse_disk("tap:qcow2:/img,xvda,w", false).unwrap();
-        assert_eq!((d.source.as_deref(), d.format.as_deref()), (Some("/img"), Some("qcow2")));
+        assert_eq!(
+            (d.source.as_deref(), d.format.as_deref()),
+            (Some("/img"), Some("qcow2"))
+        );
         assert!(parse_disk("/a,raw,xvda,w,bogus=1", true).is_err());
     }
 

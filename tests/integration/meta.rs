@@ -67,8 +67,9 @@ impl Tally {
             _ => {
                 e.1 += 1;
                 *ok = false;
-                self.differences
-                    .push(format!("{file}: {field}: ferry {ours:?}, libvirt {expected:?}"));
+                self.differences.push(format!(
+                    "{file}: {field}: ferry {ours:?}, libvirt {expected:?}"
+                ));
             }
         }
     }
@@ -93,23 +94,44 @@ impl Tally {
             v.sort_by(|a, b| a.0.cmp(&b.0));
             Some(v)
         };
-        self.field(file, "disks (target, bus, source, kind)", disks(ours), disks(exp), &mut ok);
+        self.field(
+            file,
+            "disks (target, bus, source, kind)",
+            disks(ours),
+            disks(exp),
+            &mut ok,
+        );
         let nics = |s: &Source| {
             Some(
                 s.nics
                     .iter()
-                    .map(|n| (n.mac.clone(), n.model.clone(), n.bridge.clone().or(n.network.clone())))
+                    .map(|n| {
+                        (
+                            n.mac.clone(),
+                            n.model.clone(),
+                            n.bridge.clone().or(n.network.clone()),
+                        )
+                    })
                     .collect::<Vec<_>>(),
             )
         };
-        self.field(file, "nics (mac, model, bridge/network)", nics(ours), nics(exp), &mut ok);
+        self.field(
+            file,
+            "nics (mac, model, bridge/network)",
+            nics(ours),
+            nics(exp),
+            &mut ok,
+        );
         if ok {
             self.agree += 1;
         }
     }
 
     fn report(&self, what: &str) {
-        eprintln!("{what}: {} files, {} agree on every field", self.files, self.agree);
+        eprintln!(
+            "{what}: {} files, {} agree on every field",
+            self.files, self.agree
+        );
         for (f, (a, d, u)) in &self.fields {
             eprintln!("  {f:40} agree {a:3}  differ {d:3}  unstated (libvirt default) {u:3}");
         }
@@ -145,16 +167,23 @@ fn read_expected(xml: &Path) -> Source {
 }
 
 fn parse_vmx(p: &Path) -> Result<Source, meta::MetaError> {
-    vmx::parse(&p.display().to_string(), &std::fs::read(p).unwrap(), &libvirt_test_resolver)
+    vmx::parse(
+        &p.display().to_string(),
+        &std::fs::read(p).unwrap(),
+        &libvirt_test_resolver,
+    )
 }
 
 fn parse_xen(p: &Path) -> Result<Source, meta::MetaError> {
     xen::parse(&p.display().to_string(), &std::fs::read(p).unwrap())
 }
 
-/// Minimum share of files agreeing on every field, measured (see the report printed).
-const VMX_FLOOR: f64 = 0.0;
-const XEN_FLOOR: f64 = 0.0;
+/// Minimum share of files agreeing on every field, as measured (the test prints the report):
+/// vmx 69 of 75 (the 6 others are host CD-ROM passthroughs, which libvirt writes as
+/// `device='lun'` and ferry as cdrom); xl 47 of 48 (an rbd network disk, whose source libvirt
+/// splits into pool/image and ferry keeps whole); xm 37 of 37.
+const VMX_FLOOR: f64 = 0.9;
+const XEN_FLOOR: f64 = 0.95;
 
 #[test]
 fn vmx_agrees_with_libvirt_vmx2xml() {
@@ -173,7 +202,10 @@ fn vmx_agrees_with_libvirt_vmx2xml() {
         }
     }
     for vmx in &without {
-        let e = parse_vmx(vmx).expect_err(&format!("{} must fail as it does in libvirt", vmx.display()));
+        let e = parse_vmx(vmx).expect_err(&format!(
+            "{} must fail as it does in libvirt",
+            vmx.display()
+        ));
         eprintln!("expected failure: {e}");
         assert!(e.line > 0, "the error names a line: {e}");
     }
@@ -184,7 +216,10 @@ fn vmx_agrees_with_libvirt_vmx2xml() {
 #[test]
 fn xen_agrees_with_libvirt_xl_and_xm() {
     let Some(c) = corpus() else { return };
-    for (dir, floor) in [("libvirt-xlconfigdata", XEN_FLOOR), ("libvirt-xmconfigdata", XEN_FLOOR)] {
+    for (dir, floor) in [
+        ("libvirt-xlconfigdata", XEN_FLOOR),
+        ("libvirt-xmconfigdata", XEN_FLOOR),
+    ] {
         let (with, without) = pairs(&c.join(dir), "cfg");
         assert!(with.len() > 30, "{dir} has {} cfg/xml pairs", with.len());
         let mut t = Tally::default();
@@ -210,7 +245,11 @@ fn xen_agrees_with_libvirt_xl_and_xm() {
 fn validate(xml: &str, dir: &Path, label: &str) -> Result<(), String> {
     let f = dir.join(format!("{}.xml", label.replace('/', "_")));
     std::fs::write(&f, xml).unwrap();
-    let v = Command::new("virt-xml-validate").arg(&f).arg("domain").output().unwrap();
+    let v = Command::new("virt-xml-validate")
+        .arg(&f)
+        .arg("domain")
+        .output()
+        .unwrap();
     if !v.status.success() {
         return Err(format!(
             "{label}: virt-xml-validate: {}{}\n{xml}",
@@ -224,7 +263,10 @@ fn validate(xml: &str, dir: &Path, label: &str) -> Result<(), String> {
         .output()
         .unwrap();
     if !d.status.success() {
-        return Err(format!("{label}: virsh define: {}\n{xml}", String::from_utf8_lossy(&d.stderr)));
+        return Err(format!(
+            "{label}: virsh define: {}\n{xml}",
+            String::from_utf8_lossy(&d.stderr)
+        ));
     }
     Ok(())
 }
@@ -255,7 +297,10 @@ fn kvm_xml_validates_and_defines_for_every_shape() {
         threads: Some(1),
         firmware: Some(Firmware::Bios),
         description: Some("a <test> & \"guest\"".into()),
-        disks: vec![disk("/var/lib/libvirt/images/a.qcow2", "qcow2"), disk("/dev/vg/lv", "raw")],
+        disks: vec![
+            disk("/var/lib/libvirt/images/a.qcow2", "qcow2"),
+            disk("/dev/vg/lv", "raw"),
+        ],
         nics: vec![meta::Nic {
             mac: Some("00:50:56:11:22:33".into()),
             network: Some("VM Network".into()),
@@ -290,12 +335,25 @@ fn kvm_xml_validates_and_defines_for_every_shape() {
             ("libvirt-xmconfigdata", "cfg"),
         ] {
             for (p, _) in pairs(&c.join(dir), ext).0 {
-                let s = if ext == "vmx" { parse_vmx(&p) } else { parse_xen(&p) };
+                let s = if ext == "vmx" {
+                    parse_vmx(&p)
+                } else {
+                    parse_xen(&p)
+                };
                 if let Ok(mut s) = s {
-                    if s.name.is_none() {
-                        s.name = Some("unnamed".into());
+                    // test:///default holds a domain "test" already; names must be new.
+                    s.name = Some(format!("corpus-{}", sources.len()));
+                    // The pipeline points the target's disks at the converted files.
+                    for (i, d) in s.disks.iter_mut().enumerate() {
+                        if d.device == DeviceKind::Disk {
+                            d.source = Some(format!("/var/lib/libvirt/images/corpus-{i}.qcow2"));
+                            d.format = Some("qcow2".into());
+                        }
                     }
-                    sources.push((format!("{dir}/{}", p.file_name().unwrap().to_string_lossy()), s));
+                    sources.push((
+                        format!("{dir}/{}", p.file_name().unwrap().to_string_lossy()),
+                        s,
+                    ));
                 }
             }
         }
@@ -331,8 +389,14 @@ fn kvm_xml_validates_and_defines_for_every_shape() {
             assert_eq!(back.name, s.name);
             assert_eq!(back.uuid, s.uuid);
             assert_eq!(
-                back.disks.iter().filter(|d| d.device == DeviceKind::Disk).count(),
-                s.disks.iter().filter(|d| d.device == DeviceKind::Disk).count()
+                back.disks
+                    .iter()
+                    .filter(|d| d.device == DeviceKind::Disk)
+                    .count(),
+                s.disks
+                    .iter()
+                    .filter(|d| d.device == DeviceKind::Disk)
+                    .count()
             );
             n += 1;
             if let Err(e) = validate(&xml, tmp.path(), &format!("{label}-{tl}")) {
@@ -340,7 +404,10 @@ fn kvm_xml_validates_and_defines_for_every_shape() {
             }
         }
     }
-    eprintln!("{n} domain XMLs validated and defined, {} failed", failures.len());
+    eprintln!(
+        "{n} domain XMLs validated and defined, {} failed",
+        failures.len()
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
@@ -348,7 +415,11 @@ fn kvm_xml_validates_and_defines_for_every_shape() {
 fn garbled_descriptions_never_panic() {
     let Some(c) = corpus() else { return };
     let mut files = Vec::new();
-    for dir in ["libvirt-vmx2xmldata", "libvirt-xlconfigdata", "libvirt-xmconfigdata"] {
+    for dir in [
+        "libvirt-vmx2xmldata",
+        "libvirt-xlconfigdata",
+        "libvirt-xmconfigdata",
+    ] {
         for e in std::fs::read_dir(c.join(dir)).unwrap() {
             files.push(e.unwrap().path());
         }
@@ -357,7 +428,10 @@ fn garbled_descriptions_never_panic() {
     let mut parsed = 0;
     for p in files.iter().step_by(3) {
         let orig = std::fs::read(p).unwrap();
-        let mut inputs: Vec<Vec<u8>> = (0..orig.len()).step_by(17).map(|n| orig[..n].to_vec()).collect();
+        let mut inputs: Vec<Vec<u8>> = (0..orig.len())
+            .step_by(17)
+            .map(|n| orig[..n].to_vec())
+            .collect();
         inputs.extend(common::mutants(&orig, &[], 40, orig.len() as u64));
         for m in inputs {
             let _ = vmx::parse("m", &m, &libvirt_test_resolver);
@@ -375,19 +449,154 @@ fn garbled_descriptions_never_panic() {
 fn cli_print_source_json_and_xml() {
     let Some(c) = corpus() else { return };
     let vmx = c.join("libvirt-vmx2xmldata/esx-in-the-wild-1.vmx");
-    let j = common::ferry_json(&["v2v", "-i", "vmx", vmx.to_str().unwrap(), "--print-source", "--json"]);
+    let j = common::ferry_json(&[
+        "v2v",
+        "-i",
+        "vmx",
+        vmx.to_str().unwrap(),
+        "--print-source",
+        "--json",
+    ]);
     // libvirt's expected XML for this file says: Fedora11, 1 GiB, this uuid, the MAC.
     assert_eq!(j["name"], "Fedora11");
     assert_eq!(j["memory_bytes"], 1u64 << 30);
     assert_eq!(j["uuid"], "50115e16-9bdc-49d7-f171-53c4d7f91710");
     assert_eq!(j["nics"][0]["mac"], "00:50:56:91:48:c7");
-    assert_eq!(j["firmware"], serde_json::Value::Null, "the .vmx does not say");
-    assert!(j["disks"][0]["source"].as_str().unwrap().ends_with("/Fedora11.vmdk"));
+    assert_eq!(
+        j["firmware"],
+        serde_json::Value::Null,
+        "the .vmx does not say"
+    );
+    assert!(j["disks"][0]["source"]
+        .as_str()
+        .unwrap()
+        .ends_with("/Fedora11.vmdk"));
     let cfg = c.join("libvirt-xlconfigdata/test-disk-positional-parms-full.cfg");
     let xml = common::ferry_ok(&["v2v", "-i", "xen", cfg.to_str().unwrap(), "--print-xml"]);
     let back = libvirt::parse("printed", xml.as_bytes()).unwrap();
     assert_eq!(back.name.as_deref(), Some("XenGuest2"));
     assert_eq!(back.memory_bytes, Some(579 << 20));
-    let bad = common::run_ferry(&["v2v", "-i", "vmx", c.join("libvirt-vmx2xmldata/harddisk-scsi-file-missing-file.vmx").to_str().unwrap(), "--print-source"]);
+    let bad = common::run_ferry(&[
+        "v2v",
+        "-i",
+        "vmx",
+        c.join("libvirt-vmx2xmldata/harddisk-scsi-file-missing-file.vmx")
+            .to_str()
+            .unwrap(),
+        "--print-source",
+    ]);
     assert!(!bad.status.success());
+}
+
+/// virt-v2v's `--print-source` summaries (test-i-vmx-N.expected): name, memory, vCPUs,
+/// firmware (virt-v2v says bios when the .vmx does not), the hard disks' buses in order, the
+/// removable media's buses, and each NIC's MAC, model and network.
+#[test]
+fn vmx_agrees_with_virt_v2v_print_source() {
+    let Some(c) = corpus() else { return };
+    let dir = c.join("virt-v2v-tests");
+    let mut checked = 0;
+    for n in 1.. {
+        let vmx = dir.join(format!("test-i-vmx-{n}.vmx"));
+        let Ok(expected) = std::fs::read_to_string(vmx.with_extension("expected")) else {
+            break;
+        };
+        let s = vmx::parse(
+            &vmx.display().to_string(),
+            &std::fs::read(&vmx).unwrap(),
+            &|f| Ok(Some(f.to_string())),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let field = |k: &str| {
+            expected
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(k).map(|v| v.trim().to_string()))
+        };
+        let label = vmx.display().to_string();
+        assert_eq!(s.name, field("source name:"), "{label}");
+        let mem = field("memory:").unwrap();
+        assert_eq!(
+            s.memory_bytes.map(|m| format!("{m} (bytes)")),
+            Some(mem),
+            "{label}"
+        );
+        assert_eq!(
+            s.vcpus.unwrap_or(1).to_string(),
+            field("nr vCPUs:").unwrap(),
+            "{label}"
+        );
+        let fw = match s.firmware {
+            Some(Firmware::Efi) => "uefi",
+            _ => "bios",
+        };
+        assert_eq!(Some(fw.to_string()), field("firmware:"), "{label}");
+        // Sections: "disks:", "removable media:", "NICs:", each item on a tab-indented line.
+        let section = |name: &str| -> Vec<String> {
+            expected
+                .lines()
+                .skip_while(|l| l.trim() != name)
+                .skip(1)
+                .take_while(|l| l.starts_with('\t'))
+                .map(|l| l.trim().to_string())
+                .collect()
+        };
+        let disk_buses: Vec<String> = section("disks:")
+            .iter()
+            .map(|l| {
+                l.split('[')
+                    .nth(1)
+                    .unwrap_or("")
+                    .trim_end_matches(']')
+                    .to_string()
+            })
+            .collect();
+        let ours: Vec<String> = s
+            .disks
+            .iter()
+            .filter(|d| d.device == DeviceKind::Disk)
+            .map(|d| d.bus.map_or("-", |b| b.as_str()).to_string())
+            .collect();
+        assert_eq!(ours, disk_buses, "{label}: hard disk buses");
+        let media = section("removable media:");
+        // virt-v2v's .vmx reader lists CD-ROMs on IDE and SCSI only (test-i-vmx-2 has one on
+        // SATA that its summary leaves out); ferry keeps it, so compare those buses.
+        let ours_media = s
+            .disks
+            .iter()
+            .filter(|d| {
+                d.device == DeviceKind::Cdrom
+                    && matches!(d.bus, Some(meta::Bus::Ide | meta::Bus::Scsi))
+            })
+            .count();
+        assert_eq!(
+            ours_media,
+            media.iter().filter(|l| l.starts_with("CD-ROM")).count(),
+            "{label}: CD-ROMs {media:?}"
+        );
+        let nics = section("NICs:");
+        assert_eq!(s.nics.len(), nics.len(), "{label}: {nics:?}");
+        for (ours, line) in s.nics.iter().zip(&nics) {
+            if let Some(mac) = &ours.mac {
+                assert!(
+                    line.contains(&format!("mac: {mac}")),
+                    "{label}: {line} vs {ours:?}"
+                );
+            }
+            if let Some(model) = &ours.model {
+                assert!(
+                    line.ends_with(&format!("[{model}]")),
+                    "{label}: {line} vs {ours:?}"
+                );
+            }
+            if let Some(net) = &ours.network {
+                assert!(
+                    line.contains(&format!("\"{net}\"")),
+                    "{label}: {line} vs {ours:?}"
+                );
+            }
+        }
+        checked += 1;
+    }
+    eprintln!("{checked} virt-v2v vmx summaries agree");
+    assert!(checked >= 5);
 }
