@@ -535,10 +535,10 @@ pub fn write_domain(src: &Source, t: &Target) -> Result<String, String> {
         Machine::Q35 => ("sd", "sata"),
         Machine::Pc => ("hd", "ide"),
     };
-    let mut m = if cd_prefix == prefix { n } else { 0 };
-    for d in src.disks.iter().filter(|d| d.device == DeviceKind::Cdrom) {
+    let first = if cd_prefix == prefix { n } else { 0 };
+    let cdroms = src.disks.iter().filter(|d| d.device == DeviceKind::Cdrom);
+    for (m, d) in (first..).zip(cdroms) {
         let dev = super::vmx::index_to_name(cd_prefix, m);
-        m += 1;
         o.open("disk", &[("type", "file"), ("device", "cdrom")]);
         o.empty("driver", &[("name", "qemu"), ("type", "raw")]);
         if let Some(s) = d.source.as_deref().filter(|s| s.starts_with('/')) {

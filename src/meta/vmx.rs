@@ -510,6 +510,30 @@ mod tests {
     }
 
     #[test]
+    fn datastore_paths_resolve() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("beside.vmdk"), b"").unwrap();
+        let r = PathResolver {
+            vmx_dir: dir.path().to_path_buf(),
+            datastores: vec![("ds1".into(), "/srv/ds1".into())],
+        };
+        assert_eq!(
+            r.resolve("[ds1] vm/a.vmdk").unwrap().as_deref(),
+            Some("/srv/ds1/vm/a.vmdk")
+        );
+        assert_eq!(
+            r.resolve("/vmfs/volumes/ds1/vm/a.vmdk").unwrap().as_deref(),
+            Some("/srv/ds1/vm/a.vmdk")
+        );
+        let beside = dir.path().join("beside.vmdk").display().to_string();
+        assert_eq!(r.resolve("[other] vm/beside.vmdk").unwrap(), Some(beside));
+        assert_eq!(r.resolve("[other] vm/absent.vmdk").unwrap(), None);
+        assert!(r.resolve("[broken vm/a.vmdk").is_err());
+        let rel = dir.path().join("x.vmdk").display().to_string();
+        assert_eq!(r.resolve("x.vmdk").unwrap(), Some(rel));
+    }
+
+    #[test]
     fn names() {
         assert_eq!(index_to_name("sd", 0), "sda");
         assert_eq!(index_to_name("sd", 25), "sdz");

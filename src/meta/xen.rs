@@ -355,10 +355,7 @@ fn parse_disk(spec: &str, hvm: bool) -> Result<Disk, String> {
     if let Some(t) = target.filter(|t| !t.is_empty()) {
         // Legacy prefixes: phy:, file:, tap:aio:, tap:qcow2:, tap2:tapdisk:aio:, qcow2: ...
         let mut t = t.as_str();
-        loop {
-            let Some((p, r)) = t.split_once(':') else {
-                break;
-            };
+        while let Some((p, r)) = t.split_once(':') {
             match p {
                 "phy" | "file" | "tap" | "tap2" | "tapdisk" | "aio" => t = r,
                 f if FORMATS.contains(&f) => {
