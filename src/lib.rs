@@ -7,5 +7,6 @@ pub mod convert;
 pub mod fix;
 pub mod fs;
 pub mod guest;
+pub mod meta;
 pub mod mount;
 pub mod volume;

@@ -19,6 +19,7 @@ mod fix_rules;
 mod guest;
 mod inspect;
 mod lvm;
+mod meta;
 mod mount;
 mod ntfs;
 mod qcow2;
