@@ -8,4 +8,5 @@ pub mod fix;
 pub mod fs;
 pub mod guest;
 pub mod mount;
+pub mod regf;
 pub mod volume;
