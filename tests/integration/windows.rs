@@ -199,3 +199,136 @@ fn corpus_hives_list_as_hivex_lists_them() {
     }
     assert_eq!(before, common::sha256_file(&system));
 }
+
+/// Unmounts an ntfs-3g mount when dropped.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A Windows-shaped NTFS volume (hives merged by hivexregedit into copies of hivex's
+/// `minimal`, a PE ntoskrnl.exe): `ferry inspect --json` says what hivexget reads.
+#[test]
+fn windows_guest_inspects_as_its_hives_say() {
+    let Some(corpus) = std::env::var_os("FERRY_CORPUS")
+        .map(std::path::PathBuf::from)
+        .or_else(common::corpus)
+    else {
+        return;
+    };
+    if !common::have_tools(&["hivexregedit", "hivexget", "mkntfs", "ntfs-3g"])
+        || !Path::new("/dev/fuse").exists()
+    {
+        eprintln!("SKIP: needs hivex, mkntfs, ntfs-3g and /dev/fuse");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let minimal = corpus.join("hivex-images/minimal");
+    let sw_reg = "Windows Registry Editor Version 5.00\n\n[\\Microsoft]\n\n[\\Microsoft\\Windows NT]\n\n\
+        [\\Microsoft\\Windows NT\\CurrentVersion]\n\"ProductName\"=\"Windows Server 2022 Standard\"\n\
+        \"CurrentMajorVersionNumber\"=dword:0000000a\n\"CurrentMinorVersionNumber\"=dword:00000000\n\
+        \"CurrentBuildNumber\"=\"20348\"\n\"EditionID\"=\"ServerStandard\"\n\"InstallationType\"=\"Server\"\n";
+    let sys_reg = "Windows Registry Editor Version 5.00\n\n[\\Select]\n\"Current\"=dword:00000002\n\n\
+        [\\ControlSet002]\n\n[\\ControlSet002\\Control]\n\n[\\ControlSet002\\Control\\ComputerName]\n\n\
+        [\\ControlSet002\\Control\\ComputerName\\ComputerName]\n\"ComputerName\"=\"WIN-FERRY\"\n\n\
+        [\\ControlSet002\\Services]\n\n[\\ControlSet002\\Services\\viostor]\n\"Start\"=dword:00000000\n\n\
+        [\\ControlSet002\\Services\\netkvm]\n\"Start\"=dword:00000003\n\n\
+        [\\MountedDevices]\n\"\\\\DosDevices\\\\C:\"=hex:78,56,34,12,00,00,10,00,00,00,00,00\n";
+    for (hive, reg, prefix) in [
+        ("SOFTWARE", sw_reg, "HKEY_LOCAL_MACHINE\\SOFTWARE"),
+        ("SYSTEM", sys_reg, "HKEY_LOCAL_MACHINE\\SYSTEM"),
+    ] {
+        std::fs::copy(&minimal, d.join(hive)).unwrap();
+        std::fs::write(d.join(format!("{hive}.reg")), reg).unwrap();
+        common::run_tool(
+            "hivexregedit",
+            &[
+                "--merge",
+                d.join(hive).to_str().unwrap(),
+                "--prefix",
+                prefix,
+                d.join(format!("{hive}.reg")).to_str().unwrap(),
+            ],
+        );
+    }
+    let img = d.join("sys.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    common::run_tool("mkntfs", &["-q", "-F", "-f", img.to_str().unwrap()]);
+    let mnt = d.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    common::run_tool("ntfs-3g", &[img.to_str().unwrap(), mnt.to_str().unwrap()]);
+    {
+        let _guard = Unmount(mnt.clone());
+        // Letter case as Windows spells it, not as ferry looks it up.
+        let config = mnt.join("WINDOWS/system32/Config");
+        std::fs::create_dir_all(&config).unwrap();
+        std::fs::copy(d.join("SOFTWARE"), config.join("SOFTWARE")).unwrap();
+        std::fs::copy(d.join("SYSTEM"), config.join("system")).unwrap();
+        let mut pe = vec![0u8; 1024];
+        pe[..2].copy_from_slice(b"MZ");
+        pe[0x3c..0x40].copy_from_slice(&0x80u32.to_le_bytes());
+        pe[0x80..0x84].copy_from_slice(b"PE\0\0");
+        pe[0x84..0x86].copy_from_slice(&0x8664u16.to_le_bytes());
+        std::fs::write(mnt.join("WINDOWS/system32/ntoskrnl.exe"), pe).unwrap();
+    }
+    let before = common::sha256_file(&img);
+    let j = common::ferry_json(&["inspect", "--json", img.to_str().unwrap()]);
+    assert_eq!(before, common::sha256_file(&img));
+    let r = &j["roots"][0];
+    let sw = d.join("SOFTWARE");
+    let sys = d.join("SYSTEM");
+    let cv = "\\Microsoft\\Windows NT\\CurrentVersion";
+    assert_eq!(r["type"], "windows");
+    assert_eq!(r["distro"], "windows");
+    assert_eq!(r["arch"], "x86_64");
+    assert_eq!(r["product_name"], hivexget(&sw, cv, "ProductName"));
+    assert_eq!(
+        r["major_version"].to_string(),
+        hivexget(&sw, cv, "CurrentMajorVersionNumber")
+    );
+    assert_eq!(
+        r["minor_version"].to_string(),
+        hivexget(&sw, cv, "CurrentMinorVersionNumber")
+    );
+    let w = &r["windows"];
+    assert_eq!(w["build"], hivexget(&sw, cv, "CurrentBuildNumber"));
+    assert_eq!(w["edition"], hivexget(&sw, cv, "EditionID"));
+    assert_eq!(
+        w["installation_type"],
+        hivexget(&sw, cv, "InstallationType")
+    );
+    let cur = hivexget(&sys, "\\Select", "Current");
+    let cs = format!("ControlSet{:03}", cur.parse::<u32>().unwrap());
+    assert_eq!(w["current_control_set"], cs);
+    assert_eq!(
+        r["hostname"],
+        hivexget(
+            &sys,
+            &format!("\\{cs}\\Control\\ComputerName\\ComputerName"),
+            "ComputerName"
+        )
+    );
+    for (i, svc) in ["viostor", "netkvm"].iter().enumerate() {
+        let drv = w["virtio_drivers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == *svc)
+            .unwrap_or_else(|| panic!("{svc} missing: {w}"));
+        assert_eq!(
+            drv["start"].to_string(),
+            hivexget(&sys, &format!("\\{cs}\\Services\\{svc}"), "Start"),
+            "{i}"
+        );
+    }
+    assert_eq!(w["drive_letters"][0]["letter"], "C:");
+    assert_eq!(w["drive_letters"][0]["mbr_signature"], "0x12345678");
+    assert_eq!(w["drive_letters"][0]["mbr_offset"], 1 << 20);
+}
