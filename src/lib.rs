@@ -9,4 +9,5 @@ pub mod fs;
 pub mod guest;
 pub mod meta;
 pub mod mount;
+pub mod regf;
 pub mod volume;

@@ -29,4 +29,5 @@ mod vmdk;
 mod vmdk_write;
 mod volume;
 mod volume_bad;
+mod windows;
 mod xfs;

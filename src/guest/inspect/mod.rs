@@ -14,6 +14,7 @@ pub mod elf;
 pub mod kernel;
 pub mod release;
 pub mod tools;
+pub mod windows;
 
 use super::fstab::{self, Spec};
 use crate::fs::files::FilesError;
@@ -122,6 +123,8 @@ pub struct OsInfo {
     pub source: Hypervisor,
     /// Windows: the system root directory as spelled on disk (`/Windows`).
     pub systemroot: Option<String>,
+    /// Windows: what the registry tells (build, edition, drive letters, virtio drivers).
+    pub windows: Option<windows::WindowsInfo>,
     /// /etc/fstab's entries (its warnings are in `warnings`, prefixed with the path). Not in
     /// the JSON: `ferry inspect` shows each line resolved to its device instead.
     #[serde(skip_serializing, default)]
@@ -387,8 +390,8 @@ pub fn inspect(tree: &dyn FileTree) -> OsInfo {
     if let Some(root) = windows_root(&cx) {
         info.os_type = Os::Windows;
         info.distro = Some("windows".into());
+        windows::inspect(&cx, &root, &mut info);
         info.systemroot = Some(root);
-        cx.warn("Windows: only the system root is detected; the registry is not read yet".into());
         info.warnings = cx.finish();
         return info;
     }

@@ -1,0 +1,230 @@
+//! Windows guests from their registry, as virt-inspector describes them: SOFTWARE's
+//! `Microsoft\Windows NT\CurrentVersion` (product, version, build, edition, installation
+//! type), SYSTEM's current control set (computer name, virtio driver services), its
+//! `MountedDevices` (drive letters) and the machine field of ntoskrnl.exe's PE header.
+
+use super::{find_ci, Ctx, OsInfo};
+use crate::guest::facts::Version;
+use crate::regf::Hive;
+use serde::{Deserialize, Serialize};
+
+/// Real SOFTWARE hives reach a few hundred MiB; larger is not a hive to hold in memory.
+const MAX_HIVE: u64 = 512 << 20;
+
+/// DOS header, PE signature and COFF machine field all lie in the first KiB or so.
+const PE_HEAD: usize = 4096;
+
+/// The virtio drivers virt-v2v installs, by service name.
+const VIRTIO_SERVICES: &[&str] = &["viostor", "vioscsi", "netkvm"];
+
+/// One drive letter from `MountedDevices`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DriveLetter {
+    /// `C:`.
+    pub letter: String,
+    /// The GPT partition GUID (lowercase, dashed), for a GPT disk.
+    pub gpt_partition: Option<String>,
+    /// The MBR disk signature (`0x1234abcd`) and the partition's byte offset on the disk.
+    pub mbr_signature: Option<String>,
+    pub mbr_offset: Option<u64>,
+}
+
+/// A driver service in the current control set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Service {
+    pub name: String,
+    /// Its `Start` value (0 boot, 1 system, 2 automatic, 3 manual, 4 disabled).
+    pub start: Option<u32>,
+}
+
+/// What the registry adds to [`OsInfo`] for a Windows guest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WindowsInfo {
+    pub build: Option<String>,
+    pub edition: Option<String>,
+    /// `Client`, `Server`, `Server Core`.
+    pub installation_type: Option<String>,
+    /// `ControlSet001`.
+    pub current_control_set: Option<String>,
+    pub drive_letters: Vec<DriveLetter>,
+    pub virtio_drivers: Vec<Service>,
+    /// SOFTWARE or SYSTEM was not written back cleanly (its .LOG files are not applied).
+    pub dirty_hives: Vec<String>,
+}
+
+/// Reads the hive at `<root>\System32\config\<name>`.
+fn hive(cx: &Ctx, root: &str, name: &str) -> Option<Hive> {
+    let sys32 = find_ci(cx, root, "system32")?;
+    let config = find_ci(cx, &sys32, "config")?;
+    let path = find_ci(cx, &config, name)?;
+    let data = cx.read(&path, MAX_HIVE)?;
+    match Hive::open(data) {
+        Ok(h) => {
+            if h.dirty() {
+                cx.warn(format!(
+                    "{path}: hive is dirty (sequence numbers differ); its transaction logs are not applied"
+                ));
+            }
+            Some(h)
+        }
+        Err(e) => {
+            cx.warn(format!("{path}: {e}"));
+            None
+        }
+    }
+}
+
+fn string(cx: &Ctx, h: &Hive, key: &str, value: &str) -> Option<String> {
+    match h.value(key, value) {
+        Ok(v) => v.and_then(|v| v.string()),
+        Err(e) => {
+            cx.warn(format!("registry {key}\\{value}: {e}"));
+            None
+        }
+    }
+}
+
+fn number(cx: &Ctx, h: &Hive, key: &str, value: &str) -> Option<u64> {
+    match h.value(key, value) {
+        Ok(v) => v.and_then(|v| v.number()),
+        Err(e) => {
+            cx.warn(format!("registry {key}\\{value}: {e}"));
+            None
+        }
+    }
+}
+
+/// The architecture from a PE file's COFF machine field.
+pub fn pe_arch(head: &[u8]) -> Option<&'static str> {
+    if head.get(..2) != Some(b"MZ".as_slice()) {
+        return None;
+    }
+    let pe = u32::from_le_bytes(head.get(0x3c..0x40)?.try_into().ok()?) as usize;
+    if head.get(pe..pe.checked_add(4)?) != Some(b"PE\0\0".as_slice()) {
+        return None;
+    }
+    let m = head.get(pe + 4..pe + 6)?;
+    Some(match u16::from_le_bytes([m[0], m[1]]) {
+        0x014c => "i386",
+        0x8664 => "x86_64",
+        0xaa64 => "aarch64",
+        0x01c4 => "armv7l",
+        0x0200 => "ia64",
+        _ => return None,
+    })
+}
+
+/// `MountedDevices` data: `DMIO:ID:` + a GPT partition GUID, or an MBR disk signature and
+/// the partition's byte offset.
+fn drive_letter(letter: &str, d: &[u8]) -> Option<DriveLetter> {
+    let mut dl = DriveLetter {
+        letter: letter.to_string(),
+        ..DriveLetter::default()
+    };
+    if d.len() == 24 && &d[..8] == b"DMIO:ID:" {
+        let g = &d[8..];
+        dl.gpt_partition = Some(format!(
+            "{:08x}-{:04x}-{:04x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
+            u32::from_le_bytes([g[0], g[1], g[2], g[3]]),
+            u16::from_le_bytes([g[4], g[5]]),
+            u16::from_le_bytes([g[6], g[7]]),
+            g[8],
+            g[9],
+            g[10],
+            g[11],
+            g[12],
+            g[13],
+            g[14],
+            g[15]
+        ));
+    } else if d.len() == 12 {
+        dl.mbr_signature = Some(format!(
+            "0x{:08x}",
+            u32::from_le_bytes([d[0], d[1], d[2], d[3]])
+        ));
+        dl.mbr_offset = Some(u64::from_le_bytes(d[4..12].try_into().ok()?));
+    } else {
+        return None;
+    }
+    Some(dl)
+}
+
+/// Fills `info` from the registry of the Windows system root `root` (`/Windows`).
+pub(crate) fn inspect(cx: &Ctx, root: &str, info: &mut OsInfo) {
+    let mut w = WindowsInfo::default();
+    if let Some(sw) = hive(cx, root, "software") {
+        if sw.dirty() {
+            w.dirty_hives.push("SOFTWARE".into());
+        }
+        let cv = "\\Microsoft\\Windows NT\\CurrentVersion";
+        info.product_name = string(cx, &sw, cv, "ProductName");
+        let major = number(cx, &sw, cv, "CurrentMajorVersionNumber");
+        let minor = number(cx, &sw, cv, "CurrentMinorVersionNumber");
+        let version = match major {
+            Some(m) => Some(Version(vec![m as u32, minor.unwrap_or(0) as u32])),
+            None => string(cx, &sw, cv, "CurrentVersion").and_then(|s| Version::parse(&s)),
+        };
+        info.major_version = version.as_ref().map(Version::major);
+        info.minor_version = version.as_ref().map(Version::minor);
+        info.version = version;
+        w.build = string(cx, &sw, cv, "CurrentBuildNumber")
+            .or_else(|| string(cx, &sw, cv, "CurrentBuild"));
+        w.edition = string(cx, &sw, cv, "EditionID");
+        w.installation_type = string(cx, &sw, cv, "InstallationType");
+    }
+    if let Some(sys) = hive(cx, root, "system") {
+        if sys.dirty() {
+            w.dirty_hives.push("SYSTEM".into());
+        }
+        if let Some(n) = number(cx, &sys, "\\Select", "Current") {
+            let cs = format!("ControlSet{n:03}");
+            info.hostname = string(
+                cx,
+                &sys,
+                &format!("\\{cs}\\Control\\ComputerName\\ComputerName"),
+                "ComputerName",
+            );
+            for s in VIRTIO_SERVICES {
+                match sys.key(&format!("\\{cs}\\Services\\{s}")) {
+                    Ok(Some(_)) => w.virtio_drivers.push(Service {
+                        name: s.to_string(),
+                        start: number(cx, &sys, &format!("\\{cs}\\Services\\{s}"), "Start")
+                            .map(|n| n as u32),
+                    }),
+                    Ok(None) => {}
+                    Err(e) => cx.warn(format!("registry {cs}\\Services\\{s}: {e}")),
+                }
+            }
+            w.current_control_set = Some(cs);
+        }
+        match sys.key("\\MountedDevices") {
+            Ok(Some(k)) => match k.values() {
+                Ok(vs) => {
+                    for v in vs {
+                        if let Some(l) = v.name.strip_prefix("\\DosDevices\\") {
+                            w.drive_letters.extend(drive_letter(l, &v.data));
+                        }
+                    }
+                }
+                Err(e) => cx.warn(format!("registry MountedDevices: {e}")),
+            },
+            Ok(None) => {}
+            Err(e) => cx.warn(format!("registry MountedDevices: {e}")),
+        }
+    }
+    let kernel = find_ci(cx, root, "system32").and_then(|s| find_ci(cx, &s, "ntoskrnl.exe"));
+    if let Some((head, _)) = kernel.as_ref().and_then(|k| cx.read_head(k, PE_HEAD)) {
+        info.arch = pe_arch(&head).map(str::to_string);
+        if info.arch.is_none() {
+            cx.warn(format!(
+                "{}: no PE header with a known machine type",
+                kernel.unwrap_or_default()
+            ));
+        }
+    }
+    w.drive_letters.sort_by(|a, b| a.letter.cmp(&b.letter));
+    info.windows = Some(w);
+}

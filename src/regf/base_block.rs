@@ -1,0 +1,88 @@
+//! The base block: the first 4096 bytes of a hive ("regf", sequence numbers, root cell,
+//! checksum). Layout after libyal's "Windows NT Registry File (REGF) format" §2.1.
+
+use super::{RegfError, Result};
+
+/// The base block is one 4 KiB page; hive bins start right after it.
+pub const BASE_BLOCK_LEN: usize = 4096;
+
+/// The checksum covers the first 508 bytes (127 little-endian u32s), stored at 0x1fc.
+const CHECKSUM_AT: usize = 0x1fc;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseBlock {
+    /// Primary and secondary sequence numbers: they differ when a write was interrupted
+    /// (the hive is dirty and its transaction logs hold newer data).
+    pub primary_seq: u32,
+    pub secondary_seq: u32,
+    pub major: u32,
+    pub minor: u32,
+    /// Offset of the root key's cell, relative to the start of the hive bins.
+    pub root_cell: u32,
+    /// Length of the hive bins data, as the base block records it.
+    pub hbins_len: u32,
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// XOR of the first 127 dwords, with 0 and 0xffffffff remapped as Windows does.
+pub fn checksum(b: &[u8]) -> u32 {
+    let x = (0..CHECKSUM_AT)
+        .step_by(4)
+        .fold(0u32, |acc, at| acc ^ u32_at(b, at));
+    match x {
+        0xffff_ffff => 0xffff_fffe,
+        0 => 1,
+        x => x,
+    }
+}
+
+impl BaseBlock {
+    pub fn parse(data: &[u8]) -> Result<BaseBlock> {
+        if data.len() < BASE_BLOCK_LEN {
+            return Err(RegfError::new(
+                "base block",
+                0,
+                format!("hive is {} bytes, shorter than its base block", data.len()),
+            ));
+        }
+        if &data[..4] != b"regf" {
+            return Err(RegfError::new(
+                "base block",
+                0,
+                format!("signature {:02x?}, expected \"regf\"", &data[..4]),
+            ));
+        }
+        let stored = u32_at(data, CHECKSUM_AT);
+        let computed = checksum(data);
+        if stored != computed {
+            return Err(RegfError::new(
+                "base block",
+                CHECKSUM_AT as u64,
+                format!("checksum {stored:#010x}, computed {computed:#010x}"),
+            ));
+        }
+        let b = BaseBlock {
+            primary_seq: u32_at(data, 0x04),
+            secondary_seq: u32_at(data, 0x08),
+            major: u32_at(data, 0x14),
+            minor: u32_at(data, 0x18),
+            root_cell: u32_at(data, 0x24),
+            hbins_len: u32_at(data, 0x28),
+        };
+        if b.major != 1 {
+            return Err(RegfError::new(
+                "base block",
+                0x14,
+                format!("major version {}, expected 1", b.major),
+            ));
+        }
+        Ok(b)
+    }
+
+    pub fn dirty(&self) -> bool {
+        self.primary_seq != self.secondary_seq
+    }
+}

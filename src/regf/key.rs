@@ -1,0 +1,119 @@
+//! Key nodes (nk): name, flags, counts and the offsets of the subkey and value lists.
+
+use super::subkey_list;
+use super::value::{self, Value};
+use super::{latin1, u16_at, u32_at, utf16, Hive, RegfError, Result};
+
+/// The name is stored in Latin-1 rather than UTF-16LE.
+const KEY_COMP_NAME: u16 = 0x0020;
+
+/// Fixed part of an nk record before its name.
+const NK_HEADER: usize = 0x4c;
+
+/// The offset field of an absent list.
+pub(crate) const NONE: u32 = 0xffff_ffff;
+
+/// One key of a hive.
+#[derive(Clone)]
+pub struct Key<'h> {
+    hive: &'h Hive,
+    /// Cell offset (relative to the hive bins).
+    pub offset: u32,
+    pub name: String,
+    pub flags: u16,
+    subkey_count: u32,
+    subkey_list: u32,
+    value_count: u32,
+    value_list: u32,
+}
+
+impl<'h> Key<'h> {
+    pub(crate) fn parse(hive: &'h Hive, offset: u32) -> Result<Key<'h>> {
+        let c = hive.cell(offset, "nk")?;
+        let at = Hive::file_offset(offset) + 4;
+        let err = |m: &str| RegfError::new("nk", at, m.to_string());
+        if c.get(..2) != Some(b"nk".as_slice()) {
+            return Err(err("signature is not \"nk\""));
+        }
+        if c.len() < NK_HEADER {
+            return Err(err("record shorter than its header"));
+        }
+        let r32 = |o| u32_at(c, o).unwrap_or(0);
+        let flags = u16_at(c, 2).unwrap_or(0);
+        let name_len = usize::from(u16_at(c, 0x48).unwrap_or(0));
+        let raw = c
+            .get(NK_HEADER..NK_HEADER + name_len)
+            .ok_or_else(|| err("name runs past the cell"))?;
+        let name = if flags & KEY_COMP_NAME != 0 {
+            latin1(raw)
+        } else {
+            utf16(raw)
+        };
+        Ok(Key {
+            hive,
+            offset,
+            name,
+            flags,
+            subkey_count: r32(0x14),
+            subkey_list: r32(0x1c),
+            value_count: r32(0x24),
+            value_list: r32(0x28),
+        })
+    }
+
+    /// The stable (non-volatile) subkeys, in the order the list holds them.
+    pub fn subkeys(&self) -> Result<Vec<Key<'h>>> {
+        if self.subkey_count == 0 || self.subkey_list == NONE {
+            return Ok(Vec::new());
+        }
+        let offs = subkey_list::read(self.hive, self.subkey_list, 0)?;
+        if offs.len() != self.subkey_count as usize {
+            return Err(RegfError::new(
+                "nk",
+                Hive::file_offset(self.offset),
+                format!(
+                    "key {:?} says {} subkeys, its list holds {}",
+                    self.name,
+                    self.subkey_count,
+                    offs.len()
+                ),
+            ));
+        }
+        offs.into_iter().map(|o| Key::parse(self.hive, o)).collect()
+    }
+
+    /// The subkey named `name` (any letter case).
+    pub fn subkey(&self, name: &str) -> Result<Option<Key<'h>>> {
+        Ok(self
+            .subkeys()?
+            .into_iter()
+            .find(|k| super::name_eq(&k.name, name)))
+    }
+
+    /// The key's values, in list order.
+    pub fn values(&self) -> Result<Vec<Value>> {
+        if self.value_count == 0 || self.value_list == NONE {
+            return Ok(Vec::new());
+        }
+        let c = self.hive.cell(self.value_list, "value list")?;
+        let n = self.value_count as usize;
+        if n.checked_mul(4).is_none_or(|l| l > c.len()) {
+            return Err(RegfError::new(
+                "value list",
+                Hive::file_offset(self.value_list),
+                format!("{n} values do not fit a cell of {} bytes", c.len()),
+            ));
+        }
+        (0..n)
+            .map(|i| value::parse(self.hive, u32_at(c, i * 4).unwrap_or(NONE)))
+            .collect()
+    }
+
+    /// The value `name` (any letter case; `""` is the default value).
+    pub fn value(&self, name: &str) -> Result<Option<Value>> {
+        Ok(self
+            .values()?
+            .into_iter()
+            .find(|v| super::name_eq(&v.name, name)))
+    }
+}

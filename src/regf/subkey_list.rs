@@ -1,0 +1,40 @@
+//! Subkey lists: lf and lh (offset + name hint/hash), li (offsets only) and ri (a list of
+//! those lists, for keys with very many subkeys).
+
+use super::{u16_at, u32_at, Hive, RegfError, Result, MAX_LIST_DEPTH};
+
+/// The key cell offsets the list at `off` holds, ri lists flattened.
+pub(crate) fn read(hive: &Hive, off: u32, depth: usize) -> Result<Vec<u32>> {
+    let c = hive.cell(off, "subkey list")?;
+    let at = Hive::file_offset(off) + 4;
+    let err = |m: String| RegfError::new("subkey list", at, m);
+    let sig = c.get(..2).ok_or_else(|| err("record too short".into()))?;
+    let n = usize::from(u16_at(c, 2).ok_or_else(|| err("record too short".into()))?);
+    let stride = match sig {
+        b"lf" | b"lh" => 8,
+        b"li" | b"ri" => 4,
+        _ => {
+            return Err(err(format!(
+                "signature {sig:02x?}, expected lf, lh, li or ri"
+            )))
+        }
+    };
+    if 4 + n * stride > c.len() {
+        return Err(err(format!(
+            "{n} entries do not fit a cell of {} bytes",
+            c.len()
+        )));
+    }
+    let entries = (0..n).map(|i| u32_at(c, 4 + i * stride).unwrap_or(0));
+    if sig != b"ri" {
+        return Ok(entries.collect());
+    }
+    if depth >= MAX_LIST_DEPTH {
+        return Err(err(format!("ri lists nested deeper than {MAX_LIST_DEPTH}")));
+    }
+    let mut out = Vec::new();
+    for e in entries {
+        out.extend(read(hive, e, depth + 1)?);
+    }
+    Ok(out)
+}
