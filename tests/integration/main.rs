@@ -14,6 +14,7 @@ mod ext4_journal_write;
 mod ext4_meta;
 mod fix_engine;
 mod fix_rules;
+mod forensics;
 mod guest;
 mod inspect;
 mod lvm;
