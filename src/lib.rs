@@ -5,6 +5,7 @@
 pub mod block;
 pub mod convert;
 pub mod fix;
+pub mod forensics;
 pub mod fs;
 pub mod guest;
 pub mod meta;

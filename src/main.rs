@@ -182,6 +182,12 @@ enum Cmd {
     /// Move a VM to KVM (issue 15): today the source-description half, `--print-source` and
     /// `--print-xml`.
     V2v(V2vArgs),
+    /// Hash each virtual disk's content (as `qemu-img convert -O raw IMG - | sha256sum`), or
+    /// with --files every regular file of the guest (a `sha256sum -c` manifest). Only reads.
+    Hash(HashArgs),
+    /// A body file (The Sleuth Kit 3.x format, for `mactime -b`) of every path of the guest's
+    /// tree, across its mountpoints, as `fls -r -m /` writes one. Only reads.
+    Timeline(TimelineArgs),
 }
 
 /// How `ls`/`cat` find the guest.
@@ -354,6 +360,8 @@ fn main() {
             view,
         } => ls(&source, &path, long, &view),
         Cmd::Cat { source, path, view } => cat(&source, &path, &view),
+        Cmd::Hash(args) => forensics_cli::hash(&args),
+        Cmd::Timeline(args) => forensics_cli::timeline(&args),
         Cmd::Fix(args) => match ferry::fix::cli::run(args) {
             // A dry run with changes pending: the diff is printed, the status says so.
             Ok(ferry::fix::cli::Outcome::Pending) => std::process::exit(2),
@@ -1356,3 +1364,117 @@ fn print_source(out: &mut impl Write, s: &ferry::meta::Source) -> Result<()> {
     Ok(())
 }
 // ---- end of ferry v2v ----
+// ---- forensics (issue 18): `ferry hash`, `ferry timeline` ------------------------------------
+
+#[derive(clap::Args)]
+struct HashArgs {
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// sha256, sha1 or md5.
+    #[arg(long, default_value = "sha256")]
+    algo: ferry::forensics::Algo,
+    /// A manifest of the guest's regular files (paths relative to its /; the IMAGEs are the
+    /// disks of one guest) instead of the disks' digests.
+    #[arg(long)]
+    files: bool,
+    /// With --files: the operating system to hash when the disks hold several (its / device).
+    #[arg(long, requires = "files")]
+    root: Option<String>,
+    #[arg(long, conflicts_with = "files")]
+    json: bool,
+    #[arg(short = 'f', long = "format")]
+    format: Option<Format>,
+}
+
+#[derive(clap::Args)]
+struct TimelineArgs {
+    /// The guest's disk images.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// The operating system to list when the disks hold several: the device of its /.
+    #[arg(long)]
+    root: Option<String>,
+    /// Fill the first column with each regular file's digest (md5, sha1 or sha256).
+    #[arg(long)]
+    hash: Option<ferry::forensics::Algo>,
+    #[arg(short = 'f', long = "format")]
+    format: Option<Format>,
+}
+
+mod forensics_cli {
+    use super::*;
+
+    /// The guest the IMAGEs make up, as `ls`/`cat` show it; whether it is a composed tree.
+    fn guest_fs(
+        images: &[PathBuf],
+        format: Option<Format>,
+        root: Option<&str>,
+    ) -> Result<(Arc<dyn ferry::fs::Filesystem>, bool)> {
+        let disks = images
+            .iter()
+            .map(|p| open(p, format).with_context(|| format!("opening {}", p.display())))
+            .collect::<Result<Vec<_>>>()?;
+        let guest = ferry::guest::Guest::open(&disks)?;
+        let view = guest_view(&guest, &[], root)?;
+        // Facts exist exactly when an operating system was found and composed as a Tree.
+        Ok((view.fs, view.facts.is_some()))
+    }
+
+    fn report(errors: &[String]) -> Result<()> {
+        for e in errors {
+            eprintln!("ferry: {e}");
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!(
+                "{} paths could not be read (the rest is listed)",
+                errors.len()
+            )
+        }
+    }
+
+    pub fn hash(a: &HashArgs) -> Result<()> {
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        if a.files {
+            let (fs, _) = guest_fs(&a.images, a.format, a.root.as_deref())?;
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let errors =
+                ferry::forensics::digest::write_manifest(fs.as_ref(), a.algo, threads, &mut out)?;
+            out.flush()?;
+            return report(&errors);
+        }
+        let mut rows = Vec::new();
+        for p in &a.images {
+            let dev = open(p, a.format).with_context(|| format!("opening {}", p.display()))?;
+            let d = ferry::forensics::digest::hash_device(dev.as_ref(), a.algo)
+                .with_context(|| format!("hashing {}", p.display()))?;
+            if a.json {
+                rows.push(serde_json::json!({
+                    "image": p, "algo": a.algo.name(), "size": dev.len(), "digest": d,
+                }));
+            } else {
+                let path = p.as_os_str().as_encoded_bytes();
+                out.write_all(&ferry::forensics::digest::sum_line(&d, path))?;
+            }
+        }
+        if a.json {
+            serde_json::to_writer_pretty(&mut out, &rows)?;
+            writeln!(out)?;
+        }
+        out.flush()?;
+        Ok(())
+    }
+
+    pub fn timeline(a: &TimelineArgs) -> Result<()> {
+        let (fs, composed) = guest_fs(&a.images, a.format, a.root.as_deref())?;
+        let opts = ferry::forensics::bodyfile::Options {
+            hash: a.hash,
+            local_inodes: composed,
+        };
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+        let errors = ferry::forensics::bodyfile::write(fs.as_ref(), opts, &mut out)?;
+        out.flush()?;
+        report(&errors)
+    }
+}

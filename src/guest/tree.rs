@@ -24,6 +24,12 @@ const LOCAL: u64 = (1 << SHIFT) - 1;
 /// Filesystems one tree can hold (the top byte of an inode number).
 pub const MAX_FILESYSTEMS: usize = 256;
 
+/// The inode number a tree inode has in its own filesystem (what `fls` or `stat` inside the
+/// guest shows).
+pub fn local_ino(ino: u64) -> u64 {
+    ino & LOCAL
+}
+
 /// One filesystem placed in the tree.
 pub struct Mount {
     /// The guest's name for the device (`/dev/sda1`, `/dev/VG/LV`), for messages.

@@ -16,6 +16,7 @@ mod ext4_meta;
 mod ext4_write;
 mod fix_engine;
 mod fix_rules;
+mod forensics;
 mod guest;
 mod inspect;
 mod lvm;

@@ -1,0 +1,168 @@
+//! The Sleuth Kit 3.x body file (`MD5|name|inode|mode_as_string|UID|GID|size|atime|mtime|
+//! ctime|crtime`), the input of `mactime -b` and plaso, one line per path as `fls -r -m /`
+//! writes it: symlinks named `NAME -> TARGET`, the mode as `fls` prints it (the directory
+//! entry's type letter, `/`, then the inode's `ls -l` mode), the root itself not listed.
+//! Times carry their nanoseconds as a decimal fraction (`mactime` reads the number and keeps
+//! the whole seconds; fls prints whole seconds only).
+
+use super::digest::{hash_file, Algo};
+use super::walk::{walk, Visit};
+use crate::fs::{FileType, Filesystem, Timestamp};
+
+/// The body-file type letter of a file type (TSK's `tsk_fs_name_type_str` and
+/// `tsk_fs_meta_type_str` agree on these).
+pub fn type_letter(kind: FileType) -> char {
+    match kind {
+        FileType::RegularFile => 'r',
+        FileType::Directory => 'd',
+        FileType::Symlink => 'l',
+        FileType::CharDevice => 'c',
+        FileType::BlockDevice => 'b',
+        FileType::NamedPipe => 'p',
+        FileType::Socket => 's',
+    }
+}
+
+/// `ls -l`-style permissions of `mode` after a type letter, with setuid/setgid/sticky as
+/// s/S and t/T.
+pub fn mode_string(entry: FileType, kind: FileType, mode: u32) -> String {
+    let mut s = String::with_capacity(12);
+    s.push(type_letter(entry));
+    s.push('/');
+    s.push(type_letter(kind));
+    let bit = |m: u32, c: char| if mode & m != 0 { c } else { '-' };
+    let special = |x: u32, sp: u32, on: char, off: char| match (mode & x != 0, mode & sp != 0) {
+        (true, true) => on,
+        (false, true) => off,
+        (true, false) => 'x',
+        (false, false) => '-',
+    };
+    s.push(bit(0o400, 'r'));
+    s.push(bit(0o200, 'w'));
+    s.push(special(0o100, 0o4000, 's', 'S'));
+    s.push(bit(0o040, 'r'));
+    s.push(bit(0o020, 'w'));
+    s.push(special(0o010, 0o2000, 's', 'S'));
+    s.push(bit(0o004, 'r'));
+    s.push(bit(0o002, 'w'));
+    s.push(special(0o001, 0o1000, 't', 'T'));
+    s
+}
+
+/// A time as seconds with its nanoseconds as a fraction (trailing zeros dropped); exact for
+/// times before the epoch too (`secs` -1 with 5e8 ns is -0.5).
+pub fn time_string(t: Timestamp) -> String {
+    if t.nsecs == 0 || t.nsecs >= 1_000_000_000 {
+        return t.secs.to_string();
+    }
+    let (sign, whole, frac) = if t.secs < 0 {
+        ("-", -(t.secs + 1), 1_000_000_000 - t.nsecs)
+    } else {
+        ("", t.secs, t.nsecs)
+    };
+    let frac = format!("{frac:09}");
+    format!("{sign}{whole}.{}", frac.trim_end_matches('0'))
+}
+
+/// Options of a timeline.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Fill the first column with this digest of each regular file (0 otherwise, as fls).
+    pub hash: Option<Algo>,
+    /// Show inode numbers as each filesystem has them (strip a composed tree's top byte,
+    /// see `guest::tree`).
+    pub local_inodes: bool,
+}
+
+/// Writes the body file of `fs` to `out`; returns what could not be read (the rest is
+/// written regardless).
+pub fn write(
+    fs: &dyn Filesystem,
+    opts: Options,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<Vec<String>> {
+    let mut io_err = None;
+    let mut errors = Vec::new();
+    let mut line = Vec::with_capacity(256);
+    let mut errs = walk(fs, &mut |v: &Visit| {
+        if io_err.is_some() {
+            return;
+        }
+        line.clear();
+        let a = v.attr;
+        let digest = match (opts.hash, a.kind) {
+            (Some(algo), FileType::RegularFile) => match hash_file(fs, a.ino, a.size, algo) {
+                Ok(d) => d,
+                Err(e) => {
+                    errors.push(format!("{}: {e}", String::from_utf8_lossy(v.path)));
+                    "0".into()
+                }
+            },
+            _ => "0".into(),
+        };
+        line.extend_from_slice(digest.as_bytes());
+        line.push(b'|');
+        line.extend_from_slice(v.path);
+        if a.kind == FileType::Symlink {
+            match fs.readlink(a.ino) {
+                Ok(t) => {
+                    line.extend_from_slice(b" -> ");
+                    line.extend_from_slice(&t);
+                }
+                Err(e) => errors.push(format!("{}: {e}", String::from_utf8_lossy(v.path))),
+            }
+        }
+        let ino = if opts.local_inodes {
+            crate::guest::tree::local_ino(a.ino)
+        } else {
+            a.ino
+        };
+        let rest = format!(
+            "|{ino}|{}|{}|{}|{}|{}|{}|{}|{}\n",
+            mode_string(v.entry_kind, a.kind, a.mode),
+            a.uid,
+            a.gid,
+            a.size,
+            time_string(a.atime),
+            time_string(a.mtime),
+            time_string(a.ctime),
+            a.crtime.map_or_else(|| "0".into(), time_string),
+        );
+        line.extend_from_slice(rest.as_bytes());
+        if let Err(e) = out.write_all(&line) {
+            io_err = Some(e);
+        }
+    });
+    if let Some(e) = io_err {
+        return Err(e);
+    }
+    errs.append(&mut errors);
+    Ok(errs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_as_fls_prints_them() {
+        let r = FileType::RegularFile;
+        assert_eq!(mode_string(r, r, 0o100644), "r/rrw-r--r--");
+        assert_eq!(mode_string(r, r, 0o104755), "r/rrwsr-xr-x");
+        assert_eq!(mode_string(r, r, 0o102644), "r/rrw-r-Sr--");
+        let d = FileType::Directory;
+        assert_eq!(mode_string(d, d, 0o41777), "d/drwxrwxrwt");
+        assert_eq!(mode_string(d, d, 0o41776), "d/drwxrwxrwT");
+        let l = FileType::Symlink;
+        assert_eq!(mode_string(l, l, 0o120777), "l/lrwxrwxrwx");
+    }
+
+    #[test]
+    fn fractional_times() {
+        let t = |secs, nsecs| time_string(Timestamp { secs, nsecs });
+        assert_eq!(t(5, 0), "5");
+        assert_eq!(t(5, 250_000_000), "5.25");
+        assert_eq!(t(-1, 500_000_000), "-0.5");
+        assert_eq!(t(-2, 999_999_999), "-1.000000001");
+    }
+}

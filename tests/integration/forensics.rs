@@ -1,0 +1,295 @@
+//! `ferry hash` and `ferry timeline` (issue 18) against real oracles: qemu-img convert plus
+//! the coreutils *sum tools for disk digests, `sha256sum -c` in a kernel loop mount for the
+//! file manifest, and The Sleuth Kit's `fls -r -m /` for the body file.
+
+use crate::common::{self, ferry_ok, kernel, qemu_img, qemu_io, Unchanged};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// `qemu-img convert -O raw IMG` then TOOL (sha256sum...) of the result: the oracle.
+fn qemu_digest(image: &Path, tool: &str, scratch: &Path) -> String {
+    let _ = std::fs::remove_file(scratch);
+    qemu_img(&[
+        "convert",
+        "-O",
+        "raw",
+        image.to_str().unwrap(),
+        scratch.to_str().unwrap(),
+    ]);
+    let out = common::run(Command::new(tool).arg(scratch));
+    out.split_whitespace().next().unwrap().to_string()
+}
+
+#[test]
+fn disk_digests_match_qemu_img_and_coreutils() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sparse = d.join("sparse.raw");
+    common::make_mixed_raw(&sparse, 48 << 20, 7);
+    let dense = d.join("dense.raw");
+    common::run(
+        Command::new("cp")
+            .arg("--sparse=never")
+            .arg(&sparse)
+            .arg(&dense),
+    );
+    // A compressed base under an overlay that rewrites, zeroes and discards parts of it.
+    let base = d.join("base.qcow2");
+    qemu_img(&[
+        "convert",
+        "-c",
+        "-O",
+        "qcow2",
+        sparse.to_str().unwrap(),
+        base.to_str().unwrap(),
+    ]);
+    let top = d.join("top.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "base.qcow2",
+        "-F",
+        "qcow2",
+        top.to_str().unwrap(),
+    ]);
+    qemu_io(
+        "qcow2",
+        &top,
+        &[
+            "write -P 0x5a 1M 3M",
+            "write -z 8M 2M",
+            "write -P 0x11 47M 1M",
+            "discard 20M 64k",
+        ],
+    );
+    let vmdk = d.join("disk.vmdk");
+    qemu_img(&[
+        "convert",
+        "-O",
+        "vmdk",
+        top.to_str().unwrap(),
+        vmdk.to_str().unwrap(),
+    ]);
+    let images = [&sparse, &dense, &base, &top, &vmdk];
+    let guard = Unchanged::new(&images.map(|p| p.as_path()));
+    let scratch = dir.path().join("oracle.raw");
+    for image in images {
+        for (algo, tool) in [
+            ("sha256", "sha256sum"),
+            ("sha1", "sha1sum"),
+            ("md5", "md5sum"),
+        ] {
+            let want = qemu_digest(image, tool, &scratch);
+            let out = ferry_ok(&["hash", "--algo", algo, image.to_str().unwrap()]);
+            let got = out.split_whitespace().next().unwrap();
+            assert_eq!(got, want, "{algo} of {}", image.display());
+        }
+    }
+    let _ = std::fs::remove_file(&scratch);
+    drop(guard);
+}
+
+/// Files whose names and contents a manifest must get right: spaces, a backslash, an empty
+/// file, a sparse one, a hard link, a file under a symlinked directory's real path.
+fn populate(src: &Path) {
+    std::fs::create_dir_all(src.join("etc/deep/er")).unwrap();
+    std::fs::write(src.join("etc/hostname"), "guest\n").unwrap();
+    std::fs::write(src.join("etc/with space"), "a b c").unwrap();
+    std::fs::write(src.join("etc/back\\slash"), "bs").unwrap();
+    std::fs::write(src.join("etc/empty"), "").unwrap();
+    std::fs::write(
+        src.join("etc/deep/er/data"),
+        common::pseudo_random(3, 300_000),
+    )
+    .unwrap();
+    let f = std::fs::File::create(src.join("sparse")).unwrap();
+    f.set_len(5 << 20).unwrap();
+    std::fs::hard_link(src.join("etc/hostname"), src.join("hostname.link")).unwrap();
+    std::os::unix::fs::symlink("etc", src.join("etc.link")).unwrap();
+}
+
+#[test]
+fn file_manifest_is_accepted_by_sha256sum_in_a_kernel_mount() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    populate(&src);
+    let img = dir.path().join("fs.img");
+    kernel::mkfs_ext4(&img, "32M", Some(&src), &[]);
+    let guard = Unchanged::new(&[&img]);
+    let manifest = ferry_ok(&["hash", "--files", img.to_str().unwrap()]);
+    drop(guard);
+    assert!(manifest.contains("  etc/with space\n"), "{manifest}");
+    assert!(manifest.contains("  sparse\n"), "{manifest}");
+    assert_eq!(manifest.lines().count(), 7, "{manifest}");
+    let list = dir.path().join("manifest");
+    std::fs::write(&list, &manifest).unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let Some(m) = kernel::mount_or_skip(&img, &mnt, "ro") else {
+        return;
+    };
+    let out = Command::new("sha256sum")
+        .arg("-c")
+        .arg("--strict")
+        .arg(&list)
+        .current_dir(m.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sha256sum -c: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ok = String::from_utf8_lossy(&out.stdout).matches(": OK").count();
+    assert_eq!(ok, 7);
+}
+
+/// Body-file lines by name (fields after the name).
+fn body(text: &str) -> BTreeMap<String, Vec<String>> {
+    text.lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('|').collect();
+            assert_eq!(f.len(), 11, "not a body-file line: {l}");
+            (
+                f[1].to_string(),
+                f[2..].iter().map(|s| s.to_string()).collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn timeline_agrees_with_fls_field_by_field() {
+    if !have("fls") {
+        assert!(
+            !kernel::required(),
+            "fls (sleuthkit) missing: contrib/setup.sh installs it"
+        );
+        eprintln!("SKIP: fls (sleuthkit) is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    populate(&src);
+    let img = dir.path().join("fs.img");
+    kernel::mkfs_ext4(&img, "32M", Some(&src), &["-I", "256", "-b", "4096"]);
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    // Modify it through the kernel: created, renamed, deleted, re-owned, re-moded, special
+    // files; times with nanoseconds come from the kernel.
+    {
+        let Some(m) = kernel::mount_or_skip(&img, &mnt, "") else {
+            return;
+        };
+        let r = m.path();
+        std::fs::write(r.join("new file"), "fresh").unwrap();
+        std::fs::rename(r.join("etc/hostname"), r.join("etc/hostname.old")).unwrap();
+        std::fs::remove_file(r.join("etc/empty")).unwrap();
+        std::fs::create_dir(r.join("var")).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname.old", r.join("var/link")).unwrap();
+        common::run(Command::new("mkfifo").arg(r.join("var/fifo")));
+        common::run(
+            Command::new("chown")
+                .arg("1234:567")
+                .arg(r.join("new file")),
+        );
+        common::run(Command::new("chmod").arg("6750").arg(r.join("new file")));
+        common::run(Command::new("chmod").arg("1777").arg(r.join("var")));
+        common::run(
+            Command::new("touch")
+                .args(["-d", "1999-12-31 23:59:59.25"])
+                .arg(r.join("sparse")),
+        );
+        m.unmount().unwrap();
+    }
+    let guard = Unchanged::new(&[&img]);
+    let ours = ferry_ok(&["timeline", img.to_str().unwrap()]);
+    drop(guard);
+    let fls = common::run(Command::new("fls").args(["-r", "-m", "/"]).arg(&img));
+    // fls also lists deleted names ("(deleted)") and its virtual $OrphanFiles directory;
+    // ferry lists allocated entries only.
+    let fls: BTreeMap<_, _> = body(&fls)
+        .into_iter()
+        .filter(|(n, _)| !n.contains("(deleted)") && !n.starts_with("/$OrphanFiles"))
+        .collect();
+    let ours = body(&ours);
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        fls.keys().collect::<Vec<_>>(),
+        "names"
+    );
+    let mut fractional = 0;
+    for (name, want) in &fls {
+        let got = &ours[name];
+        // inode, mode string, uid, gid, size exactly.
+        assert_eq!(got[..5], want[..5], "{name}");
+        // atime, mtime, ctime, crtime: fls prints whole seconds; ferry adds the fraction.
+        for i in 5..9 {
+            let whole = got[i].split('.').next().unwrap();
+            assert_eq!(whole, want[i], "{name} time field {i}: ours {}", got[i]);
+            fractional += usize::from(got[i].contains('.'));
+        }
+        assert_ne!(want[8], "0", "{name}: crtime expected on 256-byte inodes");
+    }
+    assert!(
+        fractional > 0,
+        "no nanoseconds at all in a kernel-modified ext4"
+    );
+    assert_eq!(ours["/sparse"][6], "946684799.25");
+    assert_eq!(ours["/new file"][1], "r/rrwsr-s---");
+    assert_eq!(ours["/new file"][2..4], ["1234", "567"]);
+    // mactime reads it.
+    let bodyfile = dir.path().join("body");
+    std::fs::write(&bodyfile, ferry_ok(&["timeline", img.to_str().unwrap()])).unwrap();
+    if have("mactime") {
+        let t = common::run(
+            Command::new("mactime")
+                .args(["-b"])
+                .arg(&bodyfile)
+                .args(["-d"]),
+        );
+        assert!(t.contains("/etc/hostname.old"), "{t}");
+    }
+}
+
+#[test]
+fn timeline_hash_column_matches_md5sum() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    populate(&src);
+    let img = dir.path().join("fs.img");
+    kernel::mkfs_ext4(&img, "32M", Some(&src), &[]);
+    let out = ferry_ok(&["timeline", "--hash", "md5", img.to_str().unwrap()]);
+    let digest_of = |name: &str| {
+        out.lines()
+            .find(|l| l.split('|').nth(1) == Some(name))
+            .and_then(|l| l.split('|').next())
+            .unwrap_or_else(|| panic!("{name} missing:\n{out}"))
+            .to_string()
+    };
+    for (name, host) in [
+        ("/etc/deep/er/data", "etc/deep/er/data"),
+        ("/sparse", "sparse"),
+    ] {
+        let want = common::run(Command::new("md5sum").arg(src.join(host)));
+        assert_eq!(
+            digest_of(name),
+            want.split_whitespace().next().unwrap(),
+            "{name}"
+        );
+    }
+    // Directories have no digest.
+    assert_eq!(digest_of("/etc"), "0");
+}
