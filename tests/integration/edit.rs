@@ -333,6 +333,9 @@ fn facts_files_with_unknown_keys_are_refused_and_inspect_writes_them() {
     assert!(err.contains("targte"), "{err}");
 }
 
+/// Rounds of the kill test: the issue asks for twenty or more.
+const CRASH_ROUNDS: usize = 20;
+
 /// The daemon killed with SIGKILL in the middle of a workload, round after round: the
 /// overlay stays a valid qcow2 (leaks at most), the filesystem's journal replays (by ferry
 /// when the overlay is mounted again, by the kernel on a committed copy), e2fsck is clean
@@ -352,7 +355,7 @@ fn a_killed_rw_daemon_leaves_a_filesystem_the_journal_repairs() {
     let root = g.fs("/dev/sda1");
     let mut seed = 0x5eed_u64;
     let mut durable: Vec<(PathBuf, Vec<u8>)> = Vec::new();
-    for round in 0..6 {
+    for round in 0..CRASH_ROUNDS {
         let ov = overlay.to_str().unwrap();
         let m = mnt.to_str().unwrap();
         if round == 0 {
@@ -396,8 +399,11 @@ fn a_killed_rw_daemon_leaves_a_filesystem_the_journal_repairs() {
                     durable.push((rel, data));
                 }
                 if i % 5 == 4 {
-                    std::fs::remove_file(dir.join(format!("f{}", i - 2)))?;
+                    // Forgotten before the unlink is sent: a kill after the daemon has
+                    // done it but before it replied leaves the file gone and the call
+                    // failed, so its fate is unknown and it is not checked.
                     durable.retain(|(r, _)| !r.ends_with(format!("round{round}/f{}", i - 2)));
+                    std::fs::remove_file(dir.join(format!("f{}", i - 2)))?;
                 }
                 i += 1;
             }
@@ -446,4 +452,104 @@ fn a_killed_rw_daemon_leaves_a_filesystem_the_journal_repairs() {
     drop(m);
     let view = commit_and_check(&overlay, &g, tmp.path());
     assert!(view.keys().any(|k| k.starts_with(b"srv/round5")));
+}
+
+/// A tmpfs of a few MiB, unmounted on drop: a host filesystem that fills up.
+struct SmallTmpfs(PathBuf);
+
+impl SmallTmpfs {
+    fn new(at: &Path, size: &str) -> Self {
+        std::fs::create_dir_all(at).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "ferry-enospc"])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount -t tmpfs {}", at.display());
+        SmallTmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// The host filesystem that holds the overlay fills up under a writer: the write fails with
+/// EIO (the guest's filesystem has room; the host has not), the guest filesystem turns
+/// read-only rather than half-written, and the overlay stays a valid qcow2 whose
+/// filesystem, mounted again from a roomier place, replays clean with what was synced.
+#[test]
+fn a_full_host_disk_is_eio_and_leaves_the_overlay_consistent() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let g = guest::xen(tmp.path(), "qcow2");
+    let src = g.images[0].clone();
+    let _same = Unchanged::new(&[src.as_path()]);
+    let small = SmallTmpfs::new(&tmp.path().join("small"), "3M");
+    let overlay = small.0.join("o.qcow2");
+    let mnt = tmp.path().join("mnt");
+    let m = mount_rw(
+        &[
+            OsStr::new("--overlay"),
+            overlay.as_os_str(),
+            src.as_os_str(),
+        ],
+        &mnt,
+    );
+    let kept = b"written and synced before the host filled up\n";
+    std::fs::create_dir_all(mnt.join("srv")).unwrap();
+    {
+        let mut f = std::fs::File::create(mnt.join("srv/kept")).unwrap();
+        std::io::Write::write_all(&mut f, kept).unwrap();
+        f.sync_all().unwrap();
+    }
+    let chunk = vec![0x5au8; 1 << 20];
+    let err = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(mnt.join("srv/too-big"))?;
+        for _ in 0..16 {
+            std::io::Write::write_all(&mut f, &chunk)?;
+        }
+        f.sync_all()
+    })()
+    .expect_err("16 MiB fit in a 3 MiB host filesystem");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    drop(m);
+    // Clusters allocated for the write that failed may leak (exit status 3), as with qemu;
+    // nothing may be corrupt.
+    let check = |o: &Path| {
+        let out = Command::new("qemu-img")
+            .args(["check", "--output=json"])
+            .arg(o)
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("qemu-img check {}: {e}: {out:?}", o.display()));
+        assert!(matches!(out.status.code(), Some(0 | 3)), "{v}");
+        assert_eq!(v["corruptions"].as_u64().unwrap_or(0), 0, "{v}");
+    };
+    check(&overlay);
+    // Moved to a host with room, the overlay mounts again and its guest is consistent.
+    // A sibling directory: the backing file's name is kept relative, as qemu keeps it.
+    std::fs::create_dir_all(tmp.path().join("roomy")).unwrap();
+    let roomy = tmp.path().join("roomy/o.qcow2");
+    std::fs::copy(&overlay, &roomy).unwrap();
+    drop(small);
+    let m = mount_rw(&[roomy.as_os_str()], &mnt);
+    assert_eq!(std::fs::read(mnt.join("srv/kept")).unwrap(), kept);
+    drop(m);
+    check(&roomy);
+    let out = tmp.path().join("committed.raw");
+    ferry_ok(&[
+        "commit",
+        roomy.to_str().unwrap(),
+        "-O",
+        "raw",
+        out.to_str().unwrap(),
+    ]);
+    let root = g.fs("/dev/sda1");
+    e2fsck_range(&out, root.offset, root.size, tmp.path());
 }

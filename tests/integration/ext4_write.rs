@@ -1161,6 +1161,36 @@ fn refuses_what_it_cannot_write() {
     drop(fs);
     e2fsck(&img).unwrap();
 
+    // Without a journal (ext2), the filesystem is marked not clean while it is open for
+    // writing, as the kernel marks it, so that a writer that dies leaves it for e2fsck; and
+    // clean again when closed.
+    kernel::mkfs_ext4(&img, "32M", None, &["-t", "ext2"]);
+    let state = || {
+        let out = common::run(Command::new("dumpe2fs").arg("-h").arg(&img));
+        out.lines()
+            .find_map(|l| l.strip_prefix("Filesystem state:"))
+            .map(|v| v.trim().to_string())
+            .expect("dumpe2fs names the state")
+    };
+    assert_eq!(state(), "clean");
+    let fs = Ext4::open_rw(FileDev::open(&img)).unwrap();
+    assert_eq!(state(), "not clean");
+    fs.create(
+        fs.root_ino(),
+        b"ext2-file",
+        &NewInode {
+            mode: 0o100644,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+        },
+    )
+    .unwrap();
+    assert_eq!(state(), "not clean");
+    drop(fs);
+    assert_eq!(state(), "clean");
+    e2fsck(&img).unwrap();
+
     // Inline data: such a file or directory is read-only, the rest is writable.
     kernel::mkfs_ext4(&img, "32M", None, &["-O", "inline_data"]);
     common::run(

@@ -273,9 +273,33 @@ impl Ext4 {
         };
         fs.rw = Some(st);
         fs.sb_set_free(free_blocks, free_inodes);
+        if !journaled {
+            fs.set_valid(false)?;
+        }
         // statfs' overhead part is computed once; the free counts come from the writer.
         crate::fs::Filesystem::statfs(&fs)?;
         Ok(fs)
+    }
+
+    /// Without a journal nothing repairs a crash, so, as ext2 and ext4 do for such a mount,
+    /// s_state loses EXT4_VALID_FS while the filesystem is open for writing (a killed writer
+    /// leaves it marked for e2fsck) and gets it back when it is closed.
+    fn set_valid(&self, valid: bool) -> Result<()> {
+        let rw = self.rw()?;
+        {
+            let mut sb = rw.sb_raw.lock();
+            let state = le16(&sb, S_STATE);
+            let state = if valid {
+                state | STATE_VALID
+            } else {
+                state & !STATE_VALID
+            };
+            sb[S_STATE..S_STATE + 2].copy_from_slice(&state.to_le_bytes());
+        }
+        rw.sb_dirty.store(true, Ordering::Relaxed);
+        self.mutate(|| Ok(()))?;
+        self.dev.flush()?;
+        Ok(())
     }
 
     /// Whether the filesystem was opened for writing.
@@ -610,6 +634,8 @@ impl Drop for Ext4 {
             if let Err(e) = j.lock().mark_clean() {
                 log::warn!("ext4: closing the journal: {e}");
             }
+        } else if let Err(e) = self.set_valid(true) {
+            log::warn!("ext4: marking the filesystem clean: {e}");
         }
     }
 }
