@@ -312,6 +312,15 @@ pub trait Filesystem: Send + Sync {
     fn fsync(&self) -> Result<()> {
         Err(FsError::ReadOnly)
     }
+
+    /// A handle on file `ino` was opened. While one is open, removing the file's last name
+    /// keeps the inode (POSIX: it lives until its last close).
+    fn opened(&self, _ino: u64) {}
+
+    /// A handle on file `ino` was closed: the last close of a file with no name left frees it.
+    fn released(&self, _ino: u64) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The flags of renameat2(2) that `rename_with` takes.

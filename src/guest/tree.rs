@@ -330,6 +330,17 @@ impl Filesystem for Tree {
         self.fs(i).removexattr(local, name)
     }
 
+    fn opened(&self, ino: u64) {
+        if let Ok((i, local)) = self.split(ino) {
+            self.fs(i).opened(local)
+        }
+    }
+
+    fn released(&self, ino: u64) -> Result<()> {
+        let (i, local) = self.split(ino)?;
+        self.fs(i).released(local)
+    }
+
     fn fsync(&self) -> Result<()> {
         for p in &self.placed {
             match p.mount.fs.fsync() {

@@ -390,14 +390,34 @@ impl fuser::Filesystem for Adapter {
         }
     }
 
-    fn open(&self, _req: &Request, _ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         if flags.0 & libc::O_ACCMODE != libc::O_RDONLY && !self.writable {
             reply.error(Errno::EROFS);
             return;
         }
+        if self.writable {
+            self.fs.opened(self.ino(ino));
+        }
         // Every change goes through this mount (and so through the kernel's page cache): the
         // cache never goes stale, so keep it across opens.
         reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        if !self.writable {
+            reply.ok();
+            return;
+        }
+        Self::reply_empty("release", self.fs.released(self.ino(ino)), reply)
     }
 
     fn read(
@@ -723,13 +743,16 @@ impl fuser::Filesystem for Adapter {
     ) {
         writable_or_return!(self, reply);
         match self.make(req, parent, name, mode, 0) {
-            Ok(a) => reply.created(
-                &TTL,
-                &self.file_attr(&a),
-                Generation(0),
-                FileHandle(0),
-                FopenFlags::FOPEN_KEEP_CACHE,
-            ),
+            Ok(a) => {
+                self.fs.opened(a.ino);
+                reply.created(
+                    &TTL,
+                    &self.file_attr(&a),
+                    Generation(0),
+                    FileHandle(0),
+                    FopenFlags::FOPEN_KEEP_CACHE,
+                )
+            }
             Err(e) => {
                 log_write_error("create", &e);
                 reply.error(errno(&e))

@@ -318,6 +318,11 @@ impl InodeBuf {
         self.put16(0x76, (blk >> 32) as u16);
     }
 
+    /// i_dtime: the deletion time, or for an orphan the next orphan's inode number.
+    pub fn dtime(&self) -> u32 {
+        le32(&self.raw, 0x14)
+    }
+
     pub fn set_dtime(&mut self, t: u32) {
         self.put32(0x14, t);
     }

@@ -25,6 +25,7 @@ pub mod inode;
 pub mod journal;
 mod lookup;
 mod ops;
+mod orphan;
 mod rw;
 mod statfs;
 pub mod superblock;
@@ -741,6 +742,14 @@ impl Filesystem for Ext4 {
 
     fn fsync(&self) -> Result<()> {
         self.sync_device()
+    }
+
+    fn opened(&self, ino: u64) {
+        self.file_opened(ino)
+    }
+
+    fn released(&self, ino: u64) -> Result<()> {
+        self.file_released(ino)
     }
 }
 

@@ -35,7 +35,7 @@ fn check_name(name: &[u8]) -> Result<()> {
 
 /// Whether `i` maps blocks (regular file, directory, slow symlink), as opposed to a device,
 /// FIFO, socket, fast symlink or inline inode.
-fn has_block_map(fs: &Ext4, i: &Inode) -> bool {
+pub(super) fn has_block_map(fs: &Ext4, i: &Inode) -> bool {
     if i.flags & inode::FL_INLINE_DATA != 0 {
         return false;
     }
@@ -415,8 +415,18 @@ impl Ext4 {
         if left > 0 {
             return self.put_inode(b);
         }
+        if i.kind != FileType::Directory && self.is_open(b.ino) {
+            // Still open: it lives on, nameless, until its last close (see orphan.rs).
+            return self.orphan_add(b);
+        }
+        self.free_unlinked(b, &i)
+    }
+
+    /// Frees inode `b` (`i` parsed from it), which has no name left: its xattrs, its blocks,
+    /// then the inode itself.
+    pub(super) fn free_unlinked(&self, b: &mut InodeBuf, i: &Inode) -> Result<()> {
         self.release_xattrs(b)?;
-        if has_block_map(self, &i) {
+        if has_block_map(self, i) {
             let mut fm = self.load_map(b)?;
             self.fm_truncate(&mut fm, b, 0, i.kind == FileType::Directory)?;
             self.fm_store(fm, b)?;

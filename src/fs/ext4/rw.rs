@@ -15,7 +15,7 @@ use super::{csum, le16, le32, Ext4};
 use crate::block::BlockDevice;
 use crate::fs::{FsError, Result, Timestamp};
 use parking_lot::Mutex;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
@@ -82,6 +82,9 @@ pub(crate) struct RwState {
     /// The filesystem's jbd2 journal, when it has one (ext3/4): every operation's metadata
     /// is committed there before it goes home. None for ext2.
     journal: Option<Mutex<JournalWriter>>,
+    /// Open handles per inode (FUSE open/create to release): an inode whose last name goes
+    /// while it is open becomes an orphan instead of being freed.
+    pub(super) open: Mutex<HashMap<u64, u32>>,
 }
 
 /// The device the journal writes through: writes pass, flushes do not. The order of writes
@@ -270,12 +273,16 @@ impl Ext4 {
             rng: Mutex::new(seed | 1),
             dir_rotor: AtomicU32::new(0),
             journal,
+            open: Mutex::new(HashMap::new()),
         };
         fs.rw = Some(st);
         fs.sb_set_free(free_blocks, free_inodes);
         if !journaled {
             fs.set_valid(false)?;
         }
+        // As a mount does after its journal replay: inodes left on the orphan list by a
+        // writer that stopped (ferry's or the kernel's) are freed or truncated.
+        fs.orphans_cleanup()?;
         // statfs' overhead part is computed once; the free counts come from the writer.
         crate::fs::Filesystem::statfs(&fs)?;
         Ok(fs)
@@ -461,6 +468,19 @@ impl Ext4 {
         Ok((0, block))
     }
 
+    /// s_last_orphan as it will be written: the head of the orphan list.
+    pub(super) fn sb_last_orphan(&self) -> Result<u32> {
+        Ok(le32(&self.rw()?.sb_raw.lock(), S_LAST_ORPHAN))
+    }
+
+    /// Sets s_last_orphan for the running operation.
+    pub(super) fn set_sb_last_orphan(&self, ino: u32) -> Result<()> {
+        let rw = self.rw()?;
+        rw.sb_raw.lock()[S_LAST_ORPHAN..S_LAST_ORPHAN + 4].copy_from_slice(&ino.to_le_bytes());
+        rw.sb_dirty.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// The free block and inode counts the superblock will carry.
     pub(crate) fn sb_free(&self) -> Option<(u64, u64)> {
         let rw = self.rw.as_ref()?;
@@ -630,6 +650,10 @@ impl Drop for Ext4 {
         if rw.failed.load(Ordering::Relaxed) {
             return;
         }
+        // Files still open at the end (a lazy unmount) are closed now.
+        if let Err(e) = self.orphans_cleanup() {
+            log::warn!("ext4: freeing unlinked open files: {e}");
+        }
         if let Some(j) = &rw.journal {
             if let Err(e) = j.lock().mark_clean() {
                 log::warn!("ext4: closing the journal: {e}");
@@ -686,9 +710,6 @@ fn check_writable(sb: &Superblock, raw: &[u8], recovery_pending_ok: bool) -> Res
     }
     if state & STATE_VALID == 0 {
         return refuse("not cleanly unmounted (run e2fsck)".into());
-    }
-    if le32(raw, S_LAST_ORPHAN) != 0 {
-        return refuse("orphan inodes are pending (run e2fsck)".into());
     }
     if sb.rev_level == 0 {
         return refuse("revision 0 filesystem".into());
