@@ -158,13 +158,16 @@ impl Ext4 {
             let n = self.blocks_in_group(g) as usize;
             let start = if k == 0 { (goal - first) as usize } else { 0 };
             let (blk, mut map, _) = self.block_bitmap(g)?;
-            let Some(i) = (start..n).find(|&i| !bit(&map, i)) else {
+            let free_here =
+                |i: usize| !bit(&map, i) && !self.freed_by_this_operation(first + i as u64);
+            let Some(i) = (start..n).find(|&i| free_here(i)) else {
                 continue;
             };
             let mut len = 1;
-            while (len as u64) < want && i + len < n && !bit(&map, i + len) {
+            while (len as u64) < want && i + len < n && free_here(i + len) {
                 len += 1;
             }
+            self.before_reuse(first + i as u64, first + (i + len) as u64)?;
             for j in i..i + len {
                 if self.is_group_metadata(g, first + j as u64)? {
                     return Err(FsError::corrupt(
@@ -227,6 +230,7 @@ impl Ext4 {
                 }
             }
             self.put_block_bitmap(g, blk, map, (stop - b) as i64)?;
+            self.note_freed(b, stop);
             b = stop;
         }
         Ok(())

@@ -85,6 +85,29 @@ pub(crate) struct RwState {
     /// Open handles per inode (FUSE open/create to release): an inode whose last name goes
     /// while it is open becomes an orphan instead of being freed.
     pub(super) open: Mutex<HashMap<u64, u32>>,
+    /// The running transaction (with a journal): operations that ended since the last commit.
+    running: Mutex<Running>,
+}
+
+/// How long an operation waits, at most, in the running transaction before it is committed:
+/// the kernel's default commit interval (ext4 `commit=5`).
+const COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The metadata of operations that ended but are not committed yet, as jbd2 keeps its running
+/// transaction: many operations share one commit, so the blocks they all touch (bitmaps,
+/// group descriptors, the superblock, a directory's block) are logged once, not once per
+/// file. Reads see these blocks before the device's.
+#[derive(Default)]
+struct Running {
+    blocks: BTreeMap<u64, Arc<[u8]>>,
+    /// Metadata blocks freed (revoke records at the commit).
+    revoked: BTreeSet<u64>,
+    /// Every block range freed, start -> end (disjoint): not to be handed out for file data
+    /// before the commit, or a crash would leave the old owner, still on disk, reading the
+    /// new data (the kernel keeps such blocks until its transaction commits, too).
+    freed: BTreeMap<u64, u64>,
+    /// When the oldest uncommitted operation ended.
+    since: Option<std::time::Instant>,
 }
 
 /// The device the journal writes through: writes pass, flushes do not. The order of writes
@@ -274,6 +297,7 @@ impl Ext4 {
             dir_rotor: AtomicU32::new(0),
             journal,
             open: Mutex::new(HashMap::new()),
+            running: Mutex::new(Running::default()),
         };
         fs.rw = Some(st);
         fs.sb_set_free(free_blocks, free_inodes);
@@ -363,9 +387,74 @@ impl Ext4 {
         Ok(())
     }
 
-    /// A block of the running operation, if it changed one.
+    /// A block changed by the running operation or the running transaction.
     pub(super) fn pending_block(&self, blk: u64) -> Option<Arc<[u8]>> {
-        self.rw.as_ref()?.pending.lock().get(&blk).cloned()
+        let rw = self.rw.as_ref()?;
+        if let Some(b) = rw.pending.lock().get(&blk) {
+            return Some(b.clone());
+        }
+        rw.running.lock().blocks.get(&blk).cloned()
+    }
+
+    /// Whether block `blk` was freed as metadata by the running operation (it may not be
+    /// handed out again before the operation ends).
+    pub(super) fn freed_by_this_operation(&self, blk: u64) -> bool {
+        self.rw
+            .as_ref()
+            .is_some_and(|rw| rw.freed.lock().contains(&blk))
+    }
+
+    /// Notes that blocks `start..end` were freed by the running operation.
+    pub(super) fn note_freed(&self, start: u64, end: u64) {
+        if let Some(rw) = self.rw.as_ref().filter(|rw| rw.journal.is_some()) {
+            rw.running.lock().freed.insert(start, end);
+        }
+    }
+
+    /// Blocks `start..end` are about to hold new contents: if the running transaction freed
+    /// any of them, it is committed first, so that no crash can show them to their old owner.
+    pub(super) fn before_reuse(&self, start: u64, end: u64) -> Result<()> {
+        let Some(rw) = self.rw.as_ref() else {
+            return Ok(());
+        };
+        let clash = rw
+            .running
+            .lock()
+            .freed
+            .range(..end)
+            .next_back()
+            .is_some_and(|(_, &e)| e > start);
+        if clash {
+            self.commit_running()?;
+        }
+        Ok(())
+    }
+
+    /// Commits the running transaction to the journal (which writes it home at once), so that
+    /// the log is empty and the operations so far are durable once the device is flushed.
+    pub(crate) fn commit_running(&self) -> Result<()> {
+        let rw = self.rw()?;
+        let Some(j) = rw.journal.as_ref() else {
+            return Ok(());
+        };
+        let run = std::mem::take(&mut *rw.running.lock());
+        if run.blocks.is_empty() && run.revoked.is_empty() {
+            return Ok(());
+        }
+        let blocks: Vec<(u64, Arc<[u8]>)> = run.blocks.into_iter().collect();
+        let revoked: Vec<u64> = run.revoked.into_iter().collect();
+        if let Err(e) = j.lock().commit(&blocks, &revoked) {
+            rw.failed.store(true, Ordering::Relaxed);
+            log::error!(
+                "ext4: committing to the journal: {e}; the filesystem is read-only from now on"
+            );
+            return Err(e);
+        }
+        let mut cache = self.cache.lock();
+        for (blk, data) in blocks {
+            cache.put(blk, data);
+        }
+        Ok(())
     }
 
     /// Writes file data (never metadata) at block `blk`: straight to the device, before the
@@ -391,10 +480,49 @@ impl Ext4 {
             .map(|(b, d)| (*b, d.clone()))
             .collect();
         let revoked: Vec<u64> = rw.freed.lock().iter().copied().collect();
-        let r = self.write_metadata(&blocks, &revoked);
+        let r = match rw.journal.as_ref() {
+            Some(j) => self.join_running(j, blocks, revoked),
+            None => self.write_metadata(&blocks, &revoked),
+        };
         rw.pending.lock().clear();
         rw.freed.lock().clear();
         r
+    }
+
+    /// Adds an operation's blocks to the running transaction, and commits that when it has
+    /// waited long enough or fills a quarter of the log (jbd2's limit, so that a commit
+    /// always finds room).
+    fn join_running(
+        &self,
+        j: &Mutex<JournalWriter>,
+        blocks: Vec<(u64, Arc<[u8]>)>,
+        revoked: Vec<u64>,
+    ) -> Result<()> {
+        let rw = self.rw()?;
+        let full = {
+            let mut run = rw.running.lock();
+            let mut cache = self.cache.lock();
+            let mut verified = self.verified.lock();
+            for blk in revoked {
+                run.blocks.remove(&blk);
+                run.revoked.insert(blk);
+                cache.pop(&blk);
+                verified.pop(&blk);
+            }
+            for (blk, data) in blocks {
+                run.revoked.remove(&blk);
+                verified.pop(&blk);
+                run.blocks.insert(blk, data);
+            }
+            let since = *run.since.get_or_insert_with(std::time::Instant::now);
+            let j = j.lock();
+            let log = j.transaction_log_blocks(run.blocks.len() as u64, run.revoked.len() as u64);
+            log > j.log_capacity() / 4 || since.elapsed() >= COMMIT_INTERVAL
+        };
+        if full {
+            self.commit_running()?;
+        }
+        Ok(())
     }
 
     /// THE door for metadata: writes the metadata blocks of one operation (`blocks`, in block
@@ -437,6 +565,7 @@ impl Ext4 {
         let rw = self.rw()?;
         if let Some(j) = &rw.journal {
             let _g = rw.lock.lock();
+            self.commit_running()?;
             j.lock().mark_clean()?;
         }
         self.dev.flush()?;
@@ -651,7 +780,7 @@ impl Drop for Ext4 {
             return;
         }
         // Files still open at the end (a lazy unmount) are closed now.
-        if let Err(e) = self.orphans_cleanup() {
+        if let Err(e) = self.orphans_cleanup().and_then(|()| self.commit_running()) {
             log::warn!("ext4: freeing unlinked open files: {e}");
         }
         if let Some(j) = &rw.journal {
