@@ -408,8 +408,11 @@ pub fn read_source(input: &Input) -> Result<Source> {
                     return Err(Error::Usage(format!("{}: no such disk image", p.display())));
                 }
                 let abs = std::path::absolute(p).unwrap_or_else(|_| p.clone());
+                // Probed by content: with no description, nothing else can tell.
+                let format = block::open(&abs)?.info()?.format;
                 disks.push(Disk {
                     source: Some(abs.display().to_string()),
+                    format: Some(format),
                     device: DeviceKind::Disk,
                     ..Disk::default()
                 });

@@ -367,6 +367,99 @@ fn a_vmx_guest_becomes_a_kvm_guest_the_kernel_reads() {
         common::pseudo_random(7, 6 << 20)
     );
     m.unmount().unwrap();
+
+    // The converted guest, read back through its own domain XML, needs nothing more.
+    let again: serde_json::Value = serde_json::from_str(&ferry_ok(
+        &[
+            "v2v",
+            "-i",
+            "libvirt",
+            xml.to_str().unwrap(),
+            "--dry-run",
+            "--json",
+        ],
+        &[],
+    ))
+    .unwrap();
+    assert_eq!(again["changed_paths"], 0, "{again}");
+    assert_eq!(again["disk_bus"], "virtio");
+    assert_eq!(again["disks"][0]["source_format"], "qcow2");
+}
+
+#[test]
+fn two_disks_convert_in_order_preallocated() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let g = guest::two_disks(tmp.path(), "qcow2");
+    let (a, b) = (&g.images[0], &g.images[1]);
+    let _same = Unchanged::new(&[a.as_path(), b.as_path()]);
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let r: serde_json::Value = serde_json::from_str(&ferry_ok(
+        &[
+            "v2v",
+            "-i",
+            "disk",
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "-oa",
+            "preallocated",
+            "--json",
+        ],
+        &[],
+    ))
+    .unwrap();
+    assert_eq!(r["name"], "alpine-root");
+    assert_eq!(r["disk_bus"], "virtio");
+    let outs = [
+        out.join("alpine-root-sda.qcow2"),
+        out.join("alpine-root-sdb.qcow2"),
+    ];
+    for (i, o) in outs.iter().enumerate() {
+        let check = qemu_img(&["check", o.to_str().unwrap()]);
+        assert!(
+            check.contains("No errors were found") && check.contains("100.00% allocated"),
+            "{check}"
+        );
+        let info: serde_json::Value =
+            serde_json::from_str(&qemu_img(&["info", "--output=json", o.to_str().unwrap()]))
+                .unwrap();
+        let vsize = info["virtual-size"].as_u64().unwrap();
+        assert_eq!(vsize, std::fs::metadata(&g.raw[i]).unwrap().len());
+        assert!(info["actual-size"].as_u64().unwrap() >= vsize, "{info}");
+        assert_eq!(r["disks"][i]["target"], ["vda", "vdb"][i]);
+    }
+    let xml = out.join("alpine-root.xml");
+    let d = libvirt::parse("x", &std::fs::read(&xml).unwrap()).unwrap();
+    let sources: Vec<_> = d.disks.iter().map(|x| x.source.clone().unwrap()).collect();
+    assert_eq!(
+        sources,
+        outs.iter()
+            .map(|o| o.canonicalize().unwrap().display().to_string())
+            .collect::<Vec<_>>()
+    );
+    validate_xml(&xml);
+    // /home on the second disk is named by UUID now; the kernel reads it from the first.
+    let raw = tmp.path().join("root.raw");
+    qemu_img(&[
+        "convert",
+        "-O",
+        "raw",
+        outs[0].to_str().unwrap(),
+        raw.to_str().unwrap(),
+    ]);
+    let rootfs = g.fs("/dev/sda");
+    let [fstab] = kernel_read(&raw, rootfs, &["/etc/fstab"], tmp.path())
+        .try_into()
+        .unwrap();
+    let home = g.fs("/dev/sdb1");
+    assert!(fstab.contains(&format!("UUID={}", home.uuid)), "{fstab}");
+    assert!(!fstab.contains("/dev/sdb1"), "{fstab}");
+    e2fsck_range(&raw, rootfs.offset, rootfs.size, tmp.path());
 }
 
 #[test]
