@@ -179,9 +179,9 @@ enum Cmd {
     },
     /// Fix a guest tree so it boots on KVM (rules in fixers/; `--dry-run` shows a diff).
     Fix(ferry::fix::cli::FixArgs),
-    /// Move a VM to KVM (issue 15): today the source-description half, `--print-source` and
-    /// `--print-xml`.
-    V2v(V2vArgs),
+    /// Move a VM to KVM (like virt-v2v -o local): read its .vmx, Xen .cfg or libvirt XML (or
+    /// bare disks), copy and fix its disks into -o DIR, and write its libvirt domain XML.
+    V2v(ferry::v2v::cli::V2vArgs),
     /// Hash each virtual disk's content (as `qemu-img convert -O raw IMG - | sha256sum`), or
     /// with --files every regular file of the guest (a `sha256sum -c` manifest). Only reads.
     Hash(HashArgs),
@@ -267,7 +267,10 @@ fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format_timestamp(None)
         .init();
-    let cli = Cli::parse();
+    // virt-v2v's `-of raw` style options are rewritten to long ones first.
+    let cli = Cli::parse_from(ferry::v2v::cli::normalize_args(
+        std::env::args_os().collect(),
+    ));
     let r = match cli.cmd {
         Cmd::Info {
             image,
@@ -295,6 +298,7 @@ fn main() {
                 threads,
                 progress,
                 sync,
+                ..Default::default()
             };
             let target = ConvertTarget {
                 format: output_format,
@@ -330,6 +334,7 @@ fn main() {
                 threads: 0,
                 progress: true,
                 sync: false,
+                ..Default::default()
             };
             convert(overlay, &target, dst, None, &opts, json)
         }
@@ -368,7 +373,7 @@ fn main() {
             Ok(ferry::fix::cli::Outcome::Done) => Ok(()),
             Err(e) => Err(e.into()),
         },
-        Cmd::V2v(args) => v2v(args),
+        Cmd::V2v(args) => ferry::v2v::cli::run(args).map_err(Into::into),
     };
     if let Err(e) = r {
         // The reader of our output went away (`ferry map | head`): nothing left to say.
@@ -381,10 +386,13 @@ fn main() {
         }
         eprintln!("ferry: {}", error_text(&e));
         // Interrupted: the shell's status for death by that signal (130 for SIGINT).
-        let signal = e.chain().find_map(|c| match c.downcast_ref() {
-            Some(ferry::convert::Error::Interrupted(sig)) => Some(*sig),
-            _ => None,
-        });
+        let signal = e
+            .chain()
+            .find_map(|c| match (c.downcast_ref(), c.downcast_ref()) {
+                (Some(ferry::convert::Error::Interrupted(sig)), _) => Some(*sig),
+                (_, Some(ferry::v2v::Error::Interrupted(sig))) => Some(*sig),
+                _ => None,
+            });
         std::process::exit(signal.map_or(1, |s| 128 + s));
     }
 }
@@ -1219,151 +1227,6 @@ fn iso_time(secs: i64) -> String {
     )
 }
 
-// ---- ferry v2v (issue 15, metadata half): source descriptions and the KVM domain XML ----
-
-#[derive(clap::Args)]
-struct V2vArgs {
-    /// Kind of source description: vmx, xen (xl or xm .cfg), libvirt (domain XML).
-    #[arg(short = 'i', long = "input")]
-    input: ferry::meta::InputKind,
-    /// The source description file.
-    file: PathBuf,
-    /// VMware datastore mapping NAME=DIR (`[NAME] path` is DIR/path); repeatable.
-    #[arg(long = "datastore")]
-    datastores: Vec<String>,
-    /// Print the parsed source VM and stop.
-    #[arg(long)]
-    print_source: bool,
-    /// With --print-source: as JSON.
-    #[arg(long)]
-    json: bool,
-    /// Print the libvirt domain XML for KVM and stop (nothing is converted).
-    #[arg(long)]
-    print_xml: bool,
-    /// Machine type of the target: q35 or pc.
-    #[arg(long, default_value = "q35")]
-    machine: String,
-    /// Bus of the target's disks: virtio, sata or ide.
-    #[arg(long, default_value = "virtio")]
-    disk_bus: String,
-    /// Model of the target's NICs: virtio or e1000.
-    #[arg(long, default_value = "virtio")]
-    nic_model: String,
-    /// Network mapping SRC:DST (a source network or VMware networkName to a libvirt network).
-    #[arg(long = "network")]
-    networks: Vec<String>,
-    /// Bridge mapping SRC:DST (a source bridge to a host bridge).
-    #[arg(long = "bridge")]
-    bridges: Vec<String>,
-}
-
-fn split_pair(s: &str, sep: char, what: &str) -> Result<(String, String)> {
-    match s.split_once(sep) {
-        Some((a, b)) if !a.is_empty() && !b.is_empty() => Ok((a.to_string(), b.to_string())),
-        _ => bail!("{what} '{s}' is not SRC{sep}DST"),
-    }
-}
-
-fn v2v(a: V2vArgs) -> Result<()> {
-    use ferry::meta::{self, libvirt};
-    let datastores = a
-        .datastores
-        .iter()
-        .map(|d| split_pair(d, '=', "--datastore").map(|(n, p)| (n, PathBuf::from(p))))
-        .collect::<Result<Vec<_>>>()?;
-    let src = meta::read_file(a.input, &a.file, &datastores)?;
-    let mut out = std::io::stdout().lock();
-    if a.print_source {
-        if a.json {
-            serde_json::to_writer_pretty(&mut out, &src)?;
-            writeln!(out)?;
-        } else {
-            print_source(&mut out, &src)?;
-        }
-        return Ok(());
-    }
-    if a.print_xml {
-        let target = libvirt::Target {
-            machine: match a.machine.as_str() {
-                "q35" => libvirt::Machine::Q35,
-                "pc" => libvirt::Machine::Pc,
-                m => bail!("--machine {m}: expected q35 or pc"),
-            },
-            disk_bus: match a.disk_bus.as_str() {
-                "virtio" => meta::Bus::Virtio,
-                "sata" => meta::Bus::Sata,
-                "ide" => meta::Bus::Ide,
-                b => bail!("--disk-bus {b}: expected virtio, sata or ide"),
-            },
-            nic_model: match a.nic_model.as_str() {
-                m @ ("virtio" | "e1000") => m.to_string(),
-                m => bail!("--nic-model {m}: expected virtio or e1000"),
-            },
-            networks: a
-                .networks
-                .iter()
-                .map(|n| split_pair(n, ':', "--network"))
-                .collect::<Result<_>>()?,
-            bridges: a
-                .bridges
-                .iter()
-                .map(|n| split_pair(n, ':', "--bridge"))
-                .collect::<Result<_>>()?,
-            ..libvirt::Target::default()
-        };
-        let xml = libvirt::write_domain(&src, &target).map_err(anyhow::Error::msg)?;
-        out.write_all(xml.as_bytes())?;
-        return Ok(());
-    }
-    bail!("ferry v2v converts nothing yet: use --print-source or --print-xml")
-}
-
-fn print_source(out: &mut impl Write, s: &ferry::meta::Source) -> Result<()> {
-    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-    writeln!(out, "input:    {}", s.input)?;
-    writeln!(out, "name:     {}", opt(&s.name))?;
-    writeln!(out, "uuid:     {}", opt(&s.uuid))?;
-    writeln!(
-        out,
-        "memory:   {}",
-        s.memory_bytes
-            .map_or("-".into(), |m| format!("{} MiB", m >> 20))
-    )?;
-    writeln!(
-        out,
-        "vcpus:    {}",
-        s.vcpus.map_or("-".into(), |v| v.to_string())
-    )?;
-    writeln!(
-        out,
-        "firmware: {}",
-        s.firmware
-            .map_or("-".into(), |f| format!("{f:?}").to_lowercase())
-    )?;
-    for d in &s.disks {
-        writeln!(
-            out,
-            "disk:     {} {:?} on {} ({}) format {}",
-            opt(&d.target),
-            d.device,
-            d.bus.map_or("-", |b| b.as_str()),
-            opt(&d.source),
-            opt(&d.format)
-        )?;
-    }
-    for n in &s.nics {
-        writeln!(
-            out,
-            "nic:      {} model {} network {} bridge {}",
-            opt(&n.mac),
-            opt(&n.model),
-            opt(&n.network),
-            opt(&n.bridge)
-        )?;
-    }
-    Ok(())
-}
-// ---- end of ferry v2v ----
 // ---- forensics (issue 18): `ferry hash`, `ferry timeline` ------------------------------------
 
 #[derive(clap::Args)]

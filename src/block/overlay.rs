@@ -52,7 +52,13 @@ pub fn backing_name(source: &Path, overlay: &Path) -> Result<String> {
 /// Creates an empty overlay at `overlay` over `source` (any format ferry reads, with its chain)
 /// and opens it read-write. Refuses to replace an existing file.
 pub fn create(source: &Path, overlay: &Path) -> Result<Overlay> {
-    let src = super::open(source)?;
+    create_as(source, None, overlay)
+}
+
+/// [`create`] with the source's format given (probed when `None`), as `qemu-img create -F`:
+/// a source a description calls raw stays raw whatever its first bytes look like.
+pub fn create_as(source: &Path, format: Option<super::Format>, overlay: &Path) -> Result<Overlay> {
+    let src = super::open_as(source, format)?;
     if overlay.exists() {
         return Err(Error::unsupported(
             overlay,

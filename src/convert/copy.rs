@@ -33,6 +33,8 @@ pub struct Options {
     /// fsync the output before returning. Off by default, as with cp and qemu-img convert:
     /// the kernel writes back in its own time; ask for it when the copy must survive a crash.
     pub sync: bool,
+    /// Also told of the progress, besides the bar.
+    pub observer: Option<progress::Observer>,
 }
 
 /// The qcow2 target's settings (`-o` of `ferry convert -O qcow2`).
@@ -289,6 +291,13 @@ fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) 
     let (job_tx, job_rx) = sync_channel::<(u64, u64, u64)>(threads * 2);
     let job_rx = Arc::new(parking_lot::Mutex::new(job_rx));
     let (read, written, bar, failed, turn) = (&read, &written, &bar, &failed, &turn);
+    let observer = opts.observer.as_ref();
+    let advance = move |n: u64| {
+        bar.inc(n);
+        if let Some(o) = observer {
+            (o.0)(n);
+        }
+    };
     let fail = move |e: Error| -> Result<()> {
         failed.store(true, Ordering::Relaxed);
         turn.wake_all();
@@ -374,7 +383,7 @@ fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) 
             }
             let n: usize = c.runs.iter().map(|&(a, b)| b - a).sum();
             written.fetch_add(n as u64, Ordering::Relaxed);
-            bar.inc(c.len);
+            advance(c.len);
             Ok(true)
         };
         let workers: Vec<_> = (0..threads)
@@ -461,7 +470,7 @@ fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) 
                 return Err(Error::Interrupted(sig));
             }
             if e.kind != ExtentKind::Data {
-                bar.inc(e.length);
+                advance(e.length);
                 return Ok(());
             }
             // Split at CHUNK-aligned boundaries so chunks line up with clusters; widened to

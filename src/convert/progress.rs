@@ -16,3 +16,15 @@ pub fn bar(total: u64, wanted: bool) -> ProgressBar {
     }
     pb
 }
+
+/// Told, from the copy's worker threads, how many more bytes of the source the copy has dealt
+/// with (copied, or skipped as holes and zeros), for progress that is not a terminal bar:
+/// `ferry v2v --machine-readable` turns it into lines a wrapper reads.
+#[derive(Clone)]
+pub struct Observer(pub std::sync::Arc<dyn Fn(u64) + Send + Sync>);
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer")
+    }
+}

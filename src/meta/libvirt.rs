@@ -180,6 +180,7 @@ pub fn parse(file: &str, text: &[u8]) -> Result<Source, MetaError> {
     }
     let mut src = Source {
         input: "libvirt".into(),
+        hypervisor: root.attr("type").map(str::to_string),
         ..Source::default()
     };
     src.name = root.text_of("name").map(str::to_string);

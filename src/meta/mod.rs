@@ -2,7 +2,7 @@
 //! `.cfg` or a libvirt domain XML says about a guest, read into one model ([`Source`]), and
 //! the libvirt domain XML for KVM written from that model.
 //!
-//! This layer sits beside `convert`: it may use the lower layers, and only the CLI uses it.
+//! This layer sits beside `convert`: it may use the lower layers; `v2v` and the CLI use it.
 //! Every parser reports errors with their position (file, line, column), because these files
 //! are written by hand as often as by tools.
 

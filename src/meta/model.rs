@@ -155,6 +155,9 @@ pub struct PvBoot {
 pub struct Source {
     /// Which input format this came from (vmx, xen-xl, xen-xm, libvirt).
     pub input: String,
+    /// The hypervisor the guest ran on, as the description tells it: `vmware` for a .vmx,
+    /// `xen` for an xl/xm .cfg, a libvirt domain's `type` (kvm, qemu, xen, vmware, hyperv…).
+    pub hypervisor: Option<String>,
     pub name: Option<String>,
     /// Lower-case canonical `8-4-4-4-12` form.
     pub uuid: Option<String>,

@@ -231,6 +231,7 @@ pub fn parse(file: &str, text: &[u8], resolve: &Resolve) -> Result<Source, MetaE
     let vmx = Vmx::parse(file, text)?;
     let mut src = Source {
         input: "vmx".into(),
+        hypervisor: Some("vmware".into()),
         ..Source::default()
     };
     src.name = vmx.get("displayName").map(str::to_string);

@@ -443,6 +443,7 @@ pub fn parse(file: &str, text: &[u8]) -> Result<Source, MetaError> {
     };
     let mut src = Source {
         input: "xen".into(),
+        hypervisor: Some("xen".into()),
         ..Source::default()
     };
     src.name = cfg.str("name")?.map(str::to_string);

@@ -26,6 +26,7 @@ mod ntfs;
 mod qcow2;
 mod qcow2_bad;
 mod qcow2_write;
+mod v2v;
 mod vmdk;
 mod vmdk_write;
 mod volume;

@@ -1,0 +1,1015 @@
+//! `ferry v2v` (issue 15): one command from a VMware .vmx, a Xen xl/xm .cfg, a libvirt domain
+//! XML or bare disk images to a KVM guest: its disks converted and fixed, and its libvirt
+//! domain XML.
+//!
+//! The pipeline, as virt-v2v's (`virt-v2v -o local`), all in process:
+//! 1. the description is read (`meta`) and the source disks opened read-only, each under a
+//!    copy-on-write overlay (`block::overlay`) in a temporary directory inside the output
+//!    directory, so the source never changes;
+//! 2. the guest is inspected (`guest`), and the disk bus and NIC model chosen by what its
+//!    kernels can drive: virtio where it has the drivers, SATA (IDE on the `pc` machine) and
+//!    e1000 otherwise, with a warning, as virt-v2v falls back;
+//! 3. the fix rules run on the overlays (`fix::image::Session`) with the facts of inspection
+//!    and the source hypervisor the description names;
+//! 4. each overlay's merged view is copied (`convert`) to `DIR/NAME-sdX.qcow2|raw` under the
+//!    temporary directory, the domain XML written beside them, and only when everything
+//!    succeeded are they linked to their final names. A signal (SIGINT, SIGTERM, SIGHUP) is
+//!    noted (`convert::interrupt`) and stops the run at its next step; the temporary directory
+//!    goes with every failure, so the output directory holds only what it held before.
+
+pub mod cli;
+pub mod profile;
+
+use crate::block::{self, overlay, BlockDevice, Format};
+use crate::convert::{self, interrupt, progress::Observer};
+use crate::fix::engine::{Plan, RuleReport, Selection};
+use crate::fix::image::Session;
+use crate::fix::{self, FixError};
+use crate::guest::facts::{DiskBus, Hypervisor, Os};
+use crate::guest::inspect::OsInfo;
+use crate::meta::{self, libvirt, Bus, DeviceKind, Disk, InputKind, Source};
+use serde::Serialize;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Meta(#[from] meta::MetaError),
+    #[error(transparent)]
+    Block(#[from] block::Error),
+    #[error(transparent)]
+    Fix(#[from] FixError),
+    #[error(transparent)]
+    Convert(convert::Error),
+    /// Options that do not go together, or a source that cannot be converted as it is.
+    #[error("{0}")]
+    Usage(String),
+    /// A hard disk the description names is not there.
+    #[error("disk {target} of {file}: {} does not exist{hint}", .path.display())]
+    MissingDisk {
+        target: String,
+        file: String,
+        path: PathBuf,
+        hint: &'static str,
+    },
+    /// An output that would replace a file already in the output directory.
+    #[error("{}: already exists; remove it, or name the guest otherwise with -on NAME", .0.display())]
+    Exists(PathBuf),
+    #[error("{}: {what}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        what: &'static str,
+        source: io::Error,
+    },
+    /// A signal asked the run to stop; everything it had written is removed.
+    #[error("interrupted by {}: the output directory holds only what it held before", interrupt::name(*.0))]
+    Interrupted(i32),
+    #[error("profile {file}: {message}")]
+    Profile { file: String, message: String },
+}
+
+impl From<convert::Error> for Error {
+    fn from(e: convert::Error) -> Self {
+        match e {
+            convert::Error::Interrupted(sig) => Error::Interrupted(sig),
+            e => Error::Convert(e),
+        }
+    }
+}
+
+fn io_err<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        what,
+        source,
+    }
+}
+
+/// Where the guest comes from.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// A description file and the datastore map for VMware's `[NAME] path` names.
+    Description {
+        kind: InputKind,
+        file: PathBuf,
+        datastores: Vec<(String, PathBuf)>,
+    },
+    /// Disk images with no description (`-i disk`): the guest is named after the first.
+    Disks(Vec<PathBuf>),
+}
+
+/// `-of`: the output disks' format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    #[default]
+    Qcow2,
+    Raw,
+}
+
+impl OutputFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputFormat::Qcow2 => "qcow2",
+            OutputFormat::Raw => "raw",
+        }
+    }
+}
+
+impl std::str::FromStr for OutputFormat {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "qcow2" => Ok(OutputFormat::Qcow2),
+            "raw" => Ok(OutputFormat::Raw),
+            o => Err(format!("output format '{o}': expected qcow2 or raw")),
+        }
+    }
+}
+
+/// `-oa`: sparse outputs hold only the data; preallocated ones have every block of the
+/// virtual disk reserved on the host (qemu's `preallocation=falloc`), so the guest can never
+/// meet a full host filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Allocation {
+    #[default]
+    Sparse,
+    Preallocated,
+}
+
+impl Allocation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Allocation::Sparse => "sparse",
+            Allocation::Preallocated => "preallocated",
+        }
+    }
+}
+
+impl std::str::FromStr for Allocation {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "sparse" => Ok(Allocation::Sparse),
+            "preallocated" => Ok(Allocation::Preallocated),
+            o => Err(format!(
+                "output allocation '{o}': expected sparse or preallocated"
+            )),
+        }
+    }
+}
+
+/// Everything a run is asked to do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub input: Input,
+    /// Required unless `dry_run`.
+    pub output_dir: Option<PathBuf>,
+    pub format: OutputFormat,
+    pub allocation: Allocation,
+    /// The target guest's name (`-on`), instead of the source's.
+    pub name: Option<String>,
+    /// The operating system to convert when the disks hold several (the device of its /).
+    pub root: Option<String>,
+    pub machine: libvirt::Machine,
+    /// The disks' bus; `None`: virtio when the guest can drive it, else SATA (IDE on `pc`).
+    pub disk_bus: Option<Bus>,
+    /// The NICs' model; `None`: virtio when the guest can drive it, else e1000.
+    pub nic_model: Option<String>,
+    pub networks: Vec<(String, String)>,
+    pub bridges: Vec<(String, String)>,
+    /// Plan only: inspect, show the fixes as a diff and the XML, write nothing.
+    pub dry_run: bool,
+    /// Copy workers (0: the copy's default).
+    pub threads: usize,
+    /// A progress bar on a terminal during the copy.
+    pub progress_bar: bool,
+}
+
+/// What a run tells while it works.
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'a> {
+    /// A stage begins.
+    Stage(&'a str),
+    Warning(&'a str),
+    /// `done` of `total` bytes of disk `disk` (from 1) of `disks` copied or skipped.
+    Progress {
+        disk: usize,
+        disks: usize,
+        done: u64,
+        total: u64,
+    },
+}
+
+/// Receives the events, from the copy's worker threads too.
+pub type Sink = Arc<dyn Fn(&Event<'_>) + Send + Sync>;
+
+/// Test hook: milliseconds to wait after each stage begins and after each chunk the copy
+/// finishes, so that a test can send a signal at a chosen stage or in the middle of a copy.
+/// Waiting is cut short by a signal.
+pub const TEST_DELAY_ENV: &str = "FERRY_V2V_TEST_DELAY_MS";
+/// The longest test delay honoured.
+const MAX_TEST_DELAY: Duration = Duration::from_secs(10);
+
+/// The longest guest name: the disk files are `NAME-sdX.qcow2` in a directory, and most host
+/// filesystems take 255 bytes a name.
+pub const MAX_NAME: usize = 200;
+
+/// The inspected guest, in brief.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct GuestSummary {
+    pub os: String,
+    pub distro: Option<String>,
+    pub product_name: Option<String>,
+    pub version: Option<String>,
+    pub arch: Option<String>,
+    /// The device of its `/`.
+    pub root: String,
+    /// The hypervisor the fixes were made for leaving (description, else inspection).
+    pub source_hypervisor: String,
+    /// Whether some installed kernel (Windows: driver) handles virtio-blk and virtio-net.
+    pub virtio_blk: bool,
+    pub virtio_net: bool,
+}
+
+/// One converted disk.
+#[derive(Debug, Clone, Serialize)]
+pub struct DiskReport {
+    /// The source image and its format as read.
+    pub source: String,
+    pub source_format: String,
+    /// The name the source gave the disk (`sda`, `xvda`), when it did.
+    pub source_target: Option<String>,
+    /// The disk's name on the target (`vda`, `sda`).
+    pub target: String,
+    pub output: String,
+    pub format: OutputFormat,
+    pub allocation: Allocation,
+    pub virtual_size: u64,
+    /// Bytes the copy wrote (null in a dry run).
+    pub bytes_written: Option<u64>,
+}
+
+/// What a run did (or, in a dry run, would do): `ferry v2v --json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub name: String,
+    /// `vmx`, `xen`, `libvirt` or `disk`.
+    pub input: String,
+    /// The description file (null for `-i disk`).
+    pub source_file: Option<String>,
+    pub dry_run: bool,
+    pub guest: GuestSummary,
+    pub machine: &'static str,
+    pub disk_bus: &'static str,
+    pub nic_model: String,
+    pub disks: Vec<DiskReport>,
+    /// The domain XML's path (where it is, or would be, written).
+    pub xml: String,
+    /// Every rule: applied (`applied`), nothing to do (`unchanged`), or `skipped` and why.
+    pub rules: Vec<RuleReport>,
+    /// Guest paths the fixes change.
+    pub changed_paths: usize,
+    pub warnings: Vec<String>,
+    /// Dry run: the fixes as a unified diff, and the domain XML.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain_xml: Option<String>,
+    pub seconds: f64,
+}
+
+/// The report and the fix plan (for the human report of the rules).
+pub struct Conversion {
+    pub report: Report,
+    pub plan: Plan,
+}
+
+/// A signal received so far, as an error.
+fn check_interrupt() -> Result<()> {
+    match interrupt::pending() {
+        Some(sig) => Err(Error::Interrupted(sig)),
+        None => Ok(()),
+    }
+}
+
+/// Waits `d` in short steps, returning early when a signal arrives.
+fn pause(d: Duration) {
+    let end = Instant::now() + d;
+    while interrupt::pending().is_none() {
+        let now = Instant::now();
+        if now >= end {
+            return;
+        }
+        std::thread::sleep((end - now).min(Duration::from_millis(10)));
+    }
+}
+
+fn test_delay() -> Duration {
+    std::env::var(TEST_DELAY_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_millis)
+        .unwrap_or_default()
+        .min(MAX_TEST_DELAY)
+}
+
+/// A run's voice: stages and warnings to the sink, warnings kept for the report.
+struct Voice {
+    sink: Sink,
+    warnings: Vec<String>,
+    delay: Duration,
+}
+
+impl Voice {
+    fn stage(&self, s: &str) -> Result<()> {
+        check_interrupt()?;
+        (self.sink)(&Event::Stage(s));
+        if !self.delay.is_zero() {
+            pause(self.delay);
+            check_interrupt()?;
+        }
+        Ok(())
+    }
+
+    fn warn(&mut self, w: String) {
+        (self.sink)(&Event::Warning(&w));
+        self.warnings.push(w);
+    }
+}
+
+/// The temporary directory of a run inside the output directory: overlays and outputs under
+/// their temporary names. Removed with everything in it when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn create(out_dir: &Path) -> Result<Scratch> {
+        use std::os::unix::fs::DirBuilderExt;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let p = out_dir.join(format!(".ferry-v2v-{}-{nanos:09}", std::process::id()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&p)
+            .map_err(io_err(&p, "cannot create the temporary directory"))?;
+        Ok(Scratch(p))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            log::warn!("{}: cannot remove: {e}", self.0.display());
+        }
+    }
+}
+
+/// The position of a guest disk name in its bus's order (`sda` 0, `xvdb` 1, `hdaa` 26).
+fn target_index(t: &str) -> Option<u32> {
+    let letters = ["xvd", "vd", "sd", "hd"]
+        .iter()
+        .find_map(|p| t.strip_prefix(p))?;
+    if letters.is_empty() || letters.len() > 3 || !letters.bytes().all(|b| b.is_ascii_lowercase()) {
+        return None;
+    }
+    // Bijective base 26: a..z, then aa..zz, as the kernel names disks.
+    letters
+        .bytes()
+        .try_fold(0u32, |n, b| {
+            n.checked_mul(26)?.checked_add(u32::from(b - b'a') + 1)
+        })
+        .map(|n| n - 1)
+}
+
+/// Reads the description, or makes one for bare disk images.
+pub fn read_source(input: &Input) -> Result<Source> {
+    match input {
+        Input::Description {
+            kind,
+            file,
+            datastores,
+        } => Ok(meta::read_file(*kind, file, datastores)?),
+        Input::Disks(images) => {
+            let first = images
+                .first()
+                .ok_or_else(|| Error::Usage("-i disk needs at least one disk image".into()))?;
+            let name = first.file_stem().map(|s| s.to_string_lossy().into_owned());
+            let mut disks = Vec::new();
+            for p in images {
+                if !p.is_file() {
+                    return Err(Error::Usage(format!("{}: no such disk image", p.display())));
+                }
+                let abs = std::path::absolute(p).unwrap_or_else(|_| p.clone());
+                // Probed by content: with no description, nothing else can tell.
+                let format = block::open(&abs)?.info()?.format;
+                disks.push(Disk {
+                    source: Some(abs.display().to_string()),
+                    format: Some(format),
+                    device: DeviceKind::Disk,
+                    ..Disk::default()
+                });
+            }
+            Ok(Source {
+                input: "disk".into(),
+                name,
+                disks,
+                ..Source::default()
+            })
+        }
+    }
+}
+
+/// The guest name, checked: it names files in the output directory.
+fn check_name(name: &str) -> Result<()> {
+    let bad = if name.is_empty() {
+        Some("is empty")
+    } else if name.len() > MAX_NAME {
+        Some("is too long")
+    } else if name.starts_with('.') {
+        Some("starts with a dot")
+    } else if name.contains(['/', '\0']) || name.chars().any(char::is_control) {
+        Some("holds a '/' or a control character")
+    } else {
+        None
+    };
+    match bad {
+        Some(why) => Err(Error::Usage(format!(
+            "the guest name {name:?} {why}: give another with -on NAME"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The hypervisor a description names, as the fix rules know them.
+fn hypervisor_of(src: &Source) -> Option<Hypervisor> {
+    Some(match src.hypervisor.as_deref()? {
+        "vmware" => Hypervisor::Vmware,
+        "xen" => Hypervisor::Xen,
+        "hyperv" => Hypervisor::Hyperv,
+        "vbox" | "virtualbox" => Hypervisor::Virtualbox,
+        "kvm" | "qemu" => Hypervisor::Kvm,
+        _ => return None,
+    })
+}
+
+/// Whether the guest can drive virtio-blk and virtio-net, and what told: some installed kernel
+/// with the module or built in (Linux, as virt-v2v checks), the viostor and netkvm services
+/// (Windows).
+fn virtio_support(os: &OsInfo) -> (bool, bool, String) {
+    match os.os_type {
+        Os::Linux => {
+            let blk = os.kernels.iter().any(|k| k.virtio_blk.available());
+            let net = os.kernels.iter().any(|k| k.virtio_net.available());
+            let why = if os.kernels.iter().all(|k| k.modules.is_none()) {
+                "no kernel module tree found in /lib/modules".to_string()
+            } else {
+                let versions: Vec<&str> = os.kernels.iter().map(|k| k.version.as_str()).collect();
+                format!("kernels {}", versions.join(", "))
+            };
+            (blk, net, why)
+        }
+        Os::Windows => {
+            let has = |n: &str| {
+                os.windows
+                    .as_ref()
+                    .is_some_and(|w| w.virtio_drivers.iter().any(|s| s.name == n))
+            };
+            (
+                has("viostor"),
+                has("netkvm"),
+                "the Windows driver services".into(),
+            )
+        }
+        Os::Unknown => (false, false, "an unknown operating system".into()),
+    }
+}
+
+/// One hard disk of the source, in target order.
+struct SourceDisk {
+    path: PathBuf,
+    /// The format the description forces (raw only: a raw disk is never probed, as its first
+    /// bytes belong to the guest).
+    forced: Option<Format>,
+    stated: Option<String>,
+    target: Option<String>,
+}
+
+/// The source's hard disks in the guest's order, each found on the host.
+fn source_disks(src: &Source, file: &str) -> Result<Vec<SourceDisk>> {
+    let mut disks: Vec<&Disk> = src
+        .disks
+        .iter()
+        .filter(|d| d.device == DeviceKind::Disk)
+        .collect();
+    if disks.is_empty() {
+        return Err(Error::Usage(format!(
+            "{file}: the source VM has no hard disk to convert"
+        )));
+    }
+    // The guest names its disks in bus order; the device map of inspection assumes the disks
+    // come in that order.
+    if disks
+        .iter()
+        .all(|d| d.target.as_deref().and_then(target_index).is_some())
+    {
+        disks.sort_by_key(|d| d.target.as_deref().and_then(target_index));
+    }
+    let mut out = Vec::new();
+    for (i, d) in disks.iter().enumerate() {
+        let target = d
+            .target
+            .clone()
+            .unwrap_or_else(|| meta::vmx::index_to_name("disk", i as u32));
+        let Some(s) = d.source.as_deref().filter(|s| !s.is_empty()) else {
+            return Err(Error::Usage(format!(
+                "disk {target} of {file} has no source file"
+            )));
+        };
+        let path = std::path::absolute(s).unwrap_or_else(|_| PathBuf::from(s));
+        if !path.exists() {
+            let hint = if src.input == "vmx" {
+                " (map its datastore with --datastore NAME=DIR, or put it beside the .vmx)"
+            } else {
+                ""
+            };
+            return Err(Error::MissingDisk {
+                target,
+                file: file.to_string(),
+                path,
+                hint,
+            });
+        }
+        out.push(SourceDisk {
+            path,
+            forced: (d.format.as_deref() == Some("raw")).then_some(Format::Raw),
+            stated: d.format.clone(),
+            target: d.target.clone(),
+        });
+    }
+    Ok(out)
+}
+
+fn bus_name(b: Bus) -> &'static str {
+    match b {
+        Bus::Sata => "sata",
+        Bus::Ide => "ide",
+        _ => "virtio",
+    }
+}
+
+/// Reserves every block of `path` on the host (the data stays).
+fn preallocate(path: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_err(path, "cannot open to preallocate"))?;
+    let len = f.metadata().map_err(io_err(path, "cannot stat"))?.len();
+    let len = libc::off_t::try_from(len)
+        .map_err(|_| Error::Usage(format!("{}: too large to preallocate", path.display())))?;
+    // SAFETY: a valid open descriptor and a range inside the file.
+    let r = unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, len) };
+    if r != 0 {
+        return Err(Error::Io {
+            path: path.to_path_buf(),
+            what: "cannot preallocate",
+            source: io::Error::from_raw_os_error(r),
+        });
+    }
+    f.sync_all().map_err(io_err(path, "cannot flush"))
+}
+
+/// Gives the finished `tmp` its final name `dst`, never replacing a file there: a hard link
+/// (fails if `dst` exists), or a rename after a check where the filesystem has no links.
+fn publish(tmp: &Path, dst: &Path) -> Result<()> {
+    match std::fs::hard_link(tmp, dst) {
+        Ok(()) => {
+            let _ = std::fs::remove_file(tmp);
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(Error::Exists(dst.into())),
+        Err(_) => {
+            if std::fs::symlink_metadata(dst).is_ok() {
+                return Err(Error::Exists(dst.into()));
+            }
+            std::fs::rename(tmp, dst).map_err(io_err(dst, "cannot move the output into place"))
+        }
+    }
+}
+
+/// The output directory, checked and made absolute (the XML names the disks by absolute
+/// paths).
+fn output_dir(opts: &Options) -> Result<PathBuf> {
+    let dir = match &opts.output_dir {
+        Some(d) => d.clone(),
+        None if opts.dry_run => PathBuf::from("."),
+        None => {
+            return Err(Error::Usage(
+                "give the output directory with -o DIR (or use --dry-run)".into(),
+            ))
+        }
+    };
+    if !dir.is_dir() {
+        return Err(Error::Usage(format!(
+            "-o {}: not a directory (create it first)",
+            dir.display()
+        )));
+    }
+    std::fs::canonicalize(&dir).map_err(io_err(&dir, "cannot resolve the output directory"))
+}
+
+/// Runs the conversion. Call `convert::interrupt::catch` first (before any thread starts) for
+/// signals to stop it cleanly.
+pub fn run(opts: &Options, sink: Sink) -> Result<Conversion> {
+    let start = Instant::now();
+    let mut voice = Voice {
+        sink,
+        warnings: Vec::new(),
+        delay: test_delay(),
+    };
+    let (input, source_file) = match &opts.input {
+        Input::Description { kind, file, .. } => (
+            match kind {
+                InputKind::Vmx => "vmx",
+                InputKind::Xen => "xen",
+                InputKind::Libvirt => "libvirt",
+            },
+            Some(file.display().to_string()),
+        ),
+        Input::Disks(_) => ("disk", None),
+    };
+    voice.stage(&format!(
+        "Opening the source {}",
+        source_file.as_deref().unwrap_or("disks")
+    ))?;
+    let src = read_source(&opts.input)?;
+    let label = source_file.clone().unwrap_or_else(|| "-i disk".into());
+    let name = opts
+        .name
+        .clone()
+        .or_else(|| src.name.clone())
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "{label}: the source VM has no name: give one with -on NAME"
+            ))
+        })?;
+    check_name(&name)?;
+    let disks = source_disks(&src, &label)?;
+    let out_dir = output_dir(opts)?;
+    let ext = opts.format.as_str();
+    let outputs: Vec<PathBuf> = (0..disks.len())
+        .map(|i| {
+            out_dir.join(format!(
+                "{name}-{}.{ext}",
+                meta::vmx::index_to_name("sd", i as u32)
+            ))
+        })
+        .collect();
+    let xml_path = out_dir.join(format!("{name}.xml"));
+    for p in outputs.iter().chain([&xml_path]) {
+        if std::fs::symlink_metadata(p).is_ok() {
+            return Err(Error::Exists(p.clone()));
+        }
+    }
+
+    // Read-only sources, each under an overlay in the scratch directory (a dry run reads the
+    // sources themselves and creates nothing).
+    let scratch = if opts.dry_run {
+        None
+    } else {
+        Some(Scratch::create(&out_dir)?)
+    };
+    let mut overlays = Vec::new();
+    let mut devices: Vec<Arc<dyn BlockDevice>> = Vec::new();
+    let mut formats = Vec::new();
+    for (i, d) in disks.iter().enumerate() {
+        check_interrupt()?;
+        let src_dev = block::open_as(&d.path, d.forced)?;
+        let fmt = src_dev.info()?.format;
+        if let Some(s) = d.stated.as_deref().filter(|s| *s != fmt) {
+            voice.warn(format!(
+                "disk {}: the description says {s}, the file {} is {fmt}: read as {fmt}",
+                d.target.as_deref().unwrap_or("?"),
+                d.path.display()
+            ));
+        }
+        formats.push(fmt);
+        match &scratch {
+            None => devices.push(src_dev),
+            Some(s) => {
+                drop(src_dev);
+                let ov_path = s.0.join(format!("disk{i}-overlay.qcow2"));
+                let ov = Arc::new(overlay::create_as(&d.path, d.forced, &ov_path)?);
+                devices.push(ov.clone());
+                overlays.push((ov, ov_path));
+            }
+        }
+    }
+
+    voice.stage("Inspecting the guest")?;
+    let session = Session::open(&devices, opts.root.as_deref(), !opts.dry_run)?;
+    for n in session.notes.clone() {
+        voice.warn(n);
+    }
+    let os = session.report()?.os.clone();
+    let mut facts = session.facts()?;
+    let (virtio_blk, virtio_net, why) = virtio_support(&os);
+    let fallback_bus = match opts.machine {
+        libvirt::Machine::Pc => Bus::Ide,
+        libvirt::Machine::Q35 => Bus::Sata,
+    };
+    let disk_bus = match opts.disk_bus {
+        Some(b) => {
+            if b == Bus::Virtio && !virtio_blk {
+                voice.warn(format!(
+                    "--disk-bus virtio, but the guest has no virtio-blk driver ({why}): it may not find its disks"
+                ));
+            }
+            b
+        }
+        None if virtio_blk => Bus::Virtio,
+        None => {
+            voice.warn(format!(
+                "the guest has no virtio-blk driver ({why}): its disks go on {}, which is slower; install the virtio drivers and move them to virtio later",
+                bus_name(fallback_bus)
+            ));
+            fallback_bus
+        }
+    };
+    let nic_model = match &opts.nic_model {
+        Some(m) => {
+            if m == "virtio" && !virtio_net && !src.nics.is_empty() {
+                voice.warn(format!(
+                    "--nic-model virtio, but the guest has no virtio-net driver ({why}): it may have no network"
+                ));
+            }
+            m.clone()
+        }
+        None if virtio_net => "virtio".to_string(),
+        None => {
+            if !src.nics.is_empty() {
+                voice.warn(format!(
+                    "the guest has no virtio-net driver ({why}): its network cards are e1000"
+                ));
+            }
+            "e1000".to_string()
+        }
+    };
+    facts.target_bus = match disk_bus {
+        Bus::Sata => DiskBus::Sata,
+        Bus::Ide => DiskBus::Ide,
+        Bus::Scsi => DiskBus::VirtioScsi,
+        _ => DiskBus::VirtioBlk,
+    };
+    if let Some(h) = hypervisor_of(&src).filter(|h| *h != Hypervisor::Kvm) {
+        facts.source = h;
+    }
+    let guest = GuestSummary {
+        os: os.os_type.as_str().to_string(),
+        distro: os.distro.clone(),
+        product_name: os.product_name.clone(),
+        version: os.version.as_ref().map(|v| v.to_string()),
+        arch: os.arch.clone(),
+        root: session.root().to_string(),
+        source_hypervisor: facts.source.as_str().to_string(),
+        virtio_blk,
+        virtio_net,
+    };
+
+    voice.stage(if opts.dry_run {
+        "Planning the fixes for KVM"
+    } else {
+        "Fixing the guest for KVM"
+    })?;
+    let rules = fix::standard::rules()?;
+    let plan = session.fix(&facts, &rules, &Selection::default(), !opts.dry_run)?;
+    drop(session);
+    for r in &plan.rules {
+        for w in &r.warnings {
+            voice.warn(format!("{}: {w}", r.name));
+        }
+    }
+    let sizes: Vec<u64> = devices.iter().map(|d| d.len()).collect();
+    drop(devices);
+    let mut ov_paths = Vec::new();
+    for (ov, path) in overlays {
+        ov.finish()?;
+        ov.flush()?;
+        ov_paths.push(path);
+    }
+
+    let mut reports = Vec::new();
+    let n = disks.len();
+    for (i, d) in disks.iter().enumerate() {
+        let target = meta::vmx::index_to_name(
+            match disk_bus {
+                Bus::Sata | Bus::Scsi => "sd",
+                Bus::Ide => "hd",
+                _ => "vd",
+            },
+            i as u32,
+        );
+        let mut r = DiskReport {
+            source: d.path.display().to_string(),
+            source_format: formats[i].clone(),
+            source_target: d.target.clone(),
+            target,
+            output: outputs[i].display().to_string(),
+            format: opts.format,
+            allocation: opts.allocation,
+            virtual_size: sizes[i],
+            bytes_written: None,
+        };
+        if let Some(s) = &scratch {
+            voice.stage(&format!(
+                "Copying disk {}/{n} to {}",
+                i + 1,
+                outputs[i].display()
+            ))?;
+            let merged = block::open(&ov_paths[i])?;
+            let tmp_out = s.0.join(outputs[i].file_name().unwrap_or_default());
+            let stats = copy_disk(opts, &voice, &merged, &tmp_out, i + 1, n)?;
+            r.bytes_written = Some(stats.bytes_written);
+        }
+        reports.push(r);
+    }
+
+    voice.stage("Creating the domain XML")?;
+    let mut target_src = src.clone();
+    target_src.name = Some(name.clone());
+    target_src.disks = outputs
+        .iter()
+        .map(|o| Disk {
+            source: Some(o.display().to_string()),
+            format: Some(opts.format.as_str().to_string()),
+            device: DeviceKind::Disk,
+            ..Disk::default()
+        })
+        .chain(
+            src.disks
+                .iter()
+                .filter(|d| d.device != DeviceKind::Disk)
+                .cloned(),
+        )
+        .collect();
+    let target = libvirt::Target {
+        machine: opts.machine,
+        disk_bus,
+        nic_model: nic_model.clone(),
+        networks: opts.networks.clone(),
+        bridges: opts.bridges.clone(),
+        ..libvirt::Target::default()
+    };
+    let xml = libvirt::write_domain(&target_src, &target).map_err(Error::Usage)?;
+
+    if let Some(s) = &scratch {
+        let tmp_xml = s.0.join(format!("{name}.xml"));
+        write_synced(&tmp_xml, xml.as_bytes())?;
+        voice.stage("Finishing off")?;
+        let mut done: Vec<&Path> = Vec::new();
+        let finals = outputs.iter().chain([&xml_path]);
+        for dst in finals {
+            let tmp = s.0.join(dst.file_name().unwrap_or_default());
+            if let Err(e) = publish(&tmp, dst) {
+                for p in done {
+                    let _ = std::fs::remove_file(p);
+                }
+                return Err(e);
+            }
+            done.push(dst);
+        }
+        if let Ok(d) = std::fs::File::open(&out_dir) {
+            let _ = d.sync_all();
+        }
+    }
+    drop(scratch);
+
+    let report = Report {
+        name,
+        input: input.to_string(),
+        source_file,
+        dry_run: opts.dry_run,
+        guest,
+        machine: match opts.machine {
+            libvirt::Machine::Q35 => "q35",
+            libvirt::Machine::Pc => "pc",
+        },
+        disk_bus: bus_name(disk_bus),
+        nic_model,
+        disks: reports,
+        xml: xml_path.display().to_string(),
+        rules: plan.rules.clone(),
+        changed_paths: plan.changes.len(),
+        warnings: voice.warnings,
+        diff: opts.dry_run.then(|| plan.diff()),
+        domain_xml: opts.dry_run.then_some(xml),
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    Ok(Conversion { report, plan })
+}
+
+/// Writes `data` to a new file `path` and syncs it.
+fn write_synced(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(io_err(path, "cannot create"))?;
+    f.write_all(data).map_err(io_err(path, "write failed"))?;
+    f.sync_all().map_err(io_err(path, "cannot flush"))
+}
+
+/// Copies one overlay's merged view to `dst` in the chosen format and allocation, telling the
+/// sink its progress by whole percents.
+fn copy_disk(
+    opts: &Options,
+    voice: &Voice,
+    src: &Arc<dyn BlockDevice>,
+    dst: &Path,
+    disk: usize,
+    disks: usize,
+) -> Result<convert::Stats> {
+    let total = src.len();
+    let done = Arc::new(AtomicU64::new(0));
+    let shown = Arc::new(AtomicU64::new(u64::MAX));
+    let sink = voice.sink.clone();
+    let delay = voice.delay;
+    let report = move |n: u64| {
+        let d = done
+            .fetch_add(n, Ordering::Relaxed)
+            .saturating_add(n)
+            .min(total);
+        let pct = (d as u128 * 100 / u128::from(total.max(1))) as u64;
+        let last = shown.swap(pct, Ordering::Relaxed);
+        if last != pct {
+            sink(&Event::Progress {
+                disk,
+                disks,
+                done: d,
+                total,
+            });
+        }
+        if !delay.is_zero() {
+            pause(delay);
+        }
+    };
+    report(0);
+    let copts = convert::Options {
+        threads: opts.threads,
+        progress: opts.progress_bar,
+        sync: true,
+        observer: Some(Observer(Arc::new(report))),
+    };
+    let prealloc = opts.allocation == Allocation::Preallocated;
+    let stats = match opts.format {
+        OutputFormat::Qcow2 => {
+            let q = convert::Qcow2Options {
+                preallocate_metadata: prealloc,
+                ..Default::default()
+            };
+            convert::to_qcow2(src, dst, &q, &copts)?
+        }
+        OutputFormat::Raw => convert::to_raw(src, dst, &copts)?,
+    };
+    if prealloc {
+        preallocate(dst)?;
+    }
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_sort_in_bus_order() {
+        assert_eq!(target_index("sda"), Some(0));
+        assert_eq!(target_index("xvdb"), Some(1));
+        assert_eq!(target_index("vdz"), Some(25));
+        assert_eq!(target_index("hdaa"), Some(26));
+        assert_eq!(target_index("sdab"), Some(27));
+        assert_eq!(target_index("nvme0n1"), None);
+        assert_eq!(target_index("sd"), None);
+        assert_eq!(target_index("sdA"), None);
+        for i in [0u32, 1, 25, 26, 27, 701, 702, 1000] {
+            assert_eq!(target_index(&meta::vmx::index_to_name("sd", i)), Some(i));
+        }
+    }
+
+    #[test]
+    fn names_that_are_not_file_names_are_refused() {
+        assert!(check_name("web-01").is_ok());
+        for bad in ["", ".hidden", "a/b", "a\nb", &"x".repeat(MAX_NAME + 1)] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,878 @@
+//! `ferry v2v` end to end: guests built with the real tools, described by a .vmx, an xl
+//! .cfg or nothing (`-i disk`), converted into an output directory. The oracles: `qemu-img
+//! check` and `qemu-img info` on the outputs, the kernel mounting the converted root
+//! filesystem and reading the fixed files, `e2fsck -fn`, `virt-xml-validate` and `virsh
+//! define` on the domain XML. Sources are hashed before and after; after a signal at any
+//! stage the output directory holds exactly what it held before.
+
+use crate::common;
+
+use common::guest::{self, debian_root, mkfs, put, Fs, Guest};
+use common::kernel::{self, KernelMount};
+use common::{qemu_img, run_ferry, sfdisk_image, write_into, Unchanged};
+use ferry::meta::libvirt;
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const MIB: u64 = 1 << 20;
+
+/// Whether this machine can build guests and loop-mount them; says why not (or fails in CI).
+fn can_run() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let tools = common::have_tools(&[
+        "mkfs.ext4",
+        "mkfs.ext3",
+        "e2fsck",
+        "mkswap",
+        "sfdisk",
+        "losetup",
+        "qemu-img",
+    ]);
+    if root && tools {
+        return true;
+    }
+    assert!(
+        !kernel::required(),
+        "cannot run the v2v tests (root: {root}, tools: {tools}) and FERRY_REQUIRE_FUSE=1"
+    );
+    eprintln!("SKIP: v2v tests need root (loop mounts) and e2fsprogs, util-linux, qemu-img");
+    false
+}
+
+/// The files of a directory (names), to compare before and after.
+fn listing(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// A Debian 12-like guest as VMware would have it: one disk, `/dev/sda1` (ext4, /) and
+/// `/dev/sda2` (swap) named by kernel name in fstab and on GRUB's command line, virtio
+/// drivers as modules, 6 MiB of file data (so the copy has several chunks).
+fn vmware_debian(dir: &Path) -> Guest {
+    let root = dir.join("trees/root");
+    debian_root(
+        &root,
+        "/dev/sda1\t/\text4\terrors=remount-ro\t0 1\n/dev/sda2\tnone\tswap\tsw\t0 0\n",
+    );
+    put(&root, "/boot/vmlinuz-6.1.0-13-amd64", "kernel\n");
+    put(&root, "/boot/initrd.img-6.1.0-13-amd64", "initrd\n");
+    put(
+        &root,
+        "/boot/grub/grub.cfg",
+        "menuentry 'Debian' {\n\tlinux /boot/vmlinuz-6.1.0-13-amd64 root=/dev/sda1 ro quiet\n\tinitrd /boot/initrd.img-6.1.0-13-amd64\n}\n",
+    );
+    put(&root, "/srv/blob.bin", common::pseudo_random(7, 6 << 20));
+    let disk = dir.join("deb.img");
+    let size = 128 * MIB;
+    sfdisk_image(
+        &disk,
+        size,
+        "label: dos\nstart=2048, size=196608, type=83\nstart=198656, type=82\n",
+    );
+    let r = (2048 * 512, 196608 * 512);
+    let s = (198656 * 512, size - 198656 * 512);
+    let (ru, su) = (
+        "e0000000-0000-4000-8000-000000000001",
+        "e0000000-0000-4000-8000-000000000002",
+    );
+    let fsimg = dir.join("fs.img");
+    mkfs(&fsimg, "ext4", r.1, ru, None, Some(&root), &[]);
+    write_into(&disk, r.0, &fsimg);
+    mkfs(&fsimg, "swap", s.1, su, None, None, &[]);
+    write_into(&disk, s.0, &fsimg);
+    std::fs::remove_file(&fsimg).unwrap();
+    let vmdk = dir.join("deb.vmdk");
+    qemu_img(&[
+        "convert",
+        "-q",
+        "-O",
+        "vmdk",
+        "-o",
+        "subformat=monolithicSparse",
+        disk.to_str().unwrap(),
+        vmdk.to_str().unwrap(),
+    ]);
+    let fs = |device: &str, fstype, uuid: &str, mp: Option<&str>, (offset, size): (u64, u64)| Fs {
+        device: device.into(),
+        fstype,
+        uuid: uuid.into(),
+        label: None,
+        mountpoint: mp.map(String::from),
+        disk: 0,
+        offset,
+        size,
+    };
+    Guest {
+        images: vec![vmdk],
+        raw: vec![disk],
+        filesystems: vec![
+            fs("/dev/sda1", "ext4", ru, Some("/"), r),
+            fs("/dev/sda2", "swap", su, None, s),
+        ],
+        vg: None,
+    }
+}
+
+/// The .vmx of the VMware guest, its disk beside it.
+fn write_vmx(dir: &Path, vmdk_name: &str) -> PathBuf {
+    let vmx = dir.join("deb12-web.vmx");
+    std::fs::write(
+        &vmx,
+        format!(
+            ".encoding = \"UTF-8\"\nconfig.version = \"8\"\nvirtualHW.version = \"14\"\n\
+             displayName = \"deb12-web\"\nguestOS = \"debian11-64\"\nmemsize = \"2048\"\n\
+             numvcpus = \"2\"\ncpuid.coresPerSocket = \"2\"\n\
+             uuid.bios = \"56 4d 9b ef 11 22 33 44-55 66 77 88 99 aa bb cc\"\n\
+             scsi0.present = \"TRUE\"\nscsi0.virtualDev = \"lsilogic\"\n\
+             scsi0:0.present = \"TRUE\"\nscsi0:0.fileName = \"{vmdk_name}\"\n\
+             scsi0:0.deviceType = \"scsi-hardDisk\"\n\
+             ethernet0.present = \"TRUE\"\nethernet0.virtualDev = \"e1000\"\n\
+             ethernet0.networkName = \"VM Network\"\nethernet0.addressType = \"static\"\n\
+             ethernet0.address = \"00:50:56:01:02:03\"\n"
+        ),
+    )
+    .unwrap();
+    vmx
+}
+
+/// `e2fsck -fn` of the byte range of `image`, copied out: it must be clean.
+fn e2fsck_range(image: &Path, off: u64, len: u64, tmp: &Path) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(image).unwrap();
+    let part = tmp.join("fsck-part.img");
+    let out = std::fs::File::create(&part).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = 0;
+    while pos < len {
+        let n = (len - pos).min(buf.len() as u64) as usize;
+        f.read_exact_at(&mut buf[..n], off + pos).unwrap();
+        if buf[..n].iter().any(|&b| b != 0) {
+            out.write_all_at(&buf[..n], pos).unwrap();
+        }
+        pos += n as u64;
+    }
+    out.set_len(len).unwrap();
+    drop(out);
+    let o = Command::new(common::tool("e2fsck").unwrap())
+        .arg("-fn")
+        .arg(&part)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "e2fsck -fn: {}\n{}{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::remove_file(part).unwrap();
+}
+
+/// `virt-xml-validate FILE domain` and `virsh -c test:///default define FILE`, when installed
+/// (a loud skip otherwise, a failure under FERRY_REQUIRE_FUSE=1).
+fn validate_xml(xml: &Path) {
+    if !common::have_tools(&["virt-xml-validate", "virsh", "xmllint"]) {
+        return;
+    }
+    let v = Command::new("virt-xml-validate")
+        .arg(xml)
+        .arg("domain")
+        .output()
+        .unwrap();
+    assert!(
+        v.status.success(),
+        "virt-xml-validate: {}{}",
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr)
+    );
+    let d = Command::new("virsh")
+        .args(["-q", "-c", "test:///default", "define"])
+        .arg(xml)
+        .output()
+        .unwrap();
+    assert!(
+        d.status.success(),
+        "virsh define: {}",
+        String::from_utf8_lossy(&d.stderr)
+    );
+}
+
+/// Runs ferry, which must succeed; its stdout.
+fn ferry_ok<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, &str)]) -> String {
+    let o = Command::new(common::ferry_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "ferry {:?} failed: {}\n{}",
+        args.iter()
+            .map(|a| a.as_ref().to_owned())
+            .collect::<Vec<_>>(),
+        String::from_utf8_lossy(&o.stderr),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// The kernel's view of a file in the root filesystem `fs` of the raw image `raw`.
+fn kernel_read(raw: &Path, fs: &Fs, files: &[&str], tmp: &Path) -> Vec<String> {
+    let m = KernelMount::range(raw, fs.offset, fs.size, &tmp.join("kmnt"), "ro")
+        .unwrap_or_else(|e| panic!("kernel mount of the converted root: {e}"));
+    let out = files
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(m.path().join(f.trim_start_matches('/')))
+                .unwrap_or_else(|e| panic!("{f}: {e}"))
+        })
+        .collect();
+    m.unmount().unwrap();
+    out
+}
+
+#[test]
+fn a_vmx_guest_becomes_a_kvm_guest_the_kernel_reads() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let g = vmware_debian(tmp.path());
+    let vmx = write_vmx(tmp.path(), "deb.vmdk");
+    let _same = Unchanged::new(&[g.images[0].as_path(), vmx.as_path()]);
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("keep.txt"), "was here before\n").unwrap();
+
+    let report = ferry_ok(
+        &[
+            "v2v",
+            "-i",
+            "vmx",
+            vmx.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--network",
+            "VM Network:default",
+            "--json",
+        ],
+        &[],
+    );
+    let r: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(r["name"], "deb12-web");
+    assert_eq!(r["guest"]["os"], "linux");
+    assert_eq!(r["guest"]["source_hypervisor"], "vmware");
+    assert_eq!(r["disk_bus"], "virtio", "{report}");
+    assert_eq!(r["nic_model"], "virtio");
+    let applied: Vec<&str> = r["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["status"] == "applied")
+        .map(|x| x["name"].as_str().unwrap())
+        .collect();
+    assert!(applied.contains(&"fstab-devices"), "{applied:?}");
+    assert!(applied.contains(&"grub2-devices"), "{applied:?}");
+
+    // Exactly the disk and the XML were added; no temporary file is left.
+    let disk = out.join("deb12-web-sda.qcow2");
+    let xml = out.join("deb12-web.xml");
+    assert_eq!(
+        listing(&out),
+        ["keep.txt", "deb12-web-sda.qcow2", "deb12-web.xml"]
+            .map(String::from)
+            .into()
+    );
+    assert_eq!(
+        r["disks"][0]["output"],
+        disk.canonicalize().unwrap().to_str().unwrap()
+    );
+    let check = qemu_img(&["check", disk.to_str().unwrap()]);
+    assert!(check.contains("No errors were found"), "{check}");
+    let info: serde_json::Value = serde_json::from_str(&qemu_img(&[
+        "info",
+        "--output=json",
+        disk.to_str().unwrap(),
+    ]))
+    .unwrap();
+    assert_eq!(info["format"], "qcow2");
+    assert_eq!(info["virtual-size"], 128 * MIB);
+    assert!(info.get("backing-filename").is_none(), "{info}");
+
+    // The XML: the converted disk on virtio, the source's MAC on virtio-net.
+    let text = std::fs::read_to_string(&xml).unwrap();
+    let d = libvirt::parse("out.xml", text.as_bytes()).unwrap();
+    assert_eq!(d.name.as_deref(), Some("deb12-web"));
+    assert_eq!(d.memory_bytes, Some(2 << 30));
+    assert_eq!(d.vcpus, Some(2));
+    assert_eq!(
+        d.disks[0].source.as_deref(),
+        disk.canonicalize().unwrap().to_str()
+    );
+    assert_eq!(d.disks[0].format.as_deref(), Some("qcow2"));
+    assert_eq!(d.disks[0].target.as_deref(), Some("vda"));
+    assert_eq!(d.nics[0].mac.as_deref(), Some("00:50:56:01:02:03"));
+    assert_eq!(d.nics[0].model.as_deref(), Some("virtio"));
+    assert_eq!(d.nics[0].network.as_deref(), Some("default"));
+    validate_xml(&xml);
+
+    // The kernel mounts the converted root and reads the fixed files; e2fsck finds it clean.
+    let raw = tmp.path().join("converted.raw");
+    qemu_img(&[
+        "convert",
+        "-O",
+        "raw",
+        disk.to_str().unwrap(),
+        raw.to_str().unwrap(),
+    ]);
+    let rootfs = g.fs("/dev/sda1");
+    let swap = g.fs("/dev/sda2");
+    let [fstab, grub, blob] = kernel_read(
+        &raw,
+        rootfs,
+        &["/etc/fstab", "/boot/grub/grub.cfg", "/etc/hostname"],
+        tmp.path(),
+    )
+    .try_into()
+    .unwrap();
+    assert!(fstab.contains(&format!("UUID={}", rootfs.uuid)), "{fstab}");
+    assert!(fstab.contains(&format!("UUID={}", swap.uuid)), "{fstab}");
+    assert!(
+        !fstab.contains("/dev/sda") && !fstab.contains("/dev/xvd"),
+        "{fstab}"
+    );
+    assert!(
+        grub.contains(&format!("root=UUID={}", rootfs.uuid)),
+        "{grub}"
+    );
+    assert_eq!(blob, "installer-guest\n");
+    e2fsck_range(&raw, rootfs.offset, rootfs.size, tmp.path());
+    // Everything but the fixed files reads as in the source: the data file, byte for byte.
+    let m = KernelMount::range(
+        &raw,
+        rootfs.offset,
+        rootfs.size,
+        &tmp.path().join("k2"),
+        "ro",
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read(m.path().join("srv/blob.bin")).unwrap(),
+        common::pseudo_random(7, 6 << 20)
+    );
+    m.unmount().unwrap();
+
+    // The converted guest, read back through its own domain XML, needs nothing more.
+    let again: serde_json::Value = serde_json::from_str(&ferry_ok(
+        &[
+            "v2v",
+            "-i",
+            "libvirt",
+            xml.to_str().unwrap(),
+            "--dry-run",
+            "--json",
+        ],
+        &[],
+    ))
+    .unwrap();
+    assert_eq!(again["changed_paths"], 0, "{again}");
+    assert_eq!(again["disk_bus"], "virtio");
+    assert_eq!(again["disks"][0]["source_format"], "qcow2");
+}
+
+#[test]
+fn two_disks_convert_in_order_preallocated() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let g = guest::two_disks(tmp.path(), "qcow2");
+    let (a, b) = (&g.images[0], &g.images[1]);
+    let _same = Unchanged::new(&[a.as_path(), b.as_path()]);
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let r: serde_json::Value = serde_json::from_str(&ferry_ok(
+        &[
+            "v2v",
+            "-i",
+            "disk",
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "-oa",
+            "preallocated",
+            "--json",
+        ],
+        &[],
+    ))
+    .unwrap();
+    assert_eq!(r["name"], "alpine-root");
+    assert_eq!(r["disk_bus"], "virtio");
+    let outs = [
+        out.join("alpine-root-sda.qcow2"),
+        out.join("alpine-root-sdb.qcow2"),
+    ];
+    for (i, o) in outs.iter().enumerate() {
+        let check = qemu_img(&["check", o.to_str().unwrap()]);
+        assert!(
+            check.contains("No errors were found") && check.contains("100.00% allocated"),
+            "{check}"
+        );
+        let info: serde_json::Value =
+            serde_json::from_str(&qemu_img(&["info", "--output=json", o.to_str().unwrap()]))
+                .unwrap();
+        let vsize = info["virtual-size"].as_u64().unwrap();
+        assert_eq!(vsize, std::fs::metadata(&g.raw[i]).unwrap().len());
+        assert!(info["actual-size"].as_u64().unwrap() >= vsize, "{info}");
+        assert_eq!(r["disks"][i]["target"], ["vda", "vdb"][i]);
+    }
+    let xml = out.join("alpine-root.xml");
+    let d = libvirt::parse("x", &std::fs::read(&xml).unwrap()).unwrap();
+    let sources: Vec<_> = d.disks.iter().map(|x| x.source.clone().unwrap()).collect();
+    assert_eq!(
+        sources,
+        outs.iter()
+            .map(|o| o.canonicalize().unwrap().display().to_string())
+            .collect::<Vec<_>>()
+    );
+    validate_xml(&xml);
+    // /home on the second disk is named by UUID now; the kernel reads it from the first.
+    let raw = tmp.path().join("root.raw");
+    qemu_img(&[
+        "convert",
+        "-O",
+        "raw",
+        outs[0].to_str().unwrap(),
+        raw.to_str().unwrap(),
+    ]);
+    let rootfs = g.fs("/dev/sda");
+    let [fstab] = kernel_read(&raw, rootfs, &["/etc/fstab"], tmp.path())
+        .try_into()
+        .unwrap();
+    let home = g.fs("/dev/sdb1");
+    assert!(fstab.contains(&format!("UUID={}", home.uuid)), "{fstab}");
+    assert!(!fstab.contains("/dev/sdb1"), "{fstab}");
+    e2fsck_range(&raw, rootfs.offset, rootfs.size, tmp.path());
+}
+
+#[test]
+fn a_xen_pv_guest_without_virtio_falls_back_to_sata_and_e1000() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let g = guest::xen(tmp.path(), "raw");
+    let img = g.images[0].canonicalize().unwrap();
+    let cfg = tmp.path().join("sles11.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "# xl config of a PV guest\nname = \"sles11-pv\"\nmemory = 1024\nvcpus = 1\n\
+             bootloader = \"pygrub\"\n\
+             disk = [ 'format=raw, vdev=xvda, access=rw, target={}' ]\n\
+             vif = [ 'mac=00:16:3e:00:00:01,bridge=xenbr0' ]\n",
+            img.display()
+        ),
+    )
+    .unwrap();
+    let _same = Unchanged::new(&[img.as_path(), cfg.as_path()]);
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let stdout = ferry_ok(
+        &[
+            "v2v",
+            "-i",
+            "xen",
+            cfg.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "-of",
+            "raw",
+            "-oa",
+            "preallocated",
+            "--bridge",
+            "xenbr0:br0",
+            "--machine-readable",
+        ],
+        &[],
+    );
+    // Every stdout line is one JSON object; the stages come in order, the result last.
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let stages: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["type"] == "stage")
+        .map(|l| l["message"].as_str().unwrap())
+        .collect();
+    let order = [
+        "Opening the source",
+        "Inspecting the guest",
+        "Fixing the guest for KVM",
+        "Copying disk 1/1",
+        "Creating the domain XML",
+        "Finishing off",
+    ];
+    assert_eq!(stages.len(), order.len(), "{stages:?}");
+    for (s, o) in stages.iter().zip(order) {
+        assert!(s.starts_with(o), "{stages:?}");
+    }
+    assert!(lines
+        .iter()
+        .any(|l| l["type"] == "progress" && l["percent"] == 100));
+    let warnings: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["type"] == "warning")
+        .map(|l| l["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("virtio-blk") && w.contains("sata")),
+        "{warnings:?}"
+    );
+    assert!(warnings.iter().any(|w| w.contains("e1000")), "{warnings:?}");
+    let last = lines.last().unwrap();
+    assert_eq!(last["type"], "result");
+    let r = &last["report"];
+    assert_eq!(r["disk_bus"], "sata");
+    assert_eq!(r["nic_model"], "e1000");
+    assert_eq!(r["guest"]["source_hypervisor"], "xen");
+
+    // -of raw -oa preallocated, as qemu-img sees it: raw, every block allocated.
+    let disk = out.join("sles11-pv-sda.raw");
+    let info: serde_json::Value = serde_json::from_str(&qemu_img(&[
+        "info",
+        "--output=json",
+        disk.to_str().unwrap(),
+    ]))
+    .unwrap();
+    assert_eq!(info["format"], "raw");
+    let vsize = std::fs::metadata(&img).unwrap().len();
+    assert_eq!(info["virtual-size"], vsize);
+    assert!(
+        info["actual-size"].as_u64().unwrap() >= vsize,
+        "preallocated: {info}"
+    );
+    let xml = out.join("sles11-pv.xml");
+    let d = libvirt::parse("x", &std::fs::read(&xml).unwrap()).unwrap();
+    assert_eq!(d.disks[0].target.as_deref(), Some("sda"));
+    assert_eq!(d.disks[0].bus, Some(ferry::meta::Bus::Sata));
+    assert_eq!(d.disks[0].format.as_deref(), Some("raw"));
+    assert_eq!(d.nics[0].model.as_deref(), Some("e1000"));
+    assert_eq!(d.nics[0].bridge.as_deref(), Some("br0"));
+    assert_eq!(d.nics[0].mac.as_deref(), Some("00:16:3e:00:00:01"));
+    validate_xml(&xml);
+
+    // The kernel reads the converted root straight from the raw output.
+    let rootfs = g.fs("/dev/sda1");
+    let [fstab, inittab, menu] = kernel_read(
+        &disk,
+        rootfs,
+        &["/etc/fstab", "/etc/inittab", "/boot/grub/menu.lst"],
+        tmp.path(),
+    )
+    .try_into()
+    .unwrap();
+    assert!(fstab.contains(&format!("UUID={}", rootfs.uuid)), "{fstab}");
+    assert!(
+        !fstab.contains("/dev/xvda") && !fstab.contains("/dev/sda"),
+        "{fstab}"
+    );
+    assert!(
+        inittab.contains("ttyS0") && !inittab.contains(" hvc0"),
+        "{inittab}"
+    );
+    assert!(
+        !menu.contains("console=hvc0") && !menu.contains("/dev/xvda"),
+        "{menu}"
+    );
+    e2fsck_range(&disk, rootfs.offset, rootfs.size, tmp.path());
+}
+
+#[test]
+fn disk_input_dry_run_writes_nothing_then_a_profile_converts() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let g = guest::xen(tmp.path(), "qcow2");
+    let img = g.images[0].clone();
+    let _same = Unchanged::new(&[img.as_path()]);
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("keep.txt"), "x").unwrap();
+    let before = listing(&out);
+
+    let plan = ferry_ok(
+        &[
+            "v2v",
+            "-i",
+            "disk",
+            img.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--dry-run",
+            "-on",
+            "renamed",
+        ],
+        &[],
+    );
+    assert_eq!(listing(&out), before, "a dry run wrote into -o DIR");
+    assert!(plan.contains("<name>renamed</name>"), "{plan}");
+    assert!(plan.contains("renamed-sda.qcow2"), "{plan}");
+    assert!(
+        plan.contains("-/dev/xvda1") && plan.contains("+UUID=c0000000-0000-4000-8000-000000000001"),
+        "{plan}"
+    );
+    assert!(plan.contains("would fix"), "{plan}");
+    let j: serde_json::Value = serde_json::from_str(&ferry_ok(
+        &[
+            "v2v",
+            "-i",
+            "disk",
+            img.to_str().unwrap(),
+            "--dry-run",
+            "--json",
+        ],
+        &[],
+    ))
+    .unwrap();
+    assert_eq!(j["dry_run"], true);
+    assert_eq!(j["name"], "xen", "named after the image");
+    assert!(j["diff"].as_str().unwrap().contains("+UUID="));
+    assert!(j["domain_xml"].as_str().unwrap().contains("<domain"));
+    assert_eq!(j["disks"][0]["bytes_written"], serde_json::Value::Null);
+    assert_eq!(listing(&out), before);
+
+    // A profile gives the output directory, the format and the bus.
+    let prof = tmp.path().join("site.toml");
+    std::fs::write(
+        &prof,
+        format!(
+            "output_dir = \"{}\"\nformat = \"raw\"\ndisk_bus = \"ide\"\nmachine = \"pc\"\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    ferry_ok(
+        &[
+            "v2v",
+            "-i",
+            "disk",
+            img.to_str().unwrap(),
+            "--profile",
+            prof.to_str().unwrap(),
+            "-q",
+        ],
+        &[],
+    );
+    assert_eq!(
+        listing(&out),
+        ["keep.txt", "xen-sda.raw", "xen.xml"]
+            .map(String::from)
+            .into()
+    );
+    let d = libvirt::parse("x", &std::fs::read(out.join("xen.xml")).unwrap()).unwrap();
+    assert_eq!(d.disks[0].bus, Some(ferry::meta::Bus::Ide));
+    assert_eq!(d.disks[0].target.as_deref(), Some("hda"));
+    validate_xml(&out.join("xen.xml"));
+    let raw = out.join("xen-sda.raw");
+    let [fstab] = kernel_read(&raw, g.fs("/dev/sda1"), &["/etc/fstab"], tmp.path())
+        .try_into()
+        .unwrap();
+    assert!(!fstab.contains("/dev/xvda"), "{fstab}");
+
+    // Outputs are never replaced: a second run stops before writing anything.
+    let sum = common::sha256_file(&raw);
+    let o = run_ferry(&[
+        "v2v",
+        "-i",
+        "disk",
+        img.to_str().unwrap(),
+        "--profile",
+        prof.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("already exists"), "{err}");
+    assert_eq!(common::sha256_file(&raw), sum);
+    assert_eq!(listing(&out).len(), 3);
+
+    // A missing disk is named.
+    let o = run_ferry(&["v2v", "-i", "disk", "/nonexistent/x.img", "--dry-run"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/x.img"));
+}
+
+/// Which machine-readable line a signal is sent at.
+type Trigger<'a> = &'a dyn Fn(&serde_json::Value) -> bool;
+
+/// Runs ferry with `args` (machine-readable) and sends `sig` once a line matches `trigger`
+/// (after `scratch_check`); its exit status and every line it printed.
+fn interrupt_at(
+    args: &[&str],
+    trigger: Trigger,
+    sig: i32,
+    scratch_check: &dyn Fn(),
+) -> (std::process::ExitStatus, Vec<serde_json::Value>) {
+    let mut child = Command::new(common::ferry_bin())
+        .args(args)
+        .env(ferry::v2v::TEST_DELAY_ENV, "150")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    let mut sent = false;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let v: serde_json::Value =
+                    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
+                if !sent && trigger(&v) {
+                    scratch_check();
+                    // SAFETY: sending a signal to our own child.
+                    assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+                    sent = true;
+                }
+                seen.push(v);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("ferry v2v did not finish within 30 s; saw {seen:?}");
+            }
+        }
+    }
+    reader.join().unwrap();
+    assert!(sent, "the trigger never came: {seen:?}");
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("ferry v2v did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (status, seen)
+}
+
+#[test]
+fn signals_at_any_stage_leave_the_output_directory_as_it_was() {
+    if !can_run() {
+        return;
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let g = vmware_debian(tmp.path());
+    let vmx = write_vmx(tmp.path(), "deb.vmdk");
+    let _same = Unchanged::new(&[g.images[0].as_path(), vmx.as_path()]);
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("keep.txt"), "x").unwrap();
+    let before = listing(&out);
+    let args = [
+        "v2v",
+        "-i",
+        "vmx",
+        vmx.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--machine-readable",
+    ];
+    let stage = |prefix: &'static str| {
+        move |v: &serde_json::Value| {
+            v["type"] == "stage" && v["message"].as_str().unwrap().starts_with(prefix)
+        }
+    };
+    let no_check = || {};
+    // In the middle of the copy, the partial output is there in the scratch directory.
+    let mid_copy = || {
+        let partial: Vec<PathBuf> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(".ferry-v2v-")
+            })
+            .flat_map(|d| std::fs::read_dir(d).unwrap().map(|e| e.unwrap().path()))
+            .collect();
+        assert!(
+            partial.iter().any(|p| p.ends_with("deb12-web-sda.qcow2")),
+            "no partial output while copying: {partial:?}"
+        );
+    };
+    let copying = |v: &serde_json::Value| v["type"] == "progress" && v["done"].as_u64() > Some(0);
+    let rounds: [(i32, Trigger, &dyn Fn()); 5] = [
+        (libc::SIGINT, &copying, &mid_copy),
+        (libc::SIGTERM, &stage("Inspecting"), &no_check),
+        (libc::SIGINT, &stage("Fixing"), &no_check),
+        (libc::SIGTERM, &stage("Creating the domain XML"), &no_check),
+        (libc::SIGHUP, &stage("Finishing off"), &no_check),
+    ];
+    for (sig, trigger, check) in rounds {
+        let (status, seen) = interrupt_at(&args, trigger, sig, check);
+        assert_eq!(
+            status.code(),
+            Some(128 + sig),
+            "signal {sig}: {status:?} (signal {:?}); saw {seen:?}",
+            status.signal()
+        );
+        let last = seen.last().unwrap();
+        assert_eq!(last["type"], "error", "{seen:?}");
+        assert!(
+            last["message"].as_str().unwrap().contains("interrupted"),
+            "{last}"
+        );
+        assert_eq!(listing(&out), before, "after signal {sig}");
+    }
+    // Uninterrupted, the same run completes.
+    let o = run_ferry(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(listing(&out).len(), 3);
+}
+
+#[test]
+fn machine_readable_alone_lists_features_and_help_documents_it() {
+    let o = run_ferry(&["v2v", "--machine-readable"]);
+    assert!(o.status.success());
+    let f = String::from_utf8(o.stdout).unwrap();
+    for feat in ["ferry-v2v", "input:vmx", "input:disk", "output-format:raw"] {
+        assert!(f.lines().any(|l| l == feat), "{f}");
+    }
+    let h = run_ferry(&["v2v", "--help"]);
+    let help = String::from_utf8(h.stdout).unwrap();
+    assert!(help.contains("{\"type\":\"progress\""), "{help}");
+    assert!(help.contains("-of"), "{help}");
+    let o = run_ferry(&["v2v", "-i", "vmx"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("description file"));
+}
