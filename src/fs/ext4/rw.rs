@@ -437,23 +437,30 @@ impl Ext4 {
         let Some(j) = rw.journal.as_ref() else {
             return Ok(());
         };
-        let run = std::mem::take(&mut *rw.running.lock());
-        if run.blocks.is_empty() && run.revoked.is_empty() {
-            return Ok(());
+        // The blocks stay in the running transaction, where readers find them, until the
+        // cache holds them: a reader in between would otherwise get (and cache) the old ones.
+        let (blocks, revoked) = {
+            let run = rw.running.lock();
+            let blocks: Vec<(u64, Arc<[u8]>)> =
+                run.blocks.iter().map(|(b, d)| (*b, d.clone())).collect();
+            let revoked: Vec<u64> = run.revoked.iter().copied().collect();
+            (blocks, revoked)
+        };
+        if !blocks.is_empty() || !revoked.is_empty() {
+            let committed = j.lock().commit(&blocks, &revoked);
+            if let Err(e) = committed {
+                rw.failed.store(true, Ordering::Relaxed);
+                log::error!(
+                    "ext4: committing to the journal: {e}; the filesystem is read-only from now on"
+                );
+                return Err(e);
+            }
+            let mut cache = self.cache.lock();
+            for (blk, data) in blocks {
+                cache.put(blk, data);
+            }
         }
-        let blocks: Vec<(u64, Arc<[u8]>)> = run.blocks.into_iter().collect();
-        let revoked: Vec<u64> = run.revoked.into_iter().collect();
-        if let Err(e) = j.lock().commit(&blocks, &revoked) {
-            rw.failed.store(true, Ordering::Relaxed);
-            log::error!(
-                "ext4: committing to the journal: {e}; the filesystem is read-only from now on"
-            );
-            return Err(e);
-        }
-        let mut cache = self.cache.lock();
-        for (blk, data) in blocks {
-            cache.put(blk, data);
-        }
+        *rw.running.lock() = Running::default();
         Ok(())
     }
 
