@@ -36,6 +36,10 @@ enum Cmd {
         format: Option<Format>,
         #[arg(long)]
         json: bool,
+        /// Read the image even while another process writes it (qemu-img's -U): what is read
+        /// may be inconsistent. Without it an image in use by a writer is refused.
+        #[arg(short = 'U', long = "force-share")]
+        force_share: bool,
     },
     /// Show what each range of the virtual disk holds (like `qemu-img map`).
     Map {
@@ -45,6 +49,10 @@ enum Cmd {
         /// qemu-img map --output=json compatible output.
         #[arg(long)]
         json: bool,
+        /// Read the image even while another process writes it (qemu-img's -U): what is read
+        /// may be inconsistent. Without it an image in use by a writer is refused.
+        #[arg(short = 'U', long = "force-share")]
+        force_share: bool,
     },
     /// Write the image out in another format (sparse: holes and zeros are not written).
     Convert {
@@ -76,6 +84,10 @@ enum Cmd {
         /// fsync the output before exiting (like `conv=fsync`); off by default, as in qemu-img.
         #[arg(long)]
         sync: bool,
+        /// Read the source even while another process writes it (qemu-img's -U): what is read
+        /// may be inconsistent. Without it an image in use by a writer is refused.
+        #[arg(short = 'U', long = "force-share")]
+        force_share: bool,
     },
     /// Write the merged view of an overlay and its source chain to a new image (both stay as
     /// they are), or with --into-source the overlay's own data back into its raw/qcow2 source.
@@ -104,6 +116,10 @@ enum Cmd {
         options: Option<String>,
         #[arg(long)]
         json: bool,
+        /// Read the overlay and its chain even while another process writes them (qemu-img's
+        /// -U); not with --into-source.
+        #[arg(short = 'U', long = "force-share", conflicts_with = "into_source")]
+        force_share: bool,
     },
     /// Copy-on-write overlays: a qcow2 image whose backing file is the (untouched) source.
     Overlay {
@@ -124,6 +140,10 @@ enum Cmd {
         /// Print every field of every volume as JSON.
         #[arg(long)]
         json: bool,
+        /// Read the image even while another process writes it (qemu-img's -U): what is read
+        /// may be inconsistent. Without it an image in use by a writer is refused.
+        #[arg(short = 'U', long = "force-share")]
+        force_share: bool,
     },
     /// Find the operating systems on a guest's disks: distro, version, kernels, boot loader,
     /// fstab with each line resolved, and the guest's mount layout (like virt-inspector).
@@ -142,6 +162,10 @@ enum Cmd {
         /// device of its /).
         #[arg(long, requires = "facts")]
         root: Option<String>,
+        /// Read the image even while another process writes it (qemu-img's -U): what is read
+        /// may be inconsistent. Without it an image in use by a writer is refused.
+        #[arg(short = 'U', long = "force-share")]
+        force_share: bool,
     },
     /// Mount a guest with FUSE (no root needed), laid out as its own fstab says (/boot,
     /// /var... on their own volumes): read-only, or with --rw editable through a qcow2 overlay
@@ -201,6 +225,10 @@ struct ViewArgs {
     root: Option<String>,
     #[arg(short = 'f', long = "format")]
     format: Option<Format>,
+    /// Read the image even while another process writes it (qemu-img's -U): what is read
+    /// may be inconsistent. Without it an image in use by a writer is refused.
+    #[arg(short = 'U', long = "force-share")]
+    force_share: bool,
 }
 
 #[derive(clap::Args)]
@@ -245,9 +273,32 @@ struct MountArgs {
     /// Where the background daemon writes its log (default: nowhere).
     #[arg(long)]
     log: Option<PathBuf>,
+    /// Read-only: serve the images even while another process writes them (qemu-img's -U);
+    /// what is read may be inconsistent.
+    #[arg(short = 'U', long = "force-share", conflicts_with_all = ["rw", "overlay"])]
+    force_share: bool,
     /// Internal: this process is the daemon started by `ferry mount`.
     #[arg(long, hide = true)]
     daemon_child: bool,
+}
+
+impl Cmd {
+    /// `-U/--force-share`: this command's readers share every permission (`block::lock`).
+    fn force_share(&self) -> bool {
+        match self {
+            Cmd::Info { force_share, .. }
+            | Cmd::Map { force_share, .. }
+            | Cmd::Convert { force_share, .. }
+            | Cmd::Commit { force_share, .. }
+            | Cmd::Filesystems { force_share, .. }
+            | Cmd::Inspect { force_share, .. } => *force_share,
+            Cmd::Ls { view, .. } | Cmd::Cat { view, .. } => view.force_share,
+            Cmd::Mount(a) => a.force_share,
+            Cmd::Hash(a) => a.force_share,
+            Cmd::Timeline(a) => a.force_share,
+            Cmd::Overlay { .. } | Cmd::Umount { .. } | Cmd::Fix(_) | Cmd::V2v(_) => false,
+        }
+    }
 }
 
 /// Threads a command may start: more than this only costs memory (each has a stack and, in
@@ -268,16 +319,19 @@ fn main() {
         .format_timestamp(None)
         .init();
     let cli = Cli::parse();
+    block::lock::set_force_share(cli.cmd.force_share());
     let r = match cli.cmd {
         Cmd::Info {
             image,
             format,
             json,
+            ..
         } => info(image, format, json),
         Cmd::Map {
             image,
             format,
             json,
+            ..
         } => map(image, format, json),
         Cmd::Convert {
             src,
@@ -290,11 +344,13 @@ fn main() {
             threads,
             json,
             sync,
+            ..
         } => {
             let opts = ferry::convert::Options {
                 threads,
                 progress,
                 sync,
+                overwrite: true,
             };
             let target = ConvertTarget {
                 format: output_format,
@@ -330,6 +386,7 @@ fn main() {
                 threads: 0,
                 progress: true,
                 sync: false,
+                overwrite: true,
             };
             convert(overlay, &target, dst, None, &opts, json)
         }
@@ -341,6 +398,7 @@ fn main() {
             format,
             all,
             json,
+            ..
         } => filesystems(&images, format, all, json),
         Cmd::Inspect {
             images,
@@ -348,6 +406,7 @@ fn main() {
             json,
             facts,
             root,
+            ..
         } => inspect(&images, format, json, facts.then_some(root)),
         Cmd::Mount(args) => mount(args),
         Cmd::Umount { mountpoint, lazy } => {
@@ -1384,6 +1443,10 @@ struct HashArgs {
     json: bool,
     #[arg(short = 'f', long = "format")]
     format: Option<Format>,
+    /// Read the image even while another process writes it (qemu-img's -U): what is read
+    /// may be inconsistent. Without it an image in use by a writer is refused.
+    #[arg(short = 'U', long = "force-share")]
+    force_share: bool,
 }
 
 #[derive(clap::Args)]
@@ -1399,6 +1462,10 @@ struct TimelineArgs {
     hash: Option<ferry::forensics::Algo>,
     #[arg(short = 'f', long = "format")]
     format: Option<Format>,
+    /// Read the image even while another process writes it (qemu-img's -U): what is read
+    /// may be inconsistent. Without it an image in use by a writer is refused.
+    #[arg(short = 'U', long = "force-share")]
+    force_share: bool,
 }
 
 mod forensics_cli {

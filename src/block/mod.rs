@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod file;
+pub mod lock;
 pub mod mem;
 pub mod overlay;
 pub mod parallel;

@@ -19,6 +19,7 @@ mod fix_rules;
 mod forensics;
 mod guest;
 mod inspect;
+mod locking;
 mod lvm;
 mod meta;
 mod mount;
