@@ -84,6 +84,10 @@ enum Cmd {
         /// fsync the output before exiting (like `conv=fsync`); off by default, as in qemu-img.
         #[arg(long)]
         sync: bool,
+        /// Replace DST if it exists (refused otherwise: qemu-img's silent overwrite is not the
+        /// model here).
+        #[arg(long)]
+        overwrite: bool,
         /// Read the source even while another process writes it (qemu-img's -U): what is read
         /// may be inconsistent. Without it an image in use by a writer is refused.
         #[arg(short = 'U', long = "force-share")]
@@ -114,6 +118,9 @@ enum Cmd {
         /// Target options, as for convert.
         #[arg(short = 'o', long = "options")]
         options: Option<String>,
+        /// Replace DST if it exists (refused otherwise).
+        #[arg(long, conflicts_with = "into_source")]
+        overwrite: bool,
         #[arg(long)]
         json: bool,
         /// Read the overlay and its chain even while another process writes them (qemu-img's
@@ -344,13 +351,14 @@ fn main() {
             threads,
             json,
             sync,
+            overwrite,
             ..
         } => {
             let opts = ferry::convert::Options {
                 threads,
                 progress,
                 sync,
-                overwrite: true,
+                overwrite,
             };
             let target = ConvertTarget {
                 format: output_format,
@@ -372,6 +380,7 @@ fn main() {
             dst,
             options,
             json,
+            overwrite,
             ..
         } => {
             let (Some(output_format), Some(dst)) = (output_format, dst) else {
@@ -386,7 +395,7 @@ fn main() {
                 threads: 0,
                 progress: true,
                 sync: false,
-                overwrite: true,
+                overwrite,
             };
             convert(overlay, &target, dst, None, &opts, json)
         }

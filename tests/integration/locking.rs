@@ -200,6 +200,8 @@ fn a_qemu_writer_keeps_ferry_out_and_force_share_reads() {
     ]));
     assert!(q.contains("\"write\" lock"), "{q}");
     let o = ferry(&["convert", "-O", "qcow2", s(&other), s(&img)]);
+    assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
+    let o = ferry(&["convert", "-O", "qcow2", "--overwrite", s(&other), s(&img)]);
     assert_refused(&o, &img, "\"write\" lock", "convert onto it");
 
     // Once qemu-io is gone, everything works again.
@@ -228,7 +230,7 @@ fn qemu_nbd_serving_for_writing_keeps_ferry_writers_out() {
     // and so must ferry.
     let q = qemu_says(Command::new("qemu-img").args(["convert", "-O", "raw", s(&src), s(&img)]));
     assert!(q.contains("\"resize\" lock"), "{q}");
-    let o = ferry(&["convert", "-O", "raw", s(&src), s(&img)]);
+    let o = ferry(&["convert", "-O", "raw", "--overwrite", s(&src), s(&img)]);
     assert_refused(&o, &img, "\"resize\" lock", "convert onto a served image");
 }
 
@@ -304,10 +306,10 @@ fn a_rw_mount_keeps_convert_and_commit_off_its_images() {
     std::fs::write(mnt.join("hello"), b"written through the mount").unwrap();
     let write = "\"write\" lock";
     for target in [&img, &ov] {
-        let o = ferry(&["convert", "-O", "raw", s(&other), s(target)]);
+        let o = ferry(&["convert", "-O", "raw", "--overwrite", s(&other), s(target)]);
         assert_refused(&o, target, write, "convert onto a mounted image");
     }
-    let o = ferry(&["commit", s(&ov), "-O", "raw", s(&img)]);
+    let o = ferry(&["commit", s(&ov), "-O", "raw", "--overwrite", s(&img)]);
     assert!(
         !o.status.success(),
         "commit onto the mounted source: {}",
