@@ -29,26 +29,31 @@ enum OverlayCmd {
 #[derive(Subcommand)]
 enum Cmd {
     /// Describe an image and its whole backing chain (like `qemu-img info --backing-chain`).
+    /// The JSON is qemu-img's (its keys and nesting): the image alone, or with --backing-chain
+    /// an array of every layer, as `qemu-img info --output=json [--backing-chain]`.
     Info {
         image: PathBuf,
         /// Image format of the top layer (raw, qcow2, vmdk); probed from content if absent.
         #[arg(short = 'f', long = "format")]
         format: Option<Format>,
+        #[command(flatten)]
+        json: JsonOut,
+        /// With JSON: every layer of the chain, as an array (the text always shows them all).
         #[arg(long)]
-        json: bool,
+        backing_chain: bool,
         /// Read the image even while another process writes it (qemu-img's -U): what is read
         /// may be inconsistent. Without it an image in use by a writer is refused.
         #[arg(short = 'U', long = "force-share")]
         force_share: bool,
     },
-    /// Show what each range of the virtual disk holds (like `qemu-img map`).
+    /// Show what each range of the virtual disk holds (like `qemu-img map`); the JSON is
+    /// what `qemu-img map --output=json` prints.
     Map {
         image: PathBuf,
         #[arg(short = 'f', long = "format")]
         format: Option<Format>,
-        /// qemu-img map --output=json compatible output.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        json: JsonOut,
         /// Read the image even while another process writes it (qemu-img's -U): what is read
         /// may be inconsistent. Without it an image in use by a writer is refused.
         #[arg(short = 'U', long = "force-share")]
@@ -78,9 +83,9 @@ enum Cmd {
         /// Worker threads, 1 to 256 (default: one per core, at least 4).
         #[arg(long, default_value_t = 0, value_parser = threads_arg)]
         threads: usize,
-        /// Print a JSON summary (bytes read, written, skipped, seconds).
-        #[arg(long)]
-        json: bool,
+        /// JSON: a summary (bytes read, written, skipped, seconds).
+        #[command(flatten)]
+        json: JsonOut,
         /// fsync the output before exiting (like `conv=fsync`); off by default, as in qemu-img.
         #[arg(long)]
         sync: bool,
@@ -121,8 +126,8 @@ enum Cmd {
         /// Replace DST if it exists (refused otherwise).
         #[arg(long, conflicts_with = "into_source")]
         overwrite: bool,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        json: JsonOut,
         /// Read the overlay and its chain even while another process writes them (qemu-img's
         /// -U); not with --into-source.
         #[arg(short = 'U', long = "force-share", conflicts_with = "into_source")]
@@ -144,9 +149,9 @@ enum Cmd {
         /// Also list disks, partitions, PVs, unrecognised volumes and free space.
         #[arg(long)]
         all: bool,
-        /// Print every field of every volume as JSON.
-        #[arg(long)]
-        json: bool,
+        /// JSON: every field of every volume.
+        #[command(flatten)]
+        json: JsonOut,
         /// Read the image even while another process writes it (qemu-img's -U): what is read
         /// may be inconsistent. Without it an image in use by a writer is refused.
         #[arg(short = 'U', long = "force-share")]
@@ -159,11 +164,11 @@ enum Cmd {
         images: Vec<PathBuf>,
         #[arg(short = 'f', long = "format")]
         format: Option<Format>,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        json: JsonOut,
         /// Print the facts `ferry fix` would use for the operating system (JSON, what
         /// `ferry fix --facts FILE` takes: edit it and pass it back).
-        #[arg(long, conflicts_with = "json")]
+        #[arg(long, conflicts_with_all = ["json", "output"])]
         facts: bool,
         /// With --facts: the operating system to describe when the disks hold several (the
         /// device of its /).
@@ -219,6 +224,29 @@ enum Cmd {
     /// A body file (The Sleuth Kit 3.x format, for `mactime -b`) of every path of the guest's
     /// tree, across its mountpoints, as `fls -r -m /` writes one. Only reads.
     Timeline(TimelineArgs),
+}
+
+/// `--json`, or qemu-img's spelling of it, `--output=json` (`--output=human`: the text).
+#[derive(clap::Args, Clone, Copy, Debug)]
+struct JsonOut {
+    /// Print JSON (also spelt `--output=json`, as qemu-img).
+    #[arg(long)]
+    json: bool,
+    /// Output format, as qemu-img's --output: human (the default) or json.
+    #[arg(long = "output", value_name = "FORMAT", value_enum)]
+    output: Option<OutputFormat>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum OutputFormat {
+    Human,
+    Json,
+}
+
+impl JsonOut {
+    fn on(self) -> bool {
+        self.json || self.output == Some(OutputFormat::Json)
+    }
 }
 
 /// How `ls`/`cat` find the guest.
@@ -332,14 +360,15 @@ fn main() {
             image,
             format,
             json,
+            backing_chain,
             ..
-        } => info(image, format, json),
+        } => info(image, format, json.on(), backing_chain),
         Cmd::Map {
             image,
             format,
             json,
             ..
-        } => map(image, format, json),
+        } => map(image, format, json.on()),
         Cmd::Convert {
             src,
             output_format,
@@ -365,7 +394,7 @@ fn main() {
                 options,
                 compress,
             };
-            convert(src, &target, dst, format, &opts, json)
+            convert(src, &target, dst, format, &opts, json.on())
         }
         Cmd::Commit {
             overlay,
@@ -373,7 +402,7 @@ fn main() {
             yes,
             json,
             ..
-        } => commit_into_source(&overlay, yes, json),
+        } => commit_into_source(&overlay, yes, json.on()),
         Cmd::Commit {
             overlay,
             output_format,
@@ -397,7 +426,7 @@ fn main() {
                 sync: false,
                 overwrite,
             };
-            convert(overlay, &target, dst, None, &opts, json)
+            convert(overlay, &target, dst, None, &opts, json.on())
         }
         Cmd::Overlay {
             cmd: OverlayCmd::Create { src, overlay },
@@ -408,7 +437,7 @@ fn main() {
             all,
             json,
             ..
-        } => filesystems(&images, format, all, json),
+        } => filesystems(&images, format, all, json.on()),
         Cmd::Inspect {
             images,
             format,
@@ -416,7 +445,7 @@ fn main() {
             facts,
             root,
             ..
-        } => inspect(&images, format, json, facts.then_some(root)),
+        } => inspect(&images, format, json.on(), facts.then_some(root)),
         Cmd::Mount(args) => mount(args),
         Cmd::Umount { mountpoint, lazy } => {
             ferry::mount::daemon::umount(&mountpoint, lazy).map_err(Into::into)
@@ -477,7 +506,7 @@ fn open(image: &std::path::Path, format: Option<Format>) -> Result<Arc<dyn Block
     Ok(block::open_as(image, format)?)
 }
 
-fn info(image: PathBuf, format: Option<Format>, json: bool) -> Result<()> {
+fn info(image: PathBuf, format: Option<Format>, json: bool, backing_chain: bool) -> Result<()> {
     let dev = open(&image, format)?;
     let layers: Vec<LayerInfo> = block::chain(&dev)
         .iter()
@@ -485,7 +514,12 @@ fn info(image: PathBuf, format: Option<Format>, json: bool) -> Result<()> {
         .collect::<Result<_, _>>()?;
     let mut out = std::io::stdout().lock();
     if json {
-        serde_json::to_writer_pretty(&mut out, &layers)?;
+        let mut v: Vec<serde_json::Value> = layers.iter().map(LayerInfo::qemu_json).collect();
+        if backing_chain {
+            serde_json::to_writer_pretty(&mut out, &v)?;
+        } else {
+            serde_json::to_writer_pretty(&mut out, &v.swap_remove(0))?;
+        }
         writeln!(out)?;
         return Ok(());
     }
@@ -1303,8 +1337,8 @@ struct V2vArgs {
     #[arg(long)]
     print_source: bool,
     /// With --print-source: as JSON.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    json: JsonOut,
     /// Print the libvirt domain XML for KVM and stop (nothing is converted).
     #[arg(long)]
     print_xml: bool,
@@ -1342,7 +1376,7 @@ fn v2v(a: V2vArgs) -> Result<()> {
     let src = meta::read_file(a.input, &a.file, &datastores)?;
     let mut out = std::io::stdout().lock();
     if a.print_source {
-        if a.json {
+        if a.json.on() {
             serde_json::to_writer_pretty(&mut out, &src)?;
             writeln!(out)?;
         } else {
@@ -1443,13 +1477,13 @@ struct HashArgs {
     algo: ferry::forensics::Algo,
     /// A manifest of the guest's regular files (paths relative to its /; the IMAGEs are the
     /// disks of one guest) instead of the disks' digests.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["json", "output"])]
     files: bool,
     /// With --files: the operating system to hash when the disks hold several (its / device).
     #[arg(long, requires = "files")]
     root: Option<String>,
-    #[arg(long, conflicts_with = "files")]
-    json: bool,
+    #[command(flatten)]
+    json: JsonOut,
     #[arg(short = 'f', long = "format")]
     format: Option<Format>,
     /// Read the image even while another process writes it (qemu-img's -U): what is read
@@ -1525,7 +1559,7 @@ mod forensics_cli {
             let dev = open(p, a.format).with_context(|| format!("opening {}", p.display()))?;
             let d = ferry::forensics::digest::hash_device(dev.as_ref(), a.algo)
                 .with_context(|| format!("hashing {}", p.display()))?;
-            if a.json {
+            if a.json.on() {
                 rows.push(serde_json::json!({
                     "image": p, "algo": a.algo.name(), "size": dev.len(), "digest": d,
                 }));
@@ -1534,7 +1568,7 @@ mod forensics_cli {
                 out.write_all(&ferry::forensics::digest::sum_line(&d, path))?;
             }
         }
-        if a.json {
+        if a.json.on() {
             serde_json::to_writer_pretty(&mut out, &rows)?;
             writeln!(out)?;
         }

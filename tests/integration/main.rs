@@ -27,6 +27,7 @@ mod ntfs;
 mod qcow2;
 mod qcow2_bad;
 mod qcow2_write;
+mod qemu_json;
 mod vmdk;
 mod vmdk_write;
 mod volume;

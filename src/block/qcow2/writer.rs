@@ -1166,6 +1166,7 @@ impl BlockDevice for Qcow2Writer {
                 "compat".to_string(),
                 json!(if h.version >= 3 { "1.1" } else { "0.10" }),
             )],
+            qemu_specific: Some(super::qemu_specific(h)),
             ..Default::default()
         })
     }
