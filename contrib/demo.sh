@@ -36,7 +36,7 @@ $ferry info "$out/snapshot.qcow2"
 echo "== ferry map $out/snapshot.qcow2 (first lines)"
 $ferry map "$out/snapshot.qcow2" | head -n 8
 echo "== ferry convert -O raw"
-time $ferry convert "$out/snapshot.qcow2" -O raw "$out/ferry.raw" --json
+time $ferry convert --overwrite "$out/snapshot.qcow2" -O raw "$out/ferry.raw" --json
 qemu-img convert -O raw "$out/snapshot.qcow2" "$out/qemu.raw"
 cmp "$out/ferry.raw" "$out/qemu.raw" && echo "OK: identical to qemu-img convert -O raw"
 du -h --apparent-size "$out/ferry.raw" | sed 's/^/apparent size: /'

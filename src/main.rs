@@ -29,22 +29,35 @@ enum OverlayCmd {
 #[derive(Subcommand)]
 enum Cmd {
     /// Describe an image and its whole backing chain (like `qemu-img info --backing-chain`).
+    /// The JSON is qemu-img's (its keys and nesting): the image alone, or with --backing-chain
+    /// an array of every layer, as `qemu-img info --output=json [--backing-chain]`.
     Info {
         image: PathBuf,
         /// Image format of the top layer (raw, qcow2, vmdk); probed from content if absent.
         #[arg(short = 'f', long = "format")]
         format: Option<Format>,
+        #[command(flatten)]
+        json: JsonOut,
+        /// With JSON: every layer of the chain, as an array (the text always shows them all).
         #[arg(long)]
-        json: bool,
+        backing_chain: bool,
+        /// Read the image even while another process writes it (qemu-img's -U): what is read
+        /// may be inconsistent. Without it an image in use by a writer is refused.
+        #[arg(short = 'U', long = "force-share")]
+        force_share: bool,
     },
-    /// Show what each range of the virtual disk holds (like `qemu-img map`).
+    /// Show what each range of the virtual disk holds (like `qemu-img map`); the JSON is
+    /// what `qemu-img map --output=json` prints.
     Map {
         image: PathBuf,
         #[arg(short = 'f', long = "format")]
         format: Option<Format>,
-        /// qemu-img map --output=json compatible output.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        json: JsonOut,
+        /// Read the image even while another process writes it (qemu-img's -U): what is read
+        /// may be inconsistent. Without it an image in use by a writer is refused.
+        #[arg(short = 'U', long = "force-share")]
+        force_share: bool,
     },
     /// Write the image out in another format (sparse: holes and zeros are not written).
     Convert {
@@ -70,12 +83,20 @@ enum Cmd {
         /// Worker threads, 1 to 256 (default: one per core, at least 4).
         #[arg(long, default_value_t = 0, value_parser = threads_arg)]
         threads: usize,
-        /// Print a JSON summary (bytes read, written, skipped, seconds).
-        #[arg(long)]
-        json: bool,
+        /// JSON: a summary (bytes read, written, skipped, seconds).
+        #[command(flatten)]
+        json: JsonOut,
         /// fsync the output before exiting (like `conv=fsync`); off by default, as in qemu-img.
         #[arg(long)]
         sync: bool,
+        /// Replace DST if it exists (refused otherwise: qemu-img's silent overwrite is not the
+        /// model here).
+        #[arg(long)]
+        overwrite: bool,
+        /// Read the source even while another process writes it (qemu-img's -U): what is read
+        /// may be inconsistent. Without it an image in use by a writer is refused.
+        #[arg(short = 'U', long = "force-share")]
+        force_share: bool,
     },
     /// Write the merged view of an overlay and its source chain to a new image (both stay as
     /// they are), or with --into-source the overlay's own data back into its raw/qcow2 source.
@@ -102,8 +123,15 @@ enum Cmd {
         /// Target options, as for convert.
         #[arg(short = 'o', long = "options")]
         options: Option<String>,
-        #[arg(long)]
-        json: bool,
+        /// Replace DST if it exists (refused otherwise).
+        #[arg(long, conflicts_with = "into_source")]
+        overwrite: bool,
+        #[command(flatten)]
+        json: JsonOut,
+        /// Read the overlay and its chain even while another process writes them (qemu-img's
+        /// -U); not with --into-source.
+        #[arg(short = 'U', long = "force-share", conflicts_with = "into_source")]
+        force_share: bool,
     },
     /// Copy-on-write overlays: a qcow2 image whose backing file is the (untouched) source.
     Overlay {
@@ -121,9 +149,13 @@ enum Cmd {
         /// Also list disks, partitions, PVs, unrecognised volumes and free space.
         #[arg(long)]
         all: bool,
-        /// Print every field of every volume as JSON.
-        #[arg(long)]
-        json: bool,
+        /// JSON: every field of every volume.
+        #[command(flatten)]
+        json: JsonOut,
+        /// Read the image even while another process writes it (qemu-img's -U): what is read
+        /// may be inconsistent. Without it an image in use by a writer is refused.
+        #[arg(short = 'U', long = "force-share")]
+        force_share: bool,
     },
     /// Find the operating systems on a guest's disks: distro, version, kernels, boot loader,
     /// fstab with each line resolved, and the guest's mount layout (like virt-inspector).
@@ -132,16 +164,20 @@ enum Cmd {
         images: Vec<PathBuf>,
         #[arg(short = 'f', long = "format")]
         format: Option<Format>,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        json: JsonOut,
         /// Print the facts `ferry fix` would use for the operating system (JSON, what
         /// `ferry fix --facts FILE` takes: edit it and pass it back).
-        #[arg(long, conflicts_with = "json")]
+        #[arg(long, conflicts_with_all = ["json", "output"])]
         facts: bool,
         /// With --facts: the operating system to describe when the disks hold several (the
         /// device of its /).
         #[arg(long, requires = "facts")]
         root: Option<String>,
+        /// Read the image even while another process writes it (qemu-img's -U): what is read
+        /// may be inconsistent. Without it an image in use by a writer is refused.
+        #[arg(short = 'U', long = "force-share")]
+        force_share: bool,
     },
     /// Mount a guest with FUSE (no root needed), laid out as its own fstab says (/boot,
     /// /var... on their own volumes): read-only, or with --rw editable through a qcow2 overlay
@@ -190,6 +226,29 @@ enum Cmd {
     Timeline(TimelineArgs),
 }
 
+/// `--json`, or qemu-img's spelling of it, `--output=json` (`--output=human`: the text).
+#[derive(clap::Args, Clone, Copy, Debug)]
+struct JsonOut {
+    /// Print JSON (also spelt `--output=json`, as qemu-img).
+    #[arg(long)]
+    json: bool,
+    /// Output format, as qemu-img's --output: human (the default) or json.
+    #[arg(long = "output", value_name = "FORMAT", value_enum)]
+    output: Option<OutputFormat>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum OutputFormat {
+    Human,
+    Json,
+}
+
+impl JsonOut {
+    fn on(self) -> bool {
+        self.json || self.output == Some(OutputFormat::Json)
+    }
+}
+
 /// How `ls`/`cat` find the guest.
 #[derive(clap::Args)]
 struct ViewArgs {
@@ -201,6 +260,10 @@ struct ViewArgs {
     root: Option<String>,
     #[arg(short = 'f', long = "format")]
     format: Option<Format>,
+    /// Read the image even while another process writes it (qemu-img's -U): what is read
+    /// may be inconsistent. Without it an image in use by a writer is refused.
+    #[arg(short = 'U', long = "force-share")]
+    force_share: bool,
 }
 
 #[derive(clap::Args)]
@@ -245,9 +308,32 @@ struct MountArgs {
     /// Where the background daemon writes its log (default: nowhere).
     #[arg(long)]
     log: Option<PathBuf>,
+    /// Read-only: serve the images even while another process writes them (qemu-img's -U);
+    /// what is read may be inconsistent.
+    #[arg(short = 'U', long = "force-share", conflicts_with_all = ["rw", "overlay"])]
+    force_share: bool,
     /// Internal: this process is the daemon started by `ferry mount`.
     #[arg(long, hide = true)]
     daemon_child: bool,
+}
+
+impl Cmd {
+    /// `-U/--force-share`: this command's readers share every permission (`block::lock`).
+    fn force_share(&self) -> bool {
+        match self {
+            Cmd::Info { force_share, .. }
+            | Cmd::Map { force_share, .. }
+            | Cmd::Convert { force_share, .. }
+            | Cmd::Commit { force_share, .. }
+            | Cmd::Filesystems { force_share, .. }
+            | Cmd::Inspect { force_share, .. } => *force_share,
+            Cmd::Ls { view, .. } | Cmd::Cat { view, .. } => view.force_share,
+            Cmd::Mount(a) => a.force_share,
+            Cmd::Hash(a) => a.force_share,
+            Cmd::Timeline(a) => a.force_share,
+            Cmd::Overlay { .. } | Cmd::Umount { .. } | Cmd::Fix(_) | Cmd::V2v(_) => false,
+        }
+    }
 }
 
 /// Threads a command may start: more than this only costs memory (each has a stack and, in
@@ -271,17 +357,21 @@ fn main() {
     let cli = Cli::parse_from(ferry::v2v::cli::normalize_args(
         std::env::args_os().collect(),
     ));
+    block::lock::set_force_share(cli.cmd.force_share());
     let r = match cli.cmd {
         Cmd::Info {
             image,
             format,
             json,
-        } => info(image, format, json),
+            backing_chain,
+            ..
+        } => info(image, format, json.on(), backing_chain),
         Cmd::Map {
             image,
             format,
             json,
-        } => map(image, format, json),
+            ..
+        } => map(image, format, json.on()),
         Cmd::Convert {
             src,
             output_format,
@@ -293,11 +383,14 @@ fn main() {
             threads,
             json,
             sync,
+            overwrite,
+            ..
         } => {
             let opts = ferry::convert::Options {
                 threads,
                 progress,
                 sync,
+                overwrite,
                 ..Default::default()
             };
             let target = ConvertTarget {
@@ -305,7 +398,7 @@ fn main() {
                 options,
                 compress,
             };
-            convert(src, &target, dst, format, &opts, json)
+            convert(src, &target, dst, format, &opts, json.on())
         }
         Cmd::Commit {
             overlay,
@@ -313,13 +406,14 @@ fn main() {
             yes,
             json,
             ..
-        } => commit_into_source(&overlay, yes, json),
+        } => commit_into_source(&overlay, yes, json.on()),
         Cmd::Commit {
             overlay,
             output_format,
             dst,
             options,
             json,
+            overwrite,
             ..
         } => {
             let (Some(output_format), Some(dst)) = (output_format, dst) else {
@@ -334,9 +428,10 @@ fn main() {
                 threads: 0,
                 progress: true,
                 sync: false,
+                overwrite,
                 ..Default::default()
             };
-            convert(overlay, &target, dst, None, &opts, json)
+            convert(overlay, &target, dst, None, &opts, json.on())
         }
         Cmd::Overlay {
             cmd: OverlayCmd::Create { src, overlay },
@@ -346,14 +441,16 @@ fn main() {
             format,
             all,
             json,
-        } => filesystems(&images, format, all, json),
+            ..
+        } => filesystems(&images, format, all, json.on()),
         Cmd::Inspect {
             images,
             format,
             json,
             facts,
             root,
-        } => inspect(&images, format, json, facts.then_some(root)),
+            ..
+        } => inspect(&images, format, json.on(), facts.then_some(root)),
         Cmd::Mount(args) => mount(args),
         Cmd::Umount { mountpoint, lazy } => {
             ferry::mount::daemon::umount(&mountpoint, lazy).map_err(Into::into)
@@ -417,7 +514,7 @@ fn open(image: &std::path::Path, format: Option<Format>) -> Result<Arc<dyn Block
     Ok(block::open_as(image, format)?)
 }
 
-fn info(image: PathBuf, format: Option<Format>, json: bool) -> Result<()> {
+fn info(image: PathBuf, format: Option<Format>, json: bool, backing_chain: bool) -> Result<()> {
     let dev = open(&image, format)?;
     let layers: Vec<LayerInfo> = block::chain(&dev)
         .iter()
@@ -425,7 +522,12 @@ fn info(image: PathBuf, format: Option<Format>, json: bool) -> Result<()> {
         .collect::<Result<_, _>>()?;
     let mut out = std::io::stdout().lock();
     if json {
-        serde_json::to_writer_pretty(&mut out, &layers)?;
+        let mut v: Vec<serde_json::Value> = layers.iter().map(LayerInfo::qemu_json).collect();
+        if backing_chain {
+            serde_json::to_writer_pretty(&mut out, &v)?;
+        } else {
+            serde_json::to_writer_pretty(&mut out, &v.swap_remove(0))?;
+        }
         writeln!(out)?;
         return Ok(());
     }
@@ -1238,15 +1340,19 @@ struct HashArgs {
     algo: ferry::forensics::Algo,
     /// A manifest of the guest's regular files (paths relative to its /; the IMAGEs are the
     /// disks of one guest) instead of the disks' digests.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["json", "output"])]
     files: bool,
     /// With --files: the operating system to hash when the disks hold several (its / device).
     #[arg(long, requires = "files")]
     root: Option<String>,
-    #[arg(long, conflicts_with = "files")]
-    json: bool,
+    #[command(flatten)]
+    json: JsonOut,
     #[arg(short = 'f', long = "format")]
     format: Option<Format>,
+    /// Read the image even while another process writes it (qemu-img's -U): what is read
+    /// may be inconsistent. Without it an image in use by a writer is refused.
+    #[arg(short = 'U', long = "force-share")]
+    force_share: bool,
 }
 
 #[derive(clap::Args)]
@@ -1262,6 +1368,10 @@ struct TimelineArgs {
     hash: Option<ferry::forensics::Algo>,
     #[arg(short = 'f', long = "format")]
     format: Option<Format>,
+    /// Read the image even while another process writes it (qemu-img's -U): what is read
+    /// may be inconsistent. Without it an image in use by a writer is refused.
+    #[arg(short = 'U', long = "force-share")]
+    force_share: bool,
 }
 
 mod forensics_cli {
@@ -1312,7 +1422,7 @@ mod forensics_cli {
             let dev = open(p, a.format).with_context(|| format!("opening {}", p.display()))?;
             let d = ferry::forensics::digest::hash_device(dev.as_ref(), a.algo)
                 .with_context(|| format!("hashing {}", p.display()))?;
-            if a.json {
+            if a.json.on() {
                 rows.push(serde_json::json!({
                     "image": p, "algo": a.algo.name(), "size": dev.len(), "digest": d,
                 }));
@@ -1321,7 +1431,7 @@ mod forensics_cli {
                 out.write_all(&ferry::forensics::digest::sum_line(&d, path))?;
             }
         }
-        if a.json {
+        if a.json.on() {
             serde_json::to_writer_pretty(&mut out, &rows)?;
             writeln!(out)?;
         }

@@ -73,12 +73,12 @@ run() {
     local name=$1 src=$2 fmt=$3 dst=$4
     shift 4
     [[ $name =~ $ONLY ]] || return 0
-    "$ferry" convert "$src" -O "$fmt" "$@" "$dst" > /dev/null
+    "$ferry" convert --overwrite "$src" -O "$fmt" "$@" "$dst" > /dev/null
     qemu-img compare -q "$src" "$dst"
     if [ "$fmt" = qcow2 ]; then qemu-img check -q "$dst"; fi
     rm -f times.txt
     for ((r = 0; r < RUNS; r++)); do
-        timed f "$ferry" convert "$src" -O "$fmt" "$@" "$dst"
+        timed f "$ferry" convert --overwrite "$src" -O "$fmt" "$@" "$dst"
         timed q qemu-img convert -O "$fmt" "$@" "$src" "$dst"
         timed w qemu-img convert -W -m 8 -O "$fmt" "$@" "$src" "$dst"
     done

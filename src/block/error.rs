@@ -59,6 +59,16 @@ pub enum Error {
     #[error("access at offset {offset:#x} (+{len} bytes) is outside the device ({size} bytes)")]
     OutOfRange { offset: u64, len: u64, size: u64 },
 
+    /// Another process uses the image in a way that excludes ours (see `block::lock`): `perm`
+    /// is the permission qemu names, `shared` whether it is one we would not share.
+    #[error("{}", super::lock::locked_text(.path, .perm, *.shared, *.writing))]
+    Locked {
+        path: PathBuf,
+        perm: &'static str,
+        shared: bool,
+        writing: bool,
+    },
+
     #[error("the device is read-only")]
     ReadOnly,
 }

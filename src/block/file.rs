@@ -1,5 +1,7 @@
 //! A host file opened read-only, read with `pread` (no shared cursor, so FUSE threads read in
-//! parallel) and bounds-checked against the length seen at open time.
+//! parallel) and bounds-checked against the length seen at open time. It holds qemu's reader
+//! locks (`block::lock`) while open: a file another process writes is refused unless
+//! force-shared, and writers elsewhere see it in use.
 
 use super::error::{Error, Result};
 use std::fs::File;
@@ -18,10 +20,12 @@ pub struct ImageFile {
     file: File,
     len: u64,
     id: FileId,
+    _lock: Option<super::lock::Lock>,
 }
 
 impl ImageFile {
-    /// Opens `path` read-only. Block devices work too: their length comes from seeking to the end.
+    /// Opens `path` read-only, with the reader's locks. Block devices work too: their length
+    /// comes from seeking to the end.
     pub fn open(path: &Path) -> Result<Self> {
         let open_err = |source| Error::Open {
             path: path.to_path_buf(),
@@ -45,11 +49,13 @@ impl ImageFile {
             }
             end as u64
         };
+        let lock = super::lock::acquire(&file, path, super::lock::Access::Read)?;
         Ok(ImageFile {
             path: path.to_path_buf(),
             file,
             len,
             id: (meta.dev(), meta.ino()),
+            _lock: lock,
         })
     }
 

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod file;
+pub mod lock;
 pub mod mem;
 pub mod overlay;
 pub mod parallel;
@@ -179,6 +180,55 @@ pub struct LayerInfo {
     /// Things a careful user should know (CID mismatch, dirty bit, ...).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The image says it was not closed cleanly (the qcow2 dirty bit): qemu's "dirty-flag".
+    pub dirty: bool,
+    /// qemu-img's "format-specific" object, `{"type": FORMAT, "data": {...}}` with qemu's keys
+    /// (and ferry-only ones under names qemu does not use); None where qemu-img prints none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qemu_specific: Option<serde_json::Value>,
+}
+
+impl LayerInfo {
+    /// The layer as `qemu-img info --output=json` describes it (qapi ImageInfo: kebab-case
+    /// keys, "format-specific" as type and data), so scripts written for qemu-img read it;
+    /// then ferry's own "allocated", "files" and "warnings", names qemu does not use. qemu's
+    /// "children" (the protocol layer under the format) is left out.
+    pub fn qemu_json(&self) -> serde_json::Value {
+        use serde_json::{json, Value};
+        let path = |p: &Path| Value::from(p.to_string_lossy().into_owned());
+        let mut o = serde_json::Map::new();
+        o.insert("virtual-size".into(), json!(self.virtual_size));
+        o.insert("filename".into(), path(&self.filename));
+        o.insert("format".into(), json!(self.format));
+        o.insert("actual-size".into(), json!(self.disk_size));
+        if let Some(c) = self.cluster_size {
+            o.insert("cluster-size".into(), json!(c));
+        }
+        if let Some(s) = &self.qemu_specific {
+            o.insert("format-specific".into(), s.clone());
+        }
+        if let Some(b) = &self.backing_filename {
+            o.insert("backing-filename".into(), json!(b));
+        }
+        if let Some(b) = &self.full_backing_filename {
+            o.insert("full-backing-filename".into(), path(b));
+        }
+        if let Some(f) = &self.backing_format {
+            o.insert("backing-filename-format".into(), json!(f));
+        }
+        o.insert("dirty-flag".into(), json!(self.dirty));
+        if let Some(a) = self.allocated {
+            o.insert("allocated".into(), json!(a));
+        }
+        if !self.files.is_empty() {
+            let files: Vec<Value> = self.files.iter().map(|f| path(f)).collect();
+            o.insert("files".into(), Value::Array(files));
+        }
+        if !self.warnings.is_empty() {
+            o.insert("warnings".into(), json!(self.warnings));
+        }
+        Value::Object(o)
+    }
 }
 
 /// A virtual disk. `&self` everywhere: implementations lock internally, so FUSE threads and the

@@ -43,13 +43,18 @@ pub fn into_source(overlay: &Path) -> Result<Stats> {
         Raw(std::fs::File),
         Qcow2(Box<Qcow2Writer>),
     }
+    let mut _lock = None;
     let dst = match fmt.as_str() {
-        "raw" => Dst::Raw(
-            std::fs::OpenOptions::new()
+        "raw" => {
+            // Readable too: the shared locks of qemu's protocol need it.
+            let f = std::fs::OpenOptions::new()
+                .read(true)
                 .write(true)
                 .open(&src_path)
-                .map_err(write_err("cannot open the source for writing"))?,
-        ),
+                .map_err(write_err("cannot open the source for writing"))?;
+            _lock = block::lock::acquire(&f, &src_path, block::lock::Access::Write)?;
+            Dst::Raw(f)
+        }
         "qcow2" => Dst::Qcow2(Box::new(Qcow2Writer::open(&src_path)?)),
         other => {
             return Err(Error::Commit(format!(

@@ -6,6 +6,7 @@
 //! turnstile in source order (see `copy`).
 
 use super::{progress, Error, Result};
+use crate::block::lock::{self, Access, Lock};
 use crate::block::qcow2::writer::{CreateOptions, Qcow2Writer};
 use crate::block::vmdk::writer::{self as vmdkw, VmdkWriter};
 use crate::block::{self, BlockDevice, ExtentKind};
@@ -35,6 +36,8 @@ pub struct Options {
     pub sync: bool,
     /// Also told of the progress, besides the bar.
     pub observer: Option<progress::Observer>,
+    /// Replace an existing output file (refused otherwise, unlike qemu-img's silent overwrite).
+    pub overwrite: bool,
 }
 
 /// The qcow2 target's settings (`-o` of `ferry convert -O qcow2`).
@@ -103,10 +106,24 @@ fn check_not_source(src: &Arc<dyn BlockDevice>, dst: &Path) -> Result<()> {
     Ok(())
 }
 
+/// What must hold before `dst` is created or truncated: it is not a file of the source, it does
+/// not exist unless the caller may replace it, and no other process uses it. The returned lock
+/// (qemu's writer locks on an existing `dst`) is held until the output is written. An error here
+/// leaves `dst` untouched; only later failures remove the output.
+fn prepare_output(src: &Arc<dyn BlockDevice>, dst: &Path, opts: &Options) -> Result<Option<Lock>> {
+    check_not_source(src, dst)?;
+    if !opts.overwrite && std::fs::symlink_metadata(dst).is_ok() {
+        return Err(Error::Exists {
+            path: dst.to_path_buf(),
+        });
+    }
+    Ok(lock::acquire_existing(dst)?)
+}
+
 /// Writes the whole of `src` to `dst` as a sparse raw file. On failure the output is removed, so
 /// no half-written file is left looking complete.
 pub fn to_raw(src: &Arc<dyn BlockDevice>, dst: &Path, opts: &Options) -> Result<Stats> {
-    check_not_source(src, dst)?;
+    let _held = prepare_output(src, dst, opts)?;
     let out_err = |what| {
         move |source| Error::Output {
             path: dst.to_path_buf(),
@@ -114,14 +131,18 @@ pub fn to_raw(src: &Arc<dyn BlockDevice>, dst: &Path, opts: &Options) -> Result<
             source,
         }
     };
+    // Readable too: the shared locks qemu's protocol takes need a descriptor open for reading.
     let out = OpenOptions::new()
+        .read(true)
         .write(true)
         .create(true)
-        .truncate(true)
+        .truncate(false)
         .open(dst)
         .map_err(out_err("cannot create"))?;
+    let _lock = lock::acquire(&out, dst, Access::Write)?;
     let r = out
-        .set_len(src.len())
+        .set_len(0)
+        .and_then(|()| out.set_len(src.len()))
         .map_err(out_err("cannot set the size"))
         .and_then(|()| copy(src, dst, Target::Raw(&out), opts))
         .and_then(|stats| {
@@ -144,7 +165,7 @@ pub fn to_qcow2(
     q: &Qcow2Options,
     opts: &Options,
 ) -> Result<Stats> {
-    check_not_source(src, dst)?;
+    let _held = prepare_output(src, dst, opts)?;
     let co = CreateOptions {
         size: src.len(),
         cluster_size: if q.cluster_size == 0 {
@@ -207,13 +228,13 @@ pub fn to_vmdk(
     v: &VmdkOptions,
     opts: &Options,
 ) -> Result<Stats> {
-    check_not_source(src, dst)?;
+    let _held = prepare_output(src, dst, opts)?;
     let mut co = vmdkw::CreateOptions::new(src.len(), v.subformat);
     co.adapter_type = v.adapter_type.clone();
     co.hw_version = v.hw_version;
     if v.subformat == vmdkw::Subformat::MonolithicFlat {
         let flat = vmdkw::flat_extent_path(dst);
-        check_not_source(src, &flat)?;
+        let _held_flat = prepare_output(src, &flat, opts)?;
         let r = to_raw(src, &flat, opts).and_then(|stats| {
             // The extent holds whole sectors.
             let f = OpenOptions::new()

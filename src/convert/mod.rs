@@ -29,6 +29,12 @@ pub enum Error {
     #[error("{}: refusing to write over a file of the source image's chain", .path.display())]
     OutputIsSource { path: PathBuf },
 
+    #[error(
+        "{}: already exists; --overwrite replaces it",
+        .path.display()
+    )]
+    Exists { path: PathBuf },
+
     #[error("output format {0} is not supported yet (only raw and qcow2)")]
     UnsupportedTarget(String),
 

@@ -53,6 +53,9 @@ pub struct FixArgs {
     /// Print the report (and in --dry-run the diff) as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Output format, as qemu-img's --output: human (the default) or json (as --json).
+    #[arg(long = "output", value_name = "FORMAT", value_parser = ["human", "json"])]
+    pub output: Option<String>,
     /// List the rules with their descriptions and exit.
     #[arg(long)]
     pub list: bool,
@@ -195,7 +198,7 @@ pub fn fix_tree(
     if !args.dry_run {
         plan.apply(tree)?;
     }
-    if args.json {
+    if args.json || args.output.as_deref() == Some("json") {
         let report = JsonReport {
             target: target.to_string(),
             dry_run: args.dry_run,

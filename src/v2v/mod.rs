@@ -968,6 +968,8 @@ fn copy_disk(
         progress: opts.progress_bar,
         sync: true,
         observer: Some(Observer(Arc::new(report))),
+        // A fresh name in the scratch directory: nothing to replace.
+        overwrite: false,
     };
     let prealloc = opts.allocation == Allocation::Preallocated;
     let stats = match opts.format {

@@ -253,6 +253,62 @@ fn a_full_disk_fails_cleanly() {
 }
 
 #[test]
+fn an_existing_output_is_replaced_only_with_overwrite() {
+    if !have_tools(&["qemu-img"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = d.join("src.raw");
+    make_mixed_raw(&src, 8 << 20, 21);
+    let ov = d.join("ov.qcow2");
+    ferry_ok(&["overlay", "create", s(&src), s(&ov)]);
+    let _g = Unchanged::new(&[&src, &ov]);
+    let cases: &[(&str, &[&str], &str)] = &[
+        ("raw", &[], "out.raw"),
+        ("qcow2", &[], "out.qcow2"),
+        ("vmdk", &["-o", "subformat=monolithicFlat"], "flat.vmdk"),
+    ];
+    for (fmt, opts, name) in cases {
+        let dst = d.join(name);
+        std::fs::write(&dst, b"precious").unwrap();
+        for cmd in ["convert", "commit"] {
+            let src_arg = if cmd == "convert" { &src } else { &ov };
+            let mut args = vec![cmd, s(src_arg), "-O", fmt];
+            args.extend_from_slice(opts);
+            args.push(s(&dst));
+            let o = run_ferry(&args);
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(1), "{cmd} {fmt}: {err}");
+            assert!(
+                err.contains("already exists") && err.contains("--overwrite"),
+                "{cmd} {fmt}: {err}"
+            );
+            assert_eq!(std::fs::read(&dst).unwrap(), b"precious", "{cmd} {fmt}");
+            args.insert(1, "--overwrite");
+            ferry_ok(&args);
+            qemu_img(&["compare", s(&src), s(&dst)]);
+            std::fs::write(&dst, b"precious").unwrap();
+        }
+    }
+    // A monolithicFlat output's extent counts as the output too.
+    let flat = d.join("f.vmdk");
+    std::fs::write(d.join("f-flat.vmdk"), b"precious").unwrap();
+    let o = run_ferry(&[
+        "convert",
+        s(&src),
+        "-O",
+        "vmdk",
+        "-o",
+        "subformat=monolithicFlat",
+        s(&flat),
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("f-flat.vmdk: already exists"));
+    assert!(!flat.exists());
+    assert_eq!(std::fs::read(d.join("f-flat.vmdk")).unwrap(), b"precious");
+}
+
+#[test]
 fn converting_onto_the_source_is_refused_for_every_target() {
     if !have_tools(&["qemu-img"]) {
         return;
@@ -557,7 +613,16 @@ fn preallocation_metadata_and_lazy_refcounts_as_qemu() {
     ] {
         let ours = d.join("ours.qcow2");
         let theirs = d.join("theirs.qcow2");
-        ferry_ok(&["convert", s(&src), "-O", "qcow2", "-o", opts, s(&ours)]);
+        ferry_ok(&[
+            "convert",
+            s(&src),
+            "-O",
+            "qcow2",
+            "-o",
+            opts,
+            "--overwrite",
+            s(&ours),
+        ]);
         qemu_img(&["convert", "-O", "qcow2", "-o", opts, s(&src), s(&theirs)]);
         let chk = check_json(&ours);
         assert_eq!(chk["leaks"].as_u64().unwrap_or(0), 0, "{opts}: {chk}");

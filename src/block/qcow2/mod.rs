@@ -381,6 +381,8 @@ impl BlockDevice for Qcow2 {
             specific.push(("bitmaps".into(), json!(true)));
         }
         Ok(LayerInfo {
+            dirty: h.incompatible_features & header::INCOMPAT_DIRTY != 0,
+            qemu_specific: Some(qemu_specific(h)),
             filename: self.file.path().to_path_buf(),
             format: "qcow2".into(),
             subformat: Some(format!("v{}", h.version)),
@@ -432,4 +434,41 @@ pub(crate) fn push_mapping(
         }
     }
     Ok(())
+}
+
+/// qemu-img's "format-specific" for a qcow2 image (qapi ImageInfoSpecificQCow2): v2 images
+/// carry only compat, compression type and refcount width, as in qemu. ferry adds
+/// "internal-snapshots" (a count) and "has-bitmaps", which qemu lists in its own shapes.
+pub(crate) fn qemu_specific(h: &header::Header) -> serde_json::Value {
+    let mut d = serde_json::Map::new();
+    let v3 = h.version >= 3;
+    d.insert("compat".into(), json!(if v3 { "1.1" } else { "0.10" }));
+    d.insert(
+        "compression-type".into(),
+        json!(match h.compression {
+            Compression::Zlib => "zlib",
+            Compression::Zstd => "zstd",
+        }),
+    );
+    if v3 {
+        d.insert(
+            "lazy-refcounts".into(),
+            json!(h.compatible_features & header::COMPAT_LAZY_REFCOUNTS != 0),
+        );
+    }
+    d.insert("refcount-bits".into(), json!(1u32 << h.refcount_order));
+    if v3 {
+        d.insert(
+            "corrupt".into(),
+            json!(h.incompatible_features & header::INCOMPAT_CORRUPT != 0),
+        );
+        d.insert("extended-l2".into(), json!(h.extended_l2()));
+    }
+    if h.nb_snapshots > 0 {
+        d.insert("internal-snapshots".into(), json!(h.nb_snapshots));
+    }
+    if h.has_bitmaps {
+        d.insert("has-bitmaps".into(), json!(true));
+    }
+    json!({"type": "qcow2", "data": d})
 }

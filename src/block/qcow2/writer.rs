@@ -21,6 +21,7 @@ use super::header::{self, Compression, Header};
 use super::refcount;
 use super::table::{Geometry, Mapping, OFFSET_MASK};
 use crate::block::error::{Error, Result};
+use crate::block::lock::{self, Access, Lock};
 use crate::block::{
     check_range, open_backing, read_backing, BlockDevice, Extent, LayerInfo, OpenCtx,
 };
@@ -99,6 +100,8 @@ struct State {
 
 pub struct Qcow2Writer {
     file: File,
+    /// qemu's writer locks on `file` (`block::lock`), held while it is open.
+    _lock: Option<Lock>,
     path: PathBuf,
     header: Header,
     geo: Geometry,
@@ -222,16 +225,19 @@ impl Qcow2Writer {
             ));
         }
         let head = header_bytes(o, cb, l1_size as u32)?;
+        // Truncated only once locked: an image another process uses is left as it is.
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
-            .truncate(true)
+            .truncate(false)
             .open(path)
             .map_err(|source| Error::Open {
                 path: path.to_path_buf(),
                 source,
             })?;
+        let lock = lock::acquire(&file, path, Access::Write)?;
+        file.set_len(0).map_err(io_err(path, "qcow2 image", 0))?;
         let l1_bytes = (l1_size * 8).max(1);
         let l1_clusters = l1_bytes.div_ceil(cs);
         let mut meta = vec![0u8; (3 * cs) as usize];
@@ -252,7 +258,7 @@ impl Qcow2Writer {
                 "lazy refcounts need compat=1.1 (qcow2 v3)",
             ));
         }
-        let w = Self::open_file(file, path, &mut OpenCtx::default(), Some(3 * cs))?;
+        let w = Self::open_file(file, lock, path, &mut OpenCtx::default(), Some(3 * cs))?;
         {
             let mut st = w.state.lock();
             let at = w.alloc(&mut st, l1_clusters)?;
@@ -303,11 +309,13 @@ impl Qcow2Writer {
                 path: path.to_path_buf(),
                 source,
             })?;
-        Self::open_file(file, path, &mut OpenCtx::default(), None)
+        let lock = lock::acquire(&file, path, Access::Write)?;
+        Self::open_file(file, lock, path, &mut OpenCtx::default(), None)
     }
 
     fn open_file(
         file: File,
+        lock: Option<Lock>,
         path: &Path,
         ctx: &mut OpenCtx,
         next_free: Option<u64>,
@@ -423,6 +431,7 @@ impl Qcow2Writer {
                 file_len,
             }),
             file,
+            _lock: lock,
             path: path.to_path_buf(),
             header: h,
             geo,
@@ -1157,6 +1166,7 @@ impl BlockDevice for Qcow2Writer {
                 "compat".to_string(),
                 json!(if h.version >= 3 { "1.1" } else { "0.10" }),
             )],
+            qemu_specific: Some(super::qemu_specific(h)),
             ..Default::default()
         })
     }

@@ -445,6 +445,61 @@ impl Vmdk {
     }
 }
 
+impl Vmdk {
+    /// qemu-img's "format-specific" (qapi ImageInfoSpecificVmdk): CIDs as numbers (a parent
+    /// CID of all ones when there is none), the create type, and per extent its size, file,
+    /// grain size (sparse only), type as the separate descriptor names it ("" for the extent
+    /// a sparse file describes itself, as qemu) and whether it is compressed. ferry adds the
+    /// descriptor's adapter type, hardware version, uuid and geometry under names qemu does
+    /// not use.
+    fn qemu_specific(&self) -> serde_json::Value {
+        let mut d = serde_json::Map::new();
+        let desc = self.desc.as_ref();
+        if let Some(c) = desc.and_then(|d| d.cid) {
+            d.insert("cid".into(), json!(c));
+        }
+        let parent = desc.and_then(|d| d.parent_cid).unwrap_or(u32::MAX);
+        d.insert("parent-cid".into(), json!(parent));
+        d.insert("create-type".into(), json!(self.create_type));
+        let extents: Vec<serde_json::Value> = self
+            .exts
+            .iter()
+            .filter_map(|e| {
+                let file = e.file.as_ref()?;
+                let mut x = serde_json::Map::new();
+                x.insert("virtual-size".into(), json!(e.len));
+                x.insert("filename".into(), json!(file.to_string_lossy()));
+                let kind = if self.desc_file.is_some() {
+                    e.line.kind.name()
+                } else {
+                    ""
+                };
+                x.insert("format".into(), json!(kind));
+                if let Kind::Sparse(s) = &e.kind {
+                    x.insert("cluster-size".into(), json!(s.grain_bytes));
+                    if s.header.as_ref().is_some_and(|h| h.compressed()) {
+                        x.insert("compressed".into(), json!(true));
+                    }
+                }
+                Some(serde_json::Value::Object(x))
+            })
+            .collect();
+        d.insert("extents".into(), json!(extents));
+        if let Some(desc) = desc {
+            for (key, ddb) in [
+                ("adapter-type", "adapterType"),
+                ("hw-version", "virtualHWVersion"),
+                ("uuid", "uuid"),
+            ] {
+                if let Some(v) = desc.ddb(ddb) {
+                    d.insert(key.into(), json!(v));
+                }
+            }
+        }
+        json!({"type": "vmdk", "data": d})
+    }
+}
+
 impl BlockDevice for Vmdk {
     fn len(&self) -> u64 {
         self.len
@@ -622,7 +677,10 @@ impl BlockDevice for Vmdk {
             })
             .collect();
         specific.push(("extents".into(), json!(extents)));
+        let qemu_specific = self.qemu_specific();
         Ok(LayerInfo {
+            qemu_specific: Some(qemu_specific),
+            dirty: false,
             allocated: None,
             filename: self.path.clone(),
             format: "vmdk".into(),

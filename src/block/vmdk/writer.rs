@@ -181,6 +181,8 @@ struct State {
 pub struct VmdkWriter {
     path: PathBuf,
     file: File,
+    /// qemu's writer locks on `file` (`block::lock`), held while it is open.
+    _lock: Option<crate::block::lock::Lock>,
     stream: bool,
     capacity: u64,
     gt_count: u64,
@@ -231,16 +233,24 @@ impl VmdkWriter {
             .unwrap_or_default();
         let desc = descriptor_text(o, &name);
         let desc_size = (desc.len() as u64).div_ceil(SECTOR).max(DESC_SECTORS);
+        // Truncated only once locked: an image another process uses is left as it is.
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
-            .truncate(true)
+            .truncate(false)
             .open(path)
             .map_err(|source| Error::Open {
                 path: path.into(),
                 source,
             })?;
+        let lock = crate::block::lock::acquire(&file, path, crate::block::lock::Access::Write)?;
+        file.set_len(0).map_err(|source| Error::Io {
+            path: path.into(),
+            what: "VMDK image",
+            offset: 0,
+            source,
+        })?;
         // monolithicSparse, as qemu lays it out: header, descriptor, redundant GD and its grain
         // tables, GD and its grain tables, grains from the next grain boundary.
         let rgd_offset = 1 + desc_size;
@@ -280,6 +290,7 @@ impl VmdkWriter {
         let w = VmdkWriter {
             path: path.into(),
             file,
+            _lock: lock,
             stream,
             capacity,
             gt_count,
