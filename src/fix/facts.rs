@@ -101,3 +101,28 @@ pub fn load_published(mountpoint: &Path) -> Result<Option<serde_json::Value>> {
     }
     Ok(v.get("facts").cloned())
 }
+
+/// Writes the facts of a mounted guest where `ferry fix MOUNTPOINT` looks for them
+/// ([`published_path`]); the path, or None when that place is not writable (a non-root user
+/// without FERRY_RUNTIME_DIR), which only costs `ferry fix` the inspection's facts.
+pub fn publish(mountpoint: &Path, facts: &Facts) -> Option<std::path::PathBuf> {
+    let path = published_path(mountpoint);
+    let canon = std::fs::canonicalize(mountpoint).ok()?;
+    let doc = serde_json::json!({"mountpoint": canon, "facts": facts});
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&path, serde_json::to_vec_pretty(&doc)?)
+    };
+    match write() {
+        Ok(()) => Some(path),
+        Err(e) => {
+            log::info!(
+                "not publishing the guest's facts at {}: {e}",
+                path.display()
+            );
+            None
+        }
+    }
+}

@@ -10,7 +10,7 @@
 //! are already open (overlays it created itself), lets the caller adjust the facts from
 //! inspection, and returns the plan instead of printing it.
 
-use super::cli::{fix_tree, FixArgs, Outcome};
+use super::command::{fix_tree, Options, Report};
 use super::engine::{self, Plan, Selection};
 use super::error::{FixError, Result};
 use super::facts::Facts;
@@ -112,7 +112,7 @@ impl Session {
 }
 
 /// Fixes the guest on `images`.
-pub fn run(images: &[PathBuf], rules: &[Rule], args: &FixArgs) -> Result<Outcome> {
+pub fn run(images: &[PathBuf], rules: &[Rule], opts: &Options) -> Result<Report> {
     for i in images {
         if i.is_dir() {
             return Err(FixError::Usage(format!(
@@ -121,10 +121,10 @@ pub fn run(images: &[PathBuf], rules: &[Rule], args: &FixArgs) -> Result<Outcome
             )));
         }
     }
-    let writing = !args.dry_run && !args.show_facts;
+    let writing = !opts.dry_run && !opts.show_facts;
     let mut edits = None;
     let disks: Vec<Arc<dyn BlockDevice>> = if writing {
-        let e = EditSet::open(images, &args.overlay)?;
+        let e = EditSet::open(images, &opts.overlay)?;
         let d = e.disks();
         edits = Some(e);
         d
@@ -134,13 +134,13 @@ pub fn run(images: &[PathBuf], rules: &[Rule], args: &FixArgs) -> Result<Outcome
             .map(|p| block::open(p))
             .collect::<block::Result<_>>()?
     };
-    let session = Session::open(&disks, args.root.as_deref(), writing)?;
+    let session = Session::open(&disks, opts.root.as_deref(), writing)?;
     for n in &session.notes {
         log::warn!("{n}");
         eprintln!("ferry: {n}");
     }
     let mut facts = session.facts()?;
-    if let Some(f) = &args.facts {
+    if let Some(f) = &opts.facts {
         facts = super::facts::merge_file(facts, f)?;
     }
     if let Some(e) = edits.as_mut() {
@@ -150,7 +150,7 @@ pub fn run(images: &[PathBuf], rules: &[Rule], args: &FixArgs) -> Result<Outcome
     }
     let target = format!("{} ({})", images[0].display(), session.root());
     let tree = session.tree()?;
-    let outcome = fix_tree(&FsFiles::new(&tree), &target, facts, rules, args)?;
+    let report = fix_tree(&FsFiles::new(&tree), &target, facts, rules, opts)?;
     if writing {
         tree.fsync().map_err(|source| FixError::Fs {
             what: format!("committing the edits of {target}"),
@@ -162,5 +162,5 @@ pub fn run(images: &[PathBuf], rules: &[Rule], args: &FixArgs) -> Result<Outcome
             e.finish()?;
         }
     }
-    Ok(outcome)
+    Ok(report)
 }

@@ -9,7 +9,7 @@
 //! device map from `--facts` until the device map of issue 5 fills it.
 
 pub mod action;
-pub mod cli;
+pub mod command;
 pub mod cond;
 pub mod detect;
 pub mod devices;

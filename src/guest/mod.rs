@@ -129,6 +129,17 @@ pub struct Inspection {
     pub roots: Vec<RootReport>,
 }
 
+/// What `mount`, `ls` and `cat` show of a guest ([`Guest::view`]).
+pub struct View {
+    pub fs: Arc<dyn Filesystem>,
+    /// The device at /, for messages and the mount's source name.
+    pub device: String,
+    /// Every device in the view.
+    pub devices: Vec<String>,
+    /// The facts of the operating system shown, when one is (a composed tree).
+    pub facts: Option<Facts>,
+}
+
 /// A guest: its volumes, its filesystems opened, and what inspection found.
 pub struct Guest {
     pub volumes: Vec<Volume>,
@@ -511,6 +522,58 @@ impl Guest {
             p.mountpoint,
             r.problem.as_deref().unwrap_or("not readable")
         ))
+    }
+
+    /// What `mount`, `ls` and `cat` show: the guest's own layout (of the root `root` when
+    /// the disks hold several), or the filesystems `mounts` names (`DEVICE[:MOUNTPOINT]`,
+    /// guestmount's `-m`); a guest with no operating system but a single filesystem shows it.
+    pub fn view(&self, mounts: &[String], root: Option<&str>) -> Result<View> {
+        if !mounts.is_empty() {
+            let layout: Vec<(String, String)> = mounts
+                .iter()
+                .map(|m| match m.split_once(':') {
+                    Some((d, p)) => (d.to_string(), p.to_string()),
+                    None => (m.clone(), "/".to_string()),
+                })
+                .collect();
+            let tree = self.tree_of(&layout)?;
+            let devices = tree.mounts().map(|m| m.device.clone()).collect();
+            let device = tree
+                .mounts()
+                .next()
+                .map(|m| m.device.clone())
+                .unwrap_or_default();
+            let facts = self
+                .inspection
+                .roots
+                .iter()
+                .find(|r| r.root == device)
+                .map(|r| self.facts(r));
+            return Ok(View {
+                fs: Arc::new(tree),
+                device,
+                devices,
+                facts,
+            });
+        }
+        match self.tree(root) {
+            Ok((tree, r)) => Ok(View {
+                devices: tree.mounts().map(|m| m.device.clone()).collect(),
+                fs: Arc::new(tree),
+                device: r.root.clone(),
+                facts: Some(self.facts(r)),
+            }),
+            Err(Error::NoRoot) => {
+                let (device, fs) = self.only_filesystem()?;
+                Ok(View {
+                    fs,
+                    devices: vec![device.clone()],
+                    device,
+                    facts: None,
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The guest's only filesystem (for a data disk with no operating system on it).

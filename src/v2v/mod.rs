@@ -17,7 +17,6 @@
 //!    noted (`convert::interrupt`) and stops the run at its next step; the temporary directory
 //!    goes with every failure, so the output directory holds only what it held before.
 
-pub mod cli;
 pub mod profile;
 
 use crate::block::{self, overlay, BlockDevice, Format};

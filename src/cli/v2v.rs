@@ -1,11 +1,13 @@
 //! `ferry v2v`: the arguments (with virt-v2v's `-os`, `-of`, `-oa`, `-on` spellings), the
 //! profile merged in, and what is printed: stage lines, warnings, a progress bar or
-//! machine-readable lines, and the final report. The work is in [`super::run`].
+//! machine-readable lines, and the final report. The work is in `ferry::v2v::run`.
 
-use super::profile::{self, Profile};
-use super::{Allocation, Conversion, Error, Event, Input, Options, OutputFormat, Result, Sink};
-use crate::fix::engine::{Plan, Status};
-use crate::meta::{libvirt, Bus, InputKind, Source};
+use ferry::fix::engine::{Plan, Status};
+use ferry::meta::{libvirt, Bus, InputKind, Source};
+use ferry::v2v::profile::{self, Profile};
+use ferry::v2v::{
+    Allocation, Conversion, Error, Event, Input, Options, OutputFormat, Result, Sink,
+};
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
@@ -387,8 +389,8 @@ pub fn run(a: V2vArgs) -> Result<()> {
         }
     };
     // From here a Ctrl-C or kill is noted, and the run stops at its next step and cleans up.
-    crate::convert::interrupt::catch();
-    match super::run(&opts, sink(voice, start)) {
+    ferry::convert::interrupt::catch();
+    match ferry::v2v::run(&opts, sink(voice, start)) {
         Ok(c) => print_report(&c, voice, a.json).map_err(stdout_err),
         Err(e) => {
             if voice == Voice::Machine {
@@ -414,7 +416,7 @@ fn stdout_err(e: std::io::Error) -> Error {
 /// `--print-source` and `--print-xml`: the description only.
 fn print_only(a: &V2vArgs) -> Result<()> {
     let io = stdout_err;
-    let src = super::read_source(&parse_input(a)?)?;
+    let src = ferry::v2v::read_source(&parse_input(a)?)?;
     let mut out = std::io::stdout().lock();
     if a.print_source {
         if a.json {
@@ -577,7 +579,7 @@ fn print_report(c: &Conversion, voice: Voice, json: bool) -> std::io::Result<()>
             .collect(),
         changes: c.plan.changes.clone(),
     };
-    crate::fix::cli::write_report(&mut out, &shown, r.dry_run)?;
+    super::fix::write_report(&mut out, &shown, r.dry_run)?;
     if !r.warnings.is_empty() {
         writeln!(out, "\nWarnings:")?;
         for w in &r.warnings {

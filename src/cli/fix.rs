@@ -1,15 +1,12 @@
-//! `ferry fix`: the arguments and the command, kept here so the binary's `main.rs` only
-//! names them.
+//! `ferry fix`: its arguments and what it prints (the report, the diff, JSON); the work is
+//! `ferry::fix::command`.
 
-use super::engine::{self, Plan, Selection, Status};
-use super::error::{FixError, Result};
-use super::facts::Facts;
-use super::host::HostTree;
-use super::rule::{self, Rule};
-use super::{detect, standard};
-use crate::fs::files::FileTree;
+use anyhow::Result;
+use ferry::fix::command::{self, Options, Report};
+use ferry::fix::engine::{self, Plan, Status};
+use ferry::fix::Facts;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Fix a guest so it boots on KVM: plan the rules, show or apply the edits, report.
 #[derive(clap::Args, Debug, Clone)]
@@ -64,48 +61,9 @@ pub struct FixArgs {
     pub show_facts: bool,
 }
 
-/// The rule set: the standard rules unless left out, then each --rules directory (a rule
-/// of the same name replaces the earlier one in place).
-pub fn load_rules(args: &FixArgs) -> Result<Vec<Rule>> {
-    let mut rules = if args.no_standard {
-        Vec::new()
-    } else {
-        standard::rules()?
-    };
-    for dir in &args.rules {
-        for r in rule::load_dir(dir)? {
-            match rules.iter_mut().find(|x| x.name == r.name) {
-                Some(slot) => *slot = r,
-                None => rules.push(r),
-            }
-        }
-    }
-    for name in args.only.iter().chain(&args.skip).chain(&args.enable) {
-        if !rules.iter().any(|r| r.name == *name) {
-            return Err(FixError::UnknownRule(name.clone()));
-        }
-    }
-    Ok(rules)
-}
-
-/// Detected facts, then what a ferry mount published for the target, then --facts.
-pub fn load_facts(tree: &HostTree, target: &Path, args: &FixArgs) -> Result<Facts> {
-    let mut facts = detect::detect(tree);
-    if let Some(published) = super::facts::load_published(target)? {
-        let file = super::facts::published_path(target).display().to_string();
-        facts = facts
-            .merge_value(published)
-            .map_err(|message| FixError::Facts { file, message })?;
-    }
-    if let Some(f) = &args.facts {
-        facts = super::facts::merge_file(facts, f)?;
-    }
-    Ok(facts)
-}
-
 #[derive(serde::Serialize)]
 struct JsonReport<'a> {
-    target: String,
+    target: &'a str,
     dry_run: bool,
     changed: bool,
     facts: &'a Facts,
@@ -114,112 +72,69 @@ struct JsonReport<'a> {
     diff: Option<String>,
 }
 
-/// How a run ended, for the exit status: a dry run with changes pending exits 2, so that a
-/// script can tell "would change" from "nothing to do".
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Applied, or nothing to do.
-    Done,
-    /// A dry run found changes to make.
-    Pending,
-}
-
-/// Runs `ferry fix` on a directory or on images.
-pub fn run(args: FixArgs) -> Result<Outcome> {
-    let rules = load_rules(&args)?;
-    if let Some(both) = args.only.iter().find(|n| args.skip.contains(n)) {
-        return Err(FixError::Usage(format!(
-            "rule `{both}` is given to both --only and --skip"
-        )));
-    }
-    if args.list {
-        list(&rules)?;
-        return Ok(Outcome::Done);
-    }
-    match args.targets.as_slice() {
-        [dir] if dir.is_dir() => {
-            if !args.overlay.is_empty() || args.root.is_some() {
-                return Err(FixError::Usage(
-                    "--overlay and --root are for images; a directory is edited as it is".into(),
-                ));
-            }
-            let tree = HostTree::new(dir)?;
-            if tree.lstat("/etc")?.is_none() {
-                return Err(FixError::Usage(format!(
-                    "no operating system found in {} (it has no /etc): give the guest's root \
-                     directory or its disk images",
-                    dir.display()
-                )));
-            }
-            let facts = load_facts(&tree, dir, &args)?;
-            fix_tree(&tree, &dir.display().to_string(), facts, &rules, &args)
-        }
-        images => super::image::run(images, &rules, &args),
-    }
-}
-
-/// `--list`: the rules with their descriptions.
-fn list(rules: &[Rule]) -> Result<()> {
-    let io = |e: std::io::Error| FixError::io("(stdout)", e);
+/// Runs `ferry fix`; a dry run with changes pending exits 2, so that a script can tell
+/// "would change" from "nothing to do".
+pub fn run(a: FixArgs) -> Result<()> {
+    let json = a.json || a.output.as_deref() == Some("json");
+    let opts = Options {
+        targets: a.targets,
+        overlay: a.overlay,
+        root: a.root,
+        facts: a.facts,
+        rules: a.rules,
+        no_standard: a.no_standard,
+        only: a.only,
+        skip: a.skip,
+        enable: a.enable,
+        dry_run: a.dry_run,
+        show_facts: a.show_facts,
+    };
+    let rules = command::load_rules(&opts)?;
     let mut out = std::io::stdout().lock();
-    for r in rules {
-        let opt = if r.opt_in { " (opt-in)" } else { "" };
-        writeln!(
-            out,
-            "{}{opt}\n    {}\n    why: {}\n    file: {}",
-            r.name, r.description, r.why, r.file
-        )
-        .map_err(io)?;
+    if a.list {
+        for r in &rules {
+            let opt = if r.opt_in { " (opt-in)" } else { "" };
+            writeln!(
+                out,
+                "{}{opt}\n    {}\n    why: {}\n    file: {}",
+                r.name, r.description, r.why, r.file
+            )?;
+        }
+        return Ok(());
+    }
+    let report = command::run(&opts, &rules)?;
+    print(&mut out, &report, json)?;
+    out.flush()?;
+    if report.pending() {
+        std::process::exit(2);
     }
     Ok(())
 }
 
-/// Plans the rules over `tree` with `facts`, applies them unless --dry-run, and reports.
-pub fn fix_tree(
-    tree: &dyn FileTree,
-    target: &str,
-    facts: Facts,
-    rules: &[Rule],
-    args: &FixArgs,
-) -> Result<Outcome> {
-    let io = |e: std::io::Error| FixError::io("(stdout)", e);
-    let mut out = std::io::stdout().lock();
-    if args.show_facts {
-        serde_json::to_writer_pretty(&mut out, &facts).map_err(|e| io(e.into()))?;
-        writeln!(out).map_err(io)?;
-        return Ok(Outcome::Done);
-    }
-    let sel = Selection {
-        only: args.only.clone(),
-        skip: args.skip.clone(),
-        enable: args.enable.clone(),
+fn print(out: &mut impl Write, report: &Report, json: bool) -> Result<()> {
+    let Some(plan) = &report.plan else {
+        serde_json::to_writer_pretty(&mut *out, &report.facts)?;
+        writeln!(out)?;
+        return Ok(());
     };
-    let plan = engine::plan(tree, rules, &facts, &sel)?;
-    if !args.dry_run {
-        plan.apply(tree)?;
-    }
-    if args.json || args.output.as_deref() == Some("json") {
-        let report = JsonReport {
-            target: target.to_string(),
-            dry_run: args.dry_run,
+    if json {
+        let j = JsonReport {
+            target: &report.target,
+            dry_run: report.dry_run,
             changed: !plan.is_empty(),
-            facts: &facts,
+            facts: &report.facts,
             rules: &plan.rules,
-            diff: args.dry_run.then(|| plan.diff()),
+            diff: report.dry_run.then(|| plan.diff()),
         };
-        serde_json::to_writer_pretty(&mut out, &report).map_err(|e| io(e.into()))?;
-        writeln!(out).map_err(io)?;
+        serde_json::to_writer_pretty(&mut *out, &j)?;
+        writeln!(out)?;
     } else {
-        if args.dry_run {
-            out.write_all(plan.diff().as_bytes()).map_err(io)?;
+        if report.dry_run {
+            out.write_all(plan.diff().as_bytes())?;
         }
-        write_report(&mut out, &plan, args.dry_run).map_err(io)?;
+        write_report(out, plan, report.dry_run)?;
     }
-    Ok(if args.dry_run && !plan.is_empty() {
-        Outcome::Pending
-    } else {
-        Outcome::Done
-    })
+    Ok(())
 }
 
 /// The human report: one line per rule, its files, warnings and notes, and a summary.

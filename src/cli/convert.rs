@@ -1,0 +1,307 @@
+//! `ferry convert`, `ferry commit` and `ferry overlay create`: images written out.
+
+use super::{open, threads_arg, JsonOut};
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use ferry::block::{self, BlockDevice, Format};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct ConvertArgs {
+    pub src: PathBuf,
+    /// Output format (raw, qcow2, vmdk).
+    #[arg(short = 'O', long = "output-format")]
+    pub output_format: String,
+    pub dst: PathBuf,
+    /// Target options, comma-separated: compression=zlib|zstd (compress every cluster),
+    /// cluster_size=64k, compat=0.10|1.1, preallocation=off|metadata, lazy_refcounts=on|off
+    /// (qcow2); subformat=monolithicSparse|streamOptimized|
+    /// monolithicFlat, adapter_type=ide|lsilogic|buslogic|legacyESX|pvscsi, hwversion=N (vmdk).
+    #[arg(short = 'o', long = "options")]
+    pub options: Option<String>,
+    /// Compress (qcow2, zlib unless -o compression=zstd), like `qemu-img convert -c`.
+    #[arg(short = 'c', long)]
+    pub compress: bool,
+    #[arg(short = 'f', long = "format")]
+    pub format: Option<Format>,
+    /// Show a progress bar (on a terminal).
+    #[arg(short = 'p', long)]
+    pub progress: bool,
+    /// Worker threads, 1 to 256 (default: one per core, at least 4).
+    #[arg(long, default_value_t = 0, value_parser = threads_arg)]
+    pub threads: usize,
+    /// JSON: a summary (bytes read, written, skipped, seconds).
+    #[command(flatten)]
+    pub json: JsonOut,
+    /// fsync the output before exiting (like `conv=fsync`); off by default, as in qemu-img.
+    #[arg(long)]
+    pub sync: bool,
+    /// Replace DST if it exists (refused otherwise: qemu-img's silent overwrite is not the
+    /// model here).
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Read the source even while another process writes it (qemu-img's -U): what is read
+    /// may be inconsistent. Without it an image in use by a writer is refused.
+    #[arg(short = 'U', long = "force-share")]
+    pub force_share: bool,
+}
+
+#[derive(clap::Args)]
+pub struct CommitArgs {
+    pub overlay: PathBuf,
+    /// Output format (raw, qcow2).
+    #[arg(
+        short = 'O',
+        long = "output-format",
+        required_unless_present = "into_source"
+    )]
+    pub output_format: Option<String>,
+    #[arg(
+        required_unless_present = "into_source",
+        conflicts_with = "into_source"
+    )]
+    pub dst: Option<PathBuf>,
+    /// Write the overlay's data into its source image (which is changed!).
+    #[arg(long)]
+    pub into_source: bool,
+    /// Do not ask before writing into the source (needed when stdin is not a terminal).
+    #[arg(long)]
+    pub yes: bool,
+    /// Target options, as for convert.
+    #[arg(short = 'o', long = "options")]
+    pub options: Option<String>,
+    /// Replace DST if it exists (refused otherwise).
+    #[arg(long, conflicts_with = "into_source")]
+    pub overwrite: bool,
+    #[command(flatten)]
+    pub json: JsonOut,
+    /// Read the overlay and its chain even while another process writes them (qemu-img's
+    /// -U); not with --into-source.
+    #[arg(short = 'U', long = "force-share", conflicts_with = "into_source")]
+    pub force_share: bool,
+}
+
+#[derive(clap::Args)]
+pub struct OverlayArgs {
+    #[command(subcommand)]
+    pub cmd: OverlayCmd,
+}
+
+#[derive(Subcommand)]
+pub enum OverlayCmd {
+    /// Create an empty overlay over SRC (any chain ferry reads; SRC is only ever read). qemu can
+    /// use the overlay as it is: the backing file name is relative when possible, with its format.
+    Create { src: PathBuf, overlay: PathBuf },
+}
+
+/// What `convert`/`commit` write: `-O`, `-o` and `-c`.
+struct ConvertTarget {
+    format: String,
+    options: Option<String>,
+    compress: bool,
+}
+
+/// A size with an optional k/M suffix (as qemu-img's `cluster_size=64k`).
+fn parse_size(v: &str) -> Result<u64> {
+    let (num, mul) = match v.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&v[..i], 1u64 << 10),
+        Some((i, 'm' | 'M')) => (&v[..i], 1 << 20),
+        _ => (v, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mul))
+        .with_context(|| format!("bad size '{v}'"))
+}
+
+fn qcow2_options(t: &ConvertTarget) -> Result<ferry::convert::Qcow2Options> {
+    use ferry::block::qcow2::header::Compression;
+    let mut q = ferry::convert::Qcow2Options::default();
+    if t.compress {
+        q.compression = Some(Compression::Zlib);
+    }
+    for kv in t
+        .options
+        .iter()
+        .flat_map(|o| o.split(','))
+        .filter(|s| !s.is_empty())
+    {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        match (k, v) {
+            ("compression" | "compression_type", "zlib") => q.compression = Some(Compression::Zlib),
+            ("compression" | "compression_type", "zstd") => q.compression = Some(Compression::Zstd),
+            ("cluster_size", v) => q.cluster_size = parse_size(v)?,
+            ("compat", "0.10" | "v2") => q.compat_v2 = true,
+            ("compat", "1.1" | "v3") => q.compat_v2 = false,
+            ("preallocation", "off") => q.preallocate_metadata = false,
+            ("preallocation", "metadata") => q.preallocate_metadata = true,
+            ("preallocation", _) => bail!("preallocation={v} is not supported (only off and metadata)"),
+            ("lazy_refcounts", "on") => q.lazy_refcounts = true,
+            ("lazy_refcounts", "off") => q.lazy_refcounts = false,
+            _ => bail!("unknown qcow2 option '{kv}' (known: compression=zlib|zstd, cluster_size=SIZE, compat=0.10|1.1, preallocation=off|metadata, lazy_refcounts=on|off)"),
+        }
+    }
+    if q.preallocate_metadata && q.compression.is_some() {
+        bail!("compression and preallocation=metadata exclude each other (as in qemu-img)");
+    }
+    if q.compat_v2 && q.lazy_refcounts {
+        bail!("lazy_refcounts=on needs compat=1.1 (qcow2 v3)");
+    }
+    if q.compat_v2 && q.compression == Some(Compression::Zstd) {
+        bail!("zstd compression needs compat=1.1 (qcow2 v3)");
+    }
+    Ok(q)
+}
+
+fn vmdk_options(t: &ConvertTarget) -> Result<ferry::convert::VmdkOptions> {
+    use ferry::block::vmdk::writer::{Subformat, ADAPTER_TYPES};
+    let mut v = ferry::convert::VmdkOptions::default();
+    for kv in t
+        .options
+        .iter()
+        .flat_map(|o| o.split(','))
+        .filter(|s| !s.is_empty())
+    {
+        let (k, val) = kv.split_once('=').unwrap_or((kv, ""));
+        match k {
+            "subformat" => {
+                v.subformat = Subformat::parse(val).with_context(|| {
+                    format!("unknown vmdk subformat '{val}' (known: monolithicSparse, streamOptimized, monolithicFlat)")
+                })?
+            }
+            "adapter_type" if ADAPTER_TYPES.contains(&val) => v.adapter_type = val.into(),
+            "hwversion" => {
+                v.hw_version = val
+                    .parse()
+                    .with_context(|| format!("bad hwversion '{val}'"))?
+            }
+            _ => bail!("unknown vmdk option '{kv}' (known: subformat=monolithicSparse|streamOptimized|monolithicFlat, adapter_type={}, hwversion=N)", ADAPTER_TYPES.join("|")),
+        }
+    }
+    if t.compress && v.subformat != Subformat::StreamOptimized {
+        bail!("-c with -O vmdk needs subformat=streamOptimized (the only compressed VMDK)");
+    }
+    Ok(v)
+}
+
+fn write_image(
+    src: PathBuf,
+    target: &ConvertTarget,
+    dst: PathBuf,
+    format: Option<Format>,
+    opts: &ferry::convert::Options,
+    json: bool,
+) -> Result<()> {
+    if !matches!(target.format.as_str(), "raw" | "qcow2" | "vmdk") {
+        bail!(
+            "output format '{}' is not supported: only -O raw, qcow2 and vmdk",
+            target.format
+        );
+    }
+    let dev = open(&src, format)?;
+    // From here a Ctrl-C or kill stops the copy at its next chunk and removes the output.
+    ferry::convert::interrupt::catch();
+    let ctx = || format!("converting {} to {}", src.display(), dst.display());
+    let stats = match target.format.as_str() {
+        "raw" => {
+            if target.options.is_some() || target.compress {
+                bail!("-O raw takes no options");
+            }
+            ferry::convert::to_raw(&dev, &dst, opts).with_context(ctx)?
+        }
+        "qcow2" => {
+            let q = qcow2_options(target)?;
+            ferry::convert::to_qcow2(&dev, &dst, &q, opts).with_context(ctx)?
+        }
+        "vmdk" => {
+            let v = vmdk_options(target)?;
+            ferry::convert::to_vmdk(&dev, &dst, &v, opts).with_context(ctx)?
+        }
+        other => bail!("output format '{other}' is not supported"),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&stats)?);
+    }
+    Ok(())
+}
+
+fn commit_into_source(overlay: &std::path::Path, yes: bool, json: bool) -> Result<()> {
+    use std::io::IsTerminal;
+    let (src, fmt) = ferry::convert::commit::source_of(overlay)?;
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            bail!(
+                "this writes {} into its source {} ({fmt}); pass --yes to confirm",
+                overlay.display(),
+                src.display()
+            );
+        }
+        eprint!(
+            "Write the data of {} into {} ({fmt})? This changes the source. [y/N] ",
+            overlay.display(),
+            src.display()
+        );
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            bail!("not committed");
+        }
+    }
+    let stats = ferry::convert::commit::into_source(overlay)
+        .with_context(|| format!("committing {} into {}", overlay.display(), src.display()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&stats)?);
+    }
+    Ok(())
+}
+
+fn overlay_create(src: &std::path::Path, overlay: &std::path::Path) -> Result<()> {
+    let ov = block::overlay::create(src, overlay)
+        .with_context(|| format!("creating an overlay over {}", src.display()))?;
+    ov.flush()?;
+    Ok(())
+}
+
+pub fn convert(a: ConvertArgs) -> Result<()> {
+    let opts = ferry::convert::Options {
+        threads: a.threads,
+        progress: a.progress,
+        sync: a.sync,
+        overwrite: a.overwrite,
+        ..Default::default()
+    };
+    let target = ConvertTarget {
+        format: a.output_format,
+        options: a.options,
+        compress: a.compress,
+    };
+    write_image(a.src, &target, a.dst, a.format, &opts, a.json.on())
+}
+
+pub fn commit(a: CommitArgs) -> Result<()> {
+    if a.into_source {
+        return commit_into_source(&a.overlay, a.yes, a.json.on());
+    }
+    let (Some(output_format), Some(dst)) = (a.output_format, a.dst) else {
+        bail!("give -O FORMAT and DST, or --into-source")
+    };
+    let target = ConvertTarget {
+        format: output_format,
+        options: a.options,
+        compress: false,
+    };
+    let opts = ferry::convert::Options {
+        threads: 0,
+        progress: true,
+        sync: false,
+        overwrite: a.overwrite,
+        ..Default::default()
+    };
+    write_image(a.overlay, &target, dst, None, &opts, a.json.on())
+}
+
+pub fn overlay(a: OverlayArgs) -> Result<()> {
+    match a.cmd {
+        OverlayCmd::Create { src, overlay } => overlay_create(&src, &overlay),
+    }
+}

@@ -1,0 +1,125 @@
+//! `ferry hash` and `ferry timeline` (issue 18): digests and a body file, only reading.
+
+use super::{open, JsonOut};
+use anyhow::{Context, Result};
+use ferry::block::Format;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(clap::Args)]
+pub struct HashArgs {
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// sha256, sha1 or md5.
+    #[arg(long, default_value = "sha256")]
+    pub algo: ferry::forensics::Algo,
+    /// A manifest of the guest's regular files (paths relative to its /; the IMAGEs are the
+    /// disks of one guest) instead of the disks' digests.
+    #[arg(long, conflicts_with_all = ["json", "output"])]
+    pub files: bool,
+    /// With --files: the operating system to hash when the disks hold several (its / device).
+    #[arg(long, requires = "files")]
+    pub root: Option<String>,
+    #[command(flatten)]
+    pub json: JsonOut,
+    #[arg(short = 'f', long = "format")]
+    pub format: Option<Format>,
+    /// Read the image even while another process writes it (qemu-img's -U): what is read
+    /// may be inconsistent. Without it an image in use by a writer is refused.
+    #[arg(short = 'U', long = "force-share")]
+    pub force_share: bool,
+}
+
+#[derive(clap::Args)]
+pub struct TimelineArgs {
+    /// The guest's disk images.
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// The operating system to list when the disks hold several: the device of its /.
+    #[arg(long)]
+    pub root: Option<String>,
+    /// Fill the first column with each regular file's digest (md5, sha1 or sha256).
+    #[arg(long)]
+    pub hash: Option<ferry::forensics::Algo>,
+    #[arg(short = 'f', long = "format")]
+    pub format: Option<Format>,
+    /// Read the image even while another process writes it (qemu-img's -U): what is read
+    /// may be inconsistent. Without it an image in use by a writer is refused.
+    #[arg(short = 'U', long = "force-share")]
+    pub force_share: bool,
+}
+
+/// The guest the IMAGEs make up, as `ls`/`cat` show it; whether it is a composed tree.
+fn guest_fs(
+    images: &[PathBuf],
+    format: Option<Format>,
+    root: Option<&str>,
+) -> Result<(Arc<dyn ferry::fs::Filesystem>, bool)> {
+    let disks = images
+        .iter()
+        .map(|p| open(p, format).with_context(|| format!("opening {}", p.display())))
+        .collect::<Result<Vec<_>>>()?;
+    let guest = ferry::guest::Guest::open(&disks)?;
+    let view = guest.view(&[], root)?;
+    // Facts exist exactly when an operating system was found and composed as a Tree.
+    Ok((view.fs, view.facts.is_some()))
+}
+
+fn report(errors: &[String]) -> Result<()> {
+    for e in errors {
+        eprintln!("ferry: {e}");
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "{} paths could not be read (the rest is listed)",
+            errors.len()
+        )
+    }
+}
+
+pub fn hash(a: &HashArgs) -> Result<()> {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if a.files {
+        let (fs, _) = guest_fs(&a.images, a.format, a.root.as_deref())?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let errors =
+            ferry::forensics::digest::write_manifest(fs.as_ref(), a.algo, threads, &mut out)?;
+        out.flush()?;
+        return report(&errors);
+    }
+    let mut rows = Vec::new();
+    for p in &a.images {
+        let dev = open(p, a.format).with_context(|| format!("opening {}", p.display()))?;
+        let d = ferry::forensics::digest::hash_device(dev.as_ref(), a.algo)
+            .with_context(|| format!("hashing {}", p.display()))?;
+        if a.json.on() {
+            rows.push(serde_json::json!({
+                "image": p, "algo": a.algo.name(), "size": dev.len(), "digest": d,
+            }));
+        } else {
+            let path = p.as_os_str().as_encoded_bytes();
+            out.write_all(&ferry::forensics::digest::sum_line(&d, path))?;
+        }
+    }
+    if a.json.on() {
+        serde_json::to_writer_pretty(&mut out, &rows)?;
+        writeln!(out)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+pub fn timeline(a: &TimelineArgs) -> Result<()> {
+    let (fs, composed) = guest_fs(&a.images, a.format, a.root.as_deref())?;
+    let opts = ferry::forensics::bodyfile::Options {
+        hash: a.hash,
+        local_inodes: composed,
+    };
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+    let errors = ferry::forensics::bodyfile::write(fs.as_ref(), opts, &mut out)?;
+    out.flush()?;
+    report(&errors)
+}

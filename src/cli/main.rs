@@ -1,0 +1,213 @@
+//! The `ferry` command line: one small function per subcommand; the work is in the library.
+
+mod convert;
+mod files;
+mod filesystems;
+mod fix;
+mod forensics;
+mod image;
+mod inspect;
+mod mount;
+mod v2v;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use ferry::block::{self, BlockDevice, Format};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Open, inspect and convert virtual machine disk images, in userspace"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Describe an image and its whole backing chain (like `qemu-img info --backing-chain`).
+    /// The JSON is qemu-img's (its keys and nesting): the image alone, or with --backing-chain
+    /// an array of every layer, as `qemu-img info --output=json [--backing-chain]`.
+    Info(image::InfoArgs),
+    /// Show what each range of the virtual disk holds (like `qemu-img map`); the JSON is
+    /// what `qemu-img map --output=json` prints.
+    Map(image::MapArgs),
+    /// Write the image out in another format (sparse: holes and zeros are not written).
+    Convert(convert::ConvertArgs),
+    /// Write the merged view of an overlay and its source chain to a new image (both stay as
+    /// they are), or with --into-source the overlay's own data back into its raw/qcow2 source.
+    Commit(convert::CommitArgs),
+    /// Copy-on-write overlays: a qcow2 image whose backing file is the (untouched) source.
+    Overlay(convert::OverlayArgs),
+    /// List the guest's filesystems, swap and logical volumes (like `virt-filesystems --long`).
+    /// Disks are named /dev/sda, /dev/sdb, ... in the order given.
+    Filesystems(filesystems::FilesystemsArgs),
+    /// Find the operating systems on a guest's disks: distro, version, kernels, boot loader,
+    /// fstab with each line resolved, and the guest's mount layout (like virt-inspector).
+    Inspect(inspect::InspectArgs),
+    /// Mount a guest with FUSE (no root needed), laid out as its own fstab says (/boot,
+    /// /var... on their own volumes): read-only, or with --rw editable through a qcow2 overlay
+    /// per disk (the images themselves are never written). Runs in the background and returns
+    /// once the mount is ready; `ferry umount` stops it and flushes every write first.
+    Mount(mount::MountArgs),
+    /// Unmount what `ferry mount` mounted; returns when its daemon has exited.
+    Umount(mount::UmountArgs),
+    /// List a directory of a guest filesystem, without mounting (like virt-ls).
+    Ls(files::LsArgs),
+    /// Print a file of a guest filesystem to stdout, without mounting (like virt-cat).
+    Cat(files::CatArgs),
+    /// Fix a guest tree so it boots on KVM (rules in fixers/; `--dry-run` shows a diff).
+    Fix(fix::FixArgs),
+    /// Move a VM to KVM (like virt-v2v -o local): read its .vmx, Xen .cfg or libvirt XML (or
+    /// bare disks), copy and fix its disks into -o DIR, and write its libvirt domain XML.
+    V2v(v2v::V2vArgs),
+    /// Hash each virtual disk's content (as `qemu-img convert -O raw IMG - | sha256sum`), or
+    /// with --files every regular file of the guest (a `sha256sum -c` manifest). Only reads.
+    Hash(forensics::HashArgs),
+    /// A body file (The Sleuth Kit 3.x format, for `mactime -b`) of every path of the guest's
+    /// tree, across its mountpoints, as `fls -r -m /` writes one. Only reads.
+    Timeline(forensics::TimelineArgs),
+}
+
+impl Cmd {
+    /// `-U/--force-share`: this command's readers share every permission (`block::lock`).
+    fn force_share(&self) -> bool {
+        match self {
+            Cmd::Info(a) => a.force_share,
+            Cmd::Map(a) => a.force_share,
+            Cmd::Convert(a) => a.force_share,
+            Cmd::Commit(a) => a.force_share,
+            Cmd::Filesystems(a) => a.force_share,
+            Cmd::Inspect(a) => a.force_share,
+            Cmd::Ls(a) => a.view.force_share,
+            Cmd::Cat(a) => a.view.force_share,
+            Cmd::Mount(a) => a.force_share,
+            Cmd::Hash(a) => a.force_share,
+            Cmd::Timeline(a) => a.force_share,
+            Cmd::Overlay(_) | Cmd::Umount(_) | Cmd::Fix(_) | Cmd::V2v(_) => false,
+        }
+    }
+}
+
+/// `--json`, or qemu-img's spelling of it, `--output=json` (`--output=human`: the text).
+#[derive(clap::Args, Clone, Copy, Debug)]
+struct JsonOut {
+    /// Print JSON (also spelt `--output=json`, as qemu-img).
+    #[arg(long)]
+    json: bool,
+    /// Output format, as qemu-img's --output: human (the default) or json.
+    #[arg(long = "output", value_name = "FORMAT", value_enum)]
+    output: Option<OutputFormat>,
+}
+
+impl JsonOut {
+    fn on(self) -> bool {
+        self.json || self.output == Some(OutputFormat::Json)
+    }
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum OutputFormat {
+    Human,
+    Json,
+}
+
+/// How `ls`/`cat` find the guest.
+#[derive(clap::Args)]
+struct ViewArgs {
+    /// Another disk of the same guest (repeatable), after the first.
+    #[arg(short = 'a', long = "add")]
+    add: Vec<PathBuf>,
+    /// The operating system to show when the disks hold several: the device of its /.
+    #[arg(long)]
+    root: Option<String>,
+    #[arg(short = 'f', long = "format")]
+    format: Option<Format>,
+    /// Read the image even while another process writes it (qemu-img's -U): what is read
+    /// may be inconsistent. Without it an image in use by a writer is refused.
+    #[arg(short = 'U', long = "force-share")]
+    force_share: bool,
+}
+
+/// Threads a command may start: more than this only costs memory (each has a stack and, in
+/// convert, a chunk buffer) on any machine ferry runs on, and a typo must not exhaust the host.
+const MAX_THREADS: usize = 256;
+
+/// `--threads N`: 0 (convert: the default) up to [`MAX_THREADS`].
+fn threads_arg(v: &str) -> std::result::Result<usize, String> {
+    let n: usize = v.parse().map_err(|e| format!("{e}"))?;
+    if n > MAX_THREADS {
+        return Err(format!("at most {MAX_THREADS} threads"));
+    }
+    Ok(n)
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp(None)
+        .init();
+    // virt-v2v's `-of raw` style options are rewritten to long ones first.
+    let cli = Cli::parse_from(v2v::normalize_args(std::env::args_os().collect()));
+    block::lock::set_force_share(cli.cmd.force_share());
+    let r = match cli.cmd {
+        Cmd::Info(a) => image::info(a),
+        Cmd::Map(a) => image::map(a),
+        Cmd::Convert(a) => convert::convert(a),
+        Cmd::Commit(a) => convert::commit(a),
+        Cmd::Overlay(a) => convert::overlay(a),
+        Cmd::Filesystems(a) => filesystems::filesystems(a),
+        Cmd::Inspect(a) => inspect::inspect(a),
+        Cmd::Mount(a) => mount::mount(a),
+        Cmd::Umount(a) => mount::umount(a),
+        Cmd::Ls(a) => files::ls(a),
+        Cmd::Cat(a) => files::cat(a),
+        Cmd::Hash(a) => forensics::hash(&a),
+        Cmd::Timeline(a) => forensics::timeline(&a),
+        Cmd::Fix(a) => fix::run(a),
+        Cmd::V2v(a) => v2v::run(a).map_err(Into::into),
+    };
+    if let Err(e) = r {
+        // The reader of our output went away (`ferry map | head`): nothing left to say.
+        let broken_pipe = e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        });
+        if broken_pipe {
+            std::process::exit(0);
+        }
+        eprintln!("ferry: {}", error_text(&e));
+        // Interrupted: the shell's status for death by that signal (130 for SIGINT).
+        let signal = e
+            .chain()
+            .find_map(|c| match (c.downcast_ref(), c.downcast_ref()) {
+                (Some(ferry::convert::Error::Interrupted(sig)), _) => Some(*sig),
+                (_, Some(ferry::v2v::Error::Interrupted(sig))) => Some(*sig),
+                _ => None,
+            });
+        std::process::exit(signal.map_or(1, |s| 128 + s));
+    }
+}
+
+/// The error and its causes on one line, skipping a cause whose text the message before it
+/// already includes (our errors name their I/O cause themselves).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&c);
+        }
+    }
+    text
+}
+
+fn open(image: &std::path::Path, format: Option<Format>) -> Result<Arc<dyn BlockDevice>> {
+    Ok(block::open_as(image, format)?)
+}

@@ -1,0 +1,161 @@
+//! `ferry mount` and `ferry umount`.
+
+use super::{open, threads_arg};
+use anyhow::{bail, Context, Result};
+use ferry::block::Format;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct MountArgs {
+    /// The guest's disk images, then the mountpoint.
+    #[arg(required = true, num_args = 1..)]
+    pub paths: Vec<PathBuf>,
+    /// Mount DEVICE (as `ferry filesystems` names it: /dev/sda1, /dev/VG/LV) at MOUNTPOINT
+    /// (default /) instead of the guest's own layout; repeatable, like guestmount's -m.
+    #[arg(short = 'm', long = "mount", value_name = "DEVICE[:MOUNTPOINT]")]
+    pub mounts: Vec<String>,
+    /// The operating system to mount when the disks hold several: the device of its /.
+    #[arg(long)]
+    pub root: Option<String>,
+    /// Inspect and mount the guest's layout (the default; for guestmount compatibility).
+    #[arg(short = 'i', long = "inspector")]
+    pub inspector: bool,
+    /// Read-only (the default; accepted for guestmount compatibility).
+    #[arg(long, conflicts_with = "rw")]
+    pub ro: bool,
+    /// Writable: every write goes to a qcow2 overlay over each image (NAME-overlay.qcow2
+    /// beside it, continued if it exists), never to the image. An image that is itself an
+    /// overlay (a qcow2 with a backing file) is written in place.
+    #[arg(short = 'w', long)]
+    pub rw: bool,
+    /// The overlay of the image in the same position (repeatable, in image order), instead
+    /// of NAME-overlay.qcow2; implies --rw.
+    #[arg(long, value_name = "PATH")]
+    pub overlay: Vec<PathBuf>,
+    /// Stay in the foreground (Ctrl-C unmounts); `--no-fork` as in guestmount.
+    #[arg(long, visible_alias = "no-fork")]
+    pub foreground: bool,
+    /// The images' format (raw, qcow2, vmdk), as qemu-img's -f; probed from content otherwise.
+    #[arg(short = 'f', long = "format")]
+    pub format: Option<Format>,
+    /// Let other users see the mount (non-root needs user_allow_other in /etc/fuse.conf).
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Threads serving requests, 1 to 256.
+    #[arg(long, default_value_t = 4, value_parser = threads_arg)]
+    pub threads: usize,
+    /// Where the background daemon writes its log (default: nowhere).
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+    /// Read-only: serve the images even while another process writes them (qemu-img's -U);
+    /// what is read may be inconsistent.
+    #[arg(short = 'U', long = "force-share", conflicts_with_all = ["rw", "overlay"])]
+    pub force_share: bool,
+    /// Internal: this process is the daemon started by `ferry mount`.
+    #[arg(long, hide = true)]
+    pub daemon_child: bool,
+}
+
+#[derive(clap::Args)]
+pub struct UmountArgs {
+    pub mountpoint: PathBuf,
+    /// Detach now even if files under it are open (umount -l).
+    #[arg(short = 'l', long)]
+    pub lazy: bool,
+}
+
+pub fn mount(args: MountArgs) -> Result<()> {
+    use ferry::mount::{self, daemon};
+    let (mountpoint, images) = match args.paths.split_last() {
+        Some((m, i)) if !i.is_empty() => (m, i),
+        _ => bail!("give the image(s), then the mountpoint"),
+    };
+    // Checked here too so that the common mistakes get their message before anything starts.
+    mount::check(mountpoint)?;
+    if !args.foreground && !args.daemon_child {
+        let exe = std::env::current_exe().context("cannot find the ferry executable")?;
+        let mut child_args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+        child_args.push("--daemon-child".into());
+        return match daemon::spawn_and_wait(&exe, &child_args) {
+            Ok(_) => Ok(()),
+            // The daemon has already said why on our stderr.
+            Err(mount::Error::Daemon(_)) => std::process::exit(1),
+            Err(e) => Err(e.into()),
+        };
+    }
+    let writable = args.rw || !args.overlay.is_empty();
+    let mut edits = None;
+    let disks = if writable {
+        let e = ferry::block::overlay::EditSet::open(images, &args.overlay)?;
+        let disks = e.disks();
+        edits = Some(e);
+        disks
+    } else {
+        images
+            .iter()
+            .map(|p| open(p, args.format).with_context(|| format!("opening {}", p.display())))
+            .collect::<Result<Vec<_>>>()?
+    };
+    let mut guest = ferry::guest::Guest::open(&disks)?;
+    let mut view = guest.view(&args.mounts, args.root.as_deref())?;
+    if writable {
+        let devices = view.devices.clone();
+        drop(view);
+        let notes = guest.make_writable(&devices);
+        if notes.len() == devices.len() {
+            bail!(
+                "nothing in this guest can be written:\n  {}",
+                notes.join("\n  ")
+            );
+        }
+        for n in &notes {
+            eprintln!("ferry: {n}");
+        }
+        view = guest.view(&args.mounts, args.root.as_deref())?;
+        if let Some(e) = edits.as_mut() {
+            for line in e.keep() {
+                eprintln!("ferry: {line}");
+            }
+        }
+    }
+    log::info!("mounting {} at {}", view.device, mountpoint.display());
+    let opts = mount::Options {
+        fsname: format!(
+            "{}:{}",
+            std::fs::canonicalize(&images[0])
+                .unwrap_or_else(|_| images[0].clone())
+                .display(),
+            view.device
+        ),
+        threads: args.threads,
+        allow_other: args.allow_other,
+        writable,
+    };
+    daemon::unmount_on_signal(mountpoint);
+    let _pid = daemon::PidFile::create(mountpoint)?;
+    let log_file = args.log.clone();
+    let child = args.daemon_child;
+    let published = view
+        .facts
+        .as_ref()
+        .and_then(|f| ferry::fix::facts::publish(mountpoint, f));
+    let r = mount::run(view.fs, mountpoint, &opts, move || {
+        if child {
+            if let Err(e) = daemon::detach(log_file.as_deref()) {
+                log::warn!("cannot detach: {e}");
+            }
+        }
+    });
+    if let Some(p) = published {
+        let _ = std::fs::remove_file(p);
+    }
+    r?;
+    if let Some(e) = edits {
+        e.finish().context("completing the overlays")?;
+    }
+    Ok(())
+}
+
+pub fn umount(a: UmountArgs) -> Result<()> {
+    ferry::mount::daemon::umount(&a.mountpoint, a.lazy).map_err(Into::into)
+}
