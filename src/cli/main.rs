@@ -1,6 +1,8 @@
 //! The `ferry` command line: one small function per subcommand; the work is in the library.
 
 mod convert;
+mod diff;
+mod doc;
 mod files;
 mod filesystems;
 mod fix;
@@ -11,7 +13,7 @@ mod mount;
 mod v2v;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use ferry::block::{self, BlockDevice, Format};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,6 +27,12 @@ use std::sync::Arc;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Only errors on stderr (no warnings). RUST_LOG=ferry=LEVEL overrides -q and -v.
+    #[arg(short = 'q', long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// More on stderr: -v what ferry does, -vv debugging detail.
+    #[arg(short = 'v', long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
 }
 
 #[derive(Subcommand)]
@@ -71,6 +79,16 @@ enum Cmd {
     /// A body file (The Sleuth Kit 3.x format, for `mactime -b`) of every path of the guest's
     /// tree, across its mountpoints, as `fls -r -m /` writes one. Only reads.
     Timeline(forensics::TimelineArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell), e.g.
+    /// `ferry completions bash > /etc/bash_completion.d/ferry`.
+    Completions(doc::CompletionsArgs),
+    /// Write the manual pages (ferry.1 and one per command, ferry-mount.1...), e.g.
+    /// `ferry man --dir /usr/local/share/man/man1`; without --dir, ferry.1 on stdout.
+    Man(doc::ManArgs),
+    /// What changed between an overlay and its backing chain, or between two images of one
+    /// guest (like virt-diff): `+` added, `-` removed, `=` modified (with what), `>` renamed.
+    /// Only reads.
+    Diff(diff::DiffArgs),
 }
 
 impl Cmd {
@@ -88,7 +106,13 @@ impl Cmd {
             Cmd::Mount(a) => a.force_share,
             Cmd::Hash(a) => a.force_share,
             Cmd::Timeline(a) => a.force_share,
-            Cmd::Overlay(_) | Cmd::Umount(_) | Cmd::Fix(_) | Cmd::V2v(_) => false,
+            Cmd::Diff(a) => a.force_share,
+            Cmd::Overlay(_)
+            | Cmd::Umount(_)
+            | Cmd::Fix(_)
+            | Cmd::V2v(_)
+            | Cmd::Completions(_)
+            | Cmd::Man(_) => false,
         }
     }
 }
@@ -119,8 +143,9 @@ enum OutputFormat {
 /// How `ls`/`cat` find the guest.
 #[derive(clap::Args)]
 struct ViewArgs {
-    /// Another disk of the same guest (repeatable), after the first.
-    #[arg(short = 'a', long = "add")]
+    /// A disk of the guest (repeatable, in order), as virt-ls/virt-cat take them: then
+    /// every other argument is a guest path.
+    #[arg(short = 'a', long = "add", value_name = "IMAGE")]
     add: Vec<PathBuf>,
     /// The operating system to show when the disks hold several: the device of its /.
     #[arg(long)]
@@ -147,11 +172,9 @@ fn threads_arg(v: &str) -> std::result::Result<usize, String> {
 }
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .format_timestamp(None)
-        .init();
     // virt-v2v's `-of raw` style options are rewritten to long ones first.
     let cli = Cli::parse_from(v2v::normalize_args(std::env::args_os().collect()));
+    init_log(cli.quiet, cli.verbose);
     block::lock::set_force_share(cli.cmd.force_share());
     let r = match cli.cmd {
         Cmd::Info(a) => image::info(a),
@@ -167,8 +190,14 @@ fn main() {
         Cmd::Cat(a) => files::cat(a),
         Cmd::Hash(a) => forensics::hash(&a),
         Cmd::Timeline(a) => forensics::timeline(&a),
+        Cmd::Diff(a) => diff::diff(a),
         Cmd::Fix(a) => fix::run(a),
-        Cmd::V2v(a) => v2v::run(a).map_err(Into::into),
+        Cmd::V2v(mut a) => {
+            a.quiet = cli.quiet;
+            v2v::run(a).map_err(Into::into)
+        }
+        Cmd::Completions(a) => doc::completions(a, Cli::command()),
+        Cmd::Man(a) => doc::man(a, Cli::command()),
     };
     if let Err(e) = r {
         // The reader of our output went away (`ferry map | head`): nothing left to say.
@@ -192,6 +221,27 @@ fn main() {
     }
 }
 
+/// stderr carries `ferry: warning: ...` lines (the same style as the commands' own
+/// messages), warnings and errors by default; `-q` errors only, `-v` info, `-vv` debug with
+/// the module; RUST_LOG, when set, decides instead.
+fn init_log(quiet: bool, verbose: u8) {
+    use std::io::Write;
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        _ => "debug",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format(|buf, r| match r.level() {
+            log::Level::Error => writeln!(buf, "ferry: error: {}", r.args()),
+            log::Level::Warn => writeln!(buf, "ferry: warning: {}", r.args()),
+            log::Level::Info => writeln!(buf, "ferry: {}", r.args()),
+            _ => writeln!(buf, "ferry: {}: {}", r.target(), r.args()),
+        })
+        .init();
+}
+
 /// The error and its causes on one line, skipping a cause whose text the message before it
 /// already includes (our errors name their I/O cause themselves).
 fn error_text(e: &anyhow::Error) -> String {
@@ -210,4 +260,16 @@ fn error_text(e: &anyhow::Error) -> String {
 
 fn open(image: &std::path::Path, format: Option<Format>) -> Result<Arc<dyn BlockDevice>> {
     Ok(block::open_as(image, format)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// clap's own consistency checks (unique short flags across global and command options,
+    /// valid defaults, conflicts naming real arguments).
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

@@ -41,6 +41,17 @@ pub struct MountArgs {
     /// Let other users see the mount (non-root needs user_allow_other in /etc/fuse.conf).
     #[arg(long)]
     pub allow_other: bool,
+    /// A disk of the guest (repeatable, in order), as guestmount's -a; the positional images
+    /// follow them.
+    #[arg(short = 'a', long = "add", value_name = "IMAGE")]
+    pub add: Vec<PathBuf>,
+    /// Mount options, comma-separated, as guestmount passes them to FUSE: allow_other, ro,
+    /// rw, and default_permissions (always on: the kernel checks the guest's modes).
+    #[arg(short = 'o', long = "option", value_name = "OPTION[,OPTION]")]
+    pub options: Vec<String>,
+    /// Write the daemon's process id here once the mount is ready (removed at unmount).
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
     /// Threads serving requests, 1 to 256.
     #[arg(long, default_value_t = 4, value_parser = threads_arg)]
     pub threads: usize,
@@ -64,12 +75,47 @@ pub struct UmountArgs {
     pub lazy: bool,
 }
 
-pub fn mount(args: MountArgs) -> Result<()> {
+/// `-o` options: (allow_other, ro, rw) asked for.
+fn fuse_options(opts: &[String]) -> Result<(bool, bool, bool)> {
+    let (mut allow_other, mut ro, mut rw) = (false, false, false);
+    for o in opts
+        .iter()
+        .flat_map(|o| o.split(','))
+        .filter(|o| !o.is_empty())
+    {
+        match o {
+            "allow_other" => allow_other = true,
+            "ro" => ro = true,
+            "rw" => rw = true,
+            "default_permissions" => {}
+            _ => bail!(
+                "mount option `{o}` is not supported (known: allow_other, ro, rw, \
+                 default_permissions)"
+            ),
+        }
+    }
+    if ro && rw {
+        bail!("-o ro and -o rw exclude each other");
+    }
+    Ok((allow_other, ro, rw))
+}
+
+pub fn mount(mut args: MountArgs) -> Result<()> {
     use ferry::mount::{self, daemon};
-    let (mountpoint, images) = match args.paths.split_last() {
-        Some((m, i)) if !i.is_empty() => (m, i),
-        _ => bail!("give the image(s), then the mountpoint"),
+    let (allow_other, ro, rw) = fuse_options(&args.options)?;
+    if ro && (args.rw || !args.overlay.is_empty()) {
+        bail!("-o ro and --rw exclude each other");
+    }
+    args.allow_other |= allow_other;
+    args.rw |= rw;
+    let Some((mountpoint, positional)) = args.paths.split_last() else {
+        bail!("give the image(s), then the mountpoint");
     };
+    let images: Vec<PathBuf> = args.add.iter().chain(positional).cloned().collect();
+    if images.is_empty() {
+        bail!("give the image(s) (or -a IMAGE), then the mountpoint");
+    }
+    let images = images.as_slice();
     // Checked here too so that the common mistakes get their message before anything starts.
     mount::check(mountpoint)?;
     if !args.foreground && !args.daemon_child {
@@ -135,11 +181,23 @@ pub fn mount(args: MountArgs) -> Result<()> {
     let _pid = daemon::PidFile::create(mountpoint)?;
     let log_file = args.log.clone();
     let child = args.daemon_child;
+    // Absolute: the daemon leaves the working directory when it detaches.
+    let pid_file = match &args.pid_file {
+        Some(p) => Some(std::path::absolute(p).context("the --pid-file path")?),
+        None => None,
+    };
     let published = view
         .facts
         .as_ref()
         .and_then(|f| ferry::fix::facts::publish(mountpoint, f));
+    let user_pid = pid_file.clone();
     let r = mount::run(view.fs, mountpoint, &opts, move || {
+        // Before the daemon lets `ferry mount` return, so the file is there when it does.
+        if let Some(p) = &user_pid {
+            if let Err(e) = std::fs::write(p, format!("{}\n", std::process::id())) {
+                log::warn!("cannot write the pid file {}: {e}", p.display());
+            }
+        }
         if child {
             if let Err(e) = daemon::detach(log_file.as_deref()) {
                 log::warn!("cannot detach: {e}");
@@ -147,6 +205,9 @@ pub fn mount(args: MountArgs) -> Result<()> {
         }
     });
     if let Some(p) = published {
+        let _ = std::fs::remove_file(p);
+    }
+    if let Some(p) = &pid_file {
         let _ = std::fs::remove_file(p);
     }
     r?;

@@ -104,8 +104,8 @@ pub struct V2vArgs {
     /// JSON lines on stdout a wrapper can parse (see below); alone, the features supported.
     #[arg(long)]
     pub machine_readable: bool,
-    /// No stage lines or progress bar (warnings and the report still).
-    #[arg(short = 'q', long)]
+    /// The global -q: no stage lines or progress bar (the report still).
+    #[arg(skip)]
     pub quiet: bool,
     /// Copy workers, 1 to 256 (default: one per core, at least 4).
     #[arg(long, default_value_t = 0, value_parser = threads_arg)]

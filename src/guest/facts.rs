@@ -124,9 +124,13 @@ impl DiskBus {
     }
 }
 
-/// A dotted version ("7.9.2009", "20.04"); compared numerically, missing parts as 0.
+/// A dotted version ("7.9.2009", "22.04"); compared numerically, missing parts as 0, and
+/// shown as the distribution wrote it ("22.04", not "22.4").
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Version(pub Vec<u32>);
+pub struct Version {
+    parts: Vec<u32>,
+    text: String,
+}
 
 /// Versions longer than this are not versions.
 const MAX_VERSION_PARTS: usize = 8;
@@ -135,33 +139,54 @@ impl Version {
     /// Parses the leading `N[.N]...` of `s`; `None` if it does not start with a digit.
     pub fn parse(s: &str) -> Option<Version> {
         let mut parts = Vec::new();
+        let mut text = Vec::new();
         for p in s.trim().split('.') {
             let digits: String = p.chars().take_while(|c| c.is_ascii_digit()).collect();
             if digits.is_empty() {
                 break;
             }
             parts.push(digits.parse().ok()?);
-            if digits.len() != p.len() || parts.len() == MAX_VERSION_PARTS {
+            let whole = digits.len() == p.len();
+            text.push(digits);
+            if !whole || parts.len() == MAX_VERSION_PARTS {
                 break;
             }
         }
-        (!parts.is_empty()).then_some(Version(parts))
+        (!parts.is_empty()).then(|| Version {
+            parts,
+            text: text.join("."),
+        })
+    }
+
+    /// A version from its numbers (the registry gives Windows' as numbers).
+    pub fn from_parts(parts: Vec<u32>) -> Version {
+        let text = parts
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(".");
+        Version { parts, text }
+    }
+
+    /// The numbers, major first.
+    pub fn parts(&self) -> &[u32] {
+        &self.parts
     }
 
     pub fn major(&self) -> u32 {
-        self.0.first().copied().unwrap_or(0)
+        self.parts.first().copied().unwrap_or(0)
     }
 
     pub fn minor(&self) -> u32 {
-        self.0.get(1).copied().unwrap_or(0)
+        self.parts.get(1).copied().unwrap_or(0)
     }
 
     /// Numeric comparison where a missing part counts as 0 ("7" == "7.0").
     pub fn cmp_to(&self, other: &Version) -> Ordering {
-        let n = self.0.len().max(other.0.len());
+        let n = self.parts.len().max(other.parts.len());
         for i in 0..n {
-            let a = self.0.get(i).copied().unwrap_or(0);
-            let b = other.0.get(i).copied().unwrap_or(0);
+            let a = self.parts.get(i).copied().unwrap_or(0);
+            let b = other.parts.get(i).copied().unwrap_or(0);
             match a.cmp(&b) {
                 Ordering::Equal => {}
                 o => return o,
@@ -173,8 +198,7 @@ impl Version {
 
 impl fmt::Display for Version {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = self.0.iter().map(u32::to_string).collect();
-        f.write_str(&parts.join("."))
+        f.write_str(&self.text)
     }
 }
 
@@ -386,8 +410,11 @@ mod tests {
     #[test]
     fn versions() {
         let v = |s| Version::parse(s).unwrap();
-        assert_eq!(v("7.9.2009").0, vec![7, 9, 2009]);
-        assert_eq!(v("12-SP5").0, vec![12]);
+        assert_eq!(v("7.9.2009").parts(), [7, 9, 2009]);
+        assert_eq!(v("22.04").to_string(), "22.04");
+        assert_eq!(v("22.04").minor(), 4);
+        assert_eq!(v("12-SP5").parts(), [12]);
+        assert_eq!(v("12-SP5").to_string(), "12");
         assert_eq!(v("20.04").cmp_to(&v("20.4")), Ordering::Equal);
         assert_eq!(v("7").cmp_to(&v("7.0.0")), Ordering::Equal);
         assert_eq!(v("5.11").cmp_to(&v("6")), Ordering::Less);

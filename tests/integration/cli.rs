@@ -303,3 +303,209 @@ fn a_closed_pipe_is_not_an_error() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn warnings_have_one_style_and_q_silences_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("dirty.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", img.to_str().unwrap(), "1M"]);
+    // incompatible_features (big-endian u64 at byte 72): bit 0, the dirty bit.
+    let mut bytes = std::fs::read(&img).unwrap();
+    bytes[79] |= 1;
+    std::fs::write(&img, &bytes).unwrap();
+    let o = run_ferry(&["info", img.to_str().unwrap()]);
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("ferry: warning: ") && l.contains("dirty bit")),
+        "{err}"
+    );
+    assert!(!err.contains("[WARN"), "{err}");
+    let o = run_ferry(&["-q", "info", img.to_str().unwrap()]);
+    assert!(o.status.success());
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "");
+    // After the command as well (a global flag), and -v adds what ferry does.
+    let o = run_ferry(&["info", "-q", img.to_str().unwrap()]);
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "");
+    let o = run_ferry(&["info", "-q", "-v", img.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "-q and -v exclude each other");
+}
+
+#[test]
+fn completions_and_man_pages_come_from_the_command_definitions() {
+    let bash = ferry_ok(&["completions", "bash"]);
+    for c in [
+        "info", "convert", "mount", "umount", "fix", "v2v", "timeline",
+    ] {
+        assert!(bash.contains(c), "{c} missing from the bash completions");
+    }
+    assert!(bash.contains("--force-share") && bash.contains("--output-format"));
+    let zsh = ferry_ok(&["completions", "zsh"]);
+    assert!(
+        zsh.starts_with("#compdef ferry"),
+        "{}",
+        &zsh[..40.min(zsh.len())]
+    );
+    let page = ferry_ok(&["man"]);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH ferry"),
+        "{page}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mandir = dir.path().join("man1");
+    ferry_ok(&["man", "--dir", mandir.to_str().unwrap()]);
+    for p in ["ferry.1", "ferry-mount.1", "ferry-convert.1", "ferry-fix.1"] {
+        let text = std::fs::read_to_string(mandir.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+        assert!(text.contains(".TH"), "{p}");
+    }
+    // man(1) renders them without complaint where it is installed.
+    if let Ok(o) = std::process::Command::new("man")
+        .args(["--warnings", "-l", "-Tutf8"])
+        .arg(mandir.join("ferry-mount.1"))
+        .env("MANWIDTH", "80")
+        .output()
+    {
+        // Bold and underline come as overstrikes (c BS c) when not on a terminal.
+        let mut text = String::new();
+        for c in String::from_utf8_lossy(&o.stdout).chars() {
+            if c == '\u{8}' {
+                text.pop();
+            } else {
+                text.push(c);
+            }
+        }
+        assert!(
+            text.contains("--overlay") && text.contains("NAME"),
+            "{text}"
+        );
+        assert!(
+            o.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+/// ls -R/--csv/--json/--checksum, several paths, cat of several files and the virt-ls style
+/// `-a IMAGE`, checked against the directory mkfs.ext4 -d built the image from.
+#[test]
+fn ls_and_cat_take_virt_ls_and_virt_cat_habits() {
+    use sha2::Digest;
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    for d in ["etc/sub/deeper", "var/log", "empty"] {
+        std::fs::create_dir_all(src.join(d)).unwrap();
+    }
+    let files: [(&str, Vec<u8>); 5] = [
+        ("etc/hostname", b"guest\n".to_vec()),
+        ("etc/a,b \"quoted\"", b"comma\n".to_vec()),
+        ("etc/sub/deeper/big", pseudo_random(9, 300_000)),
+        ("var/log/messages", b"one\ntwo\n".to_vec()),
+        ("etc/sub/x", Vec::new()),
+    ];
+    for (p, data) in &files {
+        std::fs::write(src.join(p), data).unwrap();
+    }
+    std::fs::set_permissions(
+        src.join("etc/hostname"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("../hostname", src.join("etc/sub/link")).unwrap();
+    let img = tmp.path().join("fs.img");
+    crate::common::kernel::mkfs_ext4(&img, "16M", Some(&src), &[]);
+    let i = img.to_str().unwrap();
+
+    // -R: every path below /, in full, as the source tree has them (plus lost+found).
+    let listed: std::collections::BTreeSet<String> = ferry_ok(&["ls", "-R", i, "/"])
+        .lines()
+        .map(String::from)
+        .filter(|l| !l.starts_with("/lost+found"))
+        .collect();
+    let mut want = std::collections::BTreeSet::new();
+    let mut stack = vec![src.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            want.insert(format!("/{}", p.strip_prefix(&src).unwrap().display()));
+            if p.is_dir() && !p.is_symlink() {
+                stack.push(p);
+            }
+        }
+    }
+    assert_eq!(listed, want);
+
+    // --csv --checksum: mode (with type bits), size and sha256 of each file under /etc.
+    let csv = ferry_ok(&["ls", "-R", "--csv", "--checksum", "-a", i, "/etc"]);
+    let mut rows = 0;
+    for line in csv.lines() {
+        // The one quoted name holds a comma and doubled quotes.
+        let (fields, path): (Vec<&str>, String) = if let Some(q) = line.find('"') {
+            let end = line.rfind('"').unwrap();
+            let before: Vec<&str> = line[..q].trim_end_matches(',').split(',').collect();
+            (before, line[q + 1..end].replace("\"\"", "\""))
+        } else {
+            let f: Vec<&str> = line.split(',').collect();
+            (f[..6].to_vec(), f[6].to_string())
+        };
+        let host = src.join(path.trim_start_matches('/'));
+        let m = std::fs::symlink_metadata(&host).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(fields[0], format!("{:o}", m.mode()), "{line}");
+        if !m.is_dir() {
+            assert_eq!(fields[4], m.len().to_string(), "{line}");
+        }
+        if m.is_file() {
+            let digest = hex(&sha2::Sha256::digest(std::fs::read(&host).unwrap()));
+            assert!(line.ends_with(&format!(",{digest}")), "{line}");
+        }
+        if m.file_type().is_symlink() {
+            assert!(line.contains(",../hostname"), "{line}");
+        }
+        rows += 1;
+    }
+    assert_eq!(rows, want.iter().filter(|p| p.starts_with("/etc/")).count());
+
+    // --json: the same sizes, targets and digests as objects.
+    let j: serde_json::Value = serde_json::from_str(&ferry_ok(&[
+        "ls",
+        "--json",
+        "--checksum=md5",
+        i,
+        "/var/log",
+    ]))
+    .unwrap();
+    let arr = j.as_array().unwrap();
+    assert_eq!(arr.len(), 1);
+    assert_eq!(arr[0]["path"], "messages");
+    assert_eq!(arr[0]["size"], 8);
+    let md5 = sh(&format!(
+        "md5sum < '{}'",
+        src.join("var/log/messages").display()
+    ));
+    assert_eq!(arr[0]["checksum"], md5.split_whitespace().next().unwrap());
+
+    // Several paths: each under a header, as ls(1) prints them.
+    let two = ferry_ok(&["ls", i, "/var", "/empty"]);
+    assert_eq!(two, "/var:\nlog\n\n/empty:\n");
+    // cat of several files, with the image first or as -a.
+    let want = [b"guest\n".as_slice(), b"one\ntwo\n"].concat();
+    for args in [
+        vec!["cat", i, "/etc/hostname", "/var/log/messages"],
+        vec!["cat", "-a", i, "/etc/hostname", "/var/log/messages"],
+    ] {
+        let o = run_ferry(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(o.stdout, want, "{args:?}");
+    }
+    let o = run_ferry(&["cat", i, "/etc"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/etc: is a directory"));
+    let o = run_ferry(&["ls"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("give the guest's image"));
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

@@ -409,6 +409,20 @@ fn a_killed_rw_daemon_leaves_a_filesystem_the_journal_repairs() {
             }
         })();
         killer.join().unwrap();
+        // SIGKILL is delivered, not yet acted on: the daemon's files (and its image locks)
+        // are released once it has exited (gone, or a zombie). Bounded wait.
+        let t0 = std::time::Instant::now();
+        while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| !r.trim_start().starts_with('Z'))
+        }) {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(30),
+                "round {round}: the killed daemon {pid} does not exit"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         // The dead mount is detached; nothing is left to flush.
         let _ = Command::new("umount").arg("-l").arg(&mnt).status();
         assert!(i > 0, "round {round}: nothing was written before the kill");

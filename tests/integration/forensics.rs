@@ -293,3 +293,141 @@ fn timeline_hash_column_matches_md5sum() {
     // Directories have no digest.
     assert_eq!(digest_of("/etc"), "0");
 }
+
+/// `ferry diff`: a copy edited through a kernel mount, turned into an overlay over the
+/// original with `qemu-img convert -B`, lists exactly the recorded edits, each with its kind.
+#[test]
+fn diff_lists_exactly_the_edits_made_through_the_kernel() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let src = d.join("src");
+    for dir in ["etc/sub", "var/lib", "home/u"] {
+        std::fs::create_dir_all(src.join(dir)).unwrap();
+    }
+    let put = |p: &str, data: &[u8]| std::fs::write(src.join(p), data).unwrap();
+    put(
+        "etc/fstab",
+        b"/dev/hda1 / ext4 defaults 0 1\n/dev/hda2 swap swap defaults 0 0\n",
+    );
+    put("etc/hostname", b"old\n");
+    put("etc/gone", b"bye\n");
+    put("etc/moved", b"moving\n");
+    put("etc/mode", b"m\n");
+    put("etc/owner", b"o\n");
+    put("etc/xattr", b"x\n");
+    put("etc/same-size", b"aaaa\n");
+    put("var/lib/big", &common::pseudo_random(4, 3 << 20));
+    put("home/u/untouched", b"keep\n");
+    std::os::unix::fs::symlink("hostname", src.join("etc/link")).unwrap();
+    let base = d.join("base.raw");
+    kernel::mkfs_ext4(&base, "32M", Some(&src), &[]);
+    let _same = Unchanged::new(&[&base]);
+    let copy = d.join("copy.raw");
+    std::fs::copy(&base, &copy).unwrap();
+    let Some(m) = kernel::mount_or_skip(&copy, &d.join("mnt"), "") else {
+        return;
+    };
+    let r = m.path().to_path_buf();
+    common::sh(&format!(
+        "cd '{}' && printf '/dev/vda1 / ext4 defaults 0 1\\n/dev/vda2 swap swap defaults 0 0\\n' > etc/fstab \
+         && echo new > etc/new && rm etc/gone && mv etc/moved etc/sub/moved-here && chmod 600 etc/mode \
+         && chown 12:34 etc/owner && setfattr -n user.k -v v etc/xattr && printf 'bbbb\\n' > etc/same-size \
+         && ln -sfn fstab etc/link && mkdir etc/newdir \
+         && dd if=/dev/urandom of=var/lib/big bs=4096 seek=100 count=1 conv=notrunc status=none",
+        r.display()
+    ));
+    m.unmount().unwrap();
+    let over = d.join("over.qcow2");
+    qemu_img(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        "-B",
+        base.to_str().unwrap(),
+        "-F",
+        "raw",
+        copy.to_str().unwrap(),
+        over.to_str().unwrap(),
+    ]);
+    let want: BTreeMap<&str, (&str, &[&str])> = [
+        ("/etc/fstab", ("modified", &["content", "mtime"][..])),
+        ("/etc/new", ("added", &[][..])),
+        ("/etc/gone", ("removed", &[][..])),
+        ("/etc/sub/moved-here", ("renamed", &[][..])),
+        ("/etc/mode", ("modified", &["mode"][..])),
+        ("/etc/owner", ("modified", &["owner"][..])),
+        ("/etc/xattr", ("modified", &["xattrs"][..])),
+        ("/etc/same-size", ("modified", &["mtime", "content"][..])),
+        ("/etc/link", ("modified", &["target"][..])),
+        ("/etc/newdir", ("added", &[][..])),
+        ("/var/lib/big", ("modified", &["mtime", "content"][..])),
+    ]
+    .into_iter()
+    .collect();
+    for args in [
+        vec!["diff", "--json", over.to_str().unwrap()],
+        vec![
+            "diff",
+            "--json",
+            base.to_str().unwrap(),
+            copy.to_str().unwrap(),
+        ],
+    ] {
+        let j: serde_json::Value = serde_json::from_str(&ferry_ok(&args)).unwrap();
+        let got: BTreeMap<String, (String, Vec<String>)> = j
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                let what = c["what"]
+                    .as_array()
+                    .map(|w| w.iter().map(|x| x.as_str().unwrap().to_string()).collect())
+                    .unwrap_or_default();
+                (
+                    c["path"].as_str().unwrap().to_string(),
+                    (c["kind"].as_str().unwrap().to_string(), what),
+                )
+            })
+            .collect();
+        let paths: Vec<&String> = got.keys().collect();
+        assert_eq!(paths, want.keys().collect::<Vec<_>>(), "{args:?}");
+        for (p, (kind, what)) in &want {
+            let (gk, gw) = &got[*p];
+            assert_eq!(gk, kind, "{p}");
+            for w in *what {
+                assert!(gw.iter().any(|x| x == w), "{p}: {w} not in {gw:?}");
+            }
+        }
+        let renamed = j
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["kind"] == "renamed")
+            .unwrap();
+        assert_eq!(renamed["from"], "/etc/moved");
+    }
+    // The text view: one line a path, and -u shows the fstab edit as diff -u would.
+    let text = ferry_ok(&["diff", "-u", over.to_str().unwrap()]);
+    assert!(text.contains("+ /etc/new\n"), "{text}");
+    assert!(text.contains("- /etc/gone\n"), "{text}");
+    assert!(
+        text.contains("> /etc/moved -> /etc/sub/moved-here"),
+        "{text}"
+    );
+    assert!(
+        text.contains("--- a/etc/fstab\n+++ b/etc/fstab\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n-/dev/hda1 / ext4 defaults 0 1\n")
+            && text.contains("\n+/dev/vda1 / ext4 defaults 0 1\n"),
+        "{text}"
+    );
+    // A guest compared with itself: nothing.
+    assert_eq!(
+        ferry_ok(&["diff", base.to_str().unwrap(), base.to_str().unwrap()]),
+        ""
+    );
+}

@@ -454,7 +454,7 @@ fn two_disk_guest_and_a_symlink_across_the_mountpoint() {
     );
     // /etc/motd -> ../home/user/motd.txt, which is on the second disk.
     let (a, b) = (g.images[0].to_str().unwrap(), g.images[1].to_str().unwrap());
-    let motd = lines_ok(&run_ferry(&["cat", a, "-a", b, "/etc/motd"]));
+    let motd = lines_ok(&run_ferry(&["cat", "-a", a, "-a", b, "/etc/motd"]));
     assert_eq!(motd, "Welcome to the second disk.\n");
     // Without the second disk, /home is missing: said, and the rest still shows.
     let v1 = ferry_json(&["inspect", "--json", a]);
@@ -511,6 +511,7 @@ fn choosing_roots_and_layouts_by_hand() {
     );
     let hosts = lines_ok(&run_ferry(&[
         "cat",
+        "-a",
         a,
         "-a",
         b,
@@ -519,7 +520,16 @@ fn choosing_roots_and_layouts_by_hand() {
         "/etc/HOSTNAME",
     ]));
     assert_eq!(hosts, "sles11xen.example.com\n");
-    let out = run_ferry(&["cat", a, "-a", b, "--root", "/dev/sdb9", "/etc/HOSTNAME"]);
+    let out = run_ferry(&[
+        "cat",
+        "-a",
+        a,
+        "-a",
+        b,
+        "--root",
+        "/dev/sdb9",
+        "/etc/HOSTNAME",
+    ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("roots: /dev/sda2, /dev/sdb1"));
 
     // -m by hand: the Xen root with the RHEL /boot on top of its /boot.

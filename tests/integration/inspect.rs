@@ -235,6 +235,10 @@ fn os_release_files_match_the_shell() {
         let nonempty = |s: &String| (!s.is_empty()).then(|| s.clone());
         assert_eq!(info.distro, nonempty(&want[0]), "{text}");
         assert_eq!(info.version, v(&want[1]), "{text}");
+        // Shown as written: "20.04", not "20.4".
+        if let Some(ver) = &info.version {
+            assert!(want[1].starts_with(&ver.to_string()), "{ver} of {text}");
+        }
         assert_eq!(info.product_name, nonempty(&want[2]), "{text}");
         assert_eq!(info.os_type, Os::Linux);
     }

@@ -740,3 +740,63 @@ fn mounts_without_root() {
     assert!(umount.is_ok(), "umount as nobody: {umount:?}");
     assert!(!ferry::mount::is_mountpoint(&dir.join("mnt")).unwrap());
 }
+
+/// guestmount's habits: `-a IMAGE`, `-o allow_other,ro`, `--pid-file`.
+#[test]
+fn guestmount_style_options() {
+    if !can_mount() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("etc")).unwrap();
+    std::fs::write(src.join("etc/hostname"), b"guest\n").unwrap();
+    let img = tmp.path().join("fs.img");
+    mkfs(&img, &src, "8M", &[]);
+    let mnt = tmp.path().join("mnt");
+    let pid = tmp.path().join("ferry.pid");
+    let m = FerryMount::new(
+        &[
+            OsStr::new("-a"),
+            img.as_os_str(),
+            OsStr::new("-o"),
+            OsStr::new("allow_other,ro"),
+            OsStr::new("--pid-file"),
+            pid.as_os_str(),
+        ],
+        &mnt,
+    )
+    .expect("mount");
+    assert_eq!(std::fs::read(mnt.join("etc/hostname")).unwrap(), b"guest\n");
+    // The pid file is there once `ferry mount` returns and names the serving daemon.
+    let n: u32 = std::fs::read_to_string(&pid)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let cmdline = std::fs::read(format!("/proc/{n}/cmdline")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("--daemon-child"),
+        "{}",
+        String::from_utf8_lossy(&cmdline)
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = mounts
+        .lines()
+        .find(|l| l.contains(&*mnt.to_string_lossy()))
+        .expect("the mount in mountinfo");
+    assert!(line.contains(" ro,") || line.contains(" ro "), "{line}");
+    assert!(line.contains("allow_other"), "{line}");
+    drop(m);
+    assert!(!pid.exists(), "the pid file outlives the mount");
+    // Unknown options are refused by name before anything is mounted.
+    let o = common::run_ferry(&[
+        "mount",
+        "-o",
+        "uid=5",
+        img.to_str().unwrap(),
+        mnt.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("`uid=5` is not supported"));
+}

@@ -135,9 +135,10 @@ pub fn redhat_release(text: &str) -> Release {
         .split_once(" release ")
         .and_then(|(_, r)| Version::parse(r));
     if let (Some(v), Some((_, u))) = (version.as_mut(), lower.split_once(" update ")) {
-        if v.0.len() == 1 {
+        if v.parts().len() == 1 {
             if let Some(minor) = Version::parse(u) {
-                v.0.push(minor.major());
+                // "Red Hat Enterprise Linux AS release 4 (Nahant Update 9)" is 4.9.
+                *v = Version::from_parts(vec![v.major(), minor.major()]);
             }
         }
     }
@@ -229,7 +230,7 @@ pub(super) fn detect(cx: &Ctx) -> Release {
         .unwrap_or_default();
     if rel.distro.is_some() {
         if rel.distro.as_deref() == Some("debian")
-            && rel.version.as_ref().is_none_or(|v| v.0.len() < 2)
+            && rel.version.as_ref().is_none_or(|v| v.parts().len() < 2)
         {
             // Debian's os-release has the major version only (and none on testing);
             // debian_version has the point release.

@@ -164,7 +164,10 @@ pub(crate) fn inspect(cx: &Ctx, root: &str, info: &mut OsInfo) {
         let major = number(cx, &sw, cv, "CurrentMajorVersionNumber");
         let minor = number(cx, &sw, cv, "CurrentMinorVersionNumber");
         let version = match major {
-            Some(m) => Some(Version(vec![m as u32, minor.unwrap_or(0) as u32])),
+            Some(m) => Some(Version::from_parts(vec![
+                m as u32,
+                minor.unwrap_or(0) as u32,
+            ])),
             None => string(cx, &sw, cv, "CurrentVersion").and_then(|s| Version::parse(&s)),
         };
         info.major_version = version.as_ref().map(Version::major);
