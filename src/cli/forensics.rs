@@ -42,6 +42,14 @@ pub struct TimelineArgs {
     /// Fill the first column with each regular file's digest (md5, sha1 or sha256).
     #[arg(long)]
     pub hash: Option<ferry::forensics::Algo>,
+    /// JSON Lines instead of a body file: one object a path (seconds as numbers with their
+    /// fraction, and the nanoseconds apart), as Timesketch and jq take them.
+    #[arg(long)]
+    pub json: bool,
+    /// Also every filesystem outside the operating system's layout (other partitions, other
+    /// roots, data disks), its paths prefixed with its device: `/dev/sdb1:/path`.
+    #[arg(long)]
+    pub all_filesystems: bool,
     #[arg(short = 'f', long = "format")]
     pub format: Option<Format>,
     /// Read the image even while another process writes it (qemu-img's -U): what is read
@@ -113,13 +121,73 @@ pub fn hash(a: &HashArgs) -> Result<()> {
 }
 
 pub fn timeline(a: &TimelineArgs) -> Result<()> {
-    let (fs, composed) = guest_fs(&a.images, a.format, a.root.as_deref())?;
-    let opts = ferry::forensics::bodyfile::Options {
-        hash: a.hash,
-        local_inodes: composed,
-    };
+    use ferry::forensics::bodyfile;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
-    let errors = ferry::forensics::bodyfile::write(fs.as_ref(), opts, &mut out)?;
+    let mut errors = Vec::new();
+    let opts = bodyfile::Options {
+        hash: a.hash,
+        json: a.json,
+        ..Default::default()
+    };
+    if !a.all_filesystems {
+        let (fs, composed) = guest_fs(&a.images, a.format, a.root.as_deref())?;
+        let opts = bodyfile::Options {
+            local_inodes: composed,
+            ..opts
+        };
+        errors = bodyfile::write(fs.as_ref(), opts, &mut out)?;
+    } else {
+        let disks = a
+            .images
+            .iter()
+            .map(|p| open(p, a.format).with_context(|| format!("opening {}", p.display())))
+            .collect::<Result<Vec<_>>>()?;
+        let guest = ferry::guest::Guest::open(&disks)?;
+        // The operating system's tree first, as the guest sees it; a guest without one (or
+        // with several and no --root) has only its filesystems one by one.
+        let mut done = Vec::new();
+        match guest.view(&[], a.root.as_deref()) {
+            Ok(view) => {
+                let opts = bodyfile::Options {
+                    local_inodes: view.facts.is_some(),
+                    ..opts
+                };
+                errors.extend(bodyfile::write(view.fs.as_ref(), opts, &mut out)?);
+                done = view.devices;
+            }
+            Err(e) => log::info!("no single operating system tree ({e}): filesystems one by one"),
+        }
+        for f in &guest.inspection.filesystems {
+            if done.contains(&f.device) {
+                continue;
+            }
+            if f.fstype == "swap" {
+                continue;
+            }
+            if !f.readable {
+                // Said, but not a failure of the timeline: nothing of it can be listed.
+                log::warn!(
+                    "{}: {} not listed: {}",
+                    f.device,
+                    f.fstype,
+                    f.problem.as_deref().unwrap_or("ferry cannot read it")
+                );
+                continue;
+            }
+            match guest.view(std::slice::from_ref(&f.device), None) {
+                Ok(view) => {
+                    let prefix = format!("{}:", f.device);
+                    let opts = bodyfile::Options {
+                        prefix: prefix.as_bytes(),
+                        local_inodes: true,
+                        ..opts
+                    };
+                    errors.extend(bodyfile::write(view.fs.as_ref(), opts, &mut out)?);
+                }
+                Err(e) => errors.push(format!("{}: {e}", f.device)),
+            }
+        }
+    }
     out.flush()?;
     report(&errors)
 }

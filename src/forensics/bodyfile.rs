@@ -66,7 +66,12 @@ pub fn time_string(t: Timestamp) -> String {
 
 /// Options of a timeline.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Options {
+pub struct Options<'a> {
+    /// JSON Lines (one object a path, as timeline tools such as Timesketch ingest) instead
+    /// of body-file lines.
+    pub json: bool,
+    /// Put before every path (`/dev/sdb1:` for a filesystem outside the guest's layout).
+    pub prefix: &'a [u8],
     /// Fill the first column with this digest of each regular file (0 otherwise, as fls).
     pub hash: Option<Algo>,
     /// Show inode numbers as each filesystem has them (strip a composed tree's top byte,
@@ -90,33 +95,74 @@ pub fn write(
         }
         line.clear();
         let a = v.attr;
+        let path = [opts.prefix, v.path].concat();
         let digest = match (opts.hash, a.kind) {
             (Some(algo), FileType::RegularFile) => match hash_file(fs, a.ino, a.size, algo) {
                 Ok(d) => d,
                 Err(e) => {
-                    errors.push(format!("{}: {e}", String::from_utf8_lossy(v.path)));
+                    errors.push(format!("{}: {e}", String::from_utf8_lossy(&path)));
                     "0".into()
                 }
             },
             _ => "0".into(),
         };
-        line.extend_from_slice(digest.as_bytes());
-        line.push(b'|');
-        line.extend_from_slice(v.path);
-        if a.kind == FileType::Symlink {
+        let target = if a.kind == FileType::Symlink {
             match fs.readlink(a.ino) {
-                Ok(t) => {
-                    line.extend_from_slice(b" -> ");
-                    line.extend_from_slice(&t);
+                Ok(t) => Some(t),
+                Err(e) => {
+                    errors.push(format!("{}: {e}", String::from_utf8_lossy(&path)));
+                    None
                 }
-                Err(e) => errors.push(format!("{}: {e}", String::from_utf8_lossy(v.path))),
             }
-        }
+        } else {
+            None
+        };
         let ino = if opts.local_inodes {
             crate::guest::tree::local_ino(a.ino)
         } else {
             a.ino
         };
+        if opts.json {
+            let mut j = serde_json::json!({
+                "path": String::from_utf8_lossy(&path),
+                "inode": ino,
+                "type": type_letter(a.kind).to_string(),
+                "mode": mode_string(v.entry_kind, a.kind, a.mode),
+                "uid": a.uid,
+                "gid": a.gid,
+                "size": a.size,
+                "atime": time_string(a.atime).parse::<f64>().unwrap_or_default(),
+                "mtime": time_string(a.mtime).parse::<f64>().unwrap_or_default(),
+                "ctime": time_string(a.ctime).parse::<f64>().unwrap_or_default(),
+                "atime_ns": a.atime.nsecs,
+                "mtime_ns": a.mtime.nsecs,
+                "ctime_ns": a.ctime.nsecs,
+            });
+            if let Some(c) = a.crtime {
+                j["crtime"] = time_string(c).parse::<f64>().unwrap_or_default().into();
+                j["crtime_ns"] = c.nsecs.into();
+            }
+            if let Some(t) = &target {
+                j["target"] = String::from_utf8_lossy(t).into();
+            }
+            if opts.hash.is_some() && a.kind == FileType::RegularFile {
+                j["digest"] = digest.into();
+            }
+            if let Err(e) = serde_json::to_writer(&mut *out, &j)
+                .map_err(std::io::Error::from)
+                .and_then(|()| out.write_all(b"\n"))
+            {
+                io_err = Some(e);
+            }
+            return;
+        }
+        line.extend_from_slice(digest.as_bytes());
+        line.push(b'|');
+        line.extend_from_slice(&path);
+        if let Some(t) = &target {
+            line.extend_from_slice(b" -> ");
+            line.extend_from_slice(t);
+        }
         let rest = format!(
             "|{ino}|{}|{}|{}|{}|{}|{}|{}|{}\n",
             mode_string(v.entry_kind, a.kind, a.mode),

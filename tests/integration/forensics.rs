@@ -508,3 +508,86 @@ fn read_everything(img: &Path, scratch: &Path, what: &str) {
         drop(m);
     }
 }
+
+/// `timeline --json` says what the body file says, one JSON object a line; with
+/// `--all-filesystems` a partition outside the guest's fstab is listed too, under its device.
+#[test]
+fn timeline_json_and_all_filesystems() {
+    use common::guest::{debian_root, mkfs, put};
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let root = d.join("root");
+    debian_root(
+        &root,
+        "UUID=0b5e7a55-1111-4222-8333-944445555666 / ext4 defaults 0 1\n",
+    );
+    let data = d.join("data");
+    put(&data, "/cases/notes.txt", "not in fstab\n");
+    put(&data, "/cases/more/b.bin", common::pseudo_random(3, 5000));
+    let (p1, p2) = (d.join("p1.img"), d.join("p2.img"));
+    mkfs(
+        &p1,
+        "ext4",
+        24 << 20,
+        "0b5e7a55-1111-4222-8333-944445555666",
+        None,
+        Some(&root),
+        &[],
+    );
+    mkfs(
+        &p2,
+        "ext4",
+        8 << 20,
+        "0b5e7a55-1111-4222-8333-944445555777",
+        None,
+        Some(&data),
+        &[],
+    );
+    let disk = d.join("disk.img");
+    common::sfdisk_image(
+        &disk,
+        40 << 20,
+        "label: gpt\nstart=2048, size=49152\nstart=51200, size=16384\n",
+    );
+    common::write_into(&disk, 2048 * 512, &p1);
+    common::write_into(&disk, 51200 * 512, &p2);
+    let i = disk.to_str().unwrap();
+
+    let body = ferry_ok(&["timeline", i]);
+    let json = ferry_ok(&["timeline", "--json", "--hash", "md5", i]);
+    let hashed = ferry_ok(&["timeline", "--hash", "md5", i]);
+    assert_eq!(body.lines().count(), json.lines().count());
+    for (b, j) in hashed.lines().zip(json.lines()) {
+        let f: Vec<&str> = b.split('|').collect();
+        let v: serde_json::Value = serde_json::from_str(j).unwrap();
+        let name = f[1].split(" -> ").next().unwrap();
+        assert_eq!(v["path"], name, "{b}");
+        assert_eq!(v["inode"].to_string(), f[2], "{b}");
+        assert_eq!(v["mode"], f[3], "{b}");
+        assert_eq!(v["size"].to_string(), f[6], "{b}");
+        let mtime: f64 = f[8].parse().unwrap();
+        assert!((v["mtime"].as_f64().unwrap() - mtime).abs() < 1e-3, "{b}");
+        if f[3].starts_with("r/") {
+            assert_eq!(v["digest"], f[0], "{b}");
+        }
+    }
+    assert!(
+        !body.contains("notes.txt"),
+        "the data partition is not in the guest's tree"
+    );
+
+    let all = ferry_ok(&["timeline", "--all-filesystems", i]);
+    let extra: Vec<&str> = all.lines().filter(|l| l.contains("|/dev/sda2:/")).collect();
+    let names: std::collections::BTreeSet<&str> =
+        extra.iter().map(|l| l.split('|').nth(1).unwrap()).collect();
+    for want in [
+        "/dev/sda2:/cases",
+        "/dev/sda2:/cases/notes.txt",
+        "/dev/sda2:/cases/more",
+        "/dev/sda2:/cases/more/b.bin",
+    ] {
+        assert!(names.contains(want), "{want} missing: {names:?}");
+    }
+    // The guest's own tree is there as before, once.
+    assert_eq!(all.lines().count() - extra.len(), body.lines().count());
+}
