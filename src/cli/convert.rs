@@ -4,7 +4,9 @@ use super::{open, threads_arg, JsonOut};
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use ferry::block::{self, BlockDevice, Format};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct ConvertArgs {
@@ -24,7 +26,7 @@ pub struct ConvertArgs {
     pub compress: bool,
     #[arg(short = 'f', long = "format")]
     pub format: Option<Format>,
-    /// Show a progress bar (on a terminal).
+    /// Show progress: a bar on a terminal, else qemu-img's `(NN.NN/100%)` lines on stdout.
     #[arg(short = 'p', long)]
     pub progress: bool,
     /// Worker threads, 1 to 256 (default: one per core, at least 4).
@@ -262,13 +264,49 @@ fn overlay_create(src: &std::path::Path, overlay: &std::path::Path) -> Result<()
     Ok(())
 }
 
+/// `-p` when stderr is not a terminal: what qemu-img prints there, `    (NN.NN/100%)` and a
+/// carriage return at each whole percent on stdout, a newline at the end, so that wrappers
+/// written for qemu-img read ferry the same way.
+fn qemu_progress(total: u64) -> ferry::convert::progress::Observer {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let done = Arc::new(AtomicU64::new(0));
+    // Under one lock, so that workers finishing out of order never print a smaller number
+    // after a bigger one.
+    let shown = Arc::new(std::sync::Mutex::new(0u64));
+    print!("    (0.00/100%)\r");
+    let _ = std::io::stdout().flush();
+    ferry::convert::progress::Observer(Arc::new(move |n| {
+        let now = done.fetch_add(n, Ordering::Relaxed) + n;
+        let pct = (u128::from(now.min(total)) * 100)
+            .checked_div(u128::from(total))
+            .map_or(100, |p| p as u64);
+        let mut last = shown.lock().unwrap_or_else(|e| e.into_inner());
+        if pct > *last {
+            *last = pct;
+            let mut out = std::io::stdout().lock();
+            let _ = write!(out, "    ({pct}.00/100%)\r");
+            if pct == 100 {
+                let _ = writeln!(out);
+            }
+            let _ = out.flush();
+        }
+    }))
+}
+
 pub fn convert(a: ConvertArgs) -> Result<()> {
+    let qemu_style = a.progress && !a.json.on() && !std::io::stderr().is_terminal();
+    let observer = if qemu_style {
+        let size = open(&a.src, a.format)?.len();
+        Some(qemu_progress(size))
+    } else {
+        None
+    };
     let opts = ferry::convert::Options {
         threads: a.threads,
         progress: a.progress,
         sync: a.sync,
         overwrite: a.overwrite,
-        ..Default::default()
+        observer,
     };
     let target = ConvertTarget {
         format: a.output_format,

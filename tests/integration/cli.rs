@@ -509,3 +509,45 @@ fn ls_and_cat_take_virt_ls_and_virt_cat_habits() {
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+/// `convert -p` off a terminal prints what `qemu-img convert -p` prints there.
+#[test]
+fn progress_off_a_terminal_is_qemu_img_s() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.raw");
+    make_mixed_raw(&src, 24 << 20, 3);
+    let shape = |out: &str| -> Vec<f64> {
+        assert!(out.ends_with("(100.00/100%)\r\n"), "{out:?}");
+        out.trim_end_matches('\n')
+            .split('\r')
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                let s = s.strip_prefix("    (").unwrap_or_else(|| panic!("{s:?}"));
+                s.strip_suffix("/100%)").unwrap().parse::<f64>().unwrap()
+            })
+            .collect()
+    };
+    let theirs = qemu_img(&[
+        "convert",
+        "-p",
+        "-O",
+        "raw",
+        src.to_str().unwrap(),
+        dir.path().join("q.raw").to_str().unwrap(),
+    ]);
+    let q = shape(&theirs);
+    let ours = ferry_ok(&[
+        "convert",
+        "-p",
+        "-O",
+        "raw",
+        src.to_str().unwrap(),
+        dir.path().join("f.raw").to_str().unwrap(),
+    ]);
+    let f = shape(&ours);
+    for v in [&q, &f] {
+        assert_eq!(v.first(), Some(&0.0));
+        assert_eq!(v.last(), Some(&100.0));
+        assert!(v.windows(2).all(|w| w[0] <= w[1]), "{v:?}");
+    }
+}
