@@ -12,6 +12,7 @@ mod edit;
 mod ext4;
 mod ext4_journal;
 mod ext4_journal_write;
+mod ext4_htree;
 mod ext4_meta;
 mod ext4_write;
 mod fix_engine;
