@@ -19,27 +19,34 @@ use std::time::Instant;
 /// EXT4_INDEX_FL as debugfs prints it in "Flags:".
 const INDEX_FL: u32 = 0x1000;
 
-/// `n` distinct names, `min..=max` bytes long, of letters, digits and a few punctuation
-/// marks, in a fixed pseudo-random order.
+/// `n` distinct names, `min..=max` bytes long, of letters, digits, punctuation and a few
+/// non-ASCII letters (bytes above 0x7f hash differently as signed and unsigned chars), in a
+/// fixed pseudo-random order.
 fn names(seed: u64, n: usize, min: usize, max: usize) -> Vec<String> {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-+,=";
+    const ALPHABET: &[char] = &[
+        'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k', 'l', 'm', 'n', 'o', 'p', 'q', 'r',
+        's', 't', 'u', 'v', 'w', 'x', 'y', 'z', 'A', 'B', 'C', 'Q', 'X', 'Z', '0', '1', '2', '3',
+        '4', '5', '6', '7', '8', '9', '.', '_', '-', '+', ',', '=', 'é', 'ü', 'ß', 'Ω', '日',
+    ];
     let bytes = common::pseudo_random(seed, n * (max + 2));
     let mut seen = BTreeSet::new();
     let mut out = Vec::with_capacity(n);
     let mut k = 0usize;
-    while out.len() < n {
-        let len = min + usize::from(bytes[k % bytes.len()]) % (max - min + 1);
+    let mut next = || {
         k += 1;
+        usize::from(bytes[k % bytes.len()])
+    };
+    while out.len() < n {
+        let len = min + next() % (max - min + 1);
         // A running number keeps the names distinct however the bytes fall.
         let mut s = format!("{}-", out.len());
-        let prefix = s.len();
-        while s.len() < len {
-            s.push(char::from(
-                ALPHABET[usize::from(bytes[k % bytes.len()]) % ALPHABET.len()],
-            ));
-            k += 1;
+        loop {
+            let c = ALPHABET[next() % ALPHABET.len()];
+            if s.len() + c.len_utf8() > len {
+                break;
+            }
+            s.push(c);
         }
-        s.truncate(len.max(prefix));
         if seen.insert(s.clone()) {
             out.push(s);
         }
@@ -98,6 +105,19 @@ fn htree_levels(img: &Path, path: &str) -> Option<u32> {
     Some(n.parse().unwrap())
 }
 
+/// The hash version `htree_dump` reports for `path`'s dx_root.
+fn htree_hash_version(img: &Path, path: &str) -> u32 {
+    let out = debugfs(img, &format!("htree_dump {path}"));
+    let at = out
+        .find("Hash Version: ")
+        .unwrap_or_else(|| panic!("debugfs htree_dump {path}: {out}"));
+    let n: String = out[at + 14..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    n.parse().unwrap()
+}
+
 /// The names in directory `rel` of `img` as the kernel lists them (read-only loop mount).
 fn kernel_names(img: &Path, rel: &str, mnt: &Path) -> BTreeSet<String> {
     let m = KernelMount::new(img, mnt, "ro").expect("mount");
@@ -145,19 +165,48 @@ fn check(img: &Path, rel: &str, want: &BTreeSet<String>, min_levels: Option<u32>
 #[test]
 fn new_directories_become_indexed_and_grow() {
     let tmp = tempfile::tempdir().unwrap();
-    // (kind, mkfs arguments, files, name lengths, least indirect levels)
-    // (Small filesystems get 1 KiB blocks from mke2fs.conf: 4 KiB ones are asked for.)
-    let cases: &[(&str, &[&str], usize, (usize, usize), u32)] = &[
-        ("ext4", &["-b", "4096"], 1000, (4, 60), 0),
-        ("ext4-1k", &["-b", "1024"], 3000, (100, 255), 1),
-        ("ext4-nocsum", &["-O", "^metadata_csum", "-b", "4096"], 1000, (4, 60), 0),
-        ("ext4-nocsum-1k", &["-O", "^metadata_csum", "-b", "1024"], 3000, (100, 255), 1),
-        ("ext3", &["-t", "ext3", "-b", "4096"], 1000, (4, 60), 0),
-        ("ext3-1k", &["-t", "ext3", "-b", "1024"], 3000, (100, 255), 1),
+    // (kind, mkfs arguments, debugfs requests). Small filesystems get 1 KiB blocks from
+    // mke2fs.conf: 4 KiB ones are asked for. 1 KiB blocks take 3000 long names (two index
+    // levels), 4 KiB ones 1000 short ones. The tea and legacy cases set s_def_hash_version
+    // (and unsigned hashing) with debugfs.
+    type Case<'a> = (&'a str, &'a [&'a str], &'a [&'a str]);
+    let cases: &[Case] = &[
+        ("ext4", &["-b", "4096"], &[]),
+        ("ext4-1k", &["-b", "1024"], &[]),
+        ("ext4-nocsum", &["-O", "^metadata_csum", "-b", "4096"], &[]),
+        (
+            "ext4-nocsum-1k",
+            &["-O", "^metadata_csum", "-b", "1024"],
+            &[],
+        ),
+        ("ext3", &["-t", "ext3", "-b", "4096"], &[]),
+        ("ext3-1k", &["-t", "ext3", "-b", "1024"], &[]),
+        (
+            "ext4-tea-unsigned",
+            &["-b", "4096"],
+            &["ssv def_hash_version tea", "ssv flags 2"],
+        ),
+        (
+            "ext4-legacy-1k",
+            &["-b", "1024"],
+            &["ssv def_hash_version legacy"],
+        ),
     ];
-    for (i, &(kind, args, n, (min, max), levels)) in cases.iter().enumerate() {
+    for (i, &(kind, args, tune)) in cases.iter().enumerate() {
+        let (n, (min, max), levels) = if args.contains(&"1024") {
+            (3000, (100, 255), 1)
+        } else {
+            (1000, (4, 60), 0)
+        };
         let img = tmp.path().join(format!("{kind}.img"));
         kernel::mkfs_ext4(&img, "64M", None, args);
+        for req in tune {
+            common::run(
+                Command::new(common::tool("debugfs").expect("debugfs"))
+                    .args(["-w", "-R", req])
+                    .arg(&img),
+            );
+        }
         let want: Vec<String> = names(i as u64 + 1, n, min, max);
         let fs = Ext4::open_rw(FileDev::open(&img)).expect("open_rw");
         let root = fs.root_ino();
@@ -191,6 +240,13 @@ fn new_directories_become_indexed_and_grow() {
         want.remove(&first);
         want.insert("moved-in".into());
         check(&img, "big", &want, Some(levels), tmp.path());
+        // s_def_hash_version: half_md4 (1) unless set above.
+        let version = match tune.first() {
+            Some(t) if t.ends_with("tea") => 2,
+            Some(t) if t.ends_with("legacy") => 0,
+            _ => 1,
+        };
+        assert_eq!(htree_hash_version(&img, "/big"), version, "{kind}");
         eprintln!(
             "{kind}: {n} files, levels {:?}, e2fsck clean",
             htree_levels(&img, "/big")
@@ -241,7 +297,10 @@ fn existing_index_grows_and_shrinks() {
         std::fs::write(big.join(n), b"").unwrap();
     }
     let mounts = can_mount();
-    for (kind, args) in [("ext4", &["-b", "4096"][..]), ("ext4-1k", &["-b", "1024"][..])] {
+    for (kind, args) in [
+        ("ext4", &["-b", "4096"][..]),
+        ("ext4-1k", &["-b", "1024"][..]),
+    ] {
         let img = tmp.path().join(format!("{kind}.img"));
         if kind == "ext4" && mounts {
             kernel::mkfs_ext4(&img, "64M", None, args);

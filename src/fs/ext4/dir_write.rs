@@ -56,7 +56,14 @@ pub(crate) fn type_byte(k: FileType) -> u8 {
     }
 }
 
-pub(super) fn put_record(block: &mut [u8], off: usize, ino: u32, rec_len: usize, name: &[u8], ft: u8) {
+pub(super) fn put_record(
+    block: &mut [u8],
+    off: usize,
+    ino: u32,
+    rec_len: usize,
+    name: &[u8],
+    ft: u8,
+) {
     let bs = block.len();
     block[off..off + 4].copy_from_slice(&ino.to_le_bytes());
     block[off + 4..off + 6].copy_from_slice(&rec_len_to_disk(rec_len, bs).to_le_bytes());

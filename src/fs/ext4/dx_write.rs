@@ -276,13 +276,7 @@ impl Ext4 {
 
     /// Adds `name` through the index of `d`. False when the index cannot take it (damaged,
     /// or full at the deepest level allowed): the caller drops the index.
-    pub(super) fn dx_add(
-        &self,
-        d: &mut InodeBuf,
-        name: &[u8],
-        ino: u32,
-        ft: u8,
-    ) -> Result<bool> {
+    pub(super) fn dx_add(&self, d: &mut InodeBuf, name: &[u8], ino: u32, ft: u8) -> Result<bool> {
         if !self.sb.has_compat(COMPAT_DIR_INDEX) {
             return Ok(false);
         }
@@ -483,8 +477,7 @@ impl Ext4 {
         b[NODE_HEADER..NODE_HEADER + (to - from)].copy_from_slice(&node.block[from..to]);
         // The first entry's hash makes room for limit and count (its bound is hash2).
         b[NODE_HEADER..NODE_HEADER + 2].copy_from_slice(&(node_limit as u16).to_le_bytes());
-        b[NODE_HEADER + 2..NODE_HEADER + 4]
-            .copy_from_slice(&((count - keep) as u16).to_le_bytes());
+        b[NODE_HEADER + 2..NODE_HEADER + 4].copy_from_slice(&((count - keep) as u16).to_le_bytes());
         node.block[from..to].fill(0);
         node.set_count(keep);
         parent.insert_after_at(hash2, new_lblk);
@@ -554,10 +547,7 @@ impl Ext4 {
                 ino != 0 && &block[off + dir_write::HEADER_LEN..][..n] == name
             })
         };
-        if !dots(0, b".")
-            || dir::rec_len_from_disk(le16(block, 4), bs) != 12
-            || !dots(12, b"..")
-        {
+        if !dots(0, b".") || dir::rec_len_from_disk(le16(block, 4), bs) != 12 || !dots(12, b"..") {
             return Ok(false);
         }
         let first = 12 + dir::rec_len_from_disk(le16(block, 16), bs);
