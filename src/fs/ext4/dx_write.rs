@@ -587,3 +587,61 @@ impl Ext4 {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recs(hashes: &[u32], name_len: usize) -> Vec<Rec> {
+        hashes
+            .iter()
+            .map(|&hash| Rec {
+                hash,
+                off: 0,
+                name_len,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn split_point_halves_the_bytes_and_keeps_both_parts() {
+        // Equal records: half move.
+        assert_eq!(Ext4::split_point(&recs(&[2, 4, 6, 8, 10, 12], 8)), 3);
+        // Two records: one each.
+        assert_eq!(Ext4::split_point(&recs(&[2, 4], 255)), 1);
+        // One big record at the top moves alone.
+        let mut r = recs(&[2, 4, 6, 8, 10, 12, 14, 16], 4);
+        r[7].name_len = 200;
+        assert_eq!(Ext4::split_point(&r), 7);
+        // Equal hashes still split by count; the caller marks the range continued.
+        let same = recs(&[6, 6, 6, 6], 16);
+        let at = Ext4::split_point(&same);
+        assert!(at > 0 && at < same.len());
+        assert_eq!(same[at - 1].hash, same[at].hash);
+    }
+
+    #[test]
+    fn insert_after_at_shifts_the_later_entries() {
+        let mut block = new_node(1024);
+        let off = NODE_HEADER;
+        block[off..off + 2].copy_from_slice(&126u16.to_le_bytes());
+        block[off + 2..off + 4].copy_from_slice(&3u16.to_le_bytes());
+        for (i, (h, b)) in [(0u32, 1u32), (100, 2), (200, 3)].iter().enumerate() {
+            if i > 0 {
+                block[off + i * 8..off + i * 8 + 4].copy_from_slice(&h.to_le_bytes());
+            }
+            block[off + i * 8 + 4..off + i * 8 + 8].copy_from_slice(&b.to_le_bytes());
+        }
+        let mut l = Level {
+            lblk: 5,
+            pblk: 50,
+            block,
+            off,
+            at: 1,
+        };
+        l.insert_after_at(151, 9);
+        assert_eq!(l.count(), 4);
+        let got: Vec<(u32, u64)> = (0..4).map(|i| (l.hash(i), l.child(i))).collect();
+        assert_eq!(got, [(0, 1), (100, 2), (151, 9), (200, 3)]);
+    }
+}
