@@ -265,6 +265,40 @@ fn new_directories_become_indexed_and_grow() {
     }
 }
 
+/// With largedir the index may grow a third level: 60000 long names on 1 KiB blocks need
+/// more leaves than two levels address (123 × 126).
+#[test]
+fn largedir_grows_a_third_level() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("largedir.img");
+    kernel::mkfs_ext4(
+        &img,
+        "256M",
+        None,
+        &["-b", "1024", "-O", "large_dir", "-N", "70000"],
+    );
+    let want = names(42, 60000, 200, 255);
+    let fs = Ext4::open_rw(FileDev::open(&img)).unwrap();
+    let dir = fs
+        .create(
+            fs.root_ino(),
+            b"big",
+            &NewInode {
+                mode: 0o040755,
+                ..file()
+            },
+        )
+        .unwrap()
+        .ino;
+    for n in &want {
+        fs.create(dir, n.as_bytes(), &file())
+            .unwrap_or_else(|e| panic!("create {n}: {e}"));
+    }
+    drop(fs);
+    let want: BTreeSet<String> = want.into_iter().collect();
+    check(&img, "big", &want, Some(2), tmp.path());
+}
+
 /// Without dir_index a directory stays linear however big it grows.
 #[test]
 fn no_dir_index_stays_linear() {
