@@ -1,9 +1,11 @@
 //! Hash-tree (dx) directories written by ferry, against real oracles: a new directory filled
 //! through `Ext4::open_rw` becomes indexed when its first block fills (make_indexed_dir),
-//! its leaves split by hash and its index grows a level (1 KiB blocks, long names), and a
-//! directory indexed by mkfs grows and shrinks. Each image must pass `e2fsck -fn`, debugfs
-//! must show the index (EXT4_INDEX_FL, htree_dump), the kernel must list exactly the names
-//! written, and ferry must find every name again through its index.
+//! its leaves split by hash and its index grows a level (1 KiB blocks, long names; a third
+//! with large_dir), on ext4 with and without metadata_csum, ext3, and the tea and legacy
+//! hashes (signed and unsigned); a directory indexed by the kernel or `e2fsck -D` grows and
+//! shrinks. Each image must pass `e2fsck -fn`, debugfs must show the index (EXT4_INDEX_FL,
+//! htree_dump), the kernel must list exactly the names written (and write on into the index
+//! cleanly), and ferry must find every name again through its index.
 
 use crate::common;
 use crate::ext4_write::{can_mount, e2fsck, FileDev};
