@@ -23,13 +23,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// A raw image file opened read-write: the writable device the tests give ferry.
-struct FileDev {
+pub(crate) struct FileDev {
     f: File,
     len: u64,
 }
 
 impl FileDev {
-    fn open(p: &Path) -> Arc<dyn BlockDevice> {
+    pub(crate) fn open(p: &Path) -> Arc<dyn BlockDevice> {
         let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -84,7 +84,7 @@ const KINDS: &[(&str, &[&str])] = &[
     ("ext2", &["-t", "ext2"]),
 ];
 
-fn e2fsck(image: &Path) -> Result<(), String> {
+pub(crate) fn e2fsck(image: &Path) -> Result<(), String> {
     let out = Command::new(common::tool("e2fsck").expect("e2fsck"))
         .arg("-fn")
         .arg(image)
@@ -103,7 +103,7 @@ fn e2fsck(image: &Path) -> Result<(), String> {
     }
 }
 
-fn can_mount() -> bool {
+pub(crate) fn can_mount() -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if !root || !Path::new("/dev/loop-control").exists() {

@@ -10,6 +10,7 @@ mod convert_write;
 mod corpus;
 mod edit;
 mod ext4;
+mod ext4_htree;
 mod ext4_journal;
 mod ext4_journal_write;
 mod ext4_meta;

@@ -4,18 +4,23 @@
 //! its inode set to 0), as the kernel does. With metadata_csum each leaf block ends in the
 //! checksum tail entry and each index block in its dx_tail, recomputed on every write.
 //!
-//! Indexed (htree) directories: a name goes into the leaf the index chooses for its hash when
-//! that leaf has room, which keeps the index valid. When the leaf is full, ferry does not
-//! split it: the directory is turned back into a linear one (index blocks become empty
-//! records, EXT4_INDEX_FL is cleared), which the kernel and e2fsck read as any linear
-//! directory (e2fsck -D would index it again).
+//! Indexed (htree) directories: a name goes into the leaf the index chooses for its hash; a
+//! full leaf is split by hash and a full index block split or the index deepened, as the
+//! kernel does (see dx_write.rs). A linear directory whose only block fills up is indexed
+//! then (make_indexed_dir) when the filesystem has dir_index; linear directories already
+//! bigger than a block stay linear, as in the kernel. Only when the index cannot be used
+//! (damaged, a hash ferry does not compute) or is full at its deepest level allowed is it
+//! dropped: index blocks become empty records and EXT4_INDEX_FL is cleared, which the
+//! kernel and e2fsck read as any linear directory (e2fsck -D would index it again).
+//! Removal takes a record out of its leaf and leaves the index as it is (leaves are never
+//! merged, as in the kernel); the index finds the record's leaf.
 
 use super::inode::{self, Inode, InodeBuf};
-use super::superblock::{COMPAT_DIR_INDEX, FLAGS_UNSIGNED_HASH, INCOMPAT_FILETYPE};
+use super::superblock::INCOMPAT_FILETYPE;
 use super::{csum, dir, htree, le16, le32, Ext4};
 use crate::fs::{FileType, FsError, Result};
 
-const HEADER_LEN: usize = 8;
+pub(super) const HEADER_LEN: usize = 8;
 /// Largest name (u8 name_len).
 pub const MAX_NAME_LEN: usize = 255;
 
@@ -26,7 +31,7 @@ pub(crate) fn rec_len_for(n: usize) -> usize {
 
 /// rec_len as stored (ext4_rec_len_to_disk): 64 KiB blocks write a whole-block record as
 /// 65535 and keep bits 16-17 in the low bits.
-fn rec_len_to_disk(len: usize, bs: usize) -> u16 {
+pub(super) fn rec_len_to_disk(len: usize, bs: usize) -> u16 {
     if bs < 65536 {
         // OK: len <= bs < 65536.
         return len as u16;
@@ -51,7 +56,14 @@ pub(crate) fn type_byte(k: FileType) -> u8 {
     }
 }
 
-fn put_record(block: &mut [u8], off: usize, ino: u32, rec_len: usize, name: &[u8], ft: u8) {
+pub(super) fn put_record(
+    block: &mut [u8],
+    off: usize,
+    ino: u32,
+    rec_len: usize,
+    name: &[u8],
+    ft: u8,
+) {
     let bs = block.len();
     block[off..off + 4].copy_from_slice(&ino.to_le_bytes());
     block[off + 4..off + 6].copy_from_slice(&rec_len_to_disk(rec_len, bs).to_le_bytes());
@@ -63,7 +75,7 @@ fn put_record(block: &mut [u8], off: usize, ino: u32, rec_len: usize, name: &[u8
 }
 
 /// One record's header, bounds-checked against `limit`.
-fn record(
+pub(super) fn record(
     block: &[u8],
     off: usize,
     limit: usize,
@@ -105,7 +117,7 @@ impl Ext4 {
     }
 
     /// Bytes of a directory block that hold records (the checksum tail excluded).
-    fn dir_limit(&self) -> usize {
+    pub(super) fn dir_limit(&self) -> usize {
         let bs = self.block_size() as usize;
         if self.sb.metadata_csum {
             bs - csum::DIRENT_TAIL_LEN
@@ -132,7 +144,7 @@ impl Ext4 {
 
     /// Sets the checksum of a directory block of `d` being written: the dx_tail of an index
     /// block of an indexed directory, else the leaf tail.
-    fn seal_dir_block(&self, d: &InodeBuf, lblk: u64, block: &mut [u8]) {
+    pub(super) fn seal_dir_block(&self, d: &InodeBuf, lblk: u64, block: &mut [u8]) {
         if !self.sb.metadata_csum {
             return;
         }
@@ -148,7 +160,7 @@ impl Ext4 {
     }
 
     /// Block `lblk` of directory `d`: its physical block and contents (checksum verified).
-    fn dir_block_rw(&self, d: &InodeBuf, lblk: u64) -> Result<Option<(u64, Vec<u8>)>> {
+    pub(super) fn dir_block_rw(&self, d: &InodeBuf, lblk: u64) -> Result<Option<(u64, Vec<u8>)>> {
         let i = d.parse(&self.sb)?;
         let pblk = match self.map(&i, lblk)? {
             super::Run::Data { pblk, .. } => pblk,
@@ -158,33 +170,57 @@ impl Ext4 {
         Ok(Some((pblk, b.to_vec())))
     }
 
-    fn dir_blocks(&self, d: &InodeBuf) -> u64 {
+    pub(super) fn dir_blocks(&self, d: &InodeBuf) -> u64 {
         d.size().div_ceil(u64::from(self.block_size()))
     }
 
+    /// Where record `name` is in `block`: (offset, previous record's offset).
+    fn find_in_block(
+        block: &[u8],
+        name: &[u8],
+        ino_dir: u64,
+        pblk: u64,
+    ) -> Result<Option<(usize, Option<usize>)>> {
+        let limit_full = block.len();
+        let mut off = 0;
+        let mut prev = None;
+        while off < limit_full {
+            let (ino, rec_len, name_len) = record(block, off, limit_full)
+                .map_err(|e| FsError::corrupt("directory entry", ino_dir, pblk, e))?;
+            if ino != 0 && &block[off + HEADER_LEN..off + HEADER_LEN + name_len] == name {
+                return Ok(Some((off, prev)));
+            }
+            prev = Some(off);
+            off += rec_len;
+        }
+        Ok(None)
+    }
+
     /// Where record `name` is: (logical block, physical block, block, offset, previous
-    /// record's offset in the block).
+    /// record's offset in the block). An indexed directory's leaf for the name is tried
+    /// first; every block is scanned when the name is not there (a hash range continued in
+    /// the next leaf, a damaged index).
     #[allow(clippy::type_complexity)]
     fn dir_locate(
         &self,
         d: &InodeBuf,
         name: &[u8],
     ) -> Result<Option<(u64, u64, Vec<u8>, usize, Option<usize>)>> {
-        let limit_full = self.block_size() as usize;
+        if d.flags() & inode::FL_INDEX != 0 && name != b"." && name != b".." {
+            if let Some(lblk) = self.dx_leaf(d, name)? {
+                if let Some((pblk, block)) = self.dir_block_rw(d, lblk)? {
+                    if let Some((off, prev)) = Self::find_in_block(&block, name, d.ino, pblk)? {
+                        return Ok(Some((lblk, pblk, block, off, prev)));
+                    }
+                }
+            }
+        }
         for lblk in 0..self.dir_blocks(d) {
             let Some((pblk, block)) = self.dir_block_rw(d, lblk)? else {
                 continue;
             };
-            let mut off = 0;
-            let mut prev = None;
-            while off < limit_full {
-                let (ino, rec_len, name_len) = record(&block, off, limit_full)
-                    .map_err(|e| FsError::corrupt("directory entry", d.ino, pblk, e))?;
-                if ino != 0 && &block[off + HEADER_LEN..off + HEADER_LEN + name_len] == name {
-                    return Ok(Some((lblk, pblk, block, off, prev)));
-                }
-                prev = Some(off);
-                off += rec_len;
+            if let Some((off, prev)) = Self::find_in_block(&block, name, d.ino, pblk)? {
+                return Ok(Some((lblk, pblk, block, off, prev)));
             }
         }
         Ok(None)
@@ -248,7 +284,7 @@ impl Ext4 {
     }
 
     /// Tries to put a record in block `block` (records up to `limit`); true if it went in.
-    fn insert_in_block(
+    pub(super) fn insert_in_block(
         block: &mut [u8],
         limit: usize,
         name: &[u8],
@@ -300,16 +336,13 @@ impl Ext4 {
             0
         };
         let limit = self.dir_limit();
+        let mut dropped_index = false;
         if d.flags() & inode::FL_INDEX != 0 {
-            if let Some(lblk) = self.dx_leaf_for(d, name)? {
-                if let Some((pblk, mut block)) = self.dir_block_rw(d, lblk)? {
-                    if Self::insert_in_block(&mut block, limit, name, ino32, ft, d.ino, pblk)? {
-                        self.seal_dir_block(d, lblk, &mut block);
-                        return self.put_meta(pblk, block);
-                    }
-                }
+            if self.dx_add(d, name, ino32, ft)? {
+                return Ok(());
             }
             self.dx_to_linear(d)?;
+            dropped_index = true;
         }
         let nblocks = self.dir_blocks(d);
         for lblk in 0..nblocks {
@@ -320,76 +353,25 @@ impl Ext4 {
                 self.seal_dir_block(d, lblk, &mut block);
                 return self.put_meta(pblk, block);
             }
+            // A directory outgrowing its first block gets an index (ext4_add_entry); one
+            // whose index was just dropped, or already bigger and linear, stays linear.
+            if nblocks == 1
+                && !dropped_index
+                && self.make_indexed(d, pblk, &block)?
+                && self.dx_add(d, name, ino32, ft)?
+            {
+                return Ok(());
+            }
         }
-        // A new block at the end.
-        let mut fm = self.load_map(d)?;
-        let (pblk, _) = self.fm_alloc(&mut fm, d, nblocks, 1)?;
-        self.fm_store(fm, d)?;
-        let bs = self.block_size() as usize;
-        let mut block = vec![0u8; bs];
+        if d.flags() & inode::FL_INDEX != 0 {
+            // Indexed just now but the index could not take the name (not expected).
+            self.dx_to_linear(d)?;
+        }
+        let (lblk, pblk) = self.dir_append_block(d)?;
+        let mut block = vec![0u8; self.block_size() as usize];
         put_record(&mut block, 0, ino32, limit, name, ft);
-        self.seal_dir_block(d, nblocks, &mut block);
-        self.put_meta(pblk, block)?;
-        d.set_size((nblocks + 1) * bs as u64);
-        Ok(())
-    }
-
-    /// The leaf block the index of `d` assigns to `name`'s hash, or None when the index
-    /// cannot be used (damaged, unknown hash, dir_index off): the caller then drops it.
-    fn dx_leaf_for(&self, d: &InodeBuf, name: &[u8]) -> Result<Option<u64>> {
-        if !self.sb.has_compat(COMPAT_DIR_INDEX) {
-            return Ok(None);
-        }
-        let i = d.parse(&self.sb)?;
-        let Ok(root) = self.dir_index_block(&i, 0) else {
-            return Ok(None);
-        };
-        const INFO: usize = 24;
-        if htree::count_offset(&root) != Some(INFO + 8) || root[INFO + 7] & 1 != 0 {
-            return Ok(None);
-        }
-        let mut version = root[INFO + 4];
-        let levels = root[INFO + 6];
-        if version <= htree::TEA && self.sb.flags & FLAGS_UNSIGNED_HASH != 0 {
-            version += 3;
-        }
-        let Some((h, _)) = htree::hash(version, name, &self.sb.hash_seed) else {
-            return Ok(None);
-        };
-        let nblocks = self.dir_blocks(d);
-        let mut block = root;
-        let mut off = INFO + 8;
-        for level in 0..=levels {
-            let limit = usize::from(le16(&block, off));
-            let count = usize::from(le16(&block, off + 2));
-            if count == 0 || count > limit || off + count * 8 > block.len() {
-                return Ok(None);
-            }
-            let mut at = 0;
-            for k in 1..count {
-                if le32(&block, off + k * 8) <= h {
-                    at = k;
-                } else {
-                    break;
-                }
-            }
-            let child = u64::from(le32(&block, off + at * 8 + 4) & 0x0fff_ffff);
-            if child >= nblocks || child == 0 {
-                return Ok(None);
-            }
-            if level == levels {
-                return Ok(Some(child));
-            }
-            block = match self.dir_index_block(&i, child) {
-                Ok(b) => b,
-                Err(_) => return Ok(None),
-            };
-            if htree::count_offset(&block) != Some(8) {
-                return Ok(None);
-            }
-            off = 8;
-        }
-        Ok(None)
+        self.seal_dir_block(d, lblk, &mut block);
+        self.put_meta(pblk, block)
     }
 
     /// Drops the hash index of `d`: block 0 keeps "." and ".." (".." spanning the rest),

@@ -27,18 +27,18 @@ pub const SIPHASH: u8 = 6;
 /// it is moved just below (ext4fs_dirhash).
 const EOF_32BIT: u32 = 0x7fff_ffff;
 /// The bytes of a dx_root before its entries, minus dx_root_info: "." (12) and ".." (12).
-const ROOT_DOTS: usize = 24;
-const ROOT_INFO_LEN: usize = 8;
+pub(crate) const ROOT_DOTS: usize = 24;
+pub(crate) const ROOT_INFO_LEN: usize = 8;
 /// Size of a dx_entry and of the dx_tail that metadata_csum adds after the entries.
-const ENTRY_LEN: usize = 8;
-const TAIL_LEN: usize = 8;
+pub(crate) const ENTRY_LEN: usize = 8;
+pub(crate) const TAIL_LEN: usize = 8;
 /// The fake record that opens a dx_node (inode 0, rec_len = block size, no name).
-const NODE_HEADER: usize = 8;
+pub(crate) const NODE_HEADER: usize = 8;
 /// Interior levels below the root without largedir (2 levels of index) and with it (3).
-const MAX_LEVELS: u8 = 2;
-const MAX_LEVELS_LARGEDIR: u8 = 3;
+pub(crate) const MAX_LEVELS: u8 = 2;
+pub(crate) const MAX_LEVELS_LARGEDIR: u8 = 3;
 /// Logical block numbers in dx_entries use only the low 28 bits (dx_get_block).
-const BLOCK_MASK: u32 = 0x0fff_ffff;
+pub(crate) const BLOCK_MASK: u32 = 0x0fff_ffff;
 
 const TEA_DELTA: u32 = 0x9e37_79b9;
 

@@ -14,6 +14,7 @@ pub mod casefold;
 pub mod csum;
 pub mod dir;
 mod dir_write;
+mod dx_write;
 pub mod extent;
 mod extent_write;
 mod filemap;
