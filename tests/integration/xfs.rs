@@ -490,6 +490,8 @@ fn make_dirty(
     common::run(Command::new("truncate").args(["-s", size]).arg(&image));
     common::run(
         Command::new(common::tool("mkfs.xfs").unwrap())
+            // Allows filesystems under 300 MiB, as xfstests makes them.
+            .envs([("TEST_DIR", "1"), ("TEST_DEV", "1"), ("QA_CHECK_FS", "1")])
             .args(["-q", "-f"])
             .args(args)
             .arg(&image),
@@ -629,7 +631,7 @@ fn dirty_log_replays_like_the_kernel() {
         let copy = make_dirty(tmp.path(), &mnt, "300M", args, mopts, flush);
         let items = logged_items(&copy);
         assert!(items > 0, "{name}: xfs_logprint -t shows nothing to replay");
-        let _same = common::Unchanged::new(&[&copy]);
+        let same = common::Unchanged::new(&[&copy]);
         let fs = open(&copy);
         let LogState::Replayed { transactions } = fs.log() else {
             panic!("{name}: log state {:?}", fs.log());
@@ -659,6 +661,7 @@ fn dirty_log_replays_like_the_kernel() {
              recovery, {differ} differ without replay",
             theirs.len()
         );
+        drop((fs, bare, same));
         let _ = std::fs::remove_file(&copy);
     }
 }
@@ -701,26 +704,30 @@ fn damaged_dirty_logs_do_not_panic() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let mnt = tmp.path().join("mnt");
-    let copy = make_dirty(tmp.path(), &mnt, "300M", &["-l", "size=4m"], "", true);
+    let copy = make_dirty(tmp.path(), &mnt, "64M", &[], "", true);
     let img = std::fs::read(&copy).unwrap();
     let fs = open(&copy);
     let info = fs.replay_info().expect("replayed").clone();
     let sb = fs.superblock();
     let bs = u64::from(sb.blocksize);
-    let ag = sb.logstart >> sb.agblklog;
-    let log_at =
-        ((ag * u64::from(sb.agblocks) + (sb.logstart & ((1 << sb.agblklog) - 1))) * bs) as usize;
-    let live = |bb: u64| log_at + (bb * 512) as usize;
-    let (tail, head) = (info.tail, info.head);
-    assert!(head > tail + 8, "a log this small wraps: {info:?}");
+    let agblk = sb.logstart & ((1 << sb.agblklog) - 1);
+    let log_at = (sb.logstart >> sb.agblklog) * u64::from(sb.agblocks) + agblk;
+    let log_at = (log_at * bs) as usize;
+    let n = u64::from(sb.logblocks) * bs / 512;
+    // Byte offset of log block `bb` (wrapping) in the image.
+    let at = |bb: u64| log_at + ((bb % n) * 512) as usize;
+    let (tail, live) = (info.tail, (info.head + n - info.tail) % n);
+    assert!(live > 8, "too little to replay: {info:?}");
     let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
     // Torn: everything after the first few blocks of the live log zeroed.
-    for keep in [1, 3, 20, (head - tail) / 2] {
+    for keep in [1, 3, 20, live / 2] {
         let mut m = img.clone();
-        m[live(tail + keep)..live(head)].fill(0);
+        for bb in tail + keep..tail + live {
+            m[at(bb)..at(bb) + 512].fill(0);
+        }
         cases.push((format!("torn after {keep} blocks"), m));
     }
-    // Random bytes over random places of the live log, and over each record header field.
+    // Random bytes over random places of the live log, and over record header fields.
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut rnd = || {
         seed ^= seed << 13;
@@ -730,11 +737,11 @@ fn damaged_dirty_logs_do_not_panic() {
     };
     for i in 0..60 {
         let mut m = img.clone();
-        let n = 1 + rnd() % 16;
-        for _ in 0..n {
-            let at = live(tail) + (rnd() % ((head - tail) * 512)) as usize;
+        for _ in 0..1 + rnd() % 16 {
+            let bb = tail + rnd() % live;
+            let off = (rnd() % 512) as usize;
             let len = 1 + (rnd() % 64) as usize;
-            for b in &mut m[at..(at + len).min(live(head))] {
+            for b in &mut m[at(bb) + off..at(bb) + (off + len).min(512)] {
                 *b = rnd() as u8;
             }
         }
@@ -742,7 +749,7 @@ fn damaged_dirty_logs_do_not_panic() {
     }
     for field in [4usize, 8, 12, 16, 24, 40, 44, 320] {
         let mut m = img.clone();
-        m[live(tail) + field..live(tail) + field + 4].copy_from_slice(&[0xff, 0xff, 0xff, 0x7f]);
+        m[at(tail) + field..at(tail) + field + 4].copy_from_slice(&[0xff, 0xff, 0xff, 0x7f]);
         cases.push((format!("first record header byte {field}"), m));
     }
     let mut opened = 0;
