@@ -357,7 +357,9 @@ fn record_crc(headers: &[u8], hlen: usize, hblks: u64, data: &[u8]) -> u32 {
     let mut h = headers[..hlen].to_vec();
     h[32..36].fill(0);
     let mut c = crc32c::crc32c(&h);
-    for j in 1..hblks {
+    // Only the extra headers the data needs count, not all that h_size provides.
+    let used = (data.len() as u64).div_ceil(u64::from(HEADER_CYCLE_SIZE));
+    for j in 1..hblks.min(used) {
         let at = (j * BB) as usize;
         c = crc32c::crc32c_append(c, &headers[at..at + REC_EXT_SIZE]);
     }
