@@ -474,6 +474,20 @@ touch -d '2001-02-03 04:05:06.123456789' new/f8
 xfs_io -f -c 'pwrite -S 0x5a 0 64k' -c fsync new/synced >/dev/null
 "#;
 
+/// Rounds ($1) of directories of 400 files and a reflinked big file, each deleting the one
+/// made two rounds before: inode chunks and directory blocks are freed while still in the log.
+const CHURN: &str = r#"set -e
+for r in $(seq 1 "$1"); do
+  mkdir churn$r
+  for i in $(seq 1 400); do echo $i > churn$r/file-with-a-long-name-$i; done
+  head -c 3000000 /dev/urandom > churn$r/big
+  cp --reflink=auto churn$r/big churn$r/big2
+  dd if=/dev/zero of=churn$r/big2 bs=4k count=10 seek=5 conv=notrunc status=none
+  setfattr -n user.r -v $r churn$r/big
+  rm -rf churn$((r - 2))
+done
+"#;
+
 /// A dirty image: mkfs.xfs `args` on `size`, a base tree written back, `DIRTY_CHANGES`, then
 /// `xfs_io shutdown` (`-f`: the log flushed first) and a copy taken while still mounted, as a
 /// guest copied while running. Returns the copy.
@@ -484,6 +498,7 @@ fn make_dirty(
     args: &[&str],
     mount_opts: &str,
     flush: bool,
+    churn: u32,
 ) -> PathBuf {
     let image = dir.join("live.img");
     let _ = std::fs::remove_file(&image);
@@ -509,6 +524,16 @@ fn make_dirty(
             .arg(DIRTY_CHANGES)
             .current_dir(mnt),
     );
+    if churn > 0 {
+        common::run(
+            Command::new("sh")
+                .arg("-c")
+                .arg(CHURN)
+                .arg("churn")
+                .arg(churn.to_string())
+                .current_dir(mnt),
+        );
+    }
     let shutdown = if flush { "shutdown -f" } else { "shutdown" };
     common::run(
         Command::new(common::tool("xfs_io").unwrap())
@@ -604,31 +629,46 @@ fn dirty_log_replays_like_the_kernel() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let mnt = tmp.path().join("mnt");
-    // (name, mkfs.xfs arguments, mount options, shutdown -f)
-    let variants: &[(&str, &[&str], &str, bool)] = &[
-        ("shutdown -f", &[], "", true),
-        ("shutdown", &[], "", false),
+    // (name, size, mkfs.xfs arguments, mount options, shutdown -f, churn rounds)
+    let variants: &[(&str, &str, &[&str], &str, bool, u32)] = &[
+        ("shutdown -f", "300M", &[], "", true, 0),
+        ("shutdown", "300M", &[], "", false, 0),
         (
             "1k blocks, 64k directory blocks",
+            "300M",
             &["-b", "size=1024", "-n", "size=65536"],
             "",
             true,
+            0,
         ),
         (
             "4k sectors, 256k log records (extra headers)",
+            "300M",
             &["-s", "size=4096"],
             "logbsize=256k",
             true,
+            0,
         ),
         (
             "reflink and rmapbt",
+            "300M",
             &["-m", "reflink=1,rmapbt=1"],
             "",
             true,
+            0,
+        ),
+        // Inode chunks and directory blocks freed again: cancelled buffers and icreates.
+        (
+            "small log under churn",
+            "64M",
+            &["-m", "reflink=1,rmapbt=1", "-l", "size=1400b"],
+            "",
+            true,
+            30,
         ),
     ];
-    for &(name, args, mopts, flush) in variants {
-        let copy = make_dirty(tmp.path(), &mnt, "300M", args, mopts, flush);
+    for &(name, size, args, mopts, flush, churn) in variants {
+        let copy = make_dirty(tmp.path(), &mnt, size, args, mopts, flush, churn);
         let items = logged_items(&copy);
         assert!(items > 0, "{name}: xfs_logprint -t shows nothing to replay");
         let same = common::Unchanged::new(&[&copy]);
@@ -639,6 +679,12 @@ fn dirty_log_replays_like_the_kernel() {
         let info = fs.replay_info().unwrap().clone();
         assert!(*transactions > 0, "{name}: nothing replayed: {info:?}");
         assert!(info.stopped.is_none(), "{name}: replay stopped: {info:?}");
+        if churn > 0 {
+            assert!(
+                info.buffers_cancelled > 0,
+                "{name}: nothing cancelled: {info:?}"
+            );
+        }
         let ours = kernel::snapshot(&fs);
         let (theirs, kx, kstat) = kernel_after_recovery(&copy, tmp.path(), &mnt);
         kernel::assert_same(&theirs, &ours, name);
@@ -675,7 +721,7 @@ fn dirty_log_without_recovery_reads_like_norecovery() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let mnt = tmp.path().join("mnt");
-    let copy = make_dirty(tmp.path(), &mnt, "300M", &[], "", true);
+    let copy = make_dirty(tmp.path(), &mnt, "300M", &[], "", true, 0);
     let _same = common::Unchanged::new(&[&copy]);
     let fs = Xfs::open_with(
         ferry::block::open(&copy).unwrap(),
@@ -704,7 +750,7 @@ fn damaged_dirty_logs_do_not_panic() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let mnt = tmp.path().join("mnt");
-    let copy = make_dirty(tmp.path(), &mnt, "64M", &[], "", true);
+    let copy = make_dirty(tmp.path(), &mnt, "64M", &[], "", true, 0);
     let img = std::fs::read(&copy).unwrap();
     let fs = open(&copy);
     let info = fs.replay_info().expect("replayed").clone();

@@ -612,8 +612,9 @@ impl Xfs {
     }
 
     /// Parses a committed transaction's items in the kernel's replay order
-    /// (xlog_recover_reorder_trans): buffers and inode creations, inode buffers, cancelled
-    /// buffers, then everything else.
+    /// (xlog_recover_reorder_trans): buffers and inode creations, then inodes and the other
+    /// items, then inode buffers, then cancellations last (so that items of a buffer freed
+    /// in the same transaction still see it cancelled).
     fn parse_trans(&self, t: Trans) -> std::result::Result<Vec<Item>, String> {
         let (mut bufs, mut ibufs, mut cancels, mut rest) = (vec![], vec![], vec![], vec![]);
         for (n, raw) in t.items.into_iter().enumerate() {
@@ -662,9 +663,9 @@ impl Xfs {
                 }
             }
         }
+        bufs.extend(rest);
         bufs.extend(ibufs);
         bufs.extend(cancels);
-        bufs.extend(rest);
         Ok(bufs)
     }
 
