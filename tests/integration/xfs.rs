@@ -552,6 +552,9 @@ fn make_dirty(
     copy
 }
 
+/// (name, size, mkfs.xfs arguments, mount options, shutdown -f, churn rounds)
+type DirtyVariant<'a> = (&'a str, &'a str, &'a [&'a str], &'a str, bool, u32);
+
 /// Log items `xfs_logprint -t` shows in the image's log (what there is to replay).
 fn logged_items(image: &Path) -> usize {
     let out = Command::new(common::tool("xfs_logprint").unwrap())
@@ -629,8 +632,7 @@ fn dirty_log_replays_like_the_kernel() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let mnt = tmp.path().join("mnt");
-    // (name, size, mkfs.xfs arguments, mount options, shutdown -f, churn rounds)
-    let variants: &[(&str, &str, &[&str], &str, bool, u32)] = &[
+    let variants: &[DirtyVariant] = &[
         ("shutdown -f", "300M", &[], "", true, 0),
         ("shutdown", "300M", &[], "", false, 0),
         (
