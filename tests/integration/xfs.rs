@@ -663,7 +663,7 @@ fn dirty_log_replays_like_the_kernel() {
         (
             "small log under churn",
             "64M",
-            &["-m", "reflink=1,rmapbt=1", "-l", "size=1400b"],
+            &["-m", "reflink=1,rmapbt=1", "-l", "size=3100b"],
             "",
             true,
             30,

@@ -448,15 +448,17 @@ impl Assembler {
                 .map_err(Fail::Stop)?;
                 Ok(OpResult::Nothing)
             }
-            COMMIT_TRANS | UNMOUNT_TRANS => {
-                let t = self.open.remove(&tid).expect("looked up above");
-                self.pending -= t.bytes;
-                Ok(if f == COMMIT_TRANS {
-                    OpResult::Commit(t)
-                } else {
-                    OpResult::Nothing
-                })
-            }
+            COMMIT_TRANS | UNMOUNT_TRANS => match self.open.remove(&tid) {
+                Some(t) => {
+                    self.pending -= t.bytes;
+                    Ok(if f == COMMIT_TRANS {
+                        OpResult::Commit(t)
+                    } else {
+                        OpResult::Nothing
+                    })
+                }
+                None => Ok(OpResult::Nothing),
+            },
             _ => Err(Fail::Stop(format!("operation flags {flags:#x}"))),
         }
     }
@@ -494,7 +496,9 @@ fn add(t: &mut Trans, region: &[u8]) -> std::result::Result<(), String> {
             regions: Vec::new(),
         });
     }
-    let item = t.items.last_mut().expect("pushed above");
+    let Some(item) = t.items.last_mut() else {
+        return Err("no item to add to".into());
+    };
     if item.total == 0 {
         if region.len() < 4 {
             return Err(format!("item format of {} bytes", region.len()));
