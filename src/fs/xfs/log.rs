@@ -203,3 +203,37 @@ pub(super) fn header_blocks(hdr: &[u8]) -> u64 {
         1
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::mem::MemDevice;
+
+    #[test]
+    fn log_reads_wrap_at_the_end() {
+        // A 4-block log at byte 512 of the device, each block filled with its number.
+        let mut disk = vec![0xeeu8; 6 * 512];
+        for bb in 0..4 {
+            disk[512 + bb * 512..1024 + bb * 512].fill(bb as u8);
+        }
+        let dev = MemDevice(disk);
+        let area = LogArea { start: 512, bbs: 4 };
+        let b = area.read(&dev, 3, 2).unwrap();
+        assert!(b[..512].iter().all(|&x| x == 3));
+        assert!(b[512..].iter().all(|&x| x == 0));
+        assert!(area.read(&dev, 4, 1).is_err());
+        assert!(area.read(&dev, 0, 5).is_err());
+        assert_eq!(area.distance(3, 1), 2);
+        assert_eq!(area.distance(1, 3), 2);
+        assert_eq!(area.distance(2, 2), 0);
+        let mut hdr = vec![0u8; 512];
+        hdr[..4].copy_from_slice(&HEADER_MAGIC.to_be_bytes());
+        hdr[4..8].copy_from_slice(&7u32.to_be_bytes());
+        assert_eq!(cycle_of(&hdr), 7);
+        hdr[8..12].copy_from_slice(&VERSION_2.to_be_bytes());
+        hdr[320..324].copy_from_slice(&(256u32 << 10).to_be_bytes());
+        assert_eq!(header_blocks(&hdr), 8);
+        hdr[320..324].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(header_blocks(&hdr), 8);
+    }
+}
