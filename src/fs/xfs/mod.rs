@@ -5,8 +5,11 @@
 //!
 //! On v5 every metadata block is checked (CRC32c, magic, self address, owner, UUID) when
 //! first read; a bad one is an error (EIO) for the object it belongs to, logged once, never a
-//! failed open. A dirty log is not replayed: the tree is shown as it is on disk, with a
-//! warning, as `mount -o ro,norecovery` shows it (`log`).
+//! failed open. A dirty log (a guest copied while running) is replayed in memory as the
+//! kernel replays it at mount (`recover`), reading through a `replay_view::ReplayView`;
+//! nothing is written to the source. With `OpenOptions { recovery: false }`, or when replay
+//! is impossible, the tree is shown as it is on disk, with a warning, as
+//! `mount -o ro,norecovery` shows it (`log`).
 
 pub mod acl;
 pub mod ag;
@@ -22,6 +25,8 @@ pub mod dir_leaf;
 pub mod dir_sf;
 pub mod inode;
 pub mod log;
+pub mod recover;
+pub mod replay_view;
 mod statfs;
 pub mod superblock;
 pub mod symlink;
@@ -102,6 +107,20 @@ enum Key {
 /// Extent lists by (inode, attribute fork).
 type ExtentCache = LruCache<(u64, bool), Arc<Vec<Extent>>>;
 
+/// How to open an XFS filesystem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// Replay a dirty log in memory (the default). Off, the tree is read as it is on disk,
+    /// like `mount -o norecovery`.
+    pub recovery: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions { recovery: true }
+    }
+}
+
 /// An XFS filesystem.
 pub struct Xfs {
     dev: Arc<dyn BlockDevice>,
@@ -111,11 +130,71 @@ pub struct Xfs {
     reported: Mutex<LruCache<(&'static str, u64, u64), ()>>,
     statfs: std::sync::OnceLock<StatFs>,
     log: log::LogState,
+    replay: Option<recover::ReplayInfo>,
 }
 
 impl Xfs {
-    /// Reads and validates the superblock, looks at the log and checks the root inode.
+    /// Reads and validates the superblock, replays a dirty log in memory and checks the root
+    /// inode.
     pub fn open(dev: Arc<dyn BlockDevice>) -> Result<Self> {
+        Self::open_with(dev, OpenOptions::default())
+    }
+
+    pub fn open_with(dev: Arc<dyn BlockDevice>, opts: OpenOptions) -> Result<Self> {
+        let mut fs = Self::load(dev.clone())?;
+        match fs.scan_log() {
+            log::Scan::Clean => {}
+            log::Scan::Unreadable(why) => fs.log = log::LogState::Dirty(why),
+            log::Scan::Dirty { why, .. } if !opts.recovery => {
+                fs.log = log::LogState::Dirty(format!("{why}; not replayed (norecovery)"));
+            }
+            log::Scan::Dirty { head, tail, why } => match fs.replayed(dev, head, tail) {
+                Ok(r) => return Ok(r),
+                Err(e) => fs.log = log::LogState::Dirty(format!("{why}; replay failed: {e}")),
+            },
+        }
+        if let log::LogState::Dirty(why) = &fs.log {
+            ::log::warn!(
+                "xfs: the log is dirty ({why}); showing the tree as on disk without log recovery \
+                 (as mount -o norecovery), recent changes may be missing"
+            );
+        }
+        fs.check_root()?;
+        Ok(fs)
+    }
+
+    /// The filesystem after log recovery, read through the replayed sectors (superblock
+    /// included, as the kernel re-reads it after recovery).
+    fn replayed(&self, dev: Arc<dyn BlockDevice>, head: u64, tail: u64) -> Result<Self> {
+        let r = recover::replay(self, head, tail)?;
+        let view: Arc<dyn BlockDevice> = Arc::new(replay_view::ReplayView::new(dev, r.sectors));
+        let mut fs = Self::load(view)?;
+        let info = r.info;
+        fs.check_root()?;
+        if let Some(why) = &info.stopped {
+            ::log::warn!(
+                "xfs: log replay ended before the head ({why}); {} transactions replayed",
+                info.transactions
+            );
+        }
+        ::log::info!(
+            "xfs: replayed {} transactions of the dirty log in memory ({} buffers, {} inodes, \
+             {} inode chunks; {} sectors changed)",
+            info.transactions,
+            info.buffers,
+            info.inodes,
+            info.icreates,
+            info.sectors
+        );
+        fs.log = log::LogState::Replayed {
+            transactions: info.transactions,
+        };
+        fs.replay = Some(info);
+        Ok(fs)
+    }
+
+    /// Reads and validates the superblock.
+    fn load(dev: Arc<dyn BlockDevice>) -> Result<Self> {
         // The superblock's CRC covers its whole sector, up to 32 KiB (XFS_MAX_SECTORSIZE).
         let mut buf = vec![0u8; (32 << 10).min(dev.len() as usize)];
         dev.read_at(&mut buf, 0)?;
@@ -130,7 +209,7 @@ impl Xfs {
         }
         let entries =
             NonZeroUsize::new(METADATA_CACHE_BYTES / bs as usize).unwrap_or(NonZeroUsize::MIN);
-        let mut fs = Xfs {
+        Ok(Xfs {
             dev,
             sb,
             cache: Mutex::new(LruCache::new(entries)),
@@ -142,33 +221,35 @@ impl Xfs {
             )),
             statfs: std::sync::OnceLock::new(),
             log: log::LogState::Clean,
-        };
-        fs.log = fs.log_state();
-        if let log::LogState::Dirty(why) = &fs.log {
-            ::log::warn!(
-                "xfs: the log is dirty ({why}); showing the tree as on disk without log recovery \
-                 (as mount -o norecovery), recent changes may be missing"
-            );
-        }
-        let root = fs.inode(fs.sb.rootino)?;
+            replay: None,
+        })
+    }
+
+    fn check_root(&self) -> Result<()> {
+        let root = self.inode(self.sb.rootino)?;
         if root.kind != FileType::Directory {
             return Err(FsError::corrupt(
                 "xfs root inode",
-                fs.sb.rootino,
+                self.sb.rootino,
                 0,
                 "not a directory",
             ));
         }
-        Ok(fs)
+        Ok(())
     }
 
     pub fn superblock(&self) -> &Superblock {
         &self.sb
     }
 
-    /// Whether the log was clean at open (else why not).
+    /// Whether the log was clean at open, replayed, or dirty and not replayed (why).
     pub fn log(&self) -> &log::LogState {
         &self.log
+    }
+
+    /// What log recovery did, when it ran.
+    pub fn replay_info(&self) -> Option<&recover::ReplayInfo> {
+        self.replay.as_ref()
     }
 
     /// A filesystem block number (AG number above `agblklog` bits, block in the AG below) as

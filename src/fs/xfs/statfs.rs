@@ -2,9 +2,9 @@
 //! less an internal log; free blocks less the allocation set-aside (8 blocks per AG,
 //! xfs_alloc_set_aside); as many files as there are inodes plus what the free space could
 //! hold, capped by imax_pct. A read-only mount reserves no blocks (xfs_reserve_blocks and the
-//! per-AG reservations are for writable mounts). With a dirty log the superblock's lazy
-//! counters are stale, so they are summed from the AG headers as the kernel does then
-//! (xfs_initialize_perag_data).
+//! per-AG reservations are for writable mounts). With a dirty log (replayed or not) the
+//! superblock's lazy counters are stale, so they are summed from the AG headers as the
+//! kernel does then (xfs_initialize_perag_data).
 
 use super::{Xfs, MAX_NAME_LEN};
 use crate::fs::{Result, StatFs};
@@ -20,7 +20,7 @@ impl Xfs {
     pub(super) fn compute_statfs(&self) -> Result<StatFs> {
         let sb = &self.sb;
         let (mut fdblocks, mut icount, mut ifree) = (sb.fdblocks, sb.icount, sb.ifree);
-        if matches!(self.log, super::log::LogState::Dirty(_)) {
+        if !matches!(self.log, super::log::LogState::Clean) {
             (fdblocks, icount, ifree) = (0, 0, 0);
             for ag in 0..sb.agcount {
                 let c = self.ag_counts(ag)?;

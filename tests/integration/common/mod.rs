@@ -163,7 +163,10 @@ pub fn qemu_raw(src: &Path, dir: &Path) -> Vec<u8> {
 
 /// The shared corpus of real images (../shared/corpus), or None with a loud message.
 pub fn corpus() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
+    // FERRY_CORPUS names it from a worktree elsewhere.
+    let p = std::env::var_os("FERRY_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus"));
     if p.is_dir() {
         Some(p)
     } else {

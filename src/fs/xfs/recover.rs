@@ -1,0 +1,1562 @@
+//! XFS log recovery in memory (the model is the kernel's xfs_log_recover.c,
+//! xfs_buf_item_recover.c, xfs_inode_item_recover.c and libxfs/xfs_log_format.h; xfsprogs'
+//! logprint reads the same structures). Nothing is written to the source: every sector that
+//! recovery would rewrite is kept in a `replay_view::Sectors` overlay.
+//!
+//! The log between the tail and the head (`log::Scan`) is a sequence of records: a header
+//! block (plus extra header blocks in v2 records over 32 KiB), then data whose 512-byte
+//! blocks had their first word replaced by the cycle number (saved in the header's
+//! h_cycle_data). The data is a stream of operations (xlog_op_header: transaction id, length,
+//! flags), whose regions make up the items of transactions; a region that did not fit into a
+//! record continues in the next (CONTINUE / WAS_CONT). A transaction counts once its COMMIT
+//! operation is read.
+//!
+//! As the kernel does, a first pass collects buffer cancellations (XFS_BLF_CANCEL: a freed
+//! metadata buffer must not be replayed over what was written there later) and a second
+//! applies the committed transactions in order, each item by type:
+//! - buffers: the logged 128-byte chunks (blf_data_map) over the buffer; skipped when
+//!   cancelled or, on v5, when the buffer on disk carries an LSN at least as new
+//!   (xlog_recover_get_buf_lsn); inode buffers only get their di_next_unlinked fields;
+//!   quota buffers are skipped (ferry reads no quotas);
+//! - inodes: the logged core (in the logging host's byte order) converted to the on-disk
+//!   inode, the data and attribute forks copied into the literal area (a bmbt root converted
+//!   from the in-memory block form to the on-disk bmdr form), the CRC recomputed; skipped
+//!   when the on-disk v3 inode's LSN (v2: di_flushiter) is newer;
+//! - inode creation (icreate): fresh free inodes written over the chunk;
+//! - intents and their done items (extent free, rmap, refcount, bmap, attr, mapping
+//!   exchange): parsed and paired, not applied. The kernel finishes unfinished intents
+//!   after replay; free space, rmap and refcount changes do not alter what a read-only view
+//!   shows, but an unfinished bmap, attribute or exchange intent does, so those are warned
+//!   about and listed in `ReplayInfo::unfinished_intents`. Quota items are skipped.
+//!
+//! After the last transaction every replayed v5 buffer gets the LSN of the transaction that
+//! last replayed it and a fresh CRC, as the kernel's write verifiers do when recovery writes
+//! the buffers back.
+//!
+//! A record that fails its checks (v5 record CRC, header fields, a record running past the
+//! head: a torn write) or a transaction that cannot be applied (unknown item type, items
+//! that do not fit their buffers) ends the replay: the transactions before it are the
+//! result, as when the kernel trims a torn head. Transactions are applied atomically.
+
+use super::log::{
+    header_blocks, LogArea, BB, HEADER_CYCLE_SIZE, HEADER_MAGIC, MAX_RECORD_BYTES, VERSION_2,
+};
+use super::replay_view::Sectors;
+use super::superblock::INCOMPAT_META_UUID;
+use super::{be16, be32, be64, crc, Xfs};
+use crate::fs::{FsError, Result};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// Bytes of regions held for transactions not yet committed (a checkpoint is bounded by the
+/// CIL space limit, at most 32 MiB of log per checkpoint twice over).
+pub const MAX_PENDING_BYTES: usize = 256 << 20;
+/// Transactions open at once; the kernel has a handful in flight.
+const MAX_OPEN_TRANSACTIONS: usize = 4096;
+/// Largest buffer replayed: 64 KiB (XFS_MAX_BLOCKSIZE, a directory block).
+pub const MAX_BUF_BBS: u64 = (64 << 10) / BB;
+/// XLOG_MAX_REGIONS_IN_ITEM.
+const MAX_REGIONS_IN_ITEM: usize = (64 << 10) / 128 / 2 + 1;
+/// XFS_BLF_DATAMAP_SIZE: words of the dirty bitmap.
+const MAX_MAP_WORDS: usize = (64 << 10) / 128 / 32 + 1;
+const BLF_CHUNK: usize = 128;
+
+/// Operation headers (xlog_op_header).
+const OP_HEADER_SIZE: usize = 12;
+const CLIENT_TRANSACTION: u8 = 0x69;
+const CLIENT_LOG: u8 = 0xaa;
+const START_TRANS: u8 = 0x01;
+const COMMIT_TRANS: u8 = 0x02;
+const CONTINUE_TRANS: u8 = 0x04;
+const WAS_CONT_TRANS: u8 = 0x08;
+const END_TRANS: u8 = 0x10;
+const UNMOUNT_TRANS: u8 = 0x20;
+/// xfs_trans_header: th_magic "TRAN", in host order.
+const TRANS_HEADER_MAGIC: u32 = 0x5452_414e;
+const TRANS_HEADER_SIZE: usize = 16;
+
+/// Record header fields (xlog_rec_header).
+const H_CYCLE_DATA: usize = 44;
+const CYCLE_WORDS: u64 = (HEADER_CYCLE_SIZE as u64) / BB;
+/// The header bytes the record CRC covers: up to h_pad0 on 64-bit hosts, up to h_size on
+/// i386 (both are tried, as the kernel does).
+const REC_SIZES: [usize; 2] = [328, 324];
+/// Bytes of an extra header block the CRC covers (XLOG_REC_EXT_SIZE).
+const REC_EXT_SIZE: usize = 4 + 4 * CYCLE_WORDS as usize;
+/// XLOG_BIG_RECORD_BSIZE: the largest v1 record.
+const V1_RECORD_BYTES: u32 = 32 << 10;
+
+/// Log item types (XFS_LI_*).
+const LI_BUF: u16 = 0x123c;
+const LI_INODE: u16 = 0x123b;
+const LI_ICREATE: u16 = 0x123f;
+const LI_DQUOT: u16 = 0x123d;
+const LI_QUOTAOFF: u16 = 0x123e;
+/// Intents, each followed by its done item (type + 1), with what they change.
+const INTENTS: &[(u16, &str, bool)] = &[
+    (0x1236, "extent free (EFI)", false),
+    (0x1240, "rmap update (RUI)", false),
+    (0x1242, "refcount update (CUI)", false),
+    (0x1244, "file mapping update (BUI)", true),
+    (0x1246, "attribute set/remove (ATTRI)", true),
+    (0x1248, "mapping exchange (XMI)", true),
+    (0x124a, "realtime extent free", false),
+    (0x124c, "realtime rmap update", false),
+    (0x124e, "realtime refcount update", false),
+];
+
+/// Buffer log format flags (xfs_buf_log_format blf_flags).
+const BLF_INODE_BUF: u16 = 1 << 0;
+const BLF_CANCEL: u16 = 1 << 1;
+const BLF_DQUOT_BUFS: u16 = (1 << 2) | (1 << 3) | (1 << 4);
+
+/// Inode log format fields (XFS_ILOG_*).
+const ILOG_DDATA: u32 = 0x002;
+const ILOG_DEXT: u32 = 0x004;
+const ILOG_DBROOT: u32 = 0x008;
+const ILOG_DEV: u32 = 0x010;
+const ILOG_ADATA: u32 = 0x040;
+const ILOG_AEXT: u32 = 0x080;
+const ILOG_ABROOT: u32 = 0x100;
+const ILOG_DFORK: u32 = ILOG_DDATA | ILOG_DEXT | ILOG_DBROOT;
+const ILOG_AFORK: u32 = ILOG_ADATA | ILOG_AEXT | ILOG_ABROOT;
+/// sizeof(xfs_inode_log_format) on 64-bit hosts and its packed 32-bit variant.
+const ILF_SIZE_64: usize = 56;
+const ILF_SIZE_32: usize = 52;
+
+/// The on-disk inode (xfs_dinode) and its logged form (xfs_log_dinode, same layout).
+const DINODE_MAGIC: u16 = 0x494e;
+const DI_NEXT_UNLINKED: usize = 96;
+const DI_CRC: usize = 100;
+const DI_LSN: usize = 112;
+const V3_CORE: usize = 176;
+const V2_CORE: usize = 100;
+/// Bytes of the logged core without the v3 fields (offsetof di_next_unlinked).
+const LOG_DINODE_V2: usize = 96;
+const DIFLAG2_BIGTIME: u64 = 1 << 3;
+const DIFLAG2_NREXT64: u64 = 1 << 4;
+const DI_MAX_FLUSH: u16 = 0xffff;
+const FMT_LOCAL: u8 = 1;
+const FMT_EXTENTS: u8 = 2;
+const FMT_BTREE: u8 = 3;
+const S_IFMT: u16 = 0o170000;
+const S_IFREG: u16 = 0o100000;
+const S_IFDIR: u16 = 0o040000;
+/// Long-format btree block header (xfs_btree_block): v5 and v4 sizes.
+const BMBT_CRC_BLOCK_LEN: usize = 72;
+const BMBT_BLOCK_LEN: usize = 24;
+
+/// v5 metadata magics with where their LSN, UUID and CRC sit (xlog_recover_get_buf_lsn and
+/// the write verifiers).
+const SB_MAGIC: u32 = 0x5846_5342;
+const AGF_MAGIC: u32 = 0x5841_4746;
+const AGI_MAGIC: u32 = 0x5841_4749;
+const AGFL_MAGIC: u32 = 0x5841_464c;
+const SHORT_BTREES: [u32; 6] = [
+    0x4142_3342, // AB3B
+    0x4142_3343, // AB3C
+    0x4941_4233, // IAB3
+    0x4649_4233, // FIB3
+    0x524d_4233, // RMB3
+    0x5233_4643, // R3FC
+];
+const BMAP_CRC_MAGIC: u32 = 0x424d_4133;
+const DIR3_BLOCKS: [u32; 3] = [0x5844_4233, 0x5844_4433, 0x5844_4633];
+const SYMLINK_MAGIC: u32 = 0x5853_4c4d;
+const ATTR3_RMT_MAGIC: u32 = 0x5841_524d;
+const DA3_MAGICS: [u16; 4] = [0x3ebe, 0x3bee, 0x3df1, 0x3dff];
+
+/// What replay did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplayInfo {
+    /// The replayed part of the log, in log blocks.
+    pub tail: u64,
+    pub head: u64,
+    pub records: u64,
+    pub transactions: u64,
+    pub buffers: u64,
+    pub buffers_cancelled: u64,
+    /// Items skipped because the metadata on disk is newer than the transaction.
+    pub newer_on_disk: u64,
+    pub inodes: u64,
+    pub icreates: u64,
+    pub intents: u64,
+    /// Quota items and buffers, not replayed.
+    pub quota_items: u64,
+    /// Intents without their done item, which the kernel would finish after replay.
+    pub unfinished_intents: Vec<String>,
+    /// Why replay ended before the head, if it did.
+    pub stopped: Option<String>,
+    /// Sectors that now read from memory.
+    pub sectors: usize,
+}
+
+/// Host byte order of logged structures (format headers and inode cores).
+#[derive(Clone, Copy)]
+struct Endian {
+    little: bool,
+}
+
+impl Endian {
+    fn u16(self, b: &[u8], at: usize) -> u16 {
+        let v = be16(b, at);
+        if self.little {
+            v.swap_bytes()
+        } else {
+            v
+        }
+    }
+    fn u32(self, b: &[u8], at: usize) -> u32 {
+        let v = be32(b, at);
+        if self.little {
+            v.swap_bytes()
+        } else {
+            v
+        }
+    }
+    fn u64(self, b: &[u8], at: usize) -> u64 {
+        let v = be64(b, at);
+        if self.little {
+            v.swap_bytes()
+        } else {
+            v
+        }
+    }
+}
+
+fn put16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
+}
+fn put32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_be_bytes());
+}
+fn put64(b: &mut [u8], at: usize, v: u64) {
+    b[at..at + 8].copy_from_slice(&v.to_be_bytes());
+}
+
+/// One record: its LSN and operations, the data with its cycle words restored.
+struct Record {
+    lsn: u64,
+    at: u64,
+    ops: u32,
+    data: Vec<u8>,
+}
+
+enum Step {
+    Record(Record),
+    Head,
+    /// The log ends early here: why.
+    Stop(String),
+}
+
+/// Reads the records from the tail to the head.
+struct Walker<'a> {
+    fs: &'a Xfs,
+    area: LogArea,
+    pos: u64,
+    left: u64,
+}
+
+impl Walker<'_> {
+    fn next(&mut self) -> Result<Step> {
+        if self.left == 0 {
+            return Ok(Step::Head);
+        }
+        let dev = self.fs.dev.as_ref();
+        let at = self.pos;
+        let n = self.area.bbs;
+        let first = self.area.read(dev, at, 1)?;
+        let stop = |why: String| Ok(Step::Stop(format!("log block {at}: {why}")));
+        if be32(&first, 0) != HEADER_MAGIC {
+            return stop("no record header".into());
+        }
+        let version = be32(&first, 8);
+        if version == 0 || version & !3 != 0 {
+            return stop(format!("record version {version:#x}"));
+        }
+        let len = be32(&first, 12);
+        let size = be32(&first, 320);
+        let bufsize = if version & VERSION_2 != 0 {
+            if size > MAX_RECORD_BYTES {
+                return stop(format!("record size {size} (h_size, offset 320)"));
+            }
+            size.max(V1_RECORD_BYTES)
+        } else {
+            V1_RECORD_BYTES
+        };
+        if len == 0 || len > bufsize {
+            return stop(format!(
+                "record length {len} (h_len, offset 12) of {bufsize}"
+            ));
+        }
+        let hblks = header_blocks(&first);
+        let bblks = u64::from(len).div_ceil(BB);
+        if hblks + bblks > self.left {
+            return stop(format!(
+                "record of {} blocks runs past the head (torn write)",
+                hblks + bblks
+            ));
+        }
+        let lsn = be64(&first, 16);
+        if lsn & 0xffff_ffff != at {
+            return stop(format!("record header says block {}", lsn & 0xffff_ffff));
+        }
+        let headers = if hblks > 1 {
+            self.area.read(dev, at, hblks)?
+        } else {
+            first
+        };
+        let mut data = self.area.read(dev, (at + hblks) % n, bblks)?;
+        // OK: len <= bufsize <= 256 KiB, and data holds bblks whole blocks.
+        let len = len as usize;
+        let stored = u32::from_le_bytes([headers[32], headers[33], headers[34], headers[35]]);
+        if stored != 0 || self.fs.sb.is_v5() {
+            let ok = REC_SIZES
+                .iter()
+                .any(|&hl| record_crc(&headers, hl, hblks, &data[..len]) == stored);
+            if !ok {
+                if self.fs.sb.is_v5() {
+                    return stop("record CRC32c mismatch (h_crc, offset 32)".into());
+                }
+                ::log::warn!("xfs: log record at block {at}: CRC mismatch (v4: not fatal)");
+            }
+        }
+        for i in 0..bblks {
+            let word = if i < CYCLE_WORDS {
+                H_CYCLE_DATA + 4 * i as usize
+            } else {
+                let (j, k) = (i / CYCLE_WORDS, i % CYCLE_WORDS);
+                if j >= hblks {
+                    return stop(format!("block {i} of the record has no cycle word"));
+                }
+                (j * BB) as usize + 4 + 4 * k as usize
+            };
+            let at_data = (i * BB) as usize;
+            let w = [
+                headers[word],
+                headers[word + 1],
+                headers[word + 2],
+                headers[word + 3],
+            ];
+            data[at_data..at_data + 4].copy_from_slice(&w);
+        }
+        data.truncate(len);
+        self.pos = (at + hblks + bblks) % n;
+        self.left -= hblks + bblks;
+        Ok(Step::Record(Record {
+            lsn,
+            at,
+            ops: be32(&headers, 40),
+            data,
+        }))
+    }
+}
+
+/// xlog_cksum: CRC32c of the header (h_crc as zero), the extra headers' cycle data and the
+/// record data as written (cycle words stamped).
+fn record_crc(headers: &[u8], hlen: usize, hblks: u64, data: &[u8]) -> u32 {
+    let mut h = headers[..hlen].to_vec();
+    h[32..36].fill(0);
+    let mut c = crc32c::crc32c(&h);
+    // Only the extra headers the data needs count, not all that h_size provides.
+    let used = (data.len() as u64).div_ceil(u64::from(HEADER_CYCLE_SIZE));
+    for j in 1..hblks.min(used) {
+        let at = (j * BB) as usize;
+        c = crc32c::crc32c_append(c, &headers[at..at + REC_EXT_SIZE]);
+    }
+    crc32c::crc32c_append(c, data)
+}
+
+/// A transaction being read back.
+struct Trans {
+    lsn: u64,
+    header: Vec<u8>,
+    items: Vec<RawItem>,
+    bytes: usize,
+}
+
+/// The regions of one item; the first is its format structure, whose second u16 says how
+/// many regions there are.
+struct RawItem {
+    total: usize,
+    regions: Vec<Vec<u8>>,
+}
+
+enum OpResult {
+    Nothing,
+    Commit(Trans),
+}
+
+/// Groups operations into transactions (xlog_recover_process_ophdr and friends).
+#[derive(Default)]
+struct Assembler {
+    open: HashMap<u32, Trans>,
+    pending: usize,
+}
+
+impl Assembler {
+    /// Err(Stop) ends the replay here; Err(Refuse) makes it impossible.
+    fn op(
+        &mut self,
+        lsn: u64,
+        tid: u32,
+        client: u8,
+        flags: u8,
+        region: &[u8],
+    ) -> std::result::Result<OpResult, Fail> {
+        if client != CLIENT_TRANSACTION && client != CLIENT_LOG {
+            return Err(Fail::Stop(format!("operation client id {client:#x}")));
+        }
+        if client == CLIENT_LOG {
+            return Ok(OpResult::Nothing);
+        }
+        let Some(trans) = self.open.get_mut(&tid) else {
+            if flags & START_TRANS != 0 {
+                if self.open.len() >= MAX_OPEN_TRANSACTIONS {
+                    return Err(Fail::Stop("too many open transactions".into()));
+                }
+                self.open.insert(
+                    tid,
+                    Trans {
+                        lsn,
+                        header: Vec::new(),
+                        items: Vec::new(),
+                        bytes: 0,
+                    },
+                );
+            }
+            // Operations of transactions that started before the tail are not replayed.
+            return Ok(OpResult::Nothing);
+        };
+        let mut f = flags & !END_TRANS;
+        if f & WAS_CONT_TRANS != 0 {
+            f &= !CONTINUE_TRANS;
+        }
+        match f {
+            0 | CONTINUE_TRANS | WAS_CONT_TRANS => {
+                self.pending += region.len();
+                trans.bytes += region.len();
+                if self.pending > MAX_PENDING_BYTES {
+                    return Err(Fail::Refuse(format!(
+                        "transactions hold more than {MAX_PENDING_BYTES} bytes"
+                    )));
+                }
+                if f == WAS_CONT_TRANS {
+                    add_cont(trans, region)
+                } else {
+                    add(trans, region)
+                }
+                .map_err(Fail::Stop)?;
+                Ok(OpResult::Nothing)
+            }
+            COMMIT_TRANS | UNMOUNT_TRANS => match self.open.remove(&tid) {
+                Some(t) => {
+                    self.pending -= t.bytes;
+                    Ok(if f == COMMIT_TRANS {
+                        OpResult::Commit(t)
+                    } else {
+                        OpResult::Nothing
+                    })
+                }
+                None => Ok(OpResult::Nothing),
+            },
+            _ => Err(Fail::Stop(format!("operation flags {flags:#x}"))),
+        }
+    }
+}
+
+fn header_done(t: &Trans) -> bool {
+    t.header.len() >= TRANS_HEADER_SIZE
+}
+
+/// xlog_recover_add_to_trans: a new region (the transaction header first).
+fn add(t: &mut Trans, region: &[u8]) -> std::result::Result<(), String> {
+    if region.is_empty() {
+        return Ok(());
+    }
+    if !header_done(t) {
+        if t.header.is_empty() {
+            let m = be32(region, 0);
+            if m != TRANS_HEADER_MAGIC && m.swap_bytes() != TRANS_HEADER_MAGIC {
+                return Err(format!("transaction header magic {m:#x}"));
+            }
+        }
+        if t.header.len() + region.len() > TRANS_HEADER_SIZE {
+            return Err(format!("transaction header of {} bytes", region.len()));
+        }
+        t.header.extend_from_slice(region);
+        return Ok(());
+    }
+    let need_new = t
+        .items
+        .last()
+        .is_none_or(|i| i.total != 0 && i.regions.len() >= i.total);
+    if need_new {
+        t.items.push(RawItem {
+            total: 0,
+            regions: Vec::new(),
+        });
+    }
+    let Some(item) = t.items.last_mut() else {
+        return Err("no item to add to".into());
+    };
+    if item.total == 0 {
+        if region.len() < 4 {
+            return Err(format!("item format of {} bytes", region.len()));
+        }
+        // ilf_size and its kin: the second u16 of every format structure, host order.
+        let le = u16::from_le_bytes([region[2], region[3]]);
+        let be = u16::from_be_bytes([region[2], region[3]]);
+        let total = if item_type(region).is_some_and(|(_, e)| e.little) {
+            le
+        } else {
+            be
+        };
+        let total = usize::from(total);
+        if total == 0 || total > MAX_REGIONS_IN_ITEM {
+            return Err(format!("item of {total} regions"));
+        }
+        item.total = total;
+    }
+    if item.regions.len() >= item.total {
+        return Err("more regions than the item declares".into());
+    }
+    item.regions.push(region.to_vec());
+    Ok(())
+}
+
+/// xlog_recover_add_to_cont_trans: the rest of a region split across records.
+fn add_cont(t: &mut Trans, region: &[u8]) -> std::result::Result<(), String> {
+    if !header_done(t) {
+        if t.header.len() + region.len() > TRANS_HEADER_SIZE {
+            return Err("transaction header continued past its size".into());
+        }
+        t.header.extend_from_slice(region);
+        return Ok(());
+    }
+    match t.items.last_mut().and_then(|i| i.regions.last_mut()) {
+        Some(r) => {
+            r.extend_from_slice(region);
+            Ok(())
+        }
+        None => Err("continuation without a region".into()),
+    }
+}
+
+/// The item type and the host byte order it was logged in.
+fn item_type(r: &[u8]) -> Option<(u16, Endian)> {
+    let known = |t: u16| matches!(t, 0x1236 | 0x1237 | 0x123b..=0x124f);
+    let le = u16::from_le_bytes([*r.first()?, *r.get(1)?]);
+    if known(le) {
+        return Some((le, Endian { little: true }));
+    }
+    let be = le.swap_bytes();
+    known(be).then_some((be, Endian { little: false }))
+}
+
+enum Fail {
+    /// The log ends here.
+    Stop(String),
+    /// Replay is impossible (a limit): the tree is shown as on disk.
+    Refuse(String),
+}
+
+struct BufItem {
+    blkno: u64,
+    len: u64,
+    flags: u16,
+    map: Vec<u32>,
+    regions: Vec<Vec<u8>>,
+}
+
+struct InodeItem {
+    ino: u64,
+    fields: u32,
+    rdev: u32,
+    blkno: u64,
+    len: u64,
+    boffset: usize,
+    e: Endian,
+    /// Regions after the format: core, then data fork, then attribute fork as logged.
+    regions: Vec<Vec<u8>>,
+}
+
+struct Icreate {
+    agno: u32,
+    agbno: u32,
+    length: u32,
+    gen: u32,
+}
+
+enum Item {
+    Buf(BufItem),
+    Inode(InodeItem),
+    Icreate(Icreate),
+    /// An intent (done: its done item) of INTENTS[kind] with its id.
+    Intent {
+        kind: usize,
+        id: u64,
+        done: bool,
+    },
+    Quota,
+}
+
+impl Xfs {
+    fn fs_bbs(&self) -> u64 {
+        self.sb.dblocks << (self.sb.blocklog - 9)
+    }
+
+    fn check_buf_range(&self, what: &str, blkno: u64, len: u64) -> std::result::Result<(), String> {
+        if len == 0 || len > MAX_BUF_BBS || blkno.checked_add(len).is_none_or(|e| e > self.fs_bbs())
+        {
+            return Err(format!(
+                "{what} at sector {blkno} (+{len}) is outside the filesystem"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Parses a committed transaction's items in the kernel's replay order
+    /// (xlog_recover_reorder_trans): buffers and inode creations, then inodes and the other
+    /// items, then inode buffers, then cancellations last (so that items of a buffer freed
+    /// in the same transaction still see it cancelled).
+    fn parse_trans(&self, t: Trans) -> std::result::Result<Vec<Item>, String> {
+        let (mut bufs, mut ibufs, mut cancels, mut rest) = (vec![], vec![], vec![], vec![]);
+        for (n, raw) in t.items.into_iter().enumerate() {
+            if raw.regions.len() != raw.total {
+                return Err(format!(
+                    "item {n} has {} of its {} regions",
+                    raw.regions.len(),
+                    raw.total
+                ));
+            }
+            let mut regions = raw.regions.into_iter();
+            let f = regions.next().unwrap_or_default();
+            let Some((ty, e)) = item_type(&f) else {
+                return Err(format!(
+                    "item {n}: unknown log item type {:#06x}",
+                    be16(&f, 0)
+                ));
+            };
+            match ty {
+                LI_BUF => {
+                    let b = self.parse_buf(&f, e, regions.collect())?;
+                    if b.flags & BLF_CANCEL != 0 {
+                        cancels.push(Item::Buf(b));
+                    } else if b.flags & BLF_INODE_BUF != 0 {
+                        ibufs.push(Item::Buf(b));
+                    } else {
+                        bufs.push(Item::Buf(b));
+                    }
+                }
+                LI_ICREATE => bufs.push(Item::Icreate(self.parse_icreate(&f)?)),
+                LI_INODE => rest.push(Item::Inode(self.parse_inode(&f, e, regions.collect())?)),
+                LI_DQUOT | LI_QUOTAOFF => rest.push(Item::Quota),
+                _ => {
+                    if f.len() < 16 {
+                        return Err(format!("item {n}: intent of {} bytes", f.len()));
+                    }
+                    let id = e.u64(&f, 8);
+                    let (kind, done) = match INTENTS.iter().position(|i| i.0 == ty) {
+                        Some(k) => (k, false),
+                        None => match INTENTS.iter().position(|i| i.0 + 1 == ty) {
+                            Some(k) => (k, true),
+                            None => return Err(format!("item {n}: log item type {ty:#06x}")),
+                        },
+                    };
+                    rest.push(Item::Intent { kind, id, done });
+                }
+            }
+        }
+        bufs.extend(rest);
+        bufs.extend(ibufs);
+        bufs.extend(cancels);
+        Ok(bufs)
+    }
+
+    fn parse_buf(
+        &self,
+        f: &[u8],
+        e: Endian,
+        regions: Vec<Vec<u8>>,
+    ) -> std::result::Result<BufItem, String> {
+        if f.len() < 20 {
+            return Err(format!("buffer log format of {} bytes", f.len()));
+        }
+        let flags = e.u16(f, 4);
+        let len = u64::from(e.u16(f, 6));
+        let blkno = e.u64(f, 8);
+        let words = e.u32(f, 16) as usize;
+        if words > MAX_MAP_WORDS || f.len() < 20 + 4 * words {
+            return Err(format!(
+                "buffer log format with a {words}-word map in {} bytes",
+                f.len()
+            ));
+        }
+        self.check_buf_range("buffer", blkno, len)?;
+        let map = (0..words).map(|i| e.u32(f, 20 + 4 * i)).collect();
+        Ok(BufItem {
+            blkno,
+            len,
+            flags,
+            map,
+            regions,
+        })
+    }
+
+    fn parse_inode(
+        &self,
+        f: &[u8],
+        e: Endian,
+        regions: Vec<Vec<u8>>,
+    ) -> std::result::Result<InodeItem, String> {
+        let (ino, rdev, blkno, len, boffset) = match f.len() {
+            ILF_SIZE_64 => (
+                e.u64(f, 16),
+                e.u32(f, 24),
+                e.u64(f, 40),
+                e.u32(f, 48),
+                e.u32(f, 52),
+            ),
+            ILF_SIZE_32 => (
+                e.u64(f, 12),
+                e.u32(f, 20),
+                e.u64(f, 36),
+                e.u32(f, 44),
+                e.u32(f, 48),
+            ),
+            n => return Err(format!("inode log format of {n} bytes")),
+        };
+        let len = u64::from(len);
+        self.check_buf_range("inode buffer", blkno, len)?;
+        let isz = u64::from(self.sb.inodesize);
+        if u64::from(boffset) + isz > len * BB {
+            return Err(format!(
+                "inode {ino} at offset {boffset} of a {len}-sector buffer"
+            ));
+        }
+        if regions.is_empty() {
+            return Err(format!("inode {ino} logged without its core"));
+        }
+        Ok(InodeItem {
+            ino,
+            fields: e.u32(f, 4),
+            rdev,
+            blkno,
+            len,
+            // OK: checked against the buffer size above.
+            boffset: boffset as usize,
+            e,
+            regions,
+        })
+    }
+
+    fn parse_icreate(&self, f: &[u8]) -> std::result::Result<Icreate, String> {
+        if f.len() < 28 {
+            return Err(format!("icreate item of {} bytes", f.len()));
+        }
+        let (agno, agbno, count, isize, length, gen) = (
+            be32(f, 4),
+            be32(f, 8),
+            be32(f, 12),
+            be32(f, 16),
+            be32(f, 20),
+            be32(f, 24),
+        );
+        let sb = &self.sb;
+        let ok = agno < sb.agcount
+            && agbno != 0
+            && length != 0
+            && u64::from(agbno) + u64::from(length) <= u64::from(sb.agblocks)
+            && isize == u32::from(sb.inodesize)
+            && count != 0
+            && count >> sb.inopblog == length
+            && u64::from(length) << sb.blocklog <= MAX_BUF_BBS * BB * 8;
+        if !ok {
+            return Err(format!(
+                "icreate of {count} inodes in AG {agno} block {agbno} (+{length}), size {isize}"
+            ));
+        }
+        Ok(Icreate {
+            agno,
+            agbno,
+            length,
+            gen,
+        })
+    }
+}
+
+/// Buffer cancellations: (sector, length) with how many cancel records are still ahead.
+type Cancels = HashMap<(u64, u64), u32>;
+
+/// The sectors a transaction changes, laid over those of the transactions before it, so
+/// that a transaction that fails half way leaves nothing behind.
+struct Tx<'a> {
+    fs: &'a Xfs,
+    base: &'a Sectors,
+    pending: Sectors,
+}
+
+impl Tx<'_> {
+    fn read(&self, daddr: u64, count: u64) -> Result<Vec<u8>> {
+        let mut b = self.base.read(self.fs.dev.as_ref(), daddr, count)?;
+        self.pending.patch(&mut b, daddr * BB);
+        Ok(b)
+    }
+
+    fn write(&mut self, daddr: u64, data: &[u8]) -> std::result::Result<(), Fail> {
+        if self.pending.write(daddr, data) {
+            Ok(())
+        } else {
+            Err(Fail::Refuse(
+                "the replayed sectors pass the memory limit".into(),
+            ))
+        }
+    }
+}
+
+/// Chunks of a buffer logged by its regions: (byte offset, bytes, region), in the order of
+/// xlog_recover_do_reg_buffer (a dirty run longer than its region continues in the next).
+fn logged_chunks(
+    map: &[u32],
+    regions: &[Vec<u8>],
+    buf_len: usize,
+) -> std::result::Result<Vec<(usize, usize, usize)>, String> {
+    let bits = map.len() * 32;
+    let set = |b: usize| map[b / 32] & (1 << (b % 32)) != 0;
+    let mut out = Vec::new();
+    let mut bit = 0;
+    let mut i = 0;
+    loop {
+        while bit < bits && !set(bit) {
+            bit += 1;
+        }
+        if bit >= bits {
+            break;
+        }
+        let mut run = 0;
+        while bit + run < bits && set(bit + run) {
+            run += 1;
+        }
+        let Some(r) = regions.get(i) else {
+            return Err(format!(
+                "dirty map names more than the {} logged regions",
+                regions.len()
+            ));
+        };
+        let run = run.min(r.len() / BLF_CHUNK);
+        if run == 0 {
+            return Err(format!("region {i} of {} bytes", r.len()));
+        }
+        let (off, len) = (bit * BLF_CHUNK, run * BLF_CHUNK);
+        if off + len > buf_len {
+            return Err(format!(
+                "chunk at byte {off} (+{len}) of a {buf_len}-byte buffer"
+            ));
+        }
+        out.push((off, len, i));
+        i += 1;
+        bit += run;
+    }
+    Ok(out)
+}
+
+/// Outcome of the two passes.
+pub struct Replayed {
+    pub sectors: Sectors,
+    pub info: ReplayInfo,
+}
+
+/// Replays the log from block `tail` to `head`. Err: replay is impossible (device errors,
+/// limits); the caller shows the tree as on disk.
+pub(super) fn replay(fs: &Xfs, head: u64, tail: u64) -> Result<Replayed> {
+    let area = fs.log_area()?;
+    let mut info = ReplayInfo {
+        tail,
+        head,
+        ..Default::default()
+    };
+    // Pass 1: cancellations, and where the log ends.
+    let mut cancels = Cancels::new();
+    let mut end = None;
+    let mut committed = 0u64;
+    walk(fs, area, head, tail, &mut |t| match fs.parse_trans(t) {
+        Ok(items) => {
+            for it in &items {
+                if let Item::Buf(b) = it {
+                    if b.flags & BLF_CANCEL != 0 {
+                        *cancels.entry((b.blkno, b.len)).or_default() += 1;
+                    }
+                }
+            }
+            committed += 1;
+            Ok(true)
+        }
+        Err(why) => {
+            end = Some(format!("transaction {committed}: {why}"));
+            Ok(false)
+        }
+    })
+    .map(|(records, stop)| {
+        info.records = records;
+        if end.is_none() {
+            end = stop;
+        }
+    })?;
+    // Pass 2: apply.
+    let mut sectors = Sectors::default();
+    let mut touched: BTreeMap<(u64, u64), u64> = BTreeMap::new();
+    let mut intents: HashMap<(usize, u64), u64> = HashMap::new();
+    let mut done: HashSet<(usize, u64)> = HashSet::new();
+    let mut applied = 0u64;
+    let mut failed = None;
+    walk(fs, area, head, tail, &mut |t| {
+        if applied >= committed {
+            return Ok(false);
+        }
+        let lsn = t.lsn;
+        let items = fs.parse_trans(t).map_err(Fail::Stop)?;
+        let mut tx = Tx {
+            fs,
+            base: &sectors,
+            pending: Sectors::default(),
+        };
+        let mut stats = ReplayInfo::default();
+        let mut bufs = Vec::new();
+        let mut cancels_after = cancels.clone();
+        for it in &items {
+            let r = match it {
+                Item::Buf(b) => {
+                    fs.apply_buf(&mut tx, b, lsn, &mut cancels_after, &mut stats, &mut bufs)
+                }
+                Item::Inode(i) => fs.apply_inode(&mut tx, i, lsn, &cancels_after, &mut stats),
+                Item::Icreate(c) => fs.apply_icreate(&mut tx, c, &cancels_after, &mut stats),
+                Item::Intent { .. } | Item::Quota => Ok(()),
+            };
+            if let Err(e) = r {
+                return match e {
+                    Fail::Stop(why) => {
+                        failed = Some(format!("transaction {applied} (LSN {lsn:#x}): {why}"));
+                        Ok(false)
+                    }
+                    Fail::Refuse(why) => Err(Fail::Refuse(why)),
+                };
+            }
+        }
+        let Tx { pending, .. } = tx;
+        for (daddr, data) in pending.iter() {
+            if !sectors.write(daddr, data) {
+                return Err(Fail::Refuse(
+                    "the replayed sectors pass the memory limit".into(),
+                ));
+            }
+        }
+        cancels = cancels_after;
+        for b in bufs {
+            touched.insert(b, lsn);
+        }
+        for it in &items {
+            match it {
+                Item::Intent {
+                    kind,
+                    id,
+                    done: false,
+                } => {
+                    intents.insert((*kind, *id), lsn);
+                    stats.intents += 1;
+                }
+                Item::Intent {
+                    kind,
+                    id,
+                    done: true,
+                } => {
+                    done.insert((*kind, *id));
+                }
+                Item::Quota => stats.quota_items += 1,
+                _ => {}
+            }
+        }
+        info.buffers += stats.buffers;
+        info.buffers_cancelled += stats.buffers_cancelled;
+        info.newer_on_disk += stats.newer_on_disk;
+        info.inodes += stats.inodes;
+        info.icreates += stats.icreates;
+        info.intents += stats.intents;
+        info.quota_items += stats.quota_items;
+        applied += 1;
+        Ok(true)
+    })?;
+    info.transactions = applied;
+    info.stopped = failed.or(end);
+    if fs.sb.is_v5() {
+        for (&(blkno, len), &lsn) in &touched {
+            let mut b = sectors.read(fs.dev.as_ref(), blkno, len)?;
+            if fs.stamp_buffer(&mut b, lsn) && !sectors.write(blkno, &b) {
+                return Err(FsError::Unsupported(
+                    "XFS log replay needs more memory than allowed".into(),
+                ));
+            }
+        }
+    }
+    let mut unfinished: Vec<(u64, String)> = intents
+        .into_iter()
+        .filter(|(k, _)| !done.contains(k))
+        .map(|((kind, id), lsn)| (lsn, format!("{} {id:#x} (LSN {lsn:#x})", INTENTS[kind].1)))
+        .collect();
+    unfinished.sort();
+    for (_, u) in &unfinished {
+        let visible = INTENTS.iter().any(|i| i.2 && u.starts_with(i.1));
+        if visible {
+            ::log::warn!(
+                "xfs: unfinished {u} in the log: the kernel would complete it after replay, \
+                 ferry does not (that change is missing from the view)"
+            );
+        }
+    }
+    info.unfinished_intents = unfinished.into_iter().map(|(_, u)| u).collect();
+    info.sectors = sectors.len();
+    Ok(Replayed { sectors, info })
+}
+
+/// Walks the records from `tail` to `head`, handing each committed transaction to `f`
+/// (false: stop). Returns the records read and why the log ended early, if it did.
+fn walk(
+    fs: &Xfs,
+    area: LogArea,
+    head: u64,
+    tail: u64,
+    f: &mut dyn FnMut(Trans) -> std::result::Result<bool, Fail>,
+) -> Result<(u64, Option<String>)> {
+    let mut w = Walker {
+        fs,
+        area,
+        pos: tail,
+        left: area.distance(tail, head),
+    };
+    let mut asm = Assembler::default();
+    let mut records = 0;
+    let refuse = |why: String| FsError::Unsupported(format!("XFS log replay: {why}"));
+    loop {
+        let rec = match w.next()? {
+            Step::Record(r) => r,
+            Step::Head => return Ok((records, None)),
+            Step::Stop(why) => return Ok((records, Some(why))),
+        };
+        records += 1;
+        let d = &rec.data;
+        let (mut pos, mut ops) = (0usize, rec.ops);
+        while pos < d.len() && ops > 0 {
+            let stop = |why: String| format!("record at log block {}, byte {pos}: {why}", rec.at);
+            if d.len() - pos < OP_HEADER_SIZE {
+                return Ok((records, Some(stop("truncated operation header".into()))));
+            }
+            let tid = be32(d, pos);
+            // OK: a u32 fits usize on the hosts ferry supports.
+            let len = be32(d, pos + 4) as usize;
+            let (client, flags) = (d[pos + 8], d[pos + 9]);
+            let body = pos + OP_HEADER_SIZE;
+            if len > d.len() - body {
+                return Ok((records, Some(stop(format!("operation of {len} bytes")))));
+            }
+            match asm.op(rec.lsn, tid, client, flags, &d[body..body + len]) {
+                Ok(OpResult::Nothing) => {}
+                Ok(OpResult::Commit(t)) => match f(t) {
+                    Ok(true) => {}
+                    Ok(false) => return Ok((records, None)),
+                    Err(Fail::Stop(why)) => return Ok((records, Some(stop(why)))),
+                    Err(Fail::Refuse(why)) => return Err(refuse(why)),
+                },
+                Err(Fail::Stop(why)) => return Ok((records, Some(stop(why)))),
+                Err(Fail::Refuse(why)) => return Err(refuse(why)),
+            }
+            pos = body + len;
+            ops -= 1;
+        }
+    }
+}
+
+impl Xfs {
+    /// xlog_recover_get_buf_lsn: the LSN a v5 buffer carries, None when it has none (or
+    /// belongs to another filesystem), so that it is replayed regardless.
+    fn buf_lsn(&self, b: &[u8]) -> Option<u64> {
+        let m = be32(b, 0);
+        let (lsn, uuid) = if SHORT_BTREES.contains(&m) {
+            (24, 32)
+        } else if DIR3_BLOCKS.contains(&m) {
+            (16, 24)
+        } else {
+            match m {
+                BMAP_CRC_MAGIC => (32, 40),
+                AGF_MAGIC => (208, 64),
+                AGFL_MAGIC => (24, 8),
+                AGI_MAGIC => (320, 296),
+                SYMLINK_MAGIC => (48, 16),
+                SB_MAGIC => {
+                    let u = if be32(b, 216) & INCOMPAT_META_UUID != 0 {
+                        248
+                    } else {
+                        32
+                    };
+                    (240, u)
+                }
+                _ if DA3_MAGICS.contains(&be16(b, 8)) => (24, 32),
+                // Remote attribute values are written synchronously, never logged with an
+                // LSN; quota and unknown buffers carry none either.
+                _ => return None,
+            }
+        };
+        (b.get(uuid..uuid + 16)? == self.sb.meta_uuid).then(|| be64(b, lsn))
+    }
+
+    /// What a v5 write verifier does to a buffer recovery writes: its LSN set to the
+    /// transaction's, its CRC recomputed. False when nothing was recognised.
+    fn stamp_buffer(&self, b: &mut [u8], lsn: u64) -> bool {
+        let m = be32(b, 0);
+        let (lsn_off, crc_off) = if SHORT_BTREES.contains(&m) {
+            (24, 52)
+        } else if DIR3_BLOCKS.contains(&m) {
+            (16, 4)
+        } else {
+            match m {
+                BMAP_CRC_MAGIC => (32, 64),
+                AGF_MAGIC => (208, 216),
+                AGFL_MAGIC => (24, 32),
+                AGI_MAGIC => (320, 312),
+                SB_MAGIC => (240, 224),
+                SYMLINK_MAGIC | ATTR3_RMT_MAGIC => {
+                    // One header per filesystem block.
+                    let bs = self.sb.blocksize as usize;
+                    let mut any = false;
+                    for blk in b.chunks_mut(bs) {
+                        if blk.len() == bs && be32(blk, 0) == m {
+                            put64(blk, 48, lsn);
+                            let c = crc::compute(blk, 12);
+                            blk[12..16].copy_from_slice(&c.to_le_bytes());
+                            any = true;
+                        }
+                    }
+                    return any;
+                }
+                _ if DA3_MAGICS.contains(&be16(b, 8)) => (24, 12),
+                _ => return false,
+            }
+        };
+        if b.len() < crc_off.max(lsn_off) + 8 {
+            return false;
+        }
+        put64(b, lsn_off, lsn);
+        let c = crc::compute(b, crc_off);
+        b[crc_off..crc_off + 4].copy_from_slice(&c.to_le_bytes());
+        true
+    }
+
+    fn apply_buf(
+        &self,
+        tx: &mut Tx,
+        b: &BufItem,
+        lsn: u64,
+        cancels: &mut Cancels,
+        stats: &mut ReplayInfo,
+        touched: &mut Vec<(u64, u64)>,
+    ) -> std::result::Result<(), Fail> {
+        let key = (b.blkno, b.len);
+        if b.flags & BLF_CANCEL != 0 {
+            if let Some(c) = cancels.get_mut(&key) {
+                *c -= 1;
+                if *c == 0 {
+                    cancels.remove(&key);
+                }
+            }
+            return Ok(());
+        }
+        if cancels.contains_key(&key) {
+            stats.buffers_cancelled += 1;
+            return Ok(());
+        }
+        if b.flags & BLF_DQUOT_BUFS != 0 {
+            stats.quota_items += 1;
+            return Ok(());
+        }
+        let io = |e: FsError| Fail::Refuse(format!("reading sector {}: {e}", b.blkno));
+        let mut buf = tx.read(b.blkno, b.len).map_err(io)?;
+        if self.sb.is_v5() {
+            if let Some(disk) = self.buf_lsn(&buf) {
+                if disk != 0 && disk != u64::MAX && disk >= lsn {
+                    stats.newer_on_disk += 1;
+                    return Ok(());
+                }
+            }
+        }
+        let chunks = logged_chunks(&b.map, &b.regions, buf.len())
+            .map_err(|e| Fail::Stop(format!("buffer at sector {}: {e}", b.blkno)))?;
+        if b.flags & BLF_INODE_BUF != 0 {
+            // xlog_recover_do_inode_buffer: only the unlinked list pointers are replayed.
+            let isz = usize::from(self.sb.inodesize);
+            for slot in 0..buf.len() / isz {
+                let at = slot * isz + DI_NEXT_UNLINKED;
+                let Some(&(off, _, r)) =
+                    chunks.iter().find(|&&(o, l, _)| o <= at && at + 4 <= o + l)
+                else {
+                    continue;
+                };
+                let src = &b.regions[r][at - off..at - off + 4];
+                if src == [0, 0, 0, 0] {
+                    return Err(Fail::Stop(format!(
+                        "inode buffer at sector {}: null unlinked pointer at byte {at}",
+                        b.blkno
+                    )));
+                }
+                buf[at..at + 4].copy_from_slice(src);
+                let dip = &mut buf[slot * isz..(slot + 1) * isz];
+                if be16(dip, 0) == DINODE_MAGIC && dip[4] == 3 {
+                    let c = crc::compute(dip, DI_CRC);
+                    dip[DI_CRC..DI_CRC + 4].copy_from_slice(&c.to_le_bytes());
+                }
+            }
+        } else {
+            for &(off, len, r) in &chunks {
+                buf[off..off + len].copy_from_slice(&b.regions[r][..len]);
+            }
+            touched.push((b.blkno, b.len));
+        }
+        tx.write(b.blkno, &buf)?;
+        stats.buffers += 1;
+        Ok(())
+    }
+
+    fn apply_icreate(
+        &self,
+        tx: &mut Tx,
+        c: &Icreate,
+        cancels: &Cancels,
+        stats: &mut ReplayInfo,
+    ) -> std::result::Result<(), Fail> {
+        let sb = &self.sb;
+        let shift = sb.blocklog - 9;
+        let linear = u64::from(c.agno) * u64::from(sb.agblocks) + u64::from(c.agbno);
+        let daddr = linear << shift;
+        let bbs = u64::from(c.length) << shift;
+        // The chunk may have been freed (and its blocks reused) later in the log.
+        if cancels
+            .keys()
+            .any(|&(b, l)| b < daddr + bbs && daddr < b + l)
+        {
+            stats.buffers_cancelled += 1;
+            return Ok(());
+        }
+        let isz = usize::from(sb.inodesize);
+        let bs = sb.blocksize as usize;
+        let v3 = sb.is_v5();
+        for blk in 0..u64::from(c.length) {
+            let mut b = vec![0u8; bs];
+            for slot in 0..usize::from(sb.inopblock) {
+                let dip = &mut b[slot * isz..(slot + 1) * isz];
+                put16(dip, 0, DINODE_MAGIC);
+                dip[4] = if v3 { 3 } else { 2 };
+                put32(dip, 92, c.gen);
+                put32(dip, DI_NEXT_UNLINKED, u32::MAX);
+                if v3 {
+                    let agino = ((u64::from(c.agbno) + blk) << sb.inopblog) | slot as u64;
+                    let ino = (u64::from(c.agno) << (sb.agblklog + sb.inopblog)) | agino;
+                    put64(dip, 152, ino);
+                    dip[160..176].copy_from_slice(&sb.meta_uuid);
+                    let crc = crc::compute(dip, DI_CRC);
+                    dip[DI_CRC..DI_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+                }
+            }
+            tx.write(daddr + (blk << shift), &b)?;
+        }
+        stats.icreates += 1;
+        Ok(())
+    }
+
+    /// xlog_recover_inode_commit_pass2.
+    fn apply_inode(
+        &self,
+        tx: &mut Tx,
+        it: &InodeItem,
+        lsn: u64,
+        cancels: &Cancels,
+        stats: &mut ReplayInfo,
+    ) -> std::result::Result<(), Fail> {
+        if cancels.contains_key(&(it.blkno, it.len)) {
+            stats.buffers_cancelled += 1;
+            return Ok(());
+        }
+        let ino = it.ino;
+        let bad = |why: String| Fail::Stop(format!("inode {ino} (sector {}): {why}", it.blkno));
+        let io = |e: FsError| Fail::Refuse(format!("reading sector {}: {e}", it.blkno));
+        let mut buf = tx.read(it.blkno, it.len).map_err(io)?;
+        let isz = usize::from(self.sb.inodesize);
+        let dip = &mut buf[it.boffset..it.boffset + isz];
+        if be16(dip, 0) != DINODE_MAGIC {
+            return Err(bad(format!(
+                "no inode at byte {} of its buffer",
+                it.boffset
+            )));
+        }
+        let e = it.e;
+        let l = &it.regions[0];
+        if l.len() < LOG_DINODE_V2 || e.u16(l, 0) != DINODE_MAGIC {
+            return Err(bad(format!("logged core of {} bytes, bad magic", l.len())));
+        }
+        let v5 = self.sb.is_v5();
+        if dip[4] >= 3 {
+            let disk = be64(dip, DI_LSN);
+            if disk != 0 && disk != u64::MAX && disk > lsn {
+                stats.newer_on_disk += 1;
+                return Ok(());
+            }
+        }
+        if !v5 {
+            let (logged, disk) = (e.u16(l, 30), be16(dip, 30));
+            if logged < disk && !(disk == DI_MAX_FLUSH && logged < DI_MAX_FLUSH >> 1) {
+                stats.newer_on_disk += 1;
+                return Ok(());
+            }
+        }
+        let version = l[4];
+        let core_len = if v5 { V3_CORE } else { LOG_DINODE_V2 };
+        if (v5 && version != 3) || (!v5 && version > 2) || l.len() < core_len {
+            return Err(bad(format!(
+                "logged core version {version}, {} bytes",
+                l.len()
+            )));
+        }
+        let mode = e.u16(l, 2);
+        let format = l[5];
+        let fmt_ok = match mode & S_IFMT {
+            S_IFREG => matches!(format, FMT_EXTENTS | FMT_BTREE),
+            S_IFDIR => matches!(format, FMT_LOCAL | FMT_EXTENTS | FMT_BTREE),
+            _ => true,
+        };
+        let flags2 = if version == 3 { e.u64(l, 120) } else { 0 };
+        let nrext64 = flags2 & DIFLAG2_NREXT64 != 0;
+        let (nextents, anextents) = if nrext64 {
+            (e.u64(l, 24), u64::from(e.u32(l, 76)))
+        } else {
+            (u64::from(e.u32(l, 76)), u64::from(e.u16(l, 80)))
+        };
+        let disk_core = if version == 3 { V3_CORE } else { V2_CORE };
+        let literal = isz - disk_core;
+        let forkoff = usize::from(l[82]) * 8;
+        if !fmt_ok || nextents.saturating_add(anextents) > e.u64(l, 64) || forkoff >= literal {
+            return Err(bad(format!(
+                "logged core: mode {mode:o}, format {format}, {nextents}+{anextents} extents, \
+                 fork offset {forkoff}"
+            )));
+        }
+        // xfs_log_dinode_to_disk.
+        put16(dip, 0, DINODE_MAGIC);
+        put16(dip, 2, mode);
+        dip[4] = version;
+        dip[5] = format;
+        put16(dip, 6, e.u16(l, 6));
+        for at in [8, 12, 16] {
+            put32(dip, at, e.u32(l, at));
+        }
+        put16(dip, 20, e.u16(l, 20));
+        put16(dip, 22, e.u16(l, 22));
+        let bigtime = flags2 & DIFLAG2_BIGTIME != 0;
+        let mut times = vec![32, 40, 48];
+        if version == 3 {
+            times.push(144);
+        }
+        for at in times {
+            if bigtime {
+                put64(dip, at, e.u64(l, at));
+            } else {
+                put32(dip, at, e.u32(l, at));
+                put32(dip, at + 4, e.u32(l, at + 4));
+            }
+        }
+        put64(dip, 56, e.u64(l, 56));
+        put64(dip, 64, e.u64(l, 64));
+        put32(dip, 72, e.u32(l, 72));
+        dip[82] = l[82];
+        dip[83] = l[83];
+        put32(dip, 84, e.u32(l, 84));
+        put16(dip, 88, e.u16(l, 88));
+        put16(dip, 90, e.u16(l, 90));
+        put32(dip, 92, e.u32(l, 92));
+        if version == 3 {
+            put64(dip, 104, e.u64(l, 104));
+            put64(dip, 120, flags2);
+            put32(dip, 128, e.u32(l, 128));
+            put64(dip, DI_LSN, lsn);
+            dip[132..144].fill(0);
+            put64(dip, 152, e.u64(l, 152));
+            dip[160..176].copy_from_slice(&l[160..176]);
+            dip[24..32].fill(0);
+        } else {
+            // The flush counter restarts, as the kernel resets it on replay.
+            dip[24..32].fill(0);
+        }
+        if nrext64 {
+            put64(dip, 24, e.u64(l, 24));
+            put32(dip, 76, e.u32(l, 76));
+            put16(dip, 80, e.u16(l, 80));
+        } else {
+            put32(dip, 76, e.u32(l, 76));
+            put16(dip, 80, e.u16(l, 80));
+        }
+        let fields = it.fields;
+        if fields & ILOG_DEV != 0 {
+            put32(dip, disk_core, it.rdev);
+        }
+        let (dsize, asize) = if forkoff == 0 {
+            (literal, 0)
+        } else {
+            (forkoff, literal - forkoff)
+        };
+        let mut next = 1;
+        if it.regions.len() > 1 && fields & ILOG_DFORK != 0 {
+            let src = &it.regions[next];
+            next += 1;
+            let dst = &mut dip[disk_core..disk_core + dsize];
+            match fields & ILOG_DFORK {
+                ILOG_DDATA | ILOG_DEXT => {
+                    if src.len() > dsize {
+                        return Err(bad(format!("data fork of {} bytes in {dsize}", src.len())));
+                    }
+                    dst[..src.len()].copy_from_slice(src);
+                }
+                ILOG_DBROOT => {
+                    bmbt_to_bmdr(src, dst, v5).map_err(|w| bad(format!("data fork root: {w}")))?
+                }
+                f => return Err(bad(format!("data fork fields {f:#x}"))),
+            }
+        }
+        if fields & ILOG_AFORK != 0 && it.regions.len() > next {
+            let src = &it.regions[next];
+            if forkoff == 0 {
+                return Err(bad("attribute fork logged, but the inode has none".into()));
+            }
+            let start = disk_core + forkoff;
+            let dst = &mut dip[start..start + asize];
+            match fields & ILOG_AFORK {
+                ILOG_ADATA | ILOG_AEXT => {
+                    if src.len() > asize {
+                        return Err(bad(format!(
+                            "attribute fork of {} bytes in {asize}",
+                            src.len()
+                        )));
+                    }
+                    dst[..src.len()].copy_from_slice(src);
+                }
+                ILOG_ABROOT => bmbt_to_bmdr(src, dst, v5)
+                    .map_err(|w| bad(format!("attribute fork root: {w}")))?,
+                f => return Err(bad(format!("attribute fork fields {f:#x}"))),
+            }
+        }
+        if version == 3 {
+            let c = crc::compute(dip, DI_CRC);
+            dip[DI_CRC..DI_CRC + 4].copy_from_slice(&c.to_le_bytes());
+        }
+        tx.write(it.blkno, &buf)?;
+        stats.inodes += 1;
+        Ok(())
+    }
+}
+
+/// xfs_bmbt_to_bmdr: a bmbt root as held in memory (a long-format btree block: header,
+/// keys, then pointers after room for as many keys as the block could hold) into the fork's
+/// on-disk root (level, numrecs, keys, pointers after room for as many keys as the fork
+/// holds).
+fn bmbt_to_bmdr(src: &[u8], dst: &mut [u8], v5: bool) -> std::result::Result<(), String> {
+    let hdr = if v5 {
+        BMBT_CRC_BLOCK_LEN
+    } else {
+        BMBT_BLOCK_LEN
+    };
+    if src.len() < hdr || dst.len() < 4 {
+        return Err(format!("{} bytes", src.len()));
+    }
+    let numrecs = usize::from(be16(src, 6));
+    let rmax = (src.len() - hdr) / 16;
+    let dmax = (dst.len() - 4) / 16;
+    if numrecs > rmax || numrecs > dmax {
+        return Err(format!("{numrecs} records"));
+    }
+    dst[0..2].copy_from_slice(&src[4..6]);
+    dst[2..4].copy_from_slice(&src[6..8]);
+    dst[4..4 + 8 * numrecs].copy_from_slice(&src[hdr..hdr + 8 * numrecs]);
+    let (fp, tp) = (hdr + 8 * rmax, 4 + 8 * dmax);
+    dst[tp..tp + 8 * numrecs].copy_from_slice(&src[fp..fp + 8 * numrecs]);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_follow_the_dirty_map_and_regions() {
+        // Chunks 0-1 and 4 dirty; the first run was logged as two regions.
+        let map = [0b10011u32];
+        let regions = vec![vec![1u8; 128], vec![2u8; 128], vec![3u8; 128]];
+        let c = logged_chunks(&map, &regions, 1024).unwrap();
+        assert_eq!(c, vec![(0, 128, 0), (128, 128, 1), (512, 128, 2)]);
+        assert!(logged_chunks(&map, &regions[..2], 1024).is_err());
+        assert!(logged_chunks(&map, &regions, 600).is_err());
+        assert!(logged_chunks(&map, &[vec![0u8; 3]], 1024).is_err());
+    }
+
+    #[test]
+    fn bmbt_root_moves_its_pointers() {
+        let mut src = vec![0u8; 72 + 16 * 4];
+        src[4..6].copy_from_slice(&1u16.to_be_bytes());
+        src[6..8].copy_from_slice(&2u16.to_be_bytes());
+        src[72..88].copy_from_slice(&[7; 16]);
+        src[72 + 32..72 + 48].copy_from_slice(&[9; 16]);
+        let mut dst = vec![0u8; 4 + 16 * 3];
+        bmbt_to_bmdr(&src, &mut dst, true).unwrap();
+        assert_eq!(&dst[..4], &[0, 1, 0, 2]);
+        assert_eq!(&dst[4..20], &[7; 16]);
+        assert_eq!(&dst[28..44], &[9; 16]);
+        let mut tiny = vec![0u8; 4 + 16];
+        assert!(bmbt_to_bmdr(&src, &mut tiny, true).is_err());
+    }
+
+    #[test]
+    fn transactions_assemble_across_continuations() {
+        let mut a = Assembler::default();
+        let hdr = {
+            let mut h = TRANS_HEADER_MAGIC.to_le_bytes().to_vec();
+            h.extend([0u8; 12]);
+            h
+        };
+        let mut fmt = LI_BUF.to_le_bytes().to_vec();
+        fmt.extend(2u16.to_le_bytes());
+        assert!(matches!(
+            a.op(5, 7, CLIENT_TRANSACTION, START_TRANS, &[]),
+            Ok(OpResult::Nothing)
+        ));
+        assert!(a.op(5, 7, CLIENT_TRANSACTION, 0, &hdr).is_ok());
+        assert!(a.op(5, 7, CLIENT_TRANSACTION, 0, &fmt).is_ok());
+        assert!(a
+            .op(5, 7, CLIENT_TRANSACTION, CONTINUE_TRANS, &[1; 100])
+            .is_ok());
+        assert!(a
+            .op(
+                6,
+                7,
+                CLIENT_TRANSACTION,
+                WAS_CONT_TRANS | END_TRANS,
+                &[2; 28]
+            )
+            .is_ok());
+        // Another transaction's operations without a start are ignored.
+        assert!(matches!(
+            a.op(6, 9, CLIENT_TRANSACTION, 0, &[1]),
+            Ok(OpResult::Nothing)
+        ));
+        let Ok(OpResult::Commit(t)) = a.op(6, 7, CLIENT_TRANSACTION, COMMIT_TRANS, &[]) else {
+            panic!("no commit");
+        };
+        assert_eq!(t.lsn, 5);
+        assert_eq!(t.items.len(), 1);
+        assert_eq!(t.items[0].regions[1].len(), 128);
+        assert_eq!(a.pending, 0);
+        assert!(a.op(6, 7, 0x11, 0, &[]).is_err());
+    }
+}
