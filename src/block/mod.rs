@@ -60,6 +60,43 @@ impl Extent {
     }
 }
 
+/// `inner`'s extents with the units numbered in `patched` (each `unit` bytes, ascending)
+/// reported as data: what a device that lays replayed blocks over another (a journal or log
+/// replayed in memory) maps.
+pub fn extents_with_patches(inner: Vec<Extent>, patched: &[u64], unit: u64) -> Vec<Extent> {
+    let mut out = Vec::new();
+    for e in inner {
+        let mut pos = e.offset;
+        for &u in patched {
+            let ustart = (u * unit).max(e.offset);
+            let uend = ((u + 1) * unit).min(e.end());
+            if ustart >= uend {
+                continue;
+            }
+            if ustart > pos {
+                let mut part = e.clone();
+                part.offset = pos;
+                part.length = ustart - pos;
+                part.host_offset = e.host_offset.map(|h| h + (pos - e.offset));
+                push_extent(&mut out, part);
+            }
+            push_extent(
+                &mut out,
+                Extent::new(ustart, uend - ustart, ExtentKind::Data),
+            );
+            pos = uend;
+        }
+        if pos < e.end() {
+            let mut part = e.clone();
+            part.host_offset = e.host_offset.map(|h| h + (pos - e.offset));
+            part.length = e.end() - pos;
+            part.offset = pos;
+            push_extent(&mut out, part);
+        }
+    }
+    out
+}
+
 /// Appends `e` to `out`, merging it into the last extent when they continue each other (same
 /// kind, depth and compression, adjacent, and host offsets contiguous or both absent).
 pub fn push_extent(out: &mut Vec<Extent>, e: Extent) {

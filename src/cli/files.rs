@@ -365,28 +365,7 @@ fn long_line(a: &ferry::fs::Attr, name: &[u8], target: Option<&[u8]>) -> String 
         FileType::NamedPipe => 'p',
         FileType::Socket => 's',
     };
-    let m = a.mode;
-    let bit = |mask: u32, c: char| if m & mask != 0 { c } else { '-' };
-    let special = |x: u32, s: u32, lower: char, upper: char| match (m & x != 0, m & s != 0) {
-        (true, true) => lower,
-        (false, true) => upper,
-        (true, false) => 'x',
-        (false, false) => '-',
-    };
-    let mode: String = [
-        t,
-        bit(0o400, 'r'),
-        bit(0o200, 'w'),
-        special(0o100, 0o4000, 's', 'S'),
-        bit(0o040, 'r'),
-        bit(0o020, 'w'),
-        special(0o010, 0o2000, 's', 'S'),
-        bit(0o004, 'r'),
-        bit(0o002, 'w'),
-        special(0o001, 0o1000, 't', 'T'),
-    ]
-    .iter()
-    .collect();
+    let mode = format!("{t}{}", ferry::forensics::bodyfile::permissions(a.mode));
     let size = if matches!(a.kind, FileType::CharDevice | FileType::BlockDevice) {
         format!("{}, {}", libc::major(a.rdev), libc::minor(a.rdev))
     } else {

@@ -30,6 +30,12 @@ pub fn mode_string(entry: FileType, kind: FileType, mode: u32) -> String {
     s.push(type_letter(entry));
     s.push('/');
     s.push(type_letter(kind));
+    s.push_str(&permissions(mode));
+    s
+}
+
+/// The nine permission letters of `ls -l` for `mode`, setuid/setgid/sticky as s/S and t/T.
+pub fn permissions(mode: u32) -> String {
     let bit = |m: u32, c: char| if mode & m != 0 { c } else { '-' };
     let special = |x: u32, sp: u32, on: char, off: char| match (mode & x != 0, mode & sp != 0) {
         (true, true) => on,
@@ -37,16 +43,19 @@ pub fn mode_string(entry: FileType, kind: FileType, mode: u32) -> String {
         (true, false) => 'x',
         (false, false) => '-',
     };
-    s.push(bit(0o400, 'r'));
-    s.push(bit(0o200, 'w'));
-    s.push(special(0o100, 0o4000, 's', 'S'));
-    s.push(bit(0o040, 'r'));
-    s.push(bit(0o020, 'w'));
-    s.push(special(0o010, 0o2000, 's', 'S'));
-    s.push(bit(0o004, 'r'));
-    s.push(bit(0o002, 'w'));
-    s.push(special(0o001, 0o1000, 't', 'T'));
-    s
+    [
+        bit(0o400, 'r'),
+        bit(0o200, 'w'),
+        special(0o100, 0o4000, 's', 'S'),
+        bit(0o040, 'r'),
+        bit(0o020, 'w'),
+        special(0o010, 0o2000, 's', 'S'),
+        bit(0o004, 'r'),
+        bit(0o002, 'w'),
+        special(0o001, 0o1000, 't', 'T'),
+    ]
+    .iter()
+    .collect()
 }
 
 /// A time as seconds with its nanoseconds as a fraction (trailing zeros dropped); exact for

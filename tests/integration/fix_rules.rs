@@ -482,7 +482,14 @@ fn detection() {
         (rhel7(), "rhel", "7.9", "systemd", "grub2", "vmware"),
         (rhel5(), "rhel", "5.11", "sysvinit", "grub", "xen"),
         (debian6(), "debian", "6.0.10", "sysvinit", "grub2", "vmware"),
-        (ubuntu2004(), "ubuntu", "20.4", "systemd", "grub2", "vmware"),
+        (
+            ubuntu2004(),
+            "ubuntu",
+            "20.04",
+            "systemd",
+            "grub2",
+            "vmware",
+        ),
         (sles12(), "sles", "12.5", "systemd", "grub2", "xen"),
         (alpine(), "alpine", "3.18.4", "openrc", "extlinux", "vmware"),
     ];

@@ -4,7 +4,7 @@
 //! Unlike jbd2, XFS logs byte ranges of buffers (128-byte chunks) and inode cores that need
 //! converting, so the replayed sectors are held in memory, bounded by `MAX_OVERLAY_BYTES`.
 
-use crate::block::{check_range, push_extent, BlockDevice, Extent, ExtentKind, LayerInfo, Result};
+use crate::block::{check_range, BlockDevice, Extent, LayerInfo, Result};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -119,9 +119,8 @@ impl BlockDevice for ReplayView {
     /// The source's extents, with every replayed sector reported as data.
     fn extents(&self, off: u64, len: u64) -> Result<Vec<Extent>> {
         check_range(off, len, self.len())?;
-        let mut out = Vec::new();
         if len == 0 {
-            return Ok(out);
+            return Ok(Vec::new());
         }
         let end = off + len;
         let replayed: Vec<u64> = self
@@ -130,36 +129,11 @@ impl BlockDevice for ReplayView {
             .range(off / BB..end.div_ceil(BB))
             .map(|(s, _)| *s)
             .collect();
-        for e in self.inner.extents(off, len)? {
-            let mut pos = e.offset;
-            for &s in &replayed {
-                let sstart = (s * BB).max(e.offset);
-                let send = ((s + 1) * BB).min(e.end());
-                if sstart >= send {
-                    continue;
-                }
-                if sstart > pos {
-                    let mut part = e.clone();
-                    part.offset = pos;
-                    part.length = sstart - pos;
-                    part.host_offset = e.host_offset.map(|h| h + (pos - e.offset));
-                    push_extent(&mut out, part);
-                }
-                push_extent(
-                    &mut out,
-                    Extent::new(sstart, send - sstart, ExtentKind::Data),
-                );
-                pos = send;
-            }
-            if pos < e.end() {
-                let mut part = e.clone();
-                part.host_offset = e.host_offset.map(|h| h + (pos - e.offset));
-                part.length = e.end() - pos;
-                part.offset = pos;
-                push_extent(&mut out, part);
-            }
-        }
-        Ok(out)
+        Ok(crate::block::extents_with_patches(
+            self.inner.extents(off, len)?,
+            &replayed,
+            BB,
+        ))
     }
 
     fn info(&self) -> Result<LayerInfo> {

@@ -4,7 +4,7 @@
 //! and an escaped copy gets its magic number back (JBD2_FLAG_ESCAPE).
 
 use super::block::MAGIC;
-use crate::block::{check_range, push_extent, BlockDevice, Extent, ExtentKind, LayerInfo, Result};
+use crate::block::{check_range, BlockDevice, Extent, LayerInfo, Result};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -89,41 +89,15 @@ impl BlockDevice for ReplayView {
     /// The source's extents, with every replayed block reported as data.
     fn extents(&self, off: u64, len: u64) -> Result<Vec<Extent>> {
         check_range(off, len, self.len())?;
-        let mut out = Vec::new();
         if len == 0 {
-            return Ok(out);
+            return Ok(Vec::new());
         }
         let replayed: Vec<u64> = self.replayed_in(off, off + len).map(|(b, _)| b).collect();
-        for e in self.inner.extents(off, len)? {
-            let mut pos = e.offset;
-            for &b in &replayed {
-                let bstart = (b * self.block_size).max(e.offset);
-                let bend = ((b + 1) * self.block_size).min(e.end());
-                if bstart >= bend {
-                    continue;
-                }
-                if bstart > pos {
-                    let mut part = e.clone();
-                    part.offset = pos;
-                    part.length = bstart - pos;
-                    part.host_offset = e.host_offset.map(|h| h + (pos - e.offset));
-                    push_extent(&mut out, part);
-                }
-                push_extent(
-                    &mut out,
-                    Extent::new(bstart, bend - bstart, ExtentKind::Data),
-                );
-                pos = bend;
-            }
-            if pos < e.end() {
-                let mut part = e.clone();
-                part.host_offset = e.host_offset.map(|h| h + (pos - e.offset));
-                part.length = e.end() - pos;
-                part.offset = pos;
-                push_extent(&mut out, part);
-            }
-        }
-        Ok(out)
+        Ok(crate::block::extents_with_patches(
+            self.inner.extents(off, len)?,
+            &replayed,
+            self.block_size,
+        ))
     }
 
     fn info(&self) -> Result<LayerInfo> {
