@@ -572,6 +572,8 @@ fn fixed_ops() -> Vec<Op> {
         Mkdir(s("full"), 0o755),
         Create(s("full/x"), 0o644),
         Rmdir(s("full")),
+        // Onto its own parent: ENOTEMPTY before any type check (a file onto a directory).
+        Rename(s("full/x"), s("full"), RenameFlags::default()),
         Mkdir(s("emptydir"), 0o755),
         Rename(s("e2/sub"), s("emptydir"), RenameFlags::default()),
         Create(s("a1"), 0o644),

@@ -560,6 +560,11 @@ impl Ext4 {
             if flags.exchange && t_dir && self.is_ancestor(tgt.unwrap_or(0), dir)? {
                 return Err(FsError::Invalid("moving a directory into itself".into()));
             }
+            // The target is the source's parent or above it: never empty, whatever the
+            // source is (the kernel's `new_dentry == trap` check, before any type check).
+            if !flags.exchange && t_dir && self.is_ancestor(tgt.unwrap_or(0), dir)? {
+                return Err(FsError::NotEmpty);
+            }
         }
         if flags.exchange {
             let (Some(tb), Some(ti)) = (tb.as_mut(), ti.as_ref()) else {
