@@ -1,6 +1,6 @@
 //! `ferry info` and `ferry map`: an image and its chain, as qemu-img shows them.
 
-use super::{open, JsonOut};
+use super::{human_size, open, JsonOut};
 use anyhow::Result;
 use ferry::block::{self, ExtentKind, Format, LayerInfo};
 use std::io::Write;
@@ -63,21 +63,6 @@ pub fn info(a: InfoArgs) -> Result<()> {
     Ok(())
 }
 
-fn human(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.3} {}", UNITS[u]).replace(".000 ", " ")
-    }
-}
-
 fn write_layer(out: &mut impl Write, l: &LayerInfo) -> std::io::Result<()> {
     writeln!(out, "image: {}", l.filename.display())?;
     match &l.subformat {
@@ -87,15 +72,15 @@ fn write_layer(out: &mut impl Write, l: &LayerInfo) -> std::io::Result<()> {
     writeln!(
         out,
         "virtual size: {} ({} bytes)",
-        human(l.virtual_size),
+        human_size(l.virtual_size, 3),
         l.virtual_size
     )?;
-    writeln!(out, "disk size: {}", human(l.disk_size))?;
+    writeln!(out, "disk size: {}", human_size(l.disk_size, 3))?;
     if let Some(c) = l.cluster_size {
         writeln!(out, "cluster_size: {c}")?;
     }
     if let Some(a) = l.allocated {
-        writeln!(out, "allocated: {} ({a} bytes)", human(a))?;
+        writeln!(out, "allocated: {} ({a} bytes)", human_size(a, 3))?;
     }
     if let Some(b) = &l.backing_filename {
         match &l.full_backing_filename {

@@ -242,6 +242,23 @@ fn init_log(quiet: bool, verbose: u8) {
         .init();
 }
 
+/// `n` bytes in binary units with `decimals` places, qemu-img style ("1.5 GiB"; whole
+/// numbers lose their zeros, bytes stay exact).
+fn human_size(n: u64, decimals: usize) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        return format!("{n} B");
+    }
+    let zeros = format!(".{} ", "0".repeat(decimals));
+    format!("{v:.decimals$} {}", UNITS[u]).replace(&zeros, " ")
+}
+
 /// The error and its causes on one line, skipping a cause whose text the message before it
 /// already includes (our errors name their I/O cause themselves).
 fn error_text(e: &anyhow::Error) -> String {

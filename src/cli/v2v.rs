@@ -490,21 +490,6 @@ fn print_source(out: &mut impl Write, s: &Source) -> std::io::Result<()> {
     Ok(())
 }
 
-fn human_size(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 fn print_report(c: &Conversion, voice: Voice, json: bool) -> std::io::Result<()> {
     let r = &c.report;
     if voice == Voice::Machine {
@@ -551,7 +536,7 @@ fn print_report(c: &Conversion, voice: Voice, json: bool) -> std::io::Result<()>
                 "  {} ({}, {}) -> {} as {} ({}, {})",
                 d.source,
                 d.source_format,
-                human_size(d.virtual_size),
+                super::human_size(d.virtual_size, 1),
                 d.output,
                 d.target,
                 d.format.as_str(),
@@ -595,8 +580,8 @@ fn print_report(c: &Conversion, voice: Voice, json: bool) -> std::io::Result<()>
                 d.output,
                 d.format.as_str(),
                 d.allocation.as_str(),
-                human_size(d.virtual_size),
-                human_size(d.bytes_written.unwrap_or(0)),
+                super::human_size(d.virtual_size, 1),
+                super::human_size(d.bytes_written.unwrap_or(0), 1),
                 d.target,
                 d.source
             )?;
