@@ -1,6 +1,7 @@
 //! The block layer's error type: every variant names the file, and where it applies the on-disk
 //! structure and byte offset, so a user can tell a truncated download from a corrupt table.
 
+use super::Format;
 use std::io;
 use std::path::PathBuf;
 
@@ -42,6 +43,18 @@ pub enum Error {
 
     #[error("{}: {detail}", .path.display())]
     Unsupported { path: PathBuf, detail: String },
+
+    #[error(
+        "{}: this is a {found} image, not {given} (the format given with -f); without -f ferry \
+         probes it: {given} failed with: {cause}",
+        .path.display()
+    )]
+    WrongFormat {
+        path: PathBuf,
+        given: Format,
+        found: Format,
+        cause: Box<Error>,
+    },
 
     #[error("{}: cannot open its backing/parent file {}: {source}", .path.display(), .backing.display())]
     MissingBacking {

@@ -361,10 +361,27 @@ pub fn open_layer(
         Some(f) => f,
         None => probe::probe(&file)?,
     };
-    Ok(match format {
-        Format::Raw => Arc::new(raw::Raw::new(file)),
-        Format::Qcow2 => Arc::new(qcow2::Qcow2::open(file, ctx)?),
-        Format::Vmdk => Arc::new(vmdk::Vmdk::open(file, ctx)?),
+    let opened: Result<Arc<dyn BlockDevice>> = match format {
+        Format::Raw => return Ok(Arc::new(raw::Raw::new(file))),
+        Format::Qcow2 => qcow2::Qcow2::open(file, ctx).map(|d| Arc::new(d) as _),
+        Format::Vmdk => vmdk::Vmdk::open(file, ctx).map(|d| Arc::new(d) as _),
+    };
+    // A format given by hand that does not open: say what the file is, when it is plainly
+    // something else (`-f vmdk` on a qcow2 is not a "corrupt vmdk descriptor").
+    opened.map_err(|cause| {
+        let found = file::ImageFile::open(path)
+            .ok()
+            .and_then(|f| probe::probe(&f).ok())
+            .filter(|&found| found != format && found != Format::Raw);
+        match found {
+            Some(found) => Error::WrongFormat {
+                path: path.to_path_buf(),
+                given: format,
+                found,
+                cause: Box::new(cause),
+            },
+            None => cause,
+        }
     })
 }
 

@@ -231,6 +231,12 @@ fn errors_are_one_clear_line() {
         info["virtual-size"].as_u64().unwrap(),
         std::fs::metadata(&img).unwrap().len()
     );
+    // -f of the wrong format: what the file is, not a corrupt-descriptor riddle.
+    let o = run_ferry(&["info", "-f", "vmdk", img.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("this is a qcow2 image, not vmdk"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
 }
 
 #[test]
