@@ -193,7 +193,9 @@ fn write_image(
     format: Option<Format>,
     opts: &ferry::convert::Options,
     json: bool,
+    qemu_lines: bool,
 ) -> Result<()> {
+    let mut opts = opts.clone();
     if !matches!(target.format.as_str(), "raw" | "qcow2" | "vmdk") {
         bail!(
             "output format '{}' is not supported: only -O raw, qcow2 and vmdk",
@@ -201,6 +203,11 @@ fn write_image(
         );
     }
     let dev = open(&src, format)?;
+    // convert's `-p` off a terminal (not with --json, which owns stdout): qemu-img's lines.
+    if qemu_lines && !json && !std::io::stderr().is_terminal() {
+        opts.observer = Some(qemu_progress(dev.len()));
+    }
+    let opts = &opts;
     // From here a Ctrl-C or kill stops the copy at its next chunk and removes the output.
     ferry::convert::interrupt::catch();
     let ctx = || format!("converting {} to {}", src.display(), dst.display());
@@ -294,26 +301,27 @@ fn qemu_progress(total: u64) -> ferry::convert::progress::Observer {
 }
 
 pub fn convert(a: ConvertArgs) -> Result<()> {
-    let qemu_style = a.progress && !a.json.on() && !std::io::stderr().is_terminal();
-    let observer = if qemu_style {
-        let size = open(&a.src, a.format)?.len();
-        Some(qemu_progress(size))
-    } else {
-        None
-    };
     let opts = ferry::convert::Options {
         threads: a.threads,
         progress: a.progress,
         sync: a.sync,
         overwrite: a.overwrite,
-        observer,
+        ..Default::default()
     };
     let target = ConvertTarget {
         format: a.output_format,
         options: a.options,
         compress: a.compress,
     };
-    write_image(a.src, &target, a.dst, a.format, &opts, a.json.on())
+    write_image(
+        a.src,
+        &target,
+        a.dst,
+        a.format,
+        &opts,
+        a.json.on(),
+        a.progress,
+    )
 }
 
 pub fn commit(a: CommitArgs) -> Result<()> {
@@ -335,7 +343,7 @@ pub fn commit(a: CommitArgs) -> Result<()> {
         overwrite: a.overwrite,
         ..Default::default()
     };
-    write_image(a.overlay, &target, dst, None, &opts, a.json.on())
+    write_image(a.overlay, &target, dst, None, &opts, a.json.on(), false)
 }
 
 pub fn overlay(a: OverlayArgs) -> Result<()> {
