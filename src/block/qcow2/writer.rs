@@ -776,12 +776,16 @@ impl Qcow2Writer {
         let end = off + buf.len() as u64;
         let l1i = (off >> cb) / per;
         let l2 = self.l2_offset(st, l1i)?;
-        let mut table = if l2 == 0 {
-            vec![0u64; per as usize]
+        // Only the entries this write touches are copied out (a whole table is 64 KiB with
+        // qemu's default clusters, and most writes touch one entry).
+        let base = (off >> cb) % per;
+        let count = ((end - 1) >> cb) - (off >> cb) + 1;
+        let orig: Vec<u64> = if l2 == 0 {
+            vec![0u64; count as usize]
         } else {
-            self.l2_table(st, l2)?.clone()
+            self.l2_table(st, l2)?[base as usize..(base + count) as usize].to_vec()
         };
-        let orig = table.clone();
+        let mut table = orig.clone();
         let v3 = self.header.version >= 3;
         let mut frees: Vec<(u64, u64)> = Vec::new(); // (first cluster, count) to decrement
                                                      // A run of guest clusters that get new host clusters: (first vcl, contents).
@@ -793,9 +797,9 @@ impl Qcow2Writer {
             let ws = off.max(cstart);
             let we = end.min(cstart + cs);
             let piece = &buf[(ws - off) as usize..(we - off) as usize];
-            let idx = (vcl % per) as usize;
+            let idx = ((vcl % per) - base) as usize;
             let word = table[idx];
-            let m = self.classify(st, word, l2 + idx as u64 * 8)?;
+            let m = self.classify(st, word, l2 + (base + idx as u64) * 8)?;
             let full = ws == cstart && we >= cend;
             let zero = is_zero(piece);
             let prealloc = if word & COMPRESSED == 0 {
@@ -846,17 +850,19 @@ impl Qcow2Writer {
                     data.extend_from_slice(&c);
                     run = Some((vcl, data));
                 }
-                (None, _) => self.flush_run(st, run.take(), &mut table, per)?,
+                (None, _) => self.flush_run(st, run.take(), &mut table, per, base)?,
             }
             vcl += 1;
         }
-        self.flush_run(st, run.take(), &mut table, per)?;
+        self.flush_run(st, run.take(), &mut table, per, base)?;
         if table != orig {
             if l2 == 0 {
                 let t = self.alloc(st, 1)?;
-                let raw: Vec<u8> = table.iter().flat_map(|e| e.to_be_bytes()).collect();
+                let mut full = vec![0u64; per as usize];
+                full[base as usize..(base + count) as usize].copy_from_slice(&table);
+                let raw: Vec<u8> = full.iter().flat_map(|e| e.to_be_bytes()).collect();
                 self.pwrite(st, &raw, t, "qcow2 L2 table")?;
-                st.l2.put(t, table);
+                st.l2.put(t, full);
                 st.l1[l1i as usize] = t | COPIED;
                 let at = self.header.l1_table_offset + l1i * 8;
                 self.pwrite(st, &(t | COPIED).to_be_bytes(), at, "qcow2 L1 table")?;
@@ -866,7 +872,7 @@ impl Qcow2Writer {
                     .zip(&orig)
                     .position(|(a, b)| a != b)
                     .unwrap_or(0);
-                let hi = per as usize
+                let hi = table.len()
                     - table
                         .iter()
                         .rev()
@@ -874,8 +880,9 @@ impl Qcow2Writer {
                         .position(|(a, b)| a != b)
                         .unwrap_or(0);
                 let raw: Vec<u8> = table[lo..hi].iter().flat_map(|e| e.to_be_bytes()).collect();
-                self.pwrite(st, &raw, l2 + lo as u64 * 8, "qcow2 L2 table")?;
-                st.l2.put(l2, table);
+                let at = base as usize + lo;
+                self.pwrite(st, &raw, l2 + at as u64 * 8, "qcow2 L2 table")?;
+                self.l2_table(st, l2)?[at..at + hi - lo].copy_from_slice(&table[lo..hi]);
             }
         }
         for (c, n) in frees {
@@ -900,13 +907,14 @@ impl Qcow2Writer {
     }
 
     /// Allocates host clusters for a run of fresh guest clusters, writes them, and points the
-    /// (in-memory) table entries at them.
+    /// (in-memory) table entries at them; `table` holds the entries from index `base` on.
     fn flush_run(
         &self,
         st: &mut State,
         run: Option<(u64, Vec<u8>)>,
         table: &mut [u64],
         per: u64,
+        base: u64,
     ) -> Result<()> {
         let Some((first, data)) = run else {
             return Ok(());
@@ -916,7 +924,7 @@ impl Qcow2Writer {
         let host = self.alloc(st, n)?;
         self.pwrite(st, &data, host, "qcow2 data cluster")?;
         for i in 0..n {
-            table[((first + i) % per) as usize] = (host + i * cs) | COPIED;
+            table[((first + i) % per - base) as usize] = (host + i * cs) | COPIED;
         }
         Ok(())
     }
