@@ -1,7 +1,8 @@
 //! A host file opened read-only, read with `pread` (no shared cursor, so FUSE threads read in
 //! parallel) and bounds-checked against the length seen at open time. It holds qemu's reader
 //! locks (`block::lock`) while open: a file another process writes is refused unless
-//! force-shared, and writers elsewhere see it in use.
+//! force-shared, and writers elsewhere see it in use. An image can also be one member of an
+//! archive (a disk inside an OVA's tar), read in place as a window of the archive file.
 
 use super::error::{Error, Result};
 use std::fs::File;
@@ -19,6 +20,10 @@ pub struct ImageFile {
     path: PathBuf,
     file: File,
     len: u64,
+    /// Where the image starts in the host file: 0, or a member's data offset in an archive.
+    base: u64,
+    /// Set when the image is a member of an archive: it cannot name other files beside it.
+    member: bool,
     id: FileId,
     _lock: Option<super::lock::Lock>,
 }
@@ -54,9 +59,33 @@ impl ImageFile {
             path: path.to_path_buf(),
             file,
             len,
+            base: 0,
+            member: false,
             id: (meta.dev(), meta.ino()),
             _lock: lock,
         })
+    }
+
+    /// Opens the `len` bytes at `offset` of the archive at `archive` as an image of their own,
+    /// named `archive/name` in messages. The window must lie inside the file.
+    pub fn open_member(archive: &Path, name: &str, offset: u64, len: u64) -> Result<Self> {
+        let whole = Self::open(archive)?;
+        match offset.checked_add(len) {
+            Some(end) if end <= whole.len => {}
+            _ => return Err(whole.truncated("archive member", offset, len)),
+        }
+        Ok(ImageFile {
+            path: archive.join(name),
+            len,
+            base: offset,
+            member: true,
+            ..whole
+        })
+    }
+
+    /// Whether this image is a member of an archive (see `open_member`).
+    pub fn is_member(&self) -> bool {
+        self.member
     }
 
     pub fn path(&self) -> &Path {
@@ -77,6 +106,9 @@ impl ImageFile {
 
     /// Bytes the file occupies on the host (st_blocks), like `qemu-img info`'s "disk size".
     pub fn disk_usage(&self) -> u64 {
+        if self.member {
+            return self.len;
+        }
         self.file
             .metadata()
             .map(|m| m.blocks().saturating_mul(512))
@@ -122,7 +154,7 @@ impl ImageFile {
 
     fn pread_full(&self, mut buf: &mut [u8], mut offset: u64, what: &'static str) -> Result<()> {
         while !buf.is_empty() {
-            match self.file.read_at(buf, offset) {
+            match self.file.read_at(buf, self.base + offset) {
                 Ok(0) => {
                     // The file shrank under us.
                     return Err(self.truncated(what, offset, buf.len() as u64));
@@ -151,6 +183,8 @@ impl ImageFile {
         let end = offset.saturating_add(len).min(self.len);
         let mut out = Vec::new();
         let fd = self.file.as_raw_fd();
+        let base = self.base;
+        let (offset, end) = (offset + base, end + base);
         let mut pos = offset;
         while pos < end {
             // SAFETY: lseek on a valid fd; no memory is touched.
@@ -181,6 +215,7 @@ impl ImageFile {
             out.push((data, hole - data));
             pos = hole;
         }
+        out.iter_mut().for_each(|r| r.0 -= base);
         out
     }
 }

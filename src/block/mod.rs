@@ -317,6 +317,8 @@ pub const MAX_CHAIN_DEPTH: usize = 256;
 #[derive(Debug, Default)]
 pub struct OpenCtx {
     seen: Vec<(file::FileId, PathBuf)>,
+    /// The archive member being opened, if the top layer is one: it cannot name other files.
+    member: Option<PathBuf>,
 }
 
 impl OpenCtx {
@@ -335,6 +337,9 @@ impl OpenCtx {
             });
         }
         self.seen.push((f.id(), f.path().to_path_buf()));
+        if f.is_member() {
+            self.member = Some(f.path().to_path_buf());
+        }
         Ok(())
     }
 }
@@ -385,6 +390,29 @@ pub fn open_layer(
     })
 }
 
+/// Opens the image stored as the `len` bytes at `offset` of `archive` (a disk inside an OVA's
+/// tar, read in place), probing its format unless given. It must be self-contained.
+pub fn open_member(
+    archive: &Path,
+    name: &str,
+    offset: u64,
+    len: u64,
+    format: Option<Format>,
+) -> Result<Arc<dyn BlockDevice>> {
+    let file = file::ImageFile::open_member(archive, name, offset, len)?;
+    let mut ctx = OpenCtx::default();
+    ctx.enter(&file)?;
+    let format = match format {
+        Some(f) => f,
+        None => probe::probe(&file)?,
+    };
+    Ok(match format {
+        Format::Raw => Arc::new(raw::Raw::new(file)),
+        Format::Qcow2 => Arc::new(qcow2::Qcow2::open(file, &mut ctx)?),
+        Format::Vmdk => Arc::new(vmdk::Vmdk::open(file, &mut ctx)?),
+    })
+}
+
 /// Resolves a backing/parent file name written inside `image`: absolute as is, relative to the
 /// directory that holds `image` (as qemu and VMware do).
 pub fn resolve_relative(image: &Path, name: &str) -> PathBuf {
@@ -398,6 +426,79 @@ pub fn resolve_relative(image: &Path, name: &str) -> PathBuf {
     }
 }
 
+/// A backing file named the way qemu names a window of a file, as virt-v2v writes it for a
+/// disk inside an OVA: `json:{"file": {"driver": "raw", "offset": N, "size": N, "file":
+/// {"driver": "file", "filename": PATH}}}` (qemu's block driver options as JSON; an outer
+/// `"driver"` naming the format may be there too). Nothing else of that syntax is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonWindow {
+    pub filename: String,
+    pub offset: u64,
+    pub size: u64,
+}
+
+impl JsonWindow {
+    pub fn parse(json: &str) -> std::result::Result<JsonWindow, String> {
+        let v: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| format!("not JSON: {e}"))?;
+        let raw = v.get("file").ok_or("no \"file\" object")?;
+        if raw.get("driver").and_then(|d| d.as_str()) != Some("raw") {
+            return Err("the \"file\" object is not the raw driver".into());
+        }
+        let num = |k: &str| {
+            raw.get(k)
+                .and_then(|n| n.as_u64())
+                .ok_or(format!("no numeric \"{k}\""))
+        };
+        let (offset, size) = (num("offset")?, num("size")?);
+        let inner = raw.get("file").ok_or("no inner \"file\" object")?;
+        if inner.get("driver").and_then(|d| d.as_str()) != Some("file") {
+            return Err("the inner \"file\" object is not the file driver".into());
+        }
+        let filename = inner
+            .get("filename")
+            .and_then(|f| f.as_str())
+            .filter(|f| !f.is_empty())
+            .ok_or("no \"filename\"")?
+            .to_string();
+        Ok(JsonWindow {
+            filename,
+            offset,
+            size,
+        })
+    }
+
+    /// The JSON form (without the `json:` prefix), as qemu-img reads it.
+    pub fn to_json(&self) -> String {
+        serde_json::json!({
+            "file": {
+                "driver": "raw",
+                "offset": self.offset,
+                "size": self.size,
+                "file": {"driver": "file", "filename": self.filename},
+            }
+        })
+        .to_string()
+    }
+
+    /// How the window is named in messages (it has no name of its own).
+    fn label(&self) -> String {
+        format!("@{}+{}", self.offset, self.size)
+    }
+}
+
+/// The error for an image inside an archive that names another file (a backing file, an
+/// extent): the name would resolve beside the archive, not inside it.
+pub fn member_names_file(member: &Path, what: &str, name: &str) -> Error {
+    Error::unsupported(
+        member,
+        format!(
+            "this image inside an archive names the {what} {name}, which ferry does not look up \
+             inside the archive: extract the archive first"
+        ),
+    )
+}
+
 /// Opens the backing/parent layer `name` (as written inside `image`) with `format` if recorded,
 /// probing otherwise. A missing file is reported with the image that names it.
 pub fn open_backing(
@@ -406,6 +507,24 @@ pub fn open_backing(
     format: Option<&str>,
     ctx: &mut OpenCtx,
 ) -> Result<(Arc<dyn BlockDevice>, PathBuf)> {
+    if let Some(m) = &ctx.member {
+        return Err(member_names_file(m, "backing file", name));
+    }
+    if let Some(json) = name.strip_prefix("json:") {
+        let w = JsonWindow::parse(json).map_err(|why| {
+            Error::unsupported(
+                image,
+                format!("backing file {name}: {why} (ferry reads only a raw window of a file)"),
+            )
+        })?;
+        let path = resolve_relative(image, &w.filename);
+        let format = format.filter(|f| !f.is_empty()).map(str::parse::<Format>);
+        let format = format.transpose().map_err(|_| {
+            Error::unsupported(image, format!("backing file {name}: unknown format"))
+        })?;
+        let dev = open_member(&path, &w.label(), w.offset, w.size, format)?;
+        return Ok((dev, path));
+    }
     let path = resolve_relative(image, name);
     let format = match format {
         None | Some("") => None,

@@ -75,6 +75,49 @@ pub fn create_as(source: &Path, format: Option<super::Format>, overlay: &Path) -
     Qcow2Writer::create(overlay, &opts)
 }
 
+/// Creates an empty overlay at `overlay` over the image stored in place as the `size` bytes
+/// at `offset` of `archive` (a disk inside an OVA). Its backing file is named as qemu names
+/// such a window (`json:{"file": {"driver": "raw", "offset": …}}`, see `JsonWindow`), with
+/// the archive's absolute path, so qemu-img reads the overlay as ferry does.
+pub fn create_over_member(
+    archive: &Path,
+    name: &str,
+    offset: u64,
+    size: u64,
+    format: Option<super::Format>,
+    overlay: &Path,
+) -> Result<Overlay> {
+    let src = super::open_member(archive, name, offset, size, format)?;
+    if overlay.exists() {
+        return Err(Error::unsupported(
+            overlay,
+            "already exists; remove it first or choose another name for the overlay",
+        ));
+    }
+    let abs = std::fs::canonicalize(archive).map_err(|source| Error::Open {
+        path: archive.to_path_buf(),
+        source,
+    })?;
+    let filename = abs.to_str().ok_or_else(|| {
+        Error::unsupported(
+            archive,
+            "the path is not valid UTF-8, qcow2 cannot record it",
+        )
+    })?;
+    let window = super::JsonWindow {
+        filename: filename.to_string(),
+        offset,
+        size,
+    };
+    let opts = CreateOptions {
+        size: src.len(),
+        backing: Some((format!("json:{}", window.to_json()), src.info()?.format)),
+        ..Default::default()
+    };
+    drop(src);
+    Qcow2Writer::create(overlay, &opts)
+}
+
 /// Opens an existing overlay (ferry's or `qemu-img create -b`'s) read-write.
 pub fn open(overlay: &Path) -> Result<Overlay> {
     Qcow2Writer::open(overlay)

@@ -18,7 +18,7 @@ use std::time::Instant;
 pub const MACHINE_READABLE_HELP: &str = "\
 Machine-readable output (--machine-readable), modelled on virt-v2v's:
   On its own, `ferry v2v --machine-readable` prints what this binary supports, one feature
-  a line (ferry-v2v, input:vmx, input:xen, input:libvirt, input:disk, output:local,
+  a line (ferry-v2v, input:vmx, input:xen, input:libvirt, input:ova, input:disk, output:local,
   output-format:qcow2, output-format:raw, output-allocation:sparse,
   output-allocation:preallocated, convert:linux, convert:windows) and exits 0.
   With a conversion, stdout carries one JSON object a line, and nothing else; each has
@@ -28,8 +28,9 @@ Machine-readable output (--machine-readable), modelled on virt-v2v's:
     {\"type\":\"progress\",\"elapsed\":1.2,\"disk\":1,\"disks\":2,\"done\":BYTES,\"total\":BYTES,\"percent\":42}
     {\"type\":\"result\",\"elapsed\":3.0,\"report\":{...the --json report...}}   (the last line on success)
     {\"type\":\"error\",\"elapsed\":0.5,\"message\":\"...\"}                    (the last line on failure)
-  Stages, in order: Opening the source, Inspecting the guest, Fixing the guest for KVM
-  (Planning... with --dry-run), Copying disk N/M to PATH (one per disk), Creating the domain
+  Stages, in order: Opening the source, Checking the N files the manifest lists (an OVA with
+  a manifest), Decompressing disk N (gzip-stored OVA disks), Inspecting the guest, Fixing the
+  guest for KVM (Planning... with --dry-run), Copying disk N/M to PATH (one per disk), Creating the domain
   XML, Finishing off. Progress comes by whole percents. The error is also written to stderr.
   Exit status: 0 done, 1 failed, 128+N killed by signal N (SIGINT 130, SIGTERM 143); after a
   failure or a signal the output directory holds only what it held before.";
@@ -39,8 +40,9 @@ Machine-readable output (--machine-readable), modelled on virt-v2v's:
 #[derive(clap::Args, Debug, Clone, Default)]
 #[command(after_help = MACHINE_READABLE_HELP)]
 pub struct V2vArgs {
-    /// Kind of source: vmx, xen (xl or xm .cfg), libvirt (domain XML), or disk (the guest's
-    /// disk images, no description: named after the first).
+    /// Kind of source: vmx, xen (xl or xm .cfg), libvirt (domain XML), ova (an .ova tar, a
+    /// directory with an .ovf, or the .ovf; disks are read inside the tar, the manifest is
+    /// checked), or disk (the guest's disk images, no description: named after the first).
     #[arg(short = 'i', long = "input", value_name = "KIND")]
     pub input: Option<String>,
     /// The description file; with -i disk, the guest's disk images in order.
@@ -179,7 +181,7 @@ fn split_pair(s: &str, sep: char, what: &str) -> Result<(String, String)> {
 fn parse_input(a: &V2vArgs) -> Result<Input> {
     let Some(kind) = a.input.as_deref() else {
         return Err(Error::Usage(
-            "give the source with -i KIND FILE (vmx, xen, libvirt) or -i disk IMAGE...".into(),
+            "give the source with -i KIND FILE (vmx, xen, libvirt, ova) or -i disk IMAGE...".into(),
         ));
     };
     if kind == "disk" {
@@ -294,6 +296,7 @@ const FEATURES: &[&str] = &[
     "input:vmx",
     "input:xen",
     "input:libvirt",
+    "input:ova",
     "input:disk",
     "output:local",
     "output-format:qcow2",

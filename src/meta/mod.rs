@@ -8,6 +8,8 @@
 
 pub mod libvirt;
 pub mod model;
+pub mod ova;
+pub mod ovf;
 pub mod vmx;
 pub mod xen;
 
@@ -21,6 +23,8 @@ pub enum InputKind {
     Vmx,
     Xen,
     Libvirt,
+    /// An OVA (tar), a directory with an .ovf, or the .ovf itself.
+    Ova,
 }
 
 impl std::str::FromStr for InputKind {
@@ -30,8 +34,9 @@ impl std::str::FromStr for InputKind {
             "vmx" => Ok(Self::Vmx),
             "xen" => Ok(Self::Xen),
             "libvirt" => Ok(Self::Libvirt),
+            "ova" | "ovf" => Ok(Self::Ova),
             other => Err(format!(
-                "input kind '{other}' is not supported (known: vmx, xen, libvirt)"
+                "input kind '{other}' is not supported (known: vmx, xen, libvirt, ova)"
             )),
         }
     }
@@ -47,6 +52,30 @@ pub fn read_file(
     path: &Path,
     datastores: &[(String, std::path::PathBuf)],
 ) -> Result<Source, MetaError> {
+    match kind {
+        InputKind::Vmx => {
+            let (file, bytes) = read_text(path)?;
+            let dir = path.parent().unwrap_or(Path::new("."));
+            let resolver = vmx::PathResolver {
+                vmx_dir: dir.to_path_buf(),
+                datastores: datastores.to_vec(),
+            };
+            vmx::parse(&file, &bytes, &|name| resolver.resolve(name))
+        }
+        InputKind::Xen => {
+            let (file, bytes) = read_text(path)?;
+            xen::parse(&file, &bytes)
+        }
+        InputKind::Libvirt => {
+            let (file, bytes) = read_text(path)?;
+            libvirt::parse(&file, &bytes)
+        }
+        InputKind::Ova => Ok(ova::open(path)?.source()),
+    }
+}
+
+/// A description file's name (for messages) and bytes, refused past `MAX_FILE_BYTES`.
+fn read_text(path: &Path) -> Result<(String, Vec<u8>), MetaError> {
     let file = path.display().to_string();
     let meta = std::fs::metadata(path).map_err(|e| MetaError::io(&file, e))?;
     if meta.len() > MAX_FILE_BYTES {
@@ -61,16 +90,5 @@ pub fn read_file(
         ));
     }
     let bytes = std::fs::read(path).map_err(|e| MetaError::io(&file, e))?;
-    match kind {
-        InputKind::Vmx => {
-            let dir = path.parent().unwrap_or(Path::new("."));
-            let resolver = vmx::PathResolver {
-                vmx_dir: dir.to_path_buf(),
-                datastores: datastores.to_vec(),
-            };
-            vmx::parse(&file, &bytes, &|name| resolver.resolve(name))
-        }
-        InputKind::Xen => xen::parse(&file, &bytes),
-        InputKind::Libvirt => libvirt::parse(&file, &bytes),
-    }
+    Ok((file, bytes))
 }

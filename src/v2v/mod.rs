@@ -26,7 +26,7 @@ use crate::fix::image::Session;
 use crate::fix::{self, FixError};
 use crate::guest::facts::{DiskBus, Hypervisor, Os};
 use crate::guest::inspect::OsInfo;
-use crate::meta::{self, libvirt, Bus, DeviceKind, Disk, InputKind, Source};
+use crate::meta::{self, libvirt, ova, Bus, DeviceKind, Disk, InputKind, Source};
 use serde::Serialize;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -491,9 +491,44 @@ fn virtio_support(os: &OsInfo) -> (bool, bool, String) {
     }
 }
 
+/// Decompresses a gzip-stored disk of a package into `dst`, returning `dst`.
+fn gunzip(d: &SourceDisk, dst: &Path) -> Result<PathBuf> {
+    let input: Box<dyn io::Read> = match &d.member {
+        Some((archive, m)) => {
+            let f = std::fs::File::open(archive).map_err(io_err(archive, "cannot open"))?;
+            Box::new(ova::ReadAt::new(f, m.offset, m.size))
+        }
+        None => Box::new(std::fs::File::open(&d.path).map_err(io_err(&d.path, "cannot open"))?),
+    };
+    let mut gz = flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(1 << 20, input));
+    let mut out = std::fs::File::create_new(dst).map_err(io_err(dst, "cannot create"))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        check_interrupt()?;
+        let n = match io::Read::read(&mut gz, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(source) => {
+                return Err(Error::Io {
+                    path: d.path.clone(),
+                    what: "cannot decompress (gzip)",
+                    source,
+                })
+            }
+        };
+        io::Write::write_all(&mut out, &buf[..n]).map_err(io_err(dst, "cannot write"))?;
+    }
+    Ok(dst.to_path_buf())
+}
+
 /// One hard disk of the source, in target order.
 struct SourceDisk {
     path: PathBuf,
+    /// Where the image is inside an OVA's tar (read in place), when it is a member.
+    member: Option<(PathBuf, ova::Member)>,
+    /// Stored gzip-compressed in the package: decompressed before it is read.
+    gzip: bool,
     /// The format the description forces (raw only: a raw disk is never probed, as its first
     /// bytes belong to the guest).
     forced: Option<Format>,
@@ -502,7 +537,18 @@ struct SourceDisk {
 }
 
 /// The source's hard disks in the guest's order, each found on the host.
-fn source_disks(src: &Source, file: &str) -> Result<Vec<SourceDisk>> {
+fn source_disks(src: &Source, file: &str, pkg: Option<&ova::Ova>) -> Result<Vec<SourceDisk>> {
+    // An OVA's disks by the `source` its description gives them.
+    let in_pkg = |s: &str| {
+        let p = pkg?;
+        let names = p.source();
+        let mut hard = names
+            .disks
+            .iter()
+            .filter(|d| d.device == DeviceKind::Disk && d.source.is_some());
+        let i = hard.position(|d| d.source.as_deref() == Some(s))?;
+        p.disks.get(i).cloned()
+    };
     let mut disks: Vec<&Disk> = src
         .disks
         .iter()
@@ -533,7 +579,12 @@ fn source_disks(src: &Source, file: &str) -> Result<Vec<SourceDisk>> {
             )));
         };
         let path = std::path::absolute(s).unwrap_or_else(|_| PathBuf::from(s));
-        if !path.exists() {
+        let (member, gzip) = match in_pkg(s) {
+            Some((ova::DiskFile::Member { archive, member }, gz)) => (Some((archive, member)), gz),
+            Some((ova::DiskFile::Path(_), gz)) => (None, gz),
+            None => (None, false),
+        };
+        if member.is_none() && !path.exists() {
             let hint = if src.input == "vmx" {
                 " (map its datastore with --datastore NAME=DIR, or put it beside the .vmx)"
             } else {
@@ -548,6 +599,8 @@ fn source_disks(src: &Source, file: &str) -> Result<Vec<SourceDisk>> {
         }
         out.push(SourceDisk {
             path,
+            member,
+            gzip,
             forced: (d.format.as_deref() == Some("raw")).then_some(Format::Raw),
             stated: d.format.clone(),
             target: d.target.clone(),
@@ -640,6 +693,7 @@ pub fn run(opts: &Options, sink: Sink) -> Result<Conversion> {
                 InputKind::Vmx => "vmx",
                 InputKind::Xen => "xen",
                 InputKind::Libvirt => "libvirt",
+                InputKind::Ova => "ova",
             },
             Some(file.display().to_string()),
         ),
@@ -649,7 +703,25 @@ pub fn run(opts: &Options, sink: Sink) -> Result<Conversion> {
         "Opening the source {}",
         source_file.as_deref().unwrap_or("disks")
     ))?;
-    let src = read_source(&opts.input)?;
+    let pkg = match &opts.input {
+        Input::Description {
+            kind: InputKind::Ova,
+            file,
+            ..
+        } => Some(ova::open(file)?),
+        _ => None,
+    };
+    let src = match &pkg {
+        Some(p) => p.source(),
+        None => read_source(&opts.input)?,
+    };
+    if let Some(p) = pkg.as_ref().filter(|p| !p.manifest.is_empty()) {
+        voice.stage(&format!(
+            "Checking the {} files the manifest lists",
+            p.manifest.len()
+        ))?;
+        p.verify()?;
+    }
     let label = source_file.clone().unwrap_or_else(|| "-i disk".into());
     let name = opts
         .name
@@ -661,7 +733,7 @@ pub fn run(opts: &Options, sink: Sink) -> Result<Conversion> {
             ))
         })?;
     check_name(&name)?;
-    let disks = source_disks(&src, &label)?;
+    let mut disks = source_disks(&src, &label, pkg.as_ref())?;
     let out_dir = output_dir(opts)?;
     let ext = opts.format.as_str();
     let outputs: Vec<PathBuf> = (0..disks.len())
@@ -686,12 +758,32 @@ pub fn run(opts: &Options, sink: Sink) -> Result<Conversion> {
     } else {
         Some(Scratch::create(&out_dir)?)
     };
+    // Compressed disks of a package cannot be read in place: they are decompressed into the
+    // scratch directory (a temporary one for a dry run) first.
+    let dry_tmp = if scratch.is_none() && disks.iter().any(|d| d.gzip) {
+        Some(Scratch::create(&std::env::temp_dir())?)
+    } else {
+        None
+    };
+    for (i, d) in disks.iter_mut().enumerate().filter(|(_, d)| d.gzip) {
+        let dir = match (&scratch, &dry_tmp) {
+            (Some(s), _) => s.0.as_path(),
+            (None, Some(t)) => t.0.as_path(),
+            (None, None) => Path::new("."),
+        };
+        voice.stage(&format!("Decompressing disk {}", i + 1))?;
+        d.path = gunzip(d, &dir.join(format!("disk{i}.img")))?;
+        d.member = None;
+    }
     let mut overlays = Vec::new();
     let mut devices: Vec<Arc<dyn BlockDevice>> = Vec::new();
     let mut formats = Vec::new();
     for (i, d) in disks.iter().enumerate() {
         check_interrupt()?;
-        let src_dev = block::open_as(&d.path, d.forced)?;
+        let src_dev = match &d.member {
+            Some((archive, m)) => block::open_member(archive, &m.name, m.offset, m.size, d.forced)?,
+            None => block::open_as(&d.path, d.forced)?,
+        };
         let fmt = src_dev.info()?.format;
         if let Some(s) = d.stated.as_deref().filter(|s| *s != fmt) {
             voice.warn(format!(
@@ -706,7 +798,13 @@ pub fn run(opts: &Options, sink: Sink) -> Result<Conversion> {
             Some(s) => {
                 drop(src_dev);
                 let ov_path = s.0.join(format!("disk{i}-overlay.qcow2"));
-                let ov = Arc::new(overlay::create_as(&d.path, d.forced, &ov_path)?);
+                let ov = match &d.member {
+                    Some((archive, m)) => overlay::create_over_member(
+                        archive, &m.name, m.offset, m.size, d.forced, &ov_path,
+                    )?,
+                    None => overlay::create_as(&d.path, d.forced, &ov_path)?,
+                };
+                let ov = Arc::new(ov);
                 devices.push(ov.clone());
                 overlays.push((ov, ov_path));
             }

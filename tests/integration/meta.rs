@@ -488,6 +488,98 @@ fn cli_print_source_json_and_xml() {
     assert!(!bad.status.success());
 }
 
+/// Compares a parsed source with virt-v2v's `--print-source` summary (`.expected`): name,
+/// memory, vCPUs, firmware (virt-v2v says bios when the source does not), the hard disks'
+/// buses in order, the removable media's buses, and each NIC's MAC, model and network.
+fn agrees_with_print_source(s: &Source, expected: &str, label: &str) {
+    let field = |k: &str| {
+        expected
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(k).map(|v| v.trim().to_string()))
+    };
+    assert_eq!(s.name, field("source name:"), "{label}");
+    let mem = field("memory:").unwrap();
+    assert_eq!(
+        s.memory_bytes.map(|m| format!("{m} (bytes)")),
+        Some(mem),
+        "{label}"
+    );
+    assert_eq!(
+        s.vcpus.unwrap_or(1).to_string(),
+        field("nr vCPUs:").unwrap(),
+        "{label}"
+    );
+    let fw = match s.firmware {
+        Some(Firmware::Efi) => "uefi",
+        _ => "bios",
+    };
+    assert_eq!(Some(fw.to_string()), field("firmware:"), "{label}");
+    // Sections: "disks:", "removable media:", "NICs:", each item on a tab-indented line.
+    let section = |name: &str| -> Vec<String> {
+        expected
+            .lines()
+            .skip_while(|l| l.trim() != name)
+            .skip(1)
+            .take_while(|l| l.starts_with('\t'))
+            .map(|l| l.trim().to_string())
+            .collect()
+    };
+    let disk_buses: Vec<String> = section("disks:")
+        .iter()
+        .map(|l| {
+            l.split('[')
+                .nth(1)
+                .unwrap_or("")
+                .trim_end_matches(']')
+                .to_string()
+        })
+        .collect();
+    let ours: Vec<String> = s
+        .disks
+        .iter()
+        .filter(|d| d.device == DeviceKind::Disk)
+        .map(|d| d.bus.map_or("-", |b| b.as_str()).to_string())
+        .collect();
+    assert_eq!(ours, disk_buses, "{label}: hard disk buses");
+    let media = section("removable media:");
+    // virt-v2v's .vmx reader lists CD-ROMs on IDE and SCSI only (test-i-vmx-2 has one on
+    // SATA that its summary leaves out); ferry keeps it, so compare those buses.
+    let ours_media = s
+        .disks
+        .iter()
+        .filter(|d| {
+            d.device == DeviceKind::Cdrom && matches!(d.bus, Some(meta::Bus::Ide | meta::Bus::Scsi))
+        })
+        .count();
+    assert_eq!(
+        ours_media,
+        media.iter().filter(|l| l.starts_with("CD-ROM")).count(),
+        "{label}: CD-ROMs {media:?}"
+    );
+    let nics = section("NICs:");
+    assert_eq!(s.nics.len(), nics.len(), "{label}: {nics:?}");
+    for (ours, line) in s.nics.iter().zip(&nics) {
+        if let Some(mac) = &ours.mac {
+            assert!(
+                line.contains(&format!("mac: {mac}")),
+                "{label}: {line} vs {ours:?}"
+            );
+        }
+        if let Some(model) = &ours.model {
+            assert!(
+                line.ends_with(&format!("[{model}]")),
+                "{label}: {line} vs {ours:?}"
+            );
+        }
+        if let Some(net) = &ours.network {
+            assert!(
+                line.contains(&format!("\"{net}\"")),
+                "{label}: {line} vs {ours:?}"
+            );
+        }
+    }
+}
+
 /// virt-v2v's `--print-source` summaries (test-i-vmx-N.expected): name, memory, vCPUs,
 /// firmware (virt-v2v says bios when the .vmx does not), the hard disks' buses in order, the
 /// removable media's buses, and each NIC's MAC, model and network.
@@ -507,96 +599,38 @@ fn vmx_agrees_with_virt_v2v_print_source() {
             &|f| Ok(Some(f.to_string())),
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let field = |k: &str| {
-            expected
-                .lines()
-                .find_map(|l| l.trim().strip_prefix(k).map(|v| v.trim().to_string()))
-        };
-        let label = vmx.display().to_string();
-        assert_eq!(s.name, field("source name:"), "{label}");
-        let mem = field("memory:").unwrap();
-        assert_eq!(
-            s.memory_bytes.map(|m| format!("{m} (bytes)")),
-            Some(mem),
-            "{label}"
-        );
-        assert_eq!(
-            s.vcpus.unwrap_or(1).to_string(),
-            field("nr vCPUs:").unwrap(),
-            "{label}"
-        );
-        let fw = match s.firmware {
-            Some(Firmware::Efi) => "uefi",
-            _ => "bios",
-        };
-        assert_eq!(Some(fw.to_string()), field("firmware:"), "{label}");
-        // Sections: "disks:", "removable media:", "NICs:", each item on a tab-indented line.
-        let section = |name: &str| -> Vec<String> {
-            expected
-                .lines()
-                .skip_while(|l| l.trim() != name)
-                .skip(1)
-                .take_while(|l| l.starts_with('\t'))
-                .map(|l| l.trim().to_string())
-                .collect()
-        };
-        let disk_buses: Vec<String> = section("disks:")
-            .iter()
-            .map(|l| {
-                l.split('[')
-                    .nth(1)
-                    .unwrap_or("")
-                    .trim_end_matches(']')
-                    .to_string()
-            })
-            .collect();
-        let ours: Vec<String> = s
-            .disks
-            .iter()
-            .filter(|d| d.device == DeviceKind::Disk)
-            .map(|d| d.bus.map_or("-", |b| b.as_str()).to_string())
-            .collect();
-        assert_eq!(ours, disk_buses, "{label}: hard disk buses");
-        let media = section("removable media:");
-        // virt-v2v's .vmx reader lists CD-ROMs on IDE and SCSI only (test-i-vmx-2 has one on
-        // SATA that its summary leaves out); ferry keeps it, so compare those buses.
-        let ours_media = s
-            .disks
-            .iter()
-            .filter(|d| {
-                d.device == DeviceKind::Cdrom
-                    && matches!(d.bus, Some(meta::Bus::Ide | meta::Bus::Scsi))
-            })
-            .count();
-        assert_eq!(
-            ours_media,
-            media.iter().filter(|l| l.starts_with("CD-ROM")).count(),
-            "{label}: CD-ROMs {media:?}"
-        );
-        let nics = section("NICs:");
-        assert_eq!(s.nics.len(), nics.len(), "{label}: {nics:?}");
-        for (ours, line) in s.nics.iter().zip(&nics) {
-            if let Some(mac) = &ours.mac {
-                assert!(
-                    line.contains(&format!("mac: {mac}")),
-                    "{label}: {line} vs {ours:?}"
-                );
-            }
-            if let Some(model) = &ours.model {
-                assert!(
-                    line.ends_with(&format!("[{model}]")),
-                    "{label}: {line} vs {ours:?}"
-                );
-            }
-            if let Some(net) = &ours.network {
-                assert!(
-                    line.contains(&format!("\"{net}\"")),
-                    "{label}: {line} vs {ours:?}"
-                );
-            }
-        }
+        agrees_with_print_source(&s, &expected, &vmx.display().to_string());
         checked += 1;
     }
     eprintln!("{checked} virt-v2v vmx summaries agree");
     assert!(checked >= 5);
+}
+
+/// virt-v2v's OVA summaries (test-i-ova-*.expected, the .ovf of the same name): the
+/// descriptor read by ferry's OVF parser says the same.
+#[test]
+fn ovf_agrees_with_virt_v2v_print_source() {
+    let Some(c) = corpus() else { return };
+    let dir = c.join("virt-v2v-tests");
+    let mut checked = 0;
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            n.starts_with("test-i-ova") && n.ends_with(".expected")
+        })
+        .collect();
+    names.sort();
+    for expected in names {
+        let ovf = expected.with_extension("ovf");
+        let o = meta::ovf::parse(&ovf.display().to_string(), &std::fs::read(&ovf).unwrap())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let text = std::fs::read_to_string(&expected).unwrap();
+        agrees_with_print_source(&o.source, &text, &ovf.display().to_string());
+        assert_eq!(o.source.hypervisor.as_deref(), Some("vmware"));
+        checked += 1;
+    }
+    assert!(checked >= 5, "only {checked} OVA summaries found");
+    eprintln!("{checked} virt-v2v OVA summaries agree");
 }

@@ -876,3 +876,273 @@ fn machine_readable_alone_lists_features_and_help_documents_it() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("description file"));
 }
+
+/// An OVF descriptor for the VMware guest, its one disk being `href` (gzip-stored if `gz`).
+fn write_ovf(path: &Path, href: &str, gz: bool) {
+    let comp = if gz { r#" ovf:compression="gzip""# } else { "" };
+    std::fs::write(
+        path,
+        format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData" xmlns:vmw="http://www.vmware.com/schema/ovf" xmlns:vssd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData">
+  <References><File ovf:href="{href}" ovf:id="file1"{comp}/></References>
+  <DiskSection><Info>Disks</Info><Disk ovf:capacity="128" ovf:capacityAllocationUnits="byte * 2^20" ovf:diskId="vmdisk1" ovf:fileRef="file1" ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/></DiskSection>
+  <NetworkSection><Info>Networks</Info><Network ovf:name="VM Network"/></NetworkSection>
+  <VirtualSystem ovf:id="deb12-ova">
+    <Info>A virtual machine</Info>
+    <Name>deb12-ova</Name>
+    <VirtualHardwareSection>
+      <Info>Virtual hardware</Info>
+      <System><vssd:VirtualSystemType>vmx-14</vssd:VirtualSystemType></System>
+      <Item><rasd:InstanceID>1</rasd:InstanceID><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>2</rasd:VirtualQuantity></Item>
+      <Item><rasd:AllocationUnits>byte * 2^20</rasd:AllocationUnits><rasd:InstanceID>2</rasd:InstanceID><rasd:ResourceType>4</rasd:ResourceType><rasd:VirtualQuantity>1536</rasd:VirtualQuantity></Item>
+      <Item><rasd:Address>0</rasd:Address><rasd:InstanceID>3</rasd:InstanceID><rasd:ResourceSubType>lsilogic</rasd:ResourceSubType><rasd:ResourceType>6</rasd:ResourceType></Item>
+      <Item><rasd:AddressOnParent>0</rasd:AddressOnParent><rasd:HostResource>ovf:/disk/vmdisk1</rasd:HostResource><rasd:InstanceID>4</rasd:InstanceID><rasd:Parent>3</rasd:Parent><rasd:ResourceType>17</rasd:ResourceType></Item>
+      <Item><rasd:Address>00:50:56:0a:0b:0c</rasd:Address><rasd:AddressOnParent>7</rasd:AddressOnParent><rasd:Connection>VM Network</rasd:Connection><rasd:InstanceID>5</rasd:InstanceID><rasd:ResourceSubType>E1000</rasd:ResourceSubType><rasd:ResourceType>10</rasd:ResourceType></Item>
+      <vmw:Config ovf:required="false" vmw:key="firmware" vmw:value="bios"/>
+    </VirtualHardwareSection>
+  </VirtualSystem>
+</Envelope>
+"#
+        ),
+    )
+    .unwrap();
+}
+
+/// `SHA256(name)= hex` for each file of `dir`, as VMware writes an OVA's manifest.
+fn write_manifest(dir: &Path, mf: &str, files: &[&str]) {
+    let text: String = files
+        .iter()
+        .map(|f| format!("SHA256({f})= {}\n", common::sha256_file(&dir.join(f))))
+        .collect();
+    std::fs::write(dir.join(mf), text).unwrap();
+}
+
+/// Packs `files` of `dir` (in order: the descriptor first) into the tar `ova`.
+fn tar(dir: &Path, ova: &Path, files: &[&str]) {
+    let st = Command::new("tar")
+        .args(["--format=ustar", "-cf", ova.to_str().unwrap(), "-C"])
+        .arg(dir)
+        .args(files)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// An OVA (the VMware guest as a streamOptimized VMDK, its descriptor and a SHA256
+/// manifest, in a tar) converts with its disk read inside the tar: nothing is extracted,
+/// the OVA is unchanged, the fixed guest reads back through the kernel. The same guest with
+/// its disk gzip-stored converts too. A manifest that does not match stops the conversion
+/// before anything is written; qemu-img reads the overlay ferry makes over a tar member.
+#[test]
+fn an_ova_converts_with_its_disk_read_inside_the_tar() {
+    if !can_run() || !common::have_tools(&["tar", "gzip"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let g = vmware_debian(tmp.path());
+    let pkg = tmp.path().join("pkg");
+    std::fs::create_dir(&pkg).unwrap();
+    qemu_img(&[
+        "convert",
+        "-q",
+        "-O",
+        "vmdk",
+        "-o",
+        "subformat=streamOptimized",
+        g.raw[0].to_str().unwrap(),
+        pkg.join("disk1.vmdk").to_str().unwrap(),
+    ]);
+    write_ovf(&pkg.join("deb12-ova.ovf"), "disk1.vmdk", false);
+    write_manifest(&pkg, "deb12-ova.mf", &["deb12-ova.ovf", "disk1.vmdk"]);
+    let ova = tmp.path().join("deb12.ova");
+    tar(&pkg, &ova, &["deb12-ova.ovf", "deb12-ova.mf", "disk1.vmdk"]);
+    let _same = Unchanged::new(&[ova.as_path()]);
+
+    // The description, with the disk named inside the archive.
+    let src: serde_json::Value = serde_json::from_str(&ferry_ok(
+        &[
+            "v2v",
+            "-i",
+            "ova",
+            ova.to_str().unwrap(),
+            "--print-source",
+            "--json",
+        ],
+        &[],
+    ))
+    .unwrap();
+    assert_eq!(src["name"], "deb12-ova");
+    assert_eq!(src["memory_bytes"], 1536u64 << 20);
+    assert_eq!(src["vcpus"], 2);
+    assert_eq!(src["firmware"], "bios");
+    assert_eq!(src["hypervisor"], "vmware");
+    assert_eq!(src["disks"][0]["bus"], "scsi");
+    assert_eq!(src["disks"][0]["target"], "sda");
+    assert_eq!(
+        src["disks"][0]["source"],
+        ova.join("disk1.vmdk").to_str().unwrap()
+    );
+    assert_eq!(src["nics"][0]["mac"], "00:50:56:0a:0b:0c");
+    assert_eq!(src["nics"][0]["model"], "e1000");
+    assert_eq!(src["nics"][0]["network"], "VM Network");
+
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&ferry_ok(
+        &[
+            "v2v",
+            "-i",
+            "ova",
+            ova.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+    ))
+    .unwrap();
+    assert_eq!(report["name"], "deb12-ova");
+    assert_eq!(report["input"], "ova");
+    assert_eq!(report["guest"]["source_hypervisor"], "vmware");
+    assert_eq!(report["disks"][0]["source_format"], "vmdk");
+    assert_eq!(
+        listing(&out),
+        ["deb12-ova-sda.qcow2", "deb12-ova.xml"]
+            .map(String::from)
+            .into()
+    );
+    let disk = out.join("deb12-ova-sda.qcow2");
+    let check = qemu_img(&["check", disk.to_str().unwrap()]);
+    assert!(check.contains("No errors were found"), "{check}");
+    validate_xml(&out.join("deb12-ova.xml"));
+    let raw = tmp.path().join("converted.raw");
+    qemu_img(&[
+        "convert",
+        "-O",
+        "raw",
+        disk.to_str().unwrap(),
+        raw.to_str().unwrap(),
+    ]);
+    let rootfs = g.fs("/dev/sda1");
+    let [fstab] = kernel_read(&raw, rootfs, &["/etc/fstab"], tmp.path())
+        .try_into()
+        .unwrap();
+    assert!(fstab.contains(&format!("UUID={}", rootfs.uuid)), "{fstab}");
+    assert!(!fstab.contains("/dev/sda"), "{fstab}");
+    e2fsck_range(&raw, rootfs.offset, rootfs.size, tmp.path());
+    let m = KernelMount::range(
+        &raw,
+        rootfs.offset,
+        rootfs.size,
+        &tmp.path().join("k"),
+        "ro",
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read(m.path().join("srv/blob.bin")).unwrap(),
+        common::pseudo_random(7, 6 << 20)
+    );
+    m.unmount().unwrap();
+
+    // qemu-img reads an overlay over the tar member (the json: backing name) as the VMDK.
+    let members = ferry::meta::ova::members(&ova).unwrap();
+    let m = members.iter().find(|m| m.name == "disk1.vmdk").unwrap();
+    let ov = tmp.path().join("member-overlay.qcow2");
+    drop(
+        ferry::block::overlay::create_over_member(&ova, &m.name, m.offset, m.size, None, &ov)
+            .unwrap(),
+    );
+    let cmp = Command::new("qemu-img")
+        .args(["compare", "-q", ov.to_str().unwrap()])
+        .arg(pkg.join("disk1.vmdk"))
+        .status()
+        .unwrap();
+    assert!(
+        cmp.success(),
+        "qemu-img compare: the overlay differs from the disk"
+    );
+
+    // A manifest that does not match: refused before anything is written.
+    let bad = tmp.path().join("bad");
+    std::fs::create_dir(&bad).unwrap();
+    std::fs::copy(pkg.join("deb12-ova.ovf"), bad.join("deb12-ova.ovf")).unwrap();
+    std::fs::copy(pkg.join("disk1.vmdk"), bad.join("disk1.vmdk")).unwrap();
+    std::fs::write(
+        bad.join("deb12-ova.mf"),
+        format!("SHA256(disk1.vmdk)= {}\n", "0".repeat(64)),
+    )
+    .unwrap();
+    let bad_ova = tmp.path().join("bad.ova");
+    tar(
+        &bad,
+        &bad_ova,
+        &["deb12-ova.ovf", "deb12-ova.mf", "disk1.vmdk"],
+    );
+    let out2 = tmp.path().join("out2");
+    std::fs::create_dir(&out2).unwrap();
+    let o = run_ferry(&[
+        "v2v",
+        "-i",
+        "ova",
+        bad_ova.to_str().unwrap(),
+        "-o",
+        out2.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("disk1.vmdk") && err.contains("manifest"),
+        "{err}"
+    );
+    assert!(listing(&out2).is_empty(), "{:?}", listing(&out2));
+
+    // The disk stored gzip-compressed (decompressed in the scratch directory, then removed).
+    let gzd = tmp.path().join("gz");
+    std::fs::create_dir(&gzd).unwrap();
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "gzip -c {} > {}",
+            pkg.join("disk1.vmdk").display(),
+            gzd.join("disk1.vmdk.gz").display()
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    write_ovf(&gzd.join("deb12-ova.ovf"), "disk1.vmdk.gz", true);
+    let gz_ova = tmp.path().join("gz.ova");
+    tar(&gzd, &gz_ova, &["deb12-ova.ovf", "disk1.vmdk.gz"]);
+    let out3 = tmp.path().join("out3");
+    std::fs::create_dir(&out3).unwrap();
+    ferry_ok(
+        &[
+            "v2v",
+            "-i",
+            "ova",
+            gz_ova.to_str().unwrap(),
+            "-o",
+            out3.to_str().unwrap(),
+            "-on",
+            "gz",
+        ],
+        &[],
+    );
+    assert_eq!(
+        listing(&out3),
+        ["gz-sda.qcow2", "gz.xml"].map(String::from).into()
+    );
+    let raw3 = tmp.path().join("gz.raw");
+    let d3 = out3.join("gz-sda.qcow2");
+    qemu_img(&[
+        "convert",
+        "-O",
+        "raw",
+        d3.to_str().unwrap(),
+        raw3.to_str().unwrap(),
+    ]);
+    let [fstab3] = kernel_read(&raw3, rootfs, &["/etc/fstab"], tmp.path())
+        .try_into()
+        .unwrap();
+    assert_eq!(fstab3, fstab);
+}

@@ -167,6 +167,11 @@ impl Vmdk {
             (None, None, vec![ext], "seSparse".to_string())
         } else {
             let desc = read_text_descriptor(&file)?;
+            if file.is_member() {
+                let first = desc.extents.first().and_then(|e| e.file.as_deref());
+                let first = first.unwrap_or("");
+                return Err(super::member_names_file(&path, "extent file", first));
+            }
             let exts = Self::open_extents(&path, &desc)?;
             let create_type = desc.create_type.clone().unwrap_or_default();
             (Some(desc), Some(file), exts, create_type)
