@@ -9,7 +9,8 @@
 
 use super::devname::{index_letters, KernelDev};
 use super::fstab::Spec;
-use crate::volume::{Volume, VolumeKind};
+use super::inspect::windows::DriveLetter;
+use crate::volume::{TableKind, Volume, VolumeKind};
 use serde::Serialize;
 
 /// How one fstab source resolved.
@@ -237,4 +238,45 @@ impl Naming {
             Naming::Nvme => format!("/dev/nvme{i}n1p{part}"),
         })
     }
+}
+
+/// The volumes a Windows drive letter from `MountedDevices` names: the GPT partition with
+/// that unique partition GUID, or the partition of the MBR disk with that signature that
+/// starts at that byte offset (what Windows itself keys a basic disk's volumes by). More
+/// than one is a cloned disk the guest never saw beside its twin; none is a letter for a
+/// disk not given (a CD-ROM, a USB stick), which the caller ignores.
+pub fn drive_letter<'v>(dl: &DriveLetter, vols: &'v [Volume]) -> Vec<&'v Volume> {
+    let part = |v: &&Volume| v.kind == VolumeKind::Partition;
+    if let Some(guid) = &dl.gpt_partition {
+        return vols
+            .iter()
+            .filter(part)
+            .filter(|v| {
+                v.partition
+                    .as_ref()
+                    .is_some_and(|p| p.table == TableKind::Gpt && eq(&p.uuid, guid))
+            })
+            .collect();
+    }
+    let (Some(sig), Some(offset)) = (&dl.mbr_signature, dl.mbr_offset) else {
+        return Vec::new();
+    };
+    let disks: Vec<&str> = vols
+        .iter()
+        .filter(|v| {
+            v.table
+                .as_ref()
+                .is_some_and(|t| t.kind == TableKind::Mbr && t.id.eq_ignore_ascii_case(sig))
+        })
+        .map(|v| v.name.as_str())
+        .collect();
+    vols.iter()
+        .filter(part)
+        .filter(|v| {
+            v.parent.as_deref().is_some_and(|d| disks.contains(&d))
+                && v.partition
+                    .as_ref()
+                    .is_some_and(|p| p.table == TableKind::Mbr && p.table_start == offset)
+        })
+        .collect()
 }

@@ -104,6 +104,10 @@ pub struct FstabLine {
 pub struct Placement {
     pub mountpoint: String,
     pub device: String,
+    /// Windows: the drive letter the guest gives it (`C:`), as virt-inspector lists a
+    /// Windows guest's mountpoints.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drive: Option<String>,
 }
 
 /// One operating system found on the guest's disks.
@@ -304,6 +308,7 @@ impl Guest {
             mountpoints: vec![Placement {
                 mountpoint: "/".into(),
                 device: device.into(),
+                drive: None,
             }],
             problems: vec![format!(
                 "a Windows system volume (its boot code loads {loader}); ferry cannot read this \
@@ -377,6 +382,7 @@ impl Guest {
                             places.push(Placement {
                                 mountpoint: mp,
                                 device: dev.clone(),
+                                drive: None,
                             });
                         }
                     }
@@ -391,6 +397,7 @@ impl Guest {
             Placement {
                 mountpoint: "/".into(),
                 device: device.into(),
+                drive: None,
             },
         );
         let naming = devmap::Naming::detect(table.entries.iter().map(|e| e.spec.as_str()));
@@ -398,6 +405,12 @@ impl Guest {
         problems.extend(tree_problems);
         let mut os = inspect::inspect(&FsFiles::new(&tree));
         problems.append(&mut os.warnings);
+        if let Some(w) = os.windows.as_mut() {
+            if self.drive_letters(device, w, &mut places, &mut problems) {
+                let (_, tree_problems) = self.build(&places);
+                problems.extend(tree_problems);
+            }
+        }
         RootReport {
             root: device.into(),
             os,
@@ -406,6 +419,59 @@ impl Guest {
             mountpoints: places,
             problems,
         }
+    }
+
+    /// Resolves the Windows root's drive letters to our devices and lays them out, as
+    /// Windows' fstab: the letter of the system volume names `/`, every other letter whose
+    /// partition holds a filesystem becomes the top-level directory `/D:` (a name the system
+    /// volume cannot have, ':' being forbidden in Windows file names, and the one
+    /// virt-inspector reports). Letters for disks not given are left unresolved: a CD-ROM or
+    /// a USB stick the guest once saw is no problem. Returns whether it placed any.
+    fn drive_letters(
+        &self,
+        root: &str,
+        w: &mut inspect::windows::WindowsInfo,
+        places: &mut Vec<Placement>,
+        problems: &mut Vec<String>,
+    ) -> bool {
+        let mut placed = false;
+        for dl in &mut w.drive_letters {
+            let found = devmap::drive_letter(dl, &self.volumes);
+            let Some(v) = found.first() else { continue };
+            if found.len() > 1 {
+                problems.push(format!(
+                    "MountedDevices {}: {} partitions match ({}); took the first",
+                    dl.letter,
+                    found.len(),
+                    found
+                        .iter()
+                        .map(|v| v.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            dl.device = Some(v.name.clone());
+            if v.name == root {
+                if let Some(p) = places.iter_mut().find(|p| p.mountpoint == "/") {
+                    p.drive.get_or_insert_with(|| dl.letter.clone());
+                }
+                continue;
+            }
+            let taken = places.iter().any(|p| p.device == v.name);
+            let valid = dl.letter.len() == 2
+                && dl.letter.as_bytes()[0].is_ascii_alphabetic()
+                && dl.letter.ends_with(':');
+            if taken || !valid || self.fs_of(&v.name).is_none() {
+                continue;
+            }
+            places.push(Placement {
+                mountpoint: format!("/{}", dl.letter),
+                device: v.name.clone(),
+                drive: Some(dl.letter.clone()),
+            });
+            placed = true;
+        }
+        placed
     }
 
     fn fs_of(&self, device: &str) -> Option<&Arc<dyn Filesystem>> {
@@ -422,7 +488,12 @@ impl Guest {
         let mut tree = Tree::new(self.mount_of(&places[0]));
         for p in &places[1..] {
             problems.extend(self.unreadable_note(p));
-            if let Err(e) = tree.mount(self.mount_of(p)) {
+            let placed = if p.drive.is_some() {
+                tree.attach(self.mount_of(p))
+            } else {
+                tree.mount(self.mount_of(p))
+            };
+            if let Err(e) = placed {
                 problems.push(format!(
                     "cannot mount {} at {}: {e}",
                     p.device, p.mountpoint
@@ -478,6 +549,7 @@ impl Guest {
             places.push(Placement {
                 mountpoint,
                 device: v.name.clone(),
+                drive: None,
             });
         }
         places.sort_by_key(|p| (p.mountpoint != "/", p.mountpoint.matches('/').count()));

@@ -76,7 +76,10 @@ pub fn write_text(out: &mut dyn Write, i: &Inspection) -> io::Result<()> {
         }
         writeln!(out, "  mountpoints:")?;
         for p in &r.mountpoints {
-            writeln!(out, "    {} {}", p.mountpoint, p.device)?;
+            match &p.drive {
+                Some(d) => writeln!(out, "    {} {} ({d})", p.mountpoint, p.device)?,
+                None => writeln!(out, "    {} {}", p.mountpoint, p.device)?,
+            }
         }
         for p in &r.problems {
             writeln!(out, "  warning: {p}")?;

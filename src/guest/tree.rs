@@ -10,6 +10,13 @@
 //! Crossing: a lookup that lands on a directory some filesystem is mounted on returns that
 //! filesystem's root instead; `..` of a mounted root is the directory holding the mountpoint.
 //! `statfs_at` answers for the filesystem an inode is on.
+//!
+//! Attached names: a Windows guest's other drive letters have no directory to be mounted on,
+//! so [`Tree::attach`] adds a name to the root directory that the root filesystem lacks
+//! (`/D:`). Its readdir cookies carry [`ADDED`]: the root filesystem's own entries come
+//! first with their own cookies, then the attached names with `ADDED | n`. The filesystems
+//! here hand out cookies below 2^63 (positions, hashes, byte offsets); one that did not
+//! would be an error for that root, never a wrong listing.
 
 use crate::fs::{
     path, Attr, DirEntry, FileType, Filesystem, FsError, FsInfo, NewInode, RenameFlags, Result,
@@ -23,6 +30,8 @@ const SHIFT: u32 = 56;
 const LOCAL: u64 = (1 << SHIFT) - 1;
 /// Filesystems one tree can hold (the top byte of an inode number).
 pub const MAX_FILESYSTEMS: usize = 256;
+/// The readdir cookie bit of the root directory's attached names.
+const ADDED: u64 = 1 << 63;
 
 /// The inode number a tree inode has in its own filesystem (what `fls` or `stat` inside the
 /// guest shows).
@@ -50,6 +59,8 @@ pub struct Tree {
     placed: Vec<Placed>,
     /// (filesystem index, its inode of a directory) → index of the filesystem mounted on it.
     covers: HashMap<(usize, u64), usize>,
+    /// Names the tree adds to the root directory ([`Tree::attach`]) → the filesystem there.
+    added: Vec<(Vec<u8>, usize)>,
 }
 
 impl Tree {
@@ -65,6 +76,7 @@ impl Tree {
                 parent: 0,
             }],
             covers: HashMap::new(),
+            added: Vec::new(),
         }
     }
 
@@ -94,6 +106,56 @@ impl Tree {
             parent: parent.ino,
         });
         Ok(())
+    }
+
+    /// Places `m` at `/NAME` (its mountpoint, one component), a directory the root
+    /// filesystem need not have: Windows mounts its other volumes on drive letters, not on
+    /// directories of the system volume. Where the root filesystem has a directory of that
+    /// name, this is [`Tree::mount`]; a file of that name is `Exists`. A second filesystem
+    /// attached at the same name hides the first.
+    pub fn attach(&mut self, m: Mount) -> Result<()> {
+        let name = m.mountpoint.trim_start_matches('/').as_bytes().to_vec();
+        if name.is_empty() || name.contains(&b'/') || name == b"." || name == b".." {
+            return Err(FsError::Invalid(format!(
+                "{}: cannot attach at {:?}: not a name in /",
+                m.device, m.mountpoint
+            )));
+        }
+        match self.fs(0).lookup(self.fs(0).root_ino(), &name) {
+            Ok(a) if a.kind == FileType::Directory => return self.mount(m),
+            Ok(_) => return Err(FsError::Exists),
+            Err(FsError::NotFound) => {}
+            Err(e) => return Err(e),
+        }
+        if self.placed.len() >= MAX_FILESYSTEMS {
+            return Err(FsError::Unsupported(format!(
+                "more than {MAX_FILESYSTEMS} filesystems in one tree"
+            )));
+        }
+        let idx = self.placed.len();
+        self.placed.push(Placed {
+            mount: m,
+            parent: self.root_ino(),
+        });
+        match self.added.iter_mut().find(|(n, _)| *n == name) {
+            Some(a) => a.1 = idx,
+            None => self.added.push((name, idx)),
+        }
+        Ok(())
+    }
+
+    /// The filesystem attached at `name` in the tree directory `dir`, if any.
+    fn added_at(&self, dir: u64, name: &[u8]) -> Option<usize> {
+        if dir != self.root_ino() {
+            return None;
+        }
+        self.added.iter().find(|(n, _)| n == name).map(|a| a.1)
+    }
+
+    /// The tree attributes of the root of filesystem `j`.
+    fn root_of(&self, j: usize) -> Result<Attr> {
+        let a = self.fs(j).getattr(self.fs(j).root_ino())?;
+        self.tag(j, a)
     }
 
     /// The filesystems in the order they were mounted, the root first.
@@ -135,6 +197,29 @@ impl Tree {
         (i, local)
     }
 
+    /// The root directory's attached names from the `n`th on.
+    fn readdir_added(&self, n: u64, sink: &mut dyn FnMut(DirEntry, u64) -> bool) -> Result<()> {
+        for (k, (name, j)) in self.added.iter().enumerate().skip(n as usize) {
+            let e = DirEntry {
+                ino: self.join(*j, self.fs(*j).root_ino())?,
+                name: name.clone(),
+                kind: FileType::Directory,
+            };
+            if !sink(e, ADDED | (k as u64 + 1)) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// `Exists` for a new entry of the root directory named like an attached filesystem.
+    fn not_added(&self, dir: u64, name: &[u8]) -> Result<()> {
+        match self.added_at(dir, name) {
+            Some(_) => Err(FsError::Exists),
+            None => Ok(()),
+        }
+    }
+
     fn is_mounted_root(&self, i: usize, local: u64) -> bool {
         i > 0 && local == self.fs(i).root_ino()
     }
@@ -158,6 +243,9 @@ impl Tree {
 
     /// Whether `name` in directory (i, dir) has a filesystem mounted on it.
     fn covered(&self, i: usize, dir: u64, name: &[u8]) -> Result<bool> {
+        if i == 0 && self.added_at(dir, name).is_some() {
+            return Ok(true);
+        }
         match self.fs(i).lookup(dir, name) {
             Ok(a) => Ok(a.kind == FileType::Directory && self.covers.contains_key(&(i, a.ino))),
             Err(FsError::NotFound) => Ok(false),
@@ -195,6 +283,9 @@ impl Filesystem for Tree {
         if name == b".." && self.is_mounted_root(i, local) {
             return self.getattr(self.placed[i].parent);
         }
+        if let Some(j) = self.added_at(dir, name) {
+            return self.root_of(j);
+        }
         let a = self.fs(i).lookup(local, name)?;
         self.outward(i, a)
     }
@@ -207,8 +298,20 @@ impl Filesystem for Tree {
     ) -> Result<()> {
         let (i, local) = self.split(dir)?;
         let mounted_root = self.is_mounted_root(i, local);
+        let adds = dir == self.root_ino() && !self.added.is_empty();
+        if adds && cookie & ADDED != 0 {
+            return self.readdir_added(cookie & !ADDED, sink);
+        }
         let mut failed = None;
+        let mut stopped = false;
         self.fs(i).readdir(local, cookie, &mut |mut e, next| {
+            if adds && next & ADDED != 0 {
+                failed = Some(FsError::Unsupported(format!(
+                    "{}: readdir cookie {next:#x} of / collides with the names the tree adds",
+                    self.placed[i].mount.device
+                )));
+                return false;
+            }
             let ino = if e.name == b".." && mounted_root {
                 Ok(self.placed[i].parent)
             } else if e.kind == FileType::Directory && e.name != b"." {
@@ -220,7 +323,8 @@ impl Filesystem for Tree {
             match ino {
                 Ok(ino) => {
                     e.ino = ino;
-                    sink(e, next)
+                    stopped = !sink(e, next);
+                    !stopped
                 }
                 Err(err) => {
                     failed = Some(err);
@@ -228,7 +332,13 @@ impl Filesystem for Tree {
                 }
             }
         })?;
-        failed.map_or(Ok(()), Err)
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if adds && !stopped {
+            return self.readdir_added(0, sink);
+        }
+        Ok(())
     }
 
     fn read(&self, ino: u64, off: u64, buf: &mut [u8]) -> Result<usize> {
@@ -263,18 +373,21 @@ impl Filesystem for Tree {
     }
 
     fn create(&self, dir: u64, name: &[u8], new: &NewInode) -> Result<Attr> {
+        self.not_added(dir, name)?;
         let (i, local) = self.split(dir)?;
         let a = self.fs(i).create(local, name, new)?;
         self.tag(i, a)
     }
 
     fn symlink(&self, dir: u64, name: &[u8], target: &[u8], new: &NewInode) -> Result<Attr> {
+        self.not_added(dir, name)?;
         let (i, local) = self.split(dir)?;
         let a = self.fs(i).symlink(local, name, target, new)?;
         self.tag(i, a)
     }
 
     fn link(&self, ino: u64, dir: u64, name: &[u8]) -> Result<Attr> {
+        self.not_added(dir, name)?;
         let (i, local) = self.split(ino)?;
         let (j, dir) = self.split(dir)?;
         if i != j {
@@ -504,10 +617,11 @@ mod tests {
         fn readdir(
             &self,
             dir: u64,
-            _cookie: u64,
+            cookie: u64,
             sink: &mut dyn FnMut(DirEntry, u64) -> bool,
         ) -> Result<()> {
-            for (n, e) in self.entries.iter().filter(|e| e.0 == dir).enumerate() {
+            let mine = self.entries.iter().filter(|e| e.0 == dir).enumerate();
+            for (n, e) in mine.skip(cookie as usize) {
                 let kind = if e.3 {
                     FileType::Directory
                 } else {
@@ -620,6 +734,88 @@ mod tests {
         assert!(matches!(t.link(k.ino, 2, b"k"), Err(FsError::CrossDevice)));
         assert!(matches!(t.rmdir(2, b"nothing"), Err(FsError::ReadOnly)));
         assert!(matches!(t.getattr(9 << SHIFT | 2), Err(FsError::NotFound)));
+    }
+
+    /// A Windows-like layout: D: attached beside the system volume's own entries.
+    fn windows() -> Tree {
+        let mut t = guest();
+        let d = Toy {
+            entries: vec![(2, "data.txt", 12, false)],
+            blocks: 5,
+        };
+        t.attach(mount("/dev/sda3", "/D:", d)).unwrap();
+        t
+    }
+
+    fn names(t: &Tree, dir: u64, per_call: usize) -> Vec<(String, u64)> {
+        let mut seen = Vec::new();
+        let mut cookie = 0;
+        loop {
+            let mut batch = Vec::new();
+            t.readdir(dir, cookie, &mut |e, next| {
+                if batch.len() == per_call {
+                    return false;
+                }
+                batch.push((String::from_utf8(e.name).unwrap(), e.ino));
+                cookie = next;
+                true
+            })
+            .unwrap();
+            if batch.is_empty() {
+                return seen;
+            }
+            seen.extend(batch);
+        }
+    }
+
+    #[test]
+    fn attached_names_are_listed_and_crossed() {
+        let t = windows();
+        let d = path::resolve(&t, b"/D:/data.txt", true).unwrap();
+        assert_eq!(d.ino, 4 << SHIFT | 12);
+        assert_eq!(t.statfs_at(d.ino).unwrap().blocks, 5);
+        let root = path::resolve(&t, b"/D:", true).unwrap();
+        assert_eq!(t.lookup(root.ino, b"..").unwrap().ino, 2);
+        let all = vec![
+            ("boot".to_string(), 1 << SHIFT | 2),
+            ("var".into(), 2 << SHIFT | 2),
+            ("D:".into(), 4 << SHIFT | 2),
+        ];
+        // Resumed from every cookie, the listing is the same.
+        for per_call in 1..4 {
+            assert_eq!(names(&t, 2, per_call), all, "{per_call} a call");
+        }
+        // Only the root directory gains the name.
+        assert!(!names(&t, 2 << SHIFT | 2, 8).iter().any(|(n, _)| n == "D:"));
+        assert!(matches!(t.rmdir(2, b"D:"), Err(FsError::Busy)));
+        assert!(matches!(t.rename(2, b"D:", 2, b"E:"), Err(FsError::Busy)));
+        let new = NewInode {
+            mode: 0o100644,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+        };
+        assert!(matches!(t.create(2, b"D:", &new), Err(FsError::Exists)));
+    }
+
+    #[test]
+    fn attach_uses_an_existing_directory_and_refuses_odd_names() {
+        let mut t = guest();
+        let toy = || Toy {
+            entries: vec![],
+            blocks: 0,
+        };
+        // The root filesystem's own /boot: an ordinary mount over it.
+        t.attach(mount("/dev/x", "/boot", toy())).unwrap();
+        assert!(t.added.is_empty());
+        assert!(matches!(
+            t.attach(mount("/dev/x", "/a/b", toy())),
+            Err(FsError::Invalid(_))
+        ));
+        assert!(matches!(
+            t.attach(mount("/dev/x", "/", toy())),
+            Err(FsError::Invalid(_))
+        ));
     }
 
     #[test]

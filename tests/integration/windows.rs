@@ -2,8 +2,10 @@
 //! on the corpus hives and on a Windows-shaped guest built here.
 
 use crate::common;
+use common::kernel::{self, Snapshot};
+use common::ntfs3g::Ntfs3g;
 use ferry::regf::Hive;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// (key path, value name, type, data) for every value, and every key path with an empty
@@ -200,17 +202,246 @@ fn corpus_hives_list_as_hivex_lists_them() {
     assert_eq!(before, common::sha256_file(&system));
 }
 
-/// Unmounts an ntfs-3g mount when dropped.
-struct Unmount(std::path::PathBuf);
+const SOFTWARE_REG: &str = "Windows Registry Editor Version 5.00\n\n[\\Microsoft]\n\n\
+    [\\Microsoft\\Windows NT]\n\n[\\Microsoft\\Windows NT\\CurrentVersion]\n\
+    \"ProductName\"=\"Windows Server 2022 Standard\"\n\"CurrentMajorVersionNumber\"=dword:0000000a\n\
+    \"CurrentMinorVersionNumber\"=dword:00000000\n\"CurrentBuildNumber\"=\"20348\"\n\
+    \"EditionID\"=\"ServerStandard\"\n\"InstallationType\"=\"Server\"\n";
 
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
+const SYSTEM_REG: &str = "Windows Registry Editor Version 5.00\n\n[\\Select]\n\
+    \"Current\"=dword:00000002\n\n[\\ControlSet002]\n\n[\\ControlSet002\\Control]\n\n\
+    [\\ControlSet002\\Control\\ComputerName]\n\n[\\ControlSet002\\Control\\ComputerName\\ComputerName]\n\
+    \"ComputerName\"=\"WIN-FERRY\"\n\n[\\ControlSet002\\Services]\n\n\
+    [\\ControlSet002\\Services\\viostor]\n\"Start\"=dword:00000000\n\n\
+    [\\ControlSet002\\Services\\netkvm]\n\"Start\"=dword:00000003\n\n";
+
+/// The GPT partition GUIDs of C: and D:, and one of a disk the guest saw once (E:).
+const C_GUID: &str = "3d1c2b4a-5e6f-4a7b-8c9d-0e1f2a3b4c5d";
+const D_GUID: &str = "9a8b7c6d-5e4f-4321-8765-43210fedcba9";
+const E_GUID: &str = "11111111-2222-4333-8444-555555555555";
+/// The MBR disk signature, and another disk's (E:).
+const MBR_SIG: u32 = 0x1ee7_c0de;
+const OTHER_SIG: u32 = 0x0bad_f00d;
+const C_START: u64 = 1 << 20;
+const C_SIZE: u64 = 64 << 20;
+const D_START: u64 = C_START + C_SIZE;
+const D_SIZE: u64 = 32 << 20;
+
+/// A GUID's on-disk bytes (the first three fields little-endian), as GPT and
+/// `MountedDevices` store it.
+fn guid_bytes(g: &str) -> Vec<u8> {
+    let h: Vec<u8> = hex_bytes(
+        &g.replace('-', "")
+            .as_bytes()
+            .chunks(2)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    let mut b = Vec::new();
+    b.extend(h[..4].iter().rev());
+    b.extend(h[4..6].iter().rev());
+    b.extend(h[6..8].iter().rev());
+    b.extend(&h[8..]);
+    b
+}
+
+fn reg_hex(b: &[u8]) -> String {
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `MountedDevices` as Windows writes it for this disk: C: and D: on it, E: on a disk not
+/// given, a CD-ROM letter (its device path, not a partition) and a volume GUID entry.
+fn mounted_devices(label: &str) -> String {
+    let (c, d, e) = if label == "gpt" {
+        let dmio = |g: &str| [b"DMIO:ID:".to_vec(), guid_bytes(g)].concat();
+        (dmio(C_GUID), dmio(D_GUID), dmio(E_GUID))
+    } else {
+        let mbr =
+            |sig: u32, off: u64| [sig.to_le_bytes().to_vec(), off.to_le_bytes().to_vec()].concat();
+        (
+            mbr(MBR_SIG, C_START),
+            mbr(MBR_SIG, D_START),
+            mbr(OTHER_SIG, C_START),
+        )
+    };
+    let cdrom: Vec<u8> =
+        "\\??\\IDE#CdRomQEMU_DVD-ROM#5&1&0&1.0.0#{53f5630d-b6bf-11d0-94f2-00a0c91efb8b}"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+    format!(
+        "[\\MountedDevices]\n\"\\\\DosDevices\\\\C:\"=hex:{}\n\"\\\\DosDevices\\\\D:\"=hex:{}\n\
+         \"\\\\DosDevices\\\\E:\"=hex:{}\n\"\\\\DosDevices\\\\F:\"=hex:{}\n\
+         \"\\\\??\\\\Volume{{{E_GUID}}}\"=hex:{}\n",
+        reg_hex(&c),
+        reg_hex(&d),
+        reg_hex(&e),
+        reg_hex(&cdrom),
+        reg_hex(&d),
+    )
+}
+
+/// A Windows-shaped disk built here.
+struct WinGuest {
+    disk: std::path::PathBuf,
+    /// Host copies of the hives written into C:\Windows\System32\config.
+    software: std::path::PathBuf,
+    system: std::path::PathBuf,
+    /// D:'s partition as its own file (what the oracle mounts).
+    d_volume: std::path::PathBuf,
+}
+
+/// An NTFS volume of `size` bytes made by mkntfs (for a partition at `start`), filled by `fill`
+/// through a read-write ntfs-3g mount.
+fn ntfs_volume(path: &Path, size: u64, start: u64, label: &str, fill: impl FnOnce(&Path)) {
+    std::fs::File::create(path).unwrap().set_len(size).unwrap();
+    common::run_tool(
+        "mkntfs",
+        &[
+            "-q",
+            "-F",
+            "-f",
+            "-L",
+            label,
+            "-p",
+            &(start / 512).to_string(),
+            path.to_str().unwrap(),
+        ],
+    );
+    let mnt = path.with_extension("mnt");
+    let m = Ntfs3g::mount(path, &mnt, "rw");
+    fill(&m.0);
+}
+
+/// A GPT (`label` "gpt") or MBR ("dos") disk holding C: (NTFS: `\Windows\System32\config`
+/// with SOFTWARE and SYSTEM hives merged by hivexregedit into copies of hivex's `minimal`,
+/// a PE ntoskrnl.exe) and D: (NTFS with a few files), and a SYSTEM hive whose
+/// MountedDevices gives both letters as Windows would for that table.
+fn windows_guest(d: &Path, corpus: &Path, label: &str) -> WinGuest {
+    let minimal = corpus.join("hivex-images/minimal");
+    let sys_reg = format!("{SYSTEM_REG}{}", mounted_devices(label));
+    let software = d.join(format!("{label}-SOFTWARE"));
+    let system = d.join(format!("{label}-SYSTEM"));
+    for (hive, reg, prefix) in [
+        (&software, SOFTWARE_REG, "HKEY_LOCAL_MACHINE\\SOFTWARE"),
+        (&system, sys_reg.as_str(), "HKEY_LOCAL_MACHINE\\SYSTEM"),
+    ] {
+        std::fs::copy(&minimal, hive).unwrap();
+        let reg_file = hive.with_extension("reg");
+        std::fs::write(&reg_file, reg).unwrap();
+        common::run_tool(
+            "hivexregedit",
+            &[
+                "--merge",
+                hive.to_str().unwrap(),
+                "--prefix",
+                prefix,
+                reg_file.to_str().unwrap(),
+            ],
+        );
+    }
+    let c_volume = d.join(format!("{label}-c.ntfs"));
+    ntfs_volume(&c_volume, C_SIZE, C_START, "System", |m| {
+        // Letter case as Windows spells it, not as ferry looks it up.
+        let config = m.join("WINDOWS/system32/Config");
+        std::fs::create_dir_all(&config).unwrap();
+        std::fs::copy(&software, config.join("SOFTWARE")).unwrap();
+        std::fs::copy(&system, config.join("system")).unwrap();
+        std::fs::write(m.join("WINDOWS/system32/ntoskrnl.exe"), pe_x86_64()).unwrap();
+        std::fs::create_dir_all(m.join("Users/Public")).unwrap();
+    });
+    let d_volume = d.join(format!("{label}-d.ntfs"));
+    ntfs_volume(&d_volume, D_SIZE, D_START, "Data", |m| {
+        std::fs::create_dir_all(m.join("Shares/deep/er")).unwrap();
+        std::fs::write(m.join("readme.txt"), b"the D: drive\r\n").unwrap();
+        std::fs::write(m.join("empty"), b"").unwrap();
+        std::fs::write(m.join("Shares/big.bin"), common::pseudo_random(14, 300_000)).unwrap();
+        std::fs::write(m.join("Shares/deep/er/note.txt"), b"deep").unwrap();
+        std::fs::write(m.join("Shares/d\u{e9}j\u{e0} vu.txt"), "unicode name").unwrap();
+        for i in 0..200 {
+            std::fs::write(m.join(format!("Shares/deep/f{i:03}")), i.to_string()).unwrap();
+        }
+    });
+    let disk = d.join(format!("{label}.raw"));
+    let script = if label == "gpt" {
+        format!(
+            "label: gpt\nstart={}, size={}, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7, uuid={C_GUID}\n\
+             start={}, size={}, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7, uuid={D_GUID}\n",
+            C_START / 512,
+            C_SIZE / 512,
+            D_START / 512,
+            D_SIZE / 512
+        )
+    } else {
+        format!(
+            "label: dos\nlabel-id: {MBR_SIG:#010x}\nstart={}, size={}, type=7, bootable\n\
+             start={}, size={}, type=7\n",
+            C_START / 512,
+            C_SIZE / 512,
+            D_START / 512,
+            D_SIZE / 512
+        )
+    };
+    common::sfdisk_image(&disk, D_START + D_SIZE + (2 << 20), &script);
+    common::write_into(&disk, C_START, &c_volume);
+    common::write_into(&disk, D_START, &d_volume);
+    WinGuest {
+        disk,
+        software,
+        system,
+        d_volume,
     }
 }
 
-/// A Windows-shaped NTFS volume (hives merged by hivexregedit into copies of hivex's
-/// `minimal`, a PE ntoskrnl.exe): `ferry inspect --json` says what hivexget reads.
+/// The smallest PE image whose COFF header says x86-64.
+fn pe_x86_64() -> Vec<u8> {
+    let mut pe = vec![0u8; 1024];
+    pe[..2].copy_from_slice(b"MZ");
+    pe[0x3c..0x40].copy_from_slice(&0x80u32.to_le_bytes());
+    pe[0x80..0x84].copy_from_slice(b"PE\0\0");
+    pe[0x84..0x86].copy_from_slice(&0x8664u16.to_le_bytes());
+    pe
+}
+
+/// `MountedDevices` as hivexget lists it: `\DosDevices\X:` → its data.
+fn hivex_letters(system: &Path) -> BTreeMap<String, Vec<u8>> {
+    let out = common::run_tool("hivexget", &[system.to_str().unwrap(), "\\MountedDevices"]);
+    let mut m = BTreeMap::new();
+    for l in out.lines() {
+        let Some((name, data)) = l.split_once("\"=hex(3):") else {
+            continue;
+        };
+        if let Some(letter) = name.strip_prefix("\"\\\\DosDevices\\\\") {
+            m.insert(letter.to_string(), hex_bytes(data));
+        }
+    }
+    m
+}
+
+/// Whether ntfs-3g, mkntfs, hivex and FUSE are here; a SKIP (or, under
+/// FERRY_REQUIRE_FUSE=1, a failure) when not.
+fn have_windows_tools() -> bool {
+    let ok = common::have_tools(&["hivexregedit", "hivexget", "mkntfs", "ntfs-3g", "sfdisk"])
+        && Path::new("/dev/fuse").exists()
+        && common::sh("id -u").trim() == "0";
+    if !ok {
+        assert!(
+            !kernel::required(),
+            "hivex, mkntfs, ntfs-3g, sfdisk, /dev/fuse and root are needed (FERRY_REQUIRE_FUSE=1)"
+        );
+        eprintln!("SKIP: needs hivex, mkntfs, ntfs-3g, sfdisk, /dev/fuse and root");
+    }
+    ok
+}
+
+/// A Windows-shaped guest on a GPT and on an MBR disk: `ferry inspect --json` says what
+/// hivexget reads from its hives, maps C: and D: to their partitions (E:, a disk not given,
+/// and the CD-ROM stay unmapped without a complaint), and lays them out as `/` and `/D:`;
+/// `ferry mount` shows D: under `/D:` as ntfs-3g shows that partition.
 #[test]
 fn windows_guest_inspects_as_its_hives_say() {
     let Some(corpus) = std::env::var_os("FERRY_CORPUS")
@@ -219,116 +450,216 @@ fn windows_guest_inspects_as_its_hives_say() {
     else {
         return;
     };
-    if !common::have_tools(&["hivexregedit", "hivexget", "mkntfs", "ntfs-3g"])
-        || !Path::new("/dev/fuse").exists()
-    {
-        eprintln!("SKIP: needs hivex, mkntfs, ntfs-3g and /dev/fuse");
+    if !have_windows_tools() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let d = tmp.path();
-    let minimal = corpus.join("hivex-images/minimal");
-    let sw_reg = "Windows Registry Editor Version 5.00\n\n[\\Microsoft]\n\n[\\Microsoft\\Windows NT]\n\n\
-        [\\Microsoft\\Windows NT\\CurrentVersion]\n\"ProductName\"=\"Windows Server 2022 Standard\"\n\
-        \"CurrentMajorVersionNumber\"=dword:0000000a\n\"CurrentMinorVersionNumber\"=dword:00000000\n\
-        \"CurrentBuildNumber\"=\"20348\"\n\"EditionID\"=\"ServerStandard\"\n\"InstallationType\"=\"Server\"\n";
-    let sys_reg = "Windows Registry Editor Version 5.00\n\n[\\Select]\n\"Current\"=dword:00000002\n\n\
-        [\\ControlSet002]\n\n[\\ControlSet002\\Control]\n\n[\\ControlSet002\\Control\\ComputerName]\n\n\
-        [\\ControlSet002\\Control\\ComputerName\\ComputerName]\n\"ComputerName\"=\"WIN-FERRY\"\n\n\
-        [\\ControlSet002\\Services]\n\n[\\ControlSet002\\Services\\viostor]\n\"Start\"=dword:00000000\n\n\
-        [\\ControlSet002\\Services\\netkvm]\n\"Start\"=dword:00000003\n\n\
-        [\\MountedDevices]\n\"\\\\DosDevices\\\\C:\"=hex:78,56,34,12,00,00,10,00,00,00,00,00\n";
-    for (hive, reg, prefix) in [
-        ("SOFTWARE", sw_reg, "HKEY_LOCAL_MACHINE\\SOFTWARE"),
-        ("SYSTEM", sys_reg, "HKEY_LOCAL_MACHINE\\SYSTEM"),
-    ] {
-        std::fs::copy(&minimal, d.join(hive)).unwrap();
-        std::fs::write(d.join(format!("{hive}.reg")), reg).unwrap();
-        common::run_tool(
-            "hivexregedit",
-            &[
-                "--merge",
-                d.join(hive).to_str().unwrap(),
-                "--prefix",
-                prefix,
-                d.join(format!("{hive}.reg")).to_str().unwrap(),
-            ],
+    for label in ["gpt", "dos"] {
+        let g = windows_guest(tmp.path(), &corpus, label);
+        let before = common::sha256_file(&g.disk);
+        let j = common::ferry_json(&["inspect", "--json", g.disk.to_str().unwrap()]);
+        assert_eq!(
+            before,
+            common::sha256_file(&g.disk),
+            "{label}: inspect wrote"
         );
+        check_registry_facts(&j, &g, label);
+        check_drive_letters(&j, &g, label);
+        check_mount(&g, tmp.path(), label);
+        assert_eq!(before, common::sha256_file(&g.disk), "{label}: mount wrote");
     }
-    let img = d.join("sys.img");
-    std::fs::File::create(&img)
-        .unwrap()
-        .set_len(64 << 20)
-        .unwrap();
-    common::run_tool("mkntfs", &["-q", "-F", "-f", img.to_str().unwrap()]);
-    let mnt = d.join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    common::run_tool("ntfs-3g", &[img.to_str().unwrap(), mnt.to_str().unwrap()]);
-    {
-        let _guard = Unmount(mnt.clone());
-        // Letter case as Windows spells it, not as ferry looks it up.
-        let config = mnt.join("WINDOWS/system32/Config");
-        std::fs::create_dir_all(&config).unwrap();
-        std::fs::copy(d.join("SOFTWARE"), config.join("SOFTWARE")).unwrap();
-        std::fs::copy(d.join("SYSTEM"), config.join("system")).unwrap();
-        let mut pe = vec![0u8; 1024];
-        pe[..2].copy_from_slice(b"MZ");
-        pe[0x3c..0x40].copy_from_slice(&0x80u32.to_le_bytes());
-        pe[0x80..0x84].copy_from_slice(b"PE\0\0");
-        pe[0x84..0x86].copy_from_slice(&0x8664u16.to_le_bytes());
-        std::fs::write(mnt.join("WINDOWS/system32/ntoskrnl.exe"), pe).unwrap();
-    }
-    let before = common::sha256_file(&img);
-    let j = common::ferry_json(&["inspect", "--json", img.to_str().unwrap()]);
-    assert_eq!(before, common::sha256_file(&img));
+}
+
+fn check_registry_facts(j: &serde_json::Value, g: &WinGuest, label: &str) {
     let r = &j["roots"][0];
-    let sw = d.join("SOFTWARE");
-    let sys = d.join("SYSTEM");
+    let (sw, sys) = (&g.software, &g.system);
     let cv = "\\Microsoft\\Windows NT\\CurrentVersion";
+    assert_eq!(j["roots"].as_array().unwrap().len(), 1, "{label}: {j}");
+    assert_eq!(r["root"], "/dev/sda1", "{label}");
     assert_eq!(r["type"], "windows");
     assert_eq!(r["distro"], "windows");
     assert_eq!(r["arch"], "x86_64");
-    assert_eq!(r["product_name"], hivexget(&sw, cv, "ProductName"));
+    assert_eq!(r["product_name"], hivexget(sw, cv, "ProductName"));
     assert_eq!(
         r["major_version"].to_string(),
-        hivexget(&sw, cv, "CurrentMajorVersionNumber")
+        hivexget(sw, cv, "CurrentMajorVersionNumber")
     );
     assert_eq!(
         r["minor_version"].to_string(),
-        hivexget(&sw, cv, "CurrentMinorVersionNumber")
+        hivexget(sw, cv, "CurrentMinorVersionNumber")
     );
     let w = &r["windows"];
-    assert_eq!(w["build"], hivexget(&sw, cv, "CurrentBuildNumber"));
-    assert_eq!(w["edition"], hivexget(&sw, cv, "EditionID"));
-    assert_eq!(
-        w["installation_type"],
-        hivexget(&sw, cv, "InstallationType")
-    );
-    let cur = hivexget(&sys, "\\Select", "Current");
+    assert_eq!(w["build"], hivexget(sw, cv, "CurrentBuildNumber"));
+    assert_eq!(w["edition"], hivexget(sw, cv, "EditionID"));
+    assert_eq!(w["installation_type"], hivexget(sw, cv, "InstallationType"));
+    let cur = hivexget(sys, "\\Select", "Current");
     let cs = format!("ControlSet{:03}", cur.parse::<u32>().unwrap());
     assert_eq!(w["current_control_set"], cs);
     assert_eq!(
         r["hostname"],
         hivexget(
-            &sys,
+            sys,
             &format!("\\{cs}\\Control\\ComputerName\\ComputerName"),
             "ComputerName"
         )
     );
-    for (i, svc) in ["viostor", "netkvm"].iter().enumerate() {
+    for svc in ["viostor", "netkvm"] {
         let drv = w["virtio_drivers"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|x| x["name"] == *svc)
+            .find(|x| x["name"] == svc)
             .unwrap_or_else(|| panic!("{svc} missing: {w}"));
         assert_eq!(
             drv["start"].to_string(),
-            hivexget(&sys, &format!("\\{cs}\\Services\\{svc}"), "Start"),
-            "{i}"
+            hivexget(sys, &format!("\\{cs}\\Services\\{svc}"), "Start"),
+            "{svc}"
         );
     }
-    assert_eq!(w["drive_letters"][0]["letter"], "C:");
-    assert_eq!(w["drive_letters"][0]["mbr_signature"], "0x12345678");
-    assert_eq!(w["drive_letters"][0]["mbr_offset"], 1 << 20);
+}
+
+/// The GUID (dashed, lowercase) in a GPT `MountedDevices` value.
+fn guid_text(b: &[u8]) -> String {
+    let le = |r: std::ops::Range<usize>| {
+        b[r].iter()
+            .rev()
+            .map(|x| format!("{x:02x}"))
+            .collect::<String>()
+    };
+    let be =
+        |r: std::ops::Range<usize>| b[r].iter().map(|x| format!("{x:02x}")).collect::<String>();
+    format!(
+        "{}-{}-{}-{}-{}",
+        le(0..4),
+        le(4..6),
+        le(6..8),
+        be(8..10),
+        be(10..16)
+    )
+}
+
+fn check_drive_letters(j: &serde_json::Value, g: &WinGuest, label: &str) {
+    let r = &j["roots"][0];
+    let letters = r["windows"]["drive_letters"].as_array().unwrap();
+    let hivex = hivex_letters(&g.system);
+    // Every letter of a partition (12 or 24 bytes) is listed; the CD-ROM's device path is not.
+    let ours: Vec<&str> = letters
+        .iter()
+        .map(|l| l["letter"].as_str().unwrap())
+        .collect();
+    let theirs: Vec<&str> = hivex
+        .iter()
+        .filter(|(_, d)| d.len() == 12 || (d.len() == 24 && d.starts_with(b"DMIO:ID:")))
+        .map(|(l, _)| l.as_str())
+        .collect();
+    assert_eq!(ours, theirs, "{label}");
+    assert_eq!(ours, ["C:", "D:", "E:"], "{label}");
+    let where_is = |b: &[u8]| -> Option<&str> {
+        // The partitions of the disk built, by what Windows keys them with.
+        if label == "gpt" {
+            match guid_text(&b[8..]).as_str() {
+                C_GUID => Some("/dev/sda1"),
+                D_GUID => Some("/dev/sda2"),
+                _ => None,
+            }
+        } else {
+            let sig = u32::from_le_bytes(b[..4].try_into().unwrap());
+            let off = u64::from_le_bytes(b[4..12].try_into().unwrap());
+            match (sig, off) {
+                (MBR_SIG, C_START) => Some("/dev/sda1"),
+                (MBR_SIG, D_START) => Some("/dev/sda2"),
+                _ => None,
+            }
+        }
+    };
+    for l in letters {
+        let data = &hivex[l["letter"].as_str().unwrap()];
+        if label == "gpt" {
+            assert_eq!(l["gpt_partition"], guid_text(&data[8..]), "{l}");
+        } else {
+            let sig = u32::from_le_bytes(data[..4].try_into().unwrap());
+            assert_eq!(l["mbr_signature"], format!("{sig:#010x}"), "{l}");
+            assert_eq!(
+                l["mbr_offset"],
+                u64::from_le_bytes(data[4..12].try_into().unwrap()),
+                "{l}"
+            );
+        }
+        assert_eq!(l["device"].as_str(), where_is(data), "{label}: {l}");
+    }
+    // virt-inspector's mountpoints, C: → /dev/sda1 and D: → /dev/sda2, as the tree.
+    assert_eq!(
+        r["mountpoints"],
+        serde_json::json!([
+            {"mountpoint": "/", "device": "/dev/sda1", "drive": "C:"},
+            {"mountpoint": "/D:", "device": "/dev/sda2", "drive": "D:"},
+        ]),
+        "{label}"
+    );
+    // The letters of disks not given are no problem.
+    assert!(
+        r["problems"].as_array().unwrap().is_empty(),
+        "{label}: {}",
+        r["problems"]
+    );
+}
+
+/// `ferry mount` of the guest: `/` is C: (its kernel image as written), `/D:` is D: as
+/// ntfs-3g shows that partition's bytes, path for path (type, size, times, sha256...).
+fn check_mount(g: &WinGuest, dir: &Path, label: &str) {
+    let d_bytes = dir.join(format!("{label}-d.part"));
+    common::run_tool(
+        "dd",
+        &[
+            &format!("if={}", g.disk.display()),
+            &format!("of={}", d_bytes.display()),
+            "bs=1M",
+            &format!("skip={}", D_START >> 20),
+            &format!("count={}", D_SIZE >> 20),
+            "status=none",
+        ],
+    );
+    assert_eq!(
+        common::sha256_file(&d_bytes),
+        common::sha256_file(&g.d_volume),
+        "{label}: D: on the disk"
+    );
+    let oracle = Ntfs3g::mount(&d_bytes, &dir.join(format!("{label}-d.ro")), "ro");
+    let mut theirs = kernel::walk(&oracle.0);
+    drop(oracle);
+    let fmnt = dir.join(format!("{label}-ferry"));
+    let f = kernel::FerryMount::new(&[g.disk.as_os_str()], &fmnt).expect("ferry mount");
+    let top: BTreeSet<String> = std::fs::read_dir(&fmnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let kernel_image = std::fs::read(fmnt.join("WINDOWS/system32/ntoskrnl.exe"));
+    let mut ours = kernel::walk(&fmnt.join("D:"));
+    drop(f);
+    assert_eq!(
+        top,
+        ["D:", "Users", "WINDOWS"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        "{label}: / of the mount"
+    );
+    assert_eq!(kernel_image.unwrap(), pe_x86_64(), "{label}");
+    normalize(&mut theirs);
+    normalize(&mut ours);
+    assert!(
+        ours.contains_key(&b"Shares/deep/er/note.txt"[..]),
+        "{label}"
+    );
+    kernel::assert_same(&theirs, &ours, &format!("{label}: /D: against ntfs-3g"));
+}
+
+/// Inode numbers differ by the tree's top byte, and each mount numbers its root its own way.
+fn normalize(s: &mut Snapshot) {
+    for e in s.values_mut() {
+        e.ino &= (1 << 56) - 1;
+    }
+    if let Some(root) = s.get_mut(&b""[..]) {
+        root.ino = 0;
+    }
 }

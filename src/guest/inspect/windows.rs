@@ -28,6 +28,9 @@ pub struct DriveLetter {
     /// The MBR disk signature (`0x1234abcd`) and the partition's byte offset on the disk.
     pub mbr_signature: Option<String>,
     pub mbr_offset: Option<u64>,
+    /// Our name for the partition it names (`/dev/sda2`), when one of the disks holds it
+    /// (filled in by the guest, which knows the volumes; see `devmap::drive_letter`).
+    pub device: Option<String>,
 }
 
 /// A driver service in the current control set.

@@ -3,6 +3,7 @@
 
 pub mod guest;
 pub mod lvm;
+pub mod ntfs3g;
 
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
