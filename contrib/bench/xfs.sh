@@ -6,7 +6,8 @@
 #   (b) cold sequential read of the big file
 #   (c) cold `find -printf` with stat fields over the 20 000-file tree, cold `du -s` of it,
 #       and cold `tar` of /usr
-# Prints best-of-$RUNS times, ratios, and the peak RSS of ferry's daemon.
+# Prints best-of-$RUNS times, ratios of the bests and of the medians, each run's times (the
+# spread), and the peak RSS of ferry's daemon.
 # Needs root (loop mounts, drop_caches), xfsprogs. Usage:
 #   contrib/bench/xfs.sh [WORKDIR]     (default /var/tmp/ferry-bench-xfs; the image is kept)
 set -euo pipefail
@@ -14,7 +15,7 @@ here=$(cd "$(dirname "$0")/../.." && pwd)
 work=${1:-/var/tmp/ferry-bench-xfs}
 RUNS=${RUNS:-3}
 BIG=${BIG:-1G}
-ferry=$here/target/release/ferry
+ferry=${CARGO_TARGET_DIR:-$here/target}/release/ferry
 (cd "$here" && cargo build --release -q)
 mkdir -p "$work"
 cd "$work"
@@ -56,9 +57,10 @@ umount_cmd() {
     esac
 }
 best() { sort -n | head -1; }
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 size=$(stat -c %s mnt/big/file 2>/dev/null || true)
-declare -A A B C D E RSS
+declare -A A B C D E RSS ALL
 for who in kernel ferry; do
     a=(); b=(); c=(); d=(); e=()
     for _ in $(seq "$RUNS"); do
@@ -84,6 +86,8 @@ for who in kernel ferry; do
         fi
         umount_cmd "$who"
     done
+    ALL[$who,a]="${a[*]}"; ALL[$who,b]="${b[*]}"; ALL[$who,c]="${c[*]}"
+    ALL[$who,d]="${d[*]}"; ALL[$who,e]="${e[*]}"
     A[$who]=$(printf '%s\n' "${a[@]}" | best)
     B[$who]=$(printf '%s\n' "${b[@]}" | best)
     C[$who]=$(printf '%s\n' "${c[@]}" | best)
@@ -99,3 +103,9 @@ for who in kernel ferry; do
 done
 echo
 echo "ferry / kernel: mount+cat $(ratio "${A[ferry]}" "${A[kernel]}")x, read throughput $(ratio "${B[kernel]}" "${B[ferry]}"), find $(ratio "${C[ferry]}" "${C[kernel]}")x, du $(ratio "${D[ferry]}" "${D[kernel]}")x, tar $(ratio "${E[ferry]}" "${E[kernel]}")x"
+med() { tr ' ' '\n' <<<"${ALL[$1,$2]}" | median; }
+echo "ferry / kernel, medians: mount+cat $(ratio "$(med ferry a)" "$(med kernel a)")x, read throughput $(ratio "$(med kernel b)" "$(med ferry b)"), find $(ratio "$(med ferry c)" "$(med kernel c)")x, du $(ratio "$(med ferry d)" "$(med kernel d)")x, tar $(ratio "$(med ferry e)" "$(med kernel e)")x"
+echo "every run, ms (mount+cat / read / find / du / tar):"
+for who in kernel ferry; do
+    echo "  $who: ${ALL[$who,a]} / ${ALL[$who,b]} / ${ALL[$who,c]} / ${ALL[$who,d]} / ${ALL[$who,e]}"
+done

@@ -12,7 +12,7 @@ use std::ffi::OsStr;
 use std::path::Path;
 
 /// Whether this machine can build guests and mount them; says why not (or fails in CI).
-fn can_run() -> bool {
+pub(crate) fn can_run() -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let fuse = Path::new("/dev/fuse").exists();
@@ -36,7 +36,7 @@ fn can_run() -> bool {
     false
 }
 
-fn inspect(g: &Guest) -> Value {
+pub(crate) fn inspect(g: &Guest) -> Value {
     let mut args: Vec<&OsStr> = vec![OsStr::new("inspect"), OsStr::new("--json")];
     args.extend(g.images.iter().map(|p| p.as_os_str()));
     ferry_json(&args)
@@ -45,7 +45,7 @@ fn inspect(g: &Guest) -> Value {
 /// Inode numbers as the guest's own filesystems have them: ferry puts the index of the
 /// filesystem in the top byte (unique under one FUSE mount); the kernel gives each mount its
 /// own st_dev instead. FUSE calls the root 1 whatever it is.
-fn local_inodes(mut s: Snapshot) -> Snapshot {
+pub(crate) fn local_inodes(mut s: Snapshot) -> Snapshot {
     for e in s.values_mut() {
         e.ino &= (1 << 56) - 1;
     }
@@ -56,7 +56,7 @@ fn local_inodes(mut s: Snapshot) -> Snapshot {
 /// Mounts the guest with ferry and with the kernel and compares every path; `skip` are the
 /// filesystems ferry shows as empty directories (unreadable), left out of both walks.
 /// Returns the facts the mount published for `ferry fix`, checked to be gone after umount.
-fn mount_matches_kernel(g: &Guest, tmp: &Path, skip: &[&str]) -> Value {
+pub(crate) fn mount_matches_kernel(g: &Guest, tmp: &Path, skip: &[&str]) -> Value {
     let kmnt = tmp.join("kernel");
     let fmnt = tmp.join("ferry");
     let _k = g.kernel_mount(&kmnt, skip);
@@ -112,7 +112,7 @@ fn stable<'a>(facts: &'a Value, device: &str) -> Option<&'a str> {
         .as_str()
 }
 
-fn statvfs(p: &Path) -> [u64; 5] {
+pub(crate) fn statvfs(p: &Path) -> [u64; 5] {
     let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: a valid C string and a zeroed out-parameter.
     let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
@@ -126,7 +126,7 @@ fn statvfs(p: &Path) -> [u64; 5] {
 }
 
 /// The fstab lines of the only root, by line number.
-fn fstab_line(root: &Value, line: u64) -> &Value {
+pub(crate) fn fstab_line(root: &Value, line: u64) -> &Value {
     root["fstab"]
         .as_array()
         .unwrap()
@@ -135,14 +135,14 @@ fn fstab_line(root: &Value, line: u64) -> &Value {
         .unwrap_or_else(|| panic!("no fstab line {line} in {root:#}"))
 }
 
-fn only_root(v: &Value) -> &Value {
+pub(crate) fn only_root(v: &Value) -> &Value {
     let roots = v["roots"].as_array().unwrap();
     assert_eq!(roots.len(), 1, "{v:#}");
     &roots[0]
 }
 
 /// `(mountpoint, device)` pairs of the root's layout.
-fn layout_of(root: &Value) -> Vec<(String, String)> {
+pub(crate) fn layout_of(root: &Value) -> Vec<(String, String)> {
     root["mountpoints"]
         .as_array()
         .unwrap()
@@ -156,7 +156,7 @@ fn layout_of(root: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
-fn expected_layout(g: &Guest) -> Vec<(String, String)> {
+pub(crate) fn expected_layout(g: &Guest) -> Vec<(String, String)> {
     g.layout()
         .iter()
         .map(|f| (f.mountpoint.clone().unwrap(), f.device.clone()))
@@ -164,7 +164,7 @@ fn expected_layout(g: &Guest) -> Vec<(String, String)> {
 }
 
 /// Every filesystem of the guest is listed with the type, UUID and label it was made with.
-fn check_filesystems(v: &Value, g: &Guest) {
+pub(crate) fn check_filesystems(v: &Value, g: &Guest) {
     let listed = v["filesystems"].as_array().unwrap();
     for f in &g.filesystems {
         let l = listed
@@ -190,13 +190,13 @@ fn os_release(text: &str, key: &str) -> Option<String> {
 }
 
 /// This host's architecture, as `uname -m` names it: the guests' binaries are copies of its.
-fn host_arch() -> String {
+pub(crate) fn host_arch() -> String {
     common::run(std::process::Command::new("uname").arg("-m"))
         .trim()
         .to_string()
 }
 
-fn lines_ok(out: &std::process::Output) -> String {
+pub(crate) fn lines_ok(out: &std::process::Output) -> String {
     assert!(
         out.status.success(),
         "{}",

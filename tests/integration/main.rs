@@ -29,6 +29,7 @@ mod qcow2;
 mod qcow2_bad;
 mod qcow2_write;
 mod qemu_json;
+mod rhel_guest;
 mod v2v;
 mod vmdk;
 mod vmdk_write;

@@ -47,6 +47,32 @@ pub struct Boot {
     /// Whether the guest boots by UEFI (an EFI system partition with a boot loader, or one
     /// in fstab).
     pub efi: bool,
+    /// Boot Loader Specification entries (`loader/entries/*.conf`): the menu of grub2 with
+    /// blscfg (Fedora, RHEL/CentOS 8+) and of systemd-boot, whose grub.cfg names no kernel.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub entries: Vec<BootEntry>,
+}
+
+/// One Boot Loader Specification entry, as its keys say.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BootEntry {
+    /// The entry file, canonical (`/boot/loader/entries/<machine-id>-<release>.conf`).
+    pub path: String,
+    pub title: Option<String>,
+    /// The kernel release (`version`).
+    pub version: Option<String>,
+    /// `linux` as written: a path on the filesystem holding the entries.
+    pub linux: Option<String>,
+    /// The guest path of the kernel image that `linux` names, where it exists.
+    pub kernel: Option<String>,
+    /// `initrd` lines, grub variables (`$tuned_initrd`) left out.
+    pub initrd: Vec<String>,
+    /// `options`, as written (grub2 expands `$kernelopts` from grubenv).
+    pub options: Option<String>,
+    /// Whether this is the entry booted by default: grubenv's `saved_entry` for grub2,
+    /// loader.conf's `default` for systemd-boot.
+    pub default: bool,
 }
 
 /// Whether a kernel can use a driver.

@@ -773,3 +773,348 @@ pub fn two_disks(dir: &Path, fmt: &str) -> Guest {
         vg: None,
     }
 }
+
+/// The RHEL 8 guest's kernel release.
+pub const RHEL8_KERNEL: &str = "4.18.0-513.el8.x86_64";
+/// Its machine id, which names its BLS entries.
+pub const RHEL8_MACHINE_ID: &str = "3f5c2a7d9e8b4c1a8d6e0f2b4a6c8e0d";
+
+/// A RHEL 8.9 guest as Anaconda lays it out on a UEFI-less KVM install: GPT with XFS /boot on
+/// sda1 and an LVM PV on sda2 whose VG holds XFS `root` and `var`; usr-merged, systemd, dnf,
+/// grub2 with BLS entries in /boot/loader/entries. Every filesystem is made empty by
+/// mkfs.xfs and filled through a kernel loop mount (so it has what a running system writes:
+/// nanosecond times, xattrs in several namespaces, hard links, a FIFO, a sparse file), then
+/// written into the disk where the partition table and the LVM metadata put it.
+pub fn rhel8(dir: &Path, fmt: &str) -> Guest {
+    use super::kernel::KernelMount;
+    let vg = vg_name("rhel");
+    let k = RHEL8_KERNEL;
+    let mid = RHEL8_MACHINE_ID;
+    let boot_uuid = "8b000000-0000-4000-8000-000000000001";
+    let root_uuid = "8b000000-0000-4000-8000-000000000002";
+    let var_uuid = "8b000000-0000-4000-8000-000000000003";
+    let fstab = format!(
+        "\n#\n# /etc/fstab\n# Created by anaconda on Thu Oct 12 09:14:07 2023\n#\n\
+         # Accessible filesystems, by reference, are maintained under '/dev/disk/'.\n\
+         # See man pages fstab(5), findfs(8), mount(8) and/or blkid(8) for more info.\n#\n\
+         /dev/mapper/{vg}-root   /                       xfs     defaults        0 0\n\
+         UUID={boot_uuid} /boot                   xfs     defaults        0 0\n\
+         /dev/mapper/{vg}-var    /var                    xfs     defaults        0 0\n"
+    );
+    let fill_root = |r: &Path| {
+        put(
+            r,
+            "/etc/redhat-release",
+            "Red Hat Enterprise Linux release 8.9 (Ootpa)\n",
+        );
+        symlink(r, "/etc/system-release", "redhat-release");
+        put(
+            r,
+            "/etc/os-release",
+            "NAME=\"Red Hat Enterprise Linux\"\nVERSION=\"8.9 (Ootpa)\"\nID=\"rhel\"\n\
+             ID_LIKE=\"fedora\"\nVERSION_ID=\"8.9\"\nPLATFORM_ID=\"platform:el8\"\n\
+             PRETTY_NAME=\"Red Hat Enterprise Linux 8.9 (Ootpa)\"\nANSI_COLOR=\"0;31\"\n\
+             CPE_NAME=\"cpe:/o:redhat:enterprise_linux:8::baseos\"\n\
+             HOME_URL=\"https://www.redhat.com/\"\n",
+        );
+        put(r, "/etc/hostname", "rhel8.example.com\n");
+        put(r, "/etc/machine-id", format!("{mid}\n"));
+        put(r, "/etc/fstab", &fstab);
+        put(
+            r,
+            "/etc/default/grub",
+            format!(
+                "GRUB_TIMEOUT=5\nGRUB_DISTRIBUTOR=\"$(sed 's, release .*$,,g' /etc/system-release)\"\n\
+                 GRUB_CMDLINE_LINUX=\"crashkernel=auto resume=/dev/mapper/{vg}-swap rd.lvm.lv={vg}/root\"\n\
+                 GRUB_ENABLE_BLSCFG=true\n"
+            ),
+        );
+        symlink(r, "/etc/grub2.cfg", "../boot/grub2/grub.cfg");
+        symlink(r, "/bin", "usr/bin");
+        symlink(r, "/sbin", "usr/sbin");
+        symlink(r, "/lib", "usr/lib");
+        symlink(r, "/lib64", "usr/lib64");
+        copy_host(r, "/usr/bin/bash", "/usr/bin/dash");
+        symlink(r, "/usr/bin/sh", "bash");
+        put(r, "/usr/lib/systemd/systemd", "not really systemd\n");
+        symlink(r, "/usr/sbin/init", "../lib/systemd/systemd");
+        put(r, "/usr/bin/rpm", "rpm\n");
+        put(r, "/usr/bin/dnf-3", "#!/usr/libexec/platform-python\n");
+        symlink(r, "/usr/bin/dnf", "dnf-3");
+        symlink(r, "/usr/bin/yum", "dnf-3");
+        let m = format!("/usr/lib/modules/{k}");
+        put(
+            r,
+            &format!("{m}/kernel/drivers/block/virtio_blk.ko.xz"),
+            "xz",
+        );
+        put(r, &format!("{m}/kernel/drivers/net/virtio_net.ko.xz"), "xz");
+        put(
+            r,
+            &format!("{m}/kernel/drivers/scsi/virtio_scsi.ko.xz"),
+            "xz",
+        );
+        put(
+            r,
+            &format!("{m}/modules.builtin"),
+            "kernel/drivers/virtio/virtio.ko\nkernel/drivers/virtio/virtio_pci.ko\n",
+        );
+        symlink(r, &format!("{m}/vmlinuz"), &format!("/boot/vmlinuz-{k}"));
+        for d in [
+            "/boot", "/var", "/proc", "/sys", "/dev", "/run", "/tmp", "/home",
+        ] {
+            mkdir(r, d);
+        }
+    };
+    let fill_boot = |b: &Path| {
+        put(b, &format!("/vmlinuz-{k}"), "kernel image\n".repeat(1000));
+        put(b, &format!("/.vmlinuz-{k}.hmac"), "hmac\n");
+        put(
+            b,
+            &format!("/initramfs-{k}.img"),
+            "initramfs\n".repeat(3000),
+        );
+        put(b, &format!("/config-{k}"), "CONFIG_VIRTIO=y\n");
+        put(b, &format!("/System.map-{k}"), "ffffffff81000000 T _text\n");
+        put(
+            b,
+            "/grub2/grub.cfg",
+            "### BEGIN /etc/grub.d/10_linux ###\ninsmod part_gpt\ninsmod xfs\n\
+             set root='hd0,gpt1'\ninsmod blscfg\nblscfg\n### END /etc/grub.d/10_linux ###\n",
+        );
+        // grubenv is a 1 KiB block padded with '#'.
+        let mut env = format!(
+            "# GRUB Environment Block\nsaved_entry={mid}-{k}\n\
+             kernelopts=root=/dev/mapper/{vg}-root ro crashkernel=auto rd.lvm.lv={vg}/root\n\
+             boot_success=0\n"
+        );
+        env += &"#".repeat(1024 - env.len());
+        put(b, "/grub2/grubenv", env);
+        put(
+            b,
+            &format!("/loader/entries/{mid}-{k}.conf"),
+            format!(
+                "title Red Hat Enterprise Linux ({k}) 8.9 (Ootpa)\nversion {k}\n\
+                 linux /vmlinuz-{k}\ninitrd /initramfs-{k}.img $tuned_initrd\n\
+                 options $kernelopts $tuned_params\nid rhel-20231012000000-{k}\n\
+                 grub_users $grub_users\ngrub_arg --unrestricted\ngrub_class rhel\n"
+            ),
+        );
+        put(
+            b,
+            &format!("/loader/entries/{mid}-0-rescue.conf"),
+            format!(
+                "title Red Hat Enterprise Linux (0-rescue-{mid}) 8.9 (Ootpa)\nversion 0-rescue-{mid}\n\
+                 linux /vmlinuz-0-rescue-{mid}\ninitrd /initramfs-0-rescue-{mid}.img\n\
+                 options $kernelopts\nid rhel-20231012000000-0-rescue\ngrub_users $grub_users\n\
+                 grub_arg --unrestricted\ngrub_class kernel\n"
+            ),
+        );
+        mkdir(b, "/efi/EFI/redhat");
+    };
+    let fill_var = |v: &Path| {
+        put(
+            v,
+            "/log/messages",
+            "Oct 12 09:20:01 rhel8 systemd[1]: Started Session 1 of user root.\n".repeat(300),
+        );
+        put(v, "/lib/rpm/Packages", "rpmdb\n".repeat(5000));
+        put(v, "/lib/rpm/.rpm.lock", "");
+        put(v, "/spool/mail/alice", "From root\n");
+        mkdir(v, "/tmp");
+        mkdir(v, "/log/audit");
+        mkdir(v, "/cache/dnf");
+        for i in 0..200 {
+            put(
+                v,
+                &format!("/cache/dnf/pkg-{i:03}.rpm"),
+                format!("pkg {i}\n"),
+            );
+        }
+    };
+    // The parts no builder helper makes: owners, a hard link, a FIFO, a sparse file, a long
+    // symlink, set-id and sticky bits, and xattrs in the user, trusted and security
+    // namespaces (SELinux labels, as every RHEL file has) plus a POSIX ACL.
+    let extras = |at: &Path, which: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        let p = |s: &str| at.join(s);
+        match which {
+            "root" => {
+                std::fs::create_dir_all(p("home/alice")).unwrap();
+                put(at, "/home/alice/.bashrc", "# .bashrc\n");
+                run(Command::new("chown")
+                    .args(["-R", "1000:1000"])
+                    .arg(p("home/alice")));
+                std::fs::hard_link(p("usr/bin/rpm"), p("usr/bin/rpmquery")).unwrap();
+                run(Command::new("mkfifo").arg(p("run/initctl")));
+                run(Command::new("mknod")
+                    .arg(p("dev/null"))
+                    .args(["c", "1", "3"]));
+                std::fs::set_permissions(p("tmp"), std::fs::Permissions::from_mode(0o1777))
+                    .unwrap();
+                put(at, "/usr/bin/passwd", "suid\n");
+                std::fs::set_permissions(
+                    p("usr/bin/passwd"),
+                    std::fs::Permissions::from_mode(0o4755),
+                )
+                .unwrap();
+                symlink(at, "/usr/share/long-link", &"deep/".repeat(120));
+                run(Command::new("setfacl")
+                    .args(["-m", "u:1000:rx"])
+                    .arg(p("etc/fstab")));
+            }
+            "var" => {
+                let f = std::fs::File::create(p("lib/rpm/__db.001")).unwrap();
+                f.set_len(64 << 20).unwrap();
+                use std::os::unix::fs::FileExt;
+                f.write_all_at(b"middle", 32 << 20).unwrap();
+                std::fs::set_permissions(p("tmp"), std::fs::Permissions::from_mode(0o1777))
+                    .unwrap();
+                run(Command::new("chown")
+                    .args(["1000:12"])
+                    .arg(p("spool/mail/alice")));
+            }
+            _ => {}
+        }
+        let targets: &[(&str, &str, &str)] = match which {
+            "root" => &[
+                (
+                    "etc/fstab",
+                    "security.selinux",
+                    "system_u:object_r:etc_t:s0",
+                ),
+                ("bin", "security.selinux", "system_u:object_r:bin_t:s0"),
+                ("etc/hostname", "user.origin", "anaconda"),
+                ("usr/bin/passwd", "trusted.overlay.opaque", "y"),
+            ],
+            "boot" => &[
+                (
+                    "grub2/grub.cfg",
+                    "security.selinux",
+                    "system_u:object_r:boot_t:s0",
+                ),
+                ("loader/entries", "user.origin", "kernel-install"),
+            ],
+            _ => &[
+                (
+                    "log/messages",
+                    "security.selinux",
+                    "system_u:object_r:var_log_t:s0",
+                ),
+                ("lib/rpm", "user.origin", "rpm"),
+            ],
+        };
+        for (path, name, value) in targets {
+            run(Command::new("setfattr")
+                .args(["-h", "-n", name, "-v", value])
+                .arg(p(path)));
+        }
+        // A value too big for the inode: the root directory's attribute fork becomes a leaf
+        // block.
+        run(Command::new("setfattr")
+            .args(["-n", "user.big", "-v", &"x".repeat(3000)])
+            .arg(at));
+    };
+
+    // Disk: sda1 /boot (304 MiB: mkfs.xfs wants 300), sda2 the PV, 1 GiB in all.
+    let disk = dir.join("rhel8.img");
+    let size = 1024 * MIB;
+    let p1 = (2048u64, 622592u64);
+    let p2_start = p1.0 + p1.1;
+    sfdisk_image(
+        &disk,
+        size,
+        &format!(
+            "label: gpt\nstart={}, size={}, type=L, name=boot\nstart={p2_start}, type=E6D6D379-F507-44C2-A23C-238F2A3DF928, name=lvm\n",
+            p1.0, p1.1
+        ),
+    );
+    let (p1_off, p1_len) = (p1.0 * 512, p1.1 * 512);
+    let p2_off = p2_start * 512;
+    let p2_len = size - p2_off - 33 * 512;
+
+    let mut loops = Loops(Vec::new());
+    let dev = loops.attach(&disk, p2_off, Some(p2_len));
+    lvm("pvcreate", &["-ff", "-y", &dev]);
+    lvm("vgcreate", &["-s", "4m", &vg, &dev]);
+    let pe_start: u64 = lvm(
+        "pvs",
+        &[
+            "--noheadings",
+            "--nosuffix",
+            "--units",
+            "b",
+            "-o",
+            "pe_start",
+            &dev,
+        ],
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    // 76 extents each (304 MiB), var after root.
+    let lvs = vec![
+        LvSpec {
+            name: "root",
+            segs: vec![seg(0, 76, 0, 0)],
+        },
+        LvSpec {
+            name: "var",
+            segs: vec![seg(0, 76, 0, 76)],
+        },
+    ];
+    restore_with_lvs(dir, &vg, &lvs);
+    loops.detach();
+    let places = [PvPlace {
+        file: disk.clone(),
+        data_start: p2_off + pe_start,
+    }];
+
+    let fsimg = dir.join("fs.img");
+    let mnt = dir.join("fill");
+    let mut filesystems = Vec::new();
+    type Filler<'a> = &'a dyn Fn(&Path);
+    let specs: [(&str, &str, Option<&str>, Filler); 3] = [
+        ("boot", boot_uuid, Some("/boot"), &fill_boot),
+        ("root", root_uuid, Some("/"), &fill_root),
+        ("var", var_uuid, Some("/var"), &fill_var),
+    ];
+    for (name, uuid, mp, fill) in specs {
+        let len = if name == "boot" { p1_len } else { 76 * 4 * MIB };
+        mkfs(&fsimg, "xfs", len, uuid, None, None, &[]);
+        let m = KernelMount::new(&fsimg, &mnt, "")
+            .unwrap_or_else(|e| panic!("kernel mount of the new {name} XFS: {e}"));
+        fill(&mnt);
+        extras(&mnt, name);
+        m.unmount().unwrap();
+        let (device, offset) = if name == "boot" {
+            write_into(&disk, p1_off, &fsimg);
+            ("/dev/sda1".to_string(), p1_off)
+        } else {
+            let l = lvs.iter().find(|l| l.name == name).unwrap();
+            write_lv(&places, 4 * MIB, l, &std::fs::read(&fsimg).unwrap());
+            let first = l.segs[0].stripes[0].1;
+            (
+                format!("/dev/{vg}/{name}"),
+                p2_off + pe_start + first * 4 * MIB,
+            )
+        };
+        filesystems.push(Fs {
+            device,
+            fstype: "xfs",
+            uuid: uuid.into(),
+            label: None,
+            mountpoint: mp.map(String::from),
+            disk: 0,
+            offset,
+            size: len,
+        });
+    }
+    std::fs::remove_file(&fsimg).unwrap();
+    Guest {
+        images: vec![wrap(&disk, fmt)],
+        raw: vec![disk],
+        filesystems,
+        vg: Some(vg),
+    }
+}
