@@ -12,7 +12,14 @@ pub struct MountArgs {
     pub paths: Vec<PathBuf>,
     /// Mount DEVICE (as `ferry filesystems` names it: /dev/sda1, /dev/VG/LV) at MOUNTPOINT
     /// (default /) instead of the guest's own layout; repeatable, like guestmount's -m.
-    #[arg(short = 'm', long = "mount", value_name = "DEVICE[:MOUNTPOINT]")]
+    /// OPTIONS: `ro` keeps that filesystem read-only in a --rw mount, `rw` and `defaults` are
+    /// accepted, others are ignored with a warning; FSTYPE, if given, must be what the
+    /// device holds.
+    #[arg(
+        short = 'm',
+        long = "mount",
+        value_name = "DEVICE[:MOUNTPOINT[:OPTIONS[:FSTYPE]]]"
+    )]
     pub mounts: Vec<String>,
     /// The operating system to mount when the disks hold several: the device of its /.
     #[arg(long)]
@@ -143,9 +150,26 @@ pub fn mount(mut args: MountArgs) -> Result<()> {
             .collect::<Result<Vec<_>>>()?
     };
     let mut guest = ferry::guest::Guest::open(&disks)?;
-    let mut view = guest.view(&args.mounts, args.root.as_deref())?;
+    let specs = args
+        .mounts
+        .iter()
+        .map(|m| MountSpec::parse(m))
+        .collect::<Result<Vec<_>>>()?;
+    for m in &specs {
+        m.check_fstype(&guest)?;
+    }
+    let layout: Vec<String> = specs.iter().map(|m| m.layout()).collect();
+    let mut view = guest.view(&layout, args.root.as_deref())?;
     if writable {
-        let devices = view.devices.clone();
+        let devices: Vec<String> = view
+            .devices
+            .iter()
+            .filter(|d| !specs.iter().any(|m| &m.device == *d && m.read_only))
+            .cloned()
+            .collect();
+        if devices.is_empty() {
+            bail!("--rw, but every filesystem of the mount is given with -m as ro");
+        }
         drop(view);
         let notes = guest.make_writable(&devices);
         if notes.len() == devices.len() {
@@ -157,7 +181,7 @@ pub fn mount(mut args: MountArgs) -> Result<()> {
         for n in &notes {
             eprintln!("ferry: {n}");
         }
-        view = guest.view(&args.mounts, args.root.as_deref())?;
+        view = guest.view(&layout, args.root.as_deref())?;
         if let Some(e) = edits.as_mut() {
             for line in e.keep() {
                 eprintln!("ferry: {line}");
@@ -219,4 +243,90 @@ pub fn mount(mut args: MountArgs) -> Result<()> {
 
 pub fn umount(a: UmountArgs) -> Result<()> {
     ferry::mount::daemon::umount(&a.mountpoint, a.lazy).map_err(Into::into)
+}
+
+/// One `-m` argument, as guestmount takes it: `DEVICE[:MOUNTPOINT[:OPTIONS[:FSTYPE]]]`.
+#[derive(Debug, PartialEq, Eq)]
+struct MountSpec {
+    device: String,
+    mountpoint: String,
+    read_only: bool,
+    fstype: Option<String>,
+}
+
+impl MountSpec {
+    fn parse(s: &str) -> Result<MountSpec> {
+        let mut parts = s.splitn(4, ':');
+        let device = parts.next().unwrap_or_default().to_string();
+        if device.is_empty() {
+            bail!("-m {s}: no device before the first ':'");
+        }
+        let mountpoint = match parts.next() {
+            None | Some("") => "/".to_string(),
+            Some(m) if m.starts_with('/') => m.to_string(),
+            Some(m) => bail!("-m {s}: the mountpoint {m:?} is not an absolute path"),
+        };
+        let mut read_only = false;
+        for o in parts.next().unwrap_or_default().split(',') {
+            match o {
+                "" | "rw" | "defaults" => {}
+                "ro" => read_only = true,
+                other => log::warn!("-m {s}: mount option {other:?} ignored"),
+            }
+        }
+        let fstype = parts.next().filter(|t| !t.is_empty()).map(str::to_string);
+        Ok(MountSpec {
+            device,
+            mountpoint,
+            read_only,
+            fstype,
+        })
+    }
+
+    /// The `DEVICE:MOUNTPOINT` form the guest's view takes.
+    fn layout(&self) -> String {
+        format!("{}:{}", self.device, self.mountpoint)
+    }
+
+    /// A filesystem type given with -m must be the one the device holds (as mount -t would
+    /// fail on another).
+    fn check_fstype(&self, guest: &ferry::guest::Guest) -> Result<()> {
+        let Some(want) = &self.fstype else {
+            return Ok(());
+        };
+        let found = guest
+            .inspection
+            .filesystems
+            .iter()
+            .find(|f| f.device == self.device)
+            .map(|f| f.fstype.as_str());
+        match found {
+            Some(f) if f == want || (want.starts_with("ext") && f.starts_with("ext")) => Ok(()),
+            Some(f) => bail!("-m {}: {} holds {f}, not {want}", self.device, self.device),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MountSpec;
+
+    #[test]
+    fn guestmount_style_mount_specs() {
+        let m = MountSpec::parse("/dev/sda1").unwrap();
+        assert_eq!((m.mountpoint.as_str(), m.read_only), ("/", false));
+        let m = MountSpec::parse("/dev/sda1:/:ro").unwrap();
+        assert_eq!(
+            (m.device.as_str(), m.mountpoint.as_str(), m.read_only),
+            ("/dev/sda1", "/", true)
+        );
+        let m = MountSpec::parse("/dev/vg/lv:/var:rw,noatime:xfs").unwrap();
+        assert_eq!(m.mountpoint, "/var");
+        assert!(!m.read_only);
+        assert_eq!(m.fstype.as_deref(), Some("xfs"));
+        assert_eq!(m.layout(), "/dev/vg/lv:/var");
+        assert!(MountSpec::parse(":/").is_err());
+        assert!(MountSpec::parse("/dev/sda1:var").is_err());
+    }
 }

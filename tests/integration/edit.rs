@@ -229,6 +229,60 @@ fn a_read_only_mount_refuses_writes_and_creates_no_overlay() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("not an overlay of"), "{err}");
     assert_eq!(std::fs::read(&other).unwrap(), vec![7u8; 1 << 16]);
+
+    // guestmount's -m DEV:MNT:OPTIONS:FSTYPE: the type must be the device's, `ro` keeps a
+    // filesystem read-only in a --rw mount (here the only one: refused before any overlay).
+    let m = FerryMount::new(
+        &[
+            OsStr::new("-m"),
+            OsStr::new("/dev/sda1:/::ext3"),
+            src.as_os_str(),
+        ],
+        &mnt,
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("etc/HOSTNAME")).unwrap(),
+        "sles11xen.example.com\n"
+    );
+    drop(m);
+    let mnt_s = mnt.to_str().unwrap();
+    let o = run_ferry(&[
+        "mount",
+        "-m",
+        "/dev/sda1:/:ro:xfs",
+        src.to_str().unwrap(),
+        mnt_s,
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("holds ext3, not xfs"),
+        "{err}"
+    );
+    let o = run_ferry(&[
+        "mount",
+        "--rw",
+        "-m",
+        "/dev/sda1:/:ro",
+        src.to_str().unwrap(),
+        mnt_s,
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("is given with -m as ro"),
+        "{err}"
+    );
+    let overlays = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .to_string_lossy()
+                .ends_with("-overlay.qcow2")
+        })
+        .count();
+    assert_eq!(overlays, 0);
 }
 
 #[test]
