@@ -1,7 +1,8 @@
 //! AG headers (xfs_format.h `xfs_agf`, `xfs_agi`): each allocation group starts with a copy of
 //! the superblock, then in the next sectors the AGF (free space: counts and btree roots) and
-//! the AGI (inodes: allocated and free counts). Only the counters are read, for statfs when
-//! the superblock's lazy counters cannot be trusted (a dirty log).
+//! the AGI (inodes: allocated and free counts). The counters are read for statfs when the
+//! superblock's lazy counters cannot be trusted (a dirty log), and so are the AGI's unlinked
+//! lists with the inode btree records they touch: what the kernel frees at such a mount.
 
 use super::{be32, crc, Xfs};
 use crate::fs::{FsError, Result};
@@ -13,6 +14,30 @@ const AGI_CRC_OFF: usize = 312;
 /// The AGF and AGI are the second and third sectors of an AG.
 const AGF_SECTOR: u64 = 1;
 const AGI_SECTOR: u64 = 2;
+/// agi_unlinked: 64 hash buckets of unlinked inode lists, from byte 40 of the AGI.
+const AGI_UNLINKED_OFF: usize = 40;
+const AGI_UNLINKED_BUCKETS: usize = 64;
+/// The end of an unlinked list (and of an empty bucket).
+const NULLAGINO: u32 = u32::MAX;
+/// Inode btree block magics (v4 `IABT`, v5 `IAB3`), and the v5 block header's CRC offset.
+const IBT_MAGIC: u32 = 0x4941_4254;
+const IBT3_MAGIC: u32 = 0x4941_4233;
+const SBLOCK_CRC_OFF: usize = 52;
+/// Short-form btree block headers: 16 bytes, 56 with the v5 fields.
+const SBLOCK_HDR: usize = 16;
+const SBLOCK3_HDR: usize = 56;
+/// An inode btree record: startino, holemask/count/freecount (or freecount), free mask.
+const INOBT_REC: usize = 16;
+/// XFS_INODES_PER_CHUNK.
+const INODES_PER_CHUNK: u32 = 64;
+/// The deepest inode or refcount btree walked (the kernel's limits are lower).
+const MAX_IBT_LEVELS: u32 = 9;
+/// Refcount btree block magic (`R3FC`), its root and level in the AGF, and the flag of the
+/// records of CoW staging extents (XFS_REFC_COWFLAG, in rc_startblock).
+const REFC_MAGIC: u32 = 0x5233_4643;
+const AGF_REFCOUNT_ROOT: usize = 88;
+const AGF_REFCOUNT_LEVEL: usize = 92;
+const REFC_COWFLAG: u32 = 1 << 31;
 
 /// The counters of one AG.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -66,5 +91,234 @@ impl Xfs {
             icount: be32(&i, 16),
             ifree: be32(&i, 28),
         })
+    }
+}
+
+/// What the kernel's recovery of the AGI unlinked lists (xlog_recover_process_iunlinks) frees:
+/// every inode still on a list is inactivated (its blocks freed, the inode freed) and an inode
+/// chunk left wholly free is released (xfs_difree_inobt without `ikeep`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnlinkedRelease {
+    /// Blocks freed: the inodes' own (di_nblocks) and those of released chunks.
+    pub blocks: u64,
+    /// Inodes freed.
+    pub inodes: u64,
+    /// Inodes of released chunks (no longer allocated at all).
+    pub released: u64,
+}
+
+/// One inode btree record: the chunk's first inode (AG-relative), how many inodes it really
+/// has (fewer with sparse inodes) and which are free.
+#[derive(Clone, Copy, Debug)]
+struct InobtRec {
+    count: u32,
+    free: u64,
+}
+
+impl Xfs {
+    /// A short-form btree block (inode or refcount btree) at `agbno` of AG `agno`, checked:
+    /// magic, CRC on v5, and its level `depth`. Returns it, its linear block and its count of
+    /// records or keys.
+    fn sblock(
+        &self,
+        agno: u32,
+        agbno: u32,
+        magic: u32,
+        depth: u32,
+        what: &'static str,
+    ) -> Result<(std::sync::Arc<[u8]>, u64, usize)> {
+        let v5 = self.sb.is_v5();
+        let fsb = (u64::from(agno) << self.sb.agblklog) | u64::from(agbno);
+        let linear = self.fsb_to_linear(fsb, 1, what, 0)?;
+        let b = self.checked_block(linear, what, 0, |b| {
+            if be32(b, 0) != magic {
+                return Err("bad magic".into());
+            }
+            if v5 && !crc::verify(b, SBLOCK_CRC_OFF) {
+                return Err("CRC32c mismatch".into());
+            }
+            Ok(())
+        })?;
+        let level = u32::from(super::be16(&b, 4));
+        if level != depth {
+            return Err(self.damage(what, 0, linear, format!("level {level}, expected {depth}")));
+        }
+        let n = usize::from(super::be16(&b, 6));
+        Ok((b, linear, n))
+    }
+
+    /// The inode btree record of the chunk holding AG inode `agino` of AG `agno`.
+    fn inobt_record(&self, agno: u32, agi: &[u8], agino: u32) -> Result<InobtRec> {
+        let v5 = self.sb.is_v5();
+        let (magic, hdr) = if v5 {
+            (IBT3_MAGIC, SBLOCK3_HDR)
+        } else {
+            (IBT_MAGIC, SBLOCK_HDR)
+        };
+        let sparse = self.sb.has_sparse_inodes();
+        let bs = self.sb.blocksize as usize;
+        let mut agbno = be32(agi, 20);
+        let levels = be32(agi, 24);
+        let what = "xfs inode btree";
+        let owner = u64::from(agno);
+        if levels == 0 || levels > MAX_IBT_LEVELS {
+            return Err(self.damage(what, 0, owner, format!("{levels} levels")));
+        }
+        for depth in (0..levels).rev() {
+            let (b, linear, n) = self.sblock(agno, agbno, magic, depth, what)?;
+            if depth == 0 {
+                if hdr + n * INOBT_REC > bs {
+                    return Err(self.damage(what, 0, linear, format!("{n} records")));
+                }
+                for i in 0..n {
+                    let r = hdr + i * INOBT_REC;
+                    let start = be32(&b, r);
+                    if agino >= start && agino - start < INODES_PER_CHUNK {
+                        let count = if sparse {
+                            u32::from(b[r + 6])
+                        } else {
+                            INODES_PER_CHUNK
+                        };
+                        return Ok(InobtRec {
+                            count,
+                            free: super::be64(&b, r + 8),
+                        });
+                    }
+                }
+                return Err(self.damage(
+                    what,
+                    0,
+                    linear,
+                    format!("no record for AG inode {agino}"),
+                ));
+            }
+            // A node: keys (startino), then as many block pointers from the middle on.
+            let max = (bs - hdr) / 8;
+            if n == 0 || n > max {
+                return Err(self.damage(what, 0, linear, format!("{n} keys")));
+            }
+            let i = (0..n)
+                .rev()
+                .find(|&i| be32(&b, hdr + i * 4) <= agino)
+                .unwrap_or(0);
+            agbno = be32(&b, hdr + max * 4 + i * 4);
+        }
+        Err(self.damage(what, 0, owner, "no leaf reached".into()))
+    }
+
+    /// What recovering the AGI unlinked lists frees, as the kernel does after replaying a
+    /// dirty log (nothing is written: this only changes the counts statfs reports). A list
+    /// that is damaged (a loop, an inode that cannot be read) stops there, as the kernel
+    /// gives up on that bucket.
+    pub fn unlinked_release(&self) -> Result<UnlinkedRelease> {
+        let mut out = UnlinkedRelease::default();
+        let per_ag_inodes = u64::from(self.sb.agblocks) << self.sb.inopblog;
+        for agno in 0..self.sb.agcount {
+            let agi = self.ag_sector(agno, AGI_SECTOR, "xfs AGI")?;
+            if be32(&agi, 0) != AGI_MAGIC {
+                continue;
+            }
+            // Per chunk (by its record's identity: the AG inode of its first slot): the
+            // record and the inodes freed in it.
+            let mut chunks: std::collections::BTreeMap<u32, (InobtRec, u64)> =
+                std::collections::BTreeMap::new();
+            let mut seen = std::collections::HashSet::new();
+            for bucket in 0..AGI_UNLINKED_BUCKETS {
+                let mut agino = be32(&agi, AGI_UNLINKED_OFF + bucket * 4);
+                while agino != NULLAGINO && u64::from(agino) < per_ag_inodes {
+                    if !seen.insert(agino) {
+                        ::log::warn!("xfs: unlinked list of AG {agno} loops at {agino}");
+                        break;
+                    }
+                    let ino = (u64::from(agno) << (self.sb.agblklog + self.sb.inopblog))
+                        | u64::from(agino);
+                    let ip = match self.inode(ino) {
+                        Ok(ip) => ip,
+                        Err(e) => {
+                            ::log::warn!("xfs: unlinked list of AG {agno}: inode {ino}: {e}");
+                            break;
+                        }
+                    };
+                    let rec = match self.inobt_record(agno, &agi, agino) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            ::log::warn!("xfs: unlinked list of AG {agno}: inode {ino}: {e}");
+                            break;
+                        }
+                    };
+                    let first = agino - agino % INODES_PER_CHUNK;
+                    let entry = chunks.entry(first).or_insert((rec, 0));
+                    let bit = 1u64 << (agino - first);
+                    if entry.1 & bit == 0 && rec.free & bit == 0 {
+                        entry.1 |= bit;
+                        out.blocks += ip.nblocks;
+                        out.inodes += 1;
+                    }
+                    agino = ip.next_unlinked;
+                }
+            }
+            for (rec, freed) in chunks.values() {
+                let all_free = rec.free | freed == u64::MAX;
+                if all_free && u32::from(self.sb.inopblock) <= INODES_PER_CHUNK {
+                    out.released += u64::from(rec.count);
+                    out.blocks += u64::from(rec.count) * u64::from(self.sb.inodesize)
+                        / u64::from(self.sb.blocksize);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Xfs {
+    /// Blocks of CoW staging extents left in the refcount btrees: a crash between a
+    /// copy-on-write's allocation and its remap leaves them, and the kernel frees them all at
+    /// mount (xfs_refcount_recover_cow_leftovers). Only read, to count them free.
+    pub fn cow_leftovers(&self) -> Result<u64> {
+        if !self.sb.has_reflink() {
+            return Ok(0);
+        }
+        let what = "xfs refcount btree";
+        let bs = self.sb.blocksize as usize;
+        let mut total = 0u64;
+        for agno in 0..self.sb.agcount {
+            let agf = self.ag_sector(agno, AGF_SECTOR, "xfs AGF")?;
+            if be32(&agf, 0) != AGF_MAGIC {
+                continue;
+            }
+            let levels = be32(&agf, AGF_REFCOUNT_LEVEL);
+            if levels == 0 || levels > MAX_IBT_LEVELS {
+                return Err(self.damage(what, 0, u64::from(agno), format!("{levels} levels")));
+            }
+            let mut todo = vec![(be32(&agf, AGF_REFCOUNT_ROOT), levels - 1)];
+            let mut visited = 0u64;
+            while let Some((agbno, depth)) = todo.pop() {
+                visited += 1;
+                if visited > u64::from(self.sb.agblocks) {
+                    return Err(self.damage(what, 0, u64::from(agno), "loops".into()));
+                }
+                let (b, linear, n) = self.sblock(agno, agbno, REFC_MAGIC, depth, what)?;
+                if depth == 0 {
+                    if SBLOCK3_HDR + n * 12 > bs {
+                        return Err(self.damage(what, 0, linear, format!("{n} records")));
+                    }
+                    for i in 0..n {
+                        let r = SBLOCK3_HDR + i * 12;
+                        if be32(&b, r) & REFC_COWFLAG != 0 {
+                            total += u64::from(be32(&b, r + 4));
+                        }
+                    }
+                    continue;
+                }
+                let max = (bs - SBLOCK3_HDR) / 8;
+                if n > max {
+                    return Err(self.damage(what, 0, linear, format!("{n} keys")));
+                }
+                for i in 0..n {
+                    todo.push((be32(&b, SBLOCK3_HDR + max * 4 + i * 4), depth - 1));
+                }
+            }
+        }
+        Ok(total)
     }
 }

@@ -38,6 +38,8 @@ pub struct Inode {
     pub nlink: u32,
     pub size: u64,
     pub nblocks: u64,
+    /// di_next_unlinked: the next inode of an AGI unlinked list (NULLAGINO at its end).
+    pub next_unlinked: u32,
     pub atime: Timestamp,
     pub mtime: Timestamp,
     pub ctime: Timestamp,
@@ -162,6 +164,7 @@ impl Inode {
             nlink,
             size,
             nblocks: be64(raw, 64),
+            next_unlinked: be32(raw, 96),
             atime: timestamp(raw, 32, bigtime),
             mtime: timestamp(raw, 40, bigtime),
             ctime: timestamp(raw, 48, bigtime),

@@ -184,6 +184,8 @@ pub struct ReplayInfo {
     pub quota_items: u64,
     /// Intents without their done item, which the kernel would finish after replay.
     pub unfinished_intents: Vec<String>,
+    /// Blocks the unfinished extent-free intents free when the kernel finishes them.
+    pub unfinished_free_blocks: u64,
     /// Why replay ended before the head, if it did.
     pub stopped: Option<String>,
     /// Sectors that now read from memory.
@@ -596,8 +598,29 @@ enum Item {
         kind: usize,
         id: u64,
         done: bool,
+        /// For an extent-free intent: the blocks it frees.
+        frees: u64,
     },
     Quota,
+}
+
+/// The log item type of an extent-free intent (XFS_LI_EFI).
+const LI_EFI: u16 = 0x1236;
+
+/// The blocks an EFI item frees (xfs_efi_log_format: type, size, nextents, id, then the
+/// extents, 16 bytes each, or 12 in the old 32-bit layout, told apart by the item's length).
+fn efi_blocks(f: &[u8], e: Endian) -> u64 {
+    if f.len() < 16 {
+        return 0;
+    }
+    let n = e.u32(f, 4) as usize;
+    let step = match n {
+        0 => return 0,
+        _ if f.len() == 16 + n * 16 => 16,
+        _ if f.len() == 16 + n * 12 => 12,
+        _ => return 0,
+    };
+    (0..n).map(|i| u64::from(e.u32(f, 16 + i * step + 8))).sum()
 }
 
 impl Xfs {
@@ -663,7 +686,13 @@ impl Xfs {
                             None => return Err(format!("item {n}: log item type {ty:#06x}")),
                         },
                     };
-                    rest.push(Item::Intent { kind, id, done });
+                    let frees = if ty == LI_EFI { efi_blocks(&f, e) } else { 0 };
+                    rest.push(Item::Intent {
+                        kind,
+                        id,
+                        done,
+                        frees,
+                    });
                 }
             }
         }
@@ -905,7 +934,7 @@ pub(super) fn replay(fs: &Xfs, head: u64, tail: u64) -> Result<Replayed> {
     // Pass 2: apply.
     let mut sectors = Sectors::default();
     let mut touched: BTreeMap<(u64, u64), u64> = BTreeMap::new();
-    let mut intents: HashMap<(usize, u64), u64> = HashMap::new();
+    let mut intents: HashMap<(usize, u64), (u64, u64)> = HashMap::new();
     let mut done: HashSet<(usize, u64)> = HashSet::new();
     let mut applied = 0u64;
     let mut failed = None;
@@ -960,14 +989,16 @@ pub(super) fn replay(fs: &Xfs, head: u64, tail: u64) -> Result<Replayed> {
                     kind,
                     id,
                     done: false,
+                    frees,
                 } => {
-                    intents.insert((*kind, *id), lsn);
+                    intents.insert((*kind, *id), (lsn, *frees));
                     stats.intents += 1;
                 }
                 Item::Intent {
                     kind,
                     id,
                     done: true,
+                    ..
                 } => {
                     done.insert((*kind, *id));
                 }
@@ -997,10 +1028,14 @@ pub(super) fn replay(fs: &Xfs, head: u64, tail: u64) -> Result<Replayed> {
             }
         }
     }
-    let mut unfinished: Vec<(u64, String)> = intents
+    let open: Vec<_> = intents
         .into_iter()
         .filter(|(k, _)| !done.contains(k))
-        .map(|((kind, id), lsn)| (lsn, format!("{} {id:#x} (LSN {lsn:#x})", INTENTS[kind].1)))
+        .collect();
+    info.unfinished_free_blocks = open.iter().map(|(_, (_, frees))| frees).sum();
+    let mut unfinished: Vec<(u64, String)> = open
+        .into_iter()
+        .map(|((kind, id), (lsn, _))| (lsn, format!("{} {id:#x} (LSN {lsn:#x})", INTENTS[kind].1)))
         .collect();
     unfinished.sort();
     for (_, u) in &unfinished {

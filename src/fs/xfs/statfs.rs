@@ -4,7 +4,9 @@
 //! hold, capped by imax_pct. A read-only mount reserves no blocks (xfs_reserve_blocks and the
 //! per-AG reservations are for writable mounts). With a dirty log (replayed or not) the
 //! superblock's lazy counters are stale, so they are summed from the AG headers as the
-//! kernel does then (xfs_initialize_perag_data).
+//! kernel does then (xfs_initialize_perag_data), and after a replay what recovery then
+//! frees is counted as free: the unlinked lists (`Xfs::unlinked_release`), the extents of
+//! unfinished extent-free intents and leftover CoW staging extents (`Xfs::cow_leftovers`).
 
 use super::{Xfs, MAX_NAME_LEN};
 use crate::fs::{Result, StatFs};
@@ -28,6 +30,16 @@ impl Xfs {
                 icount += u64::from(c.icount);
                 ifree += u64::from(c.ifree);
             }
+        }
+        // Recovery then frees what the AGI unlinked lists still hold (files removed while
+        // open, whose inactivation had not run), as the kernel's mount does.
+        if matches!(self.log, super::log::LogState::Replayed { .. }) {
+            let r = self.unlinked_release()?;
+            fdblocks += r.blocks
+                + self.replay.as_ref().map_or(0, |i| i.unfinished_free_blocks)
+                + self.cow_leftovers()?;
+            ifree = (ifree + r.inodes).saturating_sub(r.released);
+            icount = icount.saturating_sub(r.released);
         }
         let blocks = sb.dblocks.saturating_sub(u64::from(sb.logblocks));
         let bfree = fdblocks.saturating_sub(u64::from(sb.agcount) * SET_ASIDE_PER_AG);

@@ -290,6 +290,16 @@ impl Superblock {
         Ok(())
     }
 
+    /// Reflink (v5 only): a refcount btree in every AG.
+    pub fn has_reflink(&self) -> bool {
+        self.is_v5() && self.ro_compat & RO_COMPAT_REFLINK != 0
+    }
+
+    /// Sparse inode chunks (v5 only): inode btree records count their inodes.
+    pub fn has_sparse_inodes(&self) -> bool {
+        self.is_v5() && self.incompat & INCOMPAT_SPINODES != 0
+    }
+
     pub fn is_v5(&self) -> bool {
         self.versionnum & VERSION_NUMBITS == 5
     }

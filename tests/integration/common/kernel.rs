@@ -295,13 +295,50 @@ fn sha256(data: &[u8]) -> String {
     format!("{:x}", Sha256::digest(data))
 }
 
+/// What both walkers record, when lenient, for an object that cannot be read at all (its
+/// inode or its directory damaged): the two report such damage with different errors.
+pub fn unreadable() -> Entry {
+    Entry {
+        kind: FileType::RegularFile,
+        mode: 0,
+        uid: 0,
+        gid: 0,
+        size: 0,
+        blocks: 0,
+        nlink: 0,
+        ino: 0,
+        rdev: 0,
+        atime: (0, 0),
+        mtime: (0, 0),
+        ctime: (0, 0),
+        link: vec![],
+        sha: "unreadable".into(),
+    }
+}
+
 /// The tree under `root` (a kernel mount, or a FUSE mount) through the ordinary file API.
 pub fn walk(root: &Path) -> Snapshot {
+    walk_with(root, false)
+}
+
+/// `walk`, where an object that cannot be stat'ed or listed is recorded as `unreadable()`.
+pub fn walk_lenient(root: &Path) -> Snapshot {
+    walk_with(root, true)
+}
+
+fn walk_with(root: &Path, lenient: bool) -> Snapshot {
     let mut out = BTreeMap::new();
     let mut todo = vec![PathBuf::new()];
     while let Some(rel) = todo.pop() {
         let p = root.join(&rel);
-        let m = std::fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let m = match std::fs::symlink_metadata(&p) {
+            Ok(m) => m,
+            Err(_) if lenient => {
+                out.insert(rel.as_os_str().as_bytes().to_vec(), unreadable());
+                continue;
+            }
+            Err(e) => panic!("{}: {e}", p.display()),
+        };
         let kind = FileType::from_mode(m.mode())
             .unwrap_or_else(|| panic!("{}: mode {:o}", p.display(), m.mode()));
         let mut e = Entry {
@@ -337,8 +374,12 @@ pub fn walk(root: &Path) -> Snapshot {
                 }
             }
             FileType::Directory => {
-                for d in std::fs::read_dir(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())) {
-                    todo.push(rel.join(d.unwrap().file_name()));
+                let names: std::io::Result<Vec<_>> = std::fs::read_dir(&p)
+                    .and_then(|d| d.map(|e| e.map(|e| e.file_name())).collect());
+                match names {
+                    Ok(names) => todo.extend(names.into_iter().map(|n| rel.join(n))),
+                    Err(_) if lenient => e = unreadable(),
+                    Err(err) => panic!("{}: {err}", p.display()),
                 }
             }
             _ => {}
@@ -411,9 +452,14 @@ fn snapshot_with(fs: &dyn Filesystem, lenient: bool) -> Snapshot {
     let mut todo = vec![(Vec::<u8>::new(), fs.root_ino(), fs.root_ino())];
     while let Some((path, ino, parent)) = todo.pop() {
         let name = String::from_utf8_lossy(&path).into_owned();
-        let a = fs
-            .getattr(ino)
-            .unwrap_or_else(|e| panic!("getattr {name:?}: {e}"));
+        let a = match fs.getattr(ino) {
+            Ok(a) => a,
+            Err(_) if lenient => {
+                out.insert(path, unreadable());
+                continue;
+            }
+            Err(e) => panic!("getattr {name:?}: {e}"),
+        };
         assert_eq!(a.ino, ino);
         let t = |x: Timestamp| (x.secs, x.nsecs);
         let mut e = Entry {
@@ -455,7 +501,14 @@ fn snapshot_with(fs: &dyn Filesystem, lenient: bool) -> Snapshot {
                 e.sha = sha256(&data);
             }
             FileType::Directory => {
-                let entries = list(fs, ino, 7).unwrap_or_else(|e| panic!("readdir {name:?}: {e}"));
+                let entries = match list(fs, ino, 7) {
+                    Ok(entries) => entries,
+                    Err(_) if lenient => {
+                        out.insert(path, unreadable());
+                        continue;
+                    }
+                    Err(e) => panic!("readdir {name:?}: {e}"),
+                };
                 let all = list(fs, ino, usize::MAX).unwrap();
                 assert_eq!(entries, all, "resumed readdir differs for {name:?}");
                 let dot = entries.iter().find(|e| e.name == b".").expect(".");
@@ -465,8 +518,13 @@ fn snapshot_with(fs: &dyn Filesystem, lenient: bool) -> Snapshot {
                     if d.name == b"." || d.name == b".." {
                         continue;
                     }
-                    let l = fs.lookup(ino, &d.name).unwrap();
-                    assert_eq!((l.ino, l.kind), (d.ino, d.kind), "lookup in {name:?}");
+                    match fs.lookup(ino, &d.name) {
+                        Ok(l) => {
+                            assert_eq!((l.ino, l.kind), (d.ino, d.kind), "lookup in {name:?}")
+                        }
+                        Err(e) if !lenient => panic!("lookup {:?} in {name:?}: {e}", d.name),
+                        Err(_) => {}
+                    }
                     let mut p = path.clone();
                     if !p.is_empty() {
                         p.push(b'/');
