@@ -2,6 +2,10 @@
 //! manifest (`.mf`, one `ALGO(name)= hex` line per file) and the disk images. Also accepted:
 //! a directory holding the same files, or the `.ovf` file itself with its disks beside it.
 //!
+//! The tar is read here (POSIX ustar with pax and GNU long names, every header checked and
+//! every extension bounded) rather than with a general tar crate, which reads extension
+//! headers of any declared size into memory.
+//!
 //! Disks are not extracted: each is read in place, as the byte range its tar member holds
 //! (`block::open_member`), the way virt-v2v hands qemu a `raw` window of the archive. A
 //! member stored gzip-compressed (`ovf:compression="gzip"`) cannot be read in place and is
@@ -60,33 +64,174 @@ fn err(file: &Path, m: impl Into<String>) -> MetaError {
     MetaError::at(&file.display().to_string(), 0, 0, m)
 }
 
-/// Lists the regular files of the tar at `path`.
-pub fn members(path: &Path) -> Result<Vec<Member>, MetaError> {
-    let f = File::open(path).map_err(|e| MetaError::io(&path.display().to_string(), e))?;
-    let mut ar = tar::Archive::new(&f);
-    let bad = |e: std::io::Error| err(path, format!("not a readable tar archive: {e}"));
-    let mut out = Vec::new();
-    for e in ar.entries_with_seek().map_err(bad)? {
-        let e = e.map_err(bad)?;
-        if !matches!(
-            e.header().entry_type(),
-            tar::EntryType::Regular | tar::EntryType::Continuous
-        ) {
-            continue;
+/// A tar header block (POSIX.1-2001 ustar, with pax and GNU extensions).
+const BLOCK: u64 = 512;
+/// Largest pax extended header or GNU long name read: real ones hold a path or two.
+pub const MAX_EXT_HEADER: u64 = 64 << 10;
+
+/// An octal number field (NUL- or space-terminated), or GNU's base-256 form for big sizes
+/// (the first byte's top bit set, the rest big-endian).
+fn tar_number(f: &[u8]) -> Option<u64> {
+    if f.first().is_some_and(|&b| b & 0x80 != 0) {
+        let mut v = u64::from(f[0] & 0x7f);
+        for &b in &f[1..] {
+            v = v.checked_mul(256)?.checked_add(u64::from(b))?;
         }
-        if out.len() >= MAX_MEMBERS {
-            return Err(err(
-                path,
-                format!("more than {MAX_MEMBERS} files in the archive"),
+        return Some(v);
+    }
+    let t: Vec<u8> = f
+        .iter()
+        .copied()
+        .skip_while(|&b| b == b' ')
+        .take_while(|&b| b != 0 && b != b' ')
+        .collect();
+    if t.is_empty() {
+        return Some(0);
+    }
+    u64::from_str_radix(std::str::from_utf8(&t).ok()?, 8).ok()
+}
+
+/// A NUL-terminated string field.
+fn tar_string(f: &[u8]) -> String {
+    let end = f.iter().position(|&b| b == 0).unwrap_or(f.len());
+    String::from_utf8_lossy(&f[..end]).into_owned()
+}
+
+/// The `path` and `size` records of a pax extended header (`LEN KEY=VALUE\n` each).
+fn pax_records(data: &[u8]) -> (Option<String>, Option<u64>) {
+    let (mut path, mut size) = (None, None);
+    let mut rest = data;
+    while let Some(sp) = rest.iter().position(|&b| b == b' ') {
+        let Some(len) = std::str::from_utf8(&rest[..sp])
+            .ok()
+            .and_then(|l| l.parse::<usize>().ok())
+            .filter(|&l| l > sp + 1 && l <= rest.len())
+        else {
+            break;
+        };
+        let rec = &rest[sp + 1..len];
+        let rec = rec.strip_suffix(b"\n").unwrap_or(rec);
+        if let Some(v) = rec.strip_prefix(b"path=") {
+            path = Some(String::from_utf8_lossy(v).into_owned());
+        } else if let Some(v) = rec.strip_prefix(b"size=") {
+            size = std::str::from_utf8(v).ok().and_then(|v| v.parse().ok());
+        }
+        rest = &rest[len..];
+    }
+    (path, size)
+}
+
+/// Lists the regular files of the tar at `path` (ustar, pax and GNU headers; every header's
+/// checksum and every size checked against the file, extension headers bounded).
+pub fn members(path: &Path) -> Result<Vec<Member>, MetaError> {
+    use std::os::unix::fs::FileExt;
+    let f = File::open(path).map_err(|e| MetaError::io(&path.display().to_string(), e))?;
+    let len = f
+        .metadata()
+        .map_err(|e| MetaError::io(&path.display().to_string(), e))?
+        .len();
+    let bad = |at: u64, m: String| {
+        err(
+            path,
+            format!("not a readable tar archive: {m} (at byte {at})"),
+        )
+    };
+    let read = |buf: &mut [u8], at: u64| {
+        f.read_exact_at(buf, at)
+            .map_err(|e| bad(at, format!("cannot read: {e}")))
+    };
+    let mut out = Vec::new();
+    let mut pos = 0u64;
+    let (mut next_name, mut next_size): (Option<String>, Option<u64>) = (None, None);
+    let mut h = [0u8; BLOCK as usize];
+    while pos + BLOCK <= len {
+        read(&mut h, pos)?;
+        if h.iter().all(|&b| b == 0) {
+            break; // the end-of-archive blocks
+        }
+        let stored =
+            tar_number(&h[148..156]).ok_or_else(|| bad(pos, "bad header checksum field".into()))?;
+        let sum: u64 = h
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| {
+                if (148..156).contains(&i) {
+                    32
+                } else {
+                    u64::from(b)
+                }
+            })
+            .sum();
+        if sum != stored {
+            return Err(bad(
+                pos,
+                format!("header checksum {stored}, computed {sum}"),
             ));
         }
-        let name = e.path().map_err(bad)?.to_string_lossy().into_owned();
-        let name = name.trim_start_matches("./").to_string();
-        out.push(Member {
-            name,
-            offset: e.raw_file_position(),
-            size: e.size(),
-        });
+        let mut size = tar_number(&h[124..136]).ok_or_else(|| bad(pos, "bad size field".into()))?;
+        if let Some(s) = next_size.take() {
+            size = s;
+        }
+        let data = pos + BLOCK;
+        let end = data
+            .checked_add(size)
+            .filter(|&e| e <= len)
+            .ok_or_else(|| {
+                bad(
+                    pos,
+                    format!("a member of {size} bytes runs past the end of the file ({len} bytes)"),
+                )
+            })?;
+        let ext = |what: &str| -> Result<Vec<u8>, MetaError> {
+            if size > MAX_EXT_HEADER {
+                return Err(bad(pos, format!("{what} of {size} bytes")));
+            }
+            let mut v = vec![0u8; size as usize];
+            read(&mut v, data)?;
+            Ok(v)
+        };
+        match h[156] {
+            b'x' => {
+                let (p, s) = pax_records(&ext("pax header")?);
+                next_name = p.or(next_name);
+                next_size = s;
+            }
+            b'L' => next_name = Some(tar_string(&ext("GNU long name")?)),
+            b'0' | 0 | b'7' => {
+                if out.len() >= MAX_MEMBERS {
+                    return Err(err(
+                        path,
+                        format!("more than {MAX_MEMBERS} files in the archive"),
+                    ));
+                }
+                let name = next_name.take().unwrap_or_else(|| {
+                    let name = tar_string(&h[0..100]);
+                    let prefix = if &h[257..262] == b"ustar" {
+                        tar_string(&h[345..500])
+                    } else {
+                        String::new()
+                    };
+                    if prefix.is_empty() {
+                        name
+                    } else {
+                        format!("{prefix}/{name}")
+                    }
+                });
+                out.push(Member {
+                    name: name.trim_start_matches("./").to_string(),
+                    offset: data,
+                    size,
+                });
+            }
+            _ => {
+                next_name = None;
+                next_size = None;
+            }
+        }
+        pos = end.div_ceil(BLOCK) * BLOCK;
+    }
+    if out.is_empty() && pos == 0 {
+        return Err(bad(0, "no tar header".into()));
     }
     Ok(out)
 }
@@ -445,6 +590,23 @@ mod tests {
         let e = parse_manifest("x.mf", b"SHA1(a)= 00\nMD5(b)= 11\n").unwrap_err();
         assert_eq!(e.line, 2);
         assert!(parse_manifest("x.mf", b"garbage\n").is_err());
+    }
+
+    #[test]
+    fn tar_fields() {
+        assert_eq!(tar_number(b"00000001750\0"), Some(0o1750));
+        assert_eq!(tar_number(b"     17 \0"), Some(0o17));
+        assert_eq!(tar_number(b"\0\0\0"), Some(0));
+        assert_eq!(
+            tar_number(&[0x80, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]),
+            Some(1 << 32)
+        );
+        assert_eq!(tar_number(b"9"), None);
+        assert_eq!(tar_string(b"disk.vmdk\0junk"), "disk.vmdk");
+        let (p, s) = pax_records(b"28 path=some/long/name.vmdk\n20 size=12345678901\n9 bad\n");
+        assert_eq!(p.as_deref(), Some("some/long/name.vmdk"));
+        assert_eq!(s, Some(12_345_678_901));
+        assert_eq!(pax_records(b"999 path=x\n"), (None, None));
     }
 
     #[test]

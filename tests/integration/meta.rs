@@ -419,6 +419,7 @@ fn garbled_descriptions_never_panic() {
         "libvirt-vmx2xmldata",
         "libvirt-xlconfigdata",
         "libvirt-xmconfigdata",
+        "virt-v2v-tests",
     ] {
         for e in std::fs::read_dir(c.join(dir)).unwrap() {
             files.push(e.unwrap().path());
@@ -439,6 +440,14 @@ fn garbled_descriptions_never_panic() {
             if let Ok(s) = libvirt::parse("m", &m) {
                 let _ = libvirt::write_domain(&s, &libvirt::Target::default());
             }
+            match meta::ovf::parse("m", &m) {
+                Ok(o) => {
+                    assert!(o.disk_files.iter().all(|&f| f < o.files.len()));
+                    let _ = libvirt::write_domain(&o.source, &libvirt::Target::default());
+                }
+                Err(e) => assert!(e.line <= m.len() + 1, "{e}"),
+            }
+            let _ = meta::ova::parse_manifest("m", &m);
             parsed += 1;
         }
     }

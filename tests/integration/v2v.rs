@@ -119,6 +119,18 @@ fn vmware_debian(dir: &Path) -> Guest {
     }
 }
 
+/// The converted root filesystem of the VMware guest (in `raw`) passes `e2fsck -fn`, and
+/// everything but the fixed files reads as in the source: its data file, byte for byte.
+fn clean_with_data_intact(raw: &Path, rootfs: &Fs, tmp: &Path) {
+    e2fsck_range(raw, rootfs.offset, rootfs.size, tmp);
+    let m = KernelMount::range(raw, rootfs.offset, rootfs.size, &tmp.join("k2"), "ro").unwrap();
+    assert_eq!(
+        std::fs::read(m.path().join("srv/blob.bin")).unwrap(),
+        common::pseudo_random(7, 6 << 20)
+    );
+    m.unmount().unwrap();
+}
+
 /// The .vmx of the VMware guest, its disk beside it.
 fn write_vmx(dir: &Path, vmdk_name: &str) -> PathBuf {
     let vmx = dir.join("deb12-web.vmx");
@@ -352,21 +364,7 @@ fn a_vmx_guest_becomes_a_kvm_guest_the_kernel_reads() {
         "{grub}"
     );
     assert_eq!(blob, "installer-guest\n");
-    e2fsck_range(&raw, rootfs.offset, rootfs.size, tmp.path());
-    // Everything but the fixed files reads as in the source: the data file, byte for byte.
-    let m = KernelMount::range(
-        &raw,
-        rootfs.offset,
-        rootfs.size,
-        &tmp.path().join("k2"),
-        "ro",
-    )
-    .unwrap();
-    assert_eq!(
-        std::fs::read(m.path().join("srv/blob.bin")).unwrap(),
-        common::pseudo_random(7, 6 << 20)
-    );
-    m.unmount().unwrap();
+    clean_with_data_intact(&raw, rootfs, tmp.path());
 
     // The converted guest, read back through its own domain XML, needs nothing more.
     let again: serde_json::Value = serde_json::from_str(&ferry_ok(
@@ -1030,20 +1028,7 @@ fn an_ova_converts_with_its_disk_read_inside_the_tar() {
         .unwrap();
     assert!(fstab.contains(&format!("UUID={}", rootfs.uuid)), "{fstab}");
     assert!(!fstab.contains("/dev/sda"), "{fstab}");
-    e2fsck_range(&raw, rootfs.offset, rootfs.size, tmp.path());
-    let m = KernelMount::range(
-        &raw,
-        rootfs.offset,
-        rootfs.size,
-        &tmp.path().join("k"),
-        "ro",
-    )
-    .unwrap();
-    assert_eq!(
-        std::fs::read(m.path().join("srv/blob.bin")).unwrap(),
-        common::pseudo_random(7, 6 << 20)
-    );
-    m.unmount().unwrap();
+    clean_with_data_intact(&raw, rootfs, tmp.path());
 
     // qemu-img reads an overlay over the tar member (the json: backing name) as the VMDK.
     let members = ferry::meta::ova::members(&ova).unwrap();
@@ -1062,6 +1047,63 @@ fn an_ova_converts_with_its_disk_read_inside_the_tar() {
         cmp.success(),
         "qemu-img compare: the overlay differs from the disk"
     );
+
+    // The tar reader against GNU tar's own listing, in its three formats, with a member name
+    // longer than ustar's 100 bytes (pax `path`, GNU `L`, or ustar's prefix field).
+    let long = format!("{}/disk1.vmdk", "d".repeat(120));
+    std::fs::create_dir_all(pkg.join(long.rsplit_once('/').unwrap().0)).unwrap();
+    std::fs::copy(pkg.join("deb12-ova.ovf"), pkg.join(&long)).unwrap();
+    for fmt in ["pax", "gnu", "ustar"] {
+        let t = tmp.path().join(format!("{fmt}.tar"));
+        let st = Command::new("tar")
+            .args([&format!("--format={fmt}"), "-cf", t.to_str().unwrap(), "-C"])
+            .arg(&pkg)
+            .args(["deb12-ova.ovf", &long])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let got: Vec<(String, u64)> = ferry::meta::ova::members(&t)
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.name, m.size))
+            .collect();
+        let size = std::fs::metadata(pkg.join("deb12-ova.ovf")).unwrap().len();
+        assert_eq!(
+            got,
+            vec![("deb12-ova.ovf".to_string(), size), (long.clone(), size)],
+            "{fmt}"
+        );
+        let bytes = std::fs::read(&t).unwrap();
+        for m in ferry::meta::ova::members(&t).unwrap() {
+            let data = &bytes[m.offset as usize..(m.offset + m.size) as usize];
+            assert_eq!(
+                data,
+                std::fs::read(pkg.join("deb12-ova.ovf")).unwrap(),
+                "{fmt}"
+            );
+        }
+    }
+
+    // Truncated and garbled packages: an error naming the archive, never a panic.
+    let whole = std::fs::read(&ova).unwrap();
+    let cut = tmp.path().join("cut.ova");
+    let mut cuts: Vec<usize> = vec![0, 100, 511, 512, 1024, 2048, 4096];
+    cuts.extend((1..8).map(|i| whole.len() * i / 8));
+    for n in cuts {
+        std::fs::write(&cut, &whole[..n]).unwrap();
+        if let Ok(p) = ferry::meta::ova::open(&cut) {
+            let _ = p.source();
+            let _ = p.verify();
+        }
+    }
+    for m in common::mutants(&whole[..8192], &[], 40, 8192) {
+        let mut g = m.clone();
+        g.extend_from_slice(&whole[8192..]);
+        std::fs::write(&cut, &g).unwrap();
+        if let Ok(p) = ferry::meta::ova::open(&cut) {
+            let _ = p.source();
+        }
+    }
 
     // A manifest that does not match: refused before anything is written.
     let bad = tmp.path().join("bad");
