@@ -5,22 +5,66 @@
 //! CRC32 of the header and of the entry array. The LBA size is the disk's logical block size,
 //! which an image does not record: we look for the header at 512 and at 4096 bytes.
 
-use super::bytes::{guid, le32, le64, non_empty, utf16le};
+use super::bytes::{guid, le32, non_empty, utf16le};
 use super::slice::read_opt;
 use super::table::{Partition, Role, Table, TableKind};
 use super::{Error, Result};
 use crate::block::BlockDevice;
+use std::mem::{offset_of, size_of};
+use zerocopy::byteorder::{LittleEndian, U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+type Le32 = U32<LittleEndian>;
+type Le64 = U64<LittleEndian>;
+
+/// The GPT header (UEFI 5.3.2, "GPT Header" table), little-endian; the rest of its LBA is
+/// reserved. One layout for reading here and for anything that writes a table.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub struct RawGptHeader {
+    pub signature: [u8; 8],
+    pub revision: Le32,
+    pub header_size: Le32,
+    pub header_crc32: Le32,
+    pub reserved: Le32,
+    pub my_lba: Le64,
+    pub alternate_lba: Le64,
+    pub first_usable_lba: Le64,
+    pub last_usable_lba: Le64,
+    pub disk_guid: [u8; 16],
+    pub partition_entry_lba: Le64,
+    pub number_of_partition_entries: Le32,
+    pub size_of_partition_entry: Le32,
+    pub partition_entry_array_crc32: Le32,
+}
+
+/// One partition entry (UEFI 5.3.3, "GPT Partition Entry"); entries may be longer than this
+/// (size_of_partition_entry), the rest being reserved.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct RawGptEntry {
+    pub partition_type_guid: [u8; 16],
+    pub unique_partition_guid: [u8; 16],
+    pub starting_lba: Le64,
+    /// Inclusive.
+    pub ending_lba: Le64,
+    pub attributes: Le64,
+    /// UTF-16LE, NUL-padded.
+    pub partition_name: [U16<LittleEndian>; 36],
+}
+
+const _: () = assert!(size_of::<RawGptHeader>() == 92 && size_of::<RawGptEntry>() == 128);
 
 pub const SIGNATURE: &[u8; 8] = b"EFI PART";
 /// Logical block sizes probed, in this order (512 first: a 4Kn disk has zeros at byte 512).
 pub const SECTOR_SIZES: [u64; 2] = [512, 4096];
 /// The header is 92 bytes in every UEFI revision so far; the rest of its LBA is reserved.
-const HEADER_MIN: u32 = 92;
+const HEADER_MIN: u32 = size_of::<RawGptHeader>() as u32;
 /// Largest entry array read. UEFI requires at least 16 KiB; tools write exactly that (128 × 128
 /// bytes). 1 MiB leaves room for odd creators and bounds the allocation a corrupt count asks for.
 pub const MAX_ENTRY_BYTES: u64 = 1 << 20;
 /// UEFI 5.3.3: an entry is 128 × 2^n bytes.
-const ENTRY_MIN: u32 = 128;
+const ENTRY_MIN: u32 = size_of::<RawGptEntry>() as u32;
 
 /// fdisk's names for common partition type GUIDs (lowercase).
 pub fn type_name(g: &str) -> Option<&'static str> {
@@ -67,34 +111,40 @@ fn parse_header(b: &[u8], lba: u64, ss: u64) -> std::result::Result<Header, Stri
     if b.get(..8) != Some(SIGNATURE.as_slice()) {
         return Err("no \"EFI PART\" signature".into());
     }
-    let size = le32(b, 12);
+    let Ok((raw, _)) = RawGptHeader::ref_from_prefix(b) else {
+        // Too short for a header: report the size field as far as it is there (0 if not).
+        let size = le32(b, offset_of!(RawGptHeader, header_size));
+        return Err(format!("header size {size} outside {HEADER_MIN}..={ss}"));
+    };
+    let size = raw.header_size.get();
     if size < HEADER_MIN || u64::from(size) > ss || size as usize > b.len() {
         return Err(format!("header size {size} outside {HEADER_MIN}..={ss}"));
     }
     let mut h = b[..size as usize].to_vec();
-    let stored = le32(&h, 16);
-    h[16..20].fill(0);
+    let stored = raw.header_crc32.get();
+    let crc_at = offset_of!(RawGptHeader, header_crc32);
+    h[crc_at..crc_at + size_of::<Le32>()].fill(0);
     let crc = crc32fast::hash(&h);
     if crc != stored {
         return Err(format!(
             "header CRC32 {stored:#010x} does not match the computed {crc:#010x}"
         ));
     }
-    let my_lba = le64(b, 24);
+    let my_lba = raw.my_lba.get();
     if my_lba != lba {
         return Err(format!(
             "header says it is at LBA {my_lba}, read at LBA {lba}"
         ));
     }
-    let first_usable = le64(b, 40);
-    let last_usable = le64(b, 48);
+    let first_usable = raw.first_usable_lba.get();
+    let last_usable = raw.last_usable_lba.get();
     if first_usable > last_usable.saturating_add(1) {
         return Err(format!(
             "first usable LBA {first_usable} is past the last usable LBA {last_usable}"
         ));
     }
-    let count = le32(b, 80);
-    let entry_size = le32(b, 84);
+    let count = raw.number_of_partition_entries.get();
+    let entry_size = raw.size_of_partition_entry.get();
     if entry_size < ENTRY_MIN || entry_size % ENTRY_MIN != 0 {
         return Err(format!(
             "partition entry size {entry_size} is not a multiple of {ENTRY_MIN}"
@@ -106,19 +156,19 @@ fn parse_header(b: &[u8], lba: u64, ss: u64) -> std::result::Result<Header, Stri
             "{count} entries of {entry_size} bytes ({bytes} bytes) exceed the {MAX_ENTRY_BYTES}-byte limit"
         ));
     }
-    let entries_lba = le64(b, 72);
+    let entries_lba = raw.partition_entry_lba.get();
     if entries_lba.checked_mul(ss).is_none() {
         return Err(format!("partition entry LBA {entries_lba} is impossible"));
     }
     Ok(Header {
-        alternate_lba: le64(b, 32),
+        alternate_lba: raw.alternate_lba.get(),
         first_usable,
         last_usable,
-        disk_guid: guid(&b[56..72]),
+        disk_guid: guid(&raw.disk_guid),
         entries_lba,
         count,
         entry_size,
-        entries_crc: le32(b, 88),
+        entries_crc: raw.partition_entry_array_crc32.get(),
     })
 }
 
@@ -283,12 +333,16 @@ fn table(name: &str, h: &Header, entries: &[u8], ss: u64, mut warnings: Vec<Stri
     let mut partitions = Vec::new();
     let esize = h.entry_size as usize;
     for (i, e) in entries.chunks_exact(esize).enumerate() {
-        if e[..16].iter().all(|&b| b == 0) {
+        // entry_size is a multiple of ENTRY_MIN (parse_header), so every chunk holds an entry.
+        let Ok((e, _)) = RawGptEntry::ref_from_prefix(e) else {
+            continue;
+        };
+        if e.partition_type_guid.iter().all(|&b| b == 0) {
             continue;
         }
         let number = u32::try_from(i).map_or(u32::MAX, |n| n.saturating_add(1));
-        let first = le64(e, 32);
-        let last = le64(e, 40);
+        let first = e.starting_lba.get();
+        let last = e.ending_lba.get();
         let range = last
             .checked_sub(first)
             .and_then(|n| n.checked_add(1))
@@ -307,8 +361,8 @@ fn table(name: &str, h: &Header, entries: &[u8], ss: u64, mut warnings: Vec<Stri
                 h.first_usable, h.last_usable
             ));
         }
-        let type_id = guid(&e[..16]);
-        let attributes = le64(e, 48);
+        let type_id = guid(&e.partition_type_guid);
+        let attributes = e.attributes.get();
         partitions.push(Partition {
             number,
             role: Role::Primary,
@@ -316,8 +370,8 @@ fn table(name: &str, h: &Header, entries: &[u8], ss: u64, mut warnings: Vec<Stri
             size,
             type_name: type_name(&type_id).map(str::to_string),
             type_id,
-            name: non_empty(utf16le(&e[56..128])),
-            uuid: Some(guid(&e[16..32])),
+            name: non_empty(utf16le(e.partition_name.as_bytes())),
+            uuid: Some(guid(&e.unique_partition_guid)),
             attributes,
             bootable: attributes & (1 << 2) != 0,
         });

@@ -2,7 +2,10 @@
 //! extensions"). Everything the reader later trusts is validated here.
 
 use crate::block::error::{Error, Result};
+use std::mem::{offset_of, size_of};
 use std::path::Path;
+use zerocopy::byteorder::{BigEndian, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 pub const MAGIC: u32 = 0x5146_49fb; // "QFI\xfb"
 /// qemu's bounds on cluster_bits (512 B .. 2 MiB).
@@ -23,11 +26,103 @@ const INCOMPAT_KNOWN: u64 =
 pub const COMPAT_LAZY_REFCOUNTS: u64 = 1 << 0;
 
 const EXT_END: u32 = 0;
-const EXT_BACKING_FORMAT: u32 = 0xe279_2aca;
+pub const EXT_BACKING_FORMAT: u32 = 0xe279_2aca;
 const EXT_FEATURE_NAMES: u32 = 0x6803_f857;
 const EXT_BITMAPS: u32 = 0x2385_2875;
 const EXT_ENCRYPTION: u32 = 0x0537_be77;
 const EXT_DATA_FILE: u32 = 0x4441_5441;
+
+type Be32 = U32<BigEndian>;
+type Be64 = U64<BigEndian>;
+
+/// The header every qcow2 version starts with (qcow2.txt, "Header", bytes 0..72): the one
+/// definition the reader parses and the writer fills, so the two cannot disagree on a position.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub struct RawHeader {
+    pub magic: Be32,
+    pub version: Be32,
+    pub backing_file_offset: Be64,
+    pub backing_file_size: Be32,
+    pub cluster_bits: Be32,
+    pub size: Be64,
+    pub crypt_method: Be32,
+    pub l1_size: Be32,
+    pub l1_table_offset: Be64,
+    pub refcount_table_offset: Be64,
+    pub refcount_table_clusters: Be32,
+    pub nb_snapshots: Be32,
+    pub snapshots_offset: Be64,
+}
+
+/// The version-3 fields that follow [`RawHeader`] (bytes 72..104).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub struct RawHeaderV3 {
+    pub incompatible_features: Be64,
+    pub compatible_features: Be64,
+    pub autoclear_features: Be64,
+    pub refcount_order: Be32,
+    pub header_length: Be32,
+}
+
+/// The compression type and its padding (bytes 104..112), present when header_length > 104.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub struct RawCompressionType {
+    pub compression_type: u8,
+    pub padding: [u8; 7],
+}
+
+/// The type and length that open every header extension; the data follows, padded to 8 bytes.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub struct RawExtension {
+    pub ty: Be32,
+    pub len: Be32,
+}
+
+/// One entry of the feature name table extension.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
+#[repr(C)]
+struct RawFeatureName {
+    ty: u8,
+    bit: u8,
+    name: [u8; 46],
+}
+
+/// Length of the version-2 header.
+pub const V2_LEN: usize = size_of::<RawHeader>();
+/// Length of the version-3 header without the compression type (its minimum header_length).
+pub const V3_LEN: usize = V2_LEN + size_of::<RawHeaderV3>();
+/// Length of the version-3 header with the compression type, as qemu writes it.
+pub const V3_COMPRESSION_LEN: usize = V3_LEN + size_of::<RawCompressionType>();
+const _: () = assert!(V2_LEN == 72 && V3_LEN == 104 && V3_COMPRESSION_LEN == 112);
+const _: () = assert!(size_of::<RawExtension>() == 8 && size_of::<RawFeatureName>() == 48);
+
+/// Byte position of a [`RawHeader`] field, for error messages and in-place updates.
+macro_rules! v2_at {
+    ($field:ident) => {
+        offset_of!(RawHeader, $field) as u64
+    };
+}
+
+/// Byte position of a [`RawHeaderV3`] field in the image.
+macro_rules! v3_at {
+    ($field:ident) => {
+        (V2_LEN + offset_of!(RawHeaderV3, $field)) as u64
+    };
+}
+
+/// Where a writer clears the autoclear features it does not know.
+pub const AUTOCLEAR_AT: u64 = v3_at!(autoclear_features);
+/// Where the refcount table offset sits; its cluster count follows it directly, so a writer
+/// that moves the table updates both with one write.
+pub const REFCOUNT_TABLE_AT: u64 = v2_at!(refcount_table_offset);
+const _: () = assert!(
+    offset_of!(RawHeader, refcount_table_clusters)
+        == offset_of!(RawHeader, refcount_table_offset) + 8
+);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
@@ -64,16 +159,6 @@ pub struct Header {
     pub feature_names: Vec<(u8, u8, String)>,
 }
 
-fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn be64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_be_bytes(a)
-}
-
 impl Header {
     pub fn cluster_size(&self) -> u64 {
         1 << self.cluster_bits
@@ -88,29 +173,29 @@ impl Header {
     pub fn parse(buf: &[u8], path: &Path, file_len: u64) -> Result<Self> {
         let bad =
             |offset: u64, detail: String| Error::corrupt(path, "qcow2 header", offset, detail);
-        if buf.len() < 72 {
+        let Ok((raw, _)) = RawHeader::read_from_prefix(buf) else {
             return Err(Error::Truncated {
                 path: path.into(),
                 what: "qcow2 header",
                 offset: 0,
-                len: 72,
+                len: V2_LEN as u64,
                 file_len,
             });
+        };
+        if raw.magic.get() != MAGIC {
+            return Err(bad(v2_at!(magic), "bad magic (not a qcow2 image)".into()));
         }
-        if be32(buf, 0) != MAGIC {
-            return Err(bad(0, "bad magic (not a qcow2 image)".into()));
-        }
-        let version = be32(buf, 4);
+        let version = raw.version.get();
         if version != 2 && version != 3 {
             return Err(Error::unsupported(
                 path,
                 format!("qcow2 version {version} is not supported (only 2 and 3)"),
             ));
         }
-        let cluster_bits = be32(buf, 20);
+        let cluster_bits = raw.cluster_bits.get();
         if !(MIN_CLUSTER_BITS..=MAX_CLUSTER_BITS).contains(&cluster_bits) {
             return Err(bad(
-                20,
+                v2_at!(cluster_bits),
                 format!(
                     "cluster_bits {cluster_bits} outside {MIN_CLUSTER_BITS}..={MAX_CLUSTER_BITS}"
                 ),
@@ -121,22 +206,22 @@ impl Header {
         let buf = &buf[..buf.len().min(cluster_size as usize)];
         let mut h = Header {
             version,
-            backing_file_offset: be64(buf, 8),
-            backing_file_size: be32(buf, 16),
+            backing_file_offset: raw.backing_file_offset.get(),
+            backing_file_size: raw.backing_file_size.get(),
             cluster_bits,
-            size: be64(buf, 24),
-            crypt_method: be32(buf, 32),
-            l1_size: be32(buf, 36),
-            l1_table_offset: be64(buf, 40),
-            refcount_table_offset: be64(buf, 48),
-            refcount_table_clusters: be32(buf, 56),
-            nb_snapshots: be32(buf, 60),
-            snapshots_offset: be64(buf, 64),
+            size: raw.size.get(),
+            crypt_method: raw.crypt_method.get(),
+            l1_size: raw.l1_size.get(),
+            l1_table_offset: raw.l1_table_offset.get(),
+            refcount_table_offset: raw.refcount_table_offset.get(),
+            refcount_table_clusters: raw.refcount_table_clusters.get(),
+            nb_snapshots: raw.nb_snapshots.get(),
+            snapshots_offset: raw.snapshots_offset.get(),
             incompatible_features: 0,
             compatible_features: 0,
             autoclear_features: 0,
             refcount_order: 4,
-            header_length: 72,
+            header_length: V2_LEN as u32,
             compression: Compression::Zlib,
             backing_file: None,
             backing_format: None,
@@ -145,25 +230,26 @@ impl Header {
             feature_names: Vec::new(),
         };
         if version >= 3 {
-            if buf.len() < 104 {
+            let Ok((v3, _)) = RawHeaderV3::read_from_prefix(buf.get(V2_LEN..).unwrap_or(&[]))
+            else {
                 return Err(Error::Truncated {
                     path: path.into(),
                     what: "qcow2 v3 header",
                     offset: 0,
-                    len: 104,
+                    len: V3_LEN as u64,
                     file_len,
                 });
-            }
-            h.incompatible_features = be64(buf, 72);
-            h.compatible_features = be64(buf, 80);
-            h.autoclear_features = be64(buf, 88);
-            h.refcount_order = be32(buf, 96);
-            h.header_length = be32(buf, 100);
-            if h.header_length < 104 || u64::from(h.header_length) > cluster_size {
+            };
+            h.incompatible_features = v3.incompatible_features.get();
+            h.compatible_features = v3.compatible_features.get();
+            h.autoclear_features = v3.autoclear_features.get();
+            h.refcount_order = v3.refcount_order.get();
+            h.header_length = v3.header_length.get();
+            if (h.header_length as usize) < V3_LEN || u64::from(h.header_length) > cluster_size {
                 return Err(bad(
-                    100,
+                    v3_at!(header_length),
                     format!(
-                        "header_length {} outside 104..={cluster_size}",
+                        "header_length {} outside {V3_LEN}..={cluster_size}",
                         h.header_length
                     ),
                 ));
@@ -178,10 +264,16 @@ impl Header {
                 });
             }
             if h.refcount_order > 6 {
-                return Err(bad(96, format!("refcount_order {} > 6", h.refcount_order)));
+                return Err(bad(
+                    v3_at!(refcount_order),
+                    format!("refcount_order {} > 6", h.refcount_order),
+                ));
             }
-            if h.header_length > 104 {
-                h.compression = match buf[104] {
+            if h.header_length as usize > V3_LEN {
+                // Within buf: header_length was checked against it above. The padding that
+                // completes RawCompressionType may be absent (header_length 105..112).
+                let at = V3_LEN + offset_of!(RawCompressionType, compression_type);
+                h.compression = match buf[at] {
                     0 => Compression::Zlib,
                     1 => Compression::Zstd,
                     t => {
@@ -195,7 +287,7 @@ impl Header {
             let has_bit = h.incompatible_features & INCOMPAT_COMPRESSION != 0;
             if has_bit != (h.compression != Compression::Zlib) {
                 return Err(bad(
-                    72,
+                    v3_at!(incompatible_features),
                     "compression type and its incompatible feature bit disagree".into(),
                 ));
             }
@@ -211,7 +303,7 @@ impl Header {
         }
         if h.l1_table_offset % cluster_size != 0 {
             return Err(bad(
-                40,
+                v2_at!(l1_table_offset),
                 format!(
                     "L1 table offset {:#x} is not cluster-aligned",
                     h.l1_table_offset
@@ -223,7 +315,7 @@ impl Header {
         let needed = h.size.div_ceil(bytes_per_l2);
         if needed.saturating_mul(8) > MAX_L1_BYTES {
             return Err(bad(
-                24,
+                v2_at!(size),
                 format!(
                     "virtual size {} is too large (L1 table would exceed {} MiB)",
                     h.size,
@@ -233,7 +325,7 @@ impl Header {
         }
         if u64::from(h.l1_size) < needed {
             return Err(bad(
-                36,
+                v2_at!(l1_size),
                 format!(
                     "L1 table of {} entries cannot cover the virtual size {} ({needed} needed)",
                     h.l1_size, h.size
@@ -242,7 +334,7 @@ impl Header {
         }
         if u64::from(h.l1_size) * 8 > MAX_L1_BYTES {
             return Err(bad(
-                36,
+                v2_at!(l1_size),
                 format!(
                     "L1 table of {} entries exceeds {} MiB",
                     h.l1_size,
@@ -301,7 +393,7 @@ impl Header {
             return Err(Error::corrupt(
                 path,
                 "qcow2 header",
-                16,
+                v2_at!(backing_file_size),
                 format!(
                     "backing file name length {} outside 1..={MAX_BACKING_NAME}",
                     self.backing_file_size
@@ -340,13 +432,14 @@ impl Header {
             buf.len()
         };
         loop {
-            if pos + 8 > limit {
+            let Ok((ext, _)) = RawExtension::read_from_prefix(buf.get(pos..limit).unwrap_or(&[]))
+            else {
                 // qemu tolerates a header cluster that ends without an end marker.
                 return Ok(());
-            }
-            let ty = be32(buf, pos);
-            let len = be32(buf, pos + 4) as usize;
-            let data_start = pos + 8;
+            };
+            let ty = ext.ty.get();
+            let len = ext.len.get() as usize;
+            let data_start = pos + size_of::<RawExtension>();
             if ty == EXT_END {
                 return Ok(());
             }
@@ -378,11 +471,14 @@ impl Header {
                     )
                 }
                 EXT_FEATURE_NAMES => {
-                    for ent in data.chunks_exact(48) {
-                        let name = String::from_utf8_lossy(&ent[2..])
+                    // The largest whole number of entries; a partial last one is ignored.
+                    let entries =
+                        <[RawFeatureName]>::ref_from_prefix(data).map_or(&[][..], |(e, _)| e);
+                    for ent in entries {
+                        let name = String::from_utf8_lossy(&ent.name)
                             .trim_end_matches('\0')
                             .to_string();
-                        self.feature_names.push((ent[0], ent[1], name));
+                        self.feature_names.push((ent.ty, ent.bit, name));
                     }
                 }
                 EXT_BITMAPS => self.has_bitmaps = true,

@@ -17,7 +17,9 @@
 //! holds only up to the last `flush()` (as qemu with cache=writeback between guest flushes).
 
 use super::cluster;
-use super::header::{self, Compression, Header};
+use super::header::{
+    self, Compression, Header, RawCompressionType, RawExtension, RawHeader, RawHeaderV3, MAGIC,
+};
 use super::refcount;
 use super::table::{Geometry, Mapping, OFFSET_MASK};
 use crate::block::error::{Error, Result};
@@ -31,10 +33,13 @@ use serde_json::json;
 use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::mem::size_of;
 use std::num::NonZeroUsize;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use zerocopy::byteorder::{BigEndian, U32, U64};
+use zerocopy::IntoBytes;
 
 /// L1/L2 "refcount is exactly one" flag: the cluster may be written in place.
 const COPIED: u64 = 1 << 63;
@@ -140,54 +145,64 @@ fn is_zero(b: &[u8]) -> bool {
 fn header_bytes(o: &CreateOptions, cluster_bits: u32, l1_size: u32) -> Result<Vec<u8>> {
     let cs = 1usize << cluster_bits;
     let mut h = vec![0u8; cs];
-    let put32 =
-        |h: &mut Vec<u8>, at: usize, v: u32| h[at..at + 4].copy_from_slice(&v.to_be_bytes());
-    let put64 =
-        |h: &mut Vec<u8>, at: usize, v: u64| h[at..at + 8].copy_from_slice(&v.to_be_bytes());
-    put32(&mut h, 0, header::MAGIC);
-    put32(&mut h, 4, if o.compat_v2 { 2 } else { 3 });
-    put32(&mut h, 20, cluster_bits);
-    put64(&mut h, 24, o.size);
-    put32(&mut h, 36, l1_size);
-    put64(&mut h, 40, 3 << cluster_bits);
-    put64(&mut h, 48, 1 << cluster_bits);
-    put32(&mut h, 56, 1);
+    let mut raw = RawHeader {
+        magic: MAGIC.into(),
+        version: (if o.compat_v2 { 2u32 } else { 3 }).into(),
+        cluster_bits: cluster_bits.into(),
+        size: o.size.into(),
+        l1_size: l1_size.into(),
+        // Layout: header, refcount table, first refcount block, L1 table.
+        l1_table_offset: (3u64 << cluster_bits).into(),
+        refcount_table_offset: (1u64 << cluster_bits).into(),
+        refcount_table_clusters: 1u32.into(),
+        ..RawHeader::default()
+    };
     let mut pos = if o.compat_v2 {
-        72
+        header::V2_LEN
     } else {
         let zstd = o.compression == Compression::Zstd;
-        put64(
-            &mut h,
-            72,
-            if zstd {
+        let v3 = RawHeaderV3 {
+            incompatible_features: (if zstd {
                 header::INCOMPAT_COMPRESSION
             } else {
                 0
-            },
-        );
-        put64(&mut h, 80, u64::from(o.lazy_refcounts));
-        put32(&mut h, 96, 4);
-        put32(&mut h, 100, 112);
-        h[104] = u8::from(zstd);
-        112
+            })
+            .into(),
+            compatible_features: u64::from(o.lazy_refcounts).into(),
+            autoclear_features: 0u64.into(),
+            refcount_order: 4u32.into(),
+            header_length: (header::V3_COMPRESSION_LEN as u32).into(),
+        };
+        let ct = RawCompressionType {
+            compression_type: u8::from(zstd),
+            padding: [0; 7],
+        };
+        h[header::V2_LEN..header::V3_LEN].copy_from_slice(v3.as_bytes());
+        h[header::V3_LEN..header::V3_COMPRESSION_LEN].copy_from_slice(ct.as_bytes());
+        header::V3_COMPRESSION_LEN
     };
     if let Some((name, fmt)) = &o.backing {
-        let need = pos + 8 + fmt.len().div_ceil(8) * 8 + 8 + name.len();
+        let ext_len = size_of::<RawExtension>();
+        let need = pos + ext_len + fmt.len().div_ceil(8) * 8 + ext_len + name.len();
         if name.len() > header::MAX_BACKING_NAME as usize || need > cs {
             return Err(Error::unsupported(
                 name.as_str(),
                 "backing file name too long for the header cluster",
             ));
         }
-        put32(&mut h, pos, 0xe279_2aca);
-        put32(&mut h, pos + 4, fmt.len() as u32);
-        h[pos + 8..pos + 8 + fmt.len()].copy_from_slice(fmt.as_bytes());
-        pos += 8 + fmt.len().div_ceil(8) * 8;
-        pos += 8; // end of extensions: type 0, length 0
+        let ext = RawExtension {
+            ty: header::EXT_BACKING_FORMAT.into(),
+            len: (fmt.len() as u32).into(),
+        };
+        h[pos..pos + ext_len].copy_from_slice(ext.as_bytes());
+        h[pos + ext_len..pos + ext_len + fmt.len()].copy_from_slice(fmt.as_bytes());
+        pos += ext_len + fmt.len().div_ceil(8) * 8;
+        pos += ext_len; // end of extensions: type 0, length 0 (the buffer is zeroed)
         h[pos..pos + name.len()].copy_from_slice(name.as_bytes());
-        put64(&mut h, 8, pos as u64);
-        put32(&mut h, 16, name.len() as u32);
+        raw.backing_file_offset = (pos as u64).into();
+        raw.backing_file_size = (name.len() as u32).into();
     }
+    h[..header::V2_LEN].copy_from_slice(raw.as_bytes());
     Ok(h)
 }
 
@@ -351,8 +366,8 @@ impl Qcow2Writer {
         let cs = h.cluster_size();
         // Autoclear features (bitmaps...) must be cleared by a writer that does not know them.
         if h.version >= 3 && h.autoclear_features != 0 {
-            file.write_all_at(&0u64.to_be_bytes(), 88)
-                .map_err(io_err(path, "qcow2 header", 88))?;
+            file.write_all_at(U64::<BigEndian>::ZERO.as_bytes(), header::AUTOCLEAR_AT)
+                .map_err(io_err(path, "qcow2 header", header::AUTOCLEAR_AT))?;
         }
         let geo = Geometry {
             cluster_bits: h.cluster_bits,
@@ -580,10 +595,11 @@ impl Qcow2Writer {
         }
         raw.resize((clusters * cs) as usize, 0);
         self.pwrite(st, &raw, start, "qcow2 refcount table")?;
+        // refcount_table_offset and refcount_table_clusters, adjacent in RawHeader.
         let mut hdr = [0u8; 12];
-        hdr[..8].copy_from_slice(&start.to_be_bytes());
-        hdr[8..].copy_from_slice(&(clusters as u32).to_be_bytes());
-        self.pwrite(st, &hdr, 48, "qcow2 header")?;
+        hdr[..8].copy_from_slice(U64::<BigEndian>::new(start).as_bytes());
+        hdr[8..].copy_from_slice(U32::<BigEndian>::new(clusters as u32).as_bytes());
+        self.pwrite(st, &hdr, header::REFCOUNT_TABLE_AT, "qcow2 header")?;
         st.reftable_offset = start;
         self.add_refcounts(st, old_off / cs, old_clusters, -1)
     }
@@ -1181,5 +1197,108 @@ impl BlockDevice for Qcow2Writer {
 
     fn backing(&self) -> Option<&Arc<dyn BlockDevice>> {
         self.backing.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The header cluster laid out field by field at qcow2.txt's byte positions, independently
+    /// of the typed structures, to pin the bytes `header_bytes` writes.
+    fn by_hand(o: &CreateOptions, cb: u32, l1_size: u32, backing_at: u64) -> Vec<u8> {
+        let mut h = vec![0u8; 1 << cb];
+        let mut put = |at: usize, v: &[u8]| h[at..at + v.len()].copy_from_slice(v);
+        put(0, b"QFI\xfb");
+        put(4, &(if o.compat_v2 { 2u32 } else { 3 }).to_be_bytes());
+        put(20, &cb.to_be_bytes());
+        put(24, &o.size.to_be_bytes());
+        put(36, &l1_size.to_be_bytes());
+        put(40, &(3u64 << cb).to_be_bytes());
+        put(48, &(1u64 << cb).to_be_bytes());
+        put(56, &1u32.to_be_bytes());
+        let zstd = o.compression == Compression::Zstd;
+        let mut pos = 72;
+        if !o.compat_v2 {
+            put(72, &(u64::from(zstd) << 3).to_be_bytes());
+            put(80, &u64::from(o.lazy_refcounts).to_be_bytes());
+            put(96, &4u32.to_be_bytes());
+            put(100, &112u32.to_be_bytes());
+            put(104, &[u8::from(zstd)]);
+            pos = 112;
+        }
+        if let Some((name, fmt)) = &o.backing {
+            put(pos, &0xe279_2acau32.to_be_bytes());
+            put(pos + 4, &(fmt.len() as u32).to_be_bytes());
+            put(pos + 8, fmt.as_bytes());
+            put(backing_at as usize, name.as_bytes());
+            put(8, &backing_at.to_be_bytes());
+            put(16, &(name.len() as u32).to_be_bytes());
+        }
+        h
+    }
+
+    #[test]
+    fn header_bytes_layout_and_parse_back() {
+        let p = Path::new("t.qcow2");
+        for (v2, zstd, backing) in [
+            (false, false, false),
+            (false, true, true),
+            (true, false, true),
+        ] {
+            let o = CreateOptions {
+                size: 5 << 20,
+                cluster_size: 4096,
+                compat_v2: v2,
+                compression: if zstd {
+                    Compression::Zstd
+                } else {
+                    Compression::Zlib
+                },
+                backing: backing.then(|| ("base.qcow2".to_string(), "qcow2".to_string())),
+                lazy_refcounts: !v2,
+                ..CreateOptions::default()
+            };
+            let got = header_bytes(&o, 12, 3).unwrap();
+            // Extensions start after the header; the name after the padded extension and the
+            // end marker.
+            let at = if v2 { 72 } else { 112 } + 8 + 8 + 8;
+            assert_eq!(got, by_hand(&o, 12, 3, at));
+            let h = Header::parse(&got, p, 4096).unwrap();
+            assert_eq!(
+                (h.version, h.size, h.l1_size),
+                (if v2 { 2 } else { 3 }, 5 << 20, 3)
+            );
+            assert_eq!(h.compression == Compression::Zstd, zstd);
+            assert_eq!(h.backing_file.is_some(), backing);
+            assert_eq!(h.backing_format.as_deref(), backing.then_some("qcow2"));
+            assert_eq!(h.compatible_features, u64::from(!v2));
+        }
+    }
+
+    #[test]
+    fn short_headers_are_truncated_not_panics() {
+        let p = Path::new("t.qcow2");
+        let o = CreateOptions {
+            size: 1 << 20,
+            cluster_size: 4096,
+            ..CreateOptions::default()
+        };
+        let full = header_bytes(&o, 12, 1).unwrap();
+        for (len, what) in [
+            (0, "qcow2 header"),
+            (71, "qcow2 header"),
+            (103, "qcow2 v3 header"),
+        ] {
+            match Header::parse(&full[..len], p, len as u64) {
+                Err(Error::Truncated { what: w, .. }) => assert_eq!(w, what, "at {len}"),
+                other => panic!("{len} bytes: {other:?}"),
+            }
+        }
+        // header_length 112 but only 110 bytes there.
+        assert!(matches!(
+            Header::parse(&full[..110], p, 110),
+            Err(Error::Truncated { len: 112, .. })
+        ));
     }
 }

@@ -9,15 +9,48 @@ use crate::block::error::{Error, Result};
 use crate::block::file::ImageFile;
 use lru::LruCache;
 use parking_lot::Mutex;
+use std::mem::{offset_of, size_of};
 use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::Arc;
+use zerocopy::byteorder::{LittleEndian, U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 pub const MAGIC: &[u8; 4] = b"KDMV";
 pub const SECTOR: u64 = 512;
 /// The header occupies the first sector of the extent (79 bytes used, the rest padding).
 pub const HEADER_LEN: usize = 512;
-const HEADER_USED: usize = 79;
+const HEADER_USED: usize = size_of::<RawSparseHeader>();
+const _: () = assert!(HEADER_USED == 79);
+
+/// The used part of the hosted sparse extent header, little-endian, sizes in sectors: the one
+/// layout the reader parses and the writer fills (the rest of the first sector is zero padding).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub struct RawSparseHeader {
+    pub magic: [u8; 4],
+    pub version: U32<LittleEndian>,
+    pub flags: U32<LittleEndian>,
+    pub capacity: U64<LittleEndian>,
+    pub grain_size: U64<LittleEndian>,
+    pub descriptor_offset: U64<LittleEndian>,
+    pub descriptor_size: U64<LittleEndian>,
+    pub num_gtes_per_gt: U32<LittleEndian>,
+    pub rgd_offset: U64<LittleEndian>,
+    pub gd_offset: U64<LittleEndian>,
+    pub overhead: U64<LittleEndian>,
+    pub unclean_shutdown: u8,
+    /// singleEndLineChar, nonEndLineChar, doubleEndLineChar1 and 2: "\n \r\n" when intact.
+    pub nl_check: [u8; 4],
+    pub compress_algorithm: U16<LittleEndian>,
+}
+
+/// Byte position of a [`RawSparseHeader`] field, for error messages and in-place updates.
+macro_rules! at {
+    ($field:ident) => {
+        offset_of!(RawSparseHeader, $field) as u64
+    };
+}
 /// gdOffset of a streamOptimized file whose grain directory is known only at the end: the
 /// footer (a copy of the header) holds the real one.
 pub const GD_AT_END: u64 = u64::MAX;
@@ -46,10 +79,6 @@ pub const MAX_GD_ENTRIES: u64 = 1 << 24;
 /// Memory for cached grain tables per image (at least 16 tables). Tables are held decoded, 8 bytes
 /// an entry: 8 MiB holds 2048 standard tables (512 entries), which map 64 TiB of 64 KiB grains.
 const GT_CACHE_BYTES: u64 = 8 << 20;
-
-fn le16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
 
 fn le32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
@@ -84,7 +113,7 @@ impl SparseHeader {
     /// errors; offsets in errors are those of the field within the header.
     pub fn parse(buf: &[u8], path: &Path) -> Result<Self> {
         let bad = |at: u64, d: String| Error::corrupt(path, "vmdk sparse header", at, d);
-        if buf.len() < HEADER_USED {
+        let Ok((raw, _)) = RawSparseHeader::read_from_prefix(buf) else {
             return Err(Error::Truncated {
                 path: path.into(),
                 what: "vmdk sparse header",
@@ -92,24 +121,27 @@ impl SparseHeader {
                 len: HEADER_USED as u64,
                 file_len: buf.len() as u64,
             });
-        }
-        if &buf[..4] != MAGIC {
-            return Err(bad(0, "bad magic (not a VMDK sparse extent)".into()));
+        };
+        if &raw.magic != MAGIC {
+            return Err(bad(
+                at!(magic),
+                "bad magic (not a VMDK sparse extent)".into(),
+            ));
         }
         let h = SparseHeader {
-            version: le32(buf, 4),
-            flags: le32(buf, 8),
-            capacity: le64(buf, 12),
-            grain_size: le64(buf, 20),
-            descriptor_offset: le64(buf, 28),
-            descriptor_size: le64(buf, 36),
-            num_gtes_per_gt: le32(buf, 44),
-            rgd_offset: le64(buf, 48),
-            gd_offset: le64(buf, 56),
-            overhead: le64(buf, 64),
-            unclean_shutdown: buf[72] != 0,
-            nl_check: [buf[73], buf[74], buf[75], buf[76]],
-            compress_algorithm: le16(buf, 77),
+            version: raw.version.get(),
+            flags: raw.flags.get(),
+            capacity: raw.capacity.get(),
+            grain_size: raw.grain_size.get(),
+            descriptor_offset: raw.descriptor_offset.get(),
+            descriptor_size: raw.descriptor_size.get(),
+            num_gtes_per_gt: raw.num_gtes_per_gt.get(),
+            rgd_offset: raw.rgd_offset.get(),
+            gd_offset: raw.gd_offset.get(),
+            overhead: raw.overhead.get(),
+            unclean_shutdown: raw.unclean_shutdown != 0,
+            nl_check: raw.nl_check,
+            compress_algorithm: raw.compress_algorithm.get(),
         };
         if !(1..=3).contains(&h.version) {
             return Err(Error::unsupported(
@@ -122,7 +154,7 @@ impl SparseHeader {
         }
         if h.capacity > MAX_CAPACITY_SECTORS {
             return Err(bad(
-                12,
+                at!(capacity),
                 format!(
                     "capacity {} sectors is more than the {MAX_CAPACITY_SECTORS} ferry accepts",
                     h.capacity
@@ -131,7 +163,7 @@ impl SparseHeader {
         }
         if !(1..=MAX_GRAIN_SECTORS).contains(&h.grain_size) {
             return Err(bad(
-                20,
+                at!(grain_size),
                 format!(
                     "grain size {} sectors outside 1..={MAX_GRAIN_SECTORS}",
                     h.grain_size
@@ -140,7 +172,7 @@ impl SparseHeader {
         }
         if !(1..=MAX_GTES_PER_GT).contains(&h.num_gtes_per_gt) {
             return Err(bad(
-                44,
+                at!(num_gtes_per_gt),
                 format!(
                     "{} entries per grain table outside 1..={MAX_GTES_PER_GT}",
                     h.num_gtes_per_gt
@@ -150,7 +182,7 @@ impl SparseHeader {
         let max_desc = super::descriptor::MAX_DESCRIPTOR_BYTES as u64 / SECTOR;
         if h.descriptor_size > max_desc {
             return Err(bad(
-                36,
+                at!(descriptor_size),
                 format!(
                     "embedded descriptor of {} sectors is larger than the {max_desc} ferry accepts",
                     h.descriptor_size
@@ -168,7 +200,7 @@ impl SparseHeader {
         }
         if h.gd_entries() > MAX_GD_ENTRIES {
             return Err(bad(
-                12,
+                at!(capacity),
                 format!(
                 "capacity {} sectors needs {} grain directory entries, more than {MAX_GD_ENTRIES}",
                 h.capacity, h.gd_entries()),

@@ -9,8 +9,8 @@
 //! the grain table being filled is held in memory; grains that are all zeros are simply not given.
 
 use super::sparse::{
-    COMPRESSION_DEFLATE, COMPRESSION_NONE, FLAG_COMPRESSED, FLAG_MARKERS, FLAG_NL_DETECT, FLAG_RGD,
-    GD_AT_END, HEADER_LEN, MAGIC, MAX_CAPACITY_SECTORS, SECTOR,
+    RawSparseHeader, COMPRESSION_DEFLATE, COMPRESSION_NONE, FLAG_COMPRESSED, FLAG_MARKERS,
+    FLAG_NL_DETECT, FLAG_RGD, GD_AT_END, HEADER_LEN, MAGIC, MAX_CAPACITY_SECTORS, SECTOR,
 };
 use super::stream::{MARKER_EOS, MARKER_FOOTER};
 use crate::block::error::{Error, Result};
@@ -20,6 +20,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use zerocopy::{FromBytes, IntoBytes};
 
 /// Grain size in sectors (64 KiB), as VMware and qemu use.
 pub const GRAIN_SECTORS: u64 = 128;
@@ -137,21 +138,25 @@ struct Header {
 
 impl Header {
     fn bytes(&self) -> [u8; HEADER_LEN] {
+        let raw = RawSparseHeader {
+            magic: *MAGIC,
+            version: self.version.into(),
+            flags: self.flags.into(),
+            capacity: self.capacity.into(),
+            grain_size: GRAIN_SECTORS.into(),
+            descriptor_offset: self.desc_offset.into(),
+            descriptor_size: self.desc_size.into(),
+            num_gtes_per_gt: (GTES_PER_GT as u32).into(),
+            rgd_offset: self.rgd_offset.into(),
+            gd_offset: self.gd_offset.into(),
+            overhead: self.overhead.into(),
+            unclean_shutdown: 0,
+            // The newline-detection bytes catch text-mode transfers.
+            nl_check: *b"\n \r\n",
+            compress_algorithm: self.compress.into(),
+        };
         let mut b = [0u8; HEADER_LEN];
-        b[..4].copy_from_slice(MAGIC);
-        b[4..8].copy_from_slice(&self.version.to_le_bytes());
-        b[8..12].copy_from_slice(&self.flags.to_le_bytes());
-        b[12..20].copy_from_slice(&self.capacity.to_le_bytes());
-        b[20..28].copy_from_slice(&GRAIN_SECTORS.to_le_bytes());
-        b[28..36].copy_from_slice(&self.desc_offset.to_le_bytes());
-        b[36..44].copy_from_slice(&self.desc_size.to_le_bytes());
-        b[44..48].copy_from_slice(&(GTES_PER_GT as u32).to_le_bytes());
-        b[48..56].copy_from_slice(&self.rgd_offset.to_le_bytes());
-        b[56..64].copy_from_slice(&self.gd_offset.to_le_bytes());
-        b[64..72].copy_from_slice(&self.overhead.to_le_bytes());
-        // uncleanShutdown 0; the newline-detection bytes catch text-mode transfers.
-        b[73..77].copy_from_slice(b"\n \r\n");
-        b[77..79].copy_from_slice(&self.compress.to_le_bytes());
+        b[..size_of_val(&raw)].copy_from_slice(raw.as_bytes());
         b
     }
 }
@@ -497,7 +502,10 @@ impl VmdkWriter {
             self.file
                 .read_exact_at(&mut head, 0)
                 .map_err(|e| self.io("vmdk header", 0, e))?;
-            head[56..64].copy_from_slice(&gd_at.to_le_bytes());
+            // The footer is the header again, with the grain directory now known.
+            if let Ok((raw, _)) = RawSparseHeader::mut_from_prefix(&mut head[..]) {
+                raw.gd_offset.set(gd_at);
+            }
             tail.extend_from_slice(&head);
             tail.extend_from_slice(&marker(0, MARKER_EOS));
             self.pwrite(&tail, st.next * SECTOR, "vmdk footer")?;
@@ -572,6 +580,39 @@ mod tests {
             (128, 512, *b"\n \r\n")
         );
         assert!(p.compressed() && !p.unclean_shutdown);
+    }
+
+    /// The header sector laid out at the spec's byte positions, independently of
+    /// RawSparseHeader, pins the bytes the writer produces.
+    #[test]
+    fn header_layout() {
+        let h = Header {
+            version: 1,
+            flags: FLAG_NL_DETECT | FLAG_RGD,
+            capacity: 0x1122_3344_5566,
+            desc_offset: 1,
+            desc_size: 20,
+            rgd_offset: 21,
+            gd_offset: 29,
+            overhead: 384,
+            compress: COMPRESSION_NONE,
+        };
+        let mut want = [0u8; HEADER_LEN];
+        let mut put = |at: usize, v: &[u8]| want[at..at + v.len()].copy_from_slice(v);
+        put(0, b"KDMV");
+        put(4, &1u32.to_le_bytes());
+        put(8, &h.flags.to_le_bytes());
+        put(12, &h.capacity.to_le_bytes());
+        put(20, &GRAIN_SECTORS.to_le_bytes());
+        put(28, &1u64.to_le_bytes());
+        put(36, &20u64.to_le_bytes());
+        put(44, &512u32.to_le_bytes());
+        put(48, &21u64.to_le_bytes());
+        put(56, &29u64.to_le_bytes());
+        put(64, &384u64.to_le_bytes());
+        put(73, b"\n \r\n");
+        put(77, &COMPRESSION_NONE.to_le_bytes());
+        assert_eq!(h.bytes(), want);
     }
 
     #[test]

@@ -15,6 +15,78 @@
 
 use super::super::{Error, Result};
 use crate::block::BlockDevice;
+use std::mem::{offset_of, size_of};
+use zerocopy::byteorder::{LittleEndian, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+type Le32 = U32<LittleEndian>;
+type Le64 = U64<LittleEndian>;
+
+/// `label_header` (label.h): at the start of the label sector.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct RawLabelHeader {
+    /// "LABELONE".
+    pub id: [u8; 8],
+    /// The sector this label is in.
+    pub sector_xl: Le64,
+    /// CRC from `offset_xl` to the end of the sector.
+    pub crc_xl: Le32,
+    /// Offset of the contents (`pv_header`) in the sector.
+    pub offset_xl: Le32,
+    /// "LVM2 001".
+    pub type_: [u8; 8],
+}
+
+/// The fixed start of `pv_header` (layout.h); the `disk_locn` lists follow.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct RawPvHeader {
+    pub pv_uuid: [u8; ID_LEN],
+    pub device_size_xl: Le64,
+}
+
+/// `disk_locn` (layout.h): a byte range of the PV; an all-zero one ends its list.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct RawDiskLocn {
+    pub offset: Le64,
+    pub size: Le64,
+}
+
+/// The fixed start of `mda_header` (layout.h); the `raw_locn` list follows.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct RawMdaHeader {
+    /// CRC of the rest of the 512-byte header.
+    pub checksum_xl: Le32,
+    pub magic: [u8; 16],
+    pub version: Le32,
+    /// The area's own start on the PV, in bytes.
+    pub start: Le64,
+    pub size: Le64,
+}
+
+/// `raw_locn` (layout.h): one copy of the metadata text, its offset relative to the area.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct RawRawLocn {
+    pub offset: Le64,
+    pub size: Le64,
+    pub checksum: Le32,
+    pub flags: Le32,
+}
+
+const _: () = assert!(size_of::<RawLabelHeader>() == 32 && size_of::<RawPvHeader>() == 40);
+const _: () = assert!(size_of::<RawDiskLocn>() == 16 && size_of::<RawMdaHeader>() == 40);
+const _: () = assert!(size_of::<RawRawLocn>() == 24);
+
+/// Byte position of a field of a raw structure, for error messages.
+macro_rules! at {
+    ($ty:ty, $field:ident) => {
+        offset_of!($ty, $field)
+    };
+}
 
 /// LVM writes everything in 512-byte units, whatever the device's logical sector size.
 pub const SECTOR: u64 = 512;
@@ -23,7 +95,7 @@ pub const LABEL_SCAN_SECTORS: u64 = 4;
 pub const LABEL_ID: &[u8; 8] = b"LABELONE";
 pub const LVM2_TYPE: &[u8; 8] = b"LVM2 001";
 /// Size of `label_header`; the PV header cannot start before its end.
-const LABEL_HEADER_SIZE: usize = 32;
+const LABEL_HEADER_SIZE: usize = size_of::<RawLabelHeader>();
 /// LVM's CRC starts from this value instead of 0xffffffff and has no final inversion.
 pub const INITIAL_CRC: u32 = 0xf597_a6cf;
 pub const MDA_MAGIC: &[u8; 16] = b"\x20LVM2\x20x[5A%r0N*>";
@@ -64,18 +136,6 @@ pub fn crc(mut crc: u32, data: &[u8]) -> u32 {
         crc = TABLE[usize::from((crc as u8) ^ b)] ^ (crc >> 8);
     }
     crc
-}
-
-fn le32(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
-}
-
-fn le64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
 }
 
 /// A `disk_locn`: a byte range of the PV.
@@ -123,62 +183,69 @@ impl PvLabel {
     pub fn parse(buf: &[u8], sector_no: u64, device: &str) -> Result<Self> {
         let at = sector_no * SECTOR;
         let bad = |off: usize, d: String| Error::corrupt(device, "lvm label", at + off as u64, d);
-        if buf.len() < SECTOR as usize || &buf[..8] != LABEL_ID {
+        let buf = match buf.get(..SECTOR as usize) {
+            Some(b) if b.starts_with(LABEL_ID) => b,
+            _ => return Err(bad(0, "no LABELONE signature".into())),
+        };
+        let Ok((label, _)) = RawLabelHeader::ref_from_prefix(buf) else {
             return Err(bad(0, "no LABELONE signature".into()));
-        }
-        let buf = &buf[..SECTOR as usize];
-        let recorded_sector = le64(buf, 8);
+        };
+        let recorded_sector = label.sector_xl.get();
         if recorded_sector != sector_no {
             return Err(bad(
-                8,
+                at!(RawLabelHeader, sector_xl),
                 format!(
                     "label says it is in sector {recorded_sector}, found in sector {sector_no}"
                 ),
             ));
         }
-        let stored = le32(buf, 16);
-        let actual = crc(INITIAL_CRC, &buf[20..]);
+        let stored = label.crc_xl.get();
+        let actual = crc(INITIAL_CRC, &buf[at!(RawLabelHeader, offset_xl)..]);
         if stored != actual {
             return Err(bad(
-                16,
+                at!(RawLabelHeader, crc_xl),
                 format!("checksum mismatch: stored {stored:#010x}, computed {actual:#010x}"),
             ));
         }
-        if &buf[24..32] != LVM2_TYPE {
+        if &label.type_ != LVM2_TYPE {
             return Err(Error::Unsupported {
                 device: device.into(),
                 detail: format!(
                     "PV label type {:?} is not LVM2 (\"LVM2 001\")",
-                    String::from_utf8_lossy(&buf[24..32])
+                    String::from_utf8_lossy(&label.type_)
                 ),
             });
         }
-        let hdr = le32(buf, 20) as usize;
+        let hdr = label.offset_xl.get() as usize;
         // uuid + device size + at least the two list terminators.
-        if hdr < LABEL_HEADER_SIZE || hdr + ID_LEN + 8 + 32 > buf.len() {
+        let pv = buf
+            .get(hdr..)
+            .filter(|_| hdr >= LABEL_HEADER_SIZE)
+            .filter(|rest| rest.len() >= size_of::<RawPvHeader>() + 2 * size_of::<RawDiskLocn>())
+            .and_then(|rest| RawPvHeader::ref_from_prefix(rest).ok());
+        let Some((pv, _)) = pv else {
             return Err(bad(
-                20,
+                at!(RawLabelHeader, offset_xl),
                 format!("PV header offset {hdr} outside the label sector"),
             ));
-        }
-        let uuid_bytes = &buf[hdr..hdr + ID_LEN];
-        if !uuid_bytes.iter().all(|c| c.is_ascii_graphic()) {
+        };
+        if !pv.pv_uuid.iter().all(|c| c.is_ascii_graphic()) {
             return Err(bad(hdr, "PV uuid is not printable text".into()));
         }
-        let uuid = String::from_utf8_lossy(uuid_bytes).into_owned();
-        let device_size = le64(buf, hdr + ID_LEN);
-        let mut pos = hdr + ID_LEN + 8;
+        let uuid = String::from_utf8_lossy(&pv.pv_uuid).into_owned();
+        let device_size = pv.device_size_xl.get();
+        let mut pos = hdr + size_of::<RawPvHeader>();
         let mut lists = [Vec::new(), Vec::new()];
         for list in &mut lists {
             loop {
-                if pos + 16 > buf.len() {
+                let Ok((l, _)) = RawDiskLocn::read_from_prefix(&buf[pos..]) else {
                     return Err(bad(pos, "disk area list runs past the label sector".into()));
-                }
-                let l = DiskLocn {
-                    offset: le64(buf, pos),
-                    size: le64(buf, pos + 8),
                 };
-                pos += 16;
+                let l = DiskLocn {
+                    offset: l.offset.get(),
+                    size: l.size.get(),
+                };
+                pos += size_of::<RawDiskLocn>();
                 if l.offset == 0 {
                     break;
                 }
@@ -231,53 +298,60 @@ impl MdaHeader {
         let bad = |off: usize, d: String| {
             Error::corrupt(device, "lvm mda_header", at.saturating_add(off as u64), d)
         };
-        if buf.len() < MDA_HEADER_SIZE as usize {
+        let Some(buf) = buf.get(..MDA_HEADER_SIZE as usize) else {
             return Err(bad(0, "shorter than 512 bytes".into()));
+        };
+        let Ok((h, mut rest)) = RawMdaHeader::ref_from_prefix(buf) else {
+            return Err(bad(0, "shorter than 512 bytes".into()));
+        };
+        if &h.magic != MDA_MAGIC {
+            return Err(bad(
+                at!(RawMdaHeader, magic),
+                "bad magic (not an LVM2 metadata area)".into(),
+            ));
         }
-        let buf = &buf[..MDA_HEADER_SIZE as usize];
-        if &buf[4..20] != MDA_MAGIC {
-            return Err(bad(4, "bad magic (not an LVM2 metadata area)".into()));
-        }
-        let stored = le32(buf, 0);
-        let actual = crc(INITIAL_CRC, &buf[4..]);
+        let stored = h.checksum_xl.get();
+        let actual = crc(INITIAL_CRC, &buf[at!(RawMdaHeader, magic)..]);
         if stored != actual {
             return Err(bad(
-                0,
+                at!(RawMdaHeader, checksum_xl),
                 format!("checksum mismatch: stored {stored:#010x}, computed {actual:#010x}"),
             ));
         }
-        let version = le32(buf, 20);
+        let version = h.version.get();
         if version != MDA_VERSION {
             return Err(bad(
-                20,
+                at!(RawMdaHeader, version),
                 format!("version {version}, expected {MDA_VERSION}"),
             ));
         }
-        let start = le64(buf, 24);
+        let start = h.start.get();
         if start != at {
             return Err(bad(
-                24,
+                at!(RawMdaHeader, start),
                 format!("header says it starts at {start:#x}, found at {at:#x}"),
             ));
         }
-        let size = le64(buf, 32);
+        let size = h.size.get();
         if size <= MDA_HEADER_SIZE {
-            return Err(bad(32, format!("area size {size} leaves no room for text")));
+            return Err(bad(
+                at!(RawMdaHeader, size),
+                format!("area size {size} leaves no room for text"),
+            ));
         }
         let mut raw_locns = Vec::new();
-        let mut pos = 40;
-        while pos + 24 <= buf.len() {
+        while let Ok((r, next)) = RawRawLocn::read_from_prefix(rest) {
             let r = RawLocn {
-                offset: le64(buf, pos),
-                size: le64(buf, pos + 8),
-                checksum: le32(buf, pos + 16),
-                flags: le32(buf, pos + 20),
+                offset: r.offset.get(),
+                size: r.size.get(),
+                checksum: r.checksum.get(),
+                flags: r.flags.get(),
             };
             if r.offset == 0 {
                 break;
             }
             raw_locns.push(r);
-            pos += 24;
+            rest = next;
         }
         Ok(MdaHeader {
             start,
@@ -308,7 +382,7 @@ impl MdaHeader {
             return Err(Error::corrupt(
                 device,
                 "lvm mda_header",
-                area.offset + 32,
+                area.offset + at!(RawMdaHeader, size) as u64,
                 format!(
                     "area size {} is larger than the PV header's {}",
                     h.size, area.size
@@ -336,8 +410,14 @@ impl MdaHeader {
         r: RawLocn,
         device: &str,
     ) -> Result<(Vec<u8>, u64)> {
-        let bad =
-            |d: String| Error::corrupt(device, "lvm raw_locn", self.start.saturating_add(40), d);
+        let bad = |d: String| {
+            Error::corrupt(
+                device,
+                "lvm raw_locn",
+                self.start.saturating_add(size_of::<RawMdaHeader>() as u64),
+                d,
+            )
+        };
         if r.offset < MDA_HEADER_SIZE || r.offset >= self.size {
             return Err(bad(format!(
                 "text offset {} outside the area's buffer {MDA_HEADER_SIZE}..{}",

@@ -3,8 +3,46 @@
 //! the features, UUID and (with csum v2/v3) a crc32c of itself. Validated as the kernel's
 //! `journal_check_superblock` does: a journal it would refuse to load is refused here too.
 
-use super::block::{be32, crc32c, HEADER_LEN, MAGIC};
+use super::block::{crc32c, HEADER_LEN, MAGIC};
 use crate::fs::{FsError, Result};
+use std::mem::{offset_of, size_of};
+use zerocopy::byteorder::{BigEndian, U32};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+type Be32 = U32<BigEndian>;
+
+/// journal_superblock_t (include/linux/jbd2.h), big-endian: the one layout `parse` reads and
+/// `encode_into` updates in place.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct RawJournalSuperblock {
+    /// journal_header_t: h_magic, h_blocktype, h_sequence.
+    pub h_magic: Be32,
+    pub h_blocktype: Be32,
+    pub h_sequence: Be32,
+    pub s_blocksize: Be32,
+    pub s_maxlen: Be32,
+    pub s_first: Be32,
+    pub s_sequence: Be32,
+    pub s_start: Be32,
+    pub s_errno: Be32,
+    // Version 2 from here on.
+    pub s_feature_compat: Be32,
+    pub s_feature_incompat: Be32,
+    pub s_feature_ro_compat: Be32,
+    pub s_uuid: [u8; 16],
+    pub s_nr_users: Be32,
+    pub s_dynsuper: Be32,
+    pub s_max_transaction: Be32,
+    pub s_max_trans_data: Be32,
+    pub s_checksum_type: u8,
+    pub s_padding2: [u8; 3],
+    pub s_num_fc_blks: Be32,
+    pub s_head: Be32,
+    pub s_padding: [Be32; 40],
+    pub s_checksum: Be32,
+    pub s_users: [u8; 16 * 48],
+}
 
 pub const BLOCKTYPE_SUPERBLOCK_V1: u32 = 3;
 pub const BLOCKTYPE_SUPERBLOCK_V2: u32 = 4;
@@ -35,15 +73,12 @@ pub const MIN_JOURNAL_BLOCKS: u32 = 1024;
 /// Fast-commit blocks when s_num_fc_blks is 0 (JBD2_DEFAULT_FAST_COMMIT_BLOCKS).
 pub const DEFAULT_FAST_COMMIT_BLOCKS: u32 = 256;
 /// The superblock structure is this long; its checksum covers exactly these bytes.
-pub const SUPERBLOCK_LEN: usize = 1024;
-const CHECKSUM_OFF: usize = 0xfc;
-/// Fields a journal writer changes (s_sequence, s_start, s_feature_incompat), read and written
-/// at these offsets.
-const SEQUENCE_OFF: usize = 0x18;
-const START_OFF: usize = 0x1c;
-const FEATURE_COMPAT_OFF: usize = 0x24;
-const FEATURE_INCOMPAT_OFF: usize = 0x28;
-const CHECKSUM_TYPE_OFF: usize = 0x50;
+pub const SUPERBLOCK_LEN: usize = size_of::<RawJournalSuperblock>();
+const CHECKSUM_OFF: usize = offset_of!(RawJournalSuperblock, s_checksum);
+const _: () = assert!(SUPERBLOCK_LEN == 1024 && CHECKSUM_OFF == 0xfc);
+const _: () = assert!(offset_of!(RawJournalSuperblock, s_blocksize) == HEADER_LEN);
+const _: () = assert!(offset_of!(RawJournalSuperblock, s_checksum_type) == 0x50);
+const _: () = assert!(offset_of!(RawJournalSuperblock, s_num_fc_blks) == 0x54);
 
 #[derive(Clone, Debug)]
 pub struct JournalSuperblock {
@@ -71,33 +106,31 @@ impl JournalSuperblock {
     /// blocks of `fs_block_size` bytes whose journal inode holds `total_len` blocks.
     pub fn parse(b: &[u8], fs_block_size: u32, total_len: u64) -> Result<Self> {
         let bad = |detail: String| FsError::corrupt("journal superblock", 0, 0, detail);
-        if b.len() < SUPERBLOCK_LEN {
+        let Ok((raw, _)) = RawJournalSuperblock::ref_from_prefix(b) else {
             return Err(bad(format!("only {} bytes", b.len())));
-        }
-        let magic = be32(b, 0);
+        };
+        let magic = raw.h_magic.get();
         if magic != MAGIC {
             return Err(bad(format!("magic {magic:#010x}, expected {MAGIC:#010x}")));
         }
-        let version = match be32(b, 4) {
+        let version = match raw.h_blocktype.get() {
             BLOCKTYPE_SUPERBLOCK_V1 => 1,
             BLOCKTYPE_SUPERBLOCK_V2 => 2,
             t => return Err(bad(format!("block type {t} is not a journal superblock"))),
         };
-        let v2 = |at: usize| if version == 2 { be32(b, at) } else { 0 };
-        let mut uuid = [0u8; 16];
-        uuid.copy_from_slice(&b[0x30..0x40]);
+        let v2 = |field: &Be32| if version == 2 { field.get() } else { 0 };
         let sb = JournalSuperblock {
             version,
-            block_size: be32(b, HEADER_LEN),
-            maxlen: be32(b, 0x10),
-            first: be32(b, 0x14),
-            sequence: be32(b, SEQUENCE_OFF),
-            start: be32(b, START_OFF),
-            feature_compat: v2(FEATURE_COMPAT_OFF),
-            feature_incompat: v2(FEATURE_INCOMPAT_OFF),
-            feature_ro_compat: v2(0x2c),
-            uuid,
-            num_fc_blocks: v2(0x54),
+            block_size: raw.s_blocksize.get(),
+            maxlen: raw.s_maxlen.get(),
+            first: raw.s_first.get(),
+            sequence: raw.s_sequence.get(),
+            start: raw.s_start.get(),
+            feature_compat: v2(&raw.s_feature_compat),
+            feature_incompat: v2(&raw.s_feature_incompat),
+            feature_ro_compat: v2(&raw.s_feature_ro_compat),
+            uuid: raw.s_uuid,
+            num_fc_blocks: v2(&raw.s_num_fc_blks),
         };
         if sb.block_size != fs_block_size {
             return Err(bad(format!(
@@ -141,12 +174,12 @@ impl JournalSuperblock {
             return Err(bad("both checksum v1 and v2/v3 are set".into()));
         }
         if sb.csum_v2or3() {
-            let ty = b[CHECKSUM_TYPE_OFF];
+            let ty = raw.s_checksum_type;
             if ty != CHECKSUM_CRC32C {
                 return Err(bad(format!("checksum type {ty}, expected crc32c (4)")));
             }
-            let want = be32(b, CHECKSUM_OFF);
-            let got = checksum(b);
+            let want = raw.s_checksum.get();
+            let got = checksum(raw);
             if got != want {
                 return Err(bad(format!("checksum {want:#010x}, computed {got:#010x}")));
             }
@@ -214,31 +247,30 @@ impl JournalSuperblock {
     /// v2/v3) into `b`, the superblock block this was parsed from, and refreshes its checksum
     /// (csum v2/v3). `b` must hold at least SUPERBLOCK_LEN bytes.
     pub fn encode_into(&self, b: &mut [u8]) {
-        if b.len() < SUPERBLOCK_LEN {
+        let Ok((raw, _)) = RawJournalSuperblock::mut_from_prefix(b) else {
             return;
-        }
-        b[SEQUENCE_OFF..SEQUENCE_OFF + 4].copy_from_slice(&self.sequence.to_be_bytes());
-        b[START_OFF..START_OFF + 4].copy_from_slice(&self.start.to_be_bytes());
+        };
+        raw.s_sequence.set(self.sequence);
+        raw.s_start.set(self.start);
         if self.version == 2 {
-            b[FEATURE_COMPAT_OFF..FEATURE_COMPAT_OFF + 4]
-                .copy_from_slice(&self.feature_compat.to_be_bytes());
-            b[FEATURE_INCOMPAT_OFF..FEATURE_INCOMPAT_OFF + 4]
-                .copy_from_slice(&self.feature_incompat.to_be_bytes());
+            raw.s_feature_compat.set(self.feature_compat);
+            raw.s_feature_incompat.set(self.feature_incompat);
         }
         if self.csum_v2or3() {
-            b[CHECKSUM_TYPE_OFF] = CHECKSUM_CRC32C;
-            let c = checksum(b);
-            b[CHECKSUM_OFF..CHECKSUM_OFF + 4].copy_from_slice(&c.to_be_bytes());
+            raw.s_checksum_type = CHECKSUM_CRC32C;
+            let c = checksum(raw);
+            raw.s_checksum.set(c);
         }
     }
 }
 
 /// The v2/v3 superblock checksum: crc32c over the structure with s_checksum zeroed
-/// (jbd2_superblock_csum). `b` holds at least SUPERBLOCK_LEN bytes.
-fn checksum(b: &[u8]) -> u32 {
-    let mut copy = b[..SUPERBLOCK_LEN].to_vec();
-    copy[CHECKSUM_OFF..CHECKSUM_OFF + 4].fill(0);
-    crc32c(!0, &copy)
+/// (jbd2_superblock_csum).
+fn checksum(raw: &RawJournalSuperblock) -> u32 {
+    let b = raw.as_bytes();
+    let c = crc32c(!0, &b[..CHECKSUM_OFF]);
+    let c = crc32c(c, &[0; size_of::<Be32>()]);
+    crc32c(c, &b[CHECKSUM_OFF + size_of::<Be32>()..])
 }
 
 #[cfg(test)]
