@@ -430,7 +430,17 @@ fn a_killed_rw_daemon_leaves_a_filesystem_the_journal_repairs() {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let delay = 150 + (seed >> 33) % 500;
+        // The delay counts from the first file written, so that a slow start on a loaded
+        // machine still leaves writes in flight at the kill (bounded wait).
+        let started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let go = started.clone();
         let killer = std::thread::spawn(move || {
+            let t0 = std::time::Instant::now();
+            while !go.load(std::sync::atomic::Ordering::SeqCst)
+                && t0.elapsed() < std::time::Duration::from_secs(30)
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
             std::thread::sleep(std::time::Duration::from_millis(delay));
             // SAFETY: a plain syscall on the daemon's pid.
             unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -447,6 +457,7 @@ fn a_killed_rw_daemon_leaves_a_filesystem_the_journal_repairs() {
                     .into_bytes();
                 let mut f = std::fs::File::create(&p)?;
                 std::io::Write::write_all(&mut f, &data)?;
+                started.store(true, std::sync::atomic::Ordering::SeqCst);
                 if i % 7 == 0 {
                     f.sync_all()?;
                     let rel = p.strip_prefix(&mnt).unwrap().to_path_buf();
