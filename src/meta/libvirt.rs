@@ -380,33 +380,25 @@ impl Out {
         for a in attrs {
             s.push_attribute(*a);
         }
+        self.put(Event::Start(s));
+    }
+    fn put(&mut self, e: Event) {
         // OK: writing into a Vec cannot fail.
-        self.w
-            .write_event(Event::Start(s))
-            .expect("writing to a Vec");
+        self.w.write_event(e).expect("writing to a Vec"); // OK: a Vec never fails
     }
     fn close(&mut self, name: &str) {
-        // OK: writing into a Vec cannot fail.
-        self.w
-            .write_event(Event::End(BytesEnd::new(name)))
-            .expect("writing to a Vec");
+        self.put(Event::End(BytesEnd::new(name)));
     }
     fn empty(&mut self, name: &str, attrs: &[(&str, &str)]) {
         let mut s = BytesStart::new(name);
         for a in attrs {
             s.push_attribute(*a);
         }
-        // OK: writing into a Vec cannot fail.
-        self.w
-            .write_event(Event::Empty(s))
-            .expect("writing to a Vec");
+        self.put(Event::Empty(s));
     }
     fn text(&mut self, name: &str, attrs: &[(&str, &str)], text: &str) {
         self.open(name, attrs);
-        // OK: writing into a Vec cannot fail.
-        self.w
-            .write_event(Event::Text(BytesText::new(text)))
-            .expect("writing to a Vec");
+        self.put(Event::Text(BytesText::new(text)));
         self.close(name);
     }
 }

@@ -57,6 +57,8 @@ pub struct Ova {
     /// The directory the descriptor's `href`s are relative to (inside the archive or on the
     /// host).
     base: String,
+    /// The host directory of a package that is not a tar: its files are read from there.
+    dir: PathBuf,
     ovf_name: String,
 }
 
@@ -437,6 +439,7 @@ pub fn open(path: &Path) -> Result<Ova, MetaError> {
         manifest,
         members,
         base,
+        dir,
         ovf_name,
     };
     ova.ovf.source.input = "ova".into();
@@ -489,12 +492,7 @@ impl Ova {
                     )?
                 }
                 None => {
-                    let dir = if self.path.is_dir() {
-                        self.path.clone()
-                    } else {
-                        self.path.parent().unwrap_or(Path::new(".")).to_path_buf()
-                    };
-                    let p = dir.join(&full);
+                    let p = self.dir.join(&full);
                     let f =
                         File::open(&p).map_err(|e| MetaError::io(&p.display().to_string(), e))?;
                     hash(algo, f, &p)?

@@ -539,15 +539,15 @@ struct SourceDisk {
 /// The source's hard disks in the guest's order, each found on the host.
 fn source_disks(src: &Source, file: &str, pkg: Option<&ova::Ova>) -> Result<Vec<SourceDisk>> {
     // An OVA's disks by the `source` its description gives them.
+    let named = pkg.map(|p| p.source());
     let in_pkg = |s: &str| {
-        let p = pkg?;
-        let names = p.source();
-        let mut hard = names
+        let mut hard = named
+            .as_ref()?
             .disks
             .iter()
             .filter(|d| d.device == DeviceKind::Disk && d.source.is_some());
         let i = hard.position(|d| d.source.as_deref() == Some(s))?;
-        p.disks.get(i).cloned()
+        pkg?.disks.get(i).cloned()
     };
     let mut disks: Vec<&Disk> = src
         .disks
