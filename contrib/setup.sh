@@ -23,11 +23,12 @@ if [ "$missing" = 1 ]; then
   # getfattr/setfattr/setfacl for the xattr tests; file: the ELF oracle of the inspection tests;
   # libvirt-clients (virsh, virt-xml-validate) and libxml2-utils (xmllint) check the domain XML
   # ferry v2v writes; libhivex-bin, libwin-hivex-perl: hivexget/hivexregedit, the registry
-  # oracles; sleuthkit: fls, the oracle of ferry timeline; the rest make the filesystems the
+  # oracles; sleuthkit: fls, the oracle of ferry timeline; cpio: the reader of the archives
+  # ferry appends to an initramfs; the rest make the filesystems the
   # volume tests recognise.
   $SUDO apt-get install -y -q qemu-utils zstd bzip2 gzip python3 fdisk util-linux e2fsprogs xfsprogs \
     dosfstools ntfs-3g btrfs-progs cryptsetup-bin lvm2 fuse3 fuse2fs patch diffutils attr acl file \
-    libvirt-clients libxml2-utils libhivex-bin libwin-hivex-perl sleuthkit
+    libvirt-clients libxml2-utils libhivex-bin libwin-hivex-perl sleuthkit cpio
   qemu_major=$(qemu-img --version 2>/dev/null | sed -n 's/^qemu-img version \([0-9]*\)\..*/\1/p')
   if [ "${qemu_major:-0}" -lt 8 ]; then
     # Debian 12 ships qemu 7.2; take qemu-utils from bookworm-backports, using the mirror this

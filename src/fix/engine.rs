@@ -13,6 +13,7 @@ use super::error::{FixError, Result};
 use super::facts::Facts;
 use super::firstboot;
 use super::glob;
+use super::initramfs;
 use super::rule::{Action, Edit, Rule, Scope};
 use super::template::Context;
 use super::text::nul_offset;
@@ -64,6 +65,11 @@ impl<'t> Overlay<'t> {
 
     /// The tree's own state of a canonical path.
     fn tree_state(&mut self, p: &str) -> Result<Node> {
+        self.tree_state_within(p, MAX_FILE)
+    }
+
+    /// [`Overlay::tree_state`] with another size limit for a file's contents.
+    fn tree_state_within(&mut self, p: &str, limit: u64) -> Result<Node> {
         if let Some(n) = self.cache.get(p) {
             return Ok(n.clone());
         }
@@ -74,7 +80,7 @@ impl<'t> Overlay<'t> {
                 crate::fs::files::Kind::Symlink => Node::Symlink(self.tree.read_link(p)?),
                 crate::fs::files::Kind::Other => Node::Other,
                 crate::fs::files::Kind::File => Node::File {
-                    data: self.tree.read(p, MAX_FILE)?,
+                    data: self.tree.read(p, limit)?,
                     attrs: m.attrs,
                 },
             },
@@ -126,6 +132,14 @@ impl<'t> Overlay<'t> {
         match self.nodes.get(p) {
             Some(n) => Ok(n.clone()),
             None => self.tree_state(p),
+        }
+    }
+
+    /// [`Overlay::state`] of a file that may be larger than a configuration file.
+    fn state_within(&mut self, p: &str, limit: u64) -> Result<Node> {
+        match self.nodes.get(p) {
+            Some(n) => Ok(n.clone()),
+            None => self.tree_state_within(p, limit),
         }
     }
 
@@ -443,6 +457,36 @@ impl RuleRun<'_, '_, '_> {
         }
     }
 
+    /// Appends the `modules` a kernel's initramfs lacks to it (see [`initramfs`]).
+    fn initramfs(&mut self, path: &str, modules: &[String]) -> Result<()> {
+        let Some(release) = initramfs::release_of(path) else {
+            return Ok(());
+        };
+        let (data, attrs) = match self.ov.state_within(path, initramfs::MAX_IMAGE)? {
+            Node::File { data, attrs } => (data, attrs),
+            _ => return Ok(()),
+        };
+        let moddir = self.ov.resolve(&format!("/lib/modules/{release}"), true)?;
+        if self.ov.probe(&moddir)? != Probe::Dir {
+            self.warnings.push(format!(
+                "{path}: no module tree /lib/modules/{release} for it; left as is"
+            ));
+            return Ok(());
+        }
+        let tree = self.ov.tree;
+        let mut read = |p: &str, limit: u64| tree.read(p, limit).ok();
+        match initramfs::add_modules(path, &data, &moddir, modules, &mut read) {
+            initramfs::Outcome::Present => {}
+            initramfs::Outcome::Appended { data, modules } => {
+                self.ov.set(path, Node::File { data, attrs })?;
+                self.notes
+                    .push(format!("{path}: appended {} to it", modules.join(", ")));
+            }
+            initramfs::Outcome::Skipped(w) => self.warnings.push(w),
+        }
+        Ok(())
+    }
+
     fn step(&mut self, edit: &Edit) -> StepResult<()> {
         if let Some(c) = &edit.when {
             if c.check(self.facts, self.ov)?.is_some() {
@@ -617,6 +661,11 @@ impl RuleRun<'_, '_, '_> {
                     }
                 }
             }
+            Action::InitramfsModules { modules } => {
+                for p in self.targets(edit, true)? {
+                    self.initramfs(&p, modules)?;
+                }
+            }
             Action::Note { message } => {
                 let m = fill(message, facts, Context::Plain)?;
                 self.notes.push(m);
@@ -649,7 +698,12 @@ fn file_report(path: &str, before: &Node, after: &Node) -> FileReport {
         }
         _ => ChangeKind::Modified,
     };
-    let (added, removed) = super::diff::count(text_of(before), text_of(after));
+    let (a, b) = (text_of(before), text_of(after));
+    let (added, removed) = if nul_offset(a).is_some() || nul_offset(b).is_some() {
+        (0, 0)
+    } else {
+        super::diff::count(a, b)
+    };
     FileReport {
         path: path.to_string(),
         change,

@@ -21,6 +21,7 @@ pub mod firstboot;
 pub mod glob;
 pub mod host;
 pub mod image;
+pub mod initramfs;
 pub mod rule;
 pub mod standard;
 pub mod template;

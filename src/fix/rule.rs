@@ -146,6 +146,10 @@ pub enum Action {
     Note {
         message: Template,
     },
+    /// Kernel modules appended to an initramfs that lacks them (`fix::initramfs`).
+    InitramfsModules {
+        modules: Vec<String>,
+    },
 }
 
 impl Action {
@@ -162,6 +166,7 @@ impl Action {
             Action::RewriteDevices { .. } => "rewrite-devices",
             Action::Firstboot { .. } => "firstboot",
             Action::Note { .. } => "note",
+            Action::InitramfsModules { .. } => "initramfs-add-modules",
         }
     }
 }
@@ -269,6 +274,7 @@ struct RawEdit {
     script: Str,
     priority: Option<Spanned<u32>>,
     message: Str,
+    modules: Strings,
 }
 
 impl RawEdit {
@@ -286,7 +292,7 @@ impl RawEdit {
            after => "after", matching => "matching", prefix => "prefix", content => "content",
            mode => "mode", owner => "owner", if_exists => "if-exists", target => "target",
            force => "force", name => "name", script => "script", priority => "priority",
-           message => "message");
+           message => "message", modules => "modules");
         v
     }
 }
@@ -324,6 +330,7 @@ const ACTIONS: &[(&str, &[&str], Paths)] = &[
     ("rewrite-devices", &["format"], Paths::Patterns),
     ("firstboot", &["name", "script", "priority"], Paths::None),
     ("note", &["message"], Paths::None),
+    ("initramfs-add-modules", &["modules"], Paths::Patterns),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -970,6 +977,24 @@ impl Parser<'_> {
                 message: self
                     .template(self.required(&e.message, at, "message", action)?, "message")?,
             },
+            "initramfs-add-modules" => {
+                let m = self.required(&e.modules, at, "modules", action)?;
+                let modules: Vec<String> =
+                    m.get_ref().iter().map(|s| s.get_ref().clone()).collect();
+                if let Some(bad) = modules.iter().find(|n| {
+                    n.is_empty()
+                        || !n
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                }) {
+                    return Err(self.err(
+                        m.span().start,
+                        "modules",
+                        &format!("`{bad}` is not a kernel module name"),
+                    ));
+                }
+                Action::InitramfsModules { modules }
+            }
             _ => unreachable!("every name in ACTIONS is handled"),
         };
         Ok(Edit {

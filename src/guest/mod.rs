@@ -8,6 +8,7 @@ pub mod devname;
 pub mod facts;
 pub mod files;
 pub mod fstab;
+pub mod initramfs;
 pub mod inspect;
 pub mod report;
 pub mod tree;

@@ -19,6 +19,7 @@ mod fix_engine;
 mod fix_rules;
 mod forensics;
 mod guest;
+mod initramfs;
 mod inspect;
 mod locking;
 mod lvm;
