@@ -1,6 +1,7 @@
 //! Layer 1: disk images as `BlockDevice`s. `open` probes the format by content and follows
 //! backing (qcow2) and parent (VMDK) chains; every format answers reads and `extents`.
 
+mod create;
 pub mod error;
 pub mod file;
 pub mod lock;
@@ -12,6 +13,11 @@ pub mod qcow2;
 pub mod raw;
 pub mod vmdk;
 
+pub use create::{
+    create, vmdk_flat_extent_path, write_vmdk_flat_descriptor, Compression, CreateOptions,
+    ImageWriter, Qcow2CreateOptions, Qcow2Writer, VmdkCreateOptions, VmdkSubformat, VmdkWriter,
+    VMDK_ADAPTER_TYPES,
+};
 pub use error::{Error, Result};
 pub use probe::Format;
 
