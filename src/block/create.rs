@@ -24,7 +24,8 @@ pub enum CreateOptions {
 
 /// A new or opened image being written.
 pub enum ImageWriter {
-    Qcow2(Qcow2Writer),
+    /// Boxed: the qcow2 writer is several times the size of the VMDK one.
+    Qcow2(Box<Qcow2Writer>),
     Vmdk(VmdkWriter),
 }
 
@@ -49,7 +50,7 @@ impl ImageWriter {
 /// Creates the image at `path` as `opts` says (replacing any file there).
 pub fn create(path: &Path, opts: &CreateOptions) -> Result<ImageWriter> {
     Ok(match opts {
-        CreateOptions::Qcow2(o) => ImageWriter::Qcow2(Qcow2Writer::create(path, o)?),
+        CreateOptions::Qcow2(o) => ImageWriter::Qcow2(Box::new(Qcow2Writer::create(path, o)?)),
         CreateOptions::Vmdk(o) => ImageWriter::Vmdk(VmdkWriter::create(path, o)?),
     })
 }
