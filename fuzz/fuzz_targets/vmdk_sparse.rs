@@ -4,7 +4,7 @@
 
 use ferry::block::fuzzing::VmdkSparseHeader as SparseHeader;
 use ferry::block::fuzzing::Vmdk;
-use ferry::block::BlockDevice;
+use ferry::block::{BlockDevice, Describe};
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 

@@ -81,7 +81,7 @@ impl Extent {
 /// `inner`'s extents with the units numbered in `patched` (each `unit` bytes, ascending)
 /// reported as data: what a device that lays replayed blocks over another (a journal or log
 /// replayed in memory) maps.
-pub fn extents_with_patches(inner: Vec<Extent>, patched: &[u64], unit: u64) -> Vec<Extent> {
+pub(crate) fn extents_with_patches(inner: Vec<Extent>, patched: &[u64], unit: u64) -> Vec<Extent> {
     let mut out = Vec::new();
     for e in inner {
         let mut pos = e.offset;
@@ -117,7 +117,7 @@ pub fn extents_with_patches(inner: Vec<Extent>, patched: &[u64], unit: u64) -> V
 
 /// Appends `e` to `out`, merging it into the last extent when they continue each other (same
 /// kind, depth and compression, adjacent, and host offsets contiguous or both absent).
-pub fn push_extent(out: &mut Vec<Extent>, e: Extent) {
+pub(crate) fn push_extent(out: &mut Vec<Extent>, e: Extent) {
     if e.length == 0 {
         return;
     }
@@ -143,7 +143,7 @@ pub fn push_extent(out: &mut Vec<Extent>, e: Extent) {
 
 /// Pushes the extents of `backing` for `[off, off+len)` one level deeper, with whatever lies past
 /// the backing device's end as a hole (reads as zeros). Without a backing device it is all hole.
-pub fn push_backing_extents(
+pub(crate) fn push_backing_extents(
     out: &mut Vec<Extent>,
     backing: Option<&Arc<dyn BlockDevice>>,
     off: u64,
@@ -171,7 +171,7 @@ pub fn push_backing_extents(
 
 /// Reads `[off, off+buf.len())` of `backing` into `buf`, zero-filling past its end or when there
 /// is no backing device (qcow2 semantics for a shorter backing file).
-pub fn read_backing(
+pub(crate) fn read_backing(
     backing: Option<&Arc<dyn BlockDevice>>,
     buf: &mut [u8],
     off: u64,
@@ -236,11 +236,11 @@ pub trait BlockDevice: Describe + Send + Sync {
 
 /// Most images in one chain. Deeper chains are refused: each layer holds open files and a level
 /// of recursion on reads. Real snapshot chains are tens deep at most.
-pub const MAX_CHAIN_DEPTH: usize = 256;
+pub(crate) const MAX_CHAIN_DEPTH: usize = 256;
 
 /// State carried while opening a chain: the files already in it (loop detection) and the depth.
 #[derive(Debug, Default)]
-pub struct OpenCtx {
+pub(crate) struct OpenCtx {
     seen: Vec<(file::FileId, PathBuf)>,
     /// The archive member being opened, if the top layer is one: it cannot name other files.
     member: Option<PathBuf>,
@@ -280,7 +280,7 @@ pub fn open_as(path: &Path, format: Option<Format>) -> Result<Arc<dyn BlockDevic
 }
 
 /// Opens one layer (and, recursively, those below it) as part of the chain in `ctx`.
-pub fn open_layer(
+pub(crate) fn open_layer(
     path: &Path,
     format: Option<Format>,
     ctx: &mut OpenCtx,
@@ -340,7 +340,7 @@ pub fn open_member(
 
 /// Resolves a backing/parent file name written inside `image`: absolute as is, relative to the
 /// directory that holds `image` (as qemu and VMware do).
-pub fn resolve_relative(image: &Path, name: &str) -> PathBuf {
+pub(crate) fn resolve_relative(image: &Path, name: &str) -> PathBuf {
     let p = Path::new(name);
     if p.is_absolute() {
         return p.to_path_buf();
@@ -356,7 +356,7 @@ pub fn resolve_relative(image: &Path, name: &str) -> PathBuf {
 /// {"driver": "file", "filename": PATH}}}` (qemu's block driver options as JSON; an outer
 /// `"driver"` naming the format may be there too). Nothing else of that syntax is read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JsonWindow {
+pub(crate) struct JsonWindow {
     pub filename: String,
     pub offset: u64,
     pub size: u64,
@@ -414,7 +414,7 @@ impl JsonWindow {
 
 /// The error for an image inside an archive that names another file (a backing file, an
 /// extent): the name would resolve beside the archive, not inside it.
-pub fn member_names_file(member: &Path, what: &str, name: &str) -> Error {
+pub(crate) fn member_names_file(member: &Path, what: &str, name: &str) -> Error {
     Error::unsupported(
         member,
         format!(
@@ -426,7 +426,7 @@ pub fn member_names_file(member: &Path, what: &str, name: &str) -> Error {
 
 /// Opens the backing/parent layer `name` (as written inside `image`) with `format` if recorded,
 /// probing otherwise. A missing file is reported with the image that names it.
-pub fn open_backing(
+pub(crate) fn open_backing(
     image: &Path,
     name: &str,
     format: Option<&str>,
@@ -473,7 +473,7 @@ pub fn open_backing(
 
 /// Extents asked for in windows of this size, so a fragmented terabyte never needs millions of
 /// extents in memory at once.
-pub const EXTENT_WINDOW: u64 = 1 << 30;
+pub(crate) const EXTENT_WINDOW: u64 = 1 << 30;
 
 /// Calls `f` with every extent of `[off, off+len)` of `dev` in order, merged across windows.
 pub fn for_each_extent<E: From<Error>>(

@@ -129,7 +129,7 @@ fn sectors_to_bytes(path: &Path, s: u64, at: u64) -> Result<u64> {
 impl Vmdk {
     /// Opens a VMDK from its descriptor file, its monolithic sparse / streamOptimized file, or a
     /// bare SEsparse extent, with its parent chain.
-    pub fn open(file: ImageFile, ctx: &mut OpenCtx) -> Result<Self> {
+    pub(crate) fn open(file: ImageFile, ctx: &mut OpenCtx) -> Result<Self> {
         let path = file.path().to_path_buf();
         let mut head = [0u8; 8];
         let n = file.len().min(8) as usize;
