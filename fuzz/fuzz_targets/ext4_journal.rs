@@ -6,7 +6,7 @@
 //! of the trailing zeros).
 #![no_main]
 
-use ferry::block::{check_range, BlockDevice, Extent, ExtentKind, LayerInfo, Result};
+use ferry::block::{check_range, BlockDevice, Describe, Extent, ExtentKind, LayerInfo, Result};
 use libfuzzer_sys::fuzz_target;
 use std::sync::Arc;
 
@@ -35,7 +35,9 @@ impl BlockDevice for Padded {
         check_range(off, len, DEVICE_LEN)?;
         Ok(vec![Extent::new(off, len, ExtentKind::Data)])
     }
+}
 
+impl Describe for Padded {
     fn info(&self) -> Result<LayerInfo> {
         Ok(LayerInfo::default())
     }

@@ -6,7 +6,7 @@
 //! mode ferry's recovery must read back exactly what the last transaction wrote.
 #![no_main]
 
-use ferry::block::{check_range, BlockDevice, Extent, ExtentKind, LayerInfo, Result};
+use ferry::block::{check_range, BlockDevice, Describe, Extent, ExtentKind, LayerInfo, Result};
 use ferry::fs::ext4::journal::superblock::{JournalSuperblock, INCOMPAT_CSUM_V2, INCOMPAT_CSUM_V3};
 use ferry::fs::ext4::journal::writer::{replay_map, Checkpoint, JournalMap, JournalWriter};
 use ferry::fs::ext4::superblock::Superblock;
@@ -39,6 +39,9 @@ impl BlockDevice for Disk {
     fn extents(&self, off: u64, len: u64) -> Result<Vec<Extent>> {
         Ok(vec![Extent::new(off, len, ExtentKind::Data)])
     }
+}
+
+impl Describe for Disk {
     fn info(&self) -> Result<LayerInfo> {
         Ok(LayerInfo::default())
     }

@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = ferry::block::qcow2::header::Header::parse(data, std::path::Path::new("fuzz.qcow2"), data.len() as u64);
+    let _ = ferry::block::fuzzing::Qcow2Header::parse(data, std::path::Path::new("fuzz.qcow2"), data.len() as u64);
 });

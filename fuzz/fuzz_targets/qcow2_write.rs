@@ -3,7 +3,7 @@
 //! The image lives in a memfd, so no disk I/O and no leftovers.
 #![no_main]
 
-use ferry::block::qcow2::writer::Qcow2Writer;
+use ferry::block::Qcow2Writer;
 use ferry::block::BlockDevice;
 use libfuzzer_sys::fuzz_target;
 use std::io::Write;

@@ -2,9 +2,9 @@
 //! a bounded read and the extent map. Must never panic, hang or allocate without bound.
 #![no_main]
 
-use ferry::block::vmdk::sparse::SparseHeader;
-use ferry::block::vmdk::Vmdk;
-use ferry::block::BlockDevice;
+use ferry::block::fuzzing::VmdkSparseHeader as SparseHeader;
+use ferry::block::fuzzing::Vmdk;
+use ferry::block::{BlockDevice, Describe};
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 

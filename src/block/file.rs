@@ -96,10 +96,6 @@ impl ImageFile {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     pub fn id(&self) -> FileId {
         self.id
     }

@@ -1,7 +1,7 @@
 //! A disk held in memory: for tests and fuzz targets, where thousands of mutants should cost
 //! no files, and for small synthetic devices.
 
-use super::{check_range, BlockDevice, Extent, ExtentKind, LayerInfo, Result};
+use super::{check_range, BlockDevice, Describe, Extent, ExtentKind, LayerInfo, Result};
 
 pub struct MemDevice(pub Vec<u8>);
 
@@ -21,7 +21,9 @@ impl BlockDevice for MemDevice {
         check_range(off, len, self.len())?;
         Ok(vec![Extent::new(off, len, ExtentKind::Data)])
     }
+}
 
+impl Describe for MemDevice {
     fn info(&self) -> Result<LayerInfo> {
         Ok(LayerInfo {
             format: "memory".into(),
@@ -70,7 +72,9 @@ impl BlockDevice for MemDeviceRw {
         check_range(off, len, self.len())?;
         Ok(vec![Extent::new(off, len, ExtentKind::Data)])
     }
+}
 
+impl Describe for MemDeviceRw {
     fn info(&self) -> Result<LayerInfo> {
         Ok(LayerInfo {
             format: "memory".into(),

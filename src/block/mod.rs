@@ -1,19 +1,37 @@
 //! Layer 1: disk images as `BlockDevice`s. `open` probes the format by content and follows
 //! backing (qcow2) and parent (VMDK) chains; every format answers reads and `extents`.
 
+mod create;
 pub mod error;
-pub mod file;
+pub(crate) mod file;
+mod info;
 pub mod lock;
 pub mod mem;
 pub mod overlay;
-pub mod parallel;
-pub mod probe;
-pub mod qcow2;
-pub mod raw;
-pub mod vmdk;
+pub(crate) mod parallel;
+pub(crate) mod probe;
+mod qcow2;
+mod raw;
+mod vmdk;
 
+pub use create::{
+    create, vmdk_flat_extent_path, write_vmdk_flat_descriptor, Compression, CreateOptions,
+    ImageWriter, Qcow2CreateOptions, Qcow2Writer, VmdkCreateOptions, VmdkSubformat, VmdkWriter,
+    VMDK_ADAPTER_TYPES,
+};
 pub use error::{Error, Result};
+pub use info::{describe, Describe, LayerInfo};
 pub use probe::Format;
+
+/// Format internals that fuzz targets and integration tests drive directly (header and
+/// descriptor parsers, the VMDK reader's descriptor). Not API: no stability promised.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::qcow2::header::Header as Qcow2Header;
+    pub use super::vmdk::descriptor::Descriptor as VmdkDescriptor;
+    pub use super::vmdk::sparse::SparseHeader as VmdkSparseHeader;
+    pub use super::vmdk::Vmdk;
+}
 
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -63,7 +81,7 @@ impl Extent {
 /// `inner`'s extents with the units numbered in `patched` (each `unit` bytes, ascending)
 /// reported as data: what a device that lays replayed blocks over another (a journal or log
 /// replayed in memory) maps.
-pub fn extents_with_patches(inner: Vec<Extent>, patched: &[u64], unit: u64) -> Vec<Extent> {
+pub(crate) fn extents_with_patches(inner: Vec<Extent>, patched: &[u64], unit: u64) -> Vec<Extent> {
     let mut out = Vec::new();
     for e in inner {
         let mut pos = e.offset;
@@ -99,7 +117,7 @@ pub fn extents_with_patches(inner: Vec<Extent>, patched: &[u64], unit: u64) -> V
 
 /// Appends `e` to `out`, merging it into the last extent when they continue each other (same
 /// kind, depth and compression, adjacent, and host offsets contiguous or both absent).
-pub fn push_extent(out: &mut Vec<Extent>, e: Extent) {
+pub(crate) fn push_extent(out: &mut Vec<Extent>, e: Extent) {
     if e.length == 0 {
         return;
     }
@@ -125,7 +143,7 @@ pub fn push_extent(out: &mut Vec<Extent>, e: Extent) {
 
 /// Pushes the extents of `backing` for `[off, off+len)` one level deeper, with whatever lies past
 /// the backing device's end as a hole (reads as zeros). Without a backing device it is all hole.
-pub fn push_backing_extents(
+pub(crate) fn push_backing_extents(
     out: &mut Vec<Extent>,
     backing: Option<&Arc<dyn BlockDevice>>,
     off: u64,
@@ -153,7 +171,7 @@ pub fn push_backing_extents(
 
 /// Reads `[off, off+buf.len())` of `backing` into `buf`, zero-filling past its end or when there
 /// is no backing device (qcow2 semantics for a shorter backing file).
-pub fn read_backing(
+pub(crate) fn read_backing(
     backing: Option<&Arc<dyn BlockDevice>>,
     buf: &mut [u8],
     off: u64,
@@ -184,93 +202,9 @@ pub fn check_range(off: u64, len: u64, size: u64) -> Result<()> {
     }
 }
 
-/// One layer of a chain described for `ferry info` (the fields of `qemu-img info`).
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct LayerInfo {
-    pub filename: PathBuf,
-    pub format: String,
-    /// qcow2 "v2"/"v3"; VMDK createType.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub subformat: Option<String>,
-    pub virtual_size: u64,
-    /// Bytes the layer's files occupy on the host (st_blocks).
-    pub disk_size: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cluster_size: Option<u64>,
-    /// Bytes of the virtual disk this layer itself maps (data or preallocated zeros).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub allocated: Option<u64>,
-    /// The backing/parent reference as written in the image.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub backing_filename: Option<String>,
-    /// The path it resolved to.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub full_backing_filename: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub backing_format: Option<String>,
-    /// Every host file that holds this layer's data (VMDK extents).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub files: Vec<PathBuf>,
-    /// Format-specific fields, in order.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub specific: Vec<(String, serde_json::Value)>,
-    /// Things a careful user should know (CID mismatch, dirty bit, ...).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<String>,
-    /// The image says it was not closed cleanly (the qcow2 dirty bit): qemu's "dirty-flag".
-    pub dirty: bool,
-    /// qemu-img's "format-specific" object, `{"type": FORMAT, "data": {...}}` with qemu's keys
-    /// (and ferry-only ones under names qemu does not use); None where qemu-img prints none.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub qemu_specific: Option<serde_json::Value>,
-}
-
-impl LayerInfo {
-    /// The layer as `qemu-img info --output=json` describes it (qapi ImageInfo: kebab-case
-    /// keys, "format-specific" as type and data), so scripts written for qemu-img read it;
-    /// then ferry's own "allocated", "files" and "warnings", names qemu does not use. qemu's
-    /// "children" (the protocol layer under the format) is left out.
-    pub fn qemu_json(&self) -> serde_json::Value {
-        use serde_json::{json, Value};
-        let path = |p: &Path| Value::from(p.to_string_lossy().into_owned());
-        let mut o = serde_json::Map::new();
-        o.insert("virtual-size".into(), json!(self.virtual_size));
-        o.insert("filename".into(), path(&self.filename));
-        o.insert("format".into(), json!(self.format));
-        o.insert("actual-size".into(), json!(self.disk_size));
-        if let Some(c) = self.cluster_size {
-            o.insert("cluster-size".into(), json!(c));
-        }
-        if let Some(s) = &self.qemu_specific {
-            o.insert("format-specific".into(), s.clone());
-        }
-        if let Some(b) = &self.backing_filename {
-            o.insert("backing-filename".into(), json!(b));
-        }
-        if let Some(b) = &self.full_backing_filename {
-            o.insert("full-backing-filename".into(), path(b));
-        }
-        if let Some(f) = &self.backing_format {
-            o.insert("backing-filename-format".into(), json!(f));
-        }
-        o.insert("dirty-flag".into(), json!(self.dirty));
-        if let Some(a) = self.allocated {
-            o.insert("allocated".into(), json!(a));
-        }
-        if !self.files.is_empty() {
-            let files: Vec<Value> = self.files.iter().map(|f| path(f)).collect();
-            o.insert("files".into(), Value::Array(files));
-        }
-        if !self.warnings.is_empty() {
-            o.insert("warnings".into(), json!(self.warnings));
-        }
-        Value::Object(o)
-    }
-}
-
 /// A virtual disk. `&self` everywhere: implementations lock internally, so FUSE threads and the
-/// copy engine's workers read in parallel.
-pub trait BlockDevice: Send + Sync {
+/// copy engine's workers read in parallel. What a layer says about itself is `Describe`.
+pub trait BlockDevice: Describe + Send + Sync {
     /// Virtual size in bytes.
     fn len(&self) -> u64;
 
@@ -294,15 +228,6 @@ pub trait BlockDevice: Send + Sync {
     /// Callers ask in windows: a fragmented terabyte has millions of extents.
     fn extents(&self, off: u64, len: u64) -> Result<Vec<Extent>>;
 
-    /// This layer alone, for `ferry info` and callers that need its files. Cheap: reads no
-    /// tables (`allocated` is left None; see `describe`).
-    fn info(&self) -> Result<LayerInfo>;
-
-    /// Bytes of the virtual disk this layer itself maps. Scans the image's tables.
-    fn allocated(&self) -> Result<Option<u64>> {
-        Ok(None)
-    }
-
     /// The next layer down the chain, if any.
     fn backing(&self) -> Option<&Arc<dyn BlockDevice>> {
         None
@@ -311,11 +236,11 @@ pub trait BlockDevice: Send + Sync {
 
 /// Most images in one chain. Deeper chains are refused: each layer holds open files and a level
 /// of recursion on reads. Real snapshot chains are tens deep at most.
-pub const MAX_CHAIN_DEPTH: usize = 256;
+pub(crate) const MAX_CHAIN_DEPTH: usize = 256;
 
 /// State carried while opening a chain: the files already in it (loop detection) and the depth.
 #[derive(Debug, Default)]
-pub struct OpenCtx {
+pub(crate) struct OpenCtx {
     seen: Vec<(file::FileId, PathBuf)>,
     /// The archive member being opened, if the top layer is one: it cannot name other files.
     member: Option<PathBuf>,
@@ -355,7 +280,7 @@ pub fn open_as(path: &Path, format: Option<Format>) -> Result<Arc<dyn BlockDevic
 }
 
 /// Opens one layer (and, recursively, those below it) as part of the chain in `ctx`.
-pub fn open_layer(
+pub(crate) fn open_layer(
     path: &Path,
     format: Option<Format>,
     ctx: &mut OpenCtx,
@@ -415,7 +340,7 @@ pub fn open_member(
 
 /// Resolves a backing/parent file name written inside `image`: absolute as is, relative to the
 /// directory that holds `image` (as qemu and VMware do).
-pub fn resolve_relative(image: &Path, name: &str) -> PathBuf {
+pub(crate) fn resolve_relative(image: &Path, name: &str) -> PathBuf {
     let p = Path::new(name);
     if p.is_absolute() {
         return p.to_path_buf();
@@ -431,7 +356,7 @@ pub fn resolve_relative(image: &Path, name: &str) -> PathBuf {
 /// {"driver": "file", "filename": PATH}}}` (qemu's block driver options as JSON; an outer
 /// `"driver"` naming the format may be there too). Nothing else of that syntax is read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JsonWindow {
+pub(crate) struct JsonWindow {
     pub filename: String,
     pub offset: u64,
     pub size: u64,
@@ -489,7 +414,7 @@ impl JsonWindow {
 
 /// The error for an image inside an archive that names another file (a backing file, an
 /// extent): the name would resolve beside the archive, not inside it.
-pub fn member_names_file(member: &Path, what: &str, name: &str) -> Error {
+pub(crate) fn member_names_file(member: &Path, what: &str, name: &str) -> Error {
     Error::unsupported(
         member,
         format!(
@@ -501,7 +426,7 @@ pub fn member_names_file(member: &Path, what: &str, name: &str) -> Error {
 
 /// Opens the backing/parent layer `name` (as written inside `image`) with `format` if recorded,
 /// probing otherwise. A missing file is reported with the image that names it.
-pub fn open_backing(
+pub(crate) fn open_backing(
     image: &Path,
     name: &str,
     format: Option<&str>,
@@ -548,7 +473,7 @@ pub fn open_backing(
 
 /// Extents asked for in windows of this size, so a fragmented terabyte never needs millions of
 /// extents in memory at once.
-pub const EXTENT_WINDOW: u64 = 1 << 30;
+pub(crate) const EXTENT_WINDOW: u64 = 1 << 30;
 
 /// Calls `f` with every extent of `[off, off+len)` of `dev` in order, merged across windows.
 pub fn for_each_extent<E: From<Error>>(
@@ -579,13 +504,6 @@ pub fn for_each_extent<E: From<Error>>(
         f(e)?;
     }
     Ok(())
-}
-
-/// `info()` with `allocated` filled in: the full description `ferry info` prints.
-pub fn describe(layer: &dyn BlockDevice) -> Result<LayerInfo> {
-    let mut i = layer.info()?;
-    i.allocated = layer.allocated()?;
-    Ok(i)
 }
 
 /// The layers of the chain from `top` down.

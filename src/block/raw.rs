@@ -3,7 +3,7 @@
 
 use super::error::Result;
 use super::file::ImageFile;
-use super::{check_range, push_extent, BlockDevice, Extent, ExtentKind, LayerInfo};
+use super::{check_range, push_extent, BlockDevice, Describe, Extent, ExtentKind, LayerInfo};
 
 pub struct Raw {
     file: ImageFile,
@@ -48,7 +48,9 @@ impl BlockDevice for Raw {
         }
         Ok(out)
     }
+}
 
+impl Describe for Raw {
     fn allocated(&self) -> Result<Option<u64>> {
         Ok(Some(
             self.file

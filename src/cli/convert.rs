@@ -117,7 +117,7 @@ fn parse_size(v: &str) -> Result<u64> {
 }
 
 fn qcow2_options(t: &ConvertTarget) -> Result<ferry::convert::Qcow2Options> {
-    use ferry::block::qcow2::header::Compression;
+    use ferry::block::Compression;
     let mut q = ferry::convert::Qcow2Options::default();
     if t.compress {
         q.compression = Some(Compression::Zlib);
@@ -156,7 +156,7 @@ fn qcow2_options(t: &ConvertTarget) -> Result<ferry::convert::Qcow2Options> {
 }
 
 fn vmdk_options(t: &ConvertTarget) -> Result<ferry::convert::VmdkOptions> {
-    use ferry::block::vmdk::writer::{Subformat, ADAPTER_TYPES};
+    use ferry::block::{VmdkSubformat as Subformat, VMDK_ADAPTER_TYPES as ADAPTER_TYPES};
     let mut v = ferry::convert::VmdkOptions::default();
     for kv in t
         .options

@@ -3,8 +3,7 @@
 //! read-write for this only. VMDK sources are refused: ferry does not write VMDK in place.
 
 use super::{Error, Result, Stats};
-use crate::block::qcow2::writer::Qcow2Writer;
-use crate::block::{self, BlockDevice, ExtentKind};
+use crate::block::{self, BlockDevice, ExtentKind, Qcow2Writer};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;

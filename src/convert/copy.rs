@@ -7,9 +7,10 @@
 
 use super::{progress, Error, Result};
 use crate::block::lock::{self, Access, Lock};
-use crate::block::qcow2::writer::{CreateOptions, Qcow2Writer};
-use crate::block::vmdk::writer::{self as vmdkw, VmdkWriter};
-use crate::block::{self, BlockDevice, ExtentKind};
+use crate::block::{
+    self, BlockDevice, Compression, CreateOptions, ExtentKind, ImageWriter, Qcow2CreateOptions,
+    Qcow2Writer, VmdkCreateOptions, VmdkSubformat, VmdkWriter,
+};
 use serde::Serialize;
 use std::fs::OpenOptions;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -48,7 +49,7 @@ pub struct Qcow2Options {
     /// qcow2 v2 (`compat=0.10`).
     pub compat_v2: bool,
     /// Compress every data cluster with this type (None: store plain).
-    pub compression: Option<crate::block::qcow2::header::Compression>,
+    pub compression: Option<Compression>,
     /// `preallocation=metadata`: all tables and clusters allocated before the copy.
     pub preallocate_metadata: bool,
     /// `lazy_refcounts=on`: recorded in the header for qemu's later use.
@@ -166,7 +167,7 @@ pub fn to_qcow2(
     opts: &Options,
 ) -> Result<Stats> {
     let _held = prepare_output(src, dst, opts)?;
-    let co = CreateOptions {
+    let co = Qcow2CreateOptions {
         size: src.len(),
         cluster_size: if q.cluster_size == 0 {
             64 << 10
@@ -174,24 +175,46 @@ pub fn to_qcow2(
             q.cluster_size
         },
         compat_v2: q.compat_v2,
-        compression: q
-            .compression
-            .unwrap_or(crate::block::qcow2::header::Compression::Zlib),
+        compression: q.compression.unwrap_or(Compression::Zlib),
         backing: None,
         preallocate_metadata: q.preallocate_metadata,
         lazy_refcounts: q.lazy_refcounts,
     };
+    let compress = q.compression.is_some();
+    let prealloc = q.preallocate_metadata;
+    to_image(
+        src,
+        dst,
+        &CreateOptions::Qcow2(co),
+        compress,
+        prealloc,
+        opts,
+    )
+}
+
+/// Creates `dst` as `co` says and copies `src` into it. On failure the output is removed.
+fn to_image(
+    src: &Arc<dyn BlockDevice>,
+    dst: &Path,
+    co: &CreateOptions,
+    compress: bool,
+    prealloc: bool,
+    opts: &Options,
+) -> Result<Stats> {
     let r = (|| {
-        let w = Qcow2Writer::create(dst, &co)?;
-        let target = Target::Qcow2 {
-            w: &w,
-            compress: q.compression.is_some(),
-            prealloc: q.preallocate_metadata,
+        let w = block::create(dst, co)?;
+        let target = match &w {
+            ImageWriter::Qcow2(w) => Target::Qcow2 {
+                w,
+                compress,
+                prealloc,
+            },
+            ImageWriter::Vmdk(w) => Target::Vmdk(w),
         };
         let stats = copy(src, dst, target, opts)?;
         w.finish()?;
         if opts.sync {
-            w.flush()?;
+            w.sync()?;
         }
         Ok(stats)
     })();
@@ -204,8 +227,8 @@ pub fn to_qcow2(
 /// The VMDK target's settings (`-o` of `ferry convert -O vmdk`).
 #[derive(Clone, Debug)]
 pub struct VmdkOptions {
-    pub subformat: vmdkw::Subformat,
-    /// One of `vmdk::writer::ADAPTER_TYPES`.
+    pub subformat: VmdkSubformat,
+    /// One of `block::VMDK_ADAPTER_TYPES`.
     pub adapter_type: String,
     pub hw_version: u32,
 }
@@ -213,7 +236,7 @@ pub struct VmdkOptions {
 impl Default for VmdkOptions {
     fn default() -> Self {
         VmdkOptions {
-            subformat: vmdkw::Subformat::MonolithicSparse,
+            subformat: VmdkSubformat::MonolithicSparse,
             adapter_type: "ide".into(),
             hw_version: 4,
         }
@@ -229,11 +252,11 @@ pub fn to_vmdk(
     opts: &Options,
 ) -> Result<Stats> {
     let _held = prepare_output(src, dst, opts)?;
-    let mut co = vmdkw::CreateOptions::new(src.len(), v.subformat);
+    let mut co = VmdkCreateOptions::new(src.len(), v.subformat);
     co.adapter_type = v.adapter_type.clone();
     co.hw_version = v.hw_version;
-    if v.subformat == vmdkw::Subformat::MonolithicFlat {
-        let flat = vmdkw::flat_extent_path(dst);
+    if v.subformat == VmdkSubformat::MonolithicFlat {
+        let flat = block::vmdk_flat_extent_path(dst);
         let _held_flat = prepare_output(src, &flat, opts)?;
         let r = to_raw(src, &flat, opts).and_then(|stats| {
             // The extent holds whole sectors.
@@ -247,7 +270,7 @@ pub fn to_vmdk(
                 what: "cannot set the size",
                 source,
             })?;
-            vmdkw::write_flat_descriptor(dst, &co)?;
+            block::write_vmdk_flat_descriptor(dst, &co)?;
             Ok(stats)
         });
         if r.is_err() {
@@ -256,19 +279,7 @@ pub fn to_vmdk(
         }
         return r;
     }
-    let r = (|| {
-        let w = VmdkWriter::create(dst, &co)?;
-        let stats = copy(src, dst, Target::Vmdk(&w), opts)?;
-        w.finish()?;
-        if opts.sync {
-            w.sync()?;
-        }
-        Ok(stats)
-    })();
-    if r.is_err() {
-        let _ = std::fs::remove_file(dst);
-    }
-    r
+    to_image(src, dst, &CreateOptions::Vmdk(co), false, false, opts)
 }
 
 fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) -> Result<Stats> {

@@ -1,6 +1,6 @@
 //! A byte range of another device (a partition, a PV's data area) as a device of its own.
 
-use crate::block::{check_range, BlockDevice, Error, Extent, LayerInfo, Result};
+use crate::block::{check_range, BlockDevice, Describe, Error, Extent, LayerInfo, Result};
 use std::sync::Arc;
 
 pub struct Slice {
@@ -48,7 +48,9 @@ impl BlockDevice for Slice {
         }
         Ok(v)
     }
+}
 
+impl Describe for Slice {
     fn info(&self) -> Result<LayerInfo> {
         let mut i = self.dev.info()?;
         i.virtual_size = self.len;

@@ -704,7 +704,7 @@ fn preallocation_metadata_and_lazy_refcounts_as_qemu() {
     check_json(&lazy);
     qemu_io("qcow2", &lazy, &["write -P 0x42 700M 3M"]);
     check_json(&lazy);
-    let w = ferry::block::qcow2::writer::Qcow2Writer::open(&lazy).unwrap();
+    let w = ferry::block::Qcow2Writer::open(&lazy).unwrap();
     use ferry::block::BlockDevice;
     w.write_at(&[7u8; 100_000], 900 << 20).unwrap();
     w.flush().unwrap();
@@ -722,7 +722,7 @@ fn preallocation_metadata_and_lazy_refcounts_as_qemu() {
     let info: serde_json::Value =
         serde_json::from_str(&qemu_img(&["info", "--output=json", s(&lazy)])).unwrap();
     assert_eq!(info["dirty-flag"], true, "{info}");
-    let err = match ferry::block::qcow2::writer::Qcow2Writer::open(&lazy) {
+    let err = match ferry::block::Qcow2Writer::open(&lazy) {
         Err(e) => e.to_string(),
         Ok(_) => panic!("a dirty image was opened for writing"),
     };

@@ -13,7 +13,7 @@
 use crate::common;
 
 use common::kernel;
-use ferry::block::{BlockDevice, Extent, ExtentKind, LayerInfo};
+use ferry::block::{BlockDevice, Describe, Extent, ExtentKind, LayerInfo};
 use ferry::fs::ext4::journal::superblock::{JournalSuperblock, INCOMPAT_CSUM_V2};
 use ferry::fs::ext4::journal::writer::{replay_onto, Checkpoint, JournalMap, JournalWriter};
 use ferry::fs::ext4::{Ext4, OpenOptions};
@@ -68,6 +68,9 @@ impl BlockDevice for FileDev {
     fn extents(&self, off: u64, len: u64) -> ferry::block::Result<Vec<Extent>> {
         Ok(vec![Extent::new(off, len, ExtentKind::Data)])
     }
+}
+
+impl Describe for FileDev {
     fn info(&self) -> ferry::block::Result<LayerInfo> {
         Ok(LayerInfo::default())
     }
@@ -176,6 +179,9 @@ impl BlockDevice for CrashDev {
     fn extents(&self, off: u64, len: u64) -> ferry::block::Result<Vec<Extent>> {
         self.inner.extents(off, len)
     }
+}
+
+impl Describe for CrashDev {
     fn info(&self) -> ferry::block::Result<LayerInfo> {
         Ok(LayerInfo::default())
     }

@@ -9,7 +9,7 @@
 use crate::common;
 
 use common::kernel::{self, KernelMount};
-use ferry::block::{BlockDevice, Extent, ExtentKind, LayerInfo};
+use ferry::block::{BlockDevice, Describe, Extent, ExtentKind, LayerInfo};
 use ferry::fs::ext4::Ext4;
 use ferry::fs::{FileType, Filesystem, FsError, NewInode, RenameFlags, SetAttr, Timestamp};
 use std::collections::BTreeMap;
@@ -69,6 +69,9 @@ impl BlockDevice for FileDev {
     fn extents(&self, off: u64, len: u64) -> ferry::block::Result<Vec<Extent>> {
         Ok(vec![Extent::new(off, len, ExtentKind::Data)])
     }
+}
+
+impl Describe for FileDev {
     fn info(&self) -> ferry::block::Result<LayerInfo> {
         Ok(LayerInfo::default())
     }

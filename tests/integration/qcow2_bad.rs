@@ -260,7 +260,7 @@ fn fuzz_regressions() {
     let cases: &[(&str, &[u8])] = &[("backing_offset_overflow", backing_offset_overflow)];
     for &(name, bytes) in cases {
         let r =
-            ferry::block::qcow2::header::Header::parse(bytes, Path::new(name), bytes.len() as u64);
+            ferry::block::fuzzing::Qcow2Header::parse(bytes, Path::new(name), bytes.len() as u64);
         assert!(r.is_err(), "{name} parsed");
         let p = dir.path().join(format!("{name}.qcow2"));
         std::fs::write(&p, bytes).unwrap();

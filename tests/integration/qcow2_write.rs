@@ -6,8 +6,8 @@ use crate::common;
 
 use common::{have_tools, make_mixed_raw, pseudo_random, qemu_img, qemu_raw, Unchanged};
 use ferry::block::overlay;
-use ferry::block::qcow2::writer::{CreateOptions, Qcow2Writer};
 use ferry::block::BlockDevice;
+use ferry::block::{Qcow2CreateOptions as CreateOptions, Qcow2Writer};
 use std::path::Path;
 use std::process::Command;
 

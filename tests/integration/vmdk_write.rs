@@ -5,7 +5,7 @@
 use crate::common;
 
 use common::{ferry_ok, have_tools, make_mixed_raw, qemu_img, run_ferry, Unchanged};
-use ferry::block::vmdk::Vmdk;
+use ferry::block::fuzzing::Vmdk;
 use std::path::Path;
 use std::process::Command;
 
@@ -302,7 +302,7 @@ fn stream_optimized_reads_front_to_back() {
         s(&dst),
     ]);
     let f = std::fs::read(&dst).unwrap();
-    let h = ferry::block::vmdk::sparse::SparseHeader::parse(&f[..512], &dst).unwrap();
+    let h = ferry::block::fuzzing::VmdkSparseHeader::parse(&f[..512], &dst).unwrap();
     assert_eq!(
         h.gd_offset,
         u64::MAX,
@@ -333,7 +333,7 @@ fn stream_optimized_reads_front_to_back() {
             2 => gd_seen = true,
             3 => {
                 let footer =
-                    ferry::block::vmdk::sparse::SparseHeader::parse(&f[at + 512..], &dst).unwrap();
+                    ferry::block::fuzzing::VmdkSparseHeader::parse(&f[at + 512..], &dst).unwrap();
                 assert!(gd_seen);
                 // The footer's directory is the one just before it.
                 let gd = (footer.gd_offset * 512) as usize;

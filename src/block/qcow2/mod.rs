@@ -12,7 +12,7 @@ use crate::block::error::{Error, Result};
 use crate::block::file::ImageFile;
 use crate::block::{
     check_range, open_backing, parallel, push_backing_extents, push_extent, read_backing,
-    BlockDevice, Extent, ExtentKind, LayerInfo, OpenCtx,
+    BlockDevice, Describe, Extent, ExtentKind, LayerInfo, OpenCtx,
 };
 use header::{Compression, Header};
 use lru::LruCache;
@@ -132,10 +132,6 @@ impl Qcow2 {
             backing_path,
             warnings,
         })
-    }
-
-    pub fn header(&self) -> &Header {
-        &self.header
     }
 
     /// The L2 table at host offset `off`, from the cache or the file.
@@ -345,6 +341,12 @@ impl BlockDevice for Qcow2 {
         Ok(out)
     }
 
+    fn backing(&self) -> Option<&Arc<dyn BlockDevice>> {
+        self.backing.as_ref()
+    }
+}
+
+impl Describe for Qcow2 {
     fn info(&self) -> Result<LayerInfo> {
         let h = &self.header;
         let mut specific = vec![
@@ -401,10 +403,6 @@ impl BlockDevice for Qcow2 {
 
     fn allocated(&self) -> Result<Option<u64>> {
         self.allocated_bytes().map(Some)
-    }
-
-    fn backing(&self) -> Option<&Arc<dyn BlockDevice>> {
-        self.backing.as_ref()
     }
 }
 

@@ -25,7 +25,7 @@ use super::table::{Geometry, Mapping, OFFSET_MASK};
 use crate::block::error::{Error, Result};
 use crate::block::lock::{self, Access, Lock};
 use crate::block::{
-    check_range, open_backing, read_backing, BlockDevice, Extent, LayerInfo, OpenCtx,
+    check_range, open_backing, read_backing, BlockDevice, Describe, Extent, LayerInfo, OpenCtx,
 };
 use lru::LruCache;
 use parking_lot::Mutex;
@@ -1173,6 +1173,12 @@ impl BlockDevice for Qcow2Writer {
         Ok(out)
     }
 
+    fn backing(&self) -> Option<&Arc<dyn BlockDevice>> {
+        self.backing.as_ref()
+    }
+}
+
+impl Describe for Qcow2Writer {
     fn info(&self) -> Result<LayerInfo> {
         let h = &self.header;
         Ok(LayerInfo {
@@ -1193,10 +1199,6 @@ impl BlockDevice for Qcow2Writer {
             qemu_specific: Some(super::qemu_specific(h)),
             ..Default::default()
         })
-    }
-
-    fn backing(&self) -> Option<&Arc<dyn BlockDevice>> {
-        self.backing.as_ref()
     }
 }
 

@@ -18,7 +18,9 @@ pub const MAX_EXTENTS: usize = 10_000;
 /// A parentCID of all ones means "no parent".
 pub const CID_NONE: u32 = 0xffff_ffff;
 
-/// Access mode of an extent line. ferry only reads, so all three are read alike.
+/// Access mode of an extent line. ferry only reads, so all three are read alike. The variants
+/// are the spec's RW, RDONLY and NOACCESS.
+#[allow(clippy::enum_variant_names)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
     ReadWrite,

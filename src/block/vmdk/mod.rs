@@ -17,7 +17,7 @@ use crate::block::error::{Error, Result};
 use crate::block::file::ImageFile;
 use crate::block::{
     check_range, open_backing, parallel, push_backing_extents, push_extent, read_backing,
-    resolve_relative, BlockDevice, Extent, ExtentKind, LayerInfo, OpenCtx,
+    resolve_relative, BlockDevice, Describe, Extent, ExtentKind, LayerInfo, OpenCtx,
 };
 use descriptor::{Access, Descriptor, ExtentLine, ExtentType, MAX_DESCRIPTOR_BYTES};
 use flat::FlatExtent;
@@ -129,7 +129,7 @@ fn sectors_to_bytes(path: &Path, s: u64, at: u64) -> Result<u64> {
 impl Vmdk {
     /// Opens a VMDK from its descriptor file, its monolithic sparse / streamOptimized file, or a
     /// bare SEsparse extent, with its parent chain.
-    pub fn open(file: ImageFile, ctx: &mut OpenCtx) -> Result<Self> {
+    pub(crate) fn open(file: ImageFile, ctx: &mut OpenCtx) -> Result<Self> {
         let path = file.path().to_path_buf();
         let mut head = [0u8; 8];
         let n = file.len().min(8) as usize;
@@ -604,6 +604,12 @@ impl BlockDevice for Vmdk {
         Ok(out)
     }
 
+    fn backing(&self) -> Option<&Arc<dyn BlockDevice>> {
+        self.backing.as_ref()
+    }
+}
+
+impl Describe for Vmdk {
     fn info(&self) -> Result<LayerInfo> {
         let mut files: Vec<PathBuf> = Vec::new();
         let mut disk_size = self.desc_file.as_ref().map_or(0, |f| f.disk_usage());
@@ -707,9 +713,5 @@ impl BlockDevice for Vmdk {
 
     fn allocated(&self) -> Result<Option<u64>> {
         self.allocated_bytes().map(Some)
-    }
-
-    fn backing(&self) -> Option<&Arc<dyn BlockDevice>> {
-        self.backing.as_ref()
     }
 }

@@ -12,7 +12,7 @@ use super::inode::{InodeBuf, TimeField};
 use super::journal::writer::JournalWriter;
 use super::superblock::{self, Superblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE};
 use super::{csum, le16, le32, Ext4};
-use crate::block::BlockDevice;
+use crate::block::{BlockDevice, Describe};
 use crate::fs::{FsError, Result, Timestamp};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -137,7 +137,9 @@ impl BlockDevice for NoBarrier {
     fn extents(&self, off: u64, len: u64) -> crate::block::Result<Vec<crate::block::Extent>> {
         self.0.extents(off, len)
     }
+}
 
+impl Describe for NoBarrier {
     fn info(&self) -> crate::block::Result<crate::block::LayerInfo> {
         self.0.info()
     }

@@ -4,7 +4,7 @@
 //! Unlike jbd2, XFS logs byte ranges of buffers (128-byte chunks) and inode cores that need
 //! converting, so the replayed sectors are held in memory, bounded by `MAX_OVERLAY_BYTES`.
 
-use crate::block::{check_range, BlockDevice, Extent, LayerInfo, Result};
+use crate::block::{check_range, BlockDevice, Describe, Extent, LayerInfo, Result};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -135,7 +135,9 @@ impl BlockDevice for ReplayView {
             BB,
         ))
     }
+}
 
+impl Describe for ReplayView {
     fn info(&self) -> Result<LayerInfo> {
         Ok(LayerInfo {
             format: "xfs log recovery".into(),

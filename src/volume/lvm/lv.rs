@@ -1,7 +1,7 @@
 //! A linear or striped logical volume as a device: each segment maps a range of the LV onto one
 //! PV range (linear) or onto N PV ranges in `stripe_size` chunks, round-robin (dm-stripe).
 
-use crate::block::{check_range, push_extent, BlockDevice, Extent, LayerInfo, Result};
+use crate::block::{check_range, push_extent, BlockDevice, Describe, Extent, LayerInfo, Result};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -155,7 +155,9 @@ impl BlockDevice for LvDevice {
         })?;
         Ok(out)
     }
+}
 
+impl Describe for LvDevice {
     fn info(&self) -> Result<LayerInfo> {
         let types: Vec<&str> = self
             .segs
@@ -210,6 +212,9 @@ mod tests {
         fn extents(&self, off: u64, len: u64) -> Result<Vec<Extent>> {
             Ok(vec![Extent::new(off, len, ExtentKind::Data)])
         }
+    }
+
+    impl Describe for Disk {
         fn info(&self) -> Result<LayerInfo> {
             Ok(LayerInfo::default())
         }

@@ -4,7 +4,7 @@
 //! and an escaped copy gets its magic number back (JBD2_FLAG_ESCAPE).
 
 use super::block::MAGIC;
-use crate::block::{check_range, BlockDevice, Extent, LayerInfo, Result};
+use crate::block::{check_range, BlockDevice, Describe, Extent, LayerInfo, Result};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -99,7 +99,9 @@ impl BlockDevice for ReplayView {
             self.block_size,
         ))
     }
+}
 
+impl Describe for ReplayView {
     fn info(&self) -> Result<LayerInfo> {
         Ok(LayerInfo {
             format: "ext4 journal replay".into(),

@@ -910,7 +910,7 @@ mod tests {
         INCOMPAT_FAST_COMMIT,
     };
     use super::*;
-    use crate::block::{check_range, Extent, ExtentKind, LayerInfo};
+    use crate::block::{check_range, Describe, Extent, ExtentKind, LayerInfo};
     use parking_lot::Mutex;
 
     const BS: usize = 1024;
@@ -940,6 +940,9 @@ mod tests {
         fn extents(&self, off: u64, len: u64) -> crate::block::Result<Vec<Extent>> {
             Ok(vec![Extent::new(off, len, ExtentKind::Data)])
         }
+    }
+
+    impl Describe for Disk {
         fn info(&self) -> crate::block::Result<LayerInfo> {
             Ok(LayerInfo::default())
         }
