@@ -9,13 +9,16 @@
 #              line, an initramfs built with MODULES=list and no virtio driver, a .vmx beside it.
 #   (b) xen  – a Xen PV guest: /dev/xvda1 everywhere, console=hvc0 (getty on hvc0), an
 #              initramfs with xen-blkfront but no virtio, an xl .cfg beside it.
+#   (c) ova  – an OVA (OVF, manifest, streamOptimized VMDK) of a VMware guest with /boot on
+#              /dev/sda1 and / on LVM (vg0/root), no virtio in its initramfs.
 #
-# Usage: contrib/boottest.sh [CASE...]      (cases: vmx xen; default: all)
+# Usage: contrib/boottest.sh [CASE...]      (cases: vmx xen ova; default: all)
 # Needs root (debootstrap, chroot, mkfs -d), network access once (the Debian rootfs is cached
 # in $FERRY_BOOT_DIR, default /var/tmp/ferry-boottest) and qemu-system-x86 10 from
 # bookworm-backports (installed if missing). A boot under TCG takes 1–3 minutes.
 # FERRY_BOOT_REUSE=1 keeps guests built by an earlier run; FERRY=PATH uses that ferry binary.
 set -euo pipefail
+export LVM_SUPPRESS_FD_WARNINGS=1
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=${FERRY_BOOT_DIR:-/var/tmp/ferry-boottest}
@@ -23,7 +26,7 @@ boot_timeout=${FERRY_BOOT_TIMEOUT:-420}
 fail_timeout=${FERRY_BOOT_FAIL_TIMEOUT:-240}
 mirror=${FERRY_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 cases=("$@")
-[ ${#cases[@]} -gt 0 ] || cases=(vmx xen)
+[ ${#cases[@]} -gt 0 ] || cases=(vmx xen ova)
 mkdir -p "$work"
 
 log() { printf 'boottest: %s\n' "$*" >&2; }
@@ -69,7 +72,7 @@ trap cleanup EXIT
 # the source machine: fstab and the kernel command line naming ROOTDEV, a getty on CONSOLE,
 # DHCP on eth0, and an initramfs holding exactly MODULES.
 prepare() {
-  local dir=$1 rootdev=$2 console=$3
+  local dir=$1 rootdev=$2 console=$3 bootfs=${BOOTFS:-}
   shift 3
   rm -rf "$dir"
   mkdir -p "$dir"
@@ -85,6 +88,9 @@ auto eth0
 iface eth0 inet dhcp
 EOF
   printf '%s / ext4 errors=remount-ro 0 1\n' "$rootdev" >"$dir/etc/fstab"
+  [ -z "$bootfs" ] || printf '%s /boot ext4 defaults 0 2\n' "$bootfs" >>"$dir/etc/fstab"
+  local b=/boot
+  [ -z "$bootfs" ] || b=
   # Root may log in on the console without a password (a test guest).
   sed -i 's/^root:[^:]*:/root::/' "$dir/etc/shadow"
   printf 'MODULES=list\n' >"$dir/etc/initramfs-tools/conf.d/ferry-boottest"
@@ -120,9 +126,9 @@ menuentry 'Debian GNU/Linux' {
 	insmod ext2
 	set root='hd0,msdos1'
 	echo 'Loading Linux $kver ...'
-	linux /boot/vmlinuz-$kver root=$rootdev ro console=$console net.ifnames=0
+	linux $b/vmlinuz-$kver root=$rootdev ro console=$console net.ifnames=0
 	echo 'Loading initial ramdisk ...'
-	initrd /boot/initrd.img-$kver
+	initrd $b/initrd.img-$kver
 }
 EOF
 }
@@ -176,9 +182,10 @@ boot() {
   return $rc
 }
 
-# check NAME SOURCE_IMAGE DIR: the fixed conversion in DIR must boot; the unfixed one must not.
+# check NAME SOURCE DIR [DISK]: the fixed conversion in DIR must boot; DISK (default SOURCE)
+# converted without fixes must not; SOURCE must not change.
 check() {
-  local name=$1 src=$2 out=$3
+  local name=$1 src=$2 out=$3 disk_src=${4:-$2}
   local before after
   before=$(sha256sum "$src" | cut -d' ' -f1)
   local disk
@@ -191,7 +198,7 @@ check() {
   machine=$(grep -oE 'machine="[^"]+"' "$xml" | head -n 1 | cut -d'"' -f2)
   mac=$(grep -oE '<mac address="[^"]+"' "$xml" | head -n 1 | cut -d'"' -f2)
   boot "$disk" qcow2 "$work/$name-fixed.log" "$boot_timeout" "$machine" "$mac" || die "$name: the converted guest did not boot (serial log: $work/$name-fixed.log)"
-  "$ferry" convert -O qcow2 "$src" "$work/$name-unfixed.qcow2" >/dev/null
+  "$ferry" convert -O qcow2 "$disk_src" "$work/$name-unfixed.qcow2" >/dev/null
   if boot "$work/$name-unfixed.qcow2" qcow2 "$work/$name-unfixed.log" "$fail_timeout" "$machine" "$mac"; then
     die "$name: the guest booted without ferry's fixes; the test proves nothing"
   fi
@@ -199,6 +206,74 @@ check() {
   after=$(sha256sum "$src" | cut -d' ' -f1)
   [ "$before" = "$after" ] || die "$name: the source image changed"
   log "$name: PASS"
+}
+
+# lvm_disk DIR IMAGE: a 3 GiB disk with /boot (DIR/boot) on partition 1 and the root (the rest
+# of DIR) on the logical volume vg0/root of an LVM PV on partition 2. No device-mapper: the PV
+# and VG are made with pvcreate/vgcreate on a loop device, the LV by vgcfgrestore of an edited
+# backup, and the filesystem is written where the LV's extents are.
+lvm_disk() {
+  local dir=$1 img=$2
+  local lvmconf='devices { use_devicesfile=0 obtain_device_list_from_udev=0 hints="none" } activation { udev_sync=0 udev_rules=0 monitoring=0 }'
+  rm -f "$img"
+  truncate -s 3G "$img"
+  printf 'label: dos\nstart=2048, size=512MiB, type=83, bootable\ntype=8e\n' | sfdisk -q "$img"
+  local p2_start p2_size
+  p2_start=$(sfdisk -J "$img" | python3 -c 'import json,sys; p=json.load(sys.stdin)["partitiontable"]["partitions"][1]; print(p["start"]*512, p["size"]*512)')
+  p2_size=${p2_start#* }
+  p2_start=${p2_start% *}
+  mv "$dir/boot" "$dir.boot"
+  mkdir "$dir/boot"
+  truncate -s 512M "$img.boot"
+  mkfs.ext4 -q -F -L boot -d "$dir.boot" "$img.boot"
+  dd if="$img.boot" of="$img" bs=1M seek=1 conv=notrunc,sparse status=none
+  rm -f "$img.boot"
+  local loop vg=vg0 backup="$work/vg0.backup"
+  loop=$(losetup -f --show --offset "$p2_start" --sizelimit "$p2_size" "$img")
+  lvm pvcreate -q --config "$lvmconf" "$loop" >/dev/null
+  lvm vgcreate -q --config "$lvmconf" -s 4M "$vg" "$loop" >/dev/null
+  local free pe_start
+  free=$(lvm vgs --config "$lvmconf" --noheadings -o vg_free_count "$vg" | tr -d ' ')
+  pe_start=$(lvm pvs --config "$lvmconf" --noheadings --units b --nosuffix -o pe_start "$loop" | tr -d ' ')
+  lvm vgcfgbackup -q --config "$lvmconf" -f "$backup" "$vg" >/dev/null
+  python3 - "$backup" "$free" <<'PY'
+import sys
+path, count = sys.argv[1], int(sys.argv[2])
+s = open(path).read()
+close = s.rstrip().rfind("}")
+lv = f"""
+logical_volumes {{
+root {{
+id = "ferry0-boot-test-aaaa-aaaa-aaaa-aaaaaa"
+status = ["READ", "WRITE", "VISIBLE"]
+flags = []
+segment_count = 1
+segment1 {{
+start_extent = 0
+extent_count = {count}
+type = "striped"
+stripe_count = 1
+stripes = [
+"pv0", 0
+]
+}}
+}}
+}}
+"""
+open(path, "w").write(s[:close] + lv + s[close:])
+PY
+  lvm vgcfgrestore -q --config "$lvmconf" -f "$backup" "$vg" >/dev/null
+  losetup -d "$loop"
+  truncate -s $((free * 4 * 1024 * 1024)) "$img.root"
+  mkfs.ext4 -q -F -L root -d "$dir" "$img.root"
+  dd if="$img.root" of="$img" bs=1M seek=$(((p2_start + pe_start) / 1048576)) conv=notrunc,sparse status=none
+  rm -f "$img.root"
+  [ $(((p2_start + pe_start) % 1048576)) = 0 ] || die "the LV does not start on a MiB boundary"
+  chroot "$dir" grub-mkimage -O i386-pc -o /tmp/core.img -p '(hd0,msdos1)/grub' \
+    biosdisk part_msdos ext2 normal linux configfile echo serial terminal test search
+  dd if="$dir/usr/lib/grub/i386-pc/boot.img" of="$img" bs=440 count=1 conv=notrunc status=none
+  dd if="$dir/tmp/core.img" of="$img" bs=512 seek=1 conv=notrunc status=none
+  rm -rf "$dir.boot"
 }
 
 case_vmx() {
@@ -259,11 +334,57 @@ EOF
   check xen "$d/guest-b.img" "$d/out"
 }
 
+case_ova() {
+  local d="$work/ova"
+  if [ -n "${FERRY_BOOT_REUSE:-}" ] && [ -s "$d/guest-c.ova" ]; then :; else
+  BOOTFS=/dev/sda1 prepare "$d.root" /dev/mapper/vg0-root ttyS0 ahci sd_mod mptspi vmw_pvscsi ext4 crc32c_generic dm_mod
+  # GRUB reads /boot's partition, whose root holds grub/ (not boot/grub/).
+  lvm_disk "$d.root" "$d.raw"
+  rm -rf "$d.root" "$d"
+  mkdir -p "$d/pkg"
+  qemu-img convert -f raw -O vmdk -o subformat=streamOptimized "$d.raw" "$d/pkg/guest-c-disk1.vmdk"
+  rm -f "$d.raw"
+  cat >"$d/pkg/guest-c.ovf" <<EOF
+<?xml version="1.0" encoding="UTF-8"?>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData" xmlns:vmw="http://www.vmware.com/schema/ovf" xmlns:vssd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData">
+  <References><File ovf:href="guest-c-disk1.vmdk" ovf:id="file1"/></References>
+  <DiskSection><Info>Disks</Info><Disk ovf:capacity="3" ovf:capacityAllocationUnits="byte * 2^30" ovf:diskId="vmdisk1" ovf:fileRef="file1" ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/></DiskSection>
+  <NetworkSection><Info>Networks</Info><Network ovf:name="VM Network"/></NetworkSection>
+  <VirtualSystem ovf:id="guest-c">
+    <Info>A virtual machine</Info>
+    <Name>guest-c</Name>
+    <VirtualHardwareSection>
+      <Info>Virtual hardware</Info>
+      <System><vssd:VirtualSystemType>vmx-14</vssd:VirtualSystemType></System>
+      <Item><rasd:InstanceID>1</rasd:InstanceID><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>1</rasd:VirtualQuantity></Item>
+      <Item><rasd:AllocationUnits>byte * 2^20</rasd:AllocationUnits><rasd:InstanceID>2</rasd:InstanceID><rasd:ResourceType>4</rasd:ResourceType><rasd:VirtualQuantity>1024</rasd:VirtualQuantity></Item>
+      <Item><rasd:Address>0</rasd:Address><rasd:InstanceID>3</rasd:InstanceID><rasd:ResourceSubType>lsilogic</rasd:ResourceSubType><rasd:ResourceType>6</rasd:ResourceType></Item>
+      <Item><rasd:AddressOnParent>0</rasd:AddressOnParent><rasd:HostResource>ovf:/disk/vmdisk1</rasd:HostResource><rasd:InstanceID>4</rasd:InstanceID><rasd:Parent>3</rasd:Parent><rasd:ResourceType>17</rasd:ResourceType></Item>
+      <Item><rasd:Address>00:50:56:0a:0b:0c</rasd:Address><rasd:AddressOnParent>7</rasd:AddressOnParent><rasd:Connection>VM Network</rasd:Connection><rasd:InstanceID>5</rasd:InstanceID><rasd:ResourceSubType>E1000</rasd:ResourceSubType><rasd:ResourceType>10</rasd:ResourceType></Item>
+      <vmw:Config ovf:required="false" vmw:key="firmware" vmw:value="bios"/>
+    </VirtualHardwareSection>
+  </VirtualSystem>
+</Envelope>
+EOF
+  (cd "$d/pkg" && for f in guest-c.ovf guest-c-disk1.vmdk; do printf 'SHA256(%s)= %s\n' "$f" "$(sha256sum "$f" | cut -d' ' -f1)"; done >guest-c.mf)
+  tar --format=ustar -cf "$d/guest-c.ova" -C "$d/pkg" guest-c.ovf guest-c.mf guest-c-disk1.vmdk
+  rm -rf "$d/pkg"
+  fi
+  rm -rf "$d/out"
+  mkdir -p "$d/out"
+  "$ferry" v2v -i ova "$d/guest-c.ova" -o "$d/out" --output-format qcow2 >"$work/ova-v2v.log" 2>&1 ||
+    die "ova: ferry v2v failed: $(tail -n 3 "$work/ova-v2v.log")"
+  tar -xf "$d/guest-c.ova" -C "$work" guest-c-disk1.vmdk
+  check ova "$d/guest-c.ova" "$d/out" "$work/guest-c-disk1.vmdk"
+  rm -f "$work/guest-c-disk1.vmdk"
+}
+
 for c in "${cases[@]}"; do
   case $c in
     vmx) case_vmx ;;
     xen) case_xen ;;
-    *) die "unknown case $c (vmx, xen)" ;;
+    ova) case_ova ;;
+    *) die "unknown case $c (vmx, xen, ova)" ;;
   esac
 done
 log "all passed: ${cases[*]}"

@@ -160,9 +160,10 @@ pub fn write_report(out: &mut impl Write, plan: &Plan, dry_run: bool) -> std::io
                         (engine::ChangeKind::Deleted, k) => format!("{k} removed"),
                         (engine::ChangeKind::Attributes, _) => "mode/owner".into(),
                         (engine::ChangeKind::Modified, "symlink") => "symlink changed".into(),
-                        (engine::ChangeKind::Modified, _) => {
-                            format!("+{} -{}", f.lines_added, f.lines_removed)
-                        }
+                        (engine::ChangeKind::Modified, _) => match f.binary {
+                            Some(b) => format!("binary, {} → {} bytes", b.before, b.after),
+                            None => format!("+{} -{}", f.lines_added, f.lines_removed),
+                        },
                     };
                     format!("{} ({what})", f.path)
                 })

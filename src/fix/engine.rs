@@ -302,6 +302,16 @@ pub struct FileReport {
     pub kind: &'static str,
     pub lines_added: usize,
     pub lines_removed: usize,
+    /// For a binary file (an initramfs), its sizes instead of line counts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub binary: Option<BinarySizes>,
+}
+
+/// Sizes in bytes of a binary file before and after a change.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct BinarySizes {
+    pub before: u64,
+    pub after: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -699,7 +709,8 @@ fn file_report(path: &str, before: &Node, after: &Node) -> FileReport {
         _ => ChangeKind::Modified,
     };
     let (a, b) = (text_of(before), text_of(after));
-    let (added, removed) = if nul_offset(a).is_some() || nul_offset(b).is_some() {
+    let binary = nul_offset(a).is_some() || nul_offset(b).is_some();
+    let (added, removed) = if binary {
         (0, 0)
     } else {
         super::diff::count(a, b)
@@ -714,6 +725,10 @@ fn file_report(path: &str, before: &Node, after: &Node) -> FileReport {
         }),
         lines_added: added,
         lines_removed: removed,
+        binary: binary.then_some(BinarySizes {
+            before: a.len() as u64,
+            after: b.len() as u64,
+        }),
     }
 }
 

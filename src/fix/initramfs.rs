@@ -12,7 +12,9 @@
 //! their aliases as it would on a host that had them. The rule that uses this also schedules
 //! a rebuild at first boot, after which the guest's own tool owns the image again.
 
+use crate::fs::files::{FileTree, Kind};
 use crate::guest::initramfs::{self, Listing};
+use crate::guest::inspect::{Driver, OsInfo};
 
 /// An initramfs larger than this is not edited: distribution images are 10–150 MiB.
 pub const MAX_IMAGE: u64 = 512 << 20;
@@ -95,6 +97,7 @@ pub fn add_modules(
             "{path}: a {c}-compressed archive, which ferry does not read; left as is (the rebuild at first boot needs a guest that boots)"
         ));
     }
+    let closed = listing.closed;
     let Some(dep) = read(&format!("{moddir}/modules.dep"), MAX_INDEX) else {
         return Outcome::Skipped(format!(
             "{path}: {moddir}/modules.dep is missing; left as is"
@@ -138,6 +141,11 @@ pub fn add_modules(
         .collect();
     if missing.is_empty() {
         return Outcome::Present;
+    }
+    if let Some(c) = closed {
+        return Outcome::Skipped(format!(
+            "{path}: its last archive is {c}-compressed, after which the kernel reads no further archive; left as is"
+        ));
     }
     match archive(&listing, &inside, moddir, &missing, read) {
         Ok(extra) => {
@@ -197,6 +205,39 @@ fn archive(
         }
     }
     w.finish().map_err(|e| e.to_string())
+}
+
+/// Why no kernel of the guest could load virtio_blk before its root is mounted on KVM, if that
+/// is so: every kernel that has virtio_blk only as a module comes with an initramfs that ferry
+/// cannot read, and so cannot add the module to. `None` when a kernel has the driver built in,
+/// has a readable initramfs (the fix appends the driver), or has no initramfs to look at.
+pub fn blocks_virtio(tree: &dyn FileTree, os: &OsInfo) -> Option<String> {
+    let mut why = Vec::new();
+    for k in os.kernels.iter().filter(|k| k.virtio_blk.available()) {
+        if k.virtio_blk == Driver::Builtin {
+            return None;
+        }
+        let v = &k.version;
+        let names = [
+            format!("/boot/initrd.img-{v}"),
+            format!("/boot/initramfs-{v}.img"),
+            format!("/boot/initrd-{v}"),
+        ];
+        let path = names
+            .into_iter()
+            .find(|p| matches!(tree.lstat(p), Ok(Some(m)) if m.kind == Kind::File))?;
+        match tree.read(&path, MAX_IMAGE).map(|d| initramfs::list(&d)) {
+            Ok(Ok(l)) => match l.unread {
+                None => return None,
+                Some(c) => why.push(format!(
+                    "{path} is {c}-compressed, which ferry cannot add drivers to"
+                )),
+            },
+            Ok(Err(e)) => why.push(format!("{path}: {e}")),
+            Err(e) => why.push(format!("{path}: {e}")),
+        }
+    }
+    (!why.is_empty()).then(|| why.join("; "))
 }
 
 #[cfg(test)]

@@ -6,8 +6,9 @@
 //! one of the same name. Distributions put an uncompressed early-microcode archive first and
 //! the compressed main archive after it; a driver the main archive lacks can therefore be
 //! added by appending a plain archive, with no need to recompress (or even decompress) what is
-//! there. Listing reads gzip and zstd members (the defaults of initramfs-tools, dracut and
-//! mkinitcpio); other compressions are reported, not guessed at.
+//! there. Listing reads gzip, zstd and lz4-legacy members (the defaults of initramfs-tools,
+//! dracut and mkinitcpio, and Ubuntu 19.10–21.10's lz4); other compressions are reported, not
+//! guessed at.
 //!
 //! A newc header is 110 ASCII bytes: the magic `070701` (or `070702` with checksums) and 13
 //! fields of 8 hex digits (ino, mode, uid, gid, nlink, mtime, filesize, devmajor, devminor,
@@ -45,7 +46,7 @@ pub enum Error {
     },
     #[error("initramfs: more than {MAX_ENTRIES} entries")]
     TooManyEntries,
-    #[error("initramfs: {0} compression is not read (only gzip and zstd)")]
+    #[error("initramfs: {0} compression is not read (only gzip, zstd and lz4)")]
     Unsupported(Compression),
 }
 
@@ -124,6 +125,9 @@ pub struct Listing {
     pub members: Vec<Compression>,
     /// Set when the walk stopped at a member it cannot read: entries after it are unknown.
     pub unread: Option<Compression>,
+    /// Set when nothing may follow the last member: the kernel's lz4 reader (the legacy
+    /// format has no end marker) takes whatever follows for another chunk and fails.
+    pub closed: Option<Compression>,
 }
 
 impl Listing {
@@ -218,6 +222,17 @@ pub fn list(data: &[u8]) -> Result<Listing> {
                 let left = r.inner.finish();
                 pos += rest.len() - left.len();
             }
+            Some(Compression::Lz4) => {
+                l.members.push(Compression::Lz4);
+                let mut r = Counted::new(Lz4Legacy::new(rest));
+                walk(&mut r, &segment, &mut l, &mut unpacked, false)?;
+                let used = r.inner.consumed;
+                if let Some(e) = r.inner.error.take() {
+                    return Err(corrupt(&segment, "lz4 chunk", used as u64, e));
+                }
+                pos += used;
+                l.closed = Some(Compression::Lz4);
+            }
             Some(other) => {
                 l.members.push(other);
                 l.unread = Some(other);
@@ -287,6 +302,84 @@ impl<R: Read> Counted<R> {
     fn align(&mut self) -> io::Result<()> {
         let pad = (4 - self.pos % 4) % 4;
         self.skip(pad)
+    }
+}
+
+/// The lz4 "legacy" stream that `lz4 -l` writes and the kernel reads (lib/decompress_unlz4.c):
+/// the magic, then chunks of a 4-byte little-endian compressed length and an LZ4 block that
+/// decompresses to at most 8 MiB; the magic may appear again between chunks. The stream has no
+/// end marker: it ends where the input does, or here at a length no chunk can have.
+struct Lz4Legacy<'a> {
+    input: &'a [u8],
+    consumed: usize,
+    out: Vec<u8>,
+    at: usize,
+    /// A damaged chunk: reported after the walk (the walk sees the end of the stream).
+    error: Option<String>,
+}
+
+const LZ4_LEGACY_MAGIC: u32 = 0x184c_2102;
+const LZ4_LEGACY_CHUNK: usize = 8 << 20;
+
+impl<'a> Lz4Legacy<'a> {
+    fn new(input: &'a [u8]) -> Self {
+        Lz4Legacy {
+            input,
+            consumed: 0,
+            out: Vec::new(),
+            at: 0,
+            error: None,
+        }
+    }
+
+    /// Decodes the next chunk into `out`; false at the end of the stream.
+    fn next_chunk(&mut self) -> bool {
+        // The worst-case size of a compressed 8 MiB chunk (LZ4_compressBound).
+        let bound = LZ4_LEGACY_CHUNK + LZ4_LEGACY_CHUNK / 255 + 16;
+        loop {
+            let rest = &self.input[self.consumed..];
+            let Some(len) = rest
+                .get(..4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            else {
+                return false;
+            };
+            if len == LZ4_LEGACY_MAGIC {
+                self.consumed += 4;
+                continue;
+            }
+            let len = len as usize;
+            if len == 0 || len > bound || rest.len() < 4 + len {
+                return false;
+            }
+            self.out.resize(LZ4_LEGACY_CHUNK, 0);
+            match lz4_flex::block::decompress_into(&rest[4..4 + len], &mut self.out) {
+                Ok(n) => {
+                    self.out.truncate(n);
+                    self.at = 0;
+                    self.consumed += 4 + len;
+                    return true;
+                }
+                Err(e) => {
+                    self.error = Some(e.to_string());
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+impl Read for Lz4Legacy<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at >= self.out.len() {
+            if !self.next_chunk() {
+                return Ok(0);
+            }
+        }
+        let n = buf.len().min(self.out.len() - self.at);
+        buf[..n].copy_from_slice(&self.out[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
     }
 }
 
@@ -512,6 +605,26 @@ mod tests {
         let l = list(&gz).unwrap();
         assert_eq!(l.members, [Compression::Gzip]);
         assert_eq!(l.entries.len(), 2);
+    }
+
+    #[test]
+    fn lz4_legacy_members_are_read_and_close_the_buffer() {
+        let main = archive(&[("init", b"#!/bin/sh\n"), ("usr/lib/x", &[5u8; 70_000])]);
+        let mut buf = archive(&[("early", b"e")]);
+        buf.extend_from_slice(&LZ4_LEGACY_MAGIC.to_le_bytes());
+        for chunk in main.chunks(40_000) {
+            let c = lz4_flex::block::compress(chunk);
+            buf.extend_from_slice(&(c.len() as u32).to_le_bytes());
+            buf.extend_from_slice(&c);
+        }
+        let l = list(&buf).unwrap();
+        assert_eq!(l.members, [Compression::None, Compression::Lz4]);
+        assert_eq!(l.closed, Some(Compression::Lz4));
+        assert_eq!(l.get("usr/lib/x").map(|e| e.size), Some(70_000));
+        let mut bad = buf.clone();
+        let n = bad.len();
+        bad[n - 20] ^= 0xff;
+        let _ = list(&bad);
     }
 
     #[test]

@@ -25,6 +25,7 @@ use crate::fix::engine::{Plan, RuleReport, Selection};
 use crate::fix::image::Session;
 use crate::fix::{self, FixError};
 use crate::guest::facts::{DiskBus, Hypervisor, Os};
+use crate::guest::files::FsFiles;
 use crate::guest::inspect::OsInfo;
 use crate::meta::{self, libvirt, ova, Bus, DeviceKind, Disk, InputKind, Source};
 use serde::Serialize;
@@ -818,7 +819,14 @@ pub fn run(opts: &Options, sink: Sink) -> Result<Conversion> {
     }
     let os = session.report()?.os.clone();
     let mut facts = session.facts()?;
-    let (virtio_blk, virtio_net, why) = virtio_support(&os);
+    let (mut virtio_blk, virtio_net, mut why) = virtio_support(&os);
+    if virtio_blk && os.os_type == Os::Linux {
+        let tree = session.tree()?;
+        if let Some(w) = fix::initramfs::blocks_virtio(&FsFiles::new(&tree), &os) {
+            virtio_blk = false;
+            why = w;
+        }
+    }
     let fallback_bus = match opts.machine {
         libvirt::Machine::Pc => Bus::Ide,
         libvirt::Machine::Q35 => Bus::Sata,

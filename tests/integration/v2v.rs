@@ -55,13 +55,18 @@ fn listing(dir: &Path) -> BTreeSet<String> {
 /// `/dev/sda2` (swap) named by kernel name in fstab and on GRUB's command line, virtio
 /// drivers as modules, 6 MiB of file data (so the copy has several chunks).
 fn vmware_debian(dir: &Path) -> Guest {
+    vmware_debian_with(dir, &guest::initrd())
+}
+
+/// [`vmware_debian`] with `initrd` as its initramfs image.
+fn vmware_debian_with(dir: &Path, initrd: &[u8]) -> Guest {
     let root = dir.join("trees/root");
     debian_root(
         &root,
         "/dev/sda1\t/\text4\terrors=remount-ro\t0 1\n/dev/sda2\tnone\tswap\tsw\t0 0\n",
     );
     put(&root, "/boot/vmlinuz-6.1.0-13-amd64", "kernel\n");
-    put(&root, "/boot/initrd.img-6.1.0-13-amd64", "initrd\n");
+    put(&root, "/boot/initrd.img-6.1.0-13-amd64", initrd);
     put(
         &root,
         "/boot/grub/grub.cfg",
@@ -1204,4 +1209,71 @@ fn converted_guests_boot_under_qemu() {
         .status()
         .unwrap();
     assert!(status.success(), "{} failed", script.display());
+}
+
+/// A guest whose initramfs ferry cannot read (xz: ferry reads gzip and zstd) cannot get
+/// virtio_blk before its root is mounted: its disks go on SATA, with a warning that says why,
+/// and the image is left as it was.
+#[test]
+fn an_unreadable_initramfs_keeps_the_disks_off_virtio() {
+    if !can_run() || !common::have_tools(&["xz"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let xz = run_capture("xz", &["-c", "--format=xz"], &guest::initrd());
+    let g = vmware_debian_with(tmp.path(), &xz);
+    let vmx = write_vmx(tmp.path(), "deb.vmdk");
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let o = Command::new(common::ferry_bin())
+        .args(["v2v", "-i", "vmx"])
+        .arg(&vmx)
+        .arg("-o")
+        .arg(&out)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["disk_bus"], "sata", "{r}");
+    let warned = String::from_utf8_lossy(&o.stderr).into_owned() + &r.to_string();
+    assert!(
+        warned.contains("xz-compressed, which ferry cannot add drivers to"),
+        "{warned}"
+    );
+    // The converted disk still holds the same initramfs.
+    let raw = tmp.path().join("conv.raw");
+    qemu_img(&[
+        "convert",
+        "-O",
+        "raw",
+        out.join("deb12-web-sda.qcow2").to_str().unwrap(),
+        raw.to_str().unwrap(),
+    ]);
+    let got = Command::new(common::ferry_bin())
+        .args([
+            "cat",
+            raw.to_str().unwrap(),
+            "/boot/initrd.img-6.1.0-13-amd64",
+        ])
+        .output()
+        .unwrap();
+    assert!(got.status.success());
+    assert_eq!(got.stdout, xz, "the initramfs must be left as it was");
+    drop(g);
+}
+
+/// Runs `tool args` with `input` on stdin; its stdout.
+fn run_capture(tool: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut c = Command::new(tool)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(input).unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert!(o.status.success(), "{tool} failed");
+    o.stdout
 }

@@ -246,6 +246,33 @@ const MIB: u64 = 1 << 20;
 
 /// A Debian-12-like root tree: merged /usr, systemd, dpkg, a kernel with virtio_blk and
 /// virtio_net as modules and virtio_scsi built in, GRUB 2. /var and /boot are separate.
+/// A minimal initramfs: one plain cpio "newc" archive holding `/init`, written field by field
+/// as the format says (not by ferry's writer, which reads it back in the tests).
+pub fn initrd() -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, mode, data) in [
+        ("init", 0o100_755u32, &b"#!/bin/sh\n"[..]),
+        ("TRAILER!!!", 0, &b""[..]),
+    ] {
+        let namesize = name.len() + 1;
+        let h = format!(
+            "070701{:08X}{mode:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{namesize:08X}{:08X}",
+            1, 0, 0, 1, 0, data.len(), 0, 0, 0, 0, 0
+        );
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+        out.extend_from_slice(data);
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+    }
+    out
+}
+
 pub fn debian_root(root: &Path, fstab: &str) {
     put(
         root,
@@ -335,7 +362,7 @@ pub fn installer(dir: &Path, fmt: &str) -> Guest {
     debian_root(&root, &fstab);
     let boot = t.join("boot");
     put(&boot, "/vmlinuz-6.1.0-13-amd64", "kernel image\n");
-    put(&boot, "/initrd.img-6.1.0-13-amd64", "initrd\n");
+    put(&boot, "/initrd.img-6.1.0-13-amd64", initrd());
     put(&boot, "/config-6.1.0-13-amd64", "CONFIG_VIRTIO=y\n");
     put(
         &boot,
@@ -519,7 +546,7 @@ pub fn rhel5(dir: &Path, fmt: &str) -> Guest {
     mkdir(&root, "/boot");
     let boot = t.join("boot");
     put(&boot, "/vmlinuz-2.6.18-398.el5", "kernel\n");
-    put(&boot, "/initrd-2.6.18-398.el5.img", "initrd\n");
+    put(&boot, "/initrd-2.6.18-398.el5.img", initrd());
     put(
         &boot,
         "/grub/grub.conf",
@@ -631,7 +658,7 @@ pub fn xen(dir: &Path, fmt: &str) -> Guest {
     put(&root, "/var/lib/rpm/Packages", "rpmdb\n");
     put(&root, "/usr/bin/zypper", "zypper\n");
     put(&root, "/boot/vmlinuz-3.0.101-63-xen", "kernel\n");
-    put(&root, "/boot/initrd-3.0.101-63-xen", "initrd\n");
+    put(&root, "/boot/initrd-3.0.101-63-xen", initrd());
     put(
         &root,
         "/boot/grub/menu.lst",
@@ -707,7 +734,7 @@ pub fn two_disks(dir: &Path, fmt: &str) -> Guest {
     put(&root, "/etc/apk/world", "alpine-base\n");
     put(&root, "/sbin/apk", "apk\n");
     put(&root, "/boot/vmlinuz-lts", "kernel\n");
-    put(&root, "/boot/initramfs-lts", "initramfs\n");
+    put(&root, "/boot/initramfs-lts", initrd());
     put(
         &root,
         "/boot/extlinux.conf",
