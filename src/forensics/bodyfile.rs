@@ -129,18 +129,18 @@ pub fn write(
             },
             _ => "0".into(),
         };
-        let target = if !live {
-            None
-        } else if a.kind == FileType::Symlink {
-            match fs.readlink(a.ino) {
+        // A removed entry's target is read from its inode as it is now, as fls does; that it
+        // is unreadable there is no error.
+        let target = match (a.kind, v.deleted) {
+            (FileType::Symlink, None) => match fs.readlink(a.ino) {
                 Ok(t) => Some(t),
                 Err(e) => {
                     errors.push(format!("{}: {e}", String::from_utf8_lossy(&path)));
                     None
                 }
-            }
-        } else {
-            None
+            },
+            (FileType::Symlink, Some(d)) if d.meta_read => fs.readlink(a.ino).ok(),
+            _ => None,
         };
         let ino = if opts.local_inodes {
             crate::guest::tree::local_ino(a.ino)
