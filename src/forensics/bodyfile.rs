@@ -6,7 +6,7 @@
 //! the whole seconds; fls prints whole seconds only).
 
 use super::digest::{hash_file, Algo};
-use super::walk::{walk, Visit};
+use super::walk::{walk_with, Visit};
 use crate::fs::{FileType, Filesystem, Timestamp};
 
 /// The body-file type letter of a file type (TSK's `tsk_fs_name_type_str` and
@@ -20,6 +20,17 @@ pub fn type_letter(kind: FileType) -> char {
         FileType::BlockDevice => 'b',
         FileType::NamedPipe => 'p',
         FileType::Socket => 's',
+    }
+}
+
+/// The mode column of a removed entry: the record's type letter ("-" when it names none),
+/// then the inode's as it is now ("-" and no permissions when it could not be read).
+fn deleted_mode_string(d: super::walk::Deleted, a: &crate::fs::Attr) -> String {
+    let entry = d.entry_kind.map_or('-', type_letter);
+    if d.meta_read {
+        format!("{entry}/{}{}", type_letter(a.kind), permissions(a.mode))
+    } else {
+        format!("{entry}/----------")
     }
 }
 
@@ -98,14 +109,17 @@ pub fn write(
     let mut io_err = None;
     let mut errors = Vec::new();
     let mut line = Vec::with_capacity(256);
-    let mut errs = walk(fs, &mut |v: &Visit| {
+    let mut errs = walk_with(fs, true, &mut |v: &Visit| {
         if io_err.is_some() {
             return;
         }
         line.clear();
         let a = v.attr;
         let path = [opts.prefix, v.path].concat();
-        let digest = match (opts.hash, a.kind) {
+        // A removed entry's inode may be freed or another file's: its content is not the
+        // removed file's to hash, nor its link target to read (errors there are expected).
+        let live = v.deleted.is_none();
+        let digest = match (opts.hash.filter(|_| live), a.kind) {
             (Some(algo), FileType::RegularFile) => match hash_file(fs, a.ino, a.size, algo) {
                 Ok(d) => d,
                 Err(e) => {
@@ -115,28 +129,34 @@ pub fn write(
             },
             _ => "0".into(),
         };
-        let target = if a.kind == FileType::Symlink {
-            match fs.readlink(a.ino) {
+        // A removed entry's target is read from its inode as it is now, as fls does; that it
+        // is unreadable there is no error.
+        let target = match (a.kind, v.deleted) {
+            (FileType::Symlink, None) => match fs.readlink(a.ino) {
                 Ok(t) => Some(t),
                 Err(e) => {
                     errors.push(format!("{}: {e}", String::from_utf8_lossy(&path)));
                     None
                 }
-            }
-        } else {
-            None
+            },
+            (FileType::Symlink, Some(d)) if d.meta_read => fs.readlink(a.ino).ok(),
+            _ => None,
         };
         let ino = if opts.local_inodes {
             crate::guest::tree::local_ino(a.ino)
         } else {
             a.ino
         };
+        let mode = match v.deleted {
+            None => mode_string(v.entry_kind, a.kind, a.mode),
+            Some(d) => deleted_mode_string(d, a),
+        };
         if opts.json {
             let mut j = serde_json::json!({
                 "path": String::from_utf8_lossy(&path),
                 "inode": ino,
                 "type": type_letter(a.kind).to_string(),
-                "mode": mode_string(v.entry_kind, a.kind, a.mode),
+                "mode": mode,
                 "uid": a.uid,
                 "gid": a.gid,
                 "size": a.size,
@@ -154,8 +174,12 @@ pub fn write(
             if let Some(t) = &target {
                 j["target"] = String::from_utf8_lossy(t).into();
             }
-            if opts.hash.is_some() && a.kind == FileType::RegularFile {
+            if opts.hash.is_some() && live && a.kind == FileType::RegularFile {
                 j["digest"] = digest.into();
+            }
+            if let Some(d) = v.deleted {
+                j["deleted"] = true.into();
+                j["reallocated"] = d.reallocated.into();
             }
             if let Err(e) = serde_json::to_writer(&mut *out, &j)
                 .map_err(std::io::Error::from)
@@ -172,9 +196,14 @@ pub fn write(
             line.extend_from_slice(b" -> ");
             line.extend_from_slice(t);
         }
+        match v.deleted {
+            Some(d) if d.reallocated => line.extend_from_slice(b" (deleted-realloc)"),
+            Some(_) => line.extend_from_slice(b" (deleted)"),
+            None => {}
+        }
         let rest = format!(
             "|{ino}|{}|{}|{}|{}|{}|{}|{}|{}\n",
-            mode_string(v.entry_kind, a.kind, a.mode),
+            mode,
             a.uid,
             a.gid,
             a.size,

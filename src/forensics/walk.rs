@@ -2,7 +2,8 @@
 //! `fls -r` lists them (a directory, then its subtree, each directory in on-disk order).
 //! Damage in one directory is recorded and the walk goes on, so it does not hide the rest.
 
-use crate::fs::{path, Attr, FileType, Filesystem};
+use crate::fs::{path, Attr, FileType, Filesystem, Timestamp};
+use std::collections::HashSet;
 
 /// Directory depth the walk follows: deeper than any real tree (PATH_MAX allows ~2048 levels
 /// of one-letter names); bounds the work on a looping, damaged directory graph.
@@ -15,6 +16,19 @@ pub struct Visit<'a> {
     /// The type the directory entry records (fls's first mode letter).
     pub entry_kind: FileType,
     pub attr: &'a Attr,
+    /// Set for a removed entry still readable in its directory (see `Deleted`).
+    pub deleted: Option<Deleted>,
+}
+
+/// What a removed entry's line needs beyond a live one's.
+#[derive(Clone, Copy, Debug)]
+pub struct Deleted {
+    /// The inode is in use again, so `attr` is another file's: fls's "(deleted-realloc)".
+    pub reallocated: bool,
+    /// The type the record itself names; None when it names none (fls prints "-").
+    pub entry_kind: Option<FileType>,
+    /// Whether `attr` was read from the inode (false: it could not be, all zero).
+    pub meta_read: bool,
 }
 
 struct Pending {
@@ -22,15 +36,27 @@ struct Pending {
     path: Vec<u8>,
     kind: FileType,
     depth: usize,
+    /// A removed entry: listed, never descended into.
+    deleted: Option<(bool, Option<FileType>)>,
 }
 
 /// Walks `fs` from its root, calling `visit` for every path but the root itself; returns what
 /// could not be read ("PATH: error"), one line each.
 pub fn walk(fs: &dyn Filesystem, visit: &mut dyn FnMut(&Visit)) -> Vec<String> {
+    walk_with(fs, false, visit)
+}
+
+/// `walk`, with `deleted` also every removed entry the filesystem can still read
+/// (`Filesystem::deleted_entries`) after the live entries of its directory.
+pub fn walk_with(fs: &dyn Filesystem, deleted: bool, visit: &mut dyn FnMut(&Visit)) -> Vec<String> {
     let mut errors = Vec::new();
     let mut stack = Vec::new();
-    push_children(fs, fs.root_ino(), b"", 0, &mut stack, &mut errors);
+    push_children(fs, fs.root_ino(), b"", 0, deleted, &mut stack, &mut errors);
     while let Some(p) = stack.pop() {
+        if let Some((reallocated, entry_kind)) = p.deleted {
+            visit_deleted(fs, &p, reallocated, entry_kind, visit);
+            continue;
+        }
         let attr = match fs.getattr(p.ino) {
             Ok(a) => a,
             Err(e) => {
@@ -42,6 +68,7 @@ pub fn walk(fs: &dyn Filesystem, visit: &mut dyn FnMut(&Visit)) -> Vec<String> {
             path: &p.path,
             entry_kind: p.kind,
             attr: &attr,
+            deleted: None,
         });
         if attr.kind == FileType::Directory {
             if p.depth + 1 >= MAX_DEPTH {
@@ -50,11 +77,64 @@ pub fn walk(fs: &dyn Filesystem, visit: &mut dyn FnMut(&Visit)) -> Vec<String> {
                     String::from_utf8_lossy(&p.path)
                 ));
             } else {
-                push_children(fs, attr.ino, &p.path, p.depth + 1, &mut stack, &mut errors);
+                push_children(
+                    fs,
+                    attr.ino,
+                    &p.path,
+                    p.depth + 1,
+                    deleted,
+                    &mut stack,
+                    &mut errors,
+                );
             }
         }
     }
     errors
+}
+
+/// Visits a removed entry with its inode as it is now, as fls does; an inode that cannot be
+/// read (number 0, or garbage) gives all-zero metadata rather than an error, since nothing
+/// promised it would still be there.
+fn visit_deleted(
+    fs: &dyn Filesystem,
+    p: &Pending,
+    reallocated: bool,
+    entry_kind: Option<FileType>,
+    visit: &mut dyn FnMut(&Visit),
+) {
+    let read = if p.ino == 0 {
+        None
+    } else {
+        fs.getattr(p.ino).ok()
+    };
+    let meta_read = read.is_some();
+    let zero = Timestamp { secs: 0, nsecs: 0 };
+    let attr = read.unwrap_or(Attr {
+        ino: p.ino,
+        kind: p.kind,
+        mode: 0,
+        uid: 0,
+        gid: 0,
+        size: 0,
+        blocks: 0,
+        nlink: 0,
+        atime: zero,
+        mtime: zero,
+        ctime: zero,
+        crtime: None,
+        rdev: 0,
+        blksize: 0,
+    });
+    visit(&Visit {
+        path: &p.path,
+        entry_kind: p.kind,
+        attr: &attr,
+        deleted: Some(Deleted {
+            reallocated,
+            entry_kind,
+            meta_read,
+        }),
+    });
 }
 
 /// Pushes the entries of `dir` in reverse, so that they come off the stack in order.
@@ -63,13 +143,30 @@ fn push_children(
     dir: u64,
     prefix: &[u8],
     depth: usize,
+    with_deleted: bool,
     stack: &mut Vec<Pending>,
     errors: &mut Vec<String>,
 ) {
     match path::list(fs, dir) {
         Ok(entries) => {
             let start = stack.len();
-            for e in entries {
+            // Removed entries after the live ones; one that names the same inode and name as
+            // an entry already listed is the same file (The Sleuth Kit's tsk_fs_dir_add drops
+            // such duplicates too).
+            let mut seen: HashSet<(u64, Vec<u8>)> =
+                entries.iter().map(|e| (e.ino, e.name.clone())).collect();
+            let deleted = if with_deleted {
+                fs.deleted_entries(dir).unwrap_or_else(|e| {
+                    errors.push(format!(
+                        "{}/ (removed entries): {e}",
+                        String::from_utf8_lossy(prefix)
+                    ));
+                    Vec::new()
+                })
+            } else {
+                Vec::new()
+            };
+            for e in &entries {
                 let mut path = Vec::with_capacity(prefix.len() + 1 + e.name.len());
                 path.extend_from_slice(prefix);
                 path.push(b'/');
@@ -79,6 +176,23 @@ fn push_children(
                     path,
                     kind: e.kind,
                     depth,
+                    deleted: None,
+                });
+            }
+            for d in deleted {
+                if !seen.insert((d.ino, d.name.clone())) {
+                    continue;
+                }
+                let mut path = Vec::with_capacity(prefix.len() + 1 + d.name.len());
+                path.extend_from_slice(prefix);
+                path.push(b'/');
+                path.extend_from_slice(&d.name);
+                stack.push(Pending {
+                    ino: d.ino,
+                    path,
+                    kind: d.kind.unwrap_or(FileType::RegularFile),
+                    depth,
+                    deleted: Some((d.reallocated, d.kind)),
                 });
             }
             stack[start..].reverse();

@@ -170,6 +170,19 @@ pub struct DirEntry {
     pub kind: FileType,
 }
 
+/// A removed directory entry whose record is still readable (forensics: `ferry timeline`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeletedEntry {
+    /// The inode the name pointed to (0 when that was cleared too).
+    pub ino: u64,
+    pub name: Vec<u8>,
+    /// The type the record names, if it does.
+    pub kind: Option<FileType>,
+    /// The inode is in use again (by this file under another name, or by a new one): its
+    /// metadata is no longer the removed file's. fls says "(deleted-realloc)".
+    pub reallocated: bool,
+}
+
 /// `statfs` numbers, in blocks of `bsize` bytes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StatFs {
@@ -224,6 +237,12 @@ pub trait Filesystem: Send + Sync {
         cookie: u64,
         sink: &mut dyn FnMut(DirEntry, u64) -> bool,
     ) -> Result<()>;
+
+    /// Removed entries still readable in directory `dir`, for forensics; never part of
+    /// `readdir`. Filesystems that cannot recover them (yet) have none.
+    fn deleted_entries(&self, _dir: u64) -> Result<Vec<DeletedEntry>> {
+        Ok(Vec::new())
+    }
 
     /// Reads file bytes at `off` into `buf`; returns how many (0 at or past the end).
     fn read(&self, ino: u64, off: u64, buf: &mut [u8]) -> Result<usize>;

@@ -341,6 +341,15 @@ impl Filesystem for Tree {
         Ok(())
     }
 
+    fn deleted_entries(&self, dir: u64) -> Result<Vec<crate::fs::DeletedEntry>> {
+        let (i, local) = self.split(dir)?;
+        let mut out = self.fs(i).deleted_entries(local)?;
+        for e in &mut out {
+            e.ino = self.join(i, e.ino)?;
+        }
+        Ok(out)
+    }
+
     fn read(&self, ino: u64, off: u64, buf: &mut [u8]) -> Result<usize> {
         let (i, local) = self.split(ino)?;
         self.fs(i).read(local, off, buf)

@@ -218,11 +218,11 @@ fn timeline_agrees_with_fls_field_by_field() {
     let ours = ferry_ok(&["timeline", img.to_str().unwrap()]);
     drop(guard);
     let fls = common::run(Command::new("fls").args(["-r", "-m", "/"]).arg(&img));
-    // fls also lists deleted names ("(deleted)") and its virtual $OrphanFiles directory;
-    // ferry lists allocated entries only.
+    // fls also lists its virtual $OrphanFiles directory (unnamed free inodes), which ferry
+    // does not; removed names that remain readable both list.
     let fls: BTreeMap<_, _> = body(&fls)
         .into_iter()
-        .filter(|(n, _)| !n.contains("(deleted)") && !n.starts_with("/$OrphanFiles"))
+        .filter(|(n, _)| !n.starts_with("/$OrphanFiles"))
         .collect();
     let ours = body(&ours);
     assert_eq!(
@@ -261,6 +261,205 @@ fn timeline_agrees_with_fls_field_by_field() {
                 .args(["-d"]),
         );
         assert!(t.contains("/etc/hostname.old"), "{t}");
+    }
+}
+
+fn debugfs_w(img: &Path, request: &str) {
+    common::run(Command::new("debugfs").args(["-w", "-R", request]).arg(img));
+}
+
+/// Removed entries: an ext4 made with mkfs -d, changed through kernel mounts (created,
+/// renamed, deleted) and through debugfs `rm` (e2fsprogs' unlink merges the record into its
+/// predecessor and leaves its bytes, as kernels before 6.x did; this kernel zeroes a removed
+/// record, so what it deletes is gone for fls and ferry alike). One freed inode is then
+/// reused by a new file elsewhere. Every line fls prints for a removed name, ferry prints
+/// the same: name with "(deleted)" or "(deleted-realloc)", inode, mode, uid, gid, size, and
+/// the four times (whole seconds; ferry adds the fraction).
+#[test]
+fn timeline_lists_deleted_entries_as_fls_does() {
+    if !have("fls") || !have("debugfs") {
+        assert!(
+            !kernel::required(),
+            "fls or debugfs missing: contrib/setup.sh installs them"
+        );
+        eprintln!("SKIP: fls (sleuthkit) or debugfs is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("d/sub")).unwrap();
+    for i in 1..=8 {
+        std::fs::write(src.join(format!("d/file{i}")), format!("content {i}\n")).unwrap();
+    }
+    std::fs::write(src.join("d/sub/inner"), "inner").unwrap();
+    std::os::unix::fs::symlink("file1", src.join("d/link")).unwrap();
+    std::fs::write(src.join("top"), "top").unwrap();
+    let img = dir.path().join("fs.img");
+    kernel::mkfs_ext4(&img, "16M", Some(&src), &["-I", "256"]);
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    {
+        let Some(m) = kernel::mount_or_skip(&img, &mnt, "") else {
+            return;
+        };
+        let r = m.path();
+        std::fs::write(r.join("d/kernel new"), "new").unwrap();
+        std::fs::rename(r.join("d/file1"), r.join("d/renamed1")).unwrap();
+        std::fs::remove_file(r.join("d/file8")).unwrap();
+        m.unmount().unwrap();
+    }
+    for f in [
+        "/d/file2",
+        "/d/file4",
+        "/d/file5",
+        "/d/link",
+        "/d/sub/inner",
+        "/top",
+    ] {
+        debugfs_w(&img, &format!("rm {f}"));
+    }
+    {
+        let Some(m) = kernel::mount_or_skip(&img, &mnt, "") else {
+            return;
+        };
+        // The lowest free inode is file2's: the new file takes it, its old name stays in /d.
+        std::fs::write(m.path().join("reuse"), "reused").unwrap();
+        m.unmount().unwrap();
+    }
+    let guard = Unchanged::new(&[&img]);
+    let ours = ferry_ok(&["timeline", img.to_str().unwrap()]);
+    let json = ferry_ok(&["timeline", "--json", img.to_str().unwrap()]);
+    drop(guard);
+    let fls = common::run(Command::new("fls").args(["-r", "-m", "/"]).arg(&img));
+    let removed = |text: &str| -> BTreeMap<String, Vec<String>> {
+        body(text)
+            .into_iter()
+            .filter(|(n, _)| n.contains(" (deleted") && !n.starts_with("/$OrphanFiles"))
+            .collect()
+    };
+    let (want, got) = (removed(&fls), removed(&ours));
+    eprintln!("removed entries: fls {}, ferry {}", want.len(), got.len());
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "removed names\nfls:\n{fls}\nferry:\n{ours}"
+    );
+    for (name, w) in &want {
+        let g = &got[name];
+        assert_eq!(g[..5], w[..5], "{name}");
+        for i in 5..9 {
+            assert_eq!(
+                g[i].split('.').next().unwrap(),
+                w[i],
+                "{name} time field {i}"
+            );
+        }
+    }
+    for must in [
+        "/d/file2 (deleted-realloc)",
+        "/d/file4 (deleted)",
+        "/d/sub/inner (deleted)",
+        "/d/link -> file1 (deleted)",
+    ] {
+        assert!(want.contains_key(must), "fls lacks {must}:\n{fls}");
+    }
+    // The reused inode's metadata is the new file's, as fls shows it.
+    assert_eq!(got["/d/file2 (deleted-realloc)"][4], "6");
+    let flagged: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v["deleted"] == true)
+        .collect();
+    assert_eq!(flagged.len(), want.len(), "{json}");
+    assert!(flagged
+        .iter()
+        .any(|v| v["path"] == "/d/file2" && v["reallocated"] == true));
+}
+
+/// Random bytes in the slack of a directory block (no metadata_csum, so the block is still
+/// read): the timeline still lists every live entry, does not crash, and whatever it takes
+/// for removed entries has a name a kernel could have written.
+#[test]
+fn timeline_survives_garbled_directory_slack() {
+    if !have("debugfs") {
+        assert!(!kernel::required(), "debugfs missing");
+        eprintln!("SKIP: debugfs is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    for i in 0..5 {
+        std::fs::write(src.join(format!("d/f{i}")), "x").unwrap();
+    }
+    let img = dir.path().join("fs.img");
+    kernel::mkfs_ext4(
+        &img,
+        "8M",
+        Some(&src),
+        &["-b", "1024", "-O", "^metadata_csum,^dir_index"],
+    );
+    let blocks = common::run(Command::new("debugfs").args(["-R", "blocks /d"]).arg(&img));
+    let blk: u64 = blocks.split_whitespace().next().unwrap().parse().unwrap();
+    let bs = 1024usize;
+    let mut data = std::fs::read(&img).unwrap();
+    let at = blk as usize * bs;
+    // The last live record spans the rest of the block; its slack starts after its name.
+    let mut off = 0;
+    loop {
+        let rec_len = u16::from_le_bytes([data[at + off + 4], data[at + off + 5]]) as usize;
+        if off + rec_len >= bs {
+            break;
+        }
+        off += rec_len;
+    }
+    let slack = off + ((8 + data[at + off + 6] as usize + 3) & !3);
+    for round in 0..20u64 {
+        let noise = common::pseudo_random(round + 1, bs - slack);
+        data[at + slack..at + bs].copy_from_slice(&noise);
+        // Every other round, plant plausible headers in the noise so the checks are reached.
+        if round % 2 == 1 {
+            let mut p = at + slack;
+            while p + 12 <= at + bs {
+                data[p..p + 4].copy_from_slice(&((round as u32 % 40) + 1).to_le_bytes());
+                data[p + 4..p + 6].copy_from_slice(&12u16.to_le_bytes());
+                data[p + 6] = (noise[p - at - slack] % 5) + 1;
+                data[p + 7] = noise[p - at - slack + 1] % 9;
+                p += 12;
+            }
+        }
+        std::fs::write(&img, &data).unwrap();
+        // JSON: a garbled name may hold '|', which a body file cannot tell from a separator.
+        let out = Command::new(common::ferry_bin())
+            .args(["timeline", "--json", img.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_ne!(out.status.code(), Some(101), "round {round}: panicked");
+        let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        for i in 0..5 {
+            let p = format!("/d/f{i}");
+            assert!(
+                rows.iter()
+                    .any(|r| r["path"] == p.as_str() && r.get("deleted").is_none()),
+                "round {round}: {p} lost"
+            );
+        }
+        for r in rows.iter().filter(|r| r["deleted"] == true) {
+            let path = r["path"].as_str().unwrap();
+            let base = path.strip_prefix("/d/").expect(path);
+            assert!(
+                !base.is_empty() && !base.contains('/') && !base.contains('\0'),
+                "round {round}: impossible name {path:?}"
+            );
+            let ino = r["inode"].as_u64().unwrap();
+            assert!(
+                ino <= 2048,
+                "round {round}: inode {ino} past the filesystem's"
+            );
+        }
     }
 }
 

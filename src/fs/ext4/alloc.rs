@@ -237,7 +237,7 @@ impl Ext4 {
     }
 
     /// The inode bitmap of group `g` (built for an INODE_UNINIT group: all free, padding set).
-    fn inode_bitmap(&self, g: u32) -> Result<(u64, Vec<u8>)> {
+    pub(super) fn inode_bitmap(&self, g: u32) -> Result<(u64, Vec<u8>)> {
         let gd = self.group_desc_pub(g)?;
         let flags = self.gd_peek(g, |d| d.flags())?;
         self.block_offset(gd.inode_bitmap, 1, "inode bitmap", 0)?;

@@ -12,6 +12,7 @@ mod alloc;
 pub mod blockmap;
 pub mod casefold;
 pub mod csum;
+pub mod deleted;
 pub mod dir;
 mod dir_write;
 mod dx_write;
@@ -648,6 +649,10 @@ impl Filesystem for Ext4 {
             };
             Ok(sink(DirEntry { ino, name, kind }, next))
         })
+    }
+
+    fn deleted_entries(&self, dir: u64) -> Result<Vec<crate::fs::DeletedEntry>> {
+        Ext4::deleted_entries(self, dir)
     }
 
     fn read(&self, ino: u64, off: u64, buf: &mut [u8]) -> Result<usize> {
