@@ -208,6 +208,15 @@ check() {
   log "$name: PASS"
 }
 
+# v2v KIND FILE OUT: `ferry v2v -i KIND FILE` into the fresh directory OUT.
+v2v() {
+  local kind=$1 file=$2 out=$3
+  rm -rf "$out"
+  mkdir -p "$out"
+  "$ferry" v2v -i "$kind" "$file" -o "$out" --output-format qcow2 >"$work/$kind-v2v.log" 2>&1 ||
+    die "$kind: ferry v2v failed: $(tail -n 3 "$work/$kind-v2v.log")"
+}
+
 # lvm_disk DIR IMAGE: a 3 GiB disk with /boot (DIR/boot) on partition 1 and the root (the rest
 # of DIR) on the logical volume vg0/root of an LVM PV on partition 2. No device-mapper: the PV
 # and VG are made with pvcreate/vgcreate on a loop device, the LV by vgcfgrestore of an edited
@@ -304,10 +313,7 @@ ethernet0.address = "00:50:56:3f:00:0a"
 ethernet0.networkName = "VM Network"
 EOF
   fi
-  rm -rf "$d/out"
-  mkdir -p "$d/out"
-  "$ferry" v2v -i vmx "$d/guest-a.vmx" -o "$d/out" --output-format qcow2 >"$work/vmx-v2v.log" 2>&1 ||
-    die "vmx: ferry v2v failed: $(tail -n 3 "$work/vmx-v2v.log")"
+  v2v vmx "$d/guest-a.vmx" "$d/out"
   check vmx "$d/guest-a.vmdk" "$d/out"
 }
 
@@ -327,10 +333,7 @@ disk = [ 'file:$d/guest-b.img,xvda,w' ]
 vif = [ 'mac=00:16:3e:00:00:0b,bridge=xenbr0' ]
 EOF
   fi
-  rm -rf "$d/out"
-  mkdir -p "$d/out"
-  "$ferry" v2v -i xen "$d/guest-b.cfg" -o "$d/out" --output-format qcow2 >"$work/xen-v2v.log" 2>&1 ||
-    die "xen: ferry v2v failed: $(tail -n 3 "$work/xen-v2v.log")"
+  v2v xen "$d/guest-b.cfg" "$d/out"
   check xen "$d/guest-b.img" "$d/out"
 }
 
@@ -370,10 +373,7 @@ EOF
   tar --format=ustar -cf "$d/guest-c.ova" -C "$d/pkg" guest-c.ovf guest-c.mf guest-c-disk1.vmdk
   rm -rf "$d/pkg"
   fi
-  rm -rf "$d/out"
-  mkdir -p "$d/out"
-  "$ferry" v2v -i ova "$d/guest-c.ova" -o "$d/out" --output-format qcow2 >"$work/ova-v2v.log" 2>&1 ||
-    die "ova: ferry v2v failed: $(tail -n 3 "$work/ova-v2v.log")"
+  v2v ova "$d/guest-c.ova" "$d/out"
   tar -xf "$d/guest-c.ova" -C "$work" guest-c-disk1.vmdk
   check ova "$d/guest-c.ova" "$d/out" "$work/guest-c-disk1.vmdk"
   rm -f "$work/guest-c-disk1.vmdk"

@@ -167,13 +167,9 @@ fn push_children(
                 Vec::new()
             };
             for e in &entries {
-                let mut path = Vec::with_capacity(prefix.len() + 1 + e.name.len());
-                path.extend_from_slice(prefix);
-                path.push(b'/');
-                path.extend_from_slice(&e.name);
                 stack.push(Pending {
                     ino: e.ino,
-                    path,
+                    path: child_path(prefix, &e.name),
                     kind: e.kind,
                     depth,
                     deleted: None,
@@ -183,13 +179,9 @@ fn push_children(
                 if !seen.insert((d.ino, d.name.clone())) {
                     continue;
                 }
-                let mut path = Vec::with_capacity(prefix.len() + 1 + d.name.len());
-                path.extend_from_slice(prefix);
-                path.push(b'/');
-                path.extend_from_slice(&d.name);
                 stack.push(Pending {
                     ino: d.ino,
-                    path,
+                    path: child_path(prefix, &d.name),
                     kind: d.kind.unwrap_or(FileType::RegularFile),
                     depth,
                     deleted: Some((d.reallocated, d.kind)),
@@ -199,4 +191,13 @@ fn push_children(
         }
         Err(e) => errors.push(format!("{}/: {e}", String::from_utf8_lossy(prefix))),
     }
+}
+
+/// `prefix/name` as bytes (guest names need not be UTF-8).
+fn child_path(prefix: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut path = Vec::with_capacity(prefix.len() + 1 + name.len());
+    path.extend_from_slice(prefix);
+    path.push(b'/');
+    path.extend_from_slice(name);
+    path
 }
