@@ -915,7 +915,7 @@ fn convert_n_writes_into_an_existing_image_as_qemu_img() {
     std::fs::write(&small, vec![7u8; 1 << 20]).unwrap();
     let smallq = d.join("small.qcow2");
     qemu_img(&["create", "-q", "-f", "qcow2", s(&smallq), "1M"]);
-    let fbytes = std::fs::read(&d.join("f.raw")).unwrap();
+    let fbytes = std::fs::read(d.join("f.raw")).unwrap();
     for (fmt, dst, why) in [
         ("raw", d.join("missing.raw"), "does not exist"),
         ("raw", small.clone(), "smaller than the source"),
