@@ -26,9 +26,21 @@ pub struct ConvertArgs {
     pub compress: bool,
     #[arg(short = 'f', long = "format")]
     pub format: Option<Format>,
-    /// Show progress: a bar on a terminal, else qemu-img's `(NN.NN/100%)` lines on stdout.
+    /// Show progress: a bar on a terminal (stderr), and qemu-img's `(NN.NN/100%)` lines
+    /// when stdout is not a terminal.
     #[arg(short = 'p', long)]
     pub progress: bool,
+    /// Write into the existing image DST instead of creating it (qemu-img's -n): it must be a
+    /// raw or qcow2 image (as -O says) at least as large as the source; the source's zeros are
+    /// written as zeros, anything past the source's size is left alone. No --overwrite needed;
+    /// the image is locked for writing while it is written.
+    #[arg(short = 'n', conflicts_with_all = ["options", "compress", "overwrite"])]
+    pub no_create: bool,
+    /// Sparse threshold (qemu-img's -S): a run of zeros is left unallocated only when it
+    /// covers an aligned block of SIZE bytes (a multiple of 512, with k/M/G suffixes; default
+    /// 4k); 0 writes everything, the source's holes too (fully allocated).
+    #[arg(short = 'S', value_parser = sparse_arg)]
+    pub sparse: Option<u64>,
     /// Worker threads, 1 to 256 (default: one per core, at least 4).
     #[arg(long, default_value_t = 0, value_parser = threads_arg)]
     pub threads: usize,
@@ -101,13 +113,28 @@ struct ConvertTarget {
     format: String,
     options: Option<String>,
     compress: bool,
+    /// `-n`: write into the existing image instead of creating it.
+    no_create: bool,
 }
 
-/// A size with an optional k/M suffix (as qemu-img's `cluster_size=64k`).
+/// `-S`: a size in bytes, a multiple of 512 (qemu-img refuses others), at most 2 GiB.
+fn sparse_arg(v: &str) -> std::result::Result<u64, String> {
+    let n = parse_size(v).map_err(|e| e.to_string())?;
+    if n % 512 != 0 || n > 1 << 31 {
+        return Err(format!(
+            "'{v}': the sparse threshold must be a multiple of 512 up to 2G"
+        ));
+    }
+    Ok(n)
+}
+
+/// A size with an optional k/M/G suffix (as qemu-img's `cluster_size=64k`, `-S 4k`).
 fn parse_size(v: &str) -> Result<u64> {
     let (num, mul) = match v.char_indices().last() {
         Some((i, 'k' | 'K')) => (&v[..i], 1u64 << 10),
         Some((i, 'm' | 'M')) => (&v[..i], 1 << 20),
+        Some((i, 'g' | 'G')) => (&v[..i], 1 << 30),
+        Some((i, 'b' | 'B')) => (&v[..i], 1),
         _ => (v, 1),
     };
     num.parse::<u64>()
@@ -203,8 +230,9 @@ fn write_image(
         );
     }
     let dev = open(&src, format)?;
-    // convert's `-p` off a terminal (not with --json, which owns stdout): qemu-img's lines.
-    if qemu_lines && !json && !std::io::stderr().is_terminal() {
+    // convert's `-p` with stdout not a terminal (not with --json, which owns stdout):
+    // qemu-img's lines, for wrappers that read them.
+    if qemu_lines && !json && !std::io::stdout().is_terminal() {
         opts.observer = Some(qemu_progress(dev.len()));
     }
     let opts = &opts;
@@ -212,6 +240,9 @@ fn write_image(
     ferry::convert::interrupt::catch();
     let ctx = || format!("converting {} to {}", src.display(), dst.display());
     let stats = match target.format.as_str() {
+        f if target.no_create => {
+            ferry::convert::into_existing(&dev, &dst, f, opts).with_context(ctx)?
+        }
         "raw" => {
             if target.options.is_some() || target.compress {
                 bail!("-O raw takes no options");
@@ -271,28 +302,29 @@ fn overlay_create(src: &std::path::Path, overlay: &std::path::Path) -> Result<()
     Ok(())
 }
 
-/// `-p` when stderr is not a terminal: what qemu-img prints there, `    (NN.NN/100%)` and a
-/// carriage return at each whole percent on stdout, a newline at the end, so that wrappers
-/// written for qemu-img read ferry the same way.
+/// `-p` when stdout is not a terminal: what qemu-img prints there, `    (NN.NN/100%)` and a
+/// carriage return whenever the progress grew by at least one percent since the last line
+/// (qemu's `qemu_progress_init(.., 1.0)`), a newline at the end, so that wrappers written for
+/// qemu-img read ferry the same way.
 fn qemu_progress(total: u64) -> ferry::convert::progress::Observer {
     use std::sync::atomic::{AtomicU64, Ordering};
     let done = Arc::new(AtomicU64::new(0));
-    // Under one lock, so that workers finishing out of order never print a smaller number
-    // after a bigger one.
+    // In hundredths of a percent, under one lock, so that workers finishing out of order never
+    // print a smaller number after a bigger one.
     let shown = Arc::new(std::sync::Mutex::new(0u64));
     print!("    (0.00/100%)\r");
     let _ = std::io::stdout().flush();
     ferry::convert::progress::Observer(Arc::new(move |n| {
         let now = done.fetch_add(n, Ordering::Relaxed) + n;
-        let pct = (u128::from(now.min(total)) * 100)
+        let pct = (u128::from(now.min(total)) * 10_000)
             .checked_div(u128::from(total))
-            .map_or(100, |p| p as u64);
+            .map_or(10_000, |p| p as u64);
         let mut last = shown.lock().unwrap_or_else(|e| e.into_inner());
-        if pct > *last {
+        if pct >= *last + 100 || (pct == 10_000 && *last < 10_000) {
             *last = pct;
             let mut out = std::io::stdout().lock();
-            let _ = write!(out, "    ({pct}.00/100%)\r");
-            if pct == 100 {
+            let _ = write!(out, "    ({}.{:02}/100%)\r", pct / 100, pct % 100);
+            if pct == 10_000 {
                 let _ = writeln!(out);
             }
             let _ = out.flush();
@@ -306,12 +338,14 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
         progress: a.progress,
         sync: a.sync,
         overwrite: a.overwrite,
+        sparse: a.sparse,
         ..Default::default()
     };
     let target = ConvertTarget {
         format: a.output_format,
         options: a.options,
         compress: a.compress,
+        no_create: a.no_create,
     };
     write_image(
         a.src,
@@ -335,6 +369,7 @@ pub fn commit(a: CommitArgs) -> Result<()> {
         format: output_format,
         options: a.options,
         compress: false,
+        no_create: false,
     };
     let opts = ferry::convert::Options {
         threads: 0,

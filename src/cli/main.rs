@@ -213,7 +213,13 @@ fn main() {
         let signal = e
             .chain()
             .find_map(|c| match (c.downcast_ref(), c.downcast_ref()) {
-                (Some(ferry::convert::Error::Interrupted(sig)), _) => Some(*sig),
+                (
+                    Some(
+                        ferry::convert::Error::Interrupted(sig)
+                        | ferry::convert::Error::InterruptedInPlace(sig),
+                    ),
+                    _,
+                ) => Some(*sig),
                 (_, Some(ferry::v2v::Error::Interrupted(sig))) => Some(*sig),
                 _ => None,
             });

@@ -39,6 +39,10 @@ pub struct Options {
     pub observer: Option<progress::Observer>,
     /// Replace an existing output file (refused otherwise, unlike qemu-img's silent overwrite).
     pub overwrite: bool,
+    /// qemu-img's `-S`: a run of zeros inside data is left unwritten (a hole, an unallocated
+    /// cluster) only when it spans a whole aligned block of this many bytes; `Some(0)` writes
+    /// everything, holes of the source included (fully allocated). None: 4 KiB, qemu's default.
+    pub sparse: Option<u64>,
 }
 
 /// The qcow2 target's settings (`-o` of `ferry convert -O qcow2`).
@@ -58,12 +62,19 @@ pub struct Qcow2Options {
 
 /// Where the copy writes.
 enum Target<'a> {
-    Raw(&'a std::fs::File),
-    /// `prealloc`: every cluster is allocated already; data goes where it is.
+    /// `fill`: the file held something before (`convert -n`): zeros of the source are written
+    /// too (as holes punched, or zeros where the file system cannot punch).
+    Raw {
+        out: &'a std::fs::File,
+        fill: bool,
+    },
+    /// `prealloc`: every cluster is allocated already, or the image existed (`convert -n`);
+    /// data goes where it is, through the writer's general `write_at` (zeros too with `-n`).
     Qcow2 {
         w: &'a Qcow2Writer,
         compress: bool,
         prealloc: bool,
+        fill: bool,
     },
     Vmdk(&'a VmdkWriter),
 }
@@ -79,6 +90,19 @@ pub struct Stats {
     /// Bytes never read: holes and known zeros.
     pub bytes_skipped: u64,
     pub seconds: f64,
+}
+
+/// Makes `len` bytes of a raw file at `off` read as zeros: a hole punched (keeping the size),
+/// or, where the file system cannot punch, `zeros` (that many zero bytes) written there.
+fn zero_raw(out: &std::fs::File, off: u64, len: u64, zeros: &[u8]) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let flags = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    // SAFETY: fallocate on an open descriptor with plain integer arguments.
+    let r = unsafe { libc::fallocate(out.as_raw_fd(), flags, off as i64, len as i64) };
+    if r == 0 {
+        return Ok(());
+    }
+    out.write_all_at(zeros, off)
 }
 
 fn is_zero(b: &[u8]) -> bool {
@@ -145,7 +169,17 @@ pub fn to_raw(src: &Arc<dyn BlockDevice>, dst: &Path, opts: &Options) -> Result<
         .set_len(0)
         .and_then(|()| out.set_len(src.len()))
         .map_err(out_err("cannot set the size"))
-        .and_then(|()| copy(src, dst, Target::Raw(&out), opts))
+        .and_then(|()| {
+            copy(
+                src,
+                dst,
+                Target::Raw {
+                    out: &out,
+                    fill: false,
+                },
+                opts,
+            )
+        })
         .and_then(|stats| {
             if opts.sync {
                 out.sync_all().map_err(out_err("cannot flush"))?;
@@ -208,6 +242,7 @@ fn to_image(
                 w,
                 compress,
                 prealloc,
+                fill: false,
             },
             ImageWriter::Vmdk(w) => Target::Vmdk(w),
         };
@@ -222,6 +257,102 @@ fn to_image(
         let _ = std::fs::remove_file(dst);
     }
     r
+}
+
+/// `convert -n`: writes `src` into the existing image `dst` (raw or qcow2, as `format` says),
+/// as `qemu-img convert -n` without `--target-is-zero`: nothing is created, `dst` must be at
+/// least as large as the source, its data is replaced over the source's size (zeros of the
+/// source written as zeros) and anything past it is left as it was. The target is locked for
+/// writing while it is written; on failure it is left as far as it got (it is not removed).
+pub fn into_existing(
+    src: &Arc<dyn BlockDevice>,
+    dst: &Path,
+    format: &str,
+    opts: &Options,
+) -> Result<Stats> {
+    check_not_source(src, dst)?;
+    let bad = |why: String| Error::Target {
+        path: dst.to_path_buf(),
+        why,
+    };
+    if std::fs::symlink_metadata(dst).is_err() {
+        return Err(bad(
+            "does not exist: -n writes into an existing image (without -n convert creates it)"
+                .into(),
+        ));
+    }
+    let small = |have: u64| {
+        bad(format!(
+            "the target's virtual size {have} is smaller than the source's {}",
+            src.len()
+        ))
+    };
+    let r = match format {
+        "raw" => {
+            let out_err = |what| {
+                move |source| Error::Output {
+                    path: dst.to_path_buf(),
+                    what,
+                    source,
+                }
+            };
+            // Readable too: the shared locks qemu's protocol takes need a descriptor open for
+            // reading.
+            let out = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(dst)
+                .map_err(out_err("cannot open"))?;
+            let _lock = lock::acquire(&out, dst, Access::Write)?;
+            let have = out.metadata().map_err(out_err("cannot stat"))?.len();
+            if have < src.len() {
+                return Err(small(have));
+            }
+            copy(
+                src,
+                dst,
+                Target::Raw {
+                    out: &out,
+                    fill: true,
+                },
+                opts,
+            )
+            .and_then(|stats| {
+                if opts.sync {
+                    out.sync_all().map_err(out_err("cannot flush"))?;
+                }
+                Ok(stats)
+            })
+        }
+        "qcow2" => {
+            let w = Qcow2Writer::open(dst)?;
+            if w.len() < src.len() {
+                return Err(small(w.len()));
+            }
+            let target = Target::Qcow2 {
+                w: &w,
+                compress: false,
+                prealloc: true,
+                fill: true,
+            };
+            copy(src, dst, target, opts).and_then(|stats| {
+                w.finish()?;
+                if opts.sync {
+                    w.flush()?;
+                }
+                Ok(stats)
+            })
+        }
+        other => {
+            return Err(bad(format!(
+                "-n writes into raw or qcow2 images only, not {other}"
+            )))
+        }
+    };
+    r.map_err(|e| match e {
+        Error::Interrupted(sig) => Error::InterruptedInPlace(sig),
+        e => e,
+    })
 }
 
 /// The VMDK target's settings (`-o` of `ferry convert -O vmdk`).
@@ -288,16 +419,25 @@ fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) 
     // qcow2 work is done in whole clusters: compressed clusters cannot be written in parts, and
     // a part of a cluster costs a read-modify-write.
     let align = match &target {
-        Target::Raw(_) => 1,
+        Target::Raw { .. } => 1,
         Target::Qcow2 { w, .. } => w.header().cluster_size(),
         Target::Vmdk(w) => w.grain_bytes(),
     };
-    // Zeros are skipped in whole clusters, except where clusters are written in place (raw,
-    // preallocated qcow2): there in 4 KiB blocks as qemu-img, so the file stays as sparse.
+    // Zeros are skipped in whole blocks of `-S` bytes (4 KiB by default, as qemu-img), and
+    // in whole clusters unless clusters are written in place (raw, preallocated or existing
+    // qcow2), so a cluster is left unallocated only where qemu-img leaves it so.
+    let sparse = opts.sparse.unwrap_or(ZERO_BLOCK as u64) as usize;
     let zero_block = match &target {
-        Target::Qcow2 { prealloc: true, .. } => ZERO_BLOCK,
-        _ => (align as usize).max(ZERO_BLOCK),
+        Target::Raw { .. } | Target::Qcow2 { prealloc: true, .. } => sparse,
+        _ => sparse.max(1).next_multiple_of(align as usize),
     };
+    // Every extent is read and written: with `-S 0` (holes of the source become allocated
+    // zeros) and into an existing target (whose old data must be zeroed there).
+    let fill = matches!(
+        target,
+        Target::Raw { fill: true, .. } | Target::Qcow2 { fill: true, .. }
+    );
+    let read_all = fill || sparse == 0;
     let target = &target;
     // Default: one worker per core, and at least MIN_WORKERS so that reads and writes keep
     // overlapping while some workers wait (on the disk, on the file's lock, on the turnstile).
@@ -345,11 +485,27 @@ fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) 
         // Writes one chunk's non-zero runs; false when the copy failed elsewhere meanwhile.
         let write_chunk = move |c: &Chunk| -> Result<bool> {
             match target {
-                Target::Raw(out) => {
+                Target::Raw { out, fill } => {
+                    let mut at = 0;
                     for &(a, b) in &c.runs {
+                        if *fill && a > at {
+                            zero_raw(out, c.off + at as u64, (a - at) as u64, &c.buf[at..a])
+                                .map_err(out_err)?;
+                        }
                         out.write_all_at(&c.buf[a..b], c.off + a as u64)
                             .map_err(out_err)?;
+                        at = b;
                     }
+                    if *fill && (c.len as usize) > at {
+                        let end = c.len as usize;
+                        zero_raw(out, c.off + at as u64, (end - at) as u64, &c.buf[at..end])
+                            .map_err(out_err)?;
+                    }
+                }
+                Target::Qcow2 { w, fill: true, .. } => {
+                    // The writer's general path: data in place or newly allocated, zeros as
+                    // zero clusters (v3) or written zeros, whatever the cluster held before.
+                    w.write_at(&c.buf[..c.len as usize], c.off)?;
                 }
                 Target::Qcow2 {
                     w, prealloc: true, ..
@@ -441,7 +597,11 @@ fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) 
                             return fail(e.into());
                         }
                         read.fetch_add(len, Ordering::Relaxed);
-                        c.runs = nonzero_runs(&c.buf[..len as usize], zero_block);
+                        c.runs = if sparse == 0 {
+                            vec![(0, len as usize)]
+                        } else {
+                            nonzero_runs(&c.buf[..len as usize], zero_block)
+                        };
                         c.packed.clear();
                         let compress: Option<&Compressor> = match target {
                             Target::Qcow2 {
@@ -501,7 +661,7 @@ fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) 
             if let Some(sig) = super::interrupt::pending() {
                 return Err(Error::Interrupted(sig));
             }
-            if e.kind != ExtentKind::Data {
+            if e.kind != ExtentKind::Data && !read_all {
                 advance(e.length);
                 return Ok(());
             }

@@ -7,7 +7,9 @@ pub mod copy;
 pub mod interrupt;
 pub mod progress;
 
-pub use copy::{to_qcow2, to_raw, to_vmdk, Options, Qcow2Options, Stats, VmdkOptions};
+pub use copy::{
+    into_existing, to_qcow2, to_raw, to_vmdk, Options, Qcow2Options, Stats, VmdkOptions,
+};
 
 use std::io;
 use std::path::PathBuf;
@@ -41,7 +43,16 @@ pub enum Error {
     #[error("{0}")]
     Commit(String),
 
+    /// `convert -n`: the existing target cannot take the source as it is.
+    #[error("{}: {why}", .path.display())]
+    Target { path: PathBuf, why: String },
+
     /// A signal asked the copy to stop; the partial output has been removed.
     #[error("interrupted by {}: the partial output was removed", interrupt::name(*.0))]
     Interrupted(i32),
+
+    /// A signal stopped a copy into an existing target (`convert -n`), which is left partly
+    /// written: it was there before, so it is not removed.
+    #[error("interrupted by {}: the existing target is partly written", interrupt::name(*.0))]
+    InterruptedInPlace(i32),
 }

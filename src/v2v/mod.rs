@@ -1075,6 +1075,7 @@ fn copy_disk(
         observer: Some(Observer(Arc::new(report))),
         // A fresh name in the scratch directory: nothing to replace.
         overwrite: false,
+        sparse: None,
     };
     let prealloc = opts.allocation == Allocation::Preallocated;
     let stats = match opts.format {

@@ -803,3 +803,194 @@ fn an_interrupted_convert_leaves_nothing() {
         assert!(left.is_empty(), "{args:?} left {left:?}");
     }
 }
+
+/// A raw source of `size` bytes: random data with zero runs of 2k, 8k, 32k and 100k inside it
+/// (the sizes `-S` tells apart), after a 1 MiB hole and before a hole to the end.
+fn zero_runs_raw(path: &Path, size: u64) {
+    let mut b = common::pseudo_random(17, 1 << 20);
+    for (off, n) in [
+        (100 << 10, 2048),
+        (200 << 10, 8192),
+        (300 << 10, 32768),
+        (500 << 10, 100 << 10),
+    ] {
+        b[off..off + n].fill(0);
+    }
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(size).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &b, 1 << 20).unwrap();
+}
+
+/// `qemu-img map` of `image` as one bool per 4 KiB block: allocated with data.
+fn data_blocks(image: &Path, fmt: &str) -> Vec<bool> {
+    let out = qemu_img(&["map", "--output=json", "-f", fmt, s(image)]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut blocks = Vec::new();
+    for e in v.as_array().unwrap() {
+        let n = e["length"].as_u64().unwrap() / 4096;
+        let data = e["data"].as_bool().unwrap();
+        blocks.extend(std::iter::repeat_n(data, n as usize));
+    }
+    blocks
+}
+
+#[test]
+fn sparse_threshold_allocates_as_qemu_img() {
+    if !have_tools(&["qemu-img"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = d.join("src.raw");
+    zero_runs_raw(&src, 8 << 20);
+    let _g = Unchanged::new(&[&src]);
+    for sparse in ["0", "4k", "64k", "1M"] {
+        for fmt in ["raw", "qcow2"] {
+            let theirs = d.join(format!("q{sparse}.{fmt}"));
+            let ours = d.join(format!("f{sparse}.{fmt}"));
+            qemu_img(&["convert", "-S", sparse, "-O", fmt, s(&src), s(&theirs)]);
+            ferry_ok(&["convert", "-S", sparse, "-O", fmt, s(&src), s(&ours)]);
+            qemu_img(&["compare", "-q", s(&src), s(&ours)]);
+            let (mut q, f) = (data_blocks(&theirs, fmt), data_blocks(&ours, fmt));
+            // qemu-img allocates the first 4 KiB of every raw file it creates (so that
+            // O_DIRECT probing works there), whatever -S says; not a sparseness rule.
+            if fmt == "raw" && sparse != "0" {
+                q[0] = f[0];
+            }
+            assert_eq!(
+                q, f,
+                "-S {sparse} -O {fmt}: allocation differs from qemu-img's"
+            );
+        }
+    }
+    let o = run_ferry(&[
+        "convert",
+        "-S",
+        "1000",
+        "-O",
+        "raw",
+        s(&src),
+        s(&d.join("x")),
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("multiple of 512"));
+}
+
+#[test]
+fn convert_n_writes_into_an_existing_image_as_qemu_img() {
+    if !have_tools(&["qemu-img"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = d.join("src.raw");
+    zero_runs_raw(&src, 8 << 20);
+    let fill = d.join("fill.raw");
+    std::fs::write(&fill, common::pseudo_random(5, 10 << 20)).unwrap();
+    let _g = Unchanged::new(&[&src, &fill]);
+    // Raw: identical pre-filled targets, larger than the source; byte-identical results
+    // (the old data past the source's size kept, its zeros written over old data).
+    let (q, f) = (d.join("q.raw"), d.join("f.raw"));
+    std::fs::copy(&fill, &q).unwrap();
+    std::fs::copy(&fill, &f).unwrap();
+    qemu_img(&["convert", "-n", "-O", "raw", s(&src), s(&q)]);
+    ferry_ok(&["convert", "-n", "-O", "raw", s(&src), s(&f)]);
+    assert!(
+        std::fs::read(&q).unwrap() == std::fs::read(&f).unwrap(),
+        "raw -n differs"
+    );
+    // qcow2: pre-filled the same way; equal contents, a clean image.
+    let (q, f) = (d.join("q.qcow2"), d.join("f.qcow2"));
+    for t in [&q, &f] {
+        qemu_img(&["convert", "-O", "qcow2", s(&fill), s(t)]);
+    }
+    qemu_img(&["convert", "-n", "-O", "qcow2", s(&src), s(&q)]);
+    ferry_ok(&["convert", "-n", "-O", "qcow2", s(&src), s(&f)]);
+    qemu_img(&["compare", s(&q), s(&f)]);
+    let chk = check_json(&f);
+    assert_eq!(chk["corruptions"].as_u64().unwrap_or(0), 0, "{chk}");
+    assert_eq!(chk["leaks"].as_u64().unwrap_or(0), 0, "{chk}");
+    // Refused, target untouched: missing, smaller than the source, not of the -O format.
+    let small = d.join("small.raw");
+    std::fs::write(&small, vec![7u8; 1 << 20]).unwrap();
+    let smallq = d.join("small.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", s(&smallq), "1M"]);
+    let fbytes = std::fs::read(d.join("f.raw")).unwrap();
+    for (fmt, dst, why) in [
+        ("raw", d.join("missing.raw"), "does not exist"),
+        ("raw", small.clone(), "smaller than the source"),
+        ("qcow2", smallq.clone(), "smaller than the source"),
+        ("qcow2", d.join("f.raw"), "not a qcow2 image"),
+    ] {
+        let before = std::fs::read(&dst).ok();
+        let o = run_ferry(&["convert", "-n", "-O", fmt, s(&src), s(&dst)]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(why), "{dst:?}: {err}");
+        assert_eq!(std::fs::read(&dst).ok(), before, "{dst:?} changed");
+    }
+    assert!(!d.join("missing.raw").exists());
+    assert_eq!(std::fs::read(d.join("f.raw")).unwrap(), fbytes);
+}
+
+#[test]
+fn compressed_clusters_pack_as_tightly_as_qemu() {
+    if !have_tools(&["qemu-img"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = d.join("text.raw");
+    // 64 MiB of log-like text: words from a small vocabulary, so clusters compress to a few
+    // KiB each and how they are packed decides the file size.
+    let vocab: Vec<String> = common::pseudo_random(9, 4000)
+        .chunks(8)
+        .map(|c| {
+            c.iter()
+                .map(|b| (b'a' + b % 26) as char)
+                .take(2 + (c[0] % 7) as usize)
+                .collect()
+        })
+        .collect();
+    let picks = common::pseudo_random(11, 16 << 20);
+    let mut text = Vec::with_capacity(64 << 20);
+    let mut line = 0u64;
+    let mut p = picks.iter().cycle();
+    while text.len() < 64 << 20 {
+        line += 1;
+        text.extend_from_slice(format!("{line:08} host{}:", p.next().unwrap() % 50).as_bytes());
+        for _ in 0..4 + p.next().unwrap() % 10 {
+            text.push(b' ');
+            text.extend_from_slice(vocab[*p.next().unwrap() as usize % vocab.len()].as_bytes());
+        }
+        text.push(b'\n');
+    }
+    text.truncate(64 << 20);
+    std::fs::write(&src, &text).unwrap();
+    let _g = Unchanged::new(&[&src]);
+    for opts in [&[][..], &["-o", "compression_type=zstd"][..]] {
+        let (q, f) = (d.join("q.qcow2"), d.join("f.qcow2"));
+        let _ = std::fs::remove_file(&q);
+        let _ = std::fs::remove_file(&f);
+        let mut qa = vec!["convert", "-c", "-O", "qcow2"];
+        qa.extend_from_slice(opts);
+        qa.extend([s(&src), s(&q)]);
+        qemu_img(&qa);
+        let mut fa = vec!["convert", "-c", "-O", "qcow2"];
+        fa.extend_from_slice(opts);
+        fa.extend([s(&src), s(&f)]);
+        ferry_ok(&fa);
+        let (qs, fs) = (
+            std::fs::metadata(&q).unwrap().len(),
+            std::fs::metadata(&f).unwrap().len(),
+        );
+        eprintln!("-c {opts:?}: ferry {fs} bytes, qemu-img {qs} bytes");
+        assert!(
+            fs * 100 <= qs * 101,
+            "{opts:?}: ferry {fs} > qemu-img {qs} + 1%"
+        );
+        let chk = check_json(&f);
+        assert_eq!(chk["corruptions"].as_u64().unwrap_or(0), 0, "{chk}");
+        assert_eq!(chk["leaks"].as_u64().unwrap_or(0), 0, "{chk}");
+        qemu_img(&["compare", s(&src), s(&f)]);
+    }
+}

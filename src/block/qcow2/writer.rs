@@ -947,6 +947,11 @@ impl Qcow2Writer {
 
     /// Stores one whole guest cluster compressed (`data` is its compressed form, as
     /// `compress_cluster` makes it). The cluster must not be allocated yet (a fresh image).
+    /// Compressed clusters are packed back to back at byte granularity, as qemu's
+    /// `qcow2_alloc_bytes` packs them: one that does not fit in the rest of the current host
+    /// cluster continues into the next one when that is the next cluster allocated (every host
+    /// cluster it touches is counted once more); only when something else was allocated there
+    /// meanwhile (an L2 table, a cluster stored plain) does it start a fresh cluster.
     pub fn write_compressed(&self, vcl: u64, data: &[u8]) -> Result<()> {
         let cs = self.cs();
         let cb = self.geo.cluster_bits;
@@ -959,12 +964,29 @@ impl Qcow2Writer {
         }
         let mut st = self.state.lock();
         let size = data.len() as u64;
-        let host = if st.zpos != 0 && (st.zpos | (cs - 1)) + 1 - st.zpos >= size {
-            let h = st.zpos;
-            self.add_refcounts(&mut st, h >> cb, 1, 1)?;
-            h
-        } else {
+        let max = refcount::max_value(self.header.refcount_order);
+        let z = st.zpos;
+        if z != 0 && self.refcount(&mut st, z >> cb)? >= max {
+            st.zpos = 0;
+        }
+        let host = if st.zpos == 0 {
             self.alloc(&mut st, 1)?
+        } else {
+            let h = st.zpos;
+            let boundary = (h | (cs - 1)) + 1;
+            if boundary - h >= size {
+                self.add_refcounts(&mut st, h >> cb, 1, 1)?;
+                h
+            } else {
+                // `size < cs`, so one more cluster always holds the rest.
+                let next = self.alloc(&mut st, 1)?;
+                if next == boundary {
+                    self.add_refcounts(&mut st, h >> cb, 1, 1)?;
+                    h
+                } else {
+                    next
+                }
+            }
         };
         self.pwrite(&mut st, data, host, "qcow2 compressed cluster")?;
         st.zpos = if (host + size) % cs == 0 {
@@ -1101,7 +1123,8 @@ pub fn compress(kind: Compression, data: &[u8]) -> Option<Vec<u8>> {
                 _ => return None,
             }
         }
-        Compression::Zstd => zstd::bulk::compress(data, 1).ok()?,
+        // zstd's default level (3), which qemu uses: level 1 made images about 6% larger.
+        Compression::Zstd => zstd::bulk::compress(data, 0).ok()?,
     };
     (out.len() <= limit).then_some(out)
 }
