@@ -139,7 +139,14 @@ pub fn write(
                     None
                 }
             },
-            (FileType::Symlink, Some(d)) if d.meta_read => fs.readlink(a.ino).ok(),
+            // fls prints a freed inode's target as a C string: up to its first NUL (the
+            // kernel zeroes a fast symlink's target when it frees the inode).
+            (FileType::Symlink, Some(d)) if d.meta_read => fs.readlink(a.ino).ok().map(|mut t| {
+                if let Some(n) = t.iter().position(|&b| b == 0) {
+                    t.truncate(n);
+                }
+                t
+            }),
             _ => None,
         };
         let ino = if opts.local_inodes {
@@ -148,6 +155,7 @@ pub fn write(
             a.ino
         };
         let mode = match v.deleted {
+            None if v.orphan_dir => "V/V---------".to_string(),
             None => mode_string(v.entry_kind, a.kind, a.mode),
             Some(d) => deleted_mode_string(d, a),
         };
@@ -155,7 +163,7 @@ pub fn write(
             let mut j = serde_json::json!({
                 "path": String::from_utf8_lossy(&path),
                 "inode": ino,
-                "type": type_letter(a.kind).to_string(),
+                "type": if v.orphan_dir { "V".to_string() } else { type_letter(a.kind).to_string() },
                 "mode": mode,
                 "uid": a.uid,
                 "gid": a.gid,
@@ -180,6 +188,12 @@ pub fn write(
             if let Some(d) = v.deleted {
                 j["deleted"] = true.into();
                 j["reallocated"] = d.reallocated.into();
+                if d.orphan {
+                    j["orphan"] = true.into();
+                }
+            }
+            if v.orphan_dir {
+                j["virtual"] = true.into();
             }
             if let Err(e) = serde_json::to_writer(&mut *out, &j)
                 .map_err(std::io::Error::from)

@@ -2,7 +2,7 @@
 //! `fls -r` lists them (a directory, then its subtree, each directory in on-disk order).
 //! Damage in one directory is recorded and the walk goes on, so it does not hide the rest.
 
-use crate::fs::{path, Attr, FileType, Filesystem, Timestamp};
+use crate::fs::{path, Attr, FileType, Filesystem, Orphans, Timestamp};
 use std::collections::HashSet;
 
 /// Directory depth the walk follows: deeper than any real tree (PATH_MAX allows ~2048 levels
@@ -16,8 +16,11 @@ pub struct Visit<'a> {
     /// The type the directory entry records (fls's first mode letter).
     pub entry_kind: FileType,
     pub attr: &'a Attr,
-    /// Set for a removed entry still readable in its directory (see `Deleted`).
+    /// Set for a removed entry still readable in its directory (see `Deleted`), and for
+    /// an orphan (`$OrphanFiles/OrphanFile-N`).
     pub deleted: Option<Deleted>,
+    /// fls's virtual `$OrphanFiles` directory itself (type "V", no metadata).
+    pub orphan_dir: bool,
 }
 
 /// What a removed entry's line needs beyond a live one's.
@@ -29,6 +32,8 @@ pub struct Deleted {
     pub entry_kind: Option<FileType>,
     /// Whether `attr` was read from the inode (false: it could not be, all zero).
     pub meta_read: bool,
+    /// No name reaches the inode: listed under `$OrphanFiles` as fls does.
+    pub orphan: bool,
 }
 
 struct Pending {
@@ -47,14 +52,26 @@ pub fn walk(fs: &dyn Filesystem, visit: &mut dyn FnMut(&Visit)) -> Vec<String> {
 }
 
 /// `walk`, with `deleted` also every removed entry the filesystem can still read
-/// (`Filesystem::deleted_entries`) after the live entries of its directory.
+/// (`Filesystem::deleted_entries`) after the live entries of its directory, and after the
+/// whole tree, for each filesystem that can tell (`Filesystem::orphans`), fls's
+/// `MOUNTPOINT/$OrphanFiles` directory with the inodes that are free, were used and that
+/// no name (live or removed) the walk met reaches: `$OrphanFiles/OrphanFile-N`.
 pub fn walk_with(fs: &dyn Filesystem, deleted: bool, visit: &mut dyn FnMut(&Visit)) -> Vec<String> {
     let mut errors = Vec::new();
     let mut stack = Vec::new();
+    // Every inode a name reaches, and each filesystem root met with its orphan candidates.
+    let mut named: HashSet<u64> = HashSet::new();
+    let mut roots: Vec<(Vec<u8>, Orphans)> = Vec::new();
+    if deleted {
+        note_orphans(fs, fs.root_ino(), b"", &mut roots, &mut errors);
+    }
     push_children(fs, fs.root_ino(), b"", 0, deleted, &mut stack, &mut errors);
     while let Some(p) = stack.pop() {
+        if deleted {
+            named.insert(p.ino);
+        }
         if let Some((reallocated, entry_kind)) = p.deleted {
-            visit_deleted(fs, &p, reallocated, entry_kind, visit);
+            visit_deleted(fs, &p, reallocated, entry_kind, false, visit);
             continue;
         }
         let attr = match fs.getattr(p.ino) {
@@ -69,8 +86,12 @@ pub fn walk_with(fs: &dyn Filesystem, deleted: bool, visit: &mut dyn FnMut(&Visi
             entry_kind: p.kind,
             attr: &attr,
             deleted: None,
+            orphan_dir: false,
         });
         if attr.kind == FileType::Directory {
+            if deleted {
+                note_orphans(fs, attr.ino, &p.path, &mut roots, &mut errors);
+            }
             if p.depth + 1 >= MAX_DEPTH {
                 errors.push(format!(
                     "{}: deeper than {MAX_DEPTH} directories, not followed",
@@ -89,29 +110,69 @@ pub fn walk_with(fs: &dyn Filesystem, deleted: bool, visit: &mut dyn FnMut(&Visi
             }
         }
     }
+    for (mountpoint, o) in roots {
+        visit_orphans(fs, &mountpoint, &o, &named, visit);
+    }
     errors
 }
 
-/// Visits a removed entry with its inode as it is now, as fls does; an inode that cannot be
-/// read (number 0, or garbage) gives all-zero metadata rather than an error, since nothing
-/// promised it would still be there.
-fn visit_deleted(
+/// Records the orphan candidates of the filesystem whose root `dir` is, if it is one.
+fn note_orphans(
     fs: &dyn Filesystem,
-    p: &Pending,
-    reallocated: bool,
-    entry_kind: Option<FileType>,
+    dir: u64,
+    path: &[u8],
+    roots: &mut Vec<(Vec<u8>, Orphans)>,
+    errors: &mut Vec<String>,
+) {
+    match fs.orphans(dir, errors) {
+        Ok(Some(o)) => roots.push((path.to_vec(), o)),
+        Ok(None) => {}
+        Err(e) => errors.push(format!(
+            "{}/ (orphan inodes): {e}",
+            String::from_utf8_lossy(path)
+        )),
+    }
+}
+
+/// fls's `$OrphanFiles` under `mountpoint`, then each candidate no name reaches as
+/// `OrphanFile-N`, its metadata read from the inode as for a removed entry. An orphan that
+/// is a directory is listed, not descended into.
+fn visit_orphans(
+    fs: &dyn Filesystem,
+    mountpoint: &[u8],
+    o: &Orphans,
+    named: &HashSet<u64>,
     visit: &mut dyn FnMut(&Visit),
 ) {
-    let read = if p.ino == 0 {
-        None
-    } else {
-        fs.getattr(p.ino).ok()
-    };
-    let meta_read = read.is_some();
+    let dir = [mountpoint, b"/$OrphanFiles"].concat();
+    let mut attr = zero_attr(o.dir_ino, FileType::Directory);
+    attr.nlink = 1;
+    visit(&Visit {
+        path: &dir,
+        entry_kind: FileType::Directory,
+        attr: &attr,
+        deleted: None,
+        orphan_dir: true,
+    });
+    for &ino in o.inodes.iter().filter(|i| !named.contains(i)) {
+        let local = crate::guest::tree::local_ino(ino);
+        let p = Pending {
+            ino,
+            path: [&dir[..], format!("/OrphanFile-{local}").as_bytes()].concat(),
+            kind: FileType::RegularFile,
+            depth: 0,
+            deleted: None,
+        };
+        visit_deleted(fs, &p, false, None, true, visit);
+    }
+}
+
+/// All-zero metadata for inode `ino`.
+fn zero_attr(ino: u64, kind: FileType) -> Attr {
     let zero = Timestamp { secs: 0, nsecs: 0 };
-    let attr = read.unwrap_or(Attr {
-        ino: p.ino,
-        kind: p.kind,
+    Attr {
+        ino,
+        kind,
         mode: 0,
         uid: 0,
         gid: 0,
@@ -124,7 +185,27 @@ fn visit_deleted(
         crtime: None,
         rdev: 0,
         blksize: 0,
-    });
+    }
+}
+
+/// Visits a removed entry with its inode as it is now, as fls does; an inode that cannot be
+/// read (number 0, or garbage) gives all-zero metadata rather than an error, since nothing
+/// promised it would still be there.
+fn visit_deleted(
+    fs: &dyn Filesystem,
+    p: &Pending,
+    reallocated: bool,
+    entry_kind: Option<FileType>,
+    orphan: bool,
+    visit: &mut dyn FnMut(&Visit),
+) {
+    let read = if p.ino == 0 {
+        None
+    } else {
+        fs.getattr(p.ino).ok()
+    };
+    let meta_read = read.is_some();
+    let attr = read.unwrap_or_else(|| zero_attr(p.ino, p.kind));
     visit(&Visit {
         path: &p.path,
         entry_kind: p.kind,
@@ -133,7 +214,9 @@ fn visit_deleted(
             reallocated,
             entry_kind,
             meta_read,
+            orphan,
         }),
+        orphan_dir: false,
     });
 }
 

@@ -183,6 +183,16 @@ pub struct DeletedEntry {
     pub reallocated: bool,
 }
 
+/// Inodes no name reaches may be among these (forensics: fls's `$OrphanFiles`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Orphans {
+    /// The number fls gives its virtual `$OrphanFiles` directory (last inode + 1).
+    pub dir_ino: u64,
+    /// Free inodes that were used, in number order; those a (removed) name still names are
+    /// not orphans, which only a walk of the whole tree can tell.
+    pub inodes: Vec<u64>,
+}
+
 /// `statfs` numbers, in blocks of `bsize` bytes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StatFs {
@@ -242,6 +252,13 @@ pub trait Filesystem: Send + Sync {
     /// `readdir`. Filesystems that cannot recover them (yet) have none.
     fn deleted_entries(&self, _dir: u64) -> Result<Vec<DeletedEntry>> {
         Ok(Vec::new())
+    }
+
+    /// When `dir` is the root of a filesystem that can tell freed-but-used inodes apart
+    /// (ext4), those inodes (see `Orphans`); None elsewhere. Damage met on the way is pushed
+    /// onto `errors` and the rest still returned.
+    fn orphans(&self, _dir: u64, _errors: &mut Vec<String>) -> Result<Option<Orphans>> {
+        Ok(None)
     }
 
     /// Reads file bytes at `off` into `buf`; returns how many (0 at or past the end).

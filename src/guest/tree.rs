@@ -350,6 +350,18 @@ impl Filesystem for Tree {
         Ok(out)
     }
 
+    fn orphans(&self, dir: u64, errors: &mut Vec<String>) -> Result<Option<crate::fs::Orphans>> {
+        let (i, local) = self.split(dir)?;
+        let Some(mut o) = self.fs(i).orphans(local, errors)? else {
+            return Ok(None);
+        };
+        o.dir_ino = self.join(i, o.dir_ino)?;
+        for ino in &mut o.inodes {
+            *ino = self.join(i, *ino)?;
+        }
+        Ok(Some(o))
+    }
+
     fn read(&self, ino: u64, off: u64, buf: &mut [u8]) -> Result<usize> {
         let (i, local) = self.split(ino)?;
         self.fs(i).read(local, off, buf)

@@ -1,9 +1,11 @@
 //! Removed directory entries, read only for forensics (`ferry timeline`, issue 18): the
 //! records `dir::deleted_records` finds in each directory block, with whether the inode they
-//! name is in use again. Separate from readdir, which must never show them.
+//! name is in use again. Separate from readdir, which must never show them. Also the inodes
+//! that are free but were once used, the candidates for fls's `$OrphanFiles`.
 
+use super::rw::BG_INODE_UNINIT;
 use super::{dir, htree, inode, superblock, Ext4, Run, MAX_LOGICAL_BLOCKS};
-use crate::fs::{DeletedEntry, FileType, FsError, Result};
+use crate::fs::{DeletedEntry, FileType, FsError, Orphans, Result};
 
 impl Ext4 {
     /// Whether inode `ino` is marked in use in its group's inode bitmap.
@@ -70,5 +72,93 @@ impl Ext4 {
             lblk = lblk.saturating_add(len.max(1));
         }
         Ok(out)
+    }
+
+    /// The inodes free in their group's bitmap whose change time is set, in number order:
+    /// files removed whose inode still holds their metadata. The Sleuth Kit takes exactly
+    /// these (free, and `i_ctime` nonzero) as candidates for `$OrphanFiles`; a freshly made
+    /// filesystem has none. Bounded by the inode tables: an INODE_UNINIT group was never
+    /// used and the tail a group's `bg_itable_unused` counts never held an inode, so neither
+    /// is read. A group whose bitmap or table cannot be read is skipped and named in `errors`.
+    pub fn free_used_inodes(&self, errors: &mut Vec<String>) -> Vec<u64> {
+        let ipg = self.sb.inodes_per_group;
+        let isz = usize::from(self.sb.inode_size);
+        let bs = self.block_size() as usize;
+        let csum = self.sb.group_csum().is_some();
+        let mut out = Vec::new();
+        for g in 0..self.sb.group_count {
+            let (flags, unused) = match self.gd_peek(g, |d| (d.flags(), d.itable_unused())) {
+                Ok(v) => v,
+                Err(e) => {
+                    errors.push(format!("ext4 group {g} descriptor: {e}"));
+                    continue;
+                }
+            };
+            if csum && flags & BG_INODE_UNINIT != 0 {
+                continue;
+            }
+            let used = if csum {
+                ipg.saturating_sub(unused)
+            } else {
+                ipg
+            };
+            let base = u64::from(g) * u64::from(ipg);
+            let used = u64::from(used).min(u64::from(self.sb.inodes_count).saturating_sub(base));
+            if used == 0 {
+                continue;
+            }
+            let map = match self.inode_bitmap(g) {
+                Ok((_, m)) => m,
+                Err(e) => {
+                    errors.push(format!("ext4 group {g} inode bitmap: {e}"));
+                    continue;
+                }
+            };
+            let table = match self.group_desc_pub(g) {
+                Ok(gd) => gd.inode_table,
+                Err(e) => {
+                    errors.push(format!("ext4 group {g} inode table: {e}"));
+                    continue;
+                }
+            };
+            let per_block = (bs / isz).max(1) as u64;
+            let mut i = 0u64;
+            while i < used {
+                let blk = table + i / per_block;
+                let block = match self.meta_block(blk, "inode table", base + i + 1) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        errors.push(format!("ext4 group {g} inode table block {blk}: {e}"));
+                        i = (i / per_block + 1) * per_block;
+                        continue;
+                    }
+                };
+                let end = ((i / per_block + 1) * per_block).min(used);
+                while i < end {
+                    // OK: i < ipg, a u32, so it fits usize.
+                    let bit = i as usize;
+                    let free = map.get(bit / 8).is_some_and(|b| b & (1 << (bit % 8)) == 0);
+                    // OK: the slot is inside the block (inode size divides the block size).
+                    let at = (i % per_block) as usize * isz;
+                    let ctime = block
+                        .get(at + 0xc..at + 0x10)
+                        .map_or(0, |c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+                    if free && ctime != 0 {
+                        out.push(base + i + 1);
+                    }
+                    i += 1;
+                }
+            }
+        }
+        out
+    }
+
+    /// `free_used_inodes` with the number fls gives its `$OrphanFiles` directory (one past
+    /// the last inode).
+    pub fn orphan_candidates(&self, errors: &mut Vec<String>) -> Orphans {
+        Orphans {
+            dir_ino: u64::from(self.sb.inodes_count) + 1,
+            inodes: self.free_used_inodes(errors),
+        }
     }
 }

@@ -655,6 +655,10 @@ impl Filesystem for Ext4 {
         Ext4::deleted_entries(self, dir)
     }
 
+    fn orphans(&self, dir: u64, errors: &mut Vec<String>) -> Result<Option<crate::fs::Orphans>> {
+        Ok((dir == ROOT_INO).then(|| self.orphan_candidates(errors)))
+    }
+
     fn read(&self, ino: u64, off: u64, buf: &mut [u8]) -> Result<usize> {
         let i = self.inode(ino)?;
         match i.kind {
