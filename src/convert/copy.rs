@@ -145,26 +145,43 @@ fn prepare_output(src: &Arc<dyn BlockDevice>, dst: &Path, opts: &Options) -> Res
     Ok(lock::acquire_existing(dst)?)
 }
 
+/// The error of the operation `what` on the output `path`, for `map_err`.
+fn output_err<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Output {
+        path: path.to_path_buf(),
+        what,
+        source,
+    }
+}
+
+/// Opens the raw output `dst` for writing (created if `create`, never truncated here) under
+/// qemu's write lock. Readable too: the shared locks qemu's protocol takes need a descriptor
+/// open for reading.
+fn open_raw_output(dst: &Path, create: bool) -> Result<(std::fs::File, Option<Lock>)> {
+    let out = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .open(dst)
+        .map_err(output_err(
+            dst,
+            if create {
+                "cannot create"
+            } else {
+                "cannot open"
+            },
+        ))?;
+    let lock = lock::acquire(&out, dst, Access::Write)?;
+    Ok((out, lock))
+}
+
 /// Writes the whole of `src` to `dst` as a sparse raw file. On failure the output is removed, so
 /// no half-written file is left looking complete.
 pub fn to_raw(src: &Arc<dyn BlockDevice>, dst: &Path, opts: &Options) -> Result<Stats> {
     let _held = prepare_output(src, dst, opts)?;
-    let out_err = |what| {
-        move |source| Error::Output {
-            path: dst.to_path_buf(),
-            what,
-            source,
-        }
-    };
-    // Readable too: the shared locks qemu's protocol takes need a descriptor open for reading.
-    let out = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(dst)
-        .map_err(out_err("cannot create"))?;
-    let _lock = lock::acquire(&out, dst, Access::Write)?;
+    let out_err = |what| output_err(dst, what);
+    let (out, _lock) = open_raw_output(dst, true)?;
     let r = out
         .set_len(0)
         .and_then(|()| out.set_len(src.len()))
@@ -289,21 +306,8 @@ pub fn into_existing(
     };
     let r = match format {
         "raw" => {
-            let out_err = |what| {
-                move |source| Error::Output {
-                    path: dst.to_path_buf(),
-                    what,
-                    source,
-                }
-            };
-            // Readable too: the shared locks qemu's protocol takes need a descriptor open for
-            // reading.
-            let out = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(dst)
-                .map_err(out_err("cannot open"))?;
-            let _lock = lock::acquire(&out, dst, Access::Write)?;
+            let out_err = |what| output_err(dst, what);
+            let (out, _lock) = open_raw_output(dst, false)?;
             let have = out.metadata().map_err(out_err("cannot stat"))?.len();
             if have < src.len() {
                 return Err(small(have));

@@ -596,8 +596,8 @@ pub fn write_domain(src: &Source, t: &Target) -> Result<String, String> {
     o.close("rng");
     o.close("devices");
     o.close("domain");
-    // OK: every byte written came from a &str, so the whole is UTF-8.
-    let mut out = String::from_utf8(o.w.into_inner()).expect("quick-xml writes UTF-8 from str");
+    let bytes = o.w.into_inner();
+    let mut out = String::from_utf8(bytes).expect("from &str only"); // OK: every byte written came from a &str, so the whole is UTF-8
     out.push('\n');
     Ok(out)
 }

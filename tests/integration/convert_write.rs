@@ -788,20 +788,31 @@ fn an_interrupted_convert_leaves_nothing() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        // The signal comes once the output exists (the handler that removes it is in place by
+        // then) and some data is written: a fixed delay lost the race to a fast raw copy.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while others(d.path()).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(30));
         // SAFETY: a plain syscall on our own child's pid.
         unsafe { libc::kill(child.id() as i32, sig) };
         let o = child.wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(128 + sig), "{args:?}: {err}");
         assert!(err.contains("interrupted by SIG"), "{args:?}: {err}");
-        let left: Vec<_> = std::fs::read_dir(d.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .filter(|n| n != "src.raw")
-            .collect();
+        let left = others(d.path());
         assert!(left.is_empty(), "{args:?} left {left:?}");
     }
+}
+
+/// What `dir` holds besides the source `src.raw`.
+fn others(dir: &Path) -> Vec<std::ffi::OsString> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n != "src.raw")
+        .collect()
 }
 
 /// A raw source of `size` bytes: random data with zero runs of 2k, 8k, 32k and 100k inside it
