@@ -12,6 +12,7 @@ pub(crate) mod parallel;
 pub(crate) mod probe;
 mod qcow2;
 mod raw;
+pub mod trim;
 mod vmdk;
 
 pub use create::{

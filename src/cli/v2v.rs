@@ -112,6 +112,10 @@ pub struct V2vArgs {
     /// Copy workers, 1 to 256 (default: one per core, at least 4).
     #[arg(long, default_value_t = 0, value_parser = threads_arg)]
     pub threads: usize,
+    /// Copy the free space of the guest's filesystems and swap too. By default it is left out
+    /// (read as zeros), as virt-v2v's fstrim does, where a filesystem's maps can be trusted.
+    #[arg(long)]
+    pub no_trim: bool,
 }
 
 /// Copy workers beyond this only cost memory; a typo must not exhaust the host.
@@ -287,6 +291,7 @@ pub fn options(a: &V2vArgs, p: &Profile) -> Result<Options> {
         dry_run: a.dry_run,
         threads: a.threads,
         progress_bar: !a.quiet && !a.machine_readable,
+        keep_free: a.no_trim,
     })
 }
 
@@ -590,6 +595,24 @@ fn print_report(c: &Conversion, voice: Voice, json: bool) -> std::io::Result<()>
             )?;
         }
         writeln!(out, "  {}  (libvirt domain: virsh define {})", r.xml, r.xml)?;
+        if !r.trim.is_empty() {
+            writeln!(out, "\nFree space left out of the copy:")?;
+            for v in &r.trim {
+                match (v.bytes, &v.reason) {
+                    (Some(b), _) => writeln!(
+                        out,
+                        "  {} ({}): {}",
+                        v.device,
+                        v.fstype,
+                        super::human_size(b, 1)
+                    )?,
+                    (None, Some(why)) => {
+                        writeln!(out, "  {} ({}): copied whole: {why}", v.device, v.fstype)?
+                    }
+                    (None, None) => {}
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -264,6 +264,19 @@ pub trait Filesystem: Send + Sync {
     /// Reads file bytes at `off` into `buf`; returns how many (0 at or past the end).
     fn read(&self, ino: u64, off: u64, buf: &mut [u8]) -> Result<usize>;
 
+    /// Byte ranges of the device that the filesystem's allocation maps mark free, sorted and
+    /// apart: what a copy of the volume may leave as zeros, as if the guest had run `fstrim`
+    /// (virt-v2v and virt-sparsify trim the same way). `Unsupported`, saying why, when the
+    /// maps cannot be trusted as they are on disk (a journal or log still to replay, a volume
+    /// left dirty) or the filesystem cannot tell yet. A range may only be given when nothing
+    /// the guest will read is there: when in doubt, give less.
+    fn unused(&self) -> Result<Vec<std::ops::Range<u64>>> {
+        Err(FsError::Unsupported(format!(
+            "{}: free space is not mapped for this filesystem",
+            self.info().kind
+        )))
+    }
+
     fn readlink(&self, ino: u64) -> Result<Vec<u8>>;
 
     /// Full attribute names ("user.foo"), in the order the kernel lists them.

@@ -12,6 +12,7 @@ pub mod initramfs;
 pub mod inspect;
 pub mod report;
 pub mod tree;
+pub mod unused;
 
 use crate::block::BlockDevice;
 use crate::fs::files::FileTree;

@@ -19,6 +19,7 @@
 
 pub mod profile;
 
+use crate::block::trim::Trimmed;
 use crate::block::{self, overlay, BlockDevice, Format};
 use crate::convert::{self, interrupt, progress::Observer};
 use crate::fix::engine::{Plan, RuleReport, Selection};
@@ -27,6 +28,7 @@ use crate::fix::{self, FixError};
 use crate::guest::facts::{DiskBus, Hypervisor, Os};
 use crate::guest::files::FsFiles;
 use crate::guest::inspect::OsInfo;
+use crate::guest::unused::{self, VolumeUnused};
 use crate::meta::{self, libvirt, ova, Bus, DeviceKind, Disk, InputKind, Source};
 use serde::Serialize;
 use std::io;
@@ -45,6 +47,8 @@ pub enum Error {
     Block(#[from] block::Error),
     #[error(transparent)]
     Fix(#[from] FixError),
+    #[error(transparent)]
+    Volume(#[from] crate::volume::Error),
     #[error(transparent)]
     Convert(convert::Error),
     /// Options that do not go together, or a source that cannot be converted as it is.
@@ -191,6 +195,9 @@ pub struct Options {
     pub threads: usize,
     /// A progress bar on a terminal during the copy.
     pub progress_bar: bool,
+    /// Copy the space the guest's filesystems mark free too (`--no-trim`): by default it is
+    /// left out, as virt-v2v's fstrim does.
+    pub keep_free: bool,
 }
 
 /// What a run tells while it works.
@@ -255,6 +262,9 @@ pub struct DiskReport {
     pub virtual_size: u64,
     /// Bytes the copy wrote (null in a dry run).
     pub bytes_written: Option<u64>,
+    /// Bytes free in the guest's filesystems and swap, left out of the copy (null in a dry
+    /// run or with `--no-trim`).
+    pub bytes_trimmed: Option<u64>,
 }
 
 /// What a run did (or, in a dry run, would do): `ferry v2v --json` prints it.
@@ -277,6 +287,9 @@ pub struct Report {
     pub rules: Vec<RuleReport>,
     /// Guest paths the fixes change.
     pub changed_paths: usize,
+    /// Each filesystem and swap area: the bytes it left out of the copy, or why it was copied
+    /// whole (empty in a dry run or with `--no-trim`).
+    pub trim: Vec<VolumeUnused>,
     pub warnings: Vec<String>,
     /// Dry run: the fixes as a unified diff, and the domain XML.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -911,6 +924,23 @@ pub fn run(opts: &Options, sink: Sink) -> Result<Conversion> {
         ov_paths.push(path);
     }
 
+    // The guest as it will be copied, and the space on it that holds nothing it will read.
+    let merged = ov_paths
+        .iter()
+        .map(|p| block::open(p))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let unused = if scratch.is_some() && !opts.keep_free {
+        voice.stage("Finding the free space of the guest's filesystems")?;
+        let u = unused::unused(&merged)?;
+        for v in &u.volumes {
+            if let Some(why) = &v.reason {
+                log::info!("{} ({}): copied whole: {why}", v.device, v.fstype);
+            }
+        }
+        Some(u)
+    } else {
+        None
+    };
     let mut reports = Vec::new();
     let n = disks.len();
     for (i, d) in disks.iter().enumerate() {
@@ -932,6 +962,7 @@ pub fn run(opts: &Options, sink: Sink) -> Result<Conversion> {
             allocation: opts.allocation,
             virtual_size: sizes[i],
             bytes_written: None,
+            bytes_trimmed: None,
         };
         if let Some(s) = &scratch {
             voice.stage(&format!(
@@ -939,9 +970,14 @@ pub fn run(opts: &Options, sink: Sink) -> Result<Conversion> {
                 i + 1,
                 outputs[i].display()
             ))?;
-            let merged = block::open(&ov_paths[i])?;
+            let mut src = merged[i].clone();
+            if let Some(u) = &unused {
+                let t = Trimmed::new(src, u.disks[i].clone())?;
+                r.bytes_trimmed = Some(t.trimmed_bytes());
+                src = Arc::new(t);
+            }
             let tmp_out = s.0.join(outputs[i].file_name().unwrap_or_default());
-            let stats = copy_disk(opts, &voice, &merged, &tmp_out, i + 1, n)?;
+            let stats = copy_disk(opts, &voice, &src, &tmp_out, i + 1, n)?;
             r.bytes_written = Some(stats.bytes_written);
         }
         reports.push(r);
@@ -1013,6 +1049,7 @@ pub fn run(opts: &Options, sink: Sink) -> Result<Conversion> {
         xml: xml_path.display().to_string(),
         rules: plan.rules.clone(),
         changed_paths: plan.changes.len(),
+        trim: unused.map(|u| u.volumes).unwrap_or_default(),
         warnings: voice.warnings,
         diff: opts.dry_run.then(|| plan.diff()),
         domain_xml: opts.dry_run.then_some(xml),

@@ -858,3 +858,116 @@ fn ntfs_partition_through_qcow2_and_vmdk() {
         }
     }
 }
+
+/// Whether ntfscluster (ntfs-3g's tool) finds a file using clusters `first..=last`.
+fn ntfscluster_used(img: &Path, first: u64, last: u64) -> bool {
+    let out = common::run_tool(
+        "ntfscluster",
+        &["-c", &format!("{first}-{last}"), img.to_str().unwrap()],
+    );
+    !out.contains("no inode found")
+}
+
+/// `unused` gives the clusters $Bitmap marks free: as many as ntfs-3g's statfs counts, none
+/// of them used by a file, and the clusters between them used (ntfscluster, which walks every
+/// file's runs, is the oracle); a volume marked dirty makes it refuse.
+#[test]
+fn unused_clusters_are_the_ones_no_file_uses() {
+    if !have_ntfs3g() || !common::have_tools(&["ntfscluster"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let fill = Fill {
+        big_dir: 500,
+        long_names: 10,
+        compress: true,
+    };
+    let img = build(tmp.path(), "free.img", 96 << 20, &["-c", "4096"], fill);
+    {
+        let m = Ntfs3g::mount(&img, &tmp.path().join("del"), "");
+        std::fs::remove_dir_all(m.0.join("big")).unwrap();
+        std::fs::remove_dir_all(m.0.join("docs")).unwrap();
+    }
+    let free_3g = {
+        let m = Ntfs3g::mount(&img, &tmp.path().join("ro"), "ro");
+        let s = statvfs_free(&m.0);
+        drop(m);
+        s
+    };
+    let fs = Ntfs::open(ferry::block::open(&img).unwrap()).unwrap();
+    let cs = u64::from(fs.info().block_size);
+    let free: Vec<(u64, u64)> = fs
+        .unused()
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.start / cs, r.end / cs))
+        .collect();
+    let total: u64 = free.iter().map(|(a, b)| b - a).sum();
+    assert_eq!(total * cs, free_3g);
+    assert!(free.len() > 3, "{free:?}");
+    for (a, b) in free.iter().take(40) {
+        assert!(
+            !ntfscluster_used(&img, *a, b - 1),
+            "clusters {a}..{b} are in use"
+        );
+    }
+    for w in free.windows(2).take(40) {
+        let (used_from, used_to) = (w[0].1, w[1].0);
+        assert!(
+            ntfscluster_used(&img, used_from, used_to - 1),
+            "clusters {used_from}..{used_to} are used by nothing"
+        );
+    }
+
+    // The volume flags' dirty bit, as Windows leaves it after a crash.
+    set_dirty(&img);
+    let fs = Ntfs::open(ferry::block::open(&img).unwrap()).unwrap();
+    let e = fs.unused().unwrap_err().to_string();
+    assert!(e.contains("dirty"), "{e}");
+}
+
+/// Free bytes by statvfs (f_bfree × f_frsize) of a mounted filesystem.
+fn statvfs_free(path: &Path) -> u64 {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: statvfs fills a zeroed struct through a valid pointer; the path is NUL-terminated.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+    st.f_bfree * st.f_frsize
+}
+
+/// Sets the dirty bit in $Volume's $VOLUME_INFORMATION (MFT record 3) of `img`, in place.
+/// The flags sit early in the record, clear of the update sequence's sector ends.
+fn set_dirty(img: &Path) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(img)
+        .unwrap();
+    let mut boot = [0u8; 512];
+    f.read_exact_at(&mut boot, 0).unwrap();
+    let cluster = u64::from(u16::from_le_bytes([boot[11], boot[12]])) * u64::from(boot[13]);
+    let mft = u64::from_le_bytes(boot[0x30..0x38].try_into().unwrap()) * cluster;
+    let rs = match boot[0x40] as i8 {
+        n if n < 0 => 1u64 << -n,
+        n => n as u64 * cluster,
+    };
+    let at = mft + 3 * rs;
+    let mut rec = vec![0u8; rs as usize];
+    f.read_exact_at(&mut rec, at).unwrap();
+    assert_eq!(&rec[..4], b"FILE");
+    let mut a = usize::from(u16::from_le_bytes([rec[0x14], rec[0x15]]));
+    loop {
+        let kind = u32::from_le_bytes(rec[a..a + 4].try_into().unwrap());
+        assert_ne!(kind, 0xffff_ffff, "no $VOLUME_INFORMATION");
+        let len = u32::from_le_bytes(rec[a + 4..a + 8].try_into().unwrap()) as usize;
+        if kind == 0x70 {
+            let v = a + usize::from(u16::from_le_bytes([rec[a + 0x14], rec[a + 0x15]]));
+            rec[v + 10] |= 1;
+            break;
+        }
+        a += len;
+    }
+    f.write_all_at(&rec, at).unwrap();
+}

@@ -520,6 +520,7 @@ fn a_xen_pv_guest_without_virtio_falls_back_to_sata_and_e1000() {
         "Opening the source",
         "Inspecting the guest",
         "Fixing the guest for KVM",
+        "Finding the free space",
         "Copying disk 1/1",
         "Creating the domain XML",
         "Finishing off",
@@ -834,10 +835,11 @@ fn signals_at_any_stage_leave_the_output_directory_as_it_was() {
         );
     };
     let copying = |v: &serde_json::Value| v["type"] == "progress" && v["done"].as_u64() > Some(0);
-    let rounds: [(i32, Trigger, &dyn Fn()); 5] = [
+    let rounds: [(i32, Trigger, &dyn Fn()); 6] = [
         (libc::SIGINT, &copying, &mid_copy),
         (libc::SIGTERM, &stage("Inspecting"), &no_check),
         (libc::SIGINT, &stage("Fixing"), &no_check),
+        (libc::SIGTERM, &stage("Finding the free space"), &no_check),
         (libc::SIGTERM, &stage("Creating the domain XML"), &no_check),
         (libc::SIGHUP, &stage("Finishing off"), &no_check),
     ];
@@ -1276,4 +1278,186 @@ fn run_capture(tool: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
     let o = c.wait_with_output().unwrap();
     assert!(o.status.success(), "{tool} failed");
     o.stdout
+}
+
+/// The 1 KiB blocks of `data` (the granularity of the smallest ext4 blocks), to find them in
+/// an image whatever block size holds them.
+fn blocks_of(data: &[u8]) -> std::collections::HashSet<&[u8]> {
+    data.chunks_exact(1024).collect()
+}
+
+/// How many 1 KiB blocks of `image` are among `needles`.
+fn count_blocks_in(image: &Path, needles: &std::collections::HashSet<&[u8]>) -> usize {
+    use std::io::Read;
+    let mut f = std::fs::File::open(image).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0;
+    loop {
+        let got = f.read(&mut buf).unwrap();
+        if got == 0 {
+            break;
+        }
+        assert_eq!(got % 1024, 0, "short read of {}", image.display());
+        n += buf[..got]
+            .chunks_exact(1024)
+            .filter(|b| needles.contains(b))
+            .count();
+    }
+    n
+}
+
+/// The kernel's view of every filesystem of `g` laid out from `raw`, times left out (the fixes
+/// stamp the files they edit with the time of the run).
+fn layout_without_times(g: &Guest, raw: &Path, at: &Path) -> common::kernel::Snapshot {
+    let mut view = Guest {
+        raw: vec![raw.to_path_buf()],
+        images: Vec::new(),
+        filesystems: g.filesystems.clone(),
+        vg: g.vg.clone(),
+    };
+    view.filesystems.retain(|f| f.disk == 0);
+    let m = view.kernel_mount(at, &[]);
+    let mut s = kernel::walk(at);
+    drop(m);
+    for e in s.values_mut() {
+        e.atime = (0, 0);
+        e.mtime = (0, 0);
+        e.ctime = (0, 0);
+    }
+    s
+}
+
+/// Free space is left out of the copy: a file written and deleted in the LVM root and the
+/// slots of the swap LV hold data in the source, and none of it reaches the output, while
+/// every filesystem reads as with `--no-trim` (the kernel walking both), ext4 stays clean
+/// for e2fsck, and XFS (whose free space is not mapped yet) is copied whole, saying so.
+#[test]
+fn free_space_of_the_guests_filesystems_is_not_copied() {
+    if !can_run() || !common::lvm::have_lvm_tools() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let g = guest::installer(tmp.path(), "raw");
+    let raw = &g.raw[0];
+    let vg = g.vg.clone().unwrap();
+    let root = g.fs(&format!("/dev/{vg}/root"));
+    let swap = g.fs(&format!("/dev/{vg}/swap"));
+    // A file the guest wrote and deleted: its blocks are free but still hold it.
+    let gone = common::pseudo_random(31, 24 << 20);
+    {
+        let m =
+            KernelMount::range(raw, root.offset, root.size, &tmp.path().join("rw"), "").unwrap();
+        std::fs::write(m.path().join("gone.bin"), &gone).unwrap();
+        common::sh("sync");
+        std::fs::remove_file(m.path().join("gone.bin")).unwrap();
+        m.unmount().unwrap();
+    }
+    // Pages a process swapped out once.
+    let swapped = common::pseudo_random(32, 4 << 20);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(raw).unwrap();
+        f.write_all_at(&swapped, swap.offset + (1 << 20)).unwrap();
+    }
+    let needles = blocks_of(&gone);
+    let swap_needles = blocks_of(&swapped);
+    assert!(count_blocks_in(raw, &needles) > needles.len() / 2);
+    let _same = Unchanged::new(&[raw.as_path()]);
+
+    let mut outs = Vec::new();
+    for extra in [None, Some("--no-trim")] {
+        let out = tmp
+            .path()
+            .join(if extra.is_some() { "whole" } else { "out" });
+        std::fs::create_dir(&out).unwrap();
+        let mut args = vec![
+            "v2v",
+            "-i",
+            "disk",
+            raw.to_str().unwrap(),
+            "-on",
+            "inst",
+            "-o",
+            out.to_str().unwrap(),
+            "--json",
+        ];
+        args.extend(extra);
+        let r: serde_json::Value = serde_json::from_str(&ferry_ok(&args, &[])).unwrap();
+        let disk = out.join("inst-sda.qcow2");
+        let check = qemu_img(&["check", disk.to_str().unwrap()]);
+        assert!(check.contains("No errors were found"), "{check}");
+        let conv = tmp.path().join(format!("{}.raw", out.display()));
+        qemu_img(&[
+            "convert",
+            "-O",
+            "raw",
+            disk.to_str().unwrap(),
+            conv.to_str().unwrap(),
+        ]);
+        outs.push((r, conv));
+    }
+    let (r, trimmed) = &outs[0];
+    let (whole_r, whole) = &outs[1];
+
+    // What the report says was left out, volume by volume.
+    let trim = r["trim"].as_array().unwrap();
+    let of = |dev: &str| {
+        trim.iter()
+            .find(|v| v["device"] == dev)
+            .unwrap_or_else(|| panic!("{dev} not in {trim:?}"))
+    };
+    let root_free = of(&root.device)["bytes"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{r}"));
+    assert!(root_free >= gone.len() as u64, "{r}");
+    assert_eq!(
+        of(&swap.device)["bytes"].as_u64(),
+        Some(swap.size - 4096),
+        "{r}"
+    );
+    assert!(of("/dev/sda1")["bytes"].as_u64().unwrap() > 0, "{r}");
+    let srv = of(&format!("/dev/{vg}/srv"));
+    assert!(srv["bytes"].is_null(), "{r}");
+    assert!(
+        srv["reason"].as_str().unwrap().contains("not mapped"),
+        "{r}"
+    );
+    let total: u64 = trim.iter().filter_map(|v| v["bytes"].as_u64()).sum();
+    assert_eq!(r["disks"][0]["bytes_trimmed"].as_u64(), Some(total));
+    assert!(whole_r["trim"].as_array().unwrap().is_empty());
+    assert!(whole_r["disks"][0]["bytes_trimmed"].is_null());
+    let written = |r: &serde_json::Value| r["disks"][0]["bytes_written"].as_u64().unwrap();
+    assert!(
+        written(r) + gone.len() as u64 + swapped.len() as u64 <= written(whole_r),
+        "{} vs {}",
+        written(r),
+        written(whole_r)
+    );
+
+    // None of the deleted file or the swapped pages is in the output; all of it is with
+    // --no-trim.
+    assert_eq!(count_blocks_in(trimmed, &needles), 0);
+    assert_eq!(count_blocks_in(trimmed, &swap_needles), 0);
+    assert!(count_blocks_in(whole, &needles) > needles.len() / 2);
+    assert_eq!(count_blocks_in(whole, &swap_needles), swap_needles.len());
+
+    // Every filesystem reads the same from both outputs; ext4 is clean; the swap header
+    // (its UUID) is kept.
+    let a = layout_without_times(&g, trimmed, &tmp.path().join("ka"));
+    let b = layout_without_times(&g, whole, &tmp.path().join("kb"));
+    common::kernel::assert_same(&b, &a, "trimmed output against --no-trim");
+    for f in g.filesystems.iter().filter(|f| f.fstype == "ext4") {
+        e2fsck_range(trimmed, f.offset, f.size, tmp.path());
+    }
+    let page = |img: &Path| {
+        use std::os::unix::fs::FileExt;
+        let mut b = vec![0u8; 4096];
+        std::fs::File::open(img)
+            .unwrap()
+            .read_exact_at(&mut b, swap.offset)
+            .unwrap();
+        b
+    };
+    assert_eq!(page(trimmed), page(raw));
+    assert!(page(raw).ends_with(b"SWAPSPACE2"));
 }

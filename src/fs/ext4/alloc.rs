@@ -6,8 +6,10 @@
 //! stays one extent; directories are spread over the groups, files stay near their directory.
 
 use super::rw::{BG_BLOCK_UNINIT, BG_INODE_UNINIT};
+use super::superblock::INCOMPAT_RECOVER;
 use super::{csum, Ext4};
 use crate::fs::{FsError, Result};
+use std::ops::Range;
 
 /// Whether bit `i` of a bitmap is set (bitmaps are little-endian bit order).
 fn bit(map: &[u8], i: usize) -> bool {
@@ -90,6 +92,90 @@ impl Ext4 {
             ));
         }
         Ok((gd.block_bitmap, map, true))
+    }
+
+    /// Byte ranges the block bitmaps mark free (see `Filesystem::unused`). Refused while the
+    /// journal holds transactions (the guest's replay would allocate from what the bitmaps
+    /// say is free) and with bigalloc (a bit per cluster, not handled here). A bitmap whose
+    /// free count differs from its group descriptor's, or that frees a group's fixed
+    /// metadata, is damage: the whole filesystem is then refused rather than trusted in part.
+    pub(crate) fn unused_ranges(&self) -> Result<Vec<Range<u64>>> {
+        if self.journal_replay().is_some() || self.sb.has_incompat(INCOMPAT_RECOVER) {
+            return Err(FsError::Unsupported(
+                "ext4: the journal holds transactions not yet replayed".into(),
+            ));
+        }
+        if self.sb.cluster_bits > 0 {
+            return Err(FsError::Unsupported(
+                "ext4: bigalloc block bitmaps are not mapped".into(),
+            ));
+        }
+        let table = self.inode_table_blocks();
+        let mut free: Vec<Range<u64>> = Vec::new();
+        let mut meta: Vec<Range<u64>> = Vec::new();
+        for g in 0..self.sb.group_count {
+            let gd = self.group_desc_pub(g)?;
+            let first = self.sb.group_first_block(g);
+            let n = self.blocks_in_group(g);
+            meta.push(first..first + self.base_meta_blocks(g).min(n));
+            meta.push(gd.block_bitmap..gd.block_bitmap + 1);
+            meta.push(gd.inode_bitmap..gd.inode_bitmap + 1);
+            meta.push(gd.inode_table..gd.inode_table + table);
+            let (blk, map, _) = self.block_bitmap(g)?;
+            // OK: n <= blocks_per_group, which the superblock check bounds by 8 * block size.
+            let n = n as usize;
+            let mut count = 0u64;
+            let mut i = 0;
+            while i < n {
+                if bit(&map, i) {
+                    i += 1;
+                    continue;
+                }
+                let s = i;
+                while i < n && !bit(&map, i) {
+                    i += 1;
+                }
+                count += (i - s) as u64;
+                let r = first + s as u64..first + i as u64;
+                match free.last_mut() {
+                    Some(last) if last.end == r.start => last.end = r.end,
+                    _ => free.push(r),
+                }
+            }
+            if count != u64::from(gd.free_clusters) {
+                return Err(FsError::corrupt(
+                    "block bitmap",
+                    0,
+                    blk,
+                    format!(
+                        "group {g}: {count} blocks free in the bitmap, {} in the descriptor",
+                        gd.free_clusters
+                    ),
+                ));
+            }
+        }
+        meta.retain(|r| r.start < r.end);
+        meta.sort_by_key(|r| r.start);
+        let mut j = 0;
+        for r in &free {
+            while j < meta.len() && meta[j].end <= r.start {
+                j += 1;
+            }
+            if let Some(m) = meta[j..]
+                .iter()
+                .take_while(|m| m.start < r.end)
+                .find(|m| m.end > r.start)
+            {
+                return Err(FsError::corrupt(
+                    "block bitmap",
+                    0,
+                    m.start.max(r.start),
+                    "a block of group metadata is marked free",
+                ));
+            }
+        }
+        let bs = u64::from(self.block_size());
+        Ok(free.into_iter().map(|r| r.start * bs..r.end * bs).collect())
     }
 
     /// Blocks of one group's inode table.

@@ -573,6 +573,10 @@ impl Filesystem for Ext4 {
         }
     }
 
+    fn unused(&self) -> Result<Vec<std::ops::Range<u64>>> {
+        self.unused_ranges()
+    }
+
     fn statfs(&self) -> Result<StatFs> {
         let base = match self.statfs.get() {
             Some(s) => s.clone(),

@@ -55,6 +55,7 @@ use lru::LruCache;
 use parking_lot::Mutex;
 use record::Record;
 use std::num::NonZeroUsize;
+use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 use upcase::UpCase;
 
@@ -153,6 +154,8 @@ pub struct Ntfs {
     upcase: UpCase,
     label: Vec<u8>,
     version: (u8, u8),
+    /// Why the volume's maps may be behind (dirty, hibernated); None when shut down cleanly.
+    unclean: Option<&'static str>,
     inodes: Mutex<LruCache<u64, Arc<Inode>>>,
     dirs: Mutex<LruCache<u64, Arc<Vec<Listed>>>>,
     statfs: OnceLock<StatFs>,
@@ -192,6 +195,7 @@ impl Ntfs {
             upcase: UpCase::ascii(),
             label: Vec::new(),
             version: (0, 0),
+            unclean: None,
             inodes: cache(INODE_CACHE),
             dirs: cache(DIR_CACHE),
             statfs: OnceLock::new(),
@@ -369,6 +373,7 @@ impl Ntfs {
             if info.len() >= 12 {
                 self.version = (info[8], info[9]);
                 if le16(info, 10) & 1 != 0 {
+                    self.unclean = Some("the volume is marked dirty");
                     log::warn!(
                         "ntfs: the volume is marked dirty (Windows did not shut down cleanly, \
                          or chkdsk is pending); reading it as it is, without replaying $LogFile"
@@ -381,7 +386,7 @@ impl Ntfs {
     /// Windows left hibernated (or with Fast Startup) keeps the volume's state in memory:
     /// what is on disk may be behind. hiberfil.sys then starts with "hibr" (or "HIBR",
     /// "wake"); a clean shutdown zeros its header.
-    fn warn_if_hibernated(&self) {
+    fn warn_if_hibernated(&mut self) {
         let Ok(root) = self.inode(ROOT_INO) else {
             return;
         };
@@ -395,6 +400,7 @@ impl Ntfs {
                 .and_then(|a| self.read_attr(i.ino, a, 0, &mut head).ok())
         });
         if ok == Some(4) && matches!(&head, b"hibr" | b"HIBR" | b"wake" | b"WAKE") {
+            self.unclean = Some("Windows is hibernated");
             log::warn!(
                 "ntfs: Windows is hibernated (or was shut down with Fast Startup): the volume \
                  may not hold its latest changes; reading it read-only as it is on disk"
@@ -615,6 +621,53 @@ impl Ntfs {
         self.inode(ino)
     }
 
+    /// Byte ranges of the clusters $Bitmap marks free (see `Filesystem::unused`), within the
+    /// device; refused for a volume Windows did not close cleanly, whose $LogFile or memory
+    /// image may still allocate from them.
+    fn unused_ranges(&self) -> Result<Vec<Range<u64>>> {
+        if let Some(why) = self.unclean {
+            return Err(FsError::Unsupported(format!(
+                "ntfs: {why}: its free space is not trusted"
+            )));
+        }
+        let cs = u64::from(self.boot.cluster_size);
+        let clusters = self.boot.clusters().min(self.dev.len() / cs);
+        let bm = self.inode(BITMAP_INO)?;
+        let a = bm
+            .data()
+            .ok_or_else(|| FsError::corrupt("$Bitmap", BITMAP_INO, 0, "no $DATA"))?;
+        let mut out: Vec<Range<u64>> = Vec::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut off = 0u64;
+        while off * 8 < clusters {
+            let n = self.read_attr(BITMAP_INO, a, off, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            for (k, &b) in buf[..n].iter().enumerate() {
+                if b == 0xff {
+                    continue;
+                }
+                let first = (off + k as u64) * 8;
+                for i in 0..8 {
+                    let c = first + i;
+                    if c >= clusters {
+                        break;
+                    }
+                    if b & (1 << i) != 0 {
+                        continue;
+                    }
+                    match out.last_mut() {
+                        Some(last) if last.end == c * cs => last.end += cs,
+                        _ => out.push(c * cs..(c + 1) * cs),
+                    }
+                }
+            }
+            off += n as u64;
+        }
+        Ok(out)
+    }
+
     fn compute_statfs(&self) -> Result<StatFs> {
         let clusters = self.boot.clusters();
         let bm = self.inode(BITMAP_INO)?;
@@ -709,6 +762,10 @@ impl Filesystem for Ntfs {
             size_bytes: self.boot.size_bytes(),
             free_bytes: self.statfs().map_or(0, |s| s.bfree.saturating_mul(cs)),
         }
+    }
+
+    fn unused(&self) -> Result<Vec<Range<u64>>> {
+        self.unused_ranges()
     }
 
     fn statfs(&self) -> Result<StatFs> {
