@@ -293,7 +293,10 @@ impl Ext4 {
                 self.verified.lock().put(blk, (what, ino));
                 Ok(b)
             }
-            Err(d) => Err(self.damage(what, ino, blk, format!("checksum mismatch: {d}"))),
+            Err(d) => {
+                let e = FsError::corrupt(what, ino, blk, format!("checksum mismatch: {d}"));
+                Err(self.report(e.at(blk * u64::from(self.block_size()))))
+            }
         }
     }
 

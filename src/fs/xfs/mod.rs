@@ -328,7 +328,9 @@ impl Xfs {
             }
         };
         if !c.verified {
-            check(&c.data).map_err(|d| self.damage(what, ino, linear, d))?;
+            let at = linear * u64::from(self.sb.blocksize);
+            check(&c.data)
+                .map_err(|d| self.report(FsError::corrupt(what, ino, linear, d).at(at)))?;
             if let Some(e) = self.cache.lock().get_mut(&key) {
                 e.verified = true;
             }
