@@ -497,6 +497,22 @@ impl RuleRun<'_, '_, '_> {
         Ok(())
     }
 
+    /// Runs `f` as a text edit (see [`Self::edit_text`]) on every target of `edit`; `f` also
+    /// gets the target's path, for messages that name it.
+    fn edit_targets(
+        &mut self,
+        edit: &Edit,
+        only_if: Option<&regex::bytes::Regex>,
+        create: bool,
+        mut f: impl FnMut(&str, &[u8]) -> Vec<u8>,
+    ) -> Result<()> {
+        for p in self.targets(edit, true)? {
+            self.edit_text(&p, only_if, create, |d| f(&p, d))?;
+        }
+        Ok(())
+    }
+
+    /// Runs one step: its `when` and `only-if` decide whether and where, then its action.
     fn step(&mut self, edit: &Edit) -> StepResult<()> {
         if let Some(c) = &edit.when {
             if c.check(self.facts, self.ov)?.is_some() {
@@ -518,12 +534,10 @@ impl RuleRun<'_, '_, '_> {
             } => {
                 let re = regex_of(pattern, facts)?;
                 let with = fill(with, facts, Context::Replacement)?;
-                for p in self.targets(edit, true)? {
-                    self.edit_text(&p, only_if, false, |d| match scope {
-                        Scope::Line => action::replace_lines(d, &re, with.as_bytes()),
-                        Scope::File => action::replace_file(d, &re, with.as_bytes()),
-                    })?;
-                }
+                self.edit_targets(edit, only_if, false, |_, d| match scope {
+                    Scope::Line => action::replace_lines(d, &re, with.as_bytes()),
+                    Scope::File => action::replace_file(d, &re, with.as_bytes()),
+                })?;
             }
             Action::SetKey {
                 key,
@@ -536,31 +550,27 @@ impl RuleRun<'_, '_, '_> {
                     super::rule::SetValue::To(t) => fill(t, facts, Context::Plain)?,
                     super::rule::SetValue::Words { .. } => String::new(),
                 };
-                for p in self.targets(edit, true)? {
-                    self.edit_text(&p, only_if, false, |d| {
-                        action::set_key(
-                            d,
-                            key,
-                            value,
-                            filled.as_bytes(),
-                            *format,
-                            section.as_deref(),
-                            *create,
-                        )
-                    })?;
-                }
+                self.edit_targets(edit, only_if, false, |_, d| {
+                    action::set_key(
+                        d,
+                        key,
+                        value,
+                        filled.as_bytes(),
+                        *format,
+                        section.as_deref(),
+                        *create,
+                    )
+                })?;
             }
             Action::Comment { pattern, prefix } => {
                 let re = regex_of(pattern, facts)?;
-                for p in self.targets(edit, true)? {
-                    self.edit_text(&p, only_if, false, |d| action::comment(d, &re, prefix))?;
-                }
+                self.edit_targets(edit, only_if, false, |_, d| action::comment(d, &re, prefix))?;
             }
             Action::Uncomment { pattern, prefix } => {
                 let re = regex_of(pattern, facts)?;
-                for p in self.targets(edit, true)? {
-                    self.edit_text(&p, only_if, false, |d| action::uncomment(d, &re, prefix))?;
-                }
+                self.edit_targets(edit, only_if, false, |_, d| {
+                    action::uncomment(d, &re, prefix)
+                })?;
             }
             Action::EnsureLine {
                 lines,
@@ -574,31 +584,11 @@ impl RuleRun<'_, '_, '_> {
                     .collect::<StepResult<Vec<_>>>()?;
                 let after = after.as_ref().map(|a| regex_of(a, facts)).transpose()?;
                 let matching = matching.as_ref().map(|a| regex_of(a, facts)).transpose()?;
-                for p in self.targets(edit, true)? {
-                    self.edit_text(&p, only_if, *create, |d| {
-                        action::ensure_lines(d, &wanted, after.as_ref(), matching.as_ref())
-                    })?;
-                }
+                self.edit_targets(edit, only_if, *create, |_, d| {
+                    action::ensure_lines(d, &wanted, after.as_ref(), matching.as_ref())
+                })?;
             }
-            Action::Delete => {
-                for p in self.targets(edit, false)? {
-                    match self.ov.state(&p)? {
-                        Node::Absent => {}
-                        Node::File { data, .. } => {
-                            if only_if.is_none_or(|re| re.is_match(&data)) {
-                                self.ov.set(&p, Node::Absent)?;
-                            }
-                        }
-                        Node::Symlink(_) => self.ov.set(&p, Node::Absent)?,
-                        Node::Dir | Node::Other => {
-                            return Err(Stop::Error(FixError::Files(FilesError::WrongKind {
-                                path: p,
-                                what: "is not a file or symlink; `delete` removes only those",
-                            })))
-                        }
-                    }
-                }
-            }
+            Action::Delete => self.delete(edit, only_if)?,
             Action::Write {
                 content,
                 attrs,
@@ -615,61 +605,14 @@ impl RuleRun<'_, '_, '_> {
                     self.symlink(&p, &target, *force)?;
                 }
             }
-            Action::RewriteDevices { format } => {
-                let mut warnings = Vec::new();
-                for p in self.targets(edit, true)? {
-                    self.edit_text(&p, only_if, false, |d| {
-                        let r = devices::rewrite(d, *format, &facts.devices, facts.target_bus, &p);
-                        warnings.extend(r.warnings);
-                        r.data
-                    })?;
-                }
-                for w in warnings {
-                    if !self.warnings.contains(&w) {
-                        self.warnings.push(w);
-                    }
-                }
-            }
+            Action::RewriteDevices { format } => self.rewrite_devices(edit, only_if, *format)?,
             Action::Firstboot {
                 name,
                 script,
                 priority,
             } => {
                 let script = fill(script, facts, Context::Plain)?;
-                let path = firstboot::script_path(*priority, &self.rule.name, name);
-                let exit = regex::bytes::Regex::new(r"^\s*exit\s+0\b").expect("static"); // OK: a constant pattern
-                for op in firstboot::install(facts, self.ov, &script, &path) {
-                    match op {
-                        firstboot::Op::Write {
-                            path,
-                            content,
-                            mode,
-                        } => {
-                            let p = self.ov.resolve(&path, false)?;
-                            self.write(&p, content, Attrs::root(mode), false)?;
-                        }
-                        firstboot::Op::Symlink { path, target } => {
-                            let p = self.ov.resolve(&path, false)?;
-                            self.symlink(&p, &target, true)?;
-                        }
-                        firstboot::Op::RcLocal { path, line } => {
-                            let p = self.ov.resolve(&path, true)?;
-                            self.edit_text(&p, None, false, |d| {
-                                let mut l = super::text::Lines::new(d);
-                                if l.lines.iter().any(|(c, _)| c == line.as_bytes()) {
-                                    return d.to_vec();
-                                }
-                                let at = l
-                                    .lines
-                                    .iter()
-                                    .rposition(|(c, _)| exit.is_match(c))
-                                    .unwrap_or(l.lines.len());
-                                l.insert(at, line.clone().into_bytes());
-                                l.into_bytes()
-                            })?;
-                        }
-                    }
-                }
+                self.firstboot(name, &script, *priority)?;
             }
             Action::InitramfsModules { modules } => {
                 for p in self.targets(edit, true)? {
@@ -683,6 +626,98 @@ impl RuleRun<'_, '_, '_> {
         }
         Ok(())
     }
+
+    /// Removes files and symlinks; a directory (or anything else) among the targets is an
+    /// error, as `delete` promises never to remove a tree.
+    fn delete(&mut self, edit: &Edit, only_if: Option<&regex::bytes::Regex>) -> Result<()> {
+        for p in self.targets(edit, false)? {
+            match self.ov.state(&p)? {
+                Node::Absent => {}
+                Node::File { data, .. } => {
+                    if only_if.is_none_or(|re| re.is_match(&data)) {
+                        self.ov.set(&p, Node::Absent)?;
+                    }
+                }
+                Node::Symlink(_) => self.ov.set(&p, Node::Absent)?,
+                Node::Dir | Node::Other => {
+                    return Err(FixError::Files(FilesError::WrongKind {
+                        path: p,
+                        what: "is not a file or symlink; `delete` removes only those",
+                    }))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Rewrites device names in each target; the warnings (a device with no new name) are
+    /// kept once each, however many files name the device.
+    fn rewrite_devices(
+        &mut self,
+        edit: &Edit,
+        only_if: Option<&regex::bytes::Regex>,
+        format: devices::Format,
+    ) -> Result<()> {
+        let facts = self.facts;
+        let mut warnings = Vec::new();
+        self.edit_targets(edit, only_if, false, |p, d| {
+            let r = devices::rewrite(d, format, &facts.devices, facts.target_bus, p);
+            warnings.extend(r.warnings);
+            r.data
+        })?;
+        for w in warnings {
+            if !self.warnings.contains(&w) {
+                self.warnings.push(w);
+            }
+        }
+        Ok(())
+    }
+
+    /// Installs a firstboot script: the files, links and rc.local line the guest's init
+    /// system needs (see [`firstboot::install`]).
+    fn firstboot(&mut self, name: &str, script: &str, priority: u32) -> Result<()> {
+        let path = firstboot::script_path(priority, &self.rule.name, name);
+        for op in firstboot::install(self.facts, self.ov, script, &path) {
+            match op {
+                firstboot::Op::Write {
+                    path,
+                    content,
+                    mode,
+                } => {
+                    let p = self.ov.resolve(&path, false)?;
+                    self.write(&p, content, Attrs::root(mode), false)?;
+                }
+                firstboot::Op::Symlink { path, target } => {
+                    let p = self.ov.resolve(&path, false)?;
+                    self.symlink(&p, &target, true)?;
+                }
+                firstboot::Op::RcLocal { path, line } => {
+                    let p = self.ov.resolve(&path, true)?;
+                    self.edit_text(&p, None, false, |d| rc_local_line(d, &line))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// rc.local with `line` added once, before its final `exit 0` (a line after it never runs).
+fn rc_local_line(d: &[u8], line: &str) -> Vec<u8> {
+    static EXIT: std::sync::LazyLock<regex::bytes::Regex> = std::sync::LazyLock::new(|| {
+        regex::bytes::Regex::new(r"^\s*exit\s+0\b").expect("static") // OK: a constant pattern
+    });
+    let exit = &*EXIT;
+    let mut l = super::text::Lines::new(d);
+    if l.lines.iter().any(|(c, _)| c == line.as_bytes()) {
+        return d.to_vec();
+    }
+    let at = l
+        .lines
+        .iter()
+        .rposition(|(c, _)| exit.is_match(c))
+        .unwrap_or(l.lines.len());
+    l.insert(at, line.as_bytes().to_vec());
+    l.into_bytes()
 }
 
 fn kind_of(n: &Node) -> &'static str {

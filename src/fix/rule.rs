@@ -297,12 +297,26 @@ impl RawEdit {
     }
 }
 
-/// Field sets per action: what each accepts beyond `action`, `when` and the path fields.
-const ACTIONS: &[(&str, &[&str], Paths)] = &[
-    ("replace", &["pattern", "with", "scope"], Paths::Patterns),
-    (
-        "set-key",
-        &[
+/// One action kind: the fields it accepts beyond `action`, `when` and the path fields, the
+/// paths it takes, and the validator that turns its fields into an [`Action`]. Keeping the
+/// three together means a new action cannot be accepted by name and forgotten by the parser.
+struct ActionKind {
+    name: &'static str,
+    fields: &'static [&'static str],
+    paths: Paths,
+    build: fn(&Parser<'_>, &Step<'_>) -> Result<Action>,
+}
+
+const ACTIONS: &[ActionKind] = &[
+    ActionKind {
+        name: "replace",
+        fields: &["pattern", "with", "scope"],
+        paths: Paths::Patterns,
+        build: |p, s| p.replace(s),
+    },
+    ActionKind {
+        name: "set-key",
+        fields: &[
             "key",
             "value",
             "add-words",
@@ -311,27 +325,78 @@ const ACTIONS: &[(&str, &[&str], Paths)] = &[
             "section",
             "create",
         ],
-        Paths::Patterns,
-    ),
-    ("comment", &["pattern", "prefix"], Paths::Patterns),
-    ("uncomment", &["pattern", "prefix"], Paths::Patterns),
-    (
-        "ensure-line",
-        &["line", "lines", "after", "matching", "create"],
-        Paths::Patterns,
-    ),
-    ("delete", &[], Paths::Patterns),
-    (
-        "write",
-        &["content", "mode", "owner", "if-exists"],
-        Paths::Literal,
-    ),
-    ("symlink", &["target", "force"], Paths::Literal),
-    ("rewrite-devices", &["format"], Paths::Patterns),
-    ("firstboot", &["name", "script", "priority"], Paths::None),
-    ("note", &["message"], Paths::None),
-    ("initramfs-add-modules", &["modules"], Paths::Patterns),
+        paths: Paths::Patterns,
+        build: |p, s| p.set_key(s),
+    },
+    ActionKind {
+        name: "comment",
+        fields: &["pattern", "prefix"],
+        paths: Paths::Patterns,
+        build: |p, s| p.comment(s),
+    },
+    ActionKind {
+        name: "uncomment",
+        fields: &["pattern", "prefix"],
+        paths: Paths::Patterns,
+        build: |p, s| p.uncomment(s),
+    },
+    ActionKind {
+        name: "ensure-line",
+        fields: &["line", "lines", "after", "matching", "create"],
+        paths: Paths::Patterns,
+        build: |p, s| p.ensure_line(s),
+    },
+    ActionKind {
+        name: "delete",
+        fields: &[],
+        paths: Paths::Patterns,
+        build: |_, _| Ok(Action::Delete),
+    },
+    ActionKind {
+        name: "write",
+        fields: &["content", "mode", "owner", "if-exists"],
+        paths: Paths::Literal,
+        build: |p, s| p.write(s),
+    },
+    ActionKind {
+        name: "symlink",
+        fields: &["target", "force"],
+        paths: Paths::Literal,
+        build: |p, s| p.symlink(s),
+    },
+    ActionKind {
+        name: "rewrite-devices",
+        fields: &["format"],
+        paths: Paths::Patterns,
+        build: |p, s| p.rewrite_devices(s),
+    },
+    ActionKind {
+        name: "firstboot",
+        fields: &["name", "script", "priority"],
+        paths: Paths::None,
+        build: |p, s| p.firstboot(s),
+    },
+    ActionKind {
+        name: "note",
+        fields: &["message"],
+        paths: Paths::None,
+        build: |p, s| p.note(s),
+    },
+    ActionKind {
+        name: "initramfs-add-modules",
+        fields: &["modules"],
+        paths: Paths::Patterns,
+        build: |p, s| p.initramfs_modules(s),
+    },
 ];
+
+/// The step a validator reads: its raw fields, where its `[[edit]]` starts (an error about a
+/// missing field points there) and its action's name (for messages).
+struct Step<'e> {
+    raw: &'e RawEdit,
+    at: usize,
+    action: &'static str,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Paths {
@@ -601,23 +666,83 @@ impl Parser<'_> {
         })
     }
 
+    /// A field the action cannot do without.
     fn required<'b, T>(
         &self,
+        s: &Step<'_>,
         v: &'b Option<Spanned<T>>,
-        at: usize,
         field: &str,
-        action: &str,
     ) -> Result<&'b Spanned<T>> {
-        v.as_ref()
-            .ok_or_else(|| self.err(at, field, &format!("action `{action}` needs `{field}`")))
+        v.as_ref().ok_or_else(|| {
+            self.err(
+                s.at,
+                field,
+                &format!("action `{}` needs `{field}`", s.action),
+            )
+        })
     }
 
+    /// A field that names one of `choices`; `None` when absent.
+    fn choice<T: Copy>(&self, v: &Str, field: &str, choices: &[(&str, T)]) -> Result<Option<T>> {
+        let Some(v) = v else { return Ok(None) };
+        let given = v.get_ref().as_str();
+        if let Some((_, t)) = choices.iter().find(|(name, _)| *name == given) {
+            return Ok(Some(*t));
+        }
+        let names: Vec<String> = choices.iter().map(|(n, _)| format!("`{n}`")).collect();
+        let expected = match names.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+            _ => names.join(""),
+        };
+        Err(self.err(
+            v.span().start,
+            field,
+            &format!("`{given}`: expected {expected}"),
+        ))
+    }
+
+    /// Validates one `[[edit]]`: the action and the fields it accepts, its paths, its
+    /// conditions, then the action's own fields (in that order, so the first error a user
+    /// sees is the most general one).
     fn edit(&self, e: &Spanned<RawEdit>) -> Result<Edit> {
-        let at = e.span().start;
-        let e = e.get_ref();
+        let raw = e.get_ref();
+        let kind = self.action_kind(raw)?;
+        let step = Step {
+            raw,
+            at: e.span().start,
+            action: kind.name,
+        };
+        let paths = self.edit_paths(&step, kind.paths)?;
+        let when = match &raw.when {
+            Some(w) => Some(self.cond(w.get_ref(), "edit.when")?),
+            None => None,
+        };
+        let only_if = match &raw.only_if {
+            Some(s) if kind.paths == Paths::Patterns => Some(self.pattern(s, "only-if")?),
+            Some(s) => {
+                return Err(self.err(
+                    s.span().start,
+                    "only-if",
+                    &format!("not a field of action `{}`", kind.name),
+                ))
+            }
+            None => None,
+        };
+        let action = (kind.build)(self, &step)?;
+        Ok(Edit {
+            line: line_of(self.text, step.at),
+            when,
+            paths,
+            only_if,
+            action,
+        })
+    }
+
+    /// The step's action, once it is known and every field present is one it accepts.
+    fn action_kind(&self, e: &RawEdit) -> Result<&'static ActionKind> {
         let action = e.action.get_ref().as_str();
-        let Some((_, allowed, path_kind)) = ACTIONS.iter().find(|(n, _, _)| *n == action) else {
-            let names: Vec<&str> = ACTIONS.iter().map(|a| a.0).collect();
+        let Some(kind) = ACTIONS.iter().find(|k| k.name == action) else {
+            let names: Vec<&str> = ACTIONS.iter().map(|k| k.name).collect();
             return Err(self.err(
                 e.action.span().start,
                 "action",
@@ -628,13 +753,18 @@ impl Parser<'_> {
             ));
         };
         for (field, pos) in e.present() {
-            if !allowed.contains(&field) {
+            if !kind.fields.contains(&field) {
                 return Err(self.err(pos, field, &format!("not a field of action `{action}`")));
             }
         }
-        // Paths.
+        Ok(kind)
+    }
+
+    /// The step's `path` and `paths`, checked against what its action takes.
+    fn edit_paths(&self, s: &Step<'_>, kind: Paths) -> Result<Vec<String>> {
+        let e = s.raw;
         let mut paths = Vec::new();
-        let patterns = *path_kind == Paths::Patterns;
+        let patterns = kind == Paths::Patterns;
         if let Some(p) = &e.path {
             paths.push(self.path(p, "path", patterns)?);
         }
@@ -650,7 +780,8 @@ impl Parser<'_> {
                 paths.push(self.path(p, "paths", patterns)?);
             }
         }
-        match path_kind {
+        let action = s.action;
+        match kind {
             Paths::None => {
                 if let Some(pos) = e
                     .path
@@ -663,347 +794,310 @@ impl Parser<'_> {
             }
             _ if paths.is_empty() => {
                 return Err(self.err(
-                    at,
+                    s.at,
                     "path",
                     &format!("action `{action}` needs `path` or `paths`"),
                 ))
             }
             Paths::Literal if paths.len() > 1 => {
-                return Err(self.err(at, "paths", &format!("action `{action}` takes one `path`")))
+                return Err(self.err(
+                    s.at,
+                    "paths",
+                    &format!("action `{action}` takes one `path`"),
+                ))
             }
             _ => {}
         }
-        let when = match &e.when {
-            Some(w) => Some(self.cond(w.get_ref(), "edit.when")?),
-            None => None,
-        };
-        let only_if = match &e.only_if {
-            Some(s) if *path_kind == Paths::Patterns => Some(self.pattern(s, "only-if")?),
-            Some(s) => {
+        Ok(paths)
+    }
+
+    fn replace(&self, s: &Step<'_>) -> Result<Action> {
+        let e = s.raw;
+        let pattern = self.required(s, &e.pattern, "pattern")?;
+        let with = self.required(s, &e.with, "with")?;
+        let scope = self
+            .choice(
+                &e.scope,
+                "scope",
+                &[("line", Scope::Line), ("file", Scope::File)],
+            )?
+            .unwrap_or(Scope::Line);
+        let pattern = self.pattern(pattern, "pattern")?;
+        if scope == Scope::Line && pattern.template.sample().contains("\\n") {
+            return Err(self.err(
+                s.at,
+                "pattern",
+                "a per-line pattern cannot match a newline; use scope = \"file\"",
+            ));
+        }
+        Ok(Action::Replace {
+            pattern,
+            with: self.template(with, "with")?,
+            scope,
+        })
+    }
+
+    fn set_key(&self, s: &Step<'_>) -> Result<Action> {
+        let e = s.raw;
+        let key = self.required(s, &e.key, "key")?;
+        if key.get_ref().is_empty()
+            || !key
+                .get_ref()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        {
+            return Err(self.err(
+                key.span().start,
+                "key",
+                "a key is letters, digits, `_`, `.` and `-`",
+            ));
+        }
+        let format = self
+            .choice(
+                &e.format,
+                "format",
+                &[
+                    ("shell", KeyFormat::Shell),
+                    ("kv", KeyFormat::Kv),
+                    ("ini", KeyFormat::Ini),
+                ],
+            )?
+            .unwrap_or(KeyFormat::Shell);
+        if let Some(sec) = &e.section {
+            if format != KeyFormat::Ini {
+                return Err(self.err(sec.span().start, "section", "only for format = \"ini\""));
+            }
+        }
+        let value = match (&e.value, e.add_words.is_some() || e.remove_words.is_some()) {
+            (Some(v), false) => SetValue::To(self.template(v, "value")?),
+            (None, true) => SetValue::Words {
+                add: self.words(&e.add_words, "add-words")?,
+                remove: self.words(&e.remove_words, "remove-words")?,
+            },
+            (Some(v), true) => {
                 return Err(self.err(
-                    s.span().start,
-                    "only-if",
-                    &format!("not a field of action `{action}`"),
+                    v.span().start,
+                    "value",
+                    "either `value` or `add-words`/`remove-words`, not both",
                 ))
             }
-            None => None,
+            (None, false) => {
+                return Err(self.err(
+                    s.at,
+                    "value",
+                    "action `set-key` needs `value` or `add-words`/`remove-words`",
+                ))
+            }
         };
-        let prefix = |p: &Str| -> Result<String> {
-            match p {
-                Some(s) if s.get_ref().is_empty() || s.get_ref().contains('\n') => Err(self.err(
-                    s.span().start,
+        Ok(Action::SetKey {
+            key: key.get_ref().clone(),
+            value,
+            format,
+            section: e.section.as_ref().map(|s| s.get_ref().clone()),
+            create: e.create.as_ref().is_none_or(|c| *c.get_ref()),
+        })
+    }
+
+    /// The words of `add-words`/`remove-words`: set-key writes them unquoted into shell-like
+    /// files, so nothing in them may need quoting.
+    fn words(&self, v: &Strings, field: &str) -> Result<Vec<String>> {
+        let Some(v) = v else { return Ok(Vec::new()) };
+        v.get_ref()
+            .iter()
+            .map(|w| {
+                let s = w.get_ref();
+                if s.is_empty()
+                    || s.chars()
+                        .any(|c| c.is_whitespace() || "\"'\\$`".contains(c))
+                {
+                    Err(self.err(
+                        w.span().start,
+                        field,
+                        "a word has no blanks or shell quoting characters",
+                    ))
+                } else {
+                    Ok(s.clone())
+                }
+            })
+            .collect()
+    }
+
+    /// The pattern and prefix that `comment` and `uncomment` share.
+    fn comment_fields(&self, s: &Step<'_>) -> Result<(Pattern, String)> {
+        let pattern = self.pattern(self.required(s, &s.raw.pattern, "pattern")?, "pattern")?;
+        let prefix = match &s.raw.prefix {
+            Some(p) if p.get_ref().is_empty() || p.get_ref().contains('\n') => {
+                return Err(self.err(
+                    p.span().start,
                     "prefix",
                     "a comment prefix is a non-empty string on one line",
-                )),
-                Some(s) => Ok(s.get_ref().clone()),
-                None => Ok("#".into()),
+                ))
             }
+            Some(p) => p.get_ref().clone(),
+            None => "#".into(),
         };
-        let act = match action {
-            "replace" => {
-                let pattern = self.required(&e.pattern, at, "pattern", action)?;
-                let with = self.required(&e.with, at, "with", action)?;
-                let scope = match e
-                    .scope
-                    .as_ref()
-                    .map(|s| (s.get_ref().as_str(), s.span().start))
-                {
-                    None | Some(("line", _)) => Scope::Line,
-                    Some(("file", _)) => Scope::File,
-                    Some((other, pos)) => {
-                        return Err(self.err(
-                            pos,
-                            "scope",
-                            &format!("`{other}`: expected `line` or `file`"),
-                        ))
-                    }
-                };
-                let pattern = self.pattern(pattern, "pattern")?;
-                if scope == Scope::Line && pattern.template.sample().contains("\\n") {
-                    return Err(self.err(
-                        at,
-                        "pattern",
-                        "a per-line pattern cannot match a newline; use scope = \"file\"",
-                    ));
-                }
-                Action::Replace {
-                    pattern,
-                    with: self.template(with, "with")?,
-                    scope,
-                }
-            }
-            "set-key" => {
-                let key = self.required(&e.key, at, "key", action)?;
-                if key.get_ref().is_empty()
-                    || !key
-                        .get_ref()
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-                {
-                    return Err(self.err(
-                        key.span().start,
-                        "key",
-                        "a key is letters, digits, `_`, `.` and `-`",
-                    ));
-                }
-                let format = match e
-                    .format
-                    .as_ref()
-                    .map(|s| (s.get_ref().as_str(), s.span().start))
-                {
-                    None | Some(("shell", _)) => KeyFormat::Shell,
-                    Some(("kv", _)) => KeyFormat::Kv,
-                    Some(("ini", _)) => KeyFormat::Ini,
-                    Some((other, pos)) => {
-                        return Err(self.err(
-                            pos,
-                            "format",
-                            &format!("`{other}`: expected `shell`, `kv` or `ini`"),
-                        ))
-                    }
-                };
-                if let Some(s) = &e.section {
-                    if format != KeyFormat::Ini {
-                        return Err(self.err(
-                            s.span().start,
-                            "section",
-                            "only for format = \"ini\"",
-                        ));
-                    }
-                }
-                let words = |v: &Strings, f: &str| -> Result<Vec<String>> {
-                    let Some(v) = v else { return Ok(Vec::new()) };
-                    v.get_ref()
-                        .iter()
-                        .map(|w| {
-                            let s = w.get_ref();
-                            if s.is_empty()
-                                || s.chars()
-                                    .any(|c| c.is_whitespace() || "\"'\\$`".contains(c))
-                            {
-                                Err(self.err(
-                                    w.span().start,
-                                    f,
-                                    "a word has no blanks or shell quoting characters",
-                                ))
-                            } else {
-                                Ok(s.clone())
-                            }
-                        })
-                        .collect()
-                };
-                let value = match (&e.value, e.add_words.is_some() || e.remove_words.is_some()) {
-                    (Some(v), false) => SetValue::To(self.template(v, "value")?),
-                    (None, true) => SetValue::Words {
-                        add: words(&e.add_words, "add-words")?,
-                        remove: words(&e.remove_words, "remove-words")?,
-                    },
-                    (Some(v), true) => {
-                        return Err(self.err(
-                            v.span().start,
-                            "value",
-                            "either `value` or `add-words`/`remove-words`, not both",
-                        ))
-                    }
-                    (None, false) => {
-                        return Err(self.err(
-                            at,
-                            "value",
-                            "action `set-key` needs `value` or `add-words`/`remove-words`",
-                        ))
-                    }
-                };
-                Action::SetKey {
-                    key: key.get_ref().clone(),
-                    value,
-                    format,
-                    section: e.section.as_ref().map(|s| s.get_ref().clone()),
-                    create: e.create.as_ref().is_none_or(|c| *c.get_ref()),
-                }
-            }
-            "comment" | "uncomment" => {
-                let pattern =
-                    self.pattern(self.required(&e.pattern, at, "pattern", action)?, "pattern")?;
-                let prefix = prefix(&e.prefix)?;
-                if action == "comment" {
-                    Action::Comment { pattern, prefix }
+        Ok((pattern, prefix))
+    }
+
+    fn comment(&self, s: &Step<'_>) -> Result<Action> {
+        let (pattern, prefix) = self.comment_fields(s)?;
+        Ok(Action::Comment { pattern, prefix })
+    }
+
+    fn uncomment(&self, s: &Step<'_>) -> Result<Action> {
+        let (pattern, prefix) = self.comment_fields(s)?;
+        Ok(Action::Uncomment { pattern, prefix })
+    }
+
+    fn ensure_line(&self, s: &Step<'_>) -> Result<Action> {
+        let e = s.raw;
+        let mut lines = Vec::new();
+        if let Some(l) = &e.line {
+            lines.push(l);
+        }
+        if let Some(ls) = &e.lines {
+            lines.extend(ls.get_ref().iter());
+        }
+        if lines.is_empty() {
+            return Err(self.err(s.at, "line", "action `ensure-line` needs `line` or `lines`"));
+        }
+        let lines = lines
+            .into_iter()
+            .map(|l| {
+                if l.get_ref().contains('\n') {
+                    Err(self.err(l.span().start, "line", "one line, without a newline"))
                 } else {
-                    Action::Uncomment { pattern, prefix }
+                    self.template(l, "line")
                 }
-            }
-            "ensure-line" => {
-                let mut lines = Vec::new();
-                if let Some(l) = &e.line {
-                    lines.push(l);
-                }
-                if let Some(ls) = &e.lines {
-                    lines.extend(ls.get_ref().iter());
-                }
-                if lines.is_empty() {
-                    return Err(self.err(
-                        at,
-                        "line",
-                        "action `ensure-line` needs `line` or `lines`",
-                    ));
-                }
-                let lines = lines
-                    .into_iter()
-                    .map(|l| {
-                        if l.get_ref().contains('\n') {
-                            Err(self.err(l.span().start, "line", "one line, without a newline"))
-                        } else {
-                            self.template(l, "line")
-                        }
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                Action::EnsureLine {
-                    lines,
-                    after: e
-                        .after
-                        .as_ref()
-                        .map(|a| self.pattern(a, "after"))
-                        .transpose()?,
-                    matching: e
-                        .matching
-                        .as_ref()
-                        .map(|a| self.pattern(a, "matching"))
-                        .transpose()?,
-                    create: e.create.as_ref().is_some_and(|c| *c.get_ref()),
-                }
-            }
-            "delete" => Action::Delete,
-            "write" => {
-                let content =
-                    self.template(self.required(&e.content, at, "content", action)?, "content")?;
-                let mode = match &e.mode {
-                    Some(m) => u32::from_str_radix(m.get_ref(), 8)
-                        .ok()
-                        .filter(|v| *v <= 0o7777 && !m.get_ref().is_empty())
-                        .ok_or_else(|| {
-                            self.err(m.span().start, "mode", "an octal mode such as \"0644\"")
-                        })?,
-                    None => 0o644,
-                };
-                let (uid, gid) = match &e.owner {
-                    Some(o) => parse_owner(o.get_ref()).ok_or_else(|| {
-                        self.err(o.span().start, "owner", "`UID:GID` in numbers, or `root`")
-                    })?,
-                    None => (0, 0),
-                };
-                let keep_existing = match e
-                    .if_exists
-                    .as_ref()
-                    .map(|s| (s.get_ref().as_str(), s.span().start))
-                {
-                    None | Some(("replace", _)) => false,
-                    Some(("keep", _)) => true,
-                    Some((other, pos)) => {
-                        return Err(self.err(
-                            pos,
-                            "if-exists",
-                            &format!("`{other}`: expected `replace` or `keep`"),
-                        ))
-                    }
-                };
-                Action::Write {
-                    content,
-                    attrs: Attrs { mode, uid, gid },
-                    keep_existing,
-                }
-            }
-            "symlink" => {
-                let t = self.required(&e.target, at, "target", action)?;
-                if t.get_ref().is_empty() || t.get_ref().contains('\0') {
-                    return Err(self.err(
-                        t.span().start,
-                        "target",
-                        "a symlink target is a non-empty path",
-                    ));
-                }
-                Action::Symlink {
-                    target: self.template(t, "target")?,
-                    force: e.force.as_ref().is_some_and(|f| *f.get_ref()),
-                }
-            }
-            "rewrite-devices" => {
-                let f = self.required(&e.format, at, "format", action)?;
-                let format = devices::Format::parse(f.get_ref()).ok_or_else(|| {
-                    self.err(
-                        f.span().start,
-                        "format",
-                        &format!(
-                            "`{}`: expected one of: {}",
-                            f.get_ref(),
-                            devices::Format::NAMES.join(", ")
-                        ),
-                    )
-                })?;
-                Action::RewriteDevices { format }
-            }
-            "firstboot" => {
-                let n = self.required(&e.name, at, "name", action)?;
-                if n.get_ref().is_empty()
-                    || n.get_ref().len() > 60
-                    || !n
-                        .get_ref()
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-                {
-                    return Err(self.err(
-                        n.span().start,
-                        "name",
-                        "1-60 letters, digits, `-` and `_`",
-                    ));
-                }
-                let priority = match &e.priority {
-                    Some(p) if *p.get_ref() > MAX_PRIORITY => {
-                        return Err(self.err(
-                            p.span().start,
-                            "priority",
-                            &format!("0 to {MAX_PRIORITY}"),
-                        ))
-                    }
-                    Some(p) => *p.get_ref(),
-                    None => 5000,
-                };
-                Action::Firstboot {
-                    name: n.get_ref().clone(),
-                    script: self
-                        .template(self.required(&e.script, at, "script", action)?, "script")?,
-                    priority,
-                }
-            }
-            "note" => Action::Note {
-                message: self
-                    .template(self.required(&e.message, at, "message", action)?, "message")?,
-            },
-            "initramfs-add-modules" => {
-                let m = self.required(&e.modules, at, "modules", action)?;
-                let modules: Vec<String> =
-                    m.get_ref().iter().map(|s| s.get_ref().clone()).collect();
-                if let Some(bad) = modules.iter().find(|n| {
-                    n.is_empty()
-                        || !n
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-                }) {
-                    return Err(self.err(
-                        m.span().start,
-                        "modules",
-                        &format!("`{bad}` is not a kernel module name"),
-                    ));
-                }
-                Action::InitramfsModules { modules }
-            }
-            _ => unreachable!("every name in ACTIONS is handled"),
-        };
-        Ok(Edit {
-            line: line_of(self.text, at),
-            when,
-            paths,
-            only_if,
-            action: act,
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Action::EnsureLine {
+            lines,
+            after: e
+                .after
+                .as_ref()
+                .map(|a| self.pattern(a, "after"))
+                .transpose()?,
+            matching: e
+                .matching
+                .as_ref()
+                .map(|a| self.pattern(a, "matching"))
+                .transpose()?,
+            create: e.create.as_ref().is_some_and(|c| *c.get_ref()),
         })
+    }
+
+    fn write(&self, s: &Step<'_>) -> Result<Action> {
+        let e = s.raw;
+        let content = self.template(self.required(s, &e.content, "content")?, "content")?;
+        let mode = match &e.mode {
+            Some(m) => u32::from_str_radix(m.get_ref(), 8)
+                .ok()
+                .filter(|v| *v <= 0o7777 && !m.get_ref().is_empty())
+                .ok_or_else(|| {
+                    self.err(m.span().start, "mode", "an octal mode such as \"0644\"")
+                })?,
+            None => 0o644,
+        };
+        let (uid, gid) = match &e.owner {
+            Some(o) => parse_owner(o.get_ref()).ok_or_else(|| {
+                self.err(o.span().start, "owner", "`UID:GID` in numbers, or `root`")
+            })?,
+            None => (0, 0),
+        };
+        let keep_existing = self
+            .choice(
+                &e.if_exists,
+                "if-exists",
+                &[("replace", false), ("keep", true)],
+            )?
+            .unwrap_or(false);
+        Ok(Action::Write {
+            content,
+            attrs: Attrs { mode, uid, gid },
+            keep_existing,
+        })
+    }
+
+    fn symlink(&self, s: &Step<'_>) -> Result<Action> {
+        let t = self.required(s, &s.raw.target, "target")?;
+        if t.get_ref().is_empty() || t.get_ref().contains('\0') {
+            return Err(self.err(
+                t.span().start,
+                "target",
+                "a symlink target is a non-empty path",
+            ));
+        }
+        Ok(Action::Symlink {
+            target: self.template(t, "target")?,
+            force: s.raw.force.as_ref().is_some_and(|f| *f.get_ref()),
+        })
+    }
+
+    fn rewrite_devices(&self, s: &Step<'_>) -> Result<Action> {
+        let f = self.required(s, &s.raw.format, "format")?;
+        let format = devices::Format::parse(f.get_ref()).ok_or_else(|| {
+            self.err(
+                f.span().start,
+                "format",
+                &format!(
+                    "`{}`: expected one of: {}",
+                    f.get_ref(),
+                    devices::Format::NAMES.join(", ")
+                ),
+            )
+        })?;
+        Ok(Action::RewriteDevices { format })
+    }
+
+    fn firstboot(&self, s: &Step<'_>) -> Result<Action> {
+        let e = s.raw;
+        let n = self.required(s, &e.name, "name")?;
+        if n.get_ref().is_empty()
+            || n.get_ref().len() > 60
+            || !n
+                .get_ref()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(self.err(n.span().start, "name", "1-60 letters, digits, `-` and `_`"));
+        }
+        let priority = match &e.priority {
+            Some(p) if *p.get_ref() > MAX_PRIORITY => {
+                return Err(self.err(p.span().start, "priority", &format!("0 to {MAX_PRIORITY}")))
+            }
+            Some(p) => *p.get_ref(),
+            None => 5000,
+        };
+        Ok(Action::Firstboot {
+            name: n.get_ref().clone(),
+            script: self.template(self.required(s, &e.script, "script")?, "script")?,
+            priority,
+        })
+    }
+
+    fn note(&self, s: &Step<'_>) -> Result<Action> {
+        Ok(Action::Note {
+            message: self.template(self.required(s, &s.raw.message, "message")?, "message")?,
+        })
+    }
+
+    fn initramfs_modules(&self, s: &Step<'_>) -> Result<Action> {
+        let m = self.required(s, &s.raw.modules, "modules")?;
+        let modules: Vec<String> = m.get_ref().iter().map(|s| s.get_ref().clone()).collect();
+        if let Some(bad) = modules.iter().find(|n| {
+            n.is_empty()
+                || !n
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        }) {
+            return Err(self.err(
+                m.span().start,
+                "modules",
+                &format!("`{bad}` is not a kernel module name"),
+            ));
+        }
+        Ok(Action::InitramfsModules { modules })
     }
 }
 

@@ -185,12 +185,12 @@ pub fn hash_file(
         let want = (size - off).min(FILE_CHUNK as u64) as usize;
         let n = fs.read(ino, off, &mut buf[..want])?;
         if n == 0 {
-            return Err(FsError::Corrupt {
-                what: "file data",
+            return Err(FsError::corrupt(
+                "file data",
                 ino,
-                block: 0,
-                detail: format!("ends at byte {off} of {size}"),
-            });
+                0,
+                format!("ends at byte {off} of {size}"),
+            ));
         }
         h.update(&buf[..n]);
         off += n as u64;

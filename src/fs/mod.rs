@@ -10,6 +10,7 @@ pub mod path;
 pub mod xfs;
 
 use crate::block::{self, BlockDevice};
+use std::fmt;
 use std::sync::Arc;
 
 pub type Result<T> = std::result::Result<T, FsError>;
@@ -28,14 +29,10 @@ pub enum FsError {
     NotSymlink(u64),
     #[error("name is longer than {max} bytes")]
     NameTooLong { max: usize },
-    /// Damaged on-disk structure. `ino`/`block` say where (0 when not applicable).
-    #[error("corrupt {what} (inode {ino}, block {block}): {detail}")]
-    Corrupt {
-        what: &'static str,
-        ino: u64,
-        block: u64,
-        detail: String,
-    },
+    /// Damaged on-disk structure: which, where, and what was wrong (see [`Corruption`]).
+    /// Boxed, as the largest and rarest variant.
+    #[error("{0}")]
+    Corrupt(Box<Corruption>),
     #[error(transparent)]
     Io(#[from] block::Error),
     /// A feature of this filesystem that ferry does not read (yet); says which.
@@ -88,18 +85,142 @@ pub enum FsError {
 }
 
 impl FsError {
+    /// Damage in `what`, owned by inode `ino` (0: a filesystem-wide structure), found in
+    /// filesystem block `block` (0: not known). The builders below add what else is known.
     pub(crate) fn corrupt(
         what: &'static str,
         ino: u64,
         block: u64,
         detail: impl Into<String>,
     ) -> Self {
-        FsError::Corrupt {
+        FsError::Corrupt(Box::new(Corruption {
+            device: None,
             what,
             ino,
             block,
+            offset: None,
             detail: detail.into(),
+            mismatch: None,
+        }))
+    }
+
+    /// A field that must hold one value and holds another (a magic number, a checksum, a
+    /// count): `detail` names the field, the values are printed as given.
+    pub(crate) fn mismatch(
+        what: &'static str,
+        ino: u64,
+        detail: impl Into<String>,
+        expected: impl fmt::Display,
+        found: impl fmt::Display,
+    ) -> Self {
+        FsError::corrupt(what, ino, 0, detail).expected(expected, found)
+    }
+
+    /// Sets the byte position (on the filesystem's device) of the damaged structure, unless
+    /// the error has one already: a parser that knows the very field sets it first, its
+    /// caller only knows where the structure starts. Other errors pass unchanged, so it can
+    /// be applied to any `Result`'s error.
+    pub(crate) fn at(mut self, offset: u64) -> Self {
+        if let FsError::Corrupt(c) = &mut self {
+            c.offset.get_or_insert(offset);
         }
+        self
+    }
+
+    /// Sets the filesystem block the damage was found in, unless the error already names one
+    /// (the innermost layer knows best).
+    pub(crate) fn in_block(mut self, block: u64) -> Self {
+        if let FsError::Corrupt(c) = &mut self {
+            if c.block == 0 {
+                c.block = block;
+            }
+        }
+        self
+    }
+
+    /// Sets the value expected and the value found.
+    pub(crate) fn expected(
+        mut self,
+        expected: impl fmt::Display,
+        found: impl fmt::Display,
+    ) -> Self {
+        if let FsError::Corrupt(c) = &mut self {
+            c.mismatch = Some(Mismatch {
+                expected: expected.to_string(),
+                found: found.to_string(),
+            });
+        }
+        self
+    }
+
+    /// Names the device or image the filesystem is on, unless the error names one already.
+    /// The filesystem layer reads a bare `BlockDevice` and cannot know this; whoever opened
+    /// the device (the guest's volume table, a CLI command) adds it.
+    pub fn on_device(mut self, device: &str) -> Self {
+        if let FsError::Corrupt(c) = &mut self {
+            c.device.get_or_insert_with(|| device.to_string());
+        }
+        self
+    }
+
+    /// The damage, when this error reports damage.
+    pub fn corruption(&self) -> Option<&Corruption> {
+        match self {
+            FsError::Corrupt(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// Where damage was found and what it was. Every field that is known is printed, always in
+/// the same order and the same form as the block and volume layers' errors:
+/// `DEVICE: corrupt WHAT (inode N, block B) at offset 0x…: DETAIL: expected X, found Y`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Corruption {
+    /// The device or image, once a caller that knows its name has set it.
+    pub device: Option<String>,
+    /// The on-disk structure (`superblock`, `xfs inode`, `extent tree`).
+    pub what: &'static str,
+    /// The inode the structure belongs to; 0 for filesystem-wide structures.
+    pub ino: u64,
+    /// The filesystem block it was found in; 0 when not known.
+    pub block: u64,
+    /// Its byte position on the device, when known.
+    pub offset: Option<u64>,
+    /// What is wrong with it.
+    pub detail: String,
+    /// For a magic number, checksum or count: what it must be and what it is.
+    pub mismatch: Option<Mismatch>,
+}
+
+/// The value a field must hold and the value it holds, as they are best read (hex for magic
+/// numbers and checksums, decimal for counts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    pub expected: String,
+    pub found: String,
+}
+
+impl fmt::Display for Corruption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(d) = &self.device {
+            write!(f, "{d}: ")?;
+        }
+        write!(f, "corrupt {}", self.what)?;
+        match (self.ino, self.block) {
+            (0, 0) => {}
+            (ino, 0) => write!(f, " (inode {ino})")?,
+            (0, block) => write!(f, " (block {block})")?,
+            (ino, block) => write!(f, " (inode {ino}, block {block})")?,
+        }
+        if let Some(o) = self.offset {
+            write!(f, " at offset {o:#x}")?;
+        }
+        write!(f, ": {}", self.detail)?;
+        if let Some(m) = &self.mismatch {
+            write!(f, ": expected {}, found {}", m.expected, m.found)?;
+        }
+        Ok(())
     }
 }
 

@@ -223,7 +223,7 @@ impl Guest {
                     Arc::from(fs)
                 }
                 Some(Err(e)) => {
-                    report.problem = Some(e.to_string());
+                    report.problem = Some(e.on_device(&v.name).to_string());
                     Arc::new(Placeholder::new("unreadable"))
                 }
                 None => {

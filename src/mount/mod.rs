@@ -54,7 +54,7 @@ pub fn errno(e: &FsError) -> i32 {
         FsError::IsDir(_) => libc::EISDIR,
         FsError::NotSymlink(_) => libc::EINVAL,
         FsError::NameTooLong { .. } => libc::ENAMETOOLONG,
-        FsError::Corrupt { .. } | FsError::Io(_) => libc::EIO,
+        FsError::Corrupt(_) | FsError::Io(_) => libc::EIO,
         FsError::Unsupported(_) | FsError::NotSupported => libc::EOPNOTSUPP,
         FsError::NoAttr => libc::ENODATA,
         FsError::NoKey(_) => libc::ENOKEY,

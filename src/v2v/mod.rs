@@ -28,7 +28,7 @@ use crate::fix::{self, FixError};
 use crate::guest::facts::{DiskBus, Hypervisor, Os};
 use crate::guest::files::FsFiles;
 use crate::guest::inspect::OsInfo;
-use crate::guest::unused::{self, VolumeUnused};
+use crate::guest::unused::{self, Unused, VolumeUnused};
 use crate::meta::{self, libvirt, ova, Bus, DeviceKind, Disk, InputKind, Source};
 use serde::Serialize;
 use std::io;
@@ -701,41 +701,12 @@ pub fn run(opts: &Options, sink: Sink) -> Result<Conversion> {
         warnings: Vec::new(),
         delay: test_delay(),
     };
-    let (input, source_file) = match &opts.input {
-        Input::Description { kind, file, .. } => (
-            match kind {
-                InputKind::Vmx => "vmx",
-                InputKind::Xen => "xen",
-                InputKind::Libvirt => "libvirt",
-                InputKind::Ova => "ova",
-            },
-            Some(file.display().to_string()),
-        ),
-        Input::Disks(_) => ("disk", None),
-    };
+    let (input, source_file) = input_names(&opts.input);
     voice.stage(&format!(
         "Opening the source {}",
         source_file.as_deref().unwrap_or("disks")
     ))?;
-    let pkg = match &opts.input {
-        Input::Description {
-            kind: InputKind::Ova,
-            file,
-            ..
-        } => Some(ova::open(file)?),
-        _ => None,
-    };
-    let src = match &pkg {
-        Some(p) => p.source(),
-        None => read_source(&opts.input)?,
-    };
-    if let Some(p) = pkg.as_ref().filter(|p| !p.manifest.is_empty()) {
-        voice.stage(&format!(
-            "Checking the {} files the manifest lists",
-            p.manifest.len()
-        ))?;
-        p.verify()?;
-    }
+    let (pkg, src) = open_source(opts, &voice)?;
     let label = source_file.clone().unwrap_or_else(|| "-i disk".into());
     let name = opts
         .name
@@ -748,85 +719,20 @@ pub fn run(opts: &Options, sink: Sink) -> Result<Conversion> {
         })?;
     check_name(&name)?;
     let mut disks = source_disks(&src, &label, pkg.as_ref())?;
-    let out_dir = output_dir(opts)?;
-    let ext = opts.format.as_str();
-    let outputs: Vec<PathBuf> = (0..disks.len())
-        .map(|i| {
-            out_dir.join(format!(
-                "{name}-{}.{ext}",
-                meta::vmx::index_to_name("sd", i as u32)
-            ))
-        })
-        .collect();
-    let xml_path = out_dir.join(format!("{name}.xml"));
-    for p in outputs.iter().chain([&xml_path]) {
-        if std::fs::symlink_metadata(p).is_ok() {
-            return Err(Error::Exists(p.clone()));
-        }
-    }
+    let outputs = Outputs::new(opts, &name, disks.len())?;
 
     // Read-only sources, each under an overlay in the scratch directory (a dry run reads the
     // sources themselves and creates nothing).
     let scratch = if opts.dry_run {
         None
     } else {
-        Some(Scratch::create(&out_dir)?)
+        Some(Scratch::create(&outputs.dir)?)
     };
-    // Compressed disks of a package cannot be read in place: they are decompressed into the
-    // scratch directory (a temporary one for a dry run) first.
-    let dry_tmp = if scratch.is_none() && disks.iter().any(|d| d.gzip) {
-        Some(Scratch::create(&std::env::temp_dir())?)
-    } else {
-        None
-    };
-    for (i, d) in disks.iter_mut().enumerate().filter(|(_, d)| d.gzip) {
-        let dir = match (&scratch, &dry_tmp) {
-            (Some(s), _) => s.0.as_path(),
-            (None, Some(t)) => t.0.as_path(),
-            (None, None) => Path::new("."),
-        };
-        voice.stage(&format!("Decompressing disk {}", i + 1))?;
-        d.path = gunzip(d, &dir.join(format!("disk{i}.img")))?;
-        d.member = None;
-    }
-    let mut overlays = Vec::new();
-    let mut devices: Vec<Arc<dyn BlockDevice>> = Vec::new();
-    let mut formats = Vec::new();
-    for (i, d) in disks.iter().enumerate() {
-        check_interrupt()?;
-        let src_dev = match &d.member {
-            Some((archive, m)) => block::open_member(archive, &m.name, m.offset, m.size, d.forced)?,
-            None => block::open_as(&d.path, d.forced)?,
-        };
-        let fmt = src_dev.info()?.format;
-        if let Some(s) = d.stated.as_deref().filter(|s| *s != fmt) {
-            voice.warn(format!(
-                "disk {}: the description says {s}, the file {} is {fmt}: read as {fmt}",
-                d.target.as_deref().unwrap_or("?"),
-                d.path.display()
-            ));
-        }
-        formats.push(fmt);
-        match &scratch {
-            None => devices.push(src_dev),
-            Some(s) => {
-                drop(src_dev);
-                let ov_path = s.0.join(format!("disk{i}-overlay.qcow2"));
-                let ov = match &d.member {
-                    Some((archive, m)) => overlay::create_over_member(
-                        archive, &m.name, m.offset, m.size, d.forced, &ov_path,
-                    )?,
-                    None => overlay::create_as(&d.path, d.forced, &ov_path)?,
-                };
-                let ov = Arc::new(ov);
-                devices.push(ov.clone());
-                overlays.push((ov, ov_path));
-            }
-        }
-    }
+    let _dry_tmp = decompress(&mut disks, scratch.as_ref(), &voice)?;
+    let opened = open_disks(&disks, scratch.as_ref(), &mut voice)?;
 
     voice.stage("Inspecting the guest")?;
-    let session = Session::open(&devices, opts.root.as_deref(), !opts.dry_run)?;
+    let session = Session::open(&opened.devices, opts.root.as_deref(), !opts.dry_run)?;
     for n in session.notes.clone() {
         voice.warn(n);
     }
@@ -840,47 +746,8 @@ pub fn run(opts: &Options, sink: Sink) -> Result<Conversion> {
             why = w;
         }
     }
-    let fallback_bus = match opts.machine {
-        libvirt::Machine::Pc => Bus::Ide,
-        libvirt::Machine::Q35 => Bus::Sata,
-    };
-    let disk_bus = match opts.disk_bus {
-        Some(b) => {
-            if b == Bus::Virtio && !virtio_blk {
-                voice.warn(format!(
-                    "--disk-bus virtio, but the guest has no virtio-blk driver ({why}): it may not find its disks"
-                ));
-            }
-            b
-        }
-        None if virtio_blk => Bus::Virtio,
-        None => {
-            voice.warn(format!(
-                "the guest has no virtio-blk driver ({why}): its disks go on {}, which is slower; install the virtio drivers and move them to virtio later",
-                bus_name(fallback_bus)
-            ));
-            fallback_bus
-        }
-    };
-    let nic_model = match &opts.nic_model {
-        Some(m) => {
-            if m == "virtio" && !virtio_net && !src.nics.is_empty() {
-                voice.warn(format!(
-                    "--nic-model virtio, but the guest has no virtio-net driver ({why}): it may have no network"
-                ));
-            }
-            m.clone()
-        }
-        None if virtio_net => "virtio".to_string(),
-        None => {
-            if !src.nics.is_empty() {
-                voice.warn(format!(
-                    "the guest has no virtio-net driver ({why}): its network cards are e1000"
-                ));
-            }
-            "e1000".to_string()
-        }
-    };
+    let disk_bus = choose_disk_bus(opts, virtio_blk, &why, &mut voice);
+    let nic_model = choose_nic_model(opts, &src, virtio_net, &why, &mut voice);
     facts.target_bus = match disk_bus {
         Bus::Sata => DiskBus::Sata,
         Bus::Ide => DiskBus::Ide,
@@ -915,77 +782,383 @@ pub fn run(opts: &Options, sink: Sink) -> Result<Conversion> {
             voice.warn(format!("{}: {w}", r.name));
         }
     }
-    let sizes: Vec<u64> = devices.iter().map(|d| d.len()).collect();
-    drop(devices);
-    let mut ov_paths = Vec::new();
-    for (ov, path) in overlays {
-        ov.finish()?;
-        ov.flush()?;
-        ov_paths.push(path);
-    }
+    let fixed = opened.finish()?;
+    let copy = DiskCopy {
+        opts,
+        voice: &voice,
+        disks: &disks,
+        fixed: &fixed,
+        outputs: &outputs,
+        disk_bus,
+    };
+    let unused = match &scratch {
+        Some(_) if !opts.keep_free => Some(find_unused(&fixed, &voice)?),
+        _ => None,
+    };
+    let reports = copy.all(scratch.as_ref(), unused.as_ref())?;
 
-    // The guest as it will be copied, and the space on it that holds nothing it will read.
-    let merged = ov_paths
-        .iter()
-        .map(|p| block::open(p))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    let unused = if scratch.is_some() && !opts.keep_free {
-        voice.stage("Finding the free space of the guest's filesystems")?;
-        let u = unused::unused(&merged)?;
-        for v in &u.volumes {
-            if let Some(why) = &v.reason {
-                log::info!("{} ({}): copied whole: {why}", v.device, v.fstype);
+    voice.stage("Creating the domain XML")?;
+    let xml = domain_xml(opts, &src, &name, &outputs.disks, disk_bus, &nic_model)?;
+    if let Some(s) = &scratch {
+        publish_all(s, &outputs, &name, &xml, &voice)?;
+    }
+    drop(scratch);
+
+    let report = Report {
+        name,
+        input: input.to_string(),
+        source_file,
+        dry_run: opts.dry_run,
+        guest,
+        machine: match opts.machine {
+            libvirt::Machine::Q35 => "q35",
+            libvirt::Machine::Pc => "pc",
+        },
+        disk_bus: bus_name(disk_bus),
+        nic_model,
+        disks: reports,
+        xml: outputs.xml.display().to_string(),
+        rules: plan.rules.clone(),
+        changed_paths: plan.changes.len(),
+        trim: unused.map(|u| u.volumes).unwrap_or_default(),
+        warnings: voice.warnings,
+        diff: opts.dry_run.then(|| plan.diff()),
+        domain_xml: opts.dry_run.then_some(xml),
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    Ok(Conversion { report, plan })
+}
+
+/// What `-i` was, for the report: the input kind and the description file, if any.
+fn input_names(input: &Input) -> (&'static str, Option<String>) {
+    match input {
+        Input::Description { kind, file, .. } => (
+            match kind {
+                InputKind::Vmx => "vmx",
+                InputKind::Xen => "xen",
+                InputKind::Libvirt => "libvirt",
+                InputKind::Ova => "ova",
+            },
+            Some(file.display().to_string()),
+        ),
+        Input::Disks(_) => ("disk", None),
+    }
+}
+
+/// The source's description, and the OVA package it came in when it did (kept open: the
+/// disks are read from inside it), its manifest checked first.
+fn open_source(opts: &Options, voice: &Voice) -> Result<(Option<ova::Ova>, Source)> {
+    let pkg = match &opts.input {
+        Input::Description {
+            kind: InputKind::Ova,
+            file,
+            ..
+        } => Some(ova::open(file)?),
+        _ => None,
+    };
+    let src = match &pkg {
+        Some(p) => p.source(),
+        None => read_source(&opts.input)?,
+    };
+    if let Some(p) = pkg.as_ref().filter(|p| !p.manifest.is_empty()) {
+        voice.stage(&format!(
+            "Checking the {} files the manifest lists",
+            p.manifest.len()
+        ))?;
+        p.verify()?;
+    }
+    Ok((pkg, src))
+}
+
+/// The final names of everything the run writes, in the output directory.
+struct Outputs {
+    dir: PathBuf,
+    /// `NAME-sdX.EXT`, one per source disk.
+    disks: Vec<PathBuf>,
+    /// `NAME.xml`.
+    xml: PathBuf,
+}
+
+impl Outputs {
+    /// The names; none may exist yet, as the run never replaces a file.
+    fn new(opts: &Options, name: &str, n: usize) -> Result<Outputs> {
+        let dir = output_dir(opts)?;
+        let ext = opts.format.as_str();
+        let disks: Vec<PathBuf> = (0..n)
+            .map(|i| {
+                dir.join(format!(
+                    "{name}-{}.{ext}",
+                    meta::vmx::index_to_name("sd", i as u32)
+                ))
+            })
+            .collect();
+        let xml = dir.join(format!("{name}.xml"));
+        for p in disks.iter().chain([&xml]) {
+            if std::fs::symlink_metadata(p).is_ok() {
+                return Err(Error::Exists(p.clone()));
             }
         }
-        Some(u)
+        Ok(Outputs { dir, disks, xml })
+    }
+}
+
+/// Compressed disks of a package cannot be read in place: they are decompressed into the
+/// scratch directory (a temporary one for a dry run, returned: it must outlive the run).
+fn decompress(
+    disks: &mut [SourceDisk],
+    scratch: Option<&Scratch>,
+    voice: &Voice,
+) -> Result<Option<Scratch>> {
+    let dry_tmp = if scratch.is_none() && disks.iter().any(|d| d.gzip) {
+        Some(Scratch::create(&std::env::temp_dir())?)
     } else {
         None
     };
-    let mut reports = Vec::new();
-    let n = disks.len();
-    for (i, d) in disks.iter().enumerate() {
-        let target = meta::vmx::index_to_name(
-            match disk_bus {
-                Bus::Sata | Bus::Scsi => "sd",
-                Bus::Ide => "hd",
-                _ => "vd",
-            },
-            i as u32,
-        );
-        let mut r = DiskReport {
-            source: d.path.display().to_string(),
-            source_format: formats[i].clone(),
-            source_target: d.target.clone(),
-            target,
-            output: outputs[i].display().to_string(),
-            format: opts.format,
-            allocation: opts.allocation,
-            virtual_size: sizes[i],
-            bytes_written: None,
-            bytes_trimmed: None,
+    for (i, d) in disks.iter_mut().enumerate().filter(|(_, d)| d.gzip) {
+        let dir = match (scratch, &dry_tmp) {
+            (Some(s), _) => s.0.as_path(),
+            (None, Some(t)) => t.0.as_path(),
+            (None, None) => Path::new("."),
         };
-        if let Some(s) = &scratch {
-            voice.stage(&format!(
-                "Copying disk {}/{n} to {}",
-                i + 1,
-                outputs[i].display()
-            ))?;
-            let mut src = merged[i].clone();
-            if let Some(u) = &unused {
-                let t = Trimmed::new(src, u.disks[i].clone())?;
-                r.bytes_trimmed = Some(t.trimmed_bytes());
-                src = Arc::new(t);
-            }
-            let tmp_out = s.0.join(outputs[i].file_name().unwrap_or_default());
-            let stats = copy_disk(opts, &voice, &src, &tmp_out, i + 1, n)?;
-            r.bytes_written = Some(stats.bytes_written);
-        }
-        reports.push(r);
+        voice.stage(&format!("Decompressing disk {}", i + 1))?;
+        d.path = gunzip(d, &dir.join(format!("disk{i}.img")))?;
+        d.member = None;
     }
+    Ok(dry_tmp)
+}
 
-    voice.stage("Creating the domain XML")?;
+/// The source disks, opened for inspection and fixing.
+struct Opened {
+    /// What the guest is read through: the overlays, or the sources themselves in a dry run.
+    devices: Vec<Arc<dyn BlockDevice>>,
+    /// Each overlay and its file (none in a dry run).
+    overlays: Vec<(Arc<overlay::Overlay>, PathBuf)>,
+    /// Each source's format, as read.
+    formats: Vec<String>,
+}
+
+/// Opens each source disk read-only and, unless this is a dry run, puts a copy-on-write
+/// overlay over it in the scratch directory; a format that differs from what the
+/// description states is read as found, with a warning.
+fn open_disks(
+    disks: &[SourceDisk],
+    scratch: Option<&Scratch>,
+    voice: &mut Voice,
+) -> Result<Opened> {
+    let mut opened = Opened {
+        devices: Vec::new(),
+        overlays: Vec::new(),
+        formats: Vec::new(),
+    };
+    for (i, d) in disks.iter().enumerate() {
+        check_interrupt()?;
+        let src_dev = match &d.member {
+            Some((archive, m)) => block::open_member(archive, &m.name, m.offset, m.size, d.forced)?,
+            None => block::open_as(&d.path, d.forced)?,
+        };
+        let fmt = src_dev.info()?.format;
+        if let Some(s) = d.stated.as_deref().filter(|s| *s != fmt) {
+            voice.warn(format!(
+                "disk {}: the description says {s}, the file {} is {fmt}: read as {fmt}",
+                d.target.as_deref().unwrap_or("?"),
+                d.path.display()
+            ));
+        }
+        opened.formats.push(fmt);
+        match scratch {
+            None => opened.devices.push(src_dev),
+            Some(s) => {
+                drop(src_dev);
+                let ov_path = s.0.join(format!("disk{i}-overlay.qcow2"));
+                let ov = match &d.member {
+                    Some((archive, m)) => overlay::create_over_member(
+                        archive, &m.name, m.offset, m.size, d.forced, &ov_path,
+                    )?,
+                    None => overlay::create_as(&d.path, d.forced, &ov_path)?,
+                };
+                let ov = Arc::new(ov);
+                opened.devices.push(ov.clone());
+                opened.overlays.push((ov, ov_path));
+            }
+        }
+    }
+    Ok(opened)
+}
+
+/// The disks once fixed: what copying needs of them.
+struct Fixed {
+    formats: Vec<String>,
+    sizes: Vec<u64>,
+    /// The overlay files, finished and flushed (none in a dry run).
+    overlays: Vec<PathBuf>,
+}
+
+impl Opened {
+    /// Closes the devices and finishes the overlays, so their files can be reopened to copy.
+    fn finish(self) -> Result<Fixed> {
+        let sizes: Vec<u64> = self.devices.iter().map(|d| d.len()).collect();
+        drop(self.devices);
+        let mut overlays = Vec::new();
+        for (ov, path) in self.overlays {
+            ov.finish()?;
+            ov.flush()?;
+            overlays.push(path);
+        }
+        Ok(Fixed {
+            formats: self.formats,
+            sizes,
+            overlays,
+        })
+    }
+}
+
+/// The target's disk bus: as asked, else virtio when the guest can drive it and the machine's
+/// fallback (SATA on q35, IDE on pc) otherwise, with a warning when the guest lacks the driver.
+fn choose_disk_bus(opts: &Options, virtio_blk: bool, why: &str, voice: &mut Voice) -> Bus {
+    let fallback_bus = match opts.machine {
+        libvirt::Machine::Pc => Bus::Ide,
+        libvirt::Machine::Q35 => Bus::Sata,
+    };
+    match opts.disk_bus {
+        Some(b) => {
+            if b == Bus::Virtio && !virtio_blk {
+                voice.warn(format!(
+                    "--disk-bus virtio, but the guest has no virtio-blk driver ({why}): it may not find its disks"
+                ));
+            }
+            b
+        }
+        None if virtio_blk => Bus::Virtio,
+        None => {
+            voice.warn(format!(
+                "the guest has no virtio-blk driver ({why}): its disks go on {}, which is slower; install the virtio drivers and move them to virtio later",
+                bus_name(fallback_bus)
+            ));
+            fallback_bus
+        }
+    }
+}
+
+/// The target's NIC model: as asked, else virtio when the guest can drive it and e1000
+/// otherwise; the warnings only matter when the source has network cards.
+fn choose_nic_model(
+    opts: &Options,
+    src: &Source,
+    virtio_net: bool,
+    why: &str,
+    voice: &mut Voice,
+) -> String {
+    match &opts.nic_model {
+        Some(m) => {
+            if m == "virtio" && !virtio_net && !src.nics.is_empty() {
+                voice.warn(format!(
+                    "--nic-model virtio, but the guest has no virtio-net driver ({why}): it may have no network"
+                ));
+            }
+            m.clone()
+        }
+        None if virtio_net => "virtio".to_string(),
+        None => {
+            if !src.nics.is_empty() {
+                voice.warn(format!(
+                    "the guest has no virtio-net driver ({why}): its network cards are e1000"
+                ));
+            }
+            "e1000".to_string()
+        }
+    }
+}
+
+/// Copying the fixed disks to their outputs.
+/// The space on the fixed guest's disks that holds nothing it will read (see
+/// `guest::unused`): what the copy leaves out.
+fn find_unused(fixed: &Fixed, voice: &Voice) -> Result<Unused> {
+    voice.stage("Finding the free space of the guest's filesystems")?;
+    let disks = fixed
+        .overlays
+        .iter()
+        .map(|p| block::open(p))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let u = unused::unused(&disks)?;
+    for v in &u.volumes {
+        if let Some(why) = &v.reason {
+            log::info!("{} ({}): copied whole: {why}", v.device, v.fstype);
+        }
+    }
+    Ok(u)
+}
+
+struct DiskCopy<'a> {
+    opts: &'a Options,
+    voice: &'a Voice,
+    disks: &'a [SourceDisk],
+    fixed: &'a Fixed,
+    outputs: &'a Outputs,
+    disk_bus: Bus,
+}
+
+impl DiskCopy<'_> {
+    /// Reports every disk and, unless this is a dry run, copies each overlay's merged view
+    /// into the scratch directory under its output's name.
+    fn all(&self, scratch: Option<&Scratch>, unused: Option<&Unused>) -> Result<Vec<DiskReport>> {
+        let mut reports = Vec::new();
+        let n = self.disks.len();
+        for (i, d) in self.disks.iter().enumerate() {
+            let target = meta::vmx::index_to_name(
+                match self.disk_bus {
+                    Bus::Sata | Bus::Scsi => "sd",
+                    Bus::Ide => "hd",
+                    _ => "vd",
+                },
+                i as u32,
+            );
+            let output = &self.outputs.disks[i];
+            let mut r = DiskReport {
+                source: d.path.display().to_string(),
+                source_format: self.fixed.formats[i].clone(),
+                source_target: d.target.clone(),
+                target,
+                output: output.display().to_string(),
+                format: self.opts.format,
+                allocation: self.opts.allocation,
+                virtual_size: self.fixed.sizes[i],
+                bytes_written: None,
+                bytes_trimmed: None,
+            };
+            if let Some(s) = scratch {
+                self.voice.stage(&format!(
+                    "Copying disk {}/{n} to {}",
+                    i + 1,
+                    output.display()
+                ))?;
+                let mut src = block::open(&self.fixed.overlays[i])?;
+                if let Some(u) = unused {
+                    let t = Trimmed::new(src, u.disks[i].clone())?;
+                    r.bytes_trimmed = Some(t.trimmed_bytes());
+                    src = Arc::new(t);
+                }
+                let tmp_out = s.0.join(output.file_name().unwrap_or_default());
+                let stats = copy_disk(self.opts, self.voice, &src, &tmp_out, i + 1, n)?;
+                r.bytes_written = Some(stats.bytes_written);
+            }
+            reports.push(r);
+        }
+        Ok(reports)
+    }
+}
+
+/// The target's libvirt domain: the source's, with the converted disks in place of its hard
+/// disks (its CD-ROMs and floppies kept) and the chosen bus and NIC model.
+fn domain_xml(
+    opts: &Options,
+    src: &Source,
+    name: &str,
+    outputs: &[PathBuf],
+    disk_bus: Bus,
+    nic_model: &str,
+) -> Result<String> {
     let mut target_src = src.clone();
-    target_src.name = Some(name.clone());
+    target_src.name = Some(name.to_string());
     target_src.disks = outputs
         .iter()
         .map(|o| Disk {
@@ -1004,58 +1177,36 @@ pub fn run(opts: &Options, sink: Sink) -> Result<Conversion> {
     let target = libvirt::Target {
         machine: opts.machine,
         disk_bus,
-        nic_model: nic_model.clone(),
+        nic_model: nic_model.to_string(),
         networks: opts.networks.clone(),
         bridges: opts.bridges.clone(),
         ..libvirt::Target::default()
     };
-    let xml = libvirt::write_domain(&target_src, &target).map_err(Error::Usage)?;
+    libvirt::write_domain(&target_src, &target).map_err(Error::Usage)
+}
 
-    if let Some(s) = &scratch {
-        let tmp_xml = s.0.join(format!("{name}.xml"));
-        write_synced(&tmp_xml, xml.as_bytes())?;
-        voice.stage("Finishing off")?;
-        let mut done: Vec<&Path> = Vec::new();
-        let finals = outputs.iter().chain([&xml_path]);
-        for dst in finals {
-            let tmp = s.0.join(dst.file_name().unwrap_or_default());
-            if let Err(e) = publish(&tmp, dst) {
-                for p in done {
-                    let _ = std::fs::remove_file(p);
-                }
-                return Err(e);
+/// Writes the domain XML beside the copied disks in the scratch directory, then gives each
+/// its final name; a failure removes the names already given, so the output directory holds
+/// only what it held before.
+fn publish_all(s: &Scratch, outputs: &Outputs, name: &str, xml: &str, voice: &Voice) -> Result<()> {
+    let tmp_xml = s.0.join(format!("{name}.xml"));
+    write_synced(&tmp_xml, xml.as_bytes())?;
+    voice.stage("Finishing off")?;
+    let mut done: Vec<&Path> = Vec::new();
+    for dst in outputs.disks.iter().chain([&outputs.xml]) {
+        let tmp = s.0.join(dst.file_name().unwrap_or_default());
+        if let Err(e) = publish(&tmp, dst) {
+            for p in done {
+                let _ = std::fs::remove_file(p);
             }
-            done.push(dst);
+            return Err(e);
         }
-        if let Ok(d) = std::fs::File::open(&out_dir) {
-            let _ = d.sync_all();
-        }
+        done.push(dst);
     }
-    drop(scratch);
-
-    let report = Report {
-        name,
-        input: input.to_string(),
-        source_file,
-        dry_run: opts.dry_run,
-        guest,
-        machine: match opts.machine {
-            libvirt::Machine::Q35 => "q35",
-            libvirt::Machine::Pc => "pc",
-        },
-        disk_bus: bus_name(disk_bus),
-        nic_model,
-        disks: reports,
-        xml: xml_path.display().to_string(),
-        rules: plan.rules.clone(),
-        changed_paths: plan.changes.len(),
-        trim: unused.map(|u| u.volumes).unwrap_or_default(),
-        warnings: voice.warnings,
-        diff: opts.dry_run.then(|| plan.diff()),
-        domain_xml: opts.dry_run.then_some(xml),
-        seconds: start.elapsed().as_secs_f64(),
-    };
-    Ok(Conversion { report, plan })
+    if let Ok(d) = std::fs::File::open(&outputs.dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 /// Writes `data` to a new file `path` and syncs it.

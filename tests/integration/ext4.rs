@@ -632,3 +632,60 @@ fn unused_space_is_what_dumpe2fs_lists_free() {
     let e = unused_err(&img);
     assert!(e.contains("journal"), "{e}");
 }
+
+/// Damage is reported with the structure, its byte position on the device and the values
+/// expected and found: the superblock's magic, and a file's inode whose checksum no longer
+/// matches (one byte changed at the position debugfs gives for it).
+#[test]
+fn damage_names_structure_offset_and_values() {
+    if !common::have_tools(&["mkfs.ext4", "debugfs"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"content").unwrap();
+    let image = tmp.path().join("fs.img");
+    mkfs(&image, &src, "8M", &["-b", "1024", "-O", "metadata_csum"]);
+    let orig = std::fs::read(&image).unwrap();
+
+    let mut bad = orig.clone();
+    bad[1024 + 0x38] = 0x54;
+    let err = Ext4::open(Arc::new(MemDevice(bad))).err().unwrap();
+    let c = err.corruption().unwrap_or_else(|| panic!("{err}"));
+    assert_eq!((c.what, c.offset), ("superblock", Some(0x438)), "{err}");
+    let m = c.mismatch.as_ref().unwrap();
+    assert_eq!(
+        (m.expected.as_str(), m.found.as_str()),
+        ("0xef53", "0xef54")
+    );
+    assert!(err.to_string().contains("at offset 0x438"), "{err}");
+
+    // "Inode 12 is part of block group 0\n\tlocated at block 36, offset 0x0b00"
+    let imap = common::run_tool("debugfs", &["-R", "imap /f", image.to_str().unwrap()]);
+    let nums: Vec<u64> = imap
+        .split(|c: char| !c.is_ascii_hexdigit() && c != 'x')
+        .filter_map(|w| match w.strip_prefix("0x") {
+            Some(h) => u64::from_str_radix(h, 16).ok(),
+            None => w.parse().ok(),
+        })
+        .collect();
+    let (ino, blk, off) = (nums[0], nums[2], nums[3]);
+    let at = blk * 1024 + off;
+    let mut bad = orig;
+    // i_mtime: covered by the checksum, checked by nothing before it.
+    bad[at as usize + 0x10] ^= 0x01;
+    let fs = Ext4::open(Arc::new(MemDevice(bad))).unwrap();
+    let err = fs.getattr(ino).unwrap_err();
+    let c = err.corruption().unwrap_or_else(|| panic!("{err}"));
+    assert_eq!((c.what, c.ino, c.block), ("inode", ino, blk), "{err}");
+    assert_eq!(c.offset, Some(at), "{err}");
+    let m = c.mismatch.as_ref().unwrap();
+    assert_ne!(m.expected, m.found, "{err}");
+    assert!(
+        err.to_string().contains(&format!(
+            "corrupt inode (inode {ino}, block {blk}) at offset {at:#x}: checksum mismatch: expected "
+        )),
+        "{err}"
+    );
+}

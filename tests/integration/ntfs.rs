@@ -603,7 +603,7 @@ fn wof_compressed_files() {
     let lzx = resolve(&fs, b"lzx");
     assert!(matches!(
         fs.read(lzx, 0, &mut [0u8; 100]),
-        Err(FsError::Corrupt { .. })
+        Err(FsError::Corrupt(_))
     ));
 }
 
@@ -706,10 +706,7 @@ fn damaged_volumes() {
     torn[at] ^= 0xff;
     let fs = Ntfs::open(Arc::new(MemDevice(torn))).unwrap();
     let d = resolve(&fs, b"a/b/c/d");
-    assert!(matches!(
-        fs.lookup(d, b"deep"),
-        Err(FsError::Corrupt { .. })
-    ));
+    assert!(matches!(fs.lookup(d, b"deep"), Err(FsError::Corrupt(_))));
     assert_eq!(fs.lookup(fs.root_ino(), b"size1").unwrap().size, 1);
     drop(fs);
 

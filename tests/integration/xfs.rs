@@ -1382,7 +1382,7 @@ fn bad_block_is_eio_for_its_object_only() {
     bad[at + 200] ^= 0x10;
     let fs = Xfs::open(Arc::new(MemDevice(bad))).unwrap();
     let err = kernel::list(&fs, big.ino, 1000).unwrap_err();
-    assert!(matches!(err, FsError::Corrupt { .. }), "{err}");
+    assert!(matches!(err, FsError::Corrupt(_)), "{err}");
     assert!(fs.lookup(big.ino, b"name-7").is_err());
     for (path, e) in &before {
         if path.starts_with(b"big/") || path == b"big" {
@@ -1454,5 +1454,63 @@ fn refuses_what_it_cannot_read() {
         fs.info().uuid.to_vec(),
         orig[32..48].to_vec(),
         "the superblock's UUID"
+    );
+}
+
+/// Damage is reported with the structure, its byte position on the device and the values
+/// expected and found: the superblock's magic and the root inode's CRC, bytes changed at the
+/// positions xfs_db gives for them.
+#[test]
+fn damage_names_structure_offset_and_values() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let image = tmp.path().join("small.img");
+    mkfs_small(&image, &[], None);
+    let orig = std::fs::read(&image).unwrap();
+    let mut bad = orig.clone();
+    bad[0] = b'Y';
+    let err = Xfs::open(Arc::new(MemDevice(bad))).err().unwrap();
+    let c = err.corruption().unwrap_or_else(|| panic!("{err}"));
+    assert_eq!((c.what, c.offset), ("xfs superblock", Some(0)), "{err}");
+    let m = c.mismatch.as_ref().unwrap();
+    assert_eq!(
+        (m.expected.as_str(), m.found.as_str()),
+        ("0x58465342", "0x59465342")
+    );
+    assert!(err.to_string().contains("at offset 0x0"), "{err}");
+
+    let img = image.to_str().unwrap();
+    let root = common::run_tool("xfs_db", &["-r", "-c", "sb 0", "-c", "p rootino", img]);
+    let ino: u64 = root
+        .trim()
+        .trim_start_matches("rootino = ")
+        .parse()
+        .unwrap();
+    // "0x18000 (98304)"
+    let byte = common::run_tool(
+        "xfs_db",
+        &["-r", "-c", &format!("convert ino {ino} byte"), img],
+    );
+    let at: usize = byte
+        .split(['(', ')'])
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("xfs_db convert: {byte}"));
+    let mut bad = orig;
+    // di_atime: inside the CRC's coverage, outside every field the reader checks first.
+    bad[at + 0x20] ^= 0x40;
+    let err = Xfs::open(Arc::new(MemDevice(bad))).err().unwrap();
+    let c = err.corruption().unwrap_or_else(|| panic!("{err}"));
+    assert_eq!((c.what, c.ino), ("xfs inode", ino), "{err}");
+    assert_eq!(c.offset, Some(at as u64), "{err}");
+    assert!(c.detail.contains("CRC"), "{err}");
+    let m = c.mismatch.as_ref().unwrap();
+    assert_ne!(m.expected, m.found, "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("corrupt xfs inode (inode {ino}, block ")),
+        "{err}"
     );
 }

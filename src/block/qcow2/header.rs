@@ -171,8 +171,6 @@ impl Header {
     /// Parses and validates the header from the image's first cluster (or as much of the file as
     /// exists, at least 72 bytes). `path` and `file_len` are for error messages and bounds.
     pub fn parse(buf: &[u8], path: &Path, file_len: u64) -> Result<Self> {
-        let bad =
-            |offset: u64, detail: String| Error::corrupt(path, "qcow2 header", offset, detail);
         let Ok((raw, _)) = RawHeader::read_from_prefix(buf) else {
             return Err(Error::Truncated {
                 path: path.into(),
@@ -182,8 +180,29 @@ impl Header {
                 file_len,
             });
         };
+        let mut h = Header::from_v2(&raw, path)?;
+        // Extensions and the backing file name must lie in the first cluster.
+        let buf = &buf[..buf.len().min(h.cluster_size() as usize)];
+        if h.version >= 3 {
+            h.read_v3(buf, path, file_len)?;
+        }
+        h.check_tables(path)?;
+        h.read_backing_name(buf, path)?;
+        h.read_extensions(buf, path)?;
+        h.check_features(path)?;
+        Ok(h)
+    }
+
+    /// The version-2 part every image has, with the version-3 fields at their v2 meanings
+    /// (no features, 16-bit refcounts, zlib); refuses what is not a qcow2 image at all.
+    fn from_v2(raw: &RawHeader, path: &Path) -> Result<Self> {
         if raw.magic.get() != MAGIC {
-            return Err(bad(v2_at!(magic), "bad magic (not a qcow2 image)".into()));
+            return Err(Error::corrupt(
+                path,
+                "qcow2 header",
+                v2_at!(magic),
+                "bad magic (not a qcow2 image)",
+            ));
         }
         let version = raw.version.get();
         if version != 2 && version != 3 {
@@ -194,17 +213,16 @@ impl Header {
         }
         let cluster_bits = raw.cluster_bits.get();
         if !(MIN_CLUSTER_BITS..=MAX_CLUSTER_BITS).contains(&cluster_bits) {
-            return Err(bad(
+            return Err(Error::corrupt(
+                path,
+                "qcow2 header",
                 v2_at!(cluster_bits),
                 format!(
                     "cluster_bits {cluster_bits} outside {MIN_CLUSTER_BITS}..={MAX_CLUSTER_BITS}"
                 ),
             ));
         }
-        let cluster_size = 1u64 << cluster_bits;
-        // Extensions and the backing file name must lie in the first cluster.
-        let buf = &buf[..buf.len().min(cluster_size as usize)];
-        let mut h = Header {
+        Ok(Header {
             version,
             backing_file_offset: raw.backing_file_offset.get(),
             backing_file_size: raw.backing_file_size.get(),
@@ -228,128 +246,145 @@ impl Header {
             data_file: None,
             has_bitmaps: false,
             feature_names: Vec::new(),
+        })
+    }
+
+    /// The version-3 tail: feature masks, refcount order, header length and compression type.
+    /// `buf` is the first cluster (or less, when the file is shorter).
+    fn read_v3(&mut self, buf: &[u8], path: &Path, file_len: u64) -> Result<()> {
+        let bad =
+            |offset: u64, detail: String| Error::corrupt(path, "qcow2 header", offset, detail);
+        let Ok((v3, _)) = RawHeaderV3::read_from_prefix(buf.get(V2_LEN..).unwrap_or(&[])) else {
+            return Err(Error::Truncated {
+                path: path.into(),
+                what: "qcow2 v3 header",
+                offset: 0,
+                len: V3_LEN as u64,
+                file_len,
+            });
         };
-        if version >= 3 {
-            let Ok((v3, _)) = RawHeaderV3::read_from_prefix(buf.get(V2_LEN..).unwrap_or(&[]))
-            else {
-                return Err(Error::Truncated {
-                    path: path.into(),
-                    what: "qcow2 v3 header",
-                    offset: 0,
-                    len: V3_LEN as u64,
-                    file_len,
-                });
-            };
-            h.incompatible_features = v3.incompatible_features.get();
-            h.compatible_features = v3.compatible_features.get();
-            h.autoclear_features = v3.autoclear_features.get();
-            h.refcount_order = v3.refcount_order.get();
-            h.header_length = v3.header_length.get();
-            if (h.header_length as usize) < V3_LEN || u64::from(h.header_length) > cluster_size {
-                return Err(bad(
-                    v3_at!(header_length),
-                    format!(
-                        "header_length {} outside {V3_LEN}..={cluster_size}",
-                        h.header_length
-                    ),
-                ));
-            }
-            if h.header_length as usize > buf.len() {
-                return Err(Error::Truncated {
-                    path: path.into(),
-                    what: "qcow2 header",
-                    offset: 0,
-                    len: h.header_length.into(),
-                    file_len,
-                });
-            }
-            if h.refcount_order > 6 {
-                return Err(bad(
-                    v3_at!(refcount_order),
-                    format!("refcount_order {} > 6", h.refcount_order),
-                ));
-            }
-            if h.header_length as usize > V3_LEN {
-                // Within buf: header_length was checked against it above. The padding that
-                // completes RawCompressionType may be absent (header_length 105..112).
-                let at = V3_LEN + offset_of!(RawCompressionType, compression_type);
-                h.compression = match buf[at] {
-                    0 => Compression::Zlib,
-                    1 => Compression::Zstd,
-                    t => {
-                        return Err(Error::unsupported(
-                            path,
-                            format!("unknown qcow2 compression type {t}"),
-                        ))
-                    }
-                };
-            }
-            let has_bit = h.incompatible_features & INCOMPAT_COMPRESSION != 0;
-            if has_bit != (h.compression != Compression::Zlib) {
-                return Err(bad(
-                    v3_at!(incompatible_features),
-                    "compression type and its incompatible feature bit disagree".into(),
-                ));
-            }
+        self.incompatible_features = v3.incompatible_features.get();
+        self.compatible_features = v3.compatible_features.get();
+        self.autoclear_features = v3.autoclear_features.get();
+        self.refcount_order = v3.refcount_order.get();
+        self.header_length = v3.header_length.get();
+        let cluster_size = self.cluster_size();
+        if (self.header_length as usize) < V3_LEN || u64::from(self.header_length) > cluster_size {
+            return Err(bad(
+                v3_at!(header_length),
+                format!(
+                    "header_length {} outside {V3_LEN}..={cluster_size}",
+                    self.header_length
+                ),
+            ));
         }
-        if h.crypt_method != 0 {
+        if self.header_length as usize > buf.len() {
+            return Err(Error::Truncated {
+                path: path.into(),
+                what: "qcow2 header",
+                offset: 0,
+                len: self.header_length.into(),
+                file_len,
+            });
+        }
+        if self.refcount_order > 6 {
+            return Err(bad(
+                v3_at!(refcount_order),
+                format!("refcount_order {} > 6", self.refcount_order),
+            ));
+        }
+        if self.header_length as usize > V3_LEN {
+            // Within buf: header_length was checked against it above. The padding that
+            // completes RawCompressionType may be absent (header_length 105..112).
+            let at = V3_LEN + offset_of!(RawCompressionType, compression_type);
+            self.compression = match buf[at] {
+                0 => Compression::Zlib,
+                1 => Compression::Zstd,
+                t => {
+                    return Err(Error::unsupported(
+                        path,
+                        format!("unknown qcow2 compression type {t}"),
+                    ))
+                }
+            };
+        }
+        let has_bit = self.incompatible_features & INCOMPAT_COMPRESSION != 0;
+        if has_bit != (self.compression != Compression::Zlib) {
+            return Err(bad(
+                v3_at!(incompatible_features),
+                "compression type and its incompatible feature bit disagree".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks what the reader will trust about the L1 table and encryption: the table is
+    /// aligned, covers the virtual size, and stays within qemu's bound.
+    fn check_tables(&self, path: &Path) -> Result<()> {
+        let bad =
+            |offset: u64, detail: String| Error::corrupt(path, "qcow2 header", offset, detail);
+        if self.crypt_method != 0 {
             return Err(Error::unsupported(
                 path,
                 format!(
                     "encrypted qcow2 images (crypt_method {}) are not supported",
-                    h.crypt_method
+                    self.crypt_method
                 ),
             ));
         }
-        if h.l1_table_offset % cluster_size != 0 {
+        let cluster_size = self.cluster_size();
+        if self.l1_table_offset % cluster_size != 0 {
             return Err(bad(
                 v2_at!(l1_table_offset),
                 format!(
                     "L1 table offset {:#x} is not cluster-aligned",
-                    h.l1_table_offset
+                    self.l1_table_offset
                 ),
             ));
         }
-        // The L1 table must cover the virtual size, and is bounded as qemu bounds it.
-        let bytes_per_l2 = cluster_size * (cluster_size / h.l2_entry_size());
-        let needed = h.size.div_ceil(bytes_per_l2);
+        let bytes_per_l2 = cluster_size * (cluster_size / self.l2_entry_size());
+        let needed = self.size.div_ceil(bytes_per_l2);
         if needed.saturating_mul(8) > MAX_L1_BYTES {
             return Err(bad(
                 v2_at!(size),
                 format!(
                     "virtual size {} is too large (L1 table would exceed {} MiB)",
-                    h.size,
+                    self.size,
                     MAX_L1_BYTES >> 20
                 ),
             ));
         }
-        if u64::from(h.l1_size) < needed {
+        if u64::from(self.l1_size) < needed {
             return Err(bad(
                 v2_at!(l1_size),
                 format!(
                     "L1 table of {} entries cannot cover the virtual size {} ({needed} needed)",
-                    h.l1_size, h.size
+                    self.l1_size, self.size
                 ),
             ));
         }
-        if u64::from(h.l1_size) * 8 > MAX_L1_BYTES {
+        if u64::from(self.l1_size) * 8 > MAX_L1_BYTES {
             return Err(bad(
                 v2_at!(l1_size),
                 format!(
                     "L1 table of {} entries exceeds {} MiB",
-                    h.l1_size,
+                    self.l1_size,
                     MAX_L1_BYTES >> 20
                 ),
             ));
         }
-        h.read_backing_name(buf, path)?;
-        h.read_extensions(buf, path)?;
-        let unknown = h.incompatible_features & !INCOMPAT_KNOWN;
+        Ok(())
+    }
+
+    /// Refuses incompatible features ferry does not implement, named from the feature name
+    /// table when the image has one (so the user reads "'foo' (bit 7)", not just a number).
+    fn check_features(&self, path: &Path) -> Result<()> {
+        let unknown = self.incompatible_features & !INCOMPAT_KNOWN;
         if unknown != 0 {
             let names: Vec<String> = (0..64)
                 .filter(|b| unknown & (1 << b) != 0)
                 .map(|b| {
-                    h.feature_names
+                    self.feature_names
                         .iter()
                         .find(|(t, bit, _)| *t == 0 && u32::from(*bit) == b)
                         .map(|(_, _, n)| format!("'{n}' (bit {b})"))
@@ -364,16 +399,16 @@ impl Header {
                 ),
             ));
         }
-        if h.incompatible_features & INCOMPAT_DATA_FILE != 0 {
+        if self.incompatible_features & INCOMPAT_DATA_FILE != 0 {
             return Err(Error::unsupported(
                 path,
                 format!(
                     "qcow2 images with an external data file ({}) are not supported",
-                    h.data_file.as_deref().unwrap_or("name not recorded")
+                    self.data_file.as_deref().unwrap_or("name not recorded")
                 ),
             ));
         }
-        Ok(h)
+        Ok(())
     }
 
     /// Bytes per L2 entry: 8, or 16 with extended L2 (an extra subcluster bitmap).

@@ -140,16 +140,20 @@ fn inode_csum(seed: u32, slot: &[u8]) -> Option<(u32, bool)> {
 
 /// Whether the inode slot `slot` carries the right checksum (see `inode_csum`).
 pub fn inode_ok(seed: u32, slot: &[u8]) -> bool {
-    let Some((c, hi)) = inode_csum(seed, slot) else {
-        return false;
-    };
+    inode_sums(seed, slot).is_some_and(|(computed, stored)| computed == stored)
+}
+
+/// The checksum of the inode slot `slot` and the one it stores, both as wide as the slot
+/// stores it (16 bits without i_checksum_hi); None when the slot cannot hold one.
+pub fn inode_sums(seed: u32, slot: &[u8]) -> Option<(u32, u32)> {
+    let (c, hi) = inode_csum(seed, slot)?;
     let mut provided = u32::from(le16(slot, I_CSUM_LO));
     let mut mask = 0xffff;
     if hi {
         provided |= u32::from(le16(slot, I_CSUM_HI)) << 16;
         mask = !0;
     }
-    provided == c & mask
+    Some((c & mask, provided))
 }
 
 /// Stores the checksum of the inode slot `slot` (see `inode_csum`).

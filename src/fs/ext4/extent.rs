@@ -30,13 +30,16 @@ pub(crate) fn header(node: &[u8], ino: u64, blk: u64) -> Result<Header> {
     }
     let magic = le16(node, 0);
     if magic != MAGIC {
-        return Err(bad(format!("magic {magic:#06x}, expected {MAGIC:#06x}")));
+        return Err(
+            bad("eh_magic".into()).expected(format!("{MAGIC:#06x}"), format!("{magic:#06x}"))
+        );
     }
     let entries = usize::from(le16(node, 2));
     let max = usize::from(le16(node, 4));
     let fit = (node.len() - HEADER_LEN) / ENTRY_LEN;
     if entries > max || max > fit {
-        return Err(bad(format!("{entries} entries, max {max}, room for {fit}")));
+        return Err(bad(format!("eh_entries {entries}, eh_max {max}"))
+            .expected(format!("at most {} entries", max.min(fit)), entries));
     }
     Ok(Header {
         entries,

@@ -227,10 +227,11 @@ impl Ext4 {
                 what,
                 ino,
                 blk,
-                format!(
-                    "block {blk} (+{count}) is outside the filesystem ({} blocks)",
-                    self.sb.blocks_count
-                ),
+                format!("block {blk} (+{count}) is outside the filesystem"),
+            )
+            .expected(
+                format!("blocks 1..{}", self.sb.blocks_count),
+                format!("{blk}..{}", blk.saturating_add(count)),
             )),
         }
     }
@@ -255,10 +256,22 @@ impl Ext4 {
     /// Logs damage once per object (FUSE asks about the same inode again and again); returns
     /// the error that reports it.
     fn damage(&self, what: &'static str, ino: u64, blk: u64, detail: String) -> FsError {
-        if self.reported.lock().put((what, ino, blk), ()).is_none() {
-            log::error!("ext4: {what} (inode {ino}, block {blk}): {detail}");
+        self.report(FsError::corrupt(what, ino, blk, detail))
+    }
+
+    /// Logs `e` once per damaged object; returns it.
+    fn report(&self, e: FsError) -> FsError {
+        if let Some(c) = e.corruption() {
+            if self
+                .reported
+                .lock()
+                .put((c.what, c.ino, c.block), ())
+                .is_none()
+            {
+                log::error!("ext4: {e}");
+            }
         }
-        FsError::corrupt(what, ino, blk, detail)
+        e
     }
 
     /// A metadata block verified once with `check` when metadata_csum is on (the checksum
@@ -280,7 +293,10 @@ impl Ext4 {
                 self.verified.lock().put(blk, (what, ino));
                 Ok(b)
             }
-            Err(d) => Err(self.damage(what, ino, blk, format!("checksum mismatch: {d}"))),
+            Err(d) => {
+                let e = FsError::corrupt(what, ino, blk, format!("checksum mismatch: {d}"));
+                Err(self.report(e.at(blk * u64::from(self.block_size()))))
+            }
         }
     }
 
@@ -341,14 +357,23 @@ impl Ext4 {
         // OK: the inode size is a power of two <= the block size, so the slot fits the block.
         let at = (pos % bs) as usize;
         let slot = &block[at..at + isz as usize];
+        let offset = blk * bs + at as u64;
         if self.sb.metadata_csum {
             // OK: ino <= s_inodes_count, a u32.
             let seed = csum::inode_seed(self.sb.csum_seed, ino as u32, le32(slot, 0x64));
-            if !csum::inode_ok(seed, slot) {
-                return Err(self.damage("inode", ino, blk, "checksum mismatch".into()));
+            match csum::inode_sums(seed, slot) {
+                Some((computed, stored)) if computed == stored => {}
+                sums => {
+                    let e = FsError::corrupt("inode", ino, blk, "checksum mismatch");
+                    let e = match sums {
+                        Some((c, s)) => e.expected(format!("{c:#x}"), format!("{s:#x}")),
+                        None => e,
+                    };
+                    return Err(self.report(e.at(offset)));
+                }
             }
         }
-        Inode::parse(slot, ino, &self.sb)
+        Inode::parse(slot, ino, &self.sb).map_err(|e| e.in_block(blk).at(offset))
     }
 
     /// Maps logical block `lblk` of `inode` through its extent tree or block map.
@@ -466,7 +491,7 @@ impl Ext4 {
                 match (walked, damaged.as_deref_mut()) {
                     (Ok(true), _) => {}
                     (Ok(false), _) => return Ok(()),
-                    (Err(e @ FsError::Corrupt { .. }), Some(slot)) => {
+                    (Err(e @ FsError::Corrupt(_)), Some(slot)) => {
                         slot.get_or_insert(e);
                     }
                     (Err(e), _) => return Err(e),

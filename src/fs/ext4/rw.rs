@@ -363,7 +363,7 @@ impl Ext4 {
             rw.freed.lock().clear();
             *rw.sb_raw.lock() = sb_before;
             rw.sb_dirty.store(false, Ordering::Relaxed);
-            if matches!(e, FsError::Corrupt { .. } | FsError::Io(_)) {
+            if matches!(e, FsError::Corrupt(_) | FsError::Io(_)) {
                 rw.failed.store(true, Ordering::Relaxed);
                 log::error!("ext4: {e}; the filesystem is read-only from now on");
             }

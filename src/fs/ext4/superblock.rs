@@ -83,6 +83,11 @@ const INCOMPAT_NAMES: &[(u32, &str)] = &[
     (INCOMPAT_DIRDATA, "dirdata"),
 ];
 
+/// Damage in the primary superblock; `field` is the byte offset of the field within it.
+fn bad(field: u64, detail: String) -> FsError {
+    FsError::corrupt("superblock", 0, 0, detail).at(SUPERBLOCK_OFFSET + field)
+}
+
 #[derive(Clone, Debug)]
 pub struct Superblock {
     pub inodes_count: u32,
@@ -137,16 +142,30 @@ pub struct Superblock {
 impl Superblock {
     /// Parses and validates the 1024-byte superblock.
     pub fn parse(b: &[u8]) -> Result<Self> {
-        let bad = |detail: String| FsError::corrupt("superblock", 0, 0, detail);
         if b.len() < SUPERBLOCK_SIZE {
-            return Err(bad(format!("only {} bytes", b.len())));
+            return Err(bad(0, format!("only {} bytes", b.len())));
         }
         let magic = le16(b, 0x38);
         if magic != MAGIC {
-            return Err(bad(format!(
-                "magic {magic:#06x}, expected {MAGIC:#06x}: not ext2/3/4"
-            )));
+            return Err(FsError::mismatch(
+                "superblock",
+                0,
+                "s_magic: not ext2/3/4",
+                format!("{MAGIC:#06x}"),
+                format!("{magic:#06x}"),
+            )
+            .at(SUPERBLOCK_OFFSET + 0x38));
         }
+        let mut sb = Self::read_fields(b);
+        sb.check_incompat()?;
+        sb.read_checksum_setup(b);
+        sb.check_geometry(b)?;
+        Ok(sb)
+    }
+
+    /// The fields as stored, with revision 0's fixed values and the 64bit high halves; the
+    /// derived ones (group count, cluster bits, checksum seed) are filled in later.
+    fn read_fields(b: &[u8]) -> Self {
         let hi = |lo: u32, at: usize, is64: bool| {
             u64::from(lo)
                 | if is64 {
@@ -201,120 +220,158 @@ impl Superblock {
         };
         sb.uuid.copy_from_slice(&b[0x68..0x78]);
         sb.volume_name.copy_from_slice(&b[0x78..0x88]);
+        sb
+    }
 
-        let unknown = sb.feature_incompat & !INCOMPAT_SUPPORTED;
-        if unknown != 0 {
-            let names: Vec<String> = INCOMPAT_NAMES
-                .iter()
-                .filter(|(bit, _)| unknown & bit != 0)
-                .map(|(_, n)| (*n).to_string())
-                .collect();
-            let rest = unknown & !INCOMPAT_NAMES.iter().fold(0, |a, (bit, _)| a | bit);
-            let mut what = names.join(", ");
-            if rest != 0 {
-                if !what.is_empty() {
-                    what.push_str(", ");
-                }
-                what.push_str(&format!("unknown bits {rest:#x}"));
-            }
-            return Err(FsError::Unsupported(format!(
-                "ext4 incompatible features ferry cannot read yet: {what}"
-            )));
+    /// Refuses INCOMPAT features this reader does not understand, naming the known ones.
+    fn check_incompat(&self) -> Result<()> {
+        let unknown = self.feature_incompat & !INCOMPAT_SUPPORTED;
+        if unknown == 0 {
+            return Ok(());
         }
-        sb.csum_seed = if sb.has_incompat(INCOMPAT_CSUM_SEED) {
+        let names: Vec<String> = INCOMPAT_NAMES
+            .iter()
+            .filter(|(bit, _)| unknown & bit != 0)
+            .map(|(_, n)| (*n).to_string())
+            .collect();
+        let rest = unknown & !INCOMPAT_NAMES.iter().fold(0, |a, (bit, _)| a | bit);
+        let mut what = names.join(", ");
+        if rest != 0 {
+            if !what.is_empty() {
+                what.push_str(", ");
+            }
+            what.push_str(&format!("unknown bits {rest:#x}"));
+        }
+        Err(FsError::Unsupported(format!(
+            "ext4 incompatible features ferry cannot read yet: {what}"
+        )))
+    }
+
+    /// The checksum seed, and whether metadata checksums are verified: only with crc32c, the
+    /// one algorithm metadata_csum defines.
+    fn read_checksum_setup(&mut self, b: &[u8]) {
+        self.csum_seed = if self.has_incompat(INCOMPAT_CSUM_SEED) {
             le32(b, 0x270)
         } else {
-            csum::uuid_seed(&sb.uuid)
+            csum::uuid_seed(&self.uuid)
         };
-        if sb.has_ro_compat(RO_COMPAT_METADATA_CSUM) {
-            let kind = b[0x175];
-            if kind != CSUM_TYPE_CRC32C {
-                log::error!(
-                    "ext4: metadata_csum with unknown checksum type {kind}; checksums are not \
-                     verified"
-                );
-            } else {
-                sb.metadata_csum = true;
-                // The kernel refuses to mount here. ferry only reads, and every field it uses
-                // is validated below, so a stale or damaged superblock checksum is reported
-                // and the filesystem still opened: the other structures keep their checksums.
-                if !csum::superblock_ok(b) {
-                    log::error!(
-                        "ext4: superblock checksum mismatch (stored {:#010x}, computed \
-                         {:#010x}); reading on, but the superblock may be damaged",
-                        le32(b, csum::SUPERBLOCK_CSUM_OFF),
-                        csum::raw(!0, &b[..csum::SUPERBLOCK_CSUM_OFF])
-                    );
-                }
-            }
+        if !self.has_ro_compat(RO_COMPAT_METADATA_CSUM) {
+            return;
         }
-        if sb.has_ro_compat(RO_COMPAT_BIGALLOC) {
+        let kind = b[0x175];
+        if kind != CSUM_TYPE_CRC32C {
+            log::error!(
+                "ext4: metadata_csum with unknown checksum type {kind}; checksums are not \
+                 verified"
+            );
+            return;
+        }
+        self.metadata_csum = true;
+        // The kernel refuses to mount here. ferry only reads, and every field it uses is
+        // validated in check_geometry, so a stale or damaged superblock checksum is reported
+        // and the filesystem still opened: the other structures keep their checksums.
+        if !csum::superblock_ok(b) {
+            log::error!(
+                "ext4: superblock checksum mismatch (stored {:#010x}, computed {:#010x}); \
+                 reading on, but the superblock may be damaged",
+                le32(b, csum::SUPERBLOCK_CSUM_OFF),
+                csum::raw(!0, &b[..csum::SUPERBLOCK_CSUM_OFF])
+            );
+        }
+    }
+
+    /// Checks everything the reader later trusts about the geometry, and derives the
+    /// cluster bits and the group count.
+    fn check_geometry(&mut self, b: &[u8]) -> Result<()> {
+        if self.has_ro_compat(RO_COMPAT_BIGALLOC) {
             // s_log_cluster_size, in the same units as s_log_block_size; a cluster is at most
             // 2^16 blocks (the kernel's limit).
             let log_cluster = le32(b, 0x1c);
-            match log_cluster.checked_sub(sb.log_block_size) {
-                Some(bits) if bits <= 16 => sb.cluster_bits = bits,
+            match log_cluster.checked_sub(self.log_block_size) {
+                Some(bits) if bits <= 16 => self.cluster_bits = bits,
                 _ => {
-                    return Err(bad(format!(
-                        "s_log_cluster_size {log_cluster} with s_log_block_size {}",
-                        sb.log_block_size
-                    )))
+                    return Err(bad(
+                        0x1c,
+                        format!(
+                            "s_log_cluster_size {log_cluster} with s_log_block_size {}",
+                            self.log_block_size
+                        ),
+                    ))
                 }
             }
         }
-        if sb.log_block_size > MAX_LOG_BLOCK_SIZE {
-            return Err(bad(format!(
-                "s_log_block_size {} (block size > 64 KiB)",
-                sb.log_block_size
-            )));
+        if self.log_block_size > MAX_LOG_BLOCK_SIZE {
+            return Err(bad(
+                0x18,
+                format!(
+                    "s_log_block_size {} (block size > 64 KiB)",
+                    self.log_block_size
+                ),
+            ));
         }
-        let bs = sb.block_size();
+        let bs = self.block_size();
         let bits_per_block = bs.saturating_mul(8);
-        if sb.blocks_per_group == 0 {
-            return Err(bad("s_blocks_per_group is 0".into()));
+        if self.blocks_per_group == 0 {
+            return Err(bad(0x20, "s_blocks_per_group is 0".into()));
         }
-        if sb.inodes_per_group == 0 || sb.inodes_per_group > bits_per_block {
-            return Err(bad(format!(
-                "s_inodes_per_group {} (must be 1..={bits_per_block}, one bitmap block)",
-                sb.inodes_per_group
-            )));
+        if self.inodes_per_group == 0 || self.inodes_per_group > bits_per_block {
+            return Err(bad(
+                0x28,
+                format!(
+                    "s_inodes_per_group {} (must be 1..={bits_per_block}, one bitmap block)",
+                    self.inodes_per_group
+                ),
+            ));
         }
         let expected_first = u32::from(bs == 1024);
         // Bigalloc with 1 KiB blocks may still start at 0; anything else is damage.
-        if sb.first_data_block > expected_first {
-            return Err(bad(format!("s_first_data_block {}", sb.first_data_block)));
+        if self.first_data_block > expected_first {
+            return Err(bad(
+                0x14,
+                format!("s_first_data_block {}", self.first_data_block),
+            ));
         }
-        if sb.blocks_count <= u64::from(sb.first_data_block) {
-            return Err(bad(format!(
-                "s_blocks_count {} leaves no groups",
-                sb.blocks_count
-            )));
+        if self.blocks_count <= u64::from(self.first_data_block) {
+            return Err(bad(
+                0x4,
+                format!("s_blocks_count {} leaves no groups", self.blocks_count),
+            ));
         }
-        let groups = (sb.blocks_count - u64::from(sb.first_data_block))
-            .div_ceil(u64::from(sb.blocks_per_group));
-        sb.group_count = u32::try_from(groups)
-            .map_err(|_| bad(format!("{groups} block groups (more than 2^32)")))?;
-        let max_inodes = u64::from(sb.group_count) * u64::from(sb.inodes_per_group);
-        if u64::from(sb.inodes_count) > max_inodes || sb.inodes_count == 0 {
-            return Err(bad(format!(
-                "s_inodes_count {} does not fit {} groups of {} inodes",
-                sb.inodes_count, sb.group_count, sb.inodes_per_group
-            )));
+        let groups = (self.blocks_count - u64::from(self.first_data_block))
+            .div_ceil(u64::from(self.blocks_per_group));
+        self.group_count = u32::try_from(groups)
+            .map_err(|_| bad(0x4, format!("{groups} block groups (more than 2^32)")))?;
+        let max_inodes = u64::from(self.group_count) * u64::from(self.inodes_per_group);
+        if u64::from(self.inodes_count) > max_inodes || self.inodes_count == 0 {
+            return Err(FsError::mismatch(
+                "superblock",
+                0,
+                format!(
+                    "s_inodes_count does not fit {} groups of {} inodes",
+                    self.group_count, self.inodes_per_group
+                ),
+                format!("1..={max_inodes}"),
+                self.inodes_count,
+            )
+            .at(SUPERBLOCK_OFFSET));
         }
-        if sb.inode_size < GOOD_OLD_INODE_SIZE
-            || !sb.inode_size.is_power_of_two()
-            || u32::from(sb.inode_size) > bs
+        if self.inode_size < GOOD_OLD_INODE_SIZE
+            || !self.inode_size.is_power_of_two()
+            || u32::from(self.inode_size) > bs
         {
-            return Err(bad(format!("s_inode_size {}", sb.inode_size)));
+            return Err(bad(0x58, format!("s_inode_size {}", self.inode_size)));
         }
-        if is64
-            && (sb.desc_size < 64
-                || sb.desc_size > MAX_DESC_SIZE
-                || !sb.desc_size.is_power_of_two())
+        if self.has_incompat(INCOMPAT_64BIT)
+            && (self.desc_size < 64
+                || self.desc_size > MAX_DESC_SIZE
+                || !self.desc_size.is_power_of_two())
         {
-            return Err(bad(format!("s_desc_size {} with 64bit", sb.desc_size)));
+            return Err(bad(
+                0xfe,
+                format!("s_desc_size {} with 64bit", self.desc_size),
+            ));
         }
-        Ok(sb)
+        Ok(())
     }
 
     pub fn block_size(&self) -> u32 {

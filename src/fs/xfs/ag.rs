@@ -55,15 +55,20 @@ pub struct AgCounts {
 
 impl Xfs {
     fn ag_sector(&self, agno: u32, sector: u64, what: &'static str) -> Result<Vec<u8>> {
-        let sect = u64::from(self.sb.sectsize);
-        let at = (u64::from(agno) * u64::from(self.sb.agblocks))
-            .checked_mul(u64::from(self.sb.blocksize))
-            .and_then(|b| b.checked_add(sector * sect))
-            .ok_or_else(|| FsError::corrupt(what, 0, 0, format!("AG {agno} overflows")))?;
+        let at = self.ag_sector_at(agno, sector, what)?;
         // OK: the sector size is at most the block size, 64 KiB.
-        let mut buf = vec![0u8; sect as usize];
+        let mut buf = vec![0u8; usize::from(self.sb.sectsize)];
         self.dev.read_at(&mut buf, at)?;
         Ok(buf)
+    }
+
+    /// The byte position of sector `sector` of AG `agno`.
+    fn ag_sector_at(&self, agno: u32, sector: u64, what: &'static str) -> Result<u64> {
+        let sect = u64::from(self.sb.sectsize);
+        (u64::from(agno) * u64::from(self.sb.agblocks))
+            .checked_mul(u64::from(self.sb.blocksize))
+            .and_then(|b| b.checked_add(sector * sect))
+            .ok_or_else(|| FsError::corrupt(what, 0, 0, format!("AG {agno} overflows")))
     }
 
     /// The AGF and AGI counters of AG `agno`, checked (magic, sequence, CRC on v5).
@@ -71,17 +76,32 @@ impl Xfs {
         let f = self.ag_sector(agno, AGF_SECTOR, "xfs AGF")?;
         let i = self.ag_sector(agno, AGI_SECTOR, "xfs AGI")?;
         let v5 = self.sb.is_v5();
-        let check = |b: &[u8], magic: u32, crc_off: usize, what: &'static str| {
-            if be32(b, 0) != magic || be32(b, 8) != agno {
-                return Err(self.damage(what, 0, u64::from(agno), "bad magic or AG number".into()));
+        let check = |b: &[u8], sector: u64, magic: u32, crc_off: usize, what: &'static str| {
+            let at = self.ag_sector_at(agno, sector, what)?;
+            // The block the sector lies in, which also tells the AGs apart in the damage log.
+            let blk = at / u64::from(self.sb.blocksize);
+            let bad = |detail: &str| {
+                FsError::corrupt(what, 0, blk, format!("AG {agno}: {detail}")).at(at)
+            };
+            if be32(b, 0) != magic {
+                let e = bad("bad magic")
+                    .expected(format!("{magic:#010x}"), format!("{:#010x}", be32(b, 0)));
+                return Err(self.report(e));
             }
-            if v5 && !crc::verify(b, crc_off) {
-                return Err(self.damage(what, 0, u64::from(agno), "CRC32c mismatch".into()));
+            if be32(b, 8) != agno {
+                return Err(self.report(bad("bad AG number").expected(agno, be32(b, 8))));
+            }
+            if v5 {
+                if let Some((computed, stored)) = crc::mismatch(b, crc_off) {
+                    let e = bad("CRC32c mismatch")
+                        .expected(format!("{computed:#010x}"), format!("{stored:#010x}"));
+                    return Err(self.report(e));
+                }
             }
             Ok(())
         };
-        check(&f, AGF_MAGIC, AGF_CRC_OFF, "xfs AGF")?;
-        check(&i, AGI_MAGIC, AGI_CRC_OFF, "xfs AGI")?;
+        check(&f, AGF_SECTOR, AGF_MAGIC, AGF_CRC_OFF, "xfs AGF")?;
+        check(&i, AGI_SECTOR, AGI_MAGIC, AGI_CRC_OFF, "xfs AGI")?;
         Ok(AgCounts {
             length: be32(&f, 12),
             flcount: be32(&f, 48),

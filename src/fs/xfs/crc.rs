@@ -14,9 +14,19 @@ pub fn compute(buf: &[u8], off: usize) -> u32 {
 
 /// Whether the CRC stored at `off` matches `buf`.
 pub fn verify(buf: &[u8], off: usize) -> bool {
+    mismatch(buf, off).is_none()
+}
+
+/// The CRC `buf` should store at `off` and the one it stores, when they differ (the stored
+/// one is 0 when the field lies outside `buf`): what an error about the mismatch shows.
+pub fn mismatch(buf: &[u8], off: usize) -> Option<(u32, u32)> {
+    let computed = compute(buf, off);
     match buf.get(off..off.saturating_add(4)) {
-        Some(s) => u32::from_le_bytes([s[0], s[1], s[2], s[3]]) == compute(buf, off),
-        None => false,
+        Some(s) => {
+            let stored = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+            (stored != computed).then_some((computed, stored))
+        }
+        None => Some((computed, 0)),
     }
 }
 

@@ -73,8 +73,17 @@ impl Inode {
     /// Parses the `inodesize` bytes of inode `ino`, checking its CRC on v5.
     pub fn parse(raw: &[u8], ino: u64, sb: &Superblock) -> Result<Inode> {
         let bad = |d: String| FsError::corrupt("xfs inode", ino, 0, d);
-        if raw.len() != usize::from(sb.inodesize) || be16(raw, 0) != MAGIC {
-            return Err(bad(format!("magic {:#06x}", be16(raw, 0))));
+        if raw.len() != usize::from(sb.inodesize) {
+            return Err(bad(format!("slot of {} bytes", raw.len())));
+        }
+        if be16(raw, 0) != MAGIC {
+            return Err(FsError::mismatch(
+                "xfs inode",
+                ino,
+                "magic",
+                format!("{MAGIC:#06x}"),
+                format!("{:#06x}", be16(raw, 0)),
+            ));
         }
         let version = raw[4];
         let core = match (version, sb.is_v5()) {
@@ -83,11 +92,23 @@ impl Inode {
             _ => return Err(bad(format!("version {version} on this filesystem"))),
         };
         if version == 3 {
-            if !crc::verify(raw, CRC_OFF) {
-                return Err(bad("CRC32c mismatch".into()));
+            if let Some((computed, stored)) = crc::mismatch(raw, CRC_OFF) {
+                return Err(FsError::mismatch(
+                    "xfs inode",
+                    ino,
+                    "CRC32c mismatch",
+                    format!("{computed:#010x}"),
+                    format!("{stored:#010x}"),
+                ));
             }
             if be64(raw, 152) != ino {
-                return Err(bad(format!("claims to be inode {}", be64(raw, 152))));
+                return Err(FsError::mismatch(
+                    "xfs inode",
+                    ino,
+                    "di_ino: the inode names another number",
+                    ino,
+                    be64(raw, 152),
+                ));
             }
             if raw[160..176] != sb.meta_uuid {
                 return Err(bad("filesystem UUID differs".into()));

@@ -276,10 +276,23 @@ impl Xfs {
 
     /// Logs damage once per object; returns the error that reports it.
     fn damage(&self, what: &'static str, ino: u64, blk: u64, detail: String) -> FsError {
-        if self.reported.lock().put((what, ino, blk), ()).is_none() {
-            ::log::error!("xfs: {what} (inode {ino}, block {blk}): {detail}");
+        self.report(FsError::corrupt(what, ino, blk, detail))
+    }
+
+    /// Logs `e` once per damaged object (FUSE asks about the same inode again and again);
+    /// returns it.
+    fn report(&self, e: FsError) -> FsError {
+        if let Some(c) = e.corruption() {
+            if self
+                .reported
+                .lock()
+                .put((c.what, c.ino, c.block), ())
+                .is_none()
+            {
+                ::log::error!("xfs: {e}");
+            }
         }
-        FsError::corrupt(what, ino, blk, detail)
+        e
     }
 
     fn read_linear(&self, linear: u64, nblocks: u64) -> Result<Vec<u8>> {
@@ -315,7 +328,9 @@ impl Xfs {
             }
         };
         if !c.verified {
-            check(&c.data).map_err(|d| self.damage(what, ino, linear, d))?;
+            let at = linear * u64::from(self.sb.blocksize);
+            check(&c.data)
+                .map_err(|d| self.report(FsError::corrupt(what, ino, linear, d).at(at)))?;
             if let Some(e) = self.cache.lock().get_mut(&key) {
                 e.verified = true;
             }
@@ -341,10 +356,9 @@ impl Xfs {
         let isz = usize::from(sb.inodesize);
         // OK: slot < inopblock, so the slot lies inside the block.
         let at = slot as usize * isz;
-        Inode::parse(&block[at..at + isz], ino, sb).map_err(|e| match e {
-            FsError::Corrupt { what, detail, .. } => self.damage(what, ino, linear, detail),
-            e => e,
-        })
+        let offset = linear * u64::from(sb.blocksize) + at as u64;
+        Inode::parse(&block[at..at + isz], ino, sb)
+            .map_err(|e| self.report(e.in_block(linear).at(offset)))
     }
 
     /// Maps logical block `lblk` of a fork.

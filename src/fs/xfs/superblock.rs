@@ -97,9 +97,21 @@ impl Superblock {
     /// Parses and validates the primary superblock from its sector (`buf` holds at least
     /// `SIZE` bytes, and the whole sector when it is as long, for the CRC).
     pub fn parse(buf: &[u8]) -> Result<Self> {
-        let bad = |d: String| FsError::corrupt("xfs superblock", 0, 0, d);
-        if buf.len() < SIZE || &buf[..4] != MAGIC {
-            return Err(bad("no XFSB magic".into()));
+        // The primary superblock is the device's first sector, so a field's position in
+        // `buf` is its byte position on the device.
+        let bad = |d: String| FsError::corrupt("xfs superblock", 0, 0, d).at(0);
+        if buf.len() < SIZE {
+            return Err(bad(format!("only {} bytes", buf.len())));
+        }
+        if &buf[..4] != MAGIC {
+            return Err(FsError::mismatch(
+                "xfs superblock",
+                0,
+                "no XFSB magic",
+                format!("{:#010x}", u32::from_be_bytes(*MAGIC)),
+                format!("{:#010x}", be32(buf, 0)),
+            )
+            .at(0));
         }
         let mut uuid = [0u8; 16];
         uuid.copy_from_slice(&buf[32..48]);
@@ -164,8 +176,15 @@ impl Superblock {
                 sb.incompat = be32(buf, 216);
                 sb.log_incompat = be32(buf, 220);
                 let sect = usize::from(sb.sectsize).min(buf.len());
-                if !crc::verify(&buf[..sect], CRC_OFF) {
-                    return Err(bad("CRC32c mismatch".into()));
+                if let Some((computed, stored)) = crc::mismatch(&buf[..sect], CRC_OFF) {
+                    return Err(FsError::mismatch(
+                        "xfs superblock",
+                        0,
+                        "CRC32c mismatch",
+                        format!("{computed:#010x}"),
+                        format!("{stored:#010x}"),
+                    )
+                    .at(CRC_OFF as u64));
                 }
                 if sb.incompat & INCOMPAT_META_UUID == 0 {
                     sb.meta_uuid = sb.uuid;

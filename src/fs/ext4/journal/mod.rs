@@ -77,17 +77,10 @@ fn with_hint(e: FsError) -> FsError {
     const HINT: &str = "; the kernel would not mount this without `noload` either: open with \
                         journal replay disabled to read the tree as it is on disk";
     match e {
-        FsError::Corrupt {
-            what,
-            ino,
-            block,
-            detail,
-        } => FsError::Corrupt {
-            what,
-            ino,
-            block,
-            detail: detail + HINT,
-        },
+        FsError::Corrupt(mut c) => {
+            c.detail.push_str(HINT);
+            FsError::Corrupt(c)
+        }
         FsError::Unsupported(s) => FsError::Unsupported(s + HINT),
         e => e,
     }
