@@ -525,6 +525,38 @@ pub struct NewInode {
     pub rdev: u64,
 }
 
+/// Damage already logged, per object (structure, inode, block): FUSE asks about the same
+/// inode again and again, and one log line per damaged object is enough. Bounded: past
+/// `DamageLog::OBJECTS`, damage seen long ago may be logged again.
+pub(crate) struct DamageLog {
+    /// The filesystem's name, prefixed to each line.
+    fs: &'static str,
+    seen: parking_lot::Mutex<lru::LruCache<(&'static str, u64, u64), ()>>,
+}
+
+impl DamageLog {
+    const OBJECTS: usize = 4096;
+
+    pub(crate) fn new(fs: &'static str) -> Self {
+        DamageLog {
+            fs,
+            seen: parking_lot::Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(Self::OBJECTS).unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
+        }
+    }
+
+    /// Logs `e` once per damaged object; returns it.
+    pub(crate) fn report(&self, e: FsError) -> FsError {
+        if let Some(c) = e.corruption() {
+            if self.seen.lock().put((c.what, c.ino, c.block), ()).is_none() {
+                log::error!("{}: {e}", self.fs);
+            }
+        }
+        e
+    }
+}
+
 /// Opens the filesystem on `dev` for writing: `dev` must be writable (an overlay, or a slice or
 /// LV of one). A filesystem ferry cannot write (yet, or because of a feature it does not handle
 /// safely) is refused with the reason, so the caller can keep it read-only.

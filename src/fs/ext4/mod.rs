@@ -52,8 +52,6 @@ pub const METADATA_CACHE_BYTES: usize = 8 << 20;
 pub const MAX_LOGICAL_BLOCKS: u64 = 1 << 32;
 /// The kernel refuses symlink targets longer than PATH_MAX (including the NUL).
 pub const MAX_SYMLINK_LEN: u64 = 4096;
-/// Damaged objects remembered so that each is logged once, not on every FUSE request.
-const REPORTED_OBJECTS: usize = 4096;
 
 /// Little-endian u16 at `at`; 0 if out of range (callers check lengths first; this only keeps a
 /// slip from becoming a panic).
@@ -118,7 +116,7 @@ pub struct Ext4 {
     /// owning inode, both part of the checksum), so that a cached block is checked once.
     verified: Mutex<LruCache<u64, (&'static str, u64)>>,
     /// Damage already logged: (structure, inode, block).
-    reported: Mutex<LruCache<(&'static str, u64, u64), ()>>,
+    reported: crate::fs::DamageLog,
     /// The writer's state; None when opened read-only.
     rw: Option<rw::RwState>,
 }
@@ -202,9 +200,7 @@ impl Ext4 {
             replay: None,
             statfs: std::sync::OnceLock::new(),
             verified: Mutex::new(LruCache::new(entries)),
-            reported: Mutex::new(LruCache::new(
-                NonZeroUsize::new(REPORTED_OBJECTS).unwrap_or(NonZeroUsize::MIN),
-            )),
+            reported: crate::fs::DamageLog::new("ext4"),
             rw: None,
         })
     }
@@ -261,17 +257,7 @@ impl Ext4 {
 
     /// Logs `e` once per damaged object; returns it.
     fn report(&self, e: FsError) -> FsError {
-        if let Some(c) = e.corruption() {
-            if self
-                .reported
-                .lock()
-                .put((c.what, c.ino, c.block), ())
-                .is_none()
-            {
-                log::error!("ext4: {e}");
-            }
-        }
-        e
+        self.reported.report(e)
     }
 
     /// A metadata block verified once with `check` when metadata_csum is on (the checksum

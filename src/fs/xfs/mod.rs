@@ -45,8 +45,6 @@ use superblock::Superblock;
 pub const METADATA_CACHE_BYTES: usize = 8 << 20;
 /// Extent lists kept in memory (per fork); lists are bounded by `bmap::MAX_EXTENTS`.
 const EXTENT_CACHE: usize = 64;
-/// Damaged objects remembered so that each is logged once.
-const REPORTED_OBJECTS: usize = 4096;
 /// Longest name in a directory entry (MAXNAMELEN - 1).
 pub const MAX_NAME_LEN: usize = 255;
 
@@ -127,7 +125,7 @@ pub struct Xfs {
     sb: Superblock,
     cache: Mutex<LruCache<Key, Cached>>,
     extent_cache: Mutex<ExtentCache>,
-    reported: Mutex<LruCache<(&'static str, u64, u64), ()>>,
+    reported: crate::fs::DamageLog,
     statfs: std::sync::OnceLock<StatFs>,
     log: log::LogState,
     replay: Option<recover::ReplayInfo>,
@@ -216,9 +214,7 @@ impl Xfs {
             extent_cache: Mutex::new(LruCache::new(
                 NonZeroUsize::new(EXTENT_CACHE).unwrap_or(NonZeroUsize::MIN),
             )),
-            reported: Mutex::new(LruCache::new(
-                NonZeroUsize::new(REPORTED_OBJECTS).unwrap_or(NonZeroUsize::MIN),
-            )),
+            reported: crate::fs::DamageLog::new("xfs"),
             statfs: std::sync::OnceLock::new(),
             log: log::LogState::Clean,
             replay: None,
@@ -282,17 +278,7 @@ impl Xfs {
     /// Logs `e` once per damaged object (FUSE asks about the same inode again and again);
     /// returns it.
     fn report(&self, e: FsError) -> FsError {
-        if let Some(c) = e.corruption() {
-            if self
-                .reported
-                .lock()
-                .put((c.what, c.ino, c.block), ())
-                .is_none()
-            {
-                ::log::error!("xfs: {e}");
-            }
-        }
-        e
+        self.reported.report(e)
     }
 
     fn read_linear(&self, linear: u64, nblocks: u64) -> Result<Vec<u8>> {
