@@ -77,6 +77,9 @@ names!(
         Extlinux = "extlinux",
         /// systemd-boot (loader/entries on the EFI system partition or /boot).
         SystemdBoot = "systemd-boot",
+        /// Windows Boot Manager (a BCD store: `\Boot\BCD` for BIOS, `\EFI\Microsoft\Boot\BCD`
+        /// on the EFI system partition for UEFI).
+        Bootmgr = "bootmgr",
         None = "none",
     }
 );

@@ -146,6 +146,10 @@ pub struct View {
     pub facts: Option<Facts>,
 }
 
+/// The EFI system partition's GPT type GUID and MBR type (as the tables' readers spell them).
+const ESP_GPT_TYPE: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
+const ESP_MBR_TYPE: &str = "ef";
+
 /// A guest: its volumes, its filesystems opened, and what inspection found.
 pub struct Guest {
     pub volumes: Vec<Volume>,
@@ -413,6 +417,9 @@ impl Guest {
                 problems.extend(tree_problems);
             }
         }
+        if os.windows.is_some() {
+            os.bootloader = self.windows_boot(device, &places);
+        }
         RootReport {
             root: device.into(),
             os,
@@ -474,6 +481,58 @@ impl Guest {
             placed = true;
         }
         placed
+    }
+
+    /// A Windows guest's boot manager: the BCD store on any of its volumes (the root's
+    /// first). UEFI wins over BIOS: a readable `\EFI\Microsoft\Boot\BCD`, else an EFI
+    /// system partition (by its GPT type, or MBR type 0xef), whose FAT filesystem ferry does
+    /// not read: Windows boots from a GPT disk only by UEFI, and then from the ESP's store
+    /// (reported with the ESP as `device` and no `config`: the store was not read). Else a
+    /// BIOS `\Boot\BCD` on the system or "System Reserved" volume. A store outside the tree
+    /// is named by its volume in `device`.
+    fn windows_boot(&self, root: &str, places: &[Placement]) -> inspect::Boot {
+        let mut found: Vec<(&str, String, bool)> = Vec::new();
+        let order = self
+            .opened
+            .iter()
+            .filter(|(d, _)| d == root)
+            .chain(self.opened.iter().filter(|(d, _)| d != root));
+        for (dev, fs) in order {
+            if let Some((path, efi)) = inspect::windows::bcd_store(&FsFiles::new(fs.as_ref())) {
+                found.push((dev, path, efi));
+            }
+        }
+        let uefi = found.iter().find(|f| f.2).cloned();
+        let esp = self.volumes.iter().find(|v| {
+            v.partition.as_ref().is_some_and(|p| {
+                p.type_id.eq_ignore_ascii_case(ESP_GPT_TYPE) || p.type_id == ESP_MBR_TYPE
+            })
+        });
+        if let (None, Some(esp)) = (&uefi, esp) {
+            return inspect::Boot {
+                loader: facts::Bootloader::Bootmgr,
+                config: None,
+                efi: true,
+                entries: Vec::new(),
+                device: Some(esp.name.clone()),
+            };
+        }
+        let Some((dev, path, efi)) = uefi.or_else(|| found.first().cloned()) else {
+            return inspect::Boot::default();
+        };
+        let placed = places.iter().find(|p| p.device == dev);
+        let (config, device) = match placed {
+            Some(p) if p.mountpoint == "/" => (path, None),
+            Some(p) => (format!("{}{path}", p.mountpoint), None),
+            None => (path, Some(dev.to_string())),
+        };
+        inspect::Boot {
+            loader: facts::Bootloader::Bootmgr,
+            config: Some(config),
+            efi,
+            entries: Vec::new(),
+            device,
+        }
     }
 
     fn fs_of(&self, device: &str) -> Option<&Arc<dyn Filesystem>> {

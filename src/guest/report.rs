@@ -32,11 +32,15 @@ pub fn write_text(out: &mut dyn Write, i: &Inspection) -> io::Result<()> {
                     ("bootloader", b) => {
                         if b["loader"] != "unknown" {
                             let efi = if b["efi"] == true { ", EFI" } else { "" };
+                            let on = match b["device"].as_str() {
+                                Some(d) => format!(" on {d}"),
+                                None => String::new(),
+                            };
                             writeln!(
                                 out,
-                                "  bootloader: {} ({}{efi})",
+                                "  bootloader: {} ({}{on}{efi})",
                                 text(&b["loader"]),
-                                text(&b["config"])
+                                b["config"].as_str().unwrap_or("store not read")
                             )?;
                         }
                     }

@@ -1,5 +1,6 @@
 //! Windows registry hives (regf): the base block, hive bins and their cells, key (nk),
-//! value (vk), subkey list (lf/lh/li/ri) and big data (db) records. Read-only.
+//! value (vk), subkey list (lf/lh/li/ri) and big data (db) records, and the transaction logs
+//! that bring a dirty hive up to date (applied in memory, see [`log`]). Read-only.
 //!
 //! Layout after libyal's "Windows NT Registry File (REGF) format" and hivex's
 //! `lib/hivex-internal.h`. A hive is untrusted: every cell offset and size is checked
@@ -9,11 +10,13 @@
 
 pub mod base_block;
 pub mod key;
+pub mod log;
 pub mod subkey_list;
 pub mod value;
 
 pub use base_block::BaseBlock;
 pub use key::Key;
+pub use log::{LogFile, Recovery};
 pub use value::{Data, Value};
 
 use base_block::BASE_BLOCK_LEN;
@@ -66,6 +69,8 @@ pub struct Hive {
     pub base: BaseBlock,
     /// End of the hive bins in the file (the base block's length, clamped to the file).
     end: usize,
+    /// What the transaction logs changed, when the hive was opened with them.
+    pub recovery: Recovery,
 }
 
 pub(crate) fn u16_at(b: &[u8], at: usize) -> Option<u16> {
@@ -111,13 +116,45 @@ impl Hive {
                 "no hive bin after the base block",
             ));
         }
-        let hive = Hive { data, base, end };
+        let hive = Hive {
+            data,
+            base,
+            end,
+            recovery: Recovery::default(),
+        };
         hive.root()?;
         Ok(hive)
     }
 
-    /// Whether the sequence numbers differ: the hive was not written back cleanly and its
-    /// transaction logs (.LOG1/.LOG2), not applied here, hold newer data.
+    /// Opens a hive after applying its transaction logs (`NAME.LOG1`, `NAME.LOG2`, in that
+    /// order) in memory, as Windows does on load when the base block says the hive is dirty
+    /// or fails its checksum. A log that is missing, damaged or does not apply is left out
+    /// with a warning in [`Hive::recovery`]; the hive is then as its primary file says.
+    /// Logs whose entries pass their hashes but leave a hive that does not open are left
+    /// out the same way.
+    pub fn open_with_logs(data: Vec<u8>, logs: &[LogFile]) -> Result<Hive> {
+        let (recovered, mut recovery) = log::recover(&data, logs);
+        if let Some(r) = recovered {
+            match Hive::open(r) {
+                Ok(mut hive) => {
+                    hive.recovery = recovery;
+                    return Ok(hive);
+                }
+                Err(e) => {
+                    recovery.warnings.push(format!(
+                        "the hive with its logs applied does not open ({e}); logs not applied"
+                    ));
+                    recovery.applied.clear();
+                }
+            }
+        }
+        let mut hive = Hive::open(data)?;
+        hive.recovery = recovery;
+        Ok(hive)
+    }
+
+    /// Whether the sequence numbers differ: the hive was not written back cleanly and no
+    /// transaction log brought it up to date (see [`Hive::open_with_logs`]).
     pub fn dirty(&self) -> bool {
         self.base.dirty()
     }
@@ -227,11 +264,11 @@ pub fn name_eq(a: &str, b: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A hive of one root key named `ROOT` with one DWORD value, built by the format.
-    fn tiny() -> Vec<u8> {
+    pub(crate) fn tiny() -> Vec<u8> {
         let mut h = vec![0u8; BASE_BLOCK_LEN + 4096];
         h[..4].copy_from_slice(b"regf");
         h[0x14..0x18].copy_from_slice(&1u32.to_le_bytes());

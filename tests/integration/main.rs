@@ -30,6 +30,7 @@ mod qcow2;
 mod qcow2_bad;
 mod qcow2_write;
 mod qemu_json;
+mod regf_log;
 mod rhel_guest;
 mod v2v;
 mod vmdk;

@@ -4,16 +4,21 @@
 use crate::common;
 use common::kernel::{self, Snapshot};
 use common::ntfs3g::Ntfs3g;
+use common::regflog;
 use ferry::regf::Hive;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// (key path, value name, type, data) for every value, and every key path with an empty
 /// name and type `u32::MAX` (so that keys without values count too).
-type Listing = BTreeSet<(String, String, u32, Vec<u8>)>;
+pub(crate) type Listing = BTreeSet<(String, String, u32, Vec<u8>)>;
 
 fn ours(path: &Path) -> Listing {
-    let hive = Hive::open(std::fs::read(path).unwrap()).unwrap();
+    listing(&Hive::open(std::fs::read(path).unwrap()).unwrap())
+}
+
+/// Every key and value of an open hive.
+pub(crate) fn listing(hive: &Hive) -> Listing {
     let mut out = Listing::new();
     hive.walk(&mut |p, k| {
         out.insert((p.to_string(), String::new(), u32::MAX, Vec::new()));
@@ -50,7 +55,7 @@ fn unescape(s: &str) -> String {
 }
 
 /// The listing `hivexregedit --export` gives (its .reg text parsed).
-fn theirs(path: &Path) -> Listing {
+pub(crate) fn theirs(path: &Path) -> Listing {
     let out = std::process::Command::new("hivexregedit")
         .arg("--export")
         .arg(path)
@@ -151,7 +156,7 @@ fn assert_same_listing(path: &Path) {
     eprintln!("{}: {} keys and values agree", path.display(), a.len());
 }
 
-fn hivexget(hive: &Path, key: &str, value: &str) -> String {
+pub(crate) fn hivexget(hive: &Path, key: &str, value: &str) -> String {
     common::run_tool("hivexget", &[hive.to_str().unwrap(), key, value])
         .trim_end_matches('\n')
         .to_string()
@@ -208,6 +213,19 @@ const SOFTWARE_REG: &str = "Windows Registry Editor Version 5.00\n\n[\\Microsoft
     \"CurrentMinorVersionNumber\"=dword:00000000\n\"CurrentBuildNumber\"=\"20348\"\n\
     \"EditionID\"=\"ServerStandard\"\n\"InstallationType\"=\"Server\"\n";
 
+/// The SYSTEM hive's older state on the MBR guest (dirty, brought up to date by its log).
+const STALE_SYSTEM_REG: &str = "Windows Registry Editor Version 5.00\n\n[\\Select]\n\
+    \"Current\"=dword:00000002\n\n[\\ControlSet002]\n\n[\\ControlSet002\\Control]\n\n\
+    [\\ControlSet002\\Control\\ComputerName]\n\n[\\ControlSet002\\Control\\ComputerName\\ComputerName]\n\
+    \"ComputerName\"=\"WIN-STALE\"\n\n";
+
+/// Driver packages in C:'s DriverStore (vioscsi has a package but no service).
+const DRIVER_PACKAGES: [&str; 3] = [
+    "netkvm.inf_amd64_0f1e2d3c4b5a6978",
+    "viostor.inf_amd64_5f1b9a3c2d4e6f70",
+    "vioscsi.inf_amd64_8899aabbccddeeff",
+];
+
 const SYSTEM_REG: &str = "Windows Registry Editor Version 5.00\n\n[\\Select]\n\
     \"Current\"=dword:00000002\n\n[\\ControlSet002]\n\n[\\ControlSet002\\Control]\n\n\
     [\\ControlSet002\\Control\\ComputerName]\n\n[\\ControlSet002\\Control\\ComputerName\\ComputerName]\n\
@@ -226,6 +244,8 @@ const C_START: u64 = 1 << 20;
 const C_SIZE: u64 = 64 << 20;
 const D_START: u64 = C_START + C_SIZE;
 const D_SIZE: u64 = 32 << 20;
+const ESP_START: u64 = D_START + D_SIZE;
+const ESP_SIZE: u64 = 16 << 20;
 
 /// A GUID's on-disk bytes (the first three fields little-endian), as GPT and
 /// `MountedDevices` store it.
@@ -326,11 +346,7 @@ fn windows_guest(d: &Path, corpus: &Path, label: &str) -> WinGuest {
     let sys_reg = format!("{SYSTEM_REG}{}", mounted_devices(label));
     let software = d.join(format!("{label}-SOFTWARE"));
     let system = d.join(format!("{label}-SYSTEM"));
-    for (hive, reg, prefix) in [
-        (&software, SOFTWARE_REG, "HKEY_LOCAL_MACHINE\\SOFTWARE"),
-        (&system, sys_reg.as_str(), "HKEY_LOCAL_MACHINE\\SYSTEM"),
-    ] {
-        std::fs::copy(&minimal, hive).unwrap();
+    let merge = |hive: &Path, reg: &str, prefix: &str| {
         let reg_file = hive.with_extension("reg");
         std::fs::write(&reg_file, reg).unwrap();
         common::run_tool(
@@ -343,15 +359,54 @@ fn windows_guest(d: &Path, corpus: &Path, label: &str) -> WinGuest {
                 reg_file.to_str().unwrap(),
             ],
         );
-    }
+    };
+    std::fs::copy(&minimal, &software).unwrap();
+    merge(&software, SOFTWARE_REG, "HKEY_LOCAL_MACHINE\\SOFTWARE");
+    // On the MBR guest SYSTEM is dirty: its primary file holds an older state (another
+    // computer name, no services, no MountedDevices) and SYSTEM.LOG1 (new format) the
+    // change to the hive the oracle reads; inspection must apply it.
+    let stale = d.join(format!("{label}-SYSTEM-stale"));
+    std::fs::copy(&minimal, &stale).unwrap();
+    merge(&stale, STALE_SYSTEM_REG, "HKEY_LOCAL_MACHINE\\SYSTEM");
+    std::fs::copy(&stale, &system).unwrap();
+    merge(&system, &sys_reg, "HKEY_LOCAL_MACHINE\\SYSTEM");
+    let (system_primary, system_log) = if label == "dos" {
+        let mut a = std::fs::read(&stale).unwrap();
+        let b = std::fs::read(&system).unwrap();
+        regflog::mark_dirty(&mut a);
+        let entry = regflog::Entry {
+            seq: regflog::seqs(&a).0,
+            hbins_len: regflog::hbins_len(&b),
+            pages: regflog::dirty_pages(&a, &b, 4096),
+        };
+        let log = regflog::new_log(&a, &[entry]);
+        (a, Some(log))
+    } else {
+        (std::fs::read(&system).unwrap(), None)
+    };
     let c_volume = d.join(format!("{label}-c.ntfs"));
     ntfs_volume(&c_volume, C_SIZE, C_START, "System", |m| {
         // Letter case as Windows spells it, not as ferry looks it up.
         let config = m.join("WINDOWS/system32/Config");
         std::fs::create_dir_all(&config).unwrap();
         std::fs::copy(&software, config.join("SOFTWARE")).unwrap();
-        std::fs::copy(&system, config.join("system")).unwrap();
+        std::fs::write(config.join("system"), &system_primary).unwrap();
+        if let Some(log) = &system_log {
+            std::fs::write(config.join("system.LOG1"), log).unwrap();
+            std::fs::write(config.join("SYSTEM.LOG2"), b"").unwrap();
+            // BIOS: the boot manager's store on the system volume.
+            std::fs::create_dir_all(m.join("Boot")).unwrap();
+            std::fs::copy(&minimal, m.join("Boot/BCD")).unwrap();
+        }
         std::fs::write(m.join("WINDOWS/system32/ntoskrnl.exe"), pe_x86_64()).unwrap();
+        let repo = m.join("WINDOWS/system32/DriverStore/FileRepository");
+        for pkg in DRIVER_PACKAGES
+            .iter()
+            .chain(["usbstor.inf_amd64_1a2b3c4d5e6f7a8b"].iter())
+        {
+            std::fs::create_dir_all(repo.join(pkg)).unwrap();
+            std::fs::write(repo.join(pkg).join("driver.sys"), pe_x86_64()).unwrap();
+        }
         std::fs::create_dir_all(m.join("Users/Public")).unwrap();
     });
     let d_volume = d.join(format!("{label}-d.ntfs"));
@@ -370,11 +425,14 @@ fn windows_guest(d: &Path, corpus: &Path, label: &str) -> WinGuest {
     let script = if label == "gpt" {
         format!(
             "label: gpt\nstart={}, size={}, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7, uuid={C_GUID}\n\
-             start={}, size={}, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7, uuid={D_GUID}\n",
+             start={}, size={}, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7, uuid={D_GUID}\n\
+             start={}, size={}, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\n",
             C_START / 512,
             C_SIZE / 512,
             D_START / 512,
-            D_SIZE / 512
+            D_SIZE / 512,
+            ESP_START / 512,
+            ESP_SIZE / 512
         )
     } else {
         format!(
@@ -386,7 +444,17 @@ fn windows_guest(d: &Path, corpus: &Path, label: &str) -> WinGuest {
             D_SIZE / 512
         )
     };
-    common::sfdisk_image(&disk, D_START + D_SIZE + (2 << 20), &script);
+    common::sfdisk_image(&disk, ESP_START + ESP_SIZE + (2 << 20), &script);
+    if label == "gpt" {
+        // UEFI: an EFI system partition (FAT, which ferry does not read).
+        let esp = d.join(format!("{label}-esp.vfat"));
+        std::fs::File::create(&esp)
+            .unwrap()
+            .set_len(ESP_SIZE)
+            .unwrap();
+        common::run_tool("mkfs.vfat", &["-n", "SYSTEM", esp.to_str().unwrap()]);
+        common::write_into(&disk, ESP_START, &esp);
+    }
     common::write_into(&disk, C_START, &c_volume);
     common::write_into(&disk, D_START, &d_volume);
     WinGuest {
@@ -425,8 +493,14 @@ fn hivex_letters(system: &Path) -> BTreeMap<String, Vec<u8>> {
 /// Whether ntfs-3g, mkntfs, hivex and FUSE are here; a SKIP (or, under
 /// FERRY_REQUIRE_FUSE=1, a failure) when not.
 fn have_windows_tools() -> bool {
-    let ok = common::have_tools(&["hivexregedit", "hivexget", "mkntfs", "ntfs-3g", "sfdisk"])
-        && Path::new("/dev/fuse").exists()
+    let ok = common::have_tools(&[
+        "hivexregedit",
+        "hivexget",
+        "mkntfs",
+        "ntfs-3g",
+        "sfdisk",
+        "mkfs.vfat",
+    ]) && Path::new("/dev/fuse").exists()
         && common::sh("id -u").trim() == "0";
     if !ok {
         assert!(
@@ -464,6 +538,7 @@ fn windows_guest_inspects_as_its_hives_say() {
             "{label}: inspect wrote"
         );
         check_registry_facts(&j, &g, label);
+        check_drivers_and_boot(&j, label);
         check_drive_letters(&j, &g, label);
         check_mount(&g, tmp.path(), label);
         assert_eq!(before, common::sha256_file(&g.disk), "{label}: mount wrote");
@@ -515,6 +590,52 @@ fn check_registry_facts(j: &serde_json::Value, g: &WinGuest, label: &str) {
             hivexget(sys, &format!("\\{cs}\\Services\\{svc}"), "Start"),
             "{svc}"
         );
+    }
+}
+
+/// The DriverStore's virtio packages as written through ntfs-3g, and the boot manager: BIOS
+/// `\\Boot\\BCD` on C: for the MBR guest, UEFI from the ESP for the GPT one. The MBR
+/// guest's SYSTEM was dirty: its log was applied (check_registry_facts saw the new hive).
+fn check_drivers_and_boot(j: &serde_json::Value, label: &str) {
+    let r = &j["roots"][0];
+    let w = &r["windows"];
+    let mut want: Vec<(String, String)> = DRIVER_PACKAGES
+        .iter()
+        .map(|p| (p.split('.').next().unwrap().to_string(), p.to_string()))
+        .collect();
+    want.sort();
+    let got: Vec<(String, String)> = w["driver_packages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{label}: no driver_packages: {w}"))
+        .iter()
+        .map(|p| {
+            let pkg = p["package"].as_str().unwrap().to_string();
+            assert_eq!(
+                p["path"],
+                format!("/WINDOWS/system32/DriverStore/FileRepository/{pkg}"),
+                "{label}"
+            );
+            (p["service"].as_str().unwrap().to_string(), pkg)
+        })
+        .collect();
+    assert_eq!(got, want, "{label}");
+    let b = &r["bootloader"];
+    assert_eq!(b["loader"], "bootmgr", "{label}: {b}");
+    if label == "dos" {
+        assert_eq!(b["efi"], false, "{label}: {b}");
+        assert_eq!(b["config"], "/Boot/BCD", "{label}: {b}");
+        let rec = w["recovered_hives"].as_array().unwrap();
+        assert_eq!(rec.len(), 1, "{label}: {w}");
+        let line = rec[0].as_str().unwrap();
+        assert!(
+            line.starts_with("SYSTEM: /WINDOWS/system32/Config/system.LOG1: entries "),
+            "{line}"
+        );
+        assert_eq!(w["dirty_hives"].as_array().unwrap().len(), 0, "{w}");
+    } else {
+        assert_eq!(b["efi"], true, "{label}: {b}");
+        assert_eq!(b["device"], "/dev/sda3", "{label}: {b}");
+        assert!(w.get("recovered_hives").is_none(), "{w}");
     }
 }
 
@@ -636,10 +757,13 @@ fn check_mount(g: &WinGuest, dir: &Path, label: &str) {
     let kernel_image = std::fs::read(fmnt.join("WINDOWS/system32/ntoskrnl.exe"));
     let mut ours = kernel::walk(&fmnt.join("D:"));
     drop(f);
+    // The MBR guest's C: also holds the BIOS boot manager's `\\Boot`.
+    let bios: &[&str] = if label == "dos" { &["Boot"] } else { &[] };
     assert_eq!(
         top,
         ["D:", "Users", "WINDOWS"]
             .iter()
+            .chain(bios)
             .map(|s| s.to_string())
             .collect(),
         "{label}: / of the mount"

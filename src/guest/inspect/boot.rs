@@ -189,6 +189,7 @@ fn loader(cx: &Ctx, fstab: &[Entry]) -> Boot {
             config: Some(config),
             efi,
             entries: Vec::new(),
+            device: None,
         };
     }
     let mut legacy = owned(&["/boot/grub/grub.conf", "/boot/grub/menu.lst"]);
@@ -199,6 +200,7 @@ fn loader(cx: &Ctx, fstab: &[Entry]) -> Boot {
             config: Some(config),
             efi,
             entries: Vec::new(),
+            device: None,
         };
     }
     let ext = owned(&[
@@ -214,6 +216,7 @@ fn loader(cx: &Ctx, fstab: &[Entry]) -> Boot {
             config: Some(config),
             efi,
             entries: Vec::new(),
+            device: None,
         };
     }
     for esp in ESP_MOUNTS {
@@ -226,6 +229,7 @@ fn loader(cx: &Ctx, fstab: &[Entry]) -> Boot {
                 config: cx.resolve(&config),
                 efi: true,
                 entries: Vec::new(),
+                device: None,
             };
         }
     }
@@ -234,6 +238,7 @@ fn loader(cx: &Ctx, fstab: &[Entry]) -> Boot {
         config: None,
         efi,
         entries: Vec::new(),
+        device: None,
     }
 }
 

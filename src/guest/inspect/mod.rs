@@ -47,6 +47,10 @@ pub struct Boot {
     /// Whether the guest boots by UEFI (an EFI system partition with a boot loader, or one
     /// in fstab).
     pub efi: bool,
+    /// The volume holding `config` when it is not in the guest's tree: a Windows guest's EFI
+    /// system partition or "System Reserved" partition has no drive letter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
     /// Boot Loader Specification entries (`loader/entries/*.conf`): the menu of grub2 with
     /// blscfg (Fedora, RHEL/CentOS 8+) and of systemd-boot, whose grub.cfg names no kernel.
     #[serde(skip_serializing_if = "Vec::is_empty")]

@@ -1,11 +1,15 @@
 //! Windows guests from their registry, as virt-inspector describes them: SOFTWARE's
 //! `Microsoft\Windows NT\CurrentVersion` (product, version, build, edition, installation
 //! type), SYSTEM's current control set (computer name, virtio driver services), its
-//! `MountedDevices` (drive letters) and the machine field of ntoskrnl.exe's PE header.
+//! `MountedDevices` (drive letters) and the machine field of ntoskrnl.exe's PE header; the
+//! DriverStore's virtio packages; and where the boot manager's BCD store lies ([`bcd_store`],
+//! run by the guest over every volume, since the ESP has no drive letter). Dirty hives get
+//! their transaction logs applied in memory (`crate::regf::log`).
 
 use super::{find_ci, Ctx, OsInfo};
+use crate::fs::files::{FileTree, Kind};
 use crate::guest::facts::Version;
-use crate::regf::Hive;
+use crate::regf::{Hive, LogFile};
 use serde::{Deserialize, Serialize};
 
 /// Real SOFTWARE hives reach a few hundred MiB; larger is not a hive to hold in memory.
@@ -42,6 +46,19 @@ pub struct Service {
     pub start: Option<u32>,
 }
 
+/// A driver package in the DriverStore: evidence that a driver was installed (by pnputil or
+/// the virtio-win installer), whether or not its service exists yet.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DriverPackage {
+    /// The service its INF installs (`viostor`).
+    pub service: String,
+    /// The package directory, as spelled on disk (`viostor.inf_amd64_5f1b…`).
+    pub package: String,
+    /// Its guest path.
+    pub path: String,
+}
+
 /// What the registry adds to [`OsInfo`] for a Windows guest.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -53,22 +70,50 @@ pub struct WindowsInfo {
     /// `ControlSet001`.
     pub current_control_set: Option<String>,
     pub drive_letters: Vec<DriveLetter>,
+    /// The virtio driver services in the current control set, with their start type.
     pub virtio_drivers: Vec<Service>,
-    /// SOFTWARE or SYSTEM was not written back cleanly (its .LOG files are not applied).
+    /// The virtio driver packages in `System32\DriverStore\FileRepository`.
+    pub driver_packages: Vec<DriverPackage>,
+    /// SOFTWARE or SYSTEM was not written back cleanly and no transaction log brought it up
+    /// to date: what is reported is what its primary file says.
     pub dirty_hives: Vec<String>,
+    /// Dirty hives whose transaction logs were applied in memory, with what each log gave
+    /// (`SYSTEM: /Windows/System32/config/SYSTEM.LOG1: entries 7-9`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub recovered_hives: Vec<String>,
 }
 
-/// Reads the hive at `<root>\System32\config\<name>`.
-fn hive(cx: &Ctx, root: &str, name: &str) -> Option<Hive> {
+/// The transaction logs Windows 8.1 and later (and Vista's dual logging) keep beside a hive,
+/// in the order recovery tries them. `NAME.LOG` (XP's single log) is not read: the dual
+/// scheme leaves it as an unused artifact (specification, "Multiple transaction log files").
+const LOG_SUFFIXES: &[&str] = &["LOG1", "LOG2"];
+
+/// Reads the hive at `<root>\System32\config\<name>`, with its transaction logs
+/// (`<name>.LOG1`, `<name>.LOG2`, any letter case as NTFS matches them) applied in memory
+/// when it is dirty.
+fn hive(cx: &Ctx, root: &str, name: &str, w: &mut WindowsInfo) -> Option<Hive> {
     let sys32 = find_ci(cx, root, "system32")?;
     let config = find_ci(cx, &sys32, "config")?;
     let path = find_ci(cx, &config, name)?;
     let data = cx.read(&path, MAX_HIVE)?;
-    match Hive::open(data) {
+    let logs: Vec<LogFile> = LOG_SUFFIXES
+        .iter()
+        .filter_map(|s| find_ci(cx, &config, &format!("{name}.{s}")))
+        .filter_map(|p| cx.read(&p, MAX_HIVE).map(|data| LogFile { name: p, data }))
+        .collect();
+    let label = name.to_uppercase();
+    match Hive::open_with_logs(data, &logs) {
         Ok(h) => {
+            for warning in &h.recovery.warnings {
+                cx.warn(warning.clone());
+            }
+            for a in &h.recovery.applied {
+                w.recovered_hives.push(format!("{label}: {a}"));
+            }
             if h.dirty() {
+                w.dirty_hives.push(label);
                 cx.warn(format!(
-                    "{path}: hive is dirty (sequence numbers differ); its transaction logs are not applied"
+                    "{path}: hive is dirty (sequence numbers differ) and no transaction log brought it up to date; read as its primary file says"
                 ));
             }
             Some(h)
@@ -98,6 +143,52 @@ fn number(cx: &Ctx, h: &Hive, key: &str, value: &str) -> Option<u64> {
             None
         }
     }
+}
+
+/// The virtio packages in `<root>\System32\DriverStore\FileRepository`: directories named
+/// `<inf>.inf_<arch>_<hash>`, one per staged driver package (Windows Vista and later).
+fn driver_packages(cx: &Ctx, root: &str) -> Vec<DriverPackage> {
+    let Some(repo) = find_ci(cx, root, "system32")
+        .and_then(|s| find_ci(cx, &s, "driverstore"))
+        .and_then(|d| find_ci(cx, &d, "filerepository"))
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for name in cx.list(&repo) {
+        let lower = name.to_ascii_lowercase();
+        for s in VIRTIO_SERVICES {
+            if lower.starts_with(&format!("{s}.inf_")) {
+                let path = crate::fs::files::child(&repo, &name);
+                if cx.is_dir(&path) {
+                    out.push(DriverPackage {
+                        service: s.to_string(),
+                        package: name.clone(),
+                        path,
+                    });
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| (&a.service, &a.package).cmp(&(&b.service, &b.package)));
+    out
+}
+
+/// Where the Windows Boot Manager's store (BCD, itself a regf hive) lies on one volume:
+/// `EFI\Microsoft\Boot\BCD` (an EFI system partition: UEFI) or `Boot\BCD` (the system or
+/// "System Reserved" volume: BIOS). Returns its path on the volume and whether it is UEFI's.
+pub fn bcd_store(tree: &dyn FileTree) -> Option<(String, bool)> {
+    let cx = Ctx::new(tree);
+    let walk = |parts: &[&str]| {
+        parts
+            .iter()
+            .try_fold("/".to_string(), |dir, p| find_ci(&cx, &dir, p))
+            .filter(|p| cx.kind(p) == Some(Kind::File))
+    };
+    if let Some(p) = walk(&["efi", "microsoft", "boot", "bcd"]) {
+        return Some((p, true));
+    }
+    walk(&["boot", "bcd"]).map(|p| (p, false))
 }
 
 /// The architecture from a PE file's COFF machine field.
@@ -158,10 +249,7 @@ fn drive_letter(letter: &str, d: &[u8]) -> Option<DriveLetter> {
 /// Fills `info` from the registry of the Windows system root `root` (`/Windows`).
 pub(crate) fn inspect(cx: &Ctx, root: &str, info: &mut OsInfo) {
     let mut w = WindowsInfo::default();
-    if let Some(sw) = hive(cx, root, "software") {
-        if sw.dirty() {
-            w.dirty_hives.push("SOFTWARE".into());
-        }
+    if let Some(sw) = hive(cx, root, "software", &mut w) {
         let cv = "\\Microsoft\\Windows NT\\CurrentVersion";
         info.product_name = string(cx, &sw, cv, "ProductName");
         let major = number(cx, &sw, cv, "CurrentMajorVersionNumber");
@@ -181,10 +269,7 @@ pub(crate) fn inspect(cx: &Ctx, root: &str, info: &mut OsInfo) {
         w.edition = string(cx, &sw, cv, "EditionID");
         w.installation_type = string(cx, &sw, cv, "InstallationType");
     }
-    if let Some(sys) = hive(cx, root, "system") {
-        if sys.dirty() {
-            w.dirty_hives.push("SYSTEM".into());
-        }
+    if let Some(sys) = hive(cx, root, "system", &mut w) {
         if let Some(n) = number(cx, &sys, "\\Select", "Current") {
             let cs = format!("ControlSet{n:03}");
             info.hostname = string(
@@ -231,6 +316,7 @@ pub(crate) fn inspect(cx: &Ctx, root: &str, info: &mut OsInfo) {
             ));
         }
     }
+    w.driver_packages = driver_packages(cx, root);
     w.drive_letters.sort_by(|a, b| a.letter.cmp(&b.letter));
     info.windows = Some(w);
 }

@@ -4,6 +4,7 @@
 pub mod guest;
 pub mod lvm;
 pub mod ntfs3g;
+pub mod regflog;
 
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
