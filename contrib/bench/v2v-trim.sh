@@ -34,7 +34,7 @@ print(p[0]["start"]*512, p[0]["size"]*512, p[1]["start"]*512, p[1]["size"]*512)'
     dd if=/dev/urandom of="$swap" bs=1M seek=1 count=96 status=none
     mkdir -p mnt etc
     mount "$root" mnt
-    mkdir -p mnt/etc
+    mkdir -p mnt/etc mnt/usr/bin
     printf '/dev/sda1 / ext4 defaults 0 1\n/dev/sda2 none swap sw 0 0\n' >mnt/etc/fstab
     printf 'ID=debian\nVERSION_ID="12"\n' >mnt/etc/os-release
     head -c 300M /dev/urandom >mnt/kept.bin
@@ -63,8 +63,8 @@ run() { # name command...
     if [ -z "${worst[$name]:-}" ] || (($(echo "$dt > ${worst[$name]}" | bc))); then worst[$name]=$dt; fi
 }
 for ((r = 0; r < RUNS; r++)); do
-    run v2v "$ferry" -q v2v -i disk guest.raw -on g -o out
-    run v2v-no-trim "$ferry" -q v2v -i disk guest.raw -on g -o out --no-trim
+    run v2v "$ferry" -q v2v -i disk guest.raw --output-name g -o out
+    run v2v-no-trim "$ferry" -q v2v -i disk guest.raw --output-name g -o out --no-trim
     run convert "$ferry" -q convert -O qcow2 guest.raw out/g.qcow2
 done
 printf '%-12s %9s %7s %12s\n' case best_s spread out_bytes

@@ -139,9 +139,15 @@ const VIRT_V2V_SPELLINGS: [(&str, &str); 4] = [
 
 /// Rewrites virt-v2v's `-os`, `-of`, `-oa`, `-on` (also `-of=raw`) in the arguments of
 /// `ferry v2v` to ferry's long options, which the argument parser knows (it reads `-of` as
-/// `-o f`). Other commands' arguments, and everything after `--`, stay as they are.
+/// `-o f`). Other commands' arguments, and everything after `--`, stay as they are. The global
+/// options (`-q`, `-v`) take no value, so the command is the first argument that is no option.
 pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
-    if args.get(1).and_then(|a| a.to_str()) != Some("v2v") {
+    let command = args
+        .iter()
+        .skip(1)
+        .map(|a| a.to_str())
+        .find(|a| a.is_none_or(|a| !a.starts_with('-')));
+    if command != Some(Some("v2v")) {
         return args;
     }
     let mut out = Vec::with_capacity(args.len());
@@ -662,6 +668,13 @@ mod tests {
             ])
         );
         let other = os(&["ferry", "convert", "-of", "x"]);
+        assert_eq!(normalize_args(other.clone()), other);
+        // Global options before the command.
+        assert_eq!(
+            normalize_args(os(&["ferry", "-q", "-vv", "v2v", "-on", "n"])),
+            os(&["ferry", "-q", "-vv", "v2v", "--output-name", "n"])
+        );
+        let other = os(&["ferry", "-q", "convert", "-on", "x"]);
         assert_eq!(normalize_args(other.clone()), other);
     }
 
