@@ -26,7 +26,7 @@ if [ "$missing" = 1 ]; then
   # oracles; sleuthkit: fls, the oracle of ferry timeline; cpio: the reader of the archives
   # ferry appends to an initramfs; the rest make the filesystems the
   # volume tests recognise.
-  $SUDO apt-get install -y -q qemu-utils zstd bzip2 gzip python3 fdisk util-linux e2fsprogs xfsprogs \
+  $SUDO apt-get install -y -q qemu-utils zstd xz-utils bzip2 gzip python3 fdisk util-linux e2fsprogs xfsprogs \
     dosfstools ntfs-3g btrfs-progs cryptsetup-bin lvm2 fuse3 fuse2fs patch diffutils attr acl file \
     libvirt-clients libxml2-utils libhivex-bin libwin-hivex-perl sleuthkit cpio
   qemu_major=$(qemu-img --version 2>/dev/null | sed -n 's/^qemu-img version \([0-9]*\)\..*/\1/p')

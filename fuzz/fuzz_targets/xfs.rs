@@ -18,6 +18,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let _ = fs.statfs();
+    let _ = fs.unused();
     let mut queue = vec![fs.root_ino()];
     let mut seen = std::collections::HashSet::new();
     let mut buf = vec![0u8; 64 << 10];

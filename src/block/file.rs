@@ -3,6 +3,7 @@
 //! locks (`block::lock`) while open: a file another process writes is refused unless
 //! force-shared, and writers elsewhere see it in use. An image can also be one member of an
 //! archive (a disk inside an OVA's tar), read in place as a window of the archive file.
+#![allow(unsafe_code)] // lseek for SEEK_DATA/SEEK_HOLE and the size of block devices; each block says why it is sound.
 
 use super::error::{Error, Result};
 use std::fs::File;

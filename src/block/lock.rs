@@ -16,6 +16,7 @@
 //! of what they need: the process coordinates its own readers and writers (`commit
 //! --into-source` reads the overlay, whose backing file is the one it writes), and only other
 //! processes are tested against.
+#![allow(unsafe_code)] // fcntl OFD locks, as qemu takes them; each block says why it is sound.
 
 use super::error::{Error, Result};
 use super::file::FileId;

@@ -33,8 +33,10 @@ pub struct ConvertArgs {
     /// Write into the existing image DST instead of creating it (qemu-img's -n): it must be a
     /// raw or qcow2 image (as -O says) at least as large as the source; the source's zeros are
     /// written as zeros, anything past the source's size is left alone. No --overwrite needed;
-    /// the image is locked for writing while it is written.
-    #[arg(short = 'n', conflicts_with_all = ["options", "compress", "overwrite"])]
+    /// the image is locked for writing while it is written. With -c (qcow2): clusters are
+    /// compressed with the image's compression type where it holds no data yet (qemu-img
+    /// fails on the others; ferry writes those plain).
+    #[arg(short = 'n', conflicts_with_all = ["options", "overwrite"])]
     pub no_create: bool,
     /// Sparse threshold (qemu-img's -S): a run of zeros is left unallocated only when it
     /// covers an aligned block of SIZE bytes (a multiple of 512, with k/M/G suffixes; default
@@ -241,7 +243,7 @@ fn write_image(
     let ctx = || format!("converting {} to {}", src.display(), dst.display());
     let stats = match target.format.as_str() {
         f if target.no_create => {
-            ferry::convert::into_existing(&dev, &dst, f, opts).with_context(ctx)?
+            ferry::convert::into_existing(&dev, &dst, f, target.compress, opts).with_context(ctx)?
         }
         "raw" => {
             if target.options.is_some() || target.compress {

@@ -4,6 +4,7 @@
 //! has holes (unallocated clusters) wherever the source reads as zeros. Each worker reads,
 //! compresses and writes its own chunks; only what the target needs in order goes through a
 //! turnstile in source order (see `copy`).
+#![allow(unsafe_code)] // fallocate to punch holes, and an aligned view for zero detection; each block says why it is sound.
 
 use super::{progress, Error, Result};
 use crate::block::lock::{self, Access, Lock};
@@ -281,10 +282,13 @@ fn to_image(
 /// least as large as the source, its data is replaced over the source's size (zeros of the
 /// source written as zeros) and anything past it is left as it was. The target is locked for
 /// writing while it is written; on failure it is left as far as it got (it is not removed).
+/// `compress` (`-n -c`, qcow2 only): data clusters are stored compressed with the image's own
+/// compression type where the image holds nothing yet (see `write_compressed_or_in_place`).
 pub fn into_existing(
     src: &Arc<dyn BlockDevice>,
     dst: &Path,
     format: &str,
+    compress: bool,
     opts: &Options,
 ) -> Result<Stats> {
     check_not_source(src, dst)?;
@@ -304,6 +308,11 @@ pub fn into_existing(
             src.len()
         ))
     };
+    if compress && format != "qcow2" {
+        return Err(bad(format!(
+            "-c writes compressed clusters into qcow2 images only, not {format}"
+        )));
+    }
     let r = match format {
         "raw" => {
             let out_err = |what| output_err(dst, what);
@@ -335,7 +344,7 @@ pub fn into_existing(
             }
             let target = Target::Qcow2 {
                 w: &w,
-                compress: false,
+                compress,
                 prealloc: true,
                 fill: true,
             };
@@ -432,6 +441,8 @@ fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) 
     // qcow2), so a cluster is left unallocated only where qemu-img leaves it so.
     let sparse = opts.sparse.unwrap_or(ZERO_BLOCK as u64) as usize;
     let zero_block = match &target {
+        // Compressed clusters are written whole.
+        Target::Qcow2 { compress: true, .. } => sparse.max(1).next_multiple_of(align as usize),
         Target::Raw { .. } | Target::Qcow2 { prealloc: true, .. } => sparse,
         _ => sparse.max(1).next_multiple_of(align as usize),
     };
@@ -505,6 +516,44 @@ fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) 
                         zero_raw(out, c.off + at as u64, (end - at) as u64, &c.buf[at..end])
                             .map_err(out_err)?;
                     }
+                }
+                Target::Qcow2 {
+                    w,
+                    compress: true,
+                    fill: true,
+                    ..
+                } => {
+                    // `-n -c`: the zeros between the runs overwrite what the image held;
+                    // each run is one cluster, compressed where the image holds nothing.
+                    if !turn.wait(c.seq, failed) {
+                        return Ok(false);
+                    }
+                    let mut at = 0;
+                    let r = c.runs.iter().zip(&c.packed).try_for_each(|(&(a, b), z)| {
+                        if a > at {
+                            w.write_at(&c.buf[at..a], c.off + at as u64)?;
+                        }
+                        at = b;
+                        match z {
+                            Some(z) => w
+                                .write_compressed_or_in_place(
+                                    (c.off + a as u64) / align,
+                                    z,
+                                    &c.buf[a..b],
+                                )
+                                .map(|_| ()),
+                            None => w.write_at(&c.buf[a..b], c.off + a as u64),
+                        }
+                    });
+                    let r = r.and_then(|()| {
+                        let end = c.len as usize;
+                        if end > at {
+                            w.write_at(&c.buf[at..end], c.off + at as u64)?;
+                        }
+                        Ok(())
+                    });
+                    turn.pass();
+                    r?;
                 }
                 Target::Qcow2 { w, fill: true, .. } => {
                     // The writer's general path: data in place or newly allocated, zeros as

@@ -1,6 +1,7 @@
 //! Ctrl-C and kill during a copy: the signal is only noted, and the copy stops at its next
 //! chunk with [`super::Error::Interrupted`], so the usual failure path removes the partial
 //! output. A terminated convert leaves nothing that looks like an image.
+#![allow(unsafe_code)] // the signal mask and sigwait; each block says why it is sound.
 
 use std::sync::atomic::{AtomicI32, Ordering};
 

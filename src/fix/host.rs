@@ -6,6 +6,7 @@
 //! that does not follow symlinks (rename, unlink, `AT_SYMLINK_NOFOLLOW`), so a final symlink
 //! swapped in after resolution is refused rather than followed. The parents are trusted not
 //! to change between resolution and use: nothing else writes the tree while ferry fixes it.
+#![allow(unsafe_code)] // llistxattr/lgetxattr on the host directory; each block says why it is sound.
 
 use crate::fs::files::{
     resolve_with, split_parent, Attrs, FileTree, FilesError, Kind, Meta, Probe, Result,

@@ -6,9 +6,9 @@
 //! one of the same name. Distributions put an uncompressed early-microcode archive first and
 //! the compressed main archive after it; a driver the main archive lacks can therefore be
 //! added by appending a plain archive, with no need to recompress (or even decompress) what is
-//! there. Listing reads gzip, zstd and lz4-legacy members (the defaults of initramfs-tools,
-//! dracut and mkinitcpio, and Ubuntu 19.10–21.10's lz4); other compressions are reported, not
-//! guessed at.
+//! there. Listing reads gzip, zstd, xz and lz4-legacy members (the defaults of initramfs-tools,
+//! dracut, mkinitcpio and SUSE's dracut, and Ubuntu 19.10–21.10's lz4); other compressions are
+//! reported, not guessed at.
 //!
 //! A newc header is 110 ASCII bytes: the magic `070701` (or `070702` with checksums) and 13
 //! fields of 8 hex digits (ino, mode, uid, gid, nlink, mtime, filesize, devmajor, devminor,
@@ -28,6 +28,9 @@ const MAX_ENTRIES: usize = 1 << 20;
 /// Bytes walked after decompression: bounds a compression bomb. Real images unpack to
 /// well under 1 GiB.
 const MAX_UNPACKED: u64 = 2 << 30;
+/// Memory liblzma may use for one xz member: `xz -9` needs 65 MiB, dracut's `xz -0` 1 MiB; a
+/// header asking for more is refused rather than allocated.
+const XZ_MEMLIMIT: u64 = 128 << 20;
 const TRAILER: &str = "TRAILER!!!";
 
 const S_IFMT: u32 = 0o170_000;
@@ -46,7 +49,7 @@ pub enum Error {
     },
     #[error("initramfs: more than {MAX_ENTRIES} entries")]
     TooManyEntries,
-    #[error("initramfs: {0} compression is not read (only gzip, zstd and lz4)")]
+    #[error("initramfs: {0} compression is not read (only gzip, zstd, xz and lz4)")]
     Unsupported(Compression),
 }
 
@@ -221,6 +224,19 @@ pub fn list(data: &[u8]) -> Result<Listing> {
                 walk(&mut r, &segment, &mut l, &mut unpacked, false)?;
                 let left = r.inner.finish();
                 pos += rest.len() - left.len();
+            }
+            Some(Compression::Xz) => {
+                l.members.push(Compression::Xz);
+                // One xz stream (not LZMA_CONCATENATED), as the kernel's unxz reads it; the
+                // slice left after it says where the next member starts.
+                let stream = liblzma::stream::Stream::new_stream_decoder(XZ_MEMLIMIT, 0)
+                    .map_err(|e| corrupt(&segment, "xz stream", 0, e.to_string()))?;
+                let mut inner = rest;
+                let mut r =
+                    Counted::new(liblzma::bufread::XzDecoder::new_stream(&mut inner, stream));
+                walk(&mut r, &segment, &mut l, &mut unpacked, false)?;
+                drop(r);
+                pos += rest.len() - inner.len();
             }
             Some(Compression::Lz4) => {
                 l.members.push(Compression::Lz4);
@@ -397,6 +413,15 @@ fn walk<R: Read>(
     let mut header = [0u8; HEADER];
     loop {
         let at = r.pos;
+        // Padding counts too: a stream of zeros must not keep the walk busy for hours.
+        if at > MAX_UNPACKED {
+            return Err(corrupt(
+                segment,
+                "archive",
+                at,
+                format!("unpacks to more than {MAX_UNPACKED} bytes"),
+            ));
+        }
         // Skip NUL padding between archives, one 4-byte word at a time as the kernel does.
         let mut first = [0u8; 4];
         if !r.fill(&mut first).map_err(|e| io_err("header", at, e))? {
@@ -605,6 +630,33 @@ mod tests {
         let l = list(&gz).unwrap();
         assert_eq!(l.members, [Compression::Gzip]);
         assert_eq!(l.entries.len(), 2);
+        // xz, then what ferry appends: the stream's end is found, the archive after it read.
+        let mut xz = Vec::new();
+        std::io::Read::read_to_end(&mut liblzma::read::XzEncoder::new(&main[..], 0), &mut xz)
+            .unwrap();
+        let mut buf = early.clone();
+        buf.extend_from_slice(&xz);
+        buf.extend_from_slice(&extra);
+        let l = list(&buf).unwrap();
+        assert_eq!(
+            l.members,
+            [Compression::None, Compression::Xz, Compression::None]
+        );
+        assert_eq!(l.entries.len(), 4);
+        assert_eq!(l.get("conf/modules").map(|e| e.size), Some(11));
+        // A block asking for a 4 GiB dictionary (its LZMA2 properties byte set to 40, the
+        // block header's CRC32 redone) is refused, not allocated.
+        let mut big = xz.clone();
+        let hdr = 12;
+        let hlen = (usize::from(big[hdr]) + 1) * 4;
+        let flags = big[hdr + 1];
+        assert_eq!(flags & 0xc0, 0, "no sizes in liblzma's block header");
+        assert_eq!(&big[hdr + 2..hdr + 4], &[0x21, 0x01], "one LZMA2 filter");
+        big[hdr + 4] = 40;
+        let crc = crc32fast::hash(&big[hdr..hdr + hlen - 4]);
+        big[hdr + hlen - 4..hdr + hlen].copy_from_slice(&crc.to_le_bytes());
+        let e = list(&big).unwrap_err().to_string();
+        assert!(e.contains("memory limit"), "{e}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! the daemon says "ready" on its stdout once the kernel has the mount, and only then does the
 //! command return, so `ferry mount … && ls MNT` always works. Each daemon leaves a pid file
 //! named after its mountpoint, which is how `ferry umount` knows whom to wait for.
+#![allow(unsafe_code)] // fork, setsid and dup2 of the daemon; each block says why it is sound.
 
 use super::{mounted_at, which, Error, Result};
 use std::io::{BufRead, BufReader, Write};

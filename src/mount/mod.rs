@@ -1,6 +1,7 @@
 //! Layer 5: the FUSE mount. `adapter` translates requests onto a `fs::Filesystem`; this module
 //! checks the mountpoint and the FUSE plumbing first, so a user gets one clear sentence
 //! instead of an errno from deep inside the mount call, and `daemon` runs it in the background.
+#![allow(unsafe_code)] // geteuid and access(2) on /dev/fuse; each block says why it is sound.
 
 pub mod adapter;
 pub mod daemon;
@@ -23,6 +24,8 @@ pub enum Error {
     NoFuseDevice,
     #[error("fusermount3 is missing: a mount without root needs it (apt-get install fuse3)")]
     NoFusermount,
+    #[error("/dev/fuse is not open to you (mode {mode:04o}, owner uid {uid}): a mount without root needs to read and write it; as root, `chmod 0666 /dev/fuse` (what the fuse3 package's udev rule sets) or add yourself to its group, or mount as root")]
+    FuseDenied { mode: u32, uid: u32 },
     #[error("{0} is not a mountpoint")]
     NotMounted(PathBuf),
     #[error("{path} is not a ferry mount (it is {fstype} from {from}); unmount it with umount(8)")]
@@ -128,6 +131,22 @@ pub fn check(mountpoint: &Path) -> Result<()> {
     let root = unsafe { libc::geteuid() } == 0;
     if !root && which("fusermount3").is_none() {
         return Err(Error::NoFusermount);
+    }
+    // fuser opens the device itself before it would call fusermount3, so without access the
+    // mount fails with a bare EACCES: say which file and what to do.
+    // SAFETY: the path is a NUL-terminated literal; access has no other preconditions.
+    let ok = unsafe { libc::access(c"/dev/fuse".as_ptr(), libc::R_OK | libc::W_OK) } == 0;
+    if !ok {
+        use std::os::unix::fs::MetadataExt;
+        let md = std::fs::metadata("/dev/fuse").map_err(|source| Error::Io {
+            what: "cannot stat",
+            path: "/dev/fuse".into(),
+            source,
+        })?;
+        return Err(Error::FuseDenied {
+            mode: md.mode() & 0o7777,
+            uid: md.uid(),
+        });
     }
     Ok(())
 }

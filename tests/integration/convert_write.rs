@@ -943,6 +943,104 @@ fn convert_n_writes_into_an_existing_image_as_qemu_img() {
     assert_eq!(std::fs::read(d.join("f.raw")).unwrap(), fbytes);
 }
 
+/// `convert -n -c`: into an empty qcow2 the clusters are stored compressed with the image's
+/// own compression type, as qemu-img stores them (same map, size within 1%); into a qcow2
+/// that already holds data qemu-img fails with EIO, and ferry writes those clusters plain:
+/// the content is the source's and the image stays clean. A raw target is refused.
+#[test]
+fn convert_n_c_compresses_into_an_existing_qcow2() {
+    if !have_tools(&["qemu-img"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // 6 MiB: text, a 1 MiB run of zeros, random data (stored plain), text.
+    let src = d.join("src.raw");
+    let mut data = Vec::new();
+    let mut n = 0u64;
+    while data.len() < 2 << 20 {
+        n += 1;
+        data.extend_from_slice(format!("line {n} of a log file, nothing to see\n").as_bytes());
+    }
+    data.truncate(2 << 20);
+    data.extend(std::iter::repeat_n(0u8, 1 << 20));
+    data.extend(common::pseudo_random(9, 1 << 20));
+    data.extend_from_within(..2 << 20);
+    std::fs::write(&src, &data).unwrap();
+    let _g = Unchanged::new(&[&src]);
+    let compressed = |p: &Path| -> u64 {
+        let m = qemu_img(&["map", "--output=json", s(p)]);
+        let v: serde_json::Value = serde_json::from_str(&m).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["compressed"] == true)
+            .map(|e| e["length"].as_u64().unwrap())
+            .sum()
+    };
+    for ty in ["zlib", "zstd"] {
+        let (q, f) = (
+            d.join(format!("q-{ty}.qcow2")),
+            d.join(format!("f-{ty}.qcow2")),
+        );
+        for t in [&q, &f] {
+            let o = format!("compression_type={ty}");
+            qemu_img(&["create", "-q", "-f", "qcow2", "-o", &o, s(t), "8M"]);
+        }
+        qemu_img(&["convert", "-n", "-c", "-O", "qcow2", s(&src), s(&q)]);
+        ferry_ok(&["convert", "-n", "-c", "-O", "qcow2", s(&src), s(&f)]);
+        qemu_img(&["compare", "-q", s(&q), s(&f)]);
+        let (cq, cf) = (compressed(&q), compressed(&f));
+        assert!(cf >= 4 << 20, "{ty}: only {cf} bytes compressed");
+        assert_eq!(cq, cf, "{ty}: compressed bytes differ from qemu-img's");
+        let (qs, fs) = (
+            std::fs::metadata(&q).unwrap().len(),
+            std::fs::metadata(&f).unwrap().len(),
+        );
+        assert!(
+            fs * 100 <= qs * 101,
+            "{ty}: ferry {fs} > qemu-img {qs} + 1%"
+        );
+        let chk = check_json(&f);
+        assert_eq!(chk["corruptions"].as_u64().unwrap_or(0), 0, "{chk}");
+        assert_eq!(chk["leaks"].as_u64().unwrap_or(0), 0, "{chk}");
+    }
+    // Into an image full of other data: qemu-img fails, ferry writes the source whole.
+    let fill = d.join("fill.raw");
+    std::fs::write(&fill, common::pseudo_random(5, 8 << 20)).unwrap();
+    let (q, f) = (d.join("q-full.qcow2"), d.join("f-full.qcow2"));
+    for t in [&q, &f] {
+        qemu_img(&["convert", "-O", "qcow2", s(&fill), s(t)]);
+    }
+    let o = Command::new("qemu-img")
+        .args(["convert", "-n", "-c", "-O", "qcow2", s(&src), s(&q)])
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "qemu-img compressed over data");
+    ferry_ok(&["convert", "-n", "-c", "-O", "qcow2", s(&src), s(&f)]);
+    let out = d.join("f-full.raw");
+    qemu_img(&["convert", "-O", "raw", s(&f), s(&out)]);
+    let got = std::fs::read(&out).unwrap();
+    assert!(got[..6 << 20] == data[..], "the source's bytes");
+    assert!(
+        got[6 << 20..] == std::fs::read(&fill).unwrap()[6 << 20..],
+        "past the source: kept"
+    );
+    let chk = check_json(&f);
+    assert_eq!(chk["corruptions"].as_u64().unwrap_or(0), 0, "{chk}");
+    assert_eq!(chk["leaks"].as_u64().unwrap_or(0), 0, "{chk}");
+    // Raw has no compressed clusters.
+    let raw = d.join("t.raw");
+    std::fs::write(&raw, vec![1u8; 8 << 20]).unwrap();
+    let o = run_ferry(&["convert", "-n", "-c", "-O", "raw", s(&src), s(&raw)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("qcow2 images only"),
+        "{err}"
+    );
+    assert!(std::fs::read(&raw).unwrap().iter().all(|&b| b == 1));
+}
+
 #[test]
 fn compressed_clusters_pack_as_tightly_as_qemu() {
     if !have_tools(&["qemu-img"]) {

@@ -1,5 +1,5 @@
 //! `initramfs-add-modules` (rule initramfs-tools): an initramfs built with the real tools
-//! (`cpio -o -H newc`, `zstd`) in the shape Debian writes (a plain early-microcode archive, then
+//! (`cpio -o -H newc`, `zstd` or `xz`) in the shape Debian writes (a plain early-microcode archive, then
 //! the zstd main archive with `lib -> usr/lib`), lacking virtio. After `ferry fix` GNU cpio,
 //! unpacking the members in order as the kernel does, must find the guest's own module files
 //! and indexes where the kernel looks for them, with the old members byte for byte in front.
@@ -52,6 +52,37 @@ fn virtio_modules_are_appended_to_an_initramfs_without_them() {
     if !have_tools(&["cpio", "zstd"]) {
         return;
     }
+    appended_to(&|cpio| zstd::encode_all(cpio, 19).unwrap());
+}
+
+/// The same with the main archive compressed as SUSE's dracut does (`xz -0 --check=crc32`,
+/// by the real xz): ferry reads it to see what is missing, and appends after it.
+#[test]
+fn virtio_modules_are_appended_to_an_xz_initramfs() {
+    if !have_tools(&["cpio", "xz"]) {
+        return;
+    }
+    appended_to(&|cpio| {
+        let mut c = Command::new("xz")
+            .args(["-0", "--check=crc32", "-c"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = c.stdin.take().unwrap();
+        let data = cpio.to_vec();
+        let feeder = std::thread::spawn(move || stdin.write_all(&data).unwrap());
+        let o = c.wait_with_output().unwrap();
+        feeder.join().unwrap();
+        assert!(o.status.success());
+        assert!(o.stdout.starts_with(b"\xfd7zXZ\0"));
+        o.stdout
+    });
+}
+
+/// Builds the guest with its main archive compressed by `compress`, fixes it and unpacks the
+/// result as the kernel would.
+fn appended_to(compress: &dyn Fn(&[u8]) -> Vec<u8>) {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     debian_root(&root, "/dev/sda1 / ext4 defaults 0 1\n");
@@ -125,7 +156,7 @@ fn virtio_modules_are_appended_to_an_initramfs_without_them() {
         .collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let main_cpio = cpio_of(&main, &names);
-    initrd.extend_from_slice(&zstd::encode_all(&main_cpio[..], 19).unwrap());
+    initrd.extend_from_slice(&compress(&main_cpio));
     let path = root.join(format!("boot/initrd.img-{R}"));
     put(&root, &format!("/boot/initrd.img-{R}"), &initrd);
 

@@ -203,11 +203,46 @@ fn a_qemu_writer_keeps_ferry_out_and_force_share_reads() {
     assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
     let o = ferry(&["convert", "-O", "qcow2", "--overwrite", s(&other), s(&img)]);
     assert_refused(&o, &img, "\"write\" lock", "convert onto it");
+    // -n (write into the existing image) is refused the same way, before anything is written.
+    let o = ferry(&["convert", "-n", "-O", "qcow2", s(&other), s(&img)]);
+    assert_refused(&o, &img, "\"write\" lock", "convert -n into it");
 
     // Once qemu-io is gone, everything works again.
     drop(peer);
     common::ferry_ok(&["info", s(&img)]);
     common::ferry_ok(&["overlay", "create", s(&img), s(&ov)]);
+}
+
+/// `convert -n` into a raw image that qemu-io holds open for writing is refused, the target
+/// untouched: a raw image's qemu writer shares "write", so qemu-img would write beside it, but
+/// ferry never writes an image another writer has open (issue 17). Once qemu-io is gone the same
+/// command writes it.
+#[test]
+fn convert_n_into_a_raw_image_qemu_writes_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src.raw");
+    std::fs::write(&src, vec![7u8; 1 << 20]).unwrap();
+    let dst = d.path().join("dst.raw");
+    std::fs::write(&dst, vec![1u8; 2 << 20]).unwrap();
+    let peer = Peer::qemu_io("raw", &dst, &[]);
+    {
+        let _same = common::Unchanged::new(&[&src, &dst]);
+        let o = ferry(&["convert", "-n", "-O", "raw", s(&src), s(&dst)]);
+        assert_refused(
+            &o,
+            &dst,
+            "shared \"write\" lock",
+            "convert -n into a raw image",
+        );
+    }
+    drop(peer);
+    common::ferry_ok(&["convert", "-n", "-O", "raw", s(&src), s(&dst)]);
+    let data = std::fs::read(&dst).unwrap();
+    assert!(data[..1 << 20].iter().all(|&b| b == 7));
+    assert!(
+        data[1 << 20..].iter().all(|&b| b == 1),
+        "past the source: kept"
+    );
 }
 
 #[test]

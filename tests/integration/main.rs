@@ -1,5 +1,7 @@
 //! The integration tests, one binary (one link of the crate instead of one per area): each
 //! module is an area, run against the real tools (qemu-img, mkfs.*, lvm2, the kernel).
+// Tests call libc directly (geteuid, statvfs, ioctls on loop devices) to set up and observe.
+#![allow(unsafe_code)]
 
 mod common;
 mod fixguest;

@@ -741,6 +741,58 @@ fn mounts_without_root() {
     assert!(!ferry::mount::is_mountpoint(&dir.join("mnt")).unwrap());
 }
 
+/// A user who may not open /dev/fuse (mode 0600, as on a machine without the fuse3 package's
+/// udev rule) is told so and what to do, instead of a bare "Permission denied". The 0600
+/// device is a node of our own bind-mounted over /dev/fuse in a private mount namespace, so
+/// other tests keep the real one.
+#[test]
+fn a_mount_without_access_to_dev_fuse_says_what_to_do() {
+    if !can_mount() {
+        return;
+    }
+    if !common::have_tools(&["setpriv", "fusermount3", "unshare", "mknod"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("hello"), b"hi\n").unwrap();
+    let dir = tmp.path().join("user");
+    std::fs::create_dir_all(dir.join("mnt")).unwrap();
+    mkfs(&dir.join("d.img"), &src, "8M", &[]);
+    std::fs::copy(common::ferry_bin(), dir.join("ferry")).unwrap();
+    common::sh(&format!(
+        "chmod 755 '{0}' '{1}' && chown -R nobody '{1}' && mknod '{0}/fuse' c 10 229 && chmod 600 '{0}/fuse'",
+        tmp.path().display(),
+        dir.display()
+    ));
+    let script = format!(
+        "mount --bind '{}/fuse' /dev/fuse && exec setpriv --reuid=nobody --regid=nogroup \
+         --clear-groups env XDG_RUNTIME_DIR= ./ferry mount d.img mnt",
+        tmp.path().display()
+    );
+    let mut c = Command::new("unshare");
+    c.args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .current_dir(&dir);
+    let err = match kernel::run_bounded(&mut c) {
+        Ok(out) => {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(dir.join("mnt"))
+                .status();
+            panic!("mounted without access to /dev/fuse: {out}");
+        }
+        Err(e) => e,
+    };
+    assert!(
+        err.contains("/dev/fuse is not open to you (mode 0600, owner uid 0)")
+            && err.contains("chmod 0666 /dev/fuse"),
+        "{err}"
+    );
+    assert!(!err.contains("os error 13"), "{err}");
+    assert!(!ferry::mount::is_mountpoint(&dir.join("mnt")).unwrap());
+}
+
 /// guestmount's habits: `-a IMAGE`, `-o allow_other,ro`, `--pid-file`.
 #[test]
 fn guestmount_style_options() {

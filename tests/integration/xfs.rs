@@ -1135,6 +1135,7 @@ setfattr -n user.big -v "$(head -c 3000 /dev/zero | tr '\0' a)" attrs/node
 fn walk_damaged(fs: &Xfs) {
     let _ = fs.info();
     let _ = fs.statfs();
+    let _ = fs.unused();
     let mut todo = vec![(fs.root_ino(), 0)];
     let mut visited = 0;
     let mut buf = vec![0u8; 64 << 10];
@@ -1223,8 +1224,8 @@ fn db_blocks(image: &Path, fs: &Xfs, ino: u64, cmds: &[&str]) -> Vec<(usize, usi
     hot
 }
 
-/// Where the metadata of the small tree is: AG headers, inode blocks, directory, attribute,
-/// symlink and bmbt blocks.
+/// Where the metadata of the small tree is: AG headers, the free-space btree root, inode
+/// blocks, directory, attribute, symlink and bmbt blocks.
 fn hot_ranges(image: &Path, fs: &Xfs) -> Vec<(usize, usize)> {
     let sb = fs.superblock();
     let bs = sb.blocksize as usize;
@@ -1236,6 +1237,9 @@ fn hot_ranges(image: &Path, fs: &Xfs) -> Vec<(usize, usize)> {
         (linear * bs, (linear + 1) * bs)
     };
     hot.push(inode_block(fs.root_ino()));
+    // AG 0's free-space btree root (AG 0's blocks are linear blocks).
+    let bno = agf_field(image, 0, "bnoroot") as usize;
+    hot.push((bno * bs, (bno + 1) * bs));
     for (path, cmds) in [
         ("big", &["bmap"][..]),
         ("attrs/node", &["bmap -a"][..]),
@@ -1513,4 +1517,169 @@ fn damage_names_structure_offset_and_values() {
             .contains(&format!("corrupt xfs inode (inode {ino}, block ")),
         "{err}"
     );
+}
+
+/// Free extents as `xfs_db freesp -d` lists them, block by block as (AG, AG block); these
+/// include the AGFL's blocks, which the free-space btrees do not hold.
+fn freesp_blocks(image: &Path) -> std::collections::HashSet<(u64, u64)> {
+    let out = common::run(
+        Command::new(common::tool("xfs_db").unwrap())
+            .args(["-r", "-c", "freesp -d"])
+            .arg(image),
+    );
+    let mut set = std::collections::HashSet::new();
+    for l in out.lines() {
+        let w: Vec<u64> = l
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        if let [agno, agbno, len] = w[..] {
+            set.extend((agbno..agbno + len).map(|b| (agno, b)));
+        }
+    }
+    set
+}
+
+/// `xfs_db`'s value of field `field` of AG `agno`'s AGF.
+fn agf_field(image: &Path, agno: u64, field: &str) -> u64 {
+    let out = common::run(
+        Command::new(common::tool("xfs_db").unwrap())
+            .args([
+                "-r",
+                "-c",
+                &format!("agf {agno}"),
+                "-c",
+                &format!("print {field}"),
+            ])
+            .arg(image),
+    );
+    out.trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("xfs_db print {field}: {out}"))
+}
+
+/// `Filesystem::unused` (what `ferry v2v` leaves out of its copy) is exactly what the
+/// free-space btrees hold: `xfs_db freesp -d` lists the same blocks plus each AG's free list
+/// (`flcount` blocks). An image whose unused ranges are zeroed stays clean for xfs_repair
+/// and reads the same (the kernel's walk for v5, ferry's for v4). A dirty log and an AGF whose
+/// free count disagrees with its btree are refused.
+#[test]
+fn unused_space_is_what_the_free_space_btrees_hold() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("mnt");
+    let mut images = Vec::new();
+    for (name, args) in [
+        ("v5", &["-d", "agcount=4"][..]),
+        ("v5 1k blocks", &["-b", "size=1024", "-d", "agcount=3"][..]),
+    ] {
+        let img = tmp.path().join(format!("{}.img", images.len()));
+        if !make_image(&img, &mnt, "300M", args, 3000) {
+            continue;
+        }
+        // Holes in the middle of the allocated space.
+        let m = KernelMount::new(&img, &mnt, "").unwrap();
+        common::run(Command::new("sh").arg("-c").arg(format!(
+            "cd '{}' && rm -rf doc sp/random sp/hard1 big/hard2 leafdir && sync",
+            mnt.display()
+        )));
+        m.unmount().unwrap();
+        images.push((name, img, true));
+    }
+    // v4, which this kernel does not mount: filled from a prototype file, as the v4 test does.
+    let src = tmp.path().join("src");
+    proto_tree(&src);
+    let proto = tmp.path().join("proto");
+    common::guest::xfs_protofile(&src, &proto);
+    let v4 = tmp.path().join("v4.img");
+    mkfs_proto(&v4, &proto, &["-m", "crc=0", "-d", "agcount=3"]);
+    images.push(("v4", v4, false));
+    for (name, img, mountable) in &images {
+        let _same = common::Unchanged::new(&[img]);
+        let fs = open(img);
+        let sb = fs.superblock();
+        let (bs, agblocks) = (u64::from(sb.blocksize), u64::from(sb.agblocks));
+        let ranges = fs.unused().unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut ours = std::collections::HashSet::new();
+        for r in &ranges {
+            assert_eq!((r.start % bs, r.end % bs), (0, 0), "{name}: {r:?}");
+            ours.extend((r.start / bs..r.end / bs).map(|b| (b / agblocks, b % agblocks)));
+        }
+        let theirs = freesp_blocks(img);
+        assert!(ours.len() > 1000, "{name}: only {} free blocks", ours.len());
+        let extra: Vec<_> = ours.difference(&theirs).take(5).collect();
+        assert!(extra.is_empty(), "{name}: free for ferry only: {extra:?}");
+        for agno in 0..u64::from(sb.agcount) {
+            let only_db = theirs.iter().filter(|(a, _)| *a == agno).count()
+                - ours.iter().filter(|(a, _)| *a == agno).count();
+            let fl = agf_field(img, agno, "flcount");
+            assert_eq!(only_db as u64, fl, "{name}: AG {agno}: the AGFL's blocks");
+        }
+        // Zero what ferry leaves out: the copy must still be the same filesystem.
+        let copy = tmp.path().join("zeroed.img");
+        std::fs::copy(img, &copy).unwrap();
+        {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::OpenOptions::new().write(true).open(&copy).unwrap();
+            let junk = vec![0u8; 1 << 20];
+            for r in &ranges {
+                let mut at = r.start;
+                while at < r.end {
+                    let n = (r.end - at).min(junk.len() as u64) as usize;
+                    f.write_all_at(&junk[..n], at).unwrap();
+                    at += n as u64;
+                }
+            }
+        }
+        repair_clean(&copy);
+        if *mountable {
+            let k = KernelMount::new(img, &mnt, "ro").unwrap();
+            let before = kernel::walk(k.path());
+            k.unmount().unwrap();
+            let k = KernelMount::new(&copy, &mnt, "ro").unwrap();
+            kernel::assert_same(&before, &kernel::walk(k.path()), name);
+        } else {
+            assert_same_snapshot(&kernel::snapshot(&fs), &copy, name);
+        }
+        eprintln!(
+            "{name}: {} free blocks in {} ranges agree with xfs_db",
+            ours.len(),
+            ranges.len()
+        );
+    }
+
+    // An AGF whose free count disagrees with its btree (`-c`: past xfs_db's write verifier,
+    // its CRC redone).
+    let (_, img, _) = images.first().expect("at least one image was made");
+    common::run(
+        Command::new(common::tool("xfs_db").unwrap())
+            .args(["-x", "-c", "agf 1", "-c", "write -c freeblks 7"])
+            .arg(img),
+    );
+    let e = open(img).unused().unwrap_err().to_string();
+    assert!(e.contains("AG 1") && e.contains("AGF counts 7"), "{e}");
+
+    // A dirty log: the btrees on disk may predate it.
+    let dirty = make_dirty(
+        tmp.path(),
+        &mnt,
+        "300M",
+        &[],
+        "",
+        How {
+            flush: true,
+            churn: 0,
+            hold: false,
+        },
+    );
+    let e = open(&dirty).unused().unwrap_err().to_string();
+    assert!(e.contains("log was dirty"), "{e}");
+}
+
+fn assert_same_snapshot(before: &Snapshot, image: &Path, name: &str) {
+    kernel::assert_same(before, &kernel::snapshot(&open(image)), name);
 }

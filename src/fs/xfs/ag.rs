@@ -54,7 +54,7 @@ pub struct AgCounts {
 }
 
 impl Xfs {
-    fn ag_sector(&self, agno: u32, sector: u64, what: &'static str) -> Result<Vec<u8>> {
+    pub(super) fn ag_sector(&self, agno: u32, sector: u64, what: &'static str) -> Result<Vec<u8>> {
         let at = self.ag_sector_at(agno, sector, what)?;
         // OK: the sector size is at most the block size, 64 KiB.
         let mut buf = vec![0u8; usize::from(self.sb.sectsize)];
@@ -71,37 +71,19 @@ impl Xfs {
             .ok_or_else(|| FsError::corrupt(what, 0, 0, format!("AG {agno} overflows")))
     }
 
+    /// The AGF of AG `agno`, checked (magic, AG number, CRC on v5).
+    pub(super) fn agf(&self, agno: u32) -> Result<Vec<u8>> {
+        let f = self.ag_sector(agno, AGF_SECTOR, "xfs AGF")?;
+        self.check_ag_header(agno, &f, AGF_SECTOR, AGF_MAGIC, AGF_CRC_OFF, "xfs AGF")?;
+        Ok(f)
+    }
+
     /// The AGF and AGI counters of AG `agno`, checked (magic, sequence, CRC on v5).
     pub fn ag_counts(&self, agno: u32) -> Result<AgCounts> {
-        let f = self.ag_sector(agno, AGF_SECTOR, "xfs AGF")?;
+        let f = self.agf(agno)?;
         let i = self.ag_sector(agno, AGI_SECTOR, "xfs AGI")?;
+        self.check_ag_header(agno, &i, AGI_SECTOR, AGI_MAGIC, AGI_CRC_OFF, "xfs AGI")?;
         let v5 = self.sb.is_v5();
-        let check = |b: &[u8], sector: u64, magic: u32, crc_off: usize, what: &'static str| {
-            let at = self.ag_sector_at(agno, sector, what)?;
-            // The block the sector lies in, which also tells the AGs apart in the damage log.
-            let blk = at / u64::from(self.sb.blocksize);
-            let bad = |detail: &str| {
-                FsError::corrupt(what, 0, blk, format!("AG {agno}: {detail}")).at(at)
-            };
-            if be32(b, 0) != magic {
-                let e = bad("bad magic")
-                    .expected(format!("{magic:#010x}"), format!("{:#010x}", be32(b, 0)));
-                return Err(self.report(e));
-            }
-            if be32(b, 8) != agno {
-                return Err(self.report(bad("bad AG number").expected(agno, be32(b, 8))));
-            }
-            if v5 {
-                if let Some((computed, stored)) = crc::mismatch(b, crc_off) {
-                    let e = bad("CRC32c mismatch")
-                        .expected(format!("{computed:#010x}"), format!("{stored:#010x}"));
-                    return Err(self.report(e));
-                }
-            }
-            Ok(())
-        };
-        check(&f, AGF_SECTOR, AGF_MAGIC, AGF_CRC_OFF, "xfs AGF")?;
-        check(&i, AGI_SECTOR, AGI_MAGIC, AGI_CRC_OFF, "xfs AGI")?;
         Ok(AgCounts {
             length: be32(&f, 12),
             flcount: be32(&f, 48),
@@ -111,6 +93,39 @@ impl Xfs {
             icount: be32(&i, 16),
             ifree: be32(&i, 28),
         })
+    }
+
+    /// Checks an AG header sector: its magic, its AG number and (v5) its CRC.
+    fn check_ag_header(
+        &self,
+        agno: u32,
+        b: &[u8],
+        sector: u64,
+        magic: u32,
+        crc_off: usize,
+        what: &'static str,
+    ) -> Result<()> {
+        let at = self.ag_sector_at(agno, sector, what)?;
+        // The block the sector lies in, which also tells the AGs apart in the damage log.
+        let blk = at / u64::from(self.sb.blocksize);
+        let bad =
+            |detail: &str| FsError::corrupt(what, 0, blk, format!("AG {agno}: {detail}")).at(at);
+        if be32(b, 0) != magic {
+            let e = bad("bad magic")
+                .expected(format!("{magic:#010x}"), format!("{:#010x}", be32(b, 0)));
+            return Err(self.report(e));
+        }
+        if be32(b, 8) != agno {
+            return Err(self.report(bad("bad AG number").expected(agno, be32(b, 8))));
+        }
+        if self.sb.is_v5() {
+            if let Some((computed, stored)) = crc::mismatch(b, crc_off) {
+                let e = bad("CRC32c mismatch")
+                    .expected(format!("{computed:#010x}"), format!("{stored:#010x}"));
+                return Err(self.report(e));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -139,7 +154,7 @@ impl Xfs {
     /// A short-form btree block (inode or refcount btree) at `agbno` of AG `agno`, checked:
     /// magic, CRC on v5, and its level `depth`. Returns it, its linear block and its count of
     /// records or keys.
-    fn sblock(
+    pub(super) fn sblock(
         &self,
         agno: u32,
         agbno: u32,

@@ -13,6 +13,7 @@
 
 pub mod acl;
 pub mod ag;
+mod alloc_btree;
 pub mod attr;
 pub mod attr_leaf;
 pub mod attr_sf;
@@ -522,6 +523,10 @@ impl Filesystem for Xfs {
             size_bytes: self.sb.dblocks.saturating_mul(bs),
             free_bytes: self.sb.fdblocks.saturating_mul(bs),
         }
+    }
+
+    fn unused(&self) -> Result<Vec<std::ops::Range<u64>>> {
+        self.unused_ranges()
     }
 
     fn statfs(&self) -> Result<StatFs> {

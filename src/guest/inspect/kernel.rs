@@ -170,10 +170,27 @@ pub(super) fn kernels(cx: &Ctx) -> Vec<Kernel> {
         if let Some(dir) = &k.modules {
             [k.virtio_blk, k.virtio_net, k.virtio_scsi, k.virtio_pci] = drivers(cx, dir);
         }
+        k.xen_pv_only = xen_pv_only(cx, &k.version);
     }
     out.sort_by(|a, b| a.version.cmp(&b.version));
     out
 }
+
+/// Whether kernel `version` is built to run only as a Xen PV guest (the pre-pvops "xenified"
+/// kernels: CONFIG_X86_XEN / CONFIG_X86_64_XEN in `/boot/config-VERSION`). Without a config
+/// file, by the releases those kernels carry: RHEL 5's `…el5xen`, SUSE's `…-xen`. Debian's
+/// `-xen-amd64` flavour is a pvops kernel that boots anywhere, and is not one.
+fn xen_pv_only(cx: &Ctx, version: &str) -> bool {
+    match cx.read_text(&format!("/boot/config-{version}"), MAX_CONFIG) {
+        Some(config) => config
+            .lines()
+            .any(|l| matches!(l.trim(), "CONFIG_X86_XEN=y" | "CONFIG_X86_64_XEN=y")),
+        None => version.ends_with("el5xen") || version.ends_with("-xen"),
+    }
+}
+
+/// A kernel config is 100-250 KiB.
+const MAX_CONFIG: u64 = 1 << 20;
 
 #[cfg(test)]
 mod tests {

@@ -113,6 +113,10 @@ pub struct Kernel {
     pub virtio_net: Driver,
     pub virtio_scsi: Driver,
     pub virtio_pci: Driver,
+    /// A "xenified" kernel that runs only as a Xen paravirtual guest (its config has
+    /// CONFIG_X86_XEN or CONFIG_X86_64_XEN, as virt-v2v checks; without a config, RHEL 5's
+    /// `el5xen` and SUSE's `-xen` releases): it does not boot on KVM at all.
+    pub xen_pv_only: bool,
 }
 
 /// Guest tools of a hypervisor (or other evidence of it), found by one of their files.
