@@ -16,8 +16,9 @@ work=${1:-/var/tmp/ferry-bench-convert}
 RUNS=${RUNS:-3}
 SIZE=${SIZE:-4G}
 ONLY=${ONLY:-.}
-ferry=$here/target/release/ferry
-(cd "$here" && cargo build --release -q)
+# FERRY=path runs that binary as it is (to compare two builds); otherwise the tree is built.
+ferry=${FERRY:-${CARGO_TARGET_DIR:-$here/target}/release/ferry}
+[ -n "${FERRY:-}" ] || (cd "$here" && cargo build --release -q)
 mkdir -p "$work"
 cd "$work"
 

@@ -14,7 +14,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 work=${1:-/var/tmp/ferry-bench-edit}
 RUNS=${RUNS:-5}
-ferry=$here/target/release/ferry
+ferry=${CARGO_TARGET_DIR:-$here/target}/release/ferry
 (cd "$here" && cargo build --release -q)
 mkdir -p "$work"
 cd "$work"

@@ -12,7 +12,7 @@ here=$(cd "$(dirname "$0")/../.." && pwd)
 work=${1:-/var/tmp/ferry-bench-hash}
 RUNS=${RUNS:-5}
 SIZE=${SIZE:-2G}
-ferry=$here/target/release/ferry
+ferry=${CARGO_TARGET_DIR:-$here/target}/release/ferry
 (cd "$here" && cargo build --release -q)
 mkdir -p "$work"
 cd "$work"

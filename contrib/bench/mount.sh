@@ -7,15 +7,21 @@
 #       the whole page cache dropped (the tool's own binary read from disk too)
 #   (b) cold sequential read of the 1 GiB file
 #   (c) cold `find -printf` with stat fields over the 20 000-file tree, and cold `tar` of /usr
-# Prints best-of-$RUNS times and ratios, and the peak RSS of each FUSE daemon.
+# The tools take turns within each of $RUNS rounds; prints each one's best time with the spread
+# (slowest/best), the ratios to the kernel of one run, and the peak RSS of each FUSE daemon.
 # Needs root (loop mounts, drop_caches), fuse2fs, e2fsprogs, qemu-img. Usage:
 #   contrib/bench/mount.sh [WORKDIR]     (default /var/tmp/ferry-bench; the image is kept)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 work=${1:-/var/tmp/ferry-bench}
 RUNS=${RUNS:-3}
-ferry=$here/target/release/ferry
-(cd "$here" && cargo build --release -q)
+# The tools compared, in the order they take turns; also fuse2fs (10-20x slower on the walks)
+# and ferry-vmdk (a streamOptimized copy of the image); base-raw and base-qcow2 run the binary
+# FERRY_BASE (an older build, for before/after in one run).
+WHO=${WHO:-kernel ferry-raw ferry-qcow2}
+# FERRY=path runs that binary as it is (to compare two builds); otherwise the tree is built.
+ferry=${FERRY:-${CARGO_TARGET_DIR:-$here/target}/release/ferry}
+[ -n "${FERRY:-}" ] || (cd "$here" && cargo build --release -q)
 mkdir -p "$work"
 cd "$work"
 
@@ -35,12 +41,16 @@ if [ ! -f guest.qcow2 ]; then
     qemu-img convert -f raw -O qcow2 guest.img guest.qcow2
     rm -rf stage
 fi
+if [[ $WHO == *ferry-vmdk* ]] && [ ! -f guest.vmdk ]; then
+    qemu-img convert -f raw -O vmdk -o subformat=streamOptimized guest.img guest.vmdk
+fi
 mkdir -p mnt
 
 now() { date +%s%N; }
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 evict() { python3 -c 'import os, sys
 for p in sys.argv[1:]:
+    if not os.path.exists(p): continue
     fd = os.open(p, os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); os.close(fd)' "$@"; }
 ms() { echo $(( ($2 - $1) / 1000000 )); }
 
@@ -51,65 +61,80 @@ mount_cmd() {
         fuse2fs) fuse2fs -o ro,fakeroot guest.img mnt >/dev/null ;;
         ferry-qcow2) "$ferry" mount guest.qcow2 mnt ;;
         ferry-raw) "$ferry" mount guest.img mnt ;;
+        ferry-vmdk) "$ferry" mount guest.vmdk mnt ;;
+        base-qcow2) "$FERRY_BASE" mount guest.qcow2 mnt ;;
+        base-raw) "$FERRY_BASE" mount guest.img mnt ;;
     esac
 }
 umount_cmd() {
     case $1 in
-        ferry-*) "$ferry" umount mnt ;;
+        ferry-* | base-*) "$ferry" umount mnt ;;
         *) umount mnt ;;
     esac
 }
 daemon_pid() {
     case $1 in
         fuse2fs) pgrep -n -x fuse2fs ;;
-        ferry-*) head -1 /run/ferry/*.pid 2>/dev/null | tail -1 ;;
+        ferry-* | base-*) head -1 /run/ferry/*.pid 2>/dev/null | tail -1 ;;
         *) echo "" ;;
     esac
 }
 
 best() { sort -n | head -1; }
 
-declare -A A A2 B C D RSS
-for who in kernel fuse2fs ferry-raw ferry-qcow2; do
-    a=(); a2=(); b=(); c=(); d=()
-    for _ in $(seq "$RUNS"); do
+# Rounds: every tool takes its turn within each round, so a burst of load elsewhere (2 cores
+# shared with other jobs) hits all of them alike; each cell is the best of the rounds and the
+# spread (slowest/best) shows how noisy the machine was.
+rm -f times.txt
+for _ in $(seq "$RUNS"); do
+    for who in $WHO; do
         drop
         t0=$(now); mount_cmd "$who"; cat mnt/etc/os-release >/dev/null; t1=$(now)
-        a2+=("$(ms "$t0" "$t1")")
+        echo "$who a2 $(ms "$t0" "$t1")" >> times.txt
         umount_cmd "$who"
-        evict guest.img guest.qcow2
+        evict guest.img guest.qcow2 guest.vmdk
         t0=$(now); mount_cmd "$who"; cat mnt/etc/os-release >/dev/null; t1=$(now)
-        a+=("$(ms "$t0" "$t1")")
+        echo "$who a $(ms "$t0" "$t1")" >> times.txt
         drop
         t0=$(now); dd if=mnt/big/1g of=/dev/null bs=1M status=none; t1=$(now)
-        b+=("$(ms "$t0" "$t1")")
+        echo "$who b $(ms "$t0" "$t1")" >> times.txt
         drop
         t0=$(now); find mnt/tree -printf '%P %y %m %U %G %s %n %i %T@ %C@ %l\n' >/dev/null; t1=$(now)
-        c+=("$(ms "$t0" "$t1")")
+        echo "$who c $(ms "$t0" "$t1")" >> times.txt
         drop
         t0=$(now); tar cf - -C mnt usr | cat >/dev/null; t1=$(now)
-        d+=("$(ms "$t0" "$t1")")
+        echo "$who d $(ms "$t0" "$t1")" >> times.txt
         pid=$(daemon_pid "$who")
         if [ -n "$pid" ]; then
-            RSS[$who]=$(awk '/VmHWM/ {print $2}' /proc/"$pid"/status)
+            echo "$who rss $(awk '/VmHWM/ {print $2}' /proc/"$pid"/status)" >> times.txt
         fi
         umount_cmd "$who"
     done
-    A[$who]=$(printf '%s\n' "${a[@]}" | best)
-    A2[$who]=$(printf '%s\n' "${a2[@]}" | best)
-    B[$who]=$(printf '%s\n' "${b[@]}" | best)
-    C[$who]=$(printf '%s\n' "${c[@]}" | best)
-    D[$who]=$(printf '%s\n' "${d[@]}" | best)
 done
 
+# cell WHO METRIC: "best(spread)"; bestof WHO METRIC: the best alone.
+bestof() { awk -v w="$1" -v m="$2" '$1 == w && $2 == m { if (b == "" || $3 < b) b = $3 } END { print b + 0 }' times.txt; }
+cell() {
+    awk -v w="$1" -v m="$2" '$1 == w && $2 == m { if (b == "" || $3 < b) b = $3; if ($3 > s) s = $3 }
+        END { if (b == "") print "-"; else printf "%d(%.2f)", b, (b > 0 ? s / b : 1) }' times.txt
+}
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) b = 1; printf "%.2f", a / b }'; }
-printf '%-12s %14s %16s %16s %14s %14s %10s\n' "" "mount+cat ms" "(all cold) ms" "1 GiB read MB/s" "find 20k ms" "tar /usr ms" "peak RSS"
-for who in kernel fuse2fs ferry-raw ferry-qcow2; do
-    mbs=$(awk -v t="${B[$who]}" 'BEGIN { printf "%.0f", 1024 / (t / 1000) }')
-    printf '%-12s %14s %16s %16s %14s %14s %10s\n' "$who" "${A[$who]}" "${A2[$who]}" "$mbs" "${C[$who]}" "${D[$who]}" "${RSS[$who]:--} kB"
+echo "best of $RUNS rounds in ms, (spread = slowest/best); read in MiB/s from the best"
+printf '%-12s %14s %14s %16s %14s %14s %10s\n' "" "mount+cat" "(all cold)" "1 GiB read" "find 20k" "tar /usr" "peak RSS"
+for who in $WHO; do
+    b=$(bestof "$who" b)
+    mbs=$(awk -v t="$b" 'BEGIN { if (t == 0) t = 1; printf "%.0f", 1024 / (t / 1000) }')
+    rss=$(awk -v w="$who" '$1 == w && $2 == "rss" { if ($3 > r) r = $3 } END { if (r) print r " kB"; else print "-" }' times.txt)
+    printf '%-12s %14s %14s %16s %14s %14s %10s\n' "$who" "$(cell "$who" a)" "$(cell "$who" a2)" \
+        "$mbs $(cell "$who" b | sed 's/.*(/(/')" "$(cell "$who" c)" "$(cell "$who" d)" "$rss"
 done
 echo
-for who in ferry-raw ferry-qcow2; do
-    echo "$who / kernel: read throughput $(ratio "${B[kernel]}" "${B[$who]}"), find $(ratio "${C[$who]}" "${C[kernel]}")x, tar $(ratio "${D[$who]}" "${D[kernel]}")x"
-    echo "$who / fuse2fs: read throughput $(ratio "${B[fuse2fs]}" "${B[$who]}"), find $(ratio "${C[$who]}" "${C[fuse2fs]}")x, tar $(ratio "${D[$who]}" "${D[fuse2fs]}")x"
+echo "ratios of the best times, tool / kernel (read: throughput ratio, tool's MiB/s / kernel's)"
+for who in $WHO; do
+    [ "$who" = kernel ] && continue
+    echo "$who: mount+cat $(ratio "$(bestof "$who" a)" "$(bestof kernel a)")x," \
+        "all cold $(ratio "$(bestof "$who" a2)" "$(bestof kernel a2)")x," \
+        "read $(ratio "$(bestof kernel b)" "$(bestof "$who" b)")," \
+        "find $(ratio "$(bestof "$who" c)" "$(bestof kernel c)")x," \
+        "tar $(ratio "$(bestof "$who" d)" "$(bestof kernel d)")x"
 done

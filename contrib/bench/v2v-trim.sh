@@ -12,7 +12,7 @@ work=${1:-/var/tmp/ferry-bench-v2v}
 RUNS=${RUNS:-3}
 SIZE=${SIZE:-4G}
 DELETED=${DELETED:-2G}
-ferry=$here/target/release/ferry
+ferry=${CARGO_TARGET_DIR:-$here/target}/release/ferry
 (cd "$here" && cargo build --release -q)
 mkdir -p "$work"
 cd "$work"

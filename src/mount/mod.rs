@@ -276,11 +276,55 @@ fn session(
     } else {
         adapter::Adapter::new(fs)
     };
-    fuser::Session::new(adapter, mountpoint, &config(opts)).map_err(|source| Error::Io {
-        what: "cannot mount on",
-        path: mountpoint.into(),
-        source,
-    })
+    // Resolved before the mount: once mounted, resolving it asks the daemon, not yet serving.
+    let canon = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
+    let s =
+        fuser::Session::new(adapter, mountpoint, &config(opts)).map_err(|source| Error::Io {
+            what: "cannot mount on",
+            path: mountpoint.into(),
+            source,
+        })?;
+    widen_readahead(&canon);
+    Ok(s)
+}
+
+/// The kernel's readahead window for a ferry mount, in KiB. A FUSE mount starts at 128 KiB
+/// (its bdi's default; the `max_readahead` of the init reply can only lower it), so a
+/// sequential read came as one 128 KiB request after another, each a round trip to the
+/// daemon. With a wider window the kernel sends several requests of up to 1 MiB
+/// (`max_pages`) at once, which the request threads serve side by side: the daemon's reads of
+/// the image overlap the kernel's copy of the previous reply. The kernel's own readahead bounds
+/// the memory, in its page cache. Measured on a loaded 2-core machine (cold 1 GiB read, best and
+/// median of 5, interleaved): raw image 622/471 MiB/s with 128 KiB, 649/574 with 4 MiB, the
+/// kernel's loop mount 675/584; qcow2 587/492 and 626/519.
+const READAHEAD_KB: u32 = 4096;
+
+/// Widens the readahead of the FUSE mount at `canon` (a canonical path) through its bdi's sysfs
+/// file. Best effort: only root may write there, and a mount without it works as before.
+fn widen_readahead(canon: &Path) {
+    let Some(dev) = mount_device(canon) else {
+        log::debug!("no mountinfo entry for {}", canon.display());
+        return;
+    };
+    let knob = format!("/sys/class/bdi/{dev}/read_ahead_kb");
+    if let Err(e) = std::fs::write(&knob, READAHEAD_KB.to_string()) {
+        log::debug!("cannot widen the readahead ({knob}): {e}");
+    }
+}
+
+/// The `MAJ:MIN` device of the last mount at `canon`, from /proc/self/mountinfo (no request to
+/// the mount itself, which may not be served yet).
+fn mount_device(canon: &Path) -> Option<String> {
+    let info = std::fs::read("/proc/self/mountinfo").ok()?;
+    let want = canon.as_os_str().as_encoded_bytes();
+    info.split(|&b| b == b'\n')
+        .filter_map(|l| {
+            let mut f = l.split(|&b| b == b' ');
+            let dev = f.nth(2)?;
+            let mp = f.nth(1)?;
+            (unescape_mountinfo(mp) == want).then(|| String::from_utf8_lossy(dev).into_owned())
+        })
+        .next_back()
 }
 
 /// Mounts `fs` at `mountpoint` (read-only unless `opts.writable`) and serves it from

@@ -257,7 +257,7 @@ impl Qcow2Writer {
                 source,
             })?;
         let lock = lock::acquire(&file, path, Access::Write)?;
-        file.set_len(0).map_err(io_err(path, "qcow2 image", 0))?;
+        crate::block::file::truncate_to_empty(&file).map_err(io_err(path, "qcow2 image", 0))?;
         let l1_bytes = (l1_size * 8).max(1);
         let l1_clusters = l1_bytes.div_ceil(cs);
         let mut meta = vec![0u8; (3 * cs) as usize];

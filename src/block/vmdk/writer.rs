@@ -250,7 +250,7 @@ impl VmdkWriter {
                 source,
             })?;
         let lock = crate::block::lock::acquire(&file, path, crate::block::lock::Access::Write)?;
-        file.set_len(0).map_err(|source| Error::Io {
+        crate::block::file::truncate_to_empty(&file).map_err(|source| Error::Io {
             path: path.into(),
             what: "VMDK image",
             offset: 0,
