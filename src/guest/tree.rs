@@ -158,6 +158,30 @@ impl Tree {
         self.tag(j, a)
     }
 
+    /// How the tree is composed: for each filesystem, in tree order (its index is the top
+    /// byte of its inode numbers), its device, its mountpoint, and the (filesystem index,
+    /// inode) of the directory it covers (None: the root, or a name attached to the root).
+    /// Two trees of equal shape present the same directories as mountpoints.
+    pub fn shape(&self) -> Vec<(String, String, Option<(usize, u64)>)> {
+        self.placed
+            .iter()
+            .enumerate()
+            .map(|(idx, p)| {
+                let covered = self
+                    .covers
+                    .iter()
+                    .find(|(_, &j)| j == idx)
+                    .map(|(&at, _)| at);
+                (p.mount.device.clone(), p.mount.mountpoint.clone(), covered)
+            })
+            .collect()
+    }
+
+    /// The tree inode of inode `local` of the filesystem at index `i` (see `shape`).
+    pub fn tree_ino(i: usize, local: u64) -> Option<u64> {
+        (i < MAX_FILESYSTEMS && local <= LOCAL).then(|| (i as u64) << SHIFT | local)
+    }
+
     /// The filesystems in the order they were mounted, the root first.
     pub fn mounts(&self) -> impl Iterator<Item = &Mount> {
         self.placed.iter().map(|p| &p.mount)

@@ -31,6 +31,7 @@ mod orphan;
 mod rw;
 mod statfs;
 pub mod superblock;
+mod touched;
 pub mod xattr;
 mod xattr_write;
 
@@ -586,6 +587,14 @@ impl Filesystem for Ext4 {
 
     fn unused(&self) -> Result<Vec<std::ops::Range<u64>>> {
         self.unused_ranges()
+    }
+
+    fn touched(&self, ranges: &[std::ops::Range<u64>]) -> Result<crate::fs::Touched> {
+        self.touched_ranges(ranges)
+    }
+
+    fn owned(&self, inodes: &[u64]) -> Result<Vec<std::ops::Range<u64>>> {
+        self.owned_ranges(inodes)
     }
 
     fn statfs(&self) -> Result<StatFs> {
