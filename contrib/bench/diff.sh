@@ -62,6 +62,7 @@ now() { date +%s.%N; }
 have_virt_diff=$(command -v virt-diff || true)
 export LIBGUESTFS_BACKEND_SETTINGS=${LIBGUESTFS_BACKEND_SETTINGS:-force_tcg}
 declare -A times
+rm -f virt.txt
 for ((r = 0; r < RUNS; r++)); do
     t0=$(now)
     "$ferry" diff over.qcow2 > fast.txt

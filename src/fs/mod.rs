@@ -390,6 +390,14 @@ pub trait Filesystem: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// Every record of `dir`, a removed directory whose blocks are still readable (its live
+    /// records and its removed ones), for forensics: fls lists them under the removed name.
+    /// `reallocated` says whether each record's inode is in use. None where the filesystem
+    /// cannot tell.
+    fn removed_dir_entries(&self, _dir: u64) -> Result<Vec<DeletedEntry>> {
+        Ok(Vec::new())
+    }
+
     /// When `dir` is the root of a filesystem that can tell freed-but-used inodes apart
     /// (ext4), those inodes (see `Orphans`); None elsewhere. Damage met on the way is pushed
     /// onto `errors` and the rest still returned.

@@ -147,7 +147,7 @@ pub struct View {
     pub facts: Option<Facts>,
     /// How `fs` is composed (`Tree::shape`); one filesystem shown alone is one entry, at
     /// index 0, whose inode numbers are the tree's.
-    pub shape: Vec<(String, String, Option<(usize, u64)>)>,
+    pub shape: tree::Shape,
 }
 
 /// The EFI system partition's GPT type GUID and MBR type (as the tables' readers spell them).

@@ -294,7 +294,8 @@ fn debugfs_w(img: &Path, request: &str) {
 }
 
 /// Removed entries: an ext4 made with mkfs -d, changed through kernel mounts (created,
-/// renamed, deleted) and through debugfs `rm` (e2fsprogs' unlink merges the record into its
+/// renamed, deleted) and through debugfs `rm`, `kill_file` and `unlink` (a removed directory
+/// whose records ferry lists below it, as fls does) (e2fsprogs' unlink merges the record into its
 /// predecessor and leaves its bytes, as kernels before 6.x did; this kernel zeroes a removed
 /// record, so what it deletes is gone for fls and ferry alike). One freed inode is then
 /// reused by a new file elsewhere. Every line fls prints for a removed name, ferry prints
@@ -317,6 +318,10 @@ fn timeline_lists_deleted_entries_as_fls_does() {
         std::fs::write(src.join(format!("d/file{i}")), format!("content {i}\n")).unwrap();
     }
     std::fs::write(src.join("d/sub/inner"), "inner").unwrap();
+    std::fs::create_dir_all(src.join("d/gonedir/deeper")).unwrap();
+    std::fs::write(src.join("d/gonedir/kept"), "kept").unwrap();
+    std::fs::write(src.join("d/gonedir/also-gone"), "also").unwrap();
+    std::fs::write(src.join("d/gonedir/deeper/leaf"), "leaf").unwrap();
     std::os::unix::fs::symlink("file1", src.join("d/link")).unwrap();
     std::fs::write(src.join("top"), "top").unwrap();
     let img = dir.path().join("fs.img");
@@ -351,6 +356,13 @@ fn timeline_lists_deleted_entries_as_fls_does() {
         std::fs::write(m.path().join("reuse"), "reused").unwrap();
         m.unmount().unwrap();
     }
+    // A removed directory whose blocks stay: its inode and blocks freed (kill_file), its name
+    // then removed (the record survives). One of its files was removed before it (a removed
+    // record in a removed directory); the rest keep their inodes (fls: "deleted-realloc").
+    debugfs_w(&img, "kill_file /d/gonedir/also-gone");
+    debugfs_w(&img, "unlink /d/gonedir/also-gone");
+    debugfs_w(&img, "kill_file /d/gonedir");
+    debugfs_w(&img, "unlink /d/gonedir");
     let guard = Unchanged::new(&[&img]);
     let ours = ferry_ok(&["timeline", img.to_str().unwrap()]);
     let json = ferry_ok(&["timeline", "--json", img.to_str().unwrap()]);
@@ -396,6 +408,10 @@ fn timeline_lists_deleted_entries_as_fls_does() {
         "/d/file4 (deleted)",
         "/d/sub/inner (deleted)",
         "/d/link -> file1 (deleted)",
+        "/d/gonedir (deleted)",
+        "/d/gonedir/kept (deleted-realloc)",
+        "/d/gonedir/also-gone (deleted)",
+        "/d/gonedir/deeper (deleted-realloc)",
     ] {
         assert!(want.contains_key(must), "fls lacks {must}:\n{fls}");
     }

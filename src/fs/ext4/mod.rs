@@ -679,6 +679,10 @@ impl Filesystem for Ext4 {
         Ext4::deleted_entries(self, dir)
     }
 
+    fn removed_dir_entries(&self, dir: u64) -> Result<Vec<crate::fs::DeletedEntry>> {
+        Ext4::removed_dir_entries(self, dir)
+    }
+
     fn orphans(&self, dir: u64, errors: &mut Vec<String>) -> Result<Option<crate::fs::Orphans>> {
         Ok((dir == ROOT_INO).then(|| self.orphan_candidates(errors)))
     }

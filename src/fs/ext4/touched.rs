@@ -67,7 +67,8 @@ impl Ext4 {
         let ipg = u64::from(self.sb.inodes_per_group);
         let per_block = bs / u64::from(self.sb.inode_size);
         // The boot block before the first group (1 KiB blocks) belongs to no file.
-        let mut meta = vec![0..u64::from(self.sb.first_data_block)];
+        let mut meta = Vec::new();
+        meta.push(0..u64::from(self.sb.first_data_block));
         let mut inodes = Vec::new();
         for g in 0..self.sb.group_count {
             let gd = self.group_desc_pub(g)?;
