@@ -3,9 +3,10 @@
 
 use super::{open, JsonOut};
 use anyhow::{bail, Context, Result};
-use ferry::block::Format;
+use ferry::block::{BlockDevice, Format};
 use ferry::forensics::diff::{self, Change, Kind};
 use ferry::fs::{FileType, Filesystem};
+use ferry::guest::{changed, Guest, View};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,18 +39,21 @@ pub struct DiffArgs {
     /// Read the images even while another process writes them (qemu-img's -U).
     #[arg(short = 'U', long = "force-share")]
     pub force_share: bool,
+    /// Walk both whole trees even for an overlay (the check of the fast path, and timing).
+    #[arg(long, hide = true)]
+    pub full_walk: bool,
 }
 
-/// The guest tree on `disk`, as `ls` shows it.
-fn tree(
-    disk: Arc<dyn ferry::block::BlockDevice>,
-    root: Option<&str>,
-) -> Result<Arc<dyn Filesystem>> {
-    let guest = ferry::guest::Guest::open(&[disk])?;
-    Ok(guest.view(&[], root)?.fs)
+/// The guest on `disk` and its tree, as `ls` shows it.
+fn tree(disk: &Arc<dyn BlockDevice>, root: Option<&str>) -> Result<(Guest, View)> {
+    let guest = Guest::open(std::slice::from_ref(disk))?;
+    let view = guest.view(&[], root)?;
+    Ok((guest, view))
 }
 
 pub fn diff(a: DiffArgs) -> Result<()> {
+    // Only an overlay over its own backing differs from it exactly where its clusters are.
+    let overlay = a.new.is_none();
     let (old_dev, new_dev) = match &a.new {
         Some(new) => (
             open(&a.old, a.format).with_context(|| format!("opening {}", a.old.display()))?,
@@ -67,13 +71,39 @@ pub fn diff(a: DiffArgs) -> Result<()> {
             (base, top)
         }
     };
-    let old = tree(old_dev, a.root.as_deref()).context("the old guest")?;
-    let new = tree(new_dev, a.root.as_deref()).context("the new guest")?;
+    let (old_guest, old_view) = tree(&old_dev, a.root.as_deref()).context("the old guest")?;
+    let (new_guest, new_view) = tree(&new_dev, a.root.as_deref()).context("the new guest")?;
+    let (old, new) = (old_view.fs.clone(), new_view.fs.clone());
     let opts = diff::Options {
         content: a.content,
         atime: a.atime,
     };
-    let (changes, errors) = diff::diff(old.as_ref(), new.as_ref(), opts);
+    // `--content` reads every file, whatever the inodes say: the whole walk.
+    let changed = if overlay && !a.content && !a.full_walk {
+        let side = |disk, guest, view| changed::Side { disk, guest, view };
+        match changed::changed_inodes(
+            &side(&old_dev, &old_guest, &old_view),
+            &side(&new_dev, &new_guest, &new_view),
+        ) {
+            Ok(c) => {
+                log::info!(
+                    "comparing the {} inodes the overlay may have changed",
+                    c.len()
+                );
+                Some(c)
+            }
+            Err(why) => {
+                log::info!("comparing the whole trees: {why}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let (changes, errors) = match &changed {
+        Some(c) => diff::diff_changed(old.as_ref(), new.as_ref(), c, opts),
+        None => diff::diff(old.as_ref(), new.as_ref(), opts),
+    };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if a.json.on() {
         serde_json::to_writer_pretty(&mut out, &changes)?;

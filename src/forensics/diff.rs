@@ -7,10 +7,15 @@
 //! be set from user space. Where those differ, the contents, link target and xattrs are
 //! compared to say what changed; `Options::content` compares the bytes of every file pair
 //! instead, for images touched by something that does not keep ctime honest.
+//!
+//! `diff_changed` gives the same answer for an overlay over its backing, given the inodes the
+//! overlay may have changed (`guest::changed::changed_inodes`): it stats only those, reads
+//! the entries of both versions only of changed directories, and otherwise only lists
+//! directories (one side) to find the paths, so that its work follows the edit.
 
-use super::walk::walk;
-use crate::fs::{Attr, FileType, Filesystem, FsError};
-use std::collections::BTreeMap;
+use super::walk::{walk, MAX_DEPTH};
+use crate::fs::{path, Attr, DirEntry, FileType, Filesystem, FsError};
+use std::collections::{BTreeMap, HashSet};
 
 /// Bytes compared per read.
 const CHUNK: usize = 1 << 20;
@@ -117,6 +122,278 @@ pub fn diff(
     pair_renames(old, new, opts, &mut changes, &mut errors);
     changes.sort_by(|x, y| x.path.cmp(&y.path));
     (changes, errors)
+}
+
+/// `diff` of two versions of one tree that differ at most in the inodes `changed` (tree inode
+/// numbers, the same on both sides): the same changes, found without visiting the rest.
+///
+/// Why it is the same. A directory not in `changed` has the same entries on both sides, and
+/// an inode not in `changed` the same attributes, so a path reached from the root through
+/// such directories names the same inode on both sides, and when that inode is not in
+/// `changed` `compare` finds nothing (it only reads contents when size or times differ, and
+/// `Options::content`, which reads every file, is `diff`'s alone). Every other path goes
+/// through a changed directory, whose two entry lists are compared by name, or ends at a
+/// changed inode, which is compared as `diff` compares it; a subtree present on one side
+/// only is listed whole. The changes are then paired into renames in the order `diff` makes
+/// them (removed and modified by path, then added by path), so ambiguous pairs (hard links)
+/// come out alike.
+pub fn diff_changed(
+    old: &dyn Filesystem,
+    new: &dyn Filesystem,
+    changed: &HashSet<u64>,
+    opts: Options,
+) -> (Vec<Change>, Vec<String>) {
+    let mut w = Pruned {
+        old,
+        new,
+        changed,
+        opts,
+        changes: Vec::new(),
+        errors: Vec::new(),
+        tasks: Vec::new(),
+    };
+    w.tasks.push(Task::Pair {
+        path: Vec::new(),
+        old: old.root_ino(),
+        new: new.root_ino(),
+        depth: 0,
+    });
+    while let Some(t) = w.tasks.pop() {
+        match t {
+            Task::Pair {
+                path,
+                old,
+                new,
+                depth,
+            } => w.pair(&path, old, new, depth),
+            Task::Only {
+                path,
+                new,
+                ino,
+                depth,
+            } => w.only(&path, new, ino, depth),
+        }
+    }
+    let Pruned {
+        mut changes,
+        mut errors,
+        ..
+    } = w;
+    changes.sort_by(|x, y| (x.kind == Kind::Added, &x.path).cmp(&(y.kind == Kind::Added, &y.path)));
+    pair_renames(old, new, opts, &mut changes, &mut errors);
+    changes.sort_by(|x, y| x.path.cmp(&y.path));
+    (changes, errors)
+}
+
+/// A directory still to visit in `diff_changed`; `depth` counts as `walk`'s does (the root's
+/// entries are at 0).
+enum Task {
+    /// The directory at `path`, inode `old` on the old side and `new` on the new.
+    Pair {
+        path: Vec<u8>,
+        old: u64,
+        new: u64,
+        depth: usize,
+    },
+    /// A directory on one side only (`new`: the new side): its whole subtree was added or
+    /// removed.
+    Only {
+        path: Vec<u8>,
+        new: bool,
+        ino: u64,
+        depth: usize,
+    },
+}
+
+struct Pruned<'a> {
+    old: &'a dyn Filesystem,
+    new: &'a dyn Filesystem,
+    changed: &'a HashSet<u64>,
+    opts: Options,
+    changes: Vec<Change>,
+    errors: Vec<String>,
+    tasks: Vec<Task>,
+}
+
+impl Pruned<'_> {
+    fn side(&self, new: bool) -> &dyn Filesystem {
+        if new {
+            self.new
+        } else {
+            self.old
+        }
+    }
+
+    /// The entries of `dir` on one side; an unreadable directory is an error line, as in
+    /// `walk`, and lists nothing.
+    fn list(&mut self, new: bool, dir: u64, path: &[u8]) -> Vec<DirEntry> {
+        path::list(self.side(new), dir).unwrap_or_else(|e| {
+            let side = if new { "new" } else { "old" };
+            self.errors
+                .push(format!("{side}: {}/: {e}", String::from_utf8_lossy(path)));
+            Vec::new()
+        })
+    }
+
+    /// The attributes of `ino` on one side, or an error line (the path then counts as absent
+    /// on that side, as in `walk`).
+    fn stat(&mut self, new: bool, ino: u64, path: &[u8]) -> Option<Attr> {
+        match self.side(new).getattr(ino) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                let side = if new { "new" } else { "old" };
+                self.errors
+                    .push(format!("{side}: {}: {e}", String::from_utf8_lossy(path)));
+                None
+            }
+        }
+    }
+
+    /// Queues the directory `path` below one at `depth`, unless that is too deep (`walk`'s
+    /// limit, with its message, on each side that has it).
+    fn descend(&mut self, path: &[u8], depth: usize, t: Task) {
+        if depth + 1 >= MAX_DEPTH {
+            let sides: &[&str] = match &t {
+                Task::Pair { .. } => &["old", "new"],
+                Task::Only { new: true, .. } => &["new"],
+                Task::Only { new: false, .. } => &["old"],
+            };
+            for side in sides {
+                self.errors.push(format!(
+                    "{side}: {}: deeper than {MAX_DEPTH} directories, not followed",
+                    String::from_utf8_lossy(path)
+                ));
+            }
+            return;
+        }
+        self.tasks.push(t);
+    }
+
+    fn pair(&mut self, path: &[u8], old: u64, new: u64, depth: usize) {
+        if old == new && !self.changed.contains(&old) {
+            for e in self.list(true, new, path) {
+                let p = child(path, &e.name);
+                self.entry(p, Some(e.clone()), Some(e), depth);
+            }
+            return;
+        }
+        let a = self.list(false, old, path);
+        let b = self.list(true, new, path);
+        let mut by_name: BTreeMap<Vec<u8>, (Option<DirEntry>, Option<DirEntry>)> = BTreeMap::new();
+        for e in a {
+            let name = e.name.clone();
+            by_name.entry(name).or_default().0 = Some(e);
+        }
+        for e in b {
+            let name = e.name.clone();
+            by_name.entry(name).or_default().1 = Some(e);
+        }
+        for (name, (x, y)) in by_name {
+            self.entry(child(path, &name), x, y, depth);
+        }
+    }
+
+    /// One name of a directory visited at `depth`, as each side has it.
+    fn entry(&mut self, path: Vec<u8>, x: Option<DirEntry>, y: Option<DirEntry>, depth: usize) {
+        if let (Some(a), Some(b)) = (&x, &y) {
+            if a.ino == b.ino && !self.changed.contains(&a.ino) {
+                if b.kind == FileType::Directory {
+                    let t = Task::Pair {
+                        path: path.clone(),
+                        old: a.ino,
+                        new: b.ino,
+                        depth: depth + 1,
+                    };
+                    self.descend(&path, depth, t);
+                }
+                return;
+            }
+        }
+        let oa = x.and_then(|a| self.stat(false, a.ino, &path));
+        let na = y.and_then(|b| self.stat(true, b.ino, &path));
+        let dir = |a: &Option<Attr>| a.as_ref().is_some_and(|a| a.kind == FileType::Directory);
+        match (&oa, &na) {
+            (Some(a), Some(b)) => {
+                let what = compare(self.old, self.new, a, b, self.opts, &path, &mut self.errors);
+                if !what.is_empty() {
+                    self.changes.push(Change {
+                        path: path.clone(),
+                        kind: Kind::Modified,
+                        from: None,
+                        what,
+                        old: oa.clone(),
+                        new: na.clone(),
+                    });
+                }
+            }
+            (Some(_), None) => self.push_one(&path, false, oa.clone()),
+            (None, Some(_)) => self.push_one(&path, true, na.clone()),
+            (None, None) => {}
+        }
+        match (dir(&oa), dir(&na)) {
+            (true, true) => {
+                let (o, n) = (oa.map_or(0, |a| a.ino), na.map_or(0, |a| a.ino));
+                let t = Task::Pair {
+                    path: path.clone(),
+                    old: o,
+                    new: n,
+                    depth: depth + 1,
+                };
+                self.descend(&path, depth, t);
+            }
+            (true, false) => self.queue_only(&path, false, oa.map_or(0, |a| a.ino), depth),
+            (false, true) => self.queue_only(&path, true, na.map_or(0, |a| a.ino), depth),
+            (false, false) => {}
+        }
+    }
+
+    fn queue_only(&mut self, path: &[u8], new: bool, ino: u64, depth: usize) {
+        let t = Task::Only {
+            path: path.to_vec(),
+            new,
+            ino,
+            depth: depth + 1,
+        };
+        self.descend(path, depth, t);
+    }
+
+    /// A path on one side only: added (`new`) or removed.
+    fn push_one(&mut self, path: &[u8], new: bool, attr: Option<Attr>) {
+        let (kind, old, new_attr) = if new {
+            (Kind::Added, None, attr)
+        } else {
+            (Kind::Removed, attr, None)
+        };
+        self.changes.push(Change {
+            path: path.to_vec(),
+            kind,
+            from: None,
+            what: Vec::new(),
+            old,
+            new: new_attr,
+        });
+    }
+
+    /// Every path under a directory that one side alone has.
+    fn only(&mut self, path: &[u8], new: bool, dir: u64, depth: usize) {
+        for e in self.list(new, dir, path) {
+            let p = child(path, &e.name);
+            let Some(a) = self.stat(new, e.ino, &p) else {
+                continue;
+            };
+            let is_dir = a.kind == FileType::Directory;
+            let ino = a.ino;
+            self.push_one(&p, new, Some(a));
+            if is_dir {
+                self.queue_only(&p, new, ino, depth);
+            }
+        }
+    }
+}
+
+/// `prefix/name` as bytes.
+fn child(prefix: &[u8], name: &[u8]) -> Vec<u8> {
+    [prefix, b"/", name].concat()
 }
 
 /// Every path of `fs` with its attributes.

@@ -9,6 +9,15 @@ use std::collections::HashSet;
 /// of one-letter names); bounds the work on a looping, damaged directory graph.
 pub const MAX_DEPTH: usize = 4096;
 
+/// Levels below a removed directory that the walk follows into removed directories (fls
+/// recurses into a removed directory whose inode is free and whose blocks still read); their
+/// records may be stale or point anywhere, so the descent is kept short.
+pub const MAX_REMOVED_DEPTH: usize = 64;
+
+/// Records listed from removed directories in one walk, at most: stale blocks can hold
+/// anything, and a walk must end in time on any image.
+pub const MAX_REMOVED_ENTRIES: usize = 1 << 20;
+
 /// One path of the tree.
 pub struct Visit<'a> {
     /// Guest-absolute path ("/etc/passwd").
@@ -41,8 +50,11 @@ struct Pending {
     path: Vec<u8>,
     kind: FileType,
     depth: usize,
-    /// A removed entry: listed, never descended into.
+    /// A removed entry: listed, and descended into only when it is a removed directory
+    /// whose inode is free (see `MAX_REMOVED_DEPTH`).
     deleted: Option<(bool, Option<FileType>)>,
+    /// For a removed entry: how many removed directories up it lies (0: in a live one).
+    removed_depth: usize,
 }
 
 /// Walks `fs` from its root, calling `visit` for every path but the root itself; returns what
@@ -62,6 +74,10 @@ pub fn walk_with(fs: &dyn Filesystem, deleted: bool, visit: &mut dyn FnMut(&Visi
     // Every inode a name reaches, and each filesystem root met with its orphan candidates.
     let mut named: HashSet<u64> = HashSet::new();
     let mut roots: Vec<(Vec<u8>, Orphans)> = Vec::new();
+    // Removed directories entered (a loop of stale records ends here), and records listed
+    // from them.
+    let mut entered: HashSet<u64> = HashSet::new();
+    let mut removed_listed = 0usize;
     if deleted {
         note_orphans(fs, fs.root_ino(), b"", &mut roots, &mut errors);
     }
@@ -71,7 +87,10 @@ pub fn walk_with(fs: &dyn Filesystem, deleted: bool, visit: &mut dyn FnMut(&Visi
             named.insert(p.ino);
         }
         if let Some((reallocated, entry_kind)) = p.deleted {
-            visit_deleted(fs, &p, reallocated, entry_kind, false, visit);
+            let dir = visit_deleted(fs, &p, reallocated, entry_kind, false, visit);
+            if dir && !reallocated && p.removed_depth < MAX_REMOVED_DEPTH && entered.insert(p.ino) {
+                push_removed_children(fs, &p, &mut removed_listed, &mut stack, &mut errors);
+            }
             continue;
         }
         let attr = match fs.getattr(p.ino) {
@@ -162,6 +181,7 @@ fn visit_orphans(
             kind: FileType::RegularFile,
             depth: 0,
             deleted: None,
+            removed_depth: 0,
         };
         visit_deleted(fs, &p, false, None, true, visit);
     }
@@ -190,7 +210,7 @@ fn zero_attr(ino: u64, kind: FileType) -> Attr {
 
 /// Visits a removed entry with its inode as it is now, as fls does; an inode that cannot be
 /// read (number 0, or garbage) gives all-zero metadata rather than an error, since nothing
-/// promised it would still be there.
+/// promised it would still be there. True when that inode was read and is a directory.
 fn visit_deleted(
     fs: &dyn Filesystem,
     p: &Pending,
@@ -198,7 +218,7 @@ fn visit_deleted(
     entry_kind: Option<FileType>,
     orphan: bool,
     visit: &mut dyn FnMut(&Visit),
-) {
+) -> bool {
     let read = if p.ino == 0 {
         None
     } else {
@@ -206,6 +226,7 @@ fn visit_deleted(
     };
     let meta_read = read.is_some();
     let attr = read.unwrap_or_else(|| zero_attr(p.ino, p.kind));
+    let dir = meta_read && attr.kind == FileType::Directory;
     visit(&Visit {
         path: &p.path,
         entry_kind: p.kind,
@@ -218,6 +239,53 @@ fn visit_deleted(
         }),
         orphan_dir: false,
     });
+    dir
+}
+
+/// Pushes the records of the removed directory `p` (see `Filesystem::removed_dir_entries`)
+/// as removed entries below it, in order, while fewer than `MAX_REMOVED_ENTRIES` have been.
+fn push_removed_children(
+    fs: &dyn Filesystem,
+    p: &Pending,
+    listed: &mut usize,
+    stack: &mut Vec<Pending>,
+    errors: &mut Vec<String>,
+) {
+    let entries = match fs.removed_dir_entries(p.ino) {
+        Ok(e) => e,
+        Err(e) => {
+            errors.push(format!(
+                "{} (removed directory): {e}",
+                String::from_utf8_lossy(&p.path)
+            ));
+            return;
+        }
+    };
+    let start = stack.len();
+    let mut seen: HashSet<(u64, Vec<u8>)> = HashSet::new();
+    for d in entries {
+        if *listed >= MAX_REMOVED_ENTRIES {
+            errors.push(format!(
+                "{}: more than {MAX_REMOVED_ENTRIES} records in removed directories, the rest \
+                 not listed",
+                String::from_utf8_lossy(&p.path)
+            ));
+            break;
+        }
+        if !seen.insert((d.ino, d.name.clone())) {
+            continue;
+        }
+        *listed += 1;
+        stack.push(Pending {
+            ino: d.ino,
+            path: child_path(&p.path, &d.name),
+            kind: d.kind.unwrap_or(FileType::RegularFile),
+            depth: p.depth + 1,
+            deleted: Some((d.reallocated, d.kind)),
+            removed_depth: p.removed_depth + 1,
+        });
+    }
+    stack[start..].reverse();
 }
 
 /// Pushes the entries of `dir` in reverse, so that they come off the stack in order.
@@ -256,6 +324,7 @@ fn push_children(
                     kind: e.kind,
                     depth,
                     deleted: None,
+                    removed_depth: 0,
                 });
             }
             for d in deleted {
@@ -268,6 +337,7 @@ fn push_children(
                     kind: d.kind.unwrap_or(FileType::RegularFile),
                     depth,
                     deleted: Some((d.reallocated, d.kind)),
+                    removed_depth: 0,
                 });
             }
             stack[start..].reverse();

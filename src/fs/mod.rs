@@ -7,6 +7,7 @@ pub mod ext4;
 pub mod files;
 pub mod ntfs;
 pub mod path;
+pub mod ranges;
 pub mod xfs;
 
 use crate::block::{self, BlockDevice};
@@ -326,6 +327,20 @@ pub struct StatFs {
     pub namelen: u32,
 }
 
+/// What changed byte ranges of a filesystem's volume may have changed (`Filesystem::touched`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Touched {
+    /// The inodes whose on-disk records lie in the ranges, sorted: every inode whose
+    /// attributes, mapping or directory entries may differ is among them (see the
+    /// implementation for why).
+    pub inodes: Vec<u64>,
+    /// The parts of the ranges (volume bytes, normalized) that are neither fixed metadata,
+    /// nor inode records, nor blocks of the filesystem's hidden inodes (journal, quota), nor
+    /// free in its allocation map: they can only be sound if they belong to `inodes` (on this
+    /// side or the other), which the caller checks with `Filesystem::owned`.
+    pub residue: Vec<std::ops::Range<u64>>,
+}
+
 /// A filesystem described for inspection (`ferry filesystems`, guest detection).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FsInfo {
@@ -375,11 +390,41 @@ pub trait Filesystem: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// Every record of `dir`, a removed directory whose blocks are still readable (its live
+    /// records and its removed ones), for forensics: fls lists them under the removed name.
+    /// `reallocated` says whether each record's inode is in use. None where the filesystem
+    /// cannot tell.
+    fn removed_dir_entries(&self, _dir: u64) -> Result<Vec<DeletedEntry>> {
+        Ok(Vec::new())
+    }
+
     /// When `dir` is the root of a filesystem that can tell freed-but-used inodes apart
     /// (ext4), those inodes (see `Orphans`); None elsewhere. Damage met on the way is pushed
     /// onto `errors` and the rest still returned.
     fn orphans(&self, _dir: u64, _errors: &mut Vec<String>) -> Result<Option<Orphans>> {
         Ok(None)
+    }
+
+    /// For a comparison with another version of this filesystem that differs only in the
+    /// byte ranges `ranges` of the volume (sorted, apart): which inodes those ranges may have
+    /// changed (`Touched`). `Unsupported`, saying why, when the filesystem cannot tell (a
+    /// journal replayed in memory makes the view differ from the blocks; a feature not
+    /// mapped): callers then compare everything.
+    fn touched(&self, _ranges: &[std::ops::Range<u64>]) -> Result<Touched> {
+        Err(FsError::Unsupported(format!(
+            "{}: changed blocks are not mapped to inodes for this filesystem",
+            self.info().kind
+        )))
+    }
+
+    /// The byte ranges of the volume (normalized) holding the blocks of `inodes` as this
+    /// side sees them: data, mapping-tree nodes, the xattr block. An inode not in use, or one
+    /// that cannot be read, contributes nothing (which only makes a caller's check stricter).
+    fn owned(&self, _inodes: &[u64]) -> Result<Vec<std::ops::Range<u64>>> {
+        Err(FsError::Unsupported(format!(
+            "{}: inode blocks are not listed for this filesystem",
+            self.info().kind
+        )))
     }
 
     /// Reads file bytes at `off` into `buf`; returns how many (0 at or past the end).

@@ -3,6 +3,7 @@
 //! ([`fstab`]) and resolves every line to a volume ([`devmap`]), and composes the filesystems
 //! at their mountpoints into one [`tree::Tree`], as the guest itself would mount them.
 
+pub mod changed;
 pub mod devmap;
 pub mod devname;
 pub mod facts;
@@ -144,6 +145,9 @@ pub struct View {
     pub devices: Vec<String>,
     /// The facts of the operating system shown, when one is (a composed tree).
     pub facts: Option<Facts>,
+    /// How `fs` is composed (`Tree::shape`); one filesystem shown alone is one entry, at
+    /// index 0, whose inode numbers are the tree's.
+    pub shape: tree::Shape,
 }
 
 /// The EFI system partition's GPT type GUID and MBR type (as the tables' readers spell them).
@@ -535,6 +539,11 @@ impl Guest {
         }
     }
 
+    /// The filesystem opened on `device` (a volume name, as `View::shape` gives it).
+    pub fn filesystem(&self, device: &str) -> Option<Arc<dyn Filesystem>> {
+        self.fs_of(device).cloned()
+    }
+
     fn fs_of(&self, device: &str) -> Option<&Arc<dyn Filesystem>> {
         self.opened
             .iter()
@@ -670,6 +679,7 @@ impl Guest {
                 })
                 .collect();
             let tree = self.tree_of(&layout)?;
+            let shape = tree.shape();
             let devices = tree.mounts().map(|m| m.device.clone()).collect();
             let device = tree
                 .mounts()
@@ -687,11 +697,13 @@ impl Guest {
                 device,
                 devices,
                 facts,
+                shape,
             });
         }
         match self.tree(root) {
             Ok((tree, r)) => Ok(View {
                 devices: tree.mounts().map(|m| m.device.clone()).collect(),
+                shape: tree.shape(),
                 fs: Arc::new(tree),
                 device: r.root.clone(),
                 facts: Some(self.facts(r)),
@@ -700,6 +712,7 @@ impl Guest {
                 let (device, fs) = self.only_filesystem()?;
                 Ok(View {
                     fs,
+                    shape: vec![(device.clone(), "/".into(), None)],
                     devices: vec![device.clone()],
                     device,
                     facts: None,

@@ -39,6 +39,9 @@ pub fn local_ino(ino: u64) -> u64 {
     ino & LOCAL
 }
 
+/// Each filesystem of a tree as (device, mountpoint, covered directory): see `Tree::shape`.
+pub type Shape = Vec<(String, String, Option<(usize, u64)>)>;
+
 /// One filesystem placed in the tree.
 pub struct Mount {
     /// The guest's name for the device (`/dev/sda1`, `/dev/VG/LV`), for messages.
@@ -156,6 +159,30 @@ impl Tree {
     fn root_of(&self, j: usize) -> Result<Attr> {
         let a = self.fs(j).getattr(self.fs(j).root_ino())?;
         self.tag(j, a)
+    }
+
+    /// How the tree is composed: for each filesystem, in tree order (its index is the top
+    /// byte of its inode numbers), its device, its mountpoint, and the (filesystem index,
+    /// inode) of the directory it covers (None: the root, or a name attached to the root).
+    /// Two trees of equal shape present the same directories as mountpoints.
+    pub fn shape(&self) -> Shape {
+        self.placed
+            .iter()
+            .enumerate()
+            .map(|(idx, p)| {
+                let covered = self
+                    .covers
+                    .iter()
+                    .find(|(_, &j)| j == idx)
+                    .map(|(&at, _)| at);
+                (p.mount.device.clone(), p.mount.mountpoint.clone(), covered)
+            })
+            .collect()
+    }
+
+    /// The tree inode of inode `local` of the filesystem at index `i` (see `shape`).
+    pub fn tree_ino(i: usize, local: u64) -> Option<u64> {
+        (i < MAX_FILESYSTEMS && local <= LOCAL).then_some((i as u64) << SHIFT | local)
     }
 
     /// The filesystems in the order they were mounted, the root first.
@@ -344,6 +371,15 @@ impl Filesystem for Tree {
     fn deleted_entries(&self, dir: u64) -> Result<Vec<crate::fs::DeletedEntry>> {
         let (i, local) = self.split(dir)?;
         let mut out = self.fs(i).deleted_entries(local)?;
+        for e in &mut out {
+            e.ino = self.join(i, e.ino)?;
+        }
+        Ok(out)
+    }
+
+    fn removed_dir_entries(&self, dir: u64) -> Result<Vec<crate::fs::DeletedEntry>> {
+        let (i, local) = self.split(dir)?;
+        let mut out = self.fs(i).removed_dir_entries(local)?;
         for e in &mut out {
             e.ino = self.join(i, e.ino)?;
         }

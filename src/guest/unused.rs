@@ -42,9 +42,16 @@ pub struct Unused {
 
 /// A disk that reads as the one it wraps and whose extents say where they are: disk number
 /// in `depth`, byte offset in `host_offset`. Partitions and LVs pass both through unchanged.
-struct Locator {
+pub(crate) struct Locator {
     inner: Arc<dyn BlockDevice>,
     disk: u32,
+}
+
+impl Locator {
+    /// `inner`, as disk number `disk`.
+    pub(crate) fn new(inner: Arc<dyn BlockDevice>, disk: u32) -> Locator {
+        Locator { inner, disk }
+    }
 }
 
 impl BlockDevice for Locator {

@@ -294,7 +294,8 @@ fn debugfs_w(img: &Path, request: &str) {
 }
 
 /// Removed entries: an ext4 made with mkfs -d, changed through kernel mounts (created,
-/// renamed, deleted) and through debugfs `rm` (e2fsprogs' unlink merges the record into its
+/// renamed, deleted) and through debugfs `rm`, `kill_file` and `unlink` (a removed directory
+/// whose records ferry lists below it, as fls does) (e2fsprogs' unlink merges the record into its
 /// predecessor and leaves its bytes, as kernels before 6.x did; this kernel zeroes a removed
 /// record, so what it deletes is gone for fls and ferry alike). One freed inode is then
 /// reused by a new file elsewhere. Every line fls prints for a removed name, ferry prints
@@ -317,6 +318,10 @@ fn timeline_lists_deleted_entries_as_fls_does() {
         std::fs::write(src.join(format!("d/file{i}")), format!("content {i}\n")).unwrap();
     }
     std::fs::write(src.join("d/sub/inner"), "inner").unwrap();
+    std::fs::create_dir_all(src.join("d/gonedir/deeper")).unwrap();
+    std::fs::write(src.join("d/gonedir/kept"), "kept").unwrap();
+    std::fs::write(src.join("d/gonedir/also-gone"), "also").unwrap();
+    std::fs::write(src.join("d/gonedir/deeper/leaf"), "leaf").unwrap();
     std::os::unix::fs::symlink("file1", src.join("d/link")).unwrap();
     std::fs::write(src.join("top"), "top").unwrap();
     let img = dir.path().join("fs.img");
@@ -351,6 +356,13 @@ fn timeline_lists_deleted_entries_as_fls_does() {
         std::fs::write(m.path().join("reuse"), "reused").unwrap();
         m.unmount().unwrap();
     }
+    // A removed directory whose blocks stay: its inode and blocks freed (kill_file), its name
+    // then removed (the record survives). One of its files was removed before it (a removed
+    // record in a removed directory); the rest keep their inodes (fls: "deleted-realloc").
+    debugfs_w(&img, "kill_file /d/gonedir/also-gone");
+    debugfs_w(&img, "unlink /d/gonedir/also-gone");
+    debugfs_w(&img, "kill_file /d/gonedir");
+    debugfs_w(&img, "unlink /d/gonedir");
     let guard = Unchanged::new(&[&img]);
     let ours = ferry_ok(&["timeline", img.to_str().unwrap()]);
     let json = ferry_ok(&["timeline", "--json", img.to_str().unwrap()]);
@@ -396,6 +408,10 @@ fn timeline_lists_deleted_entries_as_fls_does() {
         "/d/file4 (deleted)",
         "/d/sub/inner (deleted)",
         "/d/link -> file1 (deleted)",
+        "/d/gonedir (deleted)",
+        "/d/gonedir/kept (deleted-realloc)",
+        "/d/gonedir/also-gone (deleted)",
+        "/d/gonedir/deeper (deleted-realloc)",
     ] {
         assert!(want.contains_key(must), "fls lacks {must}:\n{fls}");
     }
@@ -665,6 +681,155 @@ fn diff_lists_exactly_the_edits_made_through_the_kernel() {
         ferry_ok(&["diff", base.to_str().unwrap(), base.to_str().unwrap()]),
         ""
     );
+}
+
+/// `ferry diff OVERLAY` compares only the inodes the overlay's clusters hold: on a partitioned
+/// guest edited through a kernel loop mount (the copy then made an overlay over the original) (adds, removes, renames of a file and of a
+/// directory, chmod, chown, xattrs, content, symlink retarget, a deep new directory, a hard
+/// link), its output is the full walk's, line for line and in JSON, and it says it took the
+/// short way. A data block patched behind its unchanged inode (on the raw disk) is not
+/// attributable: ferry must then fall back to the full walk, and still find the change with
+/// `--content`.
+#[test]
+fn diff_of_an_overlay_follows_the_change_and_matches_the_full_walk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let src = d.join("src");
+    for dir in [
+        "etc/sub",
+        "usr/bin",
+        "usr/share/a/b",
+        "usr/share/gone-dir/x",
+        "home/u",
+    ] {
+        std::fs::create_dir_all(src.join(dir)).unwrap();
+    }
+    let put = |p: &str, data: &[u8]| std::fs::write(src.join(p), data).unwrap();
+    put("etc/fstab", b"/dev/sda1 / ext4 defaults 0 1\n");
+    put("etc/hostname", b"old\n");
+    put("etc/gone", b"bye\n");
+    put("etc/moved", b"moving\n");
+    put("etc/mode", b"m\n");
+    put("etc/owner", b"o\n");
+    put("etc/xattr", b"x\n");
+    put("usr/share/gone-dir/x/f", b"f\n");
+    put("usr/share/big", &common::pseudo_random(9, 2 << 20));
+    for i in 0..400 {
+        put(&format!("usr/share/a/b/f{i}"), format!("{i}\n").as_bytes());
+    }
+    put("home/u/patched", &common::pseudo_random(5, 64 << 10));
+    std::os::unix::fs::symlink("hostname", src.join("etc/link")).unwrap();
+    let fs_img = d.join("fs.raw");
+    kernel::mkfs_ext4(&fs_img, "63M", Some(&src), &["-b", "4096"]);
+    let base = d.join("base.raw");
+    const PART: u64 = 1 << 20;
+    common::sfdisk_image(&base, 64 << 20, "label: dos\nstart=2048, type=83\n");
+    common::write_into(&base, PART, &fs_img);
+    let part_len = 63u64 << 20;
+    let _same = Unchanged::new(&[&base]);
+    let copy = d.join("copy.raw");
+    std::fs::copy(&base, &copy).unwrap();
+    let m = match kernel::KernelMount::range(&copy, PART, part_len, &d.join("mnt"), "") {
+        Ok(m) => m,
+        Err(e) if kernel::required() => panic!("cannot mount (FERRY_REQUIRE_FUSE=1): {e}"),
+        Err(e) => {
+            eprintln!("SKIP: cannot mount: {e}");
+            return;
+        }
+    };
+    common::sh(&format!(
+        "cd '{}' && echo new > etc/hostname && echo new > etc/new && rm etc/gone \
+         && mv etc/moved etc/sub/moved-here && mv usr/share/a usr/share/a-renamed \
+         && rm -r usr/share/gone-dir && chmod 600 etc/mode && chown 12:34 etc/owner \
+         && setfattr -n user.k -v v etc/xattr && ln -sfn fstab etc/link \
+         && mkdir -p usr/new/deep/er/still && echo deep > usr/new/deep/er/still/file \
+         && ln etc/fstab etc/fstab-link \
+         && dd if=/dev/urandom of=usr/share/big bs=4096 seek=7 count=2 conv=notrunc status=none",
+        m.path().display()
+    ));
+    m.unmount().unwrap();
+    // An overlay of `from` over `base` holding only the clusters that differ (`convert -B`
+    // would write every cluster): an overlay over `from`, rebased onto `base` in safe mode.
+    let overlay = |from: &Path, to: &Path| {
+        let (f, t) = (from.to_str().unwrap(), to.to_str().unwrap());
+        qemu_img(&["create", "-q", "-f", "qcow2", "-b", f, "-F", "raw", t]);
+        qemu_img(&[
+            "rebase",
+            "-f",
+            "qcow2",
+            "-b",
+            base.to_str().unwrap(),
+            "-F",
+            "raw",
+            t,
+        ]);
+    };
+    let over = d.join("over.qcow2");
+    overlay(&copy, &over);
+    let o = over.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let out = common::run_ferry(args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (fast, log) = run(&["-v", "diff", o]);
+    assert!(log.contains("inodes the overlay may have changed"), "{log}");
+    let (full, _) = run(&["diff", "--full-walk", o]);
+    assert_eq!(fast, full);
+    for line in [
+        "= /etc/hostname (mtime, content)\n",
+        "+ /etc/new\n",
+        "- /etc/gone\n",
+        "> /etc/moved -> /etc/sub/moved-here\n",
+        "> /usr/share/a -> /usr/share/a-renamed\n",
+        "> /usr/share/a/b/f399 -> /usr/share/a-renamed/b/f399\n",
+        "- /usr/share/gone-dir/x/f\n",
+        "= /etc/mode (mode)\n",
+        "= /etc/owner (owner)\n",
+        "= /etc/xattr (xattrs)\n",
+        "+ /usr/new/deep/er/still/file\n",
+        "+ /etc/fstab-link\n",
+        "= /etc/fstab (nlink)\n",
+        "= /usr/share/big (mtime, content)\n",
+    ] {
+        assert!(fast.contains(line), "{line:?} not in\n{fast}");
+    }
+    assert!(fast.contains("= /etc/link ("), "{fast}");
+    assert_eq!(
+        run(&["diff", "--json", o]).0,
+        run(&["diff", "--json", "--full-walk", o]).0
+    );
+    // Untouched files are not listed.
+    assert!(
+        !fast.contains("/home/u") && !fast.contains("/usr/bin"),
+        "{fast}"
+    );
+
+    // A block of /home/u/patched overwritten on the raw disk: its inode says nothing.
+    let blk = common::run(
+        Command::new("debugfs")
+            .args(["-R", "bmap /home/u/patched 3"])
+            .arg(&fs_img),
+    );
+    let blk: u64 = blk.trim().parse().expect("debugfs bmap");
+    let patched = d.join("patched.raw");
+    std::fs::copy(&base, &patched).unwrap();
+    common::sh(&format!(
+        "printf 'behind its back' | dd of='{}' bs=1 seek={} conv=notrunc status=none",
+        patched.display(),
+        PART + blk * 4096
+    ));
+    let over2 = d.join("over2.qcow2");
+    overlay(&patched, &over2);
+    let o2 = over2.to_str().unwrap();
+    let (out, log) = run(&["-v", "diff", o2]);
+    assert!(log.contains("comparing the whole trees"), "{log}");
+    assert_eq!(out, "");
+    let (out, _) = run(&["diff", "--content", o2]);
+    assert_eq!(out, "= /home/u/patched (content)\n");
 }
 
 /// Every read command on evidence that cannot be written: an immutable file (`chattr +i`) and

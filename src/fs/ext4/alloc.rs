@@ -49,7 +49,7 @@ impl Ext4 {
     /// The block bitmap of group `g` as it is or, for a BLOCK_UNINIT group, as it would be
     /// initialised: the group's superblock copy, descriptor and reserved GDT blocks, and its
     /// own bitmaps and inode table where they lie inside it; the padding past its last block.
-    fn block_bitmap(&self, g: u32) -> Result<(u64, Vec<u8>, bool)> {
+    pub(super) fn block_bitmap(&self, g: u32) -> Result<(u64, Vec<u8>, bool)> {
         let gd = self.group_desc_pub(g)?;
         let (flags, free) = self.gd_peek(g, |d| (d.flags(), d.free_blocks()))?;
         let bs = self.block_size() as usize;

@@ -74,6 +74,31 @@ impl Ext4 {
         Ok(out)
     }
 
+    /// Every record of directory `dir_ino` (removed itself, its blocks still there): its live
+    /// records, then those `deleted_entries` finds, each marked `reallocated` when its inode
+    /// is in use (fls's "(deleted-realloc)": a name in a removed directory is removed too).
+    pub fn removed_dir_entries(&self, dir_ino: u64) -> Result<Vec<DeletedEntry>> {
+        let d = self.inode(dir_ino)?;
+        if d.flags & inode::FL_ENCRYPT != 0 {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        self.walk_dir(&d, 0, None, &mut |e, _, _| {
+            if e.ino != 0 && e.name != b"." && e.name != b".." {
+                let ino = u64::from(e.ino);
+                out.push(DeletedEntry {
+                    ino,
+                    name: e.name.to_vec(),
+                    kind: e.kind,
+                    reallocated: self.inode_in_use(ino).unwrap_or(false),
+                });
+            }
+            Ok(true)
+        })?;
+        out.extend(self.deleted_entries(dir_ino)?);
+        Ok(out)
+    }
+
     /// The inodes free in their group's bitmap whose change time is set, in number order:
     /// files removed whose inode still holds their metadata. The Sleuth Kit takes exactly
     /// these (free, and `i_ctime` nonzero) as candidates for `$OrphanFiles`; a freshly made

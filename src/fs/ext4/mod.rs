@@ -31,6 +31,7 @@ mod orphan;
 mod rw;
 mod statfs;
 pub mod superblock;
+mod touched;
 pub mod xattr;
 mod xattr_write;
 
@@ -588,6 +589,14 @@ impl Filesystem for Ext4 {
         self.unused_ranges()
     }
 
+    fn touched(&self, ranges: &[std::ops::Range<u64>]) -> Result<crate::fs::Touched> {
+        self.touched_ranges(ranges)
+    }
+
+    fn owned(&self, inodes: &[u64]) -> Result<Vec<std::ops::Range<u64>>> {
+        self.owned_ranges(inodes)
+    }
+
     fn statfs(&self) -> Result<StatFs> {
         let base = match self.statfs.get() {
             Some(s) => s.clone(),
@@ -668,6 +677,10 @@ impl Filesystem for Ext4 {
 
     fn deleted_entries(&self, dir: u64) -> Result<Vec<crate::fs::DeletedEntry>> {
         Ext4::deleted_entries(self, dir)
+    }
+
+    fn removed_dir_entries(&self, dir: u64) -> Result<Vec<crate::fs::DeletedEntry>> {
+        Ext4::removed_dir_entries(self, dir)
     }
 
     fn orphans(&self, dir: u64, errors: &mut Vec<String>) -> Result<Option<crate::fs::Orphans>> {

@@ -1,0 +1,252 @@
+//! Which inodes a set of changed blocks may have changed (`Filesystem::touched`), and which
+//! blocks inodes own (`Filesystem::owned`): what lets `ferry diff OVERLAY` compare only what
+//! an overlay holds instead of both whole trees.
+//!
+//! Why the inode records are enough. Every change the tree shows goes through an inode:
+//! data written or truncated moves mtime/ctime/size/i_blocks; chmod, chown, link counts and
+//! xattrs move ctime (ctime cannot be set from user space); a directory entry added, removed
+//! or renamed moves the directory's mtime and ctime (and a rename the moved inode's ctime).
+//! So the inodes whose records lie in the changed blocks hold every changed file and every
+//! directory whose entries changed. That argument is then checked, not trusted: every
+//! other changed block must be accounted for. It is fixed metadata (superblock copies,
+//! descriptors, bitmaps: they decide nothing the tree shows once the inode records are
+//! compared), a block of a hidden inode (journal, quota, orphan file, resize: no path names
+//! them), free in the allocation map of either side (then no unchanged inode owns it: an
+//! unchanged inode owns the same blocks on both sides as long as none of its mapping blocks
+//! changed, and a changed mapping block is allocated on both sides), or a block one of the
+//! touched inodes owns on either side (data, extent-tree or indirect blocks, htree nodes,
+//! the xattr block). What is left (`Touched::residue`, less `owned`) is a block rewritten
+//! behind an unchanged inode (a directory rehashed by e2fsck -D, data patched on the raw
+//! device): the caller then compares everything.
+//!
+//! Refused (`Unsupported`) when the journal was replayed in memory or still needs replay (the
+//! view then differs from the blocks) and with bigalloc (bitmaps count clusters).
+
+use super::inode::{Inode, FL_EXTENTS, FL_INLINE_DATA};
+use super::superblock::INCOMPAT_RECOVER;
+use super::{le32, Ext4};
+use crate::fs::ranges::{normalize, subtract};
+use crate::fs::{FileType, FsError, Result, Touched};
+use std::collections::HashSet;
+use std::ops::Range;
+
+/// Reserved inodes (below s_first_ino) that no path names, beside the superblock's own
+/// hidden inodes: bad blocks (1), old quota (3, 4), boot loader (5), undelete (6), resize
+/// (7), journal (8), exclude (9), replica (10).
+const RESERVED_HIDDEN: [u64; 9] = [1, 3, 4, 5, 6, 7, 8, 9, 10];
+
+/// Superblock fields not kept by `Superblock`: s_usr_quota_inum, s_grp_quota_inum,
+/// s_prj_quota_inum, s_orphan_file_inum.
+/// i_block pointers straight to data in a block-mapped inode.
+const DIRECT_BLOCKS: usize = 12;
+
+const HIDDEN_INODE_FIELDS: [usize; 4] = [0x240, 0x244, 0x26c, 0x280];
+
+impl Ext4 {
+    pub(super) fn touched_ranges(&self, ranges: &[Range<u64>]) -> Result<Touched> {
+        if self.journal_replay().is_some() || self.sb.has_incompat(INCOMPAT_RECOVER) {
+            return Err(FsError::Unsupported(
+                "ext4: the journal was replayed in memory (or needs to be)".into(),
+            ));
+        }
+        if self.sb.cluster_bits > 0 {
+            return Err(FsError::Unsupported(
+                "ext4: bigalloc block bitmaps are not mapped".into(),
+            ));
+        }
+        let bs = u64::from(self.block_size());
+        let end = self.sb.blocks_count;
+        // Changed blocks, whole blocks around partial ones.
+        let blocks = normalize(
+            ranges
+                .iter()
+                .map(|r| (r.start / bs).min(end)..r.end.div_ceil(bs).min(end))
+                .collect(),
+        );
+        let table = self.inode_table_blocks();
+        let ipg = u64::from(self.sb.inodes_per_group);
+        let per_block = bs / u64::from(self.sb.inode_size);
+        // The boot block before the first group (1 KiB blocks) belongs to no file.
+        let mut meta = Vec::new();
+        meta.push(0..u64::from(self.sb.first_data_block));
+        let mut inodes = Vec::new();
+        for g in 0..self.sb.group_count {
+            let gd = self.group_desc_pub(g)?;
+            let first = self.sb.group_first_block(g);
+            meta.push(first..first + self.base_meta_blocks(g).min(self.blocks_in_group(g)));
+            meta.push(gd.block_bitmap..gd.block_bitmap + 1);
+            meta.push(gd.inode_bitmap..gd.inode_bitmap + 1);
+            let t = gd.inode_table..gd.inode_table + table;
+            for b in crate::fs::ranges::intersect(&blocks, std::slice::from_ref(&t)) {
+                for blk in b {
+                    let base = u64::from(g) * ipg + (blk - t.start) * per_block;
+                    let last = (base + per_block).min(u64::from(g) * ipg + ipg);
+                    inodes.extend(base + 1..=last);
+                }
+            }
+            meta.push(t);
+        }
+        if self.sb.has_incompat(super::superblock::INCOMPAT_MMP) {
+            let mut raw = [0u8; 8];
+            self.dev
+                .read_at(&mut raw, super::superblock::SUPERBLOCK_OFFSET + 0x168)?;
+            let mmp = u64::from_le_bytes(raw);
+            meta.push(mmp..mmp.saturating_add(1));
+        }
+        meta.extend(self.hidden_blocks()?);
+        let mut rest = subtract(&blocks, &normalize(meta));
+        // Free in this side's bitmap: only the groups the rest falls in are read.
+        let mut free = Vec::new();
+        let mut groups: Vec<u32> = rest
+            .iter()
+            .flat_map(|r| self.group_of_block(r.start)..=self.group_of_block(r.end - 1))
+            .collect();
+        groups.dedup();
+        for g in groups {
+            let (_, map, _) = self.block_bitmap(g)?;
+            let first = self.sb.group_first_block(g);
+            // OK: at most blocks_per_group, which the superblock check bounds by 8 * block size.
+            for i in 0..self.blocks_in_group(g) as usize {
+                if map[i / 8] & (1 << (i % 8)) == 0 {
+                    free.push(first + i as u64..first + i as u64 + 1);
+                }
+            }
+        }
+        rest = subtract(&rest, &normalize(free));
+        inodes.sort_unstable();
+        inodes.dedup();
+        Ok(Touched {
+            inodes,
+            residue: rest.into_iter().map(|r| r.start * bs..r.end * bs).collect(),
+        })
+    }
+
+    /// Blocks of the inodes no path names (block numbers, unsorted). One that cannot be read
+    /// is left out: its blocks then stay in the residue, which only makes the check stricter.
+    fn hidden_blocks(&self) -> Result<Vec<Range<u64>>> {
+        let mut sb = [0u8; super::superblock::SUPERBLOCK_SIZE];
+        self.dev
+            .read_at(&mut sb, super::superblock::SUPERBLOCK_OFFSET)?;
+        let mut inos: Vec<u64> = RESERVED_HIDDEN
+            .iter()
+            .copied()
+            .filter(|&i| i < u64::from(self.sb.first_ino))
+            .collect();
+        inos.extend(
+            HIDDEN_INODE_FIELDS
+                .iter()
+                .map(|&at| u64::from(le32(&sb, at))),
+        );
+        inos.push(u64::from(self.sb.journal_inum));
+        inos.retain(|&i| i != 0 && i <= u64::from(self.sb.inodes_count));
+        inos.sort_unstable();
+        inos.dedup();
+        let mut out = Vec::new();
+        for ino in inos {
+            if let Ok(i) = self.inode(ino) {
+                // Hidden inodes keep no link count (the journal has 1, quota files 1, the
+                // resize inode 1): all of them are counted.
+                self.blocks_of(&i, &mut out)?;
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn owned_ranges(&self, inodes: &[u64]) -> Result<Vec<Range<u64>>> {
+        let mut out = Vec::new();
+        for &ino in inodes {
+            // Free slots share the touched inode-table blocks; they own nothing.
+            if !self.inode_in_use(ino).unwrap_or(false) {
+                continue;
+            }
+            let Ok(i) = self.inode(ino) else { continue };
+            if i.links == 0 {
+                continue;
+            }
+            self.blocks_of(&i, &mut out)?;
+        }
+        let bs = u64::from(self.block_size());
+        Ok(normalize(out)
+            .into_iter()
+            .map(|r| r.start * bs..r.end * bs)
+            .collect())
+    }
+
+    /// Pushes the block numbers `i` owns: its xattr block, extent-tree nodes and extents, or
+    /// its indirect and data blocks. A mapping that cannot be read is an error: the caller
+    /// then compares everything.
+    fn blocks_of(&self, i: &Inode, out: &mut Vec<Range<u64>>) -> Result<()> {
+        if i.file_acl != 0 {
+            out.push(i.file_acl..i.file_acl + 1);
+        }
+        let fast_symlink = i.kind == FileType::Symlink
+            && i.flags & FL_EXTENTS == 0
+            && i.blocks512 <= u64::from(i.file_acl != 0) * u64::from(self.block_size() / 512);
+        if i.flags & FL_INLINE_DATA != 0
+            || fast_symlink
+            || !matches!(
+                i.kind,
+                FileType::RegularFile | FileType::Directory | FileType::Symlink
+            )
+        {
+            return Ok(());
+        }
+        if i.flags & FL_EXTENTS != 0 {
+            let (exts, nodes) = self.extents_of(i)?;
+            out.extend(nodes.into_iter().map(|n| n..n + 1));
+            out.extend(exts.into_iter().map(|e| e.pblk..e.pblk + e.len));
+            return Ok(());
+        }
+        let ptr = |k: usize| u64::from(le32(&i.i_block, 4 * k));
+        for k in 0..DIRECT_BLOCKS {
+            let p = ptr(k);
+            if p != 0 {
+                self.block_offset(p, 1, "block map", i.ino)?;
+                out.push(p..p + 1);
+            }
+        }
+        let mut seen = HashSet::new();
+        for (k, level) in [(12usize, 1u32), (13, 2), (14, 3)] {
+            self.indirect_blocks(i.ino, ptr(k), level, &mut seen, out)?;
+        }
+        Ok(())
+    }
+
+    /// An indirect block of `level` (1: it points at data) and everything under it; an
+    /// indirect block met twice is damage (it would multiply the work).
+    fn indirect_blocks(
+        &self,
+        ino: u64,
+        blk: u64,
+        level: u32,
+        seen: &mut HashSet<u64>,
+        out: &mut Vec<Range<u64>>,
+    ) -> Result<()> {
+        if blk == 0 {
+            return Ok(());
+        }
+        if !seen.insert(blk) {
+            return Err(FsError::corrupt(
+                "block map",
+                ino,
+                blk,
+                "indirect block reached twice",
+            ));
+        }
+        let b = self.meta_block(blk, "indirect block", ino)?;
+        out.push(blk..blk + 1);
+        for k in 0..b.len() / 4 {
+            let p = u64::from(le32(&b, 4 * k));
+            if p == 0 {
+                continue;
+            }
+            if level == 1 {
+                self.block_offset(p, 1, "block map", ino)?;
+                out.push(p..p + 1);
+            } else {
+                self.indirect_blocks(ino, p, level - 1, seen, out)?;
+            }
+        }
+        Ok(())
+    }
+}
