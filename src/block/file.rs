@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 
 /// Identity of a host file (device, inode): what chain loop detection compares, since the same
 /// file can be reached under many names.
-pub type FileId = (u64, u64);
+pub(crate) type FileId = (u64, u64);
 
 #[derive(Debug)]
-pub struct ImageFile {
+pub(crate) struct ImageFile {
     path: PathBuf,
     file: File,
     len: u64,
@@ -32,7 +32,7 @@ pub struct ImageFile {
 impl ImageFile {
     /// Opens `path` read-only, with the reader's locks. Block devices work too: their length
     /// comes from seeking to the end.
-    pub fn open(path: &Path) -> Result<Self> {
+    pub(crate) fn open(path: &Path) -> Result<Self> {
         let open_err = |source| Error::Open {
             path: path.to_path_buf(),
             source,
@@ -69,7 +69,7 @@ impl ImageFile {
 
     /// Opens the `len` bytes at `offset` of the archive at `archive` as an image of their own,
     /// named `archive/name` in messages. The window must lie inside the file.
-    pub fn open_member(archive: &Path, name: &str, offset: u64, len: u64) -> Result<Self> {
+    pub(crate) fn open_member(archive: &Path, name: &str, offset: u64, len: u64) -> Result<Self> {
         let whole = Self::open(archive)?;
         match offset.checked_add(len) {
             Some(end) if end <= whole.len => {}
@@ -85,24 +85,24 @@ impl ImageFile {
     }
 
     /// Whether this image is a member of an archive (see `open_member`).
-    pub fn is_member(&self) -> bool {
+    pub(crate) fn is_member(&self) -> bool {
         self.member
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
-    pub fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         self.len
     }
 
-    pub fn id(&self) -> FileId {
+    pub(crate) fn id(&self) -> FileId {
         self.id
     }
 
     /// Bytes the file occupies on the host (st_blocks), like `qemu-img info`'s "disk size".
-    pub fn disk_usage(&self) -> u64 {
+    pub(crate) fn disk_usage(&self) -> u64 {
         if self.member {
             return self.len;
         }
@@ -124,7 +124,12 @@ impl ImageFile {
 
     /// Reads exactly `buf.len()` bytes at `offset`; any part past the end of the file is an error
     /// naming `what` (the structure being read).
-    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64, what: &'static str) -> Result<()> {
+    pub(crate) fn read_exact_at(
+        &self,
+        buf: &mut [u8],
+        offset: u64,
+        what: &'static str,
+    ) -> Result<()> {
         let len = buf.len() as u64;
         match offset.checked_add(len) {
             Some(end) if end <= self.len => {}
@@ -136,7 +141,12 @@ impl ImageFile {
     /// Reads `buf.len()` bytes at `offset`, filling whatever lies past the end of the file with
     /// zeros (as qemu does for the tail cluster of a file that was not extended to a cluster
     /// boundary). `offset` itself must lie inside the file.
-    pub fn read_zero_padded(&self, buf: &mut [u8], offset: u64, what: &'static str) -> Result<()> {
+    pub(crate) fn read_zero_padded(
+        &self,
+        buf: &mut [u8],
+        offset: u64,
+        what: &'static str,
+    ) -> Result<()> {
         if offset >= self.len && !buf.is_empty() {
             return Err(self.truncated(what, offset, buf.len() as u64));
         }
@@ -176,7 +186,7 @@ impl ImageFile {
 
     /// The data (non-hole) ranges of `[offset, offset+len)` per SEEK_DATA/SEEK_HOLE, clipped to the
     /// file. Where the host cannot tell (block devices, old filesystems), everything is data.
-    pub fn data_ranges(&self, offset: u64, len: u64) -> Vec<(u64, u64)> {
+    pub(crate) fn data_ranges(&self, offset: u64, len: u64) -> Vec<(u64, u64)> {
         let end = offset.saturating_add(len).min(self.len);
         let mut out = Vec::new();
         let fd = self.file.as_raw_fd();

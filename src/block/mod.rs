@@ -249,7 +249,7 @@ pub(crate) struct OpenCtx {
 
 impl OpenCtx {
     /// Records `f` as the next layer; errors if it is already in the chain or the chain is too deep.
-    pub fn enter(&mut self, f: &file::ImageFile) -> Result<()> {
+    pub(crate) fn enter(&mut self, f: &file::ImageFile) -> Result<()> {
         if let Some((_, first)) = self.seen.iter().find(|(id, _)| *id == f.id()) {
             return Err(Error::ChainLoop {
                 path: f.path().to_path_buf(),
@@ -364,7 +364,7 @@ pub(crate) struct JsonWindow {
 }
 
 impl JsonWindow {
-    pub fn parse(json: &str) -> std::result::Result<JsonWindow, String> {
+    pub(crate) fn parse(json: &str) -> std::result::Result<JsonWindow, String> {
         let v: serde_json::Value =
             serde_json::from_str(json).map_err(|e| format!("not JSON: {e}"))?;
         let raw = v.get("file").ok_or("no \"file\" object")?;
@@ -395,7 +395,7 @@ impl JsonWindow {
     }
 
     /// The JSON form (without the `json:` prefix), as qemu-img reads it.
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         serde_json::json!({
             "file": {
                 "driver": "raw",

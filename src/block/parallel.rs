@@ -33,7 +33,7 @@ impl Drop for Busy {
 
 /// Runs `f` on every item, on this thread and on as many extra threads as there are idle cores
 /// (at most one per item). Returns the first error.
-pub fn for_each<T: Send>(items: Vec<T>, f: impl Fn(T) -> Result<()> + Sync) -> Result<()> {
+pub(crate) fn for_each<T: Send>(items: Vec<T>, f: impl Fn(T) -> Result<()> + Sync) -> Result<()> {
     let (_me, busy) = Busy::enter();
     let extra = cores()
         .saturating_sub(busy)

@@ -58,7 +58,7 @@ const FOREIGN: &[(&[u8], usize, &str)] = &[
 ];
 
 /// Decides the format of `file` from its first bytes.
-pub fn probe(file: &ImageFile) -> Result<Format> {
+pub(crate) fn probe(file: &ImageFile) -> Result<Format> {
     let mut head = vec![0u8; 4096.min(file.len() as usize)];
     file.read_exact_at(&mut head, 0, "format probe")?;
     if head.starts_with(b"QFI\xfb") {

@@ -5,12 +5,12 @@ use super::error::Result;
 use super::file::ImageFile;
 use super::{check_range, push_extent, BlockDevice, Describe, Extent, ExtentKind, LayerInfo};
 
-pub struct Raw {
+pub(super) struct Raw {
     file: ImageFile,
 }
 
 impl Raw {
-    pub fn new(file: ImageFile) -> Self {
+    pub(super) fn new(file: ImageFile) -> Self {
         Raw { file }
     }
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(clap::Args)]
-pub struct ConvertArgs {
+pub(crate) struct ConvertArgs {
     pub src: PathBuf,
     /// Output format (raw, qcow2, vmdk).
     #[arg(short = 'O', long = "output-format")]
@@ -63,7 +63,7 @@ pub struct ConvertArgs {
 }
 
 #[derive(clap::Args)]
-pub struct CommitArgs {
+pub(crate) struct CommitArgs {
     pub overlay: PathBuf,
     /// Output format (raw, qcow2).
     #[arg(
@@ -98,13 +98,13 @@ pub struct CommitArgs {
 }
 
 #[derive(clap::Args)]
-pub struct OverlayArgs {
+pub(crate) struct OverlayArgs {
     #[command(subcommand)]
     pub cmd: OverlayCmd,
 }
 
 #[derive(Subcommand)]
-pub enum OverlayCmd {
+pub(crate) enum OverlayCmd {
     /// Create an empty overlay over SRC (any chain ferry reads; SRC is only ever read). qemu can
     /// use the overlay as it is: the backing file name is relative when possible, with its format.
     Create { src: PathBuf, overlay: PathBuf },
@@ -334,7 +334,7 @@ fn qemu_progress(total: u64) -> ferry::convert::progress::Observer {
     }))
 }
 
-pub fn convert(a: ConvertArgs) -> Result<()> {
+pub(crate) fn convert(a: ConvertArgs) -> Result<()> {
     let opts = ferry::convert::Options {
         threads: a.threads,
         progress: a.progress,
@@ -360,7 +360,7 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
     )
 }
 
-pub fn commit(a: CommitArgs) -> Result<()> {
+pub(crate) fn commit(a: CommitArgs) -> Result<()> {
     if a.into_source {
         return commit_into_source(&a.overlay, a.yes, a.json.on());
     }
@@ -383,7 +383,7 @@ pub fn commit(a: CommitArgs) -> Result<()> {
     write_image(a.overlay, &target, dst, None, &opts, a.json.on(), false)
 }
 
-pub fn overlay(a: OverlayArgs) -> Result<()> {
+pub(crate) fn overlay(a: OverlayArgs) -> Result<()> {
     match a.cmd {
         OverlayCmd::Create { src, overlay } => overlay_create(&src, &overlay),
     }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 const MAX_UNIFIED: u64 = 4 << 20;
 
 #[derive(clap::Args)]
-pub struct DiffArgs {
+pub(crate) struct DiffArgs {
     /// An overlay (compared with its backing chain), or the old image of the guest.
     pub old: PathBuf,
     /// The new image of the guest (absent: OLD is an overlay, and its backing is the old).
@@ -51,7 +51,7 @@ fn tree(disk: &Arc<dyn BlockDevice>, root: Option<&str>) -> Result<(Guest, View)
     Ok((guest, view))
 }
 
-pub fn diff(a: DiffArgs) -> Result<()> {
+pub(crate) fn diff(a: DiffArgs) -> Result<()> {
     // Only an overlay over its own backing differs from it exactly where its clusters are.
     let overlay = a.new.is_none();
     let (old_dev, new_dev) = match &a.new {

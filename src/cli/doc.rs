@@ -7,27 +7,27 @@ use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
-pub struct CompletionsArgs {
+pub(crate) struct CompletionsArgs {
     /// bash, zsh, fish, elvish or powershell.
     pub shell: Shell,
 }
 
 #[derive(clap::Args)]
-pub struct ManArgs {
+pub(crate) struct ManArgs {
     /// Write ferry.1 and ferry-COMMAND.1 for every command into this directory (created if
     /// missing) instead of ferry.1 on stdout.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
 }
 
-pub fn completions(a: CompletionsArgs, mut cmd: clap::Command) -> Result<()> {
+pub(crate) fn completions(a: CompletionsArgs, mut cmd: clap::Command) -> Result<()> {
     let mut out = std::io::stdout().lock();
     clap_complete::generate(a.shell, &mut cmd, "ferry", &mut out);
     out.flush()?;
     Ok(())
 }
 
-pub fn man(a: ManArgs, cmd: clap::Command) -> Result<()> {
+pub(crate) fn man(a: ManArgs, cmd: clap::Command) -> Result<()> {
     let Some(dir) = a.dir else {
         let mut out = std::io::stdout().lock();
         clap_mangen::Man::new(cmd).render(&mut out)?;

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(clap::Args)]
-pub struct LsArgs {
+pub(crate) struct LsArgs {
     /// IMAGE (the guest's whole tree) or IMAGE:DEVICE (one filesystem, as `ferry
     /// filesystems` names it), then the guest paths to list (default /). With `-a IMAGE`
     /// (virt-ls style, every disk of the guest given so) every argument is a guest path.
@@ -34,7 +34,7 @@ pub struct LsArgs {
 }
 
 #[derive(clap::Args)]
-pub struct CatArgs {
+pub(crate) struct CatArgs {
     /// IMAGE (the guest's whole tree) or IMAGE:DEVICE (one filesystem), then the guest
     /// files, printed one after the other. With `-a IMAGE` (virt-cat style, every disk of
     /// the guest given so) every argument is a guest file.
@@ -85,7 +85,7 @@ fn resolve(fs: &dyn ferry::fs::Filesystem, path: &str, follow: bool) -> Result<f
     ferry::fs::path::resolve(fs, path.as_bytes(), follow).with_context(|| path.to_string())
 }
 
-pub fn cat(a: CatArgs) -> Result<()> {
+pub(crate) fn cat(a: CatArgs) -> Result<()> {
     let (source, more, paths) = split_args(&a.args, &a.view)?;
     if paths.is_empty() {
         bail!("give the guest files to print");
@@ -132,7 +132,7 @@ enum Style {
     Json,
 }
 
-pub fn ls(a: LsArgs) -> Result<()> {
+pub(crate) fn ls(a: LsArgs) -> Result<()> {
     let (source, more, mut paths) = split_args(&a.args, &a.view)?;
     if paths.is_empty() {
         paths.push("/".into());

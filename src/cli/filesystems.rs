@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
-pub struct FilesystemsArgs {
+pub(crate) struct FilesystemsArgs {
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
     /// Image format of every image (raw, qcow2, vmdk); probed from content if absent.
@@ -26,7 +26,7 @@ pub struct FilesystemsArgs {
     pub force_share: bool,
 }
 
-pub fn filesystems(a: FilesystemsArgs) -> Result<()> {
+pub(crate) fn filesystems(a: FilesystemsArgs) -> Result<()> {
     let (format, all, json) = (a.format, a.all, a.json.on());
     let disks = a
         .images

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 /// Fix a guest so it boots on KVM: plan the rules, show or apply the edits, report.
 #[derive(clap::Args, Debug, Clone)]
-pub struct FixArgs {
+pub(crate) struct FixArgs {
     /// The guest: its root directory (a ferry mountpoint or any directory holding its
     /// files), or its disk images, edited in process through an overlay (no FUSE).
     #[arg(required_unless_present = "list", value_name = "DIR | IMAGE...")]
@@ -74,7 +74,7 @@ struct JsonReport<'a> {
 
 /// Runs `ferry fix`; a dry run with changes pending exits 2, so that a script can tell
 /// "would change" from "nothing to do".
-pub fn run(a: FixArgs) -> Result<()> {
+pub(crate) fn run(a: FixArgs) -> Result<()> {
     let json = a.json || a.output.as_deref() == Some("json");
     let opts = Options {
         targets: a.targets,
@@ -138,7 +138,11 @@ fn print(out: &mut impl Write, report: &Report, json: bool) -> Result<()> {
 }
 
 /// The human report: one line per rule, its files, warnings and notes, and a summary.
-pub fn write_report(out: &mut impl Write, plan: &Plan, dry_run: bool) -> std::io::Result<()> {
+pub(crate) fn write_report(
+    out: &mut impl Write,
+    plan: &Plan,
+    dry_run: bool,
+) -> std::io::Result<()> {
     let width = plan.rules.iter().map(|r| r.name.len()).max().unwrap_or(0);
     for r in &plan.rules {
         let status = match (r.status, dry_run) {

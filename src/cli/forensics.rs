@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(clap::Args)]
-pub struct HashArgs {
+pub(crate) struct HashArgs {
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
     /// sha256, sha1 or md5.
@@ -32,7 +32,7 @@ pub struct HashArgs {
 }
 
 #[derive(clap::Args)]
-pub struct TimelineArgs {
+pub(crate) struct TimelineArgs {
     /// The guest's disk images.
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
@@ -88,7 +88,7 @@ fn report(errors: &[String]) -> Result<()> {
     }
 }
 
-pub fn hash(a: &HashArgs) -> Result<()> {
+pub(crate) fn hash(a: &HashArgs) -> Result<()> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if a.files {
         let (fs, _) = guest_fs(&a.images, a.format, a.root.as_deref())?;
@@ -120,7 +120,7 @@ pub fn hash(a: &HashArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn timeline(a: &TimelineArgs) -> Result<()> {
+pub(crate) fn timeline(a: &TimelineArgs) -> Result<()> {
     use ferry::forensics::bodyfile;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
     let mut errors = Vec::new();

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
-pub struct InfoArgs {
+pub(crate) struct InfoArgs {
     pub image: PathBuf,
     /// Image format of the top layer (raw, qcow2, vmdk); probed from content if absent.
     #[arg(short = 'f', long = "format")]
@@ -24,7 +24,7 @@ pub struct InfoArgs {
 }
 
 #[derive(clap::Args)]
-pub struct MapArgs {
+pub(crate) struct MapArgs {
     pub image: PathBuf,
     #[arg(short = 'f', long = "format")]
     pub format: Option<Format>,
@@ -36,7 +36,7 @@ pub struct MapArgs {
     pub force_share: bool,
 }
 
-pub fn info(a: InfoArgs) -> Result<()> {
+pub(crate) fn info(a: InfoArgs) -> Result<()> {
     let (json, backing_chain) = (a.json.on(), a.backing_chain);
     let dev = open(&a.image, a.format)?;
     let layers: Vec<LayerInfo> = block::chain(&dev)
@@ -112,7 +112,7 @@ fn write_layer(out: &mut impl Write, l: &LayerInfo) -> std::io::Result<()> {
     Ok(())
 }
 
-pub fn map(a: MapArgs) -> Result<()> {
+pub(crate) fn map(a: MapArgs) -> Result<()> {
     let json = a.json.on();
     let dev = open(&a.image, a.format)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
-pub struct InspectArgs {
+pub(crate) struct InspectArgs {
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
     #[arg(short = 'f', long = "format")]
@@ -29,7 +29,7 @@ pub struct InspectArgs {
 }
 
 /// `facts`: print the facts of one root (the one given, or the only one) instead.
-pub fn inspect(a: InspectArgs) -> Result<()> {
+pub(crate) fn inspect(a: InspectArgs) -> Result<()> {
     let (format, json) = (a.format, a.json.on());
     let facts = a.facts.then_some(a.root);
     let disks = a

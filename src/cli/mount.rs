@@ -6,7 +6,7 @@ use ferry::block::Format;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
-pub struct MountArgs {
+pub(crate) struct MountArgs {
     /// The guest's disk images, then the mountpoint.
     #[arg(required = true, num_args = 1..)]
     pub paths: Vec<PathBuf>,
@@ -75,7 +75,7 @@ pub struct MountArgs {
 }
 
 #[derive(clap::Args)]
-pub struct UmountArgs {
+pub(crate) struct UmountArgs {
     pub mountpoint: PathBuf,
     /// Detach now even if files under it are open (umount -l).
     #[arg(short = 'l', long)]
@@ -107,7 +107,7 @@ fn fuse_options(opts: &[String]) -> Result<(bool, bool, bool)> {
     Ok((allow_other, ro, rw))
 }
 
-pub fn mount(mut args: MountArgs) -> Result<()> {
+pub(crate) fn mount(mut args: MountArgs) -> Result<()> {
     use ferry::mount::{self, daemon};
     let (allow_other, ro, rw) = fuse_options(&args.options)?;
     if ro && (args.rw || !args.overlay.is_empty()) {
@@ -241,7 +241,7 @@ pub fn mount(mut args: MountArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn umount(a: UmountArgs) -> Result<()> {
+pub(crate) fn umount(a: UmountArgs) -> Result<()> {
     ferry::mount::daemon::umount(&a.mountpoint, a.lazy).map_err(Into::into)
 }
 

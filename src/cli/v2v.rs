@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// The `--machine-readable` format, shown by `ferry v2v --help`.
-pub const MACHINE_READABLE_HELP: &str = "\
+pub(crate) const MACHINE_READABLE_HELP: &str = "\
 Machine-readable output (--machine-readable), modelled on virt-v2v's:
   On its own, `ferry v2v --machine-readable` prints what this binary supports, one feature
   a line (ferry-v2v, input:vmx, input:xen, input:libvirt, input:ova, input:disk, output:local,
@@ -39,7 +39,7 @@ Machine-readable output (--machine-readable), modelled on virt-v2v's:
 /// -o DIR, and write its libvirt domain XML there (like `virt-v2v -o local`).
 #[derive(clap::Args, Debug, Clone, Default)]
 #[command(after_help = MACHINE_READABLE_HELP)]
-pub struct V2vArgs {
+pub(crate) struct V2vArgs {
     /// Kind of source: vmx, xen (xl or xm .cfg), libvirt (domain XML), ova (an .ova tar, a
     /// directory with an .ovf, or the .ovf; disks are read inside the tar, the manifest is
     /// checked), or disk (the guest's disk images, no description: named after the first).
@@ -141,7 +141,7 @@ const VIRT_V2V_SPELLINGS: [(&str, &str); 4] = [
 /// `ferry v2v` to ferry's long options, which the argument parser knows (it reads `-of` as
 /// `-o f`). Other commands' arguments, and everything after `--`, stay as they are. The global
 /// options (`-q`, `-v`) take no value, so the command is the first argument that is no option.
-pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
+pub(crate) fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
     let command = args
         .iter()
         .skip(1)
@@ -262,7 +262,7 @@ fn parse_nic(m: &str) -> Result<Option<String>> {
 }
 
 /// The command line over the profile over the defaults.
-pub fn options(a: &V2vArgs, p: &Profile) -> Result<Options> {
+pub(crate) fn options(a: &V2vArgs, p: &Profile) -> Result<Options> {
     let pick = |cli: &Option<String>, prof: &Option<String>| cli.clone().or_else(|| prof.clone());
     let mut networks: Vec<(String, String)> = a
         .networks
@@ -377,7 +377,7 @@ fn sink(voice: Voice, start: Instant) -> Sink {
 }
 
 /// Runs `ferry v2v`.
-pub fn run(a: V2vArgs) -> Result<()> {
+pub(crate) fn run(a: V2vArgs) -> Result<()> {
     let start = Instant::now();
     if a.machine_readable && a.input.is_none() && a.files.is_empty() {
         let mut out = std::io::stdout().lock();

@@ -13,7 +13,7 @@ thread_local! {
 }
 
 /// Inflates `input` into all of `out`. Errors say why, for the caller to wrap with the offset.
-pub fn decompress(kind: Compression, input: &[u8], out: &mut [u8]) -> Result<(), String> {
+pub(crate) fn decompress(kind: Compression, input: &[u8], out: &mut [u8]) -> Result<(), String> {
     match kind {
         Compression::Zlib => INFLATE.with(|d| {
             let mut d = d.borrow_mut();

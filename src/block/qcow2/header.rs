@@ -7,26 +7,26 @@ use std::path::Path;
 use zerocopy::byteorder::{BigEndian, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-pub const MAGIC: u32 = 0x5146_49fb; // "QFI\xfb"
+pub(crate) const MAGIC: u32 = 0x5146_49fb; // "QFI\xfb"
 /// qemu's bounds on cluster_bits (512 B .. 2 MiB).
-pub const MIN_CLUSTER_BITS: u32 = 9;
-pub const MAX_CLUSTER_BITS: u32 = 21;
+pub(crate) const MIN_CLUSTER_BITS: u32 = 9;
+pub(crate) const MAX_CLUSTER_BITS: u32 = 21;
 /// qemu's QCOW_MAX_L1_SIZE: the L1 table is at most 32 MiB, which also bounds the virtual size.
-pub const MAX_L1_BYTES: u64 = 32 << 20;
+pub(crate) const MAX_L1_BYTES: u64 = 32 << 20;
 /// qemu refuses backing file names longer than this.
-pub const MAX_BACKING_NAME: u32 = 1023;
+pub(crate) const MAX_BACKING_NAME: u32 = 1023;
 
-pub const INCOMPAT_DIRTY: u64 = 1 << 0;
-pub const INCOMPAT_CORRUPT: u64 = 1 << 1;
-pub const INCOMPAT_DATA_FILE: u64 = 1 << 2;
-pub const INCOMPAT_COMPRESSION: u64 = 1 << 3;
-pub const INCOMPAT_EXTL2: u64 = 1 << 4;
+pub(crate) const INCOMPAT_DIRTY: u64 = 1 << 0;
+pub(crate) const INCOMPAT_CORRUPT: u64 = 1 << 1;
+pub(crate) const INCOMPAT_DATA_FILE: u64 = 1 << 2;
+pub(crate) const INCOMPAT_COMPRESSION: u64 = 1 << 3;
+pub(crate) const INCOMPAT_EXTL2: u64 = 1 << 4;
 const INCOMPAT_KNOWN: u64 =
     INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_DATA_FILE | INCOMPAT_COMPRESSION | INCOMPAT_EXTL2;
-pub const COMPAT_LAZY_REFCOUNTS: u64 = 1 << 0;
+pub(crate) const COMPAT_LAZY_REFCOUNTS: u64 = 1 << 0;
 
 const EXT_END: u32 = 0;
-pub const EXT_BACKING_FORMAT: u32 = 0xe279_2aca;
+pub(crate) const EXT_BACKING_FORMAT: u32 = 0xe279_2aca;
 const EXT_FEATURE_NAMES: u32 = 0x6803_f857;
 const EXT_BITMAPS: u32 = 0x2385_2875;
 const EXT_ENCRYPTION: u32 = 0x0537_be77;
@@ -39,7 +39,7 @@ type Be64 = U64<BigEndian>;
 /// definition the reader parses and the writer fills, so the two cannot disagree on a position.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, Default)]
 #[repr(C)]
-pub struct RawHeader {
+pub(crate) struct RawHeader {
     pub magic: Be32,
     pub version: Be32,
     pub backing_file_offset: Be64,
@@ -58,7 +58,7 @@ pub struct RawHeader {
 /// The version-3 fields that follow [`RawHeader`] (bytes 72..104).
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, Default)]
 #[repr(C)]
-pub struct RawHeaderV3 {
+pub(crate) struct RawHeaderV3 {
     pub incompatible_features: Be64,
     pub compatible_features: Be64,
     pub autoclear_features: Be64,
@@ -69,7 +69,7 @@ pub struct RawHeaderV3 {
 /// The compression type and its padding (bytes 104..112), present when header_length > 104.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, Default)]
 #[repr(C)]
-pub struct RawCompressionType {
+pub(crate) struct RawCompressionType {
     pub compression_type: u8,
     pub padding: [u8; 7],
 }
@@ -77,7 +77,7 @@ pub struct RawCompressionType {
 /// The type and length that open every header extension; the data follows, padded to 8 bytes.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, Default)]
 #[repr(C)]
-pub struct RawExtension {
+pub(crate) struct RawExtension {
     pub ty: Be32,
     pub len: Be32,
 }
@@ -92,11 +92,11 @@ struct RawFeatureName {
 }
 
 /// Length of the version-2 header.
-pub const V2_LEN: usize = size_of::<RawHeader>();
+pub(crate) const V2_LEN: usize = size_of::<RawHeader>();
 /// Length of the version-3 header without the compression type (its minimum header_length).
-pub const V3_LEN: usize = V2_LEN + size_of::<RawHeaderV3>();
+pub(crate) const V3_LEN: usize = V2_LEN + size_of::<RawHeaderV3>();
 /// Length of the version-3 header with the compression type, as qemu writes it.
-pub const V3_COMPRESSION_LEN: usize = V3_LEN + size_of::<RawCompressionType>();
+pub(crate) const V3_COMPRESSION_LEN: usize = V3_LEN + size_of::<RawCompressionType>();
 const _: () = assert!(V2_LEN == 72 && V3_LEN == 104 && V3_COMPRESSION_LEN == 112);
 const _: () = assert!(size_of::<RawExtension>() == 8 && size_of::<RawFeatureName>() == 48);
 
@@ -115,10 +115,10 @@ macro_rules! v3_at {
 }
 
 /// Where a writer clears the autoclear features it does not know.
-pub const AUTOCLEAR_AT: u64 = v3_at!(autoclear_features);
+pub(crate) const AUTOCLEAR_AT: u64 = v3_at!(autoclear_features);
 /// Where the refcount table offset sits; its cluster count follows it directly, so a writer
 /// that moves the table updates both with one write.
-pub const REFCOUNT_TABLE_AT: u64 = v2_at!(refcount_table_offset);
+pub(crate) const REFCOUNT_TABLE_AT: u64 = v2_at!(refcount_table_offset);
 const _: () = assert!(
     offset_of!(RawHeader, refcount_table_clusters)
         == offset_of!(RawHeader, refcount_table_offset) + 8

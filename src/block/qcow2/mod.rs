@@ -2,11 +2,11 @@
 //! tables under a short lock; all file I/O and decompression happen outside it, so many threads
 //! read in parallel.
 
-pub mod cluster;
-pub mod header;
-pub mod refcount;
-pub mod table;
-pub mod writer;
+pub(super) mod cluster;
+pub(super) mod header;
+pub(super) mod refcount;
+pub(super) mod table;
+pub(super) mod writer;
 
 use crate::block::error::{Error, Result};
 use crate::block::file::ImageFile;
@@ -28,7 +28,7 @@ const L2_CACHE_BYTES: u64 = 32 << 20;
 /// Bytes of decompressed clusters kept for reads smaller than a cluster (at least 4 clusters).
 const ZCACHE_BYTES: u64 = 4 << 20;
 
-pub struct Qcow2 {
+pub(super) struct Qcow2 {
     file: ImageFile,
     header: Header,
     geo: Geometry,
@@ -77,7 +77,7 @@ fn check_l2_tables_unique(
 }
 
 impl Qcow2 {
-    pub fn open(file: ImageFile, ctx: &mut OpenCtx) -> Result<Self> {
+    pub(super) fn open(file: ImageFile, ctx: &mut OpenCtx) -> Result<Self> {
         let path = file.path().to_path_buf();
         // The header, its extensions and the backing name all live in the first cluster;
         // read at most 2 MiB (the largest cluster) and let parse() bound everything by it.

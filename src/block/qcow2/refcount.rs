@@ -3,12 +3,12 @@
 //! significant bit of each byte, as qemu packs them.
 
 /// Entries in one refcount block of `cluster_size` bytes.
-pub fn entries_per_block(cluster_size: u64, order: u32) -> u64 {
+pub(crate) fn entries_per_block(cluster_size: u64, order: u32) -> u64 {
     (cluster_size * 8) >> order
 }
 
 /// The largest refcount an entry of this width holds.
-pub fn max_value(order: u32) -> u64 {
+pub(crate) fn max_value(order: u32) -> u64 {
     if order >= 6 {
         u64::MAX
     } else {
@@ -17,7 +17,7 @@ pub fn max_value(order: u32) -> u64 {
 }
 
 /// The byte range of `block` that holds entry `idx` (what must be rewritten after a change).
-pub fn byte_span(idx: u64, order: u32) -> (usize, usize) {
+pub(crate) fn byte_span(idx: u64, order: u32) -> (usize, usize) {
     let bits = 1u64 << order;
     if bits < 8 {
         let at = (idx * bits / 8) as usize;
@@ -29,7 +29,7 @@ pub fn byte_span(idx: u64, order: u32) -> (usize, usize) {
 }
 
 /// Reads entry `idx`; `idx` must be below `entries_per_block`.
-pub fn get(block: &[u8], idx: u64, order: u32) -> u64 {
+pub(crate) fn get(block: &[u8], idx: u64, order: u32) -> u64 {
     let bits = 1u64 << order;
     if bits < 8 {
         let byte = block[(idx * bits / 8) as usize];
@@ -44,7 +44,7 @@ pub fn get(block: &[u8], idx: u64, order: u32) -> u64 {
 }
 
 /// Writes entry `idx` (the value must fit: callers check against `max_value`).
-pub fn set(block: &mut [u8], idx: u64, order: u32, value: u64) {
+pub(crate) fn set(block: &mut [u8], idx: u64, order: u32, value: u64) {
     let bits = 1u64 << order;
     if bits < 8 {
         let at = (idx * bits / 8) as usize;

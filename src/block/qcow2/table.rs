@@ -5,13 +5,13 @@ use crate::block::error::{Error, Result};
 use std::path::Path;
 
 /// Bits 9..55 of L1 and standard L2 entries: the host offset.
-pub const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
+pub(crate) const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
 const COMPRESSED: u64 = 1 << 62;
 const ZERO_FLAG: u64 = 1;
 
 /// What one allocation unit (a cluster, or a subcluster with extended L2) maps to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mapping {
+pub(crate) enum Mapping {
     /// Guest data at this host offset (of the unit's first byte).
     Data { host: u64 },
     /// Reads as zeros.
@@ -26,7 +26,7 @@ impl Mapping {
     /// Whether `next`, found `dist` bytes after the start of `self`, extends the same run:
     /// contiguous host data, or more of the same zeros or holes (compressed clusters never
     /// join).
-    pub fn continues_with(self, next: Mapping, dist: u64) -> bool {
+    pub(crate) fn continues_with(self, next: Mapping, dist: u64) -> bool {
         match (self, next) {
             (Mapping::Data { host: a }, Mapping::Data { host: b }) => a + dist == b,
             (Mapping::Zero, Mapping::Zero) | (Mapping::Unallocated, Mapping::Unallocated) => true,
@@ -37,19 +37,19 @@ impl Mapping {
 
 /// The constants needed to decode entries of one image.
 #[derive(Clone, Copy, Debug)]
-pub struct Geometry {
+pub(crate) struct Geometry {
     pub cluster_bits: u32,
     pub extended: bool,
     pub file_len: u64,
 }
 
 impl Geometry {
-    pub fn cluster_size(&self) -> u64 {
+    pub(crate) fn cluster_size(&self) -> u64 {
         1 << self.cluster_bits
     }
 
     /// log2 of the allocation unit: subclusters (32 per cluster) with extended L2.
-    pub fn unit_bits(&self) -> u32 {
+    pub(crate) fn unit_bits(&self) -> u32 {
         if self.extended {
             self.cluster_bits - 5
         } else {
@@ -58,12 +58,12 @@ impl Geometry {
     }
 
     /// Entries per L2 table (one cluster).
-    pub fn l2_entries(&self) -> u64 {
+    pub(crate) fn l2_entries(&self) -> u64 {
         self.cluster_size() / if self.extended { 16 } else { 8 }
     }
 
     /// Checks an L1 entry and returns the L2 table's host offset (0 = none allocated).
-    pub fn l2_offset(&self, l1_entry: u64, path: &Path, l1_entry_pos: u64) -> Result<u64> {
+    pub(crate) fn l2_offset(&self, l1_entry: u64, path: &Path, l1_entry_pos: u64) -> Result<u64> {
         let off = l1_entry & OFFSET_MASK;
         if off == 0 {
             return Ok(0);
@@ -81,7 +81,7 @@ impl Geometry {
 
     /// Decodes `words` (one standard entry, or an extended entry + bitmap) for subcluster `sc`.
     /// `entry_pos` is the entry's host offset, for error messages.
-    pub fn classify(
+    pub(crate) fn classify(
         &self,
         word: u64,
         bitmap: u64,

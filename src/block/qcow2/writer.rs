@@ -1169,7 +1169,7 @@ fn zstd_compressor() -> std::io::Result<zstd::bulk::Compressor<'static>> {
 }
 
 /// Compresses `data` for a compressed cluster; None when the result is not smaller.
-pub fn compress(kind: Compression, data: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn compress(kind: Compression, data: &[u8]) -> Option<Vec<u8>> {
     let limit = data.len() - 1;
     let out = match kind {
         Compression::Zlib => {

@@ -11,12 +11,12 @@ use nom::{IResult, Parser};
 
 /// Largest descriptor read: VMware writes a few hundred bytes (20 sectors reserved when embedded);
 /// anything bigger is not a descriptor, and refusing it bounds the memory a hostile file costs.
-pub const MAX_DESCRIPTOR_BYTES: usize = 1 << 20;
+pub(crate) const MAX_DESCRIPTOR_BYTES: usize = 1 << 20;
 /// Most extent lines: VMware's 2 GiB split gives 1024 lines per 2 TiB, so 10^4 covers a 20 TiB
 /// split disk, and the bound caps the files and tables one descriptor can make us open.
-pub const MAX_EXTENTS: usize = 10_000;
+pub(crate) const MAX_EXTENTS: usize = 10_000;
 /// A parentCID of all ones means "no parent".
-pub const CID_NONE: u32 = 0xffff_ffff;
+pub(crate) const CID_NONE: u32 = 0xffff_ffff;
 
 /// Access mode of an extent line. ferry only reads, so all three are read alike. The variants
 /// are the spec's RW, RDONLY and NOACCESS.
@@ -236,7 +236,7 @@ fn key_value(i: &str) -> IResult<&str, (&str, &str)> {
 
 /// True if `head` (the first bytes of a file) is a VMDK text descriptor: the usual header comment,
 /// or a `createType=` line among the first lines of plain text.
-pub fn looks_like_descriptor(head: &[u8]) -> bool {
+pub(crate) fn looks_like_descriptor(head: &[u8]) -> bool {
     let text = match std::str::from_utf8(&head[..head.len().min(1024)]) {
         Ok(t) => t,
         Err(e) => match std::str::from_utf8(&head[..e.valid_up_to()]) {

@@ -6,7 +6,7 @@ use crate::block::error::Result;
 use crate::block::file::ImageFile;
 use crate::block::{push_extent, Extent, ExtentKind};
 
-pub struct FlatExtent {
+pub(crate) struct FlatExtent {
     pub file: ImageFile,
     /// Byte offset of the extent's first byte in `file`.
     pub offset: u64,
@@ -14,7 +14,7 @@ pub struct FlatExtent {
 
 impl FlatExtent {
     /// Reads extent-relative `rel` into `buf`, zero-filling past the end of the file.
-    pub fn read(&self, buf: &mut [u8], rel: u64) -> Result<()> {
+    pub(crate) fn read(&self, buf: &mut [u8], rel: u64) -> Result<()> {
         let host = self.offset.saturating_add(rel);
         if host >= self.file.len() {
             buf.fill(0);
@@ -26,7 +26,7 @@ impl FlatExtent {
 
     /// Pushes the extents of extent-relative `[rel, rel+len)`, which starts at guest `pos`:
     /// data ranges of the host file are data, holes and anything past its end are zeros.
-    pub fn extents(&self, out: &mut Vec<Extent>, pos: u64, rel: u64, len: u64) {
+    pub(crate) fn extents(&self, out: &mut Vec<Extent>, pos: u64, rel: u64, len: u64) {
         let host = self.offset.saturating_add(rel);
         let host_end = host.saturating_add(len);
         let zero = |a: u64, b: u64| {

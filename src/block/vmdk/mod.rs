@@ -6,12 +6,12 @@
 //! Lookups go through a bounded LRU of grain tables under a short lock; file I/O and inflation
 //! happen outside it, so many threads read in parallel.
 
-pub mod descriptor;
-pub mod flat;
-pub mod sesparse;
-pub mod sparse;
-pub mod stream;
-pub mod writer;
+pub(super) mod descriptor;
+pub(super) mod flat;
+pub(super) mod sesparse;
+pub(super) mod sparse;
+pub(super) mod stream;
+pub(super) mod writer;
 
 use crate::block::error::{Error, Result};
 use crate::block::file::ImageFile;
@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// First 8 bytes of an ESXi SEsparse extent (magic 0xcafebabe, little-endian u64).
-pub const SESPARSE_MAGIC_BYTES: [u8; 8] = sesparse::MAGIC.to_le_bytes();
+pub(super) const SESPARSE_MAGIC_BYTES: [u8; 8] = sesparse::MAGIC.to_le_bytes();
 const COWD_MAGIC: &[u8; 4] = b"COWD";
 /// Bytes of inflated grains kept for reads smaller than a grain (at least 4 grains).
 const ZCACHE_BYTES: u64 = 4 << 20;

@@ -9,7 +9,7 @@ use super::sparse::{
 use crate::block::error::{Error, Result};
 use crate::block::file::ImageFile;
 
-pub const MAGIC: u64 = 0xcafe_babe;
+pub(crate) const MAGIC: u64 = 0xcafe_babe;
 const VOLATILE_MAGIC: u64 = 0xcafe_cafe;
 /// The only version qemu and ESXi write (major 2, minor 1).
 const VERSION: u64 = 0x2_0000_0001;
@@ -32,7 +32,7 @@ const GTS_OFFSET: usize = 144;
 const GRAINS_OFFSET: usize = 192;
 
 /// Opens the SEsparse extent in `file` after checking its headers.
-pub fn open(file: ImageFile) -> Result<SparseExtent> {
+pub(crate) fn open(file: ImageFile) -> Result<SparseExtent> {
     let path = file.path().to_path_buf();
     let mut h = [0u8; 512];
     file.read_exact_at(&mut h, 0, "vmdk SEsparse header")?;

@@ -16,10 +16,10 @@ use std::sync::Arc;
 use zerocopy::byteorder::{LittleEndian, U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-pub const MAGIC: &[u8; 4] = b"KDMV";
-pub const SECTOR: u64 = 512;
+pub(crate) const MAGIC: &[u8; 4] = b"KDMV";
+pub(crate) const SECTOR: u64 = 512;
 /// The header occupies the first sector of the extent (79 bytes used, the rest padding).
-pub const HEADER_LEN: usize = 512;
+pub(crate) const HEADER_LEN: usize = 512;
 const HEADER_USED: usize = size_of::<RawSparseHeader>();
 const _: () = assert!(HEADER_USED == 79);
 
@@ -27,7 +27,7 @@ const _: () = assert!(HEADER_USED == 79);
 /// layout the reader parses and the writer fills (the rest of the first sector is zero padding).
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, Default)]
 #[repr(C)]
-pub struct RawSparseHeader {
+pub(crate) struct RawSparseHeader {
     pub magic: [u8; 4],
     pub version: U32<LittleEndian>,
     pub flags: U32<LittleEndian>,
@@ -53,29 +53,29 @@ macro_rules! at {
 }
 /// gdOffset of a streamOptimized file whose grain directory is known only at the end: the
 /// footer (a copy of the header) holds the real one.
-pub const GD_AT_END: u64 = u64::MAX;
+pub(crate) const GD_AT_END: u64 = u64::MAX;
 
-pub const FLAG_NL_DETECT: u32 = 1 << 0;
-pub const FLAG_RGD: u32 = 1 << 1;
-pub const FLAG_ZERO_GRAIN: u32 = 1 << 2;
-pub const FLAG_COMPRESSED: u32 = 1 << 16;
-pub const FLAG_MARKERS: u32 = 1 << 17;
-pub const COMPRESSION_NONE: u16 = 0;
-pub const COMPRESSION_DEFLATE: u16 = 1;
+pub(crate) const FLAG_NL_DETECT: u32 = 1 << 0;
+pub(crate) const FLAG_RGD: u32 = 1 << 1;
+pub(crate) const FLAG_ZERO_GRAIN: u32 = 1 << 2;
+pub(crate) const FLAG_COMPRESSED: u32 = 1 << 16;
+pub(crate) const FLAG_MARKERS: u32 = 1 << 17;
+pub(crate) const COMPRESSION_NONE: u16 = 0;
+pub(crate) const COMPRESSION_DEFLATE: u16 = 1;
 
 /// A grain table entry of 1 means "reads as zeros" when FLAG_ZERO_GRAIN is set.
 const GTE_ZERO: u64 = 1;
 
 /// Largest grain: VMware uses 64 KiB; 64 MiB bounds the buffer one compressed grain costs.
-pub const MAX_GRAIN_SECTORS: u64 = 1 << 17;
+pub(crate) const MAX_GRAIN_SECTORS: u64 = 1 << 17;
 /// Entries per grain table: the spec fixes 512, and qemu refuses more.
-pub const MAX_GTES_PER_GT: u32 = 512;
+pub(crate) const MAX_GTES_PER_GT: u32 = 512;
 /// Largest capacity (512 TiB): VMware's largest virtual disk is 62 TiB; the bound keeps every
 /// byte offset computed from sectors far from u64 overflow.
-pub const MAX_CAPACITY_SECTORS: u64 = 1 << 40;
+pub(crate) const MAX_CAPACITY_SECTORS: u64 = 1 << 40;
 /// Most grain directory entries (64 MiB of u32): a 512 TiB disk with the standard 32 MiB per
 /// grain table needs 2^24. Bounds the directory allocated at open.
-pub const MAX_GD_ENTRIES: u64 = 1 << 24;
+pub(crate) const MAX_GD_ENTRIES: u64 = 1 << 24;
 /// Memory for cached grain tables per image (at least 16 tables). Tables are held decoded, 8 bytes
 /// an entry: 8 MiB holds 2048 standard tables (512 entries), which map 64 TiB of 64 KiB grains.
 const GT_CACHE_BYTES: u64 = 8 << 20;
@@ -222,7 +222,7 @@ impl SparseHeader {
 
 /// How grain table entries are encoded.
 #[derive(Clone, Copy, Debug)]
-pub enum GteFormat {
+pub(crate) enum GteFormat {
     /// Hosted sparse / streamOptimized: u32 sector numbers (of the grain, or of its marker when
     /// compressed); grains must lie at or after `min_grain_sector` (the metadata area).
     Hosted {
@@ -239,7 +239,7 @@ pub enum GteFormat {
 
 /// What one grain maps to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Grain {
+pub(crate) enum Grain {
     /// Not allocated here: read from the parent.
     Unallocated,
     /// Reads as zeros.
@@ -252,14 +252,14 @@ pub enum Grain {
 
 /// Grain tables of every sparse extent of an image, keyed by (extent index, GT host offset),
 /// each decoded to u64 entries. Bounded; I/O happens outside the lock.
-pub struct GtCache(Mutex<LruCache<CacheKey, Arc<[u64]>>>);
+pub(crate) struct GtCache(Mutex<LruCache<CacheKey, Arc<[u64]>>>);
 
 /// (extent index in the image, host offset of the table or grain).
-pub type CacheKey = (usize, u64);
+pub(crate) type CacheKey = (usize, u64);
 
 impl GtCache {
     /// A cache sized for tables of `gt_entries` entries (held as u64s).
-    pub fn new(gt_entries: u64) -> Self {
+    pub(crate) fn new(gt_entries: u64) -> Self {
         let n = usize::try_from(GT_CACHE_BYTES / gt_entries.saturating_mul(8).max(1))
             .unwrap_or(16)
             .max(16);
@@ -270,7 +270,7 @@ impl GtCache {
 }
 
 /// The shape of a grain directory: sizes in bytes, all validated by the header parsers.
-pub struct Layout {
+pub(crate) struct Layout {
     pub capacity: u64,
     pub grain_bytes: u64,
     pub gtes_per_gt: u64,
@@ -279,7 +279,7 @@ pub struct Layout {
 }
 
 /// One sparse extent file with its grain directory (and the redundant copy, when usable).
-pub struct SparseExtent {
+pub(crate) struct SparseExtent {
     pub file: ImageFile,
     /// Virtual bytes the directory covers (the header's capacity).
     pub capacity: u64,
@@ -366,7 +366,7 @@ impl SparseExtent {
         }
     }
 
-    pub fn gt_bytes(&self) -> u64 {
+    pub(crate) fn gt_bytes(&self) -> u64 {
         self.gtes_per_gt * self.entry_bytes
     }
 
@@ -505,7 +505,13 @@ impl SparseExtent {
     /// Maps extent-relative byte `rel` (at most `max` bytes from it, never past the grain table
     /// that maps `rel`): what it holds and how far that continues (same kind, contiguous host
     /// bytes for data; one grain at most for compressed grains). `id` keys this extent in `cache`.
-    pub fn map_run(&self, id: usize, cache: &GtCache, rel: u64, max: u64) -> Result<(Grain, u64)> {
+    pub(crate) fn map_run(
+        &self,
+        id: usize,
+        cache: &GtCache,
+        rel: u64,
+        max: u64,
+    ) -> Result<(Grain, u64)> {
         let cov = self.gt_coverage();
         let gdi = rel / cov;
         let limit = rel.saturating_add(max).min((gdi + 1) * cov);
@@ -576,14 +582,14 @@ pub(crate) fn read_directory(
 }
 
 /// A hosted sparse or streamOptimized extent, opened.
-pub struct Opened {
+pub(crate) struct Opened {
     pub extent: SparseExtent,
     /// The embedded descriptor's bytes, if the header points to one.
     pub descriptor: Option<(Vec<u8>, u64)>,
 }
 
 /// Opens the hosted sparse extent in `file` (header, footer for streamOptimized, directories).
-pub fn open(file: ImageFile) -> Result<Opened> {
+pub(crate) fn open(file: ImageFile) -> Result<Opened> {
     let path = file.path().to_path_buf();
     let mut head = [0u8; HEADER_LEN];
     file.read_exact_at(&mut head, 0, "vmdk sparse header")?;

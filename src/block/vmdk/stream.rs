@@ -10,10 +10,10 @@ use flate2::{Decompress, FlushDecompress, Status};
 use std::cell::RefCell;
 
 /// Metadata marker types (section "Markers").
-pub const MARKER_EOS: u32 = 0;
-pub const MARKER_FOOTER: u32 = 3;
+pub(crate) const MARKER_EOS: u32 = 0;
+pub(crate) const MARKER_FOOTER: u32 = 3;
 /// A grain marker: lba (u64) and size (u32) of the compressed data that follows.
-pub const GRAIN_MARKER_LEN: u64 = 12;
+pub(crate) const GRAIN_MARKER_LEN: u64 = 12;
 /// The file ends with: footer marker, footer (a header copy), end-of-stream marker, 512 bytes each.
 const TAIL_LEN: u64 = 3 * HEADER_LEN as u64;
 
@@ -28,7 +28,7 @@ fn le32(b: &[u8], at: usize) -> u32 {
 
 /// Reads and checks the footer of a streamOptimized file whose header has gdOffset GD_AT_END,
 /// as qemu does: footer marker, header copy, end-of-stream marker, in the last 1536 bytes.
-pub fn read_footer(file: &ImageFile) -> Result<SparseHeader> {
+pub(crate) fn read_footer(file: &ImageFile) -> Result<SparseHeader> {
     let path = file.path();
     let Some(at) = file
         .len()
@@ -74,7 +74,7 @@ pub fn read_footer(file: &ImageFile) -> Result<SparseHeader> {
 /// Reads the compressed grain at `host` and inflates it into `out` (one grain). `need` is how
 /// many leading bytes must come out of the stream (the last grain of a disk may be short);
 /// the rest is zero-filled. With `markers`, `host` is the grain marker.
-pub fn read_grain(
+pub(crate) fn read_grain(
     file: &ImageFile,
     host: u64,
     markers: bool,

@@ -23,9 +23,9 @@ use std::path::{Path, PathBuf};
 use zerocopy::{FromBytes, IntoBytes};
 
 /// Grain size in sectors (64 KiB), as VMware and qemu use.
-pub const GRAIN_SECTORS: u64 = 128;
+pub(crate) const GRAIN_SECTORS: u64 = 128;
 /// Grain table entries per table (the spec's fixed 512).
-pub const GTES_PER_GT: u64 = 512;
+pub(crate) const GTES_PER_GT: u64 = 512;
 /// Sectors reserved for an embedded descriptor (qemu reserves 20).
 const DESC_SECTORS: u64 = 20;
 /// Metadata marker types of streamOptimized files (section "Markers").
@@ -96,7 +96,7 @@ impl CreateOptions {
 
 /// The descriptor text, laid out as qemu-img's. Geometry is qemu's: 63 sectors per track, 16
 /// heads for IDE and 255 for SCSI, cylinders = size / (heads * 63 * 512).
-pub fn descriptor_text(o: &CreateOptions, extent_file: &str) -> String {
+pub(crate) fn descriptor_text(o: &CreateOptions, extent_file: &str) -> String {
     let sectors = o.size.div_ceil(SECTOR);
     let heads: u64 = if o.adapter_type == "ide" { 16 } else { 255 };
     let cylinders = sectors / (heads * 63);
@@ -528,7 +528,7 @@ impl VmdkWriter {
 
 /// The extent file name of a monolithicFlat descriptor `path` (`disk.vmdk` → `disk-flat.vmdk`,
 /// qemu's naming).
-pub fn flat_extent_path(path: &Path) -> PathBuf {
+pub(crate) fn flat_extent_path(path: &Path) -> PathBuf {
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -537,7 +537,7 @@ pub fn flat_extent_path(path: &Path) -> PathBuf {
 }
 
 /// Writes the descriptor file of a monolithicFlat image whose extent is `flat_extent_path(path)`.
-pub fn write_flat_descriptor(path: &Path, o: &CreateOptions) -> Result<()> {
+pub(crate) fn write_flat_descriptor(path: &Path, o: &CreateOptions) -> Result<()> {
     let flat = flat_extent_path(path);
     let name = flat
         .file_name()

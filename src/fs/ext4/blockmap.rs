@@ -105,12 +105,12 @@ fn path(per: u64, lblk: u64) -> Option<(usize, Vec<usize>)> {
 pub(crate) struct Freed(Vec<u64>);
 
 impl Freed {
-    pub fn push(&mut self, blk: u64) {
+    pub(crate) fn push(&mut self, blk: u64) {
         self.0.push(blk);
     }
 
     /// (first block, count) runs, in block order.
-    pub fn runs(mut self) -> Vec<(u64, u64)> {
+    pub(crate) fn runs(mut self) -> Vec<(u64, u64)> {
         self.0.sort_unstable();
         self.0.dedup();
         let mut out: Vec<(u64, u64)> = Vec::new();

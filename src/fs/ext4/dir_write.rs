@@ -22,7 +22,7 @@ use crate::fs::{FileType, FsError, Result};
 
 pub(super) const HEADER_LEN: usize = 8;
 /// Largest name (u8 name_len).
-pub const MAX_NAME_LEN: usize = 255;
+pub(super) const MAX_NAME_LEN: usize = 255;
 
 /// Bytes a record with a name of `n` bytes needs (EXT4_DIR_REC_LEN).
 pub(crate) fn rec_len_for(n: usize) -> usize {

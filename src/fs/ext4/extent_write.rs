@@ -31,7 +31,7 @@ pub(crate) struct Ext {
 }
 
 impl Ext {
-    pub fn end(&self) -> u64 {
+    pub(crate) fn end(&self) -> u64 {
         self.lblk + self.len
     }
 }

@@ -59,8 +59,8 @@ const RO_COMPAT_WRITABLE: u32 = superblock::RO_COMPAT_SPARSE_SUPER
     | 0x8000; // verity: verity inodes are read-only
 
 /// Group descriptor flags (bg_flags).
-pub const BG_INODE_UNINIT: u16 = 0x1;
-pub const BG_BLOCK_UNINIT: u16 = 0x2;
+pub(super) const BG_INODE_UNINIT: u16 = 0x1;
+pub(super) const BG_BLOCK_UNINIT: u16 = 0x2;
 
 /// The writer's state, present when the filesystem was opened with `open_rw`.
 pub(crate) struct RwState {
@@ -170,51 +170,51 @@ impl GdRaw<'_> {
         }
     }
 
-    pub fn flags(&self) -> u16 {
+    pub(crate) fn flags(&self) -> u16 {
         le16(self.0, 0x12)
     }
 
-    pub fn set_flags(&mut self, f: u16) {
+    pub(crate) fn set_flags(&mut self, f: u16) {
         self.0[0x12..0x14].copy_from_slice(&f.to_le_bytes());
     }
 
-    pub fn free_blocks(&self) -> u32 {
+    pub(crate) fn free_blocks(&self) -> u32 {
         self.get16x(0xc, 0x2c)
     }
 
-    pub fn set_free_blocks(&mut self, v: u32) {
+    pub(crate) fn set_free_blocks(&mut self, v: u32) {
         self.put16x(0xc, 0x2c, v);
     }
 
-    pub fn free_inodes(&self) -> u32 {
+    pub(crate) fn free_inodes(&self) -> u32 {
         self.get16x(0xe, 0x2e)
     }
 
-    pub fn set_free_inodes(&mut self, v: u32) {
+    pub(crate) fn set_free_inodes(&mut self, v: u32) {
         self.put16x(0xe, 0x2e, v);
     }
 
-    pub fn used_dirs(&self) -> u32 {
+    pub(crate) fn used_dirs(&self) -> u32 {
         self.get16x(0x10, 0x30)
     }
 
-    pub fn set_used_dirs(&mut self, v: u32) {
+    pub(crate) fn set_used_dirs(&mut self, v: u32) {
         self.put16x(0x10, 0x30, v);
     }
 
-    pub fn itable_unused(&self) -> u32 {
+    pub(crate) fn itable_unused(&self) -> u32 {
         self.get16x(0x1c, 0x32)
     }
 
-    pub fn set_itable_unused(&mut self, v: u32) {
+    pub(crate) fn set_itable_unused(&mut self, v: u32) {
         self.put16x(0x1c, 0x32, v);
     }
 
-    pub fn set_block_bitmap_csum(&mut self, c: u32) {
+    pub(crate) fn set_block_bitmap_csum(&mut self, c: u32) {
         self.put16x(0x18, 0x38, c);
     }
 
-    pub fn set_inode_bitmap_csum(&mut self, c: u32) {
+    pub(crate) fn set_inode_bitmap_csum(&mut self, c: u32) {
         self.put16x(0x1a, 0x3a, c);
     }
 }

@@ -14,10 +14,10 @@ use std::sync::Arc;
 
 /// Levels of index blocks below the root: Windows' trees are a few levels deep even for
 /// millions of entries; more is a loop or damage.
-pub const MAX_DEPTH: usize = 32;
+pub(super) const MAX_DEPTH: usize = 32;
 /// Index blocks visited in one listing (a 4 GiB index of 4 KiB blocks): bounds the work on
 /// a damaged tree whose blocks point at each other.
-pub const MAX_BLOCKS: usize = 1 << 20;
+pub(super) const MAX_BLOCKS: usize = 1 << 20;
 /// Components followed when mapping a link target.
 const MAX_TARGET_COMPONENTS: usize = 256;
 

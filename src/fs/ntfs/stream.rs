@@ -10,7 +10,7 @@ use crate::fs::{FsError, Result};
 
 /// Largest compression unit decoded (16 clusters of 4 KiB is what Windows writes; NTFS does
 /// not compress with larger clusters).
-pub const MAX_COMPRESSION_UNIT: u64 = 1 << 20;
+pub(super) const MAX_COMPRESSION_UNIT: u64 = 1 << 20;
 
 impl Ntfs {
     /// Reads `buf.len()` bytes (or up to the end) of attribute `a` of inode `ino` at `off`.

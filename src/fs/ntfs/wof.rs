@@ -13,10 +13,10 @@ use crate::fs::Result;
 /// "WofCompressedData".
 const STREAM: &str = "WofCompressedData";
 const PROVIDER_FILE: u32 = 2;
-pub const XPRESS4K: u32 = 0;
-pub const LZX: u32 = 1;
-pub const XPRESS8K: u32 = 2;
-pub const XPRESS16K: u32 = 3;
+pub(super) const XPRESS4K: u32 = 0;
+pub(super) const LZX: u32 = 1;
+pub(super) const XPRESS8K: u32 = 2;
+pub(super) const XPRESS16K: u32 = 3;
 
 /// The algorithm and chunk size the reparse data `r` (with its 8-byte header) names.
 fn algorithm(r: &[u8]) -> std::result::Result<(u32, u64), String> {

@@ -49,7 +49,7 @@ pub(super) struct LogArea {
 
 impl LogArea {
     /// `count` log blocks from `bb`, wrapping at the end of the log.
-    pub fn read(&self, dev: &dyn BlockDevice, bb: u64, count: u64) -> Result<Vec<u8>> {
+    pub(super) fn read(&self, dev: &dyn BlockDevice, bb: u64, count: u64) -> Result<Vec<u8>> {
         if count > self.bbs || bb >= self.bbs {
             return Err(FsError::corrupt(
                 "xfs log",
@@ -73,7 +73,7 @@ impl LogArea {
     }
 
     /// Blocks from `from` forward to `to`, wrapping.
-    pub fn distance(&self, from: u64, to: u64) -> u64 {
+    pub(super) fn distance(&self, from: u64, to: u64) -> u64 {
         (to + self.bbs - from) % self.bbs
     }
 }

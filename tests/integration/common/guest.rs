@@ -14,7 +14,7 @@ use std::process::Command;
 
 /// One filesystem of a built guest.
 #[derive(Debug, Clone)]
-pub struct Fs {
+pub(crate) struct Fs {
     /// Our name for its device (`/dev/sda1`, `/dev/VG/LV`).
     pub device: String,
     /// blkid's TYPE.
@@ -30,7 +30,7 @@ pub struct Fs {
 }
 
 /// A guest: its disks (raw, for the kernel; in their test format, for ferry) and its truth.
-pub struct Guest {
+pub(crate) struct Guest {
     pub raw: Vec<PathBuf>,
     pub images: Vec<PathBuf>,
     pub filesystems: Vec<Fs>,
@@ -40,7 +40,7 @@ pub struct Guest {
 
 impl Guest {
     /// The filesystems the guest mounts, parents first (the order `mount -a` would use).
-    pub fn layout(&self) -> Vec<&Fs> {
+    pub(crate) fn layout(&self) -> Vec<&Fs> {
         let mut l: Vec<&Fs> = self
             .filesystems
             .iter()
@@ -53,7 +53,7 @@ impl Guest {
         l
     }
 
-    pub fn fs(&self, device: &str) -> &Fs {
+    pub(crate) fn fs(&self, device: &str) -> &Fs {
         self.filesystems
             .iter()
             .find(|f| f.device == device)
@@ -62,7 +62,7 @@ impl Guest {
 
     /// Mounts the guest's layout with the kernel under `at`, read-only; the filesystems in
     /// `skip` (not readable by ferry yet) are left out. Unmounted in reverse order on drop.
-    pub fn kernel_mount(&self, at: &Path, skip: &[&str]) -> KernelLayout {
+    pub(crate) fn kernel_mount(&self, at: &Path, skip: &[&str]) -> KernelLayout {
         let mut mounts = Vec::new();
         for f in self.layout() {
             if skip.contains(&f.device.as_str()) {
@@ -79,7 +79,7 @@ impl Guest {
 }
 
 /// Kernel mounts of a guest's layout, unmounted children first.
-pub struct KernelLayout(Vec<KernelMount>);
+pub(crate) struct KernelLayout(Vec<KernelMount>);
 
 impl Drop for KernelLayout {
     fn drop(&mut self) {
@@ -90,29 +90,29 @@ impl Drop for KernelLayout {
 }
 
 /// Writes a file (and its parents) under a host directory holding a guest tree.
-pub fn put(root: &Path, path: &str, data: impl AsRef<[u8]>) {
+pub(crate) fn put(root: &Path, path: &str, data: impl AsRef<[u8]>) {
     let p = root.join(path.trim_start_matches('/'));
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(&p, data).unwrap();
 }
 
-pub fn mkdir(root: &Path, path: &str) {
+pub(crate) fn mkdir(root: &Path, path: &str) {
     std::fs::create_dir_all(root.join(path.trim_start_matches('/'))).unwrap();
 }
 
-pub fn symlink(root: &Path, path: &str, target: &str) {
+pub(crate) fn symlink(root: &Path, path: &str, target: &str) {
     let p = root.join(path.trim_start_matches('/'));
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::os::unix::fs::symlink(target, p).unwrap();
 }
 
 /// Copies a host binary into the guest (a real ELF header for architecture detection).
-pub fn copy_host(root: &Path, path: &str, host: &str) {
+pub(crate) fn copy_host(root: &Path, path: &str, host: &str) {
     put(root, path, std::fs::read(host).unwrap());
 }
 
 /// Makes a filesystem image of `size` bytes from `files` (None: empty).
-pub fn mkfs(
+pub(crate) fn mkfs(
     out: &Path,
     fstype: &str,
     size: u64,
@@ -166,7 +166,7 @@ pub fn mkfs(
 /// directories, symlinks, devices and FIFOs with their modes and owners. What a prototype
 /// cannot say is left out: sockets, hard links (each name becomes its own inode), names or
 /// targets with white space, and the sticky bit.
-pub fn xfs_protofile(src: &Path, out: &Path) {
+pub(crate) fn xfs_protofile(src: &Path, out: &Path) {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     fn dir(at: &Path, text: &mut String) {
         let mut entries: Vec<_> = std::fs::read_dir(at).unwrap().map(|e| e.unwrap()).collect();
@@ -248,7 +248,7 @@ const MIB: u64 = 1 << 20;
 /// virtio_net as modules and virtio_scsi built in, GRUB 2. /var and /boot are separate.
 /// A minimal initramfs: one plain cpio "newc" archive holding `/init`, written field by field
 /// as the format says (not by ferry's writer, which reads it back in the tests).
-pub fn initrd() -> Vec<u8> {
+pub(crate) fn initrd() -> Vec<u8> {
     let mut out = Vec::new();
     for (name, mode, data) in [
         ("init", 0o100_755u32, &b"#!/bin/sh\n"[..]),
@@ -273,7 +273,7 @@ pub fn initrd() -> Vec<u8> {
     out
 }
 
-pub fn debian_root(root: &Path, fstab: &str) {
+pub(crate) fn debian_root(root: &Path, fstab: &str) {
     put(
         root,
         "/etc/os-release",
@@ -333,7 +333,7 @@ pub fn debian_root(root: &Path, fstab: &str) {
 /// The GPT + LVM installer layout: /boot on sda1 (ext4), an LVM PV on sda2 holding root,
 /// var (ext4), swap, srv (XFS, filled from a prototype file) and data (ext4, `noauto`, at a
 /// mountpoint with a space). fstab names them every way an installer does.
-pub fn installer(dir: &Path, fmt: &str) -> Guest {
+pub(crate) fn installer(dir: &Path, fmt: &str) -> Guest {
     let vg = vg_name("inst");
     let boot_uuid = "0b0b0b0b-1111-4222-8333-444455556666";
     let uuids = [
@@ -504,7 +504,7 @@ pub fn installer(dir: &Path, fmt: &str) -> Guest {
 /// A RHEL-5-like VMware guest on an MBR disk, as its installer left it: /boot on hda1
 /// (ext3 with 1 KiB blocks and 128-byte inodes), / labelled "/", swap on hda3; sysvinit,
 /// GRUB legacy, rpm/yum, VMware tools; no os-release.
-pub fn rhel5(dir: &Path, fmt: &str) -> Guest {
+pub(crate) fn rhel5(dir: &Path, fmt: &str) -> Guest {
     let fstab = "/dev/hda1               /boot                   ext3    defaults        1 2\n\
                  LABEL=/                 /                       ext3    defaults        1 1\n\
                  tmpfs                   /dev/shm                tmpfs   defaults        0 0\n\
@@ -632,7 +632,7 @@ pub fn rhel5(dir: &Path, fmt: &str) -> Guest {
 
 /// A SLES 11 SP4 paravirtual Xen guest: `/dev/xvda1` and `/dev/xvda2` in fstab, a -xen
 /// kernel, the console on hvc0.
-pub fn xen(dir: &Path, fmt: &str) -> Guest {
+pub(crate) fn xen(dir: &Path, fmt: &str) -> Guest {
     let fstab = "/dev/xvda1           /                    ext3       acl,user_xattr        1 1\n\
                  /dev/xvda2           swap                 swap       defaults              0 0\n\
                  proc                 /proc                proc       defaults              0 0\n\
@@ -713,7 +713,7 @@ pub fn xen(dir: &Path, fmt: &str) -> Guest {
 /// An Alpine guest on two disks: the first a filesystem with no partition table (root,
 /// OpenRC, extlinux), the second partitioned with /home on sdb1, named `/dev/sdb1` in fstab.
 /// /etc/motd is a symlink into /home, across the mountpoint.
-pub fn two_disks(dir: &Path, fmt: &str) -> Guest {
+pub(crate) fn two_disks(dir: &Path, fmt: &str) -> Guest {
     let ru = "d0000000-0000-4000-8000-000000000001";
     let hu = "d0000000-0000-4000-8000-000000000002";
     let fstab = format!("UUID={ru}\t/\text4\trw,relatime 0 1\n/dev/sdb1\t/home\text4\trw,relatime 0 2\n/dev/cdrom\t/media/cdrom\tiso9660\tnoauto,ro 0 0\n");
@@ -802,9 +802,9 @@ pub fn two_disks(dir: &Path, fmt: &str) -> Guest {
 }
 
 /// The RHEL 8 guest's kernel release.
-pub const RHEL8_KERNEL: &str = "4.18.0-513.el8.x86_64";
+pub(crate) const RHEL8_KERNEL: &str = "4.18.0-513.el8.x86_64";
 /// Its machine id, which names its BLS entries.
-pub const RHEL8_MACHINE_ID: &str = "3f5c2a7d9e8b4c1a8d6e0f2b4a6c8e0d";
+pub(crate) const RHEL8_MACHINE_ID: &str = "3f5c2a7d9e8b4c1a8d6e0f2b4a6c8e0d";
 
 /// A RHEL 8.9 guest as Anaconda lays it out on a UEFI-less KVM install: GPT with XFS /boot on
 /// sda1 and an LVM PV on sda2 whose VG holds XFS `root` and `var`; usr-merged, systemd, dnf,
@@ -812,7 +812,7 @@ pub const RHEL8_MACHINE_ID: &str = "3f5c2a7d9e8b4c1a8d6e0f2b4a6c8e0d";
 /// mkfs.xfs and filled through a kernel loop mount (so it has what a running system writes:
 /// nanosecond times, xattrs in several namespaces, hard links, a FIFO, a sparse file), then
 /// written into the disk where the partition table and the LVM metadata put it.
-pub fn rhel8(dir: &Path, fmt: &str) -> Guest {
+pub(crate) fn rhel8(dir: &Path, fmt: &str) -> Guest {
     use super::kernel::KernelMount;
     let vg = vg_name("rhel");
     let k = RHEL8_KERNEL;

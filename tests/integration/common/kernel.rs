@@ -15,17 +15,17 @@ use std::time::{Duration, Instant};
 
 /// Upper bound for any one losetup/mount/umount command: a stuck one fails its test, never
 /// hangs CI.
-pub const DEADLINE: Duration = Duration::from_secs(60);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
 
 /// CI (FERRY_REQUIRE_FUSE=1): a test that cannot run must fail, not skip.
-pub fn required() -> bool {
+pub(crate) fn required() -> bool {
     std::env::var("FERRY_REQUIRE_FUSE").as_deref() == Ok("1")
 }
 
 /// Runs `cmd` to completion within DEADLINE, killing it otherwise: Ok(stdout) on success,
 /// Err(stderr, or the timeout) on failure. The output is read once the command exits, so it
 /// must be small (a daemon the command leaves behind must not hold the pipes).
-pub fn run_bounded(cmd: &mut Command) -> Result<String, String> {
+pub(crate) fn run_bounded(cmd: &mut Command) -> Result<String, String> {
     use std::io::Read;
     let mut child = cmd
         .stdin(Stdio::null())
@@ -56,7 +56,7 @@ pub fn run_bounded(cmd: &mut Command) -> Result<String, String> {
 
 /// A kernel mount of an image file (or of a byte range of it) through a loop device of its
 /// own; on drop it is unmounted and the loop device detached.
-pub struct KernelMount {
+pub(crate) struct KernelMount {
     mnt: PathBuf,
     dev: String,
     released: bool,
@@ -66,13 +66,13 @@ impl KernelMount {
     /// Mounts all of `image` at `mnt` (created if missing) with the mount options `opts`, for
     /// instance "ro", "ro,noload" or "" (read-write). A "loop" option is implied and may be
     /// given; with "ro" the loop device itself is read-only. Err says why the kernel refused.
-    pub fn new(image: &Path, mnt: &Path, opts: &str) -> Result<Self, String> {
+    pub(crate) fn new(image: &Path, mnt: &Path, opts: &str) -> Result<Self, String> {
         Self::attach(image, None, mnt, opts)
     }
 
     /// Mounts `size` bytes of `image` from byte `offset` (a partition: loop devices here have
     /// no partition scan), otherwise as `new`.
-    pub fn range(
+    pub(crate) fn range(
         image: &Path,
         offset: u64,
         size: u64,
@@ -83,7 +83,7 @@ impl KernelMount {
     }
 
     /// The mountpoint.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.mnt
     }
 
@@ -170,7 +170,7 @@ impl KernelMount {
 
     /// Unmounts now (a test that mounts the same image again, or wants a read-write mount's
     /// changes on disk); Err if the mount was busy and had to be detached lazily.
-    pub fn unmount(mut self) -> Result<(), String> {
+    pub(crate) fn unmount(mut self) -> Result<(), String> {
         self.release()
     }
 
@@ -211,7 +211,7 @@ impl Drop for KernelMount {
 
 /// `KernelMount::new`, or a loud SKIP (None) where this machine cannot loop-mount, or a
 /// panic under FERRY_REQUIRE_FUSE=1.
-pub fn mount_or_skip(image: &Path, mnt: &Path, opts: &str) -> Option<KernelMount> {
+pub(crate) fn mount_or_skip(image: &Path, mnt: &Path, opts: &str) -> Option<KernelMount> {
     match KernelMount::new(image, mnt, opts) {
         Ok(m) => Some(m),
         Err(e) if required() => panic!("cannot mount (FERRY_REQUIRE_FUSE=1): {e}"),
@@ -223,7 +223,7 @@ pub fn mount_or_skip(image: &Path, mnt: &Path, opts: &str) -> Option<KernelMount
 }
 
 /// `mkfs.ext4 -q -F [-d SRC] ARGS IMAGE` on a new sparse file of `size` ("16M", "1G").
-pub fn mkfs_ext4(image: &Path, size: &str, src: Option<&Path>, args: &[&str]) {
+pub(crate) fn mkfs_ext4(image: &Path, size: &str, src: Option<&Path>, args: &[&str]) {
     let _ = std::fs::remove_file(image);
     super::run(Command::new("truncate").args(["-s", size]).arg(image));
     let mut cmd = Command::new(super::tool("mkfs.ext4").expect("mkfs.ext4"));
@@ -238,7 +238,7 @@ pub fn mkfs_ext4(image: &Path, size: &str, src: Option<&Path>, args: &[&str]) {
 /// One path as a reader sees it: every stat field a user can see, the link target, and the
 /// sha256 of the contents ("error …" when reading fails).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub kind: FileType,
     pub mode: u32,
     pub uid: u32,
@@ -259,7 +259,7 @@ pub struct Entry {
 
 impl Entry {
     /// The fields that differ, as "field: ours vs theirs".
-    pub fn diff(&self, other: &Entry) -> Vec<String> {
+    pub(crate) fn diff(&self, other: &Entry) -> Vec<String> {
         let mut out = Vec::new();
         macro_rules! field {
             ($($f:ident),*) => {$(
@@ -289,7 +289,7 @@ impl Entry {
 }
 
 /// Path (relative, "" for the root, bytes as on disk) → what is there.
-pub type Snapshot = BTreeMap<Vec<u8>, Entry>;
+pub(crate) type Snapshot = BTreeMap<Vec<u8>, Entry>;
 
 fn sha256(data: &[u8]) -> String {
     format!("{:x}", Sha256::digest(data))
@@ -297,7 +297,7 @@ fn sha256(data: &[u8]) -> String {
 
 /// What both walkers record, when lenient, for an object that cannot be read at all (its
 /// inode or its directory damaged): the two report such damage with different errors.
-pub fn unreadable() -> Entry {
+pub(crate) fn unreadable() -> Entry {
     Entry {
         kind: FileType::RegularFile,
         mode: 0,
@@ -317,12 +317,12 @@ pub fn unreadable() -> Entry {
 }
 
 /// The tree under `root` (a kernel mount, or a FUSE mount) through the ordinary file API.
-pub fn walk(root: &Path) -> Snapshot {
+pub(crate) fn walk(root: &Path) -> Snapshot {
     walk_with(root, false)
 }
 
 /// `walk`, where an object that cannot be stat'ed or listed is recorded as `unreadable()`.
-pub fn walk_lenient(root: &Path) -> Snapshot {
+pub(crate) fn walk_lenient(root: &Path) -> Snapshot {
     walk_with(root, true)
 }
 
@@ -390,7 +390,11 @@ fn walk_with(root: &Path, lenient: bool) -> Snapshot {
 }
 
 /// Lists a directory through `readdir`, `per_call` entries at a time (resuming by cookie).
-pub fn list(fs: &dyn Filesystem, dir: u64, per_call: usize) -> ferry::fs::Result<Vec<DirEntry>> {
+pub(crate) fn list(
+    fs: &dyn Filesystem,
+    dir: u64,
+    per_call: usize,
+) -> ferry::fs::Result<Vec<DirEntry>> {
     let mut out = Vec::new();
     let mut cookie = 0;
     loop {
@@ -414,7 +418,7 @@ pub fn list(fs: &dyn Filesystem, dir: u64, per_call: usize) -> ferry::fs::Result
 }
 
 /// Reads a whole file `chunk` bytes at a time, checking it ends at `size`.
-pub fn read_all(
+pub(crate) fn read_all(
     fs: &dyn Filesystem,
     ino: u64,
     size: u64,
@@ -437,13 +441,13 @@ pub fn read_all(
 /// ferry's view of a whole filesystem in `walk`'s shape, checking as it goes that `lookup`
 /// agrees with `readdir`, that "." and ".." are right, that a readdir resumed by cookie lists
 /// the same, and that reads in odd chunk sizes agree.
-pub fn snapshot(fs: &dyn Filesystem) -> Snapshot {
+pub(crate) fn snapshot(fs: &dyn Filesystem) -> Snapshot {
     snapshot_with(fs, false)
 }
 
 /// `snapshot`, where a file that cannot be read is recorded ("error …" as its sha, like
 /// `walk`) instead of failing, when `lenient`.
-pub fn snapshot_lenient(fs: &dyn Filesystem) -> Snapshot {
+pub(crate) fn snapshot_lenient(fs: &dyn Filesystem) -> Snapshot {
     snapshot_with(fs, true)
 }
 
@@ -546,7 +550,11 @@ fn snapshot_with(fs: &dyn Filesystem, lenient: bool) -> Snapshot {
 
 /// How `ours` differs from `expected`: the number of differing paths and, for the first
 /// `max` of them (in path order), a readable line each.
-pub fn differences(expected: &Snapshot, ours: &Snapshot, max: usize) -> (usize, Vec<String>) {
+pub(crate) fn differences(
+    expected: &Snapshot,
+    ours: &Snapshot,
+    max: usize,
+) -> (usize, Vec<String>) {
     let mut n = 0;
     let mut lines = Vec::new();
     let mut note = |line: String| {
@@ -578,7 +586,7 @@ pub fn differences(expected: &Snapshot, ours: &Snapshot, max: usize) -> (usize, 
 
 /// Panics with the first differences unless `ours` equals `expected` (the kernel's view),
 /// path for path and field for field. Fields read "ours vs expected".
-pub fn assert_same(expected: &Snapshot, ours: &Snapshot, what: &str) {
+pub(crate) fn assert_same(expected: &Snapshot, ours: &Snapshot, what: &str) {
     let (n, lines) = differences(expected, ours, 10);
     assert!(
         n == 0,
@@ -588,10 +596,10 @@ pub fn assert_same(expected: &Snapshot, ours: &Snapshot, what: &str) {
 }
 
 /// A ferry FUSE mount; unmounted (and its daemon waited for) on drop.
-pub struct FerryMount(PathBuf);
+pub(crate) struct FerryMount(PathBuf);
 
 impl FerryMount {
-    pub fn new(args: &[&OsStr], mnt: &Path) -> Result<Self, String> {
+    pub(crate) fn new(args: &[&OsStr], mnt: &Path) -> Result<Self, String> {
         std::fs::create_dir_all(mnt).unwrap();
         run_bounded(
             Command::new(super::ferry_bin())

@@ -9,7 +9,7 @@ use std::process::Command;
 
 /// Whether root and the lvm2 tools are here; a loud skip otherwise (a failure with
 /// FERRY_REQUIRE_FUSE=1).
-pub fn have_lvm_tools() -> bool {
+pub(crate) fn have_lvm_tools() -> bool {
     let root = unsafe { libc::geteuid() } == 0;
     let tools = ["lvm", "losetup", "sfdisk", "mkfs.ext4"].iter().all(|t| {
         Command::new("sh")
@@ -33,11 +33,11 @@ pub fn have_lvm_tools() -> bool {
 }
 
 /// lvm's configuration for tests: no devices file, no udev, no hints (loop devices come and go).
-pub const LVM_CONF: &str =
+pub(crate) const LVM_CONF: &str =
     "devices { use_devicesfile=0 obtain_device_list_from_udev=0 hints=\"none\" } \
                         activation { udev_sync=0 udev_rules=0 monitoring=0 }";
 
-pub fn lvm(cmd: &str, args: &[&str]) -> String {
+pub(crate) fn lvm(cmd: &str, args: &[&str]) -> String {
     run(Command::new("lvm")
         .arg(cmd)
         .arg("--config")
@@ -47,10 +47,10 @@ pub fn lvm(cmd: &str, args: &[&str]) -> String {
 }
 
 /// Loop devices, detached on drop.
-pub struct Loops(pub Vec<String>);
+pub(crate) struct Loops(pub Vec<String>);
 
 impl Loops {
-    pub fn attach(&mut self, file: &Path, offset: u64, size: Option<u64>) -> String {
+    pub(crate) fn attach(&mut self, file: &Path, offset: u64, size: Option<u64>) -> String {
         let mut c = Command::new("losetup");
         c.arg("-f").arg("--show");
         if offset > 0 {
@@ -65,7 +65,7 @@ impl Loops {
     }
 
     /// Detaches all (flushing the loops' writes into the files) before the files are read.
-    pub fn detach(&mut self) {
+    pub(crate) fn detach(&mut self) {
         for d in self.0.drain(..) {
             let _ = Command::new("losetup").arg("-d").arg(&d).status();
         }
@@ -78,24 +78,24 @@ impl Drop for Loops {
     }
 }
 
-pub fn vg_name(tag: &str) -> String {
+pub(crate) fn vg_name(tag: &str) -> String {
     format!("ferrytest_{tag}_{}", std::process::id())
 }
 
 /// One segment for the test's LV text: (pv index, first extent) per stripe.
-pub struct SegSpec {
+pub(crate) struct SegSpec {
     pub start: u64,
     pub count: u64,
     pub stripe_size: u64,
     pub stripes: Vec<(usize, u64)>,
 }
 
-pub struct LvSpec {
+pub(crate) struct LvSpec {
     pub name: &'static str,
     pub segs: Vec<SegSpec>,
 }
 
-pub fn seg(start: u64, count: u64, pv: usize, pe: u64) -> SegSpec {
+pub(crate) fn seg(start: u64, count: u64, pv: usize, pe: u64) -> SegSpec {
     SegSpec {
         start,
         count,
@@ -104,7 +104,7 @@ pub fn seg(start: u64, count: u64, pv: usize, pe: u64) -> SegSpec {
     }
 }
 
-pub fn lvs_text(lvs: &[LvSpec]) -> String {
+pub(crate) fn lvs_text(lvs: &[LvSpec]) -> String {
     let mut t = String::from("\nlogical_volumes {\n");
     for (i, l) in lvs.iter().enumerate() {
         t += &format!(
@@ -140,7 +140,7 @@ pub fn lvs_text(lvs: &[LvSpec]) -> String {
 }
 
 /// `vgcfgbackup`, add the LVs inside the VG section, `vgcfgrestore`.
-pub fn restore_with_lvs(dir: &Path, vg: &str, lvs: &[LvSpec]) {
+pub(crate) fn restore_with_lvs(dir: &Path, vg: &str, lvs: &[LvSpec]) {
     let f = dir.join(format!("{vg}.backup"));
     lvm("vgcfgbackup", &["-f", f.to_str().unwrap(), vg]);
     let s = std::fs::read_to_string(&f).unwrap();
@@ -151,14 +151,14 @@ pub fn restore_with_lvs(dir: &Path, vg: &str, lvs: &[LvSpec]) {
 }
 
 /// Where each PV's data lives: image file and byte offset of the first extent in it.
-pub struct PvPlace {
+pub(crate) struct PvPlace {
     pub file: PathBuf,
     pub data_start: u64,
 }
 
 /// Writes `data` as the LV's contents into the PV files, mapping it independently of ferry:
 /// linear pieces as they are, striped ones chunk by chunk, round-robin.
-pub fn write_lv(places: &[PvPlace], extent: u64, l: &LvSpec, data: &[u8]) {
+pub(crate) fn write_lv(places: &[PvPlace], extent: u64, l: &LvSpec, data: &[u8]) {
     for s in &l.segs {
         let n = s.stripes.len() as u64;
         let seg_off = s.start * extent;
@@ -180,6 +180,6 @@ pub fn write_lv(places: &[PvPlace], extent: u64, l: &LvSpec, data: &[u8]) {
     }
 }
 
-pub fn lv_size(l: &LvSpec, extent: u64) -> usize {
+pub(crate) fn lv_size(l: &LvSpec, extent: u64) -> usize {
     l.segs.iter().map(|s| s.count * extent).sum::<u64>() as usize
 }

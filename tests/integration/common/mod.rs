@@ -1,25 +1,25 @@
 //! Shared helpers for integration tests: run the real tools (qemu-img), make deterministic
 //! content, hash sources before and after, find the corpus.
 
-pub mod guest;
-pub mod lvm;
-pub mod ntfs3g;
-pub mod regflog;
+pub(crate) mod guest;
+pub(crate) mod lvm;
+pub(crate) mod ntfs3g;
+pub(crate) mod regflog;
 
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-pub mod kernel;
+pub(crate) mod kernel;
 
 /// Runs `cmd` with sh -c, panicking loudly if it fails; returns its output.
-pub fn sh(cmd: &str) -> String {
+pub(crate) fn sh(cmd: &str) -> String {
     run(Command::new("sh").arg("-c").arg(cmd))
 }
 
 /// Runs a command, panicking with its output if it fails (tests want a loud failure).
-pub fn run(cmd: &mut Command) -> String {
+pub(crate) fn run(cmd: &mut Command) -> String {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
@@ -33,12 +33,12 @@ pub fn run(cmd: &mut Command) -> String {
 }
 
 /// `qemu-img ARGS...`
-pub fn qemu_img(args: &[&str]) -> String {
+pub(crate) fn qemu_img(args: &[&str]) -> String {
     run(Command::new("qemu-img").args(args))
 }
 
 /// `qemu-io -f FMT -c CMD... FILE`, each command a separate -c.
-pub fn qemu_io(fmt: &str, file: &Path, cmds: &[&str]) {
+pub(crate) fn qemu_io(fmt: &str, file: &Path, cmds: &[&str]) {
     let mut c = Command::new("qemu-io");
     c.arg("-f").arg(fmt);
     for cmd in cmds {
@@ -49,7 +49,7 @@ pub fn qemu_io(fmt: &str, file: &Path, cmds: &[&str]) {
 }
 
 /// Deterministic pseudo-random bytes (xorshift64*), so failures reproduce.
-pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
+pub(crate) fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {
@@ -64,7 +64,7 @@ pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
 
 /// Writes a raw disk of `size` bytes with a mix of random, compressible text-like, zero and
 /// hole regions (`seed` picks the pattern), as real guests look.
-pub fn make_mixed_raw(path: &Path, size: u64, seed: u64) {
+pub(crate) fn make_mixed_raw(path: &Path, size: u64, seed: u64) {
     use std::os::unix::fs::FileExt;
     let f = std::fs::File::create(path).unwrap();
     f.set_len(size).unwrap();
@@ -95,7 +95,7 @@ pub fn make_mixed_raw(path: &Path, size: u64, seed: u64) {
     }
 }
 
-pub fn sha256_file(path: &Path) -> String {
+pub(crate) fn sha256_file(path: &Path) -> String {
     let mut f = std::fs::File::open(path).unwrap();
     let mut h = Sha256::new();
     std::io::copy(&mut f, &mut h).unwrap();
@@ -103,10 +103,10 @@ pub fn sha256_file(path: &Path) -> String {
 }
 
 /// Hashes files when created and asserts on drop that they did not change: "the source is sacred".
-pub struct Unchanged(Vec<(PathBuf, String)>);
+pub(crate) struct Unchanged(Vec<(PathBuf, String)>);
 
 impl Unchanged {
-    pub fn new(paths: &[&Path]) -> Self {
+    pub(crate) fn new(paths: &[&Path]) -> Self {
         Unchanged(
             paths
                 .iter()
@@ -133,7 +133,7 @@ impl Drop for Unchanged {
 }
 
 /// Reads the whole device through the library in `chunk`-byte reads.
-pub fn read_all(dev: &Arc<dyn ferry::block::BlockDevice>, chunk: usize) -> Vec<u8> {
+pub(crate) fn read_all(dev: &Arc<dyn ferry::block::BlockDevice>, chunk: usize) -> Vec<u8> {
     let len = dev.len() as usize;
     let mut out = vec![0u8; len];
     let mut off = 0;
@@ -146,7 +146,7 @@ pub fn read_all(dev: &Arc<dyn ferry::block::BlockDevice>, chunk: usize) -> Vec<u
 }
 
 /// `qemu-img convert -O raw` of `src` into `dir`, returned as bytes.
-pub fn qemu_raw(src: &Path, dir: &Path) -> Vec<u8> {
+pub(crate) fn qemu_raw(src: &Path, dir: &Path) -> Vec<u8> {
     let out = dir.join(format!(
         "{}.qemu.raw",
         src.file_name().unwrap().to_string_lossy()
@@ -164,7 +164,7 @@ pub fn qemu_raw(src: &Path, dir: &Path) -> Vec<u8> {
 }
 
 /// The shared corpus of real images (../shared/corpus), or None with a loud message.
-pub fn corpus() -> Option<PathBuf> {
+pub(crate) fn corpus() -> Option<PathBuf> {
     // FERRY_CORPUS names it from a worktree elsewhere.
     let p = std::env::var_os("FERRY_CORPUS")
         .map(PathBuf::from)
@@ -178,7 +178,7 @@ pub fn corpus() -> Option<PathBuf> {
 }
 
 /// Decompresses a corpus file (.gz/.bz2/.zst or plain) into `dir`, returning the new path.
-pub fn unpack(src: &Path, dir: &Path) -> PathBuf {
+pub(crate) fn unpack(src: &Path, dir: &Path) -> PathBuf {
     let name = src.file_name().unwrap().to_string_lossy().into_owned();
     let (stem, tool) = if let Some(s) = name.strip_suffix(".gz") {
         (s.to_string(), Some("gzip"))
@@ -204,12 +204,12 @@ pub fn unpack(src: &Path, dir: &Path) -> PathBuf {
 }
 
 /// Runs the built `ferry` with `args`.
-pub fn run_ferry(args: &[&str]) -> std::process::Output {
+pub(crate) fn run_ferry(args: &[&str]) -> std::process::Output {
     Command::new(ferry_bin()).args(args).output().unwrap()
 }
 
 /// Runs `ferry` with `args`, which must succeed; returns its stdout.
-pub fn ferry_ok(args: &[&str]) -> String {
+pub(crate) fn ferry_ok(args: &[&str]) -> String {
     let o = run_ferry(args);
     assert!(
         o.status.success(),
@@ -220,20 +220,20 @@ pub fn ferry_ok(args: &[&str]) -> String {
 }
 
 /// Path of the built `ferry` binary.
-pub fn ferry_bin() -> PathBuf {
+pub(crate) fn ferry_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ferry"))
 }
 
 /// What qemu or ferry says a byte range holds, reduced to what both must agree on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Class {
+pub(crate) struct Class {
     pub data: bool,
     pub zero: bool,
     pub present: bool,
 }
 
 /// `qemu-img map --output=json IMAGE` as (start, length, class) triples.
-pub fn qemu_map_classes(image: &Path) -> Vec<(u64, u64, Class)> {
+pub(crate) fn qemu_map_classes(image: &Path) -> Vec<(u64, u64, Class)> {
     let out = qemu_img(&["map", "--output=json", image.to_str().unwrap()]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     v.as_array()
@@ -257,7 +257,7 @@ pub fn qemu_map_classes(image: &Path) -> Vec<(u64, u64, Class)> {
 
 /// Opens `path` and exercises the device (reads spread over it, extents of it) on a thread with a
 /// deadline. Returns Ok(()) or the first error's text; panics if ferry panicked or hung.
-pub fn exercise(path: &Path) -> Result<(), String> {
+pub(crate) fn exercise(path: &Path) -> Result<(), String> {
     let p = path.to_path_buf();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -302,7 +302,7 @@ pub fn exercise(path: &Path) -> Result<(), String> {
 /// Deterministic mutants of `orig`: `n` images, each with a few bytes changed, preferably in
 /// `hot` ranges (headers and tables) where a flip matters most. Made one at a time as the
 /// iterator is walked, so only one copy of the image is in memory.
-pub fn mutants<'a>(
+pub(crate) fn mutants<'a>(
     orig: &'a [u8],
     hot: &'a [(usize, usize)],
     n: usize,
@@ -338,7 +338,7 @@ pub fn mutants<'a>(
 
 /// One run of `qemu-img map --output=json`.
 #[derive(Debug, serde::Deserialize)]
-pub struct QemuMapEntry {
+pub(crate) struct QemuMapEntry {
     pub start: u64,
     pub length: u64,
     pub present: bool,
@@ -347,7 +347,7 @@ pub struct QemuMapEntry {
 }
 
 /// `qemu-img map --output=json IMAGE`, parsed.
-pub fn qemu_map(image: &Path) -> Vec<QemuMapEntry> {
+pub(crate) fn qemu_map(image: &Path) -> Vec<QemuMapEntry> {
     let out = qemu_img(&["map", "--output=json", image.to_str().unwrap()]);
     serde_json::from_str(&out)
         .unwrap_or_else(|e| panic!("cannot parse qemu-img map output: {e}\n{out}"))
@@ -356,7 +356,7 @@ pub fn qemu_map(image: &Path) -> Vec<QemuMapEntry> {
 /// Asserts that `dev.extents()` classifies every byte as `qemu-img map` does for `image`:
 /// qemu data && !zero ⇔ ours Data; qemu zero ⇔ ours Zero or Hole; qemu present ⇔ ours not Hole.
 /// Works for any format qemu-img reads: it walks both run lists side by side.
-pub fn assert_map_matches(dev: &Arc<dyn ferry::block::BlockDevice>, image: &Path) {
+pub(crate) fn assert_map_matches(dev: &Arc<dyn ferry::block::BlockDevice>, image: &Path) {
     let qemu_end = qemu_map(image).last().map_or(0, |e| e.start + e.length);
     assert_eq!(
         qemu_end,
@@ -368,7 +368,11 @@ pub fn assert_map_matches(dev: &Arc<dyn ferry::block::BlockDevice>, image: &Path
 }
 
 /// `assert_map_matches` for the first `len` bytes only (qemu may see a longer disk).
-pub fn assert_map_matches_upto(dev: &Arc<dyn ferry::block::BlockDevice>, image: &Path, len: u64) {
+pub(crate) fn assert_map_matches_upto(
+    dev: &Arc<dyn ferry::block::BlockDevice>,
+    image: &Path,
+    len: u64,
+) {
     use ferry::block::ExtentKind;
     let qemu = qemu_map(image);
     let ours = dev.extents(0, len).unwrap();
@@ -404,7 +408,7 @@ pub fn assert_map_matches_upto(dev: &Arc<dyn ferry::block::BlockDevice>, image: 
 /// holding either in memory: only ranges that either side maps as data are read and compared
 /// (the rest must be zeros on both sides, which the map comparison checks). For images of many
 /// GiB.
-pub fn compare_sparse_with_qemu(
+pub(crate) fn compare_sparse_with_qemu(
     dev: &Arc<dyn ferry::block::BlockDevice>,
     image: &Path,
     dir: &Path,
@@ -462,7 +466,7 @@ pub fn compare_sparse_with_qemu(
 
 /// Full path of a system tool, looking in PATH and the sbin directories (mkfs.* live there and
 /// a non-root PATH often lacks them).
-pub fn tool(name: &str) -> Option<PathBuf> {
+pub(crate) fn tool(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
@@ -472,7 +476,7 @@ pub fn tool(name: &str) -> Option<PathBuf> {
 
 /// True when every tool is installed. Otherwise skips loudly, or fails when FERRY_REQUIRE_FUSE=1
 /// (CI must not skip silently).
-pub fn have_tools(tools: &[&str]) -> bool {
+pub(crate) fn have_tools(tools: &[&str]) -> bool {
     let missing: Vec<&str> = tools
         .iter()
         .copied()
@@ -489,13 +493,13 @@ pub fn have_tools(tools: &[&str]) -> bool {
 }
 
 /// `NAME ARGS...` for a tool found by `tool`, panicking loudly on failure.
-pub fn run_tool(name: &str, args: &[&str]) -> String {
+pub(crate) fn run_tool(name: &str, args: &[&str]) -> String {
     let t = tool(name).unwrap_or_else(|| panic!("{name} not installed"));
     run(Command::new(t).args(args))
 }
 
 /// `blkid -p -o export FILE` as key/value pairs (empty when blkid finds nothing).
-pub fn blkid(file: &Path) -> std::collections::BTreeMap<String, String> {
+pub(crate) fn blkid(file: &Path) -> std::collections::BTreeMap<String, String> {
     let t = tool("blkid").expect("blkid");
     let out = Command::new(t)
         .args(["-p", "-o", "export"])
@@ -523,13 +527,13 @@ fn unescape_shell(v: &str) -> String {
 }
 
 /// `sfdisk --json IMAGE`, parsed.
-pub fn sfdisk_json(image: &Path) -> serde_json::Value {
+pub(crate) fn sfdisk_json(image: &Path) -> serde_json::Value {
     let out = run_tool("sfdisk", &["--json", image.to_str().unwrap()]);
     serde_json::from_str(&out).unwrap()
 }
 
 /// Runs `cmd` with `input` on its standard input; its output, whatever the exit status.
-pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> std::process::Output {
+pub(crate) fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> std::process::Output {
     use std::io::Write;
     let mut child = cmd
         .stdin(std::process::Stdio::piped())
@@ -547,7 +551,7 @@ pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> std::process::Output {
 }
 
 /// Creates a sparse raw file of `size` bytes and partitions it with `sfdisk` reading `script`.
-pub fn sfdisk_image(path: &Path, size: u64, script: &str) {
+pub(crate) fn sfdisk_image(path: &Path, size: u64, script: &str) {
     let f = std::fs::File::create(path).unwrap();
     f.set_len(size).unwrap();
     drop(f);
@@ -566,7 +570,7 @@ pub fn sfdisk_image(path: &Path, size: u64, script: &str) {
 
 /// Copies `src` into `image` at byte `offset` without writing its zero blocks (the image stays
 /// sparse), as `dd conv=notrunc,sparse` does.
-pub fn write_into(image: &Path, offset: u64, src: &Path) {
+pub(crate) fn write_into(image: &Path, offset: u64, src: &Path) {
     run_tool(
         "dd",
         &[
@@ -582,7 +586,7 @@ pub fn write_into(image: &Path, offset: u64, src: &Path) {
 }
 
 /// Runs `ferry ARGS...`, asserts it succeeded and parses its JSON output.
-pub fn ferry_json<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> serde_json::Value {
+pub(crate) fn ferry_json<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> serde_json::Value {
     let out = Command::new(ferry_bin()).args(args).output().unwrap();
     assert!(
         out.status.success(),

@@ -7,10 +7,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// An ntfs-3g mount, unmounted on drop (retried while busy, then lazily).
-pub struct Ntfs3g(pub PathBuf);
+pub(crate) struct Ntfs3g(pub PathBuf);
 
 impl Ntfs3g {
-    pub fn mount(img: &Path, mnt: &Path, opts: &str) -> Ntfs3g {
+    pub(crate) fn mount(img: &Path, mnt: &Path, opts: &str) -> Ntfs3g {
         std::fs::create_dir_all(mnt).unwrap();
         // ntfs-3g daemonizes once mounted; its stdio goes nowhere so nothing waits on it.
         let status = Command::new("timeout")

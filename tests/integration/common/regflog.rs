@@ -6,8 +6,8 @@
 //! pages, marks A dirty and writes a log that turns A into B.
 
 /// The base block and the log's copy of it.
-pub const BASE: usize = 4096;
-pub const LOG_BASE: usize = 512;
+pub(crate) const BASE: usize = 4096;
+pub(crate) const LOG_BASE: usize = 512;
 const SEED: u64 = 0x82EF_4D88_7A4E_55C5;
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -19,7 +19,7 @@ fn put(b: &mut [u8], at: usize, v: u32) {
 }
 
 /// Marvin32, 64-bit result (second state word high).
-pub fn marvin32(data: &[u8]) -> u64 {
+pub(crate) fn marvin32(data: &[u8]) -> u64 {
     let (mut lo, mut hi) = (SEED as u32, (SEED >> 32) as u32);
     let mix = |v: u32, lo: &mut u32, hi: &mut u32| {
         *lo = lo.wrapping_add(v);
@@ -39,7 +39,7 @@ pub fn marvin32(data: &[u8]) -> u64 {
 }
 
 /// The base block checksum: XOR of the first 127 dwords, 0 and -1 remapped.
-pub fn checksum(b: &[u8]) -> u32 {
+pub(crate) fn checksum(b: &[u8]) -> u32 {
     let x = (0..508).step_by(4).fold(0, |a, at| a ^ u32_at(b, at));
     match x {
         0 => 1,
@@ -54,26 +54,26 @@ fn reseal(b: &mut [u8]) {
 }
 
 /// The hive's primary and secondary sequence numbers.
-pub fn seqs(hive: &[u8]) -> (u32, u32) {
+pub(crate) fn seqs(hive: &[u8]) -> (u32, u32) {
     (u32_at(hive, 4), u32_at(hive, 8))
 }
 
 /// Marks `hive` dirty as an interrupted write leaves it: the primary sequence number one
 /// past the secondary.
-pub fn mark_dirty(hive: &mut [u8]) {
+pub(crate) fn mark_dirty(hive: &mut [u8]) {
     let s = u32_at(hive, 8);
     put(hive, 4, s.wrapping_add(1));
     reseal(hive);
 }
 
 /// The hive bins data size its base block records.
-pub fn hbins_len(hive: &[u8]) -> u32 {
+pub(crate) fn hbins_len(hive: &[u8]) -> u32 {
     u32_at(hive, 0x28)
 }
 
 /// Pages of `page` bytes of `new`'s hive bins that differ from `old`'s (or lie past its
 /// end): (offset in the hive bins, bytes).
-pub fn dirty_pages(old: &[u8], new: &[u8], page: usize) -> Vec<(u32, Vec<u8>)> {
+pub(crate) fn dirty_pages(old: &[u8], new: &[u8], page: usize) -> Vec<(u32, Vec<u8>)> {
     let end = BASE + hbins_len(new) as usize;
     (BASE..end)
         .step_by(page)
@@ -84,7 +84,7 @@ pub fn dirty_pages(old: &[u8], new: &[u8], page: usize) -> Vec<(u32, Vec<u8>)> {
 
 /// One `HvLE` entry to write.
 #[derive(Clone)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub seq: u32,
     pub hbins_len: u32,
     pub pages: Vec<(u32, Vec<u8>)>,
@@ -92,7 +92,7 @@ pub struct Entry {
 
 /// The 512-byte base block copy a log starts with: `hive`'s, with the file type, both
 /// sequence numbers set to `seq` and the checksum redone.
-pub fn log_base(hive: &[u8], file_type: u32, seq: u32) -> Vec<u8> {
+pub(crate) fn log_base(hive: &[u8], file_type: u32, seq: u32) -> Vec<u8> {
     let mut b = hive[..LOG_BASE].to_vec();
     put(&mut b, 4, seq);
     put(&mut b, 8, seq);
@@ -102,7 +102,7 @@ pub fn log_base(hive: &[u8], file_type: u32, seq: u32) -> Vec<u8> {
 }
 
 /// One `HvLE` entry: header, page references, pages, padded to 512 bytes, both hashes.
-pub fn entry(e: &Entry) -> Vec<u8> {
+pub(crate) fn entry(e: &Entry) -> Vec<u8> {
     let mut b = vec![0u8; 40];
     b[..4].copy_from_slice(b"HvLE");
     put(&mut b, 12, e.seq);
@@ -127,7 +127,7 @@ pub fn entry(e: &Entry) -> Vec<u8> {
 
 /// A new-format log (file type 6): `hive`'s base block copy at the first entry's sequence
 /// number, then the entries.
-pub fn new_log(hive: &[u8], entries: &[Entry]) -> Vec<u8> {
+pub(crate) fn new_log(hive: &[u8], entries: &[Entry]) -> Vec<u8> {
     let mut log = log_base(hive, 6, entries.first().map_or(0, |e| e.seq));
     for e in entries {
         log.extend(entry(e));
@@ -137,7 +137,7 @@ pub fn new_log(hive: &[u8], entries: &[Entry]) -> Vec<u8> {
 
 /// An old-format log (file type 1) that turns `old` into `new`: `new`'s base block copy at
 /// `seq`, the `DIRT` bitmap of its 512-byte pages that differ, then those pages.
-pub fn old_log(old: &[u8], new: &[u8], seq: u32) -> Vec<u8> {
+pub(crate) fn old_log(old: &[u8], new: &[u8], seq: u32) -> Vec<u8> {
     let mut log = log_base(new, 1, seq);
     let bits = hbins_len(new) as usize / 512;
     let mut bitmap = vec![0u8; bits.div_ceil(8)];

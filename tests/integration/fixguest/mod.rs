@@ -6,84 +6,84 @@ use sha2::{Digest, Sha256};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-pub struct Guest {
+pub(crate) struct Guest {
     pub dir: tempfile::TempDir,
 }
 
 impl Guest {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Guest {
             dir: tempfile::tempdir().unwrap(),
         }
     }
 
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         self.dir.path()
     }
 
-    pub fn host(&self, guest: &str) -> PathBuf {
+    pub(crate) fn host(&self, guest: &str) -> PathBuf {
         self.root().join(guest.trim_start_matches('/'))
     }
 
-    pub fn file(&self, path: &str, content: &str) -> &Self {
+    pub(crate) fn file(&self, path: &str, content: &str) -> &Self {
         self.bytes(path, content.as_bytes())
     }
 
-    pub fn bytes(&self, path: &str, content: &[u8]) -> &Self {
+    pub(crate) fn bytes(&self, path: &str, content: &[u8]) -> &Self {
         let h = self.host(path);
         std::fs::create_dir_all(h.parent().unwrap()).unwrap();
         std::fs::write(&h, content).unwrap();
         self
     }
 
-    pub fn exe(&self, path: &str) -> &Self {
+    pub(crate) fn exe(&self, path: &str) -> &Self {
         self.file(path, "#!/bin/sh\n");
         self.chmod(path, 0o755)
     }
 
-    pub fn chmod(&self, path: &str, mode: u32) -> &Self {
+    pub(crate) fn chmod(&self, path: &str, mode: u32) -> &Self {
         std::fs::set_permissions(self.host(path), std::fs::Permissions::from_mode(mode)).unwrap();
         self
     }
 
-    pub fn link(&self, path: &str, target: &str) -> &Self {
+    pub(crate) fn link(&self, path: &str, target: &str) -> &Self {
         let h = self.host(path);
         std::fs::create_dir_all(h.parent().unwrap()).unwrap();
         std::os::unix::fs::symlink(target, &h).unwrap();
         self
     }
 
-    pub fn dir(&self, path: &str) -> &Self {
+    pub(crate) fn dir(&self, path: &str) -> &Self {
         std::fs::create_dir_all(self.host(path)).unwrap();
         self
     }
 
-    pub fn read(&self, path: &str) -> String {
+    pub(crate) fn read(&self, path: &str) -> String {
         std::fs::read_to_string(self.host(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
-    pub fn exists(&self, path: &str) -> bool {
+    pub(crate) fn exists(&self, path: &str) -> bool {
         std::fs::symlink_metadata(self.host(path)).is_ok()
     }
 
-    pub fn readlink(&self, path: &str) -> String {
+    pub(crate) fn readlink(&self, path: &str) -> String {
         std::fs::read_link(self.host(path))
             .unwrap_or_else(|e| panic!("{path}: {e}"))
             .to_string_lossy()
             .into_owned()
     }
 
-    pub fn mode(&self, path: &str) -> u32 {
+    pub(crate) fn mode(&self, path: &str) -> u32 {
         std::fs::symlink_metadata(self.host(path)).unwrap().mode() & 0o7777
     }
 
     /// Every path under the root with its kind, mode, owner and content (or link target).
-    pub fn listing(&self) -> Vec<String> {
+    pub(crate) fn listing(&self) -> Vec<String> {
         listing(self.root())
     }
 
     /// A hash of [`Guest::listing`].
-    pub fn fingerprint(&self) -> String {
+    pub(crate) fn fingerprint(&self) -> String {
         let mut h = Sha256::new();
         for l in self.listing() {
             h.update(l.as_bytes());
@@ -93,7 +93,7 @@ impl Guest {
     }
 }
 
-pub fn listing(root: &Path) -> Vec<String> {
+pub(crate) fn listing(root: &Path) -> Vec<String> {
     let mut out = Vec::new();
     walk(root, root, &mut out);
     out.sort();
@@ -127,7 +127,7 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
 
 /// RHEL 7.9 moved from VMware (open-vm-tools, LVM root, XFS) that was a Xen guest before
 /// (grub.cfg still says root=/dev/xvda1 console=hvc0).
-pub fn rhel7() -> Guest {
+pub(crate) fn rhel7() -> Guest {
     let g = Guest::new();
     g.file(
         "/etc/os-release",
@@ -204,7 +204,7 @@ pub fn rhel7() -> Guest {
 
 /// RHEL 5.11, Xen PV (kernel-xen beside a regular kernel), GRUB legacy, SysV init, kudzu,
 /// modprobe.conf aliases for the Xen drivers, xvc0 console.
-pub fn rhel5() -> Guest {
+pub(crate) fn rhel5() -> Guest {
     let g = Guest::new();
     g.file("/etc/redhat-release", "Red Hat Enterprise Linux Server release 5.11 (Tikanga)\n")
     .file(
@@ -247,7 +247,7 @@ pub fn rhel5() -> Guest {
 
 /// Debian 6 (squeeze) from VMware: SysV init with insserv's dependency-based boot, GRUB 2,
 /// VMware Tools from the tarball, fstab and resume on /dev/sda.
-pub fn debian6() -> Guest {
+pub(crate) fn debian6() -> Guest {
     let g = Guest::new();
     g.file("/etc/debian_version", "6.0.10\n")
     .file(
@@ -297,7 +297,7 @@ pub fn debian6() -> Guest {
 }
 
 /// Ubuntu 20.04 cloud image on VMware: systemd, UUIDs everywhere, open-vm-tools, netplan.
-pub fn ubuntu2004() -> Guest {
+pub(crate) fn ubuntu2004() -> Guest {
     let g = Guest::new();
     g.file(
         "/etc/os-release",
@@ -335,7 +335,7 @@ pub fn ubuntu2004() -> Guest {
 
 /// SLES 12 SP5 from Xen (PV drivers in INITRD_MODULES, hvc0 console, /dev/xvda names) with
 /// the Hyper-V daemons installed too; systemd, GRUB 2, dracut.
-pub fn sles12() -> Guest {
+pub(crate) fn sles12() -> Guest {
     let g = Guest::new();
     g.file(
         "/etc/os-release",
@@ -375,7 +375,7 @@ pub fn sles12() -> Guest {
 
 /// Alpine 3.18 on VMware: OpenRC, extlinux, mkinitfs without the virtio feature,
 /// open-vm-tools in the default runlevel.
-pub fn alpine() -> Guest {
+pub(crate) fn alpine() -> Guest {
     let g = Guest::new();
     g.file(
         "/etc/os-release",
