@@ -471,7 +471,7 @@ fn a_xen_pv_guest_without_virtio_falls_back_to_sata_and_e1000() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let g = guest::xen(tmp.path(), "raw");
+    let g = guest::xen_with_default_kernel(tmp.path(), "raw");
     let img = g.images[0].canonicalize().unwrap();
     let cfg = tmp.path().join("sles11.cfg");
     std::fs::write(
@@ -608,7 +608,7 @@ fn disk_input_dry_run_writes_nothing_then_a_profile_converts() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let g = guest::xen(tmp.path(), "qcow2");
+    let g = guest::xen_with_default_kernel(tmp.path(), "qcow2");
     let img = g.images[0].clone();
     let _same = Unchanged::new(&[img.as_path()]);
     let out = tmp.path().join("out");

@@ -1652,16 +1652,27 @@ fn unused_space_is_what_the_free_space_btrees_hold() {
         );
     }
 
-    // An AGF whose free count disagrees with its btree (`-c`: past xfs_db's write verifier,
-    // its CRC redone).
+    // An AGF whose free count disagrees with its btree by one block (which xfs_db's write
+    // verifier lets through, the CRC redone).
     let (_, img, _) = images.first().expect("at least one image was made");
+    let wrong = agf_field(img, 1, "freeblks") + 1;
     common::run(
         Command::new(common::tool("xfs_db").unwrap())
-            .args(["-x", "-c", "agf 1", "-c", "write -c freeblks 7"])
+            .args([
+                "-x",
+                "-c",
+                "agf 1",
+                "-c",
+                &format!("write freeblks {wrong}"),
+            ])
             .arg(img),
     );
+    assert_eq!(agf_field(img, 1, "freeblks"), wrong);
     let e = open(img).unused().unwrap_err().to_string();
-    assert!(e.contains("AG 1") && e.contains("AGF counts 7"), "{e}");
+    assert!(
+        e.contains("AG 1") && e.contains(&format!("AGF counts {wrong}")),
+        "{e}"
+    );
 
     // A dirty log: the btrees on disk may predate it.
     let dirty = make_dirty(

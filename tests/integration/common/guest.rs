@@ -633,6 +633,17 @@ pub(crate) fn rhel5(dir: &Path, fmt: &str) -> Guest {
 /// A SLES 11 SP4 paravirtual Xen guest: `/dev/xvda1` and `/dev/xvda2` in fstab, a -xen
 /// kernel, the console on hvc0.
 pub(crate) fn xen(dir: &Path, fmt: &str) -> Guest {
+    xen_with(dir, fmt, false)
+}
+
+/// The same guest prepared for a move as SUSE advises: `kernel-default` installed beside
+/// `kernel-xen` and first in the boot menu (a guest with only the -xen kernel cannot boot on
+/// KVM, and `ferry v2v` refuses it). The default kernel's module tree has no virtio driver.
+pub(crate) fn xen_with_default_kernel(dir: &Path, fmt: &str) -> Guest {
+    xen_with(dir, fmt, true)
+}
+
+fn xen_with(dir: &Path, fmt: &str, default_kernel: bool) -> Guest {
     let fstab = "/dev/xvda1           /                    ext3       acl,user_xattr        1 1\n\
                  /dev/xvda2           swap                 swap       defaults              0 0\n\
                  proc                 /proc                proc       defaults              0 0\n\
@@ -659,11 +670,23 @@ pub(crate) fn xen(dir: &Path, fmt: &str) -> Guest {
     put(&root, "/usr/bin/zypper", "zypper\n");
     put(&root, "/boot/vmlinuz-3.0.101-63-xen", "kernel\n");
     put(&root, "/boot/initrd-3.0.101-63-xen", initrd());
-    put(
-        &root,
-        "/boot/grub/menu.lst",
-        "default 0\ntitle SLES 11 SP4\n    root (hd0,0)\n    kernel /boot/vmlinuz-3.0.101-63-xen root=/dev/xvda1 console=hvc0\n",
+    let mut menu = String::from("default 0\n");
+    if default_kernel {
+        put(&root, "/boot/vmlinuz-3.0.101-63-default", "kernel\n");
+        put(&root, "/boot/initrd-3.0.101-63-default", initrd());
+        put(
+            &root,
+            "/lib/modules/3.0.101-63-default/kernel/drivers/ata/ahci.ko",
+            "ko",
+        );
+        menu.push_str(
+            "title SLES 11 SP4 (default)\n    root (hd0,0)\n    kernel /boot/vmlinuz-3.0.101-63-default root=/dev/xvda1 console=hvc0\n",
+        );
+    }
+    menu.push_str(
+        "title SLES 11 SP4\n    root (hd0,0)\n    kernel /boot/vmlinuz-3.0.101-63-xen root=/dev/xvda1 console=hvc0\n",
     );
+    put(&root, "/boot/grub/menu.lst", menu);
     put(
         &root,
         "/lib/modules/3.0.101-63-xen/kernel/drivers/xen/xen-blkfront.ko",
