@@ -7,7 +7,8 @@ use std::path::Path;
 /// Bits 9..55 of L1 and standard L2 entries: the host offset.
 pub(crate) const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
 const COMPRESSED: u64 = 1 << 62;
-const ZERO_FLAG: u64 = 1;
+/// L2 entry bit 0 (v3): the cluster reads as zeros.
+pub(crate) const ZERO_FLAG: u64 = 1;
 
 /// What one allocation unit (a cluster, or a subcluster with extended L2) maps to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -22,7 +22,7 @@ use super::header::{
     self, Compression, Header, RawCompressionType, RawExtension, RawHeader, RawHeaderV3, MAGIC,
 };
 use super::refcount;
-use super::table::{Geometry, Mapping, OFFSET_MASK};
+use super::table::{Geometry, Mapping, OFFSET_MASK, ZERO_FLAG};
 use crate::block::error::{Error, Result};
 use crate::block::lock::{self, Access, Lock};
 use crate::block::{
@@ -47,8 +47,6 @@ const COPIED: u64 = 1 << 63;
 const COMPRESSED: u64 = 1 << 62;
 /// The unit of compressed cluster descriptors and of the file's end after packing.
 const SECTOR: u64 = 512;
-/// L2 entry bit 0 (v3): the cluster reads as zeros.
-const ZERO_FLAG: u64 = 1;
 const ZERO: u64 = 1;
 /// Bytes of L2 tables and of refcount blocks kept cached (each at least 16 clusters).
 const CACHE_BYTES: u64 = 16 << 20;
@@ -971,13 +969,8 @@ impl Qcow2Writer {
         let cb = self.geo.cluster_bits;
         {
             let mut st = self.state.lock();
-            let per = self.geo.l2_entries();
-            let l2 = self.l2_offset(&st, vcl / per)?;
-            let free = l2 == 0 || {
-                let e = self.l2_table(&mut st, l2)?[(vcl % per) as usize];
-                e & !ZERO_FLAG == 0
-            };
-            if free {
+            let (word, _) = self.entry(&mut st, vcl)?;
+            if word & !ZERO_FLAG == 0 {
                 self.write_compressed_locked(&mut st, vcl, z)?;
                 return Ok(true);
             }

@@ -41,7 +41,7 @@ impl Xfs {
         }
         let bs = u64::from(self.sb.blocksize);
         let headers = (AG_HEADER_SECTORS * u64::from(self.sb.sectsize)).div_ceil(bs);
-        let log = self.internal_log();
+        let log = self.internal_log()?;
         let mut out: Vec<Range<u64>> = Vec::new();
         for agno in 0..self.sb.agcount {
             let base = u64::from(agno) * u64::from(self.sb.agblocks);
@@ -69,14 +69,13 @@ impl Xfs {
     }
 
     /// The internal log's linear blocks, if the log is inside the data device.
-    fn internal_log(&self) -> Option<Range<u64>> {
+    fn internal_log(&self) -> Result<Option<Range<u64>>> {
         if self.sb.logstart == 0 {
-            return None;
+            return Ok(None);
         }
-        let agno = self.sb.logstart >> self.sb.agblklog;
-        let agbno = self.sb.logstart & ((1u64 << self.sb.agblklog) - 1);
-        let start = agno * u64::from(self.sb.agblocks) + agbno;
-        Some(start..start + u64::from(self.sb.logblocks))
+        let blocks = u64::from(self.sb.logblocks);
+        let start = self.fsb_to_linear(self.sb.logstart, blocks, "xfs log", 0)?;
+        Ok(Some(start..start + blocks))
     }
 
     /// The free extents of AG `agno` (AG block ranges), sorted, checked against each other,
