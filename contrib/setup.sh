@@ -24,11 +24,12 @@ if [ "$missing" = 1 ]; then
   # libvirt-clients (virsh, virt-xml-validate) and libxml2-utils (xmllint) check the domain XML
   # ferry v2v writes; libhivex-bin, libwin-hivex-perl: hivexget/hivexregedit, the registry
   # oracles; sleuthkit: fls, the oracle of ferry timeline; cpio: the reader of the archives
-  # ferry appends to an initramfs; the rest make the filesystems the
+  # ferry appends to an initramfs; libwim15: wimlib's LZX and XPRESS compressors, which make the
+  # WOF-compressed test files; the rest make the filesystems the
   # volume tests recognise.
   $SUDO apt-get install -y -q qemu-utils zstd xz-utils bzip2 gzip python3 fdisk util-linux e2fsprogs xfsprogs \
     dosfstools ntfs-3g btrfs-progs cryptsetup-bin lvm2 fuse3 fuse2fs patch diffutils attr acl file \
-    libvirt-clients libxml2-utils libhivex-bin libwin-hivex-perl sleuthkit cpio
+    libvirt-clients libxml2-utils libhivex-bin libwin-hivex-perl sleuthkit cpio libwim15
   qemu_major=$(qemu-img --version 2>/dev/null | sed -n 's/^qemu-img version \([0-9]*\)\..*/\1/p')
   if [ "${qemu_major:-0}" -lt 8 ]; then
     # Debian 12 ships qemu 7.2; take qemu-utils from bookworm-backports, using the mirror this

@@ -6,12 +6,13 @@
 #   (b) cold sequential read of the big file
 #   (c) cold `find -printf` with stat fields over the 20 000-file tree, cold `du -s` of it,
 #       and cold `tar` of /usr
-# Prints best-of-$RUNS times, ratios of the bests and of the medians, each run's times (the
-# spread), and the peak RSS of ferry's daemon.
+# The two take turns within each of $RUNS rounds. Prints best-of-$RUNS times, ratios of the
+# bests and of the medians, each run's times (the spread), and the peak RSS of ferry's daemon.
 # Needs root (loop mounts, drop_caches), xfsprogs. Usage:
 #   contrib/bench/xfs.sh [WORKDIR]     (default /var/tmp/ferry-bench-xfs; the image is kept)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
+. "$here/contrib/bench/lib.sh"
 work=${1:-/var/tmp/ferry-bench-xfs}
 RUNS=${RUNS:-3}
 BIG=${BIG:-1G}
@@ -38,12 +39,6 @@ if [ ! -f guest.img ]; then
     umount mnt
 fi
 
-now() { date +%s%N; }
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-evict() { python3 -c 'import os, sys
-for p in sys.argv[1:]:
-    fd = os.open(p, os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); os.close(fd)' "$@"; }
-ms() { echo $(( ($2 - $1) / 1000000 )); }
 mount_cmd() {
     case $1 in
         kernel) mount -o ro,loop guest.img mnt ;;
@@ -56,54 +51,46 @@ umount_cmd() {
         *) umount mnt ;;
     esac
 }
-best() { sort -n | head -1; }
-median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-
-size=$(stat -c %s mnt/big/file 2>/dev/null || true)
+size=0
 declare -A A B C D E RSS ALL
-for who in kernel ferry; do
-    a=(); b=(); c=(); d=(); e=()
-    for _ in $(seq "$RUNS"); do
+for _ in $(seq "$RUNS"); do
+    for who in kernel ferry; do
         evict guest.img
         t0=$(now); mount_cmd "$who"; cat mnt/etc/os-release >/dev/null; t1=$(now)
-        a+=("$(ms "$t0" "$t1")")
+        ALL[$who,a]+="$(ms "$t0" "$t1") "
         size=$(stat -c %s mnt/big/file)
         drop
         t0=$(now); dd if=mnt/big/file of=/dev/null bs=1M status=none; t1=$(now)
-        b+=("$(ms "$t0" "$t1")")
+        ALL[$who,b]+="$(ms "$t0" "$t1") "
         drop
         t0=$(now); find mnt/tree -printf '%P %y %m %U %G %s %n %i %T@ %C@ %l\n' >/dev/null; t1=$(now)
-        c+=("$(ms "$t0" "$t1")")
+        ALL[$who,c]+="$(ms "$t0" "$t1") "
         drop
         t0=$(now); du -s mnt/tree >/dev/null; t1=$(now)
-        d+=("$(ms "$t0" "$t1")")
+        ALL[$who,d]+="$(ms "$t0" "$t1") "
         drop
         t0=$(now); tar cf - -C mnt usr | cat >/dev/null; t1=$(now)
-        e+=("$(ms "$t0" "$t1")")
-        if [ "$who" = ferry ]; then
-            pid=$(head -1 /run/ferry/*.pid 2>/dev/null | tail -1)
-            [ -n "$pid" ] && RSS[$who]=$(awk '/VmHWM/ {print $2}' /proc/"$pid"/status)
-        fi
+        ALL[$who,e]+="$(ms "$t0" "$t1") "
+        [ "$who" = ferry ] && RSS[$who]=$(ferry_rss)
         umount_cmd "$who"
     done
-    ALL[$who,a]="${a[*]}"; ALL[$who,b]="${b[*]}"; ALL[$who,c]="${c[*]}"
-    ALL[$who,d]="${d[*]}"; ALL[$who,e]="${e[*]}"
-    A[$who]=$(printf '%s\n' "${a[@]}" | best)
-    B[$who]=$(printf '%s\n' "${b[@]}" | best)
-    C[$who]=$(printf '%s\n' "${c[@]}" | best)
-    D[$who]=$(printf '%s\n' "${d[@]}" | best)
-    E[$who]=$(printf '%s\n' "${e[@]}" | best)
+done
+for who in kernel ferry; do
+    A[$who]=$(tr ' ' '\n' <<<"${ALL[$who,a]}" | grep . | best)
+    B[$who]=$(tr ' ' '\n' <<<"${ALL[$who,b]}" | grep . | best)
+    C[$who]=$(tr ' ' '\n' <<<"${ALL[$who,c]}" | grep . | best)
+    D[$who]=$(tr ' ' '\n' <<<"${ALL[$who,d]}" | grep . | best)
+    E[$who]=$(tr ' ' '\n' <<<"${ALL[$who,e]}" | grep . | best)
 done
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) b = 1; printf "%.2f", a / b }'; }
 printf '%-8s %14s %14s %12s %10s %12s %10s\n' "" "mount+cat ms" "read MB/s" "find 20k ms" "du ms" "tar /usr ms" "peak RSS"
 for who in kernel ferry; do
-    mbs=$(awk -v t="${B[$who]}" -v s="$size" 'BEGIN { if (t == 0) t = 1; printf "%.0f", s / 1048576 / (t / 1000) }')
+    mbs=$(mibs "${B[$who]}" "$size")
     printf '%-8s %14s %14s %12s %10s %12s %10s\n' "$who" "${A[$who]}" "$mbs" "${C[$who]}" "${D[$who]}" "${E[$who]}" "${RSS[$who]:--} kB"
 done
 echo
 echo "ferry / kernel: mount+cat $(ratio "${A[ferry]}" "${A[kernel]}")x, read throughput $(ratio "${B[kernel]}" "${B[ferry]}"), find $(ratio "${C[ferry]}" "${C[kernel]}")x, du $(ratio "${D[ferry]}" "${D[kernel]}")x, tar $(ratio "${E[ferry]}" "${E[kernel]}")x"
-med() { tr ' ' '\n' <<<"${ALL[$1,$2]}" | median; }
+med() { tr ' ' '\n' <<<"${ALL[$1,$2]}" | grep . | median; }
 echo "ferry / kernel, medians: mount+cat $(ratio "$(med ferry a)" "$(med kernel a)")x, read throughput $(ratio "$(med kernel b)" "$(med ferry b)"), find $(ratio "$(med ferry c)" "$(med kernel c)")x, du $(ratio "$(med ferry d)" "$(med kernel d)")x, tar $(ratio "$(med ferry e)" "$(med kernel e)")x"
 echo "every run, ms (mount+cat / read / find / du / tar):"
 for who in kernel ferry; do

@@ -3,6 +3,7 @@
 //! read in parallel.
 
 pub(super) mod cluster;
+mod deflate;
 pub(super) mod header;
 pub(super) mod refcount;
 pub(super) mod table;

@@ -989,6 +989,13 @@ impl Qcow2Writer {
                 size: self.len(),
             });
         }
+        // The L2 table first, as qemu's qcow2_alloc_compressed_cluster_offset takes it before
+        // the bytes: a table allocated after them would land between two compressed clusters
+        // and break the packing (18,944 bytes more on 64 MiB of text).
+        let per = self.geo.l2_entries();
+        if self.l2_offset(st, vcl / per)? == 0 {
+            self.new_l2_table(st, vcl / per, vec![0u64; per as usize])?;
+        }
         let size = data.len() as u64;
         let max = refcount::max_value(self.header.refcount_order);
         let z = st.zpos;
@@ -1076,13 +1083,7 @@ impl Qcow2Writer {
                 for (k, e) in table[first..first + m].iter_mut().enumerate() {
                     *e = word(i + k as u64);
                 }
-                let t = self.alloc(st, 1)?;
-                let raw: Vec<u8> = table.iter().flat_map(|e| e.to_be_bytes()).collect();
-                self.pwrite(st, &raw, t, "qcow2 L2 table")?;
-                st.l2.put(t, table);
-                st.l1[l1i as usize] = t | COPIED;
-                let at = self.header.l1_table_offset + l1i * 8;
-                self.pwrite(st, &(t | COPIED).to_be_bytes(), at, "qcow2 L1 table")?;
+                self.new_l2_table(st, l1i, table)?;
             } else {
                 let table = self.l2_table(st, l2)?;
                 // A zero-flag entry without a host cluster holds nothing to free or leak.
@@ -1110,6 +1111,17 @@ impl Qcow2Writer {
             i += m as u64;
         }
         Ok(())
+    }
+
+    /// Allocates L2 table `l1i` holding `table`, writes it and points the L1 entry at it.
+    fn new_l2_table(&self, st: &mut State, l1i: u64, table: Vec<u64>) -> Result<()> {
+        let t = self.alloc(st, 1)?;
+        let raw: Vec<u8> = table.iter().flat_map(|e| e.to_be_bytes()).collect();
+        self.pwrite(st, &raw, t, "qcow2 L2 table")?;
+        st.l2.put(t, table);
+        st.l1[l1i as usize] = t | COPIED;
+        let at = self.header.l1_table_offset + l1i * 8;
+        self.pwrite(st, &(t | COPIED).to_be_bytes(), at, "qcow2 L1 table")
     }
 
     /// Compresses one whole cluster as this image's compression type stores it (raw deflate
@@ -1163,17 +1175,9 @@ fn zstd_compressor() -> std::io::Result<zstd::bulk::Compressor<'static>> {
 
 /// Compresses `data` for a compressed cluster; None when the result is not smaller.
 pub(crate) fn compress(kind: Compression, data: &[u8]) -> Option<Vec<u8>> {
-    let limit = data.len() - 1;
+    let limit = data.len().checked_sub(1)?;
     let out = match kind {
-        Compression::Zlib => {
-            use flate2::{Compress, Compression as Level, FlushCompress, Status};
-            let mut c = Compress::new_with_window_bits(Level::default(), false, 12);
-            let mut out = Vec::with_capacity(data.len());
-            match c.compress_vec(data, &mut out, FlushCompress::Finish) {
-                Ok(Status::StreamEnd) => out,
-                _ => return None,
-            }
-        }
+        Compression::Zlib => super::deflate::compress(data, limit)?,
         Compression::Zstd => ZSTD.with(|cell| {
             let mut cell = cell.borrow_mut();
             if cell.is_none() {

@@ -19,7 +19,7 @@
 //!   devices) are what they stand for.
 //!
 //! Where ferry differs on purpose: a WOF-compressed file is a regular file read decompressed
-//! (XPRESS4K/8K/16K; LZX fails with EIO), a file whose reparse tag keeps its data elsewhere
+//! (XPRESS4K/8K/16K and LZX), a file whose reparse tag keeps its data elsewhere
 //! (deduplication, cloud files) is a regular file whose reads fail with EIO and a log line
 //! naming the tag (ntfs-3g without plugins shows both as broken symlinks), and a directory
 //! with such a tag is a directory.
@@ -37,6 +37,7 @@ pub mod index;
 pub mod inode;
 pub mod intx;
 pub mod lznt1;
+pub mod lzx;
 pub mod record;
 pub mod reparse;
 pub mod runlist;

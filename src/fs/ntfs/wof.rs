@@ -2,12 +2,12 @@
 //! point (tag 0x80000017) names the algorithm, the unnamed $DATA only carries the size, and
 //! the named stream "WofCompressedData" holds a table of chunk offsets followed by the chunks,
 //! each compressed on its own or stored raw when compression did not help (the layout
-//! wimlib and ntfs-3g's system-compression plugin document). XPRESS4K/8K/16K chunks are
-//! decoded here; LZX is not (EIO naming it).
+//! wimlib and ntfs-3g's system-compression plugin document): XPRESS4K/8K/16K chunks
+//! (xpress.rs) and LZX chunks (lzx.rs).
 
 use super::attribute;
 use super::inode::Inode;
-use super::{le32, xpress, Ntfs};
+use super::{le32, lzx, xpress, Ntfs};
 use crate::fs::Result;
 
 /// "WofCompressedData".
@@ -44,16 +44,6 @@ impl Ntfs {
     pub(super) fn read_wof(&self, i: &Inode, r: &[u8], off: u64, buf: &mut [u8]) -> Result<usize> {
         let ino = i.ino;
         let (alg, chunk) = algorithm(r).map_err(|e| self.damage("WOF reparse point", ino, 0, e))?;
-        if alg == LZX {
-            return Err(self.damage(
-                "WOF file",
-                ino,
-                0,
-                "LZX-compressed (reparse tag 0x80000017, algorithm 1), which ferry does not \
-                 decompress"
-                    .into(),
-            ));
-        }
         let size = i.data().map_or(0, attribute::Attribute::size);
         if off >= size {
             return Ok(0);
@@ -111,8 +101,12 @@ impl Ntfs {
                 // OK: end - start < clen.
                 let mut src = vec![0u8; (end - start) as usize];
                 self.read_attr(ino, s, table + start, &mut src)?;
-                xpress::decompress(&src, out)
-                    .map_err(|e| self.damage("WOF chunk", ino, 0, format!("chunk {k}: {e}")))?;
+                let decoded = if alg == LZX {
+                    lzx::decompress(&src, out)
+                } else {
+                    xpress::decompress(&src, out)
+                };
+                decoded.map_err(|e| self.damage("WOF chunk", ino, 0, format!("chunk {k}: {e}")))?;
             }
             let in_chunk = (pos - k * chunk) as usize;
             let take = (out.len() - in_chunk).min(n - done);

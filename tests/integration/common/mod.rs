@@ -344,6 +344,9 @@ pub(crate) struct QemuMapEntry {
     pub present: bool,
     pub zero: bool,
     pub data: bool,
+    /// Printed by qemu-img 8.2 and later.
+    #[serde(default)]
+    pub compressed: bool,
 }
 
 /// `qemu-img map --output=json IMAGE`, parsed.

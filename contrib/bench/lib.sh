@@ -1,0 +1,32 @@
+# Shared by the contrib/bench scripts (source it): timing, cache control and summaries.
+# Every script times its tools in turns within each round (interleaved), so that a change in
+# the machine's load hits both sides, and reports bests, medians and every run (the spread).
+
+# Nanoseconds since the epoch.
+now() { date +%s%N; }
+# Milliseconds between two `now` values.
+ms() { echo $(( ($2 - $1) / 1000000 )); }
+# Drops the whole page cache (the tools' own binaries included).
+drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+# Evicts the named files' pages only (the tools themselves stay warm, as for an admin
+# mounting image after image).
+evict() { python3 -c 'import os, sys
+for p in sys.argv[1:]:
+    fd = os.open(p, os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); os.close(fd)' "$@"; }
+# The smallest / the median of numbers on stdin, one per line.
+best() { sort -n | head -1; }
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+# a / b with two decimals (b = 0 counts as 1).
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) b = 1; printf "%.2f", a / b }'; }
+# MiB/s for $2 bytes read in $1 ms.
+mibs() { awk -v t="$1" -v s="$2" 'BEGIN { if (t == 0) t = 1; printf "%.0f", s / 1048576 / (t / 1000) }'; }
+# Peak RSS (kB) of the newest ferry mount daemon, or "-".
+ferry_rss() {
+    local pid
+    pid=$(head -1 /run/ferry/*.pid 2>/dev/null | tail -1)
+    if [ -n "$pid" ] && [ -r /proc/"$pid"/status ]; then
+        awk '/VmHWM/ {print $2}' /proc/"$pid"/status
+    else
+        echo -
+    fi
+}
