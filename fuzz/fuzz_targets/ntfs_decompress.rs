@@ -12,9 +12,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut dst = vec![0u8; (usize::from(*size) + 1) * 256];
+    let lzx_len = dst.len().min(32768);
     let _ = match kind % 3 {
         0 => lznt1::decompress(src, &mut dst),
         1 => xpress::decompress(src, &mut dst),
-        _ => lzx::decompress(src, &mut dst[..dst.len().min(32768)]),
+        _ => lzx::decompress(src, &mut dst[..lzx_len]),
     };
 });

@@ -1111,12 +1111,10 @@ fn compressed_clusters_pack_as_tightly_as_qemu() {
                 "zlib: the compressed clusters differ from qemu-img's"
             );
         } else {
-            // zstd: ferry's bundled libzstd may be a newer release than the one qemu links,
-            // and zstd's output differs between releases.
-            assert!(
-                fs * 100 <= qs * 101,
-                "{opts:?}: ferry {fs} > qemu-img {qs} + 1%"
-            );
+            // zstd: ferry's bundled libzstd (1.5.7) is a newer release than the one qemu
+            // links (Debian 12: 1.5.4) and compresses this text 0.06% tighter; the packing
+            // is qemu's, so the file is no larger.
+            assert!(fs <= qs, "zstd: ferry {fs} > qemu-img {qs}");
         }
         let chk = check_json(&f);
         assert_eq!(chk["corruptions"].as_u64().unwrap_or(0), 0, "{chk}");

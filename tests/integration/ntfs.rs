@@ -1084,3 +1084,67 @@ fn set_dirty(img: &Path) {
     }
     f.write_all_at(&rec, at).unwrap();
 }
+
+/// What ntfs-3g says of a volume's $LogFile when asked to mount it read-write ("The disk
+/// contains an unclean file system") and whether ferry warns that "$LogFile is not clean"
+/// agree: on Windows-written volumes (dissect.ntfs: one closed cleanly, one captured in use)
+/// and on the clean one with the "volume is clean" flag of its restart areas cleared.
+#[test]
+fn unclean_log_warns_as_ntfs3g_judges() {
+    let Some(corpus) = common::corpus() else {
+        return;
+    };
+    if !have_ntfs3g() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let clean = common::unpack(&corpus.join("dissect.ntfs/ntfs.bin.gz"), tmp.path());
+    let in_use = common::unpack(&corpus.join("dissect.ntfs/ntfs-cloud.bin.gz"), tmp.path());
+    // The clean volume with the flag cleared in both restart pages ("RSTR", whose restart
+    // area offset is at byte 24; the flags are at 14 in the area).
+    let cleared = tmp.path().join("cleared.bin");
+    let mut img = std::fs::read(&clean).unwrap();
+    let mut pages = 0;
+    for at in (0..img.len() - 4096).step_by(4096) {
+        if &img[at..at + 4] == b"RSTR" {
+            let ra = at + usize::from(u16::from_le_bytes([img[at + 24], img[at + 25]]));
+            img[ra + 14] &= !2;
+            pages += 1;
+        }
+    }
+    assert_eq!(pages, 2, "restart pages found");
+    std::fs::write(&cleared, &img).unwrap();
+    let mnt = tmp.path().join("m");
+    std::fs::create_dir(&mnt).unwrap();
+    let mut verdicts = Vec::new();
+    for img in [&clean, &in_use, &cleared] {
+        let copy = tmp.path().join("copy.bin");
+        std::fs::copy(img, &copy).unwrap();
+        let out = Command::new("timeout")
+            .args(["30", "ntfs-3g"])
+            .arg(&copy)
+            .arg(&mnt)
+            .output()
+            .unwrap();
+        let _ = Command::new("umount").arg(&mnt).output();
+        let theirs = String::from_utf8_lossy(&out.stderr).contains("unclean file system");
+        let before = common::sha256_file(img);
+        // ntfs.bin ends in a VHD footer: read the file as the raw volume it holds.
+        let ours = common::run_ferry(&["ls", "-f", "raw", img.to_str().unwrap(), "/"]);
+        assert!(
+            ours.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ours.stderr)
+        );
+        assert_eq!(common::sha256_file(img), before, "the image changed");
+        let ours = String::from_utf8_lossy(&ours.stderr).contains("$LogFile is not clean");
+        assert_eq!(
+            ours,
+            theirs,
+            "{}: ntfs-3g unclean {theirs}, ferry {ours}",
+            img.display()
+        );
+        verdicts.push(ours);
+    }
+    assert_eq!(verdicts, [false, true, true]);
+}

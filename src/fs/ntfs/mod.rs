@@ -64,6 +64,7 @@ use upcase::UpCase;
 pub const ROOT_INO: u64 = 5;
 pub const MFT_INO: u64 = 0;
 pub const VOLUME_INO: u64 = 3;
+pub const LOGFILE_INO: u64 = 2;
 pub const BITMAP_INO: u64 = 6;
 pub const UPCASE_INO: u64 = 10;
 /// Records below this are the system files ntfs-3g hides from listings (FILE_first_user).
@@ -218,6 +219,7 @@ impl Ntfs {
             ));
         }
         fs.warn_if_hibernated();
+        fs.warn_if_log_unclean();
         fs.inodes.lock().clear();
         Ok(fs)
     }
@@ -407,6 +409,62 @@ impl Ntfs {
                  may not hold its latest changes; reading it read-only as it is on disk"
             );
         }
+    }
+
+    /// A $LogFile that Windows did not close holds changes not yet in the metadata. Its two
+    /// restart pages ("RSTR", at 0 and at the system page size; ntfs-3g's layout/logfile.h)
+    /// each carry a restart area; the newer one (higher current LSN) counts. As ntfs-3g
+    /// (`ntfs_is_logfile_clean`) judges it: a log client still in use without the
+    /// "volume is clean" flag means an unclean shutdown. A log that is all 0xff (reset by
+    /// mkntfs or ntfs-3g) or unreadable is not judged.
+    fn warn_if_log_unclean(&mut self) {
+        let Some(verdict) = self.log_restart_state() else {
+            return;
+        };
+        if !verdict {
+            self.unclean.get_or_insert("$LogFile is not clean");
+            log::warn!(
+                "ntfs: $LogFile is not clean (Windows did not shut down cleanly, or the volume \
+                 was copied while in use); reading it as it is on disk, without replaying the log"
+            );
+        }
+    }
+
+    /// Whether the newest restart area says clean; None when there is none to read.
+    fn log_restart_state(&self) -> Option<bool> {
+        /// The restart area's fields (ntfs-3g's RESTART_AREA): current_lsn at 0,
+        /// client_in_use_list at 12, flags at 14.
+        const NO_CLIENT: u16 = 0xffff;
+        const VOLUME_IS_CLEAN: u16 = 0x0002;
+        let i = self.inode(LOGFILE_INO).ok()?;
+        let a = i.data()?;
+        let mut page = [0u8; 512];
+        let mut newest: Option<(u64, bool)> = None;
+        let mut at = 0u64;
+        for _ in 0..2 {
+            if self.read_attr(LOGFILE_INO, a, at, &mut page).ok()? < page.len()
+                || &page[..4] != b"RSTR"
+            {
+                break;
+            }
+            let system_page = u64::from(le32(&page, 16));
+            let ra = usize::from(le16(&page, 24));
+            if !(512..=65536).contains(&system_page)
+                || !system_page.is_power_of_two()
+                || ra % 8 != 0
+                || ra + 16 > 510
+            {
+                break;
+            }
+            let lsn = le64(&page, ra);
+            let clean =
+                le16(&page, ra + 12) == NO_CLIENT || le16(&page, ra + 14) & VOLUME_IS_CLEAN != 0;
+            if newest.is_none_or(|(l, _)| lsn > l) {
+                newest = Some((lsn, clean));
+            }
+            at += system_page;
+        }
+        newest.map(|(_, clean)| clean)
     }
 
     /// File `ino`, all its records read and merged, through the cache.
