@@ -17,7 +17,8 @@
 
 use super::inode::{self, Inode, InodeBuf};
 use super::superblock::INCOMPAT_FILETYPE;
-use super::{csum, dir, htree, le16, le32, Ext4};
+use super::{csum, dir, htree, Ext4};
+use crate::bytes::{le16, le32};
 use crate::fs::{FileType, FsError, Result};
 
 pub(super) const HEADER_LEN: usize = 8;

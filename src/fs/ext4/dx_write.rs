@@ -21,7 +21,8 @@
 
 use super::inode::{self, InodeBuf};
 use super::superblock::{COMPAT_DIR_INDEX, FLAGS_UNSIGNED_HASH, INCOMPAT_LARGEDIR};
-use super::{dir, dir_write, htree, le16, le32, Ext4, Run};
+use super::{dir, dir_write, htree, Ext4, Run};
+use crate::bytes::{le16, le32};
 use crate::fs::{FsError, Result};
 use htree::{ENTRY_LEN, NODE_HEADER, ROOT_DOTS, ROOT_INFO_LEN};
 

@@ -10,7 +10,8 @@
 //! `Probe::BadIndex` so that the caller falls back to the linear scan, which sees every name.
 
 use super::inode::Inode;
-use super::{csum, dir, le16, le32, Ext4};
+use super::{csum, dir, Ext4};
+use crate::bytes::{le16, le32};
 use crate::fs::Result;
 use std::sync::Arc;
 

@@ -3,7 +3,7 @@
 //! slot of `s_inode_size` bytes. Fields beyond `128 + i_extra_isize` are absent, not zero.
 
 use super::superblock::{Superblock, GOOD_OLD_INODE_SIZE, INCOMPAT_64BIT, RO_COMPAT_HUGE_FILE};
-use super::{le16, le32};
+use crate::bytes::{le16, le32};
 use crate::fs::{FileType, FsError, Result, Timestamp};
 
 /// Bytes of `i_block`: the extent tree root, the block map, a fast symlink or inline data.

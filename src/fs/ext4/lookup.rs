@@ -251,7 +251,10 @@ impl Ext4 {
         let (h, minor) = if self.is_casefolded(dir) {
             // Encrypted and casefolded: the keyed hash is stored after the name.
             let pad = name.len().next_multiple_of(4) - name.len();
-            (super::le32(tail, pad), super::le32(tail, pad + 4))
+            (
+                crate::bytes::le32(tail, pad),
+                crate::bytes::le32(tail, pad + 4),
+            )
         } else {
             version
                 .and_then(|v| htree::hash(v, name, &self.sb.hash_seed))

@@ -36,6 +36,7 @@ pub mod xattr;
 mod xattr_write;
 
 use crate::block::BlockDevice;
+use crate::bytes::le32;
 use crate::fs::{Attr, DirEntry, FileType, Filesystem, FsError, FsInfo, Result, StatFs};
 use group::GroupDesc;
 use inode::Inode;
@@ -53,19 +54,6 @@ pub const METADATA_CACHE_BYTES: usize = 8 << 20;
 pub const MAX_LOGICAL_BLOCKS: u64 = 1 << 32;
 /// The kernel refuses symlink targets longer than PATH_MAX (including the NUL).
 pub const MAX_SYMLINK_LEN: u64 = 4096;
-
-/// Little-endian u16 at `at`; 0 if out of range (callers check lengths first; this only keeps a
-/// slip from becoming a panic).
-pub(crate) fn le16(b: &[u8], at: usize) -> u16 {
-    b.get(at..at.saturating_add(2))
-        .map_or(0, |s| u16::from_le_bytes([s[0], s[1]]))
-}
-
-/// Little-endian u32 at `at`; 0 if out of range (see `le16`).
-pub(crate) fn le32(b: &[u8], at: usize) -> u32 {
-    b.get(at..at.saturating_add(4))
-        .map_or(0, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-}
 
 /// Whether `dev` carries the ext2/3/4 superblock magic (everything else is checked by `open`).
 pub fn probe(dev: &dyn BlockDevice) -> Result<bool> {

@@ -1,7 +1,8 @@
 //! The ext2/3/4 superblock (kernel Documentation/filesystems/ext4/super.rst): 1024 bytes at byte
 //! 1024 of the volume. Everything the reader later trusts about the geometry is validated here.
 
-use super::{csum, le16, le32};
+use super::csum;
+use crate::bytes::{le16, le32};
 use crate::fs::{FsError, Result};
 
 pub const SUPERBLOCK_OFFSET: u64 = 1024;

@@ -24,7 +24,8 @@
 
 use super::inode::{Inode, FL_EXTENTS, FL_INLINE_DATA};
 use super::superblock::INCOMPAT_RECOVER;
-use super::{le32, Ext4};
+use super::Ext4;
+use crate::bytes::le32;
 use crate::fs::ranges::{normalize, subtract};
 use crate::fs::{FileType, FsError, Result, Touched};
 use std::collections::HashSet;

@@ -11,7 +11,8 @@
 
 use super::inode::{self, Inode};
 use super::superblock::Superblock;
-use super::{acl, csum, le16, le32};
+use super::{acl, csum};
+use crate::bytes::{le16, le32};
 use crate::fs::{FileType, FsError, Result};
 use std::sync::Arc;
 

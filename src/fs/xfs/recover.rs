@@ -43,7 +43,8 @@ use super::log::{
 };
 use super::replay_view::Sectors;
 use super::superblock::INCOMPAT_META_UUID;
-use super::{be16, be32, be64, crc, Xfs};
+use super::{crc, Xfs};
+use crate::bytes::{be16, be32, be64};
 use crate::fs::{FsError, Result};
 use std::collections::{BTreeMap, HashMap, HashSet};
 

@@ -4,7 +4,8 @@
 //! Features a reader must understand to read correctly (incompat) are refused by name when
 //! unknown; read-only-compatible ones are only reported, as a read-only kernel mount does.
 
-use super::{be16, be32, be64, crc};
+use super::crc;
+use crate::bytes::{be16, be32, be64};
 use crate::fs::{FsError, Result};
 
 pub const MAGIC: &[u8; 4] = b"XFSB";

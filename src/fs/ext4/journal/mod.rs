@@ -31,8 +31,9 @@ pub mod writer;
 
 use super::inode::{Inode, FL_ENCRYPT};
 use super::superblock::{COMPAT_HAS_JOURNAL, INCOMPAT_RECOVER, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE};
-use super::{le16, le32, Ext4, Run};
+use super::{Ext4, Run};
 use crate::block::BlockDevice;
+use crate::bytes::{le16, le32};
 use crate::fs::{FileType, FsError, Result};
 use recovery::{LogSource, Recovery};
 use std::cell::Cell;

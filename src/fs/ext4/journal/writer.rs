@@ -64,12 +64,13 @@ use super::superblock::{
 use super::view::ReplayView;
 use super::ReplayInfo;
 use crate::block::BlockDevice;
+use crate::bytes::le16;
 use crate::fs::ext4::inode::FL_ENCRYPT;
 use crate::fs::ext4::superblock::{
     self as ext4sb, Superblock, COMPAT_HAS_JOURNAL, INCOMPAT_RECOVER, SUPERBLOCK_OFFSET,
     SUPERBLOCK_SIZE,
 };
-use crate::fs::ext4::{le16, Ext4, Run};
+use crate::fs::ext4::{Ext4, Run};
 use crate::fs::{FileType, FsError, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
