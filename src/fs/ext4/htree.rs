@@ -322,7 +322,7 @@ pub fn lookup(
     let levels = root[ROOT_DOTS + 6];
     let flags = root[ROOT_DOTS + 7];
     let sb = fs.superblock();
-    let max_levels = if sb.has_incompat(super::superblock::INCOMPAT_LARGEDIR) {
+    let max_levels = if sb.has_incompat(super::superblock::Incompat::LARGEDIR) {
         MAX_LEVELS_LARGEDIR
     } else {
         MAX_LEVELS

@@ -126,7 +126,7 @@ impl Ext4 {
                 fs = Self::load(view)?;
                 fs.replay = Some(info);
             }
-        } else if fs.sb.has_incompat(superblock::INCOMPAT_RECOVER) {
+        } else if fs.sb.has_incompat(superblock::Incompat::RECOVER) {
             log::warn!("ext4: needs_recovery is set; showing the tree without journal replay");
         }
         let root = fs.inode(ROOT_INO)?;
@@ -442,7 +442,7 @@ impl Ext4 {
         // Logical block numbers are 32-bit in extent trees and (in practice) block maps, so a
         // larger size is damage; capping it keeps every byte position below 2^48.
         let blocks = dir.size.div_ceil(bs).min(MAX_LOGICAL_BLOCKS);
-        let filetype = self.sb.has_incompat(superblock::INCOMPAT_FILETYPE);
+        let filetype = self.sb.has_incompat(superblock::Incompat::FILETYPE);
         let mut lblk = start / bs;
         while lblk < blocks {
             let run = self.map(dir, lblk)?;
@@ -503,7 +503,7 @@ impl Ext4 {
                 }
             }
         }
-        let filetype = self.sb.has_incompat(superblock::INCOMPAT_FILETYPE);
+        let filetype = self.sb.has_incompat(superblock::Incompat::FILETYPE);
         let mut base = 2u64;
         for region in regions {
             if region.is_empty() {

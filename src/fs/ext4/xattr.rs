@@ -147,7 +147,7 @@ fn parse_entries<'a>(
             return Err(bad_at(&format!("value size {size} too large")));
         }
         let value = if inum != 0 {
-            if !sb.has_incompat(super::superblock::INCOMPAT_EA_INODE) {
+            if !sb.has_incompat(super::superblock::Incompat::EA_INODE) {
                 return Err(bad_at("value in an EA inode without the ea_inode feature"));
             }
             if inum < sb.first_ino || inum > sb.inodes_count {
