@@ -1365,15 +1365,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn unknown_incompatible_bits_are_named() {
-        let p = Path::new("t.qcow2");
+    /// The header of a new 1 MiB image of 4 KiB clusters (one L1 entry).
+    fn small_header() -> Vec<u8> {
         let o = CreateOptions {
             size: 1 << 20,
             cluster_size: 4096,
             ..CreateOptions::default()
         };
-        let mut h = header_bytes(&o, 12, 1).unwrap();
+        header_bytes(&o, 12, 1).unwrap()
+    }
+
+    #[test]
+    fn unknown_incompatible_bits_are_named() {
+        let p = Path::new("t.qcow2");
+        let mut h = small_header();
         let bits = (1u64 << 5) | (1 << 40) | Incompatible::DIRTY.bits();
         h[72..80].copy_from_slice(&bits.to_be_bytes());
         let e = Header::parse(&h, p, 4096).unwrap_err().to_string();
@@ -1383,12 +1388,7 @@ mod tests {
     #[test]
     fn short_headers_are_truncated_not_panics() {
         let p = Path::new("t.qcow2");
-        let o = CreateOptions {
-            size: 1 << 20,
-            cluster_size: 4096,
-            ..CreateOptions::default()
-        };
-        let full = header_bytes(&o, 12, 1).unwrap();
+        let full = small_header();
         for (len, what) in [
             (0, "qcow2 header"),
             (71, "qcow2 header"),
