@@ -4,6 +4,7 @@
 //! (copy engine), `meta` (source VM descriptions); `v2v` (the whole move, using all of them).
 
 pub mod block;
+mod bytes;
 pub mod convert;
 pub mod fix;
 pub mod forensics;

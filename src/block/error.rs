@@ -3,7 +3,7 @@
 
 use super::Format;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -107,4 +107,16 @@ impl Error {
             detail: detail.into(),
         }
     }
+}
+
+/// `v`, the result of a `checked_*` or `try_from(..).ok()` on a size or offset of `path`, or
+/// an error naming `what` did not fit. Writers bound their inputs (capacity, table sizes), so
+/// this fires only when such a bound is wrong: a refusal instead of a wrapped offset.
+pub(crate) fn fit<T>(v: Option<T>, path: &Path, what: &str) -> Result<T> {
+    v.ok_or_else(|| {
+        Error::unsupported(
+            path,
+            format!("{what} does not fit in its type (a size or offset overflowed)"),
+        )
+    })
 }

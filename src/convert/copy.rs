@@ -3,9 +3,14 @@
 //! that are all zeros are detected and skipped too (like `qemu-img convert -S 4k`), so the result
 //! has holes (unallocated clusters) wherever the source reads as zeros. Workers read and
 //! compress chunks; one writer writes them in source order (see `copy`).
-#![allow(unsafe_code)] // fallocate to punch holes, and an aligned view for zero detection; each block says why it is sound.
+// Unsafe code: fallocate to punch holes, and an aligned view for zero detection; each block
+// says why it is sound.
+#![allow(unsafe_code)]
+// Guard rails (issue 16 item 7): conversions and overflows spelled out.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::{progress, Error, Result};
+use crate::block::error::fit;
 use crate::block::lock::{self, Access, Lock};
 use crate::block::{
     self, BlockDevice, Compression, CreateOptions, ExtentKind, ImageWriter, Qcow2CreateOptions,
@@ -22,6 +27,9 @@ use std::time::Instant;
 
 /// Unit of work handed to a worker: large enough for sequential I/O, small enough to balance.
 const CHUNK: u64 = 2 << 20;
+/// CHUNK as a buffer length.
+const CHUNK_LEN: usize = 2 << 20;
+const _: () = assert!(CHUNK == 2 << 20 && CHUNK_LEN == 2 << 20);
 /// Chunks read ahead of the writer, besides one per worker (see `copy`).
 const READ_AHEAD: usize = 4;
 /// Fewest workers by default (see `copy`).
@@ -94,13 +102,16 @@ pub struct Stats {
     pub seconds: f64,
 }
 
-/// Makes `len` bytes of a raw file at `off` read as zeros: a hole punched (keeping the size),
-/// or, where the file system cannot punch, `zeros` (that many zero bytes) written there.
-fn zero_raw(out: &std::fs::File, off: u64, len: u64, zeros: &[u8]) -> std::io::Result<()> {
+/// Makes `zeros.len()` bytes of a raw file at `off` read as zeros: a hole punched (keeping the
+/// size), or, where the file system cannot punch, `zeros` (all zero bytes) written there.
+fn zero_raw(out: &std::fs::File, off: u64, zeros: &[u8]) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let flags = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    let too_far = |_| std::io::Error::from(std::io::ErrorKind::InvalidInput);
+    let at = libc::off_t::try_from(off).map_err(too_far)?;
+    let len = libc::off_t::try_from(zeros.len()).map_err(too_far)?;
     // SAFETY: fallocate on an open descriptor with plain integer arguments.
-    let r = unsafe { libc::fallocate(out.as_raw_fd(), flags, off as i64, len as i64) };
+    let r = unsafe { libc::fallocate(out.as_raw_fd(), flags, at, len) };
     if r == 0 {
         return Ok(());
     }
@@ -439,12 +450,24 @@ fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) 
     // Zeros are skipped in whole blocks of `-S` bytes (4 KiB by default, as qemu-img), and
     // in whole clusters unless clusters are written in place (raw, preallocated or existing
     // qcow2), so a cluster is left unallocated only where qemu-img leaves it so.
-    let sparse = opts.sparse.unwrap_or(ZERO_BLOCK as u64) as usize;
+    let sparse = match opts.sparse {
+        Some(s) => fit(usize::try_from(s).ok(), dst, "the -S block size")?,
+        None => ZERO_BLOCK,
+    };
+    let align_len = fit(
+        usize::try_from(align).ok(),
+        dst,
+        "the target's cluster size",
+    )?;
+    let whole_clusters = || {
+        let block = sparse.max(1).checked_next_multiple_of(align_len);
+        fit(block, dst, "the -S block size in whole clusters")
+    };
     let zero_block = match &target {
         // Compressed clusters are written whole.
-        Target::Qcow2 { compress: true, .. } => sparse.max(1).next_multiple_of(align as usize),
+        Target::Qcow2 { compress: true, .. } => whole_clusters()?,
         Target::Raw { .. } | Target::Qcow2 { prealloc: true, .. } => sparse,
-        _ => sparse.max(1).next_multiple_of(align as usize),
+        _ => whole_clusters()?,
     };
     // Every extent is read and written: with `-S 0` (holes of the source become allocated
     // zeros) and into an existing target (whose old data must be zeroed there).
@@ -472,7 +495,7 @@ fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) 
     // VMDK must come in order, and a plain qcow2's clusters are then allocated in order).
     // When one thread fails, `failed` stops the others at their next step.
     let failed = AtomicBool::new(false);
-    let (job_tx, job_rx) = sync_channel::<(u64, u64, u64)>(threads * 2);
+    let (job_tx, job_rx) = sync_channel::<(u64, u64, u64)>(threads.saturating_mul(2));
     // A sleeping lock: parking_lot's spins with sched_yield while the holder waits in recv()
     // (3945 sched_yield calls in one 4 GiB raw -> qcow2 convert, on 2 busy cores).
     let job_rx = Arc::new(std::sync::Mutex::new(job_rx));
@@ -502,17 +525,14 @@ fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) 
                     let mut at = 0;
                     for &(a, b) in &c.runs {
                         if *fill && a > at {
-                            zero_raw(out, c.off + at as u64, (a - at) as u64, &c.buf[at..a])
-                                .map_err(out_err)?;
+                            zero_raw(out, c.at(at, dst)?, &c.buf[at..a]).map_err(out_err)?;
                         }
-                        out.write_all_at(&c.buf[a..b], c.off + a as u64)
+                        out.write_all_at(&c.buf[a..b], c.at(a, dst)?)
                             .map_err(out_err)?;
                         at = b;
                     }
-                    if *fill && (c.len as usize) > at {
-                        let end = c.len as usize;
-                        zero_raw(out, c.off + at as u64, (end - at) as u64, &c.buf[at..end])
-                            .map_err(out_err)?;
+                    if *fill && c.len > at {
+                        zero_raw(out, c.at(at, dst)?, &c.buf[at..c.len]).map_err(out_err)?;
                     }
                 }
                 Target::Qcow2 {
@@ -526,45 +546,47 @@ fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) 
                     let mut at = 0;
                     c.runs.iter().zip(&c.packed).try_for_each(|(&(a, b), z)| {
                         if a > at {
-                            w.write_at(&c.buf[at..a], c.off + at as u64)?;
+                            w.write_at(&c.buf[at..a], c.at(at, dst)?)?;
                         }
                         at = b;
                         match z {
                             Some(z) => w
                                 .write_compressed_or_in_place(
-                                    (c.off + a as u64) / align,
+                                    c.unit(a, align, dst)?,
                                     z,
                                     &c.buf[a..b],
                                 )
                                 .map(|_| ()),
-                            None => w.write_at(&c.buf[a..b], c.off + a as u64),
+                            None => w.write_at(&c.buf[a..b], c.at(a, dst)?),
                         }
                     })?;
-                    let end = c.len as usize;
-                    if end > at {
-                        w.write_at(&c.buf[at..end], c.off + at as u64)?;
+                    if c.len > at {
+                        w.write_at(&c.buf[at..c.len], c.at(at, dst)?)?;
                     }
                 }
                 Target::Qcow2 { w, fill: true, .. } => {
                     // The writer's general path: data in place or newly allocated, zeros as
                     // zero clusters (v3) or written zeros, whatever the cluster held before.
-                    w.write_at(&c.buf[..c.len as usize], c.off)?;
+                    w.write_at(&c.buf[..c.len], c.off)?;
                 }
                 Target::Qcow2 {
                     w, prealloc: true, ..
                 } => {
                     for &(a, b) in &c.runs {
-                        w.write_at(&c.buf[a..b], c.off + a as u64)?;
+                        w.write_at(&c.buf[a..b], c.at(a, dst)?)?;
                     }
                 }
                 Target::Qcow2 {
                     w, compress: false, ..
                 } => {
-                    let clusters: u64 = c
-                        .runs
-                        .iter()
-                        .map(|&(a, b)| (b - a).div_ceil(align as usize) as u64)
-                        .sum();
+                    let clusters_of = |a: usize, b: usize| -> crate::block::Result<u64> {
+                        Ok(len64(c.buf[a..b].len(), dst)?.div_ceil(align))
+                    };
+                    let mut clusters = 0u64;
+                    for &(a, b) in &c.runs {
+                        let sum = clusters.checked_add(clusters_of(a, b)?);
+                        clusters = fit(sum, dst, "clusters of a chunk")?;
+                    }
                     let mut host = if clusters == 0 {
                         0
                     } else {
@@ -572,8 +594,12 @@ fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) 
                     };
                     for &(a, b) in &c.runs {
                         w.write_data_at(&c.buf[a..b], host)?;
-                        w.map_fresh((c.off + a as u64) / align, host, (b - a) as u64)?;
-                        host += (b - a).div_ceil(align as usize) as u64 * align;
+                        let len = len64(c.buf[a..b].len(), dst)?;
+                        w.map_fresh(c.unit(a, align, dst)?, host, len)?;
+                        let next = clusters_of(a, b)?
+                            .checked_mul(align)
+                            .and_then(|n| n.checked_add(host));
+                        host = fit(next, dst, "host cluster offset")?;
                     }
                 }
                 Target::Qcow2 {
@@ -583,32 +609,40 @@ fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) 
                         .iter()
                         .zip(&c.packed)
                         .try_for_each(|(&(a, b), z)| match z {
-                            Some(z) => w.write_compressed((c.off + a as u64) / align, z),
-                            None => w.write_at(&c.buf[a..b], c.off + a as u64),
+                            Some(z) => w.write_compressed(c.unit(a, align, dst)?, z),
+                            None => w.write_at(&c.buf[a..b], c.at(a, dst)?),
                         })?;
                 }
                 Target::Vmdk(w) => {
                     c.runs.iter().enumerate().try_for_each(|(i, &(a, b))| {
+                        let grain = c.unit(a, align, dst)?;
                         match c.packed.get(i) {
-                            Some(Some(z)) => w.write_grains((c.off + a as u64) / align, z),
-                            _ => w.write_grains((c.off + a as u64) / align, &c.buf[a..b]),
+                            Some(Some(z)) => w.write_grains(grain, z),
+                            _ => w.write_grains(grain, &c.buf[a..b]),
                         }
                     })?;
                 }
             }
-            let n: usize = c.runs.iter().map(|&(a, b)| b - a).sum();
-            written.fetch_add(n as u64, Ordering::Relaxed);
-            advance(c.len);
+            let mut n = 0u64;
+            for &(a, b) in &c.runs {
+                n = fit(
+                    n.checked_add(len64(c.buf[a..b].len(), dst)?),
+                    dst,
+                    "bytes written",
+                )?;
+            }
+            written.fetch_add(n, Ordering::Relaxed);
+            advance(len64(c.len, dst)?);
             Ok(())
         };
         // Chunks go round: the free list → a worker (read, zeros found, compressed) → the
         // writer → the free list. `buffers` bounds the memory (12 MiB with 2 cores) and lets
         // the workers read ahead of the writer.
-        let buffers = threads + READ_AHEAD;
+        let buffers = fit(threads.checked_add(READ_AHEAD), dst, "copy buffer count")?;
         let (free_tx, free_rx) = sync_channel::<Chunk>(buffers);
         for _ in 0..buffers {
             let c = Chunk {
-                buf: vec![0u8; CHUNK as usize],
+                buf: vec![0u8; CHUNK_LEN],
                 ..Default::default()
             };
             free_tx.send(c).expect("free list has room"); // OK: room for all, receiver alive
@@ -637,7 +671,10 @@ fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) 
                     if let Err(e) = write_chunk(&c) {
                         return fail(e);
                     }
-                    next += 1;
+                    next = match fit(next.checked_add(1), dst, "chunk sequence number") {
+                        Ok(n) => n,
+                        Err(e) => return fail(e.into()),
+                    };
                     // Fails only once every worker is gone; the chunks queued are still
                     // written.
                     let _ = free_tx.send(c);
@@ -681,16 +718,23 @@ fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) 
                             let r = fail(Error::Interrupted(sig));
                             return stop(c, r);
                         }
-                        (c.seq, c.off, c.len) = (seq, off, len);
-                        if let Err(e) = src.read_at(&mut c.buf[..len as usize], off) {
+                        let n = match fit(usize::try_from(len).ok(), dst, "chunk length") {
+                            Ok(n) => n,
+                            Err(e) => {
+                                let r = fail(e.into());
+                                return stop(c, r);
+                            }
+                        };
+                        (c.seq, c.off, c.len) = (seq, off, n);
+                        if let Err(e) = src.read_at(&mut c.buf[..n], off) {
                             let r = fail(e.into());
                             return stop(c, r);
                         }
                         read.fetch_add(len, Ordering::Relaxed);
                         c.runs = if sparse == 0 {
-                            vec![(0, len as usize)]
+                            vec![(0, n)]
                         } else {
-                            nonzero_runs(&c.buf[..len as usize], zero_block)
+                            nonzero_runs(&c.buf[..n], zero_block)
                         };
                         c.packed.clear();
                         let compress: Option<&Compressor> = match target {
@@ -714,22 +758,27 @@ fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) 
                         };
                         if let Some(compress) = compress {
                             // One run per cluster, each compressed (None: stored plain).
-                            let cs = align as usize;
+                            let cs = align_len;
+                            // Each cluster's end, clamped to the run's (so saturating is
+                            // exact).
                             c.runs = c
                                 .runs
                                 .iter()
                                 .flat_map(|&(a, b)| {
-                                    (a..b).step_by(cs).map(move |x| (x, (x + cs).min(b)))
+                                    (a..b)
+                                        .step_by(cs)
+                                        .map(move |x| (x, x.saturating_add(cs).min(b)))
                                 })
                                 .collect();
                             let mut whole = vec![0u8; cs];
                             for &(a, b) in &c.runs {
-                                let data = if b - a == cs {
-                                    &c.buf[a..b]
+                                let run = &c.buf[a..b];
+                                let data = if run.len() == cs {
+                                    run
                                 } else {
                                     // The image's last cluster: compressed padded with zeros.
-                                    whole[..b - a].copy_from_slice(&c.buf[a..b]);
-                                    whole[b - a..].fill(0);
+                                    whole[..run.len()].copy_from_slice(run);
+                                    whole[run.len()..].fill(0);
                                     &whole[..]
                                 };
                                 c.packed.push(compress(data));
@@ -755,18 +804,26 @@ fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) 
             }
             // Split at CHUNK-aligned boundaries so chunks line up with clusters; widened to
             // whole target clusters, each cluster in one job only.
-            let mut off = (e.offset / align * align).max(last_end);
+            let start = e
+                .offset
+                .checked_div(align)
+                .and_then(|u| u.checked_mul(align));
+            let mut off = fit(start, dst, "extent offset")?.max(last_end);
+            // Saturating, then clamped to the size: exact.
             let e_end = e.end().div_ceil(align).saturating_mul(align).min(size);
             while off < e_end {
-                let next = ((off / CHUNK) + 1) * CHUNK;
-                let n = next.min(e_end) - off;
-                last_end = off + n;
+                let next = (off / CHUNK)
+                    .checked_add(1)
+                    .and_then(|c| c.checked_mul(CHUNK));
+                let end = fit(next, dst, "chunk offset")?.min(e_end);
+                let n = fit(end.checked_sub(off), dst, "chunk length")?;
+                last_end = end;
                 let job = (seq, off, n);
-                seq += 1;
+                seq = fit(seq.checked_add(1), dst, "chunk sequence number")?;
                 if failed.load(Ordering::Relaxed) || job_tx.send(job).is_err() {
                     return Ok(()); // a worker failed: its error is reported below
                 }
-                off += n;
+                off = end;
             }
             Ok(())
         });
@@ -808,11 +865,30 @@ struct Chunk {
     /// Position in the order of jobs.
     seq: u64,
     off: u64,
-    len: u64,
+    /// Bytes of `buf` read from the source.
+    len: usize,
     buf: Vec<u8>,
     runs: Vec<(usize, usize)>,
     /// For a compressed qcow2 target: each run's compressed cluster (None: store it plain).
     packed: Vec<Option<Vec<u8>>>,
+}
+
+impl Chunk {
+    /// The image offset of byte `i` of the buffer.
+    fn at(&self, i: usize, dst: &Path) -> crate::block::Result<u64> {
+        let at = u64::try_from(i).ok().and_then(|i| self.off.checked_add(i));
+        fit(at, dst, "copy offset")
+    }
+
+    /// The target cluster (or grain) of `align` bytes holding byte `i` of the buffer.
+    fn unit(&self, i: usize, align: u64, dst: &Path) -> crate::block::Result<u64> {
+        fit(self.at(i, dst)?.checked_div(align), dst, "target cluster")
+    }
+}
+
+/// A buffer length as a byte count.
+fn len64(n: usize, dst: &Path) -> crate::block::Result<u64> {
+    fit(u64::try_from(n).ok(), dst, "copy length")
 }
 
 /// Whether `b` looks incompressible: its byte histogram is nearly flat (order-0 entropy above
@@ -824,18 +900,21 @@ struct Chunk {
 fn looks_incompressible(b: &[u8]) -> bool {
     let mut h = [[0u32; 256]; 4];
     let mut quads = b.chunks_exact(4);
+    // Counts saturate only past 2^32 of one byte value in one lane (16 GiB), far beyond a
+    // cluster; a saturated count would only bias an estimate.
     for q in &mut quads {
-        h[0][q[0] as usize] += 1;
-        h[1][q[1] as usize] += 1;
-        h[2][q[2] as usize] += 1;
-        h[3][q[3] as usize] += 1;
+        for (lane, &x) in q.iter().enumerate() {
+            let c = &mut h[lane][usize::from(x)];
+            *c = c.saturating_add(1);
+        }
     }
     for &x in quads.remainder() {
-        h[0][x as usize] += 1;
+        let c = &mut h[0][usize::from(x)];
+        *c = c.saturating_add(1);
     }
-    let n = b.len() as f64;
+    let n: f64 = h.iter().flatten().map(|&c| f64::from(c)).sum();
     let bits: f64 = (0..256)
-        .map(|i| f64::from(h[0][i] + h[1][i] + h[2][i] + h[3][i]))
+        .map(|i| h.iter().map(|lane| f64::from(lane[i])).sum::<f64>())
         .filter(|&c| c > 0.0)
         .map(|c| -(c / n) * (c / n).log2())
         .sum();
@@ -844,19 +923,17 @@ fn looks_incompressible(b: &[u8]) -> bool {
 
 /// The runs of `b` made of `block`-byte blocks that are not all zeros (the rest is not written).
 fn nonzero_runs(b: &[u8], block: usize) -> Vec<(usize, usize)> {
-    let mut runs = Vec::new();
-    let blk = |at: usize| &b[at..(at + block).min(b.len())];
-    let mut i = 0usize;
-    while i < b.len() {
-        if is_zero(blk(i)) {
-            i += block;
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for start in (0..b.len()).step_by(block.max(1)) {
+        // The block's end, clamped to the buffer (so saturating is exact).
+        let end = start.saturating_add(block).min(b.len());
+        if is_zero(&b[start..end]) {
             continue;
         }
-        let start = i;
-        while i < b.len() && !is_zero(blk(i)) {
-            i += block;
+        match runs.last_mut() {
+            Some(run) if run.1 == start => run.1 = end,
+            _ => runs.push((start, end)),
         }
-        runs.push((start, i.min(b.len())));
     }
     runs
 }
@@ -874,7 +951,7 @@ mod tests {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                x as u8
+                x.to_le_bytes()[0]
             })
             .collect();
         assert!(looks_incompressible(&random));

@@ -2,6 +2,7 @@
 //! checksum). Layout after libyal's "Windows NT Registry File (REGF) format" §2.1.
 
 use super::{RegfError, Result};
+use crate::bytes::le32;
 
 /// The base block is one 4 KiB page; hive bins start right after it.
 pub const BASE_BLOCK_LEN: usize = 4096;
@@ -23,15 +24,11 @@ pub struct BaseBlock {
     pub hbins_len: u32,
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
 /// XOR of the first 127 dwords, with 0 and 0xffffffff remapped as Windows does.
 pub fn checksum(b: &[u8]) -> u32 {
     let x = (0..CHECKSUM_AT)
         .step_by(4)
-        .fold(0u32, |acc, at| acc ^ u32_at(b, at));
+        .fold(0u32, |acc, at| acc ^ le32(b, at));
     match x {
         0xffff_ffff => 0xffff_fffe,
         0 => 1,
@@ -55,7 +52,7 @@ impl BaseBlock {
                 format!("signature {:02x?}, expected \"regf\"", &data[..4]),
             ));
         }
-        let stored = u32_at(data, CHECKSUM_AT);
+        let stored = le32(data, CHECKSUM_AT);
         let computed = checksum(data);
         if stored != computed {
             return Err(RegfError::new(
@@ -65,12 +62,12 @@ impl BaseBlock {
             ));
         }
         let b = BaseBlock {
-            primary_seq: u32_at(data, 0x04),
-            secondary_seq: u32_at(data, 0x08),
-            major: u32_at(data, 0x14),
-            minor: u32_at(data, 0x18),
-            root_cell: u32_at(data, 0x24),
-            hbins_len: u32_at(data, 0x28),
+            primary_seq: le32(data, 0x04),
+            secondary_seq: le32(data, 0x08),
+            major: le32(data, 0x14),
+            minor: le32(data, 0x18),
+            root_cell: le32(data, 0x24),
+            hbins_len: le32(data, 0x28),
         };
         if b.major != 1 {
             return Err(RegfError::new(

@@ -2,7 +2,8 @@
 
 use super::subkey_list;
 use super::value::{self, Value};
-use super::{latin1, u16_at, u32_at, utf16, Hive, RegfError, Result};
+use super::{latin1, utf16, Hive, RegfError, Result};
+use crate::bytes::{le16, le32, try_le32};
 
 /// The name is stored in Latin-1 rather than UTF-16LE.
 const KEY_COMP_NAME: u16 = 0x0020;
@@ -38,9 +39,9 @@ impl<'h> Key<'h> {
         if c.len() < NK_HEADER {
             return Err(err("record shorter than its header"));
         }
-        let r32 = |o| u32_at(c, o).unwrap_or(0);
-        let flags = u16_at(c, 2).unwrap_or(0);
-        let name_len = usize::from(u16_at(c, 0x48).unwrap_or(0));
+        let r32 = |o| le32(c, o);
+        let flags = le16(c, 2);
+        let name_len = usize::from(le16(c, 0x48));
         let raw = c
             .get(NK_HEADER..NK_HEADER + name_len)
             .ok_or_else(|| err("name runs past the cell"))?;
@@ -105,7 +106,7 @@ impl<'h> Key<'h> {
             ));
         }
         (0..n)
-            .map(|i| value::parse(self.hive, u32_at(c, i * 4).unwrap_or(NONE)))
+            .map(|i| value::parse(self.hive, try_le32(c, i * 4).unwrap_or(NONE)))
             .collect()
     }
 

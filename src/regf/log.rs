@@ -27,7 +27,8 @@
 //! and a warning names the file, the structure and its offset.
 
 use super::base_block::{self, BaseBlock, BASE_BLOCK_LEN};
-use super::{u32_at, RegfError};
+use super::RegfError;
+use crate::bytes::{le32, le64, try_le32};
 
 /// A log's copy of the base block is one 512-byte sector (clustering factor 1, which the
 /// specification says is the only value Windows 8 and later write).
@@ -115,12 +116,6 @@ fn marvin32(data: &[u8], seed: u64) -> u64 {
     (u64::from(hi) << 32) | u64::from(lo)
 }
 
-fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(
-        b.get(at..at.checked_add(8)?)?.try_into().ok()?,
-    ))
-}
-
 fn put_u32(b: &mut [u8], at: usize, v: u32) {
     b[at..at + 4].copy_from_slice(&v.to_le_bytes());
 }
@@ -147,7 +142,7 @@ fn log_base(data: &[u8]) -> Result<LogBase, RegfError> {
     if &b[..4] != b"regf" {
         return err(0, format!("signature {:02x?}, expected \"regf\"", &b[..4]));
     }
-    let stored = u32_at(b, AT_CHECKSUM).unwrap_or(0);
+    let stored = le32(b, AT_CHECKSUM);
     let computed = base_block::checksum(b);
     if stored != computed {
         return err(
@@ -155,8 +150,8 @@ fn log_base(data: &[u8]) -> Result<LogBase, RegfError> {
             format!("checksum {stored:#010x}, computed {computed:#010x}"),
         );
     }
-    let primary = u32_at(b, AT_PRIMARY_SEQ).unwrap_or(0);
-    let secondary = u32_at(b, AT_SECONDARY_SEQ).unwrap_or(0);
+    let primary = le32(b, AT_PRIMARY_SEQ);
+    let secondary = le32(b, AT_SECONDARY_SEQ);
     if primary != secondary {
         return err(
             AT_PRIMARY_SEQ,
@@ -165,7 +160,7 @@ fn log_base(data: &[u8]) -> Result<LogBase, RegfError> {
             ),
         );
     }
-    let file_type = u32_at(b, AT_FILE_TYPE).unwrap_or(0);
+    let file_type = le32(b, AT_FILE_TYPE);
     if ![TYPE_LOG_OLD, TYPE_LOG_OLD_W2K, TYPE_LOG_NEW].contains(&file_type) {
         return err(
             AT_FILE_TYPE,
@@ -174,9 +169,9 @@ fn log_base(data: &[u8]) -> Result<LogBase, RegfError> {
     }
     Ok(LogBase {
         seq: primary,
-        timestamp: u64_at(b, AT_TIMESTAMP).unwrap_or(0),
+        timestamp: le64(b, AT_TIMESTAMP),
         file_type,
-        hbins_len: u32_at(b, AT_HBINS_LEN).unwrap_or(0),
+        hbins_len: le32(b, AT_HBINS_LEN),
     })
 }
 
@@ -209,7 +204,7 @@ fn entry_at(log: &[u8], at: usize) -> Result<Option<Entry>, RegfError> {
     if &head[..4] != b"HvLE" {
         return Ok(None);
     }
-    let field = |o: usize| u32_at(head, o).unwrap_or(0);
+    let field = |o: usize| le32(head, o);
     let size = field(4) as usize;
     if size < ENTRY_HEADER || size % SECTOR != 0 {
         return err(at, format!("size {size} is not a positive multiple of 512"));
@@ -223,8 +218,8 @@ fn entry_at(log: &[u8], at: usize) -> Result<Option<Entry>, RegfError> {
             ),
         );
     };
-    let hash1 = u64_at(body, 24).unwrap_or(0);
-    let hash2 = u64_at(body, 32).unwrap_or(0);
+    let hash1 = le64(body, 24);
+    let hash2 = le64(body, 32);
     if marvin32(&body[..32], MARVIN_SEED) != hash2 {
         return err(at + 32, "Hash-2 does not match the entry's header".into());
     }
@@ -296,7 +291,7 @@ fn entry_at(log: &[u8], at: usize) -> Result<Option<Entry>, RegfError> {
 }
 
 fn field_of(b: &[u8], at: usize) -> u32 {
-    u32_at(b, at).unwrap_or(0)
+    le32(b, at)
 }
 
 /// The entries of a new-format log in file order, up to the first that fails its checks
@@ -321,7 +316,7 @@ fn entries(log: &LogFile, warnings: &mut Vec<String>) -> Vec<Entry> {
 }
 
 fn log_entry_size(log: &[u8], at: usize) -> usize {
-    u32_at(log, at + 4).unwrap_or(0) as usize
+    le32(log, at + 4) as usize
 }
 
 /// Resizes the hive bins to `hbins_len` (zeros where they grow) and writes the page.
@@ -338,7 +333,7 @@ fn apply_entry(hive: &mut Vec<u8>, log: &[u8], e: &Entry) {
         hive[dst..dst + len].copy_from_slice(&log[p.log_offset..p.log_offset + len]);
     }
     put_u32(hive, AT_HBINS_LEN, e.hbins_len);
-    let flags = u32_at(hive, AT_FLAGS).unwrap_or(0);
+    let flags = le32(hive, AT_FLAGS);
     // Only the "KTM locked" bit travels in an entry (specification, log entries note 11).
     put_u32(hive, AT_FLAGS, (flags & !1) | (e.flags & 1));
 }
@@ -462,9 +457,9 @@ fn check_bins(hive: &[u8], hbins_len: u32, dirty: &[usize]) -> Result<(), String
     let mut d = dirty.iter().map(|i| i * SECTOR).peekable();
     while at < end {
         let h = &hive[BASE_BLOCK_LEN + at..];
-        let size = u32_at(h, 8).unwrap_or(0) as usize;
+        let size = le32(h, 8) as usize;
         let ok = h.get(..4) == Some(b"hbin".as_slice())
-            && u32_at(h, 4) == Some(at as u32)
+            && try_le32(h, 4) == Some(at as u32)
             && size >= HBIN_ALIGN as usize
             && size % HBIN_ALIGN as usize == 0
             && at + size <= end;

@@ -19,6 +19,7 @@ pub use key::Key;
 pub use log::{LogFile, Recovery};
 pub use value::{Data, Value};
 
+use crate::bytes::try_le32;
 use base_block::BASE_BLOCK_LEN;
 use std::collections::HashSet;
 use std::fmt;
@@ -71,18 +72,6 @@ pub struct Hive {
     end: usize,
     /// What the transaction logs changed, when the hive was opened with them.
     pub recovery: Recovery,
-}
-
-pub(crate) fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(
-        b.get(at..at.checked_add(2)?)?.try_into().ok()?,
-    ))
-}
-
-pub(crate) fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(
-        b.get(at..at.checked_add(4)?)?.try_into().ok()?,
-    ))
 }
 
 /// UTF-16LE to a string (unpaired surrogates replaced), up to the first NUL.
@@ -172,7 +161,7 @@ impl Hive {
         let Some(start) = usize::try_from(at).ok().filter(|&s| s < self.end) else {
             return err(format!("cell offset {off:#x} outside the hive bins"));
         };
-        let Some(size) = u32_at(&self.data[..self.end], start) else {
+        let Some(size) = try_le32(&self.data[..self.end], start) else {
             return err("cell header past the end of the hive bins".into());
         };
         let size = size as i32;

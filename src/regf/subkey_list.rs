@@ -1,7 +1,8 @@
 //! Subkey lists: lf and lh (offset + name hint/hash), li (offsets only) and ri (a list of
 //! those lists, for keys with very many subkeys).
 
-use super::{u16_at, u32_at, Hive, RegfError, Result, MAX_LIST_DEPTH};
+use super::{Hive, RegfError, Result, MAX_LIST_DEPTH};
+use crate::bytes::{le32, try_le16};
 
 /// The key cell offsets the list at `off` holds, ri lists flattened.
 pub(crate) fn read(hive: &Hive, off: u32, depth: usize) -> Result<Vec<u32>> {
@@ -9,7 +10,7 @@ pub(crate) fn read(hive: &Hive, off: u32, depth: usize) -> Result<Vec<u32>> {
     let at = Hive::file_offset(off) + 4;
     let err = |m: String| RegfError::new("subkey list", at, m);
     let sig = c.get(..2).ok_or_else(|| err("record too short".into()))?;
-    let n = usize::from(u16_at(c, 2).ok_or_else(|| err("record too short".into()))?);
+    let n = usize::from(try_le16(c, 2).ok_or_else(|| err("record too short".into()))?);
     let stride = match sig {
         b"lf" | b"lh" => 8,
         b"li" | b"ri" => 4,
@@ -25,7 +26,7 @@ pub(crate) fn read(hive: &Hive, off: u32, depth: usize) -> Result<Vec<u32>> {
             c.len()
         )));
     }
-    let entries = (0..n).map(|i| u32_at(c, 4 + i * stride).unwrap_or(0));
+    let entries = (0..n).map(|i| le32(c, 4 + i * stride));
     if sig != b"ri" {
         return Ok(entries.collect());
     }

@@ -2,7 +2,8 @@
 //! value types.
 
 use super::key::NONE;
-use super::{latin1, u16_at, u32_at, utf16, Hive, RegfError, Result};
+use super::{latin1, utf16, Hive, RegfError, Result};
+use crate::bytes::{le16, le32, try_le32};
 
 /// The name is stored in Latin-1 rather than UTF-16LE.
 const VALUE_COMP_NAME: u16 = 0x0001;
@@ -107,9 +108,9 @@ pub(crate) fn parse(hive: &Hive, off: u32) -> Result<Value> {
     if c.len() < VK_HEADER {
         return Err(err("record shorter than its header".into()));
     }
-    let r32 = |o| u32_at(c, o).unwrap_or(0);
-    let name_len = usize::from(u16_at(c, 2).unwrap_or(0));
-    let flags = u16_at(c, 0x10).unwrap_or(0);
+    let r32 = |o| le32(c, o);
+    let name_len = usize::from(le16(c, 2));
+    let flags = le16(c, 0x10);
     let raw = c
         .get(VK_HEADER..VK_HEADER + name_len)
         .ok_or_else(|| err("name runs past the cell".into()))?;
@@ -139,8 +140,8 @@ fn read_data(hive: &Hive, off: u32, len: usize, name: &str) -> Result<Vec<u8>> {
     let c = hive.cell(off, "value data")?;
     let at = Hive::file_offset(off) + 4;
     if len > BIG_DATA_SEGMENT && c.get(..2) == Some(b"db".as_slice()) && hive.base.minor >= 4 {
-        let n = usize::from(u16_at(c, 2).unwrap_or(0));
-        let list = u32_at(c, 4).unwrap_or(NONE);
+        let n = usize::from(le16(c, 2));
+        let list = try_le32(c, 4).unwrap_or(NONE);
         let segs = hive.cell(list, "db segment list")?;
         if n.checked_mul(4).is_none_or(|l| l > segs.len()) {
             return Err(RegfError::new(
@@ -154,7 +155,7 @@ fn read_data(hive: &Hive, off: u32, len: usize, name: &str) -> Result<Vec<u8>> {
             if out.len() >= len {
                 break;
             }
-            let s = hive.cell(u32_at(segs, i * 4).unwrap_or(NONE), "db segment")?;
+            let s = hive.cell(try_le32(segs, i * 4).unwrap_or(NONE), "db segment")?;
             let take = s.len().min(BIG_DATA_SEGMENT).min(len - out.len());
             out.extend_from_slice(&s[..take]);
         }

@@ -1,30 +1,7 @@
-//! Little-endian field access for on-disk structures. Out-of-range fields read as zero instead of
-//! panicking: every caller reads fixed-size buffers, and a zero fails the validation that follows.
+//! Text fields of partition tables and volume signatures (GUIDs, UUIDs, labels); the integer
+//! fields are read with `crate::bytes`, whose out-of-range reads give zero as these give "".
 
-pub(crate) fn le16(b: &[u8], at: usize) -> u16 {
-    match b.get(at..at.saturating_add(2)) {
-        Some(s) => u16::from_le_bytes([s[0], s[1]]),
-        None => 0,
-    }
-}
-
-pub(crate) fn le32(b: &[u8], at: usize) -> u32 {
-    match b.get(at..at.saturating_add(4)) {
-        Some(s) => u32::from_le_bytes([s[0], s[1], s[2], s[3]]),
-        None => 0,
-    }
-}
-
-pub(crate) fn le64(b: &[u8], at: usize) -> u64 {
-    match b.get(at..at.saturating_add(8)) {
-        Some(s) => {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(s);
-            u64::from_le_bytes(a)
-        }
-        None => 0,
-    }
-}
+use crate::bytes::{le16, le32};
 
 /// `len` bytes at `at`, or an empty slice when the buffer is shorter.
 pub(crate) fn field(b: &[u8], at: usize, len: usize) -> &[u8] {

@@ -2,10 +2,11 @@
 //! label formatted the way blkid prints them. Nothing is mounted or trusted beyond the few fields
 //! read here; a volume too small for a signature's offset simply does not match it.
 
-use super::bytes::{cstr, field, le16, le32, le64, non_empty, utf16le, uuid};
+use super::bytes::{cstr, field, non_empty, utf16le, uuid};
 use super::slice::read_opt;
 use super::Result;
 use crate::block::BlockDevice;
+use crate::bytes::{le16, le32, le64};
 use serde::Serialize;
 
 /// blkid's USAGE: what kind of thing the signature says this is.

@@ -5,11 +5,12 @@
 //! CRC32 of the header and of the entry array. The LBA size is the disk's logical block size,
 //! which an image does not record: we look for the header at 512 and at 4096 bytes.
 
-use super::bytes::{guid, le32, non_empty, utf16le};
+use super::bytes::{guid, non_empty, utf16le};
 use super::slice::read_opt;
 use super::table::{Partition, Role, Table, TableKind};
 use super::{Error, Result};
 use crate::block::BlockDevice;
+use crate::bytes::le32;
 use std::mem::{offset_of, size_of};
 use zerocopy::byteorder::{LittleEndian, U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};

@@ -8,11 +8,12 @@
 //! start of the extended partition. UEFI spec "Legacy Master Boot Record (MBR)" and "Protective
 //! MBR" describe type 0xee, which says the disk is really GPT.
 
-use super::bytes::{le32, non_empty};
+use super::bytes::non_empty;
 use super::slice::read_opt;
 use super::table::{Partition, Role, Table, TableKind};
 use super::Result;
 use crate::block::BlockDevice;
+use crate::bytes::le32;
 use std::collections::HashSet;
 
 /// MBR LBAs count 512-byte sectors (a 4Kn disk with an MBR is rare enough to leave out).

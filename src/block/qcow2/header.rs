@@ -16,14 +16,47 @@ pub(crate) const MAX_L1_BYTES: u64 = 32 << 20;
 /// qemu refuses backing file names longer than this.
 pub(crate) const MAX_BACKING_NAME: u32 = 1023;
 
-pub(crate) const INCOMPAT_DIRTY: u64 = 1 << 0;
-pub(crate) const INCOMPAT_CORRUPT: u64 = 1 << 1;
-pub(crate) const INCOMPAT_DATA_FILE: u64 = 1 << 2;
-pub(crate) const INCOMPAT_COMPRESSION: u64 = 1 << 3;
-pub(crate) const INCOMPAT_EXTL2: u64 = 1 << 4;
-const INCOMPAT_KNOWN: u64 =
-    INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_DATA_FILE | INCOMPAT_COMPRESSION | INCOMPAT_EXTL2;
-pub(crate) const COMPAT_LAZY_REFCOUNTS: u64 = 1 << 0;
+bitflags::bitflags! {
+    /// incompatible_features (qcow2.txt): a reader that does not know a bit must refuse the
+    /// image. Unknown bits are kept (`from_bits_retain`) so that `check_features` can name them.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Incompatible: u64 {
+        const DIRTY = 1 << 0;
+        const CORRUPT = 1 << 1;
+        const DATA_FILE = 1 << 2;
+        const COMPRESSION = 1 << 3;
+        const EXTL2 = 1 << 4;
+        const _ = !0;
+    }
+}
+
+impl Incompatible {
+    /// The bits this reader implements (DATA_FILE is known, and refused by name).
+    const KNOWN: Self = Self::DIRTY
+        .union(Self::CORRUPT)
+        .union(Self::DATA_FILE)
+        .union(Self::COMPRESSION)
+        .union(Self::EXTL2);
+}
+
+bitflags::bitflags! {
+    /// compatible_features: bits a reader may ignore.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Compatible: u64 {
+        const LAZY_REFCOUNTS = 1 << 0;
+        const _ = !0;
+    }
+}
+
+bitflags::bitflags! {
+    /// autoclear_features: bits a writer that does not know them must clear (see the writer).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Autoclear: u64 {
+        const BITMAPS = 1 << 0;
+        const RAW_EXTERNAL = 1 << 1;
+        const _ = !0;
+    }
+}
 
 const EXT_END: u32 = 0;
 pub(crate) const EXT_BACKING_FORMAT: u32 = 0xe279_2aca;
@@ -144,9 +177,9 @@ pub struct Header {
     pub refcount_table_clusters: u32,
     pub nb_snapshots: u32,
     pub snapshots_offset: u64,
-    pub incompatible_features: u64,
-    pub compatible_features: u64,
-    pub autoclear_features: u64,
+    pub incompatible_features: Incompatible,
+    pub compatible_features: Compatible,
+    pub autoclear_features: Autoclear,
     pub refcount_order: u32,
     pub header_length: u32,
     pub compression: Compression,
@@ -165,7 +198,7 @@ impl Header {
     }
 
     pub fn extended_l2(&self) -> bool {
-        self.incompatible_features & INCOMPAT_EXTL2 != 0
+        self.incompatible_features.contains(Incompatible::EXTL2)
     }
 
     /// Parses and validates the header from the image's first cluster (or as much of the file as
@@ -235,9 +268,9 @@ impl Header {
             refcount_table_clusters: raw.refcount_table_clusters.get(),
             nb_snapshots: raw.nb_snapshots.get(),
             snapshots_offset: raw.snapshots_offset.get(),
-            incompatible_features: 0,
-            compatible_features: 0,
-            autoclear_features: 0,
+            incompatible_features: Incompatible::empty(),
+            compatible_features: Compatible::empty(),
+            autoclear_features: Autoclear::empty(),
             refcount_order: 4,
             header_length: V2_LEN as u32,
             compression: Compression::Zlib,
@@ -263,9 +296,9 @@ impl Header {
                 file_len,
             });
         };
-        self.incompatible_features = v3.incompatible_features.get();
-        self.compatible_features = v3.compatible_features.get();
-        self.autoclear_features = v3.autoclear_features.get();
+        self.incompatible_features = Incompatible::from_bits_retain(v3.incompatible_features.get());
+        self.compatible_features = Compatible::from_bits_retain(v3.compatible_features.get());
+        self.autoclear_features = Autoclear::from_bits_retain(v3.autoclear_features.get());
         self.refcount_order = v3.refcount_order.get();
         self.header_length = v3.header_length.get();
         let cluster_size = self.cluster_size();
@@ -308,7 +341,9 @@ impl Header {
                 }
             };
         }
-        let has_bit = self.incompatible_features & INCOMPAT_COMPRESSION != 0;
+        let has_bit = self
+            .incompatible_features
+            .contains(Incompatible::COMPRESSION);
         if has_bit != (self.compression != Compression::Zlib) {
             return Err(bad(
                 v3_at!(incompatible_features),
@@ -379,10 +414,10 @@ impl Header {
     /// Refuses incompatible features ferry does not implement, named from the feature name
     /// table when the image has one (so the user reads "'foo' (bit 7)", not just a number).
     fn check_features(&self, path: &Path) -> Result<()> {
-        let unknown = self.incompatible_features & !INCOMPAT_KNOWN;
-        if unknown != 0 {
+        let unknown = self.incompatible_features.difference(Incompatible::KNOWN);
+        if !unknown.is_empty() {
             let names: Vec<String> = (0..64)
-                .filter(|b| unknown & (1 << b) != 0)
+                .filter(|b| unknown.contains(Incompatible::from_bits_retain(1 << b)))
                 .map(|b| {
                     self.feature_names
                         .iter()
@@ -399,7 +434,7 @@ impl Header {
                 ),
             ));
         }
-        if self.incompatible_features & INCOMPAT_DATA_FILE != 0 {
+        if self.incompatible_features.contains(Incompatible::DATA_FILE) {
             return Err(Error::unsupported(
                 path,
                 format!(
@@ -413,7 +448,7 @@ impl Header {
 
     /// Bytes per L2 entry: 8, or 16 with extended L2 (an extra subcluster bitmap).
     pub fn l2_entry_size(&self) -> u64 {
-        if self.incompatible_features & INCOMPAT_EXTL2 != 0 {
+        if self.incompatible_features.contains(Incompatible::EXTL2) {
             16
         } else {
             8

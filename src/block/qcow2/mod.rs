@@ -15,7 +15,7 @@ use crate::block::{
     check_range, open_backing, parallel, push_backing_extents, push_extent, read_backing,
     BlockDevice, Describe, Extent, ExtentKind, LayerInfo, OpenCtx,
 };
-use header::{Compression, Header};
+use header::{Compatible, Compression, Header, Incompatible};
 use lru::LruCache;
 use parking_lot::Mutex;
 use serde_json::json;
@@ -95,10 +95,10 @@ impl Qcow2 {
             file_len: file.len(),
         };
         let mut warnings = Vec::new();
-        if h.incompatible_features & header::INCOMPAT_DIRTY != 0 {
+        if h.incompatible_features.contains(Incompatible::DIRTY) {
             warnings.push("dirty bit set: the image was not closed cleanly; refcounts may be stale (reading is safe)".into());
         }
-        if h.incompatible_features & header::INCOMPAT_CORRUPT != 0 {
+        if h.incompatible_features.contains(Incompatible::CORRUPT) {
             warnings.push("qemu marked this image corrupt; reading it anyway, read-only".into());
         }
         for w in &warnings {
@@ -364,16 +364,16 @@ impl Describe for Qcow2 {
             ),
             (
                 "lazy_refcounts".into(),
-                json!(h.compatible_features & header::COMPAT_LAZY_REFCOUNTS != 0),
+                json!(h.compatible_features.contains(Compatible::LAZY_REFCOUNTS)),
             ),
             ("refcount_bits".into(), json!(1u32 << h.refcount_order)),
             (
                 "corrupt".into(),
-                json!(h.incompatible_features & header::INCOMPAT_CORRUPT != 0),
+                json!(h.incompatible_features.contains(Incompatible::CORRUPT)),
             ),
             (
                 "dirty".into(),
-                json!(h.incompatible_features & header::INCOMPAT_DIRTY != 0),
+                json!(h.incompatible_features.contains(Incompatible::DIRTY)),
             ),
             ("extended_l2".into(), json!(h.extended_l2())),
         ];
@@ -384,7 +384,7 @@ impl Describe for Qcow2 {
             specific.push(("bitmaps".into(), json!(true)));
         }
         Ok(LayerInfo {
-            dirty: h.incompatible_features & header::INCOMPAT_DIRTY != 0,
+            dirty: h.incompatible_features.contains(Incompatible::DIRTY),
             qemu_specific: Some(qemu_specific(h)),
             filename: self.file.path().to_path_buf(),
             format: "qcow2".into(),
@@ -452,14 +452,14 @@ pub(crate) fn qemu_specific(h: &header::Header) -> serde_json::Value {
     if v3 {
         d.insert(
             "lazy-refcounts".into(),
-            json!(h.compatible_features & header::COMPAT_LAZY_REFCOUNTS != 0),
+            json!(h.compatible_features.contains(Compatible::LAZY_REFCOUNTS)),
         );
     }
     d.insert("refcount-bits".into(), json!(1u32 << h.refcount_order));
     if v3 {
         d.insert(
             "corrupt".into(),
-            json!(h.incompatible_features & header::INCOMPAT_CORRUPT != 0),
+            json!(h.incompatible_features.contains(Incompatible::CORRUPT)),
         );
         d.insert("extended-l2".into(), json!(h.extended_l2()));
     }

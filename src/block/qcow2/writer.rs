@@ -19,7 +19,8 @@
 
 use super::cluster;
 use super::header::{
-    self, Compression, Header, RawCompressionType, RawExtension, RawHeader, RawHeaderV3, MAGIC,
+    self, Compatible, Compression, Header, Incompatible, RawCompressionType, RawExtension,
+    RawHeader, RawHeaderV3, MAGIC,
 };
 use super::refcount;
 use super::table::{Geometry, Mapping, OFFSET_MASK, ZERO_FLAG};
@@ -166,12 +167,19 @@ fn header_bytes(o: &CreateOptions, cluster_bits: u32, l1_size: u32) -> Result<Ve
         let zstd = o.compression == Compression::Zstd;
         let v3 = RawHeaderV3 {
             incompatible_features: (if zstd {
-                header::INCOMPAT_COMPRESSION
+                Incompatible::COMPRESSION
             } else {
-                0
+                Incompatible::empty()
             })
+            .bits()
             .into(),
-            compatible_features: u64::from(o.lazy_refcounts).into(),
+            compatible_features: (if o.lazy_refcounts {
+                Compatible::LAZY_REFCOUNTS
+            } else {
+                Compatible::empty()
+            })
+            .bits()
+            .into(),
             autoclear_features: 0u64.into(),
             refcount_order: 4u32.into(),
             header_length: (header::V3_COMPRESSION_LEN as u32).into(),
@@ -360,15 +368,15 @@ impl Qcow2Writer {
         if h.nb_snapshots > 0 {
             return refuse("it has internal snapshots");
         }
-        if h.incompatible_features & header::INCOMPAT_DIRTY != 0 {
+        if h.incompatible_features.contains(Incompatible::DIRTY) {
             return refuse("the dirty bit is set; repair it first with `qemu-img check -r all`");
         }
-        if h.incompatible_features & header::INCOMPAT_CORRUPT != 0 {
+        if h.incompatible_features.contains(Incompatible::CORRUPT) {
             return refuse("qemu marked it corrupt; repair it first with `qemu-img check -r all`");
         }
         let cs = h.cluster_size();
         // Autoclear features (bitmaps...) must be cleared by a writer that does not know them.
-        if h.version >= 3 && h.autoclear_features != 0 {
+        if h.version >= 3 && !h.autoclear_features.is_empty() {
             file.write_all_at(U64::<BigEndian>::ZERO.as_bytes(), header::AUTOCLEAR_AT)
                 .map_err(io_err(path, "qcow2 header", header::AUTOCLEAR_AT))?;
         }
@@ -1357,19 +1365,34 @@ mod tests {
             assert_eq!(h.compression == Compression::Zstd, zstd);
             assert_eq!(h.backing_file.is_some(), backing);
             assert_eq!(h.backing_format.as_deref(), backing.then_some("qcow2"));
-            assert_eq!(h.compatible_features, u64::from(!v2));
+            assert_eq!(h.compatible_features.bits(), u64::from(!v2));
         }
     }
 
-    #[test]
-    fn short_headers_are_truncated_not_panics() {
-        let p = Path::new("t.qcow2");
+    /// The header of a new 1 MiB image of 4 KiB clusters (one L1 entry).
+    fn small_header() -> Vec<u8> {
         let o = CreateOptions {
             size: 1 << 20,
             cluster_size: 4096,
             ..CreateOptions::default()
         };
-        let full = header_bytes(&o, 12, 1).unwrap();
+        header_bytes(&o, 12, 1).unwrap()
+    }
+
+    #[test]
+    fn unknown_incompatible_bits_are_named() {
+        let p = Path::new("t.qcow2");
+        let mut h = small_header();
+        let bits = (1u64 << 5) | (1 << 40) | Incompatible::DIRTY.bits();
+        h[72..80].copy_from_slice(&bits.to_be_bytes());
+        let e = Header::parse(&h, p, 4096).unwrap_err().to_string();
+        assert!(e.ends_with("not supported: bit 5, bit 40"), "{e}");
+    }
+
+    #[test]
+    fn short_headers_are_truncated_not_panics() {
+        let p = Path::new("t.qcow2");
+        let full = small_header();
         for (len, what) in [
             (0, "qcow2 header"),
             (71, "qcow2 header"),

@@ -4,10 +4,11 @@
 //! of 64-bit entries naming grain tables by index, 4 KiB grains and 4096-entry tables.
 
 use super::sparse::{
-    le64, read_directory, GteFormat, Layout, SparseExtent, MAX_CAPACITY_SECTORS, SECTOR,
+    read_directory, GteFormat, Layout, SparseExtent, MAX_CAPACITY_SECTORS, SECTOR,
 };
 use crate::block::error::{Error, Result};
 use crate::block::file::ImageFile;
+use crate::bytes::le64;
 
 pub(crate) const MAGIC: u64 = 0xcafe_babe;
 const VOLATILE_MAGIC: u64 = 0xcafe_cafe;

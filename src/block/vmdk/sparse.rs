@@ -7,6 +7,7 @@
 use super::stream;
 use crate::block::error::{Error, Result};
 use crate::block::file::ImageFile;
+use crate::bytes::{le32, le64};
 use lru::LruCache;
 use parking_lot::Mutex;
 use std::mem::{offset_of, size_of};
@@ -79,16 +80,6 @@ pub(crate) const MAX_GD_ENTRIES: u64 = 1 << 24;
 /// Memory for cached grain tables per image (at least 16 tables). Tables are held decoded, 8 bytes
 /// an entry: 8 MiB holds 2048 standard tables (512 entries), which map 64 TiB of 64 KiB grains.
 const GT_CACHE_BYTES: u64 = 8 << 20;
-
-fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-pub(crate) fn le64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
-}
 
 /// The hosted sparse extent header, all sizes in sectors, validated by `parse`.
 #[derive(Clone, Debug, PartialEq, Eq)]

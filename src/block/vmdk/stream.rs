@@ -3,9 +3,10 @@
 //! {lba u64, size u32}; metadata is written after the data, so the header's gdOffset may be
 //! GD_AT_END and the real header is the footer copy near the end of the file.
 
-use super::sparse::{le64, SparseHeader, GD_AT_END, HEADER_LEN};
+use super::sparse::{SparseHeader, GD_AT_END, HEADER_LEN};
 use crate::block::error::{Error, Result};
 use crate::block::file::ImageFile;
+use crate::bytes::{le32, le64};
 use flate2::{Decompress, FlushDecompress, Status};
 use std::cell::RefCell;
 
@@ -20,10 +21,6 @@ const TAIL_LEN: u64 = 3 * HEADER_LEN as u64;
 thread_local! {
     // ~40 KiB of zlib state: reused per thread, not made per grain.
     static INFLATE: RefCell<Decompress> = RefCell::new(Decompress::new(true));
-}
-
-fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
 /// Reads and checks the footer of a streamOptimized file whose header has gdOffset GD_AT_END,

@@ -8,12 +8,17 @@
 //! Grains must be handed over in increasing order (the copy engine reorders its chunks), so only
 //! the grain table being filled is held in memory; grains that are all zeros are simply not given.
 
+// Guard rails (issue 16 item 7): every conversion and every overflow this writer could hit is
+// spelled out (`u64::from`, `try_from`, `checked_*` returning an error that names the quantity).
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
+
 use super::sparse::{
     RawSparseHeader, COMPRESSION_DEFLATE, COMPRESSION_NONE, FLAG_COMPRESSED, FLAG_MARKERS,
-    FLAG_NL_DETECT, FLAG_RGD, GD_AT_END, HEADER_LEN, MAGIC, MAX_CAPACITY_SECTORS, SECTOR,
+    FLAG_NL_DETECT, FLAG_RGD, GD_AT_END, HEADER_LEN, MAGIC, MAX_CAPACITY_SECTORS, MAX_GTES_PER_GT,
+    SECTOR,
 };
-use super::stream::{MARKER_EOS, MARKER_FOOTER};
-use crate::block::error::{Error, Result};
+use super::stream::{GRAIN_MARKER_LEN, MARKER_EOS, MARKER_FOOTER};
+use crate::block::error::{fit, Error, Result};
 use flate2::write::ZlibEncoder;
 use parking_lot::Mutex;
 use std::fs::{File, OpenOptions};
@@ -24,8 +29,22 @@ use zerocopy::{FromBytes, IntoBytes};
 
 /// Grain size in sectors (64 KiB), as VMware and qemu use.
 pub(crate) const GRAIN_SECTORS: u64 = 128;
-/// Grain table entries per table (the spec's fixed 512).
+/// Grain table entries per table (the spec's fixed 512, written as MAX_GTES_PER_GT).
 pub(crate) const GTES_PER_GT: u64 = 512;
+/// A grain in bytes, a sector, and a grain table's entries, as buffer lengths.
+const GRAIN_LEN: usize = 64 << 10;
+const SECTOR_LEN: usize = 512;
+const GT_ENTRIES: usize = 512;
+const _: () = assert!(
+    GTES_PER_GT == 512
+        && GT_ENTRIES == 512
+        && MAX_GTES_PER_GT == 512
+        && GRAIN_SECTORS * SECTOR == 64 << 10
+        && SECTOR == 512
+        && GRAIN_MARKER_LEN == 12
+);
+/// The grain marker ahead of a compressed grain (lba u64, size u32), as a buffer length.
+const GRAIN_MARKER_BYTES: usize = 12;
 /// Sectors reserved for an embedded descriptor (qemu reserves 20).
 const DESC_SECTORS: u64 = 20;
 /// Metadata marker types of streamOptimized files (section "Markers").
@@ -82,7 +101,8 @@ impl CreateOptions {
         // A fresh CID per image, as qemu picks a random one.
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos() ^ d.as_secs() as u32)
+            // The low 32 bits of the seconds: any varying value will do.
+            .map(|d| d.subsec_nanos() ^ crate::bytes::le32(&d.as_secs().to_le_bytes(), 0))
             .unwrap_or(1);
         CreateOptions {
             size,
@@ -98,8 +118,11 @@ impl CreateOptions {
 /// heads for IDE and 255 for SCSI, cylinders = size / (heads * 63 * 512).
 pub(crate) fn descriptor_text(o: &CreateOptions, extent_file: &str) -> String {
     let sectors = o.size.div_ceil(SECTOR);
-    let heads: u64 = if o.adapter_type == "ide" { 16 } else { 255 };
-    let cylinders = sectors / (heads * 63);
+    let (heads, cylinders) = if o.adapter_type == "ide" {
+        (16, sectors / (16 * 63))
+    } else {
+        (255, sectors / (255 * 63))
+    };
     let kind = match o.subformat {
         Subformat::MonolithicFlat => "FLAT",
         _ => "SPARSE",
@@ -146,7 +169,7 @@ impl Header {
             grain_size: GRAIN_SECTORS.into(),
             descriptor_offset: self.desc_offset.into(),
             descriptor_size: self.desc_size.into(),
-            num_gtes_per_gt: (GTES_PER_GT as u32).into(),
+            num_gtes_per_gt: MAX_GTES_PER_GT.into(),
             rgd_offset: self.rgd_offset.into(),
             gd_offset: self.gd_offset.into(),
             overhead: self.overhead.into(),
@@ -231,13 +254,16 @@ impl VmdkWriter {
         }
         let grains = capacity.div_ceil(GRAIN_SECTORS);
         let gt_count = grains.div_ceil(GTES_PER_GT);
-        let gd_sectors = (gt_count * 4).div_ceil(SECTOR);
+        let gd_sectors =
+            fit(gt_count.checked_mul(4), path, "vmdk grain directory size")?.div_ceil(SECTOR);
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let desc = descriptor_text(o, &name);
-        let desc_size = (desc.len() as u64).div_ceil(SECTOR).max(DESC_SECTORS);
+        let desc_size = fit(u64::try_from(desc.len()).ok(), path, "vmdk descriptor size")?
+            .div_ceil(SECTOR)
+            .max(DESC_SECTORS);
         // Truncated only once locked: an image another process uses is left as it is.
         let file = OpenOptions::new()
             .read(true)
@@ -258,14 +284,18 @@ impl VmdkWriter {
         })?;
         // monolithicSparse, as qemu lays it out: header, descriptor, redundant GD and its grain
         // tables, GD and its grain tables, grains from the next grain boundary.
-        let rgd_offset = 1 + desc_size;
-        let rgt_start = rgd_offset + gd_sectors;
-        let gd_offset = rgt_start + gt_count * GT_SECTORS;
-        let gt_start = gd_offset + gd_sectors;
+        let at = |v: Option<u64>| fit(v, path, "vmdk metadata sector");
+        let tables = at(gt_count.checked_mul(GT_SECTORS))?;
+        let rgd_offset = at(desc_size.checked_add(1))?;
+        let rgt_start = at(rgd_offset.checked_add(gd_sectors))?;
+        let gd_offset = at(rgt_start.checked_add(tables))?;
+        let gt_start = at(gd_offset.checked_add(gd_sectors))?;
         let overhead = if stream {
-            (1 + desc_size).next_multiple_of(GRAIN_SECTORS)
+            at(rgd_offset.checked_next_multiple_of(GRAIN_SECTORS))?
         } else {
-            (gt_start + gt_count * GT_SECTORS).next_multiple_of(GRAIN_SECTORS)
+            at(gt_start
+                .checked_add(tables)
+                .and_then(|e| e.checked_next_multiple_of(GRAIN_SECTORS)))?
         };
         let h = if stream {
             Header {
@@ -306,27 +336,42 @@ impl VmdkWriter {
             state: Mutex::new(State {
                 next: overhead,
                 gt_index: 0,
-                gt: vec![0; GTES_PER_GT as usize],
+                gt: vec![0; GT_ENTRIES],
                 gd: Vec::new(),
                 min_grain: 0,
             }),
         };
-        let mut head = vec![0u8; ((1 + desc_size) * SECTOR) as usize];
-        head[..HEADER_LEN].copy_from_slice(&h.bytes());
-        head[HEADER_LEN..HEADER_LEN + desc.len()].copy_from_slice(desc.as_bytes());
+        // The header sector, then the descriptor padded to its reserved sectors.
+        let mut head = h.bytes().to_vec();
+        head.extend_from_slice(desc.as_bytes());
+        head.resize(w.len(w.offset(rgd_offset)?)?, 0);
         w.pwrite(&head, 0, "vmdk header")?;
         if !stream {
             // Both grain directories point at their preallocated (zeroed) grain tables.
-            let dir = |start: u64| -> Vec<u8> {
-                (0..gt_count)
-                    .flat_map(|i| ((start + i * GT_SECTORS) as u32).to_le_bytes())
-                    .collect()
+            let dir = |start: u64| -> Result<Vec<u8>> {
+                let mut d = Vec::new();
+                for i in 0..gt_count {
+                    let gt = i
+                        .checked_mul(GT_SECTORS)
+                        .and_then(|o| o.checked_add(start))
+                        .and_then(|s| u32::try_from(s).ok());
+                    d.extend_from_slice(&fit(gt, path, "vmdk grain table sector")?.to_le_bytes());
+                }
+                Ok(d)
             };
-            w.pwrite(&dir(rgt_start), rgd_offset * SECTOR, "vmdk grain directory")?;
-            w.pwrite(&dir(gt_start), gd_offset * SECTOR, "vmdk grain directory")?;
+            w.pwrite(
+                &dir(rgt_start)?,
+                w.offset(rgd_offset)?,
+                "vmdk grain directory",
+            )?;
+            w.pwrite(
+                &dir(gt_start)?,
+                w.offset(gd_offset)?,
+                "vmdk grain directory",
+            )?;
         }
         w.file
-            .set_len(overhead * SECTOR)
+            .set_len(w.offset(overhead)?)
             .map_err(|e| w.io("vmdk metadata", 0, e))?;
         Ok(w)
     }
@@ -356,14 +401,33 @@ impl VmdkWriter {
     }
 
     fn deflate_grain(&self, data: &[u8], level: flate2::Compression) -> Vec<u8> {
-        let grain = self.grain_bytes() as usize;
-        let mut e = ZlibEncoder::new(Vec::with_capacity(grain + 64), level);
+        let mut e = ZlibEncoder::new(Vec::with_capacity(GRAIN_LEN + 64), level);
         // Writes to a Vec cannot fail.
         let _ = e.write_all(data);
-        if data.len() < grain {
-            let _ = e.write_all(&vec![0u8; grain - data.len()]);
+        if let Some(pad) = GRAIN_LEN.checked_sub(data.len()).filter(|&p| p > 0) {
+            let _ = e.write_all(&vec![0u8; pad]);
         }
         e.finish().unwrap_or_default()
+    }
+
+    /// The byte offset of file sector `sector`.
+    fn offset(&self, sector: u64) -> Result<u64> {
+        fit(sector.checked_mul(SECTOR), &self.path, "vmdk file offset")
+    }
+
+    /// `n` bytes as a buffer length.
+    fn len(&self, n: u64) -> Result<usize> {
+        fit(usize::try_from(n).ok(), &self.path, "vmdk buffer length")
+    }
+
+    /// A buffer's length as a file size.
+    fn len64(&self, n: usize) -> Result<u64> {
+        fit(u64::try_from(n).ok(), &self.path, "vmdk buffer length")
+    }
+
+    /// `a + b` for sector numbers.
+    fn add(&self, a: u64, b: u64) -> Result<u64> {
+        fit(a.checked_add(b), &self.path, "vmdk sector number")
     }
 
     fn io(&self, what: &'static str, offset: u64, source: std::io::Error) -> Error {
@@ -387,68 +451,85 @@ impl VmdkWriter {
     pub fn write_grains(&self, first: u64, data: &[u8]) -> Result<()> {
         let mut st = self.state.lock();
         let g = self.grain_bytes();
-        let n = if self.stream {
-            1
-        } else {
-            (data.len() as u64).div_ceil(g)
-        };
+        let data_len = self.len64(data.len())?;
+        let n = if self.stream { 1 } else { data_len.div_ceil(g) };
         let grains = self.capacity.div_ceil(GRAIN_SECTORS);
-        if first < st.min_grain || first.checked_add(n).is_none_or(|e| e > grains) || n == 0 {
+        let end = first.checked_add(n).filter(|&e| e <= grains);
+        let Some(end) = end.filter(|_| first >= st.min_grain && n > 0) else {
             return Err(Error::unsupported(
                 &self.path,
                 format!(
                     "vmdk writer: grains {first}+{n} out of order or past the end ({grains} grains)"
                 ),
             ));
-        }
+        };
         // Before the grain: a streamOptimized table goes where the next grain would.
         if first / GTES_PER_GT != st.gt_index {
             self.flush_gt(&mut st, first / GTES_PER_GT)?;
         }
         let at = st.next;
         let len = if self.stream {
-            let mut buf = Vec::with_capacity(data.len() + 12 + SECTOR as usize);
-            buf.extend_from_slice(&(first * GRAIN_SECTORS).to_le_bytes());
-            buf.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            // The marker, the grain, and the padding to a whole sector.
+            let mut buf =
+                Vec::with_capacity(data.len().saturating_add(GRAIN_MARKER_BYTES + SECTOR_LEN));
+            let lba = fit(
+                first.checked_mul(GRAIN_SECTORS),
+                &self.path,
+                "vmdk grain lba",
+            )?;
+            let size = fit(
+                u32::try_from(data.len()).ok(),
+                &self.path,
+                "vmdk grain size",
+            )?;
+            buf.extend_from_slice(&lba.to_le_bytes());
+            buf.extend_from_slice(&size.to_le_bytes());
             buf.extend_from_slice(data);
-            buf.resize((buf.len() as u64).next_multiple_of(SECTOR) as usize, 0);
-            self.pwrite(&buf, at * SECTOR, "vmdk grain")?;
-            buf.len() as u64
+            let padded = fit(
+                buf.len().checked_next_multiple_of(SECTOR_LEN),
+                &self.path,
+                "vmdk grain length",
+            )?;
+            buf.resize(padded, 0);
+            self.pwrite(&buf, self.offset(at)?, "vmdk grain")?;
+            self.len64(buf.len())?
         } else {
-            self.pwrite(data, at * SECTOR, "vmdk grain")?;
-            let full = n * g;
-            if (data.len() as u64) < full {
+            self.pwrite(data, self.offset(at)?, "vmdk grain")?;
+            let full = fit(n.checked_mul(g), &self.path, "vmdk grain run length")?;
+            if let Some(pad) = full.checked_sub(data_len).filter(|&p| p > 0) {
                 // The last grain is stored whole.
                 self.pwrite(
-                    &vec![0u8; (full - data.len() as u64) as usize],
-                    at * SECTOR + data.len() as u64,
+                    &vec![0u8; self.len(pad)?],
+                    self.add(self.offset(at)?, data_len)?,
                     "vmdk grain",
                 )?;
             }
             full
         };
-        for i in 0..n {
-            let grain = first + i;
+        for grain in first..end {
             let gti = grain / GTES_PER_GT;
             if gti != st.gt_index {
                 self.flush_gt(&mut st, gti)?;
             }
             let sector = if self.stream {
-                at
+                Some(at)
             } else {
-                at + i * GRAIN_SECTORS
+                grain
+                    .checked_sub(first)
+                    .and_then(|i| i.checked_mul(GRAIN_SECTORS))
+                    .and_then(|o| o.checked_add(at))
             };
-            let entry = u32::try_from(sector).map_err(|_| {
+            let entry = sector.and_then(|s| u32::try_from(s).ok()).ok_or_else(|| {
                 Error::unsupported(
                     &self.path,
                     "the VMDK grows past 2 TiB of host sectors (32-bit grain table entries)"
                         .to_string(),
                 )
             })?;
-            st.gt[(grain % GTES_PER_GT) as usize] = entry;
+            st.gt[self.len(grain % GTES_PER_GT)?] = entry;
         }
-        st.next = at + len / SECTOR;
-        st.min_grain = first + n;
+        st.next = self.add(at, len / SECTOR)?;
+        st.min_grain = end;
         Ok(())
     }
 
@@ -461,23 +542,30 @@ impl VmdkWriter {
             for i in st.gt_index..to {
                 let data = if i == st.gt_index { &bytes } else { &empty };
                 let m = st.next;
-                self.pwrite(&marker(GT_SECTORS, MARKER_GT), m * SECTOR, "vmdk marker")?;
-                self.pwrite(data, (m + 1) * SECTOR, "vmdk grain table")?;
-                st.gd.push((m + 1) as u32);
-                st.next = m + 1 + GT_SECTORS;
+                let table = self.add(m, 1)?;
+                self.pwrite(
+                    &marker(GT_SECTORS, MARKER_GT),
+                    self.offset(m)?,
+                    "vmdk marker",
+                )?;
+                self.pwrite(data, self.offset(table)?, "vmdk grain table")?;
+                st.gd.push(fit(
+                    u32::try_from(table).ok(),
+                    &self.path,
+                    "vmdk grain table sector",
+                )?);
+                st.next = self.add(table, GT_SECTORS)?;
             }
         } else if st.gt.iter().any(|&e| e != 0) {
-            let i = st.gt_index;
-            self.pwrite(
-                &bytes,
-                (self.rgt_start + i * GT_SECTORS) * SECTOR,
-                "vmdk grain table",
+            let into = fit(
+                st.gt_index.checked_mul(GT_SECTORS),
+                &self.path,
+                "vmdk grain table sector",
             )?;
-            self.pwrite(
-                &bytes,
-                (self.gt_start + i * GT_SECTORS) * SECTOR,
-                "vmdk grain table",
-            )?;
+            for start in [self.rgt_start, self.gt_start] {
+                let at = self.offset(self.add(start, into)?)?;
+                self.pwrite(&bytes, at, "vmdk grain table")?;
+            }
         }
         st.gt.fill(0);
         st.gt_index = to;
@@ -491,10 +579,10 @@ impl VmdkWriter {
         let mut st = self.state.lock();
         if self.stream {
             self.flush_gt(&mut st, self.gt_count)?;
-            let gd_at = st.next + 1;
+            let gd_at = self.add(st.next, 1)?;
             let mut gd: Vec<u8> = st.gd.iter().flat_map(|e| e.to_le_bytes()).collect();
-            gd.resize((self.gd_sectors * SECTOR) as usize, 0);
-            let mut tail = Vec::with_capacity(gd.len() + 4 * HEADER_LEN);
+            gd.resize(self.len(self.offset(self.gd_sectors)?)?, 0);
+            let mut tail = Vec::with_capacity(gd.len().saturating_add(4 * HEADER_LEN));
             tail.extend_from_slice(&marker(self.gd_sectors, MARKER_GD));
             tail.extend_from_slice(&gd);
             tail.extend_from_slice(&marker(1, MARKER_FOOTER));
@@ -508,13 +596,13 @@ impl VmdkWriter {
             }
             tail.extend_from_slice(&head);
             tail.extend_from_slice(&marker(0, MARKER_EOS));
-            self.pwrite(&tail, st.next * SECTOR, "vmdk footer")?;
-            st.next += tail.len() as u64 / SECTOR;
+            self.pwrite(&tail, self.offset(st.next)?, "vmdk footer")?;
+            st.next = self.add(st.next, self.len64(tail.len())? / SECTOR)?;
         } else {
-            let to = st.gt_index + 1;
+            let to = self.add(st.gt_index, 1)?;
             self.flush_gt(&mut st, to)?;
             self.file
-                .set_len(st.next.max(self.overhead) * SECTOR)
+                .set_len(self.offset(st.next.max(self.overhead))?)
                 .map_err(|e| self.io("vmdk file length", 0, e))?;
         }
         Ok(())

@@ -4,8 +4,8 @@
 //! groups. Through the VFS (`system.posix_acl_access`/`_default`, include/uapi/linux/
 //! posix_acl_xattr.h): version 2, and every entry 8 bytes, with id 0xffffffff where none applies.
 
-use super::le16;
-use super::le32;
+use crate::bytes::le16;
+use crate::bytes::le32;
 
 const DISK_VERSION: u32 = 1;
 const XATTR_VERSION: u32 = 2;

@@ -6,7 +6,7 @@
 //! stays one extent; directories are spread over the groups, files stay near their directory.
 
 use super::rw::{BG_BLOCK_UNINIT, BG_INODE_UNINIT};
-use super::superblock::INCOMPAT_RECOVER;
+use super::superblock::Incompat;
 use super::{csum, Ext4};
 use crate::fs::{FsError, Result};
 use std::ops::Range;
@@ -100,7 +100,7 @@ impl Ext4 {
     /// free count differs from its group descriptor's, or that frees a group's fixed
     /// metadata, is damage: the whole filesystem is then refused rather than trusted in part.
     pub(crate) fn unused_ranges(&self) -> Result<Vec<Range<u64>>> {
-        if self.journal_replay().is_some() || self.sb.has_incompat(INCOMPAT_RECOVER) {
+        if self.journal_replay().is_some() || self.sb.has_incompat(Incompat::RECOVER) {
             return Err(FsError::Unsupported(
                 "ext4: the journal holds transactions not yet replayed".into(),
             ));

@@ -3,7 +3,8 @@
 //! Indirect blocks are arrays of `block_size / 4` little-endian u32; 0 is a hole.
 
 use super::inode::Inode;
-use super::{le32, Ext4, Run};
+use super::{Ext4, Run};
+use crate::bytes::le32;
 use crate::fs::Result;
 
 const DIRECT: u64 = 12;

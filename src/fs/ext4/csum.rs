@@ -5,8 +5,8 @@
 //! after, which `raw` undoes from the crate's standard (inverted) crc32c. Before metadata_csum,
 //! gdt_csum protected only the group descriptors, with crc16.
 
-use super::le16;
-use super::le32;
+use crate::bytes::le16;
+use crate::bytes::le32;
 
 /// The kernel's `crc32c(seed, data)`: the crc register carried in and out as is.
 pub fn raw(seed: u32, data: &[u8]) -> u32 {

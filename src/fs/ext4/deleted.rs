@@ -37,7 +37,7 @@ impl Ext4 {
         }
         let bs = u64::from(self.block_size());
         let blocks = d.size.div_ceil(bs).min(MAX_LOGICAL_BLOCKS);
-        let filetype = self.sb.has_incompat(superblock::INCOMPAT_FILETYPE);
+        let filetype = self.sb.has_incompat(superblock::Incompat::FILETYPE);
         let indexed = self.is_indexed(&d);
         let mut out = Vec::new();
         let mut lblk = 0;

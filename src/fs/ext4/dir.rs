@@ -4,7 +4,7 @@
 //! index inside records that look like unused entries (the ".." record of block 0 spans the
 //! dx_root; interior blocks are one empty record), so reading them linearly sees every name.
 
-use super::{le16, le32};
+use crate::bytes::{le16, le32};
 use crate::fs::{FileType, FsError, Result};
 
 /// The smallest record: 8-byte header plus a name padded to 4 bytes (EXT4_DIR_REC_LEN(1)).

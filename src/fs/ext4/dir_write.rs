@@ -16,8 +16,9 @@
 //! merged, as in the kernel); the index finds the record's leaf.
 
 use super::inode::{self, Inode, InodeBuf};
-use super::superblock::INCOMPAT_FILETYPE;
-use super::{csum, dir, htree, le16, le32, Ext4};
+use super::superblock::Incompat;
+use super::{csum, dir, htree, Ext4};
+use crate::bytes::{le16, le32};
 use crate::fs::{FileType, FsError, Result};
 
 pub(super) const HEADER_LEN: usize = 8;
@@ -127,7 +128,7 @@ impl Ext4 {
     }
 
     fn has_filetype(&self) -> bool {
-        self.sb.has_incompat(INCOMPAT_FILETYPE)
+        self.sb.has_incompat(Incompat::FILETYPE)
     }
 
     /// The first block of a new directory: "." and "..", then the checksum tail.

@@ -20,8 +20,9 @@
 //! kernel's `restart`), which keeps the code to one case per step.
 
 use super::inode::{self, InodeBuf};
-use super::superblock::{COMPAT_DIR_INDEX, FLAGS_UNSIGNED_HASH, INCOMPAT_LARGEDIR};
-use super::{dir, dir_write, htree, le16, le32, Ext4, Run};
+use super::superblock::{Compat, Incompat, FLAGS_UNSIGNED_HASH};
+use super::{dir, dir_write, htree, Ext4, Run};
+use crate::bytes::{le16, le32};
 use crate::fs::{FsError, Result};
 use htree::{ENTRY_LEN, NODE_HEADER, ROOT_DOTS, ROOT_INFO_LEN};
 
@@ -134,7 +135,7 @@ impl Ext4 {
 
     /// Index levels a directory may have: 2, 3 with largedir (ext4_dir_htree_level).
     fn dx_max_levels(&self) -> usize {
-        usize::from(if self.sb.has_incompat(INCOMPAT_LARGEDIR) {
+        usize::from(if self.sb.has_incompat(Incompat::LARGEDIR) {
             htree::MAX_LEVELS_LARGEDIR
         } else {
             htree::MAX_LEVELS
@@ -255,7 +256,7 @@ impl Ext4 {
 
     /// The leaf the index of `d` assigns to `name`, or None when the index cannot be used.
     pub(super) fn dx_leaf(&self, d: &InodeBuf, name: &[u8]) -> Result<Option<u64>> {
-        if !self.sb.has_compat(COMPAT_DIR_INDEX) {
+        if !self.sb.has_compat(Compat::DIR_INDEX) {
             return Ok(None);
         }
         Ok(self.dx_path(d, name)?.map(|p| p.leaf))
@@ -277,7 +278,7 @@ impl Ext4 {
     /// Adds `name` through the index of `d`. False when the index cannot take it (damaged,
     /// or full at the deepest level allowed): the caller drops the index.
     pub(super) fn dx_add(&self, d: &mut InodeBuf, name: &[u8], ino: u32, ft: u8) -> Result<bool> {
-        if !self.sb.has_compat(COMPAT_DIR_INDEX) {
+        if !self.sb.has_compat(Compat::DIR_INDEX) {
             return Ok(false);
         }
         let limit = self.dir_limit();
@@ -530,7 +531,7 @@ impl Ext4 {
     /// split by hash. False, and nothing changed, when ferry cannot: no dir_index, an
     /// s_def_hash_version it does not compute, or a block 0 not laid out as "." then "..".
     pub(super) fn make_indexed(&self, d: &mut InodeBuf, pblk: u64, block: &[u8]) -> Result<bool> {
-        if !self.sb.has_compat(COMPAT_DIR_INDEX)
+        if !self.sb.has_compat(Compat::DIR_INDEX)
             || d.flags() & (inode::FL_INDEX | inode::FL_CASEFOLD | inode::FL_ENCRYPT) != 0
             || self.dir_blocks(d) != 1
         {

@@ -4,7 +4,8 @@
 //! A length above 32768 marks an unwritten (preallocated) extent, which reads as zeros.
 
 use super::inode::Inode;
-use super::{csum, le16, le32, Ext4, Run};
+use super::{csum, Ext4, Run};
+use crate::bytes::{le16, le32};
 use crate::fs::{FsError, Result};
 
 pub const MAGIC: u16 = 0xf30a;

@@ -9,7 +9,8 @@
 
 use super::extent::{self, ENTRY_LEN, HEADER_LEN, MAGIC, MAX_DEPTH, MAX_INIT_LEN};
 use super::inode::{Inode, InodeBuf};
-use super::{csum, le16, le32, Ext4, Run};
+use super::{csum, Ext4, Run};
+use crate::bytes::{le16, le32};
 use crate::fs::{FsError, Result};
 use std::collections::HashSet;
 

@@ -5,7 +5,7 @@
 
 use super::extent_write::{self, Ext};
 use super::inode::{self, InodeBuf};
-use super::superblock::RO_COMPAT_HUGE_FILE;
+use super::superblock::RoCompat;
 use super::{Ext4, Run};
 use crate::fs::{FsError, Result};
 
@@ -149,7 +149,7 @@ impl Ext4 {
         if let FileMap::Extents { exts, nodes } = fm {
             self.store_extents(b, &exts, nodes)?;
         }
-        let limit = if self.sb.has_ro_compat(RO_COMPAT_HUGE_FILE) {
+        let limit = if self.sb.has_ro_compat(RoCompat::HUGE_FILE) {
             (1u64 << 48) - 1
         } else {
             u64::from(u32::MAX)

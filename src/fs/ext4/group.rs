@@ -3,7 +3,7 @@
 //! second half holds the high 32 bits of the block numbers (and counts). Reading needs the inode
 //! table; `statfs` needs the rest, to count metadata and free space as the kernel does.
 
-use super::{le16, le32};
+use crate::bytes::{le16, le32};
 use crate::fs::{FsError, Result};
 
 #[derive(Clone, Copy, Debug)]

@@ -10,7 +10,8 @@
 //! `Probe::BadIndex` so that the caller falls back to the linear scan, which sees every name.
 
 use super::inode::Inode;
-use super::{csum, dir, le16, le32, Ext4};
+use super::{csum, dir, Ext4};
+use crate::bytes::{le16, le32};
 use crate::fs::Result;
 use std::sync::Arc;
 
@@ -321,7 +322,7 @@ pub fn lookup(
     let levels = root[ROOT_DOTS + 6];
     let flags = root[ROOT_DOTS + 7];
     let sb = fs.superblock();
-    let max_levels = if sb.has_incompat(super::superblock::INCOMPAT_LARGEDIR) {
+    let max_levels = if sb.has_incompat(super::superblock::Incompat::LARGEDIR) {
         MAX_LEVELS_LARGEDIR
     } else {
         MAX_LEVELS

@@ -4,9 +4,9 @@
 //! inode number (4 bytes) instead of "." and "..", followed by ordinary directory records.
 
 use super::inode::{Inode, I_BLOCK_LEN};
-use super::le32;
 use super::superblock::Superblock;
 use super::xattr::{self, Value};
+use crate::bytes::le32;
 use crate::fs::{FsError, Result};
 
 /// The value of "system.data" in the inode's extra space; empty when absent.

@@ -2,8 +2,8 @@
 //! layout, then `i_extra_isize` bytes of extensions (high timestamp bits, creation time) inside a
 //! slot of `s_inode_size` bytes. Fields beyond `128 + i_extra_isize` are absent, not zero.
 
-use super::superblock::{Superblock, GOOD_OLD_INODE_SIZE, INCOMPAT_64BIT, RO_COMPAT_HUGE_FILE};
-use super::{le16, le32};
+use super::superblock::{Incompat, RoCompat, Superblock, GOOD_OLD_INODE_SIZE};
+use crate::bytes::{le16, le32};
 use crate::fs::{FileType, FsError, Result, Timestamp};
 
 /// Bytes of `i_block`: the extent tree root, the block map, a fast symlink or inline data.
@@ -94,7 +94,7 @@ impl Inode {
 
         let flags = le32(b, 0x20);
         let blocks_lo = u64::from(le32(b, 0x1c));
-        let blocks = if sb.has_ro_compat(RO_COMPAT_HUGE_FILE) {
+        let blocks = if sb.has_ro_compat(RoCompat::HUGE_FILE) {
             let raw = blocks_lo | (u64::from(le16(b, 0x74)) << 32);
             if flags & FL_HUGE_FILE != 0 {
                 // Counted in filesystem blocks instead of 512-byte sectors.
@@ -119,7 +119,7 @@ impl Inode {
             flags,
             generation: le32(b, 0x64),
             file_acl: u64::from(le32(b, 0x68))
-                | if sb.has_incompat(INCOMPAT_64BIT) {
+                | if sb.has_incompat(Incompat::IS_64BIT) {
                     u64::from(le16(b, 0x76)) << 32
                 } else {
                     0

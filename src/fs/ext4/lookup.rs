@@ -3,7 +3,7 @@
 //! case-insensitively in casefolded directories, and by no-key name in encrypted ones.
 
 use super::inode::{self, Inode};
-use super::superblock::{COMPAT_DIR_INDEX, FLAGS_UNSIGNED_HASH, INCOMPAT_CASEFOLD};
+use super::superblock::{Compat, Incompat, FLAGS_UNSIGNED_HASH};
 use super::{casefold, csum, dir, fscrypt, htree, Ext4, Run};
 use crate::fs::{FileType, FsError, Result};
 use std::sync::Arc;
@@ -11,14 +11,14 @@ use std::sync::Arc;
 impl Ext4 {
     /// Whether `dir` has a hash index to search (is_dx: dir_index on, EXT4_INDEX_FL set).
     pub(crate) fn is_indexed(&self, dir: &Inode) -> bool {
-        self.sb.has_compat(COMPAT_DIR_INDEX)
+        self.sb.has_compat(Compat::DIR_INDEX)
             && dir.flags & inode::FL_INDEX != 0
             && dir.flags & inode::FL_INLINE_DATA == 0
     }
 
     /// Whether `dir` compares names case-insensitively.
     pub(crate) fn is_casefolded(&self, dir: &Inode) -> bool {
-        self.sb.has_incompat(INCOMPAT_CASEFOLD) && dir.flags & inode::FL_CASEFOLD != 0
+        self.sb.has_incompat(Incompat::CASEFOLD) && dir.flags & inode::FL_CASEFOLD != 0
     }
 
     /// Block `lblk` (stored at `phys`) of `dir` for a linear walk. Leaf blocks must carry a
@@ -79,7 +79,7 @@ impl Ext4 {
         let block = self.checked_block(phys, "directory block", dir.ino, |b| {
             csum::dir_leaf(seed, b)
         })?;
-        let filetype = self.sb.has_incompat(super::superblock::INCOMPAT_FILETYPE);
+        let filetype = self.sb.has_incompat(super::superblock::Incompat::FILETYPE);
         let mut found = None;
         dir::for_each_entry(&block, filetype, dir.ino, phys, |e| {
             if matches(e.name) {
@@ -217,7 +217,7 @@ impl Ext4 {
     /// zeros. The kernel hashes in readdir when it reads the directory in hash order
     /// (ext4_dx_readdir: indexed, single-block and inline directories), else it passes zeros.
     pub(crate) fn nokey_hash_version(&self, dir: &Inode) -> Option<u8> {
-        if !self.sb.has_compat(COMPAT_DIR_INDEX) {
+        if !self.sb.has_compat(Compat::DIR_INDEX) {
             return None;
         }
         let bs = u64::from(self.block_size());
@@ -251,7 +251,10 @@ impl Ext4 {
         let (h, minor) = if self.is_casefolded(dir) {
             // Encrypted and casefolded: the keyed hash is stored after the name.
             let pad = name.len().next_multiple_of(4) - name.len();
-            (super::le32(tail, pad), super::le32(tail, pad + 4))
+            (
+                crate::bytes::le32(tail, pad),
+                crate::bytes::le32(tail, pad + 4),
+            )
         } else {
             version
                 .and_then(|v| htree::hash(v, name, &self.sb.hash_seed))

@@ -36,6 +36,7 @@ pub mod xattr;
 mod xattr_write;
 
 use crate::block::BlockDevice;
+use crate::bytes::le32;
 use crate::fs::{Attr, DirEntry, FileType, Filesystem, FsError, FsInfo, Result, StatFs};
 use group::GroupDesc;
 use inode::Inode;
@@ -53,19 +54,6 @@ pub const METADATA_CACHE_BYTES: usize = 8 << 20;
 pub const MAX_LOGICAL_BLOCKS: u64 = 1 << 32;
 /// The kernel refuses symlink targets longer than PATH_MAX (including the NUL).
 pub const MAX_SYMLINK_LEN: u64 = 4096;
-
-/// Little-endian u16 at `at`; 0 if out of range (callers check lengths first; this only keeps a
-/// slip from becoming a panic).
-pub(crate) fn le16(b: &[u8], at: usize) -> u16 {
-    b.get(at..at.saturating_add(2))
-        .map_or(0, |s| u16::from_le_bytes([s[0], s[1]]))
-}
-
-/// Little-endian u32 at `at`; 0 if out of range (see `le16`).
-pub(crate) fn le32(b: &[u8], at: usize) -> u32 {
-    b.get(at..at.saturating_add(4))
-        .map_or(0, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-}
 
 /// Whether `dev` carries the ext2/3/4 superblock magic (everything else is checked by `open`).
 pub fn probe(dev: &dyn BlockDevice) -> Result<bool> {
@@ -138,7 +126,7 @@ impl Ext4 {
                 fs = Self::load(view)?;
                 fs.replay = Some(info);
             }
-        } else if fs.sb.has_incompat(superblock::INCOMPAT_RECOVER) {
+        } else if fs.sb.has_incompat(superblock::Incompat::RECOVER) {
             log::warn!("ext4: needs_recovery is set; showing the tree without journal replay");
         }
         let root = fs.inode(ROOT_INO)?;
@@ -454,7 +442,7 @@ impl Ext4 {
         // Logical block numbers are 32-bit in extent trees and (in practice) block maps, so a
         // larger size is damage; capping it keeps every byte position below 2^48.
         let blocks = dir.size.div_ceil(bs).min(MAX_LOGICAL_BLOCKS);
-        let filetype = self.sb.has_incompat(superblock::INCOMPAT_FILETYPE);
+        let filetype = self.sb.has_incompat(superblock::Incompat::FILETYPE);
         let mut lblk = start / bs;
         while lblk < blocks {
             let run = self.map(dir, lblk)?;
@@ -515,7 +503,7 @@ impl Ext4 {
                 }
             }
         }
-        let filetype = self.sb.has_incompat(superblock::INCOMPAT_FILETYPE);
+        let filetype = self.sb.has_incompat(superblock::Incompat::FILETYPE);
         let mut base = 2u64;
         for region in regions {
             if region.is_empty() {

@@ -8,7 +8,7 @@ use super::dir_write::MAX_NAME_LEN;
 use super::filemap::Seg;
 use super::inode::{self, Inode, InodeBuf, TimeField};
 use super::rw::now;
-use super::superblock::{COMPAT_DIR_INDEX, INCOMPAT_EXTENTS, RO_COMPAT_DIR_NLINK};
+use super::superblock::{Compat, Incompat, RoCompat};
 use super::{extent, Ext4, MAX_SYMLINK_LEN, ROOT_INO};
 use crate::fs::{FileType, FsError, NewInode, RenameFlags, Result, SetAttr};
 
@@ -55,14 +55,14 @@ pub(super) fn has_block_map(fs: &Ext4, i: &Inode) -> bool {
 
 impl Ext4 {
     fn is_dx(&self, b: &InodeBuf) -> bool {
-        self.sb.has_compat(COMPAT_DIR_INDEX) && b.flags() & inode::FL_INDEX != 0
+        self.sb.has_compat(Compat::DIR_INDEX) && b.flags() & inode::FL_INDEX != 0
     }
 
     /// One more link on directory `b` from a new subdirectory (ext4_inc_count and
     /// EXT4_DIR_LINK_MAX).
     fn dir_link_inc(&self, b: &mut InodeBuf) -> Result<()> {
         let n = b.links();
-        let overflow_ok = self.sb.has_ro_compat(RO_COMPAT_DIR_NLINK) && self.is_dx(b);
+        let overflow_ok = self.sb.has_ro_compat(RoCompat::DIR_NLINK) && self.is_dx(b);
         if n >= LINK_MAX && !overflow_ok {
             return Err(FsError::TooManyLinks);
         }
@@ -326,7 +326,7 @@ impl Ext4 {
         nb.set_generation(self.next_generation());
         nb.set_links(if is_dir { 2 } else { 1 });
         let fast_symlink = target.is_some_and(|t| t.len() < inode::I_BLOCK_LEN);
-        let extents = self.sb.has_incompat(INCOMPAT_EXTENTS)
+        let extents = self.sb.has_incompat(Incompat::EXTENTS)
             && matches!(
                 kind,
                 FileType::RegularFile | FileType::Directory | FileType::Symlink

@@ -10,9 +10,12 @@
 use super::group::GroupDesc;
 use super::inode::{InodeBuf, TimeField};
 use super::journal::writer::JournalWriter;
-use super::superblock::{self, Superblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE};
-use super::{csum, le16, le32, Ext4};
+use super::superblock::{
+    Compat, Incompat, RoCompat, Superblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE,
+};
+use super::{csum, Ext4};
 use crate::block::{BlockDevice, Describe};
+use crate::bytes::{le16, le32};
 use crate::fs::{FsError, Result, Timestamp};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -38,25 +41,29 @@ const S_WTIME_HI: usize = 0x274;
 /// writing: quota (usage in quota inodes), bigalloc (cluster allocation), snapshots, the
 /// never-used btree_dir, the `readonly` flag, shared (deduplicated) blocks, and orphans
 /// pending (a recovery step).
-const RO_COMPAT_REFUSED: &[(u32, &str)] = &[
-    (0x4, "btree_dir"),
-    (0x80, "has_snapshot"),
-    (0x100, "quota"),
-    (superblock::RO_COMPAT_BIGALLOC, "bigalloc"),
-    (0x1000, "readonly"),
-    (0x4000, "shared_blocks"),
-    (0x10000, "orphan_present (orphans to clean up: run e2fsck)"),
+const RO_COMPAT_REFUSED: &[(RoCompat, &str)] = &[
+    (RoCompat::BTREE_DIR, "btree_dir"),
+    (RoCompat::HAS_SNAPSHOT, "has_snapshot"),
+    (RoCompat::QUOTA, "quota"),
+    (RoCompat::BIGALLOC, "bigalloc"),
+    (RoCompat::READONLY, "readonly"),
+    (RoCompat::SHARED_BLOCKS, "shared_blocks"),
+    (
+        RoCompat::ORPHAN_PRESENT,
+        "orphan_present (orphans to clean up: run e2fsck)",
+    ),
 ];
-/// RO_COMPAT features the writer handles (or that only mark objects it makes read-only).
-const RO_COMPAT_WRITABLE: u32 = superblock::RO_COMPAT_SPARSE_SUPER
-    | superblock::RO_COMPAT_LARGE_FILE
-    | superblock::RO_COMPAT_HUGE_FILE
-    | superblock::RO_COMPAT_GDT_CSUM
-    | superblock::RO_COMPAT_DIR_NLINK
-    | 0x40 // extra_isize
-    | superblock::RO_COMPAT_METADATA_CSUM
-    | 0x2000 // project: new inodes get project 0
-    | 0x8000; // verity: verity inodes are read-only
+/// RO_COMPAT features the writer handles (or that only mark objects it makes read-only):
+/// project (new inodes get project 0), verity (verity inodes are read-only).
+const RO_COMPAT_WRITABLE: RoCompat = RoCompat::SPARSE_SUPER
+    .union(RoCompat::LARGE_FILE)
+    .union(RoCompat::HUGE_FILE)
+    .union(RoCompat::GDT_CSUM)
+    .union(RoCompat::DIR_NLINK)
+    .union(RoCompat::EXTRA_ISIZE)
+    .union(RoCompat::METADATA_CSUM)
+    .union(RoCompat::PROJECT)
+    .union(RoCompat::VERITY);
 
 /// Group descriptor flags (bg_flags).
 pub(super) const BG_INODE_UNINIT: u16 = 0x1;
@@ -248,7 +255,7 @@ impl Ext4 {
         // Everything but a pending recovery is checked before anything is written.
         let before = Self::open_with(dev.clone(), noload)?;
         check_writable(&before.sb, &read_sb()?, true)?;
-        let journaled = before.sb.has_compat(superblock::COMPAT_HAS_JOURNAL);
+        let journaled = before.sb.has_compat(Compat::HAS_JOURNAL);
         drop(before);
         // As a read-write mount does: replay what the log holds onto the device, then
         // journal every operation from here on.
@@ -623,7 +630,7 @@ impl Ext4 {
     pub(crate) fn sb_free(&self) -> Option<(u64, u64)> {
         let rw = self.rw.as_ref()?;
         let sb = rw.sb_raw.lock();
-        let hi = if self.sb.has_incompat(superblock::INCOMPAT_64BIT) {
+        let hi = if self.sb.has_incompat(Incompat::IS_64BIT) {
             u64::from(le32(&sb, S_FREE_BLOCKS_HI)) << 32
         } else {
             0
@@ -639,7 +646,7 @@ impl Ext4 {
         let mut sb = rw.sb_raw.lock();
         // OK: low and high halves; counts are below the totals, which fit their fields.
         sb[S_FREE_BLOCKS_LO..S_FREE_BLOCKS_LO + 4].copy_from_slice(&(blocks as u32).to_le_bytes());
-        if self.sb.has_incompat(superblock::INCOMPAT_64BIT) {
+        if self.sb.has_incompat(Incompat::IS_64BIT) {
             sb[S_FREE_BLOCKS_HI..S_FREE_BLOCKS_HI + 4]
                 .copy_from_slice(&((blocks >> 32) as u32).to_le_bytes());
         }
@@ -807,36 +814,36 @@ impl Drop for Ext4 {
 /// journal writer replays it first.
 fn check_writable(sb: &Superblock, raw: &[u8], recovery_pending_ok: bool) -> Result<()> {
     let refuse = |why: String| Err(FsError::Unsupported(format!("cannot write: {why}")));
-    if sb.has_incompat(superblock::INCOMPAT_RECOVER) && !recovery_pending_ok {
+    if sb.has_incompat(Incompat::RECOVER) && !recovery_pending_ok {
         return refuse(
             "the journal needs recovery (the filesystem was not cleanly unmounted); replay it \
              first (mount and unmount it, or e2fsck)"
                 .into(),
         );
     }
-    if sb.has_incompat(superblock::INCOMPAT_MMP) {
+    if sb.has_incompat(Incompat::MMP) {
         return refuse("multi-mount protection (mmp) is on".into());
     }
-    if sb.has_compat(superblock::COMPAT_HAS_JOURNAL)
-        && (sb.journal_inum == 0 || le32(raw, S_JOURNAL_DEV) != 0)
+    if sb.has_compat(Compat::HAS_JOURNAL) && (sb.journal_inum == 0 || le32(raw, S_JOURNAL_DEV) != 0)
     {
         return refuse("the journal is on another device (external journal)".into());
     }
     let names: Vec<&str> = RO_COMPAT_REFUSED
         .iter()
-        .filter(|(bit, _)| sb.feature_ro_compat & bit != 0)
+        .filter(|(bit, _)| sb.has_ro_compat(*bit))
         .map(|(_, n)| *n)
         .collect();
     if !names.is_empty() {
         return refuse(format!("feature {} is on", names.join(", ")));
     }
-    let unknown = sb.feature_ro_compat & !RO_COMPAT_WRITABLE;
-    if unknown != 0 {
+    let unknown = sb.feature_ro_compat.difference(RO_COMPAT_WRITABLE);
+    if !unknown.is_empty() {
         return refuse(format!(
-            "unknown read-only-compatible features {unknown:#x}"
+            "unknown read-only-compatible features {:#x}",
+            unknown.bits()
         ));
     }
-    if sb.has_ro_compat(superblock::RO_COMPAT_METADATA_CSUM) && !sb.metadata_csum {
+    if sb.has_ro_compat(RoCompat::METADATA_CSUM) && !sb.metadata_csum {
         return refuse("metadata_csum with an unknown checksum type".into());
     }
     if sb.metadata_csum && !csum::superblock_ok(raw) {

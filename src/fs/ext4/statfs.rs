@@ -3,7 +3,7 @@
 //! free space is the sum of the group descriptors' counts (the superblock's copy goes stale on
 //! a running system), and `bavail` also keeps back the kernel's reserve of 2% or 4096 clusters.
 
-use super::superblock::{INCOMPAT_EXTENTS, INCOMPAT_META_BG};
+use super::superblock::Incompat;
 use super::{dir, Ext4};
 use crate::fs::{Result, StatFs};
 
@@ -39,7 +39,7 @@ impl Ext4 {
         };
         let blocks = sb.blocks_count.saturating_sub(overhead * ratio);
         let bfree = free_clusters.saturating_mul(ratio);
-        let resv = if sb.has_incompat(INCOMPAT_EXTENTS) {
+        let resv = if sb.has_incompat(Incompat::EXTENTS) {
             ((sb.blocks_count >> sb.cluster_bits) / 50).min(4096) * ratio
         } else {
             0
@@ -61,7 +61,7 @@ impl Ext4 {
         let sb = self.superblock();
         let has_super = u64::from(sb.group_has_super(g));
         let per_block = u64::from(sb.block_size() / u32::from(sb.desc_size));
-        let meta_bg = sb.has_incompat(INCOMPAT_META_BG);
+        let meta_bg = sb.has_incompat(Incompat::META_BG);
         if !meta_bg || u64::from(g) < u64::from(sb.first_meta_bg) * per_block {
             if has_super == 0 {
                 return 0;
@@ -84,7 +84,7 @@ impl Ext4 {
     /// Blocks of the internal journal (its inode's size), which the kernel counts as overhead.
     fn journal_blocks(&self) -> u64 {
         let sb = self.superblock();
-        if sb.journal_inum == 0 || sb.feature_compat & super::superblock::COMPAT_HAS_JOURNAL == 0 {
+        if sb.journal_inum == 0 || !sb.has_compat(super::superblock::Compat::HAS_JOURNAL) {
             return 0;
         }
         match self.inode(u64::from(sb.journal_inum)) {

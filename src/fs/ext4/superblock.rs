@@ -1,7 +1,8 @@
 //! The ext2/3/4 superblock (kernel Documentation/filesystems/ext4/super.rst): 1024 bytes at byte
 //! 1024 of the volume. Everything the reader later trusts about the geometry is validated here.
 
-use super::{csum, le16, le32};
+use super::csum;
+use crate::bytes::{le16, le32};
 use crate::fs::{FsError, Result};
 
 pub const SUPERBLOCK_OFFSET: u64 = 1024;
@@ -17,56 +18,88 @@ const GOOD_OLD_FIRST_INO: u32 = 11;
 /// 64 up to this (EXT4_MAX_DESC_SIZE, the kernel's bound).
 pub const MAX_DESC_SIZE: u16 = 1024;
 
-pub const COMPAT_HAS_JOURNAL: u32 = 0x4;
-pub const COMPAT_DIR_INDEX: u32 = 0x20;
-pub const COMPAT_SPARSE_SUPER2: u32 = 0x200;
-pub const RO_COMPAT_SPARSE_SUPER: u32 = 0x1;
+bitflags::bitflags! {
+    /// s_feature_compat: features a reader and a writer may both ignore. Unknown bits are kept
+    /// (`from_bits_retain`), so what the disk says is what the struct holds.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Compat: u32 {
+        const HAS_JOURNAL = 0x4;
+        const DIR_INDEX = 0x20;
+        const SPARSE_SUPER2 = 0x200;
+        const _ = !0;
+    }
+}
 
-pub const INCOMPAT_COMPRESSION: u32 = 0x1;
-pub const INCOMPAT_FILETYPE: u32 = 0x2;
-pub const INCOMPAT_RECOVER: u32 = 0x4;
-pub const INCOMPAT_JOURNAL_DEV: u32 = 0x8;
-pub const INCOMPAT_META_BG: u32 = 0x10;
-pub const INCOMPAT_EXTENTS: u32 = 0x40;
-pub const INCOMPAT_64BIT: u32 = 0x80;
-pub const INCOMPAT_MMP: u32 = 0x100;
-pub const INCOMPAT_FLEX_BG: u32 = 0x200;
-pub const INCOMPAT_EA_INODE: u32 = 0x400;
-pub const INCOMPAT_DIRDATA: u32 = 0x1000;
-pub const INCOMPAT_CSUM_SEED: u32 = 0x2000;
-pub const INCOMPAT_LARGEDIR: u32 = 0x4000;
-pub const INCOMPAT_INLINE_DATA: u32 = 0x8000;
-pub const INCOMPAT_ENCRYPT: u32 = 0x10000;
-pub const INCOMPAT_CASEFOLD: u32 = 0x20000;
-/// INCOMPAT features this reader understands well enough to read a tree correctly.
-/// RECOVER is accepted: `Ext4::open` replays the journal in memory (see `journal`).
-/// EA_INODE: values read from their inode (xattr.rs); CSUM_SEED: the checksum seed; ENCRYPT:
-/// no-key names, contents refused per inode (fscrypt.rs); CASEFOLD: case-insensitive lookups
-/// (casefold.rs); MMP only matters to writers. COMPRESSION, DIRDATA and
-/// JOURNAL_DEV are refused with a message naming them.
-pub const INCOMPAT_SUPPORTED: u32 = INCOMPAT_FILETYPE
-    | INCOMPAT_META_BG
-    | INCOMPAT_INLINE_DATA
-    | INCOMPAT_RECOVER
-    | INCOMPAT_EXTENTS
-    | INCOMPAT_64BIT
-    | INCOMPAT_MMP
-    | INCOMPAT_FLEX_BG
-    | INCOMPAT_EA_INODE
-    | INCOMPAT_CSUM_SEED
-    | INCOMPAT_LARGEDIR
-    | INCOMPAT_ENCRYPT
-    | INCOMPAT_CASEFOLD;
+bitflags::bitflags! {
+    /// s_feature_incompat: features a reader must understand (see `SUPPORTED`).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Incompat: u32 {
+        const COMPRESSION = 0x1;
+        const FILETYPE = 0x2;
+        const RECOVER = 0x4;
+        const JOURNAL_DEV = 0x8;
+        const META_BG = 0x10;
+        const EXTENTS = 0x40;
+        const IS_64BIT = 0x80;
+        const MMP = 0x100;
+        const FLEX_BG = 0x200;
+        const EA_INODE = 0x400;
+        const DIRDATA = 0x1000;
+        const CSUM_SEED = 0x2000;
+        const LARGEDIR = 0x4000;
+        const INLINE_DATA = 0x8000;
+        const ENCRYPT = 0x10000;
+        const CASEFOLD = 0x20000;
+        const _ = !0;
+    }
+}
 
-pub const RO_COMPAT_LARGE_FILE: u32 = 0x2;
-pub const RO_COMPAT_HUGE_FILE: u32 = 0x8;
-pub const RO_COMPAT_GDT_CSUM: u32 = 0x10;
-pub const RO_COMPAT_DIR_NLINK: u32 = 0x20;
-pub const RO_COMPAT_BIGALLOC: u32 = 0x200;
-pub const RO_COMPAT_METADATA_CSUM: u32 = 0x400;
-// RO_COMPAT features only say that writing needs care; a reader may ignore every one of them
-// (quota 0x100, project 0x2000, verity 0x8000, orphan_present 0x10000, readonly 0x1000,
-// shared_blocks 0x4000, stable_inodes and orphan_file are COMPAT), so none is refused.
+impl Incompat {
+    /// INCOMPAT features this reader understands well enough to read a tree correctly.
+    /// RECOVER is accepted: `Ext4::open` replays the journal in memory (see `journal`).
+    /// EA_INODE: values read from their inode (xattr.rs); CSUM_SEED: the checksum seed; ENCRYPT:
+    /// no-key names, contents refused per inode (fscrypt.rs); CASEFOLD: case-insensitive lookups
+    /// (casefold.rs); MMP only matters to writers. COMPRESSION, DIRDATA and
+    /// JOURNAL_DEV are refused with a message naming them.
+    pub const SUPPORTED: Self = Self::FILETYPE
+        .union(Self::META_BG)
+        .union(Self::INLINE_DATA)
+        .union(Self::RECOVER)
+        .union(Self::EXTENTS)
+        .union(Self::IS_64BIT)
+        .union(Self::MMP)
+        .union(Self::FLEX_BG)
+        .union(Self::EA_INODE)
+        .union(Self::CSUM_SEED)
+        .union(Self::LARGEDIR)
+        .union(Self::ENCRYPT)
+        .union(Self::CASEFOLD);
+}
+
+bitflags::bitflags! {
+    /// s_feature_ro_compat: features only a writer must understand. A reader may ignore every
+    /// one of them, so none is refused on read (the writer's list is in rw.rs).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct RoCompat: u32 {
+        const SPARSE_SUPER = 0x1;
+        const LARGE_FILE = 0x2;
+        const BTREE_DIR = 0x4;
+        const HUGE_FILE = 0x8;
+        const GDT_CSUM = 0x10;
+        const DIR_NLINK = 0x20;
+        const EXTRA_ISIZE = 0x40;
+        const HAS_SNAPSHOT = 0x80;
+        const QUOTA = 0x100;
+        const BIGALLOC = 0x200;
+        const METADATA_CSUM = 0x400;
+        const READONLY = 0x1000;
+        const PROJECT = 0x2000;
+        const SHARED_BLOCKS = 0x4000;
+        const VERITY = 0x8000;
+        const ORPHAN_PRESENT = 0x10000;
+        const _ = !0;
+    }
+}
 
 /// s_flags: directory hashes treat name bytes as unsigned chars (EXT2_FLAGS_UNSIGNED_HASH).
 pub const FLAGS_UNSIGNED_HASH: u32 = 0x2;
@@ -74,13 +107,13 @@ pub const FLAGS_UNSIGNED_HASH: u32 = 0x2;
 const CSUM_TYPE_CRC32C: u8 = 1;
 
 /// Names of INCOMPAT bits for error messages.
-const INCOMPAT_NAMES: &[(u32, &str)] = &[
-    (INCOMPAT_COMPRESSION, "compression"),
+const INCOMPAT_NAMES: &[(Incompat, &str)] = &[
+    (Incompat::COMPRESSION, "compression"),
     (
-        INCOMPAT_JOURNAL_DEV,
+        Incompat::JOURNAL_DEV,
         "journal_dev (this is an external journal, not a filesystem)",
     ),
-    (INCOMPAT_DIRDATA, "dirdata"),
+    (Incompat::DIRDATA, "dirdata"),
 ];
 
 /// Damage in the primary superblock; `field` is the byte offset of the field within it.
@@ -102,9 +135,9 @@ pub struct Superblock {
     pub rev_level: u32,
     pub first_ino: u32,
     pub inode_size: u16,
-    pub feature_compat: u32,
-    pub feature_incompat: u32,
-    pub feature_ro_compat: u32,
+    pub feature_compat: Compat,
+    pub feature_incompat: Incompat,
+    pub feature_ro_compat: RoCompat,
     pub uuid: [u8; 16],
     pub volume_name: [u8; 16],
     /// Bytes per group descriptor: 32, or s_desc_size with 64bit.
@@ -174,8 +207,8 @@ impl Superblock {
                     0
                 }
         };
-        let feature_incompat = le32(b, 0x60);
-        let is64 = feature_incompat & INCOMPAT_64BIT != 0;
+        let feature_incompat = Incompat::from_bits_retain(le32(b, FEATURE_INCOMPAT_OFF));
+        let is64 = feature_incompat.contains(Incompat::IS_64BIT);
         let rev_level = le32(b, 0x4c);
         let mut sb = Superblock {
             inodes_count: le32(b, 0x0),
@@ -201,9 +234,9 @@ impl Superblock {
             } else {
                 le16(b, 0x58)
             },
-            feature_compat: le32(b, 0x5c),
+            feature_compat: Compat::from_bits_retain(le32(b, 0x5c)),
             feature_incompat,
-            feature_ro_compat: le32(b, 0x64),
+            feature_ro_compat: RoCompat::from_bits_retain(le32(b, FEATURE_RO_COMPAT_OFF)),
             uuid: [0; 16],
             volume_name: [0; 16],
             desc_size: if is64 { le16(b, 0xfe) } else { 32 },
@@ -225,22 +258,24 @@ impl Superblock {
 
     /// Refuses INCOMPAT features this reader does not understand, naming the known ones.
     fn check_incompat(&self) -> Result<()> {
-        let unknown = self.feature_incompat & !INCOMPAT_SUPPORTED;
-        if unknown == 0 {
+        let unknown = self.feature_incompat.difference(Incompat::SUPPORTED);
+        if unknown.is_empty() {
             return Ok(());
         }
         let names: Vec<String> = INCOMPAT_NAMES
             .iter()
-            .filter(|(bit, _)| unknown & bit != 0)
+            .filter(|(bit, _)| unknown.intersects(*bit))
             .map(|(_, n)| (*n).to_string())
             .collect();
-        let rest = unknown & !INCOMPAT_NAMES.iter().fold(0, |a, (bit, _)| a | bit);
+        let rest = INCOMPAT_NAMES
+            .iter()
+            .fold(unknown, |a, (bit, _)| a.difference(*bit));
         let mut what = names.join(", ");
-        if rest != 0 {
+        if !rest.is_empty() {
             if !what.is_empty() {
                 what.push_str(", ");
             }
-            what.push_str(&format!("unknown bits {rest:#x}"));
+            what.push_str(&format!("unknown bits {:#x}", rest.bits()));
         }
         Err(FsError::Unsupported(format!(
             "ext4 incompatible features ferry cannot read yet: {what}"
@@ -250,12 +285,12 @@ impl Superblock {
     /// The checksum seed, and whether metadata checksums are verified: only with crc32c, the
     /// one algorithm metadata_csum defines.
     fn read_checksum_setup(&mut self, b: &[u8]) {
-        self.csum_seed = if self.has_incompat(INCOMPAT_CSUM_SEED) {
+        self.csum_seed = if self.has_incompat(Incompat::CSUM_SEED) {
             le32(b, 0x270)
         } else {
             csum::uuid_seed(&self.uuid)
         };
-        if !self.has_ro_compat(RO_COMPAT_METADATA_CSUM) {
+        if !self.has_ro_compat(RoCompat::METADATA_CSUM) {
             return;
         }
         let kind = b[0x175];
@@ -283,7 +318,7 @@ impl Superblock {
     /// Checks everything the reader later trusts about the geometry, and derives the
     /// cluster bits and the group count.
     fn check_geometry(&mut self, b: &[u8]) -> Result<()> {
-        if self.has_ro_compat(RO_COMPAT_BIGALLOC) {
+        if self.has_ro_compat(RoCompat::BIGALLOC) {
             // s_log_cluster_size, in the same units as s_log_block_size; a cluster is at most
             // 2^16 blocks (the kernel's limit).
             let log_cluster = le32(b, 0x1c);
@@ -361,7 +396,7 @@ impl Superblock {
         {
             return Err(bad(0x58, format!("s_inode_size {}", self.inode_size)));
         }
-        if self.has_incompat(INCOMPAT_64BIT)
+        if self.has_incompat(Incompat::IS_64BIT)
             && (self.desc_size < 64
                 || self.desc_size > MAX_DESC_SIZE
                 || !self.desc_size.is_power_of_two())
@@ -378,8 +413,8 @@ impl Superblock {
         1024 << self.log_block_size
     }
 
-    pub fn has_incompat(&self, f: u32) -> bool {
-        self.feature_incompat & f != 0
+    pub fn has_incompat(&self, f: Incompat) -> bool {
+        self.feature_incompat.intersects(f)
     }
 
     /// Whether group `g` starts with a superblock copy (and, without meta_bg, descriptors):
@@ -389,10 +424,10 @@ impl Superblock {
         if g == 0 {
             return true;
         }
-        if self.feature_compat & COMPAT_SPARSE_SUPER2 != 0 {
+        if self.has_compat(Compat::SPARSE_SUPER2) {
             return self.backup_bgs.contains(&g);
         }
-        if !self.has_ro_compat(RO_COMPAT_SPARSE_SUPER) || g == 1 {
+        if !self.has_ro_compat(RoCompat::SPARSE_SUPER) || g == 1 {
             return true;
         }
         let power_of = |base: u32| {
@@ -417,7 +452,7 @@ impl Superblock {
         // The superblock's own block (1 with 1 KiB blocks, else 0), which is not always
         // s_first_data_block: bigalloc with 1 KiB blocks starts data at block 0.
         let first = SUPERBLOCK_OFFSET / u64::from(self.block_size()) + 1;
-        if !self.has_incompat(INCOMPAT_META_BG) || nr < u64::from(self.first_meta_bg) {
+        if !self.has_incompat(Incompat::META_BG) || nr < u64::from(self.first_meta_bg) {
             return first + nr;
         }
         let per_block = u64::from(self.block_size() / u32::from(self.desc_size));
@@ -430,12 +465,12 @@ impl Superblock {
         self.group_first_block(bg) + has_super
     }
 
-    pub fn has_ro_compat(&self, f: u32) -> bool {
-        self.feature_ro_compat & f != 0
+    pub fn has_ro_compat(&self, f: RoCompat) -> bool {
+        self.feature_ro_compat.intersects(f)
     }
 
-    pub fn has_compat(&self, f: u32) -> bool {
-        self.feature_compat & f != 0
+    pub fn has_compat(&self, f: Compat) -> bool {
+        self.feature_compat.intersects(f)
     }
 
     /// Which group descriptor checksum applies: Some(seed) for metadata_csum's crc32c, None
@@ -443,7 +478,7 @@ impl Superblock {
     pub fn group_csum(&self) -> Option<Option<u32>> {
         if self.metadata_csum {
             Some(Some(self.csum_seed))
-        } else if self.has_ro_compat(RO_COMPAT_GDT_CSUM) {
+        } else if self.has_ro_compat(RoCompat::GDT_CSUM) {
             Some(None)
         } else {
             None
@@ -452,11 +487,13 @@ impl Superblock {
 
     /// "ext4" if any ext4-only feature is on, else "ext3" with a journal, else "ext2" (blkid's rule).
     pub fn kind(&self) -> &'static str {
-        let ext4_incompat = !(INCOMPAT_FILETYPE | INCOMPAT_RECOVER | INCOMPAT_META_BG);
-        let ext4_ro = !(0x1 | RO_COMPAT_LARGE_FILE | 0x4);
-        if self.feature_incompat & ext4_incompat != 0 || self.feature_ro_compat & ext4_ro != 0 {
+        let ext2_incompat = Incompat::FILETYPE | Incompat::RECOVER | Incompat::META_BG;
+        let ext2_ro = RoCompat::SPARSE_SUPER | RoCompat::LARGE_FILE | RoCompat::BTREE_DIR;
+        if !self.feature_incompat.difference(ext2_incompat).is_empty()
+            || !self.feature_ro_compat.difference(ext2_ro).is_empty()
+        {
             "ext4"
-        } else if self.feature_compat & COMPAT_HAS_JOURNAL != 0 {
+        } else if self.has_compat(Compat::HAS_JOURNAL) {
             "ext3"
         } else {
             "ext2"
@@ -472,12 +509,16 @@ const FEATURE_RO_COMPAT_OFF: usize = 0x64;
 /// Sets (`on`) or clears INCOMPAT feature bits `bits` in the raw superblock `b` (its 1024
 /// bytes) and refreshes its checksum. A writer of the superblock goes through here so that the
 /// metadata_csum checksum always matches what it wrote.
-pub fn set_incompat_raw(b: &mut [u8], bits: u32, on: bool) {
+pub fn set_incompat_raw(b: &mut [u8], bits: Incompat, on: bool) {
     if b.len() < SUPERBLOCK_SIZE {
         return;
     }
     let old = le32(b, FEATURE_INCOMPAT_OFF);
-    let new = if on { old | bits } else { old & !bits };
+    let new = if on {
+        old | bits.bits()
+    } else {
+        old & !bits.bits()
+    };
     b[FEATURE_INCOMPAT_OFF..FEATURE_INCOMPAT_OFF + 4].copy_from_slice(&new.to_le_bytes());
     refresh_checksum_raw(b);
 }
@@ -486,7 +527,8 @@ pub fn set_incompat_raw(b: &mut [u8], bits: u32, on: bool) {
 /// (ext4_superblock_csum_set); otherwise leaves the bytes alone.
 pub fn refresh_checksum_raw(b: &mut [u8]) {
     if b.len() < SUPERBLOCK_SIZE
-        || le32(b, FEATURE_RO_COMPAT_OFF) & RO_COMPAT_METADATA_CSUM == 0
+        || !RoCompat::from_bits_retain(le32(b, FEATURE_RO_COMPAT_OFF))
+            .contains(RoCompat::METADATA_CSUM)
         || b[0x175] != CSUM_TYPE_CRC32C
     {
         return;
@@ -544,9 +586,26 @@ mod tests {
     #[test]
     fn sparse_super_groups() {
         let mut b = sb();
-        b[0x64] = RO_COMPAT_SPARSE_SUPER as u8;
+        b[0x64..0x68].copy_from_slice(&RoCompat::SPARSE_SUPER.bits().to_le_bytes());
         let s = Superblock::parse(&b).unwrap();
         let with: Vec<u32> = (0..60).filter(|&g| s.group_has_super(g)).collect();
         assert_eq!(with, [0, 1, 3, 5, 7, 9, 25, 27, 49]);
+    }
+
+    #[test]
+    fn unknown_features_are_named_and_kept() {
+        let mut b = sb();
+        let bits = Incompat::COMPRESSION.bits() | Incompat::DIRDATA.bits() | 0x4000_0000;
+        b[0x60..0x64].copy_from_slice(&bits.to_le_bytes());
+        let e = Superblock::parse(&b).unwrap_err().to_string();
+        assert!(
+            e.contains("compression, dirdata, unknown bits 0x40000000"),
+            "{e}"
+        );
+        let mut b = sb();
+        b[0x64..0x68].copy_from_slice(&0x8000_0000u32.to_le_bytes());
+        let s = Superblock::parse(&b).unwrap();
+        assert_eq!(s.feature_ro_compat.bits(), 0x8000_0000);
+        assert_eq!(s.kind(), "ext4");
     }
 }

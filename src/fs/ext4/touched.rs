@@ -23,8 +23,9 @@
 //! view then differs from the blocks) and with bigalloc (bitmaps count clusters).
 
 use super::inode::{Inode, FL_EXTENTS, FL_INLINE_DATA};
-use super::superblock::INCOMPAT_RECOVER;
-use super::{le32, Ext4};
+use super::superblock::Incompat;
+use super::Ext4;
+use crate::bytes::le32;
 use crate::fs::ranges::{normalize, subtract};
 use crate::fs::{FileType, FsError, Result, Touched};
 use std::collections::HashSet;
@@ -44,7 +45,7 @@ const HIDDEN_INODE_FIELDS: [usize; 4] = [0x240, 0x244, 0x26c, 0x280];
 
 impl Ext4 {
     pub(super) fn touched_ranges(&self, ranges: &[Range<u64>]) -> Result<Touched> {
-        if self.journal_replay().is_some() || self.sb.has_incompat(INCOMPAT_RECOVER) {
+        if self.journal_replay().is_some() || self.sb.has_incompat(Incompat::RECOVER) {
             return Err(FsError::Unsupported(
                 "ext4: the journal was replayed in memory (or needs to be)".into(),
             ));
@@ -86,7 +87,7 @@ impl Ext4 {
             }
             meta.push(t);
         }
-        if self.sb.has_incompat(super::superblock::INCOMPAT_MMP) {
+        if self.sb.has_incompat(super::superblock::Incompat::MMP) {
             let mut raw = [0u8; 8];
             self.dev
                 .read_at(&mut raw, super::superblock::SUPERBLOCK_OFFSET + 0x168)?;

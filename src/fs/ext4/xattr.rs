@@ -11,7 +11,8 @@
 
 use super::inode::{self, Inode};
 use super::superblock::Superblock;
-use super::{acl, csum, le16, le32};
+use super::{acl, csum};
+use crate::bytes::{le16, le32};
 use crate::fs::{FileType, FsError, Result};
 use std::sync::Arc;
 
@@ -146,7 +147,7 @@ fn parse_entries<'a>(
             return Err(bad_at(&format!("value size {size} too large")));
         }
         let value = if inum != 0 {
-            if !sb.has_incompat(super::superblock::INCOMPAT_EA_INODE) {
+            if !sb.has_incompat(super::superblock::Incompat::EA_INODE) {
                 return Err(bad_at("value in an EA inode without the ea_inode feature"));
             }
             if inum < sb.first_ino || inum > sb.inodes_count {

@@ -9,7 +9,8 @@
 
 use super::inode::{self, InodeBuf};
 use super::xattr::{self, Value, BLOCK_HEADER_LEN, MAGIC};
-use super::{acl, csum, le32, Ext4};
+use super::{acl, csum, Ext4};
+use crate::bytes::le32;
 use crate::fs::{FsError, Result};
 
 const ENTRY_HEADER: usize = 16;

@@ -3,7 +3,7 @@
 //! and its runlist (Linux-NTFS documentation, "Attribute - header").
 
 use super::runlist::{self, Run};
-use super::{le16, le32, le64};
+use crate::bytes::{le16, le32, le64};
 
 pub const STANDARD_INFORMATION: u32 = 0x10;
 pub const ATTRIBUTE_LIST: u32 = 0x20;

@@ -2,7 +2,7 @@
 //! each attribute (type, name, starting VCN) and the MFT record holding it (Linux-NTFS
 //! documentation, "$ATTRIBUTE_LIST").
 
-use super::{le16, le64};
+use crate::bytes::{le16, le64};
 
 /// Entries accepted in one list (a 4 MiB list of the smallest entries): bounds the work.
 pub const MAX_ENTRIES: usize = 1 << 17;
@@ -22,7 +22,7 @@ pub fn parse(b: &[u8]) -> Result<Vec<Entry>, String> {
     let mut out = Vec::new();
     let mut pos = 0usize;
     while pos + 0x1a <= b.len() {
-        let kind = super::le32(b, pos);
+        let kind = crate::bytes::le32(b, pos);
         let len = usize::from(le16(b, pos + 4));
         if len < 0x1a || pos + len > b.len() {
             return Err(format!("entry at byte {pos}: length {len}"));

@@ -2,7 +2,7 @@
 //! Layout as documented by the Linux-NTFS project ("NTFS Documentation", Boot Sector) and
 //! Microsoft's FSCTL_GET_NTFS_VOLUME_DATA fields.
 
-use super::{le16, le64};
+use crate::bytes::{le16, le64};
 use crate::fs::{FsError, Result};
 
 /// Bytes of the boot sector read at open.

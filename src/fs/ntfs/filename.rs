@@ -2,7 +2,7 @@
 //! namespace), also the key of every directory index entry (Linux-NTFS documentation,
 //! "$FILE_NAME").
 
-use super::{le32, le64};
+use crate::bytes::{le32, le64};
 
 /// Case-sensitive names (what ntfs-3g creates by default); looked up exactly.
 pub const NS_POSIX: u8 = 0;

@@ -3,7 +3,7 @@
 //! real last two bytes of each stride. A torn write leaves a stride whose tail differs, which
 //! is how damage is detected (Linux-NTFS documentation, "Fixup").
 
-use super::le16;
+use crate::bytes::le16;
 
 /// The stride the array protects, whatever the sector size (NTFS_BLOCK_SIZE in ntfs-3g).
 pub const STRIDE: usize = 512;

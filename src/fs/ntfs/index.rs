@@ -4,7 +4,8 @@
 //! block holding the keys that sort before it (Linux-NTFS documentation, "$INDEX_ROOT",
 //! "$INDEX_ALLOCATION", "Index Entry").
 
-use super::{fixup, le16, le32, le64};
+use super::fixup;
+use crate::bytes::{le16, le32, le64};
 
 /// Entry flag: a child node precedes this entry.
 pub const ENTRY_SUBNODE: u32 = 1;

@@ -3,7 +3,7 @@
 //! target, "IntxCHR\0"/"IntxBLK\0" + 64-bit major and minor), or of length 0 (a FIFO) or 1 (a
 //! socket) when not also HIDDEN. Decided exactly as ntfs-3g's getattr does.
 
-use super::le64;
+use crate::bytes::le64;
 
 pub const MAGIC_SYMLINK: &[u8; 8] = b"IntxLNK\x01";
 pub const MAGIC_CHAR: &[u8; 8] = b"IntxCHR\x00";

@@ -48,6 +48,7 @@ mod wof;
 pub mod xpress;
 
 use crate::block::BlockDevice;
+use crate::bytes::{le16, le32, le64};
 use crate::fs::{Attr, DirEntry, FileType, Filesystem, FsError, FsInfo, Result, StatFs};
 use attribute::{Attribute, Body};
 use boot::BootSector;
@@ -83,24 +84,6 @@ pub const MAX_NAME_UNITS: usize = 255;
 /// Linux refuses xattr values larger than this (XATTR_SIZE_MAX); larger streams are not
 /// offered as xattrs.
 pub const MAX_XATTR_SIZE: u64 = 64 << 10;
-
-pub(crate) fn le16(b: &[u8], at: usize) -> u16 {
-    b.get(at..at.saturating_add(2))
-        .map_or(0, |s| u16::from_le_bytes([s[0], s[1]]))
-}
-
-pub(crate) fn le32(b: &[u8], at: usize) -> u32 {
-    b.get(at..at.saturating_add(4))
-        .map_or(0, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-}
-
-pub(crate) fn le64(b: &[u8], at: usize) -> u64 {
-    b.get(at..at.saturating_add(8)).map_or(0, |s| {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(s);
-        u64::from_le_bytes(a)
-    })
-}
 
 /// Whether `dev` starts with an NTFS boot sector (everything else is checked by `open`).
 pub fn probe(dev: &dyn BlockDevice) -> Result<bool> {

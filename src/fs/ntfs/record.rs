@@ -3,7 +3,8 @@
 //! sequence array is checked and undone (Linux-NTFS documentation, "FILE Record").
 
 use super::attribute::{self, Attribute};
-use super::{fixup, le16, le32, le64};
+use super::fixup;
+use crate::bytes::{le16, le32, le64};
 
 /// The record is in use (free records keep stale contents).
 pub const FLAG_IN_USE: u16 = 0x0001;

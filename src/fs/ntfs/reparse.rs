@@ -3,8 +3,8 @@
 //! maps them ([MS-FSCC] 2.1.2); other tags say the data lives elsewhere (WOF, deduplication,
 //! cloud files) and such files are not read as if their $DATA were their content.
 
-use super::le16;
-use super::le32;
+use crate::bytes::le16;
+use crate::bytes::le32;
 
 pub const TAG_MOUNT_POINT: u32 = 0xa000_0003;
 pub const TAG_SYMLINK: u32 = 0xa000_000c;

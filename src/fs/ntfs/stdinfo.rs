@@ -1,7 +1,7 @@
 //! $STANDARD_INFORMATION: the four times and the DOS-style file attribute flags (Linux-NTFS
 //! documentation, "$STANDARD_INFORMATION").
 
-use super::{le32, le64};
+use crate::bytes::{le32, le64};
 use crate::fs::Timestamp;
 
 pub const ATTR_READONLY: u32 = 0x0001;

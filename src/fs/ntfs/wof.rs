@@ -7,7 +7,8 @@
 
 use super::attribute;
 use super::inode::Inode;
-use super::{le32, lzx, xpress, Ntfs};
+use super::{lzx, xpress, Ntfs};
+use crate::bytes::le32;
 use crate::fs::Result;
 
 /// "WofCompressedData".

@@ -4,7 +4,7 @@
 //! (include/uapi/linux/posix_acl_xattr.h: version 2, then little-endian 8-byte entries of
 //! tag, permissions and id, the id 0xffffffff where the tag names no one).
 
-use super::{be16, be32};
+use crate::bytes::{be16, be32};
 
 const XATTR_VERSION: u32 = 2;
 const UNDEFINED_ID: u32 = u32::MAX;

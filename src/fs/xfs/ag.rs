@@ -4,7 +4,8 @@
 //! superblock's lazy counters cannot be trusted (a dirty log), and so are the AGI's unlinked
 //! lists with the inode btree records they touch: what the kernel frees at such a mount.
 
-use super::{be32, crc, Xfs};
+use super::{crc, Xfs};
+use crate::bytes::be32;
 use crate::fs::{FsError, Result};
 
 const AGF_MAGIC: u32 = 0x5841_4746;
@@ -174,11 +175,11 @@ impl Xfs {
             }
             Ok(())
         })?;
-        let level = u32::from(super::be16(&b, 4));
+        let level = u32::from(crate::bytes::be16(&b, 4));
         if level != depth {
             return Err(self.damage(what, 0, linear, format!("level {level}, expected {depth}")));
         }
-        let n = usize::from(super::be16(&b, 6));
+        let n = usize::from(crate::bytes::be16(&b, 6));
         Ok((b, linear, n))
     }
 
@@ -216,7 +217,7 @@ impl Xfs {
                         };
                         return Ok(InobtRec {
                             count,
-                            free: super::be64(&b, r + 8),
+                            free: crate::bytes::be64(&b, r + 8),
                         });
                     }
                 }

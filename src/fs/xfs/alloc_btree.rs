@@ -3,7 +3,8 @@
 //! `agf_levels[0]`). Read to leave free space out of a copy (`Filesystem::unused`), as
 //! `fstrim` in virt-v2v's appliance would discard it.
 
-use super::{be32, log::LogState, Xfs};
+use super::{log::LogState, Xfs};
+use crate::bytes::be32;
 use crate::fs::{FsError, Result};
 use std::ops::Range;
 

@@ -9,7 +9,8 @@
 //! converted to the VFS format (`acl`). Entries being set (INCOMPLETE) are not shown.
 
 use super::inode::{Inode, FMT_LOCAL};
-use super::{acl, attr_leaf, attr_sf, be32, da_btree, Xfs};
+use super::{acl, attr_leaf, attr_sf, da_btree, Xfs};
+use crate::bytes::be32;
 use crate::fs::{FsError, Result};
 
 pub const FLAG_LOCAL: u8 = 0x01;

@@ -5,7 +5,7 @@
 //! name length, name).
 
 use super::attr::{Entry, Value, FLAG_LOCAL};
-use super::{be16, be32};
+use crate::bytes::{be16, be32};
 
 pub const MAGIC_V4: u16 = 0xfbee;
 pub const MAGIC_V5: u16 = 0x3bee;

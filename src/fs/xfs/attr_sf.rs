@@ -3,7 +3,7 @@
 //! namespace flags, the name and the value.
 
 use super::attr::{Entry, Value};
-use super::be16;
+use crate::bytes::be16;
 
 pub fn parse(fork: &[u8]) -> Result<Vec<Entry<'_>>, String> {
     if fork.len() < 4 {

@@ -7,7 +7,8 @@
 //! says) and then searched by binary search.
 
 use super::inode::{Inode, FMT_BTREE, FMT_EXTENTS};
-use super::{be16, be32, be64, crc, Xfs};
+use super::{crc, Xfs};
+use crate::bytes::{be16, be32, be64};
 use crate::fs::{FsError, Result};
 use std::sync::Arc;
 

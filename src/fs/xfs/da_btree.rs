@@ -5,7 +5,8 @@
 //! which adds CRC, self address, LSN, UUID and owner.
 
 use super::inode::Inode;
-use super::{be16, be32, Xfs};
+use super::Xfs;
+use crate::bytes::{be16, be32};
 use crate::fs::Result;
 use std::sync::Arc;
 

@@ -65,7 +65,7 @@ impl Xfs {
             "xfs directory block",
             |b, daddr| {
                 if dir_data::kind(b, v5).is_none() {
-                    return Err(format!("magic {:#x}", super::be32(b, 0)));
+                    return Err(format!("magic {:#x}", crate::bytes::be32(b, 0)));
                 }
                 if v5 {
                     self.v5_header(b, daddr, ino, dir_data::V5_HEADER)?;

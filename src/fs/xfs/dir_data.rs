@@ -5,7 +5,7 @@
 //! length, ..., tag). A single-block directory ends with its leaf (hash, address) pairs and a
 //! tail (count, stale).
 
-use super::{be16, be32, be64};
+use crate::bytes::{be16, be32, be64};
 
 pub const BLOCK_MAGIC_V4: u32 = 0x5844_3242;
 pub const BLOCK_MAGIC_V5: u32 = 0x5844_4233;

@@ -4,7 +4,7 @@
 //! has one LEAF1 block; a node directory has LEAFN blocks under a da-btree. A single-block
 //! directory keeps the same pairs in its block's tail (`dir_data::block_leaf`).
 
-use super::{be16, be32};
+use crate::bytes::{be16, be32};
 
 pub const LEAF1_MAGIC_V4: u16 = 0xd2f1;
 pub const LEAFN_MAGIC_V4: u16 = 0xd2ff;

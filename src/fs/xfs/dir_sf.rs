@@ -4,7 +4,7 @@
 //! readdir cookies use), the name, a file type byte with ftype, and the inode number in 4
 //! bytes, or 8 when any needs them. "." and ".." are not stored.
 
-use super::{be16, be32, be64};
+use crate::bytes::{be16, be32, be64};
 
 /// Inode numbers are at most 56 bits wide (XFS_MAXINUMBER).
 const MAX_INUMBER: u64 = (1 << 56) - 1;

@@ -4,8 +4,9 @@
 //! format: device number, local (the bytes themselves), extent list, or bmbt root.
 //! Verification follows the kernel's xfs_dinode_verify for what a reader depends on.
 
+use super::crc;
 use super::superblock::Superblock;
-use super::{be16, be32, be64, crc};
+use crate::bytes::{be16, be32, be64};
 use crate::fs::{FileType, FsError, Result, Timestamp};
 
 pub const MAGIC: u16 = 0x494e;

@@ -5,8 +5,9 @@
 //! exactly when the filesystem was unmounted cleanly. A dirty log is replayed in memory by
 //! `recover`.
 
-use super::{be32, be64, Xfs};
+use super::Xfs;
 use crate::block::BlockDevice;
+use crate::bytes::{be32, be64};
 use crate::fs::{FsError, Result};
 
 /// XLOG_HEADER_MAGIC_NUM.

@@ -33,6 +33,7 @@ pub mod superblock;
 pub mod symlink;
 
 use crate::block::BlockDevice;
+use crate::bytes::be64;
 use crate::fs::{Attr, DirEntry, FileType, Filesystem, FsError, FsInfo, Result, StatFs};
 use bmap::Extent;
 use inode::Inode;
@@ -48,24 +49,6 @@ pub const METADATA_CACHE_BYTES: usize = 8 << 20;
 const EXTENT_CACHE: usize = 64;
 /// Longest name in a directory entry (MAXNAMELEN - 1).
 pub const MAX_NAME_LEN: usize = 255;
-
-pub(crate) fn be16(b: &[u8], at: usize) -> u16 {
-    b.get(at..at.saturating_add(2))
-        .map_or(0, |s| u16::from_be_bytes([s[0], s[1]]))
-}
-
-pub(crate) fn be32(b: &[u8], at: usize) -> u32 {
-    b.get(at..at.saturating_add(4))
-        .map_or(0, |s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
-}
-
-pub(crate) fn be64(b: &[u8], at: usize) -> u64 {
-    b.get(at..at.saturating_add(8)).map_or(0, |s| {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(s);
-        u64::from_be_bytes(a)
-    })
-}
 
 /// Whether `dev` starts with the XFS superblock magic (everything else is checked by `open`).
 pub fn probe(dev: &dyn BlockDevice) -> Result<bool> {

@@ -42,8 +42,9 @@ use super::log::{
     header_blocks, LogArea, BB, HEADER_CYCLE_SIZE, HEADER_MAGIC, MAX_RECORD_BYTES, VERSION_2,
 };
 use super::replay_view::Sectors;
-use super::superblock::INCOMPAT_META_UUID;
-use super::{be16, be32, be64, crc, Xfs};
+use super::superblock::Incompat;
+use super::{crc, Xfs};
+use crate::bytes::{be16, be32, be64};
 use crate::fs::{FsError, Result};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -1126,11 +1127,12 @@ impl Xfs {
                 AGI_MAGIC => (320, 296),
                 SYMLINK_MAGIC => (48, 16),
                 SB_MAGIC => {
-                    let u = if be32(b, 216) & INCOMPAT_META_UUID != 0 {
-                        248
-                    } else {
-                        32
-                    };
+                    let u =
+                        if Incompat::from_bits_retain(be32(b, 216)).contains(Incompat::META_UUID) {
+                            248
+                        } else {
+                            32
+                        };
                     (240, u)
                 }
                 _ if DA3_MAGICS.contains(&be16(b, 8)) => (24, 32),

@@ -4,7 +4,8 @@
 //! Features a reader must understand to read correctly (incompat) are refused by name when
 //! unknown; read-only-compatible ones are only reported, as a read-only kernel mount does.
 
-use super::{be16, be32, be64, crc};
+use super::crc;
+use crate::bytes::{be16, be32, be64};
 use crate::fs::{FsError, Result};
 
 pub const MAGIC: &[u8; 4] = b"XFSB";
@@ -23,32 +24,62 @@ const VERSION_MOREBITSBIT: u16 = 0x8000;
 pub const FEATURES2_CRC: u32 = 0x0100;
 pub const FEATURES2_FTYPE: u32 = 0x0200;
 
-pub const INCOMPAT_FTYPE: u32 = 1 << 0;
-pub const INCOMPAT_SPINODES: u32 = 1 << 1;
-pub const INCOMPAT_META_UUID: u32 = 1 << 2;
-pub const INCOMPAT_BIGTIME: u32 = 1 << 3;
-pub const INCOMPAT_NEEDSREPAIR: u32 = 1 << 4;
-pub const INCOMPAT_NREXT64: u32 = 1 << 5;
-/// Incompat features of later xfsprogs, refused by their names.
-const INCOMPAT_LATER: &[(u32, &str)] = &[
-    (1 << 6, "exchange-range"),
-    (1 << 7, "parent pointers"),
-    (1 << 8, "metadir"),
-    (1 << 9, "zoned"),
-];
-const INCOMPAT_KNOWN: u32 = INCOMPAT_FTYPE
-    | INCOMPAT_SPINODES
-    | INCOMPAT_META_UUID
-    | INCOMPAT_BIGTIME
-    | INCOMPAT_NEEDSREPAIR
-    | INCOMPAT_NREXT64;
+bitflags::bitflags! {
+    /// sb_features_incompat (v5): features a reader must understand. Unknown bits are kept
+    /// (`from_bits_retain`) so that `check_features` can name them.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Incompat: u32 {
+        const FTYPE = 1 << 0;
+        const SPINODES = 1 << 1;
+        const META_UUID = 1 << 2;
+        const BIGTIME = 1 << 3;
+        const NEEDSREPAIR = 1 << 4;
+        const NREXT64 = 1 << 5;
+        const EXCHRANGE = 1 << 6;
+        const PARENT = 1 << 7;
+        const METADIR = 1 << 8;
+        const ZONED = 1 << 9;
+        const _ = !0;
+    }
+}
 
-pub const RO_COMPAT_FINOBT: u32 = 1 << 0;
-pub const RO_COMPAT_RMAPBT: u32 = 1 << 1;
-pub const RO_COMPAT_REFLINK: u32 = 1 << 2;
-pub const RO_COMPAT_INOBTCNT: u32 = 1 << 3;
-const RO_COMPAT_KNOWN: u32 =
-    RO_COMPAT_FINOBT | RO_COMPAT_RMAPBT | RO_COMPAT_REFLINK | RO_COMPAT_INOBTCNT;
+impl Incompat {
+    /// The incompat features this reader reads.
+    const KNOWN: Self = Self::FTYPE
+        .union(Self::SPINODES)
+        .union(Self::META_UUID)
+        .union(Self::BIGTIME)
+        .union(Self::NEEDSREPAIR)
+        .union(Self::NREXT64);
+}
+
+/// Incompat features of later xfsprogs, refused by their names.
+const INCOMPAT_LATER: &[(Incompat, &str)] = &[
+    (Incompat::EXCHRANGE, "exchange-range"),
+    (Incompat::PARENT, "parent pointers"),
+    (Incompat::METADIR, "metadir"),
+    (Incompat::ZONED, "zoned"),
+];
+
+bitflags::bitflags! {
+    /// sb_features_ro_compat (v5): features only a writer must understand.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct RoCompat: u32 {
+        const FINOBT = 1 << 0;
+        const RMAPBT = 1 << 1;
+        const REFLINK = 1 << 2;
+        const INOBTCNT = 1 << 3;
+        const _ = !0;
+    }
+}
+
+impl RoCompat {
+    /// The read-only-compatible features this reader knows (others are reported, not refused).
+    const KNOWN: Self = Self::FINOBT
+        .union(Self::RMAPBT)
+        .union(Self::REFLINK)
+        .union(Self::INOBTCNT);
+}
 
 /// Smallest and largest block sizes XFS defines (XFS_MIN_BLOCKSIZE_LOG..XFS_MAX_BLOCKSIZE_LOG).
 const MIN_BLOCKLOG: u8 = 9;
@@ -86,8 +117,8 @@ pub struct Superblock {
     pub fdblocks: u64,
     pub dirblklog: u8,
     pub features2: u32,
-    pub ro_compat: u32,
-    pub incompat: u32,
+    pub ro_compat: RoCompat,
+    pub incompat: Incompat,
     pub log_incompat: u32,
     /// The UUID stamped in v5 metadata headers (sb_meta_uuid with meta_uuid, else sb_uuid).
     pub meta_uuid: [u8; 16],
@@ -145,8 +176,8 @@ impl Superblock {
             fdblocks: be64(buf, 144),
             dirblklog: buf[192],
             features2: be32(buf, 200),
-            ro_compat: 0,
-            incompat: 0,
+            ro_compat: RoCompat::empty(),
+            incompat: Incompat::empty(),
             log_incompat: 0,
             meta_uuid,
         };
@@ -172,8 +203,8 @@ impl Superblock {
                 sb.meta_uuid = sb.uuid;
             }
             5 => {
-                sb.ro_compat = be32(buf, 212);
-                sb.incompat = be32(buf, 216);
+                sb.ro_compat = RoCompat::from_bits_retain(be32(buf, 212));
+                sb.incompat = Incompat::from_bits_retain(be32(buf, 216));
                 sb.log_incompat = be32(buf, 220);
                 let sect = usize::from(sb.sectsize).min(buf.len());
                 if let Some((computed, stored)) = crc::mismatch(&buf[..sect], CRC_OFF) {
@@ -186,7 +217,7 @@ impl Superblock {
                     )
                     .at(CRC_OFF as u64));
                 }
-                if sb.incompat & INCOMPAT_META_UUID == 0 {
+                if !sb.incompat.contains(Incompat::META_UUID) {
                     sb.meta_uuid = sb.uuid;
                 }
             }
@@ -198,21 +229,21 @@ impl Superblock {
     }
 
     fn check_features(&self) -> Result<()> {
-        if self.incompat & INCOMPAT_NEEDSREPAIR != 0 {
+        if self.incompat.contains(Incompat::NEEDSREPAIR) {
             return Err(FsError::Unsupported(
                 "XFS marked needsrepair (run xfs_repair first)".into(),
             ));
         }
-        let unknown = self.incompat & !INCOMPAT_KNOWN;
-        if unknown != 0 {
+        let unknown = self.incompat.difference(Incompat::KNOWN);
+        if !unknown.is_empty() {
             let names: Vec<String> = (0..32)
-                .map(|b| 1u32 << b)
-                .filter(|bit| unknown & bit != 0)
+                .map(|b| Incompat::from_bits_retain(1u32 << b))
+                .filter(|bit| unknown.contains(*bit))
                 .map(|bit| {
-                    INCOMPAT_LATER
-                        .iter()
-                        .find(|(b, _)| *b == bit)
-                        .map_or_else(|| format!("unknown {bit:#x}"), |(_, n)| n.to_string())
+                    INCOMPAT_LATER.iter().find(|(b, _)| *b == bit).map_or_else(
+                        || format!("unknown {:#x}", bit.bits()),
+                        |(_, n)| n.to_string(),
+                    )
                 })
                 .collect();
             return Err(FsError::Unsupported(format!(
@@ -220,7 +251,7 @@ impl Superblock {
                 names.join(", ")
             )));
         }
-        let ro_unknown = self.ro_compat & !RO_COMPAT_KNOWN;
+        let ro_unknown = self.ro_compat.difference(RoCompat::KNOWN).bits();
         if ro_unknown != 0 {
             log::warn!(
                 "xfs: unknown read-only-compatible features {ro_unknown:#x}; reading anyway"
@@ -311,12 +342,12 @@ impl Superblock {
 
     /// Reflink (v5 only): a refcount btree in every AG.
     pub fn has_reflink(&self) -> bool {
-        self.is_v5() && self.ro_compat & RO_COMPAT_REFLINK != 0
+        self.is_v5() && self.ro_compat.contains(RoCompat::REFLINK)
     }
 
     /// Sparse inode chunks (v5 only): inode btree records count their inodes.
     pub fn has_sparse_inodes(&self) -> bool {
-        self.is_v5() && self.incompat & INCOMPAT_SPINODES != 0
+        self.is_v5() && self.incompat.contains(Incompat::SPINODES)
     }
 
     pub fn is_v5(&self) -> bool {
@@ -326,7 +357,7 @@ impl Superblock {
     /// Directory entries carry a file type byte.
     pub fn has_ftype(&self) -> bool {
         if self.is_v5() {
-            self.incompat & INCOMPAT_FTYPE != 0
+            self.incompat.contains(Incompat::FTYPE)
         } else {
             self.features2 & FEATURES2_FTYPE != 0
         }
@@ -356,13 +387,13 @@ impl Superblock {
         let mut v = vec![if self.is_v5() { "crc" } else { "v4" }];
         for (on, name) in [
             (self.has_ftype(), "ftype"),
-            (self.ro_compat & RO_COMPAT_FINOBT != 0, "finobt"),
-            (self.ro_compat & RO_COMPAT_RMAPBT != 0, "rmapbt"),
-            (self.ro_compat & RO_COMPAT_REFLINK != 0, "reflink"),
-            (self.ro_compat & RO_COMPAT_INOBTCNT != 0, "inobtcount"),
-            (self.incompat & INCOMPAT_SPINODES != 0, "sparse"),
-            (self.incompat & INCOMPAT_BIGTIME != 0, "bigtime"),
-            (self.incompat & INCOMPAT_NREXT64 != 0, "nrext64"),
+            (self.ro_compat.contains(RoCompat::FINOBT), "finobt"),
+            (self.ro_compat.contains(RoCompat::RMAPBT), "rmapbt"),
+            (self.ro_compat.contains(RoCompat::REFLINK), "reflink"),
+            (self.ro_compat.contains(RoCompat::INOBTCNT), "inobtcount"),
+            (self.incompat.contains(Incompat::SPINODES), "sparse"),
+            (self.incompat.contains(Incompat::BIGTIME), "bigtime"),
+            (self.incompat.contains(Incompat::NREXT64), "nrext64"),
         ] {
             if on {
                 v.push(name);

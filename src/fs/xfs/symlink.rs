@@ -4,7 +4,8 @@
 //! saying which bytes of which inode's target it holds; the CRC covers the whole extent.
 
 use super::inode::{Inode, FMT_LOCAL};
-use super::{be32, Xfs};
+use super::Xfs;
+use crate::bytes::be32;
 use crate::fs::{FileType, FsError, Result};
 
 /// Longest target XFS stores (XFS_SYMLINK_MAXLEN).

@@ -6,6 +6,7 @@
 //! verifies it.
 
 use super::superblock::{JournalSuperblock, INCOMPAT_64BIT, INCOMPAT_CSUM_V3};
+use crate::bytes::{be16, be32, be64};
 
 pub const MAGIC: u32 = 0xc03b_3998;
 pub const HEADER_LEN: usize = 12;
@@ -31,22 +32,6 @@ const COMMIT_HEADER_LEN: usize = 60;
 const COMMIT_CHKSUM_OFF: usize = 16;
 const COMMIT_SEC_OFF: usize = 48;
 const COMMIT_NSEC_OFF: usize = 56;
-
-/// Big-endian u32 at `at`; 0 if out of range (callers check lengths; this keeps a slip from
-/// becoming a panic).
-pub fn be32(b: &[u8], at: usize) -> u32 {
-    b.get(at..at.saturating_add(4))
-        .map_or(0, |s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
-}
-
-pub fn be16(b: &[u8], at: usize) -> u16 {
-    b.get(at..at.saturating_add(2))
-        .map_or(0, |s| u16::from_be_bytes([s[0], s[1]]))
-}
-
-pub fn be64(b: &[u8], at: usize) -> u64 {
-    (u64::from(be32(b, at)) << 32) | u64::from(be32(b, at.saturating_add(4)))
-}
 
 /// The kernel's crc32c(seed, data): no inversion on entry or exit (the callers seed with ~0).
 pub fn crc32c(seed: u32, data: &[u8]) -> u32 {

@@ -30,9 +30,10 @@ pub mod view;
 pub mod writer;
 
 use super::inode::{Inode, FL_ENCRYPT};
-use super::superblock::{COMPAT_HAS_JOURNAL, INCOMPAT_RECOVER, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE};
-use super::{le16, le32, Ext4, Run};
+use super::superblock::{Compat, Incompat, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE};
+use super::{Ext4, Run};
 use crate::block::BlockDevice;
+use crate::bytes::{le16, le32};
 use crate::fs::{FileType, FsError, Result};
 use recovery::{LogSource, Recovery};
 use std::cell::Cell;
@@ -132,10 +133,10 @@ impl LogSource for WholeDevice {
 /// there is nothing to replay (or it cannot be, for an external journal).
 pub(crate) fn replay(fs: &Ext4) -> Result<Option<(Arc<dyn BlockDevice>, ReplayInfo)>> {
     let sb = fs.superblock();
-    if !sb.has_incompat(INCOMPAT_RECOVER) {
+    if !sb.has_incompat(Incompat::RECOVER) {
         return Ok(None);
     }
-    if sb.feature_compat & COMPAT_HAS_JOURNAL == 0 {
+    if !sb.has_compat(Compat::HAS_JOURNAL) {
         log::warn!("ext4: needs_recovery is set but there is no journal; nothing to replay");
         return Ok(None);
     }

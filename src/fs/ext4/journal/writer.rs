@@ -5,7 +5,7 @@
 //! kernel's, e2fsck's) makes consistent: either all of a transaction's blocks or none.
 //!
 //! One commit, in order, each step durable (`BlockDevice::flush`) before the next starts:
-//! 1. needs_recovery (INCOMPAT_RECOVER) is set in the ext4 superblock (`mark_dirty`), once;
+//! 1. needs_recovery (Incompat::RECOVER) is set in the ext4 superblock (`mark_dirty`), once;
 //! 2. if the log is empty, the journal superblock gets s_start = where this transaction goes
 //!    and s_sequence = its ID (the kernel's JBD2_FLUSHED path); then revoke blocks, descriptor
 //!    blocks with the copies of the blocks (escaped when they begin with the jbd2 magic); flush;
@@ -64,12 +64,12 @@ use super::superblock::{
 use super::view::ReplayView;
 use super::ReplayInfo;
 use crate::block::BlockDevice;
+use crate::bytes::le16;
 use crate::fs::ext4::inode::FL_ENCRYPT;
 use crate::fs::ext4::superblock::{
-    self as ext4sb, Superblock, COMPAT_HAS_JOURNAL, INCOMPAT_RECOVER, SUPERBLOCK_OFFSET,
-    SUPERBLOCK_SIZE,
+    self as ext4sb, Compat, Incompat, Superblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE,
 };
-use crate::fs::ext4::{le16, Ext4, Run};
+use crate::fs::ext4::{Ext4, Run};
 use crate::fs::{FileType, FsError, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -104,7 +104,7 @@ impl JournalMap {
     /// without a journal, an external journal, and a journal with a block that is not mapped.
     pub fn from_fs(fs: &Ext4) -> Result<Self> {
         let sb = fs.superblock();
-        if !sb.has_compat(COMPAT_HAS_JOURNAL) {
+        if !sb.has_compat(Compat::HAS_JOURNAL) {
             return Err(FsError::Unsupported(
                 "the filesystem has no journal (ext2): there is nothing to write it through".into(),
             ));
@@ -340,7 +340,7 @@ impl JournalWriter {
         let (mut compat, mut features) = (jsb.feature_compat, jsb.feature_incompat);
         if jsb.version == 2 {
             features |= INCOMPAT_REVOKE;
-            if sb.has_incompat(ext4sb::INCOMPAT_64BIT) {
+            if sb.has_incompat(ext4sb::Incompat::IS_64BIT) {
                 features |= INCOMPAT_64BIT;
             }
             if sb.metadata_csum {
@@ -362,7 +362,7 @@ impl JournalWriter {
             pending: BTreeMap::new(),
             pending_bytes: 0,
             policy: Checkpoint::Immediate,
-            dirty: sb.has_incompat(INCOMPAT_RECOVER),
+            dirty: sb.has_incompat(Incompat::RECOVER),
             aborted: false,
             jsb: jsb.clone(),
         };
@@ -815,7 +815,7 @@ fn set_recover(sb: &mut [u8], on: bool) -> Result<()> {
             "no ext4 magic where the journal writer updates needs_recovery",
         ));
     }
-    ext4sb::set_incompat_raw(sb, INCOMPAT_RECOVER, on);
+    ext4sb::set_incompat_raw(sb, Incompat::RECOVER, on);
     Ok(())
 }
 
@@ -829,17 +829,17 @@ fn set_recover(sb: &mut [u8], on: bool) -> Result<()> {
 pub fn replay_onto(dev: Arc<dyn BlockDevice>) -> Result<Option<ReplayInfo>> {
     let fs = Ext4::load(dev.clone())?;
     let sb = fs.superblock().clone();
-    if !sb.has_incompat(INCOMPAT_RECOVER) {
+    if !sb.has_incompat(Incompat::RECOVER) {
         return Ok(None);
     }
-    if sb.has_compat(COMPAT_HAS_JOURNAL) && sb.journal_inum == 0 {
+    if sb.has_compat(Compat::HAS_JOURNAL) && sb.journal_inum == 0 {
         return Err(FsError::Unsupported(
             "needs_recovery is set and the journal is on another device; mount it with the \
              kernel (and its journal device) once before writing with ferry"
                 .into(),
         ));
     }
-    let map = if sb.has_compat(COMPAT_HAS_JOURNAL) {
+    let map = if sb.has_compat(Compat::HAS_JOURNAL) {
         Some(JournalMap::from_fs(&fs)?)
     } else {
         None
@@ -973,9 +973,9 @@ mod tests {
         put(sb, 0x4c, 1);
         sb[0x38..0x3a].copy_from_slice(&0xef53u16.to_le_bytes());
         sb[0x58..0x5a].copy_from_slice(&256u16.to_le_bytes());
-        put(sb, 0x5c, COMPAT_HAS_JOURNAL);
+        put(sb, 0x5c, Compat::HAS_JOURNAL.bits());
         if metadata_csum {
-            put(sb, 0x64, ext4sb::RO_COMPAT_METADATA_CSUM);
+            put(sb, 0x64, ext4sb::RoCompat::METADATA_CSUM.bits());
             sb[0x175] = 1;
         }
         put(sb, 0xe0, 8);
@@ -1070,7 +1070,7 @@ mod tests {
             assert_eq!(home(&d, 101), &*block(2, 101));
             assert!(home(&d, 102).iter().all(|&b| b == 0));
             let sb = Superblock::parse(&home(&d, 1)).unwrap();
-            assert!(!sb.has_incompat(INCOMPAT_RECOVER));
+            assert!(!sb.has_incompat(Incompat::RECOVER));
         }
     }
 
@@ -1090,7 +1090,7 @@ mod tests {
         assert!(replayed(&d, &map).is_none());
         let raw = home(&d, 1);
         let sb2 = Superblock::parse(&raw).unwrap();
-        assert!(sb2.has_incompat(INCOMPAT_RECOVER));
+        assert!(sb2.has_incompat(Incompat::RECOVER));
         assert!(crate::fs::ext4::csum::superblock_ok(&raw));
         // The journal superblock says the next transaction.
         let j = JournalSuperblock::parse(&home(&d, JOURNAL_AT), BS as u32, JOURNAL_LEN).unwrap();
@@ -1105,7 +1105,7 @@ mod tests {
         let got = read(&v, 1);
         assert!(Superblock::parse(&got)
             .unwrap()
-            .has_incompat(INCOMPAT_RECOVER));
+            .has_incompat(Incompat::RECOVER));
         assert!(crate::fs::ext4::csum::superblock_ok(&got));
         assert_eq!(got[0x10], sbcopy[0x10]);
     }
