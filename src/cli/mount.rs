@@ -126,6 +126,15 @@ pub(crate) fn mount(mut args: MountArgs) -> Result<()> {
     // Checked here too so that the common mistakes get their message before anything starts.
     mount::check(mountpoint)?;
     if !args.foreground && !args.daemon_child {
+        match daemon::fork_and_wait(mountpoint) {
+            Ok(daemon::Forked::Ready(_)) => return Ok(()),
+            Ok(daemon::Forked::Daemon) => args.daemon_child = true,
+            Ok(daemon::Forked::NotForked) => {}
+            Err(mount::Error::Daemon(_)) => std::process::exit(1),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !args.foreground && !args.daemon_child {
         let exe = std::env::current_exe().context("cannot find the ferry executable")?;
         let mut child_args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
         child_args.push("--daemon-child".into());

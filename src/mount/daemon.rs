@@ -1,6 +1,7 @@
 //! Running a mount in the background and stopping it again.
 //!
-//! `ferry mount` (without `-f`) starts itself again with `-f` as a daemon in its own session;
+//! `ferry mount` (without `-f`) forks itself (or, if it already runs threads, starts itself
+//! again with `--daemon-child`) as a daemon in its own session;
 //! the daemon says "ready" on its stdout once the kernel has the mount, and only then does the
 //! command return, so `ferry mount … && ls MNT` always works. Each daemon leaves a pid file
 //! named after its mountpoint, which is how `ferry umount` knows whom to wait for.
@@ -8,7 +9,7 @@
 
 use super::{mounted_at, which, Error, Result};
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -73,6 +74,96 @@ impl Drop for PidFile {
     }
 }
 
+/// Whether this process runs a single thread, from /proc/self/task (false when unknown).
+fn single_threaded() -> bool {
+    std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1)
+}
+
+/// Forks the daemon off this process and, in the parent, waits until it says the mount is
+/// ready. The daemon gets the descriptors `spawn_and_wait` gives it (stdin /dev/null, stdout
+/// a pipe to us, stderr ours) and a session of its own, and goes on to open the images and
+/// mount. Without an exec it skips a second program start (loader, relocations, argument
+/// parsing): a few milliseconds of every `ferry mount`. A process that already runs threads
+/// is not forked (a lock another thread held would stay held in the child): the caller then
+/// uses `spawn_and_wait`.
+pub fn fork_and_wait(mountpoint: &Path) -> Result<Forked> {
+    if !single_threaded() {
+        return Ok(Forked::NotForked);
+    }
+    let io = |what: &'static str| Error::Io {
+        what,
+        path: mountpoint.into(),
+        source: std::io::Error::last_os_error(),
+    };
+    let devnull = std::fs::File::open("/dev/null").map_err(|source| Error::Io {
+        what: "cannot open",
+        path: "/dev/null".into(),
+        source,
+    })?;
+    let mut fds = [0i32; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io("cannot make a pipe to the mount daemon of"));
+    }
+    // SAFETY: pipe2 succeeded, so both are open descriptors that nothing else owns.
+    let (read_end, write_end) = unsafe {
+        use std::os::fd::FromRawFd;
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    };
+    // SAFETY: this process runs one thread (checked above), so no lock is held by a thread
+    // the child would lack; the child only continues this thread's program.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io("cannot fork the mount daemon of"));
+    }
+    use std::os::fd::AsRawFd;
+    if pid == 0 {
+        drop(read_end);
+        for (from, to) in [(devnull.as_raw_fd(), 0), (write_end.as_raw_fd(), 1)] {
+            // SAFETY: dup2 onto the standard descriptors, from descriptors we own.
+            if unsafe { libc::dup2(from, to) } < 0 {
+                return Err(io("cannot set up the descriptors of the mount daemon of"));
+            }
+        }
+        // SAFETY: setsid has no preconditions; the daemon leaves our session so that a
+        // terminal hangup or Ctrl-C does not take the mount down.
+        unsafe { libc::setsid() };
+        return Ok(Forked::Daemon);
+    }
+    drop(write_end);
+    if wait_ready(std::fs::File::from(read_end)) {
+        return Ok(Forked::Ready(u32::try_from(pid).unwrap_or_default()));
+    }
+    let mut status = 0;
+    // SAFETY: waits for our own child; `status` is a valid out pointer.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    Err(Error::Daemon(format!(
+        "it exited ({}) before mounting",
+        std::process::ExitStatus::from_raw(status)
+    )))
+}
+
+/// What `fork_and_wait` did.
+pub enum Forked {
+    /// In `ferry mount`: the daemon (this pid) has the mount ready.
+    Ready(u32),
+    /// In the daemon: go on and mount.
+    Daemon,
+    /// Nothing: the process runs threads and cannot be forked safely.
+    NotForked,
+}
+
+/// Reads the daemon's stdout until it says the mount is ready (true) or closes it (false).
+fn wait_ready(out: impl std::io::Read) -> bool {
+    BufReader::new(out)
+        .lines()
+        .map_while(|l| l.ok())
+        .any(|l| l == READY)
+}
+
 /// Starts `exe args…` (the same command with `-f` added) as a daemon and waits until it says
 /// the mount is ready. Its stderr stays ours until then, so every message about opening the
 /// image reaches the user; it then detaches.
@@ -96,20 +187,7 @@ pub fn spawn_and_wait(exe: &Path, args: &[std::ffi::OsString]) -> Result<u32> {
         source,
     })?;
     let pid = child.id();
-    let mut ready = false;
-    if let Some(out) = child.stdout.take() {
-        for line in BufReader::new(out).lines() {
-            match line {
-                Ok(l) if l == READY => {
-                    ready = true;
-                    break;
-                }
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-    }
-    if ready {
+    if child.stdout.take().is_some_and(wait_ready) {
         return Ok(pid);
     }
     let status = child.wait().map_err(|source| Error::Io {

@@ -826,12 +826,21 @@ fn guestmount_style_options() {
         .trim()
         .parse()
         .unwrap();
+    // The daemon (forked off `ferry mount`, which has exited) leads a session of its own.
     let cmdline = std::fs::read(format!("/proc/{n}/cmdline")).unwrap();
     assert!(
-        String::from_utf8_lossy(&cmdline).contains("--daemon-child"),
+        String::from_utf8_lossy(&cmdline).contains("mount"),
         "{}",
         String::from_utf8_lossy(&cmdline)
     );
+    let stat = std::fs::read_to_string(format!("/proc/{n}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(fields[3], n.to_string(), "not a session leader: {stat}");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let line = mounts
         .lines()
