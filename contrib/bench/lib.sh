@@ -20,13 +20,20 @@ median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) b = 1; printf "%.2f", a / b }'; }
 # MiB/s for $2 bytes read in $1 ms.
 mibs() { awk -v t="$1" -v s="$2" 'BEGIN { if (t == 0) t = 1; printf "%.0f", s / 1048576 / (t / 1000) }'; }
-# Peak RSS (kB) of the newest ferry mount daemon, or "-".
+# Peak RSS (kB) of the ferry daemon serving mountpoint $1, or "-". Each daemon's pid file
+# (/run/ferry/*.pid) holds its pid, then its mountpoint; stale files of other mounts are skipped.
 ferry_rss() {
-    local pid
-    pid=$(head -1 /run/ferry/*.pid 2>/dev/null | tail -1)
-    if [ -n "$pid" ] && [ -r /proc/"$pid"/status ]; then
-        awk '/VmHWM/ {print $2}' /proc/"$pid"/status
-    else
-        echo -
-    fi
+    local want f pid
+    want=$(realpath "$1")
+    for f in /run/ferry/*.pid; do
+        [ -r "$f" ] || continue
+        if [ "$(sed -n 2p "$f")" = "$want" ]; then
+            pid=$(sed -n 1p "$f")
+            if [ -r /proc/"$pid"/status ]; then
+                awk '/VmHWM/ {print $2}' /proc/"$pid"/status
+                return
+            fi
+        fi
+    done
+    echo -
 }

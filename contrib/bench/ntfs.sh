@@ -55,7 +55,7 @@ umount_cmd() {
 }
 rss_of() {
     case $1 in
-        ferry) ferry_rss ;;
+        ferry) ferry_rss mnt ;;
         ntfs3g) pid=$(pgrep -n -x ntfs-3g || true)
             if [ -n "$pid" ]; then awk '/VmHWM/ {print $2}' /proc/"$pid"/status; else echo -; fi ;;
     esac

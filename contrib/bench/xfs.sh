@@ -71,7 +71,7 @@ for _ in $(seq "$RUNS"); do
         drop
         t0=$(now); tar cf - -C mnt usr | cat >/dev/null; t1=$(now)
         ALL[$who,e]+="$(ms "$t0" "$t1") "
-        [ "$who" = ferry ] && RSS[$who]=$(ferry_rss)
+        [ "$who" = ferry ] && RSS[$who]=$(ferry_rss mnt)
         umount_cmd "$who"
     done
 done
