@@ -5,6 +5,7 @@
 #   (a) mount → first `cat /etc/os-release`, the image's pages evicted from the page cache
 #   (b) cold sequential read of the big file
 #   (c) cold `find -printf` with stat fields over the 20 000-file tree, and cold `du -s` of it
+#   (d) the same `find` again at once, caches warm (what browsing a mounted guest feels like)
 # The two take turns within each of $RUNS rounds. Prints bests, medians, every run (the
 # spread), the ratios, and the peak RSS of each daemon. The issue's goals: find/du at least
 # 3× faster than ntfs-3g, reads at least 1.5× faster, mount → first cat no slower.
@@ -41,27 +42,30 @@ if [ ! -f guest.img ]; then
     mv guest.img.part guest.img
 fi
 
+# FERRY_BASE=/path/to/older/ferry adds a third contender, to measure a change.
 mount_cmd() {
     case $1 in
         ntfs3g) ntfs-3g -o ro guest.img mnt ;;
         ferry) "$ferry" mount guest.img mnt ;;
+        base) "$FERRY_BASE" mount guest.img mnt ;;
     esac
 }
 umount_cmd() {
     case $1 in
         ferry) "$ferry" umount mnt ;;
+        base) "$FERRY_BASE" umount mnt ;;
         *) umount mnt ;;
     esac
 }
 rss_of() {
     case $1 in
-        ferry) ferry_rss mnt ;;
+        ferry | base) ferry_rss mnt ;;
         ntfs3g) pid=$(pgrep -n -x ntfs-3g || true)
             if [ -n "$pid" ]; then awk '/VmHWM/ {print $2}' /proc/"$pid"/status; else echo -; fi ;;
     esac
 }
 
-WHO="ntfs3g ferry"
+WHO="ntfs3g ferry${FERRY_BASE:+ base}"
 declare -A ALL RSS
 size=0
 for run in $(seq "$RUNS"); do
@@ -79,24 +83,27 @@ for run in $(seq "$RUNS"); do
         drop
         t0=$(now); du -s mnt/tree >/dev/null; t1=$(now)
         d=$(ms "$t0" "$t1")
+        t0=$(now); find mnt/tree -printf '%P %y %m %U %G %s %n %i %T@ %C@ %l\n' >/dev/null; t1=$(now)
+        e=$(ms "$t0" "$t1")
         RSS[$who]=$(rss_of "$who")
         umount_cmd "$who"
-        ALL[$who,a]+="$a "; ALL[$who,b]+="$b "; ALL[$who,c]+="$c "; ALL[$who,d]+="$d "
-        echo "round $run $who: mount+cat $a ms, read $b ms, find $c ms, du $d ms"
+        ALL[$who,a]+="$a "; ALL[$who,b]+="$b "; ALL[$who,c]+="$c "; ALL[$who,d]+="$d "; ALL[$who,e]+="$e "
+        echo "round $run $who: mount+cat $a ms, read $b ms, find $c ms, du $d ms, find again $e ms"
     done
 done
 
 pick() { tr ' ' '\n' <<<"${ALL[$1,$2]}" | grep . | "$3"; }
 echo
-printf '%-8s %14s %12s %12s %10s %10s\n' "" "mount+cat ms" "read MiB/s" "find 20k ms" "du ms" "peak RSS"
+printf '%-8s %14s %12s %12s %10s %14s %10s\n' "" "mount+cat ms" "read MiB/s" "find 20k ms" "du ms" "find again ms" "peak RSS"
 for who in $WHO; do
-    printf '%-8s %14s %12s %12s %10s %10s\n' "$who" "$(pick "$who" a best)" \
-        "$(mibs "$(pick "$who" b best)" "$size")" "$(pick "$who" c best)" "$(pick "$who" d best)" "${RSS[$who]} kB"
+    printf '%-8s %14s %12s %12s %10s %14s %10s\n' "$who" "$(pick "$who" a best)" \
+        "$(mibs "$(pick "$who" b best)" "$size")" "$(pick "$who" c best)" "$(pick "$who" d best)" \
+        "$(pick "$who" e best)" "${RSS[$who]} kB"
 done
 for stat in best median; do
-    echo "ntfs-3g / ferry ($stat; above 1 = ferry faster): mount+cat $(ratio "$(pick ntfs3g a $stat)" "$(pick ferry a $stat)"), read $(ratio "$(pick ntfs3g b $stat)" "$(pick ferry b $stat)"), find $(ratio "$(pick ntfs3g c $stat)" "$(pick ferry c $stat)"), du $(ratio "$(pick ntfs3g d $stat)" "$(pick ferry d $stat)")"
+    echo "ntfs-3g / ferry ($stat; above 1 = ferry faster): mount+cat $(ratio "$(pick ntfs3g a $stat)" "$(pick ferry a $stat)"), read $(ratio "$(pick ntfs3g b $stat)" "$(pick ferry b $stat)"), find $(ratio "$(pick ntfs3g c $stat)" "$(pick ferry c $stat)"), du $(ratio "$(pick ntfs3g d $stat)" "$(pick ferry d $stat)"), find again $(ratio "$(pick ntfs3g e $stat)" "$(pick ferry e $stat)")"
 done
-echo "every run, ms (mount+cat / read / find / du):"
+echo "every run, ms (mount+cat / read / find / du / find again):"
 for who in $WHO; do
-    echo "  $who: ${ALL[$who,a]}/ ${ALL[$who,b]}/ ${ALL[$who,c]}/ ${ALL[$who,d]}"
+    echo "  $who: ${ALL[$who,a]}/ ${ALL[$who,b]}/ ${ALL[$who,c]}/ ${ALL[$who,d]}/ ${ALL[$who,e]}"
 done

@@ -469,8 +469,14 @@ impl fuser::Filesystem for Adapter {
         })
     }
 
+    /// Listings are cached by the kernel and, as with files (see `open_flags`), kept across
+    /// opens: without FOPEN_KEEP_CACHE each opendir drops the cached listing, and every walk of
+    /// the tree asks the daemon again for every entry and its attributes.
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        reply.opened(FileHandle(0), FopenFlags::FOPEN_CACHE_DIR);
+        reply.opened(
+            FileHandle(0),
+            FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+        );
     }
 
     fn readdir(

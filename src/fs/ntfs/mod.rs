@@ -460,13 +460,14 @@ impl Ntfs {
             return Err(FsError::NotFound);
         }
         let rs = u64::from(self.boot.record_size);
-        let mut pieces = r.attributes.clone();
-        if let Some(list) = r
+        let list = r
             .attributes
             .iter()
             .find(|a| a.kind == attribute::ATTRIBUTE_LIST)
-        {
-            let bytes = self.read_whole(ino, list, attrlist::MAX_SIZE)?;
+            .cloned();
+        let mut pieces = r.attributes;
+        if let Some(list) = list {
+            let bytes = self.read_whole(ino, &list, attrlist::MAX_SIZE)?;
             let entries =
                 attrlist::parse(&bytes).map_err(|e| self.damage("attribute list", ino, 0, e))?;
             let mut records: Vec<u64> = entries
