@@ -230,6 +230,8 @@ const SYSTEM_REG: &str = "Windows Registry Editor Version 5.00\n\n[\\Select]\n\
     \"Current\"=dword:00000002\n\n[\\ControlSet002]\n\n[\\ControlSet002\\Control]\n\n\
     [\\ControlSet002\\Control\\ComputerName]\n\n[\\ControlSet002\\Control\\ComputerName\\ComputerName]\n\
     \"ComputerName\"=\"WIN-FERRY\"\n\n[\\ControlSet002\\Services]\n\n\
+    [\\ControlSet002\\Services\\Tcpip]\n\n[\\ControlSet002\\Services\\Tcpip\\Parameters]\n\
+    \"Hostname\"=\"win-ferry\"\n\n\
     [\\ControlSet002\\Services\\viostor]\n\"Start\"=dword:00000000\n\n\
     [\\ControlSet002\\Services\\netkvm]\n\"Start\"=dword:00000003\n\n";
 
@@ -399,6 +401,7 @@ fn windows_guest(d: &Path, corpus: &Path, label: &str) -> WinGuest {
             std::fs::copy(&minimal, m.join("Boot/BCD")).unwrap();
         }
         std::fs::write(m.join("WINDOWS/system32/ntoskrnl.exe"), pe_x86_64()).unwrap();
+        std::fs::write(m.join("WINDOWS/system32/cmd.exe"), pe_x86_64()).unwrap();
         let repo = m.join("WINDOWS/system32/DriverStore/FileRepository");
         for pkg in DRIVER_PACKAGES
             .iter()
@@ -465,13 +468,20 @@ fn windows_guest(d: &Path, corpus: &Path, label: &str) -> WinGuest {
     }
 }
 
-/// The smallest PE image whose COFF header says x86-64.
+/// The smallest PE32+ image (x86-64, console subsystem) that `file` names as such: what
+/// libguestfs needs to take `System32\\cmd.exe` for a Windows system's architecture.
 fn pe_x86_64() -> Vec<u8> {
     let mut pe = vec![0u8; 1024];
     pe[..2].copy_from_slice(b"MZ");
     pe[0x3c..0x40].copy_from_slice(&0x80u32.to_le_bytes());
     pe[0x80..0x84].copy_from_slice(b"PE\0\0");
     pe[0x84..0x86].copy_from_slice(&0x8664u16.to_le_bytes());
+    // COFF: the size of the optional header, and "executable, large-address aware".
+    pe[0x94..0x96].copy_from_slice(&0xf0u16.to_le_bytes());
+    pe[0x96..0x98].copy_from_slice(&0x22u16.to_le_bytes());
+    // Optional header: PE32+ magic, console subsystem.
+    pe[0x98..0x9a].copy_from_slice(&0x20bu16.to_le_bytes());
+    pe[0xdc..0xde].copy_from_slice(&3u16.to_le_bytes());
     pe
 }
 
@@ -545,6 +555,101 @@ fn windows_guest_inspects_as_its_hives_say() {
     }
 }
 
+/// The GPT guest as libguestfs's virt-inspector (its appliance under TCG here) sees it: the
+/// fields both tools report agree (type, distro, arch, product, variant, version, osinfo,
+/// system root, control set, host name, drive letters, the root's filesystem). Where ferry
+/// says more, virt-inspector says nothing: the MBR guest's dirty SYSTEM hive, whose log ferry
+/// applies and libguestfs ignores, is left out. Runs where libguestfs-tools is installed;
+/// otherwise a SKIP (CI does not install the appliance).
+#[test]
+fn windows_guest_inspects_as_virt_inspector_does() {
+    let Some(corpus) = std::env::var_os("FERRY_CORPUS")
+        .map(std::path::PathBuf::from)
+        .or_else(common::corpus)
+    else {
+        return;
+    };
+    if !have_windows_tools() {
+        return;
+    }
+    if common::tool("virt-inspector").is_none() {
+        eprintln!("SKIP: virt-inspector (libguestfs-tools) is not installed");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let g = windows_guest(tmp.path(), &corpus, "gpt");
+    let disk = g.disk.to_str().unwrap();
+    let j = common::ferry_json(&["inspect", "--json", disk]);
+    let out = std::process::Command::new("virt-inspector")
+        .args(["--format=raw", "-a", disk])
+        .env("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "virt-inspector: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let xml = String::from_utf8(out.stdout).unwrap();
+    let tag = |name: &str| -> Option<String> {
+        let open = format!("<{name}>");
+        let start = xml.find(&open)? + open.len();
+        let end = start + xml[start..].find(&format!("</{name}>"))?;
+        Some(xml[start..end].to_string())
+    };
+    let r = &j["roots"][0];
+    let w = &r["windows"];
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    for (theirs, ours) in [
+        ("root", &r["root"]),
+        ("name", &r["type"]),
+        ("distro", &r["distro"]),
+        ("arch", &r["arch"]),
+        ("product_name", &r["product_name"]),
+        ("product_variant", &w["installation_type"]),
+        ("major_version", &r["major_version"]),
+        ("minor_version", &r["minor_version"]),
+        ("osinfo", &r["osinfo"]),
+        ("windows_systemroot", &r["systemroot"]),
+        ("windows_current_control_set", &w["current_control_set"]),
+        ("hostname", &r["hostname"]),
+    ] {
+        assert_eq!(text(ours), tag(theirs), "{theirs}: {xml}");
+    }
+    // Drive letters: virt-inspector lists those whose partition is on the disks given.
+    let theirs: BTreeMap<String, String> = xml
+        .lines()
+        .filter_map(|l| {
+            let rest = l.trim().strip_prefix("<drive_mapping name=\"")?;
+            let (letter, rest) = rest.split_once("\">")?;
+            let dev = rest.strip_suffix("</drive_mapping>")?;
+            Some((format!("{letter}:"), dev.to_string()))
+        })
+        .collect();
+    let ours: BTreeMap<String, String> = w["drive_letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| Some((text(&l["letter"])?, text(&l["device"])?)))
+        .collect();
+    assert_eq!(ours, theirs, "{xml}");
+    assert_eq!(theirs.len(), 2, "{xml}");
+    // The root's filesystem: type, label and UUID (the volume serial).
+    let fs = j["filesystems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["device"] == r["root"])
+        .unwrap();
+    assert_eq!(text(&fs["fstype"]), tag("type"), "{xml}");
+    assert_eq!(text(&fs["label"]), tag("label"), "{xml}");
+    assert_eq!(text(&fs["uuid"]), tag("uuid"), "{xml}");
+}
+
 fn check_registry_facts(j: &serde_json::Value, g: &WinGuest, label: &str) {
     let r = &j["roots"][0];
     let (sw, sys) = (&g.software, &g.system);
@@ -570,7 +675,17 @@ fn check_registry_facts(j: &serde_json::Value, g: &WinGuest, label: &str) {
     let cur = hivexget(sys, "\\Select", "Current");
     let cs = format!("ControlSet{:03}", cur.parse::<u32>().unwrap());
     assert_eq!(w["current_control_set"], cs);
+    // The DNS name as typed (Tcpip's Hostname, as libguestfs reads it), not the NetBIOS
+    // name in capitals.
     assert_eq!(
+        r["hostname"],
+        hivexget(
+            sys,
+            &format!("\\{cs}\\Services\\Tcpip\\Parameters"),
+            "Hostname"
+        )
+    );
+    assert_ne!(
         r["hostname"],
         hivexget(
             sys,
@@ -578,6 +693,7 @@ fn check_registry_facts(j: &serde_json::Value, g: &WinGuest, label: &str) {
             "ComputerName"
         )
     );
+    assert_eq!(r["osinfo"], "win2k22", "{label}");
     for svc in ["viostor", "netkvm"] {
         let drv = w["virtio_drivers"]
             .as_array()

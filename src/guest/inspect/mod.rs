@@ -12,6 +12,7 @@
 pub mod boot;
 pub mod elf;
 pub mod kernel;
+mod osinfo;
 pub mod release;
 pub mod tools;
 pub mod windows;
@@ -142,6 +143,8 @@ pub struct OsInfo {
     pub version: Option<Version>,
     pub major_version: Option<u32>,
     pub minor_version: Option<u32>,
+    /// libosinfo's short ID (`debian12`, `win2k22`), named as virt-inspector names it.
+    pub osinfo: Option<String>,
     pub hostname: Option<String>,
     /// `x86_64`, `i386`, `aarch64`, `armv7l`, `ppc64le`, `s390x`, `riscv64`…
     pub arch: Option<String>,
@@ -425,6 +428,7 @@ pub fn inspect(tree: &dyn FileTree) -> OsInfo {
         info.os_type = Os::Windows;
         info.distro = Some("windows".into());
         windows::inspect(&cx, &root, &mut info);
+        info.osinfo = osinfo::short_id(&info);
         info.systemroot = Some(root);
         info.warnings = cx.finish();
         return info;
@@ -444,6 +448,7 @@ pub fn inspect(tree: &dyn FileTree) -> OsInfo {
     {
         info.os_type = Os::Linux;
     }
+    info.osinfo = osinfo::short_id(&info);
     info.hostname = hostname(&cx);
     info.arch = arch(&cx);
     (info.package_format, info.package_management) = tools::packages(&cx, &info);

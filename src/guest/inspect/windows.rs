@@ -272,12 +272,22 @@ pub(crate) fn inspect(cx: &Ctx, root: &str, info: &mut OsInfo) {
     if let Some(sys) = hive(cx, root, "system", &mut w) {
         if let Some(n) = number(cx, &sys, "\\Select", "Current") {
             let cs = format!("ControlSet{n:03}");
+            // The DNS host name as typed (what libguestfs reports), else the NetBIOS name.
             info.hostname = string(
                 cx,
                 &sys,
-                &format!("\\{cs}\\Control\\ComputerName\\ComputerName"),
-                "ComputerName",
-            );
+                &format!("\\{cs}\\Services\\Tcpip\\Parameters"),
+                "Hostname",
+            )
+            .filter(|h| !h.is_empty())
+            .or_else(|| {
+                string(
+                    cx,
+                    &sys,
+                    &format!("\\{cs}\\Control\\ComputerName\\ComputerName"),
+                    "ComputerName",
+                )
+            });
             for s in VIRTIO_SERVICES {
                 match sys.key(&format!("\\{cs}\\Services\\{s}")) {
                     Ok(Some(_)) => w.virtio_drivers.push(Service {
