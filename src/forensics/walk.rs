@@ -92,7 +92,7 @@ pub fn walk_with(fs: &dyn Filesystem, deleted: bool, visit: &mut dyn FnMut(&Visi
     let roots = std::mem::take(&mut w.roots);
     let lists: Vec<Vec<u64>> = roots.iter().map(|(_, o)| w.orphan_list(o)).collect();
     for ((mountpoint, o), list) in roots.iter().zip(lists) {
-        w.visit_orphans(mountpoint, o.dir_ino, &list, &mut stack);
+        w.visit_orphans(mountpoint, o, &list, &mut stack);
     }
     w.errors
 }
@@ -191,7 +191,7 @@ impl Walker<'_, '_> {
             list.push(ino);
             if self
                 .fs
-                .getattr(ino)
+                .removed_getattr(ino)
                 .is_ok_and(|a| a.kind == FileType::Directory)
             {
                 self.mark_below(ino, &mut below);
@@ -229,7 +229,7 @@ impl Walker<'_, '_> {
                 && levels.len() < MAX_REMOVED_DEPTH
                 && self
                     .fs
-                    .getattr(d.ino)
+                    .removed_getattr(d.ino)
                     .is_ok_and(|a| a.kind == FileType::Directory)
             {
                 if let Ok(next) = self.fs.removed_dir_entries(d.ino) {
@@ -239,18 +239,18 @@ impl Walker<'_, '_> {
         }
     }
 
-    /// fls's `$OrphanFiles` under `mountpoint`, then each orphan in `list` as
-    /// `OrphanFile-N`, its metadata read from the inode as for a removed entry, and an orphan
+    /// fls's `$OrphanFiles` under `mountpoint`, then each orphan in `list` by the name it
+    /// carries itself (`Orphans::names`) or as `OrphanFile-N`, its metadata read from the inode as for a removed entry, and an orphan
     /// directory's records below it as fls lists them (see `drain`).
     fn visit_orphans(
         &mut self,
         mountpoint: &[u8],
-        dir_ino: u64,
+        o: &Orphans,
         list: &[u64],
         stack: &mut Vec<Pending>,
     ) {
         let dir = [mountpoint, b"/$OrphanFiles"].concat();
-        let mut attr = zero_attr(dir_ino, FileType::Directory);
+        let mut attr = zero_attr(o.dir_ino, FileType::Directory);
         attr.nlink = 1;
         (self.visit)(&Visit {
             path: &dir,
@@ -260,10 +260,16 @@ impl Walker<'_, '_> {
             orphan_dir: true,
         });
         for &ino in list.iter().rev() {
-            let local = crate::guest::tree::local_ino(ino);
+            let name = match o.names.get(&ino) {
+                Some(n) => n.clone(),
+                None => {
+                    let local = crate::guest::tree::local_ino(ino);
+                    format!("OrphanFile-{local}").into_bytes()
+                }
+            };
             stack.push(Pending {
                 ino,
-                path: [&dir[..], format!("/OrphanFile-{local}").as_bytes()].concat(),
+                path: child_path(&dir, &name),
                 kind: FileType::RegularFile,
                 depth: 0,
                 deleted: Some((false, None)),
@@ -406,7 +412,7 @@ fn visit_deleted(
     let read = if p.ino == 0 {
         None
     } else {
-        fs.getattr(p.ino).ok()
+        fs.removed_getattr(p.ino).ok()
     };
     let meta_read = read.is_some();
     let attr = read.unwrap_or_else(|| zero_attr(p.ino, p.kind));

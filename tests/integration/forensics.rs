@@ -551,6 +551,105 @@ fn timeline_descends_into_orphan_directories_as_fls_does() {
     // The data under the orphan is ferry's to list, never to change: checked by `guard`.
 }
 
+/// NTFS: files removed through ntfs-3g keep their MFT records (in-use flag cleared), which fls
+/// lists as removed entries under their parent directory, or, once that directory's record was
+/// reused, under `$OrphanFiles` by their own name, with what a removed directory held below it;
+/// mkntfs's reserved records 16-23 are `OrphanFile-N`. ferry lists the same removed names, and
+/// per line the same record number, type letters, size (files) and the four times (whole
+/// seconds). Not compared: uid/gid and permission bits (ferry shows NTFS ownership and modes as
+/// ntfs-3g does, fls from the security id and read-only flag), directory sizes (fls: the index
+/// root) and fls's extra `($FILE_NAME)` lines, which ferry does not print for any file.
+#[test]
+fn timeline_lists_removed_ntfs_records_as_fls_does() {
+    if !have("fls") || !common::have_tools(&["mkntfs", "ntfs-3g"]) {
+        assert!(
+            !kernel::required(),
+            "fls, mkntfs or ntfs-3g missing: contrib/setup.sh installs them"
+        );
+        eprintln!("SKIP: fls (sleuthkit), mkntfs or ntfs-3g is not installed");
+        return;
+    }
+    use common::ntfs3g::Ntfs3g;
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("ntfs.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    common::run(Command::new("mkntfs").args(["-F", "-Q", "-q"]).arg(&img));
+    let mnt = dir.path().join("mnt");
+    {
+        let m = Ntfs3g::mount(&img, &mnt, "rw");
+        let r = &m.0;
+        std::fs::create_dir_all(r.join("docs/sub")).unwrap();
+        std::fs::create_dir_all(r.join("gonedir/inner")).unwrap();
+        std::fs::write(r.join("docs/a.txt"), "hello\n").unwrap();
+        std::fs::write(r.join("docs/b.txt"), "bye\n").unwrap();
+        std::fs::write(r.join("docs/big.bin"), vec![0x5au8; 5000]).unwrap();
+        std::fs::write(r.join("docs/sub/s.txt"), "s\n").unwrap();
+        std::fs::write(r.join("gonedir/inner/i.txt"), "i\n").unwrap();
+        std::fs::write(r.join("gonedir/g.txt"), "g\n").unwrap();
+        std::fs::write(r.join("top.txt"), "top\n").unwrap();
+    }
+    {
+        let m = Ntfs3g::mount(&img, &mnt, "rw");
+        let r = &m.0;
+        for f in ["docs/b.txt", "docs/big.bin", "top.txt"] {
+            std::fs::remove_file(r.join(f)).unwrap();
+        }
+        std::fs::remove_dir_all(r.join("gonedir")).unwrap();
+        // Takes the lowest free record, gonedir's: what gonedir held is orphaned.
+        std::fs::write(r.join("docs/new.txt"), "new\n").unwrap();
+    }
+    let guard = Unchanged::new(&[&img]);
+    let ours = ferry_ok(&["timeline", img.to_str().unwrap()]);
+    drop(guard);
+    let fls_text = common::run(Command::new("fls").args(["-r", "-m", "/"]).arg(&img));
+    let removed = |text: &str| -> BTreeMap<String, Vec<String>> {
+        body(text)
+            .into_iter()
+            .filter(|(n, _)| n.contains(" (deleted") && !n.contains("($FILE_NAME)"))
+            .collect()
+    };
+    let (want, got) = (removed(&fls_text), removed(&ours));
+    for must in [
+        "/docs/b.txt (deleted)",
+        "/docs/big.bin (deleted)",
+        "/top.txt (deleted)",
+        "/$OrphanFiles/g.txt (deleted)",
+        "/$OrphanFiles/inner (deleted)",
+        "/$OrphanFiles/inner/i.txt (deleted)",
+        "/$OrphanFiles/OrphanFile-16 (deleted)",
+    ] {
+        assert!(want.contains_key(must), "fls lacks {must}:\n{fls_text}");
+    }
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "removed names\nfls:\n{fls_text}\nferry:\n{ours}"
+    );
+    for (name, w) in &want {
+        let g = &got[name];
+        // fls: record-type-id.
+        assert_eq!(g[0], w[0].split('-').next().unwrap(), "{name} record");
+        assert_eq!(g[1][..3], w[1][..3], "{name} type letters");
+        if w[1].starts_with("-/r") {
+            assert_eq!(g[4], w[4], "{name} size");
+        }
+        for i in 5..9 {
+            assert_eq!(
+                g[i].split('.').next().unwrap(),
+                w[i],
+                "{name} time field {i}"
+            );
+        }
+    }
+    // The live files are still listed, and a removed name is never a live one's.
+    let all = body(&ours);
+    assert!(all.contains_key("/docs/new.txt"), "{ours}");
+    assert!(!all.contains_key("/docs/b.txt"), "{ours}");
+}
+
 /// Random bytes in the slack of a directory block (no metadata_csum, so the block is still
 /// read): the timeline still lists every live entry, does not crash, and whatever it takes
 /// for removed entries has a name a kernel could have written.

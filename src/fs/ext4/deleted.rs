@@ -205,6 +205,7 @@ impl Ext4 {
         Orphans {
             dir_ino: u64::from(self.sb.inodes_count) + 1,
             inodes: self.free_used_inodes(errors),
+            names: Default::default(),
         }
     }
 }
