@@ -47,7 +47,12 @@ else
 fi
 
 out=$(mktemp "$OUTDIR/ferry-bench-hash.XXXXXX")
-trap 'rm -f "$out"' EXIT
+# A copy of the binary: a rebuild during the rounds must not swap it underneath.
+bin=$(mktemp /tmp/ferry-bench-hash-bin.XXXXXX)
+cp "$ferry" "$bin"
+chmod 0755 "$bin"
+ferry=$bin
+trap 'rm -f "$out" "$bin"' EXIT
 for img in "${images[@]}"; do
     cat "$img" > /dev/null
 done
@@ -64,6 +69,7 @@ for ((r = 0; r < RUNS; r++)); do
         [ "$a" = "$b" ] || { echo "DIGESTS DIFFER on $img: ferry $a, qemu-img $b"; exit 1; }
         ferry_ms[$img]+="$(ms "$t0" "$t1") "
         peer_ms[$img]+="$(ms "$t1" "$t2") "
+        echo "round $((r + 1)) $img: ferry $(ms "$t0" "$t1") ms, peer $(ms "$t1" "$t2") ms" >&2
     done
 done
 
