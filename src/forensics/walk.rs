@@ -55,6 +55,8 @@ struct Pending {
     deleted: Option<(bool, Option<FileType>)>,
     /// For a removed entry: how many removed directories up it lies (0: in a live one).
     removed_depth: usize,
+    /// An orphan itself (`$OrphanFiles/OrphanFile-N`), not a record below one.
+    orphan: bool,
 }
 
 /// Walks `fs` from its root, calling `visit` for every path but the root itself; returns what
@@ -67,123 +69,312 @@ pub fn walk(fs: &dyn Filesystem, visit: &mut dyn FnMut(&Visit)) -> Vec<String> {
 /// (`Filesystem::deleted_entries`) after the live entries of its directory, and after the
 /// whole tree, for each filesystem that can tell (`Filesystem::orphans`), fls's
 /// `MOUNTPOINT/$OrphanFiles` directory with the inodes that are free, were used and that
-/// no name (live or removed) the walk met reaches: `$OrphanFiles/OrphanFile-N`.
+/// no name (live or removed) the walk met reaches: `$OrphanFiles/OrphanFile-N`, an orphan
+/// directory followed by what its blocks still hold (see `Walker::orphan_list`).
 pub fn walk_with(fs: &dyn Filesystem, deleted: bool, visit: &mut dyn FnMut(&Visit)) -> Vec<String> {
-    let mut errors = Vec::new();
+    let mut w = Walker {
+        fs,
+        with_deleted: deleted,
+        errors: Vec::new(),
+        named: HashSet::new(),
+        roots: Vec::new(),
+        entered: HashSet::new(),
+        removed_listed: 0,
+        visit,
+    };
     let mut stack = Vec::new();
-    // Every inode a name reaches, and each filesystem root met with its orphan candidates.
-    let mut named: HashSet<u64> = HashSet::new();
-    let mut roots: Vec<(Vec<u8>, Orphans)> = Vec::new();
-    // Removed directories entered (a loop of stale records ends here), and records listed
-    // from them.
-    let mut entered: HashSet<u64> = HashSet::new();
-    let mut removed_listed = 0usize;
     if deleted {
-        note_orphans(fs, fs.root_ino(), b"", &mut roots, &mut errors);
+        w.note_orphans(fs.root_ino(), b"");
     }
-    push_children(fs, fs.root_ino(), b"", 0, deleted, &mut stack, &mut errors);
-    while let Some(p) = stack.pop() {
-        if deleted {
-            named.insert(p.ino);
-        }
-        if let Some((reallocated, entry_kind)) = p.deleted {
-            let dir = visit_deleted(fs, &p, reallocated, entry_kind, false, visit);
-            if dir && !reallocated && p.removed_depth < MAX_REMOVED_DEPTH && entered.insert(p.ino) {
-                push_removed_children(fs, &p, &mut removed_listed, &mut stack, &mut errors);
+    w.push_children(fs.root_ino(), b"", 0, &mut stack);
+    w.drain(&mut stack);
+    // Every name the tree holds is known now: which candidates no name reaches.
+    let roots = std::mem::take(&mut w.roots);
+    let lists: Vec<Vec<u64>> = roots.iter().map(|(_, o)| w.orphan_list(o)).collect();
+    for ((mountpoint, o), list) in roots.iter().zip(lists) {
+        w.visit_orphans(mountpoint, o, &list, &mut stack);
+    }
+    w.errors
+}
+
+/// The state of one walk.
+struct Walker<'a, 'v> {
+    fs: &'a dyn Filesystem,
+    with_deleted: bool,
+    errors: Vec<String>,
+    /// Every inode a name reaches (with `with_deleted` only).
+    named: HashSet<u64>,
+    /// Each filesystem root met, with its orphan candidates.
+    roots: Vec<(Vec<u8>, Orphans)>,
+    /// Removed directories entered (a loop of stale records ends here).
+    entered: HashSet<u64>,
+    /// Records listed from removed directories (see `MAX_REMOVED_ENTRIES`).
+    removed_listed: usize,
+    visit: &'v mut dyn FnMut(&Visit),
+}
+
+impl Walker<'_, '_> {
+    /// Visits what is on `stack` and everything below it, depth first.
+    fn drain(&mut self, stack: &mut Vec<Pending>) {
+        while let Some(p) = stack.pop() {
+            if self.with_deleted {
+                self.named.insert(p.ino);
             }
-            continue;
-        }
-        let attr = match fs.getattr(p.ino) {
-            Ok(a) => a,
-            Err(e) => {
-                errors.push(format!("{}: {e}", String::from_utf8_lossy(&p.path)));
+            if let Some((reallocated, entry_kind)) = p.deleted {
+                let dir = visit_deleted(self.fs, &p, reallocated, entry_kind, self.visit);
+                // fls enters a removed name that names (or may name) a directory, when the
+                // inode is a directory and free too.
+                let named_dir = matches!(entry_kind, None | Some(FileType::Directory));
+                if dir
+                    && named_dir
+                    && !reallocated
+                    && p.removed_depth < MAX_REMOVED_DEPTH
+                    && self.entered.insert(p.ino)
+                {
+                    self.push_removed_children(&p, stack);
+                }
                 continue;
             }
-        };
-        visit(&Visit {
-            path: &p.path,
-            entry_kind: p.kind,
-            attr: &attr,
-            deleted: None,
-            orphan_dir: false,
-        });
-        if attr.kind == FileType::Directory {
-            if deleted {
-                note_orphans(fs, attr.ino, &p.path, &mut roots, &mut errors);
-            }
-            if p.depth + 1 >= MAX_DEPTH {
-                errors.push(format!(
-                    "{}: deeper than {MAX_DEPTH} directories, not followed",
-                    String::from_utf8_lossy(&p.path)
-                ));
-            } else {
-                push_children(
-                    fs,
-                    attr.ino,
-                    &p.path,
-                    p.depth + 1,
-                    deleted,
-                    &mut stack,
-                    &mut errors,
-                );
+            let attr = match self.fs.getattr(p.ino) {
+                Ok(a) => a,
+                Err(e) => {
+                    self.errors
+                        .push(format!("{}: {e}", String::from_utf8_lossy(&p.path)));
+                    continue;
+                }
+            };
+            (self.visit)(&Visit {
+                path: &p.path,
+                entry_kind: p.kind,
+                attr: &attr,
+                deleted: None,
+                orphan_dir: false,
+            });
+            if attr.kind == FileType::Directory {
+                if self.with_deleted {
+                    self.note_orphans(attr.ino, &p.path);
+                }
+                if p.depth + 1 >= MAX_DEPTH {
+                    self.errors.push(format!(
+                        "{}: deeper than {MAX_DEPTH} directories, not followed",
+                        String::from_utf8_lossy(&p.path)
+                    ));
+                } else {
+                    self.push_children(attr.ino, &p.path, p.depth + 1, stack);
+                }
             }
         }
     }
-    for (mountpoint, o) in roots {
-        visit_orphans(fs, &mountpoint, &o, &named, visit);
-    }
-    errors
-}
 
-/// Records the orphan candidates of the filesystem whose root `dir` is, if it is one.
-fn note_orphans(
-    fs: &dyn Filesystem,
-    dir: u64,
-    path: &[u8],
-    roots: &mut Vec<(Vec<u8>, Orphans)>,
-    errors: &mut Vec<String>,
-) {
-    match fs.orphans(dir, errors) {
-        Ok(Some(o)) => roots.push((path.to_vec(), o)),
-        Ok(None) => {}
-        Err(e) => errors.push(format!(
-            "{}/ (orphan inodes): {e}",
-            String::from_utf8_lossy(path)
-        )),
+    /// Records the orphan candidates of the filesystem whose root `dir` is, if it is one.
+    fn note_orphans(&mut self, dir: u64, path: &[u8]) {
+        match self.fs.orphans(dir, &mut self.errors) {
+            Ok(Some(o)) => self.roots.push((path.to_vec(), o)),
+            Ok(None) => {}
+            Err(e) => self.errors.push(format!(
+                "{}/ (orphan inodes): {e}",
+                String::from_utf8_lossy(path)
+            )),
+        }
     }
-}
 
-/// fls's `$OrphanFiles` under `mountpoint`, then each candidate no name reaches as
-/// `OrphanFile-N`, its metadata read from the inode as for a removed entry. An orphan that
-/// is a directory is listed, not descended into.
-fn visit_orphans(
-    fs: &dyn Filesystem,
-    mountpoint: &[u8],
-    o: &Orphans,
-    named: &HashSet<u64>,
-    visit: &mut dyn FnMut(&Visit),
-) {
-    let dir = [mountpoint, b"/$OrphanFiles"].concat();
-    let mut attr = zero_attr(o.dir_ino, FileType::Directory);
-    attr.nlink = 1;
-    visit(&Visit {
-        path: &dir,
-        entry_kind: FileType::Directory,
-        attr: &attr,
-        deleted: None,
-        orphan_dir: true,
-    });
-    for &ino in o.inodes.iter().filter(|i| !named.contains(i)) {
-        let local = crate::guest::tree::local_ino(ino);
-        let p = Pending {
-            ino,
-            path: [&dir[..], format!("/OrphanFile-{local}").as_bytes()].concat(),
-            kind: FileType::RegularFile,
-            depth: 0,
-            deleted: None,
-            removed_depth: 0,
+    /// The orphans listed at the top of `$OrphanFiles`, in number order, chosen as The Sleuth
+    /// Kit chooses them (tsk_fs_dir_find_orphans): each candidate no name reaches, except
+    /// those reached below an orphan directory (`mark_below`), which are listed there.
+    fn orphan_list(&self, o: &Orphans) -> Vec<u64> {
+        let mut below = HashSet::new();
+        let mut list = Vec::new();
+        for &ino in &o.inodes {
+            if self.named.contains(&ino) || below.contains(&ino) {
+                continue;
+            }
+            list.push(ino);
+            if self
+                .fs
+                .removed_getattr(ino)
+                .is_ok_and(|a| a.kind == FileType::Directory)
+            {
+                self.mark_below(ino, &mut below);
+            }
+        }
+        list.retain(|i| !below.contains(i));
+        list
+    }
+
+    /// Adds to `below` the inodes the records of the orphan directory `dir` name, depth first
+    /// through the free directories among them, as fls's de-duplicating walk does: it stops
+    /// at the first record whose inode is in use, or that it met before (a stale directory
+    /// is not trusted past that point; orphans after it stay listed at the top as well).
+    /// Bounded by `MAX_REMOVED_DEPTH` and `MAX_REMOVED_ENTRIES`.
+    fn mark_below(&self, dir: u64, below: &mut HashSet<u64>) {
+        let mut budget = MAX_REMOVED_ENTRIES;
+        let Ok(first) = self.fs.removed_dir_entries(dir) else {
+            return;
         };
-        visit_deleted(fs, &p, false, None, true, visit);
+        let mut levels = vec![first.into_iter()];
+        while let Some(level) = levels.last_mut() {
+            let Some(d) = level.next() else {
+                levels.pop();
+                continue;
+            };
+            if d.ino == 0 {
+                continue;
+            }
+            if d.reallocated || !below.insert(d.ino) || budget == 0 {
+                return;
+            }
+            budget -= 1;
+            let named_dir = matches!(d.kind, None | Some(FileType::Directory));
+            if named_dir
+                && levels.len() < MAX_REMOVED_DEPTH
+                && self
+                    .fs
+                    .removed_getattr(d.ino)
+                    .is_ok_and(|a| a.kind == FileType::Directory)
+            {
+                if let Ok(next) = self.fs.removed_dir_entries(d.ino) {
+                    levels.push(next.into_iter());
+                }
+            }
+        }
+    }
+
+    /// fls's `$OrphanFiles` under `mountpoint`, then each orphan in `list` by the name it
+    /// carries itself (`Orphans::names`) or as `OrphanFile-N`, its metadata read from the inode as for a removed entry, and an orphan
+    /// directory's records below it as fls lists them (see `drain`).
+    fn visit_orphans(
+        &mut self,
+        mountpoint: &[u8],
+        o: &Orphans,
+        list: &[u64],
+        stack: &mut Vec<Pending>,
+    ) {
+        let dir = [mountpoint, b"/$OrphanFiles"].concat();
+        let mut attr = zero_attr(o.dir_ino, FileType::Directory);
+        attr.nlink = 1;
+        (self.visit)(&Visit {
+            path: &dir,
+            entry_kind: FileType::Directory,
+            attr: &attr,
+            deleted: None,
+            orphan_dir: true,
+        });
+        for &ino in list.iter().rev() {
+            let name = match o.names.get(&ino) {
+                Some(n) => n.clone(),
+                None => {
+                    let local = crate::guest::tree::local_ino(ino);
+                    format!("OrphanFile-{local}").into_bytes()
+                }
+            };
+            stack.push(Pending {
+                ino,
+                path: child_path(&dir, &name),
+                kind: FileType::RegularFile,
+                depth: 0,
+                deleted: Some((false, None)),
+                removed_depth: 0,
+                orphan: true,
+            });
+        }
+        self.drain(stack);
+    }
+
+    /// Pushes the records of the removed directory `p` (see
+    /// `Filesystem::removed_dir_entries`) as removed entries below it, in order, while fewer
+    /// than `MAX_REMOVED_ENTRIES` have been.
+    fn push_removed_children(&mut self, p: &Pending, stack: &mut Vec<Pending>) {
+        let entries = match self.fs.removed_dir_entries(p.ino) {
+            Ok(e) => e,
+            Err(e) => {
+                self.errors.push(format!(
+                    "{} (removed directory): {e}",
+                    String::from_utf8_lossy(&p.path)
+                ));
+                return;
+            }
+        };
+        let start = stack.len();
+        let mut seen: HashSet<(u64, Vec<u8>)> = HashSet::new();
+        for d in entries {
+            if self.removed_listed >= MAX_REMOVED_ENTRIES {
+                self.errors.push(format!(
+                    "{}: more than {MAX_REMOVED_ENTRIES} records in removed directories, the \
+                     rest not listed",
+                    String::from_utf8_lossy(&p.path)
+                ));
+                break;
+            }
+            if !seen.insert((d.ino, d.name.clone())) {
+                continue;
+            }
+            self.removed_listed += 1;
+            stack.push(Pending {
+                ino: d.ino,
+                path: child_path(&p.path, &d.name),
+                kind: d.kind.unwrap_or(FileType::RegularFile),
+                depth: p.depth + 1,
+                deleted: Some((d.reallocated, d.kind)),
+                removed_depth: p.removed_depth + 1,
+                orphan: false,
+            });
+        }
+        stack[start..].reverse();
+    }
+
+    /// Pushes the entries of `dir` in reverse, so that they come off the stack in order.
+    fn push_children(&mut self, dir: u64, prefix: &[u8], depth: usize, stack: &mut Vec<Pending>) {
+        let entries = match path::list(self.fs, dir) {
+            Ok(e) => e,
+            Err(e) => {
+                self.errors
+                    .push(format!("{}/: {e}", String::from_utf8_lossy(prefix)));
+                return;
+            }
+        };
+        let start = stack.len();
+        // Removed entries after the live ones; one that names the same inode and name as
+        // an entry already listed is the same file (The Sleuth Kit's tsk_fs_dir_add drops
+        // such duplicates too).
+        let mut seen: HashSet<(u64, Vec<u8>)> =
+            entries.iter().map(|e| (e.ino, e.name.clone())).collect();
+        let deleted = if self.with_deleted {
+            self.fs.deleted_entries(dir).unwrap_or_else(|e| {
+                self.errors.push(format!(
+                    "{}/ (removed entries): {e}",
+                    String::from_utf8_lossy(prefix)
+                ));
+                Vec::new()
+            })
+        } else {
+            Vec::new()
+        };
+        for e in &entries {
+            stack.push(Pending {
+                ino: e.ino,
+                path: child_path(prefix, &e.name),
+                kind: e.kind,
+                depth,
+                deleted: None,
+                removed_depth: 0,
+                orphan: false,
+            });
+        }
+        for d in deleted {
+            if !seen.insert((d.ino, d.name.clone())) {
+                continue;
+            }
+            stack.push(Pending {
+                ino: d.ino,
+                path: child_path(prefix, &d.name),
+                kind: d.kind.unwrap_or(FileType::RegularFile),
+                depth,
+                deleted: Some((d.reallocated, d.kind)),
+                removed_depth: 0,
+                orphan: false,
+            });
+        }
+        stack[start..].reverse();
     }
 }
 
@@ -216,13 +407,12 @@ fn visit_deleted(
     p: &Pending,
     reallocated: bool,
     entry_kind: Option<FileType>,
-    orphan: bool,
     visit: &mut dyn FnMut(&Visit),
 ) -> bool {
     let read = if p.ino == 0 {
         None
     } else {
-        fs.getattr(p.ino).ok()
+        fs.removed_getattr(p.ino).ok()
     };
     let meta_read = read.is_some();
     let attr = read.unwrap_or_else(|| zero_attr(p.ino, p.kind));
@@ -235,115 +425,11 @@ fn visit_deleted(
             reallocated,
             entry_kind,
             meta_read,
-            orphan,
+            orphan: p.orphan,
         }),
         orphan_dir: false,
     });
     dir
-}
-
-/// Pushes the records of the removed directory `p` (see `Filesystem::removed_dir_entries`)
-/// as removed entries below it, in order, while fewer than `MAX_REMOVED_ENTRIES` have been.
-fn push_removed_children(
-    fs: &dyn Filesystem,
-    p: &Pending,
-    listed: &mut usize,
-    stack: &mut Vec<Pending>,
-    errors: &mut Vec<String>,
-) {
-    let entries = match fs.removed_dir_entries(p.ino) {
-        Ok(e) => e,
-        Err(e) => {
-            errors.push(format!(
-                "{} (removed directory): {e}",
-                String::from_utf8_lossy(&p.path)
-            ));
-            return;
-        }
-    };
-    let start = stack.len();
-    let mut seen: HashSet<(u64, Vec<u8>)> = HashSet::new();
-    for d in entries {
-        if *listed >= MAX_REMOVED_ENTRIES {
-            errors.push(format!(
-                "{}: more than {MAX_REMOVED_ENTRIES} records in removed directories, the rest \
-                 not listed",
-                String::from_utf8_lossy(&p.path)
-            ));
-            break;
-        }
-        if !seen.insert((d.ino, d.name.clone())) {
-            continue;
-        }
-        *listed += 1;
-        stack.push(Pending {
-            ino: d.ino,
-            path: child_path(&p.path, &d.name),
-            kind: d.kind.unwrap_or(FileType::RegularFile),
-            depth: p.depth + 1,
-            deleted: Some((d.reallocated, d.kind)),
-            removed_depth: p.removed_depth + 1,
-        });
-    }
-    stack[start..].reverse();
-}
-
-/// Pushes the entries of `dir` in reverse, so that they come off the stack in order.
-fn push_children(
-    fs: &dyn Filesystem,
-    dir: u64,
-    prefix: &[u8],
-    depth: usize,
-    with_deleted: bool,
-    stack: &mut Vec<Pending>,
-    errors: &mut Vec<String>,
-) {
-    match path::list(fs, dir) {
-        Ok(entries) => {
-            let start = stack.len();
-            // Removed entries after the live ones; one that names the same inode and name as
-            // an entry already listed is the same file (The Sleuth Kit's tsk_fs_dir_add drops
-            // such duplicates too).
-            let mut seen: HashSet<(u64, Vec<u8>)> =
-                entries.iter().map(|e| (e.ino, e.name.clone())).collect();
-            let deleted = if with_deleted {
-                fs.deleted_entries(dir).unwrap_or_else(|e| {
-                    errors.push(format!(
-                        "{}/ (removed entries): {e}",
-                        String::from_utf8_lossy(prefix)
-                    ));
-                    Vec::new()
-                })
-            } else {
-                Vec::new()
-            };
-            for e in &entries {
-                stack.push(Pending {
-                    ino: e.ino,
-                    path: child_path(prefix, &e.name),
-                    kind: e.kind,
-                    depth,
-                    deleted: None,
-                    removed_depth: 0,
-                });
-            }
-            for d in deleted {
-                if !seen.insert((d.ino, d.name.clone())) {
-                    continue;
-                }
-                stack.push(Pending {
-                    ino: d.ino,
-                    path: child_path(prefix, &d.name),
-                    kind: d.kind.unwrap_or(FileType::RegularFile),
-                    depth,
-                    deleted: Some((d.reallocated, d.kind)),
-                    removed_depth: 0,
-                });
-            }
-            stack[start..].reverse();
-        }
-        Err(e) => errors.push(format!("{}/: {e}", String::from_utf8_lossy(prefix))),
-    }
 }
 
 /// `prefix/name` as bytes (guest names need not be UTF-8).

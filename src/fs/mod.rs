@@ -313,6 +313,9 @@ pub struct Orphans {
     /// Free inodes that were used, in number order; those a (removed) name still names are
     /// not orphans, which only a walk of the whole tree can tell.
     pub inodes: Vec<u64>,
+    /// The name an orphan still carries itself (NTFS: its $FILE_NAME), which fls shows in
+    /// place of `OrphanFile-N`.
+    pub names: std::collections::BTreeMap<u64, Vec<u8>>,
 }
 
 /// `statfs` numbers, in blocks of `bsize` bytes.
@@ -403,6 +406,13 @@ pub trait Filesystem: Send + Sync {
     /// onto `errors` and the rest still returned.
     fn orphans(&self, _dir: u64, _errors: &mut Vec<String>) -> Result<Option<Orphans>> {
         Ok(None)
+    }
+
+    /// The metadata of `ino` for a removed entry or an orphan (forensics): where `getattr`
+    /// refuses a file that is no longer in use but whose metadata is still readable (NTFS: a
+    /// freed MFT record), as the structure holds it.
+    fn removed_getattr(&self, ino: u64) -> Result<Attr> {
+        self.getattr(ino)
     }
 
     /// For a comparison with another version of this filesystem that differs only in the

@@ -395,7 +395,17 @@ impl Filesystem for Tree {
         for ino in &mut o.inodes {
             *ino = self.join(i, *ino)?;
         }
+        o.names = std::mem::take(&mut o.names)
+            .into_iter()
+            .map(|(ino, name)| Ok((self.join(i, ino)?, name)))
+            .collect::<Result<_>>()?;
         Ok(Some(o))
+    }
+
+    fn removed_getattr(&self, ino: u64) -> Result<Attr> {
+        let (i, local) = self.split(ino)?;
+        let a = self.fs(i).removed_getattr(local)?;
+        self.tag(i, a)
     }
 
     fn read(&self, ino: u64, off: u64, buf: &mut [u8]) -> Result<usize> {

@@ -428,6 +428,228 @@ fn timeline_lists_deleted_entries_as_fls_does() {
         .any(|v| v["path"] == "/d/file2" && v["reallocated"] == true));
 }
 
+/// An orphan directory whose blocks still hold its records: `/d/od` loses its name (debugfs
+/// `unlink`, then a kernel mount gives a same-length name the record's bytes, so no removed
+/// name reaches it) and is freed with its blocks left (`kill_file`), as are one of its files
+/// (its record removed too), a subdirectory and that one's file, and a record in the
+/// subdirectory that names the subdirectory itself (a loop). fls lists `od` as
+/// `$OrphanFiles/OrphanFile-N` with everything below it; ferry prints exactly fls's lines,
+/// field by field (whole seconds; ferry adds the fraction), the loop entered once. (Where fls's
+/// de-duplicating walk meets a record in use it stops, so orphans after it are listed at the
+/// top as well; ferry follows.)
+#[test]
+fn timeline_descends_into_orphan_directories_as_fls_does() {
+    if !have("fls") || !have("debugfs") {
+        assert!(
+            !kernel::required(),
+            "fls or debugfs missing: contrib/setup.sh installs them"
+        );
+        eprintln!("SKIP: fls (sleuthkit) or debugfs is not installed");
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("d/od/deeper")).unwrap();
+    std::fs::create_dir_all(src.join("d/od/sub2")).unwrap();
+    std::fs::write(src.join("d/od/deeper/leaf"), "leaf").unwrap();
+    std::fs::write(src.join("d/od/kept"), "kept").unwrap();
+    std::fs::write(src.join("d/od/gone"), "gone").unwrap();
+    std::fs::write(src.join("d/od/sub2/f"), "sub2 file").unwrap();
+    std::fs::write(src.join("d/aaaa"), "a").unwrap();
+    std::fs::write(src.join("d/zzzz"), "z").unwrap();
+    let img = dir.path().join("fs.img");
+    kernel::mkfs_ext4(&img, "16M", Some(&src), &["-I", "256"]);
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let ino = |m: &Path, p: &str| std::fs::metadata(m.join(p)).unwrap().ino();
+    let (od, gone, sub2, f) = {
+        let Some(m) = kernel::mount_or_skip(&img, &mnt, "") else {
+            return;
+        };
+        let r = m.path().to_path_buf();
+        let inos = (
+            ino(&r, "d/od"),
+            ino(&r, "d/od/gone"),
+            ino(&r, "d/od/sub2"),
+            ino(&r, "d/od/sub2/f"),
+        );
+        m.unmount().unwrap();
+        inos
+    };
+    debugfs_w(&img, &format!("ln <{sub2}> <{sub2}>/back"));
+    debugfs_w(&img, "unlink /d/od");
+    {
+        let Some(m) = kernel::mount_or_skip(&img, &mnt, "") else {
+            return;
+        };
+        // Two letters, as "od": the kernel puts the record where od's was.
+        std::fs::write(m.path().join("d/nn"), "").unwrap();
+        m.unmount().unwrap();
+    }
+    debugfs_w(&img, &format!("kill_file <{gone}>"));
+    debugfs_w(&img, &format!("unlink <{od}>/gone"));
+    for i in [f, sub2, od] {
+        debugfs_w(&img, &format!("kill_file <{i}>"));
+    }
+    let guard = Unchanged::new(&[&img]);
+    let ours = ferry_ok(&["timeline", img.to_str().unwrap()]);
+    let json = ferry_ok(&["timeline", "--json", img.to_str().unwrap()]);
+    drop(guard);
+    let fls_text = common::run(Command::new("fls").args(["-r", "-m", "/"]).arg(&img));
+    let (want, got) = (body(&fls_text), body(&ours));
+    let top = format!("/$OrphanFiles/OrphanFile-{od}");
+    for must in [
+        format!("{top} (deleted)"),
+        format!("{top}/kept (deleted-realloc)"),
+        format!("{top}/deeper (deleted-realloc)"),
+        format!("{top}/gone (deleted)"),
+        format!("{top}/sub2 (deleted)"),
+        format!("{top}/sub2/f (deleted)"),
+        format!("{top}/sub2/back (deleted)"),
+    ] {
+        assert!(want.contains_key(&must), "fls lacks {must}:\n{fls_text}");
+    }
+    assert!(
+        !want
+            .keys()
+            .any(|k| k.starts_with(&format!("{top}/sub2/back/"))),
+        "fls entered the loop:\n{fls_text}"
+    );
+    assert!(
+        !want.contains_key("/d/od (deleted)"),
+        "od's name survived: not an orphan\n{fls_text}"
+    );
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "names\nfls:\n{fls_text}\nferry:\n{ours}"
+    );
+    for (name, w) in &want {
+        let g = &got[name];
+        assert_eq!(g[..5], w[..5], "{name}");
+        for i in 5..9 {
+            assert_eq!(
+                g[i].split('.').next().unwrap(),
+                w[i],
+                "{name} time field {i}"
+            );
+        }
+    }
+    // Only the orphan itself is marked one; what lies below it was reached by a name.
+    let orphans: Vec<String> = json
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["orphan"] == true)
+        .map(|v| v["path"].as_str().unwrap().to_string())
+        .collect();
+    assert!(orphans.contains(&top), "{orphans:?}");
+    assert!(
+        orphans.iter().all(|p| !p.starts_with(&format!("{top}/"))),
+        "{orphans:?}"
+    );
+    // The data under the orphan is ferry's to list, never to change: checked by `guard`.
+}
+
+/// NTFS: files removed through ntfs-3g keep their MFT records (in-use flag cleared), which fls
+/// lists as removed entries under their parent directory, or, once that directory's record was
+/// reused, under `$OrphanFiles` by their own name, with what a removed directory held below it;
+/// mkntfs's reserved records 16-23 are `OrphanFile-N`. ferry lists the same removed names, and
+/// per line the same record number, type letters, size (files) and the four times (whole
+/// seconds). Not compared: uid/gid and permission bits (ferry shows NTFS ownership and modes as
+/// ntfs-3g does, fls from the security id and read-only flag), directory sizes (fls: the index
+/// root) and fls's extra `($FILE_NAME)` lines, which ferry does not print for any file.
+#[test]
+fn timeline_lists_removed_ntfs_records_as_fls_does() {
+    if !have("fls") || !common::have_tools(&["mkntfs", "ntfs-3g"]) {
+        assert!(
+            !kernel::required(),
+            "fls, mkntfs or ntfs-3g missing: contrib/setup.sh installs them"
+        );
+        eprintln!("SKIP: fls (sleuthkit), mkntfs or ntfs-3g is not installed");
+        return;
+    }
+    use common::ntfs3g::Ntfs3g;
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("ntfs.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    common::run(Command::new("mkntfs").args(["-F", "-Q", "-q"]).arg(&img));
+    let mnt = dir.path().join("mnt");
+    {
+        let m = Ntfs3g::mount(&img, &mnt, "rw");
+        let r = &m.0;
+        std::fs::create_dir_all(r.join("docs/sub")).unwrap();
+        std::fs::create_dir_all(r.join("gonedir/inner")).unwrap();
+        std::fs::write(r.join("docs/a.txt"), "hello\n").unwrap();
+        std::fs::write(r.join("docs/b.txt"), "bye\n").unwrap();
+        std::fs::write(r.join("docs/big.bin"), vec![0x5au8; 5000]).unwrap();
+        std::fs::write(r.join("docs/sub/s.txt"), "s\n").unwrap();
+        std::fs::write(r.join("gonedir/inner/i.txt"), "i\n").unwrap();
+        std::fs::write(r.join("gonedir/g.txt"), "g\n").unwrap();
+        std::fs::write(r.join("top.txt"), "top\n").unwrap();
+    }
+    {
+        let m = Ntfs3g::mount(&img, &mnt, "rw");
+        let r = &m.0;
+        for f in ["docs/b.txt", "docs/big.bin", "top.txt"] {
+            std::fs::remove_file(r.join(f)).unwrap();
+        }
+        std::fs::remove_dir_all(r.join("gonedir")).unwrap();
+        // Takes the lowest free record, gonedir's: what gonedir held is orphaned.
+        std::fs::write(r.join("docs/new.txt"), "new\n").unwrap();
+    }
+    let guard = Unchanged::new(&[&img]);
+    let ours = ferry_ok(&["timeline", img.to_str().unwrap()]);
+    drop(guard);
+    let fls_text = common::run(Command::new("fls").args(["-r", "-m", "/"]).arg(&img));
+    let removed = |text: &str| -> BTreeMap<String, Vec<String>> {
+        body(text)
+            .into_iter()
+            .filter(|(n, _)| n.contains(" (deleted") && !n.contains("($FILE_NAME)"))
+            .collect()
+    };
+    let (want, got) = (removed(&fls_text), removed(&ours));
+    for must in [
+        "/docs/b.txt (deleted)",
+        "/docs/big.bin (deleted)",
+        "/top.txt (deleted)",
+        "/$OrphanFiles/g.txt (deleted)",
+        "/$OrphanFiles/inner (deleted)",
+        "/$OrphanFiles/inner/i.txt (deleted)",
+        "/$OrphanFiles/OrphanFile-16 (deleted)",
+    ] {
+        assert!(want.contains_key(must), "fls lacks {must}:\n{fls_text}");
+    }
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "removed names\nfls:\n{fls_text}\nferry:\n{ours}"
+    );
+    for (name, w) in &want {
+        let g = &got[name];
+        // fls: record-type-id.
+        assert_eq!(g[0], w[0].split('-').next().unwrap(), "{name} record");
+        assert_eq!(g[1][..3], w[1][..3], "{name} type letters");
+        if w[1].starts_with("-/r") {
+            assert_eq!(g[4], w[4], "{name} size");
+        }
+        for i in 5..9 {
+            assert_eq!(
+                g[i].split('.').next().unwrap(),
+                w[i],
+                "{name} time field {i}"
+            );
+        }
+    }
+    // The live files are still listed, and a removed name is never a live one's.
+    let all = body(&ours);
+    assert!(all.contains_key("/docs/new.txt"), "{ours}");
+    assert!(!all.contains_key("/docs/b.txt"), "{ours}");
+}
+
 /// Random bytes in the slack of a directory block (no metadata_csum, so the block is still
 /// read): the timeline still lists every live entry, does not crash, and whatever it takes
 /// for removed entries has a name a kernel could have written.

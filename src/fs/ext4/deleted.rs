@@ -28,6 +28,15 @@ impl Ext4 {
     /// searched; a block that cannot be read is skipped (its live entries are readdir's
     /// business, which reports the damage).
     pub fn deleted_entries(&self, dir_ino: u64) -> Result<Vec<DeletedEntry>> {
+        Ok(self
+            .deleted_entries_at(dir_ino)?
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect())
+    }
+
+    /// `deleted_entries`, each with its byte position in the directory.
+    fn deleted_entries_at(&self, dir_ino: u64) -> Result<Vec<(u64, DeletedEntry)>> {
         let d = self.inode(dir_ino)?;
         if d.kind != FileType::Directory {
             return Err(FsError::NotDir(dir_ino));
@@ -59,14 +68,19 @@ impl Ext4 {
                 if indexed && htree::is_interior(&block, lblk + k) {
                     continue;
                 }
+                let base = (lblk + k).saturating_mul(bs);
                 for r in dir::deleted_records(&block, filetype, self.sb.inodes_count) {
                     let ino = u64::from(r.ino);
-                    out.push(DeletedEntry {
-                        ino,
-                        name: r.name,
-                        kind: r.kind,
-                        reallocated: self.inode_in_use(ino).unwrap_or(false),
-                    });
+                    let at = base.saturating_add(r.offset as u64);
+                    out.push((
+                        at,
+                        DeletedEntry {
+                            ino,
+                            name: r.name,
+                            kind: r.kind,
+                            reallocated: self.inode_in_use(ino).unwrap_or(false),
+                        },
+                    ));
                 }
             }
             lblk = lblk.saturating_add(len.max(1));
@@ -75,28 +89,35 @@ impl Ext4 {
     }
 
     /// Every record of directory `dir_ino` (removed itself, its blocks still there): its live
-    /// records, then those `deleted_entries` finds, each marked `reallocated` when its inode
-    /// is in use (fls's "(deleted-realloc)": a name in a removed directory is removed too).
+    /// records and those `deleted_entries` finds, in the order they lie in the directory as
+    /// fls lists them (its orphan de-duplication stops at a record in use, so the order
+    /// matters), each marked `reallocated` when its inode is in use (fls's
+    /// "(deleted-realloc)": a name in a removed directory is removed too).
     pub fn removed_dir_entries(&self, dir_ino: u64) -> Result<Vec<DeletedEntry>> {
         let d = self.inode(dir_ino)?;
         if d.flags & inode::FL_ENCRYPT != 0 {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
-        self.walk_dir(&d, 0, None, &mut |e, _, _| {
+        self.walk_dir(&d, 0, None, &mut |e, at, _| {
             if e.ino != 0 && e.name != b"." && e.name != b".." {
                 let ino = u64::from(e.ino);
-                out.push(DeletedEntry {
-                    ino,
-                    name: e.name.to_vec(),
-                    kind: e.kind,
-                    reallocated: self.inode_in_use(ino).unwrap_or(false),
-                });
+                out.push((
+                    at,
+                    DeletedEntry {
+                        ino,
+                        name: e.name.to_vec(),
+                        kind: e.kind,
+                        reallocated: self.inode_in_use(ino).unwrap_or(false),
+                    },
+                ));
             }
             Ok(true)
         })?;
-        out.extend(self.deleted_entries(dir_ino)?);
-        Ok(out)
+        out.extend(self.deleted_entries_at(dir_ino)?);
+        // Stable: a live record and a removed one never share a position.
+        out.sort_by_key(|(at, _)| *at);
+        Ok(out.into_iter().map(|(_, e)| e).collect())
     }
 
     /// The inodes free in their group's bitmap whose change time is set, in number order:
@@ -184,6 +205,7 @@ impl Ext4 {
         Orphans {
             dir_ino: u64::from(self.sb.inodes_count) + 1,
             inodes: self.free_used_inodes(errors),
+            names: Default::default(),
         }
     }
 }

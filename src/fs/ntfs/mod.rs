@@ -39,6 +39,7 @@ pub mod intx;
 pub mod lznt1;
 pub mod lzx;
 pub mod record;
+mod removed;
 pub mod reparse;
 pub mod runlist;
 pub mod stdinfo;
@@ -144,6 +145,8 @@ pub struct Ntfs {
     inodes: Mutex<LruCache<u64, Arc<Inode>>>,
     dirs: Mutex<LruCache<u64, Arc<Vec<Listed>>>>,
     statfs: OnceLock<StatFs>,
+    /// Removed files' records (forensics only; see `removed`).
+    removed: OnceLock<removed::Removed>,
     reported: Mutex<LruCache<(&'static str, u64, u64), ()>>,
 }
 
@@ -184,6 +187,7 @@ impl Ntfs {
             inodes: cache(INODE_CACHE),
             dirs: cache(DIR_CACHE),
             statfs: OnceLock::new(),
+            removed: OnceLock::new(),
             reported: cache(REPORTED_OBJECTS),
         };
         fs.load_mft()?;
@@ -791,6 +795,22 @@ fn makedev(major: u64, minor: u64) -> u64 {
 impl Filesystem for Ntfs {
     fn root_ino(&self) -> u64 {
         ROOT_INO
+    }
+
+    fn deleted_entries(&self, dir: u64) -> Result<Vec<crate::fs::DeletedEntry>> {
+        self.removed_children(dir)
+    }
+
+    fn removed_dir_entries(&self, dir: u64) -> Result<Vec<crate::fs::DeletedEntry>> {
+        self.removed_children(dir)
+    }
+
+    fn orphans(&self, dir: u64, _errors: &mut Vec<String>) -> Result<Option<crate::fs::Orphans>> {
+        Ok((dir == ROOT_INO).then(|| self.removed_orphans()))
+    }
+
+    fn removed_getattr(&self, ino: u64) -> Result<Attr> {
+        self.removed_attr(ino)
     }
 
     fn info(&self) -> FsInfo {
