@@ -12,6 +12,7 @@
 # Usage: contrib/bench/diff.sh [WORKDIR]   (default /var/tmp/ferry-bench-diff; inputs kept)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
+. "$here/contrib/bench/lib.sh"
 work=${1:-/var/tmp/ferry-bench-diff}
 RUNS=${RUNS:-5}
 SIZE=${SIZE:-4G}
@@ -58,7 +59,6 @@ if [ ! -f inputs.done ]; then
     touch inputs.done
 fi
 
-now() { date +%s.%N; }
 have_virt_diff=$(command -v virt-diff || true)
 export LIBGUESTFS_BACKEND_SETTINGS=${LIBGUESTFS_BACKEND_SETTINGS:-force_tcg}
 declare -A times
@@ -70,20 +70,21 @@ for ((r = 0; r < RUNS; r++)); do
     "$ferry" diff --full-walk over.qcow2 > full.txt
     t2=$(now)
     cmp -s fast.txt full.txt || { echo "FAST PATH DIFFERS:"; diff fast.txt full.txt; exit 1; }
-    times[fast]+="$(echo "$t1 - $t0" | bc) "
-    times[full]+="$(echo "$t2 - $t1" | bc) "
+    times[fast]+="$(ms "$t0" "$t1") "
+    times[full]+="$(ms "$t1" "$t2") "
     if [ -n "$have_virt_diff" ] && [ "$r" -lt "${VIRT_RUNS:-2}" ]; then
         virt-diff --format=raw -a base.raw --format=qcow2 -A over.qcow2 > virt.txt || true
         t3=$(now)
-        times[virt]+="$(echo "$t3 - $t2" | bc) "
+        times[virt]+="$(ms "$t2" "$t3") "
     fi
 done
 echo "ferry's changes:"; cat fast.txt
 [ -f virt.txt ] && { echo "virt-diff's:"; cat virt.txt; }
 
-stats() { # median and slowest/fastest of the numbers given
-    printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {m=(NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2;
-        printf "%8.3fs  x%.2f", m, (v[1]>0)?v[NR]/v[1]:0}'
+stats() { # median in ms and slowest/fastest of the numbers given
+    local l
+    l=$(printf '%s\n' "$@")
+    printf '%8s ms  x%s' "$(median <<<"$l")" "$(ratio "$(worst <<<"$l")" "$(best <<<"$l")")"
 }
 printf '%-34s %s\n' "tool" "median, spread"
 # shellcheck disable=SC2086

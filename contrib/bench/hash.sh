@@ -9,6 +9,7 @@
 # Usage: contrib/bench/hash.sh [WORKDIR]   (default /var/tmp/ferry-bench-hash; inputs kept)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
+. "$here/contrib/bench/lib.sh"
 work=${1:-/var/tmp/ferry-bench-hash}
 RUNS=${RUNS:-5}
 SIZE=${SIZE:-2G}
@@ -33,7 +34,6 @@ if [ ! -f inputs.done ]; then
     touch inputs.done
 fi
 
-now() { date +%s.%N; }
 declare -A times
 for ((r = 0; r < RUNS; r++)); do
     for img in guest.raw sparse.raw guest.qcow2 guest-c.qcow2; do
@@ -45,14 +45,15 @@ for ((r = 0; r < RUNS; r++)); do
         rm -f out.raw
         t2=$(now)
         [ "$a" = "$b" ] || { echo "DIGESTS DIFFER on $img: ferry $a, qemu-img $b"; exit 1; }
-        times[$img,ferry]+="$(echo "$t1 - $t0" | bc) "
-        times[$img,qemu]+="$(echo "$t2 - $t1" | bc) "
+        times[$img,ferry]+="$(ms "$t0" "$t1") "
+        times[$img,qemu]+="$(ms "$t1" "$t2") "
     done
 done
 
-stats() { # median and slowest/fastest of the numbers given
-    printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {m=(NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2;
-        printf "%8.2fs  x%.2f", m, (v[1]>0)?v[NR]/v[1]:0}'
+stats() { # median in ms and slowest/fastest of the numbers given
+    local l
+    l=$(printf '%s\n' "$@")
+    printf '%8s ms  x%s' "$(median <<<"$l")" "$(ratio "$(worst <<<"$l")" "$(best <<<"$l")")"
 }
 printf '%-15s %-22s %-22s\n' image "ferry hash (median, spread)" "qemu-img convert;sha256sum"
 for img in guest.raw sparse.raw guest.qcow2 guest-c.qcow2; do
