@@ -12,6 +12,7 @@
 #   contrib/bench/edit.sh [WORKDIR]     (default /var/tmp/ferry-bench-edit; inputs are kept)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
+. "$here/contrib/bench/lib.sh"
 work=${1:-/var/tmp/ferry-bench-edit}
 RUNS=${RUNS:-5}
 ferry=${CARGO_TARGET_DIR:-$here/target}/release/ferry
@@ -49,9 +50,6 @@ if [ ! -f guest.qcow2 ]; then
 fi
 mkdir -p mnt
 cat rand1g tree.tar > /dev/null
-
-now() { date +%s%N; }
-ms() { echo $(( ($2 - $1) / 1000000 )); }
 
 fresh() {  # fresh NAME: a clean copy of the empty filesystem for NAME, mounted at mnt
     rm -f k.img o.qcow2
@@ -91,11 +89,11 @@ for _ in $(seq "$RUNS"); do
 done
 rm -f k.img o.qcow2 fix.qcow2
 
+# The numbers of a space-separated list, one per line.
+lines() { printf '%s\n' $1; }
 stats() {  # "median (min-max)" of a list of numbers
-    printf '%s\n' $1 | sort -n | awk '{a[NR]=$1} END {printf "%d (%d-%d)", a[int((NR+1)/2)], a[1], a[NR]}'
+    echo "$(lines "$1" | median) ($(lines "$1" | best)-$(lines "$1" | worst))"
 }
-median() { printf '%s\n' $1 | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) b = 1; printf "%.2f", a / b }'; }
 
 printf '%-8s %26s %26s\n' "" "untar 20k + umount, ms" "1 GiB write+fsync, ms"
 for who in "${tools[@]}"; do
@@ -103,7 +101,7 @@ for who in "${tools[@]}"; do
 done
 echo "ferry fix IMAGE (4 GiB guest), ms: $(stats "$FIX")"
 echo
-mu() { median "${UNTAR[$1]}"; }
-mw() { median "${WRITE[$1]}"; }
+mu() { lines "${UNTAR[$1]}" | median; }
+mw() { lines "${WRITE[$1]}" | median; }
 echo "untar: ferry / kernel $(ratio "$(mu ferry)" "$(mu kernel)")x, fuse2fs / ferry $(ratio "$(mu fuse2fs)" "$(mu ferry)")x"
 echo "write: ferry throughput / kernel $(ratio "$(mw kernel)" "$(mw ferry)"), ferry / fuse2fs $(ratio "$(mw fuse2fs)" "$(mw ferry)")"

@@ -8,8 +8,9 @@
 set -euo pipefail
 export LVM_SUPPRESS_FD_WARNINGS=1
 cd "$(dirname "$0")/../.."
+. contrib/bench/lib.sh
 cargo build --release --quiet
-ferry=$PWD/target/release/ferry
+ferry=${CARGO_TARGET_DIR:-$PWD/target}/release/ferry
 work=${1:-/tmp/ferry-bench-inspect}
 runs=${RUNS:-5}
 mkdir -p "$work"
@@ -77,37 +78,33 @@ PY
   echo 2 > "$work/version"
 fi
 
-best() { # N PREPARE CMD...: the best wall time in ms of N runs of CMD (PREPARE runs untimed
+best_of() { # N PREPARE CMD...: the best wall time in ms of N runs of CMD (PREPARE runs untimed
   # before each), or "failed"
-  local n=$1 prep=$2 best=999999999; shift 2
+  local n=$1 prep=$2 t0 t1 all=""; shift 2
   for _ in $(seq "$n"); do
-    local t0 t1
     $prep
-    t0=$(date +%s%N)
+    t0=$(now)
     if ! "$@" >/dev/null 2>&1; then echo failed; return; fi
-    t1=$(date +%s%N)
-    local ms=$(( (t1 - t0) / 1000000 ))
-    [ "$ms" -lt "$best" ] && best=$ms
+    t1=$(now)
+    all+="$(ms "$t0" "$t1")
+"
   done
-  echo "$best"
+  printf '%s' "$all" | best
 }
-drop_all() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 # Only the image leaves the page cache (ferry's own binary stays, as it would after any use).
-drop_image() {
-  python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$img"
-}
+drop_image() { evict "$img"; }
 
 echo "guest: $(du -h --apparent-size "$img" | cut -f1) virtual 4G, $(du -h "$img" | cut -f1) allocated"
 "$ferry" inspect "$img" | head -n 20
-f_warm=$(best "$runs" : "$ferry" inspect --json "$img")
-f_image=$(best "$runs" drop_image "$ferry" inspect --json "$img")
-f_cold=$(best "$runs" drop_all "$ferry" inspect --json "$img")
+f_warm=$(best_of "$runs" : "$ferry" inspect --json "$img")
+f_image=$(best_of "$runs" drop_image "$ferry" inspect --json "$img")
+f_cold=$(best_of "$runs" drop "$ferry" inspect --json "$img")
 rss=$( { /usr/bin/time -f %M "$ferry" inspect --json "$img" >/dev/null; } 2>&1 | tail -1)
 echo "ferry inspect: ${f_warm} ms warm, ${f_image} ms with the image cold, ${f_cold} ms with the whole page cache dropped, peak RSS ${rss} KiB"
 if command -v virt-inspector >/dev/null; then
   export LIBGUESTFS_BACKEND=direct LIBGUESTFS_BACKEND_SETTINGS=force_tcg
   virt-inspector --format=qcow2 -a "$img" | grep -E '<(distro|major_version|minor_version|hostname|arch)>' | sort -u
-  v=$(best "${VRUNS:-2}" : virt-inspector --format=qcow2 -a "$img")
+  v=$(best_of "${VRUNS:-2}" : virt-inspector --format=qcow2 -a "$img")
   echo "virt-inspector: ${v} ms (appliance under TCG)"
   echo "ratio ferry/virt-inspector (warm): $(awk -v a="$f_warm" -v b="$v" 'BEGIN{printf "%.4f", (a>0?a:1)/b}')"
 else

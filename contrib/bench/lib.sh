@@ -9,12 +9,14 @@ ms() { echo $(( ($2 - $1) / 1000000 )); }
 # Drops the whole page cache (the tools' own binaries included).
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 # Evicts the named files' pages only (the tools themselves stay warm, as for an admin
-# mounting image after image).
+# mounting image after image); names of files that do not exist are skipped.
 evict() { python3 -c 'import os, sys
 for p in sys.argv[1:]:
+    if not os.path.exists(p): continue
     fd = os.open(p, os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); os.close(fd)' "$@"; }
-# The smallest / the median of numbers on stdin, one per line.
+# The smallest / the largest / the median of numbers on stdin, one per line.
 best() { sort -n | head -1; }
+worst() { sort -n | tail -1; }
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 # a / b with two decimals (b = 0 counts as 1).
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) b = 1; printf "%.2f", a / b }'; }

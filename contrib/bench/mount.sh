@@ -13,6 +13,7 @@
 #   contrib/bench/mount.sh [WORKDIR]     (default /var/tmp/ferry-bench; the image is kept)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
+. "$here/contrib/bench/lib.sh"
 work=${1:-/var/tmp/ferry-bench}
 RUNS=${RUNS:-3}
 # The tools compared, in the order they take turns; also fuse2fs (10-20x slower on the walks)
@@ -49,14 +50,6 @@ if [[ $WHO == *ferry-vmdk* ]] && [ ! -f guest.vmdk ]; then
 fi
 mkdir -p mnt
 
-now() { date +%s%N; }
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-evict() { python3 -c 'import os, sys
-for p in sys.argv[1:]:
-    if not os.path.exists(p): continue
-    fd = os.open(p, os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); os.close(fd)' "$@"; }
-ms() { echo $(( ($2 - $1) / 1000000 )); }
-
 # mount_cmd NAME → mounts at mnt; umount_cmd NAME → unmounts.
 mount_cmd() {
     case $1 in
@@ -75,15 +68,18 @@ umount_cmd() {
         *) umount mnt ;;
     esac
 }
-daemon_pid() {
+# Peak RSS (kB) of the FUSE daemon serving mnt, or "-" (the kernel has none).
+daemon_rss() {
+    local pid
     case $1 in
-        fuse2fs) pgrep -n -x fuse2fs ;;
-        ferry-* | base-*) head -1 /run/ferry/*.pid 2>/dev/null | tail -1 ;;
-        *) echo "" ;;
+        fuse2fs)
+            pid=$(pgrep -n -x fuse2fs) && awk '/VmHWM/ {print $2}' /proc/"$pid"/status || echo -
+            ;;
+        ferry-* | base-*) ferry_rss mnt ;;
+        *) echo - ;;
     esac
 }
 
-best() { sort -n | head -1; }
 step() { [[ " $STEPS " == *" $1 "* ]]; }
 
 # Rounds: every tool takes its turn within each round, so a burst of load elsewhere (2 cores
@@ -116,10 +112,8 @@ for _ in $(seq "$RUNS"); do
             t0=$(now); tar cf - -C mnt usr | cat >/dev/null; t1=$(now)
             echo "$who d $(ms "$t0" "$t1")" >> times.txt
         fi
-        pid=$(daemon_pid "$who")
-        if [ -n "$pid" ]; then
-            echo "$who rss $(awk '/VmHWM/ {print $2}' /proc/"$pid"/status)" >> times.txt
-        fi
+        rss=$(daemon_rss "$who")
+        [ "$rss" = - ] || echo "$who rss $rss" >> times.txt
         umount_cmd "$who"
     done
 done
@@ -130,7 +124,6 @@ cell() {
     awk -v w="$1" -v m="$2" '$1 == w && $2 == m { if (b == "" || $3 < b) b = $3; if ($3 > s) s = $3 }
         END { if (b == "") print "-"; else printf "%d(%.2f)", b, (b > 0 ? s / b : 1) }' times.txt
 }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) b = 1; printf "%.2f", a / b }'; }
 echo "best of $RUNS rounds in ms, (spread = slowest/best); read in MiB/s from the best"
 printf '%-12s %14s %14s %16s %14s %14s %10s\n' "" "mount+cat" "(all cold)" "1 GiB read" "find 20k" "tar /usr" "peak RSS"
 for who in $WHO; do

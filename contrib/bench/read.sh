@@ -4,9 +4,11 @@
 # Usage: contrib/bench/read.sh [WORKDIR]   (needs ~10 GiB free; hyperfine is used if installed)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. contrib/bench/lib.sh
 cargo build --release --quiet --example read_seq
-ferry=$PWD/target/release/ferry
-readseq=$PWD/target/release/examples/read_seq
+target=${CARGO_TARGET_DIR:-$PWD/target}
+ferry=$target/release/ferry
+readseq=$target/release/examples/read_seq
 w=${1:-/tmp/ferry-bench}
 mkdir -p "$w"
 size=$((2 << 30))
@@ -39,24 +41,28 @@ mk zstd.qcow2 qcow2 -c -o compression_type=zstd
 mk stream.vmdk vmdk -o subformat=streamOptimized
 mk sparse.vmdk vmdk -o subformat=monolithicSparse
 
-t() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N); echo "$e - $s" | bc; }
-min() { echo "if ($1 < $2) $1 else $2" | bc; }
+# t CMD...: the wall time of CMD in ms.
+t() { local t0 t1; t0=$(now); "$@" >/dev/null 2>&1; t1=$(now); ms "$t0" "$t1"; }
 # Library level: sequential 1 MiB reads, one at a time (qemu-img bench -d 1 vs examples/read_seq),
 # warm page cache. Convert level: SRC -> raw file in the work dir, fsynced by both. Best of 3,
 # the two tools alternating so that both see the same machine state.
-printf '%-14s | %9s %9s %6s | %9s %9s %6s\n' image "qemu conv" "ferry" ratio "qemu read" "ferry" ratio
+printf '%-14s | %9s %9s %6s | %9s %9s %6s   (ms)\n' image "qemu conv" "ferry" ratio "qemu read" "ferry" ratio
 for img in plain.qcow2 zlib.qcow2 zstd.qcow2 stream.vmdk sparse.vmdk; do
   cat "$w/$img" >/dev/null
   n=$((size >> 20))
-  bq=999; bf=999; lq=999; lf=999
+  lq=""; lf=""; bq=""; bf=""
   for i in 1 2 3 4 5; do
-    lq=$(min "$(t qemu-img bench -c "$n" -s 1M -S 1M -d 1 "$w/$img")" "$lq")
-    lf=$(min "$(t "$readseq" "$w/$img")" "$lf")
+    lq+="$(t qemu-img bench -c "$n" -s 1M -S 1M -d 1 "$w/$img") "
+    lf+="$(t "$readseq" "$w/$img") "
     # Deleting the last 2 GiB output leaves the filesystem busy freeing it: settle first.
-    rm -f "$w/out.raw"; sync; bq=$(min "$(t qemu-img convert -O raw "$w/$img" "$w/out.raw")" "$bq")
-    rm -f "$w/out.raw"; sync; bf=$(min "$(t "$ferry" convert "$w/$img" -O raw "$w/out.raw")" "$bf")
+    rm -f "$w/out.raw"; sync; bq+="$(t qemu-img convert -O raw "$w/$img" "$w/out.raw") "
+    rm -f "$w/out.raw"; sync; bf+="$(t "$ferry" convert "$w/$img" -O raw "$w/out.raw") "
   done
-  printf '%-14s | %8.2fs %8.2fs %6.2f | %8.2fs %8.2fs %6.2f\n' "$img" "$bq" "$bf" "$(echo "$bf / $bq" | bc -l)" \
-    "$lq" "$lf" "$(echo "$lf / $lq" | bc -l)"
+  # shellcheck disable=SC2086
+  lq=$(printf '%s\n' $lq | best); lf=$(printf '%s\n' $lf | best)
+  # shellcheck disable=SC2086
+  bq=$(printf '%s\n' $bq | best); bf=$(printf '%s\n' $bf | best)
+  printf '%-14s | %9s %9s %6s | %9s %9s %6s\n' "$img" "$bq" "$bf" "$(ratio "$bf" "$bq")" \
+    "$lq" "$lf" "$(ratio "$lf" "$lq")"
 done
 rm -f "$w/out.raw"

@@ -2,12 +2,13 @@
 # Side-by-side: `ferry v2v -i disk` (free space left out), the same with `--no-trim`, and plain
 # `ferry convert -O qcow2` (the copy alone), on one guest disk whose ext4 root had a large file
 # written and deleted (its blocks free but full of data) and whose swap holds old pages. The
-# three take turns within each of $RUNS rounds; the table gives the best wall time of each, the
-# spread (slowest/best) and the output's allocated size.
+# three take turns within each of $RUNS rounds; the table gives the best and median wall time of
+# each, the spread (slowest/best) and the output's allocated size, then every run.
 # Usage: contrib/bench/v2v-trim.sh [WORKDIR]  (default /var/tmp/ferry-bench-v2v; needs root for
 #        the loop mount that writes and deletes the file). SIZE (default 4G), DELETED (2G).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
+. "$here/contrib/bench/lib.sh"
 work=${1:-/var/tmp/ferry-bench-v2v}
 RUNS=${RUNS:-3}
 SIZE=${SIZE:-4G}
@@ -47,28 +48,32 @@ print(p[0]["start"]*512, p[0]["size"]*512, p[1]["start"]*512, p[1]["size"]*512)'
     touch guest.done
 fi
 
-declare -A best worst size
+declare -A ALL size
 run() { # name command...
-    local name=$1
+    local name=$1 t0 t1
     shift
     rm -rf out && mkdir out
     sync
-    local t0 t1 dt
-    t0=$(date +%s.%N)
+    t0=$(now)
     "$@" >/dev/null
-    t1=$(date +%s.%N)
-    dt=$(echo "$t1 - $t0" | bc)
+    t1=$(now)
+    ALL[$name]+="$(ms "$t0" "$t1") "
     size[$name]=$(du -sB1 out | cut -f1)
-    if [ -z "${best[$name]:-}" ] || (($(echo "$dt < ${best[$name]}" | bc))); then best[$name]=$dt; fi
-    if [ -z "${worst[$name]:-}" ] || (($(echo "$dt > ${worst[$name]}" | bc))); then worst[$name]=$dt; fi
 }
+# The runs of NAME in ms, one per line.
+runs() { tr ' ' '\n' <<<"${ALL[$1]}" | grep .; }
 for ((r = 0; r < RUNS; r++)); do
     run v2v "$ferry" -q v2v -i disk guest.raw --output-name g -o out
     run v2v-no-trim "$ferry" -q v2v -i disk guest.raw --output-name g -o out --no-trim
     run convert "$ferry" -q convert -O qcow2 guest.raw out/g.qcow2
 done
-printf '%-12s %9s %7s %12s\n' case best_s spread out_bytes
+printf '%-12s %9s %9s %7s %12s\n' case best_ms median_ms spread out_bytes
 for n in v2v v2v-no-trim convert; do
-    printf '%-12s %9.2f %7.2f %12s\n' "$n" "${best[$n]}" "$(echo "${worst[$n]} / ${best[$n]}" | bc -l)" "${size[$n]}"
+    printf '%-12s %9s %9s %7s %12s\n' "$n" "$(runs $n | best)" "$(runs $n | median)" \
+        "$(ratio "$(runs $n | worst)" "$(runs $n | best)")" "${size[$n]}"
 done
-echo "ratio v2v / convert (time): $(echo "${best[v2v]} / ${best[convert]}" | bc -l | cut -c1-5)"
+echo "ratio v2v / convert (time): best $(ratio "$(runs v2v | best)" "$(runs convert | best)"), median $(ratio "$(runs v2v | median)" "$(runs convert | median)")"
+echo "every run, ms:"
+for n in v2v v2v-no-trim convert; do
+    echo "  $n: ${ALL[$n]}"
+done

@@ -5,18 +5,20 @@
 # /dev/sda1 in fstab) with its disk grown to 4 GiB and a second ext4 partition holding 1.5 GiB of
 # data (/srv in fstab). virt-v2v runs its libguestfs appliance under TCG here (KVM is not usable
 # on these machines): its time is mostly the appliance's, which is what a user of this machine
-# waits for. The tools take turns within each of $RUNS rounds; the table gives the best wall
-# time of each, the spread (slowest/best) and the output's allocated size. Each output is checked
+# waits for. The tools take turns within each of $RUNS rounds, the page cache dropped before each;
+# the table gives the best and median wall time of each, the spread (slowest/best) and the
+# output's allocated size, then every run. Each output is checked
 # (`qemu-img check`; ferry's and virt-v2v's guests must both have virtio in the domain XML).
 # Usage: contrib/bench/v2v.sh [WORKDIR]   (default /var/tmp/ferry-bench-v2v-peer; root needed)
 #        Needs virt-v2v (apt-get install virt-v2v) and the vmx guest of contrib/boottest.sh
 #        (built when missing, without booting it: FERRY_BOOT_DIR as there).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
+. "$here/contrib/bench/lib.sh"
 work=${1:-/var/tmp/ferry-bench-v2v-peer}
 RUNS=${RUNS:-3}
 boot=${FERRY_BOOT_DIR:-/var/tmp/ferry-boottest}
-ferry=$here/target/release/ferry
+ferry=${CARGO_TARGET_DIR:-$here/target}/release/ferry
 (cd "$here" && cargo build --release -q)
 command -v virt-v2v >/dev/null || { echo "virt-v2v is not installed (apt-get install virt-v2v)" >&2; exit 1; }
 export LIBGUESTFS_BACKEND=direct LIBGUESTFS_BACKEND_SETTINGS=force_tcg
@@ -59,27 +61,19 @@ print(p[1]["start"]*512, p[1]["size"]*512)')
     touch guest.done
 fi
 
-declare -A best worst size
+declare -A ALL size
 run() { # name command...
-    local name=$1
+    local name=$1 t0 t1
     shift
     rm -rf out && mkdir out
-    sync
-    echo 3 >/proc/sys/vm/drop_caches
-    local t0 t1 dt
-    t0=$(date +%s.%N)
+    drop
+    t0=$(now)
     if ! "$@" >"$name.log" 2>&1; then
         echo "$name failed: see $work/$name.log" >&2
         exit 1
     fi
-    t1=$(date +%s.%N)
-    dt=$(echo "$t1 - $t0" | bc)
-    if [ -z "${best[$name]:-}" ] || (($(echo "$dt < ${best[$name]}" | bc))); then
-        best[$name]=$dt
-    fi
-    if [ -z "${worst[$name]:-}" ] || (($(echo "$dt > ${worst[$name]}" | bc))); then
-        worst[$name]=$dt
-    fi
+    t1=$(now)
+    ALL[$name]+="$(ms "$t0" "$t1") "
     local disk
     # virt-v2v -o local names its disk NAME-sda, without an extension.
     disk=$(find out -maxdepth 1 -type f ! -name '*.xml' | sort | head -n 1)
@@ -100,11 +94,18 @@ for r in $(seq 1 "$RUNS"); do
     run ferry-convert "$ferry" convert -O qcow2 guest.raw out/bench.qcow2
 done
 
-printf '\n%-14s %10s %8s %14s\n' tool "best (s)" spread "output bytes"
+# The runs of NAME in ms, one per line.
+runs() { tr ' ' '\n' <<<"${ALL[$1]}" | grep .; }
+printf '\n%-14s %9s %9s %8s %14s\n' tool best_ms median_ms spread "output bytes"
 for n in ferry-v2v virt-v2v ferry-convert; do
-    printf '%-14s %10.2f %8.2f %14s\n' "$n" "${best[$n]}" \
-        "$(echo "${worst[$n]} / ${best[$n]}" | bc -l)" "${size[$n]}"
+    printf '%-14s %9s %9s %8s %14s\n' "$n" "$(runs $n | best)" "$(runs $n | median)" \
+        "$(ratio "$(runs $n | worst)" "$(runs $n | best)")" "${size[$n]}"
 done
-printf '\nvirt-v2v / ferry v2v: %.1fx (goal >= 10; virt-v2v under TCG)\n' \
-    "$(echo "${best[virt-v2v]} / ${best[ferry-v2v]}" | bc -l)"
-printf 'ferry v2v / ferry convert: %.2f\n' "$(echo "${best[ferry-v2v]} / ${best[ferry-convert]}" | bc -l)"
+printf '\nvirt-v2v / ferry v2v: best %sx, median %sx (goal >= 10; virt-v2v under TCG)\n' \
+    "$(ratio "$(runs virt-v2v | best)" "$(runs ferry-v2v | best)")" \
+    "$(ratio "$(runs virt-v2v | median)" "$(runs ferry-v2v | median)")"
+echo "ferry v2v / ferry convert: $(ratio "$(runs ferry-v2v | best)" "$(runs ferry-convert | best)")"
+echo "every run, ms:"
+for n in ferry-v2v virt-v2v ferry-convert; do
+    echo "  $n: ${ALL[$n]}"
+done

@@ -126,6 +126,8 @@ pub struct Cond {
     pub lacks: Vec<FileMatch>,
     /// At least one path matches, and every matching path matches the regex.
     pub every: Vec<FileMatch>,
+    /// The `xen_pv_only` fact has this value.
+    pub xen_pv_only: Option<bool>,
 }
 
 fn list<T: std::fmt::Display>(v: &[T]) -> String {
@@ -203,6 +205,13 @@ impl Cond {
                 facts.target,
                 list(&self.target)
             )));
+        }
+        if let Some(want) = self.xen_pv_only.filter(|&w| w != facts.xen_pv_only) {
+            return Ok(Some(if want {
+                "some bootable kernel is not a Xen PV-only build".into()
+            } else {
+                "every bootable kernel is a Xen PV-only build".into()
+            }));
         }
         for p in &self.exists {
             if view.glob(p)?.is_empty() {

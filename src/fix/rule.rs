@@ -230,6 +230,7 @@ struct RawWhen {
     contains: Option<Vec<Spanned<RawMatch>>>,
     lacks: Option<Vec<Spanned<RawMatch>>>,
     every: Option<Vec<Spanned<RawMatch>>>,
+    xen_pv_only: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -663,6 +664,7 @@ impl Parser<'_> {
             contains: self.matches(&w.contains, &f("contains"))?,
             lacks: self.matches(&w.lacks, &f("lacks"))?,
             every: self.matches(&w.every, &f("every"))?,
+            xen_pv_only: w.xen_pv_only,
         })
     }
 

@@ -161,4 +161,46 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), FILES.len());
     }
+
+    /// A tree that only lists files (no contents): the xen-pv-kernel rule must not look.
+    struct Names(&'static [&'static str]);
+
+    impl super::super::cond::View for Names {
+        fn glob(&mut self, pattern: &str) -> Result<Vec<String>> {
+            let prefix = pattern.trim_end_matches('*');
+            Ok(self
+                .0
+                .iter()
+                .filter(|p| p.starts_with(prefix))
+                .map(|p| p.to_string())
+                .collect())
+        }
+
+        fn read(&mut self, _: &str) -> Result<Option<Vec<u8>>> {
+            Ok(None)
+        }
+    }
+
+    /// The xen-pv-kernel rule follows inspection's `xen_pv_only` fact, not kernel file names:
+    /// a Debian `-xen-amd64` (pvops) kernel alone does not trigger it, and a fact that says so
+    /// triggers it whatever the names.
+    #[test]
+    fn xen_pv_kernel_rule_follows_the_fact() {
+        use crate::guest::facts::{Facts, Os};
+        let rules = rules().unwrap();
+        let rule = rules.iter().find(|r| r.name == "xen-pv-kernel").unwrap();
+        let facts = |xen_pv_only| Facts {
+            os: Os::Linux,
+            xen_pv_only,
+            ..Facts::default()
+        };
+        let debian = &mut Names(&["/boot/vmlinuz-4.19.0-xen-amd64"]);
+        let skipped = rule.when.check(&facts(false), debian).unwrap();
+        assert_eq!(
+            skipped.as_deref(),
+            Some("some bootable kernel is not a Xen PV-only build")
+        );
+        let rhel5 = &mut Names(&["/boot/vmlinuz-2.6.18-398.el5"]);
+        assert_eq!(rule.when.check(&facts(true), rhel5).unwrap(), None);
+    }
 }

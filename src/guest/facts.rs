@@ -301,6 +301,9 @@ pub struct Facts {
     pub arch: Option<String>,
     pub root: Option<Root>,
     pub devices: DeviceMap,
+    /// Every bootable kernel of this Linux guest is a Xen PV-only build (inspection's
+    /// `OsInfo::only_xen_pv_kernels`): it cannot boot on KVM until a regular one is installed.
+    pub xen_pv_only: bool,
 }
 
 /// The distro family of an os-release ID (and of the older names inspection tools use).

@@ -477,9 +477,8 @@ fn hypervisor_of(src: &Source) -> Option<Hypervisor> {
 /// A Linux guest whose every kernel is a Xen PV-only build cannot boot on KVM, whatever is
 /// fixed: refused, as virt-v2v refuses it ("only Xen kernels are installed in this guest").
 fn refuse_xen_pv_only(os: &OsInfo) -> Result<()> {
-    let booting: Vec<_> = os.kernels.iter().filter(|k| k.vmlinuz.is_some()).collect();
-    if os.os_type == Os::Linux && !booting.is_empty() && booting.iter().all(|k| k.xen_pv_only) {
-        let versions: Vec<&str> = booting.iter().map(|k| k.version.as_str()).collect();
+    if os.only_xen_pv_kernels() {
+        let versions: Vec<&str> = os.booting_kernels().map(|k| k.version.as_str()).collect();
         return Err(Error::Usage(format!(
             "only Xen paravirtual kernels are installed in this guest ({}): they do not boot on \
              KVM. Install a regular kernel in the guest first (RHEL 5: `yum install kernel`; \

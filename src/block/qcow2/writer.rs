@@ -15,7 +15,11 @@
 //! Clusters are only ever allocated at the end of the file (freed ones are not reused), so a data
 //! cluster never changes meaning while a reader holds its offset. Against power loss the order
 //! holds only up to the last `flush()` (as qemu with cache=writeback between guest flushes).
-#![allow(unsafe_code)] // an aligned view of a buffer for zero detection; each block says why it is sound.
+// Unsafe code: an aligned view of a buffer for zero detection; each block says why it is sound.
+#![allow(unsafe_code)]
+// Guard rails (issue 16 item 7): every conversion and every overflow this writer could hit is
+// spelled out (`u64::from`, `try_from`, `checked_*` returning an error that names the quantity).
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::cluster;
 use super::header::{
@@ -24,7 +28,7 @@ use super::header::{
 };
 use super::refcount;
 use super::table::{Geometry, Mapping, OFFSET_MASK, ZERO_FLAG};
-use crate::block::error::{Error, Result};
+use crate::block::error::{fit, Error, Result};
 use crate::block::lock::{self, Access, Lock};
 use crate::block::{
     check_range, open_backing, read_backing, BlockDevice, Describe, Extent, LayerInfo, OpenCtx,
@@ -36,7 +40,8 @@ use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::mem::size_of;
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU64, NonZeroUsize};
+use std::ops::Range;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -114,6 +119,14 @@ pub struct Qcow2Writer {
     path: PathBuf,
     header: Header,
     geo: Geometry,
+    /// The cluster size, as a divisor and as a buffer length.
+    cluster: NonZeroU64,
+    cluster_len: usize,
+    /// Entries per L2 table, as a divisor and as a table length.
+    per_l2: NonZeroU64,
+    per_l2_len: usize,
+    /// Entries per refcount block.
+    epb: NonZeroU64,
     backing: Option<Arc<dyn BlockDevice>>,
     backing_path: Option<PathBuf>,
     state: Mutex<State>,
@@ -132,6 +145,25 @@ fn io_err<'a>(
     }
 }
 
+/// `n`, a byte count or table index of the image at `path`, as a buffer length or index.
+fn to_usize(n: u64, path: &Path, what: &str) -> Result<usize> {
+    fit(usize::try_from(n).ok(), path, what)
+}
+
+/// A buffer length or index as a byte count or table index of the image at `path`.
+fn to_u64(n: usize, path: &Path, what: &str) -> Result<u64> {
+    fit(u64::try_from(n).ok(), path, what)
+}
+
+/// The byte position of 8-byte entry `i` of the table at `table` (L1, L2, refcount table).
+fn entry_pos(table: u64, i: u64, path: &Path, what: &str) -> Result<u64> {
+    fit(
+        i.checked_mul(8).and_then(|d| d.checked_add(table)),
+        path,
+        what,
+    )
+}
+
 fn be64s(raw: &[u8]) -> Vec<u64> {
     raw.chunks_exact(8)
         .map(|c| u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
@@ -146,7 +178,12 @@ fn is_zero(b: &[u8]) -> bool {
 
 /// The header cluster of a new image: fixed header, backing format extension, end marker and
 /// the backing file name (qcow2.txt, "Header" and "Header extensions").
-fn header_bytes(o: &CreateOptions, cluster_bits: u32, l1_size: u32) -> Result<Vec<u8>> {
+fn header_bytes(
+    o: &CreateOptions,
+    path: &Path,
+    cluster_bits: u32,
+    l1_size: u32,
+) -> Result<Vec<u8>> {
     let cs = 1usize << cluster_bits;
     let mut h = vec![0u8; cs];
     let mut raw = RawHeader {
@@ -161,7 +198,7 @@ fn header_bytes(o: &CreateOptions, cluster_bits: u32, l1_size: u32) -> Result<Ve
         refcount_table_clusters: 1u32.into(),
         ..RawHeader::default()
     };
-    let mut pos = if o.compat_v2 {
+    let pos = if o.compat_v2 {
         header::V2_LEN
     } else {
         let zstd = o.compression == Compression::Zstd;
@@ -182,7 +219,12 @@ fn header_bytes(o: &CreateOptions, cluster_bits: u32, l1_size: u32) -> Result<Ve
             .into(),
             autoclear_features: 0u64.into(),
             refcount_order: 4u32.into(),
-            header_length: (header::V3_COMPRESSION_LEN as u32).into(),
+            header_length: fit(
+                u32::try_from(header::V3_COMPRESSION_LEN).ok(),
+                path,
+                "qcow2 header length",
+            )?
+            .into(),
         };
         let ct = RawCompressionType {
             compression_type: u8::from(zstd),
@@ -193,25 +235,40 @@ fn header_bytes(o: &CreateOptions, cluster_bits: u32, l1_size: u32) -> Result<Ve
         header::V3_COMPRESSION_LEN
     };
     if let Some((name, fmt)) = &o.backing {
+        // The format extension (its data padded to 8 bytes), the end of extensions (type 0,
+        // length 0: the buffer is zeroed), then the name, all inside the header cluster.
         let ext_len = size_of::<RawExtension>();
-        let need = pos + ext_len + fmt.len().div_ceil(8) * 8 + ext_len + name.len();
-        if name.len() > header::MAX_BACKING_NAME as usize || need > cs {
+        let fmt_at = pos.checked_add(ext_len);
+        let name_at = fmt_at
+            .and_then(|a| a.checked_add(fmt.len().checked_next_multiple_of(8)?))
+            .and_then(|a| a.checked_add(ext_len));
+        let name_end = name_at
+            .and_then(|a| a.checked_add(name.len()))
+            .filter(|&e| e <= cs);
+        let name_len = u32::try_from(name.len())
+            .ok()
+            .filter(|&n| n <= header::MAX_BACKING_NAME);
+        let (Some(fmt_at), Some(name_at), Some(name_end), Some(name_len), Ok(fmt_len)) = (
+            fmt_at,
+            name_at,
+            name_end,
+            name_len,
+            u32::try_from(fmt.len()),
+        ) else {
             return Err(Error::unsupported(
                 name.as_str(),
                 "backing file name too long for the header cluster",
             ));
-        }
+        };
         let ext = RawExtension {
             ty: header::EXT_BACKING_FORMAT.into(),
-            len: (fmt.len() as u32).into(),
+            len: fmt_len.into(),
         };
-        h[pos..pos + ext_len].copy_from_slice(ext.as_bytes());
-        h[pos + ext_len..pos + ext_len + fmt.len()].copy_from_slice(fmt.as_bytes());
-        pos += ext_len + fmt.len().div_ceil(8) * 8;
-        pos += ext_len; // end of extensions: type 0, length 0 (the buffer is zeroed)
-        h[pos..pos + name.len()].copy_from_slice(name.as_bytes());
-        raw.backing_file_offset = (pos as u64).into();
-        raw.backing_file_size = (name.len() as u32).into();
+        h[pos..fmt_at].copy_from_slice(ext.as_bytes());
+        h[fmt_at..][..fmt.len()].copy_from_slice(fmt.as_bytes());
+        h[name_at..name_end].copy_from_slice(name.as_bytes());
+        raw.backing_file_offset = to_u64(name_at, path, "qcow2 backing file name offset")?.into();
+        raw.backing_file_size = name_len.into();
     }
     h[..header::V2_LEN].copy_from_slice(raw.as_bytes());
     Ok(h)
@@ -239,18 +296,24 @@ impl Qcow2Writer {
             ));
         }
         let cb = cs.trailing_zeros();
-        let per_l2 = cs * (cs / 8);
+        // Guest bytes one L2 table maps: cs / 8 entries of one cluster (at most 2^39).
+        let per_l2 = fit(cs.checked_mul(cs / 8), path, "qcow2 bytes per L2 table")?;
         let l1_size = o.size.div_ceil(per_l2);
-        if l1_size * 8 > header::MAX_L1_BYTES {
-            return Err(Error::unsupported(
+        let too_large = || {
+            Error::unsupported(
                 path,
                 format!(
                     "virtual size {} is too large for {cs}-byte clusters",
                     o.size
                 ),
-            ));
-        }
-        let head = header_bytes(o, cb, l1_size as u32)?;
+            )
+        };
+        let l1_bytes = l1_size
+            .checked_mul(8)
+            .filter(|&b| b <= header::MAX_L1_BYTES)
+            .ok_or_else(too_large)?;
+        let l1_entries = u32::try_from(l1_size).map_err(|_| too_large())?;
+        let head = header_bytes(o, path, cb, l1_entries)?;
         // Truncated only once locked: an image another process uses is left as it is.
         let file = OpenOptions::new()
             .read(true)
@@ -264,31 +327,36 @@ impl Qcow2Writer {
             })?;
         let lock = lock::acquire(&file, path, Access::Write)?;
         crate::block::file::truncate_to_empty(&file).map_err(io_err(path, "qcow2 image", 0))?;
-        let l1_bytes = (l1_size * 8).max(1);
-        let l1_clusters = l1_bytes.div_ceil(cs);
-        let mut meta = vec![0u8; (3 * cs) as usize];
-        meta[..cs as usize].copy_from_slice(&head);
+        let l1_clusters = l1_bytes.max(1).div_ceil(cs);
+        // Header, refcount table, first refcount block (cs is at most 2 MiB: no overflow).
+        let meta_at = |clusters: u64| fit(clusters.checked_mul(cs), path, "qcow2 metadata offset");
+        let (refblock_at, l1_at) = (meta_at(2)?, meta_at(3)?);
+        let cs_len = to_usize(cs, path, "qcow2 cluster size")?;
+        let mut meta = vec![0u8; to_usize(l1_at, path, "qcow2 metadata size")?];
+        let (head_cluster, rest) = meta.split_at_mut(cs_len);
+        head_cluster.copy_from_slice(&head);
+        let (table, rb) = rest.split_at_mut(cs_len);
         // Refcount table entry 0 -> block at cluster 2, which counts clusters 0..3.
-        meta[cs as usize..cs as usize + 8].copy_from_slice(&(2 * cs).to_be_bytes());
-        let rb = &mut meta[2 * cs as usize..];
+        table[..8].copy_from_slice(&refblock_at.to_be_bytes());
         for c in 0..3 {
             refcount::set(rb, c, 4, 1);
         }
         file.write_all_at(&meta, 0)
             .map_err(io_err(path, "qcow2 metadata", 0))?;
-        file.set_len((3 + l1_clusters) * cs)
-            .map_err(io_err(path, "qcow2 L1 table", 3 * cs))?;
+        let l1_end = meta_at(fit(l1_clusters.checked_add(3), path, "qcow2 L1 end")?)?;
+        file.set_len(l1_end)
+            .map_err(io_err(path, "qcow2 L1 table", l1_at))?;
         if o.lazy_refcounts && o.compat_v2 {
             return Err(Error::unsupported(
                 path,
                 "lazy refcounts need compat=1.1 (qcow2 v3)",
             ));
         }
-        let w = Self::open_file(file, lock, path, &mut OpenCtx::default(), Some(3 * cs))?;
+        let w = Self::open_file(file, lock, path, &mut OpenCtx::default(), Some(l1_at))?;
         {
             let mut st = w.state.lock();
             let at = w.alloc(&mut st, l1_clusters)?;
-            debug_assert_eq!(at, 3 * cs);
+            debug_assert_eq!(at, l1_at);
             if o.preallocate_metadata {
                 w.preallocate(&mut st)?;
             }
@@ -300,22 +368,22 @@ impl Qcow2Writer {
     /// each table, then its clusters, refcounts first, the table, then its L1 entry.
     fn preallocate(&self, st: &mut State) -> Result<()> {
         let cs = self.cs();
-        let per = self.geo.l2_entries();
+        let per = self.per_l2.get();
         let clusters = self.len().div_ceil(cs);
         for l1i in 0..clusters.div_ceil(per) {
             let t = self.alloc(st, 1)?;
-            let n = (clusters - l1i * per).min(per);
+            // The clusters from this table's first on (l1i * per < clusters), at most a table's.
+            let left = l1i.checked_mul(per).and_then(|d| clusters.checked_sub(d));
+            let n = self.fit(left, "qcow2 clusters to preallocate")?.min(per);
             let host = self.alloc(st, n)?;
-            let mut table = vec![0u64; per as usize];
-            for (i, e) in table[..n as usize].iter_mut().enumerate() {
-                *e = (host + i as u64 * cs) | COPIED;
+            let mut table = vec![0u64; self.per_l2_len];
+            for (e, i) in table.iter_mut().zip(0..n) {
+                *e = self.nth_cluster(host, i)? | COPIED;
             }
             let raw: Vec<u8> = table.iter().flat_map(|e| e.to_be_bytes()).collect();
             self.pwrite(st, &raw, t, "qcow2 L2 table")?;
             st.l2.put(t, table);
-            st.l1[l1i as usize] = t | COPIED;
-            let at = self.header.l1_table_offset + l1i * 8;
-            self.pwrite(st, &(t | COPIED).to_be_bytes(), at, "qcow2 L1 table")?;
+            self.set_l1(st, l1i, t)?;
         }
         let end = st.next_free;
         self.file
@@ -351,8 +419,8 @@ impl Qcow2Writer {
             source,
         })?;
         let file_len = meta.len();
-        let head_len = file_len.min(1 << header::MAX_CLUSTER_BITS) as usize;
-        let mut head = vec![0u8; head_len];
+        let head_len = file_len.min(1 << header::MAX_CLUSTER_BITS);
+        let mut head = vec![0u8; to_usize(head_len, path, "qcow2 header length")?];
         file.read_exact_at(&mut head, 0)
             .map_err(io_err(path, "qcow2 header", 0))?;
         let h = Header::parse(&head, path, file_len)?;
@@ -385,27 +453,42 @@ impl Qcow2Writer {
             extended: false,
             file_len,
         };
-        let l1_bytes = u64::from(h.l1_size) * 8;
-        let mut raw = vec![0u8; l1_bytes as usize];
+        let not_zero = |n: u64, what: &str| {
+            NonZeroU64::new(n).ok_or_else(|| Error::corrupt(path, "qcow2 header", 20, what))
+        };
+        let cluster = not_zero(cs, "a cluster size of zero")?;
+        let per_l2 = not_zero(geo.l2_entries(), "no entries per L2 table")?;
+        let epb = not_zero(
+            refcount::entries_per_block(cs, h.refcount_order),
+            "no entries per refcount block",
+        )?;
+        let l1_bytes = fit(
+            u64::from(h.l1_size).checked_mul(8),
+            path,
+            "qcow2 L1 table size",
+        )?;
+        let mut raw = vec![0u8; to_usize(l1_bytes, path, "qcow2 L1 table size")?];
         file.read_exact_at(&mut raw, h.l1_table_offset)
             .map_err(io_err(path, "qcow2 L1 table", h.l1_table_offset))?;
         let l1 = be64s(&raw);
-        for (i, e) in l1.iter().enumerate() {
-            let pos = h.l1_table_offset + i as u64 * 8;
+        for (e, i) in l1.iter().zip(0u64..) {
+            let pos = entry_pos(h.l1_table_offset, i, path, "qcow2 L1 entry")?;
             if geo.l2_offset(*e, path, pos)? != 0 && e & COPIED == 0 {
                 return refuse("an L2 table is shared (refcount above one)");
             }
         }
-        let rt_bytes = u64::from(h.refcount_table_clusters) * cs;
-        if rt_bytes > MAX_REFTABLE_BYTES || rt_bytes == 0 {
+        let Some(rt_bytes) = u64::from(h.refcount_table_clusters)
+            .checked_mul(cs)
+            .filter(|b| (1..=MAX_REFTABLE_BYTES).contains(b))
+        else {
             return Err(Error::corrupt(
                 path,
                 "qcow2 header",
                 56,
                 format!("refcount table of {} clusters", h.refcount_table_clusters),
             ));
-        }
-        if h.refcount_table_offset % cs != 0 {
+        };
+        if h.refcount_table_offset % cluster != 0 {
             return Err(Error::corrupt(
                 path,
                 "qcow2 header",
@@ -413,7 +496,7 @@ impl Qcow2Writer {
                 "refcount table offset is not cluster-aligned",
             ));
         }
-        let mut raw = vec![0u8; rt_bytes as usize];
+        let mut raw = vec![0u8; to_usize(rt_bytes, path, "qcow2 refcount table size")?];
         file.read_exact_at(&mut raw, h.refcount_table_offset)
             .map_err(io_err(
                 path,
@@ -421,12 +504,17 @@ impl Qcow2Writer {
                 h.refcount_table_offset,
             ))?;
         let reftable = be64s(&raw);
-        for (i, e) in reftable.iter().enumerate() {
-            if e & !OFFSET_MASK != 0 || e % cs != 0 || (*e != 0 && *e < cs) {
+        for (e, i) in reftable.iter().zip(0u64..) {
+            if e & !OFFSET_MASK != 0 || *e % cluster != 0 || (*e != 0 && *e < cs) {
                 return Err(Error::corrupt(
                     path,
                     "qcow2 refcount table",
-                    h.refcount_table_offset + i as u64 * 8,
+                    entry_pos(
+                        h.refcount_table_offset,
+                        i,
+                        path,
+                        "qcow2 refcount table entry",
+                    )?,
                     format!(
                         "refcount block offset {e:#x} is unaligned, in the header cluster or \
                          has reserved bits"
@@ -441,9 +529,19 @@ impl Qcow2Writer {
             }
             None => (None, None),
         };
-        let slots =
-            NonZeroUsize::new((CACHE_BYTES / cs).max(16) as usize).unwrap_or(NonZeroUsize::MIN);
-        let next_free = next_free.unwrap_or(file_len.div_ceil(cs) * cs);
+        let cached = (CACHE_BYTES / cluster).max(16);
+        let slots = usize::try_from(cached)
+            .ok()
+            .and_then(NonZeroUsize::new)
+            .unwrap_or(NonZeroUsize::MIN);
+        let next_free = match next_free {
+            Some(n) => n,
+            None => fit(
+                file_len.checked_next_multiple_of(cs),
+                path,
+                "qcow2 file end",
+            )?,
+        };
         Ok(Qcow2Writer {
             state: Mutex::new(State {
                 l1,
@@ -461,6 +559,11 @@ impl Qcow2Writer {
             path: path.to_path_buf(),
             header: h,
             geo,
+            cluster,
+            cluster_len: to_usize(cs, path, "qcow2 cluster size")?,
+            per_l2,
+            per_l2_len: to_usize(per_l2.get(), path, "qcow2 L2 table entries")?,
+            epb,
             backing,
             backing_path,
         })
@@ -471,42 +574,107 @@ impl Qcow2Writer {
     }
 
     fn cs(&self) -> u64 {
-        self.geo.cluster_size()
+        self.cluster.get()
+    }
+
+    /// `v`, or an error naming `what`, a quantity of this image that overflowed.
+    fn fit<T>(&self, v: Option<T>, what: &str) -> Result<T> {
+        fit(v, &self.path, what)
+    }
+
+    /// `a + b` for offsets and counts of this image.
+    fn add(&self, a: u64, b: u64, what: &str) -> Result<u64> {
+        self.fit(a.checked_add(b), what)
+    }
+
+    /// `a - b` where `b <= a` (a position and one before it).
+    fn sub(&self, a: u64, b: u64, what: &str) -> Result<u64> {
+        self.fit(a.checked_sub(b), what)
+    }
+
+    /// `n`, a byte count or table index of this image, as a buffer length or index.
+    fn usize(&self, n: u64, what: &str) -> Result<usize> {
+        to_usize(n, &self.path, what)
+    }
+
+    /// A buffer length or index as a byte count or table index of this image.
+    fn u64(&self, n: usize, what: &str) -> Result<u64> {
+        to_u64(n, &self.path, what)
+    }
+
+    /// The bytes from `from` to `to` (offsets of the image, `origin <= from <= to`) as a range
+    /// of a buffer that holds the image from `origin` on.
+    fn within(&self, origin: u64, from: u64, to: u64) -> Result<Range<usize>> {
+        let at = |x: u64| {
+            self.usize(
+                self.sub(x, origin, "qcow2 buffer position")?,
+                "qcow2 buffer position",
+            )
+        };
+        Ok(at(from)?..at(to)?)
+    }
+
+    /// The `n` entries of a table from index `first` on, as a range of the table.
+    fn entries(&self, first: u64, n: u64) -> Result<Range<usize>> {
+        let end = self.add(first, n, "qcow2 table index")?;
+        Ok(self.usize(first, "qcow2 table index")?..self.usize(end, "qcow2 table index")?)
+    }
+
+    /// The host offset `i` clusters after `host`.
+    fn nth_cluster(&self, host: u64, i: u64) -> Result<u64> {
+        let at = i.checked_mul(self.cs()).and_then(|d| d.checked_add(host));
+        self.fit(at, "qcow2 host cluster offset")
+    }
+
+    /// The guest offset of guest cluster `vcl`.
+    fn guest_at(&self, vcl: u64) -> Result<u64> {
+        self.fit(vcl.checked_mul(self.cs()), "qcow2 guest offset")
+    }
+
+    /// The guest offset where the L2 table that maps guest cluster `vcl` ends.
+    fn table_end(&self, vcl: u64) -> Result<u64> {
+        let per = self.per_l2;
+        let next = (vcl / per)
+            .checked_add(1)
+            .and_then(|t| t.checked_mul(per.get()));
+        self.guest_at(self.fit(next, "qcow2 L2 table end")?)
     }
 
     fn pwrite(&self, st: &mut State, buf: &[u8], off: u64, what: &'static str) -> Result<()> {
+        let len = self.u64(buf.len(), "qcow2 write length")?;
+        let end = self.add(off, len, "qcow2 write end")?;
         self.file
             .write_all_at(buf, off)
             .map_err(io_err(&self.path, what, off))?;
-        st.file_len = st.file_len.max(off + buf.len() as u64);
+        st.file_len = st.file_len.max(end);
         Ok(())
     }
 
     /// Reads `buf` at `off`, zeros past the end of the file (qemu's tail clusters may be short).
     fn pread(&self, buf: &mut [u8], off: u64, what: &'static str) -> Result<()> {
-        let mut done = 0;
-        while done < buf.len() {
-            match self.file.read_at(&mut buf[done..], off + done as u64) {
+        let mut at = off;
+        let mut rest = buf;
+        while !rest.is_empty() {
+            match self.file.read_at(rest, at) {
                 Ok(0) => break,
-                Ok(n) => done += n,
+                Ok(n) => {
+                    at = self.add(at, self.u64(n, "qcow2 read length")?, "qcow2 read end")?;
+                    rest = &mut std::mem::take(&mut rest)[n..];
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_err(&self.path, what, off + done as u64)(e)),
+                Err(e) => return Err(io_err(&self.path, what, at)(e)),
             }
         }
-        buf[done..].fill(0);
+        rest.fill(0);
         Ok(())
     }
 
     // ---- refcounts ----
 
-    fn epb(&self) -> u64 {
-        refcount::entries_per_block(self.cs(), self.header.refcount_order)
-    }
-
     /// The refcount block at `off`, from the cache or the file.
     fn refblock<'a>(&self, st: &'a mut State, off: u64) -> Result<&'a mut Vec<u8>> {
         if !st.refblocks.contains(&off) {
-            let mut b = vec![0u8; self.cs() as usize];
+            let mut b = vec![0u8; self.cluster_len];
             self.pread(&mut b, off, "qcow2 refcount block")?;
             st.refblocks.put(off, b);
         }
@@ -516,43 +684,49 @@ impl Qcow2Writer {
     }
 
     fn refcount(&self, st: &mut State, cluster: u64) -> Result<u64> {
-        let bi = cluster / self.epb();
-        let Some(&rb) = st.reftable.get(bi as usize) else {
+        let bi = cluster / self.epb;
+        let Some(&rb) = usize::try_from(bi).ok().and_then(|i| st.reftable.get(i)) else {
             return Ok(0);
         };
         if rb == 0 {
             return Ok(0);
         }
-        let idx = cluster % self.epb();
+        let idx = cluster % self.epb;
         let order = self.header.refcount_order;
         Ok(refcount::get(self.refblock(st, rb)?, idx, order))
     }
 
     /// The host offset of refcount block `bi`, allocating it (and growing the table) if needed.
     fn ensure_refblock(&self, st: &mut State, bi: u64) -> Result<u64> {
-        if bi as usize >= st.reftable.len() {
+        let i = self.usize(bi, "qcow2 refcount table index")?;
+        if i >= st.reftable.len() {
             self.grow_reftable(st, bi)?;
         }
-        let rb = st.reftable[bi as usize];
+        let rb = st.reftable[i];
         if rb != 0 {
             return Ok(rb);
         }
         let cs = self.cs();
         let b = st.next_free;
-        st.next_free += cs;
-        let mut blk = vec![0u8; cs as usize];
-        let own = b / cs;
-        if own / self.epb() == bi {
-            refcount::set(&mut blk, own % self.epb(), self.header.refcount_order, 1);
+        st.next_free = self.add(b, cs, "qcow2 refcount block offset")?;
+        let mut blk = vec![0u8; self.cluster_len];
+        let own = b / self.cluster;
+        if own / self.epb == bi {
+            refcount::set(&mut blk, own % self.epb, self.header.refcount_order, 1);
         } else {
             // Counted in another block first, so the table never references an uncounted block.
             self.add_refcounts(st, own, 1, 1)?;
         }
         self.pwrite(st, &blk, b, "qcow2 refcount block")?;
         st.refblocks.put(b, blk);
-        st.reftable[bi as usize] = b;
+        st.reftable[i] = b;
         if !st.growing {
-            let at = st.reftable_offset + bi * 8;
+            let at = entry_pos(
+                st.reftable_offset,
+                bi,
+                &self.path,
+                "qcow2 refcount table entry",
+            )?;
             self.pwrite(st, &b.to_be_bytes(), at, "qcow2 refcount table")?;
         }
         Ok(b)
@@ -571,58 +745,72 @@ impl Qcow2Writer {
             ));
         }
         let cs = self.cs();
-        let old_len = st.reftable.len() as u64;
+        let size = |v: Option<u64>| self.fit(v, "qcow2 refcount table size");
+        let table_clusters = |entries: u64| size(entries.checked_mul(8).map(|b| b.div_ceil(cs)));
+        let old_len = self.u64(st.reftable.len(), "qcow2 refcount table size")?;
         let old_off = st.reftable_offset;
-        let old_clusters = (old_len * 8).div_ceil(cs);
+        let old_clusters = table_clusters(old_len)?;
         // Enough for `need`, for everything up to the new table's end, and some slack.
-        let mut entries = (need + 1).max(old_len * 2);
-        let mut clusters = (entries * 8).div_ceil(cs);
+        let mut entries = size(need.checked_add(1))?.max(size(old_len.checked_mul(2))?);
+        let mut clusters = table_clusters(entries)?;
         loop {
-            let end_cluster = st.next_free / cs + clusters + 8;
-            let covering = end_cluster.div_ceil(self.epb()) + 2;
+            let end_cluster = (st.next_free / self.cluster)
+                .checked_add(clusters)
+                .and_then(|c| c.checked_add(8));
+            let covering = size(end_cluster)?.div_ceil(self.epb.get());
+            let covering = size(covering.checked_add(2))?;
             if entries >= covering {
                 break;
             }
             entries = covering;
-            clusters = (entries * 8).div_ceil(cs);
+            clusters = table_clusters(entries)?;
         }
-        if clusters * cs > MAX_REFTABLE_BYTES {
+        let Some(bytes) = clusters
+            .checked_mul(cs)
+            .filter(|&b| b <= MAX_REFTABLE_BYTES)
+        else {
             return Err(Error::unsupported(
                 &self.path,
                 "the refcount table would exceed 8 MiB (image too large for its cluster size)",
             ));
-        }
-        entries = clusters * cs / 8;
+        };
+        let len = self.usize(bytes, "qcow2 refcount table size")?;
+        let clusters32 = self.fit(
+            u32::try_from(clusters).ok(),
+            "qcow2 refcount table clusters",
+        )?;
         let start = st.next_free;
-        st.next_free += clusters * cs;
+        st.next_free = self.add(start, bytes, "qcow2 refcount table end")?;
         st.growing = true;
-        st.reftable.resize(entries as usize, 0);
-        let r = self.add_refcounts(st, start / cs, clusters, 1);
+        st.reftable.resize(len / 8, 0);
+        let r = self.add_refcounts(st, start / self.cluster, clusters, 1);
         st.growing = false;
         r?;
-        let mut raw = Vec::with_capacity((clusters * cs) as usize);
+        let mut raw = Vec::with_capacity(len);
         for e in &st.reftable {
             raw.extend_from_slice(&e.to_be_bytes());
         }
-        raw.resize((clusters * cs) as usize, 0);
+        raw.resize(len, 0);
         self.pwrite(st, &raw, start, "qcow2 refcount table")?;
         // refcount_table_offset and refcount_table_clusters, adjacent in RawHeader.
         let mut hdr = [0u8; 12];
         hdr[..8].copy_from_slice(U64::<BigEndian>::new(start).as_bytes());
-        hdr[8..].copy_from_slice(U32::<BigEndian>::new(clusters as u32).as_bytes());
+        hdr[8..].copy_from_slice(U32::<BigEndian>::new(clusters32).as_bytes());
         self.pwrite(st, &hdr, header::REFCOUNT_TABLE_AT, "qcow2 header")?;
         st.reftable_offset = start;
-        self.add_refcounts(st, old_off / cs, old_clusters, -1)
+        self.add_refcounts(st, old_off / self.cluster, old_clusters, -1)
     }
 
     /// Adds `delta` to the refcounts of clusters `[first, first+n)`, one write per block.
     fn add_refcounts(&self, st: &mut State, first: u64, n: u64, delta: i64) -> Result<()> {
-        let epb = self.epb();
+        let epb = self.epb;
         let order = self.header.refcount_order;
+        let end = self.add(first, n, "qcow2 cluster number")?;
         let mut c = first;
-        while c < first + n {
+        while c < end {
             let bi = c / epb;
-            let stop = (first + n).min((bi + 1) * epb);
+            let block_end = bi.checked_add(1).and_then(|b| b.checked_mul(epb.get()));
+            let stop = end.min(self.fit(block_end, "qcow2 cluster number")?);
             let rb = self.ensure_refblock(st, bi)?;
             let blk = self.refblock(st, rb)?;
             let (mut lo, mut hi) = (usize::MAX, 0);
@@ -646,7 +834,12 @@ impl Qcow2Writer {
                 hi = hi.max(b);
             }
             let span = blk[lo..hi].to_vec();
-            self.pwrite(st, &span, rb + lo as u64, "qcow2 refcount block")?;
+            let at = self.add(
+                rb,
+                self.u64(lo, "qcow2 refcount offset")?,
+                "qcow2 refcount offset",
+            )?;
+            self.pwrite(st, &span, at, "qcow2 refcount block")?;
             c = stop;
         }
         Ok(())
@@ -656,13 +849,15 @@ impl Qcow2Writer {
     /// anything may reference them). Returns the first one's host offset.
     fn alloc(&self, st: &mut State, n: u64) -> Result<u64> {
         let cs = self.cs();
+        let at = |v: Option<u64>| self.fit(v, "qcow2 cluster allocation");
+        let max_skip = at(MAX_SKIP_CLUSTERS.checked_mul(cs))?;
         // Clusters past the end that are already counted (a file someone truncated) are skipped.
         let mut start = st.next_free;
-        let mut c = start / cs;
-        while c < start / cs + n {
+        let mut c = start / self.cluster;
+        while c < at((start / self.cluster).checked_add(n))? {
             if self.refcount(st, c)? != 0 {
-                start = (c + 1) * cs;
-                if start - st.next_free > MAX_SKIP_CLUSTERS * cs {
+                start = at(c.checked_add(1).and_then(|x| x.checked_mul(cs)))?;
+                if at(start.checked_sub(st.next_free))? > max_skip {
                     return Err(Error::corrupt(
                         &self.path,
                         "qcow2 refcount table",
@@ -674,10 +869,10 @@ impl Qcow2Writer {
                     ));
                 }
             }
-            c += 1;
+            c = at(c.checked_add(1))?;
         }
-        st.next_free = start + n * cs;
-        self.add_refcounts(st, start / cs, n, 1)?;
+        st.next_free = at(n.checked_mul(cs).and_then(|b| b.checked_add(start)))?;
+        self.add_refcounts(st, start / self.cluster, n, 1)?;
         Ok(start)
     }
 
@@ -685,7 +880,7 @@ impl Qcow2Writer {
 
     fn l2_table<'a>(&self, st: &'a mut State, off: u64) -> Result<&'a mut Vec<u64>> {
         if !st.l2.contains(&off) {
-            let mut raw = vec![0u8; self.cs() as usize];
+            let mut raw = vec![0u8; self.cluster_len];
             self.pread(&mut raw, off, "qcow2 L2 table")?;
             st.l2.put(off, be64s(&raw));
         }
@@ -694,28 +889,57 @@ impl Qcow2Writer {
             .ok_or_else(|| Error::corrupt(&self.path, "qcow2 L2 table", off, "cache miss"))
     }
 
-    fn l2_offset(&self, st: &State, l1i: u64) -> Result<u64> {
-        let e = *st.l1.get(l1i as usize).ok_or_else(|| {
-            Error::corrupt(
-                &self.path,
-                "qcow2 L1 table",
-                self.header.l1_table_offset,
-                format!("entry {l1i} is past the table's {} entries", st.l1.len()),
-            )
-        })?;
-        self.geo
-            .l2_offset(e, &self.path, self.header.l1_table_offset + l1i * 8)
+    /// The byte position of L1 entry `l1i`.
+    fn l1_pos(&self, l1i: u64) -> Result<u64> {
+        entry_pos(
+            self.header.l1_table_offset,
+            l1i,
+            &self.path,
+            "qcow2 L1 entry",
+        )
+    }
+
+    /// L1 entry `l1i`, or an error naming it when it lies past the table.
+    fn l1_slot<'a>(&self, st: &'a mut State, l1i: u64) -> Result<&'a mut u64> {
+        let len = st.l1.len();
+        usize::try_from(l1i)
+            .ok()
+            .and_then(|i| st.l1.get_mut(i))
+            .ok_or_else(|| {
+                Error::corrupt(
+                    &self.path,
+                    "qcow2 L1 table",
+                    self.header.l1_table_offset,
+                    format!("entry {l1i} is past the table's {len} entries"),
+                )
+            })
+    }
+
+    fn l2_offset(&self, st: &mut State, l1i: u64) -> Result<u64> {
+        let e = *self.l1_slot(st, l1i)?;
+        self.geo.l2_offset(e, &self.path, self.l1_pos(l1i)?)
+    }
+
+    /// Points L1 entry `l1i` at the L2 table at `t`, in memory and in the file.
+    fn set_l1(&self, st: &mut State, l1i: u64, t: u64) -> Result<()> {
+        *self.l1_slot(st, l1i)? = t | COPIED;
+        let at = self.l1_pos(l1i)?;
+        self.pwrite(st, &(t | COPIED).to_be_bytes(), at, "qcow2 L1 table")
     }
 
     /// The L2 entry of guest cluster `vcl` (0 when its table is not allocated).
     fn entry(&self, st: &mut State, vcl: u64) -> Result<(u64, u64)> {
-        let per = self.geo.l2_entries();
+        let per = self.per_l2;
         let l2 = self.l2_offset(st, vcl / per)?;
         if l2 == 0 {
             return Ok((0, 0));
         }
         let idx = vcl % per;
-        Ok((self.l2_table(st, l2)?[idx as usize], l2 + idx * 8))
+        let pos = entry_pos(l2, idx, &self.path, "qcow2 L2 entry")?;
+        Ok((
+            self.l2_table(st, l2)?[self.usize(idx, "qcow2 L2 index")?],
+            pos,
+        ))
     }
 
     fn classify(&self, st: &State, word: u64, pos: u64) -> Result<Mapping> {
@@ -730,36 +954,36 @@ impl Qcow2Writer {
     /// for compressed data and within one L2 table otherwise.
     fn map_run(&self, pos: u64, max: u64) -> Result<(Mapping, u64)> {
         let mut st = self.state.lock();
-        let cb = self.geo.cluster_bits;
         let cs = self.cs();
-        let per = self.geo.l2_entries();
-        let vcl = pos >> cb;
-        let table_end = ((vcl / per + 1) * per) << cb;
-        let limit = pos.saturating_add(max).min(table_end);
+        let vcl = pos / self.cluster;
+        // Saturating, then clamped to the table's end at once.
+        let limit = pos.saturating_add(max).min(self.table_end(vcl)?);
+        let cluster_end = self.guest_at(self.fit(vcl.checked_add(1), "qcow2 guest cluster")?)?;
+        let run = |end: u64| self.sub(end, pos, "qcow2 mapping run");
         let (w, at) = self.entry(&mut st, vcl)?;
         let first = match self.classify(&st, w, at)? {
             Mapping::Data { host } => Mapping::Data {
-                host: host + (pos & (cs - 1)),
+                host: self.add(host, pos % self.cluster, "qcow2 host offset")?,
             },
             m @ Mapping::Compressed { .. } => {
-                return Ok((m, (((vcl + 1) << cb).min(limit)) - pos));
+                return Ok((m, run(cluster_end.min(limit))?));
             }
             m => m,
         };
-        let mut end = ((vcl + 1) << cb).min(limit);
+        let mut end = cluster_end.min(limit);
         while end < limit {
-            let (w, at) = self.entry(&mut st, end >> cb)?;
+            let (w, at) = self.entry(&mut st, end / self.cluster)?;
             let next = self.classify(&st, w, at)?;
-            if !first.continues_with(next, end - pos) {
+            if !first.continues_with(next, run(end)?) {
                 break;
             }
-            end = (end + cs).min(limit);
+            end = self.add(end, cs, "qcow2 guest offset")?.min(limit);
         }
-        Ok((first, end - pos))
+        Ok((first, run(end)?))
     }
 
     fn inflate(&self, host: u64, size: u64, out: &mut [u8]) -> Result<()> {
-        let mut input = vec![0u8; size as usize];
+        let mut input = vec![0u8; self.usize(size, "qcow2 compressed cluster size")?];
         self.pread(&mut input, host, "qcow2 compressed cluster")?;
         cluster::decompress(self.header.compression, &input, out)
             .map_err(|d| Error::corrupt(&self.path, "qcow2 compressed cluster", host, d))
@@ -774,8 +998,10 @@ impl Qcow2Writer {
                 Ok(())
             }
             Mapping::Unallocated => {
-                let start = vcl << self.geo.cluster_bits;
-                let n = (self.len() - start).min(out.len() as u64) as usize;
+                let start = self.guest_at(vcl)?;
+                // The image's last cluster may be partial: what lies past its end reads as zeros.
+                let left = self.sub(self.len(), start, "qcow2 guest cluster")?;
+                let n = usize::try_from(left).map_or(out.len(), |l| l.min(out.len()));
                 read_backing(self.backing.as_ref(), &mut out[..n], start)?;
                 out[n..].fill(0);
                 Ok(())
@@ -797,36 +1023,50 @@ impl Qcow2Writer {
 
     /// Writes `buf` at guest offset `off` for clusters of one L2 table.
     fn write_table(&self, st: &mut State, buf: &[u8], off: u64) -> Result<()> {
-        let cb = self.geo.cluster_bits;
         let cs = self.cs();
-        let per = self.geo.l2_entries();
-        let end = off + buf.len() as u64;
-        let l1i = (off >> cb) / per;
+        let per = self.per_l2;
+        let end = self.add(off, self.u64(buf.len(), "qcow2 write")?, "qcow2 write end")?;
+        let first_vcl = off / self.cluster;
+        let l1i = first_vcl / per;
         let l2 = self.l2_offset(st, l1i)?;
         // Only the entries this write touches are copied out (a whole table is 64 KiB with
         // qemu's default clusters, and most writes touch one entry).
-        let base = (off >> cb) % per;
-        let count = ((end - 1) >> cb) - (off >> cb) + 1;
+        let base = first_vcl % per;
+        let last_vcl = self.sub(end, 1, "qcow2 write end")? / self.cluster;
+        let count = self.add(
+            self.sub(last_vcl, first_vcl, "qcow2 clusters written")?,
+            1,
+            "qcow2 clusters written",
+        )?;
+        let span = self.entries(base, count)?;
         let orig: Vec<u64> = if l2 == 0 {
-            vec![0u64; count as usize]
+            vec![0u64; span.len()]
         } else {
-            self.l2_table(st, l2)?[base as usize..(base + count) as usize].to_vec()
+            self.l2_table(st, l2)?[span.clone()].to_vec()
         };
         let mut table = orig.clone();
         let v3 = self.header.version >= 3;
-        let mut frees: Vec<(u64, u64)> = Vec::new(); // (first cluster, count) to decrement
-                                                     // A run of guest clusters that get new host clusters: (first vcl, contents).
+        // Host clusters to decrement: (first cluster, count).
+        let mut frees: Vec<(u64, u64)> = Vec::new();
+        // A run of guest clusters that get new host clusters: (first vcl, contents).
         let mut run: Option<(u64, Vec<u8>)> = None;
-        let mut vcl = off >> cb;
-        while (vcl << cb) < end {
-            let cstart = vcl << cb;
-            let cend = (cstart + cs).min(self.len());
+        // Entry `idx` of `table` (and `k` of the clusters written) is guest cluster `vcl`.
+        for (idx, k) in (0..table.len()).zip(0u64..) {
+            let vcl = self.add(first_vcl, k, "qcow2 guest cluster")?;
+            let cstart = self.guest_at(vcl)?;
+            let cnext = self.add(cstart, cs, "qcow2 guest offset")?;
+            let cend = cnext.min(self.len());
             let ws = off.max(cstart);
-            let we = end.min(cstart + cs);
-            let piece = &buf[(ws - off) as usize..(we - off) as usize];
-            let idx = ((vcl % per) - base) as usize;
+            let we = end.min(cnext);
+            let piece = &buf[self.within(off, ws, we)?];
             let word = table[idx];
-            let m = self.classify(st, word, l2 + (base + idx as u64) * 8)?;
+            let pos = entry_pos(
+                l2,
+                self.add(base, k, "qcow2 L2 index")?,
+                &self.path,
+                "qcow2 L2 entry",
+            )?;
+            let m = self.classify(st, word, pos)?;
             let full = ws == cstart && we >= cend;
             let zero = is_zero(piece);
             let prealloc = if word & COMPRESSED == 0 {
@@ -841,75 +1081,77 @@ impl Qcow2Writer {
                     if zero && full && v3 {
                         table[idx] = host | COPIED | ZERO;
                     } else {
-                        self.pwrite(st, piece, host + (ws - cstart), "qcow2 data cluster")?;
+                        let into = self.sub(ws, cstart, "qcow2 cluster position")?;
+                        let at = self.add(host, into, "qcow2 data offset")?;
+                        self.pwrite(st, piece, at, "qcow2 data cluster")?;
                     }
                 }
                 _ if zero && full && v3 => {
                     table[idx] = ZERO;
-                    self.note_free(m, word, &mut frees);
+                    self.note_free(m, word, &mut frees)?;
                 }
                 Mapping::Zero if prealloc != 0 && word & COPIED != 0 => {
                     // A preallocated zero cluster: its host cluster is ours to fill.
-                    let mut c = vec![0u8; cs as usize];
-                    c[(ws - cstart) as usize..(we - cstart) as usize].copy_from_slice(piece);
+                    let mut c = vec![0u8; self.cluster_len];
+                    c[self.within(cstart, ws, we)?].copy_from_slice(piece);
                     self.pwrite(st, &c, prealloc, "qcow2 data cluster")?;
                     table[idx] = prealloc | COPIED;
                 }
-                _ if piece.len() as u64 == cs => {
+                _ if piece.len() == self.cluster_len => {
                     // A whole cluster: its bytes go to the run as they are, no copy-on-write.
                     fresh = Some(Cow::Borrowed(piece));
-                    self.note_free(m, word, &mut frees);
+                    self.note_free(m, word, &mut frees)?;
                 }
                 _ => {
-                    let mut c = vec![0u8; cs as usize];
+                    let mut c = vec![0u8; self.cluster_len];
                     if !full {
                         self.old_cluster(m, vcl, &mut c)?;
                     }
-                    c[(ws - cstart) as usize..(we - cstart) as usize].copy_from_slice(piece);
+                    c[self.within(cstart, ws, we)?].copy_from_slice(piece);
                     fresh = Some(Cow::Owned(c));
-                    self.note_free(m, word, &mut frees);
+                    self.note_free(m, word, &mut frees)?;
                 }
             }
             match (fresh, &mut run) {
                 (Some(c), Some((_, data))) => data.extend_from_slice(&c),
                 (Some(c), None) => {
-                    let mut data = Vec::with_capacity((end - cstart).next_multiple_of(cs) as usize);
+                    // Room for every cluster up to the end of this write.
+                    let room = self
+                        .sub(end, cstart, "qcow2 write")?
+                        .checked_next_multiple_of(cs);
+                    let room = self.fit(room, "qcow2 write")?;
+                    let mut data = Vec::with_capacity(self.usize(room, "qcow2 write")?);
                     data.extend_from_slice(&c);
                     run = Some((vcl, data));
                 }
-                (None, _) => self.flush_run(st, run.take(), &mut table, per, base)?,
+                (None, _) => self.flush_run(st, run.take(), &mut table, base)?,
             }
-            vcl += 1;
         }
-        self.flush_run(st, run.take(), &mut table, per, base)?;
+        self.flush_run(st, run.take(), &mut table, base)?;
         if table != orig {
             if l2 == 0 {
-                let t = self.alloc(st, 1)?;
-                let mut full = vec![0u64; per as usize];
-                full[base as usize..(base + count) as usize].copy_from_slice(&table);
-                let raw: Vec<u8> = full.iter().flat_map(|e| e.to_be_bytes()).collect();
-                self.pwrite(st, &raw, t, "qcow2 L2 table")?;
-                st.l2.put(t, full);
-                st.l1[l1i as usize] = t | COPIED;
-                let at = self.header.l1_table_offset + l1i * 8;
-                self.pwrite(st, &(t | COPIED).to_be_bytes(), at, "qcow2 L1 table")?;
+                let mut full = vec![0u64; self.per_l2_len];
+                full[span].copy_from_slice(&table);
+                self.new_l2_table(st, l1i, full)?;
             } else {
                 let lo = table
                     .iter()
                     .zip(&orig)
                     .position(|(a, b)| a != b)
                     .unwrap_or(0);
-                let hi = table.len()
-                    - table
-                        .iter()
-                        .rev()
-                        .zip(orig.iter().rev())
-                        .position(|(a, b)| a != b)
-                        .unwrap_or(0);
+                let same_at_end = table
+                    .iter()
+                    .rev()
+                    .zip(orig.iter().rev())
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(0);
+                let hi = table.len().checked_sub(same_at_end);
+                let hi = self.fit(hi, "qcow2 L2 entries changed")?;
                 let raw: Vec<u8> = table[lo..hi].iter().flat_map(|e| e.to_be_bytes()).collect();
-                let at = base as usize + lo;
-                self.pwrite(st, &raw, l2 + at as u64 * 8, "qcow2 L2 table")?;
-                self.l2_table(st, l2)?[at..at + hi - lo].copy_from_slice(&table[lo..hi]);
+                let at = self.add(base, self.u64(lo, "qcow2 L2 index")?, "qcow2 L2 index")?;
+                let pos = entry_pos(l2, at, &self.path, "qcow2 L2 entry")?;
+                self.pwrite(st, &raw, pos, "qcow2 L2 table")?;
+                self.l2_table(st, l2)?[span][lo..hi].copy_from_slice(&table[lo..hi]);
             }
         }
         for (c, n) in frees {
@@ -919,18 +1161,27 @@ impl Qcow2Writer {
     }
 
     /// Records the host clusters a replaced entry held, to be released once unreferenced.
-    fn note_free(&self, m: Mapping, word: u64, frees: &mut Vec<(u64, u64)>) {
-        let cb = self.geo.cluster_bits;
+    fn note_free(&self, m: Mapping, word: u64, frees: &mut Vec<(u64, u64)>) -> Result<()> {
         match m {
             Mapping::Compressed { host, size } => {
-                let first = host >> cb;
-                let last = (host + size - 1) >> cb;
-                frees.push((first, last - first + 1));
+                // `size` is at least 1 (whole sectors less the offset inside the first).
+                let last_byte = self.sub(
+                    self.add(host, size, "qcow2 compressed cluster end")?,
+                    1,
+                    "qcow2 compressed cluster end",
+                )?;
+                let first = host / self.cluster;
+                let last = last_byte / self.cluster;
+                let n = self.sub(last, first, "qcow2 compressed cluster span")?;
+                frees.push((first, self.add(n, 1, "qcow2 compressed cluster span")?));
             }
-            Mapping::Data { host } => frees.push((host >> cb, 1)),
-            Mapping::Zero if word & OFFSET_MASK != 0 => frees.push(((word & OFFSET_MASK) >> cb, 1)),
+            Mapping::Data { host } => frees.push((host / self.cluster, 1)),
+            Mapping::Zero if word & OFFSET_MASK != 0 => {
+                frees.push(((word & OFFSET_MASK) / self.cluster, 1));
+            }
             _ => {}
         }
+        Ok(())
     }
 
     /// Allocates host clusters for a run of fresh guest clusters, writes them, and points the
@@ -940,18 +1191,18 @@ impl Qcow2Writer {
         st: &mut State,
         run: Option<(u64, Vec<u8>)>,
         table: &mut [u64],
-        per: u64,
         base: u64,
     ) -> Result<()> {
         let Some((first, data)) = run else {
             return Ok(());
         };
-        let cs = self.cs();
-        let n = data.len() as u64 / cs;
+        let n = self.u64(data.len(), "qcow2 data run")? / self.cluster;
         let host = self.alloc(st, n)?;
         self.pwrite(st, &data, host, "qcow2 data cluster")?;
-        for i in 0..n {
-            table[((first + i) % per - base) as usize] = (host + i * cs) | COPIED;
+        let at = self.sub(first % self.per_l2, base, "qcow2 L2 index")?;
+        let at = self.usize(at, "qcow2 L2 index")?;
+        for (e, i) in table[at..].iter_mut().zip(0..n) {
+            *e = self.nth_cluster(host, i)? | COPIED;
         }
         Ok(())
     }
@@ -974,7 +1225,6 @@ impl Qcow2Writer {
     /// ("compression can't overwrite anything", qcow2-cluster.c); writing it plain keeps the
     /// copy whole at the cost of that cluster's compression. Returns whether it was compressed.
     pub fn write_compressed_or_in_place(&self, vcl: u64, z: &[u8], plain: &[u8]) -> Result<bool> {
-        let cb = self.geo.cluster_bits;
         {
             let mut st = self.state.lock();
             let (word, _) = self.entry(&mut st, vcl)?;
@@ -983,46 +1233,49 @@ impl Qcow2Writer {
                 return Ok(true);
             }
         }
-        self.write_at(plain, vcl << cb)?;
+        self.write_at(plain, self.guest_at(vcl)?)?;
         Ok(false)
     }
 
     fn write_compressed_locked(&self, st: &mut State, vcl: u64, data: &[u8]) -> Result<()> {
         let cs = self.cs();
         let cb = self.geo.cluster_bits;
-        if vcl << cb >= self.len() || data.is_empty() || data.len() as u64 > cs {
+        let size = self.u64(data.len(), "qcow2 compressed cluster size")?;
+        let inside = vcl.checked_mul(cs).is_some_and(|at| at < self.len());
+        if !inside || data.is_empty() || size > cs {
             return Err(Error::OutOfRange {
                 offset: vcl << cb,
-                len: data.len() as u64,
+                len: size,
                 size: self.len(),
             });
         }
         // The L2 table first, as qemu's qcow2_alloc_compressed_cluster_offset takes it before
         // the bytes: a table allocated after them would land between two compressed clusters
         // and break the packing (18,944 bytes more on 64 MiB of text).
-        let per = self.geo.l2_entries();
-        if self.l2_offset(st, vcl / per)? == 0 {
-            self.new_l2_table(st, vcl / per, vec![0u64; per as usize])?;
+        let l1i = vcl / self.per_l2;
+        if self.l2_offset(st, l1i)? == 0 {
+            self.new_l2_table(st, l1i, vec![0u64; self.per_l2_len])?;
         }
-        let size = data.len() as u64;
         let max = refcount::max_value(self.header.refcount_order);
         let z = st.zpos;
-        if z != 0 && self.refcount(st, z >> cb)? >= max {
+        if z != 0 && self.refcount(st, z / self.cluster)? >= max {
             st.zpos = 0;
         }
         let host = if st.zpos == 0 {
             self.alloc(st, 1)?
         } else {
             let h = st.zpos;
-            let boundary = (h | (cs - 1)) + 1;
-            if boundary - h >= size {
-                self.add_refcounts(st, h >> cb, 1, 1)?;
+            // The start of the host cluster after the one `h` is in.
+            let next_cluster = (h / self.cluster).checked_add(1);
+            let boundary = self.nth_cluster(0, self.fit(next_cluster, "qcow2 host cluster")?)?;
+            if self.sub(boundary, h, "qcow2 compressed cluster room")? >= size {
+                self.add_refcounts(st, h / self.cluster, 1, 1)?;
                 h
             } else {
                 // `size < cs`, so one more cluster always holds the rest.
                 let next = self.alloc(st, 1)?;
                 if next == boundary {
-                    self.add_refcounts(st, h >> cb, 1, 1)?;
+                    self.add_refcounts(st, h / self.cluster, 1, 1)?;
                     h
                 } else {
                     next
@@ -1030,15 +1283,24 @@ impl Qcow2Writer {
             }
         };
         self.pwrite(st, data, host, "qcow2 compressed cluster")?;
-        st.zpos = if (host + size) % cs == 0 {
+        let data_end = self.add(host, size, "qcow2 compressed cluster end")?;
+        st.zpos = if data_end % self.cluster == 0 {
             0
         } else {
-            host + size
+            data_end
         };
-        let shift = 62 - (cb - 8);
-        let sectors = ((host + size - 1) >> 9) - (host >> 9);
+        // qcow2.txt: x = 62 - (cluster_bits - 8) bits of host offset, then the count of
+        // 512-byte sectors after the first that the data touches.
+        let shift = cb.checked_sub(8).and_then(|b| 62u32.checked_sub(b));
+        let shift = self.fit(shift, "qcow2 compressed descriptor")?;
+        let last_byte = self.sub(data_end, 1, "qcow2 compressed cluster end")?;
+        let sectors = self.sub(
+            last_byte / SECTOR,
+            host / SECTOR,
+            "qcow2 compressed sectors",
+        )?;
         let word = COMPRESSED | (sectors << shift) | host;
-        self.set_fresh(st, vcl, 1, |_| word)
+        self.set_fresh(st, vcl, 1, |_| Ok(word))
     }
 
     /// Allocates `n` contiguous host clusters (their refcounts written first) for data the caller
@@ -1060,19 +1322,29 @@ impl Qcow2Writer {
     /// from `host` on, which `reserve` allocated and whose data is written. The guest clusters
     /// must be unallocated (a fresh image, as `convert` fills it).
     pub fn map_fresh(&self, vcl: u64, host: u64, len: u64) -> Result<()> {
-        let cs = self.cs();
-        let n = len.div_ceil(cs);
+        let n = len.div_ceil(self.cs());
+        let end = self.add(host, len, "qcow2 data end")?;
         let mut st = self.state.lock();
-        st.file_len = st.file_len.max(host + len);
-        self.set_fresh(&mut st, vcl, n, |i| (host + i * cs) | COPIED)
+        st.file_len = st.file_len.max(end);
+        self.set_fresh(&mut st, vcl, n, |i| Ok(self.nth_cluster(host, i)? | COPIED))
     }
 
     /// Sets the L2 entries of unallocated guest clusters `vcl..vcl+n` to `word(i)`, allocating L2
     /// tables as needed: one write per table touched, then the L1 entry of a new table.
-    fn set_fresh(&self, st: &mut State, vcl: u64, n: u64, word: impl Fn(u64) -> u64) -> Result<()> {
+    fn set_fresh(
+        &self,
+        st: &mut State,
+        vcl: u64,
+        n: u64,
+        word: impl Fn(u64) -> Result<u64>,
+    ) -> Result<()> {
         let cb = self.geo.cluster_bits;
-        let per = self.geo.l2_entries();
-        if n == 0 || (vcl + n - 1) << cb >= self.len() {
+        let per = self.per_l2;
+        let last = vcl
+            .checked_add(n)
+            .and_then(|e| e.checked_sub(1))
+            .and_then(|l| l.checked_mul(self.cs()));
+        if n == 0 || last.is_none_or(|l| l >= self.len()) {
             return Err(Error::OutOfRange {
                 offset: vcl << cb,
                 len: n << cb,
@@ -1081,42 +1353,44 @@ impl Qcow2Writer {
         }
         let mut i = 0;
         while i < n {
-            let v = vcl + i;
+            // `vcl + n` did not overflow (checked above), so neither do these.
+            let v = self.add(vcl, i, "qcow2 guest cluster")?;
             let l1i = v / per;
-            let first = (v % per) as usize;
-            let m = (per - v % per).min(n - i) as usize;
+            let first = v % per;
+            let m = self.sub(per.get(), first, "qcow2 L2 index")?.min(self.sub(
+                n,
+                i,
+                "qcow2 clusters mapped",
+            )?);
+            let span = self.entries(first, m)?;
             let l2 = self.l2_offset(st, l1i)?;
             if l2 == 0 {
-                let mut table = vec![0u64; per as usize];
-                for (k, e) in table[first..first + m].iter_mut().enumerate() {
-                    *e = word(i + k as u64);
+                let mut table = vec![0u64; self.per_l2_len];
+                for (e, k) in table[span].iter_mut().zip(i..) {
+                    *e = word(k)?;
                 }
                 self.new_l2_table(st, l1i, table)?;
             } else {
                 let table = self.l2_table(st, l2)?;
                 // A zero-flag entry without a host cluster holds nothing to free or leak.
-                if let Some(k) = table[first..first + m]
+                if let Some((_, c)) = table[span.clone()]
                     .iter()
-                    .position(|&e| e & !ZERO_FLAG != 0)
+                    .zip(v..)
+                    .find(|&(&e, _)| e & !ZERO_FLAG != 0)
                 {
                     return Err(Error::unsupported(
                         &self.path,
-                        format!(
-                            "new data for cluster {}, which is already allocated",
-                            v + k as u64
-                        ),
+                        format!("new data for cluster {c}, which is already allocated"),
                     ));
                 }
-                for (k, e) in table[first..first + m].iter_mut().enumerate() {
-                    *e = word(i + k as u64);
+                for (e, k) in table[span.clone()].iter_mut().zip(i..) {
+                    *e = word(k)?;
                 }
-                let raw: Vec<u8> = table[first..first + m]
-                    .iter()
-                    .flat_map(|e| e.to_be_bytes())
-                    .collect();
-                self.pwrite(st, &raw, l2 + first as u64 * 8, "qcow2 L2 table")?;
+                let raw: Vec<u8> = table[span].iter().flat_map(|e| e.to_be_bytes()).collect();
+                let at = entry_pos(l2, first, &self.path, "qcow2 L2 entry")?;
+                self.pwrite(st, &raw, at, "qcow2 L2 table")?;
             }
-            i += m as u64;
+            i = self.add(i, m, "qcow2 clusters mapped")?;
         }
         Ok(())
     }
@@ -1127,9 +1401,7 @@ impl Qcow2Writer {
         let raw: Vec<u8> = table.iter().flat_map(|e| e.to_be_bytes()).collect();
         self.pwrite(st, &raw, t, "qcow2 L2 table")?;
         st.l2.put(t, table);
-        st.l1[l1i as usize] = t | COPIED;
-        let at = self.header.l1_table_offset + l1i * 8;
-        self.pwrite(st, &(t | COPIED).to_be_bytes(), at, "qcow2 L1 table")
+        self.set_l1(st, l1i, t)
     }
 
     /// Compresses one whole cluster as this image's compression type stores it (raw deflate
@@ -1150,12 +1422,13 @@ impl Qcow2Writer {
     pub fn finish(&self) -> Result<()> {
         let mut st = self.state.lock();
         let cs = self.cs();
-        let packing = st.zpos != 0 && st.next_free == st.zpos.div_ceil(cs) * cs;
+        let packing = st.zpos != 0 && st.zpos.checked_next_multiple_of(cs) == Some(st.next_free);
         let end = if packing {
-            st.file_len.next_multiple_of(SECTOR)
+            st.file_len.checked_next_multiple_of(SECTOR)
         } else {
-            st.file_len.div_ceil(cs) * cs
+            st.file_len.checked_next_multiple_of(cs)
         };
+        let end = self.fit(end, "qcow2 file end")?;
         if end > st.file_len {
             self.file
                 .set_len(end)
@@ -1203,43 +1476,39 @@ impl BlockDevice for Qcow2Writer {
     }
 
     fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
-        check_range(off, buf.len() as u64, self.len())?;
-        let cs = self.cs();
+        check_range(off, self.u64(buf.len(), "qcow2 read")?, self.len())?;
         let mut pos = off;
         let mut rest = buf;
         while !rest.is_empty() {
-            let (m, run) = self.map_run(pos, rest.len() as u64)?;
-            let (dst, tail) = std::mem::take(&mut rest).split_at_mut(run as usize);
+            let (m, run) = self.map_run(pos, self.u64(rest.len(), "qcow2 read")?)?;
+            let (dst, tail) =
+                std::mem::take(&mut rest).split_at_mut(self.usize(run, "qcow2 read")?);
             rest = tail;
             match m {
                 Mapping::Data { host } => self.pread(dst, host, "qcow2 data cluster")?,
                 Mapping::Zero => dst.fill(0),
                 Mapping::Unallocated => read_backing(self.backing.as_ref(), dst, pos)?,
                 Mapping::Compressed { host, size } => {
-                    let mut c = vec![0u8; cs as usize];
+                    let mut c = vec![0u8; self.cluster_len];
                     self.inflate(host, size, &mut c)?;
-                    let at = (pos & (cs - 1)) as usize;
-                    dst.copy_from_slice(&c[at..at + dst.len()]);
+                    let at = self.usize(pos % self.cluster, "qcow2 cluster position")?;
+                    dst.copy_from_slice(&c[at..][..dst.len()]);
                 }
             }
-            pos += run;
+            pos = self.add(pos, run, "qcow2 read")?;
         }
         Ok(())
     }
 
     fn write_at(&self, buf: &[u8], off: u64) -> Result<()> {
-        check_range(off, buf.len() as u64, self.len())?;
-        let per_table = self.geo.l2_entries() << self.geo.cluster_bits;
+        let len = self.u64(buf.len(), "qcow2 write")?;
+        check_range(off, len, self.len())?;
         let mut st = self.state.lock();
         let mut pos = off;
-        let end = off + buf.len() as u64;
+        let end = self.add(off, len, "qcow2 write end")?;
         while pos < end {
-            let stop = ((pos / per_table + 1) * per_table).min(end);
-            self.write_table(
-                &mut st,
-                &buf[(pos - off) as usize..(stop - off) as usize],
-                pos,
-            )?;
+            let stop = self.table_end(pos / self.cluster)?.min(end);
+            self.write_table(&mut st, &buf[self.within(off, pos, stop)?], pos)?;
             pos = stop;
         }
         Ok(())
@@ -1253,13 +1522,13 @@ impl BlockDevice for Qcow2Writer {
 
     fn extents(&self, off: u64, len: u64) -> Result<Vec<Extent>> {
         check_range(off, len, self.len())?;
-        let end = off + len;
+        let end = self.add(off, len, "qcow2 extents end")?;
         let mut out = Vec::new();
         let mut pos = off;
         while pos < end {
-            let (m, run) = self.map_run(pos, end - pos)?;
+            let (m, run) = self.map_run(pos, self.sub(end, pos, "qcow2 extents")?)?;
             super::push_mapping(&mut out, self.backing.as_ref(), pos, run, m)?;
-            pos += run;
+            pos = self.add(pos, run, "qcow2 extents")?;
         }
         Ok(out)
     }
@@ -1277,7 +1546,9 @@ impl Describe for Qcow2Writer {
             format: "qcow2".into(),
             subformat: Some(format!("v{}", h.version)),
             virtual_size: h.size,
-            disk_size: self.file.metadata().map(|m| m.blocks() * 512).unwrap_or(0),
+            disk_size: (self.file.metadata().ok())
+                .and_then(|m| m.blocks().checked_mul(512))
+                .unwrap_or(0),
             cluster_size: Some(h.cluster_size()),
             backing_filename: h.backing_file.clone(),
             full_backing_filename: self.backing_path.clone(),
@@ -1301,7 +1572,7 @@ mod tests {
     /// of the typed structures, to pin the bytes `header_bytes` writes.
     fn by_hand(o: &CreateOptions, cb: u32, l1_size: u32, backing_at: u64) -> Vec<u8> {
         let mut h = vec![0u8; 1 << cb];
-        let mut put = |at: usize, v: &[u8]| h[at..at + v.len()].copy_from_slice(v);
+        let mut put = |at: usize, v: &[u8]| h[at..][..v.len()].copy_from_slice(v);
         put(0, b"QFI\xfb");
         put(4, &(if o.compat_v2 { 2u32 } else { 3 }).to_be_bytes());
         put(20, &cb.to_be_bytes());
@@ -1321,12 +1592,16 @@ mod tests {
             pos = 112;
         }
         if let Some((name, fmt)) = &o.backing {
-            put(pos, &0xe279_2acau32.to_be_bytes());
-            put(pos + 4, &(fmt.len() as u32).to_be_bytes());
-            put(pos + 8, fmt.as_bytes());
-            put(backing_at as usize, name.as_bytes());
+            let fmt_len = u32::try_from(fmt.len()).unwrap();
+            let ext = [
+                &0xe279_2acau32.to_be_bytes()[..],
+                &fmt_len.to_be_bytes(),
+                fmt.as_bytes(),
+            ];
+            put(pos, &ext.concat());
+            put(usize::try_from(backing_at).unwrap(), name.as_bytes());
             put(8, &backing_at.to_be_bytes());
-            put(16, &(name.len() as u32).to_be_bytes());
+            put(16, &u32::try_from(name.len()).unwrap().to_be_bytes());
         }
         h
     }
@@ -1352,7 +1627,7 @@ mod tests {
                 lazy_refcounts: !v2,
                 ..CreateOptions::default()
             };
-            let got = header_bytes(&o, 12, 3).unwrap();
+            let got = header_bytes(&o, p, 12, 3).unwrap();
             // Extensions start after the header; the name after the padded extension and the
             // end marker.
             let at = if v2 { 72 } else { 112 } + 8 + 8 + 8;
@@ -1376,7 +1651,7 @@ mod tests {
             cluster_size: 4096,
             ..CreateOptions::default()
         };
-        header_bytes(&o, 12, 1).unwrap()
+        header_bytes(&o, Path::new("t.qcow2"), 12, 1).unwrap()
     }
 
     #[test]
@@ -1398,7 +1673,7 @@ mod tests {
             (71, "qcow2 header"),
             (103, "qcow2 v3 header"),
         ] {
-            match Header::parse(&full[..len], p, len as u64) {
+            match Header::parse(&full[..len], p, u64::try_from(len).unwrap()) {
                 Err(Error::Truncated { what: w, .. }) => assert_eq!(w, what, "at {len}"),
                 other => panic!("{len} bytes: {other:?}"),
             }
@@ -1412,8 +1687,8 @@ mod tests {
 
     #[test]
     fn zstd_clusters_carry_no_content_size_as_qemu_writes_them() {
-        let text: Vec<u8> = (0..65536u32)
-            .map(|i| b"the quick brown fox "[(i % 20) as usize])
+        let text: Vec<u8> = (0..65536usize)
+            .map(|i| b"the quick brown fox "[i % 20])
             .collect();
         for _ in 0..2 {
             // The second round reuses the thread's compressor.

@@ -42,7 +42,7 @@ use super::log::{
     header_blocks, LogArea, BB, HEADER_CYCLE_SIZE, HEADER_MAGIC, MAX_RECORD_BYTES, VERSION_2,
 };
 use super::replay_view::Sectors;
-use super::superblock::Incompat;
+use super::superblock::{bit_names, Incompat, LogIncompat};
 use super::{crc, Xfs};
 use crate::bytes::{be16, be32, be64};
 use crate::fs::{FsError, Result};
@@ -899,6 +899,15 @@ pub struct Replayed {
 /// Replays the log from block `tail` to `head`. Err: replay is impossible (device errors,
 /// limits); the caller shows the tree as on disk.
 pub(super) fn replay(fs: &Xfs, head: u64, tail: u64) -> Result<Replayed> {
+    // As the kernel: a log whose items need features this reader does not know is not
+    // replayed (xfs_validate_sb_read, "unknown incompatible log features").
+    let unknown = fs.sb.log_incompat.difference(LogIncompat::KNOWN);
+    if !unknown.is_empty() {
+        return Err(FsError::Unsupported(format!(
+            "XFS log replay: incompatible log features this reader does not know: {}",
+            bit_names(unknown.bits())
+        )));
+    }
     let area = fs.log_area()?;
     let mut info = ReplayInfo {
         tail,

@@ -21,8 +21,59 @@ const VERSION_DIRV2BIT: u16 = 0x2000;
 const VERSION_BORGBIT: u16 = 0x4000;
 const VERSION_MOREBITSBIT: u16 = 0x8000;
 
-pub const FEATURES2_CRC: u32 = 0x0100;
-pub const FEATURES2_FTYPE: u32 = 0x0200;
+bitflags::bitflags! {
+    /// sb_features2 (v4 with the MOREBITS version bit; v5 keeps it for old tools). Unknown bits
+    /// are kept (`from_bits_retain`) so that `check_features` can name them: the kernel refuses
+    /// a v4 superblock with a features2 bit outside the ones it knows (xfs_sb_good_version).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Features2: u32 {
+        const LAZYSBCOUNT = 1 << 1;
+        const ATTR2 = 1 << 3;
+        const PARENT = 1 << 4;
+        const PROJID32 = 1 << 7;
+        const CRC = 1 << 8;
+        const FTYPE = 1 << 9;
+        const _ = !0;
+    }
+}
+
+impl Features2 {
+    /// The features2 bits a v4 filesystem may carry (XFS_SB_VERSION2_OKBITS).
+    const KNOWN_V4: Self = Self::LAZYSBCOUNT
+        .union(Self::ATTR2)
+        .union(Self::PROJID32)
+        .union(Self::FTYPE);
+}
+
+bitflags::bitflags! {
+    /// sb_features_log_incompat (v5): what the log's items need to be replayed. Set while the
+    /// log holds such items and cleared on a clean unmount, so they matter only for replay;
+    /// unknown bits are kept so that `recover::replay` can name them when it refuses.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct LogIncompat: u32 {
+        /// Logged extended attribute updates (ATTRI/ATTRD items).
+        const XATTRS = 1 << 0;
+        /// Logged file mapping exchanges (XMI/XMD items).
+        const EXCHMAPS = 1 << 1;
+        const _ = !0;
+    }
+}
+
+impl LogIncompat {
+    /// The log features whose items replay recognises (the ATTRI and XMI intents in
+    /// `recover::INTENTS`).
+    pub const KNOWN: Self = Self::XATTRS.union(Self::EXCHMAPS);
+}
+
+/// The set bits of `bits`, each as a hexadecimal mask ("0x40, 0x8000"), for error messages.
+pub fn bit_names(bits: u32) -> String {
+    (0..32)
+        .map(|b| 1u32 << b)
+        .filter(|m| bits & m != 0)
+        .map(|m| format!("{m:#x}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 bitflags::bitflags! {
     /// sb_features_incompat (v5): features a reader must understand. Unknown bits are kept
@@ -116,10 +167,10 @@ pub struct Superblock {
     pub ifree: u64,
     pub fdblocks: u64,
     pub dirblklog: u8,
-    pub features2: u32,
+    pub features2: Features2,
     pub ro_compat: RoCompat,
     pub incompat: Incompat,
-    pub log_incompat: u32,
+    pub log_incompat: LogIncompat,
     /// The UUID stamped in v5 metadata headers (sb_meta_uuid with meta_uuid, else sb_uuid).
     pub meta_uuid: [u8; 16],
 }
@@ -175,10 +226,10 @@ impl Superblock {
             ifree: be64(buf, 136),
             fdblocks: be64(buf, 144),
             dirblklog: buf[192],
-            features2: be32(buf, 200),
+            features2: Features2::from_bits_retain(be32(buf, 200)),
             ro_compat: RoCompat::empty(),
             incompat: Incompat::empty(),
-            log_incompat: 0,
+            log_incompat: LogIncompat::empty(),
             meta_uuid,
         };
         let version = sb.versionnum & VERSION_NUMBITS;
@@ -195,17 +246,24 @@ impl Superblock {
                     ));
                 }
                 if sb.versionnum & VERSION_MOREBITSBIT == 0 {
-                    sb.features2 = 0;
+                    sb.features2 = Features2::empty();
                 }
-                if sb.features2 & FEATURES2_CRC != 0 {
+                if sb.features2.contains(Features2::CRC) {
                     return Err(bad("v4 superblock with the CRC feature".into()));
+                }
+                let unknown = sb.features2.difference(Features2::KNOWN_V4);
+                if !unknown.is_empty() {
+                    return Err(FsError::Unsupported(format!(
+                        "XFS v4 features2 bits this reader does not know: {}",
+                        bit_names(unknown.bits())
+                    )));
                 }
                 sb.meta_uuid = sb.uuid;
             }
             5 => {
                 sb.ro_compat = RoCompat::from_bits_retain(be32(buf, 212));
                 sb.incompat = Incompat::from_bits_retain(be32(buf, 216));
-                sb.log_incompat = be32(buf, 220);
+                sb.log_incompat = LogIncompat::from_bits_retain(be32(buf, 220));
                 let sect = usize::from(sb.sectsize).min(buf.len());
                 if let Some((computed, stored)) = crc::mismatch(&buf[..sect], CRC_OFF) {
                     return Err(FsError::mismatch(
@@ -359,7 +417,7 @@ impl Superblock {
         if self.is_v5() {
             self.incompat.contains(Incompat::FTYPE)
         } else {
-            self.features2 & FEATURES2_FTYPE != 0
+            self.features2.contains(Features2::FTYPE)
         }
     }
 
@@ -400,5 +458,72 @@ impl Superblock {
             }
         }
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sector holding a valid superblock of 4 AGs of 1024 4 KiB blocks: v4 (version 2
+    /// directories, MOREBITS, 256-byte inodes) or v5 (512-byte inodes, CRC stamped).
+    fn sector(v5: bool, features2: u32, log_incompat: u32) -> Vec<u8> {
+        let mut b = vec![0u8; 512];
+        let mut put = |at: usize, v: &[u8]| b[at..][..v.len()].copy_from_slice(v);
+        let inodelog: u8 = if v5 { 9 } else { 8 };
+        put(0, MAGIC);
+        put(4, &4096u32.to_be_bytes());
+        put(8, &4096u64.to_be_bytes());
+        put(48, &512u64.to_be_bytes());
+        put(56, &128u64.to_be_bytes());
+        put(84, &1024u32.to_be_bytes());
+        put(88, &4u32.to_be_bytes());
+        put(96, &256u32.to_be_bytes());
+        let version = if v5 {
+            5
+        } else {
+            4 | VERSION_DIRV2BIT | VERSION_MOREBITSBIT
+        };
+        put(100, &version.to_be_bytes());
+        put(102, &512u16.to_be_bytes());
+        put(104, &(1u16 << inodelog).to_be_bytes());
+        put(106, &(4096u16 >> inodelog).to_be_bytes());
+        put(120, &[12, 0, inodelog, 12 - inodelog, 10]);
+        put(200, &features2.to_be_bytes());
+        put(220, &log_incompat.to_be_bytes());
+        if v5 {
+            let c = crc::compute(&b, CRC_OFF);
+            b[CRC_OFF..CRC_OFF + 4].copy_from_slice(&c.to_le_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn features2_known_bits_read_unknown_bits_named() {
+        let known = (Features2::LAZYSBCOUNT | Features2::ATTR2 | Features2::FTYPE).bits();
+        let sb = Superblock::parse(&sector(false, known, 0)).unwrap();
+        assert!(sb.has_ftype());
+        assert_eq!(sb.features2.bits(), known);
+        // Bit 11 and PARENT (never used by a released kernel) are refused by their masks.
+        let odd = known | (1 << 11) | Features2::PARENT.bits();
+        match Superblock::parse(&sector(false, odd, 0)) {
+            Err(FsError::Unsupported(m)) => assert!(m.ends_with("know: 0x10, 0x800"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        // Without MOREBITS features2 is not read at all, as the kernel ignores it.
+        let mut b = sector(false, odd, 0);
+        b[100..102].copy_from_slice(&(4 | VERSION_DIRV2BIT).to_be_bytes());
+        let sb = Superblock::parse(&b).unwrap();
+        assert!(sb.features2.is_empty() && !sb.has_ftype());
+    }
+
+    #[test]
+    fn log_incompat_keeps_unknown_bits() {
+        let bits = LogIncompat::XATTRS.bits() | (1 << 5);
+        let sb = Superblock::parse(&sector(true, 0, bits)).unwrap();
+        assert!(sb.log_incompat.contains(LogIncompat::XATTRS));
+        assert_eq!(sb.log_incompat.bits(), bits);
+        let unknown = sb.log_incompat.difference(LogIncompat::KNOWN);
+        assert_eq!(bit_names(unknown.bits()), "0x20");
     }
 }

@@ -169,6 +169,22 @@ pub struct OsInfo {
     pub warnings: Vec<String>,
 }
 
+impl OsInfo {
+    /// The kernels that can boot: those with a /boot image (a modules directory alone is
+    /// not one).
+    pub fn booting_kernels(&self) -> impl Iterator<Item = &Kernel> {
+        self.kernels.iter().filter(|k| k.vmlinuz.is_some())
+    }
+
+    /// A Linux guest with at least one bootable kernel, all of them Xen PV-only builds: it
+    /// cannot start on KVM whatever is fixed (virt-v2v: "only Xen kernels are installed").
+    pub fn only_xen_pv_kernels(&self) -> bool {
+        self.os_type == Os::Linux
+            && self.booting_kernels().next().is_some()
+            && self.booting_kernels().all(|k| k.xen_pv_only)
+    }
+}
+
 /// Inspection's view of the tree: bounded, never-failing reads that turn trouble into
 /// warnings.
 pub(crate) struct Ctx<'a> {
@@ -489,6 +505,7 @@ impl From<&OsInfo> for Facts {
             source: i.source,
             arch: i.arch.clone(),
             root,
+            xen_pv_only: i.only_xen_pv_kernels(),
             ..Facts::default()
         };
         f.complete();
