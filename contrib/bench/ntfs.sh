@@ -70,6 +70,7 @@ declare -A ALL RSS
 size=0
 for run in $(seq "$RUNS"); do
     for who in $WHO; do
+        warm "$ferry" ${FERRY_BASE:+"$FERRY_BASE"} "$(command -v ntfs-3g)"
         evict guest.img
         t0=$(now); mount_cmd "$who"; cat mnt/etc/os-release >/dev/null; t1=$(now)
         a=$(ms "$t0" "$t1")

@@ -55,6 +55,7 @@ size=0
 declare -A A B C D E RSS ALL
 for _ in $(seq "$RUNS"); do
     for who in kernel ferry; do
+        warm "$ferry" "$(command -v mount)" "$(command -v umount)"
         evict guest.img
         t0=$(now); mount_cmd "$who"; cat mnt/etc/os-release >/dev/null; t1=$(now)
         ALL[$who,a]+="$(ms "$t0" "$t1") "
