@@ -293,6 +293,20 @@ fn debugfs_w(img: &Path, request: &str) {
     common::run(Command::new("debugfs").args(["-w", "-R", request]).arg(img));
 }
 
+/// Whether fls (sleuthkit) and debugfs are here; a SKIP (a failure under FERRY_REQUIRE_FUSE=1)
+/// when not.
+fn have_fls_and_debugfs() -> bool {
+    if have("fls") && have("debugfs") {
+        return true;
+    }
+    assert!(
+        !kernel::required(),
+        "fls or debugfs missing: contrib/setup.sh installs them"
+    );
+    eprintln!("SKIP: fls (sleuthkit) or debugfs is not installed");
+    false
+}
+
 /// Removed entries: an ext4 made with mkfs -d, changed through kernel mounts (created,
 /// renamed, deleted) and through debugfs `rm`, `kill_file` and `unlink` (a removed directory
 /// whose records ferry lists below it, as fls does) (e2fsprogs' unlink merges the record into its
@@ -303,12 +317,7 @@ fn debugfs_w(img: &Path, request: &str) {
 /// the four times (whole seconds; ferry adds the fraction).
 #[test]
 fn timeline_lists_deleted_entries_as_fls_does() {
-    if !have("fls") || !have("debugfs") {
-        assert!(
-            !kernel::required(),
-            "fls or debugfs missing: contrib/setup.sh installs them"
-        );
-        eprintln!("SKIP: fls (sleuthkit) or debugfs is not installed");
+    if !have_fls_and_debugfs() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -439,12 +448,7 @@ fn timeline_lists_deleted_entries_as_fls_does() {
 /// top as well; ferry follows.)
 #[test]
 fn timeline_descends_into_orphan_directories_as_fls_does() {
-    if !have("fls") || !have("debugfs") {
-        assert!(
-            !kernel::required(),
-            "fls or debugfs missing: contrib/setup.sh installs them"
-        );
-        eprintln!("SKIP: fls (sleuthkit) or debugfs is not installed");
+    if !have_fls_and_debugfs() {
         return;
     }
     use std::os::unix::fs::MetadataExt;

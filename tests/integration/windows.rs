@@ -500,6 +500,14 @@ fn hivex_letters(system: &Path) -> BTreeMap<String, Vec<u8>> {
     m
 }
 
+/// The corpus (for hivex's `minimal` hive) when it and the Windows tools are here.
+fn windows_corpus() -> Option<std::path::PathBuf> {
+    let corpus = std::env::var_os("FERRY_CORPUS")
+        .map(std::path::PathBuf::from)
+        .or_else(common::corpus)?;
+    have_windows_tools().then_some(corpus)
+}
+
 /// Whether ntfs-3g, mkntfs, hivex and FUSE are here; a SKIP (or, under
 /// FERRY_REQUIRE_FUSE=1, a failure) when not.
 fn have_windows_tools() -> bool {
@@ -528,15 +536,9 @@ fn have_windows_tools() -> bool {
 /// `ferry mount` shows D: under `/D:` as ntfs-3g shows that partition.
 #[test]
 fn windows_guest_inspects_as_its_hives_say() {
-    let Some(corpus) = std::env::var_os("FERRY_CORPUS")
-        .map(std::path::PathBuf::from)
-        .or_else(common::corpus)
-    else {
+    let Some(corpus) = windows_corpus() else {
         return;
     };
-    if !have_windows_tools() {
-        return;
-    }
     let tmp = tempfile::tempdir().unwrap();
     for label in ["gpt", "dos"] {
         let g = windows_guest(tmp.path(), &corpus, label);
@@ -563,15 +565,9 @@ fn windows_guest_inspects_as_its_hives_say() {
 /// otherwise a SKIP (CI does not install the appliance).
 #[test]
 fn windows_guest_inspects_as_virt_inspector_does() {
-    let Some(corpus) = std::env::var_os("FERRY_CORPUS")
-        .map(std::path::PathBuf::from)
-        .or_else(common::corpus)
-    else {
+    let Some(corpus) = windows_corpus() else {
         return;
     };
-    if !have_windows_tools() {
-        return;
-    }
     if common::tool("virt-inspector").is_none() {
         eprintln!("SKIP: virt-inspector (libguestfs-tools) is not installed");
         return;
