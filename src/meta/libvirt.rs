@@ -347,6 +347,9 @@ pub struct Target {
     /// Used when the source does not say.
     pub default_memory_bytes: u64,
     pub default_vcpus: u32,
+    /// The guest OS's libosinfo ID (`http://microsoft.com/win/2k22`), recorded in
+    /// `<metadata>` as virt-v2v and virt-install do, so that libvirt tools know the OS.
+    pub libosinfo: Option<String>,
 }
 
 impl Default for Target {
@@ -359,6 +362,7 @@ impl Default for Target {
             bridges: Vec::new(),
             default_network: "default".into(),
             default_memory_bytes: 1 << 30,
+            libosinfo: None,
             default_vcpus: 1,
         }
     }
@@ -367,6 +371,8 @@ impl Default for Target {
 /// Where Debian's `ovmf` package installs the firmware (4 MiB flash layout).
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// Namespace of libosinfo's element in `<metadata>` (libosinfo's libvirt domain schema).
+const LIBOSINFO_NS: &str = "http://libosinfo.org/xmlns/libvirt/domain/1.0";
 /// Namespace of ferry's element in `<metadata>` (libvirt needs one per application).
 pub const METADATA_NS: &str = "https://ferry.invalid/xmlns/v2v/1";
 
@@ -438,6 +444,11 @@ pub fn write_domain(src: &Source, t: &Target) -> Result<String, String> {
         o.text("ferry:description", &[], d);
     }
     o.close("ferry:source");
+    if let Some(id) = &t.libosinfo {
+        o.open("libosinfo:libosinfo", &[("xmlns:libosinfo", LIBOSINFO_NS)]);
+        o.empty("libosinfo:os", &[("id", id)]);
+        o.close("libosinfo:libosinfo");
+    }
     o.close("metadata");
     let kib = src
         .memory_bytes

@@ -18,6 +18,7 @@
 //!    goes with every failure, so the output directory holds only what it held before.
 #![allow(unsafe_code)] // posix_fallocate of preallocated outputs; each block says why it is sound.
 
+mod osinfo_db;
 pub mod profile;
 
 use crate::block::trim::Trimmed;
@@ -237,6 +238,8 @@ pub struct GuestSummary {
     pub distro: Option<String>,
     pub product_name: Option<String>,
     pub version: Option<String>,
+    /// libosinfo's short ID (`win2k22`, `rhel9.4`), as virt-inspector names the guest.
+    pub osinfo: Option<String>,
     pub arch: Option<String>,
     /// The device of its `/`.
     pub root: String,
@@ -780,6 +783,7 @@ pub fn run(opts: &Options, sink: Sink) -> Result<Conversion> {
         distro: os.distro.clone(),
         product_name: os.product_name.clone(),
         version: os.version.as_ref().map(|v| v.to_string()),
+        osinfo: os.osinfo.clone(),
         arch: os.arch.clone(),
         root: session.root().to_string(),
         source_hypervisor: facts.source.as_str().to_string(),
@@ -816,7 +820,16 @@ pub fn run(opts: &Options, sink: Sink) -> Result<Conversion> {
     let reports = copy.all(scratch.as_ref(), unused.as_ref())?;
 
     voice.stage("Creating the domain XML")?;
-    let xml = domain_xml(opts, &src, &name, &outputs.disks, disk_bus, &nic_model)?;
+    let libosinfo = os.osinfo.as_deref().and_then(osinfo_db::os_id);
+    let xml = domain_xml(
+        opts,
+        &src,
+        &name,
+        &outputs.disks,
+        disk_bus,
+        &nic_model,
+        libosinfo,
+    )?;
     if let Some(s) = &scratch {
         publish_all(s, &outputs, &name, &xml, &voice)?;
     }
@@ -1174,6 +1187,7 @@ fn domain_xml(
     outputs: &[PathBuf],
     disk_bus: Bus,
     nic_model: &str,
+    libosinfo: Option<String>,
 ) -> Result<String> {
     let mut target_src = src.clone();
     target_src.name = Some(name.to_string());
@@ -1198,6 +1212,7 @@ fn domain_xml(
         nic_model: nic_model.to_string(),
         networks: opts.networks.clone(),
         bridges: opts.bridges.clone(),
+        libosinfo,
         ..libvirt::Target::default()
     };
     libvirt::write_domain(&target_src, &target).map_err(Error::Usage)

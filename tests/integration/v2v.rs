@@ -220,6 +220,42 @@ fn validate_xml(xml: &Path) {
     );
 }
 
+/// The domain XML names the guest's OS by its libosinfo ID where the host's osinfo-db knows
+/// the short ID `ferry inspect` gives (the database's own files, searched with grep, are the
+/// oracle), and names none where it does not (a release newer than the database, or no
+/// database, as on CI).
+fn check_libosinfo(xml: &Path, image: &Path) {
+    let j = common::ferry_json(&["inspect", "--json", image.to_str().unwrap()]);
+    let short = j["roots"][0]["osinfo"].as_str().map(str::to_string);
+    let expected = short.as_ref().and_then(|s| {
+        let out = Command::new("grep")
+            .args([
+                "-rl",
+                &format!("<short-id>{s}</short-id>"),
+                "/usr/share/osinfo/os",
+            ])
+            .output()
+            .ok()?;
+        let file = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()?
+            .to_string();
+        let text = std::fs::read_to_string(file).ok()?;
+        let start = text.find("<os id=\"")? + "<os id=\"".len();
+        let len = text[start..].find('"')?;
+        Some(text[start..start + len].to_string())
+    });
+    let x = std::fs::read_to_string(xml).unwrap();
+    match &expected {
+        Some(id) => assert!(
+            x.contains(&format!("<libosinfo:os id=\"{id}\"/>")),
+            "{short:?} is {id} in osinfo-db: {x}"
+        ),
+        None => assert!(!x.contains("libosinfo:os"), "{short:?}: {x}"),
+    }
+    eprintln!("libosinfo: {short:?} -> {expected:?}");
+}
+
 /// Runs ferry, which must succeed; its stdout.
 fn ferry_ok<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, &str)]) -> String {
     let o = Command::new(common::ferry_bin())
@@ -338,6 +374,7 @@ fn a_vmx_guest_becomes_a_kvm_guest_the_kernel_reads() {
     assert_eq!(d.nics[0].model.as_deref(), Some("virtio"));
     assert_eq!(d.nics[0].network.as_deref(), Some("default"));
     validate_xml(&xml);
+    check_libosinfo(&xml, &g.images[0]);
 
     // The kernel mounts the converted root and reads the fixed files; e2fsck finds it clean.
     let raw = tmp.path().join("converted.raw");
@@ -575,6 +612,7 @@ fn a_xen_pv_guest_without_virtio_falls_back_to_sata_and_e1000() {
     assert_eq!(d.nics[0].bridge.as_deref(), Some("br0"));
     assert_eq!(d.nics[0].mac.as_deref(), Some("00:16:3e:00:00:01"));
     validate_xml(&xml);
+    check_libosinfo(&xml, &img);
 
     // The kernel reads the converted root straight from the raw output.
     let rootfs = g.fs("/dev/sda1");
