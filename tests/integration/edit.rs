@@ -448,7 +448,7 @@ fn a_killed_rw_daemon_leaves_a_filesystem_the_journal_repairs() {
         let dir = mnt.join(format!("srv/round{round}"));
         let mut i = 0;
         // Write until the mount dies under us.
-        let _ = (|| -> std::io::Result<()> {
+        let stopped = (|| -> std::io::Result<()> {
             std::fs::create_dir_all(&dir)?;
             loop {
                 let p = dir.join(format!("f{i}"));
@@ -490,7 +490,10 @@ fn a_killed_rw_daemon_leaves_a_filesystem_the_journal_repairs() {
         }
         // The dead mount is detached; nothing is left to flush.
         let _ = Command::new("umount").arg("-l").arg(&mnt).status();
-        assert!(i > 0, "round {round}: nothing was written before the kill");
+        assert!(
+            i > 0,
+            "round {round}: nothing was written before the kill (writing stopped with {stopped:?})"
+        );
 
         // qemu-img check exits 3 for leaked clusters only (a kill between allocating a
         // cluster and using it), 2 for corruption: leaks are allowed, corruption is not.
