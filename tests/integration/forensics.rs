@@ -156,6 +156,22 @@ fn file_manifest_is_accepted_by_sha256sum_in_a_kernel_mount() {
     assert_eq!(ok, 7);
 }
 
+/// Each of fls's lines agrees with ferry's line of the same name: inode, mode string, uid,
+/// gid and size exactly, the four times to the second (ferry adds the fraction).
+fn assert_fields_agree(got: &BTreeMap<String, Vec<String>>, want: &BTreeMap<String, Vec<String>>) {
+    for (name, w) in want {
+        let g = &got[name];
+        assert_eq!(g[..5], w[..5], "{name}");
+        for i in 5..9 {
+            assert_eq!(
+                g[i].split('.').next().unwrap(),
+                w[i],
+                "{name} time field {i}"
+            );
+        }
+    }
+}
+
 /// Body-file lines by name (fields after the name).
 fn body(text: &str) -> BTreeMap<String, Vec<String>> {
     text.lines()
@@ -401,17 +417,7 @@ fn timeline_lists_deleted_entries_as_fls_does() {
         want.keys().collect::<Vec<_>>(),
         "removed names\nfls:\n{fls}\nferry:\n{ours}"
     );
-    for (name, w) in &want {
-        let g = &got[name];
-        assert_eq!(g[..5], w[..5], "{name}");
-        for i in 5..9 {
-            assert_eq!(
-                g[i].split('.').next().unwrap(),
-                w[i],
-                "{name} time field {i}"
-            );
-        }
-    }
+    assert_fields_agree(&got, &want);
     for must in [
         "/d/file2 (deleted-realloc)",
         "/d/file4 (deleted)",
@@ -529,17 +535,7 @@ fn timeline_descends_into_orphan_directories_as_fls_does() {
         want.keys().collect::<Vec<_>>(),
         "names\nfls:\n{fls_text}\nferry:\n{ours}"
     );
-    for (name, w) in &want {
-        let g = &got[name];
-        assert_eq!(g[..5], w[..5], "{name}");
-        for i in 5..9 {
-            assert_eq!(
-                g[i].split('.').next().unwrap(),
-                w[i],
-                "{name} time field {i}"
-            );
-        }
-    }
+    assert_fields_agree(&got, &want);
     // Only the orphan itself is marked one; what lies below it was reached by a name.
     let orphans: Vec<String> = json
         .lines()
