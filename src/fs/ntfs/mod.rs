@@ -247,8 +247,16 @@ impl Ntfs {
         Ok(self.dev.read_at(buf, off)?)
     }
 
-    /// MFT record `n` as stored (through the $MFT runlist), parsed.
+    /// MFT record `n` as stored (through the $MFT runlist), parsed; damage is logged once.
     fn record(&self, n: u64) -> Result<Record> {
+        let rs = u64::from(self.boot.record_size);
+        self.parse_record(n)?
+            .map_err(|e| self.damage("MFT record", n, n * rs, e))
+    }
+
+    /// Record `n` read and parsed, a parse failure left as the parser's message for the caller
+    /// to report (`record`) or pass over (free records, which are often never written).
+    fn parse_record(&self, n: u64) -> Result<std::result::Result<Record, String>> {
         let rs = u64::from(self.boot.record_size);
         let mut buf = vec![0u8; rs as usize];
         if self.mft_runs.is_empty() {
@@ -264,8 +272,7 @@ impl Ntfs {
             }
             self.read_runs(n, &self.mft_runs, n * rs, &mut buf)?;
         }
-        Record::parse(&mut buf, self.boot.clusters())
-            .map_err(|e| self.damage("MFT record", n, n * rs, e))
+        Ok(Record::parse(&mut buf, self.boot.clusters()))
     }
 
     /// $MFT's runlist: record 0's own $DATA extent, then the extents its attribute list

@@ -62,11 +62,7 @@ impl Ntfs {
     /// Record `n` when it is a base record not in use that holds attributes; None otherwise,
     /// quietly (never-written and damaged records are common in free MFT space).
     fn removed_record(&self, n: u64) -> Option<record::Record> {
-        let rs = u64::from(self.boot.record_size);
-        let mut buf = vec![0u8; usize::try_from(rs).ok()?];
-        self.read_runs(n, &self.mft_runs, n.checked_mul(rs)?, &mut buf)
-            .ok()?;
-        let r = record::Record::parse(&mut buf, self.boot.clusters()).ok()?;
+        let r = self.parse_record(n).ok()?.ok()?;
         (!r.in_use() && r.base == 0 && !r.attributes.is_empty()).then_some(r)
     }
 
