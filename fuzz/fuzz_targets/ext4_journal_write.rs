@@ -86,7 +86,7 @@ fuzz_target!(|data: &[u8]| {
     if incompat & (INCOMPAT_CSUM_V2 | INCOMPAT_CSUM_V3) != 0 {
         let mut plain = j.to_vec();
         be(&mut plain, 0x28, incompat & !(INCOMPAT_CSUM_V2 | INCOMPAT_CSUM_V3));
-        if let Ok(mut s) = JournalSuperblock::parse(&plain, BS as u32, JOURNAL_LEN as u64) {
+        if let Ok(mut s) = JournalSuperblock::parse(&plain, 0, BS as u32, JOURNAL_LEN as u64) {
             s.feature_incompat = incompat;
             s.encode_into(j);
         }

@@ -525,7 +525,8 @@ fn journal_csum_v2(image: &Path) {
         .unwrap();
     let mut b = vec![0u8; bs];
     f.read_exact_at(&mut b, first * bs as u64).unwrap();
-    let mut jsb = JournalSuperblock::parse(&b, bs as u32, journal.len() as u64).unwrap();
+    let mut jsb =
+        JournalSuperblock::parse(&b, first * bs as u64, bs as u32, journal.len() as u64).unwrap();
     jsb.feature_incompat |= INCOMPAT_CSUM_V2;
     jsb.encode_into(&mut b);
     f.write_all_at(&b, first * bs as u64).unwrap();

@@ -822,18 +822,59 @@ fn damaged_volumes() {
     torn[at] ^= 0xff;
     let fs = Ntfs::open(Arc::new(MemDevice(torn))).unwrap();
     let d = resolve(&fs, b"a/b/c/d");
-    assert!(matches!(fs.lookup(d, b"deep"), Err(FsError::Corrupt(_))));
+    // The error names the record, the volume byte of the torn stride's tail, and the update
+    // sequence number it should end with.
+    let err = fs.lookup(d, b"deep").unwrap_err();
+    let c = err.corruption().unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(
+        (c.what, c.ino, c.offset),
+        ("MFT record", deep, Some(at as u64)),
+        "{err}"
+    );
+    let hex = |a: u8, b: u8| format!("{a:02x}{b:02x}");
+    let m = c.mismatch.as_ref().unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(m.expected, hex(orig[at], orig[at + 1]), "{err}");
+    assert_eq!(m.found, hex(orig[at] ^ 0xff, orig[at + 1]), "{err}");
     assert_eq!(fs.lookup(fs.root_ino(), b"size1").unwrap().size, 1);
     drop(fs);
 
-    // Hot ranges: the boot sector, the MFT records in use, and the index blocks found by
-    // scanning for INDX.
-    let mut hot = vec![(0, 512), (mft, mft + 200 * rs)];
-    for (k, w) in orig.chunks(4096).enumerate() {
-        if w.starts_with(b"INDX") {
-            hot.push((k * 4096, k * 4096 + 4096));
-        }
+    // An index block whose magic is gone: listing `big` (400 entries, so a B+ tree with
+    // INDX blocks) fails with the block's volume position and the magic expected.
+    let fs = Ntfs::open(Arc::new(MemDevice(orig.clone()))).unwrap();
+    let big = resolve(&fs, b"big");
+    drop(fs);
+    // Index blocks are cluster-aligned (1 KiB clusters here).
+    let indx: Vec<usize> = (0..orig.len() / 1024)
+        .map(|k| k * 1024)
+        .filter(|&o| orig[o..].starts_with(b"INDX"))
+        .collect();
+    let mut found = false;
+    for &o in &indx {
+        let mut bad = orig.clone();
+        bad[o] = b'X';
+        let fs = Ntfs::open(Arc::new(MemDevice(bad))).unwrap();
+        let Err(err) = fs.readdir(big, 0, &mut |_, _| true) else {
+            continue; // another directory's block
+        };
+        let c = err.corruption().unwrap_or_else(|| panic!("{err}"));
+        assert_eq!(
+            (c.what, c.ino, c.offset),
+            ("index block", big, Some(o as u64))
+        );
+        let m = c.mismatch.as_ref().unwrap_or_else(|| panic!("{err}"));
+        assert_eq!(m.expected, "INDX", "{err}");
+        assert!(
+            err.to_string().contains(&format!("at offset {o:#x}")),
+            "{err}"
+        );
+        found = true;
+        break;
     }
+    assert!(found, "no INDX block of `big` among {indx:?}");
+
+    // Hot ranges: the boot sector, the MFT records in use, and the index blocks.
+    let mut hot = vec![(0, 512), (mft, mft + 200 * rs)];
+    hot.extend(indx.iter().map(|&o| (o, (o + 4096).min(orig.len()))));
     let mut opened = 0;
     for m in common::mutants(&orig, &hot, 300, 14) {
         if walk_bounded(m) {

@@ -64,8 +64,19 @@ pub fn for_each_entry(
     let bs = block.len();
     let mut off = 0;
     while off < bs {
-        let bad =
-            |d: String| FsError::corrupt("directory entry", ino, blk, format!("offset {off}: {d}"));
+        // The record's device byte, for a real block (an inline region's `blk` is 0).
+        let pos = u64::try_from(bs)
+            .ok()
+            .zip(u64::try_from(off).ok())
+            .filter(|_| blk != 0)
+            .and_then(|(b, o)| blk.checked_mul(b)?.checked_add(o));
+        let bad = |d: String| {
+            let e = FsError::corrupt("directory entry", ino, blk, format!("offset {off}: {d}"));
+            match pos {
+                Some(p) => e.at(p),
+                None => e,
+            }
+        };
         if bs - off < MIN_REC_LEN {
             return Err(bad(format!("{} bytes left, less than a record", bs - off)));
         }

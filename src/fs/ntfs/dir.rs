@@ -37,14 +37,15 @@ impl Ntfs {
         let root = dir
             .find(attribute::INDEX_ROOT, &I30)
             .and_then(|a| a.resident())
-            .ok_or_else(|| self.damage("directory", ino, 0, "no $INDEX_ROOT $I30".into()))?;
-        let root = index::Root::parse(root).map_err(|e| self.damage("$INDEX_ROOT", ino, 0, e))?;
+            .ok_or_else(|| self.damage("directory", ino, None, "no $INDEX_ROOT $I30"))?;
+        let root =
+            index::Root::parse(root).map_err(|e| self.damage("$INDEX_ROOT", ino, None, e))?;
         if root.collation != index::COLLATION_FILENAME || root.indexed_type != attribute::FILE_NAME
         {
             return Err(self.damage(
                 "$INDEX_ROOT",
                 ino,
-                0,
+                None,
                 format!(
                     "indexes type {:#x} by collation {}, not file names",
                     root.indexed_type, root.collation
@@ -57,7 +58,12 @@ impl Ntfs {
             && (!bs.is_power_of_two()
                 || !(super::boot::MIN_RECORD_SIZE..=super::boot::MAX_RECORD_SIZE).contains(&bs))
         {
-            return Err(self.damage("$INDEX_ROOT", ino, 0, format!("index blocks of {bs} bytes")));
+            return Err(self.damage(
+                "$INDEX_ROOT",
+                ino,
+                None,
+                format!("index blocks of {bs} bytes"),
+            ));
         }
         let cs = self.boot.cluster_size;
         let vcn_shift = if bs >= cs { cs.trailing_zeros() } else { 9 };
@@ -76,13 +82,13 @@ impl Ntfs {
             return Err(self.damage(
                 "directory index",
                 ino,
-                0,
+                None,
                 format!("an entry points at block VCN {vcn} but there is no $INDEX_ALLOCATION"),
             ));
         };
-        if !matches!(alloc.body, Body::NonResident(_)) {
-            return Err(self.damage("$INDEX_ALLOCATION", ino, 0, "resident".into()));
-        }
+        let Body::NonResident(nr) = &alloc.body else {
+            return Err(self.damage("$INDEX_ALLOCATION", ino, None, "resident"));
+        };
         let off = vcn
             .checked_mul(1 << t.vcn_shift)
             .filter(|o| o.saturating_add(u64::from(t.block_size)) <= alloc.size())
@@ -90,16 +96,17 @@ impl Ntfs {
                 self.damage(
                     "directory index",
                     ino,
-                    0,
+                    None,
                     format!("block VCN {vcn} is outside the {}-byte index", alloc.size()),
                 )
             })?;
         let mut buf = vec![0u8; t.block_size as usize];
         let n = self.read_attr(ino, alloc, off, &mut buf)?;
         if n != buf.len() {
-            return Err(self.damage("index block", ino, off, "short read".into()));
+            return Err(self.damage("index block", ino, None, "short read"));
         }
-        index::parse_block(&mut buf, vcn).map_err(|e| self.damage("index block", ino, off, e))
+        let at = self.stream_pos(&nr.runs, off);
+        index::parse_block(&mut buf, vcn).map_err(|e| self.damage("index block", ino, at, e))
     }
 
     /// Calls `f` with each entry of `dir`'s index in order (keys only, not the end markers).
@@ -120,7 +127,7 @@ impl Ntfs {
                     return Err(self.damage(
                         "directory index",
                         dir.ino,
-                        0,
+                        None,
                         format!("block VCN {vcn} is reached twice or too deep: a loop"),
                     ));
                 }
@@ -162,8 +169,8 @@ impl Ntfs {
                     return Err(self.damage(
                         "directory index",
                         dir.ino,
-                        0,
-                        "entry with a damaged key".into(),
+                        None,
+                        "entry with a damaged key",
                     ));
                 };
                 match self.upcase.collate(name, &key.name) {
@@ -194,7 +201,7 @@ impl Ntfs {
                     return Err(self.damage(
                         "directory index",
                         dir.ino,
-                        0,
+                        None,
                         format!("block VCN {vcn} reached twice: a loop"),
                     ))
                 }
@@ -204,7 +211,7 @@ impl Ntfs {
         Err(self.damage(
             "directory index",
             dir.ino,
-            0,
+            None,
             format!("deeper than {MAX_DEPTH} levels"),
         ))
     }
@@ -221,8 +228,8 @@ impl Ntfs {
                 return Err(self.damage(
                     "directory index",
                     dir.ino,
-                    0,
-                    "entry with a damaged key".into(),
+                    None,
+                    "entry with a damaged key",
                 ));
             };
             let ino = record::ref_number(e.mref);

@@ -3,40 +3,44 @@
 //! real last two bytes of each stride. A torn write leaves a stride whose tail differs, which
 //! is how damage is detected (Linux-NTFS documentation, "Fixup").
 
+use super::flaw::Flaw;
 use crate::bytes::le16;
 
 /// The stride the array protects, whatever the sector size (NTFS_BLOCK_SIZE in ntfs-3g).
 pub const STRIDE: usize = 512;
 
 /// Checks and undoes the fixups of `buf` in place, from its header's `usa_offset` (byte 4) and
-/// `usa_count` (byte 6). Err says which stride or field is wrong.
-pub fn apply(buf: &mut [u8]) -> Result<(), String> {
+/// `usa_count` (byte 6). Err says which stride or field is wrong, and where.
+pub fn apply(buf: &mut [u8]) -> Result<(), Flaw> {
     let ofs = usize::from(le16(buf, 4));
     let count = usize::from(le16(buf, 6));
     let strides = buf.len() / STRIDE;
     if buf.len() % STRIDE != 0 || strides == 0 {
-        return Err(format!("{} bytes is not a multiple of {STRIDE}", buf.len()));
+        return Err(format!("{} bytes is not a multiple of {STRIDE}", buf.len()).into());
     }
     if count != strides + 1 {
-        return Err(format!(
-            "update sequence array of {count} entries, want {}",
-            strides + 1
-        ));
+        return Err(Flaw::at(6, "update sequence array entries").expected(strides + 1, count));
     }
     let end = ofs
         .checked_add(count * 2)
         .filter(|&e| e <= STRIDE - 2 && ofs >= 8 && ofs % 2 == 0)
-        .ok_or_else(|| format!("update sequence array at byte {ofs} ({count} entries)"))?;
+        .ok_or_else(|| {
+            Flaw::at(
+                4,
+                format!("update sequence array at byte {ofs} ({count} entries)"),
+            )
+        })?;
     let usn = [buf[ofs], buf[ofs + 1]];
     for i in 0..strides {
         let tail = (i + 1) * STRIDE - 2;
         if buf[tail..tail + 2] != usn {
-            return Err(format!(
-                "stride {i}: ends with {:02x}{:02x}, not the update sequence number {:02x}{:02x}",
-                buf[tail],
-                buf[tail + 1],
-                usn[0],
-                usn[1]
+            return Err(Flaw::at(
+                tail,
+                format!("stride {i} does not end with the update sequence number"),
+            )
+            .expected(
+                format!("{:02x}{:02x}", usn[0], usn[1]),
+                format!("{:02x}{:02x}", buf[tail], buf[tail + 1]),
             ));
         }
         let saved = ofs + 2 + 2 * i;
@@ -69,6 +73,9 @@ mod tests {
         assert_eq!(&ok[510..512], &[0xaa, 0xbb]);
         assert_eq!(&ok[1022..1024], &[0xcc, 0xdd]);
         b[1022] = 0x08;
-        assert!(apply(&mut b).unwrap_err().contains("stride 1"));
+        let e = apply(&mut b).unwrap_err();
+        assert!(e.detail.contains("stride 1"), "{e}");
+        assert_eq!(e.at, Some(1022));
+        assert_eq!(e.mismatch, Some(("0700".into(), "0800".into())));
     }
 }

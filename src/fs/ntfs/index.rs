@@ -5,6 +5,7 @@
 //! "$INDEX_ALLOCATION", "Index Entry").
 
 use super::fixup;
+use super::flaw::Flaw;
 use crate::bytes::{le16, le32, le64};
 
 /// Entry flag: a child node precedes this entry.
@@ -35,7 +36,7 @@ pub struct Root {
 }
 
 /// The entries of the node whose index header starts at `hdr` in `b`.
-fn entries(b: &[u8], hdr: usize) -> Result<Vec<Entry>, String> {
+fn entries(b: &[u8], hdr: usize) -> Result<Vec<Entry>, Flaw> {
     let first = le32(b, hdr) as usize;
     let used = le32(b, hdr + 4) as usize;
     let start = hdr
@@ -43,28 +44,38 @@ fn entries(b: &[u8], hdr: usize) -> Result<Vec<Entry>, String> {
         .filter(|&s| first >= 16 && s <= b.len());
     let end = hdr.checked_add(used).filter(|&e| e <= b.len());
     let (Some(mut pos), Some(end)) = (start, end) else {
-        return Err(format!(
-            "entries from {first} to {used} past the node's {} bytes",
-            b.len()
+        return Err(Flaw::at(
+            hdr,
+            format!(
+                "entries from {first} to {used} past the node's {} bytes",
+                b.len()
+            ),
         ));
     };
     let mut out = Vec::new();
     loop {
         if pos + 16 > end {
-            return Err(format!(
-                "entry at byte {pos} runs past the node's end {end}"
+            return Err(Flaw::at(
+                pos,
+                format!("entry at byte {pos} runs past the node's end {end}"),
             ));
         }
         let len = usize::from(le16(b, pos + 8));
         let key_len = usize::from(le16(b, pos + 10));
         let flags = le32(b, pos + 12);
         if len < 16 || len % 8 != 0 || pos + len > end {
-            return Err(format!("entry at byte {pos}: length {len}"));
+            return Err(Flaw::at(
+                pos + 8,
+                format!("entry at byte {pos}: length {len}"),
+            ));
         }
         let last = flags & ENTRY_LAST != 0;
         let child = if flags & ENTRY_SUBNODE != 0 {
             if len < 24 {
-                return Err(format!("entry at byte {pos}: no room for its subnode VCN"));
+                return Err(Flaw::at(
+                    pos,
+                    format!("entry at byte {pos}: no room for its subnode VCN"),
+                ));
             }
             Some(le64(b, pos + len - 8))
         } else {
@@ -80,12 +91,18 @@ fn entries(b: &[u8], hdr: usize) -> Result<Vec<Entry>, String> {
                 pos + len
             };
             if key_end > room {
-                return Err(format!("entry at byte {pos}: key of {key_len} bytes"));
+                return Err(Flaw::at(
+                    pos + 10,
+                    format!("entry at byte {pos}: key of {key_len} bytes"),
+                ));
             }
             b[pos + 16..key_end].to_vec()
         };
         if out.len() >= MAX_NODE_ENTRIES {
-            return Err(format!("more than {MAX_NODE_ENTRIES} entries"));
+            return Err(Flaw::at(
+                pos,
+                format!("more than {MAX_NODE_ENTRIES} entries"),
+            ));
         }
         out.push(Entry {
             mref: le64(b, pos),
@@ -101,9 +118,9 @@ fn entries(b: &[u8], hdr: usize) -> Result<Vec<Entry>, String> {
 }
 
 impl Root {
-    pub fn parse(b: &[u8]) -> Result<Self, String> {
+    pub fn parse(b: &[u8]) -> Result<Self, Flaw> {
         if b.len() < 0x20 {
-            return Err(format!("$INDEX_ROOT of {} bytes", b.len()));
+            return Err(format!("$INDEX_ROOT of {} bytes", b.len()).into());
         }
         Ok(Root {
             indexed_type: le32(b, 0),
@@ -116,16 +133,14 @@ impl Root {
 
 /// The entries of INDX block `buf` (block-sized, from the disk), which must say it is the
 /// block at `vcn`; fixups are applied here.
-pub fn parse_block(buf: &mut [u8], vcn: u64) -> Result<Vec<Entry>, String> {
+pub fn parse_block(buf: &mut [u8], vcn: u64) -> Result<Vec<Entry>, Flaw> {
     if buf.get(0..4) != Some(b"INDX") {
-        return Err(format!("magic {:02x?}, not INDX", buf.get(0..4)));
+        return Err(Flaw::at(0, "magic").expected("INDX", format!("{:02x?}", buf.get(0..4))));
     }
-    fixup::apply(buf).map_err(|e| format!("update sequence: {e}"))?;
+    fixup::apply(buf).map_err(|e| e.within(0, "update sequence"))?;
     let own = le64(buf, 0x10);
     if own != vcn {
-        return Err(format!(
-            "block says it is VCN {own}, was reached as VCN {vcn}"
-        ));
+        return Err(Flaw::at(0x10, "the block's own VCN").expected(vcn, own));
     }
     entries(buf, 0x18)
 }

@@ -33,6 +33,7 @@ pub mod boot;
 mod dir;
 pub mod filename;
 pub mod fixup;
+pub mod flaw;
 pub mod index;
 pub mod inode;
 pub mod intx;
@@ -53,6 +54,7 @@ use crate::bytes::{le16, le32, le64};
 use crate::fs::{Attr, DirEntry, FileType, Filesystem, FsError, FsInfo, Result, StatFs};
 use attribute::{Attribute, Body};
 use boot::BootSector;
+use flaw::Flaw;
 use inode::Inode;
 use lru::LruCache;
 use parking_lot::Mutex;
@@ -220,12 +222,62 @@ impl Ntfs {
         self.version
     }
 
-    /// Logs damage once per object; returns the error that reports it.
-    fn damage(&self, what: &'static str, ino: u64, at: u64, detail: String) -> FsError {
-        if self.reported.lock().put((what, ino, at), ()).is_none() {
-            log::error!("ntfs: {what} (record {ino}, byte {at}): {detail}");
+    /// The error reporting `flaw` in `what` of record `ino`, where the structure starts at
+    /// byte `at` of the volume (None: not known, e.g. inside a resident attribute); the
+    /// position reported is the flawed field's, and its cluster is the error's block.
+    /// Logged once per object.
+    fn damage(
+        &self,
+        what: &'static str,
+        ino: u64,
+        at: Option<u64>,
+        flaw: impl Into<Flaw>,
+    ) -> FsError {
+        let flaw = flaw.into();
+        let pos = at.and_then(|a| a.checked_add(flaw.at.map_or(0, |f| f as u64)));
+        let cs = u64::from(self.boot.cluster_size);
+        let mut e = FsError::corrupt(what, ino, pos.map_or(0, |p| p / cs), flaw.detail);
+        if let Some(p) = pos {
+            e = e.at(p);
         }
-        FsError::corrupt(what, ino, at, detail)
+        if let Some((expected, found)) = flaw.mismatch {
+            e = e.expected(expected, found);
+        }
+        if self
+            .reported
+            .lock()
+            .put((what, ino, pos.unwrap_or(0)), ())
+            .is_none()
+        {
+            log::error!("ntfs: {e}");
+        }
+        e
+    }
+
+    /// The volume byte that byte `off` of the stream `runs` describe is stored at (None in a
+    /// sparse run or where no run maps it).
+    fn stream_pos(&self, runs: &[runlist::Run], off: u64) -> Option<u64> {
+        let cs = u64::from(self.boot.cluster_size);
+        let vcn = off / cs;
+        let r = runlist::find(runs, vcn)?;
+        r.lcn?
+            .checked_add(vcn - r.vcn)?
+            .checked_mul(cs)?
+            .checked_add(off % cs)
+    }
+
+    /// The volume byte where MFT record `n` starts (record 0 from the boot sector, before
+    /// $MFT's runlist is known).
+    fn record_pos(&self, n: u64) -> Option<u64> {
+        let rs = u64::from(self.boot.record_size);
+        if self.mft_runs.is_empty() {
+            let mft = self
+                .boot
+                .mft_lcn
+                .checked_mul(u64::from(self.boot.cluster_size))?;
+            return mft.checked_add(n.checked_mul(rs)?);
+        }
+        self.stream_pos(&self.mft_runs, n.checked_mul(rs)?)
     }
 
     /// Reads volume bytes at `off`, refusing anything past the end of the volume.
@@ -235,7 +287,7 @@ impl Ntfs {
             return Err(self.damage(
                 "volume read",
                 ino,
-                off,
+                None,
                 format!(
                     "{} bytes at byte {off} are past the end of the volume ({} bytes, device {})",
                     buf.len(),
@@ -249,14 +301,13 @@ impl Ntfs {
 
     /// MFT record `n` as stored (through the $MFT runlist), parsed; damage is logged once.
     fn record(&self, n: u64) -> Result<Record> {
-        let rs = u64::from(self.boot.record_size);
         self.parse_record(n)?
-            .map_err(|e| self.damage("MFT record", n, n * rs, e))
+            .map_err(|e| self.damage("MFT record", n, self.record_pos(n), e))
     }
 
     /// Record `n` read and parsed, a parse failure left as the parser's message for the caller
     /// to report (`record`) or pass over (free records, which are often never written).
-    fn parse_record(&self, n: u64) -> Result<std::result::Result<Record, String>> {
+    fn parse_record(&self, n: u64) -> Result<std::result::Result<Record, Flaw>> {
         let rs = u64::from(self.boot.record_size);
         let mut buf = vec![0u8; rs as usize];
         if self.mft_runs.is_empty() {
@@ -470,7 +521,6 @@ impl Ntfs {
         if !r.in_use() || r.base != 0 {
             return Err(FsError::NotFound);
         }
-        let rs = u64::from(self.boot.record_size);
         let list = r
             .attributes
             .iter()
@@ -480,7 +530,7 @@ impl Ntfs {
         if let Some(list) = list {
             let bytes = self.read_whole(ino, &list, attrlist::MAX_SIZE)?;
             let entries =
-                attrlist::parse(&bytes).map_err(|e| self.damage("attribute list", ino, 0, e))?;
+                attrlist::parse(&bytes).map_err(|e| self.damage("attribute list", ino, None, e))?;
             let mut records: Vec<u64> = entries
                 .iter()
                 .map(|e| record::ref_number(e.record))
@@ -492,7 +542,7 @@ impl Ntfs {
                 return Err(self.damage(
                     "attribute list",
                     ino,
-                    0,
+                    None,
                     format!("{} extension records", records.len()),
                 ));
             }
@@ -502,7 +552,7 @@ impl Ntfs {
                     return Err(self.damage(
                         "attribute list",
                         ino,
-                        n * rs,
+                        self.record_pos(n),
                         format!(
                             "extension record {n} belongs to record {}",
                             record::ref_number(x.base)
@@ -513,7 +563,7 @@ impl Ntfs {
             }
         }
         let i = Inode::assemble(ino, r.sequence, r.link_count, r.flags, pieces)
-            .map_err(|e| self.damage("attributes", ino, ino * rs, e))?;
+            .map_err(|e| self.damage("attributes", ino, self.record_pos(ino), e))?;
         let i = Arc::new(i);
         self.inodes.lock().put(ino, i.clone());
         Ok(i)
@@ -936,7 +986,7 @@ impl Filesystem for Ntfs {
                 return Err(self.damage(
                     "reparse point",
                     ino,
-                    0,
+                    None,
                     format!(
                         "its content is kept elsewhere (reparse tag 0x{tag:08x}{}), which ferry \
                          does not read",

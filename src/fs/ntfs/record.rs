@@ -4,6 +4,7 @@
 
 use super::attribute::{self, Attribute};
 use super::fixup;
+use super::flaw::Flaw;
 use crate::bytes::{le16, le32, le64};
 
 /// The record is in use (free records keep stale contents).
@@ -37,29 +38,33 @@ pub struct Record {
 
 impl Record {
     /// Parses record `buf` (record-sized, straight from the disk); fixups are applied here.
-    pub fn parse(buf: &mut [u8], clusters: u64) -> Result<Self, String> {
+    pub fn parse(buf: &mut [u8], clusters: u64) -> Result<Self, Flaw> {
         match buf.get(0..4) {
             Some(b"FILE") => {}
-            Some(b"BAAD") => return Err("marked BAAD by chkdsk".into()),
-            Some(m) if m == [0, 0, 0, 0] => return Err("never written (zeros)".into()),
-            _ => return Err(format!("magic {:02x?}, not FILE", buf.get(0..4))),
+            Some(b"BAAD") => return Err(Flaw::at(0, "marked BAAD by chkdsk")),
+            Some(m) if m == [0, 0, 0, 0] => return Err(Flaw::at(0, "never written (zeros)")),
+            m => return Err(Flaw::at(0, "magic").expected("FILE", format!("{m:02x?}"))),
         }
-        fixup::apply(buf).map_err(|e| format!("update sequence: {e}"))?;
+        fixup::apply(buf).map_err(|e| e.within(0, "update sequence"))?;
         let flags = le16(buf, 0x16);
         let used = le32(buf, 0x18) as usize;
         let first = usize::from(le16(buf, 0x14));
         if used > buf.len() || first < 0x30 || first >= used {
-            return Err(format!(
-                "attributes from byte {first} to {used} in a record of {} bytes",
-                buf.len()
+            return Err(Flaw::at(
+                0x14,
+                format!(
+                    "attributes from byte {first} to {used} in a record of {} bytes",
+                    buf.len()
+                ),
             ));
         }
         let mut attributes = Vec::new();
         let mut pos = first;
         loop {
             if pos + 4 > used {
-                return Err(format!(
-                    "attribute at byte {pos} runs past the used {used} bytes"
+                return Err(Flaw::at(
+                    pos,
+                    format!("attribute at byte {pos} runs past the used {used} bytes"),
                 ));
             }
             let kind = le32(buf, pos);
@@ -68,15 +73,19 @@ impl Record {
             }
             let len = le32(buf, pos + 4) as usize;
             if len < 0x18 || len % 8 != 0 || pos + len > used {
-                return Err(format!(
-                    "attribute {kind:#x} at byte {pos}: length {len} (record uses {used})"
+                return Err(Flaw::at(
+                    pos + 4,
+                    format!("attribute {kind:#x} at byte {pos}: length {len} (record uses {used})"),
                 ));
             }
             if attributes.len() >= MAX_ATTRIBUTES {
-                return Err(format!("more than {MAX_ATTRIBUTES} attributes"));
+                return Err(Flaw::at(
+                    pos,
+                    format!("more than {MAX_ATTRIBUTES} attributes"),
+                ));
             }
             let a = Attribute::parse(&buf[pos..pos + len], clusters)
-                .map_err(|e| format!("attribute {kind:#x} at byte {pos}: {e}"))?;
+                .map_err(|e| Flaw::at(pos, format!("attribute {kind:#x} at byte {pos}: {e}")))?;
             attributes.push(a);
             pos += len;
         }

@@ -127,9 +127,8 @@ impl Ntfs {
         if r.base != 0 {
             return Err(FsError::NotFound);
         }
-        let rs = u64::from(self.boot.record_size);
         let i = Inode::assemble(ino, r.sequence, r.link_count, r.flags, r.attributes)
-            .map_err(|e| FsError::corrupt("removed MFT record", ino, ino.saturating_mul(rs), e))?;
+            .map_err(|e| self.damage("removed MFT record", ino, self.record_pos(ino), e))?;
         let shape = if i.is_dir() {
             Shape::Dir
         } else {

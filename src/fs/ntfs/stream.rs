@@ -97,7 +97,7 @@ impl Ntfs {
                 self.damage(
                     "runlist",
                     ino,
-                    0,
+                    None,
                     format!("no run maps VCN {vcn} (byte {pos})"),
                 )
             })?;
@@ -207,7 +207,7 @@ impl Ntfs {
             self.damage(
                 "compressed data",
                 ino,
-                0,
+                None,
                 format!("compression unit {k}: {e}"),
             )
         })

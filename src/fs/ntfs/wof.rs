@@ -44,7 +44,8 @@ impl Ntfs {
     /// Reads the decompressed content of WOF file `i` at `off`.
     pub(super) fn read_wof(&self, i: &Inode, r: &[u8], off: u64, buf: &mut [u8]) -> Result<usize> {
         let ino = i.ino;
-        let (alg, chunk) = algorithm(r).map_err(|e| self.damage("WOF reparse point", ino, 0, e))?;
+        let (alg, chunk) =
+            algorithm(r).map_err(|e| self.damage("WOF reparse point", ino, None, e))?;
         let size = i.data().map_or(0, attribute::Attribute::size);
         if off >= size {
             return Ok(0);
@@ -52,12 +53,12 @@ impl Ntfs {
         let name: Vec<u16> = STREAM.encode_utf16().collect();
         let s = i
             .find(attribute::DATA, &name)
-            .ok_or_else(|| self.damage("WOF file", ino, 0, format!("no {STREAM} stream")))?;
+            .ok_or_else(|| self.damage("WOF file", ino, None, format!("no {STREAM} stream")))?;
         let chunks = size.div_ceil(chunk);
         let entry = if size > u64::from(u32::MAX) { 8 } else { 4 };
         let table = (chunks - 1) * entry;
         let total = s.size();
-        let bad = |d: String| self.damage("WOF chunk table", ino, 0, d);
+        let bad = |d: String| self.damage("WOF chunk table", ino, None, d);
         if table > total {
             return Err(bad(format!("{chunks} chunks, a stream of {total} bytes")));
         }
@@ -107,7 +108,8 @@ impl Ntfs {
                 } else {
                     xpress::decompress(&src, out)
                 };
-                decoded.map_err(|e| self.damage("WOF chunk", ino, 0, format!("chunk {k}: {e}")))?;
+                decoded
+                    .map_err(|e| self.damage("WOF chunk", ino, None, format!("chunk {k}: {e}")))?;
             }
             let in_chunk = (pos - k * chunk) as usize;
             let take = (out.len() - in_chunk).min(n - done);

@@ -110,7 +110,7 @@ impl LogSource for InodeLog<'_> {
                     return Err(FsError::corrupt(
                         "journal inode",
                         ino,
-                        jblk,
+                        0,
                         format!("journal block {jblk} is not mapped"),
                     ))
                 }
@@ -205,8 +205,9 @@ fn recover(
     ino: u64,
 ) -> Result<Option<(ReplayView, ReplayInfo)>> {
     let mut b = vec![0u8; bs as usize];
-    dev.read_at(&mut b, src.locate(0)?)?;
-    let jsb = JournalSuperblock::parse(&b, bs, total_len)?;
+    let at = src.locate(0)?;
+    dev.read_at(&mut b, at)?;
+    let jsb = JournalSuperblock::parse(&b, at, bs, total_len)?;
     if jsb.start == 0 {
         log::info!("ext4: needs_recovery is set but the journal is clean; nothing to replay");
         return Ok(None);

@@ -145,8 +145,21 @@ impl<'a> Recovery<'a> {
         Ok(self.out.clone())
     }
 
+    /// Damage in journal block `jblk`, placed on the device (filesystem block and byte)
+    /// where the journal maps it.
     fn bad(&self, jblk: u64, detail: String) -> FsError {
-        FsError::corrupt("journal block", self.ino, jblk, detail)
+        let e = FsError::corrupt(
+            "journal block",
+            self.ino,
+            0,
+            format!("journal block {jblk}: {detail}"),
+        );
+        match self.src.locate(jblk) {
+            Ok(at) if jblk < self.total_len && at < self.dev.len() => {
+                e.in_block(at / self.bs.max(1) as u64).at(at)
+            }
+            _ => e,
+        }
     }
 
     /// The kernel's j_failed_commit: recovery itself succeeds, then jbd2_journal_load

@@ -102,21 +102,35 @@ pub struct JournalSuperblock {
 }
 
 impl JournalSuperblock {
-    /// Parses and validates the superblock in `b` (one journal block) for a filesystem with
-    /// blocks of `fs_block_size` bytes whose journal inode holds `total_len` blocks.
-    pub fn parse(b: &[u8], fs_block_size: u32, total_len: u64) -> Result<Self> {
-        let bad = |detail: String| FsError::corrupt("journal superblock", 0, 0, detail);
+    /// Parses and validates the superblock in `b` (one journal block, read from byte `at` of
+    /// the filesystem's device) for a filesystem with blocks of `fs_block_size` bytes whose
+    /// journal inode holds `total_len` blocks. Errors give the device byte of the field.
+    pub fn parse(b: &[u8], at: u64, fs_block_size: u32, total_len: u64) -> Result<Self> {
+        use std::mem::offset_of;
+        let bad = |field: usize, detail: String| {
+            let e = FsError::corrupt("journal superblock", 0, 0, detail);
+            match u64::try_from(field).ok().and_then(|f| at.checked_add(f)) {
+                Some(pos) => e.at(pos),
+                None => e,
+            }
+        };
         let Ok((raw, _)) = RawJournalSuperblock::ref_from_prefix(b) else {
-            return Err(bad(format!("only {} bytes", b.len())));
+            return Err(bad(0, format!("only {} bytes", b.len())));
         };
         let magic = raw.h_magic.get();
         if magic != MAGIC {
-            return Err(bad(format!("magic {magic:#010x}, expected {MAGIC:#010x}")));
+            return Err(bad(0, "magic".into())
+                .expected(format_args!("{MAGIC:#010x}"), format_args!("{magic:#010x}")));
         }
         let version = match raw.h_blocktype.get() {
             BLOCKTYPE_SUPERBLOCK_V1 => 1,
             BLOCKTYPE_SUPERBLOCK_V2 => 2,
-            t => return Err(bad(format!("block type {t} is not a journal superblock"))),
+            t => {
+                return Err(bad(
+                    offset_of!(RawJournalSuperblock, h_blocktype),
+                    format!("block type {t} is not a journal superblock"),
+                ))
+            }
         };
         let v2 = |field: &Be32| if version == 2 { field.get() } else { 0 };
         let sb = JournalSuperblock {
@@ -133,19 +147,26 @@ impl JournalSuperblock {
             num_fc_blocks: v2(&raw.s_num_fc_blks),
         };
         if sb.block_size != fs_block_size {
-            return Err(bad(format!(
-                "block size {}, the filesystem's is {fs_block_size}",
-                sb.block_size
-            )));
+            return Err(bad(
+                offset_of!(RawJournalSuperblock, s_blocksize),
+                "block size, the filesystem's".into(),
+            )
+            .expected(fs_block_size, sb.block_size));
         }
         if u64::from(sb.maxlen) > total_len {
-            return Err(bad(format!(
-                "{} blocks long, but the journal inode holds only {total_len}",
-                sb.maxlen
-            )));
+            return Err(bad(
+                offset_of!(RawJournalSuperblock, s_maxlen),
+                format!(
+                    "{} blocks long, but the journal inode holds only {total_len}",
+                    sb.maxlen
+                ),
+            ));
         }
         if sb.first == 0 || u64::from(sb.first) >= total_len {
-            return Err(bad(format!("first log block {}", sb.first)));
+            return Err(bad(
+                offset_of!(RawJournalSuperblock, s_first),
+                format!("first log block {}", sb.first),
+            ));
         }
         let unknown_incompat = sb.feature_incompat & !KNOWN_INCOMPAT;
         let unknown_ro = sb.feature_ro_compat & !KNOWN_RO_COMPAT;
@@ -161,27 +182,44 @@ impl JournalSuperblock {
             0
         };
         if sb.maxlen < MIN_JOURNAL_BLOCKS || sb.maxlen - MIN_JOURNAL_BLOCKS < fc {
-            return Err(bad(format!(
-                "{} blocks ({fc} for fast commits) is shorter than the {MIN_JOURNAL_BLOCKS} \
-                 the kernel requires",
-                sb.maxlen
-            )));
+            return Err(bad(
+                offset_of!(RawJournalSuperblock, s_maxlen),
+                format!(
+                    "{} blocks ({fc} for fast commits) is shorter than the {MIN_JOURNAL_BLOCKS} \
+                     the kernel requires",
+                    sb.maxlen
+                ),
+            ));
         }
         if sb.has_incompat(INCOMPAT_CSUM_V2) && sb.has_incompat(INCOMPAT_CSUM_V3) {
-            return Err(bad("both checksum v2 and v3 are set".into()));
+            return Err(bad(
+                offset_of!(RawJournalSuperblock, s_feature_incompat),
+                "both checksum v2 and v3 are set".into(),
+            ));
         }
         if sb.csum_v2or3() && sb.feature_compat & COMPAT_CHECKSUM != 0 {
-            return Err(bad("both checksum v1 and v2/v3 are set".into()));
+            return Err(bad(
+                offset_of!(RawJournalSuperblock, s_feature_compat),
+                "both checksum v1 and v2/v3 are set".into(),
+            ));
         }
         if sb.csum_v2or3() {
             let ty = raw.s_checksum_type;
             if ty != CHECKSUM_CRC32C {
-                return Err(bad(format!("checksum type {ty}, expected crc32c (4)")));
+                return Err(bad(
+                    offset_of!(RawJournalSuperblock, s_checksum_type),
+                    "checksum type (4: crc32c)".into(),
+                )
+                .expected(CHECKSUM_CRC32C, ty));
             }
             let want = raw.s_checksum.get();
             let got = checksum(raw);
             if got != want {
-                return Err(bad(format!("checksum {want:#010x}, computed {got:#010x}")));
+                return Err(bad(
+                    offset_of!(RawJournalSuperblock, s_checksum),
+                    "checksum".into(),
+                )
+                .expected(format_args!("{got:#010x}"), format_args!("{want:#010x}")));
             }
         }
         Ok(sb)
@@ -301,31 +339,51 @@ mod tests {
 
     #[test]
     fn tag_sizes_and_validation() {
-        let s = JournalSuperblock::parse(&sample(4, INCOMPAT_CSUM_V3), 1024, 2048).unwrap();
+        let s = JournalSuperblock::parse(&sample(4, INCOMPAT_CSUM_V3), 0, 1024, 2048).unwrap();
         assert_eq!((s.tag_bytes(), s.last(), s.csum_v2or3()), (16, 2048, true));
-        let s = JournalSuperblock::parse(&sample(4, INCOMPAT_CSUM_V2), 1024, 4096).unwrap();
+        let s = JournalSuperblock::parse(&sample(4, INCOMPAT_CSUM_V2), 0, 1024, 4096).unwrap();
         assert_eq!(s.tag_bytes(), 10);
-        let s = JournalSuperblock::parse(&sample(4, INCOMPAT_64BIT), 1024, 2048).unwrap();
+        let s = JournalSuperblock::parse(&sample(4, INCOMPAT_64BIT), 0, 1024, 2048).unwrap();
         assert_eq!(s.tag_bytes(), 12);
         // Version 1 ignores the feature words.
-        let s = JournalSuperblock::parse(&sample(3, INCOMPAT_64BIT), 1024, 2048).unwrap();
+        let s = JournalSuperblock::parse(&sample(3, INCOMPAT_64BIT), 0, 1024, 2048).unwrap();
         assert_eq!((s.tag_bytes(), s.feature_incompat), (8, 0));
-        let s = JournalSuperblock::parse(&sample(4, INCOMPAT_FAST_COMMIT), 1024, 2048).unwrap();
+        let s = JournalSuperblock::parse(&sample(4, INCOMPAT_FAST_COMMIT), 0, 1024, 2048).unwrap();
         assert_eq!(s.last(), 2048 - 256);
 
         let mut flipped = sample(4, INCOMPAT_CSUM_V3);
         flipped[0x18] ^= 1;
-        assert!(JournalSuperblock::parse(&flipped, 1024, 2048).is_err());
-        assert!(JournalSuperblock::parse(&sample(4, 0), 4096, 2048).is_err());
-        assert!(JournalSuperblock::parse(&sample(4, 0), 1024, 2047).is_err());
-        assert!(JournalSuperblock::parse(&sample(4, 0x40), 1024, 2048).is_err());
-        assert!(JournalSuperblock::parse(&sample(5, 0), 1024, 2048).is_err());
+        // Errors name the field's byte on the device and the values.
+        let e = JournalSuperblock::parse(&flipped, 4096, 1024, 2048).unwrap_err();
+        let c = e.corruption().unwrap_or_else(|| panic!("{e}"));
+        assert_eq!(
+            (c.what, c.offset),
+            ("journal superblock", Some(4096 + 0xfc))
+        );
+        let stored = u32::from_be_bytes(flipped[0xfc..0x100].try_into().unwrap());
+        assert_eq!(
+            c.mismatch.as_ref().unwrap().found,
+            format!("{stored:#010x}")
+        );
+        let e = JournalSuperblock::parse(&sample(4, 0), 1 << 20, 4096, 2048).unwrap_err();
+        let c = e.corruption().unwrap_or_else(|| panic!("{e}"));
+        assert_eq!(c.offset, Some((1 << 20) + 0xc), "{e}");
+        let m = c.mismatch.as_ref().unwrap();
+        assert_eq!(
+            (m.expected.as_str(), m.found.as_str()),
+            ("4096", "1024"),
+            "{e}"
+        );
+        assert!(JournalSuperblock::parse(&sample(4, 0), 0, 1024, 2047).is_err());
+        assert!(JournalSuperblock::parse(&sample(4, 0x40), 0, 1024, 2048).is_err());
+        assert!(JournalSuperblock::parse(&sample(5, 0), 0, 1024, 2048).is_err());
         assert!(JournalSuperblock::parse(
             &sample(4, INCOMPAT_CSUM_V2 | INCOMPAT_CSUM_V3),
+            0,
             1024,
             2048
         )
         .is_err());
-        assert!(JournalSuperblock::parse(&sample(4, 0)[..512], 1024, 2048).is_err());
+        assert!(JournalSuperblock::parse(&sample(4, 0)[..512], 0, 1024, 2048).is_err());
     }
 }

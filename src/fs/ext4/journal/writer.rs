@@ -138,7 +138,7 @@ impl JournalMap {
         };
         let mut b = vec![0u8; bs as usize];
         fs.dev.read_at(&mut b, at)?;
-        let jsb = JournalSuperblock::parse(&b, bs, total_len)?;
+        let jsb = JournalSuperblock::parse(&b, at, bs, total_len)?;
         map.extend(fs, &inode, u64::from(jsb.maxlen))?;
         map.index();
         Ok(map)
@@ -313,7 +313,7 @@ impl JournalWriter {
             .ok_or_else(|| bad(0, "journal block 0 is not mapped".into()))?;
         let mut raw_jsb = vec![0u8; bs as usize];
         dev.read_at(&mut raw_jsb, at)?;
-        let mut jsb = JournalSuperblock::parse(&raw_jsb, bs, map.len())?;
+        let mut jsb = JournalSuperblock::parse(&raw_jsb, at, bs, map.len())?;
         if jsb.start != 0 {
             return Err(FsError::Unsupported(format!(
                 "the journal holds transactions from block {} on: replay it first \
@@ -888,7 +888,7 @@ pub fn replay_onto(dev: Arc<dyn BlockDevice>) -> Result<Option<ReplayInfo>> {
     let at = map.locate(0)?;
     let mut raw = vec![0u8; bs as usize];
     dev.read_at(&mut raw, at)?;
-    let mut jsb = JournalSuperblock::parse(&raw, sb.block_size(), map.len())?;
+    let mut jsb = JournalSuperblock::parse(&raw, at, sb.block_size(), map.len())?;
     jsb.start = 0;
     jsb.sequence = info.end_transaction.wrapping_add(1);
     jsb.encode_into(&mut raw);
@@ -992,7 +992,7 @@ mod tests {
         be(j, 0x24, compat);
         j[0x30..0x40].copy_from_slice(&[0x5a; 16]);
         // Parsed without features, then encoded with them (and their checksum).
-        let mut jsb = JournalSuperblock::parse(j, BS as u32, JOURNAL_LEN).unwrap();
+        let mut jsb = JournalSuperblock::parse(j, 0, BS as u32, JOURNAL_LEN).unwrap();
         jsb.feature_incompat = incompat;
         if incompat & (INCOMPAT_CSUM_V2 | INCOMPAT_CSUM_V3) != 0 {
             j[0x50] = 4;
@@ -1093,7 +1093,13 @@ mod tests {
         assert!(sb2.has_incompat(Incompat::RECOVER));
         assert!(crate::fs::ext4::csum::superblock_ok(&raw));
         // The journal superblock says the next transaction.
-        let j = JournalSuperblock::parse(&home(&d, JOURNAL_AT), BS as u32, JOURNAL_LEN).unwrap();
+        let j = JournalSuperblock::parse(
+            &home(&d, JOURNAL_AT),
+            JOURNAL_AT * BS as u64,
+            BS as u32,
+            JOURNAL_LEN,
+        )
+        .unwrap();
         assert_eq!((j.start, j.sequence), (0, 43));
         // A copy of the superblock's block gets needs_recovery set, checksum refreshed.
         let mut sbcopy = raw.clone();
@@ -1192,7 +1198,7 @@ mod tests {
                 }
                 let mut plain = j.to_vec();
                 plain[0x28..0x2c].fill(0);
-                if let Ok(mut s) = JournalSuperblock::parse(&plain, BS as u32, JOURNAL_LEN) {
+                if let Ok(mut s) = JournalSuperblock::parse(&plain, 0, BS as u32, JOURNAL_LEN) {
                     s.feature_incompat = u32::from_be_bytes([j[0x28], j[0x29], j[0x2a], j[0x2b]]);
                     s.encode_into(j);
                 }
