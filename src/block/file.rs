@@ -27,6 +27,9 @@ pub(crate) struct ImageFile {
     member: bool,
     id: FileId,
     _lock: Option<super::lock::Lock>,
+    /// Set when the image is the output of a gzip stream that `file` holds (read through
+    /// its index; `len` is then the output's length).
+    inflated: Option<std::sync::Arc<super::gzip::Gzip>>,
 }
 
 impl ImageFile {
@@ -64,6 +67,7 @@ impl ImageFile {
             member: false,
             id: (meta.dev(), meta.ino()),
             _lock: lock,
+            inflated: None,
         })
     }
 
@@ -84,6 +88,27 @@ impl ImageFile {
         })
     }
 
+    /// The output of the gzip stream `packed` holds, as an image of its own (read in place
+    /// through an index, see `block::gzip`); it cannot name other files beside it either.
+    pub(crate) fn open_gzip(packed: ImageFile) -> Result<Self> {
+        let file = packed.file.try_clone().map_err(|source| Error::Open {
+            path: packed.path.clone(),
+            source,
+        })?;
+        let (path, id) = (packed.path.clone(), packed.id);
+        let g = super::gzip::Gzip::open(packed)?;
+        Ok(ImageFile {
+            path,
+            file,
+            len: g.len(),
+            base: 0,
+            member: true,
+            id,
+            _lock: None,
+            inflated: Some(std::sync::Arc::new(g)),
+        })
+    }
+
     /// Whether this image is a member of an archive (see `open_member`).
     pub(crate) fn is_member(&self) -> bool {
         self.member
@@ -101,8 +126,23 @@ impl ImageFile {
         self.id
     }
 
+    /// Where the image starts in the host file (see `base`).
+    pub(crate) fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// The host file's modification time in nanoseconds (0 when unknown).
+    pub(crate) fn mtime_ns(&self) -> i128 {
+        self.file.metadata().map_or(0, |m| {
+            i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec())
+        })
+    }
+
     /// Bytes the file occupies on the host (st_blocks), like `qemu-img info`'s "disk size".
     pub(crate) fn disk_usage(&self) -> u64 {
+        if let Some(g) = &self.inflated {
+            return g.source().disk_usage();
+        }
         if self.member {
             return self.len;
         }
@@ -160,6 +200,9 @@ impl ImageFile {
     }
 
     fn pread_full(&self, mut buf: &mut [u8], mut offset: u64, what: &'static str) -> Result<()> {
+        if let Some(g) = &self.inflated {
+            return g.read_at(buf, offset);
+        }
         while !buf.is_empty() {
             match self.file.read_at(buf, self.base + offset) {
                 Ok(0) => {
@@ -188,6 +231,14 @@ impl ImageFile {
     /// file. Where the host cannot tell (block devices, old filesystems), everything is data.
     pub(crate) fn data_ranges(&self, offset: u64, len: u64) -> Vec<(u64, u64)> {
         let end = offset.saturating_add(len).min(self.len);
+        if self.inflated.is_some() {
+            // The output has no holes the host knows of.
+            return if offset < end {
+                vec![(offset, end - offset)]
+            } else {
+                Vec::new()
+            };
+        }
         let mut out = Vec::new();
         let fd = self.file.as_raw_fd();
         let base = self.base;

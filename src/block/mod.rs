@@ -4,6 +4,7 @@
 mod create;
 pub mod error;
 pub(crate) mod file;
+mod gzip;
 mod info;
 pub mod lock;
 pub mod mem;
@@ -317,15 +318,21 @@ pub(crate) fn open_layer(
 }
 
 /// Opens the image stored as the `len` bytes at `offset` of `archive` (a disk inside an OVA's
-/// tar, read in place), probing its format unless given. It must be self-contained.
+/// tar, read in place), probing its format unless given. It must be self-contained. `gzip`:
+/// the bytes are a gzip stream whose output is the image (`ovf:compression="gzip"`), read
+/// through an index without being decompressed to disk.
 pub fn open_member(
     archive: &Path,
     name: &str,
     offset: u64,
     len: u64,
     format: Option<Format>,
+    gzip: bool,
 ) -> Result<Arc<dyn BlockDevice>> {
-    let file = file::ImageFile::open_member(archive, name, offset, len)?;
+    let mut file = file::ImageFile::open_member(archive, name, offset, len)?;
+    if gzip {
+        file = file::ImageFile::open_gzip(file)?;
+    }
     let mut ctx = OpenCtx::default();
     ctx.enter(&file)?;
     let format = match format {
@@ -361,6 +368,10 @@ pub(crate) struct JsonWindow {
     pub filename: String,
     pub offset: u64,
     pub size: u64,
+    /// The window holds a gzip stream whose output is the image: ferry's own
+    /// `"compression": "gzip"` in the raw object, which qemu does not read (it has no gzip
+    /// driver); only ferry's scratch overlays over gzip-stored OVA disks carry it.
+    pub gzip: bool,
 }
 
 impl JsonWindow {
@@ -377,6 +388,11 @@ impl JsonWindow {
                 .ok_or(format!("no numeric \"{k}\""))
         };
         let (offset, size) = (num("offset")?, num("size")?);
+        let gzip = match raw.get("compression").map(|c| c.as_str()) {
+            None => false,
+            Some(Some("gzip")) => true,
+            Some(_) => return Err("a \"compression\" other than gzip".into()),
+        };
         let inner = raw.get("file").ok_or("no inner \"file\" object")?;
         if inner.get("driver").and_then(|d| d.as_str()) != Some("file") {
             return Err("the inner \"file\" object is not the file driver".into());
@@ -391,20 +407,22 @@ impl JsonWindow {
             filename,
             offset,
             size,
+            gzip,
         })
     }
 
     /// The JSON form (without the `json:` prefix), as qemu-img reads it.
     pub(crate) fn to_json(&self) -> String {
-        serde_json::json!({
-            "file": {
-                "driver": "raw",
-                "offset": self.offset,
-                "size": self.size,
-                "file": {"driver": "file", "filename": self.filename},
-            }
-        })
-        .to_string()
+        let mut raw = serde_json::json!({
+            "driver": "raw",
+            "offset": self.offset,
+            "size": self.size,
+            "file": {"driver": "file", "filename": self.filename},
+        });
+        if self.gzip {
+            raw["compression"] = "gzip".into();
+        }
+        serde_json::json!({ "file": raw }).to_string()
     }
 
     /// How the window is named in messages (it has no name of its own).
@@ -448,7 +466,7 @@ pub(crate) fn open_backing(
         let format = format.transpose().map_err(|_| {
             Error::unsupported(image, format!("backing file {name}: unknown format"))
         })?;
-        let dev = open_member(&path, &w.label(), w.offset, w.size, format)?;
+        let dev = open_member(&path, &w.label(), w.offset, w.size, format, w.gzip)?;
         return Ok((dev, path));
     }
     let path = resolve_relative(image, name);

@@ -78,16 +78,18 @@ pub fn create_as(source: &Path, format: Option<super::Format>, overlay: &Path) -
 /// Creates an empty overlay at `overlay` over the image stored in place as the `size` bytes
 /// at `offset` of `archive` (a disk inside an OVA). Its backing file is named as qemu names
 /// such a window (`json:{"file": {"driver": "raw", "offset": …}}`, see `JsonWindow`), with
-/// the archive's absolute path, so qemu-img reads the overlay as ferry does.
+/// the archive's absolute path, so qemu-img reads the overlay as ferry does (except over a
+/// `gzip` window, which qemu has no driver for).
 pub fn create_over_member(
     archive: &Path,
     name: &str,
     offset: u64,
     size: u64,
     format: Option<super::Format>,
+    gzip: bool,
     overlay: &Path,
 ) -> Result<Overlay> {
-    let src = super::open_member(archive, name, offset, size, format)?;
+    let src = super::open_member(archive, name, offset, size, format, gzip)?;
     if overlay.exists() {
         return Err(Error::unsupported(
             overlay,
@@ -108,6 +110,7 @@ pub fn create_over_member(
         filename: filename.to_string(),
         offset,
         size,
+        gzip,
     };
     let opts = CreateOptions {
         size: src.len(),

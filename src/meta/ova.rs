@@ -8,8 +8,9 @@
 //!
 //! Disks are not extracted: each is read in place, as the byte range its tar member holds
 //! (`block::open_member`), the way virt-v2v hands qemu a `raw` window of the archive. A
-//! member stored gzip-compressed (`ovf:compression="gzip"`) cannot be read in place and is
-//! reported as such to the caller, which decompresses it.
+//! member stored gzip-compressed (`ovf:compression="gzip"`) is reported as such, and read in
+//! place too, through an index of its deflate stream (`block::gzip`), where virt-v2v
+//! decompresses it to a temporary file.
 
 use super::model::Source;
 use super::ovf::{self, Ovf};

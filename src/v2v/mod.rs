@@ -525,43 +525,12 @@ fn virtio_support(os: &OsInfo) -> (bool, bool, String) {
     }
 }
 
-/// Decompresses a gzip-stored disk of a package into `dst`, returning `dst`.
-fn gunzip(d: &SourceDisk, dst: &Path) -> Result<PathBuf> {
-    let input: Box<dyn io::Read> = match &d.member {
-        Some((archive, m)) => {
-            let f = std::fs::File::open(archive).map_err(io_err(archive, "cannot open"))?;
-            Box::new(ova::ReadAt::new(f, m.offset, m.size))
-        }
-        None => Box::new(std::fs::File::open(&d.path).map_err(io_err(&d.path, "cannot open"))?),
-    };
-    let mut gz = flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(1 << 20, input));
-    let mut out = std::fs::File::create_new(dst).map_err(io_err(dst, "cannot create"))?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        check_interrupt()?;
-        let n = match io::Read::read(&mut gz, &mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(source) => {
-                return Err(Error::Io {
-                    path: d.path.clone(),
-                    what: "cannot decompress (gzip)",
-                    source,
-                })
-            }
-        };
-        io::Write::write_all(&mut out, &buf[..n]).map_err(io_err(dst, "cannot write"))?;
-    }
-    Ok(dst.to_path_buf())
-}
-
 /// One hard disk of the source, in target order.
 struct SourceDisk {
     path: PathBuf,
     /// Where the image is inside an OVA's tar (read in place), when it is a member.
     member: Option<(PathBuf, ova::Member)>,
-    /// Stored gzip-compressed in the package: decompressed before it is read.
+    /// Stored gzip-compressed in the package: read through an index (`block::open_member`).
     gzip: bool,
     /// The format the description forces (raw only: a raw disk is never probed, as its first
     /// bytes belong to the guest).
@@ -738,7 +707,7 @@ pub fn run(opts: &Options, sink: Sink) -> Result<Conversion> {
             ))
         })?;
     check_name(&name)?;
-    let mut disks = source_disks(&src, &label, pkg.as_ref())?;
+    let disks = source_disks(&src, &label, pkg.as_ref())?;
     let outputs = Outputs::new(opts, &name, disks.len())?;
 
     // Read-only sources, each under an overlay in the scratch directory (a dry run reads the
@@ -748,7 +717,6 @@ pub fn run(opts: &Options, sink: Sink) -> Result<Conversion> {
     } else {
         Some(Scratch::create(&outputs.dir)?)
     };
-    let _dry_tmp = decompress(&mut disks, scratch.as_ref(), &voice)?;
     let opened = open_disks(&disks, scratch.as_ref(), &mut voice)?;
 
     voice.stage("Inspecting the guest")?;
@@ -933,29 +901,27 @@ impl Outputs {
     }
 }
 
-/// Compressed disks of a package cannot be read in place: they are decompressed into the
-/// scratch directory (a temporary one for a dry run, returned: it must outlive the run).
-fn decompress(
-    disks: &mut [SourceDisk],
-    scratch: Option<&Scratch>,
-    voice: &Voice,
-) -> Result<Option<Scratch>> {
-    let dry_tmp = if scratch.is_none() && disks.iter().any(|d| d.gzip) {
-        Some(Scratch::create(&std::env::temp_dir())?)
-    } else {
-        None
-    };
-    for (i, d) in disks.iter_mut().enumerate().filter(|(_, d)| d.gzip) {
-        let dir = match (scratch, &dry_tmp) {
-            (Some(s), _) => s.0.as_path(),
-            (None, Some(t)) => t.0.as_path(),
-            (None, None) => Path::new("."),
-        };
-        voice.stage(&format!("Decompressing disk {}", i + 1))?;
-        d.path = gunzip(d, &dir.join(format!("disk{i}.img")))?;
-        d.member = None;
+impl SourceDisk {
+    /// Where the disk is read in place: its tar member, or for a gzip-stored file of a
+    /// directory package the whole file (archive, name, offset, size).
+    fn window(&self) -> Result<Option<(PathBuf, String, u64, u64)>> {
+        if let Some((archive, m)) = &self.member {
+            return Ok(Some((archive.clone(), m.name.clone(), m.offset, m.size)));
+        }
+        if !self.gzip {
+            return Ok(None);
+        }
+        let len = std::fs::metadata(&self.path)
+            .map_err(io_err(&self.path, "cannot stat"))?
+            .len();
+        let name = self.path.file_name().unwrap_or_default();
+        Ok(Some((
+            self.path.clone(),
+            name.to_string_lossy().into_owned(),
+            0,
+            len,
+        )))
     }
-    Ok(dry_tmp)
 }
 
 /// The source disks, opened for inspection and fixing.
@@ -983,8 +949,14 @@ fn open_disks(
     };
     for (i, d) in disks.iter().enumerate() {
         check_interrupt()?;
-        let src_dev = match &d.member {
-            Some((archive, m)) => block::open_member(archive, &m.name, m.offset, m.size, d.forced)?,
+        if d.gzip {
+            voice.stage(&format!("Indexing compressed disk {}", i + 1))?;
+        }
+        let window = d.window()?;
+        let src_dev = match &window {
+            Some((archive, name, offset, size)) => {
+                block::open_member(archive, name, *offset, *size, d.forced, d.gzip)?
+            }
             None => block::open_as(&d.path, d.forced)?,
         };
         let fmt = src_dev.info()?.format;
@@ -1001,9 +973,9 @@ fn open_disks(
             Some(s) => {
                 drop(src_dev);
                 let ov_path = s.0.join(format!("disk{i}-overlay.qcow2"));
-                let ov = match &d.member {
-                    Some((archive, m)) => overlay::create_over_member(
-                        archive, &m.name, m.offset, m.size, d.forced, &ov_path,
+                let ov = match &window {
+                    Some((archive, name, offset, size)) => overlay::create_over_member(
+                        archive, name, *offset, *size, d.forced, d.gzip, &ov_path,
                     )?,
                     None => overlay::create_as(&d.path, d.forced, &ov_path)?,
                 };

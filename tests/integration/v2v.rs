@@ -1080,7 +1080,7 @@ fn an_ova_converts_with_its_disk_read_inside_the_tar() {
     let m = members.iter().find(|m| m.name == "disk1.vmdk").unwrap();
     let ov = tmp.path().join("member-overlay.qcow2");
     drop(
-        ferry::block::overlay::create_over_member(&ova, &m.name, m.offset, m.size, None, &ov)
+        ferry::block::overlay::create_over_member(&ova, &m.name, m.offset, m.size, None, false, &ov)
             .unwrap(),
     );
     let cmp = Command::new("qemu-img")
@@ -1184,7 +1184,9 @@ fn an_ova_converts_with_its_disk_read_inside_the_tar() {
     );
     assert!(listing(&out2).is_empty(), "{:?}", listing(&out2));
 
-    // The disk stored gzip-compressed (decompressed in the scratch directory, then removed).
+    // The disk stored gzip-compressed: read in place through an index, in a dry run too (the
+    // copy and the inspection read the stream inside the tar; nothing is decompressed to
+    // disk).
     let gzd = tmp.path().join("gz");
     std::fs::create_dir(&gzd).unwrap();
     let st = Command::new("sh")
@@ -1202,6 +1204,9 @@ fn an_ova_converts_with_its_disk_read_inside_the_tar() {
     tar(&gzd, &gz_ova, &["deb12-ova.ovf", "disk1.vmdk.gz"]);
     let out3 = tmp.path().join("out3");
     std::fs::create_dir(&out3).unwrap();
+    let gz_hash = common::sha256_file(&gz_ova);
+    let plan = ferry_ok(&["v2v", "--dry-run", "-i", "ova", gz_ova.to_str().unwrap()], &[]);
+    assert!(plan.contains("/dev/sda1") || plan.contains("fstab"), "{plan}");
     ferry_ok(
         &[
             "v2v",
@@ -1232,6 +1237,7 @@ fn an_ova_converts_with_its_disk_read_inside_the_tar() {
         .try_into()
         .unwrap();
     assert_eq!(fstab3, fstab);
+    assert_eq!(common::sha256_file(&gz_ova), gz_hash, "the OVA changed");
 }
 
 /// contrib/boottest.sh: Debian 12 guests built with debootstrap in the shapes a move leaves
