@@ -302,7 +302,12 @@ impl Gzip {
         let start = k.saturating_mul(CHUNK);
         // Continue the cursor when it is at or shortly before the chunk; else start again from
         // the last access point at or before it.
-        let span = self.index.points.windows(2).map(|w| w[1].out - w[0].out).max();
+        let span = self
+            .index
+            .points
+            .windows(2)
+            .map(|w| w[1].out - w[0].out)
+            .max();
         let keep = st.cursor.as_ref().is_some_and(|c| {
             c.out <= start && start - c.out <= span.unwrap_or(FIRST_SPAN).max(FIRST_SPAN)
         });
@@ -374,9 +379,9 @@ impl Gzip {
                 c.inp += n as u64;
                 (c.at, c.end) = (0, n);
             }
-            let (used, made, rc) = c
-                .inf
-                .step(&c.inbuf[c.at..c.end], &mut out[done..], z::Z_NO_FLUSH);
+            let (used, made, rc) =
+                c.inf
+                    .step(&c.inbuf[c.at..c.end], &mut out[done..], z::Z_NO_FLUSH);
             c.at += used;
             done += made;
             c.out += made as u64;
@@ -520,9 +525,7 @@ mod tests {
     /// Text-like data with long-distance repeats, so blocks refer back across chunks.
     fn sample(n: usize) -> Vec<u8> {
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let words: Vec<Vec<u8>> = (0..500)
-            .map(|i| format!("word{i} ").into_bytes())
-            .collect();
+        let words: Vec<Vec<u8>> = (0..500).map(|i| format!("word{i} ").into_bytes()).collect();
         let mut v = Vec::with_capacity(n);
         while v.len() < n {
             x ^= x << 13;
@@ -554,13 +557,18 @@ mod tests {
         assert!(g.index.points.len() > 3, "{} points", g.index.points.len());
         let mut x = 12345u64;
         for _ in 0..200 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let off = (x >> 20) % data.len() as u64;
             let len = ((x >> 8) % 300_000) as usize;
             let len = len.min(data.len() - off as usize);
             let mut b = vec![0u8; len];
             g.read_at(&mut b, off).unwrap();
-            assert!(b == data[off as usize..off as usize + len], "at {off} +{len}");
+            assert!(
+                b == data[off as usize..off as usize + len],
+                "at {off} +{len}"
+            );
         }
         let mut all = vec![0u8; data.len()];
         for (i, c) in all.chunks_mut(3 << 20).enumerate() {

@@ -135,13 +135,17 @@ pub fn changed_inodes(old: &Side, new: &Side) -> Result<HashSet<u64>, String> {
             a.touched(&ranges).map_err(why)?,
             b.touched(&ranges).map_err(why)?,
         );
-        if ta.inodes != tb.inodes {
-            return Err(format!("{device}: the inode tables lie differently"));
-        }
+        // Each side names the inodes whose records lie in the changed bytes as it lays them
+        // out; they differ where the inode table itself grew or moved (NTFS's $MFT extended
+        // for new files), and every record that changed lies in changed bytes on one side.
+        let mut inodes = ta.inodes.clone();
+        inodes.extend(&tb.inodes);
+        inodes.sort_unstable();
+        inodes.dedup();
         let mut residue = intersect(&ta.residue, &tb.residue);
         if !residue.is_empty() {
-            residue = subtract(&residue, &a.owned(&ta.inodes).map_err(why)?);
-            residue = subtract(&residue, &b.owned(&ta.inodes).map_err(why)?);
+            residue = subtract(&residue, &a.owned(&inodes).map_err(why)?);
+            residue = subtract(&residue, &b.owned(&inodes).map_err(why)?);
         }
         if let Some(r) = residue.first() {
             let bytes: u64 = residue.iter().map(|r| r.end - r.start).sum();
@@ -151,7 +155,7 @@ pub fn changed_inodes(old: &Side, new: &Side) -> Result<HashSet<u64>, String> {
                 r.start
             ));
         }
-        for local in ta.inodes {
+        for local in inodes {
             let ino = Tree::tree_ino(i, local)
                 .ok_or_else(|| format!("{device}: inode {local} out of the tree's range"))?;
             changed.insert(ino);

@@ -970,36 +970,12 @@ fn diff_of_an_overlay_follows_the_change_and_matches_the_full_walk() {
         m.path().display()
     ));
     m.unmount().unwrap();
-    // An overlay of `from` over `base` holding only the clusters that differ (`convert -B`
-    // would write every cluster): an overlay over `from`, rebased onto `base` in safe mode.
-    let overlay = |from: &Path, to: &Path| {
-        let (f, t) = (from.to_str().unwrap(), to.to_str().unwrap());
-        qemu_img(&["create", "-q", "-f", "qcow2", "-b", f, "-F", "raw", t]);
-        qemu_img(&[
-            "rebase",
-            "-f",
-            "qcow2",
-            "-b",
-            base.to_str().unwrap(),
-            "-F",
-            "raw",
-            t,
-        ]);
-    };
     let over = d.join("over.qcow2");
-    overlay(&copy, &over);
+    overlay_of_difference(&copy, &base, &over);
     let o = over.to_str().unwrap();
-    let run = |args: &[&str]| {
-        let out = common::run_ferry(args);
-        assert!(out.status.success(), "{args:?}: {out:?}");
-        (
-            String::from_utf8(out.stdout).unwrap(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
-    let (fast, log) = run(&["-v", "diff", o]);
+    let (fast, log) = run_diff(&["-v", "diff", o]);
     assert!(log.contains("inodes the overlay may have changed"), "{log}");
-    let (full, _) = run(&["diff", "--full-walk", o]);
+    let (full, _) = run_diff(&["diff", "--full-walk", o]);
     assert_eq!(fast, full);
     for line in [
         "= /etc/hostname (mtime, content)\n",
@@ -1021,8 +997,8 @@ fn diff_of_an_overlay_follows_the_change_and_matches_the_full_walk() {
     }
     assert!(fast.contains("= /etc/link ("), "{fast}");
     assert_eq!(
-        run(&["diff", "--json", o]).0,
-        run(&["diff", "--json", "--full-walk", o]).0
+        run_diff(&["diff", "--json", o]).0,
+        run_diff(&["diff", "--json", "--full-walk", o]).0
     );
     // Untouched files are not listed.
     assert!(
@@ -1045,13 +1021,131 @@ fn diff_of_an_overlay_follows_the_change_and_matches_the_full_walk() {
         PART + blk * 4096
     ));
     let over2 = d.join("over2.qcow2");
-    overlay(&patched, &over2);
+    overlay_of_difference(&patched, &base, &over2);
     let o2 = over2.to_str().unwrap();
-    let (out, log) = run(&["-v", "diff", o2]);
+    let (out, log) = run_diff(&["-v", "diff", o2]);
     assert!(log.contains("comparing the whole trees"), "{log}");
     assert_eq!(out, "");
-    let (out, _) = run(&["diff", "--content", o2]);
+    let (out, _) = run_diff(&["diff", "--content", o2]);
     assert_eq!(out, "= /home/u/patched (content)\n");
+}
+
+/// An overlay of `from` over `base` holding only the clusters that differ (`convert -B` would
+/// write every cluster): an overlay over `from`, rebased onto `base` in safe mode.
+fn overlay_of_difference(from: &Path, base: &Path, to: &Path) {
+    let (f, t) = (from.to_str().unwrap(), to.to_str().unwrap());
+    qemu_img(&["create", "-q", "-f", "qcow2", "-b", f, "-F", "raw", t]);
+    qemu_img(&[
+        "rebase",
+        "-f",
+        "qcow2",
+        "-b",
+        base.to_str().unwrap(),
+        "-F",
+        "raw",
+        t,
+    ]);
+}
+
+/// Runs ferry, which must succeed: (stdout, stderr).
+fn run_diff(args: &[&str]) -> (String, String) {
+    let out = common::run_ferry(args);
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The same on an NTFS volume edited through ntfs-3g (the MFT records the overlay holds stand
+/// for the inodes): the short way is taken, and its output is the full walk's, line for line
+/// and in JSON, with every edit in it and nothing untouched.
+#[test]
+fn diff_of_an_ntfs_overlay_follows_the_change() {
+    if !common::have_tools(&["mkntfs", "ntfs-3g", "setfattr"]) {
+        assert!(
+            !kernel::required(),
+            "mkntfs, ntfs-3g or setfattr missing: contrib/setup.sh installs them"
+        );
+        eprintln!("SKIP: mkntfs, ntfs-3g or setfattr is not installed");
+        return;
+    }
+    use common::ntfs3g::Ntfs3g;
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let base = d.join("base.img");
+    std::fs::File::create(&base)
+        .unwrap()
+        .set_len(48 << 20)
+        .unwrap();
+    common::run(Command::new("mkntfs").args(["-F", "-Q", "-q"]).arg(&base));
+    let mnt = d.join("mnt");
+    {
+        let m = Ntfs3g::mount(&base, &mnt, "rw");
+        let r = &m.0;
+        for dir in ["etc/sub", "usr/share/a/b", "usr/share/gone-dir/x", "home/u"] {
+            std::fs::create_dir_all(r.join(dir)).unwrap();
+        }
+        let put = |p: &str, data: &[u8]| std::fs::write(r.join(p), data).unwrap();
+        put("etc/fstab", b"/dev/sda1 / ext4 defaults 0 1\n");
+        put("etc/hostname", b"old\n");
+        put("etc/gone", b"bye\n");
+        put("etc/moved", b"moving\n");
+        put("etc/xattr", b"x\n");
+        put("usr/share/gone-dir/x/f", b"f\n");
+        put("usr/share/big", &common::pseudo_random(9, 2 << 20));
+        for i in 0..400 {
+            put(&format!("usr/share/a/b/f{i}"), format!("{i}\n").as_bytes());
+        }
+        put("home/u/kept", &common::pseudo_random(5, 64 << 10));
+        std::os::unix::fs::symlink("hostname", r.join("etc/link")).unwrap();
+    }
+    let _same = Unchanged::new(&[&base]);
+    let copy = d.join("copy.img");
+    std::fs::copy(&base, &copy).unwrap();
+    {
+        let m = Ntfs3g::mount(&copy, &mnt, "rw");
+        common::sh(&format!(
+            "cd '{}' && echo new > etc/hostname && echo new > etc/new && rm etc/gone \
+             && mv etc/moved etc/sub/moved-here && mv usr/share/a usr/share/a-renamed \
+             && rm -r usr/share/gone-dir && setfattr -n user.k -v v etc/xattr \
+             && ln -sfn fstab etc/link \
+             && mkdir -p usr/new/deep/er/still && echo deep > usr/new/deep/er/still/file \
+             && ln etc/fstab etc/fstab-link \
+             && dd if=/dev/urandom of=usr/share/big bs=4096 seek=7 count=2 conv=notrunc \
+                status=none",
+            m.0.display()
+        ));
+    }
+    let over = d.join("over.qcow2");
+    overlay_of_difference(&copy, &base, &over);
+    let o = over.to_str().unwrap();
+    let (fast, log) = run_diff(&["-v", "diff", o]);
+    assert!(log.contains("inodes the overlay may have changed"), "{log}");
+    let (full, _) = run_diff(&["diff", "--full-walk", o]);
+    assert_eq!(fast, full);
+    for line in [
+        "+ /etc/new\n",
+        "- /etc/gone\n",
+        "> /etc/moved -> /etc/sub/moved-here\n",
+        "> /usr/share/a -> /usr/share/a-renamed\n",
+        "- /usr/share/gone-dir/x/f\n",
+        "+ /usr/new/deep/er/still/file\n",
+        "+ /etc/fstab-link\n",
+    ] {
+        assert!(fast.contains(line), "{line:?} not in\n{fast}");
+    }
+    for path in ["/etc/hostname", "/etc/xattr", "/etc/link", "/usr/share/big"] {
+        assert!(
+            fast.contains(&format!("= {path} (")),
+            "{path} not in\n{fast}"
+        );
+    }
+    assert_eq!(
+        run_diff(&["diff", "--json", o]).0,
+        run_diff(&["diff", "--json", "--full-walk", o]).0
+    );
+    assert!(!fast.contains("/home/u"), "{fast}");
 }
 
 /// Every read command on evidence that cannot be written: an immutable file (`chattr +i`) and

@@ -1080,8 +1080,10 @@ fn an_ova_converts_with_its_disk_read_inside_the_tar() {
     let m = members.iter().find(|m| m.name == "disk1.vmdk").unwrap();
     let ov = tmp.path().join("member-overlay.qcow2");
     drop(
-        ferry::block::overlay::create_over_member(&ova, &m.name, m.offset, m.size, None, false, &ov)
-            .unwrap(),
+        ferry::block::overlay::create_over_member(
+            &ova, &m.name, m.offset, m.size, None, false, &ov,
+        )
+        .unwrap(),
     );
     let cmp = Command::new("qemu-img")
         .args(["compare", "-q", ov.to_str().unwrap()])
@@ -1205,8 +1207,14 @@ fn an_ova_converts_with_its_disk_read_inside_the_tar() {
     let out3 = tmp.path().join("out3");
     std::fs::create_dir(&out3).unwrap();
     let gz_hash = common::sha256_file(&gz_ova);
-    let plan = ferry_ok(&["v2v", "--dry-run", "-i", "ova", gz_ova.to_str().unwrap()], &[]);
-    assert!(plan.contains("/dev/sda1") || plan.contains("fstab"), "{plan}");
+    let plan = ferry_ok(
+        &["v2v", "--dry-run", "-i", "ova", gz_ova.to_str().unwrap()],
+        &[],
+    );
+    assert!(
+        plan.contains("/dev/sda1") || plan.contains("fstab"),
+        "{plan}"
+    );
     ferry_ok(
         &[
             "v2v",

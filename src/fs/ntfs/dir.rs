@@ -110,7 +110,11 @@ impl Ntfs {
     }
 
     /// Calls `f` with each entry of `dir`'s index in order (keys only, not the end markers).
-    fn walk_index(&self, dir: &Inode, f: &mut dyn FnMut(&Entry) -> Result<()>) -> Result<()> {
+    pub(super) fn walk_index(
+        &self,
+        dir: &Inode,
+        f: &mut dyn FnMut(&Entry) -> Result<()>,
+    ) -> Result<()> {
         let t = self.tree(dir)?;
         // Frames: a node's entries, the next one, whether its child was already visited.
         let mut stack: Vec<(Vec<Entry>, usize, bool)> = vec![(t.root.clone(), 0, false)];

@@ -45,6 +45,7 @@ pub mod reparse;
 pub mod runlist;
 pub mod stdinfo;
 mod stream;
+mod touched;
 pub mod upcase;
 mod wof;
 pub mod xpress;
@@ -734,6 +735,11 @@ impl Ntfs {
                 "ntfs: {why}: its free space is not trusted"
             )));
         }
+        self.free_ranges()
+    }
+
+    /// Byte ranges of the clusters $Bitmap marks free, as it stands on the volume.
+    fn free_ranges(&self) -> Result<Vec<Range<u64>>> {
         let cs = u64::from(self.boot.cluster_size);
         let clusters = self.boot.clusters().min(self.dev.len() / cs);
         let bm = self.inode(BITMAP_INO)?;
@@ -886,6 +892,14 @@ impl Filesystem for Ntfs {
 
     fn unused(&self) -> Result<Vec<Range<u64>>> {
         self.unused_ranges()
+    }
+
+    fn touched(&self, ranges: &[Range<u64>]) -> Result<crate::fs::Touched> {
+        self.touched_ranges(ranges)
+    }
+
+    fn owned(&self, inodes: &[u64]) -> Result<Vec<Range<u64>>> {
+        self.owned_ranges(inodes)
     }
 
     fn statfs(&self) -> Result<StatFs> {
