@@ -29,7 +29,7 @@ use boot::{FatType, Geometry, FIRST_CLUSTER};
 use dir::{Raw, ATTR_DIR, ATTR_RO};
 use lru::LruCache;
 use parking_lot::{Mutex, RwLock};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::sync::{Arc, OnceLock};
 
@@ -345,6 +345,9 @@ impl Fat {
             ));
         }
         let mut out = vec![first];
+        // A loop is named where it closes (the kernel reads a looping file's clusters over
+        // and over up to its size; an error says more than repeated data).
+        let mut seen = HashSet::from([first]);
         let mut c = first;
         loop {
             if want.is_some_and(|w| out.len() as u64 >= w) {
@@ -353,13 +356,23 @@ impl Fat {
             match self.next(c)? {
                 Next::End => break,
                 Next::Cluster(n) => {
+                    if !seen.insert(n) {
+                        return Err(self.broken(
+                            ino,
+                            c,
+                            format!(
+                                "the entry of cluster {c} points back to cluster {n}: the chain \
+                                 from cluster {first} is a loop"
+                            ),
+                        ));
+                    }
                     if out.len() as u64 >= limit {
                         return Err(self.broken(
                             ino,
                             c,
                             format!(
-                                "the chain from cluster {first} goes on past {limit} clusters \
-                                 (a loop?)"
+                                "the chain from cluster {first} goes on past {limit} clusters, \
+                                 more than a directory may have"
                             ),
                         ));
                     }
