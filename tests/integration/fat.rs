@@ -412,6 +412,12 @@ fn check_image(bits: u32, size: u64, spc: u32, big: usize) {
         (counts.1, counts.0),
         "{fsck}"
     );
+    let unused: u64 = fs.unused().unwrap().iter().map(|r| r.end - r.start).sum();
+    assert_eq!(
+        unused,
+        st.bfree * img.cluster,
+        "unused() is the free clusters"
+    );
 
     if kernel_has_vfat() {
         let kmnt = tmp.path().join("kernel");
@@ -612,6 +618,12 @@ fn fat_esp_at_boot_efi_of_a_gpt_guest() {
         common::ferry_ok(&["cat", d, "/boot/efi/efi/REDHAT/Grub.Cfg"]),
         grub
     );
+    let long = common::ferry_ok(&["ls", "-l", d, "/boot/efi/EFI/redhat"]);
+    assert!(
+        long.lines()
+            .any(|l| l.starts_with("-rwx------ 1 0 0 ") && l.ends_with(" grub.cfg")),
+        "{long}"
+    );
     let ls = common::ferry_ok(&["ls", "-R", d, "/boot/efi"]);
     for p in [
         "/boot/efi/EFI/redhat/shimx64.efi",
@@ -649,8 +661,11 @@ fn fat_esp_at_boot_efi_of_a_gpt_guest() {
                 .collect()
         };
         assert_eq!(names(&tree), names(&src), "the ESP at /boot/efi");
-        let efi = std::fs::metadata(mnt.join("boot/efi/EFI/redhat/grub.cfg")).unwrap();
-        assert_eq!(efi.uid(), 0);
+        // fstab's umask=0077, as the kernel applies it: no access but the owner's.
+        let cfg = std::fs::metadata(mnt.join("boot/efi/EFI/redhat/grub.cfg")).unwrap();
+        assert_eq!((cfg.uid(), cfg.mode()), (0, 0o100700));
+        let esp_root = std::fs::metadata(mnt.join("boot/efi")).unwrap();
+        assert_eq!(esp_root.mode(), 0o40700);
         drop(m);
     }
 }
@@ -742,6 +757,11 @@ fn fat_damaged_volumes() {
         // The rest of the tree still reads.
         assert_eq!(fs.lookup(r, b"README.TXT").unwrap().size, 8);
     }
+    // A volume left mounted (the state byte's dirty bit): its free space is not offered.
+    let mut b = orig.clone();
+    b[37] |= 1;
+    let e = open_mem(b).unwrap().unused().unwrap_err().to_string();
+    assert!(e.contains("not cleanly unmounted"), "{e}");
     // A first cluster past the data area.
     let mut b = orig.clone();
     let at = big as usize * 32 + 26;

@@ -61,6 +61,9 @@ pub(crate) struct Geometry {
     pub(crate) label: [u8; 11],
     /// Bytes the volume spans (total sectors × sector size).
     pub(crate) volume_bytes: u64,
+    /// The state byte's dirty bit (the kernel sets it while mounted read-write and clears it
+    /// at unmount): the FAT may not match the directories.
+    pub(crate) dirty: bool,
 }
 
 fn bad(field: &str, off: u64, detail: impl Into<String>) -> FsError {
@@ -184,6 +187,9 @@ impl Geometry {
             ));
         }
         let (serial_at, label_at) = if fat32 { (67, 71) } else { (39, 43) };
+        // FAT_STATE_DIRTY in the reserved byte before the drive number's extended fields.
+        let state_at = if fat32 { 65 } else { 37 };
+        let dirty = b[state_at] & 1 != 0;
         let mut label = [0u8; 11];
         label.copy_from_slice(&b[label_at..label_at + 11]);
         Ok(Geometry {
@@ -200,6 +206,7 @@ impl Geometry {
             serial: le32(b, serial_at),
             label,
             volume_bytes: total * bps64,
+            dirty,
         })
     }
 

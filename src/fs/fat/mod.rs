@@ -775,8 +775,16 @@ impl Filesystem for Fat {
         Ok(Vec::new())
     }
 
-    /// Free clusters, as byte ranges of the volume.
+    /// Free clusters, as byte ranges of the volume; refused for a volume not cleanly
+    /// unmounted, whose FAT may mark free a cluster a directory entry still uses.
     fn unused(&self) -> Result<Vec<std::ops::Range<u64>>> {
+        if self.geo.dirty {
+            return Err(FsError::Unsupported(
+                "vfat: the volume was not cleanly unmounted (dirty bit set); its FAT may not \
+                 match its directories"
+                    .into(),
+            ));
+        }
         let cs = u64::from(self.geo.cluster_size);
         let mut out: Vec<std::ops::Range<u64>> = Vec::new();
         self.each_entry(&mut |c, v| {
