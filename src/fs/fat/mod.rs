@@ -18,6 +18,13 @@
 //! but hands out arbitrary numbers (`iunique`) that change at every mount. The position is
 //! stable across opens and needs no table on disk; the parent of each entry is remembered as
 //! it is found, which ".." needs (a FAT ".." entry points at a cluster, not an entry).
+//!
+//! Where ferry differs from the kernel, on purpose: a file's cluster chain that loops is an
+//! error where the kernel reads the loop's clusters again up to the size; a directory chain
+//! is cut at FAT's 65536 entries where the kernel walks up to 4 GiB of clusters first; free
+//! space is counted in the FAT where the kernel trusts a valid FAT32 FSInfo count; times are
+//! always read as UTC (the kernel applies `tz=`/`time_offset=`, or its own timezone when
+//! the RTC keeps local time).
 
 mod boot;
 mod dir;
