@@ -4,6 +4,7 @@
 //! ext2/3/4 opened with `ext4::Ext4::open_rw` implements it.
 
 pub mod ext4;
+pub mod fat;
 pub mod files;
 pub mod ntfs;
 pub mod path;
@@ -347,7 +348,7 @@ pub struct Touched {
 /// A filesystem described for inspection (`ferry filesystems`, guest detection).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FsInfo {
-    /// "ext2", "ext3", "ext4", "xfs" or "ntfs" (as blkid names them).
+    /// "ext2", "ext3", "ext4", "xfs", "ntfs" or "vfat" (as blkid names them).
     pub kind: &'static str,
     pub uuid: [u8; 16],
     pub label: Vec<u8>,
@@ -624,8 +625,8 @@ pub fn open_writable(dev: Arc<dyn BlockDevice>) -> Result<Box<dyn Filesystem>> {
     ))
 }
 
-/// Opens the filesystem on `dev`, recognised by its content: ext2/3/4, XFS or NTFS; anything
-/// else is `Unsupported`.
+/// Opens the filesystem on `dev`, recognised by its content: ext2/3/4, XFS, NTFS or FAT
+/// (read-only); anything else is `Unsupported`.
 pub fn open(dev: Arc<dyn BlockDevice>) -> Result<Box<dyn Filesystem>> {
     if ext4::probe(dev.as_ref())? {
         return Ok(Box::new(ext4::Ext4::open(dev)?));
@@ -636,7 +637,11 @@ pub fn open(dev: Arc<dyn BlockDevice>) -> Result<Box<dyn Filesystem>> {
     if xfs::probe(dev.as_ref())? {
         return Ok(Box::new(xfs::Xfs::open(dev)?));
     }
+    // Last: a FAT boot sector is recognised by plausible fields only, no magic number.
+    if fat::probe(dev.as_ref())? {
+        return Ok(Box::new(fat::Fat::open(dev)?));
+    }
     Err(FsError::Unsupported(
-        "no filesystem ferry can read here (it reads ext2/3/4, XFS and NTFS so far)".into(),
+        "no filesystem ferry can read here (it reads ext2/3/4, XFS, NTFS and FAT so far)".into(),
     ))
 }

@@ -111,6 +111,10 @@ pub struct Placement {
     /// Windows guest's mountpoints.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drive: Option<String>,
+    /// The fstab line's mount options (empty for `/` and the Windows drives): vfat's owner
+    /// and permission options change what its files show (`Guest::mount_of`).
+    #[serde(skip)]
+    pub options: Vec<String>,
 }
 
 /// One operating system found on the guest's disks.
@@ -319,6 +323,7 @@ impl Guest {
                 mountpoint: "/".into(),
                 device: device.into(),
                 drive: None,
+                options: Vec::new(),
             }],
             problems: vec![format!(
                 "a Windows system volume (its boot code loads {loader}); ferry cannot read this \
@@ -393,6 +398,7 @@ impl Guest {
                                 mountpoint: mp,
                                 device: dev.clone(),
                                 drive: None,
+                                options: e.options.clone(),
                             });
                         }
                     }
@@ -408,6 +414,7 @@ impl Guest {
                 mountpoint: "/".into(),
                 device: device.into(),
                 drive: None,
+                options: Vec::new(),
             },
         );
         let naming = devmap::Naming::detect(table.entries.iter().map(|e| e.spec.as_str()));
@@ -481,6 +488,7 @@ impl Guest {
                 mountpoint: format!("/{}", dl.letter),
                 device: v.name.clone(),
                 drive: Some(dl.letter.clone()),
+                options: Vec::new(),
             });
             placed = true;
         }
@@ -620,6 +628,7 @@ impl Guest {
                 mountpoint,
                 device: v.name.clone(),
                 drive: None,
+                options: Vec::new(),
             });
         }
         places.sort_by_key(|p| (p.mountpoint != "/", p.mountpoint.matches('/').count()));
@@ -644,9 +653,40 @@ impl Guest {
             device: p.device.clone(),
             mountpoint: p.mountpoint.clone(),
             fs: self
-                .fs_of(&p.device)
-                .cloned()
+                .with_options(p)
+                .or_else(|| self.fs_of(&p.device).cloned())
                 .unwrap_or_else(|| Arc::new(Placeholder::new("unreadable"))),
+        }
+    }
+
+    /// A vfat volume opened again with its fstab line's owner and permission options
+    /// (`umask=0077` on every Fedora/RHEL/Debian ESP), as the kernel would mount it; None
+    /// when the line has none that change anything, or the volume is not a readable vfat.
+    fn with_options(&self, p: &Placement) -> Option<Arc<dyn Filesystem>> {
+        let vfat = self
+            .inspection
+            .filesystems
+            .iter()
+            .any(|f| f.device == p.device && f.fstype == "vfat" && f.readable);
+        if !vfat || p.options.is_empty() {
+            return None;
+        }
+        let opts = fs::fat::Options::from_fstab(&p.options.join(","));
+        if opts == fs::fat::Options::default() {
+            return None;
+        }
+        let dev = self
+            .volumes
+            .iter()
+            .find(|v| v.name == p.device)?
+            .dev
+            .clone()?;
+        match fs::fat::Fat::open_with(dev, opts) {
+            Ok(f) => Some(Arc::new(f)),
+            Err(e) => {
+                log::warn!("{}: {e}", p.device);
+                None
+            }
         }
     }
 

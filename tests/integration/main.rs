@@ -17,6 +17,7 @@ mod ext4_journal;
 mod ext4_journal_write;
 mod ext4_meta;
 mod ext4_write;
+mod fat;
 mod fix_engine;
 mod fix_rules;
 mod forensics;
