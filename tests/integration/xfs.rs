@@ -783,12 +783,18 @@ os.fsync(f)
 sync
 "#;
 
-/// Reflinks of that file into new files, one after another; each says when it starts. A
-/// reflink remaps extent by extent, each through file mapping update intents (BUIs) that a
-/// later transaction of the same chain marks done (BUD).
+/// Reflinks of that file, one after another, each saying when it starts: into a new file,
+/// then again into that file two blocks further on, where each block replaces another
+/// (an unmap, then a map). A reflink remaps extent by extent, each through file mapping
+/// update intents (BUIs) that a later transaction of the same chain marks done (BUD).
 const REFLINKS: &str = r#"for i in $(seq 1 40); do
   echo "$i"
-  xfs_io -f -c "reflink $PWD/src" "dst$i" >/dev/null 2>&1 || exit 0
+  if [ $((i % 2)) = 1 ]; then
+    xfs_io -f -c "reflink $PWD/src" "dst$i" >/dev/null 2>&1 || exit 0
+  else
+    xfs_io -c "reflink $PWD/src 0 8192 $((6000 * 8192 - 8192))" "dst$((i - 1))" \
+      >/dev/null 2>&1 || exit 0
+  fi
 done
 "#;
 

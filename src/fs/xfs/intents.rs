@@ -157,11 +157,12 @@ impl Xfs {
             (u.len, 0)
         };
         let n = list.len() as u64;
-        let mut nblocks = w.nblocks + added;
+        let overflow = || format!("di_nblocks {} plus {added} blocks", w.nblocks);
+        let mut nblocks = w.nblocks.checked_add(added).ok_or_else(overflow)?;
         if *format == FMT_EXTENTS && n > room {
             // xfs_bmap_extents_to_btree: a root in the inode over one new leaf.
             *format = FMT_BTREE;
-            nblocks += 1;
+            nblocks = nblocks.checked_add(1).ok_or_else(overflow)?;
         } else if u.unmap && *format == FMT_BTREE && n <= room {
             // The end of __xfs_bunmapi: xfs_bmap_btree_to_extents frees the only leaf (a
             // tree whose records fit the inode has one level).

@@ -24,10 +24,17 @@
 //!   when the on-disk v3 inode's LSN (v2: di_flushiter) is newer;
 //! - inode creation (icreate): fresh free inodes written over the chunk;
 //! - intents and their done items (extent free, rmap, refcount, bmap, attr, mapping
-//!   exchange): parsed and paired, not applied. The kernel finishes unfinished intents
-//!   after replay; free space, rmap and refcount changes do not alter what a read-only view
-//!   shows, but an unfinished bmap, attribute or exchange intent does, so those are warned
-//!   about and listed in `ReplayInfo::unfinished_intents`. Quota items are skipped.
+//!   exchange): parsed and paired. The kernel finishes unfinished intents after replay
+//!   (xlog_recover_process_intents). Free space, rmap and refcount changes do not alter what
+//!   a read-only view shows (the blocks an extent-free intent frees are counted by statfs).
+//!   A file mapping update (BUI) does: its one extent is parsed and checked as the kernel
+//!   checks it (a bad one ends the replay there, naming the item and its LSN), and the
+//!   unfinished ones are handed over in log order (`ReplayInfo::unfinished_bmaps`) for
+//!   `intents` to finish over the replayed view, as an in-memory overlay of the forks they
+//!   touch. Attribute intents (ATTRI: logged xattr set/remove/replace, parent pointers)
+//!   and mapping exchanges (XMI) are not applied: they are warned about, the ATTRI with
+//!   its operation, inode and name, and listed in `ReplayInfo::unfinished_intents` (which
+//!   names every unfinished intent). Quota items are skipped.
 //!
 //! After the last transaction every replayed v5 buffer gets the LSN of the transaction that
 //! last replayed it and a fresh CRC, as the kernel's write verifiers do when recovery writes
@@ -981,7 +988,9 @@ fn parse_bui(sb: &Superblock, f: &[u8], e: Endian) -> std::result::Result<MapUpd
     if !valid_ino(sb, ino) {
         return bad(format!("owner inode {ino}"));
     }
-    if len == 0 || len > MAX_BMBT_EXTLEN || off.checked_add(len).is_none_or(|e| e > MAX_FILEOFF) {
+    // xfs_verify_fileext: the last block at most XFS_MAX_FILEOFF.
+    if len == 0 || len > MAX_BMBT_EXTLEN || off.checked_add(len).is_none_or(|e| e - 1 > MAX_FILEOFF)
+    {
         return bad(format!("file blocks {off} (+{len})"));
     }
     let (agno, agbno) = (start >> sb.agblklog, start & ((1u64 << sb.agblklog) - 1));
@@ -1846,7 +1855,7 @@ mod tests {
                 bui(little, 3, 5, 7, 3, BMAP_MAP),
                 bui(little, 1 << 40, 5, 7, 3, BMAP_MAP),
                 bui(little, 128, 5, 7, 0, BMAP_MAP),
-                bui(little, 128, 5, MAX_FILEOFF, 3, BMAP_MAP),
+                bui(little, 128, 5, MAX_FILEOFF - 1, 3, BMAP_MAP),
                 bui(little, 128, 5, 7, 1 << 22, BMAP_MAP),
                 bui(little, 128, 1022, 7, 3, BMAP_MAP),
                 bui(little, 128, 4 << 10, 7, 3, BMAP_MAP),
