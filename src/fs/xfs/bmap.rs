@@ -49,6 +49,9 @@ impl Xfs {
     /// The extent list of a fork (`attr`: the attribute fork), loaded once and cached.
     pub(super) fn extents(&self, ip: &Inode, attr: bool) -> Result<Arc<Vec<Extent>>> {
         let key = (ip.ino, attr);
+        if let Some(e) = self.finished.lists.get(&key) {
+            return Ok(e.clone());
+        }
         if let Some(e) = self.extent_cache.lock().get(&key) {
             return Ok(e.clone());
         }

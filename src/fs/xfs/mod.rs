@@ -25,6 +25,7 @@ pub mod dir_data;
 pub mod dir_leaf;
 pub mod dir_sf;
 pub mod inode;
+mod intents;
 pub mod log;
 pub mod recover;
 pub mod replay_view;
@@ -95,11 +96,18 @@ pub struct OpenOptions {
     /// Replay a dirty log in memory (the default). Off, the tree is read as it is on disk,
     /// like `mount -o norecovery`.
     pub recovery: bool,
+    /// After replay, finish the file mapping updates (BUIs) the log left unfinished, as the
+    /// kernel does at mount (the default; `intents`). Off, the view is the replayed log
+    /// alone, which tests use to show what finishing changes.
+    pub finish_intents: bool,
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        OpenOptions { recovery: true }
+        OpenOptions {
+            recovery: true,
+            finish_intents: true,
+        }
     }
 }
 
@@ -113,6 +121,9 @@ pub struct Xfs {
     statfs: std::sync::OnceLock<StatFs>,
     log: log::LogState,
     replay: Option<recover::ReplayInfo>,
+    /// Forks and inode counts as the unfinished file mapping updates of a replayed log
+    /// leave them (empty otherwise).
+    finished: intents::Finished,
 }
 
 impl Xfs {
@@ -130,7 +141,7 @@ impl Xfs {
             log::Scan::Dirty { why, .. } if !opts.recovery => {
                 fs.log = log::LogState::Dirty(format!("{why}; not replayed (norecovery)"));
             }
-            log::Scan::Dirty { head, tail, why } => match fs.replayed(dev, head, tail) {
+            log::Scan::Dirty { head, tail, why } => match fs.replayed(dev, head, tail, opts) {
                 Ok(r) => return Ok(r),
                 Err(e) => fs.log = log::LogState::Dirty(format!("{why}; replay failed: {e}")),
             },
@@ -147,11 +158,26 @@ impl Xfs {
 
     /// The filesystem after log recovery, read through the replayed sectors (superblock
     /// included, as the kernel re-reads it after recovery).
-    fn replayed(&self, dev: Arc<dyn BlockDevice>, head: u64, tail: u64) -> Result<Self> {
+    fn replayed(
+        &self,
+        dev: Arc<dyn BlockDevice>,
+        head: u64,
+        tail: u64,
+        opts: OpenOptions,
+    ) -> Result<Self> {
         let r = recover::replay(self, head, tail)?;
         let view: Arc<dyn BlockDevice> = Arc::new(replay_view::ReplayView::new(dev, r.sectors));
         let mut fs = Self::load(view)?;
-        let info = r.info;
+        let mut info = r.info;
+        if opts.finish_intents {
+            info.finished_bmaps = fs.finish_bmaps(&info.unfinished_bmaps);
+        } else if !info.unfinished_bmaps.is_empty() {
+            ::log::warn!(
+                "xfs: {} unfinished file mapping updates (BUI) in the log not finished \
+                 (finish_intents off): the view lacks them",
+                info.unfinished_bmaps.len()
+            );
+        }
         fs.check_root()?;
         if let Some(why) = &info.stopped {
             ::log::warn!(
@@ -161,12 +187,15 @@ impl Xfs {
         }
         ::log::info!(
             "xfs: replayed {} transactions of the dirty log in memory ({} buffers, {} inodes, \
-             {} inode chunks; {} sectors changed)",
+             {} inode chunks; {} sectors changed; {} of {} unfinished file mapping updates \
+             finished)",
             info.transactions,
             info.buffers,
             info.inodes,
             info.icreates,
-            info.sectors
+            info.sectors,
+            info.finished_bmaps,
+            info.unfinished_bmaps.len()
         );
         fs.log = log::LogState::Replayed {
             transactions: info.transactions,
@@ -202,6 +231,7 @@ impl Xfs {
             statfs: std::sync::OnceLock::new(),
             log: log::LogState::Clean,
             replay: None,
+            finished: intents::Finished::default(),
         })
     }
 
@@ -327,8 +357,10 @@ impl Xfs {
         // OK: slot < inopblock, so the slot lies inside the block.
         let at = slot as usize * isz;
         let offset = linear * u64::from(sb.blocksize) + at as u64;
-        Inode::parse(&block[at..at + isz], ino, sb)
-            .map_err(|e| self.report(e.in_block(linear).at(offset)))
+        let mut ip = Inode::parse(&block[at..at + isz], ino, sb)
+            .map_err(|e| self.report(e.in_block(linear).at(offset)))?;
+        self.finished.adjust(&mut ip);
+        Ok(ip)
     }
 
     /// Maps logical block `lblk` of a fork.

@@ -24,10 +24,17 @@
 //!   when the on-disk v3 inode's LSN (v2: di_flushiter) is newer;
 //! - inode creation (icreate): fresh free inodes written over the chunk;
 //! - intents and their done items (extent free, rmap, refcount, bmap, attr, mapping
-//!   exchange): parsed and paired, not applied. The kernel finishes unfinished intents
-//!   after replay; free space, rmap and refcount changes do not alter what a read-only view
-//!   shows, but an unfinished bmap, attribute or exchange intent does, so those are warned
-//!   about and listed in `ReplayInfo::unfinished_intents`. Quota items are skipped.
+//!   exchange): parsed and paired. The kernel finishes unfinished intents after replay
+//!   (xlog_recover_process_intents). Free space, rmap and refcount changes do not alter what
+//!   a read-only view shows (the blocks an extent-free intent frees are counted by statfs).
+//!   A file mapping update (BUI) does: its one extent is parsed and checked as the kernel
+//!   checks it (a bad one ends the replay there, naming the item and its LSN), and the
+//!   unfinished ones are handed over in log order (`ReplayInfo::unfinished_bmaps`) for
+//!   `intents` to finish over the replayed view, as an in-memory overlay of the forks they
+//!   touch. Attribute intents (ATTRI: logged xattr set/remove/replace, parent pointers)
+//!   and mapping exchanges (XMI) are not applied: they are warned about, the ATTRI with
+//!   its operation, inode and name, and listed in `ReplayInfo::unfinished_intents` (which
+//!   names every unfinished intent). Quota items are skipped.
 //!
 //! After the last transaction every replayed v5 buffer gets the LSN of the transaction that
 //! last replayed it and a fresh CRC, as the kernel's write verifiers do when recovery writes
@@ -42,7 +49,7 @@ use super::log::{
     header_blocks, LogArea, BB, HEADER_CYCLE_SIZE, HEADER_MAGIC, MAX_RECORD_BYTES, VERSION_2,
 };
 use super::replay_view::Sectors;
-use super::superblock::{bit_names, Incompat, LogIncompat};
+use super::superblock::{bit_names, Incompat, LogIncompat, Superblock};
 use super::{crc, Xfs};
 use crate::bytes::{be16, be32, be64};
 use crate::fs::{FsError, Result};
@@ -187,6 +194,11 @@ pub struct ReplayInfo {
     pub unfinished_intents: Vec<String>,
     /// Blocks the unfinished extent-free intents free when the kernel finishes them.
     pub unfinished_free_blocks: u64,
+    /// The unfinished file mapping updates (BUIs) in log order, which the filesystem
+    /// finishes over the replayed view as the kernel does (`intents`).
+    pub unfinished_bmaps: Vec<UnfinishedBmap>,
+    /// How many of them were finished; the others are named in warnings.
+    pub finished_bmaps: u64,
     /// Why replay ended before the head, if it did.
     pub stopped: Option<String>,
     /// Sectors that now read from memory.
@@ -601,12 +613,122 @@ enum Item {
         done: bool,
         /// For an extent-free intent: the blocks it frees.
         frees: u64,
+        /// For a file mapping update intent: the update.
+        bmap: Option<MapUpdate>,
+        /// For an attribute intent: what it does, for the warning.
+        about: Option<String>,
     },
     Quota,
 }
 
 /// The log item type of an extent-free intent (XFS_LI_EFI).
 const LI_EFI: u16 = 0x1236;
+/// File mapping update and attribute intents (XFS_LI_BUI, XFS_LI_ATTRI).
+const LI_BUI: u16 = 0x1244;
+const LI_ATTRI: u16 = 0x1246;
+
+/// xfs_bui_log_format: type, size, nextents, id, then xfs_map_extent records of 32 bytes
+/// (owner, startblock, startoff, len, flags). The kernel logs exactly one extent per BUI
+/// (XFS_BUI_MAX_FAST_EXTENTS) and refuses any other size.
+const BUI_HEADER: usize = 16;
+const MAP_EXTENT: usize = 32;
+/// me_flags (XFS_BMAP_*): the type in the low byte, then the attribute fork, unwritten and
+/// realtime bits.
+const BMAP_TYPE_MASK: u32 = 0xff;
+const BMAP_MAP: u32 = 1;
+const BMAP_UNMAP: u32 = 2;
+const BMAP_ATTR_FORK: u32 = 1 << 31;
+const BMAP_UNWRITTEN: u32 = 1 << 30;
+const BMAP_REALTIME: u32 = 1 << 29;
+const BMAP_FLAGS: u32 = BMAP_TYPE_MASK | BMAP_ATTR_FORK | BMAP_UNWRITTEN | BMAP_REALTIME;
+/// XFS_MAX_FILEOFF: the largest file offset in blocks (54 bits of a bmbt record).
+const MAX_FILEOFF: u64 = (1 << 54) - 1;
+/// XFS_MAX_BMBT_EXTLEN: the longest extent a bmbt record holds.
+pub const MAX_BMBT_EXTLEN: u64 = (1 << 21) - 1;
+
+/// xfs_attri_log_format: type, size, inode generation, id, inode, op flags, name length
+/// (or old and new name lengths for a parent pointer replace), value length, filter; then
+/// the name, new name, value and new value regions the lengths call for.
+const ATTRI_FORMAT: usize = 40;
+/// XFS_ATTRI_OP_FLAGS_*: set, remove, replace, then the parent pointer forms.
+const ATTRI_OPS: &[(u32, &str)] = &[
+    (1, "set"),
+    (2, "remove"),
+    (3, "replace"),
+    (4, "parent pointer set"),
+    (5, "parent pointer remove"),
+    (6, "parent pointer replace"),
+];
+const ATTRI_OP_MASK: u32 = 0xff;
+/// XATTR_SIZE_MAX and MAXNAMELEN - 1.
+const ATTR_VALUE_MAX: u32 = 64 << 10;
+const ATTR_NAME_MAX: u32 = 255;
+
+/// One file mapping update of a BUI (xfs_map_extent): `len` blocks of inode `ino`'s data
+/// or attribute fork from logical block `off` mapped to filesystem block `start`
+/// (AG-encoded), or unmapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapUpdate {
+    pub ino: u64,
+    pub attr: bool,
+    pub unmap: bool,
+    pub unwritten: bool,
+    pub off: u64,
+    pub start: u64,
+    pub len: u64,
+}
+
+/// A BUI without its BUD, as the kernel finishes it after replay: the intent's id, the LSN
+/// of the transaction that logged it, and the update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnfinishedBmap {
+    pub id: u64,
+    pub lsn: u64,
+    pub update: MapUpdate,
+}
+
+/// What an ATTRI item asks (for the warning that names it): the operation, the inode and
+/// the attribute name.
+fn describe_attri(f: &[u8], regions: &[Vec<u8>], e: Endian) -> std::result::Result<String, String> {
+    if f.len() != ATTRI_FORMAT {
+        return Err(format!(
+            "attribute intent (ATTRI) format of {} bytes",
+            f.len()
+        ));
+    }
+    let ino = e.u64(f, 16);
+    let op = e.u32(f, 24) & ATTRI_OP_MASK;
+    let Some(&(_, what)) = ATTRI_OPS.iter().find(|o| o.0 == op) else {
+        return Err(format!("attribute intent (ATTRI) operation {op}"));
+    };
+    let name_len = e.u32(f, 28);
+    let value_len = e.u32(f, 32);
+    // The parent pointer replace splits the name length into the old and new names'.
+    let (old, new) = if op == 6 {
+        (u32::from(e.u16(f, 28)), u32::from(e.u16(f, 30)))
+    } else {
+        (name_len, 0)
+    };
+    let names = [old, new];
+    if old == 0 || names.iter().any(|&n| n > ATTR_NAME_MAX) || value_len > ATTR_VALUE_MAX {
+        return Err(format!(
+            "attribute intent (ATTRI) with names of {old} and {new} bytes, a value of              {value_len}"
+        ));
+    }
+    let name = regions
+        .first()
+        .ok_or("attribute intent (ATTRI) without its name")?;
+    if name.len() < old as usize {
+        return Err(format!(
+            "attribute intent (ATTRI) name region of {} bytes for a {old}-byte name",
+            name.len()
+        ));
+    }
+    Ok(format!(
+        "{what} of {:?} on inode {ino}",
+        String::from_utf8_lossy(&name[..old as usize])
+    ))
+}
 
 /// The blocks an EFI item frees (xfs_efi_log_format: type, size, nextents, id, then the
 /// extents, 16 bytes each, or 12 in the old 32-bit layout, told apart by the item's length).
@@ -688,11 +810,30 @@ impl Xfs {
                         },
                     };
                     let frees = if ty == LI_EFI { efi_blocks(&f, e) } else { 0 };
+                    let bmap = if ty == LI_BUI {
+                        let u = self.parse_bui(&f, e).map_err(|why| {
+                            format!("item {n}: BUI {id:#x} (LSN {:#x}): {why}", t.lsn)
+                        })?;
+                        Some(u)
+                    } else {
+                        None
+                    };
+                    let about = if ty == LI_ATTRI {
+                        let regions: Vec<_> = regions.collect();
+                        let a = describe_attri(&f, &regions, e).map_err(|why| {
+                            format!("item {n}: ATTRI {id:#x} (LSN {:#x}): {why}", t.lsn)
+                        })?;
+                        Some(a)
+                    } else {
+                        None
+                    };
                     rest.push(Item::Intent {
                         kind,
                         id,
                         done,
                         frees,
+                        bmap,
+                        about,
                     });
                 }
             }
@@ -701,6 +842,10 @@ impl Xfs {
         bufs.extend(ibufs);
         bufs.extend(cancels);
         Ok(bufs)
+    }
+
+    fn parse_bui(&self, f: &[u8], e: Endian) -> std::result::Result<MapUpdate, String> {
+        parse_bui(&self.sb, f, e)
     }
 
     fn parse_buf(
@@ -813,6 +958,76 @@ impl Xfs {
             gen,
         })
     }
+}
+
+/// A BUI's one extent, checked as the kernel's xfs_bui_validate_map does before it finishes
+/// the intent (a bad one fails the kernel's mount; here it ends the replay).
+fn parse_bui(sb: &Superblock, f: &[u8], e: Endian) -> std::result::Result<MapUpdate, String> {
+    if f.len() != BUI_HEADER + MAP_EXTENT {
+        return Err(format!("format of {} bytes, not one extent", f.len()));
+    }
+    let n = e.u32(f, 4);
+    if n != 1 {
+        return Err(format!("{n} extents (bui_nextents, offset 4)"));
+    }
+    let m = BUI_HEADER;
+    let (ino, start, off) = (e.u64(f, m), e.u64(f, m + 8), e.u64(f, m + 16));
+    let (len, flags) = (u64::from(e.u32(f, m + 24)), e.u32(f, m + 28));
+    let bad = |what: String| Err(format!("{what} (xfs_map_extent at offset {m})"));
+    if flags & !BMAP_FLAGS != 0 {
+        return bad(format!("flags {flags:#x}"));
+    }
+    let unmap = match flags & BMAP_TYPE_MASK {
+        BMAP_MAP => false,
+        BMAP_UNMAP => true,
+        t => return bad(format!("type {t}")),
+    };
+    if flags & BMAP_REALTIME != 0 {
+        return bad("a realtime extent (not read by ferry)".into());
+    }
+    if !valid_ino(sb, ino) {
+        return bad(format!("owner inode {ino}"));
+    }
+    // xfs_verify_fileext: the last block at most XFS_MAX_FILEOFF.
+    if len == 0 || len > MAX_BMBT_EXTLEN || off.checked_add(len).is_none_or(|e| e - 1 > MAX_FILEOFF)
+    {
+        return bad(format!("file blocks {off} (+{len})"));
+    }
+    let (agno, agbno) = (start >> sb.agblklog, start & ((1u64 << sb.agblklog) - 1));
+    let linear_end = agno * u64::from(sb.agblocks) + agbno + len;
+    if agno >= u64::from(sb.agcount)
+        || agbno + len > u64::from(sb.agblocks)
+        || linear_end > sb.dblocks
+    {
+        return bad(format!("filesystem block {start:#x} (+{len})"));
+    }
+    Ok(MapUpdate {
+        ino,
+        attr: flags & BMAP_ATTR_FORK != 0,
+        unmap,
+        unwritten: flags & BMAP_UNWRITTEN != 0,
+        off,
+        start,
+        len,
+    })
+}
+
+/// xfs_verify_ino: the inode number lies in an AG, past its headers.
+fn valid_ino(sb: &Superblock, ino: u64) -> bool {
+    let shift = u32::from(sb.agblklog) + u32::from(sb.inopblog);
+    let agno = ino.checked_shr(shift).unwrap_or(u64::MAX);
+    let agbno = (ino >> sb.inopblog) & ((1u64 << sb.agblklog) - 1);
+    agno < u64::from(sb.agcount) && agbno != 0 && agbno < u64::from(sb.agblocks)
+}
+
+/// An intent logged without its done item so far.
+struct OpenIntent {
+    lsn: u64,
+    /// Order among the intents (the log's, for those of one transaction).
+    seq: usize,
+    frees: u64,
+    bmap: Option<MapUpdate>,
+    about: Option<String>,
 }
 
 /// Buffer cancellations: (sector, length) with how many cancel records are still ahead.
@@ -944,7 +1159,7 @@ pub(super) fn replay(fs: &Xfs, head: u64, tail: u64) -> Result<Replayed> {
     // Pass 2: apply.
     let mut sectors = Sectors::default();
     let mut touched: BTreeMap<(u64, u64), u64> = BTreeMap::new();
-    let mut intents: HashMap<(usize, u64), (u64, u64)> = HashMap::new();
+    let mut intents: HashMap<(usize, u64), OpenIntent> = HashMap::new();
     let mut done: HashSet<(usize, u64)> = HashSet::new();
     let mut applied = 0u64;
     let mut failed = None;
@@ -1000,8 +1215,17 @@ pub(super) fn replay(fs: &Xfs, head: u64, tail: u64) -> Result<Replayed> {
                     id,
                     done: false,
                     frees,
+                    bmap,
+                    about,
                 } => {
-                    intents.insert((*kind, *id), (lsn, *frees));
+                    let open = OpenIntent {
+                        lsn,
+                        seq: intents.len(),
+                        frees: *frees,
+                        bmap: *bmap,
+                        about: about.clone(),
+                    };
+                    intents.insert((*kind, *id), open);
                     stats.intents += 1;
                 }
                 Item::Intent {
@@ -1038,26 +1262,35 @@ pub(super) fn replay(fs: &Xfs, head: u64, tail: u64) -> Result<Replayed> {
             }
         }
     }
-    let open: Vec<_> = intents
+    // In log order, as the kernel finds them in its AIL.
+    let mut open: Vec<_> = intents
         .into_iter()
         .filter(|(k, _)| !done.contains(k))
         .collect();
-    info.unfinished_free_blocks = open.iter().map(|(_, (_, frees))| frees).sum();
-    let mut unfinished: Vec<(u64, String)> = open
-        .into_iter()
-        .map(|((kind, id), (lsn, _))| (lsn, format!("{} {id:#x} (LSN {lsn:#x})", INTENTS[kind].1)))
-        .collect();
-    unfinished.sort();
-    for (_, u) in &unfinished {
-        let visible = INTENTS.iter().any(|i| i.2 && u.starts_with(i.1));
-        if visible {
+    open.sort_by_key(|(_, o)| (o.lsn, o.seq));
+    info.unfinished_free_blocks = open.iter().map(|(_, o)| o.frees).sum();
+    for ((kind, id), o) in &open {
+        let name = format!("{} {id:#x} (LSN {:#x})", INTENTS[*kind].1, o.lsn);
+        if let Some(update) = o.bmap {
+            // Finished over the replayed view when the filesystem is loaded (`intents`).
+            info.unfinished_bmaps.push(UnfinishedBmap {
+                id: *id,
+                lsn: o.lsn,
+                update,
+            });
+        } else if INTENTS[*kind].2 {
+            let about = o
+                .about
+                .as_deref()
+                .map(|a| format!(": {a}"))
+                .unwrap_or_default();
             ::log::warn!(
-                "xfs: unfinished {u} in the log: the kernel would complete it after replay, \
-                 ferry does not (that change is missing from the view)"
+                "xfs: unfinished {name}{about} in the log: the kernel would complete it after \
+                 replay, ferry does not (that change is missing from the view)"
             );
         }
+        info.unfinished_intents.push(name);
     }
-    info.unfinished_intents = unfinished.into_iter().map(|(_, u)| u).collect();
     info.sectors = sectors.len();
     Ok(Replayed { sectors, info })
 }
@@ -1561,6 +1794,117 @@ mod tests {
         assert_eq!(&dst[28..44], &[9; 16]);
         let mut tiny = vec![0u8; 4 + 16];
         assert!(bmbt_to_bmdr(&src, &mut tiny, true).is_err());
+    }
+
+    /// A BUI of one extent in the byte order of `little`.
+    fn bui(little: bool, ino: u64, start: u64, off: u64, len: u32, flags: u32) -> Vec<u8> {
+        let mut f = Vec::new();
+        let mut put = |v: &[u8]| {
+            if little {
+                f.extend(v.iter().rev());
+            } else {
+                f.extend(v);
+            }
+        };
+        put(&LI_BUI.to_be_bytes());
+        put(&1u16.to_be_bytes());
+        put(&1u32.to_be_bytes());
+        put(&0x77u64.to_be_bytes());
+        put(&ino.to_be_bytes());
+        put(&start.to_be_bytes());
+        put(&off.to_be_bytes());
+        put(&len.to_be_bytes());
+        put(&flags.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn bmap_and_attr_intents_parse_and_refuse_garbage() {
+        // 4 AGs of 1024 4 KiB blocks, 8 inodes a block.
+        let sb = Superblock::parse(&crate::fs::xfs::superblock::tests::sector(true, 0, 0)).unwrap();
+        for little in [true, false] {
+            let e = Endian { little };
+            let f = bui(little, 128, (1 << 10) | 5, 7, 3, BMAP_MAP | BMAP_UNWRITTEN);
+            assert_eq!(item_type(&f).map(|t| t.0), Some(LI_BUI));
+            let u = parse_bui(&sb, &f, e).unwrap();
+            let want = MapUpdate {
+                ino: 128,
+                attr: false,
+                unmap: false,
+                unwritten: true,
+                off: 7,
+                start: (1 << 10) | 5,
+                len: 3,
+            };
+            assert_eq!(u, want);
+            let u = parse_bui(
+                &sb,
+                &bui(little, 128, 5, 7, 3, BMAP_UNMAP | BMAP_ATTR_FORK),
+                e,
+            );
+            assert!(u.is_ok_and(|u| u.unmap && u.attr));
+            // Truncated, garbled or out-of-range: an error naming the field, never a panic.
+            for n in 0..f.len() {
+                assert!(parse_bui(&sb, &f[..n], e).is_err());
+                assert!(describe_attri(&f[..n], &[], e).is_err());
+            }
+            let bad = [
+                bui(little, 128, 5, 7, 3, 3),
+                bui(little, 128, 5, 7, 3, BMAP_MAP | 1 << 20),
+                bui(little, 128, 5, 7, 3, BMAP_MAP | BMAP_REALTIME),
+                bui(little, 3, 5, 7, 3, BMAP_MAP),
+                bui(little, 1 << 40, 5, 7, 3, BMAP_MAP),
+                bui(little, 128, 5, 7, 0, BMAP_MAP),
+                bui(little, 128, 5, MAX_FILEOFF - 1, 3, BMAP_MAP),
+                bui(little, 128, 5, 7, 1 << 22, BMAP_MAP),
+                bui(little, 128, 1022, 7, 3, BMAP_MAP),
+                bui(little, 128, 4 << 10, 7, 3, BMAP_MAP),
+                bui(little, 128, u64::MAX, u64::MAX, u32::MAX, u32::MAX),
+            ];
+            for b in &bad {
+                let err = parse_bui(&sb, b, e).unwrap_err();
+                assert!(err.contains("xfs_map_extent"), "{err}");
+            }
+            let mut two = bui(little, 128, 5, 7, 3, BMAP_MAP);
+            two[4..8].copy_from_slice(&if little { [2, 0, 0, 0] } else { [0, 0, 0, 2] });
+            assert!(parse_bui(&sb, &two, e).is_err());
+            let mut long = f.clone();
+            long.extend([0; 32]);
+            assert!(parse_bui(&sb, &long, e).is_err());
+
+            // An ATTRI setting user.x (name length 6, value length 2).
+            let mut a = vec![0u8; ATTRI_FORMAT];
+            let w32 = |a: &mut Vec<u8>, at: usize, v: u32| {
+                let b = if little {
+                    v.to_le_bytes()
+                } else {
+                    v.to_be_bytes()
+                };
+                a[at..at + 4].copy_from_slice(&b);
+            };
+            w32(&mut a, 24, 1);
+            w32(&mut a, 28, 6);
+            w32(&mut a, 32, 2);
+            let name = [b"user.x".to_vec()];
+            let d = describe_attri(&a, &name, e).unwrap();
+            assert!(d.starts_with("set of \"user.x\""), "{d}");
+            assert!(describe_attri(&a, &[], e).is_err());
+            assert!(describe_attri(&a, &[b"us".to_vec()], e).is_err());
+            for (at, v) in [(24, 9), (28, 0), (28, 300), (32, 1 << 20)] {
+                let mut g = a.clone();
+                w32(&mut g, at, v);
+                assert!(describe_attri(&g, &name, e).is_err());
+            }
+            // Every byte garbled in turn, whole or cut: no panic either way.
+            for i in 0..a.len() {
+                let mut g = a.clone();
+                g[i] ^= 0xa5;
+                let _ = describe_attri(&g, &name, e);
+                let mut h = f.clone();
+                h[i % f.len()] ^= 0xa5;
+                let _ = parse_bui(&sb, &h, e);
+            }
+        }
     }
 
     #[test]

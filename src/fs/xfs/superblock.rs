@@ -462,12 +462,13 @@ impl Superblock {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// A sector holding a valid superblock of 4 AGs of 1024 4 KiB blocks: v4 (version 2
     /// directories, MOREBITS, 256-byte inodes) or v5 (512-byte inodes, CRC stamped).
-    fn sector(v5: bool, features2: u32, log_incompat: u32) -> Vec<u8> {
+    /// A valid superblock sector: 4 AGs of 1024 4 KiB blocks (4096 blocks).
+    pub(in crate::fs::xfs) fn sector(v5: bool, features2: u32, log_incompat: u32) -> Vec<u8> {
         let mut b = vec![0u8; 512];
         let mut put = |at: usize, v: &[u8]| b[at..][..v.len()].copy_from_slice(v);
         let inodelog: u8 = if v5 { 9 } else { 8 };
