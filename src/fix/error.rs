@@ -21,7 +21,7 @@ pub enum FixError {
     Fs {
         what: String,
         #[source]
-        source: crate::fs::FsError,
+        source: crate::fs::Error,
     },
     /// Arguments that do not go together.
     #[error("{0}")]

@@ -14,7 +14,7 @@
 //! directories (one side) to find the paths, so that its work follows the edit.
 
 use super::walk::{walk, MAX_DEPTH};
-use crate::fs::{path, Attr, DirEntry, FileType, Filesystem, FsError};
+use crate::fs::{path, Attr, DirEntry, Error, FileType, Filesystem};
 use std::collections::{BTreeMap, HashSet};
 
 /// Bytes compared per read.
@@ -496,7 +496,7 @@ fn compare(
         what.push("atime");
     }
     if look_closer {
-        let mut err = |e: FsError| {
+        let mut err = |e: Error| {
             errors.push(format!("{}: {e}", String::from_utf8_lossy(path)));
         };
         match a.kind {
@@ -573,7 +573,7 @@ fn xattrs(fs: &dyn Filesystem, ino: u64) -> crate::fs::Result<BTreeMap<Vec<u8>, 
     let mut out = BTreeMap::new();
     let names = match fs.listxattr(ino) {
         Ok(n) => n,
-        Err(FsError::NotSupported) => return Ok(out),
+        Err(Error::NotSupported) => return Ok(out),
         Err(e) => return Err(e),
     };
     for name in names {

@@ -6,7 +6,7 @@
 //! that stays ahead of the hashing thread, so I/O and hashing overlap.
 
 use crate::block::{self, BlockDevice, ExtentKind};
-use crate::fs::{FileType, Filesystem, FsError};
+use crate::fs::{Error, FileType, Filesystem};
 use parking_lot::Mutex;
 use sha2::digest::DynDigest;
 use std::str::FromStr;
@@ -185,7 +185,7 @@ pub fn hash_file(
         let want = (size - off).min(FILE_CHUNK as u64) as usize;
         let n = fs.read(ino, off, &mut buf[..want])?;
         if n == 0 {
-            return Err(FsError::corrupt(
+            return Err(Error::corrupt(
                 "file data",
                 ino,
                 0,

@@ -27,7 +27,7 @@ pub enum FilesError {
     Fs {
         path: String,
         #[source]
-        source: super::FsError,
+        source: super::Error,
     },
     /// Resolving a guest path met more symlinks than a kernel would follow (ELOOP).
     #[error("{path}: too many levels of symbolic links (more than {limit})")]
@@ -56,7 +56,7 @@ impl FilesError {
         }
     }
 
-    pub(crate) fn fs(path: &str, source: super::FsError) -> Self {
+    pub(crate) fn fs(path: &str, source: super::Error) -> Self {
         FilesError::Fs {
             path: path.to_string(),
             source,

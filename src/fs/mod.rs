@@ -15,12 +15,12 @@ use crate::block::{self, BlockDevice};
 use std::fmt;
 use std::sync::Arc;
 
-pub type Result<T> = std::result::Result<T, FsError>;
+pub type Result<T> = std::result::Result<T, Error>;
 
 /// Errors of the filesystem layer. Each maps to one errno, but only at the FUSE boundary
 /// (`mount::errno`); everything else keeps the context.
 #[derive(Debug, thiserror::Error)]
-pub enum FsError {
+pub enum Error {
     #[error("no such file or directory")]
     NotFound,
     #[error("inode {0} is not a directory")]
@@ -86,7 +86,7 @@ pub enum FsError {
     TooBig,
 }
 
-impl FsError {
+impl Error {
     /// Damage in `what`, owned by inode `ino` (0: a filesystem-wide structure), found in
     /// filesystem block `block` (0: not known). The builders below add what else is known.
     pub(crate) fn corrupt(
@@ -95,7 +95,7 @@ impl FsError {
         block: u64,
         detail: impl Into<String>,
     ) -> Self {
-        FsError::Corrupt(Box::new(Corruption {
+        Error::Corrupt(Box::new(Corruption {
             device: None,
             what,
             ino,
@@ -115,7 +115,7 @@ impl FsError {
         expected: impl fmt::Display,
         found: impl fmt::Display,
     ) -> Self {
-        FsError::corrupt(what, ino, 0, detail).expected(expected, found)
+        Error::corrupt(what, ino, 0, detail).expected(expected, found)
     }
 
     /// Sets the byte position (on the filesystem's device) of the damaged structure, unless
@@ -123,7 +123,7 @@ impl FsError {
     /// caller only knows where the structure starts. Other errors pass unchanged, so it can
     /// be applied to any `Result`'s error.
     pub(crate) fn at(mut self, offset: u64) -> Self {
-        if let FsError::Corrupt(c) = &mut self {
+        if let Error::Corrupt(c) = &mut self {
             c.offset.get_or_insert(offset);
         }
         self
@@ -132,7 +132,7 @@ impl FsError {
     /// Sets the filesystem block the damage was found in, unless the error already names one
     /// (the innermost layer knows best).
     pub(crate) fn in_block(mut self, block: u64) -> Self {
-        if let FsError::Corrupt(c) = &mut self {
+        if let Error::Corrupt(c) = &mut self {
             if c.block == 0 {
                 c.block = block;
             }
@@ -146,7 +146,7 @@ impl FsError {
         expected: impl fmt::Display,
         found: impl fmt::Display,
     ) -> Self {
-        if let FsError::Corrupt(c) = &mut self {
+        if let Error::Corrupt(c) = &mut self {
             c.mismatch = Some(Mismatch {
                 expected: expected.to_string(),
                 found: found.to_string(),
@@ -159,7 +159,7 @@ impl FsError {
     /// The filesystem layer reads a bare `BlockDevice` and cannot know this; whoever opened
     /// the device (the guest's volume table, a CLI command) adds it.
     pub fn on_device(mut self, device: &str) -> Self {
-        if let FsError::Corrupt(c) = &mut self {
+        if let Error::Corrupt(c) = &mut self {
             c.device.get_or_insert_with(|| device.to_string());
         }
         self
@@ -168,7 +168,7 @@ impl FsError {
     /// The damage, when this error reports damage.
     pub fn corruption(&self) -> Option<&Corruption> {
         match self {
-            FsError::Corrupt(c) => Some(c),
+            Error::Corrupt(c) => Some(c),
             _ => None,
         }
     }
@@ -422,7 +422,7 @@ pub trait Filesystem: Send + Sync {
     /// journal replayed in memory makes the view differ from the blocks; a feature not
     /// mapped): callers then compare everything.
     fn touched(&self, _ranges: &[std::ops::Range<u64>]) -> Result<Touched> {
-        Err(FsError::Unsupported(format!(
+        Err(Error::Unsupported(format!(
             "{}: changed blocks are not mapped to inodes for this filesystem",
             self.info().kind
         )))
@@ -432,7 +432,7 @@ pub trait Filesystem: Send + Sync {
     /// side sees them: data, mapping-tree nodes, the xattr block. An inode not in use, or one
     /// that cannot be read, contributes nothing (which only makes a caller's check stricter).
     fn owned(&self, _inodes: &[u64]) -> Result<Vec<std::ops::Range<u64>>> {
-        Err(FsError::Unsupported(format!(
+        Err(Error::Unsupported(format!(
             "{}: inode blocks are not listed for this filesystem",
             self.info().kind
         )))
@@ -448,7 +448,7 @@ pub trait Filesystem: Send + Sync {
     /// left dirty) or the filesystem cannot tell yet. A range may only be given when nothing
     /// the guest will read is there: when in doubt, give less.
     fn unused(&self) -> Result<Vec<std::ops::Range<u64>>> {
-        Err(FsError::Unsupported(format!(
+        Err(Error::Unsupported(format!(
             "{}: free space is not mapped for this filesystem",
             self.info().kind
         )))
@@ -458,54 +458,54 @@ pub trait Filesystem: Send + Sync {
 
     /// Full attribute names ("user.foo"), in the order the kernel lists them.
     fn listxattr(&self, _ino: u64) -> Result<Vec<Vec<u8>>> {
-        Err(FsError::NotSupported)
+        Err(Error::NotSupported)
     }
 
     /// The value of attribute `name` (a full name); `NoAttr` when the inode has none such.
     fn getxattr(&self, _ino: u64, _name: &[u8]) -> Result<Vec<u8>> {
-        Err(FsError::NotSupported)
+        Err(Error::NotSupported)
     }
 
     // The write half. Every filesystem is read-only so far; writers override these.
 
     /// Writes `data` at `off`, extending the file as needed; returns the bytes written.
     fn write(&self, _ino: u64, _off: u64, _data: &[u8]) -> Result<usize> {
-        Err(FsError::ReadOnly)
+        Err(Error::ReadOnly)
     }
 
     /// Changes the attributes that are `Some` (a new size truncates or extends).
     fn setattr(&self, _ino: u64, _changes: &SetAttr) -> Result<Attr> {
-        Err(FsError::ReadOnly)
+        Err(Error::ReadOnly)
     }
 
     /// Creates `name` in `dir`: a regular file, directory, device node, FIFO or socket, as the
     /// file type bits of `new.mode` say.
     fn create(&self, _dir: u64, _name: &[u8], _new: &NewInode) -> Result<Attr> {
-        Err(FsError::ReadOnly)
+        Err(Error::ReadOnly)
     }
 
     fn symlink(&self, _dir: u64, _name: &[u8], _target: &[u8], _new: &NewInode) -> Result<Attr> {
-        Err(FsError::ReadOnly)
+        Err(Error::ReadOnly)
     }
 
     /// A new name `name` in `dir` for inode `ino` (a hard link).
     fn link(&self, _ino: u64, _dir: u64, _name: &[u8]) -> Result<Attr> {
-        Err(FsError::ReadOnly)
+        Err(Error::ReadOnly)
     }
 
     /// Removes a non-directory entry.
     fn unlink(&self, _dir: u64, _name: &[u8]) -> Result<()> {
-        Err(FsError::ReadOnly)
+        Err(Error::ReadOnly)
     }
 
     /// Removes an empty directory.
     fn rmdir(&self, _dir: u64, _name: &[u8]) -> Result<()> {
-        Err(FsError::ReadOnly)
+        Err(Error::ReadOnly)
     }
 
     /// Moves `dir/name` to `new_dir/new_name`, replacing what is there as rename(2) does.
     fn rename(&self, _dir: u64, _name: &[u8], _new_dir: u64, _new_name: &[u8]) -> Result<()> {
-        Err(FsError::ReadOnly)
+        Err(Error::ReadOnly)
     }
 
     /// renameat2(2): `rename` with RENAME_NOREPLACE (`Exists` if the target is there) or
@@ -522,21 +522,21 @@ pub trait Filesystem: Send + Sync {
         if flags == RenameFlags::default() {
             self.rename(dir, name, new_dir, new_name)
         } else {
-            Err(FsError::NotSupported)
+            Err(Error::NotSupported)
         }
     }
 
     fn setxattr(&self, _ino: u64, _name: &[u8], _value: &[u8]) -> Result<()> {
-        Err(FsError::ReadOnly)
+        Err(Error::ReadOnly)
     }
 
     fn removexattr(&self, _ino: u64, _name: &[u8]) -> Result<()> {
-        Err(FsError::ReadOnly)
+        Err(Error::ReadOnly)
     }
 
     /// Makes everything written so far durable (to the overlay, for an image).
     fn fsync(&self) -> Result<()> {
-        Err(FsError::ReadOnly)
+        Err(Error::ReadOnly)
     }
 
     /// A handle on file `ino` was opened. While one is open, removing the file's last name
@@ -603,7 +603,7 @@ impl DamageLog {
     }
 
     /// Logs `e` once per damaged object; returns it.
-    pub(crate) fn report(&self, e: FsError) -> FsError {
+    pub(crate) fn report(&self, e: Error) -> Error {
         if let Some(c) = e.corruption() {
             if self.seen.lock().put((c.what, c.ino, c.block), ()).is_none() {
                 log::error!("{}: {e}", self.fs);
@@ -620,7 +620,7 @@ pub fn open_writable(dev: Arc<dyn BlockDevice>) -> Result<Box<dyn Filesystem>> {
     if ext4::probe(dev.as_ref())? {
         return Ok(Box::new(ext4::Ext4::open_rw(dev)?));
     }
-    Err(FsError::Unsupported(
+    Err(Error::Unsupported(
         "ferry writes ext2/3/4 only; this filesystem stays read-only".into(),
     ))
 }
@@ -641,7 +641,7 @@ pub fn open(dev: Arc<dyn BlockDevice>) -> Result<Box<dyn Filesystem>> {
     if fat::probe(dev.as_ref())? {
         return Ok(Box::new(fat::Fat::open(dev)?));
     }
-    Err(FsError::Unsupported(
+    Err(Error::Unsupported(
         "no filesystem ferry can read here (it reads ext2/3/4, XFS, NTFS and FAT so far)".into(),
     ))
 }

@@ -3,7 +3,7 @@
 //! target starts at the filesystem's root, `..` never climbs above it), with the kernel's
 //! limit of 40 links per resolution.
 
-use super::{Attr, FileType, Filesystem, FsError, Result};
+use super::{Attr, Error, FileType, Filesystem, Result};
 
 /// Symbolic links followed in one resolution before giving up with ELOOP (MAXSYMLINKS).
 pub const MAX_SYMLINKS: usize = 40;
@@ -23,7 +23,7 @@ pub fn resolve(fs: &dyn Filesystem, path: &[u8], follow_last: bool) -> Result<At
         // OK: the stack always holds the root.
         let dir = stack.last().cloned().unwrap_or_else(|| unreachable!());
         if dir.kind != FileType::Directory {
-            return Err(FsError::NotDir(dir.ino));
+            return Err(Error::NotDir(dir.ino));
         }
         match name.as_slice() {
             b"." => continue,
@@ -39,11 +39,11 @@ pub fn resolve(fs: &dyn Filesystem, path: &[u8], follow_last: bool) -> Result<At
         if a.kind == FileType::Symlink && (follow_last || !todo.is_empty()) {
             links += 1;
             if links > MAX_SYMLINKS {
-                return Err(FsError::Loop);
+                return Err(Error::Loop);
             }
             let target = fs.readlink(a.ino)?;
             if target.is_empty() {
-                return Err(FsError::NotFound);
+                return Err(Error::NotFound);
             }
             if target.starts_with(b"/") {
                 stack.truncate(1);

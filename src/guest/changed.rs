@@ -130,7 +130,7 @@ pub fn changed_inodes(old: &Side, new: &Side) -> Result<HashSet<u64>, String> {
                 "{device}: the filesystem differs in kind, UUID or size"
             ));
         }
-        let why = |e: crate::fs::FsError| format!("{device} ({mountpoint}): {e}");
+        let why = |e: crate::fs::Error| format!("{device} ({mountpoint}): {e}");
         let (ta, tb) = (
             a.touched(&ranges).map_err(why)?,
             b.touched(&ranges).map_err(why)?,

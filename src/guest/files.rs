@@ -8,7 +8,7 @@
 use crate::fs::files::{
     child, resolve_with, split_parent, Attrs, FileTree, FilesError, Kind, Meta, Probe, Result,
 };
-use crate::fs::{path, Attr, FileType, Filesystem, FsError, NewInode, SetAttr};
+use crate::fs::{path, Attr, Error, FileType, Filesystem, NewInode, SetAttr};
 
 /// A [`FileTree`] reading a [`Filesystem`].
 pub struct FsFiles<'a> {
@@ -21,9 +21,9 @@ const WRITE_CHUNK: usize = 1 << 20;
 const TEMP_TRIES: u32 = 100;
 
 /// A filesystem without extended attributes has none to copy.
-fn no_xattrs(e: FsError) -> std::result::Result<Vec<Vec<u8>>, FsError> {
+fn no_xattrs(e: Error) -> std::result::Result<Vec<Vec<u8>>, Error> {
     match e {
-        FsError::NotSupported => Ok(Vec::new()),
+        Error::NotSupported => Ok(Vec::new()),
         e => Err(e),
     }
 }
@@ -38,7 +38,7 @@ impl<'a> FsFiles<'a> {
     fn walk(&self, canonical: &str) -> Result<Option<Attr>> {
         match path::resolve(self.fs, canonical.as_bytes(), false) {
             Ok(a) => Ok(Some(a)),
-            Err(FsError::NotFound) | Err(FsError::NotDir(_)) => Ok(None),
+            Err(Error::NotFound) | Err(Error::NotDir(_)) => Ok(None),
             Err(e) => Err(FilesError::fs(canonical, e)),
         }
     }
@@ -124,7 +124,7 @@ impl<'a> FsFiles<'a> {
                     what: "not a directory",
                 })
             }
-            None => return Err(FilesError::fs(&parent, FsError::NotFound)),
+            None => return Err(FilesError::fs(&parent, Error::NotFound)),
         };
         Ok((c, dir, name))
     }
@@ -139,19 +139,19 @@ impl<'a> FsFiles<'a> {
                 t
             };
             match self.fs.lookup(dir, t.as_bytes()) {
-                Err(FsError::NotFound) => return Ok(t.into_bytes()),
+                Err(Error::NotFound) => return Ok(t.into_bytes()),
                 Ok(_) => continue,
                 Err(e) => return Err(FilesError::fs(path, e)),
             }
         }
-        Err(FilesError::fs(path, FsError::Exists))
+        Err(FilesError::fs(path, Error::Exists))
     }
 
     fn existing(&self, path: &str, follow_last: bool) -> Result<(String, Attr)> {
         let c = self.canonical(path, follow_last)?;
         match self.walk(&c)? {
             Some(a) => Ok((c, a)),
-            None => Err(FilesError::fs(&c, FsError::NotFound)),
+            None => Err(FilesError::fs(&c, Error::NotFound)),
         }
     }
 }
@@ -250,7 +250,7 @@ impl FileTree for FsFiles<'_> {
                 let end = (done + WRITE_CHUNK).min(data.len());
                 let n = self.fs.write(a.ino, done as u64, &data[done..end])?;
                 if n == 0 {
-                    return Err(FsError::NoSpace);
+                    return Err(Error::NoSpace);
                 }
                 done += n;
             }
@@ -315,7 +315,7 @@ impl FileTree for FsFiles<'_> {
     fn remove(&self, path: &str) -> Result<()> {
         let (c, dir, name) = self.parent_of(path)?;
         match self.walk(&c)? {
-            None => Err(FilesError::fs(&c, FsError::NotFound)),
+            None => Err(FilesError::fs(&c, Error::NotFound)),
             Some(a) if a.kind == FileType::Directory => Err(FilesError::WrongKind {
                 path: c,
                 what: "is a directory",
@@ -335,7 +335,7 @@ impl FileTree for FsFiles<'_> {
             here = child(if here.is_empty() { "/" } else { &here }, name);
             let a = match self.fs.lookup(dir, name.as_bytes()) {
                 Ok(a) => a,
-                Err(FsError::NotFound) => {
+                Err(Error::NotFound) => {
                     let new = NewInode {
                         mode: libc::S_IFDIR | (mode & 0o7777),
                         uid: 0,

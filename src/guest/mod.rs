@@ -17,7 +17,7 @@ pub mod unused;
 
 use crate::block::BlockDevice;
 use crate::fs::files::FileTree;
-use crate::fs::{self, Filesystem, FsError};
+use crate::fs::{self, Filesystem};
 use crate::guest::facts::{DeviceEntry, Facts, Hypervisor, Root};
 use crate::volume::{self, content::Usage, Volume};
 use devmap::{Naming, Resolution};
@@ -56,7 +56,7 @@ pub enum Error {
     Fs {
         device: String,
         #[source]
-        source: FsError,
+        source: fs::Error,
     },
 }
 
@@ -775,7 +775,7 @@ impl Guest {
                 {
                     return Err(Error::Fs {
                         device: d.clone(),
-                        source: FsError::Unsupported(r.problem.clone().unwrap_or_default()),
+                        source: fs::Error::Unsupported(r.problem.clone().unwrap_or_default()),
                     });
                 }
                 Ok((d.clone(), fs.clone()))

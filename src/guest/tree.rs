@@ -19,7 +19,7 @@
 //! would be an error for that root, never a wrong listing.
 
 use crate::fs::{
-    path, Attr, DirEntry, FileType, Filesystem, FsError, FsInfo, NewInode, RenameFlags, Result,
+    path, Attr, DirEntry, Error, FileType, Filesystem, FsInfo, NewInode, RenameFlags, Result,
     SetAttr, StatFs, Timestamp,
 };
 use std::collections::HashMap;
@@ -89,16 +89,16 @@ impl Tree {
     /// the first, as with the kernel.
     pub fn mount(&mut self, m: Mount) -> Result<()> {
         if self.placed.len() >= MAX_FILESYSTEMS {
-            return Err(FsError::Unsupported(format!(
+            return Err(Error::Unsupported(format!(
                 "more than {MAX_FILESYSTEMS} filesystems in one tree"
             )));
         }
         let at = path::resolve(self, m.mountpoint.as_bytes(), true)?;
         if at.kind != FileType::Directory {
-            return Err(FsError::NotDir(at.ino));
+            return Err(Error::NotDir(at.ino));
         }
         if at.ino == self.root_ino() {
-            return Err(FsError::Busy);
+            return Err(Error::Busy);
         }
         let parent = path::resolve(self, format!("{}/..", m.mountpoint).as_bytes(), true)?;
         let (i, local) = self.split(at.ino)?;
@@ -119,19 +119,19 @@ impl Tree {
     pub fn attach(&mut self, m: Mount) -> Result<()> {
         let name = m.mountpoint.trim_start_matches('/').as_bytes().to_vec();
         if name.is_empty() || name.contains(&b'/') || name == b"." || name == b".." {
-            return Err(FsError::Invalid(format!(
+            return Err(Error::Invalid(format!(
                 "{}: cannot attach at {:?}: not a name in /",
                 m.device, m.mountpoint
             )));
         }
         match self.fs(0).lookup(self.fs(0).root_ino(), &name) {
             Ok(a) if a.kind == FileType::Directory => return self.mount(m),
-            Ok(_) => return Err(FsError::Exists),
-            Err(FsError::NotFound) => {}
+            Ok(_) => return Err(Error::Exists),
+            Err(Error::NotFound) => {}
             Err(e) => return Err(e),
         }
         if self.placed.len() >= MAX_FILESYSTEMS {
-            return Err(FsError::Unsupported(format!(
+            return Err(Error::Unsupported(format!(
                 "more than {MAX_FILESYSTEMS} filesystems in one tree"
             )));
         }
@@ -198,7 +198,7 @@ impl Tree {
     fn split(&self, ino: u64) -> Result<(usize, u64)> {
         let i = (ino >> SHIFT) as usize;
         if i >= self.placed.len() {
-            return Err(FsError::NotFound);
+            return Err(Error::NotFound);
         }
         Ok((i, ino & LOCAL))
     }
@@ -206,7 +206,7 @@ impl Tree {
     /// (filesystem index, its inode) → tree inode.
     fn join(&self, i: usize, local: u64) -> Result<u64> {
         if local > LOCAL {
-            return Err(FsError::Unsupported(format!(
+            return Err(Error::Unsupported(format!(
                 "{}: inode number {local} is too large for a composed tree",
                 self.placed[i].mount.device
             )));
@@ -242,7 +242,7 @@ impl Tree {
     /// `Exists` for a new entry of the root directory named like an attached filesystem.
     fn not_added(&self, dir: u64, name: &[u8]) -> Result<()> {
         match self.added_at(dir, name) {
-            Some(_) => Err(FsError::Exists),
+            Some(_) => Err(Error::Exists),
             None => Ok(()),
         }
     }
@@ -275,7 +275,7 @@ impl Tree {
         }
         match self.fs(i).lookup(dir, name) {
             Ok(a) => Ok(a.kind == FileType::Directory && self.covers.contains_key(&(i, a.ino))),
-            Err(FsError::NotFound) => Ok(false),
+            Err(Error::NotFound) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -333,7 +333,7 @@ impl Filesystem for Tree {
         let mut stopped = false;
         self.fs(i).readdir(local, cookie, &mut |mut e, next| {
             if adds && next & ADDED != 0 {
-                failed = Some(FsError::Unsupported(format!(
+                failed = Some(Error::Unsupported(format!(
                     "{}: readdir cookie {next:#x} of / collides with the names the tree adds",
                     self.placed[i].mount.device
                 )));
@@ -458,7 +458,7 @@ impl Filesystem for Tree {
         let (i, local) = self.split(ino)?;
         let (j, dir) = self.split(dir)?;
         if i != j {
-            return Err(FsError::CrossDevice);
+            return Err(Error::CrossDevice);
         }
         let a = self.fs(i).link(local, dir, name)?;
         self.tag(i, a)
@@ -472,7 +472,7 @@ impl Filesystem for Tree {
     fn rmdir(&self, dir: u64, name: &[u8]) -> Result<()> {
         let (i, local) = self.split(dir)?;
         if self.covered(i, local, name)? {
-            return Err(FsError::Busy);
+            return Err(Error::Busy);
         }
         self.fs(i).rmdir(local, name)
     }
@@ -492,10 +492,10 @@ impl Filesystem for Tree {
         let (i, from) = self.split(dir)?;
         let (j, to) = self.split(new_dir)?;
         if i != j {
-            return Err(FsError::CrossDevice);
+            return Err(Error::CrossDevice);
         }
         if self.covered(i, from, name)? || self.covered(i, to, new_name)? {
-            return Err(FsError::Busy);
+            return Err(Error::Busy);
         }
         self.fs(i).rename_with(from, name, to, new_name, flags)
     }
@@ -524,7 +524,7 @@ impl Filesystem for Tree {
     fn fsync(&self) -> Result<()> {
         for p in &self.placed {
             match p.mount.fs.fsync() {
-                Ok(()) | Err(FsError::ReadOnly) => {}
+                Ok(()) | Err(Error::ReadOnly) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -572,7 +572,7 @@ impl Filesystem for Placeholder {
 
     fn getattr(&self, ino: u64) -> Result<Attr> {
         if ino != Self::ROOT {
-            return Err(FsError::NotFound);
+            return Err(Error::NotFound);
         }
         Ok(Attr {
             ino,
@@ -594,7 +594,7 @@ impl Filesystem for Placeholder {
 
     fn lookup(&self, dir: u64, _name: &[u8]) -> Result<Attr> {
         self.getattr(dir)?;
-        Err(FsError::NotFound)
+        Err(Error::NotFound)
     }
 
     fn readdir(
@@ -619,12 +619,12 @@ impl Filesystem for Placeholder {
 
     fn read(&self, ino: u64, _off: u64, _buf: &mut [u8]) -> Result<usize> {
         self.getattr(ino)?;
-        Err(FsError::IsDir(ino))
+        Err(Error::IsDir(ino))
     }
 
     fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
         self.getattr(ino)?;
-        Err(FsError::NotSymlink(ino))
+        Err(Error::NotSymlink(ino))
     }
 }
 
@@ -642,7 +642,7 @@ mod tests {
         fn attr(&self, ino: u64) -> Result<Attr> {
             let dir = ino == 2 || self.entries.iter().any(|e| e.2 == ino && e.3);
             if ino != 2 && !self.entries.iter().any(|e| e.2 == ino) {
-                return Err(FsError::NotFound);
+                return Err(Error::NotFound);
             }
             let mut a = Placeholder::new("toy").getattr(1)?;
             a.ino = ino;
@@ -679,7 +679,7 @@ mod tests {
                 .entries
                 .iter()
                 .find(|e| e.0 == dir && e.1.as_bytes() == name);
-            self.attr(e.ok_or(FsError::NotFound)?.2)
+            self.attr(e.ok_or(Error::NotFound)?.2)
         }
         fn readdir(
             &self,
@@ -709,7 +709,7 @@ mod tests {
             Ok(0)
         }
         fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
-            Err(FsError::NotSymlink(ino))
+            Err(Error::NotSymlink(ino))
         }
     }
 
@@ -761,7 +761,7 @@ mod tests {
         // /var hides the root filesystem's /var/x.
         assert!(matches!(
             path::resolve(&t, b"/var/x", true),
-            Err(FsError::NotFound)
+            Err(Error::NotFound)
         ));
         let m = path::resolve(&t, b"/var/log/messages", true).unwrap();
         assert_eq!(m.ino, 3 << SHIFT | 12);
@@ -795,12 +795,12 @@ mod tests {
     #[test]
     fn mountpoints_are_busy_and_filesystems_separate() {
         let t = guest();
-        assert!(matches!(t.rmdir(2, b"boot"), Err(FsError::Busy)));
-        assert!(matches!(t.rename(2, b"var", 2, b"v"), Err(FsError::Busy)));
+        assert!(matches!(t.rmdir(2, b"boot"), Err(Error::Busy)));
+        assert!(matches!(t.rename(2, b"var", 2, b"v"), Err(Error::Busy)));
         let k = path::resolve(&t, b"/boot/vmlinuz", true).unwrap();
-        assert!(matches!(t.link(k.ino, 2, b"k"), Err(FsError::CrossDevice)));
-        assert!(matches!(t.rmdir(2, b"nothing"), Err(FsError::ReadOnly)));
-        assert!(matches!(t.getattr(9 << SHIFT | 2), Err(FsError::NotFound)));
+        assert!(matches!(t.link(k.ino, 2, b"k"), Err(Error::CrossDevice)));
+        assert!(matches!(t.rmdir(2, b"nothing"), Err(Error::ReadOnly)));
+        assert!(matches!(t.getattr(9 << SHIFT | 2), Err(Error::NotFound)));
     }
 
     /// A Windows-like layout: D: attached beside the system volume's own entries.
@@ -854,15 +854,15 @@ mod tests {
         }
         // Only the root directory gains the name.
         assert!(!names(&t, 2 << SHIFT | 2, 8).iter().any(|(n, _)| n == "D:"));
-        assert!(matches!(t.rmdir(2, b"D:"), Err(FsError::Busy)));
-        assert!(matches!(t.rename(2, b"D:", 2, b"E:"), Err(FsError::Busy)));
+        assert!(matches!(t.rmdir(2, b"D:"), Err(Error::Busy)));
+        assert!(matches!(t.rename(2, b"D:", 2, b"E:"), Err(Error::Busy)));
         let new = NewInode {
             mode: 0o100644,
             uid: 0,
             gid: 0,
             rdev: 0,
         };
-        assert!(matches!(t.create(2, b"D:", &new), Err(FsError::Exists)));
+        assert!(matches!(t.create(2, b"D:", &new), Err(Error::Exists)));
     }
 
     #[test]
@@ -877,11 +877,11 @@ mod tests {
         assert!(t.added.is_empty());
         assert!(matches!(
             t.attach(mount("/dev/x", "/a/b", toy())),
-            Err(FsError::Invalid(_))
+            Err(Error::Invalid(_))
         ));
         assert!(matches!(
             t.attach(mount("/dev/x", "/", toy())),
-            Err(FsError::Invalid(_))
+            Err(Error::Invalid(_))
         ));
     }
 
@@ -896,7 +896,7 @@ mod tests {
                 blocks: 0,
             },
         ));
-        assert!(matches!(e, Err(FsError::NotDir(_))));
+        assert!(matches!(e, Err(Error::NotDir(_))));
         let e = t.mount(mount(
             "/dev/x",
             "/nowhere",
@@ -905,6 +905,6 @@ mod tests {
                 blocks: 0,
             },
         ));
-        assert!(matches!(e, Err(FsError::NotFound)));
+        assert!(matches!(e, Err(Error::NotFound)));
     }
 }

@@ -11,7 +11,7 @@
 //! which disk its pieces are.
 
 use crate::block::{BlockDevice, Describe, Extent, ExtentKind, LayerInfo};
-use crate::fs::{self, FsError};
+use crate::fs::{self, Error};
 use crate::volume::{self, Volume, VolumeKind};
 use serde::Serialize;
 use std::ops::Range;
@@ -119,7 +119,7 @@ pub fn unused(disks: &[Arc<dyn BlockDevice>]) -> volume::Result<Unused> {
             Some(dev) => fs::open(dev.clone())
                 .and_then(|f| f.unused())
                 .map_err(|e| match e {
-                    FsError::Unsupported(why) => why,
+                    Error::Unsupported(why) => why,
                     e => e.to_string(),
                 }),
         };

@@ -11,7 +11,7 @@
 //! the caller, setgid directories, UTIME_NOW, rename and xattr flags) is done here, once for
 //! every filesystem.
 
-use crate::fs::{Attr, FileType, Filesystem, FsError, NewInode, SetAttr, Timestamp};
+use crate::fs::{Attr, Error, FileType, Filesystem, NewInode, SetAttr, Timestamp};
 use fuser::{
     BsdFileFlags, Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
     LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
@@ -49,7 +49,7 @@ macro_rules! writable_or_return {
     };
 }
 
-fn errno(e: &FsError) -> Errno {
+fn errno(e: &Error) -> Errno {
     Errno::from_i32(super::errno(e))
 }
 
@@ -81,13 +81,7 @@ impl Adapter {
     /// The owner and mode of a new inode in `dir`, as the kernel's inode_init_owner gives
     /// them: the caller's uid, and the caller's gid unless `dir` is setgid, in which case the
     /// directory's group (and a new directory stays setgid).
-    fn new_inode(
-        &self,
-        req: &Request,
-        dir: u64,
-        mode: u32,
-        rdev: u64,
-    ) -> Result<NewInode, FsError> {
+    fn new_inode(&self, req: &Request, dir: u64, mode: u32, rdev: u64) -> Result<NewInode, Error> {
         let d = self.fs.getattr(dir)?;
         let mut n = NewInode {
             mode,
@@ -112,13 +106,13 @@ impl Adapter {
         name: &OsStr,
         mode: u32,
         rdev: u64,
-    ) -> Result<Attr, FsError> {
+    ) -> Result<Attr, Error> {
         let dir = self.ino(parent);
         let new = self.new_inode(req, dir, mode, rdev)?;
         self.fs.create(dir, name.as_bytes(), &new)
     }
 
-    fn reply_entry(&self, what: &str, r: Result<Attr, FsError>, reply: ReplyEntry) {
+    fn reply_entry(&self, what: &str, r: Result<Attr, Error>, reply: ReplyEntry) {
         match r {
             Ok(a) => reply.entry(&TTL, &self.file_attr(&a), Generation(0)),
             Err(e) => {
@@ -128,7 +122,7 @@ impl Adapter {
         }
     }
 
-    fn reply_empty(what: &str, r: Result<(), FsError>, reply: ReplyEmpty) {
+    fn reply_empty(what: &str, r: Result<(), Error>, reply: ReplyEmpty) {
         match r {
             Ok(()) => reply.ok(),
             Err(e) => {
@@ -220,10 +214,10 @@ impl Adapter {
 
 /// Errors a caller provokes (a name that exists, a directory not empty) are its business;
 /// the others (damage, I/O, no space) go to the log.
-fn log_write_error(what: &str, e: &FsError) {
+fn log_write_error(what: &str, e: &Error) {
     match e {
-        FsError::NotFound | FsError::ReadOnly | FsError::NoAttr | FsError::Busy => {}
-        FsError::CrossDevice | FsError::NotDir(_) | FsError::IsDir(_) => {}
+        Error::NotFound | Error::ReadOnly | Error::NoAttr | Error::Busy => {}
+        Error::CrossDevice | Error::NotDir(_) | Error::IsDir(_) => {}
         _ => log::warn!("{what}: {e}"),
     }
 }
@@ -376,7 +370,7 @@ impl fuser::Filesystem for Adapter {
         match self.fs.lookup(self.ino(parent), name.as_bytes()) {
             Ok(a) => reply.entry(&TTL, &self.file_attr(&a), Generation(0)),
             Err(e) => {
-                if !matches!(e, FsError::NotFound) {
+                if !matches!(e, Error::NotFound) {
                     log::warn!("lookup {name:?} in inode {}: {e}", self.ino(parent));
                 }
                 reply.error(errno(&e))
@@ -667,7 +661,7 @@ impl fuser::Filesystem for Adapter {
         let known = RenameFlags::RENAME_NOREPLACE | RenameFlags::RENAME_EXCHANGE;
         let r = if !(flags - known).is_empty() {
             // RENAME_WHITEOUT and anything newer: no filesystem here makes whiteouts.
-            Err(FsError::NotSupported)
+            Err(Error::NotSupported)
         } else {
             let f = crate::fs::RenameFlags {
                 noreplace: flags.contains(RenameFlags::RENAME_NOREPLACE),
@@ -802,14 +796,14 @@ impl fuser::Filesystem for Adapter {
             if flags & (libc::XATTR_CREATE | libc::XATTR_REPLACE) != 0 {
                 let exists = match self.fs.getxattr(ino, name) {
                     Ok(_) => true,
-                    Err(FsError::NoAttr) => false,
+                    Err(Error::NoAttr) => false,
                     Err(e) => return Err(e),
                 };
                 if exists && flags & libc::XATTR_CREATE != 0 {
-                    return Err(FsError::Exists);
+                    return Err(Error::Exists);
                 }
                 if !exists && flags & libc::XATTR_REPLACE != 0 {
-                    return Err(FsError::NoAttr);
+                    return Err(Error::NoAttr);
                 }
             }
             self.fs.setxattr(ino, name, value)

@@ -6,7 +6,7 @@
 pub mod adapter;
 pub mod daemon;
 
-use crate::fs::{Filesystem, FsError};
+use crate::fs::{self, Filesystem};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -50,28 +50,28 @@ pub enum Error {
 
 /// The errno a filesystem error is answered with. Damage is EIO (not EUCLEAN) so that tools
 /// treat a broken file like an unreadable one and the rest of the tree stays browsable.
-pub fn errno(e: &FsError) -> i32 {
+pub fn errno(e: &fs::Error) -> i32 {
     match e {
-        FsError::NotFound => libc::ENOENT,
-        FsError::NotDir(_) => libc::ENOTDIR,
-        FsError::IsDir(_) => libc::EISDIR,
-        FsError::NotSymlink(_) => libc::EINVAL,
-        FsError::NameTooLong { .. } => libc::ENAMETOOLONG,
-        FsError::Corrupt(_) | FsError::Io(_) => libc::EIO,
-        FsError::Unsupported(_) | FsError::NotSupported => libc::EOPNOTSUPP,
-        FsError::NoAttr => libc::ENODATA,
-        FsError::NoKey(_) => libc::ENOKEY,
-        FsError::ReadOnly => libc::EROFS,
-        FsError::Loop => libc::ELOOP,
-        FsError::Busy => libc::EBUSY,
-        FsError::CrossDevice => libc::EXDEV,
-        FsError::Exists => libc::EEXIST,
-        FsError::NotEmpty => libc::ENOTEMPTY,
-        FsError::NoSpace => libc::ENOSPC,
-        FsError::TooManyLinks => libc::EMLINK,
-        FsError::Invalid(_) => libc::EINVAL,
-        FsError::NotPermitted => libc::EPERM,
-        FsError::TooBig => libc::EFBIG,
+        fs::Error::NotFound => libc::ENOENT,
+        fs::Error::NotDir(_) => libc::ENOTDIR,
+        fs::Error::IsDir(_) => libc::EISDIR,
+        fs::Error::NotSymlink(_) => libc::EINVAL,
+        fs::Error::NameTooLong { .. } => libc::ENAMETOOLONG,
+        fs::Error::Corrupt(_) | fs::Error::Io(_) => libc::EIO,
+        fs::Error::Unsupported(_) | fs::Error::NotSupported => libc::EOPNOTSUPP,
+        fs::Error::NoAttr => libc::ENODATA,
+        fs::Error::NoKey(_) => libc::ENOKEY,
+        fs::Error::ReadOnly => libc::EROFS,
+        fs::Error::Loop => libc::ELOOP,
+        fs::Error::Busy => libc::EBUSY,
+        fs::Error::CrossDevice => libc::EXDEV,
+        fs::Error::Exists => libc::EEXIST,
+        fs::Error::NotEmpty => libc::ENOTEMPTY,
+        fs::Error::NoSpace => libc::ENOSPC,
+        fs::Error::TooManyLinks => libc::EMLINK,
+        fs::Error::Invalid(_) => libc::EINVAL,
+        fs::Error::NotPermitted => libc::EPERM,
+        fs::Error::TooBig => libc::EFBIG,
     }
 }
 

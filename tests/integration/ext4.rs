@@ -272,7 +272,7 @@ fn refuses_non_ext4() {
     let dev: Arc<dyn BlockDevice> = Arc::new(MemDevice(vec![0u8; 1 << 20]));
     assert!(matches!(
         ferry::fs::open(dev),
-        Err(ferry::fs::FsError::Unsupported(_))
+        Err(ferry::fs::Error::Unsupported(_))
     ));
 }
 
@@ -505,7 +505,7 @@ fn incompat_features() {
         (0x1000, "dirdata"),
     ] {
         match with_incompat(bits) {
-            Err(e @ ferry::fs::FsError::Unsupported(_)) => {
+            Err(e @ ferry::fs::Error::Unsupported(_)) => {
                 assert!(e.to_string().contains(word), "{e}");
                 assert_eq!(ferry::mount::errno(&e), libc_eopnotsupp());
             }
@@ -517,19 +517,19 @@ fn incompat_features() {
     assert_eq!(dev.ino, root);
     assert!(matches!(
         fs.read(root, 0, &mut buf),
-        Err(ferry::fs::FsError::IsDir(2))
+        Err(ferry::fs::Error::IsDir(2))
     ));
     assert!(matches!(
         fs.readlink(f.ino),
-        Err(ferry::fs::FsError::NotSymlink(_))
+        Err(ferry::fs::Error::NotSymlink(_))
     ));
     assert!(matches!(
         fs.lookup(f.ino, b"x"),
-        Err(ferry::fs::FsError::NotDir(_))
+        Err(ferry::fs::Error::NotDir(_))
     ));
     assert!(matches!(
         fs.lookup(root, &[b'n'; 256]),
-        Err(ferry::fs::FsError::NameTooLong { .. })
+        Err(ferry::fs::Error::NameTooLong { .. })
     ));
     assert!(fs.getattr(0).is_err() && fs.getattr(u64::MAX).is_err());
     assert_eq!(fs.read(f.ino, 1 << 40, &mut buf).unwrap(), 0);

@@ -11,7 +11,7 @@ use common::kernel;
 
 use ferry::block::mem::MemDevice;
 use ferry::fs::ext4::{htree, Ext4};
-use ferry::fs::{FileType, Filesystem, FsError};
+use ferry::fs::{Error, FileType, Filesystem};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -121,7 +121,7 @@ fn ferry_xattrs(fs: &dyn Filesystem) -> Xattrs {
         }
         assert!(matches!(
             fs.getxattr(ino, b"user.no-such-attribute"),
-            Err(FsError::NoAttr)
+            Err(Error::NoAttr)
         ));
         if !m.is_empty() {
             all.insert(path, m);
@@ -266,13 +266,13 @@ fn xattrs_match_the_kernel() {
         let f = fs.lookup(root, b"small").unwrap();
         assert!(matches!(
             fs.getxattr(f.ino, b"system.data"),
-            Err(FsError::NotSupported)
+            Err(Error::NotSupported)
         ));
         assert!(matches!(
             fs.getxattr(f.ino, b"bogus.name"),
-            Err(FsError::NotSupported)
+            Err(Error::NotSupported)
         ));
-        assert_eq!(ferry::mount::errno(&FsError::NoAttr), 61, "ENODATA");
+        assert_eq!(ferry::mount::errno(&Error::NoAttr), 61, "ENODATA");
         if name.contains("ea_inode") {
             let e = fs.lookup(root, b"ea_big").unwrap();
             assert_eq!(fs.getxattr(e.ino, b"user.v0").unwrap().len(), 65536);
@@ -836,7 +836,7 @@ fn htree_lookup_of_100k_names_matches_the_kernel() {
         b"file-000001-some-nam",
         b"FILE-000001-some-name",
     ] {
-        assert!(matches!(fs.lookup(d, miss), Err(FsError::NotFound)));
+        assert!(matches!(fs.lookup(d, miss), Err(Error::NotFound)));
         assert_eq!(fs.find_with_index(d, miss).unwrap(), None);
     }
     // The linear scan, on a sample (it reads half the directory per name on average).
@@ -1069,7 +1069,7 @@ fn encrypted_dirs_as_the_kernel_shows_them_without_the_key() {
                 assert_eq!(a.ino, ino, "{name}: lookup by no-key name");
                 if a.kind == FileType::RegularFile {
                     let err = fs.read(a.ino, 0, &mut [0u8; 16]).unwrap_err();
-                    assert!(matches!(err, FsError::NoKey(_)), "{err}");
+                    assert!(matches!(err, Error::NoKey(_)), "{err}");
                     assert_eq!(ferry::mount::errno(&err), 126, "ENOKEY");
                     refused += 1;
                 }
@@ -1086,7 +1086,7 @@ fn encrypted_dirs_as_the_kernel_shows_them_without_the_key() {
             refused >= 3 && total >= 501,
             "{name}: {refused} refused, {total} looked up"
         );
-        assert!(matches!(fs.lookup(enc, b"small"), Err(FsError::NotFound)));
+        assert!(matches!(fs.lookup(enc, b"small"), Err(Error::NotFound)));
         eprintln!(
             "{name}: {} paths agree with the kernel without the key",
             kernel.len()
@@ -1173,14 +1173,14 @@ fn casefold_lookup_is_case_insensitive() {
     );
     assert!(matches!(
         fs.lookup(cf, b"File-000-MixedCase.Tx"),
-        Err(FsError::NotFound)
+        Err(Error::NotFound)
     ));
     // Directories without the flag stay case-sensitive.
     let plain = fs.lookup(root, b"plain").unwrap().ino;
     assert!(fs.lookup(plain, b"Upper.TXT").is_ok());
     assert!(matches!(
         fs.lookup(plain, b"upper.txt"),
-        Err(FsError::NotFound)
+        Err(Error::NotFound)
     ));
     // The hash of an ASCII name in a casefolded directory is that of its lower case.
     let seed_line = common::run_tool("dumpe2fs", &["-h", img]);
@@ -1268,7 +1268,7 @@ fn every_mkfs_feature_opens_and_matches_the_kernel() {
     let journal = tmp.path().join("journal.img");
     kernel::mkfs_ext4(&journal, "16M", None, &["-O", "journal_dev"]);
     match Ext4::open(ferry::block::open(&journal).unwrap()) {
-        Err(e @ FsError::Unsupported(_)) => assert!(e.to_string().contains("journal_dev"), "{e}"),
+        Err(e @ Error::Unsupported(_)) => assert!(e.to_string().contains("journal_dev"), "{e}"),
         Err(e) => panic!("journal_dev: {e}"),
         Ok(_) => panic!("journal_dev opened as a filesystem"),
     }

@@ -11,7 +11,7 @@ use crate::common;
 use common::kernel::{self, KernelMount};
 use ferry::block::{BlockDevice, Describe, Extent, ExtentKind, LayerInfo};
 use ferry::fs::ext4::Ext4;
-use ferry::fs::{FileType, Filesystem, FsError, NewInode, RenameFlags, SetAttr, Timestamp};
+use ferry::fs::{Error, FileType, Filesystem, NewInode, RenameFlags, SetAttr, Timestamp};
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr};
 use std::fs::File;
@@ -270,20 +270,20 @@ fn kernel_apply(root: &Path, op: &Op) -> Result<(), i32> {
 }
 
 /// (parent inode, last name) of `path` in ferry's tree.
-fn resolve(fs: &Ext4, path: &str) -> Result<(u64, Vec<u8>), FsError> {
+fn resolve(fs: &Ext4, path: &str) -> Result<(u64, Vec<u8>), Error> {
     let mut dir = fs.root_ino();
     let parts: Vec<&str> = path.split('/').collect();
     for part in &parts[..parts.len() - 1] {
         let a = fs.lookup(dir, part.as_bytes())?;
         if a.kind != FileType::Directory {
-            return Err(FsError::NotDir(a.ino));
+            return Err(Error::NotDir(a.ino));
         }
         dir = a.ino;
     }
     Ok((dir, parts[parts.len() - 1].as_bytes().to_vec()))
 }
 
-fn ino_of(fs: &Ext4, path: &str) -> Result<u64, FsError> {
+fn ino_of(fs: &Ext4, path: &str) -> Result<u64, Error> {
     if path.is_empty() {
         return Ok(fs.root_ino());
     }
@@ -293,7 +293,7 @@ fn ino_of(fs: &Ext4, path: &str) -> Result<u64, FsError> {
 
 /// Applies `op` through ferry; Err(errno).
 fn ferry_apply(fs: &Ext4, op: &Op) -> Result<(), i32> {
-    let r: Result<(), FsError> = (|| {
+    let r: Result<(), Error> = (|| {
         let new = |mode: u32, rdev: u64| NewInode {
             mode,
             uid: 0,
@@ -1074,7 +1074,7 @@ fn enospc_is_clean() {
             }
             assert!(off < 64 << 20, "{kind}: wrote past the device");
         };
-        assert!(matches!(err, FsError::NoSpace), "{kind}: {err:?}");
+        assert!(matches!(err, Error::NoSpace), "{kind}: {err:?}");
         // Smaller writes fill what is left, then fail the same way.
         let err = loop {
             match fs.write(f, off, &chunk[..4096]) {
@@ -1082,7 +1082,7 @@ fn enospc_is_clean() {
                 Err(e) => break e,
             }
         };
-        assert!(matches!(err, FsError::NoSpace), "{kind}: {err:?}");
+        assert!(matches!(err, Error::NoSpace), "{kind}: {err:?}");
         // What is left cannot hold another block and the tree node it would need.
         assert!(fs.statfs().unwrap().bfree < 8, "{kind}");
         assert_eq!(fs.getattr(f).unwrap().size, off);
@@ -1094,10 +1094,10 @@ fn enospc_is_clean() {
                 Err(e) => break e,
             }
         };
-        assert!(matches!(err, FsError::NoSpace), "{kind}: {err:?}");
+        assert!(matches!(err, Error::NoSpace), "{kind}: {err:?}");
         assert!(matches!(
             fs.create(root, b"d", &new(0o040755)),
-            Err(FsError::NoSpace)
+            Err(Error::NoSpace)
         ));
         // Freeing makes room again.
         fs.setattr(
@@ -1211,7 +1211,7 @@ fn refuses_what_it_cannot_write() {
         gid: 0,
         rdev: 0,
     };
-    assert!(matches!(fs.create(inl, b"x", &new), Err(FsError::ReadOnly)));
+    assert!(matches!(fs.create(inl, b"x", &new), Err(Error::ReadOnly)));
     fs.create(fs.root_ino(), b"ok", &new).unwrap();
     drop(fs);
     e2fsck(&img).unwrap();
@@ -1237,10 +1237,10 @@ fn refuses_what_it_cannot_write() {
         Ok(a) => fs.write(a.ino, 0, b"data").unwrap_err(),
         Err(e) => e,
     };
-    assert!(matches!(err, FsError::Corrupt(_)), "{err:?}");
+    assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
     assert!(matches!(
         fs.create(fs.root_ino(), b"g", &new),
-        Err(FsError::ReadOnly)
+        Err(Error::ReadOnly)
     ));
 }
 
@@ -1345,7 +1345,7 @@ fn files_unlinked_while_open_are_orphans_until_closed() {
         fs.unlink(fs.root_ino(), b"tmpfile").unwrap();
         assert!(matches!(
             fs.lookup(fs.root_ino(), b"tmpfile"),
-            Err(FsError::NotFound)
+            Err(Error::NotFound)
         ));
         // Still usable through the handle, and not handed out again.
         fs.write(a.ino, data.len() as u64, b"more").unwrap();

@@ -10,7 +10,7 @@ use crate::common::{self, kernel, Unchanged};
 use common::guest::{debian_root, mkfs, put};
 use ferry::block::mem::MemDevice;
 use ferry::fs::fat::Fat;
-use ferry::fs::{FileType, Filesystem, FsError};
+use ferry::fs::{Error, FileType, Filesystem};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
@@ -373,7 +373,7 @@ fn check_image(bits: u32, size: u64, spc: u32, big: usize) {
     assert_eq!(ino("LOWER.TXT.").unwrap(), ino("lower.txt").unwrap());
     assert!(matches!(
         ino("ÜNÏCÖDÉ ∑ 日本語 FILE.TXT"),
-        Err(FsError::NotFound)
+        Err(Error::NotFound)
     ));
     let aliases = mtools_aliases(&img.path);
     assert!(aliases.len() >= 2, "{aliases:?}");
@@ -386,7 +386,7 @@ fn check_image(bits: u32, size: u64, spc: u32, big: usize) {
     }
     assert!(matches!(
         fs.readlink(ino("empty").unwrap()),
-        Err(FsError::NotSymlink(_))
+        Err(Error::NotSymlink(_))
     ));
     assert_eq!(fs.listxattr(r).unwrap(), Vec::<Vec<u8>>::new());
 
@@ -716,7 +716,7 @@ fn fat_damaged_volumes() {
     );
     assert!(matches!(
         ferry::fs::open(Arc::new(MemDevice(vec![0u8; 4096]))),
-        Err(FsError::Unsupported(_))
+        Err(Error::Unsupported(_))
     ));
 
     // many/'s chain loops back to its first cluster: a bounded read, an error naming the FAT.

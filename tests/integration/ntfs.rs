@@ -11,7 +11,7 @@ use common::kernel::{self, Snapshot};
 use common::ntfs3g::Ntfs3g;
 use ferry::block::mem::MemDevice;
 use ferry::fs::ntfs::Ntfs;
-use ferry::fs::{FileType, Filesystem, FsError};
+use ferry::fs::{Error, FileType, Filesystem};
 use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -357,7 +357,7 @@ fn ntfs3g_agrees_4k_clusters() {
     let root = fs.root_ino();
     assert_eq!(fs.lookup(root, b"$mft").unwrap().ino, 0);
     assert_eq!(fs.lookup(root, b"$UPCASE").unwrap().ino, 10);
-    assert!(matches!(fs.lookup(root, b"SIZE1"), Err(FsError::NotFound)));
+    assert!(matches!(fs.lookup(root, b"SIZE1"), Err(Error::NotFound)));
     // System files are not listed.
     assert!(!ours.keys().any(|k| k.starts_with(b"$")));
     // statfs against ntfs-3g's (same cluster counts).
@@ -719,7 +719,7 @@ fn wof_compressed_files() {
         "lzxcut: the intact first chunk differs"
     );
     let e = fs.read(ino, 32768, &mut buf).unwrap_err();
-    assert!(matches!(e, FsError::Corrupt(_)), "{e}");
+    assert!(matches!(e, Error::Corrupt(_)), "{e}");
     assert!(e.to_string().contains("chunk 1"), "{e}");
 }
 

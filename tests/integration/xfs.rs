@@ -11,7 +11,7 @@ use common::kernel::{self, FerryMount, KernelMount, Snapshot};
 use ferry::block::mem::MemDevice;
 use ferry::block::BlockDevice;
 use ferry::fs::xfs::{log::LogState, OpenOptions, Xfs};
-use ferry::fs::{FileType, Filesystem, FsError};
+use ferry::fs::{Error, FileType, Filesystem};
 use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -219,7 +219,7 @@ fn ferry_xattrs(fs: &dyn Filesystem, snap: &Snapshot) -> Xattrs {
         }
         assert!(matches!(
             fs.getxattr(e.ino, b"user.no-such-attribute"),
-            Err(FsError::NoAttr)
+            Err(Error::NoAttr)
         ));
         if !m.is_empty() {
             let p = if path.is_empty() {
@@ -1586,7 +1586,7 @@ fn bad_block_is_eio_for_its_object_only() {
     bad[at + 200] ^= 0x10;
     let fs = Xfs::open(Arc::new(MemDevice(bad))).unwrap();
     let err = kernel::list(&fs, big.ino, 1000).unwrap_err();
-    assert!(matches!(err, FsError::Corrupt(_)), "{err}");
+    assert!(matches!(err, Error::Corrupt(_)), "{err}");
     assert!(fs.lookup(big.ino, b"name-7").is_err());
     for (path, e) in &before {
         if path.starts_with(b"big/") || path == b"big" {

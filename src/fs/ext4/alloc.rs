@@ -8,7 +8,7 @@
 use super::rw::{BG_BLOCK_UNINIT, BG_INODE_UNINIT};
 use super::superblock::Incompat;
 use super::{csum, Ext4};
-use crate::fs::{FsError, Result};
+use crate::fs::{Error, Result};
 use std::ops::Range;
 
 /// Whether bit `i` of a bitmap is set (bitmaps are little-endian bit order).
@@ -80,7 +80,7 @@ impl Ext4 {
         set_range(&mut map, n as usize, bs * 8);
         let used = (0..n as usize).filter(|&i| bit(&map, i)).count() as u64;
         if n - used != u64::from(free) {
-            return Err(FsError::corrupt(
+            return Err(Error::corrupt(
                 "group descriptor",
                 0,
                 gd.block_bitmap,
@@ -101,12 +101,12 @@ impl Ext4 {
     /// metadata, is damage: the whole filesystem is then refused rather than trusted in part.
     pub(crate) fn unused_ranges(&self) -> Result<Vec<Range<u64>>> {
         if self.journal_replay().is_some() || self.sb.has_incompat(Incompat::RECOVER) {
-            return Err(FsError::Unsupported(
+            return Err(Error::Unsupported(
                 "ext4: the journal holds transactions not yet replayed".into(),
             ));
         }
         if self.sb.cluster_bits > 0 {
-            return Err(FsError::Unsupported(
+            return Err(Error::Unsupported(
                 "ext4: bigalloc block bitmaps are not mapped".into(),
             ));
         }
@@ -143,7 +143,7 @@ impl Ext4 {
                 }
             }
             if count != u64::from(gd.free_clusters) {
-                return Err(FsError::corrupt(
+                return Err(Error::corrupt(
                     "block bitmap",
                     0,
                     blk,
@@ -166,7 +166,7 @@ impl Ext4 {
                 .take_while(|m| m.start < r.end)
                 .find(|m| m.end > r.start)
             {
-                return Err(FsError::corrupt(
+                return Err(Error::corrupt(
                     "block bitmap",
                     0,
                     m.start.max(r.start),
@@ -256,7 +256,7 @@ impl Ext4 {
             self.before_reuse(first + i as u64, first + (i + len) as u64)?;
             for j in i..i + len {
                 if self.is_group_metadata(g, first + j as u64)? {
-                    return Err(FsError::corrupt(
+                    return Err(Error::corrupt(
                         "block bitmap",
                         0,
                         blk,
@@ -266,7 +266,7 @@ impl Ext4 {
                 set_bit(&mut map, j, true);
             }
             if u64::from(free) < len as u64 {
-                return Err(FsError::corrupt(
+                return Err(Error::corrupt(
                     "group descriptor",
                     0,
                     blk,
@@ -276,7 +276,7 @@ impl Ext4 {
             self.put_block_bitmap(g, blk, map, -(len as i64))?;
             return Ok((first + i as u64, len as u64));
         }
-        Err(FsError::NoSpace)
+        Err(Error::NoSpace)
     }
 
     /// Frees blocks `start..start+len`. `meta`: they held metadata (a journal revokes them).
@@ -286,7 +286,7 @@ impl Ext4 {
             .checked_add(len)
             .filter(|&e| e <= self.sb.blocks_count);
         let Some(end) = end else {
-            return Err(FsError::corrupt(
+            return Err(Error::corrupt(
                 "block map",
                 0,
                 start,
@@ -303,7 +303,7 @@ impl Ext4 {
                 // OK: x - first < blocks_per_group.
                 let i = (x - first) as usize;
                 if !bit(&map, i) || self.is_group_metadata(g, x)? {
-                    return Err(FsError::corrupt(
+                    return Err(Error::corrupt(
                         "block bitmap",
                         0,
                         x,
@@ -403,7 +403,7 @@ impl Ext4 {
             self.sb_add_free(0, -1);
             return Ok(ino);
         }
-        Err(FsError::NoSpace)
+        Err(Error::NoSpace)
     }
 
     /// Frees inode `ino` in its group's bitmap and counts.
@@ -414,7 +414,7 @@ impl Ext4 {
         let i = ((ino - 1) % ipg) as usize;
         let (blk, mut map) = self.inode_bitmap(g)?;
         if !bit(&map, i) {
-            return Err(FsError::corrupt(
+            return Err(Error::corrupt(
                 "inode bitmap",
                 ino,
                 blk,

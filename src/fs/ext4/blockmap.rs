@@ -135,8 +135,8 @@ impl Ext4 {
         pblk: u64,
     ) -> Result<()> {
         let per = u64::from(self.block_size() / 4);
-        let ptr32 = |v: u64| u32::try_from(v).map_err(|_| crate::fs::FsError::TooBig);
-        let (slot, idx) = path(per, lblk).ok_or(crate::fs::FsError::TooBig)?;
+        let ptr32 = |v: u64| u32::try_from(v).map_err(|_| crate::fs::Error::TooBig);
+        let (slot, idx) = path(per, lblk).ok_or(crate::fs::Error::TooBig)?;
         let pblk = ptr32(pblk)?;
         if idx.is_empty() {
             b.i_block_mut()[slot * 4..slot * 4 + 4].copy_from_slice(&pblk.to_le_bytes());
@@ -153,7 +153,7 @@ impl Ext4 {
                 .meta_block(u64::from(ptr), "indirect block", b.ino)?
                 .to_vec();
             if node.len() != bs {
-                return Err(crate::fs::FsError::corrupt(
+                return Err(crate::fs::Error::corrupt(
                     "indirect block",
                     b.ino,
                     u64::from(ptr),

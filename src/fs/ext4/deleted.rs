@@ -5,7 +5,7 @@
 
 use super::rw::BG_INODE_UNINIT;
 use super::{dir, htree, inode, superblock, Ext4, Run, MAX_LOGICAL_BLOCKS};
-use crate::fs::{DeletedEntry, FileType, FsError, Orphans, Result};
+use crate::fs::{DeletedEntry, Error, FileType, Orphans, Result};
 
 impl Ext4 {
     /// Whether inode `ino` is marked in use in its group's inode bitmap.
@@ -20,7 +20,7 @@ impl Ext4 {
         let (blk, map) = self.inode_bitmap(g)?;
         map.get(i / 8)
             .map(|b| b & (1 << (i % 8)) != 0)
-            .ok_or_else(|| FsError::corrupt("inode bitmap", ino, blk, "shorter than its group"))
+            .ok_or_else(|| Error::corrupt("inode bitmap", ino, blk, "shorter than its group"))
     }
 
     /// The removed entries still readable in directory `dir_ino`'s blocks, in block order.
@@ -39,7 +39,7 @@ impl Ext4 {
     fn deleted_entries_at(&self, dir_ino: u64) -> Result<Vec<(u64, DeletedEntry)>> {
         let d = self.inode(dir_ino)?;
         if d.kind != FileType::Directory {
-            return Err(FsError::NotDir(dir_ino));
+            return Err(Error::NotDir(dir_ino));
         }
         if d.flags & (inode::FL_INLINE_DATA | inode::FL_ENCRYPT) != 0 {
             return Ok(Vec::new());

@@ -5,7 +5,7 @@
 //! dx_root; interior blocks are one empty record), so reading them linearly sees every name.
 
 use crate::bytes::{le16, le32};
-use crate::fs::{FileType, FsError, Result};
+use crate::fs::{Error, FileType, Result};
 
 /// The smallest record: 8-byte header plus a name padded to 4 bytes (EXT4_DIR_REC_LEN(1)).
 const MIN_REC_LEN: usize = 12;
@@ -71,7 +71,7 @@ pub fn for_each_entry(
             .filter(|_| blk != 0)
             .and_then(|(b, o)| blk.checked_mul(b)?.checked_add(o));
         let bad = |d: String| {
-            let e = FsError::corrupt("directory entry", ino, blk, format!("offset {off}: {d}"));
+            let e = Error::corrupt("directory entry", ino, blk, format!("offset {off}: {d}"));
             match pos {
                 Some(p) => e.at(p),
                 None => e,

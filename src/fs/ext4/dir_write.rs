@@ -19,7 +19,7 @@ use super::inode::{self, Inode, InodeBuf};
 use super::superblock::Incompat;
 use super::{csum, dir, htree, Ext4};
 use crate::bytes::{le16, le32};
-use crate::fs::{FileType, FsError, Result};
+use crate::fs::{Error, FileType, Result};
 
 pub(super) const HEADER_LEN: usize = 8;
 /// Largest name (u8 name_len).
@@ -103,16 +103,16 @@ impl Ext4 {
     /// encrypted or casefolded names; EPERM for immutable or append-only ones.
     pub(crate) fn dir_writable(&self, d: &Inode) -> Result<()> {
         if d.kind != FileType::Directory {
-            return Err(FsError::NotDir(d.ino));
+            return Err(Error::NotDir(d.ino));
         }
         if d.flags & (inode::FL_INLINE_DATA | inode::FL_ENCRYPT | inode::FL_CASEFOLD) != 0 {
-            return Err(FsError::ReadOnly);
+            return Err(Error::ReadOnly);
         }
         if d.flags & (inode::FL_IMMUTABLE | inode::FL_APPEND) != 0 {
-            return Err(FsError::NotPermitted);
+            return Err(Error::NotPermitted);
         }
         if d.links == 0 {
-            return Err(FsError::NotFound);
+            return Err(Error::NotFound);
         }
         Ok(())
     }
@@ -187,7 +187,7 @@ impl Ext4 {
         let mut prev = None;
         while off < limit_full {
             let (ino, rec_len, name_len) = record(block, off, limit_full)
-                .map_err(|e| FsError::corrupt("directory entry", ino_dir, pblk, e))?;
+                .map_err(|e| Error::corrupt("directory entry", ino_dir, pblk, e))?;
             if ino != 0 && &block[off + HEADER_LEN..off + HEADER_LEN + name_len] == name {
                 return Ok(Some((off, prev)));
             }
@@ -230,7 +230,7 @@ impl Ext4 {
     /// Removes entry `name` from directory `d`; returns its inode number.
     pub(crate) fn dir_remove(&self, d: &InodeBuf, name: &[u8]) -> Result<u64> {
         let Some((lblk, pblk, mut block, off, prev)) = self.dir_locate(d, name)? else {
-            return Err(FsError::NotFound);
+            return Err(Error::NotFound);
         };
         let ino = le32(&block, off);
         let bs = block.len();
@@ -259,7 +259,7 @@ impl Ext4 {
         kind: FileType,
     ) -> Result<()> {
         let Some((lblk, pblk, mut block, off, _)) = self.dir_locate(d, name)? else {
-            return Err(FsError::NotFound);
+            return Err(Error::NotFound);
         };
         // OK: inode numbers fit u32.
         block[off..off + 4].copy_from_slice(&(ino as u32).to_le_bytes());
@@ -298,7 +298,7 @@ impl Ext4 {
         let mut off = 0;
         while off < limit {
             let (cur, rec_len, name_len) = record(block, off, limit)
-                .map_err(|e| FsError::corrupt("directory entry", ino_dir, pblk, e))?;
+                .map_err(|e| Error::corrupt("directory entry", ino_dir, pblk, e))?;
             let used = if cur == 0 { 0 } else { rec_len_for(name_len) };
             if rec_len >= used + need {
                 if cur == 0 {
@@ -327,7 +327,7 @@ impl Ext4 {
         kind: FileType,
     ) -> Result<()> {
         if name.is_empty() || name.len() > MAX_NAME_LEN {
-            return Err(FsError::NameTooLong { max: MAX_NAME_LEN });
+            return Err(Error::NameTooLong { max: MAX_NAME_LEN });
         }
         // OK: inode numbers fit u32.
         let ino32 = ino as u32;
@@ -393,7 +393,7 @@ impl Ext4 {
                 let dot = le32(&raw, 0);
                 let dotdot = le32(&raw, 12);
                 if &raw[8..9] != b"." || &raw[20..22] != b".." {
-                    return Err(FsError::corrupt(
+                    return Err(Error::corrupt(
                         "directory index",
                         d.ino,
                         pblk,

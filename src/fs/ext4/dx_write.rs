@@ -23,7 +23,7 @@ use super::inode::{self, InodeBuf};
 use super::superblock::{Compat, Incompat, FLAGS_UNSIGNED_HASH};
 use super::{dir, dir_write, htree, Ext4, Run};
 use crate::bytes::{le16, le32};
-use crate::fs::{FsError, Result};
+use crate::fs::{Error, Result};
 use htree::{ENTRY_LEN, NODE_HEADER, ROOT_DOTS, ROOT_INFO_LEN};
 
 /// Where the count/limit pair of a dx_root sits: after "." and ".." and the dx_root_info.
@@ -323,7 +323,7 @@ impl Ext4 {
                 return Ok(true);
             }
         }
-        Err(FsError::corrupt(
+        Err(Error::corrupt(
             "directory index",
             d.ino,
             0,
@@ -356,11 +356,11 @@ impl Ext4 {
         let mut off = from;
         while off < limit {
             let (ino, rec_len, name_len) = dir_write::record(block, off, limit)
-                .map_err(|e| FsError::corrupt("directory entry", d.ino, pblk, e))?;
+                .map_err(|e| Error::corrupt("directory entry", d.ino, pblk, e))?;
             if ino != 0 {
                 let name = &block[off + dir_write::HEADER_LEN..][..name_len];
                 let hash = self.dx_hash(version, name).ok_or_else(|| {
-                    FsError::corrupt("directory index", d.ino, pblk, "unknown hash version")
+                    Error::corrupt("directory index", d.ino, pblk, "unknown hash version")
                 })?;
                 out.push(Rec {
                     hash,
@@ -432,7 +432,7 @@ impl Ext4 {
     ) -> Result<bool> {
         let recs = self.dx_records(d, pblk, block, 0, path.version)?;
         if recs.len() < 2 {
-            return Err(FsError::corrupt(
+            return Err(Error::corrupt(
                 "directory block",
                 d.ino,
                 pblk,

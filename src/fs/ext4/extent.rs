@@ -6,7 +6,7 @@
 use super::inode::Inode;
 use super::{csum, Ext4, Run};
 use crate::bytes::{le16, le32};
-use crate::fs::{FsError, Result};
+use crate::fs::{Error, Result};
 
 pub const MAGIC: u16 = 0xf30a;
 /// The kernel's EXT4_MAX_EXTENT_DEPTH: deeper trees are damage. Depth also strictly decreases
@@ -25,7 +25,7 @@ pub(crate) struct Header {
 }
 
 pub(crate) fn header(node: &[u8], ino: u64, blk: u64) -> Result<Header> {
-    let bad = |d: String| FsError::corrupt("extent header", ino, blk, d);
+    let bad = |d: String| Error::corrupt("extent header", ino, blk, d);
     if node.len() < HEADER_LEN {
         return Err(bad(format!("node of {} bytes", node.len())));
     }
@@ -63,7 +63,7 @@ pub fn map(fs: &Ext4, inode: &Inode, lblk: u64) -> Result<Run> {
     let mut expected_depth: Option<u16> = None;
     loop {
         let h = header(node, ino, node_blk)?;
-        let bad = |d: String| FsError::corrupt("extent tree", ino, node_blk, d);
+        let bad = |d: String| Error::corrupt("extent tree", ino, node_blk, d);
         match expected_depth {
             None if h.depth > MAX_DEPTH => return Err(bad(format!("depth {}", h.depth))),
             Some(d) if h.depth != d => {

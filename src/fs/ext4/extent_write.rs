@@ -11,7 +11,7 @@ use super::extent::{self, ENTRY_LEN, HEADER_LEN, MAGIC, MAX_DEPTH, MAX_INIT_LEN}
 use super::inode::{Inode, InodeBuf};
 use super::{csum, Ext4, Run};
 use crate::bytes::{le16, le32};
-use crate::fs::{FsError, Result};
+use crate::fs::{Error, Result};
 use std::collections::HashSet;
 
 /// Entries in the root (i_block holds a header and four entries).
@@ -197,7 +197,7 @@ impl Ext4 {
         let mut prev_end = 0u64;
         while let Some((node, blk, want_depth)) = stack.pop() {
             let h = extent::header(&node, ino, blk)?;
-            let bad = |d: String| FsError::corrupt("extent tree", ino, blk, d);
+            let bad = |d: String| Error::corrupt("extent tree", ino, blk, d);
             match want_depth {
                 None if h.depth > MAX_DEPTH => return Err(bad(format!("depth {}", h.depth))),
                 Some(d) if d != h.depth => {
@@ -267,7 +267,7 @@ impl Ext4 {
         let ino = b.ino;
         let exts = normalize(exts);
         if exts.last().is_some_and(|e| e.end() > LOGICAL_END) {
-            return Err(FsError::TooBig);
+            return Err(Error::TooBig);
         }
         let bs = self.block_size() as usize;
         let cap = (bs - HEADER_LEN) / ENTRY_LEN;
@@ -296,7 +296,7 @@ impl Ext4 {
         let mut depth: u16 = 0;
         while level.len() > ROOT_ENTRIES {
             if depth >= MAX_DEPTH {
-                return Err(FsError::TooBig);
+                return Err(Error::TooBig);
             }
             let mut up = Vec::with_capacity(level.len().div_ceil(cap));
             for chunk in level.chunks(cap) {

@@ -7,7 +7,7 @@ use super::extent_write::{self, Ext};
 use super::inode::{self, InodeBuf};
 use super::superblock::RoCompat;
 use super::{Ext4, Run};
-use crate::fs::{FsError, Result};
+use crate::fs::{Error, Result};
 
 pub(crate) enum FileMap {
     Extents { exts: Vec<Ext>, nodes: Vec<u64> },
@@ -31,7 +31,7 @@ impl Ext4 {
     pub(crate) fn load_map(&self, b: &InodeBuf) -> Result<FileMap> {
         let i = b.parse(&self.sb)?;
         if i.flags & inode::FL_INLINE_DATA != 0 || i.flags & inode::FL_HUGE_FILE != 0 {
-            return Err(FsError::ReadOnly);
+            return Err(Error::ReadOnly);
         }
         if i.flags & inode::FL_EXTENTS != 0 {
             let (exts, nodes) = self.extents_of(&i)?;
@@ -87,7 +87,7 @@ impl Ext4 {
     ) -> Result<(u64, u64)> {
         // Logical block numbers are 32 bits in both mappings.
         if lblk.checked_add(len).is_none_or(|e| e > 1u64 << 32) {
-            return Err(FsError::TooBig);
+            return Err(Error::TooBig);
         }
         let goal = self.fm_goal(fm, b, lblk)?;
         let (pblk, n) = self.alloc_blocks(goal, len)?;
@@ -155,7 +155,7 @@ impl Ext4 {
             u64::from(u32::MAX)
         };
         if b.blocks512() > limit {
-            return Err(FsError::TooBig);
+            return Err(Error::TooBig);
         }
         Ok(())
     }

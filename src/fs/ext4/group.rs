@@ -4,7 +4,7 @@
 //! table; `statfs` needs the rest, to count metadata and free space as the kernel does.
 
 use crate::bytes::{le16, le32};
-use crate::fs::{FsError, Result};
+use crate::fs::{Error, Result};
 
 #[derive(Clone, Copy, Debug)]
 pub struct GroupDesc {
@@ -21,7 +21,7 @@ impl GroupDesc {
     /// Parses one descriptor of `desc_size` bytes (already sliced out of its block).
     pub fn parse(b: &[u8], group: u32) -> Result<Self> {
         if b.len() < 32 {
-            return Err(FsError::corrupt(
+            return Err(Error::corrupt(
                 "group descriptor",
                 0,
                 0,

@@ -7,7 +7,7 @@ use super::inode::{Inode, I_BLOCK_LEN};
 use super::superblock::Superblock;
 use super::xattr::{self, Value};
 use crate::bytes::le32;
-use crate::fs::{FsError, Result};
+use crate::fs::{Error, Result};
 
 /// The value of "system.data" in the inode's extra space; empty when absent.
 fn system_data<'a>(inode: &'a Inode, sb: &Superblock) -> Result<&'a [u8]> {
@@ -15,7 +15,7 @@ fn system_data<'a>(inode: &'a Inode, sb: &Superblock) -> Result<&'a [u8]> {
     match xattr::find_unsorted(&entries, xattr::INDEX_SYSTEM, b"data").map(|e| e.value) {
         None => Ok(&[]),
         Some(Value::Here(v)) => Ok(v),
-        Some(Value::Inode { .. }) => Err(FsError::corrupt(
+        Some(Value::Inode { .. }) => Err(Error::corrupt(
             "in-inode xattrs",
             inode.ino,
             0,

@@ -4,7 +4,7 @@
 
 use super::superblock::{Incompat, RoCompat, Superblock, GOOD_OLD_INODE_SIZE};
 use crate::bytes::{le16, le32};
-use crate::fs::{FileType, FsError, Result, Timestamp};
+use crate::fs::{Error, FileType, Result, Timestamp};
 
 /// Bytes of `i_block`: the extent tree root, the block map, a fast symlink or inline data.
 pub const I_BLOCK_LEN: usize = 60;
@@ -66,7 +66,7 @@ fn time(secs: u32, extra: Option<u32>) -> Timestamp {
 impl Inode {
     /// Parses inode `ino` from its `s_inode_size`-byte slot.
     pub fn parse(b: &[u8], ino: u64, sb: &Superblock) -> Result<Self> {
-        let bad = |detail: String| FsError::corrupt("inode", ino, 0, detail);
+        let bad = |detail: String| Error::corrupt("inode", ino, 0, detail);
         if b.len() < usize::from(GOOD_OLD_INODE_SIZE) {
             return Err(bad(format!("slot of {} bytes", b.len())));
         }

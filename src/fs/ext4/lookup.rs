@@ -5,7 +5,7 @@
 use super::inode::{self, Inode};
 use super::superblock::{Compat, Incompat, FLAGS_UNSIGNED_HASH};
 use super::{casefold, csum, dir, fscrypt, htree, Ext4, Run};
-use crate::fs::{FileType, FsError, Result};
+use crate::fs::{Error, FileType, Result};
 use std::sync::Arc;
 
 impl Ext4 {
@@ -52,7 +52,7 @@ impl Ext4 {
     /// Interior htree block `lblk` of `dir`, its dx_tail checksum verified.
     pub(crate) fn dir_index_block(&self, dir: &Inode, lblk: u64) -> Result<Arc<[u8]>> {
         let phys = self.dir_phys(dir, lblk)?.ok_or_else(|| {
-            FsError::corrupt(
+            Error::corrupt(
                 "directory index",
                 dir.ino,
                 0,
@@ -113,7 +113,7 @@ impl Ext4 {
     /// The inode number of entry `name` of `dir`, or None.
     pub(crate) fn find(&self, dir: &Inode, name: &[u8]) -> Result<Option<u64>> {
         if dir.kind != FileType::Directory {
-            return Err(FsError::NotDir(dir.ino));
+            return Err(Error::NotDir(dir.ino));
         }
         let dots = name == b"." || name == b"..";
         if dir.flags & inode::FL_ENCRYPT != 0 && !dots {
@@ -178,7 +178,7 @@ impl Ext4 {
     pub fn find_without_index(&self, dir: u64, name: &[u8]) -> Result<Option<u64>> {
         let d = self.inode(dir)?;
         if d.kind != FileType::Directory {
-            return Err(FsError::NotDir(dir));
+            return Err(Error::NotDir(dir));
         }
         self.find_linear(&d, &|n| n == name)
     }
@@ -188,13 +188,13 @@ impl Ext4 {
     pub fn find_with_index(&self, dir: u64, name: &[u8]) -> Result<Option<u64>> {
         let d = self.inode(dir)?;
         if !self.is_indexed(&d) || d.kind != FileType::Directory {
-            return Err(FsError::Unsupported(format!(
+            return Err(Error::Unsupported(format!(
                 "directory {dir} has no hash index"
             )));
         }
         let hash_name = if self.is_casefolded(&d) {
             casefold::hash_name(name)
-                .ok_or_else(|| FsError::Unsupported("casefolded non-ASCII name".into()))?
+                .ok_or_else(|| Error::Unsupported("casefolded non-ASCII name".into()))?
         } else {
             name.into()
         };
@@ -208,7 +208,7 @@ impl Ext4 {
         match htree::lookup(self, &d, htree::Key::Name(&hash_name), matches)? {
             htree::Probe::Found(ino) => Ok(Some(u64::from(ino))),
             htree::Probe::NotFound => Ok(None),
-            htree::Probe::BadIndex(why) => Err(FsError::corrupt("directory index", dir, 0, why)),
+            htree::Probe::BadIndex(why) => Err(Error::corrupt("directory index", dir, 0, why)),
         }
     }
 

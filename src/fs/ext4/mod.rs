@@ -37,7 +37,7 @@ mod xattr_write;
 
 use crate::block::BlockDevice;
 use crate::bytes::le32;
-use crate::fs::{Attr, DirEntry, FileType, Filesystem, FsError, FsInfo, Result, StatFs};
+use crate::fs::{Attr, DirEntry, Error, FileType, Filesystem, FsInfo, Result, StatFs};
 use group::GroupDesc;
 use inode::Inode;
 use lru::LruCache;
@@ -131,12 +131,7 @@ impl Ext4 {
         }
         let root = fs.inode(ROOT_INO)?;
         if root.kind != FileType::Directory {
-            return Err(FsError::corrupt(
-                "root inode",
-                ROOT_INO,
-                0,
-                "not a directory",
-            ));
+            return Err(Error::corrupt("root inode", ROOT_INO, 0, "not a directory"));
         }
         Ok(fs)
     }
@@ -153,7 +148,7 @@ impl Ext4 {
         let sb = Superblock::parse(&buf)?;
         let bs = u64::from(sb.block_size());
         let fs_bytes = sb.blocks_count.checked_mul(bs).ok_or_else(|| {
-            FsError::corrupt(
+            Error::corrupt(
                 "superblock",
                 0,
                 0,
@@ -169,7 +164,7 @@ impl Ext4 {
         let gdt_bytes = u64::from(sb.group_count) * u64::from(sb.desc_size);
         let last_desc_block = sb.descriptor_block(gdt_bytes.div_ceil(bs) - 1);
         if last_desc_block >= sb.blocks_count {
-            return Err(FsError::corrupt(
+            return Err(Error::corrupt(
                 "superblock",
                 0,
                 0,
@@ -208,7 +203,7 @@ impl Ext4 {
             Some(end) if end <= self.sb.blocks_count && blk != 0 => {
                 Ok(blk * u64::from(self.block_size()))
             }
-            _ => Err(FsError::corrupt(
+            _ => Err(Error::corrupt(
                 what,
                 ino,
                 blk,
@@ -240,12 +235,12 @@ impl Ext4 {
 
     /// Logs damage once per object (FUSE asks about the same inode again and again); returns
     /// the error that reports it.
-    fn damage(&self, what: &'static str, ino: u64, blk: u64, detail: String) -> FsError {
-        self.report(FsError::corrupt(what, ino, blk, detail))
+    fn damage(&self, what: &'static str, ino: u64, blk: u64, detail: String) -> Error {
+        self.report(Error::corrupt(what, ino, blk, detail))
     }
 
     /// Logs `e` once per damaged object; returns it.
-    fn report(&self, e: FsError) -> FsError {
+    fn report(&self, e: Error) -> Error {
         self.reported.report(e)
     }
 
@@ -269,7 +264,7 @@ impl Ext4 {
                 Ok(b)
             }
             Err(d) => {
-                let e = FsError::corrupt(what, ino, blk, format!("checksum mismatch: {d}"));
+                let e = Error::corrupt(what, ino, blk, format!("checksum mismatch: {d}"));
                 Err(self.report(e.at(blk * u64::from(self.block_size()))))
             }
         }
@@ -313,7 +308,7 @@ impl Ext4 {
     /// Reads and parses inode `ino` (1-based, as directories and the API name them).
     pub fn inode(&self, ino: u64) -> Result<Inode> {
         if ino == 0 || ino > u64::from(self.sb.inodes_count) {
-            return Err(FsError::corrupt(
+            return Err(Error::corrupt(
                 "inode number",
                 ino,
                 0,
@@ -339,7 +334,7 @@ impl Ext4 {
             match csum::inode_sums(seed, slot) {
                 Some((computed, stored)) if computed == stored => {}
                 sums => {
-                    let e = FsError::corrupt("inode", ino, blk, "checksum mismatch");
+                    let e = Error::corrupt("inode", ino, blk, "checksum mismatch");
                     let e = match sums {
                         Some((c, s)) => e.expected(format!("{c:#x}"), format!("{s:#x}")),
                         None => e,
@@ -355,7 +350,7 @@ impl Ext4 {
     fn map(&self, inode: &Inode, lblk: u64) -> Result<Run> {
         if inode.flags & inode::FL_INLINE_DATA != 0 {
             // Callers read inline inodes through `inline`; one reaching here is inconsistent.
-            return Err(FsError::corrupt(
+            return Err(Error::corrupt(
                 "inline data",
                 inode.ino,
                 0,
@@ -400,7 +395,7 @@ impl Ext4 {
             // OK: bounded by n - done.
             let take = run_bytes.min((n - done) as u64) as usize;
             if take == 0 {
-                return Err(FsError::corrupt(
+                return Err(Error::corrupt(
                     "block map",
                     inode.ino,
                     0,
@@ -429,11 +424,11 @@ impl Ext4 {
         &self,
         dir: &Inode,
         start: u64,
-        mut damaged: Option<&mut Option<FsError>>,
+        mut damaged: Option<&mut Option<Error>>,
         f: &mut dyn FnMut(dir::RawEntry<'_>, u64, u64) -> Result<bool>,
     ) -> Result<()> {
         if dir.kind != FileType::Directory {
-            return Err(FsError::NotDir(dir.ino));
+            return Err(Error::NotDir(dir.ino));
         }
         if dir.flags & inode::FL_INLINE_DATA != 0 {
             return self.walk_inline_dir(dir, start, f);
@@ -458,7 +453,7 @@ impl Ext4 {
                 let l = lblk + k;
                 let base = l * bs;
                 let phys = pblk.checked_add(k).ok_or_else(|| {
-                    FsError::corrupt("directory", dir.ino, pblk, "block number overflows")
+                    Error::corrupt("directory", dir.ino, pblk, "block number overflows")
                 })?;
                 let walked = self
                     .dir_block(dir, l, phys)
@@ -466,7 +461,7 @@ impl Ext4 {
                 match (walked, damaged.as_deref_mut()) {
                     (Ok(true), _) => {}
                     (Ok(false), _) => return Ok(()),
-                    (Err(e @ FsError::Corrupt(_)), Some(slot)) => {
+                    (Err(e @ Error::Corrupt(_)), Some(slot)) => {
                         slot.get_or_insert(e);
                     }
                     (Err(e), _) => return Err(e),
@@ -623,14 +618,14 @@ impl Filesystem for Ext4 {
 
     fn lookup(&self, dir: u64, name: &[u8]) -> Result<Attr> {
         if name.len() > dir::MAX_NAME_LEN {
-            return Err(FsError::NameTooLong {
+            return Err(Error::NameTooLong {
                 max: dir::MAX_NAME_LEN,
             });
         }
         let d = self.inode(dir)?;
         match self.find(&d, name)? {
             Some(ino) => self.getattr(ino),
-            None => Err(FsError::NotFound),
+            None => Err(Error::NotFound),
         }
     }
 
@@ -679,15 +674,15 @@ impl Filesystem for Ext4 {
         let i = self.inode(ino)?;
         match i.kind {
             FileType::RegularFile => {}
-            FileType::Directory => return Err(FsError::IsDir(ino)),
+            FileType::Directory => return Err(Error::IsDir(ino)),
             _ => {
-                return Err(FsError::Unsupported(format!(
+                return Err(Error::Unsupported(format!(
                     "inode {ino} is not a regular file"
                 )))
             }
         }
         if i.flags & inode::FL_ENCRYPT != 0 {
-            return Err(FsError::NoKey(ino));
+            return Err(Error::NoKey(ino));
         }
         self.read_data(&i, off, buf)
     }
@@ -786,7 +781,7 @@ impl Ext4 {
         let stored = self.symlink_stored(i)?;
         if i.flags & inode::FL_ENCRYPT != 0 {
             return fscrypt::symlink_target(&stored)
-                .map_err(|d| FsError::corrupt("encrypted symlink", ino, 0, d));
+                .map_err(|d| Error::corrupt("encrypted symlink", ino, 0, d));
         }
         Ok(stored)
     }
@@ -795,10 +790,10 @@ impl Ext4 {
     fn symlink_stored(&self, i: &Inode) -> Result<Vec<u8>> {
         let ino = i.ino;
         if i.kind != FileType::Symlink {
-            return Err(FsError::NotSymlink(ino));
+            return Err(Error::NotSymlink(ino));
         }
         if i.size == 0 || i.size >= MAX_SYMLINK_LEN {
-            return Err(FsError::corrupt(
+            return Err(Error::corrupt(
                 "symlink",
                 ino,
                 0,
@@ -816,7 +811,7 @@ impl Ext4 {
         };
         if i.flags & inode::FL_INLINE_DATA == 0 && i.blocks512.saturating_sub(ea_blocks) == 0 {
             if len >= inode::I_BLOCK_LEN {
-                return Err(FsError::corrupt(
+                return Err(Error::corrupt(
                     "symlink",
                     ino,
                     0,

@@ -10,7 +10,7 @@ use super::inode::{self, Inode, InodeBuf, TimeField};
 use super::rw::now;
 use super::superblock::{Compat, Incompat, RoCompat};
 use super::{extent, Ext4, MAX_SYMLINK_LEN, ROOT_INO};
-use crate::fs::{FileType, FsError, NewInode, RenameFlags, Result, SetAttr};
+use crate::fs::{Error, FileType, NewInode, RenameFlags, Result, SetAttr};
 
 /// EXT4_LINK_MAX: the most links an inode may have (past it a directory counts 1).
 const LINK_MAX: u16 = 65000;
@@ -19,16 +19,16 @@ const MAX_DEPTH_WALK: usize = 65536;
 
 fn check_name(name: &[u8]) -> Result<()> {
     if name.len() > MAX_NAME_LEN {
-        return Err(FsError::NameTooLong { max: MAX_NAME_LEN });
+        return Err(Error::NameTooLong { max: MAX_NAME_LEN });
     }
     if name.is_empty() || name.contains(&b'/') || name.contains(&0) {
-        return Err(FsError::Invalid(format!(
+        return Err(Error::Invalid(format!(
             "bad name {:?}",
             String::from_utf8_lossy(name)
         )));
     }
     if name == b"." || name == b".." {
-        return Err(FsError::Exists);
+        return Err(Error::Exists);
     }
     Ok(())
 }
@@ -64,7 +64,7 @@ impl Ext4 {
         let n = b.links();
         let overflow_ok = self.sb.has_ro_compat(RoCompat::DIR_NLINK) && self.is_dx(b);
         if n >= LINK_MAX && !overflow_ok {
-            return Err(FsError::TooManyLinks);
+            return Err(Error::TooManyLinks);
         }
         if n == 1 || (overflow_ok && n + 1 > LINK_MAX) {
             b.set_links(1);
@@ -85,7 +85,7 @@ impl Ext4 {
     /// Refuses changes to inode `i` that its flags forbid.
     fn inode_changeable(i: &Inode) -> Result<()> {
         if i.flags & (inode::FL_IMMUTABLE | inode::FL_APPEND) != 0 {
-            return Err(FsError::NotPermitted);
+            return Err(Error::NotPermitted);
         }
         Ok(())
     }
@@ -123,19 +123,15 @@ impl Ext4 {
         let i = b.parse(&self.sb)?;
         match i.kind {
             FileType::RegularFile => {}
-            FileType::Directory => return Err(FsError::IsDir(ino)),
-            _ => {
-                return Err(FsError::Invalid(format!(
-                    "inode {ino} is not a regular file"
-                )))
-            }
+            FileType::Directory => return Err(Error::IsDir(ino)),
+            _ => return Err(Error::Invalid(format!("inode {ino} is not a regular file"))),
         }
         if i.flags & (inode::FL_ENCRYPT | inode::FL_VERITY | inode::FL_EA_INODE) != 0 {
-            return Err(FsError::ReadOnly);
+            return Err(Error::ReadOnly);
         }
         if i.flags & inode::FL_IMMUTABLE != 0 || (i.flags & inode::FL_APPEND != 0 && off != i.size)
         {
-            return Err(FsError::NotPermitted);
+            return Err(Error::NotPermitted);
         }
         if data.is_empty() {
             return Ok(0);
@@ -143,7 +139,7 @@ impl Ext4 {
         let end = off
             .checked_add(data.len() as u64)
             .filter(|&e| e <= self.max_file_size(&b))
-            .ok_or(FsError::TooBig)?;
+            .ok_or(Error::TooBig)?;
         let mut fm = self.load_map(&b)?;
         let old_size = b.size();
         if off > old_size {
@@ -203,7 +199,7 @@ impl Ext4 {
     /// the rest of its last block; a larger size maps nothing (a hole).
     fn set_size(&self, b: &mut InodeBuf, size: u64) -> Result<()> {
         if size > self.max_file_size(b) {
-            return Err(FsError::TooBig);
+            return Err(Error::TooBig);
         }
         let old = b.size();
         if size == old {
@@ -225,7 +221,7 @@ impl Ext4 {
         let mut b = self.inode_buf(ino)?;
         let i = b.parse(&self.sb)?;
         if i.flags & inode::FL_IMMUTABLE != 0 {
-            return Err(FsError::NotPermitted);
+            return Err(Error::NotPermitted);
         }
         if let Some(mode) = c.mode {
             // OK: the permission bits fit 12 bits.
@@ -240,18 +236,14 @@ impl Ext4 {
         if let Some(size) = c.size {
             match i.kind {
                 FileType::RegularFile => {}
-                FileType::Directory => return Err(FsError::IsDir(ino)),
-                _ => {
-                    return Err(FsError::Invalid(format!(
-                        "inode {ino} is not a regular file"
-                    )))
-                }
+                FileType::Directory => return Err(Error::IsDir(ino)),
+                _ => return Err(Error::Invalid(format!("inode {ino} is not a regular file"))),
             }
             if i.flags & (inode::FL_ENCRYPT | inode::FL_VERITY | inode::FL_EA_INODE) != 0 {
-                return Err(FsError::ReadOnly);
+                return Err(Error::ReadOnly);
             }
             if i.flags & inode::FL_APPEND != 0 {
-                return Err(FsError::NotPermitted);
+                return Err(Error::NotPermitted);
             }
             if size != i.size {
                 self.set_size(&mut b, size)?;
@@ -282,13 +274,13 @@ impl Ext4 {
             None => new.mode,
         };
         let kind = FileType::from_mode(mode)
-            .ok_or_else(|| FsError::Invalid(format!("mode {mode:#o} has no file type")))?;
+            .ok_or_else(|| Error::Invalid(format!("mode {mode:#o} has no file type")))?;
         if let Some(t) = target {
             if t.is_empty() {
-                return Err(FsError::Invalid("empty symlink target".into()));
+                return Err(Error::Invalid("empty symlink target".into()));
             }
             if t.len() as u64 >= MAX_SYMLINK_LEN || t.len() > self.block_size() as usize {
-                return Err(FsError::NameTooLong {
+                return Err(Error::NameTooLong {
                     max: MAX_SYMLINK_LEN as usize - 1,
                 });
             }
@@ -297,7 +289,7 @@ impl Ext4 {
         let di = db.parse(&self.sb)?;
         self.dir_writable(&di)?;
         if self.find(&di, name)?.is_some() {
-            return Err(FsError::Exists);
+            return Err(Error::Exists);
         }
         let is_dir = kind == FileType::Directory;
         if is_dir {
@@ -379,20 +371,20 @@ impl Ext4 {
         let mut b = self.inode_buf(ino)?;
         let i = b.parse(&self.sb)?;
         if i.kind == FileType::Directory {
-            return Err(FsError::NotPermitted);
+            return Err(Error::NotPermitted);
         }
         Self::inode_changeable(&i)?;
         if i.links == 0 {
-            return Err(FsError::NotFound);
+            return Err(Error::NotFound);
         }
         if i.links >= LINK_MAX {
-            return Err(FsError::TooManyLinks);
+            return Err(Error::TooManyLinks);
         }
         let mut db = self.inode_buf(dir)?;
         let di = db.parse(&self.sb)?;
         self.dir_writable(&di)?;
         if self.find(&di, name)?.is_some() {
-            return Err(FsError::Exists);
+            return Err(Error::Exists);
         }
         self.dir_add(&mut db, name, ino, i.kind)?;
         Self::touch(&mut db, true);
@@ -440,28 +432,28 @@ impl Ext4 {
 
     pub(super) fn op_remove(&self, dir: u64, name: &[u8], rmdir: bool) -> Result<()> {
         if name == b"." {
-            return Err(FsError::Invalid("cannot remove \".\"".into()));
+            return Err(Error::Invalid("cannot remove \".\"".into()));
         }
         if name == b".." {
-            return Err(FsError::NotEmpty);
+            return Err(Error::NotEmpty);
         }
         check_name(name)?;
         let mut db = self.inode_buf(dir)?;
         let di = db.parse(&self.sb)?;
         self.dir_writable(&di)?;
-        let ino = self.find(&di, name)?.ok_or(FsError::NotFound)?;
+        let ino = self.find(&di, name)?.ok_or(Error::NotFound)?;
         let mut tb = self.inode_buf(ino)?;
         let ti = tb.parse(&self.sb)?;
         Self::inode_changeable(&ti)?;
         if rmdir {
             if ti.kind != FileType::Directory {
-                return Err(FsError::NotDir(ino));
+                return Err(Error::NotDir(ino));
             }
             if !self.dir_is_empty(&tb)? {
-                return Err(FsError::NotEmpty);
+                return Err(Error::NotEmpty);
             }
         } else if ti.kind == FileType::Directory {
-            return Err(FsError::IsDir(ino));
+            return Err(Error::IsDir(ino));
         }
         self.dir_remove(&db, name)?;
         if rmdir {
@@ -485,9 +477,9 @@ impl Ext4 {
             let i = self.inode(cur)?;
             cur = self
                 .find(&i, b"..")?
-                .ok_or_else(|| FsError::corrupt("directory", cur, 0, "no \"..\" entry"))?;
+                .ok_or_else(|| Error::corrupt("directory", cur, 0, "no \"..\" entry"))?;
         }
-        Err(FsError::corrupt(
+        Err(Error::corrupt(
             "directory",
             d,
             0,
@@ -504,12 +496,12 @@ impl Ext4 {
         flags: RenameFlags,
     ) -> Result<()> {
         if flags.exchange && flags.noreplace {
-            return Err(FsError::Invalid(
+            return Err(Error::Invalid(
                 "RENAME_EXCHANGE with RENAME_NOREPLACE".into(),
             ));
         }
         if name == b"." || name == b".." || new_name == b"." || new_name == b".." {
-            return Err(FsError::Busy);
+            return Err(Error::Busy);
         }
         check_name(name)?;
         check_name(new_name)?;
@@ -532,13 +524,13 @@ impl Ext4 {
         self.dir_writable(&oi)?;
         let ni = nd!().parse(&self.sb)?;
         self.dir_writable(&ni)?;
-        let src = self.find(&oi, name)?.ok_or(FsError::NotFound)?;
+        let src = self.find(&oi, name)?.ok_or(Error::NotFound)?;
         let tgt = self.find(&ni, new_name)?;
         if flags.exchange && tgt.is_none() {
-            return Err(FsError::NotFound);
+            return Err(Error::NotFound);
         }
         if flags.noreplace && tgt.is_some() {
-            return Err(FsError::Exists);
+            return Err(Error::Exists);
         }
         if tgt == Some(src) {
             return Ok(());
@@ -555,20 +547,20 @@ impl Ext4 {
         let t_dir = ti.as_ref().is_some_and(|t| t.kind == FileType::Directory);
         if !same {
             if s_dir && self.is_ancestor(src, new_dir)? {
-                return Err(FsError::Invalid("moving a directory into itself".into()));
+                return Err(Error::Invalid("moving a directory into itself".into()));
             }
             if flags.exchange && t_dir && self.is_ancestor(tgt.unwrap_or(0), dir)? {
-                return Err(FsError::Invalid("moving a directory into itself".into()));
+                return Err(Error::Invalid("moving a directory into itself".into()));
             }
             // The target is the source's parent or above it: never empty, whatever the
             // source is (the kernel's `new_dentry == trap` check, before any type check).
             if !flags.exchange && t_dir && self.is_ancestor(tgt.unwrap_or(0), dir)? {
-                return Err(FsError::NotEmpty);
+                return Err(Error::NotEmpty);
             }
         }
         if flags.exchange {
             let (Some(tb), Some(ti)) = (tb.as_mut(), ti.as_ref()) else {
-                return Err(FsError::NotFound);
+                return Err(Error::NotFound);
             };
             self.dir_set(&odb, name, ti.ino, ti.kind)?;
             self.dir_set(nd!(), new_name, src, si.kind)?;
@@ -593,13 +585,13 @@ impl Ext4 {
             match (tb.as_mut(), ti.as_ref()) {
                 (Some(tb), Some(ti)) => {
                     if t_dir && !s_dir {
-                        return Err(FsError::IsDir(ti.ino));
+                        return Err(Error::IsDir(ti.ino));
                     }
                     if s_dir && !t_dir {
-                        return Err(FsError::NotDir(ti.ino));
+                        return Err(Error::NotDir(ti.ino));
                     }
                     if t_dir && !self.dir_is_empty(tb)? {
-                        return Err(FsError::NotEmpty);
+                        return Err(Error::NotEmpty);
                     }
                     self.dir_set(nd!(), new_name, src, si.kind)?;
                     if t_dir {

@@ -13,7 +13,7 @@
 use super::inode::InodeBuf;
 use super::ops::has_block_map;
 use super::Ext4;
-use crate::fs::{FileType, FsError, Result};
+use crate::fs::{Error, FileType, Result};
 
 impl Ext4 {
     /// Whether inode `ino` has an open handle.
@@ -114,7 +114,7 @@ impl Ext4 {
                     return Err(self.orphan_loop());
                 }
                 if cur > u64::from(self.sb.inodes_count) {
-                    return Err(FsError::corrupt(
+                    return Err(Error::corrupt(
                         "orphan list",
                         cur,
                         0,
@@ -152,8 +152,8 @@ impl Ext4 {
         })
     }
 
-    fn orphan_loop(&self) -> FsError {
-        FsError::corrupt(
+    fn orphan_loop(&self) -> Error {
+        Error::corrupt(
             "orphan list",
             0,
             0,

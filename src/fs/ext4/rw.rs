@@ -16,7 +16,7 @@ use super::superblock::{
 use super::{csum, Ext4};
 use crate::block::{BlockDevice, Describe};
 use crate::bytes::{le16, le32};
-use crate::fs::{FsError, Result, Timestamp};
+use crate::fs::{Error, Result, Timestamp};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -272,7 +272,7 @@ impl Ext4 {
         let raw = read_sb()?;
         check_writable(&fs.sb, &raw, false)?;
         if u64::from(fs.block_size()) * fs.sb.blocks_count > dev.len() {
-            return Err(FsError::Unsupported(format!(
+            return Err(Error::Unsupported(format!(
                 "the device ({} bytes) is smaller than the filesystem ({} blocks): truncated image",
                 dev.len(),
                 fs.sb.blocks_count
@@ -287,7 +287,7 @@ impl Ext4 {
             free_inodes += u64::from(gd.free_inodes);
         }
         if free_blocks > fs.sb.blocks_count || free_inodes > u64::from(fs.sb.inodes_count) {
-            return Err(FsError::corrupt(
+            return Err(Error::corrupt(
                 "group descriptors",
                 0,
                 0,
@@ -348,9 +348,9 @@ impl Ext4 {
     }
 
     fn rw(&self) -> Result<&RwState> {
-        let rw = self.rw.as_ref().ok_or(FsError::ReadOnly)?;
+        let rw = self.rw.as_ref().ok_or(Error::ReadOnly)?;
         if rw.failed.load(Ordering::Relaxed) {
-            return Err(FsError::ReadOnly);
+            return Err(Error::ReadOnly);
         }
         Ok(rw)
     }
@@ -361,7 +361,7 @@ impl Ext4 {
         let rw = self.rw()?;
         let _g = rw.lock.lock();
         if rw.failed.load(Ordering::Relaxed) {
-            return Err(FsError::ReadOnly);
+            return Err(Error::ReadOnly);
         }
         let sb_before = rw.sb_raw.lock().clone();
         let out = f().and_then(|v| self.commit().map(|()| v));
@@ -370,7 +370,7 @@ impl Ext4 {
             rw.freed.lock().clear();
             *rw.sb_raw.lock() = sb_before;
             rw.sb_dirty.store(false, Ordering::Relaxed);
-            if matches!(e, FsError::Corrupt(_) | FsError::Io(_)) {
+            if matches!(e, Error::Corrupt(_) | Error::Io(_)) {
                 rw.failed.store(true, Ordering::Relaxed);
                 log::error!("ext4: {e}; the filesystem is read-only from now on");
             }
@@ -555,7 +555,7 @@ impl Ext4 {
             None => {
                 for (blk, data) in blocks {
                     let off = blk.checked_mul(bs).ok_or_else(|| {
-                        FsError::corrupt("metadata block", 0, *blk, "block number overflows")
+                        Error::corrupt("metadata block", 0, *blk, "block number overflows")
                     })?;
                     self.dev.write_at(data, off)?;
                 }
@@ -701,7 +701,7 @@ impl Ext4 {
     /// Where inode `ino` lives: its inode table block and the byte offset in it.
     fn inode_location(&self, ino: u64) -> Result<(u64, usize)> {
         if ino == 0 || ino > u64::from(self.sb.inodes_count) {
-            return Err(FsError::corrupt(
+            return Err(Error::corrupt(
                 "inode number",
                 ino,
                 0,
@@ -813,7 +813,7 @@ impl Drop for Ext4 {
 /// `recovery_pending_ok`: a journal that needs recovery is not (yet) a reason, because the
 /// journal writer replays it first.
 fn check_writable(sb: &Superblock, raw: &[u8], recovery_pending_ok: bool) -> Result<()> {
-    let refuse = |why: String| Err(FsError::Unsupported(format!("cannot write: {why}")));
+    let refuse = |why: String| Err(Error::Unsupported(format!("cannot write: {why}")));
     if sb.has_incompat(Incompat::RECOVER) && !recovery_pending_ok {
         return refuse(
             "the journal needs recovery (the filesystem was not cleanly unmounted); replay it \

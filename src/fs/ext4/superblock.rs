@@ -3,7 +3,7 @@
 
 use super::csum;
 use crate::bytes::{le16, le32};
-use crate::fs::{FsError, Result};
+use crate::fs::{Error, Result};
 
 pub const SUPERBLOCK_OFFSET: u64 = 1024;
 pub const SUPERBLOCK_SIZE: usize = 1024;
@@ -117,8 +117,8 @@ const INCOMPAT_NAMES: &[(Incompat, &str)] = &[
 ];
 
 /// Damage in the primary superblock; `field` is the byte offset of the field within it.
-fn bad(field: u64, detail: String) -> FsError {
-    FsError::corrupt("superblock", 0, 0, detail).at(SUPERBLOCK_OFFSET + field)
+fn bad(field: u64, detail: String) -> Error {
+    Error::corrupt("superblock", 0, 0, detail).at(SUPERBLOCK_OFFSET + field)
 }
 
 #[derive(Clone, Debug)]
@@ -180,7 +180,7 @@ impl Superblock {
         }
         let magic = le16(b, 0x38);
         if magic != MAGIC {
-            return Err(FsError::mismatch(
+            return Err(Error::mismatch(
                 "superblock",
                 0,
                 "s_magic: not ext2/3/4",
@@ -277,7 +277,7 @@ impl Superblock {
             }
             what.push_str(&format!("unknown bits {:#x}", rest.bits()));
         }
-        Err(FsError::Unsupported(format!(
+        Err(Error::Unsupported(format!(
             "ext4 incompatible features ferry cannot read yet: {what}"
         )))
     }
@@ -378,7 +378,7 @@ impl Superblock {
             .map_err(|_| bad(0x4, format!("{groups} block groups (more than 2^32)")))?;
         let max_inodes = u64::from(self.group_count) * u64::from(self.inodes_per_group);
         if u64::from(self.inodes_count) > max_inodes || self.inodes_count == 0 {
-            return Err(FsError::mismatch(
+            return Err(Error::mismatch(
                 "superblock",
                 0,
                 format!(

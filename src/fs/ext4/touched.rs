@@ -27,7 +27,7 @@ use super::superblock::Incompat;
 use super::Ext4;
 use crate::bytes::le32;
 use crate::fs::ranges::{normalize, subtract};
-use crate::fs::{FileType, FsError, Result, Touched};
+use crate::fs::{Error, FileType, Result, Touched};
 use std::collections::HashSet;
 use std::ops::Range;
 
@@ -46,12 +46,12 @@ const HIDDEN_INODE_FIELDS: [usize; 4] = [0x240, 0x244, 0x26c, 0x280];
 impl Ext4 {
     pub(super) fn touched_ranges(&self, ranges: &[Range<u64>]) -> Result<Touched> {
         if self.journal_replay().is_some() || self.sb.has_incompat(Incompat::RECOVER) {
-            return Err(FsError::Unsupported(
+            return Err(Error::Unsupported(
                 "ext4: the journal was replayed in memory (or needs to be)".into(),
             ));
         }
         if self.sb.cluster_bits > 0 {
-            return Err(FsError::Unsupported(
+            return Err(Error::Unsupported(
                 "ext4: bigalloc block bitmaps are not mapped".into(),
             ));
         }
@@ -227,7 +227,7 @@ impl Ext4 {
             return Ok(());
         }
         if !seen.insert(blk) {
-            return Err(FsError::corrupt(
+            return Err(Error::corrupt(
                 "block map",
                 ino,
                 blk,

@@ -13,7 +13,7 @@ use super::inode::{self, Inode};
 use super::superblock::Superblock;
 use super::{acl, csum};
 use crate::bytes::{le16, le32};
-use crate::fs::{FileType, FsError, Result};
+use crate::fs::{Error, FileType, Result};
 use std::sync::Arc;
 
 pub const MAGIC: u32 = 0xea02_0000;
@@ -102,7 +102,7 @@ fn parse_entries<'a>(
     first: usize,
     values_from: usize,
     sb: &Superblock,
-    bad: &dyn Fn(String) -> FsError,
+    bad: &dyn Fn(String) -> Error,
 ) -> Result<Vec<Entry<'a>>> {
     let end = region.len();
     let mut out = Vec::new();
@@ -186,7 +186,7 @@ pub fn parse_ibody<'a>(area: &'a [u8], sb: &Superblock, ino: u64) -> Result<Vec<
     if area.len() < 4 || le32(area, 0) != MAGIC {
         return Ok(Vec::new());
     }
-    let bad = |d: String| FsError::corrupt("in-inode xattrs", ino, 0, d);
+    let bad = |d: String| Error::corrupt("in-inode xattrs", ino, 0, d);
     parse_entries(&area[4..], 0, 0, sb, &bad)
 }
 
@@ -197,7 +197,7 @@ pub fn parse_block<'a>(
     ino: u64,
     blk: u64,
 ) -> Result<Vec<Entry<'a>>> {
-    let bad = |d: String| FsError::corrupt("xattr block", ino, blk, d);
+    let bad = |d: String| Error::corrupt("xattr block", ino, blk, d);
     if block.len() < BLOCK_HEADER_LEN + 4 {
         return Err(bad(format!("block of {} bytes", block.len())));
     }
@@ -289,29 +289,29 @@ impl super::Ext4 {
     /// The value of attribute `name` of inode `ino` as getxattr returns it: ACLs converted to
     /// the VFS format, values in EA inodes read from there.
     pub(crate) fn get_xattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
-        let (index, suffix) = split_name(name).ok_or(FsError::NotSupported)?;
+        let (index, suffix) = split_name(name).ok_or(Error::NotSupported)?;
         let inode = self.inode(ino)?;
         if suffix.len() > MAX_NAME_LEN {
-            return Err(FsError::NoAttr);
+            return Err(Error::NoAttr);
         }
         let ibody = parse_ibody(&inode.xattr_area, &self.sb, ino)?;
         let value = match find_unsorted(&ibody, index, suffix) {
             Some(e) => self.xattr_value(&inode, e)?,
             None => {
                 let Some(block) = self.xattr_block(&inode)? else {
-                    return Err(FsError::NoAttr);
+                    return Err(Error::NoAttr);
                 };
                 let entries = parse_block(&block, &self.sb, ino, inode.file_acl)?;
                 match find_sorted(&entries, index, suffix) {
                     Some(e) => self.xattr_value(&inode, e)?,
-                    None => return Err(FsError::NoAttr),
+                    None => return Err(Error::NoAttr),
                 }
             }
         };
         if index == INDEX_ACL_ACCESS || index == INDEX_ACL_DEFAULT {
             return acl::to_xattr(&value)
-                .map_err(|d| FsError::corrupt("ACL", ino, inode.file_acl, d))?
-                .ok_or(FsError::NoAttr);
+                .map_err(|d| Error::corrupt("ACL", ino, inode.file_acl, d))?
+                .ok_or(Error::NoAttr);
         }
         Ok(value)
     }
@@ -325,7 +325,7 @@ impl super::Ext4 {
             Value::Here(v) => return Ok(v.to_vec()),
             Value::Inode { ino, size } => (u64::from(ino), u64::from(size)),
         };
-        let bad = |d: String| FsError::corrupt("EA inode", ea_ino, 0, d);
+        let bad = |d: String| Error::corrupt("EA inode", ea_ino, 0, d);
         let ea = self.inode(ea_ino)?;
         if ea.flags & inode::FL_EA_INODE == 0 || ea.kind != FileType::RegularFile {
             return Err(bad(format!("not an EA inode (flags {:#x})", ea.flags)));
@@ -346,7 +346,7 @@ impl super::Ext4 {
                 return Err(bad(format!("value hash {h:#010x}, stored {stored:#010x}")));
             }
             if e.hash != entry_hash(e.name, h, false) && e.hash != entry_hash(e.name, h, true) {
-                return Err(FsError::corrupt(
+                return Err(Error::corrupt(
                     "xattr entry",
                     owner.ino,
                     owner.file_acl,

@@ -11,7 +11,7 @@ use super::inode::{self, InodeBuf};
 use super::xattr::{self, Value, BLOCK_HEADER_LEN, MAGIC};
 use super::{acl, csum, Ext4};
 use crate::bytes::le32;
-use crate::fs::{FsError, Result};
+use crate::fs::{Error, Result};
 
 const ENTRY_HEADER: usize = 16;
 /// ext4_xattr_hash_entry's shifts (NAME_HASH_SHIFT, VALUE_HASH_SHIFT) and the block's.
@@ -100,7 +100,7 @@ fn own(entries: &[xattr::Entry<'_>]) -> Result<Vec<Attr>> {
                 name: e.name.to_vec(),
                 value: v.to_vec(),
             }),
-            Value::Inode { .. } => Err(FsError::ReadOnly),
+            Value::Inode { .. } => Err(Error::ReadOnly),
         })
         .collect()
 }
@@ -185,25 +185,25 @@ impl Ext4 {
 
     /// setxattr (`value` Some) or removexattr (None) of the full name `full` on inode `ino`.
     pub(super) fn op_set_xattr(&self, ino: u64, full: &[u8], value: Option<&[u8]>) -> Result<()> {
-        let (index, suffix) = xattr::split_name(full).ok_or(FsError::NotSupported)?;
+        let (index, suffix) = xattr::split_name(full).ok_or(Error::NotSupported)?;
         if suffix.len() > xattr::MAX_NAME_LEN {
-            return Err(FsError::NameTooLong {
+            return Err(Error::NameTooLong {
                 max: xattr::MAX_NAME_LEN,
             });
         }
         let mut b = self.inode_buf(ino)?;
         let i = b.parse(&self.sb)?;
         if i.flags & inode::FL_IMMUTABLE != 0 || i.flags & inode::FL_APPEND != 0 {
-            return Err(FsError::NotPermitted);
+            return Err(Error::NotPermitted);
         }
         if i.flags & (inode::FL_INLINE_DATA | inode::FL_EA_INODE) != 0 {
-            return Err(FsError::ReadOnly);
+            return Err(Error::ReadOnly);
         }
         let mut value = value.map(<[u8]>::to_vec);
         let is_acl = index == xattr::INDEX_ACL_ACCESS || index == xattr::INDEX_ACL_DEFAULT;
         if let (true, Some(v)) = (is_acl, value.as_ref()) {
             let (disk, bits, plain) =
-                acl::from_xattr(v).map_err(|d| FsError::Invalid(format!("ACL: {d}")))?;
+                acl::from_xattr(v).map_err(|d| Error::Invalid(format!("ACL: {d}")))?;
             if index == xattr::INDEX_ACL_ACCESS {
                 b.set_mode((i.mode & !0o777) | bits);
             }
@@ -225,7 +225,7 @@ impl Ext4 {
         }
         let existed = in_body.is_some() || in_block.is_some();
         if value.is_none() && !existed && !(is_acl && index == xattr::INDEX_ACL_ACCESS) {
-            return Err(FsError::NoAttr);
+            return Err(Error::NoAttr);
         }
         let area = b.xattr_area_range();
         // The body region: a 4-byte magic, then entries and values.
@@ -250,7 +250,7 @@ impl Ext4 {
                 });
                 block_changed = true;
                 if needed(&battrs) > block_room {
-                    return Err(FsError::NoSpace);
+                    return Err(Error::NoSpace);
                 }
             }
         }

@@ -3,7 +3,7 @@
 //! FAT width the volume uses. Checked as the Linux kernel's `fat_fill_super` checks it, so a
 //! volume the kernel refuses is refused here too, with the field that is wrong.
 
-use super::super::{FsError, Result};
+use super::super::{Error, Result};
 use crate::bytes::{le16, le32};
 
 /// Size of the boot sector region read and checked.
@@ -66,8 +66,8 @@ pub(crate) struct Geometry {
     pub(crate) dirty: bool,
 }
 
-fn bad(field: &str, off: u64, detail: impl Into<String>) -> FsError {
-    FsError::corrupt(
+fn bad(field: &str, off: u64, detail: impl Into<String>) -> Error {
+    Error::corrupt(
         "fat boot sector",
         0,
         0,

@@ -30,7 +30,7 @@ mod boot;
 mod dir;
 mod time;
 
-use super::{Attr, DamageLog, DirEntry, FileType, Filesystem, FsError, FsInfo, Result, StatFs};
+use super::{Attr, DamageLog, DirEntry, Error, FileType, Filesystem, FsInfo, Result, StatFs};
 use crate::block::BlockDevice;
 use boot::{FatType, Geometry, FIRST_CLUSTER};
 use dir::{Raw, ATTR_DIR, ATTR_RO};
@@ -189,7 +189,7 @@ impl Fat {
 
     pub fn open_with(dev: Arc<dyn BlockDevice>, opts: Options) -> Result<Self> {
         if dev.len() < SECTOR as u64 {
-            return Err(FsError::corrupt(
+            return Err(Error::corrupt(
                 "fat boot sector",
                 0,
                 0,
@@ -250,7 +250,7 @@ impl Fat {
         self.geo.fat_type.name()
     }
 
-    fn report(&self, e: FsError) -> FsError {
+    fn report(&self, e: Error) -> Error {
         self.reported.report(e)
     }
 
@@ -328,9 +328,9 @@ impl Fat {
             }
     }
 
-    fn broken(&self, ino: u64, c: u32, detail: String) -> FsError {
+    fn broken(&self, ino: u64, c: u32, detail: String) -> Error {
         self.report(
-            FsError::corrupt("fat cluster chain", ino, u64::from(c), detail).at(self.fat_pos(c)),
+            Error::corrupt("fat cluster chain", ino, u64::from(c), detail).at(self.fat_pos(c)),
         )
     }
 
@@ -339,7 +339,7 @@ impl Fat {
     fn chain(&self, ino: u64, first: u32, want: Option<u64>, limit: u64) -> Result<Vec<u32>> {
         if !self.geo.is_cluster(first) {
             return Err(self.report(
-                FsError::corrupt(
+                Error::corrupt(
                     "fat directory entry",
                     ino,
                     0,
@@ -431,11 +431,7 @@ impl Fat {
     }
 
     fn node(&self, ino: u64) -> Result<Node> {
-        self.nodes
-            .read()
-            .get(&ino)
-            .copied()
-            .ok_or(FsError::NotFound)
+        self.nodes.read().get(&ino).copied().ok_or(Error::NotFound)
     }
 
     /// The entries of directory `ino`, read and remembered.
@@ -445,7 +441,7 @@ impl Fat {
         }
         let node = self.node(ino)?;
         if !node.raw.is_dir() {
-            return Err(FsError::NotDir(ino));
+            return Err(Error::NotDir(ino));
         }
         let fixed_root = ino == ROOT_INO && self.geo.fat_type != FatType::Fat32;
         let cs = u64::from(self.geo.cluster_size);
@@ -674,7 +670,7 @@ impl Filesystem for Fat {
     fn lookup(&self, dir: u64, name: &[u8]) -> Result<Attr> {
         let d = self.node(dir)?;
         if !d.raw.is_dir() {
-            return Err(FsError::NotDir(dir));
+            return Err(Error::NotDir(dir));
         }
         let ino = match name {
             b"." => dir,
@@ -683,14 +679,14 @@ impl Filesystem for Fat {
                 let end = name.iter().rposition(|&c| c != b'.').map_or(0, |p| p + 1);
                 let name = &name[..end];
                 if name.is_empty() {
-                    return Err(FsError::NotFound);
+                    return Err(Error::NotFound);
                 }
                 let l = self.listing(dir)?;
                 l.children
                     .iter()
                     .find(|c| dir::same_name(&c.name, name) || dir::same_name(&c.short, name))
                     .map(|c| c.ino)
-                    .ok_or(FsError::NotFound)?
+                    .ok_or(Error::NotFound)?
             }
         };
         self.getattr(ino)
@@ -736,7 +732,7 @@ impl Filesystem for Fat {
     fn read(&self, ino: u64, off: u64, buf: &mut [u8]) -> Result<usize> {
         let node = self.node(ino)?;
         if node.raw.is_dir() {
-            return Err(FsError::IsDir(ino));
+            return Err(Error::IsDir(ino));
         }
         let size = u64::from(node.raw.size);
         if off >= size || buf.is_empty() {
@@ -773,7 +769,7 @@ impl Filesystem for Fat {
 
     fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
         self.node(ino)?;
-        Err(FsError::NotSymlink(ino))
+        Err(Error::NotSymlink(ino))
     }
 
     /// vfat has no extended attributes: the kernel lists none.
@@ -786,7 +782,7 @@ impl Filesystem for Fat {
     /// unmounted, whose FAT may mark free a cluster a directory entry still uses.
     fn unused(&self) -> Result<Vec<std::ops::Range<u64>>> {
         if self.geo.dirty {
-            return Err(FsError::Unsupported(
+            return Err(Error::Unsupported(
                 "vfat: the volume was not cleanly unmounted (dirty bit set); its FAT may not \
                  match its directories"
                     .into(),

@@ -3,7 +3,7 @@
 //! Microsoft's FSCTL_GET_NTFS_VOLUME_DATA fields.
 
 use crate::bytes::{le16, le64};
-use crate::fs::{FsError, Result};
+use crate::fs::{Error, Result};
 
 /// Bytes of the boot sector read at open.
 pub const BOOT_SECTOR_SIZE: usize = 512;
@@ -49,7 +49,7 @@ fn record_bytes(v: u8, cluster: u64) -> Option<u64> {
 
 impl BootSector {
     pub fn parse(b: &[u8]) -> Result<Self> {
-        let bad = |d: String| FsError::corrupt("NTFS boot sector", 0, 0, d);
+        let bad = |d: String| Error::corrupt("NTFS boot sector", 0, 0, d);
         if b.len() < BOOT_SECTOR_SIZE {
             return Err(bad(format!("{} bytes, want {BOOT_SECTOR_SIZE}", b.len())));
         }

@@ -2,7 +2,7 @@
 //!
 //! The parsers of MFT records, update sequence arrays and index nodes see one buffer and
 //! know only where in it the bad field is; `Ntfs::damage` knows where the buffer came from
-//! and turns a `Flaw` into an `FsError` whose byte position is the field's on the device.
+//! and turns a `Flaw` into an `Error` whose byte position is the field's on the device.
 
 use std::fmt;
 

@@ -52,7 +52,7 @@ pub mod xpress;
 
 use crate::block::BlockDevice;
 use crate::bytes::{le16, le32, le64};
-use crate::fs::{Attr, DirEntry, FileType, Filesystem, FsError, FsInfo, Result, StatFs};
+use crate::fs::{Attr, DirEntry, Error, FileType, Filesystem, FsInfo, Result, StatFs};
 use attribute::{Attribute, Body};
 use boot::BootSector;
 use flaw::Flaw;
@@ -201,7 +201,7 @@ impl Ntfs {
         fs.load_volume();
         let root = fs.inode(ROOT_INO)?;
         if !root.is_dir() {
-            return Err(FsError::corrupt(
+            return Err(Error::corrupt(
                 "root directory",
                 ROOT_INO,
                 0,
@@ -233,11 +233,11 @@ impl Ntfs {
         ino: u64,
         at: Option<u64>,
         flaw: impl Into<Flaw>,
-    ) -> FsError {
+    ) -> Error {
         let flaw = flaw.into();
         let pos = at.and_then(|a| a.checked_add(flaw.at.map_or(0, |f| f as u64)));
         let cs = u64::from(self.boot.cluster_size);
-        let mut e = FsError::corrupt(what, ino, pos.map_or(0, |p| p / cs), flaw.detail);
+        let mut e = Error::corrupt(what, ino, pos.map_or(0, |p| p / cs), flaw.detail);
         if let Some(p) = pos {
             e = e.at(p);
         }
@@ -320,7 +320,7 @@ impl Ntfs {
             )?;
         } else {
             if n >= self.mft_records {
-                return Err(FsError::NotFound);
+                return Err(Error::NotFound);
             }
             self.read_runs(n, &self.mft_runs, n * rs, &mut buf)?;
         }
@@ -337,12 +337,12 @@ impl Ntfs {
             .iter()
             .find(|a| a.kind == attribute::DATA && a.name.is_empty())
             .cloned()
-            .ok_or_else(|| FsError::corrupt("$MFT", 0, 0, "record 0 has no $DATA"))?;
+            .ok_or_else(|| Error::corrupt("$MFT", 0, 0, "record 0 has no $DATA"))?;
         let Body::NonResident(nr) = &first.body else {
-            return Err(FsError::corrupt("$MFT", 0, 0, "$DATA is resident"));
+            return Err(Error::corrupt("$MFT", 0, 0, "$DATA is resident"));
         };
         if nr.lowest_vcn != 0 {
-            return Err(FsError::corrupt(
+            return Err(Error::corrupt(
                 "$MFT",
                 0,
                 0,
@@ -359,7 +359,7 @@ impl Ntfs {
         {
             let bytes = self.read_whole(MFT_INO, list, attrlist::MAX_SIZE)?;
             let entries = attrlist::parse(&bytes)
-                .map_err(|e| FsError::corrupt("$MFT attribute list", 0, 0, e))?;
+                .map_err(|e| Error::corrupt("$MFT attribute list", 0, 0, e))?;
             let mut done = std::collections::HashSet::new();
             for e in entries {
                 let n = record::ref_number(e.record);
@@ -394,9 +394,9 @@ impl Ntfs {
         let i = self.inode(UPCASE_INO)?;
         let a = i
             .data()
-            .ok_or_else(|| FsError::corrupt("$UpCase", UPCASE_INO, 0, "no $DATA"))?;
+            .ok_or_else(|| Error::corrupt("$UpCase", UPCASE_INO, 0, "no $DATA"))?;
         let b = self.read_whole(UPCASE_INO, a, 2 * upcase::ENTRIES as u64)?;
-        UpCase::parse(&b).map_err(|e| FsError::corrupt("$UpCase", UPCASE_INO, 0, e))
+        UpCase::parse(&b).map_err(|e| Error::corrupt("$UpCase", UPCASE_INO, 0, e))
     }
 
     /// Label and version from $Volume; warns about a volume Windows left dirty.
@@ -520,7 +520,7 @@ impl Ntfs {
         }
         let r = self.record(ino)?;
         if !r.in_use() || r.base != 0 {
-            return Err(FsError::NotFound);
+            return Err(Error::NotFound);
         }
         let list = r
             .attributes
@@ -731,7 +731,7 @@ impl Ntfs {
     /// image may still allocate from them.
     fn unused_ranges(&self) -> Result<Vec<Range<u64>>> {
         if let Some(why) = self.unclean {
-            return Err(FsError::Unsupported(format!(
+            return Err(Error::Unsupported(format!(
                 "ntfs: {why}: its free space is not trusted"
             )));
         }
@@ -745,7 +745,7 @@ impl Ntfs {
         let bm = self.inode(BITMAP_INO)?;
         let a = bm
             .data()
-            .ok_or_else(|| FsError::corrupt("$Bitmap", BITMAP_INO, 0, "no $DATA"))?;
+            .ok_or_else(|| Error::corrupt("$Bitmap", BITMAP_INO, 0, "no $DATA"))?;
         let mut out: Vec<Range<u64>> = Vec::new();
         let mut buf = vec![0u8; 1 << 20];
         let mut off = 0u64;
@@ -783,7 +783,7 @@ impl Ntfs {
         let bm = self.inode(BITMAP_INO)?;
         let a = bm
             .data()
-            .ok_or_else(|| FsError::corrupt("$Bitmap", BITMAP_INO, 0, "no $DATA"))?;
+            .ok_or_else(|| Error::corrupt("$Bitmap", BITMAP_INO, 0, "no $DATA"))?;
         let mut used = 0u64;
         let mut buf = vec![0u8; 1 << 20];
         let mut off = 0u64;
@@ -829,15 +829,15 @@ impl Ntfs {
     /// The content of the named stream `name` (UTF-8) of `i`.
     fn stream(&self, i: &Inode, name: &[u8]) -> Result<Vec<u8>> {
         let Ok(name) = std::str::from_utf8(name) else {
-            return Err(FsError::NoAttr);
+            return Err(Error::NoAttr);
         };
         let units: Vec<u16> = name.encode_utf16().collect();
         if units.is_empty() {
-            return Err(FsError::NoAttr);
+            return Err(Error::NoAttr);
         }
-        let a = i.find(attribute::DATA, &units).ok_or(FsError::NoAttr)?;
+        let a = i.find(attribute::DATA, &units).ok_or(Error::NoAttr)?;
         if a.size() > MAX_XATTR_SIZE {
-            return Err(FsError::Unsupported(format!(
+            return Err(Error::Unsupported(format!(
                 "stream {name:?} of record {} is {} bytes, more than an xattr can hold",
                 i.ino,
                 a.size()
@@ -919,24 +919,24 @@ impl Filesystem for Ntfs {
     fn lookup(&self, dir: u64, name: &[u8]) -> Result<Attr> {
         let d = self.visible_inode(dir)?;
         if !d.is_dir() {
-            return Err(FsError::NotDir(dir));
+            return Err(Error::NotDir(dir));
         }
         let ino = match name {
             b"." => dir,
             b".." => d.parent().unwrap_or(ROOT_INO),
             _ => {
                 let Ok(s) = std::str::from_utf8(name) else {
-                    return Err(FsError::NotFound);
+                    return Err(Error::NotFound);
                 };
                 let units: Vec<u16> = s.encode_utf16().collect();
                 if units.len() > MAX_NAME_UNITS {
-                    return Err(FsError::NameTooLong {
+                    return Err(Error::NameTooLong {
                         max: MAX_NAME_UNITS,
                     });
                 }
                 match self.find_name(&d, &units, false)? {
                     Some((mref, _)) => record::ref_number(mref),
-                    None => return Err(FsError::NotFound),
+                    None => return Err(Error::NotFound),
                 }
             }
         };
@@ -951,7 +951,7 @@ impl Filesystem for Ntfs {
     ) -> Result<()> {
         let d = self.visible_inode(dir)?;
         if !d.is_dir() {
-            return Err(FsError::NotDir(dir));
+            return Err(Error::NotDir(dir));
         }
         let list = self.listing(&d)?;
         let parent = if dir == ROOT_INO {
@@ -1012,9 +1012,9 @@ impl Filesystem for Ntfs {
                     ),
                 ))
             }
-            Shape::Dir => return Err(FsError::IsDir(ino)),
+            Shape::Dir => return Err(Error::IsDir(ino)),
             _ => {
-                return Err(FsError::Unsupported(format!(
+                return Err(Error::Unsupported(format!(
                     "record {ino} is not a regular file"
                 )))
             }
@@ -1029,7 +1029,7 @@ impl Filesystem for Ntfs {
         let i = self.visible_inode(ino)?;
         match self.shape(&i)? {
             Shape::Symlink(t) => Ok(t),
-            _ => Err(FsError::NotSymlink(ino)),
+            _ => Err(Error::NotSymlink(ino)),
         }
     }
 
@@ -1049,10 +1049,10 @@ impl Filesystem for Ntfs {
         match name {
             b"system.ntfs_attrib" => Ok(i.file_flags().to_le_bytes().to_vec()),
             b"system.ntfs_attrib_be" => Ok(i.file_flags().to_be_bytes().to_vec()),
-            b"system.ntfs_reparse_data" => self.reparse_data(&i)?.ok_or(FsError::NoAttr),
+            b"system.ntfs_reparse_data" => self.reparse_data(&i)?.ok_or(Error::NoAttr),
             _ => match name.strip_prefix(b"user.") {
                 Some(s) => self.stream(&i, s),
-                None => Err(FsError::NoAttr),
+                None => Err(Error::NoAttr),
             },
         }
     }

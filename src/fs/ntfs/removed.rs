@@ -8,7 +8,7 @@
 //! readdir, which must never show them.
 
 use super::{attribute, filename, inode::Inode, record, Ntfs, Shape};
-use crate::fs::{Attr, DeletedEntry, FsError, Orphans, Result};
+use crate::fs::{Attr, DeletedEntry, Error, Orphans, Result};
 use std::collections::{BTreeMap, HashMap};
 
 /// A removed file's record and one of its names.
@@ -125,7 +125,7 @@ impl Ntfs {
             return Ok(self.attr_of(&i, &shape));
         }
         if r.base != 0 {
-            return Err(FsError::NotFound);
+            return Err(Error::NotFound);
         }
         let i = Inode::assemble(ino, r.sequence, r.link_count, r.flags, r.attributes)
             .map_err(|e| self.damage("removed MFT record", ino, self.record_pos(ino), e))?;

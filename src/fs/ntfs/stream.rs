@@ -6,7 +6,7 @@
 use super::attribute::{Attribute, Body, NonResident, FLAG_COMPRESSED, FLAG_ENCRYPTED};
 use super::runlist::{self, Run};
 use super::{lznt1, Ntfs};
-use crate::fs::{FsError, Result};
+use crate::fs::{Error, Result};
 
 /// Largest compression unit decoded (16 clusters of 4 KiB is what Windows writes; NTFS does
 /// not compress with larger clusters).
@@ -36,7 +36,7 @@ impl Ntfs {
             }
             Body::NonResident(nr) => {
                 if a.flags & FLAG_ENCRYPTED != 0 {
-                    return Err(FsError::Unsupported(format!(
+                    return Err(Error::Unsupported(format!(
                         "inode {ino} is encrypted (EFS)"
                     )));
                 }
@@ -54,7 +54,7 @@ impl Ntfs {
     pub(crate) fn read_whole(&self, ino: u64, a: &Attribute, limit: u64) -> Result<Vec<u8>> {
         let size = a.size();
         if size > limit {
-            return Err(FsError::corrupt(
+            return Err(Error::corrupt(
                 "attribute",
                 ino,
                 0,
@@ -122,7 +122,7 @@ impl Ntfs {
         let unit_clusters = 1u64 << nr.compression_unit.min(16);
         let unit = unit_clusters * cs;
         if unit > MAX_COMPRESSION_UNIT || unit % lznt1::CHUNK as u64 != 0 {
-            return Err(FsError::Unsupported(format!(
+            return Err(Error::Unsupported(format!(
                 "inode {ino}: compression units of {unit} bytes"
             )));
         }

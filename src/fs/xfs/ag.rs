@@ -6,7 +6,7 @@
 
 use super::{crc, Xfs};
 use crate::bytes::be32;
-use crate::fs::{FsError, Result};
+use crate::fs::{Error, Result};
 
 const AGF_MAGIC: u32 = 0x5841_4746;
 const AGI_MAGIC: u32 = 0x5841_4749;
@@ -69,7 +69,7 @@ impl Xfs {
         (u64::from(agno) * u64::from(self.sb.agblocks))
             .checked_mul(u64::from(self.sb.blocksize))
             .and_then(|b| b.checked_add(sector * sect))
-            .ok_or_else(|| FsError::corrupt(what, 0, 0, format!("AG {agno} overflows")))
+            .ok_or_else(|| Error::corrupt(what, 0, 0, format!("AG {agno} overflows")))
     }
 
     /// The AGF of AG `agno`, checked (magic, AG number, CRC on v5).
@@ -110,7 +110,7 @@ impl Xfs {
         // The block the sector lies in, which also tells the AGs apart in the damage log.
         let blk = at / u64::from(self.sb.blocksize);
         let bad =
-            |detail: &str| FsError::corrupt(what, 0, blk, format!("AG {agno}: {detail}")).at(at);
+            |detail: &str| Error::corrupt(what, 0, blk, format!("AG {agno}: {detail}")).at(at);
         if be32(b, 0) != magic {
             let e = bad("bad magic")
                 .expected(format!("{magic:#010x}"), format!("{:#010x}", be32(b, 0)));

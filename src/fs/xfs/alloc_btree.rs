@@ -5,7 +5,7 @@
 
 use super::{log::LogState, Xfs};
 use crate::bytes::be32;
-use crate::fs::{FsError, Result};
+use crate::fs::{Error, Result};
 use std::ops::Range;
 
 const ABTB_MAGIC: u32 = 0x4142_5442;
@@ -34,7 +34,7 @@ impl Xfs {
         match &self.log {
             LogState::Clean => {}
             LogState::Replayed { .. } | LogState::Dirty(_) => {
-                return Err(FsError::Unsupported(
+                return Err(Error::Unsupported(
                     "xfs: the log was dirty, so the free-space btrees on disk may predate it"
                         .into(),
                 ))
@@ -49,7 +49,7 @@ impl Xfs {
             for r in self.free_extents(agno)? {
                 let (start, end) = (base + u64::from(r.start), base + u64::from(r.end));
                 let refuse = |what: &str| {
-                    Err(FsError::Unsupported(format!(
+                    Err(Error::Unsupported(format!(
                         "xfs: AG {agno}'s free-space btree marks {what} free (blocks {}..{})",
                         r.start, r.end
                     )))
@@ -146,7 +146,7 @@ impl Xfs {
         let total: u64 = recs.iter().map(|r| u64::from(r.end - r.start)).sum();
         let counted = be32(&agf, AGF_FREEBLKS);
         if total != u64::from(counted) {
-            return Err(FsError::Unsupported(format!(
+            return Err(Error::Unsupported(format!(
                 "xfs: AG {agno}'s free-space btree holds {total} blocks, its AGF counts {counted}"
             )));
         }

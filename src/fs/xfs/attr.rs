@@ -11,7 +11,7 @@
 use super::inode::{Inode, FMT_LOCAL};
 use super::{acl, attr_leaf, attr_sf, da_btree, Xfs};
 use crate::bytes::be32;
-use crate::fs::{FsError, Result};
+use crate::fs::{Error, Result};
 
 pub const FLAG_LOCAL: u8 = 0x01;
 pub const FLAG_ROOT: u8 = 0x02;
@@ -152,22 +152,22 @@ impl Xfs {
         } else if let Some(n) = full.strip_prefix(b"security.") {
             (FLAG_SECURE, n, false)
         } else {
-            return Err(FsError::NotSupported);
+            return Err(Error::NotSupported);
         };
         if name.is_empty() {
-            return Err(FsError::NotSupported);
+            return Err(Error::NotSupported);
         }
         let entries = self.attr_entries(ip)?;
         let Some(e) = entries
             .into_iter()
             .find(|e| e.flags & NS_MASK == ns && e.name == name)
         else {
-            return Err(FsError::NoAttr);
+            return Err(Error::NoAttr);
         };
         let value = match (e.local, e.remote) {
             (Some(v), _) => v,
             (None, Some((blk, len))) => self.remote_value(ip, blk, len)?,
-            (None, None) => return Err(FsError::NoAttr),
+            (None, None) => return Err(Error::NoAttr),
         };
         if acl {
             return acl::to_xattr(&value, self.sb.is_v5())

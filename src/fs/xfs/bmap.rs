@@ -9,7 +9,7 @@
 use super::inode::{Inode, FMT_BTREE, FMT_EXTENTS};
 use super::{crc, Xfs};
 use crate::bytes::{be16, be32, be64};
-use crate::fs::{FsError, Result};
+use crate::fs::{Error, Result};
 use std::sync::Arc;
 
 pub const MAGIC_V4: u32 = 0x424d_4150;
@@ -66,7 +66,7 @@ impl Xfs {
         } else {
             "xfs data fork"
         };
-        let bad = |d: String| FsError::corrupt(what, ip.ino, 0, d);
+        let bad = |d: String| Error::corrupt(what, ip.ino, 0, d);
         let Some(fork) = ip.fork(attr) else {
             return Ok(Vec::new());
         };
@@ -155,7 +155,7 @@ impl Xfs {
             Ok(())
         })?;
         let hdr = if v5 { HDR_V5 } else { HDR_V4 };
-        let bad = |d: String| FsError::corrupt(what, ino, linear, d);
+        let bad = |d: String| Error::corrupt(what, ino, linear, d);
         let got_level = be16(&b, 4);
         let numrecs = usize::from(be16(&b, 6));
         if got_level != level {

@@ -10,7 +10,7 @@
 
 use super::inode::{Inode, FMT_LOCAL};
 use super::{da_btree, dir_data, dir_leaf, dir_sf, Xfs};
-use crate::fs::{FileType, FsError, Result};
+use crate::fs::{Error, FileType, Result};
 
 /// Where the hash index starts in the data fork (XFS_DIR2_LEAF_OFFSET): 32 GiB.
 const LEAF_OFFSET: u64 = 1 << 35;
@@ -84,7 +84,7 @@ impl Xfs {
         f: &mut dyn FnMut(Rec<'_>, u64) -> Result<bool>,
     ) -> Result<()> {
         if d.kind != FileType::Directory {
-            return Err(FsError::NotDir(d.ino));
+            return Err(Error::NotDir(d.ino));
         }
         let ftype = self.sb.has_ftype();
         if d.format == FMT_LOCAL {
@@ -176,7 +176,7 @@ impl Xfs {
     /// The inode number of `name` in directory `d`.
     pub(super) fn dir_lookup(&self, d: &Inode, name: &[u8]) -> Result<Option<u64>> {
         if d.kind != FileType::Directory {
-            return Err(FsError::NotDir(d.ino));
+            return Err(Error::NotDir(d.ino));
         }
         let ftype = self.sb.has_ftype();
         if d.format == FMT_LOCAL {

@@ -7,7 +7,7 @@
 use super::crc;
 use super::superblock::Superblock;
 use crate::bytes::{be16, be32, be64};
-use crate::fs::{FileType, FsError, Result, Timestamp};
+use crate::fs::{Error, FileType, Result, Timestamp};
 
 pub const MAGIC: u16 = 0x494e;
 pub const V3_CORE: usize = 176;
@@ -73,12 +73,12 @@ fn timestamp(raw: &[u8], at: usize, bigtime: bool) -> Timestamp {
 impl Inode {
     /// Parses the `inodesize` bytes of inode `ino`, checking its CRC on v5.
     pub fn parse(raw: &[u8], ino: u64, sb: &Superblock) -> Result<Inode> {
-        let bad = |d: String| FsError::corrupt("xfs inode", ino, 0, d);
+        let bad = |d: String| Error::corrupt("xfs inode", ino, 0, d);
         if raw.len() != usize::from(sb.inodesize) {
             return Err(bad(format!("slot of {} bytes", raw.len())));
         }
         if be16(raw, 0) != MAGIC {
-            return Err(FsError::mismatch(
+            return Err(Error::mismatch(
                 "xfs inode",
                 ino,
                 "magic",
@@ -94,7 +94,7 @@ impl Inode {
         };
         if version == 3 {
             if let Some((computed, stored)) = crc::mismatch(raw, CRC_OFF) {
-                return Err(FsError::mismatch(
+                return Err(Error::mismatch(
                     "xfs inode",
                     ino,
                     "CRC32c mismatch",
@@ -103,7 +103,7 @@ impl Inode {
                 ));
             }
             if be64(raw, 152) != ino {
-                return Err(FsError::mismatch(
+                return Err(Error::mismatch(
                     "xfs inode",
                     ino,
                     "di_ino: the inode names another number",
@@ -123,7 +123,7 @@ impl Inode {
             FileType::from_mode(u32::from(mode)).ok_or_else(|| bad(format!("mode {mode:o}")))?;
         let flags = be16(raw, 90);
         if flags & FLAG_REALTIME != 0 {
-            return Err(FsError::Unsupported(format!(
+            return Err(Error::Unsupported(format!(
                 "inode {ino} has its data on the realtime device"
             )));
         }

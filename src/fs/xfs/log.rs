@@ -8,7 +8,7 @@
 use super::Xfs;
 use crate::block::BlockDevice;
 use crate::bytes::{be32, be64};
-use crate::fs::{FsError, Result};
+use crate::fs::{Error, Result};
 
 /// XLOG_HEADER_MAGIC_NUM.
 pub(super) const HEADER_MAGIC: u32 = 0xfeed_babe;
@@ -52,7 +52,7 @@ impl LogArea {
     /// `count` log blocks from `bb`, wrapping at the end of the log.
     pub(super) fn read(&self, dev: &dyn BlockDevice, bb: u64, count: u64) -> Result<Vec<u8>> {
         if count > self.bbs || bb >= self.bbs {
-            return Err(FsError::corrupt(
+            return Err(Error::corrupt(
                 "xfs log",
                 0,
                 bb,

@@ -35,7 +35,7 @@ pub mod symlink;
 
 use crate::block::BlockDevice;
 use crate::bytes::be64;
-use crate::fs::{Attr, DirEntry, FileType, Filesystem, FsError, FsInfo, Result, StatFs};
+use crate::fs::{Attr, DirEntry, Error, FileType, Filesystem, FsInfo, Result, StatFs};
 use bmap::Extent;
 use inode::Inode;
 use lru::LruCache;
@@ -238,7 +238,7 @@ impl Xfs {
     fn check_root(&self) -> Result<()> {
         let root = self.inode(self.sb.rootino)?;
         if root.kind != FileType::Directory {
-            return Err(FsError::corrupt(
+            return Err(Error::corrupt(
                 "xfs root inode",
                 self.sb.rootino,
                 0,
@@ -285,13 +285,13 @@ impl Xfs {
     }
 
     /// Logs damage once per object; returns the error that reports it.
-    fn damage(&self, what: &'static str, ino: u64, blk: u64, detail: String) -> FsError {
-        self.report(FsError::corrupt(what, ino, blk, detail))
+    fn damage(&self, what: &'static str, ino: u64, blk: u64, detail: String) -> Error {
+        self.report(Error::corrupt(what, ino, blk, detail))
     }
 
     /// Logs `e` once per damaged object (FUSE asks about the same inode again and again);
     /// returns it.
-    fn report(&self, e: FsError) -> FsError {
+    fn report(&self, e: Error) -> Error {
         self.reported.report(e)
     }
 
@@ -329,8 +329,7 @@ impl Xfs {
         };
         if !c.verified {
             let at = linear * u64::from(self.sb.blocksize);
-            check(&c.data)
-                .map_err(|d| self.report(FsError::corrupt(what, ino, linear, d).at(at)))?;
+            check(&c.data).map_err(|d| self.report(Error::corrupt(what, ino, linear, d).at(at)))?;
             if let Some(e) = self.cache.lock().get_mut(&key) {
                 e.verified = true;
             }
@@ -344,7 +343,7 @@ impl Xfs {
         let slot = ino & ((1u64 << sb.inopblog) - 1);
         let fsb = ino >> sb.inopblog;
         if fsb >> sb.agblklog >= u64::from(sb.agcount) || (fsb >> sb.agblklog) >> 32 != 0 {
-            return Err(FsError::corrupt(
+            return Err(Error::corrupt(
                 "xfs inode number",
                 ino,
                 0,
@@ -558,12 +557,12 @@ impl Filesystem for Xfs {
 
     fn lookup(&self, dir: u64, name: &[u8]) -> Result<Attr> {
         if name.len() > MAX_NAME_LEN {
-            return Err(FsError::NameTooLong { max: MAX_NAME_LEN });
+            return Err(Error::NameTooLong { max: MAX_NAME_LEN });
         }
         let d = self.inode(dir)?;
         match self.dir_lookup(&d, name)? {
             Some(ino) => self.getattr(ino),
-            None => Err(FsError::NotFound),
+            None => Err(Error::NotFound),
         }
     }
 
@@ -595,8 +594,8 @@ impl Filesystem for Xfs {
         let i = self.inode(ino)?;
         match i.kind {
             FileType::RegularFile => self.read_data(&i, off, buf),
-            FileType::Directory => Err(FsError::IsDir(ino)),
-            _ => Err(FsError::Unsupported(format!(
+            FileType::Directory => Err(Error::IsDir(ino)),
+            _ => Err(Error::Unsupported(format!(
                 "inode {ino} is not a regular file"
             ))),
         }

@@ -52,7 +52,7 @@ use super::replay_view::Sectors;
 use super::superblock::{bit_names, Incompat, LogIncompat, Superblock};
 use super::{crc, Xfs};
 use crate::bytes::{be16, be32, be64};
-use crate::fs::{FsError, Result};
+use crate::fs::{Error, Result};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Bytes of regions held for transactions not yet committed (a checkpoint is bounded by the
@@ -1118,7 +1118,7 @@ pub(super) fn replay(fs: &Xfs, head: u64, tail: u64) -> Result<Replayed> {
     // replayed (xfs_validate_sb_read, "unknown incompatible log features").
     let unknown = fs.sb.log_incompat.difference(LogIncompat::KNOWN);
     if !unknown.is_empty() {
-        return Err(FsError::Unsupported(format!(
+        return Err(Error::Unsupported(format!(
             "XFS log replay: incompatible log features this reader does not know: {}",
             bit_names(unknown.bits())
         )));
@@ -1256,7 +1256,7 @@ pub(super) fn replay(fs: &Xfs, head: u64, tail: u64) -> Result<Replayed> {
         for (&(blkno, len), &lsn) in &touched {
             let mut b = sectors.read(fs.dev.as_ref(), blkno, len)?;
             if fs.stamp_buffer(&mut b, lsn) && !sectors.write(blkno, &b) {
-                return Err(FsError::Unsupported(
+                return Err(Error::Unsupported(
                     "XFS log replay needs more memory than allowed".into(),
                 ));
             }
@@ -1312,7 +1312,7 @@ fn walk(
     };
     let mut asm = Assembler::default();
     let mut records = 0;
-    let refuse = |why: String| FsError::Unsupported(format!("XFS log replay: {why}"));
+    let refuse = |why: String| Error::Unsupported(format!("XFS log replay: {why}"));
     loop {
         let rec = match w.next()? {
             Step::Record(r) => r,
@@ -1455,7 +1455,7 @@ impl Xfs {
             stats.quota_items += 1;
             return Ok(());
         }
-        let io = |e: FsError| Fail::Refuse(format!("reading sector {}: {e}", b.blkno));
+        let io = |e: Error| Fail::Refuse(format!("reading sector {}: {e}", b.blkno));
         let mut buf = tx.read(b.blkno, b.len).map_err(io)?;
         if self.sb.is_v5() {
             if let Some(disk) = self.buf_lsn(&buf) {
@@ -1563,7 +1563,7 @@ impl Xfs {
         }
         let ino = it.ino;
         let bad = |why: String| Fail::Stop(format!("inode {ino} (sector {}): {why}", it.blkno));
-        let io = |e: FsError| Fail::Refuse(format!("reading sector {}: {e}", it.blkno));
+        let io = |e: Error| Fail::Refuse(format!("reading sector {}: {e}", it.blkno));
         let mut buf = tx.read(it.blkno, it.len).map_err(io)?;
         let isz = usize::from(self.sb.inodesize);
         let dip = &mut buf[it.boffset..it.boffset + isz];

@@ -6,7 +6,7 @@
 
 use super::crc;
 use crate::bytes::{be16, be32, be64};
-use crate::fs::{FsError, Result};
+use crate::fs::{Error, Result};
 
 pub const MAGIC: &[u8; 4] = b"XFSB";
 /// Bytes of the v5 superblock structure (the rest of the sector is zero).
@@ -181,12 +181,12 @@ impl Superblock {
     pub fn parse(buf: &[u8]) -> Result<Self> {
         // The primary superblock is the device's first sector, so a field's position in
         // `buf` is its byte position on the device.
-        let bad = |d: String| FsError::corrupt("xfs superblock", 0, 0, d).at(0);
+        let bad = |d: String| Error::corrupt("xfs superblock", 0, 0, d).at(0);
         if buf.len() < SIZE {
             return Err(bad(format!("only {} bytes", buf.len())));
         }
         if &buf[..4] != MAGIC {
-            return Err(FsError::mismatch(
+            return Err(Error::mismatch(
                 "xfs superblock",
                 0,
                 "no XFSB magic",
@@ -236,12 +236,12 @@ impl Superblock {
         match version {
             4 => {
                 if sb.versionnum & VERSION_DIRV2BIT == 0 {
-                    return Err(FsError::Unsupported(
+                    return Err(Error::Unsupported(
                         "XFS v4 with version 1 directories".into(),
                     ));
                 }
                 if sb.versionnum & VERSION_BORGBIT != 0 {
-                    return Err(FsError::Unsupported(
+                    return Err(Error::Unsupported(
                         "XFS with ASCII case-insensitive names (ascii-ci)".into(),
                     ));
                 }
@@ -253,7 +253,7 @@ impl Superblock {
                 }
                 let unknown = sb.features2.difference(Features2::KNOWN_V4);
                 if !unknown.is_empty() {
-                    return Err(FsError::Unsupported(format!(
+                    return Err(Error::Unsupported(format!(
                         "XFS v4 features2 bits this reader does not know: {}",
                         bit_names(unknown.bits())
                     )));
@@ -266,7 +266,7 @@ impl Superblock {
                 sb.log_incompat = LogIncompat::from_bits_retain(be32(buf, 220));
                 let sect = usize::from(sb.sectsize).min(buf.len());
                 if let Some((computed, stored)) = crc::mismatch(&buf[..sect], CRC_OFF) {
-                    return Err(FsError::mismatch(
+                    return Err(Error::mismatch(
                         "xfs superblock",
                         0,
                         "CRC32c mismatch",
@@ -279,7 +279,7 @@ impl Superblock {
                     sb.meta_uuid = sb.uuid;
                 }
             }
-            v => return Err(FsError::Unsupported(format!("XFS version {v}"))),
+            v => return Err(Error::Unsupported(format!("XFS version {v}"))),
         }
         sb.check_features()?;
         sb.check_geometry().map_err(bad)?;
@@ -288,7 +288,7 @@ impl Superblock {
 
     fn check_features(&self) -> Result<()> {
         if self.incompat.contains(Incompat::NEEDSREPAIR) {
-            return Err(FsError::Unsupported(
+            return Err(Error::Unsupported(
                 "XFS marked needsrepair (run xfs_repair first)".into(),
             ));
         }
@@ -304,7 +304,7 @@ impl Superblock {
                     )
                 })
                 .collect();
-            return Err(FsError::Unsupported(format!(
+            return Err(Error::Unsupported(format!(
                 "XFS incompatible features: {}",
                 names.join(", ")
             )));
@@ -316,17 +316,17 @@ impl Superblock {
             );
         }
         if self.rblocks != 0 {
-            return Err(FsError::Unsupported(
+            return Err(Error::Unsupported(
                 "XFS with a realtime device (not read)".into(),
             ));
         }
         if self.logstart == 0 {
-            return Err(FsError::Unsupported(
+            return Err(Error::Unsupported(
                 "XFS with an external log device (not read)".into(),
             ));
         }
         if self.inprogress != 0 {
-            return Err(FsError::Unsupported(
+            return Err(Error::Unsupported(
                 "XFS that mkfs.xfs did not finish (sb_inprogress)".into(),
             ));
         }
@@ -508,7 +508,7 @@ pub(super) mod tests {
         // Bit 11 and PARENT (never used by a released kernel) are refused by their masks.
         let odd = known | (1 << 11) | Features2::PARENT.bits();
         match Superblock::parse(&sector(false, odd, 0)) {
-            Err(FsError::Unsupported(m)) => assert!(m.ends_with("know: 0x10, 0x800"), "{m}"),
+            Err(Error::Unsupported(m)) => assert!(m.ends_with("know: 0x10, 0x800"), "{m}"),
             other => panic!("{other:?}"),
         }
         // Without MOREBITS features2 is not read at all, as the kernel ignores it.

@@ -6,7 +6,7 @@
 use super::inode::{Inode, FMT_LOCAL};
 use super::Xfs;
 use crate::bytes::be32;
-use crate::fs::{FileType, FsError, Result};
+use crate::fs::{Error, FileType, Result};
 
 /// Longest target XFS stores (XFS_SYMLINK_MAXLEN).
 pub const MAX_LEN: u64 = 1024;
@@ -19,7 +19,7 @@ impl Xfs {
     pub(super) fn symlink_target(&self, ip: &Inode) -> Result<Vec<u8>> {
         let what = "xfs symlink";
         if ip.kind != FileType::Symlink {
-            return Err(FsError::NotSymlink(ip.ino));
+            return Err(Error::NotSymlink(ip.ino));
         }
         if ip.size == 0 || ip.size > MAX_LEN {
             return Err(self.damage(what, ip.ino, 0, format!("length {}", ip.size)));

@@ -538,7 +538,7 @@ fn snapshot_with(fs: &dyn Filesystem, lenient: bool) -> Snapshot {
                 }
                 assert!(matches!(
                     fs.lookup(ino, b"no such name"),
-                    Err(ferry::fs::FsError::NotFound)
+                    Err(ferry::fs::Error::NotFound)
                 ));
             }
             _ => {}

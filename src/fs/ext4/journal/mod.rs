@@ -34,7 +34,7 @@ use super::superblock::{Compat, Incompat, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE};
 use super::{Ext4, Run};
 use crate::block::BlockDevice;
 use crate::bytes::{le16, le32};
-use crate::fs::{FileType, FsError, Result};
+use crate::fs::{Error, FileType, Result};
 use recovery::{LogSource, Recovery};
 use std::cell::Cell;
 use std::sync::Arc;
@@ -74,15 +74,15 @@ impl ReplayInfo {
 }
 
 /// Adds what the user can do to an error that stops replay.
-fn with_hint(e: FsError) -> FsError {
+fn with_hint(e: Error) -> Error {
     const HINT: &str = "; the kernel would not mount this without `noload` either: open with \
                         journal replay disabled to read the tree as it is on disk";
     match e {
-        FsError::Corrupt(mut c) => {
+        Error::Corrupt(mut c) => {
             c.detail.push_str(HINT);
-            FsError::Corrupt(c)
+            Error::Corrupt(c)
         }
-        FsError::Unsupported(s) => FsError::Unsupported(s + HINT),
+        Error::Unsupported(s) => Error::Unsupported(s + HINT),
         e => e,
     }
 }
@@ -107,7 +107,7 @@ impl LogSource for InodeLog<'_> {
                     pblk
                 }
                 Run::Zero(_) | Run::Hole(_) => {
-                    return Err(FsError::corrupt(
+                    return Err(Error::corrupt(
                         "journal inode",
                         ino,
                         0,
@@ -155,7 +155,7 @@ pub(crate) fn replay(fs: &Ext4) -> Result<Option<(Arc<dyn BlockDevice>, ReplayIn
         return Ok(None);
     }
     if jdev != 0 {
-        return Err(FsError::corrupt(
+        return Err(Error::corrupt(
             "superblock",
             0,
             0,
@@ -163,7 +163,7 @@ pub(crate) fn replay(fs: &Ext4) -> Result<Option<(Arc<dyn BlockDevice>, ReplayIn
         ));
     }
     let inode = fs.inode(u64::from(inum)).map_err(with_hint)?;
-    let bad_inode = |d: &str| with_hint(FsError::corrupt("journal inode", inode.ino, 0, d));
+    let bad_inode = |d: &str| with_hint(Error::corrupt("journal inode", inode.ino, 0, d));
     if inode.links == 0 {
         return Err(bad_inode("deleted (no links)"));
     }
@@ -264,7 +264,7 @@ fn fast_commit_pending(
     let mut b = vec![0u8; jsb.block_size as usize];
     let read = src
         .locate(first)
-        .and_then(|at| dev.read_at(&mut b, at).map_err(FsError::from));
+        .and_then(|at| dev.read_at(&mut b, at).map_err(Error::from));
     if read.is_err() {
         return false;
     }

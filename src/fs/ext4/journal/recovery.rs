@@ -26,7 +26,7 @@ use super::block::{
 use super::superblock::{JournalSuperblock, INCOMPAT_ASYNC_COMMIT};
 use super::view::Copy;
 use crate::block::BlockDevice;
-use crate::fs::{FsError, Result};
+use crate::fs::{Error, Result};
 use std::collections::{BTreeMap, HashMap};
 
 /// Filesystem blocks the replay map may hold. A 1 GiB journal of 4 KiB blocks (mke2fs's
@@ -111,7 +111,7 @@ impl<'a> Recovery<'a> {
         let bs = jsb.block_size as usize;
         let (first, last) = (u64::from(jsb.first), u64::from(jsb.last()));
         if first >= last {
-            return Err(FsError::corrupt(
+            return Err(Error::corrupt(
                 "journal superblock",
                 ino,
                 0,
@@ -147,8 +147,8 @@ impl<'a> Recovery<'a> {
 
     /// Damage in journal block `jblk`, placed on the device (filesystem block and byte)
     /// where the journal maps it.
-    fn bad(&self, jblk: u64, detail: String) -> FsError {
-        let e = FsError::corrupt(
+    fn bad(&self, jblk: u64, detail: String) -> Error {
+        let e = Error::corrupt(
             "journal block",
             self.ino,
             0,
@@ -164,7 +164,7 @@ impl<'a> Recovery<'a> {
 
     /// The kernel's j_failed_commit: recovery itself succeeds, then jbd2_journal_load
     /// refuses the journal ("journal transaction N is corrupt").
-    fn failed_commit(&self, jblk: u64, transaction: u32, why: &str) -> FsError {
+    fn failed_commit(&self, jblk: u64, transaction: u32, why: &str) -> Error {
         self.bad(
             jblk,
             format!("journal transaction {transaction} is corrupt: {why}"),

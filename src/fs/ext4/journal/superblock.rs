@@ -4,7 +4,7 @@
 //! `journal_check_superblock` does: a journal it would refuse to load is refused here too.
 
 use super::block::{crc32c, HEADER_LEN, MAGIC};
-use crate::fs::{FsError, Result};
+use crate::fs::{Error, Result};
 use std::mem::{offset_of, size_of};
 use zerocopy::byteorder::{BigEndian, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -108,7 +108,7 @@ impl JournalSuperblock {
     pub fn parse(b: &[u8], at: u64, fs_block_size: u32, total_len: u64) -> Result<Self> {
         use std::mem::offset_of;
         let bad = |field: usize, detail: String| {
-            let e = FsError::corrupt("journal superblock", 0, 0, detail);
+            let e = Error::corrupt("journal superblock", 0, 0, detail);
             match u64::try_from(field).ok().and_then(|f| at.checked_add(f)) {
                 Some(pos) => e.at(pos),
                 None => e,
@@ -171,7 +171,7 @@ impl JournalSuperblock {
         let unknown_incompat = sb.feature_incompat & !KNOWN_INCOMPAT;
         let unknown_ro = sb.feature_ro_compat & !KNOWN_RO_COMPAT;
         if unknown_incompat != 0 || unknown_ro != 0 {
-            return Err(FsError::Unsupported(format!(
+            return Err(Error::Unsupported(format!(
                 "journal features ferry does not know: incompat {unknown_incompat:#x}, \
                  ro_compat {unknown_ro:#x}"
             )));

@@ -70,7 +70,7 @@ use crate::fs::ext4::superblock::{
     self as ext4sb, Compat, Incompat, Superblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE,
 };
 use crate::fs::ext4::{Ext4, Run};
-use crate::fs::{FileType, FsError, Result};
+use crate::fs::{Error, FileType, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -105,12 +105,12 @@ impl JournalMap {
     pub fn from_fs(fs: &Ext4) -> Result<Self> {
         let sb = fs.superblock();
         if !sb.has_compat(Compat::HAS_JOURNAL) {
-            return Err(FsError::Unsupported(
+            return Err(Error::Unsupported(
                 "the filesystem has no journal (ext2): there is nothing to write it through".into(),
             ));
         }
         if sb.journal_inum == 0 {
-            return Err(FsError::Unsupported(
+            return Err(Error::Unsupported(
                 "the journal is on another device (external journal); ferry writes only an \
                  internal journal"
                     .into(),
@@ -118,7 +118,7 @@ impl JournalMap {
         }
         let inode = fs.inode(u64::from(sb.journal_inum))?;
         let ino = inode.ino;
-        let bad = |blk: u64, d: String| FsError::corrupt("journal inode", ino, blk, d);
+        let bad = |blk: u64, d: String| Error::corrupt("journal inode", ino, blk, d);
         if inode.links == 0 || inode.kind != FileType::RegularFile || inode.flags & FL_ENCRYPT != 0
         {
             return Err(bad(0, "not a live regular file".into()));
@@ -159,7 +159,7 @@ impl JournalMap {
                     let len = len.min(want - lblk);
                     fs.block_offset(pblk, len, "journal block", ino)?;
                     if self.runs.len() >= MAX_JOURNAL_RUNS {
-                        return Err(FsError::corrupt(
+                        return Err(Error::corrupt(
                             "journal inode",
                             ino,
                             lblk,
@@ -170,7 +170,7 @@ impl JournalMap {
                     lblk += len;
                 }
                 Run::Zero(_) | Run::Hole(_) => {
-                    return Err(FsError::corrupt(
+                    return Err(Error::corrupt(
                         "journal inode",
                         ino,
                         lblk,
@@ -238,7 +238,7 @@ impl JournalMap {
 impl LogSource for JournalMap {
     fn locate(&self, jblk: u64) -> Result<u64> {
         self.offset(jblk).ok_or_else(|| {
-            FsError::corrupt(
+            Error::corrupt(
                 "journal",
                 0,
                 jblk,
@@ -302,12 +302,12 @@ impl JournalWriter {
     pub fn open(dev: Arc<dyn BlockDevice>, sb: &Superblock, map: JournalMap) -> Result<Self> {
         let bs = sb.block_size();
         if map.block_size != bs {
-            return Err(FsError::Unsupported(format!(
+            return Err(Error::Unsupported(format!(
                 "journal map of {}-byte blocks for a filesystem of {bs}-byte blocks",
                 map.block_size
             )));
         }
-        let bad = |blk: u64, d: String| FsError::corrupt("journal superblock", 0, blk, d);
+        let bad = |blk: u64, d: String| Error::corrupt("journal superblock", 0, blk, d);
         let at = map
             .offset(0)
             .ok_or_else(|| bad(0, "journal block 0 is not mapped".into()))?;
@@ -315,7 +315,7 @@ impl JournalWriter {
         dev.read_at(&mut raw_jsb, at)?;
         let mut jsb = JournalSuperblock::parse(&raw_jsb, at, bs, map.len())?;
         if jsb.start != 0 {
-            return Err(FsError::Unsupported(format!(
+            return Err(Error::Unsupported(format!(
                 "the journal holds transactions from block {} on: replay it first \
                  (replay_onto) before writing",
                 jsb.start
@@ -465,7 +465,7 @@ impl JournalWriter {
 
     fn check_live(&self) -> Result<()> {
         if self.aborted {
-            return Err(FsError::Unsupported(
+            return Err(Error::Unsupported(
                 "the journal was aborted after a failed write; reopen the filesystem (its \
                  journal replays) to write again"
                     .into(),
@@ -580,7 +580,7 @@ impl JournalWriter {
         }
         let need = self.transaction_log_blocks(copies.len() as u64, revokes.len() as u64);
         if need > self.log_capacity() - 1 {
-            return Err(FsError::Unsupported(format!(
+            return Err(Error::Unsupported(format!(
                 "a transaction of {} blocks and {} revokes takes {need} log blocks; the \
                  journal's log holds at most {} per transaction",
                 copies.len(),
@@ -616,20 +616,20 @@ impl JournalWriter {
 
     fn check_block(&self, blk: u64, what: &str) -> Result<()> {
         if blk >= self.fs_blocks {
-            return Err(FsError::Unsupported(format!(
+            return Err(Error::Unsupported(format!(
                 "{what} {blk} is past the filesystem's {} blocks",
                 self.fs_blocks
             )));
         }
         if blk > u64::from(u32::MAX) && !self.jsb.has_incompat(INCOMPAT_64BIT) {
-            return Err(FsError::Unsupported(format!(
+            return Err(Error::Unsupported(format!(
                 "{what} {blk} needs 64-bit journal block numbers, which this journal (version \
                  {}) does not have",
                 self.jsb.version
             )));
         }
         if self.map.contains_physical(blk) {
-            return Err(FsError::Unsupported(format!(
+            return Err(Error::Unsupported(format!(
                 "{what} {blk} is a block of the journal itself"
             )));
         }
@@ -645,7 +645,7 @@ impl JournalWriter {
         for (blk, data) in blocks {
             self.check_block(*blk, "journaled block")?;
             if data.len() != self.bs {
-                return Err(FsError::Unsupported(format!(
+                return Err(Error::Unsupported(format!(
                     "journaled block {blk} has {} bytes, the block size is {}",
                     data.len(),
                     self.bs
@@ -808,7 +808,7 @@ impl JournalWriter {
 /// checksum.
 fn set_recover(sb: &mut [u8], on: bool) -> Result<()> {
     if le16(sb, 0x38) != EXT4_MAGIC {
-        return Err(FsError::corrupt(
+        return Err(Error::corrupt(
             "superblock",
             0,
             0,
@@ -833,7 +833,7 @@ pub fn replay_onto(dev: Arc<dyn BlockDevice>) -> Result<Option<ReplayInfo>> {
         return Ok(None);
     }
     if sb.has_compat(Compat::HAS_JOURNAL) && sb.journal_inum == 0 {
-        return Err(FsError::Unsupported(
+        return Err(Error::Unsupported(
             "needs_recovery is set and the journal is on another device; mount it with the \
              kernel (and its journal device) once before writing with ferry"
                 .into(),
@@ -864,7 +864,7 @@ pub fn replay_onto(dev: Arc<dyn BlockDevice>) -> Result<Option<ReplayInfo>> {
         return Ok(None);
     };
     if info.fast_commit_pending {
-        return Err(FsError::Unsupported(
+        return Err(Error::Unsupported(
             "the journal holds fast-commit records, which ferry cannot replay; mount the \
              filesystem with the kernel once before writing with ferry"
                 .into(),
@@ -872,7 +872,7 @@ pub fn replay_onto(dev: Arc<dyn BlockDevice>) -> Result<Option<ReplayInfo>> {
     }
     let blocks: Vec<u64> = view.blocks().collect();
     if let Some(b) = blocks.iter().find(|&&b| map.contains_physical(b)) {
-        return Err(FsError::corrupt(
+        return Err(Error::corrupt(
             "journal",
             u64::from(sb.journal_inum),
             *b,
