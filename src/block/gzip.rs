@@ -15,7 +15,6 @@ use super::file::ImageFile;
 use libz_sys as z;
 use lru::LruCache;
 use parking_lot::Mutex;
-use std::ffi::c_void;
 use std::num::NonZeroUsize;
 use std::os::raw::{c_int, c_uint};
 use std::sync::Arc;
@@ -47,18 +46,6 @@ const MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// The member trailer: CRC-32 and ISIZE.
 const TRAILER: u64 = 8;
 
-// zlib calls these for its state; zalloc/zfree are non-nullable in libz-sys's binding.
-unsafe extern "C" fn zalloc(_: *mut c_void, items: c_uint, size: c_uint) -> *mut c_void {
-    // SAFETY: calloc checks the multiplication and returns null on failure, which zlib
-    // reports as Z_MEM_ERROR.
-    unsafe { libc::calloc(items as usize, size as usize) }
-}
-
-unsafe extern "C" fn zfree(_: *mut c_void, p: *mut c_void) {
-    // SAFETY: `p` came from `zalloc` (zlib frees only what it allocated).
-    unsafe { libc::free(p) }
-}
-
 /// One inflate stream.
 struct Inflate {
     /// Boxed: zlib's state points back at its `z_stream` and refuses one that moved.
@@ -71,22 +58,7 @@ unsafe impl Send for Inflate {}
 
 impl Inflate {
     fn new(bits: c_int) -> Option<Inflate> {
-        let mut strm = Box::new(z::z_stream {
-            next_in: std::ptr::null_mut(),
-            avail_in: 0,
-            total_in: 0,
-            next_out: std::ptr::null_mut(),
-            avail_out: 0,
-            total_out: 0,
-            msg: std::ptr::null_mut(),
-            state: std::ptr::null_mut(),
-            zalloc,
-            zfree,
-            opaque: std::ptr::null_mut(),
-            data_type: 0,
-            adler: 0,
-            reserved: 0,
-        });
+        let mut strm = crate::block::zstream::blank();
         let size = c_int::try_from(std::mem::size_of::<z::z_stream>()).ok()?;
         // SAFETY: a valid boxed z_stream with allocator functions; zlibVersion() is a static
         // string and `size` that of the struct zlib was built against.

@@ -15,6 +15,7 @@ mod qcow2;
 mod raw;
 pub mod trim;
 mod vmdk;
+mod zstream;
 
 pub use create::{
     create, vmdk_flat_extent_path, write_vmdk_flat_descriptor, Compression, CreateOptions,

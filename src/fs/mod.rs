@@ -293,6 +293,38 @@ pub struct DirEntry {
     pub kind: FileType,
 }
 
+/// `readdir` over a listing held in memory: `.` (`dir`) and `..` (`parent`) at positions 0
+/// and 1, then `list` from position 2, each entry made by `entry` and handed out with the
+/// position after it as its cookie, from position `cookie` on until `sink` returns false.
+pub(crate) fn readdir_listed<T>(
+    dir: u64,
+    parent: u64,
+    list: &[T],
+    entry: impl Fn(&T) -> DirEntry,
+    cookie: u64,
+    sink: &mut dyn FnMut(DirEntry, u64) -> bool,
+) {
+    let dots = [(&b"."[..], dir), (&b".."[..], parent)];
+    let mut pos = cookie;
+    while let Some(&(name, ino)) = usize::try_from(pos).ok().and_then(|p| dots.get(p)) {
+        let e = DirEntry {
+            ino,
+            name: name.to_vec(),
+            kind: FileType::Directory,
+        };
+        pos += 1;
+        if !sink(e, pos) {
+            return;
+        }
+    }
+    let start = usize::try_from(pos - 2).unwrap_or(usize::MAX);
+    for (k, t) in list.iter().enumerate().skip(start) {
+        if !sink(entry(t), k as u64 + 3) {
+            return;
+        }
+    }
+}
+
 /// A removed directory entry whose record is still readable (forensics: `ferry timeline`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeletedEntry {

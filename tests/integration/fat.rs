@@ -788,57 +788,10 @@ fn fat_damaged_volumes() {
     assert!(opened > 100, "only {opened} of 300 mutants opened");
 }
 
-/// Opens and walks a volume on a thread with a deadline; true if it opened. Panics if ferry
-/// panicked or took more than 30 s.
+/// `common::walk_bounded` over FAT bytes.
 fn walk_bounded(data: Vec<u8>) -> bool {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let r = std::panic::catch_unwind(move || {
-            let Ok(fs) = Fat::open(Arc::new(MemDevice(data))) else {
-                return false;
-            };
-            let _ = fs.statfs();
-            let _ = fs.unused();
-            let mut todo = vec![fs.root_ino()];
-            let mut seen = std::collections::HashSet::new();
-            let mut buf = vec![0u8; 1 << 16];
-            while let Some(dir) = todo.pop() {
-                if !seen.insert(dir) || seen.len() > 5000 {
-                    continue;
-                }
-                let mut entries = Vec::new();
-                let _ = fs.readdir(dir, 0, &mut |e, _| {
-                    entries.push(e);
-                    true
-                });
-                for e in entries {
-                    if e.name == b"." || e.name == b".." {
-                        continue;
-                    }
-                    let _ = fs.lookup(dir, &e.name);
-                    let _ = fs.lookup(dir, &e.name.to_ascii_lowercase());
-                    let _ = fs.getattr(e.ino);
-                    match e.kind {
-                        FileType::Directory => todo.push(e.ino),
-                        _ => {
-                            let mut off = 0;
-                            while let Ok(n) = fs.read(e.ino, off, &mut buf) {
-                                if n == 0 || off > 4 << 20 {
-                                    break;
-                                }
-                                off += n as u64;
-                            }
-                        }
-                    }
-                }
-            }
-            true
-        });
-        let _ = tx.send(r);
-    });
-    match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(Ok(opened)) => opened,
-        Ok(Err(_)) => panic!("ferry panicked on a damaged FAT volume"),
-        Err(_) => panic!("ferry hung (>30 s) on a damaged FAT volume"),
-    }
+    common::walk_bounded("FAT", move || {
+        let fs = Fat::open(Arc::new(MemDevice(data))).ok()?;
+        Some(Box::new(fs) as Box<dyn Filesystem>)
+    })
 }

@@ -17,7 +17,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Whether ntfs-3g can be used here; a loud SKIP (or a failure under FERRY_REQUIRE_FUSE=1)
 /// when not.
@@ -895,64 +894,12 @@ fn damaged_volumes() {
     }
 }
 
-/// Opens and walks an image on a thread with a deadline; true if it opened. Panics if ferry
-/// panicked or took more than 30 s.
+/// `common::walk_bounded` over NTFS bytes.
 fn walk_bounded(data: Vec<u8>) -> bool {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let r = std::panic::catch_unwind(move || {
-            let Ok(fs) = Ntfs::open(Arc::new(MemDevice(data))) else {
-                return false;
-            };
-            let _ = fs.statfs();
-            let mut todo = vec![fs.root_ino()];
-            let mut seen = std::collections::HashSet::new();
-            let mut buf = vec![0u8; 1 << 16];
-            while let Some(dir) = todo.pop() {
-                if !seen.insert(dir) || seen.len() > 5000 {
-                    continue;
-                }
-                let mut entries = Vec::new();
-                let _ = fs.readdir(dir, 0, &mut |e, _| {
-                    entries.push(e);
-                    true
-                });
-                for e in entries {
-                    if e.name == b"." || e.name == b".." {
-                        continue;
-                    }
-                    let _ = fs.lookup(dir, &e.name);
-                    let _ = fs.listxattr(e.ino).map(|l| {
-                        for n in l {
-                            let _ = fs.getxattr(e.ino, &n);
-                        }
-                    });
-                    match e.kind {
-                        FileType::Directory => todo.push(e.ino),
-                        FileType::Symlink => {
-                            let _ = fs.readlink(e.ino);
-                        }
-                        _ => {
-                            let mut off = 0;
-                            while let Ok(n) = fs.read(e.ino, off, &mut buf) {
-                                if n == 0 || off > 4 << 20 {
-                                    break;
-                                }
-                                off += n as u64;
-                            }
-                        }
-                    }
-                }
-            }
-            true
-        });
-        let _ = tx.send(r);
-    });
-    match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(Ok(opened)) => opened,
-        Ok(Err(_)) => panic!("ferry panicked on a damaged NTFS volume"),
-        Err(_) => panic!("ferry hung (>30 s) on a damaged NTFS volume"),
-    }
+    common::walk_bounded("NTFS", move || {
+        let fs = Ntfs::open(Arc::new(MemDevice(data))).ok()?;
+        Some(Box::new(fs) as Box<dyn Filesystem>)
+    })
 }
 
 /// An NTFS partition of a GPT disk and of an MBR disk, through qcow2 and VMDK: `ferry ls`

@@ -12,7 +12,6 @@
 
 use libz_sys as z;
 use std::cell::RefCell;
-use std::ffi::c_void;
 use std::os::raw::{c_int, c_uint};
 
 /// qemu's parameters (block/qcow2-threads.c, `qcow2_zlib_compress`).
@@ -28,37 +27,9 @@ struct Stream {
     strm: Box<z::z_stream>,
 }
 
-// zlib calls these for its state; zalloc/zfree are non-nullable in libz-sys's binding, so
-// zlib's own defaults (Z_NULL) cannot be asked for.
-unsafe extern "C" fn zalloc(_: *mut c_void, items: c_uint, size: c_uint) -> *mut c_void {
-    // SAFETY: calloc checks the multiplication for overflow and returns null on failure,
-    // which zlib reports as Z_MEM_ERROR.
-    unsafe { libc::calloc(items as usize, size as usize) }
-}
-
-unsafe extern "C" fn zfree(_: *mut c_void, p: *mut c_void) {
-    // SAFETY: `p` came from `zalloc` above (zlib frees only what it allocated).
-    unsafe { libc::free(p) }
-}
-
 impl Stream {
     fn new() -> Option<Stream> {
-        let mut strm = Box::new(z::z_stream {
-            next_in: std::ptr::null_mut(),
-            avail_in: 0,
-            total_in: 0,
-            next_out: std::ptr::null_mut(),
-            avail_out: 0,
-            total_out: 0,
-            msg: std::ptr::null_mut(),
-            state: std::ptr::null_mut(),
-            zalloc,
-            zfree,
-            opaque: std::ptr::null_mut(),
-            data_type: 0,
-            adler: 0,
-            reserved: 0,
-        });
+        let mut strm = crate::block::zstream::blank();
         let size = c_int::try_from(std::mem::size_of::<z::z_stream>()).ok()?;
         // SAFETY: `strm` is a valid, boxed z_stream with allocator functions; zlibVersion()
         // returns a static string, and the size is that of the struct zlib was built against.

@@ -700,32 +700,18 @@ impl Filesystem for Fat {
     ) -> Result<()> {
         let d = self.node(dir)?;
         let l = self.listing(dir)?;
-        let dots = [(&b"."[..], dir), (&b".."[..], d.parent)];
-        let mut pos = cookie;
-        while pos < 2 {
-            // OK: pos < 2.
-            let (name, ino) = dots[pos as usize];
-            let e = DirEntry {
-                ino,
-                name: name.to_vec(),
-                kind: FileType::Directory,
-            };
-            if !sink(e, pos + 1) {
-                return Ok(());
-            }
-            pos += 1;
-        }
-        let start = usize::try_from(pos - 2).unwrap_or(usize::MAX);
-        for (k, c) in l.children.iter().enumerate().skip(start) {
-            let e = DirEntry {
+        crate::fs::readdir_listed(
+            dir,
+            d.parent,
+            &l.children,
+            |c| DirEntry {
                 ino: c.ino,
                 name: c.name.clone(),
                 kind: c.kind,
-            };
-            if !sink(e, k as u64 + 3) {
-                return Ok(());
-            }
-        }
+            },
+            cookie,
+            sink,
+        );
         Ok(())
     }
 

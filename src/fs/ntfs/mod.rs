@@ -959,32 +959,18 @@ impl Filesystem for Ntfs {
         } else {
             d.parent().unwrap_or(ROOT_INO)
         };
-        let dots = [(&b"."[..], dir), (&b".."[..], parent)];
-        let mut pos = cookie;
-        while pos < 2 {
-            // OK: pos < 2.
-            let (name, ino) = dots[pos as usize];
-            let e = DirEntry {
-                ino,
-                name: name.to_vec(),
-                kind: FileType::Directory,
-            };
-            if !sink(e, pos + 1) {
-                return Ok(());
-            }
-            pos += 1;
-        }
-        let start = usize::try_from(pos - 2).unwrap_or(usize::MAX);
-        for (k, l) in list.iter().enumerate().skip(start) {
-            let e = DirEntry {
+        crate::fs::readdir_listed(
+            dir,
+            parent,
+            &list,
+            |l| DirEntry {
                 ino: l.ino,
                 name: l.name.clone(),
                 kind: l.kind,
-            };
-            if !sink(e, k as u64 + 3) {
-                return Ok(());
-            }
-        }
+            },
+            cookie,
+            sink,
+        );
         Ok(())
     }
 

@@ -598,3 +598,75 @@ pub(crate) fn ferry_json<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> serde_json::V
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// Opens a damaged filesystem with `open` and walks all of it (statfs, free space, every
+/// directory, lookups as listed and in lower case, attributes, xattrs, link targets, the first
+/// MiBs of each file) on a thread with a deadline; true if it opened. Panics if ferry panicked
+/// or took more than 30 s (`what` names the filesystem in the message).
+pub(crate) fn walk_bounded(
+    what: &'static str,
+    open: impl FnOnce() -> Option<Box<dyn ferry::fs::Filesystem>>
+        + Send
+        + std::panic::UnwindSafe
+        + 'static,
+) -> bool {
+    use ferry::fs::FileType;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = std::panic::catch_unwind(move || {
+            let Some(fs) = open() else {
+                return false;
+            };
+            let _ = fs.statfs();
+            let _ = fs.unused();
+            let mut todo = vec![fs.root_ino()];
+            let mut seen = std::collections::HashSet::new();
+            let mut buf = vec![0u8; 1 << 16];
+            while let Some(dir) = todo.pop() {
+                if !seen.insert(dir) || seen.len() > 5000 {
+                    continue;
+                }
+                let mut entries = Vec::new();
+                let _ = fs.readdir(dir, 0, &mut |e, _| {
+                    entries.push(e);
+                    true
+                });
+                for e in entries {
+                    if e.name == b"." || e.name == b".." {
+                        continue;
+                    }
+                    let _ = fs.lookup(dir, &e.name);
+                    let _ = fs.lookup(dir, &e.name.to_ascii_lowercase());
+                    let _ = fs.getattr(e.ino);
+                    let _ = fs.listxattr(e.ino).map(|l| {
+                        for n in l {
+                            let _ = fs.getxattr(e.ino, &n);
+                        }
+                    });
+                    match e.kind {
+                        FileType::Directory => todo.push(e.ino),
+                        FileType::Symlink => {
+                            let _ = fs.readlink(e.ino);
+                        }
+                        _ => {
+                            let mut off = 0;
+                            while let Ok(n) = fs.read(e.ino, off, &mut buf) {
+                                if n == 0 || off > 4 << 20 {
+                                    break;
+                                }
+                                off += n as u64;
+                            }
+                        }
+                    }
+                }
+            }
+            true
+        });
+        let _ = tx.send(r);
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+        Ok(Ok(opened)) => opened,
+        Ok(Err(_)) => panic!("ferry panicked on a damaged {what} volume"),
+        Err(_) => panic!("ferry hung (>30 s) on a damaged {what} volume"),
+    }
+}
