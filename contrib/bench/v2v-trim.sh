@@ -1,6 +1,7 @@
 #!/bin/bash
 # Side-by-side: `ferry v2v -i disk` (free space left out), the same with `--no-trim`, and plain
-# `ferry convert -O qcow2` (the copy alone), on one guest disk whose ext4 root had a large file
+# `ferry convert -O qcow2` (the copy alone; also with `--sync`, as v2v syncs its outputs before
+# linking them into place), on one guest disk whose ext4 root had a large file
 # written and deleted (its blocks free but full of data) and whose swap holds old pages. The
 # three take turns within each of $RUNS rounds; the table gives the best and median wall time of
 # each, the spread (slowest/best) and the output's allocated size, then every run.
@@ -66,14 +67,16 @@ for ((r = 0; r < RUNS; r++)); do
     run v2v "$ferry" -q v2v -i disk guest.raw --output-name g -o out
     run v2v-no-trim "$ferry" -q v2v -i disk guest.raw --output-name g -o out --no-trim
     run convert "$ferry" -q convert -O qcow2 guest.raw out/g.qcow2
+    run convert-sync "$ferry" -q convert --sync -O qcow2 guest.raw out/g.qcow2
 done
 printf '%-12s %9s %9s %7s %12s\n' case best_ms median_ms spread out_bytes
-for n in v2v v2v-no-trim convert; do
+for n in v2v v2v-no-trim convert convert-sync; do
     printf '%-12s %9s %9s %7s %12s\n' "$n" "$(runs $n | best)" "$(runs $n | median)" \
         "$(ratio "$(runs $n | worst)" "$(runs $n | best)")" "${size[$n]}"
 done
 echo "ratio v2v / convert (time): best $(ratio "$(runs v2v | best)" "$(runs convert | best)"), median $(ratio "$(runs v2v | median)" "$(runs convert | median)")"
+echo "ratio v2v --no-trim / convert --sync (the copy stage; both sync): best $(ratio "$(runs v2v-no-trim | best)" "$(runs convert-sync | best)"), median $(ratio "$(runs v2v-no-trim | median)" "$(runs convert-sync | median)")"
 echo "every run, ms:"
-for n in v2v v2v-no-trim convert; do
+for n in v2v v2v-no-trim convert convert-sync; do
     echo "  $n: ${ALL[$n]}"
 done
