@@ -8,7 +8,10 @@
 //! examples/zran.c). A read starts at the last point at or before it and inflates forward.
 //! The output is handed out in aligned chunks that are cached, and the inflate state after
 //! the last chunk is kept, so sequential reads (a conversion) inflate each byte once.
-#![allow(unsafe_code)] // FFI into zlib; every call is on a stream `Inflate` owns and sets up.
+#![allow(unsafe_code)]
+// FFI into zlib; every call is on a stream `Inflate` owns and sets up.
+// Guard rails (issue 16 item 7): offsets come from an untrusted stream.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::error::{Error, Result};
 use super::file::ImageFile;
@@ -33,7 +36,7 @@ const IN_CHUNK: usize = 256 << 10;
 const CHUNK: u64 = 1 << 20;
 /// CHUNK as a buffer length.
 const CHUNK_LEN: usize = 1 << 20;
-const _: () = assert!(CHUNK_LEN as u64 == CHUNK);
+const _: () = assert!(CHUNK == 1 << 20 && CHUNK_LEN == 1 << 20);
 /// Chunks kept decoded (the copy's workers read a few chunks apart; inspection rereads
 /// metadata).
 const CACHED: usize = 32;
@@ -85,7 +88,11 @@ impl Inflate {
                 || z::inflatePrime(
                     &mut *self.strm,
                     c_int::from(bits),
-                    c_int::from(value >> (8 - bits)),
+                    c_int::from(
+                        value
+                            .checked_shr(8u32.saturating_sub(u32::from(bits)))
+                            .unwrap_or(0),
+                    ),
                 ) == z::Z_OK)
                 && z::inflateSetDictionary(&mut *self.strm, dict.as_ptr(), len) == z::Z_OK
         }
@@ -104,8 +111,9 @@ impl Inflate {
         // SAFETY: next_in/next_out point into `input`/`output`, valid for the counts given,
         // for the duration of the call; the pointers are cleared before returning.
         let rc = unsafe { z::inflate(s, flush) };
-        let used = (avail_in - s.avail_in) as usize;
-        let made = (avail_out - s.avail_out) as usize;
+        // zlib only lowers the counts it was given.
+        let used = usize::try_from(avail_in.saturating_sub(s.avail_in)).unwrap_or(0);
+        let made = usize::try_from(avail_out.saturating_sub(s.avail_out)).unwrap_or(0);
         s.next_in = std::ptr::null_mut();
         s.next_out = std::ptr::null_mut();
         s.avail_in = 0;
@@ -125,6 +133,16 @@ impl Drop for Inflate {
         // SAFETY: initialised by `new`; ended once.
         unsafe { z::inflateEnd(&mut *self.strm) };
     }
+}
+
+/// A buffer length as a byte count (lossless: usize is at most 64 bits wide).
+fn wide(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+/// A byte count that callers have bounded by a buffer's length, as a length.
+fn narrow(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 /// Where inflating can start again.
@@ -170,6 +188,14 @@ type Key = ((u64, u64), i128, u64, u64, [u8; 8]);
 static INDEXES: Mutex<Vec<(Key, Arc<Index>)>> = Mutex::new(Vec::new());
 /// Indexes kept in `INDEXES` (the newest; a package holds a few disks).
 const KEPT_INDEXES: usize = 16;
+
+impl Cursor {
+    /// The input offset of the first byte inflate has not taken.
+    fn consumed(&self) -> u64 {
+        self.inp
+            .saturating_sub(wide(self.end.saturating_sub(self.at)))
+    }
+}
 
 /// The output of a gzip stream, read at any offset.
 pub(crate) struct Gzip {
@@ -243,20 +269,23 @@ impl Gzip {
     /// Fills `buf` with the output at `offset` (the caller checks the range).
     pub(crate) fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         let mut done = 0usize;
-        while done < buf.len() {
-            let pos = offset.saturating_add(done as u64);
+        while let Some(rest) = buf.get_mut(done..).filter(|r| !r.is_empty()) {
+            let pos = offset.saturating_add(wide(done));
             let k = pos / CHUNK;
             let chunk = self.chunk(k)?;
-            let from = (pos - k * CHUNK) as usize;
-            let take = chunk
-                .len()
-                .saturating_sub(from)
-                .min(buf.len().saturating_sub(done));
+            let from = narrow(pos % CHUNK);
+            let take = chunk.len().saturating_sub(from).min(rest.len());
+            let (Some(dst), Some(src)) = (
+                rest.get_mut(..take),
+                chunk.get(from..from.saturating_add(take)),
+            ) else {
+                return Err(self.bad(self.src.len(), format!("no output at byte {pos}")));
+            };
             if take == 0 {
                 return Err(self.bad(self.src.len(), format!("no output at byte {pos}")));
             }
-            buf[done..done + take].copy_from_slice(&chunk[from..from + take]);
-            done += take;
+            dst.copy_from_slice(src);
+            done = done.saturating_add(take);
         }
         Ok(())
     }
@@ -278,10 +307,11 @@ impl Gzip {
             .index
             .points
             .windows(2)
-            .map(|w| w[1].out - w[0].out)
+            .map(|w| w[1].out.saturating_sub(w[0].out))
             .max();
         let keep = st.cursor.as_ref().is_some_and(|c| {
-            c.out <= start && start - c.out <= span.unwrap_or(FIRST_SPAN).max(FIRST_SPAN)
+            c.out <= start
+                && start.saturating_sub(c.out) <= span.unwrap_or(FIRST_SPAN).max(FIRST_SPAN)
         });
         if !keep {
             st.cursor = Some(self.cursor_before(start)?);
@@ -293,9 +323,13 @@ impl Gzip {
         // Skip to the chunk, then fill it; whole chunks passed on the way are cached too.
         loop {
             let first = cur.out / CHUNK;
-            let n = (self.len().saturating_sub(first * CHUNK)).min(CHUNK) as usize;
-            let lead = (cur.out - first * CHUNK) as usize;
-            self.inflate(&mut cur, &mut out[lead..n])?;
+            let base = first.saturating_mul(CHUNK);
+            let n = narrow(self.len().saturating_sub(base).min(CHUNK));
+            let lead = narrow(cur.out % CHUNK);
+            let Some(part) = out.get_mut(lead..n) else {
+                return Err(self.bad(self.src.len(), format!("no output at byte {}", cur.out)));
+            };
+            self.inflate(&mut cur, part)?;
             if lead == 0 {
                 let c = Arc::new(out[..n].to_vec());
                 st.cache.put(first, c.clone());
@@ -321,7 +355,7 @@ impl Gzip {
         let mut before = [0u8; 1];
         if p.bits > 0 {
             self.src
-                .read_exact_at(&mut before, p.inp - 1, "gzip access point")?;
+                .read_exact_at(&mut before, p.inp.saturating_sub(1), "gzip access point")?;
         }
         if !inf.resume(p.bits, before[0], &p.window) {
             return Err(self.bad(p.inp, "cannot resume inflating here".into()));
@@ -342,26 +376,27 @@ impl Gzip {
         let mut done = 0;
         while done < out.len() {
             if c.at == c.end {
-                let n = IN_CHUNK.min(self.src.len().saturating_sub(c.inp) as usize);
+                let n = narrow(self.src.len().saturating_sub(c.inp).min(wide(IN_CHUNK)));
                 if n == 0 {
                     return Err(self.bad(c.inp, "ends inside a member".into()));
                 }
                 self.src
                     .read_exact_at(&mut c.inbuf[..n], c.inp, "gzip stream")?;
-                c.inp += n as u64;
+                c.inp = c.inp.saturating_add(wide(n));
                 (c.at, c.end) = (0, n);
             }
             let (used, made, rc) =
                 c.inf
                     .step(&c.inbuf[c.at..c.end], &mut out[done..], z::Z_NO_FLUSH);
-            c.at += used;
-            done += made;
-            c.out += made as u64;
+            // zlib takes at most what it was given and fills at most the room left.
+            c.at = c.at.saturating_add(used).min(c.end);
+            done = done.saturating_add(made).min(out.len());
+            c.out = c.out.saturating_add(wide(made));
             match rc {
                 z::Z_OK | z::Z_BUF_ERROR if used > 0 || made > 0 => {}
                 z::Z_STREAM_END => {
                     // A raw resume stops at the member's deflate end: its trailer follows.
-                    let consumed = c.inp - (c.end - c.at) as u64;
+                    let consumed = c.consumed();
                     let next = if c.raw {
                         consumed.saturating_add(TRAILER)
                     } else {
@@ -375,8 +410,7 @@ impl Gzip {
                     }
                 }
                 rc => {
-                    let consumed = c.inp - (c.end - c.at) as u64;
-                    return Err(self.bad(consumed, format!("inflate failed (zlib code {rc})")));
+                    return Err(self.bad(c.consumed(), format!("inflate failed (zlib code {rc})")));
                 }
             }
         }
@@ -409,19 +443,20 @@ fn index(src: &ImageFile) -> Result<(Vec<Point>, u64)> {
     let mut last: Option<u64> = None;
     loop {
         if at == end {
-            let n = IN_CHUNK.min(src.len().saturating_sub(read) as usize);
+            let n = narrow(src.len().saturating_sub(read).min(wide(IN_CHUNK)));
             if n == 0 {
                 return Err(bad(read, "ends inside a member".into()));
             }
             src.read_exact_at(&mut inbuf[..n], read, "gzip stream")?;
-            read += n as u64;
+            read = read.saturating_add(wide(n));
             (at, end) = (0, n);
         }
         let (used, made, rc) = inf.step(&inbuf[at..end], &mut ring[wpos..], z::Z_BLOCK);
-        at += used;
-        out += made as u64;
-        wpos = (wpos + made) % WINDOW;
-        let consumed = read - (end - at) as u64;
+        // zlib takes at most what it was given and fills at most the ring's room.
+        at = at.saturating_add(used).min(end);
+        out = out.saturating_add(wide(made));
+        wpos = wpos.saturating_add(made) % WINDOW;
+        let consumed = read.saturating_sub(wide(end.saturating_sub(at)));
         match rc {
             z::Z_OK | z::Z_BUF_ERROR if used > 0 || made > 0 => {}
             z::Z_STREAM_END => {
@@ -448,30 +483,32 @@ fn index(src: &ImageFile) -> Result<(Vec<Point>, u64)> {
         }
         let dt = inf.data_type();
         let boundary = dt & 128 != 0 && dt & 64 == 0;
-        if boundary && last.is_none_or(|l| out - l >= span) {
-            let have = out.min(WINDOW as u64) as usize;
+        if boundary && last.is_none_or(|l| out.saturating_sub(l) >= span) {
+            let have = narrow(out.min(wide(WINDOW)));
             let mut window = Vec::with_capacity(have);
-            // The last `have` bytes of output, oldest first, from the ring.
-            let start = (wpos + WINDOW - have) % WINDOW;
-            if start + have <= WINDOW {
-                window.extend_from_slice(&ring[start..start + have]);
-            } else {
-                window.extend_from_slice(&ring[start..]);
-                window.extend_from_slice(&ring[..wpos]);
+            // The last `have` bytes of output, oldest first, from the ring (wpos < WINDOW,
+            // have <= WINDOW).
+            let start = wpos.saturating_add(WINDOW).saturating_sub(have) % WINDOW;
+            match ring.get(start..start.saturating_add(have)) {
+                Some(whole) => window.extend_from_slice(whole),
+                None => {
+                    window.extend_from_slice(&ring[start..]);
+                    window.extend_from_slice(&ring[..wpos]);
+                }
             }
             points.push(Point {
                 out,
                 inp: consumed,
-                bits: (dt & 7) as u8,
+                bits: u8::try_from(dt & 7).unwrap_or(0),
                 window: window.into_boxed_slice(),
             });
             last = Some(out);
             if points.len() > MAX_POINTS {
                 // Keep the first and every other one after it.
-                let mut i = 0;
+                let mut keep = false;
                 points.retain(|_| {
-                    i += 1;
-                    i % 2 == 1
+                    keep = !keep;
+                    keep
                 });
                 span = span.saturating_mul(2);
             }
@@ -484,6 +521,7 @@ fn index(src: &ImageFile) -> Result<(Vec<Point>, u64)> {
 }
 
 #[cfg(test)]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
     use std::io::Write;
