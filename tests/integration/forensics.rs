@@ -1148,6 +1148,97 @@ fn diff_of_an_ntfs_overlay_follows_the_change() {
     assert!(!fast.contains("/home/u"), "{fast}");
 }
 
+/// The same on XFS (a RHEL guest's root) edited through a kernel loop mount: the inodes the
+/// overlay's blocks hold (found by what each v5 block says it is) stand for the change; the
+/// short way is taken, and its output is the full walk's.
+#[test]
+fn diff_of_an_xfs_overlay_follows_the_change() {
+    if !common::have_tools(&["mkfs.xfs", "setfattr"]) {
+        assert!(
+            !kernel::required(),
+            "mkfs.xfs or setfattr missing: contrib/setup.sh installs them"
+        );
+        eprintln!("SKIP: mkfs.xfs or setfattr is not installed");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let base = d.join("base.img");
+    const LEN: u64 = 320 << 20;
+    std::fs::File::create(&base).unwrap().set_len(LEN).unwrap();
+    common::run(Command::new("mkfs.xfs").args(["-q", "-f"]).arg(&base));
+    let mnt = d.join("mnt");
+    let mount = |img: &Path| match kernel::KernelMount::range(img, 0, LEN, &mnt, "") {
+        Ok(m) => Some(m),
+        Err(e) if kernel::required() => panic!("cannot mount (FERRY_REQUIRE_FUSE=1): {e}"),
+        Err(e) => {
+            eprintln!("SKIP: cannot mount: {e}");
+            None
+        }
+    };
+    let Some(m) = mount(&base) else { return };
+    common::sh(&format!(
+        "cd '{}' && mkdir -p etc/sub usr/share/a/b usr/share/gone-dir/x home/u \
+         && echo /dev/sda1 > etc/fstab && echo old > etc/hostname && echo bye > etc/gone \
+         && echo moving > etc/moved && echo m > etc/mode && echo o > etc/owner \
+         && echo x > etc/xattr && echo f > usr/share/gone-dir/x/f \
+         && head -c 2M /dev/urandom > usr/share/big && head -c 64K /dev/urandom > home/u/kept \
+         && for i in $(seq 0 399); do echo $i > usr/share/a/b/f$i; done \
+         && ln -s hostname etc/link",
+        m.path().display()
+    ));
+    m.unmount().unwrap();
+    let _same = Unchanged::new(&[&base]);
+    let copy = d.join("copy.img");
+    common::run(
+        Command::new("cp")
+            .arg("--sparse=always")
+            .arg(&base)
+            .arg(&copy),
+    );
+    let Some(m) = mount(&copy) else { return };
+    common::sh(&format!(
+        "cd '{}' && echo new > etc/hostname && echo new > etc/new && rm etc/gone \
+         && mv etc/moved etc/sub/moved-here && mv usr/share/a usr/share/a-renamed \
+         && rm -r usr/share/gone-dir && chmod 600 etc/mode && chown 12:34 etc/owner \
+         && setfattr -n user.k -v v etc/xattr && ln -sfn fstab etc/link \
+         && mkdir -p usr/new/deep/er/still && echo deep > usr/new/deep/er/still/file \
+         && ln etc/fstab etc/fstab-link \
+         && dd if=/dev/urandom of=usr/share/big bs=4096 seek=7 count=2 conv=notrunc status=none",
+        m.path().display()
+    ));
+    m.unmount().unwrap();
+    let over = d.join("over.qcow2");
+    overlay_of_difference(&copy, &base, &over);
+    let o = over.to_str().unwrap();
+    let (fast, log) = run_diff(&["-v", "diff", o]);
+    assert!(log.contains("inodes the overlay may have changed"), "{log}");
+    let (full, _) = run_diff(&["diff", "--full-walk", o]);
+    assert_eq!(fast, full);
+    for line in [
+        "= /etc/hostname (mtime, content)\n",
+        "+ /etc/new\n",
+        "- /etc/gone\n",
+        "> /etc/moved -> /etc/sub/moved-here\n",
+        "> /usr/share/a -> /usr/share/a-renamed\n",
+        "- /usr/share/gone-dir/x/f\n",
+        "= /etc/mode (mode)\n",
+        "= /etc/owner (owner)\n",
+        "= /etc/xattr (xattrs)\n",
+        "+ /usr/new/deep/er/still/file\n",
+        "+ /etc/fstab-link\n",
+        "= /usr/share/big (mtime, content)\n",
+    ] {
+        assert!(fast.contains(line), "{line:?} not in\n{fast}");
+    }
+    assert!(fast.contains("= /etc/link ("), "{fast}");
+    assert_eq!(
+        run_diff(&["diff", "--json", o]).0,
+        run_diff(&["diff", "--json", "--full-walk", o]).0
+    );
+    assert!(!fast.contains("/home/u"), "{fast}");
+}
+
 /// Every read command on evidence that cannot be written: an immutable file (`chattr +i`) and
 /// then a read-only loop mount of the filesystem holding it. Each must work, and the image's
 /// bytes must be the same after all of them.

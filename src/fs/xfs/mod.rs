@@ -32,6 +32,7 @@ pub mod replay_view;
 mod statfs;
 pub mod superblock;
 pub mod symlink;
+mod touched;
 
 use crate::block::BlockDevice;
 use crate::bytes::be64;
@@ -541,6 +542,14 @@ impl Filesystem for Xfs {
 
     fn unused(&self) -> Result<Vec<std::ops::Range<u64>>> {
         self.unused_ranges()
+    }
+
+    fn touched(&self, ranges: &[std::ops::Range<u64>]) -> Result<crate::fs::Touched> {
+        self.touched_ranges(ranges)
+    }
+
+    fn owned(&self, inodes: &[u64]) -> Result<Vec<std::ops::Range<u64>>> {
+        self.owned_ranges(inodes)
     }
 
     fn statfs(&self) -> Result<StatFs> {
