@@ -1,7 +1,8 @@
 //! A whole XFS filesystem from arbitrary bytes: open (superblock, log state, root inode), then a
 //! bounded walk of the tree (readdir, lookup, getattr, read, readlink, listxattr, getxattr) that
 //! exercises inodes, CRCs, extent lists and bmbt trees, directories of every format, the
-//! da-btree, attributes and symlinks. Seed it with small mkfs.xfs images (see tests/xfs.rs).
+//! da-btree, attributes and symlinks, and the removed entries left in directories' free
+//! space. Seed it with small mkfs.xfs images (see tests/xfs.rs).
 #![no_main]
 
 use ferry::block::mem::MemDevice;
@@ -26,6 +27,7 @@ fuzz_target!(|data: &[u8]| {
         if !seen.insert(dir) || seen.len() > MAX_NODES {
             continue;
         }
+        let _ = fs.deleted_entries(dir);
         let mut entries = Vec::new();
         let _ = fs.readdir(dir, 0, &mut |e, _next| {
             entries.push(e);

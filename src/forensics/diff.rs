@@ -406,8 +406,8 @@ fn index(fs: &dyn Filesystem, side: &str, errors: &mut Vec<String>) -> BTreeMap<
     map
 }
 
-/// A removed path and an added one with the same inode and type are one rename: a file moved
-/// keeps its inode. Hard links are not renames: the old name must be gone.
+/// A removed path and an added one with the same inode, type and birth time are one rename: a
+/// file moved keeps its inode. Hard links are not renames: the old name must be gone.
 fn pair_renames(
     old: &dyn Filesystem,
     new: &dyn Filesystem,
@@ -438,7 +438,11 @@ fn pair_renames(
         let Some(oa) = changes[j].old.clone() else {
             continue;
         };
-        if oa.kind != na.kind {
+        // A number freed and given to a new file is not a move: the new inode has its own
+        // birth time (ext4 i_crtime, XFS v5 di_crtime, NTFS creation time), where the
+        // filesystem keeps one.
+        let reborn = matches!((oa.crtime, na.crtime), (Some(a), Some(b)) if a != b);
+        if oa.kind != na.kind || reborn {
             continue;
         }
         removed.remove(&na.ino);

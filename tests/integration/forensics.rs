@@ -960,7 +960,7 @@ fn diff_of_an_overlay_follows_the_change_and_matches_the_full_walk() {
         }
     };
     common::sh(&format!(
-        "cd '{}' && echo new > etc/hostname && echo new > etc/new && rm etc/gone \
+        "cd '{}' && echo new > etc/hostname && rm etc/gone && echo new > etc/new \
          && mv etc/moved etc/sub/moved-here && mv usr/share/a usr/share/a-renamed \
          && rm -r usr/share/gone-dir && chmod 600 etc/mode && chown 12:34 etc/owner \
          && setfattr -n user.k -v v etc/xattr && ln -sfn fstab etc/link \
@@ -1106,7 +1106,7 @@ fn diff_of_an_ntfs_overlay_follows_the_change() {
     {
         let m = Ntfs3g::mount(&copy, &mnt, "rw");
         common::sh(&format!(
-            "cd '{}' && echo new > etc/hostname && echo new > etc/new && rm etc/gone \
+            "cd '{}' && echo new > etc/hostname && rm etc/gone && echo new > etc/new \
              && mv etc/moved etc/sub/moved-here && mv usr/share/a usr/share/a-renamed \
              && rm -r usr/share/gone-dir && setfattr -n user.k -v v etc/xattr \
              && ln -sfn fstab etc/link \
@@ -1150,7 +1150,8 @@ fn diff_of_an_ntfs_overlay_follows_the_change() {
 
 /// The same on XFS (a RHEL guest's root) edited through a kernel loop mount: the inodes the
 /// overlay's blocks hold (found by what each v5 block says it is) stand for the change; the
-/// short way is taken, and its output is the full walk's.
+/// short way is taken, and its output is the full walk's. A removed file's number given to a
+/// new one (/etc/gone's to /etc/new, often) is a removal and an addition, not a rename.
 #[test]
 fn diff_of_an_xfs_overlay_follows_the_change() {
     if !common::have_tools(&["mkfs.xfs", "setfattr"]) {
@@ -1198,7 +1199,7 @@ fn diff_of_an_xfs_overlay_follows_the_change() {
     );
     let Some(m) = mount(&copy) else { return };
     common::sh(&format!(
-        "cd '{}' && echo new > etc/hostname && echo new > etc/new && rm etc/gone \
+        "cd '{}' && echo new > etc/hostname && rm etc/gone && echo new > etc/new \
          && mv etc/moved etc/sub/moved-here && mv usr/share/a usr/share/a-renamed \
          && rm -r usr/share/gone-dir && chmod 600 etc/mode && chown 12:34 etc/owner \
          && setfattr -n user.k -v v etc/xattr && ln -sfn fstab etc/link \
@@ -1237,6 +1238,155 @@ fn diff_of_an_xfs_overlay_follows_the_change() {
         run_diff(&["diff", "--json", "--full-walk", o]).0
     );
     assert!(!fast.contains("/home/u"), "{fast}");
+}
+
+/// XFS removed entries (no fls here knows XFS: sleuthkit 4.11): names removed through the
+/// kernel from a single-block directory (adjacent ones, so the free spaces merge, and the
+/// last) and from a multi-block one, with the inode numbers `stat` gave them before. ferry
+/// lists exactly those names as deleted, each with its old inode number, "(deleted-realloc)"
+/// exactly where the kernel gave the number to a file created afterwards (and it does give
+/// some); live entries and
+/// short-form directories (whose removed entries are overwritten) list nothing removed.
+#[test]
+fn timeline_lists_removed_xfs_entries_with_their_inodes() {
+    if !common::have_tools(&["mkfs.xfs"]) {
+        assert!(
+            !kernel::required(),
+            "mkfs.xfs missing: contrib/setup.sh installs it"
+        );
+        eprintln!("SKIP: mkfs.xfs is not installed");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let img = d.join("xfs.img");
+    const LEN: u64 = 320 << 20;
+    std::fs::File::create(&img).unwrap().set_len(LEN).unwrap();
+    common::run(Command::new("mkfs.xfs").args(["-q", "-f"]).arg(&img));
+    let mnt = d.join("mnt");
+    let mount = || match kernel::KernelMount::range(&img, 0, LEN, &mnt, "") {
+        Ok(m) => Some(m),
+        Err(e) if kernel::required() => panic!("cannot mount (FERRY_REQUIRE_FUSE=1): {e}"),
+        Err(e) => {
+            eprintln!("SKIP: cannot mount: {e}");
+            None
+        }
+    };
+    let inodes = |root: &Path, dir: &str| -> BTreeMap<String, u64> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::read_dir(root.join(dir))
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    format!("/{dir}/{}", e.file_name().to_string_lossy()),
+                    e.metadata().unwrap().ino(),
+                )
+            })
+            .collect()
+    };
+    let Some(m) = mount() else { return };
+    common::sh(&format!(
+        "cd '{}' && mkdir blk big sf other blk/subdir \
+         && for i in $(seq -w 0 19); do echo $i > blk/file-$i; done \
+         && for i in $(seq -w 0 399); do echo $i > big/entry-with-a-longer-name-$i; done \
+         && echo a > sf/a && echo b > sf/b",
+        m.path().display()
+    ));
+    let mut before = inodes(m.path(), "blk");
+    before.extend(inodes(m.path(), "big"));
+    before.extend(inodes(m.path(), "sf"));
+    m.unmount().unwrap();
+    let removed = [
+        "/blk/file-03",
+        "/blk/file-04",
+        "/blk/file-10",
+        "/blk/subdir",
+        "/big/entry-with-a-longer-name-000",
+        "/big/entry-with-a-longer-name-101",
+        "/big/entry-with-a-longer-name-102",
+        "/big/entry-with-a-longer-name-103",
+        "/big/entry-with-a-longer-name-250",
+        "/big/entry-with-a-longer-name-399",
+    ];
+    let Some(m) = mount() else { return };
+    for r in removed {
+        let p = m.path().join(&r[1..]);
+        if r.ends_with("subdir") {
+            std::fs::remove_dir(p).unwrap();
+        } else {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    std::fs::remove_file(m.path().join("sf/a")).unwrap();
+    m.unmount().unwrap();
+    // New files: those in /blk get numbers from its AG's chunk, where the removed files'
+    // numbers are free (their names go to the block's largest free space, after the removed
+    // names); those in /other are in another AG.
+    let Some(m) = mount() else { return };
+    common::sh(&format!(
+        "cd '{}' && for i in 1 2 3; do echo $i > other/new-$i; echo $i > blk/new-$i; done",
+        m.path().display()
+    ));
+    let mut now = inodes(m.path(), "other");
+    now.extend(inodes(m.path(), "blk"));
+    let reused: std::collections::BTreeSet<u64> = now
+        .iter()
+        .filter(|(p, _)| p.contains("/new-"))
+        .map(|(_, &i)| i)
+        .collect();
+    m.unmount().unwrap();
+    let guard = Unchanged::new(&[&img]);
+    let json = ferry_ok(&["timeline", "--json", img.to_str().unwrap()]);
+    let body_text = ferry_ok(&["timeline", img.to_str().unwrap()]);
+    drop(guard);
+    let flagged: BTreeMap<String, serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["deleted"] == true)
+        .map(|v| (v["path"].as_str().unwrap().to_string(), v))
+        .collect();
+    let want: Vec<&str> = removed.to_vec();
+    assert_eq!(
+        flagged.keys().map(String::as_str).collect::<Vec<_>>(),
+        {
+            let mut w = want.clone();
+            w.sort();
+            w
+        },
+        "removed names listed\n{json}"
+    );
+    let mut realloc = 0;
+    for (path, v) in &flagged {
+        let ino = before[path];
+        assert_eq!(v["inode"], ino, "{path}: {v}");
+        let again = reused.contains(&ino);
+        realloc += usize::from(again);
+        assert_eq!(
+            v["reallocated"], again,
+            "{path}: {v} (new files: {reused:?})"
+        );
+        let suffix = if again {
+            "(deleted-realloc)"
+        } else {
+            "(deleted)"
+        };
+        assert!(
+            body_text
+                .lines()
+                .any(|l| l.contains(&format!("|{path} {suffix}|"))),
+            "{path} {suffix} not in\n{body_text}"
+        );
+    }
+    eprintln!(
+        "{} removed XFS entries listed, {realloc} of them with their numbers in use again",
+        flagged.len()
+    );
+    assert!(
+        realloc > 0,
+        "no removed number was given out again: {reused:?}"
+    );
+    assert!(!body_text.contains("/sf/a ("), "{body_text}");
 }
 
 /// Every read command on evidence that cannot be written: an immutable file (`chattr +i`) and

@@ -19,6 +19,10 @@ const SF_DOT: u64 = 1;
 const SF_DOTDOT: u64 = 2;
 /// Leaf blocks one lookup follows along a run of equal hashes before giving up.
 const MAX_HASH_RUN: usize = 1 << 16;
+/// Removed entries `dir_deleted` returns for one directory: a directory's data space is at
+/// most 32 GiB, so a bound on the list (not on the walk) keeps a forged directory from
+/// filling memory with stale names; a million is far beyond any real directory's churn.
+const MAX_STALE_PER_DIR: usize = 1 << 20;
 
 /// One directory entry as the walk hands it out.
 #[derive(Clone, Copy, Debug)]
@@ -130,11 +134,44 @@ impl Xfs {
             }
             return Ok(());
         }
+        let v5 = self.sb.is_v5();
+        self.dir_data_blocks(d, start, &mut |base, lblk, b| {
+            let b = b?;
+            let recs = dir_data::records(&b, v5, ftype)
+                .map_err(|m| self.damage("xfs directory block", d.ino, lblk, m))?;
+            for (off, len, e) in recs {
+                let Some(e) = e else { continue };
+                let pos = base + off as u64;
+                if pos < start {
+                    continue;
+                }
+                let rec = Rec {
+                    ino: e.ino,
+                    name: e.name,
+                    kind: ftype_kind(e.ftype),
+                };
+                if !f(rec, pos + len as u64)? {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })
+    }
+
+    /// Calls `f(base, lblk, block)` for each data block of the block-based directory `d`
+    /// that ends after data space position `start`, in order: `base` is the block's position
+    /// in the data space, `lblk` its first logical block, `block` the checked block or why it
+    /// could not be read. `f` returns false to stop.
+    fn dir_data_blocks(
+        &self,
+        d: &Inode,
+        start: u64,
+        f: &mut dyn FnMut(u64, u64, Result<std::sync::Arc<[u8]>>) -> Result<bool>,
+    ) -> Result<()> {
         let list = self.extents(d, false)?;
         let dir_fsbs = self.dir_fsbs();
         let dir_bytes = u64::from(self.sb.dir_block_size());
         let leaf = self.leaf_lblk();
-        let v5 = self.sb.is_v5();
         let mut next_db = 0u64;
         for e in list.iter() {
             if e.off >= leaf {
@@ -149,28 +186,45 @@ impl Xfs {
                     db += 1;
                     continue;
                 }
-                let b = self.dir_data_block(d, db * dir_fsbs)?;
-                let recs = dir_data::records(&b, v5, ftype)
-                    .map_err(|m| self.damage("xfs directory block", d.ino, db * dir_fsbs, m))?;
-                for (off, len, e) in recs {
-                    let Some(e) = e else { continue };
-                    let pos = base + off as u64;
-                    if pos < start {
-                        continue;
-                    }
-                    let rec = Rec {
-                        ino: e.ino,
-                        name: e.name,
-                        kind: ftype_kind(e.ftype),
-                    };
-                    if !f(rec, pos + len as u64)? {
-                        return Ok(());
-                    }
+                let b = self.dir_data_block(d, db * dir_fsbs);
+                if !f(base, db * dir_fsbs, b)? {
+                    return Ok(());
                 }
                 db += 1;
             }
         }
         Ok(())
+    }
+
+    /// The removed entries still readable in the free space of directory `d`'s data blocks
+    /// (forensics, issue 18; see `dir_data::stale_entries`), in data space order, at most
+    /// `MAX_STALE_PER_DIR`. A short-form directory has none: removing an entry moves the
+    /// later ones over it. A data block that cannot be read or parsed is skipped: its live
+    /// entries are readdir's business, which reports the damage.
+    pub(super) fn dir_deleted(&self, d: &Inode) -> Result<Vec<dir_data::Stale>> {
+        if d.kind != FileType::Directory {
+            return Err(Error::NotDir(d.ino));
+        }
+        let mut out = Vec::new();
+        if d.format == FMT_LOCAL {
+            return Ok(out);
+        }
+        let (v5, ftype) = (self.sb.is_v5(), self.sb.has_ftype());
+        let valid = |ino: u64| self.sb.valid_ino(ino);
+        self.dir_data_blocks(d, 0, &mut |_, _, b| {
+            let Ok(b) = b else { return Ok(true) };
+            let Ok(recs) = dir_data::records(&b, v5, ftype) else {
+                return Ok(true);
+            };
+            for (off, len, r) in recs {
+                if r.is_none() {
+                    out.extend(dir_data::stale_entries(&b, off, len, ftype, &valid));
+                }
+            }
+            Ok(out.len() < MAX_STALE_PER_DIR)
+        })?;
+        out.truncate(MAX_STALE_PER_DIR);
+        Ok(out)
     }
 
     /// The inode number of `name` in directory `d`.

@@ -114,3 +114,165 @@ pub fn records(
     }
     Ok(out)
 }
+
+/// A removed entry read back from a free space of a data block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stale {
+    pub ino: u64,
+    pub name: Vec<u8>,
+    /// The file type byte (0 without ftype).
+    pub ftype: u8,
+}
+
+/// The removed entries still readable in the free space at `off` (`len` bytes) of block `b`.
+///
+/// Removing an entry (xfs_dir2_data_make_free) turns its bytes into free space without
+/// clearing them: when the free space before it absorbs it, nothing of it is written; when
+/// it starts a free space, the free tag and length overwrite the high half of its inode
+/// number; the free space's last two bytes become a tag that names the free space's start.
+/// So a removed entry's tag names itself or the start of a free space it was merged into,
+/// which new entries (always taken from a free space's front, xfs_dir2_data_use_free) may
+/// since have moved past it: a tag at or before the entry. A record is believed where it
+/// stands 8-byte aligned, its name (no '/' or NUL, not "." or "..") and file type are
+/// plausible, it fits the free space, its tag is such an offset, and its inode number is one
+/// `valid` accepts (taken from the low half where a free tag overwrote the high one): XFS
+/// never clears the number, and random bytes almost never make a valid one.
+pub fn stale_entries(
+    b: &[u8],
+    off: usize,
+    len: usize,
+    ftype: bool,
+    valid: &dyn Fn(u64) -> bool,
+) -> Vec<Stale> {
+    let mut out = Vec::new();
+    let Some(end) = off.checked_add(len).filter(|&e| e <= b.len()) else {
+        return out;
+    };
+    let mut q = off;
+    while q.saturating_add(16) <= end {
+        match stale_at(b, q, end, ftype, valid) {
+            Some((s, size)) => {
+                out.push(s);
+                q += size;
+            }
+            None => q += 8,
+        }
+    }
+    out
+}
+
+/// The removed entry at `q` inside a free space of `b` that ends at `end`, and its size.
+fn stale_at(
+    b: &[u8],
+    q: usize,
+    end: usize,
+    ftype: bool,
+    valid: &dyn Fn(u64) -> bool,
+) -> Option<(Stale, usize)> {
+    let namelen = usize::from(*b.get(q + 8)?);
+    let size = entry_size(namelen, ftype);
+    if namelen == 0 || q + size > end {
+        return None;
+    }
+    let name = &b[q + 9..q + 9 + namelen];
+    if name.iter().any(|&c| c == 0 || c == b'/') || name == b"." || name == b".." {
+        return None;
+    }
+    let t = if ftype { b[q + 9 + namelen] } else { 0 };
+    if ftype && !(1..=7).contains(&t) {
+        return None;
+    }
+    let tag = usize::from(be16(b, q + size - 2));
+    if tag > q || tag % 8 != 0 || tag < HDR_V4 {
+        return None;
+    }
+    let ino = if be16(b, q) == FREE_TAG {
+        u64::from(be32(b, q + 4))
+    } else {
+        be64(b, q)
+    };
+    if !valid(ino) {
+        return None;
+    }
+    Some((
+        Stale {
+            ino,
+            name: name.to_vec(),
+            ftype: t,
+        },
+        size,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A v5 data block: header, then `entries` as (inode, name) records, then free space.
+    fn block(entries: &[(u64, &[u8])]) -> Vec<u8> {
+        let mut b = vec![0u8; 4096];
+        b[..4].copy_from_slice(&DATA_MAGIC_V5.to_be_bytes());
+        let mut p = HDR_V5;
+        for &(ino, name) in entries {
+            let size = entry_size(name.len(), true);
+            b[p..p + 8].copy_from_slice(&ino.to_be_bytes());
+            b[p + 8] = u8::try_from(name.len()).unwrap();
+            b[p + 9..p + 9 + name.len()].copy_from_slice(name);
+            b[p + 9 + name.len()] = 1;
+            b[p + size - 2..p + size].copy_from_slice(&u16::try_from(p).unwrap().to_be_bytes());
+            p += size;
+        }
+        b
+    }
+
+    /// Marks `off..off + len` free as xfs_dir2_data_make_free leaves it.
+    fn make_free(b: &mut [u8], off: usize, len: usize) {
+        b[off..off + 2].copy_from_slice(&FREE_TAG.to_be_bytes());
+        b[off + 2..off + 4].copy_from_slice(&u16::try_from(len).unwrap().to_be_bytes());
+        b[off + len - 2..off + len].copy_from_slice(&u16::try_from(off).unwrap().to_be_bytes());
+    }
+
+    #[test]
+    fn removed_entries_come_back_with_their_inode_numbers() {
+        let ino = 0x1_0000_0083u64;
+        let mut b = block(&[(ino, b"first"), (ino + 1, b"second"), (ino + 2, b"third")]);
+        let s = entry_size(5, true) + entry_size(6, true);
+        // "first" starts the free space (its high half overwritten); "second" was absorbed.
+        make_free(&mut b, HDR_V5, s);
+        let all = |_: u64| true;
+        let got = stale_entries(&b, HDR_V5, s, true, &all);
+        let names: Vec<_> = got.iter().map(|e| (e.ino, e.name.as_slice())).collect();
+        assert_eq!(names, [(0x83, &b"first"[..]), (ino + 1, &b"second"[..])]);
+        // A record whose inode number is not valid (once its high half is gone) is not one.
+        let only_second = |n: u64| n == ino + 1;
+        let got = stale_entries(&b, HDR_V5, s, true, &only_second);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].name, b"second");
+    }
+
+    #[test]
+    fn garbage_in_free_space_is_not_an_entry_and_never_panics() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut b = vec![0u8; 4096];
+        // A small filesystem's inode numbers, as Superblock::valid_ino accepts them.
+        let small = |n: u64| n != 0 && n < 1 << 20;
+        let mut found = 0;
+        for _ in 0..2000 {
+            for x in b.iter_mut() {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                *x = state.to_le_bytes()[0];
+            }
+            let off = usize::from(b[0]) * 8;
+            let len = usize::from(crate::bytes::be16(&b, 2)) * 8;
+            // Any window, even one past the end, is answered without a panic.
+            let _ = stale_entries(&b, off, len, true, &|_| true);
+            found += stale_entries(&b, HDR_V5, 4096 - HDR_V5, true, &small).len();
+        }
+        assert_eq!(found, 0, "random bytes taken for removed entries");
+        // Zeroed free space (a new block) holds nothing.
+        let zero = vec![0u8; 4096];
+        assert!(stale_entries(&zero, HDR_V5, 4096 - HDR_V5, true, &|_| true).is_empty());
+    }
+}

@@ -10,6 +10,8 @@ use crate::bytes::{be16, be32, be64};
 use crate::fs::{Error, FileType, Result, Timestamp};
 
 pub const MAGIC: u16 = 0x494e;
+/// Offset of di_ino, the inode's own number, in a v3 (v5 filesystem) inode core.
+pub const V3_INO: usize = 152;
 pub const V3_CORE: usize = 176;
 pub const V2_CORE: usize = 100;
 pub const CRC_OFF: usize = 100;
@@ -102,13 +104,13 @@ impl Inode {
                     format!("{stored:#010x}"),
                 ));
             }
-            if be64(raw, 152) != ino {
+            if be64(raw, V3_INO) != ino {
                 return Err(Error::mismatch(
                     "xfs inode",
                     ino,
                     "di_ino: the inode names another number",
                     ino,
-                    be64(raw, 152),
+                    be64(raw, V3_INO),
                 ));
             }
             if raw[160..176] != sb.meta_uuid {

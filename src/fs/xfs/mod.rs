@@ -363,6 +363,29 @@ impl Xfs {
         Ok(ip)
     }
 
+    /// Whether inode `ino` is in use, asked quietly (forensics: a removed entry's inode may
+    /// be free, its chunk freed and reused for data): its core has the inode magic, a mode
+    /// (xfs_ifree zeroes it) and, on v5, its own number.
+    fn inode_in_use(&self, ino: u64) -> bool {
+        let sb = &self.sb;
+        if !sb.valid_ino(ino) {
+            return false;
+        }
+        let fsb = ino >> sb.inopblog;
+        let Ok(linear) = self.fsb_to_linear(fsb, 1, "xfs inode number", ino) else {
+            return false;
+        };
+        let Ok(block) = self.checked_block(linear, "xfs inode block", ino, |_| Ok(())) else {
+            return false;
+        };
+        // OK: the slot is below inopblock, so it lies inside the block.
+        let at = (ino & ((1u64 << sb.inopblog) - 1)) as usize * usize::from(sb.inodesize);
+        let core = &block[at..];
+        crate::bytes::be16(core, 0) == inode::MAGIC
+            && crate::bytes::be16(core, 2) != 0
+            && (!sb.is_v5() || crate::bytes::be64(core, inode::V3_INO) == ino)
+    }
+
     /// Maps logical block `lblk` of a fork.
     fn map(&self, ip: &Inode, attr: bool, lblk: u64) -> Result<Run> {
         let list = self.extents(ip, attr)?;
@@ -542,6 +565,20 @@ impl Filesystem for Xfs {
 
     fn unused(&self) -> Result<Vec<std::ops::Range<u64>>> {
         self.unused_ranges()
+    }
+
+    fn deleted_entries(&self, dir: u64) -> Result<Vec<crate::fs::DeletedEntry>> {
+        let d = self.inode(dir)?;
+        Ok(self
+            .dir_deleted(&d)?
+            .into_iter()
+            .map(|s| crate::fs::DeletedEntry {
+                reallocated: s.ino != 0 && self.inode_in_use(s.ino),
+                ino: s.ino,
+                name: s.name,
+                kind: dir::ftype_kind(s.ftype),
+            })
+            .collect())
     }
 
     fn touched(&self, ranges: &[std::ops::Range<u64>]) -> Result<crate::fs::Touched> {

@@ -985,7 +985,7 @@ fn parse_bui(sb: &Superblock, f: &[u8], e: Endian) -> std::result::Result<MapUpd
     if flags & BMAP_REALTIME != 0 {
         return bad("a realtime extent (not read by ferry)".into());
     }
-    if !valid_ino(sb, ino) {
+    if !sb.valid_ino(ino) {
         return bad(format!("owner inode {ino}"));
     }
     // xfs_verify_fileext: the last block at most XFS_MAX_FILEOFF.
@@ -1010,14 +1010,6 @@ fn parse_bui(sb: &Superblock, f: &[u8], e: Endian) -> std::result::Result<MapUpd
         start,
         len,
     })
-}
-
-/// xfs_verify_ino: the inode number lies in an AG, past its headers.
-fn valid_ino(sb: &Superblock, ino: u64) -> bool {
-    let shift = u32::from(sb.agblklog) + u32::from(sb.inopblog);
-    let agno = ino.checked_shr(shift).unwrap_or(u64::MAX);
-    let agbno = (ino >> sb.inopblog) & ((1u64 << sb.agblklog) - 1);
-    agno < u64::from(sb.agcount) && agbno != 0 && agbno < u64::from(sb.agblocks)
 }
 
 /// An intent logged without its done item so far.

@@ -408,6 +408,14 @@ impl Superblock {
         self.is_v5() && self.incompat.contains(Incompat::SPINODES)
     }
 
+    /// xfs_verify_ino: the inode number lies in an AG, past its headers.
+    pub fn valid_ino(&self, ino: u64) -> bool {
+        let shift = u32::from(self.agblklog) + u32::from(self.inopblog);
+        let agno = ino.checked_shr(shift).unwrap_or(u64::MAX);
+        let agbno = (ino >> self.inopblog) & ((1u64 << self.agblklog) - 1);
+        agno < u64::from(self.agcount) && agbno != 0 && agbno < u64::from(self.agblocks)
+    }
+
     pub fn is_v5(&self) -> bool {
         self.versionnum & VERSION_NUMBITS == 5
     }
