@@ -65,7 +65,7 @@ pub struct Vmdk {
     warnings: Vec<String>,
 }
 
-fn desc_error(path: &Path, base: u64, e: descriptor::ParseError) -> Error {
+fn desc_error(path: &Path, base: u64, e: descriptor::Error) -> Error {
     Error::corrupt(
         path,
         "vmdk descriptor",

@@ -102,13 +102,13 @@ impl Section {
 
 /// A syntax error: `offset` is the byte offset in the text, `line` 1-based.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TextError {
+pub struct Error {
     pub offset: usize,
     pub line: usize,
     pub detail: String,
 }
 
-impl std::fmt::Display for TextError {
+impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "line {}: {}", self.line, self.detail)
     }
@@ -302,8 +302,8 @@ impl TextParser {
 }
 
 /// Parses a metadata text (as stored: trailing NULs are ignored).
-pub fn parse(text: &[u8]) -> Result<Section, TextError> {
-    let err = |offset: usize, detail: String| TextError {
+pub fn parse(text: &[u8]) -> Result<Section, Error> {
+    let err = |offset: usize, detail: String| Error {
         offset,
         line: 1 + text[..offset.min(text.len())]
             .iter()
