@@ -59,6 +59,14 @@ pub(crate) fn be64(b: &[u8], at: usize) -> u64 {
     array(b, at).map_or(0, u64::from_be_bytes)
 }
 
+/// A length in memory as a byte count on disk, usable in constants. Lossless: ferry builds only
+/// for targets whose `usize` is at most 64 bits wide (asserted below).
+#[allow(clippy::as_conversions)] // widening; `u64::try_from` is not const
+pub(crate) const fn wide(n: usize) -> u64 {
+    n as u64
+}
+const _: () = assert!(usize::BITS <= u64::BITS);
+
 #[cfg(test)]
 mod tests {
     use super::*;

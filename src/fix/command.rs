@@ -2,7 +2,7 @@
 //! on images that returns what it found and did (the CLI in the binary prints it).
 
 use super::engine::{self, Plan, Selection};
-use super::error::{FixError, Result};
+use super::error::{Error, Result};
 use super::facts::Facts;
 use super::host::HostTree;
 use super::rule::{self, Rule};
@@ -55,7 +55,7 @@ pub fn load_rules(opts: &Options) -> Result<Vec<Rule>> {
     }
     for name in opts.only.iter().chain(&opts.skip).chain(&opts.enable) {
         if !rules.iter().any(|r| r.name == *name) {
-            return Err(FixError::UnknownRule(name.clone()));
+            return Err(Error::UnknownRule(name.clone()));
         }
     }
     Ok(rules)
@@ -68,7 +68,7 @@ pub fn load_facts(tree: &HostTree, target: &Path, opts: &Options) -> Result<Fact
         let file = super::facts::published_path(target).display().to_string();
         facts = facts
             .merge_value(published)
-            .map_err(|message| FixError::Facts { file, message })?;
+            .map_err(|message| Error::Facts { file, message })?;
     }
     if let Some(f) = &opts.facts {
         facts = super::facts::merge_file(facts, f)?;
@@ -99,20 +99,20 @@ impl Report {
 /// Runs `ferry fix` with `rules` (from [`load_rules`]) on a directory or on images.
 pub fn run(opts: &Options, rules: &[Rule]) -> Result<Report> {
     if let Some(both) = opts.only.iter().find(|n| opts.skip.contains(n)) {
-        return Err(FixError::Usage(format!(
+        return Err(Error::Usage(format!(
             "rule `{both}` is given to both --only and --skip"
         )));
     }
     match opts.targets.as_slice() {
         [dir] if dir.is_dir() => {
             if !opts.overlay.is_empty() || opts.root.is_some() {
-                return Err(FixError::Usage(
+                return Err(Error::Usage(
                     "--overlay and --root are for images; a directory is edited as it is".into(),
                 ));
             }
             let tree = HostTree::new(dir)?;
             if tree.lstat("/etc")?.is_none() {
-                return Err(FixError::Usage(format!(
+                return Err(Error::Usage(format!(
                     "no operating system found in {} (it has no /etc): give the guest's root \
                      directory or its disk images",
                     dir.display()
@@ -121,7 +121,7 @@ pub fn run(opts: &Options, rules: &[Rule]) -> Result<Report> {
             let facts = load_facts(&tree, dir, opts)?;
             fix_tree(&tree, &dir.display().to_string(), facts, rules, opts)
         }
-        [] => Err(FixError::Usage(
+        [] => Err(Error::Usage(
             "give the guest's root directory or its disk images".into(),
         )),
         images => super::image::run(images, rules, opts),

@@ -9,7 +9,7 @@
 use super::action;
 use super::cond::View;
 use super::devices;
-use super::error::{FixError, Result};
+use super::error::{Error, Result};
 use super::facts::Facts;
 use super::firstboot;
 use super::glob;
@@ -18,7 +18,7 @@ use super::rule::{Action, Edit, Rule, Scope};
 use super::template::Context;
 use super::text::nul_offset;
 use crate::fs::files::{
-    child, probe_via_lstat, resolve_with, split_parent, Attrs, FileTree, FilesError, Probe,
+    self, child, probe_via_lstat, resolve_with, split_parent, Attrs, FileTree, Probe,
 };
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -214,7 +214,7 @@ impl<'t> Overlay<'t> {
                     next.push(child(dir, comp));
                 }
                 if next.len() > MAX_GLOB {
-                    return Err(FixError::Files(FilesError::WrongKind {
+                    return Err(Error::Files(files::Error::WrongKind {
                         path: pattern.to_string(),
                         what: "the pattern names too many files",
                     }));
@@ -344,12 +344,12 @@ pub struct Plan {
 
 /// Why a rule stopped: an error, or a fact its templates need is unknown (a skip).
 enum Stop {
-    Error(FixError),
+    Error(Error),
     UnknownFact(String),
 }
 
-impl From<FixError> for Stop {
-    fn from(e: FixError) -> Self {
+impl From<Error> for Stop {
+    fn from(e: Error) -> Self {
         Stop::Error(e)
     }
 }
@@ -407,7 +407,7 @@ impl RuleRun<'_, '_, '_> {
             _ => return Ok(()),
         };
         if let Some(offset) = nul_offset(&data) {
-            return Err(FixError::Binary {
+            return Err(Error::Binary {
                 path: path.to_string(),
                 offset,
             });
@@ -417,7 +417,7 @@ impl RuleRun<'_, '_, '_> {
         }
         let new = f(&data);
         if f(&new) != new {
-            return Err(FixError::NotIdempotent {
+            return Err(Error::NotIdempotent {
                 path: path.to_string(),
             });
         }
@@ -430,7 +430,7 @@ impl RuleRun<'_, '_, '_> {
 
     fn write(&mut self, path: &str, content: Vec<u8>, attrs: Attrs, keep: bool) -> Result<()> {
         match self.ov.state(path)? {
-            Node::Dir => Err(FixError::Files(FilesError::WrongKind {
+            Node::Dir => Err(Error::Files(files::Error::WrongKind {
                 path: path.to_string(),
                 what: "is a directory",
             })),
@@ -640,7 +640,7 @@ impl RuleRun<'_, '_, '_> {
                 }
                 Node::Symlink(_) => self.ov.set(&p, Node::Absent)?,
                 Node::Dir | Node::Other => {
-                    return Err(FixError::Files(FilesError::WrongKind {
+                    return Err(Error::Files(files::Error::WrongKind {
                         path: p,
                         what: "is not a file or symlink; `delete` removes only those",
                     }))
@@ -797,7 +797,7 @@ pub fn plan(tree: &dyn FileTree, rules: &[Rule], facts: &Facts, sel: &Selection)
             ));
             continue;
         }
-        let cond_err = |e: FixError| FixError::Condition {
+        let cond_err = |e: Error| Error::Condition {
             rule: rule.name.clone(),
             file: rule.file.clone(),
             source: Box::new(e),
@@ -832,7 +832,7 @@ pub fn plan(tree: &dyn FileTree, rules: &[Rule], facts: &Facts, sel: &Selection)
                     break;
                 }
                 Err(Stop::Error(e)) => {
-                    return Err(FixError::Step {
+                    return Err(Error::Step {
                         rule: rule.name.clone(),
                         file: format!("{}:{}", rule.file, edit.line),
                         step: i + 1,

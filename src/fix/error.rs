@@ -1,15 +1,15 @@
 //! One error enum for the fix layer: every variant names the guest path, rule file or fact
 //! that is wrong, so the message tells the user where to look.
 
-use crate::fs::files::FilesError;
+use crate::fs::files;
 use std::io;
 
 /// What went wrong while loading rules or facts, planning, or applying edits.
 #[derive(Debug, thiserror::Error)]
-pub enum FixError {
+pub enum Error {
     /// A guest path that cannot be read or written as asked.
     #[error(transparent)]
-    Files(#[from] FilesError),
+    Files(#[from] files::Error),
     /// The guest's disk images could not be opened or edited.
     #[error(transparent)]
     Block(#[from] crate::block::Error),
@@ -60,7 +60,7 @@ pub enum FixError {
         file: String,
         step: usize,
         #[source]
-        source: Box<FixError>,
+        source: Box<Error>,
     },
     /// A rule file's condition cannot be evaluated (e.g. the file it reads is unreadable).
     #[error("rule `{rule}` ({file}), condition: {source}")]
@@ -68,14 +68,14 @@ pub enum FixError {
         rule: String,
         file: String,
         #[source]
-        source: Box<FixError>,
+        source: Box<Error>,
     },
 }
 
-pub type Result<T, E = FixError> = std::result::Result<T, E>;
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-impl FixError {
+impl Error {
     pub(crate) fn io(path: &str, source: io::Error) -> Self {
-        FixError::Files(FilesError::io(path, source))
+        Error::Files(files::Error::io(path, source))
     }
 }

@@ -5,7 +5,7 @@
 
 pub use crate::guest::facts::*;
 
-use super::error::{FixError, Result};
+use super::error::{Error, Result};
 use std::path::Path;
 
 /// Template keys a rule may use as `{{key}}`.
@@ -61,7 +61,7 @@ pub fn template_value(facts: &Facts, key: &str) -> Option<String> {
 /// `.toml`) on `self`: a file may give only the device map and keep the detected distro.
 pub fn merge_file(facts: Facts, path: &Path) -> Result<Facts> {
     let file = path.display().to_string();
-    let err = |message: String| FixError::Facts {
+    let err = |message: String| Error::Facts {
         file: file.clone(),
         message,
     };
@@ -85,13 +85,13 @@ pub fn load_published(mountpoint: &Path) -> Result<Option<serde_json::Value>> {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
-            return Err(FixError::Facts {
+            return Err(Error::Facts {
                 file: path.display().to_string(),
                 message: e.to_string(),
             })
         }
     };
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| FixError::Facts {
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Facts {
         file: path.display().to_string(),
         message: e.to_string(),
     })?;

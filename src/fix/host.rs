@@ -9,7 +9,7 @@
 #![allow(unsafe_code)] // llistxattr/lgetxattr on the host directory; each block says why it is sound.
 
 use crate::fs::files::{
-    resolve_with, split_parent, Attrs, FileTree, FilesError, Kind, Meta, Probe, Result,
+    self, resolve_with, split_parent, Attrs, FileTree, Kind, Meta, Probe, Result,
 };
 use std::ffi::{CString, OsStr};
 use std::fs;
@@ -36,10 +36,10 @@ impl HostTree {
     /// Opens the host directory `root` (canonicalised: a symlink to the tree is fine).
     pub fn new(root: &Path) -> Result<Self> {
         let name = root.display().to_string();
-        let root = fs::canonicalize(root).map_err(|e| FilesError::io(&name, e))?;
-        let meta = fs::metadata(&root).map_err(|e| FilesError::io(&name, e))?;
+        let root = fs::canonicalize(root).map_err(|e| files::Error::io(&name, e))?;
+        let meta = fs::metadata(&root).map_err(|e| files::Error::io(&name, e))?;
         if !meta.is_dir() {
-            return Err(FilesError::WrongKind {
+            return Err(files::Error::WrongKind {
                 path: name,
                 what: "not a directory",
             });
@@ -65,7 +65,7 @@ impl HostTree {
             Ok(m) if m.is_dir() => Ok(Probe::Dir),
             Ok(_) => Ok(Probe::Other),
             Err(e) if is_missing(&e) => Ok(Probe::Missing),
-            Err(e) => Err(FilesError::io(canonical, e)),
+            Err(e) => Err(files::Error::io(canonical, e)),
         }
     }
 
@@ -75,7 +75,7 @@ impl HostTree {
         let canonical = resolve_with(|p| self.probe(p), path, false)?;
         match split_parent(&canonical) {
             Some((parent, name)) => Ok((parent.to_string(), name.to_string())),
-            None => Err(FilesError::WrongKind {
+            None => Err(files::Error::WrongKind {
                 path: path.to_string(),
                 what: "is the root directory",
             }),
@@ -98,15 +98,15 @@ impl HostTree {
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(&host)
             .map_err(|e| match e.raw_os_error() {
-                Some(libc::ELOOP) => FilesError::WrongKind {
+                Some(libc::ELOOP) => files::Error::WrongKind {
                     path: canonical.clone(),
                     what: "is a symlink (resolve it first)",
                 },
-                _ => FilesError::io(&canonical, e),
+                _ => files::Error::io(&canonical, e),
             })?;
-        let m = f.metadata().map_err(|e| FilesError::io(&canonical, e))?;
+        let m = f.metadata().map_err(|e| files::Error::io(&canonical, e))?;
         if !m.is_file() {
-            return Err(FilesError::WrongKind {
+            return Err(files::Error::WrongKind {
                 path: canonical,
                 what: "not a regular file",
             });
@@ -120,10 +120,10 @@ fn is_missing(e: &io::Error) -> bool {
 }
 
 fn link_text(host: &Path, guest: &str) -> Result<String> {
-    let t = fs::read_link(host).map_err(|e| FilesError::io(guest, e))?;
+    let t = fs::read_link(host).map_err(|e| files::Error::io(guest, e))?;
     t.into_os_string()
         .into_string()
-        .map_err(|_| FilesError::NonUtf8Link {
+        .map_err(|_| files::Error::NonUtf8Link {
             path: guest.to_string(),
         })
 }
@@ -151,13 +151,13 @@ fn meta_of(m: &fs::Metadata) -> Meta {
 }
 
 fn cstr(p: &Path, guest: &str) -> Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| FilesError::BadPath {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| files::Error::BadPath {
         path: guest.to_string(),
     })
 }
 
-fn last_os_error(guest: &str) -> FilesError {
-    FilesError::io(guest, io::Error::last_os_error())
+fn last_os_error(guest: &str) -> files::Error {
+    files::Error::io(guest, io::Error::last_os_error())
 }
 
 /// Reads every extended attribute of `path` (not following a symlink).
@@ -168,7 +168,7 @@ fn read_xattrs(path: &CString, guest: &str) -> Result<Vec<(CString, Vec<u8>)>> {
         let e = io::Error::last_os_error();
         return match e.raw_os_error() {
             Some(libc::ENOTSUP) => Ok(Vec::new()),
-            _ => Err(FilesError::io(guest, e)),
+            _ => Err(files::Error::io(guest, e)),
         };
     }
     let n = n as usize;
@@ -176,7 +176,7 @@ fn read_xattrs(path: &CString, guest: &str) -> Result<Vec<(CString, Vec<u8>)>> {
         return Ok(Vec::new());
     }
     if n > XATTR_MAX {
-        return Err(FilesError::WrongKind {
+        return Err(files::Error::WrongKind {
             path: guest.to_string(),
             what: "too many extended attributes to keep",
         });
@@ -199,7 +199,7 @@ fn read_xattrs(path: &CString, guest: &str) -> Result<Vec<(CString, Vec<u8>)>> {
         }
         let len = len as usize;
         if len > XATTR_MAX {
-            return Err(FilesError::WrongKind {
+            return Err(files::Error::WrongKind {
                 path: guest.to_string(),
                 what: "extended attribute too large to keep",
             });
@@ -236,7 +236,7 @@ fn write_xattrs(f: &fs::File, attrs: &[(CString, Vec<u8>)], guest: &str) -> Resu
             )
         };
         if r != 0 {
-            return Err(FilesError::io(
+            return Err(files::Error::io(
                 &format!("{guest} (xattr {})", name.to_string_lossy()),
                 io::Error::last_os_error(),
             ));
@@ -246,7 +246,7 @@ fn write_xattrs(f: &fs::File, attrs: &[(CString, Vec<u8>)], guest: &str) -> Resu
 }
 
 fn fchown(f: &fs::File, attrs: Attrs, guest: &str) -> Result<()> {
-    let m = f.metadata().map_err(|e| FilesError::io(guest, e))?;
+    let m = f.metadata().map_err(|e| files::Error::io(guest, e))?;
     if m.uid() != attrs.uid || m.gid() != attrs.gid {
         // SAFETY: valid fd.
         if unsafe { libc::fchown(f.as_raw_fd(), attrs.uid, attrs.gid) } != 0 {
@@ -266,13 +266,13 @@ impl FileTree for HostTree {
     fn lstat(&self, path: &str) -> Result<Option<Meta>> {
         let (host, canonical) = match self.host_nofollow(path) {
             Ok(x) => x,
-            Err(FilesError::WrongKind { .. }) => (self.root.clone(), "/".to_string()),
+            Err(files::Error::WrongKind { .. }) => (self.root.clone(), "/".to_string()),
             Err(e) => return Err(e),
         };
         match fs::symlink_metadata(&host) {
             Ok(m) => Ok(Some(meta_of(&m))),
             Err(e) if is_missing(&e) => Ok(None),
-            Err(e) => Err(FilesError::io(&canonical, e)),
+            Err(e) => Err(files::Error::io(&canonical, e)),
         }
     }
 
@@ -284,7 +284,7 @@ impl FileTree for HostTree {
     fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>> {
         let (f, canonical, size) = self.open_file(path)?;
         if size > limit {
-            return Err(FilesError::TooLarge {
+            return Err(files::Error::TooLarge {
                 path: canonical,
                 size,
                 limit,
@@ -294,9 +294,9 @@ impl FileTree for HostTree {
         // Take one byte past the limit so a file that grew is caught too.
         f.take(limit + 1)
             .read_to_end(&mut data)
-            .map_err(|e| FilesError::io(&canonical, e))?;
+            .map_err(|e| files::Error::io(&canonical, e))?;
         if data.len() as u64 > limit {
-            return Err(FilesError::TooLarge {
+            return Err(files::Error::TooLarge {
                 path: canonical,
                 size: data.len() as u64,
                 limit,
@@ -310,17 +310,17 @@ impl FileTree for HostTree {
         let mut data = Vec::with_capacity(len.min(1 << 20));
         f.take(len as u64)
             .read_to_end(&mut data)
-            .map_err(|e| FilesError::io(&canonical, e))?;
+            .map_err(|e| files::Error::io(&canonical, e))?;
         Ok(data)
     }
 
     fn list(&self, path: &str) -> Result<Vec<String>> {
         let canonical = self.resolve(path)?;
         let host = self.host(&canonical);
-        let rd = fs::read_dir(&host).map_err(|e| FilesError::io(&canonical, e))?;
+        let rd = fs::read_dir(&host).map_err(|e| files::Error::io(&canonical, e))?;
         let mut names = Vec::new();
         for ent in rd {
-            let ent = ent.map_err(|e| FilesError::io(&canonical, e))?;
+            let ent = ent.map_err(|e| files::Error::io(&canonical, e))?;
             // Names that are not UTF-8 cannot be named by a rule; leave them alone.
             if let Ok(n) = ent.file_name().into_string() {
                 names.push(n);
@@ -337,14 +337,14 @@ impl FileTree for HostTree {
         let keep = match fs::symlink_metadata(&host) {
             Ok(m) if m.is_file() => read_xattrs(&cstr(&host, &canonical)?, &canonical)?,
             Ok(m) if m.is_dir() => {
-                return Err(FilesError::WrongKind {
+                return Err(files::Error::WrongKind {
                     path: canonical,
                     what: "is a directory",
                 })
             }
             Ok(_) => Vec::new(),
             Err(e) if is_missing(&e) => Vec::new(),
-            Err(e) => return Err(FilesError::io(&canonical, e)),
+            Err(e) => return Err(files::Error::io(&canonical, e)),
         };
         let tmp = self.host(&parent).join(temp_name(&name));
         let result = (|| {
@@ -354,16 +354,16 @@ impl FileTree for HostTree {
                 .mode(0o600)
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(&tmp)
-                .map_err(|e| FilesError::io(&canonical, e))?;
+                .map_err(|e| files::Error::io(&canonical, e))?;
             f.write_all(data)
-                .map_err(|e| FilesError::io(&canonical, e))?;
+                .map_err(|e| files::Error::io(&canonical, e))?;
             fchown(&f, attrs, &canonical)?;
             // After chown, which clears set-id bits.
             f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(attrs.mode))
-                .map_err(|e| FilesError::io(&canonical, e))?;
+                .map_err(|e| files::Error::io(&canonical, e))?;
             write_xattrs(&f, &keep, &canonical)?;
-            f.sync_all().map_err(|e| FilesError::io(&canonical, e))?;
-            fs::rename(&tmp, &host).map_err(|e| FilesError::io(&canonical, e))
+            f.sync_all().map_err(|e| files::Error::io(&canonical, e))?;
+            fs::rename(&tmp, &host).map_err(|e| files::Error::io(&canonical, e))
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
@@ -377,20 +377,20 @@ impl FileTree for HostTree {
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(&host)
-            .map_err(|e| FilesError::io(&canonical, e))?;
+            .map_err(|e| files::Error::io(&canonical, e))?;
         if !f
             .metadata()
-            .map_err(|e| FilesError::io(&canonical, e))?
+            .map_err(|e| files::Error::io(&canonical, e))?
             .is_file()
         {
-            return Err(FilesError::WrongKind {
+            return Err(files::Error::WrongKind {
                 path: canonical,
                 what: "not a regular file",
             });
         }
         fchown(&f, attrs, &canonical)?;
         f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(attrs.mode))
-            .map_err(|e| FilesError::io(&canonical, e))
+            .map_err(|e| files::Error::io(&canonical, e))
     }
 
     fn symlink(&self, target: &str, path: &str) -> Result<()> {
@@ -399,7 +399,7 @@ impl FileTree for HostTree {
         let host = self.host(&canonical);
         if let Ok(m) = fs::symlink_metadata(&host) {
             if m.is_dir() {
-                return Err(FilesError::WrongKind {
+                return Err(files::Error::WrongKind {
                     path: canonical,
                     what: "is a directory",
                 });
@@ -407,10 +407,10 @@ impl FileTree for HostTree {
         }
         let tmp = self.host(&parent).join(temp_name(&name));
         std::os::unix::fs::symlink(OsStr::new(target), &tmp)
-            .map_err(|e| FilesError::io(&canonical, e))?;
+            .map_err(|e| files::Error::io(&canonical, e))?;
         if let Err(e) = fs::rename(&tmp, &host) {
             let _ = fs::remove_file(&tmp);
-            return Err(FilesError::io(&canonical, e));
+            return Err(files::Error::io(&canonical, e));
         }
         Ok(())
     }
@@ -418,13 +418,13 @@ impl FileTree for HostTree {
     fn remove(&self, path: &str) -> Result<()> {
         let (host, canonical) = self.host_nofollow(path)?;
         match fs::symlink_metadata(&host) {
-            Ok(m) if m.is_dir() => Err(FilesError::WrongKind {
+            Ok(m) if m.is_dir() => Err(files::Error::WrongKind {
                 path: canonical,
                 what: "is a directory (ferry removes files and symlinks only)",
             }),
-            Ok(_) => fs::remove_file(&host).map_err(|e| FilesError::io(&canonical, e)),
+            Ok(_) => fs::remove_file(&host).map_err(|e| files::Error::io(&canonical, e)),
             Err(e) if is_missing(&e) => Ok(()),
-            Err(e) => Err(FilesError::io(&canonical, e)),
+            Err(e) => Err(files::Error::io(&canonical, e)),
         }
     }
 
@@ -441,10 +441,10 @@ impl FileTree for HostTree {
                     fs::DirBuilder::new()
                         .mode(mode)
                         .create(&host)
-                        .map_err(|e| FilesError::io(&sofar, e))?;
+                        .map_err(|e| files::Error::io(&sofar, e))?;
                 }
                 _ => {
-                    return Err(FilesError::WrongKind {
+                    return Err(files::Error::WrongKind {
                         path: sofar,
                         what: "exists and is not a directory",
                     })

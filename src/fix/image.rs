@@ -12,7 +12,7 @@
 
 use super::command::{fix_tree, Options, Report};
 use super::engine::{self, Plan, Selection};
-use super::error::{FixError, Result};
+use super::error::{Error, Result};
 use super::facts::Facts;
 use super::rule::Rule;
 use crate::block::{self, overlay::EditSet, BlockDevice};
@@ -93,7 +93,7 @@ impl Session {
     /// applies the plan and syncs every filesystem of the tree.
     pub fn fix(&self, facts: &Facts, rules: &[Rule], sel: &Selection, apply: bool) -> Result<Plan> {
         if apply && !self.writable {
-            return Err(FixError::Usage(
+            return Err(Error::Usage(
                 "the guest was opened read-only: nothing can be applied".into(),
             ));
         }
@@ -102,7 +102,7 @@ impl Session {
         let plan = engine::plan(&files, rules, facts, sel)?;
         if apply {
             plan.apply(&files)?;
-            tree.fsync().map_err(|source| FixError::Fs {
+            tree.fsync().map_err(|source| Error::Fs {
                 what: format!("committing the edits of the guest on {}", self.root),
                 source,
             })?;
@@ -115,7 +115,7 @@ impl Session {
 pub fn run(images: &[PathBuf], rules: &[Rule], opts: &Options) -> Result<Report> {
     for i in images {
         if i.is_dir() {
-            return Err(FixError::Usage(format!(
+            return Err(Error::Usage(format!(
                 "{} is a directory: give one guest directory, or the guest's disk images",
                 i.display()
             )));
@@ -152,7 +152,7 @@ pub fn run(images: &[PathBuf], rules: &[Rule], opts: &Options) -> Result<Report>
     let tree = session.tree()?;
     let report = fix_tree(&FsFiles::new(&tree), &target, facts, rules, opts)?;
     if writing {
-        tree.fsync().map_err(|source| FixError::Fs {
+        tree.fsync().map_err(|source| Error::Fs {
             what: format!("committing the edits of {target}"),
             source,
         })?;

@@ -29,7 +29,7 @@ pub mod text;
 
 pub use crate::fs::files::FileTree;
 pub use engine::{plan, Plan, Selection};
-pub use error::{FixError, Result};
+pub use error::{Error, Result};
 pub use facts::Facts;
 pub use host::HostTree;
 pub use rule::Rule;

@@ -9,7 +9,7 @@
 
 use super::cond::{Cond, FileMatch, NameSpec};
 use super::devices;
-use super::error::{FixError, Result};
+use super::error::{Error, Result};
 use super::facts::{Bootloader, Hypervisor, InitSystem, Os, Target};
 use super::glob;
 use super::template::{Context, Template};
@@ -468,7 +468,7 @@ pub fn parse(file: &str, text: &str) -> Result<Rule> {
 pub fn load_dir(dir: &Path) -> Result<Vec<Rule>> {
     let shown = dir.display().to_string();
     let mut names: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| FixError::io(&shown, e))?
+        .map_err(|e| Error::io(&shown, e))?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
@@ -477,9 +477,9 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Rule>> {
     let mut rules: Vec<Rule> = Vec::new();
     for path in names {
         let file = path.display().to_string();
-        let meta = std::fs::metadata(&path).map_err(|e| FixError::io(&file, e))?;
+        let meta = std::fs::metadata(&path).map_err(|e| Error::io(&file, e))?;
         if meta.len() > MAX_RULE_FILE {
-            return Err(FixError::Schema {
+            return Err(Error::Schema {
                 file,
                 line: 1,
                 field: "(file)".into(),
@@ -489,8 +489,8 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Rule>> {
                 ),
             });
         }
-        let bytes = std::fs::read(&path).map_err(|e| FixError::io(&file, e))?;
-        let text = String::from_utf8(bytes).map_err(|e| FixError::Schema {
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&file, e))?;
+        let text = String::from_utf8(bytes).map_err(|e| Error::Schema {
             file: file.clone(),
             line: 1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
                 .iter()
@@ -501,7 +501,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Rule>> {
         })?;
         let rule = parse(&file, &text)?;
         if let Some(other) = rules.iter().find(|r| r.name == rule.name) {
-            return Err(FixError::DuplicateRule {
+            return Err(Error::DuplicateRule {
                 file,
                 name: rule.name,
                 other: other.file.clone(),
@@ -522,7 +522,7 @@ fn line_of(text: &str, offset: usize) -> usize {
 }
 
 /// Turns a TOML/serde error into a schema error with line and field.
-fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> FixError {
+fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> Error {
     let msg = e.message().trim().to_string();
     let offset = e.span().map_or(0, |s| s.start);
     let line = line_of(text, offset);
@@ -542,7 +542,7 @@ fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> FixError {
             l.split('=').next().unwrap_or("").trim().to_string()
         }
     });
-    FixError::Schema {
+    Error::Schema {
         file: file.to_string(),
         line,
         field: if field.is_empty() {
@@ -560,8 +560,8 @@ struct Parser<'a> {
 }
 
 impl Parser<'_> {
-    fn err(&self, offset: usize, field: &str, message: &str) -> FixError {
-        FixError::Schema {
+    fn err(&self, offset: usize, field: &str, message: &str) -> Error {
+        Error::Schema {
             file: self.file.to_string(),
             line: line_of(self.text, offset),
             field: field.to_string(),
@@ -1117,7 +1117,7 @@ mod tests {
 
     fn schema(text: &str) -> (usize, String, String) {
         match parse("t.toml", text) {
-            Err(FixError::Schema {
+            Err(Error::Schema {
                 line,
                 field,
                 message,

@@ -14,7 +14,7 @@ use std::io;
 
 /// What went wrong with a path of a [`FileTree`]: each variant names the guest path.
 #[derive(Debug, thiserror::Error)]
-pub enum FilesError {
+pub enum Error {
     /// An I/O error on a guest path of a host directory (or the host directory itself).
     #[error("{path}: {source}")]
     Io {
@@ -48,23 +48,23 @@ pub enum FilesError {
     WrongKind { path: String, what: &'static str },
 }
 
-impl FilesError {
+impl Error {
     pub(crate) fn io(path: &str, source: io::Error) -> Self {
-        FilesError::Io {
+        Error::Io {
             path: path.to_string(),
             source,
         }
     }
 
     pub(crate) fn fs(path: &str, source: super::Error) -> Self {
-        FilesError::Fs {
+        Error::Fs {
             path: path.to_string(),
             source,
         }
     }
 }
 
-pub type Result<T, E = FilesError> = std::result::Result<T, E>;
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The largest file [`FileTree::read_head`]'s default implementation reads whole to return
 /// its beginning (a shell or `ls` binary is well under this).
@@ -115,7 +115,7 @@ pub trait FileTree {
     /// The target of the symlink at `path`, as stored.
     fn read_link(&self, path: &str) -> Result<String>;
     /// The contents of the regular file at `path` (a final symlink is refused: resolve first);
-    /// [`FilesError::TooLarge`] past `limit` bytes, before reading them.
+    /// [`Error::TooLarge`] past `limit` bytes, before reading them.
     fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>>;
     /// The first `len` bytes (fewer if the file is shorter) of the regular file at `path`,
     /// with the same rules as [`FileTree::read`]: inspection reads an ELF header this way
@@ -173,7 +173,7 @@ pub fn probe_via_lstat<T: FileTree + ?Sized>(tree: &T, path: &str) -> Result<Pro
 /// Checks that `path` is a guest-absolute path a rule or caller may use.
 pub fn check_path(path: &str) -> Result<()> {
     if !path.starts_with('/') || path.contains('\0') {
-        return Err(FilesError::BadPath {
+        return Err(Error::BadPath {
             path: path.to_string(),
         });
     }
@@ -237,7 +237,7 @@ pub fn resolve_with(
             Probe::Link(target) => {
                 links += 1;
                 if links > MAX_SYMLINKS {
-                    return Err(FilesError::SymlinkLoop {
+                    return Err(Error::SymlinkLoop {
                         path: path.to_string(),
                         limit: MAX_SYMLINKS,
                     });
@@ -326,7 +326,7 @@ mod tests {
         let l = [("/a", "/b"), ("/b", "/a")];
         assert!(matches!(
             resolve(&l, &[], "/a/x"),
-            Err(FilesError::SymlinkLoop { .. })
+            Err(Error::SymlinkLoop { .. })
         ));
     }
 
@@ -334,7 +334,7 @@ mod tests {
     fn relative_paths_are_refused() {
         assert!(matches!(
             resolve(&[], &[], "etc/fstab"),
-            Err(FilesError::BadPath { .. })
+            Err(Error::BadPath { .. })
         ));
     }
 

@@ -6,7 +6,7 @@
 //! half a file.
 
 use crate::fs::files::{
-    child, resolve_with, split_parent, Attrs, FileTree, FilesError, Kind, Meta, Probe, Result,
+    self, child, resolve_with, split_parent, Attrs, FileTree, Kind, Meta, Probe, Result,
 };
 use crate::fs::{path, Attr, Error, FileType, Filesystem, NewInode, SetAttr};
 
@@ -39,7 +39,7 @@ impl<'a> FsFiles<'a> {
         match path::resolve(self.fs, canonical.as_bytes(), false) {
             Ok(a) => Ok(Some(a)),
             Err(Error::NotFound) | Err(Error::NotDir(_)) => Ok(None),
-            Err(e) => Err(FilesError::fs(canonical, e)),
+            Err(e) => Err(files::Error::fs(canonical, e)),
         }
     }
 
@@ -58,8 +58,8 @@ impl<'a> FsFiles<'a> {
         let t = self
             .fs
             .readlink(a.ino)
-            .map_err(|e| FilesError::fs(path, e))?;
-        String::from_utf8(t).map_err(|_| FilesError::NonUtf8Link {
+            .map_err(|e| files::Error::fs(path, e))?;
+        String::from_utf8(t).map_err(|_| files::Error::NonUtf8Link {
             path: path.to_string(),
         })
     }
@@ -74,11 +74,11 @@ impl<'a> FsFiles<'a> {
         let (c, a) = self.existing(path, false)?;
         match a.kind {
             FileType::RegularFile => Ok((c, a)),
-            FileType::Symlink => Err(FilesError::WrongKind {
+            FileType::Symlink => Err(files::Error::WrongKind {
                 path: c,
                 what: "is a symlink (resolve it first)",
             }),
-            _ => Err(FilesError::WrongKind {
+            _ => Err(files::Error::WrongKind {
                 path: c,
                 what: "not a regular file",
             }),
@@ -95,7 +95,7 @@ impl<'a> FsFiles<'a> {
             let n = self
                 .fs
                 .read(a.ino, done as u64, &mut data[done..])
-                .map_err(|e| FilesError::fs(path, e))?;
+                .map_err(|e| files::Error::fs(path, e))?;
             if n == 0 {
                 break;
             }
@@ -110,7 +110,7 @@ impl<'a> FsFiles<'a> {
     fn parent_of(&self, path: &str) -> Result<(String, u64, String)> {
         let c = self.canonical(path, false)?;
         let Some((parent, name)) = split_parent(&c) else {
-            return Err(FilesError::WrongKind {
+            return Err(files::Error::WrongKind {
                 path: c,
                 what: "is the root directory",
             });
@@ -119,12 +119,12 @@ impl<'a> FsFiles<'a> {
         let dir = match self.walk(&parent)? {
             Some(a) if a.kind == FileType::Directory => a.ino,
             Some(_) => {
-                return Err(FilesError::WrongKind {
+                return Err(files::Error::WrongKind {
                     path: parent,
                     what: "not a directory",
                 })
             }
-            None => return Err(FilesError::fs(&parent, Error::NotFound)),
+            None => return Err(files::Error::fs(&parent, Error::NotFound)),
         };
         Ok((c, dir, name))
     }
@@ -141,17 +141,17 @@ impl<'a> FsFiles<'a> {
             match self.fs.lookup(dir, t.as_bytes()) {
                 Err(Error::NotFound) => return Ok(t.into_bytes()),
                 Ok(_) => continue,
-                Err(e) => return Err(FilesError::fs(path, e)),
+                Err(e) => return Err(files::Error::fs(path, e)),
             }
         }
-        Err(FilesError::fs(path, Error::Exists))
+        Err(files::Error::fs(path, Error::Exists))
     }
 
     fn existing(&self, path: &str, follow_last: bool) -> Result<(String, Attr)> {
         let c = self.canonical(path, follow_last)?;
         match self.walk(&c)? {
             Some(a) => Ok((c, a)),
-            None => Err(FilesError::fs(&c, Error::NotFound)),
+            None => Err(files::Error::fs(&c, Error::NotFound)),
         }
     }
 }
@@ -182,7 +182,7 @@ impl FileTree for FsFiles<'_> {
     fn read_link(&self, path: &str) -> Result<String> {
         let (c, a) = self.existing(path, false)?;
         if a.kind != FileType::Symlink {
-            return Err(FilesError::WrongKind {
+            return Err(files::Error::WrongKind {
                 path: c,
                 what: "not a symlink",
             });
@@ -193,7 +193,7 @@ impl FileTree for FsFiles<'_> {
     fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>> {
         let (c, a) = self.regular(path)?;
         if a.size > limit {
-            return Err(FilesError::TooLarge {
+            return Err(files::Error::TooLarge {
                 path: c,
                 size: a.size,
                 limit,
@@ -210,13 +210,13 @@ impl FileTree for FsFiles<'_> {
     fn list(&self, path: &str) -> Result<Vec<String>> {
         let (c, a) = self.existing(path, true)?;
         if a.kind != FileType::Directory {
-            return Err(FilesError::WrongKind {
+            return Err(files::Error::WrongKind {
                 path: c,
                 what: "not a directory",
             });
         }
         let mut names: Vec<String> = path::list(self.fs, a.ino)
-            .map_err(|e| FilesError::fs(&c, e))?
+            .map_err(|e| files::Error::fs(&c, e))?
             .into_iter()
             .map(|e| String::from_utf8_lossy(&e.name).into_owned())
             .collect();
@@ -229,7 +229,7 @@ impl FileTree for FsFiles<'_> {
         let old = self.walk(&c)?;
         if let Some(o) = &old {
             if o.kind == FileType::Directory {
-                return Err(FilesError::WrongKind {
+                return Err(files::Error::WrongKind {
                     path: c,
                     what: "is a directory",
                 });
@@ -242,7 +242,7 @@ impl FileTree for FsFiles<'_> {
             rdev: 0,
         };
         let tmp = self.temp_name(dir, &name, &c)?;
-        let fail = |e| FilesError::fs(&c, e);
+        let fail = |e| files::Error::fs(&c, e);
         let a = self.fs.create(dir, &tmp, &new).map_err(fail)?;
         let filled = (|| {
             let mut done = 0;
@@ -281,14 +281,14 @@ impl FileTree for FsFiles<'_> {
         self.fs
             .setattr(a.ino, &changes)
             .map(drop)
-            .map_err(|e| FilesError::fs(&c, e))
+            .map_err(|e| files::Error::fs(&c, e))
     }
 
     fn symlink(&self, target: &str, path: &str) -> Result<()> {
         let (c, dir, name) = self.parent_of(path)?;
         if let Some(o) = self.walk(&c)? {
             if o.kind == FileType::Directory {
-                return Err(FilesError::WrongKind {
+                return Err(files::Error::WrongKind {
                     path: c,
                     what: "is a directory",
                 });
@@ -301,7 +301,7 @@ impl FileTree for FsFiles<'_> {
             rdev: 0,
         };
         let tmp = self.temp_name(dir, &name, &c)?;
-        let fail = |e| FilesError::fs(&c, e);
+        let fail = |e| files::Error::fs(&c, e);
         self.fs
             .symlink(dir, &tmp, target.as_bytes(), &new)
             .map_err(fail)?;
@@ -315,15 +315,15 @@ impl FileTree for FsFiles<'_> {
     fn remove(&self, path: &str) -> Result<()> {
         let (c, dir, name) = self.parent_of(path)?;
         match self.walk(&c)? {
-            None => Err(FilesError::fs(&c, Error::NotFound)),
-            Some(a) if a.kind == FileType::Directory => Err(FilesError::WrongKind {
+            None => Err(files::Error::fs(&c, Error::NotFound)),
+            Some(a) if a.kind == FileType::Directory => Err(files::Error::WrongKind {
                 path: c,
                 what: "is a directory",
             }),
             Some(_) => self
                 .fs
                 .unlink(dir, name.as_bytes())
-                .map_err(|e| FilesError::fs(&c, e)),
+                .map_err(|e| files::Error::fs(&c, e)),
         }
     }
 
@@ -344,12 +344,12 @@ impl FileTree for FsFiles<'_> {
                     };
                     self.fs
                         .create(dir, name.as_bytes(), &new)
-                        .map_err(|e| FilesError::fs(&here, e))?
+                        .map_err(|e| files::Error::fs(&here, e))?
                 }
-                Err(e) => return Err(FilesError::fs(&here, e)),
+                Err(e) => return Err(files::Error::fs(&here, e)),
             };
             if a.kind != FileType::Directory {
-                return Err(FilesError::WrongKind {
+                return Err(files::Error::WrongKind {
                     path: here,
                     what: "not a directory",
                 });

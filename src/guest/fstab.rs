@@ -196,7 +196,7 @@ fn number(field: &[u8]) -> Option<u32> {
 }
 
 /// What is wrong with one line, for the warning.
-enum LineError {
+enum Error {
     MissingField(&'static str),
     BadNumber(&'static str, String),
 }
@@ -237,15 +237,15 @@ fn text(field: &[u8], line: usize, what: &str, warnings: &mut Warnings) -> Strin
     }
 }
 
-fn parse_line(fields: &[&[u8]], line: usize, warnings: &mut Warnings) -> Result<Entry, LineError> {
-    let need = |i: usize, name| fields.get(i).copied().ok_or(LineError::MissingField(name));
+fn parse_line(fields: &[&[u8]], line: usize, warnings: &mut Warnings) -> Result<Entry, Error> {
+    let need = |i: usize, name| fields.get(i).copied().ok_or(Error::MissingField(name));
     let spec = need(0, "source")?;
     let file = need(1, "mountpoint")?;
     let vfstype = need(2, "filesystem type")?;
     let num = |i: usize, name| match fields.get(i) {
         None => Ok(0),
         Some(f) => number(f).ok_or_else(|| {
-            LineError::BadNumber(name, String::from_utf8_lossy(f).chars().take(40).collect())
+            Error::BadNumber(name, String::from_utf8_lossy(f).chars().take(40).collect())
         }),
     };
     let freq = num(4, "freq")?;
@@ -300,10 +300,10 @@ pub fn parse(data: &[u8]) -> Fstab {
         }
         match parse_line(&fields, line, &mut warnings) {
             Ok(e) => entries.push(e),
-            Err(LineError::MissingField(name)) => {
+            Err(Error::MissingField(name)) => {
                 warnings.push(format!("line {line}: no {name} field; line ignored"))
             }
-            Err(LineError::BadNumber(name, v)) => warnings.push(format!(
+            Err(Error::BadNumber(name, v)) => warnings.push(format!(
                 "line {line}: {name} `{v}` is not a number; line ignored"
             )),
         }

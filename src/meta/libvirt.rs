@@ -8,7 +8,7 @@
 use super::model::{
     canonical_mac, canonical_uuid, Bus, DeviceKind, Disk, Firmware, Nic, PvBoot, Source,
 };
-use super::MetaError;
+use super::Error;
 use quick_xml::events::{BytesEnd, BytesStart, BytesText, Event};
 use quick_xml::{Reader, Writer, XmlVersion};
 use serde::Serialize;
@@ -46,13 +46,8 @@ impl Element {
     }
 }
 
-fn element_from(
-    file: &str,
-    text: &[u8],
-    e: &BytesStart,
-    offset: usize,
-) -> Result<Element, MetaError> {
-    let err = |m: String| MetaError::at_byte(file, text, offset, m);
+fn element_from(file: &str, text: &[u8], e: &BytesStart, offset: usize) -> Result<Element, Error> {
+    let err = |m: String| Error::at_byte(file, text, offset, m);
     let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
     let mut attrs = Vec::new();
     for a in e.attributes() {
@@ -73,7 +68,7 @@ fn element_from(
 }
 
 /// Parse an XML document into its root element.
-pub fn parse_tree(file: &str, text: &[u8]) -> Result<Element, MetaError> {
+pub fn parse_tree(file: &str, text: &[u8]) -> Result<Element, Error> {
     let mut reader = Reader::from_reader(text);
     let mut stack: Vec<Element> = Vec::new();
     let mut root = None;
@@ -82,9 +77,9 @@ pub fn parse_tree(file: &str, text: &[u8]) -> Result<Element, MetaError> {
         let offset = usize::try_from(reader.buffer_position()).unwrap_or(usize::MAX);
         let ev = reader.read_event().map_err(|e| {
             let at = usize::try_from(reader.error_position()).unwrap_or(usize::MAX);
-            MetaError::at_byte(file, text, at, format!("XML: {e}"))
+            Error::at_byte(file, text, at, format!("XML: {e}"))
         })?;
-        let err = |m: String| MetaError::at_byte(file, text, offset, m);
+        let err = |m: String| Error::at_byte(file, text, offset, m);
         match ev {
             Event::Start(ref e) | Event::Empty(ref e) if root.is_none() => {
                 count += 1;
@@ -145,14 +140,14 @@ pub fn parse_tree(file: &str, text: &[u8]) -> Result<Element, MetaError> {
         }
     }
     if !stack.is_empty() {
-        return Err(MetaError::at_byte(
+        return Err(Error::at_byte(
             file,
             text,
             text.len(),
             format!("<{}> is not closed", stack.last().map_or("", |e| &e.name)),
         ));
     }
-    root.ok_or_else(|| MetaError::at(file, 1, 1, "no root element"))
+    root.ok_or_else(|| Error::at(file, 1, 1, "no root element"))
 }
 
 /// Bytes in one `unit` of libvirt's scaled integers (formatdomain.html#memory-allocation).
@@ -172,9 +167,9 @@ fn unit_bytes(unit: &str) -> Option<u64> {
 }
 
 /// Read a libvirt domain XML into the model.
-pub fn parse(file: &str, text: &[u8]) -> Result<Source, MetaError> {
+pub fn parse(file: &str, text: &[u8]) -> Result<Source, Error> {
     let root = parse_tree(file, text)?;
-    let err = |e: &Element, m: String| MetaError::at_byte(file, text, e.offset, m);
+    let err = |e: &Element, m: String| Error::at_byte(file, text, e.offset, m);
     if root.name != "domain" {
         return Err(err(&root, format!("root is <{}>, not <domain>", root.name)));
     }
@@ -187,7 +182,7 @@ pub fn parse(file: &str, text: &[u8]) -> Result<Source, MetaError> {
     if let Some(u) = root.child("uuid") {
         src.uuid = Some(canonical_uuid(u.text.trim()).ok_or_else(|| err(u, "not a UUID".into()))?);
     }
-    let mem = |name: &str| -> Result<Option<u64>, MetaError> {
+    let mem = |name: &str| -> Result<Option<u64>, Error> {
         let Some(m) = root.child(name) else {
             return Ok(None);
         };
@@ -213,7 +208,7 @@ pub fn parse(file: &str, text: &[u8]) -> Result<Source, MetaError> {
         );
     }
     if let Some(t) = root.child("cpu").and_then(|c| c.child("topology")) {
-        let n = |a: &str| -> Result<Option<u32>, MetaError> {
+        let n = |a: &str| -> Result<Option<u32>, Error> {
             t.attr(a)
                 .map(|v| {
                     v.parse()

@@ -13,7 +13,7 @@ pub mod ovf;
 pub mod vmx;
 pub mod xen;
 
-pub use model::{Bus, DeviceKind, Disk, Firmware, MetaError, Nic, PvBoot, Source};
+pub use model::{Bus, DeviceKind, Disk, Error, Firmware, Nic, PvBoot, Source};
 
 use std::path::Path;
 
@@ -51,7 +51,7 @@ pub fn read_file(
     kind: InputKind,
     path: &Path,
     datastores: &[(String, std::path::PathBuf)],
-) -> Result<Source, MetaError> {
+) -> Result<Source, Error> {
     match kind {
         InputKind::Vmx => {
             let (file, bytes) = read_text(path)?;
@@ -75,11 +75,11 @@ pub fn read_file(
 }
 
 /// A description file's name (for messages) and bytes, refused past `MAX_FILE_BYTES`.
-fn read_text(path: &Path) -> Result<(String, Vec<u8>), MetaError> {
+fn read_text(path: &Path) -> Result<(String, Vec<u8>), Error> {
     let file = path.display().to_string();
-    let meta = std::fs::metadata(path).map_err(|e| MetaError::io(&file, e))?;
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(&file, e))?;
     if meta.len() > MAX_FILE_BYTES {
-        return Err(MetaError::at(
+        return Err(Error::at(
             &file,
             1,
             1,
@@ -89,6 +89,6 @@ fn read_text(path: &Path) -> Result<(String, Vec<u8>), MetaError> {
             ),
         ));
     }
-    let bytes = std::fs::read(path).map_err(|e| MetaError::io(&file, e))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(&file, e))?;
     Ok((file, bytes))
 }

@@ -5,14 +5,14 @@ use serde::Serialize;
 
 /// A parse error with where it happened. Lines and columns count from 1 (columns in bytes).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MetaError {
+pub struct Error {
     pub file: String,
     pub line: usize,
     pub column: usize,
     pub message: String,
 }
 
-impl MetaError {
+impl Error {
     pub fn at(file: &str, line: usize, column: usize, message: impl Into<String>) -> Self {
         Self {
             file: file.to_string(),
@@ -39,7 +39,7 @@ pub fn line_col(text: &[u8], offset: usize) -> (usize, usize) {
     (line, upto.len() - start + 1)
 }
 
-impl std::fmt::Display for MetaError {
+impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.line == 0 {
             write!(f, "{}: {}", self.file, self.message)
@@ -53,7 +53,7 @@ impl std::fmt::Display for MetaError {
     }
 }
 
-impl std::error::Error for MetaError {}
+impl std::error::Error for Error {}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

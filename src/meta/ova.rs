@@ -14,7 +14,7 @@
 
 use super::model::Source;
 use super::ovf::{self, Ovf};
-use super::MetaError;
+use super::Error;
 use sha1::Digest;
 use std::fs::File;
 use std::io::Read;
@@ -63,8 +63,8 @@ pub struct Ova {
     ovf_name: String,
 }
 
-fn err(file: &Path, m: impl Into<String>) -> MetaError {
-    MetaError::at(&file.display().to_string(), 0, 0, m)
+fn err(file: &Path, m: impl Into<String>) -> Error {
+    Error::at(&file.display().to_string(), 0, 0, m)
 }
 
 /// A tar header block (POSIX.1-2001 ustar, with pax and GNU extensions).
@@ -126,12 +126,12 @@ fn pax_records(data: &[u8]) -> (Option<String>, Option<u64>) {
 
 /// Lists the regular files of the tar at `path` (ustar, pax and GNU headers; every header's
 /// checksum and every size checked against the file, extension headers bounded).
-pub fn members(path: &Path) -> Result<Vec<Member>, MetaError> {
+pub fn members(path: &Path) -> Result<Vec<Member>, Error> {
     use std::os::unix::fs::FileExt;
-    let f = File::open(path).map_err(|e| MetaError::io(&path.display().to_string(), e))?;
+    let f = File::open(path).map_err(|e| Error::io(&path.display().to_string(), e))?;
     let len = f
         .metadata()
-        .map_err(|e| MetaError::io(&path.display().to_string(), e))?
+        .map_err(|e| Error::io(&path.display().to_string(), e))?
         .len();
     let bad = |at: u64, m: String| {
         err(
@@ -185,7 +185,7 @@ pub fn members(path: &Path) -> Result<Vec<Member>, MetaError> {
                     format!("a member of {size} bytes runs past the end of the file ({len} bytes)"),
                 )
             })?;
-        let ext = |what: &str| -> Result<Vec<u8>, MetaError> {
+        let ext = |what: &str| -> Result<Vec<u8>, Error> {
             if size > MAX_EXT_HEADER {
                 return Err(bad(pos, format!("{what} of {size} bytes")));
             }
@@ -241,7 +241,7 @@ pub fn members(path: &Path) -> Result<Vec<Member>, MetaError> {
 
 /// A name the descriptor uses, joined to the directory of the descriptor; names that climb
 /// out of the package (`..`, absolute) are refused: the package is untrusted input.
-fn join(base: &str, href: &str, file: &Path) -> Result<String, MetaError> {
+fn join(base: &str, href: &str, file: &Path) -> Result<String, Error> {
     let p = Path::new(href);
     if p.components()
         .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
@@ -259,34 +259,34 @@ fn join(base: &str, href: &str, file: &Path) -> Result<String, MetaError> {
     })
 }
 
-fn read_limited(mut r: impl Read, what: &Path) -> Result<Vec<u8>, MetaError> {
+fn read_limited(mut r: impl Read, what: &Path) -> Result<Vec<u8>, Error> {
     let mut v = Vec::new();
     r.by_ref()
         .take(MAX_TEXT_BYTES + 1)
         .read_to_end(&mut v)
-        .map_err(|e| MetaError::io(&what.display().to_string(), e))?;
+        .map_err(|e| Error::io(&what.display().to_string(), e))?;
     if v.len() as u64 > MAX_TEXT_BYTES {
         return Err(err(what, format!("larger than {MAX_TEXT_BYTES} bytes")));
     }
     Ok(v)
 }
 
-fn read_member(archive: &Path, m: &Member) -> Result<Vec<u8>, MetaError> {
+fn read_member(archive: &Path, m: &Member) -> Result<Vec<u8>, Error> {
     use std::os::unix::fs::FileExt;
     let name = archive.join(&m.name);
     if m.size > MAX_TEXT_BYTES {
         return Err(err(&name, format!("larger than {MAX_TEXT_BYTES} bytes")));
     }
-    let f = File::open(archive).map_err(|e| MetaError::io(&archive.display().to_string(), e))?;
+    let f = File::open(archive).map_err(|e| Error::io(&archive.display().to_string(), e))?;
     let mut v = vec![0u8; m.size as usize];
     f.read_exact_at(&mut v, m.offset)
-        .map_err(|e| MetaError::io(&name.display().to_string(), e))?;
+        .map_err(|e| Error::io(&name.display().to_string(), e))?;
     Ok(v)
 }
 
 /// Parses a manifest: `SHA256(disk1.vmdk)= 0123…` lines (SHA1, SHA256 and SHA512; the
 /// space before `=` is optional, as exporters differ).
-pub fn parse_manifest(file: &str, text: &[u8]) -> Result<Vec<(String, String, String)>, MetaError> {
+pub fn parse_manifest(file: &str, text: &[u8]) -> Result<Vec<(String, String, String)>, Error> {
     let mut out = Vec::new();
     for (n, line) in text.split(|&b| b == b'\n').enumerate() {
         let line = String::from_utf8_lossy(line);
@@ -294,13 +294,13 @@ pub fn parse_manifest(file: &str, text: &[u8]) -> Result<Vec<(String, String, St
         if line.is_empty() {
             continue;
         }
-        let bad = || MetaError::at(file, n + 1, 1, format!("not a manifest line: {line:?}"));
+        let bad = || Error::at(file, n + 1, 1, format!("not a manifest line: {line:?}"));
         let (algo, rest) = line.split_once('(').ok_or_else(bad)?;
         let (name, rest) = rest.rsplit_once(')').ok_or_else(bad)?;
         let hex = rest.trim_start().strip_prefix('=').ok_or_else(bad)?.trim();
         let algo = algo.trim().to_ascii_uppercase();
         if !matches!(algo.as_str(), "SHA1" | "SHA256" | "SHA512") {
-            return Err(MetaError::at(
+            return Err(Error::at(
                 file,
                 n + 1,
                 1,
@@ -317,13 +317,12 @@ pub fn parse_manifest(file: &str, text: &[u8]) -> Result<Vec<(String, String, St
 
 /// Opens the package at `path` (an `.ova` tar, a directory, or an `.ovf` file) and reads its
 /// descriptor. Nothing is hashed yet: see [`Ova::verify`].
-pub fn open(path: &Path) -> Result<Ova, MetaError> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| MetaError::io(&path.display().to_string(), e))?;
+pub fn open(path: &Path) -> Result<Ova, Error> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(&path.display().to_string(), e))?;
     let is_ovf = |n: &str| n.to_ascii_lowercase().ends_with(".ovf");
     let (ovf_name, ovf_bytes, mf, members, base) = if meta.is_dir() {
         let mut names: Vec<String> = std::fs::read_dir(path)
-            .map_err(|e| MetaError::io(&path.display().to_string(), e))?
+            .map_err(|e| Error::io(&path.display().to_string(), e))?
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
@@ -335,21 +334,21 @@ pub fn open(path: &Path) -> Result<Ova, MetaError> {
             .clone();
         let p = path.join(&ovf_name);
         let bytes = read_limited(
-            File::open(&p).map_err(|e| MetaError::io(&p.display().to_string(), e))?,
+            File::open(&p).map_err(|e| Error::io(&p.display().to_string(), e))?,
             &p,
         )?;
         let mf = ovf_name[..ovf_name.len() - 4].to_string() + ".mf";
         let mf = names.iter().find(|n| n.eq_ignore_ascii_case(&mf)).map(|n| {
             let p = path.join(n);
             File::open(&p)
-                .map_err(|e| MetaError::io(&p.display().to_string(), e))
+                .map_err(|e| Error::io(&p.display().to_string(), e))
                 .and_then(|f| read_limited(f, &p))
                 .map(|b| (n.clone(), b))
         });
         (ovf_name, bytes, mf.transpose()?, None, String::new())
     } else if is_ovf(&path.to_string_lossy()) {
         let bytes = read_limited(
-            File::open(path).map_err(|e| MetaError::io(&path.display().to_string(), e))?,
+            File::open(path).map_err(|e| Error::io(&path.display().to_string(), e))?,
             path,
         )?;
         let name = path
@@ -473,7 +472,7 @@ impl Ova {
     /// Checks every file the manifest lists against its digest (reading each once). Returns
     /// how many files were checked; a package without a manifest checks nothing. A mismatch
     /// or a listed file that is missing is an error naming the file and both digests.
-    pub fn verify(&self) -> Result<usize, MetaError> {
+    pub fn verify(&self) -> Result<usize, Error> {
         for (algo, name, want) in &self.manifest {
             let full = join(&self.base, name, &self.path)?;
             let got = match &self.members {
@@ -485,7 +484,7 @@ impl Ova {
                         )
                     })?;
                     let f = File::open(&self.path)
-                        .map_err(|e| MetaError::io(&self.path.display().to_string(), e))?;
+                        .map_err(|e| Error::io(&self.path.display().to_string(), e))?;
                     hash(
                         algo,
                         ReadAt::new(f, m.offset, m.size),
@@ -494,8 +493,7 @@ impl Ova {
                 }
                 None => {
                     let p = self.dir.join(&full);
-                    let f =
-                        File::open(&p).map_err(|e| MetaError::io(&p.display().to_string(), e))?;
+                    let f = File::open(&p).map_err(|e| Error::io(&p.display().to_string(), e))?;
                     hash(algo, f, &p)?
                 }
             };
@@ -552,13 +550,13 @@ impl Read for ReadAt {
     }
 }
 
-fn hash(algo: &str, mut r: impl Read, what: &Path) -> Result<String, MetaError> {
-    fn run<D: Digest>(mut d: D, r: &mut dyn Read, what: &Path) -> Result<String, MetaError> {
+fn hash(algo: &str, mut r: impl Read, what: &Path) -> Result<String, Error> {
+    fn run<D: Digest>(mut d: D, r: &mut dyn Read, what: &Path) -> Result<String, Error> {
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = r
                 .read(&mut buf)
-                .map_err(|e| MetaError::io(&what.display().to_string(), e))?;
+                .map_err(|e| Error::io(&what.display().to_string(), e))?;
             if n == 0 {
                 break;
             }

@@ -12,7 +12,7 @@
 use super::libvirt::{parse_tree, Element};
 use super::model::{canonical_mac, canonical_uuid, Bus, DeviceKind, Disk, Firmware, Nic, Source};
 use super::vmx::index_to_name;
-use super::MetaError;
+use super::Error;
 
 /// One file the descriptor references (its `References/File`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,9 +84,9 @@ fn unit_bytes(unit: &str) -> Option<u64> {
 }
 
 /// Parses an OVF descriptor. `file` names it in errors.
-pub fn parse(file: &str, bytes: &[u8]) -> Result<Ovf, MetaError> {
+pub fn parse(file: &str, bytes: &[u8]) -> Result<Ovf, Error> {
     let root = parse_tree(file, bytes)?;
-    let err = |e: &Element, m: String| MetaError::at_byte(file, bytes, e.offset, m);
+    let err = |e: &Element, m: String| Error::at_byte(file, bytes, e.offset, m);
     if local(&root.name) != "Envelope" {
         return Err(err(
             &root,
@@ -197,7 +197,7 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Ovf, MetaError> {
         .chain(children(hw, "EthernetPortItem"))
         .collect();
     let rtype = |i: &Element| text(i, "ResourceType").and_then(|t| t.parse::<u32>().ok());
-    let quantity = |i: &Element| -> Result<Option<u64>, MetaError> {
+    let quantity = |i: &Element| -> Result<Option<u64>, Error> {
         match text(i, "VirtualQuantity") {
             None => Ok(None),
             Some(q) => q

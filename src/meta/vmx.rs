@@ -7,7 +7,7 @@
 //! whose test data (`tests/vmx2xmldata`) is the oracle of this module's tests.
 
 use super::model::{canonical_mac, canonical_uuid, Bus, DeviceKind, Disk, Firmware, Nic, Source};
-use super::MetaError;
+use super::Error;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -100,12 +100,12 @@ fn unescape(raw: &[u8]) -> Vec<u8> {
 
 impl Vmx {
     /// Split the file into entries. Errors name the line and column.
-    pub fn parse(file: &str, text: &[u8]) -> Result<Vmx, MetaError> {
+    pub fn parse(file: &str, text: &[u8]) -> Result<Vmx, Error> {
         let mut entries = HashMap::new();
         for (n, line) in text.split(|&b| b == b'\n').enumerate() {
             let lineno = n + 1;
             if lineno > MAX_LINES {
-                return Err(MetaError::at(
+                return Err(Error::at(
                     file,
                     lineno,
                     1,
@@ -121,14 +121,15 @@ impl Vmx {
             if body.is_empty() || body[0] == b'#' {
                 continue;
             }
-            let eq = body.iter().position(|&b| b == b'=').ok_or_else(|| {
-                MetaError::at(file, lineno, start + 1, "expected 'key = \"value\"'")
-            })?;
+            let eq = body
+                .iter()
+                .position(|&b| b == b'=')
+                .ok_or_else(|| Error::at(file, lineno, start + 1, "expected 'key = \"value\"'"))?;
             let key = std::str::from_utf8(&body[..eq])
                 .ok()
                 .map(str::trim)
                 .filter(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_graphic() && b != b'"'))
-                .ok_or_else(|| MetaError::at(file, lineno, start + 1, "invalid key"))?
+                .ok_or_else(|| Error::at(file, lineno, start + 1, "invalid key"))?
                 .to_ascii_lowercase();
             let after = &body[eq + 1..];
             let vstart = after
@@ -139,13 +140,13 @@ impl Vmx {
             let v = &after[vstart..];
             let raw: &[u8] = if let Some(q) = v.strip_prefix(b"\"") {
                 let end = q.iter().position(|&b| b == b'"').ok_or_else(|| {
-                    MetaError::at(file, lineno, vcol, format!("{key}: no closing quote"))
+                    Error::at(file, lineno, vcol, format!("{key}: no closing quote"))
                 })?;
                 let rest = &q[end + 1..];
                 if rest.iter().any(|b| !b.is_ascii_whitespace())
                     && !rest.trim_ascii_start().starts_with(b"#")
                 {
-                    return Err(MetaError::at(
+                    return Err(Error::at(
                         file,
                         lineno,
                         vcol + end + 2,
@@ -179,14 +180,14 @@ impl Vmx {
             .map(|e| e.value.as_str())
     }
 
-    fn err(&self, key: &str, message: impl std::fmt::Display) -> MetaError {
+    fn err(&self, key: &str, message: impl std::fmt::Display) -> Error {
         match self.entries.get(&key.to_ascii_lowercase()) {
-            Some(e) => MetaError::at(&self.file, e.line, e.column, format!("{key}: {message}")),
-            None => MetaError::at(&self.file, 0, 0, format!("{key}: {message}")),
+            Some(e) => Error::at(&self.file, e.line, e.column, format!("{key}: {message}")),
+            None => Error::at(&self.file, 0, 0, format!("{key}: {message}")),
         }
     }
 
-    fn bool(&self, key: &str) -> Result<Option<bool>, MetaError> {
+    fn bool(&self, key: &str) -> Result<Option<bool>, Error> {
         match self.get(key) {
             None => Ok(None),
             Some(v) if v.eq_ignore_ascii_case("true") => Ok(Some(true)),
@@ -195,7 +196,7 @@ impl Vmx {
         }
     }
 
-    fn uint(&self, key: &str) -> Result<Option<u64>, MetaError> {
+    fn uint(&self, key: &str) -> Result<Option<u64>, Error> {
         match self.get(key) {
             None => Ok(None),
             Some(v) => {
@@ -207,7 +208,7 @@ impl Vmx {
     }
 
     /// `NAME.present` is true (absent means absent).
-    fn present(&self, prefix: &str) -> Result<bool, MetaError> {
+    fn present(&self, prefix: &str) -> Result<bool, Error> {
         Ok(self.bool(&format!("{prefix}.present"))? == Some(true))
     }
 }
@@ -227,7 +228,7 @@ pub fn index_to_name(prefix: &str, mut idx: u32) -> String {
 }
 
 /// Parse a .vmx into the model. `resolve` maps each `fileName` to a path.
-pub fn parse(file: &str, text: &[u8], resolve: &Resolve) -> Result<Source, MetaError> {
+pub fn parse(file: &str, text: &[u8], resolve: &Resolve) -> Result<Source, Error> {
     let vmx = Vmx::parse(file, text)?;
     let mut src = Source {
         input: "vmx".into(),
@@ -290,7 +291,7 @@ pub fn parse(file: &str, text: &[u8], resolve: &Resolve) -> Result<Source, MetaE
     Ok(src)
 }
 
-fn parse_disks(vmx: &Vmx, resolve: &Resolve, src: &mut Source) -> Result<(), MetaError> {
+fn parse_disks(vmx: &Vmx, resolve: &Resolve, src: &mut Source) -> Result<(), Error> {
     // Hard disks first, then CD-ROMs, then floppies, as libvirt lists them.
     let mut slots = Vec::new();
     for c in 0..MAX_CONTROLLERS {
@@ -441,7 +442,7 @@ fn parse_disks(vmx: &Vmx, resolve: &Resolve, src: &mut Source) -> Result<(), Met
     Ok(())
 }
 
-fn parse_ethernet(vmx: &Vmx, n: u32) -> Result<Option<Nic>, MetaError> {
+fn parse_ethernet(vmx: &Vmx, n: u32) -> Result<Option<Nic>, Error> {
     let p = format!("ethernet{n}");
     if !vmx.present(&p)? {
         return Ok(None);

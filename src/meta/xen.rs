@@ -10,7 +10,7 @@
 use super::model::{
     canonical_mac, canonical_uuid, Bus, DeviceKind, Disk, Firmware, Nic, PvBoot, Source,
 };
-use super::MetaError;
+use super::Error;
 use std::collections::HashMap;
 
 /// Most statements a cfg may hold; real ones have tens.
@@ -41,8 +41,8 @@ struct Lexer<'a> {
 }
 
 impl<'a> Lexer<'a> {
-    fn err(&self, at: usize, msg: impl Into<String>) -> MetaError {
-        MetaError::at_byte(self.file, self.text, at, msg)
+    fn err(&self, at: usize, msg: impl Into<String>) -> Error {
+        Error::at_byte(self.file, self.text, at, msg)
     }
 
     fn peek(&self) -> Option<u8> {
@@ -80,7 +80,7 @@ impl<'a> Lexer<'a> {
         (self.pos > start).then(|| String::from_utf8_lossy(&self.text[start..self.pos]).into())
     }
 
-    fn string(&mut self) -> Result<String, MetaError> {
+    fn string(&mut self) -> Result<String, Error> {
         let start = self.pos;
         let q = self.text[self.pos];
         let triple = self.text.get(self.pos..self.pos + 3) == Some(&[q, q, q][..]);
@@ -121,7 +121,7 @@ impl<'a> Lexer<'a> {
         Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
-    fn value(&mut self, depth: usize) -> Result<Value, MetaError> {
+    fn value(&mut self, depth: usize) -> Result<Value, Error> {
         let start = self.pos;
         match self.peek() {
             Some(b'"' | b'\'') => self.string().map(Value::Str),
@@ -178,7 +178,7 @@ impl<'a> Lexer<'a> {
 }
 
 /// Parse the statements of a cfg file into name → value (the last one wins, as in xl).
-fn settings(file: &str, text: &[u8]) -> Result<HashMap<String, Setting>, MetaError> {
+fn settings(file: &str, text: &[u8]) -> Result<HashMap<String, Setting>, Error> {
     let mut lx = Lexer { file, text, pos: 0 };
     let mut out = HashMap::new();
     let mut count = 0usize;
@@ -229,18 +229,18 @@ struct Cfg<'a> {
 }
 
 impl Cfg<'_> {
-    fn err(&self, key: &str, msg: impl std::fmt::Display) -> MetaError {
+    fn err(&self, key: &str, msg: impl std::fmt::Display) -> Error {
         let off = self.map.get(key).map_or(0, |s| s.offset);
-        MetaError::at_byte(self.file, self.text, off, format!("{key}: {msg}"))
+        Error::at_byte(self.file, self.text, off, format!("{key}: {msg}"))
     }
-    fn str(&self, key: &str) -> Result<Option<&str>, MetaError> {
+    fn str(&self, key: &str) -> Result<Option<&str>, Error> {
         match self.map.get(key).map(|s| &s.value) {
             None => Ok(None),
             Some(Value::Str(s)) => Ok(Some(s)),
             Some(_) => Err(self.err(key, "expected a string")),
         }
     }
-    fn int(&self, key: &str) -> Result<Option<u64>, MetaError> {
+    fn int(&self, key: &str) -> Result<Option<u64>, Error> {
         match self.map.get(key).map(|s| &s.value) {
             None => Ok(None),
             Some(Value::Int(n)) => u64::try_from(*n)
@@ -255,7 +255,7 @@ impl Cfg<'_> {
         }
     }
     /// A list of strings with each item's byte offset (a lone string counts as a list of one).
-    fn list(&self, key: &str) -> Result<Vec<(String, usize)>, MetaError> {
+    fn list(&self, key: &str) -> Result<Vec<(String, usize)>, Error> {
         match self.map.get(key) {
             None => Ok(Vec::new()),
             Some(Setting {
@@ -269,7 +269,7 @@ impl Cfg<'_> {
                 .iter()
                 .map(|(v, at)| match v {
                     Value::Str(s) => Ok((s.clone(), *at)),
-                    _ => Err(MetaError::at_byte(
+                    _ => Err(Error::at_byte(
                         self.file,
                         self.text,
                         *at,
@@ -435,7 +435,7 @@ fn parse_vif(spec: &str) -> Result<Nic, String> {
 }
 
 /// Parse an xl or xm configuration into the model.
-pub fn parse(file: &str, text: &[u8]) -> Result<Source, MetaError> {
+pub fn parse(file: &str, text: &[u8]) -> Result<Source, Error> {
     let cfg = Cfg {
         file,
         text,
@@ -450,7 +450,7 @@ pub fn parse(file: &str, text: &[u8]) -> Result<Source, MetaError> {
     if let Some(u) = cfg.str("uuid")? {
         src.uuid = Some(canonical_uuid(u).ok_or_else(|| cfg.err("uuid", "not a UUID"))?);
     }
-    let mib = |key: &str| -> Result<Option<u64>, MetaError> {
+    let mib = |key: &str| -> Result<Option<u64>, Error> {
         cfg.int(key)?
             .map(|m| {
                 m.checked_mul(1 << 20)
@@ -496,12 +496,12 @@ pub fn parse(file: &str, text: &[u8]) -> Result<Source, MetaError> {
     }
     for (spec, at) in cfg.list("disk")? {
         let d = parse_disk(&spec, hvm)
-            .map_err(|e| MetaError::at_byte(file, text, at, format!("disk '{spec}': {e}")))?;
+            .map_err(|e| Error::at_byte(file, text, at, format!("disk '{spec}': {e}")))?;
         src.disks.push(d);
     }
     for (spec, at) in cfg.list("vif")? {
         let n = parse_vif(&spec)
-            .map_err(|e| MetaError::at_byte(file, text, at, format!("vif '{spec}': {e}")))?;
+            .map_err(|e| Error::at_byte(file, text, at, format!("vif '{spec}': {e}")))?;
         src.nics.push(n);
     }
     if cfg.int("vnc")? == Some(1) {

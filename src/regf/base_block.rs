@@ -1,7 +1,7 @@
 //! The base block: the first 4096 bytes of a hive ("regf", sequence numbers, root cell,
 //! checksum). Layout after libyal's "Windows NT Registry File (REGF) format" §2.1.
 
-use super::{RegfError, Result};
+use super::{Error, Result};
 use crate::bytes::le32;
 
 /// The base block is one 4 KiB page; hive bins start right after it.
@@ -39,14 +39,14 @@ pub fn checksum(b: &[u8]) -> u32 {
 impl BaseBlock {
     pub fn parse(data: &[u8]) -> Result<BaseBlock> {
         if data.len() < BASE_BLOCK_LEN {
-            return Err(RegfError::new(
+            return Err(Error::new(
                 "base block",
                 0,
                 format!("hive is {} bytes, shorter than its base block", data.len()),
             ));
         }
         if &data[..4] != b"regf" {
-            return Err(RegfError::new(
+            return Err(Error::new(
                 "base block",
                 0,
                 format!("signature {:02x?}, expected \"regf\"", &data[..4]),
@@ -55,7 +55,7 @@ impl BaseBlock {
         let stored = le32(data, CHECKSUM_AT);
         let computed = checksum(data);
         if stored != computed {
-            return Err(RegfError::new(
+            return Err(Error::new(
                 "base block",
                 CHECKSUM_AT as u64,
                 format!("checksum {stored:#010x}, computed {computed:#010x}"),
@@ -70,7 +70,7 @@ impl BaseBlock {
             hbins_len: le32(data, 0x28),
         };
         if b.major != 1 {
-            return Err(RegfError::new(
+            return Err(Error::new(
                 "base block",
                 0x14,
                 format!("major version {}, expected 1", b.major),

@@ -2,7 +2,7 @@
 
 use super::subkey_list;
 use super::value::{self, Value};
-use super::{latin1, utf16, Hive, RegfError, Result};
+use super::{latin1, utf16, Error, Hive, Result};
 use crate::bytes::{le16, le32, try_le32};
 
 /// The name is stored in Latin-1 rather than UTF-16LE.
@@ -32,7 +32,7 @@ impl<'h> Key<'h> {
     pub(crate) fn parse(hive: &'h Hive, offset: u32) -> Result<Key<'h>> {
         let c = hive.cell(offset, "nk")?;
         let at = Hive::file_offset(offset) + 4;
-        let err = |m: &str| RegfError::new("nk", at, m.to_string());
+        let err = |m: &str| Error::new("nk", at, m.to_string());
         if c.get(..2) != Some(b"nk".as_slice()) {
             return Err(err("signature is not \"nk\""));
         }
@@ -69,7 +69,7 @@ impl<'h> Key<'h> {
         }
         let offs = subkey_list::read(self.hive, self.subkey_list, 0)?;
         if offs.len() != self.subkey_count as usize {
-            return Err(RegfError::new(
+            return Err(Error::new(
                 "nk",
                 Hive::file_offset(self.offset),
                 format!(
@@ -99,7 +99,7 @@ impl<'h> Key<'h> {
         let c = self.hive.cell(self.value_list, "value list")?;
         let n = self.value_count as usize;
         if n.checked_mul(4).is_none_or(|l| l > c.len()) {
-            return Err(RegfError::new(
+            return Err(Error::new(
                 "value list",
                 Hive::file_offset(self.value_list),
                 format!("{n} values do not fit a cell of {} bytes", c.len()),

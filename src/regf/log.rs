@@ -27,7 +27,7 @@
 //! and a warning names the file, the structure and its offset.
 
 use super::base_block::{self, BaseBlock, BASE_BLOCK_LEN};
-use super::RegfError;
+use super::Error;
 use crate::bytes::{le32, le64, try_le32};
 
 /// A log's copy of the base block is one 512-byte sector (clustering factor 1, which the
@@ -131,8 +131,8 @@ struct LogBase {
     hbins_len: u32,
 }
 
-fn log_base(data: &[u8]) -> Result<LogBase, RegfError> {
-    let err = |at: usize, m: String| Err(RegfError::new("log base block", at as u64, m));
+fn log_base(data: &[u8]) -> Result<LogBase, Error> {
+    let err = |at: usize, m: String| Err(Error::new("log base block", at as u64, m));
     let Some(b) = data.get(..LOG_BASE_LEN) else {
         return err(
             0,
@@ -196,8 +196,8 @@ struct Entry {
 
 /// The entry at `at`, or why it is not one (which ends the log: specification note 8).
 /// `Ok(None)` at the end of the file or where no entry starts (zeros, old remnants).
-fn entry_at(log: &[u8], at: usize) -> Result<Option<Entry>, RegfError> {
-    let err = |off: usize, m: String| Err(RegfError::new("HvLE log entry", off as u64, m));
+fn entry_at(log: &[u8], at: usize) -> Result<Option<Entry>, Error> {
+    let err = |off: usize, m: String| Err(Error::new("HvLE log entry", off as u64, m));
     let Some(head) = log.get(at..at.saturating_add(ENTRY_HEADER)) else {
         return Ok(None);
     };
@@ -394,11 +394,11 @@ fn apply_new(
 /// Applies an old-format log: the `DIRT` bitmap's dirty 512-byte pages. The whole log is
 /// checked before any byte of the hive changes, and the hive bins it touches must still
 /// chain (signature, offset, size) afterwards; otherwise it is left out.
-fn apply_old(hive: &mut Vec<u8>, log: &LogFile, base: &LogBase) -> Result<usize, RegfError> {
-    let err = |at: usize, m: String| Err(RegfError::new("dirty vector", at as u64, m));
+fn apply_old(hive: &mut Vec<u8>, log: &LogFile, base: &LogBase) -> Result<usize, Error> {
+    let err = |at: usize, m: String| Err(Error::new("dirty vector", at as u64, m));
     let d = &log.data;
     if base.hbins_len == 0 || base.hbins_len % HBIN_ALIGN != 0 || base.hbins_len > MAX_HIVE_BINS {
-        return Err(RegfError::new(
+        return Err(Error::new(
             "log base block",
             AT_HBINS_LEN as u64,
             format!(
@@ -424,7 +424,7 @@ fn apply_old(hive: &mut Vec<u8>, log: &LogFile, base: &LogBase) -> Result<usize,
         .collect();
     let need = pages_at + dirty.len() * SECTOR;
     if need > d.len() {
-        return Err(RegfError::new(
+        return Err(Error::new(
             "dirty pages",
             pages_at as u64,
             format!(
@@ -442,7 +442,7 @@ fn apply_old(hive: &mut Vec<u8>, log: &LogFile, base: &LogBase) -> Result<usize,
         out[dst..dst + SECTOR].copy_from_slice(&d[src..src + SECTOR]);
     }
     check_bins(&out, base.hbins_len, &dirty)
-        .map_err(|m| RegfError::new("dirty pages", pages_at as u64, m))?;
+        .map_err(|m| Error::new("dirty pages", pages_at as u64, m))?;
     put_u32(&mut out, AT_HBINS_LEN, base.hbins_len);
     *hive = out;
     Ok(dirty.len())

@@ -32,7 +32,7 @@ pub const MAX_DEPTH: usize = 512;
 pub const MAX_LIST_DEPTH: usize = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegfError {
+pub struct Error {
     /// The structure being read (`base block`, `nk`, `vk`, `lf`, `cell`…).
     pub structure: &'static str,
     /// Byte offset in the hive file.
@@ -40,9 +40,9 @@ pub struct RegfError {
     pub msg: String,
 }
 
-impl RegfError {
+impl Error {
     pub fn new(structure: &'static str, offset: u64, msg: impl Into<String>) -> Self {
-        RegfError {
+        Error {
             structure,
             offset,
             msg: msg.into(),
@@ -50,7 +50,7 @@ impl RegfError {
     }
 }
 
-impl fmt::Display for RegfError {
+impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
@@ -60,9 +60,9 @@ impl fmt::Display for RegfError {
     }
 }
 
-impl std::error::Error for RegfError {}
+impl std::error::Error for Error {}
 
-pub type Result<T> = std::result::Result<T, RegfError>;
+pub type Result<T> = std::result::Result<T, Error>;
 
 /// An open hive, held in memory.
 pub struct Hive {
@@ -99,7 +99,7 @@ impl Hive {
             .min(data.len());
         let first = data.get(BASE_BLOCK_LEN..BASE_BLOCK_LEN + 4);
         if first != Some(b"hbin".as_slice()) {
-            return Err(RegfError::new(
+            return Err(Error::new(
                 "hbin",
                 BASE_BLOCK_LEN as u64,
                 "no hive bin after the base block",
@@ -157,7 +157,7 @@ impl Hive {
     /// inside them.
     pub(crate) fn cell(&self, off: u32, what: &'static str) -> Result<&[u8]> {
         let at = Self::file_offset(off);
-        let err = |m: String| Err(RegfError::new(what, at, m));
+        let err = |m: String| Err(Error::new(what, at, m));
         let Some(start) = usize::try_from(at).ok().filter(|&s| s < self.end) else {
             return err(format!("cell offset {off:#x} outside the hive bins"));
         };
@@ -222,7 +222,7 @@ impl Hive {
         f: &mut dyn FnMut(&str, &Key) -> Result<()>,
     ) -> Result<()> {
         if depth > MAX_DEPTH {
-            return Err(RegfError::new(
+            return Err(Error::new(
                 "nk",
                 Self::file_offset(key.offset),
                 format!("keys nested deeper than {MAX_DEPTH} levels"),
@@ -230,7 +230,7 @@ impl Hive {
         }
         for sub in key.subkeys()? {
             if !seen.insert(sub.offset) {
-                return Err(RegfError::new(
+                return Err(Error::new(
                     "nk",
                     Self::file_offset(sub.offset),
                     "key listed twice in the tree (a loop)",

@@ -1,14 +1,14 @@
 //! Subkey lists: lf and lh (offset + name hint/hash), li (offsets only) and ri (a list of
 //! those lists, for keys with very many subkeys).
 
-use super::{Hive, RegfError, Result, MAX_LIST_DEPTH};
+use super::{Error, Hive, Result, MAX_LIST_DEPTH};
 use crate::bytes::{le32, try_le16};
 
 /// The key cell offsets the list at `off` holds, ri lists flattened.
 pub(crate) fn read(hive: &Hive, off: u32, depth: usize) -> Result<Vec<u32>> {
     let c = hive.cell(off, "subkey list")?;
     let at = Hive::file_offset(off) + 4;
-    let err = |m: String| RegfError::new("subkey list", at, m);
+    let err = |m: String| Error::new("subkey list", at, m);
     let sig = c.get(..2).ok_or_else(|| err("record too short".into()))?;
     let n = usize::from(try_le16(c, 2).ok_or_else(|| err("record too short".into()))?);
     let stride = match sig {

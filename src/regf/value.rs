@@ -2,7 +2,7 @@
 //! value types.
 
 use super::key::NONE;
-use super::{latin1, utf16, Hive, RegfError, Result};
+use super::{latin1, utf16, Error, Hive, Result};
 use crate::bytes::{le16, le32, try_le32};
 
 /// The name is stored in Latin-1 rather than UTF-16LE.
@@ -101,7 +101,7 @@ fn multi_sz(d: &[u8]) -> Vec<String> {
 pub(crate) fn parse(hive: &Hive, off: u32) -> Result<Value> {
     let c = hive.cell(off, "vk")?;
     let at = Hive::file_offset(off) + 4;
-    let err = |m: String| RegfError::new("vk", at, m);
+    let err = |m: String| Error::new("vk", at, m);
     if c.get(..2) != Some(b"vk".as_slice()) {
         return Err(err("signature is not \"vk\"".into()));
     }
@@ -144,7 +144,7 @@ fn read_data(hive: &Hive, off: u32, len: usize, name: &str) -> Result<Vec<u8>> {
         let list = try_le32(c, 4).unwrap_or(NONE);
         let segs = hive.cell(list, "db segment list")?;
         if n.checked_mul(4).is_none_or(|l| l > segs.len()) {
-            return Err(RegfError::new(
+            return Err(Error::new(
                 "db",
                 at,
                 format!("{n} segments do not fit their list's cell"),
@@ -160,7 +160,7 @@ fn read_data(hive: &Hive, off: u32, len: usize, name: &str) -> Result<Vec<u8>> {
             out.extend_from_slice(&s[..take]);
         }
         if out.len() < len {
-            return Err(RegfError::new(
+            return Err(Error::new(
                 "db",
                 at,
                 format!(
@@ -173,7 +173,7 @@ fn read_data(hive: &Hive, off: u32, len: usize, name: &str) -> Result<Vec<u8>> {
     }
     match c.get(..len) {
         Some(d) => Ok(d.to_vec()),
-        None => Err(RegfError::new(
+        None => Err(Error::new(
             "value data",
             at,
             format!(

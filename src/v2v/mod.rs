@@ -24,9 +24,9 @@ pub mod profile;
 use crate::block::trim::Trimmed;
 use crate::block::{self, overlay, BlockDevice, Format};
 use crate::convert::{self, interrupt, progress::Observer};
+use crate::fix;
 use crate::fix::engine::{Plan, RuleReport, Selection};
 use crate::fix::image::Session;
-use crate::fix::{self, FixError};
 use crate::guest::facts::{DiskBus, Hypervisor, Os};
 use crate::guest::files::FsFiles;
 use crate::guest::inspect::OsInfo;
@@ -44,11 +44,11 @@ pub type Result<T> = std::result::Result<T, Error>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
-    Meta(#[from] meta::MetaError),
+    Meta(#[from] meta::Error),
     #[error(transparent)]
     Block(#[from] block::Error),
     #[error(transparent)]
-    Fix(#[from] FixError),
+    Fix(#[from] fix::Error),
     #[error(transparent)]
     Volume(#[from] crate::volume::Error),
     #[error(transparent)]

@@ -149,8 +149,9 @@ fn btrfs(dev: &dyn BlockDevice) -> Result<Option<Content>> {
 /// Linux swap: the signature in the last 10 bytes of the first page (page sizes 4 to 64 KiB),
 /// the v1 header at 1024 with UUID and label (include/linux/swap.h, `union swap_header`).
 fn swap(dev: &dyn BlockDevice) -> Result<Option<Content>> {
-    for page in [4096u64, 8192, 16384, 65536] {
-        let Some(sig) = opt(dev, page - 10, 10)? else {
+    // The signature's offset: the end of each page size less its 10 bytes.
+    for sig_at in [4096u64 - 10, 8192 - 10, 16384 - 10, 65536 - 10] {
+        let Some(sig) = opt(dev, sig_at, 10)? else {
             break;
         };
         let v1 = match sig.as_slice() {
@@ -217,8 +218,9 @@ const MD_RESERVED: u64 = 0x10000;
 /// 1.2 at 4 KiB, in the order libblkid tries them.
 fn mdraid(dev: &dyn BlockDevice) -> Result<Option<Content>> {
     let size = dev.len();
-    if size > MD_RESERVED {
-        let off = (size & !(MD_RESERVED - 1)) - MD_RESERVED;
+    // The last 64 KiB-aligned 64 KiB (size > MD_RESERVED, so the subtraction succeeds).
+    let md090 = (size & !(MD_RESERVED - 1)).checked_sub(MD_RESERVED);
+    if let Some(off) = md090.filter(|_| size > MD_RESERVED) {
         if let Some(sb) = opt(dev, off, 64)? {
             if le32(&sb, 0) == MD_MAGIC && le32(&sb, 4) == 0 {
                 let mut id = Vec::with_capacity(16);
@@ -233,8 +235,11 @@ fn mdraid(dev: &dyn BlockDevice) -> Result<Option<Content>> {
     }
     let sectors = size / 512;
     let mut places = Vec::new();
-    if let Some(s) = sectors.checked_sub(16) {
-        places.push(("1.0", (s & !7) * 512));
+    if let Some(off) = sectors
+        .checked_sub(16)
+        .and_then(|s| (s & !7).checked_mul(512))
+    {
+        places.push(("1.0", off));
     }
     places.push(("1.1", 0));
     places.push(("1.2", 4096));
@@ -262,14 +267,14 @@ fn lvm2(dev: &dyn BlockDevice) -> Result<Option<Content>> {
     let Some(head) = opt(dev, 0, 2048)? else {
         return Ok(None);
     };
-    for (i, sector) in head.chunks_exact(512).enumerate() {
-        if &sector[..8] != b"LABELONE" || le64(sector, 8) != i as u64 {
+    for (i, sector) in (0u64..).zip(head.chunks_exact(512)) {
+        if &sector[..8] != b"LABELONE" || le64(sector, 8) != i {
             continue;
         }
         if &sector[24..32] != b"LVM2 001" {
             continue;
         }
-        let at = le32(sector, 20) as usize;
+        let at = usize::try_from(le32(sector, 20)).unwrap_or(usize::MAX);
         let Some(raw) = sector.get(at..at.saturating_add(32)) else {
             continue;
         };
@@ -322,15 +327,16 @@ fn ntfs_label(dev: &dyn BlockDevice, b: &[u8]) -> Result<Option<String>> {
     let spc = if spc_raw <= 0x80 {
         u64::from(spc_raw)
     } else {
-        1u64 << (256 - u32::from(spc_raw)).min(31)
+        // 0x81..=0xff: 2^(256 - n), n > 0x80 so the difference is 1..=127.
+        1u64 << 256u32.saturating_sub(u32::from(spc_raw)).min(31)
     };
     let cluster = bps.saturating_mul(spc);
     if cluster == 0 {
         return Ok(None);
     }
-    let cpr = b[0x40] as i8;
+    let cpr = i8::from_le_bytes([b[0x40]]);
     let record = if cpr > 0 {
-        cluster.saturating_mul(cpr as u64)
+        cluster.saturating_mul(u64::from(cpr.unsigned_abs()))
     } else {
         1u64 << u32::from(cpr.unsigned_abs()).min(63)
     };
@@ -339,11 +345,15 @@ fn ntfs_label(dev: &dyn BlockDevice, b: &[u8]) -> Result<Option<String>> {
     }
     let Some(off) = le64(b, 0x30)
         .checked_mul(cluster)
-        .and_then(|o| o.checked_add(3 * record))
+        .and_then(|o| o.checked_add(record.checked_mul(3)?))
     else {
         return Ok(None);
     };
-    let Some(mut r) = opt(dev, off, record as usize)? else {
+    // record <= NTFS_MAX_RECORD.
+    let Ok(record_len) = usize::try_from(record) else {
+        return Ok(None);
+    };
+    let Some(mut r) = opt(dev, off, record_len)? else {
         return Ok(None);
     };
     if &r[..4] != b"FILE" {
@@ -351,39 +361,49 @@ fn ntfs_label(dev: &dyn BlockDevice, b: &[u8]) -> Result<Option<String>> {
     }
     // Fixups: the last two bytes of every 512-byte stride are stored in the update sequence
     // array; the first array element is the check value they must currently hold.
-    let usa = le16(&r, 4) as usize;
-    let count = le16(&r, 6) as usize;
+    // (16-bit offsets and counts: the saturating sums and products below never saturate.)
+    let usa = usize::from(le16(&r, 4));
+    let count = usize::from(le16(&r, 6));
     let check = le16(&r, usa);
     for i in 1..count {
-        let end = i * NTFS_FIXUP_STRIDE;
-        let src = usa + 2 * i;
-        if end > r.len() || src + 2 > r.len() || le16(&r, end - 2) != check {
+        let end = i.saturating_mul(NTFS_FIXUP_STRIDE);
+        let src = usa.saturating_add(i.saturating_mul(2));
+        let v: Option<[u8; 2]> = r
+            .get(src..src.saturating_add(2))
+            .and_then(|v| v.try_into().ok());
+        let tail = r
+            .get_mut(end.saturating_sub(2)..end)
+            .filter(|t| le16(t, 0) == check);
+        let (Some(v), Some(tail)) = (v, tail) else {
             return Ok(None);
-        }
-        let v = [r[src], r[src + 1]];
-        r[end - 2..end].copy_from_slice(&v);
+        };
+        tail.copy_from_slice(&v);
     }
-    let mut at = le16(&r, 0x14) as usize;
-    while at + 0x18 <= r.len() {
+    // Attribute records: type, length; the volume name (0x60) is resident, its value UTF-16.
+    let mut at = usize::from(le16(&r, 0x14));
+    while at.saturating_add(0x18) <= r.len() {
         let ty = le32(&r, at);
-        let len = le32(&r, at + 4) as usize;
-        if ty == 0xffff_ffff || len < 0x18 || at + len > r.len() {
+        let len = usize::try_from(le32(&r, at.saturating_add(4))).unwrap_or(usize::MAX);
+        let next = at.checked_add(len).filter(|&n| n <= r.len());
+        let Some(next) = next.filter(|_| ty != 0xffff_ffff && len >= 0x18) else {
             break;
-        }
-        if ty == 0x60 && r[at + 8] == 0 {
-            let vlen = le32(&r, at + 0x10) as usize;
-            let voff = le16(&r, at + 0x14) as usize;
-            let start = at + voff;
+        };
+        if ty == 0x60 && r.get(at.saturating_add(8)) == Some(&0) {
+            let vlen = usize::try_from(le32(&r, at.saturating_add(0x10))).unwrap_or(usize::MAX);
+            let start = at.saturating_add(usize::from(le16(&r, at.saturating_add(0x14))));
             return Ok(r
                 .get(start..start.saturating_add(vlen))
                 .and_then(|v| non_empty(utf16le(v))));
         }
-        at += len;
+        at = next;
     }
     Ok(None)
 }
 
 /// The fields of a FAT BIOS parameter block that every FAT variant shares, once they look sane.
+///
+/// Its fields are 8-, 16- or 32-bit on disk: the sums and products of a few of them below stay
+/// far below 2^64, so their saturating forms never saturate.
 struct Bpb {
     bps: u64,
     spc: u64,
@@ -451,9 +471,13 @@ fn vfat(dev: &dyn BlockDevice) -> Result<Option<Content>> {
     let Some(p) = fat_bpb(&b) else {
         return Ok(None);
     };
-    let root_sectors = (p.root_entries * 32).div_ceil(p.bps);
-    let meta = p.reserved + p.fats * p.fat_sectors + root_sectors;
-    let clusters = p.total.saturating_sub(meta) / p.spc;
+    let root_sectors = p.root_entries.saturating_mul(32).div_ceil(p.bps);
+    let meta = p
+        .reserved
+        .saturating_add(p.fats.saturating_mul(p.fat_sectors))
+        .saturating_add(root_sectors);
+    // spc is a power of two (fat_bpb); None never happens.
+    let clusters = p.total.saturating_sub(meta).checked_div(p.spc).unwrap_or(0);
     let (version, serial_at, label_at) = if p.fat32 {
         ("FAT32", 67, 71)
     } else if clusters < 4085 {
@@ -481,20 +505,28 @@ const FAT_MAX_ROOT_SCAN: u64 = 64 << 10;
 /// The volume-label entry (attribute 0x08, not a long-name entry) of the root directory: the
 /// fixed root region on FAT12/16, the root directory's first cluster on FAT32.
 fn fat_root_label(dev: &dyn BlockDevice, b: &[u8], p: &Bpb) -> Result<Option<Vec<u8>>> {
-    let fat_end = p.reserved + p.fats * p.fat_sectors;
+    let fat_end = p
+        .reserved
+        .saturating_add(p.fats.saturating_mul(p.fat_sectors));
     let (sector, bytes) = if p.fat32 {
         let root = u64::from(le32(b, 44));
         let Some(first) = root.checked_sub(2) else {
             return Ok(None);
         };
-        (fat_end + first * p.spc, p.spc * p.bps)
+        (
+            fat_end.saturating_add(first.saturating_mul(p.spc)),
+            p.spc.saturating_mul(p.bps),
+        )
     } else {
-        (fat_end, p.root_entries * 32)
+        (fat_end, p.root_entries.saturating_mul(32))
     };
     let Some(off) = sector.checked_mul(p.bps) else {
         return Ok(None);
     };
-    let Some(dir) = opt(dev, off, bytes.min(FAT_MAX_ROOT_SCAN) as usize)? else {
+    let Ok(scan) = usize::try_from(bytes.min(FAT_MAX_ROOT_SCAN)) else {
+        return Ok(None);
+    };
+    let Some(dir) = opt(dev, off, scan)? else {
         return Ok(None);
     };
     for e in dir.chunks_exact(32) {

@@ -55,17 +55,18 @@ pub struct RawGptEntry {
 }
 
 const _: () = assert!(size_of::<RawGptHeader>() == 92 && size_of::<RawGptEntry>() == 128);
+const _: () = assert!(HEADER_MIN == 92 && ENTRY_MIN == 128);
 
 pub const SIGNATURE: &[u8; 8] = b"EFI PART";
 /// Logical block sizes probed, in this order (512 first: a 4Kn disk has zeros at byte 512).
 pub const SECTOR_SIZES: [u64; 2] = [512, 4096];
 /// The header is 92 bytes in every UEFI revision so far; the rest of its LBA is reserved.
-const HEADER_MIN: u32 = size_of::<RawGptHeader>() as u32;
+const HEADER_MIN: u32 = 92;
 /// Largest entry array read. UEFI requires at least 16 KiB; tools write exactly that (128 × 128
 /// bytes). 1 MiB leaves room for odd creators and bounds the allocation a corrupt count asks for.
 pub const MAX_ENTRY_BYTES: u64 = 1 << 20;
 /// UEFI 5.3.3: an entry is 128 × 2^n bytes.
-const ENTRY_MIN: u32 = size_of::<RawGptEntry>() as u32;
+const ENTRY_MIN: u32 = 128;
 
 /// fdisk's names for common partition type GUIDs (lowercase).
 pub fn type_name(g: &str) -> Option<&'static str> {
@@ -118,13 +119,23 @@ fn parse_header(b: &[u8], lba: u64, ss: u64) -> std::result::Result<Header, Stri
         return Err(format!("header size {size} outside {HEADER_MIN}..={ss}"));
     };
     let size = raw.header_size.get();
-    if size < HEADER_MIN || u64::from(size) > ss || size as usize > b.len() {
+    let in_lba = usize::try_from(size)
+        .ok()
+        .filter(|_| size >= HEADER_MIN && u64::from(size) <= ss)
+        .and_then(|n| b.get(..n));
+    let Some(in_lba) = in_lba else {
         return Err(format!("header size {size} outside {HEADER_MIN}..={ss}"));
-    }
-    let mut h = b[..size as usize].to_vec();
+    };
+    let mut h = in_lba.to_vec();
     let stored = raw.header_crc32.get();
     let crc_at = offset_of!(RawGptHeader, header_crc32);
-    h[crc_at..crc_at + size_of::<Le32>()].fill(0);
+    // The CRC is computed with its own field zeroed (inside the 92 bytes checked above).
+    if let Some(f) = h
+        .get_mut(crc_at..)
+        .and_then(|r| r.get_mut(..size_of::<Le32>()))
+    {
+        f.fill(0);
+    }
     let crc = crc32fast::hash(&h);
     if crc != stored {
         return Err(format!(
@@ -151,7 +162,8 @@ fn parse_header(b: &[u8], lba: u64, ss: u64) -> std::result::Result<Header, Stri
             "partition entry size {entry_size} is not a multiple of {ENTRY_MIN}"
         ));
     }
-    let bytes = u64::from(count) * u64::from(entry_size);
+    // Two u32: the product fits, and a saturated one would exceed the limit all the same.
+    let bytes = u64::from(count).saturating_mul(u64::from(entry_size));
     if bytes > MAX_ENTRY_BYTES {
         return Err(format!(
             "{count} entries of {entry_size} bytes ({bytes} bytes) exceed the {MAX_ENTRY_BYTES}-byte limit"
@@ -179,10 +191,15 @@ fn read_entries(
     h: &Header,
     ss: u64,
 ) -> Result<std::result::Result<Vec<u8>, String>> {
-    // Both products were checked in parse_header.
-    let off = h.entries_lba * ss;
-    let len = u64::from(h.count) * u64::from(h.entry_size);
-    let Some(buf) = read_opt(dev, off, len as usize)? else {
+    // Both products were checked in parse_header (the length against MAX_ENTRY_BYTES).
+    let len = u64::from(h.count).saturating_mul(u64::from(h.entry_size));
+    let (Some(off), Ok(n)) = (h.entries_lba.checked_mul(ss), usize::try_from(len)) else {
+        return Ok(Err(format!(
+            "partition entry array at LBA {} ({len} bytes) is impossible",
+            h.entries_lba
+        )));
+    };
+    let Some(buf) = read_opt(dev, off, n)? else {
         return Ok(Err(format!(
             "partition entry array at LBA {} ({len} bytes) lies past the end of the disk",
             h.entries_lba
@@ -207,7 +224,10 @@ fn header_at(
     let Some(off) = lba.checked_mul(ss) else {
         return Ok(None);
     };
-    let Some(b) = read_opt(dev, off, ss as usize)? else {
+    let Ok(n) = usize::try_from(ss) else {
+        return Ok(None);
+    };
+    let Some(b) = read_opt(dev, off, n)? else {
         return Ok(None);
     };
     if b.get(..8) != Some(SIGNATURE.as_slice()) {
@@ -218,7 +238,7 @@ fn header_at(
 
 /// The last LBA of `dev` for sector size `ss`.
 fn last_lba(dev: &dyn BlockDevice, ss: u64) -> Option<u64> {
-    (dev.len() / ss).checked_sub(1).filter(|&l| l > 1)
+    dev.len().checked_div(ss)?.checked_sub(1).filter(|&l| l > 1)
 }
 
 /// Reads the GPT of `dev`: Ok(None) if no header signature at LBA 1 or at the last LBA for
@@ -262,9 +282,10 @@ pub fn read(dev: &dyn BlockDevice, name: &str) -> Result<Option<Table>> {
                 return Ok(Some(table(name, h, &entries, ss, warnings)));
             }
             Err(why) => {
-                if let Some(n) = h.count.checked_mul(h.entry_size) {
-                    let off = h.entries_lba * ss;
-                    if let Some(b) = read_opt(dev, off, n as usize)? {
+                let n = h.count.checked_mul(h.entry_size);
+                let n = n.and_then(|n| usize::try_from(n).ok());
+                if let (Some(n), Some(off)) = (n, h.entries_lba.checked_mul(ss)) {
+                    if let Some(b) = read_opt(dev, off, n)? {
                         damaged_entries = Some((h.clone(), b));
                     }
                 }
@@ -322,7 +343,7 @@ fn check_backup(
         Some(Err(why)) => warnings.push(format!("{name}: backup GPT header at LBA {lba}: {why}")),
         None => warnings.push(format!(
             "{name}: no backup GPT header at LBA {lba} (the disk has {} sectors of {ss} bytes)",
-            dev.len() / ss
+            dev.len().checked_div(ss).unwrap_or(0)
         )),
     }
     Ok(())
@@ -332,7 +353,8 @@ fn check_backup(
 /// Entry Array": type GUID, unique GUID, first and last LBA inclusive, attributes, name).
 fn table(name: &str, h: &Header, entries: &[u8], ss: u64, mut warnings: Vec<String>) -> Table {
     let mut partitions = Vec::new();
-    let esize = h.entry_size as usize;
+    // At least ENTRY_MIN (parse_header); a u32 always fits a 64-bit usize.
+    let esize = usize::try_from(h.entry_size).unwrap_or(usize::MAX);
     for (i, e) in entries.chunks_exact(esize).enumerate() {
         // entry_size is a multiple of ENTRY_MIN (parse_header), so every chunk holds an entry.
         let Ok((e, _)) = RawGptEntry::ref_from_prefix(e) else {

@@ -18,6 +18,8 @@ use std::collections::HashSet;
 
 /// MBR LBAs count 512-byte sectors (a 4Kn disk with an MBR is rare enough to leave out).
 pub const SECTOR: u64 = 512;
+/// SECTOR as a buffer length.
+pub const SECTOR_LEN: usize = 512;
 pub const PROTECTIVE: u8 = 0xee;
 const ENTRIES_AT: usize = 446;
 /// At most this many logical partitions are read (Linux reads at most DISK_MAX_PARTS - 4 too):
@@ -46,12 +48,16 @@ impl Entry {
 /// The four entries of an MBR or EBR sector (`sector` is at least 512 bytes).
 pub fn entries(sector: &[u8]) -> [Entry; 4] {
     std::array::from_fn(|i| {
-        let at = ENTRIES_AT + 16 * i;
+        // Entry i: bytes ENTRIES_AT + 16 i .. + 16; fields read as zero past a short sector.
+        let e = sector
+            .get(ENTRIES_AT..)
+            .and_then(|s| s.chunks_exact(16).nth(i))
+            .unwrap_or(&[]);
         Entry {
-            boot: sector.get(at).copied().unwrap_or(0),
-            ptype: sector.get(at + 4).copied().unwrap_or(0),
-            start: le32(sector, at + 8),
-            sectors: le32(sector, at + 12),
+            boot: e.first().copied().unwrap_or(0),
+            ptype: e.get(4).copied().unwrap_or(0),
+            start: le32(e, 8),
+            sectors: le32(e, 12),
         }
     })
 }
@@ -105,13 +111,30 @@ pub fn type_name(t: u8) -> Option<&'static str> {
     })
 }
 
+/// Sector numbers of an EBR chain are sums of at most three u32 fields (an extended partition's
+/// start, an EBR's link, an entry's start or count), so they stay below 2^34: the saturating
+/// arithmetic below never saturates, and their byte offsets (below 2^43) never overflow either.
+fn sum(sector: u64, n: u32) -> u64 {
+    sector.saturating_add(u64::from(n))
+}
+
+/// The byte offset of an EBR chain's sector (see `sum`).
+fn sector_offset(sector: u64) -> u64 {
+    sector.saturating_mul(SECTOR)
+}
+
+/// A 32-bit sector count in bytes (below 2^41: no overflow).
+fn sectors_bytes(n: u32) -> u64 {
+    u64::from(n).saturating_mul(SECTOR)
+}
+
 fn partition(e: &Entry, number: u32, role: Role, base: u64, disk_id: u32) -> Option<Partition> {
     let start = base.checked_add(u64::from(e.start))?.checked_mul(SECTOR)?;
     Some(Partition {
         number,
         role,
         start,
-        size: u64::from(e.sectors) * SECTOR,
+        size: sectors_bytes(e.sectors),
         type_id: format!("{:x}", e.ptype),
         type_name: type_name(e.ptype).map(str::to_string),
         name: None,
@@ -139,7 +162,7 @@ pub fn parse(dev: &dyn BlockDevice, name: &str, s0: &[u8]) -> Result<Table> {
         warnings: Vec::new(),
     };
     let primaries = entries(s0);
-    for (i, e) in primaries.iter().enumerate() {
+    for (number, e) in (1u32..).zip(primaries.iter()) {
         if e.is_empty() {
             continue;
         }
@@ -148,8 +171,6 @@ pub fn parse(dev: &dyn BlockDevice, name: &str, s0: &[u8]) -> Result<Table> {
         } else {
             Role::Primary
         };
-        // OK: i < 4, so i + 1 fits.
-        let number = i as u32 + 1;
         if let Some(p) = partition(e, number, role, 0, disk_id) {
             t.partitions.push(p);
         }
@@ -175,7 +196,7 @@ fn read_chain(
     t: &mut Table,
 ) -> Result<()> {
     let ext_start = u64::from(ext.start);
-    let ext_end = ext_start + u64::from(ext.sectors);
+    let ext_end = sum(ext_start, ext.sectors);
     let mut seen = HashSet::new();
     let mut ebr = ext_start;
     for _ in 0..MAX_EBRS {
@@ -196,8 +217,8 @@ fn read_chain(
             ));
             return Ok(());
         }
-        let off = ebr * SECTOR;
-        let Some(sector) = read_opt(dev, off, SECTOR as usize)? else {
+        let off = sector_offset(ebr);
+        let Some(sector) = read_opt(dev, off, SECTOR_LEN)? else {
             t.warnings.push(format!(
                 "{name}: EBR at sector {ebr} (offset {off:#x}) lies past the end of the disk"
             ));
@@ -223,7 +244,7 @@ fn read_chain(
             let number = *next_number;
             match partition(&e, number, Role::Logical, ebr, disk_id) {
                 Some(p) => {
-                    let end = ebr + u64::from(e.start) + u64::from(e.sectors);
+                    let end = sum(sum(ebr, e.start), e.sectors);
                     if end > ext_end {
                         t.warnings.push(format!(
                             "{name}: logical partition {number} (EBR at sector {ebr}) ends at \
@@ -239,7 +260,7 @@ fn read_chain(
             }
         }
         match link {
-            Some(l) => ebr = ext_start + u64::from(l.start),
+            Some(l) => ebr = sum(ext_start, l.start),
             None => return Ok(()),
         }
     }

@@ -3,6 +3,8 @@
 //!
 //! `discover` names everything as the guest would: disks `/dev/sda`, `/dev/sdb`, … in the order
 //! given, partitions `/dev/sda1`, logical volumes `/dev/VG/LV` (alias `/dev/mapper/VG-LV`).
+// Guard rails (issue 16 item 7): partition tables, LVM labels and metadata text are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 mod bytes;
 pub mod content;
@@ -126,12 +128,15 @@ impl Volume {
 
 /// Linux's name for the `i`th disk (0-based): sda … sdz, sdaa … sdzz, sdaaa … (bijective base 26).
 pub fn disk_name(i: usize) -> String {
-    let mut n = i + 1;
+    // The digits of i + 1 in bijective base 26, least significant first.
+    let mut n = i;
     let mut letters = Vec::new();
-    while n > 0 {
-        n -= 1;
-        letters.push(b'a' + (n % 26) as u8);
-        n /= 26;
+    loop {
+        letters.push(b"abcdefghijklmnopqrstuvwxyz"[n % 26]);
+        let Some(m) = (n / 26).checked_sub(1) else {
+            break;
+        };
+        n = m;
     }
     letters.reverse();
     format!("/dev/sd{}", String::from_utf8_lossy(&letters))
@@ -293,10 +298,10 @@ fn disk_volumes(name: &str, dev: &Arc<dyn BlockDevice>, out: &mut Vec<Volume>) {
         let mut v = Volume::new(
             format!("{name}:free@{start}"),
             VolumeKind::Free,
-            Slice::new(dev.clone(), start, end - start)
+            Slice::new(dev.clone(), start, end.saturating_sub(start))
                 .ok()
-                .map(|s| Arc::new(s) as Arc<dyn BlockDevice>),
-            end - start,
+                .map(|s| -> Arc<dyn BlockDevice> { Arc::new(s) }),
+            end.saturating_sub(start),
         );
         v.parent = Some(name.to_string());
         v.offset = start;
@@ -318,9 +323,9 @@ fn clamp(start: u64, size: u64, len: u64, name: &str) -> (u64, u64, Option<Strin
     if end > len {
         let w = format!(
             "{name}: ends at byte {end}, past the end of the disk ({len} bytes): truncated to {} bytes",
-            len - start
+            len.saturating_sub(start)
         );
-        return (start, len - start, Some(w));
+        return (start, len.saturating_sub(start), Some(w));
     }
     (start, size, None)
 }

@@ -1,6 +1,7 @@
 //! A byte range of another device (a partition, a PV's data area) as a device of its own.
 
 use crate::block::{check_range, BlockDevice, Describe, Error, Extent, LayerInfo, Result};
+use crate::bytes::wide;
 use std::sync::Arc;
 
 pub struct Slice {
@@ -19,6 +20,17 @@ impl Slice {
     pub fn start(&self) -> u64 {
         self.start
     }
+
+    /// The device offset of `[off, off+len)`, once that range lies inside the slice.
+    fn at(&self, off: u64, len: u64) -> Result<u64> {
+        check_range(off, len, self.len)?;
+        // `new` checked that start + self.len fits the device: no overflow.
+        self.start.checked_add(off).ok_or(Error::OutOfRange {
+            offset: off,
+            len,
+            size: self.len,
+        })
+    }
 }
 
 impl BlockDevice for Slice {
@@ -27,13 +39,13 @@ impl BlockDevice for Slice {
     }
 
     fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
-        check_range(off, buf.len() as u64, self.len)?;
-        self.dev.read_at(buf, self.start + off)
+        let at = self.at(off, wide(buf.len()))?;
+        self.dev.read_at(buf, at)
     }
 
     fn write_at(&self, buf: &[u8], off: u64) -> Result<()> {
-        check_range(off, buf.len() as u64, self.len)?;
-        self.dev.write_at(buf, self.start + off)
+        let at = self.at(off, wide(buf.len()))?;
+        self.dev.write_at(buf, at)
     }
 
     fn flush(&self) -> Result<()> {
@@ -41,10 +53,11 @@ impl BlockDevice for Slice {
     }
 
     fn extents(&self, off: u64, len: u64) -> Result<Vec<Extent>> {
-        check_range(off, len, self.len)?;
-        let mut v = self.dev.extents(self.start + off, len)?;
+        let at = self.at(off, len)?;
+        let mut v = self.dev.extents(at, len)?;
         for e in &mut v {
-            e.offset -= self.start;
+            // The device's extents of [at, at+len) start at or after self.start.
+            e.offset = e.offset.saturating_sub(self.start);
         }
         Ok(v)
     }
@@ -67,7 +80,7 @@ pub fn read_opt(
     off: u64,
     n: usize,
 ) -> std::result::Result<Option<Vec<u8>>, Error> {
-    if off.checked_add(n as u64).is_none_or(|e| e > dev.len()) {
+    if off.checked_add(wide(n)).is_none_or(|e| e > dev.len()) {
         return Ok(None);
     }
     let mut b = vec![0u8; n];

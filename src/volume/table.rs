@@ -73,7 +73,7 @@ pub struct Table {
 /// MBR with a protective (0xee) entry, or no MBR signature at all, sends us to GPT; a disk that
 /// starts with a FAT/NTFS boot sector is a whole-disk filesystem, not an MBR.
 pub fn read(dev: &dyn BlockDevice, name: &str) -> Result<Option<Table>> {
-    let Some(s0) = read_opt(dev, 0, mbr::SECTOR as usize)? else {
+    let Some(s0) = read_opt(dev, 0, mbr::SECTOR_LEN)? else {
         return Ok(None);
     };
     let is_mbr = mbr::looks_like_mbr(&s0) && !content::is_boot_sector_fs(&s0);

@@ -7,8 +7,8 @@ use crate::fixguest;
 
 use common::{ferry_bin, have_tools, pseudo_random, run};
 use ferry::fix::engine;
-use ferry::fix::{detect, rule, standard, FileTree, FixError, HostTree, Selection};
-use ferry::fs::files::FilesError;
+use ferry::fix::{self, detect, rule, standard, FileTree, HostTree, Selection};
+use ferry::fs::files;
 use fixguest::*;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -135,7 +135,7 @@ fn symlink_loops_are_errors_and_nothing_is_written() {
 fn rule_paths_with_dotdot_are_refused() {
     let bad = FSTAB_RULE.replace("/etc/fstab", "/etc/../../../etc/fstab");
     match rule::parse("r.toml", &bad) {
-        Err(FixError::Schema { line, field, .. }) => {
+        Err(fix::Error::Schema { line, field, .. }) => {
             assert_eq!((line, field.as_str()), (6, "path"))
         }
         other => panic!("{other:?}"),
@@ -156,9 +156,9 @@ fn huge_binary_and_special_files() {
     let before = g.fingerprint();
     let t = std::time::Instant::now();
     match plan_custom(&g, &[("a.toml", FSTAB_RULE)]) {
-        Err(FixError::Step { source, .. }) => {
+        Err(fix::Error::Step { source, .. }) => {
             assert!(
-                matches!(*source, FixError::Files(FilesError::TooLarge { size, .. }) if size == 1 << 30),
+                matches!(*source, fix::Error::Files(files::Error::TooLarge { size, .. }) if size == 1 << 30),
                 "{source}"
             )
         }
@@ -171,7 +171,7 @@ fn huge_binary_and_special_files() {
     let g = rhel7();
     g.bytes("/etc/fstab", b"/dev/sda1 / ext4\0\x01\x02 defaults 0 0\n");
     match plan_custom(&g, &[("a.toml", FSTAB_RULE)]) {
-        Err(e @ FixError::Step { .. }) => assert!(
+        Err(e @ fix::Error::Step { .. }) => assert!(
             e.to_string()
                 .contains("binary file (NUL byte at offset 16)"),
             "{e}"
@@ -246,7 +246,7 @@ fn catastrophic_patterns_run_in_linear_time() {
     let big = r.replace("(a+)+$", "(a{1000}){1000}");
     assert!(matches!(
         rule::parse("x.toml", &big),
-        Err(FixError::Schema { line: 7, .. })
+        Err(fix::Error::Schema { line: 7, .. })
     ));
 }
 

@@ -24,6 +24,7 @@ mod forensics;
 mod guest;
 mod initramfs;
 mod inspect;
+mod layering;
 mod locking;
 mod lvm;
 mod meta;

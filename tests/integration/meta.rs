@@ -166,7 +166,7 @@ fn read_expected(xml: &Path) -> Source {
         .unwrap_or_else(|e| panic!("libvirt's expected XML does not read: {e}"))
 }
 
-fn parse_vmx(p: &Path) -> Result<Source, meta::MetaError> {
+fn parse_vmx(p: &Path) -> Result<Source, meta::Error> {
     vmx::parse(
         &p.display().to_string(),
         &std::fs::read(p).unwrap(),
@@ -174,7 +174,7 @@ fn parse_vmx(p: &Path) -> Result<Source, meta::MetaError> {
     )
 }
 
-fn parse_xen(p: &Path) -> Result<Source, meta::MetaError> {
+fn parse_xen(p: &Path) -> Result<Source, meta::Error> {
     xen::parse(&p.display().to_string(), &std::fs::read(p).unwrap())
 }
 

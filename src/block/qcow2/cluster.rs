@@ -21,7 +21,7 @@ pub(crate) fn decompress(kind: Compression, input: &[u8], out: &mut [u8]) -> Res
             let status = d.decompress(input, out, FlushDecompress::Finish);
             match status {
                 Ok(Status::StreamEnd | Status::BufError | Status::Ok)
-                    if d.total_out() == out.len() as u64 =>
+                    if d.total_out() == crate::bytes::wide(out.len()) =>
                 {
                     Ok(())
                 }

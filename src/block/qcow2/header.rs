@@ -2,6 +2,7 @@
 //! extensions"). Everything the reader later trusts is validated here.
 
 use crate::block::error::{Error, Result};
+use crate::bytes::wide;
 use std::mem::{offset_of, size_of};
 use std::path::Path;
 use zerocopy::byteorder::{BigEndian, U32, U64};
@@ -136,14 +137,14 @@ const _: () = assert!(size_of::<RawExtension>() == 8 && size_of::<RawFeatureName
 /// Byte position of a [`RawHeader`] field, for error messages and in-place updates.
 macro_rules! v2_at {
     ($field:ident) => {
-        offset_of!(RawHeader, $field) as u64
+        wide(offset_of!(RawHeader, $field))
     };
 }
 
 /// Byte position of a [`RawHeaderV3`] field in the image.
 macro_rules! v3_at {
     ($field:ident) => {
-        (V2_LEN + offset_of!(RawHeaderV3, $field)) as u64
+        wide(V2_LEN).saturating_add(wide(offset_of!(RawHeaderV3, $field)))
     };
 }
 
@@ -154,7 +155,7 @@ pub(crate) const AUTOCLEAR_AT: u64 = v3_at!(autoclear_features);
 pub(crate) const REFCOUNT_TABLE_AT: u64 = v2_at!(refcount_table_offset);
 const _: () = assert!(
     offset_of!(RawHeader, refcount_table_clusters)
-        == offset_of!(RawHeader, refcount_table_offset) + 8
+        == offset_of!(RawHeader, refcount_table_offset).saturating_add(8)
 );
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -209,13 +210,14 @@ impl Header {
                 path: path.into(),
                 what: "qcow2 header",
                 offset: 0,
-                len: V2_LEN as u64,
+                len: wide(V2_LEN),
                 file_len,
             });
         };
         let mut h = Header::from_v2(&raw, path)?;
         // Extensions and the backing file name must lie in the first cluster.
-        let buf = &buf[..buf.len().min(h.cluster_size() as usize)];
+        let cluster = usize::try_from(h.cluster_size()).unwrap_or(usize::MAX);
+        let buf = &buf[..buf.len().min(cluster)];
         if h.version >= 3 {
             h.read_v3(buf, path, file_len)?;
         }
@@ -272,7 +274,7 @@ impl Header {
             compatible_features: Compatible::empty(),
             autoclear_features: Autoclear::empty(),
             refcount_order: 4,
-            header_length: V2_LEN as u32,
+            header_length: 72, // V2_LEN (asserted above)
             compression: Compression::Zlib,
             backing_file: None,
             backing_format: None,
@@ -292,7 +294,7 @@ impl Header {
                 path: path.into(),
                 what: "qcow2 v3 header",
                 offset: 0,
-                len: V3_LEN as u64,
+                len: wide(V3_LEN),
                 file_len,
             });
         };
@@ -302,7 +304,8 @@ impl Header {
         self.refcount_order = v3.refcount_order.get();
         self.header_length = v3.header_length.get();
         let cluster_size = self.cluster_size();
-        if (self.header_length as usize) < V3_LEN || u64::from(self.header_length) > cluster_size {
+        let header_length = u64::from(self.header_length);
+        if header_length < wide(V3_LEN) || header_length > cluster_size {
             return Err(bad(
                 v3_at!(header_length),
                 format!(
@@ -311,7 +314,7 @@ impl Header {
                 ),
             ));
         }
-        if self.header_length as usize > buf.len() {
+        if header_length > wide(buf.len()) {
             return Err(Error::Truncated {
                 path: path.into(),
                 what: "qcow2 header",
@@ -326,11 +329,22 @@ impl Header {
                 format!("refcount_order {} > 6", self.refcount_order),
             ));
         }
-        if self.header_length as usize > V3_LEN {
+        if header_length > wide(V3_LEN) {
             // Within buf: header_length was checked against it above. The padding that
             // completes RawCompressionType may be absent (header_length 105..112).
-            let at = V3_LEN + offset_of!(RawCompressionType, compression_type);
-            self.compression = match buf[at] {
+            let ty = buf
+                .get(V3_LEN..)
+                .and_then(|t| t.get(offset_of!(RawCompressionType, compression_type)));
+            let Some(&ty) = ty else {
+                return Err(Error::Truncated {
+                    path: path.into(),
+                    what: "qcow2 header",
+                    offset: 0,
+                    len: header_length,
+                    file_len,
+                });
+            };
+            self.compression = match ty {
                 0 => Compression::Zlib,
                 1 => Compression::Zstd,
                 t => {
@@ -368,7 +382,7 @@ impl Header {
             ));
         }
         let cluster_size = self.cluster_size();
-        if self.l1_table_offset % cluster_size != 0 {
+        if self.l1_table_offset.checked_rem(cluster_size) != Some(0) {
             return Err(bad(
                 v2_at!(l1_table_offset),
                 format!(
@@ -377,7 +391,10 @@ impl Header {
                 ),
             ));
         }
-        let bytes_per_l2 = cluster_size * (cluster_size / self.l2_entry_size());
+        // At most 2 MiB × 256 Ki entries: no overflow; at least 512 × 32, never zero.
+        let bytes_per_l2 = cluster_size
+            .saturating_mul(cluster_size.checked_div(self.l2_entry_size()).unwrap_or(1))
+            .max(1);
         let needed = self.size.div_ceil(bytes_per_l2);
         if needed.saturating_mul(8) > MAX_L1_BYTES {
             return Err(bad(
@@ -398,7 +415,7 @@ impl Header {
                 ),
             ));
         }
-        if u64::from(self.l1_size) * 8 > MAX_L1_BYTES {
+        if u64::from(self.l1_size).saturating_mul(8) > MAX_L1_BYTES {
             return Err(bad(
                 v2_at!(l1_size),
                 format!(
@@ -472,7 +489,7 @@ impl Header {
         }
         let start = self.backing_file_offset;
         let end = start.saturating_add(u64::from(self.backing_file_size));
-        if end > buf.len() as u64 {
+        if end > wide(buf.len()) {
             return Err(Error::corrupt(
                 path,
                 "qcow2 backing file name",
@@ -480,7 +497,18 @@ impl Header {
                 "lies outside the first cluster".to_string(),
             ));
         }
-        let raw = &buf[start as usize..end as usize];
+        let raw = usize::try_from(start)
+            .ok()
+            .zip(usize::try_from(end).ok())
+            .and_then(|(a, b)| buf.get(a..b))
+            .ok_or_else(|| {
+                Error::corrupt(
+                    path,
+                    "qcow2 backing file name",
+                    start,
+                    "lies outside the first cluster".to_string(),
+                )
+            })?;
         let name = String::from_utf8(raw.to_vec()).map_err(|_| {
             Error::corrupt(
                 path,
@@ -494,10 +522,10 @@ impl Header {
     }
 
     fn read_extensions(&mut self, buf: &[u8], path: &Path) -> Result<()> {
-        let mut pos = self.header_length as usize;
+        let mut pos = usize::try_from(self.header_length).unwrap_or(usize::MAX);
         // Extensions end at the backing file name if it comes first, or at the cluster end.
         let limit = if self.backing_file_offset != 0 {
-            (self.backing_file_offset as usize).min(buf.len())
+            usize::try_from(self.backing_file_offset).map_or(buf.len(), |o| o.min(buf.len()))
         } else {
             buf.len()
         };
@@ -508,8 +536,9 @@ impl Header {
                 return Ok(());
             };
             let ty = ext.ty.get();
-            let len = ext.len.get() as usize;
-            let data_start = pos + size_of::<RawExtension>();
+            let len = usize::try_from(ext.len.get()).unwrap_or(usize::MAX);
+            // pos + 8 <= limit: the extension header was read from inside it.
+            let data_start = pos.saturating_add(size_of::<RawExtension>());
             if ty == EXT_END {
                 return Ok(());
             }
@@ -520,7 +549,7 @@ impl Header {
                     Error::corrupt(
                         path,
                         "qcow2 header extension",
-                        pos as u64,
+                        wide(pos),
                         format!("type {ty:#x} with length {len} runs past the header area"),
                     )
                 })?;
@@ -563,7 +592,8 @@ impl Header {
                     path.display()
                 ),
             }
-            pos = data_start + len.div_ceil(8) * 8;
+            // data_end <= limit: the padded end cannot overflow.
+            pos = data_start.saturating_add(len.div_ceil(8).saturating_mul(8));
         }
     }
 }

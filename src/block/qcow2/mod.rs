@@ -1,6 +1,8 @@
 //! qcow2 v2/v3 reader (qemu docs/interop/qcow2.txt). Lookups go through a bounded LRU of L2
 //! tables under a short lock; all file I/O and decompression happen outside it, so many threads
 //! read in parallel.
+// Guard rails (issue 16 item 7): every header field, table entry and offset is untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 pub(super) mod cluster;
 mod deflate;
@@ -15,6 +17,7 @@ use crate::block::{
     check_range, open_backing, parallel, push_backing_extents, push_extent, read_backing,
     BlockDevice, Describe, Extent, ExtentKind, LayerInfo, OpenCtx,
 };
+use crate::bytes::wide;
 use header::{Compatible, Compression, Header, Incompatible};
 use lru::LruCache;
 use parking_lot::Mutex;
@@ -22,7 +25,7 @@ use serde_json::json;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
-use table::{Geometry, Mapping};
+use table::{low_bits, Geometry, Mapping};
 
 /// Bytes of L2 tables kept cached (at least 16 tables): 512 tables of 64 KiB clusters map 256 GiB.
 const L2_CACHE_BYTES: u64 = 32 << 20;
@@ -42,7 +45,11 @@ pub(super) struct Qcow2 {
 }
 
 fn cache_slots(bytes: u64, item: u64, min: usize) -> NonZeroUsize {
-    let n = usize::try_from(bytes / item).unwrap_or(min).max(min);
+    let n = bytes
+        .checked_div(item)
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(min)
+        .max(min);
     NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN)
 }
 
@@ -55,9 +62,11 @@ fn check_l2_tables_unique(
     path: &std::path::Path,
     l1_off: u64,
 ) -> Result<()> {
-    let mut tables: Vec<(u64, usize)> = Vec::new();
-    for (i, e) in l1.iter().enumerate() {
-        let off = geo.l2_offset(*e, path, l1_off + i as u64 * 8)?;
+    // The byte position of L1 entry i, for messages.
+    let entry_pos = |i: u64| l1_off.saturating_add(i.saturating_mul(8));
+    let mut tables: Vec<(u64, u64)> = Vec::new();
+    for (i, e) in (0u64..).zip(l1) {
+        let off = geo.l2_offset(*e, path, entry_pos(i))?;
         if off != 0 {
             tables.push((off, i));
         }
@@ -67,7 +76,7 @@ fn check_l2_tables_unique(
         return Err(Error::corrupt(
             path,
             "qcow2 L1 table",
-            l1_off + w[1].1 as u64 * 8,
+            entry_pos(w[1].1),
             format!(
                 "L1 entries {} and {} both point at the L2 table at {:#x}",
                 w[0].1, w[1].1, w[0].0
@@ -82,7 +91,9 @@ impl Qcow2 {
         let path = file.path().to_path_buf();
         // The header, its extensions and the backing name all live in the first cluster;
         // read at most 2 MiB (the largest cluster) and let parse() bound everything by it.
-        let head_len = file.len().min(1 << header::MAX_CLUSTER_BITS) as usize;
+        let head_len = usize::try_from(file.len())
+            .map_or(usize::MAX, |l| l)
+            .min(1 << header::MAX_CLUSTER_BITS);
         let mut head = vec![0u8; head_len];
         file.read_exact_at(&mut head, 0, "qcow2 header")?;
         let h = Header::parse(&head, &path, file.len())?;
@@ -105,8 +116,19 @@ impl Qcow2 {
             log::warn!("{}: {w}", path.display());
         }
 
-        let l1_bytes = u64::from(h.l1_size) * 8; // bounded to 32 MiB by Header::parse
-        let mut raw = vec![0u8; l1_bytes as usize];
+        // Bounded to 32 MiB by Header::parse.
+        let l1_bytes = usize::try_from(h.l1_size)
+            .ok()
+            .and_then(|n| n.checked_mul(8))
+            .ok_or_else(|| {
+                Error::corrupt(
+                    &path,
+                    "qcow2 L1 table",
+                    h.l1_table_offset,
+                    format!("{} entries do not fit in memory", h.l1_size),
+                )
+            })?;
+        let mut raw = vec![0u8; l1_bytes];
         file.read_exact_at(&mut raw, h.l1_table_offset, "qcow2 L1 table")?;
         let l1: Vec<u64> = raw
             .chunks_exact(8)
@@ -140,7 +162,7 @@ impl Qcow2 {
         if let Some(t) = self.l2_cache.lock().get(&off) {
             return Ok(t.clone());
         }
-        let mut raw = vec![0u8; self.geo.cluster_size() as usize];
+        let mut raw = vec![0u8; self.geo.cluster_len()];
         self.file.read_exact_at(&mut raw, off, "qcow2 L2 table")?;
         let t: Arc<[u64]> = raw
             .chunks_exact(8)
@@ -159,68 +181,108 @@ impl Qcow2 {
         let unit = 1u64 << ub;
         let per_table = self.geo.l2_entries();
         let vcl = pos >> cb;
-        let l1i = vcl / per_table;
-        let table_end = ((l1i + 1) * per_table) << cb;
-        let limit = pos.saturating_add(max).min(table_end);
-        let l1_entry = *self.l1.get(l1i as usize).ok_or_else(|| {
+        // Header::parse bounded cluster_bits (9..=21) and the virtual size (its L1 table fits
+        // in 32 MiB): these never fail for a guest offset inside the image.
+        let past = |detail: String| {
             Error::corrupt(
                 self.file.path(),
                 "qcow2 L1 table",
                 self.header.l1_table_offset,
-                format!(
-                    "guest offset {pos:#x} needs L1 entry {l1i}, past its {} entries",
-                    self.l1.len()
-                ),
-            )
-        })?;
-        let l1_pos = self.header.l1_table_offset + l1i * 8;
-        let l2_off = self.geo.l2_offset(l1_entry, self.file.path(), l1_pos)?;
-        if l2_off == 0 {
-            return Ok((Mapping::Unallocated, limit - pos));
-        }
-        let t = self.l2_table(l2_off)?;
-        let entry_size = if self.geo.extended { 16 } else { 8 };
-        let unit_map = |at: u64| -> Result<Mapping> {
-            let idx = ((at >> cb) % per_table) as usize;
-            let sc = ((at >> ub) & ((1 << (cb - ub)) - 1)) as u32;
-            let (word, bitmap) = if self.geo.extended {
-                (t[2 * idx], t[2 * idx + 1])
-            } else {
-                (t[idx], 0)
-            };
-            self.geo.classify(
-                word,
-                bitmap,
-                sc,
-                self.file.path(),
-                l2_off + idx as u64 * entry_size,
+                format!("guest offset {pos:#x} {detail}"),
             )
         };
-        let in_unit = pos & (unit - 1);
+        let l1i = vcl
+            .checked_div(per_table)
+            .ok_or_else(|| past("has no L1 entry".into()))?;
+        let table_end = l1i
+            .checked_add(1)
+            .and_then(|n| n.checked_mul(per_table << cb))
+            .ok_or_else(|| past("lies past the largest mappable offset".into()))?;
+        let limit = pos.saturating_add(max).min(table_end);
+        let l1_entry = usize::try_from(l1i)
+            .ok()
+            .and_then(|i| self.l1.get(i))
+            .copied()
+            .ok_or_else(|| {
+                past(format!(
+                    "needs L1 entry {l1i}, past its {} entries",
+                    self.l1.len()
+                ))
+            })?;
+        let l1_pos = self
+            .header
+            .l1_table_offset
+            .saturating_add(l1i.saturating_mul(8));
+        let l2_off = self.geo.l2_offset(l1_entry, self.file.path(), l1_pos)?;
+        // From here on, limit > pos: pos lies in the table that ends at table_end.
+        if l2_off == 0 {
+            return Ok((Mapping::Unallocated, limit.saturating_sub(pos)));
+        }
+        let t = self.l2_table(l2_off)?;
+        let (words, entry_size): (usize, u64) = if self.geo.extended { (2, 16) } else { (1, 8) };
+        let unit_map = |at: u64| -> Result<Mapping> {
+            // Entry of `at`'s cluster in its table, and `at`'s subcluster in that cluster.
+            let idx = (at >> cb).checked_rem(per_table).unwrap_or(0);
+            let sc = u32::try_from((at >> ub) & low_bits(cb.saturating_sub(ub))).unwrap_or(0);
+            let entry_pos = l2_off.saturating_add(idx.saturating_mul(entry_size));
+            let entry = usize::try_from(idx)
+                .ok()
+                .and_then(|i| i.checked_mul(words))
+                .and_then(|i| t.get(i..)?.get(..words));
+            let Some(entry) = entry else {
+                return Err(Error::corrupt(
+                    self.file.path(),
+                    "qcow2 L2 table",
+                    entry_pos,
+                    format!("entry {idx} lies past the table"),
+                ));
+            };
+            let (word, bitmap) = match entry {
+                [word, bitmap] => (*word, *bitmap),
+                _ => (entry.first().copied().unwrap_or(0), 0),
+            };
+            self.geo
+                .classify(word, bitmap, sc, self.file.path(), entry_pos)
+        };
+        let in_unit = pos & low_bits(ub);
         let first = match unit_map(pos)? {
+            // classify checked host < file length, and in_unit < unit: no overflow.
             Mapping::Data { host } => Mapping::Data {
-                host: host + in_unit,
+                host: host.saturating_add(in_unit),
             },
             Mapping::Compressed { host, size } => {
-                let cluster_end = ((vcl + 1) << cb).min(limit);
-                return Ok((Mapping::Compressed { host, size }, cluster_end - pos));
+                let cluster_end = (pos | low_bits(cb)).saturating_add(1).min(limit);
+                return Ok((
+                    Mapping::Compressed { host, size },
+                    cluster_end.saturating_sub(pos),
+                ));
             }
             m => m,
         };
-        let mut end = ((pos | (unit - 1)) + 1).min(limit);
+        // The end of pos's unit, then unit by unit while the mapping continues.
+        let mut end = (pos | low_bits(ub)).saturating_add(1).min(limit);
         while end < limit {
             let next = unit_map(end)?;
-            if !first.continues_with(next, end - pos) {
+            if !first.continues_with(next, end.saturating_sub(pos)) {
                 break;
             }
-            end = (end + unit).min(limit);
+            end = end.saturating_add(unit).min(limit);
         }
-        Ok((first, end - pos))
+        Ok((first, end.saturating_sub(pos)))
     }
 
     /// Inflates the compressed cluster at `host` into `out` (one whole cluster).
     fn inflate(&self, host: u64, size: u64, out: &mut [u8]) -> Result<()> {
-        let mut input = vec![0u8; size as usize];
+        // classify bounds size by the cluster size (at most 2^(cluster_bits - 8) sectors).
+        let len = usize::try_from(size).map_err(|_| {
+            Error::corrupt(
+                self.file.path(),
+                "qcow2 compressed cluster",
+                host,
+                format!("{size} bytes do not fit in memory"),
+            )
+        })?;
+        let mut input = vec![0u8; len];
         self.file
             .read_zero_padded(&mut input, host, "qcow2 compressed cluster")?;
         cluster::decompress(self.header.compression, &input, out)
@@ -240,14 +302,22 @@ impl Qcow2 {
         let data = match cached {
             Some(d) => d,
             None => {
-                let mut buf = vec![0u8; self.geo.cluster_size() as usize];
+                let mut buf = vec![0u8; self.geo.cluster_len()];
                 self.inflate(host, size, &mut buf)?;
                 let d: Arc<[u8]> = buf.into();
                 self.zcache.lock().put(host, d.clone());
                 d
             }
         };
-        dst.copy_from_slice(&data[in_cluster..in_cluster + dst.len()]);
+        let Some(src) = data.get(in_cluster..).and_then(|d| d.get(..dst.len())) else {
+            return Err(Error::corrupt(
+                self.file.path(),
+                "qcow2 compressed cluster",
+                host,
+                format!("{} bytes at {in_cluster} lie past the cluster", dst.len()),
+            ));
+        };
+        dst.copy_from_slice(src);
         Ok(())
     }
 
@@ -257,11 +327,12 @@ impl Qcow2 {
         let mut pos = 0u64;
         let size = self.header.size;
         while pos < size {
-            let (m, run) = self.map_run(pos, size - pos)?;
+            // pos < size; runs stay inside [pos, size), so the sums stay within size.
+            let (m, run) = self.map_run(pos, size.saturating_sub(pos))?;
             if matches!(m, Mapping::Data { .. } | Mapping::Compressed { .. }) {
-                total += run;
+                total = total.saturating_add(run);
             }
-            pos += run;
+            pos = pos.saturating_add(run);
         }
         Ok(total)
     }
@@ -273,15 +344,26 @@ impl BlockDevice for Qcow2 {
     }
 
     fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
-        check_range(off, buf.len() as u64, self.len())?;
-        let cs = self.geo.cluster_size();
+        check_range(off, wide(buf.len()), self.len())?;
+        let cb = self.geo.cluster_bits;
         // Whole compressed clusters are collected and inflated together, on idle cores too.
         let mut whole: Vec<(u64, u64, &mut [u8])> = Vec::new();
         let mut rest = buf;
         let mut pos = off;
         while !rest.is_empty() {
-            let (m, run) = self.map_run(pos, rest.len() as u64)?;
-            let (dst, tail) = std::mem::take(&mut rest).split_at_mut(run as usize);
+            let (m, run) = self.map_run(pos, wide(rest.len()))?;
+            // run <= rest.len(), the most map_run was asked for.
+            let taken = std::mem::take(&mut rest);
+            let Some((dst, tail)) = usize::try_from(run)
+                .ok()
+                .and_then(|n| taken.split_at_mut_checked(n))
+            else {
+                return Err(Error::OutOfRange {
+                    offset: pos,
+                    len: run,
+                    size: self.len(),
+                });
+            };
             rest = tail;
             match m {
                 Mapping::Data { host } => {
@@ -291,34 +373,37 @@ impl BlockDevice for Qcow2 {
                 Mapping::Zero => dst.fill(0),
                 Mapping::Unallocated => read_backing(self.backing.as_ref(), dst, pos)?,
                 Mapping::Compressed { host, size } => {
-                    let in_cluster = (pos & (cs - 1)) as usize;
-                    if in_cluster == 0 && dst.len() as u64 == cs {
+                    let in_cluster = usize::try_from(pos & low_bits(cb)).unwrap_or(usize::MAX);
+                    if in_cluster == 0 && dst.len() == self.geo.cluster_len() {
                         whole.push((host, size, dst));
                     } else {
                         self.read_compressed_part(host, size, in_cluster, dst)?;
                     }
                 }
             }
-            pos += run;
+            pos = pos.saturating_add(run);
         }
         parallel::for_each(whole, |(host, size, dst)| self.inflate(host, size, dst))
     }
 
     fn extents(&self, off: u64, len: u64) -> Result<Vec<Extent>> {
         check_range(off, len, self.len())?;
-        let end = off + len;
+        // check_range: off + len fits. Runs stay inside [pos, end).
+        let end = off.saturating_add(len);
         let mut out = Vec::new();
         let mut pos = off;
         while pos < end {
-            let (m, run) = self.map_run(pos, end - pos)?;
+            let (m, run) = self.map_run(pos, end.saturating_sub(pos))?;
             match m {
                 Mapping::Data { host } => {
                     // Allocated clusters that are holes in the host file read as zeros (qemu
                     // reports them so, and copies skip them).
+                    // data_ranges yields ranges inside [host, host + run), in order.
                     let mut at = host;
-                    let host_end = host + run;
+                    let host_end = host.saturating_add(run);
+                    let guest = |h: u64| pos.saturating_add(h.saturating_sub(host));
                     let zero = |a: u64, b: u64| {
-                        let mut e = Extent::new(pos + (a - host), b - a, ExtentKind::Zero);
+                        let mut e = Extent::new(guest(a), b.saturating_sub(a), ExtentKind::Zero);
                         e.host_offset = Some(a);
                         e
                     };
@@ -326,10 +411,10 @@ impl BlockDevice for Qcow2 {
                         if d > at {
                             push_extent(&mut out, zero(at, d));
                         }
-                        let mut e = Extent::new(pos + (d - host), dlen, ExtentKind::Data);
+                        let mut e = Extent::new(guest(d), dlen, ExtentKind::Data);
                         e.host_offset = Some(d);
                         push_extent(&mut out, e);
-                        at = d + dlen;
+                        at = d.saturating_add(dlen);
                     }
                     if at < host_end {
                         push_extent(&mut out, zero(at, host_end));
@@ -337,7 +422,7 @@ impl BlockDevice for Qcow2 {
                 }
                 m => push_mapping(&mut out, self.backing.as_ref(), pos, run, m)?,
             }
-            pos += run;
+            pos = pos.saturating_add(run);
         }
         Ok(out)
     }

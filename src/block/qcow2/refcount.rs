@@ -2,9 +2,11 @@
 //! `refcount_bits` = 1 << refcount_order bits each; sub-byte widths are packed from the least
 //! significant bit of each byte, as qemu packs them.
 
-/// Entries in one refcount block of `cluster_size` bytes.
+use super::table::low_bits;
+
+/// Entries in one refcount block of `cluster_size` bytes (at most 2 MiB: no overflow).
 pub(crate) fn entries_per_block(cluster_size: u64, order: u32) -> u64 {
-    (cluster_size * 8) >> order
+    cluster_size.saturating_mul(8) >> order
 }
 
 /// The largest refcount an entry of this width holds.
@@ -12,49 +14,60 @@ pub(crate) fn max_value(order: u32) -> u64 {
     if order >= 6 {
         u64::MAX
     } else {
-        (1u64 << (1u32 << order)) - 1
+        low_bits(1u32 << order)
     }
+}
+
+/// The first bit of entry `idx` in its block (`idx` is below `entries_per_block`, so the
+/// product is below the block's bit count).
+fn first_bit(idx: u64, order: u32) -> u64 {
+    idx.saturating_mul(1u64 << order)
 }
 
 /// The byte range of `block` that holds entry `idx` (what must be rewritten after a change).
 pub(crate) fn byte_span(idx: u64, order: u32) -> (usize, usize) {
-    let bits = 1u64 << order;
-    if bits < 8 {
-        let at = (idx * bits / 8) as usize;
-        (at, at + 1)
+    let at = usize::try_from(first_bit(idx, order) / 8).unwrap_or(usize::MAX);
+    // Entries narrower than a byte share one; wider ones take 1 << order / 8 bytes (at most 8).
+    let width = if order < 3 {
+        1
     } else {
-        let at = (idx * bits / 8) as usize;
-        (at, at + (bits / 8) as usize)
-    }
+        1usize << order.saturating_sub(3)
+    };
+    (at, at.saturating_add(width))
 }
 
-/// Reads entry `idx`; `idx` must be below `entries_per_block`.
+/// Reads entry `idx`; `idx` must be below `entries_per_block` (an entry past the block reads
+/// as 0).
 pub(crate) fn get(block: &[u8], idx: u64, order: u32) -> u64 {
-    let bits = 1u64 << order;
-    if bits < 8 {
-        let byte = block[(idx * bits / 8) as usize];
-        let shift = (idx * bits) % 8;
+    let (a, b) = byte_span(idx, order);
+    if order < 3 {
+        let byte = block.get(a).copied().unwrap_or(0);
+        let shift = first_bit(idx, order) % 8;
         u64::from(byte >> shift) & max_value(order)
     } else {
-        let (a, b) = byte_span(idx, order);
-        block[a..b]
-            .iter()
-            .fold(0u64, |acc, &x| (acc << 8) | u64::from(x))
+        block.get(a..b).map_or(0, |bytes| {
+            bytes.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x))
+        })
     }
 }
 
-/// Writes entry `idx` (the value must fit: callers check against `max_value`).
+/// Writes entry `idx` (the value must fit: callers check against `max_value`; an entry past
+/// the block is not written).
 pub(crate) fn set(block: &mut [u8], idx: u64, order: u32, value: u64) {
-    let bits = 1u64 << order;
-    if bits < 8 {
-        let at = (idx * bits / 8) as usize;
-        let shift = (idx * bits) % 8;
-        let mask = (max_value(order) as u8) << shift;
-        block[at] = (block[at] & !mask) | (((value as u8) << shift) & mask);
+    let (a, b) = byte_span(idx, order);
+    if order < 3 {
+        let shift = first_bit(idx, order) % 8;
+        let mask = u8::try_from(max_value(order)).unwrap_or(u8::MAX) << shift;
+        let [low, ..] = value.to_le_bytes();
+        if let Some(byte) = block.get_mut(a) {
+            *byte = (*byte & !mask) | ((low << shift) & mask);
+        }
     } else {
-        let (a, b) = byte_span(idx, order);
         let bytes = value.to_be_bytes();
-        block[a..b].copy_from_slice(&bytes[8 - (b - a)..]);
+        let tail = bytes.get(8usize.saturating_sub(b.saturating_sub(a))..);
+        if let (Some(dst), Some(src)) = (block.get_mut(a..b), tail) {
+            dst.copy_from_slice(src);
+        }
     }
 }
 

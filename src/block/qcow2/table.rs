@@ -10,6 +10,11 @@ const COMPRESSED: u64 = 1 << 62;
 /// L2 entry bit 0 (v3): the cluster reads as zeros.
 pub(crate) const ZERO_FLAG: u64 = 1;
 
+/// A mask of the low `n` bits (all 64 for n >= 64).
+pub(crate) fn low_bits(n: u32) -> u64 {
+    u64::MAX.checked_shl(n).map_or(u64::MAX, |high| !high)
+}
+
 /// What one allocation unit (a cluster, or a subcluster with extended L2) maps to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Mapping {
@@ -29,7 +34,9 @@ impl Mapping {
     /// join).
     pub(crate) fn continues_with(self, next: Mapping, dist: u64) -> bool {
         match (self, next) {
-            (Mapping::Data { host: a }, Mapping::Data { host: b }) => a + dist == b,
+            (Mapping::Data { host: a }, Mapping::Data { host: b }) => {
+                a.checked_add(dist) == Some(b)
+            }
             (Mapping::Zero, Mapping::Zero) | (Mapping::Unallocated, Mapping::Unallocated) => true,
             _ => false,
         }
@@ -49,10 +56,16 @@ impl Geometry {
         1 << self.cluster_bits
     }
 
+    /// The cluster size as a buffer length.
+    pub(crate) fn cluster_len(&self) -> usize {
+        1 << self.cluster_bits
+    }
+
     /// log2 of the allocation unit: subclusters (32 per cluster) with extended L2.
     pub(crate) fn unit_bits(&self) -> u32 {
         if self.extended {
-            self.cluster_bits - 5
+            // Header::parse requires cluster_bits >= 14 for extended L2 entries.
+            self.cluster_bits.saturating_sub(5)
         } else {
             self.cluster_bits
         }
@@ -60,7 +73,7 @@ impl Geometry {
 
     /// Entries per L2 table (one cluster).
     pub(crate) fn l2_entries(&self) -> u64 {
-        self.cluster_size() / if self.extended { 16 } else { 8 }
+        self.cluster_size() >> if self.extended { 4 } else { 3 }
     }
 
     /// Checks an L1 entry and returns the L2 table's host offset (0 = none allocated).
@@ -69,7 +82,7 @@ impl Geometry {
         if off == 0 {
             return Ok(0);
         }
-        if off % self.cluster_size() != 0 || off < self.cluster_size() {
+        if off & low_bits(self.cluster_bits) != 0 || off < self.cluster_size() {
             return Err(Error::corrupt(
                 path,
                 "qcow2 L1 entry",
@@ -93,11 +106,13 @@ impl Geometry {
         let bad = |detail: String| Error::corrupt(path, "qcow2 L2 entry", entry_pos, detail);
         let cs = self.cluster_size();
         if word & COMPRESSED != 0 {
-            // x = 62 - (cluster_bits - 8) bits of offset, then the count of extra sectors.
-            let shift = 62 - (self.cluster_bits - 8);
-            let host = word & ((1u64 << shift) - 1);
-            let sectors = ((word >> shift) & ((1u64 << (self.cluster_bits - 8)) - 1)) + 1;
-            let size = sectors * 512 - (host & 511);
+            // x = 62 - (cluster_bits - 8) bits of offset, then the count of extra sectors
+            // (cluster_bits is 9..=21: no subtraction below underflows, and size >= 1).
+            let count_bits = self.cluster_bits.saturating_sub(8);
+            let shift = 62u32.saturating_sub(count_bits);
+            let host = word & low_bits(shift);
+            let sectors = ((word >> shift) & low_bits(count_bits)).saturating_add(1);
+            let size = sectors.saturating_mul(512).saturating_sub(host & 511);
             if host < cs {
                 return Err(bad(format!(
                     "compressed cluster at {host:#x} lies in the header cluster"
@@ -116,7 +131,7 @@ impl Geometry {
         }
         let host = word & OFFSET_MASK;
         let data_at = |h: u64| -> Result<Mapping> {
-            if h % cs != 0 || h < cs {
+            if h & low_bits(self.cluster_bits) != 0 || h < cs {
                 return Err(bad(format!(
                     "data cluster offset {h:#x} is unaligned or inside the header cluster"
                 )));
@@ -142,7 +157,7 @@ impl Geometry {
             return data_at(host);
         }
         let alloc = (bitmap >> sc) & 1 != 0;
-        let zero = (bitmap >> (32 + sc)) & 1 != 0;
+        let zero = (bitmap >> 32 >> sc) & 1 != 0;
         match (alloc, zero) {
             (true, true) => Err(bad(format!(
                 "subcluster {sc} is marked both allocated and zero"
@@ -156,8 +171,10 @@ impl Geometry {
                     )));
                 }
                 data_at(host)?;
+                // host < file length, and the subcluster lies inside its cluster.
+                let host = host.checked_add(u64::from(sc) << self.unit_bits());
                 Ok(Mapping::Data {
-                    host: host + (u64::from(sc) << self.unit_bits()),
+                    host: host.ok_or_else(|| bad(format!("subcluster {sc} overflows")))?,
                 })
             }
         }

@@ -83,7 +83,7 @@ pub struct Descriptor {
 
 /// Why a descriptor was refused, with the byte offset of the offending line in the descriptor.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ParseError {
+pub struct Error {
     pub offset: usize,
     pub detail: String,
 }
@@ -92,13 +92,13 @@ impl Descriptor {
     /// Parses descriptor text. Stops at the first NUL (embedded descriptors are padded with
     /// zeros); accepts LF and CRLF line ends; non-UTF-8 bytes (descriptors say
     /// `encoding="windows-1252"`) are replaced rather than refused.
-    pub fn parse(bytes: &[u8]) -> Result<Descriptor, ParseError> {
+    pub fn parse(bytes: &[u8]) -> Result<Descriptor, Error> {
         let bytes = match bytes.iter().position(|&b| b == 0) {
             Some(n) => &bytes[..n],
             None => bytes,
         };
         if bytes.len() > MAX_DESCRIPTOR_BYTES {
-            return Err(ParseError {
+            return Err(Error {
                 offset: 0,
                 detail: format!(
                     "descriptor is {} bytes, more than the {MAX_DESCRIPTOR_BYTES} ferry accepts",
@@ -116,7 +116,7 @@ impl Descriptor {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let err = |detail: String| ParseError { offset, detail };
+            let err = |detail: String| Error { offset, detail };
             if let Ok((_, e)) = extent_line(line) {
                 if d.extents.len() >= MAX_EXTENTS {
                     return Err(err(format!("more than {MAX_EXTENTS} extent lines")));

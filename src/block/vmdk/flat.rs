@@ -29,8 +29,10 @@ impl FlatExtent {
     pub(crate) fn extents(&self, out: &mut Vec<Extent>, pos: u64, rel: u64, len: u64) {
         let host = self.offset.saturating_add(rel);
         let host_end = host.saturating_add(len);
+        // data_ranges yields ranges inside [host, host + len), in order.
+        let guest = |h: u64| pos.saturating_add(h.saturating_sub(host));
         let zero = |a: u64, b: u64| {
-            let mut e = Extent::new(pos + (a - host), b - a, ExtentKind::Zero);
+            let mut e = Extent::new(guest(a), b.saturating_sub(a), ExtentKind::Zero);
             e.host_offset = Some(a);
             e
         };
@@ -39,10 +41,10 @@ impl FlatExtent {
             if d > at {
                 push_extent(out, zero(at, d));
             }
-            let mut e = Extent::new(pos + (d - host), dlen, ExtentKind::Data);
+            let mut e = Extent::new(guest(d), dlen, ExtentKind::Data);
             e.host_offset = Some(d);
             push_extent(out, e);
-            at = d + dlen;
+            at = d.saturating_add(dlen);
         }
         if at < host_end {
             push_extent(out, zero(at, host_end));

@@ -5,6 +5,8 @@
 //!
 //! Lookups go through a bounded LRU of grain tables under a short lock; file I/O and inflation
 //! happen outside it, so many threads read in parallel.
+// Guard rails (issue 16 item 7): descriptors, headers, directories and tables are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 pub(super) mod descriptor;
 pub(super) mod flat;
@@ -19,6 +21,7 @@ use crate::block::{
     check_range, open_backing, parallel, push_backing_extents, push_extent, read_backing,
     resolve_relative, BlockDevice, Describe, Extent, ExtentKind, LayerInfo, OpenCtx,
 };
+use crate::bytes::wide;
 use descriptor::{Access, Descriptor, ExtentLine, ExtentType, MAX_DESCRIPTOR_BYTES};
 use flat::FlatExtent;
 use lru::LruCache;
@@ -65,18 +68,18 @@ pub struct Vmdk {
     warnings: Vec<String>,
 }
 
-fn desc_error(path: &Path, base: u64, e: descriptor::ParseError) -> Error {
+fn desc_error(path: &Path, base: u64, e: descriptor::Error) -> Error {
     Error::corrupt(
         path,
         "vmdk descriptor",
-        base.saturating_add(e.offset as u64),
+        base.saturating_add(wide(e.offset)),
         e.detail,
     )
 }
 
 /// Reads a whole text descriptor file, refusing one too large to be a descriptor.
 fn read_text_descriptor(file: &ImageFile) -> Result<Descriptor> {
-    if file.len() > MAX_DESCRIPTOR_BYTES as u64 {
+    if file.len() > wide(MAX_DESCRIPTOR_BYTES) {
         return Err(Error::corrupt(
             file.path(),
             "vmdk descriptor",
@@ -87,7 +90,9 @@ fn read_text_descriptor(file: &ImageFile) -> Result<Descriptor> {
             ),
         ));
     }
-    let mut buf = vec![0u8; file.len() as usize];
+    // At most MAX_DESCRIPTOR_BYTES (just checked).
+    let len = usize::try_from(file.len()).unwrap_or(MAX_DESCRIPTOR_BYTES);
+    let mut buf = vec![0u8; len];
     file.read_exact_at(&mut buf, 0, "vmdk descriptor")?;
     Descriptor::parse(&buf).map_err(|e| desc_error(file.path(), 0, e))
 }
@@ -101,7 +106,9 @@ fn peek_cid(path: &Path) -> Option<u32> {
         let mut h = [0u8; sparse::HEADER_LEN];
         file.read_exact_at(&mut h, 0, "vmdk sparse header").ok()?;
         let h = sparse::SparseHeader::parse(&h, path).ok()?;
-        let mut buf = vec![0u8; (h.descriptor_size * SECTOR) as usize]; // bounded by parse
+        // Bounded by parse (MAX_DESCRIPTOR_BYTES).
+        let len = h.descriptor_size.checked_mul(SECTOR)?;
+        let mut buf = vec![0u8; usize::try_from(len).ok()?];
         file.read_exact_at(
             &mut buf,
             h.descriptor_offset.checked_mul(SECTOR)?,
@@ -132,7 +139,7 @@ impl Vmdk {
     pub(crate) fn open(file: ImageFile, ctx: &mut OpenCtx) -> Result<Self> {
         let path = file.path().to_path_buf();
         let mut head = [0u8; 8];
-        let n = file.len().min(8) as usize;
+        let n = usize::try_from(file.len()).map_or(8, |l| l.min(8));
         file.read_exact_at(&mut head[..n], 0, "vmdk header")?;
         let mut warnings = Vec::new();
         let (desc, desc_file, exts, create_type) = if head.starts_with(sparse::MAGIC) {
@@ -213,7 +220,7 @@ impl Vmdk {
             })
             .max()
             .unwrap_or(1);
-        let zslots = usize::try_from(ZCACHE_BYTES / max_grain)
+        let zslots = usize::try_from(ZCACHE_BYTES.checked_div(max_grain).unwrap_or(0))
             .unwrap_or(4)
             .max(4);
 
@@ -304,10 +311,9 @@ impl Vmdk {
         }
         let mut out = Vec::with_capacity(desc.extents.len());
         let mut start = 0u64;
-        for (i, line) in desc.extents.iter().enumerate() {
-            let bad = |d: String| {
-                Error::corrupt(path, "vmdk descriptor", 0, format!("extent {}: {d}", i + 1))
-            };
+        for (no, line) in (1usize..).zip(&desc.extents) {
+            let bad =
+                |d: String| Error::corrupt(path, "vmdk descriptor", 0, format!("extent {no}: {d}"));
             let len = sectors_to_bytes(path, line.sectors, 0)?;
             let file_path = match (&line.file, line.kind) {
                 (_, ExtentType::Zero) => None,
@@ -373,7 +379,10 @@ impl Vmdk {
 
     /// The extent holding guest byte `pos` (< len) and its index.
     fn ext_at(&self, pos: u64) -> Result<(usize, &Ext)> {
-        let i = self.exts.partition_point(|e| e.start + e.len <= pos);
+        // open() checked that the extents' ends do not overflow.
+        let i = self
+            .exts
+            .partition_point(|e| e.start.saturating_add(e.len) <= pos);
         self.exts.get(i).map(|e| (i, e)).ok_or(Error::OutOfRange {
             offset: pos,
             len: 1,
@@ -392,7 +401,9 @@ impl Vmdk {
         out: &mut [u8],
     ) -> Result<()> {
         let markers = matches!(s.format, sparse::GteFormat::Hosted { markers: true, .. });
-        let need = s.grain_bytes.min(e.len - grain_rel) as usize;
+        // grain_rel < e.len; a grain is at most 64 MiB.
+        let need = usize::try_from(s.grain_bytes.min(e.len.saturating_sub(grain_rel)))
+            .unwrap_or(usize::MAX);
         stream::read_grain(&s.file, host, markers, need, out)
     }
 
@@ -406,24 +417,36 @@ impl Vmdk {
         dst: &mut [u8],
     ) -> Result<()> {
         let g = s.grain_bytes;
-        let in_grain = rel % g;
-        let grain_rel = rel - in_grain;
-        if in_grain == 0 && dst.len() as u64 == g {
+        let in_grain = rel.checked_rem(g).unwrap_or(0);
+        let grain_rel = rel.saturating_sub(in_grain);
+        if in_grain == 0 && wide(dst.len()) == g {
             return self.inflate(s, e, grain_rel, host, dst);
         }
         let cached = self.zcache.lock().get(&(i, host)).cloned();
         let data = match cached {
             Some(d) => d,
             None => {
-                let mut buf = vec![0u8; g as usize];
+                let len = usize::try_from(g)
+                    .map_err(|_| Error::corrupt(s.file.path(), "vmdk grain", host, "too large"))?;
+                let mut buf = vec![0u8; len];
                 self.inflate(s, e, grain_rel, host, &mut buf)?;
                 let d: Arc<[u8]> = buf.into();
                 self.zcache.lock().put((i, host), d.clone());
                 d
             }
         };
-        let at = in_grain as usize;
-        dst.copy_from_slice(&data[at..at + dst.len()]);
+        let src = usize::try_from(in_grain)
+            .ok()
+            .and_then(|at| data.get(at..)?.get(..dst.len()));
+        let Some(src) = src else {
+            return Err(Error::corrupt(
+                s.file.path(),
+                "vmdk grain",
+                host,
+                format!("{} bytes at {in_grain} lie past the grain", dst.len()),
+            ));
+        };
+        dst.copy_from_slice(src);
         Ok(())
     }
 
@@ -432,16 +455,18 @@ impl Vmdk {
         let mut total = 0u64;
         for (i, e) in self.exts.iter().enumerate() {
             match &e.kind {
-                Kind::Flat(_) => total += e.len,
+                // Totals of extents inside the image's length: no overflow.
+                Kind::Flat(_) => total = total.saturating_add(e.len),
                 Kind::Zero => {}
                 Kind::Sparse(s) => {
                     let mut rel = 0;
                     while rel < e.len {
-                        let (g, run) = s.map_run(i, &self.gt_cache, rel, e.len - rel)?;
+                        let (g, run) =
+                            s.map_run(i, &self.gt_cache, rel, e.len.saturating_sub(rel))?;
                         if matches!(g, Grain::Data { .. } | Grain::Compressed { .. }) {
-                            total += run;
+                            total = total.saturating_add(run);
                         }
-                        rel += run;
+                        rel = rel.saturating_add(run);
                     }
                 }
             }
@@ -505,32 +530,47 @@ impl Vmdk {
     }
 }
 
+/// Splits the first `n` bytes (a run of the read at guest offset `pos`) off `buf`; a run is
+/// never longer than it was asked to be.
+fn split(buf: &mut [u8], pos: u64, n: u64, size: u64) -> Result<(&mut [u8], &mut [u8])> {
+    usize::try_from(n)
+        .ok()
+        .and_then(|n| buf.split_at_mut_checked(n))
+        .ok_or(Error::OutOfRange {
+            offset: pos,
+            len: n,
+            size,
+        })
+}
+
 impl BlockDevice for Vmdk {
     fn len(&self) -> u64 {
         self.len
     }
 
     fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
-        check_range(off, buf.len() as u64, self.len)?;
+        check_range(off, wide(buf.len()), self.len)?;
         // Whole compressed grains are collected and inflated together, on idle cores too.
         let mut whole: Vec<(&SparseExtent, &Ext, u64, u64, &mut [u8])> = Vec::new();
         let mut rest = buf;
         let mut pos = off;
         while !rest.is_empty() {
             let (i, e) = self.ext_at(pos)?;
-            let rel = pos - e.start;
-            let max = (rest.len() as u64).min(e.len - rel);
+            // ext_at: e.start <= pos < e.start + e.len.
+            let rel = pos.saturating_sub(e.start);
+            let max = wide(rest.len()).min(e.len.saturating_sub(rel));
             let run = match &e.kind {
                 Kind::Sparse(s) => {
                     let (g, run) = s.map_run(i, &self.gt_cache, rel, max)?;
-                    let (dst, tail) = std::mem::take(&mut rest).split_at_mut(run as usize);
+                    let (dst, tail) = split(std::mem::take(&mut rest), pos, run, self.len)?;
                     rest = tail;
                     match g {
                         Grain::Data { host } => s.file.read_zero_padded(dst, host, "vmdk grain")?,
                         Grain::Zero => dst.fill(0),
                         Grain::Unallocated => read_backing(self.backing.as_ref(), dst, pos)?,
                         Grain::Compressed { host }
-                            if rel % s.grain_bytes == 0 && run == s.grain_bytes =>
+                            if rel.checked_rem(s.grain_bytes) == Some(0)
+                                && run == s.grain_bytes =>
                         {
                             whole.push((s, e, rel, host, dst))
                         }
@@ -541,7 +581,7 @@ impl BlockDevice for Vmdk {
                     run
                 }
                 kind => {
-                    let (dst, tail) = std::mem::take(&mut rest).split_at_mut(max as usize);
+                    let (dst, tail) = split(std::mem::take(&mut rest), pos, max, self.len)?;
                     rest = tail;
                     match kind {
                         Kind::Flat(f) => f.read(dst, rel)?,
@@ -550,7 +590,7 @@ impl BlockDevice for Vmdk {
                     max
                 }
             };
-            pos += run;
+            pos = pos.saturating_add(run);
         }
         parallel::for_each(whole, |(s, e, rel, host, dst)| {
             self.inflate(s, e, rel, host, dst)
@@ -559,13 +599,14 @@ impl BlockDevice for Vmdk {
 
     fn extents(&self, off: u64, len: u64) -> Result<Vec<Extent>> {
         check_range(off, len, self.len)?;
-        let end = off + len;
+        // check_range: off + len fits; ext_at: e.start <= pos < e.start + e.len.
+        let end = off.saturating_add(len);
         let mut out = Vec::new();
         let mut pos = off;
         while pos < end {
             let (i, e) = self.ext_at(pos)?;
-            let rel = pos - e.start;
-            let max = (end - pos).min(e.len - rel);
+            let rel = pos.saturating_sub(e.start);
+            let max = end.saturating_sub(pos).min(e.len.saturating_sub(rel));
             let run = match &e.kind {
                 Kind::Zero => {
                     push_extent(&mut out, Extent::new(pos, max, ExtentKind::Zero));
@@ -599,7 +640,7 @@ impl BlockDevice for Vmdk {
                     run
                 }
             };
-            pos += run;
+            pos = pos.saturating_add(run);
         }
         Ok(out)
     }
@@ -621,7 +662,7 @@ impl Describe for Vmdk {
             };
             if !files.iter().any(|p| p == f.path()) {
                 files.push(f.path().to_path_buf());
-                disk_size += f.disk_usage();
+                disk_size = disk_size.saturating_add(f.disk_usage());
             }
         }
         let cluster_size = self.exts.iter().find_map(|e| match &e.kind {

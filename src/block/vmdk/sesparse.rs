@@ -37,7 +37,9 @@ pub(crate) fn open(file: ImageFile) -> Result<SparseExtent> {
     let path = file.path().to_path_buf();
     let mut h = [0u8; 512];
     file.read_exact_at(&mut h, 0, "vmdk SEsparse header")?;
-    let bad = |at: usize, d: String| Error::corrupt(&path, "vmdk SEsparse header", at as u64, d);
+    let bad = |at: usize, d: String| {
+        Error::corrupt(&path, "vmdk SEsparse header", crate::bytes::wide(at), d)
+    };
     let field = |at: usize| le64(&h, at);
     if field(0) != MAGIC {
         return Err(bad(0, "bad magic (not an SEsparse extent)".into()));
@@ -79,7 +81,10 @@ pub(crate) fn open(file: ImageFile) -> Result<SparseExtent> {
             format!("SEsparse flags {:#x} are not supported", field(FLAGS)),
         ));
     }
-    if (0..4).any(|i| field(RESERVED + 8 * i) != 0) {
+    if [0, 8, 16, 24]
+        .iter()
+        .any(|&i| field(RESERVED.saturating_add(i)) != 0)
+    {
         return Err(bad(RESERVED, "reserved fields are not zero".into()));
     }
     let sector = |at: usize| {
@@ -108,7 +113,7 @@ pub(crate) fn open(file: ImageFile) -> Result<SparseExtent> {
     let gt_bytes = GT_SECTORS * SECTOR;
     let gtes = gt_bytes / ENTRY_BYTES;
     let grain_bytes = GRAIN_SECTORS * SECTOR;
-    let needed = capacity.div_ceil(GRAIN_SECTORS * gtes);
+    let needed = capacity.div_ceil(GRAIN_SECTORS.saturating_mul(gtes).max(1));
     let have = field(GD_SIZE).saturating_mul(SECTOR / ENTRY_BYTES);
     if have < needed {
         return Err(bad(
@@ -126,7 +131,8 @@ pub(crate) fn open(file: ImageFile) -> Result<SparseExtent> {
     };
     sector(GRAINS_OFFSET)?;
     let layout = Layout {
-        capacity: capacity * SECTOR,
+        // capacity <= MAX_CAPACITY_SECTORS (checked above).
+        capacity: capacity.saturating_mul(SECTOR),
         grain_bytes,
         gtes_per_gt: gtes,
         entry_bytes: ENTRY_BYTES,

@@ -7,7 +7,7 @@
 use super::stream;
 use crate::block::error::{Error, Result};
 use crate::block::file::ImageFile;
-use crate::bytes::{le32, le64};
+use crate::bytes::{le32, le64, wide};
 use lru::LruCache;
 use parking_lot::Mutex;
 use std::mem::{offset_of, size_of};
@@ -49,7 +49,7 @@ pub(crate) struct RawSparseHeader {
 /// Byte position of a [`RawSparseHeader`] field, for error messages and in-place updates.
 macro_rules! at {
     ($field:ident) => {
-        offset_of!(RawSparseHeader, $field) as u64
+        wide(offset_of!(RawSparseHeader, $field))
     };
 }
 /// gdOffset of a streamOptimized file whose grain directory is known only at the end: the
@@ -109,8 +109,8 @@ impl SparseHeader {
                 path: path.into(),
                 what: "vmdk sparse header",
                 offset: 0,
-                len: HEADER_USED as u64,
-                file_len: buf.len() as u64,
+                len: wide(HEADER_USED),
+                file_len: wide(buf.len()),
             });
         };
         if &raw.magic != MAGIC {
@@ -170,7 +170,7 @@ impl SparseHeader {
                 ),
             ));
         }
-        let max_desc = super::descriptor::MAX_DESCRIPTOR_BYTES as u64 / SECTOR;
+        let max_desc = wide(super::descriptor::MAX_DESCRIPTOR_BYTES) / SECTOR;
         if h.descriptor_size > max_desc {
             return Err(bad(
                 at!(descriptor_size),
@@ -206,7 +206,11 @@ impl SparseHeader {
 
     /// Grain directory entries needed to cover the capacity (parse bounds the operands).
     pub fn gd_entries(&self) -> u64 {
-        let per_gt = self.grain_size * u64::from(self.num_gtes_per_gt);
+        // grain_size and num_gtes_per_gt are checked first (at most 2^17 × 512): no overflow.
+        let per_gt = self
+            .grain_size
+            .saturating_mul(u64::from(self.num_gtes_per_gt))
+            .max(1);
         self.capacity.div_ceil(per_gt)
     }
 }
@@ -251,9 +255,13 @@ pub(crate) type CacheKey = (usize, u64);
 impl GtCache {
     /// A cache sized for tables of `gt_entries` entries (held as u64s).
     pub(crate) fn new(gt_entries: u64) -> Self {
-        let n = usize::try_from(GT_CACHE_BYTES / gt_entries.saturating_mul(8).max(1))
-            .unwrap_or(16)
-            .max(16);
+        let n = usize::try_from(
+            GT_CACHE_BYTES
+                .checked_div(gt_entries.saturating_mul(8))
+                .unwrap_or(0),
+        )
+        .unwrap_or(16)
+        .max(16);
         GtCache(Mutex::new(LruCache::new(
             NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN),
         )))
@@ -314,7 +322,7 @@ impl SparseExtent {
             if let Err(err) = e.gt_location(&e.gd, e.gd_pos, i) {
                 if let Some((rgd, rpos)) = &e.rgd {
                     if e.gt_location(rgd, *rpos, i).is_ok() {
-                        fallbacks += 1;
+                        fallbacks = fallbacks.saturating_add(1);
                         first.get_or_insert(err.to_string());
                     }
                 }
@@ -347,7 +355,8 @@ impl SparseExtent {
             Some(w) => Err(Error::corrupt(
                 self.file.path(),
                 "vmdk grain directory",
-                self.gd_pos.saturating_add(w[1].1 as u64 * self.entry_bytes),
+                self.gd_pos
+                    .saturating_add(wide(w[1].1).saturating_mul(self.entry_bytes)),
                 format!(
                     "entries {} and {} both point at the grain table at {:#x}",
                     w[0].1, w[1].1, w[0].0
@@ -357,19 +366,21 @@ impl SparseExtent {
         }
     }
 
+    // The layout's fields are bounded where headers are parsed (grains of at most 2^17
+    // sectors, tables of at most 4096 entries of 4 or 8 bytes): these products never saturate.
     pub(crate) fn gt_bytes(&self) -> u64 {
-        self.gtes_per_gt * self.entry_bytes
+        self.gtes_per_gt.saturating_mul(self.entry_bytes)
     }
 
     fn gt_coverage(&self) -> u64 {
-        self.grain_bytes * self.gtes_per_gt
+        self.grain_bytes.saturating_mul(self.gtes_per_gt).max(1)
     }
 
     /// Decodes and checks directory entry `i` of `dir` (at host offset `pos`): the host offset
     /// of its grain table, or None if the table is not allocated.
     fn gt_location(&self, dir: &[u64], pos: u64, i: usize) -> Result<Option<u64>> {
         let path = self.file.path();
-        let entry_pos = pos.saturating_add(i as u64 * self.entry_bytes);
+        let entry_pos = pos.saturating_add(wide(i).saturating_mul(self.entry_bytes));
         let bad = |d: String| Error::corrupt(path, "vmdk grain directory", entry_pos, d);
         let entry = *dir
             .get(i)
@@ -378,7 +389,8 @@ impl SparseExtent {
             return Ok(None);
         }
         let off = match self.format {
-            GteFormat::Hosted { .. } => entry * SECTOR, // entries are u32: no overflow
+            // Hosted entries are u32: no overflow.
+            GteFormat::Hosted { .. } => entry.saturating_mul(SECTOR),
             GteFormat::SeSparse { gts_offset, .. } => {
                 if entry >> 32 != 0x1000_0000 {
                     return Err(bad(format!("entry {entry:#x} has an unknown type")));
@@ -389,7 +401,7 @@ impl SparseExtent {
                     .ok_or_else(|| bad(format!("grain table index {entry:#x} overflows")))?
             }
         };
-        if off < HEADER_LEN as u64 {
+        if off < wide(HEADER_LEN) {
             return Err(bad(format!(
                 "grain table at {off:#x} lies inside the header"
             )));
@@ -426,7 +438,9 @@ impl SparseExtent {
             return Ok(t.clone());
         }
         // gt_bytes <= 512 * 8 or 4096 * 8 (SEsparse): small and bounded.
-        let mut raw = vec![0u8; self.gt_bytes() as usize];
+        let len = usize::try_from(self.gt_bytes())
+            .map_err(|_| Error::corrupt(self.file.path(), "vmdk grain table", off, "too large"))?;
+        let mut raw = vec![0u8; len];
         self.file.read_exact_at(&mut raw, off, "vmdk grain table")?;
         let t: Arc<[u64]> = if self.entry_bytes == 8 {
             raw.chunks_exact(8).map(|c| le64(c, 0)).collect()
@@ -458,7 +472,8 @@ impl SparseExtent {
                         "grain at sector {entry} lies inside the metadata (before sector {min_grain_sector})"
                     )));
                 }
-                entry * SECTOR
+                // Hosted entries are u32: no overflow.
+                entry.saturating_mul(SECTOR)
             }
             GteFormat::SeSparse { grains_offset, .. } => match entry >> 60 {
                 0 if entry == 0 => return Ok(Grain::Unallocated),
@@ -503,43 +518,63 @@ impl SparseExtent {
         rel: u64,
         max: u64,
     ) -> Result<(Grain, u64)> {
+        // gt_coverage and grain_bytes are at least 1; the table that maps rel ends after it,
+        // so limit > rel and the differences below do not underflow.
         let cov = self.gt_coverage();
-        let gdi = rel / cov;
-        let limit = rel.saturating_add(max).min((gdi + 1) * cov);
+        let gdi = rel.checked_div(cov).unwrap_or(0);
+        let table_end = gdi.saturating_add(1).saturating_mul(cov);
+        let limit = rel.saturating_add(max).min(table_end);
         let gdi = usize::try_from(gdi).unwrap_or(usize::MAX);
         let Some(gt_off) = self.table_location(gdi)? else {
-            return Ok((Grain::Unallocated, limit - rel));
+            return Ok((Grain::Unallocated, limit.saturating_sub(rel)));
         };
         let t = self.load_gt(id, cache, gt_off)?;
-        let g = self.grain_bytes;
+        let g = self.grain_bytes.max(1);
+        // The entry of pos's grain in its table (u64::MAX, past any table, if the layout is
+        // impossible).
         let at = |pos: u64| -> Result<Grain> {
-            let i = (pos / g) % self.gtes_per_gt;
-            // OK to index: i < gtes_per_gt == t.len().
-            self.classify(t[i as usize], gt_off + i * self.entry_bytes)
+            let i = pos
+                .checked_div(g)
+                .and_then(|c| c.checked_rem(self.gtes_per_gt))
+                .unwrap_or(u64::MAX);
+            let entry_pos = gt_off.saturating_add(i.saturating_mul(self.entry_bytes));
+            let entry = usize::try_from(i).ok().and_then(|i| t.get(i)).copied();
+            let Some(entry) = entry else {
+                return Err(Error::corrupt(
+                    self.file.path(),
+                    "vmdk grain table",
+                    entry_pos,
+                    format!("entry {i} lies past the table"),
+                ));
+            };
+            self.classify(entry, entry_pos)
         };
-        let in_grain = rel % g;
-        let grain_end = (rel - in_grain + g).min(limit);
+        let in_grain = rel.checked_rem(g).unwrap_or(0);
+        let grain_end = rel.saturating_sub(in_grain).saturating_add(g).min(limit);
         let first = match at(rel)? {
+            // classify checked host < file length, and in_grain < g: no overflow.
             Grain::Data { host } => Grain::Data {
-                host: host + in_grain,
+                host: host.saturating_add(in_grain),
             },
-            c @ Grain::Compressed { .. } => return Ok((c, grain_end - rel)),
+            c @ Grain::Compressed { .. } => return Ok((c, grain_end.saturating_sub(rel))),
             m => m,
         };
         let mut end = grain_end;
         while end < limit {
             let next = at(end)?;
             let continues = match (first, next) {
-                (Grain::Data { host: a }, Grain::Data { host: b }) => a + (end - rel) == b,
+                (Grain::Data { host: a }, Grain::Data { host: b }) => {
+                    a.checked_add(end.saturating_sub(rel)) == Some(b)
+                }
                 (Grain::Zero, Grain::Zero) | (Grain::Unallocated, Grain::Unallocated) => true,
                 _ => false,
             };
             if !continues {
                 break;
             }
-            end = (end + g).min(limit);
+            end = end.saturating_add(g).min(limit);
         }
-        Ok((first, end - rel))
+        Ok((first, end.saturating_sub(rel)))
     }
 }
 
@@ -563,7 +598,10 @@ pub(crate) fn read_directory(
             file_len: file.len(),
         });
     };
-    let mut raw = vec![0u8; bytes as usize];
+    // bytes <= the file's length, which the file's read proves fits memory ranges.
+    let len = usize::try_from(bytes)
+        .map_err(|_| Error::corrupt(file.path(), "vmdk grain directory", off, "too large"))?;
+    let mut raw = vec![0u8; len];
     file.read_exact_at(&mut raw, off, "vmdk grain directory")?;
     Ok(if entry_bytes == 8 {
         raw.chunks_exact(8).map(|c| le64(c, 0)).collect()
@@ -596,7 +634,9 @@ pub(crate) fn open(file: ImageFile) -> Result<Opened> {
                 .to_string(),
         );
     }
-    let grain_bytes = h.grain_size * SECTOR;
+    // SparseHeader::parse bounds grain_size (2^17 sectors) and capacity (2^24 tables of at
+    // most 512 grains): the byte counts below never saturate.
+    let grain_bytes = h.grain_size.saturating_mul(SECTOR);
     let n = h.gd_entries();
     let sector_off = |s: u64, at: u64| {
         s.checked_mul(SECTOR).ok_or_else(|| {
@@ -638,7 +678,15 @@ pub(crate) fn open(file: ImageFile) -> Result<Opened> {
     };
     let descriptor = if h.descriptor_offset != 0 && h.descriptor_size != 0 {
         let off = sector_off(h.descriptor_offset, 28)?;
-        let mut buf = vec![0u8; (h.descriptor_size * SECTOR) as usize]; // bounded by parse
+        // Bounded by parse (MAX_DESCRIPTOR_BYTES).
+        let len = h
+            .descriptor_size
+            .checked_mul(SECTOR)
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| {
+                Error::corrupt(&path, "vmdk sparse header", 36, "descriptor size overflows")
+            })?;
+        let mut buf = vec![0u8; len];
         file.read_exact_at(&mut buf, off, "vmdk embedded descriptor")?;
         Some((buf, off))
     } else {
@@ -656,7 +704,7 @@ pub(crate) fn open(file: ImageFile) -> Result<Opened> {
         markers: h.flags & FLAG_MARKERS != 0,
         min_grain_sector,
     };
-    let capacity = h.capacity * SECTOR;
+    let capacity = h.capacity.saturating_mul(SECTOR);
     let gtes = u64::from(h.num_gtes_per_gt);
     let layout = Layout {
         capacity,

@@ -6,7 +6,7 @@
 use super::sparse::{SparseHeader, GD_AT_END, HEADER_LEN};
 use crate::block::error::{Error, Result};
 use crate::block::file::ImageFile;
-use crate::bytes::{le32, le64};
+use crate::bytes::{le32, le64, wide};
 use flate2::{Decompress, FlushDecompress, Status};
 use std::cell::RefCell;
 
@@ -14,9 +14,12 @@ use std::cell::RefCell;
 pub(crate) const MARKER_EOS: u32 = 0;
 pub(crate) const MARKER_FOOTER: u32 = 3;
 /// A grain marker: lba (u64) and size (u32) of the compressed data that follows.
-pub(crate) const GRAIN_MARKER_LEN: u64 = 12;
+pub(crate) const GRAIN_MARKER_LEN: u64 = wide(GRAIN_MARKER_BYTES);
+/// GRAIN_MARKER_LEN as a buffer length.
+const GRAIN_MARKER_BYTES: usize = 12;
 /// The file ends with: footer marker, footer (a header copy), end-of-stream marker, 512 bytes each.
-const TAIL_LEN: u64 = 3 * HEADER_LEN as u64;
+const TAIL_BYTES: usize = 3 * HEADER_LEN;
+const TAIL_LEN: u64 = wide(TAIL_BYTES);
 
 thread_local! {
     // ~40 KiB of zlib state: reused per thread, not made per grain.
@@ -30,7 +33,7 @@ pub(crate) fn read_footer(file: &ImageFile) -> Result<SparseHeader> {
     let Some(at) = file
         .len()
         .checked_sub(TAIL_LEN)
-        .filter(|&a| a >= HEADER_LEN as u64)
+        .filter(|&a| a >= wide(HEADER_LEN))
     else {
         return Err(Error::Truncated {
             path: path.into(),
@@ -40,13 +43,13 @@ pub(crate) fn read_footer(file: &ImageFile) -> Result<SparseHeader> {
             file_len: file.len(),
         });
     };
-    let mut tail = vec![0u8; TAIL_LEN as usize];
+    let mut tail = vec![0u8; TAIL_BYTES];
     file.read_exact_at(&mut tail, at, "vmdk stream footer")?;
     let bad = |off: u64, d: &str| {
         Error::corrupt(
             path,
             "vmdk stream footer",
-            at + off,
+            at.saturating_add(off),
             format!("{d}: the streamOptimized image has no valid footer (incomplete download or write?)"),
         )
     };
@@ -55,13 +58,13 @@ pub(crate) fn read_footer(file: &ImageFile) -> Result<SparseHeader> {
     }
     let eos = 2 * HEADER_LEN;
     if le64(&tail, eos) != 0 || le32(&tail, eos + 8) != 0 || le32(&tail, eos + 12) != MARKER_EOS {
-        return Err(bad(eos as u64, "end-of-stream marker missing"));
+        return Err(bad(wide(eos), "end-of-stream marker missing"));
     }
     let h = SparseHeader::parse(&tail[HEADER_LEN..2 * HEADER_LEN], path)
-        .map_err(|e| bad(HEADER_LEN as u64, &format!("footer header: {e}")))?;
+        .map_err(|e| bad(wide(HEADER_LEN), &format!("footer header: {e}")))?;
     if h.gd_offset == GD_AT_END {
         return Err(bad(
-            HEADER_LEN as u64 + 56,
+            wide(HEADER_LEN).saturating_add(56),
             "footer's gdOffset is GD_AT_END too",
         ));
     }
@@ -79,11 +82,12 @@ pub(crate) fn read_grain(
     out: &mut [u8],
 ) -> Result<()> {
     let path = file.path();
-    let grain = out.len() as u64;
-    // qemu reads at most two grains of input: deflate never expands that much.
-    let max_in = grain * 2;
+    let grain = wide(out.len());
+    // qemu reads at most two grains of input: deflate never expands that much (a grain is at
+    // most 64 MiB: no overflow).
+    let max_in = grain.saturating_mul(2);
     let (data_at, len) = if markers {
-        let mut m = [0u8; GRAIN_MARKER_LEN as usize];
+        let mut m = [0u8; GRAIN_MARKER_BYTES];
         file.read_exact_at(&mut m, host, "vmdk grain marker")?;
         let size = u64::from(le32(&m, 8));
         if size == 0 || size > max_in {
@@ -94,21 +98,27 @@ pub(crate) fn read_grain(
                 format!("compressed size {size} outside 1..={max_in}"),
             ));
         }
-        (host + GRAIN_MARKER_LEN, size)
+        // The grain table's entry checked host < the file's length: no overflow.
+        (host.saturating_add(GRAIN_MARKER_LEN), size)
     } else {
-        (host, max_in.min(file.len() - host))
+        (host, max_in.min(file.len().saturating_sub(host)))
     };
-    let mut input = vec![0u8; len as usize];
+    let len = usize::try_from(len)
+        .map_err(|_| Error::corrupt(path, "vmdk compressed grain", host, "too large"))?;
+    let mut input = vec![0u8; len];
     file.read_exact_at(&mut input, data_at, "vmdk compressed grain")?;
     INFLATE
         .with(|d| {
             let mut d = d.borrow_mut();
             d.reset(true);
             let status = d.decompress(&input, out, FlushDecompress::Finish);
-            let produced = d.total_out() as usize;
+            // At most out.len(): inflate fills the buffer it is given.
+            let produced = usize::try_from(d.total_out()).unwrap_or(usize::MAX);
             match status {
                 Ok(Status::StreamEnd) if produced >= need => {
-                    out[produced..].fill(0);
+                    if let Some(rest) = out.get_mut(produced..) {
+                        rest.fill(0);
+                    }
                     Ok(())
                 }
                 Ok(Status::StreamEnd) => Err(format!(

@@ -3,6 +3,8 @@
 //! owning group, mask and others, and of tag, permissions and id (8 bytes) for named users and
 //! groups. Through the VFS (`system.posix_acl_access`/`_default`, include/uapi/linux/
 //! posix_acl_xattr.h): version 2, and every entry 8 bytes, with id 0xffffffff where none applies.
+// Guard rails (issue 16 item 7): ACLs come from untrusted xattrs.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use crate::bytes::le16;
 use crate::bytes::le32;
@@ -30,27 +32,25 @@ pub fn to_xattr(disk: &[u8]) -> Result<Option<Vec<u8>>, String> {
         return Err(format!("ACL version {version}, expected {DISK_VERSION}"));
     }
     let mut out = XATTR_VERSION.to_le_bytes().to_vec();
-    let mut at = 4;
-    while at < disk.len() {
-        if disk.len() - at < 4 {
+    let mut rest = &disk[4..];
+    while !rest.is_empty() {
+        let at = disk.len().saturating_sub(rest.len());
+        if rest.len() < 4 {
             return Err(format!("ACL entry at {at} cut short"));
         }
-        let tag = le16(disk, at);
-        let perm = le16(disk, at + 2);
-        let id = match tag {
-            USER_OBJ | GROUP_OBJ | MASK | OTHER => {
-                at += 4;
-                UNDEFINED_ID
-            }
+        let tag = le16(rest, 0);
+        let perm = le16(rest, 2);
+        let (id, len) = match tag {
+            USER_OBJ | GROUP_OBJ | MASK | OTHER => (UNDEFINED_ID, 4),
             USER | GROUP => {
-                if disk.len() - at < 8 {
+                if rest.len() < 8 {
                     return Err(format!("ACL entry at {at} cut short"));
                 }
-                at += 8;
-                le32(disk, at - 4)
+                (le32(rest, 4), 8)
             }
             _ => return Err(format!("ACL entry tag {tag:#x} at {}", at)),
         };
+        rest = rest.get(len..).unwrap_or(&[]);
         out.extend_from_slice(&tag.to_le_bytes());
         out.extend_from_slice(&perm.to_le_bytes());
         out.extend_from_slice(&id.to_le_bytes());
@@ -63,7 +63,7 @@ pub fn to_xattr(disk: &[u8]) -> Result<Option<Vec<u8>>, String> {
 /// (posix_acl_update_mode: owner from USER_OBJ, group from MASK or else GROUP_OBJ, other from
 /// OTHER) and whether the ACL says no more than those bits (then the kernel stores none).
 pub fn from_xattr(x: &[u8]) -> Result<(Vec<u8>, u16, bool), String> {
-    if x.len() < 4 || (x.len() - 4) % 8 != 0 {
+    if x.len() < 4 || x.len().saturating_sub(4) % 8 != 0 {
         return Err(format!("ACL of {} bytes", x.len()));
     }
     if le32(x, 0) != XATTR_VERSION {

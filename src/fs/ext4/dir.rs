@@ -3,6 +3,8 @@
 //! crossing the block. Inode 0 marks an unused record. Hash-tree (htree) directories keep their
 //! index inside records that look like unused entries (the ".." record of block 0 spans the
 //! dx_root; interior blocks are one empty record), so reading them linearly sees every name.
+// Guard rails (issue 16 item 7): directory blocks are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use crate::bytes::{le16, le32};
 use crate::fs::{Error, FileType, Result};
@@ -77,14 +79,16 @@ pub fn for_each_entry(
                 None => e,
             }
         };
-        if bs - off < MIN_REC_LEN {
-            return Err(bad(format!("{} bytes left, less than a record", bs - off)));
+        // off < bs (the loop's condition); records never run past the block.
+        let left = bs.saturating_sub(off);
+        if left < MIN_REC_LEN {
+            return Err(bad(format!("{left} bytes left, less than a record")));
         }
         let rec = &block[off..];
         let entry_ino = le32(rec, 0);
         let rec_len = rec_len_from_disk(le16(rec, 4), bs);
         let name_len = usize::from(rec[6]);
-        if rec_len < MIN_REC_LEN || rec_len % 4 != 0 || rec_len > bs - off {
+        if rec_len < MIN_REC_LEN || rec_len % 4 != 0 || rec_len > left {
             return Err(bad(format!("rec_len {rec_len}")));
         }
         if HEADER_LEN + name_len > rec_len {
@@ -109,7 +113,7 @@ pub fn for_each_entry(
                 return Ok(());
             }
         }
-        off += rec_len;
+        off = off.saturating_add(rec_len);
     }
     Ok(())
 }
@@ -128,7 +132,7 @@ pub struct DeletedRecord {
 
 /// EXT4_DIR_REC_LEN: the bytes a record with a name of `name_len` really uses.
 fn real_len(name_len: usize) -> usize {
-    (HEADER_LEN + name_len + 3) & !3
+    HEADER_LEN.saturating_add(name_len).next_multiple_of(4)
 }
 
 /// Whether a name could have been written by the kernel: not empty, no NUL or '/', not a dot
@@ -151,11 +155,12 @@ pub fn deleted_records(block: &[u8], filetype: bool, max_ino: u32) -> Vec<Delete
     let bs = block.len();
     let mut out = Vec::new();
     let mut off = 0;
-    while bs - off >= MIN_REC_LEN {
+    // off <= bs: each record stays inside the block.
+    while bs.saturating_sub(off) >= MIN_REC_LEN {
         let rec = &block[off..];
         let rec_len = rec_len_from_disk(le16(rec, 4), bs);
         let name_len = usize::from(rec[6]);
-        if rec_len < MIN_REC_LEN || rec_len % 4 != 0 || rec_len > bs - off {
+        if rec_len < MIN_REC_LEN || rec_len % 4 != 0 || rec_len > bs.saturating_sub(off) {
             break;
         }
         let used = real_len(name_len);
@@ -175,13 +180,13 @@ pub fn deleted_records(block: &[u8], filetype: bool, max_ino: u32) -> Vec<Delete
         }
         scan_slack(
             block,
-            off + used,
-            off + rec_len,
+            off.saturating_add(used),
+            off.saturating_add(rec_len),
             filetype,
             max_ino,
             &mut out,
         );
-        off += rec_len;
+        off = off.saturating_add(rec_len);
     }
     out
 }
@@ -216,7 +221,7 @@ fn scan_slack(
             && used <= rec.len()
             && rec_len >= used
             && rec_len % 4 == 0
-            && rec_len <= bs - pos;
+            && rec_len <= bs.saturating_sub(pos);
         let kind = type_byte(rec[7], filetype);
         match kind {
             Some(kind)
@@ -231,14 +236,15 @@ fn scan_slack(
                     name: rec[HEADER_LEN..HEADER_LEN + name_len].to_vec(),
                     kind,
                 });
-                pos += used;
+                pos = pos.saturating_add(used);
             }
-            _ => pos += 4,
+            _ => pos = pos.saturating_add(4),
         }
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // built and mutated fixtures
 mod tests {
     use super::*;
 

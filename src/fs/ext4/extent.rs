@@ -2,6 +2,8 @@
 //! 12-byte entries. Interior nodes hold index entries (first logical block, child block); leaves
 //! hold extents (first logical block, length, first physical block). The root lives in `i_block`.
 //! A length above 32768 marks an unwritten (preallocated) extent, which reads as zeros.
+// Guard rails (issue 16 item 7): extent nodes are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::inode::Inode;
 use super::{csum, Ext4, Run};
@@ -37,7 +39,7 @@ pub(crate) fn header(node: &[u8], ino: u64, blk: u64) -> Result<Header> {
     }
     let entries = usize::from(le16(node, 2));
     let max = usize::from(le16(node, 4));
-    let fit = (node.len() - HEADER_LEN) / ENTRY_LEN;
+    let fit = node.len().saturating_sub(HEADER_LEN) / ENTRY_LEN;
     if entries > max || max > fit {
         return Err(bad(format!("eh_entries {entries}, eh_max {max}"))
             .expected(format!("at most {} entries", max.min(fit)), entries));
@@ -53,7 +55,7 @@ pub(crate) fn header(node: &[u8], ino: u64, blk: u64) -> Result<Header> {
 pub fn map(fs: &Ext4, inode: &Inode, lblk: u64) -> Result<Run> {
     let ino = inode.ino;
     if lblk >= LOGICAL_END {
-        return Ok(Run::Hole(u64::MAX - lblk));
+        return Ok(Run::Hole(u64::MAX.saturating_sub(lblk)));
     }
     // Where the logical range of the current node ends (the next index entry of an ancestor).
     let mut bound = LOGICAL_END;
@@ -71,7 +73,12 @@ pub fn map(fs: &Ext4, inode: &Inode, lblk: u64) -> Result<Run> {
             }
             _ => {}
         }
-        let entry = |i: usize| &node[HEADER_LEN + i * ENTRY_LEN..HEADER_LEN + (i + 1) * ENTRY_LEN];
+        // Entry i (header() checked that eh_entries fit the node; fields past it read as 0).
+        let entry = |i: usize| {
+            node.get(HEADER_LEN..)
+                .and_then(|r| r.chunks_exact(ENTRY_LEN).nth(i))
+                .unwrap_or(&[])
+        };
         if h.depth == 0 {
             let mut prev_end = 0u64;
             for i in 0..h.entries {
@@ -79,7 +86,7 @@ pub fn map(fs: &Ext4, inode: &Inode, lblk: u64) -> Result<Run> {
                 let start = u64::from(le32(e, 0));
                 let raw = u32::from(le16(e, 4));
                 let (len, unwritten) = if raw > MAX_INIT_LEN {
-                    (raw - MAX_INIT_LEN, true)
+                    (raw.saturating_sub(MAX_INIT_LEN), true)
                 } else {
                     (raw, false)
                 };
@@ -90,13 +97,15 @@ pub fn map(fs: &Ext4, inode: &Inode, lblk: u64) -> Result<Run> {
                         "extent {i} (logical {start}, length {len}) overlaps or is empty"
                     )));
                 }
-                let end = start + len;
+                // A u32 start plus a 16-bit length: no overflow; the differences below are
+                // taken in the order the comparisons establish.
+                let end = start.saturating_add(len);
                 if lblk < start {
-                    return Ok(Run::Hole(start - lblk));
+                    return Ok(Run::Hole(start.saturating_sub(lblk)));
                 }
                 if lblk < end {
-                    let skip = lblk - start;
-                    let len = end - lblk;
+                    let skip = lblk.saturating_sub(start);
+                    let len = end.saturating_sub(lblk);
                     if unwritten {
                         return Ok(Run::Zero(len));
                     }
@@ -131,7 +140,8 @@ pub fn map(fs: &Ext4, inode: &Inode, lblk: u64) -> Result<Run> {
         };
         let e = entry(i);
         let child = u64::from(le32(e, 4)) | (u64::from(le16(e, 8)) << 32);
-        expected_depth = Some(h.depth - 1);
+        // h.depth > 0 here (leaves returned above).
+        expected_depth = Some(h.depth.saturating_sub(1));
         let seed = fs.inode_seed(inode);
         owned = fs.checked_block(child, "extent tree node", ino, |b| {
             // The tail follows eh_max entries; an invalid header is reported by `header`.

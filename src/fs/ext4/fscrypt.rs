@@ -4,6 +4,8 @@
 //! (two little-endian u32, or zeros where the filesystem gives none), then the ciphertext name,
 //! abbreviated past 149 bytes to those 149 bytes and the SHA-256 of the rest. A lookup by a
 //! no-key name decodes it and compares ciphertexts.
+// Guard rails (issue 16 item 7): encrypted names and symlinks are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use sha2::{Digest, Sha256};
 
@@ -17,7 +19,7 @@ const NOKEY_MAX: usize = HASH_LEN + UNDIGESTED + 32;
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 fn base64url(src: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(src.len().div_ceil(3) * 4);
+    let mut out = Vec::with_capacity(src.len().div_ceil(3).saturating_mul(4));
     for chunk in src.chunks(3) {
         let b = [
             chunk[0],
@@ -25,8 +27,9 @@ fn base64url(src: &[u8]) -> Vec<u8> {
             *chunk.get(2).unwrap_or(&0),
         ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..=chunk.len() {
-            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]);
+        // One character per 6 bits, as many as cover the chunk's bytes.
+        for shift in [18u32, 12, 6, 0].iter().take(chunk.len().saturating_add(1)) {
+            out.push(ALPHABET[usize::try_from((n >> shift) & 63).unwrap_or(0)]);
         }
     }
     out
@@ -34,17 +37,17 @@ fn base64url(src: &[u8]) -> Vec<u8> {
 
 /// Decodes unpadded base64url; None for a character outside the alphabet or a dangling one.
 fn unbase64url(src: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(src.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0);
+    let mut out = Vec::with_capacity(src.len().saturating_mul(3) / 4);
+    // acc holds the `bits` (< 8 between characters) not yet output.
+    let (mut acc, mut bits) = (0u32, 0u32);
     for &c in src {
-        let v = ALPHABET.iter().position(|&a| a == c)? as u32;
+        let v = u32::try_from(ALPHABET.iter().position(|&a| a == c)?).ok()?;
         acc = (acc << 6) | v;
-        bits += 6;
+        bits = bits.saturating_add(6);
         if bits >= 8 {
-            bits -= 8;
-            // OK: masked to a byte.
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
+            bits = bits.saturating_sub(8);
+            out.push(u8::try_from((acc >> bits) & 0xff).unwrap_or(0));
+            acc &= !(u32::MAX << bits);
         }
     }
     // Leftover bits must be zero padding of the last character.
@@ -82,7 +85,7 @@ impl NoKey {
         if raw.len() <= HASH_LEN || raw.len() > NOKEY_MAX {
             return None;
         }
-        let word = |at: usize| u32::from_le_bytes([raw[at], raw[at + 1], raw[at + 2], raw[at + 3]]);
+        let word = |at: usize| crate::bytes::le32(&raw, at);
         let (hash, minor) = (word(0), word(4));
         if raw.len() == NOKEY_MAX {
             let mut d = [0u8; 32];
@@ -136,11 +139,10 @@ pub fn symlink_target(stored: &[u8]) -> Result<Vec<u8>, String> {
         return Err("encrypted symlink shorter than its length field".into());
     }
     let len = usize::from(u16::from_le_bytes([stored[0], stored[1]]));
-    if len == 0 || len > stored.len() - 2 {
-        return Err(format!(
-            "encrypted symlink of {len} bytes in {} stored",
-            stored.len() - 2
-        ));
+    // stored.len() >= 2 (just checked).
+    let room = stored.len().saturating_sub(2);
+    if len == 0 || len > room {
+        return Err(format!("encrypted symlink of {len} bytes in {room} stored"));
     }
     Ok(nokey_name(&stored[2..2 + len], 0, 0))
 }
@@ -173,7 +175,9 @@ mod tests {
     #[test]
     fn nokey_names_match_their_ciphertext() {
         for len in [16usize, 32, 149, 150, 255] {
-            let ct: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            let ct: Vec<u8> = (0..len)
+                .map(|i| i.wrapping_mul(7).wrapping_add(3).to_le_bytes()[0])
+                .collect();
             let n = nokey_name(&ct, 0x1234, 0x5678);
             assert!(n.len() <= 255, "{len}: {} chars", n.len());
             let k = NoKey::parse(&n).unwrap();

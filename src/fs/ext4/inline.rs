@@ -2,6 +2,8 @@
 //! symlinks stored in the inode itself: the first 60 bytes in `i_block`, the rest in the value
 //! of the in-inode extended attribute "system.data". An inline directory starts with the parent's
 //! inode number (4 bytes) instead of "." and "..", followed by ordinary directory records.
+// Guard rails (issue 16 item 7): inline data and its xattr are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::inode::{Inode, I_BLOCK_LEN};
 use super::superblock::Superblock;
@@ -29,12 +31,11 @@ fn system_data<'a>(inode: &'a Inode, sb: &Superblock) -> Result<&'a [u8]> {
 /// zero-fills the page after the inline bytes).
 pub fn file_data(inode: &Inode, sb: &Superblock) -> Result<Vec<u8>> {
     let extra = system_data(inode, sb)?;
-    // OK: min with I_BLOCK_LEN + extra.len(), a few KiB at most.
-    let size = inode.size.min((I_BLOCK_LEN + extra.len()) as u64) as usize;
+    // i_block, then as much of "system.data" as i_size still asks for.
+    let size = usize::try_from(inode.size).unwrap_or(usize::MAX);
     let mut out = inode.i_block[..size.min(I_BLOCK_LEN)].to_vec();
-    if size > I_BLOCK_LEN {
-        out.extend_from_slice(&extra[..size - I_BLOCK_LEN]);
-    }
+    let more = size.saturating_sub(I_BLOCK_LEN).min(extra.len());
+    out.extend_from_slice(&extra[..more]);
     Ok(out)
 }
 

@@ -1,6 +1,8 @@
 //! Finding a name in a directory and reading directory blocks with their checksums: through
 //! the htree index when there is one (falling back to the linear scan when it is damaged),
 //! case-insensitively in casefolded directories, and by no-key name in encrypted ones.
+// Guard rails (issue 16 item 7): directory records and hashes are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::inode::{self, Inode};
 use super::superblock::{Compat, Incompat, FLAGS_UNSIGNED_HASH};
@@ -230,7 +232,8 @@ impl Ext4 {
             return None;
         };
         if version <= htree::TEA && self.sb.flags & FLAGS_UNSIGNED_HASH != 0 {
-            Some(version + 3)
+            // version <= TEA (2): the unsigned variants are 3 higher.
+            Some(version.saturating_add(3))
         } else {
             Some(version)
         }
@@ -250,10 +253,10 @@ impl Ext4 {
         }
         let (h, minor) = if self.is_casefolded(dir) {
             // Encrypted and casefolded: the keyed hash is stored after the name.
-            let pad = name.len().next_multiple_of(4) - name.len();
+            let pad = name.len().next_multiple_of(4).saturating_sub(name.len());
             (
                 crate::bytes::le32(tail, pad),
-                crate::bytes::le32(tail, pad + 4),
+                crate::bytes::le32(tail, pad.saturating_add(4)),
             )
         } else {
             version

@@ -1,5 +1,7 @@
 //! The ext2/3/4 superblock (kernel Documentation/filesystems/ext4/super.rst): 1024 bytes at byte
 //! 1024 of the volume. Everything the reader later trusts about the geometry is validated here.
+// Guard rails (issue 16 item 7): every field is untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::csum;
 use crate::bytes::{le16, le32};
@@ -118,7 +120,7 @@ const INCOMPAT_NAMES: &[(Incompat, &str)] = &[
 
 /// Damage in the primary superblock; `field` is the byte offset of the field within it.
 fn bad(field: u64, detail: String) -> Error {
-    Error::corrupt("superblock", 0, 0, detail).at(SUPERBLOCK_OFFSET + field)
+    Error::corrupt("superblock", 0, 0, detail).at(SUPERBLOCK_OFFSET.saturating_add(field))
 }
 
 #[derive(Clone, Debug)]
@@ -372,11 +374,16 @@ impl Superblock {
                 format!("s_blocks_count {} leaves no groups", self.blocks_count),
             ));
         }
-        let groups = (self.blocks_count - u64::from(self.first_data_block))
+        // blocks_count > first_data_block (just checked).
+        let groups = self
+            .blocks_count
+            .saturating_sub(u64::from(self.first_data_block))
             .div_ceil(u64::from(self.blocks_per_group));
         self.group_count = u32::try_from(groups)
             .map_err(|_| bad(0x4, format!("{groups} block groups (more than 2^32)")))?;
-        let max_inodes = u64::from(self.group_count) * u64::from(self.inodes_per_group);
+        // Two u32: the product fits.
+        let max_inodes =
+            u64::from(self.group_count).saturating_mul(u64::from(self.inodes_per_group));
         if u64::from(self.inodes_count) > max_inodes || self.inodes_count == 0 {
             return Err(Error::mismatch(
                 "superblock",
@@ -431,9 +438,10 @@ impl Superblock {
             return true;
         }
         let power_of = |base: u32| {
+            // g > 0: n stays at least 1, and each division shrinks it.
             let mut n = g;
-            while n % base == 0 {
-                n /= base;
+            while n.checked_rem(base) == Some(0) {
+                n = n.checked_div(base).unwrap_or(1);
             }
             n == 1
         };
@@ -442,7 +450,10 @@ impl Superblock {
 
     /// First block of group `g`.
     pub fn group_first_block(&self, g: u32) -> u64 {
-        u64::from(g) * u64::from(self.blocks_per_group) + u64::from(self.first_data_block)
+        // u32 × u32 + u32: no overflow.
+        u64::from(g)
+            .saturating_mul(u64::from(self.blocks_per_group))
+            .saturating_add(u64::from(self.first_data_block))
     }
 
     /// The block holding descriptor block number `nr` (kernel descriptor_loc): the table right
@@ -451,18 +462,26 @@ impl Superblock {
     pub fn descriptor_block(&self, nr: u64) -> u64 {
         // The superblock's own block (1 with 1 KiB blocks, else 0), which is not always
         // s_first_data_block: bigalloc with 1 KiB blocks starts data at block 0.
-        let first = SUPERBLOCK_OFFSET / u64::from(self.block_size()) + 1;
+        // (Descriptor block numbers are below the group count, a u32, by the caller's bounds:
+        // the saturating arithmetic below never saturates.)
+        let first = SUPERBLOCK_OFFSET
+            .checked_div(u64::from(self.block_size()))
+            .unwrap_or(0)
+            .saturating_add(1);
         if !self.has_incompat(Incompat::META_BG) || nr < u64::from(self.first_meta_bg) {
-            return first + nr;
+            return first.saturating_add(nr);
         }
-        let per_block = u64::from(self.block_size() / u32::from(self.desc_size));
-        // OK: nr * per_block is a group number < group_count (a u32), by the caller's bounds.
-        let bg = (nr * per_block) as u32;
+        let per_block = self
+            .block_size()
+            .checked_div(u32::from(self.desc_size))
+            .map_or(1, u64::from);
+        // nr * per_block is a group number < group_count (a u32), by the caller's bounds.
+        let bg = u32::try_from(nr.saturating_mul(per_block)).unwrap_or(u32::MAX);
         let mut has_super = u64::from(self.group_has_super(bg));
         if self.block_size() == 1024 && nr == 0 && self.first_data_block == 0 {
-            has_super += 1;
+            has_super = has_super.saturating_add(1);
         }
-        self.group_first_block(bg) + has_super
+        self.group_first_block(bg).saturating_add(has_super)
     }
 
     pub fn has_ro_compat(&self, f: RoCompat) -> bool {
@@ -545,7 +564,7 @@ mod tests {
     fn sb() -> Vec<u8> {
         let mut b = vec![0u8; SUPERBLOCK_SIZE];
         let put =
-            |b: &mut Vec<u8>, at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+            |b: &mut Vec<u8>, at: usize, v: u32| b[at..][..4].copy_from_slice(&v.to_le_bytes());
         put(&mut b, 0x0, 1024); // inodes
         put(&mut b, 0x4, 8192); // blocks
         put(&mut b, 0x18, 2); // 4 KiB

@@ -8,6 +8,8 @@
 //! A name is stored as an index standing for a prefix ("user.", "trusted.", ...) and the rest.
 //! The indexes the kernel has no handler for (system.data of inline data, richacl, lustre,
 //! the encryption context) are neither listed nor readable, as through the kernel.
+// Guard rails (issue 16 item 7): xattr regions and blocks are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::inode::{self, Inode};
 use super::superblock::Superblock;
@@ -114,12 +116,17 @@ fn parse_entries<'a>(
         if le32(region, off) == 0 {
             break;
         }
-        if off + ENTRY_HEADER > end {
+        if off.checked_add(ENTRY_HEADER).is_none_or(|e| e > end) {
             return Err(bad(format!("entry at {off} runs past the end ({end})")));
         }
         let e = &region[off..];
         let name_len = usize::from(e[0]);
-        let next = (off + ENTRY_HEADER + name_len + 3) & !3;
+        // The next entry starts after the name, on a 4-byte boundary.
+        let next = off
+            .saturating_add(ENTRY_HEADER)
+            .saturating_add(name_len)
+            .checked_next_multiple_of(4)
+            .unwrap_or(usize::MAX);
         if next >= end {
             return Err(bad(format!("entry at {off}: name out of bounds")));
         }
@@ -139,7 +146,8 @@ fn parse_entries<'a>(
         off = next;
     }
     // Values may not overlap the names or the terminating word.
-    let names_end = off + 4;
+    // off + 4 <= end: the loop read the terminating word there.
+    let names_end = off.saturating_add(4);
     let mut entries = Vec::with_capacity(out.len());
     for (at, index, name, offs, inum, size, hash) in out {
         let bad_at = |d: &str| bad(format!("entry at {at}: {d}"));
@@ -160,15 +168,18 @@ fn parse_entries<'a>(
         } else if size == 0 {
             Value::Here(&[])
         } else {
-            // OK: size <= 2^24.
-            let size = size as usize;
-            let start = values_from + usize::from(offs);
-            if start < names_end || start > end || size.next_multiple_of(4) > end - start {
+            // size <= 2^24 (MAX_VALUE_SIZE, checked above).
+            let size = usize::try_from(size).unwrap_or(usize::MAX);
+            let start = values_from.saturating_add(usize::from(offs));
+            let padded = size.checked_next_multiple_of(4).unwrap_or(usize::MAX);
+            let value = region.get(start..).and_then(|r| r.get(..size));
+            let value = value.filter(|_| start >= names_end && padded <= end.saturating_sub(start));
+            let Some(value) = value else {
                 return Err(bad_at(&format!(
                     "value {offs}+{size} overlaps the names or runs past the end"
                 )));
-            }
-            Value::Here(&region[start..start + size])
+            };
+            Value::Here(value)
         };
         entries.push(Entry {
             index,
@@ -237,6 +248,12 @@ pub fn find_sorted<'a, 'b>(
         .filter(|e| (e.index, e.name) == (index, name))
 }
 
+/// The low 32 bits of a 64-bit value's little-endian bytes (what a C `(u32)` cast keeps).
+fn low32(b: [u8; 8]) -> u32 {
+    let [a, b, c, d, ..] = b;
+    u32::from_le_bytes([a, b, c, d])
+}
+
 /// ext4_xattr_hash_entry: the e_hash of an entry whose value is in an EA inode, from its name
 /// and the value's hash. `signed` gives the variant of kernels that took name bytes as signed
 /// chars, which the kernel still accepts.
@@ -244,7 +261,8 @@ pub fn entry_hash(name: &[u8], value_hash: u32, signed: bool) -> u32 {
     let mut h = 0u32;
     for &c in name {
         let c = if signed {
-            i32::from(c as i8) as u32
+            // The byte as a signed char, sign-extended to 32 bits.
+            u32::from_ne_bytes(i32::from(i8::from_ne_bytes([c])).to_ne_bytes())
         } else {
             u32::from(c)
         };
@@ -333,15 +351,17 @@ impl super::Ext4 {
         if ea.size != size {
             return Err(bad(format!("size {} but the entry says {size}", ea.size)));
         }
-        // OK: size <= MAX_VALUE_SIZE (16 MiB), checked when parsing the entry.
-        let mut value = vec![0u8; size as usize];
+        // size <= MAX_VALUE_SIZE (16 MiB), checked when parsing the entry.
+        let len = usize::try_from(size).map_err(|_| bad(format!("size {size}")))?;
+        let mut value = vec![0u8; len];
         let n = self.read_data(&ea, 0, &mut value)?;
         value.truncate(n);
-        // OK: `as u32` keeps the low 32 bits, which is where the kernel keeps these.
-        let lustre = ea.mtime.secs as u32 == owner.ino as u32 && ea.generation == owner.generation;
+        // The low 32 bits, which is where the kernel keeps these.
+        let lustre = low32(ea.mtime.secs.to_le_bytes()) == low32(owner.ino.to_le_bytes())
+            && ea.generation == owner.generation;
         if !lustre {
             let h = csum::raw(self.sb.csum_seed, &value);
-            let stored = ea.atime.secs as u32;
+            let stored = low32(ea.atime.secs.to_le_bytes());
             if h != stored {
                 return Err(bad(format!("value hash {h:#010x}, stored {stored:#010x}")));
             }

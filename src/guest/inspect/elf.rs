@@ -9,7 +9,7 @@ pub const HEADER_LEN: usize = 64;
 const MAGIC: &[u8; 4] = b"\x7fELF";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ElfError {
+pub enum Error {
     #[error("not an ELF file (no \\x7fELF magic at offset 0)")]
     NotElf,
     #[error("ELF header truncated: {len} bytes, the {class}-bit header needs {need}")]
@@ -46,23 +46,23 @@ pub struct Header {
 impl Header {
     /// Parses the header at the start of `data`; with the file's `size`, checks that the
     /// program header table lies inside the file.
-    pub fn parse(data: &[u8], size: Option<u64>) -> Result<Header, ElfError> {
+    pub fn parse(data: &[u8], size: Option<u64>) -> Result<Header, Error> {
         if data.len() < 6 || &data[..4] != MAGIC {
-            return Err(ElfError::NotElf);
+            return Err(Error::NotElf);
         }
         let bits = match data[4] {
             1 => 32,
             2 => 64,
-            c => return Err(ElfError::BadClass(c)),
+            c => return Err(Error::BadClass(c)),
         };
         let little_endian = match data[5] {
             1 => true,
             2 => false,
-            d => return Err(ElfError::BadData(d)),
+            d => return Err(Error::BadData(d)),
         };
         let need = if bits == 64 { 64 } else { 52 };
         if data.len() < need {
-            return Err(ElfError::Truncated {
+            return Err(Error::Truncated {
                 len: data.len(),
                 class: bits,
                 need,
@@ -111,7 +111,7 @@ impl Header {
                 .checked_mul(u64::from(phentsize))
                 .and_then(|n| n.checked_add(phoff));
             if phnum > 0 && end.is_none_or(|e| e > size) {
-                return Err(ElfError::PhdrOutOfFile {
+                return Err(Error::PhdrOutOfFile {
                     phoff,
                     phnum,
                     phentsize,
@@ -123,7 +123,7 @@ impl Header {
     }
 
     /// The architecture in the names `uname -m` and virt-inspector use.
-    pub fn arch(&self) -> Result<&'static str, ElfError> {
+    pub fn arch(&self) -> Result<&'static str, Error> {
         let (b64, le) = (self.bits == 64, self.little_endian);
         Ok(match self.machine {
             2 => "sparc",
@@ -149,7 +149,7 @@ impl Header {
             243 => "riscv32",
             258 => "loongarch64",
             0x9026 => "alpha",
-            machine => return Err(ElfError::UnknownMachine { machine }),
+            machine => return Err(Error::UnknownMachine { machine }),
         })
     }
 }
@@ -175,23 +175,23 @@ mod tests {
 
     #[test]
     fn bad_headers_are_errors() {
-        assert_eq!(Header::parse(b"#!/bin/sh\n", None), Err(ElfError::NotElf));
+        assert_eq!(Header::parse(b"#!/bin/sh\n", None), Err(Error::NotElf));
         let mut h = header64(62, true);
         assert!(matches!(
             Header::parse(&h[..40], None),
-            Err(ElfError::Truncated { len: 40, .. })
+            Err(Error::Truncated { len: 40, .. })
         ));
         h[4] = 7;
-        assert_eq!(Header::parse(&h, None), Err(ElfError::BadClass(7)));
+        assert_eq!(Header::parse(&h, None), Err(Error::BadClass(7)));
         let mut h = header64(62, true);
         h[32..40].copy_from_slice(&u64::MAX.to_le_bytes());
         h[56] = 9;
         h[54] = 56;
         assert!(matches!(
             Header::parse(&h, Some(4096)),
-            Err(ElfError::PhdrOutOfFile { .. })
+            Err(Error::PhdrOutOfFile { .. })
         ));
         let h = Header::parse(&header64(0x1234, false), None).unwrap();
-        assert_eq!(h.arch(), Err(ElfError::UnknownMachine { machine: 0x1234 }));
+        assert_eq!(h.arch(), Err(Error::UnknownMachine { machine: 0x1234 }));
     }
 }

@@ -18,7 +18,7 @@ pub mod tools;
 pub mod windows;
 
 use super::fstab::{self, Spec};
-use crate::fs::files::FilesError;
+use crate::fs::files;
 use crate::fs::files::{FileTree, Kind};
 use crate::guest::facts::{Bootloader, Facts, Hypervisor, InitSystem, Os, Root, Version};
 use serde::{Deserialize, Serialize};
@@ -224,7 +224,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// Warns about `e` met on `path`, naming `path` first (once: most errors name it).
-    fn error(&self, path: &str, e: FilesError) {
+    fn error(&self, path: &str, e: files::Error) {
         let msg = e.to_string();
         if msg.starts_with(&format!("{path}: ")) {
             self.warn(msg);
@@ -417,7 +417,7 @@ fn arch(cx: &Ctx) -> Option<String> {
         match elf::Header::parse(&head, Some(size)).and_then(|h| h.arch()) {
             Ok(a) => return Some(a.to_string()),
             // A script (/bin/sh on some systems) is no evidence either way.
-            Err(elf::ElfError::NotElf) => {}
+            Err(elf::Error::NotElf) => {}
             Err(e) => cx.warn(format!("{p}: {e}")),
         }
     }

@@ -15,6 +15,7 @@
 
 use super::super::{Error, Result};
 use crate::block::BlockDevice;
+use crate::bytes::wide;
 use std::mem::{offset_of, size_of};
 use zerocopy::byteorder::{LittleEndian, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -90,16 +91,25 @@ macro_rules! at {
 
 /// LVM writes everything in 512-byte units, whatever the device's logical sector size.
 pub const SECTOR: u64 = 512;
+/// SECTOR as a buffer length.
+const SECTOR_LEN: usize = 512;
+/// The bytes the label scan reads (LABEL_SCAN_SECTORS sectors).
+const SCAN_LEN: usize = 4 * SECTOR_LEN;
+const _: () = assert!(LABEL_SCAN_SECTORS == 4 && SECTOR == 512);
 /// The label may sit in any of the first four sectors (LVM's LABEL_SCAN_SECTORS).
 pub const LABEL_SCAN_SECTORS: u64 = 4;
 pub const LABEL_ID: &[u8; 8] = b"LABELONE";
 pub const LVM2_TYPE: &[u8; 8] = b"LVM2 001";
 /// Size of `label_header`; the PV header cannot start before its end.
 const LABEL_HEADER_SIZE: usize = size_of::<RawLabelHeader>();
+/// The least a PV header takes: uuid, device size and the two list terminators.
+const PV_HEADER_MIN: usize = size_of::<RawPvHeader>() + 2 * size_of::<RawDiskLocn>();
 /// LVM's CRC starts from this value instead of 0xffffffff and has no final inversion.
 pub const INITIAL_CRC: u32 = 0xf597_a6cf;
 pub const MDA_MAGIC: &[u8; 16] = b"\x20LVM2\x20x[5A%r0N*>";
 pub const MDA_HEADER_SIZE: u64 = 512;
+/// MDA_HEADER_SIZE as a buffer length.
+const MDA_HEADER_LEN: usize = 512;
 /// The only `mda_header` version LVM2 has written (FMTT_VERSION).
 pub const MDA_VERSION: u32 = 1;
 /// `raw_locn.flags` bit: this copy is ignored (`pvchange --metadataignore`); its text is stale.
@@ -108,7 +118,8 @@ pub const RAW_LOCN_IGNORED: u32 = 1;
 pub const ID_LEN: usize = 32;
 /// Metadata text larger than this is refused: real VGs with thousands of LVs stay below 1 MiB,
 /// and the whole text is held in memory and parsed.
-pub const MAX_TEXT: u64 = super::metadata::MAX_TEXT as u64;
+pub const MAX_TEXT: u64 = 16 << 20;
+const _: () = assert!(super::metadata::MAX_TEXT == 16 << 20);
 
 /// The table-driven CRC-32 (reflected polynomial 0xedb88320) LVM uses in `calc_crc`; callers
 /// pass [`INITIAL_CRC`] or a previous result to continue over a second buffer.
@@ -116,8 +127,9 @@ pub fn crc(mut crc: u32, data: &[u8]) -> u32 {
     const TABLE: [u32; 256] = {
         let mut t = [0u32; 256];
         let mut i = 0;
+        let mut n = 0u32; // i as a u32
         while i < 256 {
-            let mut c = i as u32;
+            let mut c = n;
             let mut k = 0;
             while k < 8 {
                 c = if c & 1 != 0 {
@@ -129,11 +141,13 @@ pub fn crc(mut crc: u32, data: &[u8]) -> u32 {
             }
             t[i] = c;
             i += 1;
+            n += 1;
         }
         t
     };
     for &b in data {
-        crc = TABLE[usize::from((crc as u8) ^ b)] ^ (crc >> 8);
+        let [low, ..] = crc.to_le_bytes();
+        crc = TABLE[usize::from(low ^ b)] ^ (crc >> 8);
     }
     crc
 }
@@ -181,9 +195,12 @@ pub fn undashed(id: &str) -> String {
 impl PvLabel {
     /// Parses the 512-byte sector `sector_no` that starts with "LABELONE".
     pub fn parse(buf: &[u8], sector_no: u64, device: &str) -> Result<Self> {
-        let at = sector_no * SECTOR;
-        let bad = |off: usize, d: String| Error::corrupt(device, "lvm label", at + off as u64, d);
-        let buf = match buf.get(..SECTOR as usize) {
+        // sector_no < LABEL_SCAN_SECTORS (find), so the product is small.
+        let at = sector_no.saturating_mul(SECTOR);
+        let bad = |off: usize, d: String| {
+            Error::corrupt(device, "lvm label", at.saturating_add(wide(off)), d)
+        };
+        let buf = match buf.get(..SECTOR_LEN) {
             Some(b) if b.starts_with(LABEL_ID) => b,
             _ => return Err(bad(0, "no LABELONE signature".into())),
         };
@@ -216,17 +233,18 @@ impl PvLabel {
                 ),
             });
         }
-        let hdr = label.offset_xl.get() as usize;
+        let hdr_field = label.offset_xl.get();
+        let hdr = usize::try_from(hdr_field).unwrap_or(usize::MAX);
         // uuid + device size + at least the two list terminators.
         let pv = buf
             .get(hdr..)
             .filter(|_| hdr >= LABEL_HEADER_SIZE)
-            .filter(|rest| rest.len() >= size_of::<RawPvHeader>() + 2 * size_of::<RawDiskLocn>())
+            .filter(|rest| rest.len() >= PV_HEADER_MIN)
             .and_then(|rest| RawPvHeader::ref_from_prefix(rest).ok());
-        let Some((pv, _)) = pv else {
+        let Some((pv, mut rest)) = pv else {
             return Err(bad(
                 at!(RawLabelHeader, offset_xl),
-                format!("PV header offset {hdr} outside the label sector"),
+                format!("PV header offset {hdr_field} outside the label sector"),
             ));
         };
         if !pv.pv_uuid.iter().all(|c| c.is_ascii_graphic()) {
@@ -234,18 +252,18 @@ impl PvLabel {
         }
         let uuid = String::from_utf8_lossy(&pv.pv_uuid).into_owned();
         let device_size = pv.device_size_xl.get();
-        let mut pos = hdr + size_of::<RawPvHeader>();
         let mut lists = [Vec::new(), Vec::new()];
         for list in &mut lists {
             loop {
-                let Ok((l, _)) = RawDiskLocn::read_from_prefix(&buf[pos..]) else {
+                let Ok((l, next)) = RawDiskLocn::read_from_prefix(rest) else {
+                    let pos = buf.len().saturating_sub(rest.len());
                     return Err(bad(pos, "disk area list runs past the label sector".into()));
                 };
                 let l = DiskLocn {
                     offset: l.offset.get(),
                     size: l.size.get(),
                 };
-                pos += size_of::<RawDiskLocn>();
+                rest = next;
                 if l.offset == 0 {
                     break;
                 }
@@ -264,12 +282,12 @@ impl PvLabel {
 
     /// Looks for a label in the first four sectors of `dev`. None: not a PV.
     pub fn find(dev: &dyn BlockDevice, device: &str) -> Result<Option<Self>> {
-        let n = dev.len().min(LABEL_SCAN_SECTORS * SECTOR);
-        let mut buf = vec![0u8; n as usize];
+        let n = usize::try_from(dev.len()).map_or(SCAN_LEN, |l| l.min(SCAN_LEN));
+        let mut buf = vec![0u8; n];
         dev.read_at(&mut buf, 0)?;
-        for (i, s) in buf.chunks_exact(SECTOR as usize).enumerate() {
-            if &s[..8] == LABEL_ID {
-                return Self::parse(s, i as u64, device).map(Some);
+        for (i, s) in (0u64..).zip(buf.chunks_exact(SECTOR_LEN)) {
+            if s.starts_with(LABEL_ID) {
+                return Self::parse(s, i, device).map(Some);
             }
         }
         Ok(None)
@@ -296,9 +314,9 @@ impl MdaHeader {
     /// Parses the 512 bytes read at byte `at` of `device` (where the PV header says the area is).
     pub fn parse(buf: &[u8], at: u64, device: &str) -> Result<Self> {
         let bad = |off: usize, d: String| {
-            Error::corrupt(device, "lvm mda_header", at.saturating_add(off as u64), d)
+            Error::corrupt(device, "lvm mda_header", at.saturating_add(wide(off)), d)
         };
-        let Some(buf) = buf.get(..MDA_HEADER_SIZE as usize) else {
+        let Some(buf) = buf.get(..MDA_HEADER_LEN) else {
             return Err(bad(0, "shorter than 512 bytes".into()));
         };
         let Ok((h, mut rest)) = RawMdaHeader::ref_from_prefix(buf) else {
@@ -375,14 +393,14 @@ impl MdaHeader {
                 ),
             ));
         }
-        let mut buf = vec![0u8; MDA_HEADER_SIZE as usize];
+        let mut buf = vec![0u8; MDA_HEADER_LEN];
         dev.read_at(&mut buf, area.offset)?;
         let h = Self::parse(&buf, area.offset, device)?;
         if h.size > area.size {
             return Err(Error::corrupt(
                 device,
                 "lvm mda_header",
-                area.offset + at!(RawMdaHeader, size) as u64,
+                area.offset.saturating_add(wide(at!(RawMdaHeader, size))),
                 format!(
                     "area size {} is larger than the PV header's {}",
                     h.size, area.size
@@ -414,7 +432,7 @@ impl MdaHeader {
             Error::corrupt(
                 device,
                 "lvm raw_locn",
-                self.start.saturating_add(size_of::<RawMdaHeader>() as u64),
+                self.start.saturating_add(wide(size_of::<RawMdaHeader>())),
                 d,
             )
         };
@@ -424,25 +442,29 @@ impl MdaHeader {
                 r.offset, self.size
             )));
         }
-        let ring = self.size - MDA_HEADER_SIZE;
+        // offset < size and offset >= MDA_HEADER_SIZE (just checked): no underflow.
+        let ring = self.size.saturating_sub(MDA_HEADER_SIZE);
         if r.size > ring || r.size > MAX_TEXT {
             return Err(bad(format!(
                 "text size {} exceeds the area's buffer ({ring} bytes) or the limit of {MAX_TEXT}",
                 r.size
             )));
         }
-        let first = r.size.min(self.size - r.offset);
-        let wrap = r.size - first;
-        // OK: r.size <= MAX_TEXT (16 MiB), fits usize.
-        let mut text = vec![0u8; r.size as usize];
+        // The part before the end of the area, then the part wrapped after the header.
+        let first = r.size.min(self.size.saturating_sub(r.offset));
+        // r.size <= MAX_TEXT (16 MiB): both fit usize.
+        let (Ok(len), Ok(first_len)) = (usize::try_from(r.size), usize::try_from(first)) else {
+            return Err(bad(format!("text size {} does not fit in memory", r.size)));
+        };
+        let mut text = vec![0u8; len];
         // `read` checked start + size <= dev.len(); saturating keeps a hand-made header safe too.
         let at = self.start.saturating_add(r.offset);
-        dev.read_at(&mut text[..first as usize], at)?;
-        if wrap > 0 {
-            dev.read_at(
-                &mut text[first as usize..],
-                self.start.saturating_add(MDA_HEADER_SIZE),
-            )?;
+        let Some((head, wrapped)) = text.split_at_mut_checked(first_len) else {
+            return Err(bad(format!("text size {} split at {first}", r.size)));
+        };
+        dev.read_at(head, at)?;
+        if !wrapped.is_empty() {
+            dev.read_at(wrapped, self.start.saturating_add(MDA_HEADER_SIZE))?;
         }
         let actual = crc(INITIAL_CRC, &text);
         if actual != r.checksum {

@@ -1,7 +1,11 @@
 //! A linear or striped logical volume as a device: each segment maps a range of the LV onto one
 //! PV range (linear) or onto N PV ranges in `stripe_size` chunks, round-robin (dm-stripe).
 
-use crate::block::{check_range, push_extent, BlockDevice, Describe, Extent, LayerInfo, Result};
+use crate::block::{
+    check_range, push_extent, BlockDevice, Describe, Error, Extent, LayerInfo, Result,
+};
+use crate::bytes::wide;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -37,17 +41,20 @@ impl LvDevice {
             if s.start != next || s.len == 0 {
                 return Err(format!("segment {i} does not continue the previous one"));
             }
-            let n = s.stripes.len() as u64;
+            let n = wide(s.stripes.len());
             if n == 0 || s.stripe_size == 0 {
                 return Err(format!("segment {i} has no stripes or a zero stripe size"));
             }
-            if s.len % n != 0 || (s.len / n) % s.stripe_size != 0 {
+            // Each stripe's area: len / n bytes, a whole number of chunks.
+            let area = s.len.checked_div(n).filter(|a| {
+                s.len.checked_rem(n) == Some(0) && a.checked_rem(s.stripe_size) == Some(0)
+            });
+            let Some(area) = area else {
                 return Err(format!(
                     "segment {i}: {} bytes do not divide into {n} stripes of {}-byte chunks",
                     s.len, s.stripe_size
                 ));
-            }
-            let area = s.len / n;
+            };
             for st in &s.stripes {
                 if st.start.checked_add(area).is_none_or(|e| e > st.dev.len()) {
                     return Err(format!(
@@ -78,34 +85,71 @@ impl LvDevice {
     ) -> Result<()> {
         check_range(off, len, self.size)?;
         let mut pos = off;
-        let end = off + len;
+        // check_range: off + len does not overflow; `new`: no segment end overflows.
+        let end = off.saturating_add(len);
         // First segment that ends after `pos`.
-        let mut si = self.segs.partition_point(|s| s.start + s.len <= pos);
+        let mut si = self
+            .segs
+            .partition_point(|s| s.start.saturating_add(s.len) <= pos);
         while pos < end {
-            let s = &self.segs[si];
-            let o = pos - s.start;
-            let n = s.stripes.len() as u64;
-            let (idx, dev_off, avail) = if n == 1 {
-                (0, s.stripes[0].start + o, s.len - o)
-            } else {
-                let chunk = o / s.stripe_size;
-                let within = o % s.stripe_size;
-                let idx = (chunk % n) as usize;
-                let row = chunk / n;
-                (
-                    idx,
-                    s.stripes[idx].start + row * s.stripe_size + within,
-                    s.stripe_size - within,
-                )
+            let piece = self
+                .segs
+                .get(si)
+                .and_then(|s| Some((s, locate(s, pos)?)))
+                .filter(|(_, (_, _, avail))| *avail > 0);
+            let Some((s, (stripe, dev_off, avail))) = piece else {
+                return Err(Error::corrupt(
+                    format!("{}/{}", self.vg, self.lv),
+                    "LV segment map",
+                    pos,
+                    "no stripe maps this offset",
+                ));
             };
-            let take = avail.min(end - pos);
-            f(pos, &s.stripes[idx].dev, dev_off, take)?;
-            pos += take;
-            if pos == s.start + s.len {
-                si += 1;
+            let take = avail.min(end.saturating_sub(pos));
+            f(pos, &stripe.dev, dev_off, take)?;
+            pos = pos.saturating_add(take);
+            if Some(pos) == s.start.checked_add(s.len) {
+                si = si.saturating_add(1);
             }
         }
         Ok(())
+    }
+}
+
+/// Where LV offset `pos` of segment `s` lies: the stripe, the offset on its device, and the
+/// bytes left in that chunk (dm-stripe: chunk c goes to stripe c mod n, row c / n). `None`
+/// only if `LvDevice::new`'s checks missed a case.
+fn locate(s: &Seg, pos: u64) -> Option<(&Stripe, u64, u64)> {
+    let o = pos.checked_sub(s.start)?;
+    if let [one] = s.stripes.as_slice() {
+        return Some((one, one.start.checked_add(o)?, s.len.checked_sub(o)?));
+    }
+    let n = wide(s.stripes.len());
+    let chunk = o.checked_div(s.stripe_size)?;
+    let within = o.checked_rem(s.stripe_size)?;
+    let stripe = s
+        .stripes
+        .get(usize::try_from(chunk.checked_rem(n)?).ok()?)?;
+    let row = chunk.checked_div(n)?;
+    let dev_off = stripe
+        .start
+        .checked_add(row.checked_mul(s.stripe_size)?)?
+        .checked_add(within)?;
+    Some((stripe, dev_off, s.stripe_size.checked_sub(within)?))
+}
+
+/// Where the piece at LV offset `lv_off`, `n` bytes long, lies in a buffer for LV offset `off`.
+fn piece(off: u64, lv_off: u64, n: u64) -> Option<Range<usize>> {
+    let b = usize::try_from(lv_off.checked_sub(off)?).ok()?;
+    Some(b..b.checked_add(usize::try_from(n).ok()?)?)
+}
+
+/// A piece `pieces` handed out that does not lie inside the caller's buffer of `len` bytes.
+fn outside(off: u64, lv_off: u64, n: u64, len: u64) -> Error {
+    Error::OutOfRange {
+        offset: lv_off.saturating_sub(off),
+        len: n,
+        size: len,
     }
 }
 
@@ -115,18 +159,20 @@ impl BlockDevice for LvDevice {
     }
 
     fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
-        self.pieces(off, buf.len() as u64, |lv_off, dev, dev_off, n| {
-            let b = (lv_off - off) as usize;
-            dev.read_at(&mut buf[b..b + n as usize], dev_off)
+        let len = wide(buf.len());
+        self.pieces(off, len, |lv_off, dev, dev_off, n| {
+            let part = piece(off, lv_off, n).and_then(|r| buf.get_mut(r));
+            dev.read_at(part.ok_or(outside(off, lv_off, n, len))?, dev_off)
         })
     }
 
     /// Writes land on the PV ranges the segments map, piece by piece as reads do (dm-linear and
     /// dm-stripe); a write past the LV's end is refused before any piece is written.
     fn write_at(&self, buf: &[u8], off: u64) -> Result<()> {
-        self.pieces(off, buf.len() as u64, |lv_off, dev, dev_off, n| {
-            let b = (lv_off - off) as usize;
-            dev.write_at(&buf[b..b + n as usize], dev_off)
+        let len = wide(buf.len());
+        self.pieces(off, len, |lv_off, dev, dev_off, n| {
+            let part = piece(off, lv_off, n).and_then(|r| buf.get(r));
+            dev.write_at(part.ok_or(outside(off, lv_off, n, len))?, dev_off)
         })
     }
 
@@ -185,6 +231,7 @@ impl Describe for LvDevice {
 }
 
 #[cfg(test)]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // in-memory fixtures
 mod tests {
     use super::*;
     use crate::block::{Error, ExtentKind};

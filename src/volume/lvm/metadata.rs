@@ -102,13 +102,13 @@ impl Section {
 
 /// A syntax error: `offset` is the byte offset in the text, `line` 1-based.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TextError {
+pub struct Error {
     pub offset: usize,
     pub line: usize,
     pub detail: String,
 }
 
-impl std::fmt::Display for TextError {
+impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "line {}: {}", self.line, self.detail)
     }
@@ -163,28 +163,22 @@ fn ident(i: &[u8]) -> PResult<'_, &[u8]> {
 /// A quoted string; `\x` stands for `x` (LVM escapes `"` and `\` this way).
 fn string(i: &[u8]) -> PResult<'_, String> {
     let (rest, quote) = alt((char('"'), char('\''))).parse(i)?;
-    let quote = quote as u8;
+    let quote = if quote == '"' { b'"' } else { b'\'' };
     let mut out = Vec::new();
-    let mut k = 0;
+    let mut bytes = rest.iter();
     loop {
-        match rest.get(k) {
+        match bytes.next() {
             None => return fail(i, "unterminated string"),
             Some(&c) if c == quote => break,
-            Some(b'\\') => match rest.get(k + 1) {
-                Some(&e) => {
-                    out.push(e);
-                    k += 2;
-                }
+            Some(b'\\') => match bytes.next() {
+                Some(&e) => out.push(e),
                 None => return fail(i, "unterminated string"),
             },
-            Some(&c) => {
-                out.push(c);
-                k += 1;
-            }
+            Some(&c) => out.push(c),
         }
     }
     let s = String::from_utf8_lossy(&out).into_owned();
-    Ok((&rest[k + 1..], s))
+    Ok((bytes.as_slice(), s))
 }
 
 /// An integer (possibly negative) or a float (`1.5`).
@@ -215,7 +209,7 @@ struct TextParser {
 
 impl TextParser {
     fn count<'a>(&self, at: &'a [u8]) -> PResult<'a, ()> {
-        let n = self.nodes.get() + 1;
+        let n = self.nodes.get().saturating_add(1);
         if n > MAX_NODES {
             return fail(at, format!("more than {MAX_NODES} values and sections"));
         }
@@ -291,7 +285,7 @@ impl TextParser {
                     if depth >= MAX_DEPTH {
                         return fail(r, format!("sections nested deeper than {MAX_DEPTH}"));
                     }
-                    let (r, s) = self.body(&r[1..], depth + 1, false)?;
+                    let (r, s) = self.body(&r[1..], depth.saturating_add(1), false)?;
                     sec.items.push((name, Item::Section(s)));
                     i = r;
                 }
@@ -302,13 +296,14 @@ impl TextParser {
 }
 
 /// Parses a metadata text (as stored: trailing NULs are ignored).
-pub fn parse(text: &[u8]) -> Result<Section, TextError> {
-    let err = |offset: usize, detail: String| TextError {
+pub fn parse(text: &[u8]) -> Result<Section, Error> {
+    let err = |offset: usize, detail: String| Error {
         offset,
-        line: 1 + text[..offset.min(text.len())]
+        line: text[..offset.min(text.len())]
             .iter()
             .filter(|&&c| c == b'\n')
-            .count(),
+            .count()
+            .saturating_add(1),
         detail,
     };
     if text.len() > MAX_TEXT {
@@ -320,7 +315,10 @@ pub fn parse(text: &[u8]) -> Result<Section, TextError> {
             ),
         ));
     }
-    let end = text.iter().rposition(|&c| c != 0).map_or(0, |p| p + 1);
+    let end = text
+        .iter()
+        .rposition(|&c| c != 0)
+        .map_or(0, |p| p.saturating_add(1));
     let p = TextParser {
         nodes: Cell::new(0),
     };

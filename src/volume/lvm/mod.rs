@@ -14,6 +14,7 @@ pub mod vgmeta;
 
 use super::{Error, Result};
 use crate::block::BlockDevice;
+use crate::bytes::wide;
 use label::{dashed, undashed, MdaHeader, PvLabel, SECTOR};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -94,7 +95,7 @@ fn read_copy(dev: &dyn BlockDevice, area: label::DiskLocn, device: &str) -> Resu
         Error::corrupt(
             device,
             "lvm metadata text",
-            at.saturating_add(e.offset as u64),
+            at.saturating_add(wide(e.offset)),
             e.to_string(),
         )
     })?;
@@ -306,7 +307,8 @@ fn map_lv(
     by_uuid: &HashMap<String, usize>,
     pv_by_key: &HashMap<&str, &PvMeta>,
 ) -> Lv {
-    let extent_bytes = vg.extent_size * SECTOR; // checked in VgMeta::from_tree
+    // VgMeta::from_tree checked that the product fits.
+    let extent_bytes = vg.extent_size.saturating_mul(SECTOR);
     let mut out = Lv {
         vg: vg.name.clone(),
         name: l.name.clone(),
@@ -352,16 +354,18 @@ fn build_segments(
 ) -> std::result::Result<Vec<lv::Seg>, String> {
     let ovf = || "segment offsets overflow".to_string();
     let mut segs = Vec::new();
-    for (si, s) in l.segments.iter().enumerate() {
-        let n = s.stripes.len() as u64;
-        if n == 0 || s.extent_count == 0 || s.extent_count % n != 0 {
+    for (no, s) in (1usize..).zip(&l.segments) {
+        let n = wide(s.stripes.len());
+        let area_extents = s
+            .extent_count
+            .checked_div(n)
+            .filter(|_| s.extent_count != 0 && s.extent_count.checked_rem(n) == Some(0));
+        let Some(area_extents) = area_extents else {
             return Err(format!(
-                "segment {} has {} extents, not a multiple of its {n} stripes",
-                si + 1,
+                "segment {no} has {} extents, not a multiple of its {n} stripes",
                 s.extent_count
             ));
-        }
-        let area_extents = s.extent_count / n;
+        };
         let len = s.extent_count.checked_mul(extent_bytes).ok_or_else(ovf)?;
         let stripe_size = if n == 1 {
             len
@@ -370,12 +374,9 @@ fn build_segments(
         };
         let mut stripes = Vec::new();
         for (pv_key, pe) in &s.stripes {
-            let pv = pv_by_key.get(pv_key.as_str()).ok_or_else(|| {
-                format!(
-                    "segment {} uses {pv_key}, which the VG does not list",
-                    si + 1
-                )
-            })?;
+            let pv = pv_by_key
+                .get(pv_key.as_str())
+                .ok_or_else(|| format!("segment {no} uses {pv_key}, which the VG does not list"))?;
             let li = by_uuid.get(&undashed(&pv.id)).ok_or_else(|| {
                 format!(
                     "PV {} ({pv_key}, last seen as {}) is missing: no given disk holds it",
@@ -385,8 +386,7 @@ fn build_segments(
             })?;
             if pe.checked_add(area_extents).is_none_or(|e| e > pv.pe_count) {
                 return Err(format!(
-                    "segment {} uses extents {pe}..{} of {pv_key}, which has only {}",
-                    si + 1,
+                    "segment {no} uses extents {pe}..{} of {pv_key}, which has only {}",
                     pe.saturating_add(area_extents),
                     pv.pe_count
                 ));

@@ -3,6 +3,7 @@
 //! with `segmentN` sections. Problems of one LV are kept on that LV, so the others still work.
 
 use super::metadata::{Section, Value};
+use crate::bytes::wide;
 
 /// LVM's own limits are far lower in practice; these bound the work on hostile text.
 pub const MAX_PVS: usize = 100_000;
@@ -167,7 +168,7 @@ fn segments(lv: &Section, name: &str, nseg: &mut usize) -> Result<(Vec<SegMeta>,
         if !key.starts_with("segment") {
             continue;
         }
-        *nseg += 1;
+        *nseg = nseg.saturating_add(1);
         if *nseg > MAX_SEGMENTS {
             return Err(format!("more than {MAX_SEGMENTS} segments"));
         }
@@ -197,7 +198,11 @@ fn segments(lv: &Section, name: &str, nseg: &mut usize) -> Result<(Vec<SegMeta>,
             let Some(Value::Array(a)) = s.get("stripes") else {
                 return Err(format!("{ctx}: stripes is missing or not an array"));
             };
-            if a.len() % 2 != 0 || a.len() as u64 / 2 != seg.stripe_count || a.is_empty() {
+            let pairs = a.chunks_exact(2);
+            if !pairs.remainder().is_empty()
+                || wide(pairs.len()) != seg.stripe_count
+                || a.is_empty()
+            {
                 return Err(format!(
                     "{ctx}: stripes lists {} entries for stripe_count {}",
                     a.len(),
@@ -207,7 +212,8 @@ fn segments(lv: &Section, name: &str, nseg: &mut usize) -> Result<(Vec<SegMeta>,
             for pair in a.chunks_exact(2) {
                 match (&pair[0], &pair[1]) {
                     (Value::Str(pv), Value::Int(pe)) if *pe >= 0 => {
-                        seg.stripes.push((pv.clone(), *pe as u64));
+                        // pe >= 0 (the guard): its magnitude is its value.
+                        seg.stripes.push((pv.clone(), pe.unsigned_abs()));
                     }
                     _ => return Err(format!("{ctx}: stripes entry is not \"pvN\", extent")),
                 }

@@ -2,6 +2,8 @@
 //! the first block of the journal, big-endian. Version 1 has no feature words; version 2 adds
 //! the features, UUID and (with csum v2/v3) a crc32c of itself. Validated as the kernel's
 //! `journal_check_superblock` does: a journal it would refuse to load is refused here too.
+// Guard rails (issue 16 item 7): the journal superblock is untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::block::{crc32c, HEADER_LEN, MAGIC};
 use crate::fs::{Error, Result};
@@ -181,7 +183,11 @@ impl JournalSuperblock {
         } else {
             0
         };
-        if sb.maxlen < MIN_JOURNAL_BLOCKS || sb.maxlen - MIN_JOURNAL_BLOCKS < fc {
+        if sb
+            .maxlen
+            .checked_sub(MIN_JOURNAL_BLOCKS)
+            .is_none_or(|room| room < fc)
+        {
             return Err(bad(
                 offset_of!(RawJournalSuperblock, s_maxlen),
                 format!(
@@ -264,14 +270,14 @@ impl JournalSuperblock {
         if self.has_incompat(INCOMPAT_CSUM_V3) {
             return 16;
         }
-        let mut sz = 12;
-        if self.has_incompat(INCOMPAT_CSUM_V2) {
-            sz += 2;
-        }
-        if self.has_incompat(INCOMPAT_64BIT) {
-            sz
-        } else {
-            sz - 4
+        match (
+            self.has_incompat(INCOMPAT_CSUM_V2),
+            self.has_incompat(INCOMPAT_64BIT),
+        ) {
+            (true, true) => 14,
+            (true, false) => 10,
+            (false, true) => 12,
+            (false, false) => 8,
         }
     }
 
@@ -308,7 +314,7 @@ fn checksum(raw: &RawJournalSuperblock) -> u32 {
     let b = raw.as_bytes();
     let c = crc32c(!0, &b[..CHECKSUM_OFF]);
     let c = crc32c(c, &[0; size_of::<Be32>()]);
-    crc32c(c, &b[CHECKSUM_OFF + size_of::<Be32>()..])
+    crc32c(c, &b[CHECKSUM_OFF..][size_of::<Be32>()..])
 }
 
 #[cfg(test)]
@@ -318,7 +324,7 @@ mod tests {
     pub(crate) fn sample(version: u32, incompat: u32) -> Vec<u8> {
         let mut b = vec![0u8; 1024];
         let put = |b: &mut Vec<u8>, at: usize, v: u32| {
-            b[at..at + 4].copy_from_slice(&v.to_be_bytes());
+            b[at..][..4].copy_from_slice(&v.to_be_bytes());
         };
         put(&mut b, 0, MAGIC);
         put(&mut b, 4, version);
