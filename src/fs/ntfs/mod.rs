@@ -796,6 +796,10 @@ impl Ntfs {
             }
             for (k, &b) in buf[..n].iter().enumerate() {
                 let first = (off + k as u64) * 8;
+                // The bitmap's stream may run past the volume's clusters (fuzzing found it).
+                if first >= clusters {
+                    break;
+                }
                 let bits = if first + 8 > clusters {
                     // OK: fewer than 8 clusters remain.
                     let keep = (clusters - first) as u32;
