@@ -1,6 +1,6 @@
 //! A whole NTFS volume from arbitrary bytes: open (boot sector, $MFT and its attribute list,
 //! $UpCase, $Volume), then a bounded walk of the tree (readdir, lookup, getattr, read,
-//! readlink, listxattr, getxattr) that exercises MFT records and fixups, attribute lists, runlists, index B+ trees, LZNT1 units,
+//! readlink, listxattr, getxattr, the removed names of `ferry timeline`) that exercises MFT records and fixups, attribute lists, runlists, index B+ trees, LZNT1 units,
 //! sparse runs, reparse points and streams. Seed it with small mkntfs images (-c 512, 1 MiB).
 #![no_main]
 
@@ -26,6 +26,12 @@ fuzz_target!(|data: &[u8]| {
     while let Some(dir) = queue.pop() {
         if !seen.insert(dir) || seen.len() > MAX_NODES {
             continue;
+        }
+        // Removed names, from index slack and freed records (`ferry timeline`).
+        if let Ok(removed) = fs.deleted_entries(dir) {
+            for d in removed.iter().take(64) {
+                let _ = fs.removed_getattr(d.ino);
+            }
         }
         let mut entries = Vec::new();
         let _ = fs.readdir(dir, 0, &mut |e, _next| {

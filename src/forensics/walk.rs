@@ -52,7 +52,7 @@ struct Pending {
     depth: usize,
     /// A removed entry: listed, and descended into only when it is a removed directory
     /// whose inode is free (see `MAX_REMOVED_DEPTH`).
-    deleted: Option<(bool, Option<FileType>)>,
+    deleted: Option<(bool, Option<FileType>, bool)>,
     /// For a removed entry: how many removed directories up it lies (0: in a live one).
     removed_depth: usize,
     /// An orphan itself (`$OrphanFiles/OrphanFile-N`), not a record below one.
@@ -120,8 +120,8 @@ impl Walker<'_, '_> {
             if self.with_deleted {
                 self.named.insert(p.ino);
             }
-            if let Some((reallocated, entry_kind)) = p.deleted {
-                let dir = visit_deleted(self.fs, &p, reallocated, entry_kind, self.visit);
+            if let Some((reallocated, entry_kind, stale)) = p.deleted {
+                let dir = visit_deleted(self.fs, &p, (reallocated, entry_kind, stale), self.visit);
                 // fls enters a removed name that names (or may name) a directory, when the
                 // inode is a directory and free too.
                 let named_dir = matches!(entry_kind, None | Some(FileType::Directory));
@@ -272,7 +272,7 @@ impl Walker<'_, '_> {
                 path: child_path(&dir, &name),
                 kind: FileType::RegularFile,
                 depth: 0,
-                deleted: Some((false, None)),
+                deleted: Some((false, None, false)),
                 removed_depth: 0,
                 orphan: true,
             });
@@ -314,7 +314,7 @@ impl Walker<'_, '_> {
                 path: child_path(&p.path, &d.name),
                 kind: d.kind.unwrap_or(FileType::RegularFile),
                 depth: p.depth + 1,
-                deleted: Some((d.reallocated, d.kind)),
+                deleted: Some((d.reallocated, d.kind, d.stale)),
                 removed_depth: p.removed_depth + 1,
                 orphan: false,
             });
@@ -369,7 +369,7 @@ impl Walker<'_, '_> {
                 path: child_path(prefix, &d.name),
                 kind: d.kind.unwrap_or(FileType::RegularFile),
                 depth,
-                deleted: Some((d.reallocated, d.kind)),
+                deleted: Some((d.reallocated, d.kind, d.stale)),
                 removed_depth: 0,
                 orphan: false,
             });
@@ -400,16 +400,16 @@ fn zero_attr(ino: u64, kind: FileType) -> Attr {
 }
 
 /// Visits a removed entry with its inode as it is now, as fls does; an inode that cannot be
-/// read (number 0, or garbage) gives all-zero metadata rather than an error, since nothing
+/// read (number 0, or garbage) or that is `stale` (known to be another file's, see
+/// `DeletedEntry::stale`) gives all-zero metadata rather than an error, since nothing
 /// promised it would still be there. True when that inode was read and is a directory.
 fn visit_deleted(
     fs: &dyn Filesystem,
     p: &Pending,
-    reallocated: bool,
-    entry_kind: Option<FileType>,
+    (reallocated, entry_kind, stale): (bool, Option<FileType>, bool),
     visit: &mut dyn FnMut(&Visit),
 ) -> bool {
-    let read = if p.ino == 0 {
+    let read = if p.ino == 0 || stale {
         None
     } else {
         fs.removed_getattr(p.ino).ok()

@@ -336,6 +336,10 @@ pub struct DeletedEntry {
     /// The inode is in use again (by this file under another name, or by a new one): its
     /// metadata is no longer the removed file's. fls says "(deleted-realloc)".
     pub reallocated: bool,
+    /// The inode is known to hold another file than the one the name was for (NTFS: the
+    /// record's sequence number moved on since the index entry was written), so its
+    /// metadata is not shown: fls shows none either.
+    pub stale: bool,
 }
 
 /// Inodes no name reaches may be among these (forensics: fls's `$OrphanFiles`).

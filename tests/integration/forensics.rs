@@ -650,6 +650,380 @@ fn timeline_lists_removed_ntfs_records_as_fls_does() {
     assert!(!all.contains_key("/docs/b.txt"), "{ours}");
 }
 
+/// The NTFS tools the index-slack tests need (fls, mkntfs, ntfs-3g, libfaketime), or a loud
+/// skip.
+fn ntfs_slack_tools() -> Option<std::path::PathBuf> {
+    let lib = common::ntfs3g::faketime_lib();
+    if !have("fls") || !common::have_tools(&["mkntfs", "ntfs-3g"]) || lib.is_none() {
+        assert!(
+            !kernel::required(),
+            "fls, mkntfs, ntfs-3g or libfaketime missing: contrib/setup.sh installs them"
+        );
+        eprintln!("SKIP: fls (sleuthkit), mkntfs, ntfs-3g or libfaketime is not installed");
+        return None;
+    }
+    lib
+}
+
+/// A 16 MiB mkntfs image at `img`.
+fn mkntfs_image(img: &Path) {
+    std::fs::File::create(img)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    common::run(Command::new("mkntfs").args(["-F", "-Q", "-q"]).arg(img));
+}
+
+/// Whether a body-file mode column has no metadata behind it (fls: the name's inode holds
+/// another file now, or none).
+fn no_meta(mode: &str) -> bool {
+    mode.ends_with("/----------")
+}
+
+/// NTFS index slack: removing an index entry moves the next ones down over it, so stale
+/// entries stay past a node's used size, and fls lists the plausible ones as removed names
+/// of the directory ("r/" or "d/" from the entry's own $FILE_NAME flags; a name from a
+/// removed MFT record alone is "-/"). ntfs-3g fills a directory with enough files for INDX
+/// blocks and a small one whose index is only $INDEX_ROOT, under a 2019 clock (fls 4.11
+/// takes slack entries only with times from 1970 to 2019-12-26), then removes some, renames
+/// some (the old name's record is the same file: "(deleted-realloc)") and creates files that
+/// take the freed records (the old name's record moved on: fls shows no metadata). A
+/// directory written with today's clock has slack fls does not take. ferry lists the same
+/// removed names with the same record numbers, type letters, sizes and times (fields as in
+/// `timeline_lists_removed_ntfs_records_as_fls_does`), the names without metadata field for
+/// field; and the live names as fls lists them.
+#[test]
+fn timeline_lists_ntfs_index_slack_names_as_fls_does() {
+    let Some(lib) = ntfs_slack_tools() else {
+        return;
+    };
+    use common::ntfs3g::Ntfs3g;
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("ntfs.img");
+    mkntfs_image(&img);
+    let mnt = dir.path().join("mnt");
+    {
+        let m = Ntfs3g::mount_at(&img, &mnt, "rw", &lib, "@2019-06-01 12:00:00");
+        let r = &m.0;
+        std::fs::create_dir_all(r.join("many")).unwrap();
+        std::fs::create_dir_all(r.join("small")).unwrap();
+        for i in 1..=120 {
+            std::fs::write(r.join(format!("many/f{i:03}.txt")), format!("file {i}\n")).unwrap();
+        }
+        for n in ["a", "b", "c"] {
+            std::fs::write(r.join(format!("small/{n}.txt")), n).unwrap();
+        }
+    }
+    // Today's clock, before the 2019 removals so that their records stay free.
+    {
+        let m = Ntfs3g::mount(&img, &mnt, "rw");
+        std::fs::create_dir_all(m.0.join("late")).unwrap();
+        for i in 1..=60 {
+            std::fs::write(m.0.join(format!("late/l{i:03}.txt")), "late\n").unwrap();
+        }
+    }
+    {
+        let m = Ntfs3g::mount(&img, &mnt, "rw");
+        for i in (3..=60).step_by(7) {
+            std::fs::remove_file(m.0.join(format!("late/l{i:03}.txt"))).unwrap();
+        }
+    }
+    {
+        let m = Ntfs3g::mount_at(&img, &mnt, "rw", &lib, "@2019-06-02 12:00:00");
+        let r = &m.0;
+        for i in (5..=120).step_by(9) {
+            std::fs::remove_file(r.join(format!("many/f{i:03}.txt"))).unwrap();
+        }
+        for i in [11, 31, 51] {
+            std::fs::rename(
+                r.join(format!("many/f{i:03}.txt")),
+                r.join(format!("many/g{i:03}.txt")),
+            )
+            .unwrap();
+        }
+        std::fs::remove_file(r.join("small/c.txt")).unwrap();
+    }
+    {
+        // Take the six lowest free records: some of /many's.
+        let m = Ntfs3g::mount_at(&img, &mnt, "rw", &lib, "@2019-06-03 12:00:00");
+        for i in 1..=6 {
+            std::fs::write(m.0.join(format!("new{i}.txt")), "new\n").unwrap();
+        }
+    }
+    let guard = Unchanged::new(&[&img]);
+    let ours = ferry_ok(&["timeline", img.to_str().unwrap()]);
+    let json = ferry_ok(&["timeline", "--json", img.to_str().unwrap()]);
+    drop(guard);
+    let fls_text = common::run(Command::new("fls").args(["-r", "-m", "/"]).arg(&img));
+    let pick = |text: &str, deleted: bool| -> BTreeMap<String, Vec<String>> {
+        body(text)
+            .into_iter()
+            .filter(|(n, _)| {
+                n.contains(" (deleted") == deleted && !n.contains("($FILE_NAME)")
+                    // fls lists the metadata files' streams ($Extend/$ObjId:$O...).
+                    && (deleted || !n.starts_with("/$"))
+            })
+            .collect()
+    };
+    let (want, got) = (pick(&fls_text, true), pick(&ours, true));
+    // The cases this test is about, as fls shows them (from the slack: a type letter).
+    let slack: Vec<(&String, &Vec<String>)> = want
+        .iter()
+        .filter(|(n, w)| n.starts_with("/many/") && !w[1].starts_with("-/"))
+        .collect();
+    let has = |what: &str, f: &dyn Fn(&str, &Vec<String>) -> bool| {
+        assert!(
+            slack.iter().any(|(n, w)| f(n, w)),
+            "fls lists no slack name {what}:\n{fls_text}"
+        );
+    };
+    has("with its removed record", &|n, w| {
+        n.ends_with(" (deleted)") && !no_meta(&w[1])
+    });
+    has("whose record a new file took", &|n, w| {
+        n.ends_with(" (deleted)") && no_meta(&w[1]) && w[0] != "0"
+    });
+    has("of a renamed file", &|n, _| {
+        n.ends_with(" (deleted-realloc)") && n.contains("/f031.txt")
+    });
+    assert!(
+        want.iter()
+            .all(|(n, w)| !n.starts_with("/late/") || w[1].starts_with("-/")),
+        "fls 4.11 took a slack name written after 2019:\n{fls_text}"
+    );
+    assert!(
+        want.contains_key("/small/c.txt (deleted)"),
+        "fls lacks small/c.txt:\n{fls_text}"
+    );
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "removed names\nfls:\n{fls_text}\nferry:\n{ours}"
+    );
+    for (name, w) in &want {
+        let g = &got[name];
+        if no_meta(&w[1]) {
+            assert_eq!(g, w, "{name}: a name without metadata");
+            continue;
+        }
+        assert_eq!(g[0], w[0].split('-').next().unwrap(), "{name} record");
+        assert_eq!(g[1][..3], w[1][..3], "{name} type letters");
+        if w[1][2..].starts_with('r') {
+            assert_eq!(g[4], w[4], "{name} size");
+        }
+        for i in 5..9 {
+            assert_eq!(
+                g[i].split('.').next().unwrap(),
+                w[i],
+                "{name} time field {i}"
+            );
+        }
+    }
+    // The live names: the same, with the same records, type letters and times.
+    let (want, got) = (pick(&fls_text, false), pick(&ours, false));
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "live names\nfls:\n{fls_text}\nferry:\n{ours}"
+    );
+    for (name, w) in &want {
+        let g = &got[name];
+        assert_eq!(g[0], w[0].split('-').next().unwrap(), "{name} record");
+        assert_eq!(g[1][..3], w[1][..3], "{name} type letters");
+        for i in 5..9 {
+            assert_eq!(g[i].split('.').next().unwrap(), w[i], "{name} time {i}");
+        }
+    }
+    // JSON Lines carry the same removed names, the renamed file's old name as reallocated.
+    let rows: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let removed = rows.iter().filter(|r| r["deleted"] == true).count();
+    // Per line: a name listed twice (from the slack and from a removed record, with two
+    // record numbers) is one key of `body`.
+    let lines = ours.lines().filter(|l| l.contains(" (deleted")).count();
+    assert_eq!(removed, lines, "{json}");
+    assert!(
+        rows.iter()
+            .any(|r| r["path"] == "/many/f031.txt" && r["reallocated"] == true),
+        "{json}"
+    );
+}
+
+/// Garbage in the slack of an NTFS directory's INDX blocks (the fixup bytes at each 512-byte
+/// stride's end left alone, so the blocks still read): random bytes, and entries planted
+/// with this directory as parent that break one of fls's checks each (name length 0, an
+/// unknown namespace, an allocated size below the real one, a 2021 time, a length not a
+/// multiple of 4, a record past the MFT, a name running past the block) besides plausible
+/// ones. The timeline never fails and lists every live file; the removed names it takes
+/// from the slack are those fls takes (same record numbers).
+#[test]
+fn timeline_survives_garbled_ntfs_index_slack() {
+    if ntfs_slack_tools().is_none() {
+        return;
+    }
+    use common::ntfs3g::Ntfs3g;
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("ntfs.img");
+    mkntfs_image(&img);
+    let mnt = dir.path().join("mnt");
+    {
+        let m = Ntfs3g::mount(&img, &mnt, "rw");
+        std::fs::create_dir_all(m.0.join("d")).unwrap();
+        for i in 0..80 {
+            std::fs::write(m.0.join(format!("d/file{i:02}.txt")), "x").unwrap();
+        }
+    }
+    {
+        let m = Ntfs3g::mount(&img, &mnt, "rw");
+        for i in (0..80).step_by(6) {
+            std::fs::remove_file(m.0.join(format!("d/file{i:02}.txt"))).unwrap();
+        }
+    }
+    let live: Vec<String> = (0..80)
+        .filter(|i| i % 6 != 0)
+        .map(|i| format!("/d/file{i:02}.txt"))
+        .collect();
+    let fls_text = common::run(Command::new("fls").args(["-r", "-m", "/"]).arg(&img));
+    let dir_rec: u64 = body(&fls_text)["/d"][0]
+        .split('-')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let clean = std::fs::read(&img).unwrap();
+    // 4 KiB INDX blocks that hold `dir_rec`: /d's own, and the root's if it has one (planted
+    // entries there name the wrong parent, so neither tool takes them).
+    let blocks: Vec<usize> = (0..clean.len())
+        .step_by(4096)
+        .filter(|&at| {
+            clean[at..at + 4] == *b"INDX"
+                && clean[at..at + 4096]
+                    .windows(8)
+                    .any(|w| w[..6] == dir_rec.to_le_bytes()[..6])
+        })
+        .collect();
+    assert!(!blocks.is_empty(), "no INDX block of /d found");
+    // 2019-06-01 and 2021-01-01 as NTFS times.
+    let ok_time: u64 = (1_559_347_200 + 11_644_473_600) * 10_000_000;
+    let late_time: u64 = (1_609_459_200 + 11_644_473_600) * 10_000_000;
+    let u32le =
+        |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+    for round in 0..16u64 {
+        let mut data = clean.clone();
+        for &at in &blocks {
+            let used_end = at + 0x18 + u32le(&data, at + 0x1c);
+            let end = at + 0x18 + u32le(&data, at + 0x20);
+            let noise = common::pseudo_random(round * 31 + at as u64, end - used_end);
+            let mut saved = Vec::new();
+            for s in (at + 510..end).step_by(512) {
+                saved.push((s, data[s], data[s + 1]));
+            }
+            data[used_end..end].copy_from_slice(&noise);
+            if round % 4 != 0 {
+                // Entries from an 8-byte boundary on, each breaking one check (kind 0: none).
+                let mut p = (used_end + 7) & !7;
+                let mut k = round as usize;
+                while p + 0x100 < end {
+                    // A name of 255 units running past the key, still inside the block.
+                    let kind = match k % 8 {
+                        6 if p + 0x300 >= end => 0,
+                        kind => kind,
+                    };
+                    k += 1;
+                    // Unique names ("p" and a counter, then letters): lines are keyed by name.
+                    let name_units = 5 + (noise[(p - used_end) % noise.len()] % 20) as usize;
+                    let key = 0x42 + 2 * name_units;
+                    let mut len = (16 + key + 7) & !7;
+                    let rec = if kind == 5 {
+                        1 << 40
+                    } else {
+                        30 + (k as u64 % 40)
+                    };
+                    data[p..p + 8].copy_from_slice(&(rec | 1 << 48).to_le_bytes());
+                    if kind == 4 {
+                        len += 2;
+                    }
+                    data[p + 8..p + 10].copy_from_slice(&(len as u16).to_le_bytes());
+                    data[p + 10..p + 12].copy_from_slice(&(key as u16).to_le_bytes());
+                    data[p + 12..p + 16].fill(0);
+                    let f = p + 16;
+                    data[f..f + 8].copy_from_slice(&(dir_rec | 1 << 48).to_le_bytes());
+                    let t = if kind == 3 { late_time } else { ok_time };
+                    for o in [8, 16, 24, 32] {
+                        data[f + o..f + o + 8].copy_from_slice(&t.to_le_bytes());
+                    }
+                    let (alloc, real) = if kind == 2 { (8u64, 64u64) } else { (64, 8) };
+                    data[f + 0x28..f + 0x30].copy_from_slice(&alloc.to_le_bytes());
+                    data[f + 0x30..f + 0x38].copy_from_slice(&real.to_le_bytes());
+                    data[f + 0x38..f + 0x40].fill(0);
+                    data[f + 0x40] = match kind {
+                        1 => 0,
+                        6 => 255,
+                        _ => name_units as u8,
+                    };
+                    data[f + 0x41] = if kind == 7 { 9 } else { 0 };
+                    let units = if kind == 6 { 255 } else { name_units };
+                    let tag = format!("p{k:04}");
+                    for i in 0..units {
+                        let c = tag
+                            .as_bytes()
+                            .get(i)
+                            .copied()
+                            .unwrap_or(b'a' + (i % 26) as u8);
+                        data[f + 0x42 + 2 * i] = c;
+                        data[f + 0x43 + 2 * i] = 0;
+                    }
+                    p += len.max(16) + 8 * (k % 3);
+                    p = (p + 7) & !7;
+                }
+            }
+            for (s, a, b) in saved {
+                data[s] = a;
+                data[s + 1] = b;
+            }
+        }
+        let garbled = dir.path().join("garbled.img");
+        std::fs::write(&garbled, &data).unwrap();
+        let out = Command::new(common::ferry_bin())
+            .args(["timeline", garbled.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "round {round}: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ours = body(&text);
+        for p in &live {
+            assert!(ours.contains_key(p), "round {round}: {p} lost");
+        }
+        let fls_text = common::run(Command::new("fls").args(["-r", "-m", "/"]).arg(&garbled));
+        let records = |b: &BTreeMap<String, Vec<String>>| -> Vec<String> {
+            let mut v: Vec<String> = b
+                .iter()
+                .filter(|(n, w)| {
+                    n.starts_with("/d/")
+                        && n.contains(" (deleted")
+                        && !n.contains("($FILE_NAME)")
+                        && !w[1].starts_with("-/")
+                })
+                .map(|(_, w)| w[0].split('-').next().unwrap().to_string())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            records(&ours),
+            records(&body(&fls_text)),
+            "round {round}: records of the slack names\nfls:\n{fls_text}\nferry:\n{text}"
+        );
+    }
+}
+
 /// Random bytes in the slack of a directory block (no metadata_csum, so the block is still
 /// read): the timeline still lists every live entry, does not crash, and whatever it takes
 /// for removed entries has a name a kernel could have written.

@@ -79,6 +79,7 @@ impl Ext4 {
                             name: r.name,
                             kind: r.kind,
                             reallocated: self.inode_in_use(ino).unwrap_or(false),
+                            stale: false,
                         },
                     ));
                 }
@@ -109,6 +110,7 @@ impl Ext4 {
                         name: e.name.to_vec(),
                         kind: e.kind,
                         reallocated: self.inode_in_use(ino).unwrap_or(false),
+                        stale: false,
                     },
                 ));
             }

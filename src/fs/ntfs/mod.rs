@@ -35,6 +35,7 @@ pub mod filename;
 pub mod fixup;
 pub mod flaw;
 pub mod index;
+pub mod index_slack;
 pub mod inode;
 pub mod intx;
 pub mod lznt1;
@@ -795,6 +796,10 @@ impl Ntfs {
             }
             for (k, &b) in buf[..n].iter().enumerate() {
                 let first = (off + k as u64) * 8;
+                // The bitmap's stream may run past the volume's clusters (fuzzing found it).
+                if first >= clusters {
+                    break;
+                }
                 let bits = if first + 8 > clusters {
                     // OK: fewer than 8 clusters remain.
                     let keep = (clusters - first) as u32;
@@ -860,8 +865,12 @@ impl Filesystem for Ntfs {
         ROOT_INO
     }
 
+    /// The names fls finds in `dir`'s index slack first, then the removed records naming
+    /// `dir` (fls's order: a record listed both ways keeps the slack entry's type letter).
     fn deleted_entries(&self, dir: u64) -> Result<Vec<crate::fs::DeletedEntry>> {
-        self.removed_children(dir)
+        let mut out = self.index_slack(dir)?;
+        out.extend(self.removed_children(dir)?);
+        Ok(out)
     }
 
     fn removed_dir_entries(&self, dir: u64) -> Result<Vec<crate::fs::DeletedEntry>> {

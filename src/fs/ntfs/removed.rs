@@ -92,6 +92,7 @@ impl Ntfs {
                         name: name.clone(),
                         kind: None,
                         reallocated: self.record_in_use(*ino),
+                        stale: false,
                     })
                     .collect()
             })

@@ -11,9 +11,21 @@ pub(crate) struct Ntfs3g(pub PathBuf);
 
 impl Ntfs3g {
     pub(crate) fn mount(img: &Path, mnt: &Path, opts: &str) -> Ntfs3g {
+        Self::mount_with(img, mnt, opts, &[])
+    }
+
+    /// `mount` with a clock set to `at` ("@2019-06-01 12:00:00") through libfaketime
+    /// (`faketime_lib`), so that the times ntfs-3g writes are that date's.
+    pub(crate) fn mount_at(img: &Path, mnt: &Path, opts: &str, lib: &Path, at: &str) -> Ntfs3g {
+        let preload = lib.as_os_str().to_str().unwrap();
+        Self::mount_with(img, mnt, opts, &[("LD_PRELOAD", preload), ("FAKETIME", at)])
+    }
+
+    fn mount_with(img: &Path, mnt: &Path, opts: &str, env: &[(&str, &str)]) -> Ntfs3g {
         std::fs::create_dir_all(mnt).unwrap();
         // ntfs-3g daemonizes once mounted; its stdio goes nowhere so nothing waits on it.
         let status = Command::new("timeout")
+            .envs(env.iter().copied())
             .arg("60")
             .arg("ntfs-3g")
             .arg("-o")
@@ -46,6 +58,17 @@ impl Drop for Ntfs3g {
         }
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
+}
+
+/// libfaketime's preload library (Debian's libfaketime package), if installed. The
+/// `faketime` wrapper itself is not used: it waits for the daemon ntfs-3g forks.
+pub(crate) fn faketime_lib() -> Option<PathBuf> {
+    std::fs::read_dir("/usr/lib")
+        .ok()?
+        .flatten()
+        .map(|d| d.path().join("faketime/libfaketime.so.1"))
+        .chain([PathBuf::from("/usr/lib/faketime/libfaketime.so.1")])
+        .find(|p| p.exists())
 }
 
 /// Waits (bounded) until no ntfs-3g process still holds the mount's image: ntfs-3g writes
