@@ -574,6 +574,7 @@ impl Filesystem for Xfs {
             .into_iter()
             .map(|s| crate::fs::DeletedEntry {
                 reallocated: s.ino != 0 && self.inode_in_use(s.ino),
+                stale: false,
                 ino: s.ino,
                 name: s.name,
                 kind: dir::ftype_kind(s.ftype),
