@@ -623,27 +623,7 @@ fn timeline_lists_removed_ntfs_records_as_fls_does() {
     ] {
         assert!(want.contains_key(must), "fls lacks {must}:\n{fls_text}");
     }
-    assert_eq!(
-        got.keys().collect::<Vec<_>>(),
-        want.keys().collect::<Vec<_>>(),
-        "removed names\nfls:\n{fls_text}\nferry:\n{ours}"
-    );
-    for (name, w) in &want {
-        let g = &got[name];
-        // fls: record-type-id.
-        assert_eq!(g[0], w[0].split('-').next().unwrap(), "{name} record");
-        assert_eq!(g[1][..3], w[1][..3], "{name} type letters");
-        if w[1].starts_with("-/r") {
-            assert_eq!(g[4], w[4], "{name} size");
-        }
-        for i in 5..9 {
-            assert_eq!(
-                g[i].split('.').next().unwrap(),
-                w[i],
-                "{name} time field {i}"
-            );
-        }
-    }
+    assert_removed_like_fls(&want, &got, &fls_text, &ours);
     // The live files are still listed, and a removed name is never a live one's.
     let all = body(&ours);
     assert!(all.contains_key("/docs/new.txt"), "{ours}");
@@ -672,6 +652,42 @@ fn mkntfs_image(img: &Path) {
         .set_len(16 << 20)
         .unwrap();
     common::run(Command::new("mkntfs").args(["-F", "-Q", "-q"]).arg(img));
+}
+
+/// The removed names of fls's body file (`want`, from `fls_text`) and of ferry's (`got`,
+/// from `ours`) agree: the same names; for each, the same record, type letters and four
+/// times (seconds), and the size of a regular file; a name without metadata fully the same.
+fn assert_removed_like_fls(
+    want: &BTreeMap<String, Vec<String>>,
+    got: &BTreeMap<String, Vec<String>>,
+    fls_text: &str,
+    ours: &str,
+) {
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "removed names\nfls:\n{fls_text}\nferry:\n{ours}"
+    );
+    for (name, w) in want {
+        let g = &got[name];
+        if no_meta(&w[1]) {
+            assert_eq!(g, w, "{name}: a name without metadata");
+            continue;
+        }
+        // fls: record-type-id.
+        assert_eq!(g[0], w[0].split('-').next().unwrap(), "{name} record");
+        assert_eq!(g[1][..3], w[1][..3], "{name} type letters");
+        if w[1][2..].starts_with('r') {
+            assert_eq!(g[4], w[4], "{name} size");
+        }
+        for i in 5..9 {
+            assert_eq!(
+                g[i].split('.').next().unwrap(),
+                w[i],
+                "{name} time field {i}"
+            );
+        }
+    }
 }
 
 /// Whether a body-file mode column has no metadata behind it (fls: the name's inode holds
@@ -795,30 +811,7 @@ fn timeline_lists_ntfs_index_slack_names_as_fls_does() {
         want.contains_key("/small/c.txt (deleted)"),
         "fls lacks small/c.txt:\n{fls_text}"
     );
-    assert_eq!(
-        got.keys().collect::<Vec<_>>(),
-        want.keys().collect::<Vec<_>>(),
-        "removed names\nfls:\n{fls_text}\nferry:\n{ours}"
-    );
-    for (name, w) in &want {
-        let g = &got[name];
-        if no_meta(&w[1]) {
-            assert_eq!(g, w, "{name}: a name without metadata");
-            continue;
-        }
-        assert_eq!(g[0], w[0].split('-').next().unwrap(), "{name} record");
-        assert_eq!(g[1][..3], w[1][..3], "{name} type letters");
-        if w[1][2..].starts_with('r') {
-            assert_eq!(g[4], w[4], "{name} size");
-        }
-        for i in 5..9 {
-            assert_eq!(
-                g[i].split('.').next().unwrap(),
-                w[i],
-                "{name} time field {i}"
-            );
-        }
-    }
+    assert_removed_like_fls(&want, &got, &fls_text, &ours);
     // The live names: the same, with the same records, type letters and times.
     let (want, got) = (pick(&fls_text, false), pick(&ours, false));
     assert_eq!(
@@ -849,6 +842,69 @@ fn timeline_lists_ntfs_index_slack_names_as_fls_does() {
             .any(|r| r["path"] == "/many/f031.txt" && r["reallocated"] == true),
         "{json}"
     );
+}
+
+/// A removed NTFS directory's own index: fls reads it as a live one's and counts every name in
+/// it as removed, in the slack and in the used part alike (a name found there keeps the type
+/// letter of its $FILE_NAME). ntfs-3g removes a directory's files one by one before the
+/// directory, so its index ends up with stale entries only; files removed earlier add their
+/// own. Under the 2019 clock of fls's window (see the index-slack test above).
+#[test]
+fn timeline_lists_removed_ntfs_directories_names_as_fls_does() {
+    let Some(lib) = ntfs_slack_tools() else {
+        return;
+    };
+    use common::ntfs3g::Ntfs3g;
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("ntfs.img");
+    mkntfs_image(&img);
+    let mnt = dir.path().join("mnt");
+    {
+        let m = Ntfs3g::mount_at(&img, &mnt, "rw", &lib, "@2019-06-01 12:00:00");
+        let r = &m.0;
+        std::fs::create_dir_all(r.join("gone/sub")).unwrap();
+        std::fs::create_dir_all(r.join("gone/deep/er")).unwrap();
+        std::fs::create_dir_all(r.join("keep")).unwrap();
+        for i in 1..=40 {
+            std::fs::write(r.join(format!("gone/f{i}.txt")), format!("{i}\n")).unwrap();
+        }
+        std::fs::write(r.join("gone/sub/s.txt"), "s").unwrap();
+        std::fs::write(r.join("gone/deep/er/z.txt"), "z").unwrap();
+        std::fs::write(r.join("keep/k.txt"), "k").unwrap();
+    }
+    {
+        let m = Ntfs3g::mount_at(&img, &mnt, "rw", &lib, "@2019-06-02 12:00:00");
+        for i in [3, 9, 17, 33] {
+            std::fs::remove_file(m.0.join(format!("gone/f{i}.txt"))).unwrap();
+        }
+    }
+    {
+        let m = Ntfs3g::mount_at(&img, &mnt, "rw", &lib, "@2019-06-03 12:00:00");
+        std::fs::remove_dir_all(m.0.join("gone")).unwrap();
+    }
+    let guard = Unchanged::new(&[&img]);
+    let ours = ferry_ok(&["timeline", img.to_str().unwrap()]);
+    drop(guard);
+    let fls_text = common::run(Command::new("fls").args(["-r", "-m", "/"]).arg(&img));
+    let removed = |text: &str| -> BTreeMap<String, Vec<String>> {
+        body(text)
+            .into_iter()
+            .filter(|(n, _)| n.contains(" (deleted") && !n.contains("($FILE_NAME)"))
+            .collect()
+    };
+    let (want, got) = (removed(&fls_text), removed(&ours));
+    // What this test is about, as fls shows it: names from the removed directory's index
+    // (with a type letter; a removed record alone gives "-/").
+    let from_index = want
+        .iter()
+        .filter(|(n, w)| n.starts_with("/gone/") && !w[1].starts_with("-/"))
+        .count();
+    assert!(
+        from_index >= 2 && want.contains_key("/gone/sub (deleted)"),
+        "fls lists too few names from /gone's index:\n{fls_text}"
+    );
+    assert_removed_like_fls(&want, &got, &fls_text, &ours);
+    assert!(body(&ours).contains_key("/keep/k.txt"), "{ours}");
 }
 
 /// Garbage in the slack of an NTFS directory's INDX blocks (the fixup bytes at each 512-byte

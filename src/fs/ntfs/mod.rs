@@ -873,8 +873,10 @@ impl Filesystem for Ntfs {
         Ok(out)
     }
 
+    /// As `deleted_entries`: a removed directory's index still holds its names (fls counts
+    /// every one of them as removed), in the slack and in the used part alike.
     fn removed_dir_entries(&self, dir: u64) -> Result<Vec<crate::fs::DeletedEntry>> {
-        self.removed_children(dir)
+        self.deleted_entries(dir)
     }
 
     fn orphans(&self, dir: u64, _errors: &mut Vec<String>) -> Result<Option<crate::fs::Orphans>> {
