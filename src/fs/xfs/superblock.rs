@@ -386,7 +386,12 @@ impl Superblock {
         {
             return Err("inode numbers wider than 64 bits".into());
         }
-        if self.blocklog + self.dirblklog > MAX_DIRBLOCK_LOG {
+        // A u8 sum: a forged sb_dirblklog must not wrap it below the limit.
+        if self
+            .blocklog
+            .checked_add(self.dirblklog)
+            .is_none_or(|l| l > MAX_DIRBLOCK_LOG)
+        {
             return Err(format!("directory block log {}", self.dirblklog));
         }
         if self.logstart >= self.dblocks {
@@ -534,5 +539,19 @@ pub(super) mod tests {
         assert_eq!(sb.log_incompat.bits(), bits);
         let unknown = sb.log_incompat.difference(LogIncompat::KNOWN);
         assert_eq!(bit_names(unknown.bits()), "0x20");
+    }
+
+    #[test]
+    fn directory_block_log_does_not_wrap() {
+        // 12 + 250 wraps a u8 to 6, which once passed the 64 KiB limit (and panicked in
+        // debug builds); every value past the limit is refused.
+        for dirblklog in [5, 250, 255] {
+            let mut b = sector(false, 0, 0);
+            b[192] = dirblklog;
+            assert!(Superblock::parse(&b).is_err(), "sb_dirblklog {dirblklog}");
+        }
+        let mut b = sector(false, 0, 0);
+        b[192] = 4;
+        assert_eq!(Superblock::parse(&b).unwrap().dir_block_size(), 65536);
     }
 }
