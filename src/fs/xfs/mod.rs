@@ -321,7 +321,7 @@ impl Xfs {
                 let data: Arc<[u8]> = self.read_linear(linear, 1)?.into();
                 let c = Cached {
                     data,
-                    daddr: linear << (self.sb.blocklog - 9),
+                    daddr: self.sb.daddr(linear),
                     verified: false,
                 };
                 self.cache.lock().put(key, c.clone());
@@ -465,7 +465,7 @@ impl Xfs {
                     match self.map(ip, attr, at)? {
                         Run::Data { linear, len } => {
                             let take = len.min(end - at);
-                            daddr.get_or_insert(linear << (self.sb.blocklog - 9));
+                            daddr.get_or_insert(self.sb.daddr(linear));
                             data.extend(self.read_linear(linear, take)?);
                             at += take;
                         }

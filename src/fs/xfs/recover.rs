@@ -748,7 +748,7 @@ fn efi_blocks(f: &[u8], e: Endian) -> u64 {
 
 impl Xfs {
     fn fs_bbs(&self) -> u64 {
-        self.sb.dblocks << (self.sb.blocklog - 9)
+        self.sb.daddr(self.sb.dblocks)
     }
 
     fn check_buf_range(&self, what: &str, blkno: u64, len: u64) -> std::result::Result<(), String> {

@@ -421,6 +421,12 @@ impl Superblock {
         agno < u64::from(self.agcount) && agbno != 0 && agbno < u64::from(self.agblocks)
     }
 
+    /// The 512-byte sector address (daddr) of linear block `linear`, as v5 headers record it.
+    pub fn daddr(&self, linear: u64) -> u64 {
+        // blocklog >= 9 (check_geometry).
+        linear << self.blocklog.saturating_sub(9)
+    }
+
     pub fn is_v5(&self) -> bool {
         self.versionnum & VERSION_NUMBITS == 5
     }
