@@ -3,9 +3,11 @@
 //! and count) and the features; v5 filesystems protect it with a CRC32c at `CRC_OFF`.
 //! Features a reader must understand to read correctly (incompat) are refused by name when
 //! unknown; read-only-compatible ones are only reported, as a read-only kernel mount does.
+// Guard rails (issue 16 item 7): the superblock is untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::crc;
-use crate::bytes::{be16, be32, be64};
+use crate::bytes::{be16, be32, be64, wide};
 use crate::fs::{Error, Result};
 
 pub const MAGIC: &[u8; 4] = b"XFSB";
@@ -273,7 +275,7 @@ impl Superblock {
                         format!("{computed:#010x}"),
                         format!("{stored:#010x}"),
                     )
-                    .at(CRC_OFF as u64));
+                    .at(wide(CRC_OFF)));
                 }
                 if !sb.incompat.contains(Incompat::META_UUID) {
                     sb.meta_uuid = sb.uuid;
@@ -355,7 +357,7 @@ impl Superblock {
         {
             return Err(format!("inode size {}", self.inodesize));
         }
-        if self.inopblog != self.blocklog - self.inodelog
+        if self.blocklog.checked_sub(self.inodelog) != Some(self.inopblog)
             || u32::from(self.inopblock) != self.blocksize >> self.inodelog
         {
             return Err(format!(
@@ -366,22 +368,30 @@ impl Superblock {
         if self.agcount == 0 || self.agblocks < 2 {
             return Err(format!("{} AGs of {} blocks", self.agcount, self.agblocks));
         }
-        let want_agblklog = 32 - (self.agblocks - 1).leading_zeros();
+        // xfs_highbit32(agblocks - 1) + 1: the bits of an AG block number.
+        let want_agblklog = self
+            .agblocks
+            .checked_next_power_of_two()
+            .map_or(u32::BITS, u32::trailing_zeros);
         if u32::from(self.agblklog) != want_agblklog {
             return Err(format!(
                 "AG block log {} for {} blocks",
                 self.agblklog, self.agblocks
             ));
         }
-        let max = u64::from(self.agcount) * u64::from(self.agblocks);
-        let min = max - u64::from(self.agblocks);
+        // Two u32 factors: no overflow; agcount >= 1, so max >= agblocks.
+        let max = u64::from(self.agcount).saturating_mul(u64::from(self.agblocks));
+        let min = max.saturating_sub(u64::from(self.agblocks));
         if self.dblocks > max || self.dblocks <= min {
             return Err(format!(
                 "{} blocks for {} AGs of {}",
                 self.dblocks, self.agcount, self.agblocks
             ));
         }
-        if u32::from(self.agblklog) + u32::from(self.inopblog) + 32 - self.agcount.leading_zeros()
+        let agno_bits = u32::BITS.saturating_sub(self.agcount.leading_zeros());
+        if u32::from(self.agblklog)
+            .saturating_add(u32::from(self.inopblog))
+            .saturating_add(agno_bits)
             > 64
         {
             return Err("inode numbers wider than 64 bits".into());
@@ -415,9 +425,10 @@ impl Superblock {
 
     /// xfs_verify_ino: the inode number lies in an AG, past its headers.
     pub fn valid_ino(&self, ino: u64) -> bool {
-        let shift = u32::from(self.agblklog) + u32::from(self.inopblog);
+        let shift = u32::from(self.agblklog).saturating_add(u32::from(self.inopblog));
         let agno = ino.checked_shr(shift).unwrap_or(u64::MAX);
-        let agbno = (ino >> self.inopblog) & ((1u64 << self.agblklog) - 1);
+        // agblklog <= 32 (check_geometry).
+        let agbno = (ino >> self.inopblog) & (1u64 << self.agblklog).saturating_sub(1);
         agno < u64::from(self.agcount) && agbno != 0 && agbno < u64::from(self.agblocks)
     }
 
@@ -481,6 +492,7 @@ impl Superblock {
 }
 
 #[cfg(test)]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
 pub(super) mod tests {
     use super::*;
 
