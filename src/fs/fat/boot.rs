@@ -2,6 +2,8 @@
 //! Format", 2000): where the FATs, the fixed root directory and the data area are, and which
 //! FAT width the volume uses. Checked as the Linux kernel's `fat_fill_super` checks it, so a
 //! volume the kernel refuses is refused here too, with the field that is wrong.
+// Guard rails (issue 16 item 7): the boot sector is untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::super::{Error, Result};
 use crate::bytes::{le16, le32};
@@ -115,7 +117,7 @@ impl Geometry {
             ));
         }
         let root_entries = u32::from(le16(b, 17));
-        if root_entries % (bps / 32) != 0 {
+        if root_entries.checked_rem(bps / 32) != Some(0) {
             return Err(bad(
                 "root directory entries",
                 17,
@@ -137,10 +139,13 @@ impl Geometry {
             n => u64::from(n),
         };
         let bps64 = u64::from(bps);
-        let root_sectors = u64::from(root_entries) * 32 / bps64;
-        // All u64 of at most 32-bit factors: no overflow.
-        let root_first = reserved + fats * fat_sectors;
-        let data_first = root_first + root_sectors;
+        // The sector size is not zero (checked above). All u64 of at most 32-bit factors: no
+        // overflow, so the saturating forms below never saturate.
+        let root_sectors = (u64::from(root_entries) << 5)
+            .checked_div(bps64)
+            .unwrap_or(0);
+        let root_first = reserved.saturating_add(fats.saturating_mul(fat_sectors));
+        let data_first = root_first.saturating_add(root_sectors);
         if data_first >= total {
             return Err(bad(
                 "total sectors",
@@ -148,7 +153,11 @@ impl Geometry {
                 format!("{total} leave no data area after sector {data_first}"),
             ));
         }
-        let clusters = (total - data_first) / u64::from(spc);
+        // data_first < total; spc is a power of 2, so not zero.
+        let clusters = total
+            .saturating_sub(data_first)
+            .checked_div(u64::from(spc))
+            .unwrap_or(0);
         let fat_type = if fat32 {
             FatType::Fat32
         } else if clusters <= MAX_FAT12 {
@@ -156,13 +165,18 @@ impl Geometry {
         } else {
             FatType::Fat16
         };
-        let (bits, max) = match fat_type {
+        let (bits, max): (u64, u64) = match fat_type {
             FatType::Fat12 => (12, MAX_FAT12),
             FatType::Fat16 => (16, MAX_FAT16),
             FatType::Fat32 => (32, MAX_FAT32),
         };
         // The kernel's max_fat(): entries the FAT has room for, less the two reserved.
-        let room = (fat_sectors * bps64 * 8 / bits).saturating_sub(u64::from(FIRST_CLUSTER));
+        let room = fat_sectors
+            .saturating_mul(bps64)
+            .saturating_mul(8)
+            .checked_div(bits)
+            .unwrap_or(0)
+            .saturating_sub(u64::from(FIRST_CLUSTER));
         if clusters > max.min(room) {
             return Err(bad(
                 "cluster count",
@@ -176,14 +190,20 @@ impl Geometry {
         if clusters == 0 {
             return Err(bad("cluster count", 0, "no clusters"));
         }
-        // OK: clusters <= MAX_FAT32 < 2^28.
-        let clusters = clusters as u32;
+        // clusters <= MAX_FAT32 < 2^28 (checked above).
+        let Ok(clusters) = u32::try_from(clusters) else {
+            return Err(bad("cluster count", 0, format!("{clusters} clusters")));
+        };
         let root_cluster = if fat32 { le32(b, 44) } else { 0 };
-        if fat32 && !(FIRST_CLUSTER..clusters + FIRST_CLUSTER).contains(&root_cluster) {
+        let end = clusters.saturating_add(FIRST_CLUSTER);
+        if fat32 && !(FIRST_CLUSTER..end).contains(&root_cluster) {
             return Err(bad(
                 "root cluster",
                 44,
-                format!("{root_cluster} is outside clusters 2..{}", clusters + 1),
+                format!(
+                    "{root_cluster} is outside clusters 2..{}",
+                    end.saturating_sub(1)
+                ),
             ));
         }
         let (serial_at, label_at) = if fat32 { (67, 71) } else { (39, 43) };
@@ -191,37 +211,46 @@ impl Geometry {
         let state_at = if fat32 { 65 } else { 37 };
         let dirty = b[state_at] & 1 != 0;
         let mut label = [0u8; 11];
-        label.copy_from_slice(&b[label_at..label_at + 11]);
+        if let Some(l) = b.get(label_at..).and_then(|l| l.get(..11)) {
+            label.copy_from_slice(l);
+        }
+        // Sector counts of at most 32 bits times a sector size of at most 4 KiB, and a
+        // cluster of at most 128 sectors: no saturation.
         Ok(Geometry {
             fat_type,
             bytes_per_sector: bps,
-            cluster_size: bps * spc,
-            fat_start: reserved * bps64,
-            fat_bytes: fat_sectors * bps64,
-            root_start: root_first * bps64,
+            cluster_size: bps.saturating_mul(spc),
+            fat_start: reserved.saturating_mul(bps64),
+            fat_bytes: fat_sectors.saturating_mul(bps64),
+            root_start: root_first.saturating_mul(bps64),
             root_entries,
-            data_start: data_first * bps64,
+            data_start: data_first.saturating_mul(bps64),
             clusters,
             root_cluster,
             serial: le32(b, serial_at),
             label,
-            volume_bytes: total * bps64,
+            volume_bytes: total.saturating_mul(bps64),
             dirty,
         })
     }
 
     /// Byte offset of cluster `c` (2 ≤ c < clusters + 2, checked by the caller).
     pub(crate) fn cluster_offset(&self, c: u32) -> u64 {
-        self.data_start + u64::from(c - FIRST_CLUSTER) * u64::from(self.cluster_size)
+        // Fewer than 2^28 clusters of at most 2 MiB: no saturation.
+        let index = u64::from(c.saturating_sub(FIRST_CLUSTER));
+        self.data_start
+            .saturating_add(index.saturating_mul(u64::from(self.cluster_size)))
     }
 
     /// Whether `c` numbers a cluster of the data area.
     pub(crate) fn is_cluster(&self, c: u32) -> bool {
-        c >= FIRST_CLUSTER && c - FIRST_CLUSTER < self.clusters
+        c.checked_sub(FIRST_CLUSTER)
+            .is_some_and(|i| i < self.clusters)
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
 mod tests {
     use super::*;
 

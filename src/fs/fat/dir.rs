@@ -2,6 +2,8 @@
 //! both give, decoded as the Linux kernel's vfat driver shows them with its Debian defaults
 //! (`codepage=437`, `utf8`, `shortname=mixed`): long names from UTF-16 to UTF-8, 8.3 names
 //! from code page 437 with the Windows NT lower-case flags honoured.
+// Guard rails (issue 16 item 7): directory entries are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use crate::bytes::{le16, le32};
 
@@ -109,15 +111,18 @@ pub(crate) fn parse(data: &[u8], fat32: bool, pos: impl Fn(usize) -> u64) -> Par
             let id = first & !LFN_LAST;
             let slots = usize::from(id);
             if first & LFN_LAST != 0 {
+                // 1..=LFN_MAX_SLOTS slots: the products and differences below are small.
                 lfn = (1..=LFN_MAX_SLOTS).contains(&slots).then(|| {
-                    let mut units = vec![0u16; slots * LFN_UNITS];
-                    let at = (slots - 1) * LFN_UNITS;
-                    for (k, u) in lfn_units(e).enumerate() {
-                        units[at + k] = u;
+                    let mut units = vec![0u16; slots.saturating_mul(LFN_UNITS)];
+                    // The last slot (first on disk) holds the name's last units.
+                    if let Some(part) = units.chunks_exact_mut(LFN_UNITS).last() {
+                        for (d, u) in part.iter_mut().zip(lfn_units(e)) {
+                            *d = u;
+                        }
                     }
                     Lfn {
                         checksum: e[13],
-                        next: slots - 1,
+                        next: slots.saturating_sub(1),
                         units,
                     }
                 });
@@ -125,12 +130,16 @@ pub(crate) fn parse(data: &[u8], fat32: bool, pos: impl Fn(usize) -> u64) -> Par
                 lfn = lfn
                     .take()
                     .filter(|l| l.next == slots && slots > 0 && l.checksum == e[13]);
+                // slots == next > 0 (the filter), below the slots the first entry counted.
                 if let Some(l) = &mut lfn {
-                    let at = (slots - 1) * LFN_UNITS;
-                    for (k, u) in lfn_units(e).enumerate() {
-                        l.units[at + k] = u;
+                    let part = l
+                        .units
+                        .chunks_exact_mut(LFN_UNITS)
+                        .nth(slots.saturating_sub(1));
+                    for (d, u) in part.into_iter().flatten().zip(lfn_units(e)) {
+                        *d = u;
                     }
-                    l.next -= 1;
+                    l.next = l.next.saturating_sub(1);
                 }
             }
             continue;
@@ -161,7 +170,7 @@ pub(crate) fn parse(data: &[u8], fat32: bool, pos: impl Fn(usize) -> u64) -> Par
             mdate: le16(e, 24),
         };
         if raw.is_dir() {
-            out.subdirs += 1;
+            out.subdirs = out.subdirs.saturating_add(1);
         }
         let dot = name11 == b".          " || name11 == b"..         ";
         let short = short_name(name11, e[12]);
@@ -197,7 +206,7 @@ const CP437_HIGH: &str = "ÇüéâäàåçêëèïîìÄÅÉæÆôöòûùÿÖÜ
 /// nls_cp437's lower-case map: ASCII and the eight accented capitals it has lower cases for.
 fn cp437_lower(b: u8) -> u8 {
     match b {
-        b'A'..=b'Z' => b + 32,
+        b'A'..=b'Z' => b.to_ascii_lowercase(),
         0x80 => 0x87,
         0x8E => 0x84,
         0x8F => 0x86,
@@ -211,10 +220,13 @@ fn cp437_lower(b: u8) -> u8 {
 }
 
 fn push_cp437(out: &mut String, b: u8) {
-    if b < 0x80 {
-        out.push(char::from(b));
-    } else if let Some(c) = CP437_HIGH.chars().nth(usize::from(b - 0x80)) {
-        out.push(c);
+    match b.checked_sub(0x80) {
+        None => out.push(char::from(b)),
+        Some(high) => {
+            if let Some(c) = CP437_HIGH.chars().nth(usize::from(high)) {
+                out.push(c);
+            }
+        }
     }
 }
 
@@ -257,6 +269,7 @@ pub(crate) fn same_name(a: &[u8], b: &[u8]) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
 mod tests {
     use super::*;
 

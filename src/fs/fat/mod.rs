@@ -25,6 +25,8 @@
 //! space is counted in the FAT where the kernel trusts a valid FAT32 FSInfo count; times are
 //! always read as UTC (the kernel applies `tz=`/`time_offset=`, or its own timezone when
 //! the RTC keeps local time).
+// Guard rails (issue 16 item 7), for the whole FAT reader: everything it parses is untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 mod boot;
 mod dir;
@@ -32,6 +34,7 @@ mod time;
 
 use super::{Attr, DamageLog, DirEntry, Error, FileType, Filesystem, FsInfo, Result, StatFs};
 use crate::block::BlockDevice;
+use crate::bytes::wide;
 use boot::{FatType, Geometry, FIRST_CLUSTER};
 use dir::{Raw, ATTR_DIR, ATTR_RO};
 use lru::LruCache;
@@ -51,6 +54,8 @@ pub const ROOT_INO: u64 = 1;
 const MAX_DIR_BYTES: u64 = 65536 * 32;
 /// FAT bytes read and cached at a time.
 const FAT_CHUNK: u64 = 64 << 10;
+/// A directory entry's size as a byte count.
+const ENTRY64: u64 = wide(dir::ENTRY);
 /// FAT chunks kept (16 MiB: the whole FAT of a volume of up to 4M clusters).
 const FAT_CHUNKS: usize = 256;
 /// Directory listings kept, and file cluster chains kept.
@@ -165,7 +170,7 @@ pub struct Fat {
 /// Whether `dev` starts with a FAT boot sector (as `volume::content` recognises one, which
 /// NTFS, exFAT and BitLocker boot sectors are not).
 pub fn probe(dev: &dyn BlockDevice) -> Result<bool> {
-    if dev.len() < SECTOR as u64 {
+    if dev.len() < wide(SECTOR) {
         return Ok(false);
     }
     let mut b = [0u8; SECTOR];
@@ -188,7 +193,7 @@ impl Fat {
     }
 
     pub fn open_with(dev: Arc<dyn BlockDevice>, opts: Options) -> Result<Self> {
-        if dev.len() < SECTOR as u64 {
+        if dev.len() < wide(SECTOR) {
             return Err(Error::corrupt(
                 "fat boot sector",
                 0,
@@ -241,7 +246,7 @@ impl Fat {
         let end = label
             .iter()
             .rposition(|&c| c != b' ' && c != 0)
-            .map_or(0, |p| p + 1);
+            .map_or(0, |p| p.saturating_add(1));
         fs.label = label[..end].to_vec();
         Ok(fs)
     }
@@ -259,10 +264,13 @@ impl Fat {
         if let Some(c) = self.fat.lock().get(&k) {
             return Ok(c.clone());
         }
-        let start = k * FAT_CHUNK;
+        // Chunks of a FAT of at most 2^28 entries: no saturation.
+        let start = k.saturating_mul(FAT_CHUNK);
         let len = FAT_CHUNK.min(self.geo.fat_bytes.saturating_sub(start));
-        let mut buf = vec![0u8; len as usize];
-        self.dev.read_at(&mut buf, self.geo.fat_start + start)?;
+        // At most FAT_CHUNK (64 KiB).
+        let mut buf = vec![0u8; usize::try_from(len).unwrap_or(0)];
+        self.dev
+            .read_at(&mut buf, self.geo.fat_start.saturating_add(start))?;
         let c: Arc<[u8]> = buf.into();
         self.fat.lock().put(k, c.clone());
         Ok(c)
@@ -272,30 +280,36 @@ impl Fat {
     /// the FAT hold every cluster's entry).
     fn fat_byte(&self, off: u64) -> Result<u8> {
         let c = self.fat_chunk(off / FAT_CHUNK)?;
-        Ok(c.get((off % FAT_CHUNK) as usize).copied().unwrap_or(0))
+        Ok(c.get(chunk_index(off)).copied().unwrap_or(0))
+    }
+
+    /// Where cluster `c`'s entry lies in a FAT: 1.5, 2 or 4 bytes per entry (a u32 cluster
+    /// number times at most 4: no overflow).
+    fn entry_offset(&self, c: u32) -> u64 {
+        let c = u64::from(c);
+        match self.geo.fat_type {
+            FatType::Fat12 => c.saturating_add(c >> 1),
+            FatType::Fat16 => c << 1,
+            FatType::Fat32 => c << 2,
+        }
     }
 
     /// The raw FAT entry of cluster `c`.
     fn fat_entry(&self, c: u32) -> Result<u32> {
-        let c64 = u64::from(c);
+        let off = self.entry_offset(c);
+        let next = off.saturating_add(1);
         Ok(match self.geo.fat_type {
             FatType::Fat12 => {
-                let off = c64 * 3 / 2;
-                let v = u16::from_le_bytes([self.fat_byte(off)?, self.fat_byte(off + 1)?]);
+                let v = u16::from_le_bytes([self.fat_byte(off)?, self.fat_byte(next)?]);
                 u32::from(if c & 1 == 1 { v >> 4 } else { v & 0xFFF })
             }
-            FatType::Fat16 => {
-                let off = c64 * 2;
-                u32::from(u16::from_le_bytes([
-                    self.fat_byte(off)?,
-                    self.fat_byte(off + 1)?,
-                ]))
-            }
+            FatType::Fat16 => u32::from(u16::from_le_bytes([
+                self.fat_byte(off)?,
+                self.fat_byte(next)?,
+            ])),
             FatType::Fat32 => {
-                let off = c64 * 4;
                 let chunk = self.fat_chunk(off / FAT_CHUNK)?;
-                let at = (off % FAT_CHUNK) as usize;
-                crate::bytes::le32(&chunk, at) & 0x0FFF_FFFF
+                crate::bytes::le32(&chunk, chunk_index(off)) & 0x0FFF_FFFF
             }
         })
     }
@@ -319,13 +333,7 @@ impl Fat {
 
     /// The byte position of cluster `c`'s FAT entry (for error messages).
     fn fat_pos(&self, c: u32) -> u64 {
-        let c = u64::from(c);
-        self.geo.fat_start
-            + match self.geo.fat_type {
-                FatType::Fat12 => c * 3 / 2,
-                FatType::Fat16 => c * 2,
-                FatType::Fat32 => c * 4,
-            }
+        self.geo.fat_start.saturating_add(self.entry_offset(c))
     }
 
     fn broken(&self, ino: u64, c: u32, detail: String) -> Error {
@@ -345,7 +353,7 @@ impl Fat {
                     0,
                     format!(
                         "first cluster {first} is outside clusters 2..{}",
-                        u64::from(self.geo.clusters) + 1
+                        u64::from(self.geo.clusters).saturating_add(1)
                     ),
                 )
                 .at(self.entry_pos(ino)),
@@ -357,7 +365,7 @@ impl Fat {
         let mut seen = HashSet::from([first]);
         let mut c = first;
         loop {
-            if want.is_some_and(|w| out.len() as u64 >= w) {
+            if want.is_some_and(|w| wide(out.len()) >= w) {
                 return Ok(out);
             }
             match self.next(c)? {
@@ -373,7 +381,7 @@ impl Fat {
                             ),
                         ));
                     }
-                    if out.len() as u64 >= limit {
+                    if wide(out.len()) >= limit {
                         return Err(self.broken(
                             ino,
                             c,
@@ -426,7 +434,8 @@ impl Fat {
         if ino == ROOT_INO {
             0
         } else {
-            ino * dir::ENTRY as u64
+            // An inode number is its entry's position / 32, inside the volume.
+            ino.saturating_mul(ENTRY64)
         }
     }
 
@@ -446,37 +455,43 @@ impl Fat {
         let fixed_root = ino == ROOT_INO && self.geo.fat_type != FatType::Fat32;
         let cs = u64::from(self.geo.cluster_size);
         let (data, starts, unit) = if fixed_root {
-            let len = u64::from(self.geo.root_entries) * dir::ENTRY as u64;
-            let mut data = vec![0u8; len as usize];
+            // At most 2^16 entries of 32 bytes.
+            let len = u64::from(self.geo.root_entries).saturating_mul(ENTRY64);
+            let mut data = vec![0u8; usize::try_from(len).unwrap_or(0)];
             self.dev.read_at(&mut data, self.geo.root_start)?;
             (data, vec![self.geo.root_start], len.max(1))
         } else if node.raw.first_cluster == 0 {
             // An empty chain: the kernel shows such a directory with no entries at all.
             (Vec::new(), Vec::new(), cs)
         } else {
-            let limit = (MAX_DIR_BYTES / cs).max(1);
+            // The cluster size is at least a sector (Geometry::parse); at most `limit`
+            // clusters of it stay near MAX_DIR_BYTES.
+            let limit = MAX_DIR_BYTES.checked_div(cs).unwrap_or(0).max(1);
             let clusters = self.chain(ino, node.raw.first_cluster, None, limit)?;
-            let mut data = vec![0u8; clusters.len() * cs as usize];
+            let cs_len = usize::try_from(self.geo.cluster_size).unwrap_or(usize::MAX);
+            let mut data = vec![0u8; clusters.len().saturating_mul(cs_len)];
             let starts: Vec<u64> = clusters
                 .iter()
                 .map(|&c| self.geo.cluster_offset(c))
                 .collect();
-            for (k, &at) in starts.iter().enumerate() {
-                let piece = &mut data[k * cs as usize..(k + 1) * cs as usize];
+            for (piece, &at) in data.chunks_exact_mut(cs_len).zip(&starts) {
                 self.dev.read_at(piece, at)?;
             }
             (data, starts, cs)
         };
-        let bytes = data.len() as u64;
+        let bytes = wide(data.len());
+        // Entry i's volume position: its piece's start plus its offset there (unit >= 1).
         let parsed = dir::parse(&data, self.geo.fat_type == FatType::Fat32, |i| {
-            let off = i as u64 * dir::ENTRY as u64;
-            starts.get((off / unit) as usize).copied().unwrap_or(0) + off % unit
+            let off = wide(i).saturating_mul(ENTRY64);
+            let piece = off.checked_div(unit).and_then(|k| usize::try_from(k).ok());
+            let start = piece.and_then(|k| starts.get(k)).copied().unwrap_or(0);
+            start.saturating_add(off.checked_rem(unit).unwrap_or(0))
         });
         let mut children = Vec::with_capacity(parsed.entries.len());
         {
             let mut nodes = self.nodes.write();
             for e in parsed.entries.into_iter().filter(|e| !e.dot) {
-                let child = e.pos / dir::ENTRY as u64;
+                let child = e.pos / ENTRY64;
                 nodes.insert(
                     child,
                     Node {
@@ -522,7 +537,8 @@ impl Fat {
         let (size, nlink) = if node.raw.is_dir() {
             let l = self.listing(ino)?;
             let extra = if ino == ROOT_INO { 2 } else { 0 };
-            (l.bytes, l.subdirs + extra)
+            // Subdirectories counted in a directory of at most 2^16 entries.
+            (l.bytes, l.subdirs.saturating_add(extra))
         } else {
             (u64::from(node.raw.size), 1)
         };
@@ -544,7 +560,8 @@ impl Fat {
             uid: self.opts.uid,
             gid: self.opts.gid,
             size,
-            blocks: size.div_ceil(cs) * cs / 512,
+            // A u32 file size rounded up to whole clusters: no saturation.
+            blocks: size.div_ceil(cs).saturating_mul(cs) / 512,
             nlink,
             atime,
             mtime,
@@ -573,34 +590,37 @@ impl Fat {
 
     /// Calls `f` with the FAT entry of every cluster of the data area, in order.
     fn each_entry(&self, f: &mut dyn FnMut(u32, u32)) -> Result<()> {
-        let end = self.geo.clusters + FIRST_CLUSTER;
+        // Fewer than 2^28 clusters (Geometry::parse): no saturation.
+        let end = self.geo.clusters.saturating_add(FIRST_CLUSTER);
         if self.geo.fat_type == FatType::Fat12 {
             for c in FIRST_CLUSTER..end {
                 f(c, self.fat_entry(c)?);
             }
             return Ok(());
         }
-        let width: u64 = if self.geo.fat_type == FatType::Fat16 {
+        let width: usize = if self.geo.fat_type == FatType::Fat16 {
             2
         } else {
             4
         };
         let mut c = FIRST_CLUSTER;
         while c < end {
-            let off = u64::from(c) * width;
+            let off = self.entry_offset(c);
             let chunk = self.fat_chunk(off / FAT_CHUNK)?;
-            let mut at = (off % FAT_CHUNK) as usize;
-            while c < end && at + width as usize <= chunk.len() {
+            let rest = chunk.get(chunk_index(off)..).unwrap_or_default();
+            for e in rest.chunks_exact(width) {
+                if c >= end {
+                    break;
+                }
                 let v = if width == 2 {
-                    u32::from(crate::bytes::le16(&chunk, at))
+                    u32::from(crate::bytes::le16(e, 0))
                 } else {
-                    crate::bytes::le32(&chunk, at) & 0x0FFF_FFFF
+                    crate::bytes::le32(e, 0) & 0x0FFF_FFFF
                 };
                 f(c, v);
-                c += 1;
-                at += width as usize;
+                c = c.saturating_add(1);
             }
-            if at + width as usize > chunk.len() && c < end && chunk.len() < FAT_CHUNK as usize {
+            if c < end && wide(chunk.len()) < FAT_CHUNK {
                 // The FAT ends before the last clusters' entries: cannot happen after the
                 // geometry check, but must not loop.
                 break;
@@ -614,7 +634,7 @@ impl Fat {
             return Ok(n);
         }
         let mut n = 0u64;
-        self.each_entry(&mut |_, v| n += u64::from(v == 0))?;
+        self.each_entry(&mut |_, v| n = n.saturating_add(u64::from(v == 0)))?;
         Ok(*self.free.get_or_init(|| n))
     }
 }
@@ -641,8 +661,9 @@ impl Filesystem for Fat {
             uuid,
             label: self.label.clone(),
             block_size: self.geo.cluster_size,
-            size_bytes: u64::from(self.geo.clusters) * cs,
-            free_bytes: self.free_clusters().unwrap_or(0) * cs,
+            // Fewer than 2^28 clusters of at most 512 KiB: no saturation.
+            size_bytes: u64::from(self.geo.clusters).saturating_mul(cs),
+            free_bytes: self.free_clusters().unwrap_or(0).saturating_mul(cs),
         }
     }
 
@@ -676,7 +697,10 @@ impl Filesystem for Fat {
             b"." => dir,
             b".." => d.parent,
             _ => {
-                let end = name.iter().rposition(|&c| c != b'.').map_or(0, |p| p + 1);
+                let end = name
+                    .iter()
+                    .rposition(|&c| c != b'.')
+                    .map_or(0, |p| p.saturating_add(1));
                 let name = &name[..end];
                 if name.is_empty() {
                     return Err(Error::NotFound);
@@ -724,31 +748,38 @@ impl Filesystem for Fat {
         if off >= size || buf.is_empty() {
             return Ok(0);
         }
-        let n = (size - off).min(buf.len() as u64) as usize;
+        // off < size: at most buf.len() bytes.
+        let n = usize::try_from(size.saturating_sub(off)).map_or(buf.len(), |r| r.min(buf.len()));
         let chain = self.file_chain(ino, &node)?;
         let cs = u64::from(self.geo.cluster_size);
         let mut done = 0usize;
         while done < n {
-            let at = off + done as u64;
-            let k = (at / cs) as usize;
-            let in_cluster = at % cs;
-            let Some(&first) = chain.get(k) else {
+            // Below the u32 size; the cluster size is not zero (Geometry::parse).
+            let at = off.saturating_add(wide(done));
+            let k = at.checked_div(cs).and_then(|k| usize::try_from(k).ok());
+            let in_cluster = at.checked_rem(cs).unwrap_or(0);
+            let Some(&first) = k.and_then(|k| chain.get(k)) else {
                 break;
             };
-            // Extend over clusters that follow on disk.
-            let mut run = cs - in_cluster;
-            let mut next = k + 1;
-            while run < (n - done) as u64
-                && run < MAX_RUN
-                && chain.get(next).is_some_and(|&c| c == chain[next - 1] + 1)
-            {
-                run += cs;
-                next += 1;
+            let left = n.saturating_sub(done);
+            // Extend over clusters that follow on disk (cluster numbers are below 2^28).
+            let mut run = cs.saturating_sub(in_cluster);
+            let mut last = first;
+            for &c in chain.iter().skip(k.unwrap_or(0).saturating_add(1)) {
+                if run >= wide(left) || run >= MAX_RUN || last.checked_add(1) != Some(c) {
+                    break;
+                }
+                run = run.saturating_add(cs);
+                last = c;
             }
-            let len = run.min((n - done) as u64) as usize;
-            let dev_off = self.geo.cluster_offset(first) + in_cluster;
-            self.dev.read_at(&mut buf[done..done + len], dev_off)?;
-            done += len;
+            let len = usize::try_from(run).map_or(left, |r| r.min(left));
+            let dev_off = self.geo.cluster_offset(first).saturating_add(in_cluster);
+            // done + len <= n <= buf.len().
+            let Some(dst) = buf.get_mut(done..).and_then(|b| b.get_mut(..len)) else {
+                break;
+            };
+            self.dev.read_at(dst, dev_off)?;
+            done = done.saturating_add(len);
         }
         Ok(done)
     }
@@ -782,15 +813,22 @@ impl Filesystem for Fat {
             }
             let start = self.geo.cluster_offset(c);
             match out.last_mut() {
-                Some(r) if r.end == start => r.end += cs,
-                _ => out.push(start..start + cs),
+                // Cluster offsets inside the volume: no saturation.
+                Some(r) if r.end == start => r.end = r.end.saturating_add(cs),
+                _ => out.push(start..start.saturating_add(cs)),
             }
         })?;
         Ok(out)
     }
 }
 
+/// Where byte `off` of a FAT lies in its chunk (below FAT_CHUNK, so it fits usize).
+fn chunk_index(off: u64) -> usize {
+    usize::try_from(off % FAT_CHUNK).unwrap_or(usize::MAX)
+}
+
 #[cfg(test)]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
 mod tests {
     use super::*;
 

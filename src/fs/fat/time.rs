@@ -2,6 +2,8 @@
 //! (fs/fat/misc.c), out-of-range fields included: FAT stores local time with no zone, and the
 //! kernel reads it as UTC unless mounted with `tz=` or `time_offset=` (or the kernel's own
 //! timezone was set from a local-time RTC), which is what ferry does too.
+// Guard rails (issue 16 item 7): directory entry times are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::super::Timestamp;
 
@@ -18,9 +20,12 @@ const DAYS_IN_YEAR: [i64; 16] = [
 /// A FAT `date` (bits 15..9 year since 1980, 8..5 month, 4..0 day), `time` (15..11 hours,
 /// 10..5 minutes, 4..0 two-second units) and `cs` (hundredths of a second to add, creation time
 /// only), as Unix time.
+// The calendar arithmetic is over fields of at most 7 bits: under 2^17 days, so seconds stay
+// below 2^34, far inside i64.
+#[allow(clippy::arithmetic_side_effects)]
 pub(crate) fn to_unix(time: u16, date: u16, cs: u8) -> Timestamp {
     let year = i64::from(date >> 9);
-    let month = i64::from((date >> 5) & 0xf).max(1);
+    let month = ((date >> 5) & 0xf).max(1);
     let day = i64::from(date & 0x1f).max(1) - 1;
     let leap_year = year & 3 == 0 && year != YEAR_2100;
     let mut leap_days = (year + 3) / 4;
@@ -30,8 +35,9 @@ pub(crate) fn to_unix(time: u16, date: u16, cs: u8) -> Timestamp {
     if leap_year && month > 2 {
         leap_days += 1;
     }
-    // OK to index: month is 1..=15.
-    let days = year * 365 + leap_days + DAYS_IN_YEAR[month as usize] + day + DAYS_DELTA;
+    // month is 1..=15: inside the table.
+    let before = DAYS_IN_YEAR.get(usize::from(month)).copied().unwrap_or(0);
+    let days = year * 365 + leap_days + before + day + DAYS_DELTA;
     let secs = i64::from(time & 0x1f) * 2
         + i64::from((time >> 5) & 0x3f) * 60
         + i64::from(time >> 11) * 3600
@@ -43,6 +49,7 @@ pub(crate) fn to_unix(time: u16, date: u16, cs: u8) -> Timestamp {
 }
 
 #[cfg(test)]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
 mod tests {
     use super::*;
 

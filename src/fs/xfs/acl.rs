@@ -3,6 +3,8 @@
 //! SGI_ACL_DEFAULT, and as getxattr of system.posix_acl_access/_default returns them
 //! (include/uapi/linux/posix_acl_xattr.h: version 2, then little-endian 8-byte entries of
 //! tag, permissions and id, the id 0xffffffff where the tag names no one).
+// Guard rails (issue 16 item 7): ACL values are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use crate::bytes::{be16, be32};
 
@@ -29,15 +31,22 @@ pub fn max_entries(v5: bool) -> usize {
 
 /// Converts an XFS ACL to the VFS xattr form, as xfs_acl_from_disk then posix_acl_to_xattr.
 pub fn to_xattr(disk: &[u8], v5: bool) -> Result<Vec<u8>, String> {
-    let count = be32(disk, 0) as usize;
-    if disk.len() < 4 || count > max_entries(v5) || disk.len() != 4 + count * ENTRY {
+    let count = be32(disk, 0);
+    let body = disk.get(4..).filter(|body| {
+        usize::try_from(count)
+            .ok()
+            .filter(|&c| c <= max_entries(v5))
+            .and_then(|c| c.checked_mul(ENTRY))
+            == Some(body.len())
+    });
+    let Some(body) = body else {
         return Err(format!(
             "ACL of {} bytes counts {count} entries",
             disk.len()
         ));
-    }
+    };
     let mut out = XATTR_VERSION.to_le_bytes().to_vec();
-    for e in disk[4..].chunks_exact(ENTRY) {
+    for e in body.chunks_exact(ENTRY) {
         let tag = be32(e, 0);
         let perm = be16(e, 8);
         let id = match tag {
@@ -45,8 +54,9 @@ pub fn to_xattr(disk: &[u8], v5: bool) -> Result<Vec<u8>, String> {
             USER_OBJ | GROUP_OBJ | MASK | OTHER => UNDEFINED_ID,
             _ => return Err(format!("ACL tag {tag:#x}")),
         };
-        // OK: the tags above fit 16 bits.
-        out.extend_from_slice(&(tag as u16).to_le_bytes());
+        // The tags above fit 16 bits.
+        let tag = u16::try_from(tag).map_err(|_| format!("ACL tag {tag:#x}"))?;
+        out.extend_from_slice(&tag.to_le_bytes());
         out.extend_from_slice(&perm.to_le_bytes());
         out.extend_from_slice(&id.to_le_bytes());
     }
@@ -54,6 +64,7 @@ pub fn to_xattr(disk: &[u8], v5: bool) -> Result<Vec<u8>, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
 mod tests {
     #[test]
     fn converts() {

@@ -3,6 +3,8 @@
 //! the AGI (inodes: allocated and free counts). The counters are read for statfs when the
 //! superblock's lazy counters cannot be trusted (a dirty log), and so are the AGI's unlinked
 //! lists with the inode btree records they touch: what the kernel frees at such a mount.
+// Guard rails (issue 16 item 7): AG headers and btree blocks are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::{crc, Xfs};
 use crate::bytes::be32;
@@ -66,9 +68,10 @@ impl Xfs {
     /// The byte position of sector `sector` of AG `agno`.
     fn ag_sector_at(&self, agno: u32, sector: u64, what: &'static str) -> Result<u64> {
         let sect = u64::from(self.sb.sectsize);
-        (u64::from(agno) * u64::from(self.sb.agblocks))
-            .checked_mul(u64::from(self.sb.blocksize))
-            .and_then(|b| b.checked_add(sector * sect))
+        u64::from(agno)
+            .checked_mul(u64::from(self.sb.agblocks))
+            .and_then(|b| b.checked_mul(u64::from(self.sb.blocksize)))
+            .and_then(|b| b.checked_add(sector.checked_mul(sect)?))
             .ok_or_else(|| Error::corrupt(what, 0, 0, format!("AG {agno} overflows")))
     }
 
@@ -108,7 +111,8 @@ impl Xfs {
     ) -> Result<()> {
         let at = self.ag_sector_at(agno, sector, what)?;
         // The block the sector lies in, which also tells the AGs apart in the damage log.
-        let blk = at / u64::from(self.sb.blocksize);
+        // The block size is not zero (Superblock::check_geometry).
+        let blk = at.checked_div(u64::from(self.sb.blocksize)).unwrap_or(0);
         let bad =
             |detail: &str| Error::corrupt(what, 0, blk, format!("AG {agno}: {detail}")).at(at);
         if be32(b, 0) != magic {
@@ -192,7 +196,8 @@ impl Xfs {
             (IBT_MAGIC, SBLOCK_HDR)
         };
         let sparse = self.sb.has_sparse_inodes();
-        let bs = self.sb.blocksize as usize;
+        // The block size is at most 64 KiB (check_geometry), above the header.
+        let bs = usize::try_from(self.sb.blocksize).unwrap_or(usize::MAX);
         let mut agbno = be32(agi, 20);
         let levels = be32(agi, 24);
         let what = "xfs inode btree";
@@ -202,22 +207,25 @@ impl Xfs {
         }
         for depth in (0..levels).rev() {
             let (b, linear, n) = self.sblock(agno, agbno, magic, depth, what)?;
+            let body = b.get(hdr..).unwrap_or_default();
             if depth == 0 {
-                if hdr + n * INOBT_REC > bs {
+                let Some(rows) = n.checked_mul(INOBT_REC).and_then(|l| body.get(..l)) else {
                     return Err(self.damage(what, 0, linear, format!("{n} records")));
-                }
-                for i in 0..n {
-                    let r = hdr + i * INOBT_REC;
-                    let start = be32(&b, r);
-                    if agino >= start && agino - start < INODES_PER_CHUNK {
+                };
+                for r in rows.chunks_exact(INOBT_REC) {
+                    let start = be32(r, 0);
+                    if agino
+                        .checked_sub(start)
+                        .is_some_and(|d| d < INODES_PER_CHUNK)
+                    {
                         let count = if sparse {
-                            u32::from(b[r + 6])
+                            u32::from(r[6])
                         } else {
                             INODES_PER_CHUNK
                         };
                         return Ok(InobtRec {
                             count,
-                            free: crate::bytes::be64(&b, r + 8),
+                            free: crate::bytes::be64(r, 8),
                         });
                     }
                 }
@@ -229,15 +237,18 @@ impl Xfs {
                 ));
             }
             // A node: keys (startino), then as many block pointers from the middle on.
-            let max = (bs - hdr) / 8;
+            let max = bs.saturating_sub(hdr) / 8;
             if n == 0 || n > max {
                 return Err(self.damage(what, 0, linear, format!("{n} keys")));
             }
-            let i = (0..n)
-                .rev()
-                .find(|&i| be32(&b, hdr + i * 4) <= agino)
+            let i = body
+                .chunks_exact(4)
+                .take(n)
+                .rposition(|k| be32(k, 0) <= agino)
                 .unwrap_or(0);
-            agbno = be32(&b, hdr + max * 4 + i * 4);
+            // The pointers follow max keys; i < n <= max, so pointer i is inside the block.
+            let ptrs = body.get(max.saturating_mul(4)..).unwrap_or_default();
+            agbno = ptrs.chunks_exact(4).nth(i).map_or(0, |p| be32(p, 0));
         }
         Err(self.damage(what, 0, owner, "no leaf reached".into()))
     }
@@ -259,15 +270,18 @@ impl Xfs {
             let mut chunks: std::collections::BTreeMap<u32, (InobtRec, u64)> =
                 std::collections::BTreeMap::new();
             let mut seen = std::collections::HashSet::new();
-            for bucket in 0..AGI_UNLINKED_BUCKETS {
-                let mut agino = be32(&agi, AGI_UNLINKED_OFF + bucket * 4);
+            let heads = agi.get(AGI_UNLINKED_OFF..).unwrap_or_default();
+            for head in heads.chunks_exact(4).take(AGI_UNLINKED_BUCKETS) {
+                let mut agino = be32(head, 0);
                 while agino != NULLAGINO && u64::from(agino) < per_ag_inodes {
                     if !seen.insert(agino) {
                         ::log::warn!("xfs: unlinked list of AG {agno} loops at {agino}");
                         break;
                     }
-                    let ino = (u64::from(agno) << (self.sb.agblklog + self.sb.inopblog))
-                        | u64::from(agino);
+                    // agblklog + inopblog <= 64 (check_geometry) with agno below agcount.
+                    let ag_shift =
+                        u32::from(self.sb.agblklog).saturating_add(u32::from(self.sb.inopblog));
+                    let ino = u64::from(agno).checked_shl(ag_shift).unwrap_or(0) | u64::from(agino);
                     let ip = match self.inode(ino) {
                         Ok(ip) => ip,
                         Err(e) => {
@@ -282,13 +296,14 @@ impl Xfs {
                             break;
                         }
                     };
-                    let first = agino - agino % INODES_PER_CHUNK;
+                    let slot = agino % INODES_PER_CHUNK;
+                    let first = agino.saturating_sub(slot);
                     let entry = chunks.entry(first).or_insert((rec, 0));
-                    let bit = 1u64 << (agino - first);
+                    let bit = 1u64 << slot;
                     if entry.1 & bit == 0 && rec.free & bit == 0 {
                         entry.1 |= bit;
-                        out.blocks += ip.nblocks;
-                        out.inodes += 1;
+                        out.blocks = out.blocks.saturating_add(ip.nblocks);
+                        out.inodes = out.inodes.saturating_add(1);
                     }
                     agino = ip.next_unlinked;
                 }
@@ -296,9 +311,11 @@ impl Xfs {
             for (rec, freed) in chunks.values() {
                 let all_free = rec.free | freed == u64::MAX;
                 if all_free && u32::from(self.sb.inopblock) <= INODES_PER_CHUNK {
-                    out.released += u64::from(rec.count);
-                    out.blocks += u64::from(rec.count) * u64::from(self.sb.inodesize)
-                        / u64::from(self.sb.blocksize);
+                    out.released = out.released.saturating_add(u64::from(rec.count));
+                    // At most 255 inodes of at most 2 KiB; the block size is not zero.
+                    let bytes = u64::from(rec.count).saturating_mul(u64::from(self.sb.inodesize));
+                    let blocks = bytes.checked_div(u64::from(self.sb.blocksize)).unwrap_or(0);
+                    out.blocks = out.blocks.saturating_add(blocks);
                 }
             }
         }
@@ -315,7 +332,8 @@ impl Xfs {
             return Ok(0);
         }
         let what = "xfs refcount btree";
-        let bs = self.sb.blocksize as usize;
+        // The block size is at most 64 KiB (check_geometry), above the header.
+        let bs = usize::try_from(self.sb.blocksize).unwrap_or(usize::MAX);
         let mut total = 0u64;
         for agno in 0..self.sb.agcount {
             let agf = self.ag_sector(agno, AGF_SECTOR, "xfs AGF")?;
@@ -326,32 +344,37 @@ impl Xfs {
             if levels == 0 || levels > MAX_IBT_LEVELS {
                 return Err(self.damage(what, 0, u64::from(agno), format!("{levels} levels")));
             }
-            let mut todo = vec![(be32(&agf, AGF_REFCOUNT_ROOT), levels - 1)];
+            // levels >= 1 (checked above).
+            let mut todo = vec![(be32(&agf, AGF_REFCOUNT_ROOT), levels.saturating_sub(1))];
             let mut visited = 0u64;
             while let Some((agbno, depth)) = todo.pop() {
-                visited += 1;
+                visited = visited.saturating_add(1);
                 if visited > u64::from(self.sb.agblocks) {
                     return Err(self.damage(what, 0, u64::from(agno), "loops".into()));
                 }
                 let (b, linear, n) = self.sblock(agno, agbno, REFC_MAGIC, depth, what)?;
+                let body = b.get(SBLOCK3_HDR..).unwrap_or_default();
                 if depth == 0 {
-                    if SBLOCK3_HDR + n * 12 > bs {
+                    // xfs_refcount_rec: start (with the CoW flag), length, refcount.
+                    let Some(rows) = n.checked_mul(12).and_then(|l| body.get(..l)) else {
                         return Err(self.damage(what, 0, linear, format!("{n} records")));
-                    }
-                    for i in 0..n {
-                        let r = SBLOCK3_HDR + i * 12;
-                        if be32(&b, r) & REFC_COWFLAG != 0 {
-                            total += u64::from(be32(&b, r + 4));
+                    };
+                    for r in rows.chunks_exact(12) {
+                        if be32(r, 0) & REFC_COWFLAG != 0 {
+                            total = total.saturating_add(u64::from(be32(r, 4)));
                         }
                     }
                     continue;
                 }
-                let max = (bs - SBLOCK3_HDR) / 8;
+                let max = bs.saturating_sub(SBLOCK3_HDR) / 8;
                 if n > max {
                     return Err(self.damage(what, 0, linear, format!("{n} keys")));
                 }
-                for i in 0..n {
-                    todo.push((be32(&b, SBLOCK3_HDR + max * 4 + i * 4), depth - 1));
+                // The pointers follow max keys; n <= max, so all are inside the block.
+                let ptrs = body.get(max.saturating_mul(4)..).unwrap_or_default();
+                for p in ptrs.chunks_exact(4).take(n) {
+                    // depth > 0 here.
+                    todo.push((be32(p, 0), depth.saturating_sub(1)));
                 }
             }
         }

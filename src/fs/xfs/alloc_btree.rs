@@ -2,6 +2,8 @@
 //! `ABTB`, `AB3B` on v5): each AG's free extents, rooted in its AGF (`agf_roots[0]`,
 //! `agf_levels[0]`). Read to leave free space out of a copy (`Filesystem::unused`), as
 //! `fstrim` in virt-v2v's appliance would discard it.
+// Guard rails (issue 16 item 7): AGF and btree blocks are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::{log::LogState, Xfs};
 use crate::bytes::be32;
@@ -41,13 +43,18 @@ impl Xfs {
             }
         }
         let bs = u64::from(self.sb.blocksize);
-        let headers = (AG_HEADER_SECTORS * u64::from(self.sb.sectsize)).div_ceil(bs);
+        // Four sectors of at most 32 KiB; the block size is not zero (check_geometry).
+        let headers = AG_HEADER_SECTORS
+            .saturating_mul(u64::from(self.sb.sectsize))
+            .div_ceil(bs);
         let log = self.internal_log()?;
         let mut out: Vec<Range<u64>> = Vec::new();
         for agno in 0..self.sb.agcount {
-            let base = u64::from(agno) * u64::from(self.sb.agblocks);
+            // Two u32 factors, then an AG block below agblocks: no overflow.
+            let base = u64::from(agno).saturating_mul(u64::from(self.sb.agblocks));
             for r in self.free_extents(agno)? {
-                let (start, end) = (base + u64::from(r.start), base + u64::from(r.end));
+                let start = base.saturating_add(u64::from(r.start));
+                let end = base.saturating_add(u64::from(r.end));
                 let refuse = |what: &str| {
                     Err(Error::Unsupported(format!(
                         "xfs: AG {agno}'s free-space btree marks {what} free (blocks {}..{})",
@@ -60,9 +67,12 @@ impl Xfs {
                 if log.as_ref().is_some_and(|l| start < l.end && l.start < end) {
                     return refuse("the internal log");
                 }
+                let (Some(start), Some(end)) = (start.checked_mul(bs), end.checked_mul(bs)) else {
+                    return refuse("blocks past 2^64 bytes");
+                };
                 match out.last_mut() {
-                    Some(last) if last.end == start * bs => last.end = end * bs,
-                    _ => out.push(start * bs..end * bs),
+                    Some(last) if last.end == start => last.end = end,
+                    _ => out.push(start..end),
                 }
             }
         }
@@ -76,7 +86,8 @@ impl Xfs {
         }
         let blocks = u64::from(self.sb.logblocks);
         let start = self.fsb_to_linear(self.sb.logstart, blocks, "xfs log", 0)?;
-        Ok(Some(start..start + blocks))
+        // fsb_to_linear checked that the log ends inside the filesystem.
+        Ok(Some(start..start.saturating_add(blocks)))
     }
 
     /// The free extents of AG `agno` (AG block ranges), sorted, checked against each other,
@@ -95,23 +106,26 @@ impl Xfs {
         } else {
             (ABTB_MAGIC, SBLOCK_HDR)
         };
-        let bs = self.sb.blocksize as usize;
-        let max_ptrs = (bs - hdr) / (REC + PTR);
+        // The block size is at most 64 KiB (check_geometry), above the header.
+        let bs = usize::try_from(self.sb.blocksize).unwrap_or(usize::MAX);
+        let max_ptrs = bs.saturating_sub(hdr) / (REC + PTR);
         let mut recs: Vec<Range<u32>> = Vec::new();
-        let mut todo = vec![(be32(&agf, AGF_BNO_ROOT), levels - 1)];
+        // levels >= 1 (checked above).
+        let mut todo = vec![(be32(&agf, AGF_BNO_ROOT), levels.saturating_sub(1))];
         let mut visited = 0u32;
         while let Some((agbno, depth)) = todo.pop() {
-            visited += 1;
+            visited = visited.saturating_add(1);
             if visited > length {
                 return Err(self.damage(what, 0, owner, format!("AG {agno}: the btree loops")));
             }
             let (b, linear, n) = self.sblock(agno, agbno, magic, depth, what)?;
+            let body = b.get(hdr..).unwrap_or_default();
             if depth == 0 {
-                if hdr + n * REC > bs {
+                let Some(rows) = n.checked_mul(REC).and_then(|l| body.get(..l)) else {
                     return Err(self.damage(what, 0, linear, format!("{n} records")));
-                }
-                for i in 0..n {
-                    let (start, count) = (be32(&b, hdr + i * REC), be32(&b, hdr + i * REC + 4));
+                };
+                for (i, rec) in rows.chunks_exact(REC).enumerate() {
+                    let (start, count) = (be32(rec, 0), be32(rec, 4));
                     match start.checked_add(count) {
                         Some(end) if count > 0 && end <= length => recs.push(start..end),
                         _ => {
@@ -129,9 +143,12 @@ impl Xfs {
             if n > max_ptrs {
                 return Err(self.damage(what, 0, linear, format!("{n} keys")));
             }
-            // Children pushed last-first, so the leaves come off the stack in key order.
-            for i in (0..n).rev() {
-                todo.push((be32(&b, hdr + max_ptrs * REC + i * PTR), depth - 1));
+            // Children pushed last-first, so the leaves come off the stack in key order. The
+            // pointers follow max_ptrs keys; n <= max_ptrs, so all n are inside the block.
+            let ptrs = body.get(max_ptrs.saturating_mul(REC)..).unwrap_or_default();
+            for p in ptrs.chunks_exact(PTR).take(n).rev() {
+                // depth > 0 here.
+                todo.push((be32(p, 0), depth.saturating_sub(1)));
             }
         }
         recs.sort_by_key(|r| r.start);
@@ -143,7 +160,10 @@ impl Xfs {
                 format!("AG {agno}: free extents {:?} and {:?} overlap", w[0], w[1]),
             ));
         }
-        let total: u64 = recs.iter().map(|r| u64::from(r.end - r.start)).sum();
+        let total: u64 = recs
+            .iter()
+            .map(|r| u64::from(r.end.saturating_sub(r.start)))
+            .fold(0, u64::saturating_add);
         let counted = be32(&agf, AGF_FREEBLKS);
         if total != u64::from(counted) {
             return Err(Error::Unsupported(format!(

@@ -7,10 +7,12 @@
 //! "security.". POSIX ACLs are the trusted attributes SGI_ACL_FILE/SGI_ACL_DEFAULT, which the
 //! kernel lists (for root) both under their own name and as system.posix_acl_access/_default,
 //! converted to the VFS format (`acl`). Entries being set (INCOMPLETE) are not shown.
+// Guard rails (issue 16 item 7): attribute forks and blocks are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::inode::{Inode, FMT_LOCAL};
 use super::{acl, attr_leaf, attr_sf, da_btree, Xfs};
-use crate::bytes::be32;
+use crate::bytes::{be32, wide};
 use crate::fs::{Error, Result};
 
 pub const FLAG_LOCAL: u8 = 0x01;
@@ -184,13 +186,15 @@ impl Xfs {
             return Err(self.damage(what, ip.ino, u64::from(blk), format!("{len} bytes")));
         }
         let v5 = self.sb.is_v5();
-        let bs = self.sb.blocksize as usize;
-        let per = if v5 { bs - RMT_HDR } else { bs };
-        let len = len as usize;
+        // The block size is at most 64 KiB (Superblock::check_geometry), far above RMT_HDR.
+        let bs = usize::try_from(self.sb.blocksize).unwrap_or(usize::MAX);
+        let per = if v5 { bs.saturating_sub(RMT_HDR) } else { bs };
+        let short = |d: String| self.damage(what, ip.ino, u64::from(blk), d);
+        let len = usize::try_from(len).map_err(|_| short(format!("{len} bytes")))?;
         let mut out = Vec::with_capacity(len);
         let mut lblk = u64::from(blk);
         while out.len() < len {
-            let want = per.min(len - out.len());
+            let want = per.min(len.saturating_sub(out.len()));
             let offset = out.len();
             let ino = ip.ino;
             let b = self.fork_block(ip, true, lblk, 1, what, |b, daddr| {
@@ -201,7 +205,7 @@ impl Xfs {
                     return Err(format!("magic {:#x}", be32(b, 0)));
                 }
                 self.v5_header(b, daddr, ino, RMT_V5_HEADER)?;
-                if be32(b, 4) as usize != offset || be32(b, 8) as usize != want {
+                if u64::from(be32(b, 4)) != wide(offset) || u64::from(be32(b, 8)) != wide(want) {
                     return Err(format!(
                         "holds {} bytes at {}, expected {want} at {offset}",
                         be32(b, 8),
@@ -211,8 +215,10 @@ impl Xfs {
                 Ok(())
             })?;
             let from = if v5 { RMT_HDR } else { 0 };
-            out.extend_from_slice(&b[from..from + want]);
-            lblk += 1;
+            let part = b.get(from..).and_then(|r| r.get(..want));
+            let part = part.ok_or_else(|| short(format!("block {lblk} cut short")))?;
+            out.extend_from_slice(part);
+            lblk = lblk.saturating_add(1);
         }
         Ok(out)
     }

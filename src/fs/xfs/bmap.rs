@@ -5,10 +5,12 @@
 //! the unwritten flag (1 bit), the logical offset (54), the start block (52) and length (21).
 //! The whole list of a fork is loaded, checked (sorted, non-overlapping, as many as the inode
 //! says) and then searched by binary search.
+// Guard rails (issue 16 item 7): forks and bmbt blocks are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::inode::{Inode, FMT_BTREE, FMT_EXTENTS};
 use super::{crc, Xfs};
-use crate::bytes::{be16, be32, be64};
+use crate::bytes::{be16, be32, be64, wide};
 use crate::fs::{Error, Result};
 use std::sync::Arc;
 
@@ -77,33 +79,36 @@ impl Xfs {
         let mut out = Vec::new();
         match ip.fork_format(attr) {
             FMT_EXTENTS => {
-                if n.saturating_mul(REC as u64) > fork.len() as u64 {
+                // The records must fit the fork.
+                let recs = usize::try_from(n).ok().filter(|&k| k <= fork.len() / REC);
+                let Some(recs) = recs else {
                     return Err(bad(format!("{n} extents in {} bytes", fork.len())));
-                }
-                // OK: n * 16 <= fork length.
-                out.extend(fork[..n as usize * REC].chunks_exact(REC).map(decode));
+                };
+                out.extend(fork.chunks_exact(REC).take(recs).map(decode));
             }
             FMT_BTREE => {
-                if fork.len() < 4 + 16 {
+                // xfs_bmdr_block: level, numrecs, then maxrecs keys and maxrecs pointers.
+                let Some((head, body)) = fork.split_at_checked(4).filter(|(_, b)| b.len() >= 16)
+                else {
                     return Err(bad("bmbt root too small".into()));
-                }
-                let level = be16(fork, 0);
-                let numrecs = usize::from(be16(fork, 2));
-                let maxrecs = (fork.len() - 4) / 16;
+                };
+                let level = be16(head, 0);
+                let numrecs = usize::from(be16(head, 2));
+                let maxrecs = body.len() / 16;
                 if level == 0 || level > MAX_LEVELS || numrecs == 0 || numrecs > maxrecs {
                     return Err(bad(format!(
                         "bmbt root of level {level} with {numrecs} of {maxrecs} records"
                     )));
                 }
-                let ptrs = 4 + maxrecs * 8;
-                for i in 0..numrecs {
-                    let child = be64(fork, ptrs + i * 8);
-                    self.walk_bmbt(ip, child, level - 1, n, &mut out)?;
+                // The pointers follow maxrecs 8-byte keys (maxrecs * 16 <= body length).
+                let ptrs = body.chunks_exact(8).skip(maxrecs).take(numrecs);
+                for p in ptrs {
+                    self.walk_bmbt(ip, be64(p, 0), level.saturating_sub(1), n, &mut out)?;
                 }
             }
             f => return Err(bad(format!("format {f} has no extents"))),
         }
-        if out.len() as u64 != n {
+        if wide(out.len()) != n {
             return Err(bad(format!(
                 "{} extents found, the inode says {n}",
                 out.len()
@@ -117,7 +122,8 @@ impl Xfs {
                     e.off, e.len
                 )));
             }
-            end = e.off + e.len;
+            // A 54-bit offset plus a 21-bit length (decode): no overflow.
+            end = e.off.saturating_add(e.len);
         }
         Ok(out)
     }
@@ -134,7 +140,7 @@ impl Xfs {
         let what = "xfs bmbt block";
         let linear = self.fsb_to_linear(fsb, 1, what, ip.ino)?;
         let v5 = self.sb.is_v5();
-        let daddr = linear << (self.sb.blocklog - 9);
+        let daddr = self.sb.daddr(linear);
         let meta_uuid = self.sb.meta_uuid;
         let ino = ip.ino;
         let b = self.checked_block(linear, what, ino, |b| {
@@ -161,25 +167,25 @@ impl Xfs {
         if got_level != level {
             return Err(bad(format!("level {got_level}, expected {level}")));
         }
+        let body = b.get(hdr..).unwrap_or_default();
         if level == 0 {
-            let maxrecs = (b.len() - hdr) / REC;
+            let maxrecs = body.len() / REC;
             if numrecs == 0 || numrecs > maxrecs {
                 return Err(bad(format!("{numrecs} of {maxrecs} records")));
             }
-            if out.len() as u64 + numrecs as u64 > max {
+            if wide(out.len()).saturating_add(wide(numrecs)) > max {
                 return Err(bad(format!("more than the inode's {max} extents")));
             }
-            out.extend(b[hdr..hdr + numrecs * REC].chunks_exact(REC).map(decode));
+            out.extend(body.chunks_exact(REC).take(numrecs).map(decode));
             return Ok(());
         }
-        let maxrecs = (b.len() - hdr) / 16;
+        let maxrecs = body.len() / 16;
         if numrecs == 0 || numrecs > maxrecs {
             return Err(bad(format!("{numrecs} of {maxrecs} keys")));
         }
-        let ptrs = hdr + maxrecs * 8;
-        for i in 0..numrecs {
-            let child = be64(&b, ptrs + i * 8);
-            self.walk_bmbt(ip, child, level - 1, max, out)?;
+        // The pointers follow maxrecs 8-byte keys; level > 0 here.
+        for p in body.chunks_exact(8).skip(maxrecs).take(numrecs) {
+            self.walk_bmbt(ip, be64(p, 0), level.saturating_sub(1), max, out)?;
         }
         Ok(())
     }
@@ -188,7 +194,8 @@ impl Xfs {
 /// Where logical block `lblk` falls: the extent holding it, or the hole up to the next one
 /// (None: past the last extent).
 pub fn find(list: &[Extent], lblk: u64) -> std::result::Result<&Extent, Option<u64>> {
-    let i = list.partition_point(|e| e.off + e.len <= lblk);
+    // A 54-bit offset plus a 21-bit length (decode): no overflow.
+    let i = list.partition_point(|e| e.off.saturating_add(e.len) <= lblk);
     match list.get(i) {
         Some(e) if e.off <= lblk => Ok(e),
         Some(e) => Err(Some(e.off)),
@@ -197,6 +204,7 @@ pub fn find(list: &[Extent], lblk: u64) -> std::result::Result<&Extent, Option<u
 }
 
 #[cfg(test)]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
 mod tests {
     use super::*;
 

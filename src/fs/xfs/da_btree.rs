@@ -3,6 +3,8 @@
 //! entry's hash is the largest in its subtree; leaves are chained (forw/back) in hash order.
 //! Every block starts with `xfs_da_blkinfo` (forw, back, magic) — `xfs_da3_blkinfo` on v5,
 //! which adds CRC, self address, LSN, UUID and owner.
+// Guard rails (issue 16 item 7): da-btree nodes are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::inode::Inode;
 use super::Xfs;
@@ -56,20 +58,24 @@ pub fn hashname(name: &[u8]) -> u32 {
 
 /// A node's level and its (hash, child block) entries.
 pub fn node_entries(b: &[u8], v5: bool) -> std::result::Result<(u16, Vec<(u32, u32)>), String> {
-    let (hdr, count_at) = if v5 {
-        (NODE_HDR_V5, 56)
+    // Header size, then where its count and level are.
+    let (hdr, count_at, level_at) = if v5 {
+        (NODE_HDR_V5, 56, 58)
     } else {
-        (NODE_HDR_V4, 12)
+        (NODE_HDR_V4, 12, 14)
     };
     let count = usize::from(be16(b, count_at));
-    let level = be16(b, count_at + 2);
-    if count == 0 || hdr + count * 8 > b.len() || level == 0 || usize::from(level) > MAX_DEPTH {
+    let level = be16(b, level_at);
+    // A 16-bit count of 8-byte entries after the header: no overflow.
+    let ents = b.get(hdr..count.saturating_mul(8).saturating_add(hdr));
+    let ents = ents.filter(|_| count != 0 && level != 0 && usize::from(level) <= MAX_DEPTH);
+    let Some(ents) = ents else {
         return Err(format!("node of level {level} with {count} entries"));
-    }
+    };
     Ok((
         level,
-        (0..count)
-            .map(|i| (be32(b, hdr + i * 8), be32(b, hdr + i * 8 + 4)))
+        ents.chunks_exact(8)
+            .map(|c| (be32(c, 0), be32(c, 4)))
             .collect(),
     ))
 }
@@ -137,24 +143,26 @@ impl Xfs {
             }
             let (level, entries) = node_entries(&b, self.sb.is_v5())
                 .map_err(|d| self.damage(what, ip.ino, lblk, d))?;
-            if above.is_some_and(|l| l != level + 1) {
+            if above.is_some_and(|l| level.checked_add(1) != Some(l)) {
                 return Err(self.damage(what, ip.ino, lblk, format!("level {level} out of order")));
             }
             above = Some(level);
             let pick = match hash {
-                None => entries[0],
-                Some(h) => *entries
-                    .iter()
-                    .find(|(eh, _)| *eh >= h)
-                    .unwrap_or(&entries[entries.len() - 1]),
+                None => entries.first(),
+                Some(h) => entries.iter().find(|(eh, _)| *eh >= h).or(entries.last()),
             };
-            lblk = u64::from(pick.1);
+            // node_entries refuses a node without entries.
+            let Some(&(_, child)) = pick else {
+                return Err(self.damage(what, ip.ino, lblk, "node without entries".into()));
+            };
+            lblk = u64::from(child);
         }
         Err(self.damage(what, ip.ino, root, "tree deeper than 5 levels".into()))
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
 mod tests {
     use super::hashname;
 

@@ -7,9 +7,12 @@
 //! readdir walks the data blocks in order; an entry's cookie is its byte position in the data
 //! space, so a listing resumes exactly where it stopped whatever happens in between. Lookups
 //! of one name hash it and follow the index.
+// Guard rails (issue 16 item 7): directory blocks and extent lists are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::inode::{Inode, FMT_LOCAL};
 use super::{da_btree, dir_data, dir_leaf, dir_sf, Xfs};
+use crate::bytes::wide;
 use crate::fs::{Error, FileType, Result};
 
 /// Where the hash index starts in the data fork (XFS_DIR2_LEAF_OFFSET): 32 GiB.
@@ -141,7 +144,8 @@ impl Xfs {
                 .map_err(|m| self.damage("xfs directory block", d.ino, lblk, m))?;
             for (off, len, e) in recs {
                 let Some(e) = e else { continue };
-                let pos = base + off as u64;
+                // base is below the 32 GiB data space, off below the block size.
+                let pos = base.saturating_add(wide(off));
                 if pos < start {
                     continue;
                 }
@@ -150,7 +154,7 @@ impl Xfs {
                     name: e.name,
                     kind: ftype_kind(e.ftype),
                 };
-                if !f(rec, pos + len as u64)? {
+                if !f(rec, pos.saturating_add(wide(len)))? {
                     return Ok(false);
                 }
             }
@@ -177,20 +181,24 @@ impl Xfs {
             if e.off >= leaf {
                 break;
             }
-            let end = (e.off + e.len).min(leaf);
-            let mut db = (e.off / dir_fsbs).max(next_db);
-            while db * dir_fsbs < end {
-                next_db = db + 1;
-                let base = db * dir_bytes;
-                if base + dir_bytes <= start {
-                    db += 1;
-                    continue;
+            // Extents end below 2^55 (bmap::decode); blocks below the leaf offset are within
+            // the 32 GiB data space, so the products below do not saturate.
+            let end = e.off.saturating_add(e.len).min(leaf);
+            let mut db = (e.off >> self.sb.dirblklog).max(next_db);
+            loop {
+                let lblk = db.saturating_mul(dir_fsbs);
+                if lblk >= end {
+                    break;
                 }
-                let b = self.dir_data_block(d, db * dir_fsbs);
-                if !f(base, db * dir_fsbs, b)? {
-                    return Ok(());
+                next_db = db.saturating_add(1);
+                let base = db.saturating_mul(dir_bytes);
+                if base.saturating_add(dir_bytes) > start {
+                    let b = self.dir_data_block(d, lblk);
+                    if !f(base, lblk, b)? {
+                        return Ok(());
+                    }
                 }
-                db += 1;
+                db = next_db;
             }
         }
         Ok(())
@@ -244,7 +252,7 @@ impl Xfs {
         }
         let hash = da_btree::hashname(name);
         let list = self.extents(d, false)?;
-        let last = list.last().map_or(0, |e| e.off + e.len);
+        let last = list.last().map_or(0, |e| e.off.saturating_add(e.len));
         let v5 = self.sb.is_v5();
         let dir_fsbs = self.dir_fsbs();
         let leaf = self.leaf_lblk();
@@ -281,11 +289,13 @@ impl Xfs {
         let dir_bytes = u64::from(self.sb.dir_block_size());
         let ftype = self.sb.has_ftype();
         for &a in addrs {
-            let pos = u64::from(a) * 8;
-            let db = pos / dir_bytes;
-            // OK: below the directory block size (<= 64 KiB).
-            let off = (pos % dir_bytes) as usize;
-            let lblk = db * self.dir_fsbs();
+            // Addresses count 8-byte units; the directory block size is not zero.
+            let pos = u64::from(a) << 3;
+            let db = pos.checked_div(dir_bytes).unwrap_or(0);
+            // Below the directory block size (<= 64 KiB): fits usize.
+            let off =
+                usize::try_from(pos.checked_rem(dir_bytes).unwrap_or(0)).unwrap_or(usize::MAX);
+            let lblk = db.saturating_mul(self.dir_fsbs());
             if lblk >= self.leaf_lblk() {
                 return Err(self.damage(
                     "xfs directory leaf",

@@ -4,6 +4,8 @@
 //! name, file type with ftype, a tag that is the record's own offset) and free spaces (0xffff,
 //! length, ..., tag). A single-block directory ends with its leaf (hash, address) pairs and a
 //! tail (count, stale).
+// Guard rails (issue 16 item 7): directory blocks are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use crate::bytes::{be16, be32, be64};
 
@@ -43,11 +45,15 @@ fn records_end(b: &[u8], v5: bool, block_form: bool) -> Result<usize, String> {
     if !block_form {
         return Ok(b.len());
     }
-    let count = be32(b, b.len() - 8) as usize;
+    let Some(tail) = b.len().checked_sub(8) else {
+        return Err(format!("block of {} bytes has no tail", b.len()));
+    };
+    let count = be32(b, tail);
     let hdr = if v5 { HDR_V5 } else { HDR_V4 };
-    count
-        .checked_mul(8)
-        .and_then(|l| (b.len() - 8).checked_sub(l))
+    usize::try_from(count)
+        .ok()
+        .and_then(|c| c.checked_mul(8))
+        .and_then(|l| tail.checked_sub(l))
         .filter(|&e| e >= hdr)
         .ok_or_else(|| format!("block tail counts {count} leaf entries"))
 }
@@ -55,35 +61,48 @@ fn records_end(b: &[u8], v5: bool, block_form: bool) -> Result<usize, String> {
 /// The (hash, address) pairs of a single-block directory.
 pub fn block_leaf(b: &[u8], v5: bool) -> Result<&[u8], String> {
     let end = records_end(b, v5, true)?;
-    Ok(&b[end..b.len() - 8])
+    // records_end found end <= the tail's offset.
+    Ok(b.get(end..b.len().saturating_sub(8)).unwrap_or_default())
 }
 
-fn entry_size(namelen: usize, ftype: bool) -> usize {
-    (8 + 1 + namelen + usize::from(ftype) + 2).next_multiple_of(8)
+/// xfs_dir2_data_entsize: inode number, name length, name, file type, tag, 8-byte aligned.
+#[allow(clippy::arithmetic_side_effects)] // at most 8 + 1 + 255 + 1 + 2, rounded up
+fn entry_size(namelen: u8, ftype: bool) -> usize {
+    (8 + 1 + usize::from(namelen) + usize::from(ftype) + 2).next_multiple_of(8)
 }
 
 /// The entry at `off`, as a leaf address points to it.
 pub fn entry_at(b: &[u8], off: usize, ftype: bool) -> Result<Entry<'_>, String> {
-    if off + 12 > b.len() || be16(b, off) == FREE_TAG {
+    let Some(rec) = b
+        .get(off..)
+        .filter(|r| r.len() >= 12 && be16(r, 0) != FREE_TAG)
+    else {
         return Err(format!("no entry at offset {off}"));
-    }
-    let namelen = usize::from(b[off + 8]);
+    };
+    let namelen = rec[8];
     let len = entry_size(namelen, ftype);
-    if namelen == 0 || off + len > b.len() {
+    let split = rec
+        .get(..len)
+        .filter(|_| namelen != 0)
+        .and_then(|r| Some((r, r.get(9..)?.split_at_checked(usize::from(namelen))?)));
+    let Some((rec, (name, after))) = split else {
         return Err(format!("entry at {off} with a name of {namelen} bytes"));
-    }
-    if usize::from(be16(b, off + len - 2)) != off {
-        return Err(format!(
-            "entry at {off} has the tag {}",
-            be16(b, off + len - 2)
-        ));
+    };
+    // len >= 16 (entry_size); the tag is the record's last two bytes.
+    let tag = be16(rec, len.saturating_sub(2));
+    if usize::from(tag) != off {
+        return Err(format!("entry at {off} has the tag {tag}"));
     }
     Ok(Entry {
         off,
         len,
-        ino: be64(b, off),
-        name: &b[off + 9..off + 9 + namelen],
-        ftype: if ftype { b[off + 9 + namelen] } else { 0 },
+        ino: be64(rec, 0),
+        name,
+        ftype: if ftype {
+            after.first().copied().unwrap_or(0)
+        } else {
+            0
+        },
     })
 }
 
@@ -98,19 +117,24 @@ pub fn records(
     let end = records_end(b, v5, block_form)?;
     let mut p = if v5 { HDR_V5 } else { HDR_V4 };
     let mut out = Vec::new();
+    // records_end returned end <= b.len().
+    let records = b.get(..end).unwrap_or_default();
     while p < end {
-        if be16(b, p) == FREE_TAG {
-            let len = usize::from(be16(b, p + 2));
-            if len < 8 || len % 8 != 0 || p + len > end {
+        let rest = records.get(p..).unwrap_or_default();
+        if be16(rest, 0) == FREE_TAG {
+            let len = usize::from(be16(rest, 2));
+            if len < 8 || len % 8 != 0 || len > rest.len() {
                 return Err(format!("free space of {len} bytes at {p}"));
             }
             out.push((p, len, None));
-            p += len;
+            // p + len <= end (checked above).
+            p = p.saturating_add(len);
             continue;
         }
-        let e = entry_at(&b[..end], p, ftype)?;
+        let e = entry_at(records, p, ftype)?;
         out.push((p, e.len, Some(e)));
-        p += e.len;
+        // entry_at checked that the entry ends inside the records.
+        p = p.saturating_add(e.len);
     }
     Ok(out)
 }
@@ -153,9 +177,10 @@ pub fn stale_entries(
         match stale_at(b, q, end, ftype, valid) {
             Some((s, size)) => {
                 out.push(s);
-                q += size;
+                // q + size <= end (stale_at).
+                q = q.saturating_add(size);
             }
-            None => q += 8,
+            None => q = q.saturating_add(8),
         }
     }
     out
@@ -169,27 +194,29 @@ fn stale_at(
     ftype: bool,
     valid: &dyn Fn(u64) -> bool,
 ) -> Option<(Stale, usize)> {
-    let namelen = usize::from(*b.get(q + 8)?);
+    let namelen = *b.get(q..end)?.get(8)?;
     let size = entry_size(namelen, ftype);
-    if namelen == 0 || q + size > end {
+    if namelen == 0 {
         return None;
     }
-    let name = &b[q + 9..q + 9 + namelen];
+    let rec = b.get(q..end)?.get(..size)?;
+    let (name, after) = rec.get(9..)?.split_at_checked(usize::from(namelen))?;
     if name.iter().any(|&c| c == 0 || c == b'/') || name == b"." || name == b".." {
         return None;
     }
-    let t = if ftype { b[q + 9 + namelen] } else { 0 };
+    let t = if ftype { *after.first()? } else { 0 };
     if ftype && !(1..=7).contains(&t) {
         return None;
     }
-    let tag = usize::from(be16(b, q + size - 2));
+    // size >= 16 (entry_size); the tag is the record's last two bytes.
+    let tag = usize::from(be16(rec, size.saturating_sub(2)));
     if tag > q || tag % 8 != 0 || tag < HDR_V4 {
         return None;
     }
-    let ino = if be16(b, q) == FREE_TAG {
-        u64::from(be32(b, q + 4))
+    let ino = if be16(rec, 0) == FREE_TAG {
+        u64::from(be32(rec, 4))
     } else {
-        be64(b, q)
+        be64(rec, 0)
     };
     if !valid(ino) {
         return None;
@@ -205,6 +232,7 @@ fn stale_at(
 }
 
 #[cfg(test)]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
 mod tests {
     use super::*;
 
@@ -214,7 +242,7 @@ mod tests {
         b[..4].copy_from_slice(&DATA_MAGIC_V5.to_be_bytes());
         let mut p = HDR_V5;
         for &(ino, name) in entries {
-            let size = entry_size(name.len(), true);
+            let size = entry_size(u8::try_from(name.len()).unwrap(), true);
             b[p..p + 8].copy_from_slice(&ino.to_be_bytes());
             b[p + 8] = u8::try_from(name.len()).unwrap();
             b[p + 9..p + 9 + name.len()].copy_from_slice(name);

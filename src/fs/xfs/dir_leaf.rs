@@ -3,6 +3,8 @@
 //! entry's byte position in the data space divided by 8 (0: a stale entry). A leaf directory
 //! has one LEAF1 block; a node directory has LEAFN blocks under a da-btree. A single-block
 //! directory keeps the same pairs in its block's tail (`dir_data::block_leaf`).
+// Guard rails (issue 16 item 7): directory leaf blocks are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use crate::bytes::{be16, be32};
 
@@ -25,10 +27,12 @@ pub const NULL_DATAPTR: u32 = 0;
 pub fn entries(b: &[u8], v5: bool) -> Result<Vec<(u32, u32)>, String> {
     let (hdr, count_at) = if v5 { (HDR_V5, 56) } else { (HDR_V4, 12) };
     let count = usize::from(be16(b, count_at));
-    if hdr + count * 8 > b.len() {
+    // A 16-bit count of 8-byte entries after the header: no overflow.
+    let end = count.saturating_mul(8).saturating_add(hdr);
+    let Some(ents) = b.get(hdr..end) else {
         return Err(format!("{count} leaf entries do not fit the block"));
-    }
-    Ok(pairs(&b[hdr..hdr + count * 8]))
+    };
+    Ok(pairs(ents))
 }
 
 /// Decodes packed (hash, address) pairs.

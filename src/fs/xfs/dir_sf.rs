@@ -3,8 +3,10 @@
 //! entries of name length, the offset the entry would have in a block directory (which
 //! readdir cookies use), the name, a file type byte with ftype, and the inode number in 4
 //! bytes, or 8 when any needs them. "." and ".." are not stored.
+// Guard rails (issue 16 item 7): short-form directories are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
-use crate::bytes::{be16, be32, be64};
+use crate::bytes::{be32, be64};
 
 /// Inode numbers are at most 56 bits wide (XFS_MAXINUMBER).
 const MAX_INUMBER: u64 = (1 << 56) - 1;
@@ -31,39 +33,53 @@ pub fn parse(fork: &[u8], size: u64, ftype: bool) -> Result<(u64, Vec<Entry<'_>>
     if size > fork.len() || size < 6 {
         return Err(format!("{size} bytes in a fork of {}", fork.len()));
     }
-    let b = &fork[..size];
+    // 6 <= size <= fork length (checked above).
+    let b = fork.get(..size).unwrap_or_default();
     let count = usize::from(b[0]);
     let wide = b[1] != 0;
     let isz = if wide { 8 } else { 4 };
-    if 2 + isz > b.len() {
+    let Some(mut rest) = b.get(2..).and_then(|r| r.get(isz..)) else {
         return Err("header cut short".into());
-    }
+    };
     let parent = inumber(b, 2, wide);
-    let mut p = 2 + isz;
     let mut out = Vec::with_capacity(count);
     for i in 0..count {
-        if p + 3 > b.len() {
+        // The entry's offset in the fork, for messages.
+        let p = size.saturating_sub(rest.len());
+        let Some((&[namelen, o0, o1], after)) = rest.split_first_chunk::<3>() else {
             return Err(format!("entry {i} at {p} past the end"));
-        }
-        let namelen = usize::from(b[p]);
-        let offset = be16(b, p + 1);
-        let name_at = p + 3;
-        let after = name_at + namelen + usize::from(ftype);
-        if namelen == 0 || after + isz > b.len() {
+        };
+        let offset = u16::from_be_bytes([o0, o1]);
+        // Name, file type byte with ftype, inode number.
+        let split = after
+            .split_at_checked(usize::from(namelen))
+            .and_then(|(name, r)| {
+                let (t, r) = r.split_at_checked(usize::from(ftype))?;
+                let (ino, next) = r.split_at_checked(isz)?;
+                Some((
+                    name,
+                    t.first().copied().unwrap_or(0),
+                    inumber(ino, 0, wide),
+                    next,
+                ))
+            })
+            .filter(|_| namelen != 0);
+        let Some((name, ftype, ino, next)) = split else {
             return Err(format!("entry {i} at {p} with a name of {namelen} bytes"));
-        }
+        };
         out.push(Entry {
             offset,
-            name: &b[name_at..name_at + namelen],
-            ino: inumber(b, after, wide),
-            ftype: if ftype { b[name_at + namelen] } else { 0 },
+            name,
+            ino,
+            ftype,
         });
-        p = after + isz;
+        rest = next;
     }
     Ok((parent, out))
 }
 
 #[cfg(test)]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
 mod tests {
     #[test]
     fn parses_and_bounds() {

@@ -3,10 +3,12 @@
 //! then the data fork and, from `di_forkoff * 8`, the attribute fork. Each fork is in one
 //! format: device number, local (the bytes themselves), extent list, or bmbt root.
 //! Verification follows the kernel's xfs_dinode_verify for what a reader depends on.
+// Guard rails (issue 16 item 7): inode slots are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::crc;
 use super::superblock::Superblock;
-use crate::bytes::{be16, be32, be64};
+use crate::bytes::{be16, be32, be64, wide};
 use crate::fs::{Error, FileType, Result, Timestamp};
 
 pub const MAGIC: u16 = 0x494e;
@@ -59,15 +61,18 @@ pub struct Inode {
 fn timestamp(raw: &[u8], at: usize, bigtime: bool) -> Timestamp {
     if bigtime {
         let ns = be64(raw, at);
+        // ns / 1e9 < 2^35 fits i64 and stays far from i64::MIN once the epoch offset
+        // is taken; the remainder is below 1e9.
         Timestamp {
-            // OK: ns / 1e9 < 2^35.
-            secs: (ns / NSEC_PER_SEC) as i64 - BIGTIME_EPOCH_OFFSET,
-            nsecs: (ns % NSEC_PER_SEC) as u32,
+            secs: i64::try_from(ns / NSEC_PER_SEC)
+                .unwrap_or(i64::MAX)
+                .saturating_sub(BIGTIME_EPOCH_OFFSET),
+            nsecs: u32::try_from(ns % NSEC_PER_SEC).unwrap_or(0),
         }
     } else {
         Timestamp {
-            secs: i64::from(be32(raw, at) as i32),
-            nsecs: be32(raw, at + 4),
+            secs: i64::from(i32::from_be_bytes(be32(raw, at).to_be_bytes())),
+            nsecs: be32(raw, at.saturating_add(4)),
         }
     }
 }
@@ -137,19 +142,23 @@ impl Inode {
             (u64::from(be32(raw, 76)), u64::from(be16(raw, 80)))
         };
         let size = be64(raw, 56);
-        if size > i64::MAX as u64 {
+        if i64::try_from(size).is_err() {
             return Err(bad(format!("size {size}")));
         }
-        let literal = raw.len() - core;
-        let forkoff = usize::from(raw[82]) * 8;
+        // The literal area after the core (the slot is inodesize bytes, above the core).
+        let lit = raw.get(core..).unwrap_or_default();
+        let literal = lit.len();
+        // di_forkoff counts 8-byte units.
+        let forkoff = usize::from(raw[82]) << 3;
         if forkoff >= literal {
             return Err(bad(format!(
                 "attr fork offset {forkoff} of {literal} bytes"
             )));
         }
         let dsize = if forkoff == 0 { literal } else { forkoff };
-        let data_fork = raw[core..core + dsize].to_vec();
-        let attr_fork = (forkoff != 0).then(|| raw[core + forkoff..].to_vec());
+        let (data, attr) = lit.split_at_checked(dsize).unwrap_or((lit, &[]));
+        let data_fork = data.to_vec();
+        let attr_fork = (forkoff != 0).then(|| attr.to_vec());
         let format = raw[5];
         let aformat = raw[83];
         let fmt_ok = match kind {
@@ -168,7 +177,7 @@ impl Inode {
         if attr_fork.is_some() && !matches!(aformat, FMT_LOCAL | FMT_EXTENTS | FMT_BTREE) {
             return Err(bad(format!("attr fork format {aformat}")));
         }
-        if format == FMT_LOCAL && size > dsize as u64 {
+        if format == FMT_LOCAL && size > wide(dsize) {
             return Err(bad(format!("local fork of {size} bytes in {dsize}")));
         }
         let nlink = if version == 1 {

@@ -20,11 +20,14 @@
 //! inode again goes back to extents (one less); a bmbt leaf split inside a deeper btree,
 //! which the kernel may need for the new record, is not (st_blocks would then be one block
 //! short; a 4 KiB leaf holds 254 records, so that is rare).
+// Guard rails (issue 16 item 7): intent items come from the log.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::bmap::Extent;
 use super::inode::{Inode, FMT_BTREE, FMT_EXTENTS};
 use super::recover::{UnfinishedBmap, MAX_BMBT_EXTLEN};
 use super::Xfs;
+use crate::bytes::wide;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -73,10 +76,10 @@ impl Xfs {
     /// where the kernel would fail the mount.
     pub(super) fn finish_bmaps(&mut self, bmaps: &[UnfinishedBmap]) -> u64 {
         let mut work: HashMap<u64, Work> = HashMap::new();
-        let mut finished = 0;
+        let mut finished = 0u64;
         for b in bmaps {
             match self.finish_one(&mut work, b) {
-                Ok(()) => finished += 1,
+                Ok(()) => finished = finished.saturating_add(1),
                 Err(why) => ::log::warn!(
                     "xfs: unfinished file mapping update (BUI) {:#x} (LSN {:#x}) of inode {}: \
                      {why}; not finished (the kernel would refuse to mount), the view lacks it",
@@ -96,9 +99,9 @@ impl Xfs {
             for (attr, fork) in w.forks.into_iter().enumerate() {
                 if let Some((list, _)) = fork {
                     if attr == 1 {
-                        counts.anextents = list.len() as u64;
+                        counts.anextents = wide(list.len());
                     } else {
-                        counts.nextents = list.len() as u64;
+                        counts.nextents = wide(list.len());
                     }
                     out.lists.insert((ino, attr == 1), Arc::new(list));
                 }
@@ -140,7 +143,7 @@ impl Xfs {
             w.forks[slot] = Some((list.to_vec(), format));
         }
         // The fork's room in the inode, in records (XFS_IFORK_MAXEXT).
-        let room = w.ip.fork(u.attr).map_or(0, |f| f.len() as u64 / REC);
+        let room = w.ip.fork(u.attr).map_or(0, |f| wide(f.len()) / REC);
         let Some((list, format)) = w.forks[slot].as_mut() else {
             return Err("fork not loaded".into());
         };
@@ -156,7 +159,7 @@ impl Xfs {
             map(list, e)?;
             (u.len, 0)
         };
-        let n = list.len() as u64;
+        let n = wide(list.len());
         let overflow = || format!("di_nblocks {} plus {added} blocks", w.nblocks);
         let mut nblocks = w.nblocks.checked_add(added).ok_or_else(overflow)?;
         if *format == FMT_EXTENTS && n > room {
@@ -181,33 +184,47 @@ impl Xfs {
 
 /// xfs_bmapi_remap: `e` into a hole of `list` (sorted), merged with a neighbour it
 /// continues as xfs_bmap_add_extent_hole_real does.
+///
+/// Offsets are below 2^54 and lengths below 2^21 (bmap records, BUI items): the sums
+/// saturate only on forged values, where they make a join or an overlap test conservative.
 fn map(list: &mut Vec<Extent>, e: Extent) -> std::result::Result<(), String> {
-    let i = list.partition_point(|x| x.off + x.len <= e.off);
-    if list.get(i).is_some_and(|x| x.off < e.off + e.len) {
+    let end = |x: &Extent| x.off.saturating_add(x.len);
+    let i = list.partition_point(|x| end(x) <= e.off);
+    if list.get(i).is_some_and(|x| x.off < end(&e)) {
         return Err(format!(
             "mapping file blocks {} (+{}) over blocks already mapped",
             e.off, e.len
         ));
     }
     let joins = |a: &Extent, b: &Extent| {
-        a.off + a.len == b.off
-            && a.start + a.len == b.start
+        end(a) == b.off
+            && a.start.saturating_add(a.len) == b.start
             && a.unwritten == b.unwritten
-            && a.len + b.len <= MAX_BMBT_EXTLEN
+            && a.len.saturating_add(b.len) <= MAX_BMBT_EXTLEN
     };
     let left = i.checked_sub(1).filter(|&l| joins(&list[l], &e));
     let right = list.get(i).is_some_and(|r| joins(&e, r));
     match (left, right) {
-        (Some(l), true) if list[l].len + e.len + list[i].len <= MAX_BMBT_EXTLEN => {
-            list[l].len += e.len + list[i].len;
+        (Some(l), true)
+            if list[l]
+                .len
+                .saturating_add(e.len)
+                .saturating_add(list[i].len)
+                <= MAX_BMBT_EXTLEN =>
+        {
+            // Below MAX_BMBT_EXTLEN (the guard): no saturation.
+            list[l].len = list[l]
+                .len
+                .saturating_add(e.len)
+                .saturating_add(list[i].len);
             list.remove(i);
         }
-        (Some(l), _) => list[l].len += e.len,
+        (Some(l), _) => list[l].len = list[l].len.saturating_add(e.len),
         (None, true) => {
             let r = &mut list[i];
             r.off = e.off;
             r.start = e.start;
-            r.len += e.len;
+            r.len = r.len.saturating_add(e.len);
         }
         (None, false) => list.insert(i, e),
     }
@@ -216,37 +233,41 @@ fn map(list: &mut Vec<Extent>, e: Extent) -> std::result::Result<(), String> {
 
 /// __xfs_bunmapi over [off, off + len): whatever is mapped there leaves `list`, extents
 /// across an edge are cut. Returns the blocks unmapped.
+///
+/// The differences are taken in the order the comparisons establish; sums saturate only on
+/// forged values (see `map`).
 fn unmap(list: &mut Vec<Extent>, off: u64, len: u64) -> u64 {
-    let end = off + len;
-    let mut out = Vec::with_capacity(list.len() + 1);
-    let mut removed = 0;
+    let end = off.saturating_add(len);
+    let mut out = Vec::with_capacity(list.len().saturating_add(1));
+    let mut removed = 0u64;
     for x in list.drain(..) {
-        let xend = x.off + x.len;
+        let xend = x.off.saturating_add(x.len);
         if xend <= off || x.off >= end {
             out.push(x);
             continue;
         }
         if x.off < off {
             out.push(Extent {
-                len: off - x.off,
+                len: off.saturating_sub(x.off),
                 ..x
             });
         }
         if xend > end {
             out.push(Extent {
                 off: end,
-                start: x.start + (end - x.off),
-                len: xend - end,
+                start: x.start.saturating_add(end.saturating_sub(x.off)),
+                len: xend.saturating_sub(end),
                 unwritten: x.unwritten,
             });
         }
-        removed += xend.min(end) - x.off.max(off);
+        removed = removed.saturating_add(xend.min(end).saturating_sub(x.off.max(off)));
     }
     *list = out;
     removed
 }
 
 #[cfg(test)]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
 mod tests {
     use super::*;
 

@@ -4,10 +4,12 @@
 //! drops; the last record before it names the tail (h_tail_lsn), and is an unmount record
 //! exactly when the filesystem was unmounted cleanly. A dirty log is replayed in memory by
 //! `recover`.
+// Guard rails (issue 16 item 7): log blocks and the log geometry are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::Xfs;
 use crate::block::BlockDevice;
-use crate::bytes::{be32, be64};
+use crate::bytes::{be32, be64, wide};
 use crate::fs::{Error, Result};
 
 /// XLOG_HEADER_MAGIC_NUM.
@@ -15,12 +17,16 @@ pub(super) const HEADER_MAGIC: u32 = 0xfeed_babe;
 /// XLOG_UNMOUNT_TRANS in an operation header's flags.
 pub(super) const UNMOUNT_TRANS: u8 = 0x20;
 pub(super) const BB: u64 = 512;
+/// A log block as a slice length.
+const BB_LEN: usize = 512;
 /// XLOG_MAX_RECORD_BSIZE.
 pub(super) const MAX_RECORD_BYTES: u32 = 256 << 10;
 /// Log records are at most 256 KiB plus headers: the last header is this close to the head.
+#[allow(clippy::as_conversions)] // u32 to u64: From is not const
 const MAX_RECORD_BBS: u64 = 2 * (MAX_RECORD_BYTES as u64) / BB + 64;
 /// Up to 8 in-core logs of 256 KiB are written concurrently, so blocks of the previous cycle
 /// can be left this far before the head (XLOG_TOTAL_REC_SHIFT).
+#[allow(clippy::as_conversions)] // u32 to u64: From is not const
 const HEAD_WINDOW_BBS: u64 = 8 * (MAX_RECORD_BYTES as u64) / BB;
 /// Bytes of record header each extra header block covers (XLOG_HEADER_CYCLE_SIZE).
 pub(super) const HEADER_CYCLE_SIZE: u32 = 32 << 10;
@@ -59,12 +65,24 @@ impl LogArea {
                 format!("{count} blocks from block {bb} of a {}-block log", self.bbs),
             ));
         }
-        // OK: count is at most one record (or the head window), checked by callers.
-        let mut buf = vec![0u8; (count * BB) as usize];
-        let first = count.min(self.bbs - bb);
-        dev.read_at(&mut buf[..(first * BB) as usize], self.start + bb * BB)?;
-        if first < count {
-            dev.read_at(&mut buf[(first * BB) as usize..], self.start)?;
+        // count is at most one record (or the head window), checked by callers; the part
+        // before the wrap is at most count.
+        let bytes = |n: u64| n.checked_mul(BB).and_then(|b| usize::try_from(b).ok());
+        let first = count.min(self.bbs.saturating_sub(bb));
+        let at = bb.checked_mul(BB).and_then(|o| self.start.checked_add(o));
+        let (Some(len), Some(first_len), Some(at)) = (bytes(count), bytes(first), at) else {
+            return Err(Error::corrupt(
+                "xfs log",
+                0,
+                bb,
+                format!("{count} blocks from block {bb} past 2^64 bytes"),
+            ));
+        };
+        let mut buf = vec![0u8; len];
+        let (before, after) = buf.split_at_mut(first_len.min(len));
+        dev.read_at(before, at)?;
+        if !after.is_empty() {
+            dev.read_at(after, self.start)?;
         }
         Ok(buf)
     }
@@ -75,7 +93,11 @@ impl LogArea {
 
     /// Blocks from `from` forward to `to`, wrapping.
     pub(super) fn distance(&self, from: u64, to: u64) -> u64 {
-        (to + self.bbs - from) % self.bbs
+        // Both are log blocks (below bbs, itself below 2^39): no overflow.
+        to.saturating_add(self.bbs)
+            .saturating_sub(from)
+            .checked_rem(self.bbs)
+            .unwrap_or(0)
     }
 }
 
@@ -105,9 +127,19 @@ impl Xfs {
     pub(super) fn log_area(&self) -> Result<LogArea> {
         let linear =
             self.fsb_to_linear(self.sb.logstart, u64::from(self.sb.logblocks), "xfs log", 0)?;
+        let bs = u64::from(self.sb.blocksize);
+        let start = linear.checked_mul(bs).ok_or_else(|| {
+            Error::corrupt(
+                "xfs log",
+                0,
+                linear,
+                "log start past 2^64 bytes".to_string(),
+            )
+        })?;
         Ok(LogArea {
-            start: linear * u64::from(self.sb.blocksize),
-            bbs: u64::from(self.sb.logblocks) * u64::from(self.sb.blocksize) / BB,
+            start,
+            // Two u32 factors: no overflow.
+            bbs: u64::from(self.sb.logblocks).saturating_mul(bs) / BB,
         })
     }
 
@@ -130,15 +162,17 @@ impl Xfs {
             // A zeroed log (xfs_repair -L, or never written) has nothing to replay.
             return Ok(Scan::Clean);
         }
-        let last = area.cycle(dev, n - 1)?;
+        // n >= 2 here; the differences below are taken in the order the search keeps
+        // (lo < hi < n, w <= head).
+        let last = area.cycle(dev, n.saturating_sub(1))?;
         // The head is the first block of an older cycle; with the whole log in one cycle it
         // is at the end (xlog_find_head).
         let mut head = if first == last {
             n
         } else {
-            let (mut lo, mut hi) = (0, n - 1);
-            while hi - lo > 1 {
-                let mid = lo + (hi - lo) / 2;
+            let (mut lo, mut hi) = (0, n.saturating_sub(1));
+            while hi.saturating_sub(lo) > 1 {
+                let mid = lo.saturating_add(hi.saturating_sub(lo) / 2);
                 if area.cycle(dev, mid)? == first {
                     lo = mid;
                 } else {
@@ -151,27 +185,32 @@ impl Xfs {
         // an older cycle shortly before the head is the real head (xlog_find_verify_cycle).
         let w = HEAD_WINDOW_BBS.min(head);
         if w > 0 {
-            let win = area.read(dev, head - w, w)?;
-            if let Some(i) = (0..w).find(|&i| cycle_of(&win[(i * BB) as usize..]) != first) {
-                head = head - w + i;
+            let from = head.saturating_sub(w);
+            let win = area.read(dev, from, w)?;
+            if let Some(i) = win.chunks_exact(BB_LEN).position(|b| cycle_of(b) != first) {
+                head = from.saturating_add(wide(i));
             }
         }
-        let head = head % n;
+        // n >= 2: the remainders below are defined; head < n and back <= n.
+        let wrap = |b: u64| b.checked_rem(n).unwrap_or(0);
+        let head = wrap(head);
         let back = MAX_RECORD_BBS.min(n);
-        let win = area.read(dev, (head + n - back) % n, back)?;
-        let Some(i) = (0..back)
+        let from = wrap(head.saturating_add(n).saturating_sub(back));
+        let win = area.read(dev, from, back)?;
+        let Some((i, hdr)) = win
+            .chunks_exact(BB_LEN)
+            .enumerate()
             .rev()
-            .find(|&i| be32(&win, (i * BB) as usize) == HEADER_MAGIC)
+            .find(|(_, b)| be32(b, 0) == HEADER_MAGIC)
         else {
             return Ok(Scan::Unreadable(format!(
                 "no record header before the head at block {head}"
             )));
         };
-        let bb = (head + n - back + i) % n;
-        let hdr = &win[(i * BB) as usize..((i + 1) * BB) as usize];
+        let bb = wrap(from.saturating_add(wide(i)));
         let ops = be32(hdr, 40);
         let hblks = header_blocks(hdr);
-        let data = area.read(dev, (bb + hblks) % n, 1)?;
+        let data = area.read(dev, wrap(bb.saturating_add(hblks)), 1)?;
         if ops == 1 && data[9] & UNMOUNT_TRANS != 0 {
             return Ok(Scan::Clean);
         }
@@ -206,6 +245,7 @@ pub(super) fn header_blocks(hdr: &[u8]) -> u64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
 mod tests {
     use super::*;
     use crate::block::mem::MemDevice;

@@ -10,6 +10,8 @@
 //! nothing is written to the source. With `OpenOptions { recovery: false }`, or when replay
 //! is impossible, the tree is shown as it is on disk, with a warning, as
 //! `mount -o ro,norecovery` shows it (`log`).
+// Guard rails (issue 16 item 7), for the whole XFS reader: everything it parses is untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 pub mod acl;
 pub mod ag;
@@ -35,7 +37,7 @@ pub mod symlink;
 mod touched;
 
 use crate::block::BlockDevice;
-use crate::bytes::be64;
+use crate::bytes::{be64, wide};
 use crate::fs::{Attr, DirEntry, Error, FileType, Filesystem, FsInfo, Result, StatFs};
 use bmap::Extent;
 use inode::Inode;
@@ -54,7 +56,7 @@ pub const MAX_NAME_LEN: usize = 255;
 
 /// Whether `dev` starts with the XFS superblock magic (everything else is checked by `open`).
 pub fn probe(dev: &dyn BlockDevice) -> Result<bool> {
-    if dev.len() < superblock::SIZE as u64 {
+    if dev.len() < wide(superblock::SIZE) {
         return Ok(false);
     }
     let mut m = [0u8; 4];
@@ -208,7 +210,8 @@ impl Xfs {
     /// Reads and validates the superblock.
     fn load(dev: Arc<dyn BlockDevice>) -> Result<Self> {
         // The superblock's CRC covers its whole sector, up to 32 KiB (XFS_MAX_SECTORSIZE).
-        let mut buf = vec![0u8; (32 << 10).min(dev.len() as usize)];
+        let len = usize::try_from(dev.len()).unwrap_or(usize::MAX);
+        let mut buf = vec![0u8; len.min(32 << 10)];
         dev.read_at(&mut buf, 0)?;
         let sb = Superblock::parse(&buf)?;
         let bs = u64::from(sb.blocksize);
@@ -219,8 +222,10 @@ impl Xfs {
                 dev.len()
             );
         }
-        let entries =
-            NonZeroUsize::new(METADATA_CACHE_BYTES / bs as usize).unwrap_or(NonZeroUsize::MIN);
+        // The block size is not zero (Superblock::check_geometry).
+        let per_block =
+            usize::try_from(bs).map_or(0, |bs| METADATA_CACHE_BYTES.checked_div(bs).unwrap_or(0));
+        let entries = NonZeroUsize::new(per_block).unwrap_or(NonZeroUsize::MIN);
         Ok(Xfs {
             dev,
             sb,
@@ -268,20 +273,26 @@ impl Xfs {
     /// filesystem.
     fn fsb_to_linear(&self, fsb: u64, count: u64, what: &'static str, ino: u64) -> Result<u64> {
         let agno = fsb >> self.sb.agblklog;
-        let agbno = fsb & ((1u64 << self.sb.agblklog) - 1);
+        // agblklog <= 32 (Superblock::check_geometry).
+        let agbno = fsb & (1u64 << self.sb.agblklog).saturating_sub(1);
         let ag_ok = agno < u64::from(self.sb.agcount)
             && agbno
                 .checked_add(count)
                 .is_some_and(|e| e <= u64::from(self.sb.agblocks));
-        let linear = agno * u64::from(self.sb.agblocks) + agbno;
-        if !ag_ok || linear + count > self.sb.dblocks || count == 0 {
+        let linear = agno
+            .checked_mul(u64::from(self.sb.agblocks))
+            .and_then(|l| l.checked_add(agbno))
+            .filter(|l| {
+                ag_ok && count != 0 && l.checked_add(count).is_some_and(|e| e <= self.sb.dblocks)
+            });
+        let Some(linear) = linear else {
             return Err(self.damage(
                 what,
                 ino,
                 fsb,
                 format!("block {fsb:#x} (+{count}) is outside the filesystem"),
             ));
-        }
+        };
         Ok(linear)
     }
 
@@ -298,9 +309,22 @@ impl Xfs {
 
     fn read_linear(&self, linear: u64, nblocks: u64) -> Result<Vec<u8>> {
         let bs = u64::from(self.sb.blocksize);
-        // OK: callers ask for at most a 64 KiB directory block.
-        let mut buf = vec![0u8; (nblocks * bs) as usize];
-        self.dev.read_at(&mut buf, linear * bs)?;
+        // Callers ask for at most a 64 KiB directory block, inside the filesystem
+        // (fsb_to_linear); a forged block count past 2^64 bytes is damage.
+        let len = nblocks
+            .checked_mul(bs)
+            .and_then(|n| usize::try_from(n).ok());
+        let at = linear.checked_mul(bs);
+        let (Some(len), Some(at)) = (len, at) else {
+            return Err(self.damage(
+                "xfs block",
+                0,
+                linear,
+                format!("{nblocks} blocks past the byte range"),
+            ));
+        };
+        let mut buf = vec![0u8; len];
+        self.dev.read_at(&mut buf, at)?;
         Ok(buf)
     }
 
@@ -321,7 +345,7 @@ impl Xfs {
                 let data: Arc<[u8]> = self.read_linear(linear, 1)?.into();
                 let c = Cached {
                     data,
-                    daddr: linear << (self.sb.blocklog - 9),
+                    daddr: self.sb.daddr(linear),
                     verified: false,
                 };
                 self.cache.lock().put(key, c.clone());
@@ -329,7 +353,7 @@ impl Xfs {
             }
         };
         if !c.verified {
-            let at = linear * u64::from(self.sb.blocksize);
+            let at = linear.saturating_mul(u64::from(self.sb.blocksize));
             check(&c.data).map_err(|d| self.report(Error::corrupt(what, ino, linear, d).at(at)))?;
             if let Some(e) = self.cache.lock().get_mut(&key) {
                 e.verified = true;
@@ -341,7 +365,8 @@ impl Xfs {
     /// Inode `ino`: its AG, block and slot come from the number itself.
     pub fn inode(&self, ino: u64) -> Result<Inode> {
         let sb = &self.sb;
-        let slot = ino & ((1u64 << sb.inopblog) - 1);
+        // inopblog <= 7 (Superblock::check_geometry).
+        let slot = ino & (1u64 << sb.inopblog).saturating_sub(1);
         let fsb = ino >> sb.inopblog;
         if fsb >> sb.agblklog >= u64::from(sb.agcount) || (fsb >> sb.agblklog) >> 32 != 0 {
             return Err(Error::corrupt(
@@ -353,12 +378,17 @@ impl Xfs {
         }
         let linear = self.fsb_to_linear(fsb, 1, "xfs inode number", ino)?;
         let block = self.checked_block(linear, "xfs inode block", ino, |_| Ok(()))?;
-        let isz = usize::from(sb.inodesize);
-        // OK: slot < inopblock, so the slot lies inside the block.
-        let at = slot as usize * isz;
-        let offset = linear * u64::from(sb.blocksize) + at as u64;
-        let mut ip = Inode::parse(&block[at..at + isz], ino, sb)
-            .map_err(|e| self.report(e.in_block(linear).at(offset)))?;
+        let isz = u64::from(sb.inodesize);
+        let offset = linear
+            .saturating_mul(u64::from(sb.blocksize))
+            .saturating_add(slot.saturating_mul(isz));
+        // slot < inopblock, so the slot lies inside the block.
+        let raw = usize::try_from(slot)
+            .ok()
+            .and_then(|s| block.chunks_exact(usize::from(sb.inodesize)).nth(s))
+            .ok_or_else(|| self.damage("xfs inode number", ino, linear, format!("slot {slot}")))?;
+        let mut ip =
+            Inode::parse(raw, ino, sb).map_err(|e| self.report(e.in_block(linear).at(offset)))?;
         self.finished.adjust(&mut ip);
         Ok(ip)
     }
@@ -378,9 +408,14 @@ impl Xfs {
         let Ok(block) = self.checked_block(linear, "xfs inode block", ino, |_| Ok(())) else {
             return false;
         };
-        // OK: the slot is below inopblock, so it lies inside the block.
-        let at = (ino & ((1u64 << sb.inopblog) - 1)) as usize * usize::from(sb.inodesize);
-        let core = &block[at..];
+        // The slot is below inopblock, so it lies inside the block.
+        let slot = ino & (1u64 << sb.inopblog).saturating_sub(1);
+        let core = usize::try_from(slot)
+            .ok()
+            .and_then(|s| block.chunks_exact(usize::from(sb.inodesize)).nth(s));
+        let Some(core) = core else {
+            return false;
+        };
         crate::bytes::be16(core, 0) == inode::MAGIC
             && crate::bytes::be16(core, 2) != 0
             && (!sb.is_v5() || crate::bytes::be64(core, inode::V3_INO) == ino)
@@ -390,21 +425,22 @@ impl Xfs {
     fn map(&self, ip: &Inode, attr: bool, lblk: u64) -> Result<Run> {
         let list = self.extents(ip, attr)?;
         Ok(match bmap::find(&list, lblk) {
+            // find: e.off <= lblk < e.off + e.len, and a hole's next extent starts past lblk.
             Ok(e) => {
-                let skip = lblk - e.off;
-                let len = e.len - skip;
+                let skip = lblk.saturating_sub(e.off);
+                let len = e.len.saturating_sub(skip);
                 if e.unwritten {
                     Run::Zero(len)
                 } else {
                     let what = "xfs extent";
                     let linear = self.fsb_to_linear(e.start, e.len, what, ip.ino)?;
                     Run::Data {
-                        linear: linear + skip,
+                        linear: linear.saturating_add(skip),
                         len,
                     }
                 }
             }
-            Err(Some(next)) => Run::Zero(next - lblk),
+            Err(Some(next)) => Run::Zero(next.saturating_sub(lblk)),
             Err(None) => Run::Zero(u64::MAX),
         })
     }
@@ -415,28 +451,40 @@ impl Xfs {
             return Ok(0);
         }
         let bs = u64::from(self.sb.blocksize);
-        // OK: bounded by buf.len().
-        let n = (ip.size - off).min(buf.len() as u64) as usize;
+        // off < size: at most buf.len() bytes.
+        let n =
+            usize::try_from(ip.size.saturating_sub(off)).map_or(buf.len(), |r| r.min(buf.len()));
         let mut done = 0;
         while done < n {
-            let pos = off + done as u64;
-            let lblk = pos / bs;
-            let in_blk = pos % bs;
+            // Below the size (<= i64::MAX): no overflow.
+            let pos = off.saturating_add(wide(done));
+            // The block size is not zero (Superblock::check_geometry).
+            let lblk = pos.checked_div(bs).unwrap_or(0);
+            let in_blk = pos.checked_rem(bs).unwrap_or(0);
             let run = self.map(ip, false, lblk)?;
             let (Run::Data { len, .. } | Run::Zero(len)) = run;
             let run_bytes = len.saturating_mul(bs).saturating_sub(in_blk);
-            // OK: bounded by n - done.
-            let take = run_bytes.min((n - done) as u64) as usize;
-            let dst = &mut buf[done..done + take];
+            let left = n.saturating_sub(done);
+            let take = usize::try_from(run_bytes).map_or(left, |r| r.min(left));
+            // done + take <= n <= buf.len().
+            let Some(dst) = buf.get_mut(done..).and_then(|b| b.get_mut(..take)) else {
+                break;
+            };
             match run {
                 Run::Data { linear, .. } => {
-                    self.dev.read_at(dst, linear * bs + in_blk)?;
+                    // linear is inside the filesystem (fsb_to_linear); a forged size
+                    // past 2^64 bytes is damage.
+                    let at = linear.checked_mul(bs).and_then(|a| a.checked_add(in_blk));
+                    let at = at.ok_or_else(|| {
+                        self.damage("xfs extent", ip.ino, linear, "block past 2^64 bytes".into())
+                    })?;
+                    self.dev.read_at(dst, at)?;
                 }
                 Run::Zero(_) => dst.fill(0),
             }
-            done += take;
+            done = done.saturating_add(take);
         }
-        Ok(n)
+        Ok(done)
     }
 
     /// `nfsb` blocks of a fork from logical block `lblk` (one directory or attribute block),
@@ -464,10 +512,11 @@ impl Xfs {
                 while at < end {
                     match self.map(ip, attr, at)? {
                         Run::Data { linear, len } => {
-                            let take = len.min(end - at);
-                            daddr.get_or_insert(linear << (self.sb.blocklog - 9));
+                            // at < end; the run is at least a block.
+                            let take = len.min(end.saturating_sub(at));
+                            daddr.get_or_insert(self.sb.daddr(linear));
                             data.extend(self.read_linear(linear, take)?);
-                            at += take;
+                            at = at.saturating_add(take);
                         }
                         Run::Zero(_) => {
                             return Err(self.damage(
@@ -516,7 +565,7 @@ impl Xfs {
                 be64(b, blkno_off)
             ));
         }
-        if b.get(uuid_off..uuid_off + 16) != Some(&self.sb.meta_uuid[..]) {
+        if b.get(uuid_off..).and_then(|u| u.get(..16)) != Some(&self.sb.meta_uuid[..]) {
             return Err("filesystem UUID differs".into());
         }
         if be64(b, owner_off) != owner {

@@ -44,6 +44,8 @@
 //! head: a torn write) or a transaction that cannot be applied (unknown item type, items
 //! that do not fit their buffers) ends the replay: the transactions before it are the
 //! result, as when the kernel trims a torn head. Transactions are applied atomically.
+// Guard rails (issue 16 item 7): the log is untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::log::{
     header_blocks, LogArea, BB, HEADER_CYCLE_SIZE, HEADER_MAGIC, MAX_RECORD_BYTES, VERSION_2,
@@ -51,7 +53,7 @@ use super::log::{
 use super::replay_view::Sectors;
 use super::superblock::{bit_names, Incompat, LogIncompat, Superblock};
 use super::{crc, Xfs};
-use crate::bytes::{be16, be32, be64};
+use crate::bytes::{be16, be32, be64, wide};
 use crate::fs::{Error, Result};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -84,12 +86,16 @@ const TRANS_HEADER_SIZE: usize = 16;
 
 /// Record header fields (xlog_rec_header).
 const H_CYCLE_DATA: usize = 44;
+#[allow(clippy::as_conversions)] // u32 to u64: From is not const
 const CYCLE_WORDS: u64 = (HEADER_CYCLE_SIZE as u64) / BB;
 /// The header bytes the record CRC covers: up to h_pad0 on 64-bit hosts, up to h_size on
 /// i386 (both are tried, as the kernel does).
 const REC_SIZES: [usize; 2] = [328, 324];
 /// Bytes of an extra header block the CRC covers (XLOG_REC_EXT_SIZE).
+#[allow(clippy::as_conversions)] // 64 words: From is not const
 const REC_EXT_SIZE: usize = 4 + 4 * CYCLE_WORDS as usize;
+/// A log block (basic block) as a slice length.
+const BB_LEN: usize = 512;
 /// XLOG_BIG_RECORD_BSIZE: the largest v1 record.
 const V1_RECORD_BYTES: u32 = 32 << 10;
 
@@ -238,14 +244,26 @@ impl Endian {
     }
 }
 
+/// Writes `v` at `at` of `b`. Callers write inside structures they bounded; a write that
+/// would not fit is dropped rather than panicking.
+fn put(b: &mut [u8], at: usize, v: &[u8]) {
+    if let Some(d) = b.get_mut(at..).and_then(|d| d.get_mut(..v.len())) {
+        d.copy_from_slice(v);
+    }
+}
 fn put16(b: &mut [u8], at: usize, v: u16) {
-    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
+    put(b, at, &v.to_be_bytes());
 }
 fn put32(b: &mut [u8], at: usize, v: u32) {
-    b[at..at + 4].copy_from_slice(&v.to_be_bytes());
+    put(b, at, &v.to_be_bytes());
 }
 fn put64(b: &mut [u8], at: usize, v: u64) {
-    b[at..at + 8].copy_from_slice(&v.to_be_bytes());
+    put(b, at, &v.to_be_bytes());
+}
+/// A count of log blocks or bytes bounded by the log as an index (saturates on 32-bit
+/// hosts, where a slice that long cannot exist, so a `get` with it fails).
+fn idx(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 /// One record: its LSN and operations, the data with its cycle words restored.
@@ -305,10 +323,10 @@ impl Walker<'_> {
         }
         let hblks = header_blocks(&first);
         let bblks = u64::from(len).div_ceil(BB);
-        if hblks + bblks > self.left {
+        let blocks = hblks.saturating_add(bblks);
+        if blocks > self.left {
             return stop(format!(
-                "record of {} blocks runs past the head (torn write)",
-                hblks + bblks
+                "record of {blocks} blocks runs past the head (torn write)"
             ));
         }
         let lsn = be64(&first, 16);
@@ -320,9 +338,11 @@ impl Walker<'_> {
         } else {
             first
         };
-        let mut data = self.area.read(dev, (at + hblks) % n, bblks)?;
-        // OK: len <= bufsize <= 256 KiB, and data holds bblks whole blocks.
-        let len = len as usize;
+        // at < n, and n >= 2 (a log of two blocks at least).
+        let wrap = |b: u64| b.checked_rem(n).unwrap_or(0);
+        let mut data = self.area.read(dev, wrap(at.saturating_add(hblks)), bblks)?;
+        // len <= bufsize <= 256 KiB, and data holds bblks whole blocks.
+        let len = idx(u64::from(len));
         let stored = u32::from_le_bytes([headers[32], headers[33], headers[34], headers[35]]);
         if stored != 0 || self.fs.sb.is_v5() {
             let ok = REC_SIZES
@@ -335,28 +355,30 @@ impl Walker<'_> {
                 ::log::warn!("xfs: log record at block {at}: CRC mismatch (v4: not fatal)");
             }
         }
-        for i in 0..bblks {
-            let word = if i < CYCLE_WORDS {
-                H_CYCLE_DATA + 4 * i as usize
+        for (i, blk) in (0..bblks).zip(data.chunks_exact_mut(BB_LEN)) {
+            // Word k of header block j (the first block's after H_CYCLE_DATA, an extra
+            // block's after its own cycle): j < hblks and k < 64, so inside `headers`.
+            let (j, k) = (i / CYCLE_WORDS, idx(i % CYCLE_WORDS));
+            let word = if j == 0 {
+                H_CYCLE_DATA.saturating_add(k.saturating_mul(4))
             } else {
-                let (j, k) = (i / CYCLE_WORDS, i % CYCLE_WORDS);
                 if j >= hblks {
                     return stop(format!("block {i} of the record has no cycle word"));
                 }
-                (j * BB) as usize + 4 + 4 * k as usize
+                idx(j)
+                    .saturating_mul(BB_LEN)
+                    .saturating_add(4)
+                    .saturating_add(k.saturating_mul(4))
             };
-            let at_data = (i * BB) as usize;
-            let w = [
-                headers[word],
-                headers[word + 1],
-                headers[word + 2],
-                headers[word + 3],
-            ];
-            data[at_data..at_data + 4].copy_from_slice(&w);
+            let Some(w) = headers.get(word..).and_then(|h| h.get(..4)) else {
+                return stop(format!("block {i} of the record has no cycle word"));
+            };
+            put(blk, 0, w);
         }
         data.truncate(len);
-        self.pos = (at + hblks + bblks) % n;
-        self.left -= hblks + bblks;
+        // blocks <= left (checked above).
+        self.pos = wrap(at.saturating_add(blocks));
+        self.left = self.left.saturating_sub(blocks);
         Ok(Step::Record(Record {
             lsn,
             at,
@@ -373,10 +395,10 @@ fn record_crc(headers: &[u8], hlen: usize, hblks: u64, data: &[u8]) -> u32 {
     h[32..36].fill(0);
     let mut c = crc32c::crc32c(&h);
     // Only the extra headers the data needs count, not all that h_size provides.
-    let used = (data.len() as u64).div_ceil(u64::from(HEADER_CYCLE_SIZE));
-    for j in 1..hblks.min(used) {
-        let at = (j * BB) as usize;
-        c = crc32c::crc32c_append(c, &headers[at..at + REC_EXT_SIZE]);
+    let used = wide(data.len()).div_ceil(u64::from(HEADER_CYCLE_SIZE));
+    let extra = idx(hblks.min(used).saturating_sub(1));
+    for blk in headers.chunks_exact(BB_LEN).skip(1).take(extra) {
+        c = crc32c::crc32c_append(c, blk.get(..REC_EXT_SIZE).unwrap_or(blk));
     }
     crc32c::crc32c_append(c, data)
 }
@@ -448,8 +470,8 @@ impl Assembler {
         }
         match f {
             0 | CONTINUE_TRANS | WAS_CONT_TRANS => {
-                self.pending += region.len();
-                trans.bytes += region.len();
+                self.pending = self.pending.saturating_add(region.len());
+                trans.bytes = trans.bytes.saturating_add(region.len());
                 if self.pending > MAX_PENDING_BYTES {
                     return Err(Fail::Refuse(format!(
                         "transactions hold more than {MAX_PENDING_BYTES} bytes"
@@ -465,7 +487,8 @@ impl Assembler {
             }
             COMMIT_TRANS | UNMOUNT_TRANS => match self.open.remove(&tid) {
                 Some(t) => {
-                    self.pending -= t.bytes;
+                    // t.bytes were added to pending.
+                    self.pending = self.pending.saturating_sub(t.bytes);
                     Ok(if f == COMMIT_TRANS {
                         OpResult::Commit(t)
                     } else {
@@ -495,7 +518,7 @@ fn add(t: &mut Trans, region: &[u8]) -> std::result::Result<(), String> {
                 return Err(format!("transaction header magic {m:#x}"));
             }
         }
-        if t.header.len() + region.len() > TRANS_HEADER_SIZE {
+        if t.header.len().saturating_add(region.len()) > TRANS_HEADER_SIZE {
             return Err(format!("transaction header of {} bytes", region.len()));
         }
         t.header.extend_from_slice(region);
@@ -542,7 +565,7 @@ fn add(t: &mut Trans, region: &[u8]) -> std::result::Result<(), String> {
 /// xlog_recover_add_to_cont_trans: the rest of a region split across records.
 fn add_cont(t: &mut Trans, region: &[u8]) -> std::result::Result<(), String> {
     if !header_done(t) {
-        if t.header.len() + region.len() > TRANS_HEADER_SIZE {
+        if t.header.len().saturating_add(region.len()) > TRANS_HEADER_SIZE {
             return Err("transaction header continued past its size".into());
         }
         t.header.extend_from_slice(region);
@@ -718,15 +741,15 @@ fn describe_attri(f: &[u8], regions: &[Vec<u8>], e: Endian) -> std::result::Resu
     let name = regions
         .first()
         .ok_or("attribute intent (ATTRI) without its name")?;
-    if name.len() < old as usize {
+    let Some(name) = name.get(..idx(u64::from(old))) else {
         return Err(format!(
             "attribute intent (ATTRI) name region of {} bytes for a {old}-byte name",
             name.len()
         ));
-    }
+    };
     Ok(format!(
         "{what} of {:?} on inode {ino}",
-        String::from_utf8_lossy(&name[..old as usize])
+        String::from_utf8_lossy(name)
     ))
 }
 
@@ -736,19 +759,23 @@ fn efi_blocks(f: &[u8], e: Endian) -> u64 {
     if f.len() < 16 {
         return 0;
     }
-    let n = e.u32(f, 4) as usize;
+    let n = idx(u64::from(e.u32(f, 4)));
+    let body = f.get(16..).unwrap_or_default();
     let step = match n {
         0 => return 0,
-        _ if f.len() == 16 + n * 16 => 16,
-        _ if f.len() == 16 + n * 12 => 12,
+        _ if n.checked_mul(16) == Some(body.len()) => 16,
+        _ if n.checked_mul(12) == Some(body.len()) => 12,
         _ => return 0,
     };
-    (0..n).map(|i| u64::from(e.u32(f, 16 + i * step + 8))).sum()
+    // u32 lengths of fewer than 2^32 extents: no overflow.
+    body.chunks_exact(step)
+        .map(|x| u64::from(e.u32(x, 8)))
+        .fold(0, u64::saturating_add)
 }
 
 impl Xfs {
     fn fs_bbs(&self) -> u64 {
-        self.sb.dblocks << (self.sb.blocklog - 9)
+        self.sb.daddr(self.sb.dblocks)
     }
 
     fn check_buf_range(&self, what: &str, blkno: u64, len: u64) -> std::result::Result<(), String> {
@@ -804,7 +831,7 @@ impl Xfs {
                     let id = e.u64(&f, 8);
                     let (kind, done) = match INTENTS.iter().position(|i| i.0 == ty) {
                         Some(k) => (k, false),
-                        None => match INTENTS.iter().position(|i| i.0 + 1 == ty) {
+                        None => match INTENTS.iter().position(|i| i.0.checked_add(1) == Some(ty)) {
                             Some(k) => (k, true),
                             None => return Err(format!("item {n}: log item type {ty:#06x}")),
                         },
@@ -860,15 +887,18 @@ impl Xfs {
         let flags = e.u16(f, 4);
         let len = u64::from(e.u16(f, 6));
         let blkno = e.u64(f, 8);
-        let words = e.u32(f, 16) as usize;
-        if words > MAX_MAP_WORDS || f.len() < 20 + 4 * words {
+        let words = e.u32(f, 16);
+        let map_bytes = Some(idx(u64::from(words)))
+            .filter(|&w| w <= MAX_MAP_WORDS)
+            .and_then(|w| f.get(20..)?.get(..w.checked_mul(4)?));
+        let Some(map_bytes) = map_bytes else {
             return Err(format!(
                 "buffer log format with a {words}-word map in {} bytes",
                 f.len()
             ));
-        }
+        };
         self.check_buf_range("buffer", blkno, len)?;
-        let map = (0..words).map(|i| e.u32(f, 20 + 4 * i)).collect();
+        let map = map_bytes.chunks_exact(4).map(|w| e.u32(w, 0)).collect();
         Ok(BufItem {
             blkno,
             len,
@@ -904,7 +934,8 @@ impl Xfs {
         let len = u64::from(len);
         self.check_buf_range("inode buffer", blkno, len)?;
         let isz = u64::from(self.sb.inodesize);
-        if u64::from(boffset) + isz > len * BB {
+        // len <= MAX_BUF_BBS (check_buf_range).
+        if u64::from(boffset).saturating_add(isz) > len.saturating_mul(BB) {
             return Err(format!(
                 "inode {ino} at offset {boffset} of a {len}-sector buffer"
             ));
@@ -918,8 +949,8 @@ impl Xfs {
             rdev,
             blkno,
             len,
-            // OK: checked against the buffer size above.
-            boffset: boffset as usize,
+            // Checked against the buffer size above.
+            boffset: idx(u64::from(boffset)),
             e,
             regions,
         })
@@ -941,7 +972,7 @@ impl Xfs {
         let ok = agno < sb.agcount
             && agbno != 0
             && length != 0
-            && u64::from(agbno) + u64::from(length) <= u64::from(sb.agblocks)
+            && u64::from(agbno).saturating_add(u64::from(length)) <= u64::from(sb.agblocks)
             && isize == u32::from(sb.inodesize)
             && count != 0
             && count >> sb.inopblog == length
@@ -989,15 +1020,28 @@ fn parse_bui(sb: &Superblock, f: &[u8], e: Endian) -> std::result::Result<MapUpd
         return bad(format!("owner inode {ino}"));
     }
     // xfs_verify_fileext: the last block at most XFS_MAX_FILEOFF.
-    if len == 0 || len > MAX_BMBT_EXTLEN || off.checked_add(len).is_none_or(|e| e - 1 > MAX_FILEOFF)
+    if len == 0
+        || len > MAX_BMBT_EXTLEN
+        || off
+            .checked_add(len)
+            .is_none_or(|e| e.saturating_sub(1) > MAX_FILEOFF)
     {
         return bad(format!("file blocks {off} (+{len})"));
     }
-    let (agno, agbno) = (start >> sb.agblklog, start & ((1u64 << sb.agblklog) - 1));
-    let linear_end = agno * u64::from(sb.agblocks) + agbno + len;
+    // agblklog <= 32 (Superblock::check_geometry). A forged start's AG number can be
+    // anything: the end is checked (a start near 2^64 plus the length overflowed, a panic
+    // in debug builds, before the AG number check refused it).
+    let (agno, agbno) = (
+        start >> sb.agblklog,
+        start & (1u64 << sb.agblklog).saturating_sub(1),
+    );
+    let linear_end = agno
+        .checked_mul(u64::from(sb.agblocks))
+        .and_then(|l| l.checked_add(agbno))
+        .and_then(|l| l.checked_add(len));
     if agno >= u64::from(sb.agcount)
-        || agbno + len > u64::from(sb.agblocks)
-        || linear_end > sb.dblocks
+        || agbno.saturating_add(len) > u64::from(sb.agblocks)
+        || linear_end.is_none_or(|e| e > sb.dblocks)
     {
         return bad(format!("filesystem block {start:#x} (+{len})"));
     }
@@ -1036,7 +1080,8 @@ struct Tx<'a> {
 impl Tx<'_> {
     fn read(&self, daddr: u64, count: u64) -> Result<Vec<u8>> {
         let mut b = self.base.read(self.fs.dev.as_ref(), daddr, count)?;
-        self.pending.patch(&mut b, daddr * BB);
+        // base.read checked that the sectors lie inside the device.
+        self.pending.patch(&mut b, daddr.saturating_mul(BB));
         Ok(b)
     }
 
@@ -1058,21 +1103,22 @@ fn logged_chunks(
     regions: &[Vec<u8>],
     buf_len: usize,
 ) -> std::result::Result<Vec<(usize, usize, usize)>, String> {
-    let bits = map.len() * 32;
-    let set = |b: usize| map[b / 32] & (1 << (b % 32)) != 0;
+    // At most MAX_MAP_WORDS words (parse_buf): bit and byte positions stay small.
+    let bits = map.len().saturating_mul(32);
+    let set = |b: usize| map.get(b / 32).is_some_and(|w| w & (1 << (b % 32)) != 0);
     let mut out = Vec::new();
     let mut bit = 0;
     let mut i = 0;
     loop {
         while bit < bits && !set(bit) {
-            bit += 1;
+            bit = bit.saturating_add(1);
         }
         if bit >= bits {
             break;
         }
         let mut run = 0;
-        while bit + run < bits && set(bit + run) {
-            run += 1;
+        while bit.saturating_add(run) < bits && set(bit.saturating_add(run)) {
+            run = run.saturating_add(1);
         }
         let Some(r) = regions.get(i) else {
             return Err(format!(
@@ -1084,15 +1130,15 @@ fn logged_chunks(
         if run == 0 {
             return Err(format!("region {i} of {} bytes", r.len()));
         }
-        let (off, len) = (bit * BLF_CHUNK, run * BLF_CHUNK);
-        if off + len > buf_len {
+        let (off, len) = (bit.saturating_mul(BLF_CHUNK), run.saturating_mul(BLF_CHUNK));
+        if off.saturating_add(len) > buf_len {
             return Err(format!(
                 "chunk at byte {off} (+{len}) of a {buf_len}-byte buffer"
             ));
         }
         out.push((off, len, i));
-        i += 1;
-        bit += run;
+        i = i.saturating_add(1);
+        bit = bit.saturating_add(run);
     }
     Ok(out)
 }
@@ -1130,11 +1176,12 @@ pub(super) fn replay(fs: &Xfs, head: u64, tail: u64) -> Result<Replayed> {
             for it in &items {
                 if let Item::Buf(b) = it {
                     if b.flags & BLF_CANCEL != 0 {
-                        *cancels.entry((b.blkno, b.len)).or_default() += 1;
+                        let c = cancels.entry((b.blkno, b.len)).or_default();
+                        *c = c.saturating_add(1);
                     }
                 }
             }
-            committed += 1;
+            committed = committed.saturating_add(1);
             Ok(true)
         }
         Err(why) => {
@@ -1192,7 +1239,7 @@ pub(super) fn replay(fs: &Xfs, head: u64, tail: u64) -> Result<Replayed> {
         for (daddr, data) in pending.iter() {
             if !sectors.write(daddr, data) {
                 return Err(Fail::Refuse(
-                    "the replayed sectors pass the memory limit".into(),
+                    "the replayed sectors pass the memory limit (or the last address)".into(),
                 ));
             }
         }
@@ -1218,7 +1265,7 @@ pub(super) fn replay(fs: &Xfs, head: u64, tail: u64) -> Result<Replayed> {
                         about: about.clone(),
                     };
                     intents.insert((*kind, *id), open);
-                    stats.intents += 1;
+                    stats.intents = stats.intents.saturating_add(1);
                 }
                 Item::Intent {
                     kind,
@@ -1228,18 +1275,20 @@ pub(super) fn replay(fs: &Xfs, head: u64, tail: u64) -> Result<Replayed> {
                 } => {
                     done.insert((*kind, *id));
                 }
-                Item::Quota => stats.quota_items += 1,
+                Item::Quota => stats.quota_items = stats.quota_items.saturating_add(1),
                 _ => {}
             }
         }
-        info.buffers += stats.buffers;
-        info.buffers_cancelled += stats.buffers_cancelled;
-        info.newer_on_disk += stats.newer_on_disk;
-        info.inodes += stats.inodes;
-        info.icreates += stats.icreates;
-        info.intents += stats.intents;
-        info.quota_items += stats.quota_items;
-        applied += 1;
+        info.buffers = info.buffers.saturating_add(stats.buffers);
+        info.buffers_cancelled = info
+            .buffers_cancelled
+            .saturating_add(stats.buffers_cancelled);
+        info.newer_on_disk = info.newer_on_disk.saturating_add(stats.newer_on_disk);
+        info.inodes = info.inodes.saturating_add(stats.inodes);
+        info.icreates = info.icreates.saturating_add(stats.icreates);
+        info.intents = info.intents.saturating_add(stats.intents);
+        info.quota_items = info.quota_items.saturating_add(stats.quota_items);
+        applied = applied.saturating_add(1);
         Ok(true)
     })?;
     info.transactions = applied;
@@ -1303,7 +1352,7 @@ fn walk(
         left: area.distance(tail, head),
     };
     let mut asm = Assembler::default();
-    let mut records = 0;
+    let mut records = 0u64;
     let refuse = |why: String| Error::Unsupported(format!("XFS log replay: {why}"));
     loop {
         let rec = match w.next()? {
@@ -1311,23 +1360,25 @@ fn walk(
             Step::Head => return Ok((records, None)),
             Step::Stop(why) => return Ok((records, Some(why))),
         };
-        records += 1;
+        records = records.saturating_add(1);
         let d = &rec.data;
         let (mut pos, mut ops) = (0usize, rec.ops);
         while pos < d.len() && ops > 0 {
             let stop = |why: String| format!("record at log block {}, byte {pos}: {why}", rec.at);
-            if d.len() - pos < OP_HEADER_SIZE {
+            // pos < d.len() (the loop's condition).
+            let split = d
+                .get(pos..)
+                .and_then(|o| o.split_at_checked(OP_HEADER_SIZE));
+            let Some((head, rest)) = split else {
                 return Ok((records, Some(stop("truncated operation header".into()))));
-            }
-            let tid = be32(d, pos);
-            // OK: a u32 fits usize on the hosts ferry supports.
-            let len = be32(d, pos + 4) as usize;
-            let (client, flags) = (d[pos + 8], d[pos + 9]);
-            let body = pos + OP_HEADER_SIZE;
-            if len > d.len() - body {
+            };
+            let tid = be32(head, 0);
+            let len = be32(head, 4);
+            let (client, flags) = (head[8], head[9]);
+            let Some(body) = rest.get(..idx(u64::from(len))) else {
                 return Ok((records, Some(stop(format!("operation of {len} bytes")))));
-            }
-            match asm.op(rec.lsn, tid, client, flags, &d[body..body + len]) {
+            };
+            match asm.op(rec.lsn, tid, client, flags, body) {
                 Ok(OpResult::Nothing) => {}
                 Ok(OpResult::Commit(t)) => match f(t) {
                     Ok(true) => {}
@@ -1338,8 +1389,11 @@ fn walk(
                 Err(Fail::Stop(why)) => return Ok((records, Some(stop(why)))),
                 Err(Fail::Refuse(why)) => return Err(refuse(why)),
             }
-            pos = body + len;
-            ops -= 1;
+            // Inside the record (the body was taken from it); ops > 0.
+            pos = pos
+                .saturating_add(OP_HEADER_SIZE)
+                .saturating_add(body.len());
+            ops = ops.saturating_sub(1);
         }
     }
 }
@@ -1375,14 +1429,14 @@ impl Xfs {
                 _ => return None,
             }
         };
-        (b.get(uuid..uuid + 16)? == self.sb.meta_uuid).then(|| be64(b, lsn))
+        (b.get(uuid..)?.get(..16)? == self.sb.meta_uuid).then(|| be64(b, lsn))
     }
 
     /// What a v5 write verifier does to a buffer recovery writes: its LSN set to the
     /// transaction's, its CRC recomputed. False when nothing was recognised.
     fn stamp_buffer(&self, b: &mut [u8], lsn: u64) -> bool {
         let m = be32(b, 0);
-        let (lsn_off, crc_off) = if SHORT_BTREES.contains(&m) {
+        let (lsn_off, crc_off): (usize, usize) = if SHORT_BTREES.contains(&m) {
             (24, 52)
         } else if DIR3_BLOCKS.contains(&m) {
             (16, 4)
@@ -1395,7 +1449,8 @@ impl Xfs {
                 SB_MAGIC => (240, 224),
                 SYMLINK_MAGIC | ATTR3_RMT_MAGIC => {
                     // One header per filesystem block.
-                    let bs = self.sb.blocksize as usize;
+                    // At most 64 KiB (Superblock::check_geometry).
+                    let bs = usize::try_from(self.sb.blocksize).unwrap_or(usize::MAX);
                     let mut any = false;
                     for blk in b.chunks_mut(bs) {
                         if blk.len() == bs && be32(blk, 0) == m {
@@ -1411,12 +1466,12 @@ impl Xfs {
                 _ => return false,
             }
         };
-        if b.len() < crc_off.max(lsn_off) + 8 {
+        if b.len() < crc_off.max(lsn_off).saturating_add(8) {
             return false;
         }
         put64(b, lsn_off, lsn);
         let c = crc::compute(b, crc_off);
-        b[crc_off..crc_off + 4].copy_from_slice(&c.to_le_bytes());
+        put(b, crc_off, &c.to_le_bytes());
         true
     }
 
@@ -1432,7 +1487,8 @@ impl Xfs {
         let key = (b.blkno, b.len);
         if b.flags & BLF_CANCEL != 0 {
             if let Some(c) = cancels.get_mut(&key) {
-                *c -= 1;
+                // Counts in the map are at least 1.
+                *c = c.saturating_sub(1);
                 if *c == 0 {
                     cancels.remove(&key);
                 }
@@ -1440,11 +1496,11 @@ impl Xfs {
             return Ok(());
         }
         if cancels.contains_key(&key) {
-            stats.buffers_cancelled += 1;
+            stats.buffers_cancelled = stats.buffers_cancelled.saturating_add(1);
             return Ok(());
         }
         if b.flags & BLF_DQUOT_BUFS != 0 {
-            stats.quota_items += 1;
+            stats.quota_items = stats.quota_items.saturating_add(1);
             return Ok(());
         }
         let io = |e: Error| Fail::Refuse(format!("reading sector {}: {e}", b.blkno));
@@ -1452,7 +1508,7 @@ impl Xfs {
         if self.sb.is_v5() {
             if let Some(disk) = self.buf_lsn(&buf) {
                 if disk != 0 && disk != u64::MAX && disk >= lsn {
-                    stats.newer_on_disk += 1;
+                    stats.newer_on_disk = stats.newer_on_disk.saturating_add(1);
                     return Ok(());
                 }
             }
@@ -1462,35 +1518,54 @@ impl Xfs {
         if b.flags & BLF_INODE_BUF != 0 {
             // xlog_recover_do_inode_buffer: only the unlinked list pointers are replayed.
             let isz = usize::from(self.sb.inodesize);
-            for slot in 0..buf.len() / isz {
-                let at = slot * isz + DI_NEXT_UNLINKED;
-                let Some(&(off, _, r)) =
-                    chunks.iter().find(|&&(o, l, _)| o <= at && at + 4 <= o + l)
+            // Positions inside the buffer (at most MAX_BUF_BBS sectors): no overflow.
+            for (slot, dip) in buf.chunks_exact_mut(isz).enumerate() {
+                let at = slot.saturating_mul(isz).saturating_add(DI_NEXT_UNLINKED);
+                let Some(&(off, _, r)) = chunks
+                    .iter()
+                    .find(|&&(o, l, _)| o <= at && at.saturating_add(4) <= o.saturating_add(l))
                 else {
                     continue;
                 };
-                let src = &b.regions[r][at - off..at - off + 4];
+                // logged_chunks checked that region r holds the chunk.
+                let src = b
+                    .regions
+                    .get(r)
+                    .and_then(|g| g.get(at.saturating_sub(off)..));
+                let Some(src) = src.and_then(|g| g.get(..4)) else {
+                    return Err(Fail::Stop(format!(
+                        "inode buffer at sector {}: region {r} cut short",
+                        b.blkno
+                    )));
+                };
                 if src == [0, 0, 0, 0] {
                     return Err(Fail::Stop(format!(
                         "inode buffer at sector {}: null unlinked pointer at byte {at}",
                         b.blkno
                     )));
                 }
-                buf[at..at + 4].copy_from_slice(src);
-                let dip = &mut buf[slot * isz..(slot + 1) * isz];
+                put(dip, DI_NEXT_UNLINKED, src);
                 if be16(dip, 0) == DINODE_MAGIC && dip[4] == 3 {
                     let c = crc::compute(dip, DI_CRC);
-                    dip[DI_CRC..DI_CRC + 4].copy_from_slice(&c.to_le_bytes());
+                    put(dip, DI_CRC, &c.to_le_bytes());
                 }
             }
         } else {
             for &(off, len, r) in &chunks {
-                buf[off..off + len].copy_from_slice(&b.regions[r][..len]);
+                // logged_chunks checked both ends.
+                let src = b.regions.get(r).and_then(|g| g.get(..len));
+                let Some(src) = src else {
+                    return Err(Fail::Stop(format!(
+                        "buffer at sector {}: region {r} cut short",
+                        b.blkno
+                    )));
+                };
+                put(&mut buf, off, src);
             }
             touched.push((b.blkno, b.len));
         }
         tx.write(b.blkno, &buf)?;
-        stats.buffers += 1;
+        stats.buffers = stats.buffers.saturating_add(1);
         Ok(())
     }
 
@@ -1502,41 +1577,47 @@ impl Xfs {
         stats: &mut ReplayInfo,
     ) -> std::result::Result<(), Fail> {
         let sb = &self.sb;
-        let shift = sb.blocklog - 9;
-        let linear = u64::from(c.agno) * u64::from(sb.agblocks) + u64::from(c.agbno);
-        let daddr = linear << shift;
-        let bbs = u64::from(c.length) << shift;
+        // parse_icreate checked the chunk against the AG: no overflow.
+        let linear = u64::from(c.agno)
+            .saturating_mul(u64::from(sb.agblocks))
+            .saturating_add(u64::from(c.agbno));
+        let daddr = sb.daddr(linear);
+        let bbs = sb.daddr(u64::from(c.length));
         // The chunk may have been freed (and its blocks reused) later in the log.
         if cancels
             .keys()
-            .any(|&(b, l)| b < daddr + bbs && daddr < b + l)
+            .any(|&(b, l)| b < daddr.saturating_add(bbs) && daddr < b.saturating_add(l))
         {
-            stats.buffers_cancelled += 1;
+            stats.buffers_cancelled = stats.buffers_cancelled.saturating_add(1);
             return Ok(());
         }
         let isz = usize::from(sb.inodesize);
-        let bs = sb.blocksize as usize;
+        // At most 64 KiB (Superblock::check_geometry).
+        let bs = usize::try_from(sb.blocksize).unwrap_or(usize::MAX);
         let v3 = sb.is_v5();
+        // agblklog + inopblog < 64 (Superblock::check_geometry).
+        let ag_shift = u32::from(sb.agblklog).saturating_add(u32::from(sb.inopblog));
+        let ag_base = u64::from(c.agno).checked_shl(ag_shift).unwrap_or(0);
         for blk in 0..u64::from(c.length) {
             let mut b = vec![0u8; bs];
-            for slot in 0..usize::from(sb.inopblock) {
-                let dip = &mut b[slot * isz..(slot + 1) * isz];
+            let slots = b.chunks_exact_mut(isz).take(usize::from(sb.inopblock));
+            for (slot, dip) in slots.enumerate() {
                 put16(dip, 0, DINODE_MAGIC);
                 dip[4] = if v3 { 3 } else { 2 };
                 put32(dip, 92, c.gen);
                 put32(dip, DI_NEXT_UNLINKED, u32::MAX);
                 if v3 {
-                    let agino = ((u64::from(c.agbno) + blk) << sb.inopblog) | slot as u64;
-                    let ino = (u64::from(c.agno) << (sb.agblklog + sb.inopblog)) | agino;
-                    put64(dip, 152, ino);
-                    dip[160..176].copy_from_slice(&sb.meta_uuid);
+                    let agino =
+                        (u64::from(c.agbno).saturating_add(blk) << sb.inopblog) | wide(slot);
+                    put64(dip, 152, ag_base | agino);
+                    put(dip, 160, &sb.meta_uuid);
                     let crc = crc::compute(dip, DI_CRC);
-                    dip[DI_CRC..DI_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+                    put(dip, DI_CRC, &crc.to_le_bytes());
                 }
             }
-            tx.write(daddr + (blk << shift), &b)?;
+            tx.write(daddr.saturating_add(sb.daddr(blk)), &b)?;
         }
-        stats.icreates += 1;
+        stats.icreates = stats.icreates.saturating_add(1);
         Ok(())
     }
 
@@ -1550,7 +1631,7 @@ impl Xfs {
         stats: &mut ReplayInfo,
     ) -> std::result::Result<(), Fail> {
         if cancels.contains_key(&(it.blkno, it.len)) {
-            stats.buffers_cancelled += 1;
+            stats.buffers_cancelled = stats.buffers_cancelled.saturating_add(1);
             return Ok(());
         }
         let ino = it.ino;
@@ -1558,7 +1639,9 @@ impl Xfs {
         let io = |e: Error| Fail::Refuse(format!("reading sector {}: {e}", it.blkno));
         let mut buf = tx.read(it.blkno, it.len).map_err(io)?;
         let isz = usize::from(self.sb.inodesize);
-        let dip = &mut buf[it.boffset..it.boffset + isz];
+        // parse_inode checked that the inode lies inside the buffer.
+        let dip = buf.get_mut(it.boffset..).and_then(|d| d.get_mut(..isz));
+        let dip = dip.ok_or_else(|| bad(format!("byte {} past its buffer", it.boffset)))?;
         if be16(dip, 0) != DINODE_MAGIC {
             return Err(bad(format!(
                 "no inode at byte {} of its buffer",
@@ -1574,14 +1657,14 @@ impl Xfs {
         if dip[4] >= 3 {
             let disk = be64(dip, DI_LSN);
             if disk != 0 && disk != u64::MAX && disk > lsn {
-                stats.newer_on_disk += 1;
+                stats.newer_on_disk = stats.newer_on_disk.saturating_add(1);
                 return Ok(());
             }
         }
         if !v5 {
             let (logged, disk) = (e.u16(l, 30), be16(dip, 30));
             if logged < disk && !(disk == DI_MAX_FLUSH && logged < DI_MAX_FLUSH >> 1) {
-                stats.newer_on_disk += 1;
+                stats.newer_on_disk = stats.newer_on_disk.saturating_add(1);
                 return Ok(());
             }
         }
@@ -1608,8 +1691,10 @@ impl Xfs {
             (u64::from(e.u32(l, 76)), u64::from(e.u16(l, 80)))
         };
         let disk_core = if version == 3 { V3_CORE } else { V2_CORE };
-        let literal = isz - disk_core;
-        let forkoff = usize::from(l[82]) * 8;
+        // The inode size is above the core (Superblock::check_geometry).
+        let literal = isz.saturating_sub(disk_core);
+        // di_forkoff counts 8-byte units.
+        let forkoff = usize::from(l[82]) << 3;
         if !fmt_ok || nextents.saturating_add(anextents) > e.u64(l, 64) || forkoff >= literal {
             return Err(bad(format!(
                 "logged core: mode {mode:o}, format {format}, {nextents}+{anextents} extents, \
@@ -1637,7 +1722,8 @@ impl Xfs {
                 put64(dip, at, e.u64(l, at));
             } else {
                 put32(dip, at, e.u32(l, at));
-                put32(dip, at + 4, e.u32(l, at + 4));
+                let nsec = at.saturating_add(4);
+                put32(dip, nsec, e.u32(l, nsec));
             }
         }
         put64(dip, 56, e.u64(l, 56));
@@ -1656,7 +1742,7 @@ impl Xfs {
             put64(dip, DI_LSN, lsn);
             dip[132..144].fill(0);
             put64(dip, 152, e.u64(l, 152));
-            dip[160..176].copy_from_slice(&l[160..176]);
+            put(dip, 160, l.get(160..176).unwrap_or_default());
             dip[24..32].fill(0);
         } else {
             // The flush counter restarts, as the kernel resets it on replay.
@@ -1677,13 +1763,15 @@ impl Xfs {
         let (dsize, asize) = if forkoff == 0 {
             (literal, 0)
         } else {
-            (forkoff, literal - forkoff)
+            // forkoff < literal (checked above).
+            (forkoff, literal.saturating_sub(forkoff))
         };
         let mut next = 1;
         if it.regions.len() > 1 && fields & ILOG_DFORK != 0 {
             let src = &it.regions[next];
-            next += 1;
-            let dst = &mut dip[disk_core..disk_core + dsize];
+            next = 2;
+            let dst = dip.get_mut(disk_core..).and_then(|d| d.get_mut(..dsize));
+            let dst = dst.ok_or_else(|| bad(format!("data fork of {dsize} bytes")))?;
             match fields & ILOG_DFORK {
                 ILOG_DDATA | ILOG_DEXT => {
                     if src.len() > dsize {
@@ -1702,8 +1790,10 @@ impl Xfs {
             if forkoff == 0 {
                 return Err(bad("attribute fork logged, but the inode has none".into()));
             }
-            let start = disk_core + forkoff;
-            let dst = &mut dip[start..start + asize];
+            // The core and the fork offset lie inside the inode (checked above).
+            let start = disk_core.saturating_add(forkoff);
+            let dst = dip.get_mut(start..).and_then(|d| d.get_mut(..asize));
+            let dst = dst.ok_or_else(|| bad(format!("attribute fork of {asize} bytes")))?;
             match fields & ILOG_AFORK {
                 ILOG_ADATA | ILOG_AEXT => {
                     if src.len() > asize {
@@ -1721,10 +1811,10 @@ impl Xfs {
         }
         if version == 3 {
             let c = crc::compute(dip, DI_CRC);
-            dip[DI_CRC..DI_CRC + 4].copy_from_slice(&c.to_le_bytes());
+            put(dip, DI_CRC, &c.to_le_bytes());
         }
         tx.write(it.blkno, &buf)?;
-        stats.inodes += 1;
+        stats.inodes = stats.inodes.saturating_add(1);
         Ok(())
     }
 }
@@ -1739,24 +1829,27 @@ fn bmbt_to_bmdr(src: &[u8], dst: &mut [u8], v5: bool) -> std::result::Result<(),
     } else {
         BMBT_BLOCK_LEN
     };
-    if src.len() < hdr || dst.len() < 4 {
+    let (Some(sbody), Some((dhead, dbody))) = (src.get(hdr..), dst.split_at_mut_checked(4)) else {
         return Err(format!("{} bytes", src.len()));
-    }
+    };
     let numrecs = usize::from(be16(src, 6));
-    let rmax = (src.len() - hdr) / 16;
-    let dmax = (dst.len() - 4) / 16;
+    let rmax = sbody.len() / 16;
+    let dmax = dbody.len() / 16;
     if numrecs > rmax || numrecs > dmax {
         return Err(format!("{numrecs} records"));
     }
-    dst[0..2].copy_from_slice(&src[4..6]);
-    dst[2..4].copy_from_slice(&src[6..8]);
-    dst[4..4 + 8 * numrecs].copy_from_slice(&src[hdr..hdr + 8 * numrecs]);
-    let (fp, tp) = (hdr + 8 * rmax, 4 + 8 * dmax);
-    dst[tp..tp + 8 * numrecs].copy_from_slice(&src[fp..fp + 8 * numrecs]);
+    // Level and numrecs, then the keys, then the pointers after room for max keys; every
+    // part lies inside its side (numrecs <= both maxima).
+    put(dhead, 0, src.get(4..8).unwrap_or_default());
+    let n = numrecs.saturating_mul(8);
+    let part = |at: usize| sbody.get(at..).and_then(|p| p.get(..n)).unwrap_or_default();
+    put(dbody, 0, part(0));
+    put(dbody, dmax.saturating_mul(8), part(rmax.saturating_mul(8)));
     Ok(())
 }
 
 #[cfg(test)]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
 mod tests {
     use super::*;
 

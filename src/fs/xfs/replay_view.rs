@@ -3,13 +3,18 @@
 //! log's buffer addresses, xfs_daddr_t) that recovery rewrote reads as its replayed bytes.
 //! Unlike jbd2, XFS logs byte ranges of buffers (128-byte chunks) and inode cores that need
 //! converting, so the replayed sectors are held in memory, bounded by `MAX_OVERLAY_BYTES`.
+// Guard rails (issue 16 item 7): sector addresses come from the log.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
-use crate::block::{check_range, BlockDevice, Describe, Extent, LayerInfo, Result};
+use crate::block::{check_range, BlockDevice, Describe, Error, Extent, LayerInfo, Result};
+use crate::bytes::wide;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Bytes a sector (basic block) holds.
 pub const BB: u64 = 512;
+/// A sector as a slice length.
+const BB_LEN: usize = 512;
 /// Most bytes of replayed sectors kept in memory. Checkpoints are bounded by the CIL's space
 /// limit (at most a few tens of MiB of metadata); a log whose replay would need more is
 /// refused and the tree is shown as on disk.
@@ -23,7 +28,7 @@ pub struct Sectors {
 
 impl Sectors {
     pub fn bytes(&self) -> usize {
-        self.map.len() * BB as usize
+        self.map.len().saturating_mul(BB_LEN)
     }
 
     pub fn len(&self) -> usize {
@@ -39,27 +44,39 @@ impl Sectors {
         let bytes = count.saturating_mul(BB);
         let off = daddr.saturating_mul(BB);
         check_range(off, bytes, dev.len())?;
-        // OK: callers read one buffer, at most `recover::MAX_BUF_BBS` sectors.
-        let mut buf = vec![0u8; bytes as usize];
+        // Callers read one buffer, at most `recover::MAX_BUF_BBS` sectors.
+        let len = usize::try_from(bytes).map_err(|_| Error::OutOfRange {
+            offset: off,
+            len: bytes,
+            size: dev.len(),
+        })?;
+        let mut buf = vec![0u8; len];
         dev.read_at(&mut buf, off)?;
         self.patch(&mut buf, off);
         Ok(buf)
     }
 
     /// Overwrites sectors from `daddr` with `data` (whole sectors); false when that would
-    /// pass `MAX_OVERLAY_BYTES`.
+    /// pass `MAX_OVERLAY_BYTES` (or the last sector address).
     pub fn write(&mut self, daddr: u64, data: &[u8]) -> bool {
-        for (i, s) in data.chunks(BB as usize).enumerate() {
-            let at = daddr + i as u64;
+        for (i, s) in data.chunks(BB_LEN).enumerate() {
+            let Some(at) = daddr.checked_add(wide(i)) else {
+                return false;
+            };
+            // A chunk is at most a sector.
             if let Some(e) = self.map.get_mut(&at) {
-                e[..s.len()].copy_from_slice(s);
+                if let Some(e) = e.get_mut(..s.len()) {
+                    e.copy_from_slice(s);
+                }
                 continue;
             }
-            if self.bytes() + BB as usize > MAX_OVERLAY_BYTES {
+            if self.bytes().saturating_add(BB_LEN) > MAX_OVERLAY_BYTES {
                 return false;
             }
-            let mut sector = vec![0u8; BB as usize];
-            sector[..s.len()].copy_from_slice(s);
+            let mut sector = vec![0u8; BB_LEN];
+            if let Some(d) = sector.get_mut(..s.len()) {
+                d.copy_from_slice(s);
+            }
             self.map.insert(at, sector.into());
         }
         true
@@ -75,14 +92,19 @@ impl Sectors {
         if buf.is_empty() {
             return;
         }
-        let end = off + buf.len() as u64;
+        // Callers checked that off..end lies inside the device.
+        let end = off.saturating_add(wide(buf.len()));
+        let at = |x: u64, base: u64| usize::try_from(x.saturating_sub(base)).unwrap_or(usize::MAX);
         for (&s, data) in self.map.range(off / BB..end.div_ceil(BB)) {
-            let start = s * BB;
+            let start = s.saturating_mul(BB);
             let from = start.max(off);
-            let to = (start + BB).min(end);
-            // OK: from..to lies inside both the sector and off..end.
-            buf[(from - off) as usize..(to - off) as usize]
-                .copy_from_slice(&data[(from - start) as usize..(to - start) as usize]);
+            let to = start.saturating_add(BB).min(end);
+            // from..to lies inside both the sector and off..end.
+            let dst = buf.get_mut(at(from, off)..at(to, off));
+            let src = data.get(at(from, start)..at(to, start));
+            if let (Some(dst), Some(src)) = (dst, src) {
+                dst.copy_from_slice(src);
+            }
         }
     }
 }
@@ -110,7 +132,7 @@ impl BlockDevice for ReplayView {
     }
 
     fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
-        check_range(off, buf.len() as u64, self.len())?;
+        check_range(off, wide(buf.len()), self.len())?;
         self.inner.read_at(buf, off)?;
         self.sectors.patch(buf, off);
         Ok(())
@@ -122,7 +144,8 @@ impl BlockDevice for ReplayView {
         if len == 0 {
             return Ok(Vec::new());
         }
-        let end = off + len;
+        // check_range: no overflow.
+        let end = off.saturating_add(len);
         let replayed: Vec<u64> = self
             .sectors
             .map
@@ -148,6 +171,7 @@ impl Describe for ReplayView {
 }
 
 #[cfg(test)]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
 mod tests {
     use super::*;
     use crate::block::mem::MemDevice;

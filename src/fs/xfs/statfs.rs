@@ -7,6 +7,8 @@
 //! kernel does then (xfs_initialize_perag_data), and after a replay what recovery then
 //! frees is counted as free: the unlinked lists (`Xfs::unlinked_release`), the extents of
 //! unfinished extent-free intents and leftover CoW staging extents (`Xfs::cow_leftovers`).
+// Guard rails (issue 16 item 7): the counters summed here come from disk.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::{Xfs, MAX_NAME_LEN};
 use crate::fs::{Result, StatFs};
@@ -26,30 +28,40 @@ impl Xfs {
             (fdblocks, icount, ifree) = (0, 0, 0);
             for ag in 0..sb.agcount {
                 let c = self.ag_counts(ag)?;
-                fdblocks += u64::from(c.freeblks) + u64::from(c.flcount) + u64::from(c.btreeblks);
-                icount += u64::from(c.icount);
-                ifree += u64::from(c.ifree);
+                // Sums of u32 counters over at most 2^32 AGs: no overflow.
+                fdblocks = fdblocks
+                    .saturating_add(u64::from(c.freeblks))
+                    .saturating_add(u64::from(c.flcount))
+                    .saturating_add(u64::from(c.btreeblks));
+                icount = icount.saturating_add(u64::from(c.icount));
+                ifree = ifree.saturating_add(u64::from(c.ifree));
             }
         }
         // Recovery then frees what the AGI unlinked lists still hold (files removed while
         // open, whose inactivation had not run), as the kernel's mount does.
         if matches!(self.log, super::log::LogState::Replayed { .. }) {
             let r = self.unlinked_release()?;
-            fdblocks += r.blocks
-                + self.replay.as_ref().map_or(0, |i| i.unfinished_free_blocks)
-                + self.cow_leftovers()?;
-            ifree = (ifree + r.inodes).saturating_sub(r.released);
+            // Block counts of one filesystem: saturating is only a bound on forged ones.
+            fdblocks = fdblocks
+                .saturating_add(r.blocks)
+                .saturating_add(self.replay.as_ref().map_or(0, |i| i.unfinished_free_blocks))
+                .saturating_add(self.cow_leftovers()?);
+            ifree = ifree.saturating_add(r.inodes).saturating_sub(r.released);
             icount = icount.saturating_sub(r.released);
         }
         let blocks = sb.dblocks.saturating_sub(u64::from(sb.logblocks));
-        let bfree = fdblocks.saturating_sub(u64::from(sb.agcount) * SET_ASIDE_PER_AG);
+        let bfree = fdblocks.saturating_sub(u64::from(sb.agcount).saturating_mul(SET_ASIDE_PER_AG));
         let fake = bfree
             .checked_shl(u32::from(sb.inopblog))
             .unwrap_or(u64::MAX);
         let mut files = icount.saturating_add(fake).min(MAX_INUMBER);
         if sb.imax_pct != 0 {
             let ialloc_blks = (INODES_PER_CHUNK.max(u64::from(sb.inopblock)) >> sb.inopblog).max(1);
-            let max = sb.dblocks * u64::from(sb.imax_pct) / 100 / ialloc_blks * ialloc_blks;
+            // ialloc_blks >= 1; a percentage of dblocks, rounded down to whole chunks.
+            let max = (sb.dblocks.saturating_mul(u64::from(sb.imax_pct)) / 100)
+                .checked_div(ialloc_blks)
+                .unwrap_or(0)
+                .saturating_mul(ialloc_blks);
             files = files.min(max << sb.inopblog);
         }
         files = files.max(icount);
@@ -60,7 +72,7 @@ impl Xfs {
             bavail: bfree,
             files,
             ffree: files.saturating_sub(icount.saturating_sub(ifree)),
-            namelen: MAX_NAME_LEN as u32,
+            namelen: u32::try_from(MAX_NAME_LEN).unwrap_or(u32::MAX),
         })
     }
 }

@@ -3,9 +3,11 @@
 //! and count) and the features; v5 filesystems protect it with a CRC32c at `CRC_OFF`.
 //! Features a reader must understand to read correctly (incompat) are refused by name when
 //! unknown; read-only-compatible ones are only reported, as a read-only kernel mount does.
+// Guard rails (issue 16 item 7): the superblock is untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::crc;
-use crate::bytes::{be16, be32, be64};
+use crate::bytes::{be16, be32, be64, wide};
 use crate::fs::{Error, Result};
 
 pub const MAGIC: &[u8; 4] = b"XFSB";
@@ -273,7 +275,7 @@ impl Superblock {
                         format!("{computed:#010x}"),
                         format!("{stored:#010x}"),
                     )
-                    .at(CRC_OFF as u64));
+                    .at(wide(CRC_OFF)));
                 }
                 if !sb.incompat.contains(Incompat::META_UUID) {
                     sb.meta_uuid = sb.uuid;
@@ -355,7 +357,7 @@ impl Superblock {
         {
             return Err(format!("inode size {}", self.inodesize));
         }
-        if self.inopblog != self.blocklog - self.inodelog
+        if self.blocklog.checked_sub(self.inodelog) != Some(self.inopblog)
             || u32::from(self.inopblock) != self.blocksize >> self.inodelog
         {
             return Err(format!(
@@ -366,27 +368,40 @@ impl Superblock {
         if self.agcount == 0 || self.agblocks < 2 {
             return Err(format!("{} AGs of {} blocks", self.agcount, self.agblocks));
         }
-        let want_agblklog = 32 - (self.agblocks - 1).leading_zeros();
+        // xfs_highbit32(agblocks - 1) + 1: the bits of an AG block number.
+        let want_agblklog = self
+            .agblocks
+            .checked_next_power_of_two()
+            .map_or(u32::BITS, u32::trailing_zeros);
         if u32::from(self.agblklog) != want_agblklog {
             return Err(format!(
                 "AG block log {} for {} blocks",
                 self.agblklog, self.agblocks
             ));
         }
-        let max = u64::from(self.agcount) * u64::from(self.agblocks);
-        let min = max - u64::from(self.agblocks);
+        // Two u32 factors: no overflow; agcount >= 1, so max >= agblocks.
+        let max = u64::from(self.agcount).saturating_mul(u64::from(self.agblocks));
+        let min = max.saturating_sub(u64::from(self.agblocks));
         if self.dblocks > max || self.dblocks <= min {
             return Err(format!(
                 "{} blocks for {} AGs of {}",
                 self.dblocks, self.agcount, self.agblocks
             ));
         }
-        if u32::from(self.agblklog) + u32::from(self.inopblog) + 32 - self.agcount.leading_zeros()
+        let agno_bits = u32::BITS.saturating_sub(self.agcount.leading_zeros());
+        if u32::from(self.agblklog)
+            .saturating_add(u32::from(self.inopblog))
+            .saturating_add(agno_bits)
             > 64
         {
             return Err("inode numbers wider than 64 bits".into());
         }
-        if self.blocklog + self.dirblklog > MAX_DIRBLOCK_LOG {
+        // A u8 sum: a forged sb_dirblklog must not wrap it below the limit.
+        if self
+            .blocklog
+            .checked_add(self.dirblklog)
+            .is_none_or(|l| l > MAX_DIRBLOCK_LOG)
+        {
             return Err(format!("directory block log {}", self.dirblklog));
         }
         if self.logstart >= self.dblocks {
@@ -410,10 +425,17 @@ impl Superblock {
 
     /// xfs_verify_ino: the inode number lies in an AG, past its headers.
     pub fn valid_ino(&self, ino: u64) -> bool {
-        let shift = u32::from(self.agblklog) + u32::from(self.inopblog);
+        let shift = u32::from(self.agblklog).saturating_add(u32::from(self.inopblog));
         let agno = ino.checked_shr(shift).unwrap_or(u64::MAX);
-        let agbno = (ino >> self.inopblog) & ((1u64 << self.agblklog) - 1);
+        // agblklog <= 32 (check_geometry).
+        let agbno = (ino >> self.inopblog) & (1u64 << self.agblklog).saturating_sub(1);
         agno < u64::from(self.agcount) && agbno != 0 && agbno < u64::from(self.agblocks)
+    }
+
+    /// The 512-byte sector address (daddr) of linear block `linear`, as v5 headers record it.
+    pub fn daddr(&self, linear: u64) -> u64 {
+        // blocklog >= 9 (check_geometry).
+        linear << self.blocklog.saturating_sub(9)
     }
 
     pub fn is_v5(&self) -> bool {
@@ -470,6 +492,7 @@ impl Superblock {
 }
 
 #[cfg(test)]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
 pub(super) mod tests {
     use super::*;
 
@@ -534,5 +557,19 @@ pub(super) mod tests {
         assert_eq!(sb.log_incompat.bits(), bits);
         let unknown = sb.log_incompat.difference(LogIncompat::KNOWN);
         assert_eq!(bit_names(unknown.bits()), "0x20");
+    }
+
+    #[test]
+    fn directory_block_log_does_not_wrap() {
+        // 12 + 250 wraps a u8 to 6, which once passed the 64 KiB limit (and panicked in
+        // debug builds); every value past the limit is refused.
+        for dirblklog in [5, 250, 255] {
+            let mut b = sector(false, 0, 0);
+            b[192] = dirblklog;
+            assert!(Superblock::parse(&b).is_err(), "sb_dirblklog {dirblklog}");
+        }
+        let mut b = sector(false, 0, 0);
+        b[192] = 4;
+        assert_eq!(Superblock::parse(&b).unwrap().dir_block_size(), 65536);
     }
 }

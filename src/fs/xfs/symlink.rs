@@ -2,10 +2,12 @@
 //! (local); a longer one in blocks of the data fork, on v5 with a header ("XSLM",
 //! `xfs_dsymlink_hdr`) at the start of each extent (the kernel writes one buffer per mapping)
 //! saying which bytes of which inode's target it holds; the CRC covers the whole extent.
+// Guard rails (issue 16 item 7): symlink forks and blocks are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::inode::{Inode, FMT_LOCAL};
 use super::Xfs;
-use crate::bytes::be32;
+use crate::bytes::{be32, wide};
 use crate::fs::{Error, FileType, Result};
 
 /// Longest target XFS stores (XFS_SYMLINK_MAXLEN).
@@ -21,16 +23,21 @@ impl Xfs {
         if ip.kind != FileType::Symlink {
             return Err(Error::NotSymlink(ip.ino));
         }
-        if ip.size == 0 || ip.size > MAX_LEN {
+        let len = usize::try_from(ip.size).ok();
+        let Some(len) = len.filter(|_| ip.size != 0 && ip.size <= MAX_LEN) else {
             return Err(self.damage(what, ip.ino, 0, format!("length {}", ip.size)));
-        }
-        // OK: at most 1024.
-        let len = ip.size as usize;
+        };
         if ip.format == FMT_LOCAL {
-            return Ok(ip.data_fork[..len].to_vec());
+            // Inode::parse checked that a local fork holds di_size bytes.
+            let target = ip.data_fork.get(..len);
+            let target = target.ok_or_else(|| {
+                self.damage(what, ip.ino, 0, format!("length {len} past the fork"))
+            })?;
+            return Ok(target.to_vec());
         }
         let v5 = self.sb.is_v5();
-        let bs = self.sb.blocksize as usize;
+        // The block size is at most 64 KiB (Superblock::check_geometry), far above HDR.
+        let bs = usize::try_from(self.sb.blocksize).unwrap_or(usize::MAX);
         let list = self.extents(ip, false)?;
         let mut out = Vec::with_capacity(len);
         for e in list.iter() {
@@ -39,9 +46,14 @@ impl Xfs {
             }
             // One buffer per extent, with one header (xfs_symlink_write), but no more
             // blocks than the target needs.
-            let nblk = e.len.min(len.div_ceil(bs - HDR) as u64);
-            let space = nblk as usize * bs - if v5 { HDR } else { 0 };
-            let want = space.min(len - out.len());
+            // At most 1024 bytes: a block or two, so the products stay small.
+            let need = len.div_ceil(bs.saturating_sub(HDR).max(1));
+            let nblk = e.len.min(wide(need));
+            let space = usize::try_from(nblk)
+                .unwrap_or(need)
+                .saturating_mul(bs)
+                .saturating_sub(if v5 { HDR } else { 0 });
+            let want = space.min(len.saturating_sub(out.len()));
             let offset = out.len();
             let ino = ip.ino;
             let b = self.fork_block(ip, false, e.off, nblk, what, |b, daddr| {
@@ -52,7 +64,7 @@ impl Xfs {
                     return Err(format!("magic {:#x}", be32(b, 0)));
                 }
                 self.v5_header(b, daddr, ino, V5_HEADER)?;
-                if be32(b, 4) as usize != offset || be32(b, 8) as usize != want {
+                if u64::from(be32(b, 4)) != wide(offset) || u64::from(be32(b, 8)) != wide(want) {
                     return Err(format!(
                         "holds {} bytes at {}, expected {want} at {offset}",
                         be32(b, 8),
@@ -62,7 +74,16 @@ impl Xfs {
                 Ok(())
             })?;
             let from = if v5 { HDR } else { 0 };
-            out.extend_from_slice(&b[from..from + want]);
+            let part = b.get(from..).and_then(|r| r.get(..want));
+            let part = part.ok_or_else(|| {
+                self.damage(
+                    what,
+                    ip.ino,
+                    e.off,
+                    "extent shorter than its header says".into(),
+                )
+            })?;
+            out.extend_from_slice(part);
         }
         if out.len() != len {
             return Err(self.damage(

@@ -18,9 +18,11 @@
 //! which the caller checks. v4 filesystems (no self-describing blocks), a log replayed in
 //! memory (the view is not the blocks) and realtime devices are refused (`Unsupported`): the
 //! caller then compares everything.
+// Guard rails (issue 16 item 7): the blocks classified here are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::Xfs;
-use crate::bytes::{be16, be32, be64};
+use crate::bytes::{be16, be32, be64, wide};
 use crate::fs::ranges::{normalize, subtract};
 use crate::fs::{Error, Result, Touched};
 use std::ops::Range;
@@ -69,34 +71,44 @@ impl Xfs {
         let blocks = normalize(
             ranges
                 .iter()
-                .map(|r| (r.start / bs).min(end)..r.end.div_ceil(bs).min(end))
+                // The block size is not zero (Superblock::check_geometry).
+                .map(|r| r.start.checked_div(bs).unwrap_or(0).min(end)..r.end.div_ceil(bs).min(end))
                 .collect(),
         );
-        let headers = (AG_HEADER_SECTORS * u64::from(sb.sectsize)).div_ceil(bs);
+        // Four sectors of at most 32 KiB; AG starts are products of two u32: no overflow.
+        let headers = AG_HEADER_SECTORS
+            .saturating_mul(u64::from(sb.sectsize))
+            .div_ceil(bs);
         let mut meta: Vec<Range<u64>> = (0..u64::from(sb.agcount))
-            .map(|ag| ag * agblocks..ag * agblocks + headers)
+            .map(|ag| {
+                let first = ag.saturating_mul(agblocks);
+                first..first.saturating_add(headers)
+            })
             .collect();
         if sb.logstart != 0 {
             let start = self.fsb_to_linear(sb.logstart, u64::from(sb.logblocks), "xfs log", 0)?;
-            meta.push(start..start + u64::from(sb.logblocks));
+            // fsb_to_linear checked that the log ends inside the filesystem.
+            meta.push(start..start.saturating_add(u64::from(sb.logblocks)));
         }
         meta.extend(self.hidden_blocks()?);
         let mut inodes = Vec::new();
         for r in subtract(&blocks, &normalize(meta.clone())) {
             for linear in r {
                 let b = self.read_linear(linear, 1)?;
-                let daddr = linear * (bs / 512);
+                let daddr = sb.daddr(linear);
                 let magic = be32(&b, 0);
+                // linear < dblocks.
+                let this = linear..linear.saturating_add(1);
                 if AG_BTREE_MAGICS.contains(&magic) && be64(&b, SBLOCK_BLKNO) == daddr {
-                    meta.push(linear..linear + 1);
+                    meta.push(this);
                 } else if magic == BMBT_MAGIC && be64(&b, LBLOCK_BLKNO) == daddr {
                     inodes.push(be64(&b, LBLOCK_OWNER));
-                    meta.push(linear..linear + 1);
+                    meta.push(this);
                 } else {
                     let found = self.inodes_in(linear, &b);
                     if !found.is_empty() {
                         inodes.extend(found);
-                        meta.push(linear..linear + 1);
+                        meta.push(this);
                     }
                 }
             }
@@ -106,7 +118,7 @@ impl Xfs {
             let free: Vec<Range<u64>> = self
                 .unused_ranges()?
                 .into_iter()
-                .map(|r| r.start / bs..r.end / bs)
+                .map(|r| r.start.checked_div(bs).unwrap_or(0)..r.end.checked_div(bs).unwrap_or(0))
                 .collect();
             rest = subtract(&rest, &normalize(free));
         }
@@ -114,7 +126,11 @@ impl Xfs {
         inodes.dedup();
         Ok(Touched {
             inodes,
-            residue: rest.into_iter().map(|r| r.start * bs..r.end * bs).collect(),
+            // Blocks inside the filesystem; saturating only bounds a forged geometry.
+            residue: rest
+                .into_iter()
+                .map(|r| r.start.saturating_mul(bs)..r.end.saturating_mul(bs))
+                .collect(),
         })
     }
 
@@ -123,12 +139,14 @@ impl Xfs {
     fn inodes_in(&self, linear: u64, b: &[u8]) -> Vec<u64> {
         let sb = &self.sb;
         let agblocks = u64::from(sb.agblocks);
-        let fsb = ((linear / agblocks) << sb.agblklog) | (linear % agblocks);
+        // agblocks >= 2 (Superblock::check_geometry).
+        let agno = linear.checked_div(agblocks).unwrap_or(0);
+        let fsb = (agno << sb.agblklog) | linear.checked_rem(agblocks).unwrap_or(0);
         let isz = usize::from(sb.inodesize).max(1);
         b.chunks_exact(isz)
             .enumerate()
             .filter_map(|(slot, d)| {
-                let ino = (fsb << sb.inopblog) | slot as u64;
+                let ino = (fsb << sb.inopblog) | wide(slot);
                 (be16(d, 0) == INODE_MAGIC && d[DI_VERSION] == 3 && be64(d, DI_INO) == ino)
                     .then_some(ino)
             })
@@ -153,7 +171,8 @@ impl Xfs {
         Ok(normalize(
             self.blocks_of(inodes)
                 .into_iter()
-                .map(|r| r.start * bs..r.end * bs)
+                // Blocks inside the filesystem; saturating only bounds a forged geometry.
+                .map(|r| r.start.saturating_mul(bs)..r.end.saturating_mul(bs))
                 .collect(),
         ))
     }
@@ -173,7 +192,8 @@ impl Xfs {
                 };
                 for e in list.iter() {
                     if let Ok(l) = self.fsb_to_linear(e.start, e.len, "xfs extent", ino) {
-                        out.push(l..l + e.len);
+                        // fsb_to_linear checked that the extent ends inside the filesystem.
+                        out.push(l..l.saturating_add(e.len));
                     }
                 }
             }
