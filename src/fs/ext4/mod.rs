@@ -197,6 +197,11 @@ impl Ext4 {
         self.sb.block_size()
     }
 
+    /// The block size as a length in memory (at most 64 KiB, so it fits any `usize`).
+    pub fn block_size_usize(&self) -> usize {
+        usize::try_from(self.block_size()).unwrap_or(usize::MAX)
+    }
+
     /// Checks that `[blk, blk+count)` lies inside the filesystem; returns its byte offset.
     fn block_offset(&self, blk: u64, count: u64, what: &'static str, ino: u64) -> Result<u64> {
         match blk.checked_add(count) {
