@@ -1,31 +1,49 @@
 //! ext2/3 block maps (Documentation/filesystems/ext4/blockmap.rst): `i_block` holds 12 direct
 //! block numbers, then one indirect, one double-indirect and one triple-indirect block number.
 //! Indirect blocks are arrays of `block_size / 4` little-endian u32; 0 is a hole.
+// Guard rails (issue 16 item 7): i_block and indirect blocks are untrusted. Logical positions
+// are bounded by the triple-indirect range (per^3 + per^2 + per + 12 with per <= 2^14, far
+// below 2^64): the saturating steps below never saturate.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::inode::Inode;
 use super::{Ext4, Run};
-use crate::bytes::le32;
+use crate::bytes::{le32, wide};
 use crate::fs::Result;
 
-const DIRECT: u64 = 12;
+/// Direct pointers in i_block, as an index and as a logical block count.
+const DIRECT_SLOTS: usize = 12;
+const DIRECT: u64 = wide(DIRECT_SLOTS);
+
+/// Pointer `i` of an array of little-endian u32 (i_block or an indirect block); 0 past it.
+fn ptr_at(b: &[u8], i: usize) -> u32 {
+    le32(b, i.saturating_mul(4))
+}
+
+/// Stores pointer `i` of an array of little-endian u32 (callers index inside the array).
+fn put_ptr(b: &mut [u8], i: usize, v: u32) {
+    if let Some(w) = b.chunks_exact_mut(4).nth(i) {
+        w.copy_from_slice(&v.to_le_bytes());
+    }
+}
 
 /// The run starting at index `i` of the pointer array `ptr(0..n)`: consecutive zeros (a hole) or
 /// consecutive block numbers (contiguous data).
 fn scan(ptr: impl Fn(usize) -> u32, n: usize, i: usize) -> Run {
     let first = ptr(i);
-    let mut k = 1;
+    // The pointers after i that continue the run (i < n <= 2^14: no saturation).
+    let after = i.saturating_add(1)..n;
     if first == 0 {
-        while i + k < n && ptr(i + k) == 0 {
-            k += 1;
-        }
-        return Run::Hole(k as u64);
+        let more = after.take_while(|&j| ptr(j) == 0).count();
+        return Run::Hole(wide(more).saturating_add(1));
     }
-    while i + k < n && u64::from(ptr(i + k)) == u64::from(first) + k as u64 {
-        k += 1;
-    }
+    let more = after
+        .zip(u64::from(first).saturating_add(1)..)
+        .take_while(|&(j, want)| u64::from(ptr(j)) == want)
+        .count();
     Run::Data {
         pblk: u64::from(first),
-        len: k as u64,
+        len: wide(more).saturating_add(1),
     }
 }
 
@@ -33,41 +51,43 @@ fn scan(ptr: impl Fn(usize) -> u32, n: usize, i: usize) -> Run {
 /// number (at most three indirect levels), so the walk cannot loop.
 pub fn map(fs: &Ext4, inode: &Inode, lblk: u64) -> Result<Run> {
     if lblk < DIRECT {
-        // OK: lblk < 12.
-        return Ok(scan(
-            |i| inode.i_block_u32(i),
-            DIRECT as usize,
-            lblk as usize,
-        ));
+        // lblk < 12.
+        let i = usize::try_from(lblk).unwrap_or(0);
+        return Ok(scan(|i| inode.i_block_u32(i), DIRECT_SLOTS, i));
     }
     let per = u64::from(fs.block_size() / 4);
-    let mut rem = lblk - DIRECT;
+    let mut rem = lblk.saturating_sub(DIRECT);
     let mut span = per;
-    let mut levels = 1;
+    let mut levels = 1usize;
     while rem >= span {
-        rem -= span;
-        levels += 1;
+        rem = rem.saturating_sub(span);
+        levels = levels.saturating_add(1);
         if levels > 3 {
             // Past what a triple-indirect block can address: nothing is mapped there.
-            return Ok(Run::Hole(u64::MAX - lblk));
+            return Ok(Run::Hole(u64::MAX.saturating_sub(lblk)));
         }
-        span *= per;
+        span = span.saturating_mul(per);
     }
-    let mut ptr = inode.i_block_u32(11 + levels);
-    for level in 0..levels {
+    // i_block slots 12, 13, 14 for 1, 2, 3 levels.
+    let mut ptr = inode.i_block_u32(levels.saturating_add(11));
+    for level in 1..=levels {
         if ptr == 0 {
-            return Ok(Run::Hole(span - rem));
+            // rem < span.
+            return Ok(Run::Hole(span.saturating_sub(rem)));
         }
         let blk = fs.meta_block(u64::from(ptr), "indirect block", inode.ino)?;
-        let child_span = span / per;
-        // OK: rem < span, so the index is < per = block_size / 4.
-        let idx = (rem / child_span) as usize;
-        rem %= child_span;
+        // per is nonzero (block sizes are at least 1024 bytes) and divides span.
+        let child_span = span.checked_div(per).unwrap_or(0);
+        // rem < span, so the index is < per = block_size / 4 (a pointer past the block reads 0).
+        let idx = rem.checked_div(child_span).unwrap_or(0);
+        let idx = usize::try_from(idx).unwrap_or(usize::MAX);
+        rem = rem.checked_rem(child_span).unwrap_or(0);
         span = child_span;
-        if level + 1 == levels {
-            return Ok(scan(|i| le32(&blk, i * 4), per as usize, idx));
+        if level == levels {
+            let n = usize::try_from(per).unwrap_or(usize::MAX);
+            return Ok(scan(|i| ptr_at(&blk, i), n, idx));
         }
-        ptr = le32(&blk, idx * 4);
+        ptr = ptr_at(&blk, idx);
     }
     // Unreachable: the loop returns at its last level.
     Ok(Run::Hole(1))
@@ -77,28 +97,29 @@ pub fn map(fs: &Ext4, inode: &Inode, lblk: u64) -> Result<Run> {
 /// indirect block down to the data pointer. None past the triple-indirect range.
 fn path(per: u64, lblk: u64) -> Option<(usize, Vec<usize>)> {
     if lblk < DIRECT {
-        // OK: lblk < 12.
-        return Some((lblk as usize, Vec::new()));
+        // lblk < 12.
+        return Some((usize::try_from(lblk).ok()?, Vec::new()));
     }
-    let mut rem = lblk - DIRECT;
+    let mut rem = lblk.saturating_sub(DIRECT);
     let mut span = per;
-    let mut levels = 1;
+    let mut levels = 1usize;
     while rem >= span {
-        rem -= span;
-        levels += 1;
+        rem = rem.saturating_sub(span);
+        levels = levels.saturating_add(1);
         if levels > 3 {
             return None;
         }
-        span *= per;
+        span = span.saturating_mul(per);
     }
     let mut idx = Vec::with_capacity(levels);
     for _ in 0..levels {
-        span /= per;
-        // OK: rem < span * per, so the index is < per.
-        idx.push((rem / span) as usize);
-        rem %= span;
+        // per (nonzero) divides span.
+        span = span.checked_div(per)?;
+        // rem < span * per, so the index is < per.
+        idx.push(usize::try_from(rem.checked_div(span)?).ok()?);
+        rem = rem.checked_rem(span)?;
     }
-    Some((11 + levels, idx))
+    Some((levels.saturating_add(11), idx))
 }
 
 /// Blocks freed while cutting a block map, merged into runs before they go to the bitmaps.
@@ -117,7 +138,7 @@ impl Freed {
         let mut out: Vec<(u64, u64)> = Vec::new();
         for b in self.0 {
             match out.last_mut() {
-                Some((s, n)) if *s + *n == b => *n += 1,
+                Some((s, n)) if s.checked_add(*n) == Some(b) => *n = n.saturating_add(1),
                 _ => out.push((b, 1)),
             }
         }
@@ -139,14 +160,14 @@ impl Ext4 {
         let (slot, idx) = path(per, lblk).ok_or(crate::fs::Error::TooBig)?;
         let pblk = ptr32(pblk)?;
         if idx.is_empty() {
-            b.i_block_mut()[slot * 4..slot * 4 + 4].copy_from_slice(&pblk.to_le_bytes());
+            put_ptr(b.i_block_mut(), slot, pblk);
             return Ok(());
         }
-        let bs = self.block_size() as usize;
-        let mut ptr = le32(b.i_block(), slot * 4);
+        let bs = self.block_size_usize();
+        let mut ptr = ptr_at(b.i_block(), slot);
         if ptr == 0 {
             ptr = ptr32(self.alloc_indirect(b, u64::from(pblk))?)?;
-            b.i_block_mut()[slot * 4..slot * 4 + 4].copy_from_slice(&ptr.to_le_bytes());
+            put_ptr(b.i_block_mut(), slot, ptr);
         }
         for (level, &i) in idx.iter().enumerate() {
             let mut node = self
@@ -160,8 +181,8 @@ impl Ext4 {
                     "size",
                 ));
             }
-            let last = level + 1 == idx.len();
-            let mut child = le32(&node, i * 4);
+            let last = level.saturating_add(1) == idx.len();
+            let mut child = ptr_at(&node, i);
             if last {
                 child = pblk;
             } else if child == 0 {
@@ -170,7 +191,7 @@ impl Ext4 {
                 ptr = child;
                 continue;
             }
-            node[i * 4..i * 4 + 4].copy_from_slice(&child.to_le_bytes());
+            put_ptr(&mut node, i, child);
             self.put_meta(u64::from(ptr), node)?;
             ptr = child;
         }
@@ -180,8 +201,12 @@ impl Ext4 {
     /// A zeroed indirect block for `b`, near `near`.
     fn alloc_indirect(&self, b: &mut super::inode::InodeBuf, near: u64) -> Result<u64> {
         let (blk, _) = self.alloc_blocks(near, 1)?;
-        self.put_meta(blk, vec![0u8; self.block_size() as usize])?;
-        b.set_blocks512(b.blocks512() + u64::from(self.block_size() / 512));
+        self.put_meta(blk, vec![0u8; self.block_size_usize()])?;
+        // i_blocks stays far below 2^64 (48 bits on disk).
+        b.set_blocks512(
+            b.blocks512()
+                .saturating_add(u64::from(self.block_size() / 512)),
+        );
         Ok(blk)
     }
 
@@ -197,19 +222,18 @@ impl Ext4 {
         let per = u64::from(self.block_size() / 4);
         let mut data = Freed::default();
         let mut ind = Freed::default();
-        for slot in 0..DIRECT as usize {
-            let p = le32(b.i_block(), slot * 4);
-            if slot as u64 >= from && p != 0 {
+        for slot in 0..DIRECT_SLOTS {
+            let p = ptr_at(b.i_block(), slot);
+            if wide(slot) >= from && p != 0 {
                 data.push(u64::from(p));
-                b.i_block_mut()[slot * 4..slot * 4 + 4].fill(0);
+                put_ptr(b.i_block_mut(), slot, 0);
             }
         }
         let mut base = DIRECT;
         let mut span = per;
-        for level in 1..=3usize {
-            let slot = 11 + level;
-            let p = le32(b.i_block(), slot * 4);
-            if p != 0 && base + span > from {
+        for (level, slot) in [(1usize, 12usize), (2, 13), (3, 14)] {
+            let p = ptr_at(b.i_block(), slot);
+            if p != 0 && base.saturating_add(span) > from {
                 let emptied = self.cut_indirect(
                     b.ino,
                     u64::from(p),
@@ -221,23 +245,23 @@ impl Ext4 {
                     &mut ind,
                 )?;
                 if emptied {
-                    b.i_block_mut()[slot * 4..slot * 4 + 4].fill(0);
+                    put_ptr(b.i_block_mut(), slot, 0);
                 }
             }
-            base += span;
+            base = base.saturating_add(span);
             span = span.saturating_mul(per);
         }
         let bs512 = u64::from(self.block_size() / 512);
-        let mut n = 0;
+        let mut n = 0u64;
         for (s, len) in data.runs() {
             self.free_blocks(s, len, meta)?;
-            n += len;
+            n = n.saturating_add(len);
         }
         for (s, len) in ind.runs() {
             self.free_blocks(s, len, true)?;
-            n += len;
+            n = n.saturating_add(len);
         }
-        b.set_blocks512(b.blocks512().saturating_sub(n * bs512));
+        b.set_blocks512(b.blocks512().saturating_sub(n.saturating_mul(bs512)));
         Ok(())
     }
 
@@ -256,15 +280,17 @@ impl Ext4 {
         ind: &mut Freed,
     ) -> Result<bool> {
         let per = u64::from(self.block_size() / 4);
-        let child_span = span / per;
+        // per is nonzero (block sizes are at least 1024 bytes).
+        let child_span = span.checked_div(per).unwrap_or(0);
         let mut node = self.meta_block(blk, "indirect block", ino)?.to_vec();
         let mut changed = false;
-        for i in 0..per as usize {
-            let cb = base + i as u64 * child_span;
-            if cb + child_span <= from {
+        let n = usize::try_from(per).unwrap_or(0);
+        for (i, k) in (0..n).zip(0u64..) {
+            let cb = base.saturating_add(k.saturating_mul(child_span));
+            if cb.saturating_add(child_span) <= from {
                 continue;
             }
-            let p = le32(&node, i * 4);
+            let p = ptr_at(&node, i);
             if p == 0 {
                 continue;
             }
@@ -275,7 +301,8 @@ impl Ext4 {
                 self.cut_indirect(
                     ino,
                     u64::from(p),
-                    level - 1,
+                    // level > 1 here.
+                    level.saturating_sub(1),
                     cb,
                     child_span,
                     from,
@@ -284,7 +311,7 @@ impl Ext4 {
                 )?
             };
             if gone {
-                node[i * 4..i * 4 + 4].fill(0);
+                put_ptr(&mut node, i, 0);
                 changed = true;
             }
         }
@@ -300,6 +327,7 @@ impl Ext4 {
 }
 
 #[cfg(test)]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
 mod tests {
     use super::*;
 

@@ -4,6 +4,8 @@
 //! generation. The kernel's `ext4_chksum` is the bare crc32c update: no inversion before or
 //! after, which `raw` undoes from the crate's standard (inverted) crc32c. Before metadata_csum,
 //! gdt_csum protected only the group descriptors, with crc16.
+// Guard rails (issue 16 item 7): the checksummed structures are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use crate::bytes::le16;
 use crate::bytes::le32;
@@ -45,11 +47,11 @@ pub fn superblock_set(sb: &mut [u8]) {
 
 /// Little-endian stores for the setters below.
 fn put32(b: &mut [u8], at: usize, v: u32) {
-    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    b[at..][..4].copy_from_slice(&v.to_le_bytes());
 }
 
 fn put16(b: &mut [u8], at: usize, v: u16) {
-    b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+    b[at..][..2].copy_from_slice(&v.to_le_bytes());
 }
 
 /// The filesystem-wide seed when csum_seed is off: crc32c(~0, uuid).
@@ -72,8 +74,8 @@ pub fn group_desc(desc: &[u8], group: u32, metadata_csum: Option<u32>, uuid: &[u
             let c = raw(seed, &group.to_le_bytes());
             let c = raw(c, head);
             let c = raw(c, &[0, 0]);
-            // OK: the low 16 bits are what the descriptor stores.
-            (raw(c, tail) & 0xffff) as u16
+            // The low 16 bits are what the descriptor stores.
+            low16(raw(c, tail))
         }
         None => {
             let c = crc16(!0, uuid);
@@ -95,6 +97,12 @@ pub fn group_desc_set(desc: &mut [u8], group: u32, metadata_csum: Option<u32>, u
 /// 16-bit halves in the descriptor, the high one only in descriptors of 64 bytes or more.
 pub fn bitmap(fs_seed: u32, bitmap: &[u8], bytes: usize) -> u32 {
     raw(fs_seed, &bitmap[..bytes.min(bitmap.len())])
+}
+
+/// The low 16 bits of a checksum (what a C `(__u16)` cast keeps).
+fn low16(c: u32) -> u16 {
+    let [a, b, ..] = c.to_le_bytes();
+    u16::from_le_bytes([a, b])
 }
 
 /// Whether group descriptor `desc` of `group` carries the right checksum.
@@ -128,9 +136,10 @@ fn inode_csum(seed: u32, slot: &[u8]) -> Option<(u32, bool)> {
         let extra = usize::from(le16(slot, OLD_INODE));
         c = raw(c, &slot[OLD_INODE..I_CSUM_HI.min(slot.len())]);
         let mut rest = I_CSUM_HI;
-        if OLD_INODE + extra >= I_CSUM_HI + 2 && slot.len() >= I_CSUM_HI + 2 {
+        // 128 + a u16: no overflow.
+        if OLD_INODE.saturating_add(extra) >= I_CSUM_HI + 2 && slot.len() >= I_CSUM_HI + 2 {
             c = raw(c, &[0, 0]);
-            rest += 2;
+            rest = I_CSUM_HI + 2;
             hi = true;
         }
         c = raw(c, slot.get(rest..).unwrap_or(&[]));
@@ -159,24 +168,31 @@ pub fn inode_sums(seed: u32, slot: &[u8]) -> Option<(u32, u32)> {
 /// Stores the checksum of the inode slot `slot` (see `inode_csum`).
 pub fn inode_set(seed: u32, slot: &mut [u8]) {
     if let Some((c, hi)) = inode_csum(seed, slot) {
-        // OK: the halves are the low and high 16 bits.
-        put16(slot, I_CSUM_LO, c as u16);
+        // The halves are the low and high 16 bits.
+        let [a, b, h0, h1] = c.to_le_bytes();
+        put16(slot, I_CSUM_LO, u16::from_le_bytes([a, b]));
         if hi {
-            put16(slot, I_CSUM_HI, (c >> 16) as u16);
+            put16(slot, I_CSUM_HI, u16::from_le_bytes([h0, h1]));
         }
     }
 }
 
 /// Checks the ext4_extent_tail after `max` entries of an extent tree block.
 pub fn extent_block_ok(seed: u32, block: &[u8], max: usize) -> bool {
-    let at = 12 + 12 * max;
-    at + 4 <= block.len() && raw(seed, &block[..at]) == le32(block, at)
+    let at = extent_tail(max);
+    at.saturating_add(4) <= block.len() && raw(seed, &block[..at]) == le32(block, at)
+}
+
+/// Where the ext4_extent_tail follows the header and `max` (eh_max, a u16) entries; saturated
+/// (then past any block) if `max` is absurd.
+fn extent_tail(max: usize) -> usize {
+    max.saturating_mul(12).saturating_add(12)
 }
 
 /// Stores the ext4_extent_tail after `max` entries of an extent tree block.
 pub fn extent_block_set(seed: u32, block: &mut [u8], max: usize) {
-    let at = 12 + 12 * max;
-    if at + 4 <= block.len() {
+    let at = extent_tail(max);
+    if at.saturating_add(4) <= block.len() {
         let c = raw(seed, &block[..at]);
         put32(block, at, c);
     }
@@ -210,47 +226,58 @@ pub fn dir_leaf_set(seed: u32, block: &mut [u8]) {
     let Some(at) = block.len().checked_sub(DIRENT_TAIL_LEN) else {
         return;
     };
-    put32(block, at, 0);
-    put16(block, at + 4, DIRENT_TAIL_LEN as u16);
-    block[at + 6] = 0;
-    block[at + 7] = DIRENT_TAIL_FT;
     let c = raw(seed, &block[..at]);
-    put32(block, at + 8, c);
+    let t = &mut block[at..];
+    put32(t, 0, 0);
+    // rec_len: DIRENT_TAIL_LEN.
+    put16(t, 4, 12);
+    t[6] = 0;
+    t[7] = DIRENT_TAIL_FT;
+    put32(t, 8, c);
 }
 
 /// Stores the dx_tail checksum of an htree interior block whose count/limit pair is at
 /// `count_offset` (see `dx_node`). False if the tail does not fit.
 pub fn dx_node_set(seed: u32, block: &mut [u8], count_offset: usize) -> bool {
-    let limit = usize::from(le16(block, count_offset));
-    let count = usize::from(le16(block, count_offset + 2));
-    let tail = count_offset + limit * 8;
-    if tail + 8 > block.len() || count > limit {
+    let Ok((used, tail)) = dx_layout(block, count_offset) else {
         return false;
-    }
-    let c = raw(seed, &block[..count_offset + count * 8]);
-    let c = raw(c, &block[tail..tail + 4]);
+    };
+    let c = raw(seed, &block[..used]);
+    let t = &mut block[tail..];
+    let c = raw(c, &t[..4]);
     let c = raw(c, &[0; 4]);
-    put32(block, tail + 4, c);
+    put32(t, 4, c);
     true
+}
+
+/// Where the entries in use end and where the dx_tail sits, after `limit` 8-byte entries from
+/// the (limit, count) pair at `count_offset`. Err when the tail does not fit the block or
+/// count exceeds limit. (Both are u16: the saturating arithmetic never saturates short of the
+/// block size comparison.)
+fn dx_layout(block: &[u8], count_offset: usize) -> Result<(usize, usize), String> {
+    let limit = usize::from(le16(block, count_offset));
+    let count = usize::from(le16(block, count_offset.saturating_add(2)));
+    let tail = count_offset.saturating_add(limit.saturating_mul(8));
+    if tail.saturating_add(8) > block.len() {
+        return Err(format!("no room for the dx tail after {limit} entries"));
+    }
+    if count > limit {
+        return Err(format!("count {count} above limit {limit}"));
+    }
+    // count <= limit: the entries in use end before the tail.
+    Ok((count_offset.saturating_add(count.saturating_mul(8)), tail))
 }
 
 /// Checks an htree interior block (dx_root or dx_node): the dx_tail after `limit` entries
 /// holds crc32c over the header and the `count` used entries, then the tail's reserved word
 /// and a zeroed checksum (ext4_dx_csum). `count_offset` is where the count/limit pair sits.
 pub fn dx_node(seed: u32, block: &[u8], count_offset: usize) -> Result<(), String> {
-    let limit = usize::from(le16(block, count_offset));
-    let count = usize::from(le16(block, count_offset + 2));
-    let tail = count_offset + limit * 8;
-    if tail + 8 > block.len() {
-        return Err(format!("no room for the dx tail after {limit} entries"));
-    }
-    if count > limit {
-        return Err(format!("count {count} above limit {limit}"));
-    }
-    let c = raw(seed, &block[..count_offset + count * 8]);
-    let c = raw(c, &block[tail..tail + 4]);
+    let (used, tail) = dx_layout(block, count_offset)?;
+    let t = &block[tail..];
+    let c = raw(seed, &block[..used]);
+    let c = raw(c, &t[..4]);
     let got = raw(c, &[0; 4]);
-    let want = le32(block, tail + 4);
+    let want = le32(t, 4);
     if want != got {
         return Err(format!("checksum {want:#010x}, computed {got:#010x}"));
     }
@@ -283,6 +310,7 @@ pub fn xattr_block_set(fs_seed: u32, blk: u64, block: &mut [u8]) {
 }
 
 #[cfg(test)]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
 mod tests {
     use super::*;
 

@@ -2,9 +2,12 @@
 //! records `dir::deleted_records` finds in each directory block, with whether the inode they
 //! name is in use again. Separate from readdir, which must never show them. Also the inodes
 //! that are free but were once used, the candidates for fls's `$OrphanFiles`.
+// Guard rails (issue 16 item 7): directory blocks, bitmaps and inode tables are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::rw::BG_INODE_UNINIT;
 use super::{dir, htree, inode, superblock, Ext4, Run, MAX_LOGICAL_BLOCKS};
+use crate::bytes::{le32, wide};
 use crate::fs::{DeletedEntry, Error, FileType, Orphans, Result};
 
 impl Ext4 {
@@ -14,9 +17,20 @@ impl Ext4 {
             return Ok(false);
         }
         let ipg = u64::from(self.sb.inodes_per_group);
-        // OK: ino <= inodes_count, so the group fits u32.
-        let g = ((ino - 1) / ipg) as u32;
-        let i = ((ino - 1) % ipg) as usize;
+        // ino >= 1 (above); s_inodes_per_group is nonzero (the superblock's check) and
+        // ino <= inodes_count, so the group fits u32 and the index a usize.
+        let n = ino.saturating_sub(1);
+        let place = n.checked_div(ipg).zip(n.checked_rem(ipg));
+        let Some((g, i)) =
+            place.and_then(|(g, i)| u32::try_from(g).ok().zip(usize::try_from(i).ok()))
+        else {
+            return Err(Error::corrupt(
+                "superblock",
+                ino,
+                0,
+                format!("s_inodes_per_group {ipg} places no inode"),
+            ));
+        };
         let (blk, map) = self.inode_bitmap(g)?;
         map.get(i / 8)
             .map(|b| b & (1 << (i % 8)) != 0)
@@ -58,20 +72,23 @@ impl Ext4 {
                     continue;
                 }
             };
-            for k in 0..len.min(blocks - lblk) {
+            // lblk < blocks (the loop's condition).
+            for k in 0..len.min(blocks.saturating_sub(lblk)) {
                 let Some(phys) = pblk.checked_add(k) else {
                     break;
                 };
                 let Ok(block) = self.meta_block(phys, "directory block", dir_ino) else {
                     continue;
                 };
-                if indexed && htree::is_interior(&block, lblk + k) {
+                // lblk + k < blocks.
+                let lblk = lblk.saturating_add(k);
+                if indexed && htree::is_interior(&block, lblk) {
                     continue;
                 }
-                let base = (lblk + k).saturating_mul(bs);
+                let base = lblk.saturating_mul(bs);
                 for r in dir::deleted_records(&block, filetype, self.sb.inodes_count) {
                     let ino = u64::from(r.ino);
-                    let at = base.saturating_add(r.offset as u64);
+                    let at = base.saturating_add(wide(r.offset));
                     out.push((
                         at,
                         DeletedEntry {
@@ -131,7 +148,7 @@ impl Ext4 {
     pub fn free_used_inodes(&self, errors: &mut Vec<String>) -> Vec<u64> {
         let ipg = self.sb.inodes_per_group;
         let isz = usize::from(self.sb.inode_size);
-        let bs = self.block_size() as usize;
+        let bs = self.block_size_usize();
         let csum = self.sb.group_csum().is_some();
         let mut out = Vec::new();
         for g in 0..self.sb.group_count {
@@ -150,7 +167,8 @@ impl Ext4 {
             } else {
                 ipg
             };
-            let base = u64::from(g) * u64::from(ipg);
+            // u32 × u32: no overflow.
+            let base = u64::from(g).saturating_mul(u64::from(ipg));
             let used = u64::from(used).min(u64::from(self.sb.inodes_count).saturating_sub(base));
             if used == 0 {
                 continue;
@@ -169,33 +187,32 @@ impl Ext4 {
                     continue;
                 }
             };
-            let per_block = (bs / isz).max(1) as u64;
-            let mut i = 0u64;
-            while i < used {
-                let blk = table + i / per_block;
-                let block = match self.meta_block(blk, "inode table", base + i + 1) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        errors.push(format!("ext4 group {g} inode table block {blk}: {e}"));
-                        i = (i / per_block + 1) * per_block;
-                        continue;
+            // At least 1: the walk below always advances.
+            let per_block = wide(bs.checked_div(isz).unwrap_or(0).max(1));
+            // Block by block of the table: the group's inodes [first, end) are in block `blk`.
+            // (All below ipg, a u32: the saturating steps never saturate.)
+            let (mut first, mut blk) = (0u64, table);
+            while first < used {
+                let end = first.saturating_add(per_block).min(used);
+                let ino = base.saturating_add(first).saturating_add(1);
+                match self.meta_block(blk, "inode table", ino) {
+                    Ok(block) => {
+                        for (i, slot) in (first..end).zip(0usize..) {
+                            // i < ipg, a u32, so it fits usize.
+                            let bit = usize::try_from(i).unwrap_or(usize::MAX);
+                            let free = map.get(bit / 8).is_some_and(|b| b & (1 << (bit % 8)) == 0);
+                            // i_ctime of the slot (inside the block: the inode size divides
+                            // the block size; past it would read 0).
+                            let ctime = le32(&block, slot.saturating_mul(isz).saturating_add(0xc));
+                            if free && ctime != 0 {
+                                out.push(base.saturating_add(i).saturating_add(1));
+                            }
+                        }
                     }
-                };
-                let end = ((i / per_block + 1) * per_block).min(used);
-                while i < end {
-                    // OK: i < ipg, a u32, so it fits usize.
-                    let bit = i as usize;
-                    let free = map.get(bit / 8).is_some_and(|b| b & (1 << (bit % 8)) == 0);
-                    // OK: the slot is inside the block (inode size divides the block size).
-                    let at = (i % per_block) as usize * isz;
-                    let ctime = block
-                        .get(at + 0xc..at + 0x10)
-                        .map_or(0, |c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
-                    if free && ctime != 0 {
-                        out.push(base + i + 1);
-                    }
-                    i += 1;
+                    Err(e) => errors.push(format!("ext4 group {g} inode table block {blk}: {e}")),
                 }
+                first = end;
+                blk = blk.saturating_add(1);
             }
         }
         out

@@ -47,7 +47,8 @@ impl Ext4 {
                 let i = exts.partition_point(|e| e.end() <= lblk);
                 Ok(match (exts.get(i), extent_write::lookup(exts, lblk)) {
                     (Some(e), Run::Zero(len)) => Seg::Unwritten {
-                        pblk: e.pblk + (lblk - e.lblk),
+                        // lblk lies in e (the lookup found it unwritten there).
+                        pblk: e.pblk.saturating_add(lblk.saturating_sub(e.lblk)),
                         len,
                     },
                     (_, Run::Data { pblk, len }) => Seg::Data { pblk, len },
@@ -68,8 +69,8 @@ impl Ext4 {
     fn fm_goal(&self, fm: &FileMap, b: &InodeBuf, lblk: u64) -> Result<u64> {
         let near = match fm {
             FileMap::Extents { exts, .. } => extent_write::goal(exts, lblk),
-            FileMap::Blocks if lblk > 0 => match self.fm_lookup(fm, b, lblk - 1)? {
-                Seg::Data { pblk, .. } => Some(pblk + 1),
+            FileMap::Blocks if lblk > 0 => match self.fm_lookup(fm, b, lblk.saturating_sub(1))? {
+                Seg::Data { pblk, .. } => pblk.checked_add(1),
                 _ => None,
             },
             FileMap::Blocks => None,
@@ -91,7 +92,9 @@ impl Ext4 {
         }
         let goal = self.fm_goal(fm, b, lblk)?;
         let (pblk, n) = self.alloc_blocks(goal, len)?;
-        b.set_blocks512(b.blocks512() + n * u64::from(self.block_size() / 512));
+        // i_blocks stays far below 2^64 (48 bits on disk).
+        let added = n.saturating_mul(u64::from(self.block_size() / 512));
+        b.set_blocks512(b.blocks512().saturating_add(added));
         match fm {
             FileMap::Extents { exts, .. } => extent_write::insert(
                 exts,
@@ -103,8 +106,9 @@ impl Ext4 {
                 },
             ),
             FileMap::Blocks => {
+                // Inside the checked logical range and the allocated run.
                 for k in 0..n {
-                    self.bmap_set(b, lblk + k, pblk + k)?;
+                    self.bmap_set(b, lblk.saturating_add(k), pblk.saturating_add(k))?;
                 }
             }
         }
@@ -131,12 +135,13 @@ impl Ext4 {
                 let mut runs = super::blockmap::Freed::default();
                 for (p, n) in extent_write::truncate(exts, from) {
                     for k in 0..n {
-                        runs.push(p + k);
+                        // Inside a mapped extent.
+                        runs.push(p.saturating_add(k));
                     }
                 }
                 for (p, n) in runs.runs() {
                     self.free_blocks(p, n, meta)?;
-                    b.set_blocks512(b.blocks512().saturating_sub(n * per));
+                    b.set_blocks512(b.blocks512().saturating_sub(n.saturating_mul(per)));
                 }
                 Ok(())
             }

@@ -8,6 +8,8 @@
 //! A lookup hashes the name, binary-searches each level and reads one leaf (more when a hash
 //! range continues in the next leaf: collisions). Any damage to the index is reported as
 //! `Probe::BadIndex` so that the caller falls back to the linear scan, which sees every name.
+// Guard rails (issue 16 item 7): index blocks and names are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::inode::Inode;
 use super::{csum, dir, Ext4};
@@ -70,23 +72,24 @@ fn half_md4_transform(buf: &mut [u32; 4], x: &[u32; 8]) {
     let step = |fun: &dyn Fn(u32, u32, u32) -> u32, a: &mut u32, b, c, d, x: u32, s| {
         *a = a.wrapping_add(fun(b, c, d)).wrapping_add(x).rotate_left(s);
     };
-    for i in [0, 4] {
-        step(&f, &mut a, b, c, d, x[i], 3);
-        step(&f, &mut d, a, b, c, x[i + 1], 7);
-        step(&f, &mut c, d, a, b, x[i + 2], 11);
-        step(&f, &mut b, c, d, a, x[i + 3], 19);
+    let [x0, x1, x2, x3, x4, x5, x6, x7] = *x;
+    for [p, q, r, t] in [[x0, x1, x2, x3], [x4, x5, x6, x7]] {
+        step(&f, &mut a, b, c, d, p, 3);
+        step(&f, &mut d, a, b, c, q, 7);
+        step(&f, &mut c, d, a, b, r, 11);
+        step(&f, &mut b, c, d, a, t, 19);
     }
-    for i in [1, 0] {
-        step(&g, &mut a, b, c, d, x[i].wrapping_add(K2), 3);
-        step(&g, &mut d, a, b, c, x[i + 2].wrapping_add(K2), 5);
-        step(&g, &mut c, d, a, b, x[i + 4].wrapping_add(K2), 9);
-        step(&g, &mut b, c, d, a, x[i + 6].wrapping_add(K2), 13);
+    for [p, q, r, t] in [[x1, x3, x5, x7], [x0, x2, x4, x6]] {
+        step(&g, &mut a, b, c, d, p.wrapping_add(K2), 3);
+        step(&g, &mut d, a, b, c, q.wrapping_add(K2), 5);
+        step(&g, &mut c, d, a, b, r.wrapping_add(K2), 9);
+        step(&g, &mut b, c, d, a, t.wrapping_add(K2), 13);
     }
-    for (i, j, k, l) in [(3, 7, 2, 6), (1, 5, 0, 4)] {
-        step(&h, &mut a, b, c, d, x[i].wrapping_add(K3), 3);
-        step(&h, &mut d, a, b, c, x[j].wrapping_add(K3), 9);
-        step(&h, &mut c, d, a, b, x[k].wrapping_add(K3), 11);
-        step(&h, &mut b, c, d, a, x[l].wrapping_add(K3), 15);
+    for [p, q, r, t] in [[x3, x7, x2, x6], [x1, x5, x0, x4]] {
+        step(&h, &mut a, b, c, d, p.wrapping_add(K3), 3);
+        step(&h, &mut d, a, b, c, q.wrapping_add(K3), 9);
+        step(&h, &mut c, d, a, b, r.wrapping_add(K3), 11);
+        step(&h, &mut b, c, d, a, t.wrapping_add(K3), 15);
     }
     buf[0] = buf[0].wrapping_add(a);
     buf[1] = buf[1].wrapping_add(b);
@@ -94,15 +97,21 @@ fn half_md4_transform(buf: &mut [u32; 4], x: &[u32; 8]) {
     buf[3] = buf[3].wrapping_add(d);
 }
 
+/// A name byte as the kernel's hashes take it: zero-extended, or (`signed`) as a signed char
+/// sign-extended to 32 bits.
+fn name_char(c: u8, signed: bool) -> u32 {
+    if signed {
+        u32::from_ne_bytes(i32::from(i8::from_ne_bytes([c])).to_ne_bytes())
+    } else {
+        u32::from(c)
+    }
+}
+
 /// The original ext3 hash (dx_hack_hash); `signed` takes name bytes as signed chars.
 fn legacy(name: &[u8], signed: bool) -> u32 {
     let (mut h0, mut h1) = (0x12a3_fe2du32, 0x37ab_e8f9u32);
     for &c in name {
-        let c = if signed {
-            i32::from(c as i8) as u32
-        } else {
-            u32::from(c)
-        };
+        let c = name_char(c, signed);
         let mut h = h1.wrapping_add(h0 ^ c.wrapping_mul(7_152_373));
         if h & 0x8000_0000 != 0 {
             h = h.wrapping_sub(0x7fff_ffff);
@@ -116,32 +125,29 @@ fn legacy(name: &[u8], signed: bool) -> u32 {
 /// Packs up to `4 * num` bytes of `msg` into `num` words, padded with the length
 /// (str2hashbuf_signed/unsigned).
 fn str2hashbuf(msg: &[u8], out: &mut [u32; 8], num: usize, signed: bool) {
-    // OK: names are at most 255 bytes, so the length fits a byte.
-    let len = msg.len() as u32;
+    // The low 32 bits of the length, as the kernel's (__u32) cast keeps (names are at most
+    // 255 bytes: the length fits a byte).
+    let [l0, l1, l2, l3, ..] = crate::bytes::wide(msg.len()).to_le_bytes();
+    let len = u32::from_le_bytes([l0, l1, l2, l3]);
     let mut pad = len | (len << 8);
     pad |= pad << 16;
     let mut val = pad;
-    let mut w = 0;
-    for (i, &c) in msg.iter().take(num * 4).enumerate() {
-        let c = if signed {
-            i32::from(c as i8) as u32
-        } else {
-            u32::from(c)
-        };
+    let mut words = out.iter_mut().take(num);
+    for (i, &c) in msg.iter().take(num.saturating_mul(4)).enumerate() {
+        let c = name_char(c, signed);
         val = c.wrapping_add(val << 8);
         if i % 4 == 3 {
-            out[w] = val;
-            w += 1;
+            if let Some(w) = words.next() {
+                *w = val;
+            }
             val = pad;
         }
     }
-    if w < num {
-        out[w] = val;
-        w += 1;
+    if let Some(w) = words.next() {
+        *w = val;
     }
-    while w < num {
-        out[w] = pad;
-        w += 1;
+    for w in words {
+        *w = pad;
     }
 }
 
@@ -228,12 +234,19 @@ impl Frame {
         if i == 0 {
             0
         } else {
-            le32(&self.block, self.off + i * ENTRY_LEN)
+            le32(&self.block, self.entry(i))
         }
     }
 
     fn child(&self, i: usize) -> u64 {
-        u64::from(le32(&self.block, self.off + i * ENTRY_LEN + 4) & BLOCK_MASK)
+        u64::from(le32(&self.block, self.entry(i).saturating_add(4)) & BLOCK_MASK)
+    }
+
+    /// Where entry `i` starts. i < count <= limit, and the limit's entries fit the block (checked
+    /// against the block size by `new`), so the saturating steps never saturate; a field past
+    /// the block would read as 0.
+    fn entry(&self, i: usize) -> usize {
+        self.off.saturating_add(i.saturating_mul(ENTRY_LEN))
     }
 
     /// Validates the count/limit pair against the expected `limit` and picks the last entry
@@ -245,7 +258,7 @@ impl Frame {
         h: u32,
     ) -> std::result::Result<Self, String> {
         let got_limit = usize::from(le16(&block, off));
-        let count = usize::from(le16(&block, off + 2));
+        let count = usize::from(le16(&block, off.saturating_add(2)));
         if got_limit != limit {
             return Err(format!("limit {got_limit}, expected {limit}"));
         }
@@ -258,16 +271,17 @@ impl Frame {
             count,
             at: 0,
         };
-        let (mut lo, mut hi) = (1, count);
+        // 1 <= lo <= mid < hi <= count throughout: the steps below never saturate.
+        let (mut lo, mut hi) = (1usize, count);
         while lo < hi {
-            let mid = lo + (hi - lo) / 2;
+            let mid = lo.midpoint(hi);
             if f.hash(mid) > h {
                 hi = mid;
             } else {
-                lo = mid + 1;
+                lo = mid.saturating_add(1);
             }
         }
-        f.at = lo - 1;
+        f.at = lo.saturating_sub(1);
         Ok(f)
     }
 }
@@ -298,8 +312,8 @@ pub fn lookup(
     key: Key<'_>,
     matches: &dyn Fn(&[u8]) -> bool,
 ) -> Result<Probe> {
-    let bs = fs.block_size() as usize;
-    let nblocks = dir.size.div_ceil(bs as u64);
+    let bs = fs.block_size_usize();
+    let nblocks = dir.size.div_ceil(u64::from(fs.block_size()));
     let csum = fs.superblock().metadata_csum;
     let tail = if csum { TAIL_LEN } else { 0 };
     let bad = |d: String| Ok(Probe::BadIndex(d));
@@ -333,12 +347,13 @@ pub fn lookup(
     if levels >= max_levels {
         return bad(format!(
             "{} index levels (at most {max_levels})",
-            levels + 1
+            levels.saturating_add(1)
         ));
     }
     let version = match version {
         LEGACY | HALF_MD4 | TEA if sb.flags & super::superblock::FLAGS_UNSIGNED_HASH != 0 => {
-            version + 3
+            // The unsigned variants are 3 higher.
+            version.saturating_add(3)
         }
         LEGACY | HALF_MD4 | TEA => version,
         v => {
@@ -354,9 +369,13 @@ pub fn lookup(
         },
         Key::Hash(h) => h & !1,
     };
-    let root_limit = (bs - ROOT_DOTS - ROOT_INFO_LEN - tail) / ENTRY_LEN;
-    let node_limit = (bs - NODE_HEADER - tail) / ENTRY_LEN;
-    let mut frames = Vec::with_capacity(usize::from(levels) + 1);
+    // Block sizes are at least 1024 bytes (the superblock's check): no saturation.
+    let root_limit = bs
+        .saturating_sub(ROOT_DOTS + ROOT_INFO_LEN)
+        .saturating_sub(tail)
+        / ENTRY_LEN;
+    let node_limit = bs.saturating_sub(NODE_HEADER).saturating_sub(tail) / ENTRY_LEN;
+    let mut frames = Vec::with_capacity(usize::from(levels).saturating_add(1));
     match Frame::new(root, ROOT_DOTS + ROOT_INFO_LEN, root_limit, h) {
         Ok(f) => frames.push(f),
         Err(e) => return bad(format!("dx_root: {e}")),
@@ -371,7 +390,7 @@ pub fn lookup(
             }
             let f = Frame::new(b, NODE_HEADER, node_limit, h)
                 .map_err(|e| format!("dx_node {child}: {e}"))?;
-            frames.truncate(level + 1);
+            frames.truncate(level.saturating_add(1));
             frames.push(f);
         }
         Ok(())
@@ -390,16 +409,17 @@ pub fn lookup(
         }
         // ext4_htree_next_block: the name may continue in the next leaf only if that leaf's
         // range starts at the same hash with the collision bit set.
-        let mut level = frames.len() - 1;
+        // frames is never empty, and each frame's `at` is below its count (at most 510).
+        let mut level = frames.len().saturating_sub(1);
         loop {
-            frames[level].at += 1;
+            frames[level].at = frames[level].at.saturating_add(1);
             if frames[level].at < frames[level].count {
                 break;
             }
-            if level == 0 {
+            let Some(up) = level.checked_sub(1) else {
                 return Ok(Probe::NotFound);
-            }
-            level -= 1;
+            };
+            level = up;
         }
         if frames[level].hash(frames[level].at) & !1 != h {
             return Ok(Probe::NotFound);
@@ -408,7 +428,7 @@ pub fn lookup(
         if let Err(e) = descend(&mut frames, level) {
             return bad(e);
         }
-        for f in frames.iter_mut().skip(level + 1) {
+        for f in frames.iter_mut().skip(level.saturating_add(1)) {
             f.at = 0;
         }
     }

@@ -1,6 +1,8 @@
 //! The on-disk inode (Documentation/filesystems/ext4/inodes.rst): 128 bytes of the original
 //! layout, then `i_extra_isize` bytes of extensions (high timestamp bits, creation time) inside a
 //! slot of `s_inode_size` bytes. Fields beyond `128 + i_extra_isize` are absent, not zero.
+// Guard rails (issue 16 item 7): inode slots are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::superblock::{Incompat, RoCompat, Superblock, GOOD_OLD_INODE_SIZE};
 use crate::bytes::{le16, le32};
@@ -48,15 +50,16 @@ pub struct Inode {
 /// 2 epoch bits extending the seconds past 2038 and 30 bits of nanoseconds (as the kernel's
 /// ext4_decode_extra_time does).
 fn time(secs: u32, extra: Option<u32>) -> Timestamp {
-    // OK: `as i32` reinterprets the on-disk two's complement seconds, as the format says.
-    let base = i64::from(secs as i32);
+    // The on-disk seconds are two's complement, as the format says.
+    let base = i64::from(i32::from_le_bytes(secs.to_le_bytes()));
     match extra {
         None => Timestamp {
             secs: base,
             nsecs: 0,
         },
         Some(x) => Timestamp {
-            secs: base + (i64::from(x & 3) << 32),
+            // A 32-bit signed value plus at most 3 << 32: no overflow.
+            secs: base.saturating_add(i64::from(x & 3) << 32),
             // A value above 999_999_999 is damage; clamp so callers always get a valid time.
             nsecs: (x >> 2).min(999_999_999),
         },
@@ -79,7 +82,7 @@ impl Inode {
         // Extra fields exist if the slot is large and i_extra_isize covers them.
         let extra_isize = if b.len() > usize::from(GOOD_OLD_INODE_SIZE) {
             let e = usize::from(le16(b, 0x80));
-            if e % 4 != 0 || usize::from(GOOD_OLD_INODE_SIZE) + e > b.len() {
+            if e % 4 != 0 || e > b.len().saturating_sub(usize::from(GOOD_OLD_INODE_SIZE)) {
                 return Err(bad(format!(
                     "i_extra_isize {e} does not fit a {}-byte inode",
                     b.len()
@@ -89,8 +92,9 @@ impl Inode {
         } else {
             0
         };
-        let end = usize::from(GOOD_OLD_INODE_SIZE) + extra_isize;
-        let extra = |at: usize| (at + 4 <= end).then(|| le32(b, at));
+        // extra_isize fits the slot (checked above).
+        let end = usize::from(GOOD_OLD_INODE_SIZE).saturating_add(extra_isize);
+        let extra = |at: usize| (at.saturating_add(4) <= end).then(|| le32(b, at));
 
         let flags = le32(b, 0x20);
         let blocks_lo = u64::from(le32(b, 0x1c));
@@ -135,7 +139,8 @@ impl Inode {
 
     /// The `i`-th little-endian u32 of `i_block` (block map pointers, device numbers).
     pub fn i_block_u32(&self, i: usize) -> u32 {
-        le32(&self.i_block, i * 4)
+        // Past i_block (saturated or not) reads as 0.
+        le32(&self.i_block, i.saturating_mul(4))
     }
 
     /// st_rdev for device nodes: the old 16-bit encoding in i_block[0] if set, else the new
@@ -160,6 +165,7 @@ impl Inode {
 }
 
 #[cfg(test)]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
 mod tests {
     use super::*;
 
@@ -227,17 +233,18 @@ pub struct InodeBuf {
 
 impl InodeBuf {
     fn put16(&mut self, at: usize, v: u16) {
-        self.raw[at..at + 2].copy_from_slice(&v.to_le_bytes());
+        self.raw[at..][..2].copy_from_slice(&v.to_le_bytes());
     }
 
     fn put32(&mut self, at: usize, v: u32) {
-        self.raw[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        self.raw[at..][..4].copy_from_slice(&v.to_le_bytes());
     }
 
     /// Bytes of the slot that hold fields: 128 + i_extra_isize (128 for small inodes).
     fn fields_end(&self) -> usize {
         if self.raw.len() > usize::from(GOOD_OLD_INODE_SIZE) {
-            usize::from(GOOD_OLD_INODE_SIZE) + usize::from(le16(&self.raw, 0x80))
+            // 128 + a u16: no overflow.
+            usize::from(GOOD_OLD_INODE_SIZE).saturating_add(usize::from(le16(&self.raw, 0x80)))
         } else {
             usize::from(GOOD_OLD_INODE_SIZE)
         }
@@ -256,15 +263,17 @@ impl InodeBuf {
     }
 
     pub fn set_uid(&mut self, uid: u32) {
-        // OK: the low and high 16 bits.
-        self.put16(0x2, uid as u16);
-        self.put16(0x78, (uid >> 16) as u16);
+        // The low and high 16 bits.
+        let [a, b, c, d] = uid.to_le_bytes();
+        self.put16(0x2, u16::from_le_bytes([a, b]));
+        self.put16(0x78, u16::from_le_bytes([c, d]));
     }
 
     pub fn set_gid(&mut self, gid: u32) {
-        // OK: the low and high 16 bits.
-        self.put16(0x18, gid as u16);
-        self.put16(0x7a, (gid >> 16) as u16);
+        // The low and high 16 bits.
+        let [a, b, c, d] = gid.to_le_bytes();
+        self.put16(0x18, u16::from_le_bytes([a, b]));
+        self.put16(0x7a, u16::from_le_bytes([c, d]));
     }
 
     pub fn size(&self) -> u64 {
@@ -272,9 +281,10 @@ impl InodeBuf {
     }
 
     pub fn set_size(&mut self, size: u64) {
-        // OK: the low and high 32 bits.
-        self.put32(0x4, size as u32);
-        self.put32(0x6c, (size >> 32) as u32);
+        // The low and high 32 bits.
+        let [a, b, c, d, e, f, g, h] = size.to_le_bytes();
+        self.put32(0x4, u32::from_le_bytes([a, b, c, d]));
+        self.put32(0x6c, u32::from_le_bytes([e, f, g, h]));
     }
 
     pub fn links(&self) -> u16 {
@@ -303,9 +313,10 @@ impl InodeBuf {
     }
 
     pub fn set_blocks512(&mut self, n: u64) {
-        // OK: the low 32 and next 16 bits; callers bound n below 2^48.
-        self.put32(0x1c, n as u32);
-        self.put16(0x74, (n >> 32) as u16);
+        // The low 32 and next 16 bits; callers bound n below 2^48.
+        let [a, b, c, d, e, f, ..] = n.to_le_bytes();
+        self.put32(0x1c, u32::from_le_bytes([a, b, c, d]));
+        self.put16(0x74, u16::from_le_bytes([e, f]));
     }
 
     pub fn file_acl(&self) -> u64 {
@@ -313,9 +324,10 @@ impl InodeBuf {
     }
 
     pub fn set_file_acl(&mut self, blk: u64) {
-        // OK: the low 32 and next 16 bits (block numbers are below 2^48).
-        self.put32(0x68, blk as u32);
-        self.put16(0x76, (blk >> 32) as u16);
+        // The low 32 and next 16 bits (block numbers are below 2^48).
+        let [a, b, c, d, e, f, ..] = blk.to_le_bytes();
+        self.put32(0x68, u32::from_le_bytes([a, b, c, d]));
+        self.put16(0x76, u16::from_le_bytes([e, f]));
     }
 
     /// i_dtime: the deletion time, or for an orphan the next orphan's inode number.
@@ -328,11 +340,11 @@ impl InodeBuf {
     }
 
     pub fn i_block(&self) -> &[u8] {
-        &self.raw[I_BLOCK_OFF..I_BLOCK_OFF + I_BLOCK_LEN]
+        &self.raw[I_BLOCK_OFF..][..I_BLOCK_LEN]
     }
 
     pub fn i_block_mut(&mut self) -> &mut [u8] {
-        &mut self.raw[I_BLOCK_OFF..I_BLOCK_OFF + I_BLOCK_LEN]
+        &mut self.raw[I_BLOCK_OFF..][..I_BLOCK_LEN]
     }
 
     /// Stores a timestamp as ext4_encode_extra_time does: the low 32 bits of the seconds, and
@@ -340,13 +352,18 @@ impl InodeBuf {
     pub fn set_time(&mut self, which: TimeField, t: Timestamp) {
         let (at, extra_at) = which.offsets();
         let end = self.fields_end();
-        // OK: the low 32 bits are what the field holds; the epoch bits carry the rest.
-        let lo = t.secs as u32;
-        let epoch = ((t.secs - i64::from(lo as i32)) >> 32) as u32 & 3;
-        if at + 4 <= end {
+        // The low 32 bits are what the field holds; the epoch bits (bits 32 and 33 of the
+        // seconds less their sign-extended low half) carry the rest. Wrapping, as a C s64 does
+        // in the kernel, for seconds at the very end of the i64 range.
+        let [a, b, c, d, ..] = t.secs.to_le_bytes();
+        let lo_bytes = [a, b, c, d];
+        let lo = u32::from_le_bytes(lo_bytes);
+        let high = t.secs.wrapping_sub(i64::from(i32::from_le_bytes(lo_bytes)));
+        let epoch = u32::from(high.to_le_bytes()[4] & 3);
+        if at.saturating_add(4) <= end {
             self.put32(at, lo);
         }
-        if extra_at + 4 <= end {
+        if extra_at.saturating_add(4) <= end {
             self.put32(extra_at, epoch | (t.nsecs.min(999_999_999) << 2));
         }
     }
@@ -364,10 +381,10 @@ impl InodeBuf {
             raw: vec![0u8; inode_size],
         };
         if inode_size > usize::from(GOOD_OLD_INODE_SIZE) {
-            let room = inode_size - usize::from(GOOD_OLD_INODE_SIZE);
+            let room = inode_size.saturating_sub(usize::from(GOOD_OLD_INODE_SIZE));
             let e = usize::from(extra_isize).min(room) & !3;
-            // OK: e <= extra_isize, a u16.
-            b.put16(0x80, e as u16);
+            // e <= extra_isize, a u16.
+            b.put16(0x80, u16::try_from(e).unwrap_or(0));
         }
         b
     }
@@ -379,9 +396,10 @@ impl InodeBuf {
     /// Device numbers as ext4_encode_dev stores them: the old 16-bit form in i_block[0] when
     /// major and minor fit a byte each, else the new 32-bit form in i_block[1].
     pub fn set_rdev(&mut self, rdev: u64) {
-        // OK: Linux's makedev encoding; the masks keep each part in its range.
-        let major = (((rdev >> 32) & 0xffff_f000) | ((rdev >> 8) & 0xfff)) as u32;
-        let minor = (((rdev >> 12) & 0xffff_ff00) | (rdev & 0xff)) as u32;
+        // Linux's makedev encoding; the masks keep each part below 2^32.
+        let major =
+            u32::try_from(((rdev >> 32) & 0xffff_f000) | ((rdev >> 8) & 0xfff)).unwrap_or(0);
+        let minor = u32::try_from(((rdev >> 12) & 0xffff_ff00) | (rdev & 0xff)).unwrap_or(0);
         let ib = self.i_block_mut();
         ib.fill(0);
         if major < 256 && minor < 256 {
@@ -394,6 +412,7 @@ impl InodeBuf {
 }
 
 #[cfg(test)]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
 mod buf_tests {
     use super::*;
 

@@ -6,17 +6,24 @@
 //! With metadata_csum, every checksummed structure is verified when read (`checked_block`,
 //! `inode`): a mismatch is an error on that object only (EIO), logged once, never a failed
 //! open.
+// Guard rails (issue 16 item 7): every structure read here comes from an untrusted image. (An
+// inner attribute here covers the submodules too: the write side is exempt until its own pass.)
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 pub mod acl;
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // write side: a later pass
 mod alloc;
 pub mod blockmap;
 pub mod casefold;
 pub mod csum;
 pub mod deleted;
 pub mod dir;
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // write side: a later pass
 mod dir_write;
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // write side: a later pass
 mod dx_write;
 pub mod extent;
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // write side: a later pass
 mod extent_write;
 mod filemap;
 pub mod fscrypt;
@@ -26,17 +33,20 @@ pub mod inline;
 pub mod inode;
 pub mod journal;
 mod lookup;
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // write side: a later pass
 mod ops;
 mod orphan;
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // write side: a later pass
 mod rw;
 mod statfs;
 pub mod superblock;
 mod touched;
 pub mod xattr;
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // write side: a later pass
 mod xattr_write;
 
 use crate::block::BlockDevice;
-use crate::bytes::le32;
+use crate::bytes::{le32, wide};
 use crate::fs::{Attr, DirEntry, Error, FileType, Filesystem, FsInfo, Result, StatFs};
 use group::GroupDesc;
 use inode::Inode;
@@ -58,7 +68,8 @@ pub const MAX_SYMLINK_LEN: u64 = 4096;
 /// Whether `dev` carries the ext2/3/4 superblock magic (everything else is checked by `open`).
 pub fn probe(dev: &dyn BlockDevice) -> Result<bool> {
     let at = superblock::SUPERBLOCK_OFFSET + 0x38;
-    if dev.len() < superblock::SUPERBLOCK_OFFSET + superblock::SUPERBLOCK_SIZE as u64 {
+    let sb_end = superblock::SUPERBLOCK_OFFSET.saturating_add(wide(superblock::SUPERBLOCK_SIZE));
+    if dev.len() < sb_end {
         return Ok(false);
     }
     let mut m = [0u8; 2];
@@ -161,8 +172,9 @@ impl Ext4 {
                 dev.len()
             );
         }
-        let gdt_bytes = u64::from(sb.group_count) * u64::from(sb.desc_size);
-        let last_desc_block = sb.descriptor_block(gdt_bytes.div_ceil(bs) - 1);
+        // u32 × u16: no overflow; at least one group (the superblock's check).
+        let gdt_bytes = u64::from(sb.group_count).saturating_mul(u64::from(sb.desc_size));
+        let last_desc_block = sb.descriptor_block(gdt_bytes.div_ceil(bs).saturating_sub(1));
         if last_desc_block >= sb.blocks_count {
             return Err(Error::corrupt(
                 "superblock",
@@ -174,9 +186,12 @@ impl Ext4 {
                 ),
             ));
         }
-        // OK: the block size is 1 KiB..64 KiB, so this is at least 128 entries.
-        let entries =
-            NonZeroUsize::new(METADATA_CACHE_BYTES / bs as usize).unwrap_or(NonZeroUsize::MIN);
+        // The block size is 1 KiB..64 KiB, so this is at least 128 entries.
+        let entries = usize::try_from(bs)
+            .ok()
+            .and_then(|bs| METADATA_CACHE_BYTES.checked_div(bs))
+            .and_then(NonZeroUsize::new)
+            .unwrap_or(NonZeroUsize::MIN);
         Ok(Ext4 {
             dev,
             sb,
@@ -197,11 +212,17 @@ impl Ext4 {
         self.sb.block_size()
     }
 
+    /// The block size as a length in memory (at most 64 KiB, so it fits any `usize`).
+    pub fn block_size_usize(&self) -> usize {
+        usize::try_from(self.block_size()).unwrap_or(usize::MAX)
+    }
+
     /// Checks that `[blk, blk+count)` lies inside the filesystem; returns its byte offset.
     fn block_offset(&self, blk: u64, count: u64, what: &'static str, ino: u64) -> Result<u64> {
         match blk.checked_add(count) {
+            // blk < blocks_count, whose size in bytes `open` checked fits a u64.
             Some(end) if end <= self.sb.blocks_count && blk != 0 => {
-                Ok(blk * u64::from(self.block_size()))
+                Ok(blk.saturating_mul(u64::from(self.block_size())))
             }
             _ => Err(Error::corrupt(
                 what,
@@ -226,7 +247,7 @@ impl Ext4 {
             return Ok(b.clone());
         }
         let off = self.block_offset(blk, 1, what, ino)?;
-        let mut buf = vec![0u8; self.block_size() as usize];
+        let mut buf = vec![0u8; self.block_size_usize()];
         self.dev.read_at(&mut buf, off)?;
         let b: Arc<[u8]> = buf.into();
         self.cache.lock().put(blk, b.clone());
@@ -265,26 +286,33 @@ impl Ext4 {
             }
             Err(d) => {
                 let e = Error::corrupt(what, ino, blk, format!("checksum mismatch: {d}"));
-                Err(self.report(e.at(blk * u64::from(self.block_size()))))
+                Err(self.report(e.at(blk.saturating_mul(u64::from(self.block_size())))))
             }
         }
     }
 
     /// The seed of an inode's own checksums (its extent blocks, directory blocks).
     pub(crate) fn inode_seed(&self, i: &Inode) -> u32 {
-        // OK: inode numbers are checked against s_inodes_count, a u32.
-        csum::inode_seed(self.sb.csum_seed, i.ino as u32, i.generation)
+        // Inode numbers are checked against s_inodes_count, a u32.
+        csum::inode_seed(self.sb.csum_seed, low32(i.ino), i.generation)
     }
 
     fn group_desc(&self, group: u32) -> Result<GroupDesc> {
         let bs = u64::from(self.block_size());
         let ds = u64::from(self.sb.desc_size);
-        let pos = u64::from(group) * ds;
-        let blk = self.sb.descriptor_block(pos / bs);
+        // u32 × u16: no overflow; the block size is nonzero.
+        let pos = u64::from(group).saturating_mul(ds);
+        let blk = self.sb.descriptor_block(pos.checked_div(bs).unwrap_or(0));
         let block = self.meta_block(blk, "group descriptors", 0)?;
-        // OK: pos % bs < bs <= 64 KiB; desc_size is a power of two <= 1024 <= bs, so it fits.
-        let at = (pos % bs) as usize;
-        let desc = &block[at..at + ds as usize];
+        // pos % bs < bs <= 64 KiB; desc_size is a power of two <= 1024 <= bs, so it fits.
+        let desc = in_block(&block, pos.checked_rem(bs), ds).ok_or_else(|| {
+            Error::corrupt(
+                "group descriptors",
+                0,
+                blk,
+                format!("descriptor {group} of {ds} bytes does not fit its block"),
+            )
+        })?;
         if let Some(kind) = self.sb.group_csum() {
             if !csum::group_desc_ok(desc, group, kind, &self.sb.uuid) {
                 // Like the kernel on a read-only mount (ext4_check_descriptors), a descriptor
@@ -299,8 +327,10 @@ impl Ext4 {
             }
         }
         let gd = GroupDesc::parse(desc, group)?;
-        let table_blocks =
-            (u64::from(self.sb.inodes_per_group) * u64::from(self.sb.inode_size)).div_ceil(bs);
+        // u32 × u16: no overflow.
+        let table_blocks = u64::from(self.sb.inodes_per_group)
+            .saturating_mul(u64::from(self.sb.inode_size))
+            .div_ceil(bs);
         self.block_offset(gd.inode_table, table_blocks, "inode table", 0)?;
         Ok(gd)
     }
@@ -316,21 +346,45 @@ impl Ext4 {
             ));
         }
         let ipg = u64::from(self.sb.inodes_per_group);
-        // OK: ino <= inodes_count <= group_count * ipg, so the group fits u32.
-        let group = ((ino - 1) / ipg) as u32;
+        // ino >= 1 (above); s_inodes_per_group is nonzero (the superblock's check) and
+        // ino <= inodes_count <= group_count * ipg, so the group fits u32.
+        let n = ino.saturating_sub(1);
+        let (group, index) = n
+            .checked_div(ipg)
+            .and_then(|g| u32::try_from(g).ok())
+            .zip(n.checked_rem(ipg))
+            .ok_or_else(|| {
+                Error::corrupt(
+                    "superblock",
+                    ino,
+                    0,
+                    format!("s_inodes_per_group {ipg} places no inode"),
+                )
+            })?;
         let gd = self.group_desc(group)?;
         let isz = u64::from(self.sb.inode_size);
         let bs = u64::from(self.block_size());
-        let pos = ((ino - 1) % ipg) * isz;
-        let blk = gd.inode_table + pos / bs;
+        // index < ipg (a u32) times a u16: no overflow. The table's blocks were checked
+        // against the filesystem's size by group_desc.
+        let pos = index.saturating_mul(isz);
+        let blk = gd
+            .inode_table
+            .saturating_add(pos.checked_div(bs).unwrap_or(0));
         let block = self.meta_block(blk, "inode table", ino)?;
-        // OK: the inode size is a power of two <= the block size, so the slot fits the block.
-        let at = (pos % bs) as usize;
-        let slot = &block[at..at + isz as usize];
-        let offset = blk * bs + at as u64;
+        // The inode size is a power of two <= the block size, so the slot fits the block.
+        let at = pos.checked_rem(bs).unwrap_or(0);
+        let slot = in_block(&block, Some(at), isz).ok_or_else(|| {
+            Error::corrupt(
+                "inode",
+                ino,
+                blk,
+                format!("slot of {isz} bytes past its block"),
+            )
+        })?;
+        let offset = blk.saturating_mul(bs).saturating_add(at);
         if self.sb.metadata_csum {
-            // OK: ino <= s_inodes_count, a u32.
-            let seed = csum::inode_seed(self.sb.csum_seed, ino as u32, le32(slot, 0x64));
+            // ino <= s_inodes_count, a u32.
+            let seed = csum::inode_seed(self.sb.csum_seed, low32(ino), le32(slot, 0x64));
             match csum::inode_sums(seed, slot) {
                 Some((computed, stored)) if computed == stored => {}
                 sums => {
@@ -369,10 +423,11 @@ impl Ext4 {
         if off >= inode.size {
             return Ok(0);
         }
+        // The bytes to read: what is left of the file (off < size), at most buf.len().
+        let left = inode.size.saturating_sub(off);
+        let n = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
         if inode.flags & inode::FL_INLINE_DATA != 0 {
             let data = inline::file_data(inode, &self.sb)?;
-            // OK: bounded by buf.len().
-            let n = (inode.size - off).min(buf.len() as u64) as usize;
             let stored = data
                 .get(usize::try_from(off).unwrap_or(usize::MAX)..)
                 .unwrap_or(&[]);
@@ -382,18 +437,18 @@ impl Ext4 {
             return Ok(n);
         }
         let bs = u64::from(self.block_size());
-        // OK: bounded by buf.len().
-        let n = (inode.size - off).min(buf.len() as u64) as usize;
-        let mut done = 0;
+        let mut done = 0usize;
         while done < n {
-            let pos = off + done as u64;
-            let lblk = pos / bs;
-            let in_blk = pos % bs;
+            // off + done < size: no overflow; the block size is nonzero.
+            let pos = off.saturating_add(wide(done));
+            let lblk = pos.checked_div(bs).unwrap_or(0);
+            let in_blk = pos.checked_rem(bs).unwrap_or(0);
             let run = self.map(inode, lblk)?;
             let (Run::Data { len, .. } | Run::Zero(len) | Run::Hole(len)) = run;
             let run_bytes = len.saturating_mul(bs).saturating_sub(in_blk);
-            // OK: bounded by n - done.
-            let take = run_bytes.min((n - done) as u64) as usize;
+            // At most n - done.
+            let want = n.saturating_sub(done);
+            let take = usize::try_from(run_bytes).map_or(want, |r| r.min(want));
             if take == 0 {
                 return Err(Error::corrupt(
                     "block map",
@@ -402,16 +457,18 @@ impl Ext4 {
                     format!("empty run at block {lblk}"),
                 ));
             }
-            let dst = &mut buf[done..done + take];
+            // done + take <= n <= buf.len().
+            let dst = &mut buf[done..][..take];
             match run {
                 Run::Data { pblk, .. } => {
-                    let nblk = (in_blk + take as u64).div_ceil(bs);
+                    let nblk = in_blk.saturating_add(wide(take)).div_ceil(bs);
                     let at = self.block_offset(pblk, nblk, "file data", inode.ino)?;
-                    self.dev.read_at(dst, at + in_blk)?;
+                    // Inside the blocks block_offset checked.
+                    self.dev.read_at(dst, at.saturating_add(in_blk))?;
                 }
                 Run::Zero(_) | Run::Hole(_) => dst.fill(0),
             }
-            done += take;
+            done = done.saturating_add(take);
         }
         Ok(n)
     }
@@ -438,7 +495,7 @@ impl Ext4 {
         // larger size is damage; capping it keeps every byte position below 2^48.
         let blocks = dir.size.div_ceil(bs).min(MAX_LOGICAL_BLOCKS);
         let filetype = self.sb.has_incompat(superblock::Incompat::FILETYPE);
-        let mut lblk = start / bs;
+        let mut lblk = start.checked_div(bs).unwrap_or(0);
         while lblk < blocks {
             let run = self.map(dir, lblk)?;
             let (pblk, len) = match run {
@@ -449,9 +506,10 @@ impl Ext4 {
                     continue;
                 }
             };
-            for k in 0..len.min(blocks - lblk) {
-                let l = lblk + k;
-                let base = l * bs;
+            // lblk < blocks <= MAX_LOGICAL_BLOCKS: positions stay below 2^48.
+            for k in 0..len.min(blocks.saturating_sub(lblk)) {
+                let l = lblk.saturating_add(k);
+                let base = l.saturating_mul(bs);
                 let phys = pblk.checked_add(k).ok_or_else(|| {
                     Error::corrupt("directory", dir.ino, pblk, "block number overflows")
                 })?;
@@ -493,7 +551,7 @@ impl Ext4 {
                     kind: Some(FileType::Directory),
                     tail: &[],
                 };
-                if !f(e, pos, pos + 1)? {
+                if !f(e, pos, pos.saturating_add(1))? {
                     return Ok(());
                 }
             }
@@ -507,7 +565,7 @@ impl Ext4 {
             if !walk_region(region, filetype, dir.ino, 0, base, start, f)? {
                 return Ok(());
             }
-            base += region.len() as u64;
+            base = base.saturating_add(wide(region.len()));
         }
         Ok(())
     }
@@ -591,7 +649,8 @@ impl Filesystem for Ext4 {
         // Written to: the overhead stays, the free counts are the writer's.
         Ok(match self.sb_free() {
             Some((blocks, inodes)) => {
-                let reserve = base.bfree - base.bavail;
+                // bavail <= bfree (compute_statfs).
+                let reserve = base.bfree.saturating_sub(base.bavail);
                 StatFs {
                     bfree: blocks,
                     bavail: blocks.saturating_sub(reserve),
@@ -610,7 +669,7 @@ impl Filesystem for Ext4 {
             // st_size of an encrypted symlink is the length readlink returns
             // (fscrypt_symlink_getattr), here that of the no-key name.
             if let Ok(t) = self.symlink_target(&i) {
-                a.size = t.len() as u64;
+                a.size = wide(t.len());
             }
         }
         Ok(a)
@@ -800,8 +859,8 @@ impl Ext4 {
                 format!("length {}", i.size),
             ));
         }
-        // OK: size < 4096.
-        let len = i.size as usize;
+        // size < 4096.
+        let len = usize::try_from(i.size).unwrap_or(0);
         // A fast symlink keeps its target in i_block and has no blocks of its own (apart from
         // an xattr block), as ext4_inode_is_fast_symlink decides.
         let ea_blocks = if i.file_acl != 0 {
@@ -827,6 +886,19 @@ impl Ext4 {
     }
 }
 
+/// The low 32 bits of an inode number (numbers are at most s_inodes_count, a u32).
+fn low32(ino: u64) -> u32 {
+    let [a, b, c, d, ..] = ino.to_le_bytes();
+    u32::from_le_bytes([a, b, c, d])
+}
+
+/// The `len` bytes at `at` of a block (None past its end, or when `at` is None).
+fn in_block(block: &[u8], at: Option<u64>, len: u64) -> Option<&[u8]> {
+    let at = usize::try_from(at?).ok()?;
+    let len = usize::try_from(len).ok()?;
+    block.get(at..)?.get(..len)
+}
+
 /// Calls `f` with each record of one directory block or inline region whose position (`base` +
 /// its offset) is at or after `start`, with that position and the next one. False once `f` asks
 /// to stop.
@@ -841,11 +913,12 @@ fn walk_region(
 ) -> Result<bool> {
     let mut go_on = true;
     dir::for_each_entry(region, filetype, ino, phys, |e| {
-        let at = base + e.offset as u64;
+        // Positions below 2^48 plus offsets inside a block: no overflow.
+        let at = base.saturating_add(wide(e.offset));
         if at < start {
             return Ok(true);
         }
-        let next = at + e.rec_len as u64;
+        let next = at.saturating_add(wide(e.rec_len));
         go_on = f(e, at, next)?;
         Ok(go_on)
     })?;

@@ -9,6 +9,8 @@
 //! frees it. Opening the filesystem for writing, and closing it, clean the list up as a mount
 //! does: an inode with no link left is freed, one with links (the kernel's interrupted
 //! truncate) loses the blocks past its size.
+// Guard rails (issue 16 item 7): the orphan list is untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::inode::InodeBuf;
 use super::ops::has_block_map;
@@ -26,7 +28,10 @@ impl Ext4 {
     /// A handle on inode `ino` was opened.
     pub fn file_opened(&self, ino: u64) {
         if let Some(rw) = self.rw.as_ref() {
-            *rw.open.lock().entry(ino).or_insert(0) += 1;
+            let mut open = rw.open.lock();
+            let n = open.entry(ino).or_insert(0);
+            // One per open handle: the kernel's file table bounds them.
+            *n = n.saturating_add(1);
         }
     }
 
@@ -40,7 +45,7 @@ impl Ext4 {
             let mut open = rw.open.lock();
             match open.get_mut(&ino) {
                 Some(n) if *n > 1 => {
-                    *n -= 1;
+                    *n = n.saturating_sub(1);
                     return Ok(());
                 }
                 Some(_) => {
@@ -67,8 +72,7 @@ impl Ext4 {
     pub(super) fn orphan_add(&self, b: &mut InodeBuf) -> Result<()> {
         b.set_dtime(self.sb_last_orphan()?);
         self.put_inode(b)?;
-        // OK: inode numbers are u32 on disk.
-        self.set_sb_last_orphan(b.ino as u32)
+        self.set_sb_last_orphan(ino32(b.ino)?)
     }
 
     /// Takes `ino` off the orphan list; false when it is not on it.
@@ -109,7 +113,8 @@ impl Ext4 {
             let mut cur = u64::from(self.sb_last_orphan()?);
             let mut steps = 0u32;
             while cur != 0 {
-                steps += 1;
+                // At most inodes_count + 1 (checked below).
+                steps = steps.saturating_add(1);
                 if steps > self.sb.inodes_count {
                     return Err(self.orphan_loop());
                 }
@@ -145,8 +150,7 @@ impl Ext4 {
             for b in keep.iter_mut().rev() {
                 b.set_dtime(head);
                 self.put_inode(b)?;
-                // OK: inode numbers are u32 on disk.
-                head = b.ino as u32;
+                head = ino32(b.ino)?;
             }
             self.set_sb_last_orphan(head)
         })
@@ -160,4 +164,10 @@ impl Ext4 {
             "the list loops (longer than the inode count)",
         )
     }
+}
+
+/// An inode number as the list stores it (u32 on disk; numbers are at most s_inodes_count).
+fn ino32(ino: u64) -> Result<u32> {
+    u32::try_from(ino)
+        .map_err(|_| Error::corrupt("orphan list", ino, 0, "inode number above 32 bits"))
 }

@@ -2,6 +2,9 @@
 //! kernel mount: the total excludes metadata ("bsddf", fs/ext4/super.c ext4_calculate_overhead),
 //! free space is the sum of the group descriptors' counts (the superblock's copy goes stale on
 //! a running system), and `bavail` also keeps back the kernel's reserve of 2% or 4096 clusters.
+// Guard rails (issue 16 item 7): the superblock and descriptors' counts are untrusted. The sums
+// below saturate: u32 counts over at most 2^32 groups, far from the u64 limit.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::superblock::Incompat;
 use super::{dir, Ext4};
@@ -16,12 +19,13 @@ impl Ext4 {
         let mut free_inodes = 0u64;
         // Metadata as block ranges: superblock and descriptor copies, bitmaps, inode tables.
         let mut meta: Vec<(u64, u64)> = Vec::new();
-        let table_blocks = (u64::from(sb.inodes_per_group) * u64::from(sb.inode_size))
-            .div_ceil(u64::from(sb.block_size()));
+        let table_blocks = (u64::from(sb.inodes_per_group)
+            .saturating_mul(u64::from(sb.inode_size)))
+        .div_ceil(u64::from(sb.block_size()));
         for g in 0..sb.group_count {
             let gd = self.group_desc(g)?;
-            free_clusters += u64::from(gd.free_clusters);
-            free_inodes += u64::from(gd.free_inodes);
+            free_clusters = free_clusters.saturating_add(u64::from(gd.free_clusters));
+            free_inodes = free_inodes.saturating_add(u64::from(gd.free_inodes));
             let base = self.base_meta_blocks(g);
             if base > 0 {
                 meta.push((sb.group_first_block(g), base));
@@ -34,13 +38,17 @@ impl Ext4 {
             u64::from(sb.overhead_clusters)
         } else {
             (u64::from(sb.first_data_block) >> sb.cluster_bits)
-                + count_clusters(&mut meta, sb.cluster_bits)
-                + self.journal_blocks().div_ceil(ratio)
+                .saturating_add(count_clusters(&mut meta, sb.cluster_bits))
+                .saturating_add(self.journal_blocks().div_ceil(ratio))
         };
-        let blocks = sb.blocks_count.saturating_sub(overhead * ratio);
+        let blocks = sb
+            .blocks_count
+            .saturating_sub(overhead.saturating_mul(ratio));
         let bfree = free_clusters.saturating_mul(ratio);
         let resv = if sb.has_incompat(Incompat::EXTENTS) {
-            ((sb.blocks_count >> sb.cluster_bits) / 50).min(4096) * ratio
+            ((sb.blocks_count >> sb.cluster_bits) / 50)
+                .min(4096)
+                .saturating_mul(ratio)
         } else {
             0
         };
@@ -51,7 +59,7 @@ impl Ext4 {
             bavail: bfree.saturating_sub(sb.r_blocks_count.saturating_add(resv)),
             files: u64::from(sb.inodes_count),
             ffree: free_inodes,
-            namelen: dir::MAX_NAME_LEN as u32,
+            namelen: u32::try_from(dir::MAX_NAME_LEN).unwrap_or(u32::MAX),
         })
     }
 
@@ -60,24 +68,35 @@ impl Ext4 {
     pub(super) fn base_meta_blocks(&self, g: u32) -> u64 {
         let sb = self.superblock();
         let has_super = u64::from(sb.group_has_super(g));
-        let per_block = u64::from(sb.block_size() / u32::from(sb.desc_size));
+        // s_desc_size is nonzero and at most the block size (the superblock's check).
+        let per_block = sb
+            .block_size()
+            .checked_div(u32::from(sb.desc_size))
+            .map_or(1, u64::from)
+            .max(1);
         let meta_bg = sb.has_incompat(Incompat::META_BG);
-        if !meta_bg || u64::from(g) < u64::from(sb.first_meta_bg) * per_block {
+        if !meta_bg || u64::from(g) < u64::from(sb.first_meta_bg).saturating_mul(per_block) {
             if has_super == 0 {
                 return 0;
             }
             let gdt = if meta_bg {
                 u64::from(sb.first_meta_bg)
             } else {
-                (u64::from(sb.group_count) * u64::from(sb.desc_size))
+                (u64::from(sb.group_count).saturating_mul(u64::from(sb.desc_size)))
                     .div_ceil(u64::from(sb.block_size()))
             };
-            has_super + gdt + u64::from(sb.reserved_gdt_blocks)
+            has_super
+                .saturating_add(gdt)
+                .saturating_add(u64::from(sb.reserved_gdt_blocks))
         } else {
             // A meta group keeps its descriptor block in its first, second and last group.
-            let first = u64::from(g) / per_block * per_block;
+            // (All u32 group numbers: no saturation.)
             let g = u64::from(g);
-            has_super + u64::from(g == first || g == first + 1 || g == first + per_block - 1)
+            let first = g.saturating_sub(g.checked_rem(per_block).unwrap_or(0));
+            let last = first.saturating_add(per_block.saturating_sub(1));
+            has_super.saturating_add(u64::from(
+                g == first || g == first.saturating_add(1) || g == last,
+            ))
         }
     }
 
@@ -88,7 +107,7 @@ impl Ext4 {
             return 0;
         }
         match self.inode(u64::from(sb.journal_inum)) {
-            Ok(i) => i.size / u64::from(sb.block_size()),
+            Ok(i) => i.size.checked_div(u64::from(sb.block_size())).unwrap_or(0),
             Err(e) => {
                 log::warn!("ext4: journal inode: {e}");
                 0
@@ -103,26 +122,29 @@ fn count_clusters(ranges: &mut [(u64, u64)], cluster_bits: u32) -> u64 {
         .iter()
         .filter(|r| r.1 > 0)
         .map(|&(start, len)| {
-            let end = start.saturating_add(len - 1);
+            // len > 0 (filtered).
+            let end = start.saturating_add(len.saturating_sub(1));
             (start >> cluster_bits, end >> cluster_bits)
         })
         .collect();
     cl.sort_unstable();
-    let mut total = 0;
+    // Clusters of a merged run (cs <= ce).
+    let span = |cs: u64, ce: u64| ce.saturating_sub(cs).saturating_add(1);
+    let mut total = 0u64;
     let mut cur: Option<(u64, u64)> = None;
     for (s, e) in cl {
         match cur {
             Some((cs, ce)) if s <= ce.saturating_add(1) => cur = Some((cs, ce.max(e))),
             _ => {
                 if let Some((cs, ce)) = cur {
-                    total += ce - cs + 1;
+                    total = total.saturating_add(span(cs, ce));
                 }
                 cur = Some((s, e));
             }
         }
     }
     if let Some((cs, ce)) = cur {
-        total += ce - cs + 1;
+        total = total.saturating_add(span(cs, ce));
     }
     total
 }

@@ -21,11 +21,16 @@
 //!
 //! Refused (`Unsupported`) when the journal was replayed in memory or still needs replay (the
 //! view then differs from the blocks) and with bigalloc (bitmaps count clusters).
+// Guard rails (issue 16 item 7): descriptors and block maps are untrusted. Block numbers are
+// below s_blocks_count (48 bits at most) and inode numbers below 2^32, so the saturating steps
+// below never saturate; byte positions are block numbers times the block size, inside the
+// device.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::inode::{Inode, FL_EXTENTS, FL_INLINE_DATA};
 use super::superblock::Incompat;
 use super::Ext4;
-use crate::bytes::le32;
+use crate::bytes::{le32, wide};
 use crate::fs::ranges::{normalize, subtract};
 use crate::fs::{Error, FileType, Result, Touched};
 use std::collections::HashSet;
@@ -42,6 +47,16 @@ const RESERVED_HIDDEN: [u64; 9] = [1, 3, 4, 5, 6, 7, 8, 9, 10];
 const DIRECT_BLOCKS: usize = 12;
 
 const HIDDEN_INODE_FIELDS: [usize; 4] = [0x240, 0x244, 0x26c, 0x280];
+
+/// The range of the one block `b`.
+fn one(b: u64) -> Range<u64> {
+    b..b.saturating_add(1)
+}
+
+/// Block ranges as byte ranges (blocks of `bs` bytes).
+fn bytes_of(r: Range<u64>, bs: u64) -> Range<u64> {
+    r.start.saturating_mul(bs)..r.end.saturating_mul(bs)
+}
 
 impl Ext4 {
     pub(super) fn touched_ranges(&self, ranges: &[Range<u64>]) -> Result<Touched> {
@@ -61,12 +76,13 @@ impl Ext4 {
         let blocks = normalize(
             ranges
                 .iter()
-                .map(|r| (r.start / bs).min(end)..r.end.div_ceil(bs).min(end))
+                .map(|r| r.start.checked_div(bs).unwrap_or(0).min(end)..r.end.div_ceil(bs).min(end))
                 .collect(),
         );
         let table = self.inode_table_blocks();
         let ipg = u64::from(self.sb.inodes_per_group);
-        let per_block = bs / u64::from(self.sb.inode_size);
+        // s_inode_size is nonzero (the superblock's check).
+        let per_block = bs.checked_div(u64::from(self.sb.inode_size)).unwrap_or(0);
         // The boot block before the first group (1 KiB blocks) belongs to no file.
         let mut meta = Vec::new();
         meta.push(0..u64::from(self.sb.first_data_block));
@@ -74,15 +90,21 @@ impl Ext4 {
         for g in 0..self.sb.group_count {
             let gd = self.group_desc_pub(g)?;
             let first = self.sb.group_first_block(g);
-            meta.push(first..first + self.base_meta_blocks(g).min(self.blocks_in_group(g)));
-            meta.push(gd.block_bitmap..gd.block_bitmap + 1);
-            meta.push(gd.inode_bitmap..gd.inode_bitmap + 1);
-            let t = gd.inode_table..gd.inode_table + table;
+            let base_meta = self.base_meta_blocks(g).min(self.blocks_in_group(g));
+            meta.push(first..first.saturating_add(base_meta));
+            meta.push(one(gd.block_bitmap));
+            meta.push(one(gd.inode_bitmap));
+            let t = gd.inode_table..gd.inode_table.saturating_add(table);
+            // The group's inodes follow inode number g * ipg (u32 × u32: no overflow).
+            let group_base = u64::from(g).saturating_mul(ipg);
+            let group_end = group_base.saturating_add(ipg);
             for b in crate::fs::ranges::intersect(&blocks, std::slice::from_ref(&t)) {
                 for blk in b {
-                    let base = u64::from(g) * ipg + (blk - t.start) * per_block;
-                    let last = (base + per_block).min(u64::from(g) * ipg + ipg);
-                    inodes.extend(base + 1..=last);
+                    // blk lies in t.
+                    let in_table = blk.saturating_sub(t.start).saturating_mul(per_block);
+                    let base = group_base.saturating_add(in_table);
+                    let last = base.saturating_add(per_block).min(group_end);
+                    inodes.extend(base.saturating_add(1)..=last);
                 }
             }
             meta.push(t);
@@ -100,16 +122,23 @@ impl Ext4 {
         let mut free = Vec::new();
         let mut groups: Vec<u32> = rest
             .iter()
-            .flat_map(|r| self.group_of_block(r.start)..=self.group_of_block(r.end - 1))
+            // Normalized ranges are not empty.
+            .flat_map(|r| {
+                self.group_of_block(r.start)..=self.group_of_block(r.end.saturating_sub(1))
+            })
             .collect();
         groups.dedup();
         for g in groups {
             let (_, map, _) = self.block_bitmap(g)?;
             let first = self.sb.group_first_block(g);
-            // OK: at most blocks_per_group, which the superblock check bounds by 8 * block size.
-            for i in 0..self.blocks_in_group(g) as usize {
-                if map[i / 8] & (1 << (i % 8)) == 0 {
-                    free.push(first + i as u64..first + i as u64 + 1);
+            // At most blocks_per_group, which the superblock check bounds by 8 * block size:
+            // the bitmap's bits.
+            let n = usize::try_from(self.blocks_in_group(g))
+                .unwrap_or(usize::MAX)
+                .min(map.len().saturating_mul(8));
+            for i in 0..n {
+                if map.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) == 0) {
+                    free.push(one(first.saturating_add(wide(i))));
                 }
             }
         }
@@ -118,7 +147,7 @@ impl Ext4 {
         inodes.dedup();
         Ok(Touched {
             inodes,
-            residue: rest.into_iter().map(|r| r.start * bs..r.end * bs).collect(),
+            residue: rest.into_iter().map(|r| bytes_of(r, bs)).collect(),
         })
     }
 
@@ -169,7 +198,7 @@ impl Ext4 {
         let bs = u64::from(self.block_size());
         Ok(normalize(out)
             .into_iter()
-            .map(|r| r.start * bs..r.end * bs)
+            .map(|r| bytes_of(r, bs))
             .collect())
     }
 
@@ -178,11 +207,16 @@ impl Ext4 {
     /// then compares everything.
     fn blocks_of(&self, i: &Inode, out: &mut Vec<Range<u64>>) -> Result<()> {
         if i.file_acl != 0 {
-            out.push(i.file_acl..i.file_acl + 1);
+            out.push(one(i.file_acl));
         }
+        let xattr_sectors = if i.file_acl != 0 {
+            u64::from(self.block_size() / 512)
+        } else {
+            0
+        };
         let fast_symlink = i.kind == FileType::Symlink
             && i.flags & FL_EXTENTS == 0
-            && i.blocks512 <= u64::from(i.file_acl != 0) * u64::from(self.block_size() / 512);
+            && i.blocks512 <= xattr_sectors;
         if i.flags & FL_INLINE_DATA != 0
             || fast_symlink
             || !matches!(
@@ -194,16 +228,20 @@ impl Ext4 {
         }
         if i.flags & FL_EXTENTS != 0 {
             let (exts, nodes) = self.extents_of(i)?;
-            out.extend(nodes.into_iter().map(|n| n..n + 1));
-            out.extend(exts.into_iter().map(|e| e.pblk..e.pblk + e.len));
+            out.extend(nodes.into_iter().map(one));
+            out.extend(
+                exts.into_iter()
+                    .map(|e| e.pblk..e.pblk.saturating_add(e.len)),
+            );
             return Ok(());
         }
-        let ptr = |k: usize| u64::from(le32(&i.i_block, 4 * k));
+        // k < 15: the pointers of i_block.
+        let ptr = |k: usize| u64::from(le32(&i.i_block, k.saturating_mul(4)));
         for k in 0..DIRECT_BLOCKS {
             let p = ptr(k);
             if p != 0 {
                 self.block_offset(p, 1, "block map", i.ino)?;
-                out.push(p..p + 1);
+                out.push(one(p));
             }
         }
         let mut seen = HashSet::new();
@@ -235,17 +273,18 @@ impl Ext4 {
             ));
         }
         let b = self.meta_block(blk, "indirect block", ino)?;
-        out.push(blk..blk + 1);
-        for k in 0..b.len() / 4 {
-            let p = u64::from(le32(&b, 4 * k));
+        out.push(one(blk));
+        for w in b.chunks_exact(4) {
+            let p = u64::from(le32(w, 0));
             if p == 0 {
                 continue;
             }
             if level == 1 {
                 self.block_offset(p, 1, "block map", ino)?;
-                out.push(p..p + 1);
+                out.push(one(p));
             } else {
-                self.indirect_blocks(ino, p, level - 1, seen, out)?;
+                // level > 1 here.
+                self.indirect_blocks(ino, p, level.saturating_sub(1), seen, out)?;
             }
         }
         Ok(())

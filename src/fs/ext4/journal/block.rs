@@ -4,6 +4,8 @@
 //! a commit block closes a transaction. With csum v2/v3 each block carries a crc32c seeded
 //! with the journal UUID, computed exactly as the kernel's recovery (fs/jbd2/recovery.c)
 //! verifies it.
+// Guard rails (issue 16 item 7): log blocks are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::superblock::{JournalSuperblock, INCOMPAT_64BIT, INCOMPAT_CSUM_V3};
 use crate::bytes::{be16, be32, be64};
@@ -42,16 +44,17 @@ pub fn crc32c(seed: u32, data: &[u8]) -> u32 {
 /// transaction checksums use it.
 pub fn crc32_be(mut crc: u32, data: &[u8]) -> u32 {
     for &b in data {
-        crc = (crc << 8) ^ CRC32_BE_TABLE[((crc >> 24) as u8 ^ b) as usize];
+        let [top, ..] = crc.to_be_bytes();
+        crc = (crc << 8) ^ CRC32_BE_TABLE[usize::from(top ^ b)];
     }
     crc
 }
 
 const CRC32_BE_TABLE: [u32; 256] = {
     let mut t = [0u32; 256];
-    let mut i = 0;
+    let (mut i, mut top) = (0, 0u32);
     while i < 256 {
-        let mut c = (i as u32) << 24;
+        let mut c = top << 24;
         let mut k = 0;
         while k < 8 {
             c = if c & 0x8000_0000 != 0 {
@@ -63,6 +66,7 @@ const CRC32_BE_TABLE: [u32; 256] = {
         }
         t[i] = c;
         i += 1;
+        top += 1;
     }
     t
 };
@@ -108,6 +112,12 @@ fn put32(b: &mut [u8], at: usize, v: u32) {
     }
 }
 
+fn put64(b: &mut [u8], at: usize, v: u64) {
+    if let Some(s) = b.get_mut(at..at.saturating_add(8)) {
+        s.copy_from_slice(&v.to_be_bytes());
+    }
+}
+
 fn put16(b: &mut [u8], at: usize, v: u16) {
     if let Some(s) = b.get_mut(at..at.saturating_add(2)) {
         s.copy_from_slice(&v.to_be_bytes());
@@ -135,27 +145,34 @@ pub fn tags(b: &[u8], jsb: &JournalSuperblock) -> Vec<Tag> {
     let wide = jsb.has_incompat(INCOMPAT_64BIT);
     let v3 = jsb.has_incompat(INCOMPAT_CSUM_V3);
     let mut out = Vec::new();
-    let mut p = HEADER_LEN;
-    while p + tag_bytes <= size {
-        let flags = be16(b, p + 6);
-        let mut blocknr = u64::from(be32(b, p));
+    // The tags (each followed by a 16-byte UUID unless FLAG_SAME_UUID) between the header and
+    // the tail; a tag that does not fit ends the list.
+    let mut rest = b
+        .get(..size)
+        .and_then(|r| r.get(HEADER_LEN..))
+        .unwrap_or(&[]);
+    while let Some(t) = rest.get(..tag_bytes) {
+        let flags = be16(t, 6);
+        let mut blocknr = u64::from(be32(t, 0));
         if wide {
-            blocknr |= u64::from(be32(b, p + 8)) << 32;
+            blocknr |= u64::from(be32(t, 8)) << 32;
         }
         let checksum = if v3 {
-            be32(b, p + 12)
+            be32(t, 12)
         } else {
-            u32::from(be16(b, p + 4))
+            u32::from(be16(t, 4))
         };
         out.push(Tag {
             blocknr,
             flags,
             checksum,
         });
-        p += tag_bytes;
-        if flags & FLAG_SAME_UUID == 0 {
-            p += 16;
-        }
+        let step = if flags & FLAG_SAME_UUID == 0 {
+            tag_bytes.saturating_add(16)
+        } else {
+            tag_bytes
+        };
+        rest = rest.get(step..).unwrap_or(&[]);
         if flags & FLAG_LAST_TAG != 0 {
             break;
         }
@@ -168,22 +185,25 @@ pub fn tags(b: &[u8], jsb: &JournalSuperblock) -> Vec<Tag> {
 /// tag (block, 16-bit checksum, 16-bit flags, high block with 64-bit), `tag_bytes` long.
 pub fn encode_tag(b: &mut [u8], p: usize, tag: &Tag, jsb: &JournalSuperblock) {
     let tag_bytes = jsb.tag_bytes();
-    if let Some(s) = b.get_mut(p..p.saturating_add(tag_bytes)) {
-        s.fill(0);
-    }
-    // OK: the low and high halves of the block number are stored separately.
-    put32(b, p, tag.blocknr as u32);
-    let high = (tag.blocknr >> 32) as u32;
+    let Some(t) = b.get_mut(p..p.saturating_add(tag_bytes)) else {
+        return;
+    };
+    t.fill(0);
+    // The low and high halves of the block number are stored separately.
+    let [h0, h1, h2, h3, l0, l1, l2, l3] = tag.blocknr.to_be_bytes();
+    let high = u32::from_be_bytes([h0, h1, h2, h3]);
+    put32(t, 0, u32::from_be_bytes([l0, l1, l2, l3]));
     if jsb.has_incompat(INCOMPAT_CSUM_V3) {
-        put32(b, p + 4, u32::from(tag.flags));
-        put32(b, p + 8, high);
-        put32(b, p + 12, tag.checksum);
+        put32(t, 4, u32::from(tag.flags));
+        put32(t, 8, high);
+        put32(t, 12, tag.checksum);
     } else {
-        // OK: csum v2 keeps the low 16 bits of the checksum.
-        put16(b, p + 4, tag.checksum as u16);
-        put16(b, p + 6, tag.flags);
+        // csum v2 keeps the low 16 bits of the checksum.
+        let [.., c0, c1] = tag.checksum.to_be_bytes();
+        put16(t, 4, u16::from_be_bytes([c0, c1]));
+        put16(t, 6, tag.flags);
         if jsb.has_incompat(INCOMPAT_64BIT) {
-            put32(b, p + 8, high);
+            put32(t, 8, high);
         }
     }
 }
@@ -274,9 +294,8 @@ impl Commit {
             *x = self.chksum_size;
         }
         put32(b, COMMIT_CHKSUM_OFF, self.chksum);
-        // OK: the seconds are stored as two big-endian halves.
-        put32(b, COMMIT_SEC_OFF, (self.sec >> 32) as u32);
-        put32(b, COMMIT_SEC_OFF + 4, self.sec as u32);
+        // The seconds are stored as two big-endian halves: one big-endian u64.
+        put64(b, COMMIT_SEC_OFF, self.sec);
         put32(b, COMMIT_NSEC_OFF, self.nsec);
     }
 }
@@ -316,7 +335,8 @@ pub fn data_csum(data: &[u8], sequence: u32, jsb: &JournalSuperblock) -> u32 {
 /// The bytes of revoke block `b` that hold records (r_count), or None when r_count is larger
 /// than the block allows (the kernel fails recovery with EINVAL then).
 pub fn revoke_records_end(b: &[u8], jsb: &JournalSuperblock) -> Option<usize> {
-    let rcount = be32(b, HEADER_LEN) as usize;
+    // Past usize: more than any block holds.
+    let rcount = usize::try_from(be32(b, HEADER_LEN)).unwrap_or(usize::MAX);
     let room = b
         .len()
         .saturating_sub(if jsb.csum_v2or3() { TAIL_LEN } else { 0 });
@@ -339,36 +359,38 @@ pub fn encode_revoke_records(b: &mut [u8], blocks: &[u64], jsb: &JournalSuperblo
     let mut off = REVOKE_HEADER_LEN;
     for &blk in blocks {
         if len == 8 {
-            // OK: stored as two big-endian halves.
-            put32(b, off, (blk >> 32) as u32);
-            put32(b, off + 4, blk as u32);
+            // Stored as two big-endian halves: one big-endian u64.
+            put64(b, off, blk);
         } else {
-            // OK: a journal without 64-bit block numbers only gets blocks below 2^32.
-            put32(b, off, blk as u32);
+            // A journal without 64-bit block numbers only gets blocks below 2^32: the low half.
+            let [.., l0, l1, l2, l3] = blk.to_be_bytes();
+            put32(b, off, u32::from_be_bytes([l0, l1, l2, l3]));
         }
-        off += len;
+        off = off.saturating_add(len);
     }
-    // OK: off is within the block, at most 64 KiB.
-    put32(b, HEADER_LEN, off as u32);
+    // off is within the block, at most 64 KiB.
+    put32(b, HEADER_LEN, u32::try_from(off).unwrap_or(u32::MAX));
 }
 
 /// The block numbers a revoke block cancels (records between its header and `end`).
 pub fn revoke_records(b: &[u8], end: usize, jsb: &JournalSuperblock) -> Vec<u64> {
     let len = revoke_record_len(jsb);
-    let mut out = Vec::new();
-    let mut off = REVOKE_HEADER_LEN;
-    while off + len <= end.min(b.len()) {
-        out.push(if len == 8 {
-            be64(b, off)
-        } else {
-            u64::from(be32(b, off))
-        });
-        off += len;
-    }
-    out
+    b.get(..end.min(b.len()))
+        .and_then(|r| r.get(REVOKE_HEADER_LEN..))
+        .unwrap_or(&[])
+        .chunks_exact(len)
+        .map(|r| {
+            if len == 8 {
+                be64(r, 0)
+            } else {
+                u64::from(be32(r, 0))
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
 mod tests {
     use super::*;
 

@@ -22,11 +22,15 @@
 //!   caught in a truncate shows the same bytes (reads stop at i_size) but may report more
 //!   st_blocks, and keeps its mtime/ctime where the kernel stamps the mount time. The kernel
 //!   skips this cleanup too when the device is read-only.
+// Guard rails (issue 16 item 7): the journal is untrusted. (An inner attribute here covers the
+// submodules too: the write side, `writer`, is exempt until its own pass.)
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 pub mod block;
 pub mod recovery;
 pub mod superblock;
 pub mod view;
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // write side: a later pass
 pub mod writer;
 
 use super::inode::{Inode, FL_ENCRYPT};
@@ -100,7 +104,10 @@ impl LogSource for InodeLog<'_> {
     fn locate(&self, jblk: u64) -> Result<u64> {
         let ino = self.inode.ino;
         let pblk = match self.run.get() {
-            Some((l, p, n)) if jblk >= l && jblk - l < n => p + (jblk - l),
+            // Inside the cached run, whose blocks the mapping gave (no overflow).
+            Some((l, p, n)) if jblk.checked_sub(l).is_some_and(|d| d < n) => {
+                p.saturating_add(jblk.saturating_sub(l))
+            }
             _ => match self.fs.map(self.inode, jblk)? {
                 Run::Data { pblk, len } => {
                     self.run.set(Some((jblk, pblk, len)));
@@ -125,7 +132,9 @@ struct WholeDevice(u64);
 
 impl LogSource for WholeDevice {
     fn locate(&self, jblk: u64) -> Result<u64> {
-        Ok(jblk * self.0)
+        // jblk < total_len <= 2^32 and a u32 block size: no saturation (and a position past the
+        // device fails the read).
+        Ok(jblk.saturating_mul(self.0))
     }
 }
 
@@ -171,14 +180,22 @@ pub(crate) fn replay(fs: &Ext4) -> Result<Option<(Arc<dyn BlockDevice>, ReplayIn
         return Err(bad_inode("not a regular file"));
     }
     let bs = fs.block_size();
-    let total_len = (inode.size / u64::from(bs)).min(u64::from(u32::MAX));
+    // The block size is nonzero (the superblock's check).
+    let total_len = inode
+        .size
+        .checked_div(u64::from(bs))
+        .unwrap_or(0)
+        .min(u64::from(u32::MAX));
     let src = InodeLog {
         fs,
         inode: &inode,
         run: Cell::new(None),
     };
     let view = recover(fs.dev.clone(), &src, bs, total_len, inode.ino).map_err(with_hint)?;
-    Ok(view.map(|(v, i)| (Arc::new(v) as Arc<dyn BlockDevice>, i)))
+    Ok(view.map(|(v, i)| {
+        let v: Arc<dyn BlockDevice> = Arc::new(v);
+        (v, i)
+    }))
 }
 
 /// Replays a journal that fills `dev` from byte 0 (blocks of `block_size` bytes) into a view
@@ -187,7 +204,12 @@ pub fn replay_device(
     dev: Arc<dyn BlockDevice>,
     block_size: u32,
 ) -> Result<Option<(ReplayView, ReplayInfo)>> {
-    let total_len = (dev.len() / u64::from(block_size)).min(u64::from(u32::MAX));
+    // A zero block size (only a fuzzer's) gives an empty journal, which fails to parse.
+    let total_len = dev
+        .len()
+        .checked_div(u64::from(block_size))
+        .unwrap_or(0)
+        .min(u64::from(u32::MAX));
     recover(
         dev,
         &WholeDevice(u64::from(block_size)),
@@ -204,7 +226,9 @@ fn recover(
     total_len: u64,
     ino: u64,
 ) -> Result<Option<(ReplayView, ReplayInfo)>> {
-    let mut b = vec![0u8; bs as usize];
+    let len = usize::try_from(bs)
+        .map_err(|_| Error::corrupt("journal superblock", ino, 0, format!("block size {bs}")))?;
+    let mut b = vec![0u8; len];
     let at = src.locate(0)?;
     dev.read_at(&mut b, at)?;
     let jsb = JournalSuperblock::parse(&b, at, bs, total_len)?;
@@ -261,7 +285,10 @@ fn fast_commit_pending(
     if first >= total_len {
         return false;
     }
-    let mut b = vec![0u8; jsb.block_size as usize];
+    let Ok(len) = usize::try_from(jsb.block_size) else {
+        return false;
+    };
+    let mut b = vec![0u8; len];
     let read = src
         .locate(first)
         .and_then(|at| dev.read_at(&mut b, at).map_err(Error::from));
@@ -272,6 +299,7 @@ fn fast_commit_pending(
 }
 
 #[cfg(test)]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
 mod tests {
     use super::block::{
         BLOCKTYPE_COMMIT, BLOCKTYPE_DESCRIPTOR, BLOCKTYPE_REVOKE, FLAG_ESCAPE, FLAG_LAST_TAG,

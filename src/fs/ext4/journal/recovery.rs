@@ -16,6 +16,10 @@
 //! Two things differ from the kernel, both only on hostile input: a walk longer than the log
 //! itself (which would need 2^32 transactions in a valid journal, and which the kernel can
 //! follow forever) or than `MAX_LOG_WALK` ends the log, and the maps held in memory are capped.
+// Guard rails (issue 16 item 7): the log is untrusted. Positions and counters below stay far
+// from the u64 limit (log positions are u32 block numbers plus at most a block's tags, and a
+// walk is capped at MAX_LOG_WALK): the saturating steps never saturate.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::block::{
     commit_csum_ok, commit_csum_partial_ok, crc32_be, data_csum_ok, revoke_record_len,
@@ -26,6 +30,7 @@ use super::block::{
 use super::superblock::{JournalSuperblock, INCOMPAT_ASYNC_COMMIT};
 use super::view::Copy;
 use crate::block::BlockDevice;
+use crate::bytes::wide;
 use crate::fs::{Error, Result};
 use std::collections::{BTreeMap, HashMap};
 
@@ -71,11 +76,16 @@ enum Pass {
 
 /// `x` is after `y` in the circular space of transaction IDs (the kernel's tid_gt).
 fn tid_gt(x: u32, y: u32) -> bool {
-    (x.wrapping_sub(y) as i32) > 0
+    tid_diff(x, y) > 0
 }
 
 fn tid_geq(x: u32, y: u32) -> bool {
-    (x.wrapping_sub(y) as i32) >= 0
+    tid_diff(x, y) >= 0
+}
+
+/// `x - y` modulo 2^32 as a signed value (the kernel's `(int)(x - y)`).
+fn tid_diff(x: u32, y: u32) -> i32 {
+    i32::from_ne_bytes(x.wrapping_sub(y).to_ne_bytes())
 }
 
 pub struct Recovery<'a> {
@@ -108,7 +118,14 @@ impl<'a> Recovery<'a> {
         ino: u64,
         total_len: u64,
     ) -> Result<Self> {
-        let bs = jsb.block_size as usize;
+        let bs = usize::try_from(jsb.block_size).map_err(|_| {
+            Error::corrupt(
+                "journal superblock",
+                ino,
+                0,
+                format!("block size {}", jsb.block_size),
+            )
+        })?;
         let (first, last) = (u64::from(jsb.first), u64::from(jsb.last()));
         if first >= last {
             return Err(Error::corrupt(
@@ -127,7 +144,8 @@ impl<'a> Recovery<'a> {
             total_len,
             first,
             last,
-            device_blocks: dev.len() / bs as u64,
+            // The block size is nonzero (the journal superblock's check).
+            device_blocks: dev.len().checked_div(wide(bs)).unwrap_or(0),
             seed: jsb.csum_seed(),
             out: Outcome::default(),
             end: 0,
@@ -155,9 +173,9 @@ impl<'a> Recovery<'a> {
             format!("journal block {jblk}: {detail}"),
         );
         match self.src.locate(jblk) {
-            Ok(at) if jblk < self.total_len && at < self.dev.len() => {
-                e.in_block(at / self.bs.max(1) as u64).at(at)
-            }
+            Ok(at) if jblk < self.total_len && at < self.dev.len() => e
+                .in_block(at.checked_div(wide(self.bs)).unwrap_or(at))
+                .at(at),
             _ => e,
         }
     }
@@ -184,7 +202,7 @@ impl<'a> Recovery<'a> {
         }
         let at = self.src.locate(jblk)?;
         if at
-            .checked_add(self.bs as u64)
+            .checked_add(wide(self.bs))
             .is_none_or(|e| e > self.dev.len())
         {
             return Err(self.bad(jblk, format!("lies at byte {at}, past the device's end")));
@@ -204,7 +222,8 @@ impl<'a> Recovery<'a> {
     /// position still past the end (a tag count larger than the log) fails at the next read.
     fn wrap(&self, v: u64) -> u64 {
         if v >= self.last {
-            v - (self.last - self.first)
+            // first < last (checked in `new`) and v >= last: no underflow.
+            v.saturating_sub(self.last.saturating_sub(self.first))
         } else {
             v
         }
@@ -221,7 +240,7 @@ impl<'a> Recovery<'a> {
         let mut last_commit_time = 0u64;
         // Log blocks walked: a valid log is walked at most once around.
         let mut walked = 0u64;
-        let log_len = (self.last - self.first).min(MAX_LOG_WALK);
+        let log_len = self.last.saturating_sub(self.first).min(MAX_LOG_WALK);
         loop {
             if pass != Pass::Scan && tid_geq(next_commit, self.end) {
                 break;
@@ -235,8 +254,8 @@ impl<'a> Recovery<'a> {
             }
             let this = next_log;
             let b = self.read(this)?;
-            next_log = self.wrap(next_log + 1);
-            walked += 1;
+            next_log = self.wrap(next_log.saturating_add(1));
+            walked = walked.saturating_add(1);
             let h = Header::parse(&b);
             if h.magic != MAGIC || h.sequence != next_commit {
                 break;
@@ -265,8 +284,8 @@ impl<'a> Recovery<'a> {
                             crc32_sum = crc32_be(crc32_sum, &b);
                             for _ in 0..tags.len() {
                                 let io = next_log;
-                                next_log = self.wrap(next_log + 1);
-                                walked += 1;
+                                next_log = self.wrap(next_log.saturating_add(1));
+                                walked = walked.saturating_add(1);
                                 match self.read(io) {
                                     Ok(d) => crc32_sum = crc32_be(crc32_sum, &d),
                                     Err(e) => {
@@ -277,8 +296,8 @@ impl<'a> Recovery<'a> {
                             }
                         }
                         Pass::Scan | Pass::Revoke => {
-                            next_log = self.wrap(next_log + tags.len() as u64);
-                            walked += tags.len() as u64;
+                            next_log = self.wrap(next_log.saturating_add(wide(tags.len())));
+                            walked = walked.saturating_add(wide(tags.len()));
                         }
                         Pass::Replay => {
                             self.replay_tags(&tags, &mut next_log, &mut walked, next_commit)?
@@ -397,8 +416,11 @@ impl<'a> Recovery<'a> {
             ));
         };
         if pass == Pass::Scan {
-            let n = end.saturating_sub(REVOKE_HEADER_LEN) / revoke_record_len(self.jsb);
-            self.out.revokes += n as u64;
+            let n = end
+                .saturating_sub(REVOKE_HEADER_LEN)
+                .checked_div(revoke_record_len(self.jsb))
+                .unwrap_or(0);
+            self.out.revokes = self.out.revokes.saturating_add(wide(n));
             return Ok(());
         }
         for blk in revoke_records(b, end, self.jsb) {
@@ -445,11 +467,11 @@ impl<'a> Recovery<'a> {
     ) -> Result<()> {
         for tag in tags {
             let io = *next_log;
-            *next_log = self.wrap(*next_log + 1);
-            *walked += 1;
+            *next_log = self.wrap(next_log.saturating_add(1));
+            *walked = walked.saturating_add(1);
             let at = self.locate(io)?;
             if self.is_revoked(tag.blocknr, sequence) {
-                self.out.revoke_hits += 1;
+                self.out.revoke_hits = self.out.revoke_hits.saturating_add(1);
                 continue;
             }
             if self.jsb.csum_v2or3() {
@@ -490,7 +512,7 @@ impl<'a> Recovery<'a> {
                     escaped: tag.flags & FLAG_ESCAPE != 0,
                 },
             );
-            self.out.replays += 1;
+            self.out.replays = self.out.replays.saturating_add(1);
         }
         Ok(())
     }

@@ -2,9 +2,12 @@
 //! the source that answers reads of replayed blocks from their copy in the log. Only the map
 //! {filesystem block → where its last copy sits} is in memory; the bytes are read on demand,
 //! and an escaped copy gets its magic number back (JBD2_FLAG_ESCAPE).
+// Guard rails (issue 16 item 7): the replay map comes from the untrusted log.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::block::MAGIC;
 use crate::block::{check_range, BlockDevice, Describe, Extent, LayerInfo, Result};
+use crate::bytes::wide;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -48,10 +51,12 @@ impl ReplayView {
         self.map.get(&blk).copied()
     }
 
-    /// The replayed blocks overlapping the byte range `[off, end)`.
+    /// The replayed blocks overlapping the byte range `[off, end)` (not empty: off < end).
     fn replayed_in(&self, off: u64, end: u64) -> impl Iterator<Item = (u64, Copy)> + '_ {
-        let first = off / self.block_size;
-        let last = (end - 1) / self.block_size;
+        // The filesystem's block size: nonzero.
+        let block = |at: u64| at.checked_div(self.block_size).unwrap_or(0);
+        let first = block(off);
+        let last = block(end.saturating_sub(1));
         self.map.range(first..=last).map(|(b, c)| (*b, *c))
     }
 }
@@ -62,24 +67,34 @@ impl BlockDevice for ReplayView {
     }
 
     fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
-        check_range(off, buf.len() as u64, self.len())?;
+        check_range(off, wide(buf.len()), self.len())?;
         if buf.is_empty() {
             return Ok(());
         }
-        let end = off + buf.len() as u64;
+        // check_range: off + buf.len() lies inside the device.
+        let end = off.saturating_add(wide(buf.len()));
         self.inner.read_at(buf, off)?;
         for (blk, copy) in self.replayed_in(off, end) {
-            let start = blk * self.block_size;
+            // The block overlaps off..end, so start <= from < to <= end and from..to lies
+            // inside off..end, whose length is buf.len(): the steps below never saturate.
+            let start = blk.saturating_mul(self.block_size);
             let from = start.max(off);
-            let to = (start + self.block_size).min(end);
-            // OK: from..to lies inside off..end, whose length is buf.len().
-            let dst = &mut buf[(from - off) as usize..(to - off) as usize];
-            let in_blk = from - start;
-            self.inner.read_at(dst, copy.at + in_blk)?;
+            let to = start.saturating_add(self.block_size).min(end);
+            let in_buf = |at: u64| {
+                usize::try_from(at.saturating_sub(off))
+                    .unwrap_or(usize::MAX)
+                    .min(buf.len())
+            };
+            let (lo, hi) = (in_buf(from), in_buf(to));
+            let dst = buf.get_mut(lo..hi).unwrap_or_default();
+            let in_blk = from.saturating_sub(start);
+            // The copy lies inside the device (recovery located it there).
+            self.inner.read_at(dst, copy.at.saturating_add(in_blk))?;
             if copy.escaped && in_blk < 4 {
                 let magic = MAGIC.to_be_bytes();
-                for (i, b) in dst.iter_mut().enumerate().take((4 - in_blk) as usize) {
-                    *b = magic[in_blk as usize + i];
+                let skip = usize::try_from(in_blk).unwrap_or(magic.len());
+                for (b, m) in dst.iter_mut().zip(magic.iter().skip(skip)) {
+                    *b = *m;
                 }
             }
         }
@@ -92,7 +107,9 @@ impl BlockDevice for ReplayView {
         if len == 0 {
             return Ok(Vec::new());
         }
-        let replayed: Vec<u64> = self.replayed_in(off, off + len).map(|(b, _)| b).collect();
+        // check_range: off + len lies inside the device.
+        let end = off.saturating_add(len);
+        let replayed: Vec<u64> = self.replayed_in(off, end).map(|(b, _)| b).collect();
         Ok(crate::block::extents_with_patches(
             self.inner.extents(off, len)?,
             &replayed,
@@ -112,6 +129,7 @@ impl Describe for ReplayView {
 }
 
 #[cfg(test)]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
 mod tests {
     use super::*;
     use crate::block::mem::MemDevice;
