@@ -570,14 +570,7 @@ fn timeline_lists_removed_ntfs_records_as_fls_does() {
         return;
     }
     use common::ntfs3g::Ntfs3g;
-    let dir = tempfile::tempdir().unwrap();
-    let img = dir.path().join("ntfs.img");
-    std::fs::File::create(&img)
-        .unwrap()
-        .set_len(16 << 20)
-        .unwrap();
-    common::run(Command::new("mkntfs").args(["-F", "-Q", "-q"]).arg(&img));
-    let mnt = dir.path().join("mnt");
+    let (_dir, img, mnt) = ntfs_scratch();
     {
         let m = Ntfs3g::mount(&img, &mnt, "rw");
         let r = &m.0;
@@ -605,13 +598,7 @@ fn timeline_lists_removed_ntfs_records_as_fls_does() {
     let ours = ferry_ok(&["timeline", img.to_str().unwrap()]);
     drop(guard);
     let fls_text = common::run(Command::new("fls").args(["-r", "-m", "/"]).arg(&img));
-    let removed = |text: &str| -> BTreeMap<String, Vec<String>> {
-        body(text)
-            .into_iter()
-            .filter(|(n, _)| n.contains(" (deleted") && !n.contains("($FILE_NAME)"))
-            .collect()
-    };
-    let (want, got) = (removed(&fls_text), removed(&ours));
+    let (want, got) = (removed_ntfs_names(&fls_text), removed_ntfs_names(&ours));
     for must in [
         "/docs/b.txt (deleted)",
         "/docs/big.bin (deleted)",
@@ -645,13 +632,27 @@ fn ntfs_slack_tools() -> Option<std::path::PathBuf> {
     lib
 }
 
-/// A 16 MiB mkntfs image at `img`.
-fn mkntfs_image(img: &Path) {
-    std::fs::File::create(img)
+/// A fresh 16 MiB mkntfs image in a temporary directory (removed when the first value is
+/// dropped), and a mountpoint beside it.
+fn ntfs_scratch() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("ntfs.img");
+    std::fs::File::create(&img)
         .unwrap()
         .set_len(16 << 20)
         .unwrap();
-    common::run(Command::new("mkntfs").args(["-F", "-Q", "-q"]).arg(img));
+    common::run(Command::new("mkntfs").args(["-F", "-Q", "-q"]).arg(&img));
+    let mnt = dir.path().join("mnt");
+    (dir, img, mnt)
+}
+
+/// The removed names of an NTFS body file (fls's or ferry's), without fls's extra
+/// `($FILE_NAME)` lines.
+fn removed_ntfs_names(text: &str) -> BTreeMap<String, Vec<String>> {
+    body(text)
+        .into_iter()
+        .filter(|(n, _)| n.contains(" (deleted") && !n.contains("($FILE_NAME)"))
+        .collect()
 }
 
 /// The removed names of fls's body file (`want`, from `fls_text`) and of ferry's (`got`,
@@ -714,10 +715,7 @@ fn timeline_lists_ntfs_index_slack_names_as_fls_does() {
         return;
     };
     use common::ntfs3g::Ntfs3g;
-    let dir = tempfile::tempdir().unwrap();
-    let img = dir.path().join("ntfs.img");
-    mkntfs_image(&img);
-    let mnt = dir.path().join("mnt");
+    let (_dir, img, mnt) = ntfs_scratch();
     {
         let m = Ntfs3g::mount_at(&img, &mnt, "rw", &lib, "@2019-06-01 12:00:00");
         let r = &m.0;
@@ -855,10 +853,7 @@ fn timeline_lists_removed_ntfs_directories_names_as_fls_does() {
         return;
     };
     use common::ntfs3g::Ntfs3g;
-    let dir = tempfile::tempdir().unwrap();
-    let img = dir.path().join("ntfs.img");
-    mkntfs_image(&img);
-    let mnt = dir.path().join("mnt");
+    let (_dir, img, mnt) = ntfs_scratch();
     {
         let m = Ntfs3g::mount_at(&img, &mnt, "rw", &lib, "@2019-06-01 12:00:00");
         let r = &m.0;
@@ -886,13 +881,7 @@ fn timeline_lists_removed_ntfs_directories_names_as_fls_does() {
     let ours = ferry_ok(&["timeline", img.to_str().unwrap()]);
     drop(guard);
     let fls_text = common::run(Command::new("fls").args(["-r", "-m", "/"]).arg(&img));
-    let removed = |text: &str| -> BTreeMap<String, Vec<String>> {
-        body(text)
-            .into_iter()
-            .filter(|(n, _)| n.contains(" (deleted") && !n.contains("($FILE_NAME)"))
-            .collect()
-    };
-    let (want, got) = (removed(&fls_text), removed(&ours));
+    let (want, got) = (removed_ntfs_names(&fls_text), removed_ntfs_names(&ours));
     // What this test is about, as fls shows it: names from the removed directory's index
     // (with a type letter; a removed record alone gives "-/").
     let from_index = want
@@ -920,10 +909,7 @@ fn timeline_survives_garbled_ntfs_index_slack() {
         return;
     }
     use common::ntfs3g::Ntfs3g;
-    let dir = tempfile::tempdir().unwrap();
-    let img = dir.path().join("ntfs.img");
-    mkntfs_image(&img);
-    let mnt = dir.path().join("mnt");
+    let (dir, img, mnt) = ntfs_scratch();
     {
         let m = Ntfs3g::mount(&img, &mnt, "rw");
         std::fs::create_dir_all(m.0.join("d")).unwrap();
