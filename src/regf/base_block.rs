@@ -2,10 +2,13 @@
 //! checksum). Layout after libyal's "Windows NT Registry File (REGF) format" §2.1.
 
 use super::{Error, Result};
-use crate::bytes::le32;
+use crate::bytes::{le32, wide};
 
 /// The base block is one 4 KiB page; hive bins start right after it.
 pub const BASE_BLOCK_LEN: usize = 4096;
+
+/// Where the hive bins start in the file.
+pub const BASE_BLOCK_OFFSET: u64 = wide(BASE_BLOCK_LEN);
 
 /// The checksum covers the first 508 bytes (127 little-endian u32s), stored at 0x1fc.
 const CHECKSUM_AT: usize = 0x1fc;
@@ -57,7 +60,7 @@ impl BaseBlock {
         if stored != computed {
             return Err(Error::new(
                 "base block",
-                CHECKSUM_AT as u64,
+                wide(CHECKSUM_AT),
                 format!("checksum {stored:#010x}, computed {computed:#010x}"),
             ));
         }

@@ -3,7 +3,7 @@
 use super::subkey_list;
 use super::value::{self, Value};
 use super::{latin1, utf16, Error, Hive, Result};
-use crate::bytes::{le16, le32, try_le32};
+use crate::bytes::{le16, le32};
 
 /// The name is stored in Latin-1 rather than UTF-16LE.
 const KEY_COMP_NAME: u16 = 0x0020;
@@ -31,7 +31,7 @@ pub struct Key<'h> {
 impl<'h> Key<'h> {
     pub(crate) fn parse(hive: &'h Hive, offset: u32) -> Result<Key<'h>> {
         let c = hive.cell(offset, "nk")?;
-        let at = Hive::file_offset(offset) + 4;
+        let at = Hive::record_offset(offset);
         let err = |m: &str| Error::new("nk", at, m.to_string());
         if c.get(..2) != Some(b"nk".as_slice()) {
             return Err(err("signature is not \"nk\""));
@@ -43,7 +43,8 @@ impl<'h> Key<'h> {
         let flags = le16(c, 2);
         let name_len = usize::from(le16(c, 0x48));
         let raw = c
-            .get(NK_HEADER..NK_HEADER + name_len)
+            .get(NK_HEADER..)
+            .and_then(|r| r.get(..name_len))
             .ok_or_else(|| err("name runs past the cell"))?;
         let name = if flags & KEY_COMP_NAME != 0 {
             latin1(raw)
@@ -68,7 +69,7 @@ impl<'h> Key<'h> {
             return Ok(Vec::new());
         }
         let offs = subkey_list::read(self.hive, self.subkey_list, 0)?;
-        if offs.len() != self.subkey_count as usize {
+        if u32::try_from(offs.len()) != Ok(self.subkey_count) {
             return Err(Error::new(
                 "nk",
                 Hive::file_offset(self.offset),
@@ -97,16 +98,21 @@ impl<'h> Key<'h> {
             return Ok(Vec::new());
         }
         let c = self.hive.cell(self.value_list, "value list")?;
-        let n = self.value_count as usize;
-        if n.checked_mul(4).is_none_or(|l| l > c.len()) {
+        let n = self.value_count;
+        let offsets = usize::try_from(n)
+            .ok()
+            .and_then(|n| n.checked_mul(4))
+            .and_then(|l| c.get(..l));
+        let Some(offsets) = offsets else {
             return Err(Error::new(
                 "value list",
                 Hive::file_offset(self.value_list),
                 format!("{n} values do not fit a cell of {} bytes", c.len()),
             ));
-        }
-        (0..n)
-            .map(|i| value::parse(self.hive, try_le32(c, i * 4).unwrap_or(NONE)))
+        };
+        offsets
+            .chunks_exact(4)
+            .map(|o| value::parse(self.hive, le32(o, 0)))
             .collect()
     }
 

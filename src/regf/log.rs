@@ -28,7 +28,7 @@
 
 use super::base_block::{self, BaseBlock, BASE_BLOCK_LEN};
 use super::Error;
-use crate::bytes::{le32, le64, try_le32};
+use crate::bytes::{le32, le64, try_le32, wide};
 
 /// A log's copy of the base block is one 512-byte sector (clustering factor 1, which the
 /// specification says is the only value Windows 8 and later write).
@@ -99,25 +99,37 @@ fn marvin32(data: &[u8], seed: u64) -> u64 {
         *lo = lo.rotate_left(27).wrapping_add(*hi);
         *hi = hi.rotate_left(19);
     }
-    let (mut lo, mut hi) = (seed as u32, (seed >> 32) as u32);
+    let [l0, l1, l2, l3, h0, h1, h2, h3] = seed.to_le_bytes();
+    let (mut lo, mut hi) = (
+        u32::from_le_bytes([l0, l1, l2, l3]),
+        u32::from_le_bytes([h0, h1, h2, h3]),
+    );
     let words = data.chunks_exact(4);
     let tail = words.remainder();
     for w in words {
-        lo = lo.wrapping_add(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+        lo = lo.wrapping_add(le32(w, 0));
         block(&mut lo, &mut hi);
     }
-    let mut last = 0x80u32 << (8 * tail.len());
-    for (i, b) in tail.iter().enumerate() {
-        last |= u32::from(*b) << (8 * i);
+    // The 0-3 trailing bytes, then the 0x80 end marker, in one little-endian word.
+    let mut last = [0u8; 4];
+    last.get_mut(..tail.len())
+        .unwrap_or_default()
+        .copy_from_slice(tail);
+    if let Some(m) = last.get_mut(tail.len()) {
+        *m = 0x80;
     }
-    lo = lo.wrapping_add(last);
+    lo = lo.wrapping_add(u32::from_le_bytes(last));
     block(&mut lo, &mut hi);
     block(&mut lo, &mut hi);
     (u64::from(hi) << 32) | u64::from(lo)
 }
 
+/// Sets the u32 at `at`; callers pass base-block offsets of a buffer at least a base block
+/// long (a hive or a log that passed its checks), so the field is always there.
 fn put_u32(b: &mut [u8], at: usize, v: u32) {
-    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    if let Some(f) = b.get_mut(at..).and_then(|f| f.get_mut(..4)) {
+        f.copy_from_slice(&v.to_le_bytes());
+    }
 }
 
 /// A log's base block copy, checked as the specification's old-format note 2 asks: the
@@ -132,7 +144,7 @@ struct LogBase {
 }
 
 fn log_base(data: &[u8]) -> Result<LogBase, Error> {
-    let err = |at: usize, m: String| Err(Error::new("log base block", at as u64, m));
+    let err = |at: usize, m: String| Err(Error::new("log base block", wide(at), m));
     let Some(b) = data.get(..LOG_BASE_LEN) else {
         return err(
             0,
@@ -197,7 +209,14 @@ struct Entry {
 /// The entry at `at`, or why it is not one (which ends the log: specification note 8).
 /// `Ok(None)` at the end of the file or where no entry starts (zeros, old remnants).
 fn entry_at(log: &[u8], at: usize) -> Result<Option<Entry>, Error> {
-    let err = |off: usize, m: String| Err(Error::new("HvLE log entry", off as u64, m));
+    // Offsets in a log held in memory: `at` plus a field offset below the entry's size.
+    let err = |off: usize, m: String| {
+        Err(Error::new(
+            "HvLE log entry",
+            wide(at.saturating_add(off)),
+            m,
+        ))
+    };
     let Some(head) = log.get(at..at.saturating_add(ENTRY_HEADER)) else {
         return Ok(None);
     };
@@ -205,13 +224,13 @@ fn entry_at(log: &[u8], at: usize) -> Result<Option<Entry>, Error> {
         return Ok(None);
     }
     let field = |o: usize| le32(head, o);
-    let size = field(4) as usize;
+    let size = usize::try_from(field(4)).unwrap_or(usize::MAX);
     if size < ENTRY_HEADER || size % SECTOR != 0 {
-        return err(at, format!("size {size} is not a positive multiple of 512"));
+        return err(0, format!("size {size} is not a positive multiple of 512"));
     }
     let Some(body) = at.checked_add(size).and_then(|end| log.get(at..end)) else {
         return err(
-            at,
+            0,
             format!(
                 "entry of {size} bytes runs past the log's end ({} bytes)",
                 log.len()
@@ -220,62 +239,69 @@ fn entry_at(log: &[u8], at: usize) -> Result<Option<Entry>, Error> {
     };
     let hash1 = le64(body, 24);
     let hash2 = le64(body, 32);
-    if marvin32(&body[..32], MARVIN_SEED) != hash2 {
-        return err(at + 32, "Hash-2 does not match the entry's header".into());
+    let (header, pages_area) = body.split_at(ENTRY_HEADER);
+    if marvin32(header.get(..32).unwrap_or_default(), MARVIN_SEED) != hash2 {
+        return err(32, "Hash-2 does not match the entry's header".into());
     }
-    if marvin32(&body[ENTRY_HEADER..], MARVIN_SEED) != hash1 {
-        return err(at + 24, "Hash-1 does not match the entry's pages".into());
+    if marvin32(pages_area, MARVIN_SEED) != hash1 {
+        return err(24, "Hash-1 does not match the entry's pages".into());
     }
     let hbins_len = field(16);
     if hbins_len == 0 || hbins_len % HBIN_ALIGN != 0 {
         return err(
-            at + 16,
+            16,
             format!("hive bins data size {hbins_len:#x} is not a positive multiple of 4096"),
         );
     }
     if hbins_len > MAX_HIVE_BINS {
         return err(
-            at + 16,
+            16,
             format!("hive bins data size {hbins_len:#x} exceeds the {MAX_HIVE_BINS:#x} bytes a hive may have here"),
         );
     }
-    let count = field(20) as usize;
-    let refs_end = count
-        .checked_mul(8)
-        .and_then(|n| n.checked_add(ENTRY_HEADER))
-        .filter(|&e| e <= size);
-    let Some(mut data_at) = refs_end else {
+    let count = field(20);
+    let refs = usize::try_from(count)
+        .ok()
+        .and_then(|n| n.checked_mul(8))
+        .and_then(|l| pages_area.get(..l));
+    let Some(refs) = refs else {
         return err(
-            at + 20,
+            20,
             format!("{count} dirty page references do not fit in the entry"),
         );
     };
-    let mut pages = Vec::with_capacity(count);
-    for i in 0..count {
-        let r = ENTRY_HEADER + 8 * i;
-        let (off, len) = (field_of(body, r), field_of(body, r + 4));
+    // Where the next page's bytes start, relative to the entry (at most its size).
+    let mut data_at = ENTRY_HEADER.saturating_add(refs.len());
+    let mut pages = Vec::with_capacity(refs.len() / 8);
+    for (i, r) in refs.chunks_exact(8).enumerate() {
+        let ref_at = ENTRY_HEADER.saturating_add(i.saturating_mul(8));
+        let (off, len) = (le32(r, 0), le32(r, 4));
         let fits = off
             .checked_add(len)
             .is_some_and(|e| e <= hbins_len && len > 0);
-        let data_end = data_at.checked_add(len as usize).filter(|&e| e <= size);
+        let data_end = usize::try_from(len)
+            .ok()
+            .and_then(|l| data_at.checked_add(l))
+            .filter(|&e| e <= size);
         match (fits, data_end) {
             (true, Some(end)) => {
                 pages.push(Page {
                     hbins_offset: off,
                     size: len,
-                    log_offset: at + data_at,
+                    // Inside the entry, which lies inside the log.
+                    log_offset: at.saturating_add(data_at),
                 });
                 data_at = end;
             }
             (false, _) => {
                 return err(
-                    at + r,
+                    ref_at,
                     format!("dirty page at {off:#x} of {len} bytes is empty or outside the {hbins_len:#x} bytes of hive bins"),
                 )
             }
             (true, None) => {
                 return err(
-                    at + r,
+                    ref_at,
                     format!("dirty page {i} of {len} bytes runs past the entry's end"),
                 )
             }
@@ -290,10 +316,6 @@ fn entry_at(log: &[u8], at: usize) -> Result<Option<Entry>, Error> {
     }))
 }
 
-fn field_of(b: &[u8], at: usize) -> u32 {
-    le32(b, at)
-}
-
 /// The entries of a new-format log in file order, up to the first that fails its checks
 /// (reported) or where none starts.
 fn entries(log: &LogFile, warnings: &mut Vec<String>) -> Vec<Entry> {
@@ -302,7 +324,8 @@ fn entries(log: &LogFile, warnings: &mut Vec<String>) -> Vec<Entry> {
     loop {
         match entry_at(&log.data, at) {
             Ok(Some(e)) => {
-                at += log_entry_size(&log.data, at);
+                // The entry's size was checked to fit in the log.
+                at = at.saturating_add(log_entry_size(&log.data, at));
                 out.push(e);
             }
             Ok(None) => break,
@@ -316,21 +339,32 @@ fn entries(log: &LogFile, warnings: &mut Vec<String>) -> Vec<Entry> {
 }
 
 fn log_entry_size(log: &[u8], at: usize) -> usize {
-    le32(log, at + 4) as usize
+    let size = log.get(at..).and_then(|e| try_le32(e, 4)).unwrap_or(0);
+    usize::try_from(size).unwrap_or(usize::MAX)
 }
 
-/// Resizes the hive bins to `hbins_len` (zeros where they grow) and writes the page.
+/// Resizes the hive bins to `hbins_len` (zeros where they grow); `hbins_len` was checked
+/// against [`MAX_HIVE_BINS`].
 fn grow(hive: &mut Vec<u8>, hbins_len: u32) {
-    hive.resize(BASE_BLOCK_LEN + hbins_len as usize, 0);
+    let len = usize::try_from(hbins_len).unwrap_or(usize::MAX);
+    hive.resize(BASE_BLOCK_LEN.saturating_add(len), 0);
 }
 
 fn apply_entry(hive: &mut Vec<u8>, log: &[u8], e: &Entry) {
     grow(hive, e.hbins_len);
+    let bins = hive.get_mut(BASE_BLOCK_LEN..).unwrap_or_default();
     for p in &e.pages {
-        let dst = BASE_BLOCK_LEN + p.hbins_offset as usize;
-        let len = p.size as usize;
         // Both ranges were checked by `entry_at` against the hive bins size and the entry.
-        hive[dst..dst + len].copy_from_slice(&log[p.log_offset..p.log_offset + len]);
+        let dst = usize::try_from(p.hbins_offset).ok();
+        let len = usize::try_from(p.size).ok();
+        let (Some(dst), Some(len)) = (dst, len) else {
+            continue;
+        };
+        let src = log.get(p.log_offset..).and_then(|s| s.get(..len));
+        let dst = bins.get_mut(dst..).and_then(|d| d.get_mut(..len));
+        if let (Some(src), Some(dst)) = (src, dst) {
+            dst.copy_from_slice(src);
+        }
     }
     put_u32(hive, AT_HBINS_LEN, e.hbins_len);
     let flags = le32(hive, AT_FLAGS);
@@ -395,54 +429,73 @@ fn apply_new(
 /// checked before any byte of the hive changes, and the hive bins it touches must still
 /// chain (signature, offset, size) afterwards; otherwise it is left out.
 fn apply_old(hive: &mut Vec<u8>, log: &LogFile, base: &LogBase) -> Result<usize, Error> {
-    let err = |at: usize, m: String| Err(Error::new("dirty vector", at as u64, m));
+    let err = |at: usize, m: String| Err(Error::new("dirty vector", wide(at), m));
     let d = &log.data;
     if base.hbins_len == 0 || base.hbins_len % HBIN_ALIGN != 0 || base.hbins_len > MAX_HIVE_BINS {
         return Err(Error::new(
             "log base block",
-            AT_HBINS_LEN as u64,
+            wide(AT_HBINS_LEN),
             format!(
                 "hive bins data size {:#x} is not a multiple of 4096 up to {MAX_HIVE_BINS:#x}",
                 base.hbins_len
             ),
         ));
     }
-    if d.get(SECTOR..SECTOR + 4) != Some(b"DIRT".as_slice()) {
+    // The signature, then the bitmap: one bit per sector of the hive bins (at most 2^20
+    // sectors, as the size was checked against MAX_HIVE_BINS above).
+    let vector = d.get(SECTOR..).unwrap_or_default();
+    if vector.get(..4) != Some(b"DIRT".as_slice()) {
         return err(SECTOR, "no \"DIRT\" signature".into());
     }
-    let bits = base.hbins_len as usize / SECTOR;
-    let bitmap_at = SECTOR + 4;
-    let Some(bitmap) = d.get(bitmap_at..bitmap_at + bits.div_ceil(8)) else {
+    let bins_len = usize::try_from(base.hbins_len).unwrap_or(usize::MAX);
+    let bits = bins_len / SECTOR;
+    let bitmap_at = SECTOR.saturating_add(4);
+    let Some(bitmap) = vector.get(4..).and_then(|b| b.get(..bits.div_ceil(8))) else {
         return err(
             bitmap_at,
             format!("bitmap of {bits} bits runs past the log's end"),
         );
     };
-    let pages_at = (bitmap_at + bitmap.len()).div_ceil(SECTOR) * SECTOR;
-    let dirty: Vec<usize> = (0..bits)
-        .filter(|i| bitmap[i / 8] & (1 << (i % 8)) != 0)
+    // The pages start at the sector after the bitmap.
+    let pages_at = bitmap_at
+        .saturating_add(bitmap.len())
+        .next_multiple_of(SECTOR);
+    let dirty: Vec<usize> = bitmap
+        .iter()
+        .flat_map(|byte| (0..8).map(move |b| byte >> b & 1 != 0))
+        .take(bits)
+        .enumerate()
+        .filter_map(|(i, set)| set.then_some(i))
         .collect();
-    let need = pages_at + dirty.len() * SECTOR;
-    if need > d.len() {
+    let pages = d
+        .get(pages_at..)
+        .and_then(|p| p.get(..dirty.len().checked_mul(SECTOR)?));
+    let Some(pages) = pages else {
         return Err(Error::new(
             "dirty pages",
-            pages_at as u64,
+            wide(pages_at),
             format!(
-                "{} dirty pages need {need} bytes, the log has {}",
+                "{} dirty pages need {} bytes from {pages_at}, the log has {}",
                 dirty.len(),
+                dirty.len().saturating_mul(SECTOR),
                 d.len()
             ),
         ));
-    }
+    };
     let mut out = hive.clone();
     grow(&mut out, base.hbins_len);
-    for (k, &i) in dirty.iter().enumerate() {
-        let src = pages_at + k * SECTOR;
-        let dst = BASE_BLOCK_LEN + i * SECTOR;
-        out[dst..dst + SECTOR].copy_from_slice(&d[src..src + SECTOR]);
+    let bins = out.get_mut(BASE_BLOCK_LEN..).unwrap_or_default();
+    let mut sectors = bins.chunks_exact_mut(SECTOR);
+    let mut next = 0;
+    for (&i, page) in dirty.iter().zip(pages.chunks_exact(SECTOR)) {
+        // `dirty` is ascending and below the bins' sector count (the bins were grown to it).
+        if let Some(s) = sectors.nth(i.saturating_sub(next)) {
+            s.copy_from_slice(page);
+        }
+        next = i.saturating_add(1);
     }
     check_bins(&out, base.hbins_len, &dirty)
-        .map_err(|m| Error::new("dirty pages", pages_at as u64, m))?;
+        .map_err(|m| Error::new("dirty pages", wide(pages_at), m))?;
     put_u32(&mut out, AT_HBINS_LEN, base.hbins_len);
     *hive = out;
     Ok(dirty.len())
@@ -452,21 +505,29 @@ fn apply_old(hive: &mut Vec<u8>, log: &LogFile, base: &LogBase) -> Result<usize,
 /// offset field, and a size of at least 4 KiB in 4 KiB steps inside the hive bins
 /// (specification, old format, "Dirty pages").
 fn check_bins(hive: &[u8], hbins_len: u32, dirty: &[usize]) -> Result<(), String> {
-    let end = hbins_len as usize;
-    let mut at = 0usize;
-    let mut d = dirty.iter().map(|i| i * SECTOR).peekable();
+    let end = hbins_len;
+    let bins = hive.get(BASE_BLOCK_LEN..).unwrap_or_default();
+    let mut at = 0u32;
+    // Dirty sectors as hive bins offsets (below hbins_len, so they fit a u32).
+    let mut d = dirty
+        .iter()
+        .map(|&i| u32::try_from(i.saturating_mul(SECTOR)).unwrap_or(u32::MAX))
+        .peekable();
     while at < end {
-        let h = &hive[BASE_BLOCK_LEN + at..];
-        let size = le32(h, 8) as usize;
+        let h = usize::try_from(at)
+            .ok()
+            .and_then(|a| bins.get(a..))
+            .unwrap_or_default();
+        let size = try_le32(h, 8).unwrap_or(0);
+        let next_ok = at.checked_add(size).filter(|&e| e <= end);
         let ok = h.get(..4) == Some(b"hbin".as_slice())
-            && try_le32(h, 4) == Some(at as u32)
-            && size >= HBIN_ALIGN as usize
-            && size % HBIN_ALIGN as usize == 0
-            && at + size <= end;
-        let next = if ok {
-            at + size
-        } else {
-            at + HBIN_ALIGN as usize
+            && try_le32(h, 4) == Some(at)
+            && size >= HBIN_ALIGN
+            && size % HBIN_ALIGN == 0
+            && next_ok.is_some();
+        let next = match next_ok {
+            Some(n) if ok => n,
+            _ => at.saturating_add(HBIN_ALIGN),
         };
         let touched = d.peek().is_some_and(|&p| p < next);
         while d.peek().is_some_and(|&p| p < next) {
@@ -565,9 +626,11 @@ pub fn recover(primary: &[u8], logs: &[LogFile]) -> (Option<Vec<u8>>, Recovery) 
 /// The test suite's log writer (also used by the integration tests).
 #[cfg(test)]
 #[path = "../../tests/integration/common/regflog.rs"]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
 mod regflog;
 
 #[cfg(test)]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
 mod tests {
     use super::regflog::{self, Entry as E};
     use super::*;

@@ -8,6 +8,8 @@
 //! stops at [`MAX_DEPTH`] levels and refuses a key met twice (a loop), and each error names
 //! the structure and its offset in the file.
 
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
+
 pub mod base_block;
 pub mod key;
 pub mod log;
@@ -20,7 +22,7 @@ pub use log::{LogFile, Recovery};
 pub use value::{Data, Value};
 
 use crate::bytes::try_le32;
-use base_block::BASE_BLOCK_LEN;
+use base_block::{BASE_BLOCK_LEN, BASE_BLOCK_OFFSET};
 use std::collections::HashSet;
 use std::fmt;
 
@@ -94,14 +96,14 @@ impl Hive {
     /// root cell is a key.
     pub fn open(data: Vec<u8>) -> Result<Hive> {
         let base = BaseBlock::parse(&data)?;
-        let end = BASE_BLOCK_LEN
-            .saturating_add(base.hbins_len as usize)
+        let end = usize::try_from(base.hbins_len)
+            .map_or(usize::MAX, |l| BASE_BLOCK_LEN.saturating_add(l))
             .min(data.len());
-        let first = data.get(BASE_BLOCK_LEN..BASE_BLOCK_LEN + 4);
+        let first = data.get(BASE_BLOCK_LEN..).and_then(|d| d.get(..4));
         if first != Some(b"hbin".as_slice()) {
             return Err(Error::new(
                 "hbin",
-                BASE_BLOCK_LEN as u64,
+                BASE_BLOCK_OFFSET,
                 "no hive bin after the base block",
             ));
         }
@@ -150,7 +152,13 @@ impl Hive {
 
     /// The file offset of the cell at hive-bins offset `off`.
     fn file_offset(off: u32) -> u64 {
-        BASE_BLOCK_LEN as u64 + u64::from(off)
+        // Cannot overflow: 4096 plus at most 2^32 - 1.
+        BASE_BLOCK_OFFSET.saturating_add(u64::from(off))
+    }
+
+    /// The file offset of the record after the 4-byte size of the cell at `off`.
+    fn record_offset(off: u32) -> u64 {
+        Self::file_offset(off).saturating_add(4)
     }
 
     /// The data of the allocated cell at `off` (relative to the hive bins), checked to lie
@@ -161,19 +169,25 @@ impl Hive {
         let Some(start) = usize::try_from(at).ok().filter(|&s| s < self.end) else {
             return err(format!("cell offset {off:#x} outside the hive bins"));
         };
-        let Some(size) = try_le32(&self.data[..self.end], start) else {
+        let bins = self.data.get(..self.end).unwrap_or_default();
+        let Some(raw) = try_le32(bins, start) else {
             return err("cell header past the end of the hive bins".into());
         };
-        let size = size as i32;
+        // The size is signed: negative for an allocated cell.
+        let size = i32::from_le_bytes(raw.to_le_bytes());
         if size >= 0 {
             return err(format!("cell is free (size {size})"));
         }
-        let len = size.unsigned_abs() as usize;
+        let len = usize::try_from(size.unsigned_abs()).unwrap_or(usize::MAX);
         if len < 4 {
             return err(format!("cell size {len} smaller than its header"));
         }
-        match start.checked_add(len).filter(|&e| e <= self.end) {
-            Some(e) => Ok(&self.data[start + 4..e]),
+        match start
+            .checked_add(len)
+            .and_then(|e| bins.get(start..e))
+            .and_then(|c| c.get(4..))
+        {
+            Some(record) => Ok(record),
             None => err(format!("cell of {len} bytes runs past the hive bins")),
         }
     }
@@ -238,7 +252,7 @@ impl Hive {
             }
             let p = format!("{path}\\{}", sub.name);
             f(&p, &sub)?;
-            self.walk_in(&sub, &p, depth + 1, seen, f)?;
+            self.walk_in(&sub, &p, depth.saturating_add(1), seen, f)?;
         }
         Ok(())
     }
@@ -253,6 +267,7 @@ pub fn name_eq(a: &str, b: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
 pub(crate) mod tests {
     use super::*;
 

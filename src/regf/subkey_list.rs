@@ -7,7 +7,7 @@ use crate::bytes::{le32, try_le16};
 /// The key cell offsets the list at `off` holds, ri lists flattened.
 pub(crate) fn read(hive: &Hive, off: u32, depth: usize) -> Result<Vec<u32>> {
     let c = hive.cell(off, "subkey list")?;
-    let at = Hive::file_offset(off) + 4;
+    let at = Hive::record_offset(off);
     let err = |m: String| Error::new("subkey list", at, m);
     let sig = c.get(..2).ok_or_else(|| err("record too short".into()))?;
     let n = usize::from(try_le16(c, 2).ok_or_else(|| err("record too short".into()))?);
@@ -20,13 +20,14 @@ pub(crate) fn read(hive: &Hive, off: u32, depth: usize) -> Result<Vec<u32>> {
             )))
         }
     };
-    if 4 + n * stride > c.len() {
+    // n is a u16 and stride at most 8: the product cannot overflow.
+    let Some(list) = n.checked_mul(stride).and_then(|l| c.get(4..)?.get(..l)) else {
         return Err(err(format!(
             "{n} entries do not fit a cell of {} bytes",
             c.len()
         )));
-    }
-    let entries = (0..n).map(|i| le32(c, 4 + i * stride));
+    };
+    let entries = list.chunks_exact(stride).map(|e| le32(e, 0));
     if sig != b"ri" {
         return Ok(entries.collect());
     }
@@ -35,7 +36,7 @@ pub(crate) fn read(hive: &Hive, off: u32, depth: usize) -> Result<Vec<u32>> {
     }
     let mut out = Vec::new();
     for e in entries {
-        out.extend(read(hive, e, depth + 1)?);
+        out.extend(read(hive, e, depth.saturating_add(1))?);
     }
     Ok(out)
 }

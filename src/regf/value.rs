@@ -100,7 +100,7 @@ fn multi_sz(d: &[u8]) -> Vec<String> {
 
 pub(crate) fn parse(hive: &Hive, off: u32) -> Result<Value> {
     let c = hive.cell(off, "vk")?;
-    let at = Hive::file_offset(off) + 4;
+    let at = Hive::record_offset(off);
     let err = |m: String| Error::new("vk", at, m);
     if c.get(..2) != Some(b"vk".as_slice()) {
         return Err(err("signature is not \"vk\"".into()));
@@ -112,7 +112,8 @@ pub(crate) fn parse(hive: &Hive, off: u32) -> Result<Value> {
     let name_len = usize::from(le16(c, 2));
     let flags = le16(c, 0x10);
     let raw = c
-        .get(VK_HEADER..VK_HEADER + name_len)
+        .get(VK_HEADER..)
+        .and_then(|r| r.get(..name_len))
         .ok_or_else(|| err("name runs past the cell".into()))?;
     let name = if flags & VALUE_COMP_NAME != 0 {
         latin1(raw)
@@ -122,9 +123,13 @@ pub(crate) fn parse(hive: &Hive, off: u32) -> Result<Value> {
     let size_field = r32(0x4);
     let data_off = r32(0x8);
     let kind = r32(0xc);
-    let len = (size_field & !DATA_INLINE) as usize;
+    let len = usize::try_from(size_field & !DATA_INLINE).unwrap_or(usize::MAX);
     let data = if size_field & DATA_INLINE != 0 && len <= 4 {
-        c[0x8..0x8 + len].to_vec()
+        // Inline data sits in the data offset field (checked inside the header above).
+        c.get(0x8..)
+            .and_then(|d| d.get(..len))
+            .unwrap_or_default()
+            .to_vec()
     } else if len == 0 {
         Vec::new()
     } else if data_off == NONE {
@@ -138,7 +143,7 @@ pub(crate) fn parse(hive: &Hive, off: u32) -> Result<Value> {
 /// `len` bytes of data from the cell at `off`: one cell, or a db record's segments.
 fn read_data(hive: &Hive, off: u32, len: usize, name: &str) -> Result<Vec<u8>> {
     let c = hive.cell(off, "value data")?;
-    let at = Hive::file_offset(off) + 4;
+    let at = Hive::record_offset(off);
     if len > BIG_DATA_SEGMENT && c.get(..2) == Some(b"db".as_slice()) && hive.base.minor >= 4 {
         let n = usize::from(le16(c, 2));
         let list = try_le32(c, 4).unwrap_or(NONE);
@@ -151,13 +156,12 @@ fn read_data(hive: &Hive, off: u32, len: usize, name: &str) -> Result<Vec<u8>> {
             ));
         }
         let mut out = Vec::new();
-        for i in 0..n {
-            if out.len() >= len {
+        for seg in segs.chunks_exact(4).take(n) {
+            let Some(want) = len.checked_sub(out.len()).filter(|&w| w > 0) else {
                 break;
-            }
-            let s = hive.cell(try_le32(segs, i * 4).unwrap_or(NONE), "db segment")?;
-            let take = s.len().min(BIG_DATA_SEGMENT).min(len - out.len());
-            out.extend_from_slice(&s[..take]);
+            };
+            let s = hive.cell(le32(seg, 0), "db segment")?;
+            out.extend_from_slice(s.get(..want.min(BIG_DATA_SEGMENT)).unwrap_or(s));
         }
         if out.len() < len {
             return Err(Error::new(
