@@ -6,6 +6,7 @@
 #![allow(unsafe_code)] // lseek for SEEK_DATA/SEEK_HOLE and the size of block devices; each block says why it is sound.
 
 use super::error::{Error, Result};
+use crate::bytes::wide;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -56,7 +57,8 @@ impl ImageFile {
             if end < 0 {
                 return Err(open_err(io::Error::last_os_error()));
             }
-            end as u64
+            // Not negative: checked above.
+            end.unsigned_abs()
         };
         let lock = super::lock::acquire(&file, path, super::lock::Access::Read)?;
         Ok(ImageFile {
@@ -134,7 +136,10 @@ impl ImageFile {
     /// The host file's modification time in nanoseconds (0 when unknown).
     pub(crate) fn mtime_ns(&self) -> i128 {
         self.file.metadata().map_or(0, |m| {
-            i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec())
+            // i64 seconds times 10^9 plus nanoseconds is far inside i128.
+            i128::from(m.mtime())
+                .saturating_mul(1_000_000_000)
+                .saturating_add(i128::from(m.mtime_nsec()))
         })
     }
 
@@ -170,7 +175,7 @@ impl ImageFile {
         offset: u64,
         what: &'static str,
     ) -> Result<()> {
-        let len = buf.len() as u64;
+        let len = wide(buf.len());
         match offset.checked_add(len) {
             Some(end) if end <= self.len => {}
             _ => return Err(self.truncated(what, offset, len)),
@@ -187,12 +192,11 @@ impl ImageFile {
         offset: u64,
         what: &'static str,
     ) -> Result<()> {
-        if offset >= self.len && !buf.is_empty() {
-            return Err(self.truncated(what, offset, buf.len() as u64));
-        }
-        let avail = usize::try_from(self.len - offset)
-            .unwrap_or(usize::MAX)
-            .min(buf.len());
+        let left = match self.len.checked_sub(offset) {
+            Some(l) if l > 0 || buf.is_empty() => l,
+            _ => return Err(self.truncated(what, offset, wide(buf.len()))),
+        };
+        let avail = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
         let (head, tail) = buf.split_at_mut(avail);
         self.pread_full(head, offset, what)?;
         tail.fill(0);
@@ -204,14 +208,15 @@ impl ImageFile {
             return g.read_at(buf, offset);
         }
         while !buf.is_empty() {
-            match self.file.read_at(buf, self.base + offset) {
+            // base + offset: a place inside the host file (checked by the callers).
+            match self.file.read_at(buf, self.base.saturating_add(offset)) {
                 Ok(0) => {
                     // The file shrank under us.
-                    return Err(self.truncated(what, offset, buf.len() as u64));
+                    return Err(self.truncated(what, offset, wide(buf.len())));
                 }
                 Ok(n) => {
-                    buf = &mut buf[n..];
-                    offset += n as u64;
+                    buf = buf.get_mut(n..).unwrap_or_default();
+                    offset = offset.saturating_add(wide(n));
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(source) => {
@@ -234,7 +239,7 @@ impl ImageFile {
         if self.inflated.is_some() {
             // The output has no holes the host knows of.
             return if offset < end {
-                vec![(offset, end - offset)]
+                vec![(offset, end.saturating_sub(offset))]
             } else {
                 Vec::new()
             };
@@ -242,38 +247,36 @@ impl ImageFile {
         let mut out = Vec::new();
         let fd = self.file.as_raw_fd();
         let base = self.base;
-        let (offset, end) = (offset + base, end + base);
+        // Host file positions: the image lies inside the host file, whose size is an off_t.
+        let (offset, end) = (offset.saturating_add(base), end.saturating_add(base));
+        let seek = |pos: u64, whence| -> Option<u64> {
+            let pos = libc::off_t::try_from(pos).ok()?;
+            // SAFETY: lseek on a valid fd; no memory is touched.
+            let r = unsafe { libc::lseek(fd, pos, whence) };
+            u64::try_from(r).ok()
+        };
         let mut pos = offset;
         while pos < end {
-            // SAFETY: lseek on a valid fd; no memory is touched.
-            let data = unsafe { libc::lseek(fd, pos as libc::off_t, libc::SEEK_DATA) };
-            if data < 0 {
-                let err = io::Error::last_os_error();
-                if err.raw_os_error() == Some(libc::ENXIO) {
+            let Some(data) = seek(pos, libc::SEEK_DATA) else {
+                if io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) {
                     break; // no data after pos
                 }
-                out.push((pos, end - pos));
+                out.push((pos, end.saturating_sub(pos)));
                 break;
-            }
-            let data = data as u64;
+            };
             if data >= end {
                 break;
             }
-            // SAFETY: as above.
-            let hole = unsafe { libc::lseek(fd, data as libc::off_t, libc::SEEK_HOLE) };
-            let hole = if hole < 0 {
-                end
-            } else {
-                (hole as u64).min(end)
-            };
+            let hole = seek(data, libc::SEEK_HOLE).map_or(end, |h| h.min(end));
             if hole <= data {
-                out.push((data, end - data));
+                out.push((data, end.saturating_sub(data)));
                 break;
             }
-            out.push((data, hole - data));
+            out.push((data, hole.saturating_sub(data)));
             pos = hole;
         }
-        out.iter_mut().for_each(|r| r.0 -= base);
+        // Every range starts at or after `offset`, which is base or more.
+        out.iter_mut().for_each(|r| r.0 = r.0.saturating_sub(base));
         out
     }
 }

@@ -138,7 +138,7 @@ impl Drop for Lock {
         };
         let e = &mut table[i];
         if let Some(u) = e.users.iter_mut().find(|(p, n)| *p == self.perms && *n > 0) {
-            u.1 -= 1;
+            u.1 = u.1.saturating_sub(1);
         }
         let want = e.wanted();
         if want == Perms::default() {
@@ -166,11 +166,17 @@ enum Failure {
 fn flock(kind: libc::c_int, byte: i64) -> libc::flock {
     // SAFETY: flock is plain data; all-zero is a valid value (l_pid must be 0 for OFD locks).
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = kind as libc::c_short;
-    fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_start = byte as libc::off_t;
+    // F_RDLCK, F_WRLCK, F_UNLCK and SEEK_SET are small constants: they fit l_type's short.
+    fl.l_type = libc::c_short::try_from(kind).unwrap_or_default();
+    fl.l_whence = libc::c_short::try_from(libc::SEEK_SET).unwrap_or_default();
+    fl.l_start = byte;
     fl.l_len = 1;
     fl
+}
+
+/// The byte of permission `bit` (one of NAMES' few) in the range starting at `base`.
+fn lock_byte(base: i64, bit: usize) -> i64 {
+    base.saturating_add(i64::try_from(bit).unwrap_or_default())
 }
 
 /// Sets (F_RDLCK) or clears (F_UNLCK) the OFD lock on one byte.
@@ -191,7 +197,7 @@ fn taken_by_other(fd: &File, byte: i64) -> io::Result<bool> {
     if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) } == -1 {
         return Err(io::Error::last_os_error());
     }
-    Ok(fl.l_type != libc::F_UNLCK as libc::c_short)
+    Ok(libc::c_int::from(fl.l_type) != libc::F_UNLCK)
 }
 
 fn classify(e: io::Error, bit: usize, shared: bool) -> Failure {
@@ -213,13 +219,15 @@ fn apply(fd: &File, from: Perms, to: Perms) -> std::result::Result<(), Failure> 
         for bit in 0..NAMES.len() {
             let m = 1u8 << bit;
             if want & m != 0 && have & m == 0 {
-                set(fd, libc::F_RDLCK, base + bit as i64).map_err(|e| classify(e, bit, shared))?;
+                set(fd, libc::F_RDLCK, lock_byte(base, bit))
+                    .map_err(|e| classify(e, bit, shared))?;
             }
         }
         for bit in 0..NAMES.len() {
             let m = 1u8 << bit;
             if have & m != 0 && want & m == 0 {
-                set(fd, libc::F_UNLCK, base + bit as i64).map_err(|e| classify(e, bit, shared))?;
+                set(fd, libc::F_UNLCK, lock_byte(base, bit))
+                    .map_err(|e| classify(e, bit, shared))?;
             }
         }
     }
@@ -230,7 +238,7 @@ fn apply(fd: &File, from: Perms, to: Perms) -> std::result::Result<(), Failure> 
 fn check(fd: &File, p: Perms) -> std::result::Result<(), Failure> {
     for bit in 0..NAMES.len() {
         if p.held & (1 << bit) != 0 {
-            let t = taken_by_other(fd, SHARED_BASE + bit as i64);
+            let t = taken_by_other(fd, lock_byte(SHARED_BASE, bit));
             if t.map_err(|e| classify(e, bit, false))? {
                 return Err(Failure::Conflict(bit, false));
             }
@@ -238,7 +246,7 @@ fn check(fd: &File, p: Perms) -> std::result::Result<(), Failure> {
     }
     for bit in 0..NAMES.len() {
         if p.unshared & (1 << bit) != 0 {
-            let t = taken_by_other(fd, PERM_BASE + bit as i64);
+            let t = taken_by_other(fd, lock_byte(PERM_BASE, bit));
             if t.map_err(|e| classify(e, bit, true))? {
                 return Err(Failure::Conflict(bit, true));
             }
@@ -286,7 +294,7 @@ pub fn acquire(file: &File, path: &Path, access: Access) -> Result<Option<Lock>>
         Ok(()) => {
             e.locked = want;
             match e.users.iter_mut().find(|(p, _)| *p == perms) {
-                Some(u) => u.1 += 1,
+                Some(u) => u.1 = u.1.saturating_add(1),
                 None => e.users.push((perms, 1)),
             }
             return Ok(Some(Lock { id, perms }));
@@ -317,7 +325,7 @@ pub fn acquire(file: &File, path: &Path, access: Access) -> Result<Option<Lock>>
         Failure::Other(source) => Err(Error::Io {
             path: path.to_path_buf(),
             what: "image lock",
-            offset: PERM_BASE as u64,
+            offset: PERM_BASE.unsigned_abs(),
             source,
         }),
     }

@@ -2,18 +2,27 @@
 //! no files, and for small synthetic devices.
 
 use super::{check_range, BlockDevice, Describe, Extent, ExtentKind, LayerInfo, Result};
+use crate::bytes::wide;
+use std::ops::Range;
+
+/// `[off, off+n)` of a buffer of `len` bytes as an index range, checked as a device read.
+fn span(len: usize, off: u64, n: usize) -> Result<Range<usize>> {
+    check_range(off, wide(n), wide(len))?;
+    // In range of a Vec's length, so both fit a usize.
+    let start = usize::try_from(off).unwrap_or(len);
+    Ok(start..start.saturating_add(n))
+}
 
 pub struct MemDevice(pub Vec<u8>);
 
 impl BlockDevice for MemDevice {
     fn len(&self) -> u64 {
-        self.0.len() as u64
+        wide(self.0.len())
     }
 
     fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
-        check_range(off, buf.len() as u64, self.len())?;
-        let o = off as usize; // in range: checked against a Vec's length
-        buf.copy_from_slice(&self.0[o..o + buf.len()]);
+        let r = span(self.0.len(), off, buf.len())?;
+        buf.copy_from_slice(self.0.get(r).unwrap_or_default());
         Ok(())
     }
 
@@ -49,22 +58,20 @@ impl MemDeviceRw {
 
 impl BlockDevice for MemDeviceRw {
     fn len(&self) -> u64 {
-        self.0.lock().len() as u64
+        wide(self.0.lock().len())
     }
 
     fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
         let d = self.0.lock();
-        check_range(off, buf.len() as u64, d.len() as u64)?;
-        let o = off as usize; // in range: checked against a Vec's length
-        buf.copy_from_slice(&d[o..o + buf.len()]);
+        let r = span(d.len(), off, buf.len())?;
+        buf.copy_from_slice(d.get(r).unwrap_or_default());
         Ok(())
     }
 
     fn write_at(&self, buf: &[u8], off: u64) -> Result<()> {
         let mut d = self.0.lock();
-        check_range(off, buf.len() as u64, d.len() as u64)?;
-        let o = off as usize; // in range: checked against a Vec's length
-        d[o..o + buf.len()].copy_from_slice(buf);
+        let r = span(d.len(), off, buf.len())?;
+        d.get_mut(r).unwrap_or_default().copy_from_slice(buf);
         Ok(())
     }
 

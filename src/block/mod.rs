@@ -1,6 +1,8 @@
 //! Layer 1: disk images as `BlockDevice`s. `open` probes the format by content and follows
 //! backing (qcow2) and parent (VMDK) chains; every format answers reads and `extents`.
 
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
+
 mod create;
 pub mod error;
 pub(crate) mod file;
@@ -76,8 +78,10 @@ impl Extent {
         }
     }
 
+    /// The first byte past the extent. Extents lie inside their device (at most 2^64 - 1
+    /// bytes), so this does not saturate for any extent a device reports.
     pub fn end(&self) -> u64 {
-        self.offset + self.length
+        self.offset.saturating_add(self.length)
     }
 }
 
@@ -88,31 +92,34 @@ pub(crate) fn extents_with_patches(inner: Vec<Extent>, patched: &[u64], unit: u6
     let mut out = Vec::new();
     for e in inner {
         let mut pos = e.offset;
+        // Below, pos <= ustart < uend <= e.end(), so every difference is non-negative and
+        // every host offset stays inside the host range the extent maps.
+        let part = |from: u64, to: u64| {
+            let mut p = e.clone();
+            p.host_offset = e
+                .host_offset
+                .map(|h| h.saturating_add(from.saturating_sub(e.offset)));
+            p.offset = from;
+            p.length = to.saturating_sub(from);
+            p
+        };
         for &u in patched {
-            let ustart = (u * unit).max(e.offset);
-            let uend = ((u + 1) * unit).min(e.end());
+            let ustart = u.saturating_mul(unit).max(e.offset);
+            let uend = u.saturating_add(1).saturating_mul(unit).min(e.end());
             if ustart >= uend {
                 continue;
             }
             if ustart > pos {
-                let mut part = e.clone();
-                part.offset = pos;
-                part.length = ustart - pos;
-                part.host_offset = e.host_offset.map(|h| h + (pos - e.offset));
-                push_extent(&mut out, part);
+                push_extent(&mut out, part(pos, ustart));
             }
             push_extent(
                 &mut out,
-                Extent::new(ustart, uend - ustart, ExtentKind::Data),
+                Extent::new(ustart, uend.saturating_sub(ustart), ExtentKind::Data),
             );
             pos = uend;
         }
         if pos < e.end() {
-            let mut part = e.clone();
-            part.host_offset = e.host_offset.map(|h| h + (pos - e.offset));
-            part.length = e.end() - pos;
-            part.offset = pos;
-            push_extent(&mut out, part);
+            push_extent(&mut out, part(pos, e.end()));
         }
     }
     out
@@ -137,7 +144,8 @@ pub(crate) fn push_extent(out: &mut Vec<Extent>, e: Extent) {
             && !e.compressed
             && host_continues
         {
-            last.length += e.length;
+            // Adjacent extents of one device: the sum is the span they cover.
+            last.length = last.length.saturating_add(e.length);
             return;
         }
     }
@@ -155,17 +163,17 @@ pub(crate) fn push_backing_extents(
     let mut covered = 0;
     if let Some(b) = backing {
         let blen = b.len();
-        if off < blen {
-            covered = len.min(blen - off);
+        if let Some(left) = blen.checked_sub(off).filter(|&l| l > 0) {
+            covered = len.min(left);
             for mut e in b.extents(off, covered)? {
-                e.depth += 1;
+                e.depth = e.depth.saturating_add(1);
                 push_extent(out, e);
             }
         }
     }
-    if covered < len {
+    if let Some(rest) = len.checked_sub(covered).filter(|&r| r > 0) {
         let depth = u32::from(backing.is_some());
-        let mut e = Extent::new(off + covered, len - covered, ExtentKind::Hole);
+        let mut e = Extent::new(off.saturating_add(covered), rest, ExtentKind::Hole);
         e.depth = depth;
         push_extent(out, e);
     }
@@ -182,14 +190,14 @@ pub(crate) fn read_backing(
     let mut covered = 0;
     if let Some(b) = backing {
         let blen = b.len();
-        if off < blen {
-            covered = usize::try_from(blen - off)
-                .unwrap_or(usize::MAX)
-                .min(buf.len());
-            b.read_at(&mut buf[..covered], off)?;
+        if let Some(left) = blen.checked_sub(off).filter(|&l| l > 0) {
+            covered = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+            let (head, _) = buf.split_at_mut(covered);
+            b.read_at(head, off)?;
         }
     }
-    buf[covered..].fill(0);
+    let (_, tail) = buf.split_at_mut(covered);
+    tail.fill(0);
     Ok(())
 }
 
@@ -296,8 +304,12 @@ pub(crate) fn open_layer(
     };
     let opened: Result<Arc<dyn BlockDevice>> = match format {
         Format::Raw => return Ok(Arc::new(raw::Raw::new(file))),
-        Format::Qcow2 => qcow2::Qcow2::open(file, ctx).map(|d| Arc::new(d) as _),
-        Format::Vmdk => vmdk::Vmdk::open(file, ctx).map(|d| Arc::new(d) as _),
+        Format::Qcow2 => {
+            qcow2::Qcow2::open(file, ctx).map(|d| -> Arc<dyn BlockDevice> { Arc::new(d) })
+        }
+        Format::Vmdk => {
+            vmdk::Vmdk::open(file, ctx).map(|d| -> Arc<dyn BlockDevice> { Arc::new(d) })
+        }
     };
     // A format given by hand that does not open: say what the file is, when it is plainly
     // something else (`-f vmdk` on a qcow2 is not a "corrupt vmdk descriptor").
@@ -510,7 +522,7 @@ pub fn for_each_extent<E: From<Error>>(
     let mut pending: Vec<Extent> = Vec::with_capacity(2);
     let mut pos = off;
     while pos < end {
-        let n = EXTENT_WINDOW.min(end - pos);
+        let n = EXTENT_WINDOW.min(end.saturating_sub(pos));
         for e in dev.extents(pos, n)? {
             push_extent(&mut pending, e);
             if pending.len() > 1 {
@@ -518,7 +530,7 @@ pub fn for_each_extent<E: From<Error>>(
                 f(first)?;
             }
         }
-        pos += n;
+        pos = pos.saturating_add(n);
     }
     for e in pending {
         f(e)?;

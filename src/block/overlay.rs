@@ -251,7 +251,7 @@ impl EditSet {
     pub fn disks(&self) -> Vec<Arc<dyn BlockDevice>> {
         self.edits
             .iter()
-            .map(|(_, e)| e.overlay.clone() as Arc<dyn BlockDevice>)
+            .map(|(_, e)| -> Arc<dyn BlockDevice> { e.overlay.clone() })
             .collect()
     }
 

@@ -21,7 +21,7 @@ struct Busy;
 
 impl Busy {
     fn enter() -> (Self, usize) {
-        (Busy, BUSY.fetch_add(1, Ordering::AcqRel) + 1)
+        (Busy, BUSY.fetch_add(1, Ordering::AcqRel).saturating_add(1))
     }
 }
 
@@ -43,8 +43,10 @@ pub(crate) fn for_each<T: Send>(items: Vec<T>, f: impl Fn(T) -> Result<()> + Syn
     }
     // Deal items round-robin so neighbouring (similar) clusters spread evenly.
     let mut groups: Vec<Vec<T>> = (0..=extra).map(|_| Vec::new()).collect();
-    for (i, it) in items.into_iter().enumerate() {
-        groups[i % (extra + 1)].push(it);
+    for (it, group) in items.into_iter().zip((0..groups.len()).cycle()) {
+        if let Some(g) = groups.get_mut(group) {
+            g.push(it);
+        }
     }
     let mine = groups.pop().unwrap_or_default();
     let f = &f;

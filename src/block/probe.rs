@@ -59,7 +59,7 @@ const FOREIGN: &[(&[u8], usize, &str)] = &[
 
 /// Decides the format of `file` from its first bytes.
 pub(crate) fn probe(file: &ImageFile) -> Result<Format> {
-    let mut head = vec![0u8; 4096.min(file.len() as usize)];
+    let mut head = vec![0u8; usize::try_from(file.len()).map_or(4096, |l| l.min(4096))];
     file.read_exact_at(&mut head, 0, "format probe")?;
     if head.starts_with(b"QFI\xfb") {
         if head.len() >= 8 && u32::from_be_bytes([head[4], head[5], head[6], head[7]]) == 1 {
@@ -80,7 +80,7 @@ pub(crate) fn probe(file: &ImageFile) -> Result<Format> {
         return Ok(Format::Vmdk);
     }
     for (magic, at, name) in FOREIGN {
-        if head.len() >= at + magic.len() && &head[*at..at + magic.len()] == *magic {
+        if head.get(*at..).is_some_and(|h| h.starts_with(magic)) {
             return Err(Error::unsupported(
                 file.path(),
                 format!("this is a {name} image, which ferry does not read; convert it with qemu-img first"),
@@ -88,9 +88,9 @@ pub(crate) fn probe(file: &ImageFile) -> Result<Format> {
         }
     }
     // VHD keeps its "conectix" cookie in the footer (fixed VHDs have no header copy).
-    if file.len() >= 512 {
+    if let Some(foot_at) = file.len().checked_sub(512) {
         let mut foot = [0u8; 8];
-        file.read_exact_at(&mut foot, file.len() - 512, "format probe")?;
+        file.read_exact_at(&mut foot, foot_at, "format probe")?;
         if &foot == b"conectix" {
             return Err(Error::unsupported(
                 file.path(),

@@ -4,6 +4,7 @@
 use super::error::Result;
 use super::file::ImageFile;
 use super::{check_range, push_extent, BlockDevice, Describe, Extent, ExtentKind, LayerInfo};
+use crate::bytes::wide;
 
 pub(super) struct Raw {
     file: ImageFile,
@@ -21,28 +22,29 @@ impl BlockDevice for Raw {
     }
 
     fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
-        check_range(off, buf.len() as u64, self.len())?;
+        check_range(off, wide(buf.len()), self.len())?;
         self.file.read_exact_at(buf, off, "raw data")
     }
 
     fn extents(&self, off: u64, len: u64) -> Result<Vec<Extent>> {
         check_range(off, len, self.len())?;
-        let end = off + len;
+        // Inside the file (checked above); the data ranges are ascending and inside the range.
+        let end = off.saturating_add(len);
         let mut out = Vec::new();
         let mut pos = off;
         for (d, dlen) in self.file.data_ranges(off, len) {
             if d > pos {
-                let mut z = Extent::new(pos, d - pos, ExtentKind::Zero);
+                let mut z = Extent::new(pos, d.saturating_sub(pos), ExtentKind::Zero);
                 z.host_offset = Some(pos);
                 push_extent(&mut out, z);
             }
             let mut e = Extent::new(d, dlen, ExtentKind::Data);
             e.host_offset = Some(d);
             push_extent(&mut out, e);
-            pos = d + dlen;
+            pos = d.saturating_add(dlen);
         }
         if pos < end {
-            let mut z = Extent::new(pos, end - pos, ExtentKind::Zero);
+            let mut z = Extent::new(pos, end.saturating_sub(pos), ExtentKind::Zero);
             z.host_offset = Some(pos);
             push_extent(&mut out, z);
         }

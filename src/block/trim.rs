@@ -5,6 +5,7 @@
 
 use super::{check_range, push_extent, BlockDevice, Describe, Extent, ExtentKind, LayerInfo};
 use super::{Error, Result};
+use crate::bytes::wide;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -41,7 +42,10 @@ impl Trimmed {
 
     /// Bytes discarded.
     pub fn trimmed_bytes(&self) -> u64 {
-        self.ranges.iter().map(|r| r.end - r.start).sum()
+        self.ranges
+            .iter()
+            .map(|r| r.end.saturating_sub(r.start))
+            .fold(0, u64::saturating_add)
     }
 
     /// Calls `f(offset, length, discarded)` for the pieces of `[off, off+len)`, in order.
@@ -51,24 +55,27 @@ impl Trimmed {
         len: u64,
         mut f: impl FnMut(u64, u64, bool) -> Result<()>,
     ) -> Result<()> {
-        let end = off + len;
+        // Callers checked [off, off+len) against the device; ranges are sorted and disjoint,
+        // so pos only grows and every piece is stop - pos >= 0.
+        let end = off.saturating_add(len);
         let mut pos = off;
-        let mut i = self.ranges.partition_point(|r| r.end <= pos);
+        let mut ranges = self.ranges[self.ranges.partition_point(|r| r.end <= pos)..].iter();
+        let mut next = ranges.next();
         while pos < end {
-            match self.ranges.get(i) {
+            match next {
                 Some(r) if r.start <= pos => {
                     let stop = r.end.min(end);
-                    f(pos, stop - pos, true)?;
+                    f(pos, stop.saturating_sub(pos), true)?;
                     pos = stop;
-                    i += 1;
+                    next = ranges.next();
                 }
                 Some(r) => {
                     let stop = r.start.min(end);
-                    f(pos, stop - pos, false)?;
+                    f(pos, stop.saturating_sub(pos), false)?;
                     pos = stop;
                 }
                 None => {
-                    f(pos, end - pos, false)?;
+                    f(pos, end.saturating_sub(pos), false)?;
                     pos = end;
                 }
             }
@@ -83,10 +90,15 @@ impl BlockDevice for Trimmed {
     }
 
     fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
-        check_range(off, buf.len() as u64, self.len())?;
-        self.pieces(off, buf.len() as u64, |at, n, gone| {
-            // OK: pieces lie inside buf, whose length is a usize.
-            let b = &mut buf[(at - off) as usize..(at - off + n) as usize];
+        check_range(off, wide(buf.len()), self.len())?;
+        self.pieces(off, wide(buf.len()), |at, n, gone| {
+            // Pieces lie inside buf, whose length is a usize.
+            let start = usize::try_from(at.saturating_sub(off)).unwrap_or(usize::MAX);
+            let n = usize::try_from(n).unwrap_or(usize::MAX);
+            let b = buf
+                .get_mut(start..)
+                .and_then(|b| b.get_mut(..n))
+                .unwrap_or_default();
             if gone {
                 b.fill(0);
                 Ok(())
@@ -125,6 +137,7 @@ impl Describe for Trimmed {
 }
 
 #[cfg(test)]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
 mod tests {
     use super::*;
     use crate::block::mem::MemDevice;

@@ -9,9 +9,13 @@ use std::os::raw::c_uint;
 // zalloc/zfree are non-nullable in libz-sys's binding, so zlib's own defaults (Z_NULL)
 // cannot be asked for.
 unsafe extern "C" fn zalloc(_: *mut c_void, items: c_uint, size: c_uint) -> *mut c_void {
+    // c_uint to usize is widening on every target ferry builds for; null is Z_MEM_ERROR.
+    let (Ok(items), Ok(size)) = (usize::try_from(items), usize::try_from(size)) else {
+        return std::ptr::null_mut();
+    };
     // SAFETY: calloc checks the multiplication for overflow and returns null on failure,
     // which zlib reports as Z_MEM_ERROR.
-    unsafe { libc::calloc(items as usize, size as usize) }
+    unsafe { libc::calloc(items, size) }
 }
 
 unsafe extern "C" fn zfree(_: *mut c_void, p: *mut c_void) {
