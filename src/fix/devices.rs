@@ -247,6 +247,9 @@ mod tests {
         for i in [0, 25, 26, 701, 702] {
             assert_eq!(letters_index(&index_letters(i)), Some(i));
         }
+        for bad in ["A", "a1", "`", "{", "abcd", ""] {
+            assert_eq!(letters_index(bad), None, "{bad}");
+        }
     }
 
     #[test]

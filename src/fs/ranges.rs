@@ -4,6 +4,13 @@
 
 use std::ops::Range;
 
+/// The bytes `r` covers, counted as given (overlaps twice; normalize first).
+pub fn total(r: &[Range<u64>]) -> u64 {
+    r.iter()
+        .map(|r| r.end.saturating_sub(r.start))
+        .fold(0, u64::saturating_add)
+}
+
 /// `r` sorted, empty ranges dropped, overlapping and adjacent ones merged.
 pub fn normalize(mut r: Vec<Range<u64>>) -> Vec<Range<u64>> {
     r.retain(|x| x.start < x.end);

@@ -13,7 +13,8 @@
 use super::unused::Locator;
 use super::{tree::Tree, Guest, View};
 use crate::block::{BlockDevice, ExtentKind};
-use crate::fs::ranges::{intersect, normalize, subtract};
+use crate::bytes::wide;
+use crate::fs::ranges::{intersect, normalize, subtract, total};
 use crate::volume::{self, Volume};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -75,7 +76,7 @@ pub fn changed_inodes(old: &Side, new: &Side) -> Result<HashSet<u64>, String> {
         );
     }
     let held = normalize(held);
-    let bytes: u64 = held.iter().map(|r| r.end - r.start).sum();
+    let bytes = total(&held);
     let used: u64 = new
         .view
         .shape
@@ -96,8 +97,8 @@ pub fn changed_inodes(old: &Side, new: &Side) -> Result<HashSet<u64>, String> {
         return Ok(changed);
     }
     let located = |d: &Arc<dyn BlockDevice>| {
-        volume::discover(&[Arc::new(Locator::new(d.clone(), 0)) as Arc<dyn BlockDevice>])
-            .map_err(|e| format!("finding the volumes: {e}"))
+        let disk: Arc<dyn BlockDevice> = Arc::new(Locator::new(d.clone(), 0));
+        volume::discover(&[disk]).map_err(|e| format!("finding the volumes: {e}"))
     };
     let (old_vols, new_vols) = (located(old.disk)?, located(new.disk)?);
     for (i, (device, mountpoint, _)) in new.view.shape.iter().enumerate() {
@@ -107,9 +108,13 @@ pub fn changed_inodes(old: &Side, new: &Side) -> Result<HashSet<u64>, String> {
         }
         // The written bytes of this volume, as volume offsets.
         let mut ranges = Vec::new();
-        for (at, disk_at, n) in &pieces {
-            for r in intersect(&written, std::slice::from_ref(&(*disk_at..disk_at + n))) {
-                ranges.push(r.start - disk_at + at..r.end - disk_at + at);
+        for &(at, disk_at, n) in &pieces {
+            // Volume pieces lie on the disk; each intersection lies inside its piece, so the
+            // moves from disk to volume offsets neither underflow nor pass the volume's end.
+            let piece = disk_at..disk_at.saturating_add(n);
+            let to_volume = |p: u64| p.saturating_sub(disk_at).saturating_add(at);
+            for r in intersect(&written, std::slice::from_ref(&piece)) {
+                ranges.push(to_volume(r.start)..to_volume(r.end));
             }
         }
         let ranges = normalize(ranges);
@@ -148,7 +153,7 @@ pub fn changed_inodes(old: &Side, new: &Side) -> Result<HashSet<u64>, String> {
             residue = subtract(&residue, &b.owned(&inodes).map_err(why)?);
         }
         if let Some(r) = residue.first() {
-            let bytes: u64 = residue.iter().map(|r| r.end - r.start).sum();
+            let bytes = total(&residue);
             return Err(format!(
                 "{device}: {bytes} changed bytes (the first at volume offset {}) belong to no \
                  changed inode",
@@ -179,26 +184,28 @@ fn differing(
     for r in ranges {
         let mut off = r.start;
         while off < r.end {
-            // OK: at most COMPARE_CHUNK.
-            let n = (r.end - off).min(COMPARE_CHUNK as u64) as usize;
+            let n = usize::try_from(r.end.saturating_sub(off))
+                .unwrap_or(usize::MAX)
+                .min(COMPARE_CHUNK);
             let read = |d: &dyn BlockDevice, buf: &mut [u8]| {
                 d.read_at(buf, off)
                     .map_err(|e| format!("reading disk offset {off}: {e}"))
             };
             read(a, &mut x[..n])?;
             read(b, &mut y[..n])?;
-            for (k, (s, t)) in x[..n].chunks(SECTOR).zip(y[..n].chunks(SECTOR)).enumerate() {
-                if s == t {
-                    continue;
+            // Sector positions inside the range just read.
+            let mut at = off;
+            for (s, t) in x[..n].chunks(SECTOR).zip(y[..n].chunks(SECTOR)) {
+                let end = at.saturating_add(wide(s.len()));
+                if s != t {
+                    match out.last_mut() {
+                        Some(last) if last.end == at => last.end = end,
+                        _ => out.push(at..end),
+                    }
                 }
-                let at = off + (k * SECTOR) as u64;
-                let end = at + s.len() as u64;
-                match out.last_mut() {
-                    Some(last) if last.end == at => last.end = end,
-                    _ => out.push(at..end),
-                }
+                at = end;
             }
-            off += n as u64;
+            off = off.saturating_add(wide(n));
         }
     }
     Ok(out)
@@ -214,7 +221,7 @@ fn pieces_of(vols: &[Volume], device: &str) -> Result<Vec<(u64, u64, u64)>, Stri
         .dev
         .as_ref()
         .ok_or_else(|| format!("{device}: cannot be mapped"))?;
-    let mut out = Vec::new();
+    let mut out: Vec<(u64, u64, u64)> = Vec::new();
     let extents = dev
         .extents(0, dev.len())
         .map_err(|e| format!("{device}: {e}"))?;
@@ -224,7 +231,11 @@ fn pieces_of(vols: &[Volume], device: &str) -> Result<Vec<(u64, u64, u64)>, Stri
             .filter(|_| e.depth == 0)
             .ok_or_else(|| format!("{device}: a range with no disk offset"))?;
         match out.last_mut() {
-            Some((o, d, n)) if *o + *n == e.offset && *d + *n == at => *n += e.length,
+            Some((o, d, n))
+                if o.checked_add(*n) == Some(e.offset) && d.checked_add(*n) == Some(at) =>
+            {
+                *n = n.saturating_add(e.length)
+            }
             _ => out.push((e.offset, at, e.length)),
         }
     }

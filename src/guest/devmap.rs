@@ -176,7 +176,7 @@ fn resolve_path(path: &str, vols: &[Volume]) -> Resolution {
         Some(v) if v.kind != VolumeKind::Free => found(v, "kernel name"),
         _ => missing(format!(
             "disk {} of the guest ({ours}) is not among the images given",
-            index + 1
+            u64::from(index) + 1
         )),
     }
 }

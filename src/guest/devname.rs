@@ -19,27 +19,35 @@ pub struct KernelDev {
     pub part: String,
 }
 
-/// `a` → 0, `z` → 25, `aa` → 26 (the kernel's sd naming).
+/// `a` → 0, `z` → 25, `aa` → 26 (the kernel's sd naming); `None` for anything but one to
+/// three lowercase letters.
 pub fn letters_index(s: &str) -> Option<u32> {
     if s.is_empty() || s.len() > 3 {
         return None;
     }
+    // At most three digits of base 26 (bijective): below 26^3 + 26^2 + 26.
     let mut n: u32 = 0;
     for c in s.bytes() {
-        n = n * 26 + u32::from(c - b'a') + 1;
+        let digit = c.checked_sub(b'a').filter(|d| *d < 26)?;
+        n = n
+            .checked_mul(26)?
+            .checked_add(u32::from(digit))?
+            .checked_add(1)?;
     }
-    Some(n - 1)
+    n.checked_sub(1)
 }
 
 /// 0 → `a`, 26 → `aa`.
 pub fn index_letters(mut i: u32) -> String {
     let mut s = Vec::new();
     loop {
-        s.push(b'a' + (i % 26) as u8);
+        // i % 26 < 26: one letter.
+        s.push(b'a'.saturating_add(u8::try_from(i % 26).unwrap_or_default()));
         if i < 26 {
             break;
         }
-        i = i / 26 - 1;
+        // i >= 26, so i / 26 >= 1.
+        i = (i / 26).saturating_sub(1);
     }
     s.reverse();
     String::from_utf8(s).expect("ASCII") // OK: built from ASCII only

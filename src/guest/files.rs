@@ -5,6 +5,7 @@
 //! temporary file beside it and renaming it over, as `HostTree` does, so a reader never sees
 //! half a file.
 
+use crate::bytes::wide;
 use crate::fs::files::{
     self, child, resolve_with, split_parent, Attrs, FileTree, Kind, Meta, Probe, Result,
 };
@@ -88,18 +89,19 @@ impl<'a> FsFiles<'a> {
     /// The first `len` bytes of the file `a` (fewer if it ends sooner); `len` is bounded by
     /// the caller's limit.
     fn read_prefix(&self, path: &str, a: &Attr, len: u64) -> Result<Vec<u8>> {
-        // OK: len is at most a caller's limit, which is small.
-        let mut data = vec![0u8; len as usize];
+        // len is at most a caller's limit, which is small.
+        let mut data = vec![0u8; usize::try_from(len).unwrap_or_default()];
         let mut done = 0;
-        while done < data.len() {
+        while let Some(rest) = data.get_mut(done..).filter(|r| !r.is_empty()) {
             let n = self
                 .fs
-                .read(a.ino, done as u64, &mut data[done..])
+                .read(a.ino, wide(done), rest)
                 .map_err(|e| files::Error::fs(path, e))?;
             if n == 0 {
                 break;
             }
-            done += n;
+            // A read returns at most what was asked.
+            done = done.saturating_add(n.min(rest.len()));
         }
         data.truncate(done);
         Ok(data)
@@ -204,7 +206,7 @@ impl FileTree for FsFiles<'_> {
 
     fn read_head(&self, path: &str, len: usize) -> Result<Vec<u8>> {
         let (c, a) = self.regular(path)?;
-        self.read_prefix(&c, &a, a.size.min(len as u64))
+        self.read_prefix(&c, &a, a.size.min(wide(len)))
     }
 
     fn list(&self, path: &str) -> Result<Vec<String>> {
@@ -246,13 +248,14 @@ impl FileTree for FsFiles<'_> {
         let a = self.fs.create(dir, &tmp, &new).map_err(fail)?;
         let filled = (|| {
             let mut done = 0;
-            while done < data.len() {
-                let end = (done + WRITE_CHUNK).min(data.len());
-                let n = self.fs.write(a.ino, done as u64, &data[done..end])?;
+            while let Some(rest) = data.get(done..).filter(|r| !r.is_empty()) {
+                let chunk = rest.get(..WRITE_CHUNK).unwrap_or(rest);
+                let n = self.fs.write(a.ino, wide(done), chunk)?;
                 if n == 0 {
                     return Err(Error::NoSpace);
                 }
-                done += n;
+                // A write takes at most what it was given.
+                done = done.saturating_add(n.min(chunk.len()));
             }
             // The label (security.selinux) and any other attribute of the file replaced.
             if let Some(o) = old.as_ref().filter(|o| o.kind == FileType::RegularFile) {

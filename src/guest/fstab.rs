@@ -137,25 +137,22 @@ impl Entry {
 /// Decodes libmount's mangling: `\` and three octal digits is one byte (the value taken
 /// modulo 256, as C's char conversion does); any other backslash stays.
 pub fn unmangle(field: &[u8]) -> Vec<u8> {
-    let is_oct = |b: u8| (b'0'..=b'7').contains(&b);
+    let oct = |b: u8| b.checked_sub(b'0').filter(|d| *d < 8);
     let mut out = Vec::with_capacity(field.len());
-    let mut i = 0;
-    while i < field.len() {
-        if field[i] == b'\\'
-            && i + 3 < field.len()
-            && is_oct(field[i + 1])
-            && is_oct(field[i + 2])
-            && is_oct(field[i + 3])
-        {
-            let v = (u32::from(field[i + 1] - b'0') << 6)
-                | (u32::from(field[i + 2] - b'0') << 3)
-                | u32::from(field[i + 3] - b'0');
-            out.push((v & 0xff) as u8);
-            i += 4;
-        } else {
-            out.push(field[i]);
-            i += 1;
+    let mut rest = field;
+    while let Some((&first, tail)) = rest.split_first() {
+        if first == b'\\' {
+            if let Some(&[a, b, c]) = tail.first_chunk::<3>() {
+                if let (Some(a), Some(b), Some(c)) = (oct(a), oct(b), oct(c)) {
+                    // Three octal digits: up to 0o777; the byte is the value modulo 256.
+                    out.push(a.wrapping_shl(6) | b << 3 | c);
+                    rest = tail.get(3..).unwrap_or_default();
+                    continue;
+                }
+            }
         }
+        out.push(first);
+        rest = tail;
     }
     out
 }
@@ -211,7 +208,7 @@ impl Warnings {
         if self.list.len() < MAX_WARNINGS {
             self.list.push(w);
         } else {
-            self.dropped += 1;
+            self.dropped = self.dropped.saturating_add(1);
         }
     }
 
@@ -272,14 +269,13 @@ pub fn parse(data: &[u8]) -> Fstab {
         list: Vec::new(),
         dropped: 0,
     };
-    for (i, raw) in data.split(|b| *b == b'\n').enumerate() {
-        let line = i + 1;
+    for (line, raw) in (1usize..).zip(data.split(|b| *b == b'\n')) {
         let mut l = raw.strip_suffix(b"\r").unwrap_or(raw);
         // libmount reads C strings: a NUL ends the line.
         if let Some(nul) = l.iter().position(|b| *b == 0) {
             warnings.push(format!(
                 "line {line}: NUL byte at column {}; the rest of the line is ignored",
-                nul + 1
+                nul.saturating_add(1)
             ));
             l = &l[..nul];
         }
@@ -341,22 +337,19 @@ pub enum Spec {
 /// Decodes udev's `\xNN` escapes in /dev/disk/by-* link names (udev encodes `/`, space and
 /// other unsafe bytes that way: `by-label/my\x2fdisk`). Malformed escapes stay as written.
 pub fn udev_unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && b.get(i + 1) == Some(&b'x') {
-            let hex = b
-                .get(i + 2..i + 4)
-                .and_then(|h| std::str::from_utf8(h).ok());
+    let mut out = Vec::with_capacity(s.len());
+    let mut rest = s.as_bytes();
+    while let Some((&first, tail)) = rest.split_first() {
+        if let Some((b"x", after)) = tail.split_first_chunk::<1>().filter(|_| first == b'\\') {
+            let hex = after.get(..2).and_then(|h| std::str::from_utf8(h).ok());
             if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                 out.push(v);
-                i += 4;
+                rest = after.get(2..).unwrap_or_default();
                 continue;
             }
         }
-        out.push(b[i]);
-        i += 1;
+        out.push(first);
+        rest = tail;
     }
     String::from_utf8_lossy(&out).into_owned()
 }
@@ -368,7 +361,9 @@ impl Spec {
     pub fn parse(s: &str) -> Spec {
         if let Some((tag, value)) = s.split_once('=') {
             let value = match value.chars().next() {
-                Some(q @ ('"' | '\'')) => value[1..].rfind(q).map(|end| &value[1..1 + end]),
+                Some(q @ ('"' | '\'')) => value
+                    .get(1..)
+                    .and_then(|v| v.rfind(q).and_then(|end| v.get(..end))),
                 _ => Some(value),
             };
             if let Some(v) = value {
@@ -404,6 +399,7 @@ impl Spec {
 }
 
 #[cfg(test)]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
 mod tests {
     use super::*;
 

@@ -15,6 +15,7 @@
 //! rdevmajor, rdevminor, namesize, check); the name follows with its NUL, then the data, each
 //! padded to a multiple of 4 bytes. `TRAILER!!!` ends an archive.
 
+use crate::bytes::wide;
 use std::io::{self, Read};
 
 /// Length of a newc header.
@@ -149,7 +150,7 @@ impl Listing {
             .rev()
             .map(str::to_string)
             .collect();
-        let mut hops = 0;
+        let mut hops = 0usize;
         while let Some(c) = rest.pop() {
             if c == "." {
                 continue;
@@ -165,7 +166,7 @@ impl Listing {
                 break;
             }
             if let Some(target) = self.get(&here).and_then(|e| e.link.clone()) {
-                hops += 1;
+                hops = hops.saturating_add(1);
                 if hops > crate::fs::path::MAX_SYMLINKS {
                     break;
                 }
@@ -191,19 +192,21 @@ pub fn list(data: &[u8]) -> Result<Listing> {
     let mut l = Listing::default();
     let mut pos = 0usize;
     let mut unpacked = 0u64;
-    while pos < data.len() {
-        if data[pos] == 0 {
-            pos += 1;
+    // Each member's reader says how much of `rest` it used (at most all of it), so `pos`
+    // only moves forward inside the buffer.
+    while let Some(rest) = data.get(pos..).filter(|r| !r.is_empty()) {
+        if rest.first() == Some(&0) {
+            pos = pos.saturating_add(1);
             continue;
         }
-        let rest = &data[pos..];
+        let used = |left: usize| rest.len().saturating_sub(left);
         let segment = format!("member {} (byte {pos})", l.members.len());
         match compression_of(rest) {
             Some(Compression::None) => {
                 l.members.push(Compression::None);
                 let mut r = Counted::new(rest);
                 walk(&mut r, &segment, &mut l, &mut unpacked, true)?;
-                pos += usize::try_from(r.pos).unwrap_or(rest.len());
+                pos = pos.saturating_add(usize::try_from(r.pos).unwrap_or(rest.len()));
             }
             Some(Compression::Gzip) => {
                 // One gzip member per buffer member, as the kernel's gunzip reads it; the
@@ -213,7 +216,7 @@ pub fn list(data: &[u8]) -> Result<Listing> {
                 let mut r = Counted::new(flate2::bufread::GzDecoder::new(&mut inner));
                 walk(&mut r, &segment, &mut l, &mut unpacked, false)?;
                 drop(r);
-                pos += rest.len() - inner.len();
+                pos = pos.saturating_add(used(inner.len()));
             }
             Some(Compression::Zstd) => {
                 l.members.push(Compression::Zstd);
@@ -223,7 +226,7 @@ pub fn list(data: &[u8]) -> Result<Listing> {
                 let mut r = Counted::new(d);
                 walk(&mut r, &segment, &mut l, &mut unpacked, false)?;
                 let left = r.inner.finish();
-                pos += rest.len() - left.len();
+                pos = pos.saturating_add(used(left.len()));
             }
             Some(Compression::Xz) => {
                 l.members.push(Compression::Xz);
@@ -236,7 +239,7 @@ pub fn list(data: &[u8]) -> Result<Listing> {
                     Counted::new(liblzma::bufread::XzDecoder::new_stream(&mut inner, stream));
                 walk(&mut r, &segment, &mut l, &mut unpacked, false)?;
                 drop(r);
-                pos += rest.len() - inner.len();
+                pos = pos.saturating_add(used(inner.len()));
             }
             Some(Compression::Lz4) => {
                 l.members.push(Compression::Lz4);
@@ -244,9 +247,9 @@ pub fn list(data: &[u8]) -> Result<Listing> {
                 walk(&mut r, &segment, &mut l, &mut unpacked, false)?;
                 let used = r.inner.consumed;
                 if let Some(e) = r.inner.error.take() {
-                    return Err(corrupt(&segment, "lz4 chunk", used as u64, e));
+                    return Err(corrupt(&segment, "lz4 chunk", wide(used), e));
                 }
-                pos += used;
+                pos = pos.saturating_add(used);
                 l.closed = Some(Compression::Lz4);
             }
             Some(other) => {
@@ -258,10 +261,10 @@ pub fn list(data: &[u8]) -> Result<Listing> {
                 return Err(corrupt(
                     "buffer",
                     "member",
-                    pos as u64,
+                    wide(pos),
                     format!(
                         "neither a cpio archive nor a known compression ({:02x?})",
-                        &rest[..rest.len().min(6)]
+                        rest.get(..6).unwrap_or(rest)
                     ),
                 ))
             }
@@ -292,23 +295,28 @@ impl<R: Read> Counted<R> {
 
     /// Fills `buf` entirely; `Ok(false)` at a clean end of stream before its first byte.
     fn fill(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        let mut got = 0;
-        while got < buf.len() {
-            match self.inner.read(&mut buf[got..]) {
-                Ok(0) if got == 0 => return Ok(false),
+        let mut left = &mut buf[..];
+        let mut started = false;
+        while !left.is_empty() {
+            match self.inner.read(left) {
+                Ok(0) if !started => return Ok(false),
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => got += n,
+                Ok(n) => {
+                    left = left.get_mut(n..).unwrap_or_default();
+                    started = true;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        self.pos += buf.len() as u64;
+        // Bounded by MAX_UNPACKED, which the walk checks.
+        self.pos = self.pos.saturating_add(wide(buf.len()));
         Ok(true)
     }
 
     fn skip(&mut self, n: u64) -> io::Result<()> {
         let copied = io::copy(&mut (&mut self.inner).take(n), &mut io::sink())?;
-        self.pos += copied;
+        self.pos = self.pos.saturating_add(copied);
         if copied < n {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
@@ -316,8 +324,7 @@ impl<R: Read> Counted<R> {
     }
 
     fn align(&mut self) -> io::Result<()> {
-        let pad = (4 - self.pos % 4) % 4;
-        self.skip(pad)
+        self.skip(self.pos.next_multiple_of(4).saturating_sub(self.pos))
     }
 }
 
@@ -351,29 +358,31 @@ impl<'a> Lz4Legacy<'a> {
     /// Decodes the next chunk into `out`; false at the end of the stream.
     fn next_chunk(&mut self) -> bool {
         // The worst-case size of a compressed 8 MiB chunk (LZ4_compressBound).
-        let bound = LZ4_LEGACY_CHUNK + LZ4_LEGACY_CHUNK / 255 + 16;
+        const BOUND: usize = LZ4_LEGACY_CHUNK + LZ4_LEGACY_CHUNK / 255 + 16;
         loop {
-            let rest = &self.input[self.consumed..];
-            let Some(len) = rest
-                .get(..4)
-                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            let rest = self.input.get(self.consumed..).unwrap_or_default();
+            let Some((len, after)) = rest.split_first_chunk::<4>() else {
+                return false;
+            };
+            let len = u32::from_le_bytes(*len);
+            // `consumed` stays inside the input: it moves by what was split off it.
+            if len == LZ4_LEGACY_MAGIC {
+                self.consumed = self.consumed.saturating_add(4);
+                continue;
+            }
+            let Some(block) = usize::try_from(len)
+                .ok()
+                .filter(|&l| l > 0 && l <= BOUND)
+                .and_then(|l| after.get(..l))
             else {
                 return false;
             };
-            if len == LZ4_LEGACY_MAGIC {
-                self.consumed += 4;
-                continue;
-            }
-            let len = len as usize;
-            if len == 0 || len > bound || rest.len() < 4 + len {
-                return false;
-            }
             self.out.resize(LZ4_LEGACY_CHUNK, 0);
-            match lz4_flex::block::decompress_into(&rest[4..4 + len], &mut self.out) {
+            match lz4_flex::block::decompress_into(block, &mut self.out) {
                 Ok(n) => {
                     self.out.truncate(n);
                     self.at = 0;
-                    self.consumed += 4 + len;
+                    self.consumed = self.consumed.saturating_add(4).saturating_add(block.len());
                     return true;
                 }
                 Err(e) => {
@@ -392,9 +401,10 @@ impl Read for Lz4Legacy<'_> {
                 return Ok(0);
             }
         }
-        let n = buf.len().min(self.out.len() - self.at);
-        buf[..n].copy_from_slice(&self.out[self.at..self.at + n]);
-        self.at += n;
+        let ready = self.out.get(self.at..).unwrap_or_default();
+        let n = buf.len().min(ready.len());
+        buf[..n].copy_from_slice(&ready[..n]);
+        self.at = self.at.saturating_add(n);
         Ok(n)
     }
 }
@@ -444,8 +454,10 @@ fn walk<R: Read>(
                 ),
             ));
         }
+        // The 13 fields of 8 hex digits after the 6-byte magic.
+        let fields = header.get(6..).unwrap_or_default();
         let field = |i: usize| -> Result<u32> {
-            let s = &header[6 + i * 8..6 + (i + 1) * 8];
+            let s = fields.chunks_exact(8).nth(i).unwrap_or_default();
             std::str::from_utf8(s)
                 .ok()
                 .and_then(|s| u32::from_str_radix(s, 16).ok())
@@ -453,19 +465,19 @@ fn walk<R: Read>(
                     corrupt(
                         segment,
                         "cpio header field",
-                        at + 6 + 8 * i as u64,
+                        at.saturating_add(wide(i.saturating_mul(8).saturating_add(6))),
                         format!("{:?} is not 8 hex digits", String::from_utf8_lossy(s)),
                     )
                 })
         };
         let mode = field(1)?;
         let size = field(6)?;
-        let namesize = field(11)? as usize;
+        let namesize = usize::try_from(field(11)?).unwrap_or(usize::MAX);
         if namesize == 0 || namesize > MAX_NAME {
             return Err(corrupt(
                 segment,
                 "cpio name size",
-                at + 94,
+                at.saturating_add(94),
                 format!("{namesize}, expected 1..={MAX_NAME}"),
             ));
         }
@@ -475,7 +487,7 @@ fn walk<R: Read>(
             return Err(corrupt(
                 segment,
                 "cpio name",
-                at + HEADER as u64,
+                at.saturating_add(wide(HEADER)),
                 "not NUL-terminated".into(),
             ));
         }
@@ -487,7 +499,10 @@ fn walk<R: Read>(
             }
             continue;
         }
-        *unpacked += u64::from(size) + HEADER as u64 + namesize as u64;
+        *unpacked = unpacked
+            .saturating_add(u64::from(size))
+            .saturating_add(wide(HEADER))
+            .saturating_add(wide(namesize));
         if *unpacked > MAX_UNPACKED {
             return Err(corrupt(
                 segment,
@@ -497,7 +512,7 @@ fn walk<R: Read>(
             ));
         }
         let link = if mode & S_IFMT == S_IFLNK && size <= MAX_LINK {
-            let mut t = vec![0u8; size as usize];
+            let mut t = vec![0u8; usize::try_from(size).unwrap_or_default()];
             r.fill(&mut t)
                 .map_err(|e| io_err("symlink target", at, e))?;
             Some(String::from_utf8_lossy(&t).into_owned())
@@ -543,9 +558,9 @@ impl Writer {
         let size = u32::try_from(data.len()).map_err(|_| {
             io::Error::new(io::ErrorKind::InvalidInput, format!("{name}: over 4 GiB"))
         })?;
-        let namesize = u32::try_from(name.len() + 1)
-            .ok()
-            .filter(|&n| n as usize <= MAX_NAME)
+        let namesize = Some(name.len().saturating_add(1))
+            .filter(|&n| n <= MAX_NAME)
+            .and_then(|n| u32::try_from(n).ok())
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "name too long"))?;
         self.ino = self.ino.wrapping_add(1);
         let fields = [
@@ -585,6 +600,7 @@ impl Writer {
 }
 
 #[cfg(test)]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
 mod tests {
     use super::*;
 

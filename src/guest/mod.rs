@@ -3,6 +3,8 @@
 //! ([`fstab`]) and resolves every line to a volume ([`devmap`]), and composes the filesystems
 //! at their mountpoints into one [`tree::Tree`], as the guest itself would mount them.
 
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
+
 pub mod changed;
 pub mod devmap;
 pub mod devname;
@@ -406,8 +408,12 @@ impl Guest {
             }
             lines.push(line);
         }
-        places
-            .sort_by_key(|p| p.mountpoint.matches('/').count() - usize::from(p.mountpoint == "/"));
+        places.sort_by_key(|p| {
+            p.mountpoint
+                .matches('/')
+                .count()
+                .saturating_sub(usize::from(p.mountpoint == "/"))
+        });
         places.insert(
             0,
             Placement {

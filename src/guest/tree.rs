@@ -18,6 +18,7 @@
 //! here hand out cookies below 2^63 (positions, hashes, byte offsets); one that did not
 //! would be an error for that root, never a wrong listing.
 
+use crate::bytes::wide;
 use crate::fs::{
     path, Attr, DirEntry, Error, FileType, Filesystem, FsInfo, NewInode, RenameFlags, Result,
     SetAttr, StatFs, Timestamp,
@@ -182,7 +183,7 @@ impl Tree {
 
     /// The tree inode of inode `local` of the filesystem at index `i` (see `shape`).
     pub fn tree_ino(i: usize, local: u64) -> Option<u64> {
-        (i < MAX_FILESYSTEMS && local <= LOCAL).then_some((i as u64) << SHIFT | local)
+        (i < MAX_FILESYSTEMS && local <= LOCAL).then_some(wide(i) << SHIFT | local)
     }
 
     /// The filesystems in the order they were mounted, the root first.
@@ -196,7 +197,7 @@ impl Tree {
 
     /// Tree inode → (filesystem index, its inode).
     fn split(&self, ino: u64) -> Result<(usize, u64)> {
-        let i = (ino >> SHIFT) as usize;
+        let i = usize::try_from(ino >> SHIFT).unwrap_or(usize::MAX);
         if i >= self.placed.len() {
             return Err(Error::NotFound);
         }
@@ -211,7 +212,8 @@ impl Tree {
                 self.placed[i].mount.device
             )));
         }
-        Ok((i as u64) << SHIFT | local)
+        // i < MAX_FILESYSTEMS: the index fits above the local bits.
+        Ok(wide(i) << SHIFT | local)
     }
 
     /// What is seen at (i, local): the topmost filesystem mounted there, if any.
@@ -226,13 +228,14 @@ impl Tree {
 
     /// The root directory's attached names from the `n`th on.
     fn readdir_added(&self, n: u64, sink: &mut dyn FnMut(DirEntry, u64) -> bool) -> Result<()> {
-        for (k, (name, j)) in self.added.iter().enumerate().skip(n as usize) {
+        let from = usize::try_from(n).unwrap_or(usize::MAX);
+        for (k, (name, j)) in (1u64..).zip(&self.added).skip(from) {
             let e = DirEntry {
                 ino: self.join(*j, self.fs(*j).root_ino())?,
                 name: name.clone(),
                 kind: FileType::Directory,
             };
-            if !sink(e, ADDED | (k as u64 + 1)) {
+            if !sink(e, ADDED | k) {
                 break;
             }
         }
@@ -604,13 +607,14 @@ impl Filesystem for Placeholder {
         sink: &mut dyn FnMut(DirEntry, u64) -> bool,
     ) -> Result<()> {
         self.getattr(dir)?;
-        for (n, name) in [&b"."[..], b".."].iter().enumerate().skip(cookie as usize) {
+        let from = usize::try_from(cookie).unwrap_or(usize::MAX);
+        for (next, name) in (1u64..).zip([&b"."[..], b".."]).skip(from) {
             let e = DirEntry {
                 ino: Self::ROOT,
                 name: name.to_vec(),
                 kind: FileType::Directory,
             };
-            if !sink(e, n as u64 + 1) {
+            if !sink(e, next) {
                 break;
             }
         }
@@ -629,6 +633,7 @@ impl Filesystem for Placeholder {
 }
 
 #[cfg(test)]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
 mod tests {
     use super::*;
 

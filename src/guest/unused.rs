@@ -11,6 +11,7 @@
 //! which disk its pieces are.
 
 use crate::block::{BlockDevice, Describe, Extent, ExtentKind, LayerInfo};
+use crate::bytes::wide;
 use crate::fs::{self, Error};
 use crate::volume::{self, Volume, VolumeKind};
 use serde::Serialize;
@@ -19,7 +20,8 @@ use std::sync::Arc;
 
 /// Linux's swap header: one page, its signature in the page's last ten bytes. Only the 4 KiB
 /// pages of x86 and most arm64 kernels are recognised; other page sizes keep their swap.
-const SWAP_PAGE: u64 = 4096;
+const SWAP_PAGE_LEN: usize = 4096;
+const SWAP_PAGE: u64 = wide(SWAP_PAGE_LEN);
 const SWAP_SIGNATURE: &[u8; 10] = b"SWAPSPACE2";
 
 /// What was found unused on one volume, or why nothing was.
@@ -85,12 +87,12 @@ pub fn unused(disks: &[Arc<dyn BlockDevice>]) -> volume::Result<Unused> {
     let located: Vec<Arc<dyn BlockDevice>> = disks
         .iter()
         .enumerate()
-        .map(|(i, d)| {
+        .map(|(i, d)| -> Arc<dyn BlockDevice> {
             Arc::new(Locator {
                 inner: d.clone(),
-                // OK: a guest has far fewer disks than u32::MAX.
-                disk: i as u32,
-            }) as Arc<dyn BlockDevice>
+                // A guest has far fewer disks than u32::MAX.
+                disk: u32::try_from(i).unwrap_or(u32::MAX),
+            })
         })
         .collect();
     let volumes = volume::discover(&located)?;
@@ -137,11 +139,12 @@ pub fn unused(disks: &[Arc<dyn BlockDevice>]) -> volume::Result<Unused> {
             let len = r.end.checked_sub(r.start).ok_or("an inverted range")?;
             for e in dev.extents(r.start, len).map_err(|_| "unmapped")? {
                 let at = e.host_offset.ok_or("a range with no disk offset")?;
-                let disk = e.depth as usize;
+                let disk = usize::try_from(e.depth).unwrap_or(usize::MAX);
                 if disk >= disks.len() || tangled.contains(&disk) {
                     return Err("on a disk whose partitions overlap");
                 }
-                pieces.push((disk, at..at + e.length));
+                let end = at.checked_add(e.length).ok_or("a range past 2^64")?;
+                pieces.push((disk, at..end));
             }
             Ok(())
         });
@@ -150,7 +153,12 @@ pub fn unused(disks: &[Arc<dyn BlockDevice>]) -> volume::Result<Unused> {
             out.volumes.push(report);
             continue;
         }
-        report.bytes = Some(pieces.iter().map(|(_, r)| r.end - r.start).sum());
+        report.bytes = Some(
+            pieces
+                .iter()
+                .map(|(_, r)| r.end.saturating_sub(r.start))
+                .fold(0, u64::saturating_add),
+        );
         for (d, r) in pieces {
             out.disks[d].push(r);
         }
@@ -188,18 +196,18 @@ fn overlapping_disks(volumes: &[Volume]) -> Vec<usize> {
 /// A Linux swap area's slots: everything after its header page. Its contents are pages of
 /// processes long gone; a swap holding a hibernated system has another signature and is kept.
 fn swap_slots(dev: &dyn BlockDevice) -> Result<Vec<Range<u64>>, String> {
-    let mut page = [0u8; SWAP_PAGE as usize];
+    let mut page = [0u8; SWAP_PAGE_LEN];
     if dev.len() < SWAP_PAGE {
         return Err("swap: shorter than its header page".into());
     }
     dev.read_at(&mut page, 0).map_err(|e| e.to_string())?;
-    if &page[SWAP_PAGE as usize - SWAP_SIGNATURE.len()..] != SWAP_SIGNATURE {
+    if !page.ends_with(SWAP_SIGNATURE) {
         return Err(
             "swap: no SWAPSPACE2 signature in a 4 KiB header (hibernated, or another page size)"
                 .into(),
         );
     }
-    let end = dev.len() / SWAP_PAGE * SWAP_PAGE;
+    let end = dev.len().saturating_sub(dev.len() % SWAP_PAGE);
     Ok(if end > SWAP_PAGE {
         std::iter::once(SWAP_PAGE..end).collect()
     } else {

@@ -3,6 +3,8 @@
 //! program header table's placement are used; the placement is checked so that a header
 //! pointing past its own file is reported as damaged rather than trusted.
 
+use crate::bytes::{be16, be32, be64, le16, le32, le64};
+
 /// Bytes of the header inspection reads: the whole 64-bit header.
 pub const HEADER_LEN: usize = 64;
 
@@ -68,29 +70,26 @@ impl Header {
                 need,
             });
         }
+        // Fields inside the `need` bytes checked above.
         let u16_at = |o: usize| {
-            let b = [data[o], data[o + 1]];
             if little_endian {
-                u16::from_le_bytes(b)
+                le16(data, o)
             } else {
-                u16::from_be_bytes(b)
+                be16(data, o)
             }
         };
         let u32_at = |o: usize| {
-            let b = [data[o], data[o + 1], data[o + 2], data[o + 3]];
             if little_endian {
-                u32::from_le_bytes(b)
+                le32(data, o)
             } else {
-                u32::from_be_bytes(b)
+                be32(data, o)
             }
         };
         let u64_at = |o: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&data[o..o + 8]);
             if little_endian {
-                u64::from_le_bytes(b)
+                le64(data, o)
             } else {
-                u64::from_be_bytes(b)
+                be64(data, o)
             }
         };
         let (phoff, phentsize, phnum) = if bits == 64 {

@@ -108,10 +108,10 @@ fn module_dirs(cx: &Ctx) -> Vec<(String, String)> {
 pub(super) fn kernels(cx: &Ctx) -> Vec<Kernel> {
     let mut imgs = images(cx);
     let mut dirs = module_dirs(cx);
-    if imgs.len() + dirs.len() > MAX_KERNELS {
+    let found = imgs.len().saturating_add(dirs.len());
+    if found > MAX_KERNELS {
         cx.warn(format!(
-            "{} kernel images and module trees; only {MAX_KERNELS} looked at",
-            imgs.len() + dirs.len()
+            "{found} kernel images and module trees; only {MAX_KERNELS} looked at"
         ));
         imgs.truncate(MAX_KERNELS);
         dirs.truncate(MAX_KERNELS.saturating_sub(imgs.len()));

@@ -210,7 +210,8 @@ impl<'a> Ctx<'a> {
         if ws.len() < MAX_WARNINGS {
             ws.push(w);
         } else {
-            *self.dropped.borrow_mut() += 1;
+            let mut d = self.dropped.borrow_mut();
+            *d = d.saturating_add(1);
         }
     }
 

@@ -7,6 +7,7 @@
 //! their transaction logs applied in memory (`crate::regf::log`).
 
 use super::{find_ci, Ctx, OsInfo};
+use crate::bytes::{try_le16, try_le32};
 use crate::fs::files::{FileTree, Kind};
 use crate::guest::facts::Version;
 use crate::regf::{Hive, LogFile};
@@ -196,12 +197,12 @@ pub fn pe_arch(head: &[u8]) -> Option<&'static str> {
     if head.get(..2) != Some(b"MZ".as_slice()) {
         return None;
     }
-    let pe = u32::from_le_bytes(head.get(0x3c..0x40)?.try_into().ok()?) as usize;
-    if head.get(pe..pe.checked_add(4)?) != Some(b"PE\0\0".as_slice()) {
+    let pe = usize::try_from(try_le32(head, 0x3c)?).ok()?;
+    let (sig, coff) = head.get(pe..)?.split_first_chunk::<4>()?;
+    if sig != b"PE\0\0" {
         return None;
     }
-    let m = head.get(pe + 4..pe + 6)?;
-    Some(match u16::from_le_bytes([m[0], m[1]]) {
+    Some(match try_le16(coff, 0)? {
         0x014c => "i386",
         0x8664 => "x86_64",
         0xaa64 => "aarch64",
@@ -254,11 +255,10 @@ pub(crate) fn inspect(cx: &Ctx, root: &str, info: &mut OsInfo) {
         info.product_name = string(cx, &sw, cv, "ProductName");
         let major = number(cx, &sw, cv, "CurrentMajorVersionNumber");
         let minor = number(cx, &sw, cv, "CurrentMinorVersionNumber");
-        let version = match major {
-            Some(m) => Some(Version::from_parts(vec![
-                m as u32,
-                minor.unwrap_or(0) as u32,
-            ])),
+        // DWORDs; a larger (QWORD) number is not a Windows version.
+        let dword = |n: Option<u64>| n.and_then(|n| u32::try_from(n).ok());
+        let version = match dword(major) {
+            Some(m) => Some(Version::from_parts(vec![m, dword(minor).unwrap_or(0)])),
             None => string(cx, &sw, cv, "CurrentVersion").and_then(|s| Version::parse(&s)),
         };
         info.major_version = version.as_ref().map(Version::major);
@@ -293,7 +293,7 @@ pub(crate) fn inspect(cx: &Ctx, root: &str, info: &mut OsInfo) {
                     Ok(Some(_)) => w.virtio_drivers.push(Service {
                         name: s.to_string(),
                         start: number(cx, &sys, &format!("\\{cs}\\Services\\{s}"), "Start")
-                            .map(|n| n as u32),
+                            .and_then(|n| u32::try_from(n).ok()),
                     }),
                     Ok(None) => {}
                     Err(e) => cx.warn(format!("registry {cs}\\Services\\{s}: {e}")),
