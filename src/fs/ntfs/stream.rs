@@ -22,7 +22,7 @@ const CHUNK64: u64 = wide(lznt1::CHUNK);
 /// run's end, and where it lies on the volume (None: a sparse run). A run may end past 2^64
 /// bytes (its VCNs are counted in clusters); its byte end then saturates, which still covers
 /// every byte of the stream, whose size is a u64.
-fn locate(r: &Run, pos: u64, cs: u64) -> (u64, Option<u64>) {
+pub(super) fn locate(r: &Run, pos: u64, cs: u64) -> (u64, Option<u64>) {
     let left = r.end().saturating_mul(cs).saturating_sub(pos);
     let vcn = pos.checked_div(cs).unwrap_or(0);
     let in_cluster = pos.checked_rem(cs).unwrap_or(0);
