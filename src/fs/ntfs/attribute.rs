@@ -1,9 +1,11 @@
 //! Attribute records inside an MFT record: a common header (type, length, name, flags), then
 //! either a resident value or the non-resident header (VCN range, sizes, compression unit)
 //! and its runlist (Linux-NTFS documentation, "Attribute - header").
+// Guard rails (issue 16 item 7): attribute records are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::runlist::{self, Run};
-use crate::bytes::{le16, le32, le64};
+use crate::bytes::{le16, le32, le64, wide};
 
 pub const STANDARD_INFORMATION: u32 = 0x10;
 pub const ATTRIBUTE_LIST: u32 = 0x20;
@@ -66,7 +68,9 @@ impl Attribute {
         let name_off = usize::from(le16(b, 10));
         let flags = le16(b, 12);
         let name_bytes = b
-            .get(name_off..name_off + 2 * name_len)
+            .get(name_off..)
+            // At most 255 UTF-16 units: no saturation.
+            .and_then(|r| r.get(..name_len.saturating_mul(2)))
             .ok_or_else(|| format!("name at byte {name_off} ({name_len} units) past the record"))?;
         let name: Vec<u16> = name_bytes
             .chunks_exact(2)
@@ -74,7 +78,7 @@ impl Attribute {
             .collect();
         let body = match non_resident {
             0 => {
-                let len = le32(b, 0x10) as usize;
+                let len = usize::try_from(le32(b, 0x10)).unwrap_or(usize::MAX);
                 let off = usize::from(le16(b, 0x14));
                 let v = off
                     .checked_add(len)
@@ -136,7 +140,7 @@ impl Attribute {
     /// The length the attribute's value has (data size, or resident value length).
     pub fn size(&self) -> u64 {
         match &self.body {
-            Body::Resident(v) => v.len() as u64,
+            Body::Resident(v) => wide(v.len()),
             Body::NonResident(n) => n.data_size,
         }
     }

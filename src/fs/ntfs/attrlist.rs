@@ -1,8 +1,10 @@
 //! $ATTRIBUTE_LIST: when a file's attributes do not fit its base record, this attribute lists
 //! each attribute (type, name, starting VCN) and the MFT record holding it (Linux-NTFS
 //! documentation, "$ATTRIBUTE_LIST").
+// Guard rails (issue 16 item 7): attribute lists are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
-use crate::bytes::{le16, le64};
+use crate::bytes::{le16, le32, le64};
 
 /// Entries accepted in one list (a 4 MiB list of the smallest entries): bounds the work.
 pub const MAX_ENTRIES: usize = 1 << 17;
@@ -21,17 +23,19 @@ pub struct Entry {
 pub fn parse(b: &[u8]) -> Result<Vec<Entry>, String> {
     let mut out = Vec::new();
     let mut pos = 0usize;
-    while pos + 0x1a <= b.len() {
-        let kind = crate::bytes::le32(b, pos);
-        let len = usize::from(le16(b, pos + 4));
-        if len < 0x1a || pos + len > b.len() {
+    let mut rest = b;
+    while rest.len() >= 0x1a {
+        let kind = le32(rest, 0);
+        let len = usize::from(le16(rest, 4));
+        let Some((e, next)) = rest.split_at_checked(len).filter(|_| len >= 0x1a) else {
             return Err(format!("entry at byte {pos}: length {len}"));
-        }
-        let name_len = usize::from(b[pos + 6]);
-        let name_off = usize::from(b[pos + 7]);
-        let name = b
-            .get(pos + name_off..pos + name_off + 2 * name_len)
-            .filter(|_| name_off + 2 * name_len <= len)
+        };
+        let name_len = usize::from(e[6]);
+        let name_off = usize::from(e[7]);
+        let name = e
+            .get(name_off..)
+            // At most 255 UTF-16 units: no saturation.
+            .and_then(|r| r.get(..name_len.saturating_mul(2)))
             .ok_or_else(|| format!("entry at byte {pos}: name past the entry"))?
             .chunks_exact(2)
             .map(|c| u16::from_le_bytes([c[0], c[1]]))
@@ -41,11 +45,13 @@ pub fn parse(b: &[u8]) -> Result<Vec<Entry>, String> {
         }
         out.push(Entry {
             kind,
-            lowest_vcn: le64(b, pos + 8),
-            record: le64(b, pos + 0x10),
+            lowest_vcn: le64(e, 8),
+            record: le64(e, 0x10),
             name,
         });
-        pos += len;
+        // Within `b`: no saturation.
+        pos = pos.saturating_add(len);
+        rest = next;
     }
     Ok(out)
 }

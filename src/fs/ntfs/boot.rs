@@ -1,6 +1,8 @@
 //! The NTFS boot sector (the BIOS parameter block of sector 0): geometry and where $MFT starts.
 //! Layout as documented by the Linux-NTFS project ("NTFS Documentation", Boot Sector) and
 //! Microsoft's FSCTL_GET_NTFS_VOLUME_DATA fields.
+// Guard rails (issue 16 item 7): the boot sector is untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use crate::bytes::{le16, le64};
 use crate::fs::{Error, Result};
@@ -34,7 +36,7 @@ pub struct BootSector {
 /// Decodes the signed "clusters per record" byte: positive counts clusters, negative is a
 /// power of two in bytes (-10 = 1 KiB).
 fn record_bytes(v: u8, cluster: u64) -> Option<u64> {
-    let s = v as i8;
+    let s = i8::from_ne_bytes([v]);
     if s > 0 {
         u64::from(s.unsigned_abs()).checked_mul(cluster)
     } else {
@@ -66,20 +68,25 @@ impl BootSector {
         let spc: u64 = if spc_raw <= 0x80 {
             u64::from(spc_raw)
         } else {
-            let shift = 256 - u32::from(spc_raw);
+            // 256 - spc_raw.
+            let shift = u32::from(spc_raw.wrapping_neg());
             if shift > 31 {
                 return Err(bad(format!("sectors per cluster byte {spc_raw:#x}")));
             }
             1 << shift
         };
-        let cluster = spc * u64::from(bps);
+        // At most 2^31 sectors of at most 4096 bytes: no saturation.
+        let cluster = spc.saturating_mul(u64::from(bps));
         if spc == 0 || !spc.is_power_of_two() || cluster > MAX_CLUSTER_SIZE {
             return Err(bad(format!(
                 "{spc} sectors per cluster ({cluster} bytes; at most {MAX_CLUSTER_SIZE})"
             )));
         }
         let total_sectors = le64(b, 0x28);
-        let clusters = total_sectors.saturating_mul(u64::from(bps)) / cluster;
+        let clusters = total_sectors
+            .saturating_mul(u64::from(bps))
+            .checked_div(cluster)
+            .unwrap_or(0);
         let mft_lcn = le64(b, 0x30);
         let mftmirr_lcn = le64(b, 0x38);
         if mft_lcn == 0 || mft_lcn >= clusters {
@@ -88,16 +95,14 @@ impl BootSector {
             )));
         }
         let sizes = |at: usize, what: &str| -> Result<u32> {
-            match record_bytes(b[at], cluster) {
-                Some(n)
-                    if n.is_power_of_two()
-                        && (u64::from(MIN_RECORD_SIZE)..=u64::from(MAX_RECORD_SIZE))
-                            .contains(&n) =>
-                {
-                    // OK: at most MAX_RECORD_SIZE.
-                    Ok(n as u32)
-                }
-                n => Err(bad(format!(
+            let n = record_bytes(b[at], cluster);
+            match n
+                .filter(|n| n.is_power_of_two())
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| (MIN_RECORD_SIZE..=MAX_RECORD_SIZE).contains(n))
+            {
+                Some(n) => Ok(n),
+                None => Err(bad(format!(
                     "{what} size {n:?} from byte {at:#x} = {:#x}",
                     b[at]
                 ))),
@@ -107,8 +112,8 @@ impl BootSector {
         let index_block_size = sizes(0x44, "index block")?;
         Ok(BootSector {
             bytes_per_sector: bps,
-            // OK: at most MAX_CLUSTER_SIZE.
-            cluster_size: cluster as u32,
+            cluster_size: u32::try_from(cluster)
+                .map_err(|_| bad(format!("cluster of {cluster} bytes")))?,
             total_sectors,
             mft_lcn,
             mftmirr_lcn,
@@ -122,12 +127,14 @@ impl BootSector {
     pub fn clusters(&self) -> u64 {
         self.total_sectors
             .saturating_mul(u64::from(self.bytes_per_sector))
-            / u64::from(self.cluster_size)
+            .checked_div(u64::from(self.cluster_size))
+            .unwrap_or(0)
     }
 
     /// Bytes in the volume.
     pub fn size_bytes(&self) -> u64 {
-        self.clusters() * u64::from(self.cluster_size)
+        // At most total_sectors × bytes per sector (saturated): no saturation.
+        self.clusters().saturating_mul(u64::from(self.cluster_size))
     }
 }
 

@@ -1,5 +1,7 @@
 //! Directories: walking a $I30 B+ tree in order (listings) and searching it (lookups), and
 //! mapping link targets through the tree the way ntfs-3g does.
+// Guard rails (issue 16 item 7): index roots and blocks are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::attribute::{self, Body};
 use super::filename::{self, FileName};
@@ -100,7 +102,8 @@ impl Ntfs {
                     format!("block VCN {vcn} is outside the {}-byte index", alloc.size()),
                 )
             })?;
-        let mut buf = vec![0u8; t.block_size as usize];
+        // At most MAX_RECORD_SIZE (checked in `tree`).
+        let mut buf = vec![0u8; usize::try_from(t.block_size).unwrap_or(0)];
         let n = self.read_attr(ino, alloc, off, &mut buf)?;
         if n != buf.len() {
             return Err(self.damage("index block", ino, None, "short read"));
@@ -142,7 +145,8 @@ impl Ntfs {
             if !e.last {
                 f(e)?;
             }
-            *idx += 1;
+            // Below entries.len(): no saturation.
+            *idx = idx.saturating_add(1);
             *descended = false;
         }
         Ok(())

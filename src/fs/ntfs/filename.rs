@@ -1,6 +1,8 @@
 //! $FILE_NAME: a name of the file in its parent directory (one attribute per hard link and per
 //! namespace), also the key of every directory index entry (Linux-NTFS documentation,
 //! "$FILE_NAME").
+// Guard rails (issue 16 item 7): $FILE_NAME values are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use crate::bytes::{le32, le64};
 
@@ -29,7 +31,9 @@ impl FileName {
         }
         let len = usize::from(b[0x40]);
         let name = b
-            .get(HEADER..HEADER + 2 * len)
+            .get(HEADER..)
+            // At most 255 UTF-16 units: no saturation.
+            .and_then(|r| r.get(..len.saturating_mul(2)))
             .ok_or_else(|| format!("name of {len} units past the {} bytes", b.len()))?
             .chunks_exact(2)
             .map(|c| u16::from_le_bytes([c[0], c[1]]))

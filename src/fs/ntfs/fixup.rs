@@ -2,6 +2,8 @@
 //! every 512-byte stride with a copy of the update sequence number, and the array keeps the
 //! real last two bytes of each stride. A torn write leaves a stride whose tail differs, which
 //! is how damage is detected (Linux-NTFS documentation, "Fixup").
+// Guard rails (issue 16 item 7): update sequence arrays are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::flaw::Flaw;
 use crate::bytes::le16;
@@ -18,36 +20,48 @@ pub fn apply(buf: &mut [u8]) -> Result<(), Flaw> {
     if buf.len() % STRIDE != 0 || strides == 0 {
         return Err(format!("{} bytes is not a multiple of {STRIDE}", buf.len()).into());
     }
-    if count != strides + 1 {
-        return Err(Flaw::at(6, "update sequence array entries").expected(strides + 1, count));
+    // Strides of a buffer in memory: no saturation.
+    let want = strides.saturating_add(1);
+    if count != want {
+        return Err(Flaw::at(6, "update sequence array entries").expected(want, count));
     }
-    let end = ofs
-        .checked_add(count * 2)
+    let bad_array = || {
+        Flaw::at(
+            4,
+            format!("update sequence array at byte {ofs} ({count} entries)"),
+        )
+    };
+    // A u16 count of 2-byte entries: no saturation.
+    let array = ofs
+        .checked_add(count.saturating_mul(2))
         .filter(|&e| e <= STRIDE - 2 && ofs >= 8 && ofs % 2 == 0)
-        .ok_or_else(|| {
-            Flaw::at(
-                4,
-                format!("update sequence array at byte {ofs} ({count} entries)"),
-            )
-        })?;
-    let usn = [buf[ofs], buf[ofs + 1]];
-    for i in 0..strides {
-        let tail = (i + 1) * STRIDE - 2;
-        if buf[tail..tail + 2] != usn {
+        .and_then(|e| buf.get(ofs..e))
+        .ok_or_else(bad_array)?;
+    // The array lies in the first stride, before the tail it restores: a copy frees `buf`.
+    let mut copy = [0u8; STRIDE];
+    let usa = copy.get_mut(..array.len()).ok_or_else(bad_array)?;
+    usa.copy_from_slice(array);
+    let (usn, saved) = usa.split_first_chunk::<2>().ok_or_else(bad_array)?;
+    let usn = *usn;
+    for (i, (stride, fix)) in buf
+        .chunks_exact_mut(STRIDE)
+        .zip(saved.chunks_exact(2))
+        .enumerate()
+    {
+        let tail = &mut stride[STRIDE - 2..];
+        if *tail != usn {
+            // Inside `buf`: no saturation.
+            let at = i.saturating_mul(STRIDE).saturating_add(STRIDE - 2);
             return Err(Flaw::at(
-                tail,
+                at,
                 format!("stride {i} does not end with the update sequence number"),
             )
             .expected(
                 format!("{:02x}{:02x}", usn[0], usn[1]),
-                format!("{:02x}{:02x}", buf[tail], buf[tail + 1]),
+                format!("{:02x}{:02x}", tail[0], tail[1]),
             ));
         }
-        let saved = ofs + 2 + 2 * i;
-        debug_assert!(saved + 2 <= end);
-        let (a, b) = (buf[saved], buf[saved + 1]);
-        buf[tail] = a;
-        buf[tail + 1] = b;
+        tail.copy_from_slice(fix);
     }
     Ok(())
 }

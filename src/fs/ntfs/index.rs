@@ -3,6 +3,8 @@
 //! the MFT reference of the file, and, when the entry has a subnode, the VCN of the child
 //! block holding the keys that sort before it (Linux-NTFS documentation, "$INDEX_ROOT",
 //! "$INDEX_ALLOCATION", "Index Entry").
+// Guard rails (issue 16 item 7): index nodes are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::fixup;
 use super::flaw::Flaw;
@@ -37,13 +39,14 @@ pub struct Root {
 
 /// The entries of the node whose index header starts at `hdr` in `b`.
 fn entries(b: &[u8], hdr: usize) -> Result<Vec<Entry>, Flaw> {
-    let first = le32(b, hdr) as usize;
-    let used = le32(b, hdr + 4) as usize;
+    let h = b.get(hdr..).unwrap_or_default();
+    let first = usize::try_from(le32(h, 0)).unwrap_or(usize::MAX);
+    let used = usize::try_from(le32(h, 4)).unwrap_or(usize::MAX);
     let start = hdr
         .checked_add(first)
         .filter(|&s| first >= 16 && s <= b.len());
-    let end = hdr.checked_add(used).filter(|&e| e <= b.len());
-    let (Some(mut pos), Some(end)) = (start, end) else {
+    let node = hdr.checked_add(used).and_then(|e| b.get(..e));
+    let (Some(mut pos), Some(node)) = (start, node) else {
         return Err(Flaw::at(
             hdr,
             format!(
@@ -52,51 +55,51 @@ fn entries(b: &[u8], hdr: usize) -> Result<Vec<Entry>, Flaw> {
             ),
         ));
     };
+    let end = node.len();
     let mut out = Vec::new();
     loop {
-        if pos + 16 > end {
+        // Offsets of the entry at `pos`, inside the node: no saturation.
+        let at = |off: usize| pos.saturating_add(off);
+        let Some(e) = node.get(pos..).filter(|e| e.len() >= 16) else {
             return Err(Flaw::at(
                 pos,
                 format!("entry at byte {pos} runs past the node's end {end}"),
             ));
-        }
-        let len = usize::from(le16(b, pos + 8));
-        let key_len = usize::from(le16(b, pos + 10));
-        let flags = le32(b, pos + 12);
-        if len < 16 || len % 8 != 0 || pos + len > end {
+        };
+        let len = usize::from(le16(e, 8));
+        let key_len = usize::from(le16(e, 10));
+        let flags = le32(e, 12);
+        let Some(e) = e.get(..len).filter(|_| len >= 16 && len % 8 == 0) else {
             return Err(Flaw::at(
-                pos + 8,
+                at(8),
                 format!("entry at byte {pos}: length {len}"),
             ));
-        }
+        };
         let last = flags & ENTRY_LAST != 0;
-        let child = if flags & ENTRY_SUBNODE != 0 {
-            if len < 24 {
+        // The subnode VCN is the entry's last 8 bytes; the key must end before it.
+        let (room, child) = if flags & ENTRY_SUBNODE != 0 {
+            let Some((room, vcn)) = e.split_last_chunk::<8>().filter(|_| len >= 24) else {
                 return Err(Flaw::at(
                     pos,
                     format!("entry at byte {pos}: no room for its subnode VCN"),
                 ));
-            }
-            Some(le64(b, pos + len - 8))
+            };
+            (room, Some(u64::from_le_bytes(*vcn)))
         } else {
-            None
+            (e, None)
         };
         let key = if last {
             Vec::new()
         } else {
-            let key_end = pos + 16 + key_len;
-            let room = if child.is_some() {
-                pos + len - 8
-            } else {
-                pos + len
-            };
-            if key_end > room {
-                return Err(Flaw::at(
-                    pos + 10,
-                    format!("entry at byte {pos}: key of {key_len} bytes"),
-                ));
-            }
-            b[pos + 16..key_end].to_vec()
+            room.get(16..)
+                .and_then(|k| k.get(..key_len))
+                .ok_or_else(|| {
+                    Flaw::at(
+                        at(10),
+                        format!("entry at byte {pos}: key of {key_len} bytes"),
+                    )
+                })?
+                .to_vec()
         };
         if out.len() >= MAX_NODE_ENTRIES {
             return Err(Flaw::at(
@@ -105,7 +108,7 @@ fn entries(b: &[u8], hdr: usize) -> Result<Vec<Entry>, Flaw> {
             ));
         }
         out.push(Entry {
-            mref: le64(b, pos),
+            mref: le64(e, 0),
             key,
             child,
             last,
@@ -113,7 +116,7 @@ fn entries(b: &[u8], hdr: usize) -> Result<Vec<Entry>, Flaw> {
         if last {
             return Ok(out);
         }
-        pos += len;
+        pos = at(len);
     }
 }
 

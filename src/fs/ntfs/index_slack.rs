@@ -19,13 +19,15 @@
 //! listed on their own, as fls lists them only beside the long name. A name ends at its
 //! first U+0000 unit, where fls's C string ends (which also decides which names it takes for
 //! one).
+// Guard rails (issue 16 item 7): index slack is untrusted by definition.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::attribute::{self, Body};
 use super::filename;
 use super::fixup;
 use super::inode::{Inode, I30};
 use super::Ntfs;
-use crate::bytes::{le16, le32, le64};
+use crate::bytes::{le16, le32, le64, wide};
 use crate::fs::{DeletedEntry, FileType, Result};
 use std::sync::Arc;
 
@@ -106,38 +108,49 @@ pub fn scan(
     if a.used > a.len || end > b.len() {
         return;
     }
+    // Positions stay within `b` plus an entry's length: no saturation below.
     let mut pos = a.start;
-    while pos + ENTRY_HEADER + FNAME_MIN < end && out.len() < MAX_SLACK_NAMES {
-        let record = ref48(b, pos);
-        let len = usize::from(le16(b, pos + 8));
-        let key_len = usize::from(le16(b, pos + 10));
-        let f = pos + ENTRY_HEADER;
+    while out.len() < MAX_SLACK_NAMES {
+        let Some(e) = b
+            .get(pos..)
+            .filter(|_| end.saturating_sub(pos) > ENTRY_HEADER + FNAME_MIN)
+        else {
+            break;
+        };
+        let record = ref48(e, 0);
+        let len = usize::from(le16(e, 8));
+        let key_len = usize::from(le16(e, 10));
+        let f = &e[ENTRY_HEADER..];
+        let next4 = pos.saturating_add(4);
         if record > last_record || len <= key_len || len % 4 != 0 || len > a.len {
-            pos += 4;
+            pos = next4;
             continue;
         }
-        if ref48(b, f) != dir {
-            pos += 4;
+        if ref48(f, 0) != dir {
+            pos = next4;
             continue;
         }
-        let name_len = usize::from(b[f + 0x40]);
-        let namespace = b[f + 0x41];
-        let in_slack = key_len == 0 || pos + len > used_end;
+        let name_len = usize::from(f[0x40]);
+        let namespace = f[0x41];
+        let in_slack = key_len == 0 || pos.saturating_add(len) > used_end;
         if in_slack
             && (namespace > filename::NS_WIN32_AND_DOS
-                || le64(b, f + 0x28) < le64(b, f + 0x30)
+                || le64(f, 0x28) < le64(f, 0x30)
                 || name_len == 0
-                || b[f + filename::HEADER] == 0
-                || !plausible_time(le64(b, f + 0x08))
-                || !plausible_time(le64(b, f + 0x20))
-                || !plausible_time(le64(b, f + 0x10)))
+                || f[filename::HEADER] == 0
+                || !plausible_time(le64(f, 0x08))
+                || !plausible_time(le64(f, 0x20))
+                || !plausible_time(le64(f, 0x10)))
         {
-            pos += 4;
+            pos = next4;
             continue;
         }
+        // At most 255 units.
+        let name_bytes = name_len.saturating_mul(2);
         if namespace != filename::NS_DOS && (dir_removed || in_slack) {
-            let name = b
-                .get(f + filename::HEADER..f + filename::HEADER + 2 * name_len)
+            let name = f
+                .get(filename::HEADER..)
+                .and_then(|n| n.get(..name_bytes))
                 .map(|n| {
                     n.chunks_exact(2)
                         .map(|c| u16::from_le_bytes([c[0], c[1]]))
@@ -147,17 +160,19 @@ pub fn scan(
             if let Some(name) = name {
                 out.push(SlackName {
                     record,
-                    sequence: le16(b, pos + 6),
+                    sequence: le16(e, 6),
                     name,
-                    dir: le64(b, f + 0x38) & FNAME_DIR != 0,
+                    dir: le64(f, 0x38) & FNAME_DIR != 0,
                 });
             }
         }
         pos = if key_len == 0 {
             // A removed entry of old Windows versions: key length cleared, length unknown.
-            (pos + ENTRY_HEADER + filename::HEADER + 2 * name_len).next_multiple_of(4)
+            pos.saturating_add(ENTRY_HEADER + filename::HEADER)
+                .saturating_add(name_bytes)
+                .next_multiple_of(4)
         } else {
-            pos + len
+            pos.saturating_add(len)
         };
     }
 }
@@ -168,14 +183,15 @@ pub fn root_area(b: &[u8]) -> Option<Area> {
     if b.len() < 0x20 || le32(b, 0) != attribute::FILE_NAME {
         return None;
     }
-    let (first, used, alloc) = (le32(b, 0x10), le32(b, 0x14), le32(b, 0x18));
-    if used < first || alloc < used || 0x10 + alloc as usize > b.len() {
+    let field = |at| usize::try_from(le32(b, at)).ok();
+    let (first, used, alloc) = (field(0x10)?, field(0x14)?, field(0x18)?);
+    if used < first || alloc < used || 0x10usize.checked_add(alloc)? > b.len() {
         return None;
     }
     Some(Area {
-        start: 0x10 + first as usize,
-        len: (alloc - first) as usize,
-        used: (used - first) as usize,
+        start: 0x10usize.checked_add(first)?,
+        len: alloc.checked_sub(first)?,
+        used: used.checked_sub(first)?,
     })
 }
 
@@ -189,18 +205,19 @@ pub fn record_area(b: &mut [u8]) -> Option<Area> {
     let count = usize::from(le16(b, 6));
     let strides = count.checked_sub(1)?;
     if strides > 0 {
-        let n = strides * fixup::STRIDE;
+        let n = strides.checked_mul(fixup::STRIDE)?;
         fixup::apply(b.get_mut(..n)?).ok()?;
     }
-    let (first, used) = (le32(b, 0x18) as usize, le32(b, 0x1c) as usize);
+    let field = |at| usize::try_from(le32(b, at)).ok();
+    let (first, used) = (field(0x18)?, field(0x1c)?);
     let start = 0x18usize.checked_add(first).filter(|&s| s <= b.len())?;
     if 0x18usize.checked_add(used)? > b.len() || used < first {
         return None;
     }
     Some(Area {
         start,
-        len: b.len() - start,
-        used: used - first,
+        len: b.len().checked_sub(start)?,
+        used: used.checked_sub(first)?,
     })
 }
 
@@ -287,28 +304,30 @@ impl Ntfs {
     ) -> Result<()> {
         let total = alloc.size();
         let cs = u64::from(self.boot.cluster_size);
-        let chunk = (CHUNK as u64).max(cs);
+        let chunk = wide(CHUNK).max(cs);
         let mut starts = Vec::new();
-        let mut buf = vec![0u8; chunk as usize];
+        // At most 2 MiB (the largest cluster).
+        let mut buf = vec![0u8; usize::try_from(chunk).unwrap_or(CHUNK)];
+        let step = usize::try_from(cs).unwrap_or(usize::MAX);
         let mut off = 0u64;
         while off < total && starts.len() < super::dir::MAX_BLOCKS {
             let n = self.read_attr(dir.ino, alloc, off, &mut buf)?;
             if n == 0 {
                 break;
             }
-            let mut at = 0usize;
-            while at + 4 <= n {
-                if &buf[at..at + 4] == b"INDX" {
-                    starts.push(off + at as u64);
+            for (at, c) in (0usize..).step_by(step).zip(buf[..n].chunks(step)) {
+                if c.starts_with(b"INDX") {
+                    // Below total: no saturation.
+                    starts.push(off.saturating_add(wide(at)));
                 }
-                at += cs as usize;
             }
-            off += chunk;
+            off = off.saturating_add(chunk);
         }
         let last = self.mft_records;
-        for (i, &start) in starts.iter().enumerate() {
-            let end = starts.get(i + 1).copied().unwrap_or(total);
-            let span = usize::try_from(end - start)
+        let ends = starts.iter().skip(1).copied().chain([total]);
+        for (&start, end) in starts.iter().zip(ends) {
+            // Starts increase and stay below total.
+            let span = usize::try_from(end.saturating_sub(start))
                 .unwrap_or(usize::MAX)
                 .min(MAX_RECORD_SPAN);
             let mut rec = vec![0u8; span];
@@ -325,6 +344,7 @@ impl Ntfs {
 }
 
 #[cfg(test)]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
 mod tests {
     use super::*;
 

@@ -1,6 +1,8 @@
 //! A file as ferry sees it: the attributes of its base MFT record and of every extension
 //! record its $ATTRIBUTE_LIST names, with the pieces of one non-resident attribute (split
 //! across records by VCN range) merged into one runlist.
+// Guard rails (issue 16 item 7): MFT records and their extents are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::attribute::{self, Attribute, Body};
 use super::filename::{self, FileName};
@@ -44,14 +46,16 @@ impl Inode {
                 {
                     match &mut prev.body {
                         Body::NonResident(p) => {
-                            let end = p.runs.last().map_or(p.lowest_vcn, |r| r.vcn + r.len);
+                            let end = p.runs.last().map_or(p.lowest_vcn, |r| r.end());
                             if n.lowest_vcn != end {
                                 return Err(format!(
                                     "attribute {:#x}: extent from VCN {} does not follow VCN {end}",
                                     a.kind, n.lowest_vcn
                                 ));
                             }
-                            if p.runs.len() + n.runs.len() > super::runlist::MAX_RUNS {
+                            // Lengths of vectors in memory: no saturation.
+                            if p.runs.len().saturating_add(n.runs.len()) > super::runlist::MAX_RUNS
+                            {
                                 return Err(format!("attribute {:#x}: too many runs", a.kind));
                             }
                             p.runs.extend_from_slice(&n.runs);

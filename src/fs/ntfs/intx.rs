@@ -2,8 +2,10 @@
 //! file with the SYSTEM attribute whose data starts with a magic ("IntxLNK\1" + the UTF-16
 //! target, "IntxCHR\0"/"IntxBLK\0" + 64-bit major and minor), or of length 0 (a FIFO) or 1 (a
 //! socket) when not also HIDDEN. Decided exactly as ntfs-3g's getattr does.
+// Guard rails (issue 16 item 7): Interix files are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
-use crate::bytes::le64;
+use crate::bytes::{le64, wide};
 
 pub const MAGIC_SYMLINK: &[u8; 8] = b"IntxLNK\x01";
 pub const MAGIC_CHAR: &[u8; 8] = b"IntxCHR\x00";
@@ -29,7 +31,7 @@ pub fn classify(size: u64, head: &[u8], hidden: bool) -> Option<Special> {
     if !hidden && size == 1 {
         return Some(Special::Socket);
     }
-    if size <= 8 || size > MAX_SIZE || head.len() as u64 != size {
+    if size <= 8 || size > MAX_SIZE || wide(head.len()) != size {
         return None;
     }
     let magic = &head[..8];

@@ -4,90 +4,104 @@
 //! back-references whose split of length and displacement bits depends on the position in
 //! the chunk. A chunk that produces fewer than 4096 bytes is followed by zeros, as is
 //! everything after the terminating zero header (ntfs-3g's ntfs_decompress does the same).
+// Guard rails (issue 16 item 7): compressed clusters are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 /// Output bytes of one chunk.
 pub const CHUNK: usize = 4096;
 
 /// Decompresses `src` into all of `dst` (a compression unit, a multiple of 4096 bytes).
 pub fn decompress(src: &[u8], dst: &mut [u8]) -> Result<(), String> {
-    let mut sp = 0usize;
-    let mut dp = 0usize;
-    while dp < dst.len() {
-        let Some(h) = src.get(sp..sp + 2) else {
-            break;
+    let mut rest = src;
+    let mut outs = dst.chunks_mut(CHUNK);
+    for out in outs.by_ref() {
+        let sp = src.len().saturating_sub(rest.len());
+        let h = match rest.split_first_chunk::<2>() {
+            Some((h, tail)) if *h != [0, 0] => {
+                rest = tail;
+                u16::from_le_bytes(*h)
+            }
+            _ => {
+                out.fill(0);
+                break;
+            }
         };
-        let h = u16::from_le_bytes([h[0], h[1]]);
-        if h == 0 {
-            break;
-        }
-        let len = usize::from(h & 0x0fff) + 1;
-        let data = src
-            .get(sp + 2..sp + 2 + len)
+        // 1..=4096.
+        let len = usize::from(h & 0x0fff).saturating_add(1);
+        let (data, next) = rest
+            .split_at_checked(len)
             .ok_or_else(|| format!("chunk at byte {sp}: {len} bytes past the end"))?;
-        let end = (dp + CHUNK).min(dst.len());
-        let out = &mut dst[dp..end];
-        if h & 0x8000 == 0 {
+        let n = if h & 0x8000 == 0 {
             let n = data.len().min(out.len());
             out[..n].copy_from_slice(&data[..n]);
-            out[n..].fill(0);
+            n
         } else {
-            let n = chunk(data, out).map_err(|e| format!("chunk at byte {sp}: {e}"))?;
-            out[n..].fill(0);
-        }
-        sp += 2 + len;
-        dp = end;
+            chunk(data, out).map_err(|e| format!("chunk at byte {sp}: {e}"))?
+        };
+        out[n..].fill(0);
+        rest = next;
     }
-    dst[dp..].fill(0);
+    for out in outs {
+        out.fill(0);
+    }
     Ok(())
 }
 
 /// One compressed chunk into `out` (at most 4096 bytes); returns the bytes produced.
 fn chunk(data: &[u8], out: &mut [u8]) -> Result<usize, String> {
-    let mut sp = 0usize;
+    let mut src = data;
+    // Bytes produced: at most out.len(), so the increments below cannot saturate.
     let mut dp = 0usize;
-    while sp < data.len() {
-        let flags = data[sp];
-        sp += 1;
+    while let Some((&flags, rest)) = src.split_first() {
+        src = rest;
         for bit in 0..8 {
-            if sp >= data.len() {
-                return Ok(dp);
-            }
             if flags & (1 << bit) == 0 {
-                if dp >= out.len() {
-                    return Err("literal past the chunk".into());
-                }
-                out[dp] = data[sp];
-                dp += 1;
-                sp += 1;
+                let Some((&b, rest)) = src.split_first() else {
+                    return Ok(dp);
+                };
+                *out.get_mut(dp).ok_or("literal past the chunk")? = b;
+                dp = dp.saturating_add(1);
+                src = rest;
             } else {
-                let t = data.get(sp..sp + 2).ok_or("back-reference cut short")?;
-                let t = u16::from_le_bytes([t[0], t[1]]);
-                sp += 2;
-                if dp == 0 {
-                    return Err("back-reference at the start of a chunk".into());
+                if src.is_empty() {
+                    return Ok(dp);
                 }
+                let (t, rest) = src
+                    .split_first_chunk::<2>()
+                    .ok_or("back-reference cut short")?;
+                let t = u16::from_le_bytes(*t);
+                src = rest;
+                let p = dp
+                    .checked_sub(1)
+                    .ok_or("back-reference at the start of a chunk")?;
                 // The displacement takes as many bits as needed to reach back to the start
-                // of the chunk (at least 4), the length the rest.
-                let mut shift = 12u32;
-                let mut p = dp - 1;
-                while p >= 0x10 {
-                    p >>= 1;
-                    shift -= 1;
+                // of the chunk (at least 4), the length the rest: p < 4096 has at most 12.
+                let shift =
+                    16u32.saturating_sub(usize::BITS.saturating_sub(p.leading_zeros()).max(4));
+                // Both from 16-bit fields: no saturation.
+                let len = usize::from(t & !(u16::MAX << shift)).saturating_add(3);
+                let disp = usize::from(t >> shift).saturating_add(1);
+                let from = dp
+                    .checked_sub(disp)
+                    .ok_or_else(|| format!("back-reference {disp} bytes before byte {dp}"))?;
+                let end = dp
+                    .checked_add(len)
+                    .filter(|&e| e <= out.len())
+                    .ok_or_else(|| {
+                        format!("back-reference of {len} bytes at {dp} past the chunk")
+                    })?;
+                // The copy may overlap its own output: the `disp` bytes before `dp` repeat.
+                let (done, todo) = out.split_at_mut(dp);
+                let pattern = &done[from..];
+                let todo = &mut todo[..len];
+                if disp >= len {
+                    todo.copy_from_slice(&pattern[..len]);
+                } else {
+                    for (d, &s) in todo.iter_mut().zip(pattern.iter().cycle()) {
+                        *d = s;
+                    }
                 }
-                let len = usize::from(t & ((1u16 << shift) - 1)) + 3;
-                let disp = usize::from(t >> shift) + 1;
-                if disp > dp {
-                    return Err(format!("back-reference {disp} bytes before byte {dp}"));
-                }
-                if dp + len > out.len() {
-                    return Err(format!(
-                        "back-reference of {len} bytes at {dp} past the chunk"
-                    ));
-                }
-                for i in 0..len {
-                    out[dp + i] = out[dp + i - disp];
-                }
-                dp += len;
+                dp = end;
             }
         }
     }
@@ -95,6 +109,7 @@ fn chunk(data: &[u8], out: &mut [u8]) -> Result<usize, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
 mod tests {
     use super::*;
 

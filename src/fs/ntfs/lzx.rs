@@ -8,6 +8,8 @@
 //! The bit stream is read in 16-bit little-endian words, most significant bit first. Each
 //! block is verbatim, aligned-offset (the low three bits of long offsets have a code of their
 //! own) or uncompressed (bytes after a 16-bit alignment).
+// Guard rails (issue 16 item 7): WOF chunks are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 /// Literals, then 8 length headers for each offset slot.
 const NUM_CHARS: usize = 256;
@@ -32,26 +34,17 @@ const VERBATIM: u32 = 1;
 const ALIGNED: u32 = 2;
 const UNCOMPRESSED: u32 = 3;
 
-/// Extra bits of offset slot `s`: 0 for slots 0-3, then one more every two slots.
-const fn footer_bits(s: usize) -> u32 {
-    if s < 4 {
-        0
-    } else {
-        (s / 2 - 1) as u32
-    }
-}
+/// Extra bits of each offset slot: 0 for slots 0-3, then one more every two slots.
+const FOOTER_BITS: [u32; OFFSET_SLOTS] = [
+    0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13,
+    13,
+];
 
-/// The first formatted offset of each slot.
-const fn slot_bases() -> [u32; OFFSET_SLOTS] {
-    let mut b = [0u32; OFFSET_SLOTS];
-    let mut s = 1;
-    while s < OFFSET_SLOTS {
-        b[s] = b[s - 1] + (1 << footer_bits(s - 1));
-        s += 1;
-    }
-    b
-}
-const SLOT_BASE: [u32; OFFSET_SLOTS] = slot_bases();
+/// The first formatted offset of each slot: each slot's base follows the last one's range.
+const SLOT_BASE: [u32; OFFSET_SLOTS] = [
+    0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536,
+    2048, 3072, 4096, 6144, 8192, 12288, 16384, 24576,
+];
 
 /// 16-bit words, most significant bit first, zeros past the end (a stream's last code may be
 /// read ahead); `pos` counts the bytes taken so that an uncompressed block knows its start.
@@ -63,6 +56,9 @@ struct Bits<'a> {
     n: u32,
 }
 
+// Bit counts: `n` < 48 and `k` <= 32, so no sum, difference or shift leaves 0..=64; `pos`
+// grows by a word for each 16 bits decoded from a chunk held in memory.
+#[allow(clippy::arithmetic_side_effects)]
 impl<'a> Bits<'a> {
     fn new(src: &'a [u8]) -> Self {
         Bits {
@@ -76,8 +72,8 @@ impl<'a> Bits<'a> {
     /// At least `k` (≤ 32) bits in the buffer.
     fn ensure(&mut self, k: u32) {
         while self.n < k {
-            let w = match self.src.get(self.pos..self.pos + 2) {
-                Some(s) => u64::from(u16::from_le_bytes([s[0], s[1]])),
+            let w = match self.src.get(self.pos..).and_then(|r| r.first_chunk::<2>()) {
+                Some(&s) => u64::from(u16::from_le_bytes(s)),
                 None => 0,
             };
             self.pos += 2;
@@ -88,8 +84,9 @@ impl<'a> Bits<'a> {
 
     fn peek(&mut self, k: u32) -> u32 {
         self.ensure(k);
-        // OK: k ≤ 32, so the shifted value fits.
-        (self.buf >> (64 - k)) as u32
+        // The top k ≤ 32 bits of the buffer: its top 32 shifted down.
+        let top = u32::try_from(self.buf >> 32).unwrap_or(0);
+        top >> (32 - k)
     }
 
     fn skip(&mut self, k: u32) {
@@ -106,9 +103,15 @@ impl<'a> Bits<'a> {
         v
     }
 
+    /// `k` ≤ 8 bits.
+    fn byte(&mut self, k: u32) -> u8 {
+        let [.., v] = self.read(k.min(8)).to_be_bytes();
+        v
+    }
+
     /// Bits taken so far (words read ahead into the buffer not counted).
     fn consumed(&self) -> usize {
-        self.pos * 8 - self.n as usize
+        self.pos * 8 - usize::try_from(self.n).unwrap_or(0)
     }
 
     /// Moves to the next 16-bit boundary, skipping a whole word when already on one (an
@@ -133,43 +136,45 @@ struct Code {
 const INVALID: u16 = u16::MAX;
 
 impl Code {
-    /// The code with these lengths (0 = unused symbol). An over-full code is an error; an
-    /// incomplete one is allowed (an unused length code is all zeros), and its missing
-    /// codewords fail when met.
+    /// The code with these lengths (0 = unused symbol; at most 16, and at most 2048
+    /// symbols). An over-full code is an error; an incomplete one is allowed (an unused
+    /// length code is all zeros), and its missing codewords fail when met.
     fn new(lens: &[u8], what: &str) -> Result<Code, String> {
-        let bits = lens.iter().map(|&l| u32::from(l)).max().unwrap_or(0);
+        let bits = lens.iter().copied().max().unwrap_or(0);
+        if u32::from(bits) > MAX_CODE_LEN {
+            return Err(format!("{what} code length over 16"));
+        }
         let mut table = vec![INVALID; 1 << bits];
-        let mut next = 0u32;
+        let mut next = 0usize;
         for len in 1..=bits {
-            for (sym, _) in lens
-                .iter()
-                .enumerate()
-                .filter(|(_, &l)| u32::from(l) == len)
-            {
-                let span = 1u32 << (bits - len);
+            let span = table.len() >> len;
+            for (sym, _) in (0u16..).zip(lens).filter(|&(_, &l)| l == len) {
                 let start = next;
-                next += span;
-                if next > 1 << bits {
-                    return Err(format!("{what} code lengths are over-subscribed"));
-                }
-                // OK: sym < 512 and len ≤ 16 fit in 16 bits together.
-                let entry = ((sym as u16) << 5) | len as u16;
-                table[start as usize..next as usize].fill(entry);
+                // At most table.len() + span before the check below fails: no saturation.
+                next = next.saturating_add(span);
+                table
+                    .get_mut(start..next)
+                    .ok_or_else(|| format!("{what} code lengths are over-subscribed"))?
+                    .fill((sym << 5) | u16::from(len));
             }
         }
-        Ok(Code { table, bits })
+        Ok(Code {
+            table,
+            bits: u32::from(bits),
+        })
     }
 
-    fn decode(&self, b: &mut Bits, what: &str) -> Result<usize, String> {
+    fn decode(&self, b: &mut Bits, what: &str) -> Result<u16, String> {
         if self.bits == 0 {
             return Err(format!("a {what} symbol where the {what} code is empty"));
         }
-        let e = self.table[b.peek(self.bits) as usize];
+        let at = usize::try_from(b.peek(self.bits)).unwrap_or(usize::MAX);
+        let e = self.table.get(at).copied().unwrap_or(INVALID);
         if e == INVALID {
             return Err(format!("bits that are no {what} codeword"));
         }
         b.skip(u32::from(e & 31));
-        Ok(usize::from(e >> 5))
+        Ok(e >> 5)
     }
 }
 
@@ -178,33 +183,36 @@ impl Code {
 fn read_lens(b: &mut Bits, lens: &mut [u8]) -> Result<(), String> {
     let mut pre = [0u8; PRE_SYMS];
     for p in &mut pre {
-        // OK: 4 bits.
-        *p = b.read(4) as u8;
+        *p = b.byte(4);
     }
     let pre = Code::new(&pre, "pre-tree")?;
-    let delta = |old: u8, s: usize| -> u8 {
-        // OK: s ≤ 16 and old ≤ 16, so the value is in 0..17.
-        ((usize::from(old) + 17 - s) % 17) as u8
+    // (old - s) mod 17, for old and s in 0..=16: no saturation.
+    let delta = |old: u8, s: u16| -> u8 {
+        let s = u8::try_from(s).unwrap_or(0);
+        old.checked_sub(s)
+            .unwrap_or_else(|| 17u8.saturating_sub(s).saturating_add(old))
     };
-    let mut i = 0;
-    while i < lens.len() {
+    let mut rest = lens;
+    while let Some(&old) = rest.first() {
         let s = pre.decode(b, "pre-tree")?;
+        // Runs of at most 20 + 31: no saturation.
         let (run, value) = match s {
-            0..=16 => (1, delta(lens[i], s)),
-            17 => (4 + b.read(4) as usize, 0),
-            18 => (20 + b.read(5) as usize, 0),
+            0..=16 => (1, delta(old, s)),
+            17 => (usize::from(b.byte(4)).saturating_add(4), 0),
+            18 => (usize::from(b.byte(5)).saturating_add(20), 0),
             _ => {
-                let run = 4 + b.read(1) as usize;
+                let run = usize::from(b.byte(1)).saturating_add(4);
                 let s = pre.decode(b, "pre-tree")?;
                 if s > 16 {
                     return Err(format!("pre-tree symbol {s} inside a run"));
                 }
-                (run, delta(lens[i], s))
+                (run, delta(old, s))
             }
         };
-        let end = (i + run).min(lens.len());
-        lens[i..end].fill(value);
-        i = end;
+        let n = run.min(rest.len());
+        let (done, next) = std::mem::take(&mut rest).split_at_mut(n);
+        done.fill(value);
+        rest = next;
     }
     Ok(())
 }
@@ -222,7 +230,7 @@ pub fn decompress(src: &[u8], dst: &mut [u8]) -> Result<(), String> {
         let size = if b.read(1) == 1 {
             DEFAULT_BLOCK
         } else {
-            b.read(16) as usize
+            usize::try_from(b.read(16)).unwrap_or(usize::MAX)
         };
         let end = out.saturating_add(size).min(dst.len());
         match kind {
@@ -230,8 +238,7 @@ pub fn decompress(src: &[u8], dst: &mut [u8]) -> Result<(), String> {
                 let aligned = if kind == ALIGNED {
                     let mut l = [0u8; ALIGNED_SYMS];
                     for x in &mut l {
-                        // OK: 3 bits.
-                        *x = b.read(3) as u8;
+                        *x = b.byte(3);
                     }
                     Some(Code::new(&l, "aligned offset")?)
                 } else {
@@ -240,24 +247,23 @@ pub fn decompress(src: &[u8], dst: &mut [u8]) -> Result<(), String> {
                 read_lens(&mut b, &mut main_lens[..NUM_CHARS])?;
                 read_lens(&mut b, &mut main_lens[NUM_CHARS..])?;
                 read_lens(&mut b, &mut len_lens)?;
-                if main_lens.iter().any(|&l| u32::from(l) > MAX_CODE_LEN) {
-                    return Err("main code length over 16".into());
-                }
                 let main = Code::new(&main_lens, "main")?;
                 let lengths = Code::new(&len_lens, "length")?;
+                // Lengths, offsets and positions below are bounded by the chunk (32 KiB) or
+                // by the code's symbols (< 2^11): no saturation.
                 while out < end {
                     let sym = main.decode(&mut b, "main")?;
-                    if sym < NUM_CHARS {
-                        // OK: sym < 256.
-                        dst[out] = sym as u8;
-                        out += 1;
+                    let Some(m) = sym.checked_sub(256) else {
+                        let [.., literal] = sym.to_be_bytes();
+                        dst[out] = literal;
+                        out = out.saturating_add(1);
                         continue;
-                    }
-                    let header = (sym - NUM_CHARS) & 7;
-                    let slot = (sym - NUM_CHARS) >> 3;
-                    let mut len = header + MIN_MATCH;
+                    };
+                    let header = usize::from(m & 7);
+                    let slot = usize::from(m >> 3);
+                    let mut len = header.saturating_add(MIN_MATCH);
                     if header == 7 {
-                        len += lengths.decode(&mut b, "length")?;
+                        len = len.saturating_add(usize::from(lengths.decode(&mut b, "length")?));
                     }
                     let off = match slot {
                         0 => recent[0],
@@ -270,66 +276,77 @@ pub fn decompress(src: &[u8], dst: &mut [u8]) -> Result<(), String> {
                             recent[0]
                         }
                         _ => {
-                            let fb = footer_bits(slot);
+                            let fb = FOOTER_BITS[slot];
                             let extra = match &aligned {
+                                // The low three bits have the aligned code.
                                 Some(a) if fb >= 3 => {
-                                    let high = b.read(fb - 3) << 3;
-                                    // OK: an aligned symbol is < 8.
-                                    high + a.decode(&mut b, "aligned offset")? as u32
+                                    let high = b.read(fb.saturating_sub(3)) << 3;
+                                    high | u32::from(a.decode(&mut b, "aligned offset")?)
                                 }
                                 _ => b.read(fb),
                             };
                             // Formatted offsets count the three repeat slots: offset 1 is 3.
-                            let o = (SLOT_BASE[slot] + extra - 2) as usize;
+                            let o = SLOT_BASE[slot].saturating_add(extra).saturating_sub(2);
+                            let o = usize::try_from(o).unwrap_or(usize::MAX);
                             recent = [o, recent[0], recent[1]];
                             o
                         }
                     };
-                    if off == 0 || off > out {
+                    let Some(from) = out.checked_sub(off).filter(|_| off != 0) else {
                         return Err(format!(
                             "a match {off} bytes back at byte {out} of the chunk"
                         ));
-                    }
-                    if len > dst.len() - out {
+                    };
+                    if len > dst.len().saturating_sub(out) {
                         return Err(format!(
                             "a match of {len} bytes at byte {out} runs past the chunk's {} bytes",
                             dst.len()
                         ));
                     }
-                    // Byte by byte: a match may overlap what it writes (a run).
-                    for k in out..out + len {
-                        dst[k] = dst[k - off];
+                    // A match may overlap what it writes (a run): the `off` bytes before
+                    // `out` repeat.
+                    let (done, todo) = dst.split_at_mut(out);
+                    let pattern = &done[from..];
+                    let todo = &mut todo[..len];
+                    if off >= len {
+                        todo.copy_from_slice(&pattern[..len]);
+                    } else {
+                        for (d, &s) in todo.iter_mut().zip(pattern.iter().cycle()) {
+                            *d = s;
+                        }
                     }
-                    out += len;
+                    out = out.saturating_add(len);
                 }
             }
             UNCOMPRESSED => {
                 let at = b.align();
-                let r = src.get(at..at + 12).ok_or_else(|| {
-                    format!("uncompressed block header at byte {at} past the end")
-                })?;
-                for (k, v) in recent.iter_mut().enumerate() {
-                    let x =
-                        u32::from_le_bytes([r[4 * k], r[4 * k + 1], r[4 * k + 2], r[4 * k + 3]]);
-                    *v = x as usize;
+                let (r, rest) = src
+                    .get(at..)
+                    .and_then(|r| r.split_first_chunk::<12>())
+                    .ok_or_else(|| {
+                        format!("uncompressed block header at byte {at} past the end")
+                    })?;
+                for (v, x) in recent.iter_mut().zip(r.chunks_exact(4)) {
+                    *v = usize::try_from(crate::bytes::le32(x, 0)).unwrap_or(usize::MAX);
                 }
-                let data = at + 12;
-                let n = end - out;
-                let bytes = src.get(data..data + n).ok_or_else(|| {
+                // Positions inside `src`, sizes inside `dst`: no saturation.
+                let data = at.saturating_add(12);
+                let n = end.saturating_sub(out);
+                let bytes = rest.get(..n).ok_or_else(|| {
                     format!("uncompressed block of {n} bytes at {data} past the end")
                 })?;
                 dst[out..end].copy_from_slice(bytes);
                 out = end;
                 // The stream resumes on a 16-bit boundary; a chunk may end without the pad
                 // byte after an odd-sized last block.
-                b.pos = (data + n + (n & 1)).min(src.len());
+                b.pos = data.saturating_add(n).saturating_add(n & 1).min(src.len());
             }
             k => return Err(format!("block type {k}")),
         }
     }
     // Zeros stand in for words past the end, and zeros decode: a cut stream would otherwise
-    // end in made-up bytes.
-    if b.consumed() > src.len() * 8 {
+    // end in made-up bytes. (Bits of a chunk in memory: no saturation.)
+    if b.consumed() > src.len().saturating_mul(8) {
         return Err(format!(
             "the chunk's {} bytes end before its {} bytes of output",
             src.len(),
@@ -343,28 +360,36 @@ pub fn decompress(src: &[u8], dst: &mut [u8]) -> Result<(), String> {
 /// Undoes the compressor's E8 preprocessing: the 32-bit operand after each 0xE8 byte (an x86
 /// CALL) was turned from relative into absolute; the last 10 bytes are never translated.
 fn undo_e8(d: &mut [u8]) {
-    if d.len() <= 10 {
+    let Some(limit) = d.len().checked_sub(10) else {
         return;
-    }
-    let mut i = 0;
-    while i < d.len() - 10 {
-        if d[i] != 0xe8 {
-            i += 1;
-            continue;
+    };
+    let mut i = 0usize;
+    while let Some(k) = d
+        .get(i..limit)
+        .and_then(|r| r.iter().position(|&b| b == 0xe8))
+    {
+        // Positions below `limit`, and `d` is a chunk of at most 32 KiB: no saturation.
+        let at = i.saturating_add(k);
+        i = at.saturating_add(5);
+        let Some(op) = d.get_mut(at..).and_then(|r| r.get_mut(1..5)) else {
+            return;
+        };
+        let abs = i64::from(i32::from_le_bytes([op[0], op[1], op[2], op[3]]));
+        let pos = i64::try_from(at).unwrap_or(i64::MAX);
+        // Translated only when -pos <= abs < E8_SIZE.
+        let rel = if abs >= 0 {
+            (abs < E8_SIZE).then(|| abs.saturating_sub(pos))
+        } else {
+            (abs.saturating_add(pos) >= 0).then(|| abs.saturating_add(E8_SIZE))
+        };
+        if let Some(rel) = rel.and_then(|r| i32::try_from(r).ok()) {
+            op.copy_from_slice(&rel.to_le_bytes());
         }
-        let abs = i64::from(i32::from_le_bytes([d[i + 1], d[i + 2], d[i + 3], d[i + 4]]));
-        // OK: i < 32 KiB.
-        let pos = i as i64;
-        if abs >= -pos && abs < E8_SIZE {
-            let rel = if abs >= 0 { abs - pos } else { abs + E8_SIZE };
-            // OK: the value is within i32's range by the bounds above.
-            d[i + 1..i + 5].copy_from_slice(&(rel as i32).to_le_bytes());
-        }
-        i += 5;
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
 mod tests {
     use super::*;
 
@@ -373,7 +398,11 @@ mod tests {
         assert_eq!(SLOT_BASE[4], 4);
         assert_eq!(SLOT_BASE[8], 16);
         assert_eq!(SLOT_BASE[29], 24576);
-        assert_eq!(SLOT_BASE[29] + (1 << footer_bits(29)) - 2, 32766);
+        assert_eq!(SLOT_BASE[29] + (1 << FOOTER_BITS[29]) - 2, 32766);
+        for s in 1..OFFSET_SLOTS {
+            assert_eq!(SLOT_BASE[s], SLOT_BASE[s - 1] + (1 << FOOTER_BITS[s - 1]));
+            assert_eq!(FOOTER_BITS[s], if s < 4 { 0 } else { s as u32 / 2 - 1 });
+        }
     }
 
     #[test]

@@ -26,6 +26,8 @@
 //!
 //! Damage stays local: a record whose fixups, attributes or runs are wrong is an error (EIO)
 //! for that file only, logged once.
+// Guard rails (issue 16 item 7), for the whole NTFS reader: everything it parses is untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 pub mod attribute;
 pub mod attrlist;
@@ -52,7 +54,7 @@ mod wof;
 pub mod xpress;
 
 use crate::block::BlockDevice;
-use crate::bytes::{le16, le32, le64};
+use crate::bytes::{le16, le32, le64, wide};
 use crate::fs::{Attr, DirEntry, Error, FileType, Filesystem, FsInfo, Result, StatFs};
 use attribute::{Attribute, Body};
 use boot::BootSector;
@@ -86,13 +88,15 @@ const DIR_CACHE: usize = 64;
 const REPORTED_OBJECTS: usize = 4096;
 /// Longest name in UTF-16 units.
 pub const MAX_NAME_UNITS: usize = 255;
+/// $UpCase's size: a u16 for each UTF-16 unit.
+const UPCASE_BYTES: u64 = 2 * wide(upcase::ENTRIES);
 /// Linux refuses xattr values larger than this (XATTR_SIZE_MAX); larger streams are not
 /// offered as xattrs.
 pub const MAX_XATTR_SIZE: u64 = 64 << 10;
 
 /// Whether `dev` starts with an NTFS boot sector (everything else is checked by `open`).
 pub fn probe(dev: &dyn BlockDevice) -> Result<bool> {
-    if dev.len() < boot::BOOT_SECTOR_SIZE as u64 {
+    if dev.len() < wide(boot::BOOT_SECTOR_SIZE) {
         return Ok(false);
     }
     let mut b = [0u8; 11];
@@ -236,9 +240,10 @@ impl Ntfs {
         flaw: impl Into<Flaw>,
     ) -> Error {
         let flaw = flaw.into();
-        let pos = at.and_then(|a| a.checked_add(flaw.at.map_or(0, |f| f as u64)));
+        let pos = at.and_then(|a| a.checked_add(flaw.at.map_or(0, wide)));
         let cs = u64::from(self.boot.cluster_size);
-        let mut e = Error::corrupt(what, ino, pos.map_or(0, |p| p / cs), flaw.detail);
+        let block = pos.and_then(|p| p.checked_div(cs)).unwrap_or(0);
+        let mut e = Error::corrupt(what, ino, block, flaw.detail);
         if let Some(p) = pos {
             e = e.at(p);
         }
@@ -260,12 +265,8 @@ impl Ntfs {
     /// sparse run or where no run maps it).
     fn stream_pos(&self, runs: &[runlist::Run], off: u64) -> Option<u64> {
         let cs = u64::from(self.boot.cluster_size);
-        let vcn = off / cs;
-        let r = runlist::find(runs, vcn)?;
-        r.lcn?
-            .checked_add(vcn - r.vcn)?
-            .checked_mul(cs)?
-            .checked_add(off % cs)
+        let r = runlist::find(runs, off.checked_div(cs)?)?;
+        stream::locate(r, off, cs).1
     }
 
     /// The volume byte where MFT record `n` starts (record 0 from the boot sector, before
@@ -284,7 +285,7 @@ impl Ntfs {
 
     /// Reads volume bytes at `off`, refusing anything past the end of the volume.
     fn read_dev(&self, buf: &mut [u8], off: u64, ino: u64) -> Result<()> {
-        let end = off.checked_add(buf.len() as u64);
+        let end = off.checked_add(wide(buf.len()));
         if end.is_none_or(|e| e > self.boot.size_bytes() || e > self.dev.len()) {
             return Err(self.damage(
                 "volume read",
@@ -311,19 +312,22 @@ impl Ntfs {
     /// to report (`record`) or pass over (free records, which are often never written).
     fn parse_record(&self, n: u64) -> Result<std::result::Result<Record, Flaw>> {
         let rs = u64::from(self.boot.record_size);
-        let mut buf = vec![0u8; rs as usize];
+        // At most MAX_RECORD_SIZE.
+        let mut buf = vec![0u8; usize::try_from(rs).unwrap_or(0)];
         if self.mft_runs.is_empty() {
-            // Record 0 itself, before $MFT's runlist is known.
-            self.read_dev(
-                &mut buf,
-                self.boot.mft_lcn * u64::from(self.boot.cluster_size),
-                n,
-            )?;
+            // Record 0 itself, before $MFT's runlist is known ($MFT's cluster is inside
+            // the volume, BootSector::parse: no saturation).
+            let at = self
+                .boot
+                .mft_lcn
+                .saturating_mul(u64::from(self.boot.cluster_size));
+            self.read_dev(&mut buf, at, n)?;
         } else {
             if n >= self.mft_records {
                 return Err(Error::NotFound);
             }
-            self.read_runs(n, &self.mft_runs, n * rs, &mut buf)?;
+            // Below $MFT's data size: no saturation.
+            self.read_runs(n, &self.mft_runs, n.saturating_mul(rs), &mut buf)?;
         }
         Ok(Record::parse(&mut buf, self.boot.clusters()))
     }
@@ -351,7 +355,8 @@ impl Ntfs {
             ));
         }
         let rs = u64::from(self.boot.record_size);
-        self.mft_records = nr.data_size / rs;
+        // The record size is at least 512 (BootSector::parse).
+        self.mft_records = nr.data_size.checked_div(rs).unwrap_or(0);
         self.mft_runs = nr.runs.clone();
         if let Some(list) = r0
             .attributes
@@ -371,7 +376,7 @@ impl Ntfs {
                 for a in r.attributes {
                     if a.kind == attribute::DATA && a.name.is_empty() {
                         if let Body::NonResident(x) = &a.body {
-                            if x.lowest_vcn == self.mft_runs.last().map_or(0, |l| l.vcn + l.len) {
+                            if x.lowest_vcn == self.mft_runs.last().map_or(0, runlist::Run::end) {
                                 self.mft_runs.extend_from_slice(&x.runs);
                             }
                         }
@@ -380,8 +385,12 @@ impl Ntfs {
                 }
             }
         }
-        let mapped = self.mft_runs.last().map_or(0, |l| l.vcn + l.len);
-        let need = (self.mft_records * rs).div_ceil(u64::from(self.boot.cluster_size));
+        let mapped = self.mft_runs.last().map_or(0, runlist::Run::end);
+        // Records of $MFT's data size: no saturation.
+        let need = self
+            .mft_records
+            .saturating_mul(rs)
+            .div_ceil(u64::from(self.boot.cluster_size));
         if mapped < need {
             log::warn!(
                 "ntfs: $MFT's runs map {mapped} clusters of its {need}; records past them are \
@@ -396,7 +405,7 @@ impl Ntfs {
         let a = i
             .data()
             .ok_or_else(|| Error::corrupt("$UpCase", UPCASE_INO, 0, "no $DATA"))?;
-        let b = self.read_whole(UPCASE_INO, a, 2 * upcase::ENTRIES as u64)?;
+        let b = self.read_whole(UPCASE_INO, a, UPCASE_BYTES)?;
         UpCase::parse(&b).map_err(|e| Error::corrupt("$UpCase", UPCASE_INO, 0, e))
     }
 
@@ -509,7 +518,8 @@ impl Ntfs {
             if newest.is_none_or(|(l, _)| lsn > l) {
                 newest = Some((lsn, clean));
             }
-            at += system_page;
+            // Two pages of at most 64 KiB.
+            at = at.saturating_add(system_page);
         }
         newest.map(|(_, clean)| clean)
     }
@@ -622,7 +632,8 @@ impl Ntfs {
     fn attr_of(&self, i: &Inode, shape: &Shape) -> Attr {
         let si = i.std_info().unwrap_or_default();
         let (data_size, alloc) = match i.data().map(|a| &a.body) {
-            Some(Body::Resident(v)) => (v.len() as u64, (v.len() as u64 + 7) & !7),
+            // A value inside an MFT record: no saturation.
+            Some(Body::Resident(v)) => (wide(v.len()), wide(v.len()).saturating_add(7) & !7),
             Some(Body::NonResident(n)) => {
                 let a = i.data().map_or(0, |a| a.flags);
                 let alloc = if a & (attribute::FLAG_COMPRESSED | attribute::FLAG_SPARSE) != 0 {
@@ -666,7 +677,7 @@ impl Ntfs {
             Shape::Symlink(t) => (
                 FileType::Symlink,
                 0o120777,
-                t.len() as u64,
+                wide(t.len()),
                 file_blocks,
                 u32::from(i.link_count),
                 0,
@@ -742,39 +753,44 @@ impl Ntfs {
     /// Byte ranges of the clusters $Bitmap marks free, as it stands on the volume.
     fn free_ranges(&self) -> Result<Vec<Range<u64>>> {
         let cs = u64::from(self.boot.cluster_size);
-        let clusters = self.boot.clusters().min(self.dev.len() / cs);
+        let clusters = self
+            .boot
+            .clusters()
+            .min(self.dev.len().checked_div(cs).unwrap_or(0));
         let bm = self.inode(BITMAP_INO)?;
         let a = bm
             .data()
             .ok_or_else(|| Error::corrupt("$Bitmap", BITMAP_INO, 0, "no $DATA"))?;
         let mut out: Vec<Range<u64>> = Vec::new();
         let mut buf = vec![0u8; 1 << 20];
+        // Bitmap bytes and cluster numbers below `clusters`, whose bytes fit a u64 (clusters
+        // of the device): no saturation below.
         let mut off = 0u64;
-        while off * 8 < clusters {
+        while off < clusters.div_ceil(8) {
             let n = self.read_attr(BITMAP_INO, a, off, &mut buf)?;
             if n == 0 {
                 break;
             }
-            for (k, &b) in buf[..n].iter().enumerate() {
+            for (byte, &b) in (off..).zip(&buf[..n]) {
                 if b == 0xff {
                     continue;
                 }
-                let first = (off + k as u64) * 8;
-                for i in 0..8 {
-                    let c = first + i;
+                let first = byte.saturating_mul(8);
+                for (i, c) in (first..first.saturating_add(8)).enumerate() {
                     if c >= clusters {
                         break;
                     }
                     if b & (1 << i) != 0 {
                         continue;
                     }
+                    let at = c.saturating_mul(cs);
                     match out.last_mut() {
-                        Some(last) if last.end == c * cs => last.end += cs,
-                        _ => out.push(c * cs..(c + 1) * cs),
+                        Some(last) if last.end == at => last.end = at.saturating_add(cs),
+                        _ => out.push(at..at.saturating_add(cs)),
                     }
                 }
             }
-            off += n as u64;
+            off = off.saturating_add(wide(n));
         }
         Ok(out)
     }
@@ -794,22 +810,18 @@ impl Ntfs {
             if n == 0 {
                 break;
             }
-            for (k, &b) in buf[..n].iter().enumerate() {
-                let first = (off + k as u64) * 8;
+            // Bytes below `bytes`, clusters below `clusters`: no saturation.
+            for (byte, &b) in (off..).zip(&buf[..n]) {
+                let first = byte.saturating_mul(8);
                 // The bitmap's stream may run past the volume's clusters (fuzzing found it).
-                if first >= clusters {
+                let Some(left) = clusters.checked_sub(first).filter(|&l| l > 0) else {
                     break;
-                }
-                let bits = if first + 8 > clusters {
-                    // OK: fewer than 8 clusters remain.
-                    let keep = (clusters - first) as u32;
-                    b & ((1u16 << keep) - 1) as u8
-                } else {
-                    b
                 };
-                used += u64::from(bits.count_ones());
+                // Fewer than 8 clusters left: only their bits count.
+                let bits = if left < 8 { b & !(u8::MAX << left) } else { b };
+                used = used.saturating_add(u64::from(bits.count_ones()));
             }
-            off += n as u64;
+            off = off.saturating_add(wide(n));
         }
         let free = clusters.saturating_sub(used);
         let mft = self.inode(MFT_INO)?;
@@ -826,8 +838,7 @@ impl Ntfs {
             bavail: free,
             files: self.mft_records,
             ffree: free_records,
-            // OK: a small constant.
-            namelen: MAX_NAME_UNITS as u32,
+            namelen: u32::try_from(MAX_NAME_UNITS).unwrap_or(u32::MAX),
         })
     }
 

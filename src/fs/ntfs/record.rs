@@ -1,6 +1,8 @@
 //! MFT records ("FILE" records): the header (sequence number, hard link count, flags, the base
 //! record of an extension record) and the attribute records that follow it, after the update
 //! sequence array is checked and undone (Linux-NTFS documentation, "FILE Record").
+// Guard rails (issue 16 item 7): MFT records are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::attribute::{self, Attribute};
 use super::fixup;
@@ -22,8 +24,8 @@ pub fn ref_number(r: u64) -> u64 {
 }
 
 pub fn ref_sequence(r: u64) -> u16 {
-    // OK: the top 16 bits.
-    (r >> 48) as u16
+    let [.., hi, top] = r.to_le_bytes();
+    u16::from_le_bytes([hi, top])
 }
 
 #[derive(Clone, Debug)]
@@ -47,9 +49,9 @@ impl Record {
         }
         fixup::apply(buf).map_err(|e| e.within(0, "update sequence"))?;
         let flags = le16(buf, 0x16);
-        let used = le32(buf, 0x18) as usize;
+        let used = usize::try_from(le32(buf, 0x18)).unwrap_or(usize::MAX);
         let first = usize::from(le16(buf, 0x14));
-        if used > buf.len() || first < 0x30 || first >= used {
+        let Some(body) = buf.get(..used).filter(|_| first >= 0x30 && first < used) else {
             return Err(Flaw::at(
                 0x14,
                 format!(
@@ -57,37 +59,39 @@ impl Record {
                     buf.len()
                 ),
             ));
-        }
+        };
         let mut attributes = Vec::new();
         let mut pos = first;
         loop {
-            if pos + 4 > used {
+            let Some(rest) = body.get(pos..).filter(|r| r.len() >= 4) else {
                 return Err(Flaw::at(
                     pos,
                     format!("attribute at byte {pos} runs past the used {used} bytes"),
                 ));
-            }
-            let kind = le32(buf, pos);
+            };
+            let kind = le32(rest, 0);
             if kind == attribute::END {
                 break;
             }
-            let len = le32(buf, pos + 4) as usize;
-            if len < 0x18 || len % 8 != 0 || pos + len > used {
+            let len = usize::try_from(le32(rest, 4)).unwrap_or(usize::MAX);
+            let Some(a) = rest.get(..len).filter(|_| len >= 0x18 && len % 8 == 0) else {
                 return Err(Flaw::at(
-                    pos + 4,
+                    // Inside the record: no saturation.
+                    pos.saturating_add(4),
                     format!("attribute {kind:#x} at byte {pos}: length {len} (record uses {used})"),
                 ));
-            }
+            };
             if attributes.len() >= MAX_ATTRIBUTES {
                 return Err(Flaw::at(
                     pos,
                     format!("more than {MAX_ATTRIBUTES} attributes"),
                 ));
             }
-            let a = Attribute::parse(&buf[pos..pos + len], clusters)
+            let a = Attribute::parse(a, clusters)
                 .map_err(|e| Flaw::at(pos, format!("attribute {kind:#x} at byte {pos}: {e}")))?;
             attributes.push(a);
-            pos += len;
+            // Inside the record: no saturation.
+            pos = pos.saturating_add(len);
         }
         Ok(Record {
             sequence: le16(buf, 0x10),

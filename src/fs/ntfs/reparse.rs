@@ -2,6 +2,8 @@
 //! (IO_REPARSE_TAG_MOUNT_POINT) become symlinks, their Windows targets mapped the way ntfs-3g
 //! maps them ([MS-FSCC] 2.1.2); other tags say the data lives elsewhere (WOF, deduplication,
 //! cloud files) and such files are not read as if their $DATA were their content.
+// Guard rails (issue 16 item 7): reparse points are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use crate::bytes::le16;
 use crate::bytes::le32;
@@ -52,7 +54,7 @@ pub fn link_target(b: &[u8]) -> Option<Target> {
     let tag = tag(b)?;
     let len = usize::from(le16(b, 4));
     let header = if tag & TAG_MICROSOFT != 0 { 8 } else { 24 };
-    if header + len != b.len() {
+    if b.len().checked_sub(header) != Some(len) {
         return None;
     }
     let (buffer_at, flags) = match tag {
@@ -62,7 +64,7 @@ pub fn link_target(b: &[u8]) -> Option<Target> {
     };
     let off = usize::from(le16(b, 8));
     let n = usize::from(le16(b, 10));
-    let subst = units(b.get(buffer_at + off..buffer_at + off + n)?);
+    let subst = units(b.get(buffer_at..)?.get(off..)?.get(..n)?);
     let bs = u16::from(b'\\');
     let colon = u16::from(b':');
     let q = u16::from(b'?');

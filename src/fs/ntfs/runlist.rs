@@ -2,6 +2,8 @@
 //! clusters of the volume. Each pair is a header byte (low nibble: bytes of the run length,
 //! high nibble: bytes of the signed LCN delta, 0 = a sparse run), the length, then the delta
 //! from the previous run's LCN (Linux-NTFS documentation, "Data Runs").
+// Guard rails (issue 16 item 7): mapping pairs are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 /// Runs accepted in one attribute (all its extents together): a file fragmented into more
 /// runs than this is taken as damage rather than allowed to grow memory without bound.
@@ -16,26 +18,38 @@ pub struct Run {
     pub lcn: Option<u64>,
 }
 
+impl Run {
+    /// The VCN after the run (`decode` checked that it fits).
+    pub fn end(&self) -> u64 {
+        self.vcn.saturating_add(self.len)
+    }
+}
+
 /// A little-endian integer of `n` <= 8 bytes, sign-extended when `signed`.
 fn int(b: &[u8], signed: bool) -> i128 {
-    let mut v: i128 = 0;
-    for (i, &x) in b.iter().enumerate() {
-        v |= i128::from(x) << (8 * i);
+    let fill = if signed && b.last().is_some_and(|&x| x & 0x80 != 0) {
+        0xff
+    } else {
+        0
+    };
+    let mut v = [fill; 16];
+    if let Some(low) = v.get_mut(..b.len()) {
+        low.copy_from_slice(b);
     }
-    if signed && b.last().is_some_and(|&x| x & 0x80 != 0) {
-        v -= 1i128 << (8 * b.len());
-    }
-    v
+    i128::from_le_bytes(v)
 }
 
 /// Decodes the mapping pairs in `b` (from the attribute's mapping-pairs offset to its end),
 /// starting at virtual cluster `lowest_vcn`, appending to `out`. Every run must lie inside
 /// the volume's `clusters`.
 pub fn decode(b: &[u8], lowest_vcn: u64, clusters: u64, out: &mut Vec<Run>) -> Result<(), String> {
-    let mut pos = 0usize;
+    let mut rest = b;
     let mut vcn = lowest_vcn;
+    // The previous run's LCN: in 0..clusters once set, so adding a delta of at most 8 bytes
+    // cannot overflow an i128.
     let mut lcn: i128 = 0;
-    while let Some(&h) = b.get(pos) {
+    while let Some((&h, tail)) = rest.split_first() {
+        let pos = b.len().saturating_sub(rest.len());
         if h == 0 {
             return Ok(());
         }
@@ -44,27 +58,29 @@ pub fn decode(b: &[u8], lowest_vcn: u64, clusters: u64, out: &mut Vec<Run>) -> R
         if lb == 0 || lb > 8 || ob > 8 {
             return Err(format!("mapping pair header {h:#04x} at byte {pos}"));
         }
-        let body = b
-            .get(pos + 1..pos + 1 + lb + ob)
+        let (len_bytes, lcn_bytes, next) = tail
+            .split_at_checked(lb)
+            .and_then(|(l, t)| t.split_at_checked(ob).map(|(o, n)| (l, o, n)))
             .ok_or_else(|| format!("mapping pair at byte {pos} runs past the attribute"))?;
-        let len = int(&body[..lb], true);
-        if len <= 0 || len > i128::from(clusters.max(1)) {
-            return Err(format!("run length {len} at byte {pos}"));
-        }
-        // OK: 0 < len <= clusters.
-        let len = len as u64;
+        let raw_len = int(len_bytes, true);
+        let len = u64::try_from(raw_len)
+            .ok()
+            .filter(|&l| l > 0 && l <= clusters.max(1))
+            .ok_or_else(|| format!("run length {raw_len} at byte {pos}"))?;
         let run_lcn = if ob == 0 {
             None
         } else {
-            lcn += int(&body[lb..], true);
-            if lcn < 0 || lcn + i128::from(len) > i128::from(clusters) {
+            lcn = lcn.saturating_add(int(lcn_bytes, true));
+            let inside = u64::try_from(lcn)
+                .ok()
+                .filter(|l| l.checked_add(len).is_some_and(|e| e <= clusters));
+            if inside.is_none() {
                 return Err(format!(
                     "run of {len} clusters at LCN {lcn} (byte {pos}) is outside the volume's \
                      {clusters} clusters"
                 ));
             }
-            // OK: 0 <= lcn < clusters.
-            Some(lcn as u64)
+            inside
         };
         if out.len() >= MAX_RUNS {
             return Err(format!("more than {MAX_RUNS} runs"));
@@ -77,14 +93,14 @@ pub fn decode(b: &[u8], lowest_vcn: u64, clusters: u64, out: &mut Vec<Run>) -> R
         vcn = vcn
             .checked_add(len)
             .ok_or_else(|| format!("VCN overflows at byte {pos}"))?;
-        pos += 1 + lb + ob;
+        rest = next;
     }
     Err("mapping pairs without a terminating zero".into())
 }
 
 /// The run of `runs` (sorted by VCN, contiguous) that holds `vcn`.
 pub fn find(runs: &[Run], vcn: u64) -> Option<&Run> {
-    let i = runs.partition_point(|r| r.vcn + r.len <= vcn);
+    let i = runs.partition_point(|r| r.end() <= vcn);
     runs.get(i).filter(|r| r.vcn <= vcn)
 }
 

@@ -1,5 +1,7 @@
 //! $STANDARD_INFORMATION: the four times and the DOS-style file attribute flags (Linux-NTFS
 //! documentation, "$STANDARD_INFORMATION").
+// Guard rails (issue 16 item 7): $STANDARD_INFORMATION values are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use crate::bytes::{le32, le64};
 use crate::fs::Timestamp;
@@ -28,12 +30,14 @@ pub struct StdInfo {
 
 /// An NTFS time (signed 100 ns units since 1601, as ntfs-3g reads it) as a Unix timestamp.
 pub fn time(t: u64) -> Timestamp {
-    // OK: reinterpreting the on-disk u64 as the signed value it is.
-    let t = (t as i64).saturating_sub(EPOCH_DIFF);
+    // The on-disk u64 reinterpreted as the signed value it is.
+    let t = i64::from_ne_bytes(t.to_ne_bytes()).saturating_sub(EPOCH_DIFF);
     Timestamp {
         secs: t.div_euclid(10_000_000),
-        // OK: 0..10^7 * 100 < 2^32.
-        nsecs: (t.rem_euclid(10_000_000) * 100) as u32,
+        // 0..10^7 times 100 < 2^32: no saturation.
+        nsecs: u32::try_from(t.rem_euclid(10_000_000))
+            .unwrap_or(0)
+            .saturating_mul(100),
     }
 }
 
@@ -53,6 +57,7 @@ impl StdInfo {
 }
 
 #[cfg(test)]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
 mod tests {
     use super::*;
 

@@ -2,15 +2,38 @@
 //! everything past the initialized size read as zeros, and compressed attributes decoded one
 //! compression unit at a time (a unit with no sparse cluster is stored raw, one with some is
 //! LZNT1 data in its allocated clusters, one with none allocated is zeros).
+// Guard rails (issue 16 item 7): attribute sizes and runs are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::attribute::{Attribute, Body, NonResident, FLAG_COMPRESSED, FLAG_ENCRYPTED};
 use super::runlist::{self, Run};
 use super::{lznt1, Ntfs};
+use crate::bytes::wide;
 use crate::fs::{Error, Result};
 
 /// Largest compression unit decoded (16 clusters of 4 KiB is what Windows writes; NTFS does
 /// not compress with larger clusters).
 pub(super) const MAX_COMPRESSION_UNIT: u64 = 1 << 20;
+
+/// `lznt1::CHUNK` as a byte count.
+const CHUNK64: u64 = wide(lznt1::CHUNK);
+
+/// For stream byte `pos` inside run `r` (clusters of `cs` bytes): the bytes from it to the
+/// run's end, and where it lies on the volume (None: a sparse run). A run may end past 2^64
+/// bytes (its VCNs are counted in clusters); its byte end then saturates, which still covers
+/// every byte of the stream, whose size is a u64.
+pub(super) fn locate(r: &Run, pos: u64, cs: u64) -> (u64, Option<u64>) {
+    let left = r.end().saturating_mul(cs).saturating_sub(pos);
+    let vcn = pos.checked_div(cs).unwrap_or(0);
+    let in_cluster = pos.checked_rem(cs).unwrap_or(0);
+    // runlist::decode keeps an allocated run inside the volume, whose bytes fit a u64.
+    let at = r.lcn.and_then(|lcn| {
+        lcn.checked_add(vcn.checked_sub(r.vcn)?)?
+            .checked_mul(cs)?
+            .checked_add(in_cluster)
+    });
+    (left, at)
+}
 
 impl Ntfs {
     /// Reads `buf.len()` bytes (or up to the end) of attribute `a` of inode `ino` at `off`.
@@ -21,18 +44,19 @@ impl Ntfs {
         off: u64,
         buf: &mut [u8],
     ) -> Result<usize> {
-        let size = a.size();
-        if off >= size {
+        let Some(left) = a.size().checked_sub(off).filter(|&l| l > 0) else {
             return Ok(0);
-        }
-        // OK: bounded by buf.len().
-        let n = (size - off).min(buf.len() as u64) as usize;
+        };
+        let n = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
         let buf = &mut buf[..n];
         match &a.body {
             Body::Resident(v) => {
-                // OK: off < size = v.len().
-                let o = off as usize;
-                buf.copy_from_slice(&v[o..o + n]);
+                // off < size = v.len().
+                let src = usize::try_from(off)
+                    .ok()
+                    .and_then(|o| v.get(o..)?.get(..n))
+                    .ok_or_else(|| self.damage("resident attribute", ino, None, "short value"))?;
+                buf.copy_from_slice(src);
             }
             Body::NonResident(nr) => {
                 if a.flags & FLAG_ENCRYPTED != 0 {
@@ -53,7 +77,7 @@ impl Ntfs {
     /// All of attribute `a` (callers bound its size first).
     pub(crate) fn read_whole(&self, ino: u64, a: &Attribute, limit: u64) -> Result<Vec<u8>> {
         let size = a.size();
-        if size > limit {
+        let Some(len) = usize::try_from(size).ok().filter(|_| size <= limit) else {
             return Err(Error::corrupt(
                 "attribute",
                 ino,
@@ -63,9 +87,8 @@ impl Ntfs {
                     a.kind
                 ),
             ));
-        }
-        // OK: size <= limit, a small constant.
-        let mut v = vec![0u8; size as usize];
+        };
+        let mut v = vec![0u8; len];
         let n = self.read_attr(ino, a, 0, &mut v)?;
         v.truncate(n);
         Ok(v)
@@ -73,15 +96,12 @@ impl Ntfs {
 
     /// Uncompressed non-resident data: zeros past the initialized size and in sparse runs.
     fn read_plain(&self, ino: u64, nr: &NonResident, off: u64, buf: &mut [u8]) -> Result<()> {
-        let init = nr.initialized_size;
-        let valid = if off >= init {
-            0
-        } else {
-            // OK: bounded by buf.len().
-            (init - off).min(buf.len() as u64) as usize
-        };
-        self.read_runs(ino, &nr.runs, off, &mut buf[..valid])?;
-        buf[valid..].fill(0);
+        let valid = nr.initialized_size.checked_sub(off).map_or(0, |v| {
+            usize::try_from(v).map_or(buf.len(), |v| v.min(buf.len()))
+        });
+        let (valid, zeros) = buf.split_at_mut(valid);
+        self.read_runs(ino, &nr.runs, off, valid)?;
+        zeros.fill(0);
         Ok(())
     }
 
@@ -89,10 +109,10 @@ impl Ntfs {
     /// maps is damage.
     pub(crate) fn read_runs(&self, ino: u64, runs: &[Run], off: u64, buf: &mut [u8]) -> Result<()> {
         let cs = u64::from(self.boot.cluster_size);
-        let mut done = 0usize;
-        while done < buf.len() {
-            let pos = off + done as u64;
-            let vcn = pos / cs;
+        let mut rest = buf;
+        let mut pos = off;
+        while !rest.is_empty() {
+            let vcn = pos.checked_div(cs).unwrap_or(0);
             let r = runlist::find(runs, vcn).ok_or_else(|| {
                 self.damage(
                     "runlist",
@@ -101,18 +121,24 @@ impl Ntfs {
                     format!("no run maps VCN {vcn} (byte {pos})"),
                 )
             })?;
-            let run_end = (r.vcn + r.len) * cs;
-            // OK: bounded by the buffer.
-            let take = (run_end - pos).min((buf.len() - done) as u64) as usize;
-            let dst = &mut buf[done..done + take];
-            match r.lcn {
-                None => dst.fill(0),
-                Some(lcn) => {
-                    let at = (lcn + (vcn - r.vcn)) * cs + pos % cs;
-                    self.read_dev(dst, at, ino)?;
+            let (left, at) = locate(r, pos, cs);
+            let take = usize::try_from(left).map_or(rest.len(), |l| l.min(rest.len()));
+            let (dst, next) = std::mem::take(&mut rest).split_at_mut(take);
+            match (r.lcn, at) {
+                (None, _) => dst.fill(0),
+                (Some(_), Some(at)) => self.read_dev(dst, at, ino)?,
+                (Some(lcn), None) => {
+                    return Err(self.damage(
+                        "runlist",
+                        ino,
+                        None,
+                        format!("run at LCN {lcn} maps byte {pos} past 2^64"),
+                    ))
                 }
             }
-            done += take;
+            // At most off + buf.len(), inside the attribute's u64 size: no saturation.
+            pos = pos.saturating_add(wide(take));
+            rest = next;
         }
         Ok(())
     }
@@ -120,33 +146,52 @@ impl Ntfs {
     fn read_compressed(&self, ino: u64, nr: &NonResident, off: u64, buf: &mut [u8]) -> Result<()> {
         let cs = u64::from(self.boot.cluster_size);
         let unit_clusters = 1u64 << nr.compression_unit.min(16);
-        let unit = unit_clusters * cs;
-        if unit > MAX_COMPRESSION_UNIT || unit % lznt1::CHUNK as u64 != 0 {
+        // 2^16 clusters of at most 2 MiB: no saturation.
+        let unit = unit_clusters.saturating_mul(cs);
+        if unit > MAX_COMPRESSION_UNIT || unit % CHUNK64 != 0 {
             return Err(Error::Unsupported(format!(
                 "inode {ino}: compression units of {unit} bytes"
             )));
         }
-        // OK: unit <= 1 MiB.
-        let mut plain = vec![0u8; unit as usize];
-        let mut done = 0usize;
-        while done < buf.len() {
-            let pos = off + done as u64;
-            let k = pos / unit;
-            let in_unit = pos % unit;
-            // OK: bounded by the buffer.
-            let take = (unit - in_unit).min((buf.len() - done) as u64) as usize;
+        // At most MAX_COMPRESSION_UNIT, and at least CHUNK64 (so a divisor).
+        let mut plain = vec![0u8; usize::try_from(unit).unwrap_or(0)];
+        let len = buf.len();
+        let mut rest = &mut buf[..];
+        let mut pos = off;
+        while !rest.is_empty() {
+            let k = pos.checked_div(unit).unwrap_or(0);
+            let in_unit = usize::try_from(pos.checked_rem(unit).unwrap_or(0)).unwrap_or(0);
             self.compression_unit(ino, nr, k, unit_clusters, &mut plain)?;
-            // OK: in_unit < unit.
-            let s = in_unit as usize;
-            buf[done..done + take].copy_from_slice(&plain[s..s + take]);
-            done += take;
+            let src = plain.get(in_unit..).unwrap_or_default();
+            let take = src.len().min(rest.len());
+            let (dst, next) = std::mem::take(&mut rest).split_at_mut(take);
+            dst.copy_from_slice(&src[..take]);
+            // Inside the attribute's u64 size: no saturation.
+            pos = pos.saturating_add(wide(take));
+            rest = next;
         }
         // Past the initialized size the file reads as zeros.
-        let init = nr.initialized_size;
-        if off + (buf.len() as u64) > init {
-            // OK: bounded by the buffer.
-            let from = init.saturating_sub(off).min(buf.len() as u64) as usize;
-            buf[from..].fill(0);
+        let from = nr
+            .initialized_size
+            .checked_sub(off)
+            .map_or(0, |v| usize::try_from(v).map_or(len, |v| v.min(len)));
+        buf[from..].fill(0);
+        Ok(())
+    }
+
+    /// Reads the clusters `pieces` (LCN, count) one after another into `dst`.
+    fn read_pieces(&self, ino: u64, pieces: &[(u64, u64)], dst: &mut [u8]) -> Result<()> {
+        let cs = u64::from(self.boot.cluster_size);
+        let mut rest = dst;
+        for &(lcn, n) in pieces {
+            // Clusters of one compression unit (at most 1 MiB), inside the volume
+            // (runlist::decode): no saturation.
+            let len = usize::try_from(n.saturating_mul(cs)).unwrap_or(usize::MAX);
+            let (piece, next) = std::mem::take(&mut rest)
+                .split_at_mut_checked(len)
+                .ok_or_else(|| self.damage("compressed data", ino, None, "unit overflows"))?;
+            self.read_dev(piece, lcn.saturating_mul(cs), ino)?;
+            rest = next;
         }
         Ok(())
     }
@@ -161,48 +206,39 @@ impl Ntfs {
         out: &mut [u8],
     ) -> Result<()> {
         let cs = u64::from(self.boot.cluster_size);
-        let first = k * unit_clusters;
+        // Unit k holds the cluster of a byte position / cs: no saturation.
+        let first = k.saturating_mul(unit_clusters);
+        let end = first.saturating_add(unit_clusters);
         // The allocated clusters of the unit, in VCN order, and whether any is sparse.
         let mut pieces: Vec<(u64, u64)> = Vec::new();
         let mut sparse = false;
         let mut vcn = first;
-        while vcn < first + unit_clusters {
+        while vcn < end {
             let Some(r) = runlist::find(&nr.runs, vcn) else {
                 // Past the last run: the rest of the unit is unallocated.
                 sparse = true;
                 break;
             };
-            let n = (r.vcn + r.len - vcn).min(first + unit_clusters - vcn);
+            // vcn lies in r and before end: at least one cluster.
+            let n = r.end().min(end).saturating_sub(vcn);
             match r.lcn {
                 None => sparse = true,
-                Some(lcn) => pieces.push((lcn + (vcn - r.vcn), n)),
+                // Inside the volume (runlist::decode): no saturation.
+                Some(lcn) => pieces.push((lcn.saturating_add(vcn.saturating_sub(r.vcn)), n)),
             }
-            vcn += n;
+            vcn = vcn.saturating_add(n);
         }
         if pieces.is_empty() {
             out.fill(0);
             return Ok(());
         }
         if !sparse {
-            let mut at = 0usize;
-            for (lcn, n) in pieces {
-                // OK: n clusters of this unit, at most out.len() bytes.
-                let len = (n * cs) as usize;
-                self.read_dev(&mut out[at..at + len], lcn * cs, ino)?;
-                at += len;
-            }
-            return Ok(());
+            return self.read_pieces(ino, &pieces, out);
         }
+        // Fewer clusters than the unit.
         let total: u64 = pieces.iter().map(|p| p.1).sum();
-        // OK: fewer clusters than the unit.
-        let mut src = vec![0u8; (total * cs) as usize];
-        let mut at = 0usize;
-        for (lcn, n) in pieces {
-            // OK: as above.
-            let len = (n * cs) as usize;
-            self.read_dev(&mut src[at..at + len], lcn * cs, ino)?;
-            at += len;
-        }
+        let mut src = vec![0u8; usize::try_from(total.saturating_mul(cs)).unwrap_or(0)];
+        self.read_pieces(ino, &pieces, &mut src)?;
         lznt1::decompress(&src, out).map_err(|e| {
             self.damage(
                 "compressed data",
@@ -211,5 +247,34 @@ impl Ntfs {
                 format!("compression unit {k}: {e}"),
             )
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)] // fixtures
+mod tests {
+    use super::*;
+
+    /// A sparse run reaching past 2^64 bytes (a damaged or hostile runlist on a volume whose
+    /// boot sector claims 2^60 sectors): its byte end used to overflow u64, a panic in debug
+    /// builds and a wrapped length in release ones; it now covers the rest of the stream.
+    #[test]
+    fn run_ending_past_2_64_bytes() {
+        let r = Run {
+            vcn: 0,
+            len: 1 << 56,
+            lcn: None,
+        };
+        let pos = u64::MAX - 8191;
+        assert_eq!(locate(&r, pos, 4096), (u64::MAX - pos, None));
+        let r = Run {
+            vcn: 10,
+            len: 5,
+            lcn: Some(100),
+        };
+        assert_eq!(
+            locate(&r, 12 * 4096 + 7, 4096),
+            (3 * 4096 - 7, Some(102 * 4096 + 7))
+        );
     }
 }

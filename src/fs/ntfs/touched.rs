@@ -15,6 +15,8 @@
 //! file no path names ($MFT's mirror, $LogFile, $Bitmap, $Secure, $UsnJrnl... records 0-15
 //! but the root, and the files under $Extend), free in $Bitmap on either side, or owned by
 //! one of those records on either side; what is left makes the caller compare everything.
+// Guard rails (issue 16 item 7): the ranges and the MFT runs are untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::attribute::{self, Body};
 use super::filename::FileName;
@@ -41,8 +43,14 @@ impl Ntfs {
             let vol = start..start.saturating_add(len);
             let stream = r.vcn.saturating_mul(cs);
             for x in intersect(&changed, std::slice::from_ref(&vol)) {
-                let (a, b) = (x.start - vol.start + stream, x.end - vol.start + stream);
-                records.extend((a / rs..b.div_ceil(rs)).take_while(|&n| n < self.mft_records));
+                // `x` lies inside `vol`, whose stream offset is `stream`: no saturation.
+                let (a, b) = (
+                    x.start.saturating_sub(vol.start).saturating_add(stream),
+                    x.end.saturating_sub(vol.start).saturating_add(stream),
+                );
+                // The record size is at least 512 (BootSector::parse).
+                let first = a.checked_div(rs).unwrap_or(0);
+                records.extend((first..b.div_ceil(rs)).take_while(|&n| n < self.mft_records));
             }
             meta.push(vol);
         }

@@ -1,6 +1,8 @@
 //! $UpCase: the volume's table mapping each UTF-16 unit to its upper case, which defines how
 //! Windows compares names (case-insensitively, unit by unit) and so the order of directory
 //! indexes (COLLATION_FILENAME).
+// Guard rails (issue 16 item 7): the $UpCase table is untrusted.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use std::cmp::Ordering;
 
@@ -26,12 +28,11 @@ impl UpCase {
     /// ASCII-only folding, for a volume whose $UpCase cannot be read.
     pub fn ascii() -> Self {
         UpCase(
-            (0..ENTRIES)
+            (0..=u16::MAX)
                 .map(|c| {
-                    // OK: c < 65536.
-                    let c = c as u16;
                     if (u16::from(b'a')..=u16::from(b'z')).contains(&c) {
-                        c - 32
+                        // Clearing bit 5 maps a-z to A-Z.
+                        c & !0x20
                     } else {
                         c
                     }
