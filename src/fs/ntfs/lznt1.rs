@@ -7,6 +7,8 @@
 // Guard rails (issue 16 item 7): compressed clusters are untrusted.
 #![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
+use super::lz77::copy_match;
+
 /// Output bytes of one chunk.
 pub const CHUNK: usize = 4096;
 
@@ -90,17 +92,7 @@ fn chunk(data: &[u8], out: &mut [u8]) -> Result<usize, String> {
                     .ok_or_else(|| {
                         format!("back-reference of {len} bytes at {dp} past the chunk")
                     })?;
-                // The copy may overlap its own output: the `disp` bytes before `dp` repeat.
-                let (done, todo) = out.split_at_mut(dp);
-                let pattern = &done[from..];
-                let todo = &mut todo[..len];
-                if disp >= len {
-                    todo.copy_from_slice(&pattern[..len]);
-                } else {
-                    for (d, &s) in todo.iter_mut().zip(pattern.iter().cycle()) {
-                        *d = s;
-                    }
-                }
+                copy_match(out, from, dp, len);
                 dp = end;
             }
         }

@@ -11,6 +11,8 @@
 // Guard rails (issue 16 item 7): WOF chunks are untrusted.
 #![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
+use super::lz77::copy_match;
+
 /// Literals, then 8 length headers for each offset slot.
 const NUM_CHARS: usize = 256;
 /// Offset slots of a 32 KiB window (the last one, 29, starts at 24576 with 13 extra bits).
@@ -303,18 +305,7 @@ pub fn decompress(src: &[u8], dst: &mut [u8]) -> Result<(), String> {
                             dst.len()
                         ));
                     }
-                    // A match may overlap what it writes (a run): the `off` bytes before
-                    // `out` repeat.
-                    let (done, todo) = dst.split_at_mut(out);
-                    let pattern = &done[from..];
-                    let todo = &mut todo[..len];
-                    if off >= len {
-                        todo.copy_from_slice(&pattern[..len]);
-                    } else {
-                        for (d, &s) in todo.iter_mut().zip(pattern.iter().cycle()) {
-                            *d = s;
-                        }
-                    }
+                    copy_match(dst, from, out, len);
                     out = out.saturating_add(len);
                 }
             }

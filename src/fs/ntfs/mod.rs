@@ -40,6 +40,7 @@ pub mod index;
 pub mod index_slack;
 pub mod inode;
 pub mod intx;
+mod lz77;
 pub mod lznt1;
 pub mod lzx;
 pub mod record;

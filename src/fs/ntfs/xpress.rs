@@ -6,6 +6,8 @@
 // Guard rails (issue 16 item 7): WOF chunks are untrusted.
 #![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
+use super::lz77::copy_match;
+
 /// Longest code ([MS-XCA] 2.2.2).
 const MAX_CODE_LEN: u32 = 15;
 /// Output bytes one Huffman table serves.
@@ -139,17 +141,7 @@ pub fn decompress(src: &[u8], dst: &mut [u8]) -> Result<(), String> {
                 .checked_sub(offset)
                 .ok_or_else(|| format!("match {offset} bytes back at output byte {out}"))?;
             let n = mlen.min(dst.len().saturating_sub(out));
-            // The copy may overlap its own output: the `offset` bytes before `out` repeat.
-            let (done, todo) = dst.split_at_mut(out);
-            let pattern = &done[from..];
-            let todo = &mut todo[..n];
-            if offset >= n {
-                todo.copy_from_slice(&pattern[..n]);
-            } else {
-                for (d, &s) in todo.iter_mut().zip(pattern.iter().cycle()) {
-                    *d = s;
-                }
-            }
+            copy_match(dst, from, out, n);
             // At most dst.len(): no saturation.
             out = out.saturating_add(n);
         }
