@@ -162,13 +162,9 @@ impl Ntfs {
             let k = pos.checked_div(unit).unwrap_or(0);
             let in_unit = usize::try_from(pos.checked_rem(unit).unwrap_or(0)).unwrap_or(0);
             self.compression_unit(ino, nr, k, unit_clusters, &mut plain)?;
-            let src = plain.get(in_unit..).unwrap_or_default();
-            let take = src.len().min(rest.len());
-            let (dst, next) = std::mem::take(&mut rest).split_at_mut(take);
-            dst.copy_from_slice(&src[..take]);
+            let take = fill_front(&mut rest, plain.get(in_unit..).unwrap_or_default());
             // Inside the attribute's u64 size: no saturation.
             pos = pos.saturating_add(wide(take));
-            rest = next;
         }
         // Past the initialized size the file reads as zeros.
         let from = nr
@@ -248,6 +244,16 @@ impl Ntfs {
             )
         })
     }
+}
+
+/// Copies as much of `src` as fits to the front of `rest` and moves `rest` past it: one
+/// decoded unit or chunk handed to a read that may span several. Returns the bytes copied.
+pub(super) fn fill_front(rest: &mut &mut [u8], src: &[u8]) -> usize {
+    let take = src.len().min(rest.len());
+    let (dst, next) = std::mem::take(rest).split_at_mut(take);
+    dst.copy_from_slice(&src[..take]);
+    *rest = next;
+    take
 }
 
 #[cfg(test)]

@@ -125,13 +125,10 @@ impl Ntfs {
             }
             // Below clen.
             let in_chunk = usize::try_from(pos.saturating_sub(first)).unwrap_or(0);
-            let src = out.get(in_chunk..).unwrap_or_default();
-            let take = src.len().min(rest.len());
-            let (dst, next) = std::mem::take(&mut rest).split_at_mut(take);
-            dst.copy_from_slice(&src[..take]);
+            let take =
+                super::stream::fill_front(&mut rest, out.get(in_chunk..).unwrap_or_default());
             // Inside the file's u64 size: no saturation.
             pos = pos.saturating_add(wide(take));
-            rest = next;
         }
         Ok(n)
     }
