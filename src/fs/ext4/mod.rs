@@ -42,7 +42,6 @@ mod statfs;
 pub mod superblock;
 mod touched;
 pub mod xattr;
-#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // write side: a later pass
 mod xattr_write;
 
 use crate::block::BlockDevice;
