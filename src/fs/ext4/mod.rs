@@ -33,7 +33,6 @@ pub mod inline;
 pub mod inode;
 pub mod journal;
 mod lookup;
-#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // write side: a later pass
 mod ops;
 mod orphan;
 mod rw;
@@ -50,7 +49,7 @@ use group::GroupDesc;
 use inode::Inode;
 use lru::LruCache;
 use parking_lot::Mutex;
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::ops::Range;
 use std::sync::Arc;
 use superblock::Superblock;
@@ -214,6 +213,11 @@ impl Ext4 {
     /// The block size as a length in memory (at most 64 KiB, so it fits any `usize`).
     pub fn block_size_usize(&self) -> usize {
         usize::try_from(self.block_size()).unwrap_or(usize::MAX)
+    }
+
+    /// The block size as a divisor (1024 << s_log_block_size, never zero).
+    pub(crate) fn block_nz(&self) -> NonZeroU64 {
+        NonZeroU64::new(u64::from(self.block_size())).unwrap_or(NonZeroU64::MIN)
     }
 
     /// Checks that `[blk, blk+count)` lies inside the filesystem; returns its byte offset.
