@@ -397,7 +397,7 @@ impl Ext4 {
 
     /// A leaf block holding records `recs` copied from `src`, packed, the last one spanning
     /// to the checksum tail (or the block's end).
-    fn pack_leaf(&self, src: &[u8], recs: &[Rec]) -> Vec<u8> {
+    fn pack_leaf(&self, src: &[u8], recs: &[Rec]) -> Result<Vec<u8>> {
         let limit = self.dir_limit();
         let mut b = vec![0u8; src.len()];
         let mut off = 0;
@@ -408,10 +408,10 @@ impl Ext4 {
                 dir_write::rec_len_for(r.name_len)
             };
             let name = &src[r.off + dir_write::HEADER_LEN..][..r.name_len];
-            dir_write::put_record(&mut b, off, le32(src, r.off), len, name, src[r.off + 7]);
+            dir_write::put_record(&mut b, off, le32(src, r.off), len, name, src[r.off + 7])?;
             off += len;
         }
-        b
+        Ok(b)
     }
 
     /// Splits the full leaf of `path` (at `pblk`, contents `block`) by hash into itself and
@@ -447,8 +447,8 @@ impl Ext4 {
             0
         };
         let (new_lblk, new_pblk) = self.dir_append_block(d)?;
-        let mut lower = self.pack_leaf(block, &recs[..split]);
-        let mut upper = self.pack_leaf(block, &recs[split..]);
+        let mut lower = self.pack_leaf(block, &recs[..split])?;
+        let mut upper = self.pack_leaf(block, &recs[split..])?;
         parent.insert_after_at(hash2 | continued, new_lblk);
         self.dx_put(d, parent)?;
         let limit = self.dir_limit();
@@ -565,11 +565,11 @@ impl Ext4 {
         };
         let (l1, p1) = self.dir_append_block(d)?;
         let (l2, p2) = self.dir_append_block(d)?;
-        let lower = self.pack_leaf(block, &recs[..split]);
-        let upper = self.pack_leaf(block, &recs[split..]);
+        let lower = self.pack_leaf(block, &recs[..split])?;
+        let upper = self.pack_leaf(block, &recs[split..])?;
         let mut root = vec![0u8; bs];
-        dir_write::put_record(&mut root, 0, le32(block, 0), 12, b".", block[7]);
-        dir_write::put_record(&mut root, 12, le32(block, 12), bs - 12, b"..", block[19]);
+        dir_write::put_record(&mut root, 0, le32(block, 0), 12, b".", block[7])?;
+        dir_write::put_record(&mut root, 12, le32(block, 12), bs - 12, b"..", block[19])?;
         root[INFO_HASH_VERSION] = root_version;
         // OK: the info length is 8.
         root[INFO_LENGTH] = ROOT_INFO_LEN as u8;

@@ -18,7 +18,6 @@ pub mod casefold;
 pub mod csum;
 pub mod deleted;
 pub mod dir;
-#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // write side: a later pass
 mod dir_write;
 #[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // write side: a later pass
 mod dx_write;

@@ -388,7 +388,7 @@ impl Ext4 {
                 let mut fm = self.load_map(&nb)?;
                 let (pblk, _) = self.fm_alloc(&mut fm, &mut nb, 0, 1)?;
                 self.fm_store(fm, &mut nb)?;
-                let block = self.new_dir_block(&nb, dir);
+                let block = self.new_dir_block(&nb, dir)?;
                 self.put_meta(pblk, block)?;
                 nb.set_size(u64::from(self.block_size()));
             }
