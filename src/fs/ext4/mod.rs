@@ -22,7 +22,6 @@ mod dir_write;
 #[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // write side: a later pass
 mod dx_write;
 pub mod extent;
-#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // write side: a later pass
 mod extent_write;
 mod filemap;
 pub mod fscrypt;
