@@ -19,7 +19,6 @@ pub mod csum;
 pub mod deleted;
 pub mod dir;
 mod dir_write;
-#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // write side: a later pass
 mod dx_write;
 pub mod extent;
 mod extent_write;
