@@ -550,6 +550,14 @@ fn fixed_ops() -> Vec<Op> {
         Write(s("sparse"), 5 << 30, 4096, 5),
         Write(s("sparse"), 1 << 20, 1, 6),
         Truncate(s("sparse"), 6 << 30),
+        // The largest size (1 KiB blocks with extents: 2^32 - 1 blocks, s_maxbytes), and just
+        // past it; removed again, as reading 4 TiB of holes takes too long.
+        Create(s("edge"), 0o644),
+        Truncate(s("edge"), 1 << 42),
+        Truncate(s("edge"), (1 << 42) - 1024),
+        Write(s("edge"), (1 << 42) - 1025, 1, 10),
+        Write(s("edge"), (1 << 42) - 1, 1, 11),
+        Unlink(s("edge")),
         Create(s("t"), 0o644),
         Write(s("t"), 0, 200_000, 7),
         Truncate(s("t"), 5000),

@@ -17,7 +17,7 @@
 
 use super::inode::{self, Inode, InodeBuf};
 use super::superblock::Incompat;
-use super::{csum, dir, htree, Ext4};
+use super::{csum, dir, htree, low32, Ext4};
 use crate::bytes::{le16, le32};
 use crate::fs::{Error, FileType, Result};
 
@@ -27,21 +27,26 @@ pub(super) const MAX_NAME_LEN: usize = 255;
 
 /// Bytes a record with a name of `n` bytes needs (EXT4_DIR_REC_LEN).
 pub(crate) fn rec_len_for(n: usize) -> usize {
-    (HEADER_LEN + n + 3) & !3
+    // Names are at most 255 bytes: no overflow.
+    HEADER_LEN
+        .saturating_add(n)
+        .checked_next_multiple_of(4)
+        .unwrap_or(usize::MAX)
 }
 
 /// rec_len as stored (ext4_rec_len_to_disk): 64 KiB blocks write a whole-block record as
 /// 65535 and keep bits 16-17 in the low bits.
 pub(super) fn rec_len_to_disk(len: usize, bs: usize) -> u16 {
-    if bs < 65536 {
-        // OK: len <= bs < 65536.
-        return len as u16;
-    }
-    if len == 65536 {
+    // Below 64 KiB the length itself (len <= bs); else bits 0-15 with bits 16-17 in the
+    // low two (zero in a length, a multiple of 4), a whole 64 KiB block as 65535.
+    if len == 65536 && bs >= 65536 {
         return u16::MAX;
     }
-    // OK: the masks keep 16 bits.
-    ((len & 0xfffc) | ((len >> 16) & 3)) as u16
+    let [lo, hi, top, ..] = len.to_le_bytes();
+    if bs < 65536 {
+        return u16::from_le_bytes([lo, hi]);
+    }
+    u16::from_le_bytes([(lo & 0xfc) | (top & 3), hi])
 }
 
 /// The file_type byte of a directory entry (EXT4_FT_*).
@@ -57,6 +62,39 @@ pub(crate) fn type_byte(k: FileType) -> u8 {
     }
 }
 
+/// The `len` bytes at `off` of a directory block being edited. Offsets come from records
+/// already checked against the block: an error here is a slip, kept from becoming a panic.
+pub(super) fn span_mut(block: &mut [u8], off: usize, len: usize) -> Result<&mut [u8]> {
+    let n = block.len();
+    block
+        .get_mut(off..)
+        .and_then(|b| b.get_mut(..len))
+        .ok_or_else(|| {
+            Error::corrupt(
+                "directory block",
+                0,
+                0,
+                format!("{len} bytes at {off}: past the block's {n}"),
+            )
+        })
+}
+
+/// rec_len of the record at `off` (checked by `record` before).
+pub(super) fn rec_len_at(block: &[u8], off: usize) -> usize {
+    block
+        .get(off..)
+        .map_or(0, |r| dir::rec_len_from_disk(le16(r, 4), block.len()))
+}
+
+/// The name of the record at `off` (of `name_len` bytes, checked by `record`).
+pub(super) fn name_at(block: &[u8], off: usize, name_len: usize) -> &[u8] {
+    block
+        .get(off..)
+        .and_then(|r| r.get(HEADER_LEN..))
+        .and_then(|r| r.get(..name_len))
+        .unwrap_or_default()
+}
+
 pub(super) fn put_record(
     block: &mut [u8],
     off: usize,
@@ -64,38 +102,70 @@ pub(super) fn put_record(
     rec_len: usize,
     name: &[u8],
     ft: u8,
-) {
-    let bs = block.len();
-    block[off..off + 4].copy_from_slice(&ino.to_le_bytes());
-    block[off + 4..off + 6].copy_from_slice(&rec_len_to_disk(rec_len, bs).to_le_bytes());
-    // OK: names are at most 255 bytes (checked by the callers).
-    block[off + 6] = name.len() as u8;
-    block[off + 7] = ft;
-    block[off + HEADER_LEN..off + HEADER_LEN + name.len()].copy_from_slice(name);
-    block[off + HEADER_LEN + name.len()..off + rec_len].fill(0);
+) -> Result<()> {
+    let disk_len = rec_len_to_disk(rec_len, block.len());
+    let name_len =
+        u8::try_from(name.len()).map_err(|_| Error::NameTooLong { max: MAX_NAME_LEN })?;
+    let rec = span_mut(block, off, rec_len)?;
+    let Some((head, rest)) = rec.split_at_mut_checked(HEADER_LEN) else {
+        return Err(Error::corrupt(
+            "directory entry",
+            0,
+            0,
+            format!("rec_len {rec_len}"),
+        ));
+    };
+    let Some((stored, pad)) = rest.split_at_mut_checked(name.len()) else {
+        return Err(Error::corrupt(
+            "directory entry",
+            0,
+            0,
+            format!("rec_len {rec_len} for a name of {name_len} bytes"),
+        ));
+    };
+    head[0..4].copy_from_slice(&ino.to_le_bytes());
+    head[4..6].copy_from_slice(&disk_len.to_le_bytes());
+    head[6] = name_len;
+    head[7] = ft;
+    stored.copy_from_slice(name);
+    pad.fill(0);
+    Ok(())
 }
 
-/// One record's header, bounds-checked against `limit`.
+/// One record's header, bounds-checked against `limit` (and the block).
 pub(super) fn record(
     block: &[u8],
     off: usize,
     limit: usize,
 ) -> std::result::Result<(u32, usize, usize), String> {
-    if limit - off < 12 {
+    let left = limit.min(block.len()).saturating_sub(off);
+    let head = block
+        .get(off..)
+        .and_then(|r| r.get(..12))
+        .filter(|_| left >= 12);
+    let Some(head) = head else {
         return Err(format!(
-            "offset {off}: {} bytes left, less than a record",
-            limit - off
+            "offset {off}: {left} bytes left, less than a record"
         ));
-    }
-    let rec_len = dir::rec_len_from_disk(le16(block, off + 4), block.len());
-    let name_len = usize::from(block[off + 6]);
-    if rec_len < 12 || rec_len % 4 != 0 || rec_len > limit - off || HEADER_LEN + name_len > rec_len
+    };
+    let rec_len = dir::rec_len_from_disk(le16(head, 4), block.len());
+    let name_len = usize::from(head[6]);
+    // name_len <= 255: no overflow.
+    if rec_len < 12
+        || rec_len % 4 != 0
+        || rec_len > left
+        || HEADER_LEN.saturating_add(name_len) > rec_len
     {
         return Err(format!(
             "offset {off}: rec_len {rec_len}, name_len {name_len}"
         ));
     }
-    Ok((le32(block, off), rec_len, name_len))
+    Ok((le32(head, 0), rec_len, name_len))
+}
+
+/// An inode number as a directory entry holds it (numbers are at most s_inodes_count).
+pub(super) fn ino32(ino: u64) -> Result<u32> {
+    u32::try_from(ino).map_err(|_| Error::Invalid(format!("inode number {ino} past 32 bits")))
 }
 
 impl Ext4 {
@@ -119,9 +189,10 @@ impl Ext4 {
 
     /// Bytes of a directory block that hold records (the checksum tail excluded).
     pub(super) fn dir_limit(&self) -> usize {
-        let bs = self.block_size() as usize;
+        let bs = self.block_size_usize();
         if self.sb.metadata_csum {
-            bs - csum::DIRENT_TAIL_LEN
+            // The block size is at least 1 KiB.
+            bs.saturating_sub(csum::DIRENT_TAIL_LEN)
         } else {
             bs
         }
@@ -132,15 +203,15 @@ impl Ext4 {
     }
 
     /// The first block of a new directory: "." and "..", then the checksum tail.
-    pub(crate) fn new_dir_block(&self, d: &InodeBuf, parent: u64) -> Vec<u8> {
-        let bs = self.block_size() as usize;
-        let mut b = vec![0u8; bs];
+    pub(crate) fn new_dir_block(&self, d: &InodeBuf, parent: u64) -> Result<Vec<u8>> {
+        let mut b = vec![0u8; self.block_size_usize()];
         let ft = if self.has_filetype() { 2 } else { 0 };
-        // OK: inode numbers fit u32.
-        put_record(&mut b, 0, d.ino as u32, 12, b".", ft);
-        put_record(&mut b, 12, parent as u32, self.dir_limit() - 12, b"..", ft);
+        put_record(&mut b, 0, ino32(d.ino)?, 12, b".", ft)?;
+        // dir_limit is at least 1 KiB - 12.
+        let rest = self.dir_limit().saturating_sub(12);
+        put_record(&mut b, 12, ino32(parent)?, rest, b"..", ft)?;
         self.seal_dir_block(d, 1, &mut b);
-        b
+        Ok(b)
     }
 
     /// Sets the checksum of a directory block of `d` being written: the dx_tail of an index
@@ -149,8 +220,8 @@ impl Ext4 {
         if !self.sb.metadata_csum {
             return;
         }
-        // OK: inode numbers fit u32.
-        let seed = csum::inode_seed(self.sb.csum_seed, d.ino as u32, d.generation());
+        // Inode numbers are at most s_inodes_count, a u32.
+        let seed = csum::inode_seed(self.sb.csum_seed, low32(d.ino), d.generation());
         if d.flags() & inode::FL_INDEX != 0 && htree::is_interior(block, lblk) {
             if let Some(off) = htree::count_offset(block) {
                 csum::dx_node_set(seed, block, off);
@@ -188,11 +259,12 @@ impl Ext4 {
         while off < limit_full {
             let (ino, rec_len, name_len) = record(block, off, limit_full)
                 .map_err(|e| Error::corrupt("directory entry", ino_dir, pblk, e))?;
-            if ino != 0 && &block[off + HEADER_LEN..off + HEADER_LEN + name_len] == name {
+            if ino != 0 && name_at(block, off, name_len) == name {
                 return Ok(Some((off, prev)));
             }
             prev = Some(off);
-            off += rec_len;
+            // off + rec_len <= the block's length (record).
+            off = off.saturating_add(rec_len);
         }
         Ok(None)
     }
@@ -232,17 +304,18 @@ impl Ext4 {
         let Some((lblk, pblk, mut block, off, prev)) = self.dir_locate(d, name)? else {
             return Err(Error::NotFound);
         };
-        let ino = le32(&block, off);
+        let ino = le32(span_mut(&mut block, off, HEADER_LEN)?, 0);
         let bs = block.len();
-        let rec_len = dir::rec_len_from_disk(le16(&block, off + 4), bs);
+        // Both records were checked by find_in_block: their lengths sum to at most bs.
+        let rec_len = rec_len_at(&block, off);
         match prev {
             Some(p) => {
-                let plen = dir::rec_len_from_disk(le16(&block, p + 4), bs);
-                block[p + 4..p + 6]
-                    .copy_from_slice(&rec_len_to_disk(plen + rec_len, bs).to_le_bytes());
-                block[off..off + rec_len.min(HEADER_LEN)].fill(0);
+                let merged = rec_len_at(&block, p).saturating_add(rec_len);
+                span_mut(&mut block, p, HEADER_LEN)?[4..6]
+                    .copy_from_slice(&rec_len_to_disk(merged, bs).to_le_bytes());
+                span_mut(&mut block, off, rec_len.min(HEADER_LEN))?.fill(0);
             }
-            None => block[off..off + 4].fill(0),
+            None => span_mut(&mut block, off, 4)?.fill(0),
         }
         self.seal_dir_block(d, lblk, &mut block);
         self.put_meta(pblk, block)?;
@@ -261,10 +334,12 @@ impl Ext4 {
         let Some((lblk, pblk, mut block, off, _)) = self.dir_locate(d, name)? else {
             return Err(Error::NotFound);
         };
-        // OK: inode numbers fit u32.
-        block[off..off + 4].copy_from_slice(&(ino as u32).to_le_bytes());
-        if self.has_filetype() {
-            block[off + 7] = type_byte(kind);
+        let ino = ino32(ino)?;
+        let filetype = self.has_filetype();
+        let rec = span_mut(&mut block, off, HEADER_LEN)?;
+        rec[0..4].copy_from_slice(&ino.to_le_bytes());
+        if filetype {
+            rec[7] = type_byte(kind);
         }
         self.seal_dir_block(d, lblk, &mut block);
         self.put_meta(pblk, block)
@@ -300,18 +375,21 @@ impl Ext4 {
             let (cur, rec_len, name_len) = record(block, off, limit)
                 .map_err(|e| Error::corrupt("directory entry", ino_dir, pblk, e))?;
             let used = if cur == 0 { 0 } else { rec_len_for(name_len) };
-            if rec_len >= used + need {
+            // used <= rec_len: the record holds its name, and both are multiples of 4.
+            if let Some(free) = rec_len.checked_sub(used).filter(|&f| f >= need) {
                 if cur == 0 {
-                    put_record(block, off, ino, rec_len, name, ft);
+                    put_record(block, off, ino, rec_len, name, ft)?;
                 } else {
                     let bs = block.len();
-                    block[off + 4..off + 6]
+                    span_mut(block, off, HEADER_LEN)?[4..6]
                         .copy_from_slice(&rec_len_to_disk(used, bs).to_le_bytes());
-                    put_record(block, off + used, ino, rec_len - used, name, ft);
+                    // off + rec_len <= limit (record).
+                    put_record(block, off.saturating_add(used), ino, free, name, ft)?;
                 }
                 return Ok(true);
             }
-            off += rec_len;
+            // off + rec_len <= limit (record).
+            off = off.saturating_add(rec_len);
         }
         Ok(false)
     }
@@ -329,8 +407,7 @@ impl Ext4 {
         if name.is_empty() || name.len() > MAX_NAME_LEN {
             return Err(Error::NameTooLong { max: MAX_NAME_LEN });
         }
-        // OK: inode numbers fit u32.
-        let ino32 = ino as u32;
+        let ino32 = ino32(ino)?;
         let ft = if self.has_filetype() {
             type_byte(kind)
         } else {
@@ -369,8 +446,8 @@ impl Ext4 {
             self.dx_to_linear(d)?;
         }
         let (lblk, pblk) = self.dir_append_block(d)?;
-        let mut block = vec![0u8; self.block_size() as usize];
-        put_record(&mut block, 0, ino32, limit, name, ft);
+        let mut block = vec![0u8; self.block_size_usize()];
+        put_record(&mut block, 0, ino32, limit, name, ft)?;
         self.seal_dir_block(d, lblk, &mut block);
         self.put_meta(pblk, block)
     }
@@ -401,12 +478,13 @@ impl Ext4 {
                     ));
                 }
                 let mut b = vec![0u8; raw.len()];
-                put_record(&mut b, 0, dot, 12, b".", ft);
-                put_record(&mut b, 12, dotdot, limit - 12, b"..", ft);
+                put_record(&mut b, 0, dot, 12, b".", ft)?;
+                // limit is at least 1 KiB - 12.
+                put_record(&mut b, 12, dotdot, limit.saturating_sub(12), b"..", ft)?;
                 blocks.push((lblk, pblk, b));
             } else if htree::is_interior(&raw, lblk) {
                 let mut b = vec![0u8; raw.len()];
-                put_record(&mut b, 0, 0, limit, b"", 0);
+                put_record(&mut b, 0, 0, limit, b"", 0)?;
                 blocks.push((lblk, pblk, b));
             }
         }
@@ -416,5 +494,41 @@ impl Ext4 {
             self.put_meta(pblk, b)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rec_len_round_trips() {
+        for bs in [1024usize, 4096, 65536] {
+            for len in [12usize, 16, 260, 1000, 1024, 4096, 65532, 65536] {
+                if len <= bs {
+                    let disk = rec_len_to_disk(len, bs);
+                    assert_eq!(dir::rec_len_from_disk(disk, bs), len, "{len} in {bs}");
+                }
+            }
+        }
+        assert_eq!(rec_len_to_disk(65536, 65536), u16::MAX);
+    }
+
+    #[test]
+    fn records_are_written_and_checked_without_panics() {
+        let mut b = vec![0u8; 1024];
+        put_record(&mut b, 0, 2, 12, b".", 2).unwrap();
+        put_record(&mut b, 12, 2, 1012, b"..", 2).unwrap();
+        assert_eq!(record(&b, 12, 1024), Ok((2, 1012, 2)));
+        assert_eq!(name_at(&b, 12, 2), b"..");
+        // A record that does not hold its name, or runs past the block: errors.
+        assert!(put_record(&mut b, 0, 5, 12, b"long-name", 1).is_err());
+        assert!(put_record(&mut b, 1020, 5, 12, b"x", 1).is_err());
+        assert!(put_record(&mut b, 0, 5, 300, &[b'n'; 256], 1).is_err());
+        // Checking at or past the end, or with a limit past the block, is an error.
+        assert!(record(&b, 1020, 1024).is_err());
+        assert!(record(&b, 2000, 1024).is_err());
+        assert!(record(&b[..16], 12, 1024).is_err());
+        assert_eq!(name_at(&b, 5000, 3), b"");
     }
 }

@@ -33,10 +33,13 @@ const INFO_HASH_VERSION: usize = ROOT_DOTS + 4;
 const INFO_LENGTH: usize = ROOT_DOTS + 5;
 const INFO_LEVELS: usize = ROOT_DOTS + 6;
 const INFO_FLAGS: usize = ROOT_DOTS + 7;
+const _: () = assert!(ROOT_INFO_LEN == 8);
 /// The low bit of a dx_entry hash: this leaf continues the hash range of the one before.
 const HASH_CONTINUED: u32 = 1;
-/// Index changes one insert can need: a split per level, a new level, then the leaf split.
-const MAX_RESTARTS: usize = 2 * htree::MAX_LEVELS_LARGEDIR as usize + 2;
+/// Index changes one insert can need: a split per level, a new level, then the leaf split
+/// (2 × MAX_LEVELS_LARGEDIR + 2).
+const MAX_RESTARTS: usize = 8;
+const _: () = assert!(htree::MAX_LEVELS_LARGEDIR == 3);
 
 /// One index block (dx_root or dx_node) on the path from the root to a leaf.
 struct Level {
@@ -50,21 +53,40 @@ struct Level {
 }
 
 impl Level {
+    /// The entries (the first one's hash field holds limit and count).
+    fn entries(&self) -> &[u8] {
+        self.block.get(self.off..).unwrap_or_default()
+    }
+
     fn limit(&self) -> usize {
-        usize::from(le16(&self.block, self.off))
+        usize::from(le16(self.entries(), 0))
     }
 
     fn count(&self) -> usize {
-        usize::from(le16(&self.block, self.off + 2))
+        usize::from(le16(self.entries(), 2))
     }
 
-    fn set_count(&mut self, n: usize) {
-        // OK: counts are at most the limit, which came from a u16.
-        self.block[self.off + 2..self.off + 4].copy_from_slice(&(n as u16).to_le_bytes());
+    /// Sets the count (at most the limit, which came from a u16).
+    fn set_count(&mut self, n: usize) -> Result<()> {
+        let n = u16::try_from(n).map_err(|_| self.bad(format!("count {n}")))?;
+        let lblk = self.lblk;
+        self.block
+            .get_mut(self.off..)
+            .and_then(|e| e.get_mut(2..4))
+            .ok_or_else(|| Error::corrupt("directory index", 0, lblk, "no count"))?
+            .copy_from_slice(&n.to_le_bytes());
+        Ok(())
     }
 
     fn full(&self) -> bool {
         self.count() >= self.limit()
+    }
+
+    fn entry(&self, i: usize) -> &[u8] {
+        self.entries()
+            .chunks_exact(ENTRY_LEN)
+            .nth(i)
+            .unwrap_or_default()
     }
 
     /// The hash stored in entry `i` (with its continued bit); entry 0 has none (0).
@@ -72,24 +94,46 @@ impl Level {
         if i == 0 {
             0
         } else {
-            le32(&self.block, self.off + i * ENTRY_LEN)
+            le32(self.entry(i), 0)
         }
     }
 
+    /// The block entry `i` points to (0, which no index entry names, past the entries).
     fn child(&self, i: usize) -> u64 {
-        u64::from(le32(&self.block, self.off + i * ENTRY_LEN + 4) & htree::BLOCK_MASK)
+        u64::from(le32(self.entry(i), 4) & htree::BLOCK_MASK)
     }
 
-    /// Inserts (hash, block) after the entry the path follows (dx_insert_block).
-    fn insert_after_at(&mut self, hash: u32, blk: u64) {
+    fn bad(&self, d: String) -> Error {
+        Error::corrupt("directory index", 0, self.pblk, d)
+    }
+
+    /// Inserts (hash, block) after the entry the path follows (dx_insert_block). The block
+    /// is not full (the callers split it first).
+    fn insert_after_at(&mut self, hash: u32, blk: u64) -> Result<()> {
         let count = self.count();
-        let at = self.off + (self.at + 1) * ENTRY_LEN;
-        let end = self.off + count * ENTRY_LEN;
-        self.block.copy_within(at..end, at + ENTRY_LEN);
-        self.block[at..at + 4].copy_from_slice(&hash.to_le_bytes());
-        // OK: the callers check blocks against BLOCK_MASK.
-        self.block[at + 4..at + 8].copy_from_slice(&(blk as u32).to_le_bytes());
-        self.set_count(count + 1);
+        let blk = u32::try_from(blk)
+            .ok()
+            .filter(|&b| b & !htree::BLOCK_MASK == 0)
+            .ok_or_else(|| self.bad(format!("block {blk} past 28 bits")))?;
+        // Entries at+1..count move up one: at < count < limit, so all stay in the block.
+        let at = self
+            .at
+            .checked_add(1)
+            .and_then(|a| a.checked_mul(ENTRY_LEN));
+        let end = count.checked_mul(ENTRY_LEN);
+        let moved = at.zip(end).and_then(|(at, end)| {
+            let span = end.checked_add(ENTRY_LEN)?;
+            let region = self.block.get_mut(self.off..)?.get_mut(at..span)?;
+            Some(region)
+        });
+        let Some(region) = moved else {
+            return Err(self.bad(format!("entry {} of {count}", self.at)));
+        };
+        region.copy_within(..region.len().saturating_sub(ENTRY_LEN), ENTRY_LEN);
+        region[..4].copy_from_slice(&hash.to_le_bytes());
+        region[4..8].copy_from_slice(&blk.to_le_bytes());
+        // count < limit <= u16::MAX.
+        self.set_count(count.saturating_add(1))
     }
 }
 
@@ -113,23 +157,83 @@ struct Rec {
 /// A block of zeros opening with the fake record of a dx_node (inode 0, rec_len the block).
 fn new_node(bs: usize) -> Vec<u8> {
     let mut b = vec![0u8; bs];
-    b[4..6].copy_from_slice(&dir_write::rec_len_to_disk(bs, bs).to_le_bytes());
+    if let Some(f) = b.get_mut(4..6) {
+        f.copy_from_slice(&dir_write::rec_len_to_disk(bs, bs).to_le_bytes());
+    }
     b
+}
+
+/// Copies entries `from..to` of `level` to the start of dx_node block `node`, and zeroes
+/// them in `level` (all but entry 0, which holds its limit and count). Returns how many moved.
+fn move_entries(level: &mut Level, from: usize, to: usize, node: &mut [u8]) -> Result<usize> {
+    let bad = || level_error(level.pblk, from, to);
+    let n = to.checked_sub(from).ok_or_else(bad)?;
+    let start = from.checked_mul(ENTRY_LEN).ok_or_else(bad)?;
+    let end = to.checked_mul(ENTRY_LEN).ok_or_else(bad)?;
+    let pblk = level.pblk;
+    let src = level
+        .block
+        .get_mut(level.off..)
+        .and_then(|e| e.get_mut(start..end))
+        .ok_or_else(|| level_error(pblk, from, to))?;
+    node.get_mut(NODE_HEADER..)
+        .and_then(|d| d.get_mut(..src.len()))
+        .ok_or_else(|| level_error(pblk, from, to))?
+        .copy_from_slice(src);
+    let keep = if from == 0 {
+        ENTRY_LEN.min(src.len())
+    } else {
+        0
+    };
+    src.get_mut(keep..).unwrap_or_default().fill(0);
+    Ok(n)
+}
+
+fn level_error(pblk: u64, from: usize, to: usize) -> Error {
+    Error::corrupt(
+        "directory index",
+        0,
+        pblk,
+        format!("entries {from}..{to} past the block"),
+    )
+}
+
+/// Sets limit and count of dx_node block `node` (both at most a limit, from a u16).
+fn put_limit_count(node: &mut [u8], limit: usize, count: usize) -> Result<()> {
+    let f = node
+        .get_mut(NODE_HEADER..)
+        .ok_or_else(|| Error::corrupt("directory index", 0, 0, "node too small"))?;
+    put_limit_count_at(f, limit, count)
+}
+
+/// Sets the limit and count at the start of `entries`.
+fn put_limit_count_at(entries: &mut [u8], limit: usize, count: usize) -> Result<()> {
+    let field = |n: usize| {
+        u16::try_from(n).map_err(|_| Error::corrupt("directory index", 0, 0, format!("{n}")))
+    };
+    let (limit, count) = (field(limit)?, field(count)?);
+    let f = entries
+        .get_mut(..4)
+        .ok_or_else(|| Error::corrupt("directory index", 0, 0, "no room for limit and count"))?;
+    f[0..2].copy_from_slice(&limit.to_le_bytes());
+    f[2..4].copy_from_slice(&count.to_le_bytes());
+    Ok(())
 }
 
 impl Ext4 {
     /// Entries a dx_root and a dx_node hold (dx_root_limit, dx_node_limit): the block less
     /// the headers and, with metadata_csum, the dx_tail.
     fn dx_limits(&self) -> (usize, usize) {
-        let bs = self.block_size() as usize;
+        let bs = self.block_size_usize();
         let tail = if self.sb.metadata_csum {
             htree::TAIL_LEN
         } else {
             0
         };
+        // The block size is at least 1 KiB: no underflow.
         (
-            (bs - ROOT_ENTRIES - tail) / ENTRY_LEN,
-            (bs - NODE_HEADER - tail) / ENTRY_LEN,
+            bs.saturating_sub(ROOT_ENTRIES).saturating_sub(tail) / ENTRY_LEN,
+            bs.saturating_sub(NODE_HEADER).saturating_sub(tail) / ENTRY_LEN,
         )
     }
 
@@ -149,7 +253,8 @@ impl Ext4 {
             htree::LEGACY | htree::HALF_MD4 | htree::TEA
                 if self.sb.flags & FLAGS_UNSIGNED_HASH != 0 =>
             {
-                Some(version + 3)
+                // The versions are 0..=2.
+                Some(version.saturating_add(3))
             }
             htree::LEGACY | htree::HALF_MD4 | htree::TEA => Some(version),
             _ => None,
@@ -182,21 +287,22 @@ impl Ext4 {
         let Some((pblk, root)) = self.dx_block(d, 0)? else {
             return Ok(None);
         };
-        if htree::count_offset(&root) != Some(ROOT_ENTRIES) || root[INFO_FLAGS] & 1 != 0 {
+        let info = |at: usize| root.get(at).copied().unwrap_or(u8::MAX);
+        if htree::count_offset(&root) != Some(ROOT_ENTRIES) || info(INFO_FLAGS) & 1 != 0 {
             return Ok(None);
         }
-        let levels = usize::from(root[INFO_LEVELS]);
+        let levels = usize::from(info(INFO_LEVELS));
         if levels >= self.dx_max_levels() {
             return Ok(None);
         }
-        let Some(version) = self.dx_version(root[INFO_HASH_VERSION]) else {
+        let Some(version) = self.dx_version(info(INFO_HASH_VERSION)) else {
             return Ok(None);
         };
         let Some(hash) = self.dx_hash(version, name) else {
             return Ok(None);
         };
         let (root_limit, node_limit) = self.dx_limits();
-        let mut path = Vec::with_capacity(levels + 1);
+        let mut path = Vec::with_capacity(levels.saturating_add(1));
         let mut cur = Level {
             lblk: 0,
             pblk,
@@ -214,17 +320,11 @@ impl Ext4 {
             if cur.limit() != limit || count == 0 || count > limit {
                 return Ok(None);
             }
-            // The last entry whose lower bound is at or below the hash.
-            let (mut lo, mut hi) = (1, count);
-            while lo < hi {
-                let mid = lo + (hi - lo) / 2;
-                if cur.hash(mid) > hash {
-                    hi = mid;
-                } else {
-                    lo = mid + 1;
-                }
-            }
-            cur.at = lo - 1;
+            // The last entry whose lower bound is at or below the hash (entry 0 has none):
+            // 1 <= count <= limit.
+            cur.at = (1..count)
+                .collect::<Vec<_>>()
+                .partition_point(|&i| cur.hash(i) <= hash);
             let child = cur.child(cur.at);
             if child == 0 || child >= nblocks {
                 return Ok(None);
@@ -297,24 +397,28 @@ impl Ext4 {
             if self.dir_blocks(d) >= u64::from(htree::BLOCK_MASK) {
                 return Ok(false);
             }
-            let bottom = path.levels.len() - 1;
-            if path.levels[bottom].full() {
+            // dx_path gives at least the root.
+            let Some(bottom) = path.levels.len().checked_sub(1) else {
+                return Ok(false);
+            };
+            if path.levels.last().is_some_and(Level::full) {
                 // Split the highest full index block whose parent has room; with the whole
                 // path full, add a level under the root.
-                let mut lvl = bottom;
-                while lvl > 0 && path.levels[lvl - 1].full() {
-                    lvl -= 1;
-                }
-                if lvl == 0 {
-                    if path.levels.len() >= self.dx_max_levels() {
-                        return Ok(false);
+                let full = path.levels.iter().rev().take_while(|l| l.full()).count();
+                match bottom.checked_sub(full) {
+                    None => {
+                        if path.levels.len() >= self.dx_max_levels() {
+                            return Ok(false);
+                        }
+                        let root = path.levels.swap_remove(0);
+                        self.dx_add_level(d, root)?;
                     }
-                    let root = path.levels.swap_remove(0);
-                    self.dx_add_level(d, root)?;
-                } else {
-                    let node = path.levels.swap_remove(lvl);
-                    let parent = path.levels.swap_remove(lvl - 1);
-                    self.dx_split_node(d, node, parent)?;
+                    Some(parent) => {
+                        // The highest full one is the parent's child, parent + 1 <= bottom.
+                        let node = path.levels.swap_remove(parent.saturating_add(1));
+                        let parent = path.levels.swap_remove(parent);
+                        self.dx_split_node(d, node, parent)?;
+                    }
                 }
                 continue;
             }
@@ -337,7 +441,12 @@ impl Ext4 {
         let mut fm = self.load_map(d)?;
         let (pblk, _) = self.fm_alloc(&mut fm, d, nblocks, 1)?;
         self.fm_store(fm, d)?;
-        d.set_size((nblocks + 1) * u64::from(self.block_size()));
+        // fm_alloc kept nblocks + 1 within 2^32 blocks: the size fits.
+        d.set_size(
+            nblocks
+                .saturating_add(1)
+                .saturating_mul(u64::from(self.block_size())),
+        );
         Ok((nblocks, pblk))
     }
 
@@ -358,7 +467,7 @@ impl Ext4 {
             let (ino, rec_len, name_len) = dir_write::record(block, off, limit)
                 .map_err(|e| Error::corrupt("directory entry", d.ino, pblk, e))?;
             if ino != 0 {
-                let name = &block[off + dir_write::HEADER_LEN..][..name_len];
+                let name = dir_write::name_at(block, off, name_len);
                 let hash = self.dx_hash(version, name).ok_or_else(|| {
                     Error::corrupt("directory index", d.ino, pblk, "unknown hash version")
                 })?;
@@ -368,7 +477,8 @@ impl Ext4 {
                     name_len,
                 });
             }
-            off += rec_len;
+            // off + rec_len <= limit (record).
+            off = off.saturating_add(rec_len);
         }
         out.sort_by_key(|r| r.hash);
         Ok(out)
@@ -377,41 +487,67 @@ impl Ext4 {
     /// Where to split records sorted by hash: the upper part holds about half of their
     /// bytes (do_split), and each part at least one record. `recs` has two or more.
     fn split_point(recs: &[Rec]) -> usize {
+        // Records of one block: every sum stays below the block size.
         let size = |r: &Rec| dir_write::rec_len_for(r.name_len);
-        let total: usize = recs.iter().map(size).sum();
-        let mut moved = 0;
-        let mut count = 0;
+        let total = recs.iter().map(size).fold(0usize, usize::saturating_add);
+        let mut moved = 0usize;
+        let mut count = 0usize;
         for r in recs.iter().rev() {
-            if moved + size(r) / 2 > total / 2 {
+            if moved.saturating_add(size(r) / 2) > total / 2 {
                 break;
             }
-            moved += size(r);
-            count += 1;
+            moved = moved.saturating_add(size(r));
+            count = count.saturating_add(1);
         }
-        if count == 0 || count == recs.len() {
-            recs.len() / 2
+        match recs.len().checked_sub(count) {
+            Some(rest) if count != 0 && rest != 0 => rest,
+            _ => recs.len() / 2,
+        }
+    }
+
+    /// Records sorted by hash (two or more) split at `split_point`: the upper part's first
+    /// hash, the continued bit (the hash below the split is the same), and the two parts.
+    fn split_recs(recs: &[Rec]) -> Result<(u32, u32, &[Rec], &[Rec])> {
+        let split = Self::split_point(recs);
+        let below = split.checked_sub(1).and_then(|b| recs.get(b));
+        let (Some(below), Some(at)) = (below, recs.get(split)) else {
+            return Err(Error::corrupt(
+                "directory block",
+                0,
+                0,
+                format!("{} names do not split", recs.len()),
+            ));
+        };
+        let continued = if below.hash == at.hash {
+            HASH_CONTINUED
         } else {
-            recs.len() - count
-        }
+            0
+        };
+        let (lower, upper) = recs.split_at(split);
+        Ok((at.hash, continued, lower, upper))
     }
 
     /// A leaf block holding records `recs` copied from `src`, packed, the last one spanning
     /// to the checksum tail (or the block's end).
-    fn pack_leaf(&self, src: &[u8], recs: &[Rec]) -> Vec<u8> {
+    fn pack_leaf(&self, src: &[u8], recs: &[Rec]) -> Result<Vec<u8>> {
         let limit = self.dir_limit();
         let mut b = vec![0u8; src.len()];
-        let mut off = 0;
+        let mut off = 0usize;
         for (k, r) in recs.iter().enumerate() {
-            let len = if k + 1 == recs.len() {
-                limit - off
+            // Records that came from one block of `limit` bytes fit one packed (a record
+            // past it is an error from put_record).
+            let len = if k.saturating_add(1) == recs.len() {
+                limit.saturating_sub(off)
             } else {
                 dir_write::rec_len_for(r.name_len)
             };
-            let name = &src[r.off + dir_write::HEADER_LEN..][..r.name_len];
-            dir_write::put_record(&mut b, off, le32(src, r.off), len, name, src[r.off + 7]);
-            off += len;
+            let name = dir_write::name_at(src, r.off, r.name_len);
+            let head = src.get(r.off..).unwrap_or_default();
+            let ft = head.get(7).copied().unwrap_or(0);
+            dir_write::put_record(&mut b, off, le32(head, 0), len, name, ft)?;
+            off = off.saturating_add(len);
         }
-        b
+        Ok(b)
     }
 
     /// Splits the full leaf of `path` (at `pblk`, contents `block`) by hash into itself and
@@ -439,17 +575,11 @@ impl Ext4 {
                 format!("full with {} names", recs.len()),
             ));
         }
-        let split = Self::split_point(&recs);
-        let hash2 = recs[split].hash;
-        let continued = if recs[split - 1].hash == hash2 {
-            HASH_CONTINUED
-        } else {
-            0
-        };
+        let (hash2, continued, lower, upper) = Self::split_recs(&recs)?;
         let (new_lblk, new_pblk) = self.dir_append_block(d)?;
-        let mut lower = self.pack_leaf(block, &recs[..split]);
-        let mut upper = self.pack_leaf(block, &recs[split..]);
-        parent.insert_after_at(hash2 | continued, new_lblk);
+        let mut lower = self.pack_leaf(block, lower)?;
+        let mut upper = self.pack_leaf(block, upper)?;
+        parent.insert_after_at(hash2 | continued, new_lblk)?;
         self.dx_put(d, parent)?;
         let limit = self.dir_limit();
         let target = if path.hash >= hash2 {
@@ -470,18 +600,14 @@ impl Ext4 {
         let keep = count / 2;
         let hash2 = node.hash(keep);
         let (new_lblk, new_pblk) = self.dir_append_block(d)?;
-        let bs = self.block_size() as usize;
         let (_, node_limit) = self.dx_limits();
-        let mut b = new_node(bs);
-        let from = node.off + keep * ENTRY_LEN;
-        let to = node.off + count * ENTRY_LEN;
-        b[NODE_HEADER..NODE_HEADER + (to - from)].copy_from_slice(&node.block[from..to]);
-        // The first entry's hash makes room for limit and count (its bound is hash2).
-        b[NODE_HEADER..NODE_HEADER + 2].copy_from_slice(&(node_limit as u16).to_le_bytes());
-        b[NODE_HEADER + 2..NODE_HEADER + 4].copy_from_slice(&((count - keep) as u16).to_le_bytes());
-        node.block[from..to].fill(0);
-        node.set_count(keep);
-        parent.insert_after_at(hash2, new_lblk);
+        let mut b = new_node(self.block_size_usize());
+        // Entries keep..count of the node (count <= the node's limit: dx_path) start the
+        // new node; the first one's hash makes room for limit and count (its bound is hash2).
+        let moved = move_entries(&mut node, keep, count, &mut b)?;
+        put_limit_count(&mut b, node_limit, moved)?;
+        node.set_count(keep)?;
+        parent.insert_after_at(hash2, new_lblk)?;
         self.dx_put(d, node)?;
         self.dx_put(d, parent)?;
         self.dx_put(
@@ -501,18 +627,25 @@ impl Ext4 {
     fn dx_add_level(&self, d: &mut InodeBuf, mut root: Level) -> Result<()> {
         let count = root.count();
         let (new_lblk, new_pblk) = self.dir_append_block(d)?;
-        let bs = self.block_size() as usize;
         let (_, node_limit) = self.dx_limits();
-        let mut b = new_node(bs);
-        let from = root.off;
-        let to = root.off + count * ENTRY_LEN;
-        b[NODE_HEADER..NODE_HEADER + (to - from)].copy_from_slice(&root.block[from..to]);
-        b[NODE_HEADER..NODE_HEADER + 2].copy_from_slice(&(node_limit as u16).to_le_bytes());
-        root.block[from + ENTRY_LEN..to].fill(0);
-        root.set_count(1);
-        // OK: checked against BLOCK_MASK by dx_add.
-        root.block[from + 4..from + 8].copy_from_slice(&(new_lblk as u32).to_le_bytes());
-        root.block[INFO_LEVELS] += 1;
+        let mut b = new_node(self.block_size_usize());
+        // All the root's entries move (entry 0 keeps its block; its hash field, limit and
+        // count in the root, becomes the node's limit and count).
+        let moved = move_entries(&mut root, 0, count, &mut b)?;
+        put_limit_count(&mut b, node_limit, moved)?;
+        root.set_count(1)?;
+        // Below BLOCK_MASK, checked by dx_add.
+        let child = u32::try_from(new_lblk).map_err(|_| root.bad(format!("block {new_lblk}")))?;
+        let no_entry = root.bad("no first entry".into());
+        root.block
+            .get_mut(ROOT_ENTRIES..)
+            .and_then(|e| e.get_mut(4..8))
+            .ok_or(no_entry)?
+            .copy_from_slice(&child.to_le_bytes());
+        // Below dx_max_levels (at most 3), checked by dx_add.
+        if let Some(levels) = root.block.get_mut(INFO_LEVELS) {
+            *levels = levels.saturating_add(1);
+        }
         self.dx_put(d, root)?;
         self.dx_put(
             d,
@@ -544,43 +677,46 @@ impl Ext4 {
         let bs = block.len();
         let limit = self.dir_limit();
         let dots = |off: usize, name: &[u8]| {
-            dir_write::record(block, off, limit).is_ok_and(|(ino, _, n)| {
-                ino != 0 && &block[off + dir_write::HEADER_LEN..][..n] == name
-            })
+            dir_write::record(block, off, limit)
+                .is_ok_and(|(ino, _, n)| ino != 0 && dir_write::name_at(block, off, n) == name)
         };
         if !dots(0, b".") || dir::rec_len_from_disk(le16(block, 4), bs) != 12 || !dots(12, b"..") {
             return Ok(false);
         }
-        let first = 12 + dir::rec_len_from_disk(le16(block, 16), bs);
+        // ".." checked by record: 12 + its length is inside the block.
+        let first = 12usize.saturating_add(dir_write::rec_len_at(block, 12));
         let recs = self.dx_records(d, pblk, block, first, version)?;
         if recs.len() < 2 {
             return Ok(false);
         }
-        let split = Self::split_point(&recs);
-        let hash2 = recs[split].hash;
-        let continued = if recs[split - 1].hash == hash2 {
-            HASH_CONTINUED
-        } else {
-            0
-        };
+        let (hash2, continued, lower, upper) = Self::split_recs(&recs)?;
         let (l1, p1) = self.dir_append_block(d)?;
         let (l2, p2) = self.dir_append_block(d)?;
-        let lower = self.pack_leaf(block, &recs[..split]);
-        let upper = self.pack_leaf(block, &recs[split..]);
+        let lower = self.pack_leaf(block, lower)?;
+        let upper = self.pack_leaf(block, upper)?;
         let mut root = vec![0u8; bs];
-        dir_write::put_record(&mut root, 0, le32(block, 0), 12, b".", block[7]);
-        dir_write::put_record(&mut root, 12, le32(block, 12), bs - 12, b"..", block[19]);
+        dir_write::put_record(&mut root, 0, le32(block, 0), 12, b".", block[7])?;
+        // The block is at least 1 KiB.
+        let rest = bs.saturating_sub(12);
+        dir_write::put_record(&mut root, 12, le32(block, 12), rest, b"..", block[19])?;
         root[INFO_HASH_VERSION] = root_version;
-        // OK: the info length is 8.
-        root[INFO_LENGTH] = ROOT_INFO_LEN as u8;
+        root[INFO_LENGTH] = 8;
         let (root_limit, _) = self.dx_limits();
-        let e = ROOT_ENTRIES;
-        // OK: limits fit u16 (at most 64 KiB / 8); l1, l2 are 1 and 2.
-        root[e..e + 2].copy_from_slice(&(root_limit as u16).to_le_bytes());
-        root[e + 2..e + 4].copy_from_slice(&2u16.to_le_bytes());
-        root[e + 4..e + 8].copy_from_slice(&(l1 as u32).to_le_bytes());
-        root[e + 8..e + 12].copy_from_slice(&(hash2 | continued).to_le_bytes());
-        root[e + 12..e + 16].copy_from_slice(&(l2 as u32).to_le_bytes());
+        // The first directory blocks, 1 and 2.
+        let (b1, b2) = (u32::try_from(l1), u32::try_from(l2));
+        let (Ok(b1), Ok(b2)) = (b1, b2) else {
+            return Err(Error::corrupt(
+                "directory",
+                d.ino,
+                pblk,
+                "new leaves past 2^32",
+            ));
+        };
+        let e = &mut root[ROOT_ENTRIES..ROOT_ENTRIES + 16];
+        put_limit_count_at(e, root_limit, 2)?;
+        e[4..8].copy_from_slice(&b1.to_le_bytes());
+        e[8..12].copy_from_slice(&(hash2 | continued).to_le_bytes());
+        e[12..16].copy_from_slice(&b2.to_le_bytes());
         d.set_flags(d.flags() | inode::FL_INDEX);
         self.dx_put_block(d, 0, pblk, root)?;
         self.dx_put_block(d, l1, p1, lower)?;
@@ -605,6 +741,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::arithmetic_side_effects)] // fixtures
     fn split_point_halves_the_bytes_and_keeps_both_parts() {
         // Equal records: half move.
         assert_eq!(Ext4::split_point(&recs(&[2, 4, 6, 8, 10, 12], 8)), 3);
@@ -622,6 +759,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::arithmetic_side_effects)] // fixtures
     fn insert_after_at_shifts_the_later_entries() {
         let mut block = new_node(1024);
         let off = NODE_HEADER;
@@ -640,9 +778,29 @@ mod tests {
             off,
             at: 1,
         };
-        l.insert_after_at(151, 9);
+        l.insert_after_at(151, 9).unwrap();
         assert_eq!(l.count(), 4);
         let got: Vec<(u32, u64)> = (0..4).map(|i| (l.hash(i), l.child(i))).collect();
         assert_eq!(got, [(0, 1), (100, 2), (151, 9), (200, 3)]);
+    }
+
+    #[test]
+    fn a_count_past_the_block_is_an_error() {
+        let mut block = new_node(1024);
+        // 127 entries fill the 1016 bytes after the header: no room for one more.
+        block[NODE_HEADER..NODE_HEADER + 2].copy_from_slice(&127u16.to_le_bytes());
+        block[NODE_HEADER + 2..NODE_HEADER + 4].copy_from_slice(&127u16.to_le_bytes());
+        let mut l = Level {
+            lblk: 5,
+            pblk: 50,
+            block,
+            off: NODE_HEADER,
+            at: 3,
+        };
+        assert!(l.insert_after_at(7, 9).is_err());
+        assert!(l.insert_after_at(7, 1 << 28).is_err());
+        let mut node = new_node(1024);
+        assert!(move_entries(&mut l, 100, 200, &mut node).is_err());
+        assert_eq!(move_entries(&mut l, 120, 127, &mut node).unwrap(), 7);
     }
 }

@@ -9,7 +9,7 @@
 
 use super::extent::{self, ENTRY_LEN, HEADER_LEN, MAGIC, MAX_DEPTH, MAX_INIT_LEN};
 use super::inode::{Inode, InodeBuf};
-use super::{csum, Ext4, Run};
+use super::{csum, low32, Ext4, Run};
 use crate::bytes::{le16, le32};
 use crate::fs::{Error, Result};
 use std::collections::HashSet;
@@ -17,8 +17,9 @@ use std::collections::HashSet;
 /// Entries in the root (i_block holds a header and four entries).
 const ROOT_ENTRIES: usize = 4;
 /// Longest written extent, and longest unwritten one (EXT_INIT_MAX_LEN, EXT_UNWRITTEN_MAX_LEN).
-const MAX_LEN_WRITTEN: u64 = MAX_INIT_LEN as u64;
-const MAX_LEN_UNWRITTEN: u64 = MAX_INIT_LEN as u64 - 1;
+const MAX_LEN_WRITTEN: u64 = 32768;
+const MAX_LEN_UNWRITTEN: u64 = 32767;
+const _: () = assert!(MAX_INIT_LEN == 32768);
 /// Logical blocks are 32 bits.
 const LOGICAL_END: u64 = 1 << 32;
 
@@ -32,8 +33,15 @@ pub(crate) struct Ext {
 }
 
 impl Ext {
+    /// The logical block after the extent. Extents are below 2^32 + 2^16 (logical blocks
+    /// and lengths as read or allocated), so this does not overflow.
     pub(crate) fn end(&self) -> u64 {
-        self.lblk + self.len
+        self.lblk.saturating_add(self.len)
+    }
+
+    /// The physical block of logical `lblk` (at or after the start: callers found it inside).
+    fn pblk_at(&self, lblk: u64) -> u64 {
+        self.pblk.saturating_add(lblk.saturating_sub(self.lblk))
     }
 }
 
@@ -41,18 +49,19 @@ impl Ext {
 pub(crate) fn lookup(exts: &[Ext], lblk: u64) -> Run {
     let i = exts.partition_point(|e| e.end() <= lblk);
     match exts.get(i) {
+        // e.end() > lblk (partition_point).
         Some(e) if e.lblk <= lblk => {
-            let len = e.end() - lblk;
+            let len = e.end().saturating_sub(lblk);
             if e.unwritten {
                 Run::Zero(len)
             } else {
                 Run::Data {
-                    pblk: e.pblk + (lblk - e.lblk),
+                    pblk: e.pblk_at(lblk),
                     len,
                 }
             }
         }
-        Some(e) => Run::Hole(e.lblk - lblk),
+        Some(e) => Run::Hole(e.lblk.saturating_sub(lblk)),
         None => Run::Hole(LOGICAL_END.saturating_sub(lblk).max(1)),
     }
 }
@@ -62,7 +71,8 @@ pub(crate) fn lookup(exts: &[Ext], lblk: u64) -> Run {
 pub(crate) fn goal(exts: &[Ext], lblk: u64) -> Option<u64> {
     let i = exts.partition_point(|e| e.lblk < lblk);
     let e = exts.get(i.checked_sub(1)?)?;
-    Some(e.pblk + (lblk.min(e.end()) - e.lblk))
+    // e.lblk < lblk.
+    Some(e.pblk_at(lblk.min(e.end())))
 }
 
 /// Inserts a run into a hole of the list.
@@ -78,25 +88,26 @@ pub(crate) fn mark_written(exts: &mut Vec<Ext>, lblk: u64, len: u64) {
     if !e.unwritten || e.lblk > lblk {
         return;
     }
-    let end = (lblk + len).min(e.end());
+    // e.lblk <= lblk < e.end() (above), so lblk <= end <= e.end().
+    let end = lblk.saturating_add(len).min(e.end());
     let mut parts = Vec::with_capacity(3);
     if e.lblk < lblk {
         parts.push(Ext {
-            len: lblk - e.lblk,
+            len: lblk.saturating_sub(e.lblk),
             ..e
         });
     }
     parts.push(Ext {
         lblk,
-        len: end - lblk,
-        pblk: e.pblk + (lblk - e.lblk),
+        len: end.saturating_sub(lblk),
+        pblk: e.pblk_at(lblk),
         unwritten: false,
     });
     if end < e.end() {
         parts.push(Ext {
             lblk: end,
-            len: e.end() - end,
-            pblk: e.pblk + (end - e.lblk),
+            len: e.end().saturating_sub(end),
+            pblk: e.pblk_at(end),
             unwritten: true,
         });
     }
@@ -111,9 +122,10 @@ pub(crate) fn truncate(exts: &mut Vec<Ext>, from: u64) -> Vec<(u64, u64)> {
             freed.push((e.pblk, e.len));
             false
         } else {
+            // e.lblk < from < e.end().
             if e.end() > from {
-                let keep = from - e.lblk;
-                freed.push((e.pblk + keep, e.len - keep));
+                let keep = from.saturating_sub(e.lblk);
+                freed.push((e.pblk_at(from), e.len.saturating_sub(keep)));
                 e.len = keep;
             }
             true
@@ -133,53 +145,100 @@ fn normalize(exts: &[Ext]) -> Vec<Ext> {
                 MAX_LEN_WRITTEN
             }
         };
+        // Logical blocks below 2^32, physical ones below 2^48, lengths below 2^32: the sums
+        // do not overflow.
         if let Some(p) = out.last_mut() {
+            let len = p.len.saturating_add(e.len);
             if p.end() == e.lblk
-                && p.pblk + p.len == e.pblk
+                && p.pblk.saturating_add(p.len) == e.pblk
                 && p.unwritten == e.unwritten
-                && p.len + e.len <= max(e.unwritten)
+                && len <= max(e.unwritten)
             {
-                p.len += e.len;
+                p.len = len;
                 continue;
             }
         }
         let mut e = e;
-        while e.len > max(e.unwritten) {
-            let m = max(e.unwritten);
+        let m = max(e.unwritten);
+        while let Some(rest) = e.len.checked_sub(m).filter(|&r| r > 0) {
             out.push(Ext { len: m, ..e });
-            e.lblk += m;
-            e.pblk += m;
-            e.len -= m;
+            e.lblk = e.lblk.saturating_add(m);
+            e.pblk = e.pblk.saturating_add(m);
+            e.len = rest;
         }
         out.push(e);
     }
     out
 }
 
-fn put_header(node: &mut [u8], entries: usize, max: usize, depth: u16) {
+fn put_header(node: &mut [u8], entries: usize, max: usize, depth: u16) -> Result<()> {
+    // entries <= max <= (64 KiB - 12) / 12.
+    let count = |n: usize| {
+        u16::try_from(n).map_err(|_| Error::corrupt("extent tree", 0, 0, format!("{n} entries")))
+    };
     node[0..2].copy_from_slice(&MAGIC.to_le_bytes());
-    // OK: entries <= max <= (64 KiB - 12) / 12.
-    node[2..4].copy_from_slice(&(entries as u16).to_le_bytes());
-    node[4..6].copy_from_slice(&(max as u16).to_le_bytes());
+    node[2..4].copy_from_slice(&count(entries)?.to_le_bytes());
+    node[4..6].copy_from_slice(&count(max)?.to_le_bytes());
     node[6..8].copy_from_slice(&depth.to_le_bytes());
     node[8..12].fill(0);
+    Ok(())
 }
 
-fn put_leaf_entry(slot: &mut [u8], e: &Ext) {
-    // OK: lblk < 2^32, len <= 32768, pblk < 2^48 (checked when read or allocated).
-    slot[0..4].copy_from_slice(&(e.lblk as u32).to_le_bytes());
-    let raw = e.len as u16 + if e.unwritten { MAX_INIT_LEN as u16 } else { 0 };
+/// The 32-bit logical block of an entry (lists end at 2^32, checked by `store_extents`).
+fn lblk32(lblk: u64) -> Result<u32> {
+    u32::try_from(lblk).map_err(|_| Error::TooBig)
+}
+
+/// A physical block as the entries store it: the low 32 and the next 16 bits (block numbers
+/// are below 2^48, checked when read or allocated).
+fn split48(pblk: u64) -> ([u8; 4], [u8; 2]) {
+    let [a, b, c, d, e, f, ..] = pblk.to_le_bytes();
+    ([a, b, c, d], [e, f])
+}
+
+fn put_leaf_entry(slot: &mut [u8], e: &Ext) -> Result<()> {
+    // At most 32768 written blocks, 32767 unwritten (normalize): the raw length fits 16 bits.
+    let raw = e
+        .len
+        .checked_add(if e.unwritten { MAX_LEN_WRITTEN } else { 0 })
+        .and_then(|r| u16::try_from(r).ok())
+        .ok_or_else(|| Error::corrupt("extent", 0, e.pblk, format!("length {}", e.len)))?;
+    let (lo, hi) = split48(e.pblk);
+    slot[0..4].copy_from_slice(&lblk32(e.lblk)?.to_le_bytes());
     slot[4..6].copy_from_slice(&raw.to_le_bytes());
-    slot[6..8].copy_from_slice(&((e.pblk >> 32) as u16).to_le_bytes());
-    slot[8..12].copy_from_slice(&(e.pblk as u32).to_le_bytes());
+    slot[6..8].copy_from_slice(&hi);
+    slot[8..12].copy_from_slice(&lo);
+    Ok(())
 }
 
-fn put_index_entry(slot: &mut [u8], lblk: u64, child: u64) {
-    // OK: as above.
-    slot[0..4].copy_from_slice(&(lblk as u32).to_le_bytes());
-    slot[4..8].copy_from_slice(&(child as u32).to_le_bytes());
-    slot[8..10].copy_from_slice(&((child >> 32) as u16).to_le_bytes());
+fn put_index_entry(slot: &mut [u8], lblk: u64, child: u64) -> Result<()> {
+    let (lo, hi) = split48(child);
+    slot[0..4].copy_from_slice(&lblk32(lblk)?.to_le_bytes());
+    slot[4..8].copy_from_slice(&lo);
+    slot[8..10].copy_from_slice(&hi);
     slot[10..12].fill(0);
+    Ok(())
+}
+
+/// Copies encoded entries into a node after its header (the callers size the node).
+fn put_entries(node: &mut [u8], entries: &[(u64, [u8; ENTRY_LEN])]) -> Result<()> {
+    let slots = node.get_mut(HEADER_LEN..).unwrap_or_default();
+    if slots.len() / ENTRY_LEN < entries.len() {
+        return Err(Error::corrupt(
+            "extent tree",
+            0,
+            0,
+            format!(
+                "{} entries past a node of {} bytes",
+                entries.len(),
+                slots.len()
+            ),
+        ));
+    }
+    for (slot, (_, s)) in slots.chunks_exact_mut(ENTRY_LEN).zip(entries) {
+        slot.copy_from_slice(s);
+    }
+    Ok(())
 }
 
 impl Ext4 {
@@ -205,16 +264,18 @@ impl Ext4 {
                 }
                 _ => {}
             }
-            let entry =
-                |i: usize| &node[HEADER_LEN + i * ENTRY_LEN..HEADER_LEN + (i + 1) * ENTRY_LEN];
+            // header() checked that the entries fit the node.
+            let entries = node
+                .get(HEADER_LEN..)
+                .unwrap_or_default()
+                .chunks_exact(ENTRY_LEN)
+                .take(h.entries);
             if h.depth == 0 {
-                for i in 0..h.entries {
-                    let e = entry(i);
+                for (i, e) in entries.enumerate() {
                     let raw = u32::from(le16(e, 4));
-                    let (len, unwritten) = if raw > MAX_INIT_LEN {
-                        (raw - MAX_INIT_LEN, true)
-                    } else {
-                        (raw, false)
+                    let (len, unwritten) = match raw.checked_sub(MAX_INIT_LEN) {
+                        Some(len) if len > 0 => (len, true),
+                        _ => (raw, false),
                     };
                     let x = Ext {
                         lblk: u64::from(le32(e, 0)),
@@ -235,8 +296,8 @@ impl Ext4 {
                 continue;
             }
             // Children are pushed in reverse so that they pop in logical order.
-            for i in (0..h.entries).rev() {
-                let e = entry(i);
+            let child_depth = h.depth.saturating_sub(1);
+            for e in entries.rev() {
                 let child = u64::from(le32(e, 4)) | (u64::from(le16(e, 8)) << 32);
                 if !seen.insert(child) {
                     return Err(bad(format!("node block {child} referenced twice")));
@@ -250,7 +311,7 @@ impl Ext4 {
                     }
                 })?;
                 nodes.push(child);
-                stack.push((b, child, Some(h.depth - 1)));
+                stack.push((b, child, Some(child_depth)));
             }
         }
         Ok((exts, nodes))
@@ -269,18 +330,21 @@ impl Ext4 {
         if exts.last().is_some_and(|e| e.end() > LOGICAL_END) {
             return Err(Error::TooBig);
         }
-        let bs = self.block_size() as usize;
-        let cap = (bs - HEADER_LEN) / ENTRY_LEN;
-        let seed = csum::inode_seed(self.sb.csum_seed, ino as u32, b.generation());
+        let bs = self.block_size_usize();
+        // The block size is at least 1 KiB.
+        let cap = bs.saturating_sub(HEADER_LEN) / ENTRY_LEN;
+        // Inode numbers are at most s_inodes_count, a u32.
+        let seed = csum::inode_seed(self.sb.csum_seed, low32(ino), b.generation());
         let mut pool = old_nodes.into_iter();
-        let mut new_nodes = 0i64;
+        let mut new_nodes = 0u64;
         let goal = exts.first().map_or(self.inode_goal(ino), |e| e.pblk);
         let mut take_block = |fs: &Ext4| -> Result<u64> {
             match pool.next() {
                 Some(blk) => Ok(blk),
                 None => {
-                    new_nodes += 1;
-                    Ok(fs.alloc_blocks(goal, 1)?.0)
+                    let blk = fs.alloc_blocks(goal, 1)?.0;
+                    new_nodes = new_nodes.saturating_add(1);
+                    Ok(blk)
                 }
             }
         };
@@ -289,10 +353,10 @@ impl Ext4 {
             .iter()
             .map(|e| {
                 let mut s = [0u8; ENTRY_LEN];
-                put_leaf_entry(&mut s, e);
-                (e.lblk, s)
+                put_leaf_entry(&mut s, e)?;
+                Ok((e.lblk, s))
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let mut depth: u16 = 0;
         while level.len() > ROOT_ENTRIES {
             if depth >= MAX_DEPTH {
@@ -300,38 +364,41 @@ impl Ext4 {
             }
             let mut up = Vec::with_capacity(level.len().div_ceil(cap));
             for chunk in level.chunks(cap) {
+                let Some(&(first, _)) = chunk.first() else {
+                    continue;
+                };
                 let blk = take_block(self)?;
                 let mut node = vec![0u8; bs];
-                put_header(&mut node, chunk.len(), cap, depth);
-                for (i, (_, s)) in chunk.iter().enumerate() {
-                    node[HEADER_LEN + i * ENTRY_LEN..HEADER_LEN + (i + 1) * ENTRY_LEN]
-                        .copy_from_slice(s);
-                }
+                put_header(&mut node, chunk.len(), cap, depth)?;
+                put_entries(&mut node, chunk)?;
                 if self.sb.metadata_csum {
                     csum::extent_block_set(seed, &mut node, cap);
                 }
                 self.put_meta(blk, node)?;
                 let mut s = [0u8; ENTRY_LEN];
-                put_index_entry(&mut s, chunk[0].0, blk);
-                up.push((chunk[0].0, s));
+                put_index_entry(&mut s, first, blk)?;
+                up.push((first, s));
             }
             level = up;
-            depth += 1;
+            // Below MAX_DEPTH (checked above).
+            depth = depth.saturating_add(1);
         }
         let root = b.i_block_mut();
         root.fill(0);
-        put_header(root, level.len(), ROOT_ENTRIES, depth);
-        for (i, (_, s)) in level.iter().enumerate() {
-            root[HEADER_LEN + i * ENTRY_LEN..HEADER_LEN + (i + 1) * ENTRY_LEN].copy_from_slice(s);
-        }
-        let mut freed = 0i64;
+        put_header(root, level.len(), ROOT_ENTRIES, depth)?;
+        put_entries(root, &level)?;
+        let mut freed = 0u64;
         for blk in pool {
             self.free_blocks(blk, 1, true)?;
-            freed += 1;
+            freed = freed.saturating_add(1);
         }
-        let per = (bs / 512) as i64;
-        let blocks = b.blocks512() as i64 + (new_nodes - freed) * per;
-        b.set_blocks512(blocks.max(0) as u64);
+        // Node counts are small and i_blocks is below 2^48: no overflow.
+        let per = u64::from(self.block_size() / 512);
+        let blocks = b
+            .blocks512()
+            .saturating_add(new_nodes.saturating_mul(per))
+            .saturating_sub(freed.saturating_mul(per));
+        b.set_blocks512(blocks);
         Ok(())
     }
 }
@@ -371,5 +438,34 @@ mod tests {
         let long = normalize(&[e(0, 70000, 1000)]);
         assert_eq!(long.len(), 3);
         assert_eq!(long[2], e(65536, 70000 - 65536, 1000 + 65536));
+    }
+
+    #[test]
+    fn entries_encode_their_limits_or_refuse() {
+        let mut s = [0u8; ENTRY_LEN];
+        let u = Ext {
+            unwritten: true,
+            ..e((1 << 32) - 1, 32767, (1 << 48) - 1)
+        };
+        put_leaf_entry(&mut s, &u).unwrap();
+        assert_eq!(le32(&s, 0), u32::MAX);
+        assert_eq!(le16(&s, 4), u16::MAX);
+        assert_eq!((le16(&s, 6), le32(&s, 8)), (u16::MAX, u32::MAX));
+        // Too long for an unwritten extent, or a logical block past 32 bits: errors.
+        assert!(put_leaf_entry(&mut s, &Ext { len: 32768, ..u }).is_err());
+        assert!(matches!(
+            put_leaf_entry(&mut s, &e(1 << 32, 1, 5)),
+            Err(Error::TooBig)
+        ));
+        // Unwritten runs split at 32767 blocks, written ones at 32768.
+        let split = normalize(&[Ext {
+            unwritten: true,
+            ..e(0, 32768, 10)
+        }]);
+        assert_eq!(split.iter().map(|x| x.len).collect::<Vec<_>>(), [32767, 1]);
+        let mut node = vec![0u8; HEADER_LEN + 2 * ENTRY_LEN];
+        assert!(put_entries(&mut node, &[(0, [1; ENTRY_LEN]); 3]).is_err());
+        put_entries(&mut node, &[(0, [1; ENTRY_LEN]); 2]).unwrap();
+        assert!(node[HEADER_LEN..].iter().all(|&b| b == 1));
     }
 }

@@ -18,12 +18,9 @@ pub mod casefold;
 pub mod csum;
 pub mod deleted;
 pub mod dir;
-#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // write side: a later pass
 mod dir_write;
-#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // write side: a later pass
 mod dx_write;
 pub mod extent;
-#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // write side: a later pass
 mod extent_write;
 mod filemap;
 pub mod fscrypt;
@@ -33,16 +30,13 @@ pub mod inline;
 pub mod inode;
 pub mod journal;
 mod lookup;
-#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // write side: a later pass
 mod ops;
 mod orphan;
-#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // write side: a later pass
 mod rw;
 mod statfs;
 pub mod superblock;
 mod touched;
 pub mod xattr;
-#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // write side: a later pass
 mod xattr_write;
 
 use crate::block::BlockDevice;
@@ -52,7 +46,8 @@ use group::GroupDesc;
 use inode::Inode;
 use lru::LruCache;
 use parking_lot::Mutex;
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU64, NonZeroUsize};
+use std::ops::Range;
 use std::sync::Arc;
 use superblock::Superblock;
 
@@ -217,6 +212,11 @@ impl Ext4 {
         usize::try_from(self.block_size()).unwrap_or(usize::MAX)
     }
 
+    /// The block size as a divisor (1024 << s_log_block_size, never zero).
+    pub(crate) fn block_nz(&self) -> NonZeroU64 {
+        NonZeroU64::new(u64::from(self.block_size())).unwrap_or(NonZeroU64::MIN)
+    }
+
     /// Checks that `[blk, blk+count)` lies inside the filesystem; returns its byte offset.
     fn block_offset(&self, blk: u64, count: u64, what: &'static str, ino: u64) -> Result<u64> {
         match blk.checked_add(count) {
@@ -297,15 +297,15 @@ impl Ext4 {
         csum::inode_seed(self.sb.csum_seed, low32(i.ino), i.generation)
     }
 
-    fn group_desc(&self, group: u32) -> Result<GroupDesc> {
+    /// Where the descriptor of `group` lives: its block and the byte range in that block.
+    fn desc_location(&self, group: u32) -> Result<(u64, Range<usize>)> {
         let bs = u64::from(self.block_size());
         let ds = u64::from(self.sb.desc_size);
         // u32 × u16: no overflow; the block size is nonzero.
         let pos = u64::from(group).saturating_mul(ds);
         let blk = self.sb.descriptor_block(pos.checked_div(bs).unwrap_or(0));
-        let block = self.meta_block(blk, "group descriptors", 0)?;
         // pos % bs < bs <= 64 KiB; desc_size is a power of two <= 1024 <= bs, so it fits.
-        let desc = in_block(&block, pos.checked_rem(bs), ds).ok_or_else(|| {
+        let range = slot_range(pos.checked_rem(bs), ds, bs).ok_or_else(|| {
             Error::corrupt(
                 "group descriptors",
                 0,
@@ -313,6 +313,16 @@ impl Ext4 {
                 format!("descriptor {group} of {ds} bytes does not fit its block"),
             )
         })?;
+        Ok((blk, range))
+    }
+
+    fn group_desc(&self, group: u32) -> Result<GroupDesc> {
+        let bs = u64::from(self.block_size());
+        let (blk, range) = self.desc_location(group)?;
+        let block = self.meta_block(blk, "group descriptors", 0)?;
+        let desc = block
+            .get(range)
+            .ok_or_else(|| Error::corrupt("group descriptors", 0, blk, "short descriptor block"))?;
         if let Some(kind) = self.sb.group_csum() {
             if !csum::group_desc_ok(desc, group, kind, &self.sb.uuid) {
                 // Like the kernel on a read-only mount (ext4_check_descriptors), a descriptor
@@ -337,6 +347,34 @@ impl Ext4 {
 
     /// Reads and parses inode `ino` (1-based, as directories and the API name them).
     pub fn inode(&self, ino: u64) -> Result<Inode> {
+        let (blk, range) = self.inode_location(ino)?;
+        let block = self.meta_block(blk, "inode table", ino)?;
+        let slot = block
+            .get(range.clone())
+            .ok_or_else(|| Error::corrupt("inode", ino, blk, "short inode table block"))?;
+        let offset = blk
+            .saturating_mul(u64::from(self.block_size()))
+            .saturating_add(wide(range.start));
+        if self.sb.metadata_csum {
+            // ino <= s_inodes_count, a u32.
+            let seed = csum::inode_seed(self.sb.csum_seed, low32(ino), le32(slot, 0x64));
+            match csum::inode_sums(seed, slot) {
+                Some((computed, stored)) if computed == stored => {}
+                sums => {
+                    let e = Error::corrupt("inode", ino, blk, "checksum mismatch");
+                    let e = match sums {
+                        Some((c, s)) => e.expected(format!("{c:#x}"), format!("{s:#x}")),
+                        None => e,
+                    };
+                    return Err(self.report(e.at(offset)));
+                }
+            }
+        }
+        Inode::parse(slot, ino, &self.sb).map_err(|e| e.in_block(blk).at(offset))
+    }
+
+    /// Where inode `ino` lives: its inode table block and the byte range of its slot there.
+    pub(crate) fn inode_location(&self, ino: u64) -> Result<(u64, Range<usize>)> {
         if ino == 0 || ino > u64::from(self.sb.inodes_count) {
             return Err(Error::corrupt(
                 "inode number",
@@ -370,10 +408,8 @@ impl Ext4 {
         let blk = gd
             .inode_table
             .saturating_add(pos.checked_div(bs).unwrap_or(0));
-        let block = self.meta_block(blk, "inode table", ino)?;
         // The inode size is a power of two <= the block size, so the slot fits the block.
-        let at = pos.checked_rem(bs).unwrap_or(0);
-        let slot = in_block(&block, Some(at), isz).ok_or_else(|| {
+        let range = slot_range(pos.checked_rem(bs), isz, bs).ok_or_else(|| {
             Error::corrupt(
                 "inode",
                 ino,
@@ -381,23 +417,7 @@ impl Ext4 {
                 format!("slot of {isz} bytes past its block"),
             )
         })?;
-        let offset = blk.saturating_mul(bs).saturating_add(at);
-        if self.sb.metadata_csum {
-            // ino <= s_inodes_count, a u32.
-            let seed = csum::inode_seed(self.sb.csum_seed, low32(ino), le32(slot, 0x64));
-            match csum::inode_sums(seed, slot) {
-                Some((computed, stored)) if computed == stored => {}
-                sums => {
-                    let e = Error::corrupt("inode", ino, blk, "checksum mismatch");
-                    let e = match sums {
-                        Some((c, s)) => e.expected(format!("{c:#x}"), format!("{s:#x}")),
-                        None => e,
-                    };
-                    return Err(self.report(e.at(offset)));
-                }
-            }
-        }
-        Inode::parse(slot, ino, &self.sb).map_err(|e| e.in_block(blk).at(offset))
+        Ok((blk, range))
     }
 
     /// Maps logical block `lblk` of `inode` through its extent tree or block map.
@@ -892,11 +912,11 @@ fn low32(ino: u64) -> u32 {
     u32::from_le_bytes([a, b, c, d])
 }
 
-/// The `len` bytes at `at` of a block (None past its end, or when `at` is None).
-fn in_block(block: &[u8], at: Option<u64>, len: u64) -> Option<&[u8]> {
-    let at = usize::try_from(at?).ok()?;
-    let len = usize::try_from(len).ok()?;
-    block.get(at..)?.get(..len)
+/// The range of the `len` bytes at `at` of a block of `bs` bytes (None past its end, or when
+/// `at` is None).
+fn slot_range(at: Option<u64>, len: u64, bs: u64) -> Option<Range<usize>> {
+    let end = at?.checked_add(len).filter(|&e| e <= bs)?;
+    Some(usize::try_from(at?).ok()?..usize::try_from(end).ok()?)
 }
 
 /// Calls `f` with each record of one directory block or inline region whose position (`base` +

@@ -10,12 +10,43 @@ use super::inode::{self, Inode, InodeBuf, TimeField};
 use super::rw::now;
 use super::superblock::{Compat, Incompat, RoCompat};
 use super::{extent, Ext4, MAX_SYMLINK_LEN, ROOT_INO};
+use crate::bytes::wide;
 use crate::fs::{Error, FileType, NewInode, RenameFlags, Result, SetAttr};
 
 /// EXT4_LINK_MAX: the most links an inode may have (past it a directory counts 1).
 const LINK_MAX: u16 = 65000;
 /// How far `rename` follows ".." looking for a loop before calling the tree damaged.
 const MAX_DEPTH_WALK: usize = 65536;
+
+/// A directory's link count after one more subdirectory (ext4_inc_count and
+/// EXT4_DIR_LINK_MAX): past LINK_MAX it is 1 with `overflow_ok` (dir_nlink on an indexed
+/// directory), else EMLINK.
+fn dir_links_inc(n: u16, overflow_ok: bool) -> Result<u16> {
+    if n >= LINK_MAX && !overflow_ok {
+        return Err(Error::TooManyLinks);
+    }
+    match n.checked_add(1) {
+        Some(m) if n != 1 && m <= LINK_MAX => Ok(m),
+        // 1 (already counting 1), or past LINK_MAX with overflow_ok.
+        _ => Ok(1),
+    }
+}
+
+/// The low 16 bits of a mode (i_mode: the file type and permission bits).
+fn mode16(mode: u32) -> u16 {
+    let [a, b, ..] = mode.to_le_bytes();
+    u16::from_le_bytes([a, b])
+}
+
+/// The low 32 bits of a time in seconds (i_dtime).
+fn secs32(secs: i64) -> u32 {
+    let [a, b, c, d, ..] = secs.to_le_bytes();
+    u32::from_le_bytes([a, b, c, d])
+}
+
+/// The longest symlink target (MAX_SYMLINK_LEN counts the terminating NUL).
+const MAX_TARGET: usize = 4095;
+const _: () = assert!(wide(MAX_TARGET) == MAX_SYMLINK_LEN - 1);
 
 fn check_name(name: &[u8]) -> Result<()> {
     if name.len() > MAX_NAME_LEN {
@@ -31,6 +62,22 @@ fn check_name(name: &[u8]) -> Result<()> {
         return Err(Error::Exists);
     }
     Ok(())
+}
+
+/// The largest file size with blocks of `bs` bytes (see `Ext4::max_file_size`). Every
+/// product is below 2^48 (bs <= 64 KiB, 4-byte pointers).
+fn max_file_size(bs: u64, extents: bool) -> u64 {
+    if extents {
+        (u64::from(u32::MAX)).saturating_mul(bs)
+    } else {
+        let per = bs / 4;
+        let per2 = per.saturating_mul(per);
+        let blocks = 12u64
+            .saturating_add(per)
+            .saturating_add(per2)
+            .saturating_add(per2.saturating_mul(per));
+        blocks.min(1 << 32).saturating_mul(bs)
+    }
 }
 
 /// Whether `i` maps blocks (regular file, directory, slow symlink), as opposed to a device,
@@ -58,27 +105,17 @@ impl Ext4 {
         self.sb.has_compat(Compat::DIR_INDEX) && b.flags() & inode::FL_INDEX != 0
     }
 
-    /// One more link on directory `b` from a new subdirectory (ext4_inc_count and
-    /// EXT4_DIR_LINK_MAX).
+    /// One more link on directory `b` from a new subdirectory.
     fn dir_link_inc(&self, b: &mut InodeBuf) -> Result<()> {
-        let n = b.links();
         let overflow_ok = self.sb.has_ro_compat(RoCompat::DIR_NLINK) && self.is_dx(b);
-        if n >= LINK_MAX && !overflow_ok {
-            return Err(Error::TooManyLinks);
-        }
-        if n == 1 || (overflow_ok && n + 1 > LINK_MAX) {
-            b.set_links(1);
-        } else {
-            b.set_links(n + 1);
-        }
+        b.set_links(dir_links_inc(b.links(), overflow_ok)?);
         Ok(())
     }
 
     /// One link less on directory `b` (ext4_dec_count: a count of 1 or 2 stays).
     fn dir_link_dec(b: &mut InodeBuf) {
-        let n = b.links();
-        if n > 2 {
-            b.set_links(n - 1);
+        if let Some(n) = b.links().checked_sub(1).filter(|&n| n >= 2) {
+            b.set_links(n);
         }
     }
 
@@ -93,29 +130,29 @@ impl Ext4 {
     /// Zeros the bytes of the block holding byte `size` from `size` on (the bytes past the
     /// end of a file must read as zeros once it grows again).
     fn zero_tail(&self, fm: &super::filemap::FileMap, b: &InodeBuf, size: u64) -> Result<()> {
-        let bs = u64::from(self.block_size());
+        let bs = self.block_nz();
         let in_blk = size % bs;
         if in_blk == 0 {
             return Ok(());
         }
         if let Seg::Data { pblk, .. } = self.fm_lookup(fm, b, size / bs)? {
-            let zeros = vec![0u8; (bs - in_blk) as usize];
+            // 0 < in_blk < bs <= 64 KiB.
+            let rest = usize::try_from(bs.get().saturating_sub(in_blk)).unwrap_or(0);
+            let zeros = vec![0u8; rest];
             let off = self.block_offset(pblk, 1, "file data", b.ino)?;
-            self.dev.write_at(&zeros, off + in_blk)?;
+            self.dev.write_at(&zeros, off.saturating_add(in_blk))?;
         }
         Ok(())
     }
 
-    /// The largest file size: 2^32 blocks with extents, the triple-indirect reach without.
+    /// The largest file size: with extents the kernel's (ext4_max_size), 2^32 - 1 blocks, so
+    /// that the last extent ends within 32 bits (e2fsck calls a size of 2^32 blocks wrong);
+    /// without, the triple-indirect reach.
     fn max_file_size(&self, b: &InodeBuf) -> u64 {
-        let bs = u64::from(self.block_size());
-        if b.flags() & inode::FL_EXTENTS != 0 {
-            (1u64 << 32) * bs
-        } else {
-            let per = bs / 4;
-            let blocks = 12 + per + per * per + per * per * per;
-            blocks.min(1 << 32) * bs
-        }
+        max_file_size(
+            u64::from(self.block_size()),
+            b.flags() & inode::FL_EXTENTS != 0,
+        )
     }
 
     pub(super) fn op_write(&self, ino: u64, off: u64, data: &[u8]) -> Result<usize> {
@@ -137,7 +174,7 @@ impl Ext4 {
             return Ok(0);
         }
         let end = off
-            .checked_add(data.len() as u64)
+            .checked_add(wide(data.len()))
             .filter(|&e| e <= self.max_file_size(&b))
             .ok_or(Error::TooBig)?;
         let mut fm = self.load_map(&b)?;
@@ -145,15 +182,18 @@ impl Ext4 {
         if off > old_size {
             self.zero_tail(&fm, &b, old_size)?;
         }
-        let bs = u64::from(self.block_size());
+        let bs = self.block_nz();
+        let bsz = self.block_size_usize();
         let mut done = 0usize;
-        while done < data.len() {
-            let pos = off + done as u64;
+        while let Some(rest) = data.get(done..).filter(|r| !r.is_empty()) {
+            // off + done < end, checked above.
+            let pos = off.saturating_add(wide(done));
             let lblk = pos / bs;
-            // OK: < bs.
-            let in_blk = (pos % bs) as usize;
-            let left = data.len() - done;
-            let want_blocks = (in_blk + left).div_ceil(bs as usize) as u64;
+            // < bs <= 64 KiB.
+            let in_blk = usize::try_from(pos % bs).unwrap_or(0);
+            let left = rest.len();
+            // in_blk < bs, left <= data.len(): no overflow.
+            let want_blocks = wide(in_blk.saturating_add(left).div_ceil(bsz));
             let seg = self.fm_lookup(&fm, &b, lblk)?;
             let (pblk, n, fresh) = match seg {
                 Seg::Data { pblk, len } => (pblk, len.min(want_blocks), false),
@@ -167,24 +207,40 @@ impl Ext4 {
                     (pblk, n, true)
                 }
             };
-            // OK: n <= want_blocks, which covers at most the rest of `data` plus a block.
-            let span = n as usize * bs as usize;
-            let take = (span - in_blk).min(left);
+            // n <= want_blocks, which covers at most the rest of `data` plus a block; an empty
+            // run (which a valid map never gives) would write nothing.
+            let span = usize::try_from(n)
+                .ok()
+                .and_then(|n| n.checked_mul(bsz))
+                .filter(|&span| span > in_blk)
+                .ok_or_else(|| {
+                    Error::corrupt(
+                        "file map",
+                        ino,
+                        pblk,
+                        format!("run of {n} blocks at {lblk}"),
+                    )
+                })?;
+            let take = span.saturating_sub(in_blk).min(left);
             let mut buf = vec![0u8; span];
             if !fresh {
                 let at = self.block_offset(pblk, n, "file data", ino)?;
                 if in_blk != 0 {
-                    self.dev.read_at(&mut buf[..bs as usize], at)?;
+                    // span >= one block.
+                    self.dev.read_at(&mut buf[..bsz], at)?;
                 }
-                let tail = (in_blk + take) % bs as usize;
-                if tail != 0 {
-                    let last = span - bs as usize;
-                    self.dev.read_at(&mut buf[last..], at + last as u64)?;
+                // pos + take <= end.
+                if pos.saturating_add(wide(take)) % bs != 0 {
+                    // The last block of the run; span >= one block.
+                    let last = span.saturating_sub(bsz);
+                    self.dev
+                        .read_at(&mut buf[last..], at.saturating_add(wide(last)))?;
                 }
             }
-            buf[in_blk..in_blk + take].copy_from_slice(&data[done..done + take]);
+            // in_blk + take <= span; take <= rest.len().
+            buf[in_blk..][..take].copy_from_slice(&rest[..take]);
             self.write_data(pblk, &buf)?;
-            done += take;
+            done = done.saturating_add(take);
         }
         if end > old_size {
             b.set_size(end);
@@ -224,8 +280,7 @@ impl Ext4 {
             return Err(Error::NotPermitted);
         }
         if let Some(mode) = c.mode {
-            // OK: the permission bits fit 12 bits.
-            b.set_mode((i.mode & 0o170000) | (mode & 0o7777) as u16);
+            b.set_mode((i.mode & 0o170000) | mode16(mode & 0o7777));
         }
         if let Some(uid) = c.uid {
             b.set_uid(uid);
@@ -279,10 +334,8 @@ impl Ext4 {
             if t.is_empty() {
                 return Err(Error::Invalid("empty symlink target".into()));
             }
-            if t.len() as u64 >= MAX_SYMLINK_LEN || t.len() > self.block_size() as usize {
-                return Err(Error::NameTooLong {
-                    max: MAX_SYMLINK_LEN as usize - 1,
-                });
+            if t.len() > MAX_TARGET || t.len() > self.block_size_usize() {
+                return Err(Error::NameTooLong { max: MAX_TARGET });
             }
         }
         let mut db = self.inode_buf(dir)?;
@@ -302,8 +355,7 @@ impl Ext4 {
             usize::from(self.sb.inode_size),
             self.want_extra_isize(),
         );
-        // OK: the mode's 16 bits.
-        nb.set_mode(mode as u16);
+        nb.set_mode(mode16(mode));
         nb.set_uid(new.uid);
         nb.set_gid(new.gid);
         let t = now();
@@ -336,7 +388,7 @@ impl Ext4 {
                 let mut fm = self.load_map(&nb)?;
                 let (pblk, _) = self.fm_alloc(&mut fm, &mut nb, 0, 1)?;
                 self.fm_store(fm, &mut nb)?;
-                let block = self.new_dir_block(&nb, dir);
+                let block = self.new_dir_block(&nb, dir)?;
                 self.put_meta(pblk, block)?;
                 nb.set_size(u64::from(self.block_size()));
             }
@@ -348,11 +400,11 @@ impl Ext4 {
                     let mut fm = self.load_map(&nb)?;
                     let (pblk, _) = self.fm_alloc(&mut fm, &mut nb, 0, 1)?;
                     self.fm_store(fm, &mut nb)?;
-                    let mut block = vec![0u8; self.block_size() as usize];
+                    let mut block = vec![0u8; self.block_size_usize()];
                     block[..t.len()].copy_from_slice(t);
                     self.write_data(pblk, &block)?;
                 }
-                nb.set_size(t.len() as u64);
+                nb.set_size(wide(t.len()));
             }
             _ => {}
         }
@@ -389,7 +441,8 @@ impl Ext4 {
         self.dir_add(&mut db, name, ino, i.kind)?;
         Self::touch(&mut db, true);
         self.put_inode(&mut db)?;
-        b.set_links(i.links + 1);
+        // Below LINK_MAX (checked above).
+        b.set_links(i.links.saturating_add(1));
         Self::touch(&mut b, false);
         self.put_inode(&mut b)
     }
@@ -424,8 +477,8 @@ impl Ext4 {
             self.fm_store(fm, b)?;
         }
         b.set_size(0);
-        // OK: the low 32 bits of the time, as i_dtime holds it.
-        b.set_dtime(now().secs as u32);
+        // The low 32 bits of the time, as i_dtime holds it.
+        b.set_dtime(secs32(now().secs));
         self.put_inode(b)?;
         self.free_inode(b.ino, i.kind == FileType::Directory)
     }
@@ -622,5 +675,49 @@ impl Ext4 {
             self.put_inode(n)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directory_link_counts() {
+        assert_eq!(dir_links_inc(2, false).unwrap(), 3);
+        assert_eq!(dir_links_inc(1, false).unwrap(), 1);
+        assert_eq!(dir_links_inc(LINK_MAX - 1, false).unwrap(), LINK_MAX);
+        assert!(matches!(
+            dir_links_inc(LINK_MAX, false),
+            Err(Error::TooManyLinks)
+        ));
+        assert_eq!(dir_links_inc(LINK_MAX - 1, true).unwrap(), LINK_MAX);
+        assert_eq!(dir_links_inc(LINK_MAX, true).unwrap(), 1);
+        // A count past LINK_MAX (a damaged inode) under dir_nlink: before the fix n + 1
+        // overflowed at 65535 (a panic, or a count of 0 in a release build).
+        assert_eq!(dir_links_inc(u16::MAX, true).unwrap(), 1);
+        assert!(matches!(
+            dir_links_inc(u16::MAX, false),
+            Err(Error::TooManyLinks)
+        ));
+    }
+
+    #[test]
+    fn largest_file_sizes() {
+        // With extents the kernel's s_maxbytes: a size of 2^32 blocks (which this allowed
+        // before) is one e2fsck calls wrong.
+        assert_eq!(max_file_size(1024, true), (1 << 42) - 1024);
+        assert_eq!(max_file_size(4096, true), (1 << 44) - 4096);
+        assert_eq!(max_file_size(65536, true), (1 << 48) - 65536);
+        // Without, the triple-indirect reach, at most 2^32 blocks.
+        assert_eq!(
+            max_file_size(1024, false),
+            (12 + 256 + 256 * 256 + 256 * 256 * 256) * 1024
+        );
+        assert_eq!(
+            max_file_size(4096, false),
+            (12 + 1024 + 1024 * 1024 + 1024 * 1024 * 1024) * 4096
+        );
+        assert_eq!(max_file_size(65536, false), (1 << 32) * 65536);
     }
 }

@@ -13,9 +13,9 @@ use super::journal::writer::JournalWriter;
 use super::superblock::{
     Compat, Incompat, RoCompat, Superblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE,
 };
-use super::{csum, Ext4};
+use super::{csum, low32, Ext4};
 use crate::block::{BlockDevice, Describe};
-use crate::bytes::{le16, le32};
+use crate::bytes::{le16, le32, wide};
 use crate::fs::{Error, Result, Timestamp};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -170,10 +170,18 @@ impl GdRaw<'_> {
     }
 
     fn put16x(&mut self, lo: usize, hi: usize, v: u32) {
-        // OK: the low and high 16 bits.
-        self.0[lo..lo + 2].copy_from_slice(&(v as u16).to_le_bytes());
+        // The low and high 16 bits; the offsets are the fields', inside a 32- (lo) or 64-byte
+        // (hi, wide only) descriptor.
+        let [a, b, c, d] = v.to_le_bytes();
+        self.put(lo, [a, b]);
         if self.wide() {
-            self.0[hi..hi + 2].copy_from_slice(&((v >> 16) as u16).to_le_bytes());
+            self.put(hi, [c, d]);
+        }
+    }
+
+    fn put(&mut self, at: usize, v: [u8; 2]) {
+        if let Some(f) = self.0.get_mut(at..).and_then(|f| f.get_mut(..2)) {
+            f.copy_from_slice(&v);
         }
     }
 
@@ -271,7 +279,8 @@ impl Ext4 {
         let mut fs = Self::open_with(dev.clone(), noload)?;
         let raw = read_sb()?;
         check_writable(&fs.sb, &raw, false)?;
-        if u64::from(fs.block_size()) * fs.sb.blocks_count > dev.len() {
+        let fs_bytes = u64::from(fs.block_size()).checked_mul(fs.sb.blocks_count);
+        if fs_bytes.is_none_or(|n| n > dev.len()) {
             return Err(Error::Unsupported(format!(
                 "the device ({} bytes) is smaller than the filesystem ({} blocks): truncated image",
                 dev.len(),
@@ -283,8 +292,9 @@ impl Ext4 {
         let (mut free_blocks, mut free_inodes) = (0u64, 0u64);
         for g in 0..fs.sb.group_count {
             let gd = fs.group_desc(g)?;
-            free_blocks += u64::from(gd.free_clusters);
-            free_inodes += u64::from(gd.free_inodes);
+            // At most 2^32 groups of u32 counts: no overflow.
+            free_blocks = free_blocks.saturating_add(u64::from(gd.free_clusters));
+            free_inodes = free_inodes.saturating_add(u64::from(gd.free_inodes));
         }
         if free_blocks > fs.sb.blocks_count || free_inodes > u64::from(fs.sb.inodes_count) {
             return Err(Error::corrupt(
@@ -294,7 +304,9 @@ impl Ext4 {
                 format!("{free_blocks} free blocks, {free_inodes} free inodes: more than exist"),
             ));
         }
-        let seed = now().nsecs as u64 ^ (now().secs as u64).rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15;
+        let t = now();
+        let secs = u64::from_ne_bytes(t.secs.to_ne_bytes());
+        let seed = u64::from(t.nsecs) ^ secs.rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15;
         let st = RwState {
             lock: Mutex::new(()),
             pending: Mutex::new(BTreeMap::new()),
@@ -477,7 +489,7 @@ impl Ext4 {
     /// operation's metadata, as ordered mode does.
     pub(crate) fn write_data(&self, blk: u64, data: &[u8]) -> Result<()> {
         let bs = u64::from(self.block_size());
-        let n = (data.len() as u64).div_ceil(bs);
+        let n = wide(data.len()).div_ceil(bs);
         let off = self.block_offset(blk, n, "file data", 0)?;
         self.dev.write_at(data, off)?;
         Ok(())
@@ -532,7 +544,7 @@ impl Ext4 {
             }
             let since = *run.since.get_or_insert_with(std::time::Instant::now);
             let j = j.lock();
-            let log = j.transaction_log_blocks(run.blocks.len() as u64, run.revoked.len() as u64);
+            let log = j.transaction_log_blocks(wide(run.blocks.len()), wide(run.revoked.len()));
             log > j.log_capacity() / 4 || since.elapsed() >= COMMIT_INTERVAL
         };
         if full {
@@ -594,9 +606,10 @@ impl Ext4 {
         let rw = self.rw()?;
         let mut sb = rw.sb_raw.lock().clone();
         let t = now();
-        // OK: the low 32 bits and the high byte, as ext4_update_tstamp stores them.
-        sb[S_WTIME..S_WTIME + 4].copy_from_slice(&(t.secs as u32).to_le_bytes());
-        sb[S_WTIME_HI] = (t.secs >> 32) as u8;
+        // The low 32 bits and the high byte, as ext4_update_tstamp stores them.
+        let [a, b, c, d, hi, ..] = t.secs.to_le_bytes();
+        sb[S_WTIME..S_WTIME + 4].copy_from_slice(&[a, b, c, d]);
+        sb[S_WTIME_HI] = hi;
         if self.sb.metadata_csum {
             csum::superblock_set(&mut sb);
         }
@@ -605,10 +618,13 @@ impl Ext4 {
         if bs == 1024 {
             return Ok((1, sb));
         }
-        // OK: bs <= 64 KiB.
-        let mut block = vec![0u8; bs as usize];
+        let mut block = vec![0u8; self.block_size_usize()];
         self.dev.read_at(&mut block, 0)?;
-        block[SUPERBLOCK_OFFSET as usize..SUPERBLOCK_OFFSET as usize + SUPERBLOCK_SIZE]
+        // Bytes 1024..2048 of a block of at least 2 KiB.
+        block
+            .get_mut(SB_AT..)
+            .and_then(|b| b.get_mut(..SUPERBLOCK_SIZE))
+            .ok_or_else(|| Error::corrupt("superblock", 0, 0, "block 0 is too small"))?
             .copy_from_slice(&sb);
         Ok((0, block))
     }
@@ -644,13 +660,14 @@ impl Ext4 {
     fn sb_set_free(&self, blocks: u64, inodes: u64) {
         let Some(rw) = self.rw.as_ref() else { return };
         let mut sb = rw.sb_raw.lock();
-        // OK: low and high halves; counts are below the totals, which fit their fields.
-        sb[S_FREE_BLOCKS_LO..S_FREE_BLOCKS_LO + 4].copy_from_slice(&(blocks as u32).to_le_bytes());
+        // Low and high halves; counts are below the totals, which fit their fields.
+        let [a, b, c, d, e, f, g, h] = blocks.to_le_bytes();
+        sb[S_FREE_BLOCKS_LO..S_FREE_BLOCKS_LO + 4].copy_from_slice(&[a, b, c, d]);
         if self.sb.has_incompat(Incompat::IS_64BIT) {
-            sb[S_FREE_BLOCKS_HI..S_FREE_BLOCKS_HI + 4]
-                .copy_from_slice(&((blocks >> 32) as u32).to_le_bytes());
+            sb[S_FREE_BLOCKS_HI..S_FREE_BLOCKS_HI + 4].copy_from_slice(&[e, f, g, h]);
         }
-        sb[S_FREE_INODES..S_FREE_INODES + 4].copy_from_slice(&(inodes as u32).to_le_bytes());
+        let inodes = u32::try_from(inodes).unwrap_or(u32::MAX);
+        sb[S_FREE_INODES..S_FREE_INODES + 4].copy_from_slice(&inodes.to_le_bytes());
         rw.sb_dirty.store(true, Ordering::Relaxed);
     }
 
@@ -666,14 +683,9 @@ impl Ext4 {
 
     /// Edits the descriptor of `group` with `f`, then sets its checksum and queues its block.
     pub(crate) fn gd_edit<T>(&self, group: u32, f: impl FnOnce(&mut GdRaw<'_>) -> T) -> Result<T> {
-        let bs = u64::from(self.block_size());
-        let ds = u64::from(self.sb.desc_size);
-        let pos = u64::from(group) * ds;
-        let blk = self.sb.descriptor_block(pos / bs);
+        let (blk, range) = self.desc_location(group)?;
         let mut block = self.meta_block(blk, "group descriptors", 0)?.to_vec();
-        // OK: pos % bs < bs; desc_size divides the block size.
-        let at = (pos % bs) as usize;
-        let desc = &mut block[at..at + ds as usize];
+        let desc = block.get_mut(range).ok_or_else(short_gd(blk))?;
         let r = f(&mut GdRaw(desc));
         if let Some(kind) = self.sb.group_csum() {
             csum::group_desc_set(desc, group, kind, &self.sb.uuid);
@@ -684,38 +696,14 @@ impl Ext4 {
 
     /// Reads descriptor fields of `group` the parser does not keep (flags, itable_unused...).
     pub(crate) fn gd_peek<T>(&self, group: u32, f: impl FnOnce(&GdRaw<'_>) -> T) -> Result<T> {
-        let bs = u64::from(self.block_size());
-        let ds = u64::from(self.sb.desc_size);
-        let pos = u64::from(group) * ds;
-        let blk = self.sb.descriptor_block(pos / bs);
+        let (blk, range) = self.desc_location(group)?;
         let mut block = self.meta_block(blk, "group descriptors", 0)?.to_vec();
-        // OK: as in gd_edit.
-        let at = (pos % bs) as usize;
-        Ok(f(&GdRaw(&mut block[at..at + ds as usize])))
+        let desc = block.get_mut(range).ok_or_else(short_gd(blk))?;
+        Ok(f(&GdRaw(desc)))
     }
 
     pub(crate) fn group_desc_pub(&self, group: u32) -> Result<GroupDesc> {
         self.group_desc(group)
-    }
-
-    /// Where inode `ino` lives: its inode table block and the byte offset in it.
-    fn inode_location(&self, ino: u64) -> Result<(u64, usize)> {
-        if ino == 0 || ino > u64::from(self.sb.inodes_count) {
-            return Err(Error::corrupt(
-                "inode number",
-                ino,
-                0,
-                format!("outside 1..={}", self.sb.inodes_count),
-            ));
-        }
-        let ipg = u64::from(self.sb.inodes_per_group);
-        // OK: ino <= inodes_count, so the group fits u32.
-        let gd = self.group_desc(((ino - 1) / ipg) as u32)?;
-        let isz = u64::from(self.sb.inode_size);
-        let bs = u64::from(self.block_size());
-        let pos = ((ino - 1) % ipg) * isz;
-        // OK: pos % bs < bs.
-        Ok((gd.inode_table + pos / bs, (pos % bs) as usize))
     }
 
     /// The raw slot of inode `ino` for editing, after the reader validated it (checksum,
@@ -728,25 +716,30 @@ impl Ext4 {
     /// The raw slot of inode `ino` as it is, unvalidated (for a slot about to be
     /// initialised).
     pub(crate) fn inode_slot(&self, ino: u64) -> Result<InodeBuf> {
-        let (blk, at) = self.inode_location(ino)?;
+        let (blk, range) = self.inode_location(ino)?;
         let block = self.meta_block(blk, "inode table", ino)?;
-        let isz = usize::from(self.sb.inode_size);
+        let raw = block.get(range).ok_or_else(short_itable(ino, blk))?;
         Ok(InodeBuf {
             ino,
-            raw: block[at..at + isz].to_vec(),
+            raw: raw.to_vec(),
         })
     }
 
     /// THE place inodes are written: sets the slot's checksum and queues its table block.
     pub(crate) fn put_inode(&self, b: &mut InodeBuf) -> Result<()> {
-        let (blk, at) = self.inode_location(b.ino)?;
+        let (blk, range) = self.inode_location(b.ino)?;
         if self.sb.metadata_csum {
-            // OK: ino <= s_inodes_count, a u32.
-            let seed = csum::inode_seed(self.sb.csum_seed, b.ino as u32, b.generation());
+            // ino <= s_inodes_count, a u32.
+            let seed = csum::inode_seed(self.sb.csum_seed, low32(b.ino), b.generation());
             csum::inode_set(seed, &mut b.raw);
         }
         let mut block = self.meta_block(blk, "inode table", b.ino)?.to_vec();
-        block[at..at + b.raw.len()].copy_from_slice(&b.raw);
+        // The buffer is the slot inode_slot read, of the slot's size.
+        block
+            .get_mut(range)
+            .filter(|slot| slot.len() == b.raw.len())
+            .ok_or_else(short_itable(b.ino, blk))?
+            .copy_from_slice(&b.raw);
         self.put_meta(blk, block)
     }
 
@@ -757,8 +750,9 @@ impl Ext4 {
         *s ^= *s << 13;
         *s ^= *s >> 7;
         *s ^= *s << 17;
-        // OK: the high bits of the state.
-        (*s >> 32) as u32
+        // The high 32 bits of the state.
+        let [.., a, b, c, d] = s.to_le_bytes();
+        u32::from_le_bytes([a, b, c, d])
     }
 
     /// i_extra_isize for new inodes: s_want_extra_isize, or the kernel's default.
@@ -807,6 +801,20 @@ impl Drop for Ext4 {
             log::warn!("ext4: marking the filesystem clean: {e}");
         }
     }
+}
+
+/// The byte offset of the primary superblock, as an index into a block.
+const SB_AT: usize = 1024;
+const _: () = assert!(wide(SB_AT) == SUPERBLOCK_OFFSET);
+
+/// The error for a descriptor block shorter than its descriptors.
+fn short_gd(blk: u64) -> impl FnOnce() -> Error {
+    move || Error::corrupt("group descriptors", 0, blk, "short descriptor block")
+}
+
+/// The error for an inode table block shorter than its slots.
+fn short_itable(ino: u64, blk: u64) -> impl FnOnce() -> Error {
+    move || Error::corrupt("inode table", ino, blk, "short inode table block")
 }
 
 /// Refuses, naming the reason, a filesystem ferry must not write (see `Ext4::open_rw`).

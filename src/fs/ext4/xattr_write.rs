@@ -41,28 +41,40 @@ fn entry_hash(name: &[u8], value: &[u8]) -> u32 {
     h
 }
 
-fn entry_len(a: &Attr) -> usize {
-    (ENTRY_HEADER + a.name.len() + 3) & !3
+/// Bytes of an entry: its header and name, padded to 4 (None only on overflow).
+fn entry_len(a: &Attr) -> Option<usize> {
+    ENTRY_HEADER
+        .checked_add(a.name.len())?
+        .checked_next_multiple_of(4)
 }
 
-fn value_len(a: &Attr) -> usize {
-    a.value.len().next_multiple_of(4)
+/// Bytes of a stored value, padded to 4 (None only on overflow).
+fn value_len(a: &Attr) -> Option<usize> {
+    a.value.len().checked_next_multiple_of(4)
 }
 
 /// Bytes `attrs` take in a region: entries, the 4-byte end marker, padded values.
-fn needed(attrs: &[Attr]) -> usize {
-    attrs
-        .iter()
-        .map(|a| entry_len(a) + value_len(a))
-        .sum::<usize>()
-        + 4
+fn needed(attrs: &[Attr]) -> Option<usize> {
+    attrs.iter().try_fold(4usize, |n, a| {
+        n.checked_add(entry_len(a)?)?.checked_add(value_len(a)?)
+    })
+}
+
+/// Whether `attrs` fit `room` bytes once laid out.
+fn fits(attrs: &[Attr], room: usize) -> bool {
+    needed(attrs).is_some_and(|n| n <= room)
 }
 
 /// Lays `attrs` out in `region` from byte `first` (entries; value offsets count from
-/// `values_base`), values packed at the end. Returns the entry hashes. The caller checked
-/// that they fit.
-fn lay_out(region: &mut [u8], first: usize, values_base: usize, attrs: &[Attr]) -> Vec<u32> {
-    region[first..].fill(0);
+/// `values_base`), values packed at the end. Returns the entry hashes, or None if they do not
+/// fit (callers check `fits` first, before any other change).
+fn lay_out(
+    region: &mut [u8],
+    first: usize,
+    values_base: usize,
+    attrs: &[Attr],
+) -> Option<Vec<u32>> {
+    region.get_mut(first..)?.fill(0);
     let mut at = first;
     let mut vend = region.len();
     let mut hashes = Vec::with_capacity(attrs.len());
@@ -72,22 +84,27 @@ fn lay_out(region: &mut [u8], first: usize, values_base: usize, attrs: &[Attr]) 
         let voff = if a.value.is_empty() {
             0
         } else {
-            vend -= value_len(a);
-            region[vend..vend + a.value.len()].copy_from_slice(&a.value);
-            vend - values_base
+            vend = vend.checked_sub(value_len(a)?)?;
+            region
+                .get_mut(vend..)?
+                .get_mut(..a.value.len())?
+                .copy_from_slice(&a.value);
+            u16::try_from(vend.checked_sub(values_base)?).ok()?
         };
-        let e = &mut region[at..];
-        // OK: names are at most 255 bytes, offsets within a block (<= 64 KiB), sizes too.
-        e[0] = a.name.len() as u8;
+        let len = entry_len(a)?;
+        let e = region.get_mut(at..)?.get_mut(..len)?;
+        e[0] = u8::try_from(a.name.len()).ok()?;
         e[1] = a.index;
-        e[2..4].copy_from_slice(&(voff as u16).to_le_bytes());
+        e[2..4].copy_from_slice(&voff.to_le_bytes());
         e[4..8].fill(0);
-        e[8..12].copy_from_slice(&(a.value.len() as u32).to_le_bytes());
+        e[8..12].copy_from_slice(&u32::try_from(a.value.len()).ok()?.to_le_bytes());
         e[12..16].copy_from_slice(&h.to_le_bytes());
-        e[ENTRY_HEADER..ENTRY_HEADER + a.name.len()].copy_from_slice(&a.name);
-        at += entry_len(a);
+        // len >= ENTRY_HEADER + the name's length (entry_len).
+        e[ENTRY_HEADER..][..a.name.len()].copy_from_slice(&a.name);
+        at = at.checked_add(len)?;
     }
-    hashes
+    // The entries and their end marker stay clear of the values.
+    (at.checked_add(4)? <= vend).then_some(hashes)
 }
 
 /// The owned entries of a parsed list; Err(ReadOnly) if a value lives in an EA inode.
@@ -131,12 +148,11 @@ impl Ext4 {
 
     /// Writes the xattr block contents for `attrs` at `blk` with reference count `refs`.
     fn put_xattr_block(&self, blk: u64, attrs: &[Attr], refs: u32) -> Result<()> {
-        let bs = self.block_size() as usize;
-        let mut block = vec![0u8; bs];
+        let mut block = vec![0u8; self.block_size_usize()];
         block[0..4].copy_from_slice(&MAGIC.to_le_bytes());
         block[4..8].copy_from_slice(&refs.to_le_bytes());
         block[8..12].copy_from_slice(&1u32.to_le_bytes());
-        let hashes = lay_out(&mut block, BLOCK_HEADER_LEN, 0, attrs);
+        let hashes = lay_out(&mut block, BLOCK_HEADER_LEN, 0, attrs).ok_or(Error::NoSpace)?;
         let mut h = 0u32;
         for eh in hashes {
             if eh == 0 {
@@ -156,9 +172,9 @@ impl Ext4 {
     fn drop_xattr_block(&self, b: &mut InodeBuf, block: &[u8]) -> Result<()> {
         let blk = b.file_acl();
         let refs = le32(block, 4);
-        if refs > 1 {
+        if let Some(left) = refs.checked_sub(1).filter(|&r| r > 0) {
             let mut copy = block.to_vec();
-            copy[4..8].copy_from_slice(&(refs - 1).to_le_bytes());
+            copy[4..8].copy_from_slice(&left.to_le_bytes());
             if self.sb.metadata_csum {
                 csum::xattr_block_set(self.sb.csum_seed, blk, &mut copy);
             }
@@ -230,8 +246,8 @@ impl Ext4 {
         let area = b.xattr_area_range();
         // The body region: a 4-byte magic, then entries and values.
         let body_room = area.len().saturating_sub(4);
-        let bs = self.block_size() as usize;
-        let block_room = bs - BLOCK_HEADER_LEN;
+        // The block size is at least 1 KiB.
+        let block_room = self.block_size_usize().saturating_sub(BLOCK_HEADER_LEN);
         let mut block_changed = in_block.is_some();
         if let Some(v) = value {
             let a = Attr {
@@ -241,7 +257,7 @@ impl Ext4 {
             };
             let mut with = ibody.clone();
             with.push(a.clone());
-            if area.len() > 4 && needed(&with) <= body_room {
+            if area.len() > 4 && fits(&with, body_room) {
                 ibody = with;
             } else {
                 battrs.push(a);
@@ -249,10 +265,28 @@ impl Ext4 {
                     (x.index, x.name.len(), &x.name).cmp(&(y.index, y.name.len(), &y.name))
                 });
                 block_changed = true;
-                if needed(&battrs) > block_room {
+                if !fits(&battrs, block_room) {
                     return Err(Error::NoSpace);
                 }
             }
+        }
+        // What was read back must fit again: entries whose values share bytes (which the
+        // reader accepts) take more room laid out apart. Checked before anything is written.
+        if !ibody.is_empty() && !fits(&ibody, body_room) {
+            return Err(Error::corrupt(
+                "in-inode xattrs",
+                ino,
+                0,
+                "entries share value bytes and do not fit laid out apart",
+            ));
+        }
+        if block_changed && !fits(&battrs, block_room) {
+            return Err(Error::corrupt(
+                "xattr block",
+                ino,
+                b.file_acl(),
+                "entries share value bytes and do not fit laid out apart",
+            ));
         }
         // The body.
         if !area.is_empty() {
@@ -261,7 +295,7 @@ impl Ext4 {
                 region.fill(0);
             } else {
                 region[0..4].copy_from_slice(&MAGIC.to_le_bytes());
-                lay_out(region, 4, 4, &ibody);
+                lay_out(region, 4, 4, &ibody).ok_or(Error::NoSpace)?;
             }
         }
         // The block.
@@ -274,7 +308,8 @@ impl Ext4 {
                     let (blk, _) = self.alloc_blocks(self.inode_goal(ino), 1)?;
                     self.put_xattr_block(blk, &battrs, 1)?;
                     b.set_file_acl(blk);
-                    b.set_blocks512(b.blocks512() + per);
+                    // i_blocks is below 2^48 (48 bits on disk): no overflow.
+                    b.set_blocks512(b.blocks512().saturating_add(per));
                 }
                 Some(_) => self.put_xattr_block(b.file_acl(), &battrs, 1)?,
                 None if battrs.is_empty() => {}
@@ -282,7 +317,8 @@ impl Ext4 {
                     let (blk, _) = self.alloc_blocks(self.inode_goal(ino), 1)?;
                     self.put_xattr_block(blk, &battrs, 1)?;
                     b.set_file_acl(blk);
-                    b.set_blocks512(b.blocks512() + per);
+                    // i_blocks is below 2^48 (48 bits on disk): no overflow.
+                    b.set_blocks512(b.blocks512().saturating_add(per));
                 }
             }
         }
@@ -305,5 +341,54 @@ mod tests {
             xattr::entry_hash(b"foo", 7, false)
         );
         assert_ne!(entry_hash(b"foo", b"a"), entry_hash(b"foo", b"b"));
+    }
+
+    /// A minimal valid superblock (1 KiB blocks, one group, no features).
+    #[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
+    fn superblock() -> super::super::superblock::Superblock {
+        let mut sb = vec![0u8; 1024];
+        let put = |b: &mut [u8], at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        put(&mut sb, 0x0, 1024);
+        put(&mut sb, 0x4, 4096);
+        put(&mut sb, 0x14, 1);
+        put(&mut sb, 0x20, 8192);
+        put(&mut sb, 0x28, 1024);
+        put(&mut sb, 0x4c, 1);
+        sb[0x38..0x3a].copy_from_slice(&0xef53u16.to_le_bytes());
+        sb[0x58..0x5a].copy_from_slice(&256u16.to_le_bytes());
+        super::super::superblock::Superblock::parse(&sb).unwrap()
+    }
+
+    #[test]
+    #[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
+    fn shared_values_that_no_longer_fit_are_refused_not_laid_out() {
+        // An in-inode area of 96 bytes: magic, two 20-byte entries "a" and "b" and the end
+        // marker, then one 40-byte value both entries point at (the reader accepts this).
+        let mut area = vec![0u8; 96];
+        area[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+        for (k, name) in [b'a', b'b'].into_iter().enumerate() {
+            let e = &mut area[4 + 20 * k..][..20];
+            e[0] = 1;
+            e[1] = xattr::INDEX_USER;
+            e[2..4].copy_from_slice(&52u16.to_le_bytes());
+            e[8..12].copy_from_slice(&40u32.to_le_bytes());
+            e[16] = name;
+        }
+        area[56..96].fill(0x77);
+        let attrs = own(&xattr::parse_ibody(&area, &superblock(), 12).unwrap()).unwrap();
+        assert_eq!(attrs.len(), 2);
+        let room = area.len() - 4;
+        // Laid out apart they need 4 + 2 * (20 + 40) bytes: more than the 92 there are.
+        assert_eq!(needed(&attrs), Some(124));
+        assert!(!fits(&attrs, room));
+        // Before the fix the second value was written over the entries (larger values:
+        // an underflow, a panic).
+        assert_eq!(lay_out(&mut area, 4, 4, &attrs), None);
+        // One of them alone fits, and reads back as written.
+        assert!(fits(&attrs[1..], room));
+        let hashes = lay_out(&mut area, 4, 4, &attrs[1..]).unwrap();
+        let back = own(&xattr::parse_ibody(&area, &superblock(), 12).unwrap()).unwrap();
+        assert_eq!(back, attrs[1..]);
+        assert_eq!(hashes, [entry_hash(b"b", &[0x77; 40])]);
     }
 }
