@@ -67,6 +67,11 @@ pub(crate) const fn wide(n: usize) -> u64 {
 }
 const _: () = assert!(usize::BITS <= u64::BITS);
 
+/// How many bytes to move next: the `left` of a stream, at most `max` (a buffer's length).
+pub(crate) fn upto(left: u64, max: usize) -> usize {
+    usize::try_from(left).map_or(max, |l| l.min(max))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,8 @@
 //! [`MAX_FILE`], an edit that is not idempotent) stops the run before anything is written;
 //! applying writes each file atomically (temp file and rename, see [`FileTree::write`]).
 
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
+
 use super::action;
 use super::cond::View;
 use super::devices;
@@ -761,8 +763,8 @@ fn file_report(path: &str, before: &Node, after: &Node) -> FileReport {
         lines_added: added,
         lines_removed: removed,
         binary: binary.then_some(BinarySizes {
-            before: a.len() as u64,
-            after: b.len() as u64,
+            before: crate::bytes::wide(a.len()),
+            after: crate::bytes::wide(b.len()),
         }),
     }
 }
@@ -824,7 +826,7 @@ pub fn plan(tree: &dyn FileTree, rules: &[Rule], facts: &Facts, sel: &Selection)
             warnings: Vec::new(),
         };
         let mut stopped = None;
-        for (i, edit) in rule.edits.iter().enumerate() {
+        for (step, edit) in (1usize..).zip(&rule.edits) {
             match run.step(edit) {
                 Ok(()) => {}
                 Err(Stop::UnknownFact(k)) => {
@@ -835,7 +837,7 @@ pub fn plan(tree: &dyn FileTree, rules: &[Rule], facts: &Facts, sel: &Selection)
                     return Err(Error::Step {
                         rule: rule.name.clone(),
                         file: format!("{}:{}", rule.file, edit.line),
-                        step: i + 1,
+                        step,
                         source: Box::new(e),
                     })
                 }

@@ -12,6 +12,8 @@
 //! their aliases as it would on a host that had them. The rule that uses this also schedules
 //! a rebuild at first boot, after which the guest's own tool owns the image again.
 
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
+
 use crate::fs::files::{FileTree, Kind};
 use crate::guest::initramfs::{self, Listing};
 use crate::guest::inspect::{Driver, OsInfo};
@@ -149,7 +151,9 @@ pub fn add_modules(
     }
     match archive(&listing, &inside, moddir, &missing, read) {
         Ok(extra) => {
-            let mut data = Vec::with_capacity(image.len() + extra.len() + 4);
+            // A capacity hint: the image, the new members and up to 3 bytes of padding.
+            let mut data =
+                Vec::with_capacity(image.len().saturating_add(extra.len()).saturating_add(4));
             data.extend_from_slice(image);
             // A plain archive must start on a 4-byte boundary; NULs between members are skipped.
             while data.len() % 4 != 0 {
@@ -333,7 +337,7 @@ mod tests {
         let f = l
             .get("usr/lib/modules/6.1/kernel/drivers/block/virtio_blk.ko")
             .unwrap();
-        assert_eq!(f.size as usize, "block/virtio_blk".len());
+        assert_eq!(usize::try_from(f.size), Ok("block/virtio_blk".len()));
         assert!(l
             .get("usr/lib/modules/6.1/kernel/drivers/block")
             .unwrap()

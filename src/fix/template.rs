@@ -5,6 +5,8 @@
 //! result is a regex or a regex replacement, the fact's value is escaped for it, so a fact
 //! can never change a pattern's meaning.
 
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
+
 use super::facts::{Facts, TEMPLATE_KEYS};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,15 +39,14 @@ impl Template {
     pub fn parse(s: &str) -> Result<Template, String> {
         let mut parts = Vec::new();
         let mut rest = s;
-        while let Some(i) = rest.find("{{") {
-            if i > 0 {
-                parts.push(Part::Lit(rest[..i].to_string()));
+        while let Some((lit, after)) = rest.split_once("{{") {
+            if !lit.is_empty() {
+                parts.push(Part::Lit(lit.to_string()));
             }
-            let after = &rest[i + 2..];
-            let Some(j) = after.find("}}") else {
+            let Some((key, tail)) = after.split_once("}}") else {
                 return Err("`{{` without a closing `}}`".into());
             };
-            let key = after[..j].trim();
+            let key = key.trim();
             if key.len() > MAX_KEY || !TEMPLATE_KEYS.contains(&key) {
                 return Err(format!(
                     "unknown template key `{{{{{}}}}}`, expected one of: {}",
@@ -54,7 +55,7 @@ impl Template {
                 ));
             }
             parts.push(Part::Key(key.to_string()));
-            rest = &after[j + 2..];
+            rest = tail;
         }
         if !rest.is_empty() {
             parts.push(Part::Lit(rest.to_string()));

@@ -1,35 +1,28 @@
 //! Line handling shared by the text edits: files are bytes (a comment in Latin-1 must survive
 //! an edit byte for byte), lines keep their own terminator, new lines take the file's.
 
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
+
 /// Splits `data` into (content, terminator) pairs; the terminator is `\r\n`, `\n`, or empty
 /// for a last line without one.
 pub fn lines(data: &[u8]) -> Vec<(&[u8], &'static [u8])> {
-    let mut out = Vec::new();
-    let mut rest = data;
-    while !rest.is_empty() {
-        match rest.iter().position(|b| *b == b'\n') {
-            Some(i) => {
-                let (content, eol): (&[u8], &'static [u8]) = if i > 0 && rest[i - 1] == b'\r' {
-                    (&rest[..i - 1], b"\r\n")
-                } else {
-                    (&rest[..i], b"\n")
-                };
-                out.push((content, eol));
-                rest = &rest[i + 1..];
+    data.split_inclusive(|b| *b == b'\n')
+        .map(|line| -> (&[u8], &'static [u8]) {
+            if let Some(content) = line.strip_suffix(b"\r\n") {
+                (content, b"\r\n")
+            } else if let Some(content) = line.strip_suffix(b"\n") {
+                (content, b"\n")
+            } else {
+                (line, b"")
             }
-            None => {
-                out.push((rest, b"".as_slice()));
-                rest = &[];
-            }
-        }
-    }
-    out
+        })
+        .collect()
 }
 
 /// The line terminator new lines get: the first line's, `\n` by default.
 pub fn eol_of(data: &[u8]) -> &'static [u8] {
-    match data.iter().position(|b| *b == b'\n') {
-        Some(i) if i > 0 && data[i - 1] == b'\r' => b"\r\n",
+    match data.split_inclusive(|b| *b == b'\n').next() {
+        Some(first) if first.ends_with(b"\r\n") => b"\r\n",
         _ => b"\n",
     }
 }

@@ -75,10 +75,15 @@ pub fn time_string(t: Timestamp) -> String {
     if t.nsecs == 0 || t.nsecs >= 1_000_000_000 {
         return t.secs.to_string();
     }
+    // secs < 0 and nsecs < 10^9 here, so neither step can saturate.
     let (sign, whole, frac) = if t.secs < 0 {
-        ("-", -(t.secs + 1), 1_000_000_000 - t.nsecs)
+        (
+            "-",
+            t.secs.saturating_add(1).unsigned_abs(),
+            1_000_000_000u32.saturating_sub(t.nsecs),
+        )
     } else {
-        ("", t.secs, t.nsecs)
+        ("", t.secs.unsigned_abs(), t.nsecs)
     };
     let frac = format!("{frac:09}");
     format!("{sign}{whole}.{}", frac.trim_end_matches('0'))

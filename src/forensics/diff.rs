@@ -14,6 +14,7 @@
 //! directories (one side) to find the paths, so that its work follows the edit.
 
 use super::walk::{walk, MAX_DEPTH};
+use crate::bytes::{upto, wide};
 use crate::fs::{path, Attr, DirEntry, Error, FileType, Filesystem};
 use std::collections::{BTreeMap, HashSet};
 
@@ -252,7 +253,7 @@ impl Pruned<'_> {
     /// Queues the directory `path` below one at `depth`, unless that is too deep (`walk`'s
     /// limit, with its message, on each side that has it).
     fn descend(&mut self, path: &[u8], depth: usize, t: Task) {
-        if depth + 1 >= MAX_DEPTH {
+        if depth.saturating_add(1) >= MAX_DEPTH {
             let sides: &[&str] = match &t {
                 Task::Pair { .. } => &["old", "new"],
                 Task::Only { new: true, .. } => &["new"],
@@ -302,7 +303,7 @@ impl Pruned<'_> {
                         path: path.clone(),
                         old: a.ino,
                         new: b.ino,
-                        depth: depth + 1,
+                        depth: depth.saturating_add(1),
                     };
                     self.descend(&path, depth, t);
                 }
@@ -337,7 +338,7 @@ impl Pruned<'_> {
                     path: path.clone(),
                     old: o,
                     new: n,
-                    depth: depth + 1,
+                    depth: depth.saturating_add(1),
                 };
                 self.descend(&path, depth, t);
             }
@@ -352,7 +353,7 @@ impl Pruned<'_> {
             path: path.to_vec(),
             new,
             ino,
-            depth: depth + 1,
+            depth: depth.saturating_add(1),
         };
         self.descend(path, depth, t);
     }
@@ -544,8 +545,7 @@ fn same_content(
     let (mut x, mut y) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
     let mut off = 0u64;
     while off < a.size {
-        // OK: at most CHUNK.
-        let want = (a.size - off).min(CHUNK as u64) as usize;
+        let want = upto(a.size.saturating_sub(off), CHUNK); // off < a.size
         let n = read_full(old, a.ino, off, &mut x[..want])?;
         let m = read_full(new, b.ino, off, &mut y[..want])?;
         if n != m || x[..n] != y[..m] {
@@ -554,7 +554,7 @@ fn same_content(
         if n == 0 {
             break;
         }
-        off += n as u64;
+        off = off.saturating_add(wide(n)); // n ≤ want ≤ a.size - off
     }
     Ok(true)
 }
@@ -562,12 +562,13 @@ fn same_content(
 /// Fills `buf` from `off` unless the file ends first; the bytes read.
 fn read_full(fs: &dyn Filesystem, ino: u64, off: u64, buf: &mut [u8]) -> crate::fs::Result<usize> {
     let mut done = 0;
-    while done < buf.len() {
-        let n = fs.read(ino, off + done as u64, &mut buf[done..])?;
+    while let Some(rest) = buf.get_mut(done..).filter(|r| !r.is_empty()) {
+        // The caller keeps off + buf.len() within the file's size: no saturation.
+        let n = fs.read(ino, off.saturating_add(wide(done)), rest)?;
         if n == 0 {
             break;
         }
-        done += n;
+        done = done.saturating_add(n); // n ≤ rest.len(): done stays ≤ buf.len()
     }
     Ok(done)
 }

@@ -6,6 +6,7 @@
 //! that stays ahead of the hashing thread, so I/O and hashing overlap.
 
 use crate::block::{self, BlockDevice, ExtentKind};
+use crate::bytes::{upto, wide};
 use crate::fs::{Error, FileType, Filesystem};
 use parking_lot::Mutex;
 use sha2::digest::DynDigest;
@@ -90,9 +91,9 @@ pub fn hash_device(dev: &dyn BlockDevice, algo: Algo) -> block::Result<String> {
             match piece? {
                 Piece::Zeros(mut n) => {
                     while n > 0 {
-                        let k = n.min(ZERO_CHUNK as u64) as usize;
+                        let k = upto(n, ZERO_CHUNK);
                         h.update(&ZEROS[..k]);
-                        n -= k as u64;
+                        n = n.saturating_sub(wide(k)); // k ≤ n
                     }
                 }
                 Piece::Data(buf) => {
@@ -116,20 +117,19 @@ fn produce(
     let size = dev.len();
     let mut off = 0u64;
     while off < size {
-        let win = EXTENT_WINDOW.min(size - off);
+        // off < size: the window ends within the device and neither step saturates.
+        let win = EXTENT_WINDOW.min(size.saturating_sub(off));
+        let win_end = off.saturating_add(win);
         let extents = dev.extents(off, win)?;
         let mut pos = off;
         for e in extents {
             // Trust only the part of the answer inside the window, in order, without gaps.
-            if e.offset != pos || e.end() > off + win {
+            if e.offset != pos || e.end() > win_end {
                 return Err(block::Error::corrupt(
                     "virtual disk",
                     "extent map",
                     e.offset,
-                    format!(
-                        "expected an extent at {pos} inside the window ending at {}",
-                        off + win
-                    ),
+                    format!("expected an extent at {pos} inside the window ending at {win_end}"),
                 ));
             }
             match e.kind {
@@ -141,28 +141,28 @@ fn produce(
                 ExtentKind::Data => {
                     let mut at = e.offset;
                     while at < e.end() {
-                        let n = (e.end() - at).min(READ_CHUNK as u64) as usize;
+                        let n = upto(e.end().saturating_sub(at), READ_CHUNK);
                         let mut buf = recycled.try_recv().unwrap_or_default();
                         buf.resize(n, 0);
                         dev.read_at(&mut buf, at)?;
                         if tx.send(Ok(Piece::Data(buf))).is_err() {
                             return Ok(());
                         }
-                        at += n as u64;
+                        at = at.saturating_add(wide(n)); // at most e.end()
                     }
                 }
             }
             pos = e.end();
         }
-        if pos != off + win {
+        if pos != win_end {
             return Err(block::Error::corrupt(
                 "virtual disk",
                 "extent map",
                 pos,
-                format!("extents stop short of the window end {}", off + win),
+                format!("extents stop short of the window end {win_end}"),
             ));
         }
-        off += win;
+        off = win_end;
     }
     Ok(())
 }
@@ -182,7 +182,7 @@ pub fn hash_file(
     let mut buf = vec![0u8; FILE_CHUNK];
     let mut off = 0u64;
     while off < size {
-        let want = (size - off).min(FILE_CHUNK as u64) as usize;
+        let want = upto(size.saturating_sub(off), FILE_CHUNK); // off < size
         let n = fs.read(ino, off, &mut buf[..want])?;
         if n == 0 {
             return Err(Error::corrupt(
@@ -193,7 +193,7 @@ pub fn hash_file(
             ));
         }
         h.update(&buf[..n]);
-        off += n as u64;
+        off = off.saturating_add(wide(n)); // n ≤ want ≤ size - off
     }
     Ok(hex(&h.finalize_reset()))
 }
@@ -202,7 +202,8 @@ pub fn hash_file(
 /// escapes `\` and newline (and, since 9.0, carriage return) when a name holds them.
 pub fn sum_line(digest: &str, path: &[u8]) -> Vec<u8> {
     let special = path.iter().any(|&b| b == b'\\' || b == b'\n' || b == b'\r');
-    let mut out = Vec::with_capacity(digest.len() + path.len() + 4);
+    // A capacity hint (escapes may still grow it).
+    let mut out = Vec::with_capacity(digest.len().saturating_add(path.len()).saturating_add(4));
     if special {
         out.push(b'\\');
     }
@@ -264,6 +265,7 @@ pub fn write_manifest(
 pub const MAX_THREADS: usize = 64;
 
 #[cfg(test)]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
 mod tests {
     use super::*;
     use crate::block::mem::MemDevice;

@@ -154,13 +154,14 @@ impl Walker<'_, '_> {
                 if self.with_deleted {
                     self.note_orphans(attr.ino, &p.path);
                 }
-                if p.depth + 1 >= MAX_DEPTH {
+                // Depths stay below MAX_DEPTH (this check), so the steps cannot saturate.
+                if p.depth.saturating_add(1) >= MAX_DEPTH {
                     self.errors.push(format!(
                         "{}: deeper than {MAX_DEPTH} directories, not followed",
                         String::from_utf8_lossy(&p.path)
                     ));
                 } else {
-                    self.push_children(attr.ino, &p.path, p.depth + 1, stack);
+                    self.push_children(attr.ino, &p.path, p.depth.saturating_add(1), stack);
                 }
             }
         }
@@ -220,10 +221,13 @@ impl Walker<'_, '_> {
             if d.ino == 0 {
                 continue;
             }
-            if d.reallocated || !below.insert(d.ino) || budget == 0 {
+            if d.reallocated || !below.insert(d.ino) {
                 return;
             }
-            budget -= 1;
+            let Some(left) = budget.checked_sub(1) else {
+                return;
+            };
+            budget = left;
             let named_dir = matches!(d.kind, None | Some(FileType::Directory));
             if named_dir
                 && levels.len() < MAX_REMOVED_DEPTH
@@ -308,14 +312,16 @@ impl Walker<'_, '_> {
             if !seen.insert((d.ino, d.name.clone())) {
                 continue;
             }
-            self.removed_listed += 1;
+            // Below MAX_REMOVED_ENTRIES (checked above): no saturation.
+            self.removed_listed = self.removed_listed.saturating_add(1);
             stack.push(Pending {
                 ino: d.ino,
                 path: child_path(&p.path, &d.name),
                 kind: d.kind.unwrap_or(FileType::RegularFile),
-                depth: p.depth + 1,
+                // Both bounded by the walk's depth limits.
+                depth: p.depth.saturating_add(1),
                 deleted: Some((d.reallocated, d.kind, d.stale)),
-                removed_depth: p.removed_depth + 1,
+                removed_depth: p.removed_depth.saturating_add(1),
                 orphan: false,
             });
         }
@@ -434,7 +440,7 @@ fn visit_deleted(
 
 /// `prefix/name` as bytes (guest names need not be UTF-8).
 fn child_path(prefix: &[u8], name: &[u8]) -> Vec<u8> {
-    let mut path = Vec::with_capacity(prefix.len() + 1 + name.len());
+    let mut path = Vec::with_capacity(prefix.len().saturating_add(name.len()).saturating_add(1));
     path.extend_from_slice(prefix);
     path.push(b'/');
     path.extend_from_slice(name);

@@ -82,7 +82,8 @@ pub fn parse_tree(file: &str, text: &[u8]) -> Result<Element, Error> {
         let err = |m: String| Error::at_byte(file, text, offset, m);
         match ev {
             Event::Start(ref e) | Event::Empty(ref e) if root.is_none() => {
-                count += 1;
+                // count ≤ MAX_ELEMENTS before this step (checked below): no saturation.
+                count = count.saturating_add(1);
                 if count > MAX_ELEMENTS || stack.len() >= MAX_DEPTH {
                     return Err(err(format!(
                         "more than {MAX_ELEMENTS} elements or {MAX_DEPTH} levels"
@@ -509,7 +510,8 @@ pub fn write_domain(src: &Source, t: &Target) -> Result<String, String> {
     let mut n = 0u32;
     for d in src.disks.iter().filter(|d| d.device == DeviceKind::Disk) {
         let dev = super::vmx::index_to_name(prefix, n);
-        n += 1;
+        // One per disk of the model, which every parser bounds far below u32::MAX.
+        n = n.saturating_add(1);
         let src_path = d.source.as_deref().unwrap_or("");
         if !src_path.starts_with('/') {
             return Err(format!(

@@ -34,9 +34,14 @@ impl Error {
 /// Line and column (from 1) of byte `offset` in `text` (clamped to its end).
 pub fn line_col(text: &[u8], offset: usize) -> (usize, usize) {
     let upto = &text[..offset.min(text.len())];
-    let line = upto.iter().filter(|&&b| b == b'\n').count() + 1;
-    let start = upto.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
-    (line, upto.len() - start + 1)
+    // Both counts are at most the text's length (≤ isize::MAX): adding 1 cannot saturate.
+    let line = upto
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        .saturating_add(1);
+    let last = upto.rsplit(|&b| b == b'\n').next().unwrap_or_default();
+    (line, last.len().saturating_add(1))
 }
 
 impl std::fmt::Display for Error {

@@ -68,7 +68,8 @@ fn err(file: &Path, m: impl Into<String>) -> Error {
 }
 
 /// A tar header block (POSIX.1-2001 ustar, with pax and GNU extensions).
-const BLOCK: u64 = 512;
+const BLOCK_LEN: usize = 512;
+const BLOCK: u64 = crate::bytes::wide(BLOCK_LEN);
 /// Largest pax extended header or GNU long name read: real ones hold a path or two.
 pub const MAX_EXT_HEADER: u64 = 64 << 10;
 
@@ -105,21 +106,28 @@ fn pax_records(data: &[u8]) -> (Option<String>, Option<u64>) {
     let (mut path, mut size) = (None, None);
     let mut rest = data;
     while let Some(sp) = rest.iter().position(|&b| b == b' ') {
-        let Some(len) = std::str::from_utf8(&rest[..sp])
+        let Some((rec, next)) = std::str::from_utf8(&rest[..sp])
             .ok()
             .and_then(|l| l.parse::<usize>().ok())
-            .filter(|&l| l > sp + 1 && l <= rest.len())
+            .and_then(|l| rest.split_at_checked(l))
         else {
             break;
         };
-        let rec = &rest[sp + 1..len];
+        // What follows the length and its space; a length that ends within them is garbage.
+        let Some(rec) = rec
+            .get(sp..)
+            .and_then(|r| r.get(1..))
+            .filter(|r| !r.is_empty())
+        else {
+            break;
+        };
         let rec = rec.strip_suffix(b"\n").unwrap_or(rec);
         if let Some(v) = rec.strip_prefix(b"path=") {
             path = Some(String::from_utf8_lossy(v).into_owned());
         } else if let Some(v) = rec.strip_prefix(b"size=") {
             size = std::str::from_utf8(v).ok().and_then(|v| v.parse().ok());
         }
-        rest = &rest[len..];
+        rest = next;
     }
     (path, size)
 }
@@ -146,8 +154,8 @@ pub fn members(path: &Path) -> Result<Vec<Member>, Error> {
     let mut out = Vec::new();
     let mut pos = 0u64;
     let (mut next_name, mut next_size): (Option<String>, Option<u64>) = (None, None);
-    let mut h = [0u8; BLOCK as usize];
-    while pos + BLOCK <= len {
+    let mut h = [0u8; BLOCK_LEN];
+    while let Some(data) = pos.checked_add(BLOCK).filter(|&d| d <= len) {
         read(&mut h, pos)?;
         if h.iter().all(|&b| b == 0) {
             break; // the end-of-archive blocks
@@ -175,7 +183,6 @@ pub fn members(path: &Path) -> Result<Vec<Member>, Error> {
         if let Some(s) = next_size.take() {
             size = s;
         }
-        let data = pos + BLOCK;
         let end = data
             .checked_add(size)
             .filter(|&e| e <= len)
@@ -186,10 +193,11 @@ pub fn members(path: &Path) -> Result<Vec<Member>, Error> {
                 )
             })?;
         let ext = |what: &str| -> Result<Vec<u8>, Error> {
-            if size > MAX_EXT_HEADER {
-                return Err(bad(pos, format!("{what} of {size} bytes")));
-            }
-            let mut v = vec![0u8; size as usize];
+            let n = usize::try_from(size)
+                .ok()
+                .filter(|_| size <= MAX_EXT_HEADER)
+                .ok_or_else(|| bad(pos, format!("{what} of {size} bytes")))?;
+            let mut v = vec![0u8; n];
             read(&mut v, data)?;
             Ok(v)
         };
@@ -231,7 +239,9 @@ pub fn members(path: &Path) -> Result<Vec<Member>, Error> {
                 next_size = None;
             }
         }
-        pos = end.div_ceil(BLOCK) * BLOCK;
+        pos = end
+            .checked_next_multiple_of(BLOCK)
+            .ok_or_else(|| bad(pos, format!("a member ends at byte {end}, past 2^64")))?;
     }
     if out.is_empty() && pos == 0 {
         return Err(bad(0, "no tar header".into()));
@@ -259,13 +269,19 @@ fn join(base: &str, href: &str, file: &Path) -> Result<String, Error> {
     })
 }
 
+/// A descriptor's name without its `.ovf` (any case).
+fn stem(ovf_name: &str) -> &str {
+    let cut = ovf_name.len().saturating_sub(".ovf".len());
+    ovf_name.get(..cut).unwrap_or_default()
+}
+
 fn read_limited(mut r: impl Read, what: &Path) -> Result<Vec<u8>, Error> {
     let mut v = Vec::new();
     r.by_ref()
-        .take(MAX_TEXT_BYTES + 1)
+        .take(MAX_TEXT_BYTES.saturating_add(1))
         .read_to_end(&mut v)
         .map_err(|e| Error::io(&what.display().to_string(), e))?;
-    if v.len() as u64 > MAX_TEXT_BYTES {
+    if crate::bytes::wide(v.len()) > MAX_TEXT_BYTES {
         return Err(err(what, format!("larger than {MAX_TEXT_BYTES} bytes")));
     }
     Ok(v)
@@ -274,11 +290,12 @@ fn read_limited(mut r: impl Read, what: &Path) -> Result<Vec<u8>, Error> {
 fn read_member(archive: &Path, m: &Member) -> Result<Vec<u8>, Error> {
     use std::os::unix::fs::FileExt;
     let name = archive.join(&m.name);
-    if m.size > MAX_TEXT_BYTES {
-        return Err(err(&name, format!("larger than {MAX_TEXT_BYTES} bytes")));
-    }
+    let size = usize::try_from(m.size)
+        .ok()
+        .filter(|_| m.size <= MAX_TEXT_BYTES)
+        .ok_or_else(|| err(&name, format!("larger than {MAX_TEXT_BYTES} bytes")))?;
     let f = File::open(archive).map_err(|e| Error::io(&archive.display().to_string(), e))?;
-    let mut v = vec![0u8; m.size as usize];
+    let mut v = vec![0u8; size];
     f.read_exact_at(&mut v, m.offset)
         .map_err(|e| Error::io(&name.display().to_string(), e))?;
     Ok(v)
@@ -288,13 +305,13 @@ fn read_member(archive: &Path, m: &Member) -> Result<Vec<u8>, Error> {
 /// space before `=` is optional, as exporters differ).
 pub fn parse_manifest(file: &str, text: &[u8]) -> Result<Vec<(String, String, String)>, Error> {
     let mut out = Vec::new();
-    for (n, line) in text.split(|&b| b == b'\n').enumerate() {
+    for (lineno, line) in (1usize..).zip(text.split(|&b| b == b'\n')) {
         let line = String::from_utf8_lossy(line);
         let line = line.trim();
         if line.is_empty() {
             continue;
         }
-        let bad = || Error::at(file, n + 1, 1, format!("not a manifest line: {line:?}"));
+        let bad = || Error::at(file, lineno, 1, format!("not a manifest line: {line:?}"));
         let (algo, rest) = line.split_once('(').ok_or_else(bad)?;
         let (name, rest) = rest.rsplit_once(')').ok_or_else(bad)?;
         let hex = rest.trim_start().strip_prefix('=').ok_or_else(bad)?.trim();
@@ -302,7 +319,7 @@ pub fn parse_manifest(file: &str, text: &[u8]) -> Result<Vec<(String, String, St
         if !matches!(algo.as_str(), "SHA1" | "SHA256" | "SHA512") {
             return Err(Error::at(
                 file,
-                n + 1,
+                lineno,
                 1,
                 format!("digest {algo} is not one ferry checks (SHA1, SHA256, SHA512)"),
             ));
@@ -337,7 +354,7 @@ pub fn open(path: &Path) -> Result<Ova, Error> {
             File::open(&p).map_err(|e| Error::io(&p.display().to_string(), e))?,
             &p,
         )?;
-        let mf = ovf_name[..ovf_name.len() - 4].to_string() + ".mf";
+        let mf = stem(&ovf_name).to_string() + ".mf";
         let mf = names.iter().find(|n| n.eq_ignore_ascii_case(&mf)).map(|n| {
             let p = path.join(n);
             File::open(&p)
@@ -380,7 +397,7 @@ pub fn open(path: &Path) -> Result<Ova, Error> {
             Some(i) => ovf_m.name[..i].to_string(),
             None => String::new(),
         };
-        let mf_name = ovf_m.name[..ovf_m.name.len() - 4].to_string() + ".mf";
+        let mf_name = stem(&ovf_m.name).to_string() + ".mf";
         let mf = match list.iter().find(|m| m.name.eq_ignore_ascii_case(&mf_name)) {
             Some(m) => Some((m.name.clone(), read_member(path, m)?)),
             None => None,
@@ -535,7 +552,8 @@ impl ReadAt {
 impl Read for ReadAt {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         use std::os::unix::fs::FileExt;
-        let want = usize::try_from(self.end - self.pos)
+        // pos never passes end: it moves by what a read of at most end - pos returned.
+        let want = usize::try_from(self.end.saturating_sub(self.pos))
             .unwrap_or(usize::MAX)
             .min(buf.len());
         if want == 0 {
@@ -545,7 +563,7 @@ impl Read for ReadAt {
         if n == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
-        self.pos += n as u64;
+        self.pos = self.pos.saturating_add(crate::bytes::wide(n));
         Ok(n)
     }
 }

@@ -236,8 +236,8 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Ovf, Error> {
         }
     }
     if let (Some(v), Some(c)) = (src.vcpus, src.cores) {
-        if c > 0 && v % c == 0 {
-            src.sockets = Some(v / c);
+        if v.checked_rem(c) == Some(0) {
+            src.sockets = v.checked_div(c);
             src.threads = Some(1);
         }
     }
@@ -271,16 +271,28 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Ovf, Error> {
         let unit: u32 = text(i, "AddressOnParent")
             .and_then(|a| a.parse().ok())
             .unwrap_or(0);
+        // Address and AddressOnParent are the package's numbers: their index may overflow.
+        let slot = |addr: u32, per: u32| addr.checked_mul(per).and_then(|a| a.checked_add(unit));
         let (bus, index) = match (kind, parent) {
             (DeviceKind::Floppy, _) => {
-                floppies += 1;
-                (Bus::Fdc, floppies - 1)
+                let n = floppies;
+                // One per <Item>, and the elements are far fewer than u32::MAX.
+                floppies = floppies.saturating_add(1);
+                (Bus::Fdc, Some(n))
             }
-            (_, Some(&(_, Bus::Ide, addr, _))) => (Bus::Ide, addr * 2 + unit),
-            (_, Some(&(_, bus @ (Bus::Sata | Bus::Nvme), addr, _))) => (bus, addr * 30 + unit),
-            (_, Some(&(_, bus, addr, _))) => (bus, addr * 15 + unit),
-            (_, None) => (Bus::Scsi, unit),
+            (_, Some(&(_, Bus::Ide, addr, _))) => (Bus::Ide, slot(addr, 2)),
+            (_, Some(&(_, bus @ (Bus::Sata | Bus::Nvme), addr, _))) => (bus, slot(addr, 30)),
+            (_, Some(&(_, bus, addr, _))) => (bus, slot(addr, 15)),
+            (_, None) => (Bus::Scsi, Some(unit)),
         };
+        let index = index.ok_or_else(|| {
+            err(
+                i,
+                format!(
+                    "AddressOnParent {unit} and its controller's Address overflow a target index"
+                ),
+            )
+        })?;
         let prefix = match bus {
             Bus::Ide => "hd",
             Bus::Fdc => "fd",
@@ -364,9 +376,8 @@ mod tests {
         assert_eq!(unit_bytes("hertz * 10^6"), None);
     }
 
-    #[test]
-    fn a_small_descriptor() {
-        let x = br#"<?xml version="1.0"?>
+    /// One IDE disk on controller address 0, unit 1, and a NIC.
+    const SMALL: &[u8] = br#"<?xml version="1.0"?>
 <Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="r" xmlns:vssd="v">
  <References><File ovf:href="d.vmdk" ovf:id="f1" ovf:size="100"/></References>
  <DiskSection><Disk ovf:diskId="d1" ovf:fileRef="f1" ovf:capacity="1"/></DiskSection>
@@ -381,7 +392,10 @@ mod tests {
   </VirtualHardwareSection>
  </VirtualSystem>
 </Envelope>"#;
-        let o = parse("t.ovf", x).unwrap();
+
+    #[test]
+    fn a_small_descriptor() {
+        let o = parse("t.ovf", SMALL).unwrap();
         let s = &o.source;
         assert_eq!(s.name.as_deref(), Some("vm"));
         assert_eq!(s.hypervisor.as_deref(), Some("vmware"));
@@ -395,6 +409,26 @@ mod tests {
         assert_eq!(s.nics[0].mac.as_deref(), Some("00:50:56:aa:bb:cc"));
         assert_eq!(s.nics[0].model.as_deref(), Some("vmxnet3"));
         assert_eq!(s.nics[0].network.as_deref(), Some("VM Network"));
+    }
+
+    /// Controller address × units per controller + unit used to wrap (a panic in debug
+    /// builds, a wrong target name in release); now an error at the disk's <Item>.
+    #[test]
+    fn a_huge_controller_address_is_an_error() {
+        let x = String::from_utf8_lossy(SMALL)
+            .replace("<rasd:Address>0<", "<rasd:Address>4000000000<")
+            .into_bytes();
+        let e = parse("t.ovf", &x).unwrap_err();
+        assert!(e.message.contains("overflow a target index"), "{e}");
+        let x = String::from_utf8_lossy(SMALL)
+            .replace("<rasd:Address>0<", "<rasd:Address>1<")
+            .replace(
+                "<rasd:AddressOnParent>1<",
+                "<rasd:AddressOnParent>4294967295<",
+            )
+            .into_bytes();
+        let e = parse("t.ovf", &x).unwrap_err();
+        assert!(e.message.contains("overflow a target index"), "{e}");
     }
 
     #[test]

@@ -82,18 +82,18 @@ impl PathResolver {
 /// Undo the `|XX` escapes of a value (VMware writes `|22` for `"`, `|7C` for `|`).
 fn unescape(raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        if raw[i] == b'|' && i + 2 < raw.len() {
-            let hex = std::str::from_utf8(&raw[i + 1..i + 3]).ok();
+    let mut rest = raw;
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == b'|' {
+            let hex = tail.get(..2).and_then(|h| std::str::from_utf8(h).ok());
             if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                 out.push(b);
-                i += 3;
+                rest = tail.get(2..).unwrap_or_default();
                 continue;
             }
         }
-        out.push(raw[i]);
-        i += 1;
+        out.push(b);
+        rest = tail;
     }
     out
 }
@@ -102,8 +102,7 @@ impl Vmx {
     /// Split the file into entries. Errors name the line and column.
     pub fn parse(file: &str, text: &[u8]) -> Result<Vmx, Error> {
         let mut entries = HashMap::new();
-        for (n, line) in text.split(|&b| b == b'\n').enumerate() {
-            let lineno = n + 1;
+        for (lineno, line) in (1usize..).zip(text.split(|&b| b == b'\n')) {
             if lineno > MAX_LINES {
                 return Err(Error::at(
                     file,
@@ -113,47 +112,43 @@ impl Vmx {
                 ));
             }
             let line = line.strip_suffix(b"\r").unwrap_or(line);
-            let start = line
-                .iter()
-                .position(|b| !b.is_ascii_whitespace())
-                .unwrap_or(line.len());
-            let body = &line[start..];
+            // The column (from 1) where `part`, a tail of `line`, starts: at most the line's
+            // length plus one, so neither step can saturate.
+            let col = |part: &[u8]| line.len().saturating_sub(part.len()).saturating_add(1);
+            let body = line.trim_ascii_start();
             if body.is_empty() || body[0] == b'#' {
                 continue;
             }
             let eq = body
                 .iter()
                 .position(|&b| b == b'=')
-                .ok_or_else(|| Error::at(file, lineno, start + 1, "expected 'key = \"value\"'"))?;
-            let key = std::str::from_utf8(&body[..eq])
+                .ok_or_else(|| Error::at(file, lineno, col(body), "expected 'key = \"value\"'"))?;
+            let (key, after) = body.split_at(eq);
+            let key = std::str::from_utf8(key)
                 .ok()
                 .map(str::trim)
                 .filter(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_graphic() && b != b'"'))
-                .ok_or_else(|| Error::at(file, lineno, start + 1, "invalid key"))?
+                .ok_or_else(|| Error::at(file, lineno, col(body), "invalid key"))?
                 .to_ascii_lowercase();
-            let after = &body[eq + 1..];
-            let vstart = after
-                .iter()
-                .position(|b| !b.is_ascii_whitespace())
-                .unwrap_or(after.len());
-            let vcol = start + eq + 1 + vstart + 1;
-            let v = &after[vstart..];
+            let v = after[1..].trim_ascii_start();
+            let vcol = col(v);
             let raw: &[u8] = if let Some(q) = v.strip_prefix(b"\"") {
                 let end = q.iter().position(|&b| b == b'"').ok_or_else(|| {
                     Error::at(file, lineno, vcol, format!("{key}: no closing quote"))
                 })?;
-                let rest = &q[end + 1..];
+                let (quoted, rest) = q.split_at(end);
+                let rest = &rest[1..];
                 if rest.iter().any(|b| !b.is_ascii_whitespace())
                     && !rest.trim_ascii_start().starts_with(b"#")
                 {
                     return Err(Error::at(
                         file,
                         lineno,
-                        vcol + end + 2,
+                        col(rest),
                         format!("{key}: text after the closing quote"),
                     ));
                 }
-                &q[..end]
+                quoted
             } else {
                 v.trim_ascii_end()
             };
@@ -215,13 +210,15 @@ impl Vmx {
 
 /// libvirt's disk naming: `sd` + a, b, ..., z, aa, ab, ... for an index from 0.
 pub fn index_to_name(prefix: &str, mut idx: u32) -> String {
+    const LETTERS: &[u8; 26] = b"abcdefghijklmnopqrstuvwxyz";
     let mut letters = Vec::new();
     loop {
-        letters.push(b'a' + (idx % 26) as u8);
-        if idx < 26 {
-            break;
+        letters.extend(usize::try_from(idx % 26).ok().and_then(|r| LETTERS.get(r)));
+        // Bijective base 26: the next digit is idx / 26 - 1, and there is none below 26.
+        match (idx / 26).checked_sub(1) {
+            Some(next) => idx = next,
+            None => break,
         }
-        idx = idx / 26 - 1;
     }
     letters.reverse();
     format!("{prefix}{}", String::from_utf8_lossy(&letters))
@@ -257,14 +254,14 @@ pub fn parse(file: &str, text: &[u8], resolve: &Resolve) -> Result<Source, Error
         let vcpus = src.vcpus.unwrap_or(1);
         let cores = u32::try_from(cores)
             .ok()
-            .filter(|&c| c > 0 && vcpus % c == 0)
+            .filter(|&c| vcpus.checked_rem(c) == Some(0))
             .ok_or_else(|| {
                 vmx.err(
                     "cpuid.coresPerSocket",
                     format!("must divide numvcpus ({vcpus})"),
                 )
             })?;
-        src.sockets = Some(vcpus / cores);
+        src.sockets = vcpus.checked_div(cores);
         src.cores = Some(cores);
         src.threads = Some(1);
     }
@@ -291,8 +288,13 @@ pub fn parse(file: &str, text: &[u8], resolve: &Resolve) -> Result<Source, Error
     Ok(src)
 }
 
-fn parse_disks(vmx: &Vmx, resolve: &Resolve, src: &mut Source) -> Result<(), Error> {
-    // Hard disks first, then CD-ROMs, then floppies, as libvirt lists them.
+/// A device slot a .vmx may fill: key prefix, bus, target name, controller model.
+type Slot = (String, Bus, String, Option<String>);
+
+/// The slots of the controllers present.
+// The indices come from the small constants above (at most 4 controllers × 65 units).
+#[allow(clippy::arithmetic_side_effects)]
+fn slots(vmx: &Vmx) -> Result<Vec<Slot>, Error> {
     let mut slots = Vec::new();
     for c in 0..MAX_CONTROLLERS {
         let ctl = format!("scsi{c}");
@@ -345,6 +347,12 @@ fn parse_disks(vmx: &Vmx, resolve: &Resolve, src: &mut Source) -> Result<(), Err
             }
         }
     }
+    Ok(slots)
+}
+
+fn parse_disks(vmx: &Vmx, resolve: &Resolve, src: &mut Source) -> Result<(), Error> {
+    // Hard disks first, then CD-ROMs, then floppies, as libvirt lists them.
+    let slots = slots(vmx)?;
     let mut disks = Vec::new();
     let mut cdroms = Vec::new();
     for (slot, bus, target, model) in slots {
@@ -495,6 +503,14 @@ fn parse_ethernet(vmx: &Vmx, n: u32) -> Result<Option<Nic>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escapes() {
+        assert_eq!(unescape(b"a|22b|7C"), b"a\"b|");
+        assert_eq!(unescape(b"|7c|"), b"||");
+        assert_eq!(unescape(b"x|2"), b"x|2");
+        assert_eq!(unescape(b"|zz|"), b"|zz|");
+    }
 
     fn plain(name: &str) -> Result<Option<String>, String> {
         Ok(Some(name.to_string()))

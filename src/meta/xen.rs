@@ -45,23 +45,32 @@ impl<'a> Lexer<'a> {
         Error::at_byte(self.file, self.text, at, msg)
     }
 
+    /// The text from the cursor on.
+    fn rest(&self) -> &'a [u8] {
+        self.text.get(self.pos..).unwrap_or_default()
+    }
+
     fn peek(&self) -> Option<u8> {
-        self.text.get(self.pos).copied()
+        self.rest().first().copied()
+    }
+
+    /// Moves the cursor `n` bytes on. Callers step over bytes they have seen, so `pos` stays
+    /// within the text (at most `isize::MAX` long) and the sum cannot saturate.
+    fn bump(&mut self, n: usize) {
+        self.pos = self.pos.saturating_add(n);
     }
 
     /// Skip blanks, comments and continuations; with `newlines`, line ends too.
     fn skip(&mut self, newlines: bool) {
         while let Some(b) = self.peek() {
             match b {
-                b' ' | b'\t' | b'\r' => self.pos += 1,
-                b'\n' if newlines => self.pos += 1,
-                b'\\' if self.text.get(self.pos + 1) == Some(&b'\n') => self.pos += 2,
-                b'\\' if self.text.get(self.pos + 1..self.pos + 3) == Some(b"\r\n") => {
-                    self.pos += 3
-                }
+                b' ' | b'\t' | b'\r' => self.bump(1),
+                b'\n' if newlines => self.bump(1),
+                b'\\' if self.rest().starts_with(b"\\\n") => self.bump(2),
+                b'\\' if self.rest().starts_with(b"\\\r\n") => self.bump(3),
                 b'#' => {
                     while self.peek().is_some_and(|b| b != b'\n') {
-                        self.pos += 1;
+                        self.bump(1);
                     }
                 }
                 _ => break,
@@ -75,7 +84,7 @@ impl<'a> Lexer<'a> {
             .peek()
             .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
         {
-            self.pos += 1;
+            self.bump(1);
         }
         (self.pos > start).then(|| String::from_utf8_lossy(&self.text[start..self.pos]).into())
     }
@@ -83,26 +92,26 @@ impl<'a> Lexer<'a> {
     fn string(&mut self) -> Result<String, Error> {
         let start = self.pos;
         let q = self.text[self.pos];
-        let triple = self.text.get(self.pos..self.pos + 3) == Some(&[q, q, q][..]);
-        self.pos += if triple { 3 } else { 1 };
+        let triple = self.rest().starts_with(&[q, q, q]);
+        self.bump(if triple { 3 } else { 1 });
         let mut out = Vec::new();
         loop {
             let Some(b) = self.peek() else {
                 return Err(self.err(start, "string without its closing quote"));
             };
             if triple {
-                if self.text.get(self.pos..self.pos + 3) == Some(&[q, q, q][..]) {
-                    self.pos += 3;
+                if self.rest().starts_with(&[q, q, q]) {
+                    self.bump(3);
                     break;
                 }
             } else if b == q {
-                self.pos += 1;
+                self.bump(1);
                 break;
             } else if b == b'\n' {
                 return Err(self.err(start, "string without its closing quote on its line"));
             }
             if b == b'\\' {
-                let Some(&e) = self.text.get(self.pos + 1) else {
+                let Some(&e) = self.rest().get(1) else {
                     return Err(self.err(self.pos, "backslash at the end of the file"));
                 };
                 match e {
@@ -112,11 +121,11 @@ impl<'a> Lexer<'a> {
                     b'\n' => {}
                     other => out.extend_from_slice(&[b'\\', other]),
                 }
-                self.pos += 2;
+                self.bump(2);
                 continue;
             }
             out.push(b);
-            self.pos += 1;
+            self.bump(1);
         }
         Ok(String::from_utf8_lossy(&out).into_owned())
     }
@@ -126,12 +135,12 @@ impl<'a> Lexer<'a> {
         match self.peek() {
             Some(b'"' | b'\'') => self.string().map(Value::Str),
             Some(b'[') if depth < MAX_NESTING => {
-                self.pos += 1;
+                self.bump(1);
                 let mut items = Vec::new();
                 loop {
                     self.skip(true);
                     if self.peek() == Some(b']') {
-                        self.pos += 1;
+                        self.bump(1);
                         break;
                     }
                     if items.len() >= MAX_LIST_ITEMS {
@@ -140,10 +149,11 @@ impl<'a> Lexer<'a> {
                         );
                     }
                     let at = self.pos;
-                    items.push((self.value(depth + 1)?, at));
+                    // depth < MAX_NESTING (the match guard), so this cannot saturate.
+                    items.push((self.value(depth.saturating_add(1))?, at));
                     self.skip(true);
                     match self.peek() {
-                        Some(b',') => self.pos += 1,
+                        Some(b',') => self.bump(1),
                         Some(b']') => {}
                         _ => return Err(self.err(self.pos, "expected ',' or ']' in a list")),
                     }
@@ -154,9 +164,9 @@ impl<'a> Lexer<'a> {
                 Err(self.err(start, format!("lists nested more than {MAX_NESTING} deep")))
             }
             Some(b) if b.is_ascii_digit() || b == b'-' => {
-                self.pos += 1;
+                self.bump(1);
                 while self.peek().is_some_and(|b| b.is_ascii_alphanumeric()) {
-                    self.pos += 1;
+                    self.bump(1);
                 }
                 let t = std::str::from_utf8(&self.text[start..self.pos]).unwrap_or("");
                 let n = if let Some(h) = t.strip_prefix("0x") {
@@ -185,13 +195,14 @@ fn settings(file: &str, text: &[u8]) -> Result<HashMap<String, Setting>, Error> 
     loop {
         lx.skip(true);
         while lx.peek() == Some(b';') {
-            lx.pos += 1;
+            lx.bump(1);
             lx.skip(true);
         }
         if lx.peek().is_none() {
             break;
         }
-        count += 1;
+        // count ≤ MAX_STATEMENTS before this step (checked below), so it cannot saturate.
+        count = count.saturating_add(1);
         if count > MAX_STATEMENTS {
             return Err(lx.err(lx.pos, format!("more than {MAX_STATEMENTS} statements")));
         }
@@ -203,7 +214,7 @@ fn settings(file: &str, text: &[u8]) -> Result<HashMap<String, Setting>, Error> 
         if lx.peek() != Some(b'=') {
             return Err(lx.err(lx.pos, format!("expected '=' after '{name}'")));
         }
-        lx.pos += 1;
+        lx.bump(1);
         lx.skip(false);
         let offset = lx.pos;
         let value = lx.value(0)?;

@@ -16,6 +16,8 @@
 //!    succeeded are they linked to their final names. A signal (SIGINT, SIGTERM, SIGHUP) is
 //!    noted (`convert::interrupt`) and stops the run at its next step; the temporary directory
 //!    goes with every failure, so the output directory holds only what it held before.
+
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 #![allow(unsafe_code)] // posix_fallocate of preallocated outputs; each block says why it is sound.
 
 mod osinfo_db;
@@ -319,13 +321,16 @@ fn check_interrupt() -> Result<()> {
 
 /// Waits `d` in short steps, returning early when a signal arrives.
 fn pause(d: Duration) {
-    let end = Instant::now() + d;
+    // None: later than the clock can say, so only a signal ends the wait.
+    let end = Instant::now().checked_add(d);
     while interrupt::pending().is_none() {
-        let now = Instant::now();
-        if now >= end {
+        let left = end.map_or(Duration::MAX, |e| {
+            e.saturating_duration_since(Instant::now())
+        });
+        if left.is_zero() {
             return;
         }
-        std::thread::sleep((end - now).min(Duration::from_millis(10)));
+        std::thread::sleep(left.min(Duration::from_millis(10)));
     }
 }
 
@@ -394,16 +399,8 @@ fn target_index(t: &str) -> Option<u32> {
     let letters = ["xvd", "vd", "sd", "hd"]
         .iter()
         .find_map(|p| t.strip_prefix(p))?;
-    if letters.is_empty() || letters.len() > 3 || !letters.bytes().all(|b| b.is_ascii_lowercase()) {
-        return None;
-    }
-    // Bijective base 26: a..z, then aa..zz, as the kernel names disks.
-    letters
-        .bytes()
-        .try_fold(0u32, |n, b| {
-            n.checked_mul(26)?.checked_add(u32::from(b - b'a') + 1)
-        })
-        .map(|n| n - 1)
+    // Bijective base 26 (a..z, then aa..zz), as the kernel names disks.
+    crate::guest::devname::letters_index(letters)
 }
 
 /// Reads the description, or makes one for bare disk images.
@@ -571,11 +568,11 @@ fn source_disks(src: &Source, file: &str, pkg: Option<&ova::Ova>) -> Result<Vec<
         disks.sort_by_key(|d| d.target.as_deref().and_then(target_index));
     }
     let mut out = Vec::new();
-    for (i, d) in disks.iter().enumerate() {
+    for (i, d) in (0u32..).zip(disks.iter()) {
         let target = d
             .target
             .clone()
-            .unwrap_or_else(|| meta::vmx::index_to_name("disk", i as u32));
+            .unwrap_or_else(|| meta::vmx::index_to_name("disk", i));
         let Some(s) = d.source.as_deref().filter(|s| !s.is_empty()) else {
             return Err(Error::Usage(format!(
                 "disk {target} of {file} has no source file"
@@ -883,11 +880,12 @@ impl Outputs {
     fn new(opts: &Options, name: &str, n: usize) -> Result<Outputs> {
         let dir = output_dir(opts)?;
         let ext = opts.format.as_str();
-        let disks: Vec<PathBuf> = (0..n)
+        let disks: Vec<PathBuf> = (0u32..)
+            .take(n)
             .map(|i| {
                 dir.join(format!(
                     "{name}-{}.{ext}",
-                    meta::vmx::index_to_name("sd", i as u32)
+                    meta::vmx::index_to_name("sd", i)
                 ))
             })
             .collect();
@@ -947,10 +945,10 @@ fn open_disks(
         overlays: Vec::new(),
         formats: Vec::new(),
     };
-    for (i, d) in disks.iter().enumerate() {
+    for ((i, d), number) in disks.iter().enumerate().zip(1usize..) {
         check_interrupt()?;
         if d.gzip {
-            voice.stage(&format!("Indexing compressed disk {}", i + 1))?;
+            voice.stage(&format!("Indexing compressed disk {number}"))?;
         }
         let window = d.window()?;
         let src_dev = match &window {
@@ -1106,14 +1104,14 @@ impl DiskCopy<'_> {
     fn all(&self, scratch: Option<&Scratch>, unused: Option<&Unused>) -> Result<Vec<DiskReport>> {
         let mut reports = Vec::new();
         let n = self.disks.len();
-        for (i, d) in self.disks.iter().enumerate() {
+        for ((i, d), (index, number)) in self.disks.iter().enumerate().zip((0u32..).zip(1usize..)) {
             let target = meta::vmx::index_to_name(
                 match self.disk_bus {
                     Bus::Sata | Bus::Scsi => "sd",
                     Bus::Ide => "hd",
                     _ => "vd",
                 },
-                i as u32,
+                index,
             );
             let output = &self.outputs.disks[i];
             let mut r = DiskReport {
@@ -1130,8 +1128,7 @@ impl DiskCopy<'_> {
             };
             if let Some(s) = scratch {
                 self.voice.stage(&format!(
-                    "Copying disk {}/{n} to {}",
-                    i + 1,
+                    "Copying disk {number}/{n} to {}",
                     output.display()
                 ))?;
                 let mut src = block::open(&self.fixed.overlays[i])?;
@@ -1141,7 +1138,7 @@ impl DiskCopy<'_> {
                     src = Arc::new(t);
                 }
                 let tmp_out = s.0.join(output.file_name().unwrap_or_default());
-                let stats = copy_disk(self.opts, self.voice, &src, &tmp_out, i + 1, n)?;
+                let stats = copy_disk(self.opts, self.voice, &src, &tmp_out, number, n)?;
                 r.bytes_written = Some(stats.bytes_written);
             }
             reports.push(r);
@@ -1246,7 +1243,12 @@ fn copy_disk(
             .fetch_add(n, Ordering::Relaxed)
             .saturating_add(n)
             .min(total);
-        let pct = (d as u128 * 100 / u128::from(total.max(1))) as u64;
+        // d ≤ total: at most 100 (0 for an empty disk, where d is 0 too).
+        let pct = u128::from(d)
+            .saturating_mul(100)
+            .checked_div(u128::from(total))
+            .and_then(|p| u64::try_from(p).ok())
+            .unwrap_or(0);
         let last = shown.swap(pct, Ordering::Relaxed);
         if last != pct {
             sink(&Event::Progress {

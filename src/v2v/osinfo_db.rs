@@ -41,10 +41,7 @@ fn search(root: &Path, short: &str, budget: &mut usize) -> Option<String> {
             continue;
         };
         for f in files.flatten() {
-            if *budget == 0 {
-                return None;
-            }
-            *budget -= 1;
+            *budget = budget.checked_sub(1)?;
             let p = f.path();
             if p.extension().is_none_or(|e| e != "xml")
                 || f.metadata().map_or(true, |m| m.len() > MAX_FILE_BYTES)
@@ -64,9 +61,8 @@ fn search(root: &Path, short: &str, budget: &mut usize) -> Option<String> {
 
 /// The `id` attribute of the file's `<os id="...">` element.
 fn os_element_id(text: &str) -> Option<String> {
-    let start = text.find("<os id=\"")? + "<os id=\"".len();
-    let len = text[start..].find('"')?;
-    let id = &text[start..start + len];
+    let (_, rest) = text.split_once("<os id=\"")?;
+    let (id, _) = rest.split_once('"')?;
     (!id.is_empty()).then(|| id.to_string())
 }
 
