@@ -4,12 +4,13 @@
 
 use super::{Error, Result, Stats};
 use crate::block::{self, BlockDevice, ExtentKind, Qcow2Writer};
+use crate::bytes::{upto, wide};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Bytes copied per read/write.
-const CHUNK: u64 = 4 << 20;
+const CHUNK: usize = 4 << 20;
 
 /// The source an overlay would be committed into: its path and format.
 pub fn source_of(overlay: &Path) -> Result<(PathBuf, String)> {
@@ -64,8 +65,8 @@ pub fn into_source(overlay: &Path) -> Result<Stats> {
         }
     };
     let size = top.len();
-    let mut buf = vec![0u8; CHUNK as usize];
-    let zeros = vec![0u8; CHUNK as usize];
+    let mut buf = vec![0u8; CHUNK];
+    let zeros = vec![0u8; CHUNK];
     let (mut read, mut written) = (0u64, 0u64);
     block::for_each_extent(top.as_ref(), 0, size, |e| -> Result<()> {
         if e.depth != 0 || e.kind == ExtentKind::Hole {
@@ -73,10 +74,11 @@ pub fn into_source(overlay: &Path) -> Result<Stats> {
         }
         let mut off = e.offset;
         while off < e.end() {
-            let n = CHUNK.min(e.end() - off) as usize;
+            let n = upto(e.end().saturating_sub(off), CHUNK);
+            // Counts and offsets below stay inside the device's u64 size.
             let data = if e.kind == ExtentKind::Data {
                 top.read_at(&mut buf[..n], off)?;
-                read += n as u64;
+                read = read.saturating_add(wide(n));
                 &buf[..n]
             } else {
                 &zeros[..n]
@@ -87,8 +89,8 @@ pub fn into_source(overlay: &Path) -> Result<Stats> {
                     .map_err(write_err("write failed"))?,
                 Dst::Qcow2(w) => w.write_at(data, off)?,
             }
-            written += n as u64;
-            off += n as u64;
+            written = written.saturating_add(wide(n));
+            off = off.saturating_add(wide(n));
         }
         Ok(())
     })?;
@@ -100,7 +102,7 @@ pub fn into_source(overlay: &Path) -> Result<Stats> {
         virtual_size: size,
         bytes_read: read,
         bytes_written: written,
-        bytes_skipped: size - written,
+        bytes_skipped: size.saturating_sub(written),
         seconds: start.elapsed().as_secs_f64(),
     })
 }

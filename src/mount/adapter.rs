@@ -11,6 +11,7 @@
 //! the caller, setgid directories, UTIME_NOW, rename and xattr flags) is done here, once for
 //! every filesystem.
 
+use crate::bytes::wide;
 use crate::fs::{Attr, Error, FileType, Filesystem, NewInode, SetAttr, Timestamp};
 use fuser::{
     BsdFileFlags, Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
@@ -162,8 +163,8 @@ impl Adapter {
             ctime: system_time(a.ctime),
             crtime: a.crtime.map_or(UNIX_EPOCH, system_time),
             kind: kind(a.kind),
-            // OK: permission bits are the low 12 bits, which fit.
-            perm: (a.mode & 0o7777) as u16,
+            // The permission bits are the low 12 bits, which fit.
+            perm: u16::try_from(a.mode & 0o7777).unwrap_or_default(),
             nlink: a.nlink,
             uid: a.uid,
             gid: a.gid,
@@ -240,10 +241,14 @@ fn timestamp(t: TimeOrNow) -> Timestamp {
             let (secs, nsecs) = if d.subsec_nanos() == 0 {
                 (d.as_secs(), 0)
             } else {
-                (d.as_secs() + 1, 1_000_000_000 - d.subsec_nanos())
+                // subsec_nanos is below 10^9; as_secs of a SystemTime error is far below 2^64.
+                (
+                    d.as_secs().saturating_add(1),
+                    1_000_000_000u32.saturating_sub(d.subsec_nanos()),
+                )
             };
             Timestamp {
-                secs: -i64::try_from(secs).unwrap_or(i64::MAX),
+                secs: i64::try_from(secs).map_or(-i64::MAX, i64::saturating_neg),
                 nsecs,
             }
         }
@@ -268,7 +273,7 @@ fn listable<'a>(dir: u64, name: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
         "directory inode {dir}: the entry {:?} holds '/'; listed with it escaped",
         String::from_utf8_lossy(name)
     );
-    let mut out = Vec::with_capacity(name.len() + 8);
+    let mut out = Vec::with_capacity(name.len().saturating_add(8));
     for &b in name {
         if b == b'/' {
             out.extend_from_slice(b"\\x2f");
@@ -438,7 +443,7 @@ impl fuser::Filesystem for Adapter {
         reply: ReplyData,
     ) {
         let ino = self.ino(ino);
-        let size = size.min(MAX_IO) as usize;
+        let size = usize::try_from(size.min(MAX_IO)).unwrap_or_default();
         READ_BUF.with_borrow_mut(|buf| {
             if buf.len() < size {
                 buf.resize(size, 0);
@@ -447,12 +452,14 @@ impl fuser::Filesystem for Adapter {
             let mut done = 0;
             // A filesystem may return short reads (at run boundaries); FUSE wants the whole
             // request except at end of file.
-            while done < buf.len() {
-                match self.fs.read(ino, offset + done as u64, &mut buf[done..]) {
+            // `done` counts bytes of this request (at most MAX_IO past `offset`).
+            while let Some(rest) = buf.get_mut(done..).filter(|r| !r.is_empty()) {
+                let at = offset.saturating_add(wide(done));
+                match self.fs.read(ino, at, rest) {
                     Ok(0) => break,
-                    Ok(n) => done += n,
+                    Ok(n) => done = done.saturating_add(n),
                     Err(e) => {
-                        log::warn!("read inode {ino} at {}: {e}", offset + done as u64);
+                        log::warn!("read inode {ino} at {at}: {e}");
                         reply.error(errno(&e));
                         return;
                     }
@@ -659,7 +666,7 @@ impl fuser::Filesystem for Adapter {
         writable_or_return!(self, reply);
         let (from, to) = (self.ino(parent), self.ino(newparent));
         let known = RenameFlags::RENAME_NOREPLACE | RenameFlags::RENAME_EXCHANGE;
-        let r = if !(flags - known).is_empty() {
+        let r = if !flags.difference(known).is_empty() {
             // RENAME_WHITEOUT and anything newer: no filesystem here makes whiteouts.
             Err(Error::NotSupported)
         } else {

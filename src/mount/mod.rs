@@ -2,6 +2,7 @@
 //! checks the mountpoint and the FUSE plumbing first, so a user gets one clear sentence
 //! instead of an errno from deep inside the mount call, and `daemon` runs it in the background.
 #![allow(unsafe_code)] // geteuid and access(2) on /dev/fuse; each block says why it is sound.
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 pub mod adapter;
 pub mod daemon;
@@ -183,32 +184,19 @@ pub fn mounted_at(path: &Path) -> Result<Option<(String, String)>> {
                     .get(i)
                     .map(|f| String::from_utf8_lossy(&unescape_mountinfo(f)).into_owned())
             };
-            Some((text(dash + 1)?, text(dash + 2).unwrap_or_default()))
+            // The source and the options follow the separator.
+            Some((
+                text(dash.saturating_add(1))?,
+                text(dash.saturating_add(2)).unwrap_or_default(),
+            ))
         })
         .next_back())
 }
 
-/// Undoes the octal escapes (`\040` for a space) of /proc/self/mountinfo.
+/// Undoes the octal escapes (`\040` for a space) of /proc/self/mountinfo: the kernel's
+/// mangling is the one fstab uses.
 fn unescape_mountinfo(s: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'\\'
-            && i + 3 < s.len()
-            && s[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = s[i + 1..i + 4]
-                .iter()
-                .fold(0u32, |a, c| a * 8 + u32::from(c - b'0'));
-            // OK: three octal digits are at most 0o777; mountinfo only escapes bytes.
-            out.push(v as u8);
-            i += 4;
-        } else {
-            out.push(s[i]);
-            i += 1;
-        }
-    }
-    out
+    crate::guest::fstab::unmangle(s)
 }
 
 pub(crate) fn which(prog: &str) -> Option<PathBuf> {
