@@ -11,7 +11,6 @@
 #![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 pub mod acl;
-#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // write side: a later pass
 mod alloc;
 pub mod blockmap;
 pub mod casefold;
