@@ -351,6 +351,19 @@ impl Superblock {
         if self.blocks_per_group == 0 {
             return Err(bad(0x20, "s_blocks_per_group is 0".into()));
         }
+        // A group's block bitmap is one block, one bit per cluster: the kernel refuses more
+        // ("#blocks per group too big"), and the allocator's bit indices rely on it.
+        let clusters_per_group = self.blocks_per_group >> self.cluster_bits;
+        if clusters_per_group > bits_per_block {
+            return Err(bad(
+                0x20,
+                format!(
+                    "s_blocks_per_group {} ({clusters_per_group} clusters; one bitmap block \
+                     holds {bits_per_block})",
+                    self.blocks_per_group
+                ),
+            ));
+        }
         if self.inodes_per_group == 0 || self.inodes_per_group > bits_per_block {
             return Err(bad(
                 0x28,
@@ -588,6 +601,7 @@ mod tests {
             (0x58, &[0, 32]),           // inode size above the block size
             (0x28, &[0, 0, 0, 0]),      // no inodes per group
             (0x20, &[0, 0, 0, 0]),      // no blocks per group
+            (0x20, &[1, 0x80, 0, 0]),   // 32769 blocks per group: past one bitmap block
             (0x0, &[0xff, 0xff, 0, 0]), // more inodes than the groups hold
             (0x4, &[0, 0, 0, 0]),       // no blocks
         ];

@@ -131,8 +131,8 @@ impl Ext4 {
         for g in groups {
             let (_, map, _) = self.block_bitmap(g)?;
             let first = self.sb.group_first_block(g);
-            // At most blocks_per_group, which the superblock check bounds by 8 * block size:
-            // the bitmap's bits.
+            // At most blocks_per_group, which the superblock check bounds by the bitmap's bits
+            // (8 * block size, per cluster with bigalloc); clipped to the map all the same.
             let n = usize::try_from(self.blocks_in_group(g))
                 .unwrap_or(usize::MAX)
                 .min(map.len().saturating_mul(8));
