@@ -235,7 +235,7 @@ pub fn resolve_with(
                 }
             }
             Probe::Link(target) => {
-                links += 1;
+                links = links.saturating_add(1);
                 if links > MAX_SYMLINKS {
                     return Err(Error::SymlinkLoop {
                         path: path.to_string(),
@@ -261,12 +261,11 @@ pub fn resolve_with(
 
 /// Splits a canonical path into its parent and final name ("/" has none).
 pub fn split_parent(path: &str) -> Option<(&str, &str)> {
-    let i = path.rfind('/')?;
-    let name = &path[i + 1..];
+    let (parent, name) = path.rsplit_once('/')?;
     if name.is_empty() {
         return None;
     }
-    Some((if i == 0 { "/" } else { &path[..i] }, name))
+    Some((if parent.is_empty() { "/" } else { parent }, name))
 }
 
 /// `parent/name` for a canonical parent.

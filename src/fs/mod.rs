@@ -3,6 +3,8 @@
 //! `ferry ls`/`cat` can walk a tree with no FUSE at all. The write half defaults to ReadOnly;
 //! ext2/3/4 opened with `ext4::Ext4::open_rw` implements it.
 
+#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
+
 pub mod ext4;
 pub mod fat;
 pub mod files;
@@ -312,14 +314,16 @@ pub(crate) fn readdir_listed<T>(
             name: name.to_vec(),
             kind: FileType::Directory,
         };
-        pos += 1;
+        // At most 2 here: the loop ran over the two dots.
+        pos = pos.saturating_add(1);
         if !sink(e, pos) {
             return;
         }
     }
-    let start = usize::try_from(pos - 2).unwrap_or(usize::MAX);
-    for (k, t) in list.iter().enumerate().skip(start) {
-        if !sink(entry(t), k as u64 + 3) {
+    // Entry k's cookie is k + 3 (after the two dots): the position after it.
+    let start = usize::try_from(pos.saturating_sub(2)).unwrap_or(usize::MAX);
+    for (next, t) in (3u64..).zip(list).skip(start) {
+        if !sink(entry(t), next) {
             return;
         }
     }

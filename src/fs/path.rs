@@ -18,7 +18,7 @@ pub fn resolve(fs: &dyn Filesystem, path: &[u8], follow_last: bool) -> Result<At
     let mut stack: Vec<Attr> = vec![fs.getattr(root)?];
     // Components still to walk, last first.
     let mut todo: Vec<Vec<u8>> = components(path).rev().collect();
-    let mut links = 0;
+    let mut links = 0usize;
     while let Some(name) = todo.pop() {
         // OK: the stack always holds the root.
         let dir = stack.last().cloned().unwrap_or_else(|| unreachable!());
@@ -37,7 +37,7 @@ pub fn resolve(fs: &dyn Filesystem, path: &[u8], follow_last: bool) -> Result<At
         }
         let a = fs.lookup(dir.ino, &name)?;
         if a.kind == FileType::Symlink && (follow_last || !todo.is_empty()) {
-            links += 1;
+            links = links.saturating_add(1);
             if links > MAX_SYMLINKS {
                 return Err(Error::Loop);
             }

@@ -31,8 +31,9 @@ pub fn subtract(a: &[Range<u64>], b: &[Range<u64>]) -> Vec<Range<u64>> {
     let mut j = 0;
     for x in a {
         let mut start = x.start;
-        while j < b.len() && b[j].end <= start {
-            j += 1;
+        // j and k index `b`: they stop at its length.
+        while b.get(j).is_some_and(|y| y.end <= start) {
+            j = j.saturating_add(1);
         }
         let mut k = j;
         while start < x.end {
@@ -42,7 +43,7 @@ pub fn subtract(a: &[Range<u64>], b: &[Range<u64>]) -> Vec<Range<u64>> {
                         out.push(start..y.start);
                     }
                     start = start.max(y.end);
-                    k += 1;
+                    k = k.saturating_add(1);
                 }
                 _ => {
                     out.push(start..x.end);
@@ -56,18 +57,18 @@ pub fn subtract(a: &[Range<u64>], b: &[Range<u64>]) -> Vec<Range<u64>> {
 
 /// What lies in both `a` and `b` (both normalized); normalized.
 pub fn intersect(a: &[Range<u64>], b: &[Range<u64>]) -> Vec<Range<u64>> {
-    let (mut i, mut j) = (0, 0);
+    let (mut a, mut b) = (a.iter().peekable(), b.iter().peekable());
     let mut out = Vec::new();
-    while i < a.len() && j < b.len() {
-        let s = a[i].start.max(b[j].start);
-        let e = a[i].end.min(b[j].end);
+    while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
+        let s = x.start.max(y.start);
+        let e = x.end.min(y.end);
         if s < e {
             out.push(s..e);
         }
-        if a[i].end < b[j].end {
-            i += 1;
+        if x.end < y.end {
+            a.next();
         } else {
-            j += 1;
+            b.next();
         }
     }
     out
