@@ -37,9 +37,9 @@ fn set_bit(map: &mut [u8], i: usize, on: bool) {
     }
 }
 
-/// The `n` blocks of a group as bits of a bitmap of `map_len` bytes, if they fit it. Without
-/// bigalloc (refused before any bitmap is read) the kernel refuses s_blocks_per_group above
-/// 8 * block size; ferry's superblock check does not, so each bitmap's user checks it.
+/// The `n` blocks of a group as bits of a bitmap of `map_len` bytes, if they fit it. The
+/// superblock check refuses s_blocks_per_group above 8 * block size, as the kernel does; the
+/// bit walks check it again here rather than depend on that.
 fn bitmap_bits(n: u64, map_len: usize) -> Option<usize> {
     usize::try_from(n)
         .ok()
