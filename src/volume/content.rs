@@ -219,32 +219,56 @@ const MD_RESERVED: u64 = 0x10000;
 fn mdraid(dev: &dyn BlockDevice) -> Result<Option<Content>> {
     let size = dev.len();
     // The last 64 KiB-aligned 64 KiB (size > MD_RESERVED, so the subtraction succeeds).
-    let md090 = (size & !(MD_RESERVED - 1)).checked_sub(MD_RESERVED);
-    if let Some(off) = md090.filter(|_| size > MD_RESERVED) {
-        if let Some(sb) = opt(dev, off, 64)? {
-            if le32(&sb, 0) == MD_MAGIC && le32(&sb, 4) == 0 {
-                let mut id = Vec::with_capacity(16);
-                id.extend_from_slice(&sb[20..24]);
-                id.extend_from_slice(&sb[52..64]);
-                let mut c = Content::new("linux_raid_member", Usage::Raid);
-                c.uuid = non_empty(uuid(&id));
-                c.version = Some(format!("0.{}.{}", le32(&sb, 8), le32(&sb, 12)));
-                return Ok(Some(c));
+    let md090 = (size & !(MD_RESERVED - 1))
+        .checked_sub(MD_RESERVED)
+        .filter(|_| size > MD_RESERVED);
+    // 1.0: 8 KiB before the end, 4 KiB-aligned.
+    let md10 = (size / 512)
+        .checked_sub(16)
+        .and_then(|s| (s & !7).checked_mul(512));
+    // Both superblocks at the end come from one read of the span that holds them (under
+    // 2 × MD_RESERVED): on a cold image that is one wait on the disk instead of two.
+    let tail = match md090.into_iter().chain(md10).min() {
+        Some(start) => {
+            let n = usize::try_from(size.saturating_sub(start)).unwrap_or(usize::MAX);
+            opt(dev, start, n)?.map(|b| (start, b))
+        }
+        None => None,
+    };
+    let at = |off: u64, n: usize| -> Option<&[u8]> {
+        let (start, b) = tail.as_ref()?;
+        let i = usize::try_from(off.checked_sub(*start)?).ok()?;
+        b.get(i..i.checked_add(n)?)
+    };
+    if let Some(sb) = md090.and_then(|off| at(off, 64)) {
+        if le32(sb, 0) == MD_MAGIC && le32(sb, 4) == 0 {
+            // The set UUID is four host-order words (set_uuid0 at 20, 1-3 at 52), shown as
+            // libblkid shows them: each word's bytes reversed; before 0.90 only the first.
+            let mut id = [0u8; 16];
+            let words = [&sb[20..24], &sb[52..56], &sb[56..60], &sb[60..64]];
+            let used = if le32(sb, 8) >= 90 { 4 } else { 1 };
+            for (out, w) in id.chunks_exact_mut(4).zip(words).take(used) {
+                out.copy_from_slice(w);
+                out.reverse();
             }
+            let mut c = Content::new("linux_raid_member", Usage::Raid);
+            c.uuid = non_empty(uuid(&id));
+            c.version = Some(format!("0.{}.{}", le32(sb, 8), le32(sb, 12)));
+            return Ok(Some(c));
         }
     }
-    let sectors = size / 512;
     let mut places = Vec::new();
-    if let Some(off) = sectors
-        .checked_sub(16)
-        .and_then(|s| (s & !7).checked_mul(512))
-    {
+    if let Some(off) = md10 {
         places.push(("1.0", off));
     }
     places.push(("1.1", 0));
     places.push(("1.2", 4096));
     for (version, off) in places {
-        let Some(sb) = opt(dev, off, 256)? else {
+        let sb = match version {
+            "1.0" => at(off, 256).map(<[u8]>::to_vec),
+            _ => opt(dev, off, 256)?,
+        };
+        let Some(sb) = sb else {
             continue;
         };
         if le32(&sb, 0) != MD_MAGIC || le32(&sb, 4) != 1 || le64(&sb, 144) != off / 512 {
