@@ -3,8 +3,6 @@
 //! use, so a file pair with few common lines costs no quadratic time); here the lines are
 //! split keeping their terminators and the hunks printed as `diff -u` prints them.
 
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
-
 use similar::udiff::UnifiedHunkHeader;
 use similar::{capture_diff_slices, group_diff_ops, Algorithm, DiffOp, DiffTag};
 
