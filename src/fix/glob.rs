@@ -1,7 +1,7 @@
 //! Shell-style patterns for one path component (`*`, `?`, `[a-z]`, `[!x]`), as fnmatch(3)
 //! with FNM_PERIOD (a leading `.` is matched only by a literal `.`) and FNM_NOESCAPE (`\` is
 //! a plain character: systemd unit names hold `\x2d`). POSIX's `[:alpha:]`, `[=e=]` and `[.c.]`
-//! inside brackets are not supported.
+//! inside brackets are not supported: rules holding them are refused ([`posix_subexpression`]).
 //!
 //! Hand-written rather than `globset` or `glob::Pattern`: globset has no FNM_PERIOD and adds
 //! `{a,b}`, `**` and `\` escapes that would have to be neutralised, and its releases that
@@ -12,6 +12,28 @@
 /// Whether a path component holds pattern characters.
 pub fn is_pattern(component: &str) -> bool {
     component.contains(['*', '?', '['])
+}
+
+/// Whether a bracket expression of `pat` holds a POSIX `[:class:]`, `[=e=]` or `[.c.]`,
+/// which fnmatch(3) knows and [`matches`] does not (it would take them for plain members).
+pub fn posix_subexpression(pat: &str) -> bool {
+    let pat: Vec<char> = pat.chars().collect();
+    let mut p = pat.as_slice();
+    while let Some((&c, rest)) = p.split_first() {
+        p = rest;
+        if c != '[' {
+            continue;
+        }
+        // The body is what `class` walks: up to the `]` it closes at.
+        if let Some((_, after)) = class(rest, '\0') {
+            let body = rest.get(..rest.len().saturating_sub(after.len())); // `after` is a tail of `rest`
+            if body.is_some_and(|b| b.windows(2).any(|w| matches!(w, ['[', ':' | '=' | '.']))) {
+                return true;
+            }
+            p = after;
+        }
+    }
+    false
 }
 
 /// Matches `name` against `pat`. Iterative with one backtrack point (the last `*`), so the
@@ -113,6 +135,17 @@ mod tests {
         assert!(!matches("[z-a]", "m"));
         assert!(matches("*\\x2d*", "run-vmblock\\x2dfuse.mount"));
         assert!(matches("[!", "[!"));
+    }
+
+    #[test]
+    fn posix_subexpressions_are_found() {
+        use super::posix_subexpression as posix;
+        for yes in ["rc[[:digit:]].d", "[a[=e=]]", "x[![.-.]]y", "[[:a]"] {
+            assert!(posix(yes), "{yes}");
+        }
+        for no in ["a[.]b", "[:digit:]", "[[]:", "*.conf", "a[b", "[]:]"] {
+            assert!(!posix(no), "{no}");
+        }
     }
 
     /// glibc's fnmatch(3) with FNM_PERIOD | FNM_NOESCAPE.

@@ -599,6 +599,11 @@ impl Parser<'_> {
         if !patterns && comps.iter().any(|c| glob::is_pattern(c)) {
             return Err(bad("this action needs an exact path, not a pattern"));
         }
+        if comps.iter().any(|c| glob::posix_subexpression(c)) {
+            return Err(bad(
+                "POSIX classes such as `[[:digit:]]` are not supported in patterns: write `[0-9]`",
+            ));
+        }
         Ok(p.clone())
     }
 
@@ -1169,6 +1174,11 @@ mod tests {
             "{HEAD}[[edit]]\naction = \"delete\"\npath = \"/etc/../../x\"\n"
         ));
         assert_eq!((l, f.as_str()), (6, "path"));
+        let (l, f, m) = schema(&format!(
+            "{HEAD}[[edit]]\naction = \"delete\"\npath = \"/etc/rc[[:digit:]].d/x\"\n"
+        ));
+        assert_eq!((l, f.as_str()), (6, "path"), "{m}");
+        assert!(m.contains("POSIX classes"), "{m}");
         let (l, f, _) = schema("name = \"x\"\ndescription = \"d\"\nwhy = 3\n[[edit]]\naction = \"delete\"\npath = \"/x\"\n");
         assert_eq!((l, f.as_str()), (3, "why"));
         let (_, f, _) = schema(
