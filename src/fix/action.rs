@@ -44,10 +44,9 @@ pub fn uncomment(data: &[u8], re: &Regex, prefix: &str) -> Vec<u8> {
     let mut l = Lines::new(data);
     for (content, _) in &mut l.lines {
         let ind = indent(content);
-        if !content[ind..].starts_with(p) {
+        let Some(mut rest) = content[ind..].strip_prefix(p) else {
             continue;
-        }
-        let mut rest = &content[ind + p.len()..];
+        };
         while let Some((b' ' | b'\t', r)) = rest.split_first() {
             rest = r;
         }
@@ -58,14 +57,6 @@ pub fn uncomment(data: &[u8], re: &Regex, prefix: &str) -> Vec<u8> {
         }
     }
     l.into_bytes()
-}
-
-fn trim_end(b: &[u8]) -> &[u8] {
-    let n = b
-        .iter()
-        .rposition(|c| !c.is_ascii_whitespace())
-        .map_or(0, |i| i + 1);
-    &b[..n]
 }
 
 /// `ensure-line`: each wanted line present once. A line counts as present when an existing
@@ -82,49 +73,50 @@ pub fn ensure_lines(
         l.lines
             .iter()
             .rposition(|(c, _)| re.is_match(c))
-            .map(|i| i + 1)
+            .map(|i| i.saturating_add(1)) // a line's index: below the line count
     });
     for w in wanted {
-        let present = l
-            .lines
-            .iter()
-            .any(|(c, _)| trim_end(c) == trim_end(w) || matching.is_some_and(|m| m.is_match(c)));
+        let present = l.lines.iter().any(|(c, _)| {
+            c.trim_ascii_end() == w.trim_ascii_end() || matching.is_some_and(|m| m.is_match(c))
+        });
         if present {
             continue;
         }
         let at = insert_at.unwrap_or(l.lines.len());
         l.insert(at, w.clone());
         if let Some(i) = &mut insert_at {
-            *i += 1;
+            *i = i.saturating_add(1); // at most the line count before this insert
         }
     }
     l.into_bytes()
 }
 
-/// The value part of a shell assignment: its byte range in the line, the unquoted text, and
-/// the quote character used.
-fn shell_value(line: &[u8], start: usize) -> (usize, usize, Vec<u8>, Option<u8>) {
-    let rest = &line[start..];
-    match rest.first() {
-        Some(&q @ (b'"' | b'\'')) => {
-            let mut i = 1;
+/// The value a shell assignment's right-hand side `rhs` starts with: the unquoted text, the
+/// quote character used, and what follows the value on the line (after its closing quote).
+fn shell_value(rhs: &[u8]) -> (Vec<u8>, Option<u8>, &[u8]) {
+    match rhs.split_first() {
+        Some((&q @ (b'"' | b'\''), mut rest)) => {
             let mut val = Vec::new();
-            while i < rest.len() && rest[i] != q {
-                if q == b'"' && rest[i] == b'\\' && i + 1 < rest.len() {
-                    i += 1;
+            while let Some((&c, r)) = rest.split_first() {
+                rest = r;
+                match (c, r.split_first()) {
+                    (c, _) if c == q => break,
+                    (b'\\', Some((&escaped, r))) if q == b'"' => {
+                        val.push(escaped);
+                        rest = r;
+                    }
+                    (c, _) => val.push(c),
                 }
-                val.push(rest[i]);
-                i += 1;
             }
-            let end = (i + 1).min(rest.len());
-            (start, start + end, val, Some(q))
+            (val, Some(q), rest)
         }
         _ => {
-            let n = rest
+            let n = rhs
                 .iter()
                 .position(|c| c.is_ascii_whitespace())
-                .unwrap_or(rest.len());
-            (start, start + n, rest[..n].to_vec(), None)
+                .unwrap_or(rhs.len());
+            let (val, rest) = rhs.split_at(n);
+            (val.to_vec(), None, rest)
         }
     }
 }
@@ -205,17 +197,17 @@ pub fn set_key(
     let mut found = false;
     // Where to add the key: after the last non-blank line of the wanted section.
     let mut section_end: Option<usize> = None;
-    let mut sections_seen = 0usize;
-    for i in 0..l.lines.len() {
+    let mut seen_section = false;
+    for (i, after) in (0..l.lines.len()).zip(1..) {
         let content = l.lines[i].0.clone();
         let ind = indent(&content);
         let t = &content[ind..];
         if format == KeyFormat::Ini && t.starts_with(b"[") {
             if let Some(end) = t.iter().position(|c| *c == b']') {
                 current = Some(t[1..end].to_vec());
-                sections_seen += 1;
+                seen_section = true;
                 if in_section(&current) {
-                    section_end = Some(i + 1);
+                    section_end = Some(after);
                 }
                 continue;
             }
@@ -225,20 +217,20 @@ pub fn set_key(
         }
         if !t.is_empty() && !t.starts_with(b"#") && !t.starts_with(b";") && format == KeyFormat::Ini
         {
-            section_end = Some(i + 1);
+            section_end = Some(after);
         }
         let after_key = match format {
             KeyFormat::Shell => {
                 let t2 = t.strip_prefix(b"export ").map_or(t, |r| &r[indent(r)..]);
                 t2.strip_prefix(key)
                     .and_then(|r| r.strip_prefix(b"="))
-                    .map(|r| content.len() - r.len())
+                    .and_then(|r| content.len().checked_sub(r.len()))
             }
             KeyFormat::Kv | KeyFormat::Ini => t.strip_prefix(key).and_then(|r| {
                 let r2 = &r[indent(r)..];
-                r2.strip_prefix(b"=").map(|r3| {
+                r2.strip_prefix(b"=").and_then(|r3| {
                     let r4 = &r3[indent(r3)..];
-                    content.len() - r4.len()
+                    content.len().checked_sub(r4.len())
                 })
             }),
         };
@@ -246,16 +238,17 @@ pub fn set_key(
         found = true;
         match format {
             KeyFormat::Shell => {
-                let (s, e, old, quote) = shell_value(&content, vstart);
+                let (head, rhs) = content.split_at(vstart);
+                let (old, quote, tail) = shell_value(rhs);
                 if let Some(v) = new_value(Some(&old), value, filled) {
-                    let mut new = content[..s].to_vec();
+                    let mut new = head.to_vec();
                     new.extend_from_slice(&shell_quote(&v, quote));
-                    new.extend_from_slice(&content[e..]);
+                    new.extend_from_slice(tail);
                     l.lines[i].0 = new;
                 }
             }
             KeyFormat::Kv | KeyFormat::Ini => {
-                let old = trim_end(&content[vstart..]);
+                let old = content[vstart..].trim_ascii_end();
                 if let Some(v) = new_value(Some(old), value, filled) {
                     let mut new = content[..vstart].to_vec();
                     new.extend_from_slice(&v);
@@ -279,14 +272,13 @@ pub fn set_key(
         (KeyFormat::Ini, Some(s)) => match section_end {
             Some(at) => l.insert(at, line),
             None => {
-                let n = l.lines.len();
-                l.insert(n, format!("[{s}]").into_bytes());
-                l.insert(n + 1, line);
+                l.insert(l.lines.len(), format!("[{s}]").into_bytes());
+                l.insert(l.lines.len(), line);
             }
         },
         (KeyFormat::Ini, None) => {
             // Before the first section header, after the leading lines of the file.
-            let at = if sections_seen == 0 {
+            let at = if !seen_section {
                 l.lines.len()
             } else {
                 l.lines

@@ -104,24 +104,19 @@ pub struct Rewrite {
 
 /// Byte range of the `n`th (0-based) whitespace-separated field of a line.
 fn field(line: &[u8], n: usize) -> Option<(usize, usize)> {
-    let mut i = 0;
-    let mut k = 0;
-    loop {
-        while i < line.len() && line[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        if i >= line.len() {
-            return None;
-        }
-        let start = i;
-        while i < line.len() && !line[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        if k == n {
-            return Some((start, i));
-        }
-        k += 1;
-    }
+    let blank = u8::is_ascii_whitespace;
+    // A field starts at a non-blank byte whose predecessor is blank (or the line start).
+    let start = (0..)
+        .zip(line.iter().zip(std::iter::once(&b' ').chain(line)))
+        .filter(|(_, (c, prev))| !blank(c) && blank(prev))
+        .map(|(i, _)| i)
+        .nth(n)?;
+    let end = (0..)
+        .zip(line)
+        .skip(start)
+        .find(|(_, c)| blank(c))
+        .map_or(line.len(), |(i, _)| i);
+    Some((start, end))
 }
 
 /// Rewrites the device names in `data` for `format`. `what` names the file in warnings.
@@ -250,6 +245,17 @@ mod tests {
         for bad in ["A", "a1", "`", "{", "abcd", ""] {
             assert_eq!(letters_index(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn fields() {
+        assert_eq!(field(b"  a\tbb  c", 0), Some((2, 3)));
+        assert_eq!(field(b"  a\tbb  c", 1), Some((4, 6)));
+        assert_eq!(field(b"  a\tbb  c", 2), Some((8, 9)));
+        assert_eq!(field(b"  a\tbb  c", 3), None);
+        assert_eq!(field(b"x y\r", 1), Some((2, 3)));
+        assert_eq!(field(b"   ", 0), None);
+        assert_eq!(field(b"", 0), None);
     }
 
     #[test]

@@ -1,254 +1,105 @@
-//! Line diffs for `--dry-run` and for the lines-changed counts of the report: Myers' O(ND)
-//! algorithm ("An O(ND) Difference Algorithm and Its Variations", 1986) on the lines left
-//! after the common prefix and suffix, printed as `diff -u` prints them.
+//! Line diffs for `--dry-run`, `ferry diff` and the lines-changed counts of the report. The
+//! edit script is `similar`'s Myers (with the bounded middle-snake search git and GNU diff
+//! use, so a file pair with few common lines costs no quadratic time); here the lines are
+//! split keeping their terminators and the hunks printed as `diff -u` prints them.
+
+use similar::udiff::UnifiedHunkHeader;
+use similar::{capture_diff_slices, group_diff_ops, Algorithm, DiffOp, DiffTag};
 
 use super::text::lines;
 
-/// Above this many differing lines the middle is shown as one replacement: the trace of
-/// the search needs O(D²) memory.
-const MAX_D: usize = 2000;
+type Line<'a> = (&'a [u8], &'static [u8]);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Equal(usize, usize),
-    Delete(usize),
-    Insert(usize),
-}
-
-/// The edit script turning `a` into `b`.
-fn script<T: PartialEq>(a: &[T], b: &[T]) -> Vec<Op> {
-    let pre = a.iter().zip(b).take_while(|(x, y)| x == y).count();
-    let suf = a[pre..]
-        .iter()
-        .rev()
-        .zip(b[pre..].iter().rev())
-        .take_while(|(x, y)| x == y)
-        .count();
-    let (am, bm) = (&a[pre..a.len() - suf], &b[pre..b.len() - suf]);
-    let mut ops: Vec<Op> = (0..pre).map(|i| Op::Equal(i, i)).collect();
-    match myers(am, bm) {
-        Some(mid) => ops.extend(mid.into_iter().map(|o| match o {
-            Op::Equal(i, j) => Op::Equal(i + pre, j + pre),
-            Op::Delete(i) => Op::Delete(i + pre),
-            Op::Insert(j) => Op::Insert(j + pre),
-        })),
-        None => {
-            ops.extend((0..am.len()).map(|i| Op::Delete(i + pre)));
-            ops.extend((0..bm.len()).map(|j| Op::Insert(j + pre)));
-        }
-    }
-    let (ae, be) = (a.len() - suf, b.len() - suf);
-    ops.extend((0..suf).map(|i| Op::Equal(ae + i, be + i)));
-    ops
-}
-
-/// Myers' greedy forward search with the trace kept for backtracking; `None` past [`MAX_D`].
-fn myers<T: PartialEq>(a: &[T], b: &[T]) -> Option<Vec<Op>> {
-    let (n, m) = (a.len() as isize, b.len() as isize);
-    let max = (a.len() + b.len()).min(MAX_D) as isize;
-    let off = max + 1;
-    let mut v = vec![0isize; (2 * max + 3) as usize];
-    let mut trace: Vec<Vec<isize>> = Vec::new();
-    let mut found = None;
-    for d in 0..=max {
-        let mut k = -d;
-        while k <= d {
-            let mut x =
-                if k == -d || (k != d && v[(off + k - 1) as usize] < v[(off + k + 1) as usize]) {
-                    v[(off + k + 1) as usize]
-                } else {
-                    v[(off + k - 1) as usize] + 1
-                };
-            let mut y = x - k;
-            while x < n && y < m && a[x as usize] == b[y as usize] {
-                x += 1;
-                y += 1;
-            }
-            v[(off + k) as usize] = x;
-            if x >= n && y >= m {
-                found = Some(d);
-                break;
-            }
-            k += 2;
-        }
-        trace.push(v[(off - d) as usize..=(off + d) as usize].to_vec());
-        if found.is_some() {
-            break;
-        }
-    }
-    let dmax = found?;
-    let mut ops = Vec::new();
-    let (mut x, mut y) = (n, m);
-    for d in (1..=dmax).rev() {
-        let prev = &trace[(d - 1) as usize];
-        let at = |k: isize| prev[(k + d - 1) as usize];
-        let k = x - y;
-        let pk = if k == -d || (k != d && at(k - 1) < at(k + 1)) {
-            k + 1
-        } else {
-            k - 1
-        };
-        let px = at(pk);
-        let py = px - pk;
-        while x > px && y > py {
-            x -= 1;
-            y -= 1;
-            ops.push(Op::Equal(x as usize, y as usize));
-        }
-        if x == px {
-            y -= 1;
-            ops.push(Op::Insert(y as usize));
-        } else {
-            x -= 1;
-            ops.push(Op::Delete(x as usize));
-        }
-    }
-    while x > 0 && y > 0 {
-        x -= 1;
-        y -= 1;
-        ops.push(Op::Equal(x as usize, y as usize));
-    }
-    ops.reverse();
-    Some(ops)
+/// The edit script turning `a` into `b`, line by line: a line is its content and its
+/// terminator, so `x` at the end of a file differs from `x\n`, as it does for diff.
+fn script(a: &[Line<'_>], b: &[Line<'_>]) -> Vec<DiffOp> {
+    capture_diff_slices(Algorithm::Myers, a, b)
 }
 
 /// Lines added and removed between two texts.
 pub fn count(a: &[u8], b: &[u8]) -> (usize, usize) {
     let (la, lb) = (lines(a), lines(b));
-    let mut added = 0;
-    let mut removed = 0;
-    for o in script(&la, &lb) {
-        match o {
-            Op::Insert(_) => added += 1,
-            Op::Delete(_) => removed += 1,
-            Op::Equal(..) => {}
-        }
-    }
+    let ops = script(&la, &lb);
+    let added = ops
+        .iter()
+        .filter(|o| o.tag() != DiffTag::Equal)
+        .map(|o| o.new_range().len())
+        .sum();
+    let removed = ops
+        .iter()
+        .filter(|o| o.tag() != DiffTag::Equal)
+        .map(|o| o.old_range().len())
+        .sum();
     (added, removed)
 }
 
-/// `start,len` of a hunk side as diff -u writes it (`len` omitted when 1; an empty side
-/// names the line before it).
-fn range(start: usize, len: usize) -> String {
-    match len {
-        0 => format!("{start},0"),
-        1 => format!("{}", start + 1),
-        _ => format!("{},{len}", start + 1),
-    }
-}
-
-/// The hunks of a unified diff (`@@` lines onwards) with `context` lines around changes.
+/// The hunks of a unified diff (`@@` lines onwards) with `context` lines around changes;
+/// the caller writes the `---`/`+++` labels.
 pub fn unified(a: &[u8], b: &[u8], context: usize) -> String {
     let (la, lb) = (lines(a), lines(b));
-    let ops = script(&la, &lb);
     let mut out = String::new();
-    let changed: Vec<usize> = ops
-        .iter()
-        .enumerate()
-        .filter(|(_, o)| !matches!(o, Op::Equal(..)))
-        .map(|(i, _)| i)
-        .collect();
-    let mut i = 0;
-    while i < changed.len() {
-        // Extend the hunk while the next change is within 2*context equal lines.
-        let first = changed[i];
-        let mut last = first;
-        while i + 1 < changed.len() && changed[i + 1] - last <= 2 * context + 1 {
-            i += 1;
-            last = changed[i];
-        }
-        i += 1;
-        let lo = first.saturating_sub(context);
-        let hi = (last + context + 1).min(ops.len());
-        let hunk = &ops[lo..hi];
-        // Where each side starts: the first op's position on that side.
-        let (mut a0, mut b0) = (None, None);
-        let (mut na, mut nb) = (0, 0);
-        for o in hunk {
-            match *o {
-                Op::Equal(x, y) => {
-                    a0.get_or_insert(x);
-                    b0.get_or_insert(y);
-                    na += 1;
-                    nb += 1;
-                }
-                Op::Delete(x) => {
-                    a0.get_or_insert(x);
-                    na += 1;
-                }
-                Op::Insert(y) => {
-                    b0.get_or_insert(y);
-                    nb += 1;
-                }
+    for hunk in group_diff_ops(script(&la, &lb), context) {
+        out.push_str(&format!("{}\n", UnifiedHunkHeader::new(&hunk)));
+        for op in &hunk {
+            let (tag, old, new) = op.as_tag_tuple();
+            if tag != DiffTag::Insert {
+                let mark = if tag == DiffTag::Equal { ' ' } else { '-' };
+                la.get(old)
+                    .into_iter()
+                    .flatten()
+                    .for_each(|l| push(&mut out, mark, *l));
             }
-        }
-        // An empty side starts after the lines before the hunk on that side.
-        let before = |side_a: bool| -> usize {
-            ops[..lo]
-                .iter()
-                .filter(|o| match o {
-                    Op::Equal(..) => true,
-                    Op::Delete(_) => side_a,
-                    Op::Insert(_) => !side_a,
-                })
-                .count()
-        };
-        let a_start = a0.unwrap_or_else(|| before(true));
-        let b_start = b0.unwrap_or_else(|| before(false));
-        out.push_str(&format!(
-            "@@ -{} +{} @@\n",
-            range(a_start, na),
-            range(b_start, nb)
-        ));
-        for o in hunk {
-            let (mark, (content, eol)) = match *o {
-                Op::Equal(x, _) => (' ', la[x]),
-                Op::Delete(x) => ('-', la[x]),
-                Op::Insert(y) => ('+', lb[y]),
-            };
-            out.push(mark);
-            out.push_str(&String::from_utf8_lossy(content));
-            if eol == b"\r\n" {
-                out.push('\r');
-            }
-            out.push('\n');
-            if eol.is_empty() {
-                out.push_str("\\ No newline at end of file\n");
+            if matches!(tag, DiffTag::Insert | DiffTag::Replace) {
+                lb.get(new)
+                    .into_iter()
+                    .flatten()
+                    .for_each(|l| push(&mut out, '+', *l));
             }
         }
     }
     out
 }
 
+/// One hunk line: the mark, the content (lossy: the report is text), its terminator as
+/// diff keeps it, and the marker diff prints after a last line without one.
+fn push(out: &mut String, mark: char, (content, eol): Line<'_>) {
+    out.push(mark);
+    out.push_str(&String::from_utf8_lossy(content));
+    if eol == b"\r\n" {
+        out.push('\r');
+    }
+    out.push('\n');
+    if eol.is_empty() {
+        out.push_str("\\ No newline at end of file\n");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::Command;
 
-    fn apply(a: &[&str], b: &[&str]) {
-        let ops = script(a, b);
-        let mut got_a = Vec::new();
-        let mut got_b = Vec::new();
+    /// The script walks both sides in order, each line once, and pairs only equal lines.
+    fn covers(a: &[&str], b: &[&str]) {
+        let ops = capture_diff_slices(Algorithm::Myers, a, b);
+        let (mut x, mut y) = (0, 0);
         for o in ops {
-            match o {
-                Op::Equal(x, y) => {
-                    assert_eq!(a[x], b[y]);
-                    got_a.push(x);
-                    got_b.push(y);
-                }
-                Op::Delete(x) => got_a.push(x),
-                Op::Insert(y) => got_b.push(y),
+            let (tag, old, new) = o.as_tag_tuple();
+            assert_eq!((old.start, new.start), (x, y));
+            if tag == DiffTag::Equal {
+                assert_eq!(a[old.clone()], b[new.clone()]);
             }
+            (x, y) = (old.end, new.end);
         }
-        assert_eq!(got_a, (0..a.len()).collect::<Vec<_>>());
-        assert_eq!(got_b, (0..b.len()).collect::<Vec<_>>());
+        assert_eq!((x, y), (a.len(), b.len()));
     }
 
     #[test]
     fn scripts_cover_both_sides() {
-        apply(&["a", "b", "c"], &["a", "x", "c"]);
-        apply(&[], &["a"]);
-        apply(&["a"], &[]);
-        apply(
+        covers(&["a", "b", "c"], &["a", "x", "c"]);
+        covers(&[], &["a"]);
+        covers(&["a"], &[]);
+        covers(
             &["a", "b", "c", "a", "b", "b", "a"],
             &["c", "b", "a", "b", "a", "c"],
         );
@@ -256,7 +107,7 @@ mod tests {
         let b: Vec<String> = (0..3000).map(|i| (i * 7).to_string()).collect();
         let ar: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
         let br: Vec<&str> = b.iter().map(|s| s.as_str()).collect();
-        apply(&ar, &br);
+        covers(&ar, &br);
     }
 
     #[test]
@@ -264,6 +115,7 @@ mod tests {
         assert_eq!(count(b"a\nb\nc\n", b"a\nB\nc\n"), (1, 1));
         assert_eq!(count(b"", b"x\n"), (1, 0));
         assert_eq!(count(b"a\nb\n", b"a\nb\n"), (0, 0));
+        assert_eq!(count(b"a\nb", b"a\nb\n"), (1, 1));
     }
 
     #[test]
@@ -279,5 +131,141 @@ mod tests {
             d,
             "@@ -2,8 +2,8 @@\n 2\n 3\n 4\n-5\n+five\n 6\n 7\n 8\n-9\n+9\n\\ No newline at end of file\n"
         );
+        assert_eq!(unified(b"same\n", b"same\n", 3), "");
+    }
+
+    /// GNU `diff -u`'s hunks (its output without the two label lines).
+    fn gnu(a: &[u8], b: &[u8], context: usize) -> String {
+        let d = tempfile::tempdir().unwrap();
+        let (pa, pb) = (d.path().join("a"), d.path().join("b"));
+        std::fs::write(&pa, a).unwrap();
+        std::fs::write(&pb, b).unwrap();
+        let o = Command::new("diff")
+            .arg(format!("-U{context}"))
+            .arg(&pa)
+            .arg(&pb)
+            .output()
+            .expect("GNU diff runs");
+        assert!(o.status.code() != Some(2), "diff failed");
+        let out = String::from_utf8(o.stdout).unwrap();
+        out.split_inclusive('\n').skip(2).collect()
+    }
+
+    #[test]
+    fn hunks_match_gnu_diff() {
+        let lines = |n: usize| -> String { (1..=n).map(|i| format!("line {i}\n")).collect() };
+        let ten = lines(10);
+        let thirty = lines(30);
+        let cases: Vec<(String, String)> = vec![
+            (String::new(), String::new()),
+            (String::new(), "x\ny\n".into()),
+            ("x\ny\n".into(), String::new()),
+            (String::new(), "no eol".into()),
+            ("no eol".into(), String::new()),
+            ("a\nb".into(), "a\nb\n".into()),
+            ("a\nb\n".into(), "a\nb".into()),
+            ("a\nb".into(), "a\nc".into()),
+            (ten.clone(), format!("first\n{ten}")),
+            (ten.clone(), format!("{ten}last\n")),
+            (ten.clone(), format!("{ten}last")),
+            (ten.clone(), ten.replace("line 5\n", "")),
+            (ten.clone(), ten.replace("line 5\n", "five\nmore\n")),
+            (
+                thirty.clone(),
+                thirty.replace("line 3\n", "3\n").replace("line 27\n", ""),
+            ),
+            (
+                thirty.clone(),
+                thirty
+                    .replace("line 8\n", "8\n")
+                    .replace("line 15\n", "15\n"),
+            ),
+            (
+                thirty.clone(),
+                thirty
+                    .replace("line 8\n", "8\n")
+                    .replace("line 14\n", "14\n"),
+            ),
+            ("a\r\nb\r\nc\r\n".into(), "a\r\nB\r\nc\r\n".into()),
+            ("a\nb\nc\na\nb\nb\na\n".into(), "c\nb\na\nb\na\nc\n".into()),
+            ("}\n}\n}\n".into(), "}\n}\nx\n}\n}\n".into()),
+        ];
+        for (a, b) in &cases {
+            for context in [0, 1, 3] {
+                assert_eq!(
+                    unified(a.as_bytes(), b.as_bytes(), context),
+                    gnu(a.as_bytes(), b.as_bytes(), context),
+                    "{a:?} -> {b:?} with -U{context}"
+                );
+            }
+        }
+    }
+
+    /// Where several shortest scripts exist, GNU diff's choice is its own (its divide and
+    /// conquer breaks ties differently; about one small random pair in ten differs). Then
+    /// the hunks must still be as short as GNU's and `patch` must turn `a` into `b`.
+    #[test]
+    fn ambiguous_scripts_apply_and_are_as_short() {
+        let changed = |d: &str| -> (usize, usize) {
+            let hunk_lines = || d.lines().filter(|l| !l.starts_with("@@"));
+            (
+                hunk_lines().filter(|l| l.starts_with('+')).count(),
+                hunk_lines().filter(|l| l.starts_with('-')).count(),
+            )
+        };
+        let mut cases = vec![("a\n\n\nb\n".to_string(), "a\n\nb\n\n\nc\n".to_string())];
+        let words = ["a", "b", "}", "", "fi"];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = |m: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            usize::try_from(seed % 1000).unwrap() % m
+        };
+        for _ in 0..150 {
+            let a: Vec<&str> = (0..rnd(12)).map(|_| words[rnd(words.len())]).collect();
+            let mut b = a.clone();
+            for _ in 0..=rnd(3) {
+                let at = rnd(b.len() + 1);
+                if rnd(2) == 0 && at < b.len() {
+                    b.remove(at);
+                } else {
+                    b.insert(at, words[rnd(words.len())]);
+                }
+            }
+            let join = |v: &[&str]| v.iter().map(|l| format!("{l}\n")).collect::<String>();
+            cases.push((join(&a), join(&b)));
+        }
+        let mut differ = 0;
+        for (a, b) in &cases {
+            let ours = unified(a.as_bytes(), b.as_bytes(), 3);
+            let theirs = gnu(a.as_bytes(), b.as_bytes(), 3);
+            if ours == theirs {
+                continue;
+            }
+            differ += 1;
+            assert_eq!(changed(&ours), changed(&theirs), "{a:?} -> {b:?}");
+            assert_eq!(
+                changed(&ours),
+                count(a.as_bytes(), b.as_bytes()),
+                "{a:?} -> {b:?}"
+            );
+            let d = tempfile::tempdir().unwrap();
+            let f = d.path().join("f");
+            std::fs::write(&f, a).unwrap();
+            let mut p = Command::new("patch")
+                .arg("-s")
+                .arg(&f)
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .expect("patch runs");
+            let mut stdin = p.stdin.take().unwrap();
+            std::io::Write::write_all(&mut stdin, format!("--- f\n+++ f\n{ours}").as_bytes())
+                .unwrap();
+            drop(stdin);
+            assert!(p.wait().unwrap().success(), "{a:?} -> {b:?}: {ours}");
+            assert_eq!(std::fs::read_to_string(&f).unwrap(), *b, "{ours}");
+        }
+        assert!(differ > 0, "no ambiguous case left to check");
     }
 }

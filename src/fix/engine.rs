@@ -6,8 +6,6 @@
 //! [`MAX_FILE`], an edit that is not idempotent) stops the run before anything is written;
 //! applying writes each file atomically (temp file and rename, see [`FileTree::write`]).
 
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
-
 use super::action;
 use super::cond::View;
 use super::devices;

@@ -8,6 +8,7 @@
 //! to change between resolution and use: nothing else writes the tree while ferry fixes it.
 #![allow(unsafe_code)] // llistxattr/lgetxattr on the host directory; each block says why it is sound.
 
+use crate::bytes::{upto, wide};
 use crate::fs::files::{
     self, resolve_with, split_parent, Attrs, FileTree, Kind, Meta, Probe, Result,
 };
@@ -164,14 +165,14 @@ fn last_os_error(guest: &str) -> files::Error {
 fn read_xattrs(path: &CString, guest: &str) -> Result<Vec<(CString, Vec<u8>)>> {
     // SAFETY: a null buffer of size 0 asks for the needed size.
     let n = unsafe { libc::llistxattr(path.as_ptr(), std::ptr::null_mut(), 0) };
-    if n < 0 {
+    // Negative: the call failed.
+    let Ok(n) = usize::try_from(n) else {
         let e = io::Error::last_os_error();
         return match e.raw_os_error() {
             Some(libc::ENOTSUP) => Ok(Vec::new()),
             _ => Err(files::Error::io(guest, e)),
         };
-    }
-    let n = n as usize;
+    };
     if n == 0 {
         return Ok(Vec::new());
     }
@@ -184,20 +185,14 @@ fn read_xattrs(path: &CString, guest: &str) -> Result<Vec<(CString, Vec<u8>)>> {
     let mut names = vec![0u8; n];
     // SAFETY: `names` has `n` writable bytes.
     let got = unsafe { libc::llistxattr(path.as_ptr(), names.as_mut_ptr().cast(), n) };
-    if got < 0 {
-        return Err(last_os_error(guest));
-    }
-    names.truncate(got as usize);
+    names.truncate(usize::try_from(got).map_err(|_| last_os_error(guest))?);
     let mut out = Vec::new();
     for name in names.split(|b| *b == 0).filter(|s| !s.is_empty()) {
         let cname = CString::new(name).expect("split on NUL"); // OK: names are split at NUL
                                                                // SAFETY: size query with a null buffer.
         let len =
             unsafe { libc::lgetxattr(path.as_ptr(), cname.as_ptr(), std::ptr::null_mut(), 0) };
-        if len < 0 {
-            return Err(last_os_error(guest));
-        }
-        let len = len as usize;
+        let len = usize::try_from(len).map_err(|_| last_os_error(guest))?;
         if len > XATTR_MAX {
             return Err(files::Error::WrongKind {
                 path: guest.to_string(),
@@ -214,10 +209,7 @@ fn read_xattrs(path: &CString, guest: &str) -> Result<Vec<(CString, Vec<u8>)>> {
                 len,
             )
         };
-        if got < 0 {
-            return Err(last_os_error(guest));
-        }
-        value.truncate(got as usize);
+        value.truncate(usize::try_from(got).map_err(|_| last_os_error(guest))?);
         out.push((cname, value));
     }
     Ok(out)
@@ -290,15 +282,15 @@ impl FileTree for HostTree {
                 limit,
             });
         }
-        let mut data = Vec::with_capacity(size as usize);
-        // Take one byte past the limit so a file that grew is caught too.
-        f.take(limit + 1)
+        let mut data = Vec::with_capacity(upto(size, usize::MAX));
+        // Take one byte past the limit so a file that grew is caught too (no limit: all).
+        f.take(limit.saturating_add(1))
             .read_to_end(&mut data)
             .map_err(|e| files::Error::io(&canonical, e))?;
-        if data.len() as u64 > limit {
+        if wide(data.len()) > limit {
             return Err(files::Error::TooLarge {
                 path: canonical,
-                size: data.len() as u64,
+                size: wide(data.len()),
                 limit,
             });
         }
@@ -308,7 +300,7 @@ impl FileTree for HostTree {
     fn read_head(&self, path: &str, len: usize) -> Result<Vec<u8>> {
         let (f, canonical, _) = self.open_file(path)?;
         let mut data = Vec::with_capacity(len.min(1 << 20));
-        f.take(len as u64)
+        f.take(wide(len))
             .read_to_end(&mut data)
             .map_err(|e| files::Error::io(&canonical, e))?;
         Ok(data)
@@ -456,5 +448,23 @@ impl FileTree for HostTree {
 
     fn resolve(&self, path: &str) -> Result<String> {
         resolve_with(|p| self.probe(p), path, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_without_limit() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("f"), b"data\n").unwrap();
+        let t = HostTree::new(d.path()).unwrap();
+        assert_eq!(t.read("/f", u64::MAX).unwrap(), b"data\n");
+        assert_eq!(t.read("/f", 5).unwrap(), b"data\n");
+        assert!(matches!(
+            t.read("/f", 4),
+            Err(files::Error::TooLarge { size: 5, .. })
+        ));
     }
 }

@@ -12,8 +12,6 @@
 //! their aliases as it would on a host that had them. The rule that uses this also schedules
 //! a rebuild at first boot, after which the guest's own tool owns the image again.
 
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
-
 use crate::fs::files::{FileTree, Kind};
 use crate::guest::initramfs::{self, Listing};
 use crate::guest::inspect::{Driver, OsInfo};

@@ -492,10 +492,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Rule>> {
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&file, e))?;
         let text = String::from_utf8(bytes).map_err(|e| Error::Schema {
             file: file.clone(),
-            line: 1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
-                .iter()
-                .filter(|b| **b == b'\n')
-                .count(),
+            line: lines_in(&e.as_bytes()[..e.utf8_error().valid_up_to()]),
             field: "(file)".into(),
             message: "not UTF-8 text".into(),
         })?;
@@ -514,11 +511,12 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Rule>> {
 
 /// 1-based line of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
-    let end = offset.min(text.len());
-    1 + text.as_bytes()[..end]
-        .iter()
-        .filter(|b| **b == b'\n')
-        .count()
+    lines_in(&text.as_bytes()[..offset.min(text.len())])
+}
+
+/// The 1-based line the end of `head` is on: its newlines plus one.
+fn lines_in(head: &[u8]) -> usize {
+    head.split(|b| *b == b'\n').count()
 }
 
 /// Turns a TOML/serde error into a schema error with line and field.
@@ -534,7 +532,10 @@ fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> Error {
         .and_then(|r| r.split('`').next())
         .map(str::to_string);
     let field = named.unwrap_or_else(|| {
-        let l = text.lines().nth(line - 1).unwrap_or("");
+        let l = line
+            .checked_sub(1)
+            .and_then(|i| text.lines().nth(i))
+            .unwrap_or("");
         let l = l.trim();
         if l.starts_with('[') {
             l.trim_matches(|c| c == '[' || c == ']').trim().to_string()
@@ -597,6 +598,11 @@ impl Parser<'_> {
         }
         if !patterns && comps.iter().any(|c| glob::is_pattern(c)) {
             return Err(bad("this action needs an exact path, not a pattern"));
+        }
+        if comps.iter().any(|c| glob::posix_subexpression(c)) {
+            return Err(bad(
+                "POSIX classes such as `[[:digit:]]` are not supported in patterns: write `[0-9]`",
+            ));
         }
         Ok(p.clone())
     }
@@ -1168,6 +1174,11 @@ mod tests {
             "{HEAD}[[edit]]\naction = \"delete\"\npath = \"/etc/../../x\"\n"
         ));
         assert_eq!((l, f.as_str()), (6, "path"));
+        let (l, f, m) = schema(&format!(
+            "{HEAD}[[edit]]\naction = \"delete\"\npath = \"/etc/rc[[:digit:]].d/x\"\n"
+        ));
+        assert_eq!((l, f.as_str()), (6, "path"), "{m}");
+        assert!(m.contains("POSIX classes"), "{m}");
         let (l, f, _) = schema("name = \"x\"\ndescription = \"d\"\nwhy = 3\n[[edit]]\naction = \"delete\"\npath = \"/x\"\n");
         assert_eq!((l, f.as_str()), (3, "why"));
         let (_, f, _) = schema(

@@ -5,8 +5,6 @@
 //! result is a regex or a regex replacement, the fact's value is escaped for it, so a fact
 //! can never change a pattern's meaning.
 
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
-
 use super::facts::{Facts, TEMPLATE_KEYS};
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,8 +1,6 @@
 //! Line handling shared by the text edits: files are bytes (a comment in Latin-1 must survive
 //! an edit byte for byte), lines keep their own terminator, new lines take the file's.
 
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
-
 /// Splits `data` into (content, terminator) pairs; the terminator is `\r\n`, `\n`, or empty
 /// for a last line without one.
 pub fn lines(data: &[u8]) -> Vec<(&[u8], &'static [u8])> {
