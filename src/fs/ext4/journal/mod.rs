@@ -30,7 +30,6 @@ pub mod block;
 pub mod recovery;
 pub mod superblock;
 pub mod view;
-#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // write side: a later pass
 pub mod writer;
 
 use super::inode::{Inode, FL_ENCRYPT};

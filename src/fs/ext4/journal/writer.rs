@@ -64,7 +64,7 @@ use super::superblock::{
 use super::view::ReplayView;
 use super::ReplayInfo;
 use crate::block::BlockDevice;
-use crate::bytes::le16;
+use crate::bytes::{le16, wide};
 use crate::fs::ext4::inode::FL_ENCRYPT;
 use crate::fs::ext4::superblock::{
     self as ext4sb, Compat, Incompat, Superblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE,
@@ -72,6 +72,7 @@ use crate::fs::ext4::superblock::{
 use crate::fs::ext4::{Ext4, Run};
 use crate::fs::{Error, FileType, Result};
 use std::collections::{BTreeMap, BTreeSet};
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::sync::Arc;
 
 /// Runs (extents) a journal inode may be made of. mke2fs makes a journal of at most 1 GiB in
@@ -85,6 +86,11 @@ pub const MAX_PENDING_BYTES: usize = 64 << 20;
 const MAX_WRITE: usize = 1 << 20;
 /// The ext4 superblock magic, checked before the writer changes the superblock.
 const EXT4_MAGIC: u16 = 0xef53;
+/// The primary superblock's byte offset, as an index into a block.
+const SB_AT: usize = 1024;
+const _: () = assert!(wide(SB_AT) == SUPERBLOCK_OFFSET);
+/// The journal UUID after the first tag of a descriptor block.
+const UUID_LEN: usize = 16;
 
 /// Where each block of the journal lives on the filesystem's device: runs of (first journal
 /// block, first filesystem block, length), covering journal blocks `0..len` without a gap.
@@ -124,7 +130,7 @@ impl JournalMap {
             return Err(bad(0, "not a live regular file".into()));
         }
         let bs = fs.block_size();
-        let total_len = (inode.size / u64::from(bs)).min(u64::from(u32::MAX));
+        let total_len = (inode.size / fs.block_nz()).min(u64::from(u32::MAX));
         let mut map = JournalMap {
             runs: Vec::new(),
             len: 0,
@@ -136,7 +142,7 @@ impl JournalMap {
         let Some(at) = map.offset(0) else {
             return Err(bad(0, "the journal inode holds no blocks".into()));
         };
-        let mut b = vec![0u8; bs as usize];
+        let mut b = vec![0u8; fs.block_size_usize()];
         fs.dev.read_at(&mut b, at)?;
         let jsb = JournalSuperblock::parse(&b, at, bs, total_len)?;
         map.extend(fs, &inode, u64::from(jsb.maxlen))?;
@@ -153,10 +159,15 @@ impl JournalMap {
     ) -> Result<()> {
         let ino = inode.ino;
         let mut lblk = self.len;
-        while lblk < want {
+        loop {
+            let left = want.saturating_sub(lblk);
+            if left == 0 {
+                break;
+            }
             match fs.map(inode, lblk)? {
-                Run::Data { pblk, len } => {
-                    let len = len.min(want - lblk);
+                // Both mappers give runs of at least one block; an empty one would not advance.
+                Run::Data { pblk, len } if len > 0 => {
+                    let len = len.min(left);
                     fs.block_offset(pblk, len, "journal block", ino)?;
                     if self.runs.len() >= MAX_JOURNAL_RUNS {
                         return Err(Error::corrupt(
@@ -167,9 +178,10 @@ impl JournalMap {
                         ));
                     }
                     self.runs.push((lblk, pblk, len));
-                    lblk += len;
+                    // len <= want - lblk: at most `want`.
+                    lblk = lblk.saturating_add(len);
                 }
-                Run::Zero(_) | Run::Hole(_) => {
+                Run::Data { .. } | Run::Zero(_) | Run::Hole(_) => {
                     return Err(Error::corrupt(
                         "journal inode",
                         ino,
@@ -196,13 +208,23 @@ impl JournalMap {
         map
     }
 
+    /// Builds `physical`: the runs' ranges sorted and merged where they overlap or touch (a
+    /// damaged journal inode may map several logical blocks to one physical block), so that
+    /// the range starting last at or before a block is the only one that can hold it.
     fn index(&mut self) {
-        self.physical = self
+        let mut ranges: Vec<(u64, u64)> = self
             .runs
             .iter()
             .map(|&(_, p, n)| (p, p.saturating_add(n)))
             .collect();
-        self.physical.sort_unstable();
+        ranges.sort_unstable();
+        self.physical.clear();
+        for (start, end) in ranges {
+            match self.physical.last_mut() {
+                Some((_, e)) if start <= *e => *e = end.max(*e),
+                _ => self.physical.push((start, end)),
+            }
+        }
     }
 
     /// Journal blocks mapped.
@@ -220,8 +242,8 @@ impl JournalMap {
             .runs
             .partition_point(|&(l, _, _)| l <= jblk)
             .checked_sub(1)?;
-        let (l, p, n) = self.runs[i];
-        (jblk - l < n).then(|| p + (jblk - l))
+        let &(l, p, n) = self.runs.get(i)?;
+        p.checked_add(jblk.checked_sub(l).filter(|&d| d < n)?)
     }
 
     fn offset(&self, jblk: u64) -> Option<u64> {
@@ -231,7 +253,9 @@ impl JournalMap {
     /// Whether filesystem block `pblk` belongs to the journal.
     pub fn contains_physical(&self, pblk: u64) -> bool {
         let i = self.physical.partition_point(|&(s, _)| s <= pblk);
-        i > 0 && pblk < self.physical[i - 1].1
+        i.checked_sub(1)
+            .and_then(|i| self.physical.get(i))
+            .is_some_and(|&(_, end)| pblk < end)
     }
 }
 
@@ -274,19 +298,29 @@ pub struct JournalWriter {
     jsb: JournalSuperblock,
     /// Journal block 0 as read, rewritten with `jsb`'s changing fields.
     raw_jsb: Vec<u8>,
+    /// Where journal block 0 is on the device.
+    jsb_at: u64,
+    /// The block size, at least 1024 bytes (an ext4 superblock's).
     bs: usize,
-    /// Filesystem blocks (s_blocks_count): copies of blocks past it are refused.
+    /// Filesystem blocks (s_blocks_count): copies of blocks past it are refused. Their bytes
+    /// fit in the device (checked in `open`).
     fs_blocks: u64,
-    /// The circular log is journal blocks `[first, last)`.
+    /// The circular log is journal blocks `[first, first + cap)`, with `first + cap <= 2^32`.
     first: u64,
-    last: u64,
+    cap: NonZeroU64,
+    /// Log blocks one transaction may take: `cap - 1` (at least 1).
+    room: u64,
+    /// Tags one descriptor block holds, and records one revoke block holds.
+    tags_per_descriptor: NonZeroUsize,
+    records_per_revoke: NonZeroUsize,
     /// Next log block to write.
     head: u64,
-    /// Log blocks holding transactions not yet checkpointed (from s_start up to `head`).
+    /// Log blocks holding transactions not yet checkpointed (from s_start up to `head`), at
+    /// most `room`.
     used: u64,
     next_tid: u32,
+    /// Committed blocks not yet written home, each of `bs` bytes.
     pending: BTreeMap<u64, Arc<[u8]>>,
-    pending_bytes: usize,
     policy: Checkpoint,
     /// needs_recovery is set in the ext4 superblock.
     dirty: bool,
@@ -307,13 +341,25 @@ impl JournalWriter {
                 map.block_size
             )));
         }
+        if sb
+            .blocks_count
+            .checked_mul(u64::from(bs))
+            .is_none_or(|n| n > dev.len())
+        {
+            return Err(Error::Unsupported(format!(
+                "the device ({} bytes) is smaller than the filesystem ({} blocks of {bs} bytes)",
+                dev.len(),
+                sb.blocks_count
+            )));
+        }
         let bad = |blk: u64, d: String| Error::corrupt("journal superblock", 0, blk, d);
         let at = map
             .offset(0)
             .ok_or_else(|| bad(0, "journal block 0 is not mapped".into()))?;
-        let mut raw_jsb = vec![0u8; bs as usize];
+        let len = usize::try_from(bs).map_err(|_| bad(0, format!("block size {bs}")))?;
+        let mut raw_jsb = vec![0u8; len];
         dev.read_at(&mut raw_jsb, at)?;
-        let mut jsb = JournalSuperblock::parse(&raw_jsb, at, bs, map.len())?;
+        let jsb = JournalSuperblock::parse(&raw_jsb, at, bs, map.len())?;
         if jsb.start != 0 {
             return Err(Error::Unsupported(format!(
                 "the journal holds transactions from block {} on: replay it first \
@@ -322,12 +368,17 @@ impl JournalWriter {
             )));
         }
         let (first, last) = (u64::from(jsb.first), u64::from(jsb.last()));
-        if first >= last || last - first < 2 {
+        // A descriptor and a commit block at the least.
+        let Some((cap, room)) = last
+            .checked_sub(first)
+            .and_then(NonZeroU64::new)
+            .and_then(|cap| Some((cap, cap.get().checked_sub(1).filter(|&r| r > 0)?)))
+        else {
             return Err(bad(
                 0,
                 format!("log blocks {first}..{last} leave no room for a transaction"),
             ));
-        }
+        };
         if last > map.len() {
             return Err(bad(
                 0,
@@ -348,28 +399,39 @@ impl JournalWriter {
                 features = (features & !INCOMPAT_CSUM_V2) | INCOMPAT_CSUM_V3;
             }
         }
+        let mut shown = jsb.clone();
+        shown.feature_compat = compat;
+        shown.feature_incompat = features;
+        let Some((tags_per_descriptor, records_per_revoke)) = block_capacity(len, &shown) else {
+            return Err(bad(
+                0,
+                format!("blocks of {bs} bytes hold no descriptor tag or revoke record"),
+            ));
+        };
         let mut w = JournalWriter {
             dev,
             map,
             raw_jsb,
-            bs: bs as usize,
+            jsb_at: at,
+            bs: len,
             fs_blocks: sb.blocks_count,
             first,
-            last,
+            cap,
+            room,
+            tags_per_descriptor,
+            records_per_revoke,
             head: first,
             used: 0,
+            // Transaction IDs are u32s that wrap by design (the kernel's tid_t, compared by
+            // tid_gt); one is skipped after load.
             next_tid: jsb.sequence.wrapping_add(1),
             pending: BTreeMap::new(),
-            pending_bytes: 0,
             policy: Checkpoint::Immediate,
             dirty: sb.has_incompat(Incompat::RECOVER),
             aborted: false,
-            jsb: jsb.clone(),
+            jsb: shown,
         };
         if (compat, features) != (jsb.feature_compat, jsb.feature_incompat) {
-            jsb.feature_compat = compat;
-            jsb.feature_incompat = features;
-            w.jsb = jsb;
             w.write_jsb()?;
             w.flush()?;
         }
@@ -406,7 +468,7 @@ impl JournalWriter {
 
     /// Blocks of the circular log.
     pub fn log_capacity(&self) -> u64 {
-        self.last - self.first
+        self.cap.get()
     }
 
     /// The journal superblock as the writer keeps it.
@@ -414,47 +476,25 @@ impl JournalWriter {
         &self.jsb
     }
 
-    /// Tags one descriptor block holds: the first is followed by the journal UUID, and the
-    /// checksum tail (v2/v3) ends the block.
-    fn tags_per_descriptor(&self) -> u64 {
-        let tb = self.jsb.tag_bytes();
-        let room = self.bs - HEADER_LEN - self.tail_len() - (tb + 16);
-        1 + (room / tb) as u64
-    }
-
-    fn records_per_revoke(&self) -> u64 {
-        ((self.bs - REVOKE_HEADER_LEN - self.tail_len()) / revoke_record_len(&self.jsb)) as u64
-    }
-
-    fn tail_len(&self) -> usize {
-        if self.jsb.csum_v2or3() {
-            TAIL_LEN
-        } else {
-            0
-        }
-    }
-
-    /// Log blocks a transaction of `blocks` copies and `revoked` records takes.
+    /// Log blocks a transaction of `blocks` copies and `revoked` records takes (saturating:
+    /// a count past u64 is refused as too large all the same).
     pub fn transaction_log_blocks(&self, blocks: u64, revoked: u64) -> u64 {
         let revoke_blocks = if self.jsb.has_incompat(INCOMPAT_REVOKE) {
-            revoked.div_ceil(self.records_per_revoke())
+            revoked.div_ceil(wide(self.records_per_revoke.get()))
         } else {
             0
         };
-        blocks.div_ceil(self.tags_per_descriptor()) + blocks + revoke_blocks + 1
+        blocks
+            .div_ceil(wide(self.tags_per_descriptor.get()))
+            .saturating_add(blocks)
+            .saturating_add(revoke_blocks)
+            .saturating_add(1)
     }
 
     /// The most blocks one transaction (without revokes) may copy: it must fit in the log less
     /// one block.
     pub fn max_transaction_blocks(&self) -> u64 {
-        let room = self.log_capacity() - 1;
-        let per = self.tags_per_descriptor();
-        // n + ceil(n / per) + 1 <= room: start just above the real-valued bound.
-        let mut n = (room - 1) * per / (per + 1) + 1;
-        while n > 0 && self.transaction_log_blocks(n, 0) > room {
-            n -= 1;
-        }
-        n
+        most_copies(self.room, self.tags_per_descriptor)
     }
 
     /// The content of `blk` committed but not yet written home (`Checkpoint::Deferred`);
@@ -491,39 +531,60 @@ impl JournalWriter {
 
     fn write_jsb(&mut self) -> Result<()> {
         self.jsb.encode_into(&mut self.raw_jsb);
-        // OK: `open` found journal block 0 mapped.
-        let at = self.map.offset(0).unwrap_or(0);
-        self.dev.write_at(&self.raw_jsb, at)?;
+        self.dev.write_at(&self.raw_jsb, self.jsb_at)?;
         Ok(())
     }
 
     /// The log position `n` blocks after `pos`, around the end of the log.
     fn advance(&self, pos: u64, n: u64) -> u64 {
-        let len = self.last - self.first;
-        self.first + (pos - self.first + n % len) % len
+        // pos is a log position (pos - first < cap) and first + cap <= 2^32: no step saturates.
+        let off = pos.saturating_sub(self.first).saturating_add(n % self.cap);
+        self.first.saturating_add(off % self.cap)
     }
 
-    /// Writes consecutive log blocks `data` from log position `pos`, in as few device writes
-    /// as the journal's layout allows.
-    fn write_log(&self, pos: u64, data: &[u8]) -> Result<()> {
-        let n = (data.len() / self.bs) as u64;
-        let mut i = 0u64;
-        while i < n {
-            let jblk = self.advance(pos, i);
-            let at = self.map.locate(jblk)?;
-            let mut k = 1u64;
-            while i + k < n
-                && (k as usize + 1) * self.bs <= MAX_WRITE
-                && self.advance(pos, i + k) == jblk + k
-                && self.map.offset(jblk + k) == Some(at + k * self.bs as u64)
-            {
-                k += 1;
+    /// Writes `data` (whole blocks) to consecutive log blocks from log position `pos`, in as
+    /// few device writes as the journal's layout allows; returns the log position after them.
+    fn write_log(&self, pos: u64, data: &[u8]) -> Result<u64> {
+        let bs = wide(self.bs);
+        let mut rest = data;
+        let mut pos = pos;
+        while !rest.is_empty() {
+            let at = self.map.locate(pos)?;
+            // The blocks that follow both in the log (no wrap) and on the device join this
+            // write: `len` bytes, ending with log block `end` at device byte `end_at`.
+            let (mut len, mut end, mut end_at) = (self.bs, pos, at);
+            loop {
+                let next = self.advance(end, 1);
+                let Some(longer) = len
+                    .checked_add(self.bs)
+                    .filter(|&l| l <= rest.len() && l <= MAX_WRITE)
+                else {
+                    break;
+                };
+                if end.checked_add(1) != Some(next) {
+                    break;
+                }
+                let Some(next_at) = self
+                    .map
+                    .offset(next)
+                    .filter(|&a| end_at.checked_add(bs) == Some(a))
+                else {
+                    break;
+                };
+                (len, end, end_at) = (longer, next, next_at);
             }
-            let s = i as usize * self.bs;
-            self.dev.write_at(&data[s..s + k as usize * self.bs], at)?;
-            i += k;
+            let Some((write, tail)) = rest.split_at_checked(len) else {
+                return Err(Error::Unsupported(format!(
+                    "a log write of {} bytes is not whole {}-byte blocks",
+                    data.len(),
+                    self.bs
+                )));
+            };
+            self.dev.write_at(write, at)?;
+            rest = tail;
+            pos = self.advance(end, 1);
         }
-        Ok(())
+        Ok(pos)
     }
 
     /// Sets needs_recovery in the ext4 superblock (durably) before anything goes to the log.
@@ -578,36 +639,37 @@ impl JournalWriter {
         if copies.is_empty() && revokes.is_empty() {
             return Ok(());
         }
-        let need = self.transaction_log_blocks(copies.len() as u64, revokes.len() as u64);
-        if need > self.log_capacity() - 1 {
+        let need = self.transaction_log_blocks(wide(copies.len()), wide(revokes.len()));
+        if need > self.room {
             return Err(Error::Unsupported(format!(
                 "a transaction of {} blocks and {} revokes takes {need} log blocks; the \
                  journal's log holds at most {} per transaction",
                 copies.len(),
                 revokes.len(),
-                self.log_capacity() - 1
+                self.room
             )));
         }
         self.mark_dirty()?;
-        let bytes: usize = copies.len() * self.bs;
-        if self.used + need > self.log_capacity() - 1
-            || self.pending_bytes.saturating_add(bytes) > MAX_PENDING_BYTES
+        // Blocks in memory, each of bs bytes: the products cannot saturate.
+        let pending_bytes = self
+            .pending
+            .len()
+            .saturating_add(copies.len())
+            .saturating_mul(self.bs);
+        if self
+            .room
+            .checked_sub(self.used)
+            .is_none_or(|free| need > free)
+            || pending_bytes > MAX_PENDING_BYTES
         {
             self.checkpoint()?;
         }
         let revokes: Vec<u64> = revokes.into_iter().collect();
         self.guard(|w| w.write_transaction(&copies, &revokes, need))?;
         for r in &revokes {
-            if let Some(b) = self.pending.remove(r) {
-                self.pending_bytes -= b.len();
-            }
+            self.pending.remove(r);
         }
-        for (blk, data) in copies {
-            self.pending_bytes += data.len();
-            if let Some(old) = self.pending.insert(blk, data) {
-                self.pending_bytes -= old.len();
-            }
-        }
+        self.pending.extend(copies);
         if self.policy == Checkpoint::Immediate {
             self.checkpoint()?;
         }
@@ -639,8 +701,9 @@ impl JournalWriter {
     /// Validates the copies, keeps the last content of each block, and sets needs_recovery in
     /// a copy of the primary superblock.
     fn prepare(&self, blocks: &[(u64, Arc<[u8]>)]) -> Result<BTreeMap<u64, Arc<[u8]>>> {
-        let sb_block = SUPERBLOCK_OFFSET / self.bs as u64;
-        let sb_at = (SUPERBLOCK_OFFSET % self.bs as u64) as usize;
+        // The primary superblock is byte 1024 of block 0, or all of block 1 with 1 KiB blocks
+        // (ext4 block sizes are powers of two from 1024).
+        let (sb_block, sb_at) = if self.bs > SB_AT { (0, SB_AT) } else { (1, 0) };
         let mut out = BTreeMap::new();
         for (blk, data) in blocks {
             self.check_block(*blk, "journaled block")?;
@@ -653,7 +716,13 @@ impl JournalWriter {
             }
             let data = if *blk == sb_block {
                 let mut v = data.to_vec();
-                set_recover(&mut v[sb_at..sb_at + SUPERBLOCK_SIZE], true)?;
+                let sb = v
+                    .get_mut(sb_at..)
+                    .and_then(|r| r.get_mut(..SUPERBLOCK_SIZE))
+                    .ok_or_else(|| {
+                        Error::Unsupported(format!("block {blk} is too short for the superblock"))
+                    })?;
+                set_recover(sb, true)?;
                 Arc::from(v)
             } else {
                 data.clone()
@@ -676,62 +745,59 @@ impl JournalWriter {
         let bs = self.bs;
         let start = self.head;
         if self.used == 0 {
-            self.jsb.start = u32::try_from(start).unwrap_or(0);
+            // A log position is below s_maxlen, a u32.
+            self.jsb.start = u32::try_from(start)
+                .map_err(|_| Error::Unsupported(format!("log position {start} past 32 bits")))?;
             self.jsb.sequence = tid;
             self.write_jsb()?;
         }
         let mut pos = start;
         // Revoke records first, as the kernel writes them.
-        for chunk in revokes.chunks(self.records_per_revoke() as usize) {
+        for chunk in revokes.chunks(self.records_per_revoke.get()) {
             let mut b = vec![0u8; bs];
             Header::new(BLOCKTYPE_REVOKE, tid).encode_into(&mut b);
             encode_revoke_records(&mut b, chunk, &self.jsb);
             set_tail_csum(&mut b, &self.jsb, seed);
-            self.write_log(pos, &b)?;
-            pos = self.advance(pos, 1);
+            pos = self.write_log(pos, &b)?;
         }
         let mut crc32_sum = !0u32;
         let list: Vec<(&u64, &Arc<[u8]>)> = copies.iter().collect();
-        let tb = self.jsb.tag_bytes();
-        for group in list.chunks(self.tags_per_descriptor() as usize) {
-            let mut buf = vec![0u8; bs * (group.len() + 1)];
+        for group in list.chunks(self.tags_per_descriptor.get()) {
+            // The descriptor block, then the copies (each of bs bytes: `prepare` checked).
+            let mut buf = vec![0u8; bs];
+            for (_, content) in group {
+                buf.extend_from_slice(content);
+            }
             let (desc, data) = buf.split_at_mut(bs);
             Header::new(BLOCKTYPE_DESCRIPTOR, tid).encode_into(desc);
-            let mut p = HEADER_LEN;
-            for (i, (&blk, content)) in group.iter().enumerate() {
-                let copy = &mut data[i * bs..(i + 1) * bs];
-                copy.copy_from_slice(content);
-                let mut flags = 0u16;
-                if copy[..4] == MAGIC.to_be_bytes() {
-                    copy[..4].fill(0);
-                    flags |= FLAG_ESCAPE;
-                }
-                if i > 0 {
-                    flags |= FLAG_SAME_UUID;
-                }
-                if i + 1 == group.len() {
-                    flags |= FLAG_LAST_TAG;
-                }
-                let tag = Tag {
-                    blocknr: blk,
-                    flags,
-                    checksum: data_csum(copy, tid, &self.jsb),
-                };
-                encode_tag(desc, p, &tag, &self.jsb);
-                p += tb;
-                if i == 0 {
-                    desc[p..p + 16].copy_from_slice(&self.jsb.uuid);
-                    p += 16;
-                }
+            let mut tags: Vec<Tag> = group
+                .iter()
+                .zip(data.chunks_exact_mut(bs))
+                .enumerate()
+                .map(|(i, ((&blk, _), copy))| {
+                    let mut flags = if i > 0 { FLAG_SAME_UUID } else { 0 };
+                    if let Some(head) = copy.get_mut(..4).filter(|h| **h == MAGIC.to_be_bytes()) {
+                        head.fill(0);
+                        flags |= FLAG_ESCAPE;
+                    }
+                    Tag {
+                        blocknr: blk,
+                        flags,
+                        checksum: data_csum(copy, tid, &self.jsb),
+                    }
+                })
+                .collect();
+            if let Some(last) = tags.last_mut() {
+                last.flags |= FLAG_LAST_TAG;
             }
+            self.encode_tags(desc, &tags)?;
             set_tail_csum(desc, &self.jsb, seed);
             if self.jsb.csum_v1() {
                 for b in buf.chunks(bs) {
                     crc32_sum = crc32_be(crc32_sum, b);
                 }
             }
-            self.write_log(pos, &buf)?;
-            pos = self.advance(pos, group.len() as u64 + 1);
+            pos = self.write_log(pos, &buf)?;
         }
         // The commit block reaches the disk only after everything it vouches for.
         self.flush()?;
@@ -756,11 +822,36 @@ impl JournalWriter {
         if self.jsb.csum_v2or3() {
             set_commit_csum(&mut b, seed);
         }
-        self.write_log(pos, &b)?;
+        self.head = self.write_log(pos, &b)?;
         self.flush()?;
-        self.head = self.advance(pos, 1);
-        self.used += need;
+        // `commit` made room: used + need <= room.
+        self.used = self.used.saturating_add(need);
+        // Transaction IDs wrap by design (see `open`).
         self.next_tid = tid.wrapping_add(1);
+        Ok(())
+    }
+
+    /// Writes `tags` after the header of descriptor block `desc`, the first followed by the
+    /// journal UUID (`tags_per_descriptor` of them fit before the checksum tail).
+    fn encode_tags(&self, desc: &mut [u8], tags: &[Tag]) -> Result<()> {
+        let tb = self.jsb.tag_bytes();
+        let full =
+            || Error::Unsupported(format!("{} tags overflow a descriptor block", tags.len()));
+        let mut rest = desc.get_mut(HEADER_LEN..).ok_or_else(full)?;
+        for (i, tag) in tags.iter().enumerate() {
+            let (t, after) = std::mem::take(&mut rest)
+                .split_at_mut_checked(tb)
+                .ok_or_else(full)?;
+            encode_tag(t, 0, tag, &self.jsb);
+            rest = after;
+            if i == 0 {
+                let (uuid, after) = std::mem::take(&mut rest)
+                    .split_at_mut_checked(UUID_LEN)
+                    .ok_or_else(full)?;
+                uuid.copy_from_slice(&self.jsb.uuid);
+                rest = after;
+            }
+        }
         Ok(())
     }
 
@@ -772,24 +863,28 @@ impl JournalWriter {
             return Ok(());
         }
         self.guard(|w| {
-            let bs = w.bs as u64;
-            let blocks: Vec<(u64, Arc<[u8]>)> =
-                w.pending.iter().map(|(b, d)| (*b, d.clone())).collect();
-            let mut i = 0;
-            while i < blocks.len() {
-                let mut k = 1;
-                while i + k < blocks.len()
-                    && blocks[i + k].0 == blocks[i].0 + k as u64
-                    && (k + 1) * w.bs <= MAX_WRITE
-                {
-                    k += 1;
+            // Runs of consecutive blocks, each one device write of at most MAX_WRITE bytes:
+            // (first block, the block after the run, its bytes).
+            let mut run: Option<(u64, u64, Vec<u8>)> = None;
+            for (&blk, data) in &w.pending {
+                match &mut run {
+                    Some((_, next, buf))
+                        if *next == blk && buf.len().saturating_add(data.len()) <= MAX_WRITE =>
+                    {
+                        buf.extend_from_slice(data);
+                        // blk < fs_blocks (`check_block`).
+                        *next = blk.saturating_add(1);
+                    }
+                    _ => {
+                        if let Some((first, _, buf)) = run.take() {
+                            w.write_home(first, &buf)?;
+                        }
+                        run = Some((blk, blk.saturating_add(1), data.to_vec()));
+                    }
                 }
-                let mut buf = Vec::with_capacity(k * w.bs);
-                for (_, d) in &blocks[i..i + k] {
-                    buf.extend_from_slice(d);
-                }
-                w.dev.write_at(&buf, blocks[i].0 * bs)?;
-                i += k;
+            }
+            if let Some((first, _, buf)) = run {
+                w.write_home(first, &buf)?;
             }
             w.flush()?;
             w.jsb.start = 0;
@@ -798,10 +893,51 @@ impl JournalWriter {
             w.flush()?;
             w.used = 0;
             w.pending.clear();
-            w.pending_bytes = 0;
             Ok(())
         })
     }
+
+    /// Writes `data` to the filesystem from block `blk` on (below fs_blocks, whose bytes fit
+    /// the device: `open` checked).
+    fn write_home(&self, blk: u64, data: &[u8]) -> Result<()> {
+        let at = blk
+            .checked_mul(wide(self.bs))
+            .ok_or_else(|| Error::Unsupported(format!("block {blk} lies past 2^64 bytes")))?;
+        self.dev.write_at(data, at)?;
+        Ok(())
+    }
+}
+
+/// Tags one descriptor block of `bs` bytes holds, and records one revoke block holds, in
+/// `jsb`'s layout: the first tag is followed by the journal UUID, and the checksum tail
+/// (v2/v3) ends both kinds of block. None when a block holds not even one.
+fn block_capacity(bs: usize, jsb: &JournalSuperblock) -> Option<(NonZeroUsize, NonZeroUsize)> {
+    let tail = if jsb.csum_v2or3() { TAIL_LEN } else { 0 };
+    let tb = jsb.tag_bytes();
+    let after_first = bs
+        .checked_sub(HEADER_LEN)?
+        .checked_sub(tail)?
+        .checked_sub(tb.checked_add(UUID_LEN)?)?;
+    let tags = after_first.checked_div(tb)?.checked_add(1)?;
+    let records = bs
+        .checked_sub(REVOKE_HEADER_LEN)?
+        .checked_sub(tail)?
+        .checked_div(revoke_record_len(jsb))?;
+    Some((NonZeroUsize::new(tags)?, NonZeroUsize::new(records)?))
+}
+
+/// The most copies a transaction of at most `room` log blocks holds, `per` tags to a
+/// descriptor block: the largest n with n + ceil(n / per) + 1 <= room. Beyond the commit
+/// block, k full groups of a descriptor and its `per` copies, then one more descriptor with
+/// what is left but one.
+fn most_copies(room: u64, per: NonZeroUsize) -> u64 {
+    let per = wide(per.get());
+    let group = NonZeroU64::MIN.saturating_add(per);
+    let left = room.saturating_sub(1);
+    // k * per <= left: no saturation.
+    (left / group)
+        .saturating_mul(per)
+        .saturating_add((left % group).saturating_sub(1))
 }
 
 /// Sets or clears needs_recovery in the raw ext4 superblock `sb` (1024 bytes), with its
@@ -854,7 +990,7 @@ pub fn replay_onto(dev: Arc<dyn BlockDevice>) -> Result<Option<ReplayInfo>> {
         )?,
         None => None,
     };
-    let bs = u64::from(sb.block_size());
+    let bs = sb.block_size();
     let (Some((view, info)), Some(map)) = (replayed, map) else {
         let mut raw = vec![0u8; SUPERBLOCK_SIZE];
         dev.read_at(&mut raw, SUPERBLOCK_OFFSET)?;
@@ -879,14 +1015,25 @@ pub fn replay_onto(dev: Arc<dyn BlockDevice>) -> Result<Option<ReplayInfo>> {
             "a transaction copies a block of the journal itself",
         ));
     }
-    let mut buf = vec![0u8; bs as usize];
+    let len = usize::try_from(bs)
+        .map_err(|_| Error::corrupt("superblock", 0, 0, format!("block size {bs}")))?;
+    let mut buf = vec![0u8; len];
     for blk in blocks {
-        view.read_at(&mut buf, blk * bs)?;
-        dev.write_at(&buf, blk * bs)?;
+        // Recovery refuses copies of blocks past the device.
+        let at = blk.checked_mul(u64::from(bs)).ok_or_else(|| {
+            Error::corrupt(
+                "journal",
+                u64::from(sb.journal_inum),
+                blk,
+                "block past 2^64 bytes",
+            )
+        })?;
+        view.read_at(&mut buf, at)?;
+        dev.write_at(&buf, at)?;
     }
     dev.flush()?;
     let at = map.locate(0)?;
-    let mut raw = vec![0u8; bs as usize];
+    let mut raw = vec![0u8; len];
     dev.read_at(&mut raw, at)?;
     let mut jsb = JournalSuperblock::parse(&raw, at, sb.block_size(), map.len())?;
     jsb.start = 0;
@@ -904,6 +1051,7 @@ pub fn replay_onto(dev: Arc<dyn BlockDevice>) -> Result<Option<ReplayInfo>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
 mod tests {
     use super::super::superblock::{
         BLOCKTYPE_SUPERBLOCK_V2, COMPAT_CHECKSUM, INCOMPAT_CSUM_V2, INCOMPAT_CSUM_V3,
@@ -1152,6 +1300,56 @@ mod tests {
             *d.0.lock() == before,
             "a refused transaction wrote something"
         );
+    }
+
+    #[test]
+    fn most_copies_is_the_largest_transaction_that_fits() {
+        for per in 1..12usize {
+            for room in 0..200u64 {
+                let fits = |n: u64| n + n.div_ceil(per as u64) < room;
+                let n = most_copies(room, NonZeroUsize::new(per).unwrap());
+                assert!(
+                    (n == 0 || fits(n)) && !fits(n + 1),
+                    "room {room}, {per} tags per descriptor: {n}"
+                );
+            }
+        }
+    }
+
+    /// A damaged journal inode may map two journal blocks to one filesystem block. Every block
+    /// of every run is still the journal's: the index looked only at the run starting last at
+    /// or before a block, which an earlier, longer run can cover, and let the writer journal
+    /// (and checkpoint over) a block of its own log.
+    #[test]
+    fn overlapping_journal_runs_are_all_the_journal() {
+        let mut map = JournalMap::contiguous(JOURNAL_AT, JOURNAL_LEN, BS as u32);
+        map.runs.push((JOURNAL_LEN, JOURNAL_AT + 10, 5));
+        map.len += 5;
+        map.index();
+        assert!((JOURNAL_AT..JOURNAL_AT + JOURNAL_LEN).all(|b| map.contains_physical(b)));
+        assert!(!map.contains_physical(JOURNAL_AT - 1));
+        assert!(!map.contains_physical(JOURNAL_AT + JOURNAL_LEN));
+        let (d, sb, _) = setup(0, 0);
+        let mut w = JournalWriter::open(d, &sb, map).unwrap();
+        let e = w.commit(&[(JOURNAL_AT + 100, block(1, 0))], &[]);
+        assert!(e.unwrap_err().to_string().contains("journal itself"));
+    }
+
+    /// A superblock claiming more blocks than the device holds is refused at open. Past 2^64
+    /// bytes the home write of a block wrapped around to the device's start: block 2^54 + 5
+    /// of 1 KiB landed on block 5.
+    #[test]
+    fn a_filesystem_larger_than_its_device_is_refused() {
+        let (d, mut sb, map) = setup(0, INCOMPAT_64BIT);
+        let before = home(&d, 5);
+        for (blocks, big) in [(FS_BLOCKS + 1, 10), (1 << 60, (1 << 54) + 5)] {
+            sb.blocks_count = blocks;
+            let r = JournalWriter::open(d.clone(), &sb, map.clone())
+                .and_then(|mut w| w.commit(&[(big, block(7, big))], &[]));
+            let e = r.unwrap_err().to_string();
+            assert!(e.contains("smaller than the filesystem"), "{e}");
+        }
+        assert_eq!(home(&d, 5), before);
     }
 
     #[test]
