@@ -298,7 +298,6 @@ fn fast_commit_pending(
 }
 
 #[cfg(test)]
-#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
 mod tests {
     use super::block::{
         BLOCKTYPE_COMMIT, BLOCKTYPE_DESCRIPTOR, BLOCKTYPE_REVOKE, FLAG_ESCAPE, FLAG_LAST_TAG,
@@ -306,45 +305,59 @@ mod tests {
     };
     use super::*;
     use crate::block::mem::MemDevice;
+    use crate::bytes::wide;
 
     const BS: usize = 1024;
-    const LEN: usize = 1024;
+    const BS32: u32 = 1024;
+    const BS64: u64 = wide(BS);
+    /// Journal blocks.
+    const LEN: u32 = 1024;
+
+    /// Stores big-endian `v` at byte `at` of `b`.
+    fn put(b: &mut [u8], at: usize, v: u32) {
+        b[at..][..4].copy_from_slice(&v.to_be_bytes());
+    }
+
+    /// The low byte of `x`: what the log copies of block `x` are filled with.
+    fn low(x: u32) -> u8 {
+        x.to_le_bytes()[0]
+    }
 
     /// A journal of 1 KiB blocks without checksums (v2 superblock, 32-bit tags) on a 2 MiB
     /// device: the log is blocks 1..1024, the filesystem blocks 1024.. are the device's rest.
     struct Log {
         disk: Vec<u8>,
-        at: usize,
+        /// The next log block written.
+        at: u32,
     }
 
     impl Log {
         fn new(sequence: u32, start: u32) -> Self {
-            let mut disk = vec![0u8; 2 * LEN * BS];
-            let put = |d: &mut Vec<u8>, at: usize, v: u32| {
-                d[at..at + 4].copy_from_slice(&v.to_be_bytes())
-            };
+            let mut disk = vec![0u8; 2 * BS * 1024];
             put(&mut disk, 0, MAGIC);
             put(&mut disk, 4, superblock::BLOCKTYPE_SUPERBLOCK_V2);
-            put(&mut disk, 0xc, BS as u32);
-            put(&mut disk, 0x10, LEN as u32);
+            put(&mut disk, 0xc, BS32);
+            put(&mut disk, 0x10, LEN);
             put(&mut disk, 0x14, 1);
             put(&mut disk, 0x18, sequence);
             put(&mut disk, 0x1c, start);
             put(&mut disk, 0x28, superblock::INCOMPAT_REVOKE);
-            Log {
-                disk,
-                at: start as usize,
-            }
+            Log { disk, at: start }
+        }
+
+        /// The next log block (after the log's last comes its first, block 1).
+        fn next(&mut self) -> &mut [u8] {
+            let at = usize::try_from(self.at).unwrap();
+            self.at = self.at.checked_add(1).filter(|&a| a < LEN).unwrap_or(1);
+            self.disk.chunks_exact_mut(BS).nth(at).unwrap()
         }
 
         fn block(&mut self, kind: u32, seq: u32) -> &mut [u8] {
-            let at = self.at * BS;
-            self.at = if self.at + 1 == LEN { 1 } else { self.at + 1 };
-            let b = &mut self.disk[at..at + BS];
+            let b = self.next();
             b.fill(0);
-            b[..4].copy_from_slice(&MAGIC.to_be_bytes());
-            b[4..8].copy_from_slice(&kind.to_be_bytes());
-            b[8..12].copy_from_slice(&seq.to_be_bytes());
+            put(b, 0, MAGIC);
+            put(b, 4, kind);
+            put(b, 8, seq);
             b
         }
 
@@ -352,36 +365,39 @@ mod tests {
         /// block number as a byte; `escape` zeroes the first word and flags it).
         fn write(&mut self, seq: u32, blocks: &[u32], escape: bool) {
             let d = self.block(BLOCKTYPE_DESCRIPTOR, seq);
-            let mut p = 12;
+            let mut tags = &mut d[12..];
             for (i, &b) in blocks.iter().enumerate() {
                 let mut flags = if i > 0 { FLAG_SAME_UUID } else { 0 };
-                if i + 1 == blocks.len() {
+                if blocks.len().checked_sub(1) == Some(i) {
                     flags |= FLAG_LAST_TAG;
                 }
                 if escape {
                     flags |= FLAG_ESCAPE;
                 }
-                d[p..p + 4].copy_from_slice(&b.to_be_bytes());
-                d[p + 6..p + 8].copy_from_slice(&flags.to_be_bytes());
-                p += 8 + if i == 0 { 16 } else { 0 };
+                // An 8-byte tag, the first followed by the 16-byte UUID.
+                let (t, rest) = std::mem::take(&mut tags).split_at_mut(if i == 0 { 24 } else { 8 });
+                t[..4].copy_from_slice(&b.to_be_bytes());
+                t[6..8].copy_from_slice(&flags.to_be_bytes());
+                tags = rest;
             }
             for &b in blocks {
-                let at = self.at * BS;
-                self.at = if self.at + 1 == LEN { 1 } else { self.at + 1 };
-                self.disk[at..at + BS].fill(b as u8);
+                let copy = self.next();
+                copy.fill(low(b));
                 if escape {
-                    self.disk[at..at + 4].fill(0);
+                    copy[..4].fill(0);
                 }
             }
         }
 
         fn revoke(&mut self, seq: u32, blocks: &[u32]) {
             let r = self.block(BLOCKTYPE_REVOKE, seq);
-            let count = 16 + 4 * blocks.len() as u32;
-            r[12..16].copy_from_slice(&count.to_be_bytes());
-            for (i, b) in blocks.iter().enumerate() {
-                r[16 + 4 * i..20 + 4 * i].copy_from_slice(&b.to_be_bytes());
+            let (head, records) = r.split_at_mut(16);
+            let mut count = 16u32;
+            for (rec, b) in records.chunks_exact_mut(4).zip(blocks) {
+                rec.copy_from_slice(&b.to_be_bytes());
+                count = count.checked_add(4).unwrap();
             }
+            put(head, 12, count);
         }
 
         fn commit(&mut self, seq: u32) {
@@ -389,14 +405,14 @@ mod tests {
         }
 
         fn replay(self) -> Result<Option<(ReplayView, ReplayInfo)>> {
-            replay_device(Arc::new(MemDevice(self.disk)), BS as u32)
+            replay_device(Arc::new(MemDevice(self.disk)), BS32)
         }
     }
 
     fn first_byte(v: &ReplayView, blk: u64) -> Option<u8> {
         v.copy_of(blk)?;
         let mut b = [0u8; 8];
-        v.read_at(&mut b, blk * BS as u64).unwrap();
+        v.read_at(&mut b, blk.checked_mul(BS64).unwrap()).unwrap();
         Some(b[7])
     }
 
@@ -418,14 +434,14 @@ mod tests {
         assert_eq!((info.first_transaction, info.end_transaction), (10, 13));
         assert_eq!((info.blocks_replayed, info.revoke_hits), (4, 2));
         let got: Vec<_> = (1100..1106).map(|b| first_byte(&v, b)).collect();
-        let b = |x: u32| Some(x as u8);
+        let b = |x: u32| Some(low(x));
         assert_eq!(got, [None, b(1101), b(1102), b(1103), b(1104), None]);
     }
 
     #[test]
     fn escaped_copies_and_wrapped_ids_and_log() {
         // Starts 3 blocks before the log's end with the last transaction IDs before 2^32.
-        let mut log = Log::new(u32::MAX - 1, LEN as u32 - 3);
+        let mut log = Log::new(u32::MAX - 1, LEN - 3);
         log.write(u32::MAX - 1, &[1200, 1201], true);
         log.commit(u32::MAX - 1);
         log.write(u32::MAX, &[1202], false);
@@ -435,9 +451,9 @@ mod tests {
         let (v, info) = log.replay().unwrap().unwrap();
         assert_eq!(info.transactions(), 3);
         let mut b = [0u8; 6];
-        v.read_at(&mut b, 1201 * BS as u64).unwrap();
-        assert_eq!(b, [0xc0, 0x3b, 0x39, 0x98, 1201u32 as u8, 1201u32 as u8]);
-        assert_eq!(first_byte(&v, 1203), Some(1203u32 as u8));
+        v.read_at(&mut b, 1201 * BS64).unwrap();
+        assert_eq!(b, [0xc0, 0x3b, 0x39, 0x98, low(1201), low(1201)]);
+        assert_eq!(first_byte(&v, 1203), Some(low(1203)));
     }
 
     #[test]
@@ -451,13 +467,13 @@ mod tests {
         let (_, info) = log.replay().unwrap().unwrap();
         assert_eq!(info.transactions(), 0);
         // A descriptor in the log's last block: its copies continue at the log's start.
-        let mut log = Log::new(3, LEN as u32 - 1);
-        let tags: Vec<u32> = (0..60).map(|i| 1100 + i).collect();
+        let mut log = Log::new(3, LEN - 1);
+        let tags: Vec<u32> = (1100..1160).collect();
         log.write(3, &tags, false);
         log.commit(3);
         let (v, info) = log.replay().unwrap().unwrap();
         assert_eq!(info.blocks_mapped, 60);
-        assert_eq!(first_byte(&v, 1159), Some(1159u32 as u8));
+        assert_eq!(first_byte(&v, 1159), Some(low(1159)));
         // Copies of blocks past the device: refused, as the kernel's write would fail.
         let mut log = Log::new(3, 1);
         log.write(3, &[5000], false);

@@ -1051,7 +1051,6 @@ pub fn replay_onto(dev: Arc<dyn BlockDevice>) -> Result<Option<ReplayInfo>> {
 }
 
 #[cfg(test)]
-#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)] // fixtures
 mod tests {
     use super::super::superblock::{
         BLOCKTYPE_SUPERBLOCK_V2, COMPAT_CHECKSUM, INCOMPAT_CSUM_V2, INCOMPAT_CSUM_V3,
@@ -1062,27 +1061,34 @@ mod tests {
     use parking_lot::Mutex;
 
     const BS: usize = 1024;
+    const BS32: u32 = 1024;
+    const BS64: u64 = wide(BS);
     const FS_BLOCKS: u64 = 4096;
     const JOURNAL_AT: u64 = 2048;
     const JOURNAL_LEN: u64 = 1536;
+
+    /// The byte index of block `blk` in a disk in memory.
+    fn idx(blk: u64) -> usize {
+        usize::try_from(blk).unwrap().checked_mul(BS).unwrap()
+    }
 
     /// A writable disk in memory.
     struct Disk(Mutex<Vec<u8>>);
 
     impl BlockDevice for Disk {
         fn len(&self) -> u64 {
-            self.0.lock().len() as u64
+            wide(self.0.lock().len())
         }
         fn read_at(&self, buf: &mut [u8], off: u64) -> crate::block::Result<()> {
-            check_range(off, buf.len() as u64, self.len())?;
-            let o = off as usize;
-            buf.copy_from_slice(&self.0.lock()[o..o + buf.len()]);
+            check_range(off, wide(buf.len()), self.len())?;
+            let o = usize::try_from(off).unwrap();
+            buf.copy_from_slice(&self.0.lock()[o..][..buf.len()]);
             Ok(())
         }
         fn write_at(&self, buf: &[u8], off: u64) -> crate::block::Result<()> {
-            check_range(off, buf.len() as u64, self.len())?;
-            let o = off as usize;
-            self.0.lock()[o..o + buf.len()].copy_from_slice(buf);
+            check_range(off, wide(buf.len()), self.len())?;
+            let o = usize::try_from(off).unwrap();
+            self.0.lock()[o..][..buf.len()].copy_from_slice(buf);
             Ok(())
         }
         fn extents(&self, off: u64, len: u64) -> crate::block::Result<Vec<Extent>> {
@@ -1097,7 +1103,7 @@ mod tests {
     }
 
     fn put(b: &mut [u8], at: usize, v: u32) {
-        b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        b[at..][..4].copy_from_slice(&v.to_le_bytes());
     }
 
     /// An ext4 superblock (1 KiB blocks, one group, a journal, maybe metadata_csum) and a version 2
@@ -1111,10 +1117,10 @@ mod tests {
         incompat: u32,
         metadata_csum: bool,
     ) -> (Arc<Disk>, Superblock, JournalMap) {
-        let mut disk = vec![0u8; FS_BLOCKS as usize * BS];
+        let mut disk = vec![0u8; idx(FS_BLOCKS)];
         let sb = &mut disk[1024..2048];
         put(sb, 0x0, 1024);
-        put(sb, 0x4, FS_BLOCKS as u32);
+        put(sb, 0x4, u32::try_from(FS_BLOCKS).unwrap());
         put(sb, 0x14, 1);
         put(sb, 0x20, 8192);
         put(sb, 0x28, 1024);
@@ -1129,24 +1135,24 @@ mod tests {
         put(sb, 0xe0, 8);
         ext4sb::refresh_checksum_raw(sb);
         let sb = Superblock::parse(sb).unwrap();
-        let j = &mut disk[JOURNAL_AT as usize * BS..][..BS];
-        let be = |b: &mut [u8], at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_be_bytes());
+        let j = &mut disk[idx(JOURNAL_AT)..][..BS];
+        let be = |b: &mut [u8], at: usize, v: u32| b[at..][..4].copy_from_slice(&v.to_be_bytes());
         be(j, 0, MAGIC);
         be(j, 4, BLOCKTYPE_SUPERBLOCK_V2);
-        be(j, 0xc, BS as u32);
-        be(j, 0x10, JOURNAL_LEN as u32);
+        be(j, 0xc, BS32);
+        be(j, 0x10, u32::try_from(JOURNAL_LEN).unwrap());
         be(j, 0x14, 1);
         be(j, 0x18, 41);
         be(j, 0x24, compat);
         j[0x30..0x40].copy_from_slice(&[0x5a; 16]);
         // Parsed without features, then encoded with them (and their checksum).
-        let mut jsb = JournalSuperblock::parse(j, 0, BS as u32, JOURNAL_LEN).unwrap();
+        let mut jsb = JournalSuperblock::parse(j, 0, BS32, JOURNAL_LEN).unwrap();
         jsb.feature_incompat = incompat;
         if incompat & (INCOMPAT_CSUM_V2 | INCOMPAT_CSUM_V3) != 0 {
             j[0x50] = 4;
         }
         jsb.encode_into(j);
-        let map = JournalMap::contiguous(JOURNAL_AT, JOURNAL_LEN, BS as u32);
+        let map = JournalMap::contiguous(JOURNAL_AT, JOURNAL_LEN, BS32);
         (Arc::new(Disk(Mutex::new(disk))), sb, map)
     }
 
@@ -1157,7 +1163,7 @@ mod tests {
     }
 
     fn home(d: &Disk, blk: u64) -> Vec<u8> {
-        d.0.lock()[blk as usize * BS..][..BS].to_vec()
+        d.0.lock()[idx(blk)..][..BS].to_vec()
     }
 
     fn replayed(d: &Arc<Disk>, map: &JournalMap) -> Option<(ReplayView, ReplayInfo)> {
@@ -1166,7 +1172,7 @@ mod tests {
 
     fn read(v: &ReplayView, blk: u64) -> Vec<u8> {
         let mut b = vec![0u8; BS];
-        v.read_at(&mut b, blk * BS as u64).unwrap();
+        v.read_at(&mut b, blk.checked_mul(BS64).unwrap()).unwrap();
         b
     }
 
@@ -1241,13 +1247,9 @@ mod tests {
         assert!(sb2.has_incompat(Incompat::RECOVER));
         assert!(crate::fs::ext4::csum::superblock_ok(&raw));
         // The journal superblock says the next transaction.
-        let j = JournalSuperblock::parse(
-            &home(&d, JOURNAL_AT),
-            JOURNAL_AT * BS as u64,
-            BS as u32,
-            JOURNAL_LEN,
-        )
-        .unwrap();
+        let j =
+            JournalSuperblock::parse(&home(&d, JOURNAL_AT), JOURNAL_AT * BS64, BS32, JOURNAL_LEN)
+                .unwrap();
         assert_eq!((j.start, j.sequence), (0, 43));
         // A copy of the superblock's block gets needs_recovery set, checksum refreshed.
         let mut sbcopy = raw.clone();
@@ -1306,7 +1308,7 @@ mod tests {
     fn most_copies_is_the_largest_transaction_that_fits() {
         for per in 1..12usize {
             for room in 0..200u64 {
-                let fits = |n: u64| n + n.div_ceil(per as u64) < room;
+                let fits = |n: u64| n + n.div_ceil(wide(per)) < room;
                 let n = most_copies(room, NonZeroUsize::new(per).unwrap());
                 assert!(
                     (n == 0 || fits(n)) && !fits(n + 1),
@@ -1322,7 +1324,7 @@ mod tests {
     /// (and checkpoint over) a block of its own log.
     #[test]
     fn overlapping_journal_runs_are_all_the_journal() {
-        let mut map = JournalMap::contiguous(JOURNAL_AT, JOURNAL_LEN, BS as u32);
+        let mut map = JournalMap::contiguous(JOURNAL_AT, JOURNAL_LEN, BS32);
         map.runs.push((JOURNAL_LEN, JOURNAL_AT + 10, 5));
         map.len += 5;
         map.index();
@@ -1389,14 +1391,14 @@ mod tests {
             let (d, sb, map) = setup(0, INCOMPAT_CSUM_V3);
             {
                 let mut disk = d.0.lock();
-                let j = &mut disk[JOURNAL_AT as usize * BS..][..BS];
+                let j = &mut disk[idx(JOURNAL_AT)..][..BS];
                 for _ in 0..1 + next() % 4 {
-                    let at = (next() % 0x60) as usize;
+                    let at = usize::try_from(next() % 0x60).unwrap();
                     j[at] ^= 1 << (next() % 8);
                 }
                 let mut plain = j.to_vec();
                 plain[0x28..0x2c].fill(0);
-                if let Ok(mut s) = JournalSuperblock::parse(&plain, 0, BS as u32, JOURNAL_LEN) {
+                if let Ok(mut s) = JournalSuperblock::parse(&plain, 0, BS32, JOURNAL_LEN) {
                     s.feature_incompat = u32::from_be_bytes([j[0x28], j[0x29], j[0x2a], j[0x2b]]);
                     s.encode_into(j);
                 }
@@ -1411,7 +1413,7 @@ mod tests {
                 let t: Vec<(u64, Arc<[u8]>)> = (0..n)
                     .map(|i| {
                         let b = 10 + (round * 131 + i * 3) % 2000;
-                        (b, block(round as u8, b))
+                        (b, block(round.to_le_bytes()[0], b))
                     })
                     .collect();
                 let revoked = [10 + next() % 2000];
