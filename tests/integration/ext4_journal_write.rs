@@ -741,6 +741,84 @@ fn wrap_around_and_many_transactions() {
     );
 }
 
+/// Sets s_sequence of the empty journal of `image`.
+fn set_journal_sequence(image: &Path, sequence: u32) {
+    let (bs, journal) = geometry(image);
+    let at = *journal.iter().next().unwrap() * bs as u64;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(image)
+        .unwrap();
+    let mut b = vec![0u8; bs];
+    f.read_exact_at(&mut b, at).unwrap();
+    let mut jsb = JournalSuperblock::parse(&b, at, bs as u32, journal.len() as u64).unwrap();
+    jsb.sequence = sequence;
+    jsb.encode_into(&mut b);
+    f.write_all_at(&b, at).unwrap();
+}
+
+/// Transaction IDs are u32s that wrap by design (the writer steps them with wrapping_add, the
+/// readers compare them circularly): transactions 2^32 - 2, 2^32 - 1, 0, 1, 2 left in the log
+/// replay to B in e2fsck, ferry and the kernel, and the emptied journal continues after 3.
+#[test]
+fn transaction_ids_wrap() {
+    if !tools() {
+        return;
+    }
+    let p = make_pair(
+        &[],
+        Some(&|img: &Path| set_journal_sequence(img, u32::MAX - 2)),
+    );
+    let (a_bytes, b_bytes) = (Pair::bytes(&p.a), Pair::bytes(&p.b));
+    let back = diff(&b_bytes, &a_bytes, p.bs, &p.journal);
+    let img = p.copy_a("tid-wrap.img");
+    let txs: Vec<(&Blocks, &[u64])> = (0..5)
+        .map(|i| (if i % 2 == 0 { &p.tx } else { &back }, &[][..]))
+        .collect();
+    let first = commit_without_checkpoint(&img, &txs);
+    assert_eq!(first, u32::MAX - 1);
+    let log = debugfs_r(&img, "logdump -a");
+    for tid in [u32::MAX, 0, 2] {
+        assert!(
+            log.contains(&format!(
+                "Found expected sequence {tid}, type 2 (commit block)"
+            )),
+            "no commit of transaction {tid}:\n{log}"
+        );
+    }
+    let fsck = p.dir.path().join("tid-wrap-fsck.img");
+    std::fs::copy(&img, &fsck).unwrap();
+    let (code, out) = e2fsck(&fsck, &["-fy"]);
+    assert!(code <= 1, "e2fsck -fy exit {code}:\n{out}");
+    assert_fsck_clean(&fsck, "wrapped transaction IDs");
+    assert_eq!(
+        first_difference(&Pair::bytes(&fsck), &b_bytes, p.bs, &p.journal, false),
+        None
+    );
+    kernel::assert_same(&ferry_tree(&p.b), &ferry_tree(&img), "wrapped IDs, ferry");
+    if let Some(k) = kernel_tree(&img, p.dir.path(), true) {
+        kernel::assert_same(&ferry_tree(&p.b), &k, "wrapped IDs, kernel");
+    }
+    let info = replay_onto(FileDev::open(&img)).unwrap().unwrap();
+    assert_eq!(
+        (
+            info.first_transaction,
+            info.end_transaction,
+            info.transactions()
+        ),
+        (u32::MAX - 1, 3, 5)
+    );
+    assert_eq!(
+        first_difference(&Pair::bytes(&img), &b_bytes, p.bs, &p.journal, true),
+        None
+    );
+    assert_fsck_clean(&img, "wrapped transaction IDs after ferry's replay");
+    let h = dumpe2fs_h(&img);
+    let seq = h.lines().find_map(|l| l.strip_prefix("Journal sequence:"));
+    assert_eq!(seq.map(str::trim), Some("0x00000004"), "{h}");
+}
+
 /// A directory block journaled in one transaction, freed by the next (with a revoke record)
 /// and reused for a file's data, written in place: replay must not put the directory block
 /// back over the data, nor may a later checkpoint. Without the revoke replay does, which the

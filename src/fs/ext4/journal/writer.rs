@@ -1041,6 +1041,7 @@ pub fn replay_onto(dev: Arc<dyn BlockDevice>) -> Result<Option<ReplayInfo>> {
     dev.read_at(&mut raw, at)?;
     let mut jsb = JournalSuperblock::parse(&raw, at, sb.block_size(), map.len())?;
     jsb.start = 0;
+    // One past the end, skipping one as jbd2 does; IDs wrap by design.
     jsb.sequence = info.end_transaction.wrapping_add(1);
     jsb.encode_into(&mut raw);
     dev.write_at(&raw, at)?;
