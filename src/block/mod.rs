@@ -1,8 +1,6 @@
 //! Layer 1: disk images as `BlockDevice`s. `open` probes the format by content and follows
 //! backing (qcow2) and parent (VMDK) chains; every format answers reads and `extents`.
 
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
-
 mod create;
 pub mod error;
 pub(crate) mod file;

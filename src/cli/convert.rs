@@ -317,12 +317,12 @@ fn qemu_progress(total: u64) -> ferry::convert::progress::Observer {
     print!("    (0.00/100%)\r");
     let _ = std::io::stdout().flush();
     ferry::convert::progress::Observer(Arc::new(move |n| {
-        let now = done.fetch_add(n, Ordering::Relaxed) + n;
+        let now = done.fetch_add(n, Ordering::Relaxed).saturating_add(n);
         let pct = (u128::from(now.min(total)) * 10_000)
             .checked_div(u128::from(total))
-            .map_or(10_000, |p| p as u64);
+            .map_or(10_000, |p| u64::try_from(p).unwrap_or(10_000));
         let mut last = shown.lock().unwrap_or_else(|e| e.into_inner());
-        if pct >= *last + 100 || (pct == 10_000 && *last < 10_000) {
+        if pct >= last.saturating_add(100) || (pct == 10_000 && *last < 10_000) {
             *last = pct;
             let mut out = std::io::stdout().lock();
             let _ = write!(out, "    ({}.{:02}/100%)\r", pct / 100, pct % 100);

@@ -176,11 +176,11 @@ fn read_all(fs: &dyn Filesystem, ino: u64, size: u64) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; usize::try_from(size)?];
     let mut off = 0;
     while off < buf.len() {
-        let n = fs.read(ino, off as u64, &mut buf[off..])?;
+        let n = fs.read(ino, u64::try_from(off)?, &mut buf[off..])?;
         if n == 0 {
             break;
         }
-        off += n;
+        off = off.saturating_add(n).min(buf.len());
     }
     buf.truncate(off);
     Ok(buf)

@@ -107,7 +107,7 @@ pub(crate) fn cat(a: CatArgs) -> Result<()> {
                 break;
             }
             out.write_all(&buf[..n])?;
-            off += n as u64;
+            off = off.saturating_add(u64::try_from(n)?);
         }
     }
     out.flush()?;
@@ -209,14 +209,14 @@ fn collect(
                 "ferry: {}: a directory loop (listed already)",
                 String::from_utf8_lossy(&prefix)
             );
-            *failed += 1;
+            *failed = failed.saturating_add(1);
             continue;
         }
         let mut entries = match ferry::fs::path::list(fs, dir) {
             Ok(e) => e,
             Err(e) => {
                 eprintln!("ferry: {}: {e}", String::from_utf8_lossy(&prefix));
-                *failed += 1;
+                *failed = failed.saturating_add(1);
                 continue;
             }
         };
@@ -228,7 +228,7 @@ fn collect(
                 Ok(attr) => attr,
                 Err(err) => {
                     eprintln!("ferry: {}: {err}", String::from_utf8_lossy(&full));
-                    *failed += 1;
+                    *failed = failed.saturating_add(1);
                     continue;
                 }
             };
@@ -387,6 +387,8 @@ fn long_line(a: &ferry::fs::Attr, name: &[u8], target: Option<&[u8]>) -> String 
 }
 
 /// Seconds since the epoch as `YYYY-MM-DD HH:MM:SS` UTC (civil-from-days, proleptic Gregorian).
+// No step can overflow for any i64: |days| < 2^47, so every intermediate stays below 2^60.
+#[allow(clippy::arithmetic_side_effects)]
 fn iso_time(secs: i64) -> String {
     let days = secs.div_euclid(86400);
     let rem = secs.rem_euclid(86400);

@@ -152,7 +152,7 @@ fn write_columns<'a>(
     for r in rows {
         let mut line = String::new();
         for (i, (w, c)) in width.iter().zip(r).enumerate() {
-            if i + 1 == r.len() {
+            if i == r.len().saturating_sub(1) {
                 line.push_str(c);
             } else {
                 line.push_str(&format!("{c:<w$}  "));

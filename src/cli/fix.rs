@@ -191,8 +191,8 @@ pub(crate) fn write_report(
         .rules
         .iter()
         .flat_map(|r| &r.files)
-        .map(|f| f.lines_added + f.lines_removed)
-        .sum();
+        .map(|f| f.lines_added.saturating_add(f.lines_removed))
+        .fold(0, usize::saturating_add);
     if plan.is_empty() {
         writeln!(
             out,

@@ -223,7 +223,7 @@ fn main() {
                 (_, Some(ferry::v2v::Error::Interrupted(sig))) => Some(*sig),
                 _ => None,
             });
-        std::process::exit(signal.map_or(1, |s| 128 + s));
+        std::process::exit(signal.map_or(1, |s| s.saturating_add(128)));
     }
 }
 
@@ -250,6 +250,8 @@ fn init_log(quiet: bool, verbose: u8) {
 
 /// `n` bytes in binary units with `decimals` places, qemu-img style ("1.5 GiB"; whole
 /// numbers lose their zeros, bytes stay exact).
+// Display arithmetic: f64 has no From<u64>, and the unit index stays below UNITS.len().
+#[allow(clippy::as_conversions, clippy::arithmetic_side_effects)]
 fn human_size(n: u64, decimals: usize) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut v = n as f64;

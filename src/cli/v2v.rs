@@ -357,7 +357,7 @@ fn sink(voice: Voice, start: Instant) -> Sink {
             ) => emit_json(serde_json::json!({
                 "type": "progress", "elapsed": t3, "disk": disk, "disks": disks,
                 "done": done, "total": total,
-                "percent": (done as u128 * 100 / u128::from(total.max(1))) as u64,
+                "percent": u128::from(done).saturating_mul(100).checked_div(u128::from(total)).map_or(100, |p| p.min(100)),
             })),
             (Voice::Human { quiet: true, .. }, Event::Stage(_)) => {}
             (Voice::Human { to_stderr, .. }, Event::Stage(m)) => {

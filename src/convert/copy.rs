@@ -6,8 +6,6 @@
 // Unsafe code: fallocate to punch holes, and an aligned view for zero detection; each block
 // says why it is sound.
 #![allow(unsafe_code)]
-// Guard rails (issue 16 item 7): conversions and overflows spelled out.
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::{progress, Error, Result};
 use crate::block::error::fit;

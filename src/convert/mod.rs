@@ -2,8 +2,6 @@
 //! holes and known zeros are never read or written, and data is read by several workers at once
 //! (decompression runs on every core).
 
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
-
 pub mod commit;
 pub mod copy;
 pub mod interrupt;

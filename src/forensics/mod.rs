@@ -3,8 +3,6 @@
 //! (what changed between two views of a guest). Everything here
 //! only reads: devices through `BlockDevice::read_at`, guests through `Filesystem`.
 
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
-
 pub mod bodyfile;
 pub mod diff;
 pub mod digest;

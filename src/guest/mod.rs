@@ -3,8 +3,6 @@
 //! ([`fstab`]) and resolves every line to a volume ([`devmap`]), and composes the filesystems
 //! at their mountpoints into one [`tree::Tree`], as the guest itself would mount them.
 
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
-
 pub mod changed;
 pub mod devmap;
 pub mod devname;

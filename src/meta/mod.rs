@@ -6,8 +6,6 @@
 //! Every parser reports errors with their position (file, line, column), because these files
 //! are written by hand as often as by tools.
 
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
-
 pub mod libvirt;
 pub mod model;
 pub mod ova;

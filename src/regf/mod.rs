@@ -8,8 +8,6 @@
 //! stops at [`MAX_DEPTH`] levels and refuses a key met twice (a loop), and each error names
 //! the structure and its offset in the file.
 
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
-
 pub mod base_block;
 pub mod key;
 pub mod log;

@@ -17,7 +17,6 @@
 //!    noted (`convert::interrupt`) and stops the run at its next step; the temporary directory
 //!    goes with every failure, so the output directory holds only what it held before.
 
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 #![allow(unsafe_code)] // posix_fallocate of preallocated outputs; each block says why it is sound.
 
 mod osinfo_db;

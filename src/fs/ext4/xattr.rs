@@ -8,8 +8,6 @@
 //! A name is stored as an index standing for a prefix ("user.", "trusted.", ...) and the rest.
 //! The indexes the kernel has no handler for (system.data of inline data, richacl, lustre,
 //! the encryption context) are neither listed nor readable, as through the kernel.
-// Guard rails (issue 16 item 7): xattr regions and blocks are untrusted.
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::inode::{self, Inode};
 use super::superblock::Superblock;

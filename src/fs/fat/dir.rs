@@ -2,8 +2,6 @@
 //! both give, decoded as the Linux kernel's vfat driver shows them with its Debian defaults
 //! (`codepage=437`, `utf8`, `shortname=mixed`): long names from UTF-16 to UTF-8, 8.3 names
 //! from code page 437 with the Windows NT lower-case flags honoured.
-// Guard rails (issue 16 item 7): directory entries are untrusted.
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use crate::bytes::{le16, le32};
 

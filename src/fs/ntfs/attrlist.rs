@@ -1,8 +1,6 @@
 //! $ATTRIBUTE_LIST: when a file's attributes do not fit its base record, this attribute lists
 //! each attribute (type, name, starting VCN) and the MFT record holding it (Linux-NTFS
 //! documentation, "$ATTRIBUTE_LIST").
-// Guard rails (issue 16 item 7): attribute lists are untrusted.
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use crate::bytes::{le16, le32, le64};
 

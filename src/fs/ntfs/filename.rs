@@ -1,8 +1,6 @@
 //! $FILE_NAME: a name of the file in its parent directory (one attribute per hard link and per
 //! namespace), also the key of every directory index entry (Linux-NTFS documentation,
 //! "$FILE_NAME").
-// Guard rails (issue 16 item 7): $FILE_NAME values are untrusted.
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use crate::bytes::{le32, le64};
 

@@ -19,8 +19,6 @@
 //! listed on their own, as fls lists them only beside the long name. A name ends at its
 //! first U+0000 unit, where fls's C string ends (which also decides which names it takes for
 //! one).
-// Guard rails (issue 16 item 7): index slack is untrusted by definition.
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::attribute::{self, Body};
 use super::filename;

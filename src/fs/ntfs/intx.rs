@@ -2,8 +2,6 @@
 //! file with the SYSTEM attribute whose data starts with a magic ("IntxLNK\1" + the UTF-16
 //! target, "IntxCHR\0"/"IntxBLK\0" + 64-bit major and minor), or of length 0 (a FIFO) or 1 (a
 //! socket) when not also HIDDEN. Decided exactly as ntfs-3g's getattr does.
-// Guard rails (issue 16 item 7): Interix files are untrusted.
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use crate::bytes::{le64, wide};
 

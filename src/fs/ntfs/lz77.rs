@@ -1,5 +1,4 @@
 //! The match copy the three LZ77-family decompressors share (LZNT1, XPRESS, LZX).
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 /// Copies `len` bytes to `dst[at..]` from `dst[from..]`, `from < at`: one match of an LZ77
 /// stream. A match longer than its distance overlaps what it writes, and then the `at - from`

@@ -6,8 +6,6 @@
 //! when that directory is still the one the name refers to (same record, same sequence), and
 //! under `$OrphanFiles`, by its own name, otherwise; ferry does the same. Separate from
 //! readdir, which must never show them.
-// Guard rails (issue 16 item 7): removed MFT records are untrusted.
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::{attribute, filename, inode::Inode, record, Ntfs, Shape};
 use crate::fs::{Attr, DeletedEntry, Error, Orphans, Result};

@@ -2,8 +2,6 @@
 //! clusters of the volume. Each pair is a header byte (low nibble: bytes of the run length,
 //! high nibble: bytes of the signed LCN delta, 0 = a sparse run), the length, then the delta
 //! from the previous run's LCN (Linux-NTFS documentation, "Data Runs").
-// Guard rails (issue 16 item 7): mapping pairs are untrusted.
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 /// Runs accepted in one attribute (all its extents together): a file fragmented into more
 /// runs than this is taken as damage rather than allowed to grow memory without bound.

@@ -1,7 +1,5 @@
 //! $STANDARD_INFORMATION: the four times and the DOS-style file attribute flags (Linux-NTFS
 //! documentation, "$STANDARD_INFORMATION").
-// Guard rails (issue 16 item 7): $STANDARD_INFORMATION values are untrusted.
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use crate::bytes::{le32, le64};
 use crate::fs::Timestamp;

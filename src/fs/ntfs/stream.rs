@@ -2,8 +2,6 @@
 //! everything past the initialized size read as zeros, and compressed attributes decoded one
 //! compression unit at a time (a unit with no sparse cluster is stored raw, one with some is
 //! LZNT1 data in its allocated clusters, one with none allocated is zeros).
-// Guard rails (issue 16 item 7): attribute sizes and runs are untrusted.
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::attribute::{Attribute, Body, NonResident, FLAG_COMPRESSED, FLAG_ENCRYPTED};
 use super::runlist::{self, Run};

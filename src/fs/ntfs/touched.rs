@@ -15,8 +15,6 @@
 //! file no path names ($MFT's mirror, $LogFile, $Bitmap, $Secure, $UsnJrnl... records 0-15
 //! but the root, and the files under $Extend), free in $Bitmap on either side, or owned by
 //! one of those records on either side; what is left makes the caller compare everything.
-// Guard rails (issue 16 item 7): the ranges and the MFT runs are untrusted.
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::attribute::{self, Body};
 use super::filename::FileName;

@@ -4,8 +4,6 @@
 //! each compressed on its own or stored raw when compression did not help (the layout
 //! wimlib and ntfs-3g's system-compression plugin document): XPRESS4K/8K/16K chunks
 //! (xpress.rs) and LZX chunks (lzx.rs).
-// Guard rails (issue 16 item 7): the WOF reparse data and chunk table are untrusted.
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::attribute;
 use super::inode::Inode;

@@ -3,8 +3,6 @@
 //! SGI_ACL_DEFAULT, and as getxattr of system.posix_acl_access/_default returns them
 //! (include/uapi/linux/posix_acl_xattr.h: version 2, then little-endian 8-byte entries of
 //! tag, permissions and id, the id 0xffffffff where the tag names no one).
-// Guard rails (issue 16 item 7): ACL values are untrusted.
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use crate::bytes::{be16, be32};
 

@@ -7,8 +7,6 @@
 //! "security.". POSIX ACLs are the trusted attributes SGI_ACL_FILE/SGI_ACL_DEFAULT, which the
 //! kernel lists (for root) both under their own name and as system.posix_acl_access/_default,
 //! converted to the VFS format (`acl`). Entries being set (INCOMPLETE) are not shown.
-// Guard rails (issue 16 item 7): attribute forks and blocks are untrusted.
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::inode::{Inode, FMT_LOCAL};
 use super::{acl, attr_leaf, attr_sf, da_btree, Xfs};

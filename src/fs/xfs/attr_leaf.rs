@@ -3,8 +3,6 @@
 //! their values packed from the block's end: local ones (value length, name length, name,
 //! value) or remote ones (first block of the value in the attribute fork, value length,
 //! name length, name).
-// Guard rails (issue 16 item 7): attribute leaf blocks are untrusted.
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::attr::{Entry, Value, FLAG_LOCAL};
 use crate::bytes::{be16, be32};

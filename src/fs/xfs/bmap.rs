@@ -5,8 +5,6 @@
 //! the unwritten flag (1 bit), the logical offset (54), the start block (52) and length (21).
 //! The whole list of a fork is loaded, checked (sorted, non-overlapping, as many as the inode
 //! says) and then searched by binary search.
-// Guard rails (issue 16 item 7): forks and bmbt blocks are untrusted.
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::inode::{Inode, FMT_BTREE, FMT_EXTENTS};
 use super::{crc, Xfs};

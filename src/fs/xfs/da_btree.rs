@@ -3,8 +3,6 @@
 //! entry's hash is the largest in its subtree; leaves are chained (forw/back) in hash order.
 //! Every block starts with `xfs_da_blkinfo` (forw, back, magic) — `xfs_da3_blkinfo` on v5,
 //! which adds CRC, self address, LSN, UUID and owner.
-// Guard rails (issue 16 item 7): da-btree nodes are untrusted.
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::inode::Inode;
 use super::Xfs;

@@ -7,8 +7,6 @@
 //! readdir walks the data blocks in order; an entry's cookie is its byte position in the data
 //! space, so a listing resumes exactly where it stopped whatever happens in between. Lookups
 //! of one name hash it and follow the index.
-// Guard rails (issue 16 item 7): directory blocks and extent lists are untrusted.
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::inode::{Inode, FMT_LOCAL};
 use super::{da_btree, dir_data, dir_leaf, dir_sf, Xfs};

@@ -3,8 +3,6 @@
 //! entry's byte position in the data space divided by 8 (0: a stale entry). A leaf directory
 //! has one LEAF1 block; a node directory has LEAFN blocks under a da-btree. A single-block
 //! directory keeps the same pairs in its block's tail (`dir_data::block_leaf`).
-// Guard rails (issue 16 item 7): directory leaf blocks are untrusted.
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use crate::bytes::{be16, be32};
 

@@ -20,8 +20,6 @@
 //! inode again goes back to extents (one less); a bmbt leaf split inside a deeper btree,
 //! which the kernel may need for the new record, is not (st_blocks would then be one block
 //! short; a 4 KiB leaf holds 254 records, so that is rare).
-// Guard rails (issue 16 item 7): intent items come from the log.
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::bmap::Extent;
 use super::inode::{Inode, FMT_BTREE, FMT_EXTENTS};

@@ -3,8 +3,6 @@
 //! log's buffer addresses, xfs_daddr_t) that recovery rewrote reads as its replayed bytes.
 //! Unlike jbd2, XFS logs byte ranges of buffers (128-byte chunks) and inode cores that need
 //! converting, so the replayed sectors are held in memory, bounded by `MAX_OVERLAY_BYTES`.
-// Guard rails (issue 16 item 7): sector addresses come from the log.
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use crate::block::{check_range, BlockDevice, Describe, Error, Extent, LayerInfo, Result};
 use crate::bytes::wide;

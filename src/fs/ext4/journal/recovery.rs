@@ -19,7 +19,6 @@
 // Guard rails (issue 16 item 7): the log is untrusted. Positions and counters below stay far
 // from the u64 limit (log positions are u32 block numbers plus at most a block's tags, and a
 // walk is capped at MAX_LOG_WALK): the saturating steps never saturate.
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::block::{
     commit_csum_ok, commit_csum_partial_ok, crc32_be, data_csum_ok, revoke_record_len,

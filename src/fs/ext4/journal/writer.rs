@@ -52,7 +52,6 @@
 // Guard rails (issue 16 item 7): the journal superblock and the journal inode's map are
 // untrusted; the log geometry is checked once in `open`, and transaction IDs are u32s that
 // wrap by design (wrapping_add, as the kernel's tid_t).
-#![warn(clippy::as_conversions, clippy::arithmetic_side_effects)]
 
 use super::block::{
     crc32_be, data_csum, encode_revoke_records, encode_tag, revoke_record_len, set_commit_csum,
