@@ -37,6 +37,14 @@ thread_local! {
     static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Bytes of a regular file named for readahead when its directory is listed (readdirplus,
+/// which walks such as tar and cp -r use before opening each file): the first 128 KiB, what
+/// the kernel's first read of the file asks for with its initial readahead window.
+const WALK_READAHEAD_FILE: u64 = 128 << 10;
+/// Most bytes named for readahead per readdirplus reply, so a listing of huge files does not
+/// queue more than the host disk serves before the walk reaches them.
+const WALK_READAHEAD_REPLY: u64 = 4 << 20;
+
 /// FUSE's name for the root node.
 const FUSE_ROOT: u64 = 1;
 
@@ -545,8 +553,15 @@ impl fuser::Filesystem for Adapter {
         mut reply: ReplyDirectoryPlus,
     ) {
         let dir = self.ino(ino);
+        let mut budget = WALK_READAHEAD_REPLY;
+        let mut files = Vec::new();
         let r = self.fs.readdir(dir, offset, &mut |e, next| {
             let (attr, ttl) = self.entry_attr(e.ino, e.kind);
+            if attr.kind == fuser::FileType::RegularFile && attr.size > 0 && budget > 0 {
+                let n = attr.size.min(WALK_READAHEAD_FILE).min(budget);
+                files.push((e.ino, n));
+                budget = budget.saturating_sub(n);
+            }
             let name = listable(dir, &e.name);
             !reply.add(
                 self.node(e.ino),
@@ -564,6 +579,8 @@ impl fuser::Filesystem for Adapter {
                 reply.error(errno(&e))
             }
         }
+        // After the reply, so the walk goes on while the hints are queued.
+        self.fs.prefetch(&files);
     }
 
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
