@@ -97,11 +97,11 @@ for _ in $(seq "$RUNS"); do
     done
 done
 for who in $WHO; do
-    A[$who]=$(tr ' ' '\n' <<<"${ALL[$who,a]}" | grep . | best)
-    B[$who]=$(tr ' ' '\n' <<<"${ALL[$who,b]}" | grep . | best)
-    C[$who]=$(tr ' ' '\n' <<<"${ALL[$who,c]}" | grep . | best)
-    D[$who]=$(tr ' ' '\n' <<<"${ALL[$who,d]}" | grep . | best)
-    E[$who]=$(tr ' ' '\n' <<<"${ALL[$who,e]}" | grep . | best)
+    A[$who]=$(tr ' ' '\n' <<<"${ALL[$who,a]}" | { grep . || true; } | best)
+    B[$who]=$(tr ' ' '\n' <<<"${ALL[$who,b]}" | { grep . || true; } | best)
+    C[$who]=$(tr ' ' '\n' <<<"${ALL[$who,c]}" | { grep . || true; } | best)
+    D[$who]=$(tr ' ' '\n' <<<"${ALL[$who,d]}" | { grep . || true; } | best)
+    E[$who]=$(tr ' ' '\n' <<<"${ALL[$who,e]}" | { grep . || true; } | best)
 done
 
 printf '%-8s %14s %14s %12s %10s %12s %10s\n' "" "mount+cat ms" "read MB/s" "find 20k ms" "du ms" "tar /usr ms" "peak RSS"
@@ -111,7 +111,7 @@ for who in $WHO; do
 done
 echo
 echo "ferry / kernel: mount+cat $(ratio "${A[ferry]}" "${A[kernel]}")x, read throughput $(ratio "${B[kernel]}" "${B[ferry]}"), find $(ratio "${C[ferry]}" "${C[kernel]}")x, du $(ratio "${D[ferry]}" "${D[kernel]}")x, tar $(ratio "${E[ferry]}" "${E[kernel]}")x"
-med() { tr ' ' '\n' <<<"${ALL[$1,$2]}" | grep . | median; }
+med() { tr ' ' '\n' <<<"${ALL[$1,$2]}" | { grep . || true; } | median; }
 echo "ferry / kernel, medians: mount+cat $(ratio "$(med ferry a)" "$(med kernel a)")x, read throughput $(ratio "$(med kernel b)" "$(med ferry b)"), find $(ratio "$(med ferry c)" "$(med kernel c)")x, du $(ratio "$(med ferry d)" "$(med kernel d)")x, tar $(ratio "$(med ferry e)" "$(med kernel e)")x"
 if [ -n "${FERRY_BASE:-}" ]; then
     echo "base / kernel: tar $(ratio "${E[base]}" "${E[kernel]}")x best, $(ratio "$(med base e)" "$(med kernel e)")x median; ferry / base: tar $(ratio "${E[ferry]}" "${E[base]}")x best, $(ratio "$(med ferry e)" "$(med base e)")x median"
