@@ -183,6 +183,28 @@ impl ImageFile {
         self.pread_full(buf, offset, what)
     }
 
+    /// Asks the host to read `[offset, offset+len)` into its page cache in the background
+    /// (posix_fadvise WILLNEED, which only queues the reads), clipped to the image. A hint:
+    /// errors are ignored, and an image read through a gzip index has no host range to name.
+    pub(crate) fn will_need(&self, offset: u64, len: u64) {
+        if self.inflated.is_some() || offset >= self.len {
+            return;
+        }
+        let len = len.min(self.len.saturating_sub(offset));
+        // base + offset + len lies inside the host file (clipped above), below i64::MAX
+        // for any file the host can hold; a value that does not fit is skipped.
+        let (Ok(at), Ok(n)) = (
+            libc::off_t::try_from(self.base.saturating_add(offset)),
+            libc::off_t::try_from(len),
+        ) else {
+            return;
+        };
+        // SAFETY: posix_fadvise on a valid fd owned by `self.file`; no memory is touched.
+        unsafe {
+            libc::posix_fadvise(self.file.as_raw_fd(), at, n, libc::POSIX_FADV_WILLNEED);
+        }
+    }
+
     /// Reads `buf.len()` bytes at `offset`, filling whatever lies past the end of the file with
     /// zeros (as qemu does for the tail cluster of a file that was not extended to a cluster
     /// boundary). `offset` itself must lie inside the file.

@@ -241,6 +241,13 @@ pub trait BlockDevice: Describe + Send + Sync {
     fn backing(&self) -> Option<&Arc<dyn BlockDevice>> {
         None
     }
+
+    /// A hint that `[off, off+len)` will be read soon: a layer that can start fetching it in
+    /// the background (a raw file asks the host's page cache to read it ahead) does so and
+    /// returns at once. Nothing is read into memory of ours and nothing can fail; a range
+    /// past the end is clipped. The default does nothing (formats whose mapping would have
+    /// to be read first to know where the bytes are).
+    fn prefetch(&self, _off: u64, _len: u64) {}
 }
 
 /// Most images in one chain. Deeper chains are refused: each layer holds open files and a level

@@ -26,6 +26,10 @@ impl BlockDevice for Raw {
         self.file.read_exact_at(buf, off, "raw data")
     }
 
+    fn prefetch(&self, off: u64, len: u64) {
+        self.file.will_need(off, len);
+    }
+
     fn extents(&self, off: u64, len: u64) -> Result<Vec<Extent>> {
         check_range(off, len, self.len())?;
         // Inside the file (checked above); the data ranges are ascending and inside the range.

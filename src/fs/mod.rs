@@ -479,6 +479,12 @@ pub trait Filesystem: Send + Sync {
     /// Reads file bytes at `off` into `buf`; returns how many (0 at or past the end).
     fn read(&self, ino: u64, off: u64, buf: &mut [u8]) -> Result<usize>;
 
+    /// A hint that the first `len` bytes of each regular file `(ino, len)` of `files` will be
+    /// read soon (a walk such as tar listed their directory): a filesystem that knows where
+    /// they lie asks its device to fetch them in the background. It reads nothing for the
+    /// caller and cannot fail. The default does nothing.
+    fn prefetch(&self, _files: &[(u64, u64)]) {}
+
     /// Byte ranges of the device that the filesystem's allocation maps mark free, sorted and
     /// apart: what a copy of the volume may leave as zeros, as if the guest had run `fstrim`
     /// (virt-v2v and virt-sparsify trim the same way). `Unsupported`, saying why, when the

@@ -308,6 +308,24 @@ impl Filesystem for Tree {
         self.tag(i, a)
     }
 
+    /// Each filesystem gets the hints for its own files (a listing is of one directory, so
+    /// nearly always one filesystem).
+    fn prefetch(&self, files: &[(u64, u64)]) {
+        let mut by_fs: Vec<(usize, Vec<(u64, u64)>)> = Vec::new();
+        for &(ino, len) in files {
+            let Ok((i, local)) = self.split(ino) else {
+                continue;
+            };
+            match by_fs.iter_mut().find(|(j, _)| *j == i) {
+                Some((_, v)) => v.push((local, len)),
+                None => by_fs.push((i, vec![(local, len)])),
+            }
+        }
+        for (i, v) in by_fs {
+            self.fs(i).prefetch(&v);
+        }
+    }
+
     fn lookup(&self, dir: u64, name: &[u8]) -> Result<Attr> {
         let (i, local) = self.split(dir)?;
         if name == b".." && self.is_mounted_root(i, local) {

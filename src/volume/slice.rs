@@ -52,6 +52,14 @@ impl BlockDevice for Slice {
         self.dev.flush()
     }
 
+    fn prefetch(&self, off: u64, len: u64) {
+        // Clipped to the slice, so the hint never names the device beyond it.
+        let len = len.min(self.len.saturating_sub(off));
+        if let Ok(at) = self.at(off, len) {
+            self.dev.prefetch(at, len);
+        }
+    }
+
     fn extents(&self, off: u64, len: u64) -> Result<Vec<Extent>> {
         let at = self.at(off, len)?;
         let mut v = self.dev.extents(at, len)?;

@@ -1894,3 +1894,161 @@ fn unused_space_is_what_the_free_space_btrees_hold() {
 fn assert_same_snapshot(before: &Snapshot, image: &Path, name: &str) {
     kernel::assert_same(before, &kernel::snapshot(&open(image)), name);
 }
+
+/// A device that records the prefetch hints it is given.
+struct Recorder {
+    inner: Arc<dyn BlockDevice>,
+    hints: std::sync::Mutex<Vec<(u64, u64)>>,
+}
+
+impl ferry::block::Describe for Recorder {
+    fn info(&self) -> ferry::block::Result<ferry::block::LayerInfo> {
+        self.inner.info()
+    }
+}
+
+impl BlockDevice for Recorder {
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+    fn read_at(&self, buf: &mut [u8], off: u64) -> ferry::block::Result<()> {
+        self.inner.read_at(buf, off)
+    }
+    fn extents(&self, off: u64, len: u64) -> ferry::block::Result<Vec<ferry::block::Extent>> {
+        self.inner.extents(off, len)
+    }
+    fn prefetch(&self, off: u64, len: u64) {
+        self.hints.lock().unwrap().push((off, len));
+    }
+}
+
+impl Recorder {
+    fn take(&self) -> Vec<(u64, u64)> {
+        std::mem::take(&mut *self.hints.lock().unwrap())
+    }
+}
+
+/// Walk readahead against the bytes on disk: listing a directory names the inode clusters
+/// of the entries still to list (each entry's inode core, found by its magic and number, lies
+/// in a named range; no cluster twice; at most MAX_CLUSTERS_PER_BLOCK per block), and a
+/// file's prefetch names exactly where its first bytes lie (the named bytes are its content),
+/// at most the length asked for.
+#[test]
+fn walk_readahead_names_the_right_ranges() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let image = tmp.path().join("ra.img");
+    let mnt = tmp.path().join("mnt");
+    mkfs_small(&image, &[], None);
+    let m = KernelMount::new(&image, &mnt, "").unwrap();
+    let script = format!(
+        "import os\nos.chdir('{}')\nos.mkdir('d')\n\
+         for i in range(400):\n    \
+             open('d/f%03d' % i, 'w').write(('file %d ' % i) * (i + 1))\n\
+         open('big', 'wb').write(bytes(range(256)) * 4096)\n",
+        mnt.display()
+    );
+    common::run(Command::new("python3").arg("-c").arg(script));
+    m.unmount().unwrap();
+    let rec = Arc::new(Recorder {
+        inner: ferry::block::open(&image).unwrap(),
+        hints: Default::default(),
+    });
+    let fs = Xfs::open(rec.clone()).unwrap();
+    rec.take();
+    let d = fs.lookup(fs.root_ino(), b"d").unwrap().ino;
+    let dev = ferry::block::open(&image).unwrap();
+    let named = |hints: &[(u64, u64)], ino: u64| {
+        hints.iter().any(|&(off, len)| {
+            let mut b = vec![0u8; usize::try_from(len).unwrap()];
+            dev.read_at(&mut b, off).unwrap();
+            b.chunks(512).any(|c| {
+                u16::from_be_bytes([c[0], c[1]]) == ferry::fs::xfs::inode::MAGIC
+                    && u64::from_be_bytes(c[152..160].try_into().unwrap()) == ino
+            })
+        })
+    };
+    // The first 50 entries, then the rest from the cookie.
+    let mut first = Vec::new();
+    let mut cookie = 0;
+    fs.readdir(d, 0, &mut |e, next| {
+        first.push(e.ino);
+        cookie = next;
+        first.len() < 50
+    })
+    .unwrap();
+    let hints1 = rec.take();
+    assert!(!hints1.is_empty());
+    let mut rest = Vec::new();
+    fs.readdir(d, cookie, &mut |e, _| {
+        rest.push(e.ino);
+        true
+    })
+    .unwrap();
+    let hints2 = rec.take();
+    // Inodes in a block read already (the root's and d's, at open and lookup) need no hint.
+    let inopblog = fs.superblock().inopblog;
+    let read = [fs.root_ino() >> inopblog, d >> inopblog];
+    let first: Vec<u64> = first
+        .into_iter()
+        .filter(|i| !read.contains(&(i >> inopblog)))
+        .collect();
+    let rest: Vec<u64> = rest
+        .into_iter()
+        .filter(|i| !read.contains(&(i >> inopblog)))
+        .collect();
+    assert!(first.len() > 30 && rest.len() > 300);
+    for &ino in &first {
+        assert!(named(&hints1, ino), "inode {ino} not named");
+    }
+    for &ino in &rest {
+        assert!(
+            named(&hints1, ino) || named(&hints2, ino),
+            "inode {ino} not named"
+        );
+    }
+    // Adjacent clusters are named as one range: whole 16 KiB clusters (v5, 512-byte
+    // inodes), none named twice.
+    let mut all: Vec<(u64, u64)> = hints1.iter().chain(&hints2).copied().collect();
+    all.sort();
+    for w in all.windows(2) {
+        assert!(w[0].0 + w[0].1 <= w[1].0, "named twice: {w:?}");
+    }
+    let clusters: u64 = all.iter().map(|r| r.1 / 16384).sum();
+    let blocks = 1 + 400 * 12 / 4096 + 1;
+    assert!(
+        clusters
+            <= u64::try_from(blocks * ferry::fs::xfs::prefetch::MAX_CLUSTERS_PER_BLOCK).unwrap()
+    );
+    for &(off, len) in &all {
+        assert_eq!(len % 16384, 0, "v5 clusters of 512-byte inodes are 16 KiB");
+        assert_eq!(off % 4096, 0);
+    }
+
+    // A small file: the named bytes are its content.
+    let f = fs.lookup(d, b"f123").unwrap();
+    fs.prefetch(&[(f.ino, 1 << 20)]);
+    let h = rec.take();
+    assert_eq!(h.len(), 1);
+    let want = "file 123 ".repeat(124);
+    let mut got = vec![0u8; want.len()];
+    dev.read_at(&mut got, h[0].0).unwrap();
+    assert_eq!(got, want.as_bytes());
+    assert!(h[0].1 >= f.size && h[0].1 < f.size + 4096);
+    // A 1 MiB file asked for its first 128 KiB: those, where they lie.
+    let big = fs.lookup(fs.root_ino(), b"big").unwrap();
+    fs.prefetch(&[(big.ino, 128 << 10)]);
+    let h = rec.take();
+    assert!(!h.is_empty() && h.len() <= 4);
+    assert_eq!(h.iter().map(|r| r.1).sum::<u64>(), 128 << 10);
+    let mut got = vec![0u8; usize::try_from(h[0].1).unwrap()];
+    dev.read_at(&mut got, h[0].0).unwrap();
+    let mut want = vec![0u8; got.len()];
+    assert_eq!(fs.read(big.ino, 0, &mut want).unwrap(), want.len());
+    assert_eq!(got, want);
+    // Not a regular file: nothing.
+    fs.prefetch(&[(d, 4096)]);
+    assert!(rec.take().is_empty());
+}

@@ -117,6 +117,12 @@ impl Xfs {
                 }
             }
             entries.sort_by_key(|e| e.offset);
+            self.prefetch_inodes(
+                entries
+                    .iter()
+                    .filter(|e| u64::from(e.offset).saturating_add(SF_DOTDOT) > start)
+                    .map(|e| e.ino),
+            );
             for e in entries {
                 // A cookie is the position after the entry: stored offsets are distinct and
                 // above the header, so positions strictly increase.
@@ -140,6 +146,11 @@ impl Xfs {
             let b = b?;
             let recs = dir_data::records(&b, v5, ftype)
                 .map_err(|m| self.damage("xfs directory block", d.ino, lblk, m))?;
+            // The entries still to list are about to be stat'ed: queue their inode reads.
+            self.prefetch_inodes(recs.iter().filter_map(|(off, _, e)| {
+                let e = e.as_ref()?;
+                (base.saturating_add(wide(*off)) >= start).then_some(e.ino)
+            }));
             for (off, len, e) in recs {
                 let Some(e) = e else { continue };
                 // base is below the 32 GiB data space, off below the block size.

@@ -27,6 +27,7 @@ pub mod dir_sf;
 pub mod inode;
 mod intents;
 pub mod log;
+pub mod prefetch;
 pub mod recover;
 pub mod replay_view;
 mod statfs;
@@ -118,6 +119,8 @@ pub struct Xfs {
     sb: Superblock,
     cache: Mutex<LruCache<Key, Cached>>,
     extent_cache: Mutex<ExtentCache>,
+    /// Inode clusters named to the device recently (`prefetch`).
+    hinted: Mutex<prefetch::Hinted>,
     reported: crate::fs::DamageLog,
     statfs: std::sync::OnceLock<StatFs>,
     log: log::LogState,
@@ -231,6 +234,7 @@ impl Xfs {
             extent_cache: Mutex::new(LruCache::new(
                 NonZeroUsize::new(EXTENT_CACHE).unwrap_or(NonZeroUsize::MIN),
             )),
+            hinted: Mutex::new(prefetch::hinted()),
             reported: crate::fs::DamageLog::new("xfs"),
             statfs: std::sync::OnceLock::new(),
             log: log::LogState::Clean,
@@ -693,6 +697,10 @@ impl Filesystem for Xfs {
                 "inode {ino} is not a regular file"
             ))),
         }
+    }
+
+    fn prefetch(&self, files: &[(u64, u64)]) {
+        self.prefetch_data(files);
     }
 
     fn readlink(&self, ino: u64) -> Result<Vec<u8>> {

@@ -136,6 +136,11 @@ impl BlockDevice for ReplayView {
         Ok(())
     }
 
+    /// Replayed sectors are in memory already; the rest comes from the source.
+    fn prefetch(&self, off: u64, len: u64) {
+        self.inner.prefetch(off, len);
+    }
+
     /// The source's extents, with every replayed sector reported as data.
     fn extents(&self, off: u64, len: u64) -> Result<Vec<Extent>> {
         check_range(off, len, self.len())?;

@@ -189,6 +189,15 @@ impl BlockDevice for LvDevice {
         Ok(())
     }
 
+    /// The hint goes to each PV range the LV range maps (clipped to the LV).
+    fn prefetch(&self, off: u64, len: u64) {
+        let len = len.min(self.size.saturating_sub(off));
+        let _ = self.pieces(off, len, |_, dev, dev_off, n| {
+            dev.prefetch(dev_off, n);
+            Ok(())
+        });
+    }
+
     fn extents(&self, off: u64, len: u64) -> Result<Vec<Extent>> {
         let mut out = Vec::new();
         self.pieces(off, len, |lv_off, dev, dev_off, n| {
