@@ -198,14 +198,7 @@ impl Ntfs {
             reported: cache(REPORTED_OBJECTS),
         };
         fs.load_mft()?;
-        // $LogFile's restart page lies far from the metadata read next ($UpCase, $Volume, the
-        // root's index): on a cold image each is a wait on the disk, so the log is read on a
-        // second thread meanwhile.
-        let (upcase, log_clean) = std::thread::scope(|s| {
-            let log = s.spawn(|| fs.log_restart_state());
-            (fs.load_upcase(), log.join().ok().flatten())
-        });
-        match upcase {
+        match fs.load_upcase() {
             Ok(u) => fs.upcase = u,
             Err(e) => log::warn!("ntfs: $UpCase unreadable ({e}); folding ASCII letters only"),
         }
@@ -220,7 +213,7 @@ impl Ntfs {
             ));
         }
         fs.warn_if_hibernated();
-        fs.warn_if_log_unclean(log_clean);
+        fs.warn_if_log_unclean();
         fs.inodes.lock().clear();
         Ok(fs)
     }
@@ -478,10 +471,12 @@ impl Ntfs {
     /// each carry a restart area; the newer one (higher current LSN) counts. As ntfs-3g
     /// (`ntfs_is_logfile_clean`) judges it: a log client still in use without the
     /// "volume is clean" flag means an unclean shutdown. A log that is all 0xff (reset by
-    /// mkntfs or ntfs-3g) or unreadable is not judged. `clean` is `log_restart_state`'s
-    /// verdict, read while the rest of the volume was opened.
-    fn warn_if_log_unclean(&mut self, clean: Option<bool>) {
-        if clean == Some(false) {
+    /// mkntfs or ntfs-3g) or unreadable is not judged.
+    fn warn_if_log_unclean(&mut self) {
+        let Some(verdict) = self.log_restart_state() else {
+            return;
+        };
+        if !verdict {
             self.unclean.get_or_insert("$LogFile is not clean");
             log::warn!(
                 "ntfs: $LogFile is not clean (Windows did not shut down cleanly, or the volume \
