@@ -721,24 +721,35 @@ fn wrap_around_and_many_transactions() {
     assert!(log.contains(&format!(
         "Found expected sequence {last}, type 2 (commit block)"
     )));
-    let fsck = p.dir.path().join("wrap-fsck.img");
-    std::fs::copy(&img, &fsck).unwrap();
-    let (code, out) = e2fsck(&fsck, &["-fy"]);
-    assert!(code <= 1, "e2fsck -fy exit {code}:\n{out}");
-    assert_fsck_clean(&fsck, "wrapped log");
-    assert_eq!(
-        first_difference(&Pair::bytes(&fsck), &b_bytes, p.bs, &p.journal, false),
-        None
-    );
-    kernel::assert_same(&ferry_tree(&p.b), &ferry_tree(&img), "wrapped log, ferry");
-    if let Some(k) = kernel_tree(&img, p.dir.path(), true) {
-        kernel::assert_same(&ferry_tree(&p.b), &k, "wrapped log, kernel");
-    }
+    assert_log_replays_to_b(&p, &img, &b_bytes, "wrapped log");
     replay_onto(FileDev::open(&img)).unwrap();
     assert_eq!(
         first_difference(&Pair::bytes(&img), &b_bytes, p.bs, &p.journal, true),
         None
     );
+}
+
+/// The log left in `img` replays to B three ways: e2fsck -fy on a copy (which then checks
+/// clean and equals B outside the journal), ferry's in-memory replay, and the kernel's.
+fn assert_log_replays_to_b(p: &Pair, img: &Path, b_bytes: &[u8], what: &str) {
+    let fsck = p.dir.path().join("replayed-by-fsck.img");
+    std::fs::copy(img, &fsck).unwrap();
+    let (code, out) = e2fsck(&fsck, &["-fy"]);
+    assert!(code <= 1, "{what}: e2fsck -fy exit {code}:\n{out}");
+    assert_fsck_clean(&fsck, what);
+    assert_eq!(
+        first_difference(&Pair::bytes(&fsck), b_bytes, p.bs, &p.journal, false),
+        None,
+        "{what}"
+    );
+    kernel::assert_same(
+        &ferry_tree(&p.b),
+        &ferry_tree(img),
+        &format!("{what}, ferry"),
+    );
+    if let Some(k) = kernel_tree(img, p.dir.path(), true) {
+        kernel::assert_same(&ferry_tree(&p.b), &k, &format!("{what}, kernel"));
+    }
 }
 
 /// Sets s_sequence of the empty journal of `image`.
@@ -787,19 +798,7 @@ fn transaction_ids_wrap() {
             "no commit of transaction {tid}:\n{log}"
         );
     }
-    let fsck = p.dir.path().join("tid-wrap-fsck.img");
-    std::fs::copy(&img, &fsck).unwrap();
-    let (code, out) = e2fsck(&fsck, &["-fy"]);
-    assert!(code <= 1, "e2fsck -fy exit {code}:\n{out}");
-    assert_fsck_clean(&fsck, "wrapped transaction IDs");
-    assert_eq!(
-        first_difference(&Pair::bytes(&fsck), &b_bytes, p.bs, &p.journal, false),
-        None
-    );
-    kernel::assert_same(&ferry_tree(&p.b), &ferry_tree(&img), "wrapped IDs, ferry");
-    if let Some(k) = kernel_tree(&img, p.dir.path(), true) {
-        kernel::assert_same(&ferry_tree(&p.b), &k, "wrapped IDs, kernel");
-    }
+    assert_log_replays_to_b(&p, &img, &b_bytes, "wrapped transaction IDs");
     let info = replay_onto(FileDev::open(&img)).unwrap().unwrap();
     assert_eq!(
         (
