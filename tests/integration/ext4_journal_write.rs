@@ -514,22 +514,26 @@ fn replay_of_a_committed_transaction_ext3() {
     crash_before_checkpoint("ext3", &["-t", "ext3", "-b", "1024"], None);
 }
 
-/// Sets csum v2 in the empty journal of `image` (mke2fs makes none, debugfs makes v1).
-fn journal_csum_v2(image: &Path) {
+/// Rewrites the superblock of the empty journal of `image` through `edit`.
+fn edit_journal_superblock(image: &Path, edit: impl FnOnce(&mut JournalSuperblock)) {
     let (bs, journal) = geometry(image);
-    let first = *journal.iter().next().unwrap();
+    let at = *journal.iter().next().unwrap() * bs as u64;
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(image)
         .unwrap();
     let mut b = vec![0u8; bs];
-    f.read_exact_at(&mut b, first * bs as u64).unwrap();
-    let mut jsb =
-        JournalSuperblock::parse(&b, first * bs as u64, bs as u32, journal.len() as u64).unwrap();
-    jsb.feature_incompat |= INCOMPAT_CSUM_V2;
+    f.read_exact_at(&mut b, at).unwrap();
+    let mut jsb = JournalSuperblock::parse(&b, at, bs as u32, journal.len() as u64).unwrap();
+    edit(&mut jsb);
     jsb.encode_into(&mut b);
-    f.write_all_at(&b, first * bs as u64).unwrap();
+    f.write_all_at(&b, at).unwrap();
+}
+
+/// Sets csum v2 in the empty journal of `image` (mke2fs makes none, debugfs makes v1).
+fn journal_csum_v2(image: &Path) {
+    edit_journal_superblock(image, |jsb| jsb.feature_incompat |= INCOMPAT_CSUM_V2);
     assert!(dumpe2fs_h(image).contains("journal_checksum_v2"));
 }
 
@@ -754,19 +758,7 @@ fn assert_log_replays_to_b(p: &Pair, img: &Path, b_bytes: &[u8], what: &str) {
 
 /// Sets s_sequence of the empty journal of `image`.
 fn set_journal_sequence(image: &Path, sequence: u32) {
-    let (bs, journal) = geometry(image);
-    let at = *journal.iter().next().unwrap() * bs as u64;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(image)
-        .unwrap();
-    let mut b = vec![0u8; bs];
-    f.read_exact_at(&mut b, at).unwrap();
-    let mut jsb = JournalSuperblock::parse(&b, at, bs as u32, journal.len() as u64).unwrap();
-    jsb.sequence = sequence;
-    jsb.encode_into(&mut b);
-    f.write_all_at(&b, at).unwrap();
+    edit_journal_superblock(image, |jsb| jsb.sequence = sequence);
 }
 
 /// Transaction IDs are u32s that wrap by design (the writer steps them with wrapping_add, the
