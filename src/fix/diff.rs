@@ -4,7 +4,8 @@
 //! split keeping their terminators and the hunks printed as `diff -u` prints them.
 
 use similar::udiff::UnifiedHunkHeader;
-use similar::{capture_diff_slices, group_diff_ops, Algorithm, DiffOp, DiffTag};
+use similar::{capture_diff_slices_deadline, group_diff_ops, Algorithm, DiffOp, DiffTag};
+use std::time::{Duration, Instant};
 
 use super::text::lines;
 
@@ -13,7 +14,21 @@ type Line<'a> = (&'a [u8], &'static [u8]);
 /// The edit script turning `a` into `b`, line by line: a line is its content and its
 /// terminator, so `x` at the end of a file differs from `x\n`, as it does for diff.
 fn script(a: &[Line<'_>], b: &[Line<'_>]) -> Vec<DiffOp> {
-    capture_diff_slices(Algorithm::Myers, a, b)
+    script_until(a, b, Instant::now().checked_add(SEARCH_TIME))
+}
+
+/// How long the search for the shortest edit script may take. Past it `similar` finishes with
+/// a longer script that is still correct (a hunk replaces more lines than it needs to): the
+/// diff is a report, and a pathological pair (two 4 MiB texts with few lines in common took
+/// up to 12 s) must not stall `--dry-run` or `ferry diff`.
+const SEARCH_TIME: Duration = Duration::from_secs(2);
+
+fn script_until<T: Eq + std::hash::Hash>(
+    a: &[T],
+    b: &[T],
+    deadline: Option<Instant>,
+) -> Vec<DiffOp> {
+    capture_diff_slices_deadline(Algorithm::Myers, a, b, deadline)
 }
 
 /// Lines added and removed between two texts.
@@ -79,9 +94,15 @@ mod tests {
     use super::*;
     use std::process::Command;
 
-    /// The script walks both sides in order, each line once, and pairs only equal lines.
+    /// The script walks both sides in order, each line once, and pairs only equal lines: with
+    /// all the time it needs, and with none left (the longer script after the deadline).
     fn covers(a: &[&str], b: &[&str]) {
-        let ops = capture_diff_slices(Algorithm::Myers, a, b);
+        covers_until(a, b, None);
+        covers_until(a, b, Some(Instant::now()));
+    }
+
+    fn covers_until(a: &[&str], b: &[&str], deadline: Option<Instant>) {
+        let ops = script_until(a, b, deadline);
         let (mut x, mut y) = (0, 0);
         for o in ops {
             let (tag, old, new) = o.as_tag_tuple();
