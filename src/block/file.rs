@@ -187,7 +187,8 @@ impl ImageFile {
     /// (posix_fadvise WILLNEED, which only queues the reads), clipped to the image. A hint:
     /// errors are ignored, and an image read through a gzip index has no host range to name.
     pub(crate) fn will_need(&self, offset: u64, len: u64) {
-        if self.inflated.is_some() || offset >= self.len {
+        // A zero length would ask for everything to the end of the file.
+        if self.inflated.is_some() || offset >= self.len || len == 0 {
             return;
         }
         let len = len.min(self.len.saturating_sub(offset));

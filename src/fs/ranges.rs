@@ -12,13 +12,19 @@ pub fn total(r: &[Range<u64>]) -> u64 {
 }
 
 /// `r` sorted, empty ranges dropped, overlapping and adjacent ones merged.
-pub fn normalize(mut r: Vec<Range<u64>>) -> Vec<Range<u64>> {
+pub fn normalize(r: Vec<Range<u64>>) -> Vec<Range<u64>> {
+    merge_within(r, 0)
+}
+
+/// `r` sorted, empty ranges dropped, and ranges merged where they overlap or lie at most
+/// `gap` apart (the fewest ranges that cover them all, gaps of up to `gap` included).
+pub fn merge_within(mut r: Vec<Range<u64>>, gap: u64) -> Vec<Range<u64>> {
     r.retain(|x| x.start < x.end);
     r.sort_by_key(|x| x.start);
     let mut out: Vec<Range<u64>> = Vec::with_capacity(r.len());
     for x in r {
         match out.last_mut() {
-            Some(last) if x.start <= last.end => last.end = last.end.max(x.end),
+            Some(last) if x.start <= last.end.saturating_add(gap) => last.end = last.end.max(x.end),
             _ => out.push(x),
         }
     }

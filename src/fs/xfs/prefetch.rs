@@ -28,23 +28,17 @@ const MAX_DATA_EXTENTS: usize = 4;
 const MERGE_GAP: u64 = 16 << 10;
 
 /// `ranges` (offset, length) sorted and merged where they overlap or lie at most `gap` bytes
-/// apart: the fewest hints that cover them all.
-pub fn coalesce(mut ranges: Vec<(u64, u64)>, gap: u64) -> Vec<(u64, u64)> {
-    ranges.sort_unstable();
-    let mut out: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
-    for (off, len) in ranges {
-        let end = off.saturating_add(len);
-        if let Some(last) = out.last_mut() {
-            let last_end = last.0.saturating_add(last.1);
-            if off <= last_end.saturating_add(gap) {
-                // Sorted: off >= last.0, so the merged range starts at last.0.
-                last.1 = last_end.max(end).saturating_sub(last.0);
-                continue;
-            }
-        }
-        out.push((off, len));
-    }
-    out
+/// apart (`fs::ranges::merge_within`): the fewest hints that cover them all. Empty ranges are
+/// dropped (a zero-length WILLNEED would mean "to the end of the file").
+pub fn coalesce(ranges: Vec<(u64, u64)>, gap: u64) -> Vec<(u64, u64)> {
+    let r = ranges
+        .into_iter()
+        .map(|(off, len)| off..off.saturating_add(len))
+        .collect();
+    crate::fs::ranges::merge_within(r, gap)
+        .into_iter()
+        .map(|r| (r.start, r.end.saturating_sub(r.start)))
+        .collect()
 }
 
 /// Clusters named recently (bounded).
