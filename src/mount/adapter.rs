@@ -557,20 +557,22 @@ impl fuser::Filesystem for Adapter {
         let mut files = Vec::new();
         let r = self.fs.readdir(dir, offset, &mut |e, next| {
             let (attr, ttl) = self.entry_attr(e.ino, e.kind);
-            if attr.kind == fuser::FileType::RegularFile && attr.size > 0 && budget > 0 {
-                let n = attr.size.min(WALK_READAHEAD_FILE).min(budget);
-                files.push((e.ino, n));
-                budget = budget.saturating_sub(n);
-            }
             let name = listable(dir, &e.name);
-            !reply.add(
+            let full = reply.add(
                 self.node(e.ino),
                 next,
                 OsStr::from_bytes(&name),
                 &ttl,
                 &attr,
                 Generation(0),
-            )
+            );
+            // An entry that did not fit comes first in the next reply, and is named there.
+            if !full && attr.kind == fuser::FileType::RegularFile && attr.size > 0 && budget > 0 {
+                let n = attr.size.min(WALK_READAHEAD_FILE).min(budget);
+                files.push((e.ino, n));
+                budget = budget.saturating_sub(n);
+            }
+            !full
         });
         match r {
             Ok(()) => reply.ok(),
