@@ -40,73 +40,144 @@ enum Cmd {
     /// Describe an image and its whole backing chain (like `qemu-img info --backing-chain`).
     /// The JSON is qemu-img's (its keys and nesting): the image alone, or with --backing-chain
     /// an array of every layer, as `qemu-img info --output=json [--backing-chain]`.
-    Info(image::InfoArgs),
+    Info(Lazy<image::InfoArgs>),
     /// Show what each range of the virtual disk holds (like `qemu-img map`); the JSON is
     /// what `qemu-img map --output=json` prints.
-    Map(image::MapArgs),
+    Map(Lazy<image::MapArgs>),
     /// Write the image out in another format (sparse: holes and zeros are not written).
-    Convert(convert::ConvertArgs),
+    Convert(Lazy<convert::ConvertArgs>),
     /// Write the merged view of an overlay and its source chain to a new image (both stay as
     /// they are), or with --into-source the overlay's own data back into its raw/qcow2 source.
-    Commit(convert::CommitArgs),
+    Commit(Lazy<convert::CommitArgs>),
     /// Copy-on-write overlays: a qcow2 image whose backing file is the (untouched) source.
-    Overlay(convert::OverlayArgs),
+    Overlay(Lazy<convert::OverlayArgs>),
     /// List the guest's filesystems, swap and logical volumes (like `virt-filesystems --long`).
     /// Disks are named /dev/sda, /dev/sdb, ... in the order given.
-    Filesystems(filesystems::FilesystemsArgs),
+    Filesystems(Lazy<filesystems::FilesystemsArgs>),
     /// Find the operating systems on a guest's disks: distro, version, kernels, boot loader,
     /// fstab with each line resolved, and the guest's mount layout (like virt-inspector).
-    Inspect(inspect::InspectArgs),
+    Inspect(Lazy<inspect::InspectArgs>),
     /// Mount a guest with FUSE (no root needed), laid out as its own fstab says (/boot,
     /// /var... on their own volumes): read-only, or with --rw editable through a qcow2 overlay
     /// per disk (the images themselves are never written). Runs in the background and returns
     /// once the mount is ready; `ferry umount` stops it and flushes every write first.
-    Mount(mount::MountArgs),
+    Mount(Lazy<mount::MountArgs>),
     /// Unmount what `ferry mount` mounted; returns when its daemon has exited.
-    Umount(mount::UmountArgs),
+    Umount(Lazy<mount::UmountArgs>),
     /// List a directory of a guest filesystem, without mounting (like virt-ls).
-    Ls(files::LsArgs),
+    Ls(Lazy<files::LsArgs>),
     /// Print a file of a guest filesystem to stdout, without mounting (like virt-cat).
-    Cat(files::CatArgs),
+    Cat(Lazy<files::CatArgs>),
     /// Fix a guest tree so it boots on KVM (rules in fixers/; `--dry-run` shows a diff).
-    Fix(fix::FixArgs),
+    Fix(Lazy<fix::FixArgs>),
     /// Move a VM to KVM (like virt-v2v -o local): read its .vmx, Xen .cfg or libvirt XML (or
     /// bare disks), copy and fix its disks into -o DIR, and write its libvirt domain XML.
-    V2v(v2v::V2vArgs),
+    V2v(Lazy<v2v::V2vArgs>),
     /// Hash each virtual disk's content (as `qemu-img convert -O raw IMG - | sha256sum`), or
     /// with --files every regular file of the guest (a `sha256sum -c` manifest). Only reads.
-    Hash(forensics::HashArgs),
+    Hash(Lazy<forensics::HashArgs>),
     /// A body file (The Sleuth Kit 3.x format, for `mactime -b`) of every path of the guest's
     /// tree, across its mountpoints, as `fls -r -m /` writes one. Only reads.
-    Timeline(forensics::TimelineArgs),
+    Timeline(Lazy<forensics::TimelineArgs>),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell), e.g.
     /// `ferry completions bash > /etc/bash_completion.d/ferry`.
-    Completions(doc::CompletionsArgs),
+    Completions(Lazy<doc::CompletionsArgs>),
     /// Write the manual pages (ferry.1 and one per command, ferry-mount.1...), e.g.
     /// `ferry man --dir /usr/local/share/man/man1`; without --dir, ferry.1 on stdout.
-    Man(doc::ManArgs),
+    Man(Lazy<doc::ManArgs>),
     /// What changed between an overlay and its backing chain, or between two images of one
     /// guest (like virt-diff): `+` added, `-` removed, `=` modified (with what), `>` renamed.
     /// Only reads.
-    Diff(diff::DiffArgs),
+    Diff(Lazy<diff::DiffArgs>),
+}
+
+/// A subcommand's arguments, added to its `Command` only when that subcommand is parsed
+/// (clap's `Command::defer`). The derive otherwise builds the arguments of every subcommand
+/// at each start: 0.35 ms and about 70 page faults before `ferry mount` could begin, a tenth
+/// of a whole mount (measured).
+struct Lazy<T>(T);
+
+thread_local! {
+    /// Set while the whole command is built for completions and man pages, which list every
+    /// subcommand (nested ones too) with its arguments in the order the derive adds them.
+    static EAGER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The whole command line, every subcommand's arguments built.
+fn whole_command() -> clap::Command {
+    EAGER.set(true);
+    let cmd = Cli::command();
+    EAGER.set(false);
+    cmd
+}
+
+/// Runs `add` on `cmd` now, or when the subcommand is parsed.
+fn augment(cmd: clap::Command, add: fn(clap::Command) -> clap::Command) -> clap::Command {
+    if EAGER.get() {
+        return add(cmd);
+    }
+    cmd.defer(add)
+}
+
+impl<T: clap::Args> clap::Args for Lazy<T> {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        augment(cmd, |c| keep_about(c, T::augment_args))
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        augment(cmd, |c| keep_about(c, T::augment_args_for_update))
+    }
+    fn group_id() -> Option<clap::Id> {
+        T::group_id()
+    }
+}
+
+/// Runs `add` on `cmd` and gives it back the descriptions it had: run deferred, `add` comes
+/// after the derive has set the subcommand's own description, which the one of its arguments'
+/// struct must not replace.
+fn keep_about(cmd: clap::Command, add: fn(clap::Command) -> clap::Command) -> clap::Command {
+    let about = cmd.get_about().cloned();
+    let long = cmd.get_long_about().cloned();
+    let mut cmd = add(cmd);
+    if let Some(a) = about {
+        cmd = cmd.about(a);
+    }
+    if let Some(l) = long {
+        cmd = cmd.long_about(l);
+    }
+    cmd
+}
+
+impl<T: clap::FromArgMatches> clap::FromArgMatches for Lazy<T> {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        T::from_arg_matches(m).map(Lazy)
+    }
+    fn from_arg_matches_mut(m: &mut clap::ArgMatches) -> Result<Self, clap::Error> {
+        T::from_arg_matches_mut(m).map(Lazy)
+    }
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches(m)
+    }
+    fn update_from_arg_matches_mut(&mut self, m: &mut clap::ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches_mut(m)
+    }
 }
 
 impl Cmd {
     /// `-U/--force-share`: this command's readers share every permission (`block::lock`).
     fn force_share(&self) -> bool {
         match self {
-            Cmd::Info(a) => a.force_share,
-            Cmd::Map(a) => a.force_share,
-            Cmd::Convert(a) => a.force_share,
-            Cmd::Commit(a) => a.force_share,
-            Cmd::Filesystems(a) => a.force_share,
-            Cmd::Inspect(a) => a.force_share,
-            Cmd::Ls(a) => a.view.force_share,
-            Cmd::Cat(a) => a.view.force_share,
-            Cmd::Mount(a) => a.force_share,
-            Cmd::Hash(a) => a.force_share,
-            Cmd::Timeline(a) => a.force_share,
-            Cmd::Diff(a) => a.force_share,
+            Cmd::Info(Lazy(a)) => a.force_share,
+            Cmd::Map(Lazy(a)) => a.force_share,
+            Cmd::Convert(Lazy(a)) => a.force_share,
+            Cmd::Commit(Lazy(a)) => a.force_share,
+            Cmd::Filesystems(Lazy(a)) => a.force_share,
+            Cmd::Inspect(Lazy(a)) => a.force_share,
+            Cmd::Ls(Lazy(a)) => a.view.force_share,
+            Cmd::Cat(Lazy(a)) => a.view.force_share,
+            Cmd::Mount(Lazy(a)) => a.force_share,
+            Cmd::Hash(Lazy(a)) => a.force_share,
+            Cmd::Timeline(Lazy(a)) => a.force_share,
+            Cmd::Diff(Lazy(a)) => a.force_share,
             Cmd::Overlay(_)
             | Cmd::Umount(_)
             | Cmd::Fix(_)
@@ -177,27 +248,27 @@ fn main() {
     init_log(cli.quiet, cli.verbose);
     block::lock::set_force_share(cli.cmd.force_share());
     let r = match cli.cmd {
-        Cmd::Info(a) => image::info(a),
-        Cmd::Map(a) => image::map(a),
-        Cmd::Convert(a) => convert::convert(a),
-        Cmd::Commit(a) => convert::commit(a),
-        Cmd::Overlay(a) => convert::overlay(a),
-        Cmd::Filesystems(a) => filesystems::filesystems(a),
-        Cmd::Inspect(a) => inspect::inspect(a),
-        Cmd::Mount(a) => mount::mount(a),
-        Cmd::Umount(a) => mount::umount(a),
-        Cmd::Ls(a) => files::ls(a),
-        Cmd::Cat(a) => files::cat(a),
-        Cmd::Hash(a) => forensics::hash(&a),
-        Cmd::Timeline(a) => forensics::timeline(&a),
-        Cmd::Diff(a) => diff::diff(a),
-        Cmd::Fix(a) => fix::run(a),
-        Cmd::V2v(mut a) => {
+        Cmd::Info(Lazy(a)) => image::info(a),
+        Cmd::Map(Lazy(a)) => image::map(a),
+        Cmd::Convert(Lazy(a)) => convert::convert(a),
+        Cmd::Commit(Lazy(a)) => convert::commit(a),
+        Cmd::Overlay(Lazy(a)) => convert::overlay(a),
+        Cmd::Filesystems(Lazy(a)) => filesystems::filesystems(a),
+        Cmd::Inspect(Lazy(a)) => inspect::inspect(a),
+        Cmd::Mount(Lazy(a)) => mount::mount(a),
+        Cmd::Umount(Lazy(a)) => mount::umount(a),
+        Cmd::Ls(Lazy(a)) => files::ls(a),
+        Cmd::Cat(Lazy(a)) => files::cat(a),
+        Cmd::Hash(Lazy(a)) => forensics::hash(&a),
+        Cmd::Timeline(Lazy(a)) => forensics::timeline(&a),
+        Cmd::Diff(Lazy(a)) => diff::diff(a),
+        Cmd::Fix(Lazy(a)) => fix::run(a),
+        Cmd::V2v(Lazy(mut a)) => {
             a.quiet = cli.quiet;
             v2v::run(a).map_err(Into::into)
         }
-        Cmd::Completions(a) => doc::completions(a, Cli::command()),
-        Cmd::Man(a) => doc::man(a, Cli::command()),
+        Cmd::Completions(Lazy(a)) => doc::completions(a, whole_command()),
+        Cmd::Man(Lazy(a)) => doc::man(a, whole_command()),
     };
     if let Err(e) = r {
         // The reader of our output went away (`ferry map | head`): nothing left to say.
@@ -238,7 +309,11 @@ fn init_log(quiet: bool, verbose: u8) {
         (false, 1) => "info",
         _ => "debug",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+    // fuser unmounts again when its session ends, after `ferry umount` or our signal thread
+    // did (the only way a session ends while mounted is an error, which we report): its
+    // "Failed to umount filesystem: Invalid argument" warning would follow every unmount.
+    let filter = format!("{level},fuser::session=error");
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(filter))
         .format(|buf, r| match r.level() {
             log::Level::Error => writeln!(buf, "ferry: error: {}", r.args()),
             log::Level::Warn => writeln!(buf, "ferry: warning: {}", r.args()),
@@ -296,5 +371,34 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+        whole_command().debug_assert();
+    }
+
+    /// The subcommands whose arguments are added when parsed describe themselves, in help, as
+    /// the ones built at once for man pages do; and a deferred one is parsed.
+    #[test]
+    fn deferred_subcommands_are_the_derived_ones() {
+        let mut lazy = Cli::command();
+        let mut whole = whole_command();
+        let names: Vec<String> = whole
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect();
+        assert!(names.len() > 10, "{names:?}");
+        for name in &names {
+            let help = |cmd: &mut clap::Command| {
+                let sub = cmd.find_subcommand_mut(name).expect(name);
+                sub.build();
+                sub.render_long_help().to_string()
+            };
+            let (l, w) = (help(&mut lazy), help(&mut whole));
+            assert_eq!(l, w, "{name}");
+            assert!(w.contains("--help"), "{name}: {w}");
+        }
+        let cli = Cli::try_parse_from(["ferry", "-q", "umount", "--lazy", "/mnt"]).unwrap();
+        assert!(cli.quiet);
+        assert!(
+            matches!(cli.cmd, Cmd::Umount(Lazy(ref a)) if a.lazy && a.mountpoint.as_os_str() == "/mnt")
+        );
     }
 }
