@@ -90,13 +90,13 @@ for _ in $(seq "$RUNS"); do
     for who in $WHO; do
         if step a2; then
             drop
-            t0=$(now); mount_cmd "$who"; cat mnt/etc/os-release >/dev/null; t1=$(now)
-            echo "$who a2 $(ms "$t0" "$t1")" >> times.txt
+            stamp t0; mount_cmd "$who"; cat mnt/etc/os-release >/dev/null; stamp t1
+            echo "$who a2 $(msus "$t0" "$t1")" >> times.txt
             umount_cmd "$who"
         fi
         evict guest.img guest.qcow2 guest.vmdk
-        t0=$(now); mount_cmd "$who"; cat mnt/etc/os-release >/dev/null; t1=$(now)
-        step a && echo "$who a $(ms "$t0" "$t1")" >> times.txt
+        stamp t0; mount_cmd "$who"; cat mnt/etc/os-release >/dev/null; stamp t1
+        step a && echo "$who a $(msus "$t0" "$t1")" >> times.txt
         if step b; then
             drop
             t0=$(now); dd if=mnt/big/1g of=/dev/null bs=1M status=none; t1=$(now)
@@ -122,7 +122,7 @@ done
 bestof() { awk -v w="$1" -v m="$2" '$1 == w && $2 == m { if (b == "" || $3 < b) b = $3 } END { print b + 0 }' times.txt; }
 cell() {
     awk -v w="$1" -v m="$2" '$1 == w && $2 == m { if (b == "" || $3 < b) b = $3; if ($3 > s) s = $3 }
-        END { if (b == "") print "-"; else printf "%d(%.2f)", b, (b > 0 ? s / b : 1) }' times.txt
+        END { if (b == "") print "-"; else printf "%g(%.2f)", b, (b > 0 ? s / b : 1) }' times.txt
 }
 echo "best of $RUNS rounds in ms, (spread = slowest/best); read in MiB/s from the best"
 printf '%-12s %14s %14s %16s %14s %14s %10s\n' "" "mount+cat" "(all cold)" "1 GiB read" "find 20k" "tar /usr" "peak RSS"

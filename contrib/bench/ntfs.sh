@@ -72,8 +72,8 @@ for run in $(seq "$RUNS"); do
     for who in $WHO; do
         warm "$ferry" ${FERRY_BASE:+"$FERRY_BASE"} "$(command -v ntfs-3g)"
         evict guest.img
-        t0=$(now); mount_cmd "$who"; cat mnt/etc/os-release >/dev/null; t1=$(now)
-        a=$(ms "$t0" "$t1")
+        stamp t0; mount_cmd "$who"; cat mnt/etc/os-release >/dev/null; stamp t1
+        a=$(msus "$t0" "$t1")
         size=$(stat -c %s mnt/big/file)
         drop
         t0=$(now); dd if=mnt/big/file of=/dev/null bs=1M status=none; t1=$(now)

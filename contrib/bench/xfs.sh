@@ -69,8 +69,8 @@ for _ in $(seq "$RUNS"); do
     for who in $WHO; do
         warm "$ferry" ${FERRY_BASE:+"$FERRY_BASE"} "$(command -v mount)" "$(command -v umount)"
         evict guest.img
-        t0=$(now); mount_cmd "$who"; cat mnt/etc/os-release >/dev/null; t1=$(now)
-        ALL[$who,a]+="$(ms "$t0" "$t1") "
+        stamp t0; mount_cmd "$who"; cat mnt/etc/os-release >/dev/null; stamp t1
+        ALL[$who,a]+="$(msus "$t0" "$t1") "
         size=$(stat -c %s mnt/big/file)
         if step b; then
             drop

@@ -125,25 +125,11 @@ pub(crate) fn mount(mut args: MountArgs) -> Result<()> {
     let images = images.as_slice();
     // Checked here too so that the common mistakes get their message before anything starts.
     mount::check(mountpoint)?;
-    if !args.foreground && !args.daemon_child {
-        match daemon::fork_and_wait(mountpoint) {
-            Ok(daemon::Forked::Ready(_)) => return Ok(()),
-            Ok(daemon::Forked::Daemon) => args.daemon_child = true,
-            Ok(daemon::Forked::NotForked) => {}
-            Err(mount::Error::Daemon(_)) => std::process::exit(1),
-            Err(e) => return Err(e.into()),
-        }
-    }
-    if !args.foreground && !args.daemon_child {
-        let exe = std::env::current_exe().context("cannot find the ferry executable")?;
-        let mut child_args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-        child_args.push("--daemon-child".into());
-        return match daemon::spawn_and_wait(&exe, &child_args) {
-            Ok(_) => Ok(()),
-            // The daemon has already said why on our stderr.
-            Err(mount::Error::Daemon(_)) => std::process::exit(1),
-            Err(e) => Err(e.into()),
-        };
+    // In the background, the daemon is forked once mounted (`daemon`); a process that already
+    // runs threads cannot fork safely and starts itself again instead.
+    let fork = !args.foreground && !args.daemon_child;
+    if fork && !daemon::single_threaded() {
+        return respawn();
     }
     let writable = args.rw || !args.overlay.is_empty();
     let mut edits = None;
@@ -210,44 +196,90 @@ pub(crate) fn mount(mut args: MountArgs) -> Result<()> {
         allow_other: args.allow_other,
         writable,
     };
-    daemon::unmount_on_signal(mountpoint);
-    let _pid = daemon::PidFile::create(mountpoint)?;
-    let log_file = args.log.clone();
-    let child = args.daemon_child;
     // Absolute: the daemon leaves the working directory when it detaches.
-    let pid_file = match &args.pid_file {
+    let user_pid = match &args.pid_file {
         Some(p) => Some(std::path::absolute(p).context("the --pid-file path")?),
         None => None,
     };
+    // Named before mounting: resolving the mountpoint afterwards would ask the mount itself.
+    let mut pid_file = daemon::PidFile::new(mountpoint);
     let published = view
         .facts
         .as_ref()
         .and_then(|f| ferry::fix::facts::publish(mountpoint, f));
-    let user_pid = pid_file.clone();
-    let r = mount::run(view.fs, mountpoint, &opts, move || {
-        // Before the daemon lets `ferry mount` return, so the file is there when it does.
+    let write_pids = |pid_file: &mut daemon::PidFile, pid: u32| -> Result<()> {
+        pid_file.write(pid)?;
+        // Before `ferry mount` returns, so the file is there when it does.
         if let Some(p) = &user_pid {
-            if let Err(e) = std::fs::write(p, format!("{}\n", std::process::id())) {
-                log::warn!("cannot write the pid file {}: {e}", p.display());
+            std::fs::write(p, format!("{pid}\n"))
+                .with_context(|| format!("cannot write the pid file {}", p.display()))?;
+        }
+        Ok(())
+    };
+    let session = mount::mount(view.fs, mountpoint, &opts)?;
+    if fork {
+        match daemon::fork_daemon(args.log.as_deref())? {
+            Some(daemon::Fork::Parent(pid)) => {
+                if let Err(e) = write_pids(&mut pid_file, pid) {
+                    log::warn!("{e:#}");
+                }
+                // Exits without running destructors: the daemon now owns the mount, the
+                // images and the overlays (dropping the session here would unmount it).
+                std::process::exit(0);
+            }
+            // The command wrote it, and exits; the daemon removes it when it ends.
+            Some(daemon::Fork::Daemon) => pid_file.adopt(),
+            None => {
+                // Threads appeared while opening the guest: the daemon cannot be forked, so
+                // unmount, let go of the images and start one that opens everything itself.
+                drop(session);
+                if let Some(p) = published {
+                    let _ = std::fs::remove_file(p);
+                }
+                drop(guest);
+                drop(edits);
+                return respawn();
             }
         }
-        if child {
-            if let Err(e) = daemon::detach(log_file.as_deref()) {
+    } else {
+        if let Err(e) = write_pids(&mut pid_file, std::process::id()) {
+            log::warn!("{e:#}");
+        }
+        if args.daemon_child {
+            if let Err(e) = daemon::detach(args.log.as_deref()) {
                 log::warn!("cannot detach: {e}");
             }
         }
-    });
+    }
+    log::debug!("serving {}", mountpoint.display());
+    daemon::unmount_on_signal(mountpoint);
+    let r = session.serve();
     if let Some(p) = published {
         let _ = std::fs::remove_file(p);
     }
-    if let Some(p) = &pid_file {
+    if let Some(p) = &user_pid {
         let _ = std::fs::remove_file(p);
     }
+    drop(pid_file);
     r?;
     if let Some(e) = edits {
         e.finish().context("completing the overlays")?;
     }
     Ok(())
+}
+
+/// Starts `ferry mount … --daemon-child`, which opens and mounts everything itself, and waits
+/// until it says the mount is ready: for a process that cannot fork safely.
+fn respawn() -> Result<()> {
+    let exe = std::env::current_exe().context("cannot find the ferry executable")?;
+    let mut child_args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    child_args.push("--daemon-child".into());
+    match ferry::mount::daemon::spawn_and_wait(&exe, &child_args) {
+        Ok(_) => Ok(()),
+        // The daemon has already said why on our stderr.
+        Err(ferry::mount::Error::Daemon(_)) => std::process::exit(1),
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub(crate) fn umount(a: UmountArgs) -> Result<()> {

@@ -1,15 +1,20 @@
 //! Running a mount in the background and stopping it again.
 //!
-//! `ferry mount` (without `-f`) forks itself (or, if it already runs threads, starts itself
-//! again with `--daemon-child`) as a daemon in its own session;
-//! the daemon says "ready" on its stdout once the kernel has the mount, and only then does the
-//! command return, so `ferry mount … && ls MNT` always works. Each daemon leaves a pid file
-//! named after its mountpoint, which is how `ferry umount` knows whom to wait for.
+//! `ferry mount` (without `-f`) opens the images and mounts in the foreground, so every
+//! message about them reaches the user, and forks the daemon only once the kernel has the mount
+//! and its INIT is answered: the command then exits at once, and `ferry mount … && ls MNT`
+//! always works (the request waits in /dev/fuse until the daemon reads it). This is what
+//! ntfs-3g and libfuse's `fuse_daemonize` after `fuse_mount` do; forking first and waiting for a
+//! "ready" line cost a pipe round trip and the copy-on-write faults of a child doing all the
+//! work. A process that runs threads is not forked (a lock another thread held would stay held
+//! in the child): `ferry mount` then starts itself again with `--daemon-child`, which says
+//! "ready" on its stdout once mounted. Each daemon leaves a pid file named after its
+//! mountpoint, which is how `ferry umount` knows whom to wait for.
 #![allow(unsafe_code)] // fork, setsid and dup2 of the daemon; each block says why it is sound.
 
 use super::{mounted_at, which, Error, Result};
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -47,113 +52,150 @@ pub fn pid_file(mountpoint: &Path) -> PathBuf {
     runtime_dir().join(format!("{h:016x}.pid"))
 }
 
-/// Records this process as the daemon of `mountpoint`; the file goes away when the value drops.
-pub struct PidFile(PathBuf);
+/// The daemon's entry under the runtime directory for `mountpoint`; the file goes away when
+/// the value drops, if it was written.
+pub struct PidFile {
+    path: PathBuf,
+    canon: PathBuf,
+    written: bool,
+}
 
 impl PidFile {
-    pub fn create(mountpoint: &Path) -> Result<Self> {
-        let path = pid_file(mountpoint);
+    /// Names the pid file of `mountpoint`. Called before mounting: once mounted, resolving
+    /// the mountpoint would ask the mount itself, which is not served yet.
+    pub fn new(mountpoint: &Path) -> Self {
+        PidFile {
+            path: pid_file(mountpoint),
+            canon: std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.into()),
+            written: false,
+        }
+    }
+
+    /// Records `pid` as the daemon of the mountpoint.
+    pub fn write(&mut self, pid: u32) -> Result<()> {
         let io = |source| Error::Io {
             what: "cannot write pid file",
-            path: path.clone(),
+            path: self.path.clone(),
             source,
         };
-        if let Some(dir) = path.parent() {
+        if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let canon = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.into());
-        let text = format!("{}\n{}\n", std::process::id(), canon.display());
-        std::fs::write(&path, text).map_err(io)?;
-        Ok(PidFile(path))
+        let text = format!("{pid}\n{}\n", self.canon.display());
+        std::fs::write(&self.path, text).map_err(io)?;
+        self.written = true;
+        Ok(())
+    }
+
+    /// Takes over a pid file another process (the forking command) writes for us, so that it
+    /// is removed when this value drops.
+    pub fn adopt(&mut self) {
+        self.written = true;
     }
 }
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        if self.written {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
-/// Whether this process runs a single thread, from /proc/self/task (false when unknown).
-fn single_threaded() -> bool {
-    std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1)
+/// How long `fork_daemon` waits for threads that were joined to leave /proc/self/task: the
+/// kernel wakes the joiner before it removes the task.
+const THREAD_EXIT_WAIT: Duration = Duration::from_millis(50);
+
+/// Whether this process runs a single thread, from /proc/self/task (false when unknown),
+/// allowing threads that were just joined `THREAD_EXIT_WAIT` to be gone.
+pub fn single_threaded() -> bool {
+    let once = || std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1);
+    let start = Instant::now();
+    loop {
+        if once() {
+            return true;
+        }
+        if start.elapsed() > THREAD_EXIT_WAIT {
+            return false;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
 }
 
-/// Forks the daemon off this process and, in the parent, waits until it says the mount is
-/// ready. The daemon gets the descriptors `spawn_and_wait` gives it (stdin /dev/null, stdout
-/// a pipe to us, stderr ours) and a session of its own, and goes on to open the images and
-/// mount. Without an exec it skips a second program start (loader, relocations, argument
-/// parsing): a few milliseconds of every `ferry mount`. A process that already runs threads
-/// is not forked (a lock another thread held would stay held in the child): the caller then
-/// uses `spawn_and_wait`.
-pub fn fork_and_wait(mountpoint: &Path) -> Result<Forked> {
+/// Which side of `fork_daemon` this is.
+pub enum Fork {
+    /// The command: the daemon (this pid) serves the mount; exit without running destructors
+    /// (they would unmount), with `std::process::exit`.
+    Parent(u32),
+    /// The daemon: in a session of its own, stdin /dev/null, stdout and stderr to `log` (or
+    /// /dev/null, as the terminal they were on may go away). Go on and serve.
+    Daemon,
+}
+
+/// Forks the daemon of a mount that is up. Refused (`None`) when the process runs threads.
+pub fn fork_daemon(log: Option<&Path>) -> Result<Option<Fork>> {
     if !single_threaded() {
-        return Ok(Forked::NotForked);
+        return Ok(None);
     }
-    let io = |what: &'static str| Error::Io {
+    let io = |what: &'static str, path: &Path| Error::Io {
         what,
-        path: mountpoint.into(),
+        path: path.into(),
         source: std::io::Error::last_os_error(),
     };
-    let devnull = std::fs::File::open("/dev/null").map_err(|source| Error::Io {
-        what: "cannot open",
-        path: "/dev/null".into(),
-        source,
-    })?;
-    let mut fds = [0i32; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io("cannot make a pipe to the mount daemon of"));
-    }
-    // SAFETY: pipe2 succeeded, so both are open descriptors that nothing else owns.
-    let (read_end, write_end) = unsafe {
-        use std::os::fd::FromRawFd;
-        (
-            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
-            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
-        )
+    let devnull = Path::new("/dev/null");
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(devnull)
+        .map_err(|source| Error::Io {
+            what: "cannot open",
+            path: devnull.into(),
+            source,
+        })?;
+    let out = match log {
+        Some(p) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .map_err(|source| Error::Io {
+                what: "cannot open the log",
+                path: p.into(),
+                source,
+            })?,
+        None => null.try_clone().map_err(|source| Error::Io {
+            what: "cannot open",
+            path: devnull.into(),
+            source,
+        })?,
     };
+    let _ = std::io::stdout().flush();
     // SAFETY: this process runs one thread (checked above), so no lock is held by a thread
     // the child would lack; the child only continues this thread's program.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        return Err(io("cannot fork the mount daemon of"));
+        return Err(io("cannot fork the mount daemon for", Path::new("/")));
+    }
+    if pid > 0 {
+        return Ok(Some(Fork::Parent(u32::try_from(pid).unwrap_or_default())));
     }
     use std::os::fd::AsRawFd;
-    if pid == 0 {
-        drop(read_end);
-        for (from, to) in [(devnull.as_raw_fd(), 0), (write_end.as_raw_fd(), 1)] {
-            // SAFETY: dup2 onto the standard descriptors, from descriptors we own.
-            if unsafe { libc::dup2(from, to) } < 0 {
-                return Err(io("cannot set up the descriptors of the mount daemon of"));
-            }
+    for (from, to) in [
+        (null.as_raw_fd(), 0),
+        (out.as_raw_fd(), 1),
+        (out.as_raw_fd(), 2),
+    ] {
+        // SAFETY: dup2 onto the standard descriptors, from descriptors we own.
+        if unsafe { libc::dup2(from, to) } < 0 {
+            return Err(io(
+                "cannot set up the descriptors of the mount daemon",
+                devnull,
+            ));
         }
-        // SAFETY: setsid has no preconditions; the daemon leaves our session so that a
-        // terminal hangup or Ctrl-C does not take the mount down.
-        unsafe { libc::setsid() };
-        return Ok(Forked::Daemon);
     }
-    drop(write_end);
-    if wait_ready(std::fs::File::from(read_end)) {
-        return Ok(Forked::Ready(u32::try_from(pid).unwrap_or_default()));
-    }
-    let mut status = 0;
-    // SAFETY: waits for our own child; `status` is a valid out pointer.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    Err(Error::Daemon(format!(
-        "it exited ({}) before mounting",
-        std::process::ExitStatus::from_raw(status)
-    )))
-}
-
-/// What `fork_and_wait` did.
-pub enum Forked {
-    /// In `ferry mount`: the daemon (this pid) has the mount ready.
-    Ready(u32),
-    /// In the daemon: go on and mount.
-    Daemon,
-    /// Nothing: the process runs threads and cannot be forked safely.
-    NotForked,
+    // SAFETY: setsid has no preconditions; the daemon leaves our session so that a terminal
+    // hangup or Ctrl-C does not take the mount down.
+    unsafe { libc::setsid() };
+    Ok(Some(Fork::Daemon))
 }
 
 /// Reads the daemon's stdout until it says the mount is ready (true) or closes it (false).

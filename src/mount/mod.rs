@@ -326,41 +326,63 @@ pub fn spawn(fs: Arc<dyn Filesystem>, mountpoint: &Path, opts: &Options) -> Resu
     Ok(Mounted { session: Some(bg) })
 }
 
-/// Mounts `fs` at `mountpoint` (read-only unless `opts.writable`), calls `ready` once the
-/// kernel has accepted the mount, and serves requests until it is unmounted.
-pub fn run(
+/// A mount the kernel has accepted and whose INIT is answered, not served yet: requests wait
+/// in /dev/fuse until `serve` reads them. Dropping it unmounts.
+pub struct Session {
+    inner: fuser::Session<adapter::Adapter>,
     fs: Arc<dyn Filesystem>,
-    mountpoint: &Path,
-    opts: &Options,
-    ready: impl FnOnce(),
-) -> Result<()> {
-    let s = session(fs.clone(), mountpoint, opts)?;
-    ready();
-    let (stop, stopped) = std::sync::mpsc::channel::<()>();
-    let syncer = opts.writable.then(|| {
-        std::thread::spawn(move || {
-            // Until the session ends (the sender is dropped), commit what was written every
-            // few seconds, as the kernel's journal commit interval does: a killed daemon then
-            // loses at most that much.
-            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                stopped.recv_timeout(SYNC_INTERVAL)
-            {
-                if let Err(e) = fs.fsync() {
-                    log::error!("periodic sync: {e}");
+    mountpoint: PathBuf,
+    writable: bool,
+}
+
+/// Mounts `fs` at `mountpoint` (read-only unless `opts.writable`) and answers the kernel's
+/// INIT; `Session::serve` then serves it. Between the two a daemon can fork: the mount is
+/// already usable, so `ferry mount` can return as soon as it has forked.
+pub fn mount(fs: Arc<dyn Filesystem>, mountpoint: &Path, opts: &Options) -> Result<Session> {
+    Ok(Session {
+        inner: session(fs.clone(), mountpoint, opts)?,
+        fs,
+        mountpoint: mountpoint.into(),
+        writable: opts.writable,
+    })
+}
+
+impl Session {
+    /// Serves requests until the filesystem is unmounted; a writable one commits what was
+    /// written every `SYNC_INTERVAL` meanwhile.
+    pub fn serve(self) -> Result<()> {
+        let Session {
+            inner,
+            fs,
+            mountpoint,
+            writable,
+        } = self;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let syncer = writable.then(|| {
+            std::thread::spawn(move || {
+                // Until the session ends (the sender is dropped), commit what was written
+                // every few seconds, as the kernel's journal commit interval does: a killed
+                // daemon then loses at most that much.
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(SYNC_INTERVAL)
+                {
+                    if let Err(e) = fs.fsync() {
+                        log::error!("periodic sync: {e}");
+                    }
                 }
-            }
-        })
-    });
-    let r = s.run().map_err(|source| Error::Io {
-        what: "serving",
-        path: mountpoint.into(),
-        source,
-    });
-    drop(stop);
-    if let Some(t) = syncer {
-        let _ = t.join();
+            })
+        });
+        let r = inner.run().map_err(|source| Error::Io {
+            what: "serving",
+            path: mountpoint,
+            source,
+        });
+        drop(stop);
+        if let Some(t) = syncer {
+            let _ = t.join();
+        }
+        r
     }
-    r
 }
 
 /// How often a writable mount commits what was written when nobody asks (the kernel's
