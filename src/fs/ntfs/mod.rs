@@ -405,7 +405,7 @@ impl Ntfs {
             .data()
             .ok_or_else(|| Error::corrupt("$UpCase", UPCASE_INO, 0, "no $DATA"))?;
         let b = self.read_whole(UPCASE_INO, a, UPCASE_BYTES)?;
-        UpCase::parse(&b).map_err(|e| Error::corrupt("$UpCase", UPCASE_INO, 0, e))
+        UpCase::parse(b).map_err(|e| Error::corrupt("$UpCase", UPCASE_INO, 0, e))
     }
 
     /// Label and version from $Volume; warns about a volume Windows left dirty.
