@@ -59,7 +59,8 @@ pub(crate) struct MountArgs {
     /// Write the daemon's process id here once the mount is ready (removed at unmount).
     #[arg(long, value_name = "FILE")]
     pub pid_file: Option<PathBuf>,
-    /// Threads serving requests, 1 to 256.
+    /// Threads answering large file reads side by side, 1 to 256 (started when reads need
+    /// them; two more read the kernel's requests).
     #[arg(long, default_value_t = 4, value_parser = threads_arg)]
     pub threads: usize,
     /// Where the background daemon writes its log (default: nowhere).

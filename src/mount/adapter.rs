@@ -11,7 +11,6 @@
 //! the caller, setgid directories, UTIME_NOW, rename and xattr flags) is done here, once for
 //! every filesystem.
 
-use crate::bytes::wide;
 use crate::fs::{Attr, Error, FileType, Filesystem, NewInode, SetAttr, Timestamp};
 use fuser::{
     BsdFileFlags, Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
@@ -30,12 +29,6 @@ const TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// The largest read and write the kernel is asked to send (it may cap it lower).
 pub const MAX_IO: u32 = 1 << 20;
-
-thread_local! {
-    /// Each request thread's read buffer, kept between reads: a fresh zeroed 1 MiB for every
-    /// read was 9% of the daemon's time in a cold sequential read.
-    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
 
 /// Bytes of a regular file named for readahead when its directory is listed (readdirplus,
 /// which walks such as tar and cp -r use before opening each file): the first 128 KiB, what
@@ -69,6 +62,8 @@ pub struct Adapter {
     /// Read-only, and the kernel can open files (directories) without asking: see `open`.
     no_open: bool,
     no_opendir: bool,
+    /// Where reads above `reads::INLINE_READ` go.
+    workers: super::reads::Workers,
 }
 
 impl Adapter {
@@ -76,11 +71,20 @@ impl Adapter {
     pub fn new(fs: Arc<dyn Filesystem>) -> Self {
         let root = fs.root_ino();
         Adapter {
+            workers: super::reads::Workers::new(fs.clone(), super::Options::default().threads),
             fs,
             root,
             writable: false,
             no_open: false,
             no_opendir: false,
+        }
+    }
+
+    /// Up to `n` (at least one) read workers, started as large reads need them.
+    pub fn read_workers(self, n: usize) -> Self {
+        Adapter {
+            workers: super::reads::Workers::new(self.fs.clone(), n.max(1)),
+            ..self
         }
     }
 
@@ -472,32 +476,21 @@ impl fuser::Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let ino = self.ino(ino);
-        let size = usize::try_from(size.min(MAX_IO)).unwrap_or_default();
-        READ_BUF.with_borrow_mut(|buf| {
-            if buf.len() < size {
-                buf.resize(size, 0);
+        let job = super::reads::Job {
+            ino: self.ino(ino),
+            offset,
+            size: usize::try_from(size.min(MAX_IO)).unwrap_or_default(),
+            reply,
+        };
+        let job = if job.size > super::reads::INLINE_READ {
+            match self.workers.offer(job) {
+                None => return,
+                Some(j) => j,
             }
-            let buf = &mut buf[..size];
-            let mut done = 0;
-            // A filesystem may return short reads (at run boundaries); FUSE wants the whole
-            // request except at end of file.
-            // `done` counts bytes of this request (at most MAX_IO past `offset`).
-            while let Some(rest) = buf.get_mut(done..).filter(|r| !r.is_empty()) {
-                let at = offset.saturating_add(wide(done));
-                match self.fs.read(ino, at, rest) {
-                    Ok(0) => break,
-                    Ok(n) => done = done.saturating_add(n),
-                    Err(e) => {
-                        log::warn!("read inode {ino} at {at}: {e}");
-                        reply.error(errno(&e));
-                        return;
-                    }
-                }
-            }
-            // Only the bytes this read filled are sent; the rest of the buffer is not.
-            reply.data(&buf[..done]);
-        })
+        } else {
+            job
+        };
+        super::reads::answer(self.fs.as_ref(), job);
     }
 
     /// Listings are cached by the kernel and, as with files (see `open_flags`), kept across

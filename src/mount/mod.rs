@@ -5,6 +5,7 @@
 
 pub mod adapter;
 pub mod daemon;
+pub mod reads;
 
 use crate::fs::{self, Filesystem};
 use std::path::{Path, PathBuf};
@@ -80,7 +81,8 @@ pub fn errno(e: &fs::Error) -> i32 {
 pub struct Options {
     /// Shown as the mount's source in /proc/mounts and `df` (e.g. the image path).
     pub fsname: String,
-    /// Threads serving requests (the kernel sends several at once).
+    /// Threads answering file reads side by side (the kernel sends several at once), started
+    /// as reads need them; requests are read by at most `REQUEST_THREADS`.
     pub threads: usize,
     /// Let other users see the mount (needs `user_allow_other` in /etc/fuse.conf unless root).
     pub allow_other: bool,
@@ -222,10 +224,15 @@ fn config(opts: &Options) -> fuser::Config {
     if opts.allow_other {
         c.acl = fuser::SessionACL::All;
     }
-    c.n_threads = Some(opts.threads.max(1));
+    c.n_threads = Some(opts.threads.clamp(1, REQUEST_THREADS));
     c.clone_fd = true;
     c
 }
+
+/// Threads reading requests from the kernel; large file reads go to up to `Options::threads`
+/// workers started on demand (`reads`). Two keep lookups and listings of one process going
+/// while another's request waits on the disk.
+const REQUEST_THREADS: usize = 2;
 
 /// A mounted filesystem. Unmounts when `umount` is called or the value is dropped.
 pub struct Mounted {
@@ -262,7 +269,8 @@ fn session(
         adapter::Adapter::writable(fs)
     } else {
         adapter::Adapter::new(fs)
-    };
+    }
+    .read_workers(opts.threads);
     // Resolved before the mount: once mounted, resolving it asks the daemon, not yet serving.
     let canon = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
     let s =
