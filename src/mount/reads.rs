@@ -6,12 +6,12 @@
 //! one thread, on 2 cores), while a cold sequential read needs several reads of the image in
 //! flight (1063 MiB/s with four threads, 814 with two). So the request threads are few, and a
 //! read above `INLINE_READ` is handed to a worker; workers are started when a large read finds
-//! none idle, up to the configured number, and live until the mount ends. A reply can be sent
+//! every worker busy, up to the configured number, and live until the mount ends. A reply can be sent
 //! from any thread: the kernel matches it to its request by id.
 
 use crate::fs::Filesystem;
 use fuser::ReplyData;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
@@ -35,7 +35,11 @@ pub struct Workers {
     rx: Arc<Mutex<Receiver<Job>>>,
     max: usize,
     started: AtomicUsize,
-    idle: Arc<AtomicUsize>,
+    /// Workers waiting for a job less the jobs queued: below zero, a new job finds every
+    /// worker busy and starts another (up to `max`). Counting only idle workers started too
+    /// few in a burst (the kernel sends its readahead as several reads at once), and a cold
+    /// read ran at two workers' speed.
+    free: Arc<AtomicIsize>,
     running: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
@@ -49,25 +53,30 @@ impl Workers {
             rx: Arc::new(Mutex::new(rx)),
             max,
             started: AtomicUsize::new(0),
-            idle: Arc::new(AtomicUsize::new(0)),
+            free: Arc::new(AtomicIsize::new(0)),
             running: Mutex::new(Vec::new()),
         }
     }
 
-    /// Queues `job` for a worker, starting one if none is idle and the limit allows; gives the
-    /// job back when there is no worker to take it (none may be started, or starting failed).
+    /// Queues `job` for a worker, starting one if every worker is busy and the limit allows;
+    /// gives the job back when no worker will take it (none runs and none could start).
     pub fn offer(&self, job: Job) -> Option<Job> {
-        if self.idle.load(Ordering::Acquire) == 0 && !self.start() {
+        if self.free.fetch_sub(1, Ordering::AcqRel) <= 0 && !self.start() {
+            self.free.fetch_add(1, Ordering::AcqRel);
             return Some(job);
         }
-        match self.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        let sent = match self.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             Some(tx) => tx.send(job).err().map(|e| e.0),
             None => Some(job),
+        };
+        if sent.is_some() {
+            self.free.fetch_add(1, Ordering::AcqRel);
         }
+        sent
     }
 
-    /// Starts one more worker; false when the limit is reached (with at least one running, a
-    /// queued job is still taken) and no worker runs, or the thread could not start.
+    /// Starts one more worker. True when a worker will take a queued job: one started now,
+    /// or the limit is reached with workers running.
     fn start(&self) -> bool {
         let n = self.started.load(Ordering::Acquire);
         if n >= self.max {
@@ -81,10 +90,10 @@ impl Workers {
             // Another request thread is starting one at this moment.
             return true;
         }
-        let (fs, rx, idle) = (self.fs.clone(), self.rx.clone(), self.idle.clone());
+        let (fs, rx, free) = (self.fs.clone(), self.rx.clone(), self.free.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("ferry-read-{n}"))
-            .spawn(move || work(fs.as_ref(), &rx, &idle));
+            .spawn(move || work(fs.as_ref(), &rx, &free));
         match spawned {
             Ok(h) => {
                 self.running
@@ -115,11 +124,10 @@ impl Drop for Workers {
 }
 
 /// A worker: answers queued reads until the queue's sender is gone (the mount ended).
-fn work(fs: &dyn Filesystem, rx: &Mutex<Receiver<Job>>, idle: &AtomicUsize) {
+fn work(fs: &dyn Filesystem, rx: &Mutex<Receiver<Job>>, free: &AtomicIsize) {
     loop {
-        idle.fetch_add(1, Ordering::AcqRel);
+        free.fetch_add(1, Ordering::AcqRel);
         let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-        idle.fetch_sub(1, Ordering::AcqRel);
         match job {
             Ok(j) => answer(fs, j),
             Err(_) => return,
