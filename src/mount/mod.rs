@@ -163,7 +163,7 @@ pub fn is_mountpoint(path: &Path) -> Result<bool> {
 /// and source, as /proc/self/mountinfo gives them.
 pub fn mounted_at(path: &Path) -> Result<Option<(String, String)>> {
     let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let info = std::fs::read("/proc/self/mountinfo").map_err(|source| Error::Io {
+    let info = read_mountinfo().map_err(|source| Error::Io {
         what: "cannot read",
         path: "/proc/self/mountinfo".into(),
         source,
@@ -193,6 +193,19 @@ pub fn mounted_at(path: &Path) -> Result<Option<(String, String)>> {
         })
         .next_back())
 }
+
+/// /proc/self/mountinfo, read in a few large reads: `std::fs::read` starts from its size (0
+/// for a proc file) and grows the buffer from 32 bytes, a dozen read calls each time a mount
+/// checks its mountpoint.
+fn read_mountinfo() -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut info = Vec::with_capacity(MOUNTINFO_READ);
+    std::fs::File::open("/proc/self/mountinfo")?.read_to_end(&mut info)?;
+    Ok(info)
+}
+
+/// The buffer mountinfo is first read into; it grows for a longer table.
+const MOUNTINFO_READ: usize = 16 * 1024;
 
 /// Undoes the octal escapes (`\040` for a space) of /proc/self/mountinfo: the kernel's
 /// mangling is the one fstab uses.
@@ -310,7 +323,7 @@ fn widen_readahead(canon: &Path) {
 /// The `MAJ:MIN` device of the last mount at `canon`, from /proc/self/mountinfo (no request to
 /// the mount itself, which may not be served yet).
 fn mount_device(canon: &Path) -> Option<String> {
-    let info = std::fs::read("/proc/self/mountinfo").ok()?;
+    let info = read_mountinfo().ok()?;
     let want = canon.as_os_str().as_encoded_bytes();
     info.split(|&b| b == b'\n')
         .filter_map(|l| {
