@@ -67,11 +67,12 @@ pub struct Adapter {
 }
 
 impl Adapter {
-    /// A read-only adapter: every write is EROFS, whatever the filesystem could do.
-    pub fn new(fs: Arc<dyn Filesystem>) -> Self {
+    /// A read-only adapter: every write is EROFS, whatever the filesystem could do. Large
+    /// reads go to up to `read_workers` (at least one) threads, started as reads need them.
+    pub fn new(fs: Arc<dyn Filesystem>, read_workers: usize) -> Self {
         let root = fs.root_ino();
         Adapter {
-            workers: super::reads::Workers::new(fs.clone(), super::Options::default().threads),
+            workers: super::reads::Workers::new(fs.clone(), read_workers.max(1)),
             fs,
             root,
             writable: false,
@@ -80,19 +81,11 @@ impl Adapter {
         }
     }
 
-    /// Up to `n` (at least one) read workers, started as large reads need them.
-    pub fn read_workers(self, n: usize) -> Self {
-        Adapter {
-            workers: super::reads::Workers::new(self.fs.clone(), n.max(1)),
-            ..self
-        }
-    }
-
     /// An adapter that passes writes through to `fs`.
-    pub fn writable(fs: Arc<dyn Filesystem>) -> Self {
+    pub fn writable(fs: Arc<dyn Filesystem>, read_workers: usize) -> Self {
         Adapter {
             writable: true,
-            ..Adapter::new(fs)
+            ..Adapter::new(fs, read_workers)
         }
     }
 

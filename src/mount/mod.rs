@@ -279,11 +279,10 @@ fn session(
 ) -> Result<fuser::Session<adapter::Adapter>> {
     check(mountpoint)?;
     let adapter = if opts.writable {
-        adapter::Adapter::writable(fs)
+        adapter::Adapter::writable(fs, opts.threads)
     } else {
-        adapter::Adapter::new(fs)
-    }
-    .read_workers(opts.threads);
+        adapter::Adapter::new(fs, opts.threads)
+    };
     // Resolved before the mount: once mounted, resolving it asks the daemon, not yet serving.
     let canon = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
     let s =

@@ -31,7 +31,7 @@ pub struct Job {
 pub struct Workers {
     fs: Arc<dyn Filesystem>,
     /// Taken when the workers are dropped, which ends them.
-    tx: Mutex<Option<Sender<Job>>>,
+    tx: Option<Sender<Job>>,
     rx: Arc<Mutex<Receiver<Job>>>,
     max: usize,
     started: AtomicUsize,
@@ -49,7 +49,7 @@ impl Workers {
         let (tx, rx) = channel();
         Workers {
             fs,
-            tx: Mutex::new(Some(tx)),
+            tx: Some(tx),
             rx: Arc::new(Mutex::new(rx)),
             max,
             started: AtomicUsize::new(0),
@@ -65,7 +65,7 @@ impl Workers {
             self.free.fetch_add(1, Ordering::AcqRel);
             return Some(job);
         }
-        let sent = match self.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        let sent = match &self.tx {
             Some(tx) => tx.send(job).err().map(|e| e.0),
             None => Some(job),
         };
@@ -115,7 +115,7 @@ impl Drop for Workers {
     /// Ends the workers once the reads queued are answered, and waits for them: none outlives
     /// the mount.
     fn drop(&mut self) {
-        drop(self.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
+        drop(self.tx.take());
         let running = std::mem::take(self.running.get_mut().unwrap_or_else(|p| p.into_inner()));
         for h in running {
             let _ = h.join();
