@@ -407,7 +407,19 @@ fn cli_errors_are_clear() {
         "{e}"
     );
     assert!(ferry::mount::is_mountpoint(&mnt).unwrap());
+    let e = err(&[OsStr::new("mount"), img.as_os_str(), mnt.as_os_str()]);
+    assert!(e.contains("is busy"), "{e}");
     assert!(Command::new("umount").arg(&mnt).status().unwrap().success());
+    // A directory bind-mounted onto itself is a mountpoint too.
+    let st = Command::new("mount")
+        .arg("--bind")
+        .args([&mnt, &mnt])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let e = err(&[OsStr::new("mount"), img.as_os_str(), mnt.as_os_str()]);
+    assert!(Command::new("umount").arg(&mnt).status().unwrap().success());
+    assert!(e.contains("is busy"), "{e}");
     let e = err(&[
         OsStr::new("mount"),
         OsStr::new("--threads"),
@@ -431,6 +443,24 @@ fn cli_errors_are_clear() {
     )
     .expect("mount");
     assert!(mnt.join("lost+found").is_dir());
+    // The daemon widens the kernel's readahead for the mount once it serves it.
+    let dev = std::fs::metadata(&mnt).unwrap().dev();
+    let knob = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        libc::major(dev),
+        libc::minor(dev)
+    );
+    let want = ferry::mount::READAHEAD_KB.to_string();
+    let start = Instant::now();
+    let mut seen = String::new();
+    while start.elapsed() < std::time::Duration::from_secs(10) {
+        seen = std::fs::read_to_string(&knob).unwrap_or_default();
+        if seen.trim() == want {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(seen.trim(), want, "{knob}");
     // The root shows the filesystem's own inode number (ext4's 2), as the kernel's mount.
     assert_eq!(std::fs::metadata(&mnt).unwrap().ino(), 2);
     let e = err(&[OsStr::new("mount"), img.as_os_str(), mnt.as_os_str()]);
