@@ -302,7 +302,7 @@ mod tests {
     use crate::fix::template::Template;
 
     fn re(s: &str) -> Regex {
-        Regex::new(s).unwrap()
+        crate::fix::rule::compile(s).unwrap()
     }
 
     fn to(v: &str) -> SetValue {

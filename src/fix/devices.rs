@@ -169,7 +169,7 @@ pub fn rewrite(data: &[u8], format: Format, map: &DeviceMap, bus: DiskBus, what:
         Format::Cmdline => {
             static RE: OnceLock<Regex> = OnceLock::new();
             let re = RE.get_or_init(|| {
-                Regex::new(r#"(?i)(^|[\s"'])((?:root|resume|boot)=)(/dev/[A-Za-z0-9/_.-]+)"#)
+                Regex::new(r#"(?i-u)(^|[\s"'])((?:root|resume|boot)=)(/dev/[A-Za-z0-9/_.-]+)"#)
                     .expect("static") // OK: a constant pattern
             });
             let mut out = Vec::with_capacity(data.len());

@@ -704,7 +704,7 @@ impl RuleRun<'_, '_, '_> {
 /// rc.local with `line` added once, before its final `exit 0` (a line after it never runs).
 fn rc_local_line(d: &[u8], line: &str) -> Vec<u8> {
     static EXIT: std::sync::LazyLock<regex::bytes::Regex> = std::sync::LazyLock::new(|| {
-        regex::bytes::Regex::new(r"^\s*exit\s+0\b").expect("static") // OK: a constant pattern
+        regex::bytes::Regex::new(r"(?-u)^\s*exit\s+0\b").expect("static") // OK: a constant pattern
     });
     let exit = &*EXIT;
     let mut l = super::text::Lines::new(d);

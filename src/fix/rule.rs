@@ -87,8 +87,13 @@ impl Pattern {
     }
 }
 
-fn compile(s: &str) -> std::result::Result<Regex, String> {
+/// Compiles a rule's pattern. The regex crate is built without its Unicode tables, so patterns
+/// are ASCII-aware only: `\s`, `\w`, `\d`, `\b` and `(?i)` mean what they mean in the C
+/// locale, `.` matches any byte but a newline (also in text that is not UTF-8), and a
+/// non-ASCII literal matches its UTF-8 bytes; `\p{..}` and `(?u)` are refused by name.
+pub(crate) fn compile(s: &str) -> std::result::Result<Regex, String> {
     RegexBuilder::new(s)
+        .unicode(false)
         .size_limit(REGEX_SIZE_LIMIT)
         .dfa_size_limit(REGEX_SIZE_LIMIT)
         .build()
@@ -1120,6 +1125,26 @@ fn parse_owner(s: &str) -> Option<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Patterns are ASCII-aware over bytes, as `compile` says, and Unicode classes are refused
+    /// with a message that names them.
+    #[test]
+    fn patterns_are_ascii_over_bytes() {
+        let m = |re: &str, text: &[u8]| compile(re).unwrap().is_match(text);
+        assert!(m(r"^\s*exit\s+0\b", b"  exit\t0"));
+        assert!(!m(r"^\s*exit\s+0\b", b"exit 00"));
+        assert!(m(r"(?i)^ROOT=", b"root=/dev/sda1"));
+        // `.` matches bytes that are not UTF-8 (a Latin-1 comment), \w only ASCII letters.
+        assert!(m(r"^# caf.$", b"# caf\xe9"));
+        assert!(!m(r"^\w+$", "café".as_bytes()));
+        assert!(m(r"caf\w", b"cafe"));
+        // A non-ASCII literal matches its UTF-8 encoding.
+        assert!(m("café", "un café".as_bytes()));
+        for unicode in [r"\p{Greek}", r"(?u)\w"] {
+            let e = compile(unicode).unwrap_err();
+            assert!(e.to_lowercase().contains("unicode"), "{unicode}: {e}");
+        }
+    }
 
     fn schema(text: &str) -> (usize, String, String) {
         match parse("t.toml", text) {
