@@ -302,21 +302,14 @@ fn session(
     } else {
         adapter::Adapter::new(fs, opts.threads)
     };
-    use std::os::unix::fs::MetadataExt;
-    let under = std::fs::metadata(mountpoint).map_or(0, |m| m.dev());
+    let canon = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
     let s =
         fuser::Session::new(adapter, mountpoint, &config(opts)).map_err(|source| Error::Io {
             what: "cannot mount on",
             path: mountpoint.into(),
             source,
         })?;
-    Ok((
-        s,
-        Readahead {
-            mountpoint: mountpoint.into(),
-            under,
-        },
-    ))
+    Ok((s, Readahead { canon }))
 }
 
 /// The kernel's readahead window for a ferry mount, in KiB. A FUSE mount starts at 128 KiB
@@ -330,50 +323,55 @@ fn session(
 /// kernel's loop mount 675/584; qcow2 587/492 and 626/519.
 pub const READAHEAD_KB: u32 = 4096;
 
-/// Widens the readahead of a mount once it is served (`READAHEAD_KB`).
+/// Widens the readahead of a mount before its requests are served (`READAHEAD_KB`).
 struct Readahead {
-    mountpoint: PathBuf,
-    /// The device of the directory the mount covers, to tell the mount from it.
-    under: u64,
+    /// The mountpoint, resolved before the mount: resolving it afterwards asks the mount.
+    canon: PathBuf,
 }
 
 impl Readahead {
-    /// Writes `READAHEAD_KB` to the sysfs file of the mount's bdi, named after its device as
-    /// a stat of the mountpoint gives it: that stat is a request to the daemon, so this runs
-    /// once the mount is served, not before `ferry mount` returns (reading the device from
-    /// /proc/self/mountinfo instead cost 30 µs there). Best effort: only root may write the
-    /// file, and a mount without it works as before.
+    /// Writes `READAHEAD_KB` to the sysfs file of the mount's bdi, named after the device
+    /// /proc/self/mountinfo gives the mount (no request to the mount itself, which is not
+    /// served yet). The daemon does it after the fork, before it serves: not on the path of
+    /// `ferry mount` (a mountinfo read takes 30 µs), and before any file can be opened (a file
+    /// keeps the window it was opened with). Best effort: only root may write the file, and a
+    /// mount without it works as before.
     fn widen(self) {
-        use std::os::unix::fs::MetadataExt;
-        let dev = match std::fs::metadata(&self.mountpoint) {
-            Ok(m) if m.dev() != self.under => m.dev(),
-            Ok(_) => return, // unmounted already
-            Err(e) => {
-                log::debug!("cannot stat {}: {e}", self.mountpoint.display());
-                return;
-            }
+        let Some(dev) = mount_device(&self.canon) else {
+            log::debug!("no mountinfo entry for {}", self.canon.display());
+            return;
         };
-        let knob = format!(
-            "/sys/class/bdi/{}:{}/read_ahead_kb",
-            libc::major(dev),
-            libc::minor(dev)
-        );
+        let knob = format!("/sys/class/bdi/{dev}/read_ahead_kb");
         if let Err(e) = std::fs::write(&knob, READAHEAD_KB.to_string()) {
             log::debug!("cannot widen the readahead ({knob}): {e}");
         }
     }
 }
 
+/// The `MAJ:MIN` device of the last mount at `canon`, from /proc/self/mountinfo.
+fn mount_device(canon: &Path) -> Option<String> {
+    let info = read_mountinfo().ok()?;
+    let want = canon.as_os_str().as_encoded_bytes();
+    info.split(|&b| b == b'\n')
+        .filter_map(|l| {
+            let mut f = l.split(|&b| b == b' ');
+            let dev = f.nth(2)?;
+            let mp = f.nth(1)?;
+            (unescape_mountinfo(mp) == want).then(|| String::from_utf8_lossy(dev).into_owned())
+        })
+        .next_back()
+}
+
 /// Mounts `fs` at `mountpoint` (read-only unless `opts.writable`) and serves it from
 /// background threads.
 pub fn spawn(fs: Arc<dyn Filesystem>, mountpoint: &Path, opts: &Options) -> Result<Mounted> {
     let (s, readahead) = session(fs, mountpoint, opts)?;
+    readahead.widen();
     let bg = s.spawn().map_err(|source| Error::Io {
         what: "cannot start the request threads for",
         path: mountpoint.into(),
         source,
     })?;
-    readahead.widen();
     Ok(Mounted { session: Some(bg) })
 }
 
@@ -431,10 +429,7 @@ impl Session {
             mountpoint,
             writable,
         } = self;
-        // Its stat waits in /dev/fuse until the request threads `run` starts answer it.
-        let _ = std::thread::Builder::new()
-            .name("readahead".into())
-            .spawn(move || readahead.widen());
+        readahead.widen();
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let syncer = writable.then(|| {
             std::thread::spawn(move || {

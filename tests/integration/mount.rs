@@ -443,7 +443,7 @@ fn cli_errors_are_clear() {
     )
     .expect("mount");
     assert!(mnt.join("lost+found").is_dir());
-    // The daemon widens the kernel's readahead for the mount once it serves it.
+    // The daemon widens the kernel's readahead for the mount (after `ferry mount` returns).
     let dev = std::fs::metadata(&mnt).unwrap().dev();
     let knob = format!(
         "/sys/class/bdi/{}:{}/read_ahead_kb",
