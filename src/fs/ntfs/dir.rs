@@ -163,6 +163,7 @@ impl Ntfs {
         let t = self.tree(dir)?;
         let mut node = t.root.clone();
         let mut fallback = None;
+        let load = |p| self.upcase_page(p);
         let mut seen = HashSet::new();
         for _ in 0..=MAX_DEPTH {
             let mut next = None;
@@ -179,12 +180,13 @@ impl Ntfs {
                         "entry with a damaged key",
                     ));
                 };
-                match self.upcase.collate(name, &key.name) {
+                match self.upcase.collate(name, &key.name, &load) {
                     Ordering::Equal => return Ok(Some((e.mref, key.name))),
                     Ordering::Less => {
                         if fallback.is_none()
                             && (any_namespace || key.namespace != filename::NS_POSIX)
-                            && self.upcase.cmp_ignore_case(name, &key.name) == Ordering::Equal
+                            && self.upcase.cmp_ignore_case(name, &key.name, &load)
+                                == Ordering::Equal
                         {
                             fallback = Some((e.mref, key.name));
                         }
@@ -194,7 +196,8 @@ impl Ntfs {
                     Ordering::Greater => {
                         if fallback.is_none()
                             && (any_namespace || key.namespace != filename::NS_POSIX)
-                            && self.upcase.cmp_ignore_case(name, &key.name) == Ordering::Equal
+                            && self.upcase.cmp_ignore_case(name, &key.name, &load)
+                                == Ordering::Equal
                         {
                             fallback = Some((e.mref, key.name));
                         }

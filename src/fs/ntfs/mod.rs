@@ -399,13 +399,39 @@ impl Ntfs {
         Ok(())
     }
 
+    /// $UpCase's table, its pages read when names need them (`upcase_page`); checked here for
+    /// its size.
     fn load_upcase(&self) -> Result<UpCase> {
         let i = self.inode(UPCASE_INO)?;
         let a = i
             .data()
             .ok_or_else(|| Error::corrupt("$UpCase", UPCASE_INO, 0, "no $DATA"))?;
-        let b = self.read_whole(UPCASE_INO, a, UPCASE_BYTES)?;
-        UpCase::parse(b).map_err(|e| Error::corrupt("$UpCase", UPCASE_INO, 0, e))
+        if a.size() < UPCASE_BYTES {
+            let msg = format!("{} bytes, want {UPCASE_BYTES}", a.size());
+            return Err(Error::corrupt("$UpCase", UPCASE_INO, 0, msg));
+        }
+        Ok(UpCase::lazy())
+    }
+
+    /// Page `p` of $UpCase; a page that cannot be read is logged, and folds ASCII letters only.
+    pub(crate) fn upcase_page(&self, p: usize) -> Option<Vec<u8>> {
+        let read = || -> Result<Vec<u8>> {
+            let i = self.inode(UPCASE_INO)?;
+            let a = i
+                .data()
+                .ok_or_else(|| Error::corrupt("$UpCase", UPCASE_INO, 0, "no $DATA"))?;
+            let off = wide(p).saturating_mul(wide(upcase::PAGE_BYTES));
+            let mut b = vec![0u8; upcase::PAGE_BYTES];
+            if self.read_attr(UPCASE_INO, a, off, &mut b)? < b.len() {
+                return Err(Error::corrupt("$UpCase", UPCASE_INO, off, "short page"));
+            }
+            Ok(b)
+        };
+        read()
+            .inspect_err(|e| {
+                log::warn!("ntfs: $UpCase page {p} unreadable ({e}); folding ASCII letters only")
+            })
+            .ok()
     }
 
     /// Label and version from $Volume; warns about a volume Windows left dirty.
