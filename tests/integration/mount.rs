@@ -451,16 +451,22 @@ fn cli_errors_are_clear() {
         libc::minor(dev)
     );
     let want = ferry::mount::READAHEAD_KB.to_string();
-    let start = Instant::now();
-    let mut seen = String::new();
-    while start.elapsed() < std::time::Duration::from_secs(10) {
-        seen = std::fs::read_to_string(&knob).unwrap_or_default();
-        if seen.trim() == want {
-            break;
+    // Opening for writing changes nothing; where sysfs is read-only (some containers) the
+    // daemon cannot widen it either, and the mount works as before.
+    if std::fs::OpenOptions::new().write(true).open(&knob).is_ok() {
+        let start = Instant::now();
+        let mut seen = String::new();
+        while start.elapsed() < std::time::Duration::from_secs(10) {
+            seen = std::fs::read_to_string(&knob).unwrap_or_default();
+            if seen.trim() == want {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(seen.trim(), want, "{knob}");
+    } else {
+        eprintln!("SKIP: {knob} is not writable here; the readahead is not checked");
     }
-    assert_eq!(seen.trim(), want, "{knob}");
     // The root shows the filesystem's own inode number (ext4's 2), as the kernel's mount.
     assert_eq!(std::fs::metadata(&mnt).unwrap().ino(), 2);
     let e = err(&[OsStr::new("mount"), img.as_os_str(), mnt.as_os_str()]);
