@@ -402,36 +402,38 @@ impl Ntfs {
     /// $UpCase's table, its pages read when names need them (`upcase_page`); checked here for
     /// its size.
     fn load_upcase(&self) -> Result<UpCase> {
-        let i = self.inode(UPCASE_INO)?;
-        let a = i
-            .data()
-            .ok_or_else(|| Error::corrupt("$UpCase", UPCASE_INO, 0, "no $DATA"))?;
-        if a.size() < UPCASE_BYTES {
-            let msg = format!("{} bytes, want {UPCASE_BYTES}", a.size());
-            return Err(Error::corrupt("$UpCase", UPCASE_INO, 0, msg));
-        }
-        Ok(UpCase::lazy())
+        self.with_upcase_data(|a| {
+            if a.size() < UPCASE_BYTES {
+                let msg = format!("{} bytes, want {UPCASE_BYTES}", a.size());
+                return Err(Error::corrupt("$UpCase", UPCASE_INO, 0, msg));
+            }
+            Ok(UpCase::lazy())
+        })
     }
 
     /// Page `p` of $UpCase; a page that cannot be read is logged, and folds ASCII letters only.
     pub(crate) fn upcase_page(&self, p: usize) -> Option<Vec<u8>> {
-        let read = || -> Result<Vec<u8>> {
-            let i = self.inode(UPCASE_INO)?;
-            let a = i
-                .data()
-                .ok_or_else(|| Error::corrupt("$UpCase", UPCASE_INO, 0, "no $DATA"))?;
+        self.with_upcase_data(|a| {
             let off = wide(p).saturating_mul(wide(upcase::PAGE_BYTES));
             let mut b = vec![0u8; upcase::PAGE_BYTES];
             if self.read_attr(UPCASE_INO, a, off, &mut b)? < b.len() {
                 return Err(Error::corrupt("$UpCase", UPCASE_INO, off, "short page"));
             }
             Ok(b)
-        };
-        read()
-            .inspect_err(|e| {
-                log::warn!("ntfs: $UpCase page {p} unreadable ({e}); folding ASCII letters only")
-            })
-            .ok()
+        })
+        .inspect_err(|e| {
+            log::warn!("ntfs: $UpCase page {p} unreadable ({e}); folding ASCII letters only")
+        })
+        .ok()
+    }
+
+    /// `f` of $UpCase's $DATA attribute.
+    fn with_upcase_data<T>(&self, f: impl FnOnce(&Attribute) -> Result<T>) -> Result<T> {
+        let i = self.inode(UPCASE_INO)?;
+        let a = i
+            .data()
+            .ok_or_else(|| Error::corrupt("$UpCase", UPCASE_INO, 0, "no $DATA"))?;
+        f(a)
     }
 
     /// Label and version from $Volume; warns about a volume Windows left dirty.
