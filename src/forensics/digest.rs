@@ -57,9 +57,10 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Zeros fed for holes: large enough that a terabyte of holes is a million updates.
+/// Zeros fed for holes: large enough that a terabyte of holes is a million updates. Allocated
+/// per digest, not a `static`: an immutable static is stored in the executable (a zeroed one
+/// too, in .rodata), and every command's first start after boot would read its 1 MiB from disk.
 const ZERO_CHUNK: usize = 1 << 20;
-static ZEROS: [u8; ZERO_CHUNK] = [0; ZERO_CHUNK];
 
 /// Bytes read per request: large reads amortise per-call costs in every format.
 const READ_CHUNK: usize = 4 << 20;
@@ -81,6 +82,7 @@ pub fn hash_device(dev: &dyn BlockDevice, algo: Algo) -> block::Result<String> {
     let mut h = algo.hasher();
     let (tx, rx) = mpsc::sync_channel::<block::Result<Piece>>(READ_AHEAD);
     let (back_tx, back_rx) = mpsc::channel::<Vec<u8>>();
+    let zeros = vec![0u8; ZERO_CHUNK];
     std::thread::scope(|s| {
         s.spawn(move || {
             if let Err(e) = produce(dev, &tx, &back_rx) {
@@ -92,7 +94,7 @@ pub fn hash_device(dev: &dyn BlockDevice, algo: Algo) -> block::Result<String> {
                 Piece::Zeros(mut n) => {
                     while n > 0 {
                         let k = upto(n, ZERO_CHUNK);
-                        h.update(&ZEROS[..k]);
+                        h.update(&zeros[..k]);
                         n = n.saturating_sub(wide(k)); // k ≤ n
                     }
                 }
