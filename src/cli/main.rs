@@ -1,5 +1,6 @@
 //! The `ferry` command line: one small function per subcommand; the work is in the library.
 
+mod cmath;
 mod convert;
 mod diff;
 mod doc;

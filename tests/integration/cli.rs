@@ -557,3 +557,44 @@ fn progress_off_a_terminal_is_qemu_img_s() {
         assert!(v.windows(2).all(|w| w[0] <= w[1]), "{v:?}");
     }
 }
+
+/// The executable loads libc and nothing else (docs/ARCHITECTURE.md, "Start-up cost"): a first
+/// command after boot reads each library it loads from disk. libm's two functions are defined
+/// in the executable (src/cli/cmath.rs), GCC's unwinder is linked in by build.rs where the
+/// toolchain has `libgcc_eh.a`.
+#[test]
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn the_executable_loads_only_libc() {
+    let out = std::process::Command::new("readelf")
+        .args(["-dW"])
+        .arg(ferry_bin())
+        .output()
+        .expect("readelf (binutils) runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let needed: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| Some(l.split_once('[')?.1.trim_end_matches(']').to_owned()))
+        .collect();
+    let static_unwinder = std::process::Command::new("cc")
+        .arg("-print-file-name=libgcc_eh.a")
+        .output()
+        .is_ok_and(|o| Path::new(String::from_utf8_lossy(&o.stdout).trim()).is_absolute());
+    let allowed: &[&str] = if static_unwinder {
+        &["libc.so.6"]
+    } else {
+        eprintln!("no libgcc_eh.a: libgcc_s.so.1 is allowed");
+        &["libc.so.6", "libgcc_s.so.1"]
+    };
+    assert!(!needed.is_empty(), "no NEEDED entries read");
+    for lib in &needed {
+        assert!(
+            allowed.contains(&lib.as_str()),
+            "the executable needs {lib}: {needed:?}"
+        );
+    }
+}
