@@ -124,6 +124,20 @@ impl ImageFile {
         self.len
     }
 
+    /// Bytes the host has allocated to the file (st_blocks), when the image is the whole
+    /// file; `None` for an archive member or a decompressed stream, whose allocation the
+    /// host cannot tell apart.
+    pub(crate) fn allocated_bytes(&self) -> Option<u64> {
+        use std::os::unix::fs::MetadataExt;
+        if self.member || self.base != 0 || self.inflated.is_some() {
+            return None;
+        }
+        self.file
+            .metadata()
+            .ok()
+            .map(|m| m.blocks().saturating_mul(512))
+    }
+
     pub(crate) fn id(&self) -> FileId {
         self.id
     }

@@ -598,3 +598,59 @@ fn the_executable_loads_only_libc() {
         );
     }
 }
+
+/// Clusters allocated on a hole of the host file (`preallocation=falloc`: unwritten extents)
+/// are data in the map, as in qemu-img's, with their pages in the page cache or not: ferry
+/// asked the host and answered zero until something had read them.
+#[test]
+fn preallocated_clusters_map_as_qemu_with_a_cold_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("falloc.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        "preallocation=falloc",
+        img.to_str().unwrap(),
+        "4M",
+    ]);
+    let evict = || {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open(&img).unwrap();
+        // SAFETY: posix_fadvise on an open file only drops clean cached pages.
+        let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(r, 0);
+    };
+    let key = |v: serde_json::Value| -> Vec<(u64, u64, bool, bool)> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["start"].as_u64().unwrap(),
+                    e["length"].as_u64().unwrap(),
+                    e["data"].as_bool().unwrap(),
+                    e["zero"].as_bool().unwrap(),
+                )
+            })
+            .collect()
+    };
+    evict();
+    let cold = key(ferry_json(&["map", "--json", img.to_str().unwrap()]));
+    let theirs =
+        key(
+            serde_json::from_str(&qemu_img(&["map", "--output=json", img.to_str().unwrap()]))
+                .unwrap(),
+        );
+    assert_eq!(cold, theirs);
+    assert_eq!(
+        theirs,
+        vec![(0, 4 << 20, true, false)],
+        "qemu-img's own view changed"
+    );
+    std::fs::read(&img).unwrap();
+    let warm = key(ferry_json(&["map", "--json", img.to_str().unwrap()]));
+    assert_eq!(warm, theirs);
+}

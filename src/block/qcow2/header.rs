@@ -14,6 +14,9 @@ pub(crate) const MIN_CLUSTER_BITS: u32 = 9;
 pub(crate) const MAX_CLUSTER_BITS: u32 = 21;
 /// qemu's QCOW_MAX_L1_SIZE: the L1 table is at most 32 MiB, which also bounds the virtual size.
 pub(crate) const MAX_L1_BYTES: u64 = 32 << 20;
+/// Size of the refcount table qemu refuses (8 MiB, QCOW_MAX_REFTABLE_SIZE): the writer does not
+/// grow one beyond it, and the reader reads none larger.
+pub(crate) const MAX_REFTABLE_BYTES: u64 = 8 << 20;
 /// qemu refuses backing file names longer than this.
 pub(crate) const MAX_BACKING_NAME: u32 = 1023;
 

@@ -40,6 +40,9 @@ pub(super) struct Qcow2 {
     backing: Option<Arc<dyn BlockDevice>>,
     backing_path: Option<PathBuf>,
     warnings: Vec<String>,
+    /// Whether the image looks preallocated with metadata only, decided at the first
+    /// `extents` (see `metadata_preallocated`).
+    metadata_prealloc: std::sync::OnceLock<bool>,
 }
 
 fn cache_slots(bytes: u64, item: u64, min: usize) -> NonZeroUsize {
@@ -152,6 +155,7 @@ impl Qcow2 {
             backing,
             backing_path,
             warnings,
+            metadata_prealloc: std::sync::OnceLock::new(),
         })
     }
 
@@ -393,10 +397,15 @@ impl BlockDevice for Qcow2 {
         while pos < end {
             let (m, run) = self.map_run(pos, end.saturating_sub(pos))?;
             match m {
+                Mapping::Data { host } if !self.metadata_preallocated() => {
+                    let mut e = Extent::new(pos, run, ExtentKind::Data);
+                    e.host_offset = Some(host);
+                    push_extent(&mut out, e);
+                }
                 Mapping::Data { host } => {
-                    // Allocated clusters that are holes in the host file read as zeros (qemu
-                    // reports them so, and copies skip them).
-                    // data_ranges yields ranges inside [host, host + run), in order.
+                    // Clusters that are holes in the host file read as zeros (qemu reports
+                    // them so, and copies skip them). data_ranges yields ranges inside
+                    // [host, host + run), in order.
                     let mut at = host;
                     let host_end = host.saturating_add(run);
                     let guest = |h: u64| pos.saturating_add(h.saturating_sub(host));
@@ -427,6 +436,85 @@ impl BlockDevice for Qcow2 {
 
     fn backing(&self) -> Option<&Arc<dyn BlockDevice>> {
         self.backing.as_ref()
+    }
+}
+
+impl Qcow2 {
+    /// Whether the host file beneath data clusters is asked for holes, as qemu decides it
+    /// (qcow2_detect_metadata_preallocation): only when the image looks preallocated with
+    /// metadata only, its clusters in use (refcount not zero) at least 10/9 of those the host
+    /// has allocated to the file. Otherwise a data cluster is data whatever lies beneath
+    /// (a `preallocation=falloc` image, a copy-on-write of zeros): asking the host there also
+    /// made the answer depend on the page cache, as ext4 reports an unwritten extent as data
+    /// once its pages are cached. Unreadable refcounts count as not preallocated.
+    fn metadata_preallocated(&self) -> bool {
+        *self.metadata_prealloc.get_or_init(|| {
+            self.detect_metadata_preallocation().unwrap_or_else(|e| {
+                log::debug!("metadata preallocation not detected: {e}");
+                false
+            })
+        })
+    }
+
+    fn detect_metadata_preallocation(&self) -> Result<bool> {
+        let h = &self.header;
+        let cs = h.cluster_size();
+        let Some(allocated) = self.file.allocated_bytes() else {
+            return Ok(false);
+        };
+        let real = allocated.checked_div(cs).unwrap_or(0);
+        let threshold = real
+            .saturating_mul(10)
+            .checked_div(9)
+            .unwrap_or(0)
+            .max(real.saturating_add(2));
+        let clusters = self.file.len().div_ceil(cs.max(1));
+        let epb = refcount::entries_per_block(cs, h.refcount_order).max(1);
+        // A table beyond qemu's limit, or beyond the file, is not read (nor allocated).
+        let Some(rt_len) = u64::from(h.refcount_table_clusters)
+            .checked_mul(cs)
+            .filter(|&b| b <= header::MAX_REFTABLE_BYTES && b <= self.file.len())
+            .and_then(|b| usize::try_from(b).ok())
+        else {
+            return Ok(false);
+        };
+        let mut reftable = vec![0u8; rt_len];
+        self.file.read_exact_at(
+            &mut reftable,
+            h.refcount_table_offset,
+            "qcow2 refcount table",
+        )?;
+        let cs_len = usize::try_from(cs).unwrap_or(usize::MAX);
+        let mut block = vec![0u8; cs_len];
+        let mut in_use = 0u64;
+        let mut i = 0u64;
+        while i < clusters && in_use < threshold {
+            let slot = usize::try_from(i.checked_div(epb).unwrap_or(0)).unwrap_or(usize::MAX);
+            let entry = reftable
+                .get(slot.saturating_mul(8)..slot.saturating_mul(8).saturating_add(8))
+                .map_or(0, |b| crate::bytes::be64(b, 0));
+            let first = i;
+            // The next refcount block's first cluster (epb ≥ 1: i advances).
+            i = first
+                .saturating_sub(first.checked_rem(epb).unwrap_or(0))
+                .saturating_add(epb);
+            let rb = entry & table::OFFSET_MASK;
+            if rb == 0 {
+                continue;
+            }
+            self.file
+                .read_exact_at(&mut block, rb, "qcow2 refcount block")?;
+            for c in first..i.min(clusters) {
+                if in_use >= threshold {
+                    break;
+                }
+                let idx = c.checked_rem(epb).unwrap_or(0);
+                if refcount::get(&block, idx, h.refcount_order) != 0 {
+                    in_use = in_use.saturating_add(1);
+                }
+            }
+        }
+        Ok(in_use >= threshold)
     }
 }
 

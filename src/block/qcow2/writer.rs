@@ -23,7 +23,7 @@
 use super::cluster;
 use super::header::{
     self, Compatible, Compression, Header, Incompatible, RawCompressionType, RawExtension,
-    RawHeader, RawHeaderV3, MAGIC,
+    RawHeader, RawHeaderV3, MAGIC, MAX_REFTABLE_BYTES,
 };
 use super::refcount;
 use super::table::{Geometry, Mapping, OFFSET_MASK, ZERO_FLAG};
@@ -58,8 +58,6 @@ const CACHE_BYTES: u64 = 16 << 20;
 /// Used clusters past the end of the file skipped over when allocating, before giving up on the
 /// image as corrupt (a hostile refcount table could otherwise make every allocation scan for long).
 const MAX_SKIP_CLUSTERS: u64 = 1 << 16;
-/// Size of the refcount table qemu refuses (8 MiB), and so do we when growing ours.
-const MAX_REFTABLE_BYTES: u64 = 8 << 20;
 
 /// What to create. `Default` is qemu-img's: v3, 64 KiB clusters, 16-bit refcounts, zlib.
 #[derive(Clone, Debug)]
