@@ -92,6 +92,18 @@ pub(crate) struct RawHeader {
     pub snapshots_offset: Be64,
 }
 
+/// The cluster size a header announces, when its fixed part is in `head` and its
+/// cluster_bits within qemu's bounds: how much of the file the header, its extensions and the
+/// backing name may occupy. `None` leaves the refusal to `Header::parse`.
+pub(crate) fn announced_cluster_size(head: &[u8]) -> Option<usize> {
+    let (raw, _) = RawHeader::read_from_prefix(head).ok()?;
+    let bits = raw.cluster_bits.get();
+    (MIN_CLUSTER_BITS..=MAX_CLUSTER_BITS)
+        .contains(&bits)
+        .then(|| 1usize.checked_shl(bits))
+        .flatten()
+}
+
 /// The version-3 fields that follow [`RawHeader`] (bytes 72..104).
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, Default)]
 #[repr(C)]

@@ -25,6 +25,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use table::{low_bits, Geometry, Mapping};
 
+/// The first read of a qcow2 file: the fixed header (104 bytes in v3) and, at the smallest
+/// clusters (512 B .. 4 KiB), the whole first cluster; the page the format probe read already.
+const HEADER_PROBE: usize = 4096;
+
 /// Bytes of L2 tables kept cached (at least 16 tables): 512 tables of 64 KiB clusters map 256 GiB.
 const L2_CACHE_BYTES: u64 = 32 << 20;
 /// Bytes of decompressed clusters kept for reads smaller than a cluster (at least 4 clusters).
@@ -90,13 +94,19 @@ fn check_l2_tables_unique(
 impl Qcow2 {
     pub(super) fn open(file: ImageFile, ctx: &mut OpenCtx) -> Result<Self> {
         let path = file.path().to_path_buf();
-        // The header, its extensions and the backing name all live in the first cluster;
-        // read at most 2 MiB (the largest cluster) and let parse() bound everything by it.
-        let head_len = usize::try_from(file.len())
-            .map_or(usize::MAX, |l| l)
-            .min(1 << header::MAX_CLUSTER_BITS);
-        let mut head = vec![0u8; head_len];
+        // The header, its extensions and the backing name all live in the first cluster:
+        // the fixed header names its size, then that cluster is read, and parse() bounds
+        // everything by it. (Reading qemu's largest cluster, 2 MiB, every time cost a 64 KiB-
+        // cluster image 2.4 ms at a cold open.)
+        let file_len = usize::try_from(file.len()).map_or(usize::MAX, |l| l);
+        let mut head = vec![0u8; file_len.min(HEADER_PROBE)];
         file.read_exact_at(&mut head, 0, "qcow2 header")?;
+        if let Some(cluster) = header::announced_cluster_size(&head) {
+            if cluster > head.len() && file_len > head.len() {
+                head = vec![0u8; file_len.min(cluster)];
+                file.read_exact_at(&mut head, 0, "qcow2 header")?;
+            }
+        }
         let h = Header::parse(&head, &path, file.len())?;
         drop(head);
         let cs = h.cluster_size();

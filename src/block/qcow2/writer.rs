@@ -1652,6 +1652,19 @@ mod tests {
     }
 
     #[test]
+    fn the_first_read_is_sized_by_the_announced_cluster() {
+        let mut h = small_header();
+        assert_eq!(super::header::announced_cluster_size(&h), Some(4096));
+        h[20..24].copy_from_slice(&16u32.to_be_bytes());
+        assert_eq!(super::header::announced_cluster_size(&h), Some(65536));
+        for bits in [8u32, 22, u32::MAX] {
+            h[20..24].copy_from_slice(&bits.to_be_bytes());
+            assert_eq!(super::header::announced_cluster_size(&h), None, "{bits}");
+        }
+        assert_eq!(super::header::announced_cluster_size(&h[..71]), None);
+    }
+
+    #[test]
     fn unknown_incompatible_bits_are_named() {
         let p = Path::new("t.qcow2");
         let mut h = small_header();
