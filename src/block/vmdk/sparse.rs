@@ -80,6 +80,9 @@ pub(crate) const MAX_GD_ENTRIES: u64 = 1 << 24;
 /// Memory for cached grain tables per image (at least 16 tables). Tables are held decoded, 8 bytes
 /// an entry: 8 MiB holds 2048 standard tables (512 entries), which map 64 TiB of 64 KiB grains.
 const GT_CACHE_BYTES: u64 = 8 << 20;
+/// Bytes of grain tables asked for at open when they lie together, at most: the tables of a
+/// 256 GiB disk of 64 KiB grains (one 2 KiB table maps 32 MiB).
+const TABLE_PREFETCH_MAX: u64 = 16 << 20;
 
 /// The hosted sparse extent header, all sizes in sectors, validated by `parse`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -336,14 +339,31 @@ impl SparseExtent {
             log::warn!("{w}");
             e.warnings.push(w);
         }
-        e.check_tables_unique()?;
+        let tables = e.check_tables_unique()?;
+        e.prefetch_tables(&tables);
         Ok(e)
+    }
+
+    /// Asks the host for the grain tables in one background read when they lie together
+    /// (qemu-img writes them all after the directory; VMware's stream writer puts each after
+    /// its grains, and those are left to be read as needed). A first read of the disk would
+    /// otherwise wait on the disk for each table in turn. `tables`: their sorted offsets.
+    fn prefetch_tables(&self, tables: &[u64]) {
+        let (Some(&first), Some(&last)) = (tables.first(), tables.last()) else {
+            return;
+        };
+        let span = last.saturating_add(self.gt_bytes()).saturating_sub(first);
+        let bytes = wide(tables.len()).saturating_mul(self.gt_bytes());
+        if span <= bytes.saturating_mul(2) && span <= TABLE_PREFETCH_MAX {
+            self.file.will_need(first, span);
+        }
     }
 
     /// Refuses a directory in which two entries name the same grain table: hosted sparse
     /// extents never share tables, and a shared one would let a small file describe a huge
-    /// mapping (`extents()` work must stay proportional to the file's metadata).
-    fn check_tables_unique(&self) -> Result<()> {
+    /// mapping (`extents()` work must stay proportional to the file's metadata). Returns the
+    /// tables' offsets, sorted.
+    fn check_tables_unique(&self) -> Result<Vec<u64>> {
         let mut tables: Vec<(u64, usize)> = (0..self.gd.len())
             .filter_map(|i| match self.table_location(i) {
                 Ok(Some(off)) => Some((off, i)),
@@ -362,7 +382,7 @@ impl SparseExtent {
                     w[0].1, w[1].1, w[0].0
                 ),
             )),
-            None => Ok(()),
+            None => Ok(tables.into_iter().map(|(off, _)| off).collect()),
         }
     }
 
