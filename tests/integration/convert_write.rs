@@ -3,7 +3,9 @@
 
 use crate::common;
 
-use common::{ferry_ok, have_tools, make_mixed_raw, qemu_img, qemu_io, run_ferry, Unchanged};
+use common::{
+    ferry_ok, have_tools, make_mixed_raw, map_json_shape, qemu_img, qemu_io, run_ferry, Unchanged,
+};
 use std::path::Path;
 use std::process::Command;
 
@@ -568,21 +570,7 @@ fn commit_into_source_writes_back_raw_and_qcow2() {
 
 /// `qemu-img map --output=json` as (start, length, zero, data, host offset).
 fn map_shape(image: &Path) -> Vec<(u64, u64, bool, bool, Option<u64>)> {
-    let v: serde_json::Value =
-        serde_json::from_str(&qemu_img(&["map", "--output=json", s(image)])).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["start"].as_u64().unwrap(),
-                e["length"].as_u64().unwrap(),
-                e["zero"].as_bool().unwrap(),
-                e["data"].as_bool().unwrap(),
-                e["offset"].as_u64(),
-            )
-        })
-        .collect()
+    map_json_shape(&serde_json::from_str(&qemu_img(&["map", "--output=json", s(image)])).unwrap())
 }
 
 #[test]

@@ -232,6 +232,23 @@ pub(crate) struct Class {
     pub present: bool,
 }
 
+/// A `map --json` answer, qemu-img's or ferry's, as (start, length, zero, data, host offset).
+pub(crate) fn map_json_shape(v: &serde_json::Value) -> Vec<(u64, u64, bool, bool, Option<u64>)> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["start"].as_u64().unwrap(),
+                e["length"].as_u64().unwrap(),
+                e["zero"].as_bool().unwrap(),
+                e["data"].as_bool().unwrap(),
+                e["offset"].as_u64(),
+            )
+        })
+        .collect()
+}
+
 /// `qemu-img map --output=json IMAGE` as (start, length, class) triples.
 pub(crate) fn qemu_map_classes(image: &Path) -> Vec<(u64, u64, Class)> {
     let out = qemu_img(&["map", "--output=json", image.to_str().unwrap()]);
