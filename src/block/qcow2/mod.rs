@@ -494,35 +494,29 @@ impl Qcow2 {
             h.refcount_table_offset,
             "qcow2 refcount table",
         )?;
-        let cs_len = usize::try_from(cs).unwrap_or(usize::MAX);
-        let mut block = vec![0u8; cs_len];
+        // cs ≤ 2 MiB (Header::parse).
+        let mut block = vec![0u8; usize::try_from(cs).unwrap_or(0)];
         let mut in_use = 0u64;
-        let mut i = 0u64;
-        while i < clusters && in_use < threshold {
-            let slot = usize::try_from(i.checked_div(epb).unwrap_or(0)).unwrap_or(usize::MAX);
-            let entry = reftable
-                .get(slot.saturating_mul(8)..slot.saturating_mul(8).saturating_add(8))
-                .map_or(0, |b| crate::bytes::be64(b, 0));
-            let first = i;
-            // The next refcount block's first cluster (epb ≥ 1: i advances).
-            i = first
-                .saturating_sub(first.checked_rem(epb).unwrap_or(0))
-                .saturating_add(epb);
-            let rb = entry & table::OFFSET_MASK;
+        // Each reftable entry names the refcount block of the next `epb` clusters.
+        for (b, entry) in reftable.chunks_exact(8).enumerate() {
+            let Some(first) = wide(b).checked_mul(epb).filter(|&f| f < clusters) else {
+                break;
+            };
+            if in_use >= threshold {
+                break;
+            }
+            let rb = crate::bytes::be64(entry, 0) & table::OFFSET_MASK;
             if rb == 0 {
                 continue;
             }
             self.file
                 .read_exact_at(&mut block, rb, "qcow2 refcount block")?;
-            for c in first..i.min(clusters) {
-                if in_use >= threshold {
-                    break;
-                }
-                let idx = c.checked_rem(epb).unwrap_or(0);
-                if refcount::get(&block, idx, h.refcount_order) != 0 {
-                    in_use = in_use.saturating_add(1);
-                }
-            }
+            let n = epb.min(clusters.saturating_sub(first));
+            let used = (0..n)
+                .filter(|&idx| refcount::get(&block, idx, h.refcount_order) != 0)
+                .take(usize::try_from(threshold.saturating_sub(in_use)).unwrap_or(usize::MAX))
+                .count();
+            in_use = in_use.saturating_add(wide(used));
         }
         Ok(in_use >= threshold)
     }
