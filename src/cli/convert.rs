@@ -43,7 +43,7 @@ pub(crate) struct ConvertArgs {
     /// 4k); 0 writes everything, the source's holes too (fully allocated).
     #[arg(short = 'S', value_parser = sparse_arg)]
     pub sparse: Option<u64>,
-    /// Worker threads, 1 to 256 (default: one per core, at least 4).
+    /// Worker threads, 1 to 256 (default: one per core, at least 2).
     #[arg(long, default_value_t = 0, value_parser = threads_arg)]
     pub threads: usize,
     /// JSON: a summary (bytes read, written, skipped, seconds).

@@ -109,7 +109,7 @@ pub(crate) struct V2vArgs {
     /// The global -q: no stage lines or progress bar (the report still).
     #[arg(skip)]
     pub quiet: bool,
-    /// Copy workers, 1 to 256 (default: one per core, at least 4).
+    /// Copy workers, 1 to 256 (default: one per core, at least 2).
     #[arg(long, default_value_t = 0, value_parser = threads_arg)]
     pub threads: usize,
     /// Copy the free space of the guest's filesystems and swap too. By default it is left out

@@ -30,8 +30,11 @@ const CHUNK_LEN: usize = 2 << 20;
 const _: () = assert!(CHUNK == 2 << 20 && CHUNK_LEN == 2 << 20);
 /// Chunks read ahead of the writer, besides one per worker (see `copy`).
 const READ_AHEAD: usize = 4;
-/// Fewest workers by default (see `copy`).
-const MIN_WORKERS: usize = 4;
+/// Jobs queued ahead of the workers, at least: their bytes are prefetched when queued (see
+/// `produce`), so this is how far ahead of the reads the disk is asked (32 MiB).
+const JOBS_AHEAD: usize = 16;
+/// Fewest workers by default (see `copy`): a read waiting on the disk while another is copied.
+const MIN_WORKERS: usize = 2;
 /// Granularity of zero detection inside data (qemu-img convert's default -S).
 const ZERO_BLOCK: usize = 4096;
 
@@ -444,8 +447,11 @@ pub fn to_vmdk(
 fn copy(src: &Arc<dyn BlockDevice>, dst: &Path, target: Target, opts: &Options) -> Result<Stats> {
     let start = Instant::now();
     let copier = Copier::new(src, dst, target, opts)?;
-    // Default: one worker per core, and at least MIN_WORKERS so that reads and writes keep
-    // overlapping while some workers wait (on the disk, on the file's lock, on the turnstile).
+    // Default: one worker per core, at least MIN_WORKERS. The disk is kept busy by the
+    // prefetch of the queued jobs, not by extra workers: with four workers on two cores a warm
+    // 4 GiB raw -> qcow2 convert took 0.95 s (median of 12, rotating order) against 0.67 s with
+    // two, and with two and the prefetch a cold one took 1.69 s against four workers' 2.64 s
+    // without it (median of 5; qemu-img -W -m 8: 0.66 s warm, 2.59 s cold).
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -577,7 +583,7 @@ impl<'a> Copier<'a> {
 
     /// Runs the workers and the writer while this thread produces the jobs.
     fn run(&self, threads: usize) -> Result<()> {
-        let (job_tx, job_rx) = sync_channel::<Job>(threads.saturating_mul(2));
+        let (job_tx, job_rx) = sync_channel::<Job>(threads.saturating_mul(2).max(JOBS_AHEAD));
         // A sleeping lock: parking_lot's spins with sched_yield while the holder waits in
         // recv() (3945 sched_yield calls in one 4 GiB raw -> qcow2 convert, on 2 busy cores).
         let job_rx = Arc::new(std::sync::Mutex::new(job_rx));
@@ -660,6 +666,10 @@ impl<'a> Copier<'a> {
                 last_end = end;
                 let job = (seq, off, n);
                 seq = fit(seq.checked_add(1), dst, "chunk sequence number")?;
+                // The jobs queued ahead of the workers are read from the disk meanwhile (a
+                // raw source asks the host's page cache), so a cold source keeps the disk
+                // busy without more workers than cores competing for them on a warm one.
+                self.src.prefetch(off, n);
                 if self.failed() || job_tx.send(job).is_err() {
                     return Ok(()); // a worker failed: its error is reported by `run`
                 }
