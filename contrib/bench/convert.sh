@@ -1,8 +1,8 @@
 #!/bin/bash
 # Side-by-side: `ferry convert` vs `qemu-img convert` (default settings, and `-W -m 8`) on the
-# same inputs, warm page cache. The three commands take turns within each of $RUNS rounds, so a
-# burst of load elsewhere hits all of them; the table gives the best wall time of each, the
-# spread (slowest/best) and each tool's peak RSS in its best run.
+# same inputs, warm page cache. The three commands take turns within each of $RUNS rounds (in an
+# order that turns each round), so a burst of load elsewhere hits all of them; the table gives
+# the best wall time of each, the spread (slowest/best) and each tool's peak RSS in its best run.
 #   4 GiB guest: vmdk (monolithicSparse) → qcow2, qcow2 → raw, raw → streamOptimized vmdk,
 #                raw → qcow2, raw → compressed qcow2;
 #   100 GiB sparse raw disk holding 1 GiB of data → qcow2 and → raw (time must follow the data).
@@ -91,10 +91,18 @@ run() {
     qemu-img compare -q "$src" "$dst"
     if [ "$fmt" = qcow2 ]; then qemu-img check -q "$dst"; fi
     rm -f times.txt
+    # The order turns each round: which command runs right after a removal is a matter of luck
+    # with freed memory (see the top), and it falls to each in turn.
+    local order=(f q w) i who
     for ((r = 0; r < RUNS; r++)); do
-        timed f "$ferry" convert --overwrite "$src" -O "$fmt" "$@" "$dst"
-        timed q qemu-img convert -O "$fmt" "$@" "$src" "$dst"
-        timed w qemu-img convert -W -m 8 -O "$fmt" "$@" "$src" "$dst"
+        for i in 0 1 2; do
+            who=${order[$(((i + r) % 3))]}
+            case $who in
+                f) timed f "$ferry" convert --overwrite "$src" -O "$fmt" "$@" "$dst" ;;
+                q) timed q qemu-img convert -O "$fmt" "$@" "$src" "$dst" ;;
+                w) timed w qemu-img convert -W -m 8 -O "$fmt" "$@" "$src" "$dst" ;;
+            esac
+        done
     done
     read -r f fs frss fm < <(stat_of f)
     read -r q qs qrss _ < <(stat_of q)
