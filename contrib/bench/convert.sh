@@ -23,9 +23,7 @@ work=${1:-/var/tmp/ferry-bench-convert}
 RUNS=${RUNS:-3}
 SIZE=${SIZE:-4G}
 ONLY=${ONLY:-.}
-# FERRY=path runs that binary as it is (to compare two builds); otherwise the tree is built.
-ferry=${FERRY:-${CARGO_TARGET_DIR:-$here/target}/release/ferry}
-[ -n "${FERRY:-}" ] || (cd "$here" && cargo build --release -q)
+pick_ferry # FERRY=path: that binary; otherwise the tree is built
 mkdir -p "$work"
 cd "$work"
 

@@ -48,3 +48,9 @@ ferry_rss() {
     done
     echo -
 }
+# Sets $ferry, the binary measured: FERRY=path runs that binary as it is (to compare two
+# builds); otherwise the tree ($here) is built and its release binary taken.
+pick_ferry() {
+    ferry=${FERRY:-${CARGO_TARGET_DIR:-$here/target}/release/ferry}
+    [ -n "${FERRY:-}" ] || (cd "$here" && cargo build --release -q)
+}

@@ -24,9 +24,7 @@ WHO=${WHO:-kernel ferry-raw ferry-qcow2}
 # The measures taken, a subset of "a2 a b c d" (the letters above; a2 is (a')), e.g. STEPS="a2 a"
 # to time only the mount and first read, over many rounds.
 STEPS=${STEPS:-a2 a b c d}
-# FERRY=path runs that binary as it is (to compare two builds); otherwise the tree is built.
-ferry=${FERRY:-${CARGO_TARGET_DIR:-$here/target}/release/ferry}
-[ -n "${FERRY:-}" ] || (cd "$here" && cargo build --release -q)
+pick_ferry # FERRY=path: that binary; otherwise the tree is built
 mkdir -p "$work"
 cd "$work"
 

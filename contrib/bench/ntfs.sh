@@ -17,8 +17,7 @@ here=$(cd "$(dirname "$0")/../.." && pwd)
 work=${1:-/var/tmp/ferry-bench-ntfs}
 RUNS=${RUNS:-5}
 BIG=${BIG:-1G}
-ferry=${FERRY:-${CARGO_TARGET_DIR:-$here/target}/release/ferry}
-[ -n "${FERRY:-}" ] || (cd "$here" && cargo build --release -q)
+pick_ferry # FERRY=path: that binary; otherwise the tree is built
 mkdir -p "$work"
 cd "$work"
 mkdir -p mnt

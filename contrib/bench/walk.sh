@@ -14,9 +14,7 @@ here=$(cd "$(dirname "$0")/../.." && pwd)
 work=${1:-/var/tmp/ferry-bench-walk}
 RUNS=${RUNS:-5}
 WHO=${WHO:-kernel ferry-raw ferry-qcow2}
-# FERRY=path runs that binary as it is (to compare two builds); otherwise the tree is built.
-ferry=${FERRY:-${CARGO_TARGET_DIR:-$here/target}/release/ferry}
-[ -n "${FERRY:-}" ] || (cd "$here" && cargo build --release -q)
+pick_ferry # FERRY=path: that binary; otherwise the tree is built
 mkdir -p "$work"
 cd "$work"
 
