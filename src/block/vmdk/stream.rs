@@ -86,7 +86,7 @@ pub(crate) fn read_grain(
     // qemu reads at most two grains of input: deflate never expands that much (a grain is at
     // most 64 MiB: no overflow).
     let max_in = grain.saturating_mul(2);
-    let input = if markers {
+    let (read, data_at) = if markers {
         // The marker and, in the same read, a grain's worth of what follows it: grains
         // compress to less than their size, so one read of the file usually brings the whole
         // grain. Reading the 12-byte marker alone cost an image that is not in the page cache
@@ -124,7 +124,7 @@ pub(crate) fn read_grain(
         file.read_exact_at(&mut buf, host, "vmdk compressed grain")?;
         (buf, 0)
     };
-    let input = input.0.get(input.1..).unwrap_or_default();
+    let input = read.get(data_at..).unwrap_or_default();
     INFLATE
         .with(|d| {
             let mut d = d.borrow_mut();
